@@ -1,0 +1,3 @@
+from rationad.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,226 @@
+"""Configuration: one TOML file, ``RATIONAD_<SECTION>__<KEY>`` environment overrides, validated at start-up.
+
+Every model is frozen and forbids unknown keys, so a typo fails at start-up naming the key. Secrets are
+``SecretStr`` and never appear in logs or in ``check-config`` output.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
+
+ENV_PREFIX = "RATIONAD_"
+
+
+class ConfigError(Exception):
+    """A configuration problem, phrased for an operator: which key, what is wrong."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class KafkaConfig(_Section):
+    bootstrap_servers: str = "127.0.0.1:9092"
+    group_id: str = "rationad"
+    client_id: str = "rationad"
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_cafile: Path | None = None
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
+    session_timeout_ms: int = Field(10_000, ge=1_000)
+    heartbeat_interval_ms: int = Field(3_000, ge=100)
+    max_poll_interval_ms: int = Field(300_000, ge=1_000)
+    fetch_max_records: int = Field(5_000, ge=1)
+
+    @model_validator(mode="after")
+    def _sasl_complete(self) -> KafkaConfig:
+        if self.security_protocol.startswith("SASL"):
+            if not self.sasl_mechanism or not self.sasl_username or self.sasl_password is None:
+                raise ValueError("SASL security_protocol needs sasl_mechanism, sasl_username and sasl_password")
+        return self
+
+
+class InputConfig(_Section):
+    topics: list[str] = ["logs"]
+    format: Literal["text", "json"] = "text"
+    json_message_field: str = "message"
+    dialect: Literal["hdfs", "bgl", "generic"] = "hdfs"
+    key_regex: str | None = None
+    json_key_field: str | None = None
+    timestamp_field: str | None = None
+    max_record_bytes: int = Field(65_536, ge=64)
+
+    @field_validator("topics")
+    @classmethod
+    def _non_empty(cls, v: list[str]) -> list[str]:
+        if not v or any(not t.strip() for t in v):
+            raise ValueError("must be a non-empty list of topic names")
+        return v
+
+    @field_validator("key_regex")
+    @classmethod
+    def _compiles(cls, v: str | None) -> str | None:
+        if v is not None:
+            import re
+
+            try:
+                re.compile(v)
+            except re.error as exc:
+                raise ValueError(f"not a valid regular expression: {exc}") from exc
+        return v
+
+
+class SessionsConfig(_Section):
+    """Window settings. ``None`` means "the dialect's default" (see ``rationad.sessions.defaults``)."""
+
+    mode: Literal["session", "fixed"] | None = None
+    gap_secs: float | None = Field(None, gt=0)
+    max_lines: int | None = Field(None, ge=1)
+    max_span_secs: float | None = Field(None, gt=0)
+    window_lines: int | None = Field(None, ge=1)
+    window_secs: float | None = Field(None, gt=0)
+    allowed_lateness_secs: float = Field(0.0, ge=0)
+    max_open_sessions: int = Field(100_000, ge=1)
+    quiet_flush_secs: float | None = Field(None, gt=0)
+
+
+class ModelConfig(_Section):
+    backend: Literal["vllm-engine", "vllm-server"] = "vllm-engine"
+    path: Path | None = None
+    adapter: Path | None = None
+    server_url: str | None = None
+    served_model_name: str | None = None
+    api_key: SecretStr | None = None
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = "bfloat16"
+    max_model_len: int = Field(2048, ge=256)
+    max_prompt_tokens: int = Field(1024, ge=64)
+    max_new_tokens: int = Field(160, ge=8)
+    temperature: float = Field(0.0, ge=0)
+    constrain_output: bool = True
+    max_batch_size: int = Field(32, ge=1)
+    batch_wait_ms: int = Field(50, ge=0)
+    max_concurrency: int = Field(4, ge=1)
+    request_timeout_secs: float = Field(120.0, gt=0)
+    max_retries: int = Field(3, ge=0)
+    retry_backoff_secs: float = Field(0.5, ge=0)
+    health_timeout_secs: float = Field(5.0, gt=0)
+
+    @model_validator(mode="after")
+    def _backend_needs(self) -> ModelConfig:
+        if self.backend == "vllm-server" and not self.server_url:
+            raise ValueError("backend 'vllm-server' needs server_url")
+        if self.max_prompt_tokens + self.max_new_tokens > self.max_model_len:
+            raise ValueError("max_prompt_tokens + max_new_tokens must not exceed max_model_len")
+        return self
+
+
+class CacheConfig(_Section):
+    enabled: bool = True
+    max_entries: int = Field(100_000, ge=1)
+
+
+class OutputConfig(_Section):
+    topic: str = "rationad.anomalies"
+    dlq_topic: str = "rationad.dlq"
+    emit_normal: bool = False
+    max_rationale_chars: int = Field(2_000, ge=100)
+
+
+class DeliveryConfig(_Section):
+    commit_interval_ms: int = Field(1_000, ge=10)
+    max_pending_sessions: int = Field(512, ge=1)
+    drain_timeout_secs: float = Field(30.0, gt=0)
+
+
+class ServerConfig(_Section):
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(9464, ge=0, le=65535)
+    stall_secs: float = Field(60.0, gt=0)
+
+
+class LogConfig(_Section):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["auto", "json", "console"] = "auto"
+
+
+class Settings(BaseSettings):
+    """The whole configuration. Sources, highest first: init kwargs, environment, TOML file, defaults."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", frozen=True, case_sensitive=False
+    )
+
+    kafka: KafkaConfig = KafkaConfig()
+    input: InputConfig = InputConfig()
+    sessions: SessionsConfig = SessionsConfig()
+    model: ModelConfig = ModelConfig()
+    cache: CacheConfig = CacheConfig()
+    output: OutputConfig = OutputConfig()
+    delivery: DeliveryConfig = DeliveryConfig()
+    server: ServerConfig = ServerConfig()
+    log: LogConfig = LogConfig()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return init_settings, env_settings
+
+    def redacted(self) -> dict[str, Any]:
+        """The configuration as plain data, secrets masked (for logs and ``check-config``)."""
+        return self.model_dump(mode="json")
+
+
+def _merge(base: dict[str, Any], env: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in env.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def _format_error(exc: ValidationError, source: str) -> str:
+    lines = [f"invalid configuration ({source}):"]
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        lines.append(f"  {key}: {msg}")
+    return "\n".join(lines)
+
+
+def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
+    """Read ``path`` (TOML), apply ``RATIONAD_*`` environment overrides, validate; raise ConfigError naming the key."""
+    data: dict[str, Any] = {}
+    source = "defaults"
+    if path is not None:
+        p = Path(path)
+        source = str(p)
+        try:
+            data = tomllib.loads(p.read_text(encoding="utf-8"))
+        except FileNotFoundError as exc:
+            raise ConfigError(f"config file not found: {p}") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {p} is not valid TOML: {exc}") from exc
+    data = _merge(data, overrides)
+    try:
+        # pydantic-settings gives init kwargs precedence over the environment; the file must lose to the
+        # environment, so read the environment first and merge it over the file ourselves.
+        env = EnvSettingsSource(Settings)()
+        return Settings(**_merge(data, env))
+    except ValidationError as exc:
+        raise ConfigError(_format_error(exc, source + " + environment")) from None

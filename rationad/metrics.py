@@ -1,0 +1,66 @@
+"""Prometheus metrics, prefix ``rationad_``, low-cardinality labels only (Vector's naming: unit in the name)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+
+from rationad import __version__
+
+
+class Metrics:
+    """All metrics of one daemon, on their own registry (tests build as many as they like)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        r = self.registry = registry or CollectorRegistry()
+        self.build_info = Info("rationad_build", "Version, model and prompt version of this daemon", registry=r)
+        self.records_received = Counter(
+            "rationad_records_received_total", "Input records read from Kafka", ["topic"], registry=r
+        )
+        self.lines_parsed = Counter("rationad_lines_parsed_total", "Log lines parsed into sessions", registry=r)
+        self.late_lines = Counter(
+            "rationad_late_lines_total", "Lines that arrived after their window had closed", ["action"], registry=r
+        )
+        self.consumer_lag = Gauge(
+            "rationad_consumer_lag_records", "Records between the consumer position and the end of the partition",
+            ["topic", "partition"], registry=r,
+        )
+        self.sessions_open = Gauge("rationad_sessions_open", "Sessions currently open", registry=r)
+        self.sessions_closed = Counter(
+            "rationad_sessions_closed_total", "Sessions closed, by reason", ["reason"], registry=r
+        )
+        self.sessions_pending = Gauge(
+            "rationad_sessions_pending", "Closed sessions waiting for a verdict or an acknowledgement", registry=r
+        )
+        self.batch_size = Histogram(
+            "rationad_model_batch_size", "Sessions per model batch", registry=r,
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+        )
+        self.model_request_duration = Histogram(
+            "rationad_model_request_duration_seconds", "Model call duration by outcome", ["outcome"], registry=r,
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
+        )
+        self.model_in_flight = Gauge("rationad_model_requests_in_flight", "Model calls in flight", registry=r)
+        self.model_healthy = Gauge("rationad_model_healthy", "1 when the last model health check passed", registry=r)
+        self.cache_requests = Counter(
+            "rationad_cache_requests_total", "Verdict cache look-ups", ["result"], registry=r
+        )
+        self.cache_entries = Gauge("rationad_cache_entries", "Entries in the verdict cache", registry=r)
+        self.events_produced = Counter(
+            "rationad_events_produced_total", "Verdict events acknowledged by the broker", ["verdict"], registry=r
+        )
+        self.ungrounded_citations = Counter(
+            "rationad_ungrounded_citations_total", "Rationale citations of lines not in the session", registry=r
+        )
+        self.dlq_records = Counter(
+            "rationad_dlq_records_total", "Records and sessions sent to the dead-letter topic", ["reason"], registry=r
+        )
+        self.end_to_end_latency = Histogram(
+            "rationad_session_latency_seconds", "From a session's close to its event's acknowledgement",
+            ["cache"], registry=r, buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60),
+        )
+        self.errors = Counter(
+            "rationad_errors_total", "Errors by stage and type", ["stage", "error_type"], registry=r
+        )
+        self.commits = Counter("rationad_offset_commits_total", "Offset commits", ["outcome"], registry=r)
+        self.paused = Gauge("rationad_consumption_paused", "1 while consumption is paused by backpressure", registry=r)
+        self.ready = Gauge("rationad_ready", "1 when joined, model healthy and not draining", registry=r)

@@ -1,0 +1,52 @@
+"""The daemon's plain data: one parsed log line, one closed session. No I/O here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, slots=True)
+class LogLine:
+    """One parsed input line. ``message`` is what the model may see (labels and headers removed);
+    ``raw`` is the line as received, kept for evidence."""
+
+    key: str
+    message: str
+    raw: str
+    ts: float | None = None
+    topic: str = ""
+    partition: int = 0
+    offset: int = 0
+    label: str | None = None  # ground truth carried by some formats (BGL's first column); never shown to the model
+
+
+@dataclass(slots=True)
+class Session:
+    """A closed window of lines sharing a key, ready to be judged."""
+
+    key: str
+    lines: list[LogLine]
+    close_reason: str
+    topic: str = ""
+    partition: int = 0
+    label: str | None = None  # ground truth, only in replay/evaluation
+    source_id: str | None = None  # the input's own session id (replay), else None
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def first_offset(self) -> int:
+        return min(line.offset for line in self.lines)
+
+    @property
+    def last_offset(self) -> int:
+        return max(line.offset for line in self.lines)
+
+    @property
+    def first_ts(self) -> float | None:
+        ts = [line.ts for line in self.lines if line.ts is not None]
+        return min(ts) if ts else None
+
+    @property
+    def last_ts(self) -> float | None:
+        ts = [line.ts for line in self.lines if line.ts is not None]
+        return max(ts) if ts else None

@@ -1,0 +1,50 @@
+"""Template normalization: mask the variable parts of a log message so that sessions that differ only in ids,
+addresses, numbers and timestamps look the same to the model and to the verdict cache.
+
+The masking rules are data (drain3 ``MaskingInstruction``s, applied in order); we use drain3's masker and not its
+clustering, because clustering is stateful and would make the cache key depend on what the daemon saw before.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+
+from drain3.masking import LogMasker, MaskingInstruction
+
+MASK = "{*}"
+
+# Order matters: specific shapes first, bare numbers last.
+MASKING_RULES: tuple[tuple[str, str], ...] = (
+    (r"blk_-?\d+", "*"),  # HDFS block ids
+    (r"(?:/)?(?:\d{1,3}\.){3}\d{1,3}(?::\d{1,5})?", "*"),  # IPv4 with optional port and leading slash
+    (r"\b[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\b", "*"),  # UUIDs
+    (r"\b\d{4}-\d{2}-\d{2}[T -]\d{2}[:.]\d{2}[:.]\d{2}(?:\.\d+)?\b", "*"),  # timestamps
+    (r"(?:/[\w.\-$]+){2,}/?", "*"),  # file paths
+    (r"\b0x[0-9a-fA-F]+\b", "*"),  # hex literals
+    (r"\b[0-9a-fA-F]{8,}\b", "*"),  # long hex words
+    (r"(?<![\w.])[-+]?\d+(?:\.\d+)?(?![\w.])", "*"),  # numbers
+    (r"(?<=[A-Za-z])\d+\b", "*"),  # numeric suffixes (node names, task ids)
+)
+
+_LOGHUB_WILDCARD = re.compile(r"<\*>")
+_COLLAPSE = re.compile(r"(?:\{\*\}[\s,:]*){2,}")
+_SPACES = re.compile(r"\s+")
+
+
+@lru_cache(maxsize=1)
+def _masker() -> LogMasker:
+    return LogMasker([MaskingInstruction(p, w) for p, w in MASKING_RULES], "{", "}")
+
+
+@lru_cache(maxsize=65_536)
+def to_template(message: str) -> str:
+    """The masked template of one log message (ids, addresses, numbers and paths become ``{*}``)."""
+    masked = _masker().mask(message)
+    masked = _COLLAPSE.sub(MASK + " ", masked)
+    return _SPACES.sub(" ", masked).strip()
+
+
+def from_loghub(template: str) -> str:
+    """A Loghub template (``<*>`` wildcards) in our notation."""
+    return _SPACES.sub(" ", _LOGHUB_WILDCARD.sub(MASK, template)).strip()
