@@ -113,6 +113,11 @@ class ModelConfig(_Section):
     retry_backoff_secs: float = Field(0.5, ge=0)
     health_timeout_secs: float = Field(5.0, gt=0)
 
+    @field_validator("path", "adapter")
+    @classmethod
+    def _expand(cls, v: Path | None) -> Path | None:
+        return v.expanduser() if v is not None else None
+
     @model_validator(mode="after")
     def _backend_needs(self) -> ModelConfig:
         if self.backend == "vllm-server" and not self.server_url:

@@ -1,0 +1,131 @@
+"""Verdict events: what consumers of the output topic read. The JSON Schema is ``schemas/anomaly_event.v1.json``.
+
+The event id is deterministic: the same session (source topic, partition, key, first offset) judged by the same
+model and prompt version always gets the same id, so a consumer can drop the duplicates that at-least-once
+delivery may bring.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+import orjson
+
+from rationad import __version__
+from rationad.answer import ParsedAnswer
+from rationad.prompt import PROMPT_VERSION, SessionView
+from rationad.records import Session
+
+EVENT_TYPE = "rationad.verdict.v1"
+SCHEMA_VERSION = 1
+_NAMESPACE = uuid.UUID("6f1c0b55-8d1e-4c6e-9a53-2f3b4f8f7a10")
+_MAX_LINE_CHARS = 2_000
+
+
+@dataclass(frozen=True, slots=True)
+class ModelInfo:
+    """Stamped into every event: which model and prompt produced the verdict."""
+
+    name: str
+    version: str = "unversioned"
+    prompt_version: str = PROMPT_VERSION
+
+
+def event_id(session: Session, model: ModelInfo) -> str:
+    """Same session and model -> same id."""
+    ident = "\x1f".join(
+        (session.topic, str(session.partition), session.key, str(session.first_offset), model.name, model.version,
+         model.prompt_version)
+    )
+    return str(uuid.uuid5(_NAMESPACE, ident))
+
+
+def _iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+
+
+def evidence(answer: ParsedAnswer, view: SessionView, session: Session) -> list[dict[str, Any]]:
+    """The lines a rationale cites, each with its template, count and the session's first raw line of it."""
+    out = []
+    for row in answer.cited:
+        line = session.lines[row.first_index]
+        out.append(
+            {
+                "ref": row.ref,
+                "template": row.template,
+                "count": row.count,
+                "line": line.raw[:_MAX_LINE_CHARS],
+                "offset": line.offset,
+            }
+        )
+    return out
+
+
+def build_event(
+    session: Session,
+    view: SessionView,
+    answer: ParsedAnswer,
+    model: ModelInfo,
+    *,
+    cached: bool,
+    max_rationale_chars: int = 2_000,
+    now: float | None = None,
+) -> dict[str, Any]:
+    """A verdict event for a session whose answer parsed (``answer.verdict`` is set)."""
+    if answer.verdict is None:
+        raise ValueError("a verdict event needs a parsed verdict")
+    return {
+        "type": EVENT_TYPE,
+        "schema_version": SCHEMA_VERSION,
+        "id": event_id(session, model),
+        "time": _iso(time.time() if now is None else now),
+        "verdict": answer.verdict,
+        "rationale": answer.rationale[:max_rationale_chars],
+        "evidence": evidence(answer, view, session),
+        "grounded": answer.grounded,
+        "ungrounded_refs": list(answer.ungrounded_refs),
+        "cached": cached,
+        "session": {
+            "key": session.key,
+            "source": view.source,
+            "topic": session.topic,
+            "partition": session.partition,
+            "first_offset": session.first_offset,
+            "last_offset": session.last_offset,
+            "first_time": _iso(session.first_ts),
+            "last_time": _iso(session.last_ts),
+            "line_count": len(session.lines),
+            "template_count": len(view.rows) + view.omitted_templates,
+            "close_reason": session.close_reason,
+        },
+        "model": {"name": model.name, "version": model.version, "prompt_version": model.prompt_version},
+        "producer": {"name": "rationad", "version": __version__},
+    }
+
+
+def encode(event: dict[str, Any]) -> bytes:
+    return orjson.dumps(event)
+
+
+def headers(event: dict[str, Any]) -> list[tuple[str, bytes]]:
+    """CloudEvents binary-mode attributes as Kafka headers (the value stays the plain JSON event)."""
+    return [
+        ("ce_specversion", b"1.0"),
+        ("ce_id", event["id"].encode()),
+        ("ce_type", EVENT_TYPE.encode()),
+        ("ce_source", f"rationad/{event['session']['topic']}".encode()),
+        ("content-type", b"application/json"),
+        ("rationad-verdict", event["verdict"].encode()),
+    ]
+
+
+def schema() -> dict[str, Any]:
+    """The committed JSON Schema of verdict events."""
+    return json.loads(resources.files("rationad").joinpath("schemas/anomaly_event.v1.json").read_text())

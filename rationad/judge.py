@@ -1,0 +1,171 @@
+"""The model stage shared by the daemon and ``rationad replay``: session -> prompt -> cache or model -> parsed answer.
+
+Misses are deduplicated (two sessions that look the same to the model cost one call, also while the first call is
+still in flight), batched into one ``generate`` call, and a malformed answer is retried before it is recorded as
+malformed with its raw text.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+
+from rationad.answer import ParsedAnswer, parse_completion
+from rationad.cache import VerdictCache
+from rationad.config import ModelConfig
+from rationad.events import ModelInfo
+from rationad.metrics import Metrics
+from rationad.model.base import ModelClient
+from rationad.prompt import ANSWER_REGEX, SessionView, build_messages, build_view, cache_key, view_of
+from rationad.records import Session
+
+MALFORMED_RETRY_TEMPERATURE = 0.7
+
+
+@dataclass(slots=True)
+class Judgement:
+    session: Session
+    view: SessionView
+    answer: ParsedAnswer
+    cached: bool
+    attempts: int
+
+    @property
+    def ok(self) -> bool:
+        return self.answer.ok
+
+
+def model_info(cfg: ModelConfig, client_name: str) -> ModelInfo:
+    """Model identity for events: the manifest next to the served weights (or adapter) when there is one."""
+    for folder in (cfg.adapter, cfg.path):
+        if folder is not None and (Path(folder) / "manifest.json").is_file():
+            try:
+                manifest = orjson.loads((Path(folder) / "manifest.json").read_bytes())
+            except orjson.JSONDecodeError:
+                continue
+            return ModelInfo(
+                name=str(manifest.get("name") or client_name), version=str(manifest.get("version", "unversioned"))
+            )
+    return ModelInfo(name=client_name)
+
+
+class Judge:
+    def __init__(
+        self,
+        client: ModelClient,
+        cfg: ModelConfig,
+        source: str,
+        *,
+        cache: VerdictCache | None = None,
+        metrics: Metrics | None = None,
+        malformed_retries: int = 1,
+    ) -> None:
+        self.client = client
+        self.cfg = cfg
+        self.source = source
+        self.cache = cache
+        self.metrics = metrics
+        self.malformed_retries = malformed_retries
+        self.model_calls = 0
+        self._inflight: dict[str, asyncio.Future[tuple[str, int]]] = {}
+
+    def view(self, session: Session) -> SessionView:
+        if session.extra.get("templated"):  # the template-level task: lines are templates already
+            return build_view(self.source, [line.message for line in session.lines], templated=True,
+                              max_prompt_tokens=self.cfg.max_prompt_tokens, count_tokens=self.client.count_tokens)
+        return view_of(session, self.source, max_prompt_tokens=self.cfg.max_prompt_tokens,
+                       count_tokens=self.client.count_tokens)
+
+    async def judge_many(self, sessions: Sequence[Session]) -> list[Judgement]:
+        """Judge sessions; raises ``ModelError`` when the model cannot be reached (the caller retries)."""
+        views = [self.view(s) for s in sessions]
+        keys = [cache_key(v) for v in views]
+        results: list[tuple[str, int, bool] | None] = [None] * len(sessions)
+        to_call: dict[str, SessionView] = {}
+        waits: dict[int, asyncio.Future[tuple[str, int]]] = {}
+        for i, key in enumerate(keys):
+            hit = self.cache.get(key) if self.cache is not None else None
+            if self.metrics is not None and self.cache is not None:
+                self.metrics.cache_requests.labels("hit" if hit is not None else "miss").inc()
+            if hit is not None:
+                results[i] = (hit, 0, True)
+            elif key in self._inflight:
+                waits[i] = self._inflight[key]
+            elif key not in to_call:
+                to_call[key] = views[i]
+        loop = asyncio.get_running_loop()
+        own = {key: loop.create_future() for key in to_call}
+        self._inflight.update(own)
+        try:
+            completed = await self._complete(list(to_call.values())) if to_call else []
+            for (key, fut), done in zip(own.items(), completed, strict=True):
+                fut.set_result(done)
+        except BaseException as exc:
+            for fut in own.values():
+                if not fut.done():
+                    fut.set_exception(exc)
+                    fut.exception()  # mark retrieved: waiters re-raise it themselves
+            raise
+        finally:
+            for key in own:
+                self._inflight.pop(key, None)
+        for i, key in enumerate(keys):
+            if results[i] is not None:
+                continue
+            fut = own.get(key) or waits[i]
+            text, attempts = await fut
+            results[i] = (text, attempts, key not in own)
+        out = []
+        for session, view, key, res in zip(sessions, views, keys, results, strict=True):
+            assert res is not None
+            text, attempts, cached = res
+            answer = parse_completion(text, view)
+            if answer.ok and self.cache is not None and attempts:
+                self.cache.put(key, text)
+            if self.metrics is not None and answer.ungrounded_refs:
+                self.metrics.ungrounded_citations.inc(len(answer.ungrounded_refs))
+            out.append(Judgement(session, view, answer, cached=cached, attempts=attempts))
+        if self.metrics is not None and self.cache is not None:
+            self.metrics.cache_entries.set(len(self.cache))
+        return out
+
+    async def _complete(self, views: list[SessionView]) -> list[tuple[str, int]]:
+        """One completion per view, malformed answers retried; returns (text, attempts)."""
+        texts = await self._generate(views, self.cfg.temperature)
+        attempts = [1] * len(views)
+        for _ in range(self.malformed_retries):
+            bad = [i for i, (v, t) in enumerate(zip(views, texts, strict=True)) if not parse_completion(t, v).ok]
+            if not bad:
+                break
+            retried = await self._generate([views[i] for i in bad], MALFORMED_RETRY_TEMPERATURE)
+            for i, t in zip(bad, retried, strict=True):
+                texts[i] = t
+                attempts[i] += 1
+        return list(zip(texts, attempts, strict=True))
+
+    async def _generate(self, views: list[SessionView], temperature: float) -> list[str]:
+        regex = ANSWER_REGEX if self.cfg.constrain_output else None
+        start = time.monotonic()
+        outcome = "error"
+        if self.metrics is not None:
+            self.metrics.model_in_flight.inc()
+            self.metrics.batch_size.observe(len(views))
+        try:
+            completions = await self.client.generate(
+                [build_messages(v) for v in views],
+                max_tokens=self.cfg.max_new_tokens,
+                temperature=temperature,
+                regex=regex,
+            )
+            outcome = "ok"
+            self.model_calls += len(views)
+            return [c.text for c in completions]
+        finally:
+            if self.metrics is not None:
+                self.metrics.model_in_flight.dec()
+                self.metrics.model_request_duration.labels(outcome).observe(time.monotonic() - start)

@@ -1,0 +1,253 @@
+"""``rationad replay``: judge a log file offline (no Kafka) through the daemon's own path.
+
+Same parser, windows, prompt, model client, cache and answer parser as ``rationad run``; writes one JSON object per
+session. Inputs (gzip-compressed ones too):
+- a raw log file in a dialect (``hdfs``, ``bgl``, ``generic``): sessions come from the windows; the ``id`` is the
+  session key (a block id), or for fixed windows the 1-based line number of the window's first line;
+- ``hdfs-sessions``: the session JSONL of ``datasets/hdfs_sessions`` (template ids rendered to realistic lines);
+- ``templates``: a CSV with an ``EventTemplate`` column, one template a session (the paper's template-level task).
+Labels, where the input has them, give precision/recall/F1 on stderr.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import random
+import sys
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import orjson
+
+from rationad.config import InputConfig, ModelConfig, SessionsConfig
+from rationad.dialects import BadRecord, make_parser
+from rationad.records import LogLine, Session
+from rationad.windows import Sessionizer, resolve_spec
+
+DIALECTS = ("hdfs", "bgl", "generic", "hdfs-sessions", "templates")
+TEMPLATE_LABEL_COLUMNS = ("Label_RationAnomaly_rectified", "Label", "label")
+
+
+def open_text(path: Path) -> IO[str]:
+    raw = path.open("rb")
+    head = raw.peek(2)[:2] if hasattr(raw, "peek") else b""
+    if head == b"\x1f\x8b":
+        return io.TextIOWrapper(gzip.GzipFile(fileobj=raw), encoding="utf-8", errors="surrogateescape")
+    return io.TextIOWrapper(raw, encoding="utf-8", errors="surrogateescape")
+
+
+def _label(value: str) -> str | None:
+    v = value.strip().lower()
+    if v in ("1", "anomaly", "anomalous", "abnormal", "true"):
+        return "anomalous"
+    if v in ("0", "normal", "false"):
+        return "normal"
+    return None
+
+
+def read_labels(path: Path) -> dict[str, str]:
+    """A ``key,label`` CSV (e.g. ``BlockId,Label`` with Normal/Anomaly)."""
+    with open_text(path) as f:
+        rows = csv.reader(f)
+        next(rows, None)
+        out = {}
+        for n, row in enumerate(rows, start=2):
+            if len(row) < 2 or _label(row[1]) is None:
+                raise ValueError(f"{path}:{n}: expected 'key,label' with a normal/anomaly label, got {row!r}")
+            out[row[0].strip()] = _label(row[1])
+        return out
+
+
+@dataclass(slots=True)
+class Skipped:
+    """Input lines that could not be parsed: reported, never silently dropped."""
+
+    count: int = 0
+    examples: list[str] = field(default_factory=list)
+
+    def add(self, where: str, exc: BadRecord) -> None:
+        self.count += 1
+        if len(self.examples) < 5:
+            self.examples.append(f"{where}: {exc.reason}: {exc.detail}")
+
+
+def sessions_from_log(
+    path: Path, dialect: str, sessions_cfg: SessionsConfig, input_cfg: InputConfig, skipped: Skipped,
+    labels: dict[str, str] | None = None,
+) -> Iterator[Session]:
+    """Window a raw log file; offsets are 1-based line numbers."""
+    parser = make_parser(input_cfg)
+    spec = resolve_spec(sessions_cfg, dialect)
+    windower = Sessionizer(spec, topic=str(path), partition=0)
+    seen: dict[str, int] = {}
+
+    def finish(batch: Iterable[Session]) -> Iterator[Session]:
+        for s in batch:
+            if spec.mode == "fixed":
+                s.source_id = str(s.first_offset)
+            else:
+                n = seen[s.key] = seen.get(s.key, 0) + 1
+                s.source_id = s.key if n == 1 else f"{s.key}#{n}"
+            line_labels = [line.label for line in s.lines if line.label is not None]
+            if labels is not None:
+                s.label = labels.get(s.key)
+            elif line_labels:
+                s.label = "anomalous" if "anomalous" in line_labels else "normal"
+            yield s
+
+    clock = 0.0
+    with open_text(path) as f:
+        for n, text in enumerate(f, start=1):
+            try:
+                lines = parser.parse(text.rstrip("\n").encode("utf-8", "surrogateescape"), topic=str(path), offset=n)
+            except BadRecord as exc:
+                skipped.add(f"{path}:{n}", exc)
+                continue
+            for line in lines:
+                clock = line.ts if line.ts is not None else clock
+                yield from finish(windower.add(line, clock))
+    yield from finish(windower.flush("end_of_input"))
+
+
+def sessions_from_hdfs_jsonl(path: Path, seed: int = 0) -> Iterator[Session]:
+    from rationad.hdfs_render import iter_session_records, render_session
+
+    parser = make_parser(InputConfig(dialect="hdfs"))
+    rng = random.Random(seed)
+    start = 1_226_246_400.0  # 2008-11-09, as in Loghub HDFS
+    for n, rec in enumerate(iter_session_records(path), start=1):
+        block = f"blk_{rng.randrange(-(2**63), 2**63)}"
+        raw_lines = render_session(rec["events"], block_id=block, start_ts=start + n * 7, rng=rng)
+        lines: list[LogLine] = []
+        for i, raw in enumerate(raw_lines):
+            lines.extend(x for x in parser.parse(raw.encode(), topic=str(path), offset=i) if x.key == block)
+        yield Session(key=block, lines=lines, close_reason="end_of_input", topic=str(path), label=rec.get("label"),
+                      source_id=str(rec["id"]))
+
+
+def sessions_from_templates(path: Path) -> Iterator[Session]:
+    from rationad.templates import from_loghub
+
+    with open_text(path) as f:
+        reader = csv.DictReader(f)
+        if not reader.fieldnames or "EventTemplate" not in reader.fieldnames:
+            raise ValueError(f"{path}: expected a CSV with an EventTemplate column")
+        label_col = next((c for c in TEMPLATE_LABEL_COLUMNS if c in reader.fieldnames), None)
+        for n, row in enumerate(reader, start=1):
+            tpl = (row.get("EventTemplate") or "").strip()
+            if not tpl:
+                raise ValueError(f"{path}:{n + 1}: empty EventTemplate")
+            line = LogLine(key=str(n), message=from_loghub(tpl), raw=tpl, topic=str(path), offset=n)
+            yield Session(key=str(n), lines=[line], close_reason="template", topic=str(path),
+                          label=_label(row[label_col]) if label_col else None, source_id=str(n),
+                          extra={"templated": True})
+
+
+@dataclass(slots=True)
+class Scores:
+    tp: int = 0
+    fp: int = 0
+    fn: int = 0
+    tn: int = 0
+    malformed: int = 0
+    ungrounded: int = 0
+    total: int = 0
+
+    def add(self, label: str | None, verdict: str | None, grounded: bool) -> None:
+        self.total += 1
+        if verdict is None:
+            self.malformed += 1
+        if not grounded:
+            self.ungrounded += 1
+        if label is None:
+            return
+        predicted = verdict == "anomalous"
+        actual = label == "anomalous"
+        if predicted and actual:
+            self.tp += 1
+        elif predicted:
+            self.fp += 1
+        elif actual:
+            self.fn += 1
+        else:
+            self.tn += 1
+
+    @property
+    def labelled(self) -> int:
+        return self.tp + self.fp + self.fn + self.tn
+
+    def summary(self) -> dict[str, Any]:
+        p = self.tp / (self.tp + self.fp) if self.tp + self.fp else 0.0
+        r = self.tp / (self.tp + self.fn) if self.tp + self.fn else 0.0
+        f1 = 2 * p * r / (p + r) if p + r else 0.0
+        return {
+            "sessions": self.total, "labelled": self.labelled, "tp": self.tp, "fp": self.fp, "fn": self.fn,
+            "tn": self.tn, "precision": round(p, 4), "recall": round(r, 4), "f1": round(f1, 4),
+            "format_valid_rate": round(1 - self.malformed / self.total, 4) if self.total else None,
+            "grounded_rate": round(1 - self.ungrounded / self.total, 4) if self.total else None,
+        }
+
+
+async def judge_sessions(
+    sessions: Iterable[Session], model_cfg: ModelConfig, source: str, out: IO[bytes], *, use_cache: bool,
+    cache_entries: int = 100_000, chunk: int = 256, client=None, progress: bool = False,
+) -> tuple[Scores, int]:
+    """Run sessions through the model stage; write JSON lines; return scores and the number of model calls."""
+    from rationad.cache import VerdictCache
+    from rationad.judge import Judge
+    from rationad.model.base import make_client
+
+    owns_client = client is None
+    client = client or make_client(model_cfg)
+    if owns_client:
+        await client.start()
+    judge = Judge(client, model_cfg, source, cache=VerdictCache(cache_entries) if use_cache else None)
+    scores = Scores()
+    try:
+        batch: list[Session] = []
+        done = 0
+
+        async def flush() -> None:
+            nonlocal done
+            for j in await judge.judge_many(batch):
+                s, a = j.session, j.answer
+                scores.add(s.label, a.verdict, a.grounded)
+                rec = {
+                    "id": s.source_id or s.key,
+                    "verdict": a.verdict,
+                    "rationale": a.rationale,
+                    "evidence": [
+                        {"ref": r.ref, "template": r.template, "count": r.count,
+                         "line": s.lines[r.first_index].raw, "offset": s.lines[r.first_index].offset}
+                        for r in a.cited
+                    ],
+                    "grounded": a.grounded,
+                    "cached": j.cached,
+                }
+                if s.label is not None:
+                    rec["label"] = s.label
+                if not a.ok:
+                    rec["error"] = a.error
+                    rec["raw_completion"] = a.raw
+                out.write(orjson.dumps(rec) + b"\n")
+            done += len(batch)
+            if progress:
+                print(f"\rjudged {done} sessions, {judge.model_calls} model calls", end="", file=sys.stderr)
+            batch.clear()
+
+        for s in sessions:
+            batch.append(s)
+            if len(batch) >= chunk:
+                await flush()
+        if batch:
+            await flush()
+        if progress:
+            print(file=sys.stderr)
+    finally:
+        if owns_client:
+            await client.aclose()
+    return scores, judge.model_calls
