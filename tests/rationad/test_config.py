@@ -1,0 +1,65 @@
+from pathlib import Path
+
+import pytest
+
+from rationad.config import ConfigError, load_settings
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_committed_config_is_valid_and_names_the_required_keys():
+    s = load_settings(ROOT / "config.toml")
+    assert s.kafka.bootstrap_servers and s.kafka.group_id and s.input.topics
+    assert s.input.format == "text" and s.input.dialect == "hdfs"
+    assert s.model.backend == "vllm-engine" and s.model.path is not None
+    assert s.output.topic and s.output.dlq_topic and s.output.emit_normal is False
+
+
+def test_environment_overrides_file(monkeypatch):
+    monkeypatch.setenv("RATIONAD_KAFKA__BOOTSTRAP_SERVERS", "broker:19092")
+    monkeypatch.setenv("RATIONAD_INPUT__TOPICS", '["a","b"]')
+    monkeypatch.setenv("RATIONAD_OUTPUT__EMIT_NORMAL", "true")
+    s = load_settings(ROOT / "config.toml")
+    assert s.kafka.bootstrap_servers == "broker:19092" and s.input.topics == ["a", "b"] and s.output.emit_normal
+
+
+@pytest.mark.parametrize(
+    ("toml", "needle"),
+    [
+        ("[kafka]\nbootstrap_server = 'x'\n", "kafka.bootstrap_server: unknown key"),
+        ("[input]\ndialect = 'syslog'\n", "input.dialect"),
+        ("[input]\ntopics = []\n", "input.topics"),
+        ("[input]\nkey_regex = '('\n", "input.key_regex"),
+        ("[model]\nbackend = 'vllm-server'\n", "server_url"),
+        ("[sessions]\ngap_secs = -1\n", "sessions.gap_secs"),
+        ("[kafka]\nsecurity_protocol = 'SASL_SSL'\n", "sasl_mechanism"),
+        ("[nonsense]\nx = 1\n", "nonsense: unknown key"),
+        ("not toml at all [", "not valid TOML"),
+    ],
+)
+def test_bad_config_fails_naming_the_key(tmp_path, toml, needle):
+    p = tmp_path / "c.toml"
+    p.write_text(toml)
+    with pytest.raises(ConfigError) as err:
+        load_settings(p)
+    assert needle in str(err.value)
+
+
+def test_bad_environment_value_names_the_key(monkeypatch):
+    monkeypatch.setenv("RATIONAD_DELIVERY__DRAIN_TIMEOUT_SECS", "soon")
+    with pytest.raises(ConfigError, match="delivery.drain_timeout_secs"):
+        load_settings(ROOT / "config.toml")
+
+
+def test_secrets_are_masked(tmp_path):
+    p = tmp_path / "c.toml"
+    p.write_text("[kafka]\nsecurity_protocol='SASL_PLAINTEXT'\nsasl_mechanism='PLAIN'\nsasl_username='u'\n"
+                 "sasl_password='hunter2'\n")
+    s = load_settings(p)
+    assert "hunter2" not in str(s.redacted()) and "hunter2" not in repr(s)
+    assert s.kafka.sasl_password.get_secret_value() == "hunter2"
+
+
+def test_missing_file_is_a_clear_error(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_settings(tmp_path / "nope.toml")

@@ -1,0 +1,36 @@
+import jsonschema
+import orjson
+
+from rationad.answer import parse_completion
+from rationad.events import ModelInfo, build_event, encode, event_id, headers, schema
+from rationad.prompt import build_view
+from rationad.records import LogLine, Session
+
+
+def make(key="blk_1", first=10, topic="logs", partition=0):
+    lines = [LogLine(key=key, message=m, raw=f"081109 2035{i:02d} 1 {m} {key}", ts=1226262930.0 + i, topic=topic,
+                     partition=partition, offset=first + i)
+             for i, m in enumerate(["INFO a: start", "WARN b: exception while serving", "INFO a: start"])]
+    return Session(key=key, lines=lines, close_reason="gap", topic=topic, partition=partition)
+
+
+def test_event_matches_committed_schema_and_cites_session_lines():
+    s = make()
+    view = build_view("hdfs", [line.message for line in s.lines])
+    a = parse_completion("<think>L2 reports an exception; L9 is invented.</think><answer>anomalous</answer>", view)
+    e = build_event(s, view, a, ModelInfo("m", "1"), cached=False, now=0)
+    jsonschema.Draft202012Validator(schema()).validate(orjson.loads(encode(e)))
+    assert e["verdict"] == "anomalous" and e["session"]["key"] == "blk_1"
+    assert [ev["ref"] for ev in e["evidence"]] == ["L2"]
+    assert e["evidence"][0]["line"] == s.lines[1].raw and e["evidence"][0]["offset"] == 11
+    assert e["grounded"] is False and e["ungrounded_refs"] == ["L9"]
+    assert dict(headers(e))["ce_id"] == e["id"].encode()
+
+
+def test_event_id_is_deterministic_per_session_and_model():
+    m = ModelInfo("m", "1")
+    assert event_id(make(), m) == event_id(make(), m)
+    assert event_id(make(), m) != event_id(make(first=11), m)
+    assert event_id(make(), m) != event_id(make(key="blk_2"), m)
+    assert event_id(make(), m) != event_id(make(), ModelInfo("m", "2"))
+    assert event_id(make(), m) != event_id(make(partition=1), m)

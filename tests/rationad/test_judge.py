@@ -1,0 +1,101 @@
+"""The judge stage with a scripted fake model (pure logic: cache, dedupe, retries; the real model is tested in
+tests/integration)."""
+
+import asyncio
+
+import pytest
+
+from rationad.cache import VerdictCache
+from rationad.config import ModelConfig
+from rationad.judge import Judge
+from rationad.model.base import Completion
+from rationad.records import LogLine, Session
+
+
+class ScriptedModel:
+    name = "scripted"
+
+    def __init__(self, replies):
+        self.replies = list(replies)
+        self.calls = []
+        self.delay = 0.0
+
+    async def start(self):
+        pass
+
+    async def generate(self, conversations, *, max_tokens, temperature, regex):
+        self.calls.append((len(conversations), temperature, regex))
+        await asyncio.sleep(self.delay)
+        return [Completion(self.replies.pop(0) if self.replies else "garbage", 1, 1) for _ in conversations]
+
+    async def check_health(self):
+        return True
+
+    def count_tokens(self, text):
+        return len(text) // 3 + 1
+
+    async def aclose(self):
+        pass
+
+
+def session(key, messages, offset=0):
+    lines = [LogLine(key=key, message=m, raw=f"raw {key} {m}", offset=offset + i) for i, m in enumerate(messages)]
+    return Session(key=key, lines=lines, close_reason="gap")
+
+
+OK = "<think>L1 shows a failure.</think>\n<answer>anomalous</answer>"
+
+
+async def test_same_looking_sessions_cost_one_model_call():
+    model = ScriptedModel([OK])
+    judge = Judge(model, ModelConfig(), "hdfs", cache=VerdictCache(10))
+    a = session("blk_1", ["ERROR x: failed blk_1"])
+    b = session("blk_2", ["ERROR x: failed blk_2"], offset=5)
+    first = await judge.judge_many([a, b])
+    assert len(model.calls) == 1 and model.calls[0][0] == 1
+    assert [j.answer.verdict for j in first] == ["anomalous", "anomalous"]
+    again = await judge.judge_many([session("blk_3", ["ERROR x: failed blk_3"])])
+    assert again[0].cached and len(model.calls) == 1
+    # evidence of a cached verdict points at the new session's own line
+    assert again[0].view.rows[0].first_index == 0 and again[0].session.lines[0].raw.startswith("raw blk_3")
+
+
+async def test_concurrent_identical_sessions_share_the_in_flight_call():
+    model = ScriptedModel([OK])
+    model.delay = 0.05
+    judge = Judge(model, ModelConfig(), "hdfs", cache=VerdictCache(10))
+    r1, r2 = await asyncio.gather(judge.judge_many([session("k1", ["ERROR y"])]),
+                                  judge.judge_many([session("k2", ["ERROR y"])]))
+    assert len(model.calls) == 1 and r1[0].answer.verdict == r2[0].answer.verdict == "anomalous"
+
+
+async def test_malformed_answer_is_retried_then_reported_with_raw_text():
+    model = ScriptedModel(["nonsense", OK])
+    judge = Judge(model, ModelConfig(), "hdfs", cache=VerdictCache(10))
+    [j] = await judge.judge_many([session("k", ["ERROR z"])])
+    assert j.ok and j.attempts == 2 and model.calls[1][1] > 0  # the retry samples
+    model = ScriptedModel(["nonsense", "still nonsense"])
+    judge = Judge(model, ModelConfig(), "hdfs", cache=VerdictCache(10))
+    [j] = await judge.judge_many([session("k", ["ERROR z"])])
+    assert not j.ok and j.answer.raw == "still nonsense" and j.answer.error
+    assert len(judge.cache) == 0  # malformed answers are never cached
+
+
+async def test_constraint_regex_follows_config():
+    model = ScriptedModel([OK, OK])
+    await Judge(model, ModelConfig(constrain_output=False), "hdfs").judge_many([session("k", ["a"])])
+    await Judge(model, ModelConfig(), "hdfs").judge_many([session("k", ["a"])])
+    assert model.calls[0][2] is None and model.calls[1][2] is not None
+
+
+async def test_model_errors_propagate_and_release_waiters():
+    class Failing(ScriptedModel):
+        async def generate(self, conversations, **kw):
+            await asyncio.sleep(0.02)
+            raise RuntimeError("down")
+
+    judge = Judge(Failing([]), ModelConfig(), "hdfs", cache=VerdictCache(10))
+    results = await asyncio.gather(judge.judge_many([session("a", ["x"])]), judge.judge_many([session("b", ["x"])]),
+                                   return_exceptions=True)
+    assert all(isinstance(r, RuntimeError) for r in results)
+    assert not judge._inflight
