@@ -1,0 +1,304 @@
+"""Input parsers: one Kafka record value -> the parsed ``LogLine``s it holds, or a ``BadRecord`` saying why not.
+
+``make_parser(input_cfg)`` builds the parser for a dialect and a record format:
+
+- format ``text``: the value is UTF-8 text (strict) holding one log line, or several separated by ``\\n``
+  (a trailing newline, a ``\\r`` before it and blank lines are ignored). A record with a bad line is rejected
+  whole, with the line's number in the detail, so the dead-letter topic keeps it intact.
+- format ``json``: the value is a JSON object; the log line is ``json_message_field``; ``json_key_field`` (if set)
+  overrides the dialect's session key and ``timestamp_field`` (if set) its timestamp (epoch seconds or ISO-8601;
+  an ISO time without a zone is UTC).
+
+Dialects (``Parser.source`` is the log source name the prompt shows):
+
+- ``hdfs``: ``yymmdd HHMMSS pid LEVEL component: content``. ``ts`` is the header time as UTC epoch seconds; the
+  model sees ``LEVEL component: content`` (no date, time or pid); the key is the block id ``blk_-?\\d+``, and a line
+  naming several blocks yields one LogLine per distinct block (same raw line and offset). A line without a
+  parseable header but with a block id is accepted (ts None, message = the whole line).
+- ``bgl``: Loghub-labelled lines (BGL, Spirit, Thunderbird, Liberty): ``LABEL EPOCH yyyy.mm.dd NODE ...``. The
+  label (``-`` normal, anything else an alert category) goes to ``LogLine.label`` as normal/anomalous and never into
+  the message; ``ts`` is EPOCH; the message drops the date/node/time header fields of the BGL layout
+  (``NODE yyyy-mm-dd-HH.MM.SS.ffffff NODE``) or the syslog layout (``HOST Mon d HH:MM:SS HOST/HOST``), falling back to
+  everything after the epoch. The key is ``key_regex`` (matched against the line after its label, so the label can
+  never become a key) or the constant ``"stream"``.
+- ``generic``: the message is the line; the key comes from ``key_regex`` (group 1 if it has groups, else the
+  whole match, searched in the line) or ``json_key_field``; ``ts`` from ``timestamp_field`` or None.
+
+A parser raises ``BadRecord`` and nothing else, whatever the bytes (property-tested). Log lines are untrusted: they
+are kept verbatim in ``raw`` and ``message`` and quoted later by the prompt.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+import orjson
+
+from rationad.config import ConfigError, InputConfig
+from rationad.records import LogLine
+
+SOURCES = ("hdfs", "bgl", "generic")
+BGL_STREAM_KEY = "stream"
+_DETAIL_SNIPPET = 80
+
+
+class BadRecord(Exception):
+    """A record that cannot be parsed. ``reason`` is a short snake_case code (metrics, DLQ header); ``detail`` is
+    for people."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+    def __str__(self) -> str:
+        return self.detail
+
+
+class InputConfigError(ConfigError, ValueError):
+    """An ``[input]`` combination the parser cannot honour (names the key)."""
+
+
+def _snippet(text: str) -> str:
+    return repr(text[:_DETAIL_SNIPPET]) + ("..." if len(text) > _DETAIL_SNIPPET else "")
+
+
+# ---- HDFS ----------------------------------------------------------------------------------------------------------
+
+_BLOCK = re.compile(r"blk_-?\d+")
+# Date, time, pid, then the "LEVEL component: " prefix whose start is where the model's message begins.
+_HDFS_HEADER = re.compile(r"(\d{6}) (\d{6}) \d+ ([A-Z]+ [^\s:]+: )")
+_day_epochs: dict[str, float | None] = {}
+_second_of_day: dict[str, int | None] = {}
+
+
+def _day_epoch(yymmdd: str) -> float | None:
+    try:
+        return _day_epochs[yymmdd]
+    except KeyError:
+        try:
+            day = datetime(2000 + int(yymmdd[:2]), int(yymmdd[2:4]), int(yymmdd[4:]), tzinfo=UTC)
+            value: float | None = day.timestamp()
+        except ValueError:
+            value = None
+        _day_epochs[yymmdd] = value  # at most 100 * 12 * 31 distinct keys
+        return value
+
+
+def _seconds(hhmmss: str) -> int | None:
+    try:
+        return _second_of_day[hhmmss]
+    except KeyError:
+        h, m, s = int(hhmmss[:2]), int(hhmmss[2:4]), int(hhmmss[4:])
+        value = h * 3600 + m * 60 + s if h < 24 and m < 60 and s < 60 else None
+        _second_of_day[hhmmss] = value  # at most 10**6 distinct keys, 86,400 valid ones
+        return value
+
+
+def hdfs_header(line: str) -> tuple[float | None, str]:
+    """(epoch seconds UTC or None, the message the model sees) of one HDFS line."""
+    m = _HDFS_HEADER.match(line)
+    if m is None:
+        return None, line
+    day = _day_epoch(m.group(1))
+    secs = _seconds(m.group(2))
+    if day is None or secs is None:
+        return None, line
+    return day + secs, line[m.start(3) :]
+
+
+# ---- BGL and other Loghub-labelled logs ----------------------------------------------------------------------------
+
+# After "LABEL EPOCH ": the BGL header "yyyy.mm.dd NODE yyyy-mm-dd-HH.MM.SS.ffffff NODE " ...
+_BGL_HEADER = re.compile(r"\d{4}\.\d{2}\.\d{2} \S+ \d{4}-\d{2}-\d{2}-\d{2}\.\d{2}\.\d{2}\.\d+ \S+ ")
+# ... or the syslog-like one of Spirit/Thunderbird/Liberty "yyyy.mm.dd HOST Mon d HH:MM:SS HOST/HOST|src@HOST ".
+_SYSLOG_HEADER = re.compile(r"\d{4}\.\d{2}\.\d{2} \S+ [A-Z][a-z]{2} +\d{1,2} \d{2}:\d{2}:\d{2} \S+ ")
+_LABEL_EPOCH = re.compile(r"(\S+) (\d{1,12}) ")
+
+
+def bgl_fields(line: str) -> tuple[str, float, str, str]:
+    """(label normal/anomalous, epoch, message, rest of the line after the label) of a labelled line."""
+    m = _LABEL_EPOCH.match(line)
+    if m is None:
+        raise BadRecord("bad_header", f"not a labelled line ('LABEL EPOCH ...'): {_snippet(line)}")
+    label = "normal" if m.group(1) == "-" else "anomalous"
+    pos = m.end()
+    h = _BGL_HEADER.match(line, pos) or _SYSLOG_HEADER.match(line, pos)
+    message = line[h.end() :] if h is not None else line[pos:]
+    if not message.strip():
+        raise BadRecord("empty", f"labelled line without content: {_snippet(line)}")
+    return label, float(m.group(2)), message, line[m.end(1) + 1 :]
+
+
+# ---- timestamps and keys from JSON ---------------------------------------------------------------------------------
+
+
+def parse_timestamp(value: object) -> float:
+    """Epoch seconds from a JSON value: a number (epoch seconds) or an ISO-8601 string (no zone = UTC)."""
+    if isinstance(value, bool):
+        raise BadRecord("bad_timestamp", f"timestamp is a boolean: {value!r}")
+    if isinstance(value, int | float):
+        ts = float(value)
+        if not math.isfinite(ts) or ts < 0:
+            raise BadRecord("bad_timestamp", f"timestamp out of range: {value!r}")
+        return ts
+    if isinstance(value, str):
+        try:
+            dt = datetime.fromisoformat(value.strip())
+        except ValueError:
+            raise BadRecord("bad_timestamp", f"not an ISO-8601 time or epoch number: {_snippet(value)}") from None
+        if dt.tzinfo is None:
+            dt = dt.replace(tzinfo=UTC)
+        try:
+            return dt.timestamp()
+        except (OverflowError, ValueError, OSError):
+            raise BadRecord("bad_timestamp", f"timestamp out of range: {_snippet(value)}") from None
+    raise BadRecord("bad_timestamp", f"timestamp must be a number or a string, got {type(value).__name__}")
+
+
+def _key_from(regex: re.Pattern[str]) -> Callable[[str], str | None]:
+    """group 1 if the regex has groups, else the whole match; None when it does not match (or matches empty)."""
+    group = 1 if regex.groups else 0
+
+    def key(text: str) -> str | None:
+        m = regex.search(text)
+        return (m.group(group) or None) if m is not None else None
+
+    return key
+
+
+# ---- the parser ----------------------------------------------------------------------------------------------------
+
+
+class Parser:
+    """Parses record values of one input (dialect + format). Raises BadRecord, nothing else."""
+
+    def __init__(self, cfg: InputConfig) -> None:
+        self.cfg = cfg
+        self.source: str = cfg.dialect
+        self.format = cfg.format
+        self.max_record_bytes = cfg.max_record_bytes
+        self._message_field = cfg.json_message_field
+        self._key_field = cfg.json_key_field
+        self._ts_field = cfg.timestamp_field
+        self._key_regex = _key_from(re.compile(cfg.key_regex)) if cfg.key_regex is not None else None
+        if cfg.dialect not in SOURCES:
+            raise InputConfigError(f"input.dialect: unknown dialect {cfg.dialect!r} (expected one of {SOURCES})")
+        if cfg.format == "text" and (cfg.json_key_field or cfg.timestamp_field):
+            key = "input.json_key_field" if cfg.json_key_field else "input.timestamp_field"
+            raise InputConfigError(f"{key}: only used with input.format = 'json'")
+        if cfg.dialect == "hdfs" and cfg.key_regex is not None:
+            raise InputConfigError("input.key_regex: not used by the hdfs dialect (its session key is the block id)")
+        if cfg.dialect == "generic" and cfg.key_regex is None and cfg.json_key_field is None:
+            raise InputConfigError(
+                "input.key_regex: the generic dialect needs key_regex (or json_key_field with format 'json')"
+            )
+        self._line = {"hdfs": self._hdfs, "bgl": self._bgl, "generic": self._generic}[cfg.dialect]
+
+    def __repr__(self) -> str:
+        return f"Parser(source={self.source!r}, format={self.format!r})"
+
+    # The hot path: one call per Kafka record.
+    def parse(self, value: bytes | None, *, topic: str = "", partition: int = 0, offset: int = 0) -> list[LogLine]:
+        if not value:
+            raise BadRecord("empty", "empty record (no value)")
+        if not isinstance(value, bytes | bytearray | memoryview):
+            raise BadRecord("bad_value", f"record value must be bytes, got {type(value).__name__}")
+        if len(value) > self.max_record_bytes:
+            raise BadRecord("too_large", f"record of {len(value)} bytes exceeds max_record_bytes={self.max_record_bytes}")
+        try:
+            if self.format == "json":
+                return self._json(value, topic, partition, offset)
+            text = value.decode("utf-8") if isinstance(value, bytes) else bytes(value).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise BadRecord("invalid_utf8", f"record is not valid UTF-8 ({exc.reason} at byte {exc.start})") from None
+        if "\n" not in text and "\r" not in text:
+            return self._line(text, None, None, text, topic, partition, offset)
+        lines = [ln.rstrip("\r") for ln in text.split("\n")]
+        lines = [ln for ln in lines if ln.strip()]
+        if not lines:
+            raise BadRecord("empty", "record holds only blank lines")
+        if len(lines) == 1:
+            return self._line(lines[0], None, None, lines[0], topic, partition, offset)
+        out: list[LogLine] = []
+        for n, line in enumerate(lines, start=1):
+            try:
+                out.extend(self._line(line, None, None, line, topic, partition, offset))
+            except BadRecord as exc:
+                raise BadRecord(exc.reason, f"line {n} of {len(lines)} in the record: {exc.detail}") from None
+        return out
+
+    def _json(self, value: bytes, topic: str, partition: int, offset: int) -> list[LogLine]:
+        try:
+            obj = orjson.loads(value)
+        except orjson.JSONDecodeError as exc:
+            reason = "invalid_utf8" if "utf-8" in str(exc).lower() else "bad_json"
+            raise BadRecord(reason, f"record is not valid JSON: {exc}") from None
+        if not isinstance(obj, dict):
+            raise BadRecord("not_an_object", f"JSON record must be an object, got {type(obj).__name__}")
+        message = obj.get(self._message_field)
+        if message is None:
+            raise BadRecord("missing_field", f"JSON record has no '{self._message_field}' field")
+        if not isinstance(message, str):
+            raise BadRecord("bad_field", f"JSON field '{self._message_field}' must be a string")
+        if not message.strip():
+            raise BadRecord("empty", f"JSON field '{self._message_field}' is empty")
+        key: str | None = None
+        if self._key_field is not None:
+            k = obj.get(self._key_field)
+            if k is None or k == "":
+                raise BadRecord("no_session_key", f"JSON record has no '{self._key_field}' key field")
+            if isinstance(k, bool) or not isinstance(k, str | int):
+                raise BadRecord("bad_field", f"JSON field '{self._key_field}' must be a string or an integer")
+            key = str(k)
+        ts: float | None = None
+        if self._ts_field is not None:
+            t = obj.get(self._ts_field)
+            if t is None:
+                raise BadRecord("missing_field", f"JSON record has no '{self._ts_field}' timestamp field")
+            ts = parse_timestamp(t)
+        line = message.rstrip("\r\n")
+        return self._line(line, key, ts, value.decode("utf-8"), topic, partition, offset)
+
+    # Each dialect: (line, key override, ts override, raw, ...) -> LogLines. ``raw`` is the record's text.
+    def _hdfs(self, line: str, key: str | None, ts: float | None, raw: str, topic: str, partition: int,
+              offset: int) -> list[LogLine]:
+        t, message = hdfs_header(line)
+        if ts is None:
+            ts = t
+        if key is not None:
+            return [LogLine(key, message, raw, ts, topic, partition, offset)]
+        blocks = _BLOCK.findall(line)
+        if not blocks:
+            raise BadRecord("no_session_key", f"hdfs line has no block id (blk_...): {_snippet(line)}")
+        if len(blocks) == 1:
+            return [LogLine(blocks[0], message, raw, ts, topic, partition, offset)]
+        return [LogLine(b, message, raw, ts, topic, partition, offset) for b in dict.fromkeys(blocks)]
+
+    def _bgl(self, line: str, key: str | None, ts: float | None, raw: str, topic: str, partition: int,
+             offset: int) -> list[LogLine]:
+        label, epoch, message, unlabelled = bgl_fields(line)
+        if key is None:
+            if self._key_regex is not None:
+                key = self._key_regex(unlabelled)
+                if key is None:
+                    raise BadRecord("no_session_key", f"key_regex does not match: {_snippet(unlabelled)}")
+            else:
+                key = BGL_STREAM_KEY
+        return [LogLine(key, message, raw, epoch if ts is None else ts, topic, partition, offset, label)]
+
+    def _generic(self, line: str, key: str | None, ts: float | None, raw: str, topic: str, partition: int,
+                 offset: int) -> list[LogLine]:
+        if key is None:
+            key = self._key_regex(line) if self._key_regex is not None else None
+            if key is None:
+                raise BadRecord("no_session_key", f"key_regex does not match: {_snippet(line)}")
+        return [LogLine(key, line, raw, ts, topic, partition, offset)]
+
+
+def make_parser(input_cfg: InputConfig) -> Parser:
+    """The parser for ``[input]``; raises InputConfigError (a ValueError and ConfigError) naming the bad key."""
+    return Parser(input_cfg)

