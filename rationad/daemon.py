@@ -214,9 +214,15 @@ class Daemon:
     # ---- partitions ---------------------------------------------------------------------------------------
     def _on_assigned(self, assigned) -> None:
         for tp in assigned:
-            self._parts[tp] = _Part(Sessionizer(self.spec, topic=tp.topic, partition=tp.partition))
+            self._parts[tp] = _Part(Sessionizer(self.spec, topic=tp.topic, partition=tp.partition,
+                                                on_late=self._on_late))
         self._joined = True
         log.info("partitions_assigned", partitions=sorted(f"{tp.topic}:{tp.partition}" for tp in assigned))
+
+    def _on_late(self, line, lateness_secs: float) -> None:
+        # Late lines are never dropped: they are judged in a window of their own.
+        self.metrics.late_lines.labels("own_window").inc()
+        log.debug("late_line", key=line.key, offset=line.offset, lateness_secs=round(lateness_secs, 3))
 
     async def _on_revoked(self, revoked) -> None:
         await self._commit({tp: self._parts[tp] for tp in revoked if tp in self._parts})
