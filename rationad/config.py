@@ -130,6 +130,7 @@ class ModelConfig(_Section):
 class CacheConfig(_Section):
     enabled: bool = True
     max_entries: int = Field(100_000, ge=1)
+    durable: bool = True
 
 
 class OutputConfig(_Section):

@@ -61,9 +61,10 @@ class Daemon:
         self.parser = make_parser(settings.input)
         self.spec = resolve_spec(settings.sessions, settings.input.dialect)
         self.client = client or make_client(settings.model)
-        self.cache = VerdictCache(settings.cache.max_entries) if settings.cache.enabled else None
-        self.judge = Judge(self.client, settings.model, self.parser.source, cache=self.cache, metrics=self.metrics)
         self.model = model_info(settings.model, self.client.name)
+        self.cache = VerdictCache(settings.cache.max_entries, store=self._cache_store()) if settings.cache.enabled \
+            else None
+        self.judge = Judge(self.client, settings.model, self.parser.source, cache=self.cache, metrics=self.metrics)
         self.notifier = Notifier()
         self.consumer = None
         self.producer = None
@@ -100,6 +101,14 @@ class Daemon:
             return False, "model unhealthy"
         return True, "ready"
 
+    def _cache_store(self):
+        if not (self.s.cache.enabled and self.s.cache.durable):
+            return None
+        from rationad.cache_table import ChangelogStore
+
+        m = self.model
+        return ChangelogStore(self.s.kafka, namespace=f"{m.name}@{m.version}/{m.prompt_version}")
+
     def _set_ready_metric(self) -> None:
         self.metrics.ready.set(1 if self._ready()[0] else 0)
 
@@ -128,6 +137,10 @@ class Daemon:
             log.info("health_server_started", host=self.s.server.host, port=self.health.port)
         self.notifier.status("starting model")
         await self.client.start()
+        if self.cache is not None and self.cache.store is not None:
+            self.notifier.status("recovering verdict cache")
+            recovered = await self.cache.start()
+            self.metrics.cache_entries.set(recovered)
         self._model_ok = await self._check_model()
         self.producer = make_producer(self.s.kafka)
         await self.producer.start()
@@ -201,6 +214,7 @@ class Daemon:
             self.consumer.stop() if self.consumer else None,
             self.producer.stop() if self.producer else None,
             self.client.aclose(),
+            self.cache.aclose() if self.cache is not None else None,
             self.health.stop(),
         ):
             if closer is None:

@@ -1,0 +1,107 @@
+"""A durable, shared backing for the verdict cache: a faust-streaming GlobalTable over a compacted changelog topic.
+
+Why faust here: the verdict cache is state that must survive restarts and rebalances, and that every instance of a
+consumer group benefits from sharing. A faust ``GlobalTable`` is exactly that: every instance reads the whole
+changelog topic at start-up (recovery) and keeps following it, and writes go to the changelog. Per-line work stays on
+aiokafka's batched path (see README: faust's per-event path is far slower for millions of lines).
+
+The table mirrors the in-memory LRU: an eviction writes a tombstone, so the topic stays bounded by
+``cache.max_entries``. Keys are namespaced by the model's identity, so an upgraded model never reuses the old
+model's verdicts; entries of other models are ignored at recovery.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import structlog
+
+from rationad.config import ConfigError, KafkaConfig
+
+log = structlog.get_logger("rationad.cache")
+
+
+def _credentials(cfg: KafkaConfig) -> Any:
+    import faust
+
+    ssl_context = None
+    if cfg.security_protocol in ("SSL", "SASL_SSL"):
+        from aiokafka.helpers import create_ssl_context
+
+        ssl_context = create_ssl_context(
+            cafile=str(cfg.ssl_cafile) if cfg.ssl_cafile else None,
+            certfile=str(cfg.ssl_certfile) if cfg.ssl_certfile else None,
+            keyfile=str(cfg.ssl_keyfile) if cfg.ssl_keyfile else None,
+        )
+    if cfg.security_protocol.startswith("SASL"):
+        password = cfg.sasl_password.get_secret_value() if cfg.sasl_password else None
+        if cfg.sasl_mechanism in ("SCRAM-SHA-256", "SCRAM-SHA-512"):
+            return faust.SASLCredentials(username=cfg.sasl_username, password=password, ssl_context=ssl_context,
+                                         mechanism=cfg.sasl_mechanism)
+        return faust.SASLCredentials(username=cfg.sasl_username, password=password, ssl_context=ssl_context)
+    if ssl_context is not None:
+        return faust.SSLCredentials(ssl_context)
+    return None
+
+
+class ChangelogStore:
+    """``get``-free store: ``items()`` after ``start()`` (recovered state), then ``put``/``delete`` as the LRU
+    changes. Writes are asynchronous (faust's ``send_soon``); a lost write only costs a future model call."""
+
+    def __init__(self, kafka: KafkaConfig, namespace: str) -> None:
+        self.kafka = kafka
+        self.namespace = namespace
+        self.app_id = f"{kafka.group_id}-verdicts"
+        self._app: Any = None
+        self._table: Any = None
+
+    @property
+    def changelog_topic(self) -> str:
+        return f"{self.app_id}-cache-changelog"
+
+    async def start(self) -> None:
+        try:
+            import faust
+        except ImportError as exc:
+            raise ConfigError(
+                "cache.durable: needs faust-streaming (pip install 'rationad[faust]'), or set cache.durable = false"
+            ) from exc
+        brokers = [f"kafka://{h.strip()}" for h in self.kafka.bootstrap_servers.split(",") if h.strip()]
+        app = faust.App(
+            self.app_id,
+            broker=brokers,
+            broker_credentials=_credentials(self.kafka),
+            store="memory://",
+            web_enabled=False,
+            autodiscover=False,
+            topic_partitions=1,
+            topic_replication_factor=1,
+            broker_session_timeout=self.kafka.session_timeout_ms / 1000,
+            broker_heartbeat_interval=self.kafka.heartbeat_interval_ms / 1000,
+        )
+        self._table = app.GlobalTable("cache", default=None, partitions=1, key_type=str, value_type=str,
+                                      help="rationad verdict cache")
+        await app.start()
+        # Writes come from the judge, outside any faust agent: let the producer pick the partition.
+        self._table.use_partitioner = True
+        self._app = app
+        log.info("verdict_cache_recovered", topic=self.changelog_topic, entries=len(self._table))
+
+    def items(self) -> Iterator[tuple[str, str]]:
+        """Recovered entries of this model (namespace prefix stripped)."""
+        prefix = self.namespace + "/"
+        for key, value in list(self._table.items()):
+            if isinstance(key, str) and key.startswith(prefix) and isinstance(value, str):
+                yield key[len(prefix):], value
+
+    def put(self, key: str, completion: str) -> None:
+        self._table[f"{self.namespace}/{key}"] = completion
+
+    def delete(self, key: str) -> None:
+        self._table.pop(f"{self.namespace}/{key}", None)
+
+    async def aclose(self) -> None:
+        if self._app is not None:
+            await self._app.stop()
+            self._app = None
