@@ -42,6 +42,7 @@ from rationad.records import LogLine
 
 SOURCES = ("hdfs", "bgl", "generic")
 BGL_STREAM_KEY = "stream"
+MAX_EPOCH = 253_402_300_799.0  # 9999-12-31T23:59:59Z: the last time a datetime can show
 _DETAIL_SNIPPET = 80
 
 
@@ -141,8 +142,11 @@ def parse_timestamp(value: object) -> float:
     if isinstance(value, bool):
         raise BadRecord("bad_timestamp", f"timestamp is a boolean: {value!r}")
     if isinstance(value, int | float):
-        ts = float(value)
-        if not math.isfinite(ts) or ts < 0:
+        try:
+            ts = float(value)
+        except OverflowError:
+            raise BadRecord("bad_timestamp", "timestamp out of range: an integer too large for a float") from None
+        if not math.isfinite(ts) or not 0 <= ts <= MAX_EPOCH:
             raise BadRecord("bad_timestamp", f"timestamp out of range: {value!r}")
         return ts
     if isinstance(value, str):
@@ -153,9 +157,12 @@ def parse_timestamp(value: object) -> float:
         if dt.tzinfo is None:
             dt = dt.replace(tzinfo=UTC)
         try:
-            return dt.timestamp()
+            ts = dt.timestamp()
         except (OverflowError, ValueError, OSError):
             raise BadRecord("bad_timestamp", f"timestamp out of range: {_snippet(value)}") from None
+        if not 0 <= ts <= MAX_EPOCH:
+            raise BadRecord("bad_timestamp", f"timestamp out of range: {_snippet(value)}")
+        return ts
     raise BadRecord("bad_timestamp", f"timestamp must be a number or a string, got {type(value).__name__}")
 
 
@@ -208,14 +215,19 @@ class Parser:
         if not isinstance(value, bytes | bytearray | memoryview):
             raise BadRecord("bad_value", f"record value must be bytes, got {type(value).__name__}")
         if len(value) > self.max_record_bytes:
-            raise BadRecord("too_large", f"record of {len(value)} bytes exceeds max_record_bytes={self.max_record_bytes}")
+            raise BadRecord("too_large",
+                            f"record of {len(value)} bytes exceeds max_record_bytes={self.max_record_bytes}")
+        if not isinstance(value, bytes):
+            value = bytes(value)  # bytearray/memoryview: _json decodes the value again for ``raw``
         try:
             if self.format == "json":
                 return self._json(value, topic, partition, offset)
-            text = value.decode("utf-8") if isinstance(value, bytes) else bytes(value).decode("utf-8")
+            text = value.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise BadRecord("invalid_utf8", f"record is not valid UTF-8 ({exc.reason} at byte {exc.start})") from None
         if "\n" not in text and "\r" not in text:
+            if not text.strip():
+                raise BadRecord("empty", "record holds only blank space")
             return self._line(text, None, None, text, topic, partition, offset)
         lines = [ln.rstrip("\r") for ln in text.split("\n")]
         lines = [ln for ln in lines if ln.strip()]

@@ -1,0 +1,335 @@
+"""Tests for rationad.dialects: Kafka record values -> LogLines (hdfs, bgl, generic; text and json) or BadRecord."""
+
+from __future__ import annotations
+
+import csv
+from datetime import UTC, datetime
+from pathlib import Path
+
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from rationad.config import InputConfig
+from rationad.dialects import BGL_STREAM_KEY, BadRecord, InputConfigError, make_parser, parse_timestamp
+
+LOGHUB = Path(__file__).resolve().parents[2].parent / "shared" / "datasets" / "loghub"
+
+HDFS_LINE = ("081109 203615 148 INFO dfs.DataNode$PacketResponder: PacketResponder 1 for block "
+             "blk_38865049064139660 terminating")
+BGL_NORMAL = ("- 1117838570 2005.06.03 R02-M1-N0-C:J12-U11 2005-06-03-15.42.50.675872 R02-M1-N0-C:J12-U11 RAS KERNEL "
+              "INFO instruction cache parity error corrected")
+BGL_ALERT = ("KERNDTLB 1118536327 2005.06.11 R30-M0-N9-C:J16-U01 2005-06-11-17.32.07.581048 R30-M0-N9-C:J16-U01 RAS "
+             "KERNEL FATAL data TLB error interrupt")
+# The syslog-like layout of Loghub's Spirit, Thunderbird and Liberty logs.
+SPIRIT = "- 1131566461 2005.11.09 dn228 Nov 9 12:01:01 dn228/dn228 crond(pam_unix)[2915]: session closed for user root"
+SPIRIT_ALERT = ("R_HDA_NR 1131566462 2005.11.09 sn125 Nov 9 12:01:02 sn125/sn125 kernel: hda: drive not ready for "
+                "command")
+TBIRD = ("- 1131566461 2005.11.09 tbird-admin1 Nov 10 00:01:01 local@tbird-admin1 /apps/x86_64/system/ganglia-3.0.1/"
+         "sbin/gmetad[1682]: data_thread() got not answer from any [Thunderbird_C8] datasource")
+
+
+def parser(**kw):
+    return make_parser(InputConfig(**kw))
+
+
+def loghub(name: str) -> Path:
+    path = LOGHUB / name
+    if not path.exists():
+        pytest.skip(f"shared Loghub data not present: {path}")
+    return path
+
+
+def utc(*args: int) -> float:
+    return datetime(*args, tzinfo=UTC).timestamp()
+
+
+# ---- hdfs ----------------------------------------------------------------------------------------------------------
+
+
+def test_hdfs_line_is_keyed_by_block_with_header_time_and_level_component_kept():
+    (line,) = parser(dialect="hdfs").parse(HDFS_LINE.encode(), topic="logs", partition=2, offset=41)
+    assert line.key == "blk_38865049064139660"
+    assert line.ts == utc(2008, 11, 9, 20, 36, 15)
+    assert line.message == ("INFO dfs.DataNode$PacketResponder: PacketResponder 1 for block blk_38865049064139660 "
+                            "terminating")
+    assert line.raw == HDFS_LINE
+    assert (line.topic, line.partition, line.offset, line.label) == ("logs", 2, 41, None)
+    assert parser(dialect="hdfs").source == "hdfs"
+
+
+def test_hdfs_line_naming_two_blocks_yields_one_logline_per_block():
+    raw = "081111 091733 19 INFO dfs.FSNamesystem: BLOCK* ask 10.251.126.5:50010 to delete  blk_-9016 blk_167132"
+    lines = parser(dialect="hdfs").parse(raw.encode(), offset=7)
+    assert [x.key for x in lines] == ["blk_-9016", "blk_167132"]
+    assert all(x.raw == raw and x.offset == 7 and x.message.startswith("INFO dfs.FSNamesystem: ") for x in lines)
+
+
+def test_hdfs_line_naming_one_block_twice_yields_one_logline():
+    raw = ("081109 213816 19 INFO dfs.FSDataset: Deleting block blk_-8739764029727208009 file "
+           "/mnt/hadoop/dfs/data/current/subdir58/blk_-8739764029727208009")
+    (line,) = parser(dialect="hdfs").parse(raw.encode())
+    assert line.key == "blk_-8739764029727208009"
+
+
+def test_hdfs_line_without_a_header_is_kept_whole_without_time():
+    (line,) = parser(dialect="hdfs").parse(b"something about blk_5 happened")
+    assert (line.key, line.ts, line.message) == ("blk_5", None, "something about blk_5 happened")
+    (line,) = parser(dialect="hdfs").parse(b"081399 203615 148 INFO dfs.X: blk_5 bad month")
+    assert line.ts is None and line.message.startswith("081399")
+
+
+def test_hdfs_line_without_a_block_is_rejected():
+    with pytest.raises(BadRecord) as exc:
+        parser(dialect="hdfs").parse(b"081109 203615 148 INFO dfs.DataNode$DataXceiver: no block named here")
+    assert exc.value.reason == "no_session_key"
+
+
+def test_hdfs_every_line_of_loghub_hdfs_2k_parses_to_its_block():
+    path = loghub("HDFS_2k.log")
+    p = parser(dialect="hdfs")
+    with (LOGHUB / "HDFS_2k.log_structured.csv").open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    lines = path.read_text().splitlines()
+    assert len(lines) == len(rows) == 2000
+    for n, (raw, row) in enumerate(zip(lines, rows, strict=True)):
+        parsed = p.parse(raw.encode(), offset=n)
+        assert parsed, raw
+        assert {x.key for x in parsed} <= set(row["Content"].split()) | {
+            w for w in row["Content"].replace("/", " ").split() if w.startswith("blk_")}
+        for x in parsed:
+            assert x.message == f"{row['Level']} {row['Component']}: {row['Content']}"
+            assert x.ts == datetime.strptime(row["Date"] + row["Time"], "%y%m%d%H%M%S").replace(tzinfo=UTC).timestamp()
+
+
+def test_multi_line_record_yields_every_line_and_a_bad_line_rejects_the_whole_record():
+    p = parser(dialect="hdfs")
+    value = f"{HDFS_LINE}\r\n\n081109 203807 222 INFO dfs.X: blk_-6952 done\n".encode()
+    assert [x.key for x in p.parse(value, offset=3)] == ["blk_38865049064139660", "blk_-6952"]
+    with pytest.raises(BadRecord) as exc:
+        p.parse(f"{HDFS_LINE}\nno block here\n{HDFS_LINE}".encode())
+    assert exc.value.reason == "no_session_key"
+    assert "line 2 of 3" in exc.value.detail
+
+
+# ---- bgl and other Loghub-labelled logs ----------------------------------------------------------------------------
+
+
+def test_bgl_label_is_stripped_into_logline_label_and_epoch_is_the_time():
+    p = parser(dialect="bgl")
+    (normal,) = p.parse(BGL_NORMAL.encode())
+    (alert,) = p.parse(BGL_ALERT.encode())
+    assert (normal.label, normal.ts, normal.key) == ("normal", 1117838570.0, BGL_STREAM_KEY)
+    assert normal.message == "RAS KERNEL INFO instruction cache parity error corrected"
+    assert (alert.label, alert.ts) == ("anomalous", 1118536327.0)
+    assert alert.message == "RAS KERNEL FATAL data TLB error interrupt"
+    assert "KERNDTLB" not in alert.message
+    assert alert.raw == BGL_ALERT  # evidence keeps the whole line; only ``message`` reaches the model
+
+
+@pytest.mark.parametrize(
+    ("raw", "label", "ts", "message"),
+    [
+        (SPIRIT, "normal", 1131566461.0, "crond(pam_unix)[2915]: session closed for user root"),
+        (SPIRIT_ALERT, "anomalous", 1131566462.0, "kernel: hda: drive not ready for command"),
+        (TBIRD, "normal", 1131566461.0, ("/apps/x86_64/system/ganglia-3.0.1/sbin/gmetad[1682]: data_thread() got not "
+                                         "answer from any [Thunderbird_C8] datasource")),
+    ],
+)
+def test_bgl_dialect_reads_spirit_and_thunderbird_layouts(raw, label, ts, message):
+    (line,) = parser(dialect="bgl").parse(raw.encode())
+    assert (line.label, line.ts, line.message) == (label, ts, message)
+
+
+def test_bgl_unknown_layout_falls_back_to_everything_after_the_epoch():
+    (line,) = parser(dialect="bgl").parse(b"APPSEV 1117869872 free text after the epoch")
+    assert (line.label, line.message) == ("anomalous", "free text after the epoch")
+
+
+def test_bgl_key_regex_never_sees_the_label():
+    p = parser(dialect="bgl", key_regex=r"^(\S+)")  # the first token AFTER the label: the epoch
+    (line,) = p.parse(BGL_ALERT.encode())
+    assert line.key == "1118536327"
+    node = parser(dialect="bgl", key_regex=r"(R\d\d-M\d)")
+    assert node.parse(BGL_ALERT.encode())[0].key == "R30-M0"
+    with pytest.raises(BadRecord) as exc:
+        parser(dialect="bgl", key_regex=r"(KERNDTLB)").parse(BGL_ALERT.encode())
+    assert exc.value.reason == "no_session_key"
+
+
+@pytest.mark.parametrize(("raw", "reason"), [(b"- notanepoch rest", "bad_header"), (b"- 1117838570 ", "empty"),
+                                             (b"nolabel", "bad_header")])
+def test_bgl_bad_lines(raw, reason):
+    with pytest.raises(BadRecord) as exc:
+        parser(dialect="bgl").parse(raw)
+    assert exc.value.reason == reason
+
+
+def test_bgl_every_line_of_loghub_bgl_2k_keeps_its_label_out_of_the_message():
+    path = loghub("BGL_2k.log")
+    p = parser(dialect="bgl")
+    anomalous = 0
+    for raw in path.read_text().splitlines():
+        (line,) = p.parse(raw.encode())
+        label, epoch = raw.split(" ", 2)[:2]
+        assert line.label == ("normal" if label == "-" else "anomalous")
+        assert line.ts == float(epoch)
+        assert raw.endswith(line.message)
+        assert not line.message.startswith((label + " ", epoch))
+        if label != "-":
+            assert label not in line.message
+        anomalous += line.label == "anomalous"
+    assert anomalous == 143  # datasets/README.md
+
+
+# ---- generic and json ----------------------------------------------------------------------------------------------
+
+
+def test_generic_key_regex_with_and_without_a_group():
+    line = b"2024-01-02 03:04:05 worker-7 request id=abc123 failed"
+    (x,) = parser(dialect="generic", key_regex=r"id=(\w+)").parse(line)
+    assert (x.key, x.message, x.ts) == ("abc123", line.decode(), None)
+    (y,) = parser(dialect="generic", key_regex=r"worker-\d+").parse(line)
+    assert y.key == "worker-7"
+    with pytest.raises(BadRecord) as exc:
+        parser(dialect="generic", key_regex=r"user=(\w+)").parse(line)
+    assert exc.value.reason == "no_session_key"
+
+
+def test_json_record_with_key_and_timestamp_fields():
+    p = parser(dialect="generic", format="json", json_key_field="host", timestamp_field="ts",
+               json_message_field="msg")
+    value = orjson.dumps({"msg": "disk full\n", "host": "n1", "ts": "2008-11-09T20:36:15"})
+    (x,) = p.parse(value, topic="t", offset=5)
+    assert (x.key, x.message, x.ts, x.raw, x.offset) == ("n1", "disk full", utc(2008, 11, 9, 20, 36, 15),
+                                                        value.decode(), 5)
+    (y,) = p.parse(orjson.dumps({"msg": "m", "host": 17, "ts": 1226262975.5}))
+    assert (y.key, y.ts) == ("17", 1226262975.5)
+    (z,) = p.parse(memoryview(orjson.dumps({"msg": "m", "host": "h", "ts": "2008-11-09T20:36:15+01:00"})))
+    assert z.ts == utc(2008, 11, 9, 19, 36, 15)
+
+
+def test_json_key_field_overrides_the_hdfs_block_and_the_generic_regex():
+    hdfs = parser(dialect="hdfs", format="json", json_key_field="k")
+    (x,) = hdfs.parse(orjson.dumps({"message": HDFS_LINE, "k": "custom"}))
+    assert (x.key, x.ts) == ("custom", utc(2008, 11, 9, 20, 36, 15))
+    (y,) = parser(dialect="hdfs", format="json").parse(orjson.dumps({"message": HDFS_LINE}))
+    assert y.key == "blk_38865049064139660"
+    gen = parser(dialect="generic", format="json", key_regex=r"id=(\d+)")
+    assert gen.parse(b'{"message": "req id=42 ok"}')[0].key == "42"
+
+
+@pytest.mark.parametrize(
+    ("kw", "value", "reason"),
+    [
+        ({"dialect": "hdfs"}, b"081109 203615 148 INFO dfs.DataNode: \xff\xfe\xc3\x28 blk_1", "invalid_utf8"),
+        ({"dialect": "hdfs", "format": "json"}, b'{"message": "\xff blk_1"}', "invalid_utf8"),
+        ({"dialect": "hdfs"}, b"", "empty"),
+        ({"dialect": "hdfs"}, None, "empty"),
+        ({"dialect": "hdfs"}, b"  \n\r\n ", "empty"),
+        ({"dialect": "hdfs"}, b"   ", "empty"),
+        ({"dialect": "hdfs", "format": "json"}, b'{"message": "  "}', "empty"),
+        ({"dialect": "hdfs", "max_record_bytes": 64}, b"081109 203615 148 INFO dfs.DataNode: blk_2 " + b"x" * 64,
+         "too_large"),
+        ({"dialect": "hdfs", "format": "json"}, b'{"message": "blk_1"', "bad_json"),
+        ({"dialect": "hdfs", "format": "json"}, b'["blk_1"]', "not_an_object"),
+        ({"dialect": "hdfs", "format": "json"}, b'{"msg": "blk_1"}', "missing_field"),
+        ({"dialect": "hdfs", "format": "json"}, b'{"message": 3}', "bad_field"),
+        ({"dialect": "hdfs", "format": "json"}, b'{"message": "no block"}', "no_session_key"),
+        ({"dialect": "generic", "format": "json", "json_key_field": "k"}, b'{"message": "m", "k": ""}',
+         "no_session_key"),
+        ({"dialect": "generic", "format": "json", "json_key_field": "k"}, b'{"message": "m", "k": true}', "bad_field"),
+        ({"dialect": "generic", "format": "json", "json_key_field": "k", "timestamp_field": "t"},
+         b'{"message": "m", "k": "a"}', "missing_field"),
+        ({"dialect": "generic", "format": "json", "json_key_field": "k", "timestamp_field": "t"},
+         b'{"message": "m", "k": "a", "t": "yesterday"}', "bad_timestamp"),
+        ({"dialect": "generic", "format": "json", "json_key_field": "k", "timestamp_field": "t"},
+         b'{"message": "m", "k": "a", "t": 1' + b"0" * 40 + b"}", "bad_timestamp"),
+        ({"dialect": "generic", "key_regex": "id=(\\d+)"}, b"no id", "no_session_key"),
+    ],
+)
+def test_bad_records_say_why(kw, value, reason):
+    with pytest.raises(BadRecord) as exc:
+        parser(**kw).parse(value)
+    assert exc.value.reason == reason
+    assert str(exc.value) == exc.value.detail and exc.value.detail
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [(0, 0.0), (1226262975, 1226262975.0), (1226262975.25, 1226262975.25), ("2008-11-09 20:36:15", 1226262975.0),
+     ("2008-11-09T21:36:15+01:00", 1226262975.0)],
+)
+def test_parse_timestamp(value, expected):
+    assert parse_timestamp(value) == expected
+
+
+@pytest.mark.parametrize("value", [True, -1, float("nan"), float("inf"), pytest.param(10**400, id="huge_int"), 1e300,
+                                   "0001-01-01T00:00:00", "soon", None, [1]])
+def test_parse_timestamp_rejects(value):
+    with pytest.raises(BadRecord) as exc:
+        parse_timestamp(value)
+    assert exc.value.reason == "bad_timestamp"
+
+
+@pytest.mark.parametrize(
+    ("kw", "key"),
+    [
+        ({"dialect": "hdfs", "key_regex": "x"}, "input.key_regex"),
+        ({"dialect": "generic"}, "input.key_regex"),
+        ({"dialect": "hdfs", "json_key_field": "k"}, "input.json_key_field"),
+        ({"dialect": "hdfs", "timestamp_field": "t"}, "input.timestamp_field"),
+    ],
+)
+def test_impossible_input_combinations_name_the_key(kw, key):
+    with pytest.raises(InputConfigError, match=key):
+        parser(**kw)
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=st.binary(max_size=300), dialect=st.sampled_from(["hdfs", "bgl", "generic"]),
+       fmt=st.sampled_from(["text", "json"]), kind=st.sampled_from([bytes, bytearray, memoryview]))
+def test_a_parser_raises_bad_record_and_nothing_else(value, dialect, fmt, kind):
+    kw = {"dialect": dialect, "format": fmt, "max_record_bytes": 256}
+    if dialect == "generic":
+        kw["key_regex"] = r"(\w+)"
+    try:
+        lines = make_parser(InputConfig(**kw)).parse(kind(value))
+    except BadRecord as exc:
+        assert exc.reason and exc.detail
+    else:
+        assert lines and all(x.key and x.message.strip() for x in lines)
+
+
+@settings(max_examples=200, deadline=None)
+@given(obj=st.dictionaries(st.sampled_from(["message", "k", "t"]),
+                           st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=30))))
+def test_a_json_parser_raises_bad_record_and_nothing_else(obj):
+    p = parser(dialect="generic", format="json", json_key_field="k", timestamp_field="t")
+    try:
+        value = orjson.dumps(obj)
+    except orjson.JSONEncodeError:
+        return
+    try:
+        (line,) = p.parse(value)
+    except BadRecord as exc:
+        assert exc.reason
+    else:
+        assert line.key == str(obj["k"]) and 0 <= line.ts
+
+
+def test_every_line_of_the_embedded_demo_sample_parses_to_a_labelled_block():
+    """The bundled real HDFS sample (scripts/make_demo_sample.py): complete blocks, chronological, all labelled."""
+    from rationad import demo
+
+    labels = demo.sample_labels()
+    p = parser(dialect="hdfs")
+    keys, times = set(), []
+    for n, raw in enumerate(demo.sample_lines()):
+        lines = p.parse(raw, offset=n)
+        keys |= {x.key for x in lines}
+        times.append(lines[0].ts)
+    assert keys == set(labels)
+    assert len(labels) == 400 and sum(v == "anomalous" for v in labels.values()) == 40
+    assert None not in times and times == sorted(times)
