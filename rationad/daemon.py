@@ -83,10 +83,13 @@ class Daemon:
         self._paused = False
         self._last_loop = time.monotonic()
         self._last_commit = 0.0
+        self._started = False  # the main loop has begun (start-up: model load, cache recovery, group join)
         self.exit_code = 0
 
     # ---- health -------------------------------------------------------------------------------------------
     def _healthy(self) -> tuple[bool, str]:
+        if not self._started:
+            return True, "starting"  # start-up is bounded by the startup probe / systemd's TimeoutStartSec
         age = time.monotonic() - self._last_loop
         if age > self.s.server.stall_secs:
             return False, f"main loop stalled for {age:.0f}s"
@@ -165,6 +168,8 @@ class Daemon:
             asyncio.create_task(self._health_loop(), name="model-health"),
         ]
         ready_sent = False
+        self._started = True
+        self._last_loop = time.monotonic()
         try:
             while not self._stop.is_set():
                 await self._consume_once()
