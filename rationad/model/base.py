@@ -1,0 +1,122 @@
+"""The model client contract shared by both backends, and ``make_client`` to pick one from the configuration.
+
+A client turns chat conversations into completions (one per conversation, same order). Two implementations sit
+behind this narrow protocol: ``engine.EngineClient`` (vLLM's ``AsyncLLM`` in this process) and
+``server.ServerClient`` (an OpenAI-compatible vLLM server over HTTP). This module imports neither torch nor vLLM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol, TypeVar, runtime_checkable
+
+from rationad.config import ConfigError, ModelConfig
+
+Message = dict[str, str]
+TokenCounter = Callable[[str], int]
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Completion:
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+
+
+class ModelError(Exception):
+    """The model could not answer. ``retryable`` is False when retrying the same request cannot help (e.g. a 4xx:
+    the request itself is rejected), True for outages (connection refused, 5xx, timeouts, engine restarts)."""
+
+    def __init__(self, msg: str, retryable: bool = True) -> None:
+        super().__init__(msg)
+        self.retryable = retryable
+
+
+@runtime_checkable
+class ModelClient(Protocol):
+    name: str
+
+    async def start(self) -> None: ...
+
+    async def generate(
+        self, conversations: list[list[Message]], *, max_tokens: int, temperature: float, regex: str | None
+    ) -> list[Completion]: ...
+
+    async def check_health(self) -> bool: ...
+
+    def count_tokens(self, text: str) -> int: ...
+
+    async def aclose(self) -> None: ...
+
+
+def approx_token_count(text: str) -> int:
+    """A tokenizer-free estimate: about four characters a token."""
+    return len(text) // 4 + 1
+
+
+def token_counter(model_path: Path | None, cache_size: int = 65_536) -> TokenCounter:
+    """A fast, memoised token counter from the model folder's ``tokenizer.json`` (the Rust ``tokenizers`` library,
+    no torch); the length estimate when the folder or the library is missing."""
+    counter: TokenCounter = approx_token_count
+    if model_path is not None and (Path(model_path) / "tokenizer.json").is_file():
+        try:
+            from tokenizers import Tokenizer
+        except ImportError:
+            pass
+        else:
+            tok = Tokenizer.from_file(str(Path(model_path) / "tokenizer.json"))
+
+            def counter(text: str) -> int:
+                return len(tok.encode(text, add_special_tokens=False).ids)
+
+    return functools.lru_cache(maxsize=cache_size)(counter)
+
+
+async def gather_all(aws: Iterable[Awaitable[T]]) -> list[T]:
+    """All results in order; on the first failure (or cancellation) the others are cancelled and awaited, so no
+    request is left running on the model after the caller has given up."""
+    tasks = [asyncio.ensure_future(a) for a in aws]
+    try:
+        return list(await asyncio.gather(*tasks))
+    except BaseException:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
+
+
+def check_model_folder(path: Path | None, key: str = "model.path") -> Path:
+    """The folder, if it is a servable Hugging Face model folder; a ConfigError naming ``key`` otherwise."""
+    if path is None:
+        raise ConfigError(f"{key}: not set; give the folder of a Hugging Face causal-LM model")
+    p = Path(path).expanduser()
+    if not (p / "config.json").is_file():
+        raise ConfigError(f"{key}: {p} is not a model folder (no config.json); run scripts/setup.sh")
+    return p
+
+
+def make_client(cfg: ModelConfig) -> ModelClient:
+    """The client for ``cfg.backend``; raises ConfigError naming the key when the configuration cannot work."""
+    if cfg.backend == "vllm-engine":
+        check_model_folder(cfg.path)
+        if cfg.adapter is not None and not (Path(cfg.adapter) / "adapter_config.json").is_file():
+            raise ConfigError(f"model.adapter: {cfg.adapter} is not a LoRA adapter folder (no adapter_config.json)")
+        from rationad.model.engine import EngineClient  # imports vLLM (and torch) only when this backend is used
+
+        return EngineClient(cfg)
+    if cfg.backend == "vllm-server":
+        if not cfg.server_url:
+            raise ConfigError("model.server_url: not set; the vllm-server backend needs the server's base URL")
+        if not cfg.server_url.startswith(("http://", "https://")):
+            raise ConfigError(f"model.server_url: {cfg.server_url!r} is not an http(s) URL")
+        if cfg.path is not None:  # optional here: only its tokenizer is used, to count prompt tokens
+            check_model_folder(cfg.path)
+        from rationad.model.server import ServerClient
+
+        return ServerClient(cfg)
+    raise ConfigError(f"model.backend: unknown backend {cfg.backend!r}")

@@ -1,0 +1,174 @@
+"""The in-process backend: vLLM's v1 ``AsyncLLM`` in this process (its engine core runs in a child process).
+
+Conversations are rendered with the model's chat template (``add_generation_prompt=True``) by vLLM's own renderer,
+so the prompt is token-for-token the one the OpenAI server would build. All conversations of a call are submitted
+at once and vLLM batches them. Output is constrained to ``regex`` when one is given (vLLM structured outputs),
+greedy at temperature 0, with a fixed seed otherwise. An optional LoRA adapter (``model.adapter``) is served on top
+of the base weights. Importing this module imports vLLM and torch: ``base.make_client`` does so only on demand.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import json
+import logging
+import os
+import uuid
+from pathlib import Path
+from typing import Any
+
+from rationad.config import ModelConfig
+from rationad.model.base import Completion, Message, ModelError, gather_all, token_counter
+
+log = logging.getLogger(__name__)
+
+SEED = 0
+# vLLM gives up compiling a structured-output regex after VLLM_REGEX_COMPILATION_TIMEOUT_S (default 5 s) and fails
+# the request. Compiling ANSWER_REGEX for this tokenizer takes about 3 s on a busy 2-core machine, so the default
+# fails requests under load. The compiled grammar is cached, so only the first request pays. An operator's own
+# setting wins.
+REGEX_COMPILATION_TIMEOUT_S = "60"
+LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # vllm.config.lora.MaxLoRARanks
+
+
+def lora_rank(adapter: Path) -> int:
+    """The smallest rank vLLM accepts that fits the adapter's ``r``."""
+    r = int(json.loads((adapter / "adapter_config.json").read_text()).get("r", 16))
+    for rank in LORA_RANKS:
+        if rank >= r:
+            return rank
+    raise ModelError(f"model.adapter: LoRA rank {r} exceeds vLLM's maximum {LORA_RANKS[-1]}", retryable=False)
+
+
+class EngineClient:
+    """``ModelClient`` over an in-process vLLM ``AsyncLLM``."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        assert cfg.path is not None
+        self.cfg = cfg
+        self.path = Path(cfg.path)
+        self.name = cfg.served_model_name or self.path.name
+        self._count = token_counter(self.path)
+        self._llm: Any = None
+        self._lora: Any = None
+        self._chat_params: Any = None
+        self.start_secs: float | None = None
+
+    def count_tokens(self, text: str) -> int:
+        return self._count(text)
+
+    async def start(self) -> None:
+        """Build the engine (30-70 s on a 2-core CPU). Runs in a worker thread so the event loop stays responsive
+        (the health endpoint keeps answering); vLLM starts its output reader on the first request, in this loop."""
+        if self._llm is not None:
+            return
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        # _build stores the engine itself: a thread future holding it as its result would keep it alive past
+        # aclose(), and its __del__ would then run at interpreter exit when vLLM's module globals are gone.
+        await asyncio.to_thread(self._build)
+        self.start_secs = loop.time() - t0
+        log.info("vLLM engine started in %.1f s", self.start_secs)
+
+    def _build(self) -> None:
+        from vllm.engine.arg_utils import AsyncEngineArgs
+        from vllm.lora.request import LoRARequest
+        from vllm.renderers.params import ChatParams
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        os.environ.setdefault("VLLM_REGEX_COMPILATION_TIMEOUT_S", REGEX_COMPILATION_TIMEOUT_S)  # engine core inherits
+        kwargs: dict[str, Any] = {}
+        if self.cfg.adapter is not None:
+            adapter = Path(self.cfg.adapter)
+            kwargs = {"enable_lora": True, "max_loras": 1, "max_lora_rank": lora_rank(adapter)}
+            self._lora = LoRARequest(lora_name=adapter.name or "adapter", lora_int_id=1, lora_path=str(adapter))
+        args = AsyncEngineArgs(
+            model=str(self.path),
+            served_model_name=self.name,
+            dtype=self.cfg.dtype,
+            max_model_len=self.cfg.max_model_len,
+            enforce_eager=True,
+            seed=SEED,
+            disable_log_stats=True,
+            **kwargs,
+        )
+        self._chat_params = ChatParams(
+            chat_template_kwargs={"add_generation_prompt": True, "continue_final_message": False, "tokenize": False}
+        )
+        try:
+            self._llm = AsyncLLM.from_engine_args(args)
+        except Exception as exc:
+            raise ModelError(f"cannot start the vLLM engine for {self.path}: {exc}", retryable=False) from exc
+
+    def _sampling(self, max_tokens: int, temperature: float, regex: str | None) -> Any:
+        from vllm.sampling_params import RequestOutputKind, SamplingParams, StructuredOutputsParams
+
+        return SamplingParams(
+            max_tokens=max_tokens,
+            temperature=temperature,
+            seed=SEED,
+            structured_outputs=StructuredOutputsParams(regex=regex) if regex else None,
+            output_kind=RequestOutputKind.FINAL_ONLY,
+        )
+
+    async def generate(
+        self, conversations: list[list[Message]], *, max_tokens: int, temperature: float, regex: str | None
+    ) -> list[Completion]:
+        if self._llm is None:
+            raise ModelError("the vLLM engine is not started", retryable=True)
+        if not conversations:
+            return []
+        from vllm.exceptions import VLLMClientError, VLLMError
+
+        try:
+            params = self._sampling(max_tokens, temperature, regex)
+            renderer = self._llm.renderer
+            _, inputs = await renderer.render_chat_async(
+                conversations, self._chat_params, renderer.default_chat_tok_params
+            )
+            return await gather_all(self._one(i, params) for i in inputs)
+        except (VLLMClientError, ValueError, TypeError) as exc:  # the request itself is wrong: retrying cannot help
+            raise ModelError(f"vLLM rejected the request: {exc}", retryable=False) from exc
+        except VLLMError as exc:  # engine dead or failing: an outage
+            raise ModelError(f"vLLM engine failed: {exc!r}", retryable=True) from exc
+
+    async def _one(self, engine_input: Any, params: Any) -> Completion:
+        final = None
+        async for out in self._llm.generate(
+            engine_input, params, f"rationad-{uuid.uuid4().hex}", lora_request=self._lora
+        ):
+            final = out
+        if final is None or not final.outputs:
+            raise ModelError("vLLM returned no output", retryable=True)
+        choice = final.outputs[0]
+        if choice.finish_reason in ("error", "abort"):  # e.g. the grammar failed to compile: no text was made
+            raise ModelError(f"vLLM could not complete the request (finish_reason={choice.finish_reason})")
+        return Completion(
+            text=choice.text,
+            prompt_tokens=len(final.prompt_token_ids or ()),
+            completion_tokens=len(choice.token_ids),
+        )
+
+    async def check_health(self) -> bool:
+        if self._llm is None:
+            return False
+        try:
+            await self._llm.check_health()
+        except Exception:  # any failure of the health probe means unhealthy
+            return False
+        return not self._llm.errored
+
+    async def aclose(self) -> None:
+        """Shut the engine down; its engine-core process is stopped and joined."""
+        llm, self._llm = self._llm, None
+        if llm is not None:
+            # Stop reading engine outputs first: otherwise the reader sees the engine core exit and logs an
+            # EngineDeadError for what is a normal shutdown.
+            handler = getattr(llm, "output_handler", None)
+            if handler is not None:
+                handler.cancel()
+                await asyncio.gather(handler, return_exceptions=True)
+            await asyncio.to_thread(llm.shutdown)  # stops and joins the engine-core process (a few seconds)
+            del llm
+            gc.collect()  # collect it now, while vLLM's modules are intact (its __del__ shuts down again)

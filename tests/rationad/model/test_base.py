@@ -1,0 +1,128 @@
+"""The model client contract and ``make_client``: configuration errors name the key, the token counter, cancellation."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from rationad.config import ConfigError, ModelConfig
+from rationad.model.base import (
+    Completion,
+    ModelClient,
+    ModelError,
+    approx_token_count,
+    gather_all,
+    make_client,
+    token_counter,
+)
+from rationad.model.server import ServerClient
+
+
+def tiny_model_folder(tmp_path: Path) -> Path:
+    """A folder with a config.json and a real (word-level) tokenizer.json, built in-process."""
+    from tokenizers import Tokenizer
+    from tokenizers.models import WordLevel
+    from tokenizers.pre_tokenizers import Whitespace
+
+    vocab = {"[UNK]": 0, "receiving": 1, "block": 2, "blk_1": 3}
+    tok = Tokenizer(WordLevel(vocab, unk_token="[UNK]"))
+    tok.pre_tokenizer = Whitespace()
+    folder = tmp_path / "model"
+    folder.mkdir()
+    tok.save(str(folder / "tokenizer.json"))
+    (folder / "config.json").write_text("{}")
+    return folder
+
+
+def test_completion_is_frozen_and_model_error_is_retryable_by_default():
+    c = Completion("<think>x</think>", 10, 3)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        c.text = "y"  # type: ignore[misc]
+    assert ModelError("down").retryable is True
+    assert ModelError("bad request", retryable=False).retryable is False
+
+
+def test_engine_backend_needs_a_model_folder(tmp_path):
+    with pytest.raises(ConfigError, match=r"^model\.path: not set"):
+        make_client(ModelConfig(backend="vllm-engine"))
+    with pytest.raises(ConfigError, match=r"^model\.path: .*missing.* is not a model folder"):
+        make_client(ModelConfig(backend="vllm-engine", path=tmp_path / "missing"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ConfigError, match=r"^model\.path: .*no config\.json"):
+        make_client(ModelConfig(backend="vllm-engine", path=tmp_path / "empty"))
+
+
+def test_engine_backend_checks_the_adapter_folder(tmp_path):
+    folder = tiny_model_folder(tmp_path)
+    with pytest.raises(ConfigError, match=r"^model\.adapter: .*adapter_config\.json"):
+        make_client(ModelConfig(backend="vllm-engine", path=folder, adapter=tmp_path))
+
+
+def test_server_backend_needs_a_url(tmp_path):
+    # ModelConfig's own validator already rejects this; make_client must not rely on it (model_construct skips it).
+    with pytest.raises(ConfigError, match=r"^model\.server_url: not set"):
+        make_client(ModelConfig.model_construct(backend="vllm-server", server_url=None))
+    with pytest.raises(ConfigError, match=r"^model\.server_url: .*not an http"):
+        make_client(ModelConfig(backend="vllm-server", server_url="localhost:8000"))
+    with pytest.raises(ConfigError, match=r"^model\.path: "):
+        make_client(ModelConfig(backend="vllm-server", server_url="http://x:1", path=tmp_path / "missing"))
+
+
+async def test_server_client_from_config(tmp_path):
+    folder = tiny_model_folder(tmp_path)
+    client = make_client(ModelConfig(backend="vllm-server", server_url="http://127.0.0.1:9/", path=folder))
+    try:
+        assert isinstance(client, ServerClient) and isinstance(client, ModelClient)
+        assert client.name == "model" and client.base_url == "http://127.0.0.1:9"
+        assert client.count_tokens("receiving block blk_1") == 3  # the folder's tokenizer, not the estimate
+    finally:
+        await client.aclose()
+    named = make_client(ModelConfig(backend="vllm-server", server_url="http://h:1", served_model_name="rationad"))
+    assert named.name == "rationad"
+    await named.aclose()
+
+
+def test_token_counter_falls_back_to_an_estimate(tmp_path):
+    count = token_counter(None)
+    assert count("a" * 40) == approx_token_count("a" * 40) == 11
+    assert token_counter(tmp_path)("abcd") == approx_token_count("abcd")  # no tokenizer.json there
+    real = token_counter(tiny_model_folder(tmp_path))
+    assert real("block block block") == 3 and real("") == 0
+
+
+def test_base_imports_neither_torch_nor_vllm():
+    code = (
+        "import sys, rationad.model, rationad.model.base, rationad.model.server\n"
+        "bad = [m for m in sys.modules if m.split('.')[0] in ('torch', 'vllm')]\n"
+        "assert not bad, bad\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+async def test_gather_all_keeps_order_and_cancels_the_rest_on_failure():
+    cancelled = []
+
+    async def slow(i):
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            cancelled.append(i)
+            raise
+
+    async def fail():
+        await asyncio.sleep(0.01)
+        raise ModelError("boom", retryable=False)
+
+    async def value(i):
+        await asyncio.sleep(0.01 * (3 - i))
+        return i
+
+    assert await gather_all(value(i) for i in range(3)) == [0, 1, 2]
+    with pytest.raises(ModelError, match="boom"):
+        await gather_all([slow(1), fail(), slow(2)])
+    assert sorted(cancelled) == [1, 2]

@@ -1,0 +1,212 @@
+"""The HTTP client's request shape, retry/backoff policy and health check, against ``httpx.MockTransport`` (a fake
+transport: this tests the client's own logic; the real server is exercised in tests/integration)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+
+import httpx
+import pytest
+
+from rationad.config import ModelConfig
+from rationad.model.base import ModelError
+from rationad.model.server import MAX_BACKOFF_SECS, ServerClient, backoff_delay
+
+REGEX = r"<think>[^<>]{1,10}</think>"
+CONV = [{"role": "system", "content": "s"}, {"role": "user", "content": "u"}]
+
+
+def completion_body(text: str, prompt: int = 7, completion: int = 3) -> dict:
+    return {
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion},
+    }
+
+
+class Recorder:
+    """A scripted handler: each request pops the next response (or exception) and is recorded."""
+
+    def __init__(self, *script):
+        self.script = list(script)
+        self.requests: list[httpx.Request] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        item = self.script.pop(0) if len(self.script) > 1 else self.script[0]
+        if isinstance(item, Exception):
+            raise item
+        if callable(item):
+            return item(request)
+        return item
+
+
+def make(handler, sleeps: list[float] | None = None, **cfg) -> ServerClient:
+    async def fake_sleep(secs: float) -> None:
+        if sleeps is not None:
+            sleeps.append(secs)
+
+    settings = {"backend": "vllm-server", "server_url": "http://vllm:8000", "served_model_name": "rationad",
+                "max_retries": 3, "retry_backoff_secs": 0.5}
+    settings.update(cfg)
+    return ServerClient(ModelConfig(**settings), transport=httpx.MockTransport(handler), sleep=fake_sleep)
+
+
+async def test_request_shape_usage_and_order():
+    def echo(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        return httpx.Response(200, json=completion_body("re:" + body["messages"][-1]["content"], 11, 5))
+
+    rec = Recorder(echo)
+    client = make(rec, api_key="s3cret-key")
+    convs = [[{"role": "user", "content": str(i)}] for i in range(5)]
+    out = await client.generate(convs, max_tokens=64, temperature=0.0, regex=REGEX)
+    assert [c.text for c in out] == [f"re:{i}" for i in range(5)]
+    assert all(c.prompt_tokens == 11 and c.completion_tokens == 5 for c in out)
+    req = rec.requests[0]
+    assert req.method == "POST" and req.url.path == "/v1/chat/completions"
+    assert req.headers["authorization"] == "Bearer s3cret-key"
+    body = json.loads(req.content)
+    assert body["model"] == "rationad" and body["max_tokens"] == 64 and body["temperature"] == 0.0
+    assert body["structured_outputs"] == {"regex": REGEX} and isinstance(body["seed"], int)
+    assert body["messages"] == [{"role": "user", "content": "0"}]
+    await client.generate([CONV], max_tokens=8, temperature=0.7, regex=None)
+    assert "structured_outputs" not in json.loads(rec.requests[-1].content)
+    assert await client.generate([], max_tokens=8, temperature=0.0, regex=None) == []
+    await client.aclose()
+
+
+async def test_model_name_discovered_from_v1_models():
+    def route(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v1/models":
+            return httpx.Response(200, json={"object": "list", "data": [{"id": "served-x", "object": "model"}]})
+        assert json.loads(request.content)["model"] == "served-x"
+        return httpx.Response(200, json=completion_body("ok"))
+
+    rec = Recorder(route)
+    client = make(rec, served_model_name=None)
+    assert client.model is None
+    await client.start()
+    assert client.model == client.name == "served-x"
+    assert (await client.generate([CONV], max_tokens=8, temperature=0, regex=None))[0].text == "ok"
+    await client.aclose()
+
+
+async def test_start_tolerates_a_server_that_is_not_up_yet():
+    rec = Recorder(httpx.ConnectError("refused"), httpx.Response(200, json={"data": [{"id": "late"}]}),
+                   httpx.Response(200, json=completion_body("ok")))
+    client = make(rec, served_model_name=None, max_retries=0)
+    await client.start()  # does not raise: discovery is deferred to the first generate
+    assert client.model is None
+    out = await client.generate([CONV], max_tokens=8, temperature=0, regex=None)
+    assert client.model == "late" and out[0].text == "ok"
+    await client.aclose()
+
+
+async def test_retries_5xx_and_connect_errors_with_exponential_backoff():
+    rec = Recorder(httpx.Response(503, json={"error": {"message": "overloaded"}}), httpx.ConnectError("refused"),
+                   httpx.Response(500, text="oops"), httpx.Response(200, json=completion_body("fine")))
+    sleeps: list[float] = []
+    client = make(rec, sleeps)
+    out = await client.generate([CONV], max_tokens=8, temperature=0, regex=None)
+    assert out[0].text == "fine" and len(rec.requests) == 4
+    assert len(sleeps) == 3
+    for attempt, s in enumerate(sleeps):  # base 0.5 s doubled each attempt, jittered within +-50 %
+        assert 0.25 * 2**attempt <= s <= 0.75 * 2**attempt
+    await client.aclose()
+
+
+async def test_gives_up_after_max_retries_with_a_retryable_error():
+    rec = Recorder(httpx.ConnectError("connection refused"))
+    sleeps: list[float] = []
+    client = make(rec, sleeps, max_retries=2)
+    with pytest.raises(ModelError, match="after 3 attempt") as info:
+        await client.generate([CONV], max_tokens=8, temperature=0, regex=None)
+    assert info.value.retryable is True and len(rec.requests) == 3 and len(sleeps) == 2
+    await client.aclose()
+
+
+async def test_429_honours_retry_after():
+    rec = Recorder(httpx.Response(429, headers={"Retry-After": "7"}), httpx.Response(200, json=completion_body("x")))
+    sleeps: list[float] = []
+    client = make(rec, sleeps, retry_backoff_secs=0.01)
+    await client.generate([CONV], max_tokens=8, temperature=0, regex=None)
+    assert sleeps == [7.0]
+    await client.aclose()
+
+
+@pytest.mark.parametrize("status", [400, 401, 404, 422])
+async def test_client_errors_are_not_retried(status, caplog):
+    caplog.set_level(logging.DEBUG)
+    rec = Recorder(httpx.Response(status, json={"error": {"message": "prompt too long"}}))
+    client = make(rec, api_key="s3cret-key")
+    with pytest.raises(ModelError, match=f"HTTP {status}: prompt too long") as info:
+        await client.generate([CONV], max_tokens=8, temperature=0, regex=None)
+    assert info.value.retryable is False and len(rec.requests) == 1
+    assert "s3cret-key" not in str(info.value) and "s3cret-key" not in caplog.text
+    await client.aclose()
+
+
+async def test_malformed_success_body_is_a_model_error():
+    client = make(Recorder(httpx.Response(200, json={"choices": []})))
+    with pytest.raises(ModelError, match="malformed"):
+        await client.generate([CONV], max_tokens=8, temperature=0, regex=None)
+    await client.aclose()
+
+
+async def test_concurrency_is_bounded():
+    state = {"now": 0, "peak": 0}
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        state["now"] += 1
+        state["peak"] = max(state["peak"], state["now"])
+        await asyncio.sleep(0.02)
+        state["now"] -= 1
+        return httpx.Response(200, json=completion_body("ok"))
+
+    client = make(handler, max_concurrency=2)
+    out = await client.generate([CONV] * 7, max_tokens=8, temperature=0, regex=None)
+    assert len(out) == 7 and state["peak"] == 2
+    await client.aclose()
+
+
+async def test_one_failure_fails_the_call_and_cancels_the_rest():
+    started, finished = [], []
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        content = json.loads(request.content)["messages"][0]["content"]
+        started.append(content)
+        if content == "bad":
+            return httpx.Response(400, json={"error": {"message": "bad"}})
+        await asyncio.sleep(5)
+        finished.append(content)
+        return httpx.Response(200, json=completion_body("ok"))
+
+    client = make(handler)
+    convs = [[{"role": "user", "content": c}] for c in ("a", "bad", "b")]
+    with pytest.raises(ModelError) as info:
+        await asyncio.wait_for(client.generate(convs, max_tokens=8, temperature=0, regex=None), 2)
+    assert info.value.retryable is False and sorted(started) == ["a", "b", "bad"] and finished == []
+    await client.aclose()
+
+
+async def test_check_health():
+    rec = Recorder(httpx.Response(200))
+    ok = make(rec)
+    assert await ok.check_health() is True
+    assert [(r.method, r.url.path) for r in rec.requests] == [("GET", "/health")]
+    for handler in (Recorder(httpx.Response(503)), Recorder(httpx.ConnectError("refused")),
+                    Recorder(httpx.ReadTimeout("slow"))):
+        client = make(handler)
+        assert await client.check_health() is False
+        await client.aclose()
+    await ok.aclose()
+
+
+def test_backoff_delay_is_capped_and_jittered():
+    assert backoff_delay(0, 0.5, rand=lambda: 0.0) == 0.25
+    assert backoff_delay(0, 0.5, rand=lambda: 1.0) == 0.75
+    assert backoff_delay(3, 0.5, rand=lambda: 0.5) == 4.0
+    assert backoff_delay(30, 0.5, rand=lambda: 0.5) == MAX_BACKOFF_SECS
+    assert backoff_delay(2, 0.0) == 0.0
