@@ -1,0 +1,76 @@
+"""Data builders: the visible label-correction step and clear errors on bad input."""
+
+import json
+
+import pytest
+
+from training.data_templates import apply_patch, load_templates, read_patch, read_templates
+
+
+def _csv(tmp_path, rows):
+    p = tmp_path / "t.csv"
+    p.write_text("EventTemplate,Label_LogPrompt,Label_RationAnomaly_rectified\n" + "".join(f"{r}\n" for r in rows))
+    return p
+
+
+def _patch(tmp_path, records):
+    p = tmp_path / "patch.json"
+    p.write_text(json.dumps([{"instruction": "", "input": t, "label": a, "rectified": b} for t, a, b in records]))
+    return p
+
+
+def test_patch_changes_labels_and_checks_the_column(tmp_path):
+    csv = _csv(tmp_path, ["disk <*> failed,0,1", "all good,1,0", "routine <*>,0,0", "odd one,0,1"])
+    patch = _patch(tmp_path, [("disk <*> failed", "normal", "abnormal"), ("all good", "abnormal", "normal"),
+                              ("not in file", "normal", "abnormal")])
+    labels, rep = apply_patch(read_templates(csv), read_patch(patch), str(csv))
+    assert labels == ["anomalous", "normal", "normal", "normal"]
+    assert (rep.changed, rep.to_anomalous, rep.to_normal, rep.matched) == (2, 1, 1, 2)
+    assert rep.disagree_with_column == ["odd one"]  # the patch does not explain that column value
+    assert "changed 2 labels" in rep.text()
+
+
+def test_real_patch_reproduces_rectified_column(datasets):
+    for name in ("bgl", "spirit"):
+        ex, rep = load_templates(datasets / f"templates/{name}_templates_dev.csv",
+                                 datasets / "rationanomaly/anomaly_patch.json", name)
+        assert rep.changed > 0 and rep.disagree_with_column == []
+        assert all(e.view.rows[0].template.count("<*>") == 0 for e in ex)  # Loghub wildcards became {*}
+
+
+def test_bad_template_rows_name_file_and_line(tmp_path):
+    with pytest.raises(ValueError, match=r"t\.csv:3: labels must be 0 or 1"):
+        read_templates(_csv(tmp_path, ["fine,0,0", "bad,2,0"]))
+    with pytest.raises(ValueError, match=r"t\.csv:2: empty EventTemplate"):
+        read_templates(_csv(tmp_path, [",0,0"]))
+
+
+def test_unknown_hdfs_template_id_names_file_and_line(tmp_path):
+    from training.data_hdfs import load_rendered
+
+    p = tmp_path / "s.jsonl"
+    p.write_text('{"id": "a", "events": ["E5", "E22"], "label": "normal"}\n'
+                 '{"id": "b", "events": ["E5", "E99"], "label": "anomalous"}\n')
+    with pytest.raises(ValueError, match=r"s\.jsonl:2.*E99"):
+        load_rendered(p)
+
+
+def test_empty_hdfs_session_is_an_error(tmp_path):
+    from training.data_hdfs import load_rendered
+
+    p = tmp_path / "s.jsonl"
+    p.write_text('{"id": "a", "events": [], "label": "normal"}\n')
+    with pytest.raises(ValueError, match=r"s\.jsonl:1"):
+        load_rendered(p)
+
+
+def test_hdfs_block_without_label_is_an_error(tmp_path):
+    from training.data_hdfs import load_raw
+
+    log = tmp_path / "h.log"
+    log.write_text("081109 203615 148 INFO dfs.DataNode$PacketResponder: PacketResponder 1 for block blk_1 terminating\n"
+                   "081109 203616 148 INFO dfs.DataNode$PacketResponder: PacketResponder 1 for block blk_2 terminating\n")
+    labels = tmp_path / "l.csv"
+    labels.write_text("BlockId,Label\nblk_1,Normal\n")
+    with pytest.raises(ValueError, match=r"l\.csv: no label for block blk_2"):
+        load_raw(log, labels)

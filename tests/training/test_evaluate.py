@@ -1,0 +1,73 @@
+"""Evaluation bookkeeping (pure logic) with a fake model client: view weighting, metrics, table and plot.
+
+The real serving path (vLLM engine) is exercised by the slow integration smoke test in test_pipeline_smoke.py."""
+
+import asyncio
+import json
+
+from rationad.config import ModelConfig
+from rationad.model.base import Completion
+from rationad.prompt import build_view
+from rationad.records import LogLine, Session
+
+from training.evaluate import EvalSet, judge_set, pr_plot, results_table
+from training.example import Example
+
+
+class FakeClient:
+    """Says anomalous when the prompt mentions an exception; cites L1 (and L9, absent, for 'cite-bad')."""
+
+    name = "fake"
+
+    async def generate(self, conversations, *, max_tokens, temperature, regex):
+        out = []
+        for conv in conversations:
+            user = conv[-1]["content"]
+            verdict = "anomalous" if "xception" in user else "normal"
+            refs = "L1 and L9" if "cite-bad" in user else "L1"
+            out.append(Completion(f"<think>{refs} decide it.</think>\n<answer>{verdict}</answer>", 10, 10))
+        return out
+
+    def count_tokens(self, text):
+        return len(text) // 4 + 1
+
+
+def _session(key, msgs, label):
+    return Session(key=key, lines=[LogLine(key, m, m) for m in msgs], close_reason="t", label=label, source_id=key)
+
+
+def _ex(sid, msgs, label):
+    return Example("hdfs", "hdfs", sid, build_view("hdfs", msgs), label, "t")
+
+
+def test_judge_set_weights_views_by_their_sessions(tmp_path):
+    ok, bad, cite = ["Receiving block {*}"], ["writeBlock received exception {*}"], ["cite-bad line"]
+    es = EvalSet("HDFS sessions (test)", "hdfs",
+                 [_session("a", ok, "normal"), _session("b", bad, "anomalous"), _session("c", cite, "normal")],
+                 [[_ex("a", ok, "normal")] * 3 + [_ex("a2", ok, "anomalous")],  # one view, 4 sessions, 1 missed
+                  [_ex("b", bad, "anomalous")] * 2,
+                  [_ex("c", cite, "normal")]])
+    s = asyncio.run(judge_set(es, FakeClient(), ModelConfig(path=None), tmp_path, chunk=2))
+    assert (s["tp"], s["fp"], s["fn"], s["tn"]) == (2, 0, 1, 4)
+    assert s["labelled"] == 7 and s["judged_prompts"] == 3
+    assert s["recall"] == round(2 / 3, 4) and s["precision"] == 1.0
+    assert s["grounded_rate"] == round(6 / 7, 4)  # the 'c' view cites L9, absent from its 1-row session
+    assert s["format_valid_rate"] == 1.0
+    rows = [json.loads(x) for x in (tmp_path / "hdfs_sessions.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in rows] == ["a", "b", "c"]
+    results = {"sft": {"sets": {es.name: s}}}
+    assert "| SFT | HDFS sessions (test) | 1.000 | 0.667 | 0.800 |" in results_table(results)
+    pr_plot(results, tmp_path / "pr.png")
+    assert (tmp_path / "pr.png").stat().st_size > 1000
+
+
+def test_kb_baseline_scores_the_same_sets():
+    from training.evaluate import kb_baseline
+
+    ok = ["INFO dfs.DataNode$DataXceiver: Receiving block blk_1 src: /1.2.3.4:5 dest: /1.2.3.4:50010"]
+    bad = ok + ["WARN dfs.DataNode$DataXceiver: writeBlock blk_1 received exception java.io.IOException: x"]
+    es = EvalSet("HDFS sessions (test)", "hdfs", [_session("a", ok, "normal"), _session("b", bad, "anomalous")],
+                 [[_ex("a", ok, "anomalous")], [_ex("b", bad, "anomalous")] * 2])
+    s = kb_baseline([es])["sets"][es.name]
+    # "a" has one receive start and no completion: a sequence signal, so the rules flag it too
+    assert (s["tp"], s["fn"], s["fp"]) == (3, 0, 0)

@@ -1,0 +1,60 @@
+"""Merge and export: clear errors on missing files, cache keyed by the adapter's content."""
+
+import json
+
+import pytest
+
+from training.merge_adapter import MergeError, merged_folder, merged_key
+
+
+def test_missing_base_or_adapter_names_the_file(tmp_path):
+    base, adapter = tmp_path / "base", tmp_path / "adapter"
+    base.mkdir()
+    adapter.mkdir()
+    with pytest.raises(MergeError, match=r"base.config\.json"):
+        merged_folder(base, adapter, cache=tmp_path / "c")
+    (base / "config.json").write_text("{}")
+    with pytest.raises(MergeError, match=r"adapter_config\.json"):
+        merged_folder(base, adapter, cache=tmp_path / "c")
+
+
+def test_key_changes_with_adapter_content(tmp_path):
+    base, adapter = tmp_path / "base", tmp_path / "adapter"
+    base.mkdir()
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text(json.dumps({"r": 8}))
+    (adapter / "adapter_model.safetensors").write_bytes(b"a")
+    k1 = merged_key(base, adapter)
+    assert k1 == merged_key(base, adapter)
+    (adapter / "adapter_model.safetensors").write_bytes(b"b")
+    assert merged_key(base, adapter) != k1
+
+
+def test_cached_folder_is_a_no_op(tmp_path):
+    base, adapter, cache = tmp_path / "base", tmp_path / "adapter", tmp_path / "c"
+    base.mkdir()
+    adapter.mkdir()
+    (base / "config.json").write_text("{}")
+    (adapter / "adapter_config.json").write_text("{}")
+    (adapter / "adapter_model.safetensors").write_bytes(b"x")
+    done = cache / f"merged-{merged_key(base, adapter)}"
+    done.mkdir(parents=True)
+    (done / ".complete").write_text("ok")
+    assert merged_folder(base, adapter, cache=cache) == done  # no model is loaded
+
+
+def test_export_writes_bf16_weights_portable_config_and_manifest(tmp_path):
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from training.export import export
+
+    src = tmp_path / "adapter"
+    src.mkdir()
+    save_file({"w": torch.ones(2, 3)}, str(src / "adapter_model.safetensors"))
+    (src / "adapter_config.json").write_text(json.dumps({"r": 8, "base_model_name_or_path": "/root/x/base-123"}))
+    dest = export(src, tmp_path / "out", {"name": "n", "prompt_version": "p"})
+    assert load_file(str(dest / "adapter_model.safetensors"))["w"].dtype == torch.bfloat16
+    assert json.loads((dest / "adapter_config.json").read_text())["base_model_name_or_path"] == "base-123"
+    manifest = json.loads((dest / "manifest.json").read_text())
+    assert manifest["name"] == "n" and len(manifest["adapter_sha256"]) == 16

@@ -1,0 +1,77 @@
+"""The GRPO reward parts on hand-made completions."""
+
+from training import rewards as R
+
+SESSION = 'L1 x3 "INFO Receiving block {*}"\nL2 x2 "INFO Received block {*} of size {*}"'
+REF = "L1 and L2: 3 receive starts but 2 completions: a replica was never fully received."
+
+
+def cols(label="anomalous", n=2, k=1):
+    return {"label": [label] * k, "reference": [REF] * k, "session": [SESSION] * k, "n_refs": [n] * k}
+
+
+def one(func, completion, **kw):
+    return func([None], [completion], **cols(**kw))[0]
+
+
+GOOD = f"<think>{REF}</think>\n<answer>anomalous</answer>"
+WRONG = "<think>L1 starts 3 replica writes; all completed.</think>\n<answer>normal</answer>"
+NO_THINK = "<answer>anomalous</answer>"
+GARBAGE = "<think>x</think><answer>maybe</answer>"
+
+
+def test_format_rewards_both_sections_and_penalizes_otherwise():
+    assert one(R.format_reward, GOOD) == R.FORMAT_OK
+    assert one(R.format_reward, NO_THINK) == R.FORMAT_BAD
+    assert one(R.format_reward, GARBAGE) == R.FORMAT_BAD
+
+
+def test_nothing_else_counts_when_format_fails():
+    for f in (R.answer_reward, R.grounding_reward, R.brevity_reward):
+        assert one(f, NO_THINK) == 0.0
+
+
+def test_answer_is_asymmetric():
+    tp = one(R.answer_reward, GOOD, label="anomalous")
+    fn = one(R.answer_reward, WRONG, label="anomalous")
+    tn = one(R.answer_reward, WRONG, label="normal")
+    fp = one(R.answer_reward, GOOD, label="normal")
+    assert tp > tn > 0 > fp > fn
+
+
+def test_unparseable_costs_at_least_as_much_as_any_wrong_answer():
+    worst_wrong = min(R.total([None], [WRONG], **cols("anomalous")) + R.total([None], [GOOD], **cols("normal")))
+    assert R.total([None], [GARBAGE], **cols())[0] <= worst_wrong
+
+
+def test_grounding_rewards_overlap_and_penalizes_absent_lines():
+    grounded = one(R.grounding_reward, GOOD)
+    vague = one(R.grounding_reward, "<think>something is off with the cluster today</think>\n<answer>anomalous</answer>")
+    absent = one(R.grounding_reward, "<think>L1 and L7: 3 receive starts but 2 completions.</think>\n"
+                                     "<answer>anomalous</answer>")
+    assert grounded > vague >= 0
+    assert absent < grounded - 0.4  # L7 is not in a 2-row session
+
+
+def test_grounding_and_brevity_count_only_right_answers():
+    assert one(R.grounding_reward, GOOD, label="normal") == 0.0
+    assert one(R.brevity_reward, GOOD, label="normal") == 0.0
+
+
+def test_brevity_is_distance_from_reference_length():
+    exact = one(R.brevity_reward, GOOD)
+    long = one(R.brevity_reward, f"<think>{REF} {REF} {REF}</think>\n<answer>anomalous</answer>")
+    assert exact == 1.0 and 0.0 <= long < 0.1
+
+
+def test_conversational_completions_and_registry():
+    msg = [{"role": "assistant", "content": GOOD}]
+    assert R.format_reward([None], [msg], **cols()) == [R.FORMAT_OK]
+    funcs, weights = R.get(["format", "answer"])
+    assert funcs == [R.format_reward, R.answer_reward] and weights == [1.0, 1.0]
+    try:
+        R.get(["nope"])
+    except KeyError as exc:
+        assert "nope" in str(exc)
+    else:
+        raise AssertionError("unknown reward accepted")

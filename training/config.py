@@ -1,0 +1,34 @@
+"""Training configurations are data (``training/configs/*.toml``); this reads one into the stages' dataclasses."""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import fields
+from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A training config is unreadable or has an unknown key (the message names the file and key)."""
+
+
+def load(path: Path) -> dict[str, Any]:
+    try:
+        return tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
+
+
+def section(cfg: dict[str, Any], name: str, cls: type[T], path: Path | str = "config") -> T:
+    """The ``[name]`` table as ``cls``; unknown keys are an error (a typo must not silently train differently)."""
+    data = dict(cfg.get(name, {}))
+    known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(f"{path}: [{name}] unknown keys {unknown} (known: {sorted(known)})")
+    for f in fields(cls):  # type: ignore[arg-type]
+        if f.name in data and isinstance(data[f.name], str) and "Path" in str(f.type):
+            data[f.name] = Path(data[f.name]).expanduser()
+    return cls(**data)

@@ -1,0 +1,58 @@
+"""BGL raw lines in fixed windows (``loghub/BGL_2k.log``) and normal-only windows of a log system absent from
+training (Proxifier lines of LogLM's instruction data), as daemon sessions.
+
+BGL lines go through the daemon's bgl dialect, which strips the label column (it never reaches the model) and keeps
+it as the line's ground truth; a window is anomalous when any of its lines is. The unseen-system windows use the
+generic source name, as the daemon would show a log of an unknown system.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+from rationad.records import LogLine, Session
+
+PROXIFIER = re.compile(r"open through proxy|close, \d+ bytes|proxy\.cse\.cuhk")
+TROUBLE = re.compile(r"error|fail|refused|timed? ?out|could not|cannot", re.I)
+
+
+def bgl_windows(log_path: Path, window_lines: int = 100) -> list[Session]:
+    """Fixed windows of ``window_lines`` lines with labels; unparseable lines raise ValueError naming file:line."""
+    from rationad.config import InputConfig, SessionsConfig
+    from rationad.replay import Skipped, sessions_from_log
+
+    skipped = Skipped()
+    cfg = SessionsConfig(mode="fixed", window_lines=window_lines)
+    sessions = list(sessions_from_log(log_path, "bgl", cfg, InputConfig(dialect="bgl"), skipped))
+    if skipped.count:
+        raise ValueError(f"{log_path}: {skipped.count} unparseable lines, e.g. {skipped.examples[0]}")
+    return sessions
+
+
+def unseen_system_lines(loglm_path: Path) -> list[str]:
+    """Proxifier lines (a system absent from training) from LogLM's parsing task, without lines that report
+    trouble (so the windows are normal by construction; how many were removed is returned by ``trouble_lines``)."""
+    items = json.loads(loglm_path.read_text(encoding="utf-8"))
+    lines = [x["input"].strip() for x in items if x.get("instruction", "").startswith("Convert the following logs")
+             and PROXIFIER.search(x.get("input", ""))]
+    return lines
+
+
+def unseen_system_windows(loglm_path: Path, window_lines: int = 10) -> tuple[list[Session], int]:
+    """(normal-only windows, lines dropped for reporting trouble)."""
+    lines = unseen_system_lines(loglm_path)
+    clean = [ln for ln in lines if not TROUBLE.search(ln)]
+    out = []
+    for i in range(0, len(clean) - window_lines + 1, window_lines):
+        chunk = clean[i : i + window_lines]
+        key = f"proxifier-{i // window_lines + 1}"
+        out.append(Session(key=key, lines=[LogLine(key, m, m, None, str(loglm_path), 0, i + n) for n, m in
+                                           enumerate(chunk)], close_reason="window", label="normal", source_id=key))
+    return out, len(lines) - len(clean)
+
+
+def iter_labels(sessions: list[Session]) -> Iterator[str | None]:
+    return (s.label for s in sessions)

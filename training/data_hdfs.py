@@ -1,0 +1,69 @@
+"""HDFS block sessions as examples, built through the daemon's own parsing and prompt code.
+
+Two sources (see datasets/README.md):
+- ``hdfs_2pct``: real raw lines, windowed by block id with the daemon's hdfs dialect, labels from
+  ``anomaly_label_dev.csv``;
+- ``hdfs_sessions``: Loghub template-id sequences rendered to realistic lines by ``rationad.hdfs_render`` and parsed by
+  the hdfs dialect (``rationad.replay.sessions_from_hdfs_jsonl``), so their views equal what the daemon sees.
+Each view is ``rationad.prompt.view_of(session, "hdfs")``, the daemon's prompt. Bad input raises ValueError naming
+the file and line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from rationad.prompt import approx_tokens, view_of
+from rationad.records import Session
+
+from training.example import Example
+
+SOURCE = "hdfs"  # rationad.dialects.Parser.source for the hdfs dialect
+
+
+def _examples(sessions: Iterator[Session], origin: str, count_tokens: Callable[[str], int],
+              max_prompt_tokens: int, keep_sessions: bool = False) -> Iterator[Example]:
+    for s in sessions:
+        if not s.lines:
+            raise ValueError(f"{origin}: session {s.source_id or s.key} is empty")
+        if s.label not in ("normal", "anomalous"):
+            raise ValueError(f"{origin}: session {s.source_id or s.key} has no normal/anomalous label")
+        view = view_of(s, SOURCE, max_prompt_tokens=max_prompt_tokens, count_tokens=count_tokens)
+        yield Example("hdfs", SOURCE, str(s.source_id or s.key), view, s.label, origin,
+                      {"lines": len(s.lines), **({"session": s} if keep_sessions else {})})
+
+
+def raw_sessions(log_path: Path, label_path: Path) -> Iterator[Session]:
+    """Real HDFS block sessions from a raw log and its ``BlockId,Label`` CSV; a block without a label is an error."""
+    from rationad.config import InputConfig, SessionsConfig
+    from rationad.replay import Skipped, read_labels, sessions_from_log
+
+    labels = read_labels(label_path)
+    skipped = Skipped()
+    for s in sessions_from_log(log_path, "hdfs", SessionsConfig(), InputConfig(dialect="hdfs"), skipped, labels):
+        if s.label is None:
+            raise ValueError(f"{label_path}: no label for block {s.key} (first line {log_path}:{s.first_offset})")
+        yield s
+    if skipped.count:
+        raise ValueError(f"{log_path}: {skipped.count} unparseable lines, e.g. {skipped.examples[0]}")
+
+
+def load_raw(log_path: Path, label_path: Path, *, count_tokens: Callable[[str], int] = approx_tokens,
+             max_prompt_tokens: int = 1024, keep_sessions: bool = False) -> list[Example]:
+    return list(_examples(raw_sessions(log_path, label_path), str(log_path), count_tokens, max_prompt_tokens,
+                          keep_sessions))
+
+
+def load_rendered(jsonl_path: Path, *, seed: int = 0, limit: int | None = None,
+                  count_tokens: Callable[[str], int] = approx_tokens, max_prompt_tokens: int = 1024,
+                  keep_sessions: bool = False) -> list[Example]:
+    """Rendered sessions of ``hdfs_sessions.jsonl`` (unknown template ids raise ValueError naming file:line)."""
+    from itertools import islice
+
+    from rationad.replay import sessions_from_hdfs_jsonl
+
+    sessions = sessions_from_hdfs_jsonl(jsonl_path, seed=seed)
+    if limit is not None:
+        sessions = islice(sessions, limit)
+    return list(_examples(sessions, str(jsonl_path), count_tokens, max_prompt_tokens, keep_sessions))

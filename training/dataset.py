@@ -1,0 +1,128 @@
+"""The corpus (all examples, split) and the chat-formatted SFT / GRPO rows built from it.
+
+Rows are TRL's conversational prompt-completion format: ``prompt`` = ``rationad.prompt.build_messages(view)`` (the
+served prompt), ``completion`` = the assistant turn ``format_completion(think, verdict)``; so the loss is on the
+completion only. Training rows are deduplicated by view (many sessions share one view), balanced and, for the rare
+template anomalies, upsampled. Everything is deterministic (ordered by content hash).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import Counter, defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rationad.prompt import approx_tokens, build_messages, user_message
+
+from training.example import Example
+from training.rationales import agreement_report, build
+from training.splits import report, split_examples, unit
+
+
+@dataclass(slots=True)
+class DataConfig:
+    datasets: Path = Path("/work/shared/datasets")
+    hdfs_rendered_limit: int | None = None  # sessions of hdfs_sessions.jsonl (None = all)
+    use_hdfs_raw: bool = True
+    render_seed: int = 0
+    hdfs_normal_views: int = 220  # training rows per task and label (distinct views)
+    hdfs_anomalous_views: int = 300
+    template_normal: int = 180  # per template dataset (bgl, spirit)
+    template_anomalous_upsample: int = 2
+    max_prompt_tokens: int = 1024
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Corpus:
+    splits: dict[str, list[Example]]
+    reports: list[str]
+
+    def hash(self) -> str:
+        h = hashlib.sha256()
+        for s in ("train", "val", "test"):
+            for ex in self.splits[s]:
+                h.update(f"{s}\x1f{ex.task}\x1f{ex.sid}\x1f{ex.view_key}\x1f{ex.label}\n".encode())
+        return h.hexdigest()[:16]
+
+
+def load_corpus(cfg: DataConfig, count_tokens: Callable[[str], int] = approx_tokens) -> Corpus:
+    from training.data_hdfs import load_raw, load_rendered
+    from training.data_templates import load_templates
+
+    d = cfg.datasets
+    keep = bool(cfg.extra.get("keep_sessions"))  # evaluation needs the sessions themselves
+    reports = []
+    examples = load_rendered(d / "hdfs_sessions/hdfs_sessions.jsonl", seed=cfg.render_seed,
+                             limit=cfg.hdfs_rendered_limit, count_tokens=count_tokens,
+                             max_prompt_tokens=cfg.max_prompt_tokens, keep_sessions=keep)
+    if cfg.use_hdfs_raw:
+        examples += load_raw(d / "hdfs_2pct/HDFS_2pct_dev.log.gz", d / "hdfs_2pct/anomaly_label_dev.csv",
+                             count_tokens=count_tokens, max_prompt_tokens=cfg.max_prompt_tokens, keep_sessions=keep)
+    for name in ("bgl", "spirit"):
+        ex, rep = load_templates(d / f"templates/{name}_templates_dev.csv", d / "rationanomaly/anomaly_patch.json", name)
+        reports.append("label correction: " + rep.text())
+        examples += ex
+    splits = split_examples(examples)
+    reports.append(report(splits))
+    return Corpus(splits, reports)
+
+
+def distinct_views(examples: list[Example]) -> list[tuple[Example, int, str]]:
+    """(representative, sessions, majority label) per distinct view, in content-hash order."""
+    groups: dict[str, list[Example]] = defaultdict(list)
+    for ex in examples:
+        groups[ex.view_key].append(ex)
+    out = []
+    for key in sorted(groups, key=lambda k: unit(k, "order")):
+        g = groups[key]
+        label = Counter(e.label for e in g).most_common(1)[0][0]
+        out.append((g[0], len(g), label))
+    return out
+
+
+def select_sft(train: list[Example], cfg: DataConfig) -> list[Example]:
+    """Balanced, deduplicated training examples (label of a view = the majority label of its sessions)."""
+    picked: list[Example] = []
+    by_task: dict[str, list[tuple[Example, int, str]]] = defaultdict(list)
+    for rep, n, label in distinct_views(train):
+        by_task[rep.task].append((rep, n, label))
+    for task, rows in by_task.items():
+        for label in ("normal", "anomalous"):
+            mine = [Example(r.task, r.source, r.sid, r.view, lab, r.origin, r.extra) for r, _, lab in rows if lab == label]
+            if task == "hdfs":
+                cap = cfg.hdfs_normal_views if label == "normal" else cfg.hdfs_anomalous_views
+                picked += mine[:cap]
+            elif label == "normal":
+                picked += mine[: cfg.template_normal]
+            else:
+                picked += mine * cfg.template_anomalous_upsample
+    return sorted(picked, key=lambda e: unit(e.view_key + e.sid, "shuffle"))
+
+
+def sft_rows(examples: list[Example]) -> tuple[list[dict], dict]:
+    """Prompt-completion rows and the rationale agreement report."""
+    rationales = [build(ex) for ex in examples]
+    rows = [
+        {"prompt": build_messages(ex.view),
+         "completion": [{"role": "assistant", "content": r.completion}],
+         "label": ex.label, "task": ex.task, "reference": r.think, "session": user_message(ex.view),
+         "n_refs": len(ex.view.rows)}
+        for ex, r in zip(examples, rationales, strict=True)
+    ]
+    return rows, agreement_report(examples, rationales)
+
+
+def write_jsonl(rows: list[dict], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as f:
+        for r in rows:
+            f.write(json.dumps(r, ensure_ascii=False) + "\n")
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    with path.open(encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]

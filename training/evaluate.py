@@ -1,0 +1,320 @@
+"""Evaluation through the daemon's serving path: ``rationad.replay.judge_sessions`` with the vLLM engine client
+(``rationad.model.base.make_client``, backend ``vllm-engine``) on a merged model folder, and the daemon's answer
+parser. Reports precision / recall / F1, format-validity rate and grounding rate (share of rationales that cite
+only lines of their session) per evaluation set, writes ``RESULTS.md``-ready tables, ``metrics.json`` and a
+precision-recall plot.
+
+HDFS: many test sessions share one view (identical prompt, identical greedy verdict), so each distinct view is
+judged once and its verdict is counted for every session with that view (session-level metrics). The views covering
+the most sessions are judged first (``max_hdfs_views``), plus a sample of views absent from training (the
+"unseen" subset); the share of test sessions covered is reported.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import os
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from rationad.records import LogLine, Session
+from rationad.replay import Scores
+from rationad.templates import from_loghub
+
+from training.example import Example
+from training.splits import unit
+
+
+@dataclass(slots=True)
+class EvalParams:
+    split: str = "test"
+    max_hdfs_views: int = 150
+    max_unseen_views: int = 80
+    max_templates: int = 0  # per template set, 0 = all
+    max_unseen_system_windows: int = 20
+    bgl_windows: bool = True
+    val_hdfs_views: int = 40  # the validation subset used to choose SFT vs SFT+GRPO
+    val_templates: int = 60
+    chunk: int = 64
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class EvalSet:
+    """Sessions to judge; ``weights[i]`` = the examples each judged session stands for."""
+
+    name: str
+    source: str
+    sessions: list[Session]
+    members: list[list[Example]]  # examples (with labels) represented by each judged session
+    note: str = ""
+
+
+def template_session(ex: Example) -> Session:
+    tpl = ex.extra["template"]
+    line = LogLine(key=ex.sid, message=from_loghub(tpl), raw=tpl, topic=ex.origin, offset=0)
+    return Session(key=ex.sid, lines=[line], close_reason="template", topic=ex.origin, label=ex.label,
+                   source_id=ex.sid, extra={"templated": True})
+
+
+def hdfs_sets(examples: list[Example], split: str, max_views: int, max_unseen: int) -> list[EvalSet]:
+    groups: dict[str, list[Example]] = defaultdict(list)
+    for ex in examples:
+        groups[ex.view_key].append(ex)
+    by_size = sorted(groups, key=lambda k: (-len(groups[k]), unit(k, "eval")))
+    top = by_size[:max_views]
+    unseen_keys = sorted((k for k in groups if groups[k][0].extra.get("unseen")), key=lambda k: unit(k, "eval"))
+    unseen = unseen_keys[:max_unseen]
+    total = len(examples)
+    covered = sum(len(groups[k]) for k in top)
+
+    def mk(name: str, keys: list[str], note: str) -> EvalSet:
+        return EvalSet(name, "hdfs", [groups[k][0].extra["session"] for k in keys], [groups[k] for k in keys], note)
+
+    n_unseen = sum(len(groups[k]) for k in unseen_keys)
+    return [
+        mk(f"HDFS sessions ({split})", top, f"{len(top)} of {len(groups)} distinct views, covering {covered} of "
+           f"{total} sessions ({covered / max(1, total):.1%})"),
+        mk(f"HDFS unseen sequences ({split})", unseen, f"{len(unseen)} of {len(unseen_keys)} views absent from "
+           f"training ({sum(len(groups[k]) for k in unseen)} of {n_unseen} sessions)"),
+    ]
+
+
+def template_set(examples: list[Example], name: str, source: str, limit: int) -> EvalSet:
+    ex = sorted(examples, key=lambda e: unit(e.view_key, "eval"))
+    if limit:
+        ex = ex[:limit]
+    return EvalSet(name, source, [template_session(e) for e in ex], [[e] for e in ex],
+                   f"{len(ex)} templates ({sum(e.label == 'anomalous' for e in ex)} anomalous, corrected labels)")
+
+
+def session_set(name: str, source: str, sessions: list[Session], note: str) -> EvalSet:
+    members = [[Example("window", source, s.source_id or s.key, None, s.label or "normal", s.topic)]  # type: ignore[arg-type]
+               for s in sessions]
+    return EvalSet(name, source, sessions, members, note)
+
+
+async def judge_set(es: EvalSet, client, model_cfg, out_dir: Path, chunk: int) -> dict[str, Any]:
+    """Judge one set; metrics weight each verdict by the examples its session stands for."""
+    from tqdm import tqdm
+
+    from rationad.replay import judge_sessions
+
+    buf = io.BytesIO()
+    t0 = time.monotonic()
+    calls = 0
+    for i in tqdm(range(0, len(es.sessions), chunk), desc=es.name, unit="chunk"):
+        _, n = await judge_sessions(es.sessions[i : i + chunk], model_cfg, es.source, buf, use_cache=True,
+                                    client=client, chunk=chunk)
+        calls += n
+    seconds = time.monotonic() - t0
+    records = [orjson.loads(x) for x in buf.getvalue().splitlines()]
+    scores, judged = Scores(), Scores()
+    points = []
+    for rec, members, sess in zip(records, es.members, es.sessions, strict=True):
+        assert rec["id"] == (sess.source_id or sess.key)
+        judged.add(sess.label, rec["verdict"], rec["grounded"])
+        for ex in members:
+            scores.add(ex.label, rec["verdict"], rec["grounded"])
+        points.append({"id": rec["id"], "verdict": rec["verdict"], "labels": [e.label for e in members],
+                       "rationale": rec["rationale"], "grounded": rec["grounded"], "error": rec.get("error")})
+    (out_dir / f"{es.name.split(' (')[0].replace(' ', '_').lower()}.jsonl").write_bytes(
+        b"".join(orjson.dumps(p) + b"\n" for p in points))
+    s = scores.summary()
+    s.update({"judged_prompts": len(es.sessions), "model_calls": calls, "seconds": round(seconds, 1),
+              "flag_rate": round((s["tp"] + s["fp"]) / max(1, s["labelled"]), 4), "note": es.note,
+              "judged_format_valid_rate": judged.summary()["format_valid_rate"],
+              "judged_grounded_rate": judged.summary()["grounded_rate"]})
+    return s
+
+
+async def evaluate_model(model_dir: Path, sets: list[EvalSet], out_dir: Path, chunk: int) -> dict[str, Any]:
+    from rationad.config import ModelConfig
+    from rationad.model.base import make_client
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    # vLLM's CPU backend otherwise reserves 92% of RAM for its KV cache and refuses to start on a shared machine.
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
+    cfg = ModelConfig(backend="vllm-engine", path=model_dir)
+    client = make_client(cfg)
+    t0 = time.monotonic()
+    await client.start()
+    start = time.monotonic() - t0
+    results: dict[str, Any] = {"engine_start_seconds": round(start, 1), "sets": {}}
+    try:
+        for es in sets:
+            results["sets"][es.name] = await judge_set(es, client, cfg, out_dir, chunk)
+            print(f"  {es.name}: {json.dumps(results['sets'][es.name])}", flush=True)
+    finally:
+        await client.aclose()
+    return results
+
+
+def build_sets(corpus, p: EvalParams, split: str, *, val_mode: bool, datasets: Path) -> list[EvalSet]:
+    """Evaluation sets of a split (``val_mode``: the small validation subset used to choose the release)."""
+    from training.data_bgl import bgl_windows, unseen_system_windows
+
+    ex = corpus.splits[split]
+    hdfs = [e for e in ex if e.task == "hdfs"]
+    n_views = p.val_hdfs_views if val_mode else p.max_hdfs_views
+    sets = hdfs_sets(hdfs, split, n_views, 0 if val_mode else p.max_unseen_views)
+    if val_mode:
+        sets = sets[:1]
+    for name in ("bgl", "spirit"):
+        sets.append(template_set([e for e in ex if e.task == name], f"{name.upper()} templates ({split})", name,
+                                 p.val_templates if val_mode else p.max_templates))
+    if not val_mode:
+        if p.bgl_windows:
+            w = bgl_windows(datasets / "loghub/BGL_2k.log")
+            sets.append(session_set("BGL_2k windows of 100 lines", "bgl", w,
+                                    f"{len(w)} windows, {sum(s.label == 'anomalous' for s in w)} anomalous "
+                                    "(same system as the BGL templates of training; raw lines never trained on)"))
+        u, dropped = unseen_system_windows(datasets / "loglm/Instruction_Dataset_of_LogLM.json")
+        u = u[: p.max_unseen_system_windows]
+        sets.append(session_set("Unseen system (Proxifier), normal-only windows", "generic", u,
+                                f"{len(u)} windows of 10 lines ({dropped} lines reporting trouble removed)"))
+    return sets
+
+
+def kb_verdict(session: Session, source: str) -> str:
+    """The knowledge base alone (no model): HDFS failure/sequence signals, or any row matching an alarming rule."""
+    from rationad.prompt import build_view
+
+    from training.knowledge import match_rule
+    from training.rationales import hdfs_signals
+
+    view = build_view(source, [ln.message for ln in session.lines], templated=bool(session.extra.get("templated")))
+    if source == "hdfs":
+        return "anomalous" if hdfs_signals(view)[0] else "normal"
+    for row in view.rows:
+        rule, _ = match_rule(row.template)
+        if rule is not None and rule.verdict == "anomalous":
+            return "anomalous"
+    return "normal"
+
+
+def kb_baseline(sets: list[EvalSet]) -> dict[str, Any]:
+    """Scores of the knowledge-base rules on the same sets (what the rationales' evidence alone would decide)."""
+    out: dict[str, Any] = {"sets": {}}
+    for es in sets:
+        scores = Scores()
+        for sess, members in zip(es.sessions, es.members, strict=True):
+            v = kb_verdict(sess, es.source)
+            for ex in members:
+                scores.add(ex.label, v, True)
+        s = scores.summary()
+        s.update({"judged_prompts": len(es.sessions), "note": "knowledge-base rules only, no model",
+                  "flag_rate": round((s["tp"] + s["fp"]) / max(1, s["labelled"]), 4)})
+        out["sets"][es.name] = s
+    return out
+
+
+MODEL_NAMES = {"sft": "SFT", "grpo": "SFT+GRPO", "kb": "KB rules (no model)"}
+
+
+def f1_of(res: dict[str, Any]) -> float:
+    """The selection score on validation: mean F1 over the sets with labels of both kinds."""
+    f = [s["f1"] for s in res["sets"].values() if s["tp"] + s["fn"] > 0]
+    return sum(f) / len(f) if f else 0.0
+
+
+def pr_plot(results: dict[str, dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 5))
+    markers = {"sft": "o", "grpo": "s", "kb": "x"}
+    for model, res in results.items():
+        for name, s in res["sets"].items():
+            if s["tp"] + s["fn"] == 0:
+                continue
+            ax.scatter(s["recall"], s["precision"], marker=markers.get(model, "^"), s=50,
+                       label=f"{MODEL_NAMES.get(model, model)}: {name.split(' (')[0]}")
+    for f in (0.5, 0.7, 0.85, 0.95):  # iso-F1 curves
+        import numpy as np
+
+        r = np.linspace(f / (2 - f) + 1e-3, 1, 100)
+        ax.plot(r, f * r / (2 * r - f), color="grey", lw=0.5, ls=":")
+        ax.annotate(f"F1={f}", (1.0, f / (2 - f)), fontsize=7, color="grey")
+    ax.set_xlim(0, 1.05)
+    ax.set_ylim(0, 1.05)
+    ax.set_xlabel("recall")
+    ax.set_ylabel("precision")
+    ax.set_title("rationad: precision / recall per test set (greedy verdicts)")
+    ax.legend(fontsize=6, loc="lower left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def results_table(results: dict[str, dict[str, Any]]) -> str:
+    head = ("| model | set | P | R | F1 | format valid | grounded | flagged | sessions (prompts) | note |\n"
+            "|---|---|---|---|---|---|---|---|---|---|")
+    rows = []
+    for model, res in results.items():
+        def fmt(v: float | None, model: str = model) -> str:
+            return "-" if model == "kb" or v is None else f"{v:.3f}"
+
+        for name, s in res["sets"].items():
+            rows.append(f"| {MODEL_NAMES.get(model, model)} | {name} | {s['precision']:.3f} | "
+                        f"{s['recall']:.3f} | {s['f1']:.3f} | {fmt(s['format_valid_rate'])} | "
+                        f"{fmt(s['grounded_rate'])} | {s['flag_rate']:.3f} | {s['labelled']} ({s['judged_prompts']}) | "
+                        f"{s['note']} |")
+    return "\n".join([head, *rows])
+
+
+def run_stage(cfg: dict, cfg_path: Path, out: Path, base: Path, smoke: bool) -> dict[str, Any]:
+    from dataclasses import replace
+
+    from rationad.model.base import token_counter
+
+    from training.config import section
+    from training.dataset import DataConfig
+    from training.merge_adapter import merged_folder
+
+    p = section(cfg, "eval", EvalParams, cfg_path)
+    dc = section(cfg, "data", DataConfig, cfg_path)
+    if smoke:
+        dc = replace(dc, hdfs_rendered_limit=400, use_hdfs_raw=False)
+        p = replace(p, max_hdfs_views=3, max_unseen_views=2, max_templates=3, max_unseen_system_windows=2,
+                    bgl_windows=False, val_hdfs_views=2, val_templates=2)
+    count = token_counter(base)
+    models = [m for m in ("sft", "grpo") if (out / m / "adapter" / "adapter_config.json").is_file()]
+    eval_dir = out / "eval"
+    eval_dir.mkdir(parents=True, exist_ok=True)
+    from training.dataset import load_corpus
+
+    corpus = load_corpus(replace(dc, extra={**dc.extra, "keep_sessions": True}), count)
+    test_sets = build_sets(corpus, p, p.split, val_mode=False, datasets=dc.datasets)
+    val_sets = build_sets(corpus, p, "val", val_mode=True, datasets=dc.datasets) if len(models) > 1 else []
+    results: dict[str, Any] = {"kb": kb_baseline(test_sets)}
+    print(results_table({"kb": results["kb"]}), flush=True)
+    val: dict[str, Any] = {}
+    for m in models:
+        merged = merged_folder(base, out / m / "adapter", cache=out / "merged")
+        print(f"[evaluate] {m}: merged model {merged}", flush=True)
+        res = asyncio.run(evaluate_model(merged, val_sets + test_sets, eval_dir / m, p.chunk))
+        val[m] = {"sets": {k: v for k, v in res["sets"].items() if "(val)" in k}}
+        results[m] = {"engine_start_seconds": res["engine_start_seconds"],
+                      "sets": {k: v for k, v in res["sets"].items() if "(val)" not in k}}
+        (eval_dir / "metrics.partial.json").write_text(json.dumps({"test": results, "val": val}, indent=1))
+    scores = {m: f1_of(v) for m, v in val.items()}
+    released = max(scores, key=lambda m: (scores[m], m == "sft")) if scores else "sft"
+    choice = {"released": released, "validation_mean_f1": scores}
+    (eval_dir / "choice.json").write_text(json.dumps(choice, indent=1))
+    (eval_dir / "metrics.json").write_text(json.dumps({"test": results, "val": val, "choice": choice}, indent=1))
+    # the table lists the trained models first, the knowledge-base baseline last
+    results = {k: results[k] for k in [*models, "kb"]}
+    (eval_dir / "results_table.md").write_text(results_table(results) + "\n")
+    if results:
+        pr_plot(results, eval_dir / "pr_curve.png")
+    print(results_table(results), flush=True)
+    return {"test": results, "val": val, "choice": choice}

@@ -1,0 +1,83 @@
+"""Export the released adapter: ``models/<name>/`` with ``adapter_config.json``, ``adapter_model.safetensors``
+(bfloat16, a few MB) and ``manifest.json`` (name, version, base, data hash, prompt version, training configs,
+metrics). The daemon's setup merges it into its base (``training.merge_adapter``) and stamps name and version into
+its events.
+
+The released adapter is whichever of SFT / SFT+GRPO scored better on the validation split (``evaluate`` writes
+``choice.json``); without it, the SFT adapter.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+
+def _bf16_copy(src: Path, dst: Path) -> None:
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(str(src))
+    save_file({k: v.to(torch.bfloat16).contiguous() for k, v in tensors.items()}, str(dst), metadata={"format": "pt"})
+
+
+def base_identity(base: Path) -> dict[str, Any]:
+    cfg = json.loads((base / "config.json").read_text())
+    source = (base / "SOURCE.md").read_text().strip() if (base / "SOURCE.md").is_file() else None
+    return {"folder": base.name, "architecture": (cfg.get("architectures") or ["?"])[0],
+            "hidden_size": cfg.get("hidden_size"), "layers": cfg.get("num_hidden_layers"), "source": source,
+            "config_sha256": hashlib.sha256((base / "config.json").read_bytes()).hexdigest()[:16]}
+
+
+def export(adapter: Path, dest: Path, manifest: dict[str, Any]) -> Path:
+    dest.mkdir(parents=True, exist_ok=True)
+    cfg = json.loads((adapter / "adapter_config.json").read_text())
+    # a machine-local path means nothing elsewhere: name the base, the merge step is given the folder explicitly
+    cfg["base_model_name_or_path"] = Path(str(cfg.get("base_model_name_or_path") or "base")).name
+    (dest / "adapter_config.json").write_text(json.dumps(cfg, indent=2) + "\n")
+    _bf16_copy(adapter / "adapter_model.safetensors", dest / "adapter_model.safetensors")
+    manifest = {**manifest, "adapter_sha256": hashlib.sha256((dest / "adapter_model.safetensors").read_bytes())
+                .hexdigest()[:16]}
+    (dest / "manifest.json").write_text(json.dumps(manifest, indent=1, default=str) + "\n")
+    return dest
+
+
+def run_stage(cfg: dict, cfg_path: Path, out: Path, base: Path, smoke: bool) -> Path:
+    from rationad.prompt import PROMPT_VERSION
+
+    choice_file = out / "eval" / "choice.json"
+    choice = json.loads(choice_file.read_text()) if choice_file.is_file() else {"released": "sft"}
+    stage = choice["released"]
+    adapter = out / stage / "adapter"
+    data = json.loads((out / "data" / "data_report.json").read_text())
+    metrics: dict[str, Any] = {}
+    for name in ("sft/sft_metrics.json", "grpo/grpo_metrics.json", "eval/metrics.json"):
+        f = out / name
+        if f.is_file():
+            m = json.loads(f.read_text())
+            m.pop("log", None)
+            metrics[name.split("/")[0]] = m
+    manifest = {
+        "name": cfg.get("name", "rationad-lora"), "version": cfg.get("version", "0.0.0") + ("-smoke" if smoke else ""),
+        "released_stage": "sft+grpo" if stage == "grpo" else "sft", "choice": choice,
+        "base": base_identity(base), "prompt_version": PROMPT_VERSION, "data_hash": data["data_hash"],
+        "data": {k: v for k, v in data.items() if k != "data_hash"},
+        "training_config": {k: cfg.get(k) for k in ("data", "sft", "grpo", "eval")}, "config_file": str(cfg_path),
+        "metrics": metrics, "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    }
+    dest = out / "export" if smoke else Path("models") / cfg.get("name", "rationad-lora")
+    export(adapter, dest, manifest)
+    print(f"[export] {stage} adapter -> {dest}", flush=True)
+    if not smoke:  # the results that ship with the adapter
+        from training.report import write_results
+
+        results_dir = Path(__file__).resolve().parent
+        if (out / "eval" / "pr_curve.png").is_file():
+            shutil.copy2(out / "eval" / "pr_curve.png", results_dir / "pr_curve.png")
+        write_results(out, results_dir / "RESULTS.md", str(cfg_path))
+        print(f"[export] wrote {results_dir / 'RESULTS.md'}", flush=True)
+    return dest

@@ -1,0 +1,109 @@
+"""GRPO alignment (TRL GRPOTrainer) of the SFT adapter with the paper's reward parts (``training.rewards``).
+
+The SFT LoRA adapter keeps training (the policy starts from SFT). ``beta`` defaults to 0: with a peft policy TRL's
+reference model is the base with the adapter disabled, i.e. the model *before* SFT, which would pull the policy back
+to the untuned base (the paper's KL coefficient, 0.001, is negligible anyway). On CPU, generation uses transformers;
+the GPU configuration sets ``use_vllm = true`` (colocated vLLM generation).
+
+    python -m training.pipeline --config training/configs/cpu.toml --stages grpo
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+
+@dataclass(slots=True)
+class GRPOParams:
+    steps: int = 6
+    prompts_per_step: int = 2
+    generations: int = 4
+    max_completion_length: int = 96
+    learning_rate: float = 2e-6
+    beta: float = 0.0
+    temperature: float = 0.9
+    use_vllm: bool = False
+    vllm_mode: str = "colocate"
+    max_minutes: float = 0.0
+    threads: int = 0
+    bf16: bool = False
+    rewards: list[str] = field(default_factory=lambda: ["format", "answer", "grounding", "brevity"])
+    prompt_pool: int = 64  # training prompts drawn (balanced by label) for the GRPO steps
+    seed: int = 0
+
+
+def prompt_rows(rows: list[dict], pool: int) -> list[dict]:
+    """A label-balanced pool of training prompts with the reward columns (no completion: GRPO samples its own)."""
+    keep = ("prompt", "label", "reference", "session", "n_refs", "task")
+    anomalous = [r for r in rows if r["label"] == "anomalous"]
+    normal = [r for r in rows if r["label"] == "normal"]
+    out = []
+    for a, n in zip(anomalous, normal):
+        out += [a, n]
+    return [{k: r[k] for k in keep} for r in out[:pool]]
+
+
+def train_grpo(base: Path, sft_adapter: Path, rows: list[dict], out_dir: Path, p: GRPOParams) -> dict:
+    import torch
+    from datasets import Dataset
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+    from trl import GRPOConfig, GRPOTrainer
+
+    from training.rewards import get
+
+    if p.threads:
+        torch.set_num_threads(p.threads)
+    tok = AutoTokenizer.from_pretrained(base)
+    tok.padding_side = "left"
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.bfloat16 if p.bf16 else torch.float32)
+    model = PeftModel.from_pretrained(model, sft_adapter, is_trainable=True)
+    funcs, weights = get(p.rewards)
+    args = GRPOConfig(
+        output_dir=str(out_dir / "checkpoints"), max_steps=p.steps, learning_rate=p.learning_rate,
+        per_device_train_batch_size=p.generations, gradient_accumulation_steps=p.prompts_per_step,
+        num_generations=p.generations, max_completion_length=p.max_completion_length, temperature=p.temperature,
+        beta=p.beta, reward_weights=weights, remove_unused_columns=False, logging_steps=1, save_strategy="no",
+        report_to=[], seed=p.seed, use_vllm=p.use_vllm, vllm_mode=p.vllm_mode, bf16=p.bf16,
+        use_cpu=not torch.cuda.is_available(), log_completions=False, disable_tqdm=False,
+    )
+    started = time.monotonic()
+
+    class TimeGuard(TrainerCallback):
+        stopped = False
+
+        def on_step_end(self, a, state, control, **kw):
+            if p.max_minutes and time.monotonic() - started > p.max_minutes * 60:
+                control.should_training_stop = True
+                TimeGuard.stopped = True
+            return control
+
+    trainer = GRPOTrainer(model=model, reward_funcs=funcs, args=args, train_dataset=Dataset.from_list(rows),
+                          processing_class=tok, callbacks=[TimeGuard()])
+    trainer.train()
+    seconds = time.monotonic() - started
+    adapter_dir = out_dir / "adapter"
+    trainer.model.save_pretrained(adapter_dir)
+    tok.padding_side = "right"
+    tok.save_pretrained(adapter_dir)
+    log = trainer.state.log_history
+    metrics = {"steps": trainer.state.global_step, "seconds": round(seconds, 1), "stopped_early": TimeGuard.stopped,
+               "reward_by_step": [x.get("reward") for x in log if "reward" in x], "params": asdict(p), "log": log}
+    (out_dir / "grpo_metrics.json").write_text(json.dumps(metrics, indent=1, default=str))
+    return metrics
+
+
+def run_stage(cfg: dict, cfg_path: Path, out: Path, base: Path, smoke: bool) -> dict:
+    from training.config import section
+    from training.dataset import read_jsonl
+
+    p = section(cfg, "grpo", GRPOParams, cfg_path)
+    if smoke:
+        p = replace(p, steps=1, prompts_per_step=1, generations=2, max_completion_length=24, prompt_pool=4)
+    rows = prompt_rows(read_jsonl(out / "data" / "sft_train.jsonl"), p.prompt_pool)
+    m = train_grpo(base, out / "sft" / "adapter", rows, out / "grpo", p)
+    print(f"[grpo] {m['steps']} steps in {m['seconds']} s; mean reward by step {m['reward_by_step']}", flush=True)
+    return m

@@ -1,0 +1,114 @@
+"""One command for the whole chain: prepare base -> data -> SFT -> GRPO -> evaluate -> export.
+
+    python -m training.pipeline --config training/configs/cpu.toml [--smoke] [--stages data,sft,...]
+
+Each stage writes into the config's ``out`` folder and the next one reads from there, so a stage can be rerun alone.
+``--smoke`` shrinks every stage (a slice of the data, a few steps) to check the chain end to end in minutes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+STAGES = ("prepare", "data", "sft", "grpo", "evaluate", "export")
+
+
+def prepare_base(cfg: dict) -> Path:
+    given = (cfg.get("base") or {}).get("path") or ""
+    if given:
+        path = Path(given).expanduser()
+        if not (path / "config.json").is_file():
+            raise FileNotFoundError(f"base model folder {path} has no config.json")
+        return path
+    out = subprocess.run([sys.executable, "-m", "training.prepare_base"], check=True, capture_output=True, text=True)
+    return Path(out.stdout.strip().splitlines()[-1])
+
+
+def stage_data(cfg: dict, cfg_path: Path, out: Path, base: Path, smoke: bool) -> dict:
+    from rationad.model.base import token_counter
+
+    from training.config import section
+    from training.dataset import DataConfig, load_corpus, select_sft, sft_rows, write_jsonl
+
+    dc = section(cfg, "data", DataConfig, cfg_path)
+    if smoke:
+        dc = replace(dc, hdfs_rendered_limit=400, use_hdfs_raw=False, hdfs_normal_views=6, hdfs_anomalous_views=6,
+                     template_normal=6, template_anomalous_upsample=1)
+    corpus = load_corpus(dc, token_counter(base))  # the daemon's own counter: same budget cuts as served
+    train = select_sft(corpus.splits["train"], dc)
+    rows, agreement = sft_rows(train)
+    write_jsonl(rows, out / "data" / "sft_train.jsonl")
+    val = select_sft(corpus.splits["val"], replace(dc, template_anomalous_upsample=1))
+    val_rows, _ = sft_rows(val)
+    write_jsonl(val_rows, out / "data" / "sft_val.jsonl")
+    # Evaluation sets keep every session (with its id and split flags) so session-level metrics can be weighted.
+    for split in ("val", "test"):
+        write_jsonl([{"task": ex.task, "source": ex.source, "sid": ex.sid, "label": ex.label, "origin": ex.origin,
+                      "view_key": ex.view_key, "unseen": bool(ex.extra.get("unseen")),
+                      "template": ex.extra.get("template")} for ex in corpus.splits[split]],
+                    out / "data" / f"{split}_index.jsonl")
+    report = {"data_hash": corpus.hash(), "reports": corpus.reports, "rationales": agreement,
+              "sft_rows": len(rows), "sft_val_rows": len(val_rows)}
+    (out / "data" / "data_report.json").write_text(json.dumps(report, indent=1))
+    return report
+
+
+def main(argv: list[str] | None = None) -> None:
+    from training.config import load
+
+    ap = argparse.ArgumentParser(description="rationad training pipeline")
+    ap.add_argument("--config", type=Path, required=True)
+    ap.add_argument("--smoke", action="store_true", help="a few steps on a slice of the data")
+    ap.add_argument("--stages", default=",".join(STAGES), help=f"comma-separated subset of {STAGES}")
+    ap.add_argument("--out", type=Path, help="override the config's work folder")
+    a = ap.parse_args(argv)
+    cfg = load(a.config)
+    out = a.out or Path(cfg.get("out", "build/training")) / ("smoke" if a.smoke else "")
+    out.mkdir(parents=True, exist_ok=True)
+    stages = [s.strip() for s in a.stages.split(",") if s.strip()]
+    bad = [s for s in stages if s not in STAGES]
+    if bad:
+        raise SystemExit(f"unknown stages {bad}; known: {STAGES}")
+    base = prepare_base(cfg)
+    print(f"[prepare] base model: {base}", flush=True)
+    for stage in stages:
+        t0 = time.monotonic()
+        if stage == "prepare":
+            continue
+        if stage == "data":
+            rep = stage_data(cfg, a.config, out, base, a.smoke)
+            print("\n".join(rep["reports"]), flush=True)
+            print(f"[data] rationales: {json.dumps(rep['rationales'])}", flush=True)
+        elif stage == "sft":
+            from training.config import section
+            from training.dataset import read_jsonl
+            from training.sft import SFTParams, train_sft
+
+            p = section(cfg, "sft", SFTParams, a.config)
+            if a.smoke:
+                p = replace(p, max_steps=2, batch_size=2, grad_accum=1, save_steps=1000)
+            m = train_sft(base, read_jsonl(out / "data" / "sft_train.jsonl"), out / "sft", p)
+            print(f"[sft] loss {m['train_loss']:.4f}, {m['steps']} steps, {m['seconds']} s", flush=True)
+        elif stage == "grpo":
+            from training.grpo import run_stage as grpo_stage
+
+            grpo_stage(cfg, a.config, out, base, a.smoke)
+        elif stage == "evaluate":
+            from training.evaluate import run_stage as eval_stage
+
+            eval_stage(cfg, a.config, out, base, a.smoke)
+        elif stage == "export":
+            from training.export import run_stage as export_stage
+
+            export_stage(cfg, a.config, out, base, a.smoke)
+        print(f"[{stage}] done in {time.monotonic() - t0:.0f} s", flush=True)
+
+
+if __name__ == "__main__":
+    main()

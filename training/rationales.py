@@ -1,0 +1,149 @@
+"""Chain-of-thought targets without a teacher model: the ``<think>`` analysis is written from the session's own view
+and the expert knowledge base (``training/knowledge``), and the verdict is the label.
+
+It cites the rows (``L1``, ``L2``, ...) that matter, says what they mean, and concludes. Where the knowledge base
+does not explain the label, the rationale says so instead of inventing a reason, and ``Rationale.explained`` is False
+(counted in the data report). Every rationale: cited refs exist in the view, no ``<``/``>``, at most 700 characters.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from dataclasses import dataclass
+
+from rationad.answer import parse_completion
+from rationad.prompt import THINK_MAX_CHARS, SessionView, format_completion
+
+from training.example import Example
+from training.knowledge import hdfs_pairs, match_hdfs, match_rule
+
+_ROLE_ORDER = ("write_start", "write_done", "responder_done", "stored")
+
+
+@dataclass(frozen=True, slots=True)
+class Rationale:
+    think: str
+    verdict: str
+    explained: bool  # the knowledge base supports the label
+    kb_verdict: str  # what the knowledge base alone would say
+
+    @property
+    def completion(self) -> str:
+        return format_completion(self.think, self.verdict)
+
+
+def _clean(text: str) -> str:
+    return re.sub(r"\s+", " ", text.replace("<", "").replace(">", "")).strip()
+
+
+def _fit(parts: list[str], tail: str) -> str:
+    """Join sentences, dropping middle ones until the text fits the think budget (the conclusion always stays)."""
+    parts = [p for p in parts if p]
+    while parts and len(" ".join([*parts, tail])) > THINK_MAX_CHARS:
+        parts.pop()
+    return _clean(" ".join([*parts, tail]))
+
+
+def hdfs_signals(view: SessionView) -> tuple[list[str], list[str], dict[str, tuple[str, int]]]:
+    """(trouble sentences, benign notes, role -> (first ref, total count)) of an HDFS view."""
+    roles: dict[str, tuple[str, int]] = {}
+    errors: list[tuple[str, str, str]] = []
+    benign: list[str] = []
+    for row in view.rows:
+        t = match_hdfs(row.template)
+        if t is None:
+            continue
+        if t.role == "error":
+            errors.append((row.ref, t.short, t.meaning))
+        elif t.role == "benign_exception":
+            benign.append(f"{row.ref} ({t.short}) is a reader closing its connection, benign.")
+        if t.role in _ROLE_ORDER or t.role == "allocate":
+            ref, n = roles.get(t.role, (row.ref, 0))
+            roles[t.role] = (ref, n + row.count)
+    trouble = [f"{ref} shows {short}: {meaning}." for ref, short, meaning in errors[:2]]
+    if len(errors) > 2:
+        trouble.append(f"{', '.join(r for r, _, _ in errors[2:5])} show further failures.")
+    start = roles.get("write_start")
+    if start is not None:
+        for pair in hdfs_pairs():
+            end = roles.get(pair["end"])
+            n_end = end[1] if end else 0
+            if n_end < start[1]:
+                refs = f"{start[0]} and {end[0]}" if end else start[0]
+                trouble.append(f"{refs}: " + pair["text"].format(s=start[1], e=n_end) + ".")
+                break
+    return trouble, benign, roles
+
+
+def hdfs_rationale(view: SessionView, label: str) -> Rationale:
+    trouble, benign, roles = hdfs_signals(view)
+    kb_verdict = "anomalous" if trouble else "normal"
+    if label == "anomalous" and trouble:
+        return Rationale(_fit(trouble, "The write of this block failed: anomalous."), label, True, kb_verdict)
+    if label == "normal" and not trouble:
+        if "write_start" in roles:
+            s_ref, n = roles["write_start"]
+            names = {"write_done": "received", "responder_done": "acknowledged", "stored": "registered"}
+            done = [f"{roles[r][0]} {names[r]} x{roles[r][1]}" for r in _ROLE_ORDER[1:] if r in roles]
+            life = (f"{s_ref} starts {n} replica writes; {', '.join(done)}: every replica completed."
+                    if done else f"{s_ref} starts {n} replica writes.")
+        else:
+            life = "The lines are routine block operations."
+        return Rationale(_fit([life, *benign[:1]], "No failure signal: normal."), label, True, kb_verdict)
+    if label == "anomalous":
+        first = view.rows[0].ref
+        return Rationale(_fit([f"{first} to L{len(view.rows)} look like a complete write and no line in the "
+                               "knowledge base signals a failure."],
+                              "The knowledge base cannot explain this; judged anomalous from the labelled sequence "
+                              "pattern."), label, False, kb_verdict)
+    return Rationale(_fit(trouble[:1], "The knowledge base would flag this, but the block is labelled healthy and "
+                                       "the knowledge base cannot explain why: normal."), label, False, kb_verdict)
+
+
+def template_rationale(view: SessionView, label: str) -> Rationale:
+    rule, words = match_rule(view.rows[0].template)
+    ref = view.rows[0].ref
+    kb_verdict = rule.verdict if rule is not None else "normal"
+    if rule is not None:
+        said = f"{ref} contains '{_clean(words)[:60]}': {rule.meaning}."
+    else:
+        said = f"{ref} has no severity word or failure class: a routine status message."
+    if kb_verdict == label:
+        tail = "This signals trouble: anomalous." if label == "anomalous" else "Nothing signals trouble: normal."
+        return Rationale(_fit([said], tail), label, True, kb_verdict)
+    if label == "anomalous":
+        return Rationale(_fit([said], "The knowledge base does not explain it; judged anomalous from the expert "
+                                      "label for this template."), label, False, kb_verdict)
+    return Rationale(_fit([said], "But experts label this template routine and the knowledge base cannot explain "
+                                  "why: normal."), label, False, kb_verdict)
+
+
+def build(ex: Example) -> Rationale:
+    r = hdfs_rationale(ex.view, ex.label) if ex.task == "hdfs" else template_rationale(ex.view, ex.label)
+    check(r, ex)
+    return r
+
+
+def check(r: Rationale, ex: Example) -> None:
+    """Raise if a rationale breaks the contract (format, verdict = label, every cited ref in the view)."""
+    parsed = parse_completion(r.completion, ex.view)
+    if not parsed.ok or parsed.verdict != ex.label or parsed.ungrounded_refs:
+        raise AssertionError(f"bad rationale for {ex.sid}: {parsed.error or parsed.ungrounded_refs or parsed.verdict}")
+    if "<" in r.think or ">" in r.think or len(r.think) > THINK_MAX_CHARS:
+        raise AssertionError(f"bad rationale text for {ex.sid}")
+
+
+def agreement_report(examples: list[Example], rationales: list[Rationale]) -> dict:
+    """How many rationales agree with the labels (all must), and how many the knowledge base explains."""
+    by_task: Counter = Counter()
+    unexplained: Counter = Counter()
+    agree = 0
+    for ex, r in zip(examples, rationales, strict=True):
+        by_task[ex.task] += 1
+        agree += r.verdict == ex.label
+        unexplained[ex.task] += not r.explained
+    return {"rationales": len(examples), "agree_with_label": agree,
+            "agreement": agree / len(examples) if examples else None,
+            "unexplained_by_kb": dict(unexplained), "by_task": dict(by_task),
+            "mean_chars": sum(len(r.think) for r in rationales) / max(1, len(rationales))}

@@ -1,0 +1,81 @@
+"""Write ``training/RESULTS.md`` from a pipeline run's outputs (data report, SFT/GRPO metrics, evaluation)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+
+def _load(path: Path) -> dict[str, Any] | None:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def write_results(out: Path, dest: Path, config_path: str, notes: str = "") -> Path:
+    from training.evaluate import results_table
+
+    data = _load(out / "data/data_report.json") or {}
+    sft = _load(out / "sft/sft_metrics.json") or {}
+    grpo = _load(out / "grpo/grpo_metrics.json") or {}
+    ev = _load(out / "eval/metrics.json") or {}
+    lines = ["# rationad training results", "",
+             f"Produced by `python -m training.pipeline --config {config_path}` (stages prepare -> data -> SFT -> GRPO "
+             "-> evaluate -> export). Evaluation runs through the daemon's serving path "
+             "(`rationad.replay.judge_sessions`, vLLM engine client, constrained output, greedy) on the merged model.",
+             ""]
+    if ev.get("test"):
+        lines += ["## Test results", "", results_table(ev["test"]), "",
+                  "P/R/F1 are session-level for HDFS (each judged view counts for every test session with that view) and "
+                  "template-level for BGL/Spirit. *format valid*: share of answers the daemon's parser accepts; "
+                  "*grounded*: share of rationales that cite only lines of their session; *flagged*: share judged "
+                  "anomalous.", "", "![precision-recall](pr_curve.png)", ""]
+    if ev.get("choice"):
+        c = ev["choice"]
+        lines += ["## Released model", "",
+                  f"Released: **{'SFT+GRPO' if c['released'] == 'grpo' else 'SFT only'}**, the better mean F1 on the "
+                  f"validation subset: {json.dumps(c['validation_mean_f1'])}.", ""]
+        for m, v in (ev.get("val") or {}).items():
+            for name, s in v["sets"].items():
+                lines.append(f"- validation, {'SFT' if m == 'sft' else 'SFT+GRPO'}, {name}: P {s['precision']:.3f} "
+                             f"R {s['recall']:.3f} F1 {s['f1']:.3f} ({s['labelled']} items)")
+        lines.append("")
+    lines += ["## Training", ""]
+    if sft:
+        p = sft.get("params", {})
+        lines.append(f"- SFT: {sft.get('examples')} examples, {sft.get('steps')} optimizer steps, "
+                     f"{sft.get('seconds')} s wall clock, mean train loss {sft.get('train_loss'):.4f}"
+                     f"{' (stopped by the wall-clock guard)' if sft.get('stopped_early') else ''}; LoRA r={p.get('lora_r')} "
+                     f"alpha={p.get('lora_alpha')}, lr {p.get('learning_rate')}, batch {p.get('batch_size')}x"
+                     f"{p.get('grad_accum')}, layers from {p.get('layers_from')}.")
+        losses = [(x.get("step"), x.get("loss")) for x in sft.get("log", []) if "loss" in x]
+        if losses:
+            lines.append(f"- SFT loss by step: {', '.join(f'{s}: {float(v):.3f}' for s, v in losses)}")
+    for phase in ("sft2", "sft3"):  # continuation phases (``python -m training.sft --init-adapter ...``)
+        m = _load(out / phase / "sft_metrics.json")
+        if m:
+            losses = [(x.get("step"), x.get("loss")) for x in m.get("log", []) if "loss" in x]
+            lines.append(f"- SFT continuation ({phase}): {m.get('steps')} more steps in {m.get('seconds')} s at lr "
+                         f"{m['params'].get('learning_rate')} (seed {m['params'].get('seed')}), mean loss "
+                         f"{m.get('train_loss'):.4f}; loss by step: "
+                         f"{', '.join(f'{s}: {float(v):.3f}' for s, v in losses)}")
+    if grpo:
+        lines.append(f"- GRPO: {grpo.get('steps')} steps in {grpo.get('seconds')} s; mean reward by step "
+                     f"{grpo.get('reward_by_step')}; params {json.dumps({k: grpo['params'][k] for k in ('prompts_per_step', 'generations', 'max_completion_length', 'learning_rate', 'beta', 'temperature')})}")
+    if ev.get("test"):
+        for m, r in ev["test"].items():
+            if m == "kb":
+                continue
+            lines.append(f"- vLLM engine start for the {m} model: {r.get('engine_start_seconds')} s")
+    lines += ["", "## Data", ""]
+    for r in data.get("reports", []):
+        lines += ["```", r, "```"] if "\n" in r else [f"- {r}"]
+    if data.get("rationales"):
+        ra = data["rationales"]
+        lines += ["", f"- Rationales for the SFT rows: {ra['rationales']}, agreeing with the label: "
+                      f"{ra['agree_with_label']} ({ra['agreement']:.0%}); the knowledge base could not explain "
+                      f"the label in {json.dumps(ra['unexplained_by_kb'])} (those rationales say so); mean length "
+                      f"{ra['mean_chars']:.0f} characters.", f"- Data hash: `{data.get('data_hash')}`"]
+    if notes:
+        lines += ["", "## Notes", "", notes]
+    dest.write_text("\n".join(lines) + "\n")
+    return dest
