@@ -13,6 +13,7 @@ import json
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+import os
 from pathlib import Path
 
 from rationad.prompt import approx_tokens, build_messages, user_message
@@ -22,9 +23,13 @@ from training.rationales import agreement_report, build
 from training.splits import report, split_examples, unit
 
 
+# ../shared/datasets beside the repository (as in CI), or $RATIONAD_SHARED/datasets.
+DEFAULT_DATASETS = Path(os.environ.get("RATIONAD_SHARED", Path(__file__).resolve().parents[1].parent / "shared")) / "datasets"
+
+
 @dataclass(slots=True)
 class DataConfig:
-    datasets: Path = Path("/work/shared/datasets")
+    datasets: Path = DEFAULT_DATASETS
     hdfs_rendered_limit: int | None = None  # sessions of hdfs_sessions.jsonl (None = all)
     use_hdfs_raw: bool = True
     render_seed: int = 0

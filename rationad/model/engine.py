@@ -78,6 +78,9 @@ class EngineClient:
         from vllm.v1.engine.async_llm import AsyncLLM
 
         os.environ.setdefault("VLLM_REGEX_COMPILATION_TIMEOUT_S", REGEX_COMPILATION_TIMEOUT_S)  # engine core inherits
+        # vLLM's CPU backend otherwise sizes its KV cache from free RAM and refuses to start on a busy host; 2 GiB
+        # holds far more than max_batch_size sessions of max_model_len tokens for the 135M model. GPUs ignore it.
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
         kwargs: dict[str, Any] = {}
         if self.cfg.adapter is not None:
             adapter = Path(self.cfg.adapter)
