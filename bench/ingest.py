@@ -1,0 +1,253 @@
+"""Ingest benchmark: lines/s of the daemon's ingest path beside a plain aiokafka consumer, on the same topic, in the
+same run (goal: daemon / plain >= 0.8), and beside a faust-streaming agent doing the same per-line work.
+
+What is measured (all on one topic of rendered HDFS lines, ``--partitions`` partitions, read from the beginning):
+
+- **plain**: ``AIOKafkaConsumer.getmany(max_records=5000)`` in a loop, counting records; no processing.
+- **daemon**: the daemon's own ``Daemon._consume_once`` (the real code: ``getmany``, ``dialects`` parse of every
+  record, ``windows.Sessionizer.add`` of every line, ``tick`` per batch, offset tracking, backpressure check,
+  metrics). The model stage is replaced by a task that acknowledges every closed session at once (no model, no
+  produce), so this is ingest + parse + sessionize only. Offset commits are not included (they are timer-driven and
+  off the per-line path).
+- **parse**: the plain loop plus ``Parser.parse`` only (a diagnostic: how much of the daemon's cost is parsing).
+- **faust**: a faust-streaming worker whose agent parses and sessionizes per event (``stream.events()``), and with
+  ``stream.take(5000)`` batches (``--faust-take``); timed from its first record (start-up excluded).
+
+Usage: ``.venv/bin/python bench/ingest.py [--lines 1000000] [--partitions 2] [--gap-secs S] [--quick]``.
+A fresh noida-db broker with its own data dir is started and deleted afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import ROOT, Timer, fill_topic, mixed_records, print_machine, rendered_lines
+
+FETCH_BYTES = 4 * 1024 * 1024  # the daemon's max_partition_fetch_bytes
+MAX_RECORDS = 5_000  # the daemon's default kafka.fetch_max_records
+
+
+class _NoModel:
+    """Stands in for the model client: the daemon's ingest path is measured without a model stage."""
+
+    name = "none"
+
+    async def start(self) -> None: ...
+
+    async def generate(self, *a, **k):
+        raise RuntimeError("the ingest benchmark runs no model")
+
+    async def check_health(self) -> bool:
+        return True
+
+    def count_tokens(self, text: str) -> int:
+        return len(text) // 4 + 1
+
+    async def aclose(self) -> None: ...
+
+
+async def _consumer(bootstrap: str, topic: str, partitions: int):
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    c = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+                         auto_offset_reset="earliest", max_partition_fetch_bytes=FETCH_BYTES)
+    await c.start()
+    tps = [TopicPartition(topic, p) for p in range(partitions)]
+    c.assign(tps)
+    await c.seek_to_beginning(*tps)
+    ends = await c.end_offsets(tps)
+    return c, tps, sum(ends.values())
+
+
+async def run_plain(bootstrap: str, topic: str, partitions: int) -> dict:
+    c, _, total = await _consumer(bootstrap, topic, partitions)
+    n = 0
+    try:
+        with Timer() as t:
+            while n < total:
+                for recs in (await c.getmany(timeout_ms=200, max_records=MAX_RECORDS)).values():
+                    n += len(recs)
+    finally:
+        await c.stop()
+    return {"path": "plain", "records": n, "lines": n, "secs": t.secs, "lines_per_s": n / t.secs}
+
+
+async def run_parse_only(bootstrap: str, topic: str, partitions: int) -> dict:
+    from rationad.config import InputConfig
+    from rationad.dialects import BadRecord, make_parser
+
+    parser = make_parser(InputConfig(dialect="hdfs"))
+    c, _, total = await _consumer(bootstrap, topic, partitions)
+    n = lines = 0
+    try:
+        with Timer() as t:
+            while n < total:
+                for tp, recs in (await c.getmany(timeout_ms=200, max_records=MAX_RECORDS)).items():
+                    n += len(recs)
+                    for r in recs:
+                        try:
+                            lines += len(parser.parse(r.value, topic=tp.topic, partition=tp.partition,
+                                                      offset=r.offset))
+                        except BadRecord:
+                            pass
+    finally:
+        await c.stop()
+    return {"path": "parse", "records": n, "lines": lines, "secs": t.secs, "lines_per_s": lines / t.secs}
+
+
+async def run_daemon(bootstrap: str, topic: str, partitions: int, gap_secs: float | None) -> dict:
+    from rationad.config import Settings
+    from rationad.daemon import Daemon
+
+    settings = Settings(
+        kafka={"bootstrap_servers": bootstrap, "group_id": "bench"},
+        input={"topics": [topic], "dialect": "hdfs"},
+        sessions={"gap_secs": gap_secs} if gap_secs else {},
+        server={"enabled": False},
+    )
+    d = Daemon(settings, client=_NoModel())
+    c, tps, total = await _consumer(bootstrap, topic, partitions)
+    d.consumer = c
+    d._on_assigned(tps)
+    closed = 0
+
+    async def acknowledge() -> None:  # the model stage, disabled: every closed session is acknowledged at once
+        nonlocal closed
+        while True:
+            p = await d._queue.get()
+            d._release(p)
+            closed += 1
+
+    ack = asyncio.create_task(acknowledge())
+    parts = list(d._parts.values())
+    try:
+        with Timer() as t:
+            while sum(p.offsets.next_offset or 0 for p in parts) < total:
+                await d._consume_once()
+            await asyncio.sleep(0)
+    finally:
+        ack.cancel()
+        await c.stop()
+    lines = int(d.metrics.lines_parsed._value.get())
+    open_now = sum(p.sessionizer.open_count for p in parts)
+    return {"path": "daemon", "records": total, "lines": lines, "secs": t.secs, "lines_per_s": lines / t.secs,
+            "sessions_closed": closed, "sessions_open_at_end": open_now}
+
+
+def run_faust(bootstrap: str, topic: str, lines: int, mode: str, gap_secs: float | None, max_secs: float) -> dict:
+    tmp = Path(tempfile.mkdtemp(prefix="rationad-bench-faust-"))
+    result = tmp / "result.json"
+    cmd = [sys.executable, str(ROOT / "bench" / "_faust_ingest.py"), "--bootstrap", bootstrap, "--topic", topic,
+           "--lines", str(lines), "--mode", mode, "--max-secs", str(max_secs), "--result", str(result),
+           "--datadir", str(tmp / "data")]
+    if gap_secs:
+        cmd += ["--gap-secs", str(gap_secs)]
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=max_secs + 120, cwd=tmp)
+        if result.is_file():
+            r = json.loads(result.read_text())
+            return {"path": f"faust-{mode}", "records": r["records"], "lines": r["lines"], "secs": r["secs"],
+                    "lines_per_s": r["lines"] / r["secs"], "partial": r["partial"]}
+        return {"path": f"faust-{mode}", "error": (out.stdout + out.stderr)[-1500:]}
+    except subprocess.TimeoutExpired as exc:
+        return {"path": f"faust-{mode}", "error": f"timed out: {str(exc.stdout)[-500:]}"}
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _fmt(r: dict) -> str:
+    if "error" in r:
+        return f"  {r['path']:<12} ERROR {r['error']}"
+    extra = "".join(f", {k}={r[k]}" for k in ("sessions_closed", "sessions_open_at_end", "partial") if k in r)
+    return f"  {r['path']:<12} {r['lines']:>9,} lines in {r['secs']:7.2f} s = {r['lines_per_s']:>10,.0f} lines/s{extra}"
+
+
+async def amain(args) -> dict:
+    from rationad.broker import LocalBroker, create_topics
+
+    m = print_machine()
+    n_sessions = args.lines // 18 + 1000  # about 18.8 lines a session
+    topic = "bench-ingest"
+    results: list[dict] = []
+    with LocalBroker() as broker:
+        await create_topics(broker.bootstrap, {topic: args.partitions})
+        with Timer() as t:
+            produced = await fill_topic(broker.bootstrap, topic, rendered_lines(mixed_records(n_sessions, 0.03)),
+                                        args.partitions, args.lines)
+        print(f"produced {produced:,} rendered HDFS lines into {args.partitions} partitions in {t.secs:.1f} s "
+              f"(broker data dir {broker.data_dir}, deleted afterwards)", flush=True)
+        for rep in range(args.repeats):
+            for fn in (lambda: run_plain(broker.bootstrap, topic, args.partitions),
+                       lambda: run_daemon(broker.bootstrap, topic, args.partitions, args.gap_secs),
+                       lambda: run_parse_only(broker.bootstrap, topic, args.partitions)):
+                r = await fn()
+                r["repeat"] = rep
+                results.append(r)
+                print(_fmt(r), flush=True)
+        if args.profile:
+            import cProfile
+            import pstats
+
+            prof = cProfile.Profile()
+            prof.enable()
+            r = await run_daemon(broker.bootstrap, topic, args.partitions, args.gap_secs)
+            prof.disable()
+            print(f"\nprofile of one daemon pass (cProfile, {r['lines_per_s']:,.0f} lines/s under the profiler):")
+            pstats.Stats(prof).sort_stats("tottime").print_stats(18)
+        if not args.no_faust:
+            modes = ["events"] + (["take"] if args.faust_take else [])
+            for mode in modes:
+                r = await asyncio.to_thread(run_faust, broker.bootstrap, topic, produced, mode, args.gap_secs,
+                                            args.faust_max_secs)
+                results.append(r)
+                print(_fmt(r), flush=True)
+    best = {}
+    for r in results:
+        if "lines_per_s" in r:
+            best[r["path"]] = max(best.get(r["path"], 0.0), r["lines_per_s"])
+    ratio = best["daemon"] / best["plain"]
+    print(f"\nbest of {args.repeats}: plain {best['plain']:,.0f} lines/s, daemon ingest+parse+sessionize "
+          f"{best['daemon']:,.0f} lines/s, parse only {best['parse']:,.0f} lines/s")
+    print(f"ratio daemon/plain = {ratio:.3f} (goal >= 0.8: {'MET' if ratio >= 0.8 else 'MISSED'})")
+    for k, v in best.items():
+        if k.startswith("faust"):
+            print(f"{k}: {v:,.0f} lines/s = {v / best['plain']:.3f} of plain, {v / best['daemon']:.3f} of the daemon")
+    summary = {"machine": m, "lines": produced, "partitions": args.partitions, "gap_secs": args.gap_secs,
+               "results": results, "best": best, "ratio_daemon_plain": ratio}
+    if args.json:
+        Path(args.json).write_text(json.dumps(summary, indent=1))
+    return summary
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--lines", type=int, default=1_000_000)
+    ap.add_argument("--partitions", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--gap-secs", type=float, default=None,
+                    help="session gap; default: the hdfs dialect's (one day: every block stays open to the end)")
+    ap.add_argument("--no-faust", action="store_true")
+    ap.add_argument("--faust-take", action="store_true", help="also measure faust stream.take(5000) batches")
+    ap.add_argument("--faust-max-secs", type=float, default=150.0)
+    ap.add_argument("--json", help="write the figures to this file")
+    ap.add_argument("--profile", action="store_true", help="cProfile one extra daemon pass, print the hotspots")
+    ap.add_argument("--quick", action="store_true", help="100k lines, one repeat (sanity check, < 1 min)")
+    args = ap.parse_args()
+    if args.quick:
+        args.lines, args.repeats, args.faust_max_secs = 100_000, 1, 20.0
+    os.environ.setdefault("PYTHONHASHSEED", "0")
+    asyncio.run(amain(args))
+
+
+if __name__ == "__main__":
+    main()

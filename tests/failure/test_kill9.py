@@ -1,0 +1,78 @@
+"""kill -9 the daemon at random moments while rendered HDFS sessions stream in, restart it each time: at the end every
+session is accounted for (a verdict event, or a dead letter if the model's answer stayed malformed), every input line
+lies in a judged session, and a session emitted twice carries the same event id both times.
+
+noida-db never expires the killed process's group members (a Kafka broker does, after ``session.timeout.ms``), so the
+test removes them after each kill, as the broker's session expiry would (``support.expire_dead_members``).
+
+``RATIONAD_FAILURE_KILLS`` (default 5), ``RATIONAD_FAILURE_SESSIONS`` (default 40) and ``RATIONAD_FAILURE_SEED``
+(default: random, printed) make the long version: e.g. 30 kills over 300 sessions.
+"""
+
+import asyncio
+import os
+import random
+import signal
+import time
+
+import pytest
+
+from rationad.broker import free_port
+from tests.failure.support import (
+    collect_outcomes,
+    expire_dead_members,
+    inconsistent_ids,
+    metric,
+    missing_keys,
+    new_stream,
+    produce_chunks,
+    uncovered_lines,
+    wait_until,
+)
+from tests.integration.harness import DaemonProcess, committed_vs_end, write_config
+
+pytestmark = pytest.mark.integration
+
+KILLS = int(os.environ.get("RATIONAD_FAILURE_KILLS", "5"))
+SESSIONS = int(os.environ.get("RATIONAD_FAILURE_SESSIONS", "30"))
+
+
+def test_kill9_at_random_moments_loses_no_session(broker, model, vllm_server, tmp_path):
+    seed = int(os.environ.get("RATIONAD_FAILURE_SEED", str(random.randrange(10**6))))
+    print(f"RATIONAD_FAILURE_SEED={seed}")
+    rng = random.Random(seed)
+    stream = new_stream(broker.bootstrap, SESSIONS, prefix="kill9", partitions=2)
+    port = free_port()
+    cfg = write_config(tmp_path / "c.toml", bootstrap=broker.bootstrap, topic=stream.topic, group=stream.group,
+                       model=model, server_url=vllm_server.url, port=port)
+    daemon = DaemonProcess(cfg, tmp_path / "daemon.log")
+    producer = produce_chunks(stream, chunks=KILLS, pause_secs=3.0)
+    kills = []
+    for _ in range(KILLS):
+        daemon.start()
+        # Up (metrics answer), then a random moment: starting, joining, reading, judging or committing.
+        assert wait_until(lambda: metric(port, "rationad_ready") is not None, 120,
+                          alive=lambda: daemon.proc.poll() is None), daemon.log()[-3000:]
+        time.sleep(rng.uniform(0.5, 12.0))
+        assert daemon.proc.poll() is None, daemon.log()[-3000:]
+        kills.append((metric(port, "rationad_lines_parsed_total"), metric(port, "rationad_sessions_pending")))
+        daemon.proc.send_signal(signal.SIGKILL)
+        daemon.proc.wait(30)
+        # A Kafka broker expires the killed member after session.timeout.ms; noida-db never does (see support).
+        expire_dead_members(broker.bootstrap, [stream.group, f"{stream.group}-verdicts"])
+    producer.join(120)
+    daemon.start()
+    try:
+        evs, dead = collect_outcomes(stream, timeout=480)
+    finally:
+        code = daemon.terminate()
+    log = daemon.log()
+    print(f"kills at (lines parsed, sessions pending): {kills}; events {len(evs)} for {len(stream.labels)} blocks, "
+          f"dead-lettered sessions {len(dead)}")
+    assert len(kills) == KILLS
+    assert code == 0, log[-3000:]
+    assert not missing_keys(stream, evs, dead), f"sessions lost: {missing_keys(stream, evs, dead)}\n{log[-3000:]}"
+    assert not inconsistent_ids(evs), inconsistent_ids(evs)
+    assert not uncovered_lines(stream, evs, dead)
+    offsets = asyncio.run(committed_vs_end(broker.bootstrap, stream.topic, stream.group))
+    assert all(committed == end for committed, end in offsets.values()), offsets
