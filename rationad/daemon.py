@@ -37,6 +37,7 @@ log = structlog.get_logger("rationad")
 
 MODEL_HEALTH_INTERVAL_SECS = 10.0
 MAX_BACKOFF_SECS = 30.0
+CACHE_RECOVERY_TIMEOUT_SECS = 120.0  # a durable cache that cannot be recovered in time is skipped, not waited for
 
 
 @dataclass(slots=True)
@@ -104,6 +105,9 @@ class Daemon:
             return False, "model unhealthy"
         return True, "ready"
 
+    def errors_stage(self, stage: str, exc: BaseException) -> None:
+        self.metrics.errors.labels(stage, type(exc).__name__).inc()
+
     def _cache_store(self):
         if not (self.s.cache.enabled and self.s.cache.durable):
             return None
@@ -140,10 +144,19 @@ class Daemon:
             log.info("health_server_started", host=self.s.server.host, port=self.health.port)
         self.notifier.status("starting model")
         await self.client.start()
-        if self.cache is not None and self.cache.store is not None:
+        if self.cache is not None and self.cache.store is not None and not self._stop.is_set():
             self.notifier.status("recovering verdict cache")
-            recovered = await self.cache.start()
-            self.metrics.cache_entries.set(recovered)
+            try:
+                recovered = await asyncio.wait_for(self.cache.start(), CACHE_RECOVERY_TIMEOUT_SECS)
+                self.metrics.cache_entries.set(recovered)
+            except Exception as exc:  # the cache is an optimisation: run without its durable store rather than stall
+                log.warning("verdict_cache_unavailable", error=repr(exc), fallback="in-memory cache only")
+                self.errors_stage("cache", exc)
+                store, self.cache.store = self.cache.store, None
+                try:
+                    await asyncio.wait_for(store.aclose(), 10)
+                except Exception:
+                    pass
         self._model_ok = await self._check_model()
         self.producer = make_producer(self.s.kafka)
         await self.producer.start()
@@ -296,9 +309,12 @@ class Daemon:
         for part in self._parts.values():
             self._submit(part.sessionizer.tick(now), part, now)
         self.metrics.sessions_open.set(sum(p.sessionizer.open_count for p in self._parts.values()))
-        for part, dl, offset in dead:
-            part.offsets.hold(offset)
-            self._spawn(self._send_dead_letter(part, dl, offset))
+        if dead:
+            for part, dl, offset in dead:
+                part.offsets.hold(offset)
+            # One task per fetch batch, sending in order: a task per record makes thousands of sends race for the
+            # same producer buffer and time out (a flood of malformed input would stall the dead-letter path).
+            self._spawn(self._send_dead_letters(dead))
 
     def _submit(self, sessions: list[Session], part: _Part, now: float) -> None:
         for s in sessions:
@@ -406,6 +422,35 @@ class Daemon:
         await self._produce(self.s.output.dlq_topic, dl.key, dl.value, dl.headers)
         self.metrics.dlq_records.labels(dl.reason).inc()
         part.offsets.release(offset)
+
+    async def _send_dead_letters(self, dead: list[tuple[_Part, DeadLetter, int]]) -> None:
+        """Enqueue a batch of dead letters in order, then release each offset once its send is acknowledged;
+        a send that fails is retried on its own until it is acknowledged (nothing is dropped)."""
+        topic = self.s.output.dlq_topic
+        sent: list[tuple[_Part, DeadLetter, int, asyncio.Future | None]] = []
+        for part, dl, offset in dead:
+            try:
+                fut = await self.producer.send(topic, value=dl.value, key=dl.key, headers=dl.headers)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.metrics.errors.labels("produce", type(exc).__name__).inc()
+                fut = None
+            sent.append((part, dl, offset, fut))
+        for part, dl, offset, fut in sent:
+            if fut is not None:
+                try:
+                    await fut
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    self.metrics.errors.labels("produce", type(exc).__name__).inc()
+                    fut = None
+            if fut is None:
+                await self._send_dead_letter(part, dl, offset)
+                continue
+            self.metrics.dlq_records.labels(dl.reason).inc()
+            part.offsets.release(offset)
 
     async def _produce(self, topic: str, key: bytes | None, value: bytes | None, hdrs) -> None:
         """Send and wait for the broker's acknowledgement, retrying until it comes (nothing is dropped)."""

@@ -130,7 +130,8 @@ class DaemonProcess:
     def start(self) -> DaemonProcess:
         env = dict(os.environ, **self.env)
         self.proc = subprocess.Popen([sys.executable, "-m", "rationad", "run", "--config", str(self.config)],
-                                     cwd=ROOT, stdout=open(self.log_path, "ab"), stderr=subprocess.STDOUT, env=env)
+                                     cwd=ROOT, stdout=open(self.log_path, "ab"), stderr=subprocess.STDOUT, env=env,
+                                     start_new_session=True)  # its own process group: kill() takes vLLM's children
         return self
 
     def terminate(self, timeout: float = 120) -> int:
@@ -139,9 +140,14 @@ class DaemonProcess:
         return self.proc.wait(timeout)
 
     def kill(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(30)
+        """SIGKILL the daemon and its whole process group (an in-process engine's vLLM children included)."""
+        if self.proc is None:
+            return
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc.wait(30)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-DATASETS = Path("/work/shared/datasets")
+from training.dataset import DEFAULT_DATASETS as DATASETS
 
 
 @pytest.fixture(scope="session")

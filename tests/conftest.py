@@ -1,3 +1,8 @@
+"""Session-wide fixtures for every test package: one real noida-db broker and one real vLLM OpenAI server (CPU),
+shared by the integration, failure and deploy tests (the broker-restart test starts its own broker; the
+model-outage test kills the shared server and starts it again before it returns). Both start lazily: unit-test
+runs never pay for them."""
+
 import pytest
 
 from rationad.broker import LocalBroker
