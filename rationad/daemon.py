@@ -37,6 +37,7 @@ log = structlog.get_logger("rationad")
 
 MODEL_HEALTH_INTERVAL_SECS = 10.0
 MAX_BACKOFF_SECS = 30.0
+YIELD_EVERY_RECORDS = 500
 CACHE_RECOVERY_TIMEOUT_SECS = 120.0  # a durable cache that cannot be recovered in time is skipped, not waited for
 
 
@@ -290,7 +291,11 @@ class Daemon:
             add = part.sessionizer.add
             closed: list[Session] = []
             lines_n = 0
-            for rec in records:
+            for n, rec in enumerate(records, start=1):
+                if n % YIELD_EVERY_RECORDS == 0:
+                    # Let heartbeats, health checks and sends run: a large batch of long or hostile lines can take
+                    # seconds to parse, and a blocked loop loses the group membership.
+                    await asyncio.sleep(0)
                 try:
                     lines = parse(rec.value, topic=tp.topic, partition=tp.partition, offset=rec.offset)
                 except BadRecord as exc:
