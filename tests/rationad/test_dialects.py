@@ -103,14 +103,20 @@ def test_hdfs_every_line_of_loghub_hdfs_2k_parses_to_its_block():
             assert x.ts == datetime.strptime(row["Date"] + row["Time"], "%y%m%d%H%M%S").replace(tzinfo=UTC).timestamp()
 
 
-def test_multi_line_record_yields_every_line_and_a_bad_line_rejects_the_whole_record():
+def test_multi_line_record_yields_every_line_and_continuation_lines_join_the_entry_before():
     p = parser(dialect="hdfs")
     value = f"{HDFS_LINE}\r\n\n081109 203807 222 INFO dfs.X: blk_-6952 done\n".encode()
     assert [x.key for x in p.parse(value, offset=3)] == ["blk_38865049064139660", "blk_-6952"]
-    with pytest.raises(BadRecord) as exc:
-        p.parse(f"{HDFS_LINE}\nno block here\n{HDFS_LINE}".encode())
-    assert exc.value.reason == "no_session_key"
-    assert "line 2 of 3" in exc.value.detail
+    # A stack trace (or a message with embedded newlines) continues the entry before it: judged with it, not lost.
+    (line, other) = p.parse(f"{HDFS_LINE}\njava.io.IOException: Connection reset\n\tat x.y(Z.java:1)\n"
+                            f"081109 203807 222 INFO dfs.X: blk_-6952 done".encode())
+    assert line.key == "blk_38865049064139660" and other.key == "blk_-6952"
+    assert line.message.endswith("java.io.IOException: Connection reset\n\tat x.y(Z.java:1)")
+    assert "Connection reset" in line.raw and "Connection reset" not in other.message
+    with pytest.raises(BadRecord) as exc:  # nothing to continue: the record is rejected naming the line
+        p.parse(f"no block here\n{HDFS_LINE}".encode())
+    assert exc.value.reason in ("no_session_key", "bad_header")
+    assert "line 1 of 2" in exc.value.detail
 
 
 # ---- bgl and other Loghub-labelled logs ----------------------------------------------------------------------------
