@@ -243,10 +243,10 @@ class Parser:
             try:
                 parsed = self._line(line, None, None, line, topic, partition, offset)
             except BadRecord as exc:
-                if not last:
+                if not last or self._starts_entry(line):
                     raise BadRecord(exc.reason, f"line {n} of {len(lines)} in the record: {exc.detail}") from None
-                # A line that does not parse after one that did continues it (a stack trace, or a message with
-                # embedded newlines): it is judged as part of that entry, not dropped and not dead-lettered.
+                # A line that does not start like a log entry, after one that parsed, continues it (a stack trace,
+                # a message with embedded newlines): it is judged as part of that entry, not dropped.
                 cont = [replace(x, message=f"{x.message}\n{line}", raw=f"{x.raw}\n{line}") for x in last]
                 out[len(out) - len(last):] = cont
                 last = cont
@@ -286,6 +286,14 @@ class Parser:
             ts = parse_timestamp(t)
         line = message.rstrip("\r\n")
         return self._line(line, key, ts, value.decode("utf-8"), topic, partition, offset)
+
+    def _starts_entry(self, line: str) -> bool:
+        """Does ``line`` start a new log entry (a header of its dialect), rather than continue the one before?"""
+        if self.source == "hdfs":
+            return _HDFS_HEADER.match(line) is not None
+        if self.source == "bgl":
+            return _LABEL_EPOCH.match(line) is not None
+        return not line[:1].isspace()
 
     # Each dialect: (line, key override, ts override, raw, ...) -> LogLines. ``raw`` is the record's text.
     def _hdfs(self, line: str, key: str | None, ts: float | None, raw: str, topic: str, partition: int,
