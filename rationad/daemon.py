@@ -106,9 +106,6 @@ class Daemon:
             return False, "model unhealthy"
         return True, "ready"
 
-    def errors_stage(self, stage: str, exc: BaseException) -> None:
-        self.metrics.errors.labels(stage, type(exc).__name__).inc()
-
     def _cache_store(self):
         if not (self.s.cache.enabled and self.s.cache.durable):
             return None
@@ -152,7 +149,7 @@ class Daemon:
                 self.metrics.cache_entries.set(recovered)
             except Exception as exc:  # the cache is an optimisation: run without its durable store rather than stall
                 log.warning("verdict_cache_unavailable", error=repr(exc), fallback="in-memory cache only")
-                self.errors_stage("cache", exc)
+                self.metrics.errors.labels("cache", type(exc).__name__).inc()
                 store, self.cache.store = self.cache.store, None
                 try:
                     await asyncio.wait_for(store.aclose(), 10)

@@ -17,16 +17,14 @@ import shutil
 import sys
 from pathlib import Path
 
+from training.prepare_base import cache_root
+
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "manifest.json")
 DONE = ".complete"
 
 
 class MergeError(Exception):
     """A missing or unreadable base or adapter file (the message names it)."""
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("RATIONAD_CACHE", Path.home() / ".cache" / "rationad")) / "models"
 
 
 def merged_key(base: Path, adapter: Path) -> str:
