@@ -90,7 +90,11 @@ def distinct_views(examples: list[Example]) -> list[tuple[Example, int, str]]:
 
 
 def select_sft(train: list[Example], cfg: DataConfig) -> list[Example]:
-    """Balanced, deduplicated training examples (label of a view = the majority label of its sessions)."""
+    """Balanced, deduplicated training examples (label of a view = the majority label of its sessions).
+
+    HDFS views are taken most frequent first (ties in content-hash order): a few sequences carry most of the
+    traffic, so the cap never leaves out the views the daemon sees most often.
+    """
     picked: list[Example] = []
     by_task: dict[str, list[tuple[Example, int, str]]] = defaultdict(list)
     for rep, n, label in distinct_views(train):
@@ -100,7 +104,9 @@ def select_sft(train: list[Example], cfg: DataConfig) -> list[Example]:
             mine = [Example(r.task, r.source, r.sid, r.view, lab, r.origin, r.extra) for r, _, lab in rows if lab == label]
             if task == "hdfs":
                 cap = cfg.hdfs_normal_views if label == "normal" else cfg.hdfs_anomalous_views
-                picked += mine[:cap]
+                counts = [n for _, n, lab in rows if lab == label]
+                by_freq = [ex for _, ex in sorted(zip(counts, mine), key=lambda t: -t[0])]  # stable: hash order
+                picked += by_freq[:cap]
             elif label == "normal":
                 picked += mine[: cfg.template_normal]
             else:

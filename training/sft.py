@@ -35,7 +35,7 @@ class SFTParams:
     max_minutes: float = 0.0  # 0 = no wall-clock limit
     max_steps: int = -1
     threads: int = 0  # torch threads (0 = torch's default)
-    bf16: bool = False  # compute dtype: float32 on CPU, bf16 on GPUs
+    bf16: bool = False  # bf16 mixed precision (autocast); on CPUs with AMX / avx512_bf16 about 2x faster than float32
     logging_steps: int = 5
     save_steps: int = 40
     seed: int = 0
@@ -70,7 +70,8 @@ def train_sft(base: Path, rows: list[dict], out_dir: Path, p: SFTParams, *, init
     if p.threads:
         torch.set_num_threads(p.threads)
     tok = AutoTokenizer.from_pretrained(base)
-    dtype = torch.bfloat16 if p.bf16 else torch.float32
+    # Weights load in bf16 on GPUs (memory); on CPU they stay float32 and bf16 is autocast only, which is what is fast.
+    dtype = torch.bfloat16 if p.bf16 and torch.cuda.is_available() else torch.float32
     model = AutoModelForCausalLM.from_pretrained(base, dtype=dtype)
     peft_config = None
     if init_adapter is not None:

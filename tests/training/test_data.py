@@ -74,3 +74,21 @@ def test_hdfs_block_without_label_is_an_error(tmp_path):
     labels.write_text("BlockId,Label\nblk_1,Normal\n")
     with pytest.raises(ValueError, match=r"l\.csv: no label for block blk_2"):
         load_raw(log, labels)
+
+
+def test_sft_selection_takes_the_most_frequent_hdfs_views_first():
+    from rationad.prompt import build_view
+    from training.dataset import DataConfig, select_sft
+    from training.example import Example
+
+    def ex(sid: str, msgs: list[str], label: str) -> Example:
+        return Example("hdfs", "hdfs", sid, build_view("hdfs", msgs), label, "test")
+
+    rare = [ex("r", ["Receiving block blk_1", "Deleting block blk_1"], "normal")]
+    common = [ex(f"c{i}", ["Receiving block blk_2", "Served block blk_2"], "normal") for i in range(5)]
+    middle = [ex(f"m{i}", ["Receiving block blk_3"], "normal") for i in range(3)]
+    bad = [ex("a", ["Exception in receiveBlock for block blk_4"], "anomalous")]
+    cfg = DataConfig(hdfs_normal_views=2, hdfs_anomalous_views=5)
+    picked = select_sft(rare + common + middle + bad, cfg)
+    assert {e.sid for e in picked if e.label == "normal"} == {"c0", "m0"}
+    assert [e.sid for e in picked if e.label == "anomalous"] == ["a"]
