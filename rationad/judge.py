@@ -21,7 +21,7 @@ from rationad.config import ModelConfig
 from rationad.events import ModelInfo
 from rationad.metrics import Metrics
 from rationad.model.base import ModelClient
-from rationad.prompt import ANSWER_REGEX, SessionView, build_messages, build_view, cache_key, view_of
+from rationad.prompt import SessionView, answer_regex, build_messages, build_view, cache_key, view_of
 from rationad.records import Session
 
 MALFORMED_RETRY_TEMPERATURE = 0.7
@@ -149,22 +149,34 @@ class Judge:
         return list(zip(texts, attempts, strict=True))
 
     async def _generate(self, views: list[SessionView], temperature: float) -> list[str]:
-        regex = ANSWER_REGEX if self.cfg.constrain_output else None
+        """Completions in ``views`` order. Constrained output: one request group per distinct set of line refs, each
+        decoded under ``answer_regex`` of its refs, so a rationale cannot cite a line absent from its session."""
+        groups: dict[str | None, list[int]] = {}
+        for i, v in enumerate(views):
+            regex = answer_regex([r.ref for r in v.rows]) if self.cfg.constrain_output else None
+            groups.setdefault(regex, []).append(i)
         start = time.monotonic()
         outcome = "error"
         if self.metrics is not None:
             self.metrics.model_in_flight.inc()
             self.metrics.batch_size.observe(len(views))
         try:
-            completions = await self.client.generate(
-                [build_messages(v) for v in views],
-                max_tokens=self.cfg.max_new_tokens,
-                temperature=temperature,
-                regex=regex,
-            )
+            parts = await asyncio.gather(*(
+                self.client.generate(
+                    [build_messages(views[i]) for i in idx],
+                    max_tokens=self.cfg.max_new_tokens,
+                    temperature=temperature,
+                    regex=regex,
+                )
+                for regex, idx in groups.items()
+            ))
             outcome = "ok"
             self.model_calls += len(views)
-            return [c.text for c in completions]
+            texts = [""] * len(views)
+            for idx, completions in zip(groups.values(), parts, strict=True):
+                for i, c in zip(idx, completions, strict=True):
+                    texts[i] = c.text
+            return texts
         finally:
             if self.metrics is not None:
                 self.metrics.model_in_flight.dec()

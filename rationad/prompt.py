@@ -37,6 +37,21 @@ ANSWER_REGEX = r"<think>[^<>]{1,%d}</think>\n<answer>(normal|anomalous)</answer>
 TokenCounter = Callable[[str], int]
 
 
+def answer_regex(refs: Sequence[str]) -> str:
+    """``ANSWER_REGEX`` narrowed to one session: an ``L`` followed by digits must be one of ``refs``.
+
+    Decoding constrained to it cannot cite a line that is not in the session (the rationale of a 10-line session
+    cannot say ``L11``). It has no lookarounds, so the structured-output engines compile it: an ``L`` is followed
+    by a non-digit, or by an allowed number and then a non-digit (or the end of the analysis). The length bound of
+    ``ANSWER_REGEX`` is left to ``max_new_tokens``: counted repetition of these units compiles far slower.
+    """
+    nums = sorted({r[1:] for r in refs if r[:1] == "L" and r[1:].isdigit()}, key=lambda n: (-len(n), n))
+    cite = f"|L({'|'.join(nums)})[^<>0-9]" if nums else ""
+    last = f"L({'|'.join(nums)})?" if nums else "L"
+    think = f"([^<>L]|L[^<>0-9]{cite})+({last})?|{last}"
+    return f"<think>({think})</think>\n<answer>(normal|anomalous)</answer>"
+
+
 def approx_tokens(text: str) -> int:
     """A tokenizer-free estimate (about 3 characters a token for log text), used when no tokenizer is given."""
     return len(text) // 3 + 1

@@ -99,3 +99,27 @@ async def test_model_errors_propagate_and_release_waiters():
                                    return_exceptions=True)
     assert all(isinstance(r, RuntimeError) for r in results)
     assert not judge._inflight
+
+
+async def test_constrained_output_is_grouped_by_the_refs_of_each_session():
+    import re
+
+    class CitesLast(ScriptedModel):
+        """Replies citing the last row of each prompt: the reply depends on the prompt, so order is checkable."""
+
+        async def generate(self, conversations, *, max_tokens, temperature, regex):
+            self.calls.append((len(conversations), temperature, regex))
+            out = []
+            for conv in conversations:
+                n = sum(1 for ln in conv[-1]["content"].splitlines() if re.match(r"L\d+ x", ln))
+                text = f"<think>L{n} is the last line.</think>\n<answer>{'anomalous' if n > 1 else 'normal'}</answer>"
+                assert re.fullmatch(regex, text) and not re.fullmatch(regex, text.replace(f"L{n}", f"L{n + 1}"))
+                out.append(Completion(text, 1, 1))
+            return out
+
+    model = CitesLast([])
+    sessions = [session("one", ["a"]), session("three", ["a", "b", "c"]), session("other", ["z"])]
+    got = await Judge(model, ModelConfig(), "hdfs").judge_many(sessions)
+    assert sorted(n for n, _, _ in model.calls) == [1, 2]  # the 1-row sessions share one regex, one request group
+    assert [(j.session.key, j.answer.verdict, [r.ref for r in j.answer.cited]) for j in got] == [
+        ("one", "normal", ["L1"]), ("three", "anomalous", ["L3"]), ("other", "normal", ["L1"])]

@@ -62,3 +62,18 @@ def test_empty_session_is_rejected():
 def test_templated_messages_are_not_masked_again():
     view = build_view("bgl", ["machine check {*} iar 0x00000000"], templated=True)
     assert view.rows[0].template == "machine check {*} iar 0x00000000"
+
+
+def test_answer_regex_admits_only_the_sessions_line_refs():
+    from rationad.prompt import answer_regex
+
+    rx = answer_regex(["L1", "L2", "L3", "L10"])
+    good = ["L1 and L10 agree. L2, L3: fine.", "Look at L3", "BGL cache, L alone", "L2", "multi\nline"]
+    bad = ["L11 is cited", "L4", "see L100.", "", "a<b", "L0"]
+    for think in good:
+        assert re.fullmatch(rx, format_completion(think, "normal")), think
+    for think in bad:
+        assert not re.fullmatch(rx, format_completion(think, "normal")), think
+    assert not re.fullmatch(rx, "<think>L1</think>\n<answer>maybe</answer>")
+    # Everything the narrowed regex admits, the generic shape admits too (up to its length bound).
+    assert re.fullmatch(ANSWER_REGEX, format_completion(good[0], "anomalous"))

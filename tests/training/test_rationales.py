@@ -3,7 +3,7 @@
 import re
 
 from rationad.answer import parse_completion
-from rationad.prompt import ANSWER_REGEX, build_view
+from rationad.prompt import ANSWER_REGEX, answer_regex, build_view
 
 from training.example import Example
 from training.rationales import agreement_report, build, hdfs_rationale, template_rationale
@@ -19,6 +19,7 @@ def _check_all(examples):
         assert "<" not in r.think and ">" not in r.think
         assert 40 <= len(r.think) <= 700
         assert re.fullmatch(ANSWER_REGEX, r.completion)
+        assert re.fullmatch(answer_regex([row.ref for row in ex.view.rows]), r.completion)  # what serving admits
     rep = agreement_report(examples, rs)
     assert rep["agreement"] == 1.0 and rep["agree_with_label"] == len(examples)
     return rs, rep
