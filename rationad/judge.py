@@ -21,7 +21,7 @@ from rationad.config import ModelConfig
 from rationad.events import ModelInfo
 from rationad.metrics import Metrics
 from rationad.model.base import ModelClient
-from rationad.prompt import SessionView, answer_regex, build_messages, build_view, cache_key, view_of
+from rationad.prompt import ANSWER_REGEX, SessionView, answer_regex, build_messages, build_view, cache_key, view_of
 from rationad.records import Session
 
 MALFORMED_RETRY_TEMPERATURE = 0.7
@@ -135,25 +135,41 @@ class Judge:
         return out
 
     async def _complete(self, views: list[SessionView]) -> list[tuple[str, int]]:
-        """One completion per view, malformed answers retried; returns (text, attempts)."""
+        """One completion per view, malformed answers retried; returns (text, attempts).
+
+        With constrained output, an answer citing a line absent from its session is generated again under
+        ``answer_regex`` of that session's line ids, which cannot cite such a line. Only those few sessions pay for
+        compiling a per-session regex; at temperature 0 the result is what decoding under it from the start gives
+        (the greedy path only changes where it took a forbidden token).
+        """
         texts = await self._generate(views, self.cfg.temperature)
         attempts = [1] * len(views)
         for _ in range(self.malformed_retries):
             bad = [i for i, (v, t) in enumerate(zip(views, texts, strict=True)) if not parse_completion(t, v).ok]
             if not bad:
                 break
-            retried = await self._generate([views[i] for i in bad], MALFORMED_RETRY_TEMPERATURE)
+            retried = await self._generate([views[i] for i in bad], MALFORMED_RETRY_TEMPERATURE, narrow=True)
             for i, t in zip(bad, retried, strict=True):
                 texts[i] = t
                 attempts[i] += 1
+        if self.cfg.constrain_output:
+            loose = [i for i, (v, t) in enumerate(zip(views, texts, strict=True))
+                     if (a := parse_completion(t, v)).ok and a.ungrounded_refs]
+            if loose:
+                repaired = await self._generate([views[i] for i in loose], self.cfg.temperature, narrow=True)
+                for i, t in zip(loose, repaired, strict=True):
+                    texts[i] = t
+                    attempts[i] += 1
         return list(zip(texts, attempts, strict=True))
 
-    async def _generate(self, views: list[SessionView], temperature: float) -> list[str]:
-        """Completions in ``views`` order. Constrained output: one request group per distinct set of line refs, each
-        decoded under ``answer_regex`` of its refs, so a rationale cannot cite a line absent from its session."""
+    async def _generate(self, views: list[SessionView], temperature: float, *, narrow: bool = False) -> list[str]:
+        """Completions in ``views`` order, constrained to ``ANSWER_REGEX`` (one compiled regex for every session) or,
+        with ``narrow``, to ``answer_regex`` of each session's line ids (one request group per distinct id set)."""
         groups: dict[str | None, list[int]] = {}
         for i, v in enumerate(views):
-            regex = answer_regex([r.ref for r in v.rows]) if self.cfg.constrain_output else None
+            regex = None
+            if self.cfg.constrain_output:
+                regex = answer_regex([r.ref for r in v.rows]) if narrow else ANSWER_REGEX
             groups.setdefault(regex, []).append(i)
         start = time.monotonic()
         outcome = "error"

@@ -101,25 +101,38 @@ async def test_model_errors_propagate_and_release_waiters():
     assert not judge._inflight
 
 
-async def test_constrained_output_is_grouped_by_the_refs_of_each_session():
+async def test_an_ungrounded_answer_is_generated_again_under_its_sessions_line_ids():
     import re
 
-    class CitesLast(ScriptedModel):
-        """Replies citing the last row of each prompt: the reply depends on the prompt, so order is checkable."""
+    from rationad.prompt import ANSWER_REGEX
+
+    class CitesBadThenLast(ScriptedModel):
+        """Under the generic regex it cites L9 (in no session here); under a session's regex, its last line."""
 
         async def generate(self, conversations, *, max_tokens, temperature, regex):
             self.calls.append((len(conversations), temperature, regex))
             out = []
             for conv in conversations:
                 n = sum(1 for ln in conv[-1]["content"].splitlines() if re.match(r"L\d+ x", ln))
-                text = f"<think>L{n} is the last line.</think>\n<answer>{'anomalous' if n > 1 else 'normal'}</answer>"
-                assert re.fullmatch(regex, text) and not re.fullmatch(regex, text.replace(f"L{n}", f"L{n + 1}"))
+                cite = 9 if regex == ANSWER_REGEX else n
+                text = f"<think>L{cite} is the line.</think>\n<answer>{'anomalous' if n > 1 else 'normal'}</answer>"
+                assert re.fullmatch(regex, text)
+                if regex != ANSWER_REGEX:  # the narrowed regex rejects the bad citation
+                    assert not re.fullmatch(regex, text.replace(f"L{n}", "L9"))
                 out.append(Completion(text, 1, 1))
             return out
 
-    model = CitesLast([])
+    model = CitesBadThenLast([])
     sessions = [session("one", ["a"]), session("three", ["a", "b", "c"]), session("other", ["z"])]
     got = await Judge(model, ModelConfig(), "hdfs").judge_many(sessions)
-    assert sorted(n for n, _, _ in model.calls) == [1, 2]  # the 1-row sessions share one regex, one request group
-    assert [(j.session.key, j.answer.verdict, [r.ref for r in j.answer.cited]) for j in got] == [
-        ("one", "normal", ["L1"]), ("three", "anomalous", ["L3"]), ("other", "normal", ["L1"])]
+    assert model.calls[0] == (3, 0.0, ANSWER_REGEX)
+    assert sorted(n for n, _, _ in model.calls[1:]) == [1, 2]  # one request group per distinct set of line ids
+    assert [(j.session.key, j.answer.verdict, [r.ref for r in j.answer.cited], j.answer.ungrounded_refs, j.attempts)
+            for j in got] == [("one", "normal", ["L1"], (), 2), ("three", "anomalous", ["L3"], (), 2),
+                              ("other", "normal", ["L1"], (), 2)]
+
+
+async def test_grounded_answers_cost_one_request():
+    model = ScriptedModel([OK, OK])
+    await Judge(model, ModelConfig(), "hdfs").judge_many([session("a", ["x"]), session("b", ["y", "z"])])
+    assert len(model.calls) == 1
