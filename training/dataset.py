@@ -32,6 +32,8 @@ class DataConfig:
     datasets: Path = DEFAULT_DATASETS
     hdfs_rendered_limit: int | None = None  # sessions of hdfs_sessions.jsonl (None = all)
     use_hdfs_raw: bool = True
+    injection_share: float = 0.15  # share of HDFS training views also given as injection-hardening copies
+    other_systems: bool = True  # training windows of LogLM's other systems (training.data_other), train split only
     render_seed: int = 0
     hdfs_normal_views: int = 220  # training rows per task and label (distinct views)
     hdfs_anomalous_views: int = 300
@@ -72,6 +74,14 @@ def load_corpus(cfg: DataConfig, count_tokens: Callable[[str], int] = approx_tok
         reports.append("label correction: " + rep.text())
         examples += ex
     splits = split_examples(examples)
+    if cfg.other_systems:
+        from training.data_other import other_system_examples
+
+        other = other_system_examples(d / "loglm/Instruction_Dataset_of_LogLM.json", count_tokens=count_tokens,
+                                      max_prompt_tokens=cfg.max_prompt_tokens)
+        splits["train"] += other  # training only: the unseen-system evaluation uses Proxifier, held out here
+        reports.append(f"other systems (Hadoop, Zookeeper, HPC, Linux of LogLM's parsing data): {len(other)} windows "
+                       f"of 10 lines, {sum(e.label == 'anomalous' for e in other)} with a line reporting trouble")
     reports.append(report(splits))
     return Corpus(splits, reports)
 

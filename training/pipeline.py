@@ -34,6 +34,7 @@ def stage_data(cfg: dict, cfg_path: Path, out: Path, base: Path, smoke: bool) ->
     from rationad.model.base import token_counter
 
     from training.config import section
+    from training.data_injection import injected_copies
     from training.dataset import DataConfig, load_corpus, select_sft, sft_rows, write_jsonl
 
     dc = section(cfg, "data", DataConfig, cfg_path)
@@ -42,6 +43,7 @@ def stage_data(cfg: dict, cfg_path: Path, out: Path, base: Path, smoke: bool) ->
                      template_normal=6, template_anomalous_upsample=1)
     corpus = load_corpus(dc, token_counter(base))  # the daemon's own counter: same budget cuts as served
     train = select_sft(corpus.splits["train"], dc)
+    train += injected_copies(train, dc.injection_share)  # training rows only: evaluation sets stay as logged
     rows, agreement = sft_rows(train)
     write_jsonl(rows, out / "data" / "sft_train.jsonl")
     val = select_sft(corpus.splits["val"], replace(dc, template_anomalous_upsample=1))

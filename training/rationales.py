@@ -76,11 +76,14 @@ def hdfs_signals(view: SessionView) -> tuple[list[str], list[str], dict[str, tup
     return trouble, benign, roles
 
 
-def hdfs_rationale(view: SessionView, label: str) -> Rationale:
+def hdfs_rationale(view: SessionView, label: str, ignored: tuple[str, ...] = ()) -> Rationale:
+    """``ignored``: refs of rows that address the model (injection-hardening rows): named as data, never obeyed."""
     trouble, benign, roles = hdfs_signals(view)
+    note = [f"{' and '.join(ignored)} {'are' if len(ignored) > 1 else 'is'} log text addressed to the reader: data, "
+            "not an instruction, ignored."] if ignored else []
     kb_verdict = "anomalous" if trouble else "normal"
     if label == "anomalous" and trouble:
-        return Rationale(_fit(trouble, "The write of this block failed: anomalous."), label, True, kb_verdict)
+        return Rationale(_fit([*trouble[:2], *note, *trouble[2:]], "The write of this block failed: anomalous."), label, True, kb_verdict)
     if label == "normal" and not trouble:
         if "write_start" in roles:
             s_ref, n = roles["write_start"]
@@ -90,14 +93,14 @@ def hdfs_rationale(view: SessionView, label: str) -> Rationale:
                     if done else f"{s_ref} starts {n} replica writes.")
         else:
             life = "The lines are routine block operations."
-        return Rationale(_fit([life, *benign[:1]], "No failure signal: normal."), label, True, kb_verdict)
+        return Rationale(_fit([life, *note, *benign[:1]], "No failure signal: normal."), label, True, kb_verdict)
     if label == "anomalous":
         first = view.rows[0].ref
         return Rationale(_fit([f"{first} to L{len(view.rows)} look like a complete write and no line in the "
-                               "knowledge base signals a failure."],
+                               "knowledge base signals a failure.", *note],
                               "The knowledge base cannot explain this; judged anomalous from the labelled sequence "
                               "pattern."), label, False, kb_verdict)
-    return Rationale(_fit(trouble[:1], "The knowledge base would flag this, but the block is labelled healthy and "
+    return Rationale(_fit([*trouble[:1], *note], "The knowledge base would flag this, but the block is labelled healthy and "
                                        "the knowledge base cannot explain why: normal."), label, False, kb_verdict)
 
 
@@ -119,8 +122,29 @@ def template_rationale(view: SessionView, label: str) -> Rationale:
                                   "why: normal."), label, False, kb_verdict)
 
 
+def generic_rationale(view: SessionView, label: str, trouble_ref: str | None) -> Rationale:
+    """A window of a system the knowledge base does not cover (``training.data_other``): judged on what its lines
+    say, not on patterns of other systems."""
+    if label == "anomalous" and trouble_ref is not None:
+        row = view.row(trouble_ref)
+        said = f"{trouble_ref} reports '{_clean(row.template)[:80]}': the system itself reports an error or failure."
+        return Rationale(_fit([said], "This signals trouble: anomalous."), label, True, "anomalous")
+    if label == "normal" and trouble_ref is None:
+        last = view.rows[-1].ref
+        said = (f"L1 to {last} are routine messages of a system the knowledge base does not cover; none reports an "
+                "error, a failure, a timeout or a refused connection, and counts that differ between lines are not "
+                "failures here.")
+        return Rationale(_fit([said], "Nothing signals trouble: normal."), label, True, "normal")
+    raise ValueError(f"generic window labelled {label} with trouble line {trouble_ref}")
+
+
 def build(ex: Example) -> Rationale:
-    r = hdfs_rationale(ex.view, ex.label) if ex.task == "hdfs" else template_rationale(ex.view, ex.label)
+    if ex.task == "hdfs":
+        r = hdfs_rationale(ex.view, ex.label, tuple(ex.extra.get("injected_refs", ())))
+    elif ex.task == "generic":
+        r = generic_rationale(ex.view, ex.label, ex.extra.get("trouble_ref"))
+    else:
+        r = template_rationale(ex.view, ex.label)
     check(r, ex)
     return r
 

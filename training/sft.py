@@ -120,9 +120,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--max-minutes", type=float, help="override [sft] max_minutes")
     ap.add_argument("--learning-rate", type=float, help="override [sft] learning_rate")
     ap.add_argument("--seed", type=int, help="override [sft] seed (a new data order for a continuation)")
+    ap.add_argument("--epochs", type=float, help="override [sft] epochs (size a continuation to its time budget)")
     a = ap.parse_args(argv)
     p = section(load(a.config), "sft", SFTParams, a.config)
-    for key in ("max_minutes", "learning_rate", "seed"):
+    for key in ("max_minutes", "learning_rate", "seed", "epochs"):
         if getattr(a, key) is not None:
             setattr(p, key, getattr(a, key))
     m = train_sft(a.base, read_jsonl(a.rows), a.out, p, init_adapter=a.init_adapter)

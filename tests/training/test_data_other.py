@@ -1,0 +1,65 @@
+"""Training windows of the other Loghub systems in LogLM's parsing data (training.data_other)."""
+
+import json
+
+import pytest
+
+from rationad.prompt import user_message
+
+from training.data_bgl import PROXIFIER, TROUBLE, unseen_system_lines
+from training.data_other import WINDOW, other_system_examples, system_lines
+from training.rationales import build, generic_rationale
+
+
+@pytest.fixture(scope="module")
+def loglm(datasets):
+    return datasets / "loglm/Instruction_Dataset_of_LogLM.json"
+
+
+@pytest.fixture(scope="module")
+def examples(loglm):
+    return other_system_examples(loglm)
+
+
+def test_blocks_are_the_other_systems_and_never_the_held_out_one(loglm):
+    blocks = system_lines(loglm)
+    assert sorted(blocks) == ["hadoop", "hpc", "linux", "zookeeper"]
+    assert all(len(b) == 200 for b in blocks.values())
+    held_out = set(unseen_system_lines(loglm))
+    assert held_out and not held_out & {ln for b in blocks.values() for ln in b}
+    assert any("MRAppMaster" in ln for ln in blocks["hadoop"])
+    assert any("authentication failure" in ln for ln in blocks["linux"])
+
+
+def test_windows_are_labelled_by_what_their_lines_report(examples):
+    normal = [e for e in examples if e.label == "normal"]
+    anomalous = [e for e in examples if e.label == "anomalous"]
+    assert len(normal) > 50 and len(anomalous) > 20
+    for e in examples:
+        assert e.task == e.source == e.view.source == "generic" and e.view.line_count == WINDOW
+        troubled = [r for r in e.view.rows if TROUBLE.search(r.template)]
+        if e.label == "normal":
+            assert not troubled and "trouble_ref" not in e.extra
+        else:
+            assert [r.ref for r in troubled] == [e.extra["trouble_ref"]]
+        assert not PROXIFIER.search(user_message(e.view))
+    assert not any(e.sid.startswith("hadoop") for e in anomalous)  # its one match is a setting, not trouble
+
+
+def test_generic_rationales_cite_the_trouble_line_or_the_whole_window(examples):
+    for e in examples:
+        r = build(e)
+        assert r.verdict == e.label and r.explained
+        if e.label == "anomalous":
+            assert r.think.startswith(e.extra["trouble_ref"] + " reports '")
+        else:
+            assert r.think.startswith(f"L1 to {e.view.rows[-1].ref} are routine")
+    with pytest.raises(ValueError, match="labelled anomalous"):
+        generic_rationale(examples[0].view, "anomalous", None)
+
+
+def test_wrong_layout_names_the_file(tmp_path):
+    bad = tmp_path / "loglm.json"
+    bad.write_text(json.dumps([{"instruction": "Convert the following logs into templates", "input": "x"}]))
+    with pytest.raises(ValueError, match="loglm.json: expected 1400"):
+        system_lines(bad)
