@@ -131,7 +131,7 @@ def sft_rows(examples: list[Example]) -> tuple[list[dict], dict]:
         {"prompt": build_messages(ex.view),
          "completion": [{"role": "assistant", "content": r.completion}],
          "label": ex.label, "task": ex.task, "reference": r.think, "session": user_message(ex.view),
-         "n_refs": len(ex.view.rows)}
+         "n_refs": len(ex.view.rows), "injected": bool(ex.extra.get("injected_refs"))}
         for ex, r in zip(examples, rationales, strict=True)
     ]
     return rows, agreement_report(examples, rationales)

@@ -53,10 +53,12 @@ def train_grpo(base: Path, sft_adapter: Path, rows: list[dict], out_dir: Path, p
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
 
+    from training.config import bf16_usable
     from training.rewards import get
 
     if p.threads:
         torch.set_num_threads(p.threads)
+    bf16 = bf16_usable(p.bf16)
     tok = AutoTokenizer.from_pretrained(base)
     tok.padding_side = "left"
     # As in SFT: bf16 weights on GPUs; on CPU float32 weights with bf16 autocast (fast on AMX / avx512_bf16).
@@ -69,7 +71,7 @@ def train_grpo(base: Path, sft_adapter: Path, rows: list[dict], out_dir: Path, p
         per_device_train_batch_size=p.generations, gradient_accumulation_steps=p.prompts_per_step,
         num_generations=p.generations, max_completion_length=p.max_completion_length, temperature=p.temperature,
         beta=p.beta, reward_weights=weights, remove_unused_columns=False, logging_steps=1, save_strategy="no",
-        report_to=[], seed=p.seed, use_vllm=p.use_vllm, vllm_mode=p.vllm_mode, bf16=p.bf16,
+        report_to=[], seed=p.seed, use_vllm=p.use_vllm, vllm_mode=p.vllm_mode, bf16=bf16,
         use_cpu=not torch.cuda.is_available(), log_completions=False, disable_tqdm=False,
     )
     started = time.monotonic()

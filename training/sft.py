@@ -69,6 +69,9 @@ def train_sft(base: Path, rows: list[dict], out_dir: Path, p: SFTParams, *, init
 
     if p.threads:
         torch.set_num_threads(p.threads)
+    from training.config import bf16_usable
+
+    bf16 = bf16_usable(p.bf16)
     tok = AutoTokenizer.from_pretrained(base)
     # Weights load in bf16 on GPUs (memory); on CPU they stay float32 and bf16 is autocast only, which is what is fast.
     dtype = torch.bfloat16 if p.bf16 and torch.cuda.is_available() else torch.float32
@@ -87,7 +90,7 @@ def train_sft(base: Path, rows: list[dict], out_dir: Path, p: SFTParams, *, init
         per_device_train_batch_size=p.batch_size, gradient_accumulation_steps=p.grad_accum,
         learning_rate=p.learning_rate, lr_scheduler_type=p.lr_scheduler, warmup_steps=p.warmup_ratio,
         max_length=p.max_length, completion_only_loss=True, train_sampling_strategy="group_by_length",
-        logging_steps=p.logging_steps, save_steps=p.save_steps, save_total_limit=2, bf16=p.bf16,
+        logging_steps=p.logging_steps, save_steps=p.save_steps, save_total_limit=2, bf16=bf16,
         report_to=[], seed=p.seed, dataloader_num_workers=0, use_cpu=not torch.cuda.is_available(),
         disable_tqdm=False,
     )

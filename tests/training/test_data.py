@@ -92,3 +92,24 @@ def test_sft_selection_takes_the_most_frequent_hdfs_views_first():
     picked = select_sft(rare + common + middle + bad, cfg)
     assert {e.sid for e in picked if e.label == "normal"} == {"c0", "m0"}
     assert [e.sid for e in picked if e.label == "anomalous"] == ["a"]
+
+
+def test_bf16_only_where_the_cpu_computes_it(monkeypatch, tmp_path):
+    import torch
+
+    from training import config
+
+    assert config.bf16_usable(False) is False
+    if torch.cuda.is_available():
+        pytest.skip("GPU: bf16 follows the config")
+    cpuinfo = tmp_path / "cpuinfo"
+    real = config.Path
+
+    def fake_path(p, *a):
+        return cpuinfo if str(p) == "/proc/cpuinfo" else real(p, *a)
+
+    monkeypatch.setattr(config, "Path", fake_path)
+    cpuinfo.write_text("flags : fpu avx2 fma\n")
+    assert config.bf16_usable(True) is False
+    cpuinfo.write_text("flags : fpu avx2 avx512f avx512_bf16 amx_bf16\n")
+    assert config.bf16_usable(True) is True

@@ -1,0 +1,29 @@
+"""Continuation rows (training.focus): new kinds whole, a fixed replay sample of the rest."""
+
+import pytest
+
+from training.focus import focus_rows, kind
+
+
+def _rows():
+    rows = []
+    for i in range(30):
+        rows.append({"task": "hdfs", "label": "normal" if i % 3 else "anomalous", "session": f"h{i}", "injected": i < 4})
+        rows.append({"task": "bgl", "label": "normal", "session": f"b{i}"})
+    rows += [{"task": "generic", "label": "normal", "session": f"g{i}"} for i in range(5)]
+    return rows
+
+
+def test_new_kinds_whole_and_replay_per_task_and_label():
+    rows = _rows()
+    out = focus_rows(rows, {"generic", "injected"}, replay=3)
+    kinds = [(kind(r), r["label"]) for r in out]
+    assert kinds.count(("generic", "normal")) == 5
+    assert sum(k == "injected" for k, _ in kinds) == 4
+    assert kinds.count(("hdfs", "normal")) == kinds.count(("hdfs", "anomalous")) == kinds.count(("bgl", "normal")) == 3
+    assert focus_rows(list(reversed(rows)), {"generic", "injected"}, replay=3) == out  # order-independent
+
+
+def test_unknown_kind_is_an_error_naming_the_kinds():
+    with pytest.raises(ValueError, match=r"no rows of kind \['spirit'\]"):
+        focus_rows(_rows(), {"spirit"}, replay=1)
