@@ -59,6 +59,15 @@ def _time_guard(max_minutes: float):
     return TimeGuard()
 
 
+def _lineage(init_adapter: Path | None) -> dict | None:
+    """What a continuation started from: the adapter folder and, for a released one, its manifest's identity."""
+    if init_adapter is None:
+        return None
+    manifest = init_adapter / "manifest.json"
+    m = json.loads(manifest.read_text()) if manifest.is_file() else {}
+    return {"adapter": str(init_adapter), **{k: m[k] for k in ("name", "version", "adapter_sha256") if k in m}}
+
+
 def train_sft(base: Path, rows: list[dict], out_dir: Path, p: SFTParams, *, init_adapter: Path | None = None) -> dict:
     """Train; saves the adapter and tokenizer in ``out_dir/adapter``; returns metrics (loss, steps, seconds)."""
     import torch
@@ -105,7 +114,7 @@ def train_sft(base: Path, rows: list[dict], out_dir: Path, p: SFTParams, *, init
     tok.save_pretrained(adapter_dir)
     metrics = {"train_loss": result.training_loss, "steps": trainer.state.global_step, "seconds": round(seconds, 1),
                "examples": len(rows), "stopped_early": guard.stopped_early, "params": asdict(p),
-               "log": trainer.state.log_history}
+               "bf16_used": bf16, "continued_from": _lineage(init_adapter), "log": trainer.state.log_history}
     (out_dir / "sft_metrics.json").write_text(json.dumps(metrics, indent=1, default=str))
     return metrics
 
