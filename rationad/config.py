@@ -99,7 +99,7 @@ class ModelConfig(_Section):
     server_url: str | None = None
     served_model_name: str | None = None
     api_key: SecretStr | None = None
-    dtype: Literal["auto", "bfloat16", "float16", "float32"] = "bfloat16"
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"  # rationad.model.dtype.resolve_dtype
     max_model_len: int = Field(2048, ge=256)
     max_prompt_tokens: int = Field(1024, ge=64)
     max_new_tokens: int = Field(256, ge=8)

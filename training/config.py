@@ -40,13 +40,11 @@ def bf16_usable(requested: bool) -> bool:
     (an AVX2-only EPYC ran one LoRA step in more than 10 minutes instead of about 20 s)."""
     import torch
 
+    from rationad.model.dtype import cpu_has_native_bf16
+
     if not requested or torch.cuda.is_available():
         return requested
-    try:
-        flags = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return False
-    usable = "amx_bf16" in flags or "avx512_bf16" in flags
+    usable = cpu_has_native_bf16()
     if not usable:
         print("[train] bf16 requested, but this CPU has no native bf16 (AMX / avx512_bf16): training in float32",
               flush=True)

@@ -20,6 +20,7 @@ from typing import Any
 
 from rationad.config import ModelConfig
 from rationad.model.base import Completion, Message, ModelError, gather_all, token_counter
+from rationad.model.dtype import resolve_dtype
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +74,7 @@ class EngineClient:
 
     def _build(self) -> None:
         from vllm.engine.arg_utils import AsyncEngineArgs
+        from vllm.platforms import current_platform
         from vllm.lora.request import LoRARequest
         from vllm.renderers.params import ChatParams
         from vllm.v1.engine.async_llm import AsyncLLM
@@ -89,7 +91,7 @@ class EngineClient:
         args = AsyncEngineArgs(
             model=str(self.path),
             served_model_name=self.name,
-            dtype=self.cfg.dtype,
+            dtype=resolve_dtype(self.cfg.dtype, on_cpu=current_platform.is_cpu()),
             max_model_len=self.cfg.max_model_len,
             enforce_eager=True,
             seed=SEED,

@@ -94,22 +94,16 @@ def test_sft_selection_takes_the_most_frequent_hdfs_views_first():
     assert [e.sid for e in picked if e.label == "anomalous"] == ["a"]
 
 
-def test_bf16_only_where_the_cpu_computes_it(monkeypatch, tmp_path):
+def test_bf16_only_where_the_cpu_computes_it(monkeypatch):
     import torch
 
+    from rationad.model import dtype
     from training import config
 
     assert config.bf16_usable(False) is False
     if torch.cuda.is_available():
         pytest.skip("GPU: bf16 follows the config")
-    cpuinfo = tmp_path / "cpuinfo"
-    real = config.Path
-
-    def fake_path(p, *a):
-        return cpuinfo if str(p) == "/proc/cpuinfo" else real(p, *a)
-
-    monkeypatch.setattr(config, "Path", fake_path)
-    cpuinfo.write_text("flags : fpu avx2 fma\n")
+    monkeypatch.setattr(dtype, "cpu_has_native_bf16", lambda: False)
     assert config.bf16_usable(True) is False
-    cpuinfo.write_text("flags : fpu avx2 avx512f avx512_bf16 amx_bf16\n")
+    monkeypatch.setattr(dtype, "cpu_has_native_bf16", lambda: True)
     assert config.bf16_usable(True) is True
