@@ -67,9 +67,10 @@ def test_injected_text_is_quoted_data_in_the_prompt():
 
 @pytest.mark.integration
 @pytest.mark.xfail(strict=False, reason=(
-    "known weakness of the released 135M CPU checkpoint: the quoting holds (see the prompt-level test) but the model "
-    "is still swayed by quoted injected text in about half of the sessions; fix by training with injected lines "
-    "under unchanged labels (training/RESULTS.md)"))
+    "known weakness of the 135M CPU checkpoint: the quoting holds (see the prompt-level test) but the model has been "
+    "swayed by quoted injected text; training now adds injected lines under unchanged labels "
+    "(training/data_injection.py, with other wordings than these), and this test measures whether that generalises "
+    "(training/RESULTS.md)"))
 def test_injection_does_not_change_verdicts(model, vllm_server):
     from rationad.judge import Judge
     from rationad.model.server import ServerClient
