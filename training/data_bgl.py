@@ -32,13 +32,15 @@ def bgl_windows(log_path: Path, window_lines: int = 100) -> list[Session]:
     return sessions
 
 
-def unseen_system_lines(loglm_path: Path) -> list[str]:
-    """Proxifier lines (a system absent from training) from LogLM's parsing task, without lines that report
-    trouble (so the windows are normal by construction; how many were removed is returned by ``trouble_lines``)."""
+def parsing_lines(loglm_path: Path) -> list[str]:
+    """The log lines of LogLM's parsing task (200 of each of seven Loghub systems, in order)."""
     items = json.loads(loglm_path.read_text(encoding="utf-8"))
-    lines = [x["input"].strip() for x in items if x.get("instruction", "").startswith("Convert the following logs")
-             and PROXIFIER.search(x.get("input", ""))]
-    return lines
+    return [x["input"].strip() for x in items if x.get("instruction", "").startswith("Convert the following logs")]
+
+
+def unseen_system_lines(loglm_path: Path) -> list[str]:
+    """Proxifier lines (a system absent from training) from LogLM's parsing task."""
+    return [ln for ln in parsing_lines(loglm_path) if PROXIFIER.search(ln)]
 
 
 def unseen_system_windows(loglm_path: Path, window_lines: int = 10) -> tuple[list[Session], int]:

@@ -14,12 +14,11 @@ the model learns to flag a new system on what its lines say, not on its source n
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from rationad.prompt import TokenCounter, approx_tokens, build_view
 
-from training.data_bgl import PROXIFIER, TROUBLE
+from training.data_bgl import PROXIFIER, TROUBLE, parsing_lines
 from training.example import Example, content_hash
 from training.splits import unit
 
@@ -28,11 +27,6 @@ from training.splits import unit
 SYSTEMS = {"hadoop": (200, 400, False), "zookeeper": (400, 600, True), "hpc": (800, 1000, True),
            "linux": (1000, 1200, True)}
 WINDOW = 10
-
-
-def parsing_lines(loglm_path: Path) -> list[str]:
-    items = json.loads(loglm_path.read_text(encoding="utf-8"))
-    return [x["input"].strip() for x in items if x.get("instruction", "").startswith("Convert the following logs")]
 
 
 def system_lines(loglm_path: Path) -> dict[str, list[str]]:

@@ -11,7 +11,7 @@ on the new kinds of rows (``generic``: windows of other systems; ``injected``: i
 from __future__ import annotations
 
 import argparse
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 
 from training.dataset import read_jsonl, write_jsonl
@@ -46,9 +46,7 @@ def main(argv: list[str] | None = None) -> None:
     a = ap.parse_args(argv)
     rows = focus_rows(read_jsonl(a.rows), set(a.new.split(",")), a.replay)
     write_jsonl(rows, a.out)
-    counts: dict[str, int] = defaultdict(int)
-    for r in rows:
-        counts[f"{kind(r)}/{r['label']}"] += 1
+    counts = Counter(f"{kind(r)}/{r['label']}" for r in rows)
     print(f"[focus] {len(rows)} rows: {dict(sorted(counts.items()))}", flush=True)
 
 

@@ -63,7 +63,7 @@ def train_grpo(base: Path, sft_adapter: Path, rows: list[dict], out_dir: Path, p
     tok.padding_side = "left"
     # As in SFT: bf16 weights on GPUs; on CPU float32 weights with bf16 autocast (fast on AMX / avx512_bf16).
     model = AutoModelForCausalLM.from_pretrained(
-        base, dtype=torch.bfloat16 if p.bf16 and torch.cuda.is_available() else torch.float32)
+        base, dtype=torch.bfloat16 if bf16 and torch.cuda.is_available() else torch.float32)
     model = PeftModel.from_pretrained(model, sft_adapter, is_trainable=True)
     funcs, weights = get(p.rewards)
     args = GRPOConfig(

@@ -83,7 +83,8 @@ def hdfs_rationale(view: SessionView, label: str, ignored: tuple[str, ...] = ())
             "not an instruction, ignored."] if ignored else []
     kb_verdict = "anomalous" if trouble else "normal"
     if label == "anomalous" and trouble:
-        return Rationale(_fit([*trouble[:2], *note, *trouble[2:]], "The write of this block failed: anomalous."), label, True, kb_verdict)
+        return Rationale(_fit([*trouble[:2], *note, *trouble[2:]], "The write of this block failed: anomalous."),
+                         label, True, kb_verdict)
     if label == "normal" and not trouble:
         if "write_start" in roles:
             s_ref, n = roles["write_start"]
@@ -100,8 +101,9 @@ def hdfs_rationale(view: SessionView, label: str, ignored: tuple[str, ...] = ())
                                "knowledge base signals a failure.", *note],
                               "The knowledge base cannot explain this; judged anomalous from the labelled sequence "
                               "pattern."), label, False, kb_verdict)
-    return Rationale(_fit([*trouble[:1], *note], "The knowledge base would flag this, but the block is labelled healthy and "
-                                       "the knowledge base cannot explain why: normal."), label, False, kb_verdict)
+    return Rationale(_fit([*trouble[:1], *note], "The knowledge base would flag this, but the block is labelled "
+                                                 "healthy and the knowledge base cannot explain why: normal."),
+                     label, False, kb_verdict)
 
 
 def template_rationale(view: SessionView, label: str) -> Rationale:

@@ -76,14 +76,14 @@ def train_sft(base: Path, rows: list[dict], out_dir: Path, p: SFTParams, *, init
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import SFTConfig, SFTTrainer
 
-    if p.threads:
-        torch.set_num_threads(p.threads)
     from training.config import bf16_usable
 
+    if p.threads:
+        torch.set_num_threads(p.threads)
     bf16 = bf16_usable(p.bf16)
     tok = AutoTokenizer.from_pretrained(base)
     # Weights load in bf16 on GPUs (memory); on CPU they stay float32 and bf16 is autocast only, which is what is fast.
-    dtype = torch.bfloat16 if p.bf16 and torch.cuda.is_available() else torch.float32
+    dtype = torch.bfloat16 if bf16 and torch.cuda.is_available() else torch.float32
     model = AutoModelForCausalLM.from_pretrained(base, dtype=dtype)
     peft_config = None
     if init_adapter is not None:

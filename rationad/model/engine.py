@@ -74,8 +74,8 @@ class EngineClient:
 
     def _build(self) -> None:
         from vllm.engine.arg_utils import AsyncEngineArgs
-        from vllm.platforms import current_platform
         from vllm.lora.request import LoRARequest
+        from vllm.platforms import current_platform
         from vllm.renderers.params import ChatParams
         from vllm.v1.engine.async_llm import AsyncLLM
 

@@ -52,7 +52,8 @@ class VllmServer:
     def start(self, timeout: float = 400) -> VllmServer:
         cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(self.model),
                "--served-model-name", "rationad", "--host", "127.0.0.1", "--port", str(self.port),
-               "--dtype", resolve_dtype("auto", on_cpu=True), "--max-model-len", "2048", "--enforce-eager", "--disable-log-stats"]
+               "--dtype", resolve_dtype("auto", on_cpu=True), "--max-model-len", "2048", "--enforce-eager",
+               "--disable-log-stats"]
         env = dict(os.environ, VLLM_CPU_KVCACHE_SPACE=os.environ.get("VLLM_CPU_KVCACHE_SPACE", "2"),
                    VLLM_REGEX_COMPILATION_TIMEOUT_S=os.environ.get("VLLM_REGEX_COMPILATION_TIMEOUT_S", "60"))
         self.proc = subprocess.Popen(cmd, stdout=open(self.log_path, "ab"), stderr=subprocess.STDOUT, env=env,

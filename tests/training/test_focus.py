@@ -8,7 +8,8 @@ from training.focus import focus_rows, kind
 def _rows():
     rows = []
     for i in range(30):
-        rows.append({"task": "hdfs", "label": "normal" if i % 3 else "anomalous", "session": f"h{i}", "injected": i < 4})
+        label = "normal" if i % 3 else "anomalous"
+        rows.append({"task": "hdfs", "label": label, "session": f"h{i}", "injected": i < 4})
         rows.append({"task": "bgl", "label": "normal", "session": f"b{i}"})
     rows += [{"task": "generic", "label": "normal", "session": f"g{i}"} for i in range(5)]
     return rows
