@@ -2,7 +2,7 @@
 
 vLLM's own ``auto`` takes the checkpoint's dtype (bfloat16 for SmolLM2). On a CPU without AMX or avx512_bf16 (an
 AVX2-only EPYC, for one) bfloat16 matmuls are emulated: 16 judgements took 104 s in bfloat16 and 33 s in float32
-there. GPUs keep vLLM's ``auto``.
+there (``bench/dtype.py``). GPUs keep vLLM's ``auto``.
 """
 
 from __future__ import annotations
