@@ -219,9 +219,13 @@ def kb_baseline(sets: list[EvalSet]) -> dict[str, Any]:
 MODEL_NAMES = {"sft": "SFT", "grpo": "SFT+GRPO", "kb": "KB rules (no model)"}
 
 
+MIN_ANOMALIES = 10  # validation sets with fewer anomalous items are too small to choose by (F1 is noise there)
+
+
 def f1_of(res: dict[str, Any]) -> float:
-    """The selection score on validation: mean F1 over the sets with labels of both kinds."""
-    f = [s["f1"] for s in res["sets"].values() if s["tp"] + s["fn"] > 0]
+    """The selection score on validation: mean F1 over the sets with at least ``MIN_ANOMALIES`` anomalous items
+    (the validation split has only 4 anomalous BGL and 7 Spirit templates: one of them moves their F1 by 0.2-0.5)."""
+    f = [s["f1"] for s in res["sets"].values() if s["tp"] + s["fn"] >= MIN_ANOMALIES]
     return sum(f) / len(f) if f else 0.0
 
 

@@ -4,7 +4,8 @@ metrics). The daemon's setup merges it into its base (``training.merge_adapter``
 its events.
 
 The released adapter is whichever of SFT / SFT+GRPO scored better on the validation split (``evaluate`` writes
-``choice.json``); without it, the SFT adapter.
+``choice.json``); without it, the SFT adapter. A real run exports only past the release gate (``training.gate``):
+the candidate must score at least as well as the adapter already released, on the same validation subset.
 """
 
 from __future__ import annotations
@@ -46,8 +47,12 @@ def export(adapter: Path, dest: Path, manifest: dict[str, Any]) -> Path:
     return dest
 
 
-def run_stage(cfg: dict, cfg_path: Path, out: Path, base: Path, smoke: bool) -> Path:
+def run_stage(cfg: dict, cfg_path: Path, out: Path, base: Path, smoke: bool, *, force: bool = False) -> Path:
     from rationad.prompt import PROMPT_VERSION
+
+    from training.gate import check_export
+
+    gate = check_export(out, smoke, force)
 
     choice_file = out / "eval" / "choice.json"
     choice = json.loads(choice_file.read_text()) if choice_file.is_file() else {"released": "sft"}
@@ -64,6 +69,7 @@ def run_stage(cfg: dict, cfg_path: Path, out: Path, base: Path, smoke: bool) -> 
     manifest = {
         "name": cfg.get("name", "rationad-lora"), "version": cfg.get("version", "0.0.0") + ("-smoke" if smoke else ""),
         "released_stage": "sft+grpo" if stage == "grpo" else "sft", "choice": choice,
+        "gate": {k: gate[k] for k in ("passed", "reason")} | {"forced": force} if gate else None,
         "base": base_identity(base), "prompt_version": PROMPT_VERSION, "data_hash": data["data_hash"],
         "data": {k: v for k, v in data.items() if k != "data_hash"},
         "training_config": {k: cfg.get(k) for k in ("data", "sft", "grpo", "eval")}, "config_file": str(cfg_path),

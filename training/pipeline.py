@@ -1,4 +1,4 @@
-"""One command for the whole chain: prepare base -> data -> SFT -> GRPO -> evaluate -> export.
+"""One command for the whole chain: prepare base -> data -> SFT -> GRPO -> evaluate -> release gate -> export.
 
     python -m training.pipeline --config training/configs/cpu.toml [--smoke] [--stages data,sft,...]
 
@@ -16,7 +16,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-STAGES = ("prepare", "data", "sft", "grpo", "evaluate", "export")
+STAGES = ("prepare", "data", "sft", "grpo", "evaluate", "gate", "export")
 
 
 def prepare_base(cfg: dict) -> Path:
@@ -69,6 +69,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--smoke", action="store_true", help="a few steps on a slice of the data")
     ap.add_argument("--stages", default=",".join(STAGES), help=f"comma-separated subset of {STAGES}")
     ap.add_argument("--out", type=Path, help="override the config's work folder")
+    ap.add_argument("--force-release", action="store_true",
+                    help="export even if the candidate failed the release gate (or the gate did not run)")
     a = ap.parse_args(argv)
     cfg = load(a.config)
     out = a.out or Path(cfg.get("out", "build/training")) / ("smoke" if a.smoke else "")
@@ -105,10 +107,14 @@ def main(argv: list[str] | None = None) -> None:
             from training.evaluate import run_stage as eval_stage
 
             eval_stage(cfg, a.config, out, base, a.smoke)
+        elif stage == "gate":
+            from training.gate import run_stage as gate_stage
+
+            gate_stage(cfg, a.config, out, base, a.smoke)
         elif stage == "export":
             from training.export import run_stage as export_stage
 
-            export_stage(cfg, a.config, out, base, a.smoke)
+            export_stage(cfg, a.config, out, base, a.smoke, force=a.force_release)
         print(f"[{stage}] done in {time.monotonic() - t0:.0f} s", flush=True)
 
 

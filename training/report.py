@@ -20,7 +20,7 @@ def write_results(out: Path, dest: Path, config_path: str, notes: str = "") -> P
     ev = _load(out / "eval/metrics.json") or {}
     lines = ["# rationad training results", "",
              f"Produced by `python -m training.pipeline --config {config_path}` (stages prepare -> data -> SFT -> GRPO "
-             "-> evaluate -> export). Evaluation runs through the daemon's serving path "
+             "-> evaluate -> gate -> export). Evaluation runs through the daemon's serving path "
              "(`rationad.replay.judge_sessions`, vLLM engine client, constrained output, greedy) on the merged model.",
              ""]
     if ev.get("test"):
@@ -33,12 +33,15 @@ def write_results(out: Path, dest: Path, config_path: str, notes: str = "") -> P
         c = ev["choice"]
         lines += ["## Released model", "",
                   f"Released: **{'SFT+GRPO' if c['released'] == 'grpo' else 'SFT only'}**, the better mean F1 on the "
-                  f"validation subset: {json.dumps(c['validation_mean_f1'])}.", ""]
+                  f"validation sets with at least 10 anomalous items: {json.dumps(c['validation_mean_f1'])}.", ""]
         for m, v in (ev.get("val") or {}).items():
             for name, s in v["sets"].items():
                 lines.append(f"- validation, {'SFT' if m == 'sft' else 'SFT+GRPO'}, {name}: P {s['precision']:.3f} "
                              f"R {s['recall']:.3f} F1 {s['f1']:.3f} ({s['labelled']} items)")
         lines.append("")
+    gate = _load(out / "eval/gate.json")
+    if gate:
+        lines += [f"Release gate (`training/gate.py`): {'passed' if gate['passed'] else 'failed'}: {gate['reason']}.", ""]
     lines += ["## Training", ""]
     if sft:
         p = sft.get("params", {})

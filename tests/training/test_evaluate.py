@@ -5,6 +5,8 @@ The real serving path (vLLM engine) is exercised by the slow integration smoke t
 import asyncio
 import json
 
+import pytest
+
 from rationad.config import ModelConfig
 from rationad.model.base import Completion
 from rationad.prompt import build_view
@@ -71,3 +73,13 @@ def test_kb_baseline_scores_the_same_sets():
     s = kb_baseline([es])["sets"][es.name]
     # "a" has one receive start and no completion: a sequence signal, so the rules flag it too
     assert (s["tp"], s["fn"], s["fp"]) == (3, 0, 0)
+
+
+def test_release_choice_ignores_validation_sets_too_small_to_measure():
+    from training.evaluate import MIN_ANOMALIES, f1_of
+
+    res = {"sets": {"hdfs": {"f1": 0.8, "tp": 900, "fn": 300}, "bgl": {"f1": 0.0, "tp": 0, "fn": 2},
+                    "spirit": {"f1": 1.0, "tp": MIN_ANOMALIES - 1, "fn": 0}}}
+    assert f1_of(res) == 0.8
+    res["sets"]["spirit"]["tp"] = MIN_ANOMALIES
+    assert f1_of(res) == pytest.approx(0.9)

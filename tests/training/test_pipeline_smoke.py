@@ -32,13 +32,21 @@ def test_data_sft_grpo_export_smoke(tmp_path, datasets):
 
 @pytest.mark.slow
 @pytest.mark.integration
-def test_evaluate_and_merge_smoke(tmp_path, datasets):
-    """Evaluation goes through the daemon's vLLM serving path on the merged model (starts a vLLM engine)."""
+def test_evaluate_gate_and_merge_smoke(tmp_path, datasets):
+    """Evaluation and the release gate go through the daemon's vLLM serving path on merged models (vLLM engines)."""
     out = tmp_path / "run"
     r = _run(["--config", "training/configs/cpu.toml", "--smoke", "--out", str(out),
-              "--stages", "data,sft,evaluate"], timeout=1200)
+              "--stages", "data,sft,evaluate,gate"], timeout=1500)
     assert r.returncode == 0, r.stderr[-3000:]
     metrics = json.loads((out / "eval/metrics.json").read_text())
     sets = metrics["test"]["sft"]["sets"]
     assert sets and all(0.0 <= s["format_valid_rate"] <= 1.0 for s in sets.values())
     assert (out / "eval/pr_curve.png").stat().st_size > 1000
+    gate = json.loads((out / "eval/gate.json").read_text())
+    released = json.loads((ROOT / "models/rationad-smollm2-135m-lora/manifest.json").read_text())
+    assert gate["scores"]["released"]["version"] == released["version"]
+    assert set(gate["scores"]) == {"candidate", "released"} and isinstance(gate["passed"], bool)
+    cand, rel = gate["scores"]["candidate"]["sets"], gate["scores"]["released"]["sets"]
+    assert all(cand[k]["tp"] + cand[k]["fn"] >= 10 for k in gate["gating_sets"])
+    assert gate["passed"] == (bool(gate["gating_sets"]) and all(cand[k]["f1"] >= rel[k]["f1"]
+                                                                for k in gate["gating_sets"]))

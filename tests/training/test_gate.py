@@ -1,0 +1,70 @@
+"""Release gate: the decision and what export does with it (pure logic; the stage itself runs vLLM)."""
+
+import json
+
+import pytest
+
+from training.gate import GateError, check_export, decide
+
+
+def _set(f1, anomalies):
+    return {"f1": f1, "tp": anomalies // 2, "fn": anomalies - anomalies // 2}
+
+
+def test_no_release_yet_passes():
+    assert decide({"hdfs": _set(0.1, 50)}, None)["passed"]
+
+
+@pytest.mark.parametrize(("candidate", "released", "passed"), [(0.80, 0.77, True), (0.77, 0.77, True),
+                                                               (0.74, 0.77, False)])
+def test_a_measurable_set_must_not_regress(candidate, released, passed):
+    d = decide({"hdfs": _set(candidate, 1191)}, {"hdfs": _set(released, 1191)})
+    assert d["passed"] is passed and d["gating_sets"] == ["hdfs"]
+    assert f"{candidate:.4f}" in d["reason"] and f"{released:.4f}" in d["reason"]
+
+
+def test_small_sets_are_reported_but_do_not_outvote_a_regression():
+    # the 0.1.2 candidate: better mean F1 thanks to 1 of 2 BGL and 4 of 5 Spirit anomalies, worse on HDFS
+    cand = {"hdfs": _set(0.7437, 1191), "bgl": _set(0.6667, 2), "spirit": _set(0.7273, 5)}
+    rel = {"hdfs": _set(0.7684, 1191), "bgl": _set(0.3636, 2), "spirit": _set(0.3571, 5)}
+    d = decide(cand, rel)
+    assert not d["passed"] and d["gating_sets"] == ["hdfs"]
+    assert "regressed on hdfs" in d["reason"] and "not gating (under 10 anomalous items): bgl, spirit" in d["reason"]
+
+
+def test_every_gating_set_counts_and_margin_tolerates():
+    cand = {"a": _set(0.9, 20), "b": _set(0.59, 20)}
+    rel = {"a": _set(0.8, 20), "b": _set(0.6, 20)}
+    assert not decide(cand, rel)["passed"]
+    assert decide(cand, rel, margin=0.02)["passed"]
+
+
+def test_nothing_measurable_does_not_pass():
+    d = decide({"bgl": _set(1.0, 2)}, {"bgl": _set(0.0, 2)})
+    assert not d["passed"] and "nothing to decide on" in d["reason"]
+
+
+def _write_gate(out, passed):
+    (out / "eval").mkdir(parents=True, exist_ok=True)
+    gate = {**decide({"h": _set(0.5 if passed else 0.4, 20)}, {"h": _set(0.45, 20)}), "scores": {}}
+    (out / "eval" / "gate.json").write_text(json.dumps(gate))
+    return gate
+
+
+def test_export_without_a_gate_names_the_missing_file(tmp_path):
+    with pytest.raises(GateError, match="gate.json missing"):
+        check_export(tmp_path, smoke=False, force=False)
+
+
+def test_export_refuses_a_failed_gate_with_its_reason(tmp_path):
+    _write_gate(tmp_path, passed=False)
+    with pytest.raises(GateError, match=r"regressed on h \(h: F1 0\.4000 vs released 0\.4500\)"):
+        check_export(tmp_path, smoke=False, force=False)
+
+
+def test_force_and_passed_and_smoke_export(tmp_path):
+    gate = _write_gate(tmp_path, passed=False)
+    assert check_export(tmp_path, smoke=False, force=True) == gate
+    assert check_export(tmp_path, smoke=True, force=False) is None
+    _write_gate(tmp_path, passed=True)
+    assert check_export(tmp_path, smoke=False, force=False)["passed"]

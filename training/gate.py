@@ -1,0 +1,105 @@
+"""Release gate: a candidate replaces the released adapter only if it does not regress on validation.
+
+The ``evaluate`` stage picks the candidate (SFT or SFT+GRPO); this stage judges that candidate and the adapter now
+released in ``models/<name>/`` on the same validation subset, through the same serving path, on this machine (so
+dtype and CPU are the same for both), and writes ``eval/gate.json``. The rule is "no regression on any validation set
+large enough to measure", not a mean F1: the validation split holds only 4 anomalous BGL and 7 Spirit templates, so
+one template more or less moves a mean by 0.1-0.3 (a candidate worse on every test set passed a mean-F1 gate 0.71 to
+0.50 on that noise; training/RESULTS.md). ``export`` reads it and refuses to replace the
+released adapter with a candidate that scores lower, unless told to (``--force-release``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+from training.evaluate import MIN_ANOMALIES  # smaller validation sets are reported but do not gate
+
+
+class GateError(SystemExit):
+    """The export would replace the released adapter with a worse (or unchecked) one."""
+
+
+def decide(candidate: dict[str, dict], released: dict[str, dict] | None, *, margin: float = 0.0,
+           min_anomalies: int = MIN_ANOMALIES) -> dict[str, Any]:
+    """Pass when there is no release yet, or when on every validation set with at least ``min_anomalies``
+    anomalous items the candidate's F1 is at least the released adapter's (minus ``margin``): no set may regress.
+    Sets are ``{name: {"f1", "tp", "fn"}}``; ties go to the candidate, which was trained on newer data."""
+    if released is None:
+        return {"passed": True, "reason": "no released adapter to compare with", "gating_sets": []}
+    gating = [k for k, v in candidate.items() if k in released and v["tp"] + v["fn"] >= min_anomalies]
+    if not gating:
+        return {"passed": False, "gating_sets": [],
+                "reason": f"no validation set has {min_anomalies} anomalous items: nothing to decide on"}
+    worse = [k for k in gating if candidate[k]["f1"] < released[k]["f1"] - margin]
+    small = sorted(set(candidate) - set(gating))
+    detail = "; ".join(f"{k}: F1 {candidate[k]['f1']:.4f} vs released {released[k]['f1']:.4f}" for k in gating)
+    reason = (f"regressed on {', '.join(worse)} ({detail})" if worse else f"no regression ({detail})")
+    if small:
+        reason += f"; not gating (under {min_anomalies} anomalous items): {', '.join(small)}"
+    return {"passed": not worse, "reason": reason, "gating_sets": gating}
+
+
+def released_adapter(cfg: dict) -> Path | None:
+    path = Path("models") / cfg.get("name", "rationad-lora")
+    return path if (path / "adapter_config.json").is_file() else None
+
+
+def check_export(out: Path, smoke: bool, force: bool) -> dict[str, Any] | None:
+    """What export does with the gate's verdict: raise :class:`GateError` for a failed or missing gate (real runs)."""
+    if smoke:
+        return None
+    f = out / "eval" / "gate.json"
+    gate = json.loads(f.read_text()) if f.is_file() else None
+    if force:
+        return gate
+    if gate is None:
+        raise GateError(f"export: {f} missing; run the gate stage (--stages gate,export) or pass --force-release")
+    if not gate["passed"]:
+        raise GateError(f"export: the candidate did not pass the release gate ({gate['reason']}); the released "
+                        "adapter stays. Pass --force-release to replace it anyway.")
+    return gate
+
+
+def run_stage(cfg: dict, cfg_path: Path, out: Path, base: Path, smoke: bool) -> dict[str, Any]:
+    from dataclasses import replace
+
+    from rationad.model.base import token_counter
+
+    from training.config import section
+    from training.dataset import DataConfig, load_corpus
+    from training.evaluate import EvalParams, build_sets, evaluate_model, f1_of
+    from training.merge_adapter import merged_folder
+
+    p = section(cfg, "eval", EvalParams, cfg_path)
+    dc = section(cfg, "data", DataConfig, cfg_path)
+    if smoke:
+        dc = replace(dc, hdfs_rendered_limit=400, use_hdfs_raw=False)
+        p = replace(p, val_hdfs_views=2, val_templates=2)
+    choice_file = out / "eval" / "choice.json"
+    stage = json.loads(choice_file.read_text())["released"] if choice_file.is_file() else "sft"
+    models = {"candidate": out / stage / "adapter"}
+    incumbent = released_adapter(cfg)
+    if incumbent is not None:
+        models["released"] = incumbent
+    corpus = load_corpus(replace(dc, extra={**dc.extra, "keep_sessions": True}), token_counter(base))
+    sets = build_sets(corpus, p, "val", val_mode=True, datasets=dc.datasets)
+    scores: dict[str, Any] = {}
+    for role, adapter in models.items():
+        merged = merged_folder(base, adapter, cache=out / "merged")
+        print(f"[gate] {role} ({adapter}): merged model {merged}", flush=True)
+        res = asyncio.run(evaluate_model(merged, sets, out / "eval" / "gate" / role, p.chunk))
+        scores[role] = {"adapter": str(adapter), "mean_f1": f1_of(res),
+                        "sets": {k: {m: v[m] for m in ("precision", "recall", "f1", "tp", "fp", "fn", "tn", "labelled")}
+                                 for k, v in res["sets"].items()}}
+    if incumbent is not None:
+        m = json.loads((incumbent / "manifest.json").read_text()) if (incumbent / "manifest.json").is_file() else {}
+        scores["released"]["version"] = m.get("version")
+    verdict = decide(scores["candidate"]["sets"], scores["released"]["sets"] if incumbent else None)
+    gate = {**verdict, "candidate_stage": stage, "scores": scores}
+    (out / "eval" / "gate.json").write_text(json.dumps(gate, indent=1) + "\n")
+    print(f"[gate] {'passed' if gate['passed'] else 'FAILED'}: {gate['reason']}", flush=True)
+    return gate
