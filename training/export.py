@@ -5,7 +5,7 @@ its events.
 
 The released adapter is whichever of SFT / SFT+GRPO scored better on the validation split (``evaluate`` writes
 ``choice.json``); without it, the SFT adapter. A real run exports only past the release gate (``training.gate``):
-the candidate must score at least as well as the adapter already released, on the same validation subset.
+the candidate may not score below the adapter already released on any validation set large enough to measure.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ def _load(path: Path) -> dict[str, Any] | None:
 
 
 def write_results(out: Path, dest: Path, config_path: str, notes: str = "") -> Path:
-    from training.evaluate import results_table
+    from training.evaluate import MIN_ANOMALIES, results_table
 
     data = _load(out / "data/data_report.json") or {}
     sft = _load(out / "sft/sft_metrics.json") or {}
@@ -33,7 +33,7 @@ def write_results(out: Path, dest: Path, config_path: str, notes: str = "") -> P
         c = ev["choice"]
         lines += ["## Released model", "",
                   f"Released: **{'SFT+GRPO' if c['released'] == 'grpo' else 'SFT only'}**, the better mean F1 on the "
-                  f"validation sets with at least 10 anomalous items: {json.dumps(c['validation_mean_f1'])}.", ""]
+                  f"validation sets with at least {MIN_ANOMALIES} anomalous items: {json.dumps(c['validation_mean_f1'])}.", ""]
         for m, v in (ev.get("val") or {}).items():
             for name, s in v["sets"].items():
                 lines.append(f"- validation, {'SFT' if m == 'sft' else 'SFT+GRPO'}, {name}: P {s['precision']:.3f} "
