@@ -20,7 +20,7 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -30,6 +30,9 @@ from rationad.templates import from_loghub
 
 from training.example import Example
 from training.splits import unit
+
+if TYPE_CHECKING:
+    from training.dataset import Corpus, DataConfig
 
 
 @dataclass(slots=True)
@@ -275,14 +278,15 @@ def results_table(results: dict[str, dict[str, Any]]) -> str:
     return "\n".join([head, *rows])
 
 
-def run_stage(cfg: dict, cfg_path: Path, out: Path, base: Path, smoke: bool) -> dict[str, Any]:
+def eval_inputs(cfg: dict, cfg_path: Path, base: Path, smoke: bool) -> tuple[EvalParams, DataConfig, Corpus]:
+    """(evaluation parameters, data config, corpus with its sessions) as the evaluate and gate stages both use them;
+    ``smoke``: a slice of the data and a few items per set."""
     from dataclasses import replace
 
     from rationad.model.base import token_counter
 
     from training.config import section
-    from training.dataset import DataConfig
-    from training.merge_adapter import merged_folder
+    from training.dataset import DataConfig, load_corpus
 
     p = section(cfg, "eval", EvalParams, cfg_path)
     dc = section(cfg, "data", DataConfig, cfg_path)
@@ -290,13 +294,17 @@ def run_stage(cfg: dict, cfg_path: Path, out: Path, base: Path, smoke: bool) -> 
         dc = replace(dc, hdfs_rendered_limit=400, use_hdfs_raw=False)
         p = replace(p, max_hdfs_views=3, max_unseen_views=2, max_templates=3, max_unseen_system_windows=2,
                     bgl_windows=False, val_hdfs_views=2, val_templates=2)
-    count = token_counter(base)
+    corpus = load_corpus(replace(dc, extra={**dc.extra, "keep_sessions": True}), token_counter(base))
+    return p, dc, corpus
+
+
+def run_stage(cfg: dict, cfg_path: Path, out: Path, base: Path, smoke: bool) -> dict[str, Any]:
+    from training.merge_adapter import merged_folder
+
+    p, dc, corpus = eval_inputs(cfg, cfg_path, base, smoke)
     models = [m for m in ("sft", "grpo") if (out / m / "adapter" / "adapter_config.json").is_file()]
     eval_dir = out / "eval"
     eval_dir.mkdir(parents=True, exist_ok=True)
-    from training.dataset import load_corpus
-
-    corpus = load_corpus(replace(dc, extra={**dc.extra, "keep_sessions": True}), count)
     test_sets = build_sets(corpus, p, p.split, val_mode=False, datasets=dc.datasets)
     val_sets = build_sets(corpus, p, "val", val_mode=True, datasets=dc.datasets) if len(models) > 1 else []
     results: dict[str, Any] = {"kb": kb_baseline(test_sets)}

@@ -65,27 +65,16 @@ def check_export(out: Path, smoke: bool, force: bool) -> dict[str, Any] | None:
 
 
 def run_stage(cfg: dict, cfg_path: Path, out: Path, base: Path, smoke: bool) -> dict[str, Any]:
-    from dataclasses import replace
-
-    from rationad.model.base import token_counter
-
-    from training.config import section
-    from training.dataset import DataConfig, load_corpus
-    from training.evaluate import EvalParams, build_sets, evaluate_model, f1_of
+    from training.evaluate import build_sets, eval_inputs, evaluate_model, f1_of
     from training.merge_adapter import merged_folder
 
-    p = section(cfg, "eval", EvalParams, cfg_path)
-    dc = section(cfg, "data", DataConfig, cfg_path)
-    if smoke:
-        dc = replace(dc, hdfs_rendered_limit=400, use_hdfs_raw=False)
-        p = replace(p, val_hdfs_views=2, val_templates=2)
+    p, dc, corpus = eval_inputs(cfg, cfg_path, base, smoke)
     choice_file = out / "eval" / "choice.json"
     stage = json.loads(choice_file.read_text())["released"] if choice_file.is_file() else "sft"
     models = {"candidate": out / stage / "adapter"}
     incumbent = released_adapter(cfg)
     if incumbent is not None:
         models["released"] = incumbent
-    corpus = load_corpus(replace(dc, extra={**dc.extra, "keep_sessions": True}), token_counter(base))
     sets = build_sets(corpus, p, "val", val_mode=True, datasets=dc.datasets)
     scores: dict[str, Any] = {}
     for role, adapter in models.items():

@@ -76,34 +76,74 @@ def hdfs_signals(view: SessionView) -> tuple[list[str], list[str], dict[str, tup
     return trouble, benign, roles
 
 
+# What each HDFS role is called in the walk through the rows (an error row is called by its own short name).
+_WALK_TAGS = {"write_start": "receive start", "write_done": "received", "responder_done": "acknowledged",
+              "stored": "registered", "allocate": "allocated", "replication": "re-replication",
+              "routine": "routine", "benign_exception": "benign read exception"}
+_MINOR_TAGS = ("routine", "unknown", "allocated", "re-replication")  # dropped first when the walk is too long
+
+
+def hdfs_walk(view: SessionView, ignored: tuple[str, ...] = ()) -> list[str]:
+    """One entry per row, in the prompt's order: ``L4 x3 received``, ``L6 x1 ERROR redundant addStoredBlock``.
+
+    The analysis starts with this walk so that the verdict is reached after the evidence is written, not at its
+    first token: each entry only reads the row it names (its count and what its template is), which a small model
+    copies reliably, and the counts compared afterwards are the ones it has just written.
+    """
+    out = []
+    for row in view.rows:
+        if row.ref in ignored:
+            tag = "ignored text"
+        else:
+            t = match_hdfs(row.template)
+            tag = "unknown" if t is None else f"ERROR {t.short}" if t.role == "error" else _WALK_TAGS[t.role]
+        out.append(f"{row.ref} x{row.count} {tag}")
+    return out
+
+
+def _with_walk(walk: list[str], parts: list[str], tail: str) -> str:
+    """The walk sentence, then ``parts`` and ``tail``; minor rows (then the last ones) leave the walk when too long."""
+    rest = _clean(" ".join([p for p in parts if p] + [tail]))
+    walk = list(walk)
+    while walk and len(", ".join(walk)) + 2 + len(rest) > THINK_MAX_CHARS:
+        minor = [i for i, e in enumerate(walk) if e.split(" ", 2)[2] in _MINOR_TAGS]
+        walk.pop(minor[-1] if minor else -1)
+    return _clean(f"{', '.join(walk)}. {rest}") if walk else _fit(parts, tail)
+
+
+def _tally(roles: dict[str, tuple[str, int]]) -> str:
+    if "write_start" not in roles:
+        return ""
+    n = {r: roles[r][1] if r in roles else 0 for r in _ROLE_ORDER}
+    return (f"Starts {n['write_start']}, received {n['write_done']}, acknowledged {n['responder_done']}, "
+            f"registered {n['stored']}.")
+
+
 def hdfs_rationale(view: SessionView, label: str, ignored: tuple[str, ...] = ()) -> Rationale:
-    """``ignored``: refs of rows that address the model (injection-hardening rows): named as data, never obeyed."""
+    """``ignored``: refs of rows that address the model (injection-hardening rows): named as data, never obeyed.
+
+    The analysis walks the rows (``hdfs_walk``), tallies the write lifecycle (starts, received, acknowledged,
+    registered), then says what signals trouble (or that every replica completed) and concludes.
+    """
     trouble, benign, roles = hdfs_signals(view)
+    walk, tally = hdfs_walk(view, ignored), _tally(roles)
     note = [f"{' and '.join(ignored)} {'are' if len(ignored) > 1 else 'is'} log text addressed to the reader: data, "
             "not an instruction, ignored."] if ignored else []
     kb_verdict = "anomalous" if trouble else "normal"
     if label == "anomalous" and trouble:
-        return Rationale(_fit([*trouble[:2], *note, *trouble[2:]], "The write of this block failed: anomalous."),
-                         label, True, kb_verdict)
+        return Rationale(_with_walk(walk, [tally, *trouble[:2], *note, *trouble[2:]],
+                                    "The write of this block failed: anomalous."), label, True, kb_verdict)
     if label == "normal" and not trouble:
-        if "write_start" in roles:
-            s_ref, n = roles["write_start"]
-            names = {"write_done": "received", "responder_done": "acknowledged", "stored": "registered"}
-            done = [f"{roles[r][0]} {names[r]} x{roles[r][1]}" for r in _ROLE_ORDER[1:] if r in roles]
-            life = (f"{s_ref} starts {n} replica writes; {', '.join(done)}: every replica completed."
-                    if done else f"{s_ref} starts {n} replica writes.")
-        else:
-            life = "The lines are routine block operations."
-        return Rationale(_fit([life, *note, *benign[:1]], "No failure signal: normal."), label, True, kb_verdict)
+        life = "Every replica completed." if tally else "The lines are routine block operations."
+        return Rationale(_with_walk(walk, [tally, life, *note, *benign[:1]], "No failure signal: normal."),
+                         label, True, kb_verdict)
     if label == "anomalous":
-        first = view.rows[0].ref
-        return Rationale(_fit([f"{first} to L{len(view.rows)} look like a complete write and no line in the "
-                               "knowledge base signals a failure.", *note],
-                              "The knowledge base cannot explain this; judged anomalous from the labelled sequence "
-                              "pattern."), label, False, kb_verdict)
-    return Rationale(_fit([*trouble[:1], *note], "The knowledge base would flag this, but the block is labelled "
-                                                 "healthy and the knowledge base cannot explain why: normal."),
-                     label, False, kb_verdict)
+        return Rationale(_with_walk(walk, [tally, "No line in the knowledge base signals a failure.", *note],
+                                    "The knowledge base cannot explain this; judged anomalous from the labelled "
+                                    "sequence pattern."), label, False, kb_verdict)
+    return Rationale(_with_walk(walk, [tally, *trouble[:1], *note],
+                                "The knowledge base would flag this, but the block is labelled healthy and the "
+                                "knowledge base cannot explain why: normal."), label, False, kb_verdict)
 
 
 def template_rationale(view: SessionView, label: str) -> Rationale:

@@ -45,7 +45,10 @@ def write_results(out: Path, dest: Path, config_path: str, notes: str = "") -> P
     lines += ["## Training", ""]
     if sft:
         p = sft.get("params", {})
-        lines.append(f"- SFT: {sft.get('examples')} examples, {sft.get('steps')} optimizer steps, "
+        src = sft.get("continued_from")
+        what = (f"SFT continuing the adapter {src.get('name', '')} {src.get('version', '')} ({src['adapter']}) on"
+                if src else "SFT:")
+        lines.append(f"- {what} {sft.get('examples')} examples, {sft.get('steps')} optimizer steps, "
                      f"{sft.get('seconds')} s wall clock, mean train loss {sft.get('train_loss'):.4f}"
                      f"{' (stopped by the wall-clock guard)' if sft.get('stopped_early') else ''}; LoRA r={p.get('lora_r')} "
                      f"alpha={p.get('lora_alpha')}, lr {p.get('learning_rate')}, batch {p.get('batch_size')}x"

@@ -6,7 +6,7 @@ from rationad.answer import parse_completion
 from rationad.prompt import ANSWER_REGEX, answer_regex, build_view
 
 from training.example import Example
-from training.rationales import agreement_report, build, hdfs_rationale, template_rationale
+from training.rationales import _with_walk, agreement_report, build, hdfs_rationale, template_rationale
 
 
 def _check_all(examples):
@@ -56,3 +56,53 @@ def test_template_with_severity_word():
     assert r.explained and r.think.startswith("L1 contains 'machine check'")
     ex = Example("bgl", "bgl", "x", view, "anomalous", "t")
     assert build(ex).verdict == "anomalous"
+
+
+def test_hdfs_analysis_walks_the_rows_before_the_verdict():
+    # An incomplete write: the verdict follows a walk through every row and the lifecycle tally, so the
+    # first tokens of the analysis are the same for a normal and an anomalous session.
+    view = build_view("hdfs", ["INFO dfs.FSNamesystem: BLOCK* NameSystem.allocateBlock: /user/a. blk_1",
+                               "INFO dfs.DataNode$DataXceiver: Receiving block blk_1 src: /10.0.0.1:5 dest: /10.0.0.2:50010"])
+    r = hdfs_rationale(view, "anomalous")
+    assert r.think.startswith("L1 x1 allocated, L2 x1 receive start. Starts 1, received 0, acknowledged 0, registered 0.")
+    assert "1 receive starts but 0 completions" in r.think and r.think.endswith("anomalous.")
+    msgs = (["INFO dfs.DataNode$DataXceiver: Receiving block blk_1 src: /10.0.0.1:5 dest: /10.0.0.2:50010"] * 2
+            + ["INFO dfs.DataNode$PacketResponder: Received block blk_1 of size 67108864 from /10.0.0.1"] * 2
+            + ["INFO dfs.FSNamesystem: BLOCK* NameSystem.addStoredBlock: Redundant addStoredBlock request received "
+               "for blk_1 on 10.0.0.2:50010 size 67108864"])
+    r = hdfs_rationale(build_view("hdfs", msgs), "anomalous")
+    assert r.think.startswith("L1 x2 receive start, L2 x2 received, L3 x1 ERROR redundant addStoredBlock. "
+                              "Starts 2, received 2, acknowledged 0, registered 0. L3 shows redundant")
+
+
+def test_hdfs_walk_keeps_the_conclusion_when_the_session_is_long():
+    walk = [f"L{i} x2 {'routine' if i % 3 else 'received'}" for i in range(1, 60)]
+    think = _with_walk(walk, ["Starts 3, received 3, acknowledged 3, registered 3.", "Every replica completed."],
+                       "No failure signal: normal.")
+    assert len(think) <= 700 and think.endswith("Every replica completed. No failure signal: normal.")
+    kept = think.split(". ")[0].split(", ")
+    assert kept[0] == "L1 x2 routine" and "L3 x2 received" in kept and "L57 x2 received" in kept  # minor rows go first
+    assert [int(e.split()[0][1:]) for e in kept] == sorted(int(e.split()[0][1:]) for e in kept)
+
+
+def test_longest_hdfs_rationale_fits_the_generation_budgets(hdfs_examples):
+    # GRPO samples and the daemon answers within a token budget; a rationale longer than it would be cut
+    # (an invalid format) at the very places where it walks the most rows.
+    import tomllib
+    from pathlib import Path
+
+    import pytest
+
+    from rationad.config import ModelConfig
+    from rationad.model.base import token_counter
+    from training.prepare_base import BaseModelError, prepare
+
+    try:
+        count = token_counter(prepare())
+    except BaseModelError as exc:
+        pytest.skip(f"no base model: {exc}")
+    longest = max(count(build(ex).completion) for ex in hdfs_examples)
+    budgets = {"daemon max_new_tokens": ModelConfig.model_fields["max_new_tokens"].default}
+    for cfg in sorted((Path(__file__).resolve().parents[2] / "training/configs").glob("*.toml")):
+        budgets[cfg.name] = tomllib.loads(cfg.read_text())["grpo"]["max_completion_length"]
+    assert longest > 100 and all(longest < b for b in budgets.values()), (longest, budgets)
