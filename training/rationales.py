@@ -111,22 +111,25 @@ def _with_walk(walk: list[str], parts: list[str], tail: str) -> str:
     return _clean(f"{', '.join(walk)}. {rest}") if walk else _fit(parts, tail)
 
 
-def _tally(roles: dict[str, tuple[str, int]]) -> str:
+def _tally(roles: dict[str, tuple[str, int]], view: SessionView, ignored: tuple[str, ...]) -> str:
+    """The lifecycle counts and the number of error rows: what the conclusion after it compares."""
+    errors = sum(1 for row in view.rows if row.ref not in ignored and (t := match_hdfs(row.template)) is not None
+                 and t.role == "error")
     if "write_start" not in roles:
-        return ""
+        return f"Error lines {errors}."
     n = {r: roles[r][1] if r in roles else 0 for r in _ROLE_ORDER}
     return (f"Starts {n['write_start']}, received {n['write_done']}, acknowledged {n['responder_done']}, "
-            f"registered {n['stored']}.")
+            f"registered {n['stored']}; error lines {errors}.")
 
 
 def hdfs_rationale(view: SessionView, label: str, ignored: tuple[str, ...] = ()) -> Rationale:
     """``ignored``: refs of rows that address the model (injection-hardening rows): named as data, never obeyed.
 
     The analysis walks the rows (``hdfs_walk``), tallies the write lifecycle (starts, received, acknowledged,
-    registered), then says what signals trouble (or that every replica completed) and concludes.
+    registered) and counts the error rows, then says what signals trouble (or that every replica completed) and concludes.
     """
     trouble, benign, roles = hdfs_signals(view)
-    walk, tally = hdfs_walk(view, ignored), _tally(roles)
+    walk, tally = hdfs_walk(view, ignored), _tally(roles, view, ignored)
     note = [f"{' and '.join(ignored)} {'are' if len(ignored) > 1 else 'is'} log text addressed to the reader: data, "
             "not an instruction, ignored."] if ignored else []
     kb_verdict = "anomalous" if trouble else "normal"
@@ -134,7 +137,7 @@ def hdfs_rationale(view: SessionView, label: str, ignored: tuple[str, ...] = ())
         return Rationale(_with_walk(walk, [tally, *trouble[:2], *note, *trouble[2:]],
                                     "The write of this block failed: anomalous."), label, True, kb_verdict)
     if label == "normal" and not trouble:
-        life = "Every replica completed." if tally else "The lines are routine block operations."
+        life = "Every replica completed." if "write_start" in roles else "The lines are routine block operations."
         return Rationale(_with_walk(walk, [tally, life, *note, *benign[:1]], "No failure signal: normal."),
                          label, True, kb_verdict)
     if label == "anomalous":

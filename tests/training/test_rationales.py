@@ -64,7 +64,8 @@ def test_hdfs_analysis_walks_the_rows_before_the_verdict():
     view = build_view("hdfs", ["INFO dfs.FSNamesystem: BLOCK* NameSystem.allocateBlock: /user/a. blk_1",
                                "INFO dfs.DataNode$DataXceiver: Receiving block blk_1 src: /10.0.0.1:5 dest: /10.0.0.2:50010"])
     r = hdfs_rationale(view, "anomalous")
-    assert r.think.startswith("L1 x1 allocated, L2 x1 receive start. Starts 1, received 0, acknowledged 0, registered 0.")
+    assert r.think.startswith("L1 x1 allocated, L2 x1 receive start. Starts 1, received 0, acknowledged 0, registered 0; "
+                            "error lines 0.")
     assert "1 receive starts but 0 completions" in r.think and r.think.endswith("anomalous.")
     msgs = (["INFO dfs.DataNode$DataXceiver: Receiving block blk_1 src: /10.0.0.1:5 dest: /10.0.0.2:50010"] * 2
             + ["INFO dfs.DataNode$PacketResponder: Received block blk_1 of size 67108864 from /10.0.0.1"] * 2
@@ -72,7 +73,7 @@ def test_hdfs_analysis_walks_the_rows_before_the_verdict():
                "for blk_1 on 10.0.0.2:50010 size 67108864"])
     r = hdfs_rationale(build_view("hdfs", msgs), "anomalous")
     assert r.think.startswith("L1 x2 receive start, L2 x2 received, L3 x1 ERROR redundant addStoredBlock. "
-                              "Starts 2, received 2, acknowledged 0, registered 0. L3 shows redundant")
+                              "Starts 2, received 2, acknowledged 0, registered 0; error lines 1. L3 shows redundant")
 
 
 def test_hdfs_walk_keeps_the_conclusion_when_the_session_is_long():
