@@ -111,10 +111,9 @@ def _with_walk(walk: list[str], parts: list[str], tail: str) -> str:
     return _clean(f"{', '.join(walk)}. {rest}") if walk else _fit(parts, tail)
 
 
-def _tally(roles: dict[str, tuple[str, int]], view: SessionView, ignored: tuple[str, ...]) -> str:
-    """The lifecycle counts and the number of error rows: what the conclusion after it compares."""
-    errors = sum(1 for row in view.rows if row.ref not in ignored and (t := match_hdfs(row.template)) is not None
-                 and t.role == "error")
+def _tally(roles: dict[str, tuple[str, int]], walk: list[str]) -> str:
+    """The lifecycle counts and the number of error rows the walk names: what the conclusion after it compares."""
+    errors = sum(1 for e in walk if e.split(" ", 2)[2].startswith("ERROR "))
     if "write_start" not in roles:
         return f"Error lines {errors}."
     n = {r: roles[r][1] if r in roles else 0 for r in _ROLE_ORDER}
@@ -129,7 +128,8 @@ def hdfs_rationale(view: SessionView, label: str, ignored: tuple[str, ...] = ())
     registered) and counts the error rows, then says what signals trouble (or that every replica completed) and concludes.
     """
     trouble, benign, roles = hdfs_signals(view)
-    walk, tally = hdfs_walk(view, ignored), _tally(roles, view, ignored)
+    walk = hdfs_walk(view, ignored)
+    tally = _tally(roles, walk)
     note = [f"{' and '.join(ignored)} {'are' if len(ignored) > 1 else 'is'} log text addressed to the reader: data, "
             "not an instruction, ignored."] if ignored else []
     kb_verdict = "anomalous" if trouble else "normal"
