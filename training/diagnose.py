@@ -20,7 +20,8 @@ from training.rationales import build
 def walk_and_tally(think: str) -> tuple[str, str]:
     """(walk sentence, tally up to and including its error count) of an analysis; empty parts when absent."""
     walk, _, rest = think.partition(". ")
-    tally = rest.split(". ")[0] + "." if "error lines" in rest.split(". ")[0] or rest.startswith("Error lines") else ""
+    first = rest.split(". ", 1)[0]
+    tally = first + "." if "error lines" in first or first.startswith("Error lines") else ""
     return walk, tally
 
 

@@ -7,11 +7,17 @@ large enough to measure", not a mean F1: the validation split holds only 4 anoma
 one template more or less moves a mean by 0.1-0.3 (a candidate worse on every test set passed a mean-F1 gate 0.71 to
 0.50 on that noise; training/RESULTS.md). ``export`` reads it and refuses to replace the
 released adapter with a candidate that scores lower, unless told to (``--force-release``).
+
+Scores are cached in ``eval/gate/cache/<key>.json``, the key naming everything a score depends on: the merged
+weights (base and adapter files), the serving settings and dtype, the prompt version, and every judged session with
+its labels. A rerun (a new candidate against the same release) judges only what changed; delete the folder to
+judge again after changing the parser or the serving code.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -64,6 +70,43 @@ def check_export(out: Path, smoke: bool, force: bool) -> dict[str, Any] | None:
     return gate
 
 
+def score_key(merged: Path, serving: str, sets: list) -> str:
+    """Cache key of a validation score: the merged folder (named by base and adapter hash), ``serving`` (settings,
+    dtype and prompt version as text), and each set's name, sessions (the lines the model reads) and member labels."""
+    h = hashlib.sha256(f"{merged.name}\n{serving}".encode())
+    for es in sets:
+        h.update(f"\n[{es.name}]".encode())
+        for session, members in zip(es.sessions, es.members, strict=True):
+            h.update(f"\n{session.key}\t{','.join(m.label for m in members)}\t".encode())
+            h.update("\x1f".join(line.message for line in session.lines).encode())
+    return h.hexdigest()[:20]
+
+
+def serving_identity(merged: Path) -> str:
+    """The serving side of :func:`score_key`: the evaluation's engine settings, resolved dtype, prompt version."""
+    import torch
+
+    from rationad.config import ModelConfig
+    from rationad.model.dtype import resolve_dtype
+    from rationad.prompt import PROMPT_VERSION
+
+    cfg = ModelConfig(backend="vllm-engine", path=merged)
+    dtype = resolve_dtype(cfg.dtype, on_cpu=not torch.cuda.is_available())
+    settings = cfg.model_dump(mode="json", exclude={"path"})
+    return json.dumps({"settings": settings, "dtype": dtype, "prompt": PROMPT_VERSION}, sort_keys=True)
+
+
+def cached_scores(cache: Path, key: str, judge) -> dict[str, Any]:
+    """The scores stored under ``key``, else ``judge()``'s, stored for the next run."""
+    f = cache / f"{key}.json"
+    if f.is_file():
+        return json.loads(f.read_text())
+    res = judge()
+    cache.mkdir(parents=True, exist_ok=True)
+    f.write_text(json.dumps(res, indent=1) + "\n")
+    return res
+
+
 def run_stage(cfg: dict, cfg_path: Path, out: Path, base: Path, smoke: bool) -> dict[str, Any]:
     from training.evaluate import build_sets, eval_inputs, evaluate_model, f1_of
     from training.merge_adapter import merged_folder
@@ -79,8 +122,12 @@ def run_stage(cfg: dict, cfg_path: Path, out: Path, base: Path, smoke: bool) -> 
     scores: dict[str, Any] = {}
     for role, adapter in models.items():
         merged = merged_folder(base, adapter, cache=out / "merged")
-        print(f"[gate] {role} ({adapter}): merged model {merged}", flush=True)
-        res = asyncio.run(evaluate_model(merged, sets, out / "eval" / "gate" / role, p.chunk))
+        key = score_key(merged, serving_identity(merged), sets)
+        cache = out / "eval" / "gate" / "cache"
+        print(f"[gate] {role} ({adapter}): merged model {merged}"
+              f"{', scores cached' if (cache / f'{key}.json').is_file() else ''}", flush=True)
+        res = cached_scores(cache, key, lambda m=merged, r=role: asyncio.run(
+            evaluate_model(m, sets, out / "eval" / "gate" / r, p.chunk)))
         scores[role] = {"adapter": str(adapter), "mean_f1": f1_of(res),
                         "sets": {k: {m: v[m] for m in ("precision", "recall", "f1", "tp", "fp", "fn", "tn", "labelled")}
                                  for k, v in res["sets"].items()}}

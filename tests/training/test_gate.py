@@ -1,10 +1,11 @@
 """Release gate: the decision and what export does with it (pure logic; the stage itself runs vLLM)."""
 
+import dataclasses
 import json
 
 import pytest
 
-from training.gate import GateError, check_export, decide
+from training.gate import GateError, cached_scores, check_export, decide, score_key
 
 
 def _set(f1, anomalies):
@@ -68,3 +69,39 @@ def test_force_and_passed_and_smoke_export(tmp_path):
     assert check_export(tmp_path, smoke=True, force=False) is None
     _write_gate(tmp_path, passed=True)
     assert check_export(tmp_path, smoke=False, force=False)["passed"]
+
+
+def _eval_set(name, labels):
+    from types import SimpleNamespace
+
+    from rationad.records import LogLine, Session
+
+    sessions = [Session(key=f"s{i}", lines=[LogLine(key=f"s{i}", message=f"line {i}", raw=f"raw {i}")],
+                        close_reason="template") for i in range(len(labels))]
+    return SimpleNamespace(name=name, sessions=sessions, members=[[SimpleNamespace(label=lab)] for lab in labels])
+
+
+def test_score_key_names_model_serving_sessions_and_labels(tmp_path):
+    sets = [_eval_set("hdfs", ["normal", "anomalous"])]
+    key = score_key(tmp_path / "merged-aaaa", "float32", sets)
+    assert key == score_key(tmp_path / "merged-aaaa", "float32", [_eval_set("hdfs", ["normal", "anomalous"])])
+    assert key != score_key(tmp_path / "merged-bbbb", "float32", sets)  # another adapter
+    assert key != score_key(tmp_path / "merged-aaaa", "bfloat16", sets)  # another dtype or prompt
+    assert key != score_key(tmp_path / "merged-aaaa", "float32", [_eval_set("hdfs", ["normal", "normal"])])
+    changed = _eval_set("hdfs", ["normal", "anomalous"])
+    changed.sessions[1].lines[0] = dataclasses.replace(changed.sessions[1].lines[0], message="line 1 edited")
+    assert key != score_key(tmp_path / "merged-aaaa", "float32", [changed])
+
+
+def test_cached_scores_judge_once(tmp_path):
+    calls = []
+
+    def judge():
+        calls.append(1)
+        return {"sets": {"hdfs": {"f1": 0.5}}}
+
+    first = cached_scores(tmp_path / "cache", "k1", judge)
+    again = cached_scores(tmp_path / "cache", "k1", judge)
+    other = cached_scores(tmp_path / "cache", "k2", judge)
+    assert first == again == other == {"sets": {"hdfs": {"f1": 0.5}}}
+    assert len(calls) == 2 and (tmp_path / "cache" / "k1.json").is_file()
