@@ -107,9 +107,3 @@ def test_longest_hdfs_rationale_fits_the_generation_budgets(hdfs_examples):
     for cfg in sorted((Path(__file__).resolve().parents[2] / "training/configs").glob("*.toml")):
         budgets[cfg.name] = tomllib.loads(cfg.read_text())["grpo"]["max_completion_length"]
     assert longest > 100 and all(longest < b for b in budgets.values()), (longest, budgets)
-    # Constrained serving closes the analysis at THINK_MAX_CHARS; a model that loops through row entries must reach
-    # that cap and its answer within max_new_tokens, or the answer is cut off (invalid) instead of bounded.
-    from rationad.prompt import THINK_MAX_CHARS
-
-    looping = ("L19 x3 routine, " * 100)[:THINK_MAX_CHARS]
-    assert count(f"<think>{looping}</think>\n<answer>anomalous</answer>") <= budgets["daemon max_new_tokens"]
