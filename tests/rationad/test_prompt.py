@@ -81,8 +81,8 @@ def test_answer_regex_admits_only_the_sessions_line_refs():
 
 def test_default_token_budget_always_closes_a_constrained_answer():
     # Constrained decoding caps the analysis at THINK_MAX_CHARS characters and every (byte-level BPE) token is at
-    # least one byte, so this budget lets the longest allowed ASCII answer finish; a smaller one cut 2 of 300 HDFS test views of
-    # a walk-format model mid-analysis (training/RESULTS.md), which the daemon then dead-letters instead of judging.
+    # least one byte, so this budget lets the longest allowed ASCII answer finish; a smaller one cut 2 of 300 HDFS
+    # test views of a walk-format model mid-analysis (training/RESULTS.md), which the daemon then dead-letters.
     import re
 
     from rationad.config import ModelConfig
