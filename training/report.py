@@ -11,6 +11,25 @@ def _load(path: Path) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
+def _adapter(src: dict[str, Any]) -> str:
+    """A ``continued_from`` record as text: ``name version (path)`` for a released adapter, else its path."""
+    return f"{src['name']} {src.get('version', '')} ({src['adapter']})" if src.get("name") else src["adapter"]
+
+
+def lineage(sft: dict[str, Any], limit: int = 20) -> list[tuple[str, dict[str, Any]]]:
+    """(adapter, its SFT metrics) for each adapter an SFT run continued from, following ``continued_from`` while the
+    adapter's run folder still holds its ``sft_metrics.json`` (a released adapter in ``models/`` ends the chain)."""
+    out: list[tuple[str, dict[str, Any]]] = []
+    src = sft.get("continued_from")
+    while src and len(out) < limit:
+        m = _load(Path(src["adapter"]).parent / "sft_metrics.json")
+        if m is None or any(src["adapter"] == where for where, _ in out):
+            break
+        out.append((src["adapter"], m))
+        src = m.get("continued_from")
+    return out
+
+
 def write_results(out: Path, dest: Path, config_path: str, notes: str = "") -> Path:
     from training.evaluate import MIN_ANOMALIES, results_table
 
@@ -46,8 +65,7 @@ def write_results(out: Path, dest: Path, config_path: str, notes: str = "") -> P
     if sft:
         p = sft.get("params", {})
         src = sft.get("continued_from")
-        what = (f"SFT continuing the adapter {src.get('name', '')} {src.get('version', '')} ({src['adapter']}) on"
-                if src else "SFT:")
+        what = f"SFT continuing the adapter {_adapter(src)} on" if src else "SFT:"
         lines.append(f"- {what} {sft.get('examples')} examples, {sft.get('steps')} optimizer steps, "
                      f"{sft.get('seconds')} s wall clock, mean train loss {sft.get('train_loss'):.4f}"
                      f"{' (stopped by the wall-clock guard)' if sft.get('stopped_early') else ''}; LoRA r={p.get('lora_r')} "
@@ -56,14 +74,14 @@ def write_results(out: Path, dest: Path, config_path: str, notes: str = "") -> P
         losses = [(x.get("step"), x.get("loss")) for x in sft.get("log", []) if "loss" in x]
         if losses:
             lines.append(f"- SFT loss by step: {', '.join(f'{s}: {float(v):.3f}' for s, v in losses)}")
-    for phase in ("sft2", "sft3"):  # continuation phases (``python -m training.sft --init-adapter ...``)
-        m = _load(out / phase / "sft_metrics.json")
-        if m:
-            losses = [(x.get("step"), x.get("loss")) for x in m.get("log", []) if "loss" in x]
-            lines.append(f"- SFT continuation ({phase}): {m.get('steps')} more steps in {m.get('seconds')} s at lr "
-                         f"{m['params'].get('learning_rate')} (seed {m['params'].get('seed')}), mean loss "
-                         f"{m.get('train_loss'):.4f}; loss by step: "
-                         f"{', '.join(f'{s}: {float(v):.3f}' for s, v in losses)}")
+    for where, m in lineage(sft):  # the continuations the released SFT adapter grew from, newest first
+        src = m.get("continued_from")
+        start = _adapter(src) if src else "the base model"
+        losses = [(x.get("step"), x.get("loss")) for x in m.get("log", []) if "loss" in x]
+        lines.append(f"- which continued {where}: SFT from {start}, {m.get('examples')} examples, {m.get('steps')} "
+                     f"steps in {m.get('seconds')} s at lr {m['params'].get('learning_rate')} (seed "
+                     f"{m['params'].get('seed')}), mean loss {m.get('train_loss'):.4f}; loss by step: "
+                     f"{', '.join(f'{s}: {float(v):.3f}' for s, v in losses)}")
     if grpo:
         lines.append(f"- GRPO: {grpo.get('steps')} steps in {grpo.get('seconds')} s; mean reward by step "
                      f"{grpo.get('reward_by_step')}; params {json.dumps({k: grpo['params'][k] for k in ('prompts_per_step', 'generations', 'max_completion_length', 'learning_rate', 'beta', 'temperature')})}")

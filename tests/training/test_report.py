@@ -27,3 +27,24 @@ def test_results_name_the_adapter_a_continuation_started_from(tmp_path):
     assert ("- SFT continuing the adapter rationad-smollm2-135m-lora 0.1.0 (models/rationad-smollm2-135m-lora) on "
             "509 examples, 56 optimizer steps") in text
     assert "(stopped by the wall-clock guard)" in text and "SFT loss by step: 5: 1.900" in text
+
+
+def test_results_list_every_continuation_the_adapter_grew_from(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+
+    def run(folder, lr, seed, src):
+        (tmp_path / folder / "adapter").mkdir(parents=True)
+        m = {"examples": 509, "steps": 64, "seconds": 2000.0, "train_loss": 0.2, "stopped_early": False,
+             "params": {"lora_r": 16, "lora_alpha": 32, "learning_rate": lr, "seed": seed, "batch_size": 8,
+                        "grad_accum": 1, "layers_from": 14},
+             "continued_from": src, "log": [{"step": 5, "loss": lr * 1000}]}
+        (tmp_path / folder / "sft_metrics.json").write_text(json.dumps(m))
+
+    run("out/sft1", 3e-4, 3, {"adapter": "models/rel", "name": "rel", "version": "0.1.0"})
+    run("out/sft2", 2e-4, 4, {"adapter": "out/sft1/adapter"})
+    run("out/sft", 1.5e-4, 5, {"adapter": "out/sft2/adapter"})
+    text = write_results(tmp_path / "out", tmp_path / "RESULTS.md", "cpu.toml").read_text()
+    first = text.index("- which continued out/sft2/adapter: SFT from out/sft1/adapter, 509 examples, 64 steps")
+    second = text.index("- which continued out/sft1/adapter: SFT from rel 0.1.0 (models/rel), 509 examples")
+    assert text.index("SFT continuing the adapter out/sft2/adapter on 509 examples") < first < second
+    assert "at lr 0.0002 (seed 4)" in text and "loss by step: 5: 0.300" in text
