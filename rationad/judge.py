@@ -158,7 +158,10 @@ class Judge:
             if loose:
                 repaired = await self._generate([views[i] for i in loose], self.cfg.temperature, narrow=True)
                 for i, t in zip(loose, repaired, strict=True):
-                    texts[i] = t
+                    # The narrowed regex has no length bound: a model that walked past the session's last row can
+                    # loop under it until max_new_tokens. Keep the well-formed answer (flagged ungrounded) then.
+                    if parse_completion(t, views[i]).ok:
+                        texts[i] = t
                     attempts[i] += 1
         return list(zip(texts, attempts, strict=True))
 
