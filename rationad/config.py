@@ -102,7 +102,7 @@ class ModelConfig(_Section):
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"  # rationad.model.dtype.resolve_dtype
     max_model_len: int = Field(2048, ge=256)
     max_prompt_tokens: int = Field(1024, ge=64)
-    max_new_tokens: int = Field(768, ge=8)  # >= prompt.THINK_MAX_CHARS + tags: an ASCII constrained answer closes
+    max_new_tokens: int = Field(256, ge=8)  # config.toml: what a larger budget buys and costs
     temperature: float = Field(0.0, ge=0)
     constrain_output: bool = True
     max_batch_size: int = Field(32, ge=1)
