@@ -138,14 +138,18 @@ async def judge_set(es: EvalSet, client, model_cfg, out_dir: Path, chunk: int) -
     return s
 
 
-async def evaluate_model(model_dir: Path, sets: list[EvalSet], out_dir: Path, chunk: int) -> dict[str, Any]:
+async def evaluate_model(model_dir: Path, sets: list[EvalSet], out_dir: Path, chunk: int,
+                         max_new_tokens: int | None = None) -> dict[str, Any]:
+    """Judge ``sets`` with the merged model through the daemon's serving path (its defaults, or another answer
+    budget), writing each set's verdicts into ``out_dir``."""
     from rationad.config import ModelConfig
     from rationad.model.base import make_client
 
     out_dir.mkdir(parents=True, exist_ok=True)
     # vLLM's CPU backend otherwise reserves 92% of RAM for its KV cache and refuses to start on a shared machine.
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
-    cfg = ModelConfig(backend="vllm-engine", path=model_dir)
+    cfg = ModelConfig(backend="vllm-engine", path=model_dir,
+                      **({"max_new_tokens": max_new_tokens} if max_new_tokens else {}))
     client = make_client(cfg)
     t0 = time.monotonic()
     await client.start()

@@ -1,6 +1,6 @@
 """Judge again, under the current serving settings, only the test answers an evaluation could not parse.
 
-    python -m training.rejudge --config training/configs/cpu.toml --model sft
+    python -m training.rejudge --config training/configs/cpu.toml --model sft [--max-new-tokens 384]
 
 Greedy decoding gives an answer that closed within the old token budget unchanged under a larger one, so after
 ``[model] max_new_tokens`` is raised only the answers the old budget cut off (format errors) can change. This judges
@@ -54,6 +54,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--config", type=Path, required=True)
     ap.add_argument("--model", choices=("sft", "grpo"), required=True)
     ap.add_argument("--out", type=Path, help="override the config's work folder")
+    ap.add_argument("--max-new-tokens", type=int, help="answer budget (default: the daemon's [model] default)")
     a = ap.parse_args(argv)
     cfg = load(a.config)
     out = a.out or Path(cfg.get("out", "build/training"))
@@ -65,7 +66,7 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"{metrics_file}: no test results for {a.model}")
     base = prepare_base(cfg)
     p, dc, corpus = eval_inputs(cfg, a.config, base, smoke=False)
-    budget = ModelConfig().max_new_tokens
+    budget = a.max_new_tokens or ModelConfig().max_new_tokens
     todo: list[tuple[EvalSet, list[int], list[dict[str, Any]], Path]] = []
     for es in build_sets(corpus, p, p.split, val_mode=False, datasets=dc.datasets):
         f = out / "eval" / a.model / f"{slug(es.name)}.jsonl"
@@ -81,7 +82,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     merged = merged_folder(base, out / a.model / "adapter", cache=out / "merged")
     with tempfile.TemporaryDirectory() as tmp:
-        res = asyncio.run(evaluate_model(merged, [t[0] for t in todo], Path(tmp), p.chunk))
+        res = asyncio.run(evaluate_model(merged, [t[0] for t in todo], Path(tmp), p.chunk, budget))
         for sub, bad, points, f in todo:
             again = [json.loads(x) for x in (Path(tmp) / f.name).read_text().splitlines() if x.strip()]
             for i, pt in zip(bad, again, strict=True):
