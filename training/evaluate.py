@@ -104,6 +104,11 @@ def session_set(name: str, source: str, sessions: list[Session], note: str) -> E
     return EvalSet(name, source, sessions, members, note)
 
 
+def slug(set_name: str) -> str:
+    """The file name (without ``.jsonl``) of a set's verdicts in an evaluation folder."""
+    return set_name.split(" (")[0].replace(" ", "_").lower()
+
+
 async def judge_set(es: EvalSet, client, model_cfg, out_dir: Path, chunk: int) -> dict[str, Any]:
     """Judge one set; metrics weight each verdict by the examples its session stands for."""
     from tqdm import tqdm
@@ -128,7 +133,7 @@ async def judge_set(es: EvalSet, client, model_cfg, out_dir: Path, chunk: int) -
             scores.add(ex.label, rec["verdict"], rec["grounded"])
         points.append({"id": rec["id"], "verdict": rec["verdict"], "labels": [e.label for e in members],
                        "rationale": rec["rationale"], "grounded": rec["grounded"], "error": rec.get("error")})
-    (out_dir / f"{es.name.split(' (')[0].replace(' ', '_').lower()}.jsonl").write_bytes(
+    (out_dir / f"{slug(es.name)}.jsonl").write_bytes(
         b"".join(orjson.dumps(p) + b"\n" for p in points))
     s = scores.summary()
     s.update({"judged_prompts": len(es.sessions), "model_calls": calls, "seconds": round(seconds, 1),

@@ -20,10 +20,7 @@ from typing import Any
 
 from rationad.replay import Scores
 
-
-def slug(set_name: str) -> str:
-    """The file name ``evaluate.judge_set`` gives a set's verdicts."""
-    return set_name.split(" (")[0].replace(" ", "_").lower()
+from training.evaluate import slug
 
 
 def rescore(points: list[dict[str, Any]], previous: dict[str, Any]) -> dict[str, Any]:

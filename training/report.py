@@ -11,6 +11,11 @@ def _load(path: Path) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
+def _losses(m: dict[str, Any]) -> str:
+    """A run's logged losses as ``step: loss, ...``."""
+    return ", ".join(f"{x.get('step')}: {float(x['loss']):.3f}" for x in m.get("log", []) if "loss" in x)
+
+
 def _adapter(src: dict[str, Any]) -> str:
     """A ``continued_from`` record as text: ``name version (path)`` for a released adapter, else its path."""
     return f"{src['name']} {src.get('version', '')} ({src['adapter']})" if src.get("name") else src["adapter"]
@@ -71,17 +76,14 @@ def write_results(out: Path, dest: Path, config_path: str, notes: str = "") -> P
                      f"{' (stopped by the wall-clock guard)' if sft.get('stopped_early') else ''}; LoRA r={p.get('lora_r')} "
                      f"alpha={p.get('lora_alpha')}, lr {p.get('learning_rate')}, batch {p.get('batch_size')}x"
                      f"{p.get('grad_accum')}, layers from {p.get('layers_from')}.")
-        losses = [(x.get("step"), x.get("loss")) for x in sft.get("log", []) if "loss" in x]
-        if losses:
-            lines.append(f"- SFT loss by step: {', '.join(f'{s}: {float(v):.3f}' for s, v in losses)}")
+        if losses := _losses(sft):
+            lines.append(f"- SFT loss by step: {losses}")
     for where, m in lineage(sft):  # the continuations the released SFT adapter grew from, newest first
         src = m.get("continued_from")
         start = _adapter(src) if src else "the base model"
-        losses = [(x.get("step"), x.get("loss")) for x in m.get("log", []) if "loss" in x]
         lines.append(f"- which continued {where}: SFT from {start}, {m.get('examples')} examples, {m.get('steps')} "
                      f"steps in {m.get('seconds')} s at lr {m['params'].get('learning_rate')} (seed "
-                     f"{m['params'].get('seed')}), mean loss {m.get('train_loss'):.4f}; loss by step: "
-                     f"{', '.join(f'{s}: {float(v):.3f}' for s, v in losses)}")
+                     f"{m['params'].get('seed')}), mean loss {m.get('train_loss'):.4f}; loss by step: {_losses(m)}")
     if grpo:
         lines.append(f"- GRPO: {grpo.get('steps')} steps in {grpo.get('seconds')} s; mean reward by step "
                      f"{grpo.get('reward_by_step')}; params {json.dumps({k: grpo['params'][k] for k in ('prompts_per_step', 'generations', 'max_completion_length', 'learning_rate', 'beta', 'temperature')})}")
