@@ -32,6 +32,8 @@ from training.example import Example
 from training.splits import unit
 
 if TYPE_CHECKING:
+    from rationad.config import ModelConfig
+
     from training.dataset import Corpus, DataConfig
 
 
@@ -124,37 +126,53 @@ async def judge_set(es: EvalSet, client, model_cfg, out_dir: Path, chunk: int) -
         calls += n
     seconds = time.monotonic() - t0
     records = [orjson.loads(x) for x in buf.getvalue().splitlines()]
-    scores, judged = Scores(), Scores()
     points = []
     for rec, members, sess in zip(records, es.members, es.sessions, strict=True):
         assert rec["id"] == (sess.source_id or sess.key)
-        judged.add(sess.label, rec["verdict"], rec["grounded"])
-        for ex in members:
-            scores.add(ex.label, rec["verdict"], rec["grounded"])
         points.append({"id": rec["id"], "verdict": rec["verdict"], "labels": [e.label for e in members],
                        "rationale": rec["rationale"], "grounded": rec["grounded"], "error": rec.get("error")})
     (out_dir / f"{slug(es.name)}.jsonl").write_bytes(
         b"".join(orjson.dumps(p) + b"\n" for p in points))
-    s = scores.summary()
+    s = set_metrics(points)
     s.update({"judged_prompts": len(es.sessions), "model_calls": calls, "seconds": round(seconds, 1),
-              "flag_rate": round((s["tp"] + s["fp"]) / max(1, s["labelled"]), 4), "note": es.note,
+              "note": es.note})
+    return s
+
+
+def set_metrics(points: list[dict[str, Any]]) -> dict[str, Any]:
+    """A set's metrics from its verdict records (``verdict``, ``labels``, ``grounded``): each verdict counts once per
+    example its session stands for; the ``judged_`` rates count each answer once."""
+    scores, judged = Scores(), Scores()
+    for pt in points:
+        judged.add(None, pt["verdict"], pt["grounded"])
+        for label in pt["labels"]:
+            scores.add(label, pt["verdict"], pt["grounded"])
+    s = scores.summary()
+    s.update({"flag_rate": round((s["tp"] + s["fp"]) / max(1, s["labelled"]), 4),
               "judged_format_valid_rate": judged.summary()["format_valid_rate"],
               "judged_grounded_rate": judged.summary()["grounded_rate"]})
     return s
+
+
+def serving_config(model_dir: Path, max_new_tokens: int | None = None) -> ModelConfig:
+    """The daemon's model settings for an evaluation: its defaults with the in-process vLLM engine (the release
+    gate keys its cached scores on these, so they are built here only)."""
+    from rationad.config import ModelConfig
+
+    return ModelConfig(backend="vllm-engine", path=model_dir,
+                       **({"max_new_tokens": max_new_tokens} if max_new_tokens else {}))
 
 
 async def evaluate_model(model_dir: Path, sets: list[EvalSet], out_dir: Path, chunk: int,
                          max_new_tokens: int | None = None) -> dict[str, Any]:
     """Judge ``sets`` with the merged model through the daemon's serving path (its defaults, or another answer
     budget), writing each set's verdicts into ``out_dir``."""
-    from rationad.config import ModelConfig
     from rationad.model.base import make_client
 
     out_dir.mkdir(parents=True, exist_ok=True)
     # vLLM's CPU backend otherwise reserves 92% of RAM for its KV cache and refuses to start on a shared machine.
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
-    cfg = ModelConfig(backend="vllm-engine", path=model_dir,
-                      **({"max_new_tokens": max_new_tokens} if max_new_tokens else {}))
+    cfg = serving_config(model_dir, max_new_tokens)
     client = make_client(cfg)
     t0 = time.monotonic()
     await client.start()

@@ -86,11 +86,12 @@ def serving_identity(merged: Path) -> str:
     """The serving side of :func:`score_key`: the evaluation's engine settings, resolved dtype, prompt version."""
     import torch
 
-    from rationad.config import ModelConfig
     from rationad.model.dtype import resolve_dtype
     from rationad.prompt import PROMPT_VERSION
 
-    cfg = ModelConfig(backend="vllm-engine", path=merged)
+    from training.evaluate import serving_config
+
+    cfg = serving_config(merged)
     dtype = resolve_dtype(cfg.dtype, on_cpu=not torch.cuda.is_available())
     settings = cfg.model_dump(mode="json", exclude={"path"})
     return json.dumps({"settings": settings, "dtype": dtype, "prompt": PROMPT_VERSION}, sort_keys=True)

@@ -18,24 +18,14 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from rationad.replay import Scores
-
-from training.evaluate import slug
+from training.evaluate import set_metrics, slug
 
 
 def rescore(points: list[dict[str, Any]], previous: dict[str, Any]) -> dict[str, Any]:
-    """A set's metrics from its verdict records (``verdict``, ``labels``, ``grounded``), as ``judge_set`` computes
-    them; ``previous`` supplies what the records do not hold (timing, calls, note)."""
-    scores, judged = Scores(), Scores()
-    for pt in points:
-        judged.add(None, pt["verdict"], pt["grounded"])
-        for label in pt["labels"]:
-            scores.add(label, pt["verdict"], pt["grounded"])
-    s = scores.summary()
+    """A set's metrics from its verdict records, as ``judge_set`` computes them; ``previous`` supplies what the
+    records do not hold (timing, calls, note)."""
+    s = set_metrics(points)
     s.update({k: previous[k] for k in ("judged_prompts", "model_calls", "seconds", "note") if k in previous})
-    s.update({"flag_rate": round((s["tp"] + s["fp"]) / max(1, s["labelled"]), 4),
-              "judged_format_valid_rate": judged.summary()["format_valid_rate"],
-              "judged_grounded_rate": judged.summary()["grounded_rate"]})
     return s
 
 

@@ -51,6 +51,7 @@ def test_broker_stop_and_restart_mid_stream(model, vllm_server, tmp_path):
         broker.start()
         asyncio.run(produce(broker.bootstrap, stream.topic, stream.records(half)))
         evs, dead = collect_outcomes(stream, timeout=480)
+        asyncio.run(committed_vs_end(broker.bootstrap, stream.topic, stream.group, wait_secs=180))
         code = daemon.terminate()
         log = daemon.log()
         assert code == 0, log[-3000:]

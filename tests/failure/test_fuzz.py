@@ -98,6 +98,7 @@ def test_fuzzed_records_are_all_accounted_for(broker, model, vllm_server, tmp_pa
         dlq = asyncio.run(collect(broker.bootstrap, stream.dlq,
                                   lambda got: {r.key for r in got} >= set(bad), 300))
         evs, dead = collect_outcomes(stream, timeout=480)
+        asyncio.run(committed_vs_end(broker.bootstrap, stream.topic, stream.group, wait_secs=180))
         assert daemon.proc.poll() is None, daemon.log()[-3000:]
     finally:
         code = daemon.terminate()

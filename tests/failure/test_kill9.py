@@ -64,6 +64,7 @@ def test_kill9_at_random_moments_loses_no_session(broker, model, vllm_server, tm
     daemon.start()
     try:
         evs, dead = collect_outcomes(stream, timeout=480)
+        asyncio.run(committed_vs_end(broker.bootstrap, stream.topic, stream.group, wait_secs=180))
     finally:
         code = daemon.terminate()
     log = daemon.log()

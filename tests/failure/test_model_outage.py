@@ -70,6 +70,7 @@ def test_model_server_outage_pauses_and_loses_nothing(broker, model, vllm_server
         vllm_server.start()
         t_up = time.monotonic() - t_kill
         evs, dead = collect_outcomes(stream, timeout=480)
+        asyncio.run(committed_vs_end(broker.bootstrap, stream.topic, stream.group, wait_secs=180))
         seen = sampler.stop()
         code = daemon.terminate()
     finally:

@@ -48,6 +48,7 @@ def test_one_of_two_daemons_stopped_mid_stream_loses_nothing(broker, model, vllm
         assert code_a == 0, a.log()[-3000:]
         asyncio.run(produce(broker.bootstrap, stream.topic, stream.records(half)))
         evs, dead = collect_outcomes(stream, timeout=480)
+        asyncio.run(committed_vs_end(broker.bootstrap, stream.topic, stream.group, wait_secs=180))
         code_b = b.terminate()
     finally:
         for d in daemons:

@@ -46,6 +46,7 @@ def test_every_session_gets_a_verdict_and_every_bad_record_a_dead_letter(broker,
         events = asyncio.run(collect(broker.bootstrap, f"{topic}.out",
                                      lambda got: len(events_by_key(got).keys() & labels.keys()) == len(labels), 420))
         dead = asyncio.run(collect(broker.bootstrap, f"{topic}.dlq", lambda got: len(got) >= len(MALFORMED), 60))
+        asyncio.run(committed_vs_end(broker.bootstrap, topic, group, wait_secs=180))  # commits trail the output
     finally:
         code = daemon.terminate()
     log = daemon.log()
