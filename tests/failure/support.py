@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import httpx
 
 from rationad.broker import create_topics
-from tests.integration.harness import collect, load_sessions, produce, render
+from tests.integration.harness import collect, committed_vs_end, load_sessions, produce, read_to_end, render
 
 
 @dataclass
@@ -112,6 +112,17 @@ def collect_outcomes(stream: Stream, timeout: float, keys: set[str] | None = Non
 
     out = asyncio.run(both())
     return events(out), poison_sessions(seen_dlq)
+
+
+def settled_outcomes(stream: Stream, timeout: float) -> tuple[list[dict], list[dict]]:
+    """(verdict events, dead-lettered sessions) once the daemon has settled: every block has an outcome, the group's
+    commits have reached the input's end (the daemon commits a line only after the outcome of its session is
+    acknowledged, so every line read then has its outcome on the topics), and both output topics are read to their
+    end. A block's first outcome is not its last: a quiet gap or a restart can cut a block into several sessions."""
+    collect_outcomes(stream, timeout)
+    asyncio.run(committed_vs_end(stream.bootstrap, stream.topic, stream.group, wait_secs=180))
+    out = asyncio.run(read_to_end(stream.bootstrap, stream.out))
+    return events(out), poison_sessions(asyncio.run(read_to_end(stream.bootstrap, stream.dlq)))
 
 
 def collect_verdicts(stream: Stream, timeout: float, keys: set[str] | None = None) -> list[dict]:

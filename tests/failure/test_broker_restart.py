@@ -12,11 +12,11 @@ import pytest
 
 from rationad.broker import LocalBroker, free_port
 from tests.failure.support import (
-    collect_outcomes,
     inconsistent_ids,
     metric,
     missing_keys,
     new_stream,
+    settled_outcomes,
     uncovered_lines,
     wait_until,
 )
@@ -50,8 +50,7 @@ def test_broker_stop_and_restart_mid_stream(model, vllm_server, tmp_path):
         assert alive(), daemon.log()[-3000:]
         broker.start()
         asyncio.run(produce(broker.bootstrap, stream.topic, stream.records(half)))
-        evs, dead = collect_outcomes(stream, timeout=480)
-        asyncio.run(committed_vs_end(broker.bootstrap, stream.topic, stream.group, wait_secs=180))
+        evs, dead = settled_outcomes(stream, timeout=480)
         code = daemon.terminate()
         log = daemon.log()
         assert code == 0, log[-3000:]

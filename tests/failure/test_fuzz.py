@@ -15,7 +15,7 @@ import re
 import pytest
 
 from rationad.broker import free_port
-from tests.failure.support import collect_outcomes, inconsistent_ids, missing_keys, new_stream
+from tests.failure.support import inconsistent_ids, missing_keys, new_stream, settled_outcomes
 from tests.integration.harness import DaemonProcess, collect, committed_vs_end, produce, write_config
 
 pytestmark = pytest.mark.integration
@@ -97,8 +97,7 @@ def test_fuzzed_records_are_all_accounted_for(broker, model, vllm_server, tmp_pa
     try:
         dlq = asyncio.run(collect(broker.bootstrap, stream.dlq,
                                   lambda got: {r.key for r in got} >= set(bad), 300))
-        evs, dead = collect_outcomes(stream, timeout=480)
-        asyncio.run(committed_vs_end(broker.bootstrap, stream.topic, stream.group, wait_secs=180))
+        evs, dead = settled_outcomes(stream, timeout=480)
         assert daemon.proc.poll() is None, daemon.log()[-3000:]
     finally:
         code = daemon.terminate()

@@ -19,13 +19,13 @@ import pytest
 
 from rationad.broker import free_port
 from tests.failure.support import (
-    collect_outcomes,
     expire_dead_members,
     inconsistent_ids,
     metric,
     missing_keys,
     new_stream,
     produce_chunks,
+    settled_outcomes,
     uncovered_lines,
     wait_until,
 )
@@ -63,8 +63,7 @@ def test_kill9_at_random_moments_loses_no_session(broker, model, vllm_server, tm
     producer.join(120)
     daemon.start()
     try:
-        evs, dead = collect_outcomes(stream, timeout=480)
-        asyncio.run(committed_vs_end(broker.bootstrap, stream.topic, stream.group, wait_secs=180))
+        evs, dead = settled_outcomes(stream, timeout=480)
     finally:
         code = daemon.terminate()
     log = daemon.log()

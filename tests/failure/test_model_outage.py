@@ -15,13 +15,13 @@ import pytest
 from rationad.broker import free_port
 from tests.failure.support import (
     Sampler,
-    collect_outcomes,
     inconsistent_ids,
     metric,
     missing_keys,
     new_stream,
     produce_chunks,
     readyz,
+    settled_outcomes,
     uncovered_lines,
     wait_until,
 )
@@ -69,8 +69,7 @@ def test_model_server_outage_pauses_and_loses_nothing(broker, model, vllm_server
         assert alive(), daemon.log()[-3000:]
         vllm_server.start()
         t_up = time.monotonic() - t_kill
-        evs, dead = collect_outcomes(stream, timeout=480)
-        asyncio.run(committed_vs_end(broker.bootstrap, stream.topic, stream.group, wait_secs=180))
+        evs, dead = settled_outcomes(stream, timeout=480)
         seen = sampler.stop()
         code = daemon.terminate()
     finally:

@@ -9,11 +9,11 @@ import pytest
 
 from rationad.broker import free_port
 from tests.failure.support import (
-    collect_outcomes,
     inconsistent_ids,
     metric,
     missing_keys,
     new_stream,
+    settled_outcomes,
     uncovered_lines,
     wait_until,
 )
@@ -47,8 +47,7 @@ def test_one_of_two_daemons_stopped_mid_stream_loses_nothing(broker, model, vllm
         code_a = a.terminate()
         assert code_a == 0, a.log()[-3000:]
         asyncio.run(produce(broker.bootstrap, stream.topic, stream.records(half)))
-        evs, dead = collect_outcomes(stream, timeout=480)
-        asyncio.run(committed_vs_end(broker.bootstrap, stream.topic, stream.group, wait_secs=180))
+        evs, dead = settled_outcomes(stream, timeout=480)
         code_b = b.terminate()
     finally:
         for d in daemons:

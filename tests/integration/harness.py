@@ -4,7 +4,6 @@ daemon as a subprocess (``rationad run``), and helpers to stream rendered HDFS s
 from __future__ import annotations
 
 import asyncio
-import gzip
 import json
 import os
 import random
@@ -212,6 +211,33 @@ async def collect(bootstrap: str, topic: str, until, timeout: float) -> list:
     finally:
         await c.stop()
     return got
+
+
+async def read_to_end(bootstrap: str, topic: str, timeout: float = 60) -> list:
+    """Every record of ``topic`` up to its end offsets as of the call."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    c = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
+    await c.start()
+    try:
+        parts = c.partitions_for_topic(topic) or set()
+        if not parts:
+            await c._client.force_metadata_update()
+            parts = c.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in sorted(parts)]
+        c.assign(tps)
+        await c.seek_to_beginning(*tps)
+        ends = await c.end_offsets(tps)
+        got: list = []
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if all([await c.position(tp) >= ends[tp] for tp in tps]):
+                return got
+            for recs in (await c.getmany(timeout_ms=500)).values():
+                got.extend(recs)
+        raise TimeoutError(f"{topic}: not read to its end offsets {ends} in {timeout} s")
+    finally:
+        await c.stop()
 
 
 async def committed_vs_end(bootstrap: str, topic: str, group: str, wait_secs: float = 0.0,
