@@ -9,7 +9,7 @@ at most ``model.max_concurrency`` batches in flight. Engines run one after anoth
 so one engine's memory and threads are gone before the next starts); engine start-up is reported but not counted.
 
 Usage (vLLM spawns processes, hence the ``__main__`` guard):
-``.venv/bin/python bench/model_stage.py [--sessions 64] [--max-tokens 160] [--model DIR] [--quick]``.
+``.venv/bin/python bench/model_stage.py [--sessions 64] [--max-tokens N] [--model DIR] [--quick]``.
 """
 
 from __future__ import annotations
@@ -175,7 +175,7 @@ def child(which: str, model: str, n: int, max_tokens: int, batch: int) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sessions", type=int, default=64)
-    ap.add_argument("--max-tokens", type=int, default=160, help="max_new_tokens (the config default is 160)")
+    ap.add_argument("--max-tokens", type=int, default=None, help="max_new_tokens (default: the daemon's default)")
     ap.add_argument("--model", default=None)
     ap.add_argument("--hf-batch", type=int, default=16)
     ap.add_argument("--only", choices=("judge", "vllm", "transformers"), action="append")
@@ -186,6 +186,10 @@ def main() -> None:
     ap.add_argument("--out", help=argparse.SUPPRESS)
     args = ap.parse_args()
     model = str(args.model or default_model_dir())
+    if args.max_tokens is None:
+        from rationad.config import ModelConfig
+
+        args.max_tokens = ModelConfig().max_new_tokens
     if args.child:
         r = child(args.child, model, args.sessions, args.max_tokens, args.hf_batch)
         Path(args.out).write_text(json.dumps(r))
