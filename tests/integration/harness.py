@@ -213,18 +213,25 @@ async def collect(bootstrap: str, topic: str, until, timeout: float) -> list:
     return got
 
 
+async def _partitions(consumer, topic: str) -> list:
+    """The ``TopicPartition``s of ``topic`` (metadata refreshed once if the consumer does not know it yet)."""
+    from aiokafka import TopicPartition
+
+    parts = consumer.partitions_for_topic(topic) or set()
+    if not parts:
+        await consumer._client.force_metadata_update()
+        parts = consumer.partitions_for_topic(topic) or set()
+    return [TopicPartition(topic, p) for p in sorted(parts)]
+
+
 async def read_to_end(bootstrap: str, topic: str, timeout: float = 60) -> list:
     """Every record of ``topic`` up to its end offsets as of the call."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from aiokafka import AIOKafkaConsumer
 
     c = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
     await c.start()
     try:
-        parts = c.partitions_for_topic(topic) or set()
-        if not parts:
-            await c._client.force_metadata_update()
-            parts = c.partitions_for_topic(topic) or set()
-        tps = [TopicPartition(topic, p) for p in sorted(parts)]
+        tps = await _partitions(c, topic)
         c.assign(tps)
         await c.seek_to_beginning(*tps)
         ends = await c.end_offsets(tps)
@@ -250,16 +257,12 @@ async def committed_vs_end(bootstrap: str, topic: str, group: str, wait_secs: fl
     replays uncommitted input whose verdicts are already out: a test that has seen every verdict waits for the
     daemon to commit what it replayed before it stops the daemon.
     """
-    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from aiokafka import AIOKafkaConsumer
 
     c = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
     await c.start()
     try:
-        parts = c.partitions_for_topic(topic) or set()
-        if not parts:
-            await c._client.force_metadata_update()
-            parts = c.partitions_for_topic(topic) or set()
-        tps = [TopicPartition(topic, p) for p in sorted(parts)]
+        tps = await _partitions(c, topic)
         deadline = time.monotonic() + wait_secs
         while True:
             ends = await c.end_offsets(tps)
