@@ -39,6 +39,12 @@ class KafkaConfig(_Section):
     heartbeat_interval_ms: int = Field(3_000, ge=100)
     max_poll_interval_ms: int = Field(300_000, ge=1_000)
     fetch_max_records: int = Field(5_000, ge=1)
+    # Where a group with no committed offset (or one that fell out of retention) starts: "earliest" reads what the
+    # topic still holds, "latest" only new records, "none" stops with an error so an operator decides.
+    auto_offset_reset: Literal["earliest", "latest", "none"] = "earliest"
+    # Static group membership (KIP-345): a restarted instance with the same id takes its old partitions back without
+    # a rebalance. Must be unique per running instance (a StatefulSet pod name, systemd's %H); unset = dynamic.
+    group_instance_id: str | None = Field(None, min_length=1, max_length=249)
 
     @model_validator(mode="after")
     def _sasl_complete(self) -> KafkaConfig:
@@ -57,6 +63,8 @@ class InputConfig(_Section):
     json_key_field: str | None = None
     timestamp_field: str | None = None
     max_record_bytes: int = Field(65_536, ge=64)
+    max_lines_per_record: int = Field(10_000, ge=1)  # a record holding more lines is dead-lettered
+    max_keys_per_line: int = Field(16, ge=1)  # a line naming more session keys (e.g. HDFS block ids) is dead-lettered
 
     @field_validator("topics")
     @classmethod
@@ -90,6 +98,12 @@ class SessionsConfig(_Section):
     allowed_lateness_secs: float = Field(0.0, ge=0)
     max_open_sessions: int = Field(100_000, ge=1)
     quiet_flush_secs: float | None = Field(None, gt=0)
+    # Processing-time bound: a session open this many wall-clock seconds closes (reason "max_open"), so no key can pin
+    # the committed offset; more lines of its key later make a new session with the next revision number.
+    max_open_secs: float = Field(600.0, gt=0)
+    # A line stamped more than this many seconds ahead of the wall clock is treated as untimed: it never moves the
+    # partition's event time (one line dated 2099 would otherwise close every open session).
+    max_future_secs: float = Field(86_400.0, ge=0)
 
 
 class ModelConfig(_Section):
@@ -130,6 +144,7 @@ class ModelConfig(_Section):
 class CacheConfig(_Section):
     enabled: bool = True
     max_entries: int = Field(100_000, ge=1)
+    max_bytes: int = Field(64 * 1024 * 1024, ge=1024)  # bytes of cached keys and answers; LRU eviction past it
     durable: bool = True
 
 
@@ -138,12 +153,17 @@ class OutputConfig(_Section):
     dlq_topic: str = "rationad.dlq"
     emit_normal: bool = False
     max_rationale_chars: int = Field(2_000, ge=100)
+    # Largest record the producer sends (its max_request_size; keep it at or below the broker's message.max.bytes).
+    # A dead letter larger than this is truncated to fit and says so in headers; an event never comes close.
+    max_message_bytes: int = Field(1_000_000, ge=16_384)
 
 
 class DeliveryConfig(_Section):
     commit_interval_ms: int = Field(1_000, ge=10)
     max_pending_sessions: int = Field(512, ge=1)
     drain_timeout_secs: float = Field(30.0, gt=0)
+    max_attempts: int = Field(3, ge=1)  # judging attempts of one session on unexpected errors before it is dead-lettered
+    max_open_bytes: int = Field(256 * 1024 * 1024, ge=1024)  # bytes of open sessions over all partitions; the oldest closes early ("evicted")
 
 
 class ServerConfig(_Section):

@@ -12,7 +12,7 @@ import functools
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, TypeVar, runtime_checkable
+from typing import Literal, Protocol, TypeVar, runtime_checkable
 
 from rationad.config import ConfigError, ModelConfig
 
@@ -28,13 +28,27 @@ class Completion:
     completion_tokens: int
 
 
-class ModelError(Exception):
-    """The model could not answer. ``retryable`` is False when retrying the same request cannot help (e.g. a 4xx:
-    the request itself is rejected), True for outages (connection refused, 5xx, timeouts, engine restarts)."""
+ErrorKind = Literal["outage", "rejected", "config", "dead"]
 
-    def __init__(self, msg: str, retryable: bool = True) -> None:
+
+class ModelError(Exception):
+    """The model could not answer. ``kind`` says what the daemon should do about it:
+
+    - ``outage``: the model is unavailable for now (connection refused, 5xx, timeouts): wait and retry the batch;
+    - ``rejected``: this request's own content is refused (400, 413, 422, a prompt too long): retrying the same
+      request cannot help, so that session alone is dead-lettered;
+    - ``config``: the model is misconfigured (401/403: a rotated API key; 404: a renamed model or wrong URL): no
+      session is at fault, so consumption pauses, readiness goes false, and the call is retried with backoff;
+    - ``dead``: the in-process engine died and cannot serve again in this process: the daemon drains what it can
+      and exits non-zero so its supervisor (systemd, Kubernetes) restarts it.
+
+    ``retryable`` (kept for callers that only need the old yes/no) is True for every kind but ``rejected``.
+    """
+
+    def __init__(self, msg: str, retryable: bool = True, *, kind: ErrorKind | None = None) -> None:
         super().__init__(msg)
-        self.retryable = retryable
+        self.kind: ErrorKind = kind if kind is not None else ("outage" if retryable else "rejected")
+        self.retryable = self.kind != "rejected"
 
 
 @runtime_checkable
