@@ -3,15 +3,28 @@
 A session is shown to the model as its distinct line templates in order of first appearance, each with its count
 and a reference (``L1``, ``L2``, ...) that rationales cite. Log text is untrusted: every template is a JSON string
 literal with ``<`` and ``>`` escaped, so a log line can neither close a tag nor pose as an instruction, and the
-system prompt says that quoted lines are data. Long sessions are compressed (repeats collapsed with counts) and,
-past the token budget, the most repetitive templates are dropped first with an explicit marker line.
+system prompt says that quoted lines are data. Long sessions are compressed (repeats collapsed with counts).
+
+Past the token budget (and only then, so a prompt that fits is exactly the prompt that was trained), the view is cut
+in two steps, each visible to the model:
+
+1. every row longer than ``ROW_MAX_CHARS`` (quoted) is cut to that bound, with a ``[N more characters cut]`` marker
+   after its quoted text, so a few huge lines cannot spend the whole budget;
+2. if that is not enough, whole rows are dropped, with an ``[... omitted to fit the budget]`` marker line: rows
+   without error/warning evidence (``is_evidence``) before any row with it, and within each of those two groups the
+   most repetitive first, then the later first (routine lines carry the least signal).
+
+An attacker who controls some lines can thus no longer push a real ``Exception`` row out with long or numerous
+junk lines, unless the junk itself carries evidence words and outnumbers the budget: then the later rows go first,
+as before.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import orjson
 
@@ -35,6 +48,26 @@ THINK_MAX_CHARS = 700
 ANSWER_REGEX = r"<think>[^<>]{1,%d}</think>\n<answer>(normal|anomalous)</answer>" % THINK_MAX_CHARS
 
 TokenCounter = Callable[[str], int]
+
+# When a prompt must be cut, each row's quoted template is first cut to this many characters (with its marker about
+# 94 estimated tokens, so eight cut rows fit the default 1024-token budget beside the system prompt, or many more
+# short ones). Templates of HDFS and BGL are well under it; only rows longer than this ever lose text.
+ROW_MAX_CHARS = 240
+
+# Evidence of trouble in a template: severity words and the usual failure vocabulary (a superset of the words
+# training/data_bgl.py's TROUBLE rule uses). Case-insensitive substrings, so ``IOException``, ``WARNING`` and
+# ``failed`` match. Over-matching only costs a routine row its place ahead of the cut; under-matching falls back to
+# the repetition order.
+EVIDENCE = re.compile(
+    r"error|exception|fail|fatal|panic|critical|severe|warn|refused|denied|timed? ?out|could not|cannot|unable"
+    r"|abort|corrupt|crash|killed|out of memory",
+    re.IGNORECASE,
+)
+
+
+def is_evidence(template: str) -> bool:
+    """Whether a template carries error/warning evidence (``EVIDENCE``): such rows are the last to be dropped."""
+    return EVIDENCE.search(template) is not None
 
 
 def answer_regex(refs: Sequence[str]) -> str:
@@ -65,6 +98,7 @@ class TemplateRow:
     template: str
     count: int
     first_index: int  # index of the first line of the session with this template
+    cut_chars: int = 0  # characters cut off the end of ``template`` to fit ``ROW_MAX_CHARS`` (shown as a marker)
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +124,22 @@ def quote(text: str) -> str:
 
 
 def _row_line(row: TemplateRow) -> str:
-    return f"{row.ref} x{row.count} {quote(row.template)}"
+    line = f"{row.ref} x{row.count} {quote(row.template)}"
+    return f"{line} [{row.cut_chars} more characters cut]" if row.cut_chars else line
+
+
+def _cut_row(row: TemplateRow, limit: int = ROW_MAX_CHARS) -> TemplateRow:
+    """``row`` with its template cut to the longest prefix whose quoted form is at most ``limit`` characters."""
+    if len(row.template) + 2 <= limit and len(quote(row.template)) <= limit:
+        return row
+    width, n = 2, 0  # the quotes; then each character's escaped width (``<`` is 6 characters quoted)
+    for ch in row.template:
+        w = len(quote(ch)) - 2
+        if width + w > limit:
+            break
+        width += w
+        n += 1
+    return replace(row, template=row.template[:n], cut_chars=len(row.template) - n)
 
 
 def _header(source: str, line_count: int, distinct: int) -> str:
@@ -125,16 +174,23 @@ def build_view(
         for n, (tpl, (first, cnt)) in enumerate(order.items(), start=1)
     ]
     budget = max_prompt_tokens - count_tokens(SYSTEM_PROMPT) - count_tokens(_header(source, len(messages), 999)) - 40
-    kept = list(rows)
-    total = sum(count_tokens(_row_line(r)) + 1 for r in kept)
+    total = sum(count_tokens(_row_line(r)) + 1 for r in rows)
+    dropped: set[str] = set()
     if total > budget:
-        # Drop the most repetitive templates first: routine lines carry the least signal.
-        for r in sorted(rows, key=lambda r: (-r.count, -r.first_index)):
-            if total <= budget or len(kept) == 1:
+        # Evidence is judged on the whole template, before its end is cut off.
+        evidence = {r.ref: is_evidence(r.template) for r in rows}
+        # 1. Cut long rows to the per-row bound, so a few huge lines cannot spend the budget.
+        rows = [_cut_row(r) for r in rows]
+        cost = {r.ref: count_tokens(_row_line(r)) + 1 for r in rows}
+        total = sum(cost.values())
+        # 2. Drop rows without evidence first; within each group the most repetitive, then the later, first.
+        for r in sorted(rows, key=lambda r: (evidence[r.ref], -r.count, -r.first_index)):
+            if total <= budget or len(dropped) == len(rows) - 1:
                 break
-            kept.remove(r)
-            total -= count_tokens(_row_line(r)) + 1
-    omitted = [r for r in rows if r not in kept]
+            dropped.add(r.ref)
+            total -= cost[r.ref]
+    kept = [r for r in rows if r.ref not in dropped]
+    omitted = [r for r in rows if r.ref in dropped]
     return SessionView(
         source=source,
         line_count=len(messages),

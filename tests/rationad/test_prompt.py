@@ -78,3 +78,53 @@ def test_answer_regex_admits_only_the_sessions_line_refs():
     # Everything the narrowed regex admits, the generic shape admits too (up to its length bound).
     assert re.fullmatch(ANSWER_REGEX, format_completion(good[0], "anomalous"))
 
+
+
+def _filler(tag: str) -> str:
+    # 2.5 KB of prose that masking leaves alone (no numbers, no hex words): what an attacker controls.
+    return f"INFO app.Filler: {tag} " + "lorem ipsum dolor sit amet " * 92
+
+
+def test_long_early_lines_cannot_push_a_late_exception_out_of_the_prompt():
+    # Issue 13 item 11: two 2.5 KB lines early in a session used to remove the real Exception row.
+    exception = "WARN dfs.DataNode$DataXceiver: writeBlock blk_7 received exception java.io.IOException: Could not read"
+    msgs = [_filler("first"), _filler("second"), *HDFS, exception]
+    assert all(len(m) > 2500 for m in msgs[:2])
+    view = build_view("hdfs", msgs)  # the default budget, 1024 tokens
+    text = user_message(build_view("hdfs", msgs))
+    assert any("received exception" in r.template for r in view.rows), text
+    assert "received exception" in text
+    # The long rows are cut, visibly (a marker outside the quoted log text), not silently.
+    long_rows = [r for r in view.rows if r.template.startswith("INFO app.Filler")]
+    assert long_rows and all(r.cut_chars > 0 for r in long_rows)
+    assert text.count("more characters cut]") == len(long_rows)
+    assert (len(SYSTEM_PROMPT) + len(text)) // 3 < 1024
+
+
+def test_rows_with_error_evidence_are_dropped_after_rows_without():
+    errors = [f"ERROR svc.Worker: job {chr(65 + i)} failed with code" for i in range(3)]
+    routine = [f"INFO svc.Routine: step {chr(65 + i // 26)}{chr(65 + i % 26)} done quietly and well" for i in range(120)]
+    msgs = [*errors, *routine] + ["INFO svc.Heartbeat: alive"] * 50 + ["FATAL svc.Main: Exception in thread main"]
+    view = build_view("generic", msgs, max_prompt_tokens=400)
+    kept = {r.template for r in view.rows}
+    assert view.omitted_templates > 0
+    assert all(e in kept for e in errors) and "FATAL svc.Main: Exception in thread main" in kept
+    assert "INFO svc.Heartbeat: alive" not in kept  # the most repetitive routine row still goes first
+
+
+def test_evidence_rule():
+    from rationad.prompt import is_evidence
+
+    for t in ("ERROR x", "WARN y", "warning: disk", "FATAL z", "java.io.IOException: boom", "Connection refused",
+              "task failed", "request timed out", "Could not read", "PANIC", "permission denied"):
+        assert is_evidence(t), t
+    for t in ("INFO Receiving block {*} src: {*} dest: {*}", "DEBUG heartbeat ok", "INFO terminating"):
+        assert not is_evidence(t), t
+
+
+def test_prompts_that_fit_are_unchanged_even_with_a_long_row():
+    # No cut when the budget is not exceeded: the prompt that was trained is the prompt that is served.
+    long_line = "INFO app.Config: " + " ".join(["key value pair"] * 40)  # about 600 characters, fits the default budget
+    view = build_view("generic", [long_line, *HDFS])
+    assert view.rows[0].template == long_line and view.rows[0].cut_chars == 0
+    assert "characters cut" not in user_message(view)
