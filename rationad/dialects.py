@@ -4,7 +4,9 @@
 
 - format ``text``: the value is UTF-8 text (strict) holding one log line, or several separated by ``\\n``
   (a trailing newline, a ``\\r`` before it and blank lines are ignored). A record with a bad line is rejected
-  whole, with the line's number in the detail, so the dead-letter topic keeps it intact.
+  whole, with the line's number in the detail, so the dead-letter topic keeps it intact; so is a record of more
+  than ``max_lines_per_record`` non-blank lines (``too_many_lines``). Parsing is linear in the record's size: the
+  lines continuing an entry are joined once, when the entry ends.
 - format ``json``: the value is a JSON object; the log line is ``json_message_field``; ``json_key_field`` (if set)
   overrides the dialect's session key and ``timestamp_field`` (if set) its timestamp (epoch seconds or ISO-8601;
   an ISO time without a zone is UTC).
@@ -13,8 +15,9 @@ Dialects (``Parser.source`` is the log source name the prompt shows):
 
 - ``hdfs``: ``yymmdd HHMMSS pid LEVEL component: content``. ``ts`` is the header time as UTC epoch seconds; the
   model sees ``LEVEL component: content`` (no date, time or pid); the key is the block id ``blk_-?\\d+``, and a line
-  naming several blocks yields one LogLine per distinct block (same raw line and offset). A line without a
-  parseable header but with a block id is accepted (ts None, message = the whole line).
+  naming several blocks yields one LogLine per distinct block (same raw line and offset); more than
+  ``max_keys_per_line`` distinct blocks reject the record (``too_many_keys``). A line without a parseable header but
+  with a block id is accepted (ts None, message = the whole line).
 - ``bgl``: Loghub-labelled lines (BGL, Spirit, Thunderbird, Liberty): ``LABEL EPOCH yyyy.mm.dd NODE ...``. The
   label (``-`` normal, anything else an alert category) goes to ``LogLine.label`` as normal/anomalous and never into
   the message; ``ts`` is EPOCH; the message drops the date/node/time header fields of the BGL layout
@@ -179,6 +182,16 @@ def _key_from(regex: re.Pattern[str]) -> Callable[[str], str | None]:
     return key
 
 
+def _continued(entry: list[LogLine], cont: list[str]) -> list[LogLine]:
+    """The LogLines of one entry (one per key its line names) with its continuation lines appended, built once."""
+    tail = "\n" + "\n".join(cont)
+    first = entry[0]
+    message, raw = first.message + tail, first.raw + tail
+    # A line naming several blocks gives LogLines that share one message and raw: keep sharing the joined text.
+    return [replace(x, message=message if x.message is first.message else x.message + tail,
+                    raw=raw if x.raw is first.raw else x.raw + tail) for x in entry]
+
+
 # ---- the parser ----------------------------------------------------------------------------------------------------
 
 
@@ -190,6 +203,8 @@ class Parser:
         self.source: str = cfg.dialect
         self.format = cfg.format
         self.max_record_bytes = cfg.max_record_bytes
+        self.max_lines_per_record = cfg.max_lines_per_record
+        self.max_keys_per_line = cfg.max_keys_per_line
         self._message_field = cfg.json_message_field
         self._key_field = cfg.json_key_field
         self._ts_field = cfg.timestamp_field
@@ -235,24 +250,31 @@ class Parser:
         lines = [ln for ln in lines if ln.strip()]
         if not lines:
             raise BadRecord("empty", "record holds only blank lines")
+        if len(lines) > self.max_lines_per_record:
+            raise BadRecord("too_many_lines", f"record of {len(lines)} lines exceeds "
+                                              f"max_lines_per_record={self.max_lines_per_record}")
         if len(lines) == 1:
             return self._line(lines[0], None, None, lines[0], topic, partition, offset)
         out: list[LogLine] = []
         last: list[LogLine] = []  # the LogLines of the newest line that parsed
+        cont: list[str] = []  # the lines continuing it, joined once when the entry ends (linear in the record)
         for n, line in enumerate(lines, start=1):
             try:
                 parsed = self._line(line, None, None, line, topic, partition, offset)
             except BadRecord as exc:
-                if not last or self._starts_entry(line):
+                if not last or exc.reason == "too_many_keys" or self._starts_entry(line):
                     raise BadRecord(exc.reason, f"line {n} of {len(lines)} in the record: {exc.detail}") from None
                 # A line that does not start like a log entry, after one that parsed, continues it (a stack trace,
                 # a message with embedded newlines): it is judged as part of that entry, not dropped.
-                cont = [replace(x, message=f"{x.message}\n{line}", raw=f"{x.raw}\n{line}") for x in last]
-                out[len(out) - len(last):] = cont
-                last = cont
+                cont.append(line)
                 continue
+            if cont:
+                out[len(out) - len(last):] = _continued(last, cont)
+                cont = []
             out.extend(parsed)
             last = parsed
+        if cont:
+            out[len(out) - len(last):] = _continued(last, cont)
         return out
 
     def _json(self, value: bytes, topic: str, partition: int, offset: int) -> list[LogLine]:
@@ -308,7 +330,11 @@ class Parser:
             raise BadRecord("no_session_key", f"hdfs line has no block id (blk_...): {_snippet(line)}")
         if len(blocks) == 1:
             return [LogLine(blocks[0], message, raw, ts, topic, partition, offset)]
-        return [LogLine(b, message, raw, ts, topic, partition, offset) for b in dict.fromkeys(blocks)]
+        keys = dict.fromkeys(blocks)
+        if len(keys) > self.max_keys_per_line:
+            raise BadRecord("too_many_keys", f"hdfs line names {len(keys)} session keys (blk_...), more than "
+                                             f"max_keys_per_line={self.max_keys_per_line}: {_snippet(line)}")
+        return [LogLine(b, message, raw, ts, topic, partition, offset) for b in keys]
 
     def _bgl(self, line: str, key: str | None, ts: float | None, raw: str, topic: str, partition: int,
              offset: int) -> list[LogLine]:

@@ -88,7 +88,9 @@ def test_hdfs_line_without_a_block_is_rejected():
 
 def test_hdfs_every_line_of_loghub_hdfs_2k_parses_to_its_block():
     path = loghub("HDFS_2k.log")
-    p = parser(dialect="hdfs")
+    # Two NameNode lines ("BLOCK* ask ... to delete blk_...") name 100 blocks each (HDFS's dfs.block.invalidate.limit
+    # is 100 in Hadoop 0.20, 1000 later): input.max_keys_per_line must be at least that for real HDFS input.
+    p = parser(dialect="hdfs", max_keys_per_line=1_000)
     with (LOGHUB / "HDFS_2k.log_structured.csv").open(newline="") as f:
         rows = list(csv.DictReader(f))
     lines = path.read_text().splitlines()
@@ -339,3 +341,72 @@ def test_every_line_of_the_embedded_demo_sample_parses_to_a_labelled_block():
     assert keys == set(labels)
     assert len(labels) == 400 and sum(v == "anomalous" for v in labels.values()) == 40
     assert None not in times and times == sorted(times)
+
+
+# ---- caps and cost of multi-line records (issue 13, item 9) --------------------------------------------------------
+
+
+def _stack_trace_record(blocks: int, continuation_lines: int) -> bytes:
+    names = " ".join(f"blk_{i}" for i in range(blocks))
+    return ("\n".join([f"081109 203615 148 WARN dfs.D: {names}"] + ["x"] * continuation_lines)).encode()
+
+
+@pytest.mark.parametrize(
+    ("blocks", "continuation_lines", "size"),
+    [(600, 1_500, (7_000, 8_000)),  # the reviewed case: ~7.7 KB, 2 s before (22 s on a slower machine)
+     (16, 32_000, (64_000, 70_000))],  # 64 KiB of stack trace under the default cap of 16 blocks
+)
+def test_continuation_lines_parse_in_time_linear_in_the_record_size(blocks, continuation_lines, size):
+    # Each continuation line used to re-copy the whole entry for every block its header names: quadratic. Parsed
+    # linearly, either record takes milliseconds; the bound is generous so a loaded machine does not flake.
+    import time
+
+    p = parser(dialect="hdfs", max_record_bytes=1 << 20, max_keys_per_line=1_000, max_lines_per_record=100_000)
+    value = _stack_trace_record(blocks, continuation_lines)
+    assert size[0] < len(value) < size[1]
+    start = time.perf_counter()
+    out = p.parse(value)
+    elapsed = time.perf_counter() - start
+    assert len(out) == blocks and all(x.message.count("\n") == continuation_lines for x in out)
+    assert out[0].raw == value.decode()
+    assert len({id(x.message) for x in out}) == 1  # the entry's text is built once, shared by its blocks' lines
+    assert elapsed < 0.5, f"{len(value)} bytes took {elapsed:.2f} s"
+
+
+def test_continuation_lines_join_once_and_entries_after_them_are_kept():
+    p = parser(dialect="hdfs")
+    value = (f"{HDFS_LINE}\n  a\n  b\n081109 203807 222 INFO dfs.X: blk_1 blk_2 done\n  c\n"
+             f"081109 203808 222 INFO dfs.X: blk_3 done").encode()
+    out = p.parse(value)
+    assert [(x.key, x.message.split(": ", 1)[1]) for x in out] == [
+        ("blk_38865049064139660", HDFS_LINE.split(": ", 1)[1] + "\n  a\n  b"),
+        ("blk_1", "blk_1 blk_2 done\n  c"),
+        ("blk_2", "blk_1 blk_2 done\n  c"),
+        ("blk_3", "blk_3 done"),
+    ]
+    assert out[1].raw == "081109 203807 222 INFO dfs.X: blk_1 blk_2 done\n  c"
+
+
+def test_a_record_with_more_lines_than_the_cap_is_rejected():
+    p = parser(dialect="hdfs", max_lines_per_record=3)
+    assert len(p.parse(f"{HDFS_LINE}\n{HDFS_LINE}\n\n{HDFS_LINE}\n".encode())) == 3  # blank lines do not count
+    with pytest.raises(BadRecord) as exc:
+        p.parse(f"{HDFS_LINE}\n  at x\n  at y\n  at z".encode())
+    assert exc.value.reason == "too_many_lines"
+    assert "4 lines" in exc.value.detail and "max_lines_per_record=3" in exc.value.detail
+
+
+def test_a_line_naming_more_session_keys_than_the_cap_is_rejected():
+    p = parser(dialect="hdfs", max_keys_per_line=3)
+    assert len(p.parse(_stack_trace_record(3, 0))) == 3
+    assert len(p.parse(b"081109 203615 148 INFO dfs.X: blk_1 blk_1 blk_1 blk_1 blk_2")) == 2  # distinct keys count
+    for value in (_stack_trace_record(4, 0), _stack_trace_record(4, 2), b"no header blk_1 blk_2 blk_3 blk_4",
+                  f"{HDFS_LINE}\n  at blk_1 blk_2 blk_3 blk_4".encode()):
+        with pytest.raises(BadRecord) as exc:
+            p.parse(value)
+        assert exc.value.reason == "too_many_keys"
+        assert "4 session keys" in exc.value.detail and "max_keys_per_line=3" in exc.value.detail
+    jp = parser(dialect="hdfs", format="json", max_keys_per_line=3)
+    with pytest.raises(BadRecord) as exc:
+        jp.parse(orjson.dumps({"message": "081109 203615 148 INFO dfs.X: blk_1 blk_2 blk_3 blk_4"}))
+    assert exc.value.reason == "too_many_keys"
