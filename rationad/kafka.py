@@ -1,10 +1,23 @@
-"""aiokafka clients built from the ``[kafka]`` section (security settings included, secrets never logged)."""
+"""aiokafka clients built from the ``[kafka]`` section (security settings included, secrets never logged).
+
+Static membership (KIP-345, ``kafka.group_instance_id``): aiokafka sends the instance id only in JoinGroup v5+ and
+SyncGroup v3+, and when the broker negotiates an older version it drops the id without a word, so the daemon would
+silently run as a dynamic member. The consumer built here checks the brokers' JoinGroup versions before it joins, and
+turns a join the broker refuses into a ``ConfigError`` naming the key (the CLI exits 2, which systemd does not retry).
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import functools
+from typing import TYPE_CHECKING, Any
 
-from rationad.config import KafkaConfig
+from rationad.config import ConfigError, KafkaConfig
+
+if TYPE_CHECKING:
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+JOIN_GROUP_API_KEY = 11
+STATIC_MEMBERSHIP_MIN_JOIN_GROUP_VERSION = 5  # Kafka 2.3 (KIP-345)
 
 
 def common_kwargs(cfg: KafkaConfig) -> dict[str, Any]:
@@ -28,22 +41,87 @@ def common_kwargs(cfg: KafkaConfig) -> dict[str, Any]:
     return kw
 
 
-def make_consumer(cfg: KafkaConfig, **extra: Any):
-    from aiokafka import AIOKafkaConsumer
-
-    return AIOKafkaConsumer(
-        group_id=cfg.group_id,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        session_timeout_ms=cfg.session_timeout_ms,
-        heartbeat_interval_ms=cfg.heartbeat_interval_ms,
-        max_poll_interval_ms=cfg.max_poll_interval_ms,
+def consumer_kwargs(cfg: KafkaConfig) -> dict[str, Any]:
+    """The group consumer's settings (without ``extra``): what ``make_consumer`` passes to aiokafka."""
+    return {
+        "group_id": cfg.group_id,
+        "group_instance_id": cfg.group_instance_id,
+        "enable_auto_commit": False,
+        "auto_offset_reset": cfg.auto_offset_reset,
+        "session_timeout_ms": cfg.session_timeout_ms,
+        "heartbeat_interval_ms": cfg.heartbeat_interval_ms,
+        "max_poll_interval_ms": cfg.max_poll_interval_ms,
         **common_kwargs(cfg),
-        **extra,
-    )
+    }
 
 
-def make_producer(cfg: KafkaConfig, **extra: Any):
+def static_membership_problem(instance_id: str, brokers: dict[int, tuple[int, int] | None]) -> str | None:
+    """Why the brokers cannot give ``instance_id`` static membership, or None when all of them can.
+
+    ``brokers`` maps a broker id to its (min, max) JoinGroup version from ApiVersions (None: JoinGroup missing)."""
+    old = {b: v for b, v in brokers.items() if v is None or v[1] < STATIC_MEMBERSHIP_MIN_JOIN_GROUP_VERSION}
+    if not old:
+        return None
+    seen = ", ".join(f"broker {b}: {'none' if v is None else f'v{v[1]}'}" for b, v in sorted(old.items()))
+    return (f"kafka.group_instance_id = {instance_id!r}: static membership needs JoinGroup v"
+            f"{STATIC_MEMBERSHIP_MIN_JOIN_GROUP_VERSION}+ (Kafka 2.3 or later) on every broker, and the cluster "
+            f"offers less ({seen}); the instance id would be dropped silently. Unset kafka.group_instance_id "
+            "(dynamic membership) or upgrade the brokers")
+
+
+async def join_group_versions(client: Any) -> dict[int, tuple[int, int] | None]:
+    """JoinGroup (min, max) versions of every broker in a bootstrapped ``AIOKafkaClient``'s metadata."""
+    from aiokafka.protocol.admin import ApiVersionRequest
+
+    out: dict[int, tuple[int, int] | None] = {}
+    for broker in client.cluster.brokers():
+        resp = await client.send(broker.nodeId, ApiVersionRequest())
+        versions = {key: (lo, hi) for key, lo, hi in resp.api_versions}
+        out[broker.nodeId] = versions.get(JOIN_GROUP_API_KEY)
+    return out
+
+
+@functools.cache
+def _consumer_class() -> type[AIOKafkaConsumer]:
+    from aiokafka import AIOKafkaConsumer
+    from aiokafka.errors import KafkaError
+
+    class Consumer(AIOKafkaConsumer):
+        """``AIOKafkaConsumer`` whose ``start`` refuses static membership the brokers would not honour."""
+
+        async def start(self) -> None:
+            instance_id = self._group_instance_id
+            if instance_id is None or self._group_id is None:
+                return await super().start()
+            # Bootstrapping twice is harmless (aiokafka's start repeats it); the check must precede the first join.
+            await self._client.bootstrap()
+            problem = static_membership_problem(instance_id, await join_group_versions(self._client))
+            if problem:
+                await self._client.close()
+                raise ConfigError(problem)
+            try:
+                await super().start()
+            except KafkaError as exc:
+                # A subscribed consumer's start waits for its first assignment; a join or sync the coordinator
+                # refuses (FENCED_INSTANCE_ID, error 82, is unmapped in aiokafka 0.14 and arrives as UnknownError)
+                # aborts that wait with the error.
+                await self.stop()
+                raise ConfigError(
+                    f"kafka.group_instance_id = {instance_id!r}: the group coordinator refused the group join: "
+                    f"{exc!r}. The id must be unique per running instance (another live daemon with this id fences "
+                    "this one); unset it for dynamic membership"
+                ) from exc
+
+    return Consumer
+
+
+def make_consumer(cfg: KafkaConfig, **extra: Any) -> AIOKafkaConsumer:
+    """The daemon's group consumer: manual commits, ``kafka.auto_offset_reset``, static membership when
+    ``kafka.group_instance_id`` is set (checked against the brokers at ``start``)."""
+    return _consumer_class()(**consumer_kwargs(cfg), **extra)
+
+
+def make_producer(cfg: KafkaConfig, **extra: Any) -> AIOKafkaProducer:
     from aiokafka import AIOKafkaProducer
 
     return AIOKafkaProducer(acks="all", enable_idempotence=True, linger_ms=5, **common_kwargs(cfg), **extra)

@@ -1,0 +1,182 @@
+"""The Kafka clients built from ``[kafka]``: the consumer settings reach aiokafka, and static membership
+(``kafka.group_instance_id``) fails at start, naming the key, when the brokers cannot honour it."""
+
+import asyncio
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import uuid
+from types import SimpleNamespace
+
+import pytest
+from aiokafka import AIOKafkaConsumer
+from aiokafka.errors import KafkaError, UnknownError
+
+from rationad import kafka
+from rationad.config import ConfigError, KafkaConfig
+
+
+def test_settings_reach_the_consumer_constructor(monkeypatch):
+    seen = {}
+
+    def record(self, *topics, **kwargs):
+        seen.update(kwargs)
+
+    monkeypatch.setattr(AIOKafkaConsumer, "__init__", record)
+    cfg = KafkaConfig(group_id="g", auto_offset_reset="none", group_instance_id="rationad-0", session_timeout_ms=7000)
+    consumer = kafka.make_consumer(cfg, max_partition_fetch_bytes=123)
+    assert isinstance(consumer, AIOKafkaConsumer)
+    assert seen["group_id"] == "g"
+    assert seen["auto_offset_reset"] == "none"
+    assert seen["group_instance_id"] == "rationad-0"
+    assert seen["session_timeout_ms"] == 7000
+    assert seen["enable_auto_commit"] is False
+    assert seen["max_partition_fetch_bytes"] == 123
+
+
+def test_defaults_are_earliest_and_dynamic_membership():
+    kw = kafka.consumer_kwargs(KafkaConfig())
+    assert kw["auto_offset_reset"] == "earliest"
+    assert kw["group_instance_id"] is None
+
+
+@pytest.mark.parametrize("reset", ["earliest", "latest", "none"])
+async def test_aiokafka_accepts_every_offset_reset(reset):
+    # The real constructor (no broker needed until start): "none" must be a value aiokafka knows.
+    c = kafka.make_consumer(KafkaConfig(auto_offset_reset=reset, group_instance_id="host-a"))
+    assert c._auto_offset_reset == reset
+    assert c._group_instance_id == "host-a"
+
+
+def test_static_membership_problem_names_the_key_and_the_old_brokers():
+    assert kafka.static_membership_problem("a", {1: (0, 7), 2: (0, 5)}) is None
+    msg = kafka.static_membership_problem("a", {1: (0, 7), 2: (0, 4), 3: None})
+    assert msg.startswith("kafka.group_instance_id = 'a'")
+    assert "broker 2: v4" in msg and "broker 3: none" in msg and "broker 1" not in msg
+
+
+class _FakeClient:
+    def __init__(self, join_max: int | None):
+        self.join_max = join_max
+        self.closed = False
+        self.cluster = SimpleNamespace(brokers=lambda: [SimpleNamespace(nodeId=1)])
+
+    async def bootstrap(self):
+        pass
+
+    async def send(self, node_id, request):
+        versions = [(0, 0, 12), (18, 0, 3)] + ([(11, 0, self.join_max)] if self.join_max is not None else [])
+        return SimpleNamespace(api_versions=versions)
+
+    async def close(self):
+        self.closed = True
+
+
+async def test_start_refuses_a_broker_without_join_group_v5(monkeypatch):
+    started = []
+
+    async def fake_start(self):
+        started.append(True)
+
+    monkeypatch.setattr(AIOKafkaConsumer, "start", fake_start)
+    c = kafka.make_consumer(KafkaConfig(group_instance_id="host-a"))
+    c._client = _FakeClient(join_max=4)
+    with pytest.raises(ConfigError, match=r"kafka\.group_instance_id = 'host-a'.*JoinGroup v5"):
+        await c.start()
+    assert not started, "must not join (as a silently dynamic member) before the check"
+    assert c._client.closed
+
+
+async def test_start_turns_a_refused_join_into_a_config_error(monkeypatch):
+    async def refused(self):
+        raise KafkaError(repr(UnknownError()))  # what aiokafka 0.14 raises for FENCED_INSTANCE_ID (82)
+
+    stopped = []
+
+    async def fake_stop(self):
+        stopped.append(True)
+
+    monkeypatch.setattr(AIOKafkaConsumer, "start", refused)
+    monkeypatch.setattr(AIOKafkaConsumer, "stop", fake_stop)
+    c = kafka.make_consumer(KafkaConfig(group_instance_id="host-a"))
+    c._client = _FakeClient(join_max=7)
+    with pytest.raises(ConfigError, match=r"kafka\.group_instance_id = 'host-a'.*refused"):
+        await c.start()
+    assert stopped
+
+
+async def test_start_without_instance_id_skips_the_check(monkeypatch):
+    started = []
+
+    async def fake_start(self):
+        started.append(True)
+
+    monkeypatch.setattr(AIOKafkaConsumer, "start", fake_start)
+    c = kafka.make_consumer(KafkaConfig())
+    c._client = _FakeClient(join_max=None)  # would fail the check
+    await c.start()
+    assert started
+
+
+_MEMBER = textwrap.dedent("""
+    import asyncio, sys, time
+    from rationad.config import KafkaConfig
+    from rationad.kafka import make_consumer
+
+    async def main(bootstrap, group, topic, instance):
+        cfg = KafkaConfig(bootstrap_servers=bootstrap, group_id=group, group_instance_id=instance or None)
+        c = make_consumer(cfg)
+        c.subscribe([topic])
+        t0 = time.monotonic()
+        await c.start()  # returns once the first assignment arrived
+        print(f"assigned {time.monotonic() - t0:.2f}", flush=True)
+        await asyncio.sleep(3600)
+
+    asyncio.run(main(*sys.argv[1:5]))
+""")
+
+
+def _member(bootstrap: str, group: str, topic: str, instance: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", _MEMBER, bootstrap, group, topic, instance],
+                            stdout=subprocess.PIPE, text=True)
+
+
+def _assigned_within(proc: subprocess.Popen, secs: float) -> float | None:
+    import select
+
+    ready, _, _ = select.select([proc.stdout], [], [], secs)
+    line = proc.stdout.readline() if ready else ""
+    return float(line.split()[1]) if line.startswith("assigned") else None
+
+
+@pytest.mark.integration
+def test_static_member_takes_its_place_back_after_kill9(broker):
+    """On the real test broker: after a SIGKILL, a member restarted with the same group_instance_id is assigned at
+    once; a dynamic member in the same situation is not (noida-db 0.2.3 never expires the dead member, see
+    docs/operations.md), which is what static membership is for."""
+    from rationad.broker import create_topics
+
+    topic = f"static-{uuid.uuid4().hex[:8]}"
+    asyncio.run(create_topics(broker.bootstrap, {topic: 2}))
+    results = {}
+    for instance in ("rationad-0", ""):
+        group = f"g-{topic}-{instance or 'dynamic'}"
+        first = _member(broker.bootstrap, group, topic, instance)
+        procs = [first]
+        try:
+            assert _assigned_within(first, 30) is not None
+            first.send_signal(signal.SIGKILL)
+            first.wait(10)
+            t0 = time.monotonic()
+            second = _member(broker.bootstrap, group, topic, instance)
+            procs.append(second)
+            took = _assigned_within(second, 12)
+            results[instance or "dynamic"] = took if took is None else time.monotonic() - t0
+        finally:
+            for p in procs:
+                p.kill()
+                p.wait(10)
+    assert results["rationad-0"] is not None and results["rationad-0"] < 15, results
+    assert results["dynamic"] is None, f"noida-db now expires dead members: {results}; update docs and tests"
