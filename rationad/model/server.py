@@ -2,10 +2,18 @@
 
 One ``POST /v1/chat/completions`` per conversation, at most ``model.max_concurrency`` in flight; the server applies
 the model's chat template and batches concurrent requests itself. Output is constrained with vLLM's
-``structured_outputs: {"regex": ...}`` request field. Connection errors, timeouts, 5xx and 429 are retried with
-exponential backoff and jitter (``Retry-After`` honoured), then reported as a retryable ``ModelError``; any other
-4xx means the request itself is wrong and is reported as non-retryable. The API key is sent as a bearer token and
-never logged.
+``structured_outputs: {"regex": ...}`` request field.
+
+Failures become a ``ModelError`` whose ``kind`` tells the daemon what to do (see ``rationad.model.base``):
+
+- connection errors, timeouts, 408, 429 and 5xx are retried here with exponential backoff and jitter
+  (``Retry-After`` honoured), then reported as ``outage``;
+- 401, 403, 407 and 404 (also from ``/v1/models`` discovery) are ``config``: a rotated API key, a renamed model or
+  a wrong URL fails every request alike, so no session is at fault; the message names the likely key;
+- any other 4xx (400, 413, 422, ...) is about the request itself: ``rejected``, not retried.
+
+The API key is sent as a bearer token; credentials in ``model.server_url`` (``http://user:pass@host``) are sent as
+basic auth. Neither is ever logged or put in an error message: URLs are shown as ``http://***@host:port``.
 """
 
 from __future__ import annotations
@@ -13,8 +21,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import re
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import unquote
 
 import httpx
 
@@ -25,7 +35,32 @@ log = logging.getLogger(__name__)
 
 SEED = 0
 MAX_BACKOFF_SECS = 30.0
-RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+RETRY_STATUS = frozenset({408, 429})  # and every 5xx
+CONFIG_STATUS = frozenset({401, 403, 404, 407})
+_USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)([^?#]*@)")
+
+
+def redact_url(url: str) -> str:
+    """``url`` with any ``user:password@`` replaced by ``***@``, for logs and messages. Everything up to the last
+    ``@`` before a query or fragment counts as credentials, so a password holding ``/`` or ``@`` is hidden whole."""
+    return _USERINFO.sub(r"\1***@", url, count=1)
+
+
+def _is_retried(status: int) -> bool:
+    return status in RETRY_STATUS or status >= 500
+
+
+def _config_hint(status: int, path: str) -> tuple[str, str]:
+    """The configuration key most likely wrong when a request fails with ``status``, and why."""
+    if status in (401, 403):
+        return "model.api_key", ("the server refused the credentials (a missing, wrong or rotated key, or a "
+                                 "user:password in model.server_url)")
+    if status == 407:
+        return "model.server_url", "a proxy between here and the server wants credentials"
+    if path.endswith("/models"):
+        return "model.server_url", "no model list there: give the server's base URL, without /v1"
+    return "model.served_model_name", ("the server does not serve a model of that name (see its /v1/models), "
+                                       "or model.server_url is not the server's base URL (give it without /v1)")
 
 
 def backoff_delay(attempt: int, base: float, rand: Callable[[], float] = random.random) -> float:
@@ -59,14 +94,24 @@ class ServerClient:
         assert cfg.server_url
         self.cfg = cfg
         self.base_url = cfg.server_url.rstrip("/")
+        self.display_url = redact_url(self.base_url)  # the only form of the URL that is logged or reported
         self.model: str | None = cfg.served_model_name
         self.name = cfg.served_model_name or (cfg.path.name if cfg.path is not None else "vllm-server")
         self._count = token_counter(cfg.path)
         self._sem = asyncio.Semaphore(cfg.max_concurrency)
         self._sleep = sleep
         headers = {"Authorization": f"Bearer {cfg.api_key.get_secret_value()}"} if cfg.api_key is not None else {}
+        # Credentials in the URL go to httpx as basic auth, not in its base URL, which httpx logs with each request.
+        auth: httpx.BasicAuth | None = None
+        userinfo = _USERINFO.match(self.base_url)
+        if userinfo:
+            user, _, password = userinfo.group(2)[:-1].partition(":")
+            auth = httpx.BasicAuth(unquote(user), unquote(password))
+        self._secrets = [x for x in (cfg.api_key.get_secret_value() if cfg.api_key is not None else None,
+                                     userinfo.group(2)[:-1] if userinfo else None) if x]
         self._http = httpx.AsyncClient(
-            base_url=self.base_url,
+            base_url=_USERINFO.sub(r"\1", self.base_url, count=1),
+            auth=auth,
             headers=headers,
             timeout=httpx.Timeout(cfg.request_timeout_secs),
             limits=httpx.Limits(max_connections=cfg.max_concurrency + 2),
@@ -76,6 +121,14 @@ class ServerClient:
     def count_tokens(self, text: str) -> int:
         return self._count(text)
 
+    def _scrub(self, text: str) -> str:
+        """``text`` (a server's error message, an exception's text) without our URL's credentials or the API key,
+        in case a server or a library echoes them."""
+        text = text.replace(self.base_url, self.display_url)
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text
+
     async def start(self) -> None:
         """Find the served model's name if it is not configured; a server that is still down is not an error here
         (the daemon waits for it through ``check_health`` and retries)."""
@@ -83,17 +136,39 @@ class ServerClient:
             try:
                 await self._discover()
             except ModelError as exc:
-                log.warning("model name discovery deferred: %s", exc)
+                if exc.kind == "config":
+                    log.error("model server misconfigured (discovery deferred): %s", exc)
+                else:
+                    log.warning("model name discovery deferred: %s", exc)
+
+    async def _models(self) -> list[str]:
+        """The ids the server lists at ``/v1/models``; ModelError(kind="config") when it lists none."""
+        resp = await self._request("GET", "/v1/models", None)
+        try:
+            data = resp.json().get("data") or []
+            ids = [str(m["id"]) for m in data]
+        except (ValueError, AttributeError, KeyError, TypeError) as exc:
+            raise ModelError(f"model.server_url: GET {self.display_url}/v1/models is not a model list",
+                             kind="config") from exc
+        if not ids:
+            raise ModelError(f"model.server_url: GET {self.display_url}/v1/models lists no model", kind="config")
+        return ids
 
     async def _discover(self) -> str:
-        resp = await self._request("GET", "/v1/models", None)
-        data = resp.json().get("data") or []
-        if not data:
-            raise ModelError(f"{self.base_url}/v1/models lists no model", retryable=True)
-        self.model = str(data[0]["id"])
+        self.model = (await self._models())[0]
         if self.cfg.served_model_name is None:
             self.name = self.model
         return self.model
+
+    async def verify(self) -> None:
+        """Check what ``check_health`` cannot (vLLM's ``/health`` needs no credentials and names no model): that
+        the credentials are accepted and the configured model is served. ModelError: ``config`` when they are not,
+        ``outage`` when the server cannot be reached."""
+        ids = await self._models()
+        if self.cfg.served_model_name is not None and self.cfg.served_model_name not in ids:
+            raise ModelError(
+                f"model.served_model_name: {self.cfg.served_model_name!r} is not served by {self.display_url} "
+                f"(it serves {', '.join(repr(i) for i in ids[:5])})", kind="config")
 
     async def _request(self, method: str, url: str, payload: dict[str, Any] | None) -> httpx.Response:
         """One request with bounded concurrency and retries; the response when 2xx, else ModelError."""
@@ -105,19 +180,24 @@ class ServerClient:
                 async with self._sem:
                     resp = await self._http.request(method, url, json=payload)
             except httpx.TransportError as exc:  # connection refused/reset, timeouts
-                last = f"{type(exc).__name__}: {exc}"
+                last = self._scrub(f"{type(exc).__name__}: {exc}")
             else:
                 if resp.is_success:
                     return resp
-                last = f"HTTP {resp.status_code}: {_error_text(resp)}"
-                if resp.status_code not in RETRY_STATUS:
-                    raise ModelError(f"{method} {url} rejected: {last}", retryable=False)
+                status = resp.status_code
+                last = self._scrub(f"HTTP {status}: {_error_text(resp)}")
+                if status in CONFIG_STATUS:
+                    key, why = _config_hint(status, url)
+                    raise ModelError(f"{key}: {method} {self.display_url}{url}: {last}; {why}", kind="config")
+                if not _is_retried(status):
+                    raise ModelError(f"{method} {self.display_url}{url} rejected the request: {last}",
+                                     kind="rejected")
                 wait = _retry_after(resp)
             if attempt + 1 < attempts:
                 delay = max(wait or 0.0, backoff_delay(attempt, self.cfg.retry_backoff_secs))
                 log.debug("retrying %s %s in %.2f s after %s", method, url, delay, last)
                 await self._sleep(delay)
-        raise ModelError(f"{method} {self.base_url}{url} failed after {attempts} attempt(s): {last}", retryable=True)
+        raise ModelError(f"{method} {self.display_url}{url} failed after {attempts} attempt(s): {last}", kind="outage")
 
     async def _one(self, messages: list[Message], max_tokens: int, temperature: float, regex: str | None) -> Completion:
         payload: dict[str, Any] = {
@@ -135,7 +215,8 @@ class ServerClient:
             text = body["choices"][0]["message"]["content"] or ""
             usage = body.get("usage") or {}
         except (ValueError, KeyError, IndexError, TypeError) as exc:
-            raise ModelError(f"malformed chat completion response: {resp.text[:300]}", retryable=True) from exc
+            raise ModelError(f"malformed chat completion response: {self._scrub(resp.text[:300])}",
+                             kind="outage") from exc
         return Completion(
             text=text,
             prompt_tokens=int(usage.get("prompt_tokens") or 0),

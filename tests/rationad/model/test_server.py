@@ -12,7 +12,7 @@ import pytest
 
 from rationad.config import ModelConfig
 from rationad.model.base import ModelError
-from rationad.model.server import MAX_BACKOFF_SECS, ServerClient, backoff_delay
+from rationad.model.server import MAX_BACKOFF_SECS, ServerClient, backoff_delay, redact_url
 
 REGEX = r"<think>[^<>]{1,10}</think>"
 CONV = [{"role": "system", "content": "s"}, {"role": "user", "content": "u"}]
@@ -136,15 +136,105 @@ async def test_429_honours_retry_after():
     await client.aclose()
 
 
-@pytest.mark.parametrize("status", [400, 401, 404, 422])
-async def test_client_errors_are_not_retried(status, caplog):
+@pytest.mark.parametrize("status", [400, 413, 422, 405, 409])
+async def test_request_errors_are_rejected_without_retry(status, caplog):
+    """A 4xx about the request itself: retrying it cannot help, so only this session is dead-lettered."""
     caplog.set_level(logging.DEBUG)
     rec = Recorder(httpx.Response(status, json={"error": {"message": "prompt too long"}}))
     client = make(rec, api_key="s3cret-key")
     with pytest.raises(ModelError, match=f"HTTP {status}: prompt too long") as info:
         await client.generate([CONV], max_tokens=8, temperature=0, regex=None)
-    assert info.value.retryable is False and len(rec.requests) == 1
+    assert info.value.kind == "rejected" and info.value.retryable is False and len(rec.requests) == 1
     assert "s3cret-key" not in str(info.value) and "s3cret-key" not in caplog.text
+    await client.aclose()
+
+
+@pytest.mark.parametrize(("status", "cause"), [(401, "model.api_key"), (403, "model.api_key"),
+                                               (404, "model.served_model_name")])
+async def test_auth_and_not_found_are_configuration_errors(status, cause, caplog):
+    """A rotated API key or a renamed model is no session's fault: kind "config" (the daemon pauses, not the DLQ),
+    with a message that names the likely cause and never the key."""
+    caplog.set_level(logging.DEBUG)
+    rec = Recorder(httpx.Response(status, json={"error": {"message": "denied for s3cret-key"}}))
+    client = make(rec, api_key="s3cret-key")
+    with pytest.raises(ModelError, match=f"HTTP {status}") as info:
+        await client.generate([CONV], max_tokens=8, temperature=0, regex=None)
+    assert info.value.kind == "config" and info.value.retryable is True and len(rec.requests) == 1
+    assert cause in str(info.value) and "model.server_url" in str(info.value)
+    assert "s3cret-key" not in str(info.value) and "s3cret-key" not in caplog.text
+    await client.aclose()
+
+
+@pytest.mark.parametrize("status", [401, 403, 404])
+async def test_discovery_failing_with_auth_or_not_found_is_a_configuration_error(status, caplog):
+    rec = Recorder(httpx.Response(status, json={"error": {"message": "nope"}}))
+    client = make(rec, served_model_name=None, api_key="s3cret-key")
+    await client.start()  # deferred, but said once as an error that names the cause
+    assert "model." in caplog.text and "s3cret-key" not in caplog.text
+    with pytest.raises(ModelError, match=f"HTTP {status}") as info:
+        await client.generate([CONV], max_tokens=8, temperature=0, regex=None)
+    assert info.value.kind == "config" and rec.requests[-1].url.path == "/v1/models"
+    await client.aclose()
+
+
+async def test_a_model_list_without_the_configured_model_is_a_configuration_error():
+    rec = Recorder(httpx.Response(200, json={"data": [{"id": "other"}]}))
+    client = make(rec)
+    with pytest.raises(ModelError, match="served_model_name") as info:
+        await client.verify()
+    assert info.value.kind == "config" and "other" in str(info.value)
+    ok = make(Recorder(httpx.Response(200, json={"data": [{"id": "rationad"}]})))
+    await ok.verify()
+    empty = make(Recorder(httpx.Response(200, json={"data": []})), served_model_name=None)
+    with pytest.raises(ModelError, match="lists no model") as info:
+        await empty.verify()
+    assert info.value.kind == "config"
+    for c in (client, ok, empty):
+        await c.aclose()
+
+
+@pytest.mark.parametrize("failure", [httpx.Response(503), httpx.Response(507), httpx.Response(429),
+                                     httpx.Response(408), httpx.ConnectError("refused"), httpx.ReadTimeout("slow")])
+async def test_unavailability_is_an_outage_after_the_retries(failure):
+    rec = Recorder(failure)
+    client = make(rec, max_retries=1)
+    with pytest.raises(ModelError, match="after 2 attempt") as info:
+        await client.generate([CONV], max_tokens=8, temperature=0, regex=None)
+    assert info.value.kind == "outage" and info.value.retryable is True and len(rec.requests) == 2
+    await client.aclose()
+
+
+def test_redact_url():
+    assert redact_url("http://alice:pa55@vllm:8000/") == "http://***@vllm:8000/"
+    assert redact_url("https://tok@vllm.example/v1") == "https://***@vllm.example/v1"
+    assert redact_url("http://al:p/a@ss@h:1/x") == "http://***@h:1/x"  # a password with / and @ in it
+    assert redact_url("http://vllm:8000") == "http://vllm:8000"
+    assert redact_url("http://h:1/path?q=a@b") == "http://h:1/path?q=a@b"
+
+
+async def test_credentials_in_the_server_url_are_never_logged_or_reported(caplog):
+    caplog.set_level(logging.DEBUG)
+    for script, kind in ((httpx.ConnectError("refused"), "outage"), (httpx.Response(401), "config"),
+                         (httpx.Response(400), "rejected")):
+        client = make(Recorder(script), server_url="http://alice:pa55word@vllm:8000", max_retries=1)
+        with pytest.raises(ModelError) as info:
+            await client.generate([CONV], max_tokens=8, temperature=0, regex=None)
+        assert info.value.kind == kind
+        assert "pa55word" not in str(info.value) and "alice" not in str(info.value), str(info.value)
+        await client.aclose()
+    client = make(Recorder(httpx.ConnectError("refused")), server_url="http://alice:pa55word@vllm:8000",
+                  served_model_name=None, max_retries=0)
+    await client.start()
+    await client.aclose()
+    assert "vllm:8000" in caplog.text and "pa55word" not in caplog.text and "alice" not in caplog.text
+
+
+async def test_credentials_in_the_server_url_are_sent_as_basic_auth():
+    rec = Recorder(httpx.Response(200, json=completion_body("ok")))
+    client = make(rec, server_url="http://alice:pa55word@vllm:8000")
+    await client.generate([CONV], max_tokens=8, temperature=0, regex=None)
+    assert rec.requests[0].headers["authorization"].startswith("Basic ")
+    assert rec.requests[0].url.host == "vllm"
     await client.aclose()
 
 
@@ -187,7 +277,7 @@ async def test_one_failure_fails_the_call_and_cancels_the_rest():
     convs = [[{"role": "user", "content": c}] for c in ("a", "bad", "b")]
     with pytest.raises(ModelError) as info:
         await asyncio.wait_for(client.generate(convs, max_tokens=8, temperature=0, regex=None), 2)
-    assert info.value.retryable is False and sorted(started) == ["a", "b", "bad"] and finished == []
+    assert info.value.kind == "rejected" and sorted(started) == ["a", "b", "bad"] and finished == []
     await client.aclose()
 
 
