@@ -34,11 +34,14 @@ async def _check(settings: Settings) -> list[str]:
     from aiokafka.admin import AIOKafkaAdminClient
 
     from rationad.kafka import common_kwargs
+    from rationad.topics import TopicCheckError, require_topics
 
     admin = AIOKafkaAdminClient(request_timeout_ms=10_000, **common_kwargs(settings.kafka))
+    reached = False
     try:
         await asyncio.wait_for(admin.start(), 15)
         topics = set(await admin.list_topics())
+        reached = True
         missing = [t for t in settings.input.topics if t not in topics]
         if missing:
             problems.append(f"input.topics: topic(s) not found on the broker: {', '.join(missing)}")
@@ -49,16 +52,33 @@ async def _check(settings: Settings) -> list[str]:
             await admin.close()
         except Exception:
             pass
+    if reached:
+        # The daemon writes here: a missing topic on a broker that does not auto-create topics stalls every send.
+        try:
+            await require_topics(settings.kafka, {"output.topic": settings.output.topic,
+                                                  "output.dlq_topic": settings.output.dlq_topic})
+        except ConfigError as exc:
+            problems.extend(str(exc).splitlines())
+        except TopicCheckError as exc:
+            problems.append(f"kafka.bootstrap_servers: {exc}")
     m = settings.model
     if m.backend == "vllm-server":
-        from rationad.model.base import make_client
+        from rationad.model.base import ModelError, make_client
+        from rationad.model.server import redact_url
 
+        url = redact_url(m.server_url or "")
         client = make_client(m)
         try:
             if not await asyncio.wait_for(client.check_health(), m.health_timeout_secs + 5):
-                problems.append(f"model.server_url: {m.server_url} is not healthy")
+                problems.append(f"model.server_url: {url} is not healthy")
+            else:
+                # /health needs no credentials and names no model: ask for the model list with ours.
+                await asyncio.wait_for(client.verify(), m.health_timeout_secs + 25)
+        except ModelError as exc:
+            problems.append(str(exc) if exc.kind == "config" else f"model.server_url: {exc}")
         except Exception as exc:
-            problems.append(f"model.server_url: cannot reach {m.server_url}: {exc!r}")
+            detail = str(exc).replace(m.server_url or url, url)
+            problems.append(f"model.server_url: cannot reach {url}: {type(exc).__name__} {detail}".rstrip())
         finally:
             await client.aclose()
     else:
@@ -70,9 +90,19 @@ async def _check(settings: Settings) -> list[str]:
     return problems
 
 
+def _redacted(settings: Settings) -> dict:
+    """The settings to show: secrets masked, and no user:password in ``model.server_url``."""
+    from rationad.model.server import redact_url
+
+    data = settings.redacted()
+    if data.get("model", {}).get("server_url"):
+        data["model"]["server_url"] = redact_url(data["model"]["server_url"])
+    return data
+
+
 def cmd_check_config(args: argparse.Namespace) -> int:
     settings = _settings(args.config)
-    print(json.dumps(settings.redacted(), indent=2))
+    print(json.dumps(_redacted(settings), indent=2))
     if args.offline:
         print("configuration is valid (offline: broker and model not checked)", file=sys.stderr)
         return 0

@@ -3,15 +3,19 @@ NOTIFY_SOCKET, the health/readiness/metrics side port, and a clean drain on SIGT
 
 import asyncio
 import socket
+import subprocess
+import sys
 import time
 import uuid
 
 import httpx
 import pytest
 
-from rationad.broker import create_topics, free_port
+from rationad.broker import LocalBroker, create_topics, free_port
+from rationad.config import KafkaConfig
 from rationad.metrics import Metrics
-from tests.integration.harness import DaemonProcess, write_config
+from rationad.topics import missing_topics
+from tests.integration.harness import ROOT, DaemonProcess, write_config
 
 pytestmark = pytest.mark.integration
 
@@ -61,3 +65,52 @@ def test_sd_notify_health_endpoints_and_drain(broker, model, tmp_path):
     finally:
         sock.close()
     assert code == 0, daemon.log()[-3000:]
+
+
+async def _auto_create(bootstrap: str, enabled: bool | None = None) -> list[str]:
+    """Switch the broker's topic auto-creation (noida-db honours AlterConfigs); return its topics."""
+    from aiokafka.admin import AIOKafkaAdminClient
+    from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        if enabled is not None:
+            value = "true" if enabled else "false"
+            await admin.alter_configs([ConfigResource(ConfigResourceType.BROKER, "1",
+                                                      {"auto.create.topics.enable": value})])
+        return list(await admin.list_topics())
+    finally:
+        await admin.close()
+
+
+def test_check_config_names_a_missing_output_topic_and_creates_nothing(model, tmp_path):
+    """With auto-creation off, a missing DLQ topic stalls every dead letter; check-config must say which key names
+    it. Asking must not create it: aiokafka's metadata requests for named topics allow auto-creation. Its own
+    broker, since the shared one must keep auto-creating."""
+    topic = f"topics-{uuid.uuid4().hex[:8]}"
+    with LocalBroker(data_dir=tmp_path / "broker") as b:
+        asyncio.run(_auto_create(b.bootstrap, False))
+        asyncio.run(create_topics(b.bootstrap, {topic: 1, f"{topic}.out": 1}))
+        cfg = write_config(tmp_path / "c.toml", bootstrap=b.bootstrap, topic=topic, group=f"g-{topic}", model=model)
+
+        def check_config() -> subprocess.CompletedProcess:
+            return subprocess.run([sys.executable, "-m", "rationad", "check-config", "--config", str(cfg)], cwd=ROOT,
+                                  capture_output=True, text=True, timeout=120)
+
+        r = check_config()
+        assert r.returncode == 1, r.stderr
+        errors = [line for line in r.stderr.splitlines() if line.startswith("error: ")]
+        assert errors == [f"error: output.dlq_topic: topic '{topic}.dlq' does not exist on {b.bootstrap} and the "
+                          "broker does not auto-create topics (auto.create.topics.enable=false); create it"], r.stderr
+        kafka = KafkaConfig(bootstrap_servers=b.bootstrap)
+        assert asyncio.run(missing_topics(kafka, [f"{topic}.out", f"{topic}.dlq"])) == [f"{topic}.dlq"]
+
+        assert f"{topic}.dlq" not in asyncio.run(_auto_create(b.bootstrap, True))
+        assert asyncio.run(missing_topics(kafka, [f"{topic}.out", f"{topic}.dlq"])) == []  # the first send creates it
+        assert f"{topic}.dlq" not in asyncio.run(_auto_create(b.bootstrap))  # asking created nothing
+
+        asyncio.run(_auto_create(b.bootstrap, False))
+        asyncio.run(create_topics(b.bootstrap, {f"{topic}.dlq": 1}))
+        r = check_config()
+        assert r.returncode == 0, r.stderr

@@ -1,0 +1,105 @@
+"""Are the topics the daemon writes to there? Checked at start-up, without creating them.
+
+A producer sending to a missing topic on a broker that does not auto-create topics retries its metadata request
+until ``request_timeout_ms`` and fails every send, so the daemon would stall with the records it cannot deliver.
+Both ``rationad check-config`` and ``rationad run`` ask first.
+
+Only a metadata request for *all* topics is safe to ask with: aiokafka sends ``allow_auto_topic_creation=True``
+with every metadata request that names topics (``MetadataRequest`` v4+, the admin client's ``describe_topics`` and
+the producer's and consumer's metadata updates alike), so naming a missing topic on a broker that auto-creates
+creates it with the broker's default partition count. ``AIOKafkaAdminClient.list_topics`` asks for all topics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from rationad.config import ConfigError, KafkaConfig
+from rationad.kafka import common_kwargs
+
+AUTO_CREATE = "auto.create.topics.enable"
+
+
+class TopicCheckError(Exception):
+    """The broker could not be asked (unreachable, timed out, or it refused the metadata request)."""
+
+
+async def _auto_create_enabled(admin: Any) -> bool | None:
+    """The broker's ``auto.create.topics.enable``; None when it will not say (old broker, ACLs, no answer)."""
+    from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+    try:
+        cluster = await admin.describe_cluster()
+        node = cluster.get("controller_id")
+        if node is None or node < 0:
+            node = cluster["brokers"][0]["node_id"]
+        responses = await admin.describe_configs([ConfigResource(ConfigResourceType.BROKER, str(node), {AUTO_CREATE: None})])
+        for response in responses:
+            for resource in response.to_object()["resources"]:
+                if resource["error_code"] != 0:
+                    continue
+                for entry in resource["config_entries"]:
+                    if entry["config_names"] == AUTO_CREATE and entry["config_value"] is not None:
+                        return str(entry["config_value"]).strip().lower() == "true"
+    except Exception:  # noqa: BLE001 - any failure here only means "cannot tell"
+        return None
+    return None
+
+
+async def _missing(admin: Any, wanted: list[str]) -> tuple[list[str], bool | None]:
+    existing = set(await admin.list_topics())
+    missing = [t for t in wanted if t not in existing]
+    return missing, (await _auto_create_enabled(admin) if missing else None)
+
+
+async def missing_topics(kafka_cfg: KafkaConfig, topics: Iterable[str], *, timeout_secs: float = 15.0) -> list[str]:
+    """The topics of ``topics`` that the broker neither has nor will create on first use, in the given order,
+    without duplicates; ``[]`` when all are usable. Creates nothing.
+
+    A topic the broker lacks is not reported when the broker says ``auto.create.topics.enable=true``
+    (DescribeConfigs); when the broker will not say (an old broker, ACLs), it is reported.
+    Raises ``TopicCheckError`` when the broker cannot be reached or asked within ``timeout_secs``."""
+    wanted = list(dict.fromkeys(topics))
+    if not wanted:
+        return []
+    missing, auto_create = await _ask(kafka_cfg, wanted, timeout_secs)
+    return [] if auto_create else missing
+
+
+async def require_topics(kafka_cfg: KafkaConfig, keyed: Mapping[str, str], *, timeout_secs: float = 15.0) -> None:
+    """Fail unless every topic in ``keyed`` (config key -> topic, e.g. ``{"output.topic": "anomalies"}``) exists
+    or will be auto-created. Raises ``ConfigError`` naming each missing topic with its key (one line each), or
+    ``TopicCheckError`` when the broker cannot be asked."""
+    wanted = list(dict.fromkeys(keyed.values()))
+    if not wanted:
+        return
+    missing, auto_create = await _ask(kafka_cfg, wanted, timeout_secs)
+    if not missing or auto_create:
+        return
+    why = ("the broker does not auto-create topics (auto.create.topics.enable=false)" if auto_create is False
+           else "the broker did not say whether it auto-creates topics")
+    raise ConfigError("\n".join(
+        f"{key}: topic {topic!r} does not exist on {kafka_cfg.bootstrap_servers} and {why}; create it"
+        for key, topic in keyed.items() if topic in missing))
+
+
+async def _ask(kafka_cfg: KafkaConfig, wanted: list[str], timeout_secs: float) -> tuple[list[str], bool | None]:
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(request_timeout_ms=int(timeout_secs * 1000), **common_kwargs(kafka_cfg))
+    try:
+        return await asyncio.wait_for(_start_and_ask(admin, wanted), timeout_secs)
+    except Exception as exc:  # unreachable, timed out (asyncio.TimeoutError), refused
+        raise TopicCheckError(f"cannot list the topics of {kafka_cfg.bootstrap_servers}: {exc!r}") from exc
+    finally:
+        try:
+            await admin.close()
+        except Exception:  # noqa: BLE001 - closing a client that never connected
+            pass
+
+
+async def _start_and_ask(admin: Any, wanted: list[str]) -> tuple[list[str], bool | None]:
+    await admin.start()
+    return await _missing(admin, wanted)

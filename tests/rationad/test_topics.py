@@ -1,0 +1,94 @@
+"""``rationad.topics`` against a fake admin client: which topics count as missing, that nothing is created, and the
+errors' wording. The real broker (noida-db with auto-creation switched off) is in tests/integration/test_operations.py."""
+
+from __future__ import annotations
+
+import time
+from types import SimpleNamespace
+
+import pytest
+
+from rationad import topics
+from rationad.config import ConfigError, KafkaConfig
+
+
+class FakeAdmin:
+    """Only the calls that cannot create a topic: ``describe_topics`` (which can) is missing on purpose."""
+
+    existing: set[str] = set()
+    auto_create: str | None = "false"  # None: DescribeConfigs fails
+    instances: list[FakeAdmin] = []
+
+    def __init__(self, **kwargs):
+        self.kwargs = kwargs
+        self.closed = False
+        FakeAdmin.instances.append(self)
+
+    async def start(self):
+        pass
+
+    async def close(self):
+        self.closed = True
+
+    async def list_topics(self):
+        return list(self.existing)
+
+    async def describe_cluster(self):
+        return {"controller_id": 1, "brokers": [{"node_id": 1, "host": "h", "port": 9092}]}
+
+    async def describe_configs(self, resources):
+        if self.auto_create is None:
+            raise RuntimeError("SecurityDisabledError / ClusterAuthorizationFailed")
+        assert [r.configs for r in resources] == [{topics.AUTO_CREATE: None}]
+        entry = {"config_names": topics.AUTO_CREATE, "config_value": self.auto_create}
+        return [SimpleNamespace(to_object=lambda: {"resources": [{"error_code": 0, "config_entries": [entry]}]})]
+
+
+@pytest.fixture
+def admin(monkeypatch):
+    import aiokafka.admin
+
+    FakeAdmin.existing, FakeAdmin.auto_create, FakeAdmin.instances = {"logs", "anomalies"}, "false", []
+    monkeypatch.setattr(aiokafka.admin, "AIOKafkaAdminClient", FakeAdmin)
+    return FakeAdmin
+
+
+KAFKA = KafkaConfig(bootstrap_servers="kafka:9092")
+
+
+async def test_missing_topics_in_order_without_duplicates(admin):
+    got = await topics.missing_topics(KAFKA, ["anomalies", "dlq", "logs", "dlq", "other"])
+    assert got == ["dlq", "other"]
+    assert all(a.closed for a in admin.instances)
+    assert await topics.missing_topics(KAFKA, ["logs", "anomalies"]) == []
+    assert await topics.missing_topics(KAFKA, []) == []
+
+
+async def test_a_broker_that_auto_creates_has_no_missing_topics(admin):
+    admin.auto_create = "true"
+    assert await topics.missing_topics(KAFKA, ["dlq"]) == []
+
+
+async def test_a_broker_that_will_not_say_reports_them(admin):
+    admin.auto_create = None
+    assert await topics.missing_topics(KAFKA, ["dlq"]) == ["dlq"]
+
+
+async def test_require_topics_names_each_key(admin):
+    with pytest.raises(ConfigError) as info:
+        await topics.require_topics(KAFKA, {"output.topic": "anomalies", "output.dlq_topic": "anomalies.dlq"})
+    msg = str(info.value)
+    assert msg.startswith("output.dlq_topic: topic 'anomalies.dlq' does not exist on kafka:9092")
+    assert "auto.create.topics.enable=false" in msg and "output.topic" not in msg
+    admin.auto_create = None
+    with pytest.raises(ConfigError, match="did not say"):
+        await topics.require_topics(KAFKA, {"output.topic": "x", "output.dlq_topic": "x"})
+    admin.existing |= {"anomalies.dlq"}
+    await topics.require_topics(KAFKA, {"output.topic": "anomalies", "output.dlq_topic": "anomalies.dlq"})
+
+
+async def test_an_unreachable_broker_is_a_topic_check_error():
+    t0 = time.monotonic()
+    with pytest.raises(topics.TopicCheckError, match="127.0.0.1:1"):
+        await topics.missing_topics(KafkaConfig(bootstrap_servers="127.0.0.1:1"), ["x"], timeout_secs=2)
+    assert time.monotonic() - t0 < 10
