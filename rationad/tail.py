@@ -14,22 +14,60 @@ from rationad.kafka import common_kwargs
 
 _COLOURS = {"anomalous": "\033[1;31m", "normal": "\033[32m", "dim": "\033[2m", "bold": "\033[1m", "end": "\033[0m"}
 
+# What a terminal may act on, in text that comes from the logs: C0 controls (tab aside; newline is handled where
+# text may span lines), DEL, C1 controls (U+009B is a one-character CSI on some terminals), bidirectional overrides
+# and isolates (they reorder what is shown), and the Unicode line and paragraph separators.
+_CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
+def _escape_char(m: re.Match[str]) -> str:
+    code = ord(m.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def safe(value: Any) -> str:
+    """``value`` as text that cannot drive a terminal: control characters shown as ``\\x1b``, ``\\u202e``..."""
+    return _CONTROL.sub(_escape_char, str(value))
+
+
+def safe_lines(value: Any, indent: str) -> str:
+    """Like ``safe``, keeping line breaks but indenting every continuation, so a log line's newline cannot start a
+    line that looks like the header of another event."""
+    return f"\n{indent}".join(safe(line) for line in str(value).splitlines())
+
 
 def render(event: dict[str, Any], colour: bool) -> str:
+    """An event for a person. Every field is log-derived and escaped (``safe``); colours are the program's own."""
     c = _COLOURS if colour else {k: "" for k in _COLOURS}
-    s = event.get("session", {})
-    verdict = event.get("verdict", "?")
+    s = event.get("session") or {}
+    verdict = str(event.get("verdict", "?"))
     head = (
-        f"{c.get(verdict, '')}{verdict.upper():9}{c['end']} {c['bold']}{s.get('key', '?')}{c['end']} "
-        f"{c['dim']}{s.get('line_count', '?')} lines, {s.get('first_time') or '-'} .. {s.get('last_time') or '-'}"
-        f"{', cached' if event.get('cached') else ''}, id {event.get('id', '?')}{c['end']}"
+        f"{c.get(verdict, '')}{safe(verdict.upper()):9}{c['end']} {c['bold']}{safe(s.get('key', '?'))}{c['end']} "
+        f"{c['dim']}{safe(s.get('line_count', '?'))} lines, {safe(s.get('first_time') or '-')} .. "
+        f"{safe(s.get('last_time') or '-')}{', cached' if event.get('cached') else ''}, id {safe(event.get('id', '?'))}"
+        f"{c['end']}"
     )
-    out = [head, f"  {event.get('rationale', '').strip()}"]
+    out = [head, f"  {safe_lines(str(event.get('rationale', '')).strip(), '  ')}"]
     for ev in event.get("evidence", []):
-        out.append(f"  {c['dim']}{ev.get('ref')} x{ev.get('count')} @{ev.get('offset')}:{c['end']} {ev.get('line', '')[:300]}")
+        line = safe(str(ev.get("line", ""))[:300])  # one log line: a newline in it is escaped, not kept
+        where = f"{safe(ev.get('ref'))} x{safe(ev.get('count'))} @{safe(ev.get('offset'))}:"
+        out.append(f"  {c['dim']}{where}{c['end']} {line}")
     if not event.get("grounded", True):
-        out.append(f"  {c['dim']}(cited lines not in the session: {', '.join(event.get('ungrounded_refs', []))}){c['end']}")
+        refs = ", ".join(safe(r) for r in event.get("ungrounded_refs", []))
+        out.append(f"  {c['dim']}(cited lines not in the session: {refs}){c['end']}")
     return "\n".join(out)
+
+
+def _json_escape(m: re.Match[str]) -> str:
+    return f"\\u{ord(m.group()):04x}"
+
+
+def format_event(event: dict[str, Any], *, colour: bool, as_json: bool) -> str:
+    """One event as printed by ``tail``: ``render`` for people, or one line of JSON. orjson escapes C0 controls
+    but writes DEL, C1 and bidi controls raw; they are escaped here too (``\\u009b`` is the same JSON string)."""
+    if as_json:
+        return _CONTROL.sub(_json_escape, orjson.dumps(event).decode())
+    return render(event, colour)
 
 
 def matches(event: dict[str, Any], verdict: str | None, key: re.Pattern[str] | None) -> bool:
@@ -71,7 +109,7 @@ async def tail(
                         continue
                     if not matches(event, verdict, pattern):
                         continue
-                    print(orjson.dumps(event).decode() if as_json else render(event, colour), file=out, flush=True)
+                    print(format_event(event, colour=colour, as_json=as_json), file=out, flush=True)
                     shown += 1
                     if limit is not None and shown >= limit:
                         break

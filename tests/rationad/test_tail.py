@@ -1,0 +1,66 @@
+"""``rationad tail`` shows log text (rationale, cited lines, session keys) from the verdict topic to a person's
+terminal: nothing in it may drive the terminal (clear the screen, ring the bell, set the title, hide text)."""
+
+from __future__ import annotations
+
+import re
+
+import orjson
+import pytest
+
+from rationad.tail import _COLOURS, format_event, render
+
+HOSTILE = "\x1b[2J\x1b]0;pwned\x07\x07 \x9b31m \u202eevil\u2066 \x7f\x00"
+
+
+def hostile_event() -> dict:
+    return {
+        "id": "e\x1b[1A1",
+        "verdict": "anomalous",
+        "rationale": f"L1 says {HOSTILE}\nANOMALOUS blk_fake forged header",
+        "evidence": [{"ref": "L1\x1b[0m", "count": 2, "offset": 5, "line": f"081109 INFO {HOSTILE} blk_1"}],
+        "grounded": False,
+        "ungrounded_refs": ["L9\x07"],
+        "session": {"key": "blk_1\x1b[8m", "line_count": 3, "first_time": "t0\x1b[K", "last_time": None},
+    }
+
+
+def terminal_controls(text: str) -> list[str]:
+    """Every character a terminal may act on, other than newline: C0 (tab aside), DEL, C1, bidi controls."""
+    return [ch for ch in text if (ord(ch) < 0x20 and ch not in "\n\t") or 0x7F <= ord(ch) <= 0x9F
+            or "\u202a" <= ch <= "\u202e" or "\u2066" <= ch <= "\u2069" or ch in "\u2028\u2029"]
+
+
+@pytest.mark.parametrize("colour", [False, True])
+def test_hostile_log_text_cannot_drive_the_terminal(colour):
+    out = render(hostile_event(), colour)
+    own = out
+    for code in _COLOURS.values():  # the program's own colours stay
+        own = own.replace(code, "")
+    assert terminal_controls(own) == [], terminal_controls(own)
+    if colour:
+        assert _COLOURS["anomalous"] in out and _COLOURS["end"] in out
+    else:
+        assert terminal_controls(out) == []
+    # shown, escaped, not dropped: the operator can see that the line held them
+    assert "\\x1b[2J" in out and "\\x07" in out and "\\u202e" in out and "\\x9b" in out
+    # a newline in the rationale cannot start a line that looks like another event's header
+    assert not any(re.match(r"(\S+ +)?ANOMALOUS", line) for line in out.splitlines()[1:])
+
+
+def test_json_output_is_escaped_too_and_still_the_same_event():
+    event = hostile_event()
+    out = format_event(event, colour=False, as_json=True)
+    assert terminal_controls(out) == [] and "\n" not in out
+    assert orjson.loads(out) == event
+
+
+def test_plain_event_renders_as_before():
+    event = {"id": "abc", "verdict": "normal", "rationale": " L1 is a routine write. ",
+             "evidence": [{"ref": "L1", "count": 4, "offset": 12, "line": "081109 INFO write\tblk_7"}],
+             "grounded": True, "session": {"key": "blk_7", "line_count": 4, "first_time": "t0", "last_time": "t1"}}
+    assert render(event, False).splitlines() == [
+        "NORMAL    blk_7 4 lines, t0 .. t1, id abc",
+        "  L1 is a routine write.",
+        "  L1 x4 @12: 081109 INFO write\tblk_7",
+    ]
