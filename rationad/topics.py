@@ -35,12 +35,13 @@ async def _auto_create_enabled(admin: Any) -> bool | None:
         node = cluster.get("controller_id")
         if node is None or node < 0:
             node = cluster["brokers"][0]["node_id"]
-        responses = await admin.describe_configs([ConfigResource(ConfigResourceType.BROKER, str(node), {AUTO_CREATE: None})])
+        resource = ConfigResource(ConfigResourceType.BROKER, str(node), {AUTO_CREATE: None})
+        responses = await admin.describe_configs([resource])
         for response in responses:
-            for resource in response.to_object()["resources"]:
-                if resource["error_code"] != 0:
+            for res in response.to_object()["resources"]:
+                if res["error_code"] != 0:
                     continue
-                for entry in resource["config_entries"]:
+                for entry in res["config_entries"]:
                     if entry["config_names"] == AUTO_CREATE and entry["config_value"] is not None:
                         return str(entry["config_value"]).strip().lower() == "true"
     except Exception:  # noqa: BLE001 - any failure here only means "cannot tell"

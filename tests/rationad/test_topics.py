@@ -1,5 +1,5 @@
 """``rationad.topics`` against a fake admin client: which topics count as missing, that nothing is created, and the
-errors' wording. The real broker (noida-db with auto-creation switched off) is in tests/integration/test_operations.py."""
+errors' wording. The real broker (noida-db, auto-creation off) is in tests/integration/test_operations.py."""
 
 from __future__ import annotations
 
