@@ -6,6 +6,7 @@ must land in the DLQ with its reason, and after SIGTERM the committed offsets co
 
 import asyncio
 import json
+import re
 import uuid
 
 import jsonschema
@@ -61,7 +62,11 @@ def test_every_session_gets_a_verdict_and_every_bad_record_a_dead_letter(broker,
             assert e["verdict"] in ("normal", "anomalous")
             for ev in e["evidence"]:  # evidence lines are the session's own lines
                 assert key in ev["line"] and e["session"]["first_offset"] <= ev["offset"] <= e["session"]["last_offset"]
-            assert e["grounded"] or e["ungrounded_refs"]
+            # Every citation of the rationale is either shown as evidence or listed as ungrounded, never both.
+            shown, absent = {ev["ref"] for ev in e["evidence"]}, set(e["ungrounded_refs"])
+            assert not shown & absent and e["grounded"] == (not absent)
+            if len(e["rationale"]) < 2_000:  # output.max_rationale_chars: a cut rationale may have lost citations
+                assert shown | absent == {f"L{int(n)}" for n in re.findall(r"\bL(\d{1,4})\b", e["rationale"])}
         assert len({e["id"] for e in evs}) == 1  # duplicates, if any, carry the same id
     # At-least-once: a rebalance (late heartbeats on a loaded machine) replays uncommitted input, so a record can be
     # dead-lettered more than once; its source partition and offset identify it.
