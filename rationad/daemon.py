@@ -1,10 +1,17 @@
 """The daemon: Kafka log topics -> parsed lines -> sessions -> model -> verdict events, at least once.
 
-Composition is in ``Daemon.__init__``; the lifecycle is ``run()``: start -> consume loop -> drain -> stop.
+``Daemon`` composes ingest (aiokafka ``getmany`` -> dialect parser -> per-partition windows), the model stage
+(micro-batches through ``Judge``) and delivery (``delivery.Delivery``: holds, produces, commits, with the
+at-least-once contract in its docstring), and owns the lifecycle: start -> consume loop -> drain -> stop.
+Per-line work stays on aiokafka's batched path (see README: faust's per-event path is slower).
 
-Delivery contract (see ``offsets.py``): an input offset is committed only after every event and dead letter produced
-from the records before it is acknowledged by the broker, and never past the first offset of a session that is still
-open. Per-line work stays on aiokafka's batched ``getmany`` path (see README: faust's per-event path is slower).
+Failure policy, in one place:
+- a record that cannot be parsed, or a session the model rejects for its own content or that keeps failing
+  (``delivery.max_attempts``), goes to the dead-letter topic with the reason; everything else keeps flowing;
+- a model outage (5xx, timeouts, connection refused) is waited out with backoff; a misconfigured model
+  (401/403/404: no session is at fault) pauses consumption and makes ``/readyz`` fail until it answers again;
+- a dead in-process engine, or a dead letter the broker can never accept, stops the daemon with exit code 1 after
+  committing what is accounted for, so systemd or Kubernetes restart it; nothing is committed past what was lost.
 """
 
 from __future__ import annotations
@@ -13,15 +20,18 @@ import asyncio
 import random
 import signal
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
+from typing import Any
 
 import structlog
 
 from rationad import __version__
 from rationad.cache import VerdictCache
 from rationad.config import Settings
+from rationad.delivery import Delivery, Hold, Output, Undeliverable
 from rationad.dialects import BadRecord, make_parser
-from rationad.dlq import DeadLetter, bad_record, poison_session
+from rationad.dlq import DeadLetter, bad_record, poison_session, session_dead_letter
 from rationad.events import build_event, encode, headers
 from rationad.health import HealthServer
 from rationad.judge import Judge, Judgement, model_info
@@ -39,21 +49,33 @@ MODEL_HEALTH_INTERVAL_SECS = 10.0
 MAX_BACKOFF_SECS = 30.0
 YIELD_EVERY_RECORDS = 500
 CACHE_RECOVERY_TIMEOUT_SECS = 120.0  # a durable cache that cannot be recovered in time is skipped, not waited for
+PRODUCE_STUCK_NOT_READY_SECS = 10.0  # outputs unacknowledged this long make /readyz fail
+MAX_PARTITION_FETCH_BYTES = 4 * 1024 * 1024
 
 
-@dataclass(slots=True)
+class _EngineDead(Exception):
+    """The model cannot serve again in this process; the batch stays held and the daemon stops."""
+
+
+@dataclass(slots=True, eq=False)
 class _Part:
     """State of one assigned partition."""
 
     sessionizer: Sessionizer
     offsets: PartitionOffsets = field(default_factory=PartitionOffsets)
+    revoked: bool = False
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class _Pending:
     session: Session
     part: _Part
+    hold: Hold
     closed_at: float
+    attempts: int = 0
+
+
+Result = Judgement | DeadLetter
 
 
 class Daemon:
@@ -68,20 +90,25 @@ class Daemon:
             else None
         self.judge = Judge(self.client, settings.model, self.parser.source, cache=self.cache, metrics=self.metrics)
         self.notifier = Notifier()
-        self.consumer = None
-        self.producer = None
+        self.consumer: Any = None
+        self.producer: Any = None
+        self.delivery = Delivery(dlq_topic=settings.output.dlq_topic,
+                                 max_message_bytes=settings.output.max_message_bytes,
+                                 metrics=self.metrics, on_fatal=self._fatal)
         self.health = HealthServer(
             self.metrics, settings.server.host, settings.server.port, healthy=self._healthy, ready=self._ready
         )
-        self._parts: dict = {}
+        self._parts: dict[Any, _Part] = {}
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
-        self._pending = 0
         self._tasks: set[asyncio.Task] = set()
         self._sem = asyncio.Semaphore(settings.model.max_concurrency)
         self._stop = asyncio.Event()
         self._draining = False
         self._joined = False
         self._model_ok = False
+        self._model_down_since: float | None = None
+        self._blocked: str | None = None  # why the model cannot be used now (misconfigured, dead); pauses input
+        self._dead: str | None = None  # the model cannot serve again in this process
         self._paused = False
         self._last_loop = time.monotonic()
         self._last_commit = 0.0
@@ -90,11 +117,17 @@ class Daemon:
 
     # ---- health -------------------------------------------------------------------------------------------
     def _healthy(self) -> tuple[bool, str]:
+        if self._dead:
+            return False, self._dead
         if not self._started:
             return True, "starting"  # start-up is bounded by the startup probe / systemd's TimeoutStartSec
         age = time.monotonic() - self._last_loop
         if age > self.s.server.stall_secs:
             return False, f"main loop stalled for {age:.0f}s"
+        if self.s.model.backend == "vllm-engine" and self._model_down_since is not None:
+            down = time.monotonic() - self._model_down_since
+            if down > self.s.server.stall_secs:  # the in-process engine is part of this process: restart it
+                return False, f"in-process model unhealthy for {down:.0f}s"
         return True, f"main loop ran {age:.1f}s ago"
 
     def _ready(self) -> tuple[bool, str]:
@@ -102,8 +135,13 @@ class Daemon:
             return False, "draining"
         if not self._joined:
             return False, "consumer group not joined"
+        if self._blocked:
+            return False, self._blocked
         if not self._model_ok:
             return False, "model unhealthy"
+        stuck = self.delivery.stuck_secs
+        if stuck > PRODUCE_STUCK_NOT_READY_SECS:
+            return False, f"output not acknowledged for {stuck:.0f}s"
         return True, "ready"
 
     def _cache_store(self):
@@ -116,6 +154,7 @@ class Daemon:
 
     def _set_ready_metric(self) -> None:
         self.metrics.ready.set(1 if self._ready()[0] else 0)
+        self.metrics.produce_stuck.set(self.delivery.stuck_secs)
 
     # ---- lifecycle ----------------------------------------------------------------------------------------
     def request_stop(self) -> None:
@@ -125,6 +164,12 @@ class Daemon:
             self._draining = True
             self._set_ready_metric()
             self._stop.set()
+
+    def _fatal(self, reason: str) -> None:
+        """Something this process cannot get past: drain, commit what is accounted for, exit non-zero."""
+        log.error("fatal", reason=reason, action="stopping; the supervisor restarts the daemon")
+        self.exit_code = 1
+        self.request_stop()
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
@@ -156,9 +201,10 @@ class Daemon:
                 except Exception:
                     pass
         self._model_ok = await self._check_model()
-        self.producer = make_producer(self.s.kafka)
+        self.producer = make_producer(self.s.kafka, max_request_size=self.s.output.max_message_bytes)
         await self.producer.start()
-        self.consumer = make_consumer(self.s.kafka, max_partition_fetch_bytes=4 * 1024 * 1024)
+        self.delivery.producer = self.producer
+        self.consumer = make_consumer(self.s.kafka, max_partition_fetch_bytes=MAX_PARTITION_FETCH_BYTES)
         from aiokafka import ConsumerRebalanceListener
 
         daemon = self
@@ -192,6 +238,9 @@ class Daemon:
                     self.notifier.status("running")
                     ready_sent = True
                 await self._maybe_commit()
+                for w in workers:  # a worker that died would wedge the daemon silently: stop loudly instead
+                    if w.done() and not w.cancelled() and w.exception() is not None:
+                        raise RuntimeError(f"worker {w.get_name()} failed") from w.exception()
         except Exception:
             log.exception("main_loop_failed")
             self.exit_code = 1
@@ -208,13 +257,14 @@ class Daemon:
         self._draining = True
         self.notifier.stopping()
         deadline = time.monotonic() + self.s.delivery.drain_timeout_secs
-        log.info("draining", pending=self._pending, deadline_secs=self.s.delivery.drain_timeout_secs)
-        while self._pending and time.monotonic() < deadline:
+        log.info("draining", pending=self.delivery.held, deadline_secs=self.s.delivery.drain_timeout_secs)
+        while self.delivery.held and time.monotonic() < deadline and not self._dead:
             self._last_loop = time.monotonic()
             self.notifier.watchdog()
             await asyncio.sleep(0.05)
-        if self._pending:
-            log.warning("drain_deadline_passed", unfinished_sessions=self._pending)
+        if self.delivery.held:
+            log.warning("drain_unfinished", unfinished_outputs=self.delivery.held,
+                        reason=self._dead or "deadline passed")
         for t in list(self._tasks):
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -241,6 +291,24 @@ class Daemon:
                 log.exception("shutdown_step_failed")
         log.info("stopped", exit_code=self.exit_code)
 
+    # ---- tasks --------------------------------------------------------------------------------------------
+    def _spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task:
+        task = asyncio.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task) -> None:
+        """No task failure passes silently. The tasks resolve their own holds (event, dead letter or fatal stop);
+        an exception that reaches here is a bug, logged and counted, and its output stays held (never committed)."""
+        self._tasks.discard(task)
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None and not isinstance(exc, (Undeliverable, _EngineDead)):
+            self.metrics.errors.labels("task", type(exc).__name__).inc()
+            log.error("task_failed", task=task.get_name(), error=f"{type(exc).__name__}: {exc}", exc_info=exc)
+
     # ---- partitions ---------------------------------------------------------------------------------------
     def _on_assigned(self, assigned) -> None:
         for tp in assigned:
@@ -255,81 +323,99 @@ class Daemon:
         log.debug("late_line", key=line.key, offset=line.offset, lateness_secs=round(lateness_secs, 3))
 
     async def _on_revoked(self, revoked) -> None:
-        await self._commit({tp: self._parts[tp] for tp in revoked if tp in self._parts})
-        for tp in revoked:
-            # Open sessions are dropped, not judged: the new owner re-reads them from the committed offset.
+        parts = {tp: self._parts[tp] for tp in revoked if tp in self._parts}
+        await self._commit(parts)
+        for tp, part in parts.items():
+            # Open sessions are dropped, not judged, and queued ones are skipped: the new owner re-reads them from
+            # the committed offset, which never passed them. Outputs already being produced finish (duplicates
+            # downstream carry the same event id).
+            part.revoked = True
             self._parts.pop(tp, None)
         log.info("partitions_revoked", partitions=sorted(f"{tp.topic}:{tp.partition}" for tp in revoked))
 
     # ---- consuming ----------------------------------------------------------------------------------------
     def _backpressure(self) -> None:
         limit = self.s.delivery.max_pending_sessions
-        if not self._paused and self._pending >= limit:
+        held = self.delivery.held
+        if not self._paused and (held >= limit or self._blocked):
             self.consumer.pause(*self.consumer.assignment())
             self._paused = True
             self.metrics.paused.set(1)
-            log.info("consumption_paused", pending=self._pending)
-        elif self._paused and self._pending <= limit // 2:
+            log.info("consumption_paused", pending=held, blocked=self._blocked)
+        elif self._paused and held <= limit // 2 and not self._blocked:
             self.consumer.resume(*self.consumer.assignment())
             self._paused = False
             self.metrics.paused.set(0)
-            log.info("consumption_resumed", pending=self._pending)
+            log.info("consumption_resumed", pending=held)
 
     async def _consume_once(self) -> None:
         self._backpressure()
         batch = await self.consumer.getmany(timeout_ms=200, max_records=self.s.kafka.fetch_max_records)
         now = time.time()
         parse = self.parser.parse
-        dead: list[tuple[_Part, DeadLetter, int]] = []
+        dead: list[tuple[Hold, DeadLetter]] = []
         for tp, records in batch.items():
             part = self._parts.get(tp)
             if part is None:
                 continue
             add = part.sessionizer.add
-            closed: list[Session] = []
             lines_n = 0
             for n, rec in enumerate(records, start=1):
                 if n % YIELD_EVERY_RECORDS == 0:
                     # Let heartbeats, health checks and sends run: a large batch of long or hostile lines can take
-                    # seconds to parse, and a blocked loop loses the group membership.
+                    # seconds to parse, and a blocked loop loses the group membership. Everything closed so far is
+                    # already held, so a revocation here commits nothing past it.
+                    part.offsets.consumed(rec.offset - 1)
                     await asyncio.sleep(0)
+                    if part.revoked:  # the rest of this batch belongs to the partition's new owner
+                        break
                 try:
                     lines = parse(rec.value, topic=tp.topic, partition=tp.partition, offset=rec.offset)
                 except BadRecord as exc:
                     dl = bad_record(rec.key, rec.value, rec.headers, error_type=exc.reason, reason=str(exc),
                                     topic=tp.topic, partition=tp.partition, offset=rec.offset)
-                    dead.append((part, dl, rec.offset))
+                    dead.append((self.delivery.hold(part.offsets, rec.offset), dl))
                     continue
                 lines_n += len(lines)
                 for line in lines:
-                    closed.extend(add(line, now))
+                    closed = add(line, now)
+                    if closed:  # held the moment they close, before anything can yield
+                        self._submit(closed, part, now)
+            else:
+                if records:
+                    part.offsets.consumed(records[-1].offset)
             if records:
-                part.offsets.consumed(records[-1].offset)
                 self.metrics.records_received.labels(tp.topic).inc(len(records))
                 self.metrics.lines_parsed.inc(lines_n)
-            self._submit(closed, part, now)
         for part in self._parts.values():
             self._submit(part.sessionizer.tick(now), part, now)
+        self._enforce_byte_budget(now)
         self.metrics.sessions_open.set(sum(p.sessionizer.open_count for p in self._parts.values()))
         if dead:
-            for part, dl, offset in dead:
-                part.offsets.hold(offset)
-            # One task per fetch batch, sending in order: a task per record makes thousands of sends race for the
-            # same producer buffer and time out (a flood of malformed input would stall the dead-letter path).
-            self._spawn(self._send_dead_letters(dead))
+            self._spawn(self.delivery.dead_letters(dead), "dead-letters")
+
+    def _enforce_byte_budget(self, now: float) -> None:
+        """Open sessions over all partitions stay within ``delivery.max_open_bytes``: the oldest close early."""
+        budget = self.s.delivery.max_open_bytes
+        parts = list(self._parts.values())
+        total = sum(p.sessionizer.open_bytes for p in parts)
+        while total > budget:
+            candidates = [(t, i) for i, p in enumerate(parts) if (t := p.sessionizer.oldest_opened_at()) is not None]
+            if not candidates:
+                break
+            part = parts[min(candidates)[1]]
+            session = part.sessionizer.evict_oldest("evicted")
+            if session is None:
+                break
+            self._submit([session], part, now)
+            total = sum(p.sessionizer.open_bytes for p in parts)
+        self.metrics.sessions_open_bytes.set(total)
 
     def _submit(self, sessions: list[Session], part: _Part, now: float) -> None:
         for s in sessions:
-            part.offsets.hold(s.first_offset)
-            self._pending += 1
+            hold = self.delivery.hold(part.offsets, s.first_offset)
             self.metrics.sessions_closed.labels(s.close_reason).inc()
-            self._queue.put_nowait(_Pending(s, part, now))
-        self.metrics.sessions_pending.set(self._pending)
-
-    def _spawn(self, coro) -> None:
-        task = asyncio.create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+            self._queue.put_nowait(_Pending(s, part, hold, now))
 
     # ---- model stage --------------------------------------------------------------------------------------
     async def _model_loop(self) -> None:
@@ -350,130 +436,140 @@ class Daemon:
                     batch.append(await asyncio.wait_for(self._queue.get(), timeout))
                 except TimeoutError:
                     break
+            live = []
+            for p in batch:
+                if p.part.revoked:  # its partition moved: the new owner judges it (its offset was never committed)
+                    p.hold.release()
+                else:
+                    live.append(p)
+            if not live:
+                continue
             await self._sem.acquire()
-            task = asyncio.create_task(self._process(batch))
-            self._tasks.add(task)
-            task.add_done_callback(lambda t: (self._tasks.discard(t), self._sem.release()))
+            task = self._spawn(self._process(live), "judge-batch")
+            task.add_done_callback(lambda _t: self._sem.release())
 
-    async def _judge_with_retry(self, batch: list[_Pending]) -> list[Judgement] | None:
-        """Judge a batch, waiting out model outages; isolates sessions the model rejects outright."""
+    async def _process(self, batch: list[_Pending]) -> None:
+        try:
+            results = await self._judge(batch)
+        except _EngineDead:
+            return  # held, never committed past: the restarted daemon judges them
+        outcomes = await asyncio.gather(*(self._settle(p, r) for p, r in results), return_exceptions=True)
+        for o in outcomes:
+            if isinstance(o, BaseException) and not isinstance(o, Undeliverable):
+                raise o
+
+    async def _judge(self, batch: list[_Pending]) -> list[tuple[_Pending, Result]]:
+        """Judge a batch, waiting out model outages and misconfiguration; a session the model rejects, or one that
+        keeps failing unexpectedly, is isolated (the batch is split) and becomes a dead letter."""
         backoff = max(self.s.model.retry_backoff_secs, 0.1)
         while True:
             try:
                 result = await self.judge.judge_many([p.session for p in batch])
-                if not self._model_ok:
-                    log.info("model_recovered")
-                self._model_ok = True
-                return result
-            except ModelError as exc:
-                self.metrics.errors.labels("model", type(exc).__name__).inc()
-                if not exc.retryable:
-                    if len(batch) > 1:
-                        for p in batch:
-                            await self._process([p])
-                        return None
-                    p = batch[0]
-                    log.warning("session_rejected_by_model", key=p.session.key, error=str(exc))
-                    j = Judgement(p.session, self.judge.view(p.session), _rejected(str(exc)), cached=False, attempts=1)
-                    await self._finish(p, dead=poison_session(j, "model_rejected"))
-                    return None
-                self._model_ok = False
-                self._set_ready_metric()
-                log.warning("model_unavailable", error=str(exc), retry_in_secs=round(backoff, 2))
+                self._model_answered()
+                return list(zip(batch, result, strict=True))
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # never lose the batch on an unexpected error: count it, retry later
+            except ModelError as exc:
                 self.metrics.errors.labels("model", type(exc).__name__).inc()
-                log.exception("model_stage_error")
+                if exc.kind == "dead":
+                    self._dead = f"model engine dead: {exc}"
+                    self._block(self._dead)
+                    self._fatal(self._dead)
+                    raise _EngineDead(str(exc)) from exc
+                if exc.kind == "rejected":
+                    if len(batch) > 1:
+                        return await self._split(batch)
+                    p = batch[0]
+                    log.warning("session_rejected_by_model", key=p.session.key, error=str(exc))
+                    return [(p, session_dead_letter(p.session, "model_rejected", str(exc), attempts=p.attempts + 1))]
+                if exc.kind == "config":
+                    self._block(f"model misconfigured: {exc}")
+                else:
+                    self._model_ok = False
+                    self._model_down_since = self._model_down_since or time.monotonic()
+                    self._set_ready_metric()
+                    log.warning("model_unavailable", error=str(exc), retry_in_secs=round(backoff, 2))
+            except Exception as exc:  # a bug or a poison session: isolate it, bound its attempts, keep the rest
+                self.metrics.errors.labels("judge", type(exc).__name__).inc()
+                if len(batch) > 1:
+                    log.warning("judge_batch_failed", error=f"{type(exc).__name__}: {exc}", sessions=len(batch),
+                                action="judging each session on its own")
+                    return await self._split(batch)
+                p = batch[0]
+                p.attempts += 1
+                log.warning("judge_failed", key=p.session.key, attempts=p.attempts, error=f"{type(exc).__name__}: {exc}",
+                            exc_info=exc)
+                if p.attempts >= self.s.delivery.max_attempts:
+                    return [(p, session_dead_letter(p.session, "judge_failed", f"{type(exc).__name__}: {exc}",
+                                                    attempts=p.attempts))]
             await asyncio.sleep(backoff * (0.5 + random.random()))
             backoff = min(backoff * 2, MAX_BACKOFF_SECS)
 
-    async def _process(self, batch: list[_Pending]) -> None:
-        judgements = await self._judge_with_retry(batch)
-        if judgements is None:
-            return
-        await asyncio.gather(*(self._emit(p, j) for p, j in zip(batch, judgements, strict=True)))
+    async def _split(self, batch: list[_Pending]) -> list[tuple[_Pending, Result]]:
+        parts = await asyncio.gather(*(self._judge([p]) for p in batch))
+        return [r for part in parts for r in part]
 
-    async def _emit(self, p: _Pending, j: Judgement) -> None:
-        if not j.ok:
-            log.warning("malformed_answer", key=p.session.key, error=j.answer.error, attempts=j.attempts)
-            await self._finish(p, dead=poison_session(j))
-            return
-        event = build_event(p.session, j.view, j.answer, self.model, cached=j.cached,
-                            max_rationale_chars=self.s.output.max_rationale_chars)
-        if event["verdict"] == "anomalous" or self.s.output.emit_normal:
-            await self._produce(self.s.output.topic, p.session.key.encode(), encode(event), headers(event))
-            self.metrics.events_produced.labels(event["verdict"]).inc()
-            if event["verdict"] == "anomalous":
-                log.info("anomaly", id=event["id"], key=p.session.key, lines=len(p.session.lines),
-                         cached=j.cached, rationale=event["rationale"][:200])
-        self.metrics.end_to_end_latency.labels("hit" if j.cached else "miss").observe(time.time() - p.closed_at)
-        self._release(p)
+    def _block(self, reason: str) -> None:
+        """The model cannot be used (misconfigured or dead): no session is at fault, so none is dead-lettered;
+        consumption pauses and /readyz fails until it answers again."""
+        if self._blocked != reason:
+            log.error("model_blocked", reason=reason, action="consumption paused; retrying with backoff")
+        self._blocked = reason
+        self.metrics.model_blocked.set(1)
+        self._set_ready_metric()
 
-    async def _finish(self, p: _Pending, *, dead: DeadLetter) -> None:
-        await self._produce(self.s.output.dlq_topic, dead.key, dead.value, dead.headers)
-        self.metrics.dlq_records.labels(dead.reason).inc()
-        self._release(p)
+    def _model_answered(self) -> None:
+        if self._blocked or not self._model_ok:
+            log.info("model_recovered", was=self._blocked or "unavailable")
+        self._blocked = None
+        self._model_ok = True
+        self._model_down_since = None
+        self.metrics.model_blocked.set(0)
 
-    def _release(self, p: _Pending) -> None:
-        p.part.offsets.release(p.session.first_offset)
-        self._pending -= 1
-        self.metrics.sessions_pending.set(self._pending)
-
-    async def _send_dead_letter(self, part: _Part, dl: DeadLetter, offset: int) -> None:
-        await self._produce(self.s.output.dlq_topic, dl.key, dl.value, dl.headers)
-        self.metrics.dlq_records.labels(dl.reason).inc()
-        part.offsets.release(offset)
-
-    async def _send_dead_letters(self, dead: list[tuple[_Part, DeadLetter, int]]) -> None:
-        """Enqueue a batch of dead letters in order, then release each offset once its send is acknowledged;
-        a send that fails is retried on its own until it is acknowledged (nothing is dropped)."""
-        topic = self.s.output.dlq_topic
-        sent: list[tuple[_Part, DeadLetter, int, asyncio.Future | None]] = []
-        for part, dl, offset in dead:
-            try:
-                fut = await self.producer.send(topic, value=dl.value, key=dl.key, headers=dl.headers)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                self.metrics.errors.labels("produce", type(exc).__name__).inc()
-                fut = None
-            sent.append((part, dl, offset, fut))
-        for part, dl, offset, fut in sent:
-            if fut is not None:
-                try:
-                    await fut
-                except asyncio.CancelledError:
-                    raise
-                except Exception as exc:
-                    self.metrics.errors.labels("produce", type(exc).__name__).inc()
-                    fut = None
-            if fut is None:
-                await self._send_dead_letter(part, dl, offset)
-                continue
-            self.metrics.dlq_records.labels(dl.reason).inc()
-            part.offsets.release(offset)
-
-    async def _produce(self, topic: str, key: bytes | None, value: bytes | None, hdrs) -> None:
-        """Send and wait for the broker's acknowledgement, retrying until it comes (nothing is dropped)."""
-        backoff = 0.2
-        while True:
-            try:
-                fut = await self.producer.send(topic, value=value, key=key, headers=hdrs)
-                await fut
+    async def _settle(self, p: _Pending, r: Result) -> None:
+        """Turn one result into its output (event or dead letter) and release the session's hold."""
+        try:
+            if isinstance(r, DeadLetter):
+                await self.delivery.dead_letter(p.hold, r)
                 return
-            except asyncio.CancelledError:
+            j = r
+            if not j.ok:
+                log.warning("malformed_answer", key=p.session.key, error=j.answer.error, attempts=j.attempts)
+                await self.delivery.dead_letter(p.hold, poison_session(j))
+                return
+            event = build_event(p.session, j.view, j.answer, self.model, cached=j.cached,
+                                max_rationale_chars=self.s.output.max_rationale_chars)
+            if event["verdict"] == "anomalous" or self.s.output.emit_normal:
+                out = Output(self.s.output.topic, p.session.key.encode(), encode(event), headers(event))
+                fallback = lambda err: session_dead_letter(  # noqa: E731
+                    p.session, "undeliverable_event", err, raw_completion=j.answer.raw, attempts=j.attempts)
+                if await self.delivery.event(p.hold, out, fallback):
+                    self.metrics.events_produced.labels(event["verdict"]).inc()
+                    if event["verdict"] == "anomalous":
+                        log.info("anomaly", id=event["id"], key=p.session.key, lines=len(p.session.lines),
+                                 cached=j.cached, rationale=event["rationale"][:200])
+            else:
+                p.hold.release()
+            self.metrics.end_to_end_latency.labels("hit" if j.cached else "miss").observe(time.time() - p.closed_at)
+        except (asyncio.CancelledError, Undeliverable):
+            raise
+        except Exception as exc:  # building or sending the output failed in our own code: dead-letter the session
+            if p.hold.released:
                 raise
-            except Exception as exc:
-                self.metrics.errors.labels("produce", type(exc).__name__).inc()
-                log.warning("produce_failed", topic=topic, error=str(exc), retry_in_secs=round(backoff, 2))
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, MAX_BACKOFF_SECS)
+            self.metrics.errors.labels("emit", type(exc).__name__).inc()
+            log.error("emit_failed", key=p.session.key, error=f"{type(exc).__name__}: {exc}", exc_info=exc)
+            await self.delivery.dead_letter(p.hold, session_dead_letter(p.session, "emit_failed",
+                                                                        f"{type(exc).__name__}: {exc}"))
 
+    # ---- model health and lag -----------------------------------------------------------------------------
     async def _health_loop(self) -> None:
         while True:
             await asyncio.sleep(MODEL_HEALTH_INTERVAL_SECS)
             self._model_ok = await self._check_model()
+            if self._model_ok:
+                self._model_down_since = None
+            elif self._model_down_since is None:
+                self._model_down_since = time.monotonic()
             self._set_ready_metric()
             await self._update_lag()
 
@@ -488,14 +584,21 @@ class Daemon:
     async def _update_lag(self) -> None:
         if self.consumer is None:
             return
-        for tp in list(self._parts):
+        for tp, part in list(self._parts.items()):
             try:
                 high = self.consumer.highwater(tp)
                 pos = await self.consumer.position(tp)
+                committed = part.offsets.committed
+                if committed is None:
+                    committed = await self.consumer.committed(tp)
             except Exception:
                 continue
-            if high is not None:
-                self.metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(max(0, high - pos))
+            if high is None:
+                continue
+            labels = (tp.topic, str(tp.partition))
+            self.metrics.consumer_lag.labels(*labels).set(max(0, high - pos))
+            if committed is not None:
+                self.metrics.committed_lag.labels(*labels).set(max(0, high - committed))
 
     # ---- commits ------------------------------------------------------------------------------------------
     async def _maybe_commit(self, force: bool = False) -> None:
@@ -505,28 +608,7 @@ class Daemon:
         self._last_commit = now
         await self._commit(dict(self._parts))
 
-    async def _commit(self, parts: dict) -> None:
-        from aiokafka.structs import OffsetAndMetadata
-
-        offsets = {}
-        for tp, part in parts.items():
-            off = part.offsets.committable(part.sessionizer.min_open_offset())
-            if off is not None:
-                offsets[tp] = (part, off)
-        if not offsets or self.consumer is None:
-            return
-        try:
-            await self.consumer.commit({tp: OffsetAndMetadata(off, "") for tp, (_, off) in offsets.items()})
-        except Exception as exc:
-            self.metrics.commits.labels("error").inc()
-            log.warning("commit_failed", error=str(exc))
-            return
-        for part, off in offsets.values():
-            part.offsets.mark_committed(off)
-        self.metrics.commits.labels("ok").inc()
-
-
-def _rejected(error: str):
-    from rationad.answer import ParsedAnswer
-
-    return ParsedAnswer(None, "", (), (), error, "")
+    async def _commit(self, parts: dict[Any, _Part]) -> None:
+        await self.delivery.commit(
+            self.consumer, {tp: (p.offsets, p.sessionizer.min_open_offset()) for tp, p in parts.items()}
+        )

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import orjson
 
 from rationad.judge import Judgement
+from rationad.records import Session
 
 MAX_REASON_CHARS = 500
 
@@ -51,11 +52,19 @@ def bad_record(
 
 
 def poison_session(judgement: Judgement, error_type: str = "malformed_answer") -> DeadLetter:
-    s, a = judgement.session, judgement.answer
+    a = judgement.answer
+    return session_dead_letter(judgement.session, error_type, a.error or error_type, raw_completion=a.raw,
+                               attempts=judgement.attempts)
+
+
+def session_dead_letter(session: Session, error_type: str, error: str, *, raw_completion: str = "",
+                        attempts: int = 0) -> DeadLetter:
+    """A session that could not be judged or delivered, as JSON with its raw lines (the first 1,000)."""
+    s = session
     body = {
-        "error": a.error,
-        "raw_completion": a.raw,
-        "attempts": judgement.attempts,
+        "error": error,
+        "raw_completion": raw_completion,
+        "attempts": attempts,
         "session": {
             "key": s.key,
             "topic": s.topic,
@@ -67,5 +76,64 @@ def poison_session(judgement: Judgement, error_type: str = "malformed_answer") -
             "lines": [line.raw for line in s.lines[:1000]],
         },
     }
-    headers = _headers("model", error_type, a.error or error_type, s.topic, s.partition, s.first_offset)
+    headers = _headers("model", error_type, error or error_type, s.topic, s.partition, s.first_offset)
     return DeadLetter(s.key.encode(), orjson.dumps(body), headers, error_type)
+
+
+RECORD_OVERHEAD_BYTES = 512  # record batch framing, attributes, varints: generous, so a fitted record always fits
+HEADER_OVERHEAD_BYTES = 16
+MAX_KEY_BYTES = 1_024  # a key longer than this is cut when the record must be cut anyway
+
+
+def record_bytes(key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]]) -> int:
+    """An upper estimate of a record's size as the producer counts it against ``max_request_size``."""
+    return (RECORD_OVERHEAD_BYTES + len(key or b"") + len(value or b"")
+            + sum(len(k.encode()) + len(v) + HEADER_OVERHEAD_BYTES for k, v in headers))
+
+
+def fit(dl: DeadLetter, max_bytes: int) -> DeadLetter:
+    """``dl`` if it fits in ``max_bytes``; otherwise a copy cut to fit, saying so in headers
+    (``rationad-truncated: true``, ``rationad-original-bytes``: the value's original size).
+
+    A session dead letter (JSON) keeps valid JSON: its raw lines are dropped from the end (``lines_kept`` says how
+    many remain) and each kept line is cut to a bound first; any other value is cut to a prefix. Headers copied from
+    the input record are dropped only when they alone do not fit."""
+    if record_bytes(dl.key, dl.value, dl.headers) <= max_bytes:
+        return dl
+    value = dl.value or b""
+    marks = [("rationad-truncated", b"true"), ("rationad-original-bytes", str(len(value)).encode())]
+    key = dl.key if dl.key is None or len(dl.key) <= MAX_KEY_BYTES else dl.key[:MAX_KEY_BYTES]
+    headers = list(dl.headers) + marks
+    if record_bytes(key, b"", headers) > max_bytes:  # the input's own headers are too large: keep only ours
+        headers = [(k, v[:MAX_REASON_CHARS]) for k, v in dl.headers if k.startswith("rationad-")] + marks
+        headers.append(("rationad-headers-dropped", b"true"))
+    room = max(0, max_bytes - record_bytes(key, b"", headers))
+    return DeadLetter(key, _cut_value(value, room), headers, dl.reason)
+
+
+def _cut_value(value: bytes, room: int) -> bytes:
+    try:
+        body = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        body = None
+    if isinstance(body, dict) and isinstance(body.get("session"), dict) and isinstance(body["session"].get("lines"), list):
+        lines: list[str] = body["session"]["lines"]
+        body["raw_completion"] = str(body.get("raw_completion", ""))[: max(0, room // 8)]
+        per_line = max(256, room // max(1, len(lines)))
+        lines = [ln[:per_line] for ln in lines]
+        # Binary search on how many lines fit, keeping the first ones (a session's start names what it was).
+        lo, hi = 0, len(lines)
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            body["session"]["lines"] = lines[:mid]
+            body["session"]["lines_kept"] = mid
+            if len(orjson.dumps(body)) <= room:
+                lo = mid
+            else:
+                hi = mid - 1
+        body["session"]["lines"] = lines[:lo]
+        body["session"]["lines_kept"] = lo
+        out = orjson.dumps(body)
+        if len(out) <= room:
+            return out
+    return value[:room]

@@ -24,7 +24,21 @@ class Metrics:
             "rationad_consumer_lag_records", "Records between the consumer position and the end of the partition",
             ["topic", "partition"], registry=r,
         )
+        self.committed_lag = Gauge(
+            "rationad_committed_lag_records",
+            "Records between the group's committed offset and the end of the partition (what a restart re-reads; "
+            "if it reaches the topic's retention, lines are lost)", ["topic", "partition"], registry=r,
+        )
         self.sessions_open = Gauge("rationad_sessions_open", "Sessions currently open", registry=r)
+        self.sessions_open_bytes = Gauge(
+            "rationad_sessions_open_bytes", "Estimated bytes held by open sessions over all partitions", registry=r
+        )
+        self.model_blocked = Gauge(
+            "rationad_model_blocked", "1 while the model is misconfigured or dead and consumption is paused", registry=r
+        )
+        self.produce_stuck = Gauge(
+            "rationad_produce_stuck_seconds", "Seconds produces have been failing without a success", registry=r
+        )
         self.sessions_closed = Counter(
             "rationad_sessions_closed_total", "Sessions closed, by reason", ["reason"], registry=r
         )

@@ -1,0 +1,249 @@
+"""Delivery: the one place that holds input offsets, produces events and dead letters, and decides what to commit.
+
+The contract (at-least-once, commit after produce), written once:
+
+    A partition's committed offset never passes (a) a record not yet consumed, (b) the first offset of a session
+    still open in the windower, or (c) the first offset of any output that is not yet acknowledged by the broker.
+    An output is *held* from the moment it exists (a session closes, a record is found undecodable) until the
+    broker acknowledges it, its fallback dead letter is acknowledged, or the partition is revoked.
+
+``offsets.PartitionOffsets`` is the per-partition arithmetic; a ``Hold`` is one output's claim on it, released
+exactly once. Produce errors are sorted by what can help:
+
+- retriable (broker down, leader moving, timeouts, a topic that is missing for now): wait and try again, for as
+  long as it takes, with backoff; ``stuck`` says so and readiness goes false meanwhile;
+- an event the broker can never take (too large, not allowed): the session goes to the dead-letter topic instead,
+  with the error;
+- a dead letter that is too large: cut to fit (headers say so: ``rationad-truncated``, ``rationad-original-bytes``);
+- a dead letter that can never be delivered for another reason (topic not authorised, invalid): nothing else can
+  hold it, so ``on_fatal`` stops the daemon with a non-zero exit; the offset was never committed past it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import structlog
+
+from rationad.dlq import DeadLetter, fit
+from rationad.metrics import Metrics
+from rationad.offsets import PartitionOffsets
+
+log = structlog.get_logger("rationad.delivery")
+
+MAX_BACKOFF_SECS = 30.0
+MIN_DEAD_LETTER_BYTES = 4_096  # a dead letter is never cut below this: headers still say what it was
+
+
+class Producer(Protocol):
+    async def send(self, topic: str, value: bytes | None = None, key: bytes | None = None,
+                   headers: list[tuple[str, bytes]] | None = None) -> asyncio.Future: ...
+
+
+class Undeliverable(Exception):
+    """The broker can never accept this record as it is (non-retriable produce error)."""
+
+    def __init__(self, topic: str, cause: BaseException) -> None:
+        super().__init__(f"{topic}: {type(cause).__name__}: {cause}")
+        self.topic = topic
+        self.cause = cause
+
+    @property
+    def too_large(self) -> bool:
+        return type(self.cause).__name__ in ("MessageSizeTooLargeError", "RecordTooLargeError")
+
+
+def is_retriable(exc: BaseException) -> bool:
+    """aiokafka marks its errors ``retriable``; timeouts and unknown errors (e.g. a connection reset) are retried."""
+    try:
+        from aiokafka.errors import KafkaError, KafkaTimeoutError
+    except ImportError:  # pragma: no cover - aiokafka is a dependency
+        return True
+    if isinstance(exc, KafkaTimeoutError) or not isinstance(exc, KafkaError):
+        return True
+    return bool(getattr(exc, "retriable", False))
+
+
+class Hold:
+    """One output's claim on its partition's committable offset; ``release`` once it is acknowledged."""
+
+    __slots__ = ("offsets", "offset", "_delivery", "released")
+
+    def __init__(self, delivery: Delivery, offsets: PartitionOffsets, offset: int) -> None:
+        self._delivery = delivery
+        self.offsets = offsets
+        self.offset = offset
+        self.released = False
+
+    def release(self) -> None:
+        if self.released:  # a second release would free another output's hold on the same offset
+            raise RuntimeError(f"hold on offset {self.offset} released twice")
+        self.released = True
+        self.offsets.release(self.offset)
+        self._delivery._held -= 1
+        self._delivery.metrics.sessions_pending.set(self._delivery._held)
+
+
+@dataclass(frozen=True, slots=True)
+class Output:
+    topic: str
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes]]
+
+
+class Delivery:
+    """Holds, produces and commits for one consumer. ``producer`` may be set after construction (started late)."""
+
+    def __init__(self, *, dlq_topic: str, max_message_bytes: int, metrics: Metrics,
+                 on_fatal: Callable[[str], None], producer: Producer | None = None,
+                 sleep: Callable[[float], Any] = asyncio.sleep) -> None:
+        self.producer = producer
+        self.dlq_topic = dlq_topic
+        self.max_message_bytes = max_message_bytes
+        self.metrics = metrics
+        self.on_fatal = on_fatal
+        self._sleep = sleep
+        self._held = 0
+        self._stuck_since: float | None = None
+
+    # ---- holds ----------------------------------------------------------------------------------------------
+    @property
+    def held(self) -> int:
+        """Outputs (sessions and dead letters) awaiting acknowledgement: what backpressure counts."""
+        return self._held
+
+    def hold(self, offsets: PartitionOffsets, offset: int) -> Hold:
+        offsets.hold(offset)
+        self._held += 1
+        self.metrics.sessions_pending.set(self._held)
+        return Hold(self, offsets, offset)
+
+    @property
+    def stuck_secs(self) -> float:
+        """How long produces have been failing without a success (0 when they are not)."""
+        return 0.0 if self._stuck_since is None else time.monotonic() - self._stuck_since
+
+    # ---- producing ------------------------------------------------------------------------------------------
+    async def send(self, out: Output) -> None:
+        """Send and wait for the acknowledgement, retrying retriable errors for as long as it takes; raises
+        ``Undeliverable`` when the broker can never take the record."""
+        backoff = 0.2
+        while True:
+            try:
+                assert self.producer is not None, "producer not started"
+                fut = await self.producer.send(out.topic, value=out.value, key=out.key, headers=out.headers)
+                await fut
+                self._stuck_since = None
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.metrics.errors.labels("produce", type(exc).__name__).inc()
+                if not is_retriable(exc):
+                    raise Undeliverable(out.topic, exc) from exc
+                if self._stuck_since is None:
+                    self._stuck_since = time.monotonic()
+                log.warning("produce_failed", topic=out.topic, error=f"{type(exc).__name__}: {exc}",
+                            retry_in_secs=round(backoff, 2))
+                await self._sleep(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF_SECS)
+
+    async def event(self, hold: Hold, out: Output, fallback: Callable[[str], DeadLetter]) -> bool:
+        """Deliver an event and release its hold; an event the broker can never take is replaced by the dead letter
+        ``fallback(error)``. Returns True when the event itself was delivered."""
+        try:
+            await self.send(out)
+        except Undeliverable as exc:
+            log.error("event_undeliverable", topic=out.topic, error=str(exc), fallback="dead-letter topic")
+            await self.dead_letter(hold, fallback(str(exc)))
+            return False
+        hold.release()
+        return True
+
+    async def dead_letter(self, hold: Hold | None, dl: DeadLetter) -> None:
+        """Deliver one dead letter (cut to fit) and release its hold."""
+        limit = self.max_message_bytes
+        while True:
+            fitted = fit(dl, limit)
+            try:
+                await self.send(Output(self.dlq_topic, fitted.key, fitted.value, fitted.headers))
+                break
+            except Undeliverable as exc:
+                if exc.too_large and limit > MIN_DEAD_LETTER_BYTES:  # the broker's own limit is lower than ours
+                    limit = max(MIN_DEAD_LETTER_BYTES, limit // 2)
+                    log.warning("dead_letter_too_large", limit_bytes=limit, error=str(exc))
+                    continue
+                msg = f"dead letter cannot be delivered to {self.dlq_topic}: {exc}"
+                log.critical("dead_letter_undeliverable", error=str(exc), topic=self.dlq_topic)
+                self.on_fatal(msg)
+                raise
+        self.metrics.dlq_records.labels(dl.reason).inc()
+        if hold is not None:
+            hold.release()
+
+    async def dead_letters(self, items: Sequence[tuple[Hold, DeadLetter]]) -> None:
+        """A batch of dead letters, enqueued in order and then awaited (a task per record would make thousands of
+        sends race for the producer's buffer); any that fails goes through ``dead_letter`` on its own."""
+        sent: list[tuple[Hold, DeadLetter, asyncio.Future | None]] = []
+        for hold, dl in items:
+            fitted = fit(dl, self.max_message_bytes)
+            fut: asyncio.Future | None
+            try:
+                assert self.producer is not None, "producer not started"
+                fut = await self.producer.send(self.dlq_topic, value=fitted.value, key=fitted.key,
+                                               headers=fitted.headers)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.metrics.errors.labels("produce", type(exc).__name__).inc()
+                fut = None
+            sent.append((hold, dl, fut))
+        for hold, dl, fut in sent:
+            if fut is not None:
+                try:
+                    await fut
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    self.metrics.errors.labels("produce", type(exc).__name__).inc()
+                    fut = None
+            if fut is None:
+                await self.dead_letter(hold, dl)
+                continue
+            self._stuck_since = None
+            self.metrics.dlq_records.labels(dl.reason).inc()
+            hold.release()
+
+    # ---- commits --------------------------------------------------------------------------------------------
+    @staticmethod
+    def committable(parts: dict[Hashable, tuple[PartitionOffsets, int | None]]) -> dict[Hashable, int]:
+        """``{tp: offset}`` to commit now, from each partition's offsets and its smallest open-session offset."""
+        out = {}
+        for tp, (offsets, open_min) in parts.items():
+            off = offsets.committable(open_min)
+            if off is not None:
+                out[tp] = off
+        return out
+
+    async def commit(self, consumer: Any, parts: dict[Hashable, tuple[PartitionOffsets, int | None]]) -> bool:
+        """Commit what is accounted for; False when the commit failed (it is retried at the next interval)."""
+        from aiokafka.structs import OffsetAndMetadata
+
+        offsets = self.committable(parts)
+        if not offsets or consumer is None:
+            return True
+        try:
+            await consumer.commit({tp: OffsetAndMetadata(off, "") for tp, off in offsets.items()})
+        except Exception as exc:
+            self.metrics.commits.labels("error").inc()
+            log.warning("commit_failed", error=str(exc))
+            return False
+        for tp, off in offsets.items():
+            parts[tp][0].mark_committed(off)
+        self.metrics.commits.labels("ok").inc()
+        return True

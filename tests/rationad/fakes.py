@@ -1,0 +1,161 @@
+"""Fakes of the daemon's I/O for unit tests of its logic: a scripted consumer, a producer, a model client.
+
+They speak the narrow shapes the daemon uses (aiokafka's ``getmany``/``commit``/``send``, the ``ModelClient``
+protocol); tests that claim Kafka or vLLM use the real ones (tests/integration, tests/failure).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from aiokafka.structs import TopicPartition
+
+from rationad.model.base import Completion, approx_token_count
+
+NORMAL = "<think>L1 x1 routine line; nothing failed.</think>\n<answer>normal</answer>"
+ANOMALOUS = "<think>L1 x1 ERROR line: the operation failed.</think>\n<answer>anomalous</answer>"
+
+
+@dataclass
+class Rec:
+    offset: int
+    value: bytes
+    key: bytes | None = None
+    headers: list = field(default_factory=list)
+
+
+class FakeConsumer:
+    """Hands out scripted batches (``{tp: [Rec]}``), then empty ones; records commits, pauses and resumes."""
+
+    def __init__(self, batches: list[dict], tps: list[TopicPartition]) -> None:
+        self.batches = list(batches)
+        self.tps = tps
+        self.listener = None
+        self.commits: list[dict[TopicPartition, int]] = []
+        self.paused: set = set()
+        self.pause_calls = 0
+
+    def subscribe(self, topics, listener) -> None:
+        self.listener = listener
+
+    async def start(self) -> None:
+        await self.listener.on_partitions_assigned(set(self.tps))
+
+    async def stop(self) -> None:
+        pass
+
+    def assignment(self):
+        return set(self.tps)
+
+    def pause(self, *tps) -> None:
+        self.paused.update(tps)
+        self.pause_calls += 1
+
+    def resume(self, *tps) -> None:
+        self.paused.difference_update(tps)
+
+    async def getmany(self, timeout_ms: int = 0, max_records: int | None = None):
+        if self.batches and not self.paused:
+            return self.batches.pop(0)
+        await asyncio.sleep(0.01)
+        return {}
+
+    async def commit(self, offsets) -> None:
+        self.commits.append({tp: om.offset for tp, om in offsets.items()})
+
+    def committed_offset(self, tp: TopicPartition) -> int | None:
+        for c in reversed(self.commits):
+            if tp in c:
+                return c[tp]
+        return None
+
+    def highwater(self, tp):
+        return None
+
+    async def position(self, tp):
+        return 0
+
+    async def committed(self, tp):
+        return self.committed_offset(tp)
+
+
+@dataclass
+class Sent:
+    topic: str
+    key: bytes | None
+    value: bytes | None
+    headers: list
+
+
+class FakeProducer:
+    """Acknowledges every send, unless ``fail(sent) -> Exception | None`` says otherwise for that record."""
+
+    def __init__(self, fail: Callable[[Sent], BaseException | None] | None = None,
+                 max_request_size: int | None = None) -> None:
+        self.fail = fail
+        self.max_request_size = max_request_size
+        self.sent: list[Sent] = []  # acknowledged records only
+        self.attempts = 0
+
+    async def start(self) -> None:
+        pass
+
+    async def stop(self) -> None:
+        pass
+
+    async def flush(self) -> None:
+        pass
+
+    async def send(self, topic, value=None, key=None, headers=None):
+        self.attempts += 1
+        rec = Sent(topic, key, value, list(headers or []))
+        fut = asyncio.get_running_loop().create_future()
+        exc = self.fail(rec) if self.fail else None
+        if exc is None and self.max_request_size is not None:
+            from aiokafka.errors import MessageSizeTooLargeError
+
+            size = len(value or b"") + len(key or b"") + sum(len(k) + len(v) for k, v in rec.headers)
+            if size > self.max_request_size:
+                raise MessageSizeTooLargeError(f"The message is {size} bytes when serialized")
+        if exc is not None:
+            fut.set_exception(exc)
+        else:
+            self.sent.append(rec)
+            fut.set_result(None)
+        return fut
+
+    def on(self, topic: str) -> list[Sent]:
+        return [s for s in self.sent if s.topic == topic]
+
+
+class FakeModel:
+    """A ``ModelClient``: ``answer(prompt_text) -> str`` or raises; counts calls."""
+
+    name = "fake-model"
+
+    def __init__(self, answer: Callable[[str], str] | None = None) -> None:
+        self.answer = answer or (lambda text: ANOMALOUS if "ERROR" in text else NORMAL)
+        self.calls = 0
+
+    async def start(self) -> None:
+        pass
+
+    async def generate(self, conversations, *, max_tokens, temperature, regex):
+        self.calls += 1
+        await asyncio.sleep(0)
+        out = []
+        for conv in conversations:
+            text = self.answer(conv[-1]["content"])
+            out.append(Completion(text, 10, 10))
+        return out
+
+    async def check_health(self) -> bool:
+        return True
+
+    def count_tokens(self, text: str) -> int:
+        return approx_token_count(text)
+
+    async def aclose(self) -> None:
+        pass

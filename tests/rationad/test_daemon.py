@@ -1,0 +1,305 @@
+"""The daemon's delivery paths with a scripted consumer, a fake producer and a fake model (pure logic; the real
+broker and vLLM are in tests/integration and tests/failure). Each test drives a path that broke in review
+(issue 13) and failed on the code before its fix."""
+
+from __future__ import annotations
+
+import asyncio
+
+import orjson
+import pytest
+from aiokafka.errors import MessageSizeTooLargeError, RecordTooLargeError, TopicAuthorizationFailedError
+from aiokafka.structs import TopicPartition
+
+import rationad.daemon as daemon_mod
+from rationad.config import Settings
+from rationad.daemon import Daemon
+from rationad.model.base import ModelError
+from tests.rationad.fakes import ANOMALOUS, FakeConsumer, FakeModel, FakeProducer, Rec
+
+TP = TopicPartition("logs", 0)
+
+
+def settings(**sections) -> Settings:
+    base = {
+        "input": {"dialect": "generic", "key_regex": r"session=(\w+)"},
+        "sessions": {"mode": "fixed", "window_lines": 2},
+        "cache": {"enabled": False},
+        "server": {"enabled": False},
+        "output": {"emit_normal": True},
+        "model": {"retry_backoff_secs": 0.0},
+        "delivery": {"commit_interval_ms": 10, "drain_timeout_secs": 2},
+    }
+    for k, v in sections.items():
+        base[k] = {**base.get(k, {}), **v}
+    return Settings(**base)
+
+
+def line(key: str, text: str = "INFO routine work") -> bytes:
+    return f"{text} session={key}".encode()
+
+
+async def run_until(d: Daemon, cond, timeout: float = 10.0) -> int:
+    task = asyncio.create_task(d.run())
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    try:
+        while not cond():
+            if task.done():
+                break
+            if loop.time() > end:
+                raise AssertionError("condition not reached in time")
+            await asyncio.sleep(0.01)
+    finally:
+        d.request_stop()
+        code = await asyncio.wait_for(task, 20)
+    return code
+
+
+def make(s: Settings, batches, *, model=None, producer=None) -> tuple[Daemon, FakeConsumer, FakeProducer]:
+    """A daemon whose Kafka clients are the fakes (the module's factories are replaced for the test)."""
+    consumer = FakeConsumer(batches, [TP])
+    producer = producer or FakeProducer()
+    seen = {}
+
+    def producer_factory(cfg, **kw):
+        seen.update(kw)
+        if producer.max_request_size is None:
+            producer.max_request_size = kw.get("max_request_size", 1_048_576)
+        return producer
+
+    _patch.setattr(daemon_mod, "make_consumer", lambda cfg, **kw: consumer)
+    _patch.setattr(daemon_mod, "make_producer", producer_factory)
+    d = Daemon(s, client=model or FakeModel())
+    d.producer_kwargs = seen
+    return d, consumer, producer
+
+
+def final_commit(consumer: FakeConsumer) -> int | None:
+    return consumer.committed_offset(TP)
+
+
+# ---- item 1: revocation in the middle of a batch --------------------------------------------------------------
+async def test_revocation_mid_batch_never_commits_past_a_session_closed_in_that_batch(monkeypatch):
+    """A window opened at offset 0 closes at offset 1 (the second batch); the loop yields at its 500th record and the
+    partition is revoked there. The commit made on revocation must not pass offset 0: that session has no output."""
+    s = settings()
+    first = {TP: [Rec(0, line("a"))]}
+    second = {TP: [Rec(1, line("a"))] + [Rec(o, line(f"k{o}")) for o in range(2, 700)]}
+    d, consumer, producer = make(s, [first, second])
+    revoked = []
+    real_sleep = asyncio.sleep
+
+    async def sleep(secs, *a, **kw):
+        if secs == 0 and not revoked and d._parts.get(TP) is not None and consumer.batches == []:
+            revoked.append(True)
+            await d._on_revoked([TP])
+        return await real_sleep(secs, *a, **kw)
+
+    monkeypatch.setattr(daemon_mod.asyncio, "sleep", sleep)
+    await run_until(d, lambda: bool(revoked), timeout=10)
+    assert revoked
+    assert consumer.commits, "the revocation commits what is accounted for"
+    assert all(c[TP] <= 0 for c in consumer.commits if TP in c), consumer.commits
+
+
+# ---- item 2: produces that can never succeed ------------------------------------------------------------------
+async def test_dead_letter_larger_than_the_producer_allows_is_cut_to_fit_and_the_partition_moves_on():
+    s = settings(output={"max_message_bytes": 16_384})
+    big = b"\xff" + b"x" * 60_000  # invalid UTF-8: a dead letter carrying the whole 60 KB value
+    d, consumer, producer = make(s, [{TP: [Rec(0, big), Rec(1, line("a")), Rec(2, line("a"))]}],
+                                 producer=FakeProducer(max_request_size=20_000))
+    await run_until(d, lambda: final_commit(consumer) == 3)
+    assert d.producer_kwargs["max_request_size"] == 16_384
+    (dl,) = producer.on("rationad.dlq")
+    h = dict(dl.headers)
+    assert h["rationad-truncated"] == b"true" and h["rationad-original-bytes"] == str(len(big)).encode()
+    assert h["rationad-error-type"] == b"invalid_utf8" and len(dl.value) < 16_384
+    assert dl.value == big[: len(dl.value)]
+
+
+async def test_dead_letter_the_broker_rejects_as_too_large_is_cut_further():
+    s = settings(sessions={"window_lines": 20})
+    huge = b"\n".join(line("a", "ERROR " + "y" * 3000) for _ in range(20))
+
+    def fail(rec):
+        return RecordTooLargeError("broker limit") if len(rec.value or b"") > 30_000 else None
+
+    model = FakeModel(lambda text: "babble")  # malformed answers: the session is dead-lettered with its lines
+    d, consumer, producer = make(s, [{TP: [Rec(0, huge)] + [Rec(o, line("b")) for o in range(1, 21)]}],
+                                 model=model, producer=FakeProducer(fail=fail))
+    await run_until(d, lambda: final_commit(consumer) == 21)
+    bodies = {orjson.loads(r.value)["session"]["key"]: (orjson.loads(r.value), dict(r.headers))
+              for r in producer.on("rationad.dlq")}
+    body, h = bodies["a"]
+    assert h["rationad-truncated"] == b"true" and 0 < body["session"]["lines_kept"] < 20
+    assert body["session"]["line_count"] == 20
+
+
+async def test_event_the_broker_never_accepts_goes_to_the_dead_letter_topic_instead():
+    s = settings()
+
+    def fail(rec):
+        return MessageSizeTooLargeError("too large") if rec.topic == "rationad.anomalies" else None
+
+    d, consumer, producer = make(s, [{TP: [Rec(0, line("a", "ERROR disk")), Rec(1, line("a", "ERROR disk"))]}],
+                                 producer=FakeProducer(fail=fail))
+    await run_until(d, lambda: final_commit(consumer) == 2)
+    (dl,) = producer.on("rationad.dlq")
+    assert dict(dl.headers)["rationad-error-type"] == b"undeliverable_event"
+    assert orjson.loads(dl.value)["raw_completion"] == ANOMALOUS
+
+
+async def test_dead_letter_topic_not_authorised_stops_the_daemon_without_committing_past_it():
+    s = settings()
+
+    def fail(rec):
+        return TopicAuthorizationFailedError() if rec.topic == "rationad.dlq" else None
+
+    d, consumer, producer = make(s, [{TP: [Rec(0, b"\xff"), Rec(1, line("a")), Rec(2, line("a"))]}],
+                                 producer=FakeProducer(fail=fail))
+    code = await run_until(d, lambda: False if not d._stop.is_set() else True, timeout=10)
+    assert code == 1
+    assert final_commit(consumer) in (None, 0)
+
+
+# ---- item 3: unexpected errors are bounded and isolated -------------------------------------------------------
+async def test_a_session_that_keeps_failing_is_dead_lettered_after_max_attempts_and_the_rest_flow():
+    s = settings(delivery={"max_attempts": 2})
+
+    def answer(text):
+        if "poison" in text:
+            raise RuntimeError("tokenizer exploded")
+        return ANOMALOUS if "ERROR" in text else "<think>L1 x1 fine.</think>\n<answer>normal</answer>"
+
+    recs = [Rec(0, line("p", "INFO poison")), Rec(1, line("p", "INFO poison")),
+            Rec(2, line("q", "ERROR x")), Rec(3, line("q", "ERROR x"))]
+    d, consumer, producer = make(s, [{TP: recs}], model=FakeModel(answer))
+    await run_until(d, lambda: final_commit(consumer) == 4)
+    (dl,) = producer.on("rationad.dlq")
+    body = orjson.loads(dl.value)
+    assert dict(dl.headers)["rationad-error-type"] == b"judge_failed" and "tokenizer exploded" in body["error"]
+    assert body["attempts"] == 2
+    events = [orjson.loads(e.value) for e in producer.on("rationad.anomalies")]
+    assert [e["session"]["key"] for e in events] == ["q"]
+
+
+# ---- item 4: a failure while emitting resolves its hold -------------------------------------------------------
+async def test_an_exception_while_building_the_event_dead_letters_the_session(monkeypatch):
+    s = settings()
+    real = daemon_mod.build_event
+
+    def build_event(session, *a, **kw):
+        if session.key == "bad":
+            raise KeyError("evidence")
+        return real(session, *a, **kw)
+
+    monkeypatch.setattr(daemon_mod, "build_event", build_event)
+    recs = [Rec(0, line("bad")), Rec(1, line("bad")), Rec(2, line("ok")), Rec(3, line("ok"))]
+    d, consumer, producer = make(s, [{TP: recs}])
+    await run_until(d, lambda: final_commit(consumer) == 4)
+    (dl,) = producer.on("rationad.dlq")
+    assert dict(dl.headers)["rationad-error-type"] == b"emit_failed"
+    assert d.delivery.held == 0
+
+
+# ---- item 5: a misconfigured model is not a property of a session ---------------------------------------------
+async def test_model_auth_error_pauses_consumption_and_dead_letters_nothing():
+    s = settings()
+    state = {"calls": 0, "fixed": False}
+
+    def answer(text):
+        state["calls"] += 1
+        if not state["fixed"]:
+            raise ModelError("HTTP 401: invalid API key", kind="config")
+        return ANOMALOUS
+
+    model = FakeModel(answer)
+    recs = [Rec(0, line("a")), Rec(1, line("a")), Rec(2, line("b")), Rec(3, line("b"))]
+    d, consumer, producer = make(s, [{TP: recs}], model=model)
+    task = asyncio.create_task(d.run())
+    for _ in range(500):
+        await asyncio.sleep(0.01)
+        if state["calls"] >= 2 and consumer.paused:
+            break
+    ready, why = d._ready()
+    assert consumer.paused and not ready and "misconfigured" in why
+    assert producer.on("rationad.dlq") == [] and final_commit(consumer) in (None, 0)
+    consumer.batches.append({TP: [Rec(4, line("c")), Rec(5, line("c"))]})
+    await asyncio.sleep(0.3)
+    assert len(consumer.batches) == 1, "no more input is fetched while the model is misconfigured"
+    state["fixed"] = True
+    for _ in range(1000):
+        await asyncio.sleep(0.01)
+        if final_commit(consumer) == 6:
+            break
+    d.request_stop()
+    assert await task == 0
+    assert final_commit(consumer) == 6 and producer.on("rationad.dlq") == []
+    assert sorted(orjson.loads(e.value)["session"]["key"] for e in producer.on("rationad.anomalies")) == ["a", "b", "c"]
+
+
+# ---- item 6: a dead engine stops the daemon (its supervisor restarts it) --------------------------------------
+async def test_dead_engine_exits_non_zero_holds_its_sessions_and_reports_unhealthy():
+    s = settings()
+
+    def answer(text):
+        raise ModelError("EngineDeadError: engine core died", kind="dead")
+
+    recs = [Rec(0, line("a")), Rec(1, line("a")), Rec(2, line("b"))]
+    d, consumer, producer = make(s, [{TP: recs}], model=FakeModel(answer))
+    code = await run_until(d, lambda: d._stop.is_set(), timeout=10)
+    assert code == 1
+    assert producer.sent == []
+    assert final_commit(consumer) in (None, 0)
+    healthy, why = d._healthy()
+    assert not healthy and "dead" in why
+
+
+# ---- backpressure counts dead letters too ---------------------------------------------------------------------
+async def test_unacknowledged_dead_letters_count_towards_backpressure():
+    s = settings(delivery={"max_pending_sessions": 4})
+    release = asyncio.Event()
+
+    class SlowDlq(FakeProducer):
+        async def send(self, topic, value=None, key=None, headers=None):
+            if topic == "rationad.dlq":
+                await release.wait()
+            return await super().send(topic, value, key, headers)
+
+    producer = SlowDlq()
+    batches = [{TP: [Rec(o, b"\xff") for o in range(0, 10)]}, {TP: [Rec(10, b"\xff")]}]
+    d, consumer, producer = make(s, batches, producer=producer)
+    task = asyncio.create_task(d.run())
+    for _ in range(300):
+        await asyncio.sleep(0.01)
+        if consumer.paused:
+            break
+    assert consumer.paused and len(consumer.batches) == 1
+    release.set()
+    for _ in range(500):
+        await asyncio.sleep(0.01)
+        if final_commit(consumer) == 11:
+            break
+    d.request_stop()
+    assert await task == 0
+    assert final_commit(consumer) == 11
+
+
+_patch = pytest.MonkeyPatch()
+
+
+@pytest.fixture(autouse=True)
+def _undo_patches():
+    yield
+    _patch.undo()
+
+
+@pytest.fixture(autouse=True)
+def _quiet_logs():
+    from rationad.logs import configure
+
+    try:
+        configure("warning", "console")
+    except TypeError:
+        pass
