@@ -5,19 +5,15 @@
 at-least-once contract in its docstring), and owns the lifecycle: start -> consume loop -> drain -> stop.
 Per-line work stays on aiokafka's batched path (see README: faust's per-event path is slower).
 
-Failure policy, in one place:
-- a record that cannot be parsed, or a session the model rejects for its own content or that keeps failing
-  (``delivery.max_attempts``), goes to the dead-letter topic with the reason; everything else keeps flowing;
-- a model outage (5xx, timeouts, connection refused) is waited out with backoff; a misconfigured model
-  (401/403/404: no session is at fault) pauses consumption and makes ``/readyz`` fail until it answers again;
-- a dead in-process engine, or a dead letter the broker can never accept, stops the daemon with exit code 1 after
-  committing what is accounted for, so systemd or Kubernetes restart it; nothing is committed past what was lost.
+What a model failure means is decided in ``model_stage.py``; what a produce failure means in ``delivery.py``. A
+record that cannot be parsed goes to the dead-letter topic; a dead in-process engine, or a dead letter the broker can
+never accept, stops the daemon with exit code 1 after committing what is accounted for (systemd or Kubernetes
+restart it); nothing is ever committed past an output that was not acknowledged.
 """
 
 from __future__ import annotations
 
 import asyncio
-import random
 import signal
 import time
 from collections.abc import Coroutine
@@ -29,15 +25,15 @@ import structlog
 from rationad import __version__
 from rationad.cache import VerdictCache
 from rationad.config import Settings
-from rationad.delivery import Delivery, Hold, Output, Undeliverable
+from rationad.delivery import Delivery, Hold, Undeliverable
 from rationad.dialects import BadRecord, make_parser
-from rationad.dlq import DeadLetter, bad_record, poison_session, session_dead_letter
-from rationad.events import build_event, encode, headers
+from rationad.dlq import DeadLetter, bad_record
 from rationad.health import HealthServer
-from rationad.judge import Judge, Judgement, model_info
+from rationad.judge import Judge, model_info
 from rationad.kafka import make_consumer, make_producer
 from rationad.metrics import Metrics
-from rationad.model.base import ModelClient, ModelError, make_client
+from rationad.model.base import ModelClient, make_client
+from rationad.model_stage import EngineDead, ModelStage, Pending
 from rationad.offsets import PartitionOffsets
 from rationad.records import Session
 from rationad.systemd import Notifier
@@ -46,15 +42,10 @@ from rationad.windows import Sessionizer, resolve_spec
 log = structlog.get_logger("rationad")
 
 MODEL_HEALTH_INTERVAL_SECS = 10.0
-MAX_BACKOFF_SECS = 30.0
 YIELD_EVERY_RECORDS = 500
 CACHE_RECOVERY_TIMEOUT_SECS = 120.0  # a durable cache that cannot be recovered in time is skipped, not waited for
 PRODUCE_STUCK_NOT_READY_SECS = 10.0  # outputs unacknowledged this long make /readyz fail
 MAX_PARTITION_FETCH_BYTES = 4 * 1024 * 1024
-
-
-class _EngineDead(Exception):
-    """The model cannot serve again in this process; the batch stays held and the daemon stops."""
 
 
 @dataclass(slots=True, eq=False)
@@ -64,18 +55,6 @@ class _Part:
     sessionizer: Sessionizer
     offsets: PartitionOffsets = field(default_factory=PartitionOffsets)
     revoked: bool = False
-
-
-@dataclass(slots=True, eq=False)
-class _Pending:
-    session: Session
-    part: _Part
-    hold: Hold
-    closed_at: float
-    attempts: int = 0
-
-
-Result = Judgement | DeadLetter
 
 
 class Daemon:
@@ -99,16 +78,12 @@ class Daemon:
             self.metrics, settings.server.host, settings.server.port, healthy=self._healthy, ready=self._ready
         )
         self._parts: dict[Any, _Part] = {}
-        self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
         self._tasks: set[asyncio.Task] = set()
-        self._sem = asyncio.Semaphore(settings.model.max_concurrency)
+        self.stage = ModelStage(settings, self.judge, self.delivery, self.model, self.metrics, spawn=self._spawn,
+                                on_dead=self._fatal, on_state=self._set_ready_metric)
         self._stop = asyncio.Event()
         self._draining = False
         self._joined = False
-        self._model_ok = False
-        self._model_down_since: float | None = None
-        self._blocked: str | None = None  # why the model cannot be used now (misconfigured, dead); pauses input
-        self._dead: str | None = None  # the model cannot serve again in this process
         self._paused = False
         self._last_loop = time.monotonic()
         self._last_commit = 0.0
@@ -117,15 +92,15 @@ class Daemon:
 
     # ---- health -------------------------------------------------------------------------------------------
     def _healthy(self) -> tuple[bool, str]:
-        if self._dead:
-            return False, self._dead
+        if self.stage.dead:
+            return False, self.stage.dead
         if not self._started:
             return True, "starting"  # start-up is bounded by the startup probe / systemd's TimeoutStartSec
         age = time.monotonic() - self._last_loop
         if age > self.s.server.stall_secs:
             return False, f"main loop stalled for {age:.0f}s"
-        if self.s.model.backend == "vllm-engine" and self._model_down_since is not None:
-            down = time.monotonic() - self._model_down_since
+        if self.s.model.backend == "vllm-engine" and self.stage.down_since is not None:
+            down = time.monotonic() - self.stage.down_since
             if down > self.s.server.stall_secs:  # the in-process engine is part of this process: restart it
                 return False, f"in-process model unhealthy for {down:.0f}s"
         return True, f"main loop ran {age:.1f}s ago"
@@ -135,9 +110,9 @@ class Daemon:
             return False, "draining"
         if not self._joined:
             return False, "consumer group not joined"
-        if self._blocked:
-            return False, self._blocked
-        if not self._model_ok:
+        if self.stage.blocked:
+            return False, self.stage.blocked
+        if not self.stage.ok:
             return False, "model unhealthy"
         stuck = self.delivery.stuck_secs
         if stuck > PRODUCE_STUCK_NOT_READY_SECS:
@@ -200,7 +175,7 @@ class Daemon:
                     await asyncio.wait_for(store.aclose(), 10)
                 except Exception:
                     pass
-        self._model_ok = await self._check_model()
+        await self._check_model()
         self.producer = make_producer(self.s.kafka, max_request_size=self.s.output.max_message_bytes)
         await self.producer.start()
         self.delivery.producer = self.producer
@@ -221,7 +196,7 @@ class Daemon:
         log.info("daemon_started", topics=list(self.s.input.topics), group=self.s.kafka.group_id,
                  model=self.model.name, model_version=self.model.version, dialect=self.s.input.dialect)
         workers = [
-            asyncio.create_task(self._model_loop(), name="model-loop"),
+            asyncio.create_task(self.stage.run(), name="model-loop"),
             asyncio.create_task(self._health_loop(), name="model-health"),
         ]
         ready_sent = False
@@ -233,7 +208,7 @@ class Daemon:
                 self._last_loop = time.monotonic()
                 self.notifier.watchdog()
                 self._set_ready_metric()
-                if not ready_sent and self._model_ok:
+                if not ready_sent and self.stage.ok:
                     self.notifier.ready()
                     self.notifier.status("running")
                     ready_sent = True
@@ -258,13 +233,13 @@ class Daemon:
         self.notifier.stopping()
         deadline = time.monotonic() + self.s.delivery.drain_timeout_secs
         log.info("draining", pending=self.delivery.held, deadline_secs=self.s.delivery.drain_timeout_secs)
-        while self.delivery.held and time.monotonic() < deadline and not self._dead:
+        while self.delivery.held and time.monotonic() < deadline and not self.stage.dead:
             self._last_loop = time.monotonic()
             self.notifier.watchdog()
             await asyncio.sleep(0.05)
         if self.delivery.held:
             log.warning("drain_unfinished", unfinished_outputs=self.delivery.held,
-                        reason=self._dead or "deadline passed")
+                        reason=self.stage.dead or "deadline passed")
         for t in list(self._tasks):
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -305,7 +280,7 @@ class Daemon:
         if task.cancelled():
             return
         exc = task.exception()
-        if exc is not None and not isinstance(exc, (Undeliverable, _EngineDead)):
+        if exc is not None and not isinstance(exc, (Undeliverable, EngineDead)):
             self.metrics.errors.labels("task", type(exc).__name__).inc()
             log.error("task_failed", task=task.get_name(), error=f"{type(exc).__name__}: {exc}", exc_info=exc)
 
@@ -337,12 +312,13 @@ class Daemon:
     def _backpressure(self) -> None:
         limit = self.s.delivery.max_pending_sessions
         held = self.delivery.held
-        if not self._paused and (held >= limit or self._blocked):
+        blocked = self.stage.blocked
+        if not self._paused and (held >= limit or blocked):
             self.consumer.pause(*self.consumer.assignment())
             self._paused = True
             self.metrics.paused.set(1)
-            log.info("consumption_paused", pending=held, blocked=self._blocked)
-        elif self._paused and held <= limit // 2 and not self._blocked:
+            log.info("consumption_paused", pending=held, blocked=blocked)
+        elif self._paused and held <= limit // 2 and not blocked:
             self.consumer.resume(*self.consumer.assignment())
             self._paused = False
             self.metrics.paused.set(0)
@@ -412,174 +388,31 @@ class Daemon:
         self.metrics.sessions_open_bytes.set(total)
 
     def _submit(self, sessions: list[Session], part: _Part, now: float) -> None:
+        revoked = lambda: part.revoked  # noqa: E731
         for s in sessions:
             hold = self.delivery.hold(part.offsets, s.first_offset)
             self.metrics.sessions_closed.labels(s.close_reason).inc()
-            self._queue.put_nowait(_Pending(s, part, hold, now))
-
-    # ---- model stage --------------------------------------------------------------------------------------
-    async def _model_loop(self) -> None:
-        max_batch = self.s.model.max_batch_size
-        wait = self.s.model.batch_wait_ms / 1000
-        loop = asyncio.get_running_loop()
-        while True:
-            batch = [await self._queue.get()]
-            deadline = loop.time() + wait
-            while len(batch) < max_batch:
-                if not self._queue.empty():
-                    batch.append(self._queue.get_nowait())
-                    continue
-                timeout = deadline - loop.time()
-                if timeout <= 0:
-                    break
-                try:
-                    batch.append(await asyncio.wait_for(self._queue.get(), timeout))
-                except TimeoutError:
-                    break
-            live = []
-            for p in batch:
-                if p.part.revoked:  # its partition moved: the new owner judges it (its offset was never committed)
-                    p.hold.release()
-                else:
-                    live.append(p)
-            if not live:
-                continue
-            await self._sem.acquire()
-            task = self._spawn(self._process(live), "judge-batch")
-            task.add_done_callback(lambda _t: self._sem.release())
-
-    async def _process(self, batch: list[_Pending]) -> None:
-        try:
-            results = await self._judge(batch)
-        except _EngineDead:
-            return  # held, never committed past: the restarted daemon judges them
-        outcomes = await asyncio.gather(*(self._settle(p, r) for p, r in results), return_exceptions=True)
-        for o in outcomes:
-            if isinstance(o, BaseException) and not isinstance(o, Undeliverable):
-                raise o
-
-    async def _judge(self, batch: list[_Pending]) -> list[tuple[_Pending, Result]]:
-        """Judge a batch, waiting out model outages and misconfiguration; a session the model rejects, or one that
-        keeps failing unexpectedly, is isolated (the batch is split) and becomes a dead letter."""
-        backoff = max(self.s.model.retry_backoff_secs, 0.1)
-        while True:
-            try:
-                result = await self.judge.judge_many([p.session for p in batch])
-                self._model_answered()
-                return list(zip(batch, result, strict=True))
-            except asyncio.CancelledError:
-                raise
-            except ModelError as exc:
-                self.metrics.errors.labels("model", type(exc).__name__).inc()
-                if exc.kind == "dead":
-                    self._dead = f"model engine dead: {exc}"
-                    self._block(self._dead)
-                    self._fatal(self._dead)
-                    raise _EngineDead(str(exc)) from exc
-                if exc.kind == "rejected":
-                    if len(batch) > 1:
-                        return await self._split(batch)
-                    p = batch[0]
-                    log.warning("session_rejected_by_model", key=p.session.key, error=str(exc))
-                    return [(p, session_dead_letter(p.session, "model_rejected", str(exc), attempts=p.attempts + 1))]
-                if exc.kind == "config":
-                    self._block(f"model misconfigured: {exc}")
-                else:
-                    self._model_ok = False
-                    self._model_down_since = self._model_down_since or time.monotonic()
-                    self._set_ready_metric()
-                    log.warning("model_unavailable", error=str(exc), retry_in_secs=round(backoff, 2))
-            except Exception as exc:  # a bug or a poison session: isolate it, bound its attempts, keep the rest
-                self.metrics.errors.labels("judge", type(exc).__name__).inc()
-                if len(batch) > 1:
-                    log.warning("judge_batch_failed", error=f"{type(exc).__name__}: {exc}", sessions=len(batch),
-                                action="judging each session on its own")
-                    return await self._split(batch)
-                p = batch[0]
-                p.attempts += 1
-                log.warning("judge_failed", key=p.session.key, attempts=p.attempts, error=f"{type(exc).__name__}: {exc}",
-                            exc_info=exc)
-                if p.attempts >= self.s.delivery.max_attempts:
-                    return [(p, session_dead_letter(p.session, "judge_failed", f"{type(exc).__name__}: {exc}",
-                                                    attempts=p.attempts))]
-            await asyncio.sleep(backoff * (0.5 + random.random()))
-            backoff = min(backoff * 2, MAX_BACKOFF_SECS)
-
-    async def _split(self, batch: list[_Pending]) -> list[tuple[_Pending, Result]]:
-        parts = await asyncio.gather(*(self._judge([p]) for p in batch))
-        return [r for part in parts for r in part]
-
-    def _block(self, reason: str) -> None:
-        """The model cannot be used (misconfigured or dead): no session is at fault, so none is dead-lettered;
-        consumption pauses and /readyz fails until it answers again."""
-        if self._blocked != reason:
-            log.error("model_blocked", reason=reason, action="consumption paused; retrying with backoff")
-        self._blocked = reason
-        self.metrics.model_blocked.set(1)
-        self._set_ready_metric()
-
-    def _model_answered(self) -> None:
-        if self._blocked or not self._model_ok:
-            log.info("model_recovered", was=self._blocked or "unavailable")
-        self._blocked = None
-        self._model_ok = True
-        self._model_down_since = None
-        self.metrics.model_blocked.set(0)
-
-    async def _settle(self, p: _Pending, r: Result) -> None:
-        """Turn one result into its output (event or dead letter) and release the session's hold."""
-        try:
-            if isinstance(r, DeadLetter):
-                await self.delivery.dead_letter(p.hold, r)
-                return
-            j = r
-            if not j.ok:
-                log.warning("malformed_answer", key=p.session.key, error=j.answer.error, attempts=j.attempts)
-                await self.delivery.dead_letter(p.hold, poison_session(j))
-                return
-            event = build_event(p.session, j.view, j.answer, self.model, cached=j.cached,
-                                max_rationale_chars=self.s.output.max_rationale_chars)
-            if event["verdict"] == "anomalous" or self.s.output.emit_normal:
-                out = Output(self.s.output.topic, p.session.key.encode(), encode(event), headers(event))
-                fallback = lambda err: session_dead_letter(  # noqa: E731
-                    p.session, "undeliverable_event", err, raw_completion=j.answer.raw, attempts=j.attempts)
-                if await self.delivery.event(p.hold, out, fallback):
-                    self.metrics.events_produced.labels(event["verdict"]).inc()
-                    if event["verdict"] == "anomalous":
-                        log.info("anomaly", id=event["id"], key=p.session.key, lines=len(p.session.lines),
-                                 cached=j.cached, rationale=event["rationale"][:200])
-            else:
-                p.hold.release()
-            self.metrics.end_to_end_latency.labels("hit" if j.cached else "miss").observe(time.time() - p.closed_at)
-        except (asyncio.CancelledError, Undeliverable):
-            raise
-        except Exception as exc:  # building or sending the output failed in our own code: dead-letter the session
-            if p.hold.released:
-                raise
-            self.metrics.errors.labels("emit", type(exc).__name__).inc()
-            log.error("emit_failed", key=p.session.key, error=f"{type(exc).__name__}: {exc}", exc_info=exc)
-            await self.delivery.dead_letter(p.hold, session_dead_letter(p.session, "emit_failed",
-                                                                        f"{type(exc).__name__}: {exc}"))
+            self.stage.submit(Pending(s, hold, now, revoked))
 
     # ---- model health and lag -----------------------------------------------------------------------------
     async def _health_loop(self) -> None:
         while True:
             await asyncio.sleep(MODEL_HEALTH_INTERVAL_SECS)
-            self._model_ok = await self._check_model()
-            if self._model_ok:
-                self._model_down_since = None
-            elif self._model_down_since is None:
-                self._model_down_since = time.monotonic()
+            await self._check_model()
             self._set_ready_metric()
             await self._update_lag()
 
-    async def _check_model(self) -> bool:
+    async def _check_model(self) -> None:
         try:
             ok = await asyncio.wait_for(self.client.check_health(), self.s.model.health_timeout_secs)
         except Exception:
             ok = False
         self.metrics.model_healthy.set(1 if ok else 0)
-        return ok
+        if not ok:
+            self.stage.unhealthy()
+        elif not self.stage.ok and not self.stage.blocked:  # a health probe cannot clear a misconfiguration
+            self.stage.ok = True
+            self.stage.down_since = None
 
     async def _update_lag(self) -> None:
         if self.consumer is None:

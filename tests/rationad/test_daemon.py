@@ -12,6 +12,7 @@ from aiokafka.errors import MessageSizeTooLargeError, RecordTooLargeError, Topic
 from aiokafka.structs import TopicPartition
 
 import rationad.daemon as daemon_mod
+import rationad.model_stage as model_stage
 from rationad.config import Settings
 from rationad.daemon import Daemon
 from rationad.model.base import ModelError
@@ -187,14 +188,14 @@ async def test_a_session_that_keeps_failing_is_dead_lettered_after_max_attempts_
 # ---- item 4: a failure while emitting resolves its hold -------------------------------------------------------
 async def test_an_exception_while_building_the_event_dead_letters_the_session(monkeypatch):
     s = settings()
-    real = daemon_mod.build_event
+    real = model_stage.build_event
 
     def build_event(session, *a, **kw):
         if session.key == "bad":
             raise KeyError("evidence")
         return real(session, *a, **kw)
 
-    monkeypatch.setattr(daemon_mod, "build_event", build_event)
+    monkeypatch.setattr(model_stage, "build_event", build_event)
     recs = [Rec(0, line("bad")), Rec(1, line("bad")), Rec(2, line("ok")), Rec(3, line("ok"))]
     d, consumer, producer = make(s, [{TP: recs}])
     await run_until(d, lambda: final_commit(consumer) == 4)
@@ -253,7 +254,7 @@ async def test_dead_engine_exits_non_zero_holds_its_sessions_and_reports_unhealt
     assert producer.sent == []
     assert final_commit(consumer) in (None, 0)
     healthy, why = d._healthy()
-    assert not healthy and "dead" in why
+    assert not healthy and "dead" in why and d.stage.dead
 
 
 # ---- backpressure counts dead letters too ---------------------------------------------------------------------

@@ -1,0 +1,233 @@
+"""The model stage: closed sessions in, one output each (event or dead letter) handed to delivery.
+
+Sessions are micro-batched (``model.max_batch_size`` within ``model.batch_wait_ms``, ``model.max_concurrency``
+batches in flight) through ``Judge``. What a failure means is decided here, once:
+
+- ``ModelError`` kind ``outage`` (5xx, timeouts, connection refused): the batch waits and is retried with backoff;
+- kind ``config`` (401/403/404): no session is at fault, so none is dead-lettered; ``blocked`` says why, the
+  daemon pauses consumption and fails ``/readyz``, and the batch is retried with backoff until the model answers;
+- kind ``rejected`` (a request the model refuses for its own content): the batch is split and only the rejected
+  session goes to the dead-letter topic;
+- kind ``dead`` (the in-process engine died): ``on_dead`` stops the daemon; the batch stays held, so nothing is
+  committed past it and the restarted daemon judges it;
+- any other exception (a bug, a poison session): the batch is split, and a session that keeps failing alone is
+  dead-lettered after ``delivery.max_attempts``;
+- a failure while building or sending an event dead-letters that session; nothing passes silently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from rationad.config import Settings
+from rationad.delivery import Delivery, Hold, Output, Undeliverable
+from rationad.dlq import DeadLetter, poison_session, session_dead_letter
+from rationad.events import ModelInfo, build_event, encode, headers
+from rationad.judge import Judge, Judgement
+from rationad.metrics import Metrics
+from rationad.model.base import ModelError
+from rationad.records import Session
+
+log = structlog.get_logger("rationad")
+
+MAX_BACKOFF_SECS = 30.0
+
+Result = Judgement | DeadLetter
+
+
+class EngineDead(Exception):
+    """The model cannot serve again in this process; the batch stays held and the daemon stops."""
+
+
+@dataclass(slots=True, eq=False)
+class Pending:
+    """A closed session awaiting its verdict; ``is_revoked()`` is true once its partition moved to another owner."""
+
+    session: Session
+    hold: Hold
+    closed_at: float
+    is_revoked: Callable[[], bool]
+    attempts: int = 0
+
+
+class ModelStage:
+    def __init__(self, settings: Settings, judge: Judge, delivery: Delivery, model: ModelInfo, metrics: Metrics, *,
+                 spawn: Callable[[Coroutine[Any, Any, Any], str], asyncio.Task],
+                 on_dead: Callable[[str], None], on_state: Callable[[], None]) -> None:
+        self.s = settings
+        self.judge = judge
+        self.delivery = delivery
+        self.model = model
+        self.metrics = metrics
+        self._spawn = spawn
+        self._on_dead = on_dead
+        self._on_state = on_state  # readiness may have changed
+        self.queue: asyncio.Queue[Pending] = asyncio.Queue()
+        self._sem = asyncio.Semaphore(settings.model.max_concurrency)
+        self.ok = False  # the last health check or call succeeded
+        self.down_since: float | None = None  # monotonic time the model became unhealthy
+        self.blocked: str | None = None  # why the model cannot be used now (misconfigured, dead)
+        self.dead: str | None = None  # the model cannot serve again in this process
+
+    def submit(self, p: Pending) -> None:
+        self.queue.put_nowait(p)
+
+    # ---- batching -----------------------------------------------------------------------------------------
+    async def run(self) -> None:
+        max_batch = self.s.model.max_batch_size
+        wait = self.s.model.batch_wait_ms / 1000
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = [await self.queue.get()]
+            deadline = loop.time() + wait
+            while len(batch) < max_batch:
+                if not self.queue.empty():
+                    batch.append(self.queue.get_nowait())
+                    continue
+                timeout = deadline - loop.time()
+                if timeout <= 0:
+                    break
+                try:
+                    batch.append(await asyncio.wait_for(self.queue.get(), timeout))
+                except TimeoutError:
+                    break
+            live = []
+            for p in batch:
+                if p.is_revoked():  # its partition moved: the new owner judges it (its offset was never committed)
+                    p.hold.release()
+                else:
+                    live.append(p)
+            if not live:
+                continue
+            await self._sem.acquire()
+            task = self._spawn(self.process(live), "judge-batch")
+            task.add_done_callback(lambda _t: self._sem.release())
+
+    async def process(self, batch: list[Pending]) -> None:
+        try:
+            results = await self._judge(batch)
+        except EngineDead:
+            return  # held, never committed past: the restarted daemon judges them
+        outcomes = await asyncio.gather(*(self._settle(p, r) for p, r in results), return_exceptions=True)
+        for o in outcomes:
+            if isinstance(o, BaseException) and not isinstance(o, Undeliverable):
+                raise o
+
+    # ---- judging ------------------------------------------------------------------------------------------
+    async def _judge(self, batch: list[Pending]) -> list[tuple[Pending, Result]]:
+        backoff = max(self.s.model.retry_backoff_secs, 0.1)
+        while True:
+            try:
+                result = await self.judge.judge_many([p.session for p in batch])
+                self.answered()
+                return list(zip(batch, result, strict=True))
+            except asyncio.CancelledError:
+                raise
+            except ModelError as exc:
+                self.metrics.errors.labels("model", type(exc).__name__).inc()
+                if exc.kind == "dead":
+                    self.dead = f"model engine dead: {exc}"
+                    self._block(self.dead)
+                    self._on_dead(self.dead)
+                    raise EngineDead(str(exc)) from exc
+                if exc.kind == "rejected":
+                    if len(batch) > 1:
+                        return await self._split(batch)
+                    p = batch[0]
+                    log.warning("session_rejected_by_model", key=p.session.key, error=str(exc))
+                    return [(p, session_dead_letter(p.session, "model_rejected", str(exc), attempts=p.attempts + 1))]
+                if exc.kind == "config":
+                    self._block(f"model misconfigured: {exc}")
+                else:
+                    self.unhealthy()
+                    log.warning("model_unavailable", error=str(exc), retry_in_secs=round(backoff, 2))
+            except Exception as exc:  # a bug or a poison session: isolate it, bound its attempts, keep the rest
+                self.metrics.errors.labels("judge", type(exc).__name__).inc()
+                error = f"{type(exc).__name__}: {exc}"
+                if len(batch) > 1:
+                    log.warning("judge_batch_failed", error=error, sessions=len(batch),
+                                action="judging each session on its own")
+                    return await self._split(batch)
+                p = batch[0]
+                p.attempts += 1
+                log.warning("judge_failed", key=p.session.key, attempts=p.attempts, error=error, exc_info=exc)
+                if p.attempts >= self.s.delivery.max_attempts:
+                    return [(p, session_dead_letter(p.session, "judge_failed", error, attempts=p.attempts))]
+            await asyncio.sleep(backoff * (0.5 + random.random()))
+            backoff = min(backoff * 2, MAX_BACKOFF_SECS)
+
+    async def _split(self, batch: list[Pending]) -> list[tuple[Pending, Result]]:
+        parts = await asyncio.gather(*(self._judge([p]) for p in batch))
+        return [r for part in parts for r in part]
+
+    # ---- model state --------------------------------------------------------------------------------------
+    def _block(self, reason: str) -> None:
+        if self.blocked != reason:
+            log.error("model_blocked", reason=reason, action="consumption paused; retrying with backoff")
+        self.blocked = reason
+        self.metrics.model_blocked.set(1)
+        self._on_state()
+
+    def answered(self) -> None:
+        """A call or health check succeeded."""
+        if self.dead:
+            return
+        if self.blocked or not self.ok:
+            log.info("model_recovered", was=self.blocked or "unavailable")
+        self.blocked = None
+        self.ok = True
+        self.down_since = None
+        self.metrics.model_blocked.set(0)
+        self._on_state()
+
+    def unhealthy(self) -> None:
+        self.ok = False
+        if self.down_since is None:
+            self.down_since = time.monotonic()
+        self._on_state()
+
+    # ---- outputs ------------------------------------------------------------------------------------------
+    async def _settle(self, p: Pending, r: Result) -> None:
+        """Turn one result into its output (event or dead letter); delivery releases the session's hold."""
+        try:
+            if isinstance(r, DeadLetter):
+                await self.delivery.dead_letter(p.hold, r)
+                return
+            j = r
+            if not j.ok:
+                log.warning("malformed_answer", key=p.session.key, error=j.answer.error, attempts=j.attempts)
+                await self.delivery.dead_letter(p.hold, poison_session(j))
+                return
+            event = build_event(p.session, j.view, j.answer, self.model, cached=j.cached,
+                                max_rationale_chars=self.s.output.max_rationale_chars)
+            if event["verdict"] == "anomalous" or self.s.output.emit_normal:
+                out = Output(self.s.output.topic, p.session.key.encode(), encode(event), headers(event))
+
+                def fallback(error: str) -> DeadLetter:
+                    return session_dead_letter(p.session, "undeliverable_event", error, raw_completion=j.answer.raw,
+                                               attempts=j.attempts)
+
+                if await self.delivery.event(p.hold, out, fallback):
+                    self.metrics.events_produced.labels(event["verdict"]).inc()
+                    if event["verdict"] == "anomalous":
+                        log.info("anomaly", id=event["id"], key=p.session.key, lines=len(p.session.lines),
+                                 cached=j.cached, rationale=event["rationale"][:200])
+            else:
+                p.hold.release()
+            self.metrics.end_to_end_latency.labels("hit" if j.cached else "miss").observe(time.time() - p.closed_at)
+        except (asyncio.CancelledError, Undeliverable):
+            raise
+        except Exception as exc:  # building or sending the output failed in our own code: dead-letter the session
+            if p.hold.released:
+                raise
+            error = f"{type(exc).__name__}: {exc}"
+            self.metrics.errors.labels("emit", type(exc).__name__).inc()
+            log.error("emit_failed", key=p.session.key, error=error, exc_info=exc)
+            await self.delivery.dead_letter(p.hold, session_dead_letter(p.session, "emit_failed", error))
