@@ -13,7 +13,8 @@ JSON schemas, and PyYAML); not part of the ``rationad`` package.
    Any other kind without a schema is an error.
 3. Policy (what the runbook promises): non-root, read-only root filesystem, no privilege escalation, memory limits,
    probes on the daemon's health endpoints and port, a grace period above ``delivery.drain_timeout_secs``, SASL
-   credentials only from Secrets, a PodDisruptionBudget per Deployment, GPU requests on the model server.
+   credentials only from Secrets, a PodDisruptionBudget per Deployment or StatefulSet, GPU requests on the model
+   server, and static group membership for the daemon (a StatefulSet whose pod name is kafka.group_instance_id).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from kubernetes_validate import utils as kv
 
 CRD_GROUP = "monitoring.coreos.com/"
 DAEMON = "rationad"
+WORKLOADS = ("Deployment", "StatefulSet")
 
 
 def load(path: Path) -> list[dict]:
@@ -78,6 +80,21 @@ def config_of(docs: list[dict]) -> dict | None:
     return None
 
 
+def static_membership(workload: dict, container: dict, where: str) -> list[str]:
+    """The daemon's kafka.group_instance_id must be unique per pod and stable across its restarts: the pod name of a
+    StatefulSet (a literal value would be shared by every replica, which then fence each other; a Deployment's pod
+    names change on every rollout, leaving static members behind until their session times out)."""
+    env = next((e for e in container.get("env", []) if e["name"] == "RATIONAD_KAFKA__GROUP_INSTANCE_ID"), None)
+    if env is None:
+        return [f"{where}: no RATIONAD_KAFKA__GROUP_INSTANCE_ID (static membership: the pod name)"]
+    field = env.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath")
+    if field != "metadata.name":
+        return [f"{where}: RATIONAD_KAFKA__GROUP_INSTANCE_ID must come from fieldRef metadata.name (unique per pod)"]
+    if workload["kind"] != "StatefulSet":
+        return [f"{where}: static membership needs stable pod names: run the daemon as a StatefulSet"]
+    return []
+
+
 def policy(docs: list[dict], source: str) -> list[str]:
     problems: list[str] = []
     cfg = config_of(docs)
@@ -87,7 +104,7 @@ def policy(docs: list[dict], source: str) -> list[str]:
     port = int(cfg.get("server", {}).get("port", 9464))
     if cfg.get("server", {}).get("host") not in ("0.0.0.0", "::"):
         problems.append(f"{source}: config.toml server.host must be 0.0.0.0 in a pod (probes come from the kubelet)")
-    deployments = [d for d in docs if d["kind"] == "Deployment"]
+    deployments = [d for d in docs if d["kind"] in WORKLOADS]
     pdbs = [d for d in docs if d["kind"] == "PodDisruptionBudget"]
     for dep in deployments:
         where = f"{source}: {name(dep)}"
@@ -132,11 +149,12 @@ def policy(docs: list[dict], source: str) -> list[str]:
             env = {e["name"] for e in c.get("env", [])}
             if "RATIONAD_KAFKA__SASL_PASSWORD" not in env:
                 problems.append(f"{where}: no RATIONAD_KAFKA__SASL_PASSWORD from a Secret")
+            problems += static_membership(dep, c, where)
         gpu = any("nvidia.com/gpu" in c.get("resources", {}).get("limits", {}) for c in pod["containers"])
         if dep["metadata"]["name"] != DAEMON and "vllm" in dep["metadata"]["name"] and not gpu:
             problems.append(f"{where}: the vLLM server must request nvidia.com/gpu")
     if not any(d["metadata"]["name"] == DAEMON for d in deployments):
-        problems.append(f"{source}: no {DAEMON} Deployment")
+        problems.append(f"{source}: no {DAEMON} workload ({' or '.join(WORKLOADS)})")
     return problems
 
 

@@ -24,6 +24,7 @@ DEPLOY = ROOT / "deploy"
 UNIT = DEPLOY / "systemd" / "rationad.service"
 ENV_EXAMPLE = DEPLOY / "systemd" / "rationad.env.example"
 K8S = DEPLOY / "k8s"
+WORKLOADS = ("Deployment", "StatefulSet")
 SECRET_KEYS = {"RATIONAD_KAFKA__SASL_PASSWORD", "RATIONAD_KAFKA__SASL_USERNAME", "RATIONAD_MODEL__API_KEY"}
 
 
@@ -149,7 +150,7 @@ def test_k8s_configs_validate_with_overlay_env(monkeypatch):
 
 def test_k8s_daemon_grace_period_probes_and_port():
     cfg = load_settings(K8S / "base" / "config.toml")
-    dep = next(d for p, d in k8s_docs() if d["kind"] == "Deployment" and p.parent.name == "base")
+    dep = next(d for p, d in k8s_docs() if d["kind"] == "StatefulSet" and p.parent.name == "base")
     pod = dep["spec"]["template"]["spec"]
     assert pod["terminationGracePeriodSeconds"] > cfg.delivery.drain_timeout_secs
     (c,) = pod["containers"]
@@ -162,9 +163,43 @@ def test_k8s_daemon_grace_period_probes_and_port():
     assert c["securityContext"]["readOnlyRootFilesystem"] is True
 
 
+def test_k8s_daemon_is_a_statefulset_with_its_pod_name_as_static_instance_id():
+    """Static membership needs an id unique per pod and stable across its restarts and rollouts: a StatefulSet's
+    pod name (a Deployment's changes on every rollout); its serviceName is the headless metrics Service."""
+    base = {d["kind"]: d for p, d in k8s_docs() if p.parent.name == "base"}
+    sts = base["StatefulSet"]
+    assert "Deployment" not in base
+    (c,) = containers(sts)
+    env = next(e for e in c["env"] if e["name"] == "RATIONAD_KAFKA__GROUP_INSTANCE_ID")
+    assert env["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    assert sts["spec"]["serviceName"] == base["Service"]["metadata"]["name"]
+    assert base["Service"]["spec"]["clusterIP"] == "None"
+    assert sts["spec"]["podManagementPolicy"] == "Parallel"
+    # The prod patch reaches the StatefulSet whatever kind its file names (kustomize target).
+    prod = yaml.safe_load((K8S / "overlays" / "prod" / "kustomization.yaml").read_text())
+    patch = next(p for p in prod["patches"] if p["path"] == "daemon-server.yaml")
+    assert patch["target"]["kind"] == "StatefulSet" and patch["target"]["name"] == "rationad"
+
+
+def test_daemon_memory_limit_without_the_engine_is_1gib():
+    """The daemon alone (model served elsewhere) is bounded at 1 GiB (BENCHMARKS.md section 5, bench/memory.py);
+    only the in-process engine (dev overlay, systemd default) raises it."""
+    sts = next(d for p, d in k8s_docs() if d["kind"] == "StatefulSet" and p.parent.name == "base")
+    assert containers(sts)[0]["resources"]["limits"]["memory"] == "1Gi"
+    prod = next(d for p, d in k8s_docs() if p.parent.name == "prod" and d["metadata"]["name"] == "rationad"
+                and d["kind"] in WORKLOADS)
+    assert "resources" not in containers(prod)[0], "prod must keep the base's 1Gi limit"
+    assert re.search(r"MemoryMax(=| to )1G", UNIT.read_text()), "the unit documents the 1G drop-in for vllm-server"
+
+
+def test_unit_sets_the_host_name_as_static_instance_id():
+    assert "RATIONAD_KAFKA__GROUP_INSTANCE_ID=%H" in unit_values("Environment")
+    env_key("RATIONAD_KAFKA__GROUP_INSTANCE_ID")
+
+
 def test_replica_counts_document_the_partition_limit():
     for path, doc in k8s_docs():
-        if doc.get("kind") == "Deployment" and doc["metadata"]["name"] == "rationad" and "replicas" in doc["spec"]:
+        if doc.get("kind") in WORKLOADS and doc["metadata"]["name"] == "rationad" and "replicas" in doc["spec"]:
             line = next(ln for ln in path.read_text().splitlines() if re.match(r"\s+replicas:", ln))
             assert "replicas <= input partitions" in line, f"{path}: {line.strip()}"
 
@@ -177,7 +212,7 @@ def test_prod_vllm_server_requests_a_gpu_and_serves_the_pvc_model():
     assert c["command"] == ["vllm", "serve"] and c["args"][0] == "/models/default"
     claim = vllm["spec"]["template"]["spec"]["volumes"][0]["persistentVolumeClaim"]["claimName"]
     assert any(d["kind"] == "PersistentVolumeClaim" and d["metadata"]["name"] == claim for d in docs)
-    daemon = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "rationad")
+    daemon = next(d for d in docs if d["kind"] in WORKLOADS and d["metadata"]["name"] == "rationad")
     env = {e["name"]: e.get("value") for e in containers(daemon)[0]["env"]}
     service = next(d for d in docs if d["kind"] == "Service" and d["metadata"]["name"] == "rationad-vllm")
     assert env["RATIONAD_MODEL__SERVER_URL"] == f"http://rationad-vllm:{service['spec']['ports'][0]['port']}"
