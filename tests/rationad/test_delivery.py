@@ -1,0 +1,109 @@
+"""Delivery's contract as properties: whatever order outputs close, fail, are retried and are acknowledged in, a
+commit never passes the first offset of an output that is not acknowledged, and every hold is released once."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from aiokafka.errors import KafkaConnectionError, MessageSizeTooLargeError, TopicAuthorizationFailedError
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from rationad.delivery import Delivery, Output, Undeliverable, is_retriable
+from rationad.dlq import DeadLetter, fit, record_bytes
+from rationad.metrics import Metrics
+from rationad.offsets import PartitionOffsets
+from tests.rationad.fakes import FakeProducer
+
+
+def delivery(producer=None, fatal=None, max_message_bytes=1_000_000) -> Delivery:
+    async def no_sleep(_secs):
+        await asyncio.sleep(0)
+
+    return Delivery(dlq_topic="dlq", max_message_bytes=max_message_bytes, metrics=Metrics(),
+                    on_fatal=fatal or (lambda msg: None), producer=producer, sleep=no_sleep)
+
+
+@given(
+    n=st.integers(1, 40),
+    acks=st.permutations(list(range(40))),
+    commit_points=st.sets(st.integers(0, 40)),
+    open_from=st.one_of(st.none(), st.integers(0, 39)),
+)
+@settings(max_examples=200, deadline=None)
+def test_commits_never_pass_an_unacknowledged_output(n, acks, commit_points, open_from):
+    d = delivery()
+    offsets = PartitionOffsets()
+    holds = []
+    for o in range(n):
+        offsets.consumed(o)
+        holds.append(d.hold(offsets, o))
+    order = [i for i in acks if i < n]
+    committed = None
+    for step, i in enumerate(order):
+        holds[i].release()
+        if step in commit_points:
+            off = Delivery.committable({"tp": (offsets, open_from)}).get("tp")
+            if off is not None:
+                unacked = [h.offset for h in holds if not h.released]
+                assert not unacked or off <= min(unacked)
+                assert open_from is None or off <= open_from
+                assert committed is None or off > committed
+                offsets.mark_committed(off)
+                committed = off
+    assert d.held == 0
+    final = Delivery.committable({"tp": (offsets, open_from)}).get("tp")
+    expected = n if open_from is None else min(n, open_from)
+    assert (final if final is not None else committed) == expected
+
+
+def test_a_hold_released_twice_is_a_bug_not_a_silent_miscount():
+    d = delivery()
+    offsets = PartitionOffsets()
+    offsets.consumed(0)
+    a, b = d.hold(offsets, 0), d.hold(offsets, 0)
+    a.release()
+    with pytest.raises(RuntimeError):
+        a.release()
+    assert offsets.committable(None) == 0  # b still holds offset 0
+    b.release()
+    assert offsets.committable(None) == 1
+
+
+def test_retriable_and_fatal_errors_are_told_apart():
+    assert is_retriable(KafkaConnectionError())
+    assert is_retriable(OSError("reset"))
+    assert not is_retriable(MessageSizeTooLargeError())
+    assert not is_retriable(TopicAuthorizationFailedError())
+
+
+async def test_send_waits_out_retriable_errors_then_succeeds():
+    failures = [KafkaConnectionError(), KafkaConnectionError()]
+    producer = FakeProducer(fail=lambda rec: failures.pop() if failures else None)
+    d = delivery(producer)
+    await d.send(Output("out", b"k", b"v", []))
+    assert producer.attempts == 3 and len(producer.sent) == 1 and d.stuck_secs == 0
+
+
+async def test_send_raises_undeliverable_at_once_for_a_non_retriable_error():
+    producer = FakeProducer(fail=lambda rec: TopicAuthorizationFailedError())
+    with pytest.raises(Undeliverable):
+        await delivery(producer).send(Output("out", b"k", b"v", []))
+    assert producer.attempts == 1
+
+
+@given(value=st.binary(max_size=50_000), key=st.one_of(st.none(), st.binary(max_size=3_000)),
+       hdr=st.binary(max_size=30_000), limit=st.integers(16_384, 40_000))
+@settings(max_examples=100, deadline=None)
+def test_fit_always_fits_and_says_when_it_cut(value, key, hdr, limit):
+    dl = DeadLetter(key, value, [("trace", hdr), ("rationad-error-type", b"too_large")], "too_large")
+    out = fit(dl, limit)
+    assert record_bytes(out.key, out.value, out.headers) <= limit
+    h = dict(out.headers)
+    if out is dl:
+        assert "rationad-truncated" not in h
+    else:
+        assert h["rationad-truncated"] == b"true" and h["rationad-original-bytes"] == str(len(value)).encode()
+        assert h["rationad-error-type"] == b"too_large"
+        assert value.startswith(out.value)
