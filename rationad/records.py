@@ -32,6 +32,9 @@ class Session:
     label: str | None = None  # ground truth, only in replay/evaluation
     source_id: str | None = None  # the input's own session id (replay), else None
     extra: dict = field(default_factory=dict)
+    # 1 for a key's first session; one more for each session of the same key that follows a session closed early by
+    # the processing-time bound ("max_open"): a revised verdict on the same lifecycle.
+    revision: int = 1
 
     @property
     def first_offset(self) -> int:

@@ -14,26 +14,47 @@ with the wall clock, so a stream that stops still closes its sessions once the g
 
 Out-of-order lines within ``allowed_lateness_secs`` of the watermark join their key's open window. A line later
 than that whose window has already closed is never dropped: it opens a window of its own and the ``on_late``
-callback hears how late it was. Memory is bounded by ``max_open_sessions``: when a new session would exceed it,
-the oldest-opened session closes early (reason ``evicted``), which is also the one holding back the partition's
-committable offset.
+callback hears how late it was. A line stamped more than ``max_future_secs`` ahead of the wall clock (one HDFS line
+dated 2099) would close every open session and leave each later line a session of its own: it is taken as untimed
+instead (its ``ts`` becomes None and it takes the partition's current event time), never moves the watermark, and the
+``on_future`` callback hears how far ahead it was.
+
+Memory is bounded by ``max_open_sessions``: when a new session would exceed it, the oldest-opened session closes
+early (reason ``evicted``), which is also the one holding back the partition's committable offset. The caller can
+bound bytes too: ``open_bytes`` estimates what the open sessions hold, and ``evict_oldest`` with
+``oldest_opened_at`` let it close the oldest sessions over all partitions.
+
+Event time alone may never close a session (text without timestamps, a rare key of a count window, or HDFS blocks
+that live for days) and an open session pins the committed offset: ``max_open_secs`` bounds, in wall-clock time from
+the arrival of its first line, how long a session stays open (reason ``max_open``). More lines of its key later open
+a new session with the next ``revision`` (a key's first session is revision 1), so the early verdict is followed by a
+revised one on the same key.
 
 Close reasons: ``gap``, ``max_lines``, ``span``, ``window_full``, ``window_end``, ``evicted``, ``quiet``,
-plus whatever reason the caller passes to :meth:`Sessionizer.flush` (``end_of_input``, ``shutdown``).
+``max_open``, plus whatever reason the caller passes to :meth:`Sessionizer.flush` (``end_of_input``, ``shutdown``)
+or :meth:`Sessionizer.evict_oldest`.
 """
 
 from __future__ import annotations
 
 import heapq
 import math
+from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from rationad.config import SessionsConfig
 from rationad.records import LogLine, Session
 
 Mode = Literal["session", "fixed"]
+
+# What one open line costs beyond its text, for ``Sessionizer.open_bytes``: the LogLine object (96 bytes with
+# slots), the headers of its raw and message strings (49 bytes each), its time and offset objects, its session key
+# string (one per parsed line) and the list slot. tracemalloc on typical HDFS lines measured about 500 bytes for a
+# line of 210 characters of raw + message. Text is counted in characters, i.e. bytes for ASCII (non-ASCII text costs
+# up to 4 bytes a character, so the estimate is low for it).
+LINE_OVERHEAD_BYTES = 300
 
 # Per-dialect defaults. HDFS: a session is a block's whole lifecycle; in the 2% sample of Loghub HDFS_v1 a block
 # spans up to ~15 h with gaps up to ~13 h between its lines, hence a one-day gap and a two-day span.
@@ -55,6 +76,8 @@ class WindowSpec:
     allowed_lateness_secs: float = 0.0
     max_open_sessions: int = 100_000
     quiet_flush_secs: float | None = None
+    max_open_secs: float | None = None  # wall-clock bound on how long a session stays open; None: no bound
+    max_future_secs: float | None = None  # lines further ahead of the wall clock are untimed; None: no bound
 
     def __post_init__(self) -> None:
         if self.mode == "session" and self.gap_secs is None:
@@ -88,6 +111,8 @@ def resolve_spec(cfg: SessionsConfig, dialect: str) -> WindowSpec:
         allowed_lateness_secs=cfg.allowed_lateness_secs,
         max_open_sessions=cfg.max_open_sessions,
         quiet_flush_secs=cfg.quiet_flush_secs,
+        max_open_secs=cfg.max_open_secs,
+        max_future_secs=cfg.max_future_secs,
     )
 
 
@@ -100,30 +125,57 @@ class _Open:
     bucket: int | None = None  # fixed time windows: the window's index
     lines: list[LogLine] = field(default_factory=list)
     disordered: bool = False
+    opened_at: float = 0.0  # wall clock when its first line arrived
+    nbytes: int = 0  # estimate, see LINE_OVERHEAD_BYTES
+    revision: int = 1
 
 
-LateCallback = Callable[[LogLine, float], None]
+LateCallback = Callable[[LogLine, float], None]  # (line, seconds behind the partition's event time)
+FutureCallback = Callable[[LogLine, float], None]  # (line as received, seconds ahead of the wall clock)
 
 
 class Sessionizer:
     """Open windows of one input partition. ``add``/``tick`` return the sessions they close."""
 
     def __init__(self, spec: WindowSpec, *, topic: str = "", partition: int = 0,
-                 on_late: LateCallback | None = None) -> None:
+                 on_late: LateCallback | None = None, on_future: FutureCallback | None = None) -> None:
         self.spec = spec
         self.topic = topic
         self.partition = partition
         self.on_late = on_late
-        self._open: dict[str, _Open] = {}  # insertion order = opening order (oldest first)
+        self.on_future = on_future
+        # Insertion order = opening order (oldest first). An OrderedDict, because sessions leave from the front
+        # (evicted, max_open): a plain dict scans the freed slots at its front on every next(iter(...)).
+        self._open: OrderedDict[str, _Open] = OrderedDict()
         self._deadlines: list[tuple[float, int, str]] = []  # (event time at which it may close, seq, key)
         self._seq = 0
         self._max_ts: float | None = None
         self._last_arrival: float | None = None  # wall clock of the newest line
+        self._open_bytes = 0
+        # Keys whose last session closed by "max_open" -> that session's revision; bounded, oldest forgotten first.
+        self._revisions: OrderedDict[str, int] = OrderedDict()
 
     # ---- state ----------------------------------------------------------------------------------------------
     @property
     def open_count(self) -> int:
         return len(self._open)
+
+    @property
+    def open_bytes(self) -> int:
+        """Estimated bytes held by open sessions: ``len(raw) + len(message) + LINE_OVERHEAD_BYTES`` per line."""
+        return self._open_bytes
+
+    def oldest_opened_at(self) -> float | None:
+        """Wall clock (the ``now`` given to ``add``) at which the oldest open session's first line arrived."""
+        if not self._open:
+            return None
+        return next(iter(self._open.values())).opened_at
+
+    def evict_oldest(self, reason: str = "evicted") -> Session | None:
+        """Close the oldest-opened session (the one holding back the committable offset); None when none is open."""
+        if not self._open:
+            return None
+        return self._close(next(iter(self._open)), reason)
 
     def min_open_offset(self) -> int | None:
         """The smallest first offset over open sessions: the partition must not be committed past it."""
@@ -141,10 +193,19 @@ class Sessionizer:
     def add(self, line: LogLine, now: float) -> list[Session]:
         """Add one line (``now`` is the wall clock); returns the sessions this closes."""
         spec = self.spec
-        ts = line.ts if line.ts is not None else (self._max_ts if self._max_ts is not None else now)
+        ts = line.ts
+        timed = True
+        if ts is not None and spec.max_future_secs is not None and ts - now > spec.max_future_secs:
+            if self.on_future is not None:
+                self.on_future(line, ts - now)
+            line = replace(line, ts=None)  # judged as untimed: the session's times stay those of its other lines
+            ts = None
+            timed = False
+        if ts is None:
+            ts = self._max_ts if self._max_ts is not None else now
         closed: list[Session] = []
         self._last_arrival = now
-        if self._max_ts is None or ts > self._max_ts:
+        if timed and (self._max_ts is None or ts > self._max_ts):
             self._max_ts = ts
         cur = self._open.get(line.key)
         if cur is not None and not self._fits(cur, ts):
@@ -160,12 +221,16 @@ class Sessionizer:
                 self._late(line, ts)  # its window opens and closes at the next tick
             if len(self._open) >= spec.max_open_sessions:
                 closed.append(self._close(next(iter(self._open)), "evicted"))
-            cur = _Open(line.key, ts, ts, line.offset, bucket=self._bucket(ts))
+            cur = _Open(line.key, ts, ts, line.offset, bucket=self._bucket(ts), opened_at=now,
+                        revision=self._revisions.pop(line.key, 0) + 1 if self._revisions else 1)
             self._open[line.key] = cur
             self._schedule(cur)
         if ts < cur.last_ts:
             cur.disordered = True
         cur.lines.append(line)
+        size = len(line.raw) + len(line.message) + LINE_OVERHEAD_BYTES
+        cur.nbytes += size
+        self._open_bytes += size
         cur.first_ts = min(cur.first_ts, ts)
         cur.last_ts = max(cur.last_ts, ts)
         cur.first_offset = min(cur.first_offset, line.offset)
@@ -174,18 +239,30 @@ class Sessionizer:
         return closed
 
     def tick(self, now: float) -> list[Session]:
-        """Close what time has closed: gaps and time windows past the watermark, or everything after quiet."""
+        """Close what time has closed: sessions open ``max_open_secs`` of wall-clock time, gaps and time windows
+        past the watermark, or everything after quiet."""
         if not self._open:
             return []
         spec = self.spec
+        closed: list[Session] = []
+        if spec.max_open_secs is not None:
+            # Opening order is arrival order, so only the front can be due: O(1) per tick plus one per close. (A wall
+            # clock stepped backwards only delays a close.)
+            limit = now - spec.max_open_secs
+            while self._open:
+                key, cur = next(iter(self._open.items()))
+                if cur.opened_at > limit:
+                    break
+                closed.append(self._close(key, "max_open"))
+            if not self._open:
+                return closed
         if spec.quiet_flush_secs is not None and self._last_arrival is not None \
                 and now - self._last_arrival >= spec.quiet_flush_secs:
-            return self.flush("quiet")
+            return closed + self.flush("quiet")
         wm = self.watermark(now)
         if wm is None:
-            return []
+            return closed
         horizon = wm - spec.allowed_lateness_secs
-        closed: list[Session] = []
         while self._deadlines and self._deadlines[0][0] < horizon:
             _, _, key = heapq.heappop(self._deadlines)
             cur = self._open.get(key)
@@ -268,10 +345,18 @@ class Sessionizer:
         return self._seq
 
     def _close(self, key: str, reason: str) -> Session:
-        return self._session(self._open.pop(key), reason)
+        cur = self._open.pop(key)
+        self._open_bytes -= cur.nbytes
+        if reason == "max_open":
+            self._revisions[key] = cur.revision
+            self._revisions.move_to_end(key)
+            if len(self._revisions) > self.spec.max_open_sessions:
+                self._revisions.popitem(last=False)
+        return self._session(cur, reason)
 
     def _session(self, cur: _Open, reason: str) -> Session:
         lines = cur.lines
         if cur.disordered:
             lines = sorted(lines, key=lambda x: (x.ts if x.ts is not None else cur.first_ts, x.offset))
-        return Session(key=cur.key, lines=lines, close_reason=reason, topic=self.topic, partition=self.partition)
+        return Session(key=cur.key, lines=lines, close_reason=reason, topic=self.topic, partition=self.partition,
+                       revision=cur.revision)

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from rationad.config import SessionsConfig
 from rationad.records import LogLine
-from rationad.windows import Sessionizer, WindowSpec, resolve_spec
+from rationad.windows import LINE_OVERHEAD_BYTES, Sessionizer, WindowSpec, resolve_spec
 
 
 class Clock:
@@ -164,23 +164,217 @@ def test_spec_rejects_incomplete_settings():
         WindowSpec(mode="fixed")
 
 
-@settings(max_examples=200, deadline=None)
-@given(st.lists(st.tuples(st.sampled_from("abcde"), st.integers(0, 400), st.integers(0, 3)), max_size=80),
-       st.integers(1, 4), st.floats(0, 20))
-def test_no_line_is_lost_and_offsets_bound_the_commit(events, max_open, lateness):
+def line_bytes(ln: LogLine) -> int:
+    return len(ln.raw) + len(ln.message) + LINE_OVERHEAD_BYTES
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from("abcde"), st.integers(0, 400), st.integers(0, 3), st.booleans()),
+                max_size=80),
+       st.integers(1, 4), st.floats(0, 20), st.one_of(st.none(), st.floats(1, 8)), st.booleans())
+def test_no_line_is_lost_and_offsets_bound_the_commit(events, max_open, lateness, max_open_secs, untimed):
     """Whatever the order and timing, every line comes out in exactly one session, and the committable position
-    never passes the first offset of an open session."""
-    w = Sessionizer(session_spec(max_open_sessions=max_open, allowed_lateness_secs=lateness, max_lines=7))
+    never passes the first offset of an open session; the byte estimate stays exact and revisions count up only
+    after a "max_open" close. Lines may come without a time (event time then never advances on its own), the
+    wall clock may bound how long a session stays open, and the caller may evict the oldest at any time."""
+    w = Sessionizer(session_spec(max_open_sessions=max_open, allowed_lateness_secs=lateness, max_lines=7,
+                                 max_open_secs=max_open_secs))
     out = []
     clock = Clock()
-    for offset, (key, ts, pause) in enumerate(events):
-        out.extend(w.add(line(key, float(ts), offset), clock.now))
+    for offset, (key, ts, pause, evict) in enumerate(events):
+        out.extend(w.add(line(key, None if untimed else float(ts), offset, "m" * (offset % 5)), clock.now))
         out.extend(w.tick(clock.advance(pause)))
+        if evict and offset % 3 == 0:
+            s = w.evict_oldest()
+            assert s is not None or w.open_count == 0
+            out.extend([s] if s is not None else [])
         open_min = w.min_open_offset()
         if open_min is not None:
             assert all(open_min <= ln.offset for s in w._open.values() for ln in s.lines)
         assert w.open_count <= max_open
+        assert w.open_bytes == sum(line_bytes(ln) for s in w._open.values() for ln in s.lines)
+        if max_open_secs is not None and w.open_count:
+            assert clock.now - w.oldest_opened_at() < max_open_secs
     out.extend(w.flush("end_of_input"))
+    assert w.open_bytes == 0 and w.oldest_opened_at() is None and w.evict_oldest() is None
     seen = sorted(ln.offset for s in out for ln in s.lines)
     assert seen == list(range(len(events)))
     assert all(len({ln.key for ln in s.lines}) == 1 for s in out)
+    if max_open_secs is None:
+        assert all(s.close_reason != "max_open" and s.revision == 1 for s in out)
+    # A key has one open session at a time, so close order is its opening order: each session's revision is 1, or
+    # one more than the key's session before when that one closed by "max_open" (and is still remembered: the
+    # memory of such keys is bounded).
+    previous: dict[str, object] = {}
+    for s in out:
+        if s.close_reason == "late":
+            assert s.revision == 1
+            continue
+        before = previous.get(s.key)
+        allowed = {1, before.revision + 1} if before is not None and before.close_reason == "max_open" else {1}
+        assert s.revision in allowed, (s.key, s.revision, before)
+        previous[s.key] = s
+
+
+# ---- far-future timestamps (issue 13, item 8) ---------------------------------------------------------------------
+
+Y2099 = 4_070_908_800.0
+
+
+def test_a_far_future_line_is_untimed_never_moves_the_watermark_and_is_reported():
+    future: list[tuple[str, float]] = []
+    late: list[float] = []
+    w = Sessionizer(session_spec(max_future_secs=3_600.0), on_late=lambda ln, by: late.append(by),
+                    on_future=lambda ln, ahead: future.append((ln.key, ahead)))
+    clock = Clock(1_000_000.0)
+    w.add(line("a", 999_990.0, 0), clock.now)
+    w.add(line("b", 999_995.0, 1), clock.now)
+    assert w.add(line("z", Y2099, 2), clock.now) == []  # before: every open session closed ("gap")
+    assert future == [("z", Y2099 - clock.now)]
+    assert w.watermark(clock.now) == 999_995.0
+    assert w.tick(clock.now) == []
+    assert w.add(line("a", 999_996.0, 3), clock.now) == []  # before: a one-line session of its own
+    assert w.add(line("z", 999_997.0, 4), clock.now) == []  # joins the future line's session, which took event time
+    assert w.add(line("c", clock.now + 3_600.0, 5), clock.now) == []  # within the bound: a time like any other
+    assert future == [("z", Y2099 - clock.now)] and late == []
+    closed = {s.key: s for s in w.flush("end_of_input")}
+    assert [ln.offset for ln in closed["a"].lines] == [0, 3]
+    assert [(ln.offset, ln.ts) for ln in closed["z"].lines] == [(2, None), (4, 999_997.0)]  # judged as untimed
+    assert closed["z"].lines[0].raw == "m"
+
+
+def test_a_far_future_first_line_does_not_set_the_event_time():
+    w = Sessionizer(session_spec(max_future_secs=0.0), on_future=lambda ln, ahead: None)
+    w.add(line("z", 1_000_001.0, 0), 1_000_000.0)
+    assert w.watermark(1_000_000.0) is None
+    w.add(line("a", 500.0, 1), 1_000_000.0)  # old event times (a replayed file) are not judged late against it
+    assert w.watermark(1_000_000.0) == 500.0 and w.open_count == 2
+
+
+def test_without_a_future_bound_far_future_times_are_taken_as_they_are():
+    w = Sessionizer(session_spec())
+    w.add(line("a", 0.0, 0), 0)
+    w.add(line("z", Y2099, 1), 0)
+    assert [(s.key, s.close_reason) for s in w.tick(0)] == [("a", "gap")]
+
+
+# ---- processing-time bound and revisions (issue 13, item 7) -------------------------------------------------------
+
+
+def test_untimed_session_closes_after_max_open_secs_of_wall_clock_from_its_first_arrival():
+    w = Sessionizer(session_spec(gap_secs=300.0, max_open_secs=600.0))
+    clock = Clock()
+    opened = clock.now
+    w.add(line("a", None, 0), clock.now)  # generic text without timestamps: event time never advances
+    w.add(line("b", None, 1), clock.advance(100))
+    for i in range(2, 6):
+        w.add(line("a", None, i), clock.advance(100))  # activity does not matter: arrival of the first line does
+        assert w.tick(clock.now) == []
+    assert w.oldest_opened_at() == opened
+    assert w.tick(opened + 599.9) == []
+    (s,) = w.tick(opened + 600)
+    assert (s.key, s.close_reason, s.revision, [ln.offset for ln in s.lines]) == ("a", "max_open", 1, [0, 2, 3, 4, 5])
+    assert w.oldest_opened_at() == opened + 100 and w.min_open_offset() == 1
+    (s,) = w.tick(opened + 700)
+    assert (s.key, s.close_reason) == ("b", "max_open")
+
+
+def test_rare_key_of_a_count_window_closes_after_max_open_secs():
+    w = Sessionizer(WindowSpec(mode="fixed", window_lines=3, max_lines=3, max_open_secs=60.0))
+    clock = Clock()
+    w.add(line("rare", None, 0), clock.now)
+    for i in range(1, 10):
+        w.add(line("busy", None, i), clock.advance(1))
+    assert w.min_open_offset() == 0  # the rare key pins the committable offset ...
+    (s,) = w.tick(clock.advance(51))
+    assert (s.key, s.close_reason) == ("rare", "max_open")  # ... for max_open_secs at most
+    assert w.min_open_offset() is None
+
+
+def test_more_lines_after_a_max_open_close_make_the_next_revision():
+    w = Sessionizer(session_spec(gap_secs=1_000.0, max_span_secs=None, max_open_secs=10.0))
+    clock = Clock()
+    revs = []
+    for _ in range(3):
+        w.add(line("a", None, len(revs)), clock.now)
+        (s,) = w.tick(clock.advance(10))
+        revs.append((s.close_reason, s.revision))
+    assert revs == [("max_open", 1), ("max_open", 2), ("max_open", 3)]
+    w.add(line("b", None, 3), clock.now)
+    w.add(line("a", None, 4), clock.now)
+    (b, a) = w.flush("end_of_input")
+    assert (b.revision, a.revision) == (1, 4)
+    w.add(line("a", None, 5), clock.now)  # the revision series ended with a close of another reason
+    (a,) = w.flush("end_of_input")
+    assert a.revision == 1
+
+
+def test_revision_memory_is_bounded():
+    w = Sessionizer(session_spec(max_open_secs=1.0, max_open_sessions=3))
+    clock = Clock()
+    for i, key in enumerate("abcde"):
+        w.add(line(key, None, i), clock.now)
+        w.tick(clock.advance(1))
+    assert len(w._revisions) == 3 and list(w._revisions) == ["c", "d", "e"]
+    w.add(line("a", None, 5), clock.now)  # forgotten: a fresh series
+    w.add(line("e", None, 6), clock.now)
+    assert [(s.key, s.revision) for s in w.flush("x")] == [("a", 1), ("e", 2)]
+
+
+def test_max_open_check_in_tick_looks_only_at_the_oldest_sessions():
+    w = Sessionizer(WindowSpec(mode="fixed", window_lines=10, max_lines=10, max_open_sessions=200_000,
+                               max_open_secs=600.0))
+    clock = Clock()
+    for i in range(100_000):
+        w.add(line(f"k{i}", None, i), clock.now)
+    import time
+
+    start = time.perf_counter()
+    for _ in range(10_000):
+        assert w.tick(clock.advance(0.01)) == []
+    assert time.perf_counter() - start < 1.0  # a scan of every open session per tick would take minutes
+    closed = w.tick(clock.advance(600))
+    assert len(closed) == 100_000 and w.open_count == 0 and w.open_bytes == 0
+
+
+def test_resolve_spec_carries_the_wall_clock_bounds():
+    spec = resolve_spec(SessionsConfig(), "generic")
+    assert (spec.max_open_secs, spec.max_future_secs) == (600.0, 86_400.0)
+    spec = resolve_spec(SessionsConfig(max_open_secs=30, max_future_secs=0), "bgl")
+    assert (spec.max_open_secs, spec.max_future_secs) == (30.0, 0.0)
+    assert (WindowSpec(mode="session", gap_secs=1).max_open_secs, WindowSpec(mode="session", gap_secs=1).max_future_secs) \
+        == (None, None)  # a bare spec (tests, replay) has neither bound
+
+
+# ---- byte accounting and eviction by age (issue 13, item 10) ------------------------------------------------------
+
+
+def test_open_bytes_follow_adds_and_closes():
+    w = Sessionizer(session_spec(max_lines=3))
+    a = LogLine(key="a", message="x" * 10, raw="081109 x" * 3, ts=0.0, offset=0)
+    b = LogLine(key="b", message="y", raw="yy", ts=1.0, offset=1)
+    w.add(a, 0)
+    w.add(b, 0)
+    assert w.open_bytes == 10 + 24 + 1 + 2 + 2 * LINE_OVERHEAD_BYTES
+    w.add(a, 0)
+    w.add(a, 0)  # a's third line: max_lines closes it
+    assert w.open_bytes == 1 + 2 + LINE_OVERHEAD_BYTES
+    w.flush("end_of_input")
+    assert w.open_bytes == 0
+
+
+def test_evict_oldest_closes_the_oldest_opened_session():
+    w = Sessionizer(session_spec())
+    clock = Clock()
+    assert w.evict_oldest() is None and w.oldest_opened_at() is None
+    w.add(line("a", 0, 0), clock.now)
+    w.add(line("b", 1, 1), clock.advance(5))
+    w.add(line("a", 2, 2), clock.advance(5))  # activity does not matter: a was opened first
+    assert w.oldest_opened_at() == clock.now - 10
+    s = w.evict_oldest()
+    assert (s.key, s.close_reason, len(s.lines)) == ("a", "evicted", 2)
+    assert w.oldest_opened_at() == clock.now - 5 and w.min_open_offset() == 1
+    assert w.open_bytes == line_bytes(line("b", 1, 1))
+    s = w.evict_oldest(reason="memory")
+    assert (s.key, s.close_reason) == ("b", "memory")
+    assert w.evict_oldest() is None and w.open_bytes == 0
