@@ -12,7 +12,16 @@ from functools import lru_cache
 
 from drain3.masking import LogMasker, MaskingInstruction
 
+from rationad.lru import memoize
+
 MASK = "{*}"
+
+# The memo of ``to_template`` is bounded in bytes (keys and templates, see ``rationad.lru``), not in entries: 65,536
+# whole 64 KiB messages were 4 GiB. Messages longer than TEMPLATE_CACHE_MAX_KEY_CHARS are masked every time and
+# never stored (about 10 ms for 64 KiB), so a few huge lines cannot flush the ordinary ones; even of the longest
+# memoised (ASCII) messages about 2,000 stay cached (32 MiB / 16 KiB), and tens of thousands of ordinary ones.
+TEMPLATE_CACHE_BYTES = 32 * 1024 * 1024
+TEMPLATE_CACHE_MAX_KEY_CHARS = 8_192
 
 # Order matters: specific shapes first, bare numbers last.
 MASKING_RULES: tuple[tuple[str, str], ...] = (
@@ -37,7 +46,7 @@ def _masker() -> LogMasker:
     return LogMasker([MaskingInstruction(p, w) for p, w in MASKING_RULES], "{", "}")
 
 
-@lru_cache(maxsize=65_536)
+@memoize(TEMPLATE_CACHE_BYTES, TEMPLATE_CACHE_MAX_KEY_CHARS)
 def to_template(message: str) -> str:
     """The masked template of one log message (ids, addresses, numbers and paths become ``{*}``)."""
     masked = _masker().mask(message)

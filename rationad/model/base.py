@@ -8,13 +8,13 @@ behind this narrow protocol: ``engine.EngineClient`` (vLLM's ``AsyncLLM`` in thi
 from __future__ import annotations
 
 import asyncio
-import functools
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol, TypeVar, runtime_checkable
 
 from rationad.config import ConfigError, ModelConfig
+from rationad.lru import memoize
 
 Message = dict[str, str]
 TokenCounter = Callable[[str], int]
@@ -73,9 +73,22 @@ def approx_token_count(text: str) -> int:
     return len(text) // 4 + 1
 
 
-def token_counter(model_path: Path | None, cache_size: int = 65_536) -> TokenCounter:
+# The token counter's memo is bounded in bytes (texts and counts, see ``rationad.lru``), not only in entries:
+# 65,536 whole 64 KiB rows were 4 GiB. Texts longer than TOKEN_COUNT_CACHE_MAX_KEY_CHARS are counted every time and
+# never stored; even of the longest memoised texts about 2,000 stay cached.
+TOKEN_COUNT_CACHE_BYTES = 16 * 1024 * 1024
+TOKEN_COUNT_CACHE_MAX_KEY_CHARS = 8_192
+
+
+def token_counter(
+    model_path: Path | None, cache_size: int = 65_536, *, cache_bytes: int = TOKEN_COUNT_CACHE_BYTES
+) -> TokenCounter:
     """A fast, memoised token counter from the model folder's ``tokenizer.json`` (the Rust ``tokenizers`` library,
-    no torch); the length estimate when the folder or the library is missing."""
+    no torch); the length estimate when the folder or the library is missing.
+
+    The memo keeps at most ``cache_size`` texts and ``cache_bytes`` bytes (least recently used go first); texts
+    longer than ``TOKEN_COUNT_CACHE_MAX_KEY_CHARS`` bypass it. The returned callable's ``cache`` is its ``ByteLRU``.
+    """
     counter: TokenCounter = approx_token_count
     if model_path is not None and (Path(model_path) / "tokenizer.json").is_file():
         try:
@@ -88,7 +101,7 @@ def token_counter(model_path: Path | None, cache_size: int = 65_536) -> TokenCou
             def counter(text: str) -> int:
                 return len(tok.encode(text, add_special_tokens=False).ids)
 
-    return functools.lru_cache(maxsize=cache_size)(counter)
+    return memoize(cache_bytes, TOKEN_COUNT_CACHE_MAX_KEY_CHARS, max_entries=cache_size)(counter)
 
 
 async def gather_all(aws: Iterable[Awaitable[T]]) -> list[T]:

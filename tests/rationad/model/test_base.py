@@ -126,3 +126,36 @@ async def test_gather_all_keeps_order_and_cancels_the_rest_on_failure():
     with pytest.raises(ModelError, match="boom"):
         await gather_all([slow(1), fail(), slow(2)])
     assert sorted(cancelled) == [1, 2]
+
+
+def test_token_counter_memo_does_not_keep_huge_texts():
+    # Issue 13 item 10: the 65,536-entry functools.lru_cache kept every distinct text whole (4 GiB of 64 KiB rows).
+    import gc
+    import tracemalloc
+
+    count = token_counter(None)
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for i in range(300):
+            assert count(f"row {i} " + "x" * 65_536) > 16_000
+        gc.collect()
+        retained = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert retained < 1_000_000, retained
+
+
+def test_token_counter_memo_is_bounded_in_bytes_and_evicts_the_oldest_first(tmp_path):
+    from rationad.model.base import TOKEN_COUNT_CACHE_BYTES
+
+    assert TOKEN_COUNT_CACHE_BYTES <= 32 * 1024 * 1024
+    count = token_counter(tiny_model_folder(tmp_path), cache_bytes=64 * 1024)
+    memo = count.cache
+    texts = [f"block {i} " + "b" * 1_000 for i in range(200)]  # about 200 KB of keys
+    for t in texts:
+        count(t)
+    assert memo.nbytes <= 64 * 1024 and len(memo) < 200
+    assert texts[-1] in memo and texts[0] not in memo
+    assert count("block block block") == 3 and count("block block block") == 3  # a hit counts the same

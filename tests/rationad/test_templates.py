@@ -1,0 +1,56 @@
+"""The template memo is bounded in bytes (issue 13 item 10): whole 64 KiB messages must not pile up in memory."""
+
+import gc
+import tracemalloc
+
+from rationad.templates import to_template
+
+
+def _long(i: int, size: int) -> str:
+    head = f"WARN app.Worker{chr(65 + i % 26)}{chr(65 + i // 26 % 26)}{chr(65 + i // 676)}: "
+    return head + ("lorem ipsum dolor sit amet " * (size // 27 + 1))[: size - len(head)]
+
+
+def _retained_bytes(messages) -> int:
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for make in messages:
+            to_template(make())  # each message is garbage once masked, unless the memo keeps it
+        gc.collect()
+        return tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+
+
+def test_the_memo_does_not_keep_huge_messages():
+    # 40 distinct 64 KiB messages: the old 65,536-entry lru_cache kept all of them, with their templates (5 MB;
+    # 65,536 of them would be 8 GiB).
+    retained = _retained_bytes(lambda i=i: _long(i, 65_536) for i in range(40))
+    assert retained < 1_000_000, retained
+
+
+def test_the_memo_is_bounded_in_bytes_and_evicts_the_oldest_first(monkeypatch):
+    from rationad.lru import ByteLRU
+    from rationad.templates import TEMPLATE_CACHE_BYTES, TEMPLATE_CACHE_MAX_KEY_CHARS
+
+    memo = to_template.cache
+    assert isinstance(memo, ByteLRU) and memo.max_bytes == TEMPLATE_CACHE_BYTES <= 32 * 1024 * 1024
+    assert TEMPLATE_CACHE_MAX_KEY_CHARS >= 1_000  # ordinary log lines are memoised
+    monkeypatch.setattr(memo, "max_bytes", 512 * 1024)
+    memo.clear()
+    try:
+        msgs = [_long(i, 2_000) for i in range(600)]  # 1.2 MB of keys alone
+        retained = _retained_bytes(lambda m=m: m for m in msgs)
+        assert memo.nbytes <= 512 * 1024 and retained < 1_000_000, (memo.nbytes, retained)
+        assert msgs[-1] in memo and msgs[0] not in memo  # least recently used first
+        assert to_template(msgs[0]) == to_template(msgs[0])  # a miss recomputes the same template
+    finally:
+        memo.clear()
+
+
+def test_templates_are_unchanged():
+    msg = "INFO dfs.DataNode$DataXceiver: Receiving block blk_-12 src: /10.0.0.1:5000 dest: /10.0.0.2:50010"
+    assert to_template(msg) == "INFO dfs.DataNode$DataXceiver: Receiving block {*} src: {*} dest: {*}"
+    assert to_template(_long(1, 65_536)) == to_template(_long(1, 65_536))
