@@ -1,18 +1,26 @@
-"""The verdict cache: bounded LRU from ``prompt.cache_key`` (what the model sees) to the model's completion.
+"""The verdict cache: LRU from ``prompt.cache_key`` (what the model sees) to the model's completion, bounded both in
+entries (``max_entries``) and in bytes (``max_bytes``, keys and completions as resident memory, see
+``rationad.lru``): past either bound the least recently used entries are evicted.
 
 Sessions that look the same to the model (same templates, same counts, ids and times masked) get the same verdict
 without a model call. The completion text is stored, not the parsed answer, so a hit is re-parsed against the new
 session's view and its evidence points at the new session's own lines.
 
 With a ``store`` (``rationad.cache_table.ChangelogStore``) the cache is durable and shared: it is warmed from the
-store at start-up, and every insertion and eviction is written through to it.
+store at start-up, and every insertion and eviction is written through to it, so the store holds what the LRU holds
+(and its changelog stays within the same bounds). A completion too large for ``max_bytes`` on its own is neither
+cached nor written.
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Iterator
 from typing import Protocol
+
+from rationad.lru import ByteLRU
+
+# The default of ``cache.max_bytes`` in rationad/config.py (CacheConfig), for callers that build a cache directly.
+DEFAULT_MAX_BYTES = 64 * 1024 * 1024
 
 
 class CacheStore(Protocol):
@@ -24,14 +32,29 @@ class CacheStore(Protocol):
 
 
 class VerdictCache:
-    def __init__(self, max_entries: int, store: CacheStore | None = None) -> None:
+    def __init__(self, max_entries: int, store: CacheStore | None = None, *, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
         if max_entries < 1:
             raise ValueError("max_entries must be >= 1")
-        self.max_entries = max_entries
+        if max_bytes < 1:
+            raise ValueError("max_bytes must be >= 1")
         self.store = store
-        self._data: OrderedDict[str, str] = OrderedDict()
+        self._lru: ByteLRU[str, str] = ByteLRU(max_bytes, max_entries)
         self.hits = 0
         self.misses = 0
+
+    @property
+    def max_entries(self) -> int:
+        assert self._lru.max_entries is not None  # always set here
+        return self._lru.max_entries
+
+    @property
+    def max_bytes(self) -> int:
+        return self._lru.max_bytes
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes charged against ``max_bytes`` now."""
+        return self._lru.nbytes
 
     async def start(self) -> int:
         """Start the store and warm the LRU from it; returns how many entries were recovered."""
@@ -40,18 +63,17 @@ class VerdictCache:
         await self.store.start()
         for key, completion in self.store.items():
             self._insert(key, completion, write=False)
-        return len(self._data)
+        return len(self._lru)
 
     async def aclose(self) -> None:
         if self.store is not None:
             await self.store.aclose()
 
     def get(self, key: str) -> str | None:
-        text = self._data.get(key)
+        text = self._lru.get(key)
         if text is None:
             self.misses += 1
             return None
-        self._data.move_to_end(key)
         self.hits += 1
         return text
 
@@ -59,14 +81,16 @@ class VerdictCache:
         self._insert(key, completion, write=True)
 
     def _insert(self, key: str, completion: str, *, write: bool) -> None:
-        self._data[key] = completion
-        self._data.move_to_end(key)
-        if write and self.store is not None:
+        evicted = self._lru.put(key, completion)
+        if self.store is None:
+            return
+        if write and key in self._lru:
             self.store.put(key, completion)
-        while len(self._data) > self.max_entries:
-            old, _ = self._data.popitem(last=False)
-            if self.store is not None:
-                self.store.delete(old)
+        elif not write and key not in self._lru:
+            # Recovered but too large to cache (max_bytes was lowered): drop it there too, the store mirrors the LRU.
+            self.store.delete(key)
+        for old in evicted:
+            self.store.delete(old)
 
     def __len__(self) -> int:
-        return len(self._data)
+        return len(self._lru)

@@ -5,8 +5,9 @@ consumer group benefits from sharing. A faust ``GlobalTable`` is exactly that: e
 changelog topic at start-up (recovery) and keeps following it, and writes go to the changelog. Per-line work stays on
 aiokafka's batched path (see README: faust's per-event path is far slower for millions of lines).
 
-The table mirrors the in-memory LRU: an eviction writes a tombstone, so the topic stays bounded by
-``cache.max_entries``. Keys are namespaced by the model's identity, so an upgraded model never reuses the old
+The table mirrors the in-memory LRU: an eviction writes a tombstone (past ``cache.max_entries`` or
+``cache.max_bytes``, and for a recovered entry too large for the byte bound), so after compaction the topic stays
+bounded by the same two bounds. Keys are namespaced by the model's identity, so an upgraded model never reuses the old
 model's verdicts; entries of other models are ignored at recovery.
 """
 

@@ -48,3 +48,75 @@ async def test_store_is_warmed_from_and_mirrors_the_lru():
     assert len(store.data) == 2  # evictions write tombstones: the store stays bounded too
     await c.aclose()
     assert store.closed
+
+
+def test_byte_bound_keeps_the_total_under_it_and_evicts_oldest_first():
+    # Issue 13 item 10: the verdict cache was bounded by entries only; 100,000 large completions are gigabytes.
+    store = DictStore()
+    c = VerdictCache(1_000, store=store, max_bytes=50_000)
+    for i in range(10):
+        c.put(f"k{i}", "x" * 10_000)
+        assert c.nbytes <= 50_000
+    assert 1 <= len(c) < 5
+    kept = [f"k{i}" for i in range(10) if c.get(f"k{i}") is not None]
+    assert kept == [f"k{i}" for i in range(10 - len(c), 10)]  # the newest survive, the oldest went first
+    assert sorted(store.data) == sorted(kept)  # evictions wrote tombstones: the durable mirror matches
+
+
+def test_byte_bound_follows_recency_not_insertion():
+    c = VerdictCache(1_000, max_bytes=35_000)
+    for k in "abc":
+        c.put(k, "y" * 10_000)
+    assert c.get("a") is not None  # a becomes the most recent
+    c.put("d", "y" * 10_000)  # over the bound: b (least recently used) goes, not a
+    assert c.get("b") is None and c.get("a") is not None and c.get("d") is not None
+
+
+def test_an_entry_larger_than_the_bound_is_not_cached_nor_written():
+    store = DictStore()
+    c = VerdictCache(10, store=store, max_bytes=2_048)
+    c.put("small", "ok")
+    c.put("huge", "z" * 4_096)
+    assert c.get("huge") is None and c.get("small") == "ok"
+    assert "huge" not in store.data and "small" in store.data
+    c.put("small", "z" * 4_096)  # replacing with an oversized value drops the stale one, here and in the store
+    assert c.get("small") is None and "small" not in store.data and c.nbytes == 0
+
+
+async def test_a_recovered_entry_too_large_for_the_bound_is_dropped_from_the_store():
+    store = DictStore({"huge": "z" * 4_096, "small": "ok"})  # written when max_bytes was larger
+    c = VerdictCache(10, store=store, max_bytes=2_048)
+    assert await c.start() == 1
+    assert c.get("small") == "ok" and sorted(store.data) == ["small"]
+
+
+async def test_warming_from_the_store_respects_the_byte_bound():
+    store = DictStore({f"k{i}": "w" * 10_000 for i in range(10)})
+    c = VerdictCache(1_000, store=store, max_bytes=50_000)
+    assert 1 <= await c.start() < 5
+    assert c.nbytes <= 50_000 and len(store.data) == len(c)
+
+
+def test_max_bytes_defaults_to_the_config_default_and_is_validated():
+    from rationad.config import CacheConfig
+
+    assert VerdictCache(2).max_bytes == CacheConfig().max_bytes
+    with pytest.raises(ValueError):
+        VerdictCache(2, max_bytes=0)
+
+
+def test_byte_lru():
+    from rationad.lru import ByteLRU, entry_bytes
+
+    lru = ByteLRU(max_bytes=3 * entry_bytes("k0", "v" * 100), max_entries=10)
+    evicted = [k for i in range(5) for k in lru.put(f"k{i}", "v" * 100)]
+    assert evicted == ["k0", "k1"] and list(lru.keys()) == ["k2", "k3", "k4"]
+    assert lru.nbytes == 3 * entry_bytes("k0", "v" * 100)
+    assert lru.get("k2") == "v" * 100 and list(lru.keys()) == ["k3", "k4", "k2"]
+    assert lru.get("missing", 7) == 7
+    assert lru.put("k3", "v") == [] and lru.nbytes == 2 * entry_bytes("k0", "v" * 100) + entry_bytes("k3", "v")
+    by_count = ByteLRU(max_bytes=10**9, max_entries=2)
+    assert [k for i in range(4) for k in by_count.put(i, i)] == [0, 1]
+    assert ByteLRU(max_bytes=10).put("key", "too large") == [] and "key" not in ByteLRU(max_bytes=10)
+    lru.clear()
+    assert len(lru) == 0 and lru.nbytes == 0
