@@ -1,8 +1,10 @@
 """Verdict events: what consumers of the output topic read. The JSON Schema is ``schemas/anomaly_event.v1.json``.
 
-The event id is deterministic: the same session (source topic, partition, key, first offset) judged by the same
-model and prompt version always gets the same id, so a consumer can drop the duplicates that at-least-once
-delivery may bring.
+The event id is deterministic: the same session (source topic, partition, key, first offset, revision) judged by
+the same model and prompt version always gets the same id, so a consumer can drop the duplicates that at-least-once
+delivery may bring. A revised session (``revision`` > 1: more lines of a key whose session was closed by the
+processing-time bound) gets an id of its own; revision 1 adds nothing to the id, so its ids are those of events
+from before revisions existed.
 """
 
 from __future__ import annotations
@@ -38,10 +40,11 @@ class ModelInfo:
 
 def event_id(session: Session, model: ModelInfo) -> str:
     """Same session and model -> same id."""
-    ident = "\x1f".join(
-        (session.topic, str(session.partition), session.key, str(session.first_offset), model.name, model.version,
-         model.prompt_version)
-    )
+    parts = [session.topic, str(session.partition), session.key, str(session.first_offset), model.name,
+             model.version, model.prompt_version]
+    if session.revision != 1:  # revision 1 keeps the ids consumers have seen before revisions existed
+        parts.append(f"revision={session.revision}")
+    ident = "\x1f".join(parts)
     return str(uuid.uuid5(_NAMESPACE, ident))
 
 
@@ -104,6 +107,7 @@ def build_event(
             "line_count": len(session.lines),
             "template_count": len(view.rows) + view.omitted_templates,
             "close_reason": session.close_reason,
+            "revision": session.revision,
         },
         "model": {"name": model.name, "version": model.version, "prompt_version": model.prompt_version},
         "producer": {"name": "rationad", "version": __version__},

@@ -34,3 +34,27 @@ def test_event_id_is_deterministic_per_session_and_model():
     assert event_id(make(), m) != event_id(make(key="blk_2"), m)
     assert event_id(make(), m) != event_id(make(), ModelInfo("m", "2"))
     assert event_id(make(), m) != event_id(make(partition=1), m)
+
+
+def test_revision_is_in_the_event_and_its_id_while_revision_1_ids_stay_as_they_were():
+    m = ModelInfo("m", "1")
+    first = make()
+    # Pinned: ids of revision 1 (every session before issue 13) must not change, or consumers see duplicates.
+    assert event_id(first, m) == "ec180730-82e9-5811-a9ab-1478923fd89b"
+    revised = make()
+    revised.revision = 2
+    assert event_id(revised, m) != event_id(first, m)
+    third = make()
+    third.revision = 3
+    assert len({event_id(first, m), event_id(revised, m), event_id(third, m)}) == 3
+    view = build_view("hdfs", [line.message for line in revised.lines])
+    a = parse_completion("<think>L2 reports an exception.</think><answer>anomalous</answer>", view)
+    e = build_event(revised, view, a, m, cached=False, now=0)
+    validator = jsonschema.Draft202012Validator(schema())
+    validator.validate(orjson.loads(encode(e)))
+    assert e["session"]["revision"] == 2 and e["session"]["key"] == "blk_1"
+    assert build_event(first, view, a, m, cached=False, now=0)["session"]["revision"] == 1
+    e["session"]["revision"] = 0
+    assert not validator.is_valid(e)
+    del e["session"]["revision"]  # optional: events from before the field still validate
+    validator.validate(e)
