@@ -17,7 +17,7 @@ import io
 import random
 import sys
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, Any
 
@@ -81,7 +81,11 @@ def sessions_from_log(
 ) -> Iterator[Session]:
     """Window a raw log file; offsets are 1-based line numbers."""
     parser = make_parser(input_cfg)
-    spec = resolve_spec(sessions_cfg, dialect)
+    # Replay's clock is the file's own event time (below), and nothing is committed: sessions.max_open_secs, a bound
+    # in wall-clock time that keeps a daemon's committed offset moving, would cut a block's hours-long life into
+    # pieces here. Replay ignores it, whatever the config says. (sessions.max_future_secs is kept but cannot fire:
+    # the clock is the line's own time.)
+    spec = replace(resolve_spec(sessions_cfg, dialect), max_open_secs=None)
     windower = Sessionizer(spec, topic=str(path), partition=0)
     seen: dict[str, int] = {}
 

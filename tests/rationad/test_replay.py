@@ -1,0 +1,26 @@
+"""Replay windows a file through the daemon's Sessionizer; its clock is the file's own event time."""
+
+from __future__ import annotations
+
+from rationad import replay
+from rationad.config import InputConfig, SessionsConfig
+
+
+def _hdfs(day_secs: int, block: str, text: str) -> str:
+    h, m, s = day_secs // 3600, day_secs // 60 % 60, day_secs % 60
+    return f"081109 {h:02d}{m:02d}{s:02d} 148 INFO dfs.DataNode: {text} {block}"
+
+
+def test_replay_sessions_are_not_cut_by_the_wall_clock_bound(tmp_path):
+    # Replay's "now" is the newest event time of the file, not a wall clock: hours of a block's life pass in
+    # milliseconds. sessions.max_open_secs (set explicitly, and in the shipped config.toml) must not cut them.
+    lines = [_hdfs(3600 * i, "blk_1", f"step {i}") for i in range(1, 6)]
+    lines.insert(2, _hdfs(3600 * 2 + 1, "blk_2", "other"))
+    path = tmp_path / "hdfs.log"
+    path.write_text("\n".join(lines) + "\n")
+    skipped = replay.Skipped()
+    cfg = SessionsConfig(max_open_secs=1.0)
+    out = list(replay.sessions_from_log(path, "hdfs", cfg, InputConfig(dialect="hdfs"), skipped))
+    assert skipped.count == 0
+    got = sorted((s.key, s.close_reason, s.revision, len(s.lines), s.source_id) for s in out)
+    assert got == [("blk_1", "end_of_input", 1, 5, "blk_1"), ("blk_2", "end_of_input", 1, 1, "blk_2")]
