@@ -2,8 +2,10 @@
 session is accounted for (a verdict event, or a dead letter if the model's answer stayed malformed), every input line
 lies in a judged session, and a session emitted twice carries the same event id both times.
 
-noida-db never expires the killed process's group members (a Kafka broker does, after ``session.timeout.ms``), so the
-test removes them after each kill, as the broker's session expiry would (``support.expire_dead_members``).
+The daemon runs with static group membership (``kafka.group_instance_id``), as deploy/ configures it: each restart takes
+the killed member's place at once. noida-db never expires a killed dynamic member (a Kafka broker does, after
+``session.timeout.ms``); the durable verdict cache's faust group has no instance id, so the test removes that group's
+members after each kill, as the broker's session expiry would (``support.expire_dead_members``).
 
 ``RATIONAD_FAILURE_KILLS`` (default 5), ``RATIONAD_FAILURE_SESSIONS`` (default 40) and ``RATIONAD_FAILURE_SEED``
 (default: random, printed) make the long version: e.g. 30 kills over 300 sessions.
@@ -45,7 +47,7 @@ def test_kill9_at_random_moments_loses_no_session(broker, model, vllm_server, tm
     port = free_port()
     cfg = write_config(tmp_path / "c.toml", bootstrap=broker.bootstrap, topic=stream.topic, group=stream.group,
                        model=model, server_url=vllm_server.url, port=port)
-    daemon = DaemonProcess(cfg, tmp_path / "daemon.log")
+    daemon = DaemonProcess(cfg, tmp_path / "daemon.log", env={"RATIONAD_KAFKA__GROUP_INSTANCE_ID": f"{stream.group}-0"})
     producer = produce_chunks(stream, chunks=KILLS, pause_secs=3.0)
     kills = []
     for _ in range(KILLS):
@@ -58,8 +60,9 @@ def test_kill9_at_random_moments_loses_no_session(broker, model, vllm_server, tm
         kills.append((metric(port, "rationad_lines_parsed_total"), metric(port, "rationad_sessions_pending")))
         daemon.proc.send_signal(signal.SIGKILL)
         daemon.proc.wait(30)
-        # A Kafka broker expires the killed member after session.timeout.ms; noida-db never does (see support).
-        expire_dead_members(broker.bootstrap, [stream.group, f"{stream.group}-verdicts"])
+        # The daemon's own group needs nothing (static membership); the cache's faust group is dynamic, and noida-db
+        # never expires its killed member (a Kafka broker does after session.timeout.ms; see support).
+        expire_dead_members(broker.bootstrap, [f"{stream.group}-verdicts"])
     producer.join(120)
     daemon.start()
     try:
