@@ -80,6 +80,9 @@ class ChangelogStore:
             topic_replication_factor=1,
             broker_session_timeout=self.kafka.session_timeout_ms / 1000,
             broker_heartbeat_interval=self.kafka.heartbeat_interval_ms / 1000,
+            # Static membership for the table's group too, so a restarted daemon's recovery does not wait for its
+            # dead member to expire (instance ids are scoped by group: the daemon's own id can be reused).
+            consumer_group_instance_id=self.kafka.group_instance_id,
         )
         self._table = app.GlobalTable("cache", default=None, partitions=1, key_type=str, value_type=str,
                                       help="rationad verdict cache")

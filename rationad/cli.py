@@ -64,7 +64,7 @@ async def _check(settings: Settings) -> list[str]:
     m = settings.model
     if m.backend == "vllm-server":
         from rationad.model.base import ModelError, make_client
-        from rationad.model.server import redact_url
+        from rationad.config import redact_url
 
         url = redact_url(m.server_url or "")
         client = make_client(m)
@@ -92,7 +92,7 @@ async def _check(settings: Settings) -> list[str]:
 
 def _redacted(settings: Settings) -> dict:
     """The settings to show: secrets masked, and no user:password in ``model.server_url``."""
-    from rationad.model.server import redact_url
+    from rationad.config import redact_url
 
     data = settings.redacted()
     if data.get("model", {}).get("server_url"):

@@ -6,6 +6,7 @@ Every model is frozen and forbids unknown keys, so a typo fails at start-up nami
 
 from __future__ import annotations
 
+import re
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -14,6 +15,14 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
 ENV_PREFIX = "RATIONAD_"
+USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)([^?#]*@)")
+
+
+def redact_url(url: str) -> str:
+    """``url`` with any ``user:password@`` replaced by ``***@``, for logs, messages and ``check-config``. Everything up
+    to the last ``@`` before a query or fragment counts as credentials, so a password holding ``/`` or ``@`` is hidden
+    whole."""
+    return USERINFO.sub(r"\1***@", url, count=1)
 
 
 class ConfigError(Exception):
@@ -64,7 +73,9 @@ class InputConfig(_Section):
     timestamp_field: str | None = None
     max_record_bytes: int = Field(65_536, ge=64)
     max_lines_per_record: int = Field(10_000, ge=1)  # a record holding more lines is dead-lettered
-    max_keys_per_line: int = Field(16, ge=1)  # a line naming more session keys (e.g. HDFS block ids) is dead-lettered
+    # A line naming more session keys is dead-lettered. HDFS NameNode "ask ... to delete" lines name up to
+    # dfs.block.invalidate.limit blocks (100 in Hadoop 0.20, 1,000 later).
+    max_keys_per_line: int = Field(1_000, ge=1)
 
     @field_validator("topics")
     @classmethod
@@ -207,8 +218,19 @@ class Settings(BaseSettings):
         return init_settings, env_settings
 
     def redacted(self) -> dict[str, Any]:
-        """The configuration as plain data, secrets masked (for logs and ``check-config``)."""
-        return self.model_dump(mode="json")
+        """The configuration as plain data, secrets masked (for logs and ``check-config``), credentials inside
+        ``model.server_url`` too."""
+        data = self.model_dump(mode="json")
+        url = data["model"].get("server_url")
+        if url:
+            data["model"]["server_url"] = redact_url(url)
+        return data
+
+    def __repr_args__(self):  # repr(settings) must not show server_url credentials either
+        for name, value in super().__repr_args__():
+            if name == "model" and value.server_url:
+                value = value.model_copy(update={"server_url": redact_url(value.server_url)})
+            yield name, value
 
 
 def _merge(base: dict[str, Any], env: dict[str, Any]) -> dict[str, Any]:

@@ -65,8 +65,8 @@ class Daemon:
         self.spec = resolve_spec(settings.sessions, settings.input.dialect)
         self.client = client or make_client(settings.model)
         self.model = model_info(settings.model, self.client.name)
-        self.cache = VerdictCache(settings.cache.max_entries, store=self._cache_store()) if settings.cache.enabled \
-            else None
+        self.cache = VerdictCache(settings.cache.max_entries, store=self._cache_store(),
+                                  max_bytes=settings.cache.max_bytes) if settings.cache.enabled else None
         self.judge = Judge(self.client, settings.model, self.parser.source, cache=self.cache, metrics=self.metrics)
         self.notifier = Notifier()
         self.consumer: Any = None
@@ -157,6 +157,14 @@ class Daemon:
             {"version": __version__, "model": self.model.name, "model_version": self.model.version,
              "prompt_version": self.model.prompt_version}
         )
+        try:
+            await self._start()
+        except BaseException:  # a failed start leaves no engine, client or server behind (the CLI reports it)
+            await self._shutdown()
+            raise
+        return await self._serve()
+
+    async def _start(self) -> None:
         if self.s.server.enabled:
             await self.health.start()
             log.info("health_server_started", host=self.s.server.host, port=self.health.port)
@@ -179,6 +187,7 @@ class Daemon:
         self.producer = make_producer(self.s.kafka, max_request_size=self.s.output.max_message_bytes)
         await self.producer.start()
         self.delivery.producer = self.producer
+        await self._check_topics()
         self.consumer = make_consumer(self.s.kafka, max_partition_fetch_bytes=MAX_PARTITION_FETCH_BYTES)
         from aiokafka import ConsumerRebalanceListener
 
@@ -195,6 +204,19 @@ class Daemon:
         await self.consumer.start()
         log.info("daemon_started", topics=list(self.s.input.topics), group=self.s.kafka.group_id,
                  model=self.model.name, model_version=self.model.version, dialect=self.s.input.dialect)
+
+    async def _check_topics(self) -> None:
+        """The output and dead-letter topics must exist (or be auto-created): otherwise every produce would wait for
+        ever. A broker that cannot be asked is not a reason to refuse to start (the producer is already connected)."""
+        from rationad.topics import TopicCheckError, require_topics
+
+        try:
+            await require_topics(self.s.kafka, {"output.topic": self.s.output.topic,
+                                                "output.dlq_topic": self.s.output.dlq_topic})
+        except TopicCheckError as exc:
+            log.warning("topic_check_skipped", error=str(exc))
+
+    async def _serve(self) -> int:
         workers = [
             asyncio.create_task(self.stage.run(), name="model-loop"),
             asyncio.create_task(self._health_loop(), name="model-health"),
@@ -216,8 +238,13 @@ class Daemon:
                 for w in workers:  # a worker that died would wedge the daemon silently: stop loudly instead
                     if w.done() and not w.cancelled() and w.exception() is not None:
                         raise RuntimeError(f"worker {w.get_name()} failed") from w.exception()
-        except Exception:
-            log.exception("main_loop_failed")
+        except Exception as exc:
+            if type(exc).__name__ in ("NoOffsetForPartitionError", "OffsetOutOfRangeError"):
+                log.error("no_valid_offset", error=str(exc), setting=f"kafka.auto_offset_reset = "
+                          f"{self.s.kafka.auto_offset_reset!r}", action="reset the group's offsets, or set "
+                          "auto_offset_reset to earliest or latest (docs/operations.md)")
+            else:
+                log.exception("main_loop_failed")
             self.exit_code = 1
         finally:
             await self._drain()
@@ -288,7 +315,7 @@ class Daemon:
     def _on_assigned(self, assigned) -> None:
         for tp in assigned:
             self._parts[tp] = _Part(Sessionizer(self.spec, topic=tp.topic, partition=tp.partition,
-                                                on_late=self._on_late))
+                                                on_late=self._on_late, on_future=self._on_future))
         self._joined = True
         log.info("partitions_assigned", partitions=sorted(f"{tp.topic}:{tp.partition}" for tp in assigned))
 
@@ -296,6 +323,12 @@ class Daemon:
         # Late lines are never dropped: they are judged in a window of their own.
         self.metrics.late_lines.labels("own_window").inc()
         log.debug("late_line", key=line.key, offset=line.offset, lateness_secs=round(lateness_secs, 3))
+
+    def _on_future(self, line, ahead_secs: float) -> None:
+        # A timestamp too far ahead of the wall clock would close every open session: the line is taken as untimed.
+        self.metrics.late_lines.labels("future_untimed").inc()
+        log.warning("future_timestamp", key=line.key, offset=line.offset, ahead_secs=round(ahead_secs),
+                    max_future_secs=self.s.sessions.max_future_secs)
 
     async def _on_revoked(self, revoked) -> None:
         parts = {tp: self._parts[tp] for tp in revoked if tp in self._parts}

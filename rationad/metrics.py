@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
-from rationad import __version__
 
 
 class Metrics:
@@ -18,7 +17,7 @@ class Metrics:
         )
         self.lines_parsed = Counter("rationad_lines_parsed_total", "Log lines parsed into sessions", registry=r)
         self.late_lines = Counter(
-            "rationad_late_lines_total", "Lines that arrived after their window had closed", ["action"], registry=r
+            "rationad_late_lines_total", "Lines judged in a window of their own (own_window) or taken as untimed (future_untimed)", ["action"], registry=r
         )
         self.consumer_lag = Gauge(
             "rationad_consumer_lag_records", "Records between the consumer position and the end of the partition",

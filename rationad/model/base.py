@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol, TypeVar, runtime_checkable
 
-from rationad.config import ConfigError, ModelConfig
+from rationad.config import ConfigError, ModelConfig, redact_url
 from rationad.lru import memoize
 
 Message = dict[str, str]
@@ -140,9 +140,12 @@ def make_client(cfg: ModelConfig) -> ModelClient:
         if not cfg.server_url:
             raise ConfigError("model.server_url: not set; the vllm-server backend needs the server's base URL")
         if not cfg.server_url.startswith(("http://", "https://")):
-            raise ConfigError(f"model.server_url: {cfg.server_url!r} is not an http(s) URL")
-        if cfg.path is not None:  # optional here: only its tokenizer is used, to count prompt tokens
-            check_model_folder(cfg.path)
+            raise ConfigError(f"model.server_url: {redact_url(cfg.server_url)!r} is not an http(s) URL")
+        # Optional here: only its tokenizer.json (to count prompt tokens) and manifest.json (the model version in
+        # events) are read, so a folder holding just those (a ConfigMap) is enough; weights live on the server.
+        if cfg.path is not None and not Path(cfg.path).expanduser().is_dir():
+            raise ConfigError(f"model.path: {cfg.path} is not a folder (vllm-server reads its tokenizer.json and "
+                              "manifest.json, when present)")
         from rationad.model.server import ServerClient
 
         return ServerClient(cfg)

@@ -21,14 +21,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import re
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import unquote
 
 import httpx
 
-from rationad.config import ModelConfig
+from rationad.config import USERINFO, ModelConfig, redact_url
 from rationad.model.base import Completion, Message, ModelError, gather_all, token_counter
 
 log = logging.getLogger(__name__)
@@ -37,15 +36,6 @@ SEED = 0
 MAX_BACKOFF_SECS = 30.0
 RETRY_STATUS = frozenset({408, 429})  # and every 5xx
 CONFIG_STATUS = frozenset({401, 403, 404, 407})
-_USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)([^?#]*@)")
-
-
-def redact_url(url: str) -> str:
-    """``url`` with any ``user:password@`` replaced by ``***@``, for logs and messages. Everything up to the last
-    ``@`` before a query or fragment counts as credentials, so a password holding ``/`` or ``@`` is hidden whole."""
-    return _USERINFO.sub(r"\1***@", url, count=1)
-
-
 def _is_retried(status: int) -> bool:
     return status in RETRY_STATUS or status >= 500
 
@@ -103,14 +93,14 @@ class ServerClient:
         headers = {"Authorization": f"Bearer {cfg.api_key.get_secret_value()}"} if cfg.api_key is not None else {}
         # Credentials in the URL go to httpx as basic auth, not in its base URL, which httpx logs with each request.
         auth: httpx.BasicAuth | None = None
-        userinfo = _USERINFO.match(self.base_url)
+        userinfo = USERINFO.match(self.base_url)
         if userinfo:
             user, _, password = userinfo.group(2)[:-1].partition(":")
             auth = httpx.BasicAuth(unquote(user), unquote(password))
         self._secrets = [x for x in (cfg.api_key.get_secret_value() if cfg.api_key is not None else None,
                                      userinfo.group(2)[:-1] if userinfo else None) if x]
         self._http = httpx.AsyncClient(
-            base_url=_USERINFO.sub(r"\1", self.base_url, count=1),
+            base_url=USERINFO.sub(r"\1", self.base_url, count=1),
             auth=auth,
             headers=headers,
             timeout=httpx.Timeout(cfg.request_timeout_secs),

@@ -69,6 +69,10 @@ def make(s: Settings, batches, *, model=None, producer=None) -> tuple[Daemon, Fa
             producer.max_request_size = kw.get("max_request_size", 1_048_576)
         return producer
 
+    async def topics_exist(kafka_cfg, keyed, **kw):
+        return None
+
+    _patch.setattr("rationad.topics.require_topics", topics_exist)
     _patch.setattr(daemon_mod, "make_consumer", lambda cfg, **kw: consumer)
     _patch.setattr(daemon_mod, "make_producer", producer_factory)
     d = Daemon(s, client=model or FakeModel())
@@ -255,6 +259,24 @@ async def test_dead_engine_exits_non_zero_holds_its_sessions_and_reports_unhealt
     assert final_commit(consumer) in (None, 0)
     healthy, why = d._healthy()
     assert not healthy and "dead" in why and d.stage.dead
+
+
+# ---- item 14: a missing output topic fails the start, and a failed start leaves nothing running -------------
+async def test_missing_output_topic_fails_start_naming_the_key_and_closes_the_model():
+    from rationad.config import ConfigError
+
+    model = FakeModel()
+    closed = []
+    model.aclose = lambda: closed.append(True) or asyncio.sleep(0)
+    d, consumer, producer = make(settings(), [], model=model)
+
+    async def missing(kafka_cfg, keyed, **kw):
+        raise ConfigError("output.dlq_topic: topic 'rationad.dlq' does not exist")
+
+    _patch.setattr("rationad.topics.require_topics", missing)
+    with pytest.raises(ConfigError, match="output.dlq_topic"):
+        await d.run()
+    assert closed == [True] and consumer.listener is None
 
 
 # ---- backpressure counts dead letters too ---------------------------------------------------------------------
