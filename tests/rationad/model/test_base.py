@@ -87,6 +87,23 @@ async def test_server_client_from_config(tmp_path):
     await named.aclose()
 
 
+async def test_server_backend_takes_a_folder_with_only_the_manifest(tmp_path):
+    """The prod overlay mounts only manifest.json at model.path (the weights live on the vLLM server): the client
+    starts and events carry the manifest's version (issue 13 item 14: it used to exit 2 for want of config.json)."""
+    from rationad.judge import model_info
+
+    (tmp_path / "manifest.json").write_text('{"name": "rationad-smollm2-135m", "version": "0.2.0"}')
+    cfg = ModelConfig(backend="vllm-server", server_url="http://user:secret@h:1", path=tmp_path)
+    client = make_client(cfg)
+    try:
+        assert model_info(cfg, client.name).version == "0.2.0"
+    finally:
+        await client.aclose()
+    with pytest.raises(ConfigError) as info:
+        make_client(ModelConfig(backend="vllm-server", server_url="ftp://user:secret@h:1"))
+    assert "secret" not in str(info.value)
+
+
 def test_token_counter_falls_back_to_an_estimate(tmp_path):
     count = token_counter(None)
     assert count("a" * 40) == approx_token_count("a" * 40) == 11
