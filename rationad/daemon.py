@@ -32,7 +32,7 @@ from rationad.health import HealthServer
 from rationad.judge import Judge, model_info
 from rationad.kafka import make_consumer, make_producer
 from rationad.metrics import Metrics
-from rationad.model.base import ModelClient, make_client
+from rationad.model.base import ModelClient, ModelError, make_client
 from rationad.model_stage import EngineDead, ModelStage, Pending
 from rationad.offsets import PartitionOffsets
 from rationad.records import Session
@@ -443,7 +443,20 @@ class Daemon:
         self.metrics.model_healthy.set(1 if ok else 0)
         if not ok:
             self.stage.unhealthy()
-        elif not self.stage.ok and not self.stage.blocked:  # a health probe cannot clear a misconfiguration
+            return
+        verify = getattr(self.client, "verify", None)  # the server backend: are our key and model name accepted?
+        if verify is not None:
+            try:
+                await asyncio.wait_for(verify(), self.s.model.health_timeout_secs)
+            except ModelError as exc:
+                if exc.kind == "config":
+                    self.stage.block(f"model misconfigured: {exc}")
+                return
+            except Exception:
+                return
+            if self.stage.blocked:
+                self.stage.answered()
+        if not self.stage.ok and not self.stage.blocked:  # a health probe alone cannot clear a misconfiguration
             self.stage.ok = True
             self.stage.down_since = None
 

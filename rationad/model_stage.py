@@ -134,7 +134,7 @@ class ModelStage:
                 self.metrics.errors.labels("model", type(exc).__name__).inc()
                 if exc.kind == "dead":
                     self.dead = f"model engine dead: {exc}"
-                    self._block(self.dead)
+                    self.block(self.dead)
                     self._on_dead(self.dead)
                     raise EngineDead(str(exc)) from exc
                 if exc.kind == "rejected":
@@ -144,7 +144,7 @@ class ModelStage:
                     log.warning("session_rejected_by_model", key=p.session.key, error=str(exc))
                     return [(p, session_dead_letter(p.session, "model_rejected", str(exc), attempts=p.attempts + 1))]
                 if exc.kind == "config":
-                    self._block(f"model misconfigured: {exc}")
+                    self.block(f"model misconfigured: {exc}")
                 else:
                     self.unhealthy()
                     log.warning("model_unavailable", error=str(exc), retry_in_secs=round(backoff, 2))
@@ -168,7 +168,8 @@ class ModelStage:
         return [r for part in parts for r in part]
 
     # ---- model state --------------------------------------------------------------------------------------
-    def _block(self, reason: str) -> None:
+    def block(self, reason: str) -> None:
+        """The model cannot be used and no session is at fault: the daemon pauses input and fails /readyz."""
         if self.blocked != reason:
             log.error("model_blocked", reason=reason, action="consumption paused; retrying with backoff")
         self.blocked = reason

@@ -244,6 +244,33 @@ async def test_model_auth_error_pauses_consumption_and_dead_letters_nothing():
     assert sorted(orjson.loads(e.value)["session"]["key"] for e in producer.on("rationad.anomalies")) == ["a", "b", "c"]
 
 
+async def test_a_refused_key_found_by_the_health_check_fails_readiness_before_any_session(monkeypatch):
+    monkeypatch.setattr(daemon_mod, "MODEL_HEALTH_INTERVAL_SECS", 0.05)
+    model = FakeModel()
+    state = {"refused": True}
+
+    async def verify():
+        if state["refused"]:
+            raise ModelError("model.api_key: HTTP 401", kind="config")
+
+    model.verify = verify
+    d, consumer, producer = make(settings(), [], model=model)
+    task = asyncio.create_task(d.run())
+    for _ in range(200):
+        await asyncio.sleep(0.01)
+        if d.stage.blocked:
+            break
+    assert not d._ready()[0] and "api_key" in d._ready()[1] and consumer.paused
+    state["refused"] = False
+    for _ in range(200):
+        await asyncio.sleep(0.01)
+        if d._ready()[0]:
+            break
+    assert d._ready() == (True, "ready")
+    d.request_stop()
+    assert await task == 0
+
+
 # ---- item 6: a dead engine stops the daemon (its supervisor restarts it) --------------------------------------
 async def test_dead_engine_exits_non_zero_holds_its_sessions_and_reports_unhealthy():
     s = settings()
