@@ -3,8 +3,12 @@
 Conversations are rendered with the model's chat template (``add_generation_prompt=True``) by vLLM's own renderer,
 so the prompt is token-for-token the one the OpenAI server would build. All conversations of a call are submitted
 at once and vLLM batches them. Output is constrained to ``regex`` when one is given (vLLM structured outputs),
-greedy at temperature 0, with a fixed seed otherwise. An optional LoRA adapter (``model.adapter``) is served on top
-of the base weights. Importing this module imports vLLM and torch: ``base.make_client`` does so only on demand.
+greedy at temperature 0. The engine is seeded once (``SEED``); sampled requests carry that seed too on a GPU, never
+on a CPU (see ``EngineClient._sampling``). An optional LoRA adapter (``model.adapter``) is served on top of the base
+weights. Importing this module imports vLLM and torch: ``base.make_client`` does so only on demand.
+
+Failures are classified for the daemon (``base.ModelError.kind``): a dead engine core (``EngineDeadError``, or
+``AsyncLLM.errored``) is ``dead`` and stays so; it cannot serve again in this process.
 """
 
 from __future__ import annotations
@@ -54,6 +58,8 @@ class EngineClient:
         self._llm: Any = None
         self._lora: Any = None
         self._chat_params: Any = None
+        self._seed_requests = False  # per-request seeds: only off a CPU (see _sampling)
+        self._dead = False  # the engine core died: this client cannot serve again
         self.start_secs: float | None = None
 
     def count_tokens(self, text: str) -> int:
@@ -83,6 +89,7 @@ class EngineClient:
         # vLLM's CPU backend otherwise sizes its KV cache from free RAM and refuses to start on a busy host; 2 GiB
         # holds far more than max_batch_size sessions of max_model_len tokens for the 135M model. GPUs ignore it.
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
+        self._seed_requests = not current_platform.is_cpu()
         kwargs: dict[str, Any] = {}
         if self.cfg.adapter is not None:
             adapter = Path(self.cfg.adapter)
@@ -107,12 +114,17 @@ class EngineClient:
             raise ModelError(f"cannot start the vLLM engine for {self.path}: {exc}", retryable=False) from exc
 
     def _sampling(self, max_tokens: int, temperature: float, regex: str | None) -> Any:
+        """Request parameters. No per-request seed on a CPU: vLLM 0.32's CPU runner cannot rewind a request's own
+        generator when that request's prompt is prefilled in chunks ("CPU Generator does not use offset" in
+        ``gpu_model_runner._bookkeeping_sync``), which kills the engine core, and the Judge's retry of a malformed
+        answer samples at 0.7 beside long prompts. Greedy decoding stays deterministic (the engine is seeded);
+        sampled output on a CPU then depends on the batch it ran in."""
         from vllm.sampling_params import RequestOutputKind, SamplingParams, StructuredOutputsParams
 
         return SamplingParams(
             max_tokens=max_tokens,
             temperature=temperature,
-            seed=SEED,
+            seed=SEED if self._seed_requests else None,
             structured_outputs=StructuredOutputsParams(regex=regex) if regex else None,
             output_kind=RequestOutputKind.FINAL_ONLY,
         )
@@ -120,29 +132,52 @@ class EngineClient:
     async def generate(
         self, conversations: list[list[Message]], *, max_tokens: int, temperature: float, regex: str | None
     ) -> list[Completion]:
-        if self._llm is None:
+        llm = self._llm
+        if llm is None:
             raise ModelError("the vLLM engine is not started", retryable=True)
+        if self._is_dead(llm):
+            raise ModelError("the vLLM engine core is dead", kind="dead")
         if not conversations:
             return []
-        from vllm.exceptions import VLLMClientError, VLLMError
-
         try:
             params = self._sampling(max_tokens, temperature, regex)
-            renderer = self._llm.renderer
+            renderer = llm.renderer
             _, inputs = await renderer.render_chat_async(
                 conversations, self._chat_params, renderer.default_chat_tok_params
             )
-            return await gather_all(self._one(i, params) for i in inputs)
-        except (VLLMClientError, ValueError, TypeError) as exc:  # the request itself is wrong: retrying cannot help
-            raise ModelError(f"vLLM rejected the request: {exc}", retryable=False) from exc
-        except VLLMError as exc:  # engine dead or failing: an outage
-            raise ModelError(f"vLLM engine failed: {exc!r}", retryable=True) from exc
+            return await gather_all(self._one(llm, i, params) for i in inputs)
+        except Exception as exc:
+            error = self._classify(llm, exc)
+            if error is None or error is exc:
+                raise
+            raise error from exc
 
-    async def _one(self, engine_input: Any, params: Any) -> Completion:
+    def _is_dead(self, llm: Any) -> bool:
+        if not self._dead and getattr(llm, "errored", False):
+            self._dead = True
+        return self._dead
+
+    def _classify(self, llm: Any, exc: Exception) -> ModelError | None:
+        """The ModelError for a failure of ``generate`` (``exc`` itself if it is one already), or None to let an
+        unexpected exception through as it is. A dead engine wins over what the failing request looked like: once
+        the engine core is gone every request fails, whatever it was."""
+        from vllm.exceptions import VLLMClientError, VLLMError
+        from vllm.v1.engine.exceptions import EngineDeadError
+
+        if isinstance(exc, EngineDeadError) or self._is_dead(llm):
+            self._dead = True
+            return ModelError(f"the vLLM engine core is dead: {exc!r}", kind="dead")
+        if isinstance(exc, ModelError):
+            return exc
+        if isinstance(exc, (VLLMClientError, ValueError, TypeError)):  # the request is wrong: retrying cannot help
+            return ModelError(f"vLLM rejected the request: {exc}", kind="rejected")
+        if isinstance(exc, VLLMError):  # failing for now (EngineGenerateError...), engine alive: an outage
+            return ModelError(f"vLLM engine failed: {exc!r}", kind="outage")
+        return None
+
+    async def _one(self, llm: Any, engine_input: Any, params: Any) -> Completion:
         final = None
-        async for out in self._llm.generate(
-            engine_input, params, f"rationad-{uuid.uuid4().hex}", lora_request=self._lora
-        ):
+        async for out in llm.generate(engine_input, params, f"rationad-{uuid.uuid4().hex}", lora_request=self._lora):
             final = out
         if final is None or not final.outputs:
             raise ModelError("vLLM returned no output", retryable=True)
@@ -156,13 +191,15 @@ class EngineClient:
         )
 
     async def check_health(self) -> bool:
-        if self._llm is None:
+        """False before start, after aclose, and for good once the engine core has died."""
+        llm = self._llm
+        if llm is None or self._is_dead(llm):
             return False
         try:
-            await self._llm.check_health()
+            await llm.check_health()
         except Exception:  # any failure of the health probe means unhealthy
             return False
-        return not self._llm.errored
+        return not self._is_dead(llm)
 
     async def aclose(self) -> None:
         """Shut the engine down; its engine-core process is stopped and joined."""
