@@ -9,16 +9,26 @@ weights. Importing this module imports vLLM and torch: ``base.make_client`` does
 
 Failures are classified for the daemon (``base.ModelError.kind``): a dead engine core (``EngineDeadError``, or
 ``AsyncLLM.errored``) is ``dead`` and stays so; it cannot serve again in this process.
+
+The engine core and its worker are separate processes that would outlive a ``kill -9`` of this one (vLLM on CPU
+spawns them, and nothing in them watches their parent): about 4 GB each, orphaned. ``engine_core_main`` wraps the
+engine core's entry point with a watchdog that kills the engine core and its descendants once this process is gone;
+``_owned_engine_core`` installs it while the engine is built.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import json
 import logging
 import os
+import signal
+import threading
+import time
 import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +45,86 @@ SEED = 0
 # setting wins.
 REGEX_COMPILATION_TIMEOUT_S = "60"
 LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # vllm.config.lora.MaxLoRARanks
+OWNER_PID_ENV = "RATIONAD_ENGINE_OWNER_PID"  # set while the engine core is started: the PID it must not outlive
+OWNER_POLL_SECS = 0.5
+
+_real_run_engine_core: Callable[..., Any] | None = None  # vLLM's entry point while _owned_engine_core wraps it
+
+
+def engine_core_main(*args: Any, **kwargs: Any) -> Any:
+    """The engine core process's entry point: vLLM's ``EngineCoreProc.run_engine_core`` behind an owner watchdog.
+
+    vLLM starts the engine core with ``multiprocessing`` (always "spawn" on CPU: vllm/platforms/cpu.py), and its
+    workers from there; workers watch the engine core through a pipe, but the engine core watches nothing, so a
+    SIGKILL of its owner (a shell's ``kill -9``, a test harness, a supervisor that signals one PID) leaves it and
+    its worker running. A parent-death signal (``PR_SET_PDEATHSIG``) would fire when the forking *thread* exits,
+    and vLLM forks from whatever thread builds the engine (a worker thread here), so the watchdog polls
+    ``getppid()`` instead: it changes only when the owner process is gone. A spawned child finds this function by
+    its module path (it is pickled by reference), so the wrapping needs nothing from the child's environment but
+    ``OWNER_PID_ENV``.
+    """
+    owner = int(os.environ.get(OWNER_PID_ENV) or 0)
+    if owner:
+        _watch_owner(owner)
+    real = _real_run_engine_core  # set when forked from a process that wraps the entry point
+    if real is None:  # spawned: a fresh interpreter, where vLLM's entry point is its own
+        from vllm.v1.engine.core import EngineCoreProc
+
+        real = EngineCoreProc.run_engine_core
+    return real(*args, **kwargs)
+
+
+def _watch_owner(owner: int, poll_secs: float = OWNER_POLL_SECS) -> None:
+    """End this process and its descendants as soon as ``owner`` is no longer its parent."""
+
+    def watch() -> None:
+        while os.getppid() == owner:
+            time.sleep(poll_secs)
+        log.warning(
+            "the engine's owner process %d is gone: ending the engine core %d and its workers", owner, os.getpid()
+        )
+        _kill_own_tree()
+
+    if os.getppid() != owner:  # the owner died before this process got here
+        _kill_own_tree()
+    threading.Thread(target=watch, name="rationad-owner-watchdog", daemon=True).start()
+
+
+def _kill_own_tree() -> None:
+    """SIGKILL this process's descendants (vLLM's workers), then this process: nobody is left to shut down for."""
+    with contextlib.suppress(Exception):  # if this fails the workers still end: they watch this process by a pipe
+        import psutil  # a dependency of vLLM
+
+        for child in psutil.Process().children(recursive=True):
+            with contextlib.suppress(psutil.Error):
+                child.kill()
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+@contextlib.contextmanager
+def _owned_engine_core() -> Iterator[None]:
+    """While the engine is built (vLLM starts its engine core then), start the engine core through
+    ``engine_core_main``, told to die with this process."""
+    global _real_run_engine_core
+    from vllm.v1.engine.core import EngineCoreProc
+
+    real = EngineCoreProc.__dict__.get("run_engine_core")
+    if not isinstance(real, staticmethod):  # another vLLM than the pinned one: start it as it is
+        log.warning(
+            "cannot watch the vLLM engine core (no EngineCoreProc.run_engine_core): it may outlive a "
+            "SIGKILL of this process"
+        )
+        yield
+        return
+    _real_run_engine_core = real.__func__
+    EngineCoreProc.run_engine_core = staticmethod(engine_core_main)  # type: ignore[method-assign]
+    os.environ[OWNER_PID_ENV] = str(os.getpid())
+    try:
+        yield
+    finally:
+        EngineCoreProc.run_engine_core = real  # type: ignore[method-assign]
+        os.environ.pop(OWNER_PID_ENV, None)
+        _real_run_engine_core = None
 
 
 def lora_rank(adapter: Path) -> int:
@@ -109,7 +199,8 @@ class EngineClient:
             chat_template_kwargs={"add_generation_prompt": True, "continue_final_message": False, "tokenize": False}
         )
         try:
-            self._llm = AsyncLLM.from_engine_args(args)
+            with _owned_engine_core():
+                self._llm = AsyncLLM.from_engine_args(args)
         except Exception as exc:
             raise ModelError(f"cannot start the vLLM engine for {self.path}: {exc}", retryable=False) from exc
 

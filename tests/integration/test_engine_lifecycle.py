@@ -3,6 +3,8 @@
 - Sampled requests whose prompts are chunk-prefilled must not kill the engine core: on vLLM CPU a per-request seed
   there raises "CPU Generator does not use offset" in the engine core, and the Judge retries malformed answers at
   temperature 0.7.
+- A ``kill -9`` of the process that owns the engine must not leave the engine core and its worker running (about
+  3.8 GB resident each) as orphans.
 
 Each test starts its own engine (never two at once): about a minute each on a 2-core machine.
 """
@@ -11,8 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from rationad.config import ModelConfig
@@ -76,3 +83,70 @@ def test_sampled_requests_with_chunk_prefilled_prompts_leave_the_engine_healthy(
     finally:
         loop.run_until_complete(asyncio.wait_for(client.aclose(), 120))
         loop.close()
+
+
+OWNER_SCRIPT = """
+import asyncio, sys
+from pathlib import Path
+
+from rationad.config import ModelConfig
+from rationad.model.engine import EngineClient
+
+
+async def main():
+    client = EngineClient(ModelConfig(backend="vllm-engine", path=Path(sys.argv[1])))
+    await client.start()
+    print("started", flush=True)
+    await asyncio.sleep(3600)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
+"""
+
+
+def alive(procs: list[psutil.Process]) -> list[str]:
+    out = []
+    for p in procs:
+        try:
+            if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
+                out.append(f"{p.pid} {p.name()} {' '.join(p.cmdline())[:100]}")
+        except psutil.NoSuchProcess:
+            pass
+    return out
+
+
+def test_a_sigkilled_owner_takes_its_engine_processes_with_it(model, tmp_path):
+    log_path = tmp_path / "owner.log"
+    env = dict(os.environ, VLLM_CPU_KVCACHE_SPACE="1")
+    # Output to a file, not a pipe: the engine's processes inherit it, and a pipe nobody reads would block them.
+    with open(log_path, "w") as log:
+        owner = subprocess.Popen(
+            [sys.executable, "-c", OWNER_SCRIPT, str(model)], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+    children: list[psutil.Process] = []
+    try:
+        deadline = time.monotonic() + 400
+        while "\nstarted\n" not in log_path.read_text(errors="replace") and owner.poll() is None:
+            assert time.monotonic() < deadline, f"the engine did not start: {log_path.read_text()[-2000:]}"
+            time.sleep(1)
+        assert owner.poll() is None, f"the owner exited: {log_path.read_text()[-2000:]}"
+        children = psutil.Process(owner.pid).children(recursive=True)
+        engine = [p for p in children if "resource_tracker" not in " ".join(p.cmdline())]
+        assert len(engine) >= 2, f"expected the engine core and a worker below the owner: {alive(children)}"
+        owner.send_signal(signal.SIGKILL)  # only the owner's PID, as a shell, a test harness or a supervisor would
+        owner.wait(10)
+        deadline = time.monotonic() + 20
+        while alive(children) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert alive(children) == [], "engine processes outlived their owner"
+    finally:
+        if owner.poll() is None:
+            children = children or psutil.Process(owner.pid).children(recursive=True)
+            owner.kill()
+            owner.wait(10)
+        for p in children:  # never leave 4 GB orphans behind, whatever the outcome
+            try:
+                p.kill()
+            except psutil.NoSuchProcess:
+                pass

@@ -1,17 +1,26 @@
-"""The in-process engine client without an engine: how failures are classified (over a fake ``AsyncLLM``) and the
-request parameters. The real engine is exercised in tests/integration/test_engine_lifecycle.py and
-test_model_backends.py."""
+"""The in-process engine client without an engine: how failures are classified (over a fake ``AsyncLLM``), the
+request parameters, and the watchdog that makes the engine core die with its owner (plain processes, no vLLM).
+The real engine is exercised in tests/integration/test_engine_lifecycle.py and test_model_backends.py."""
 
 from __future__ import annotations
 
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
+import psutil
 import pytest
 
 from rationad.config import ModelConfig
 from rationad.model.base import ModelError
 from rationad.model.engine import SEED, EngineClient
+
+ROOT = Path(__file__).resolve().parents[3]
 
 
 class FakeLLM:
@@ -118,3 +127,61 @@ def test_requests_carry_a_seed_off_a_cpu_only(tmp_path):
     assert client._sampling(8, 0.7, None).seed is None  # the default until the engine is built: a CPU's
     client._seed_requests = True  # what _build sets on a GPU
     assert client._sampling(8, 0.7, None).seed == SEED
+
+
+def test_the_engine_core_entry_point_is_wrapped_only_while_the_engine_is_built():
+    from vllm.v1.engine.core import EngineCoreProc
+
+    from rationad.model import engine
+
+    real = EngineCoreProc.run_engine_core
+    with engine._owned_engine_core():
+        # what a spawned child unpickles: our wrapper, found by its module path
+        assert pickle.loads(pickle.dumps(EngineCoreProc.run_engine_core)) is engine.engine_core_main
+        assert os.environ[engine.OWNER_PID_ENV] == str(os.getpid())
+        assert engine._real_run_engine_core is real
+    assert EngineCoreProc.run_engine_core is real
+    assert engine.OWNER_PID_ENV not in os.environ
+
+
+# An owner starts a child that watches it (as engine_core_main does in the engine core); the child starts a
+# grandchild (as the engine core starts its worker). Both must die once the owner is SIGKILLed.
+WATCHED = """
+import os, subprocess, sys, time
+from rationad.model.engine import _watch_owner
+_watch_owner(int(sys.argv[1]), poll_secs=0.1)
+grandchild = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+print(os.getpid(), grandchild.pid, flush=True)
+time.sleep(600)
+"""
+OWNER = """
+import os, subprocess, sys, time
+child = subprocess.Popen([sys.executable, "-c", sys.argv[1], str(os.getpid())], stdout=sys.stdout)
+time.sleep(600)
+"""
+
+
+def test_the_watchdog_ends_the_engine_process_and_its_descendants_when_the_owner_is_killed():
+    owner = subprocess.Popen([sys.executable, "-c", OWNER, WATCHED], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    procs: list[psutil.Process] = []
+    try:
+        assert owner.stdout is not None
+        child_pid, grandchild_pid = map(int, owner.stdout.readline().split())
+        procs = [psutil.Process(child_pid), psutil.Process(grandchild_pid)]
+        time.sleep(0.5)
+        assert all(p.is_running() for p in procs)  # the watchdog leaves a live owner's processes alone
+        owner.send_signal(signal.SIGKILL)
+        owner.wait(5)
+        deadline = time.monotonic() + 10
+        while any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in procs):
+            assert time.monotonic() < deadline, "the watched process or its child outlived the owner"
+            time.sleep(0.1)
+    finally:
+        if owner.poll() is None:
+            owner.kill()
+            owner.wait(5)
+        for p in procs:
+            try:
+                p.kill()
+            except psutil.NoSuchProcess:
+                pass
