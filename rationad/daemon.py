@@ -184,9 +184,9 @@ class Daemon:
                 except Exception:
                     pass
         await self._check_model()
-        self.producer = make_producer(self.s.kafka, max_request_size=self.s.output.max_message_bytes)
-        await self.producer.start()
+        self.producer = await self._new_producer()
         self.delivery.producer = self.producer
+        self.delivery.new_producer = self._new_producer
         await self._check_topics()
         self.consumer = make_consumer(self.s.kafka, max_partition_fetch_bytes=MAX_PARTITION_FETCH_BYTES)
         from aiokafka import ConsumerRebalanceListener
@@ -204,6 +204,12 @@ class Daemon:
         await self.consumer.start()
         log.info("daemon_started", topics=list(self.s.input.topics), group=self.s.kafka.group_id,
                  model=self.model.name, model_version=self.model.version, dialect=self.s.input.dialect)
+
+    async def _new_producer(self):
+        producer = make_producer(self.s.kafka, max_request_size=self.s.output.max_message_bytes)
+        await producer.start()
+        self.producer = producer
+        return producer
 
     async def _check_topics(self) -> None:
         """The output and dead-letter topics must exist (or be auto-created): otherwise every produce would wait for

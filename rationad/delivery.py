@@ -11,7 +11,11 @@ The contract (at-least-once, commit after produce), written once:
 exactly once. Produce errors are sorted by what can help:
 
 - retriable (broker down, leader moving, timeouts, a topic that is missing for now): wait and try again, for as
-  long as it takes, with backoff; ``stuck`` says so and readiness goes false meanwhile;
+  long as it takes, with backoff; ``stuck_secs`` (the age of the oldest send not yet acknowledged) says so and
+  readiness goes false meanwhile;
+- a producer whose own state the broker no longer accepts (the idempotent producer's sequence after a topic was
+  deleted and recreated, an expired producer id, a fenced epoch): that says nothing about the record, so the producer
+  is replaced (a new producer id) and the record sent again;
 - an event the broker can never take (too large, not allowed): the session goes to the dead-letter topic instead,
   with the error;
 - a dead letter that is too large: cut to fit (headers say so: ``rationad-truncated``, ``rationad-original-bytes``);
@@ -23,7 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -37,6 +41,9 @@ log = structlog.get_logger("rationad.delivery")
 
 MAX_BACKOFF_SECS = 30.0
 MIN_DEAD_LETTER_BYTES = 4_096  # a dead letter is never cut below this: headers still say what it was
+# Errors about the idempotent producer's own state, not about the record: a new producer (new id) clears them.
+PRODUCER_STATE_ERRORS = frozenset({"OutOfOrderSequenceNumber", "UnknownProducerId", "InvalidProducerEpoch",
+                                   "InvalidProducerIdMapping", "ProducerFenced"})
 
 
 class Producer(Protocol):
@@ -97,19 +104,25 @@ class Output:
 
 
 class Delivery:
-    """Holds, produces and commits for one consumer. ``producer`` may be set after construction (started late)."""
+    """Holds, produces and commits for one consumer. ``producer`` may be set after construction (started late);
+    ``new_producer`` builds and starts a replacement when the broker rejects the producer's own state."""
 
     def __init__(self, *, dlq_topic: str, max_message_bytes: int, metrics: Metrics,
                  on_fatal: Callable[[str], None], producer: Producer | None = None,
+                 new_producer: Callable[[], Awaitable[Producer]] | None = None,
                  sleep: Callable[[float], Any] = asyncio.sleep) -> None:
         self.producer = producer
+        self.new_producer = new_producer
         self.dlq_topic = dlq_topic
         self.max_message_bytes = max_message_bytes
         self.metrics = metrics
         self.on_fatal = on_fatal
         self._sleep = sleep
         self._held = 0
-        self._stuck_since: float | None = None
+        self._sending: dict[int, float] = {}  # send token -> monotonic start, until acknowledged or given up
+        self._token = 0
+        self._replacing: asyncio.Lock | None = None
+        self.generation = 0  # how many times the producer was replaced
 
     # ---- holds ----------------------------------------------------------------------------------------------
     @property
@@ -125,33 +138,62 @@ class Delivery:
 
     @property
     def stuck_secs(self) -> float:
-        """How long produces have been failing without a success (0 when they are not)."""
-        return 0.0 if self._stuck_since is None else time.monotonic() - self._stuck_since
+        """Age of the oldest send still waiting for its acknowledgement (0 when none is waiting)."""
+        return time.monotonic() - min(self._sending.values()) if self._sending else 0.0
+
+    def _start_send(self) -> int:
+        self._token += 1
+        self._sending[self._token] = time.monotonic()
+        return self._token
+
+    async def _replace_producer(self, failed: Producer | None, cause: BaseException) -> None:
+        """Swap in a new producer (once for all the sends that saw ``failed`` fail)."""
+        if self.new_producer is None:
+            raise Undeliverable("(producer)", cause)
+        if self._replacing is None:
+            self._replacing = asyncio.Lock()
+        async with self._replacing:
+            if self.producer is not failed:  # another send replaced it already
+                return
+            log.warning("producer_replaced", error=f"{type(cause).__name__}: {cause}",
+                        reason="the broker rejected the producer's own state (sequence, id or epoch)")
+            self.producer = await self.new_producer()
+            self.generation += 1
+            if failed is not None:
+                try:
+                    await asyncio.wait_for(failed.stop(), 10)  # type: ignore[attr-defined]
+                except Exception:
+                    pass
 
     # ---- producing ------------------------------------------------------------------------------------------
     async def send(self, out: Output) -> None:
         """Send and wait for the acknowledgement, retrying retriable errors for as long as it takes; raises
         ``Undeliverable`` when the broker can never take the record."""
         backoff = 0.2
-        while True:
-            try:
-                assert self.producer is not None, "producer not started"
-                fut = await self.producer.send(out.topic, value=out.value, key=out.key, headers=out.headers)
-                await fut
-                self._stuck_since = None
-                return
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                self.metrics.errors.labels("produce", type(exc).__name__).inc()
-                if not is_retriable(exc):
-                    raise Undeliverable(out.topic, exc) from exc
-                if self._stuck_since is None:
-                    self._stuck_since = time.monotonic()
-                log.warning("produce_failed", topic=out.topic, error=f"{type(exc).__name__}: {exc}",
-                            retry_in_secs=round(backoff, 2))
-                await self._sleep(backoff)
-                backoff = min(backoff * 2, MAX_BACKOFF_SECS)
+        token = self._start_send()
+        try:
+            while True:
+                producer = self.producer
+                try:
+                    assert producer is not None, "producer not started"
+                    fut = await producer.send(out.topic, value=out.value, key=out.key, headers=out.headers)
+                    await fut
+                    return
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    self.metrics.errors.labels("produce", type(exc).__name__).inc()
+                    if type(exc).__name__ in PRODUCER_STATE_ERRORS:
+                        await self._replace_producer(producer, exc)
+                        continue
+                    if not is_retriable(exc):
+                        raise Undeliverable(out.topic, exc) from exc
+                    log.warning("produce_failed", topic=out.topic, error=f"{type(exc).__name__}: {exc}",
+                                retry_in_secs=round(backoff, 2))
+                    await self._sleep(backoff)
+                    backoff = min(backoff * 2, MAX_BACKOFF_SECS)
+        finally:
+            self._sending.pop(token, None)
 
     async def event(self, hold: Hold, out: Output, fallback: Callable[[str], DeadLetter]) -> bool:
         """Deliver an event and release its hold; an event the broker can never take is replaced by the dead letter
@@ -190,6 +232,14 @@ class Delivery:
         """A batch of dead letters, enqueued in order and then awaited (a task per record would make thousands of
         sends race for the producer's buffer); any that fails goes through ``dead_letter`` on its own."""
         sent: list[tuple[Hold, DeadLetter, asyncio.Future | None]] = []
+        token = self._start_send()
+        try:
+            await self._send_batch(items, sent)
+        finally:
+            self._sending.pop(token, None)
+
+    async def _send_batch(self, items: Sequence[tuple[Hold, DeadLetter]],
+                          sent: list[tuple[Hold, DeadLetter, asyncio.Future | None]]) -> None:
         for hold, dl in items:
             fitted = fit(dl, self.max_message_bytes)
             fut: asyncio.Future | None
@@ -215,7 +265,6 @@ class Delivery:
             if fut is None:
                 await self.dead_letter(hold, dl)
                 continue
-            self._stuck_since = None
             self.metrics.dlq_records.labels(dl.reason).inc()
             hold.release()
 

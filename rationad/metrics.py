@@ -36,7 +36,7 @@ class Metrics:
             "rationad_model_blocked", "1 while the model is misconfigured or dead and consumption is paused", registry=r
         )
         self.produce_stuck = Gauge(
-            "rationad_produce_stuck_seconds", "Seconds produces have been failing without a success", registry=r
+            "rationad_produce_stuck_seconds", "Age of the oldest send still waiting for its acknowledgement", registry=r
         )
         self.sessions_closed = Counter(
             "rationad_sessions_closed_total", "Sessions closed, by reason", ["reason"], registry=r

@@ -107,3 +107,42 @@ def test_fit_always_fits_and_says_when_it_cut(value, key, hdr, limit):
         assert h["rationad-truncated"] == b"true" and h["rationad-original-bytes"] == str(len(value)).encode()
         assert h["rationad-error-type"] == b"too_large"
         assert value.startswith(out.value)
+
+
+async def test_a_rejected_producer_state_replaces_the_producer_and_resends_the_record():
+    """After an output topic is deleted and recreated, noida-db rejects the idempotent producer's continued sequence
+    (OutOfOrderSequenceNumber): the record is fine, the producer is not. It used to be dead-lettered as undeliverable."""
+    from aiokafka.errors import OutOfOrderSequenceNumber
+
+    old = FakeProducer(fail=lambda rec: OutOfOrderSequenceNumber())
+    new = FakeProducer()
+    stopped = []
+    old.stop = lambda: stopped.append(True) or asyncio.sleep(0)
+
+    async def new_producer():
+        return new
+
+    d = delivery(old)
+    d.new_producer = new_producer
+    offsets = PartitionOffsets()
+    offsets.consumed(0)
+    hold = d.hold(offsets, 0)
+    delivered = await d.event(hold, Output("out", b"k", b"event", []), fallback=lambda err: pytest.fail(err))
+    assert delivered and [s.value for s in new.sent] == [b"event"] and old.sent == []
+    assert d.producer is new and d.generation == 1 and stopped == [True] and hold.released
+
+
+async def test_stuck_counts_from_the_oldest_send_still_waiting():
+    never = asyncio.get_running_loop().create_future()
+
+    class Hanging(FakeProducer):
+        async def send(self, topic, value=None, key=None, headers=None):
+            return never
+
+    d = delivery(Hanging())
+    task = asyncio.create_task(d.send(Output("out", b"k", b"v", [])))
+    await asyncio.sleep(0.2)
+    assert d.stuck_secs >= 0.15
+    never.set_result(None)
+    await task
+    assert d.stuck_secs == 0
