@@ -134,7 +134,7 @@ class ModelStage:
                 self.metrics.errors.labels("model", type(exc).__name__).inc()
                 if exc.kind == "dead":
                     self.dead = f"model engine dead: {exc}"
-                    self.block(self.dead)
+                    self.block(self.dead, action="stopping")
                     self._on_dead(self.dead)
                     raise EngineDead(str(exc)) from exc
                 if exc.kind == "rejected":
@@ -168,10 +168,10 @@ class ModelStage:
         return [r for part in parts for r in part]
 
     # ---- model state --------------------------------------------------------------------------------------
-    def block(self, reason: str) -> None:
+    def block(self, reason: str, action: str = "consumption paused; retrying with backoff") -> None:
         """The model cannot be used and no session is at fault: the daemon pauses input and fails /readyz."""
         if self.blocked != reason:
-            log.error("model_blocked", reason=reason, action="consumption paused; retrying with backoff")
+            log.error("model_blocked", reason=reason, action=action)
         self.blocked = reason
         self.metrics.model_blocked.set(1)
         self._on_state()
