@@ -288,6 +288,41 @@ async def test_dead_engine_exits_non_zero_holds_its_sessions_and_reports_unhealt
     assert not healthy and "dead" in why and d.stage.dead
 
 
+# ---- item 10: one byte budget over all partitions ------------------------------------------------------------
+async def test_open_sessions_over_all_partitions_stay_within_the_byte_budget_oldest_first():
+    tp1 = TopicPartition("logs", 1)
+    s = settings(sessions={"window_lines": 100}, delivery={"max_open_bytes": 2_000})
+    batches = [{TP: [Rec(o, line(f"a{o}")) for o in range(5)]},
+               {tp1: [Rec(o, line(f"b{o}")) for o in range(5)]}]
+    d, consumer, producer = make(s, batches)
+    consumer.tps = [TP, tp1]
+    await run_until(d, lambda: len(producer.on("rationad.anomalies")) >= 5)
+    closed = [(orjson.loads(e.value)["session"]["key"], orjson.loads(e.value)["session"]["close_reason"])
+              for e in producer.on("rationad.anomalies")]
+    # A line costs its text plus 300 bytes: five one-line sessions fit in 2,000 bytes, ten do not. When partition
+    # 1's five open, partition 0's five (opened first) are evicted, oldest first, and partition 1's stay open.
+    assert sorted(closed) == [(f"a{o}", "evicted") for o in range(5)]
+    assert d.metrics.sessions_open_bytes._value.get() <= 2_000
+
+
+# ---- item 7: lag from the committed offset --------------------------------------------------------------------
+async def test_committed_lag_is_exported_beside_the_position_lag():
+    d, consumer, producer = make(settings(sessions={"window_lines": 100}), [{TP: [Rec(o, line("a")) for o in range(3)]}])
+    consumer.highwater = lambda tp: 10
+    consumer.position = lambda tp: asyncio.sleep(0, result=3)
+    task = asyncio.create_task(d.run())
+    for _ in range(100):
+        await asyncio.sleep(0.01)
+        if consumer.commits:
+            break
+    await d._update_lag()
+    d.request_stop()
+    await task
+    lag = d.metrics.committed_lag.labels("logs", "0")._value.get()
+    assert d.metrics.consumer_lag.labels("logs", "0")._value.get() == 7
+    assert lag == 10, "the open session starting at 0 keeps the committed offset at 0"
+
+
 # ---- item 14: a missing output topic fails the start, and a failed start leaves nothing running -------------
 async def test_missing_output_topic_fails_start_naming_the_key_and_closes_the_model():
     from rationad.config import ConfigError
