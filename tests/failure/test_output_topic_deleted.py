@@ -134,7 +134,9 @@ def test_output_topic_deleted_stalls_without_loss_then_recovers(model, vllm_serv
               f"ready again at {t_ready:.0f} s; samples (t, readyz, stuck): {sampler.seen[::10]}")
 
         assert code == 0, log[-3000:]
-        assert "produce_failed" in log and stream.out in log
+        # The sends waited (aiokafka's own retries, then ours); none was given up as undeliverable. noida-db rejects the
+        # idempotent producer's continued sequence on the recreated topic: the daemon replaces its producer then.
+        assert "event_undeliverable" not in log, log[-3000:]
         assert stuck is not None and stuck > 10, stuck
         # While the topic was missing, no partition's commit passed the first line of a session still awaiting its
         # output (every block of the rest had one, bar those the model stage dead-lettered for their own answers).
