@@ -359,8 +359,8 @@ def main() -> None:
         out["sessionizer"][fill] = r
         label = "whole sessions" if fill == "all" else f"first {fill} line(s)"
         print(f"Sessionizer, {r['sessions_open']:,} open sessions, {label} ({r['lines']:,} lines): "
-              f"RSS +{mib(r['delta'])} = {r['bytes_per_session']:,.0f} B/session, {r['bytes_per_line']:,.0f} B/line (open_bytes estimate "
-              f"{mib(r['open_bytes_estimate'])}); process RSS {mib(r['rss_after'])} "
+              f"RSS +{mib(r['delta'])} = {r['bytes_per_session']:,.0f} B/session, {r['bytes_per_line']:,.0f} B/line "
+              f"(open_bytes estimate {mib(r['open_bytes_estimate'])}); process RSS {mib(r['rss_after'])} "
               f"({'under' if r['rss_after'] < BOUND_BYTES else 'OVER'} 1 GiB)", flush=True)
     if args.daemon:
         out["daemon"] = asyncio.run(daemon_runs(args.sessions, setups, args.daemon_limit_secs))
