@@ -174,7 +174,9 @@ class DeliveryConfig(_Section):
     max_pending_sessions: int = Field(512, ge=1)
     drain_timeout_secs: float = Field(30.0, gt=0)
     max_attempts: int = Field(3, ge=1)  # judging attempts of one session on unexpected errors before it is dead-lettered
-    max_open_bytes: int = Field(256 * 1024 * 1024, ge=1024)  # bytes of open sessions over all partitions; the oldest closes early ("evicted")
+    # Bytes of open sessions over all partitions (the oldest close early, "evicted"), and of closed sessions awaiting a
+    # verdict (input pauses past it): sessions take at most twice this.
+    max_open_bytes: int = Field(256 * 1024 * 1024, ge=1024)
 
 
 class ServerConfig(_Section):

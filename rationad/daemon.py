@@ -37,7 +37,7 @@ from rationad.model_stage import EngineDead, ModelStage, Pending
 from rationad.offsets import PartitionOffsets
 from rationad.records import Session
 from rationad.systemd import Notifier
-from rationad.windows import Sessionizer, resolve_spec
+from rationad.windows import LINE_OVERHEAD_BYTES, Sessionizer, resolve_spec
 
 log = structlog.get_logger("rationad")
 
@@ -349,15 +349,20 @@ class Daemon:
 
     # ---- consuming ----------------------------------------------------------------------------------------
     def _backpressure(self) -> None:
+        """Pause input while too many outputs, or too many bytes of closed sessions, await a verdict or an
+        acknowledgement (or the model is blocked); resume at half. Sessions closed early by the open-bytes budget
+        become pending: bounding pending bytes by the same budget keeps all sessions within twice it."""
         limit = self.s.delivery.max_pending_sessions
+        budget = self.s.delivery.max_open_bytes
         held = self.delivery.held
+        held_bytes = self.delivery.held_bytes
         blocked = self.stage.blocked
-        if not self._paused and (held >= limit or blocked):
+        if not self._paused and (held >= limit or held_bytes >= budget or blocked):
             self.consumer.pause(*self.consumer.assignment())
             self._paused = True
             self.metrics.paused.set(1)
-            log.info("consumption_paused", pending=held, blocked=blocked)
-        elif self._paused and held <= limit // 2 and not blocked:
+            log.info("consumption_paused", pending=held, pending_bytes=held_bytes, blocked=blocked)
+        elif self._paused and held <= limit // 2 and held_bytes <= budget // 2 and not blocked:
             self.consumer.resume(*self.consumer.assignment())
             self._paused = False
             self.metrics.paused.set(0)
@@ -429,7 +434,8 @@ class Daemon:
     def _submit(self, sessions: list[Session], part: _Part, now: float) -> None:
         revoked = lambda: part.revoked  # noqa: E731
         for s in sessions:
-            hold = self.delivery.hold(part.offsets, s.first_offset)
+            nbytes = sum(len(x.raw) + len(x.message) for x in s.lines) + LINE_OVERHEAD_BYTES * len(s.lines)
+            hold = self.delivery.hold(part.offsets, s.first_offset, nbytes)
             self.metrics.sessions_closed.labels(s.close_reason).inc()
             self.stage.submit(Pending(s, hold, now, revoked))
 

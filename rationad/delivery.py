@@ -78,12 +78,13 @@ def is_retriable(exc: BaseException) -> bool:
 class Hold:
     """One output's claim on its partition's committable offset; ``release`` once it is acknowledged."""
 
-    __slots__ = ("offsets", "offset", "_delivery", "released")
+    __slots__ = ("offsets", "offset", "nbytes", "_delivery", "released")
 
-    def __init__(self, delivery: Delivery, offsets: PartitionOffsets, offset: int) -> None:
+    def __init__(self, delivery: Delivery, offsets: PartitionOffsets, offset: int, nbytes: int = 0) -> None:
         self._delivery = delivery
         self.offsets = offsets
         self.offset = offset
+        self.nbytes = nbytes
         self.released = False
 
     def release(self) -> None:
@@ -92,6 +93,7 @@ class Hold:
         self.released = True
         self.offsets.release(self.offset)
         self._delivery._held -= 1
+        self._delivery.held_bytes -= self.nbytes
         self._delivery.metrics.sessions_pending.set(self._delivery._held)
 
 
@@ -119,6 +121,7 @@ class Delivery:
         self.on_fatal = on_fatal
         self._sleep = sleep
         self._held = 0
+        self.held_bytes = 0  # estimated bytes of the sessions behind the holds (backpressure bounds them)
         self._sending: dict[int, float] = {}  # send token -> monotonic start, until acknowledged or given up
         self._token = 0
         self._replacing: asyncio.Lock | None = None
@@ -130,11 +133,13 @@ class Delivery:
         """Outputs (sessions and dead letters) awaiting acknowledgement: what backpressure counts."""
         return self._held
 
-    def hold(self, offsets: PartitionOffsets, offset: int) -> Hold:
+    def hold(self, offsets: PartitionOffsets, offset: int, nbytes: int = 0) -> Hold:
+        """Hold ``offset`` until the output is acknowledged; ``nbytes`` estimates the memory it keeps meanwhile."""
         offsets.hold(offset)
         self._held += 1
+        self.held_bytes += nbytes
         self.metrics.sessions_pending.set(self._held)
-        return Hold(self, offsets, offset)
+        return Hold(self, offsets, offset, nbytes)
 
     @property
     def stuck_secs(self) -> float:

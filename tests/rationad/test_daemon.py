@@ -305,6 +305,35 @@ async def test_open_sessions_over_all_partitions_stay_within_the_byte_budget_old
     assert d.metrics.sessions_open_bytes._value.get() <= 2_000
 
 
+async def test_sessions_awaiting_a_verdict_are_bounded_in_bytes_too():
+    """Evicted sessions become pending; with the model slow, pending sessions must not grow without bound in bytes
+    (only their count was bounded: the memory benchmark reached 1.45 GiB with max_pending_sessions raised)."""
+    gate = asyncio.Event()
+
+    class Slow(FakeModel):
+        async def generate(self, conversations, **kw):
+            await gate.wait()
+            return await super().generate(conversations, **kw)
+
+    s = settings(sessions={"window_lines": 1}, delivery={"max_open_bytes": 3_000, "max_pending_sessions": 1_000})
+    batches = [{TP: [Rec(o, line(f"k{o}", "INFO " + "z" * 400)) for o in range(b * 5, b * 5 + 5)]} for b in range(6)]
+    d, consumer, producer = make(s, batches, model=Slow())
+    task = asyncio.create_task(d.run())
+    for _ in range(300):
+        await asyncio.sleep(0.01)
+        if consumer.paused:
+            break
+    assert consumer.paused and d.delivery.held < 1_000 and d.delivery.held_bytes >= 3_000
+    assert consumer.batches, "input stopped while sessions' bytes were over the budget"
+    gate.set()
+    for _ in range(500):
+        await asyncio.sleep(0.01)
+        if final_commit(consumer) == 30:
+            break
+    d.request_stop()
+    assert await task == 0 and final_commit(consumer) == 30
+
+
 # ---- item 7: lag from the committed offset --------------------------------------------------------------------
 async def test_committed_lag_is_exported_beside_the_position_lag():
     d, consumer, producer = make(settings(sessions={"window_lines": 100}), [{TP: [Rec(o, line("a")) for o in range(3)]}])
