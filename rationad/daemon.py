@@ -26,10 +26,11 @@ from rationad import __version__
 from rationad.cache import VerdictCache
 from rationad.config import Settings
 from rationad.delivery import Delivery, Hold, Undeliverable
-from rationad.dialects import BadRecord, make_parser
+from rationad.dialects import BGL_STREAM_KEY, BadRecord, make_parser
 from rationad.dlq import DeadLetter, bad_record
 from rationad.health import HealthServer
 from rationad.judge import Judge, model_info
+from rationad.key_spread import KeySpread
 from rationad.kafka import make_consumer, make_producer
 from rationad.metrics import Metrics
 from rationad.model.base import ModelClient, ModelError, make_client
@@ -79,6 +80,8 @@ class Daemon:
         )
         self._parts: dict[Any, _Part] = {}
         self._tasks: set[asyncio.Task] = set()
+        self._spread = KeySpread()  # sessions of one key on two partitions: the input is not keyed by session key
+        self._warned_split = False
         self.stage = ModelStage(settings, self.judge, self.delivery, self.model, self.metrics, spawn=self._spawn,
                                 on_dead=self._fatal, on_state=self._set_ready_metric)
         self._stop = asyncio.Event()
@@ -345,6 +348,7 @@ class Daemon:
             # downstream carry the same event id).
             part.revoked = True
             self._parts.pop(tp, None)
+            self._spread.drop(tp)
         log.info("partitions_revoked", partitions=sorted(f"{tp.topic}:{tp.partition}" for tp in revoked))
 
     # ---- consuming ----------------------------------------------------------------------------------------
@@ -434,10 +438,24 @@ class Daemon:
     def _submit(self, sessions: list[Session], part: _Part, now: float) -> None:
         revoked = lambda: part.revoked  # noqa: E731
         for s in sessions:
+            if s.key != BGL_STREAM_KEY:  # one constant key on every partition is no split
+                self._check_split(s)
             nbytes = sum(len(x.raw) + len(x.message) for x in s.lines) + LINE_OVERHEAD_BYTES * len(s.lines)
             hold = self.delivery.hold(part.offsets, s.first_offset, nbytes)
             self.metrics.sessions_closed.labels(s.close_reason).inc()
             self.stage.submit(Pending(s, hold, now, revoked))
+
+    def _check_split(self, s: Session) -> None:
+        other = self._spread.seen((s.topic, s.partition), s.key)
+        if other is None:
+            return
+        self.metrics.split_sessions.inc()
+        if not self._warned_split:
+            self._warned_split = True
+            log.warning("input_not_keyed_by_session", key=s.key, partitions=[f"{other[0]}:{other[1]}",
+                        f"{s.topic}:{s.partition}"], metric="rationad_split_sessions_total",
+                        action="sessions are judged as fragments: key the input records by the session key "
+                        "(docs/operations.md, Input topics)")
 
     # ---- model health and lag -----------------------------------------------------------------------------
     async def _health_loop(self) -> None:

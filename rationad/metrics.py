@@ -29,6 +29,11 @@ class Metrics:
             "if it reaches the topic's retention, lines are lost)", ["topic", "partition"], registry=r,
         )
         self.sessions_open = Gauge("rationad_sessions_open", "Sessions currently open", registry=r)
+        self.split_sessions = Counter(
+            "rationad_split_sessions_total",
+            "Sessions whose key was recently closed on another partition: the input is not keyed by session key, so "
+            "sessions are judged as fragments (key the producer by session key)", registry=r,
+        )
         self.sessions_open_bytes = Gauge(
             "rationad_sessions_open_bytes", "Estimated bytes held by open sessions over all partitions", registry=r
         )

@@ -334,6 +334,25 @@ async def test_sessions_awaiting_a_verdict_are_bounded_in_bytes_too():
     assert await task == 0 and final_commit(consumer) == 30
 
 
+async def test_sessions_of_one_key_on_two_partitions_are_counted_and_warned_once(monkeypatch):
+    warned = []
+
+    class Log:
+        def __getattr__(self, level):
+            return lambda event, **kw: warned.append(event) if level == "warning" else None
+
+    monkeypatch.setattr(daemon_mod, "log", Log())
+    tp1 = TopicPartition("logs", 1)
+    s = settings(sessions={"window_lines": 1})
+    batches = [{TP: [Rec(0, line("blk_7")), Rec(1, line("blk_8"))]},
+               {tp1: [Rec(0, line("blk_7")), Rec(1, line("blk_8"))]}]
+    d, consumer, producer = make(s, batches)
+    consumer.tps = [TP, tp1]
+    await run_until(d, lambda: len(producer.on("rationad.anomalies")) >= 4)
+    assert d.metrics.split_sessions._value.get() == 2
+    assert warned.count("input_not_keyed_by_session") == 1
+
+
 # ---- item 7: lag from the committed offset --------------------------------------------------------------------
 async def test_committed_lag_is_exported_beside_the_position_lag():
     d, consumer, producer = make(settings(sessions={"window_lines": 100}), [{TP: [Rec(o, line("a")) for o in range(3)]}])
