@@ -438,7 +438,9 @@ class Daemon:
     def _submit(self, sessions: list[Session], part: _Part, now: float) -> None:
         revoked = lambda: part.revoked  # noqa: E731
         for s in sessions:
-            if s.key != BGL_STREAM_KEY:  # one constant key on every partition is no split
+            # One constant key on every partition is no split; nor is the one-line copy of a line that names several
+            # sessions (an HDFS delete naming 100 blocks sits on one block's partition): only multi-line sessions count.
+            if len(s.lines) > 1 and s.key != BGL_STREAM_KEY:
                 self._check_split(s)
             nbytes = sum(len(x.raw) + len(x.message) for x in s.lines) + LINE_OVERHEAD_BYTES * len(s.lines)
             hold = self.delivery.hold(part.offsets, s.first_offset, nbytes)

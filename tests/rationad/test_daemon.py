@@ -343,13 +343,13 @@ async def test_sessions_of_one_key_on_two_partitions_are_counted_and_warned_once
 
     monkeypatch.setattr(daemon_mod, "log", Log())
     tp1 = TopicPartition("logs", 1)
-    s = settings(sessions={"window_lines": 1})
-    batches = [{TP: [Rec(0, line("blk_7")), Rec(1, line("blk_8"))]},
-               {tp1: [Rec(0, line("blk_7")), Rec(1, line("blk_8"))]}]
+    s = settings(sessions={"window_lines": 2})
+    batches = [{TP: [Rec(o, line(k)) for o, k in enumerate(["blk_7", "blk_7", "blk_8", "blk_8", "blk_9"])]},
+               {tp1: [Rec(o, line(k)) for o, k in enumerate(["blk_7", "blk_7", "blk_8", "blk_8", "blk_9"])]}]
     d, consumer, producer = make(s, batches)
     consumer.tps = [TP, tp1]
     await run_until(d, lambda: len(producer.on("rationad.anomalies")) >= 4)
-    assert d.metrics.split_sessions._value.get() == 2
+    assert d.metrics.split_sessions._value.get() == 2  # blk_9's one-line sessions are not counted
     assert warned.count("input_not_keyed_by_session") == 1
 
 
