@@ -140,6 +140,15 @@ def cmd_replay(args: argparse.Namespace) -> int:
     path = Path(args.path)
     if not path.is_file():
         raise ConfigError(f"replay: no such file: {path}")
+    if raw_dialect:  # fail on the input settings now, not after the model engine has started (tens of seconds)
+        from rationad.dialects import make_parser
+        from rationad.windows import resolve_spec
+
+        make_parser(settings.input)
+        try:
+            resolve_spec(settings.sessions, args.dialect)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
     skipped = replay.Skipped()
     if raw_dialect:
         labels = replay.read_labels(Path(args.labels)) if args.labels else None
@@ -228,19 +237,24 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(func=cmd_check_config)
 
     sp = sub.add_parser("replay", help="judge a log file offline through the daemon's path (no Kafka)")
-    sp.add_argument("path")
-    sp.add_argument("--dialect", required=True, choices=("hdfs", "bgl", "generic", "hdfs-sessions", "templates"))
+    sp.add_argument("path", help="the log file (gzip too), session JSONL (hdfs-sessions) or template CSV (templates)")
+    sp.add_argument("--dialect", required=True, choices=("hdfs", "bgl", "generic", "hdfs-sessions", "templates"),
+                    help="hdfs, bgl, generic: raw log lines; hdfs-sessions: datasets' session JSONL; templates: a CSV "
+                         "with an EventTemplate column")
     sp.add_argument("--out", help="write JSON lines here (default: stdout)")
     config_arg(sp)
     sp.add_argument("--labels", help="CSV of session key,label (e.g. HDFS anomaly_label.csv) for scoring")
     sp.add_argument("--source", help="log source name shown to the model (default: from the dialect)")
-    sp.add_argument("--key-regex", help="generic dialect: session key regex")
-    sp.add_argument("--mode", choices=("session", "fixed"))
-    sp.add_argument("--gap-secs", type=float)
-    sp.add_argument("--max-lines", type=int)
-    sp.add_argument("--max-span-secs", type=float)
-    sp.add_argument("--window-lines", type=int)
-    sp.add_argument("--window-secs", type=float)
+    sp.add_argument("--key-regex", help="generic dialect: session key regex (group 1 if it has one); not needed with "
+                                        "--window-lines or --window-secs (fixed windows over the file)")
+    sp.add_argument("--mode", choices=("session", "fixed"),
+                    help="session: close a key's window on inactivity, size or span; fixed: count or time windows "
+                         "(default: the dialect's; fixed when --window-lines/--window-secs is given)")
+    sp.add_argument("--gap-secs", type=float, help="session mode: seconds of event time without a line close it")
+    sp.add_argument("--max-lines", type=int, help="a window this many lines long closes")
+    sp.add_argument("--max-span-secs", type=float, help="session mode: seconds from a window's first to last line")
+    sp.add_argument("--window-lines", type=int, help="fixed mode: lines per window (1: one verdict per line)")
+    sp.add_argument("--window-secs", type=float, help="fixed mode: window length in seconds of event time")
     sp.add_argument("--model-path", help="override model.path")
     sp.add_argument("--no-cache", action="store_true", help="disable the verdict cache")
     sp.add_argument("--limit", type=int, help="judge at most this many sessions")

@@ -208,6 +208,16 @@ class Settings(BaseSettings):
     server: ServerConfig = ServerConfig()
     log: LogConfig = LogConfig()
 
+    @model_validator(mode="after")
+    def _generic_needs_a_key_for_session_windows(self) -> Settings:
+        i, s = self.input, self.sessions
+        fixed = s.mode == "fixed" or (s.mode is None and (s.window_lines is not None or s.window_secs is not None))
+        if i.dialect == "generic" and i.key_regex is None and i.json_key_field is None and not fixed:
+            raise ValueError("input.key_regex: the generic dialect's session windows need a session key (key_regex, or "
+                             "json_key_field with format 'json'); for fixed windows over the stream set "
+                             "sessions.window_lines or sessions.window_secs instead")
+        return self
+
     @classmethod
     def settings_customise_sources(
         cls,

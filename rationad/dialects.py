@@ -216,10 +216,6 @@ class Parser:
             raise InputConfigError(f"{key}: only used with input.format = 'json'")
         if cfg.dialect == "hdfs" and cfg.key_regex is not None:
             raise InputConfigError("input.key_regex: not used by the hdfs dialect (its session key is the block id)")
-        if cfg.dialect == "generic" and cfg.key_regex is None and cfg.json_key_field is None:
-            raise InputConfigError(
-                "input.key_regex: the generic dialect needs key_regex (or json_key_field with format 'json')"
-            )
         self._line = {"hdfs": self._hdfs, "bgl": self._bgl, "generic": self._generic}[cfg.dialect]
 
     def __repr__(self) -> str:
@@ -351,9 +347,12 @@ class Parser:
     def _generic(self, line: str, key: str | None, ts: float | None, raw: str, topic: str, partition: int,
                  offset: int) -> list[LogLine]:
         if key is None:
-            key = self._key_regex(line) if self._key_regex is not None else None
-            if key is None:
-                raise BadRecord("no_session_key", f"key_regex does not match: {_snippet(line)}")
+            if self._key_regex is not None:
+                key = self._key_regex(line)
+                if key is None:
+                    raise BadRecord("no_session_key", f"key_regex does not match: {_snippet(line)}")
+            else:  # no key configured: fixed windows over the stream (Settings refuses session windows without one)
+                key = BGL_STREAM_KEY
         return [LogLine(key, line, raw, ts, topic, partition, offset)]
 
 

@@ -106,3 +106,22 @@ def test_check_config_reports_a_refused_key_or_an_unserved_model(tmp_path, statu
     assert r.returncode == 1
     assert [line for line in r.stderr.splitlines() if line.startswith(f"error: {key}")], r.stderr
     assert "k3y-value" not in r.stdout + r.stderr
+
+
+def test_replay_checks_its_input_settings_before_the_model(tmp_path):
+    log = tmp_path / "app.log"
+    log.write_text("2026-12-01 10:00:00 worker started\n")
+    missing_model = str(tmp_path / "no-model")
+    r = run("replay", str(log), "--dialect", "generic", "--model-path", missing_model)
+    assert r.returncode == 2 and "input.key_regex" in r.stderr and "window_lines" in r.stderr, r.stderr
+    # Fixed windows over one file need no key: the input settings pass, and what fails next is the model path.
+    r = run("replay", str(log), "--dialect", "generic", "--window-lines", "100", "--model-path", missing_model)
+    assert r.returncode == 2 and "key_regex" not in r.stderr and "model.path" in r.stderr, r.stderr
+
+
+def test_every_replay_option_has_a_help_line():
+    r = run("replay", "--help")
+    assert r.returncode == 0
+    options = [ln for ln in r.stdout.splitlines() if ln.strip().startswith("--")]
+    assert options and all(len(ln.split(None, 2)) >= 2 for ln in options), r.stdout
+    assert "--window-secs WINDOW_SECS" in r.stdout and "seconds of event time" in r.stdout

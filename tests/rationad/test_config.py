@@ -63,3 +63,11 @@ def test_secrets_are_masked(tmp_path):
 def test_missing_file_is_a_clear_error(tmp_path):
     with pytest.raises(ConfigError, match="not found"):
         load_settings(tmp_path / "nope.toml")
+
+
+def test_generic_session_windows_need_a_key_fixed_windows_do_not():
+    with pytest.raises(ConfigError, match="input.key_regex"):
+        load_settings(input={"dialect": "generic"})
+    s = load_settings(input={"dialect": "generic"}, sessions={"window_lines": 100})
+    assert s.input.key_regex is None
+    load_settings(input={"dialect": "generic", "key_regex": r"id=(\w+)"})

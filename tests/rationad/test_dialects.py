@@ -285,7 +285,6 @@ def test_parse_timestamp_rejects(value):
     ("kw", "key"),
     [
         ({"dialect": "hdfs", "key_regex": "x"}, "input.key_regex"),
-        ({"dialect": "generic"}, "input.key_regex"),
         ({"dialect": "hdfs", "json_key_field": "k"}, "input.json_key_field"),
         ({"dialect": "hdfs", "timestamp_field": "t"}, "input.timestamp_field"),
     ],
@@ -419,3 +418,9 @@ def test_a_line_naming_more_session_keys_than_the_cap_is_rejected():
     with pytest.raises(BadRecord) as exc:
         jp.parse(orjson.dumps({"message": "081109 203615 148 INFO dfs.X: blk_1 blk_2 blk_3 blk_4"}))
     assert exc.value.reason == "too_many_keys"
+
+
+def test_generic_without_a_key_windows_the_stream():
+    # Fixed windows over a file or a partition need no session key (Settings refuses session windows without one).
+    (x,) = parser(dialect="generic").parse(b"2026-12-01 10:00:00 worker started")
+    assert x.key == "stream" and x.message == "2026-12-01 10:00:00 worker started"
