@@ -111,7 +111,7 @@ async def run_daemon(bootstrap: str, topic: str, partitions: int, gap_secs: floa
 
     settings = Settings(
         kafka={"bootstrap_servers": bootstrap, "group_id": "bench"},
-        input={"topics": [topic], "dialect": "hdfs"},
+        input={"topics": [topic], "dialect": "hdfs", "repartition": "never"},  # the session path (input keyed)
         sessions={"gap_secs": gap_secs} if gap_secs else {},
         server={"enabled": False},
     )
@@ -124,8 +124,8 @@ async def run_daemon(bootstrap: str, topic: str, partitions: int, gap_secs: floa
     async def acknowledge() -> None:  # the model stage, disabled: every closed session is acknowledged at once
         nonlocal closed
         while True:
-            p = await d._queue.get()
-            d._release(p)
+            p = await d.stage.queue.get()
+            p.hold.release()
             closed += 1
 
     ack = asyncio.create_task(acknowledge())

@@ -103,6 +103,16 @@ def _redacted(settings: Settings) -> dict:
 def cmd_check_config(args: argparse.Namespace) -> int:
     settings = _settings(args.config)
     print(json.dumps(_redacted(settings), indent=2))
+    internal = settings.repartition_topic()
+    if internal is None:
+        print(f"repartition: off (input.repartition = {settings.input.repartition!r}): input partitions are windowed "
+              "as they are; producers must key records by session key", file=sys.stderr)
+    else:
+        r = settings.repartition
+        print(f"repartition: on (input.repartition = {settings.input.repartition!r}): internal topic {internal!r} "
+              f"({r.partitions or 'as many partitions as the largest input topic'}"
+              f"{' partitions' if r.partitions else ''}, replication {r.replication_factor}, "
+              f"retention {r.retention_ms} ms), created at start if missing", file=sys.stderr)
     if args.offline:
         print("configuration is valid (offline: broker and model not checked)", file=sys.stderr)
         return 0

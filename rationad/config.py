@@ -76,6 +76,11 @@ class InputConfig(_Section):
     # A line naming more session keys is dead-lettered. HDFS NameNode "ask ... to delete" lines name up to
     # dfs.block.invalidate.limit blocks (100 in Hadoop 0.20, 1,000 later).
     max_keys_per_line: int = Field(1_000, ge=1)
+    # Bring each session's lines together before windowing: "always" re-keys every line by its session key through
+    # an internal topic (unkeyed input, as log shippers write it); "never" windows the input partitions as they are
+    # (input keyed by session key: cheaper); "auto" = always for session windows with a session key, never for
+    # fixed windows (a slice of a partition needs no key).
+    repartition: Literal["auto", "always", "never"] = "auto"
 
     @field_validator("topics")
     @classmethod
@@ -115,6 +120,15 @@ class SessionsConfig(_Section):
     # A line stamped more than this many seconds ahead of the wall clock is treated as untimed: it never moves the
     # partition's event time (one line dated 2099 would otherwise close every open session).
     max_future_secs: float = Field(86_400.0, ge=0)
+
+
+class RepartitionConfig(_Section):
+    """The internal topic of the repartition stage (``input.repartition``)."""
+
+    topic: str | None = Field(None, min_length=1)  # default "<kafka.group_id>-repartition"
+    partitions: int = Field(0, ge=0)  # 0: as many as the input topic with the most partitions
+    replication_factor: int = Field(1, ge=1)
+    retention_ms: int = Field(86_400_000, ge=60_000)  # lines only wait here until the session stage reads them
 
 
 class ModelConfig(_Section):
@@ -201,12 +215,27 @@ class Settings(BaseSettings):
     kafka: KafkaConfig = KafkaConfig()
     input: InputConfig = InputConfig()
     sessions: SessionsConfig = SessionsConfig()
+    repartition: RepartitionConfig = RepartitionConfig()
     model: ModelConfig = ModelConfig()
     cache: CacheConfig = CacheConfig()
     output: OutputConfig = OutputConfig()
     delivery: DeliveryConfig = DeliveryConfig()
     server: ServerConfig = ServerConfig()
     log: LogConfig = LogConfig()
+
+    def repartition_topic(self) -> str | None:
+        """The internal topic when lines are repartitioned by session key, else None (``input.repartition``)."""
+        mode = self.input.repartition
+        if mode == "auto":
+            from rationad.windows import resolve_spec
+
+            i = self.input
+            keyed = i.dialect == "hdfs" or i.key_regex is not None or i.json_key_field is not None
+            session_windows = resolve_spec(self.sessions, i.dialect).mode == "session"
+            mode = "always" if keyed and session_windows else "never"
+        if mode == "never":
+            return None
+        return self.repartition.topic or f"{self.kafka.group_id}-repartition"
 
     @model_validator(mode="after")
     def _generic_needs_a_key_for_session_windows(self) -> Settings:

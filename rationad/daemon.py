@@ -25,7 +25,7 @@ import structlog
 from rationad import __version__
 from rationad.cache import VerdictCache
 from rationad.config import Settings
-from rationad.delivery import Delivery, Hold, Undeliverable
+from rationad.delivery import Delivery, Hold, Output, Undeliverable
 from rationad.dialects import BGL_STREAM_KEY, BadRecord, make_parser
 from rationad.dlq import DeadLetter, bad_record
 from rationad.health import HealthServer
@@ -36,6 +36,7 @@ from rationad.metrics import Metrics
 from rationad.model.base import ModelClient, ModelError, make_client
 from rationad.model_stage import EngineDead, ModelStage, Pending
 from rationad.offsets import PartitionOffsets
+from rationad.repartition import SeenLines, forward, source_of
 from rationad.records import Session
 from rationad.systemd import Notifier
 from rationad.windows import LINE_OVERHEAD_BYTES, Sessionizer, resolve_spec
@@ -56,6 +57,7 @@ class _Part:
     sessionizer: Sessionizer
     offsets: PartitionOffsets = field(default_factory=PartitionOffsets)
     revoked: bool = False
+    seen: SeenLines | None = None  # internal partitions: source lines already windowed (re-forwarded duplicates)
 
 
 class Daemon:
@@ -64,6 +66,7 @@ class Daemon:
         self.metrics = metrics or Metrics()
         self.parser = make_parser(settings.input)
         self.spec = resolve_spec(settings.sessions, settings.input.dialect)
+        self.internal = settings.repartition_topic()  # the repartition topic, or None (input windowed as it is)
         self.client = client or make_client(settings.model)
         self.model = model_info(settings.model, self.client.name)
         self.cache = VerdictCache(settings.cache.max_entries, store=self._cache_store(),
@@ -191,6 +194,17 @@ class Daemon:
         self.delivery.producer = self.producer
         self.delivery.new_producer = self._new_producer
         await self._check_topics()
+        topics = list(self.s.input.topics)
+        if self.internal is not None:
+            from rationad.topics import ensure_topic
+
+            r = self.s.repartition
+            n = await ensure_topic(self.s.kafka, self.internal, key="repartition.topic", partitions=r.partitions,
+                                   like=self.s.input.topics, replication_factor=r.replication_factor,
+                                   retention_ms=r.retention_ms)
+            topics.append(self.internal)
+            log.info("repartitioning", topic=self.internal, partitions=n,
+                     why=f"input.repartition = {self.s.input.repartition!r}")
         self.consumer = make_consumer(self.s.kafka, max_partition_fetch_bytes=MAX_PARTITION_FETCH_BYTES)
         from aiokafka import ConsumerRebalanceListener
 
@@ -203,7 +217,7 @@ class Daemon:
             async def on_partitions_assigned(self, assigned):
                 daemon._on_assigned(assigned)
 
-        self.consumer.subscribe(topics=list(self.s.input.topics), listener=_Listener())
+        self.consumer.subscribe(topics=topics, listener=_Listener())
         await self.consumer.start()
         log.info("daemon_started", topics=list(self.s.input.topics), group=self.s.kafka.group_id,
                  model=self.model.name, model_version=self.model.version, dialect=self.s.input.dialect)
@@ -324,7 +338,8 @@ class Daemon:
     def _on_assigned(self, assigned) -> None:
         for tp in assigned:
             self._parts[tp] = _Part(Sessionizer(self.spec, topic=tp.topic, partition=tp.partition,
-                                                on_late=self._on_late, on_future=self._on_future))
+                                                on_late=self._on_late, on_future=self._on_future),
+                                    seen=SeenLines() if tp.topic == self.internal else None)
         self._joined = True
         log.info("partitions_assigned", partitions=sorted(f"{tp.topic}:{tp.partition}" for tp in assigned))
 
@@ -378,9 +393,13 @@ class Daemon:
         now = time.time()
         parse = self.parser.parse
         dead: list[tuple[Hold, DeadLetter]] = []
+        forwards: list[tuple[Hold, list[Output]]] = []
         for tp, records in batch.items():
             part = self._parts.get(tp)
             if part is None:
+                continue
+            if self.internal is not None and tp.topic != self.internal:
+                await self._forward(tp, part, records, dead, forwards)
                 continue
             add = part.sessionizer.add
             lines_n = 0
@@ -395,6 +414,8 @@ class Daemon:
                         break
                 try:
                     lines = parse(rec.value, topic=tp.topic, partition=tp.partition, offset=rec.offset)
+                    if part.seen is not None:
+                        lines = self._own_lines(part, rec, lines)
                 except BadRecord as exc:
                     dl = bad_record(rec.key, rec.value, rec.headers, error_type=exc.reason, reason=str(exc),
                                     topic=tp.topic, partition=tp.partition, offset=rec.offset)
@@ -417,6 +438,56 @@ class Daemon:
         self.metrics.sessions_open.set(sum(p.sessionizer.open_count for p in self._parts.values()))
         if dead:
             self._spawn(self.delivery.dead_letters(dead), "dead-letters")
+        if forwards:
+            self._spawn(self.delivery.forward(forwards, self._unforwardable), "repartition")
+
+    # ---- repartitioning (rationad/repartition.py) ------------------------------------------------------------
+    async def _forward(self, tp, part: _Part, records, dead: list, forwards: list) -> None:
+        """Input records -> one internal record per line and session key; the input offset is held from the first
+        forwarded record of the batch until every line is acknowledged on the internal topic."""
+        parse = self.parser.parse
+        outs: list[Output] = []
+        for n, rec in enumerate(records, start=1):
+            if n % YIELD_EVERY_RECORDS == 0:
+                part.offsets.consumed(rec.offset - 1)  # everything before it is held (forwarded or dead-lettered)
+                await asyncio.sleep(0)
+                if part.revoked:
+                    break
+            try:
+                lines = parse(rec.value, topic=tp.topic, partition=tp.partition, offset=rec.offset)
+            except BadRecord as exc:
+                dl = bad_record(rec.key, rec.value, rec.headers, error_type=exc.reason, reason=str(exc),
+                                topic=tp.topic, partition=tp.partition, offset=rec.offset)
+                dead.append((self.delivery.hold(part.offsets, rec.offset), dl))
+                continue
+            if not outs:
+                outs = []
+                forwards.append((self.delivery.hold(part.offsets, rec.offset), outs))
+            outs.extend(forward(lines, self.internal, tp.topic, tp.partition, rec.offset))
+        else:
+            if records:
+                part.offsets.consumed(records[-1].offset)
+        if records:
+            self.metrics.records_received.labels(tp.topic).inc(len(records))
+            self.metrics.lines_repartitioned.inc(len(outs))
+
+    def _own_lines(self, part: _Part, rec, lines: list) -> list:
+        """The lines of an internal record that belong to its key, less any this partition already windowed."""
+        key = rec.key.decode() if rec.key else ""
+        own = [x for x in lines if x.key == key]
+        if not own:
+            raise BadRecord("repartition_key_mismatch", f"no line of the record has its key {key[:100]!r}")
+        source = source_of(rec.headers)
+        if source is not None and not part.seen.first_time((*source, key)):
+            self.metrics.errors.labels("repartition", "duplicate_line").inc()
+            return []
+        return own
+
+    def _unforwardable(self, out: Output, error: str) -> DeadLetter:
+        h = dict(out.headers)
+        return bad_record(out.key, out.value, [], error_type="undeliverable_repartition", reason=error,
+                          topic=h["rationad-source-topic"].decode(),
+                          partition=int(h["rationad-source-partition"]), offset=int(h["rationad-source-offset"]))
 
     def _enforce_byte_budget(self, now: float) -> None:
         """Open sessions over all partitions stay within ``delivery.max_open_bytes``: the oldest close early."""

@@ -273,6 +273,47 @@ class Delivery:
             self.metrics.dlq_records.labels(dl.reason).inc()
             hold.release()
 
+    async def forward(self, items: Sequence[tuple[Hold, Sequence[Output]]],
+                      fallback: Callable[[Output, str], DeadLetter]) -> None:
+        """The repartition hop: send every output of every item, in order, then release each item's hold once all of
+        its outputs are acknowledged. An output that fails is sent again on its own; one the broker can never take
+        becomes the dead letter ``fallback(output, error)``, so the input record is accounted for either way."""
+        token = self._start_send()
+        try:
+            pending: list[tuple[Hold, list[tuple[Output, asyncio.Future | None]]]] = []
+            for hold, outs in items:
+                sent = []
+                for out in outs:
+                    fut: asyncio.Future | None
+                    try:
+                        assert self.producer is not None, "producer not started"
+                        fut = await self.producer.send(out.topic, value=out.value, key=out.key, headers=out.headers)
+                    except asyncio.CancelledError:
+                        raise
+                    except Exception as exc:
+                        self.metrics.errors.labels("produce", type(exc).__name__).inc()
+                        fut = None
+                    sent.append((out, fut))
+                pending.append((hold, sent))
+            for hold, sent in pending:
+                for out, fut in sent:
+                    if fut is not None:
+                        try:
+                            await fut
+                            continue
+                        except asyncio.CancelledError:
+                            raise
+                        except Exception as exc:
+                            self.metrics.errors.labels("produce", type(exc).__name__).inc()
+                    try:
+                        await self.send(out)
+                    except Undeliverable as exc:
+                        log.error("repartition_undeliverable", topic=out.topic, error=str(exc))
+                        await self.dead_letter(None, fallback(out, str(exc)))
+                hold.release()
+        finally:
+            self._sending.pop(token, None)
+
     # ---- commits --------------------------------------------------------------------------------------------
     @staticmethod
     def committable(parts: dict[Hashable, tuple[PartitionOffsets, int | None]]) -> dict[Hashable, int]:

@@ -16,6 +16,10 @@ class Metrics:
             "rationad_records_received_total", "Input records read from Kafka", ["topic"], registry=r
         )
         self.lines_parsed = Counter("rationad_lines_parsed_total", "Log lines parsed into sessions", registry=r)
+        self.lines_repartitioned = Counter(
+            "rationad_lines_repartitioned_total", "Lines produced to the repartition topic, keyed by session key",
+            registry=r,
+        )
         self.late_lines = Counter(
             "rationad_late_lines_total", "Lines judged in a window of their own (own_window) or taken as untimed (future_untimed)", ["action"], registry=r
         )

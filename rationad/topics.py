@@ -104,3 +104,33 @@ async def _ask(kafka_cfg: KafkaConfig, wanted: list[str], timeout_secs: float) -
 async def _start_and_ask(admin: Any, wanted: list[str]) -> tuple[list[str], bool | None]:
     await admin.start()
     return await _missing(admin, wanted)
+
+
+async def ensure_topic(kafka_cfg: KafkaConfig, topic: str, *, key: str, partitions: int, like: Iterable[str],
+                       replication_factor: int, retention_ms: int, timeout_secs: float = 30.0) -> int:
+    """Create ``topic`` unless it exists, with ``partitions`` partitions (0: as many as the topic of ``like`` with
+    the most), and return its partition count. Raises ``ConfigError`` naming ``key`` when it cannot be created."""
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    admin = AIOKafkaAdminClient(request_timeout_ms=int(timeout_secs * 1000), **common_kwargs(kafka_cfg))
+    try:
+        await asyncio.wait_for(admin.start(), timeout_secs)
+        # A metadata request for all topics names none, so it creates none (see the module docstring).
+        cluster = await admin._client.fetch_all_metadata()
+        if topic not in cluster.topics():
+            n = partitions or max((len(cluster.partitions_for_topic(t) or ()) for t in like), default=0) or 1
+            try:
+                await admin.create_topics([NewTopic(topic, n, replication_factor,
+                                                    topic_configs={"retention.ms": str(retention_ms)})])
+            except Exception as exc:
+                if topic not in set(await admin.list_topics()):  # not created by a replica starting alongside
+                    raise ConfigError(f"{key}: cannot create the internal topic {topic!r} ({n} partitions, "
+                                      f"replication {replication_factor}): {exc!r}; create it, or let the daemon "
+                                      "create topics") from exc
+            cluster = await admin._client.fetch_all_metadata()
+        return len(cluster.partitions_for_topic(topic) or ())
+    finally:
+        try:
+            await admin.close()
+        except Exception:  # noqa: BLE001 - closing a client that never connected
+            pass

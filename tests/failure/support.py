@@ -40,8 +40,10 @@ class Stream:
     def dlq(self) -> str:
         return f"{self.topic}.dlq"
 
-    def records(self, lo: int = 0, hi: int | None = None) -> list[tuple[bytes, bytes]]:
-        return [(b.encode(), line.encode()) for b, line in self.lines[lo:hi]]
+    keyed: bool = True  # False: records without a key, as log shippers write them (spread over the partitions)
+
+    def records(self, lo: int = 0, hi: int | None = None) -> list[tuple[bytes | None, bytes]]:
+        return [(b.encode() if self.keyed else None, line.encode()) for b, line in self.lines[lo:hi]]
 
 
 def new_stream(bootstrap: str, n_sessions: int, *, prefix: str, partitions: int = 2, seed: int = 7,

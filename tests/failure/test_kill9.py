@@ -31,7 +31,7 @@ from tests.failure.support import (
     uncovered_lines,
     wait_until,
 )
-from tests.integration.harness import DaemonProcess, committed_vs_end, write_config
+from tests.integration.harness import DaemonProcess, committed_vs_end, read_to_end, write_config
 
 pytestmark = pytest.mark.integration
 
@@ -40,24 +40,37 @@ SESSIONS = int(os.environ.get("RATIONAD_FAILURE_SESSIONS", "30"))
 
 
 def test_kill9_at_random_moments_loses_no_session(broker, model, vllm_server, tmp_path):
+    _kill9(broker, model, vllm_server, tmp_path, kills=KILLS, sessions=SESSIONS, repartition="never")
+
+
+def test_kill9_with_repartitioning_loses_no_session(broker, model, vllm_server, tmp_path):
+    """The same with the input unkeyed (lines of a block spread over both partitions) and repartitioning on: a kill can
+    fall between the two hops; the input is committed only after its lines are on the internal topic, and every line
+    there lies in a judged session of its block."""
+    _kill9(broker, model, vllm_server, tmp_path, kills=max(2, KILLS - 2), sessions=max(12, SESSIONS // 2),
+           repartition="always")
+
+
+def _kill9(broker, model, vllm_server, tmp_path, *, kills: int, sessions: int, repartition: str) -> None:
     seed = int(os.environ.get("RATIONAD_FAILURE_SEED", str(random.randrange(10**6))))
     print(f"RATIONAD_FAILURE_SEED={seed}")
     rng = random.Random(seed)
-    stream = new_stream(broker.bootstrap, SESSIONS, prefix="kill9", partitions=2)
+    stream = new_stream(broker.bootstrap, sessions, prefix="kill9", partitions=2)
+    stream.keyed = repartition == "never"
     port = free_port()
     cfg = write_config(tmp_path / "c.toml", bootstrap=broker.bootstrap, topic=stream.topic, group=stream.group,
-                       model=model, server_url=vllm_server.url, port=port)
+                       model=model, server_url=vllm_server.url, port=port, repartition=repartition)
     daemon = DaemonProcess(cfg, tmp_path / "daemon.log", env={"RATIONAD_KAFKA__GROUP_INSTANCE_ID": f"{stream.group}-0"})
-    producer = produce_chunks(stream, chunks=KILLS, pause_secs=3.0)
-    kills = []
-    for _ in range(KILLS):
+    producer = produce_chunks(stream, chunks=kills, pause_secs=3.0)
+    killed = []
+    for _ in range(kills):
         daemon.start()
         # Up (metrics answer), then a random moment: starting, joining, reading, judging or committing.
         assert wait_until(lambda: metric(port, "rationad_ready") is not None, 120,
                           alive=lambda: daemon.proc.poll() is None), daemon.log()[-3000:]
         time.sleep(rng.uniform(0.5, 12.0))
         assert daemon.proc.poll() is None, daemon.log()[-3000:]
-        kills.append((metric(port, "rationad_lines_parsed_total"), metric(port, "rationad_sessions_pending")))
+        killed.append((metric(port, "rationad_lines_parsed_total"), metric(port, "rationad_sessions_pending")))
         daemon.proc.send_signal(signal.SIGKILL)
         daemon.proc.wait(30)
         # The daemon's own group needs nothing (static membership); the cache's faust group is dynamic, and noida-db
@@ -65,17 +78,34 @@ def test_kill9_at_random_moments_loses_no_session(broker, model, vllm_server, tm
         expire_dead_members(broker.bootstrap, [f"{stream.group}-verdicts"])
     producer.join(120)
     daemon.start()
+    internal = f"{stream.group}-repartition"
     try:
         evs, dead = settled_outcomes(stream, timeout=480)
+        if repartition != "never":  # the second hop settles too: every forwarded line judged and committed
+            asyncio.run(committed_vs_end(broker.bootstrap, internal, stream.group, wait_secs=180))
     finally:
         code = daemon.terminate()
     log = daemon.log()
-    print(f"kills at (lines parsed, sessions pending): {kills}; events {len(evs)} for {len(stream.labels)} blocks, "
+    print(f"kills at (lines parsed, sessions pending): {killed}; events {len(evs)} for {len(stream.labels)} blocks, "
           f"dead-lettered sessions {len(dead)}")
-    assert len(kills) == KILLS
+    assert len(killed) == kills
     assert code == 0, log[-3000:]
     assert not missing_keys(stream, evs, dead), f"sessions lost: {missing_keys(stream, evs, dead)}\n{log[-3000:]}"
     assert not inconsistent_ids(evs), inconsistent_ids(evs)
-    assert not uncovered_lines(stream, evs, dead)
     offsets = asyncio.run(committed_vs_end(broker.bootstrap, stream.topic, stream.group))
     assert all(committed == end for committed, end in offsets.values()), offsets
+    if repartition == "never":
+        assert not uncovered_lines(stream, evs, dead)
+        return
+    # Every line on the internal topic lies in a judged (or dead-lettered) session of its block and partition, and
+    # every input line reached it (the input is committed to its end, which happens only after the forward's ack).
+    forwarded = asyncio.run(read_to_end(broker.bootstrap, internal))
+    ranges: dict[tuple[str, int], list[tuple[int, int]]] = {}
+    for s in [e["session"] for e in evs] + list(dead):
+        if s["topic"] == internal:
+            ranges.setdefault((s["key"], s["partition"]), []).append((s["first_offset"], s["last_offset"]))
+    uncovered = [(r.key, r.partition, r.offset) for r in forwarded
+                 if not any(lo <= r.offset <= hi for lo, hi in ranges.get((r.key.decode(), r.partition), ()))]
+    assert not uncovered, uncovered[:20]
+    internal_offsets = asyncio.run(committed_vs_end(broker.bootstrap, internal, stream.group))
+    assert all((c or 0) == e for c, e in internal_offsets.values()), internal_offsets

@@ -91,7 +91,9 @@ class VllmServer:
 
 
 def write_config(path: Path, *, bootstrap: str, topic: str, group: str, model: Path, server_url: str | None = None,
-                 extra: str = "", port: int | None = None) -> Path:
+                 extra: str = "", port: int | None = None, repartition: str = "never") -> Path:
+    """A daemon config for the tests. Their producers key every line by its block id, so repartitioning is off
+    unless asked for (``repartition="always"``: lines then reach the session stage through the internal topic)."""
     backend = "vllm-server" if server_url else "vllm-engine"
     model_lines = f'server_url = "{server_url}"\nserved_model_name = "rationad"\n' if server_url else ""
     path.write_text(f"""
@@ -103,6 +105,7 @@ heartbeat_interval_ms = 2000
 [input]
 topics = ["{topic}"]
 dialect = "hdfs"
+repartition = "{repartition}"
 [sessions]
 quiet_flush_secs = 3
 [model]
@@ -267,7 +270,9 @@ async def committed_vs_end(bootstrap: str, topic: str, group: str, wait_secs: fl
         while True:
             ends = await c.end_offsets(tps)
             got = {tp.partition: (await c.committed(tp), ends[tp]) for tp in tps}
-            if all(committed == end for committed, end in got.values()) or time.monotonic() >= deadline:
+            # An empty partition has nothing to commit (committed None, end 0).
+            if all(committed == end or (committed is None and end == 0) for committed, end in got.values()) \
+                    or time.monotonic() >= deadline:
                 return got
             await asyncio.sleep(1)
     finally:

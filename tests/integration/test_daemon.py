@@ -5,7 +5,6 @@ must land in the DLQ with its reason, and after SIGTERM the committed offsets co
 """
 
 import asyncio
-import json
 import re
 import uuid
 
