@@ -92,3 +92,66 @@ async def test_an_unreachable_broker_is_a_topic_check_error():
     with pytest.raises(topics.TopicCheckError, match="127.0.0.1:1"):
         await topics.missing_topics(KafkaConfig(bootstrap_servers="127.0.0.1:1"), ["x"], timeout_secs=2)
     assert time.monotonic() - t0 < 10
+
+
+class _Cluster:
+    def __init__(self, parts: dict[str, int]):
+        self.parts = parts
+
+    def topics(self):
+        return set(self.parts)
+
+    def partitions_for_topic(self, t):
+        return set(range(self.parts[t])) if t in self.parts else None
+
+
+class CreatingAdmin(FakeAdmin):
+    """Creates topics when allowed (``refuse`` names the error otherwise)."""
+
+    parts: dict[str, int] = {}
+    refuse: Exception | None = None
+    created: list = []
+
+    async def create_topics(self, new):
+        if self.refuse is not None:
+            raise self.refuse
+        for t in new:
+            CreatingAdmin.created.append((t.name, t.num_partitions, t.replication_factor, dict(t.topic_configs)))
+            CreatingAdmin.parts[t.name] = t.num_partitions
+
+    async def list_topics(self):
+        return list(self.parts)
+
+    @property
+    def _client(self):
+        parts = self.parts
+
+        async def fetch_all_metadata():
+            return _Cluster(dict(parts))
+
+        return SimpleNamespace(fetch_all_metadata=fetch_all_metadata)
+
+
+@pytest.fixture
+def creating(monkeypatch):
+    import aiokafka.admin
+
+    CreatingAdmin.parts, CreatingAdmin.refuse, CreatingAdmin.created = {"logs": 3, "more": 5}, None, []
+    monkeypatch.setattr(aiokafka.admin, "AIOKafkaAdminClient", CreatingAdmin)
+    return CreatingAdmin
+
+
+async def test_ensure_topic_creates_the_internal_topic_like_the_largest_input(creating):
+    n = await topics.ensure_topic(KAFKA, "g-repartition", key="repartition.topic", partitions=0,
+                                  like=["logs", "more"], replication_factor=3, retention_ms=60_000)
+    assert n == 5 and creating.created == [("g-repartition", 5, 3, {"retention.ms": "60000"})]
+    assert await topics.ensure_topic(KAFKA, "g-repartition", key="repartition.topic", partitions=0, like=["logs"],
+                                     replication_factor=3, retention_ms=60_000) == 5
+    assert len(creating.created) == 1  # an existing topic is used as it is
+
+
+async def test_ensure_topic_that_cannot_be_created_names_the_key(creating):
+    creating.refuse = RuntimeError("TopicAuthorizationFailedError")
+    with pytest.raises(ConfigError, match=r"^repartition\.topic: cannot create the internal topic 'g-repartition'"):
+        await topics.ensure_topic(KAFKA, "g-repartition", key="repartition.topic", partitions=4, like=["logs"],
+                                  replication_factor=1, retention_ms=60_000)
