@@ -233,45 +233,48 @@ class Delivery:
         if hold is not None:
             hold.release()
 
+    async def _enqueue(self, out: Output) -> asyncio.Future | None:
+        """Queue a send without waiting for it; None when it could not even be queued (then it is sent on its own)."""
+        try:
+            assert self.producer is not None, "producer not started"
+            return await self.producer.send(out.topic, value=out.value, key=out.key, headers=out.headers)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self.metrics.errors.labels("produce", type(exc).__name__).inc()
+            return None
+
+    async def _acked(self, fut: asyncio.Future | None) -> bool:
+        """Did a queued send get its acknowledgement? (A failure is retried by the caller through ``send``.)"""
+        if fut is None:
+            return False
+        try:
+            await fut
+            return True
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self.metrics.errors.labels("produce", type(exc).__name__).inc()
+            return False
+
     async def dead_letters(self, items: Sequence[tuple[Hold, DeadLetter]]) -> None:
         """A batch of dead letters, enqueued in order and then awaited (a task per record would make thousands of
         sends race for the producer's buffer); any that fails goes through ``dead_letter`` on its own."""
-        sent: list[tuple[Hold, DeadLetter, asyncio.Future | None]] = []
         token = self._start_send()
         try:
-            await self._send_batch(items, sent)
+            queued = []
+            for hold, dl in items:
+                fitted = fit(dl, self.max_message_bytes)
+                queued.append((hold, dl, await self._enqueue(Output(self.dlq_topic, fitted.key, fitted.value,
+                                                                     fitted.headers))))
+            for hold, dl, fut in queued:
+                if not await self._acked(fut):
+                    await self.dead_letter(hold, dl)
+                    continue
+                self.metrics.dlq_records.labels(dl.reason).inc()
+                hold.release()
         finally:
             self._sending.pop(token, None)
-
-    async def _send_batch(self, items: Sequence[tuple[Hold, DeadLetter]],
-                          sent: list[tuple[Hold, DeadLetter, asyncio.Future | None]]) -> None:
-        for hold, dl in items:
-            fitted = fit(dl, self.max_message_bytes)
-            fut: asyncio.Future | None
-            try:
-                assert self.producer is not None, "producer not started"
-                fut = await self.producer.send(self.dlq_topic, value=fitted.value, key=fitted.key,
-                                               headers=fitted.headers)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                self.metrics.errors.labels("produce", type(exc).__name__).inc()
-                fut = None
-            sent.append((hold, dl, fut))
-        for hold, dl, fut in sent:
-            if fut is not None:
-                try:
-                    await fut
-                except asyncio.CancelledError:
-                    raise
-                except Exception as exc:
-                    self.metrics.errors.labels("produce", type(exc).__name__).inc()
-                    fut = None
-            if fut is None:
-                await self.dead_letter(hold, dl)
-                continue
-            self.metrics.dlq_records.labels(dl.reason).inc()
-            hold.release()
 
     async def forward(self, items: Sequence[tuple[Hold, Sequence[Output]]],
                       fallback: Callable[[Output, str], DeadLetter]) -> None:
@@ -280,31 +283,11 @@ class Delivery:
         becomes the dead letter ``fallback(output, error)``, so the input record is accounted for either way."""
         token = self._start_send()
         try:
-            pending: list[tuple[Hold, list[tuple[Output, asyncio.Future | None]]]] = []
-            for hold, outs in items:
-                sent = []
-                for out in outs:
-                    fut: asyncio.Future | None
-                    try:
-                        assert self.producer is not None, "producer not started"
-                        fut = await self.producer.send(out.topic, value=out.value, key=out.key, headers=out.headers)
-                    except asyncio.CancelledError:
-                        raise
-                    except Exception as exc:
-                        self.metrics.errors.labels("produce", type(exc).__name__).inc()
-                        fut = None
-                    sent.append((out, fut))
-                pending.append((hold, sent))
-            for hold, sent in pending:
+            queued = [(hold, [(out, await self._enqueue(out)) for out in outs]) for hold, outs in items]
+            for hold, sent in queued:
                 for out, fut in sent:
-                    if fut is not None:
-                        try:
-                            await fut
-                            continue
-                        except asyncio.CancelledError:
-                            raise
-                        except Exception as exc:
-                            self.metrics.errors.labels("produce", type(exc).__name__).inc()
+                    if await self._acked(fut):
+                        continue
                     try:
                         await self.send(out)
                     except Undeliverable as exc:
