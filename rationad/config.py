@@ -180,7 +180,7 @@ class OutputConfig(_Section):
     max_rationale_chars: int = Field(2_000, ge=100)
     # Largest record the producer sends (its max_request_size; keep it at or below the broker's message.max.bytes).
     # A dead letter larger than this is truncated to fit and says so in headers; an event never comes close.
-    max_message_bytes: int = Field(1_000_000, ge=16_384)
+    max_message_bytes: int = Field(1_048_576, ge=16_384)
 
 
 class DeliveryConfig(_Section):
