@@ -164,3 +164,22 @@ def default_model_dir() -> Path:
         if (p / "config.json").is_file():
             return p.resolve()
     raise SystemExit("no model folder: run scripts/setup.sh (or python -m training.prepare_base)")
+
+
+class NoModel:
+    """Stands in for the model client where a benchmark measures the daemon's ingest path without a model stage."""
+
+    name = "none"
+
+    async def start(self) -> None: ...
+
+    async def generate(self, *a, **k):
+        raise RuntimeError("this benchmark runs no model")
+
+    async def check_health(self) -> bool:
+        return True
+
+    def count_tokens(self, text: str) -> int:
+        return len(text) // 4 + 1
+
+    async def aclose(self) -> None: ...

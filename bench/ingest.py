@@ -31,29 +31,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import ROOT, Timer, fill_topic, mixed_records, print_machine, rendered_lines
+from _common import ROOT, NoModel, Timer, fill_topic, mixed_records, print_machine, rendered_lines
 
 FETCH_BYTES = 4 * 1024 * 1024  # the daemon's max_partition_fetch_bytes
 MAX_RECORDS = 5_000  # the daemon's default kafka.fetch_max_records
-
-
-class _NoModel:
-    """Stands in for the model client: the daemon's ingest path is measured without a model stage."""
-
-    name = "none"
-
-    async def start(self) -> None: ...
-
-    async def generate(self, *a, **k):
-        raise RuntimeError("the ingest benchmark runs no model")
-
-    async def check_health(self) -> bool:
-        return True
-
-    def count_tokens(self, text: str) -> int:
-        return len(text) // 4 + 1
-
-    async def aclose(self) -> None: ...
 
 
 async def _consumer(bootstrap: str, topic: str, partitions: int):
@@ -115,7 +96,7 @@ async def run_daemon(bootstrap: str, topic: str, partitions: int, gap_secs: floa
         sessions={"gap_secs": gap_secs} if gap_secs else {},
         server={"enabled": False},
     )
-    d = Daemon(settings, client=_NoModel())
+    d = Daemon(settings, client=NoModel())
     c, tps, total = await _consumer(bootstrap, topic, partitions)
     d.consumer = c
     d._on_assigned(tps)

@@ -55,7 +55,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import ROOT, SHARED, Timer, default_model_dir, mixed_records, print_machine, rendered_lines
+from _common import ROOT, SHARED, NoModel, Timer, default_model_dir, mixed_records, print_machine, rendered_lines
 
 PARTITIONS = 3
 HDFS_2PCT = SHARED / "datasets" / "hdfs_2pct"
@@ -93,25 +93,6 @@ def fresh_broker():
 
 def _load() -> float:
     return round(os.getloadavg()[0], 2)
-
-
-class _NoModel:
-    """Stands in for the model client in the throughput part (the model stage is replaced by an acknowledger)."""
-
-    name = "none"
-
-    async def start(self) -> None: ...
-
-    async def generate(self, *a, **k):
-        raise RuntimeError("the throughput benchmark runs no model")
-
-    async def check_health(self) -> bool:
-        return True
-
-    def count_tokens(self, text: str) -> int:
-        return len(text) // 4 + 1
-
-    async def aclose(self) -> None: ...
 
 
 # ---- producing --------------------------------------------------------------------------------------------------
@@ -182,7 +163,7 @@ async def run_stage(settings_dict: dict, target_lines: int | None, records: int,
     from rationad.daemon import Daemon
 
     s = Settings(**settings_dict)
-    d = Daemon(s, client=_NoModel())
+    d = Daemon(s, client=NoModel())
     await d._start()
     want = PARTITIONS * (2 if d.internal else 1)
     deadline = time.monotonic() + 60
@@ -308,7 +289,7 @@ async def throughput(args) -> dict:
 
 # ---- F1 on real HDFS lines ---------------------------------------------------------------------------------------
 def choose_blocks(n: int, anomalous: int, seed: str) -> tuple[dict[str, str], list[tuple[str, bytes]]]:
-    """``n`` test-split blocks of the real sample (``anomalous`` of them anomalous) and all their lines in file order."""
+    """``n`` test-split blocks of the real sample (``anomalous`` of them anomalous), all their lines in file order."""
     from training.data_hdfs import load_raw
     from training.splits import split_examples
 
