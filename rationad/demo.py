@@ -74,16 +74,20 @@ async def run_demo(settings: Settings, *, timeout_secs: float = 900, out=sys.std
     await consumer.start()
     verdicts: dict[str, str] = {}
     dead = 0
+    dead_blocks: set[str] = set()  # blocks whose session was dead-lettered by the model stage (accounted for too)
     colour = out.isatty()
     start = time.monotonic()
     try:
-        while len(verdicts) < len(labels) and time.monotonic() - start < timeout_secs and not run_task.done():
+        while len(verdicts.keys() | dead_blocks) < len(labels) and time.monotonic() - start < timeout_secs \
+                and not run_task.done():
             batch = await consumer.getmany(timeout_ms=500)
             for tp, records in batch.items():
                 for rec in records:
                     if tp.topic == settings.output.dlq_topic:
                         dead += 1
                         reason = dict(rec.headers).get("rationad-error-type", b"?").decode()
+                        if dict(rec.headers).get("rationad-error-stage") == b"model":
+                            dead_blocks.add(orjson.loads(rec.value)["session"]["key"])
                         print(f"DLQ       offset {dict(rec.headers).get('rationad-source-offset', b'?').decode()}: "
                               f"{reason}", file=out, flush=True)
                         continue
@@ -100,7 +104,8 @@ async def run_demo(settings: Settings, *, timeout_secs: float = 900, out=sys.std
     fn = sum(1 for k, v in labels.items() if v == "anomalous" and verdicts.get(k) == "normal")
     summary = {
         "blocks": len(labels), "judged": len(verdicts), "anomalous": sum(v == "anomalous" for v in verdicts.values()),
-        "dead_letters": dead, "true_positives": tp, "false_positives": fp, "false_negatives": fn,
+        "dead_letters": dead, "dead_lettered_blocks": len(dead_blocks - verdicts.keys()),
+        "accounted": len(verdicts.keys() | dead_blocks), "true_positives": tp, "false_positives": fp, "false_negatives": fn,
         "model_calls": daemon.judge.model_calls, "seconds": round(time.monotonic() - start, 1),
     }
     print(f"demo: {orjson.dumps(summary).decode()}", file=out, flush=True)
@@ -126,4 +131,5 @@ def main(config_path: str | None) -> int:
         configure(settings.log.level, settings.log.format)
         print(f"demo: local broker on {broker.bootstrap}; model {settings.model.path}", flush=True)
         summary = asyncio.run(run_demo(settings))
-    return 0 if summary["judged"] == summary["blocks"] else 1
+    # Every block is accounted for: a verdict, or its session on the dead-letter topic with the model's raw answer.
+    return 0 if summary["accounted"] == summary["blocks"] else 1
