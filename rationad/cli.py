@@ -90,19 +90,9 @@ async def _check(settings: Settings) -> list[str]:
     return problems
 
 
-def _redacted(settings: Settings) -> dict:
-    """The settings to show: secrets masked, and no user:password in ``model.server_url``."""
-    from rationad.config import redact_url
-
-    data = settings.redacted()
-    if data.get("model", {}).get("server_url"):
-        data["model"]["server_url"] = redact_url(data["model"]["server_url"])
-    return data
-
-
 def cmd_check_config(args: argparse.Namespace) -> int:
     settings = _settings(args.config)
-    print(json.dumps(_redacted(settings), indent=2))
+    print(json.dumps(settings.redacted(), indent=2))
     internal = settings.repartition_topic()
     if internal is None:
         print(f"repartition: off (input.repartition = {settings.input.repartition!r}): input partitions are windowed "

@@ -499,11 +499,12 @@ class Daemon:
             if not candidates:
                 break
             part = parts[min(candidates)[1]]
+            before = part.sessionizer.open_bytes
             session = part.sessionizer.evict_oldest("evicted")
             if session is None:
                 break
             self._submit([session], part, now)
-            total = sum(p.sessionizer.open_bytes for p in parts)
+            total -= before - part.sessionizer.open_bytes
         self.metrics.sessions_open_bytes.set(total)
 
     def _submit(self, sessions: list[Session], part: _Part, now: float) -> None:
