@@ -78,8 +78,8 @@ class InputConfig(_Section):
     max_keys_per_line: int = Field(1_000, ge=1)
     # Bring each session's lines together before windowing: "always" re-keys every line by its session key through
     # an internal topic (unkeyed input, as log shippers write it); "never" windows the input partitions as they are
-    # (input keyed by session key: cheaper); "auto" = always for session windows with a session key, never for
-    # fixed windows (a slice of a partition needs no key).
+    # (input keyed by session key: cheaper); "auto" = always for session-level judging of session windows with a
+    # session key, never for fixed windows (a slice of a partition needs no key) or template-level judging.
     repartition: Literal["auto", "always", "never"] = "auto"
 
     @field_validator("topics")
@@ -120,6 +120,20 @@ class SessionsConfig(_Section):
     # A line stamped more than this many seconds ahead of the wall clock is treated as untimed: it never moves the
     # partition's event time (one line dated 2099 would otherwise close every open session).
     max_future_secs: float = Field(86_400.0, ge=0)
+
+
+class JudgeConfig(_Section):
+    """What the model is asked about (README, "Judging level")."""
+
+    # "session": each closed window is one prompt (HDFS: anomalies are sequences, a block's missing or extra steps).
+    # "template": each distinct line template is judged once (durable, shared by replicas) and a window is anomalous
+    # when any of its lines' templates is; operators can correct a template's verdict (``rationad label``).
+    # Unset: session for the hdfs dialect, template for bgl and generic.
+    level: Literal["session", "template"] | None = None
+    # Operator verdicts per template, written by ``rationad label`` (compacted; created at start).
+    labels_topic: str = Field("rationad.labels", min_length=1)
+    # Templates seen, with their verdict, source and counts, for ``rationad templates`` (compacted; created at start).
+    templates_topic: str = Field("rationad.templates", min_length=1)
 
 
 class RepartitionConfig(_Section):
@@ -215,6 +229,7 @@ class Settings(BaseSettings):
     kafka: KafkaConfig = KafkaConfig()
     input: InputConfig = InputConfig()
     sessions: SessionsConfig = SessionsConfig()
+    judge: JudgeConfig = JudgeConfig()
     repartition: RepartitionConfig = RepartitionConfig()
     model: ModelConfig = ModelConfig()
     cache: CacheConfig = CacheConfig()
@@ -222,6 +237,10 @@ class Settings(BaseSettings):
     delivery: DeliveryConfig = DeliveryConfig()
     server: ServerConfig = ServerConfig()
     log: LogConfig = LogConfig()
+
+    def judge_level(self) -> str:
+        """``judge.level``, or the dialect's default: session for hdfs, template for bgl and generic."""
+        return self.judge.level or ("session" if self.input.dialect == "hdfs" else "template")
 
     def repartition_topic(self) -> str | None:
         """The internal topic when lines are repartitioned by session key, else None (``input.repartition``)."""
@@ -232,7 +251,8 @@ class Settings(BaseSettings):
             i = self.input
             keyed = i.dialect == "hdfs" or i.key_regex is not None or i.json_key_field is not None
             session_windows = resolve_spec(self.sessions, i.dialect).mode == "session"
-            mode = "always" if keyed and session_windows else "never"
+            # Template-level judging decides each line by its template: a window split over partitions loses nothing.
+            mode = "always" if keyed and session_windows and self.judge_level() == "session" else "never"
         if mode == "never":
             return None
         return self.repartition.topic or f"{self.kafka.group_id}-repartition"

@@ -7,6 +7,7 @@ clustering, because clustering is stateful and would make the cache key depend o
 
 from __future__ import annotations
 
+import hashlib
 import re
 from functools import lru_cache
 
@@ -57,3 +58,8 @@ def to_template(message: str) -> str:
 def from_loghub(template: str) -> str:
     """A Loghub template (``<*>`` wildcards) in our notation."""
     return _SPACES.sub(" ", _LOGHUB_WILDCARD.sub(MASK, template)).strip()
+
+
+def template_id(template: str) -> str:
+    """A short stable id of a template (``t-`` + 12 hex digits of its SHA-256), for ``rationad label`` and listings."""
+    return "t-" + hashlib.sha256(template.encode("utf-8", "surrogatepass")).hexdigest()[:12]
