@@ -1,17 +1,22 @@
-"""Command line: ``rationad run | check-config | replay | tail | schema | version``."""
+"""Command line: ``rationad run | check-config | replay | tail | label | templates | schema | version``."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import json
+import os
 import sys
+import time
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any, TypeVar
 
 from rationad import __version__
 from rationad.config import ConfigError, Settings, load_settings
 
 DEFAULT_CONFIG = "config.toml"
+T = TypeVar("T")
 
 
 def _settings(path: str | None, **overrides) -> Settings:
@@ -197,6 +202,123 @@ def cmd_tail(args: argparse.Namespace) -> int:
     return 0
 
 
+def _on_broker(settings: Settings, coro: Coroutine[Any, Any, T]) -> tuple[T | None, str | None]:
+    """``asyncio.run(coro)`` and None, or None and the problem when the broker could not be reached or read (a
+    ``ConfigError`` still propagates: exit status 2)."""
+    from aiokafka.errors import KafkaError
+
+    try:
+        return asyncio.run(coro), None
+    except (OSError, TimeoutError, KafkaError) as exc:
+        return None, f"kafka.bootstrap_servers: {settings.kafka.bootstrap_servers}: {exc}"
+
+
+# An operator's reason becomes the rationale of the template's verdicts and of a training row (``<think>`` holds at most
+# rationad.prompt.THINK_MAX_CHARS characters, beside its citation and conclusion).
+LABEL_REASON_MAX_CHARS = 500
+
+
+async def _label(settings: Settings, args: argparse.Namespace) -> int:
+    from rationad import catalog, labels
+    from rationad.templates import template_id, to_template
+
+    topic = settings.judge.labels_topic
+    target = args.target
+    is_id = labels.TEMPLATE_ID.fullmatch(target) is not None
+    if args.clear:
+        current = {lb.id: lb for lb in await labels.read_labels(settings.kafka, topic)}
+        tids = [target] if is_id else [template_id(target), template_id(to_template(target))]
+        tid = next((t for t in tids if t in current), None)
+        if tid is None:
+            print(f"error: no operator label for {target!r} (template id {tids[-1]}) in topic {topic!r}; nothing "
+                  "written (rationad templates --source operator lists the labels)", file=sys.stderr)
+            return 2
+        await labels.write_label(settings.kafka, topic, None, tid=tid)
+        print(f"cleared the label of {tid} ({current[tid].verdict}, by {current[tid].by}): the model's verdict "
+              "applies again")
+        return 0
+    stats = {s.id: s for s in await catalog.read_catalog(settings.kafka, settings.judge.templates_topic)}
+    if is_id:
+        if target not in stats:
+            print(f"error: no template with id {target} in the catalog (topic {settings.judge.templates_topic!r}); "
+                  "nothing written. An id names only a template rationad has seen: check the id with rationad "
+                  "templates, or give the template or a log line (with --force for one never seen)", file=sys.stderr)
+            return 2
+        template, forced = stats[target].template, False
+    else:
+        known = next((t for t in (target, to_template(target)) if template_id(t) in stats), None)
+        if known is not None:
+            template, forced = stats[template_id(known)].template, False
+        elif args.force:
+            template, forced = to_template(target), True
+        else:
+            tpl = to_template(target)
+            print(f"error: unknown template {tpl!r} ({template_id(tpl)}): not in the catalog (topic "
+                  f"{settings.judge.templates_topic!r}), so rationad has not seen it; nothing written. Check it with "
+                  "rationad templates, or pass --force to label it before it is seen", file=sys.stderr)
+            return 2
+    label = labels.Label(template=template, verdict=args.verdict, reason=args.reason.strip(), by=args.by.strip(),
+                         at=time.time(), forced=forced)
+    await labels.write_label(settings.kafka, topic, label)
+    print(f"labelled {label.id} {label.verdict}{' (forced: not seen yet)' if forced else ''} by {label.by}: "
+          f"{label.template}")
+    return 0
+
+
+def cmd_label(args: argparse.Namespace) -> int:
+    problem = None
+    if args.clear:
+        if args.verdict is not None or args.force:
+            problem = "--clear takes no verdict and no --force"
+    elif args.verdict is None:
+        problem = "a verdict is needed: normal or anomalous (or --clear to remove the label)"
+    elif not (args.reason or "").strip():
+        problem = "--reason is needed: it becomes the rationale of the template's verdicts and a training row"
+    elif len(args.reason.strip()) > LABEL_REASON_MAX_CHARS:
+        problem = f"--reason is {len(args.reason.strip())} characters; at most {LABEL_REASON_MAX_CHARS}"
+    if not args.clear and not (args.by or "").strip():
+        problem = problem or "--by is needed ($USER is not set)"
+    if not args.target.strip():
+        problem = problem or "the template, template id or log line is empty"
+    if problem:
+        print(f"error: {problem}; nothing written", file=sys.stderr)
+        return 2
+    settings = _settings(args.config)
+    status, problem = _on_broker(settings, _label(settings, args))
+    if problem:
+        print(f"error: {problem}; no label was confirmed written", file=sys.stderr)
+        return 1
+    return status
+
+
+async def _templates(settings: Settings) -> tuple[list, list]:
+    from rationad.catalog import read_catalog
+    from rationad.labels import read_labels
+
+    return await asyncio.gather(read_catalog(settings.kafka, settings.judge.templates_topic),
+                                read_labels(settings.kafka, settings.judge.labels_topic))
+
+
+def cmd_templates(args: argparse.Namespace) -> int:
+    import shutil
+
+    from rationad.catalog import format_table, listing, select
+    from rationad.tail import format_event
+
+    settings = _settings(args.config)
+    found, problem = _on_broker(settings, _templates(settings))
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 1
+    rows = select(listing(*found), verdict=args.verdict, source=args.source)
+    if sys.stdout.isatty() and not args.json:
+        print(format_table(rows, shutil.get_terminal_size().columns))
+    else:
+        for row in rows:
+            print(format_event(row, colour=False, as_json=True))
+    return 0
+
+
 def cmd_schema(args: argparse.Namespace) -> int:
     from rationad.events import schema
 
@@ -270,6 +392,30 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--idle-exit", type=float, help="exit after this many seconds without events")
     sp.add_argument("--json", action="store_true", help="print raw JSON events")
     sp.set_defaults(func=cmd_tail)
+
+    sp = sub.add_parser("label", help="record an operator's verdict for a template (applies on every replica)")
+    sp.add_argument("target", metavar="TEMPLATE_OR_ID",
+                    help="a template id (t-... from rationad templates), a template, or a log line (masked to its "
+                         "template)")
+    sp.add_argument("verdict", nargs="?", choices=("normal", "anomalous"),
+                    help="the verdict the template gets from now on, over the model's")
+    sp.add_argument("--reason", help="why (required unless --clear): shown as the rationale of the template's "
+                                     f"verdicts and used as the rationale of a training row; at most "
+                                     f"{LABEL_REASON_MAX_CHARS} characters")
+    sp.add_argument("--force", action="store_true",
+                    help="label a template that is not in the catalog yet (never seen); listed as forced")
+    sp.add_argument("--by", default=os.environ.get("USER"), help="who labels (default: $USER)")
+    sp.add_argument("--clear", action="store_true", help="remove the template's label: the model's verdict applies")
+    config_arg(sp)
+    sp.set_defaults(func=cmd_label)
+
+    sp = sub.add_parser("templates", help="list the templates seen, with counts, verdicts and their source")
+    sp.add_argument("--verdict", choices=("normal", "anomalous", "pending"),
+                    help="only templates with this verdict (pending: not judged yet)")
+    sp.add_argument("--source", choices=("model", "operator"), help="only verdicts from the model or from an operator")
+    sp.add_argument("--json", action="store_true", help="JSON lines, also on a terminal (the default elsewhere)")
+    config_arg(sp)
+    sp.set_defaults(func=cmd_templates)
 
     sp = sub.add_parser("schema", help="print the verdict event JSON Schema")
     sp.add_argument("--config-schema", action="store_true", help="print the configuration's JSON Schema instead")

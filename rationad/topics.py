@@ -134,3 +134,77 @@ async def ensure_topic(kafka_cfg: KafkaConfig, topic: str, *, key: str, partitio
             await admin.close()
         except Exception:  # noqa: BLE001 - closing a client that never connected
             pass
+
+
+# CreateTopics answers per topic in its response (aiokafka does not raise for these): 36 is TOPIC_ALREADY_EXISTS, a
+# replica or the CLI creating it alongside.
+_TOPIC_ALREADY_EXISTS = 36
+
+
+async def _cleanup_policy(admin: Any, topic: str) -> str | None:
+    """The topic's ``cleanup.policy``; None when the broker will not say (old broker, ACLs, no answer)."""
+    from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+    try:
+        responses = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic, None)])
+        for response in responses:
+            for res in response.to_object()["resources"]:
+                if res["error_code"] != 0:
+                    continue
+                for entry in res["config_entries"]:
+                    if entry["config_names"] == "cleanup.policy" and entry["config_value"] is not None:
+                        return str(entry["config_value"])
+    except Exception:  # noqa: BLE001 - any failure here only means "cannot tell"
+        return None
+    return None
+
+
+async def ensure_compacted_topic(kafka_cfg: KafkaConfig, topic: str, *, key: str, partitions: int = 1,
+                                 replication_factor: int = 1, timeout_secs: float = 30.0) -> int:
+    """Create ``topic`` with ``cleanup.policy=compact`` unless it exists, and return its partition count.
+
+    For state kept as the last value per key (operator labels, the template catalog): on a topic with the default
+    ``delete`` policy those values would vanish after ``retention.ms`` (7 days by default), so an existing topic the
+    broker reports as not compacted is refused too. Raises ``ConfigError`` naming ``key``."""
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    admin = AIOKafkaAdminClient(request_timeout_ms=int(timeout_secs * 1000), **common_kwargs(kafka_cfg))
+    try:
+        try:
+            await asyncio.wait_for(admin.start(), timeout_secs)
+            # A metadata request for all topics names none, so it creates none (see the module docstring).
+            cluster = await admin._client.fetch_all_metadata()
+        except Exception as exc:
+            raise ConfigError(f"{key}: cannot reach {kafka_cfg.bootstrap_servers} to check the topic {topic!r}: "
+                              f"{exc!r}") from exc
+        if topic not in cluster.topics():
+            problem = None
+            try:
+                response = await admin.create_topics([NewTopic(topic, partitions, replication_factor,
+                                                               topic_configs={"cleanup.policy": "compact"})])
+                errors = [e for e in getattr(response, "topic_errors", ()) if e[1] not in (0, _TOPIC_ALREADY_EXISTS)]
+                problem = f"error {errors[0][1]}: {errors[0][2] if len(errors[0]) > 2 else ''}" if errors else None
+            except Exception as exc:  # noqa: BLE001 - reported below unless another client created it
+                problem = repr(exc)
+            if problem is not None and topic not in set(await admin.list_topics()):
+                raise ConfigError(f"{key}: cannot create the compacted topic {topic!r} ({partitions} partitions, "
+                                  f"replication {replication_factor}, cleanup.policy=compact): {problem}; create it, "
+                                  "or let rationad create topics")
+            for _ in range(50):  # a new topic's partitions appear in metadata once their leaders are elected
+                cluster = await admin._client.fetch_all_metadata()
+                if cluster.partitions_for_topic(topic):
+                    break
+                await asyncio.sleep(0.1)
+        else:
+            policy = await _cleanup_policy(admin, topic)
+            if policy is not None and "compact" not in policy:
+                raise ConfigError(f"{key}: topic {topic!r} has cleanup.policy={policy}: its records (the last value "
+                                  "per key is the state) would be deleted after retention.ms; set cleanup.policy="
+                                  "compact on it (kafka-configs --alter --add-config cleanup.policy=compact) or name "
+                                  "another topic")
+        return len(cluster.partitions_for_topic(topic) or ())
+    finally:
+        try:
+            await admin.close()
+        except Exception:  # noqa: BLE001 - closing a client that never connected
+            pass

@@ -125,3 +125,143 @@ def test_every_replay_option_has_a_help_line():
     options = [ln for ln in r.stdout.splitlines() if ln.strip().startswith("--")]
     assert options and all(len(ln.split(None, 2)) >= 2 for ln in options), r.stdout
     assert "--window-secs WINDOW_SECS" in r.stdout and "seconds of event time" in r.stdout
+
+
+# rationad label / templates, in process, with the catalog, the labels topic and the write replaced (the real broker
+# is in tests/integration/test_labels.py).
+
+BGL_LINE = ("1117838570 2005.06.03 R02-M1-N0-C:J12-U11 2005-06-03-15.42.50.675872 R02-M1-N0-C:J12-U11 RAS KERNEL "
+            "INFO instruction cache parity error corrected")
+
+
+@pytest.fixture
+def broker_state(monkeypatch, tmp_path):
+    """The catalog holds the template of BGL_LINE; ``written`` collects (topic, label, tid) of every write."""
+    from rationad import catalog, labels
+    from rationad.catalog import TemplateStat
+    from rationad.templates import to_template
+
+    state = {"stats": [TemplateStat(to_template(BGL_LINE), "anomalous", "model", "parity error", "m@1", 7, 1.0, 2.0,
+                                    "r0")],
+             "labels": [], "written": [], "config": tmp_path / "c.toml"}
+    state["config"].write_text("[judge]\nlabels_topic = 'ops.labels'\ntemplates_topic = 'ops.templates'\n")
+
+    async def read_catalog(kafka, topic, timeout_secs=30):
+        assert topic == "ops.templates"
+        return list(state["stats"])
+
+    async def read_labels(kafka, topic, *, timeout_secs=30):
+        assert topic == "ops.labels"
+        return list(state["labels"])
+
+    async def write_label(kafka, topic, label, *, tid=None, **kw):
+        state["written"].append((topic, label, tid))
+
+    monkeypatch.setattr(catalog, "read_catalog", read_catalog)
+    monkeypatch.setattr(labels, "read_labels", read_labels)
+    monkeypatch.setattr(labels, "write_label", write_label)
+    monkeypatch.setenv("USER", "ada")
+    return state
+
+
+def label_cli(state, *args):
+    from rationad.cli import main
+
+    return main(["label", *args, "--config", str(state["config"])])
+
+
+def test_label_by_log_line_template_or_id(broker_state, capsys):
+    from rationad.templates import template_id, to_template
+
+    tpl = to_template(BGL_LINE)
+    for target in (BGL_LINE, tpl, template_id(tpl)):
+        assert label_cli(broker_state, target, "normal", "--reason", "parity errors are corrected in hardware") == 0
+    assert len(broker_state["written"]) == 3
+    for topic, label, tid in broker_state["written"]:
+        assert topic == "ops.labels" and tid is None
+        assert (label.template, label.verdict, label.by, label.forced) == (tpl, "normal", "ada", False)
+        assert label.reason == "parity errors are corrected in hardware"
+    assert f"labelled {template_id(tpl)} normal by ada" in capsys.readouterr().out
+
+
+def test_an_unknown_template_is_refused_without_force(broker_state, capsys):
+    line = "kernel panic: unknown board 7"
+    assert label_cli(broker_state, line, "anomalous", "--reason", "x") == 2
+    err = capsys.readouterr().err
+    assert "unknown template 'kernel panic: unknown board {*}'" in err and "--force" in err and "nothing written" in err
+    assert label_cli(broker_state, "t-0123456789ab", "anomalous", "--reason", "x", "--force") == 2  # an id names none
+    assert "no template with id t-0123456789ab" in capsys.readouterr().err
+    assert broker_state["written"] == []
+    assert label_cli(broker_state, line, "anomalous", "--reason", "page me", "--force", "--by", "bob") == 0
+    [(_, label, _)] = broker_state["written"]
+    assert (label.template, label.forced, label.by) == ("kernel panic: unknown board {*}", True, "bob")
+
+
+@pytest.mark.parametrize("args, why", [
+    (["anomalous"], "--reason is needed"),
+    (["anomalous", "--reason", "   "], "--reason is needed"),
+    (["anomalous", "--reason", "x" * 501], "at most 500"),
+    (["--reason", "x"], "a verdict is needed"),
+    (["normal", "--clear"], "--clear takes no verdict"),
+    (["normal", "--reason", "x", "--by", ""], "--by is needed"),
+])
+def test_bad_label_arguments_write_nothing(broker_state, capsys, args, why):
+    assert label_cli(broker_state, BGL_LINE, *args) == 2
+    assert why in capsys.readouterr().err and broker_state["written"] == []
+
+
+def test_an_unknown_verdict_is_refused_by_the_parser(broker_state, capsys):
+    with pytest.raises(SystemExit) as info:
+        label_cli(broker_state, BGL_LINE, "fine", "--reason", "x")
+    assert info.value.code == 2 and "invalid choice: 'fine'" in capsys.readouterr().err
+    assert broker_state["written"] == []
+
+
+def test_clear_writes_a_tombstone_for_a_labelled_template_only(broker_state, capsys):
+    from rationad.labels import Label
+    from rationad.templates import template_id, to_template
+
+    assert label_cli(broker_state, BGL_LINE, "--clear") == 2
+    assert "no operator label" in capsys.readouterr().err and broker_state["written"] == []
+    broker_state["labels"] = [Label(to_template(BGL_LINE), "normal", "r", "ada", 1.0)]
+    assert label_cli(broker_state, BGL_LINE, "--clear") == 0
+    assert broker_state["written"] == [("ops.labels", None, template_id(to_template(BGL_LINE)))]
+
+
+def test_label_on_an_unreachable_broker_is_status_1(tmp_path, capsys):
+    from rationad.cli import main
+
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[kafka]\nbootstrap_servers = '127.0.0.1:1'\n")
+    assert main(["label", BGL_LINE, "normal", "--reason", "x", "--by", "ada", "--config", str(cfg)]) == 1
+    assert "kafka.bootstrap_servers: 127.0.0.1:1" in capsys.readouterr().err
+
+
+def test_templates_lists_json_lines_merged_with_labels(broker_state, capsys):
+    from rationad.cli import main
+    from rationad.labels import Label
+    from rationad.templates import to_template
+
+    broker_state["labels"] = [Label(to_template(BGL_LINE), "normal", "corrected: routine", "ada", 3.0),
+                              Label("fan {*} failed", "anomalous", "page", "bob", 4.0, forced=True)]
+    assert main(["templates", "--config", str(broker_state["config"])]) == 0
+    rows = [json.loads(ln) for ln in capsys.readouterr().out.splitlines()]
+    assert [(r["template"], r["verdict"], r["source"], r["forced"], r["count"]) for r in rows] == [
+        (to_template(BGL_LINE), "normal", "operator", False, 7), ("fan {*} failed", "anomalous", "operator", True, 0)]
+    assert rows[0]["model_verdict"] == "anomalous" and rows[0]["rationale"] == "corrected: routine"
+    assert main(["templates", "--verdict", "anomalous", "--config", str(broker_state["config"])]) == 0
+    assert [json.loads(ln)["template"] for ln in capsys.readouterr().out.splitlines()] == ["fan {*} failed"]
+    assert main(["templates", "--source", "model", "--config", str(broker_state["config"])]) == 0
+    assert capsys.readouterr().out == ""
+
+
+def test_every_label_and_templates_option_has_a_help_line():
+    import argparse
+
+    from rationad.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    for command in ("label", "templates"):
+        actions = [a for a in sub.choices[command]._actions if not isinstance(a, argparse._HelpAction)]
+        assert actions and all(a.help for a in actions), [a.dest for a in actions if not a.help]
+        assert run(command, "--help").returncode == 0

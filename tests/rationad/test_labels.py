@@ -1,0 +1,95 @@
+"""Operator labels without a broker: the record format (round trip, tombstones, garbage), and how a ``LabelBook``
+applies records. The real broker is in tests/integration/test_labels.py."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import orjson
+import pytest
+
+from rationad.config import KafkaConfig
+from rationad.labels import Label, LabelBook, decode_label, encode_label, write_label
+from rationad.templates import template_id
+
+TEMPLATE = "ciod: failed to read message prefix on control stream (CioStream socket to {*})"
+
+
+def label(**kw) -> Label:
+    return Label(**({"template": TEMPLATE, "verdict": "normal", "reason": "expected during drains", "by": "ada",
+                     "at": 1_700_000_000.5} | kw))
+
+
+def test_a_label_round_trips_keyed_by_its_template_id():
+    lb = label(forced=True)
+    key, value = encode_label(lb)
+    assert key == template_id(TEMPLATE).encode() == lb.id.encode() and lb.id.startswith("t-") and len(lb.id) == 14
+    assert decode_label(key, value) == lb
+    assert orjson.loads(value)["v"] == 1
+
+
+def test_a_tombstone_clears():
+    assert decode_label(label().id.encode(), None) is None
+
+
+@pytest.mark.parametrize("key, value, why", [
+    (None, b"{}", "no key"),
+    (b"not-an-id", None, "not a template id"),
+    (b"\xff\xfe", b"{}", "not UTF-8"),
+    (template_id(TEMPLATE).encode(), b"{nope", "not JSON"),
+    (template_id(TEMPLATE).encode(), b"[1, 2]", "not a JSON object"),
+    (template_id(TEMPLATE).encode(), orjson.dumps({"template": TEMPLATE, "verdict": "normal"}), "without 'reason'"),
+    (template_id(TEMPLATE).encode(), orjson.dumps({"template": TEMPLATE, "verdict": "fine", "reason": "r", "by": "b",
+                                                   "at": 1.0}), "verdict must be one of"),
+    (template_id(TEMPLATE).encode(), orjson.dumps({"template": TEMPLATE, "verdict": "normal", "reason": "r",
+                                                   "by": "b", "at": "yesterday"}), "finite Unix time"),
+    (template_id("other {*}").encode(), encode_label(label())[1], "not the id of the label's template"),
+    (template_id(TEMPLATE).encode(), orjson.dumps({"v": 2}), "label format 2"),
+])
+def test_garbage_is_a_value_error(key, value, why):
+    with pytest.raises(ValueError, match=why):
+        decode_label(key, value)
+
+
+def test_a_label_checks_its_fields():
+    with pytest.raises(ValueError, match="verdict"):
+        label(verdict="ok")
+    with pytest.raises(ValueError, match="finite"):
+        label(at=float("nan"))
+
+
+def _rec(key, value, offset=0):
+    return SimpleNamespace(key=key, value=value, topic="labels", partition=0, offset=offset)
+
+
+def test_the_book_keeps_the_last_label_per_template_and_skips_garbage():
+    changes = []
+    book = LabelBook(KafkaConfig(), "labels", on_change=lambda tid, lb: changes.append((tid, lb)))
+    a, b = label(), label(verdict="anomalous", reason="it is not")
+    book._apply(_rec(*encode_label(a)))
+    book._apply(_rec(b"garbage", b"{}"))
+    book._apply(_rec(*encode_label(b)))
+    assert book.get(TEMPLATE) == b and book.get_id(b.id) == b and book.labels() == [b] and book.skipped == 1
+    assert changes == []  # the state start() loads is read with labels(), not announced
+    book._live = True
+    book._apply(_rec(*encode_label(b)))  # a replayed record changes nothing
+    other = label(template="x {*}")
+    book._apply(_rec(*encode_label(other)))
+    book._apply(_rec(b.id.encode(), None))
+    book._apply(_rec(b.id.encode(), None))  # clearing twice announces once
+    assert changes == [(other.id, other), (b.id, None)]
+    assert book.get(TEMPLATE) is None and book.labels() == [other]
+
+
+def test_an_on_change_that_raises_does_not_stop_the_book():
+    book = LabelBook(KafkaConfig(), "labels", on_change=lambda tid, lb: 1 / 0)
+    book._live = True
+    book._apply(_rec(*encode_label(label())))
+    assert book.get(TEMPLATE) == label()
+
+
+async def test_write_label_needs_an_id_to_clear_and_a_matching_one():
+    with pytest.raises(ValueError, match="template id"):
+        await write_label(KafkaConfig(bootstrap_servers="127.0.0.1:1"), "labels", None)
+    with pytest.raises(ValueError, match="not the id"):
+        await write_label(KafkaConfig(bootstrap_servers="127.0.0.1:1"), "labels", label(), tid="t-000000000000")
