@@ -36,7 +36,7 @@ from rationad.metrics import Metrics
 from rationad.model.base import ModelClient, ModelError, make_client
 from rationad.model_stage import EngineDead, ModelStage, Pending
 from rationad.offsets import PartitionOffsets
-from rationad.repartition import SeenLines, forward, source_of
+from rationad.repartition import Router, SeenLines, forward, source_headers, source_of
 from rationad.records import Session
 from rationad.systemd import Notifier
 from rationad.windows import LINE_OVERHEAD_BYTES, Sessionizer, resolve_spec
@@ -48,6 +48,7 @@ YIELD_EVERY_RECORDS = 500
 CACHE_RECOVERY_TIMEOUT_SECS = 120.0  # a durable cache that cannot be recovered in time is skipped, not waited for
 PRODUCE_STUCK_NOT_READY_SECS = 10.0  # outputs unacknowledged this long make /readyz fail
 MAX_PARTITION_FETCH_BYTES = 4 * 1024 * 1024
+MAX_BATCH_BYTES = 1024 * 1024
 
 
 @dataclass(slots=True, eq=False)
@@ -83,6 +84,8 @@ class Daemon:
         )
         self._parts: dict[Any, _Part] = {}
         self._tasks: set[asyncio.Task] = set()
+        self._router: Router | None = None  # the internal topic's partitioner, once its partition count is known
+        self._topic_names: dict[bytes, str] = {}
         self._spread = KeySpread()  # sessions of one key on two partitions: the input is not keyed by session key
         self._warned_split = False
         self.stage = ModelStage(settings, self.judge, self.delivery, self.model, self.metrics, spawn=self._spawn,
@@ -203,6 +206,8 @@ class Daemon:
                                    like=self.s.input.topics, replication_factor=r.replication_factor,
                                    retention_ms=r.retention_ms)
             topics.append(self.internal)
+            self._router = Router(n)
+            self._topic_names = {t.encode(): t for t in self.s.input.topics}
             log.info("repartitioning", topic=self.internal, partitions=n,
                      why=f"input.repartition = {self.s.input.repartition!r}")
         self.consumer = make_consumer(self.s.kafka, max_partition_fetch_bytes=MAX_PARTITION_FETCH_BYTES)
@@ -223,7 +228,10 @@ class Daemon:
                  model=self.model.name, model_version=self.model.version, dialect=self.s.input.dialect)
 
     async def _new_producer(self):
-        producer = make_producer(self.s.kafka, max_request_size=self.s.output.max_message_bytes)
+        size = self.s.output.max_message_bytes
+        # Batches up to 1 MiB (aiokafka's default is 16 KiB): the repartition hop sends a partition's lines of a fetch
+        # as one batch, and a producer batch waits for the one before it to be sent.
+        producer = make_producer(self.s.kafka, max_request_size=size, max_batch_size=min(size, MAX_BATCH_BYTES))
         await producer.start()
         self.producer = producer
         return producer
@@ -439,13 +447,16 @@ class Daemon:
         if dead:
             self._spawn(self.delivery.dead_letters(dead), "dead-letters")
         if forwards:
-            self._spawn(self.delivery.forward(forwards, self._unforwardable), "repartition")
+            router = self._router
+            self._spawn(self.delivery.forward(forwards, self._unforwardable,
+                                              router.partition if router is not None else None), "repartition")
 
     # ---- repartitioning (rationad/repartition.py) ------------------------------------------------------------
     async def _forward(self, tp, part: _Part, records, dead: list, forwards: list) -> None:
         """Input records -> one internal record per line and session key; the input offset is held from the first
         forwarded record of the batch until every line is acknowledged on the internal topic."""
-        parse = self.parser.parse
+        route = self.parser.route
+        topic = self.internal
         outs: list[Output] = []
         for n, rec in enumerate(records, start=1):
             if n % YIELD_EVERY_RECORDS == 0:
@@ -454,7 +465,7 @@ class Daemon:
                 if part.revoked:
                     break
             try:
-                lines = parse(rec.value, topic=tp.topic, partition=tp.partition, offset=rec.offset)
+                routes = route(rec.value, topic=tp.topic, partition=tp.partition, offset=rec.offset)
             except BadRecord as exc:
                 dl = bad_record(rec.key, rec.value, rec.headers, error_type=exc.reason, reason=str(exc),
                                 topic=tp.topic, partition=tp.partition, offset=rec.offset)
@@ -463,7 +474,7 @@ class Daemon:
             if not outs:
                 outs = []
                 forwards.append((self.delivery.hold(part.offsets, rec.offset), outs))
-            outs.extend(forward(lines, self.internal, tp.topic, tp.partition, rec.offset))
+            outs.extend(forward(routes, topic, source_headers(tp.topic, tp.partition, rec.offset)))
         else:
             if records:
                 part.offsets.consumed(records[-1].offset)
@@ -472,15 +483,24 @@ class Daemon:
             self.metrics.lines_repartitioned.inc(len(outs))
 
     def _own_lines(self, part: _Part, rec, lines: list) -> list:
-        """The lines of an internal record that belong to its key, less any this partition already windowed."""
+        """The lines of an internal record that belong to its key, less any this partition already windowed; each
+        carries its source position (``LogLine.source``)."""
         key = rec.key.decode() if rec.key else ""
-        own = [x for x in lines if x.key == key]
+        own = lines if len(lines) == 1 and lines[0].key == key else [x for x in lines if x.key == key]
         if not own:
             raise BadRecord("repartition_key_mismatch", f"no line of the record has its key {key[:100]!r}")
         source = source_of(rec.headers)
-        if source is not None and not part.seen.first_time((*source, key)):
+        if source is None:
+            return own
+        if not part.seen.first_time((*source, key)):
             self.metrics.errors.labels("repartition", "duplicate_line").inc()
             return []
+        try:
+            pos = (self._topic_names.get(source[0]) or source[0].decode(), int(source[1]), int(source[2]))
+        except ValueError:
+            return own  # not ours to interpret: windowed by its place on the internal topic only
+        for x in own:
+            x.source = pos
         return own
 
     def _unforwardable(self, out: Output, error: str) -> DeadLetter:

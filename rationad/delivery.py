@@ -28,8 +28,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Hashable, Sequence
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import structlog
 
@@ -97,8 +96,9 @@ class Hold:
         self._delivery.metrics.sessions_pending.set(self._delivery._held)
 
 
-@dataclass(frozen=True, slots=True)
-class Output:
+class Output(NamedTuple):
+    """One record to produce (a tuple: the repartition hop makes one per line)."""
+
     topic: str
     key: bytes | None
     value: bytes | None
@@ -277,25 +277,69 @@ class Delivery:
             self._sending.pop(token, None)
 
     async def forward(self, items: Sequence[tuple[Hold, Sequence[Output]]],
-                      fallback: Callable[[Output, str], DeadLetter]) -> None:
-        """The repartition hop: send every output of every item, in order, then release each item's hold once all of
-        its outputs are acknowledged. An output that fails is sent again on its own; one the broker can never take
-        becomes the dead letter ``fallback(output, error)``, so the input record is accounted for either way."""
+                      fallback: Callable[[Output, str], DeadLetter],
+                      partition_of: Callable[[bytes], int] | None = None) -> None:
+        """The repartition hop: send every output of every item, then release the items' holds once all of their
+        outputs are acknowledged. With ``partition_of`` (key -> partition, the producer's own partitioner), the
+        outputs go in one batch per partition and batch size, in order (one future per batch, not per line). An
+        output whose send failed is sent again on its own; one the broker can never take becomes the dead letter
+        ``fallback(output, error)``, so the input record is accounted for either way."""
         token = self._start_send()
         try:
-            queued = [(hold, [(out, await self._enqueue(out)) for out in outs]) for hold, outs in items]
-            for hold, sent in queued:
-                for out, fut in sent:
-                    if await self._acked(fut):
-                        continue
+            queued: list[tuple[Sequence[Output], asyncio.Future | None]] = []
+            if partition_of is None or not hasattr(self.producer, "create_batch"):
+                for _, outs in items:
+                    queued.extend(([out], await self._enqueue(out)) for out in outs)
+            else:
+                by_partition: dict[tuple[str, int], list[Output]] = {}
+                for _, outs in items:
+                    for out in outs:
+                        by_partition.setdefault((out.topic, partition_of(out.key)), []).append(out)
+                for (topic, partition), outs in by_partition.items():
+                    queued.extend(await self._enqueue_batches(topic, partition, outs))
+            for outs, fut in queued:
+                if await self._acked(fut):
+                    continue
+                for out in outs:
                     try:
                         await self.send(out)
                     except Undeliverable as exc:
                         log.error("repartition_undeliverable", topic=out.topic, error=str(exc))
                         await self.dead_letter(None, fallback(out, str(exc)))
+            for hold, _ in items:
                 hold.release()
         finally:
             self._sending.pop(token, None)
+
+    async def _enqueue_batches(self, topic: str, partition: int, outs: list[Output]
+                               ) -> list[tuple[Sequence[Output], asyncio.Future | None]]:
+        """``outs`` in as few producer batches as fit, queued without waiting; a None future means "send each
+        output of it on its own" (a record larger than a batch, or a batch the producer would not queue)."""
+        producer = self.producer
+        assert producer is not None, "producer not started"
+        queued: list[tuple[Sequence[Output], asyncio.Future | None]] = []
+        i, n = 0, len(outs)
+        while i < n:
+            batch = producer.create_batch()
+            start = i
+            while i < n:
+                o = outs[i]
+                if batch.append(timestamp=None, key=o.key, value=o.value, headers=o.headers) is None:
+                    break
+                i += 1
+            if i == start:
+                queued.append((outs[i:i + 1], None))
+                i += 1
+                continue
+            try:
+                fut = await producer.send_batch(batch, topic, partition=partition)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.metrics.errors.labels("produce", type(exc).__name__).inc()
+                fut = None
+            queued.append((outs[start:i], fut))
+        return queued
 
     # ---- commits --------------------------------------------------------------------------------------------
     @staticmethod

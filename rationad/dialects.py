@@ -273,6 +273,34 @@ class Parser:
             out[len(out) - len(last):] = _continued(last, cont)
         return out
 
+    def route(self, value: bytes | None, *, topic: str = "", partition: int = 0, offset: int = 0
+              ) -> list[tuple[str, bytes]]:
+        """The repartition hop's view of a record: (session key, bytes to forward) per distinct pair, raising
+        ``BadRecord`` exactly when ``parse`` would. A one-line text record of a dialect whose key is a regex over the
+        line (hdfs, generic) is routed by that regex alone and forwarded as it is; anything else is parsed whole and
+        each entry forwarded as its raw text, so the session stage, which parses the forwarded bytes again and keeps the
+        lines of its own key, sees what ``parse`` saw."""
+        if self.format == "text" and isinstance(value, bytes) and 0 < len(value) <= self.max_record_bytes \
+                and b"\n" not in value and b"\r" not in value and (self.source == "hdfs" or (
+                    self.source == "generic" and self._key_regex is not None)):
+            try:
+                text = value.decode("utf-8")
+            except UnicodeDecodeError:
+                text = ""  # parse below raises the proper BadRecord
+            if text.strip():
+                if self.source == "hdfs":
+                    keys = list(dict.fromkeys(_BLOCK.findall(text)))
+                    if 0 < len(keys) <= self.max_keys_per_line:
+                        return [(k, value) for k in keys]
+                else:
+                    key = self._key_regex(text)  # type: ignore[misc]
+                    if key is not None:
+                        return [(key, value)]
+        seen: dict[tuple[str, str], None] = {}
+        for line in self.parse(value, topic=topic, partition=partition, offset=offset):
+            seen.setdefault((line.key, line.raw), None)
+        return [(k, raw.encode("utf-8", "surrogatepass")) for k, raw in seen]
+
     def _json(self, value: bytes, topic: str, partition: int, offset: int) -> list[LogLine]:
         try:
             obj = orjson.loads(value)

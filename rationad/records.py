@@ -5,10 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class LogLine:
     """One parsed input line. ``message`` is what the model may see (labels and headers removed);
-    ``raw`` is the line as received, kept for evidence."""
+    ``raw`` is the line as received, kept for evidence. Not frozen (a frozen dataclass pays ``object.__setattr__``
+    per field on the hot path); treat it as immutable once windowed."""
 
     key: str
     message: str
@@ -18,6 +19,9 @@ class LogLine:
     partition: int = 0
     offset: int = 0
     label: str | None = None  # ground truth carried by some formats (BGL's first column); never shown to the model
+    # A repartitioned line (rationad/repartition.py): (topic, partition, offset) of the input record it came from;
+    # ``topic``/``partition``/``offset`` above are then its place on the internal topic.
+    source: tuple[str, int, int] | None = None
 
 
 @dataclass(slots=True)

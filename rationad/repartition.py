@@ -4,12 +4,15 @@ Kafka Streams does this with ``selectKey`` and a repartition topic, faust with `
 own aiokafka path. The daemon's one consumer reads the input topics and the internal topic (``repartition.topic``)
 in one group:
 
-1. **Forward** (input partitions): each record is parsed just enough to know its lines' session keys, and each line
-   is produced to the internal topic keyed by its key (the line as received, so the session stage parses it the same
-   way; a line that names several sessions goes once to each). The input offset is held until every line it produced
-   is acknowledged (``Delivery.forward``); undecodable records go to the dead-letter topic here, before the hop.
+1. **Forward** (input partitions): each record is read just enough to know its lines' session keys
+   (``Parser.route``: one regex over a one-line record), and each line is produced to the internal topic keyed by its
+   key (the line as received, so the session stage parses it the same way; a line that names several sessions goes
+   once to each), in one batch per internal partition (``Router``: Kafka's default partitioner, memoised). The input
+   offsets are held until every line they produced is acknowledged (``Delivery.forward``); undecodable records go to
+   the dead-letter topic here, before the hop.
 2. **Sessions** (internal partitions, co-partitioned by key): records are parsed again, each keeps only the lines of
-   its record key, and windowing, judging and the offset rules are the daemon's usual ones.
+   its record key (``LogLine.source`` says where each came from), and windowing, judging and the offset rules are the
+   daemon's usual ones; the window's watermark is the minimum over the source partitions (``rationad.windows``).
 
 Delivery stays at least once across both hops; a restart between them can forward a line twice, so the session
 stage drops a line it has already seen (same source topic, partition, offset and key) within a bounded memory.
@@ -20,32 +23,58 @@ from __future__ import annotations
 from collections import OrderedDict
 
 from rationad.delivery import Output
-from rationad.records import LogLine
 
 SOURCE_HEADERS = ("rationad-source-topic", "rationad-source-partition", "rationad-source-offset")
 SEEN_PER_PARTITION = 200_000  # source lines remembered per internal partition to drop re-forwarded duplicates
+ROUTER_MEMO_KEYS = 100_000  # session keys whose partition is remembered (a key has many lines: HDFS ~20 a block)
 
 
-def forward(lines: list[LogLine], topic: str, source_topic: str, source_partition: int, source_offset: int
-            ) -> list[Output]:
-    """One internal record per (session key, entry) of an input record's parsed lines."""
-    headers = [(SOURCE_HEADERS[0], source_topic.encode()), (SOURCE_HEADERS[1], str(source_partition).encode()),
-               (SOURCE_HEADERS[2], str(source_offset).encode())]
-    out, seen = [], set()
-    for line in lines:
-        ident = (line.key, line.raw)
-        if ident in seen:
-            continue
-        seen.add(ident)
-        out.append(Output(topic, line.key.encode(), line.raw.encode(), headers))
-    return out
+def source_headers(source_topic: str, source_partition: int, source_offset: int) -> list[tuple[str, bytes]]:
+    """The headers every internal record carries: where its line was read from."""
+    return [(SOURCE_HEADERS[0], source_topic.encode()), (SOURCE_HEADERS[1], str(source_partition).encode()),
+            (SOURCE_HEADERS[2], str(source_offset).encode())]
 
 
-def source_of(headers) -> tuple[bytes, ...] | None:
+def forward(routes: list[tuple[str, bytes]], topic: str, headers: list[tuple[str, bytes]]) -> list[Output]:
+    """One internal record per (session key, bytes) route of an input record (``Parser.route``)."""
+    return [Output(topic, key.encode(), value, headers) for key, value in routes]
+
+
+def source_of(headers) -> tuple[bytes, bytes, bytes] | None:
     """(topic, partition, offset) of the input line an internal record carries, from its headers."""
-    h = dict(headers or ())
-    vals = tuple(h.get(name) for name in SOURCE_HEADERS)
-    return None if any(v is None for v in vals) else vals  # type: ignore[return-value]
+    t = p = o = None
+    for name, value in headers or ():
+        if name == "rationad-source-offset":
+            o = value
+        elif name == "rationad-source-partition":
+            p = value
+        elif name == "rationad-source-topic":
+            t = value
+    return None if t is None or p is None or o is None else (t, p, o)
+
+
+class Router:
+    """The internal partition of a session key: Kafka's default partitioner (murmur2 of the key bytes, as the Java
+    client and aiokafka compute it) over ``partitions``, remembered per key. Batches built for one partition and a
+    record resent alone through the producer's own partitioner therefore land on the same partition."""
+
+    def __init__(self, partitions: int, memo_keys: int = ROUTER_MEMO_KEYS) -> None:
+        if partitions < 1:
+            raise ValueError("a topic has at least one partition")
+        self.partitions = partitions
+        self._memo: dict[bytes, int] = {}
+        self._memo_keys = memo_keys
+
+    def partition(self, key: bytes) -> int:
+        p = self._memo.get(key)
+        if p is None:
+            from aiokafka.partitioner import murmur2
+
+            p = (murmur2(key) & 0x7FFFFFFF) % self.partitions
+            if len(self._memo) >= self._memo_keys:
+                self._memo.clear()
+            self._memo[key] = p
+        return p
 
 
 class SeenLines:

@@ -10,6 +10,12 @@ Two kinds of windows, per session key:
 Event time is the line's own timestamp (a line without one takes the partition's current event time). The
 partition's *watermark* is the newest event time seen; when the partition goes quiet the watermark keeps moving
 with the wall clock, so a stream that stops still closes its sessions once the gap has passed in wall-clock time.
+A partition of the repartition topic merges lines of several input partitions (``LogLine.source``), each in its own
+order but read at different speeds: its watermark is the *minimum* over those sources of each one's newest event time
+(as Kafka Streams and Flink take the minimum over input partitions), so a source read ahead cannot close the sessions
+whose lines a lagging source still holds. A source that sent nothing for ``SOURCE_IDLE_SECS`` of wall clock stops
+holding the watermark back (Flink's idleness). Lines of a repartitioned session are ordered by (time, source offset,
+source partition): lines of the same second keep the order they were written in.
 ``quiet_flush_secs`` (off by default) closes every open session after that much wall-clock quiet, for replays.
 
 Out-of-order lines within ``allowed_lateness_secs`` of the watermark join their key's open window. A line later
@@ -48,6 +54,9 @@ from rationad.config import SessionsConfig
 from rationad.records import LogLine, Session
 
 Mode = Literal["session", "fixed"]
+
+# A source (an input partition feeding a repartition-topic partition) quiet this long no longer holds the watermark.
+SOURCE_IDLE_SECS = 30.0
 
 # What one open line costs beyond its text, for ``Sessionizer.open_bytes``: the LogLine object (96 bytes with
 # slots), the headers of its raw and message strings (49 bytes each), its time and offset objects, its session key
@@ -149,8 +158,12 @@ class Sessionizer:
         self._open: OrderedDict[str, _Open] = OrderedDict()
         self._deadlines: list[tuple[float, int, str]] = []  # (event time at which it may close, seq, key)
         self._seq = 0
-        self._max_ts: float | None = None
+        self._max_ts: float | None = None  # newest event time of any source (untimed lines take it)
         self._last_arrival: float | None = None  # wall clock of the newest line
+        # Per source (None, or the (topic, partition) of a repartitioned line's input record): [newest event time or
+        # None, wall clock of its newest line]; ``_event_time`` is the minimum of those newest event times.
+        self._sources: dict[object, list] = {}
+        self._event_time: float | None = None
         self._open_bytes = 0
         # Keys whose last session closed by "max_open" -> that session's revision; bounded, oldest forgotten first.
         self._revisions: OrderedDict[str, int] = OrderedDict()
@@ -184,10 +197,29 @@ class Sessionizer:
         return min(s.first_offset for s in self._open.values())
 
     def watermark(self, now: float) -> float | None:
-        """Newest event time seen, moved on by the wall-clock time the partition has been quiet."""
-        if self._max_ts is None or self._last_arrival is None:
+        """Newest event time seen, moved on by the wall-clock time the partition has been quiet; with several
+        sources, the minimum of that over the sources heard from in the last ``SOURCE_IDLE_SECS`` (or over all)."""
+        if self._event_time is None:
             return None
-        return self._max_ts + max(0.0, now - self._last_arrival)
+        if len(self._sources) == 1:
+            ts, last = next(iter(self._sources.values()))
+            return ts + max(0.0, now - last)
+        timed = [(ts, last) for ts, last in self._sources.values() if ts is not None]
+        active = [x for x in timed if now - x[1] <= SOURCE_IDLE_SECS] or timed
+        return min(ts + max(0.0, now - last) for ts, last in active)
+
+    def _heard(self, source: object, ts: float | None, now: float) -> None:
+        """A line of ``source`` arrived at ``now`` with event time ``ts`` (None: untimed)."""
+        st = self._sources.get(source)
+        if st is None:
+            st = self._sources[source] = [None, now]
+        st[1] = now
+        if ts is not None and (st[0] is None or ts > st[0]):
+            old = st[0]
+            st[0] = ts
+            wm = self._event_time
+            if wm is None or old is None or old <= wm:  # this source may have held the minimum: recompute it
+                self._event_time = min(v[0] for v in self._sources.values() if v[0] is not None)
 
     # ---- input ----------------------------------------------------------------------------------------------
     def add(self, line: LogLine, now: float) -> list[Session]:
@@ -207,6 +239,8 @@ class Sessionizer:
         self._last_arrival = now
         if timed and (self._max_ts is None or ts > self._max_ts):
             self._max_ts = ts
+        src = line.source
+        self._heard(None if src is None else src[:2], ts if timed else None, now)
         cur = self._open.get(line.key)
         if cur is not None and not self._fits(cur, ts):
             if self._is_older(cur, ts):
@@ -315,11 +349,11 @@ class Sessionizer:
 
     def _would_be_closed(self, ts: float) -> bool:
         """Would a window holding only a line at ``ts`` already be past its close time?"""
-        if self._max_ts is None:
+        if self._event_time is None:
             return False
         probe = _Open("", ts, ts, 0, bucket=self._bucket(ts))
         due = self._deadline(probe)
-        return due is not None and due < self._max_ts - self.spec.allowed_lateness_secs
+        return due is not None and due < self._event_time - self.spec.allowed_lateness_secs
 
     def _deadline(self, cur: _Open) -> float | None:
         spec = self.spec
@@ -356,7 +390,11 @@ class Sessionizer:
 
     def _session(self, cur: _Open, reason: str) -> Session:
         lines = cur.lines
-        if cur.disordered:
+        if lines[0].source is not None:  # repartitioned: in the order the lines were written to their inputs
+            first = cur.first_ts
+            lines = sorted(lines, key=lambda x: (first if x.ts is None else x.ts, x.source[2], x.source[0],  # type: ignore[index]
+                                                 x.source[1], x.offset))  # type: ignore[index]
+        elif cur.disordered:
             lines = sorted(lines, key=lambda x: (x.ts if x.ts is not None else cur.first_ts, x.offset))
         return Session(key=cur.key, lines=lines, close_reason=reason, topic=self.topic, partition=self.partition,
                        revision=cur.revision)

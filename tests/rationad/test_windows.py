@@ -378,3 +378,50 @@ def test_evict_oldest_closes_the_oldest_opened_session():
     s = w.evict_oldest(reason="memory")
     assert (s.key, s.close_reason) == ("b", "memory")
     assert w.evict_oldest() is None and w.open_bytes == 0
+
+
+# ---- repartitioned lines: one watermark per source partition ---------------------------------------------------------
+def sourced(key: str, ts: float | None, offset: int, src: int, src_offset: int, msg: str = "m") -> LogLine:
+    return LogLine(key=key, message=msg, raw=msg, ts=ts, offset=offset, source=("logs", src, src_offset))
+
+
+def test_a_source_read_ahead_does_not_close_sessions_a_lagging_source_still_feeds():
+    w = Sessionizer(session_spec())
+    now = 1_000.0
+    w.add(sourced("a", 0, 0, src=0, src_offset=0), now)
+    w.add(sourced("a", 1, 1, src=1, src_offset=0), now)
+    w.add(sourced("b", 500, 2, src=0, src_offset=1), now)  # source 0 is read far ahead
+    assert w.tick(now) == []  # source 1 is still at time 1: a stays open
+    w.add(sourced("a", 3, 3, src=1, src_offset=1), now)  # ... and a's lagging line joins it
+    w.add(sourced("c", 500, 4, src=1, src_offset=2), now)  # source 1 catches up: now a's gap has passed on both
+    closed = w.tick(now)
+    assert [(s.key, [x.offset for x in s.lines]) for s in closed] == [("a", [0, 1, 3])]
+
+
+def test_one_source_alone_keeps_the_old_single_watermark():
+    w = Sessionizer(session_spec())
+    w.add(line("a", 0, 0), 0)
+    w.add(line("b", 500, 1), 0)
+    assert [s.key for s in w.tick(0)] == ["a"]
+
+
+def test_an_idle_source_stops_holding_the_watermark_back():
+    from rationad.windows import SOURCE_IDLE_SECS
+
+    w = Sessionizer(session_spec(gap_secs=100.0, max_span_secs=1000.0))  # quiet progression alone: 100 s
+    w.add(sourced("a", 0, 0, src=1, src_offset=0), 0.0)
+    w.add(sourced("b", 0, 1, src=0, src_offset=0), 0.0)
+    w.add(sourced("b", 500, 2, src=0, src_offset=1), SOURCE_IDLE_SECS - 1)
+    assert w.tick(SOURCE_IDLE_SECS - 1) == []
+    w.add(sourced("b", 501, 3, src=0, src_offset=2), SOURCE_IDLE_SECS + 1)  # source 1 silent for longer than the bound
+    assert [s.key for s in w.tick(SOURCE_IDLE_SECS + 1)] == ["a"]
+
+
+def test_repartitioned_lines_of_one_second_keep_the_order_they_were_written_in():
+    # round-robin over 3 partitions: line i of the file is partition i % 3, offset i // 3; they arrive out of order
+    w = Sessionizer(session_spec())
+    arrivals = [5, 2, 0, 3, 1, 4]
+    for internal, i in enumerate(arrivals):
+        w.add(sourced("a", 7, internal, src=i % 3, src_offset=i // 3, msg=f"line {i}"), 0)
+    (s,) = w.flush("end")
+    assert [x.message for x in s.lines] == [f"line {i}" for i in range(6)]
