@@ -39,6 +39,7 @@ from rationad.offsets import PartitionOffsets
 from rationad.repartition import Router, SeenLines, forward, source_headers, source_of
 from rationad.records import Session
 from rationad.systemd import Notifier
+from rationad.template_stage import TemplateStage
 from rationad.windows import LINE_OVERHEAD_BYTES, Sessionizer, resolve_spec
 
 log = structlog.get_logger("rationad")
@@ -49,6 +50,14 @@ CACHE_RECOVERY_TIMEOUT_SECS = 120.0  # a durable cache that cannot be recovered 
 PRODUCE_STUCK_NOT_READY_SECS = 10.0  # outputs unacknowledged this long make /readyz fail
 MAX_PARTITION_FETCH_BYTES = 4 * 1024 * 1024
 MAX_BATCH_BYTES = 1024 * 1024
+
+
+def _instance(settings: Settings) -> str:
+    """This process's name in the template catalog: its static member id (else its host) and its start time. Each
+    process writes its own counts since it started, so the catalog's sum over instances counts every line once."""
+    import socket
+
+    return f"{settings.kafka.group_instance_id or socket.gethostname()}@{int(time.time() * 1000)}"
 
 
 @dataclass(slots=True, eq=False)
@@ -90,6 +99,12 @@ class Daemon:
         self._warned_split = False
         self.stage = ModelStage(settings, self.judge, self.delivery, self.model, self.metrics, spawn=self._spawn,
                                 on_dead=self._fatal, on_state=self._set_ready_metric)
+        # judge.level = "template": lines' templates are judged once, windows decided from them (template_stage.py)
+        self.templates: TemplateStage | None = None
+        self.labels: Any = None  # labels.LabelBook: operator verdicts, followed from judge.labels_topic
+        if settings.judge_level() == "template":
+            self.templates = TemplateStage(settings, self.stage, self.delivery, self.model, self.metrics,
+                                           self.parser.source, spawn=self._spawn, instance=_instance(settings))
         self._stop = asyncio.Event()
         self._draining = False
         self._joined = False
@@ -210,6 +225,8 @@ class Daemon:
             self._topic_names = {t.encode(): t for t in self.s.input.topics}
             log.info("repartitioning", topic=self.internal, partitions=n,
                      why=f"input.repartition = {self.s.input.repartition!r}")
+        if self.templates is not None:
+            await self._start_templates()
         self.consumer = make_consumer(self.s.kafka, max_partition_fetch_bytes=MAX_PARTITION_FETCH_BYTES)
         from aiokafka import ConsumerRebalanceListener
 
@@ -226,6 +243,24 @@ class Daemon:
         await self.consumer.start()
         log.info("daemon_started", topics=list(self.s.input.topics), group=self.s.kafka.group_id,
                  model=self.model.name, model_version=self.model.version, dialect=self.s.input.dialect)
+
+    async def _start_templates(self) -> None:
+        """Template-level judging: the labels and catalog topics exist (compacted), the operator labels are loaded
+        and followed."""
+        from rationad.labels import LabelBook
+        from rationad.topics import ensure_compacted_topic
+
+        j = self.s.judge
+        rf = self.s.repartition.replication_factor
+        for key, topic in (("judge.labels_topic", j.labels_topic), ("judge.templates_topic", j.templates_topic)):
+            await ensure_compacted_topic(self.s.kafka, topic, key=key, replication_factor=rf)
+        assert self.templates is not None
+        self.labels = LabelBook(self.s.kafka, j.labels_topic, on_change=self.templates.on_label)
+        await self.labels.start()
+        for label in self.labels.labels():
+            self.templates.book.set_label(label.id, label)
+        log.info("judging_templates", labels=len(self.labels), labels_topic=j.labels_topic,
+                 templates_topic=j.templates_topic)
 
     async def _new_producer(self):
         size = self.s.output.max_message_bytes
@@ -252,6 +287,8 @@ class Daemon:
             asyncio.create_task(self.stage.run(), name="model-loop"),
             asyncio.create_task(self._health_loop(), name="model-health"),
         ]
+        if self.templates is not None:
+            workers.append(asyncio.create_task(self.templates.run_catalog(lambda: self.producer), name="catalog"))
         ready_sent = False
         self._started = True
         self._last_loop = time.monotonic()
@@ -301,6 +338,11 @@ class Daemon:
         for t in list(self._tasks):
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.templates is not None:
+            try:
+                await asyncio.wait_for(self.templates.publish(self.producer), 10)
+            except Exception as exc:
+                log.warning("template_catalog_not_written", error=repr(exc))
         if self.producer is not None:
             try:
                 await self.producer.flush()
@@ -314,6 +356,7 @@ class Daemon:
             self.producer.stop() if self.producer else None,
             self.client.aclose(),
             self.cache.aclose() if self.cache is not None else None,
+            self.labels.aclose() if self.labels is not None else None,
             self.health.stop(),
         ):
             if closer is None:
@@ -410,6 +453,7 @@ class Daemon:
                 await self._forward(tp, part, records, dead, forwards)
                 continue
             add = part.sessionizer.add
+            observe = self.templates.observe if self.templates is not None else None
             lines_n = 0
             for n, rec in enumerate(records, start=1):
                 if n % YIELD_EVERY_RECORDS == 0:
@@ -431,6 +475,8 @@ class Daemon:
                     continue
                 lines_n += len(lines)
                 for line in lines:
+                    if observe is not None:
+                        observe(line, now)  # a new template goes to the model now, not when its window closes
                     closed = add(line, now)
                     if closed:  # held the moment they close, before anything can yield
                         self._submit(closed, part, now)
@@ -537,7 +583,10 @@ class Daemon:
             nbytes = sum(len(x.raw) + len(x.message) for x in s.lines) + LINE_OVERHEAD_BYTES * len(s.lines)
             hold = self.delivery.hold(part.offsets, s.first_offset, nbytes)
             self.metrics.sessions_closed.labels(s.close_reason).inc()
-            self.stage.submit(Pending(s, hold, now, revoked))
+            if self.templates is not None:
+                self.templates.close(s, hold, now, revoked)
+            else:
+                self.stage.submit(Pending(s, hold, now, revoked))
 
     def _check_split(self, s: Session) -> None:
         other = self._spread.seen((s.topic, s.partition), s.key)

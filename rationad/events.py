@@ -22,6 +22,7 @@ from rationad import __version__
 from rationad.answer import ParsedAnswer
 from rationad.prompt import PROMPT_VERSION, SessionView
 from rationad.records import Session
+from rationad.template_book import Decision
 
 EVENT_TYPE = "rationad.verdict.v1"
 SCHEMA_VERSION = 1
@@ -95,6 +96,7 @@ def build_event(
         "grounded": answer.grounded,
         "ungrounded_refs": list(answer.ungrounded_refs),
         "cached": cached,
+        "judge_level": "session",
         "session": {
             "key": session.key,
             "source": view.source,
@@ -106,6 +108,83 @@ def build_event(
             "last_time": _iso(session.last_ts),
             "line_count": len(session.lines),
             "template_count": len(view.rows) + view.omitted_templates,
+            "close_reason": session.close_reason,
+            "revision": session.revision,
+        },
+        "model": {"name": model.name, "version": model.version, "prompt_version": model.prompt_version},
+        "producer": {"name": "rationad", "version": __version__},
+    }
+
+
+MAX_TEMPLATE_LINES = 20  # lines of one template an event quotes (the count says how many the window held)
+
+
+def template_event_id(session: Session, model: ModelInfo) -> str:
+    """A window judged by its templates: the session's id, kept apart from a session-level verdict on it."""
+    parts = [session.topic, str(session.partition), session.key, str(session.first_offset), model.name,
+             model.version, model.prompt_version, "level=template"]
+    if session.revision != 1:
+        parts.append(f"revision={session.revision}")
+    return str(uuid.uuid5(_NAMESPACE, "\x1f".join(parts)))
+
+
+def build_template_event(
+    session: Session,
+    decision: Decision,
+    model: ModelInfo,
+    *,
+    source: str,
+    max_rationale_chars: int = 2_000,
+    now: float | None = None,
+) -> dict[str, Any]:
+    """A verdict event for a window decided from its templates' verdicts (``judge.level = "template"``). It carries
+    each anomalous template, and each template an operator labelled, with its rationale, its count in the window and
+    the window's own lines of it; ``evidence`` cites the first line of each anomalous template (``ref`` = the
+    template's place in the window, in order of first appearance)."""
+    uses = decision.uses
+    shown = [(i, u) for i, u in enumerate(uses, start=1) if u.state.verdict == "anomalous" or u.state.label is not None]
+    anomalous = [(i, u) for i, u in shown if u.state.verdict == "anomalous"]
+    if anomalous:
+        rationale = " ".join(f"[{u.state.id} x{len(u.lines)}, {u.state.source}] {u.state.reason}" for _, u in anomalous)
+    else:
+        rationale = f"Every template of the window ({len(uses)}) is judged normal."
+    templates = []
+    for _, u in shown:
+        st = u.state
+        entry: dict[str, Any] = {
+            "id": st.id, "template": st.template, "verdict": st.verdict, "source": st.source,
+            "rationale": st.reason[:max_rationale_chars], "count": len(u.lines),
+            "lines": [{"line": x.raw[:_MAX_LINE_CHARS], "offset": x.offset} for x in u.lines[:MAX_TEMPLATE_LINES]],
+        }
+        if st.label is not None:
+            entry["labelled_by"] = st.label.by
+        templates.append(entry)
+    return {
+        "type": EVENT_TYPE,
+        "schema_version": SCHEMA_VERSION,
+        "id": template_event_id(session, model),
+        "time": _iso(time.time() if now is None else now),
+        "verdict": decision.verdict,
+        "rationale": rationale[:max_rationale_chars],
+        "evidence": [{"ref": f"L{i}", "template": u.state.template, "count": len(u.lines),
+                      "line": u.lines[0].raw[:_MAX_LINE_CHARS], "offset": u.lines[0].offset} for i, u in anomalous],
+        "grounded": True,  # each rationale is about its own template, and the lines quoted are the window's own
+        "ungrounded_refs": [],
+        "cached": all(u.state.cached or u.state.label is not None for _, u in anomalous),
+        "judge_level": "template",
+        "templates": templates,
+        "unjudged_templates": list(decision.unjudged),
+        "session": {
+            "key": session.key,
+            "source": source,
+            "topic": session.topic,
+            "partition": session.partition,
+            "first_offset": session.first_offset,
+            "last_offset": session.last_offset,
+            "first_time": _iso(session.first_ts),
+            "last_time": _iso(session.last_ts),
+            "line_count": len(session.lines),
+            "template_count": len(uses),
             "close_reason": session.close_reason,
             "revision": session.revision,
         },

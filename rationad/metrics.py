@@ -86,3 +86,14 @@ class Metrics:
         self.commits = Counter("rationad_offset_commits_total", "Offset commits", ["outcome"], registry=r)
         self.paused = Gauge("rationad_consumption_paused", "1 while consumption is paused by backpressure", registry=r)
         self.ready = Gauge("rationad_ready", "1 when joined, model healthy and not draining", registry=r)
+        # judge.level = "template"
+        self.templates_known = Gauge("rationad_templates", "Line templates held in memory, by verdict source",
+                                     ["source"], registry=r)
+        self.template_judgements = Counter(
+            "rationad_template_judgements_total", "Templates sent to the model stage, by outcome "
+            "(model, cached, failed)", ["outcome"], registry=r)
+        self.windows_decided = Counter(
+            "rationad_windows_decided_total", "Windows decided from their templates: at close (known) or after "
+            "waiting for a template's verdict (waited)", ["how"], registry=r)
+        self.windows_waiting = Gauge("rationad_windows_waiting", "Closed windows waiting for a template's verdict",
+                                     registry=r)

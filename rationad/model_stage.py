@@ -55,6 +55,8 @@ class Pending:
     closed_at: float
     is_revoked: Callable[[], bool]
     attempts: int = 0
+    # What to do with the result instead of emitting the session's event (template judgements: store the verdict).
+    settle: Callable[[Pending, Result], Coroutine[Any, Any, None]] | None = None
 
 
 class ModelStage:
@@ -197,6 +199,9 @@ class ModelStage:
     # ---- outputs ------------------------------------------------------------------------------------------
     async def _settle(self, p: Pending, r: Result) -> None:
         """Turn one result into its output (event or dead letter); delivery releases the session's hold."""
+        if p.settle is not None:
+            await p.settle(p, r)
+            return
         try:
             if isinstance(r, DeadLetter):
                 await self.delivery.dead_letter(p.hold, r)

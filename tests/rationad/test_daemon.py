@@ -24,6 +24,7 @@ TP = TopicPartition("logs", 0)
 def settings(**sections) -> Settings:
     base = {
         "input": {"dialect": "generic", "key_regex": r"session=(\w+)"},
+        "judge": {"level": "session"},  # template level: tests/rationad/test_template_stage.py
         "sessions": {"mode": "fixed", "window_lines": 2},
         "cache": {"enabled": False},
         "server": {"enabled": False},

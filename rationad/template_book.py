@@ -1,0 +1,208 @@
+"""Template-level judging (``judge.level = "template"``): each distinct line template is judged once, and a window's
+verdict follows from its lines' templates. Pure logic, no I/O; shared by the daemon (``rationad.template_stage``) and
+``rationad replay --level template``.
+
+A line's template is the masked message of ``rationad.templates.to_template``: stateless, so every replica and every
+restart agrees on it (no drain3 clustering on top, whose cluster ids depend on what a process saw first). A message
+that masks to nothing is its own template. ``TemplateBook`` keeps one ``TemplateState`` per template: the model's
+verdict and rationale once judged, the operator's label if any (it wins), and counts for the catalog. It is bounded:
+past ``max_templates`` the least recently seen template with a verdict is forgotten (it costs a verdict-cache
+lookup when it comes back, not a model call).
+
+A window (any closed ``Session``) is decided by ``decide``: anomalous when any of its templates is; ``None`` while a
+template it holds has no verdict yet (the caller holds the window until ``TemplateBook`` says the template is known).
+A template the model could not judge (dead-lettered) does not make a window anomalous; the decision lists it.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from rationad.records import LogLine, Session
+from rationad.templates import template_id, to_template
+
+if TYPE_CHECKING:
+    from rationad.labels import Label
+
+DEFAULT_MAX_TEMPLATES = 100_000
+FAILED_RETRY_SECS = 600.0  # a template the model could not judge is tried again when seen this much later
+
+
+def template_of(message: str) -> str:
+    """The template a line is judged by (its masked message; the message itself if that masks to nothing)."""
+    return to_template(message) or message.strip() or message
+
+
+def template_session(template: str, source_key: str = "") -> Session:
+    """The template-level task's input: one row, the template itself (the prompt the model was trained on)."""
+    tid = template_id(template)
+    line = LogLine(key=tid, message=template, raw=template)
+    return Session(key=tid, lines=[line], close_reason="template", topic=source_key, source_id=tid,
+                   extra={"templated": True})
+
+
+@dataclass(slots=True)
+class TemplateState:
+    template: str
+    id: str
+    count: int = 0
+    first_seen: float = 0.0
+    last_seen: float = 0.0
+    model_verdict: str | None = None
+    rationale: str = ""
+    cached: bool = False
+    failed: str | None = None  # why the model could not judge it (dead-lettered)
+    failed_at: float = 0.0
+    label: Label | None = None
+    judging: bool = False
+    dirty: bool = True  # changed since the catalog last heard of it
+
+    @property
+    def verdict(self) -> str | None:
+        return self.label.verdict if self.label is not None else self.model_verdict
+
+    @property
+    def source(self) -> str:
+        if self.label is not None:
+            return "operator"
+        return "model" if self.model_verdict is not None else "pending"
+
+    @property
+    def known(self) -> bool:
+        """Can a window holding it be decided? (A verdict, or the model's failure to give one.)"""
+        return self.verdict is not None or self.failed is not None
+
+    @property
+    def reason(self) -> str:
+        return self.label.reason if self.label is not None else self.rationale
+
+
+@dataclass(slots=True)
+class TemplateUse:
+    """One template of one window: its state and the window's lines of it."""
+
+    state: TemplateState
+    lines: list[LogLine] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class Decision:
+    verdict: str  # "anomalous" | "normal"
+    uses: list[TemplateUse]  # every template of the window, in order of first appearance
+    unjudged: list[str]  # ids of templates the model could not judge
+
+    @property
+    def anomalous(self) -> list[TemplateUse]:
+        return [u for u in self.uses if u.state.verdict == "anomalous"]
+
+
+class TemplateBook:
+    def __init__(self, max_templates: int = DEFAULT_MAX_TEMPLATES) -> None:
+        self.max_templates = max_templates
+        self._states: OrderedDict[str, TemplateState] = OrderedDict()  # by template text, least recently seen first
+        self._ids: dict[str, TemplateState] = {}  # the same states by template id
+        self._labels: dict[str, Label] = {}  # by template id, also for templates not (or no longer) held
+
+    def __len__(self) -> int:
+        return len(self._states)
+
+    def get(self, tid: str) -> TemplateState | None:
+        return self._ids.get(tid)
+
+    def states(self) -> list[TemplateState]:
+        return list(self._states.values())
+
+    def state(self, template: str) -> TemplateState:
+        """The state of ``template``, created if new (not counted as seen)."""
+        st = self._states.get(template)
+        if st is None:
+            tid = template_id(template)
+            st = TemplateState(template, tid, label=self._labels.get(tid))
+            self._states[template] = st
+            self._ids[tid] = st
+            self._bound()
+        return st
+
+    def observe(self, message: str, now: float) -> TemplateState:
+        """A line of ``message`` arrived at ``now`` (wall clock): its template's state, counted."""
+        template = template_of(message)
+        st = self._states.get(template)
+        if st is None:
+            st = self.state(template)
+            st.first_seen = now
+        else:
+            self._states.move_to_end(template)
+        st.count += 1
+        st.last_seen = now
+        st.dirty = True
+        return st
+
+    def needs_model(self, st: TemplateState, now: float) -> bool:
+        """Should ``st`` be sent to the model now? (Not labelled, not judged, not in flight; a failure is retried
+        after ``FAILED_RETRY_SECS``.)"""
+        if st.judging or st.label is not None or st.model_verdict is not None:
+            return False
+        return st.failed is None or now - st.failed_at >= FAILED_RETRY_SECS
+
+    def judged(self, tid: str, verdict: str | None, rationale: str, *, cached: bool = False,
+               failed: str | None = None, now: float = 0.0) -> TemplateState | None:
+        """The model's answer for ``tid`` (or, with ``failed``, why there is none)."""
+        st = self._ids.get(tid)
+        if st is None:
+            return None
+        st.judging = False
+        st.dirty = True
+        if failed is not None:
+            st.failed, st.failed_at = failed, now
+            return st
+        st.model_verdict, st.rationale, st.cached, st.failed = verdict, rationale, cached, None
+        return st
+
+    def set_label(self, tid: str, label: Label | None) -> TemplateState | None:
+        """An operator's label for ``tid`` (None clears it); the template's state if it is held here."""
+        if label is None:
+            self._labels.pop(tid, None)
+        else:
+            self._labels[tid] = label
+        st = self._ids.get(tid)
+        if st is not None:
+            st.label = label
+            st.dirty = True
+        return st
+
+    def uses(self, session: Session) -> list[TemplateUse]:
+        """The window's templates, in order of first appearance, each with the window's lines of it (the daemon
+        counted them as seen when they arrived; replay does not count)."""
+        by_template: dict[str, TemplateUse] = {}
+        for line in session.lines:
+            template = template_of(line.message)
+            use = by_template.get(template)
+            if use is None:
+                use = by_template[template] = TemplateUse(self.state(template))
+            use.lines.append(line)
+        return list(by_template.values())
+
+    @staticmethod
+    def decide(uses: list[TemplateUse]) -> Decision | None:
+        """The window's verdict from its templates' verdicts; None while any template is not known yet."""
+        if any(not u.state.known for u in uses):
+            return None
+        anomalous = any(u.state.verdict == "anomalous" for u in uses)
+        unjudged = [u.state.id for u in uses if u.state.verdict is None]
+        return Decision("anomalous" if anomalous else "normal", uses, unjudged)
+
+    def _bound(self) -> None:
+        if len(self._states) <= self.max_templates:
+            return
+        for template, st in self._states.items():  # least recently seen first; one a window may wait for stays
+            if st.known and not st.judging:
+                del self._states[template]
+                del self._ids[st.id]
+                return
+
+
+def pending_ids(uses: list[TemplateUse]) -> list[str]:
+    """Ids of the templates a window still waits for."""
+    return [u.state.id for u in uses if not u.state.known]

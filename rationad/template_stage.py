@@ -1,0 +1,239 @@
+"""The daemon's template-level judging (``judge.level = "template"``): lines in, template verdicts, window events out.
+
+- ``observe`` (every parsed line, as it arrives): the line's template is counted, and a template with no verdict yet
+  is queued for the model at once (not when its window closes), as a one-row template session through the same
+  ``ModelStage`` (batching, retries, failure policy) and ``Judge`` (constrained answers, the durable verdict cache
+  keyed by model and prompt version, one call for identical templates in flight). A restart or a new replica
+  therefore asks the cache, not the model, for every template already judged.
+- ``close`` (a window closed, its offsets held as usual): decided at once when all its templates have a verdict (no
+  model call), else held until the last one arrives. The window is anomalous when any template is (the event lists
+  them, see ``events.build_template_event``); a template the model could not judge was dead-lettered with the
+  reason and does not count.
+- ``on_label``: an operator's label (``rationad label``, followed by ``labels.LabelBook``) wins over the model's
+  verdict for every window decided after it, and settles windows waiting for that template.
+- ``publish``: templates whose counts or verdicts changed go to ``judge.templates_topic`` (``rationad templates``).
+
+A template judgement holds no input offset: its ``Hold`` is on a private ``PartitionOffsets`` that is never
+committed, so it only counts as pending work for backpressure and drain.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from rationad.catalog import TemplateStat, encode_stat
+from rationad.config import Settings
+from rationad.delivery import Delivery, Hold, Output, Undeliverable
+from rationad.dlq import DeadLetter, poison_session, session_dead_letter
+from rationad.events import ModelInfo, build_template_event, encode, headers
+from rationad.metrics import Metrics
+from rationad.model_stage import ModelStage, Pending, Result
+from rationad.offsets import PartitionOffsets
+from rationad.records import LogLine, Session
+from rationad.template_book import Decision, TemplateBook, TemplateState, TemplateUse, template_session
+
+log = structlog.get_logger("rationad")
+
+CATALOG_INTERVAL_SECS = 10.0
+
+
+def _never() -> bool:
+    return False
+
+
+@dataclass(slots=True, eq=False)
+class _Window:
+    session: Session
+    uses: list[TemplateUse]
+    hold: Hold
+    closed_at: float
+    is_revoked: Callable[[], bool]
+    done: bool = False
+
+
+class TemplateStage:
+    def __init__(self, settings: Settings, stage: ModelStage, delivery: Delivery, model: ModelInfo, metrics: Metrics,
+                 source: str, *, spawn: Callable[[Coroutine[Any, Any, Any], str], asyncio.Task],
+                 instance: str) -> None:
+        self.s = settings
+        self.stage = stage
+        self.delivery = delivery
+        self.model = model
+        self.metrics = metrics
+        self.source = source
+        self._spawn = spawn
+        self.instance = instance
+        self.book = TemplateBook(settings.cache.max_entries)
+        self._offsets = PartitionOffsets()  # template judgements hold no input offset (never committed)
+        self._waiting: dict[str, list[_Window]] = {}  # template id -> windows waiting for its verdict
+        self.waiting_windows = 0
+
+    # ---- lines and windows ----------------------------------------------------------------------------------
+    def observe(self, line: LogLine, now: float) -> None:
+        st = self.book.observe(line.message, now)
+        if st.verdict is None and self.book.needs_model(st, now):
+            self._judge(st, now)
+
+    def close(self, session: Session, hold: Hold, now: float, is_revoked: Callable[[], bool]) -> None:
+        """A window closed (its hold taken): decide it now or when its last template's verdict arrives."""
+        uses = self.book.uses(session)
+        decision = self.book.decide(uses)
+        if decision is not None:
+            self.metrics.windows_decided.labels("known").inc()
+            self._emit(session, decision, hold, now, is_revoked)
+            return
+        w = _Window(session, uses, hold, now, is_revoked)
+        for u in uses:
+            if not u.state.known:
+                self._waiting.setdefault(u.state.id, []).append(w)
+                if self.book.needs_model(u.state, now):  # e.g. forgotten while the window was open
+                    self._judge(u.state, now)
+        self.waiting_windows += 1
+        self.metrics.windows_waiting.set(self.waiting_windows)
+
+    def _judge(self, st: TemplateState, now: float) -> None:
+        st.judging = True
+        hold = self.delivery.hold(self._offsets, 0, len(st.template))
+        self.stage.submit(Pending(template_session(st.template), hold, now, _never, settle=self._settled))
+
+    # ---- verdicts ------------------------------------------------------------------------------------------
+    async def _settled(self, p: Pending, r: Result) -> None:
+        """The model stage's result for one template: store it, settle the windows waiting for it."""
+        tid = p.session.key
+        now = time.time()
+        try:
+            if isinstance(r, DeadLetter):
+                self.book.judged(tid, None, "", failed=r.reason, now=now)
+                self.metrics.template_judgements.labels("failed").inc()
+                await self.delivery.dead_letter(p.hold, r)
+            elif not r.ok:
+                self.book.judged(tid, None, "", failed=r.answer.error or "malformed_answer", now=now)
+                self.metrics.template_judgements.labels("failed").inc()
+                log.warning("malformed_template_answer", template_id=tid, error=r.answer.error, attempts=r.attempts)
+                await self.delivery.dead_letter(p.hold, poison_session(r))
+            else:
+                st = self.book.judged(tid, r.answer.verdict, r.answer.rationale, cached=r.cached)
+                self.metrics.template_judgements.labels("cached" if r.cached else "model").inc()
+                p.hold.release()
+                if st is not None and st.verdict == "anomalous":
+                    log.info("anomalous_template", template_id=tid, template=st.template[:200],
+                             rationale=st.rationale[:200], cached=r.cached)
+        finally:
+            self._resolve(tid)
+
+    def on_label(self, tid: str, label) -> None:
+        """An operator's label arrived (or was cleared): it decides later windows, and waiting ones now."""
+        st = self.book.set_label(tid, label)
+        log.info("operator_label", template_id=tid, verdict=label.verdict if label else None,
+                 by=label.by if label else None, held=st is not None)
+        if st is not None and st.verdict is None and self.book.needs_model(st, time.time()):
+            self._judge(st, time.time())  # a cleared label on a template the model never judged
+        self._resolve(tid)
+
+    def _resolve(self, tid: str) -> None:
+        waiting = self._waiting.pop(tid, None)
+        if not waiting:
+            return
+        still = []
+        for w in waiting:
+            if w.done:
+                continue
+            decision = self.book.decide(w.uses)
+            if decision is None:  # it still waits under another template's id ...
+                st = self.book.get(tid)
+                if st is not None and not st.known:  # ... or this one's after all (a label cleared)
+                    still.append(w)
+                continue
+            w.done = True
+            self.waiting_windows -= 1
+            self.metrics.windows_decided.labels("waited").inc()
+            self._emit(w.session, decision, w.hold, w.closed_at, w.is_revoked)
+        if still:
+            self._waiting.setdefault(tid, []).extend(still)
+        self.metrics.windows_waiting.set(self.waiting_windows)
+
+    # ---- events --------------------------------------------------------------------------------------------
+    def _emit(self, session: Session, decision: Decision, hold: Hold, closed_at: float,
+              is_revoked: Callable[[], bool]) -> None:
+        if is_revoked():  # the partition's new owner decides it again (its offset was never committed)
+            hold.release()
+            return
+        if decision.verdict != "anomalous" and not self.s.output.emit_normal:
+            hold.release()
+            self.metrics.end_to_end_latency.labels("hit").observe(max(0.0, time.time() - closed_at))
+            return
+        self._spawn(self._deliver(session, decision, hold, closed_at), "template-event")
+
+    async def _deliver(self, session: Session, decision: Decision, hold: Hold, closed_at: float) -> None:
+        try:
+            event = build_template_event(session, decision, self.model, source=self.source,
+                                         max_rationale_chars=self.s.output.max_rationale_chars)
+            out = Output(self.s.output.topic, session.key.encode(), encode(event), headers(event))
+
+            def fallback(error: str) -> DeadLetter:
+                return session_dead_letter(session, "undeliverable_event", error)
+
+            if await self.delivery.event(hold, out, fallback):
+                self.metrics.events_produced.labels(event["verdict"]).inc()
+                if event["verdict"] == "anomalous":
+                    log.info("anomaly", id=event["id"], key=session.key, lines=len(session.lines),
+                             judge_level="template", templates=[t["id"] for t in event["templates"]],
+                             rationale=event["rationale"][:200])
+            self.metrics.end_to_end_latency.labels("hit").observe(max(0.0, time.time() - closed_at))
+        except (asyncio.CancelledError, Undeliverable):
+            raise
+        except Exception as exc:  # building or sending the event failed in our own code: dead-letter the window
+            if hold.released:
+                raise
+            error = f"{type(exc).__name__}: {exc}"
+            self.metrics.errors.labels("emit", type(exc).__name__).inc()
+            log.error("emit_failed", key=session.key, error=error, exc_info=exc)
+            await self.delivery.dead_letter(hold, session_dead_letter(session, "emit_failed", error))
+
+    # ---- catalog -------------------------------------------------------------------------------------------
+    def catalog_records(self) -> list[tuple[bytes, bytes]]:
+        """Records for ``judge.templates_topic`` of every template changed since the last call."""
+        out = []
+        by_source: dict[str, int] = {"model": 0, "operator": 0, "pending": 0}
+        for st in self.book.states():
+            by_source[st.source] = by_source.get(st.source, 0) + 1
+            if not st.dirty:
+                continue
+            st.dirty = False
+            out.append(encode_stat(TemplateStat(
+                template=st.template, verdict=st.verdict, source=st.source, rationale=st.reason,  # type: ignore[arg-type]
+                model_version=self.model.version, count=st.count, first_seen=st.first_seen or time.time(),
+                last_seen=st.last_seen or time.time(), instance=self.instance)))
+        for source, n in by_source.items():
+            self.metrics.templates_known.labels(source).set(n)
+        return out
+
+    async def publish(self, producer) -> int:
+        """Send the changed templates to the catalog topic; best effort (the catalog is for people, not for
+        delivery: a lost update is rewritten with the next change)."""
+        records = self.catalog_records()
+        if not records or producer is None:
+            return 0
+        futures = [await producer.send(self.s.judge.templates_topic, key=k, value=v) for k, v in records]
+        results = await asyncio.gather(*futures, return_exceptions=True)
+        failed = [r for r in results if isinstance(r, BaseException)]
+        if failed:
+            self.metrics.errors.labels("catalog", type(failed[0]).__name__).inc(len(failed))
+            log.warning("template_catalog_not_written", failed=len(failed), error=repr(failed[0]))
+        return len(records) - len(failed)
+
+    async def run_catalog(self, producer_of: Callable[[], Any]) -> None:
+        while True:
+            await asyncio.sleep(CATALOG_INTERVAL_SECS)
+            try:
+                await self.publish(producer_of())
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - never let the catalog stop judging
+                log.warning("template_catalog_failed", error=repr(exc))

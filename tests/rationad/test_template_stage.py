@@ -1,0 +1,227 @@
+"""Template-level judging in the daemon (``judge.level = "template"``), with the scripted consumer, fake producer and
+fake model of tests/rationad/fakes.py (the real broker and vLLM: tests/integration/test_template_level.py)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import orjson
+import pytest
+
+import rationad.daemon as daemon_mod
+from rationad.config import Settings
+from rationad.daemon import Daemon
+from rationad.labels import Label
+from rationad.model.base import ModelError
+from rationad.templates import template_id
+from tests.rationad.fakes import ANOMALOUS, NORMAL, FakeConsumer, FakeModel, FakeProducer, Rec
+from tests.rationad.test_daemon import TP, run_until
+
+_patch = pytest.MonkeyPatch()
+
+
+@pytest.fixture(autouse=True)
+def _undo_patches():
+    yield
+    _patch.undo()
+
+
+class FakeLabelBook:
+    """Stands in for labels.LabelBook (its broker side is tested in tests/integration/test_labels.py)."""
+
+    preset: list[Label] = []
+
+    def __init__(self, kafka, topic, *, on_change=None) -> None:
+        self.on_change = on_change
+
+    async def start(self, timeout_secs: float = 30) -> None:
+        pass
+
+    def labels(self) -> list[Label]:
+        return list(self.preset)
+
+    def __len__(self) -> int:
+        return len(self.preset)
+
+    async def aclose(self) -> None:
+        pass
+
+
+def settings(**sections) -> Settings:
+    base = {
+        "input": {"dialect": "generic"},  # no key: fixed windows over the stream, template level by default
+        "sessions": {"mode": "fixed", "window_lines": 3},
+        "cache": {"enabled": False},
+        "server": {"enabled": False},
+        "model": {"retry_backoff_secs": 0.0, "batch_wait_ms": 0},
+        "delivery": {"commit_interval_ms": 10, "drain_timeout_secs": 2},
+    }
+    for k, v in sections.items():
+        base[k] = {**base.get(k, {}), **v}
+    return Settings(**base)
+
+
+class CountingModel(FakeModel):
+    """Counts prompts (one per template) and can be held back until ``release`` is set."""
+
+    def __init__(self, answer=None) -> None:
+        super().__init__(answer)
+        self.prompts: list[str] = []
+        self.release = asyncio.Event()
+        self.release.set()
+
+    async def generate(self, conversations, *, max_tokens, temperature, regex):
+        await self.release.wait()
+        self.prompts += [c[-1]["content"] for c in conversations]
+        return await super().generate(conversations, max_tokens=max_tokens, temperature=temperature, regex=regex)
+
+
+def make(s: Settings, batches, *, model=None, labels: list[Label] = ()) -> tuple[Daemon, FakeConsumer, FakeProducer]:
+    consumer = FakeConsumer(batches, [TP])
+    producer = FakeProducer(max_request_size=1_048_576)
+
+    async def nothing(*a, **kw):
+        return 1
+
+    FakeLabelBook.preset = list(labels)
+    _patch.setattr("rationad.topics.require_topics", nothing)
+    _patch.setattr("rationad.topics.ensure_compacted_topic", nothing)
+    _patch.setattr("rationad.labels.LabelBook", FakeLabelBook)
+    _patch.setattr(daemon_mod, "make_consumer", lambda cfg, **kw: consumer)
+    _patch.setattr(daemon_mod, "make_producer", lambda cfg, **kw: producer)
+    return Daemon(s, client=model or CountingModel()), consumer, producer
+
+
+def recs(lines: list[str], start: int = 0) -> dict:
+    return {TP: [Rec(start + i, text.encode()) for i, text in enumerate(lines)]}
+
+
+def events(producer: FakeProducer, s: Settings) -> list[dict]:
+    return [orjson.loads(x.value) for x in producer.on(s.output.topic)]
+
+
+ROUTINE = [f"INFO served request {i} in {i * 3} ms" for i in range(1, 10)]  # one template
+DISK = "ERROR disk sda{n} failed: I/O error at sector {n}"  # another
+
+
+def test_level_defaults_follow_the_dialect():
+    assert Settings(input={"dialect": "hdfs"}).judge_level() == "session"
+    assert Settings(input={"dialect": "bgl"}).judge_level() == "template"
+    assert settings().judge_level() == "template"
+    assert Settings(input={"dialect": "bgl"}, judge={"level": "session"}).judge_level() == "session"
+
+
+async def test_each_template_is_judged_once_and_windows_are_decided_from_their_templates():
+    s = settings(output={"emit_normal": True})
+    lines = ROUTINE[:3] + [ROUTINE[3], DISK.format(n=1), ROUTINE[4]] + ROUTINE[5:8] + [DISK.format(n=7)] + ROUTINE[8:] \
+        + ROUTINE[:1]
+    model = CountingModel()
+    d, consumer, producer = make(s, [recs(lines)], model=model)
+    await run_until(d, lambda: len(events(producer, s)) == 4)
+    evs = sorted(events(producer, s), key=lambda e: e["session"]["first_offset"])  # produced as decided
+    assert [e["verdict"] for e in evs] == ["normal", "anomalous", "normal", "anomalous"]
+    assert len(model.prompts) == 2, model.prompts  # two templates, whatever the number of windows
+    bad = evs[1]
+    assert bad["judge_level"] == "template"
+    (t,) = bad["templates"]
+    assert t["template"] == "ERROR disk sda{*} failed: I/O error at sector {*}"
+    assert t["id"] == template_id(t["template"]) and t["source"] == "model" and t["count"] == 1
+    assert [x["offset"] for x in t["lines"]] == [4]  # the window's own line of it
+    assert bad["evidence"] == [{"ref": "L2", "template": t["template"], "count": 1, "line": DISK.format(n=1),
+                                "offset": 4}]
+    assert consumer.committed_offset(TP) == len(lines)
+
+
+async def test_a_template_is_queued_when_first_seen_and_its_window_waits_for_the_verdict():
+    s = settings()
+    model = CountingModel()
+    model.release.clear()  # the model is slow
+    d, consumer, producer = make(s, [recs([DISK.format(n=1), ROUTINE[0], ROUTINE[1]])], model=model)
+    task = asyncio.create_task(run_until(d, lambda: len(events(producer, s)) == 1))
+    for _ in range(200):
+        if d.templates and d.templates.waiting_windows == 1:
+            break
+        await asyncio.sleep(0.01)
+    assert d.templates.waiting_windows == 1  # closed, held: nothing committed past it
+    assert all(c.get(TP, 0) == 0 for c in consumer.commits)
+    model.release.set()
+    await task
+    assert [e["verdict"] for e in events(producer, s)] == ["anomalous"]
+    assert d.metrics.windows_decided.labels("waited")._value.get() == 1
+
+
+async def test_an_operator_label_wins_over_the_model_for_later_windows_and_is_listed():
+    s = settings(output={"emit_normal": True})
+    tpl = "ERROR disk sda{*} failed: I/O error at sector {*}"
+    label = Label(tpl, "normal", "sda is a scratch disk, failures expected", "oncall", 1.0)
+    d, consumer, producer = make(s, [recs([DISK.format(n=1), ROUTINE[0], ROUTINE[1]])], labels=[label])
+    await run_until(d, lambda: len(events(producer, s)) == 1)
+    (ev,) = events(producer, s)
+    assert ev["verdict"] == "normal"
+    (t,) = ev["templates"]
+    assert (t["source"], t["verdict"], t["labelled_by"]) == ("operator", "normal", "oncall")
+    assert t["rationale"] == label.reason
+    assert d.client.prompts == [p for p in d.client.prompts if "disk" not in p]  # a labelled template costs no call
+
+
+async def test_a_label_arriving_while_running_flips_the_next_window():
+    s = settings()
+    tpl = "ERROR disk sda{*} failed: I/O error at sector {*}"
+    first = recs([DISK.format(n=1), ROUTINE[0], ROUTINE[1]])
+    second = recs([DISK.format(n=2), ROUTINE[2], ROUTINE[3]], start=3)
+    d, consumer, producer = make(s, [first], model=CountingModel())
+    task = asyncio.create_task(run_until(d, lambda: consumer.committed_offset(TP) == 6, timeout=15))
+    while len(events(producer, s)) < 1:
+        await asyncio.sleep(0.01)
+    d.templates.on_label(template_id(tpl), Label(tpl, "normal", "expected here", "oncall", 2.0))
+    consumer.batches.append(second)
+    await task
+    assert [e["verdict"] for e in events(producer, s)] == ["anomalous"]  # the second window is normal: no event
+
+
+async def test_a_template_the_model_rejects_is_dead_lettered_and_the_window_still_decided():
+    s = settings(output={"emit_normal": True})
+
+    def answer(text: str) -> str:
+        if "disk" in text:
+            raise ModelError("400 prompt refused", kind="rejected")
+        return NORMAL
+
+    class Rejecting(CountingModel):
+        async def generate(self, conversations, **kw):
+            for c in conversations:
+                answer(c[-1]["content"])
+            return await super().generate(conversations, **kw)
+
+    d, consumer, producer = make(s, [recs([DISK.format(n=1), ROUTINE[0], ROUTINE[1]])], model=Rejecting())
+    await run_until(d, lambda: len(events(producer, s)) == 1)
+    (ev,) = events(producer, s)
+    assert ev["verdict"] == "normal" and ev["unjudged_templates"] == [template_id(
+        "ERROR disk sda{*} failed: I/O error at sector {*}")]
+    (dl,) = producer.on(s.output.dlq_topic)
+    assert dict(dl.headers)["rationad-error-type"] == b"model_rejected"
+    assert consumer.committed_offset(TP) == 3
+
+
+async def test_the_catalog_gets_every_changed_template_with_its_counts():
+    s = settings()
+    lines = [ROUTINE[0], ROUTINE[1], DISK.format(n=1)]
+    d, consumer, producer = make(s, [recs(lines)])
+    await run_until(d, lambda: len(events(producer, s)) == 1)  # stopping publishes what changed
+    from rationad.catalog import decode_stat
+
+    stats = {st.template: st for st in (decode_stat(r.key, r.value) for r in producer.on(s.judge.templates_topic))}
+    assert stats["INFO served request {*} in {*} ms"].count == 2
+    assert stats["INFO served request {*} in {*} ms"].verdict == "normal"
+    assert stats["ERROR disk sda{*} failed: I/O error at sector {*}"].verdict == "anomalous"
+    assert {st.source for st in stats.values()} == {"model"}
+
+
+async def test_session_level_stays_as_it_was():
+    s = settings(judge={"level": "session"}, output={"emit_normal": True})
+    model = CountingModel(lambda text: ANOMALOUS if "ERROR" in text else NORMAL)
+    d, consumer, producer = make(s, [recs(ROUTINE[:3] + ROUTINE[3:6])], model=model)
+    await run_until(d, lambda: len(events(producer, s)) == 2)
+    assert len(model.prompts) == 1  # two identical-looking windows: one call through the verdict dedup
+    assert {e["judge_level"] for e in events(producer, s)} == {"session"}
+    assert d.templates is None
