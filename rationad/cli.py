@@ -169,16 +169,21 @@ def cmd_replay(args: argparse.Namespace) -> int:
         import itertools
 
         sessions_iter = itertools.islice(sessions_iter, args.limit)
+    level = args.level or (settings.judge_level() if raw_dialect else "session")
+    if level == "template" and not raw_dialect:
+        raise ConfigError(f"replay: --level template needs raw log lines (--dialect hdfs, bgl or generic), not "
+                          f"{args.dialect}")
+    judge = replay.judge_by_template if level == "template" else replay.judge_sessions
     out = open(args.out, "wb") if args.out else sys.stdout.buffer
     try:
         scores, calls = asyncio.run(
-            replay.judge_sessions(sessions_iter, settings.model, source, out, use_cache=not args.no_cache,
-                                  progress=sys.stderr.isatty())
+            judge(sessions_iter, settings.model, source, out, use_cache=not args.no_cache,
+                  progress=sys.stderr.isatty())
         )
     finally:
         if args.out:
             out.close()
-    summary = scores.summary() | {"model_calls": calls}
+    summary = scores.summary() | {"judge_level": level, "model_calls": calls}
     if skipped.count:
         summary["skipped_lines"] = skipped.count
         for ex in skipped.examples:
@@ -365,7 +370,12 @@ def build_parser() -> argparse.ArgumentParser:
                          "with an EventTemplate column")
     sp.add_argument("--out", help="write JSON lines here (default: stdout)")
     config_arg(sp)
-    sp.add_argument("--labels", help="CSV of session key,label (e.g. HDFS anomaly_label.csv) for scoring")
+    sp.add_argument("--labels", help="CSV for scoring: key,label per session (e.g. HDFS anomaly_label.csv), or with "
+                                     "fixed windows line,label per 1-based line number")
+    sp.add_argument("--level", choices=("session", "template"),
+                    help="template: judge each distinct line template once and decide every window from its "
+                         "templates; session: one model call per window (default: judge.level, i.e. session for "
+                         "hdfs, template for bgl and generic)")
     sp.add_argument("--source", help="log source name shown to the model (default: from the dialect)")
     sp.add_argument("--key-regex", help="generic dialect: session key regex (group 1 if it has one); not needed with "
                                         "--window-lines or --window-secs (fixed windows over the file)")

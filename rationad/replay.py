@@ -6,7 +6,11 @@ session. Inputs (gzip-compressed ones too):
   session key (a block id), or for fixed windows the 1-based line number of the window's first line;
 - ``hdfs-sessions``: the session JSONL of ``datasets/hdfs_sessions`` (template ids rendered to realistic lines);
 - ``templates``: a CSV with an ``EventTemplate`` column, one template a session (the paper's template-level task).
-Labels, where the input has them, give precision/recall/F1 on stderr.
+Labels, where the input has them, give precision/recall/F1 on stderr: a ``key,label`` CSV for session windows, a
+``line,label`` CSV (1-based line numbers) for fixed windows, where a window is anomalous when any of its lines is.
+
+``judge_sessions`` asks the model about each window (session level); ``judge_by_template`` asks it about each distinct
+line template once and decides every window from its templates (``judge.level = "template"``, as the daemon does).
 """
 
 from __future__ import annotations
@@ -97,7 +101,10 @@ def sessions_from_log(
                 n = seen[s.key] = seen.get(s.key, 0) + 1
                 s.source_id = s.key if n == 1 else f"{s.key}#{n}"
             line_labels = [line.label for line in s.lines if line.label is not None]
-            if labels is not None:
+            if labels is not None and spec.mode == "fixed":  # a label per line number: anomalous if any line is
+                marks = [labels[str(line.offset)] for line in s.lines if str(line.offset) in labels]
+                s.label = ("anomalous" if "anomalous" in marks else "normal") if marks else None
+            elif labels is not None:
                 s.label = labels.get(s.key)
             elif line_labels:
                 s.label = "anomalous" if "anomalous" in line_labels else "normal"
@@ -241,6 +248,70 @@ async def judge_sessions(
             done += len(batch)
             if progress:
                 print(f"\rjudged {done} sessions, {judge.model_calls} model calls", end="", file=sys.stderr)
+            batch.clear()
+
+        for s in sessions:
+            batch.append(s)
+            if len(batch) >= chunk:
+                await flush()
+        if batch:
+            await flush()
+        if progress:
+            print(file=sys.stderr)
+    finally:
+        if owns_client:
+            await client.aclose()
+    return scores, judge.model_calls
+
+
+async def judge_by_template(
+    sessions: Iterable[Session], model_cfg: ModelConfig, source: str, out: IO[bytes], *, use_cache: bool,
+    cache_entries: int = 100_000, chunk: int = 256, client=None, progress: bool = False,
+) -> tuple[Scores, int]:
+    """Template level: each distinct template of the windows is judged once (one ``judge_many`` per chunk of
+    windows), every window decided from its templates; JSON lines as the daemon's template events carry them."""
+    from rationad.cache import VerdictCache
+    from rationad.events import ModelInfo, build_template_event
+    from rationad.judge import Judge
+    from rationad.model.base import make_client
+    from rationad.template_book import TemplateBook, template_session
+
+    owns_client = client is None
+    client = client or make_client(model_cfg)
+    if owns_client:
+        await client.start()
+    judge = Judge(client, model_cfg, source, cache=VerdictCache(cache_entries) if use_cache else None)
+    book = TemplateBook(max_templates=cache_entries)
+    model = ModelInfo(name=client.name)
+    scores = Scores()
+    done = 0
+    try:
+        batch: list[Session] = []
+
+        async def flush() -> None:
+            nonlocal done
+            uses = [book.uses(s) for s in batch]
+            todo = {u.state.id: u.state for us in uses for u in us if not u.state.known}
+            if todo:
+                for j in await judge.judge_many([template_session(st.template) for st in todo.values()]):
+                    a = j.answer
+                    book.judged(j.session.key, a.verdict, a.rationale, cached=j.cached,
+                                failed=None if a.ok else (a.error or "malformed_answer"))
+            for s, us in zip(batch, uses, strict=True):
+                decision = book.decide(us)
+                assert decision is not None  # every template was judged (or failed) above
+                ev = build_template_event(s, decision, model, source=source)
+                scores.add(s.label, decision.verdict, True)
+                rec = {"id": s.source_id or s.key, "verdict": decision.verdict, "rationale": ev["rationale"],
+                       "judge_level": "template", "evidence": ev["evidence"], "templates": ev["templates"],
+                       "unjudged_templates": ev["unjudged_templates"], "lines": len(s.lines)}
+                if s.label is not None:
+                    rec["label"] = s.label
+                out.write(orjson.dumps(rec) + b"\n")
+            done += len(batch)
+            if progress:
+                print(f"\rjudged {done} windows, {len(book)} templates, {judge.model_calls} model calls", end="",
+                      file=sys.stderr)
             batch.clear()
 
         for s in sessions:

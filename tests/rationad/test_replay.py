@@ -24,3 +24,31 @@ def test_replay_sessions_are_not_cut_by_the_wall_clock_bound(tmp_path):
     assert skipped.count == 0
     got = sorted((s.key, s.close_reason, s.revision, len(s.lines), s.source_id) for s in out)
     assert got == [("blk_1", "end_of_input", 1, 5, "blk_1"), ("blk_2", "end_of_input", 1, 1, "blk_2")]
+
+
+async def test_template_level_replay_judges_each_template_once_and_scores_lines(tmp_path):
+    import io
+
+    import orjson
+
+    from rationad.config import ModelConfig
+    from tests.rationad.fakes import FakeModel
+
+    lines = [f"INFO request {i} served in {i} ms" for i in range(40)]
+    lines[7] = "ERROR disk sda1 failed"
+    lines[30] = "ERROR disk sda3 failed"
+    path = tmp_path / "app.log"
+    path.write_text("\n".join(lines) + "\n")
+    labels = {str(n): ("anomalous" if n in (8, 31) else "normal") for n in range(1, 41)}  # 1-based line numbers
+    sessions = replay.sessions_from_log(path, "generic", SessionsConfig(mode="fixed", window_lines=1),
+                                        InputConfig(dialect="generic"), replay.Skipped(), labels)
+    out = io.BytesIO()
+    model = FakeModel()
+    scores, calls = await replay.judge_by_template(sessions, ModelConfig(), "generic", out, use_cache=True,
+                                                   client=model, chunk=16)
+    recs = [orjson.loads(x) for x in out.getvalue().splitlines()]
+    assert len(recs) == 40  # one verdict per line
+    assert [r["id"] for r in recs if r["verdict"] == "anomalous"] == ["8", "31"]
+    assert calls == 2  # two templates for 40 lines
+    assert scores.summary()["f1"] == 1.0 and scores.labelled == 40
+    assert recs[7]["templates"][0]["template"] == "ERROR disk sda{*} failed"
