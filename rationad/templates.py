@@ -26,6 +26,7 @@ TEMPLATE_CACHE_MAX_KEY_CHARS = 8_192
 
 # Order matters: specific shapes first, bare numbers last.
 MASKING_RULES: tuple[tuple[str, str], ...] = (
+    (r"\b(?:[0-9A-Fa-f]{1,2}:){2,}[0-9A-Fa-f]{1,2}\b", "*"),  # colon-separated hex bytes (MACs, chip status words)
     (r"blk_-?\d+", "*"),  # HDFS block ids
     (r"(?:/)?(?:\d{1,3}\.){3}\d{1,3}(?::\d{1,5})?", "*"),  # IPv4 with optional port and leading slash
     (r"\b[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\b", "*"),  # UUIDs
@@ -35,6 +36,7 @@ MASKING_RULES: tuple[tuple[str, str], ...] = (
     (r"\b[0-9a-fA-F]{8,}\b", "*"),  # long hex words
     (r"(?<![\w.])[-+]?\d+(?:\.\d+)?(?![\w.])", "*"),  # numbers
     (r"(?<=[A-Za-z])\d+\b", "*"),  # numeric suffixes (node names, task ids)
+    (r"(?<=[A-Za-z]\.)\d+\b", "*"),  # numbered names (core.9654): BGL_2k has 858 distinct templates without it, 144 with
 )
 
 _LOGHUB_WILDCARD = re.compile(r"<\*>")

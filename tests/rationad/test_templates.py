@@ -54,3 +54,12 @@ def test_templates_are_unchanged():
     msg = "INFO dfs.DataNode$DataXceiver: Receiving block blk_-12 src: /10.0.0.1:5000 dest: /10.0.0.2:50010"
     assert to_template(msg) == "INFO dfs.DataNode$DataXceiver: Receiving block {*} src: {*} dest: {*}"
     assert to_template(_long(1, 65_536)) == to_template(_long(1, 65_536))
+
+
+def test_numbered_names_and_hex_byte_strings_are_masked_but_hdfs_templates_are_unchanged():
+    assert to_template("RAS KERNEL INFO generating core.9654") == "RAS KERNEL INFO generating core.{*}"
+    assert to_template("Ido chip status changed: FF:F2:9F:16:DC:1A ok") == "Ido chip status changed: {*} ok"
+    # HDFS lines (their templates are what the released model was trained on) keep their templates
+    assert to_template("PacketResponder 1 for block blk_-1608999687919862906 terminating") == \
+        "PacketResponder {*} for block {*} terminating"
+    assert to_template("Verification succeeded for blk_-4980916519894289629") == "Verification succeeded for {*}"
