@@ -1,8 +1,11 @@
 """The HTTP backend: an OpenAI-compatible vLLM server (``python -m vllm.entrypoints.openai.api_server``).
 
-One ``POST /v1/chat/completions`` per conversation, at most ``model.max_concurrency`` in flight; the server applies
-the model's chat template and batches concurrent requests itself. Output is constrained with vLLM's
-``structured_outputs: {"regex": ...}`` request field.
+One ``POST /v1/chat/completions`` per conversation; the server applies the model's chat template and batches
+concurrent requests itself, so every conversation of a ``generate`` call is sent at once. ``model.max_concurrency``
+bounds the model stage's *batches* in flight, not requests: a client caps its requests in flight (and its
+connections) only at ``in_flight_cap(cfg)`` = ``max_batch_size * max_concurrency``, one request for every session
+the model stage can have pending, so the cap never holds back a batch (it bounds sockets against a runaway caller).
+Output is constrained with vLLM's ``structured_outputs: {"regex": ...}`` request field.
 
 Failures become a ``ModelError`` whose ``kind`` tells the daemon what to do (see ``rationad.model.base``):
 
@@ -53,6 +56,12 @@ def _config_hint(status: int, path: str) -> tuple[str, str]:
                                        "or model.server_url is not the server's base URL (give it without /v1)")
 
 
+def in_flight_cap(cfg: ModelConfig) -> int:
+    """Requests in flight per client: every session of every batch the model stage may have in flight (it runs at
+    most ``max_concurrency`` batches of at most ``max_batch_size``), so a server sees them all and batches them."""
+    return cfg.max_batch_size * cfg.max_concurrency
+
+
 def backoff_delay(attempt: int, base: float, rand: Callable[[], float] = random.random) -> float:
     """Seconds to wait before retry ``attempt`` (0-based): ``base * 2**attempt`` with +-50 % jitter, capped."""
     return min(base * (2**attempt), MAX_BACKOFF_SECS) * (0.5 + rand())
@@ -88,7 +97,9 @@ class ServerClient:
         self.model: str | None = cfg.served_model_name
         self.name = cfg.served_model_name or (cfg.path.name if cfg.path is not None else "vllm-server")
         self._count = token_counter(cfg.path)
-        self._sem = asyncio.Semaphore(cfg.max_concurrency)
+        self.max_in_flight = in_flight_cap(cfg)
+        self._sem = asyncio.Semaphore(self.max_in_flight)  # below the pool's size: a request never waits for a
+        # connection inside httpx, where the wait would count against the timeout and fail as a PoolTimeout
         self._sleep = sleep
         headers = {"Authorization": f"Bearer {cfg.api_key.get_secret_value()}"} if cfg.api_key is not None else {}
         # Credentials in the URL go to httpx as basic auth, not in its base URL, which httpx logs with each request.
@@ -104,7 +115,8 @@ class ServerClient:
             auth=auth,
             headers=headers,
             timeout=httpx.Timeout(cfg.request_timeout_secs),
-            limits=httpx.Limits(max_connections=cfg.max_concurrency + 2),
+            # + 2: discovery and health checks never queue behind a full batch
+            limits=httpx.Limits(max_connections=self.max_in_flight + 2, max_keepalive_connections=self.max_in_flight),
             transport=transport,
         )
 

@@ -245,7 +245,9 @@ async def test_malformed_success_body_is_a_model_error():
     await client.aclose()
 
 
-async def test_concurrency_is_bounded():
+async def test_requests_in_flight_are_bounded_by_batches_times_batch_size():
+    """The cap is every session the model stage can have pending (``max_batch_size * max_concurrency``), not
+    ``max_concurrency`` requests (see test_server_inflight.py)."""
     state = {"now": 0, "peak": 0}
 
     async def handler(request: httpx.Request) -> httpx.Response:
@@ -255,9 +257,9 @@ async def test_concurrency_is_bounded():
         state["now"] -= 1
         return httpx.Response(200, json=completion_body("ok"))
 
-    client = make(handler, max_concurrency=2)
-    out = await client.generate([CONV] * 7, max_tokens=8, temperature=0, regex=None)
-    assert len(out) == 7 and state["peak"] == 2
+    client = make(handler, max_concurrency=2, max_batch_size=2)
+    out = await client.generate([CONV] * 9, max_tokens=8, temperature=0, regex=None)
+    assert len(out) == 9 and state["peak"] == 4
     await client.aclose()
 
 
