@@ -249,6 +249,37 @@ def kb_baseline(sets: list[EvalSet]) -> dict[str, Any]:
 MODEL_NAMES = {"sft": "SFT", "grpo": "SFT+GRPO", "kb": "KB rules (no model)"}
 
 
+def baseline_results(corpus: Corpus, test_sets: list[EvalSet], val_sets: list[EvalSet],
+                     kb: dict[str, Any]) -> dict[str, Any]:
+    """The baselines of ``training.baselines`` (fitted on the training split only) and the knowledge-base rules on
+    the test and validation sets: ``{"trained_on": ..., "test": {baseline: {"sets": ...}}, "val": ...}``."""
+    from training.baselines import fit, score_sets
+
+    fitted = fit(corpus)
+    return {"trained_on": fitted.trained_on, "test": {"kb": kb, **score_sets(fitted, test_sets)},
+            "val": score_sets(fitted, val_sets, kb_verdict)}
+
+
+def baseline_report(model: dict[str, Any], baselines: dict[str, Any], label: str) -> str:
+    """Markdown: per split, the model's F1 beside every baseline's, then one line for each set and baseline where
+    the model loses (``<label> loses to <baseline> on <set>: F1 x vs y``), or a line saying it loses nowhere."""
+    from training.baselines import comparison_table, loses
+
+    parts = []
+    for split in ("test", "val"):
+        if not baselines.get(split):
+            continue
+        sets = model.get(split, {}).get("sets", {})
+        parts += [comparison_table(sets, baselines[split], label, split), ""]
+        if not sets:
+            parts.append(f"- no {split} results for {label}.")
+        else:
+            lost = loses(sets, baselines[split], label, MIN_ANOMALIES)
+            parts += [f"- {x}" for x in lost] or [f"- {label} loses to no baseline on the {split} sets."]
+        parts.append("")
+    return "\n".join(parts)
+
+
 MIN_ANOMALIES = 10  # validation sets with fewer anomalous items are too small to choose by (F1 is noise there)
 
 
@@ -336,6 +367,8 @@ def run_stage(cfg: dict, cfg_path: Path, out: Path, base: Path, smoke: bool) -> 
     val_sets = build_sets(corpus, p, "val", val_mode=True, datasets=dc.datasets) if len(models) > 1 else []
     results: dict[str, Any] = {"kb": kb_baseline(test_sets)}
     print(results_table({"kb": results["kb"]}), flush=True)
+    baselines = baseline_results(corpus, test_sets, val_sets or build_sets(corpus, p, "val", val_mode=True,
+                                                                          datasets=dc.datasets), results["kb"])
     val: dict[str, Any] = {}
     for m in models:
         merged = merged_folder(base, out / m / "adapter", cache=out / "merged")
@@ -344,16 +377,21 @@ def run_stage(cfg: dict, cfg_path: Path, out: Path, base: Path, smoke: bool) -> 
         val[m] = {"sets": {k: v for k, v in res["sets"].items() if "(val)" in k}}
         results[m] = {"engine_start_seconds": res["engine_start_seconds"],
                       "sets": {k: v for k, v in res["sets"].items() if "(val)" not in k}}
-        (eval_dir / "metrics.partial.json").write_text(json.dumps({"test": results, "val": val}, indent=1))
+        (eval_dir / "metrics.partial.json").write_text(json.dumps({"test": results, "val": val,
+                                                                   "baselines": baselines}, indent=1))
     scores = {m: f1_of(v) for m, v in val.items()}
     released = max(scores, key=lambda m: (scores[m], m == "sft")) if scores else "sft"
     choice = {"released": released, "validation_mean_f1": scores}
     (eval_dir / "choice.json").write_text(json.dumps(choice, indent=1))
-    (eval_dir / "metrics.json").write_text(json.dumps({"test": results, "val": val, "choice": choice}, indent=1))
+    (eval_dir / "metrics.json").write_text(json.dumps({"test": results, "val": val, "choice": choice,
+                                                       "baselines": baselines}, indent=1))
     # the table lists the trained models first, the knowledge-base baseline last
     results = {k: results[k] for k in [*models, "kb"]}
     (eval_dir / "results_table.md").write_text(results_table(results) + "\n")
     if results:
         pr_plot(results, eval_dir / "pr_curve.png")
     print(results_table(results), flush=True)
-    return {"test": results, "val": val, "choice": choice}
+    for m in models:
+        print(baseline_report({"test": results[m], "val": val.get(m, {"sets": {}})}, baselines,
+                              MODEL_NAMES[m]), flush=True)
+    return {"test": results, "val": val, "choice": choice, "baselines": baselines}

@@ -36,7 +36,7 @@ def lineage(sft: dict[str, Any], limit: int = 20) -> list[tuple[str, dict[str, A
 
 
 def write_results(out: Path, dest: Path, config_path: str, notes: str = "") -> Path:
-    from training.evaluate import MIN_ANOMALIES, results_table
+    from training.evaluate import MIN_ANOMALIES, MODEL_NAMES, baseline_report, results_table
 
     data = _load(out / "data/data_report.json") or {}
     sft = _load(out / "sft/sft_metrics.json") or {}
@@ -53,6 +53,18 @@ def write_results(out: Path, dest: Path, config_path: str, notes: str = "") -> P
                   "template-level for BGL/Spirit. *format valid*: share of answers the daemon's parser accepts; "
                   "*grounded*: share of rationales that cite only lines of their session; *flagged*: share judged "
                   "anomalous.", "", "![precision-recall](pr_curve.png)", ""]
+    released = (ev.get("choice") or {}).get("released", "sft")
+    if ev.get("baselines") and released in (ev.get("test") or {}):
+        label = f"{MODEL_NAMES[released]} (released)"
+        lines += ["## Baselines", "",
+                  "Scored on the same sets as the model, no model involved (`training/baselines.py`): the knowledge-base "
+                  "rules; a keyword rule (any line with a word such as error, fail, fatal, exception); a logistic "
+                  "regression on template-count vectors (session sets); TF-IDF + logistic regression (template sets; "
+                  "on windows, any template it flags). Each learned baseline is fitted on the training split only: "
+                  + "; ".join(f"{k}: {v}" for k, v in ev["baselines"].get("trained_on", {}).items())
+                  + ". F1, or on a normal-only set the share flagged (lower is better); `-`: does not apply.", "",
+                  baseline_report({"test": ev["test"][released], "val": (ev.get("val") or {}).get(released, {})},
+                                  ev["baselines"], label)]
     if ev.get("choice"):
         c = ev["choice"]
         lines += ["## Released model", "",
