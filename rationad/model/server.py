@@ -35,7 +35,6 @@ from rationad.model.base import Completion, Message, ModelError, gather_all, tok
 
 log = logging.getLogger(__name__)
 
-SEED = 0
 MAX_BACKOFF_SECS = 30.0
 RETRY_STATUS = frozenset({408, 429})  # and every 5xx
 CONFIG_STATUS = frozenset({401, 403, 404, 407})
@@ -207,7 +206,9 @@ class ServerClient:
             "messages": messages,
             "max_tokens": max_tokens,
             "temperature": temperature,
-            "seed": SEED,
+            # No per-request seed: on a CPU vLLM server a seeded sampled request (the Judge's malformed-answer retry)
+            # during another prompt's chunked prefill kills the engine core (docs: platform notes); greedy answers need
+            # none, and a retry need not be reproducible.
         }
         if regex:
             payload["structured_outputs"] = {"regex": regex}

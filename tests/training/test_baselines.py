@@ -90,7 +90,7 @@ def test_window_baselines_flag_a_window_when_any_template_is_flagged(corpus):
     ok = ["generating core.2275", "generating core.2275"]
     bad = [*ok, "data TLB error interrupt"]
     sessions = [window("w1", ok, "normal"), window("w2", bad, "anomalous"), window("w3", ok[:1], "normal")]
-    assert session_counts(sessions[1]) == {"generating core.2275": 2, "data TLB error interrupt": 1}
+    assert session_counts(sessions[1]) == {"generating core.{*}": 2, "data TLB error interrupt": 1}  # masked
     from training.evaluate import session_set
 
     es = session_set("BGL windows", "bgl", sessions, "")

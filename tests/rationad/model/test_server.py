@@ -69,7 +69,7 @@ async def test_request_shape_usage_and_order():
     assert req.headers["authorization"] == "Bearer s3cret-key"
     body = json.loads(req.content)
     assert body["model"] == "rationad" and body["max_tokens"] == 64 and body["temperature"] == 0.0
-    assert body["structured_outputs"] == {"regex": REGEX} and isinstance(body["seed"], int)
+    assert body["structured_outputs"] == {"regex": REGEX} and "seed" not in body  # a seeded sample can kill a CPU server
     assert body["messages"] == [{"role": "user", "content": "0"}]
     await client.generate([CONV], max_tokens=8, temperature=0.7, regex=None)
     assert "structured_outputs" not in json.loads(rec.requests[-1].content)
