@@ -119,15 +119,12 @@ async def ensure_topic(kafka_cfg: KafkaConfig, topic: str, *, key: str, partitio
         cluster = await admin._client.fetch_all_metadata()
         if topic not in cluster.topics():
             n = partitions or max((len(cluster.partitions_for_topic(t) or ()) for t in like), default=0) or 1
-            try:
-                await admin.create_topics([NewTopic(topic, n, replication_factor,
-                                                    topic_configs={"retention.ms": str(retention_ms)})])
-            except Exception as exc:
-                if topic not in set(await admin.list_topics()):  # not created by a replica starting alongside
-                    raise ConfigError(f"{key}: cannot create the internal topic {topic!r} ({n} partitions, "
-                                      f"replication {replication_factor}): {exc!r}; create it, or let the daemon "
-                                      "create topics") from exc
-            cluster = await admin._client.fetch_all_metadata()
+            problem = await _create(admin, NewTopic(topic, n, replication_factor,
+                                                    topic_configs={"retention.ms": str(retention_ms)}))
+            if problem is not None:
+                raise ConfigError(f"{key}: cannot create the internal topic {topic!r} ({n} partitions, replication "
+                                  f"{replication_factor}): {problem}; create it, or let the daemon create topics")
+            cluster = await _wait_for_partitions(admin, topic)
         return len(cluster.partitions_for_topic(topic) or ())
     finally:
         try:
@@ -139,6 +136,31 @@ async def ensure_topic(kafka_cfg: KafkaConfig, topic: str, *, key: str, partitio
 # CreateTopics answers per topic in its response (aiokafka does not raise for these): 36 is TOPIC_ALREADY_EXISTS, a
 # replica or the CLI creating it alongside.
 _TOPIC_ALREADY_EXISTS = 36
+
+
+async def _create(admin: Any, new_topic: Any) -> str | None:
+    """Create one topic; None when it exists afterwards (created here or by a replica alongside), else why not.
+    CreateTopics reports a refusal per topic in its response, and aiokafka returns it rather than raising."""
+    problem = None
+    try:
+        response = await admin.create_topics([new_topic])
+        errors = [e for e in getattr(response, "topic_errors", ()) if e[1] not in (0, _TOPIC_ALREADY_EXISTS)]
+        problem = f"error {errors[0][1]}: {errors[0][2] if len(errors[0]) > 2 else ''}" if errors else None
+    except Exception as exc:  # noqa: BLE001 - reported below unless another client created it
+        problem = repr(exc)
+    if problem is not None and new_topic.name in set(await admin.list_topics()):
+        return None
+    return problem
+
+
+async def _wait_for_partitions(admin: Any, topic: str) -> Any:
+    """Cluster metadata once a new topic's partitions show (they appear when their leaders are elected)."""
+    for _ in range(50):
+        cluster = await admin._client.fetch_all_metadata()
+        if cluster.partitions_for_topic(topic):
+            return cluster
+        await asyncio.sleep(0.1)
+    return cluster
 
 
 async def _cleanup_policy(admin: Any, topic: str) -> str | None:
@@ -178,23 +200,13 @@ async def ensure_compacted_topic(kafka_cfg: KafkaConfig, topic: str, *, key: str
             raise ConfigError(f"{key}: cannot reach {kafka_cfg.bootstrap_servers} to check the topic {topic!r}: "
                               f"{exc!r}") from exc
         if topic not in cluster.topics():
-            problem = None
-            try:
-                response = await admin.create_topics([NewTopic(topic, partitions, replication_factor,
-                                                               topic_configs={"cleanup.policy": "compact"})])
-                errors = [e for e in getattr(response, "topic_errors", ()) if e[1] not in (0, _TOPIC_ALREADY_EXISTS)]
-                problem = f"error {errors[0][1]}: {errors[0][2] if len(errors[0]) > 2 else ''}" if errors else None
-            except Exception as exc:  # noqa: BLE001 - reported below unless another client created it
-                problem = repr(exc)
-            if problem is not None and topic not in set(await admin.list_topics()):
+            problem = await _create(admin, NewTopic(topic, partitions, replication_factor,
+                                                    topic_configs={"cleanup.policy": "compact"}))
+            if problem is not None:
                 raise ConfigError(f"{key}: cannot create the compacted topic {topic!r} ({partitions} partitions, "
                                   f"replication {replication_factor}, cleanup.policy=compact): {problem}; create it, "
                                   "or let rationad create topics")
-            for _ in range(50):  # a new topic's partitions appear in metadata once their leaders are elected
-                cluster = await admin._client.fetch_all_metadata()
-                if cluster.partitions_for_topic(topic):
-                    break
-                await asyncio.sleep(0.1)
+            cluster = await _wait_for_partitions(admin, topic)
         else:
             policy = await _cleanup_policy(admin, topic)
             if policy is not None and "compact" not in policy:

@@ -110,11 +110,14 @@ class CreatingAdmin(FakeAdmin):
 
     parts: dict[str, int] = {}
     refuse: Exception | None = None
+    answer_error: tuple[int, str] | None = None  # a refusal inside the CreateTopics response, as aiokafka returns it
     created: list = []
 
     async def create_topics(self, new):
         if self.refuse is not None:
             raise self.refuse
+        if self.answer_error is not None:
+            return SimpleNamespace(topic_errors=[(t.name, *self.answer_error) for t in new])
         for t in new:
             CreatingAdmin.created.append((t.name, t.num_partitions, t.replication_factor, dict(t.topic_configs)))
             CreatingAdmin.parts[t.name] = t.num_partitions
@@ -137,6 +140,7 @@ def creating(monkeypatch):
     import aiokafka.admin
 
     CreatingAdmin.parts, CreatingAdmin.refuse, CreatingAdmin.created = {"logs": 3, "more": 5}, None, []
+    CreatingAdmin.answer_error = None
     monkeypatch.setattr(aiokafka.admin, "AIOKafkaAdminClient", CreatingAdmin)
     return CreatingAdmin
 
@@ -153,5 +157,13 @@ async def test_ensure_topic_creates_the_internal_topic_like_the_largest_input(cr
 async def test_ensure_topic_that_cannot_be_created_names_the_key(creating):
     creating.refuse = RuntimeError("TopicAuthorizationFailedError")
     with pytest.raises(ConfigError, match=r"^repartition\.topic: cannot create the internal topic 'g-repartition'"):
+        await topics.ensure_topic(KAFKA, "g-repartition", key="repartition.topic", partitions=4, like=["logs"],
+                                  replication_factor=1, retention_ms=60_000)
+
+
+async def test_a_refusal_inside_the_create_topics_response_names_the_key(creating):
+    # aiokafka returns CreateTopics' per-topic errors instead of raising them: they must not pass as "created"
+    creating.answer_error = (29, "Topic authorization failed")
+    with pytest.raises(ConfigError, match=r"^repartition\.topic: cannot create .*error 29: Topic authorization"):
         await topics.ensure_topic(KAFKA, "g-repartition", key="repartition.topic", partitions=4, like=["logs"],
                                   replication_factor=1, retention_ms=60_000)
