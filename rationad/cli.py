@@ -98,8 +98,21 @@ async def _check(settings: Settings) -> list[str]:
 def cmd_check_config(args: argparse.Namespace) -> int:
     settings = _settings(args.config)
     print(json.dumps(settings.redacted(), indent=2))
+    level = settings.judge_level()
+    if level == "template":
+        j = settings.judge
+        print(f"judge level: template{'' if settings.judge.level else ' (the ' + settings.input.dialect + ' default)'}"
+              f": each line template judged once, windows decided from their templates; operator labels on "
+              f"{j.labels_topic!r}, template catalog on {j.templates_topic!r} (compacted, created at start if missing)",
+              file=sys.stderr)
+    else:
+        print(f"judge level: session{'' if settings.judge.level else ' (the ' + settings.input.dialect + ' default)'}"
+              f": one model call per window whose prompt is new", file=sys.stderr)
     internal = settings.repartition_topic()
-    if internal is None:
+    if internal is None and level == "template" and settings.input.repartition == "auto":
+        print("repartition: off (input.repartition = 'auto', template level): a window is a slice of a partition",
+              file=sys.stderr)
+    elif internal is None:
         print(f"repartition: off (input.repartition = {settings.input.repartition!r}): input partitions are windowed "
               "as they are; producers must key records by session key", file=sys.stderr)
     else:

@@ -225,3 +225,28 @@ async def test_session_level_stays_as_it_was():
     assert len(model.prompts) == 1  # two identical-looking windows: one call through the verdict dedup
     assert {e["judge_level"] for e in events(producer, s)} == {"session"}
     assert d.templates is None
+
+
+async def test_a_window_waiting_on_a_revoked_partition_is_dropped_for_its_new_owner():
+    s = settings()
+    model = CountingModel()
+    model.release.clear()
+    d, consumer, producer = make(s, [recs([DISK.format(n=1), ROUTINE[0], ROUTINE[1]])], model=model)
+    task = asyncio.create_task(d.run())
+    try:
+        for _ in range(300):
+            if d.templates and d.templates.waiting_windows == 1:
+                break
+            await asyncio.sleep(0.01)
+        assert d.templates.waiting_windows == 1
+        await d._on_revoked([TP])
+        assert all(c.get(TP, 0) == 0 for c in consumer.commits)  # the new owner re-reads the window
+        model.release.set()
+        for _ in range(300):
+            if d.delivery.held == 0:
+                break
+            await asyncio.sleep(0.01)
+        assert d.delivery.held == 0 and events(producer, s) == []  # decided, but not ours to emit any more
+    finally:
+        d.request_stop()
+        assert await asyncio.wait_for(task, 20) == 0
