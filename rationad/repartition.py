@@ -29,15 +29,24 @@ SEEN_PER_PARTITION = 200_000  # source lines remembered per internal partition t
 ROUTER_MEMO_KEYS = 100_000  # session keys whose partition is remembered (a key has many lines: HDFS ~20 a block)
 
 
+_source_prefix: dict[tuple[str, int], tuple[tuple[str, bytes], tuple[str, bytes]]] = {}
+
+
 def source_headers(source_topic: str, source_partition: int, source_offset: int) -> list[tuple[str, bytes]]:
     """The headers every internal record carries: where its line was read from."""
-    return [(SOURCE_HEADERS[0], source_topic.encode()), (SOURCE_HEADERS[1], str(source_partition).encode()),
-            (SOURCE_HEADERS[2], str(source_offset).encode())]
+    prefix = _source_prefix.get((source_topic, source_partition))
+    if prefix is None:
+        prefix = _source_prefix[(source_topic, source_partition)] = (
+            (SOURCE_HEADERS[0], source_topic.encode()), (SOURCE_HEADERS[1], str(source_partition).encode()))
+    return [prefix[0], prefix[1], (SOURCE_HEADERS[2], b"%d" % source_offset)]
+
+
+_output = tuple.__new__  # Output's own __new__ is a Python function: this is the per-line path
 
 
 def forward(routes: list[tuple[str, bytes]], topic: str, headers: list[tuple[str, bytes]]) -> list[Output]:
     """One internal record per (session key, bytes) route of an input record (``Parser.route``)."""
-    return [Output(topic, key.encode(), value, headers) for key, value in routes]
+    return [_output(Output, (topic, key.encode(), value, headers)) for key, value in routes]
 
 
 def source_of(headers) -> tuple[bytes, bytes, bytes] | None:
