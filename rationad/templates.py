@@ -26,7 +26,8 @@ TEMPLATE_CACHE_MAX_KEY_CHARS = 8_192
 
 # Order matters: specific shapes first, bare numbers last.
 MASKING_RULES: tuple[tuple[str, str], ...] = (
-    (r"\b(?:[0-9A-Fa-f]{1,2}:){2,}[0-9A-Fa-f]{1,2}\b", "*"),  # colon-separated hex bytes (MACs, chip status words)
+    # colon-separated hex bytes (MACs, chip status words) and clock times, with any fraction (12:34:56.789)
+    (r"\b(?:[0-9A-Fa-f]{1,2}:){2,}[0-9A-Fa-f]{1,2}(?:\.\d+)?\b", "*"),
     (r"blk_-?\d+", "*"),  # HDFS block ids
     (r"(?:/)?(?:\d{1,3}\.){3}\d{1,3}(?::\d{1,5})?", "*"),  # IPv4 with optional port and leading slash
     (r"\b[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\b", "*"),  # UUIDs
