@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from rationad.prompt import SessionView, TemplateRow
@@ -72,3 +74,77 @@ def parse_completion(text: str, view: SessionView) -> ParsedAnswer:
         verdict = None
     cited, missing = citations(rationale, view)
     return ParsedAnswer(verdict, rationale, cited, missing, error, text)
+
+
+ANSWER_WORDS = ("normal", "anomalous")
+ANSWER_OPEN = "<answer>"
+
+
+def answer_score(tokens: Sequence[str], candidates: Sequence[Sequence[tuple[str, float]]]) -> float | None:
+    """The model's probability of ``anomalous`` where its answer word starts, from per-token logprobs; None when the
+    completion has no ``<answer>`` or no logprobs there.
+
+    ``tokens`` are the completion's tokens as text (their concatenation is the completion), ``candidates[i]`` the
+    (token text, logprob) pairs returned for position ``i`` (vLLM's top-k, the sampled token among them). At the
+    token where the word starts (the first token after the last ``<answer>``), every candidate that spells a prefix
+    of one answer word (``n``, ``norm``, ``normal`` / ``a``, ``an``, ...; the words start with different letters, so
+    no token counts for both) adds its probability to that word, and the score is ``A / (A + N)``. This ratio does
+    not depend on what else was allowed at that position: structured output masks the logits before vLLM computes
+    the logprobs (they are renormalised over the tokens the answer pattern allows), and renormalising keeps the
+    ratio of any two allowed tokens. With constrained output it is the probability that the constrained model,
+    sampled at temperature 1 from its own rationale, answers ``anomalous``: from this token on the word is decided.
+    A word with no candidate in the top-k gets the smallest returned probability (an upper bound on any token
+    outside the top-k), so the score is then bounded, not exact; it can only happen for a score near 0 or 1.
+    README "Events" says the same.
+    """
+    text = "".join(tokens)
+    at = text.rfind(ANSWER_OPEN)
+    if at < 0 or len(candidates) < len(tokens):
+        return None
+    start = at + len(ANSWER_OPEN)
+    pos = 0
+    for i, tok in enumerate(tokens):  # the token holding the word's first character
+        if pos + len(tok) > start:
+            break
+        pos += len(tok)
+    else:
+        return None
+    before = text[pos:start]  # the part of that token before the word (empty when the token starts the word)
+    mass: dict[str, list[float]] = {w: [] for w in ANSWER_WORDS}
+    lowest = math.inf
+    for cand, lp in candidates[i]:
+        lowest = min(lowest, lp)
+        if not cand.startswith(before):
+            continue
+        rest = cand[len(before):]
+        if not rest:
+            continue
+        for w in ANSWER_WORDS:
+            if w.startswith(rest) or rest.startswith(w):
+                mass[w].append(lp)
+    if not mass["normal"] and not mass["anomalous"]:
+        return None
+    log_n = _logsumexp(mass["normal"]) if mass["normal"] else lowest
+    log_a = _logsumexp(mass["anomalous"]) if mass["anomalous"] else lowest
+    if log_a == -math.inf and log_n == -math.inf:
+        return None
+    if log_a >= log_n:
+        return 1.0 / (1.0 + math.exp(log_n - log_a))
+    e = math.exp(log_a - log_n)
+    return e / (1.0 + e)
+
+
+def _logsumexp(xs: Sequence[float]) -> float:
+    top = max(xs)
+    if top == -math.inf:
+        return top
+    return top + math.log(sum(math.exp(x - top) for x in xs))
+
+
+def thresholded_verdict(answer_verdict: str | None, score: float | None, threshold: float | None) -> str | None:
+    """The verdict at ``threshold``: ``anomalous`` when ``score >= threshold``. The model's own answer when there is
+    no score (an answer cached before scores existed, a client that returns no logprobs) or no threshold; None
+    (malformed) stays None: a threshold never turns an unreadable answer into a verdict."""
+    if answer_verdict is None or score is None or threshold is None:
+        return answer_verdict
+    return "anomalous" if score >= threshold else "normal"

@@ -133,6 +133,13 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _unit_threshold(text: str) -> float:
+    value = float(text)
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"{text}: a threshold is in (0, 1]")
+    return value
+
+
 def cmd_replay(args: argparse.Namespace) -> int:
     from rationad import replay
 
@@ -187,16 +194,18 @@ def cmd_replay(args: argparse.Namespace) -> int:
         raise ConfigError(f"replay: --level template needs raw log lines (--dialect hdfs, bgl or generic), not "
                           f"{args.dialect}")
     judge = replay.judge_by_template if level == "template" else replay.judge_sessions
+    # A template CSV is the template-level task, one template a window: its threshold is the template level's.
+    threshold = args.threshold or settings.judge.threshold("template" if args.dialect == "templates" else level)
     out = open(args.out, "wb") if args.out else sys.stdout.buffer
     try:
         scores, calls = asyncio.run(
             judge(sessions_iter, settings.model, source, out, use_cache=not args.no_cache,
-                  progress=sys.stderr.isatty())
+                  progress=sys.stderr.isatty(), threshold=threshold)
         )
     finally:
         if args.out:
             out.close()
-    summary = scores.summary() | {"judge_level": level, "model_calls": calls}
+    summary = scores.summary() | {"judge_level": level, "model_calls": calls, "threshold": threshold}
     if skipped.count:
         summary["skipped_lines"] = skipped.count
         for ex in skipped.examples:
@@ -204,7 +213,11 @@ def cmd_replay(args: argparse.Namespace) -> int:
     print(json.dumps(summary), file=sys.stderr)
     if scores.labelled:
         print(f"precision {summary['precision']:.4f}  recall {summary['recall']:.4f}  F1 {summary['f1']:.4f}  "
-              f"({scores.labelled} labelled sessions)", file=sys.stderr)
+              f"({scores.labelled} labelled sessions, threshold {threshold:g})", file=sys.stderr)
+    if scores.pairs:  # the operating points an operator chooses judge.threshold_* from
+        print(replay.operating_points_table(scores.pairs, threshold), file=sys.stderr)
+        if args.pr_curve:
+            replay.write_curve(Path(args.pr_curve), scores.pairs)
     return 0
 
 
@@ -404,6 +417,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--no-cache", action="store_true", help="disable the verdict cache")
     sp.add_argument("--limit", type=int, help="judge at most this many sessions")
     sp.add_argument("--seed", type=int, default=0, help="hdfs-sessions: rendering seed")
+    sp.add_argument("--threshold", type=_unit_threshold,
+                    help="verdict anomalous when the score is at least this (0 < t <= 1; default: "
+                         "judge.threshold_template for template CSVs and --level template, else "
+                         "judge.threshold_session)")
+    sp.add_argument("--pr-curve", help="with labels: write every operating point of the PR curve here (CSV)")
     sp.set_defaults(func=cmd_replay)
 
     sp = sub.add_parser("tail", help="follow the verdict topic and print rationales")

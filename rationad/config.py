@@ -134,6 +134,14 @@ class JudgeConfig(_Section):
     labels_topic: str = Field("rationad.labels", min_length=1)
     # Templates seen, with their verdict, source and counts, for ``rationad templates`` (compacted; created at start).
     templates_topic: str = Field("rationad.templates", min_length=1)
+    # The verdict is anomalous when the model's score (P(anomalous) at its answer word, README "Events") is at least
+    # the threshold of the judging level; 0.5 is the model's own greedy answer. Below 0.5: more recall, more alerts.
+    # Choose yours from the PR curve ``rationad replay --labels`` prints (BENCHMARKS.md section 11).
+    threshold_session: float = Field(0.5, gt=0, le=1)
+    threshold_template: float = Field(0.5, gt=0, le=1)
+
+    def threshold(self, level: str) -> float:
+        return self.threshold_template if level == "template" else self.threshold_session
 
 
 class RepartitionConfig(_Section):

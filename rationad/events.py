@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 
 from rationad import __version__
-from rationad.answer import ParsedAnswer
+from rationad.answer import ParsedAnswer, thresholded_verdict
 from rationad.prompt import PROMPT_VERSION, SessionView
 from rationad.records import Session
 from rationad.template_book import Decision
@@ -81,8 +81,12 @@ def build_event(
     cached: bool,
     max_rationale_chars: int = 2_000,
     now: float | None = None,
+    score: float | None = None,
+    threshold: float | None = None,
 ) -> dict[str, Any]:
-    """A verdict event for a session whose answer parsed (``answer.verdict`` is set)."""
+    """A verdict event for a session whose answer parsed (``answer.verdict`` is set). ``verdict`` is the answer at
+    ``threshold`` (anomalous when ``score >= threshold``; the model's written answer when either is None);
+    ``model_verdict`` is the answer the model wrote, whose analysis the rationale is."""
     if answer.verdict is None:
         raise ValueError("a verdict event needs a parsed verdict")
     return {
@@ -90,7 +94,10 @@ def build_event(
         "schema_version": SCHEMA_VERSION,
         "id": event_id(session, model),
         "time": _iso(time.time() if now is None else now),
-        "verdict": answer.verdict,
+        "verdict": thresholded_verdict(answer.verdict, score, threshold),
+        "model_verdict": answer.verdict,
+        "score": score,
+        "threshold": threshold if score is not None else None,
         "rationale": answer.rationale[:max_rationale_chars],
         "evidence": evidence(answer, view, session),
         "grounded": answer.grounded,
@@ -136,13 +143,18 @@ def build_template_event(
     source: str,
     max_rationale_chars: int = 2_000,
     now: float | None = None,
+    threshold: float | None = None,
 ) -> dict[str, Any]:
     """A verdict event for a window decided from its templates' verdicts (``judge.level = "template"``). It carries
-    each anomalous template, and each template an operator labelled, with its rationale, its count in the window and
-    the window's own lines of it; ``evidence`` cites the first line of each anomalous template (``ref`` = the
-    template's place in the window, in order of first appearance)."""
+    each anomalous template, each template an operator labelled, and each whose verdict at the threshold differs
+    from the answer the model wrote, with its rationale, score, its count in the window and the window's own lines
+    of it; ``evidence`` cites the first line of each anomalous template (``ref`` = the template's place in the
+    window, in order of first appearance). The window's ``score`` is the maximum over its templates (a label counts
+    as 1 or 0), ``threshold`` the one its templates' verdicts were decided at (``judge.threshold_template``)."""
     uses = decision.uses
-    shown = [(i, u) for i, u in enumerate(uses, start=1) if u.state.verdict == "anomalous" or u.state.label is not None]
+    shown = [(i, u) for i, u in enumerate(uses, start=1)
+             if u.state.verdict == "anomalous" or u.state.label is not None
+             or u.state.answer_verdict != u.state.model_verdict]
     anomalous = [(i, u) for i, u in shown if u.state.verdict == "anomalous"]
     if anomalous:
         rationale = " ".join(f"[{u.state.id} x{len(u.lines)}, {u.state.source}] {u.state.reason}" for _, u in anomalous)
@@ -158,6 +170,9 @@ def build_template_event(
         }
         if st.label is not None:
             entry["labelled_by"] = st.label.by
+        if st.model_verdict is not None:
+            entry["model_verdict"] = st.answer_verdict
+            entry["score"] = st.score
         templates.append(entry)
     return {
         "type": EVENT_TYPE,
@@ -165,6 +180,9 @@ def build_template_event(
         "id": template_event_id(session, model),
         "time": _iso(time.time() if now is None else now),
         "verdict": decision.verdict,
+        "model_verdict": decision.model_verdict,
+        "score": decision.score,
+        "threshold": threshold if decision.score is not None else None,
         "rationale": rationale[:max_rationale_chars],
         "evidence": [{"ref": f"L{i}", "template": u.state.template, "count": len(u.lines),
                       "line": u.lines[0].raw[:_MAX_LINE_CHARS], "offset": u.lines[0].offset} for i, u in anomalous],

@@ -3,6 +3,11 @@
 Misses are deduplicated (two sessions that look the same to the model cost one call, also while the first call is
 still in flight), batched into one ``generate`` call, and a malformed answer is retried before it is recorded as
 malformed with its raw text.
+
+Each judgement carries the model's ``score`` (P(anomalous) at the answer word, ``rationad.answer.answer_score``) of
+the completion it kept; the verdict cache stores it beside the completion, so a cache hit has the score of the call
+that made the entry. The threshold that turns a score into the event's verdict is applied where the output is made
+(``Judgement.verdict_at``; ``judge.threshold_session`` / ``threshold_template``), not here.
 """
 
 from __future__ import annotations
@@ -15,16 +20,36 @@ from pathlib import Path
 
 import orjson
 
-from rationad.answer import ParsedAnswer, parse_completion
+from rationad.answer import ParsedAnswer, parse_completion, thresholded_verdict
 from rationad.cache import VerdictCache
 from rationad.config import ModelConfig
 from rationad.events import ModelInfo
 from rationad.metrics import Metrics
-from rationad.model.base import ModelClient
+from rationad.model.base import Completion, ModelClient
 from rationad.prompt import ANSWER_REGEX, SessionView, answer_regex, build_messages, build_view, cache_key, view_of
 from rationad.records import Session
 
 MALFORMED_RETRY_TEMPERATURE = 0.7
+# A cached completion with its score: "<completion>\x1escore=<float>", the suffix after the answer, so its last
+# occurrence is ours (a completion that is cached without a score ends with its answer, never with a number), and a
+# reader that does not know the suffix still parses the answer before it. Entries written before scores existed
+# have no suffix: their hits have no score (the model's own answer decides).
+SCORE_SEP = "\x1escore="
+
+
+def cache_value(text: str, score: float | None) -> str:
+    return text if score is None else f"{text}{SCORE_SEP}{score!r}"
+
+
+def from_cache(value: str) -> tuple[str, float | None]:
+    text, sep, tail = value.rpartition(SCORE_SEP)
+    if not sep:
+        return value, None
+    try:
+        score = float(tail)
+    except ValueError:
+        return value, None
+    return (text, score) if 0.0 <= score <= 1.0 else (value, None)
 
 
 @dataclass(slots=True)
@@ -34,10 +59,16 @@ class Judgement:
     answer: ParsedAnswer
     cached: bool
     attempts: int
+    score: float | None = None  # P(anomalous) at the answer word; None when the model returned no logprobs
 
     @property
     def ok(self) -> bool:
         return self.answer.ok
+
+    def verdict_at(self, threshold: float | None) -> str | None:
+        """The verdict at ``threshold`` (``anomalous`` when ``score >= threshold``); the model's written answer when
+        there is no score; None when the answer is malformed."""
+        return thresholded_verdict(self.answer.verdict, self.score, threshold)
 
 
 def model_info(cfg: ModelConfig, client_name: str) -> ModelInfo:
@@ -72,7 +103,7 @@ class Judge:
         self.metrics = metrics
         self.malformed_retries = malformed_retries
         self.model_calls = 0
-        self._inflight: dict[str, asyncio.Future[tuple[str, int]]] = {}
+        self._inflight: dict[str, asyncio.Future[tuple[str, float | None, int]]] = {}
 
     def view(self, session: Session) -> SessionView:
         if session.extra.get("templated"):  # the template-level task: lines are templates already
@@ -85,15 +116,15 @@ class Judge:
         """Judge sessions; raises ``ModelError`` when the model cannot be reached (the caller retries)."""
         views = [self.view(s) for s in sessions]
         keys = [cache_key(v) for v in views]
-        results: list[tuple[str, int, bool] | None] = [None] * len(sessions)
+        results: list[tuple[str, float | None, int, bool] | None] = [None] * len(sessions)
         to_call: dict[str, SessionView] = {}
-        waits: dict[int, asyncio.Future[tuple[str, int]]] = {}
+        waits: dict[int, asyncio.Future[tuple[str, float | None, int]]] = {}
         for i, key in enumerate(keys):
             hit = self.cache.get(key) if self.cache is not None else None
             if self.metrics is not None and self.cache is not None:
                 self.metrics.cache_requests.labels("hit" if hit is not None else "miss").inc()
             if hit is not None:
-                results[i] = (hit, 0, True)
+                results[i] = (*from_cache(hit), 0, True)
             elif key in self._inflight:
                 waits[i] = self._inflight[key]
             elif key not in to_call:
@@ -118,54 +149,57 @@ class Judge:
             if results[i] is not None:
                 continue
             fut = own.get(key) or waits[i]
-            text, attempts = await fut
-            results[i] = (text, attempts, key not in own)
+            text, score, attempts = await fut
+            results[i] = (text, score, attempts, key not in own)
         out = []
         for session, view, key, res in zip(sessions, views, keys, results, strict=True):
             assert res is not None
-            text, attempts, cached = res
+            text, score, attempts, cached = res
             answer = parse_completion(text, view)
             if answer.ok and self.cache is not None and attempts:
-                self.cache.put(key, text)
+                self.cache.put(key, cache_value(text, score))
             if self.metrics is not None and answer.ungrounded_refs:
                 self.metrics.ungrounded_citations.inc(len(answer.ungrounded_refs))
-            out.append(Judgement(session, view, answer, cached=cached, attempts=attempts))
+            out.append(Judgement(session, view, answer, cached=cached, attempts=attempts,
+                                 score=score if answer.ok else None))
         if self.metrics is not None and self.cache is not None:
             self.metrics.cache_entries.set(len(self.cache))
         return out
 
-    async def _complete(self, views: list[SessionView]) -> list[tuple[str, int]]:
-        """One completion per view, malformed answers retried; returns (text, attempts).
+    async def _complete(self, views: list[SessionView]) -> list[tuple[str, float | None, int]]:
+        """One completion per view, malformed answers retried; returns (text, score, attempts) of the completion
+        kept.
 
         With constrained output, an answer citing a line absent from its session is generated again under
         ``answer_regex`` of that session's line ids, which cannot cite such a line. Only those few sessions pay for
         compiling a per-session regex; at temperature 0 the result is what decoding under it from the start gives
         (the greedy path only changes where it took a forbidden token).
         """
-        texts = await self._generate(views, self.cfg.temperature)
+        done = await self._generate(views, self.cfg.temperature)
         attempts = [1] * len(views)
         for _ in range(self.malformed_retries):
-            bad = [i for i, (v, t) in enumerate(zip(views, texts, strict=True)) if not parse_completion(t, v).ok]
+            bad = [i for i, (v, c) in enumerate(zip(views, done, strict=True)) if not parse_completion(c.text, v).ok]
             if not bad:
                 break
             retried = await self._generate([views[i] for i in bad], MALFORMED_RETRY_TEMPERATURE, narrow=True)
-            for i, t in zip(bad, retried, strict=True):
-                texts[i] = t
+            for i, c in zip(bad, retried, strict=True):
+                done[i] = c
                 attempts[i] += 1
         if self.cfg.constrain_output:
-            loose = [i for i, (v, t) in enumerate(zip(views, texts, strict=True))
-                     if (a := parse_completion(t, v)).ok and a.ungrounded_refs]
+            loose = [i for i, (v, c) in enumerate(zip(views, done, strict=True))
+                     if (a := parse_completion(c.text, v)).ok and a.ungrounded_refs]
             if loose:
                 repaired = await self._generate([views[i] for i in loose], self.cfg.temperature, narrow=True)
-                for i, t in zip(loose, repaired, strict=True):
+                for i, c in zip(loose, repaired, strict=True):
                     # The narrowed regex has no length bound: a model that walked past the session's last row can
                     # loop under it until max_new_tokens. Keep the well-formed answer (flagged ungrounded) then.
-                    if parse_completion(t, views[i]).ok:
-                        texts[i] = t
+                    if parse_completion(c.text, views[i]).ok:
+                        done[i] = c
                     attempts[i] += 1
-        return list(zip(texts, attempts, strict=True))
+        return [(c.text, c.score, n) for c, n in zip(done, attempts, strict=True)]
 
-    async def _generate(self, views: list[SessionView], temperature: float, *, narrow: bool = False) -> list[str]:
+    async def _generate(self, views: list[SessionView], temperature: float, *,
+                        narrow: bool = False) -> list[Completion]:
         """Completions in ``views`` order, constrained to ``ANSWER_REGEX`` (one compiled regex for every session) or,
         with ``narrow``, to ``answer_regex`` of each session's line ids (one request group per distinct id set)."""
         groups: dict[str | None, list[int]] = {}
@@ -191,11 +225,11 @@ class Judge:
             ))
             outcome = "ok"
             self.model_calls += len(views)
-            texts = [""] * len(views)
+            out: list[Completion] = [Completion("", 0, 0)] * len(views)
             for idx, completions in zip(groups.values(), parts, strict=True):
                 for i, c in zip(idx, completions, strict=True):
-                    texts[i] = c.text
-            return texts
+                    out[i] = c
+            return out
         finally:
             if self.metrics is not None:
                 self.metrics.model_in_flight.dec()

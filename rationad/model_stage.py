@@ -212,7 +212,8 @@ class ModelStage:
                 await self.delivery.dead_letter(p.hold, poison_session(j))
                 return
             event = build_event(p.session, j.view, j.answer, self.model, cached=j.cached,
-                                max_rationale_chars=self.s.output.max_rationale_chars)
+                                max_rationale_chars=self.s.output.max_rationale_chars, score=j.score,
+                                threshold=self.s.judge.threshold_session)
             if event["verdict"] == "anomalous" or self.s.output.emit_normal:
                 out = Output(self.s.output.topic, p.session.key.encode(), encode(event), headers(event))
 
@@ -224,7 +225,7 @@ class ModelStage:
                     self.metrics.events_produced.labels(event["verdict"]).inc()
                     if event["verdict"] == "anomalous":
                         log.info("anomaly", id=event["id"], key=p.session.key, lines=len(p.session.lines),
-                                 cached=j.cached, rationale=event["rationale"][:200])
+                                 cached=j.cached, score=j.score, rationale=event["rationale"][:200])
             else:
                 p.hold.release()
             self.metrics.end_to_end_latency.labels("hit" if j.cached else "miss").observe(time.time() - p.closed_at)

@@ -8,6 +8,9 @@ session. Inputs (gzip-compressed ones too):
 - ``templates``: a CSV with an ``EventTemplate`` column, one template a session (the paper's template-level task).
 Labels, where the input has them, give precision/recall/F1 on stderr: a ``key,label`` CSV for session windows, a
 ``line,label`` CSV (1-based line numbers) for fixed windows, where a window is anomalous when any of its lines is.
+Each output carries the model's ``score`` (P(anomalous), README "Events"), the ``verdict`` at the threshold and the
+``model_verdict`` it wrote; with labels, ``pr_curve`` gives the operating points of every threshold (the CLI prints
+them, so an operator can choose ``judge.threshold_*`` before alerting on a system).
 
 ``judge_sessions`` asks the model about each window (session level); ``judge_by_template`` asks it about each distinct
 line template once and decides every window from its templates (``judge.level = "template"``, as the daemon does).
@@ -158,6 +161,114 @@ def sessions_from_templates(path: Path) -> Iterator[Session]:
                           extra={"templated": True})
 
 
+@dataclass(frozen=True, slots=True)
+class OperatingPoint:
+    """The verdicts at one threshold (anomalous when score >= threshold) on the labelled, scored outputs."""
+
+    threshold: float
+    tp: int
+    fp: int
+    fn: int
+    tn: int
+
+    @property
+    def flagged(self) -> int:
+        return self.tp + self.fp
+
+    @property
+    def precision(self) -> float:
+        return self.tp / (self.tp + self.fp) if self.tp + self.fp else 1.0
+
+    @property
+    def recall(self) -> float:
+        return self.tp / (self.tp + self.fn) if self.tp + self.fn else 0.0
+
+    @property
+    def f1(self) -> float:
+        return 2 * self.tp / (2 * self.tp + self.fp + self.fn) if self.tp else 0.0
+
+
+def pr_curve(pairs: Iterable[tuple[float, bool]]) -> list[OperatingPoint]:
+    """Every distinct operating point of (score, is_anomalous) pairs: one per distinct score, used as threshold,
+    highest first (fewest flagged); between two adjacent scores every threshold gives the point of the higher."""
+    ranked = sorted(pairs, key=lambda x: -x[0])
+    pos = sum(1 for _, y in ranked if y)
+    neg = len(ranked) - pos
+    out: list[OperatingPoint] = []
+    tp = fp = 0
+    for i, (score, y) in enumerate(ranked):
+        tp += y
+        fp += not y
+        if i + 1 < len(ranked) and ranked[i + 1][0] == score:
+            continue
+        out.append(OperatingPoint(score, tp, fp, pos - tp, neg - fp))
+    return out
+
+
+def at_threshold(curve: list[OperatingPoint], threshold: float, pos: int, neg: int) -> OperatingPoint:
+    """The operating point of ``threshold`` on ``curve`` (of ``pos`` anomalous and ``neg`` normal outputs)."""
+    best = OperatingPoint(threshold, 0, 0, pos, neg)  # above every score: nothing flagged
+    for p in curve:  # thresholds descending
+        if p.threshold < threshold:
+            break
+        best = OperatingPoint(threshold, p.tp, p.fp, p.fn, p.tn)
+    return best
+
+
+def best_f1(curve: list[OperatingPoint]) -> tuple[OperatingPoint, float] | None:
+    """The operating point of best F1 (the highest threshold among equals: fewest alerts) and a threshold to
+    configure for it: halfway between its score and the next lower one, so it does not sit on a measured score."""
+    if not curve:
+        return None
+    i = max(range(len(curve)), key=lambda k: (curve[k].f1, curve[k].threshold))
+    lower = curve[i + 1].threshold if i + 1 < len(curve) else 0.0
+    return curve[i], (curve[i].threshold + lower) / 2
+
+
+def write_curve(path: Path, pairs: list[tuple[float, bool]]) -> None:
+    """Every operating point as CSV: threshold, precision, recall, f1, flagged, tp, fp, fn, tn."""
+    with path.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["threshold", "precision", "recall", "f1", "flagged", "tp", "fp", "fn", "tn"])
+        for p in pr_curve(pairs):
+            w.writerow([f"{p.threshold:.9g}", f"{p.precision:.4f}", f"{p.recall:.4f}", f"{p.f1:.4f}", p.flagged,
+                        p.tp, p.fp, p.fn, p.tn])
+
+
+def average_precision(curve: list[OperatingPoint]) -> float:
+    """Area under the PR curve as a step function (sum over points of recall gained times precision)."""
+    ap, last_recall = 0.0, 0.0
+    for p in curve:
+        ap += (p.recall - last_recall) * p.precision
+        last_recall = p.recall
+    return ap
+
+
+GRID = (0.001, 0.01, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 0.999)
+
+
+def operating_points_table(pairs: list[tuple[float, bool]], threshold: float | None = None) -> str:
+    """The operating points an operator chooses from: thresholds on a grid, the configured one and the best-F1 one."""
+    curve = pr_curve(pairs)
+    pos = sum(1 for _, y in pairs if y)
+    neg = len(pairs) - pos
+    rows: dict[float, str] = {t: "" for t in GRID}
+    best = best_f1(curve)
+    if best is not None:
+        rows[round(best[1], 6)] = "best F1"
+    if threshold is not None:
+        rows[threshold] = (rows.get(threshold, "") + " configured").strip()
+    lines = [f"PR curve ({len(pairs)} labelled, scored; {pos} anomalous; average precision "
+             f"{average_precision(curve):.4f}): verdict anomalous when score >= threshold",
+             f"{'threshold':>10} {'precision':>9} {'recall':>7} {'F1':>6} {'flagged':>8} {'tp':>6} {'fp':>6} {'fn':>6}"]
+    for t in sorted(rows):
+        p = at_threshold(curve, t, pos, neg)
+        precision = f"{p.precision:>9.4f}" if p.flagged else f"{'-':>9}"
+        lines.append(f"{t:>10.6g} {precision} {p.recall:>7.4f} {p.f1:>6.4f} {p.flagged:>8} {p.tp:>6} "
+                     f"{p.fp:>6} {p.fn:>6}  {rows[t]}".rstrip())
+    return "\n".join(lines)
+
+
 @dataclass(slots=True)
 class Scores:
     tp: int = 0
@@ -167,15 +278,21 @@ class Scores:
     malformed: int = 0
     ungrounded: int = 0
     total: int = 0
+    unscored: int = 0  # well-formed answers without a score (no logprobs)
+    pairs: list[tuple[float, bool]] = field(default_factory=list)  # (score, labelled anomalous), for pr_curve
 
-    def add(self, label: str | None, verdict: str | None, grounded: bool) -> None:
+    def add(self, label: str | None, verdict: str | None, grounded: bool, score: float | None = None) -> None:
         self.total += 1
         if verdict is None:
             self.malformed += 1
+        elif score is None:
+            self.unscored += 1
         if not grounded:
             self.ungrounded += 1
         if label is None:
             return
+        if verdict is not None and score is not None:
+            self.pairs.append((score, label == "anomalous"))
         predicted = verdict == "anomalous"
         actual = label == "anomalous"
         if predicted and actual:
@@ -200,14 +317,28 @@ class Scores:
             "tn": self.tn, "precision": round(p, 4), "recall": round(r, 4), "f1": round(f1, 4),
             "format_valid_rate": round(1 - self.malformed / self.total, 4) if self.total else None,
             "grounded_rate": round(1 - self.ungrounded / self.total, 4) if self.total else None,
-        }
+        } | self.curve_summary()
+
+    def curve_summary(self) -> dict[str, Any]:
+        if not self.pairs:
+            return {"unscored": self.unscored} if self.unscored else {}
+        curve = pr_curve(self.pairs)
+        best = best_f1(curve)
+        assert best is not None
+        point, threshold = best
+        return {"scored": len(self.pairs), "unscored": self.unscored,
+                "average_precision": round(average_precision(curve), 4),
+                "best_f1": round(point.f1, 4), "best_f1_threshold": round(threshold, 6),
+                "best_f1_precision": round(point.precision, 4), "best_f1_recall": round(point.recall, 4)}
 
 
 async def judge_sessions(
     sessions: Iterable[Session], model_cfg: ModelConfig, source: str, out: IO[bytes], *, use_cache: bool,
     cache_entries: int = 100_000, chunk: int = 256, client=None, progress: bool = False,
+    threshold: float | None = None,
 ) -> tuple[Scores, int]:
-    """Run sessions through the model stage; write JSON lines; return scores and the number of model calls."""
+    """Run sessions through the model stage; write JSON lines; return scores and the number of model calls. The
+    verdict is the answer at ``threshold`` (None: the model's written answer)."""
     from rationad.cache import VerdictCache
     from rationad.judge import Judge
     from rationad.model.base import make_client
@@ -226,10 +357,13 @@ async def judge_sessions(
             nonlocal done
             for j in await judge.judge_many(batch):
                 s, a = j.session, j.answer
-                scores.add(s.label, a.verdict, a.grounded)
+                verdict = j.verdict_at(threshold)
+                scores.add(s.label, verdict, a.grounded, j.score)
                 rec = {
                     "id": s.source_id or s.key,
-                    "verdict": a.verdict,
+                    "verdict": verdict,
+                    "model_verdict": a.verdict,
+                    "score": j.score,
                     "rationale": a.rationale,
                     "evidence": [
                         {"ref": r.ref, "template": r.template, "count": r.count,
@@ -267,9 +401,11 @@ async def judge_sessions(
 async def judge_by_template(
     sessions: Iterable[Session], model_cfg: ModelConfig, source: str, out: IO[bytes], *, use_cache: bool,
     cache_entries: int = 100_000, chunk: int = 256, client=None, progress: bool = False,
+    threshold: float | None = None,
 ) -> tuple[Scores, int]:
     """Template level: each distinct template of the windows is judged once (one ``judge_many`` per chunk of
-    windows), every window decided from its templates; JSON lines as the daemon's template events carry them."""
+    windows), every window decided from its templates' verdicts at ``threshold``; JSON lines as the daemon's
+    template events carry them. A window's score is the maximum of its templates'."""
     from rationad.cache import VerdictCache
     from rationad.events import ModelInfo, build_template_event
     from rationad.judge import Judge
@@ -295,14 +431,16 @@ async def judge_by_template(
             if todo:
                 for j in await judge.judge_many([template_session(st.template) for st in todo.values()]):
                     a = j.answer
-                    book.judged(j.session.key, a.verdict, a.rationale, cached=j.cached,
-                                failed=None if a.ok else (a.error or "malformed_answer"))
+                    book.judged(j.session.key, j.verdict_at(threshold), a.rationale, cached=j.cached,
+                                failed=None if a.ok else (a.error or "malformed_answer"), score=j.score,
+                                answer_verdict=a.verdict)
             for s, us in zip(batch, uses, strict=True):
                 decision = book.decide(us)
                 assert decision is not None  # every template was judged (or failed) above
-                ev = build_template_event(s, decision, model, source=source)
-                scores.add(s.label, decision.verdict, True)
-                rec = {"id": s.source_id or s.key, "verdict": decision.verdict, "rationale": ev["rationale"],
+                ev = build_template_event(s, decision, model, source=source, threshold=threshold)
+                scores.add(s.label, decision.verdict, True, decision.score)
+                rec = {"id": s.source_id or s.key, "verdict": decision.verdict,
+                       "model_verdict": decision.model_verdict, "score": decision.score, "rationale": ev["rationale"],
                        "judge_level": "template", "evidence": ev["evidence"], "templates": ev["templates"],
                        "unjudged_templates": ev["unjudged_templates"], "lines": len(s.lines)}
                 if s.label is not None:

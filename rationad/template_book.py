@@ -12,6 +12,11 @@ lookup when it comes back, not a model call).
 A window (any closed ``Session``) is decided by ``decide``: anomalous when any of its templates is; ``None`` while a
 template it holds has no verdict yet (the caller holds the window until ``TemplateBook`` says the template is known).
 A template the model could not judge (dead-lettered) does not make a window anomalous; the decision lists it.
+
+A template's verdict is the model's answer at ``judge.threshold_template`` (its ``score`` against the threshold,
+decided by the caller); ``answer_verdict`` keeps the answer the model wrote. A window's score is the maximum of its
+templates' (the any-anomalous rule: at any threshold the window is anomalous exactly when its highest-scoring
+template is), an operator's label counting as 1 (anomalous) or 0 (normal).
 """
 
 from __future__ import annotations
@@ -50,7 +55,9 @@ class TemplateState:
     count: int = 0
     first_seen: float = 0.0
     last_seen: float = 0.0
-    model_verdict: str | None = None
+    model_verdict: str | None = None  # the model's verdict at the threshold
+    answer_verdict: str | None = None  # the answer the model wrote (its greedy answer)
+    score: float | None = None  # P(anomalous) at the model's answer word; None for an answer without logprobs
     rationale: str = ""
     cached: bool = False
     failed: str | None = None  # why the model could not judge it (dead-lettered)
@@ -78,6 +85,18 @@ class TemplateState:
     def reason(self) -> str:
         return self.label.reason if self.label is not None else self.rationale
 
+    @property
+    def window_score(self) -> float | None:
+        """What this template adds to a window's score: a label's 1 or 0, else the model's score."""
+        if self.label is not None:
+            return 1.0 if self.label.verdict == "anomalous" else 0.0
+        return self.score if self.model_verdict is not None else None
+
+    @property
+    def written_verdict(self) -> str | None:
+        """The verdict at the model's own answer (a label still wins)."""
+        return self.label.verdict if self.label is not None else self.answer_verdict
+
 
 @dataclass(slots=True)
 class TemplateUse:
@@ -92,6 +111,8 @@ class Decision:
     verdict: str  # "anomalous" | "normal"
     uses: list[TemplateUse]  # every template of the window, in order of first appearance
     unjudged: list[str]  # ids of templates the model could not judge
+    score: float | None = None  # the maximum of its templates' scores (labels count 1 or 0); None: none scored
+    model_verdict: str | None = None  # the window's verdict from the answers the model wrote (labels still win)
 
     @property
     def anomalous(self) -> list[TemplateUse]:
@@ -147,8 +168,10 @@ class TemplateBook:
         return st.failed is None or now - st.failed_at >= FAILED_RETRY_SECS
 
     def judged(self, tid: str, verdict: str | None, rationale: str, *, cached: bool = False,
-               failed: str | None = None, now: float = 0.0) -> TemplateState | None:
-        """The model's answer for ``tid`` (or, with ``failed``, why there is none)."""
+               failed: str | None = None, now: float = 0.0, score: float | None = None,
+               answer_verdict: str | None = None) -> TemplateState | None:
+        """The model's answer for ``tid`` (or, with ``failed``, why there is none): ``verdict`` at the threshold,
+        ``answer_verdict`` the answer it wrote (default: ``verdict``), ``score`` its P(anomalous)."""
         st = self._ids.get(tid)
         if st is None:
             return None
@@ -158,6 +181,8 @@ class TemplateBook:
             st.failed, st.failed_at = failed, now
             return st
         st.model_verdict, st.rationale, st.cached, st.failed = verdict, rationale, cached, None
+        st.answer_verdict = answer_verdict if answer_verdict is not None else verdict
+        st.score = score
         return st
 
     def set_label(self, tid: str, label: Label | None) -> TemplateState | None:
@@ -191,7 +216,10 @@ class TemplateBook:
             return None
         anomalous = any(u.state.verdict == "anomalous" for u in uses)
         unjudged = [u.state.id for u in uses if u.state.verdict is None]
-        return Decision("anomalous" if anomalous else "normal", uses, unjudged)
+        scores = [x for u in uses if (x := u.state.window_score) is not None]
+        written = any(u.state.written_verdict == "anomalous" for u in uses)
+        return Decision("anomalous" if anomalous else "normal", uses, unjudged, score=max(scores, default=None),
+                        model_verdict="anomalous" if written else "normal")
 
     def _bound(self) -> None:
         if len(self._states) <= self.max_templates:

@@ -118,12 +118,13 @@ class TemplateStage:
                 log.warning("malformed_template_answer", template_id=tid, error=r.answer.error, attempts=r.attempts)
                 await self.delivery.dead_letter(p.hold, poison_session(r))
             else:
-                st = self.book.judged(tid, r.answer.verdict, r.answer.rationale, cached=r.cached)
+                st = self.book.judged(tid, r.verdict_at(self.s.judge.threshold_template), r.answer.rationale,
+                                      cached=r.cached, score=r.score, answer_verdict=r.answer.verdict)
                 self.metrics.template_judgements.labels("cached" if r.cached else "model").inc()
                 p.hold.release()
                 if st is not None and st.verdict == "anomalous":
                     log.info("anomalous_template", template_id=tid, template=st.template[:200],
-                             rationale=st.rationale[:200], cached=r.cached)
+                             rationale=st.rationale[:200], cached=r.cached, score=r.score)
         finally:
             self._resolve(tid)
 
@@ -173,7 +174,8 @@ class TemplateStage:
     async def _deliver(self, session: Session, decision: Decision, hold: Hold, closed_at: float) -> None:
         try:
             event = build_template_event(session, decision, self.model, source=self.source,
-                                         max_rationale_chars=self.s.output.max_rationale_chars)
+                                         max_rationale_chars=self.s.output.max_rationale_chars,
+                                         threshold=self.s.judge.threshold_template)
             out = Output(self.s.output.topic, session.key.encode(), encode(event), headers(event))
 
             def fallback(error: str) -> DeadLetter:

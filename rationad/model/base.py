@@ -21,11 +21,19 @@ TokenCounter = Callable[[str], int]
 T = TypeVar("T")
 
 
+# Logprobs asked for at each generated token: the top SCORE_LOGPROBS candidates. The score needs those of the
+# position where the answer word starts (``rationad.answer.answer_score``); under the answer constraint only the
+# tokens that spell a prefix of "normal" or "anomalous" are allowed there (8 for SmolLM2's tokenizer: n, no, nor,
+# norm, normal, a, an, ano), so the top 10 hold all of them. vLLM's default cap (``max_logprobs``) is 20.
+SCORE_LOGPROBS = 10
+
+
 @dataclass(frozen=True, slots=True)
 class Completion:
     text: str
     prompt_tokens: int
     completion_tokens: int
+    score: float | None = None  # P(anomalous) at the answer word (rationad.answer.answer_score); None: no logprobs
 
 
 ErrorKind = Literal["outage", "rejected", "config", "dead"]

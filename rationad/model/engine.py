@@ -33,7 +33,8 @@ from pathlib import Path
 from typing import Any
 
 from rationad.config import ModelConfig
-from rationad.model.base import Completion, Message, ModelError, gather_all, token_counter
+from rationad.answer import answer_score
+from rationad.model.base import SCORE_LOGPROBS, Completion, Message, ModelError, gather_all, token_counter
 from rationad.model.dtype import resolve_dtype
 
 log = logging.getLogger(__name__)
@@ -136,6 +137,21 @@ def lora_rank(adapter: Path) -> int:
     raise ModelError(f"model.adapter: LoRA rank {r} exceeds vLLM's maximum {LORA_RANKS[-1]}", retryable=False)
 
 
+def _score(token_ids: Any, logprobs: Any) -> float | None:
+    """``answer_score`` from vLLM's sample logprobs: one ``{token id: Logprob}`` per generated token."""
+    if not logprobs or len(logprobs) != len(token_ids):
+        return None
+    tokens: list[str] = []
+    candidates: list[list[tuple[str, float]]] = []
+    for tid, top in zip(token_ids, logprobs, strict=True):
+        sampled = top.get(tid)
+        if sampled is None:
+            return None
+        tokens.append(sampled.decoded_token or "")
+        candidates.append([(lp.decoded_token or "", lp.logprob) for lp in top.values()])
+    return answer_score(tokens, candidates)
+
+
 class EngineClient:
     """``ModelClient`` over an in-process vLLM ``AsyncLLM``."""
 
@@ -218,6 +234,7 @@ class EngineClient:
             seed=SEED if self._seed_requests else None,
             structured_outputs=StructuredOutputsParams(regex=regex) if regex else None,
             output_kind=RequestOutputKind.FINAL_ONLY,
+            logprobs=SCORE_LOGPROBS,  # for the score (rationad.answer.answer_score)
         )
 
     async def generate(
@@ -279,6 +296,7 @@ class EngineClient:
             text=choice.text,
             prompt_tokens=len(final.prompt_token_ids or ()),
             completion_tokens=len(choice.token_ids),
+            score=_score(choice.token_ids, getattr(choice, "logprobs", None)),
         )
 
     async def check_health(self) -> bool:

@@ -31,7 +31,8 @@ from urllib.parse import unquote
 import httpx
 
 from rationad.config import USERINFO, ModelConfig, redact_url
-from rationad.model.base import Completion, Message, ModelError, gather_all, token_counter
+from rationad.answer import answer_score
+from rationad.model.base import SCORE_LOGPROBS, Completion, Message, ModelError, gather_all, token_counter
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +82,23 @@ def _error_text(resp: httpx.Response, limit: int = 300) -> str:
     except ValueError:
         text = resp.text
     return text[:limit]
+
+
+def _score(logprobs: Any) -> float | None:
+    """``answer_score`` from a chat completion's ``logprobs`` (``content``: one entry per generated token, each with
+    its ``token``, ``logprob`` and ``top_logprobs``); None when the server sent none or an unexpected shape."""
+    try:
+        content = logprobs["content"]
+        tokens = [str(c["token"]) for c in content]
+        candidates = []
+        for c in content:  # the top-k holds the sampled token too, unless it ranked below them
+            top = [(str(t["token"]), float(t["logprob"])) for t in c.get("top_logprobs") or ()]
+            if not any(t == c["token"] for t, _ in top):
+                top.append((str(c["token"]), float(c["logprob"])))
+            candidates.append(top)
+    except (TypeError, KeyError, ValueError):
+        return None
+    return answer_score(tokens, candidates)
 
 
 class ServerClient:
@@ -212,10 +230,13 @@ class ServerClient:
         }
         if regex:
             payload["structured_outputs"] = {"regex": regex}
+        payload["logprobs"] = True  # for the score (rationad.answer.answer_score)
+        payload["top_logprobs"] = SCORE_LOGPROBS
         resp = await self._request("POST", "/v1/chat/completions", payload)
         try:
             body = resp.json()
-            text = body["choices"][0]["message"]["content"] or ""
+            choice = body["choices"][0]
+            text = choice["message"]["content"] or ""
             usage = body.get("usage") or {}
         except (ValueError, KeyError, IndexError, TypeError) as exc:
             raise ModelError(f"malformed chat completion response: {self._scrub(resp.text[:300])}",
@@ -224,6 +245,7 @@ class ServerClient:
             text=text,
             prompt_tokens=int(usage.get("prompt_tokens") or 0),
             completion_tokens=int(usage.get("completion_tokens") or 0),
+            score=_score(choice.get("logprobs")),
         )
 
     async def generate(
