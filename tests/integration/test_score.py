@@ -1,0 +1,62 @@
+"""The score on the real model (issue 16, item 2): through the OpenAI-compatible vLLM server on CPU, every
+well-formed constrained answer comes back with a score in [0, 1] (P(anomalous) at the answer word, from the
+server's logprobs), and at threshold 0.5 the score agrees with the greedy answer the model wrote: both read the
+same token distribution at the same position, so a disagreement would mean the score was read at the wrong token.
+The same holds through the Judge (cache hits keep the score) for sessions and templates."""
+
+from __future__ import annotations
+
+import pytest
+
+from rationad.cache import VerdictCache
+from rationad.config import ModelConfig
+from rationad.judge import Judge
+from rationad.model.server import ServerClient
+from rationad.records import LogLine, Session
+from rationad.template_book import template_session
+
+pytestmark = pytest.mark.integration
+
+SESSIONS = [
+    ["Receiving block blk_-1608999687919862906 src: /10.250.19.102:54106 dest: /10.250.19.102:50010",
+     "Received block blk_-1608999687919862906 of size 91178 from /10.250.19.102",
+     "PacketResponder 1 for block blk_-1608999687919862906 terminating"],
+    ["Receiving block blk_7503483334202473044 src: /10.251.215.16:55695 dest: /10.251.215.16:50010",
+     "Exception in receiveBlock for block blk_7503483334202473044 java.io.IOException: Connection reset by peer",
+     "writeBlock blk_7503483334202473044 received exception java.io.IOException: Connection reset by peer"],
+    ["BLOCK* NameSystem.allocateBlock: /user/root/rand/_temporary/part-00000. blk_-3544583377289625738",
+     "Deleting block blk_-3544583377289625738 file /mnt/hadoop/dfs/data/current/subdir19/blk_-3544583377289625738"],
+]
+TEMPLATES = ["RAS KERNEL FATAL data TLB error interrupt", "instruction cache parity error corrected",
+             "generating core.{*}", "ciod: LOGIN chdir(/p/gb1/stella/RAPTOR/{*}) failed: No such file or directory"]
+
+
+def session(i: int, lines: list[str]) -> Session:
+    key = f"blk_{i}"
+    return Session(key=key, lines=[LogLine(key=key, message=m, raw=m, offset=n) for n, m in enumerate(lines)],
+                   close_reason="gap", topic="logs")
+
+
+async def test_scores_are_probabilities_that_agree_with_the_greedy_answer_at_one_half(vllm_server):
+    cfg = ModelConfig(backend="vllm-server", server_url=vllm_server.url, served_model_name="rationad",
+                      path=vllm_server.model, max_new_tokens=768, max_prompt_tokens=1024, max_model_len=2048,
+                      request_timeout_secs=600)
+    client = ServerClient(cfg)
+    await client.start()
+    try:
+        judge = Judge(client, cfg, "hdfs", cache=VerdictCache(100))
+        got = await judge.judge_many([session(i, s) for i, s in enumerate(SESSIONS)])
+        bgl = Judge(client, cfg, "bgl", cache=None)
+        got += await bgl.judge_many([template_session(t) for t in TEMPLATES])
+        answered = [j for j in got if j.ok]
+        assert len(answered) >= 4, [j.answer.error for j in got]
+        for j in answered:
+            assert j.score is not None and 0.0 <= j.score <= 1.0, (j.session.key, j.score)
+            assert j.verdict_at(0.5) == j.answer.verdict, (j.session.key, j.score, j.answer.verdict)
+        print("scores:", [(j.session.key, j.answer.verdict, round(j.score, 4)) for j in answered])
+        [again] = await judge.judge_many([session(9, SESSIONS[0])])  # the same session: a cache hit
+        first = got[0]
+        if first.ok:
+            assert again.cached and again.score == first.score
+    finally:
+        await client.aclose()
