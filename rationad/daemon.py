@@ -454,6 +454,7 @@ class Daemon:
                 continue
             add = part.sessionizer.add
             observe = self.templates.observe if self.templates is not None else None
+            topic, partition, seen = tp.topic, tp.partition, part.seen  # the per-record loop is the hot path
             lines_n = 0
             for n, rec in enumerate(records, start=1):
                 if n % YIELD_EVERY_RECORDS == 0:
@@ -465,12 +466,12 @@ class Daemon:
                     if part.revoked:  # the rest of this batch belongs to the partition's new owner
                         break
                 try:
-                    lines = parse(rec.value, topic=tp.topic, partition=tp.partition, offset=rec.offset)
-                    if part.seen is not None:
+                    lines = parse(rec.value, topic=topic, partition=partition, offset=rec.offset)
+                    if seen is not None:
                         lines = self._own_lines(part, rec, lines)
                 except BadRecord as exc:
                     dl = bad_record(rec.key, rec.value, rec.headers, error_type=exc.reason, reason=str(exc),
-                                    topic=tp.topic, partition=tp.partition, offset=rec.offset)
+                                    topic=topic, partition=partition, offset=rec.offset)
                     dead.append((self.delivery.hold(part.offsets, rec.offset), dl))
                     continue
                 lines_n += len(lines)

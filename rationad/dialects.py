@@ -104,6 +104,26 @@ def _seconds(hhmmss: str) -> int | None:
         return value
 
 
+# The same header as _HDFS_HEADER, ending where the message begins (the hot path needs only that position: the date
+# and time are the line's first 13 characters whenever it matches).
+_HDFS_PREFIX = re.compile(r"\d{6} \d{6} \d+ (?=[A-Z]+ [^\s:]+: )")
+_stamp_epochs: dict[str, float | None] = {}  # "yymmdd HHMMSS" -> epoch seconds or None; cleared when it grows large
+_STAMP_CACHE_MAX = 1 << 16
+
+
+def _stamp_epoch(stamp: str) -> float | None:
+    """Epoch seconds of an HDFS "yymmdd HHMMSS" stamp (digits only), or None: what ``hdfs_header`` computes."""
+    day = _day_epochs.get(stamp[:6]) or _day_epoch(stamp[:6])
+    secs = _second_of_day.get(stamp[7:])
+    if secs is None:
+        secs = _seconds(stamp[7:])
+    value = None if day is None or secs is None else day + secs
+    if len(_stamp_epochs) >= _STAMP_CACHE_MAX:
+        _stamp_epochs.clear()
+    _stamp_epochs[stamp] = value
+    return value
+
+
 def hdfs_header(line: str) -> tuple[float | None, str]:
     """(epoch seconds UTC or None, the message the model sees) of one HDFS line."""
     m = _HDFS_HEADER.match(line)
@@ -217,12 +237,30 @@ class Parser:
         if cfg.dialect == "hdfs" and cfg.key_regex is not None:
             raise InputConfigError("input.key_regex: not used by the hdfs dialect (its session key is the block id)")
         self._line = {"hdfs": self._hdfs, "bgl": self._bgl, "generic": self._generic}[cfg.dialect]
+        self._hdfs_text = cfg.dialect == "hdfs" and cfg.format == "text"
 
     def __repr__(self) -> str:
         return f"Parser(source={self.source!r}, format={self.format!r})"
 
     # The hot path: one call per Kafka record.
     def parse(self, value: bytes | None, *, topic: str = "", partition: int = 0, offset: int = 0) -> list[LogLine]:
+        if self._hdfs_text and type(value) is bytes and len(value) <= self.max_record_bytes:
+            # The common HDFS record: one line, a valid header, one block id. Gives exactly what the general path
+            # below gives for it (property-tested against it); anything else falls through to that path.
+            try:
+                text = value.decode("utf-8")
+            except UnicodeDecodeError:
+                text = ""
+            m = _HDFS_PREFIX.match(text)
+            if m is not None and "\n" not in text and "\r" not in text:
+                blocks = _BLOCK.findall(text)
+                if len(blocks) == 1 or (blocks and blocks.count(blocks[0]) == len(blocks)):  # one distinct block
+                    stamp = text[:13]
+                    ts = _stamp_epochs.get(stamp)
+                    if ts is None:
+                        ts = _stamp_epoch(stamp)
+                    if ts is not None:
+                        return [LogLine(blocks[0], text[m.end():], text, ts, topic, partition, offset)]
         if not value:
             raise BadRecord("empty", "empty record (no value)")
         if not isinstance(value, bytes | bytearray | memoryview):

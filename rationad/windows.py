@@ -167,6 +167,14 @@ class Sessionizer:
         self._open_bytes = 0
         # Keys whose last session closed by "max_open" -> that session's revision; bounded, oldest forgotten first.
         self._revisions: OrderedDict[str, int] = OrderedDict()
+        # The in-order fast path of ``add`` (session windows, lines of one unrepartitioned source): ``_solo`` is that
+        # source's entry of ``_sources`` while it is the only one, else None. The limits below are the spec's, with
+        # infinity for "no limit", so that one comparison each decides.
+        self._solo: list | None = None
+        self._fast_gap = spec.gap_secs if spec.mode == "session" and spec.gap_secs is not None else -math.inf
+        self._fast_span = spec.max_span_secs if spec.max_span_secs is not None else math.inf
+        self._fast_future = spec.max_future_secs if spec.max_future_secs is not None else math.inf
+        self._fast_lines = min(spec.max_lines, spec.window_lines if spec.window_lines is not None else spec.max_lines)
 
     # ---- state ----------------------------------------------------------------------------------------------
     @property
@@ -213,6 +221,7 @@ class Sessionizer:
         st = self._sources.get(source)
         if st is None:
             st = self._sources[source] = [None, now]
+            self._solo = st if source is None and len(self._sources) == 1 else None
         st[1] = now
         if ts is not None and (st[0] is None or ts > st[0]):
             old = st[0]
@@ -224,8 +233,33 @@ class Sessionizer:
     # ---- input ----------------------------------------------------------------------------------------------
     def add(self, line: LogLine, now: float) -> list[Session]:
         """Add one line (``now`` is the wall clock); returns the sessions this closes."""
-        spec = self.spec
         ts = line.ts
+        solo = self._solo
+        if solo is not None and line.source is None and ts is not None:
+            cur = self._open.get(line.key)
+            # The common case, decided in a few comparisons: a timed line of an open session, not before its last
+            # line and within its gap and span, not too far in the future. Everything the general path below would
+            # do for it is done here (written so that a NaN anywhere fails a test and takes the general path).
+            if cur is not None and cur.last_ts <= ts and ts - cur.last_ts <= self._fast_gap \
+                    and ts - cur.first_ts <= self._fast_span and ts - now <= self._fast_future \
+                    and solo[0] is not None:
+                self._last_arrival = now
+                solo[1] = now
+                if ts > solo[0]:  # with one source, its newest time is also the newest overall and the event time
+                    solo[0] = self._max_ts = self._event_time = ts
+                if ts > cur.last_ts:
+                    cur.last_ts = ts
+                if line.offset < cur.first_offset:
+                    cur.first_offset = line.offset
+                lines = cur.lines
+                lines.append(line)
+                size = len(line.raw) + len(line.message) + LINE_OVERHEAD_BYTES
+                cur.nbytes += size
+                self._open_bytes += size
+                if len(lines) >= self._fast_lines:
+                    return [self._close(line.key, "max_lines")]
+                return []
+        spec = self.spec
         timed = True
         if ts is not None and spec.max_future_secs is not None and ts - now > spec.max_future_secs:
             if self.on_future is not None:
@@ -351,9 +385,15 @@ class Sessionizer:
         """Would a window holding only a line at ``ts`` already be past its close time?"""
         if self._event_time is None:
             return False
-        probe = _Open("", ts, ts, 0, bucket=self._bucket(ts))
-        due = self._deadline(probe)
-        return due is not None and due < self._event_time - self.spec.allowed_lateness_secs
+        spec = self.spec  # what ``_deadline`` gives for such a window, without building one
+        if spec.mode == "session":
+            assert spec.gap_secs is not None
+            due = ts + spec.gap_secs
+        elif spec.window_secs:
+            due = (math.floor(ts / spec.window_secs) + 1) * spec.window_secs
+        else:
+            return False
+        return due < self._event_time - spec.allowed_lateness_secs
 
     def _deadline(self, cur: _Open) -> float | None:
         spec = self.spec
