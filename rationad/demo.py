@@ -2,17 +2,25 @@
 
 Starts a local Kafka-protocol broker (noida-db), streams the bundled sample of real HDFS logs (plus a few malformed
 records) into the input topic, runs the daemon on the default model, and prints the anomaly events with their
-rationales as they arrive; at the end, a summary against the sample's labels.
+rationales as they arrive; at the end, a summary against the sample's labels (precision and recall).
+
+The terminal shows only the demo's own lines: the events, a progress line every few seconds (blocks judged / total,
+anomalies, model calls, elapsed, stage) and the summary. Everything else the process writes (vLLM's
+engine logs, the daemon's JSON log, tracebacks) goes to a log file the demo names at start
+(``$RATIONAD_DEMO_LOG``, default ``${RATIONAD_CACHE:-~/.cache/rationad}/demo.log``). A demo that fails or runs past
+its time target says in which stage and how far it got.
 """
 
 from __future__ import annotations
 
 import asyncio
 import gzip
+import os
 import re
 import sys
 import time
 from importlib import resources
+from pathlib import Path
 
 import orjson
 
@@ -54,19 +62,95 @@ async def _produce(bootstrap: str, topic: str, lines: list[bytes]) -> None:
         await producer.stop()
 
 
-async def run_demo(settings: Settings, *, timeout_secs: float = 900, out=sys.stdout) -> dict:
+TARGET_SECS = 300  # what the demo should take on a 2-core machine after setup (README, issue 15)
+TIMEOUT_SECS = 600  # the demo gives up here, saying in which stage and how far it got
+PROGRESS_EVERY_SECS = 10
+
+
+class Progress:
+    """Where the demo is: its stage (with the time each stage began), the blocks judged so far, anomalies, sessions
+    sent to the model. Formats the progress line, the stage times and the reason a demo failed or ran slow."""
+
+    def __init__(self, total: int, clock=time.monotonic) -> None:
+        self.total = total
+        self.clock = clock
+        self.t0 = clock()
+        self.stages: list[tuple[str, float]] = []
+        self.judged = self.anomalous = self.dead = self.model_calls = self.pending = self.in_flight = 0
+
+    def stage(self, name: str) -> None:
+        self.stages.append((name, self.clock()))
+
+    @property
+    def current(self) -> str:
+        return self.stages[-1][0] if self.stages else "starting"
+
+    def elapsed(self) -> float:
+        return self.clock() - self.t0
+
+    def stage_secs(self) -> dict[str, float]:
+        """Seconds spent in each stage so far (the current one up to now)."""
+        out: dict[str, float] = {}
+        ends = [t for _, t in self.stages[1:]] + [self.clock()]
+        for (name, t), end in zip(self.stages, ends):
+            out[name] = round(out.get(name, 0.0) + end - t, 1)
+        return out
+
+    def line(self) -> str:
+        s = (f"demo: [{self.elapsed():5.0f} s, {self.current}] {self.judged}/{self.total} blocks judged, "
+             f"{self.anomalous} anomalous, {self.model_calls} model calls")
+        if self.pending:
+            s += f", {self.pending} waiting for a verdict"
+        if self.in_flight:
+            s += f" ({self.in_flight} batch{'es' if self.in_flight != 1 else ''} at the model)"
+        if self.dead:
+            s += f", {self.dead} dead letters"
+        return s
+
+    def stages_text(self) -> str:
+        return ", ".join(f"{k} {v:.0f} s" for k, v in self.stage_secs().items())
+
+    def why(self, what: str) -> str:
+        """``what`` (``"gave up"``, ``"slow"``, ``"daemon stopped"``...) with the stage and how far it got."""
+        return (f"demo: {what} after {self.elapsed():.0f} s in stage '{self.current}': {self.judged}/{self.total} "
+                f"blocks judged, {self.model_calls} model calls, {self.pending} waiting for a verdict "
+                f"(stages: {self.stages_text()})")
+
+
+def score(verdicts: dict[str, str], labels: dict[str, str], dead_blocks: set[str] = frozenset()) -> dict:
+    """Block-level counts against the sample's labels: a block is predicted anomalous when its verdict is; an
+    anomalous block with no verdict (dead-lettered or not reached) counts as missed."""
+    tp = sum(1 for k, v in verdicts.items() if v == "anomalous" and labels.get(k) == "anomalous")
+    fp = sum(1 for k, v in verdicts.items() if v == "anomalous" and labels.get(k) == "normal")
+    fn = sum(1 for k, v in labels.items() if v == "anomalous" and verdicts.get(k) != "anomalous")
+    return {
+        "blocks": len(labels), "judged": len(verdicts), "anomalous": sum(v == "anomalous" for v in verdicts.values()),
+        "dead_lettered_blocks": len(set(dead_blocks) - verdicts.keys()),
+        "accounted": len(verdicts.keys() | set(dead_blocks)),
+        "true_positives": tp, "false_positives": fp, "false_negatives": fn,
+        "precision": round(tp / (tp + fp), 3) if tp + fp else None,
+        "recall": round(tp / (tp + fn), 3) if tp + fn else None,
+    }
+
+
+async def run_demo(settings: Settings, *, timeout_secs: float = TIMEOUT_SECS, target_secs: float = TARGET_SECS,
+                   out=sys.stdout, progress: Progress | None = None) -> dict:
     from aiokafka import AIOKafkaConsumer
 
     from rationad.daemon import Daemon
 
     lines = sample_lines()
     labels = sample_labels()
+    prog = progress or Progress(len(labels))
     bootstrap = settings.kafka.bootstrap_servers
+    prog.stage("streaming the sample")
     await create_topics(bootstrap, {settings.input.topics[0]: 2, settings.output.topic: 1, settings.output.dlq_topic: 1})
     print(f"demo: streaming {len(lines)} real HDFS lines ({len(labels)} blocks) and {len(MALFORMED)} malformed "
           f"records into '{settings.input.topics[0]}'", file=out, flush=True)
     await _produce(bootstrap, settings.input.topics[0], lines + MALFORMED)
 
+    prog.stage("loading the model")
+    print("demo: starting the daemon (loading the model into vLLM: about a minute on 2 cores)", file=out, flush=True)
     daemon = Daemon(settings)
     run_task = asyncio.create_task(daemon.run())
     consumer = AIOKafkaConsumer(settings.output.topic, settings.output.dlq_topic, bootstrap_servers=bootstrap,
@@ -77,9 +161,20 @@ async def run_demo(settings: Settings, *, timeout_secs: float = 900, out=sys.std
     dead_blocks: set[str] = set()  # blocks whose session was dead-lettered by the model stage (accounted for too)
     colour = out.isatty()
     start = time.monotonic()
+    last_progress = start
+    outcome = "done"
     try:
-        while len(verdicts.keys() | dead_blocks) < len(labels) and time.monotonic() - start < timeout_secs \
-                and not run_task.done():
+        while len(verdicts.keys() | dead_blocks) < len(labels):
+            if run_task.done():
+                outcome = "daemon stopped"
+                break
+            if time.monotonic() - start >= timeout_secs:
+                outcome = "gave up"
+                break
+            if prog.current == "loading the model" and daemon._started:
+                print(f"demo: model loaded in {prog.stage_secs()['loading the model']:.0f} s; judging "
+                      f"{len(labels)} blocks", file=out, flush=True)
+                prog.stage("judging")
             batch = await consumer.getmany(timeout_ms=500)
             for tp, records in batch.items():
                 for rec in records:
@@ -95,41 +190,99 @@ async def run_demo(settings: Settings, *, timeout_secs: float = 900, out=sys.std
                     verdicts[event["session"]["key"]] = event["verdict"]
                     if event["verdict"] == "anomalous":
                         print(render(event, colour), file=out, flush=True)
+            prog.judged = len(verdicts.keys() | dead_blocks)
+            prog.anomalous = sum(v == "anomalous" for v in verdicts.values())
+            prog.dead, prog.model_calls = dead, daemon.judge.model_calls
+            prog.pending = int(daemon.metrics.sessions_pending._value.get())
+            prog.in_flight = int(daemon.metrics.model_in_flight._value.get())
+            if time.monotonic() - last_progress >= PROGRESS_EVERY_SECS:
+                last_progress = time.monotonic()
+                print(prog.line(), file=out, flush=True)
+        if outcome != "done":
+            print(prog.why(outcome), file=out, flush=True)
     finally:
         await consumer.stop()
+        prog.stage("stopping")
         daemon.request_stop()
         await run_task
-    tp = sum(1 for k, v in verdicts.items() if v == "anomalous" and labels.get(k) == "anomalous")
-    fp = sum(1 for k, v in verdicts.items() if v == "anomalous" and labels.get(k) == "normal")
-    fn = sum(1 for k, v in labels.items() if v == "anomalous" and verdicts.get(k) == "normal")
-    summary = {
-        "blocks": len(labels), "judged": len(verdicts), "anomalous": sum(v == "anomalous" for v in verdicts.values()),
-        "dead_letters": dead, "dead_lettered_blocks": len(dead_blocks - verdicts.keys()),
-        "accounted": len(verdicts.keys() | dead_blocks), "true_positives": tp, "false_positives": fp, "false_negatives": fn,
-        "model_calls": daemon.judge.model_calls, "seconds": round(time.monotonic() - start, 1),
-    }
+    summary = score(verdicts, labels, dead_blocks)
+    summary.update(dead_letters=dead, model_calls=daemon.judge.model_calls, seconds=round(time.monotonic() - start, 1),
+                   outcome=outcome, daemon_exit=daemon.exit_code, stages=prog.stage_secs())
+    print(f"demo: {summary['judged']}/{summary['blocks']} blocks judged ({summary['dead_lettered_blocks']} "
+          f"dead-lettered), {summary['anomalous']} anomalous: {summary['true_positives']} true positives, "
+          f"{summary['false_positives']} false positives, {summary['false_negatives']} missed; precision "
+          f"{summary['precision']}, recall {summary['recall']} against the sample's labels; "
+          f"{summary['model_calls']} model calls (one per session the model answered; the verdict cache answered "
+          f"the others) in "
+          f"{summary['seconds']:.0f} s ({prog.stages_text()})", file=out, flush=True)
+    if outcome == "done" and prog.elapsed() > target_secs:
+        print(prog.why(f"slower than its {target_secs:.0f} s target (load average {os.getloadavg()[0]:.1f} on "
+                       f"{os.cpu_count()} cores)"), file=out, flush=True)
     print(f"demo: {orjson.dumps(summary).decode()}", file=out, flush=True)
     return summary
+
+
+def log_path() -> Path:
+    p = os.environ.get("RATIONAD_DEMO_LOG")
+    if p:
+        return Path(p).expanduser()
+    return Path(os.environ.get("RATIONAD_CACHE", "~/.cache/rationad")).expanduser() / "demo.log"
+
+
+def _redirect_output(path: Path):
+    """Send this process's stdout and stderr (and so those of vLLM's engine process, which inherits them) to
+    ``path``; return a text stream on the original stdout for the demo's own lines."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    term = os.fdopen(os.dup(1), "w", buffering=1)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+    return term
 
 
 def main(config_path: str | None) -> int:
     from rationad.logs import configure
 
-    port = free_port()
-    with LocalBroker(port=port) as broker:
-        overrides = {
-            "kafka": {"bootstrap_servers": broker.bootstrap, "group_id": "rationad-demo", "session_timeout_ms": 6000},
-            # The demo's producer keys every line by its block id, so no repartitioning hop is needed.
-            "input": {"topics": ["logs"], "dialect": "hdfs", "repartition": "never"},
-            # The sample is replayed at full speed: close each block once the stream has been quiet for 5 s.
-            "sessions": {"quiet_flush_secs": 5},
-            "output": {"emit_normal": True},
-            "server": {"port": 0},
-            "log": {"level": "warning"},
-        }
-        settings = load_settings(config_path, **overrides)
-        configure(settings.log.level, settings.log.format)
-        print(f"demo: local broker on {broker.bootstrap}; model {settings.model.path}", flush=True)
-        summary = asyncio.run(run_demo(settings))
+    prog = Progress(len(sample_labels()))
+    logs = log_path()
+    term = _redirect_output(logs)
+    print(f"demo: engine and daemon logs go to {logs}", file=term, flush=True)
+    prog.stage("starting the broker")
+    summary = None
+    try:
+        port = free_port()
+        with LocalBroker(port=port) as broker:
+            overrides = {
+                "kafka": {"bootstrap_servers": broker.bootstrap, "group_id": "rationad-demo",
+                          "session_timeout_ms": 6000},
+                # The demo's producer keys every line by its block id, so no repartitioning hop is needed.
+                "input": {"topics": ["logs"], "dialect": "hdfs", "repartition": "never"},
+                # The sample is replayed at full speed: close each block once the stream has been quiet for 5 s.
+                "sessions": {"quiet_flush_secs": 5},
+                "output": {"emit_normal": True},
+                # Each demo starts a fresh broker, so a durable cache would start empty anyway: keep it in memory
+                # (no faust table to recover, no data folder left in the working directory).
+                "cache": {"durable": False},
+                "server": {"port": 0},
+                "log": {"level": "info", "format": "json"},
+            }
+            settings = load_settings(config_path, **overrides)
+            configure(settings.log.level, settings.log.format)
+            print(f"demo: local broker on {broker.bootstrap}; model {settings.model.path}", file=term, flush=True)
+            summary = asyncio.run(run_demo(settings, out=term, progress=prog))
+    except BaseException as exc:
+        import traceback
+
+        traceback.print_exc()  # into the log file
+        what = "interrupted" if isinstance(exc, KeyboardInterrupt) else f"failed ({type(exc).__name__}: {exc})"
+        print(prog.why(what), file=term, flush=True)
+        print(f"demo: the log has the details: {logs}", file=term, flush=True)
+        return 130 if isinstance(exc, KeyboardInterrupt) else 1
     # Every block is accounted for: a verdict, or its session on the dead-letter topic with the model's raw answer.
-    return 0 if summary["accounted"] == summary["blocks"] else 1
+    if summary["accounted"] == summary["blocks"] and summary["outcome"] == "done":
+        return 0
+    print(f"demo: not every block was judged; the log has the details: {logs}", file=term, flush=True)
+    return 1

@@ -1,0 +1,51 @@
+"""The demo's progress line, its failure/slow reasons and its score against the sample's labels (issue 15)."""
+
+from rationad.demo import Progress, score
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 100.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def test_score_precision_recall_and_unjudged_anomalies_count_as_missed():
+    labels = {"a": "anomalous", "b": "anomalous", "c": "anomalous", "d": "normal", "e": "normal"}
+    verdicts = {"a": "anomalous", "b": "normal", "d": "anomalous", "e": "normal"}
+    s = score(verdicts, labels, dead_blocks={"c"})
+    assert (s["true_positives"], s["false_positives"], s["false_negatives"]) == (1, 1, 2)
+    assert s["precision"] == 0.5 and s["recall"] == round(1 / 3, 3)
+    assert s["judged"] == 4 and s["accounted"] == 5 and s["dead_lettered_blocks"] == 1 and s["anomalous"] == 2
+
+
+def test_score_with_nothing_flagged_has_no_precision():
+    s = score({"a": "normal"}, {"a": "normal"})
+    assert s["precision"] is None and s["recall"] is None and s["accounted"] == 1
+
+
+def test_progress_line_and_stage_times():
+    clock = Clock()
+    p = Progress(400, clock=clock)
+    p.stage("streaming the sample")
+    clock.t += 3
+    p.stage("loading the model")
+    clock.t += 40
+    p.stage("judging")
+    clock.t += 20
+    p.judged, p.anomalous, p.model_calls, p.pending, p.in_flight = 120, 9, 30, 16, 2
+    line = p.line()
+    assert "120/400 blocks judged" in line and "9 anomalous" in line and "30 model calls" in line
+    assert "16 waiting" in line and "2 batches at the model" in line and "judging" in line and "63 s" in line
+    assert p.stage_secs() == {"streaming the sample": 3.0, "loading the model": 40.0, "judging": 20.0}
+
+
+def test_why_names_the_stage_and_how_far():
+    clock = Clock()
+    p = Progress(400, clock=clock)
+    p.stage("loading the model")
+    clock.t += 700
+    why = p.why("gave up")
+    assert "gave up after 700 s in stage 'loading the model'" in why and "0/400 blocks judged" in why
+    assert "loading the model 700 s" in why
