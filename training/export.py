@@ -6,6 +6,8 @@ its events.
 The released adapter is whichever of SFT / SFT+GRPO scored better on the validation split (``evaluate`` writes
 ``choice.json``); without it, the SFT adapter. A real run exports only past the release gate (``training.gate``):
 the candidate may not score below the adapter already released on any validation set large enough to measure.
+Nor may it be larger than ``[release] max_adapter_bytes`` (``training.gate``): the written file is measured before it
+replaces the released one, and ``--force-release`` does not lift that limit.
 """
 
 from __future__ import annotations
@@ -34,15 +36,25 @@ def base_identity(base: Path) -> dict[str, Any]:
             "config_sha256": hashlib.sha256((base / "config.json").read_bytes()).hexdigest()[:16]}
 
 
-def export(adapter: Path, dest: Path, manifest: dict[str, Any]) -> Path:
+def export(adapter: Path, dest: Path, manifest: dict[str, Any], *, max_bytes: int = 0) -> Path:
+    """Write ``dest``; with ``max_bytes``, an adapter file over it raises :class:`training.gate.GateError` before
+    anything in ``dest`` is replaced."""
+    from training.gate import GateError, size_verdict
+
     dest.mkdir(parents=True, exist_ok=True)
     cfg = json.loads((adapter / "adapter_config.json").read_text())
     # a machine-local path means nothing elsewhere: name the base, the merge step is given the folder explicitly
     cfg["base_model_name_or_path"] = Path(str(cfg.get("base_model_name_or_path") or "base")).name
+    weights = dest / "adapter_model.safetensors.new"
+    _bf16_copy(adapter / "adapter_model.safetensors", weights)
+    size = size_verdict(weights, max_bytes)
+    if not size["passed"]:
+        weights.unlink()
+        raise GateError(f"export: {adapter / 'adapter_model.safetensors'}: {size['reason']}; {dest} is unchanged")
+    weights.replace(dest / "adapter_model.safetensors")
     (dest / "adapter_config.json").write_text(json.dumps(cfg, indent=2) + "\n")
-    _bf16_copy(adapter / "adapter_model.safetensors", dest / "adapter_model.safetensors")
-    manifest = {**manifest, "adapter_sha256": hashlib.sha256((dest / "adapter_model.safetensors").read_bytes())
-                .hexdigest()[:16]}
+    manifest = {**manifest, "adapter_bytes": size["bytes"],
+                "adapter_sha256": hashlib.sha256((dest / "adapter_model.safetensors").read_bytes()).hexdigest()[:16]}
     (dest / "manifest.json").write_text(json.dumps(manifest, indent=1, default=str) + "\n")
     return dest
 
@@ -50,9 +62,11 @@ def export(adapter: Path, dest: Path, manifest: dict[str, Any]) -> Path:
 def run_stage(cfg: dict, cfg_path: Path, out: Path, base: Path, smoke: bool, *, force: bool = False) -> Path:
     from rationad.prompt import PROMPT_VERSION
 
-    from training.gate import check_export
+    from training.config import section
+    from training.gate import ReleaseParams, check_export
 
     gate = check_export(out, smoke, force)
+    release = section(cfg, "release", ReleaseParams, cfg_path)
 
     choice_file = out / "eval" / "choice.json"
     choice = json.loads(choice_file.read_text()) if choice_file.is_file() else {"released": "sft"}
@@ -72,11 +86,12 @@ def run_stage(cfg: dict, cfg_path: Path, out: Path, base: Path, smoke: bool, *, 
         "gate": {k: gate[k] for k in ("passed", "reason")} | {"forced": force} if gate else None,
         "base": base_identity(base), "prompt_version": PROMPT_VERSION, "data_hash": data["data_hash"],
         "data": {k: v for k, v in data.items() if k != "data_hash"},
-        "training_config": {k: cfg.get(k) for k in ("data", "sft", "grpo", "eval")}, "config_file": str(cfg_path),
+        "training_config": {k: cfg.get(k) for k in ("data", "sft", "grpo", "eval", "release")},
+        "config_file": str(cfg_path),
         "metrics": metrics, "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }
     dest = out / "export" if smoke else Path("models") / cfg.get("name", "rationad-lora")
-    export(adapter, dest, manifest)
+    export(adapter, dest, manifest, max_bytes=release.max_adapter_bytes)
     print(f"[export] {stage} adapter -> {dest}", flush=True)
     if not smoke:  # the results that ship with the adapter
         from training.report import write_results

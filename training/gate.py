@@ -12,6 +12,11 @@ Scores are cached in ``eval/gate/cache/<key>.json``, the key naming everything a
 weights (base and adapter files), the serving settings and dtype, the prompt version, and every judged session with
 its labels. A rerun (a new candidate against the same release) judges only what changed; delete the folder to
 judge again after changing the parser or the serving code.
+
+Size: the released adapter must stay within ``[release] max_adapter_bytes`` (5,000,000 bytes for the CPU model:
+0.2.0, LoRA r=16 on 16 layers, was 5,239,544 bytes). The gate measures the candidate's exported (bfloat16) file
+before judging anything and fails a candidate over the limit; export checks the file it writes again, before it
+replaces the released adapter, and ``--force-release`` does not lift it (raise the limit in the config instead).
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +34,32 @@ from training.evaluate import MIN_ANOMALIES  # smaller validation sets are repor
 
 class GateError(SystemExit):
     """The export would replace the released adapter with a worse (or unchecked) one."""
+
+
+@dataclass(slots=True)
+class ReleaseParams:
+    """``[release]``: limits a released adapter must meet."""
+
+    max_adapter_bytes: int = 5_000_000  # the exported adapter_model.safetensors (bfloat16); 0 = no limit
+
+
+def size_verdict(path: Path, limit: int) -> dict[str, Any]:
+    """Whether the exported adapter file at ``path`` is within ``limit`` bytes (``passed``, ``bytes``, ``reason``)."""
+    size = path.stat().st_size
+    ok = not limit or size <= limit
+    return {"passed": ok, "bytes": size, "limit_bytes": limit,
+            "reason": f"adapter {size:,} bytes {'within' if ok else 'over'} the limit of {limit:,} bytes "
+                      "([release] max_adapter_bytes)" if limit else f"adapter {size:,} bytes (no size limit)"}
+
+
+def exported_size(adapter: Path, limit: int) -> dict[str, Any]:
+    """:func:`size_verdict` of the file export would write for ``adapter`` (its weights in bfloat16)."""
+    from training.export import _bf16_copy
+
+    with tempfile.TemporaryDirectory() as tmp:
+        dst = Path(tmp) / "adapter_model.safetensors"
+        _bf16_copy(adapter / "adapter_model.safetensors", dst)
+        return size_verdict(dst, limit)
 
 
 def decide(candidate: dict[str, dict], released: dict[str, dict] | None, *, margin: float = 0.0,
@@ -109,12 +142,20 @@ def cached_scores(cache: Path, key: str, judge) -> dict[str, Any]:
 
 
 def run_stage(cfg: dict, cfg_path: Path, out: Path, base: Path, smoke: bool) -> dict[str, Any]:
+    from training.config import section
     from training.evaluate import build_sets, eval_inputs, evaluate_model, f1_of
     from training.merge_adapter import merged_folder
 
-    p, dc, corpus = eval_inputs(cfg, cfg_path, base, smoke)
     choice_file = out / "eval" / "choice.json"
     stage = json.loads(choice_file.read_text())["released"] if choice_file.is_file() else "sft"
+    size = exported_size(out / stage / "adapter", section(cfg, "release", ReleaseParams, cfg_path).max_adapter_bytes)
+    print(f"[gate] {size['reason']}", flush=True)
+    if not size["passed"]:  # nothing to judge: this candidate cannot be released
+        gate = {"passed": False, "reason": size["reason"], "gating_sets": [], "candidate_stage": stage, "size": size}
+        (out / "eval" / "gate.json").write_text(json.dumps(gate, indent=1) + "\n")
+        print(f"[gate] FAILED: {gate['reason']}", flush=True)
+        return gate
+    p, dc, corpus = eval_inputs(cfg, cfg_path, base, smoke)
     models = {"candidate": out / stage / "adapter"}
     incumbent = released_adapter(cfg)
     if incumbent is not None:
@@ -136,7 +177,7 @@ def run_stage(cfg: dict, cfg_path: Path, out: Path, base: Path, smoke: bool) -> 
         m = json.loads((incumbent / "manifest.json").read_text()) if (incumbent / "manifest.json").is_file() else {}
         scores["released"]["version"] = m.get("version")
     verdict = decide(scores["candidate"]["sets"], scores["released"]["sets"] if incumbent else None)
-    gate = {**verdict, "candidate_stage": stage, "scores": scores}
+    gate = {**verdict, "candidate_stage": stage, "size": size, "scores": scores}
     (out / "eval" / "gate.json").write_text(json.dumps(gate, indent=1) + "\n")
     print(f"[gate] {'passed' if gate['passed'] else 'FAILED'}: {gate['reason']}", flush=True)
     return gate

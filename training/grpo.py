@@ -5,15 +5,22 @@ reference model is the base with the adapter disabled, i.e. the model *before* S
 to the untuned base (the paper's KL coefficient, 0.001, is negligible anyway). On CPU, generation uses transformers;
 the GPU configuration sets ``use_vllm = true`` (colocated vLLM generation).
 
-    python -m training.pipeline --config training/configs/cpu.toml --stages grpo
+Checkpoints and ``--resume`` work as in ``training.sft``: a checkpoint every ``checkpoint_every_secs`` of wall clock
+(and at a ``max_minutes`` stop) in ``grpo/checkpoints``, carrying the run identity (which includes the hash of the SFT
+adapter it started from) and the chain of runs; TRL's sampler is seeded and regenerates completions after a resume.
+
+    python -m training.pipeline --config training/configs/cpu.toml --stages grpo [--resume last]
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 
 @dataclass(slots=True)
@@ -33,6 +40,7 @@ class GRPOParams:
     gradient_checkpointing: bool = False  # as in SFT: for a 7B base on a GPU; about 2x slower steps on a small model
     rewards: list[str] = field(default_factory=lambda: ["format", "answer", "grounding", "brevity"])
     prompt_pool: int = 64  # training prompts drawn (balanced by label) for the GRPO steps
+    checkpoint_every_secs: float = 0.0  # save a resumable checkpoint this often (wall clock); 0 = only at a time stop
     seed: int = 0
 
 
@@ -47,7 +55,9 @@ def prompt_rows(rows: list[dict], pool: int) -> list[dict]:
     return [{k: r[k] for k in keep} for r in out[:pool]]
 
 
-def train_grpo(base: Path, sft_adapter: Path, rows: list[dict], out_dir: Path, p: GRPOParams) -> dict:
+def train_grpo(base: Path, sft_adapter: Path, rows: list[dict], out_dir: Path, p: GRPOParams, *,
+               resume: str | Path | None = None, callbacks: Sequence[Any] = ()) -> dict:
+    """Train the SFT adapter on; saves it in ``out_dir/adapter``. ``resume``: ``"last"`` or a checkpoint folder."""
     import torch
     from datasets import Dataset
     from peft import PeftModel
@@ -56,7 +66,10 @@ def train_grpo(base: Path, sft_adapter: Path, rows: list[dict], out_dir: Path, p
 
     from training.config import bf16_usable
     from training.rewards import get
+    from training.sft import checkpoint_callback, start_or_resume
 
+    identity = grpo_identity(base, sft_adapter, rows, p)
+    chain = start_or_resume(resume, out_dir / "checkpoints", identity)
     if p.threads:
         torch.set_num_threads(p.threads)
     bf16 = bf16_usable(p.bf16)
@@ -71,7 +84,8 @@ def train_grpo(base: Path, sft_adapter: Path, rows: list[dict], out_dir: Path, p
         output_dir=str(out_dir / "checkpoints"), max_steps=p.steps, learning_rate=p.learning_rate,
         per_device_train_batch_size=p.generations, gradient_accumulation_steps=p.prompts_per_step,
         num_generations=p.generations, max_completion_length=p.max_completion_length, temperature=p.temperature,
-        beta=p.beta, reward_weights=weights, remove_unused_columns=False, logging_steps=1, save_strategy="no",
+        beta=p.beta, reward_weights=weights, remove_unused_columns=False, logging_steps=1,
+        save_strategy="steps", save_steps=10**9, save_total_limit=2,  # saves come from the callbacks below
         report_to=[], seed=p.seed, use_vllm=p.use_vllm, vllm_mode=p.vllm_mode, bf16=bf16,
         use_cpu=not torch.cuda.is_available(), log_completions=False, disable_tqdm=False,
         gradient_checkpointing=p.gradient_checkpointing,
@@ -84,32 +98,61 @@ def train_grpo(base: Path, sft_adapter: Path, rows: list[dict], out_dir: Path, p
         def on_step_end(self, a, state, control, **kw):
             if p.max_minutes and time.monotonic() - started > p.max_minutes * 60:
                 control.should_training_stop = True
+                control.should_save = True  # resumable from here
                 TimeGuard.stopped = True
             return control
 
     trainer = GRPOTrainer(model=model, reward_funcs=funcs, args=args, train_dataset=Dataset.from_list(rows),
-                          processing_class=tok, callbacks=[TimeGuard()])
-    trainer.train()
+                          processing_class=tok,
+                          callbacks=[TimeGuard(), checkpoint_callback(p.checkpoint_every_secs, identity, chain),
+                                     *callbacks])
+    if chain.checkpoint:
+        print(f"[grpo] resuming {chain.checkpoint} (run {len(chain.earlier) + 1} of the chain)", flush=True)
+    trainer.train(resume_from_checkpoint=str(chain.checkpoint) if chain.checkpoint else None)
     seconds = time.monotonic() - started
     adapter_dir = out_dir / "adapter"
     trainer.model.save_pretrained(adapter_dir)
     tok.padding_side = "right"
     tok.save_pretrained(adapter_dir)
+    if not TimeGuard.stopped:
+        shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)
     log = trainer.state.log_history
     metrics = {"steps": trainer.state.global_step, "seconds": round(seconds, 1), "stopped_early": TimeGuard.stopped,
-               "reward_by_step": [x.get("reward") for x in log if "reward" in x], "params": asdict(p), "log": log}
+               "reward_by_step": [x.get("reward") for x in log if "reward" in x], "params": asdict(p),
+               "resumed_from": chain.this["resumed_from"],
+               "runs": chain.runs(trainer.state.global_step, finished=not TimeGuard.stopped), "identity": identity,
+               "log": log}
     (out_dir / "grpo_metrics.json").write_text(json.dumps(metrics, indent=1, default=str))
     return metrics
 
 
-def run_stage(cfg: dict, cfg_path: Path, out: Path, base: Path, smoke: bool) -> dict:
+def grpo_identity(base: Path, sft_adapter: Path, rows: list[dict], p: GRPOParams) -> dict[str, Any]:
+    from training.sft import file_sha256, run_identity
+
+    return run_identity("grpo", base, rows, p,
+                        sft_adapter={"path": str(sft_adapter),
+                                     "sha256": file_sha256(sft_adapter / "adapter_model.safetensors")})
+
+
+def run_stage(cfg: dict, cfg_path: Path, out: Path, base: Path, smoke: bool, *, resume: str | None = None,
+              checkpoint_every_secs: float | None = None) -> dict:
     from training.config import section
     from training.dataset import read_jsonl
+    from training.sft import chain_text, finished_run
 
     p = section(cfg, "grpo", GRPOParams, cfg_path)
     if smoke:
         p = replace(p, steps=1, prompts_per_step=1, generations=2, max_completion_length=24, prompt_pool=4)
+    if checkpoint_every_secs is not None:
+        p.checkpoint_every_secs = checkpoint_every_secs
     rows = prompt_rows(read_jsonl(out / "data" / "sft_train.jsonl"), p.prompt_pool)
-    m = train_grpo(base, out / "sft" / "adapter", rows, out / "grpo", p)
-    print(f"[grpo] {m['steps']} steps in {m['seconds']} s; mean reward by step {m['reward_by_step']}", flush=True)
+    sft_adapter = out / "sft" / "adapter"
+    if resume and (done := finished_run(out / "grpo" / "grpo_metrics.json",
+                                        grpo_identity(base, sft_adapter, rows, p))):
+        print(f"[grpo] finished already ({len(done['runs'])} run(s), {done['steps']} steps): not resumed", flush=True)
+        return done
+    m = train_grpo(base, sft_adapter, rows, out / "grpo", p, resume=resume)
+    print(f"[grpo] {m['steps']} steps in {m['seconds']} s; mean reward by step {m['reward_by_step']}"
+          f"{chain_text(m)}", flush=True)
     return m
+

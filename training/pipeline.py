@@ -4,6 +4,17 @@
 
 Each stage writes into the config's ``out`` folder and the next one reads from there, so a stage can be rerun alone.
 ``--smoke`` shrinks every stage (a slice of the data, a few steps) to check the chain end to end in minutes.
+
+A training longer than one working session: SFT and GRPO write a resumable checkpoint every ``checkpoint_every_secs``
+(config, or ``--checkpoint-every-secs``) and at their ``max_minutes`` stop; the next session continues with
+
+    python -m training.pipeline --config training/configs/cpu.toml --stages sft,grpo,evaluate,gate,export --resume last
+
+where each training stage resumes its newest checkpoint (same data order, optimizer, scheduler and RNG states), a
+stage whose last run finished on the same base, data and configuration is skipped, and a checkpoint of anything
+else is refused naming its file. ``--resume PATH`` names one checkpoint (one training stage only). The chain of runs
+(which run resumed which checkpoint, steps, seconds) is in ``sft/sft_metrics.json`` and ``grpo/grpo_metrics.json``
+under ``runs``, and from there in the exported manifest (``metrics.sft.runs``, ``metrics.grpo.runs``).
 """
 
 from __future__ import annotations
@@ -71,6 +82,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", type=Path, help="override the config's work folder")
     ap.add_argument("--force-release", action="store_true",
                     help="export even if the candidate failed the release gate (or the gate did not run)")
+    ap.add_argument("--resume", metavar="last|PATH",
+                    help="SFT and GRPO continue from their newest checkpoint (last) or from this one (one stage); "
+                         "a stage that already finished is skipped")
+    ap.add_argument("--checkpoint-every-secs", type=float,
+                    help="override [sft] and [grpo] checkpoint_every_secs (wall clock between resumable checkpoints)")
     a = ap.parse_args(argv)
     cfg = load(a.config)
     out = a.out or Path(cfg.get("out", "build/training")) / ("smoke" if a.smoke else "")
@@ -79,6 +95,9 @@ def main(argv: list[str] | None = None) -> None:
     bad = [s for s in stages if s not in STAGES]
     if bad:
         raise SystemExit(f"unknown stages {bad}; known: {STAGES}")
+    if a.resume not in (None, "last") and sum(s in ("sft", "grpo") for s in stages) != 1:
+        raise SystemExit(f"--resume {a.resume}: a checkpoint path resumes one training stage; pass --stages sft or "
+                         "--stages grpo (or --resume last)")
     base = prepare_base(cfg)
     print(f"[prepare] base model: {base}", flush=True)
     for stage in stages:
@@ -92,17 +111,27 @@ def main(argv: list[str] | None = None) -> None:
         elif stage == "sft":
             from training.config import section
             from training.dataset import read_jsonl
-            from training.sft import SFTParams, train_sft
+            from training.sft import SFTParams, chain_text, finished_run, run_identity, train_sft
 
             p = section(cfg, "sft", SFTParams, a.config)
             if a.smoke:
                 p = replace(p, max_steps=2, batch_size=2, grad_accum=1, save_steps=1000)
-            m = train_sft(base, read_jsonl(out / "data" / "sft_train.jsonl"), out / "sft", p)
-            print(f"[sft] loss {m['train_loss']:.4f}, {m['steps']} steps, {m['seconds']} s", flush=True)
+            if a.checkpoint_every_secs is not None:
+                p.checkpoint_every_secs = a.checkpoint_every_secs
+            rows = read_jsonl(out / "data" / "sft_train.jsonl")
+            done = a.resume and finished_run(out / "sft" / "sft_metrics.json", run_identity("sft", base, rows, p,
+                                                                                           init_adapter=None))
+            if done:
+                print(f"[sft] finished already ({len(done['runs'])} run(s), {done['steps']} steps): not resumed",
+                      flush=True)
+                continue
+            m = train_sft(base, rows, out / "sft", p, resume=a.resume)
+            print(f"[sft] loss {m['train_loss']:.4f}, {m['steps']} steps, {m['seconds']} s{chain_text(m)}", flush=True)
         elif stage == "grpo":
             from training.grpo import run_stage as grpo_stage
 
-            grpo_stage(cfg, a.config, out, base, a.smoke)
+            grpo_stage(cfg, a.config, out, base, a.smoke, resume=a.resume,
+                       checkpoint_every_secs=a.checkpoint_every_secs)
         elif stage == "evaluate":
             from training.evaluate import run_stage as eval_stage
 

@@ -5,16 +5,38 @@ Rows are conversational prompt-completion pairs (``training.dataset.sft_rows``):
 ``completion_only_loss`` puts the loss on the assistant turn only (``<think>`` + ``<answer>`` + end-of-turn).
 A wall-clock guard stops training (and saves) when ``max_minutes`` is reached.
 
-    python -m training.sft --config training/configs/cpu.toml --rows DATA.jsonl --out DIR
+Resumable runs: every ``checkpoint_every_secs`` of wall clock (and every ``save_steps``) the trainer writes a checkpoint
+(``DIR/checkpoints/checkpoint-<step>``: adapter, optimizer, scheduler, RNG states, trainer state) and this module adds
+``rationad_run.json`` to it: what the run trains (base, data, parameters, starting adapter) and the chain of runs that
+led to it. ``--resume last`` (the newest checkpoint in ``DIR/checkpoints``) or ``--resume PATH`` continues through
+``Trainer.train(resume_from_checkpoint=...)``, which restores the optimizer, scheduler and RNG states and skips the
+batches already trained; the epoch's data order is drawn from (seed, epoch), not from the global RNG, so a resumed run
+sees the batches an uninterrupted one would (``tests/training/test_resume.py`` checks equal weights and losses). A
+checkpoint of another base, data or configuration is refused with :class:`ResumeError` naming its file.
+
+    python -m training.sft --config training/configs/cpu.toml --base BASE --rows DATA.jsonl --out DIR [--resume last]
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
+import hashlib
 import json
+import shutil
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
+
+RUN_FILE = "rationad_run.json"  # written into every checkpoint: run identity and chain
+# Parameters a resumed run may change: they decide when and how fast it runs, not what it trains.
+RUN_LOCAL = ("max_minutes", "checkpoint_every_secs", "threads", "logging_steps", "save_steps")
+
+
+class ResumeError(SystemExit):
+    """A checkpoint that cannot be resumed: missing, or of another base, data or configuration (names the file)."""
 
 
 @dataclass(slots=True)
@@ -41,7 +63,176 @@ class SFTParams:
     gradient_checkpointing: bool = False
     logging_steps: int = 5
     save_steps: int = 40
+    checkpoint_every_secs: float = 0.0  # also save a resumable checkpoint this often (wall clock); 0 = save_steps only
     seed: int = 0
+
+
+def rows_sha256(rows: list[dict]) -> str:
+    return hashlib.sha256(json.dumps(rows, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def file_sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+
+
+def run_identity(stage: str, base: Path, rows: list[dict], params: Any, **starts: Any) -> dict[str, Any]:
+    """What a checkpoint trains: stage, base (its config.json hash), data (hash of the rows), the parameters that
+    change the result, and what training started from (``starts``). A resume must match it."""
+    params = {k: v for k, v in asdict(params).items() if k not in RUN_LOCAL}
+    identity = {"stage": stage, "base": {"folder": Path(base).name,
+                                         "config_sha256": file_sha256(Path(base) / "config.json")},
+                "data_sha256": rows_sha256(rows), "params": params, **starts}
+    return json.loads(json.dumps(identity, default=str))  # as it reads back from a checkpoint
+
+
+def start_or_resume(resume: str | Path | None, checkpoints: Path, identity: dict[str, Any]) -> RunChain:
+    """The checkpoint to resume (checked against ``identity``) and its chain of runs. A fresh start refuses a folder
+    that still holds an unfinished run's checkpoints (``--resume last`` continues it; delete it to start over)."""
+    checkpoint = resolve_resume(resume, checkpoints)
+    if checkpoint is None:
+        left = sorted(checkpoints.glob("checkpoint-*")) if checkpoints.is_dir() else []
+        if left:
+            raise ResumeError(f"{checkpoints}: holds {', '.join(c.name for c in left)} of an unfinished run; pass "
+                              f"--resume last to continue it, or delete {checkpoints} to start over")
+        return RunChain([], None)
+    return RunChain(check_resume(checkpoint, identity), checkpoint)
+
+
+def finished_run(metrics_file: Path, identity: dict[str, Any]) -> dict[str, Any] | None:
+    """The stage's metrics when its last run finished training ``identity`` (``--resume`` skips such a stage)."""
+    if not metrics_file.is_file():
+        return None
+    m = json.loads(metrics_file.read_text())
+    runs = m.get("runs") or []
+    return m if runs and runs[-1].get("finished") and m.get("identity") == identity else None
+
+
+def resolve_resume(resume: str | Path | None, checkpoints: Path) -> Path | None:
+    """``None`` (start fresh), ``"last"`` (the newest ``checkpoint-<step>`` in ``checkpoints``) or a checkpoint path."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    if resume is None or str(resume) == "":
+        return None
+    if str(resume) == "last":
+        last = get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
+        if last is None:
+            raise ResumeError(f"{checkpoints}: no checkpoint to resume (--resume last); run without --resume to start")
+        return Path(last)
+    path = Path(resume)
+    if not (path / "trainer_state.json").is_file():
+        raise ResumeError(f"{path / 'trainer_state.json'}: missing: {path} is not a trainer checkpoint")
+    return path
+
+
+def check_resume(checkpoint: Path, identity: dict[str, Any]) -> list[dict[str, Any]]:
+    """Refuse a checkpoint that trains something else than ``identity``; return the chain of runs that made it."""
+    f = checkpoint / RUN_FILE
+    if not f.is_file():
+        raise ResumeError(f"{f}: missing: the checkpoint does not say what it trains, so it cannot be resumed safely")
+    try:
+        saved = json.loads(f.read_text())
+    except (OSError, ValueError) as exc:
+        raise ResumeError(f"{f}: unreadable ({exc})") from exc
+    was = saved.get("identity", {})
+    diff = sorted({k for k in set(was) | set(identity) if was.get(k) != identity.get(k)})
+    if "params" in diff:
+        p0, p1 = was.get("params", {}), identity["params"]
+        diff.remove("params")
+        diff += [f"params.{k}" for k in sorted(set(p0) | set(p1)) if p0.get(k) != p1.get(k)]
+    if diff:
+        detail = "; ".join(f"{k}: checkpoint {_get(was, k)!r}, now {_get(identity, k)!r}" for k in diff)
+        raise ResumeError(f"{f}: the checkpoint trains something else than this run ({detail}); resume with the same "
+                          "base, data and configuration, or start without --resume in a new output folder")
+    return list(saved.get("runs", []))
+
+
+def _get(d: dict, dotted: str) -> Any:
+    for part in dotted.split("."):
+        d = d.get(part) if isinstance(d, dict) else None
+    return d
+
+
+def chain_text(m: dict) -> str:
+    """The chain of runs of a stage's metrics, for the log: empty for a single run."""
+    runs = m.get("runs") or []
+    if len(runs) < 2:
+        return ""
+    return "; runs: " + ", ".join(f"{r['from_step']}->{r['to_step']} ({r['seconds']} s"
+                                   f"{', from ' + Path(r['resumed_from']).name if r['resumed_from'] else ''})"
+                                   for r in runs)
+
+
+class RunChain:
+    """The chain of runs a training reaches its end through: one record per run (what it resumed, steps, seconds,
+    checkpoints written), stored in every checkpoint and in the stage's metrics."""
+
+    def __init__(self, earlier: list[dict[str, Any]], resumed_from: Path | None) -> None:
+        self.earlier = earlier
+        self.checkpoint = resumed_from
+        self.started = time.monotonic()
+        self.this: dict[str, Any] = {"started": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+                                     "resumed_from": str(resumed_from) if resumed_from else None,
+                                     "from_step": None, "to_step": None, "checkpoints": []}
+
+    def runs(self, step: int, *, finished: bool | None = None) -> list[dict[str, Any]]:
+        self.this["to_step"] = step
+        self.this["seconds"] = round(time.monotonic() - self.started, 1)
+        if finished is not None:
+            self.this["finished"] = finished
+        return [*self.earlier, dict(self.this)]
+
+
+def checkpoint_callback(every_secs: float, identity: dict[str, Any], chain: RunChain):
+    """A ``TrainerCallback`` that asks the trainer for a checkpoint when ``every_secs`` of wall clock have passed
+    since the last one (or the start), and writes the run identity and chain into each checkpoint the trainer saves."""
+    from transformers import TrainerCallback
+    from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+    class WallClockCheckpoints(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.last = time.monotonic()
+            chain.this["from_step"] = state.global_step
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if every_secs and time.monotonic() - self.last >= every_secs:
+                control.should_save = True
+            return control
+
+        def on_save(self, args, state, control, **kwargs):
+            self.last = time.monotonic()
+            ckpt = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
+            chain.this["checkpoints"].append(str(ckpt))
+            if ckpt.is_dir():
+                (ckpt / RUN_FILE).write_text(json.dumps({"identity": identity, "runs": chain.runs(state.global_step)},
+                                                        indent=1, default=str) + "\n")
+            return control
+
+    return WallClockCheckpoints()
+
+
+def _seeded_length_sampler(trainer_cls):
+    """``trainer_cls`` whose ``group_by_length`` sampler draws each epoch's order from (seed, epoch) (the trainer
+    calls ``set_epoch``) instead of the global RNG, whose state at an epoch's start a resumed run does not have."""
+    import torch
+    from transformers.trainer_pt_utils import LengthGroupedSampler
+
+    class EpochSeededLengthGroupedSampler(LengthGroupedSampler):
+        def __init__(self, batch_size: int, lengths: list[int], seed: int) -> None:
+            super().__init__(batch_size, lengths=lengths)
+            self.seed = seed
+            self.set_epoch(0)
+
+        def set_epoch(self, epoch: int) -> None:
+            self.generator = torch.Generator().manual_seed(self.seed + epoch)
+
+    class Trainer(trainer_cls):
+        def _get_train_sampler(self, train_dataset=None):
+            sampler = super()._get_train_sampler(train_dataset)
+            if type(sampler) is LengthGroupedSampler:
+                return EpochSeededLengthGroupedSampler(sampler.batch_size, sampler.lengths, self.args.seed)
+            return sampler
+
+    return Trainer
 
 
 def _time_guard(max_minutes: float):
@@ -71,8 +262,11 @@ def _lineage(init_adapter: Path | None) -> dict | None:
     return {"adapter": str(init_adapter), **{k: m[k] for k in ("name", "version", "adapter_sha256") if k in m}}
 
 
-def train_sft(base: Path, rows: list[dict], out_dir: Path, p: SFTParams, *, init_adapter: Path | None = None) -> dict:
-    """Train; saves the adapter and tokenizer in ``out_dir/adapter``; returns metrics (loss, steps, seconds)."""
+def train_sft(base: Path, rows: list[dict], out_dir: Path, p: SFTParams, *, init_adapter: Path | None = None,
+              resume: str | Path | None = None, callbacks: Sequence[Any] = ()) -> dict:
+    """Train; saves the adapter and tokenizer in ``out_dir/adapter``; returns metrics (loss, steps, seconds, the
+    chain of runs). ``resume``: ``"last"`` or a checkpoint folder (see the module doc); ``callbacks``: extra
+    ``TrainerCallback``s."""
     import torch
     from datasets import Dataset
     from peft import LoraConfig, PeftModel
@@ -81,6 +275,9 @@ def train_sft(base: Path, rows: list[dict], out_dir: Path, p: SFTParams, *, init
 
     from training.config import bf16_usable
 
+    identity = run_identity("sft", base, rows, p, init_adapter=_lineage(init_adapter))
+    chain = start_or_resume(resume, out_dir / "checkpoints", identity)
+    checkpoint = chain.checkpoint
     if p.threads:
         torch.set_num_threads(p.threads)
     bf16 = bf16_usable(p.bf16)
@@ -110,17 +307,24 @@ def train_sft(base: Path, rows: list[dict], out_dir: Path, p: SFTParams, *, init
         disable_tqdm=False, gradient_checkpointing=p.gradient_checkpointing,
     )
     guard = _time_guard(p.max_minutes)
-    trainer = SFTTrainer(model=model, args=args, train_dataset=data, processing_class=tok, peft_config=peft_config,
-                         callbacks=[guard])
+    trainer = _seeded_length_sampler(SFTTrainer)(
+        model=model, args=args, train_dataset=data, processing_class=tok, peft_config=peft_config,
+        callbacks=[guard, checkpoint_callback(p.checkpoint_every_secs, identity, chain), *callbacks])
     t0 = time.monotonic()
-    result = trainer.train()
+    if checkpoint:
+        print(f"[sft] resuming {checkpoint} (run {len(chain.earlier) + 1} of the chain)", flush=True)
+    result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     seconds = time.monotonic() - t0
     adapter_dir = out_dir / "adapter"
     trainer.model.save_pretrained(adapter_dir)
     tok.save_pretrained(adapter_dir)
+    if not guard.stopped_early:  # finished: the adapter is the result, the checkpoints only served to get here
+        shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)
     metrics = {"train_loss": result.training_loss, "steps": trainer.state.global_step, "seconds": round(seconds, 1),
                "examples": len(rows), "stopped_early": guard.stopped_early, "params": asdict(p),
-               "bf16_used": bf16, "continued_from": _lineage(init_adapter), "log": trainer.state.log_history}
+               "bf16_used": bf16, "continued_from": _lineage(init_adapter), "resumed_from": chain.this["resumed_from"],
+               "runs": chain.runs(trainer.state.global_step, finished=not guard.stopped_early),
+               "identity": identity, "log": trainer.state.log_history}
     (out_dir / "sft_metrics.json").write_text(json.dumps(metrics, indent=1, default=str))
     return metrics
 
@@ -139,12 +343,15 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--learning-rate", type=float, help="override [sft] learning_rate")
     ap.add_argument("--seed", type=int, help="override [sft] seed (a new data order for a continuation)")
     ap.add_argument("--epochs", type=float, help="override [sft] epochs (size a continuation to its time budget)")
+    ap.add_argument("--checkpoint-every-secs", type=float, help="override [sft] checkpoint_every_secs")
+    ap.add_argument("--resume", metavar="last|PATH",
+                    help="continue from the newest checkpoint in OUT/checkpoints (last) or from this checkpoint")
     a = ap.parse_args(argv)
     p = section(load(a.config), "sft", SFTParams, a.config)
-    for key in ("max_minutes", "learning_rate", "seed", "epochs"):
+    for key in ("max_minutes", "learning_rate", "seed", "epochs", "checkpoint_every_secs"):
         if getattr(a, key) is not None:
             setattr(p, key, getattr(a, key))
-    m = train_sft(a.base, read_jsonl(a.rows), a.out, p, init_adapter=a.init_adapter)
+    m = train_sft(a.base, read_jsonl(a.rows), a.out, p, init_adapter=a.init_adapter, resume=a.resume)
     print(json.dumps({k: v for k, v in m.items() if k != "log"}, default=str))
 
 

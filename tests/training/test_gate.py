@@ -105,3 +105,17 @@ def test_cached_scores_judge_once(tmp_path):
     other = cached_scores(tmp_path / "cache", "k2", judge)
     assert first == again == other == {"sets": {"hdfs": {"f1": 0.5}}}
     assert len(calls) == 2 and (tmp_path / "cache" / "k1.json").is_file()
+
+
+def test_size_limit_is_checked_on_the_exported_bf16_file(tmp_path):
+    import torch
+    from safetensors.torch import save_file
+
+    from training.gate import exported_size
+
+    save_file({"w": torch.ones(100, 100)}, str(tmp_path / "adapter_model.safetensors"))  # float32: 40,000 bytes
+    ok = exported_size(tmp_path, 30_000)  # bf16: 20,000 bytes and a header
+    assert ok["passed"] and 20_000 < ok["bytes"] < 20_200
+    over = exported_size(tmp_path, 20_000)
+    assert not over["passed"] and "over the limit of 20,000 bytes" in over["reason"]
+    assert exported_size(tmp_path, 0)["passed"]

@@ -58,3 +58,25 @@ def test_export_writes_bf16_weights_portable_config_and_manifest(tmp_path):
     assert json.loads((dest / "adapter_config.json").read_text())["base_model_name_or_path"] == "base-123"
     manifest = json.loads((dest / "manifest.json").read_text())
     assert manifest["name"] == "n" and len(manifest["adapter_sha256"]) == 16
+
+
+def test_export_over_the_size_limit_fails_and_leaves_the_release_unchanged(tmp_path):
+    import torch
+    from safetensors.torch import save_file
+
+    from training.export import export
+    from training.gate import GateError
+
+    src, dest = tmp_path / "adapter", tmp_path / "out"
+    src.mkdir()
+    save_file({"w": torch.ones(100, 100)}, str(src / "adapter_model.safetensors"))  # 20,000 bytes in bf16
+    (src / "adapter_config.json").write_text(json.dumps({"r": 8}))
+    export(src, dest, {"name": "n"}, max_bytes=30_000)
+    before = (dest / "adapter_model.safetensors").read_bytes()
+    assert json.loads((dest / "manifest.json").read_text())["adapter_bytes"] == len(before)
+    save_file({"w": torch.ones(200, 100)}, str(src / "adapter_model.safetensors"))  # 40,000 bytes: over
+    with pytest.raises(GateError, match=r"adapter_model\.safetensors.*over the limit of 30,000 bytes"):
+        export(src, dest, {"name": "n"}, max_bytes=30_000)
+    assert (dest / "adapter_model.safetensors").read_bytes() == before
+    assert sorted(p.name for p in dest.iterdir()) == ["adapter_config.json", "adapter_model.safetensors",
+                                                      "manifest.json"]
