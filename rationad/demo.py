@@ -229,6 +229,14 @@ def log_path() -> Path:
     return Path(os.environ.get("RATIONAD_CACHE", "~/.cache/rationad")).expanduser() / "demo.log"
 
 
+def drop_setup_cache_var(environ) -> None:
+    """scripts/setup.sh's ``RATIONAD_CACHE`` (a folder) is not a setting, but the settings read every
+    ``RATIONAD_<SECTION>`` variable and it names the ``[cache]`` section: a path there fails the start
+    (``SettingsError``). Drop it unless it is a JSON object (a real ``[cache]`` override)."""
+    if not environ.get("RATIONAD_CACHE", "{").lstrip().startswith("{"):
+        environ.pop("RATIONAD_CACHE")
+
+
 def _redirect_output(path: Path):
     """Send this process's stdout and stderr (and so those of vLLM's engine process, which inherits them) to
     ``path``; return a text stream on the original stdout for the demo's own lines."""
@@ -248,6 +256,7 @@ def main(config_path: str | None) -> int:
 
     prog = Progress(len(sample_labels()))
     logs = log_path()
+    drop_setup_cache_var(os.environ)
     term = _redirect_output(logs)
     print(f"demo: engine and daemon logs go to {logs}", file=term, flush=True)
     prog.stage("starting the broker")

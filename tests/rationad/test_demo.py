@@ -1,6 +1,6 @@
 """The demo's progress line, its failure/slow reasons and its score against the sample's labels (issue 15)."""
 
-from rationad.demo import Progress, score
+from rationad.demo import Progress, drop_setup_cache_var, score
 
 
 class Clock:
@@ -49,3 +49,15 @@ def test_why_names_the_stage_and_how_far():
     why = p.why("gave up")
     assert "gave up after 700 s in stage 'loading the model'" in why and "0/400 blocks judged" in why
     assert "loading the model 700 s" in why
+
+
+def test_setup_cache_folder_variable_is_not_read_as_the_cache_section():
+    env = {"RATIONAD_CACHE": "/tmp/empty-cache", "RATIONAD_KAFKA__GROUP_ID": "g"}
+    drop_setup_cache_var(env)
+    assert env == {"RATIONAD_KAFKA__GROUP_ID": "g"}
+    env = {"RATIONAD_CACHE": '{"enabled": false}'}
+    drop_setup_cache_var(env)
+    assert env == {"RATIONAD_CACHE": '{"enabled": false}'}
+    env = {}
+    drop_setup_cache_var(env)
+    assert env == {}
