@@ -244,27 +244,34 @@ def average_precision(curve: list[OperatingPoint]) -> float:
     return ap
 
 
-GRID = (0.001, 0.01, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 0.999)
+GRID = (0.001, 0.01, 0.1, 0.3, 0.5, 0.7, 0.9, 0.99, 0.999)
+CURVE_ROWS = 12  # operating points taken along the curve itself (the model's scores crowd near 0 and 1)
 
 
 def operating_points_table(pairs: list[tuple[float, bool]], threshold: float | None = None) -> str:
-    """The operating points an operator chooses from: thresholds on a grid, the configured one and the best-F1 one."""
+    """The operating points an operator chooses from: thresholds on a coarse grid, ``CURVE_ROWS`` points spread
+    evenly along the curve (the scores of a confident model sit within 1e-3 of 0 or 1, where a grid sees nothing),
+    the configured threshold and the best-F1 one."""
     curve = pr_curve(pairs)
     pos = sum(1 for _, y in pairs if y)
     neg = len(pairs) - pos
     rows: dict[float, str] = {t: "" for t in GRID}
+    if curve:
+        step = max(1, len(curve) // CURVE_ROWS)
+        rows.update({curve[i].threshold: "" for i in range(0, len(curve), step)})
+        rows.setdefault(curve[-1].threshold, "")  # the lowest score: everything flagged
     best = best_f1(curve)
     if best is not None:
-        rows[round(best[1], 6)] = "best F1"
+        rows[best[1]] = "best F1"
     if threshold is not None:
         rows[threshold] = (rows.get(threshold, "") + " configured").strip()
     lines = [f"PR curve ({len(pairs)} labelled, scored; {pos} anomalous; average precision "
              f"{average_precision(curve):.4f}): verdict anomalous when score >= threshold",
-             f"{'threshold':>10} {'precision':>9} {'recall':>7} {'F1':>6} {'flagged':>8} {'tp':>6} {'fp':>6} {'fn':>6}"]
+             f"{'threshold':>12} {'precision':>9} {'recall':>7} {'F1':>6} {'flagged':>8} {'tp':>6} {'fp':>6} {'fn':>6}"]
     for t in sorted(rows):
         p = at_threshold(curve, t, pos, neg)
         precision = f"{p.precision:>9.4f}" if p.flagged else f"{'-':>9}"
-        lines.append(f"{t:>10.6g} {precision} {p.recall:>7.4f} {p.f1:>6.4f} {p.flagged:>8} {p.tp:>6} "
+        lines.append(f"{t:>12.8g} {precision} {p.recall:>7.4f} {p.f1:>6.4f} {p.flagged:>8} {p.tp:>6} "
                      f"{p.fp:>6} {p.fn:>6}  {rows[t]}".rstrip())
     return "\n".join(lines)
 
