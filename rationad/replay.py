@@ -286,6 +286,8 @@ class Scores:
     ungrounded: int = 0
     total: int = 0
     unscored: int = 0  # well-formed answers without a score (no logprobs)
+    templates: int = 0  # template level: templates sent to the model, and those whose answer stayed malformed
+    templates_failed: int = 0
     pairs: list[tuple[float, bool]] = field(default_factory=list)  # (score, labelled anomalous), for pr_curve
 
     def add(self, label: str | None, verdict: str | None, grounded: bool, score: float | None = None) -> None:
@@ -319,12 +321,17 @@ class Scores:
         p = self.tp / (self.tp + self.fp) if self.tp + self.fp else 0.0
         r = self.tp / (self.tp + self.fn) if self.tp + self.fn else 0.0
         f1 = 2 * p * r / (p + r) if p + r else 0.0
-        return {
+        labelled = self.labelled > 0  # without labels there is nothing to score: null, not 0
+        out = {
             "sessions": self.total, "labelled": self.labelled, "tp": self.tp, "fp": self.fp, "fn": self.fn,
-            "tn": self.tn, "precision": round(p, 4), "recall": round(r, 4), "f1": round(f1, 4),
+            "tn": self.tn, "precision": round(p, 4) if labelled else None, "recall": round(r, 4) if labelled else None,
+            "f1": round(f1, 4) if labelled else None,
             "format_valid_rate": round(1 - self.malformed / self.total, 4) if self.total else None,
             "grounded_rate": round(1 - self.ungrounded / self.total, 4) if self.total else None,
-        } | self.curve_summary()
+        }
+        if self.templates:  # template level: a window is well-formed when every template answer of it was
+            out |= {"templates_judged": self.templates, "templates_failed": self.templates_failed}
+        return out | self.curve_summary()
 
     def curve_summary(self) -> dict[str, Any]:
         if not self.pairs:
@@ -438,6 +445,8 @@ async def judge_by_template(
             if todo:
                 for j in await judge.judge_many([template_session(st.template) for st in todo.values()]):
                     a = j.answer
+                    scores.templates += 1
+                    scores.templates_failed += 0 if a.ok else 1
                     book.judged(j.session.key, j.verdict_at(threshold), a.rationale, cached=j.cached,
                                 failed=None if a.ok else (a.error or "malformed_answer"), score=j.score,
                                 answer_verdict=a.verdict)
@@ -446,6 +455,8 @@ async def judge_by_template(
                 assert decision is not None  # every template was judged (or failed) above
                 ev = build_template_event(s, decision, model, source=source, threshold=threshold)
                 scores.add(s.label, decision.verdict, True, decision.score)
+                if decision.unjudged:  # a template of it has no verdict: the window counts as not well-formed
+                    scores.malformed += 1
                 rec = {"id": s.source_id or s.key, "verdict": decision.verdict,
                        "model_verdict": decision.model_verdict, "score": decision.score, "rationale": ev["rationale"],
                        "judge_level": "template", "evidence": ev["evidence"], "templates": ev["templates"],

@@ -52,3 +52,13 @@ async def test_template_level_replay_judges_each_template_once_and_scores_lines(
     assert calls == 2  # two templates for 40 lines
     assert scores.summary()["f1"] == 1.0 and scores.labelled == 40
     assert recs[7]["templates"][0]["template"] == "ERROR disk sda{*} failed"
+
+
+def test_scores_without_labels_are_null_and_failed_templates_count_as_not_well_formed():
+    s = replay.Scores()
+    s.add(None, "anomalous", True, 0.9)
+    assert s.summary()["f1"] is None and s.summary()["precision"] is None
+    s.templates, s.templates_failed = 3, 1
+    s.malformed += 1  # a window with an unjudged template (judge_by_template)
+    out = s.summary()
+    assert out["templates_judged"] == 3 and out["templates_failed"] == 1 and out["format_valid_rate"] == 0.0
