@@ -241,6 +241,12 @@ class Daemon:
 
         self.consumer.subscribe(topics=topics, listener=_Listener())
         await self.consumer.start()
+        # Everything built so far (an in-process engine's torch and vLLM objects: millions) lives as long as the
+        # process: keep it out of the cyclic collector's full passes, which otherwise walk it again and again while
+        # lines stream in (issue 15: collection was the largest per-line cost measured on the ingest path).
+        import gc
+
+        gc.freeze()
         log.info("daemon_started", topics=list(self.s.input.topics), group=self.s.kafka.group_id,
                  model=self.model.name, model_version=self.model.version, dialect=self.s.input.dialect)
 
