@@ -229,12 +229,13 @@ def log_path() -> Path:
     return Path(os.environ.get("RATIONAD_CACHE", "~/.cache/rationad")).expanduser() / "demo.log"
 
 
-def drop_setup_cache_var(environ) -> None:
+def drop_setup_cache_var(environ) -> Path | None:
     """scripts/setup.sh's ``RATIONAD_CACHE`` (a folder) is not a setting, but the settings read every
     ``RATIONAD_<SECTION>`` variable and it names the ``[cache]`` section: a path there fails the start
-    (``SettingsError``). Drop it unless it is a JSON object (a real ``[cache]`` override)."""
+    (``SettingsError``). Drop it unless it is a JSON object (a real ``[cache]`` override); return the folder."""
     if not environ.get("RATIONAD_CACHE", "{").lstrip().startswith("{"):
-        environ.pop("RATIONAD_CACHE")
+        return Path(environ.pop("RATIONAD_CACHE")).expanduser()
+    return None
 
 
 def _redirect_output(path: Path):
@@ -256,7 +257,7 @@ def main(config_path: str | None) -> int:
 
     prog = Progress(len(sample_labels()))
     logs = log_path()
-    drop_setup_cache_var(os.environ)
+    setup_cache = drop_setup_cache_var(os.environ)
     term = _redirect_output(logs)
     print(f"demo: engine and daemon logs go to {logs}", file=term, flush=True)
     prog.stage("starting the broker")
@@ -278,6 +279,9 @@ def main(config_path: str | None) -> int:
                 "server": {"port": 0},
                 "log": {"level": "info", "format": "json"},
             }
+            if setup_cache is not None and (setup_cache / "models" / "default" / "config.json").is_file():
+                # scripts/setup.sh was pointed at another cache: serve the model it prepared there
+                overrides["model"] = {"path": str(setup_cache / "models" / "default")}
             settings = load_settings(config_path, **overrides)
             configure(settings.log.level, settings.log.format)
             print(f"demo: local broker on {broker.bootstrap}; model {settings.model.path}", file=term, flush=True)

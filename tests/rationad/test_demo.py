@@ -53,10 +53,10 @@ def test_why_names_the_stage_and_how_far():
 
 def test_setup_cache_folder_variable_is_not_read_as_the_cache_section():
     env = {"RATIONAD_CACHE": "/tmp/empty-cache", "RATIONAD_KAFKA__GROUP_ID": "g"}
-    drop_setup_cache_var(env)
+    assert str(drop_setup_cache_var(env)) == "/tmp/empty-cache"
     assert env == {"RATIONAD_KAFKA__GROUP_ID": "g"}
     env = {"RATIONAD_CACHE": '{"enabled": false}'}
-    drop_setup_cache_var(env)
+    assert drop_setup_cache_var(env) is None
     assert env == {"RATIONAD_CACHE": '{"enabled": false}'}
     env = {}
     drop_setup_cache_var(env)
