@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import (BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict,
+                               SettingsError)
 
 ENV_PREFIX = "RATIONAD_"
 USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)([^?#]*@)")
@@ -339,7 +340,11 @@ def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
     try:
         # pydantic-settings gives init kwargs precedence over the environment; the file must lose to the
         # environment, so read the environment first and merge it over the file ourselves.
-        env = EnvSettingsSource(Settings)()
+        try:
+            env = EnvSettingsSource(Settings)()
+        except SettingsError as exc:  # e.g. RATIONAD_CACHE=/some/folder: a whole section must be a JSON object
+            raise ConfigError(f"invalid environment override: {exc}; a {ENV_PREFIX}<SECTION> variable must hold a "
+                              f"JSON object (or set one key: {ENV_PREFIX}<SECTION>__<KEY>)") from None
         return Settings(**_merge(data, env))
     except ValidationError as exc:
         raise ConfigError(_format_error(exc, source + " + environment")) from None

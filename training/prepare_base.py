@@ -2,7 +2,7 @@
 
 transformers can load a GGUF (de-quantized to float32) but refuses to ``save_pretrained`` it, so the weights are
 copied into a plain ``LlamaForCausalLM`` built from the same config, then saved with the tokenizer. The folder is
-cached under ``$RATIONAD_CACHE/models`` (default ``~/.cache/rationad/models``), keyed by the GGUF's content hash,
+cached under ``$RATIONAD_CACHE_DIR/models`` (default ``~/.cache/rationad/models``), keyed by the GGUF's content hash,
 so this runs once per machine; ``~/.cache/rationad/models/base`` points at the latest one.
 
     python -m training.prepare_base [--gguf FILE] [--out DIR]
@@ -28,7 +28,7 @@ class BaseModelError(Exception):
 
 
 def cache_root() -> Path:
-    return Path(os.environ.get("RATIONAD_CACHE", Path.home() / ".cache" / "rationad")) / "models"
+    return Path(os.environ.get("RATIONAD_CACHE_DIR", Path.home() / ".cache" / "rationad")) / "models"
 
 
 def default_gguf() -> Path:

@@ -71,3 +71,9 @@ def test_generic_session_windows_need_a_key_fixed_windows_do_not():
     s = load_settings(input={"dialect": "generic"}, sessions={"window_lines": 100})
     assert s.input.key_regex is None
     load_settings(input={"dialect": "generic", "key_regex": r"id=(\w+)"})
+
+
+def test_a_section_variable_that_is_not_json_fails_naming_it(monkeypatch):
+    monkeypatch.setenv("RATIONAD_CACHE", "/home/me/.cache/rationad")  # a folder, as setup scripts once used it
+    with pytest.raises(ConfigError, match="cache"):
+        load_settings()

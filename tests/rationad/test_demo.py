@@ -1,6 +1,6 @@
 """The demo's progress line, its failure/slow reasons and its score against the sample's labels (issue 15)."""
 
-from rationad.demo import Progress, drop_setup_cache_var, score
+from rationad.demo import Progress, cache_dir, score
 
 
 class Clock:
@@ -51,13 +51,10 @@ def test_why_names_the_stage_and_how_far():
     assert "loading the model 700 s" in why
 
 
-def test_setup_cache_folder_variable_is_not_read_as_the_cache_section():
-    env = {"RATIONAD_CACHE": "/tmp/empty-cache", "RATIONAD_KAFKA__GROUP_ID": "g"}
-    assert str(drop_setup_cache_var(env)) == "/tmp/empty-cache"
-    assert env == {"RATIONAD_KAFKA__GROUP_ID": "g"}
-    env = {"RATIONAD_CACHE": '{"enabled": false}'}
-    assert drop_setup_cache_var(env) is None
-    assert env == {"RATIONAD_CACHE": '{"enabled": false}'}
-    env = {}
-    drop_setup_cache_var(env)
-    assert env == {}
+def test_the_setup_cache_folder_variable_is_not_a_settings_section(monkeypatch):
+    # RATIONAD_CACHE would be read by the settings as the [cache] section: the folder is RATIONAD_CACHE_DIR
+    monkeypatch.setenv("RATIONAD_CACHE_DIR", "/tmp/empty-cache")
+    assert str(cache_dir()) == "/tmp/empty-cache"
+    from rationad.config import load_settings
+
+    assert load_settings().cache.enabled
