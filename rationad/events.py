@@ -39,10 +39,13 @@ class ModelInfo:
     prompt_version: str = PROMPT_VERSION
 
 
-def event_id(session: Session, model: ModelInfo) -> str:
-    """Same session and model -> same id."""
+def event_id(session: Session, model: ModelInfo, level: str = "session") -> str:
+    """Same session and model -> same id. A window judged by its templates (``level="template"``) gets an id apart
+    from a session-level verdict on it; session level adds nothing, so its ids are those of earlier releases."""
     parts = [session.topic, str(session.partition), session.key, str(session.first_offset), model.name,
              model.version, model.prompt_version]
+    if level != "session":
+        parts.append(f"level={level}")
     if session.revision != 1:  # revision 1 keeps the ids consumers have seen before revisions existed
         parts.append(f"revision={session.revision}")
     ident = "\x1f".join(parts)
@@ -53,6 +56,28 @@ def _iso(ts: float | None) -> str | None:
     if ts is None:
         return None
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+
+
+def _about(session: Session, source: str, template_count: int, model: ModelInfo) -> dict[str, Any]:
+    """What every event says of its session, model and producer."""
+    return {
+        "session": {
+            "key": session.key,
+            "source": source,
+            "topic": session.topic,
+            "partition": session.partition,
+            "first_offset": session.first_offset,
+            "last_offset": session.last_offset,
+            "first_time": _iso(session.first_ts),
+            "last_time": _iso(session.last_ts),
+            "line_count": len(session.lines),
+            "template_count": template_count,
+            "close_reason": session.close_reason,
+            "revision": session.revision,
+        },
+        "model": {"name": model.name, "version": model.version, "prompt_version": model.prompt_version},
+        "producer": {"name": "rationad", "version": __version__},
+    }
 
 
 def evidence(answer: ParsedAnswer, view: SessionView, session: Session) -> list[dict[str, Any]]:
@@ -104,35 +129,11 @@ def build_event(
         "ungrounded_refs": list(answer.ungrounded_refs),
         "cached": cached,
         "judge_level": "session",
-        "session": {
-            "key": session.key,
-            "source": view.source,
-            "topic": session.topic,
-            "partition": session.partition,
-            "first_offset": session.first_offset,
-            "last_offset": session.last_offset,
-            "first_time": _iso(session.first_ts),
-            "last_time": _iso(session.last_ts),
-            "line_count": len(session.lines),
-            "template_count": len(view.rows) + view.omitted_templates,
-            "close_reason": session.close_reason,
-            "revision": session.revision,
-        },
-        "model": {"name": model.name, "version": model.version, "prompt_version": model.prompt_version},
-        "producer": {"name": "rationad", "version": __version__},
-    }
+    } | _about(session, view.source, len(view.rows) + view.omitted_templates, model)
 
 
 MAX_TEMPLATE_LINES = 20  # lines of one template an event quotes (the count says how many the window held)
 
-
-def template_event_id(session: Session, model: ModelInfo) -> str:
-    """A window judged by its templates: the session's id, kept apart from a session-level verdict on it."""
-    parts = [session.topic, str(session.partition), session.key, str(session.first_offset), model.name,
-             model.version, model.prompt_version, "level=template"]
-    if session.revision != 1:
-        parts.append(f"revision={session.revision}")
-    return str(uuid.uuid5(_NAMESPACE, "\x1f".join(parts)))
 
 
 def build_template_event(
@@ -177,7 +178,7 @@ def build_template_event(
     return {
         "type": EVENT_TYPE,
         "schema_version": SCHEMA_VERSION,
-        "id": template_event_id(session, model),
+        "id": event_id(session, model, "template"),
         "time": _iso(time.time() if now is None else now),
         "verdict": decision.verdict,
         "model_verdict": decision.model_verdict,
@@ -192,23 +193,7 @@ def build_template_event(
         "judge_level": "template",
         "templates": templates,
         "unjudged_templates": list(decision.unjudged),
-        "session": {
-            "key": session.key,
-            "source": source,
-            "topic": session.topic,
-            "partition": session.partition,
-            "first_offset": session.first_offset,
-            "last_offset": session.last_offset,
-            "first_time": _iso(session.first_ts),
-            "last_time": _iso(session.last_ts),
-            "line_count": len(session.lines),
-            "template_count": len(uses),
-            "close_reason": session.close_reason,
-            "revision": session.revision,
-        },
-        "model": {"name": model.name, "version": model.version, "prompt_version": model.prompt_version},
-        "producer": {"name": "rationad", "version": __version__},
-    }
+    } | _about(session, source, len(uses), model)
 
 
 def encode(event: dict[str, Any]) -> bytes:

@@ -18,6 +18,7 @@ line template once and decides every window from its templates (``judge.level = 
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import gzip
 import io
@@ -346,13 +347,9 @@ class Scores:
                 "best_f1_precision": round(point.precision, 4), "best_f1_recall": round(point.recall, 4)}
 
 
-async def judge_sessions(
-    sessions: Iterable[Session], model_cfg: ModelConfig, source: str, out: IO[bytes], *, use_cache: bool,
-    cache_entries: int = 100_000, chunk: int = 256, client=None, progress: bool = False,
-    threshold: float | None = None,
-) -> tuple[Scores, int]:
-    """Run sessions through the model stage; write JSON lines; return scores and the number of model calls. The
-    verdict is the answer at ``threshold`` (None: the model's written answer)."""
+@contextlib.asynccontextmanager
+async def _judge(model_cfg: ModelConfig, source: str, client, use_cache: bool, cache_entries: int):
+    """A ``Judge`` over ``client`` (started and closed here when None is given: a client from ``model_cfg``)."""
     from rationad.cache import VerdictCache
     from rationad.judge import Judge
     from rationad.model.base import make_client
@@ -361,14 +358,45 @@ async def judge_sessions(
     client = client or make_client(model_cfg)
     if owns_client:
         await client.start()
-    judge = Judge(client, model_cfg, source, cache=VerdictCache(cache_entries) if use_cache else None)
-    scores = Scores()
     try:
-        batch: list[Session] = []
-        done = 0
+        yield Judge(client, model_cfg, source, cache=VerdictCache(cache_entries) if use_cache else None)
+    finally:
+        if owns_client:
+            await client.aclose()
 
-        async def flush() -> None:
-            nonlocal done
+
+async def _in_chunks(sessions: Iterable[Session], chunk: int, judge_chunk, progress: bool, status) -> None:
+    """``await judge_chunk(batch)`` for every ``chunk`` sessions; ``status(done)`` is the progress line."""
+    batch: list[Session] = []
+    done = 0
+    for s in sessions:
+        batch.append(s)
+        if len(batch) >= chunk:
+            await judge_chunk(batch)
+            done += len(batch)
+            batch = []
+            if progress:
+                print(f"\r{status(done)}", end="", file=sys.stderr)
+    if batch:
+        await judge_chunk(batch)
+        done += len(batch)
+        if progress:
+            print(f"\r{status(done)}", end="", file=sys.stderr)
+    if progress:
+        print(file=sys.stderr)
+
+
+async def judge_sessions(
+    sessions: Iterable[Session], model_cfg: ModelConfig, source: str, out: IO[bytes], *, use_cache: bool,
+    cache_entries: int = 100_000, chunk: int = 256, client=None, progress: bool = False,
+    threshold: float | None = None,
+) -> tuple[Scores, int]:
+    """Run sessions through the model stage; write JSON lines; return scores and the number of model calls. The
+    verdict is the answer at ``threshold`` (None: the model's written answer)."""
+    scores = Scores()
+    async with _judge(model_cfg, source, client, use_cache, cache_entries) as judge:
+
+        async def judge_chunk(batch: list[Session]) -> None:
             for j in await judge.judge_many(batch):
                 s, a = j.session, j.answer
                 verdict = j.verdict_at(threshold)
@@ -393,22 +421,9 @@ async def judge_sessions(
                     rec["error"] = a.error
                     rec["raw_completion"] = a.raw
                 out.write(orjson.dumps(rec) + b"\n")
-            done += len(batch)
-            if progress:
-                print(f"\rjudged {done} sessions, {judge.model_calls} model calls", end="", file=sys.stderr)
-            batch.clear()
 
-        for s in sessions:
-            batch.append(s)
-            if len(batch) >= chunk:
-                await flush()
-        if batch:
-            await flush()
-        if progress:
-            print(file=sys.stderr)
-    finally:
-        if owns_client:
-            await client.aclose()
+        await _in_chunks(sessions, chunk, judge_chunk, progress,
+                         lambda done: f"judged {done} sessions, {judge.model_calls} model calls")
     return scores, judge.model_calls
 
 
@@ -420,26 +435,15 @@ async def judge_by_template(
     """Template level: each distinct template of the windows is judged once (one ``judge_many`` per chunk of
     windows), every window decided from its templates' verdicts at ``threshold``; JSON lines as the daemon's
     template events carry them. A window's score is the maximum of its templates'."""
-    from rationad.cache import VerdictCache
     from rationad.events import ModelInfo, build_template_event
-    from rationad.judge import Judge
-    from rationad.model.base import make_client
     from rationad.template_book import TemplateBook, template_session
 
-    owns_client = client is None
-    client = client or make_client(model_cfg)
-    if owns_client:
-        await client.start()
-    judge = Judge(client, model_cfg, source, cache=VerdictCache(cache_entries) if use_cache else None)
     book = TemplateBook(max_templates=cache_entries)
-    model = ModelInfo(name=client.name)
     scores = Scores()
-    done = 0
-    try:
-        batch: list[Session] = []
+    async with _judge(model_cfg, source, client, use_cache, cache_entries) as judge:
+        model = ModelInfo(name=judge.client.name)
 
-        async def flush() -> None:
-            nonlocal done
+        async def judge_chunk(batch: list[Session]) -> None:
             uses = [book.uses(s) for s in batch]
             todo = {u.state.id: u.state for us in uses for u in us if not u.state.known}
             if todo:
@@ -464,21 +468,7 @@ async def judge_by_template(
                 if s.label is not None:
                     rec["label"] = s.label
                 out.write(orjson.dumps(rec) + b"\n")
-            done += len(batch)
-            if progress:
-                print(f"\rjudged {done} windows, {len(book)} templates, {judge.model_calls} model calls", end="",
-                      file=sys.stderr)
-            batch.clear()
 
-        for s in sessions:
-            batch.append(s)
-            if len(batch) >= chunk:
-                await flush()
-        if batch:
-            await flush()
-        if progress:
-            print(file=sys.stderr)
-    finally:
-        if owns_client:
-            await client.aclose()
+        await _in_chunks(sessions, chunk, judge_chunk, progress,
+                         lambda done: f"judged {done} windows, {len(book)} templates, {judge.model_calls} model calls")
     return scores, judge.model_calls
