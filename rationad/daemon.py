@@ -36,7 +36,7 @@ from rationad.metrics import Metrics
 from rationad.model.base import ModelClient, ModelError, make_client
 from rationad.model_stage import EngineDead, ModelStage, Pending
 from rationad.offsets import PartitionOffsets
-from rationad.repartition import Router, SeenLines, forward, source_headers, source_of
+from rationad.repartition import PACK_BYTES, Packer, Router, SeenLines, is_pack, pack_source, source_of, unpack
 from rationad.records import Session
 from rationad.systemd import Notifier
 from rationad.template_stage import TemplateStage
@@ -45,7 +45,8 @@ from rationad.windows import LINE_OVERHEAD_BYTES, Sessionizer, resolve_spec
 log = structlog.get_logger("rationad")
 
 MODEL_HEALTH_INTERVAL_SECS = 10.0
-YIELD_EVERY_RECORDS = 500
+GC_YOUNG_ALLOCATIONS = 50_000  # allocations between young-generation collections (CPython's default: 700)
+YIELD_EVERY_LINES = 500  # lines parsed (or records routed) between yields to the event loop
 CACHE_RECOVERY_TIMEOUT_SECS = 120.0  # a durable cache that cannot be recovered in time is skipped, not waited for
 PRODUCE_STUCK_NOT_READY_SECS = 10.0  # outputs unacknowledged this long make /readyz fail
 MAX_PARTITION_FETCH_BYTES = 4 * 1024 * 1024
@@ -58,6 +59,20 @@ def _instance(settings: Settings) -> str:
     import socket
 
     return f"{settings.kafka.group_instance_id or socket.gethostname()}@{int(time.time() * 1000)}"
+
+
+def collect_less() -> None:
+    """The daemon's garbage-collection policy, set once it has started. Everything built so far (an in-process
+    engine's torch and vLLM objects: millions) lives as long as the process: ``gc.freeze`` keeps it out of the cyclic
+    collector's passes. Lines and sessions are acyclic and mostly long-lived (a session stays open until it closes),
+    so CPython's default young-generation threshold (700 allocations) walks each of them again and again for nothing:
+    collect every 50,000 instead (issue 15: collection was the largest per-line cost on the ingest path; this raised
+    ingest 1.5x, BENCHMARKS.md section 1). Cyclic garbage (exception tracebacks, finished tasks) is still collected,
+    only later."""
+    import gc
+
+    gc.freeze()
+    gc.set_threshold(GC_YOUNG_ALLOCATIONS, 20, 10)
 
 
 @dataclass(slots=True, eq=False)
@@ -94,6 +109,7 @@ class Daemon:
         self._parts: dict[Any, _Part] = {}
         self._tasks: set[asyncio.Task] = set()
         self._router: Router | None = None  # the internal topic's partitioner, once its partition count is known
+        self._pack_bytes = min(PACK_BYTES, settings.output.max_message_bytes // 2)
         self._topic_names: dict[bytes, str] = {}
         self._spread = KeySpread()  # sessions of one key on two partitions: the input is not keyed by session key
         self._warned_split = False
@@ -241,12 +257,7 @@ class Daemon:
 
         self.consumer.subscribe(topics=topics, listener=_Listener())
         await self.consumer.start()
-        # Everything built so far (an in-process engine's torch and vLLM objects: millions) lives as long as the
-        # process: keep it out of the cyclic collector's full passes, which otherwise walk it again and again while
-        # lines stream in (issue 15: collection was the largest per-line cost measured on the ingest path).
-        import gc
-
-        gc.freeze()
+        collect_less()
         log.info("daemon_started", topics=list(self.s.input.topics), group=self.s.kafka.group_id,
                  model=self.model.name, model_version=self.model.version, dialect=self.s.input.dialect)
 
@@ -461,9 +472,10 @@ class Daemon:
             add = part.sessionizer.add
             observe = self.templates.observe if self.templates is not None else None
             topic, partition, seen = tp.topic, tp.partition, part.seen  # the per-record loop is the hot path
-            lines_n = 0
-            for n, rec in enumerate(records, start=1):
-                if n % YIELD_EVERY_RECORDS == 0:
+            lines_n = since_yield = 0
+            for rec in records:
+                if since_yield >= YIELD_EVERY_LINES:  # a pack carries many lines: count lines, not records
+                    since_yield = 0
                     # Let heartbeats, health checks and sends run: a large batch of long or hostile lines can take
                     # seconds to parse, and a blocked loop loses the group membership. Everything closed so far is
                     # already held, so a revocation here commits nothing past it.
@@ -471,16 +483,23 @@ class Daemon:
                     await asyncio.sleep(0)
                     if part.revoked:  # the rest of this batch belongs to the partition's new owner
                         break
+                since_yield += 1
                 try:
-                    lines = parse(rec.value, topic=topic, partition=partition, offset=rec.offset)
-                    if seen is not None:
-                        lines = self._own_lines(part, rec, lines)
+                    if seen is None:
+                        lines = parse(rec.value, topic=topic, partition=partition, offset=rec.offset)
+                    elif is_pack(rec.headers):
+                        lines = self._pack_lines(tp, part, rec, dead)
+                    else:
+                        lines = self._own_lines(part, rec, parse(rec.value, topic=topic, partition=partition,
+                                                                  offset=rec.offset))
                 except BadRecord as exc:
                     dl = bad_record(rec.key, rec.value, rec.headers, error_type=exc.reason, reason=str(exc),
                                     topic=topic, partition=partition, offset=rec.offset)
                     dead.append((self.delivery.hold(part.offsets, rec.offset), dl))
                     continue
                 lines_n += len(lines)
+                if len(lines) > 1:
+                    since_yield += len(lines) - 1
                 for line in lines:
                     if observe is not None:
                         observe(line, now)  # a new template goes to the model now, not when its window closes
@@ -500,19 +519,21 @@ class Daemon:
         if dead:
             self._spawn(self.delivery.dead_letters(dead), "dead-letters")
         if forwards:
-            router = self._router
-            self._spawn(self.delivery.forward(forwards, self._unforwardable,
-                                              router.partition if router is not None else None), "repartition")
+            self._spawn(self.delivery.forward(forwards, self._unforwardable), "repartition")
 
     # ---- repartitioning (rationad/repartition.py) ------------------------------------------------------------
     async def _forward(self, tp, part: _Part, records, dead: list, forwards: list) -> None:
-        """Input records -> one internal record per line and session key; the input offset is held from the first
-        forwarded record of the batch until every line is acknowledged on the internal topic."""
+        """Input records -> packs of lines per internal partition (``Packer``); the input offset is held from the
+        first forwarded record of the batch until every record built from it is acknowledged."""
         route = self.parser.route
-        topic = self.internal
-        outs: list[Output] = []
+        assert self._router is not None and self.internal is not None
+        packer = Packer(self.internal, tp.topic, tp.partition, self._router, self._pack_bytes)
+        first: int | None = None
         for n, rec in enumerate(records, start=1):
-            if n % YIELD_EVERY_RECORDS == 0:
+            if n % YIELD_EVERY_LINES == 0:
+                if first is not None:  # what is packed so far is held from here on
+                    forwards.append((self.delivery.hold(part.offsets, first), packer.outputs()))
+                    first = None
                 part.offsets.consumed(rec.offset - 1)  # everything before it is held (forwarded or dead-lettered)
                 await asyncio.sleep(0)
                 if part.revoked:
@@ -524,43 +545,90 @@ class Daemon:
                                 topic=tp.topic, partition=tp.partition, offset=rec.offset)
                 dead.append((self.delivery.hold(part.offsets, rec.offset), dl))
                 continue
-            if not outs:
-                outs = []
-                forwards.append((self.delivery.hold(part.offsets, rec.offset), outs))
-            outs.extend(forward(routes, topic, source_headers(tp.topic, tp.partition, rec.offset)))
+            if first is None:
+                first = rec.offset
+            packer.add(routes, rec.offset)
         else:
             if records:
                 part.offsets.consumed(records[-1].offset)
+        if first is not None:
+            forwards.append((self.delivery.hold(part.offsets, first), packer.outputs()))
         if records:
             self.metrics.records_received.labels(tp.topic).inc(len(records))
-            self.metrics.lines_repartitioned.inc(len(outs))
+            self.metrics.lines_repartitioned.inc(packer.lines)
 
     def _own_lines(self, part: _Part, rec, lines: list) -> list:
-        """The lines of an internal record that belong to its key, less any this partition already windowed; each
-        carries its source position (``LogLine.source``)."""
-        key = rec.key.decode() if rec.key else ""
+        """The lines of a one-line internal record that belong to its key, unless this partition already windowed
+        it; each carries its source position (``LogLine.source``)."""
+        key = rec.key.decode("utf-8", "surrogateescape") if rec.key else ""
         own = lines if len(lines) == 1 and lines[0].key == key else [x for x in lines if x.key == key]
         if not own:
             raise BadRecord("repartition_key_mismatch", f"no line of the record has its key {key[:100]!r}")
         source = source_of(rec.headers)
         if source is None:
             return own
-        if not part.seen.first_time((*source, key)):
-            self.metrics.errors.labels("repartition", "duplicate_line").inc()
-            return []
         try:
             pos = (self._topic_names.get(source[0]) or source[0].decode(), int(source[1]), int(source[2]))
         except ValueError:
             return own  # not ours to interpret: windowed by its place on the internal topic only
+        if not part.seen.first_time((pos, key)):
+            self.metrics.errors.labels("repartition", "duplicate_line").inc()
+            return []
         for x in own:
             x.source = pos
         return own
 
-    def _unforwardable(self, out: Output, error: str) -> DeadLetter:
+    def _pack_lines(self, tp, part: _Part, rec, dead: list) -> list:
+        """The lines of a pack (``repartition.unpack``), each parsed, kept for its own key and given its source
+        position, less those this partition already windowed; a line that fails is dead-lettered on its own with
+        its source position, held at the pack's offset."""
+        source = pack_source(rec.headers)
+        try:
+            entries = unpack(rec.value)
+            if source is None:
+                raise ValueError("no source topic and partition headers")
+            src_topic = self._topic_names.get(source[0]) or source[0].decode()
+            src_partition = int(source[1])
+        except ValueError as exc:
+            raise BadRecord("bad_pack", f"internal record is not a pack: {exc}") from None
+        parse, first_time = self.parser.parse, part.seen.first_time
+        topic, partition, offset = tp.topic, tp.partition, rec.offset
+        out: list = []
+        for src_offset, key, value in entries:
+            pos = (src_topic, src_partition, src_offset)
+            if not first_time((pos, key)):
+                self.metrics.errors.labels("repartition", "duplicate_line").inc()
+                continue
+            try:
+                lines = parse(value, topic=topic, partition=partition, offset=offset)
+                if len(lines) == 1 and lines[0].key == key:
+                    lines[0].source = pos
+                    out.append(lines[0])
+                    continue
+                own = [x for x in lines if x.key == key]
+                if not own:
+                    raise BadRecord("repartition_key_mismatch", f"no line of the entry has its key {key[:100]!r}")
+            except BadRecord as exc:
+                dl = bad_record(key.encode("utf-8", "surrogatepass"), value, [], error_type=exc.reason,
+                                reason=str(exc), topic=src_topic, partition=src_partition, offset=src_offset)
+                dead.append((self.delivery.hold(part.offsets, offset), dl))
+                continue
+            for x in own:
+                x.source = pos
+            out.extend(own)
+        return out
+
+    def _unforwardable(self, out: Output, error: str) -> list[DeadLetter]:
+        """Dead letters for an internal record the broker can never take: one per line it carries."""
+        if is_pack(out.headers):
+            source = pack_source(out.headers) or (b"", b"-1")
+            return [bad_record(key.encode("utf-8", "surrogatepass"), value, [], error_type="undeliverable_repartition",
+                               reason=error, topic=source[0].decode(), partition=int(source[1]), offset=offset)
+                    for offset, key, value in unpack(out.value)]
         h = dict(out.headers)
-        return bad_record(out.key, out.value, [], error_type="undeliverable_repartition", reason=error,
-                          topic=h["rationad-source-topic"].decode(),
-                          partition=int(h["rationad-source-partition"]), offset=int(h["rationad-source-offset"]))
+        return [bad_record(out.key, out.value, [], error_type="undeliverable_repartition", reason=error,
+                           topic=h["rationad-source-topic"].decode(),
+                           partition=int(h["rationad-source-partition"]), offset=int(h["rationad-source-offset"]))]
 
     def _enforce_byte_budget(self, now: float) -> None:
         """Open sessions over all partitions stay within ``delivery.max_open_bytes``: the oldest close early."""

@@ -97,12 +97,14 @@ class Hold:
 
 
 class Output(NamedTuple):
-    """One record to produce (a tuple: the repartition hop makes one per line)."""
+    """One record to produce (a tuple: the repartition hop makes many); ``partition`` None: the producer's
+    partitioner chooses from the key."""
 
     topic: str
     key: bytes | None
     value: bytes | None
     headers: list[tuple[str, bytes]]
+    partition: int | None = None
 
 
 class Delivery:
@@ -181,7 +183,7 @@ class Delivery:
                 producer = self.producer
                 try:
                     assert producer is not None, "producer not started"
-                    fut = await producer.send(out.topic, value=out.value, key=out.key, headers=out.headers)
+                    fut = await self._send(producer, out)
                     await fut
                     return
                 except asyncio.CancelledError:
@@ -233,11 +235,18 @@ class Delivery:
         if hold is not None:
             hold.release()
 
+    @staticmethod
+    async def _send(producer: Producer, out: Output) -> asyncio.Future:
+        if out.partition is None:
+            return await producer.send(out.topic, value=out.value, key=out.key, headers=out.headers)
+        return await producer.send(out.topic, value=out.value, key=out.key, headers=out.headers,
+                                   partition=out.partition)
+
     async def _enqueue(self, out: Output) -> asyncio.Future | None:
         """Queue a send without waiting for it; None when it could not even be queued (then it is sent on its own)."""
         try:
             assert self.producer is not None, "producer not started"
-            return await self.producer.send(out.topic, value=out.value, key=out.key, headers=out.headers)
+            return await self._send(self.producer, out)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -277,26 +286,28 @@ class Delivery:
             self._sending.pop(token, None)
 
     async def forward(self, items: Sequence[tuple[Hold, Sequence[Output]]],
-                      fallback: Callable[[Output, str], DeadLetter],
-                      partition_of: Callable[[bytes], int] | None = None) -> None:
+                      fallback: Callable[[Output, str], list[DeadLetter]]) -> None:
         """The repartition hop: send every output of every item, then release the items' holds once all of their
-        outputs are acknowledged. With ``partition_of`` (key -> partition, the producer's own partitioner), the
-        outputs go in one batch per partition and batch size, in order (one future per batch, not per line). An
-        output whose send failed is sent again on its own; one the broker can never take becomes the dead letter
-        ``fallback(output, error)``, so the input record is accounted for either way."""
+        outputs are acknowledged. Outputs with a partition go in one batch per partition and batch size, in order
+        (one future per batch, not per record). An output whose send failed is sent again on its own; one the broker
+        can never take becomes the dead letters ``fallback(output, error)``, so the input record is accounted for
+        either way."""
         token = self._start_send()
         try:
             queued: list[tuple[Sequence[Output], asyncio.Future | None]] = []
-            if partition_of is None or not hasattr(self.producer, "create_batch"):
+            if not hasattr(self.producer, "create_batch"):  # a producer without batches: one send per output
                 for _, outs in items:
-                    queued.extend(([out], await self._enqueue(out)) for out in outs)
+                    queued.extend([([out], await self._enqueue(out)) for out in outs])
             else:
-                by_partition: dict[tuple[str, int], list[Output]] = {}
+                by_partition: dict[tuple[str, int | None], list[Output]] = {}
                 for _, outs in items:
                     for out in outs:
-                        by_partition.setdefault((out.topic, partition_of(out.key)), []).append(out)
+                        by_partition.setdefault((out.topic, out.partition), []).append(out)
                 for (topic, partition), outs in by_partition.items():
-                    queued.extend(await self._enqueue_batches(topic, partition, outs))
+                    if partition is None:
+                        queued.extend([([out], await self._enqueue(out)) for out in outs])
+                    else:
+                        queued.extend(await self._enqueue_batches(topic, partition, outs))
             for outs, fut in queued:
                 if await self._acked(fut):
                     continue
@@ -305,7 +316,8 @@ class Delivery:
                         await self.send(out)
                     except Undeliverable as exc:
                         log.error("repartition_undeliverable", topic=out.topic, error=str(exc))
-                        await self.dead_letter(None, fallback(out, str(exc)))
+                        for dl in fallback(out, str(exc)):
+                            await self.dead_letter(None, dl)
             for hold, _ in items:
                 hold.release()
         finally:

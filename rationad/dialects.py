@@ -238,6 +238,9 @@ class Parser:
             raise InputConfigError("input.key_regex: not used by the hdfs dialect (its session key is the block id)")
         self._line = {"hdfs": self._hdfs, "bgl": self._bgl, "generic": self._generic}[cfg.dialect]
         self._hdfs_text = cfg.dialect == "hdfs" and cfg.format == "text"
+        # ``route`` reads a one-line text record's key(s) by one regex: "hdfs" (block ids), "generic" (key_regex)
+        self._route_by_regex = None if cfg.format != "text" else "hdfs" if self.source == "hdfs" else \
+            "generic" if self.source == "generic" and self._key_regex is not None else None
 
     def __repr__(self) -> str:
         return f"Parser(source={self.source!r}, format={self.format!r})"
@@ -318,22 +321,24 @@ class Parser:
         line (hdfs, generic) is routed by that regex alone and forwarded as it is; anything else is parsed whole and
         each entry forwarded as its raw text, so the session stage, which parses the forwarded bytes again and keeps the
         lines of its own key, sees what ``parse`` saw."""
-        if self.format == "text" and isinstance(value, bytes) and 0 < len(value) <= self.max_record_bytes \
-                and b"\n" not in value and b"\r" not in value and (self.source == "hdfs" or (
-                    self.source == "generic" and self._key_regex is not None)):
+        by_regex = self._route_by_regex
+        if by_regex is not None and type(value) is bytes and 0 < len(value) <= self.max_record_bytes \
+                and b"\n" not in value and b"\r" not in value:
             try:
                 text = value.decode("utf-8")
             except UnicodeDecodeError:
                 text = ""  # parse below raises the proper BadRecord
-            if text.strip():
-                if self.source == "hdfs":
-                    keys = list(dict.fromkeys(_BLOCK.findall(text)))
-                    if 0 < len(keys) <= self.max_keys_per_line:
-                        return [(k, value) for k in keys]
-                else:
-                    key = self._key_regex(text)  # type: ignore[misc]
-                    if key is not None:
-                        return [(key, value)]
+            if by_regex == "hdfs":
+                keys = _BLOCK.findall(text)  # a line with a block id is not blank
+                if len(keys) == 1:
+                    return [(keys[0], value)]
+                keys = list(dict.fromkeys(keys))
+                if 0 < len(keys) <= self.max_keys_per_line:
+                    return [(k, value) for k in keys]
+            elif text.strip():
+                key = self._key_regex(text)  # type: ignore[misc]
+                if key is not None:
+                    return [(key, value)]
         seen: dict[tuple[str, str], None] = {}
         for line in self.parse(value, topic=topic, partition=partition, offset=offset):
             seen.setdefault((line.key, line.raw), None)

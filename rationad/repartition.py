@@ -5,14 +5,18 @@ own aiokafka path. The daemon's one consumer reads the input topics and the inte
 in one group:
 
 1. **Forward** (input partitions): each record is read just enough to know its lines' session keys
-   (``Parser.route``: one regex over a one-line record), and each line is produced to the internal topic keyed by its
-   key (the line as received, so the session stage parses it the same way; a line that names several sessions goes
-   once to each), in one batch per internal partition (``Router``: Kafka's default partitioner, memoised). The input
-   offsets are held until every line they produced is acknowledged (``Delivery.forward``); undecodable records go to
-   the dead-letter topic here, before the hop.
-2. **Sessions** (internal partitions, co-partitioned by key): records are parsed again, each keeps only the lines of
-   its record key (``LogLine.source`` says where each came from), and windowing, judging and the offset rules are the
-   daemon's usual ones; the window's watermark is the minimum over the source partitions (``rationad.windows``).
+   (``Parser.route``: one regex over a one-line record), and each line goes to the internal partition of its key
+   (``Router``: Kafka's default partitioner, memoised) as it was received, so the session stage parses it the same
+   way; a line that names several sessions goes once to each. The lines of one fetch for one internal partition
+   travel as **packs** (``Packer``): one internal record holding many lines, each with its key and source offset, so
+   both hops pay the broker's and aiokafka's per-record cost once per pack, not per line. A line a pack cannot
+   frame (one with a newline, from a JSON record) goes as a record of its own, in order. The input offsets are held
+   until every record they produced is acknowledged (``Delivery.forward``); undecodable records go to the dead-letter
+   topic here, before the hop, and a pack the broker can never take is dead-lettered line by line.
+2. **Sessions** (internal partitions, co-partitioned by key): records are parsed again, each line keeps only its
+   own key (``LogLine.source`` says where it came from), and windowing, judging and the offset rules are the daemon's
+   usual ones (every line of a pack has the pack's offset); the window's watermark is the minimum over the source
+   partitions (``rationad.windows``).
 
 Delivery stays at least once across both hops; a restart between them can forward a line twice, so the session
 stage drops a line it has already seen (same source topic, partition, offset and key) within a bounded memory.
@@ -22,9 +26,14 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
+import orjson
+
 from rationad.delivery import Output
 
 SOURCE_HEADERS = ("rationad-source-topic", "rationad-source-partition", "rationad-source-offset")
+PACK_HEADER = "rationad-pack"  # first header of a pack record; its value is the pack format's version
+PACK_VERSION = b"1"
+PACK_BYTES = 256 * 1024  # a pack is closed at this size (or half the largest record the producer may send)
 SEEN_PER_PARTITION = 200_000  # source lines remembered per internal partition to drop re-forwarded duplicates
 ROUTER_MEMO_KEYS = 100_000  # session keys whose partition is remembered (a key has many lines: HDFS ~20 a block)
 
@@ -41,12 +50,94 @@ def source_headers(source_topic: str, source_partition: int, source_offset: int)
     return [prefix[0], prefix[1], (SOURCE_HEADERS[2], b"%d" % source_offset)]
 
 
-_output = tuple.__new__  # Output's own __new__ is a Python function: this is the per-line path
+class Packer:
+    r"""The routes of one fetch of one source partition, as records for the internal topic: per internal partition,
+    consecutive lines go into packs of up to ``max_bytes``; a line a pack cannot frame (one holding a newline) goes as
+    a record of its own (with ``source_headers``) and closes the pack before it, so each internal partition receives its lines in
+    source order.
+
+    A pack's value is its index, ``[[source offset, ...], [session key, ...]]`` as JSON on the first line, then its
+    lines, ``\n``-separated, as received; its headers are ``PACK_HEADER`` and the source topic and partition
+    (``pack_source``, ``unpack``). Building one costs three appends a line; reading one, a JSON parse and a split."""
+
+    def __init__(self, topic: str, source_topic: str, source_partition: int, router: Router,
+                 max_bytes: int = PACK_BYTES) -> None:
+        self.topic = topic
+        self.router = router
+        self.max_bytes = max_bytes
+        self.lines = 0
+        self._source = (source_topic, source_partition)
+        self._headers = [(PACK_HEADER, PACK_VERSION), *source_headers(source_topic, source_partition, 0)[:2]]
+        self._open: dict[int, list] = {}  # partition -> [offsets, keys, lines, bytes]
+        self._done: dict[int, list[Output]] = {}
+
+    def add(self, routes: list[tuple[str, bytes]], offset: int) -> None:
+        """The routes (``Parser.route``) of the input record at ``offset``."""
+        keys, opened = self.router.keys, self._open
+        self.lines += len(routes)
+        for key, value in routes:
+            known = keys.get(key)
+            if known is None:
+                known = self.router.key(key)
+            k, p, framable = known
+            if not framable or b"\n" in value:
+                self._close(p)
+                self._done.setdefault(p, []).append(
+                    Output(self.topic, k, value, source_headers(*self._source, offset), p))
+                continue
+            pack = opened.get(p)
+            if pack is None:
+                pack = opened[p] = [[], [], [], 0]
+            elif pack[3] + len(value) + len(k) >= self.max_bytes:
+                self._close(p)
+                pack = opened[p] = [[], [], [], 0]
+            pack[0].append(offset)
+            pack[1].append(key)
+            pack[2].append(value)
+            pack[3] += len(value) + len(k) + 16
+
+    def _close(self, p: int) -> None:
+        pack = self._open.pop(p, None)
+        if pack:
+            value = orjson.dumps([pack[0], pack[1]]) + b"\n" + b"\n".join(pack[2])
+            self._done.setdefault(p, []).append(Output(self.topic, None, value, self._headers, p))
+
+    def outputs(self) -> list[Output]:
+        """Every record built, each internal partition's in order; the packer is empty afterwards."""
+        for p in list(self._open):
+            self._close(p)
+        out = [o for outs in self._done.values() for o in outs]
+        self._done.clear()
+        return out
 
 
-def forward(routes: list[tuple[str, bytes]], topic: str, headers: list[tuple[str, bytes]]) -> list[Output]:
-    """One internal record per (session key, bytes) route of an input record (``Parser.route``)."""
-    return [_output(Output, (topic, key.encode(), value, headers)) for key, value in routes]
+def is_pack(headers) -> bool:
+    return bool(headers) and headers[0][0] == PACK_HEADER
+
+
+def pack_source(headers) -> tuple[bytes, bytes] | None:
+    """(topic, partition) the lines of a pack were read from (bytes, as in the headers)."""
+    t = p = None
+    for name, value in headers:
+        if name == SOURCE_HEADERS[0]:
+            t = value
+        elif name == SOURCE_HEADERS[1]:
+            p = value
+    return None if t is None or p is None else (t, p)
+
+
+def unpack(value: bytes | None) -> list[tuple[int, str, bytes]]:
+    """(source offset, session key, line) per line of a pack; ValueError for a value that is not one."""
+    head, _, body = (value or b"").partition(b"\n")
+    try:
+        offsets, keys = orjson.loads(head)
+    except (orjson.JSONDecodeError, TypeError, ValueError):
+        raise ValueError("no index of offsets and keys on its first line") from None
+    lines = body.split(b"\n")
+    if not isinstance(offsets, list) or not isinstance(keys, list) or not len(offsets) == len(keys) == len(lines) \
+            or not all(type(o) is int for o in offsets) or not all(type(k) is str for k in keys):
+        raise ValueError(f"its index does not match its {len(lines)} lines")
+    return list(zip(offsets, keys, lines))
 
 
 def source_of(headers) -> tuple[bytes, bytes, bytes] | None:
@@ -71,19 +162,28 @@ class Router:
         if partitions < 1:
             raise ValueError("a topic has at least one partition")
         self.partitions = partitions
-        self._memo: dict[bytes, int] = {}
+        self.keys: dict[str, tuple[bytes, int, bool]] = {}  # key -> (its bytes, partition, a pack can carry it)
         self._memo_keys = memo_keys
 
     def partition(self, key: bytes) -> int:
-        p = self._memo.get(key)
-        if p is None:
-            from aiokafka.partitioner import murmur2
+        from aiokafka.partitioner import murmur2
 
-            p = (murmur2(key) & 0x7FFFFFFF) % self.partitions
-            if len(self._memo) >= self._memo_keys:
-                self._memo.clear()
-            self._memo[key] = p
-        return p
+        return (murmur2(key) & 0x7FFFFFFF) % self.partitions
+
+    def key(self, key: str) -> tuple[bytes, int, bool]:
+        """(bytes, partition, whether a pack's JSON index can carry it) of a session key, remembered."""
+        known = self.keys.get(key)
+        if known is None:
+            if len(self.keys) >= self._memo_keys:
+                self.keys.clear()
+            k = key.encode("utf-8", "surrogatepass")
+            try:
+                orjson.dumps(key)
+                framable = True
+            except orjson.JSONEncodeError:  # a lone surrogate: JSON cannot carry it
+                framable = False
+            known = self.keys[key] = (k, self.partition(k), framable)
+        return known
 
 
 class SeenLines:

@@ -146,6 +146,8 @@ FutureCallback = Callable[[LogLine, float], None]  # (line as received, seconds 
 class Sessionizer:
     """Open windows of one input partition. ``add``/``tick`` return the sessions they close."""
 
+    _fast_path = True  # the in-order fast path of ``add`` (tests switch it off to compare it with the general path)
+
     def __init__(self, spec: WindowSpec, *, topic: str = "", partition: int = 0,
                  on_late: LateCallback | None = None, on_future: FutureCallback | None = None) -> None:
         self.spec = spec
@@ -167,11 +169,13 @@ class Sessionizer:
         self._open_bytes = 0
         # Keys whose last session closed by "max_open" -> that session's revision; bounded, oldest forgotten first.
         self._revisions: OrderedDict[str, int] = OrderedDict()
-        # The in-order fast path of ``add`` (session windows, lines of one unrepartitioned source): ``_solo`` is that
-        # source's entry of ``_sources`` while it is the only one, else None. The limits below are the spec's, with
+        # The in-order fast path of ``add``: ``_solo`` is the unrepartitioned source's entry of ``_sources`` while it
+        # is the only one, else None (a repartitioned line finds its source's entry by its position). The limits below are the spec's, with
         # infinity for "no limit", so that one comparison each decides.
         self._solo: list | None = None
-        self._fast_gap = spec.gap_secs if spec.mode == "session" and spec.gap_secs is not None else -math.inf
+        if spec.mode != "session" or spec.gap_secs is None:
+            self._fast_path = False  # fixed windows: a line's window is its bucket, the general path decides
+        self._fast_gap = spec.gap_secs if spec.gap_secs is not None else -math.inf
         self._fast_span = spec.max_span_secs if spec.max_span_secs is not None else math.inf
         self._fast_future = spec.max_future_secs if spec.max_future_secs is not None else math.inf
         self._fast_lines = min(spec.max_lines, spec.window_lines if spec.window_lines is not None else spec.max_lines)
@@ -234,21 +238,33 @@ class Sessionizer:
     def add(self, line: LogLine, now: float) -> list[Session]:
         """Add one line (``now`` is the wall clock); returns the sessions this closes."""
         ts = line.ts
-        solo = self._solo
-        if solo is not None and line.source is None and ts is not None:
+        src = line.source
+        # The common case, decided in a few comparisons: a timed line of an open session, not before its first line
+        # and within its gap and span, not too far in the future, from a source already timed (the only source, or a
+        # repartitioned line's source partition). Everything the general path below would do for it is done here
+        # (written so that a NaN anywhere fails a test and takes the general path).
+        st = self._solo if src is None else self._sources.get(src[:2])
+        if st is not None and ts is not None and st[0] is not None and self._fast_path:
             cur = self._open.get(line.key)
-            # The common case, decided in a few comparisons: a timed line of an open session, not before its last
-            # line and within its gap and span, not too far in the future. Everything the general path below would
-            # do for it is done here (written so that a NaN anywhere fails a test and takes the general path).
-            if cur is not None and cur.last_ts <= ts and ts - cur.last_ts <= self._fast_gap \
-                    and ts - cur.first_ts <= self._fast_span and ts - now <= self._fast_future \
-                    and solo[0] is not None:
+            if cur is not None and cur.first_ts <= ts and ts - cur.last_ts <= self._fast_gap \
+                    and ts - cur.first_ts <= self._fast_span and cur.last_ts - cur.first_ts <= self._fast_span \
+                    and ts - now <= self._fast_future:
                 self._last_arrival = now
-                solo[1] = now
-                if ts > solo[0]:  # with one source, its newest time is also the newest overall and the event time
-                    solo[0] = self._max_ts = self._event_time = ts
+                st[1] = now
+                if ts > st[0]:
+                    if src is None:  # with one source, its newest time is also the newest overall and the event time
+                        st[0] = self._max_ts = self._event_time = ts
+                    else:  # as ``_heard``: the source may have held the minimum
+                        old, st[0] = st[0], ts
+                        if self._max_ts is None or ts > self._max_ts:
+                            self._max_ts = ts
+                        wm = self._event_time
+                        if wm is None or old <= wm:
+                            self._event_time = min(v[0] for v in self._sources.values() if v[0] is not None)
                 if ts > cur.last_ts:
                     cur.last_ts = ts
+                elif ts < cur.last_ts:  # within the session's span, before its newest line (merged sources)
+                    cur.disordered = True
                 if line.offset < cur.first_offset:
                     cur.first_offset = line.offset
                 lines = cur.lines
@@ -273,7 +289,6 @@ class Sessionizer:
         self._last_arrival = now
         if timed and (self._max_ts is None or ts > self._max_ts):
             self._max_ts = ts
-        src = line.source
         self._heard(None if src is None else src[:2], ts if timed else None, now)
         cur = self._open.get(line.key)
         if cur is not None and not self._fits(cur, ts):

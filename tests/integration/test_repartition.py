@@ -15,6 +15,7 @@ from aiokafka import AIOKafkaProducer
 from rationad.broker import create_topics
 from rationad.config import Settings
 from rationad.daemon import Daemon
+from rationad.repartition import is_pack, pack_source, unpack
 from tests.integration.harness import committed_vs_end, read_to_end
 from tests.rationad.fakes import FakeModel
 
@@ -60,7 +61,7 @@ async def test_lines_of_one_session_on_three_partitions_are_judged_as_one_sessio
             got = await committed_vs_end(broker.bootstrap, topic, group)
             internal = await committed_vs_end(broker.bootstrap, f"{group}-repartition", group)
             if all(c == e for c, e in got.values()) and internal and all((c or 0) == e for c, e in internal.values()) \
-                    and sum(e for _, e in internal.values()) >= 7:
+                    and d.metrics.lines_repartitioned._value.get() >= 7:
                 break
         else:
             raise AssertionError(f"not settled: input {got}, internal {internal}")
@@ -68,7 +69,13 @@ async def test_lines_of_one_session_on_three_partitions_are_judged_as_one_sessio
         d.request_stop()
         assert await asyncio.wait_for(task, 60) == 0
     assert len(internal) == 3  # as many partitions as the input topic
-    assert sum(e for _, e in internal.values()) == 7  # six lines, the delete line once per block it names
+    carried = []  # the internal records are packs: (source partition, source offset, key) of every line they carry
+    for r in await read_to_end(broker.bootstrap, f"{group}-repartition"):
+        assert is_pack(r.headers)
+        carried += [(pack_source(r.headers)[1], o, k) for o, k, _ in unpack(r.value)]
+    assert sorted(carried) == sorted([(b"0", 0, "blk_1"), (b"1", 0, "blk_2"), (b"2", 0, "blk_1"), (b"0", 1, "blk_1"),
+                                      (b"1", 1, "blk_1"), (b"1", 1, "blk_2"), (b"2", 1, "blk_2")])
+    # six lines, the delete line (partition 1, offset 1) once per block it names
     events = [orjson.loads(r.value) for r in await read_to_end(broker.bootstrap, f"{topic}.out")]
     sessions = {e["session"]["key"]: e["session"] for e in events}
     assert sorted(sessions) == ["blk_1", "blk_2"] and len(events) == 2, [e["session"] for e in events]

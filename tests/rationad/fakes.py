@@ -87,6 +87,7 @@ class Sent:
     key: bytes | None
     value: bytes | None
     headers: list
+    partition: int | None = None
 
 
 class FakeProducer:
@@ -108,9 +109,9 @@ class FakeProducer:
     async def flush(self) -> None:
         pass
 
-    async def send(self, topic, value=None, key=None, headers=None):
+    async def send(self, topic, value=None, key=None, headers=None, partition=None):
         self.attempts += 1
-        rec = Sent(topic, key, value, list(headers or []))
+        rec = Sent(topic, key, value, list(headers or []), partition)
         fut = asyncio.get_running_loop().create_future()
         exc = self.fail(rec) if self.fail else None
         if exc is None and self.max_request_size is not None:

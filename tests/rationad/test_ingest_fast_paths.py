@@ -98,11 +98,9 @@ def test_the_fast_path_takes_the_common_hdfs_record():
 
 
 class _General(Sessionizer):
-    """A Sessionizer that never takes the fast path (it is taken only while ``_solo`` is set)."""
+    """A Sessionizer that never takes the fast path."""
 
-    def add(self, line: LogLine, now: float):
-        self._solo = None
-        return super().add(line, now)
+    _fast_path = False
 
 
 _specs = st.one_of(
@@ -192,6 +190,18 @@ def test_the_fast_path_is_taken_for_in_order_lines_of_one_source():
     assert (closed.close_reason, [x.offset for x in closed.lines]) == ("max_lines", [0, 1, 2])
     w.add(LogLine("b", "m", "r", 3.0, offset=3, source=("in", 0, 9)), 0.0)
     assert w._solo is None  # a second source: the watermark is a minimum again, the general path decides
+
+
+def test_the_fast_path_takes_in_order_lines_of_repartitioned_sources(monkeypatch):
+    spec = WindowSpec(mode="session", gap_secs=10.0, max_lines=100, max_span_secs=100.0)
+    w = Sessionizer(spec)
+    w.add(LogLine("a", "m", "r", 1.0, offset=0, source=("in", 0, 0)), 0.0)
+    w.add(LogLine("a", "m", "r", 3.0, offset=0, source=("in", 1, 0)), 0.0)  # each source is timed now
+    monkeypatch.setattr(w, "_heard", None)  # the general path would call it: the fast path must not
+    w.add(LogLine("a", "m", "r", 4.0, offset=1, source=("in", 0, 5)), 0.0)
+    assert w._event_time == 3.0 and w._max_ts == 4.0  # source 0 held the minimum (1.0); now source 1 does
+    w.add(LogLine("a", "m", "r", 5.0, offset=2, source=("in", 1, 6)), 0.0)
+    assert w._event_time == 4.0 and w._max_ts == 5.0 and len(w._open["a"].lines) == 4
 
 
 def test_the_fast_path_stops_when_a_second_source_was_heard_first():

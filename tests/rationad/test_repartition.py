@@ -1,5 +1,5 @@
 from rationad.config import load_settings
-from rationad.repartition import Router, SeenLines, forward, source_headers, source_of
+from rationad.repartition import Router, SeenLines, source_headers, source_of
 
 
 def test_auto_repartitions_session_windows_with_a_key_only():
@@ -16,13 +16,11 @@ def test_auto_repartitions_session_windows_with_a_key_only():
     assert load_settings(kafka={"group_id": "g"}).repartition_topic() == "g-repartition"
 
 
-def test_forward_sends_each_route_with_its_source():
-    raw = b"081109 203619 148 INFO dfs.FSNamesystem: BLOCK* ask 10.0.0.2:50010 to delete  blk_1 blk_2"
-    outs = forward([("blk_1", raw), ("blk_2", raw)], "internal", source_headers("logs", 2, 41))
-    assert [(o.topic, o.key, o.value) for o in outs] == [("internal", b"blk_1", raw), ("internal", b"blk_2", raw)]
-    assert source_of(outs[0].headers) == (b"logs", b"2", b"41")
-    assert source_of([("other", b"x")] + outs[1].headers[::-1]) == (b"logs", b"2", b"41")
-    assert source_of([]) is None
+def test_source_headers_say_where_a_line_was_read():
+    headers = source_headers("logs", 2, 41)
+    assert source_of(headers) == (b"logs", b"2", b"41")
+    assert source_of([("other", b"x")] + headers[::-1]) == (b"logs", b"2", b"41")
+    assert source_of([]) is None and source_of(headers[:2]) is None
 
 
 def test_router_agrees_with_the_producers_default_partitioner():
@@ -33,8 +31,10 @@ def test_router_agrees_with_the_producers_default_partitioner():
         for i in range(50):
             key = f"blk_{i * 7919}".encode()
             assert router.partition(key) == DefaultPartitioner()(key, list(range(n)), list(range(n)))
-            assert router.partition(key) == DefaultPartitioner()(key, list(range(n)), [])  # memoised, same answer
-        assert len(router._memo) <= 5
+            assert router.key(key.decode()) == (key, router.partition(key), True)
+            assert router.key(key.decode()) == (key, router.partition(key), True)  # memoised, same answer
+        assert len(router.keys) <= 5
+    assert Router(3).key("blk_\udc80")[2] is False  # a lone surrogate: no pack can carry it
 
 
 HDFS_RECORDS = [
@@ -81,3 +81,137 @@ def test_seen_lines_drops_repeats_within_its_bound():
     assert seen.first_time((b"logs", b"0", b"2", "a"))  # a third line: the oldest (offset 1, key a) is forgotten
     assert len(seen._seen) == 2
     assert seen.first_time((b"logs", b"0", b"1", "a"))
+
+
+# ---- packs ----------------------------------------------------------------------------------------------------------
+
+def _routes(parser, values):
+    return [(offset, parser.route(v)) for offset, v in values]
+
+
+def test_packs_carry_every_route_in_source_order_per_internal_partition():
+    from rationad.config import InputConfig
+    from rationad.dialects import make_parser
+    from rationad.repartition import Packer, is_pack, pack_source, unpack
+
+    parser = make_parser(InputConfig())
+    values = [(10 + i, f"081109 2036{i % 60:02d} 148 INFO dfs.DataNode: Receiving block blk_{i % 7} x".encode())
+              for i in range(200)]
+    values.append((300, HDFS_RECORDS[1]))  # one line, two blocks: once for each
+    router = Router(3)
+    packer = Packer("internal", "logs", 2, router, max_bytes=2_000)  # small packs: several per partition
+    for offset, routes in _routes(parser, values):
+        packer.add(routes, offset)
+    outs = packer.outputs()
+    assert packer.outputs() == [] and packer.lines == 202
+    assert all(is_pack(o.headers) and pack_source(o.headers) == (b"logs", b"2") for o in outs)
+    assert all(len(o.value) < 2_000 for o in outs) and len(outs) > 3
+    got: dict[int, list] = {}
+    for o in outs:
+        for offset, key, line in unpack(o.value):
+            assert router.partition(key.encode()) == o.partition
+            got.setdefault(o.partition, []).append((offset, key, line))
+    want: dict[int, list] = {}
+    for offset, routes in _routes(parser, values):
+        for key, line in routes:
+            want.setdefault(router.partition(key.encode()), []).append((offset, key, line))
+    assert got == want  # every line, once per key, in source order within each internal partition
+
+
+def test_a_line_a_pack_cannot_frame_goes_alone_after_the_pack_before_it():
+    from rationad.repartition import Packer, is_pack, unpack
+
+    router = Router(1)
+    packer = Packer("internal", "logs", 0, router)
+    packer.add([("k", b"first")], 1)
+    packer.add([("k", b"two\nlines")], 2)  # a JSON message with a newline: its own record, source headers
+    packer.add([("k", b"third")], 3)
+    outs = packer.outputs()
+    assert [is_pack(o.headers) for o in outs] == [True, False, True]
+    assert [o.partition for o in outs] == [0, 0, 0]
+    assert unpack(outs[0].value) == [(1, "k", b"first")] and unpack(outs[2].value) == [(3, "k", b"third")]
+    assert (outs[1].key, outs[1].value, source_of(outs[1].headers)) == (b"k", b"two\nlines", (b"logs", b"0", b"2"))
+
+
+def test_unpack_refuses_what_is_not_a_pack():
+    import pytest
+
+    from rationad.repartition import Packer, unpack
+
+    packer = Packer("internal", "logs", 0, Router(1))
+    packer.add([("k\u00e9", b"a line with \x00 and \r inside"), ("k2", b"")], 5)
+    [out] = packer.outputs()
+    assert unpack(out.value) == [(5, "k\u00e9", b"a line with \x00 and \r inside"), (5, "k2", b"")]
+    for bad in (b"", b"no index", b'[[1,2],["k","j"]]\nonly one line', b'[["1"],["k"]]\nline',
+                b'[[1],[2]]\nline', b'{"o":1}\nline', b'[[1]]\nline'):
+        with pytest.raises(ValueError):
+            unpack(bad)
+
+
+def _pack_daemon():
+    from aiokafka.structs import TopicPartition
+
+    from rationad.daemon import Daemon
+    from tests.rationad.fakes import FakeModel
+
+    d = Daemon(load_settings(input={"repartition": "always"}, cache={"enabled": False}, server={"enabled": False}),
+               client=FakeModel())
+    tp = TopicPartition(d.internal, 0)
+    d._on_assigned([tp])
+    return d, tp, d._parts[tp]
+
+
+def test_the_session_stage_windows_a_pack_once_and_dead_letters_a_bad_line_with_its_source():
+    from rationad.repartition import Packer
+    from tests.rationad.fakes import Rec
+
+    d, tp, part = _pack_daemon()
+    packer = Packer(d.internal, "logs", 1, Router(1))
+    good = b"081109 203615 148 INFO dfs.DataNode: Receiving block blk_5 src: /10.0.0.1:1"
+    packer.add([("blk_5", good)], 40)
+    packer.add([("blk_9", good)], 41)  # its line does not name blk_9 (a tampered pack): dead-lettered alone
+    packer.add([("blk_5", good.replace(b"203615", b"203616"))], 42)
+    [pack] = packer.outputs()
+    dead: list = []
+    lines = d._pack_lines(tp, part, Rec(offset=7, value=pack.value, headers=pack.headers), dead)
+    assert [(x.key, x.offset, x.source) for x in lines] == [("blk_5", 7, ("logs", 1, 40)),
+                                                             ("blk_5", 7, ("logs", 1, 42))]
+    [(hold, dl)] = dead
+    h = dict(dl.headers)
+    assert hold.offset == 7 and dl.reason == "repartition_key_mismatch"  # held at the pack's offset
+    assert (h["rationad-source-topic"], h["rationad-source-partition"], h["rationad-source-offset"]) == \
+        (b"logs", b"1", b"41")  # where the line came from, not the pack
+    assert (dl.key, dl.value) == (b"blk_9", good)
+    again: list = []  # the same pack forwarded again (a restart between the hops): nothing windowed twice
+    assert d._pack_lines(tp, part, Rec(offset=8, value=pack.value, headers=pack.headers), again) == []
+    hold.release()
+
+
+async def test_a_pack_the_broker_never_takes_is_dead_lettered_line_by_line_and_the_input_moves_on():
+    from aiokafka.errors import TopicAuthorizationFailedError
+
+    from rationad.delivery import Delivery
+    from rationad.metrics import Metrics
+    from rationad.offsets import PartitionOffsets
+    from rationad.repartition import Packer
+    from tests.rationad.fakes import FakeProducer
+
+    d, _, _ = _pack_daemon()
+    producer = FakeProducer(fail=lambda s: TopicAuthorizationFailedError() if s.topic == d.internal else None)
+    delivery = Delivery(dlq_topic="dlq", max_message_bytes=1_000_000, metrics=Metrics(), on_fatal=pytest_fail,
+                        producer=producer)
+    packer = Packer(d.internal, "logs", 3, Router(2))
+    for i in range(5):
+        packer.add([(f"blk_{i}", f"081109 203615 148 INFO x: blk_{i} line".encode())], 100 + i)
+    offsets = PartitionOffsets()
+    hold = delivery.hold(offsets, 100)
+    await delivery.forward([(hold, packer.outputs())], d._unforwardable)
+    assert hold.released  # every line is accounted for (dead-lettered): the input offset is free to commit
+    dead = producer.on("dlq")
+    assert sorted(dict(x.headers)["rationad-source-offset"] for x in dead) == [b"100", b"101", b"102", b"103", b"104"]
+    assert {dict(x.headers)["rationad-error-type"] for x in dead} == {b"undeliverable_repartition"}
+    assert sorted(x.key for x in dead) == [f"blk_{i}".encode() for i in range(5)]
+
+
+def pytest_fail(msg):
+    raise AssertionError(msg)
