@@ -28,6 +28,7 @@ class ParsedAnswer:
     ungrounded_refs: tuple[str, ...]  # citations of lines that are not in the session
     error: str | None  # why the completion is malformed, else None
     raw: str
+    problems: tuple[str, ...] = ()  # what the session refutes in the rationale (``rationad.faithful``), once checked
 
     @property
     def ok(self) -> bool:

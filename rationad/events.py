@@ -127,6 +127,7 @@ def build_event(
         "evidence": evidence(answer, view, session),
         "grounded": answer.grounded,
         "ungrounded_refs": list(answer.ungrounded_refs),
+        "rationale_problems": list(answer.problems),
         "cached": cached,
         "judge_level": "session",
     } | _about(session, view.source, len(view.rows) + view.omitted_templates, model)

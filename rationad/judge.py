@@ -24,6 +24,7 @@ from rationad.answer import ParsedAnswer, parse_completion, thresholded_verdict
 from rationad.cache import VerdictCache
 from rationad.config import ModelConfig
 from rationad.events import ModelInfo
+from rationad.faithful import checked
 from rationad.metrics import Metrics
 from rationad.model.base import Completion, ModelClient
 from rationad.prompt import ANSWER_REGEX, SessionView, answer_regex, build_messages, build_view, cache_key, view_of
@@ -155,11 +156,14 @@ class Judge:
         for session, view, key, res in zip(sessions, views, keys, results, strict=True):
             assert res is not None
             text, score, attempts, cached = res
-            answer = parse_completion(text, view)
+            answer = checked(parse_completion(text, view), view)
             if answer.ok and self.cache is not None and attempts:
                 self.cache.put(key, cache_value(text, score))
             if self.metrics is not None and answer.ungrounded_refs:
                 self.metrics.ungrounded_citations.inc(len(answer.ungrounded_refs))
+            if self.metrics is not None and answer.problems:
+                for p in answer.problems:
+                    self.metrics.rationale_problems.labels(p.split(":")[0]).inc()
             out.append(Judgement(session, view, answer, cached=cached, attempts=attempts,
                                  score=score if answer.ok else None))
         if self.metrics is not None and self.cache is not None:

@@ -73,6 +73,9 @@ class Metrics:
         self.ungrounded_citations = Counter(
             "rationad_ungrounded_citations_total", "Rationale citations of lines not in the session", registry=r
         )
+        self.rationale_problems = Counter(
+            "rationad_rationale_problems_total", "Statements of rationales the session refutes (rationad.faithful), "
+            "by kind: count, quote, severity, foreign, training_only", ["kind"], registry=r)
         self.dlq_records = Counter(
             "rationad_dlq_records_total", "Records and sessions sent to the dead-letter topic", ["reason"], registry=r
         )

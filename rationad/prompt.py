@@ -217,6 +217,29 @@ def user_message(view: SessionView) -> str:
     return "\n".join(lines)
 
 
+_ROW_LINE = re.compile(r'^(L\d+) x(\d+) ("(?:[^"\\]|\\.)*")(?: \[(\d+) more characters cut\])?$')
+
+
+def view_from_message(text: str) -> SessionView:
+    """The view a user message (``user_message``) shows: its source and rows (ids, counts, templates), for code
+    that has only the prompt (GRPO's reward columns). Lines that are not rows are ignored."""
+    source = ""
+    rows = []
+    for i, line in enumerate(text.split("\n")):
+        if line.startswith("Log source: ") and not rows:
+            source = line[len("Log source: "):]
+            continue
+        m = _ROW_LINE.match(line)
+        if m is None:
+            continue
+        try:
+            template = orjson.loads(m.group(3))
+        except orjson.JSONDecodeError:
+            continue
+        rows.append(TemplateRow(m.group(1), template, int(m.group(2)), i, int(m.group(4) or 0)))
+    return SessionView(source=source, line_count=sum(r.count for r in rows), rows=tuple(rows))
+
+
 def build_messages(view: SessionView) -> list[dict[str, str]]:
     """The chat messages for one session, as trained and as served."""
     return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user_message(view)}]

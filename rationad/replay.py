@@ -413,6 +413,7 @@ async def judge_sessions(
                         for r in a.cited
                     ],
                     "grounded": a.grounded,
+                    "rationale_problems": list(a.problems),
                     "cached": j.cached,
                 }
                 if s.label is not None:

@@ -146,3 +146,19 @@ async def test_a_repair_cut_off_by_the_token_budget_keeps_the_well_formed_ungrou
     (j,) = await Judge(model, ModelConfig(), "hdfs").judge_many([session("one", ["a"])])
     assert len(model.calls) == 2 and model.calls[1][2] != model.calls[0][2]  # the repair ran, narrowed
     assert (j.answer.verdict, j.answer.ungrounded_refs, j.attempts) == ("normal", ("L25",), 2)
+
+
+async def test_a_rationale_is_served_checked_and_without_training_only_sentences():
+    from rationad.events import ModelInfo, build_event
+    from rationad.metrics import Metrics
+
+    reply = ("<think>L1 x7 contains 'RECEPTED'. The knowledge base does not explain it; judged anomalous from the "
+             "expert label for this template.</think>\n<answer>anomalous</answer>")
+    metrics = Metrics()
+    judge = Judge(ScriptedModel([reply]), ModelConfig(), "bgl", metrics=metrics)
+    [j] = await judge.judge_many([session("w1", ["RAS KERNEL INFO generating core.1"])])
+    assert j.answer.rationale == "L1 x7 contains 'RECEPTED'."  # the training-only sentence is never served
+    assert [p.split(":")[0] for p in j.answer.problems] == ["training_only", "count", "quote"]
+    event = build_event(j.session, j.view, j.answer, ModelInfo("m", "1"), cached=False)
+    assert event["rationale_problems"] == list(j.answer.problems)
+    assert metrics.rationale_problems.labels("count")._value.get() == 1

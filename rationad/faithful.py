@@ -1,0 +1,94 @@
+"""What code can check of a rationale against the session it explains, and what is never served.
+
+Grounding (``rationad.answer``) checks that every cited line exists; a rationale can cite real lines and still say false
+things about them. These checks read the statements of the project's rationale grammar that the session itself can
+confirm or refute, for any log source:
+
+- **counts**: ``L3 x5`` says row L3 occurs 5 times in the session;
+- **quoted words**: ``L1 contains 'parity'`` says the word is in L1's text; a word quoted without a line must be
+  somewhere in the session;
+- **severity**: a line said to report an error or failure must carry a failure word (not for HDFS, whose knowledge
+  base calls lines failures by their template, checked by ``training.faithfulness``);
+- **foreign phrases**: HDFS lifecycle phrases (receive starts, replicas, DataNodes) in a session of another system;
+- **training-only sentences**: sentences the training rationales wrote when their rules could not explain a label
+  ("judged anomalous from the expert label for this template"): they mean nothing to an operator.
+
+``problems`` lists what failed (an empty list is no proof of truth: only what the grammar lets code check);
+``servable`` drops training-only sentences from a rationale before it is served. The training side adds the HDFS
+knowledge base's roles and tallies and measures the share of rationales with no problem (``faithful``).
+"""
+
+from __future__ import annotations
+
+import re
+
+from dataclasses import replace
+
+from rationad.answer import ParsedAnswer
+from rationad.prompt import SessionView
+
+# Phrases of sentences written for training rows the rules could not explain; never served, always a problem.
+TRAINING_ONLY = re.compile(
+    r"expert label|experts label|labelled sequence pattern|labelled healthy|the knowledge base", re.I)
+_SENTENCE = re.compile(r"[^.!?]*[.!?]+|[^.!?]+$")
+_COUNT = re.compile(r"\bL(\d{1,4}) x(\d+)\b")
+_CONTAINS = re.compile(r"\bL(\d{1,4})\s+(?:contains|reports|shows|says|mentions|has)\s+'([^']{1,80})'")
+_QUOTED = re.compile(r"(?<![A-Za-z])'([^'\s][^']{0,78})'(?![A-Za-z])")
+_CLAIMS_FAILURE = re.compile(r"\b(?:reports? an? (?:error|failure)|reports? (?:errors|failures)|is an? (?:error|"
+                             r"failure)|(?:error|failure) (?:line|message))\b", re.I)
+_FAILURE_WORD = re.compile(r"err|fail|fatal|exception|panic|abort|refus|time[d ]?out|denied|crit|severe|corrupt|"
+                           r"unreachable|lost|kill|warn|invalid|cannot|can't|unable|down|parity|check|interrupt|"
+                           r"halt|reset|bad|illegal|violation|overflow|not ", re.I)
+_HDFS_PHRASES = re.compile(r"receive starts?|replicas?\b|datanode|namenode|\bStarts \d+, received \d+", re.I)
+_REF = re.compile(r"\bL(\d{1,4})\b")
+_NEGATION = re.compile(r"\b(?:none|no|not|never|nothing|neither|nor|without)\b", re.I)
+
+
+def problems(rationale: str, view: SessionView) -> list[str]:
+    """What the session refutes in ``rationale`` (one short reason each; empty: nothing code can check failed)."""
+    out: list[str] = []
+    if TRAINING_ONLY.search(rationale):
+        out.append("training_only: a sentence written for training, not about this session")
+    for m in _COUNT.finditer(rationale):
+        row = view.row(f"L{int(m.group(1))}")
+        if row is not None and row.count != int(m.group(2)):
+            out.append(f"count: says L{int(m.group(1))} x{m.group(2)}, the session has it {row.count} times")
+    checked: set[str] = set()
+    for m in _CONTAINS.finditer(rationale):
+        row = view.row(f"L{int(m.group(1))}")
+        word = m.group(2)
+        checked.add(word)
+        if row is not None and word.lower() not in row.template.lower():
+            out.append(f"quote: says L{int(m.group(1))} contains {word!r}, it does not")
+    session_text = "\n".join(r.template for r in view.rows).lower()
+    for m in _QUOTED.finditer(rationale):
+        word = m.group(1)
+        if word not in checked and word.lower() not in session_text:
+            out.append(f"quote: {word!r} is in no line of the session")
+    if view.source != "hdfs":
+        for sentence in _SENTENCE.findall(rationale):
+            claim = _CLAIMS_FAILURE.search(sentence)
+            if claim is None or _NEGATION.search(sentence[max(0, claim.start() - 40):claim.start()]):
+                continue
+            for ref in dict.fromkeys(f"L{int(x)}" for x in _REF.findall(sentence)):
+                row = view.row(ref)
+                if row is not None and not _FAILURE_WORD.search(row.template):
+                    out.append(f"severity: says {ref} reports a failure, its text has no failure word")
+        if _HDFS_PHRASES.search(rationale):
+            out.append("foreign: HDFS lifecycle phrases about a session of another system")
+    return out
+
+
+def servable(rationale: str) -> str:
+    """``rationale`` without its training-only sentences (they say nothing about the session)."""
+    if not TRAINING_ONLY.search(rationale):
+        return rationale
+    return " ".join(s.strip() for s in _SENTENCE.findall(rationale) if s.strip() and not TRAINING_ONLY.search(s))
+
+
+def checked(answer: ParsedAnswer, view: SessionView) -> ParsedAnswer:
+    """``answer`` as served: its rationale's ``problems`` found (in what the model wrote) and its training-only
+    sentences dropped."""
+    if not answer.rationale:
+        return answer
+    return replace(answer, rationale=servable(answer.rationale), problems=tuple(problems(answer.rationale, view)))

@@ -1,0 +1,56 @@
+"""The checks of ``rationad.faithful`` on the rationales the issue saw served (issue 16, item 5), and the round trip
+of a prompt's rows through ``prompt.view_from_message``."""
+
+from __future__ import annotations
+
+from rationad.faithful import problems, servable
+from rationad.prompt import build_view, user_message, view_from_message
+
+HDFS = ["Receiving block blk_1 src: /10.0.0.1:1 dest: /10.0.0.2:2"] * 3 + \
+    ["PacketResponder 1 for block blk_1 terminating"] * 2
+NTP = ["ntpd[412]: synchronized to 10.0.0.5, stratum 2"] * 15 + ["sshd[3]: Accepted publickey for root"]
+BGL = ["RAS KERNEL INFO instruction cache parity error corrected", "RAS KERNEL INFO generating core.2275"]
+
+
+def kinds(rationale: str, messages: list[str], source: str) -> list[str]:
+    return [p.split(":")[0] for p in problems(rationale, build_view(source, messages))]
+
+
+def test_what_was_served_is_caught():
+    # A word the line does not hold, a count the session does not have, HDFS phrases about another system, an error
+    # claimed of a routine line, a sentence that only ever meant something to training.
+    assert kinds("L1 contains 'RECEPTED': a failed receive.", HDFS, "hdfs") == ["quote"]
+    assert kinds("L1 x15: 15 receive starts but 0 completions: a replica was never fully received.", NTP[:3],
+                 "generic") == ["count", "foreign"]
+    assert kinds("L1 reports 'ntpd[{*}]: synchronized to {*}, stratum {*}': the system itself reports an error or "
+                 "failure. This signals trouble: anomalous.", NTP, "generic") == ["severity"]
+    assert kinds("L1 has no severity word. The knowledge base does not explain it; judged anomalous from the expert "
+                 "label for this template.", BGL, "bgl") == ["training_only"]
+
+
+def test_true_statements_pass():
+    assert kinds("L1 contains 'parity': a memory or cache integrity error: hardware failure. This signals trouble: "
+                 "anomalous.", BGL, "bgl") == []
+    assert kinds("L1 x3 receive start, L2 x2 responder done. Every replica completed. No failure signal: normal.",
+                 HDFS, "hdfs") == []
+    assert kinds("L1 x15 and L2 x1 are routine messages; none reports an error. Nothing signals trouble: normal.",
+                 NTP, "generic") == []
+    assert kinds("L9 x2 is not in the session: grounding says so, not these checks.", BGL, "bgl") == []
+
+
+def test_servable_drops_only_training_only_sentences():
+    text = "L1 has no severity word. The knowledge base does not explain it; judged anomalous from the expert " \
+           "label for this template."
+    assert servable(text) == "L1 has no severity word."
+    assert servable("L1 contains 'parity': hardware failure. This signals trouble: anomalous.") == \
+        "L1 contains 'parity': hardware failure. This signals trouble: anomalous."
+    assert servable("judged anomalous from the expert label") == ""
+
+
+def test_a_user_message_gives_back_its_view():
+    view = build_view("bgl", BGL + ['odd "quoted" <text> \\ with\ttabs', BGL[0]] + ["x" * 400])
+    back = view_from_message(user_message(view))
+    assert back.source == "bgl"
+    assert [(r.ref, r.template, r.count, r.cut_chars) for r in back.rows] == \
+        [(r.ref, r.template, r.count, r.cut_chars) for r in view.rows]
+    assert view_from_message("no rows here\nL1 x2 not-json").rows == ()
