@@ -36,7 +36,7 @@ _CONTAINS = re.compile(r"\bL(\d{1,4})\s+(?:contains|reports|shows|says|mentions|
 _QUOTED = re.compile(r"(?<![A-Za-z])'([^'\s][^']{0,78})'(?![A-Za-z])")
 _CLAIMS_FAILURE = re.compile(r"\b(?:reports? an? (?:error|failure)|reports? (?:errors|failures)|is an? (?:error|"
                              r"failure)|(?:error|failure) (?:line|message))\b", re.I)
-_FAILURE_WORD = re.compile(r"err|fail|fatal|exception|panic|abort|refus|time[d ]?out|denied|crit|severe|corrupt|"
+_FAILURE_WORD = re.compile(r"err|fail|fatal|exception|panic|abort|refus|timed? ?out|denied|crit|severe|corrupt|"
                            r"unreachable|lost|kill|warn|invalid|cannot|can't|unable|down|parity|check|interrupt|"
                            r"halt|reset|bad|illegal|violation|overflow|not ", re.I)
 _HDFS_PHRASES = re.compile(r"receive starts?|replicas?\b|datanode|namenode|\bStarts \d+, received \d+", re.I)

@@ -24,11 +24,13 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from rationad.judge import Judge
 from rationad.records import LogLine, Session
 from rationad.replay import Scores
 from rationad.templates import from_loghub
 
 from training.example import Example
+from training.faithfulness import problems as faithfulness_problems
 from training.splits import unit
 
 if TYPE_CHECKING:
@@ -126,11 +128,15 @@ async def judge_set(es: EvalSet, client, model_cfg, out_dir: Path, chunk: int) -
         calls += n
     seconds = time.monotonic() - t0
     records = [orjson.loads(x) for x in buf.getvalue().splitlines()]
+    viewer = Judge(client, model_cfg, es.source)  # the views the judge built, for the knowledge base's checks
     points = []
     for rec, members, sess in zip(records, es.members, es.sessions, strict=True):
         assert rec["id"] == (sess.source_id or sess.key)
+        found = list(dict.fromkeys([*rec.get("rationale_problems", []),
+                                    *faithfulness_problems(rec["rationale"] or "", viewer.view(sess))]))
         points.append({"id": rec["id"], "verdict": rec["verdict"], "labels": [e.label for e in members],
-                       "rationale": rec["rationale"], "grounded": rec["grounded"], "error": rec.get("error")})
+                       "rationale": rec["rationale"], "grounded": rec["grounded"], "error": rec.get("error"),
+                       "problems": found})
     (out_dir / f"{slug(es.name)}.jsonl").write_bytes(
         b"".join(orjson.dumps(p) + b"\n" for p in points))
     s = set_metrics(points)
@@ -141,13 +147,16 @@ async def judge_set(es: EvalSet, client, model_cfg, out_dir: Path, chunk: int) -
 
 def set_metrics(points: list[dict[str, Any]]) -> dict[str, Any]:
     """A set's metrics from its verdict records (``verdict``, ``labels``, ``grounded``): each verdict counts once per
-    example its session stands for; the ``judged_`` rates count each answer once."""
+    example its session stands for; the ``judged_`` rates count each answer once. ``faithful_rate``: the share of
+    answers with a rationale none of whose checkable statements the session refutes (``training.faithfulness``)."""
     scores, judged = Scores(), Scores()
     for pt in points:
         judged.add(None, pt["verdict"], pt["grounded"])
         for label in pt["labels"]:
             scores.add(label, pt["verdict"], pt["grounded"])
     s = scores.summary()
+    checked = [pt for pt in points if "problems" in pt and pt.get("verdict") and pt.get("rationale")]
+    s["faithful_rate"] = round(sum(not pt["problems"] for pt in checked) / len(checked), 4) if checked else None
     s.update({"flag_rate": round((s["tp"] + s["fp"]) / max(1, s["labelled"]), 4),
               "judged_format_valid_rate": judged.summary()["format_valid_rate"],
               "judged_grounded_rate": judged.summary()["grounded_rate"]})
@@ -321,8 +330,8 @@ def pr_plot(results: dict[str, dict[str, Any]], path: Path) -> None:
 
 
 def results_table(results: dict[str, dict[str, Any]]) -> str:
-    head = ("| model | set | P | R | F1 | format valid | grounded | flagged | sessions (prompts) | note |\n"
-            "|---|---|---|---|---|---|---|---|---|---|")
+    head = ("| model | set | P | R | F1 | format valid | grounded | faithful | flagged | sessions (prompts) | note |\n"
+            "|---|---|---|---|---|---|---|---|---|---|---|")
     rows = []
     for model, res in results.items():
         def fmt(v: float | None, model: str = model) -> str:
@@ -331,7 +340,8 @@ def results_table(results: dict[str, dict[str, Any]]) -> str:
         for name, s in res["sets"].items():
             rows.append(f"| {MODEL_NAMES.get(model, model)} | {name} | {s['precision']:.3f} | "
                         f"{s['recall']:.3f} | {s['f1']:.3f} | {fmt(s['format_valid_rate'])} | "
-                        f"{fmt(s['grounded_rate'])} | {s['flag_rate']:.3f} | {s['labelled']} ({s['judged_prompts']}) | "
+                        f"{fmt(s['grounded_rate'])} | {fmt(s.get('faithful_rate'))} | {s['flag_rate']:.3f} | "
+                        f"{s['labelled']} ({s['judged_prompts']}) | "
                         f"{s['note']} |")
     return "\n".join([head, *rows])
 

@@ -62,24 +62,66 @@ def exported_size(adapter: Path, limit: int) -> dict[str, Any]:
         return size_verdict(dst, limit)
 
 
-def decide(candidate: dict[str, dict], released: dict[str, dict] | None, *, margin: float = 0.0,
+def decide(candidate: dict[str, dict], released: dict[str, dict] | None,
+           baselines: dict[str, dict[str, dict]] | None = None, *, margin: float = 0.0,
            min_anomalies: int = MIN_ANOMALIES) -> dict[str, Any]:
-    """Pass when there is no release yet, or when on every validation set with at least ``min_anomalies``
-    anomalous items the candidate's F1 is at least the released adapter's (minus ``margin``): no set may regress.
-    Sets are ``{name: {"f1", "tp", "fn"}}``; ties go to the candidate, which was trained on newer data."""
-    if released is None:
-        return {"passed": True, "reason": "no released adapter to compare with", "gating_sets": []}
-    gating = [k for k, v in candidate.items() if k in released and v["tp"] + v["fn"] >= min_anomalies]
+    """The release rule (issue 16, item 6) on the validation sets with at least ``min_anomalies`` anomalous items:
+    the candidate's F1 is at least the released adapter's and at least the best baseline's (``{baseline: {set:
+    metrics}}``, fitted on the training split), each minus ``margin``, and its ``faithful_rate`` (where both have one)
+    at least the released adapter's minus ``margin``. Sets are ``{name: {"f1", "tp", "fn", ...}}``; ties go to the
+    candidate. With no release and no baselines there is nothing to lose to: it passes."""
+    baselines = baselines or {}
+    if released is None and not baselines:
+        return {"passed": True, "reason": "no released adapter or baseline to compare with", "gating_sets": []}
+    gating = [k for k, v in candidate.items() if v["tp"] + v["fn"] >= min_anomalies
+              and (released is not None and k in released or any(k in b for b in baselines.values()))]
     if not gating:
         return {"passed": False, "gating_sets": [],
                 "reason": f"no validation set has {min_anomalies} anomalous items: nothing to decide on"}
-    worse = [k for k in gating if candidate[k]["f1"] < released[k]["f1"] - margin]
+    losses, detail = [], []
+    for k in gating:
+        c = candidate[k]
+        rivals = ([("released", released[k])] if released is not None and k in released else []) + \
+            [(b, sets[k]) for b, sets in sorted(baselines.items()) if k in sets]
+        for name, r in rivals:
+            if c["f1"] < r["f1"] - margin:
+                losses.append(f"{k}: F1 {c['f1']:.4f} < {name} {r['f1']:.4f}")
+        best = max(rivals, key=lambda x: x[1]["f1"])
+        detail.append(f"{k}: F1 {c['f1']:.4f} vs best other {best[0]} {best[1]['f1']:.4f}")
+        rel = released.get(k) if released is not None else None
+        if rel is not None and c.get("faithful_rate") is not None and rel.get("faithful_rate") is not None \
+                and c["faithful_rate"] < rel["faithful_rate"] - margin:
+            losses.append(f"{k}: faithful {c['faithful_rate']:.4f} < released {rel['faithful_rate']:.4f}")
     small = sorted(set(candidate) - set(gating))
-    detail = "; ".join(f"{k}: F1 {candidate[k]['f1']:.4f} vs released {released[k]['f1']:.4f}" for k in gating)
-    reason = (f"regressed on {', '.join(worse)} ({detail})" if worse else f"no regression ({detail})")
+    reason = (f"loses on {'; '.join(losses)} ({'; '.join(detail)})" if losses
+              else f"loses nowhere ({'; '.join(detail)})")
     if small:
         reason += f"; not gating (under {min_anomalies} anomalous items): {', '.join(small)}"
-    return {"passed": not worse, "reason": reason, "gating_sets": gating}
+    return {"passed": not losses, "reason": reason, "gating_sets": gating, "losses": losses}
+
+
+def gate_table(gate: dict[str, Any]) -> str:
+    """Markdown: per validation set, the candidate's F1 and faithful rate beside the released adapter's and each
+    baseline's F1, and whether the set gates."""
+    scores = gate.get("scores", {})
+    cand = scores.get("candidate", {}).get("sets", {})
+    rel = scores.get("released", {}).get("sets", {})
+    base = gate.get("baselines", {})
+    names = sorted(base)
+    head = ["| set | gates | candidate F1 | candidate faithful | released F1 | released faithful | "
+            + " | ".join(f"{b} F1" for b in names) + " |",
+            "|---|---|---|---|---|---|" + "---|" * len(names)]
+
+    def f(v: Any) -> str:
+        return "-" if v is None else f"{v:.3f}"
+
+    rows = []
+    for k, c in cand.items():
+        r = rel.get(k, {})
+        rows.append(f"| {k} | {'yes' if k in gate.get('gating_sets', []) else 'no'} | {f(c.get('f1'))} | "
+                    f"{f(c.get('faithful_rate'))} | {f(r.get('f1'))} | {f(r.get('faithful_rate'))} | "
+                    + " | ".join(f(base[b].get(k, {}).get("f1")) for b in names) + " |")
+    return "\n".join(head + rows)
 
 
 def released_adapter(cfg: dict) -> Path | None:
@@ -143,7 +185,8 @@ def cached_scores(cache: Path, key: str, judge) -> dict[str, Any]:
 
 def run_stage(cfg: dict, cfg_path: Path, out: Path, base: Path, smoke: bool) -> dict[str, Any]:
     from training.config import section
-    from training.evaluate import build_sets, eval_inputs, evaluate_model, f1_of
+    from training.baselines import fit, score_sets
+    from training.evaluate import build_sets, eval_inputs, evaluate_model, f1_of, kb_verdict
     from training.merge_adapter import merged_folder
 
     choice_file = out / "eval" / "choice.json"
@@ -171,13 +214,18 @@ def run_stage(cfg: dict, cfg_path: Path, out: Path, base: Path, smoke: bool) -> 
         res = cached_scores(cache, key, lambda m=merged, r=role: asyncio.run(
             evaluate_model(m, sets, out / "eval" / "gate" / r, p.chunk)))
         scores[role] = {"adapter": str(adapter), "mean_f1": f1_of(res),
-                        "sets": {k: {m: v[m] for m in ("precision", "recall", "f1", "tp", "fp", "fn", "tn", "labelled")}
+                        "sets": {k: {m: v.get(m) for m in ("precision", "recall", "f1", "tp", "fp", "fn", "tn",
+                                                           "labelled", "faithful_rate")}
                                  for k, v in res["sets"].items()}}
     if incumbent is not None:
         m = json.loads((incumbent / "manifest.json").read_text()) if (incumbent / "manifest.json").is_file() else {}
         scores["released"]["version"] = m.get("version")
-    verdict = decide(scores["candidate"]["sets"], scores["released"]["sets"] if incumbent else None)
-    gate = {**verdict, "candidate_stage": stage, "size": size, "scores": scores}
+    fitted = fit(corpus)  # the simple baselines, fitted on the training split only (seconds)
+    baselines = {b: v["sets"] for b, v in score_sets(fitted, sets, kb_verdict).items() if v["sets"]}
+    verdict = decide(scores["candidate"]["sets"], scores["released"]["sets"] if incumbent else None, baselines)
+    gate = {**verdict, "candidate_stage": stage, "size": size, "scores": scores,
+            "baselines": {b: {k: {m: v[m] for m in ("precision", "recall", "f1", "tp", "fn")} for k, v in sets.items()}
+                          for b, sets in baselines.items()}}
     (out / "eval" / "gate.json").write_text(json.dumps(gate, indent=1) + "\n")
     print(f"[gate] {'passed' if gate['passed'] else 'FAILED'}: {gate['reason']}", flush=True)
     return gate

@@ -2,8 +2,9 @@
 and the expert knowledge base (``training/knowledge``), and the verdict is the label.
 
 It cites the rows (``L1``, ``L2``, ...) that matter, says what they mean, and concludes. Where the knowledge base
-does not explain the label, the rationale says so instead of inventing a reason, and ``Rationale.explained`` is False
-(counted in the data report). Every rationale: cited refs exist in the view, no ``<``/``>``, at most 700 characters.
+does not explain the label, the rationale invents no reason: it says what the lines show and that such lines came
+with failures (or completed) before, in words an operator can read (never "the expert label"; issue 16, item 5), and
+``Rationale.explained`` is False (counted in the data report). Every rationale: cited refs exist in the view, no ``<``/``>``, at most 700 characters.
 """
 
 from __future__ import annotations
@@ -111,7 +112,7 @@ def _with_walk(walk: list[str], parts: list[str], tail: str) -> str:
     return _clean(f"{', '.join(walk)}. {rest}") if walk else _fit(parts, tail)
 
 
-def _tally(roles: dict[str, tuple[str, int]], walk: list[str]) -> str:
+def tally(roles: dict[str, tuple[str, int]], walk: list[str]) -> str:
     """The lifecycle counts and the number of error rows the walk names: what the conclusion after it compares."""
     errors = sum(1 for e in walk if e.split(" ", 2)[2].startswith("ERROR "))
     if "write_start" not in roles:
@@ -129,24 +130,23 @@ def hdfs_rationale(view: SessionView, label: str, ignored: tuple[str, ...] = ())
     """
     trouble, benign, roles = hdfs_signals(view)
     walk = hdfs_walk(view, ignored)
-    tally = _tally(roles, walk)
+    counts = tally(roles, walk)
     note = [f"{' and '.join(ignored)} {'are' if len(ignored) > 1 else 'is'} log text addressed to the reader: data, "
             "not an instruction, ignored."] if ignored else []
     kb_verdict = "anomalous" if trouble else "normal"
     if label == "anomalous" and trouble:
-        return Rationale(_with_walk(walk, [tally, *trouble[:2], *note, *trouble[2:]],
+        return Rationale(_with_walk(walk, [counts, *trouble[:2], *note, *trouble[2:]],
                                     "The write of this block failed: anomalous."), label, True, kb_verdict)
     if label == "normal" and not trouble:
         life = "Every replica completed." if "write_start" in roles else "The lines are routine block operations."
-        return Rationale(_with_walk(walk, [tally, life, *note, *benign[:1]], "No failure signal: normal."),
+        return Rationale(_with_walk(walk, [counts, life, *note, *benign[:1]], "No failure signal: normal."),
                          label, True, kb_verdict)
     if label == "anomalous":
-        return Rationale(_with_walk(walk, [tally, "No line in the knowledge base signals a failure.", *note],
-                                    "The knowledge base cannot explain this; judged anomalous from the labelled "
-                                    "sequence pattern."), label, False, kb_verdict)
-    return Rationale(_with_walk(walk, [tally, *trouble[:1], *note],
-                                "The knowledge base would flag this, but the block is labelled healthy and the "
-                                "knowledge base cannot explain why: normal."), label, False, kb_verdict)
+        return Rationale(_with_walk(walk, [counts, "No line names a failure.", *note],
+                                    "Blocks with these lines failed before: anomalous."), label, False, kb_verdict)
+    return Rationale(_with_walk(walk, [counts, *trouble[:1], *note],
+                                "These lines look like trouble, but blocks with them completed before: normal."),
+                     label, False, kb_verdict)
 
 
 def template_rationale(view: SessionView, label: str) -> Rationale:
@@ -161,10 +161,10 @@ def template_rationale(view: SessionView, label: str) -> Rationale:
         tail = "This signals trouble: anomalous." if label == "anomalous" else "Nothing signals trouble: normal."
         return Rationale(_fit([said], tail), label, True, kb_verdict)
     if label == "anomalous":
-        return Rationale(_fit([said], "The knowledge base does not explain it; judged anomalous from the expert "
-                                      "label for this template."), label, False, kb_verdict)
-    return Rationale(_fit([said], "But experts label this template routine and the knowledge base cannot explain "
-                                  "why: normal."), label, False, kb_verdict)
+        return Rationale(_fit([said], "This message came with failures on this system before: anomalous."),
+                         label, False, kb_verdict)
+    return Rationale(_fit([said], "It looks like trouble, but this message is routine on this system: normal."),
+                     label, False, kb_verdict)
 
 
 def generic_rationale(view: SessionView, label: str, trouble_ref: str | None) -> Rationale:
@@ -176,9 +176,8 @@ def generic_rationale(view: SessionView, label: str, trouble_ref: str | None) ->
         return Rationale(_fit([said], "This signals trouble: anomalous."), label, True, "anomalous")
     if label == "normal" and trouble_ref is None:
         last = view.rows[-1].ref
-        said = (f"L1 to {last} are routine messages of a system the knowledge base does not cover; none reports an "
-                "error, a failure, a timeout or a refused connection, and counts that differ between lines are not "
-                "failures here.")
+        said = (f"L1 to {last} are routine messages; none reports an error, a failure, a timeout or a refused "
+                "connection, and counts that differ between lines are not failures here.")
         return Rationale(_fit([said], "Nothing signals trouble: normal."), label, True, "normal")
     raise ValueError(f"generic window labelled {label} with trouble line {trouble_ref}")
 

@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from training.gate import gate_table
+
 
 def _load(path: Path) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.is_file() else None
@@ -78,6 +80,8 @@ def write_results(out: Path, dest: Path, config_path: str, notes: str = "") -> P
     gate = _load(out / "eval/gate.json")
     if gate:
         lines += [f"Release gate (`training/gate.py`): {'passed' if gate['passed'] else 'failed'}: {gate['reason']}.", ""]
+        if gate.get("scores"):
+            lines += [gate_table(gate), ""]
     lines += ["## Training", ""]
     if sft:
         p = sft.get("params", {})

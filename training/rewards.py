@@ -5,7 +5,10 @@ The paper's reward (RationAnomaly, arXiv 2509.14693), with its intent implemente
   (every other part returns 0), and -2.0 is below the worst wrong verdict, so an unparseable answer never pays;
 - ``answer`` (asymmetric): caught anomaly +1.5, correct normal +1.0, false alarm -1.0, missed anomaly -2.0;
 - ``grounding`` (counted only when the verdict is right): overlap of the analysis with the session's own text and
-  with the reference analysis, minus 0.5 for each cited line that is not in the session;
+  with the reference analysis, minus 0.5 for each cited line that is not in the session and 0.5 for each statement
+  the session refutes (a count, a role, a tally, a quoted word, a failure claim, a foreign or training-only phrase:
+  ``training.faithfulness``, on the view read back from the prompt; at most four counted), so a right verdict with a
+  false analysis earns less than one with a true analysis;
 - ``brevity`` (only when the verdict is right): 1 - relative distance from the reference length.
 Columns come from the dataset rows: ``label``, ``reference`` (the reference analysis), ``session`` (the user message
 the model saw) and ``n_refs`` (the session's rows are L1..L<n_refs>). The registry maps names to callables and
@@ -19,12 +22,14 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from rationad.answer import ParsedAnswer, parse_completion
-from rationad.prompt import SessionView, TemplateRow
+from rationad.prompt import SessionView, TemplateRow, view_from_message
+from training.faithfulness import problems as faithfulness_problems
 
 FORMAT_OK, FORMAT_BAD = 0.1, -2.0
 ANSWER = {("anomalous", "anomalous"): 1.5, ("normal", "normal"): 1.0,
           ("normal", "anomalous"): -1.0, ("anomalous", "normal"): -2.0}  # (label, verdict) -> reward
 UNGROUNDED_PENALTY = 0.5
+UNFAITHFUL_PENALTY = 0.5  # per statement the session refutes (training.faithfulness), at most 4 counted
 _WORD = re.compile(r"[A-Za-z][A-Za-z]+|\d+")
 
 RewardFunc = Callable[..., list[float]]
@@ -86,7 +91,8 @@ def grounding_reward(prompts, completions, label, reference, session, n_refs, **
         words = _words(a.rationale)
         in_session = len(words & _words(sess)) / len(words) if words else 0.0
         score = 0.5 * in_session + 0.5 * overlap(a.rationale, ref)
-        out.append(score - UNGROUNDED_PENALTY * len(a.ungrounded_refs))
+        refuted = len(faithfulness_problems(a.rationale, view_from_message(sess)))
+        out.append(score - UNGROUNDED_PENALTY * len(a.ungrounded_refs) - UNFAITHFUL_PENALTY * min(refuted, 4))
     return out
 
 

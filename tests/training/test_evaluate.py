@@ -27,7 +27,8 @@ class FakeClient:
             user = conv[-1]["content"]
             verdict = "anomalous" if "xception" in user else "normal"
             refs = "L1 and L9" if "cite-bad" in user else "L1"
-            out.append(Completion(f"<think>{refs} decide it.</think>\n<answer>{verdict}</answer>", 10, 10))
+            said = " L1 x5 receive start." if "xception" in user else ""  # a count the session does not have
+            out.append(Completion(f"<think>{refs} decide it.{said}</think>\n<answer>{verdict}</answer>", 10, 10))
         return out
 
     def count_tokens(self, text):
@@ -55,8 +56,10 @@ def test_judge_set_weights_views_by_their_sessions(tmp_path):
     assert s["recall"] == round(2 / 3, 4) and s["precision"] == 1.0
     assert s["grounded_rate"] == round(6 / 7, 4)  # the 'c' view cites L9, absent from its 1-row session
     assert s["format_valid_rate"] == 1.0
+    assert s["faithful_rate"] == round(2 / 3, 4)  # 'b' says L1 x5 of a row seen once, and names the wrong role
     rows = [json.loads(x) for x in (tmp_path / "hdfs_sessions.jsonl").read_text().splitlines()]
     assert [r["id"] for r in rows] == ["a", "b", "c"]
+    assert [sorted({p.split(":")[0] for p in r["problems"]}) for r in rows] == [[], ["count", "role"], []]
     results = {"sft": {"sets": {es.name: s}}}
     assert "| SFT | HDFS sessions (test) | 1.000 | 0.667 | 0.800 |" in results_table(results)
     pr_plot(results, tmp_path / "pr.png")

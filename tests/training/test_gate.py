@@ -12,7 +12,7 @@ def _set(f1, anomalies):
     return {"f1": f1, "tp": anomalies // 2, "fn": anomalies - anomalies // 2}
 
 
-def test_no_release_yet_passes():
+def test_no_release_and_no_baseline_passes():
     assert decide({"hdfs": _set(0.1, 50)}, None)["passed"]
 
 
@@ -30,7 +30,8 @@ def test_small_sets_are_reported_but_do_not_outvote_a_regression():
     rel = {"hdfs": _set(0.7684, 1191), "bgl": _set(0.3636, 2), "spirit": _set(0.3571, 5)}
     d = decide(cand, rel)
     assert not d["passed"] and d["gating_sets"] == ["hdfs"]
-    assert "regressed on hdfs" in d["reason"] and "not gating (under 10 anomalous items): bgl, spirit" in d["reason"]
+    assert "loses on hdfs: F1 0.7437 < released 0.7684" in d["reason"]
+    assert "not gating (under 10 anomalous items): bgl, spirit" in d["reason"]
 
 
 def test_every_gating_set_counts_and_margin_tolerates():
@@ -38,6 +39,34 @@ def test_every_gating_set_counts_and_margin_tolerates():
     rel = {"a": _set(0.8, 20), "b": _set(0.6, 20)}
     assert not decide(cand, rel)["passed"]
     assert decide(cand, rel, margin=0.02)["passed"]
+
+
+def test_a_candidate_that_loses_to_a_baseline_is_not_released_even_without_a_release():
+    baselines = {"count_lr": {"hdfs": _set(0.99, 50)}, "keyword": {"hdfs": _set(0.5, 50), "bgl": _set(0.9, 4)}}
+    d = decide({"hdfs": _set(0.957, 50), "bgl": _set(0.2, 4)}, None, baselines)
+    assert not d["passed"] and d["losses"] == ["hdfs: F1 0.9570 < count_lr 0.9900"]  # bgl: 4 anomalies, no vote
+    assert decide({"hdfs": _set(0.99, 50)}, None, baselines)["passed"]  # a tie goes to the candidate
+    assert decide({"hdfs": _set(0.98, 50)}, None, baselines, margin=0.01)["passed"]
+
+
+def test_a_less_faithful_candidate_is_not_released():
+    cand = {"hdfs": {**_set(0.9, 50), "faithful_rate": 0.80}}
+    rel = {"hdfs": {**_set(0.9, 50), "faithful_rate": 0.95}}
+    d = decide(cand, rel)
+    assert not d["passed"] and d["losses"] == ["hdfs: faithful 0.8000 < released 0.9500"]
+    assert decide(cand, {"hdfs": _set(0.9, 50)})["passed"]  # a released score without the rate: F1 decides
+
+
+def test_the_gate_table_shows_every_rival():
+    from training.gate import gate_table
+
+    gate = {**decide({"hdfs": {**_set(0.9, 50), "faithful_rate": 0.97}}, {"hdfs": _set(0.8, 50)},
+                     {"count_lr": {"hdfs": _set(0.95, 50)}}),
+            "scores": {"candidate": {"sets": {"hdfs": {"f1": 0.9, "faithful_rate": 0.97}}},
+                       "released": {"sets": {"hdfs": {"f1": 0.8}}}},
+            "baselines": {"count_lr": {"hdfs": {"f1": 0.95}}}}
+    assert "| hdfs | yes | 0.900 | 0.970 | 0.800 | - | 0.950 |" in gate_table(gate)
+    assert not gate["passed"]
 
 
 def test_nothing_measurable_does_not_pass():
@@ -59,7 +88,7 @@ def test_export_without_a_gate_names_the_missing_file(tmp_path):
 
 def test_export_refuses_a_failed_gate_with_its_reason(tmp_path):
     _write_gate(tmp_path, passed=False)
-    with pytest.raises(GateError, match=r"regressed on h \(h: F1 0\.4000 vs released 0\.4500\)"):
+    with pytest.raises(GateError, match=r"loses on h: F1 0\.4000 < released 0\.4500"):
         check_export(tmp_path, smoke=False, force=False)
 
 

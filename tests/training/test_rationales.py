@@ -3,8 +3,8 @@
 import re
 
 from rationad.answer import parse_completion
+from rationad.faithful import TRAINING_ONLY
 from rationad.prompt import ANSWER_REGEX, answer_regex, build_view
-
 from training.example import Example
 from training.rationales import _with_walk, agreement_report, build, hdfs_rationale, template_rationale
 
@@ -35,7 +35,9 @@ def test_template_rationales_agree_and_say_when_unexplained(template_examples):
     rs, rep = _check_all(template_examples)
     unexplained = [r for r in rs if not r.explained]
     assert len(unexplained) == rep["unexplained_by_kb"]["bgl"] > 0
-    assert all("cannot explain" in r.think or "does not explain" in r.think for r in unexplained)
+    # They say so in words an operator can read, never "the expert label" (issue 16, item 5)
+    assert all("on this system" in r.think for r in unexplained)
+    assert not any(TRAINING_ONLY.search(r.think) for r in rs)
 
 
 def test_hdfs_missing_completion_is_explained_from_counts():
@@ -47,7 +49,8 @@ def test_hdfs_missing_completion_is_explained_from_counts():
     r = hdfs_rationale(view, "anomalous")
     assert r.explained and "3 receive starts but 1 completions" in r.think and "L1" in r.think and "L3" in r.think
     contradicted = hdfs_rationale(view, "normal")
-    assert contradicted.verdict == "normal" and not contradicted.explained and "cannot explain" in contradicted.think
+    assert contradicted.verdict == "normal" and not contradicted.explained
+    assert "completed before: normal" in contradicted.think and not TRAINING_ONLY.search(contradicted.think)
 
 
 def test_template_with_severity_word():

@@ -12,7 +12,7 @@ def test_results_carry_the_gate_verdict(tmp_path):
                   {"HDFS (val)": {"f1": 0.77, "tp": 880, "fn": 311}})
     (tmp_path / "eval/gate.json").write_text(json.dumps(gate))
     text = write_results(tmp_path, tmp_path / "RESULTS.md", "cpu.toml").read_text()
-    assert "Release gate (`training/gate.py`): failed: regressed on HDFS (val)" in text
+    assert "Release gate (`training/gate.py`): failed: loses on HDFS (val): F1 0.7400 < released 0.7700" in text
 
 
 def test_results_name_the_adapter_a_continuation_started_from(tmp_path):

@@ -2,7 +2,10 @@
 
 from training import rewards as R
 
-SESSION = 'L1 x3 "INFO Receiving block {*}"\nL2 x2 "INFO Received block {*} of size {*}"'
+SESSION = ('Log source: hdfs\nThe session has 5 lines and 2 distinct templates, listed in order of first appearance '
+           'with their counts:\nL1 x3 "INFO dfs.DataNode$DataXceiver: Receiving block {*} src: {*} dest: {*}"\n'
+           'L2 x2 "INFO dfs.DataNode$PacketResponder: Received block {*} of size {*} from {*}"\n'
+           'Is this session normal or anomalous?')  # the user message, as the GRPO rows carry it
 REF = "L1 and L2: 3 receive starts but 2 completions: a replica was never fully received."
 
 
@@ -51,6 +54,16 @@ def test_grounding_rewards_overlap_and_penalizes_absent_lines():
                                      "<answer>anomalous</answer>")
     assert grounded > vague >= 0
     assert absent < grounded - 0.4  # L7 is not in a 2-row session
+
+
+def test_grounding_penalizes_what_the_session_refutes():
+    true = one(R.grounding_reward, GOOD)
+    false = one(R.grounding_reward, "<think>L1 x4 receive start, L2 x2 received. L1 and L2: 3 receive starts but 1 "
+                                    "completions: a replica was never fully received.</think>\n<answer>anomalous</answer>")
+    assert false < true - 2 * R.UNFAITHFUL_PENALTY + 0.3  # a count and a pair the session does not have
+    trained_only = one(R.grounding_reward, "<think>L1 and L2: 3 receive starts but 2 completions: judged anomalous "
+                                           "from the expert label for this template.</think>\n<answer>anomalous</answer>")
+    assert trained_only < true - R.UNFAITHFUL_PENALTY + 0.3
 
 
 def test_grounding_and_brevity_count_only_right_answers():
