@@ -168,6 +168,7 @@ def build_template_event(
         entry: dict[str, Any] = {
             "id": st.id, "template": st.template, "verdict": st.verdict, "source": st.source,
             "rationale": st.reason[:max_rationale_chars], "count": len(u.lines),
+            "rationale_problems": list(st.problems) if st.source == "model" else [],
             "lines": [{"line": x.raw[:_MAX_LINE_CHARS], "offset": x.offset} for x in u.lines[:MAX_TEMPLATE_LINES]],
         }
         if st.label is not None:

@@ -119,7 +119,8 @@ class TemplateStage:
                 await self.delivery.dead_letter(p.hold, poison_session(r))
             else:
                 st = self.book.judged(tid, r.verdict_at(self.s.judge.threshold_template), r.answer.rationale,
-                                      cached=r.cached, score=r.score, answer_verdict=r.answer.verdict)
+                                      cached=r.cached, score=r.score, answer_verdict=r.answer.verdict,
+                                      problems=r.answer.problems)
                 self.metrics.template_judgements.labels("cached" if r.cached else "model").inc()
                 p.hold.release()
                 if st is not None and st.verdict == "anomalous":

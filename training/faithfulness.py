@@ -61,3 +61,45 @@ def problems(rationale: str, view: SessionView) -> list[str]:
 
 def faithful(rationale: str, view: SessionView) -> bool:
     return not problems(rationale, view)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Measure a merged model's faithfulness on a config's evaluation sets (the evaluation's own path, a few items
+    per set): ``python -m training.faithfulness --config training/configs/cpu.toml --model DIR --limit 60``."""
+    import argparse
+    import asyncio
+    import json
+    from collections import Counter
+    from pathlib import Path
+
+    from training.config import load
+    from training.evaluate import EvalSet, build_sets, eval_inputs, evaluate_model, slug
+    from training.pipeline import prepare_base
+
+    ap = argparse.ArgumentParser(description=main.__doc__.split("\n")[0])
+    ap.add_argument("--config", type=Path, required=True)
+    ap.add_argument("--model", type=Path, required=True, help="a merged model folder (e.g. ~/.cache/rationad/models/default)")
+    ap.add_argument("--split", default="test")
+    ap.add_argument("--limit", type=int, default=60, help="items per set (the first of each set's order)")
+    ap.add_argument("--out", type=Path, default=Path("build/faithfulness"))
+    ap.add_argument("--json", type=Path, help="write the figures here")
+    a = ap.parse_args(argv)
+    cfg = load(a.config)
+    p, dc, corpus = eval_inputs(cfg, a.config, prepare_base(cfg), False)
+    sets = [EvalSet(es.name, es.source, es.sessions[:a.limit], es.members[:a.limit], es.note)
+            for es in build_sets(corpus, p, a.split, val_mode=a.split == "val", datasets=dc.datasets)]
+    res = asyncio.run(evaluate_model(a.model.expanduser(), sets, a.out, p.chunk))
+    report: dict = {"model": str(a.model), "split": a.split, "limit": a.limit, "sets": {}}
+    for es in sets:
+        s = res["sets"][es.name]
+        kinds = Counter(x.split(":")[0] for line in (a.out / f"{slug(es.name)}.jsonl").read_text().splitlines()
+                        for x in json.loads(line).get("problems", []))
+        report["sets"][es.name] = {"faithful_rate": s["faithful_rate"], "f1": s["f1"], "judged": s["judged_prompts"],
+                                   "problems_by_kind": dict(kinds.most_common())}
+        print(f"{es.name}: faithful {s['faithful_rate']} of {s['judged_prompts']} judged; problems {dict(kinds)}")
+    if a.json:
+        a.json.write_text(json.dumps(report, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()

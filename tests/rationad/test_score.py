@@ -208,7 +208,8 @@ def judged_book(threshold: float) -> tuple[TemplateBook, Session]:
     for u, (answer, score) in zip(book.uses(s), [("normal", 0.02), ("normal", 0.35), ("anomalous", 0.6)],
                                   strict=True):
         verdict = thresholded_verdict(answer, score, threshold)
-        book.judged(u.state.id, verdict, f"{answer} because", score=score, answer_verdict=answer)
+        book.judged(u.state.id, verdict, f"{answer} because", score=score, answer_verdict=answer,
+                    problems=("quote: 'fan' is in no line of the session",) if answer == "anomalous" else ())
     return book, s
 
 
@@ -225,6 +226,8 @@ def test_window_score_is_the_maximum_of_its_templates_and_a_label_counts_one_or_
     # the anomalous template, and the one the threshold turned anomalous though the model wrote "normal"
     assert shown == {"WARN retry {*}": ("anomalous", "normal", 0.35), "ERROR disk {*}": ("anomalous", "anomalous", 0.6)}
     assert (e["score"], e["threshold"], e["model_verdict"]) == (0.6, 0.3, "anomalous")
+    assert {t["template"]: t["rationale_problems"] for t in e["templates"]} == {  # each template's own
+        "WARN retry {*}": [], "ERROR disk {*}": ["quote: 'fan' is in no line of the session"]}
     disk = next(u.state for u in book.uses(s) if u.state.template == "ERROR disk {*}")
     book.set_label(disk.id, Label(disk.id, "normal", "expected", "ops", 0.0))
     d = book.decide(book.uses(s))
