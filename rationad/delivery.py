@@ -47,7 +47,8 @@ PRODUCER_STATE_ERRORS = frozenset({"OutOfOrderSequenceNumber", "UnknownProducerI
 
 class Producer(Protocol):
     async def send(self, topic: str, value: bytes | None = None, key: bytes | None = None,
-                   headers: list[tuple[str, bytes]] | None = None) -> asyncio.Future: ...
+                   headers: list[tuple[str, bytes]] | None = None, partition: int | None = None
+                   ) -> asyncio.Future: ...
 
 
 class Undeliverable(Exception):
