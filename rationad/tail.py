@@ -55,6 +55,8 @@ def render(event: dict[str, Any], colour: bool) -> str:
     if not event.get("grounded", True):
         refs = ", ".join(safe(r) for r in event.get("ungrounded_refs", []))
         out.append(f"  {c['dim']}(cited lines not in the session: {refs}){c['end']}")
+    for problem in event.get("rationale_problems", [])[:5]:  # what the session refutes in the rationale
+        out.append(f"  {c['dim']}(not so: {safe(problem)[:200]}){c['end']}")
     return "\n".join(out)
 
 

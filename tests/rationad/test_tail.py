@@ -21,6 +21,7 @@ def hostile_event() -> dict:
         "evidence": [{"ref": "L1\x1b[0m", "count": 2, "offset": 5, "line": f"081109 INFO {HOSTILE} blk_1"}],
         "grounded": False,
         "ungrounded_refs": ["L9\x07"],
+        "rationale_problems": [f"quote: {HOSTILE}"],
         "session": {"key": "blk_1\x1b[8m", "line_count": 3, "first_time": "t0\x1b[K", "last_time": None},
     }
 
@@ -64,3 +65,10 @@ def test_plain_event_renders_as_before():
         "  L1 is a routine write.",
         "  L1 x4 @12: 081109 INFO write\tblk_7",
     ]
+
+
+def test_what_the_session_refutes_is_shown_under_the_rationale():
+    event = {"id": "abc", "verdict": "anomalous", "rationale": "L1 x5 receive start.", "evidence": [], "grounded": True,
+             "rationale_problems": ["count: says L1 x5, the session has it 3 times"],
+             "session": {"key": "blk_7", "line_count": 3, "first_time": "t0", "last_time": "t1"}}
+    assert render(event, False).splitlines()[-1] == "  (not so: count: says L1 x5, the session has it 3 times)"
