@@ -580,7 +580,7 @@ class Daemon:
 
     def _pack_lines(self, tp, part: _Part, rec, dead: list) -> list:
         """The lines of a pack (``repartition.unpack``), each parsed, kept for its own key and given its source
-        position, less those this partition already windowed; a line that fails is dead-lettered on its own with
+        position, less those this partition already windowed (``SeenLines.windowed``: by offset range); a line that fails is dead-lettered on its own with
         its source position, held at the pack's offset."""
         source = pack_source(rec.headers)
         try:
@@ -591,14 +591,15 @@ class Daemon:
             src_partition = int(source[1])
         except ValueError as exc:
             raise BadRecord("bad_pack", f"internal record is not a pack: {exc}") from None
-        parse, first_time = self.parser.parse, part.seen.first_time
+        parse = self.parser.parse
         topic, partition, offset = tp.topic, tp.partition, rec.offset
+        seen = part.seen.windowed(source, min(e[0] for e in entries), max(e[0] for e in entries))
         out: list = []
         for src_offset, key, value in entries:
-            pos = (src_topic, src_partition, src_offset)
-            if not first_time((pos, key)):
+            if seen and any(a <= src_offset <= b for a, b in seen):
                 self.metrics.errors.labels("repartition", "duplicate_line").inc()
                 continue
+            pos = (src_topic, src_partition, src_offset)
             try:
                 lines = parse(value, topic=topic, partition=partition, offset=offset)
                 if len(lines) == 1 and lines[0].key == key:

@@ -24,6 +24,7 @@ stage drops a line it has already seen (same source topic, partition, offset and
 
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right
 from collections import OrderedDict
 
 import orjson
@@ -34,7 +35,8 @@ SOURCE_HEADERS = ("rationad-source-topic", "rationad-source-partition", "rationa
 PACK_HEADER = "rationad-pack"  # first header of a pack record; its value is the pack format's version
 PACK_VERSION = b"1"
 PACK_BYTES = 256 * 1024  # a pack is closed at this size (or half the largest record the producer may send)
-SEEN_PER_PARTITION = 200_000  # source lines remembered per internal partition to drop re-forwarded duplicates
+SEEN_PER_PARTITION = 200_000  # records of one line remembered per internal partition to drop re-forwarded duplicates
+SEEN_RANGES_PER_SOURCE = 50_000  # pack offset ranges remembered per source partition and internal partition
 ROUTER_MEMO_KEYS = 100_000  # session keys whose partition is remembered (a key has many lines: HDFS ~20 a block)
 
 
@@ -187,11 +189,20 @@ class Router:
 
 
 class SeenLines:
-    """A bounded memory of source lines (and their key) already windowed on one internal partition."""
+    """A bounded memory of source lines already windowed on one internal partition: a record of its own by (source
+    position, key) (``first_time``), a pack by its source partition's offset range (``windowed``).
 
-    def __init__(self, limit: int = SEEN_PER_PARTITION) -> None:
+    A range is exact for packs: the forward hop packs every line of a fetch for this partition, in offset order, so
+    a line of the same source offset range bound here was in that pack; re-forwarded lines (a restart between the
+    hops re-reads the input from its committed offset) fall inside ranges already seen, a batch resent late falls
+    outside them. So a pack costs one lookup, not one per line, unless it overlaps what was seen."""
+
+    def __init__(self, limit: int = SEEN_PER_PARTITION, ranges: int = SEEN_RANGES_PER_SOURCE) -> None:
         self.limit = limit
+        self.ranges = ranges
         self._seen: OrderedDict[tuple, None] = OrderedDict()
+        self._starts: dict[object, list[int]] = {}  # per source partition: disjoint ranges, sorted
+        self._ends: dict[object, list[int]] = {}
 
     def first_time(self, ident: tuple) -> bool:
         if ident in self._seen:
@@ -201,3 +212,20 @@ class SeenLines:
         if len(self._seen) > self.limit:
             self._seen.popitem(last=False)
         return True
+
+    def windowed(self, source: object, first: int, last: int) -> list[tuple[int, int]]:
+        """The ranges of ``source`` already windowed here that overlap ``[first, last]`` (a pack's lines inside
+        them are duplicates); then ``[first, last]`` is remembered too. The oldest ranges are forgotten past
+        ``ranges`` per source."""
+        starts = self._starts.setdefault(source, [])
+        ends = self._ends.setdefault(source, [])
+        i = bisect_right(starts, last)  # ranges starting at or before ``last``
+        j = bisect_left(ends, first, 0, i)  # ... and ending at or after ``first`` (disjoint: ends are sorted too)
+        overlap = list(zip(starts[j:i], ends[j:i]))
+        if overlap:
+            first, last = min(first, starts[j]), max(last, ends[i - 1])
+        starts[j:i] = [first]
+        ends[j:i] = [last]
+        if len(starts) > self.ranges:
+            del starts[0], ends[0]
+        return overlap

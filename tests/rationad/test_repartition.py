@@ -215,3 +215,39 @@ async def test_a_pack_the_broker_never_takes_is_dead_lettered_line_by_line_and_t
 
 def pytest_fail(msg):
     raise AssertionError(msg)
+
+
+def test_pack_ranges_find_exactly_the_overlaps_and_stay_bounded():
+    seen = SeenLines(ranges=3)
+    assert seen.windowed("s", 10, 20) == []
+    assert seen.windowed("s", 30, 40) == []
+    assert seen.windowed("s", 0, 5) == []  # a batch resent late: before, not inside
+    assert seen.windowed("other", 10, 20) == []  # another source partition
+    assert seen.windowed("s", 15, 35) == [(10, 20), (30, 40)]  # re-forwarded across two packs: merged
+    assert seen._starts["s"] == [0, 10] and seen._ends["s"] == [5, 40]
+    assert seen.windowed("s", 21, 29) == [(10, 40)]
+    seen.windowed("s", 50, 60)
+    seen.windowed("s", 70, 80)  # a fourth range: the oldest (0-5) is forgotten
+    assert seen._starts["s"] == [10, 50, 70] and seen.windowed("s", 1, 2) == []
+
+
+def test_a_pack_forwarded_again_with_other_boundaries_windows_only_the_new_lines():
+    from rationad.repartition import Packer
+    from tests.rationad.fakes import Rec
+
+    d, tp, part = _pack_daemon()
+    lines = [(o, f"081109 2036{o:02d} 148 INFO dfs.DataNode: Receiving block blk_5 x".encode()) for o in range(10, 30)]
+
+    def pack(rows, max_bytes=1 << 20):
+        packer = Packer(d.internal, "logs", 1, Router(1), max_bytes)
+        for o, v in rows:
+            packer.add([("blk_5", v)], o)
+        return packer.outputs()
+
+    first = [x for i, out in enumerate(pack(lines[:12], max_bytes=400))
+             for x in d._pack_lines(tp, part, Rec(offset=i, value=out.value, headers=out.headers), [])]
+    assert [x.source[2] for x in first] == list(range(10, 22))
+    # a restart between the hops: the input is read again from offset 15, packed differently, and goes on to 29
+    again = [x for out in pack(lines[5:]) for x in d._pack_lines(tp, part, Rec(offset=9, value=out.value,
+                                                                                 headers=out.headers), [])]
+    assert [x.source[2] for x in again] == list(range(22, 30))
