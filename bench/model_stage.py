@@ -5,7 +5,8 @@ backend (an OpenAI-compatible vLLM server in a child process, same engine settin
 
 Same sessions (rendered HDFS sessions, realistic 3 % anomalous mix, parsed by the daemon's parser), same views and
 chat prompts (``rationad.prompt``), cache OFF, greedy, the same ``max_new_tokens``; the two vLLM runs use the same
-structured-output regex (``prompt.ANSWER_REGEX``); transformers has no regex constraint (it stops at EOS or
+request parameters (the raw side is given ``EngineClient._sampling``'s own: the structured-output regex
+``prompt.ANSWER_REGEX`` and the top-10 logprobs of every token that the score is read from); transformers has no regex constraint (it stops at EOS or
 ``max_new_tokens``). The Judge is driven like the daemon drives it: batches of ``model.max_batch_size`` sessions,
 at most ``model.max_concurrency`` batches in flight. Engines run one after another (each in its own child process,
 so one engine's memory and threads are gone before the next starts); engine start-up is reported but not counted.
@@ -288,12 +289,10 @@ async def _server_passes(model: str, url: str, n: int, max_tokens: int) -> dict:
 
 
 def _raw_vllm(model: str, n: int, max_tokens: int, settings: dict | None) -> dict:
-    from vllm import LLM, SamplingParams
+    from vllm import LLM
     from vllm.inputs import TokensPrompt
     from vllm.platforms import current_platform
-    from vllm.sampling_params import StructuredOutputsParams
 
-    from rationad.model.engine import SEED
     from rationad.prompt import ANSWER_REGEX
 
     cfg = _cfg(model, max_tokens)
@@ -312,9 +311,15 @@ def _raw_vllm(model: str, n: int, max_tokens: int, settings: dict | None) -> dic
         ids = tok.apply_chat_template(m, add_generation_prompt=True, tokenize=True)
         ids = ids["input_ids"] if hasattr(ids, "keys") else ids  # transformers 5 returns a BatchEncoding
         prompts.append(TokensPrompt(prompt_token_ids=list(ids)))
-    # As EngineClient._sampling: no per-request seed on a CPU (greedy either way).
-    params = SamplingParams(max_tokens=max_tokens, temperature=0.0, seed=None if current_platform.is_cpu() else SEED,
-                            structured_outputs=StructuredOutputsParams(regex=ANSWER_REGEX))
+    # The Judge's own request parameters (EngineClient._sampling): greedy, the answer regex, no per-request seed on a
+    # CPU, and the top SCORE_LOGPROBS logprobs of every generated token that the score is read from.
+    from types import SimpleNamespace
+
+    from rationad.model.engine import EngineClient
+
+    params = EngineClient._sampling(SimpleNamespace(_seed_requests=not current_platform.is_cpu()), max_tokens, 0.0,
+                                    ANSWER_REGEX)
+    assert params.logprobs and params.structured_outputs.regex == ANSWER_REGEX
     llm.generate(prompts[:1], params, use_tqdm=False)  # warm-up, as for the Judge
     t0 = time.perf_counter()
     outs = llm.generate(prompts, params, use_tqdm=False)
