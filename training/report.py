@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from training.gate import gate_table
+from training.sft import chain_text
 
 
 def _load(path: Path) -> dict[str, Any] | None:
@@ -94,6 +95,9 @@ def write_results(out: Path, dest: Path, config_path: str, notes: str = "") -> P
                      f"{p.get('grad_accum')}, layers from {p.get('layers_from')}.")
         if losses := _losses(sft):
             lines.append(f"- SFT loss by step: {losses}")
+        if chain := chain_text(sft):
+            lines.append(f"- SFT reached its end in {len(sft['runs'])} runs, each resuming the last one's checkpoint"
+                         f"{chain}.")
     for where, m in lineage(sft):  # the continuations the released SFT adapter grew from, newest first
         src = m.get("continued_from")
         start = _adapter(src) if src else "the base model"
@@ -103,6 +107,9 @@ def write_results(out: Path, dest: Path, config_path: str, notes: str = "") -> P
     if grpo:
         lines.append(f"- GRPO: {grpo.get('steps')} steps in {grpo.get('seconds')} s; mean reward by step "
                      f"{grpo.get('reward_by_step')}; params {json.dumps({k: grpo['params'][k] for k in ('prompts_per_step', 'generations', 'max_completion_length', 'learning_rate', 'beta', 'temperature')})}")
+        if chain := chain_text(grpo):
+            lines.append(f"- GRPO reached its end in {len(grpo['runs'])} runs, each resuming the last one's checkpoint"
+                         f"{chain}.")
     if ev.get("test"):
         for m, r in ev["test"].items():
             if m == "kb":

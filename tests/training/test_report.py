@@ -48,3 +48,15 @@ def test_results_list_every_continuation_the_adapter_grew_from(tmp_path, monkeyp
     second = text.index("- which continued out/sft1/adapter: SFT from rel 0.1.0 (models/rel), 509 examples")
     assert text.index("SFT continuing the adapter out/sft2/adapter on 509 examples") < first < second
     assert "at lr 0.0002 (seed 4)" in text and "loss by step: 5: 0.300" in text
+
+
+def test_results_show_the_chain_of_runs_a_resumed_stage_took(tmp_path):
+    (tmp_path / "sft").mkdir()
+    m = {"examples": 509, "steps": 282, "seconds": 6600.0, "train_loss": 0.4, "params": {"lora_r": 8},
+         "log": [], "runs": [{"from_step": 0, "to_step": 120, "seconds": 3600.0, "resumed_from": None},
+                             {"from_step": 120, "to_step": 282, "seconds": 3000.0,
+                              "resumed_from": "build/sft/checkpoints/checkpoint-120"}]}
+    (tmp_path / "sft/sft_metrics.json").write_text(json.dumps(m))
+    text = write_results(tmp_path, tmp_path / "RESULTS.md", "cpu.toml").read_text()
+    assert ("- SFT reached its end in 2 runs, each resuming the last one's checkpoint; runs: 0->120 (3600.0 s), "
+            "120->282 (3000.0 s, from checkpoint-120).") in text
