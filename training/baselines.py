@@ -10,6 +10,9 @@
   regression, trained on the training split's templates of the same system (BGL or Spirit). On windows of raw lines
   (BGL_2k; the unseen system with a classifier trained on both systems' templates) a window is anomalous when any
   of its templates is, the knowledge-base rules' any-row rule.
+- **labelled neighbours** (template sets, ``knn``): the label of the ``KNN_K`` most similar training templates (the
+  same TF-IDF, cosine, votes weighted by similarity): retrieval alone, the evidence issue 16's item 3 would put in the
+  prompt, without the model. Windows as for TF-IDF + LR.
 
 Everything is fitted on ``corpus.splits["train"]`` only, with fixed hyperparameters (chosen before scoring, never
 tuned on validation or test) and ``random_state=0``; no model is needed. Figures and the command that made them:
@@ -48,7 +51,9 @@ KEYWORDS = ("error", "fail", "fatal", "exception", "critical", "panic", "abort",
             "unable", "cannot", "timeout", "timed out", "killed", "segfault")
 KEYWORD_RE = re.compile(r"\b(?:" + "|".join(re.escape(k) for k in KEYWORDS) + ")", re.IGNORECASE)
 
-NAMES = {"kb": "KB rules", "keyword": "keyword rule", "count_lr": "template-count LR", "tfidf_lr": "TF-IDF + LR"}
+NAMES = {"kb": "KB rules", "keyword": "keyword rule", "count_lr": "template-count LR", "tfidf_lr": "TF-IDF + LR",
+         "knn": "labelled neighbours"}
+KNN_K = 3
 TEMPLATE_SYSTEMS = ("bgl", "spirit")
 COUNT_SOURCES = {"hdfs": "hdfs", "generic": "generic"}  # evaluation source -> training task of its sessions
 RANDOM_STATE = 0
@@ -92,12 +97,24 @@ def fit_tfidf_lr(examples: list[Example]):
     return pipe.fit([from_loghub(e.extra["template"]) for e in examples], [e.label == "anomalous" for e in examples])
 
 
+def fit_knn(examples: list[Example]):
+    """The ``KNN_K`` nearest training templates by TF-IDF cosine similarity, voting with their similarity."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.neighbors import KNeighborsClassifier
+    from sklearn.pipeline import make_pipeline
+
+    pipe = make_pipeline(TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True),
+                         KNeighborsClassifier(n_neighbors=KNN_K, metric="cosine", weights="distance"))
+    return pipe.fit([from_loghub(e.extra["template"]) for e in examples], [e.label == "anomalous" for e in examples])
+
+
 @dataclass(slots=True)
 class Fitted:
-    """The fitted learned baselines: count models by evaluation source, TF-IDF models by system."""
+    """The fitted learned baselines: count models by evaluation source, TF-IDF and neighbour models by system."""
 
     count_lr: dict[str, Any] = field(default_factory=dict)
     tfidf_lr: dict[str, Any] = field(default_factory=dict)
+    knn: dict[str, Any] = field(default_factory=dict)
     trained_on: dict[str, str] = field(default_factory=dict)  # model -> what it was trained on, for notes
 
 
@@ -113,17 +130,23 @@ def fit(corpus: Corpus) -> Fitted:
     for system in TEMPLATE_SYSTEMS:
         ex = [e for e in train if e.task == system]
         if len({e.label for e in ex}) == 2:
-            out.tfidf_lr[system] = fit_tfidf_lr(ex)
+            out.tfidf_lr[system], out.knn[system] = fit_tfidf_lr(ex), fit_knn(ex)
             out.trained_on[f"tfidf_lr:{system}"] = _trained(ex, f"{system.upper()} templates")
+            out.trained_on[f"knn:{system}"] = _nearest(ex, f"{system.upper()} templates")
     ex = [e for e in train if e.task in TEMPLATE_SYSTEMS]
     if len({e.label for e in ex}) == 2:  # for a system seen in no training data
-        out.tfidf_lr["generic"] = fit_tfidf_lr(ex)
+        out.tfidf_lr["generic"], out.knn["generic"] = fit_tfidf_lr(ex), fit_knn(ex)
         out.trained_on["tfidf_lr:generic"] = _trained(ex, "BGL+Spirit templates")
+        out.trained_on["knn:generic"] = _nearest(ex, "BGL+Spirit templates")
     return out
 
 
 def _trained(ex: list[Example], what: str) -> str:
     return f"trained on {len(ex)} train-split {what} ({sum(e.label == 'anomalous' for e in ex)} anomalous)"
+
+
+def _nearest(ex: list[Example], what: str) -> str:
+    return f"the {KNN_K} nearest of {len(ex)} train-split {what} ({sum(e.label == 'anomalous' for e in ex)} anomalous)"
 
 
 def _any_row(model, sessions: list[Session]) -> list[str]:
@@ -150,15 +173,15 @@ def verdicts(fitted: Fitted, baseline: str, es: EvalSet) -> tuple[list[str], str
             return None
         return (["anomalous" if p else "normal" for p in model.predict([dict(session_counts(s)) for s in es.sessions])],
                 fitted.trained_on[f"count_lr:{es.source}"])
-    if baseline == "tfidf_lr":
-        model = fitted.tfidf_lr.get(es.source)
+    if baseline in ("tfidf_lr", "knn"):
+        model = getattr(fitted, baseline).get(es.source)
         if model is None or es.source == "hdfs":
             return None
         if templated:
             texts = [s.lines[0].message for s in es.sessions]
             return ["anomalous" if p else "normal" for p in model.predict(texts)], \
-                fitted.trained_on[f"tfidf_lr:{es.source}"]
-        return _any_row(model, es.sessions), fitted.trained_on[f"tfidf_lr:{es.source}"] + "; any row"
+                fitted.trained_on[f"{baseline}:{es.source}"]
+        return _any_row(model, es.sessions), fitted.trained_on[f"{baseline}:{es.source}"] + "; any row"
     raise ValueError(f"unknown baseline {baseline!r}")
 
 
@@ -181,7 +204,7 @@ def score_sets(fitted: Fitted, sets: list[EvalSet],
     if kb is not None:
         out["kb"] = {"sets": {es.name: score(es, [kb(s, es.source) for s in es.sessions],
                                              "knowledge-base rules only, no model") for es in sets}}
-    for b in ("keyword", "count_lr", "tfidf_lr"):
+    for b in ("keyword", "count_lr", "tfidf_lr", "knn"):
         out[b] = {"sets": {}}
         for es in sets:
             got = verdicts(fitted, b, es)

@@ -57,7 +57,7 @@ def test_baselines_fit_on_the_training_split_only(corpus):
     sets = _sets(corpus)
     assert sum(len(m) for m in sets[0].members) > 50 and len(sets[1].sessions) > 100
     a, b = fit(corpus), fit(_flipped(corpus))
-    for name in ("count_lr", "tfidf_lr"):
+    for name in ("count_lr", "tfidf_lr", "knn"):
         va = [verdicts(a, name, es) for es in sets]
         vb = [verdicts(b, name, es) for es in sets]
         assert va == vb and any(v is not None for v in va)
@@ -74,7 +74,7 @@ def test_baselines_score_the_sets_they_apply_to(corpus):
     fitted = fit(corpus)
     res = score_sets(fitted, sets)
     hdfs, bgl = (es.name for es in sets)
-    assert set(res["count_lr"]["sets"]) == {hdfs} and set(res["tfidf_lr"]["sets"]) == {bgl}
+    assert set(res["count_lr"]["sets"]) == {hdfs} and set(res["tfidf_lr"]["sets"]) == set(res["knn"]["sets"]) == {bgl}
     assert set(res["keyword"]["sets"]) == {hdfs, bgl}
     s = res["count_lr"]["sets"][hdfs]  # each verdict counts for every session its view stands for
     assert s["labelled"] == sum(len(m) for m in sets[0].members) and s["judged_prompts"] == len(sets[0].sessions)
