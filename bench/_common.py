@@ -183,3 +183,18 @@ class NoModel:
         return len(text) // 4 + 1
 
     async def aclose(self) -> None: ...
+
+
+class Acknowledger:
+    """Stands in for the model stage of a daemon whose ingest path a benchmark measures: every closed session's hold
+    is released at once (``closed`` counts them). ``task`` runs until cancelled."""
+
+    def __init__(self, daemon) -> None:
+        self.closed = 0
+        self.task = asyncio.create_task(self._run(daemon))
+
+    async def _run(self, daemon) -> None:
+        while True:
+            p = await daemon.stage.queue.get()
+            p.hold.release()
+            self.closed += 1

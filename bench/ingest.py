@@ -41,7 +41,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import ROOT, NoModel, Timer, fill_topic, mixed_records, print_machine, rendered_lines
+from _common import ROOT, Acknowledger, NoModel, Timer, fill_topic, mixed_records, print_machine, rendered_lines
 
 FETCH_BYTES = 4 * 1024 * 1024  # the daemon's max_partition_fetch_bytes
 MAX_RECORDS = 5_000  # the daemon's default kafka.fetch_max_records
@@ -117,16 +117,7 @@ async def run_daemon(bootstrap: str, topic: str, partitions: int, gap_secs: floa
     c, tps, total = await _consumer(bootstrap, topic, partitions)
     d.consumer = c
     d._on_assigned(tps)
-    closed = 0
-
-    async def acknowledge() -> None:  # the model stage, disabled: every closed session is acknowledged at once
-        nonlocal closed
-        while True:
-            p = await d.stage.queue.get()
-            p.hold.release()
-            closed += 1
-
-    ack = asyncio.create_task(acknowledge())
+    ack = Acknowledger(d)  # the model stage, disabled: every closed session acknowledged at once
     parts = list(d._parts.values())
     import gc
 
@@ -149,13 +140,13 @@ async def run_daemon(bootstrap: str, topic: str, partitions: int, gap_secs: floa
         gc.unfreeze()
         gc.enable()
         gc.set_threshold(*saved)
-        ack.cancel()
+        ack.task.cancel()
         await c.stop()
     lines = int(d.metrics.lines_parsed._value.get())
     open_now = sum(p.sessionizer.open_count for p in parts)
     return {"path": f"daemon-gc-{gc_mode}" if gc_mode else "daemon", "records": total, "lines": lines, "secs": t.secs,
             "lines_per_s": lines / t.secs, "cpu_secs": cpu, "lines_per_cpu_s": lines / cpu,
-            "sessions_closed": closed, "sessions_open_at_end": open_now}
+            "sessions_closed": ack.closed, "sessions_open_at_end": open_now}
 
 
 def run_faust(bootstrap: str, topic: str, lines: int, mode: str, gap_secs: float | None, max_secs: float) -> dict:

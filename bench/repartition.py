@@ -55,7 +55,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import ROOT, SHARED, NoModel, Timer, default_model_dir, mixed_records, print_machine, rendered_lines
+from _common import (
+    ROOT, Acknowledger, SHARED, NoModel, Timer, default_model_dir, mixed_records, print_machine, rendered_lines,
+)
 
 PARTITIONS = 3
 HDFS_2PCT = SHARED / "datasets" / "hdfs_2pct"
@@ -171,16 +173,7 @@ async def run_stage(settings_dict: dict, target_lines: int | None, records: int,
         if time.monotonic() > deadline:
             raise RuntimeError(f"no assignment after 60 s: {list(d._parts)}")
         await asyncio.sleep(0.05)
-    closed = 0
-
-    async def acknowledge() -> None:  # the model stage, disabled: every closed session is acknowledged at once
-        nonlocal closed
-        while True:
-            p = await d.stage.queue.get()
-            p.hold.release()
-            closed += 1
-
-    ack = asyncio.create_task(acknowledge())
+    ack = Acknowledger(d)  # the model stage, disabled: every closed session acknowledged at once
     parsed = d.metrics.lines_parsed._value
     inputs = [p for tp, p in d._parts.items() if tp.topic != d.internal]
     load0 = _load()
@@ -202,14 +195,14 @@ async def run_stage(settings_dict: dict, target_lines: int | None, records: int,
                     raise RuntimeError(f"timed out after {timeout} s: {parsed.get():,.0f} lines parsed")
             await asyncio.sleep(0)
     finally:
-        ack.cancel()
+        ack.task.cancel()
         for task in list(d._tasks):
             task.cancel()
-        await asyncio.gather(ack, *d._tasks, return_exceptions=True)
+        await asyncio.gather(ack.task, *d._tasks, return_exceptions=True)
         await d._shutdown()
     lines = int(parsed.get())
     out = {"mode": s.input.repartition, "topic": s.input.topics[0], "records": records, "lines": lines,
-           "secs": round(t.secs, 3), "lines_per_s": round(lines / t.secs), "sessions_closed": closed,
+           "secs": round(t.secs, 3), "lines_per_s": round(lines / t.secs), "sessions_closed": ack.closed,
            "load_avg_1m_before": load0, "load_avg_1m_after": _load()}
     if d.internal:
         out["lines_repartitioned"] = int(d.metrics.lines_repartitioned._value.get())

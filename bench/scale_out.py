@@ -42,7 +42,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import ROOT, NoModel, default_model_dir, fill_topic, mixed_records, print_machine, rendered_lines
+from _common import (
+    ROOT, Acknowledger, NoModel, default_model_dir, fill_topic, mixed_records, print_machine, rendered_lines,
+)
 
 
 def _load() -> float:
@@ -102,16 +104,7 @@ async def child_main(spec: dict) -> dict:
     t0 = float(go.read_text() or time.time())
     out: dict = {"index": spec["index"], "partitions": sorted(tp.partition for tp in d._parts)}
     if spec["mode"] == "ingest":
-        closed = 0
-
-        async def acknowledge() -> None:  # the model stage, disabled: every closed session acknowledged at once
-            nonlocal closed
-            while True:
-                p = await d.stage.queue.get()
-                p.hold.release()
-                closed += 1
-
-        ack = asyncio.create_task(acknowledge())
+        ack = Acknowledger(d)  # the model stage, disabled: every closed session acknowledged at once
         ends = await d.consumer.end_offsets(list(d._parts))
         held = set(d._parts)
         parsed = d.metrics.lines_parsed._value
@@ -126,8 +119,8 @@ async def child_main(spec: dict) -> dict:
             if all((p.offsets.next_offset or 0) >= ends[tp] for tp, p in d._parts.items()):
                 break
         t_end = time.time()
-        ack.cancel()
-        out.update(records=sum(ends.values()), lines=int(parsed.get()), closed=closed, secs=round(t_end - t0, 3),
+        ack.task.cancel()
+        out.update(records=sum(ends.values()), lines=int(parsed.get()), closed=ack.closed, secs=round(t_end - t0, 3),
                    rebalanced=rebalanced, t_end=t_end, load_end=_load())
         # Stay in the group until the parent has every replica's result and kills them all: a replica that left
         # on finishing would rebalance the group under one still reading its last batch.

@@ -72,7 +72,7 @@ def run(log: Path, total_lines: int, window_lines: int, seed: int, steady_window
     from rationad.model.base import token_counter
     from rationad.prompt import build_view, cache_key, view_of
     from rationad.records import Session
-    from rationad.template_book import TemplateBook, template_session
+    from rationad.template_book import TemplateBook
 
     lines = parse_lines(log)
     count_tokens = token_counter(model_dir)
