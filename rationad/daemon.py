@@ -36,7 +36,9 @@ from rationad.metrics import Metrics
 from rationad.model.base import ModelClient, ModelError, make_client
 from rationad.model_stage import EngineDead, ModelStage, Pending
 from rationad.offsets import PartitionOffsets
-from rationad.repartition import PACK_BYTES, Packer, Router, SeenLines, is_pack, pack_source, source_of, unpack
+from rationad.repartition import (
+    PACK_BYTES, Packer, Router, SeenLines, is_pack, own_lines, pack_source, source_of, unpack,
+)
 from rationad.records import Session
 from rationad.systemd import Notifier
 from rationad.template_stage import TemplateStage
@@ -67,7 +69,7 @@ def collect_less() -> None:
     collector's passes. Lines and sessions are acyclic and mostly long-lived (a session stays open until it closes),
     so CPython's default young-generation threshold (700 allocations) walks each of them again and again for nothing:
     collect every 50,000 instead (issue 15: collection was the largest per-line cost on the ingest path; this raised
-    ingest 1.5x, BENCHMARKS.md section 1). Cyclic garbage (exception tracebacks, finished tasks) is still collected,
+    ingest 1.9x, BENCHMARKS.md section 1). Cyclic garbage (exception tracebacks, finished tasks) is still collected,
     only later."""
     import gc
 
@@ -561,9 +563,7 @@ class Daemon:
         """The lines of a one-line internal record that belong to its key, unless this partition already windowed
         it; each carries its source position (``LogLine.source``)."""
         key = rec.key.decode("utf-8", "surrogateescape") if rec.key else ""
-        own = lines if len(lines) == 1 and lines[0].key == key else [x for x in lines if x.key == key]
-        if not own:
-            raise BadRecord("repartition_key_mismatch", f"no line of the record has its key {key[:100]!r}")
+        own = own_lines(lines, key)
         source = source_of(rec.headers)
         if source is None:
             return own
@@ -580,8 +580,8 @@ class Daemon:
 
     def _pack_lines(self, tp, part: _Part, rec, dead: list) -> list:
         """The lines of a pack (``repartition.unpack``), each parsed, kept for its own key and given its source
-        position, less those this partition already windowed (``SeenLines.windowed``: by offset range); a line that fails is dead-lettered on its own with
-        its source position, held at the pack's offset."""
+        position, less those this partition already windowed (``SeenLines.windowed``: by offset range); a line that
+        fails is dead-lettered on its own with its source position, held at the pack's offset."""
         source = pack_source(rec.headers)
         try:
             entries = unpack(rec.value)
@@ -601,14 +601,7 @@ class Daemon:
                 continue
             pos = (src_topic, src_partition, src_offset)
             try:
-                lines = parse(value, topic=topic, partition=partition, offset=offset)
-                if len(lines) == 1 and lines[0].key == key:
-                    lines[0].source = pos
-                    out.append(lines[0])
-                    continue
-                own = [x for x in lines if x.key == key]
-                if not own:
-                    raise BadRecord("repartition_key_mismatch", f"no line of the entry has its key {key[:100]!r}")
+                own = own_lines(parse(value, topic=topic, partition=partition, offset=offset), key)
             except BadRecord as exc:
                 dl = bad_record(key.encode("utf-8", "surrogatepass"), value, [], error_type=exc.reason,
                                 reason=str(exc), topic=src_topic, partition=src_partition, offset=src_offset)

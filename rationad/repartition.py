@@ -30,6 +30,7 @@ from collections import OrderedDict
 import orjson
 
 from rationad.delivery import Output
+from rationad.dialects import BadRecord
 
 SOURCE_HEADERS = ("rationad-source-topic", "rationad-source-partition", "rationad-source-offset")
 PACK_HEADER = "rationad-pack"  # first header of a pack record; its value is the pack format's version
@@ -111,6 +112,14 @@ class Packer:
         out = [o for outs in self._done.values() for o in outs]
         self._done.clear()
         return out
+
+
+def own_lines(lines: list, key: str) -> list:
+    """The parsed lines of a forwarded line that belong to the session ``key`` it was forwarded for."""
+    own = lines if len(lines) == 1 and lines[0].key == key else [x for x in lines if x.key == key]
+    if not own:
+        raise BadRecord("repartition_key_mismatch", f"no line of the record has its key {key[:100]!r}")
+    return own
 
 
 def is_pack(headers) -> bool:
