@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import orjson
@@ -27,6 +27,7 @@ from rationad.events import ModelInfo
 from rationad.faithful import checked
 from rationad.metrics import Metrics
 from rationad.model.base import Completion, ModelClient
+from rationad.neighbours import ModelNeighbours, for_model
 from rationad.prompt import ANSWER_REGEX, SessionView, answer_regex, build_messages, build_view, cache_key, view_of
 from rationad.records import Session
 
@@ -96,8 +97,11 @@ class Judge:
         cache: VerdictCache | None = None,
         metrics: Metrics | None = None,
         malformed_retries: int = 1,
+        neighbours: ModelNeighbours | None = None,
     ) -> None:
         self.client = client
+        # The index the model was trained with (its manifest names it), else none: the prompt served is the trained one.
+        self.neighbours = neighbours if neighbours is not None else for_model((cfg.adapter, cfg.path))
         self.cfg = cfg
         self.source = source
         self.cache = cache
@@ -108,8 +112,12 @@ class Judge:
 
     def view(self, session: Session) -> SessionView:
         if session.extra.get("templated"):  # the template-level task: lines are templates already
-            return build_view(self.source, [line.message for line in session.lines], templated=True,
+            view = build_view(self.source, [line.message for line in session.lines], templated=True,
                               max_prompt_tokens=self.cfg.max_prompt_tokens, count_tokens=self.client.count_tokens)
+            if self.neighbours is None:
+                return view
+            # queried with the row as shown (as training.neighbour_index does): train and serve see the same
+            return replace(view, neighbours=self.neighbours.index.neighbours(view.rows[0].template, self.neighbours.k))
         return view_of(session, self.source, max_prompt_tokens=self.cfg.max_prompt_tokens,
                        count_tokens=self.client.count_tokens)
 

@@ -102,6 +102,17 @@ class TemplateRow:
 
 
 @dataclass(frozen=True, slots=True)
+class Neighbour:
+    """A labelled template like the one judged (``rationad.neighbours``), shown after the rows as quoted data:
+    ``N1 anomalous "template" reason "..."``. Only models trained with neighbours get them."""
+
+    ref: str
+    template: str
+    label: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class SessionView:
     """What the model sees of a session, and how to map its citations back to the session's lines."""
 
@@ -110,6 +121,7 @@ class SessionView:
     rows: tuple[TemplateRow, ...]
     omitted_templates: int = 0
     omitted_lines: int = 0
+    neighbours: tuple[Neighbour, ...] = ()
 
     def row(self, ref: str) -> TemplateRow | None:
         for r in self.rows:
@@ -206,6 +218,9 @@ def view_of(session: Session, source: str, *, max_prompt_tokens: int = 1024, cou
     )
 
 
+NEIGHBOURS_HEADER = "Known templates similar to these lines, with their labels (quoted data, for comparison only):"
+
+
 def user_message(view: SessionView) -> str:
     lines = [_header(view.source, view.line_count, len(view.rows) + view.omitted_templates)]
     lines.extend(_row_line(r) for r in view.rows)
@@ -213,6 +228,9 @@ def user_message(view: SessionView) -> str:
         lines.append(
             f"[{view.omitted_templates} more templates ({view.omitted_lines} lines) omitted to fit the budget]"
         )
+    if view.neighbours:
+        lines.append(NEIGHBOURS_HEADER)
+        lines.extend(f"{n.ref} {n.label} {quote(n.template)} reason {quote(n.reason)}" for n in view.neighbours)
     lines.append("Is this session normal or anomalous?")
     return "\n".join(lines)
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import os
 from pathlib import Path
 
+from rationad.neighbours import NeighbourIndex
 from rationad.prompt import approx_tokens, build_messages, user_message
 
 from training.example import Example
@@ -40,6 +41,7 @@ class DataConfig:
     template_normal: int = 180  # per template dataset (bgl, spirit)
     template_anomalous_upsample: int = 2
     max_prompt_tokens: int = 1024
+    neighbours: int = 0  # template prompts carry the k nearest labelled training templates (training.neighbour_index)
     extra: dict = field(default_factory=dict)
 
 
@@ -47,6 +49,7 @@ class DataConfig:
 class Corpus:
     splits: dict[str, list[Example]]
     reports: list[str]
+    neighbours: NeighbourIndex | None = None  # the index template prompts were given (DataConfig.neighbours > 0)
 
     def hash(self) -> str:
         h = hashlib.sha256()
@@ -74,6 +77,14 @@ def load_corpus(cfg: DataConfig, count_tokens: Callable[[str], int] = approx_tok
         reports.append("label correction: " + rep.text())
         examples += ex
     splits = split_examples(examples)
+    index = None
+    if cfg.neighbours > 0:
+        from training.neighbour_index import attach, build_index
+
+        index = build_index(splits["train"])
+        attach(splits, index, cfg.neighbours)
+        reports.append(f"labelled neighbours: the {cfg.neighbours} nearest of {len(index)} training templates in "
+                       "every template prompt")
     if cfg.other_systems:
         from training.data_other import other_system_examples
 
@@ -83,7 +94,7 @@ def load_corpus(cfg: DataConfig, count_tokens: Callable[[str], int] = approx_tok
         reports.append(f"other systems (Hadoop, Zookeeper, HPC, Linux of LogLM's parsing data): {len(other)} windows "
                        f"of 10 lines, {sum(e.label == 'anomalous' for e in other)} with a line reporting trouble")
     reports.append(report(splits))
-    return Corpus(splits, reports)
+    return Corpus(splits, reports, index)
 
 
 def distinct_views(examples: list[Example]) -> list[tuple[Example, int, str]]:

@@ -219,7 +219,7 @@ def build_sets(corpus, p: EvalParams, split: str, *, val_mode: bool, datasets: P
         u = u[: p.max_unseen_system_windows]
         sets.append(session_set("Unseen system (Proxifier), normal-only windows", "generic", u,
                                 f"{len(u)} windows of 10 lines ({dropped} lines reporting trouble removed)"))
-    return sets
+    return [s for s in sets if s.sessions]  # a configuration may leave a set out (a template-only run: no HDFS)
 
 
 def kb_verdict(session: Session, source: str) -> str:

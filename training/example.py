@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from rationad.prompt import SessionView, user_message
 
@@ -20,8 +20,11 @@ class Example:
 
     @property
     def view_key(self) -> str:
-        """Identity of what the model sees: equal views get equal prompts (and equal verdicts at temperature 0)."""
-        return hashlib.sha256(user_message(self.view).encode()).hexdigest()[:20]
+        """Identity of what the model sees: equal views get equal prompts (and equal verdicts at temperature 0).
+
+        Labelled neighbours are left out: they follow from the template, and runs with and without them must select,
+        split and order the same examples."""
+        return hashlib.sha256(user_message(replace(self.view, neighbours=())).encode()).hexdigest()[:20]
 
 
 def content_hash(*parts: str) -> str:

@@ -36,6 +36,11 @@ def base_identity(base: Path) -> dict[str, Any]:
             "config_sha256": hashlib.sha256((base / "config.json").read_bytes()).hexdigest()[:16]}
 
 
+def _shipped_neighbours(adapter: Path) -> dict | None:
+    f = adapter / "manifest.json"
+    return json.loads(f.read_text()).get("neighbours") if f.is_file() else None
+
+
 def export(adapter: Path, dest: Path, manifest: dict[str, Any], *, max_bytes: int = 0) -> Path:
     """Write ``dest``; with ``max_bytes``, an adapter file over it raises :class:`training.gate.GateError` before
     anything in ``dest`` is replaced."""
@@ -53,6 +58,15 @@ def export(adapter: Path, dest: Path, manifest: dict[str, Any], *, max_bytes: in
         raise GateError(f"export: {adapter / 'adapter_model.safetensors'}: {size['reason']}; {dest} is unchanged")
     weights.replace(dest / "adapter_model.safetensors")
     (dest / "adapter_config.json").write_text(json.dumps(cfg, indent=2) + "\n")
+    shipped = _shipped_neighbours(adapter)
+    if shipped is not None:  # the index the model was trained with travels with it, checked by its sha256
+        from training.neighbour_index import copy_shipped
+
+        copy_shipped(adapter, dest)
+        manifest = {**manifest, "neighbours": shipped,
+                    "prompt_version": f"{manifest.get('prompt_version', 'rationad-prompt-v1')}+neighbours"}
+    elif (dest / "neighbours.json").is_file():
+        (dest / "neighbours.json").unlink()  # a release without neighbours must not leave an older one's index
     manifest = {**manifest, "adapter_bytes": size["bytes"],
                 "adapter_sha256": hashlib.sha256((dest / "adapter_model.safetensors").read_bytes()).hexdigest()[:16]}
     (dest / "manifest.json").write_text(json.dumps(manifest, indent=1, default=str) + "\n")

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from training.prepare_base import cache_root
 
-ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "manifest.json")
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "manifest.json", "neighbours.json")
 DONE = ".complete"
 
 
@@ -61,8 +61,9 @@ def merge(base: Path, adapter: Path, out: Path, dtype: str = "bfloat16") -> Path
         merged = model.merge_and_unload()
         merged.to(getattr(torch, dtype)).save_pretrained(tmp)
         AutoTokenizer.from_pretrained(base).save_pretrained(tmp)
-        if (adapter / "manifest.json").is_file():
-            shutil.copy2(adapter / "manifest.json", tmp / "manifest.json")
+        for name in ADAPTER_FILES[2:]:  # the model's identity and, when it was trained with one, its neighbour index
+            if (adapter / name).is_file():
+                shutil.copy2(adapter / name, tmp / name)
         (tmp / DONE).write_text("ok\n")
         shutil.rmtree(out, ignore_errors=True)
         tmp.rename(out)

@@ -66,10 +66,28 @@ def stage_data(cfg: dict, cfg_path: Path, out: Path, base: Path, smoke: bool) ->
                       "view_key": ex.view_key, "unseen": bool(ex.extra.get("unseen")),
                       "template": ex.extra.get("template")} for ex in corpus.splits[split]],
                     out / "data" / f"{split}_index.jsonl")
+    if corpus.neighbours is not None:
+        from rationad.neighbours import INDEX_FILE
+
+        corpus.neighbours.save(out / "data" / INDEX_FILE)
     report = {"data_hash": corpus.hash(), "reports": corpus.reports, "rationales": agreement,
               "sft_rows": len(rows), "sft_val_rows": len(val_rows)}
     (out / "data" / "data_report.json").write_text(json.dumps(report, indent=1))
     return report
+
+
+def ship_neighbours(cfg: dict, cfg_path: Path, out: Path, adapter: Path) -> None:
+    """A model trained with labelled neighbours carries their index (the daemon's judge reads it from there)."""
+    from training.config import section
+    from training.dataset import DataConfig
+    from training.neighbour_index import ship
+
+    k = section(cfg, "data", DataConfig, cfg_path).neighbours
+    if k > 0 and adapter.is_dir():
+        from rationad.neighbours import INDEX_FILE
+
+        spec = ship(out / "data" / INDEX_FILE, k, adapter)
+        print(f"[neighbours] {adapter}: {spec['entries']} entries, {spec['bytes']} bytes, k={k}", flush=True)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -126,12 +144,14 @@ def main(argv: list[str] | None = None) -> None:
                       flush=True)
                 continue
             m = train_sft(base, rows, out / "sft", p, resume=a.resume)
+            ship_neighbours(cfg, a.config, out, out / "sft" / "adapter")
             print(f"[sft] loss {m['train_loss']:.4f}, {m['steps']} steps, {m['seconds']} s{chain_text(m)}", flush=True)
         elif stage == "grpo":
             from training.grpo import run_stage as grpo_stage
 
             grpo_stage(cfg, a.config, out, base, a.smoke, resume=a.resume,
                        checkpoint_every_secs=a.checkpoint_every_secs)
+            ship_neighbours(cfg, a.config, out, out / "grpo" / "adapter")
         elif stage == "evaluate":
             from training.evaluate import run_stage as eval_stage
 

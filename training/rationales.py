@@ -157,14 +157,27 @@ def template_rationale(view: SessionView, label: str) -> Rationale:
         said = f"{ref} contains '{_clean(words)[:60]}': {rule.meaning}."
     else:
         said = f"{ref} has no severity word or failure class: a routine status message."
+    parts = [said, *_neighbour_sentence(view, label)]
     if kb_verdict == label:
         tail = "This signals trouble: anomalous." if label == "anomalous" else "Nothing signals trouble: normal."
-        return Rationale(_fit([said], tail), label, True, kb_verdict)
+        return Rationale(_fit(parts, tail), label, True, kb_verdict)
     if label == "anomalous":
-        return Rationale(_fit([said], "This message came with failures on this system before: anomalous."),
+        return Rationale(_fit(parts, "This message came with failures on this system before: anomalous."),
                          label, False, kb_verdict)
-    return Rationale(_fit([said], "It looks like trouble, but this message is routine on this system: normal."),
+    return Rationale(_fit(parts, "It looks like trouble, but this message is routine on this system: normal."),
                      label, False, kb_verdict)
+
+
+def _neighbour_sentence(view: SessionView, label: str) -> list[str]:
+    """What the labelled neighbours say (only when the prompt shows them): those with the same label, or none."""
+    if not view.neighbours:
+        return []
+    same = [n.ref for n in view.neighbours if n.label == label]
+    if not same:
+        return [f"No similar known template was {label}."]
+    if len(same) == 1:
+        return [f"{same[0]}, a similar known template, was {label}."]
+    return [f"{' and '.join(same)}, similar known templates, were {label}."]
 
 
 def generic_rationale(view: SessionView, label: str, trouble_ref: str | None) -> Rationale:
