@@ -35,6 +35,7 @@ from rationad.kafka import make_consumer, make_producer
 from rationad.metrics import Metrics
 from rationad.model.base import ModelClient, ModelError, make_client
 from rationad.model_stage import EngineDead, ModelStage, Pending
+from rationad.neighbours import Known
 from rationad.offsets import PartitionOffsets
 from rationad.repartition import (
     PACK_BYTES, Packer, Router, SeenLines, is_pack, own_lines, pack_source, source_of, unpack,
@@ -274,12 +275,25 @@ class Daemon:
         for key, topic in (("judge.labels_topic", j.labels_topic), ("judge.templates_topic", j.templates_topic)):
             await ensure_compacted_topic(self.s.kafka, topic, key=key, replication_factor=rf)
         assert self.templates is not None
-        self.labels = LabelBook(self.s.kafka, j.labels_topic, on_change=self.templates.on_label)
+        self.labels = LabelBook(self.s.kafka, j.labels_topic, on_change=self._on_label)
         await self.labels.start()
         for label in self.labels.labels():
             self.templates.book.set_label(label.id, label)
+            self._label_neighbour(label.id, label)
         log.info("judging_templates", labels=len(self.labels), labels_topic=j.labels_topic,
                  templates_topic=j.templates_topic)
+
+    def _on_label(self, tid: str, label: Any) -> None:
+        self._label_neighbour(tid, label)
+        assert self.templates is not None
+        self.templates.on_label(tid, label)
+
+    def _label_neighbour(self, tid: str, label: Any) -> None:
+        """A model trained with labelled neighbours also sees operators' labels among them."""
+        if self.judge.neighbours is not None:
+            self.judge.neighbours.set_operator(tid, label and Known(label.template, label.verdict,
+                                                                    label.reason or "labelled by an operator",
+                                                                    "operator"))
 
     async def _new_producer(self):
         size = self.s.output.max_message_bytes

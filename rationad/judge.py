@@ -117,7 +117,7 @@ class Judge:
             if self.neighbours is None:
                 return view
             # queried with the row as shown (as training.neighbour_index does): train and serve see the same
-            return replace(view, neighbours=self.neighbours.index.neighbours(view.rows[0].template, self.neighbours.k))
+            return replace(view, neighbours=self.neighbours.query(view.rows[0].template))
         return view_of(session, self.source, max_prompt_tokens=self.cfg.max_prompt_tokens,
                        count_tokens=self.client.count_tokens)
 

@@ -17,7 +17,7 @@ import hashlib
 import re
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import orjson
@@ -107,10 +107,7 @@ class NeighbourIndex:
 
     def neighbours(self, template: str, k: int, *, exclude_self: bool = False) -> tuple[Neighbour, ...]:
         """What the prompt shows: ``N1``.. with label, cut template and reason."""
-        return tuple(
-            Neighbour(f"N{n}", e.template[:TEMPLATE_MAX_CHARS], e.label, e.reason[:REASON_MAX_CHARS])
-            for n, (e, _) in enumerate(self.nearest(template, k, exclude_self=exclude_self), start=1)
-        )
+        return shown(e for e, _ in self.nearest(template, k, exclude_self=exclude_self))
 
     def dumps(self) -> bytes:
         return orjson.dumps({"format": FORMAT, "entries": [
@@ -150,13 +147,44 @@ class NeighbourIndex:
         return cls(out)
 
 
-@dataclass(frozen=True, slots=True)
+def shown(entries: Iterable[Known]) -> tuple[Neighbour, ...]:
+    """Entries as the prompt shows them: ``N1``, ``N2``.. with label, cut template and cut reason."""
+    return tuple(Neighbour(f"N{n}", e.template[:TEMPLATE_MAX_CHARS], e.label, e.reason[:REASON_MAX_CHARS])
+                 for n, e in enumerate(entries, start=1))
+
+
+@dataclass(slots=True)
 class ModelNeighbours:
-    """The index a model was trained with and how many neighbours its prompts carry."""
+    """The index a model was trained with, how many neighbours its prompts carry, and the operators' labels.
+
+    An operator's label (``rationad label``) is a known template too: it joins the candidates (and replaces a
+    shipped entry of the same template) until it is cleared, so a correction also informs similar templates."""
 
     index: NeighbourIndex
     k: int
     path: Path
+    _operator: dict[str, Known] = field(default_factory=dict)  # template id -> the operator's label
+    _overlay: NeighbourIndex | None = None
+
+    def set_operator(self, tid: str, entry: Known | None) -> None:
+        """An operator's label for template ``tid`` (None: cleared)."""
+        if entry is None:
+            self._operator.pop(tid, None)
+        else:
+            self._operator[tid] = entry
+        self._overlay = NeighbourIndex(self._operator.values()) if self._operator else None
+
+    def query(self, template: str) -> tuple[Neighbour, ...]:
+        """The ``k`` nearest known templates: shipped and operator-labelled, the operator's first on equal
+        similarity; a shipped entry an operator relabelled appears with the operator's label only."""
+        if self._overlay is None:
+            return self.index.neighbours(template, self.k)
+        relabelled = {e.template for e in self._operator.values()}
+        shipped = [(sim, 0, n, e) for n, (e, sim) in enumerate(self.index.nearest(template, self.k + len(relabelled)))
+                   if e.template not in relabelled]
+        ours = [(sim, 1, -n, e) for n, (e, sim) in enumerate(self._overlay.nearest(template, self.k))]
+        best = sorted(shipped + ours, key=lambda t: (-t[0], -t[1], abs(t[2])))[: self.k]
+        return shown(e for *_, e in best)
 
 
 def for_model(folders: Iterable[Path | None]) -> ModelNeighbours | None:

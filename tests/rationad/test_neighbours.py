@@ -126,3 +126,22 @@ async def test_judge_refuses_to_start_when_the_models_index_is_missing(tmp_path)
     (tmp_path / INDEX_FILE).unlink()
     with pytest.raises(NeighbourIndexError, match=INDEX_FILE):
         Judge(ScriptedModel([]), ModelConfig(path=tmp_path), "bgl")
+
+
+def test_operator_labels_join_the_candidates_and_relabel_shipped_entries(tmp_path):
+    _write_model(tmp_path, NeighbourIndex(ENTRIES), k=2)
+    got = for_model([tmp_path])
+    assert [n.template for n in got.query("data TLB error interrupt {*}")] == [
+        "data TLB error interrupt", "machine check interrupt {*}"]
+    # an operator relabels the nearest shipped template: it is shown once, with the operator's label and reason
+    got.set_operator("t-1", Known("data TLB error interrupt", "normal", "expected during burn-in", "operator"))
+    shown = got.query("data TLB error interrupt {*}")
+    assert [(n.template, n.label, n.reason) for n in shown][0] == ("data TLB error interrupt", "normal",
+                                                                   "expected during burn-in")
+    assert len(shown) == 2 and shown[1].template == "machine check interrupt {*}"
+    # a new operator-labelled template as similar as a shipped one comes first
+    got.set_operator("t-2", Known("machine check interrupt {*} node", "normal", "drill", "operator"))
+    assert got.query("machine check interrupt {*} node")[0].reason == "drill"
+    got.set_operator("t-1", None)
+    got.set_operator("t-2", None)
+    assert [n.label for n in got.query("data TLB error interrupt {*}")] == ["anomalous", "anomalous"]

@@ -250,3 +250,24 @@ async def test_a_window_waiting_on_a_revoked_partition_is_dropped_for_its_new_ow
     finally:
         d.request_stop()
         assert await asyncio.wait_for(task, 20) == 0
+
+
+async def test_a_model_with_neighbours_sees_operator_labels_among_them(tmp_path):
+    from rationad.neighbours import Known, NeighbourIndex
+    from rationad.template_book import template_session
+
+    spec = NeighbourIndex([Known("ERROR fan {*} failed", "anomalous", "a hardware error")]).save(
+        tmp_path / "neighbours.json") | {"k": 2}
+    (tmp_path / "manifest.json").write_text(orjson.dumps({"name": "m", "neighbours": spec}).decode())
+    s = settings(model={"path": str(tmp_path)})
+    preset = Label("ERROR disk sdz{*} failed: I/O error", "normal", "disk drill on this rack", "oncall", 1.0)
+    d, consumer, producer = make(s, [recs([DISK.format(n=1), ROUTINE[0], ROUTINE[1]])], labels=[preset])
+    await run_until(d, lambda: consumer.committed_offset(TP) == 3)
+    (disk,) = [p for p in d.client.prompts if "I/O error at sector" in p]
+    # the operator's label (loaded at start) is the nearest known template; the shipped one follows
+    assert 'N1 normal "ERROR disk sdz{*} failed: I/O error" reason "disk drill on this rack"' in disk
+    assert 'N2 anomalous "ERROR fan {*} failed" reason "a hardware error"' in disk
+    # a label cleared while running leaves the neighbours
+    d._on_label(preset.id, None)
+    view = d.judge.view(template_session("ERROR disk sda{*} failed: I/O error at sector {*}"))
+    assert [n.label for n in view.neighbours] == ["anomalous"]
