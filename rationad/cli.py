@@ -92,6 +92,12 @@ async def _check(settings: Settings) -> list[str]:
             problems.append(f"model.path: {m.path} is not a model folder (no config.json); run scripts/setup.sh")
         if m.adapter is not None and not (Path(m.adapter) / "adapter_config.json").is_file():
             problems.append(f"model.adapter: {m.adapter} is not a LoRA adapter folder (no adapter_config.json)")
+    from rationad.neighbours import NeighbourIndexError, for_model
+
+    try:  # a model trained with labelled neighbours is served only with its index
+        for_model((m.adapter, m.path))
+    except NeighbourIndexError as exc:
+        problems.append(f"model.{'adapter' if m.adapter is not None else 'path'}: {exc}")
     return problems
 
 

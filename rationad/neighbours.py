@@ -22,6 +22,7 @@ from pathlib import Path
 
 import orjson
 
+from rationad.config import ConfigError
 from rationad.prompt import VERDICTS, Neighbour
 
 FORMAT = "rationad-neighbours-v1"
@@ -33,8 +34,9 @@ _TOKEN = re.compile(r"[a-z][a-z0-9_]*")
 _MASK = re.compile(r"\{\*\}|<\*>")
 
 
-class NeighbourIndexError(ValueError):
-    """A neighbour index that cannot be used (missing, corrupt, altered); the message names the file."""
+class NeighbourIndexError(ConfigError, ValueError):
+    """A neighbour index that cannot be used (missing, corrupt, altered); the message names the file. A
+    ``ConfigError``: ``rationad run`` and ``check-config`` report it at start-up (exit status 2)."""
 
 
 def tokens(template: str) -> frozenset[str]:

@@ -38,6 +38,18 @@ def test_check_config_reports_unreachable_broker_and_missing_model(tmp_path):
     assert "kafka.bootstrap_servers" in r.stderr and "model.path" in r.stderr
 
 
+def test_check_config_reports_a_models_missing_neighbour_index(tmp_path):
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    (model / "manifest.json").write_text(json.dumps({"name": "m", "neighbours": {"file": "neighbours.json", "k": 3}}))
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f"[kafka]\nbootstrap_servers = '127.0.0.1:1'\n[model]\npath = '{model}'\n")
+    r = run("check-config", "--config", str(cfg))
+    assert r.returncode == 1
+    assert f"model.path: neighbour index {model / 'neighbours.json'}: cannot read it" in r.stderr
+
+
 def test_daemon_package_imports_without_torch():
     code = ("import sys, rationad.cli, rationad.daemon, rationad.replay, rationad.judge, rationad.prompt;"
             "bad=[m for m in ('torch','vllm','transformers') if m in sys.modules]; print(bad); sys.exit(bool(bad))")
