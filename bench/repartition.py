@@ -56,7 +56,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (
-    ROOT, Acknowledger, SHARED, NoModel, Timer, default_model_dir, mixed_records, print_machine, rendered_lines,
+    ROOT, Acknowledger, SHARED, NoModel, Timer, default_model_dir, mixed_records, print_machine, produce_batched,
+    rendered_lines,
 )
 
 PARTITIONS = 3
@@ -101,41 +102,9 @@ def _load() -> float:
 async def produce_lines(bootstrap: str, topic: str, pairs: list[tuple[str, bytes]], *, keyed: bool) -> list[int]:
     """Every ``(block, line)`` in order: keyed (key = block, partition = crc32(block) % 3, as a keyed producer with a
     stable partitioner) or unkeyed round-robin over the partitions (as a log shipper). Returns records per partition."""
-    from aiokafka import AIOKafkaProducer
-
-    p = AIOKafkaProducer(bootstrap_servers=bootstrap, acks=1, linger_ms=0, max_request_size=8 * 1024 * 1024,
-                         max_batch_size=1024 * 1024)
-    await p.start()
-    counts = [0] * PARTITIONS
-    try:
-        batches = [p.create_batch() for _ in range(PARTITIONS)]
-        futs = []
-
-        async def flush(i: int) -> None:
-            b = batches[i]
-            b.close()
-            futs.append(await p.send_batch(b, topic, partition=i))
-            batches[i] = p.create_batch()
-
-        for n, (block, value) in enumerate(pairs):
-            if keyed:
-                i, key = zlib.crc32(block.encode()) % PARTITIONS, block.encode()
-            else:
-                i, key = n % PARTITIONS, None
-            if batches[i].append(key=key, value=value, timestamp=None) is None:
-                await flush(i)
-                batches[i].append(key=key, value=value, timestamp=None)
-            counts[i] += 1
-            if len(futs) > 64:
-                await asyncio.gather(*futs)
-                futs.clear()
-        for i in range(PARTITIONS):
-            if batches[i].record_count():
-                await flush(i)
-        await asyncio.gather(*futs)
-    finally:
-        await p.stop()
-    return counts
+    records = ((zlib.crc32(block.encode()) % PARTITIONS, block.encode(), value) if keyed
+               else (n % PARTITIONS, None, value) for n, (block, value) in enumerate(pairs))
+    return await produce_batched(bootstrap, topic, records, PARTITIONS)
 
 
 def _settings_dict(bootstrap: str, topic: str, group: str, mode: str, **sections) -> dict:

@@ -32,7 +32,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import SHARED, NoModel, print_machine
+from _common import SHARED, NoModel, print_machine, produce_batched
 
 from rationad.model.base import Completion
 
@@ -72,28 +72,7 @@ def stream(n: int, seed: int = 7) -> list[bytes]:
 
 
 async def produce(bootstrap: str, topic: str, values: list[bytes]) -> None:
-    from aiokafka import AIOKafkaProducer
-
-    p = AIOKafkaProducer(bootstrap_servers=bootstrap, acks=1, linger_ms=0, max_request_size=8 * 1024 * 1024,
-                         max_batch_size=1024 * 1024)
-    await p.start()
-    try:
-        batches = [p.create_batch() for _ in range(PARTITIONS)]
-        futs = []
-        for n, value in enumerate(values):
-            i = n % PARTITIONS
-            if batches[i].append(key=None, value=value, timestamp=None) is None:
-                batches[i].close()
-                futs.append(await p.send_batch(batches[i], topic, partition=i))
-                batches[i] = p.create_batch()
-                batches[i].append(key=None, value=value, timestamp=None)
-        for i in range(PARTITIONS):
-            if batches[i].record_count():
-                batches[i].close()
-                futs.append(await p.send_batch(batches[i], topic, partition=i))
-        await asyncio.gather(*futs)
-    finally:
-        await p.stop()
+    await produce_batched(bootstrap, topic, ((n % PARTITIONS, None, v) for n, v in enumerate(values)), PARTITIONS)
 
 
 class Latencies:

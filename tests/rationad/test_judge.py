@@ -3,7 +3,6 @@ tests/integration)."""
 
 import asyncio
 
-import pytest
 
 from rationad.cache import VerdictCache
 from rationad.config import ModelConfig
