@@ -9,6 +9,9 @@ confirm or refute, for any log source:
   somewhere in the session;
 - **severity**: a line said to report an error or failure must carry a failure word (not for HDFS, whose knowledge
   base calls lines failures by their template, checked by ``training.faithfulness``);
+- **neighbours**: ``N1, a similar known template, was anomalous`` (and ``No similar known template was normal``) says
+  what the labelled neighbours shown in the prompt (``rationad.neighbours``) are labelled; a neighbour not shown is
+  not there to cite;
 - **foreign phrases**: HDFS lifecycle phrases (receive starts, replicas, DataNodes) in a session of another system;
 - **training-only sentences**: sentences the training rationales wrote when their rules could not explain a label
   ("judged anomalous from the expert label for this template"): they mean nothing to an operator.
@@ -41,6 +44,9 @@ _FAILURE_WORD = re.compile(r"err|fail|fatal|exception|panic|abort|refus|timed? ?
                            r"halt|reset|bad|illegal|violation|overflow|not ", re.I)
 _HDFS_PHRASES = re.compile(r"receive starts?|replicas?\b|datanode|namenode|\bStarts \d+, received \d+", re.I)
 _REF = re.compile(r"\bL(\d{1,4})\b")
+_NEIGHBOURS_WERE = re.compile(r"\b(N\d{1,2}(?:(?:,\s*|\s+and\s+)N\d{1,2})*),? (?:a similar known template|similar known "
+                              r"templates),? (?:was|were) (normal|anomalous)\b")
+_NO_NEIGHBOUR_WAS = re.compile(r"\bNo similar known template was (normal|anomalous)\b")
 _NEGATION = re.compile(r"\b(?:none|no|not|never|nothing|neither|nor|without)\b", re.I)
 
 
@@ -65,6 +71,7 @@ def problems(rationale: str, view: SessionView) -> list[str]:
         word = m.group(1)
         if word not in checked and word.lower() not in session_text:
             out.append(f"quote: {word!r} is in no line of the session")
+    out += _neighbour_problems(rationale, view)
     if view.source != "hdfs":
         for sentence in _SENTENCE.findall(rationale):
             claim = _CLAIMS_FAILURE.search(sentence)
@@ -76,6 +83,21 @@ def problems(rationale: str, view: SessionView) -> list[str]:
                     out.append(f"severity: says {ref} reports a failure, its text has no failure word")
         if _HDFS_PHRASES.search(rationale):
             out.append("foreign: HDFS lifecycle phrases about a session of another system")
+    return out
+
+
+def _neighbour_problems(rationale: str, view: SessionView) -> list[str]:
+    shown = {n.ref: n.label for n in view.neighbours}
+    out = []
+    for m in _NEIGHBOURS_WERE.finditer(rationale):
+        for ref in re.findall(r"N\d{1,2}", m.group(1)):
+            if ref not in shown:
+                out.append(f"neighbour: cites {ref}, the prompt showed no such neighbour")
+            elif shown[ref] != m.group(2):
+                out.append(f"neighbour: says {ref} was {m.group(2)}, it was {shown[ref]}")
+    for m in _NO_NEIGHBOUR_WAS.finditer(rationale):
+        if m.group(1) in shown.values():
+            out.append(f"neighbour: says no similar known template was {m.group(1)}, one was")
     return out
 
 

@@ -75,7 +75,7 @@ class Metrics:
         )
         self.rationale_problems = Counter(
             "rationad_rationale_problems_total", "Statements of rationales the session refutes (rationad.faithful), "
-            "by kind: count, quote, severity, foreign, training_only", ["kind"], registry=r)
+            "by kind: count, quote, severity, neighbour, foreign, training_only", ["kind"], registry=r)
         self.dlq_records = Counter(
             "rationad_dlq_records_total", "Records and sessions sent to the dead-letter topic", ["reason"], registry=r
         )

@@ -54,3 +54,24 @@ def test_a_user_message_gives_back_its_view():
     assert [(r.ref, r.template, r.count, r.cut_chars) for r in back.rows] == \
         [(r.ref, r.template, r.count, r.cut_chars) for r in view.rows]
     assert view_from_message("no rows here\nL1 x2 not-json").rows == ()
+
+
+def test_what_a_rationale_says_of_its_labelled_neighbours_is_checked():
+    from dataclasses import replace
+
+    from rationad.prompt import Neighbour, build_view
+
+    view = replace(build_view("bgl", ["machine check interrupt"], templated=True), neighbours=(
+        Neighbour("N1", "machine check error", "anomalous", "a hardware error"),
+        Neighbour("N2", "check passed", "normal", "a routine status message")))
+    assert problems("L1 has no severity word. N1, a similar known template, was anomalous. Anomalous.", view) == []
+    assert problems("N1 and N2, similar known templates, were anomalous.", view) == [
+        "neighbour: says N2 was anomalous, it was normal"]
+    assert problems("N3, a similar known template, was normal.", view) == [
+        "neighbour: cites N3, the prompt showed no such neighbour"]
+    assert problems("No similar known template was normal.", view) == [
+        "neighbour: says no similar known template was normal, one was"]
+    # without neighbours in the prompt, every such claim is unfounded
+    bare = build_view("bgl", ["machine check interrupt"], templated=True)
+    assert problems("N1, a similar known template, was anomalous.", bare) == [
+        "neighbour: cites N1, the prompt showed no such neighbour"]

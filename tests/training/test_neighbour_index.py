@@ -7,7 +7,7 @@ from copy import deepcopy
 import pytest
 
 from rationad.answer import parse_completion
-from rationad.faithful import TRAINING_ONLY
+from rationad.faithful import TRAINING_ONLY, problems
 from rationad.neighbours import INDEX_FILE, NeighbourIndex, NeighbourIndexError, for_model
 from training.neighbour_index import attach, build_index, reason, ship
 from training.rationales import build
@@ -45,7 +45,7 @@ def test_rationales_say_what_the_neighbours_say_and_stay_grounded(splits):
         r = build(ex)
         parsed = parse_completion(r.completion, ex.view)
         assert parsed.ok and parsed.verdict == ex.label and not parsed.ungrounded_refs
-        assert not TRAINING_ONLY.search(r.think)
+        assert not TRAINING_ONLY.search(r.think) and problems(r.think, ex.view) == []  # every claim checks out
         same = [n.ref for n in ex.view.neighbours if n.label == ex.label]
         if ex.view.neighbours:
             checked += 1
