@@ -9,7 +9,8 @@ confirm or refute, for any log source:
   somewhere in the session;
 - **severity**: a line said to report an error or failure must carry a failure word (not for HDFS, whose knowledge
   base calls lines failures by their template, checked by ``training.faithfulness``);
-- **neighbours**: ``N1, a similar known template, was anomalous`` (and ``No similar known template was normal``) says
+- **neighbours**: ``Similar known templates: N1 anomalous, N2 normal`` (or, in an earlier grammar, ``N1, a similar
+  known template, was anomalous`` and ``No similar known template was normal``) says
   what the labelled neighbours shown in the prompt (``rationad.neighbours``) are labelled; a neighbour not shown is
   not there to cite;
 - **foreign phrases**: HDFS lifecycle phrases (receive starts, replicas, DataNodes) in a session of another system;
@@ -46,6 +47,7 @@ _HDFS_PHRASES = re.compile(r"receive starts?|replicas?\b|datanode|namenode|\bSta
 _REF = re.compile(r"\bL(\d{1,4})\b")
 _NEIGHBOURS_WERE = re.compile(r"\b(N\d{1,2}(?:(?:,\s*|\s+and\s+)N\d{1,2})*),? (?:a similar known template|similar known "
                               r"templates),? (?:was|were) (normal|anomalous)\b")
+_NEIGHBOUR_LISTED = re.compile(r"\b(N\d{1,2}) (normal|anomalous)\b")  # "Similar known templates: N1 anomalous, N2 normal."
 _NO_NEIGHBOUR_WAS = re.compile(r"\bNo similar known template was (normal|anomalous)\b")
 _NEGATION = re.compile(r"\b(?:none|no|not|never|nothing|neither|nor|without)\b", re.I)
 
@@ -95,6 +97,12 @@ def _neighbour_problems(rationale: str, view: SessionView) -> list[str]:
                 out.append(f"neighbour: cites {ref}, the prompt showed no such neighbour")
             elif shown[ref] != m.group(2):
                 out.append(f"neighbour: says {ref} was {m.group(2)}, it was {shown[ref]}")
+    for m in _NEIGHBOUR_LISTED.finditer(rationale):
+        ref = m.group(1)
+        if ref not in shown:
+            out.append(f"neighbour: cites {ref}, the prompt showed no such neighbour")
+        elif shown[ref] != m.group(2):
+            out.append(f"neighbour: says {ref} was {m.group(2)}, it was {shown[ref]}")
     for m in _NO_NEIGHBOUR_WAS.finditer(rationale):
         if m.group(1) in shown.values():
             out.append(f"neighbour: says no similar known template was {m.group(1)}, one was")

@@ -157,7 +157,7 @@ def template_rationale(view: SessionView, label: str) -> Rationale:
         said = f"{ref} contains '{_clean(words)[:60]}': {rule.meaning}."
     else:
         said = f"{ref} has no severity word or failure class: a routine status message."
-    parts = [said, *_neighbour_sentence(view, label)]
+    parts = [said, *_neighbour_sentence(view)]
     if kb_verdict == label:
         tail = "This signals trouble: anomalous." if label == "anomalous" else "Nothing signals trouble: normal."
         return Rationale(_fit(parts, tail), label, True, kb_verdict)
@@ -168,16 +168,13 @@ def template_rationale(view: SessionView, label: str) -> Rationale:
                      label, False, kb_verdict)
 
 
-def _neighbour_sentence(view: SessionView, label: str) -> list[str]:
-    """What the labelled neighbours say (only when the prompt shows them): those with the same label, or none."""
+def _neighbour_sentence(view: SessionView) -> list[str]:
+    """The labelled neighbours shown in the prompt, each with its label, in order: a copy of what the prompt says,
+    written before the conclusion (a first run that wrote only the neighbours agreeing with the label taught the
+    model to call them all by its verdict, misreporting 0.10-0.25 of them; training/RESULTS.md)."""
     if not view.neighbours:
         return []
-    same = [n.ref for n in view.neighbours if n.label == label]
-    if not same:
-        return [f"No similar known template was {label}."]
-    if len(same) == 1:
-        return [f"{same[0]}, a similar known template, was {label}."]
-    return [f"{' and '.join(same)}, similar known templates, were {label}."]
+    return ["Similar known templates: " + ", ".join(f"{n.ref} {n.label}" for n in view.neighbours) + "."]
 
 
 def generic_rationale(view: SessionView, label: str, trouble_ref: str | None) -> Rationale:

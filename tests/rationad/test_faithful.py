@@ -71,6 +71,9 @@ def test_what_a_rationale_says_of_its_labelled_neighbours_is_checked():
         "neighbour: cites N3, the prompt showed no such neighbour"]
     assert problems("No similar known template was normal.", view) == [
         "neighbour: says no similar known template was normal, one was"]
+    assert problems("L1 has no severity word. Similar known templates: N1 anomalous, N2 normal. Anomalous.", view) == []
+    assert problems("Similar known templates: N1 normal, N2 normal, N3 normal.", view) == [
+        "neighbour: says N1 was normal, it was anomalous", "neighbour: cites N3, the prompt showed no such neighbour"]
     # without neighbours in the prompt, every such claim is unfounded
     bare = build_view("bgl", ["machine check interrupt"], templated=True)
     assert problems("N1, a similar known template, was anomalous.", bare) == [
