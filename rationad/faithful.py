@@ -45,9 +45,11 @@ _FAILURE_WORD = re.compile(r"err|fail|fatal|exception|panic|abort|refus|timed? ?
                            r"halt|reset|bad|illegal|violation|overflow|not ", re.I)
 _HDFS_PHRASES = re.compile(r"receive starts?|replicas?\b|datanode|namenode|\bStarts \d+, received \d+", re.I)
 _REF = re.compile(r"\bL(\d{1,4})\b")
-_NEIGHBOURS_WERE = re.compile(r"\b(N\d{1,2}(?:(?:,\s*|\s+and\s+)N\d{1,2})*),? (?:a similar known template|similar known "
-                              r"templates),? (?:was|were) (normal|anomalous)\b")
-_NEIGHBOUR_LISTED = re.compile(r"\b(N\d{1,2}) (normal|anomalous)\b")  # "Similar known templates: N1 anomalous, N2 normal."
+_NEIGHBOURS_WERE = re.compile(r"\b(N\d{1,2}(?:(?:,\s*|\s+and\s+)N\d{1,2})*),? "
+                              r"(?:a similar known template|similar known templates),? (?:was|were) "
+                              r"(normal|anomalous)\b")
+# "Similar known templates: N1 anomalous, N2 normal."
+_NEIGHBOUR_LISTED = re.compile(r"\b(N\d{1,2}) (normal|anomalous)\b")
 _NO_NEIGHBOUR_WAS = re.compile(r"\bNo similar known template was (normal|anomalous)\b")
 _NEGATION = re.compile(r"\b(?:none|no|not|never|nothing|neither|nor|without)\b", re.I)
 
@@ -90,22 +92,14 @@ def problems(rationale: str, view: SessionView) -> list[str]:
 
 def _neighbour_problems(rationale: str, view: SessionView) -> list[str]:
     shown = {n.ref: n.label for n in view.neighbours}
-    out = []
-    for m in _NEIGHBOURS_WERE.finditer(rationale):
-        for ref in re.findall(r"N\d{1,2}", m.group(1)):
-            if ref not in shown:
-                out.append(f"neighbour: cites {ref}, the prompt showed no such neighbour")
-            elif shown[ref] != m.group(2):
-                out.append(f"neighbour: says {ref} was {m.group(2)}, it was {shown[ref]}")
-    for m in _NEIGHBOUR_LISTED.finditer(rationale):
-        ref = m.group(1)
-        if ref not in shown:
-            out.append(f"neighbour: cites {ref}, the prompt showed no such neighbour")
-        elif shown[ref] != m.group(2):
-            out.append(f"neighbour: says {ref} was {m.group(2)}, it was {shown[ref]}")
-    for m in _NO_NEIGHBOUR_WAS.finditer(rationale):
-        if m.group(1) in shown.values():
-            out.append(f"neighbour: says no similar known template was {m.group(1)}, one was")
+    said = [(ref, m.group(2)) for m in _NEIGHBOURS_WERE.finditer(rationale)
+            for ref in re.findall(r"N\d{1,2}", m.group(1))]
+    said += [(m.group(1), m.group(2)) for m in _NEIGHBOUR_LISTED.finditer(rationale)]
+    out = [f"neighbour: cites {ref}, the prompt showed no such neighbour" if ref not in shown
+           else f"neighbour: says {ref} was {label}, it was {shown[ref]}"
+           for ref, label in said if shown.get(ref) != label]
+    out += [f"neighbour: says no similar known template was {m.group(1)}, one was"
+            for m in _NO_NEIGHBOUR_WAS.finditer(rationale) if m.group(1) in shown.values()]
     return out
 
 
