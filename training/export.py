@@ -41,6 +41,14 @@ def _shipped_neighbours(adapter: Path) -> dict | None:
     return json.loads(f.read_text()).get("neighbours") if f.is_file() else None
 
 
+def derived_from(sft_metrics: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The rank cut an SFT run continued from (``training.shrink_adapter``'s ``shrink.json`` beside the adapter it
+    started from): source release, ranks, energy kept; None when the run started elsewhere."""
+    src = (sft_metrics or {}).get("continued_from") or {}
+    f = Path(src.get("adapter", "")) / "shrink.json" if src.get("adapter") else None
+    return json.loads(f.read_text()) if f is not None and f.is_file() else None
+
+
 def export(adapter: Path, dest: Path, manifest: dict[str, Any], *, max_bytes: int = 0) -> Path:
     """Write ``dest``; with ``max_bytes``, an adapter file over it raises :class:`training.gate.GateError` before
     anything in ``dest`` is replaced."""
@@ -104,6 +112,8 @@ def run_stage(cfg: dict, cfg_path: Path, out: Path, base: Path, smoke: bool, *, 
         "config_file": str(cfg_path),
         "metrics": metrics, "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }
+    if stage == "sft" and (cut := derived_from(metrics.get("sft"))) is not None:
+        manifest["derived_from"] = cut
     dest = out / "export" if smoke else Path("models") / cfg.get("name", "rationad-lora")
     export(adapter, dest, manifest, max_bytes=release.max_adapter_bytes)
     print(f"[export] {stage} adapter -> {dest}", flush=True)

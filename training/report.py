@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from training.export import derived_from
 from training.gate import gate_table
 from training.sft import chain_text
 
@@ -98,12 +99,19 @@ def write_results(out: Path, dest: Path, config_path: str, notes: str = "") -> P
         if chain := chain_text(sft):
             lines.append(f"- SFT reached its end in {len(sft['runs'])} runs, each resuming the last one's checkpoint"
                          f"{chain}.")
-    for where, m in lineage(sft):  # the continuations the released SFT adapter grew from, newest first
+    grown = lineage(sft)
+    for where, m in grown:  # the continuations the released SFT adapter grew from, newest first
         src = m.get("continued_from")
         start = _adapter(src) if src else "the base model"
         lines.append(f"- which continued {where}: SFT from {start}, {m.get('examples')} examples, {m.get('steps')} "
                      f"steps in {m.get('seconds')} s at lr {m['params'].get('learning_rate')} (seed "
                      f"{m['params'].get('seed')}), mean loss {m.get('train_loss'):.4f}; loss by step: {_losses(m)}")
+    if (cut := derived_from(grown[-1][1] if grown else sft)) is not None:
+        e, src = cut["energy_kept"], cut.get("source") or {}
+        lines.append(f"- which started from {src.get('name')} {src.get('version')} (adapter sha256 "
+                     f"{src.get('adapter_sha256')}) cut from LoRA r={cut['rank'][0]} to r={cut['rank'][1]} by the "
+                     f"truncated SVD of each update (`training.shrink_adapter`; energy kept: min {e['min']:.3f}, "
+                     f"median {e['median']:.3f}, mean {e['mean']:.3f})")
     if grpo:
         lines.append(f"- GRPO: {grpo.get('steps')} steps in {grpo.get('seconds')} s; mean reward by step "
                      f"{grpo.get('reward_by_step')}; params {json.dumps({k: grpo['params'][k] for k in ('prompts_per_step', 'generations', 'max_completion_length', 'learning_rate', 'beta', 'temperature')})}")

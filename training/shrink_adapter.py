@@ -15,6 +15,11 @@ truncated update. The share of each update's energy kept (``sum S_k^2 / sum S^2`
 Why: the released 0.2.0 adapter was trained at r=16 (5,239,544 bytes, over ``[release] max_adapter_bytes``); a new
 training run at r=8 is an hour or more on these CPUs and may not match it, a rank cut of the released update is
 seconds.
+
+A cut adapter is a starting point: ``training.sft --init-adapter`` continues it at its new rank (its lineage, with
+``shrink.json``, reaches the exported manifest as ``derived_from``), and the release gate decides as for any
+candidate. Measured on 0.2.0 (training/RESULTS.md, "Cutting 0.2.0 to rank 8"): the cut alone lost HDFS recall on
+validation, and short continuations from it did not win it all back.
 """
 
 from __future__ import annotations
@@ -87,7 +92,9 @@ def shrink(adapter: Path, rank: int, out: Path) -> dict[str, Any]:
     save_file(result, str(out / "adapter_model.safetensors"), metadata={"format": "pt"})
     (out / "adapter_config.json").write_text(json.dumps({**cfg, "r": rank, "lora_alpha": new_alpha}, indent=2) + "\n")
     values = sorted(kept.values())
-    report = {"from": str(adapter), "rank": [r, rank], "lora_alpha": [alpha, new_alpha], "modules": len(kept),
+    source = json.loads((adapter / "manifest.json").read_text()) if (adapter / "manifest.json").is_file() else {}
+    report = {"from": str(adapter), "source": {k: source.get(k) for k in ("name", "version", "adapter_sha256")},
+              "rank": [r, rank], "lora_alpha": [alpha, new_alpha], "modules": len(kept),
               "energy_kept": {"min": values[0], "median": values[len(values) // 2],
                               "mean": sum(values) / len(values)},
               "lowest": sorted(kept.items(), key=lambda kv: kv[1])[:5]}

@@ -60,3 +60,23 @@ def test_results_show_the_chain_of_runs_a_resumed_stage_took(tmp_path):
     text = write_results(tmp_path, tmp_path / "RESULTS.md", "cpu.toml").read_text()
     assert ("- SFT reached its end in 2 runs, each resuming the last one's checkpoint; runs: 0->120 (3600.0 s), "
             "120->282 (3000.0 s, from checkpoint-120).") in text
+
+
+def test_results_and_manifest_name_the_rank_cut_a_continuation_started_from(tmp_path, monkeypatch):
+    from training.export import derived_from
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "cut/adapter").mkdir(parents=True)
+    cut = {"from": "models/rel", "source": {"name": "rel", "version": "0.2.0", "adapter_sha256": "08e0"},
+           "rank": [16, 8], "lora_alpha": [32, 16], "modules": 112,
+           "energy_kept": {"min": 0.918, "median": 0.983, "mean": 0.979}}
+    (tmp_path / "cut/adapter/shrink.json").write_text(json.dumps(cut))
+    (tmp_path / "out/sft").mkdir(parents=True)
+    m = {"examples": 509, "steps": 36, "seconds": 1714.0, "train_loss": 0.09, "params": {"lora_r": 8},
+         "continued_from": {"adapter": "cut/adapter"}}
+    (tmp_path / "out/sft/sft_metrics.json").write_text(json.dumps(m))
+    text = write_results(tmp_path / "out", tmp_path / "RESULTS.md", "cpu.toml").read_text()
+    assert ("- which started from rel 0.2.0 (adapter sha256 08e0) cut from LoRA r=16 to r=8 by the truncated SVD of "
+            "each update") in text
+    assert derived_from(m) == cut
+    assert derived_from({"continued_from": {"adapter": "models/rel"}}) is None and derived_from(None) is None

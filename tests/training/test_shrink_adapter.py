@@ -57,3 +57,4 @@ def test_bad_rank_and_missing_files_name_the_problem(tmp_path):
         shrink(src, 6, tmp_path / "out")
     with pytest.raises(ShrinkError, match="adapter_config.json"):
         shrink(tmp_path / "nowhere", 2, tmp_path / "out")
+
