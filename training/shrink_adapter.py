@@ -70,7 +70,7 @@ def shrink(adapter: Path, rank: int, out: Path) -> dict[str, Any]:
     if cfg.get("rank_pattern") or cfg.get("alpha_pattern") or cfg.get("use_rslora") or cfg.get("use_dora"):
         raise ShrinkError(f"{cfg_file}: per-module ranks, rsLoRA and DoRA are not supported")
     if (adapter / "neighbours.json").is_file():
-        raise ShrinkError(f"{adapter / 'neighbours.json'}: an adapter shipped with labelled neighbours is not supported")
+        raise ShrinkError(f"{adapter / 'neighbours.json'}: adapters shipped with labelled neighbours are not supported")
     if not 0 < rank < r:
         raise ShrinkError(f"--rank {rank}: must be between 1 and the adapter's r - 1 ({r - 1})")
     tensors = load_file(str(weights))
