@@ -479,6 +479,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from rationad.fetch_pacing import pace_empty_fetches
+
+    pace_empty_fetches()  # every command that consumes (run, demo, tail, replay, labels) on any broker
     try:
         return args.func(args)
     except ConfigError as exc:

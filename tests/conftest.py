@@ -6,7 +6,12 @@ runs never pay for them."""
 import pytest
 
 from rationad.broker import LocalBroker
+from rationad.fetch_pacing import pace_empty_fetches
 from tests.integration.harness import VllmServer, model_dir
+
+# The tests' own consumers (collectors, offset readers) pace their empty fetches like the daemon's: noida-db answers
+# a fetch at once, and an unpaced idle consumer spins a core the model under test needs (rationad/fetch_pacing.py).
+pace_empty_fetches()
 
 
 @pytest.fixture(scope="session")

@@ -374,17 +374,25 @@ def run_stage(cfg: dict, cfg_path: Path, out: Path, base: Path, smoke: bool) -> 
     eval_dir = out / "eval"
     eval_dir.mkdir(parents=True, exist_ok=True)
     test_sets = build_sets(corpus, p, p.split, val_mode=False, datasets=dc.datasets)
-    val_sets = build_sets(corpus, p, "val", val_mode=True, datasets=dc.datasets) if len(models) > 1 else []
+    # Validation is judged with the test sets, on the same engine: it picks between SFT and GRPO, and the gate stage
+    # reads the chosen model's validation scores from its cache instead of starting an engine to judge them again.
+    val_sets = build_sets(corpus, p, "val", val_mode=True, datasets=dc.datasets) if models else []
     results: dict[str, Any] = {"kb": kb_baseline(test_sets)}
     print(results_table({"kb": results["kb"]}), flush=True)
     baselines = baseline_results(corpus, test_sets, val_sets or build_sets(corpus, p, "val", val_mode=True,
                                                                           datasets=dc.datasets), results["kb"])
+    from training.gate import score_key, serving_identity
+
     val: dict[str, Any] = {}
     for m in models:
         merged = merged_folder(base, out / m / "adapter", cache=out / "merged")
         print(f"[evaluate] {m}: merged model {merged}", flush=True)
         res = asyncio.run(evaluate_model(merged, val_sets + test_sets, eval_dir / m, p.chunk))
         val[m] = {"sets": {k: v for k, v in res["sets"].items() if "(val)" in k}}
+        gate_cache = eval_dir / "gate" / "cache"  # what the gate would compute for this model (gate.cached_scores)
+        gate_cache.mkdir(parents=True, exist_ok=True)
+        (gate_cache / f"{score_key(merged, serving_identity(merged), val_sets)}.json").write_text(
+            json.dumps({"engine_start_seconds": res["engine_start_seconds"], **val[m]}, indent=1) + "\n")
         results[m] = {"engine_start_seconds": res["engine_start_seconds"],
                       "sets": {k: v for k, v in res["sets"].items() if "(val)" not in k}}
         (eval_dir / "metrics.partial.json").write_text(json.dumps({"test": results, "val": val,

@@ -24,7 +24,7 @@ from tests.integration.harness import DaemonProcess, committed_vs_end, produce, 
 
 pytestmark = pytest.mark.integration
 
-SESSIONS = int(os.environ.get("RATIONAD_FAILURE_SESSIONS", "24"))
+SESSIONS = int(os.environ.get("RATIONAD_FAILURE_SESSIONS", "8"))
 DOWN_SECS = float(os.environ.get("RATIONAD_FAILURE_BROKER_DOWN_SECS", "10"))
 
 

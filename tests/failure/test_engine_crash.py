@@ -31,7 +31,7 @@ def engine_core(pid: int) -> psutil.Process | None:
 
 
 def test_engine_crash_stops_the_daemon_and_loses_nothing(broker, model, vllm_server, tmp_path):
-    stream = new_stream(broker.bootstrap, 16, prefix="enginecrash", partitions=2)
+    stream = new_stream(broker.bootstrap, 8, prefix="enginecrash", partitions=2)
     port = free_port()
     engine_cfg = write_config(tmp_path / "engine.toml", bootstrap=broker.bootstrap, topic=stream.topic,
                               group=stream.group, model=model, port=port)

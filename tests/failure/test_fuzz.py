@@ -20,7 +20,7 @@ from tests.integration.harness import DaemonProcess, collect, committed_vs_end, 
 
 pytestmark = pytest.mark.integration
 
-SESSIONS = int(os.environ.get("RATIONAD_FAILURE_SESSIONS", "16"))
+SESSIONS = int(os.environ.get("RATIONAD_FAILURE_SESSIONS", "10"))
 FUZZ = int(os.environ.get("RATIONAD_FAILURE_FUZZ_RECORDS", "10000"))
 MAX_RECORD_BYTES = 65_536  # config default
 BLOCK = re.compile(rb"blk_-?\d")

@@ -56,7 +56,7 @@ def as_json(lines, future_at: int | None = None) -> list[tuple[bytes, bytes]]:
 
 
 def test_hostile_input_and_open_sessions_at_sigterm_lose_nothing(broker, model, vllm_server, tmp_path):
-    stream = new_stream(broker.bootstrap, 16, prefix="hostile", partitions=2)
+    stream = new_stream(broker.bootstrap, 10, prefix="hostile", partitions=2)
     records = as_json(stream.lines, future_at=len(stream.lines) // 3)
     hostile = [
         (b"junk", b"{not json"),

@@ -7,7 +7,7 @@ the killed member's place at once. noida-db never expires a killed dynamic membe
 ``session.timeout.ms``); the durable verdict cache's faust group has no instance id, so the test removes that group's
 members after each kill, as the broker's session expiry would (``support.expire_dead_members``).
 
-``RATIONAD_FAILURE_KILLS`` (default 5), ``RATIONAD_FAILURE_SESSIONS`` (default 40) and ``RATIONAD_FAILURE_SEED``
+``RATIONAD_FAILURE_KILLS`` (default 5), ``RATIONAD_FAILURE_SESSIONS`` (default 10) and ``RATIONAD_FAILURE_SEED``
 (default: random, printed) make the long version: e.g. 30 kills over 300 sessions.
 """
 
@@ -38,7 +38,7 @@ from tests.integration.harness import DaemonProcess, committed_vs_end, read_to_e
 pytestmark = pytest.mark.integration
 
 KILLS = int(os.environ.get("RATIONAD_FAILURE_KILLS", "5"))
-SESSIONS = int(os.environ.get("RATIONAD_FAILURE_SESSIONS", "30"))
+SESSIONS = int(os.environ.get("RATIONAD_FAILURE_SESSIONS", "10"))
 
 
 def test_kill9_at_random_moments_loses_no_session(broker, model, vllm_server, tmp_path):
@@ -49,7 +49,7 @@ def test_kill9_with_repartitioning_loses_no_session(broker, model, vllm_server, 
     """The same with the input unkeyed (lines of a block spread over both partitions) and repartitioning on: a kill can
     fall between the two hops; the input is committed only after its lines are on the internal topic, and every line
     there lies in a judged session of its block."""
-    _kill9(broker, model, vllm_server, tmp_path, kills=max(2, KILLS - 2), sessions=max(12, SESSIONS // 2),
+    _kill9(broker, model, vllm_server, tmp_path, kills=max(2, KILLS - 2), sessions=max(8, SESSIONS // 2),
            repartition="always")
 
 

@@ -67,7 +67,7 @@ class Gateway:
 
 def test_a_refused_api_key_pauses_and_dead_letters_nothing(broker, model, vllm_server, tmp_path):
     gateway = Gateway(vllm_server.url).start()
-    stream = new_stream(broker.bootstrap, 12, prefix="auth", partitions=2)
+    stream = new_stream(broker.bootstrap, 8, prefix="auth", partitions=2)
     asyncio.run(produce(broker.bootstrap, stream.topic, stream.records()))
     port = free_port()
     cfg = write_config(tmp_path / "c.toml", bootstrap=broker.bootstrap, topic=stream.topic, group=stream.group,

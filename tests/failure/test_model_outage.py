@@ -29,7 +29,7 @@ from tests.integration.harness import DaemonProcess, committed_vs_end, produce, 
 
 pytestmark = pytest.mark.integration
 
-SESSIONS = int(os.environ.get("RATIONAD_FAILURE_SESSIONS", "24"))
+SESSIONS = int(os.environ.get("RATIONAD_FAILURE_SESSIONS", "12"))
 OUTAGE_SECS = float(os.environ.get("RATIONAD_FAILURE_OUTAGE_SECS", "20"))
 MAX_PENDING = 4
 

@@ -21,7 +21,7 @@ from tests.integration.harness import DaemonProcess, committed_vs_end, produce, 
 
 pytestmark = pytest.mark.integration
 
-SESSIONS = int(os.environ.get("RATIONAD_FAILURE_SESSIONS", "24"))
+SESSIONS = int(os.environ.get("RATIONAD_FAILURE_SESSIONS", "8"))
 
 
 def test_one_of_two_daemons_stopped_mid_stream_loses_nothing(broker, model, vllm_server, tmp_path):

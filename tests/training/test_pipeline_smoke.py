@@ -42,6 +42,9 @@ def test_evaluate_gate_and_merge_smoke(tmp_path, datasets):
     sets = metrics["test"]["sft"]["sets"]
     assert sets and all(0.0 <= s["format_valid_rate"] <= 1.0 for s in sets.values())
     assert (out / "eval/pr_curve.png").stat().st_size > 1000
+    # The gate judged only the released adapter: the candidate's validation scores came from the evaluate stage.
+    assert [ln for ln in r.stdout.splitlines() if ln.startswith("[gate] candidate")][0].endswith("scores cached")
+    assert "scores cached" not in [ln for ln in r.stdout.splitlines() if ln.startswith("[gate] released")][0]
     gate = json.loads((out / "eval/gate.json").read_text())
     released = json.loads((ROOT / "models/rationad-smollm2-135m-lora/manifest.json").read_text())
     assert gate["scores"]["released"]["version"] == released["version"]
