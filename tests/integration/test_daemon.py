@@ -32,7 +32,7 @@ def test_every_session_gets_a_verdict_and_every_bad_record_a_dead_letter(broker,
     topic = f"logs-{uuid.uuid4().hex[:8]}"
     group = f"g-{topic}"
     asyncio.run(create_topics(broker.bootstrap, {topic: 2, f"{topic}.out": 1, f"{topic}.dlq": 1}))
-    lines, labels = render(load_sessions(12))
+    lines, labels = render(load_sessions(40))
     # An injected instruction inside a real session's log line is data: that session is still judged.
     victim = lines[0][0]
     lines.insert(5, (victim, f"081109 203615 148 INFO dfs.DataNode$DataXceiver: {INJECTION} {victim}"))
