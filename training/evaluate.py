@@ -381,7 +381,7 @@ def run_stage(cfg: dict, cfg_path: Path, out: Path, base: Path, smoke: bool) -> 
     print(results_table({"kb": results["kb"]}), flush=True)
     baselines = baseline_results(corpus, test_sets, val_sets or build_sets(corpus, p, "val", val_mode=True,
                                                                           datasets=dc.datasets), results["kb"])
-    from training.gate import score_key, serving_identity
+    from training.gate import score_key, serving_identity, store_scores
 
     val: dict[str, Any] = {}
     for m in models:
@@ -389,10 +389,8 @@ def run_stage(cfg: dict, cfg_path: Path, out: Path, base: Path, smoke: bool) -> 
         print(f"[evaluate] {m}: merged model {merged}", flush=True)
         res = asyncio.run(evaluate_model(merged, val_sets + test_sets, eval_dir / m, p.chunk))
         val[m] = {"sets": {k: v for k, v in res["sets"].items() if "(val)" in k}}
-        gate_cache = eval_dir / "gate" / "cache"  # what the gate would compute for this model (gate.cached_scores)
-        gate_cache.mkdir(parents=True, exist_ok=True)
-        (gate_cache / f"{score_key(merged, serving_identity(merged), val_sets)}.json").write_text(
-            json.dumps({"engine_start_seconds": res["engine_start_seconds"], **val[m]}, indent=1) + "\n")
+        store_scores(eval_dir / "gate" / "cache", score_key(merged, serving_identity(merged), val_sets),
+                     {"engine_start_seconds": res["engine_start_seconds"], **val[m]})
         results[m] = {"engine_start_seconds": res["engine_start_seconds"],
                       "sets": {k: v for k, v in res["sets"].items() if "(val)" not in k}}
         (eval_dir / "metrics.partial.json").write_text(json.dumps({"test": results, "val": val,

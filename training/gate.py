@@ -177,9 +177,13 @@ def cached_scores(cache: Path, key: str, judge) -> dict[str, Any]:
     f = cache / f"{key}.json"
     if f.is_file():
         return json.loads(f.read_text())
-    res = judge()
+    return store_scores(cache, key, judge())
+
+
+def store_scores(cache: Path, key: str, res: dict[str, Any]) -> dict[str, Any]:
+    """Store ``res`` under ``key`` for :func:`cached_scores` (the evaluate stage stores its validation scores here)."""
     cache.mkdir(parents=True, exist_ok=True)
-    f.write_text(json.dumps(res, indent=1) + "\n")
+    (cache / f"{key}.json").write_text(json.dumps(res, indent=1) + "\n")
     return res
 
 
