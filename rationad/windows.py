@@ -277,6 +277,9 @@ class Sessionizer:
                 return []
         spec = self.spec
         timed = True
+        if ts is not None and ts != ts:  # NaN (no parser makes one): no time, as an untimed line; never stored
+            line = replace(line, ts=None)
+            ts = None
         if ts is not None and spec.max_future_secs is not None and ts - now > spec.max_future_secs:
             if self.on_future is not None:
                 self.on_future(line, ts - now)
