@@ -7,7 +7,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from rationad.prompt import SessionView, TemplateRow
+from rationad.prompt import THINK_MAX_CHARS, SessionView, TemplateRow
 
 _THINK = re.compile(r"<think>(.*?)</think>", re.S)
 _ANSWER = re.compile(r"<answer>\s*(.*?)\s*</answer>", re.S | re.I)
@@ -79,6 +79,40 @@ def parse_completion(text: str, view: SessionView) -> ParsedAnswer:
 
 ANSWER_WORDS = ("normal", "anomalous")
 ANSWER_OPEN = "<answer>"
+
+# A rationale that ran past the token budget is cut and answered from there (``close_cut_thought``): it ends with
+# this mark, so a reader of the event sees it was cut, and the answer that follows it is constrained to this regex.
+CUT_MARK = " …"
+CLOSE_REGEX = r"(normal|anomalous)</answer>"
+_SENTENCE_END = re.compile(r"[.;!?](?=\s)")
+
+
+def close_cut_thought(text: str, view: SessionView) -> str | None:
+    """The start of an answer whose ``<think>`` ran out of tokens before it closed, cut and closed so that the model
+    can answer from it: ``<think>`` + the rationale up to its last complete sentence + ``CUT_MARK`` +
+    ``</think>\n<answer>``. A cited line that is not in the session ends the text before the sentence that cites
+    it (a rationale that walks past the session's last row is where such answers loop). None when ``text`` is not
+    such an answer (it closed its thought, or never opened one) or when no complete sentence is left.
+
+    This is budget forcing: the verdict is the model's own, read after the reasoning it managed to write, instead of
+    a malformed answer and a dead-lettered session (with constrained output a cut thought is the only malformed
+    shape left).
+    """
+    head = "<think>"
+    if not text.startswith(head) or "</think>" in text:
+        return None
+    body = text[len(head):THINK_MAX_CHARS - len(CUT_MARK) + len(head)]  # the closed text must fit ANSWER_REGEX
+    for m in _REF.finditer(body):
+        if view.row(f"L{int(m.group(1))}") is None:
+            body = body[:m.start()]
+            break
+    ends = [m.end() for m in _SENTENCE_END.finditer(body + " ")]
+    if not ends:
+        return None
+    body = body[:ends[-1]].strip()
+    if not body:
+        return None
+    return f"{head}{body}{CUT_MARK}</think>\n{ANSWER_OPEN}"
 
 
 def answer_score(tokens: Sequence[str], candidates: Sequence[Sequence[tuple[str, float]]]) -> float | None:

@@ -2,7 +2,8 @@
 
 Misses are deduplicated (two sessions that look the same to the model cost one call, also while the first call is
 still in flight), batched into one ``generate`` call, and a malformed answer is retried before it is recorded as
-malformed with its raw text.
+malformed with its raw text. An answer whose rationale ran past ``max_new_tokens`` is not malformed: it is cut at its
+last complete sentence and the model writes only the answer after it (``rationad.answer.close_cut_thought``).
 
 Each judgement carries the model's ``score`` (P(anomalous) at the answer word, ``rationad.answer.answer_score``) of
 the completion it kept; the verdict cache stores it beside the completion, so a cache hit has the score of the call
@@ -20,7 +21,7 @@ from pathlib import Path
 
 import orjson
 
-from rationad.answer import ParsedAnswer, parse_completion, thresholded_verdict
+from rationad.answer import CLOSE_REGEX, ParsedAnswer, close_cut_thought, parse_completion, thresholded_verdict
 from rationad.cache import VerdictCache
 from rationad.config import ModelConfig
 from rationad.events import ModelInfo
@@ -32,6 +33,8 @@ from rationad.prompt import ANSWER_REGEX, SessionView, answer_regex, build_messa
 from rationad.records import Session
 
 MALFORMED_RETRY_TEMPERATURE = 0.7
+# New tokens for the answer after a cut rationale: ``anomalous</answer>`` is 6 of SmolLM2's tokens.
+CLOSE_MAX_TOKENS = 12
 # A cached completion with its score: "<completion>\x1escore=<float>", the suffix after the answer, so its last
 # occurrence is ours (a completion that is cached without a score ends with its answer, never with a number), and a
 # reader that does not know the suffix still parses the answer before it. Entries written before scores existed
@@ -189,6 +192,7 @@ class Judge:
         """
         done = await self._generate(views, self.cfg.temperature)
         attempts = [1] * len(views)
+        await self._close_cut(views, done)
         for _ in range(self.malformed_retries):
             bad = [i for i, (v, c) in enumerate(zip(views, done, strict=True)) if not parse_completion(c.text, v).ok]
             if not bad:
@@ -197,29 +201,62 @@ class Judge:
             for i, c in zip(bad, retried, strict=True):
                 done[i] = c
                 attempts[i] += 1
+            await self._close_cut([views[i] for i in bad], retried, at=bad, into=done)
         if self.cfg.constrain_output:
             loose = [i for i, (v, c) in enumerate(zip(views, done, strict=True))
                      if (a := parse_completion(c.text, v)).ok and a.ungrounded_refs]
             if loose:
                 repaired = await self._generate([views[i] for i in loose], self.cfg.temperature, narrow=True)
+                await self._close_cut([views[i] for i in loose], repaired)
                 for i, c in zip(loose, repaired, strict=True):
                     # The narrowed regex has no length bound: a model that walked past the session's last row can
-                    # loop under it until max_new_tokens. Keep the well-formed answer (flagged ungrounded) then.
+                    # loop under it until max_new_tokens. Unless that loop could be cut at a complete sentence and
+                    # answered, keep the well-formed answer (flagged ungrounded).
                     if parse_completion(c.text, views[i]).ok:
                         done[i] = c
                     attempts[i] += 1
         return [(c.text, c.score, n) for c, n in zip(done, attempts, strict=True)]
 
-    async def _generate(self, views: list[SessionView], temperature: float, *,
-                        narrow: bool = False) -> list[Completion]:
+    async def _close_cut(self, views: list[SessionView], done: list[Completion], *,
+                         at: list[int] | None = None, into: list[Completion] | None = None) -> None:
+        """Answer in place the completions of ``done`` whose rationale ran past ``max_new_tokens`` before it closed:
+        the rationale is cut at its last complete sentence (``close_cut_thought``) and the model, given it, writes
+        only the answer (a few tokens, one short request) instead of being asked for the whole completion again.
+        ``at``/``into``: where each of ``done`` also goes in the caller's list."""
+        prefixes = {i: p for i, (v, c) in enumerate(zip(views, done, strict=True))
+                    if (p := close_cut_thought(c.text, v)) is not None}
+        if not prefixes:
+            return
+        closed = await self._generate([views[i] for i in prefixes], self.cfg.temperature,
+                                      prefixes=list(prefixes.values()))
+        for i, c in zip(prefixes, closed, strict=True):
+            if not parse_completion(c.text, views[i]).ok:
+                continue
+            c = replace(c, completion_tokens=c.completion_tokens + done[i].completion_tokens)
+            done[i] = c
+            if into is not None and at is not None:
+                into[at[i]] = c
+            if self.metrics is not None:
+                self.metrics.rationales_cut.inc()
+
+    async def _generate(self, views: list[SessionView], temperature: float, *, narrow: bool = False,
+                        prefixes: list[str] | None = None) -> list[Completion]:
         """Completions in ``views`` order, constrained to ``ANSWER_REGEX`` (one compiled regex for every session) or,
-        with ``narrow``, to ``answer_regex`` of each session's line ids (one request group per distinct id set)."""
+        with ``narrow``, to ``answer_regex`` of each session's line ids (one request group per distinct id set).
+        With ``prefixes``, each view's answer continues its prefix (``close_cut_thought``) for a few tokens,
+        constrained to ``CLOSE_REGEX``."""
         groups: dict[str | None, list[int]] = {}
         for i, v in enumerate(views):
             regex = None
             if self.cfg.constrain_output:
-                regex = answer_regex([r.ref for r in v.rows]) if narrow else ANSWER_REGEX
+                regex = CLOSE_REGEX if prefixes else answer_regex([r.ref for r in v.rows]) if narrow else ANSWER_REGEX
             groups.setdefault(regex, []).append(i)
+
+        def messages(i: int) -> list[dict[str, str]]:
+            if prefixes:
+                return [*build_messages(views[i]), {"role": "assistant", "content": prefixes[i]}]
+            return build_messages(views[i])
+
         start = time.monotonic()
         outcome = "error"
         if self.metrics is not None:
@@ -228,8 +265,8 @@ class Judge:
         try:
             parts = await asyncio.gather(*(
                 self.client.generate(
-                    [build_messages(views[i]) for i in idx],
-                    max_tokens=self.cfg.max_new_tokens,
+                    [messages(i) for i in idx],
+                    max_tokens=CLOSE_MAX_TOKENS if prefixes else self.cfg.max_new_tokens,
                     temperature=temperature,
                     regex=regex,
                 )

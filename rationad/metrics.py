@@ -73,6 +73,10 @@ class Metrics:
         self.ungrounded_citations = Counter(
             "rationad_ungrounded_citations_total", "Rationale citations of lines not in the session", registry=r
         )
+        self.rationales_cut = Counter(
+            "rationad_rationales_cut_total", "Rationales that ran past model.max_new_tokens: cut at their last "
+            "complete sentence (ending with ' …') and answered from there", registry=r
+        )
         self.rationale_problems = Counter(
             "rationad_rationale_problems_total", "Statements of rationales the session refutes (rationad.faithful), "
             "by kind: count, quote, severity, neighbour, foreign, training_only", ["kind"], registry=r)

@@ -67,13 +67,24 @@ class ModelClient(Protocol):
 
     async def generate(
         self, conversations: list[list[Message]], *, max_tokens: int, temperature: float, regex: str | None
-    ) -> list[Completion]: ...
+    ) -> list[Completion]:
+        """One completion per conversation, in order. A conversation that ends with an assistant message is a
+        continuation of it (``continued``)."""
+        ...
 
     async def check_health(self) -> bool: ...
 
     def count_tokens(self, text: str) -> int: ...
 
     async def aclose(self) -> None: ...
+
+
+def continued(conversation: list[Message]) -> str:
+    """The assistant text a conversation ends with, which the model is to continue, not repeat: a client renders
+    such a conversation without a new assistant turn, returns this text followed by what the model wrote as the
+    completion's ``text``, and reads the score over both. ``""`` when the conversation ends with another role."""
+    last = conversation[-1] if conversation else None
+    return str(last.get("content") or "") if last is not None and last.get("role") == "assistant" else ""
 
 
 def approx_token_count(text: str) -> int:

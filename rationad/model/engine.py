@@ -34,7 +34,15 @@ from typing import Any
 
 from rationad.config import ModelConfig
 from rationad.answer import answer_score
-from rationad.model.base import SCORE_LOGPROBS, Completion, Message, ModelError, gather_all, token_counter
+from rationad.model.base import (
+    SCORE_LOGPROBS,
+    Completion,
+    Message,
+    ModelError,
+    continued,
+    gather_all,
+    token_counter,
+)
 from rationad.model.dtype import resolve_dtype
 
 log = logging.getLogger(__name__)
@@ -137,12 +145,13 @@ def lora_rank(adapter: Path) -> int:
     raise ModelError(f"model.adapter: LoRA rank {r} exceeds vLLM's maximum {LORA_RANKS[-1]}", retryable=False)
 
 
-def _score(token_ids: Any, logprobs: Any) -> float | None:
-    """``answer_score`` from vLLM's sample logprobs: one ``{token id: Logprob}`` per generated token."""
+def _score(token_ids: Any, logprobs: Any, prefix: str = "") -> float | None:
+    """``answer_score`` from vLLM's sample logprobs: one ``{token id: Logprob}`` per generated token, after the
+    continued ``prefix`` (one pseudo-token without candidates)."""
     if not logprobs or len(logprobs) != len(token_ids):
         return None
-    tokens: list[str] = []
-    candidates: list[list[tuple[str, float]]] = []
+    tokens: list[str] = [prefix] if prefix else []
+    candidates: list[list[tuple[str, float]]] = [[]] if prefix else []
     for tid, top in zip(token_ids, logprobs, strict=True):
         sampled = top.get(tid)
         if sampled is None:
@@ -164,6 +173,7 @@ class EngineClient:
         self._llm: Any = None
         self._lora: Any = None
         self._chat_params: Any = None
+        self._continue_params: Any = None
         self._seed_requests = False  # per-request seeds: only off a CPU (see _sampling)
         self._dead = False  # the engine core died: this client cannot serve again
         self.start_secs: float | None = None
@@ -214,6 +224,9 @@ class EngineClient:
         self._chat_params = ChatParams(
             chat_template_kwargs={"add_generation_prompt": True, "continue_final_message": False, "tokenize": False}
         )
+        self._continue_params = ChatParams(  # a conversation ending with an assistant message: continue it
+            chat_template_kwargs={"add_generation_prompt": False, "continue_final_message": True, "tokenize": False}
+        )
         try:
             with _owned_engine_core():
                 self._llm = AsyncLLM.from_engine_args(args)
@@ -250,10 +263,17 @@ class EngineClient:
         try:
             params = self._sampling(max_tokens, temperature, regex)
             renderer = llm.renderer
-            _, inputs = await renderer.render_chat_async(
-                conversations, self._chat_params, renderer.default_chat_tok_params
-            )
-            return await gather_all(self._one(llm, i, params) for i in inputs)
+            prefixes = [continued(c) for c in conversations]
+            inputs: list[Any] = [None] * len(conversations)
+            for chat_params, wanted in ((self._chat_params, False), (self._continue_params, True)):
+                idx = [i for i, p in enumerate(prefixes) if bool(p) == wanted]
+                if idx:
+                    _, rendered = await renderer.render_chat_async(
+                        [conversations[i] for i in idx], chat_params, renderer.default_chat_tok_params
+                    )
+                    for i, r in zip(idx, rendered, strict=True):
+                        inputs[i] = r
+            return await gather_all(self._one(llm, i, params, p) for i, p in zip(inputs, prefixes, strict=True))
         except Exception as exc:
             error = self._classify(llm, exc)
             if error is None or error is exc:
@@ -283,7 +303,7 @@ class EngineClient:
             return ModelError(f"vLLM engine failed: {exc!r}", kind="outage")
         return None
 
-    async def _one(self, llm: Any, engine_input: Any, params: Any) -> Completion:
+    async def _one(self, llm: Any, engine_input: Any, params: Any, prefix: str = "") -> Completion:
         final = None
         async for out in llm.generate(engine_input, params, f"rationad-{uuid.uuid4().hex}", lora_request=self._lora):
             final = out
@@ -293,10 +313,10 @@ class EngineClient:
         if choice.finish_reason in ("error", "abort"):  # e.g. the grammar failed to compile: no text was made
             raise ModelError(f"vLLM could not complete the request (finish_reason={choice.finish_reason})")
         return Completion(
-            text=choice.text,
+            text=prefix + choice.text,
             prompt_tokens=len(final.prompt_token_ids or ()),
             completion_tokens=len(choice.token_ids),
-            score=_score(choice.token_ids, getattr(choice, "logprobs", None)),
+            score=_score(choice.token_ids, getattr(choice, "logprobs", None), prefix),
         )
 
     async def check_health(self) -> bool:

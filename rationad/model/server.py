@@ -32,7 +32,15 @@ import httpx
 
 from rationad.config import USERINFO, ModelConfig, redact_url
 from rationad.answer import answer_score
-from rationad.model.base import SCORE_LOGPROBS, Completion, Message, ModelError, gather_all, token_counter
+from rationad.model.base import (
+    SCORE_LOGPROBS,
+    Completion,
+    Message,
+    ModelError,
+    continued,
+    gather_all,
+    token_counter,
+)
 
 log = logging.getLogger(__name__)
 
@@ -84,13 +92,15 @@ def _error_text(resp: httpx.Response, limit: int = 300) -> str:
     return text[:limit]
 
 
-def _score(logprobs: Any) -> float | None:
+def _score(logprobs: Any, prefix: str = "") -> float | None:
     """``answer_score`` from a chat completion's ``logprobs`` (``content``: one entry per generated token, each with
-    its ``token``, ``logprob`` and ``top_logprobs``); None when the server sent none or an unexpected shape."""
+    its ``token``, ``logprob`` and ``top_logprobs``), after the continued ``prefix`` (one pseudo-token without
+    candidates); None when the server sent none or an unexpected shape."""
     try:
         content = logprobs["content"]
-        tokens = [str(c["token"]) for c in content]
-        candidates = []
+        tokens = [prefix] if prefix else []
+        tokens += [str(c["token"]) for c in content]
+        candidates: list[list[tuple[str, float]]] = [[]] if prefix else []
         for c in content:  # the top-k holds the sampled token too, unless it ranked below them
             top = [(str(t["token"]), float(t["logprob"])) for t in c.get("top_logprobs") or ()]
             if not any(t == c["token"] for t, _ in top):
@@ -230,6 +240,10 @@ class ServerClient:
         }
         if regex:
             payload["structured_outputs"] = {"regex": regex}
+        prefix = continued(messages)
+        if prefix:  # continue the final assistant message instead of starting a new one (vLLM's chat parameters)
+            payload["add_generation_prompt"] = False
+            payload["continue_final_message"] = True
         payload["logprobs"] = True  # for the score (rationad.answer.answer_score)
         payload["top_logprobs"] = SCORE_LOGPROBS
         resp = await self._request("POST", "/v1/chat/completions", payload)
@@ -242,10 +256,10 @@ class ServerClient:
             raise ModelError(f"malformed chat completion response: {self._scrub(resp.text[:300])}",
                              kind="outage") from exc
         return Completion(
-            text=text,
+            text=prefix + text,
             prompt_tokens=int(usage.get("prompt_tokens") or 0),
             completion_tokens=int(usage.get("completion_tokens") or 0),
-            score=_score(choice.get("logprobs")),
+            score=_score(choice.get("logprobs"), prefix),
         )
 
     async def generate(

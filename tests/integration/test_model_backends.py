@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from rationad.answer import CLOSE_REGEX, CUT_MARK
 from rationad.config import ModelConfig
 from rationad.model.base import ModelError, make_client
 from rationad.prompt import ANSWER_REGEX, build_messages, build_view
@@ -190,6 +191,19 @@ def test_engine_generates_constrained_answers(flow):
     # The tokenizer-based counter agrees with the engine's own count of the user message's tokens (roughly:
     # the engine's prompt adds the chat template and the system prompt).
     assert client.count_tokens(convs[0][1]["content"]) < out[0].prompt_tokens
+
+
+def test_engine_continues_a_final_assistant_message(flow):
+    """The answer after a cut rationale (rationad.answer.close_cut_thought): the conversation ends with the closed
+    rationale; the engine continues it (no new assistant turn) with the answer word only, scored there."""
+    client = flow.start_engine()
+    conv = conversations(client)[1]
+    prefix = "<think>L2 x1: an exception while receiving the block." + CUT_MARK + "</think>\n<answer>"
+    [c] = flow.run(client.generate([[*conv, {"role": "assistant", "content": prefix}]], max_tokens=12,
+                                   temperature=0.0, regex=CLOSE_REGEX))
+    assert c.text.startswith(prefix) and re.fullmatch(ANSWER_REGEX, c.text), c.text
+    assert 0 < c.completion_tokens <= 12 and c.score is not None and 0.0 <= c.score <= 1.0
+    assert (c.score >= 0.5) == c.text.endswith("anomalous</answer>")
 
 
 def test_engine_rejects_an_over_long_prompt_as_non_retryable(flow):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pytest
 
+from rationad.answer import CUT_MARK
 from rationad.cache import VerdictCache
 from rationad.config import ModelConfig
 from rationad.judge import Judge
@@ -60,3 +61,25 @@ async def test_scores_are_probabilities_that_agree_with_the_greedy_answer_at_one
             assert again.cached and again.score == first.score
     finally:
         await client.aclose()
+
+
+async def test_a_rationale_cut_by_the_token_budget_is_answered_not_dead_lettered(vllm_server):
+    """With a budget below the length of the trained rationale of the first session (a walk of its three rows, ~60
+    tokens; the others are shorter) that answer runs out of tokens inside <think>. Before close_cut_thought it was
+    malformed (twice) and dead-lettered; now it is answered from its rationale's last complete sentence, through the
+    server's continue_final_message, with a score read at the answer word, and every session has a verdict."""
+    cfg = ModelConfig(backend="vllm-server", server_url=vllm_server.url, served_model_name="rationad",
+                      path=vllm_server.model, max_new_tokens=48, max_prompt_tokens=1024, max_model_len=2048,
+                      request_timeout_secs=600)
+    client = ServerClient(cfg)
+    await client.start()
+    try:
+        got = await Judge(client, cfg, "hdfs", cache=None).judge_many([session(i, s) for i, s in enumerate(SESSIONS)])
+    finally:
+        await client.aclose()
+    cut = [j for j in got if j.answer.rationale.endswith(CUT_MARK.strip())]
+    print("cut:", [(j.session.key, j.answer.verdict, j.answer.rationale, j.score) for j in got])
+    assert all(j.ok for j in got) and cut, [(j.answer.error, j.answer.raw) for j in got]
+    for j in cut:
+        assert j.ok and j.answer.grounded and j.attempts == 1, j.answer.raw
+        assert j.score is not None and j.verdict_at(0.5) == j.answer.verdict, (j.answer.raw, j.score)

@@ -1,5 +1,7 @@
-from rationad.answer import parse_completion
-from rationad.prompt import build_view
+import re
+
+from rationad.answer import CUT_MARK, close_cut_thought, parse_completion
+from rationad.prompt import ANSWER_REGEX, build_view
 
 VIEW = build_view("hdfs", ["INFO a: one", "WARN b: two", "INFO a: one"])
 
@@ -26,3 +28,25 @@ def test_synonyms_and_last_answer_wins():
     assert parse_completion("<think>x</think><answer>Abnormal</answer>", VIEW).verdict == "anomalous"
     a = parse_completion("<think>x</think><answer>normal</answer> <answer>anomalous</answer>", VIEW)
     assert a.verdict == "anomalous"
+
+
+def test_a_thought_cut_by_the_token_budget_is_closed_at_its_last_complete_sentence():
+    v = build_view("hdfs", ["Receiving block blk_1", "Received block blk_1", "PacketResponder 1 terminating"])
+    cut = "<think>L1 x1: a receive starts. L2 x1: it completes. L3 x1: the respon"
+    closed = close_cut_thought(cut, v)
+    assert closed == "<think>L1 x1: a receive starts. L2 x1: it completes." + CUT_MARK + "</think>\n<answer>"
+    answer = parse_completion(closed + "normal</answer>", v)
+    assert answer.ok and answer.verdict == "normal" and answer.rationale.endswith(CUT_MARK.strip())
+    assert re.fullmatch(ANSWER_REGEX, closed + "anomalous</answer>")
+    # a walk past the session's last row: cut before the sentence that cites the absent line
+    walked = "<think>L1 x1: a receive starts. L3 x1: the responder ends. L4 x1: the"
+    assert close_cut_thought(walked, v) == ("<think>L1 x1: a receive starts. L3 x1: the responder ends."
+                                            + CUT_MARK + "</think>\n<answer>")
+    assert close_cut_thought("<think>L1 x1: L4 and more.", v) is None  # no sentence before the absent line
+    assert close_cut_thought("<think>L1 x1: a receive sta", v) is None  # no complete sentence
+    assert close_cut_thought("<think>L1 fine.</think>\n<answer>nor", v) is None  # not a cut thought
+    assert close_cut_thought("garbage", v) is None
+    # a thought longer than the regex allows (the narrowed regex has no bound) is cut to fit it
+    long = "<think>" + "L1 x1: a receive starts. " * 60
+    closed = close_cut_thought(long, v)
+    assert closed is not None and re.fullmatch(ANSWER_REGEX, closed + "normal</answer>")

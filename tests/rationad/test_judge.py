@@ -7,7 +7,10 @@ import asyncio
 from rationad.cache import VerdictCache
 from rationad.config import ModelConfig
 from rationad.judge import Judge
-from rationad.model.base import Completion
+from rationad.answer import CLOSE_REGEX, CUT_MARK
+from rationad.judge import CLOSE_MAX_TOKENS
+from rationad.metrics import Metrics
+from rationad.model.base import Completion, continued
 from rationad.records import LogLine, Session
 
 
@@ -17,6 +20,7 @@ class ScriptedModel:
     def __init__(self, replies):
         self.replies = list(replies)
         self.calls = []
+        self.conversations = []
         self.delay = 0.0
 
     async def start(self):
@@ -24,8 +28,11 @@ class ScriptedModel:
 
     async def generate(self, conversations, *, max_tokens, temperature, regex):
         self.calls.append((len(conversations), temperature, regex))
+        self.conversations.append((conversations, max_tokens))
         await asyncio.sleep(self.delay)
-        return [Completion(self.replies.pop(0) if self.replies else "garbage", 1, 1) for _ in conversations]
+        # a conversation ending with an assistant message is continued (rationad.model.base.continued)
+        return [Completion(continued(c) + (self.replies.pop(0) if self.replies else "garbage"), 1, 1)
+                for c in conversations]
 
     async def check_health(self):
         return True
@@ -145,6 +152,43 @@ async def test_a_repair_cut_off_by_the_token_budget_keeps_the_well_formed_ungrou
     (j,) = await Judge(model, ModelConfig(), "hdfs").judge_many([session("one", ["a"])])
     assert len(model.calls) == 2 and model.calls[1][2] != model.calls[0][2]  # the repair ran, narrowed
     assert (j.answer.verdict, j.answer.ungrounded_refs, j.attempts) == ("normal", ("L25",), 2)
+
+
+async def test_a_rationale_cut_by_the_token_budget_is_answered_from_its_last_complete_sentence():
+    # The answer ran out of max_new_tokens inside <think>: without an answer it was malformed twice and the session
+    # dead-lettered. Now its rationale is cut at its last complete sentence and the model writes only the answer.
+    cut = "<think>L1 x1: the write failed. L1 repeats the same failure and the wr"
+    model = ScriptedModel([cut, "anomalous</answer>"])
+    metrics = Metrics()
+    judge = Judge(model, ModelConfig(), "hdfs", cache=VerdictCache(10), metrics=metrics)
+    [j] = await judge.judge_many([session("k", ["ERROR write failed"])])
+    assert j.ok and j.answer.verdict == "anomalous" and j.attempts == 1
+    assert j.answer.rationale == "L1 x1: the write failed." + CUT_MARK
+    assert len(model.calls) == 2 and model.calls[1] == (1, 0.0, CLOSE_REGEX)  # greedy, the answer only
+    convs, max_tokens = model.conversations[1]
+    assert max_tokens == CLOSE_MAX_TOKENS
+    assert convs[0][-1] == {"role": "assistant",
+                            "content": "<think>L1 x1: the write failed." + CUT_MARK + "</think>\n<answer>"}
+    assert convs[0][:-1] == model.conversations[0][0][0]  # the same prompt, continued
+    assert metrics.rationales_cut._value.get() == 1
+    assert len(judge.cache) == 1  # a closed answer is an answer: cached like any other
+
+
+async def test_a_cut_rationale_without_a_complete_sentence_is_retried_then_malformed():
+    model = ScriptedModel(["<think>L1 x1 the wr", "<think>L1 x1 the wr"])
+    [j] = await Judge(model, ModelConfig(), "hdfs").judge_many([session("k", ["ERROR write failed"])])
+    assert not j.ok and j.attempts == 2 and len(model.calls) == 2  # nothing to close: the retry, then malformed
+    model = ScriptedModel(["<think>L1 x1 the wr", "<think>L1 x1 fails. L1 x1 the", "normal</answer>"])
+    [j] = await Judge(model, ModelConfig(), "hdfs").judge_many([session("k", ["ERROR write failed"])])
+    assert j.ok and j.attempts == 2 and model.calls[2][2] == CLOSE_REGEX  # the retry's cut answer is closed
+
+
+async def test_a_repair_cut_by_the_token_budget_is_closed_and_grounded():
+    bad_ref = "<think>L1 x1 routine. L25 x1 routine.</think>\n<answer>normal</answer>"
+    model = ScriptedModel([bad_ref, "<think>L1 x1 routine. No failure. L1 x1 rou", "normal</answer>"])
+    (j,) = await Judge(model, ModelConfig(), "hdfs").judge_many([session("one", ["a"])])
+    assert (j.answer.verdict, j.answer.ungrounded_refs, j.attempts) == ("normal", (), 2)
+    assert j.answer.rationale == "L1 x1 routine. No failure." + CUT_MARK
 
 
 async def test_a_rationale_is_served_checked_and_without_training_only_sentences():

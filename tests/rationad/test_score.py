@@ -145,6 +145,44 @@ async def test_server_asks_for_logprobs_and_reads_the_score():
     assert server._score(None) is None and server._score({"content": [{"x": 1}]}) is None
 
 
+def test_a_continued_answer_is_scored_at_its_first_generated_token():
+    """After a cut rationale the model continues ``...<answer>``: the word starts at the first generated token."""
+    prefix = "".join(HEAD)
+    toks = ["an", "omal", "ous", "</", "answer", ">"]
+    ids = list(range(200, 200 + len(toks)))
+    logprobs = [{200 + k: SimpleNamespace(decoded_token=c, logprob=lp) for k, (c, lp) in enumerate(AT_ANSWER)}]
+    logprobs += [{i: SimpleNamespace(decoded_token=t, logprob=-0.01)} for i, t in zip(ids[1:], toks[1:], strict=True)]
+    ids[0] = 201  # "an" is AT_ANSWER[1]
+    assert engine._score(ids, logprobs, prefix) == pytest.approx(expected(AT_ANSWER))
+    assert engine._score(ids, logprobs) is None  # without the prefix there is no <answer> to read it after
+
+
+async def test_server_continues_a_final_assistant_message_and_returns_the_whole_answer():
+    prefix = "".join(HEAD)
+    toks = ["normal", "</", "answer", ">"]
+    seen = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(json.loads(request.content))
+        return httpx.Response(200, json={"choices": [{"message": {"content": "".join(toks)},
+                                                      "logprobs": chat_logprobs(toks, 0, AT_ANSWER)}],
+                                         "usage": {"prompt_tokens": 3, "completion_tokens": len(toks)}})
+
+    client = server.ServerClient(ModelConfig(backend="vllm-server", server_url="http://m", served_model_name="m"),
+                                 transport=httpx.MockTransport(handler))
+    conv = [{"role": "user", "content": "x"}, {"role": "assistant", "content": prefix}]
+    try:
+        [c] = await client.generate([conv], max_tokens=8, temperature=0.0, regex="(normal|anomalous)</answer>")
+        [fresh] = await client.generate([conv[:1]], max_tokens=8, temperature=0.0, regex=None)
+    finally:
+        await client.aclose()
+    assert seen[0]["continue_final_message"] is True and seen[0]["add_generation_prompt"] is False
+    assert "continue_final_message" not in seen[1] and "add_generation_prompt" not in seen[1]
+    assert c.text == prefix + "normal</answer>"
+    assert c.score == pytest.approx(expected(AT_ANSWER))
+    assert fresh.text == "normal</answer>"
+
+
 # ---- judge and cache -------------------------------------------------------------------------------------------
 class ScoredModel(FakeModel):
     """FakeModel whose completions carry a score: ``score(prompt_text) -> float | None``."""
