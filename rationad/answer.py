@@ -85,14 +85,16 @@ ANSWER_OPEN = "<answer>"
 CUT_MARK = " …"
 CLOSE_REGEX = r"(normal|anomalous)</answer>"
 _SENTENCE_END = re.compile(r"[.;!?](?=\s)")
+_CLAUSE_END = re.compile(r"[,:](?=\s)")
 
 
 def close_cut_thought(text: str, view: SessionView) -> str | None:
     """The start of an answer whose ``<think>`` ran out of tokens before it closed, cut and closed so that the model
-    can answer from it: ``<think>`` + the rationale up to its last complete sentence + ``CUT_MARK`` +
-    ``</think>\n<answer>``. A cited line that is not in the session ends the text before the sentence that cites
-    it (a rationale that walks past the session's last row is where such answers loop). None when ``text`` is not
-    such an answer (it closed its thought, or never opened one) or when no complete sentence is left.
+    can answer from it: ``<think>`` + the rationale up to its last complete sentence (or, when it has none, its last
+    complete clause: the walk of rows the model was writing) + ``CUT_MARK`` + ``</think>\n<answer>``. A cited line
+    that is not in the session ends the text before it (a rationale that walks past the session's last row is where
+    such answers loop). None when ``text`` is not such an answer (it closed its thought, or never opened one) or when
+    nothing complete is left.
 
     This is budget forcing: the verdict is the model's own, read after the reasoning it managed to write, instead of
     a malformed answer and a dead-lettered session (with constrained output a cut thought is the only malformed
@@ -107,9 +109,13 @@ def close_cut_thought(text: str, view: SessionView) -> str | None:
             body = body[:m.start()]
             break
     ends = [m.end() for m in _SENTENCE_END.finditer(body + " ")]
-    if not ends:
-        return None
-    body = body[:ends[-1]].strip()
+    if ends:
+        body = body[:ends[-1]].strip()
+    else:  # a walk that never finished its first sentence ("L1 x4 receive start, L2 x1 allocated, ..."): its last item
+        ends = [m.start() for m in _CLAUSE_END.finditer(body)]
+        if not ends:
+            return None
+        body = body[:ends[-1]].strip()
     if not body:
         return None
     return f"{head}{body}{CUT_MARK}</think>\n{ANSWER_OPEN}"

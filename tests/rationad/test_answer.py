@@ -42,8 +42,11 @@ def test_a_thought_cut_by_the_token_budget_is_closed_at_its_last_complete_senten
     walked = "<think>L1 x1: a receive starts. L3 x1: the responder ends. L4 x1: the"
     assert close_cut_thought(walked, v) == ("<think>L1 x1: a receive starts. L3 x1: the responder ends."
                                             + CUT_MARK + "</think>\n<answer>")
-    assert close_cut_thought("<think>L1 x1: L4 and more.", v) is None  # no sentence before the absent line
-    assert close_cut_thought("<think>L1 x1: a receive sta", v) is None  # no complete sentence
+    # a walk past the last row before its first sentence ended (seen in the demo): its last complete item is kept
+    assert close_cut_thought("<think>L1 x1 receive start, L2 x1 received, L3 x1 ended, L4 x1 ended, L5", v) == (
+        "<think>L1 x1 receive start, L2 x1 received, L3 x1 ended" + CUT_MARK + "</think>\n<answer>")
+    assert close_cut_thought("<think>L1 x1 L4 and more.", v) is None  # nothing complete before the absent line
+    assert close_cut_thought("<think>L1 x1 a receive sta", v) is None  # nothing complete
     assert close_cut_thought("<think>L1 fine.</think>\n<answer>nor", v) is None  # not a cut thought
     assert close_cut_thought("garbage", v) is None
     # a thought longer than the regex allows (the narrowed regex has no bound) is cut to fit it

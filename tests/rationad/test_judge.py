@@ -146,9 +146,10 @@ async def test_grounded_answers_cost_one_request():
 
 async def test_a_repair_cut_off_by_the_token_budget_keeps_the_well_formed_ungrounded_answer():
     # A walk past the session's last row cites L25 in a 1-line session; regenerated under the session's line ids, the
-    # model loops until max_new_tokens and the answer has no closing tags: the event keeps the first answer, flagged.
+    # model runs out of max_new_tokens with nothing complete to answer from (a cut with a complete sentence or clause
+    # is answered, below): the event keeps the first answer, flagged.
     bad_ref = "<think>L1 x1 routine, L25 x1 routine. No failure signal: normal.</think>\n<answer>normal</answer>"
-    model = ScriptedModel([bad_ref, "<think>L1 x1 routine, L1 x1 routine, L1 x1 rou"])
+    model = ScriptedModel([bad_ref, "<think>L1 x1 rou"])
     (j,) = await Judge(model, ModelConfig(), "hdfs").judge_many([session("one", ["a"])])
     assert len(model.calls) == 2 and model.calls[1][2] != model.calls[0][2]  # the repair ran, narrowed
     assert (j.answer.verdict, j.answer.ungrounded_refs, j.attempts) == ("normal", ("L25",), 2)
