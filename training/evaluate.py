@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from rationad.answer import CUT_MARK
 from rationad.judge import Judge
 from rationad.records import LogLine, Session
 from rationad.replay import Scores
@@ -157,6 +158,11 @@ def set_metrics(points: list[dict[str, Any]]) -> dict[str, Any]:
     s = scores.summary()
     checked = [pt for pt in points if "problems" in pt and pt.get("verdict") and pt.get("rationale")]
     s["faithful_rate"] = round(sum(not pt["problems"] for pt in checked) / len(checked), 4) if checked else None
+    # Answers whose rationale ran past max_new_tokens and was cut before the answer (rationad.answer.close_cut_thought):
+    # well-formed as served, but a rationale longer than the budget is a model fault the format rate no longer shows.
+    answered = [pt for pt in points if pt.get("verdict") and pt.get("rationale")]
+    s["judged_cut_rate"] = (round(sum(pt["rationale"].endswith(CUT_MARK.strip()) for pt in answered) / len(answered), 4)
+                            if answered else None)
     s.update({"flag_rate": round((s["tp"] + s["fp"]) / max(1, s["labelled"]), 4),
               "judged_format_valid_rate": judged.summary()["format_valid_rate"],
               "judged_grounded_rate": judged.summary()["grounded_rate"]})

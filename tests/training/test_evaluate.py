@@ -12,7 +12,7 @@ from rationad.model.base import Completion
 from rationad.prompt import build_view
 from rationad.records import LogLine, Session
 
-from training.evaluate import EvalSet, judge_set, pr_plot, results_table
+from training.evaluate import EvalSet, judge_set, pr_plot, results_table, set_metrics
 from training.example import Example
 
 
@@ -57,6 +57,8 @@ def test_judge_set_weights_views_by_their_sessions(tmp_path):
     assert s["grounded_rate"] == round(6 / 7, 4)  # the 'c' view cites L9, absent from its 1-row session
     assert s["format_valid_rate"] == 1.0
     assert s["faithful_rate"] == round(2 / 3, 4)  # 'b' says L1 x5 of a row seen once, and names the wrong role
+    assert s["judged_cut_rate"] == 0.0
+
     rows = [json.loads(x) for x in (tmp_path / "hdfs_sessions.jsonl").read_text().splitlines()]
     assert [r["id"] for r in rows] == ["a", "b", "c"]
     assert [sorted({p.split(":")[0] for p in r["problems"]}) for r in rows] == [[], ["count", "role"], []]
@@ -64,6 +66,16 @@ def test_judge_set_weights_views_by_their_sessions(tmp_path):
     assert "| SFT | HDFS sessions (test) | 1.000 | 0.667 | 0.800 |" in results_table(results)
     pr_plot(results, tmp_path / "pr.png")
     assert (tmp_path / "pr.png").stat().st_size > 1000
+
+
+def test_set_metrics_count_rationales_cut_at_the_token_budget():
+    points = [{"verdict": "normal", "labels": ["normal"], "grounded": True, "rationale": "L1 x1 routine. …",
+               "problems": []},
+              {"verdict": "anomalous", "labels": ["anomalous"], "grounded": True, "rationale": "L1 x1 fails.",
+               "problems": []},
+              {"verdict": None, "labels": ["normal"], "grounded": True, "rationale": "", "problems": []}]
+    s = set_metrics(points)
+    assert s["judged_cut_rate"] == 0.5 and s["judged_format_valid_rate"] == round(2 / 3, 4)
 
 
 def test_kb_baseline_scores_the_same_sets():
