@@ -3,7 +3,8 @@
 Misses are deduplicated (two sessions that look the same to the model cost one call, also while the first call is
 still in flight), batched into one ``generate`` call, and a malformed answer is retried before it is recorded as
 malformed with its raw text. An answer whose rationale ran past ``max_new_tokens`` is not malformed: it is cut at its
-last complete sentence and the model writes only the answer after it (``rationad.answer.close_cut_thought``).
+last complete sentence (or clause) and the model writes only the answer after it
+(``rationad.answer.close_cut_thought``).
 
 Each judgement carries the model's ``score`` (P(anomalous) at the answer word, ``rationad.answer.answer_score``) of
 the completion it kept; the verdict cache stores it beside the completion, so a cache hit has the score of the call
@@ -210,8 +211,8 @@ class Judge:
                 await self._close_cut([views[i] for i in loose], repaired)
                 for i, c in zip(loose, repaired, strict=True):
                     # The narrowed regex has no length bound: a model that walked past the session's last row can
-                    # loop under it until max_new_tokens. Unless that loop could be cut at a complete sentence and
-                    # answered, keep the well-formed answer (flagged ungrounded).
+                    # loop under it until max_new_tokens. Unless that loop could be cut and answered
+                    # (``_close_cut``), keep the well-formed answer (flagged ungrounded).
                     if parse_completion(c.text, views[i]).ok:
                         done[i] = c
                     attempts[i] += 1
@@ -220,8 +221,9 @@ class Judge:
     async def _close_cut(self, views: list[SessionView], done: list[Completion], *,
                          at: list[int] | None = None, into: list[Completion] | None = None) -> None:
         """Answer in place the completions of ``done`` whose rationale ran past ``max_new_tokens`` before it closed:
-        the rationale is cut at its last complete sentence (``close_cut_thought``) and the model, given it, writes
-        only the answer (a few tokens, one short request) instead of being asked for the whole completion again.
+        the rationale is cut at its last complete sentence or clause (``close_cut_thought``) and the model, given it,
+        writes only the answer (a few tokens, one short request) instead of being asked for the whole completion
+        again.
         ``at``/``into``: where each of ``done`` also goes in the caller's list."""
         prefixes = {i: p for i, (v, c) in enumerate(zip(views, done, strict=True))
                     if (p := close_cut_thought(c.text, v)) is not None}
