@@ -34,15 +34,7 @@ from typing import Any
 
 from rationad.config import ModelConfig
 from rationad.answer import answer_score
-from rationad.model.base import (
-    SCORE_LOGPROBS,
-    Completion,
-    Message,
-    ModelError,
-    continued,
-    gather_all,
-    token_counter,
-)
+from rationad.model.base import SCORE_LOGPROBS, Completion, Message, ModelError, continued, gather_all, token_counter
 from rationad.model.dtype import resolve_dtype
 
 log = logging.getLogger(__name__)

@@ -32,15 +32,7 @@ import httpx
 
 from rationad.config import USERINFO, ModelConfig, redact_url
 from rationad.answer import answer_score
-from rationad.model.base import (
-    SCORE_LOGPROBS,
-    Completion,
-    Message,
-    ModelError,
-    continued,
-    gather_all,
-    token_counter,
-)
+from rationad.model.base import SCORE_LOGPROBS, Completion, Message, ModelError, continued, gather_all, token_counter
 
 log = logging.getLogger(__name__)
 

@@ -38,12 +38,17 @@ def session(i: int, lines: list[str]) -> Session:
                    close_reason="gap", topic="logs")
 
 
-async def test_scores_are_probabilities_that_agree_with_the_greedy_answer_at_one_half(vllm_server):
+async def started_client(vllm_server, *, max_new_tokens: int) -> tuple[ModelConfig, ServerClient]:
     cfg = ModelConfig(backend="vllm-server", server_url=vllm_server.url, served_model_name="rationad",
-                      path=vllm_server.model, max_new_tokens=768, max_prompt_tokens=1024, max_model_len=2048,
-                      request_timeout_secs=600)
+                      path=vllm_server.model, max_new_tokens=max_new_tokens, max_prompt_tokens=1024,
+                      max_model_len=2048, request_timeout_secs=600)
     client = ServerClient(cfg)
     await client.start()
+    return cfg, client
+
+
+async def test_scores_are_probabilities_that_agree_with_the_greedy_answer_at_one_half(vllm_server):
+    cfg, client = await started_client(vllm_server, max_new_tokens=768)
     try:
         judge = Judge(client, cfg, "hdfs", cache=VerdictCache(100))
         got = await judge.judge_many([session(i, s) for i, s in enumerate(SESSIONS)])
@@ -68,11 +73,7 @@ async def test_a_rationale_cut_by_the_token_budget_is_answered_not_dead_lettered
     tokens; the others are shorter) that answer runs out of tokens inside <think>. Before close_cut_thought it was
     malformed (twice) and dead-lettered; now it is answered from its rationale's last complete sentence, through the
     server's continue_final_message, with a score read at the answer word, and every session has a verdict."""
-    cfg = ModelConfig(backend="vllm-server", server_url=vllm_server.url, served_model_name="rationad",
-                      path=vllm_server.model, max_new_tokens=48, max_prompt_tokens=1024, max_model_len=2048,
-                      request_timeout_secs=600)
-    client = ServerClient(cfg)
-    await client.start()
+    cfg, client = await started_client(vllm_server, max_new_tokens=48)
     try:
         got = await Judge(client, cfg, "hdfs", cache=None).judge_many([session(i, s) for i, s in enumerate(SESSIONS)])
     finally:
