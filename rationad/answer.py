@@ -121,7 +121,8 @@ def close_cut_thought(text: str, view: SessionView) -> str | None:
     return f"{head}{body}{CUT_MARK}</think>\n{ANSWER_OPEN}"
 
 
-def answer_score(tokens: Sequence[str], candidates: Sequence[Sequence[tuple[str, float]]]) -> float | None:
+def answer_score(tokens: Sequence[str], candidates: Sequence[Sequence[tuple[str, float]]],
+                 prefix: str = "") -> float | None:
     """The model's probability of ``anomalous`` where its answer word starts, from per-token logprobs; None when the
     completion has no ``<answer>`` or no logprobs there.
 
@@ -137,7 +138,11 @@ def answer_score(tokens: Sequence[str], candidates: Sequence[Sequence[tuple[str,
     A word with no candidate in the top-k gets the smallest returned probability (an upper bound on any token
     outside the top-k), so the score is then bounded, not exact; it can only happen for a score near 0 or 1.
     README "Events" says the same.
+    ``prefix``: text the completion continued (an answer after a cut rationale, ``close_cut_thought``), read as one
+    token before ``tokens`` with no candidates.
     """
+    if prefix:
+        tokens, candidates = [prefix, *tokens], [[], *candidates]
     text = "".join(tokens)
     at = text.rfind(ANSWER_OPEN)
     if at < 0 or len(candidates) < len(tokens):

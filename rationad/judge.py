@@ -199,10 +199,10 @@ class Judge:
             if not bad:
                 break
             retried = await self._generate([views[i] for i in bad], MALFORMED_RETRY_TEMPERATURE, narrow=True)
+            await self._close_cut([views[i] for i in bad], retried)
             for i, c in zip(bad, retried, strict=True):
                 done[i] = c
                 attempts[i] += 1
-            await self._close_cut([views[i] for i in bad], retried, at=bad, into=done)
         if self.cfg.constrain_output:
             loose = [i for i, (v, c) in enumerate(zip(views, done, strict=True))
                      if (a := parse_completion(c.text, v)).ok and a.ungrounded_refs]
@@ -218,13 +218,11 @@ class Judge:
                     attempts[i] += 1
         return [(c.text, c.score, n) for c, n in zip(done, attempts, strict=True)]
 
-    async def _close_cut(self, views: list[SessionView], done: list[Completion], *,
-                         at: list[int] | None = None, into: list[Completion] | None = None) -> None:
+    async def _close_cut(self, views: list[SessionView], done: list[Completion]) -> None:
         """Answer in place the completions of ``done`` whose rationale ran past ``max_new_tokens`` before it closed:
         the rationale is cut at its last complete sentence or clause (``close_cut_thought``) and the model, given it,
         writes only the answer (a few tokens, one short request) instead of being asked for the whole completion
-        again.
-        ``at``/``into``: where each of ``done`` also goes in the caller's list."""
+        again."""
         prefixes = {i: p for i, (v, c) in enumerate(zip(views, done, strict=True))
                     if (p := close_cut_thought(c.text, v)) is not None}
         if not prefixes:
@@ -236,8 +234,6 @@ class Judge:
                 continue
             c = replace(c, completion_tokens=c.completion_tokens + done[i].completion_tokens)
             done[i] = c
-            if into is not None and at is not None:
-                into[at[i]] = c
             if self.metrics is not None:
                 self.metrics.rationales_cut.inc()
 

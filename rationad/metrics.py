@@ -75,7 +75,7 @@ class Metrics:
         )
         self.rationales_cut = Counter(
             "rationad_rationales_cut_total", "Rationales that ran past model.max_new_tokens: cut at their last "
-            "complete sentence (ending with ' …') and answered from there", registry=r
+            "complete sentence or clause (ending with ' …') and answered from there", registry=r
         )
         self.rationale_problems = Counter(
             "rationad_rationale_problems_total", "Statements of rationales the session refutes (rationad.faithful), "

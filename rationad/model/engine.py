@@ -139,18 +139,18 @@ def lora_rank(adapter: Path) -> int:
 
 def _score(token_ids: Any, logprobs: Any, prefix: str = "") -> float | None:
     """``answer_score`` from vLLM's sample logprobs: one ``{token id: Logprob}`` per generated token, after the
-    continued ``prefix`` (one pseudo-token without candidates)."""
+    continued ``prefix``."""
     if not logprobs or len(logprobs) != len(token_ids):
         return None
-    tokens: list[str] = [prefix] if prefix else []
-    candidates: list[list[tuple[str, float]]] = [[]] if prefix else []
+    tokens: list[str] = []
+    candidates: list[list[tuple[str, float]]] = []
     for tid, top in zip(token_ids, logprobs, strict=True):
         sampled = top.get(tid)
         if sampled is None:
             return None
         tokens.append(sampled.decoded_token or "")
         candidates.append([(lp.decoded_token or "", lp.logprob) for lp in top.values()])
-    return answer_score(tokens, candidates)
+    return answer_score(tokens, candidates, prefix)
 
 
 class EngineClient:

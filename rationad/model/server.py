@@ -86,13 +86,12 @@ def _error_text(resp: httpx.Response, limit: int = 300) -> str:
 
 def _score(logprobs: Any, prefix: str = "") -> float | None:
     """``answer_score`` from a chat completion's ``logprobs`` (``content``: one entry per generated token, each with
-    its ``token``, ``logprob`` and ``top_logprobs``), after the continued ``prefix`` (one pseudo-token without
-    candidates); None when the server sent none or an unexpected shape."""
+    its ``token``, ``logprob`` and ``top_logprobs``), after the continued ``prefix``; None when the server sent none or
+    an unexpected shape."""
     try:
         content = logprobs["content"]
-        tokens = [prefix] if prefix else []
-        tokens += [str(c["token"]) for c in content]
-        candidates: list[list[tuple[str, float]]] = [[]] if prefix else []
+        tokens = [str(c["token"]) for c in content]
+        candidates = []
         for c in content:  # the top-k holds the sampled token too, unless it ranked below them
             top = [(str(t["token"]), float(t["logprob"])) for t in c.get("top_logprobs") or ()]
             if not any(t == c["token"] for t, _ in top):
@@ -100,7 +99,7 @@ def _score(logprobs: Any, prefix: str = "") -> float | None:
             candidates.append(top)
     except (TypeError, KeyError, ValueError):
         return None
-    return answer_score(tokens, candidates)
+    return answer_score(tokens, candidates, prefix)
 
 
 class ServerClient:
