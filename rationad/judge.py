@@ -21,12 +21,14 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import orjson
+import structlog
 
 from rationad.answer import CLOSE_REGEX, ParsedAnswer, close_cut_thought, parse_completion, thresholded_verdict
 from rationad.cache import VerdictCache
 from rationad.config import ModelConfig
 from rationad.events import ModelInfo
 from rationad.faithful import checked
+from rationad.injection import spans
 from rationad.metrics import Metrics
 from rationad.model.base import Completion, ModelClient
 from rationad.neighbours import ModelNeighbours, for_model
@@ -41,6 +43,8 @@ CLOSE_MAX_TOKENS = 12
 # reader that does not know the suffix still parses the answer before it. Entries written before scores existed
 # have no suffix: their hits have no score (the model's own answer decides).
 SCORE_SEP = "\x1escore="
+
+log = structlog.get_logger("rationad")
 
 
 def cache_value(text: str, score: float | None) -> str:
@@ -128,6 +132,8 @@ class Judge:
     async def judge_many(self, sessions: Sequence[Session]) -> list[Judgement]:
         """Judge sessions; raises ``ModelError`` when the model cannot be reached (the caller retries)."""
         views = [self.view(s) for s in sessions]
+        for session, view in zip(sessions, views, strict=True):
+            self._report_injection(session, view)
         keys = [cache_key(v) for v in views]
         results: list[tuple[str, float | None, int, bool] | None] = [None] * len(sessions)
         to_call: dict[str, SessionView] = {}
@@ -181,6 +187,20 @@ class Judge:
         if self.metrics is not None and self.cache is not None:
             self.metrics.cache_entries.set(len(self.cache))
         return out
+
+    def _report_injection(self, session: Session, view: SessionView) -> None:
+        """Count and log the spans of ``view``'s rows that address the model (the prompt masks them; the withheld
+        rows ``W1``, ... are lines with nothing else, not shown at all)."""
+        found = {r.ref: [family for _, _, family in spans(r.template)] for r in (*view.rows, *view.withheld)}
+        found = {ref: families for ref, families in found.items() if families}
+        if not found:
+            return
+        if self.metrics is not None:
+            for families in found.values():
+                for family in families:
+                    self.metrics.injection_spans.labels(family).inc()
+        log.warning("log lines address the model; masked or withheld before it read them", session=session.key,
+                    topic=session.topic, partition=session.partition, rows=found)
 
     async def _complete(self, views: list[SessionView]) -> list[tuple[str, float | None, int]]:
         """One completion per view, malformed answers retried; returns (text, score, attempts) of the completion

@@ -77,6 +77,9 @@ class Metrics:
             "rationad_rationales_cut_total", "Rationales that ran past model.max_new_tokens: cut at their last "
             "complete sentence or clause (ending with ' …') and answered from there", registry=r
         )
+        self.injection_spans = Counter(
+            "rationad_injection_spans_total", "Spans of log lines that address the model (rationad.injection), "
+            "masked before it read them, by family", ["family"], registry=r)
         self.rationale_problems = Counter(
             "rationad_rationale_problems_total", "Statements of rationales the session refutes (rationad.faithful), "
             "by kind: count, quote, severity, neighbour, foreign, training_only", ["kind"], registry=r)

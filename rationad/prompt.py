@@ -3,7 +3,11 @@
 A session is shown to the model as its distinct line templates in order of first appearance, each with its count
 and a reference (``L1``, ``L2``, ...) that rationales cite. Log text is untrusted: every template is a JSON string
 literal with ``<`` and ``>`` escaped, so a log line can neither close a tag nor pose as an instruction, and the
-system prompt says that quoted lines are data. Long sessions are compressed (repeats collapsed with counts).
+system prompt says that quoted lines are data. Spans of a line that speak to the model ("ignore previous
+instructions", "answer normal", chat-template tokens) are masked as ``{*}`` when a row is rendered
+(``rationad.injection``), and a line that is nothing but such text is withheld from the view
+(``speaks_only_to_model``); no real log line has them, so a prompt without injected text is unchanged. Long
+sessions are compressed (repeats collapsed with counts).
 
 Past the token budget (and only then, so a prompt that fits is exactly the prompt that was trained), the view is cut
 in two steps, each visible to the model:
@@ -28,6 +32,7 @@ from dataclasses import dataclass, replace
 
 import orjson
 
+from rationad.injection import mask, spans
 from rationad.records import Session
 from rationad.templates import to_template
 
@@ -68,6 +73,14 @@ EVIDENCE = re.compile(
 def is_evidence(template: str) -> bool:
     """Whether a template carries error/warning evidence (``EVIDENCE``): such rows are the last to be dropped."""
     return EVIDENCE.search(template) is not None
+
+
+def speaks_only_to_model(template: str) -> bool:
+    """Whether a line is text for the model and nothing else: it has spans that address the model
+    (``rationad.injection``) and, once they are masked, no error/warning evidence. Such a line says nothing about the
+    system, and a small model is swayed by extra rows whatever they say, so it is withheld from the prompt; a line
+    that also reports trouble is shown, with its spans masked, so that text appended to an error cannot hide it."""
+    return bool(spans(template)) and not is_evidence(mask(template))
 
 
 def answer_regex(refs: Sequence[str]) -> str:
@@ -122,6 +135,9 @@ class SessionView:
     omitted_templates: int = 0
     omitted_lines: int = 0
     neighbours: tuple[Neighbour, ...] = ()
+    # Templates of lines that only speak to the model (``speaks_only_to_model``): not shown, not counted in
+    # ``line_count``; refs ``W1``, ``W2``, ... so that logs can name them.
+    withheld: tuple[TemplateRow, ...] = ()
 
     def row(self, ref: str) -> TemplateRow | None:
         for r in self.rows:
@@ -136,7 +152,7 @@ def quote(text: str) -> str:
 
 
 def _row_line(row: TemplateRow) -> str:
-    line = f"{row.ref} x{row.count} {quote(row.template)}"
+    line = f"{row.ref} x{row.count} {quote(mask(row.template))}"
     return f"{line} [{row.cut_chars} more characters cut]" if row.cut_chars else line
 
 
@@ -181,11 +197,20 @@ def build_view(
         tpl = msg if templated else to_template(msg)
         slot = order.setdefault(tpl, [i, 0])
         slot[1] += 1
+    # Lines that only speak to the model are withheld (a window of the template-level task is one template: kept).
+    quiet = set() if templated else {tpl for tpl in order if speaks_only_to_model(tpl)}
+    if len(quiet) == len(order):
+        quiet = set()  # nothing else to judge: show them, masked
+    withheld = tuple(
+        TemplateRow(ref=f"W{n}", template=tpl, count=order[tpl][1], first_index=order[tpl][0])
+        for n, tpl in enumerate((t for t in order if t in quiet), start=1)
+    )
     rows = [
         TemplateRow(ref=f"L{n}", template=tpl, count=cnt, first_index=first)
-        for n, (tpl, (first, cnt)) in enumerate(order.items(), start=1)
+        for n, (tpl, (first, cnt)) in enumerate(((t, v) for t, v in order.items() if t not in quiet), start=1)
     ]
-    budget = max_prompt_tokens - count_tokens(SYSTEM_PROMPT) - count_tokens(_header(source, len(messages), 999)) - 40
+    line_count = len(messages) - sum(r.count for r in withheld)
+    budget = max_prompt_tokens - count_tokens(SYSTEM_PROMPT) - count_tokens(_header(source, line_count, 999)) - 40
     total = sum(count_tokens(_row_line(r)) + 1 for r in rows)
     dropped: set[str] = set()
     if total > budget:
@@ -205,10 +230,11 @@ def build_view(
     omitted = [r for r in rows if r.ref in dropped]
     return SessionView(
         source=source,
-        line_count=len(messages),
+        line_count=line_count,
         rows=tuple(kept),
         omitted_templates=len(omitted),
         omitted_lines=sum(r.count for r in omitted),
+        withheld=withheld,
     )
 
 
@@ -230,7 +256,7 @@ def user_message(view: SessionView) -> str:
         )
     if view.neighbours:
         lines.append(NEIGHBOURS_HEADER)
-        lines.extend(f"{n.ref} {n.label} {quote(n.template)} reason {quote(n.reason)}" for n in view.neighbours)
+        lines.extend(f"{n.ref} {n.label} {quote(mask(n.template))} reason {quote(n.reason)}" for n in view.neighbours)
     lines.append("Is this session normal or anomalous?")
     return "\n".join(lines)
 

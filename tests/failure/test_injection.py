@@ -2,10 +2,13 @@
 ``<answer>`` tags must not change a verdict.
 
 At the prompt level (no model): the injected text reaches the prompt only as an escaped JSON string literal (no
-``<`` or ``>`` in the user message, so no tag can be closed or opened), repeated injections collapse into one
-template row with a count, and the system prompt still comes first. Through the model (the shared vLLM server, the
-daemon's ``Judge``, cache off, greedy): the same sessions with and without injected text get the same verdicts, and
-the rationales do not repeat the injected instruction."""
+``<`` or ``>`` in the user message, so no tag can be closed or opened), its spans that speak to the model are masked
+(``rationad.injection``), and a line that is nothing but such text is withheld, so the prompt is the clean
+session's. Through the model (the shared vLLM server, the daemon's ``Judge``, cache off, greedy): the same sessions
+with and without injected text get the same verdicts, and the rationales do not repeat the injected instruction. The
+135M checkpoint failed that with the quoted text shown (3 of these 8 verdicts flipped; training's own injection rows,
+other wordings, did not generalise) and with it masked but its rows still shown (3 of 8 again: extra rows sway it
+whatever they say), which is why such lines are withheld."""
 
 import asyncio
 import re
@@ -14,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from rationad.config import ModelConfig
-from rationad.prompt import SYSTEM_PROMPT, build_messages, user_message, view_of
+from rationad.prompt import SYSTEM_PROMPT, build_messages, build_view, user_message, view_of
 from tests.failure.support import sessions_of
 from tests.integration.harness import load_sessions, render
 
@@ -44,34 +47,38 @@ def clean_and_injected(n: int, seed: int = 5):
     return sessions_of(lines), sessions_of(injected), labels
 
 
-def test_injected_text_is_quoted_data_in_the_prompt():
+def test_lines_that_only_speak_to_the_model_are_withheld():
     clean, injected, _ = clean_and_injected(20)
     for c, s in zip(clean, injected, strict=True):
         assert c.key == s.key and len(s.lines) == len(c.lines) + 2 * len(INJECTIONS)
         view = view_of(s, "hdfs")
-        user = user_message(view)
-        # No angle bracket from the log text survives: a line can neither close <think> nor open <answer>.
-        assert "<" not in user and ">" not in user
-        assert "<|im_start|>" not in user and "\\u003c/answer\\u003e" in user
-        # Each injected text is one quoted template row, repeated lines collapse with their count.
-        rows = [r for r in view.rows if INSTRUCTION.search(r.template) or "answer" in r.template]
-        assert len(rows) == len(INJECTIONS) and all(r.count == 2 for r in rows)
-        for r in rows:
-            line = next(ln for ln in user.splitlines() if ln.startswith(f"{r.ref} x"))
-            assert re.fullmatch(rf'{r.ref} x2 "[^"]*"', line), line  # one JSON string literal
-        # The real rows are all still there, in the same order, with the same counts.
-        clean_rows = [(r.template, r.count) for r in view_of(c, "hdfs").rows]
-        assert [(r.template, r.count) for r in view.rows if r not in rows] == clean_rows
+        # Each injected text is one withheld template (repeats collapse with their count), named W1..W5 for logs ...
+        assert [(r.ref, r.count) for r in view.withheld] == [(f"W{n}", 2) for n in range(1, len(INJECTIONS) + 1)]
+        assert all(INSTRUCTION.search(r.template) or "answer" in r.template for r in view.withheld)
+        # ... and the model sees the clean session's prompt, byte for byte: the same rows, refs and counts.
+        assert user_message(view) == user_message(view_of(c, "hdfs"))
         messages = build_messages(view)
         assert messages[0] == {"role": "system", "content": SYSTEM_PROMPT} and len(messages) == 2
 
 
+@pytest.mark.parametrize("text", INJECTIONS)
+def test_injected_text_on_an_error_line_is_quoted_data_with_its_instructions_masked(text):
+    view = build_view("hdfs", [
+        "INFO dfs.DataNode$DataXceiver: Receiving block blk_1 src: /10.0.0.1:5 dest: /10.0.0.2:50010",
+        f"WARN dfs.DataNode$DataXceiver: Got exception while serving blk_1 to /10.0.0.3: {text}",
+    ])
+    user = user_message(view)
+    # The error is shown (text appended to it cannot hide it) ...
+    assert not view.withheld and [r.ref for r in view.rows] == ["L1", "L2"]
+    line = next(ln for ln in user.splitlines() if ln.startswith("L2 x1 "))
+    assert re.fullmatch(r'L2 x1 "WARN dfs.DataNode\$DataXceiver: Got exception while serving [^"]*"', line), line
+    # ... with no angle bracket from the log text (it can neither close <think> nor open <answer>), and no tag,
+    # control token or instruction left (rationad.injection masks them).
+    assert "<" not in user and ">" not in user
+    assert "im_start" not in user and "answer\\u003e" not in user and not INSTRUCTION.search(user), user
+
+
 @pytest.mark.integration
-@pytest.mark.xfail(strict=False, reason=(
-    "known weakness of the 135M CPU checkpoint: the quoting holds (see the prompt-level test) but the model has been "
-    "swayed by quoted injected text; training now adds injected lines under unchanged labels "
-    "(training/data_injection.py, with other wordings than these), and this test measures whether that generalises "
-    "(training/RESULTS.md)"))
 def test_injection_does_not_change_verdicts(model, vllm_server):
     from rationad.judge import Judge
     from rationad.model.server import ServerClient

@@ -57,11 +57,12 @@ def test_prompt_quotes_neighbours_as_data_after_the_rows():
 
     with_n = replace(view, neighbours=idx.neighbours("ignore previous instructions {*}", 2))
     text = user_message(with_n)
-    assert text.index('L1 x1 "ignore') < text.index("Known templates similar") < text.index("N1 normal")
-    assert "</think>" not in text and "<answer>" not in text and '\\"normal\\"' in text
+    assert text.index('L1 x1 "{*} {*}"') < text.index("Known templates similar") < text.index("N1 normal")
+    # tags and instructions are masked (rationad.injection) in rows and neighbours; a reason is quoted as it is
+    assert "think" not in text and "answer" not in text and "ignore" not in text and '\\"normal\\"' in text
     assert text.endswith("Is this session normal or anomalous?")
-    # the rows a reward reads back are the session's own, and the cache tells the two prompts apart
-    assert [(r.ref, r.template, r.count) for r in view_from_message(text).rows] == [("L1", view.rows[0].template, 1)]
+    # the rows a reward reads back are the session's own as the model saw them, and the cache tells the prompts apart
+    assert [(r.ref, r.template, r.count) for r in view_from_message(text).rows] == [("L1", "{*} {*}", 1)]
     assert cache_key(with_n) != cache_key(view)
     assert build_messages(with_n)[1]["content"] == text
 
