@@ -17,7 +17,7 @@ import asyncio
 import signal
 import time
 from collections.abc import Coroutine
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import structlog
@@ -93,7 +93,9 @@ class Daemon:
         self.s = settings
         self.metrics = metrics or Metrics()
         self.parser = make_parser(settings.input)
-        self.spec = resolve_spec(settings.sessions, settings.input.dialect)
+        # Template-level judging reads each line's template alone: revisions need not carry earlier lines.
+        self.spec = replace(resolve_spec(settings.sessions, settings.input.dialect),
+                            carry_context=settings.judge_level() != "template")
         self.internal = settings.repartition_topic()  # the repartition topic, or None (input windowed as it is)
         self.client = client or make_client(settings.model)
         self.model = model_info(settings.model, self.client.name)
@@ -639,10 +641,15 @@ class Daemon:
                            partition=int(h["rationad-source-partition"]), offset=int(h["rationad-source-offset"]))]
 
     def _enforce_byte_budget(self, now: float) -> None:
-        """Open sessions over all partitions stay within ``delivery.max_open_bytes``: the oldest close early."""
+        """Open sessions over all partitions stay within ``delivery.max_open_bytes``: the lines carried for later
+        revisions go first (``Sessionizer.drop_contexts``), then the oldest sessions close early."""
         budget = self.s.delivery.max_open_bytes
         parts = list(self._parts.values())
         total = sum(p.sessionizer.open_bytes for p in parts)
+        for p in parts:
+            if total <= budget:
+                break
+            total -= p.sessionizer.drop_contexts(total - budget)
         while total > budget:
             candidates = [(t, i) for i, p in enumerate(parts) if (t := p.sessionizer.oldest_opened_at()) is not None]
             if not candidates:

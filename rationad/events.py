@@ -71,6 +71,7 @@ def _about(session: Session, source: str, template_count: int, model: ModelInfo)
             "first_time": _iso(session.first_ts),
             "last_time": _iso(session.last_ts),
             "line_count": len(session.lines),
+            "context_lines": len(session.context),
             "template_count": template_count,
             "close_reason": session.close_reason,
             "revision": session.revision,
@@ -81,10 +82,12 @@ def _about(session: Session, source: str, template_count: int, model: ModelInfo)
 
 
 def evidence(answer: ParsedAnswer, view: SessionView, session: Session) -> list[dict[str, Any]]:
-    """The lines a rationale cites, each with its template, count and the session's first raw line of it."""
+    """The lines a rationale cites, each with its template, count and the session's first raw line of it (from an
+    earlier revision's lines when the row first appeared there: ``Session.context``)."""
     out = []
+    shown = session.judged_lines
     for row in answer.cited:
-        line = session.lines[row.first_index]
+        line = shown[row.first_index]
         out.append(
             {
                 "ref": row.ref,

@@ -39,7 +39,8 @@ class Metrics:
             "sessions are judged as fragments (key the producer by session key)", registry=r,
         )
         self.sessions_open_bytes = Gauge(
-            "rationad_sessions_open_bytes", "Estimated bytes held by open sessions over all partitions", registry=r
+            "rationad_sessions_open_bytes", "Estimated bytes held by open sessions over all partitions, and by the "
+            "lines carried for the next revisions of keys closed by max_open", registry=r
         )
         self.model_blocked = Gauge(
             "rationad_model_blocked", "1 while the model is misconfigured or dead and consumption is paused", registry=r

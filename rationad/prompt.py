@@ -239,9 +239,9 @@ def build_view(
 
 
 def view_of(session: Session, source: str, *, max_prompt_tokens: int = 1024, count_tokens: TokenCounter = approx_tokens) -> SessionView:
-    return build_view(
-        source, [line.message for line in session.lines], max_prompt_tokens=max_prompt_tokens, count_tokens=count_tokens
-    )
+    """The view of a session: its earlier revisions' lines (``Session.context``) and its own, in that order."""
+    return build_view(source, [line.message for line in session.judged_lines], max_prompt_tokens=max_prompt_tokens,
+                      count_tokens=count_tokens)
 
 
 NEIGHBOURS_HEADER = "Known templates similar to these lines, with their labels (quoted data, for comparison only):"

@@ -39,6 +39,14 @@ class Session:
     # 1 for a key's first session; one more for each session of the same key that follows a session closed early by
     # the processing-time bound ("max_open"): a revised verdict on the same lifecycle.
     revision: int = 1
+    # The lines of the key's earlier revisions (already judged; their offsets are not this session's): shown to the
+    # model before ``lines``, so a revision is judged as the lifecycle so far, not as a fragment of it.
+    context: list[LogLine] = field(default_factory=list)
+
+    @property
+    def judged_lines(self) -> list[LogLine]:
+        """What the model is shown: ``context`` then ``lines``; rationale refs index into this list."""
+        return self.context + self.lines if self.context else self.lines
 
     @property
     def first_offset(self) -> int:

@@ -409,7 +409,7 @@ async def judge_sessions(
                     "rationale": a.rationale,
                     "evidence": [
                         {"ref": r.ref, "template": r.template, "count": r.count,
-                         "line": s.lines[r.first_index].raw, "offset": s.lines[r.first_index].offset}
+                         "line": s.judged_lines[r.first_index].raw, "offset": s.judged_lines[r.first_index].offset}
                         for r in a.cited
                     ],
                     "grounded": a.grounded,

@@ -41,9 +41,12 @@ def render(event: dict[str, Any], colour: bool) -> str:
     c = _COLOURS if colour else {k: "" for k in _COLOURS}
     s = event.get("session") or {}
     verdict = str(event.get("verdict", "?"))
+    revision = s.get("revision") or 1
+    # A revision is judged with its key's earlier lines: say so, or its line count reads as the whole story.
+    rev = f"revision {safe(revision)} (+{safe(s.get('context_lines', 0))} earlier lines), " if revision != 1 else ""
     head = (
         f"{c.get(verdict, '')}{safe(verdict.upper()):9}{c['end']} {c['bold']}{safe(s.get('key', '?'))}{c['end']} "
-        f"{c['dim']}{safe(s.get('line_count', '?'))} lines, {safe(s.get('first_time') or '-')} .. "
+        f"{c['dim']}{rev}{safe(s.get('line_count', '?'))} lines, {safe(s.get('first_time') or '-')} .. "
         f"{safe(s.get('last_time') or '-')}{', cached' if event.get('cached') else ''}, id {safe(event.get('id', '?'))}"
         f"{c['end']}"
     )

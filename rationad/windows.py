@@ -34,7 +34,11 @@ Event time alone may never close a session (text without timestamps, a rare key 
 that live for days) and an open session pins the committed offset: ``max_open_secs`` bounds, in wall-clock time from
 the arrival of its first line, how long a session stays open (reason ``max_open``). More lines of its key later open
 a new session with the next ``revision`` (a key's first session is revision 1), so the early verdict is followed by a
-revised one on the same key.
+revised one on the same key. A revision carries the lines of the earlier ones as ``Session.context`` (at most
+``max_lines`` in all, the earliest kept), and the model judges the lifecycle so far: judged alone, the later pieces of
+a normal HDFS block (deletions, a reader's closed connection) look like failures. Carried lines count in
+``open_bytes``; ``drop_contexts`` frees them first when the caller's byte budget is exceeded (a revision then is judged
+on its own lines, as before).
 
 Close reasons: ``gap``, ``max_lines``, ``span``, ``window_full``, ``window_end``, ``evicted``, ``quiet``,
 ``max_open``, plus whatever reason the caller passes to :meth:`Sessionizer.flush` (``end_of_input``, ``shutdown``)
@@ -87,6 +91,7 @@ class WindowSpec:
     quiet_flush_secs: float | None = None
     max_open_secs: float | None = None  # wall-clock bound on how long a session stays open; None: no bound
     max_future_secs: float | None = None  # lines further ahead of the wall clock are untimed; None: no bound
+    carry_context: bool = True  # session mode: revisions carry their key's earlier lines (session-level judging)
 
     def __post_init__(self) -> None:
         if self.mode == "session" and self.gap_secs is None:
@@ -137,6 +142,12 @@ class _Open:
     opened_at: float = 0.0  # wall clock when its first line arrived
     nbytes: int = 0  # estimate, see LINE_OVERHEAD_BYTES
     revision: int = 1
+    context: list[LogLine] = field(default_factory=list)  # the key's earlier revisions' lines (Session.context)
+    context_bytes: int = 0
+
+
+def _line_bytes(line: LogLine) -> int:
+    return len(line.raw) + len(line.message) + LINE_OVERHEAD_BYTES
 
 
 LateCallback = Callable[[LogLine, float], None]  # (line, seconds behind the partition's event time)
@@ -169,6 +180,8 @@ class Sessionizer:
         self._open_bytes = 0
         # Keys whose last session closed by "max_open" -> that session's revision; bounded, oldest forgotten first.
         self._revisions: OrderedDict[str, int] = OrderedDict()
+        # Of those keys, the lines their next revision carries as context, and their bytes; oldest first.
+        self._carried: OrderedDict[str, tuple[list[LogLine], int]] = OrderedDict()
         # The in-order fast path of ``add``: ``_solo`` is the unrepartitioned source's entry of ``_sources`` while it
         # is the only one, else None (a repartitioned line finds its source's entry by its position). The limits below are the spec's, with
         # infinity for "no limit", so that one comparison each decides.
@@ -187,7 +200,8 @@ class Sessionizer:
 
     @property
     def open_bytes(self) -> int:
-        """Estimated bytes held by open sessions: ``len(raw) + len(message) + LINE_OVERHEAD_BYTES`` per line."""
+        """Estimated bytes held by open sessions and the lines carried for the next revisions of keys closed by
+        ``max_open``: ``len(raw) + len(message) + LINE_OVERHEAD_BYTES`` per line."""
         return self._open_bytes
 
     def oldest_opened_at(self) -> float | None:
@@ -309,6 +323,8 @@ class Sessionizer:
                 closed.append(self._close(next(iter(self._open)), "evicted"))
             cur = _Open(line.key, ts, ts, line.offset, bucket=self._bucket(ts), opened_at=now,
                         revision=self._revisions.pop(line.key, 0) + 1 if self._revisions else 1)
+            if self._carried and line.key in self._carried:
+                cur.context, cur.context_bytes = self._carried.pop(line.key)
             self._open[line.key] = cur
             self._schedule(cur)
         if ts < cur.last_ts:
@@ -438,13 +454,29 @@ class Sessionizer:
 
     def _close(self, key: str, reason: str) -> Session:
         cur = self._open.pop(key)
-        self._open_bytes -= cur.nbytes
+        self._open_bytes -= cur.nbytes + cur.context_bytes
+        session = self._session(cur, reason)
         if reason == "max_open":
             self._revisions[key] = cur.revision
             self._revisions.move_to_end(key)
             if len(self._revisions) > self.spec.max_open_sessions:
-                self._revisions.popitem(last=False)
-        return self._session(cur, reason)
+                gone, _ = self._revisions.popitem(last=False)
+                self._open_bytes -= self._carried.pop(gone, ([], 0))[1]
+            if self.spec.carry_context and self.spec.mode == "session":  # fixed windows stand alone
+                carried = session.judged_lines[: self.spec.max_lines]
+                nbytes = sum(_line_bytes(x) for x in carried)
+                self._carried[key] = (carried, nbytes)
+                self._open_bytes += nbytes
+        return session
+
+    def drop_contexts(self, over: int) -> int:
+        """Forget the carried lines of the keys that closed by ``max_open`` longest ago (their revision numbers
+        stay) until ``over`` bytes are freed or none is left; returns the bytes freed."""
+        freed = 0
+        while self._carried and freed < over:
+            freed += self._carried.popitem(last=False)[1][1]
+        self._open_bytes -= freed
+        return freed
 
     def _session(self, cur: _Open, reason: str) -> Session:
         lines = cur.lines
@@ -455,4 +487,4 @@ class Sessionizer:
         elif cur.disordered:
             lines = sorted(lines, key=lambda x: (x.ts if x.ts is not None else cur.first_ts, x.offset))
         return Session(key=cur.key, lines=lines, close_reason=reason, topic=self.topic, partition=self.partition,
-                       revision=cur.revision)
+                       revision=cur.revision, context=cur.context)

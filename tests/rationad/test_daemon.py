@@ -437,3 +437,27 @@ def _quiet_logs():
         configure("warning", "console")
     except TypeError:
         pass
+
+
+def test_the_byte_budget_drops_lines_carried_for_revisions_before_it_closes_a_session():
+    from rationad.daemon import _Part
+    from rationad.records import LogLine
+    from rationad.windows import Sessionizer
+
+    s = settings(sessions={"mode": "session", "gap_secs": 1_000, "max_open_secs": 10},
+                 delivery={"max_open_bytes": 2_000})
+    d, _, _ = make(s, [])
+    assert d.spec.carry_context  # session-level judging reads the earlier lines
+    w = Sessionizer(d.spec, topic=TP.topic, partition=TP.partition)
+    d._parts = {TP: _Part(w)}
+    submitted = []
+    d._submit = lambda sessions, part, now: submitted.extend(sessions)
+    for o in range(4):  # four keys closed by max_open: their lines are carried for their next revisions
+        w.add(LogLine(f"k{o}", "INFO x", "INFO x " + "y" * 100, offset=o), 0.0)
+    assert len(w.tick(10.0)) == 4 and w.open_count == 0
+    w.add(LogLine("new", "INFO x", "INFO x " + "y" * 100, offset=9), 10.0)
+    assert w.open_bytes > 2_000
+    d._enforce_byte_budget(10.0)
+    # Within budget again by forgetting the oldest carried lines; the open session stays open.
+    assert submitted == [] and w.open_count == 1 and w.open_bytes <= 2_000
+    assert list(w._carried) == ["k1", "k2", "k3"] and list(w._revisions) == ["k0", "k1", "k2", "k3"]

@@ -3,7 +3,7 @@ import orjson
 
 from rationad.answer import parse_completion
 from rationad.events import ModelInfo, build_event, encode, event_id, headers, schema
-from rationad.prompt import build_view
+from rationad.prompt import build_view, view_of
 from rationad.records import LogLine, Session
 
 
@@ -58,3 +58,19 @@ def test_revision_is_in_the_event_and_its_id_while_revision_1_ids_stay_as_they_w
     assert not validator.is_valid(e)
     del e["session"]["revision"]  # optional: events from before the field still validate
     validator.validate(e)
+
+
+def test_a_revision_is_judged_with_its_earlier_lines_and_cites_them_from_their_own_offsets():
+    earlier = make(first=10)
+    revised = make(first=40)
+    revised.revision, revised.context = 2, earlier.lines
+    revised.lines = revised.lines[1:2]  # this revision holds one line of its own
+    view = view_of(revised, "hdfs")
+    assert [(r.ref, r.count) for r in view.rows] == [("L1", 2), ("L2", 2)] and view.line_count == 4
+    a = parse_completion("<think>L1 starts; L2 reports an exception.</think><answer>anomalous</answer>", view)
+    e = build_event(revised, view, a, ModelInfo("m", "1"), cached=False, now=0)
+    jsonschema.Draft202012Validator(schema()).validate(orjson.loads(encode(e)))
+    # The session is this revision's (its offsets, its line count); the context is counted apart and citable.
+    assert (e["session"]["first_offset"], e["session"]["line_count"], e["session"]["context_lines"]) == (41, 1, 3)
+    assert [(ev["ref"], ev["offset"]) for ev in e["evidence"]] == [("L1", 10), ("L2", 11)]
+    assert event_id(revised, ModelInfo("m", "1")) != event_id(earlier, ModelInfo("m", "1"))

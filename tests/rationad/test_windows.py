@@ -192,11 +192,13 @@ def test_no_line_is_lost_and_offsets_bound_the_commit(events, max_open, lateness
         if open_min is not None:
             assert all(open_min <= ln.offset for s in w._open.values() for ln in s.lines)
         assert w.open_count <= max_open
-        assert w.open_bytes == sum(line_bytes(ln) for s in w._open.values() for ln in s.lines)
+        assert w.open_bytes == carried_bytes(w) + sum(line_bytes(ln) for s in w._open.values() for ln in s.lines)
         if max_open_secs is not None and w.open_count:
             assert clock.now - w.oldest_opened_at() < max_open_secs
     out.extend(w.flush("end_of_input"))
-    assert w.open_bytes == 0 and w.oldest_opened_at() is None and w.evict_oldest() is None
+    assert w.open_bytes == carried_bytes(w) and w.oldest_opened_at() is None and w.evict_oldest() is None
+    w.drop_contexts(w.open_bytes)
+    assert w.open_bytes == 0
     seen = sorted(ln.offset for s in out for ln in s.lines)
     assert seen == list(range(len(events)))
     assert all(len({ln.key for ln in s.lines}) == 1 for s in out)
@@ -213,7 +215,18 @@ def test_no_line_is_lost_and_offsets_bound_the_commit(events, max_open, lateness
         before = previous.get(s.key)
         allowed = {1, before.revision + 1} if before is not None and before.close_reason == "max_open" else {1}
         assert s.revision in allowed, (s.key, s.revision, before)
+        # A revision carries the lines of the ones before it (the earliest max_lines), a first session none.
+        if s.revision > 1:
+            assert s.context == (before.context + before.lines)[:7], (s.key, s.revision)
+        else:
+            assert s.context == []
         previous[s.key] = s
+
+
+def carried_bytes(w: Sessionizer) -> int:
+    """Bytes of the lines carried for later revisions: in open sessions, and for keys closed by max_open."""
+    return (sum(line_bytes(ln) for s in w._open.values() for ln in s.context)
+            + sum(line_bytes(ln) for carried, _ in w._carried.values() for ln in carried))
 
 
 # ---- far-future timestamps (issue 13, item 8) ---------------------------------------------------------------------
@@ -298,15 +311,48 @@ def test_more_lines_after_a_max_open_close_make_the_next_revision():
     for _ in range(3):
         w.add(line("a", None, len(revs)), clock.now)
         (s,) = w.tick(clock.advance(10))
-        revs.append((s.close_reason, s.revision))
-    assert revs == [("max_open", 1), ("max_open", 2), ("max_open", 3)]
+        revs.append((s.close_reason, s.revision, [x.offset for x in s.context], [x.offset for x in s.lines]))
+    # Each revision is judged with the lines of the ones before it (its context), and holds only its own offsets.
+    assert revs == [("max_open", 1, [], [0]), ("max_open", 2, [0], [1]), ("max_open", 3, [0, 1], [2])]
+    assert w.open_bytes == 3 * line_bytes(line("a", None, 0))  # carried for revision 4
     w.add(line("b", None, 3), clock.now)
     w.add(line("a", None, 4), clock.now)
     (b, a) = w.flush("end_of_input")
     assert (b.revision, a.revision) == (1, 4)
+    assert ([x.offset for x in a.judged_lines], b.context) == ([0, 1, 2, 4], [])
+    assert w.open_bytes == 0  # a close of another reason ends the series: nothing is carried
     w.add(line("a", None, 5), clock.now)  # the revision series ended with a close of another reason
     (a,) = w.flush("end_of_input")
-    assert a.revision == 1
+    assert (a.revision, a.context) == (1, [])
+
+
+def test_carried_lines_are_bounded_by_max_lines_and_dropped_first_under_the_byte_budget():
+    w = Sessionizer(session_spec(gap_secs=1_000.0, max_span_secs=None, max_open_secs=10.0, max_lines=3))
+    clock = Clock()
+    for rev in range(3):
+        for i in range(2):
+            w.add(line("a", None, 2 * rev + i), clock.now)
+        (s,) = w.tick(clock.advance(10))
+    assert s.revision == 3 and [x.offset for x in s.context] == [0, 1, 2]  # the earliest max_lines are kept
+    w.add(line("b", None, 9), clock.now)
+    held = w.open_bytes
+    freed = w.drop_contexts(1)
+    assert freed == 3 * line_bytes(line("a", None, 0)) and w.open_bytes == held - freed
+    w.add(line("a", None, 10), clock.now)
+    (a,) = [s for s in w.flush("end_of_input") if s.key == "a"]
+    assert (a.revision, a.context) == (4, [])  # the numbering goes on; the revision is judged on its own lines
+
+
+def test_fixed_windows_carry_nothing_and_a_template_level_spec_neither():
+    for spec in (WindowSpec(mode="fixed", window_lines=10, max_open_secs=1.0),
+                 session_spec(max_open_secs=1.0, carry_context=False)):
+        w = Sessionizer(spec)
+        clock = Clock()
+        w.add(line("a", None, 0), clock.now)
+        w.tick(clock.advance(1))
+        w.add(line("a", None, 1), clock.now)
+        (s,) = w.tick(clock.advance(1))
+        assert (s.revision, s.context, w.open_bytes) == (2, [], 0)
 
 
 def test_revision_memory_is_bounded():
