@@ -80,7 +80,7 @@ class Metrics:
         )
         self.injection_spans = Counter(
             "rationad_injection_spans_total", "Spans of log lines that address the model (rationad.injection), "
-            "masked before it read them, by family", ["family"], registry=r)
+            "masked (or withheld, a line with nothing else) before it read them, by family", ["family"], registry=r)
         self.rationale_problems = Counter(
             "rationad_rationale_problems_total", "Statements of rationales the session refutes (rationad.faithful), "
             "by kind: count, quote, severity, neighbour, foreign, training_only", ["kind"], registry=r)

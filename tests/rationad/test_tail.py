@@ -78,4 +78,5 @@ def test_a_revision_says_how_many_earlier_lines_it_was_judged_with():
     event = {"id": "abc", "verdict": "normal", "rationale": "L1 ...", "evidence": [], "grounded": True,
              "session": {"key": "blk_7", "line_count": 2, "first_time": "t0", "last_time": "t1", "revision": 3,
                          "context_lines": 25}}
-    assert render(event, False).splitlines()[0] == "NORMAL    blk_7 revision 3 (+25 earlier lines), 2 lines, t0 .. t1, id abc"
+    head = "NORMAL    blk_7 revision 3 (+25 earlier lines), 2 lines, t0 .. t1, id abc"
+    assert render(event, False).splitlines()[0] == head
