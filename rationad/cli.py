@@ -12,7 +12,7 @@ from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
-from rationad import __version__
+from rationad import __version__, stop_signals
 from rationad.config import ConfigError, Settings, load_settings
 
 DEFAULT_CONFIG = "config.toml"
@@ -479,6 +479,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.func is cmd_run:  # a stop during start-up ends the daemon cleanly (exit 0), not by the signal's default
+        stop_signals.hold()
     from rationad.fetch_pacing import pace_empty_fetches
 
     pace_empty_fetches()  # every command that consumes (run, demo, tail, replay, labels) on any broker

@@ -22,7 +22,7 @@ from typing import Any
 
 import structlog
 
-from rationad import __version__
+from rationad import __version__, stop_signals
 from rationad.cache import VerdictCache
 from rationad.config import Settings
 from rationad.delivery import Delivery, Hold, Output, Undeliverable
@@ -198,6 +198,11 @@ class Daemon:
                 loop.add_signal_handler(sig, self.request_stop)
             except (NotImplementedError, RuntimeError):
                 pass
+        early = stop_signals.received()
+        if early is not None:  # stopped while Python was still importing or reading the config: nothing to undo
+            log.info("stop_requested", signal=early, during="start-up")
+            self.notifier.stopping()
+            return self.exit_code
         self.metrics.build_info.info(
             {"version": __version__, "model": self.model.name, "model_version": self.model.version,
              "prompt_version": self.model.prompt_version}
