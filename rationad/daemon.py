@@ -43,7 +43,7 @@ from rationad.repartition import (
 from rationad.records import Session
 from rationad.systemd import Notifier
 from rationad.template_stage import TemplateStage
-from rationad.windows import LINE_OVERHEAD_BYTES, Sessionizer, resolve_spec
+from rationad.windows import Sessionizer, line_bytes, resolve_spec
 
 log = structlog.get_logger("rationad")
 
@@ -675,7 +675,7 @@ class Daemon:
             # sessions (an HDFS delete naming 100 blocks sits on one block's partition): only multi-line sessions count.
             if len(s.lines) > 1 and s.key != BGL_STREAM_KEY:
                 self._check_split(s)
-            nbytes = sum(len(x.raw) + len(x.message) for x in s.lines) + LINE_OVERHEAD_BYTES * len(s.lines)
+            nbytes = sum(map(line_bytes, s.lines))
             hold = self.delivery.hold(part.offsets, s.first_offset, nbytes)
             self.metrics.sessions_closed.labels(s.close_reason).inc()
             if self.templates is not None:

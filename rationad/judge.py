@@ -28,7 +28,6 @@ from rationad.cache import VerdictCache
 from rationad.config import ModelConfig
 from rationad.events import ModelInfo
 from rationad.faithful import checked
-from rationad.injection import spans
 from rationad.metrics import Metrics
 from rationad.model.base import Completion, ModelClient
 from rationad.neighbours import ModelNeighbours, for_model
@@ -191,8 +190,7 @@ class Judge:
     def _report_injection(self, session: Session, view: SessionView) -> None:
         """Count and log the spans of ``view``'s rows that address the model (the prompt masks them; the withheld
         rows ``W1``, ... are lines with nothing else, not shown at all)."""
-        found = {r.ref: [family for _, _, family in spans(r.template)] for r in (*view.rows, *view.withheld)}
-        found = {ref: families for ref, families in found.items() if families}
+        found = {r.ref: list(r.injected) for r in (*view.rows, *view.withheld) if r.injected}
         if not found:
             return
         if self.metrics is not None:

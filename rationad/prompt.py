@@ -112,6 +112,9 @@ class TemplateRow:
     count: int
     first_index: int  # index of the first line of the session with this template
     cut_chars: int = 0  # characters cut off the end of ``template`` to fit ``ROW_MAX_CHARS`` (shown as a marker)
+    # Families of the spans of ``template`` that address the model (``rationad.injection.spans``), found once by
+    # ``build_view`` for logs and metrics; the row is rendered masked whatever this holds.
+    injected: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,16 +200,17 @@ def build_view(
         tpl = msg if templated else to_template(msg)
         slot = order.setdefault(tpl, [i, 0])
         slot[1] += 1
+    injected = {tpl: tuple(family for _, _, family in spans(tpl)) for tpl in order}
     # Lines that only speak to the model are withheld (a window of the template-level task is one template: kept).
-    quiet = set() if templated else {tpl for tpl in order if speaks_only_to_model(tpl)}
+    quiet = set() if templated else {tpl for tpl in order if injected[tpl] and speaks_only_to_model(tpl)}
     if len(quiet) == len(order):
         quiet = set()  # nothing else to judge: show them, masked
     withheld = tuple(
-        TemplateRow(ref=f"W{n}", template=tpl, count=order[tpl][1], first_index=order[tpl][0])
+        TemplateRow(ref=f"W{n}", template=tpl, count=order[tpl][1], first_index=order[tpl][0], injected=injected[tpl])
         for n, tpl in enumerate((t for t in order if t in quiet), start=1)
     )
     rows = [
-        TemplateRow(ref=f"L{n}", template=tpl, count=cnt, first_index=first)
+        TemplateRow(ref=f"L{n}", template=tpl, count=cnt, first_index=first, injected=injected[tpl])
         for n, (tpl, (first, cnt)) in enumerate(((t, v) for t, v in order.items() if t not in quiet), start=1)
     ]
     line_count = len(messages) - sum(r.count for r in withheld)

@@ -146,7 +146,8 @@ class _Open:
     context_bytes: int = 0
 
 
-def _line_bytes(line: LogLine) -> int:
+def line_bytes(line: LogLine) -> int:
+    """What one line counts against ``delivery.max_open_bytes`` (an estimate, see ``LINE_OVERHEAD_BYTES``)."""
     return len(line.raw) + len(line.message) + LINE_OVERHEAD_BYTES
 
 
@@ -182,6 +183,7 @@ class Sessionizer:
         self._revisions: OrderedDict[str, int] = OrderedDict()
         # Of those keys, the lines their next revision carries as context, and their bytes; oldest first.
         self._carried: OrderedDict[str, tuple[list[LogLine], int]] = OrderedDict()
+        self._carry = spec.carry_context and spec.mode == "session"  # fixed windows stand alone
         # The in-order fast path of ``add``: ``_solo`` is the unrepartitioned source's entry of ``_sources`` while it
         # is the only one, else None (a repartitioned line finds its source's entry by its position). The limits below are the spec's, with
         # infinity for "no limit", so that one comparison each decides.
@@ -283,7 +285,7 @@ class Sessionizer:
                     cur.first_offset = line.offset
                 lines = cur.lines
                 lines.append(line)
-                size = len(line.raw) + len(line.message) + LINE_OVERHEAD_BYTES
+                size = len(line.raw) + len(line.message) + LINE_OVERHEAD_BYTES  # line_bytes, inlined: the hot path
                 cur.nbytes += size
                 self._open_bytes += size
                 if len(lines) >= self._fast_lines:
@@ -330,7 +332,7 @@ class Sessionizer:
         if ts < cur.last_ts:
             cur.disordered = True
         cur.lines.append(line)
-        size = len(line.raw) + len(line.message) + LINE_OVERHEAD_BYTES
+        size = line_bytes(line)
         cur.nbytes += size
         self._open_bytes += size
         cur.first_ts = min(cur.first_ts, ts)
@@ -462,9 +464,9 @@ class Sessionizer:
             if len(self._revisions) > self.spec.max_open_sessions:
                 gone, _ = self._revisions.popitem(last=False)
                 self._open_bytes -= self._carried.pop(gone, ([], 0))[1]
-            if self.spec.carry_context and self.spec.mode == "session":  # fixed windows stand alone
+            if self._carry:
                 carried = session.judged_lines[: self.spec.max_lines]
-                nbytes = sum(_line_bytes(x) for x in carried)
+                nbytes = sum(map(line_bytes, carried))
                 self._carried[key] = (carried, nbytes)
                 self._open_bytes += nbytes
         return session
