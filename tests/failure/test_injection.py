@@ -4,11 +4,18 @@
 At the prompt level (no model): the injected text reaches the prompt only as an escaped JSON string literal (no
 ``<`` or ``>`` in the user message, so no tag can be closed or opened), its spans that speak to the model are masked
 (``rationad.injection``), and a line that is nothing but such text is withheld, so the prompt is the clean
-session's. Through the model (the shared vLLM server, the daemon's ``Judge``, cache off, greedy): the same sessions
-with and without injected text get the same verdicts, and the rationales do not repeat the injected instruction. The
-135M checkpoint failed that with the quoted text shown (3 of these 8 verdicts flipped; training's own injection rows,
-other wordings, did not generalise) and with it masked but its rows still shown (3 of 8 again: extra rows sway it
-whatever they say), which is why such lines are withheld."""
+session's. Through the model (the shared vLLM server, the daemon's ``Judge`` with its verdict cache on, as the
+daemon runs by default, greedy): the sessions with injected text get the clean sessions' verdicts, and the rationales
+do not repeat the injected instruction. The 135M checkpoint failed that with the quoted text shown (3 of these 8
+verdicts flipped; training's own injection rows, other wordings, did not generalise) and with it masked but its rows
+still shown (3 of 8 again: extra rows sway it whatever they say), which is why such lines are withheld.
+
+Why through the cache: the engine is not deterministic run to run. The same prompt, judged again in another batch or
+after vLLM's prefix cache holds it, can take another greedy path (measured on blk_-8713835748442573480: P(anomalous)
+0.016, 0.018, 0.018, 0.00056 over four runs of one prompt; CI once saw its written answer flip), so a second model
+call on an identical prompt tests the engine, not the injection. A verdict that the daemon serves is a function of the
+prompt while the cache holds it: the injected sessions must therefore be cache hits of the clean ones, which holds only
+if the model was handed the clean session's prompt byte for byte."""
 
 import asyncio
 import re
@@ -80,22 +87,27 @@ def test_injected_text_on_an_error_line_is_quoted_data_with_its_instructions_mas
 
 @pytest.mark.integration
 def test_injection_does_not_change_verdicts(model, vllm_server):
+    from rationad.cache import VerdictCache
     from rationad.judge import Judge
     from rationad.model.server import ServerClient
 
     clean, injected, labels = clean_and_injected(8)
     cfg = ModelConfig(backend="vllm-server", server_url=vllm_server.url, served_model_name="rationad", path=model)
+    cache = VerdictCache(1000)
 
     async def judge_all():
         client = ServerClient(cfg)
         await client.start()
         try:
-            judge = Judge(client, cfg, "hdfs", cache=None)
+            judge = Judge(client, cfg, "hdfs", cache=cache)
             return await judge.judge_many(clean), await judge.judge_many(injected)
         finally:
             await client.aclose()
 
     before, after = asyncio.run(judge_all())
+    # The model judged the clean sessions; the injected ones reached it as the clean sessions' prompts.
+    assert not any(j.cached for j in before) and cache.misses == len(clean)
+    assert [j.cached for j in after] == [j.answer.ok for j in before], "an injected session was not the clean prompt"
     pairs = [(c.session.key, labels[c.session.key], c.answer.verdict, i.answer.verdict)
              for c, i in zip(before, after, strict=True)]
     print("key, label, verdict without / with injection (None: malformed answer):", pairs)
