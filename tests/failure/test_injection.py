@@ -156,11 +156,13 @@ def test_template_level_injection_cannot_change_a_window_verdict(model, vllm_ser
     clean, injected = bgl_windows()
     cfg = ModelConfig(backend="vllm-server", server_url=vllm_server.url, served_model_name="rationad", path=model)
 
-    async def judge(lines: list[str], size: int):
-        path = tmp_path / f"bgl-{size}.log"
+    def windows(name: str, lines: list[str], size: int):
+        path = tmp_path / f"bgl-{name}.log"
         path.write_text("\n".join(lines) + "\n")
-        sessions = replay.sessions_from_log(path, "bgl", SessionsConfig(mode="fixed", window_lines=size),
-                                            InputConfig(dialect="bgl"), replay.Skipped())
+        return list(replay.sessions_from_log(path, "bgl", SessionsConfig(mode="fixed", window_lines=size),
+                                             InputConfig(dialect="bgl"), replay.Skipped()))
+
+    async def judge(sessions):
         client = ServerClient(cfg)
         await client.start()
         out = io.BytesIO()
@@ -170,8 +172,10 @@ def test_template_level_injection_cannot_change_a_window_verdict(model, vllm_ser
             await client.aclose()
         return [orjson.loads(x) for x in out.getvalue().splitlines()]
 
-    before = asyncio.run(judge(clean, 10))
-    after = asyncio.run(judge(injected, 10 + len(INJECTIONS)))
+    # One replay, as one daemon judges: each template once (the engine is not deterministic run to run, see
+    # BENCHMARKS section 6, so a template judged twice could differ for reasons of its own).
+    both = asyncio.run(judge(windows("clean", clean, 10) + windows("injected", injected, 10 + len(INJECTIONS))))
+    before, after = both[:8], both[8:]
     assert len(before) == len(after) == 8
     print("window verdicts without / with injection:", [(b["verdict"], a["verdict"]) for b, a in zip(before, after)])
     # The verdicts of the windows' own templates are the same with the hostile lines beside them ...
