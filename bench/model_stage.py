@@ -135,13 +135,14 @@ async def _drive(client, cfg, sessions, *, reset=None) -> dict:
         await judge.judge_many(sessions[:1])  # warm-up (first request compiles the regex's grammar)
         calls0 = judge.model_calls
         counted.update(prompt_tokens=0, gen_tokens=0)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         results = [j for r in await asyncio.gather(*(one(b) for b in batches)) for j in r]
-        secs = time.perf_counter() - t0
+        secs, cpu = time.perf_counter() - t0, time.process_time() - c0
     finally:
         client.generate = generate
     texts = [j.answer.raw for j in results]
-    return {"sessions": n, "secs": secs, "sessions_per_s": n / secs, "model_calls": judge.model_calls - calls0,
+    return {"sessions": n, "secs": secs, "front_cpu_secs": cpu, "sessions_per_s": n / secs,
+            "model_calls": judge.model_calls - calls0,
             "ok": sum(j.ok for j in results), "texts": texts,
             "anomalous": sum(j.answer.verdict == "anomalous" for j in results), **counted}
 
@@ -321,11 +322,12 @@ def _raw_vllm(model: str, n: int, max_tokens: int, settings: dict | None) -> dic
                                     ANSWER_REGEX)
     assert params.logprobs and params.structured_outputs.regex == ANSWER_REGEX
     llm.generate(prompts[:1], params, use_tqdm=False)  # warm-up, as for the Judge
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     outs = llm.generate(prompts, params, use_tqdm=False)
-    secs = time.perf_counter() - t0
+    secs, cpu = time.perf_counter() - t0, time.process_time() - c0
     texts = [o.outputs[0].text for o in outs]
-    return {"path": "vllm", "sessions": n, "secs": secs, "sessions_per_s": n / secs, "start_secs": start_secs,
+    return {"path": "vllm", "sessions": n, "secs": secs, "front_cpu_secs": cpu, "sessions_per_s": n / secs,
+            "start_secs": start_secs,
             "settings": resolved, "texts": texts, "gen_tokens": sum(len(o.outputs[0].token_ids) for o in outs),
             "prompt_tokens": sum(len(o.prompt_token_ids) for o in outs)}
 
@@ -429,6 +431,8 @@ def main() -> None:
         runs = [(which, r)] + [(f"server-{k}".replace("_", "-"), r[k]) for k in ("capped", "all_again") if k in r]
         for name, x in runs:
             extra = f", at most {x['max_requests_in_flight']} requests in flight" if "max_requests_in_flight" in x else ""
+            if "front_cpu_secs" in x:  # this process's CPU while timed (the engine core is another process)
+                extra += f"; front-end CPU {x['front_cpu_secs']:.1f} s"
             print(f"  {name:<13} {x['sessions']} sessions in {x['secs']:7.2f} s = {x['sessions_per_s']:6.3f} "
                   f"sessions/s (start-up {r['start_secs']:.0f} s, not counted{extra}; load avg 1 min "
                   f"{load0:.2f} before, {load1:.2f} after)", flush=True)
