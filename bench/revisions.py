@@ -15,8 +15,15 @@ Same model, engine, prompts' format, threshold and pieces on both sides (asserte
 lines). Reported per side: the pieces of normal blocks flagged, block-level P/R/F1 for "any revision flagged" and for
 "the latest revision's verdict" (what a consumer that keeps the latest revision per key sees), model calls, seconds.
 
+Thresholds: the figures above take ``judge.threshold_session`` for every piece. The daemon judges a piece closed by
+``max_open`` (unfinished: its key may still receive lines) at ``judge.threshold_unfinished`` instead; from the same
+run's scores (each piece's score and close reason are kept in the JSON), ``unfinished_rule`` gives the same figures
+with that rule for several values of it, the configured default among them. Nothing is tuned on this sample: the
+default is the model's own answer (0.5).
+
 Usage: ``.venv/bin/python bench/revisions.py [--log rationad/data/hdfs_sample.log.gz]
-[--labels rationad/data/hdfs_sample_labels.csv] [--max-open-secs 600] [--model DIR] [--json FILE]``.
+[--labels rationad/data/hdfs_sample_labels.csv] [--max-open-secs 600] [--sides alone,with_context] [--model DIR]
+[--json FILE]``.
 """
 
 from __future__ import annotations
@@ -77,11 +84,36 @@ def block_scores(recs: list[dict], labels: dict[str, str], latest_only: bool) ->
             "f1": round(2 * p * r / (p + r), 3) if p + r else 0.0}
 
 
+def decided(recs: list[dict], sessions: list[Session], threshold: float, unfinished: float) -> list[dict]:
+    """``recs`` with each verdict taken again from its score, at ``unfinished`` for a piece closed by ``max_open``
+    and ``threshold`` otherwise (as ``JudgeConfig.session_threshold``); the written answer where there is no score."""
+    out = []
+    for r, s in zip(recs, sessions, strict=True):
+        t = unfinished if s.close_reason == "max_open" else threshold
+        verdict = r["model_verdict"] if r["score"] is None else ("anomalous" if r["score"] >= t else "normal")
+        out.append({**r, "verdict": verdict})
+    return out
+
+
+def side_figures(recs: list[dict], sessions: list[Session], labels: dict[str, str]) -> dict:
+    normal = [r for r, s in zip(recs, sessions, strict=True) if s.label == "normal"]
+    later = [r for r, s in zip(recs, sessions, strict=True) if s.label == "normal" and s.revision > 1]
+    return {
+        "normal_pieces_flagged": [sum(r["verdict"] == "anomalous" for r in normal), len(normal)],
+        "normal_later_revisions_flagged": [sum(r["verdict"] == "anomalous" for r in later), len(later)],
+        "normal_blocks_flagged_at_some_revision": len({r["id"].split("#")[0] for r in normal
+                                                       if r["verdict"] == "anomalous"}),
+        "blocks_any_revision": block_scores(recs, labels, latest_only=False),
+        "blocks_latest_revision": block_scores(recs, labels, latest_only=True),
+    }
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--log", type=Path, default=ROOT / "rationad" / "data" / "hdfs_sample.log.gz")
     ap.add_argument("--labels", type=Path, default=ROOT / "rationad" / "data" / "hdfs_sample_labels.csv")
     ap.add_argument("--max-open-secs", type=float, default=600.0)
+    ap.add_argument("--sides", default="alone,with_context")
     ap.add_argument("--model", type=Path, default=None)
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
@@ -114,18 +146,25 @@ def main() -> int:
     result: dict = {"machine": info, "log": str(args.log), "max_open_secs": args.max_open_secs,
                     "threshold": threshold, "blocks": len({s.key for s in with_context}),
                     "sessions": len(with_context), "revisions": len(revised)}
+    unfinished_default = settings.judge.threshold_unfinished
     for name, sessions in (("alone", alone), ("with_context", with_context)):
+        if name not in args.sides.split(","):
+            continue
         recs, calls, secs = asyncio.run(judge(sessions))
-        normal = [r for r, s in zip(recs, sessions, strict=True) if s.label == "normal"]
-        later = [r for r, s in zip(recs, sessions, strict=True) if s.label == "normal" and s.revision > 1]
-        result[name] = {
-            "normal_pieces_flagged": [sum(r["verdict"] == "anomalous" for r in normal), len(normal)],
-            "normal_later_revisions_flagged": [sum(r["verdict"] == "anomalous" for r in later), len(later)],
-            "blocks_any_revision": block_scores(recs, labels, latest_only=False),
-            "blocks_latest_revision": block_scores(recs, labels, latest_only=True),
-            "malformed": sum(r["model_verdict"] is None for r in recs),
-            "model_calls": calls, "seconds": round(secs, 1)}
-        print(name, orjson.dumps(result[name]).decode(), flush=True)
+        result[name] = {**side_figures(decided(recs, sessions, threshold, threshold), sessions, labels),
+                        "malformed": sum(r["model_verdict"] is None for r in recs),
+                        "model_calls": calls, "seconds": round(secs, 1),
+                        "pieces": [{"key": s.key, "revision": s.revision, "close_reason": s.close_reason,
+                                    "label": s.label, "score": r["score"], "model_verdict": r["model_verdict"]}
+                                   for r, s in zip(recs, sessions, strict=True)]}
+        print(name, orjson.dumps({k: v for k, v in result[name].items() if k != "pieces"}).decode(), flush=True)
+        rule = {}
+        for unfinished in sorted({threshold, 0.01, 0.1, 0.5, unfinished_default}):
+            rule[f"{unfinished:g}"] = side_figures(decided(recs, sessions, threshold, unfinished), sessions, labels)
+            print(f"  {name}, max_open pieces at {unfinished:g}"
+                  f"{' (judge.threshold_unfinished)' if unfinished == unfinished_default else ''}:",
+                  orjson.dumps(rule[f"{unfinished:g}"]).decode(), flush=True)
+        result[name]["unfinished_rule"] = rule
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))

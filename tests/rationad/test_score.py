@@ -290,6 +290,24 @@ async def test_daemon_session_events_use_threshold_session():
                    "c": ("anomalous", "anomalous", 0.9, 0.2)}
 
 
+async def test_daemon_judges_a_session_cut_by_max_open_at_threshold_unfinished():
+    """An unfinished session (cut by max_open_secs while its key is still open) is flagged only at
+    ``threshold_unfinished``; the same scores on sessions that ended are judged at ``threshold_session``."""
+    s = test_daemon.settings(judge={"level": "session", "threshold_session": 0.2, "threshold_unfinished": 0.6},
+                             sessions={"mode": "session", "gap_secs": 1_000, "max_open_secs": 0.2,
+                                       "quiet_flush_secs": 600},
+                             input={"repartition": "never"}, output={"emit_normal": True})
+    model = ScoredModel(lambda text: 0.9 if "ERROR" in text else (0.25 if "WARN" in text else 0.01))
+    lines = ["session=b WARN slow", "session=b WARN slow", "session=c ERROR failed", "session=c ERROR failed"]
+    d, _, producer = test_daemon.make(s, [test_template_stage.recs(lines)], model=model)
+    await test_daemon.run_until(d, lambda: len(producer.on(s.output.topic)) == 2)
+    evs = {e["session"]["key"]: e for e in (orjson.loads(x.value) for x in producer.on(s.output.topic))}
+    got = {k: (e["session"]["close_reason"], e["verdict"], e["model_verdict"], e["threshold"]) for k, e in evs.items()}
+    # b scores 0.25: anomalous at threshold_session (0.2, the test above), normal while unfinished.
+    assert got == {"b": ("max_open", "normal", "normal", 0.6), "c": ("max_open", "anomalous", "anomalous", 0.6)}
+    assert s.judge.session_threshold("gap") == 0.2 and s.judge.session_threshold("quiet") == 0.2
+
+
 async def test_daemon_template_windows_use_threshold_template():
     s = test_template_stage.settings(output={"emit_normal": True}, judge={"threshold_template": 0.9})
     model = ScoredModel(lambda text: 0.8 if "ERROR" in text else 0.05)
@@ -305,6 +323,7 @@ async def test_daemon_template_windows_use_threshold_template():
 def test_thresholds_are_checked_and_default_to_the_validation_choice():
     # BENCHMARKS.md section 11: session level from HDFS validation's best F1; template level the model's own answer.
     assert Settings().judge.threshold("session") == 0.00045 and Settings().judge.threshold("template") == 0.5
+    assert Settings().judge.session_threshold("max_open") == 0.5  # the model's own answer: BENCHMARKS.md section 13
     assert Settings(judge={"threshold_template": 0.3}).judge.threshold("template") == 0.3
     for bad in (0, 1.5, -0.1):
         with pytest.raises(ValueError):
