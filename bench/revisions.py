@@ -43,7 +43,8 @@ import orjson
 from _common import ROOT, default_model_dir, print_machine
 
 from rationad import replay
-from rationad.config import InputConfig, SessionsConfig, load_settings
+from rationad.answer import thresholded_verdict
+from rationad.config import InputConfig, JudgeConfig, SessionsConfig, load_settings
 from rationad.dialects import make_parser
 from rationad.records import Session
 from rationad.windows import Sessionizer, resolve_spec
@@ -84,15 +85,13 @@ def block_scores(recs: list[dict], labels: dict[str, str], latest_only: bool) ->
             "f1": round(2 * p * r / (p + r), 3) if p + r else 0.0}
 
 
-def decided(recs: list[dict], sessions: list[Session], threshold: float, unfinished: float) -> list[dict]:
-    """``recs`` with each verdict taken again from its score, at ``unfinished`` for a piece closed by ``max_open``
-    and ``threshold`` otherwise (as ``JudgeConfig.session_threshold``); the written answer where there is no score."""
-    out = []
-    for r, s in zip(recs, sessions, strict=True):
-        t = unfinished if s.close_reason == "max_open" else threshold
-        verdict = r["model_verdict"] if r["score"] is None else ("anomalous" if r["score"] >= t else "normal")
-        out.append({**r, "verdict": verdict})
-    return out
+def decided(recs: list[dict], sessions: list[Session], judge: JudgeConfig, unfinished: float) -> list[dict]:
+    """``recs`` with each verdict taken again from its score as the daemon takes it (``JudgeConfig.session_threshold``
+    of the piece's close reason), with ``threshold_unfinished`` = ``unfinished``."""
+    judge = judge.model_copy(update={"threshold_unfinished": unfinished})
+    return [{**r, "verdict": thresholded_verdict(r["model_verdict"], r["score"],
+                                                 judge.session_threshold(s.close_reason))}
+            for r, s in zip(recs, sessions, strict=True)]
 
 
 def side_figures(recs: list[dict], sessions: list[Session], labels: dict[str, str]) -> dict:
@@ -151,7 +150,7 @@ def main() -> int:
         if name not in args.sides.split(","):
             continue
         recs, calls, secs = asyncio.run(judge(sessions))
-        result[name] = {**side_figures(decided(recs, sessions, threshold, threshold), sessions, labels),
+        result[name] = {**side_figures(decided(recs, sessions, settings.judge, threshold), sessions, labels),
                         "malformed": sum(r["model_verdict"] is None for r in recs),
                         "model_calls": calls, "seconds": round(secs, 1),
                         "pieces": [{"key": s.key, "revision": s.revision, "close_reason": s.close_reason,
@@ -160,7 +159,8 @@ def main() -> int:
         print(name, orjson.dumps({k: v for k, v in result[name].items() if k != "pieces"}).decode(), flush=True)
         rule = {}
         for unfinished in sorted({threshold, 0.01, 0.1, 0.5, unfinished_default}):
-            rule[f"{unfinished:g}"] = side_figures(decided(recs, sessions, threshold, unfinished), sessions, labels)
+            rule[f"{unfinished:g}"] = side_figures(decided(recs, sessions, settings.judge, unfinished), sessions,
+                                                   labels)
             print(f"  {name}, max_open pieces at {unfinished:g}"
                   f"{' (judge.threshold_unfinished)' if unfinished == unfinished_default else ''}:",
                   orjson.dumps(rule[f"{unfinished:g}"]).decode(), flush=True)
