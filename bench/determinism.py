@@ -31,22 +31,16 @@ from _common import default_model_dir, print_machine  # noqa: E402
 
 async def _judge_runs(url: str, model: Path, sessions: list, runs: int) -> list[list]:
     from rationad.config import ModelConfig
-    from rationad.judge import Judge
-    from rationad.model.server import ServerClient
+    from rationad.replay import judging
 
     cfg = ModelConfig(backend="vllm-server", server_url=url, served_model_name="rationad", path=model)
-    client = ServerClient(cfg)
-    await client.start()
-    try:
-        judge = Judge(client, cfg, "hdfs", cache=None)
-        out = []
+    out = []
+    async with judging(cfg, "hdfs") as judge:  # no verdict cache: every run asks the model
         for r in range(runs):
             t = time.monotonic()
             out.append(await judge.judge_many(sessions))
             print(f"run {r + 1}: {len(sessions)} sessions in {time.monotonic() - t:.1f} s", flush=True)
-        return out
-    finally:
-        await client.aclose()
+    return out
 
 
 def main() -> None:

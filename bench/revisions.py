@@ -87,10 +87,10 @@ def block_scores(recs: list[dict], labels: dict[str, str], latest_only: bool) ->
 
 def decided(recs: list[dict], sessions: list[Session], judge: JudgeConfig, unfinished: float) -> list[dict]:
     """``recs`` with each verdict taken again from its score as the daemon takes it (``JudgeConfig.session_threshold``
-    of the piece's close reason), with ``threshold_unfinished`` = ``unfinished``."""
+    of ``Session.unfinished``), with ``threshold_unfinished`` = ``unfinished``."""
     judge = judge.model_copy(update={"threshold_unfinished": unfinished})
     return [{**r, "verdict": thresholded_verdict(r["model_verdict"], r["score"],
-                                                 judge.session_threshold(s.close_reason))}
+                                                 judge.session_threshold(s.unfinished))}
             for r, s in zip(recs, sessions, strict=True)]
 
 

@@ -152,9 +152,10 @@ class JudgeConfig(_Section):
     def threshold(self, level: str) -> float:
         return self.threshold_template if level == "template" else self.threshold_session
 
-    def session_threshold(self, close_reason: str) -> float:
-        """The threshold of a session-level verdict on a session closed for ``close_reason``."""
-        return self.threshold_unfinished if close_reason == "max_open" else self.threshold_session
+    def session_threshold(self, unfinished: bool) -> float:
+        """The threshold of a session-level verdict on a session that ended, or on one that may be unfinished
+        (``Session.unfinished``)."""
+        return self.threshold_unfinished if unfinished else self.threshold_session
 
 
 class RepartitionConfig(_Section):

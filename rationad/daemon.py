@@ -177,9 +177,10 @@ class Daemon:
         self.metrics.produce_stuck.set(self.delivery.stuck_secs)
 
     # ---- lifecycle ----------------------------------------------------------------------------------------
-    def request_stop(self) -> None:
+    def request_stop(self, **why) -> None:
+        """Drain and stop (SIGTERM/SIGINT, a fatal error); ``why`` goes into the log line."""
         if not self._stop.is_set():
-            log.info("stop_requested")
+            log.info("stop_requested", **why)
             self.notifier.stopping()
             self._draining = True
             self._set_ready_metric()
@@ -200,8 +201,7 @@ class Daemon:
                 pass
         early = stop_signals.received()
         if early is not None:  # stopped while Python was still importing or reading the config: nothing to undo
-            log.info("stop_requested", signal=early, during="start-up")
-            self.notifier.stopping()
+            self.request_stop(signal=early, during="start-up")
             return self.exit_code
         self.metrics.build_info.info(
             {"version": __version__, "model": self.model.name, "model_version": self.model.version,

@@ -213,7 +213,7 @@ class ModelStage:
                 return
             event = build_event(p.session, j.view, j.answer, self.model, cached=j.cached,
                                 max_rationale_chars=self.s.output.max_rationale_chars, score=j.score,
-                                threshold=self.s.judge.session_threshold(p.session.close_reason))
+                                threshold=self.s.judge.session_threshold(p.session.unfinished))
             if event["verdict"] == "anomalous" or self.s.output.emit_normal:
                 out = Output(self.s.output.topic, p.session.key.encode(), encode(event), headers(event))
 

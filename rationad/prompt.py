@@ -75,12 +75,15 @@ def is_evidence(template: str) -> bool:
     return EVIDENCE.search(template) is not None
 
 
-def speaks_only_to_model(template: str) -> bool:
+def speaks_only_to_model(template: str, has_spans: bool | None = None) -> bool:
     """Whether a line is text for the model and nothing else: it has spans that address the model
     (``rationad.injection``) and, once they are masked, no error/warning evidence. Such a line says nothing about the
     system, and a small model is swayed by extra rows whatever they say, so it is withheld from the prompt; a line
-    that also reports trouble is shown, with its spans masked, so that text appended to an error cannot hide it."""
-    return bool(spans(template)) and not is_evidence(mask(template))
+    that also reports trouble is shown, with its spans masked, so that text appended to an error cannot hide it.
+    ``has_spans``: whether ``spans(template)`` found any, when the caller already knows."""
+    if has_spans is None:
+        has_spans = bool(spans(template))
+    return has_spans and not is_evidence(mask(template))
 
 
 def answer_regex(refs: Sequence[str]) -> str:
@@ -202,7 +205,8 @@ def build_view(
         slot[1] += 1
     injected = {tpl: tuple(family for _, _, family in spans(tpl)) for tpl in order}
     # Lines that only speak to the model are withheld (a window of the template-level task is one template: kept).
-    quiet = set() if templated else {tpl for tpl in order if injected[tpl] and speaks_only_to_model(tpl)}
+    quiet = set() if templated else {tpl for tpl, found in injected.items()
+                                     if found and speaks_only_to_model(tpl, has_spans=True)}
     if len(quiet) == len(order):
         quiet = set()  # nothing else to judge: show them, masked
     withheld = tuple(

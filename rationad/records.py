@@ -44,6 +44,12 @@ class Session:
     context: list[LogLine] = field(default_factory=list)
 
     @property
+    def unfinished(self) -> bool:
+        """Closed while its key may still be writing: by the processing-time bound ``max_open``, after which a later
+        revision of the same key may follow. Such a session is judged at ``judge.threshold_unfinished``."""
+        return self.close_reason == "max_open"
+
+    @property
     def judged_lines(self) -> list[LogLine]:
         """What the model is shown: ``context`` then ``lines``; rationale refs index into this list."""
         return self.context + self.lines if self.context else self.lines

@@ -348,8 +348,10 @@ class Scores:
 
 
 @contextlib.asynccontextmanager
-async def _judge(model_cfg: ModelConfig, source: str, client, use_cache: bool, cache_entries: int):
-    """A ``Judge`` over ``client`` (started and closed here when None is given: a client from ``model_cfg``)."""
+async def judging(model_cfg: ModelConfig, source: str, *, client=None, use_cache: bool = False,
+                  cache_entries: int = 100_000):
+    """A ``Judge`` over ``client`` (started and closed here when None is given: a client from ``model_cfg``), with
+    a verdict cache of ``cache_entries`` when ``use_cache`` (``judge.cache``)."""
     from rationad.cache import VerdictCache
     from rationad.judge import Judge
     from rationad.model.base import make_client
@@ -394,7 +396,7 @@ async def judge_sessions(
     """Run sessions through the model stage; write JSON lines; return scores and the number of model calls. The
     verdict is the answer at ``threshold`` (None: the model's written answer)."""
     scores = Scores()
-    async with _judge(model_cfg, source, client, use_cache, cache_entries) as judge:
+    async with judging(model_cfg, source, client=client, use_cache=use_cache, cache_entries=cache_entries) as judge:
 
         async def judge_chunk(batch: list[Session]) -> None:
             for j in await judge.judge_many(batch):
@@ -441,7 +443,7 @@ async def judge_by_template(
 
     book = TemplateBook(max_templates=cache_entries)
     scores = Scores()
-    async with _judge(model_cfg, source, client, use_cache, cache_entries) as judge:
+    async with judging(model_cfg, source, client=client, use_cache=use_cache, cache_entries=cache_entries) as judge:
         model = ModelInfo(name=judge.client.name)
 
         async def judge_chunk(batch: list[Session]) -> None:

@@ -11,11 +11,11 @@ verdicts flipped; training's own injection rows, other wordings, did not general
 still shown (3 of 8 again: extra rows sway it whatever they say), which is why such lines are withheld.
 
 Why through the cache: the engine is not deterministic run to run. The same prompt, judged again in another batch or
-after vLLM's prefix cache holds it, can take another greedy path (measured on blk_-8713835748442573480: P(anomalous)
-0.016, 0.018, 0.018, 0.00056 over four runs of one prompt; CI once saw its written answer flip), so a second model
-call on an identical prompt tests the engine, not the injection. A verdict that the daemon serves is a function of the
-prompt while the cache holds it: the injected sessions must therefore be cache hits of the clean ones, which holds only
-if the model was handed the clean session's prompt byte for byte."""
+after vLLM's prefix cache holds it, can take another greedy path (CI once saw blk_-8713835748442573480's written
+answer flip on identical prompts; ``bench/determinism.py`` measures the spread, BENCHMARKS.md section 6), so a
+second model call on an identical prompt tests the engine, not the injection. A verdict that the daemon serves is a
+function of the prompt while the cache holds it: the injected sessions must therefore be cache hits of the clean
+ones, which holds only if the model was handed the clean session's prompt byte for byte."""
 
 import asyncio
 import re
@@ -87,24 +87,16 @@ def test_injected_text_on_an_error_line_is_quoted_data_with_its_instructions_mas
 
 @pytest.mark.integration
 def test_injection_does_not_change_verdicts(model, vllm_server):
-    from rationad.cache import VerdictCache
-    from rationad.judge import Judge
-    from rationad.model.server import ServerClient
+    from rationad.replay import judging
 
     clean, injected, labels = clean_and_injected(8)
     cfg = ModelConfig(backend="vllm-server", server_url=vllm_server.url, served_model_name="rationad", path=model)
-    cache = VerdictCache(1000)
 
     async def judge_all():
-        client = ServerClient(cfg)
-        await client.start()
-        try:
-            judge = Judge(client, cfg, "hdfs", cache=cache)
-            return await judge.judge_many(clean), await judge.judge_many(injected)
-        finally:
-            await client.aclose()
+        async with judging(cfg, "hdfs", use_cache=True, cache_entries=1000) as judge:
+            return judge.cache, await judge.judge_many(clean), await judge.judge_many(injected)
 
-    before, after = asyncio.run(judge_all())
+    cache, before, after = asyncio.run(judge_all())
     # The model judged the clean sessions; the injected ones reached it as the clean sessions' prompts.
     assert not any(j.cached for j in before) and cache.misses == len(clean)
     assert [j.cached for j in after] == [j.answer.ok for j in before], "an injected session was not the clean prompt"
@@ -141,6 +133,38 @@ def bgl_windows(n: int = 8, size: int = 10) -> tuple[list[str], list[str]]:
     return clean, injected
 
 
+def windows(path: Path, lines: list[str], size: int):
+    """BGL windows of ``size`` lines, read from ``lines`` (written to ``path``) as ``rationad replay`` reads them."""
+    from rationad import replay
+    from rationad.config import InputConfig, SessionsConfig
+
+    path.write_text("\n".join(lines) + "\n")
+    return list(replay.sessions_from_log(path, "bgl", SessionsConfig(mode="fixed", window_lines=size),
+                                         InputConfig(dialect="bgl"), replay.Skipped()))
+
+
+def test_template_level_prompts_do_not_see_the_hostile_lines_beside_them(tmp_path):
+    """At template level the model is shown each template alone: the prompts for a window's own templates are the
+    same whether hostile lines sit beside them or not, and every hostile line is a template of its own (none is
+    folded into a template of the window's real lines, which would change that template's prompt)."""
+    from rationad.template_book import template_of, template_session
+
+    def prompts(window) -> dict[str, str]:
+        found = {template_of(line.message) for line in window.lines}
+        return {t: user_message(view_of(template_session(t), "bgl")) for t in found}
+
+    clean, injected = bgl_windows()
+    pairs = list(zip(windows(tmp_path / "clean.log", clean, 10),
+                     windows(tmp_path / "injected.log", injected, 10 + len(INJECTIONS)), strict=True))
+    assert len(pairs) == 8
+    for c, i in pairs:
+        own, beside = prompts(c), prompts(i)
+        assert {t: beside.get(t) for t in own} == own
+        hostile = beside.keys() - own.keys()
+        assert len(hostile) == len(INJECTIONS), sorted(hostile)
+        assert all("answer" in t for t in hostile), sorted(hostile)  # every injection names the answer
+
+
 @pytest.mark.integration
 def test_template_level_injection_cannot_change_a_window_verdict(model, vllm_server, tmp_path):
     """At template level a hostile line is its own template: it can only sway its own verdict, never the verdict of
@@ -150,39 +174,24 @@ def test_template_level_injection_cannot_change_a_window_verdict(model, vllm_ser
     import orjson
 
     from rationad import replay
-    from rationad.config import InputConfig, SessionsConfig
-    from rationad.model.server import ServerClient
 
     clean, injected = bgl_windows()
     cfg = ModelConfig(backend="vllm-server", server_url=vllm_server.url, served_model_name="rationad", path=model)
 
-    def windows(name: str, lines: list[str], size: int):
-        path = tmp_path / f"bgl-{name}.log"
-        path.write_text("\n".join(lines) + "\n")
-        return list(replay.sessions_from_log(path, "bgl", SessionsConfig(mode="fixed", window_lines=size),
-                                             InputConfig(dialect="bgl"), replay.Skipped()))
-
     async def judge(sessions):
-        client = ServerClient(cfg)
-        await client.start()
         out = io.BytesIO()
-        try:
-            await replay.judge_by_template(sessions, cfg, "bgl", out, use_cache=False, client=client)
-        finally:
-            await client.aclose()
+        await replay.judge_by_template(sessions, cfg, "bgl", out, use_cache=False)
         return [orjson.loads(x) for x in out.getvalue().splitlines()]
 
     # One replay, as one daemon judges: each template once (the engine is not deterministic run to run, see
     # BENCHMARKS section 6, so a template judged twice could differ for reasons of its own).
-    both = asyncio.run(judge(windows("clean", clean, 10) + windows("injected", injected, 10 + len(INJECTIONS))))
+    both = asyncio.run(judge(windows(tmp_path / "clean.log", clean, 10)
+                             + windows(tmp_path / "injected.log", injected, 10 + len(INJECTIONS))))
     before, after = both[:8], both[8:]
     assert len(before) == len(after) == 8
     print("window verdicts without / with injection:", [(b["verdict"], a["verdict"]) for b, a in zip(before, after)])
-    # The verdicts of the windows' own templates are the same with the hostile lines beside them ...
-    for b, a in zip(before, after, strict=True):
-        own = {t["id"]: t["verdict"] for t in b["templates"]}
-        assert {t["id"]: t["verdict"] for t in a["templates"] if t["id"] in own} == own
-    # ... so a window flagged without them stays flagged with them: 0 verdict changes.
+    # The windows' own templates get the same prompts with the hostile lines beside them (the test above), so a
+    # window flagged without them stays flagged with them: 0 verdict changes.
     assert [b["verdict"] for b in before if b["verdict"] == "anomalous"], "no window was flagged: nothing tested"
     changed = [(i, b["verdict"], a["verdict"]) for i, (b, a) in enumerate(zip(before, after)) if b["verdict"] != a["verdict"]]
     assert not changed, f"verdicts changed by injected lines: {changed}"

@@ -305,7 +305,7 @@ async def test_daemon_judges_a_session_cut_by_max_open_at_threshold_unfinished()
     got = {k: (e["session"]["close_reason"], e["verdict"], e["model_verdict"], e["threshold"]) for k, e in evs.items()}
     # b scores 0.25: anomalous at threshold_session (0.2, the test above), normal while unfinished.
     assert got == {"b": ("max_open", "normal", "normal", 0.6), "c": ("max_open", "anomalous", "anomalous", 0.6)}
-    assert s.judge.session_threshold("gap") == 0.2 and s.judge.session_threshold("quiet") == 0.2
+    assert s.judge.session_threshold(False) == 0.2 and s.judge.session_threshold(True) == 0.6
 
 
 async def test_daemon_template_windows_use_threshold_template():
@@ -323,7 +323,7 @@ async def test_daemon_template_windows_use_threshold_template():
 def test_thresholds_are_checked_and_default_to_the_validation_choice():
     # BENCHMARKS.md section 11: session level from HDFS validation's best F1; template level the model's own answer.
     assert Settings().judge.threshold("session") == 0.00045 and Settings().judge.threshold("template") == 0.5
-    assert Settings().judge.session_threshold("max_open") == 0.5  # the model's own answer: BENCHMARKS.md section 13
+    assert Settings().judge.session_threshold(True) == 0.5  # the model's own answer: BENCHMARKS.md section 13
     assert Settings(judge={"threshold_template": 0.3}).judge.threshold("template") == 0.3
     for bad in (0, 1.5, -0.1):
         with pytest.raises(ValueError):
