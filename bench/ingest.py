@@ -14,6 +14,10 @@ What is measured (all on one topic of rendered HDFS lines, ``--partitions`` part
   ``stream.take(5000)`` batches (``--faust-take``); timed from its first record (start-up excluded).
   The pass runs under the daemon's garbage-collection policy (``rationad.daemon.collect_less``, set by
   ``Daemon._start``: start-up objects frozen, young collections every 50,000 allocations).
+- **floor** (``--floor``, diagnostic): the least any ingest that holds one Python line object per line in its open
+  session must do: ``getmany``, decode each value, find its block id with one regex search, build a ``LogLine``,
+  append it to its key's list; no header or time parsing, no windowing, under the daemon's collector policy. Its
+  ratio to plain bounds what a redesign of the per-line path (lazy parsing, BENCHMARKS.md section 1) could reach.
 - **daemon-gc-default** / **daemon-gc-off** (``--gc default|off``, diagnostics, not how the daemon runs): the daemon
   pass under CPython's default collector thresholds (the daemon before that policy), or with the cyclic collector
   disabled during the pass: the most any GC policy of the process could give.
@@ -102,6 +106,46 @@ async def run_parse_only(bootstrap: str, topic: str, partitions: int) -> dict:
             "cpu_secs": cpu, "lines_per_cpu_s": lines / cpu}
 
 
+async def run_floor(bootstrap: str, topic: str, partitions: int) -> dict:
+    import gc
+
+    from rationad.daemon import collect_less
+    from rationad.dialects import _BLOCK
+    from rationad.records import LogLine
+
+    c, _, total = await _consumer(bootstrap, topic, partitions)
+    n = lines = 0
+    held: dict[str, list] = {}
+    search = _BLOCK.search
+    saved = gc.get_threshold()
+    collect_less()
+    try:
+        cpu0 = time.process_time()
+        with Timer() as t:
+            while n < total:
+                for tp, recs in (await c.getmany(timeout_ms=200, max_records=MAX_RECORDS)).items():
+                    n += len(recs)
+                    topic_, part = tp.topic, tp.partition
+                    for r in recs:
+                        text = r.value.decode("utf-8")
+                        m = search(text)
+                        key = m[0] if m is not None else ""
+                        line = LogLine(key, text, text, 0.0, topic_, part, r.offset)
+                        slot = held.get(key)
+                        if slot is None:
+                            held[key] = [line]
+                        else:
+                            slot.append(line)
+                        lines += 1
+        cpu = time.process_time() - cpu0
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*saved)
+        await c.stop()
+    return {"path": "floor", "records": n, "lines": lines, "secs": t.secs, "lines_per_s": lines / t.secs,
+            "cpu_secs": cpu, "lines_per_cpu_s": lines / cpu, "keys_held": len(held)}
+
+
 async def run_daemon(bootstrap: str, topic: str, partitions: int, gap_secs: float | None,
                      gc_mode: str | None = None) -> dict:
     from rationad.config import Settings
@@ -173,7 +217,8 @@ def run_faust(bootstrap: str, topic: str, lines: int, mode: str, gap_secs: float
 def _fmt(r: dict) -> str:
     if "error" in r:
         return f"  {r['path']:<12} ERROR {r['error']}"
-    extra = "".join(f", {k}={r[k]}" for k in ("sessions_closed", "sessions_open_at_end", "partial") if k in r)
+    extra = "".join(f", {k}={r[k]}" for k in ("sessions_closed", "sessions_open_at_end", "keys_held", "partial")
+                    if k in r)
     cpu = f" ({r['lines_per_cpu_s']:>9,.0f} per CPU s)" if "lines_per_cpu_s" in r else ""
     return (f"  {r['path']:<12} {r['lines']:>9,} lines in {r['secs']:7.2f} s = {r['lines_per_s']:>10,.0f} lines/s"
             f"{cpu}{extra}")
@@ -193,12 +238,16 @@ async def amain(args) -> dict:
                                         args.partitions, args.lines)
         print(f"produced {produced:,} rendered HDFS lines into {args.partitions} partitions in {t.secs:.1f} s "
               f"(broker data dir {broker.data_dir}, deleted afterwards)", flush=True)
+        passes = [lambda: run_plain(broker.bootstrap, topic, args.partitions),
+                  lambda: run_daemon(broker.bootstrap, topic, args.partitions, args.gap_secs),
+                  lambda: run_parse_only(broker.bootstrap, topic, args.partitions)]
+        if args.gc:
+            passes.append(lambda: run_daemon(broker.bootstrap, topic, args.partitions, args.gap_secs,
+                                             gc_mode=args.gc))
+        if args.floor:
+            passes.append(lambda: run_floor(broker.bootstrap, topic, args.partitions))
         for rep in range(args.repeats):
-            for fn in (lambda: run_plain(broker.bootstrap, topic, args.partitions),
-                       lambda: run_daemon(broker.bootstrap, topic, args.partitions, args.gap_secs),
-                       lambda: run_parse_only(broker.bootstrap, topic, args.partitions)) + ((
-                    lambda: run_daemon(broker.bootstrap, topic, args.partitions, args.gap_secs, gc_mode=args.gc),
-                    ) if args.gc else ()):
+            for fn in passes:
                 r = await fn()
                 r["repeat"] = rep
                 results.append(r)
@@ -235,6 +284,10 @@ async def amain(args) -> dict:
           f">= 0.5: {'MET' if ratio >= 0.5 else 'MISSED'})")
     print(f"per CPU second: plain {best_cpu['plain']:,.0f}, daemon {best_cpu['daemon']:,.0f} lines: "
           f"ratio {ratio_cpu:.3f}")
+    if args.floor:
+        print(f"diagnostic, floor (decode + key search + LogLine + hold, no parsing or windowing): "
+              f"{best['floor']:,.0f} lines/s = {best['floor'] / best['plain']:.3f} of plain "
+              f"({best_cpu['floor'] / best_cpu['plain']:.3f} per CPU second)")
     if args.gc:
         k = f"daemon-gc-{args.gc}"
         print(f"diagnostic, daemon with gc {args.gc}: {best[k]:,.0f} lines/s = {best[k] / best['plain']:.3f} of plain "
@@ -265,6 +318,8 @@ def main() -> None:
     ap.add_argument("--gc", choices=["default", "off"],
                     help="diagnostic: also time the daemon pass under CPython's default GC thresholds or with the "
                          "cyclic GC disabled (not how the daemon runs)")
+    ap.add_argument("--floor", action="store_true",
+                    help="diagnostic: also time the least a line-object-per-line ingest must do (see the docstring)")
     ap.add_argument("--quick", action="store_true", help="100k lines, one repeat (sanity check, < 1 min)")
     args = ap.parse_args()
     if args.quick:
