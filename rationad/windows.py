@@ -458,7 +458,7 @@ class Sessionizer:
         cur = self._open.pop(key)
         self._open_bytes -= cur.nbytes + cur.context_bytes
         session = self._session(cur, reason)
-        if reason == "max_open":
+        if session.unfinished:  # a later revision of this key may follow: remember its number (and its lines)
             self._revisions[key] = cur.revision
             self._revisions.move_to_end(key)
             if len(self._revisions) > self.spec.max_open_sessions:
