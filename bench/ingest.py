@@ -64,27 +64,8 @@ async def _consumer(bootstrap: str, topic: str, partitions: int):
     return c, tps, sum(ends.values())
 
 
-async def run_plain(bootstrap: str, topic: str, partitions: int) -> dict:
-    c, _, total = await _consumer(bootstrap, topic, partitions)
-    n = 0
-    try:
-        cpu0 = time.process_time()
-        with Timer() as t:
-            while n < total:
-                for recs in (await c.getmany(timeout_ms=200, max_records=MAX_RECORDS)).values():
-                    n += len(recs)
-        cpu = time.process_time() - cpu0
-    finally:
-        await c.stop()
-    return {"path": "plain", "records": n, "lines": n, "secs": t.secs, "lines_per_s": n / t.secs,
-            "cpu_secs": cpu, "lines_per_cpu_s": n / cpu}
-
-
-async def run_parse_only(bootstrap: str, topic: str, partitions: int) -> dict:
-    from rationad.config import InputConfig
-    from rationad.dialects import BadRecord, make_parser
-
-    parser = make_parser(InputConfig(dialect="hdfs"))
+async def _pass(bootstrap: str, topic: str, partitions: int, path: str, handle) -> dict:
+    """Read the whole topic with ``getmany``; ``handle(tp, records)`` returns the lines it made of one batch."""
     c, _, total = await _consumer(bootstrap, topic, partitions)
     n = lines = 0
     try:
@@ -93,17 +74,34 @@ async def run_parse_only(bootstrap: str, topic: str, partitions: int) -> dict:
             while n < total:
                 for tp, recs in (await c.getmany(timeout_ms=200, max_records=MAX_RECORDS)).items():
                     n += len(recs)
-                    for r in recs:
-                        try:
-                            lines += len(parser.parse(r.value, topic=tp.topic, partition=tp.partition,
-                                                      offset=r.offset))
-                        except BadRecord:
-                            pass
+                    lines += handle(tp, recs)
         cpu = time.process_time() - cpu0
     finally:
         await c.stop()
-    return {"path": "parse", "records": n, "lines": lines, "secs": t.secs, "lines_per_s": lines / t.secs,
+    return {"path": path, "records": n, "lines": lines, "secs": t.secs, "lines_per_s": lines / t.secs,
             "cpu_secs": cpu, "lines_per_cpu_s": lines / cpu}
+
+
+async def run_plain(bootstrap: str, topic: str, partitions: int) -> dict:
+    return await _pass(bootstrap, topic, partitions, "plain", lambda tp, recs: len(recs))
+
+
+async def run_parse_only(bootstrap: str, topic: str, partitions: int) -> dict:
+    from rationad.config import InputConfig
+    from rationad.dialects import BadRecord, make_parser
+
+    parse = make_parser(InputConfig(dialect="hdfs")).parse
+
+    def handle(tp, recs) -> int:
+        lines = 0
+        for r in recs:
+            try:
+                lines += len(parse(r.value, topic=tp.topic, partition=tp.partition, offset=r.offset))
+            except BadRecord:
+                pass
+        return lines
+
+    return await _pass(bootstrap, topic, partitions, "parse", handle)
 
 
 async def run_floor(bootstrap: str, topic: str, partitions: int) -> dict:
@@ -113,37 +111,31 @@ async def run_floor(bootstrap: str, topic: str, partitions: int) -> dict:
     from rationad.dialects import _BLOCK
     from rationad.records import LogLine
 
-    c, _, total = await _consumer(bootstrap, topic, partitions)
-    n = lines = 0
     held: dict[str, list] = {}
     search = _BLOCK.search
+
+    def handle(tp, recs) -> int:
+        topic_, part = tp.topic, tp.partition
+        for r in recs:
+            text = r.value.decode("utf-8")
+            m = search(text)
+            key = m[0] if m is not None else ""
+            line = LogLine(key, text, text, 0.0, topic_, part, r.offset)
+            slot = held.get(key)
+            if slot is None:
+                held[key] = [line]
+            else:
+                slot.append(line)
+        return len(recs)
+
     saved = gc.get_threshold()
-    collect_less()
+    collect_less()  # as the daemon runs
     try:
-        cpu0 = time.process_time()
-        with Timer() as t:
-            while n < total:
-                for tp, recs in (await c.getmany(timeout_ms=200, max_records=MAX_RECORDS)).items():
-                    n += len(recs)
-                    topic_, part = tp.topic, tp.partition
-                    for r in recs:
-                        text = r.value.decode("utf-8")
-                        m = search(text)
-                        key = m[0] if m is not None else ""
-                        line = LogLine(key, text, text, 0.0, topic_, part, r.offset)
-                        slot = held.get(key)
-                        if slot is None:
-                            held[key] = [line]
-                        else:
-                            slot.append(line)
-                        lines += 1
-        cpu = time.process_time() - cpu0
+        r = await _pass(bootstrap, topic, partitions, "floor", handle)
     finally:
         gc.unfreeze()
         gc.set_threshold(*saved)
-        await c.stop()
-    return {"path": "floor", "records": n, "lines": lines, "secs": t.secs, "lines_per_s": lines / t.secs,
-            "cpu_secs": cpu, "lines_per_cpu_s": lines / cpu, "keys_held": len(held)}
+    return {**r, "keys_held": len(held)}
 
 
 async def run_daemon(bootstrap: str, topic: str, partitions: int, gap_secs: float | None,
