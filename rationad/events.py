@@ -10,6 +10,7 @@ from before revisions existed.
 from __future__ import annotations
 
 import json
+import re
 import time
 import uuid
 from dataclasses import dataclass
@@ -140,6 +141,16 @@ MAX_TEMPLATE_LINES = 20  # lines of one template an event quotes (the count says
 
 
 
+# A template is judged alone, as the one row ``L1`` (``x1``) of its own prompt; its rationale says so.
+_OWN_ROW = re.compile(r"\bL1(?: x\d+)?\b")
+
+
+def in_window(rationale: str, ref: str) -> str:
+    """A template's rationale as part of its window's: its own row ``L1`` (and that row's count) becomes ``ref``,
+    the template's place in the window; the window's count of it is given beside it."""
+    return _OWN_ROW.sub(ref, rationale)
+
+
 def build_template_event(
     session: Session,
     decision: Decision,
@@ -162,7 +173,9 @@ def build_template_event(
              or u.state.answer_verdict != u.state.model_verdict]
     anomalous = [(i, u) for i, u in shown if u.state.verdict == "anomalous"]
     if anomalous:
-        rationale = " ".join(f"[{u.state.id} x{len(u.lines)}, {u.state.source}] {u.state.reason}" for _, u in anomalous)
+        rationale = " ".join(f"[{u.state.id} x{len(u.lines)}, {u.state.source}] "
+                             f"{in_window(u.state.reason, f'L{i}') if u.state.source == 'model' else u.state.reason}"
+                             for i, u in anomalous)
     else:
         rationale = f"Every template of the window ({len(uses)}) is judged normal."
     templates = []

@@ -211,6 +211,23 @@ class TemplateBook:
             use.lines.append(line)
         return list(by_template.values())
 
+    def refresh(self, uses: list[TemplateUse]) -> None:
+        """Point a waiting window's uses at the states the book holds now. A template evicted since the window closed
+        is not reached by ``set_label``: its state takes the label given since (or none), and when that leaves it
+        without a verdict (a label cleared on a template the model never judged) the template is held again, to be
+        judged."""
+        for u in uses:
+            st = u.state
+            held = self._ids.get(st.id)
+            if held is st:
+                continue
+            if held is not None:
+                u.state = held
+                continue
+            st.label = self._labels.get(st.id)
+            if not st.known:
+                u.state = self.state(st.template)
+
     @staticmethod
     def decide(uses: list[TemplateUse]) -> Decision | None:
         """The window's verdict from its templates' verdicts; None while any template is not known yet."""

@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
@@ -55,6 +55,7 @@ class _Window:
     closed_at: float
     is_revoked: Callable[[], bool]
     done: bool = False
+    waits: set[str] = field(default_factory=set)  # the template ids it is filed under in ``TemplateStage._waiting``
 
 
 class TemplateStage:
@@ -89,13 +90,21 @@ class TemplateStage:
             self._emit(session, decision, hold, now, is_revoked)
             return
         w = _Window(session, uses, hold, now, is_revoked)
-        for u in uses:
-            if not u.state.known:
-                self._waiting.setdefault(u.state.id, []).append(w)
-                if self.book.needs_model(u.state, now):  # e.g. forgotten while the window was open
-                    self._judge(u.state, now)
+        self._wait(w, now)
         self.waiting_windows += 1
         self.metrics.windows_waiting.set(self.waiting_windows)
+
+    def _wait(self, w: _Window, now: float) -> None:
+        """File ``w`` under every template it waits for (once each); send those nobody is judging to the model."""
+        for u in w.uses:
+            st = u.state
+            if st.known:
+                continue
+            if st.id not in w.waits:
+                w.waits.add(st.id)
+                self._waiting.setdefault(st.id, []).append(w)
+            if self.book.needs_model(st, now):  # e.g. forgotten while the window was open, or its label cleared
+                self._judge(st, now)
 
     def _judge(self, st: TemplateState, now: float) -> None:
         st.judging = True
@@ -142,22 +151,20 @@ class TemplateStage:
         waiting = self._waiting.pop(tid, None)
         if not waiting:
             return
-        still = []
+        now = time.time()
         for w in waiting:
             if w.done:
                 continue
+            w.waits.discard(tid)
+            self.book.refresh(w.uses)  # labels given (or cleared) since it closed count, also for evicted templates
             decision = self.book.decide(w.uses)
-            if decision is None:  # it still waits under another template's id ...
-                st = self.book.get(tid)
-                if st is not None and not st.known:  # ... or this one's after all (a label cleared)
-                    still.append(w)
+            if decision is None:  # it still waits: for this template (a label cleared) or another one
+                self._wait(w, now)
                 continue
             w.done = True
             self.waiting_windows -= 1
             self.metrics.windows_decided.labels("waited").inc()
             self._emit(w.session, decision, w.hold, w.closed_at, w.is_revoked)
-        if still:
-            self._waiting.setdefault(tid, []).extend(still)
         self.metrics.windows_waiting.set(self.waiting_windows)
 
     # ---- events --------------------------------------------------------------------------------------------
@@ -170,13 +177,20 @@ class TemplateStage:
             hold.release()
             self.metrics.end_to_end_latency.labels("hit").observe(max(0.0, time.time() - closed_at))
             return
-        self._spawn(self._deliver(session, decision, hold, closed_at), "template-event")
-
-    async def _deliver(self, session: Session, decision: Decision, hold: Hold, closed_at: float) -> None:
+        # Built now, from the templates as they were when the window was decided: a label landing before the send
+        # must not give an event whose templates contradict its verdict.
         try:
-            event = build_template_event(session, decision, self.model, source=self.source,
-                                         max_rationale_chars=self.s.output.max_rationale_chars,
-                                         threshold=self.s.judge.threshold_template)
+            event: dict | Exception = build_template_event(session, decision, self.model, source=self.source,
+                                                           max_rationale_chars=self.s.output.max_rationale_chars,
+                                                           threshold=self.s.judge.threshold_template)
+        except Exception as exc:  # noqa: BLE001 - dead-lettered by _deliver, with the window's hold
+            event = exc
+        self._spawn(self._deliver(session, event, hold, closed_at), "template-event")
+
+    async def _deliver(self, session: Session, event: dict | Exception, hold: Hold, closed_at: float) -> None:
+        try:
+            if isinstance(event, Exception):
+                raise event
             out = Output(self.s.output.topic, session.key.encode(), encode(event), headers(event))
 
             def fallback(error: str) -> DeadLetter:

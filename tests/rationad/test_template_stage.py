@@ -4,6 +4,7 @@ fake model of tests/rationad/fakes.py (the real broker and vLLM: tests/integrati
 from __future__ import annotations
 
 import asyncio
+import time
 
 import orjson
 import pytest
@@ -13,6 +14,9 @@ from rationad.config import Settings
 from rationad.daemon import Daemon
 from rationad.labels import Label
 from rationad.model.base import ModelError
+from rationad.offsets import PartitionOffsets
+from rationad.records import LogLine, Session
+from rationad.template_book import template_of
 from rationad.templates import template_id
 from tests.rationad.fakes import ANOMALOUS, NORMAL, FakeConsumer, FakeModel, FakeProducer, Rec
 from tests.rationad.test_daemon import TP, run_until
@@ -271,3 +275,116 @@ async def test_a_model_with_neighbours_sees_operator_labels_among_them(tmp_path)
     d._on_label(preset.id, None)
     view = d.judge.view(template_session("ERROR disk sda{*} failed: I/O error at sector {*}"))
     assert [n.label for n in view.neighbours] == ["anomalous"]
+
+
+Y_LINE = "WARN cache {n} slow"  # a third template
+
+
+class GatedModel(FakeModel):
+    """Answers ERROR/disk anomalous, else normal; a prompt containing a gated word waits for its gate."""
+
+    def __init__(self) -> None:
+        super().__init__(lambda text: ANOMALOUS if "disk" in text else NORMAL)
+        self.gates: dict[str, asyncio.Event] = {}
+
+    async def generate(self, conversations, **kw):
+        for word, ev in self.gates.items():
+            if any(word in c[-1]["content"] for c in conversations):
+                await ev.wait()
+        return await super().generate(conversations, **kw)
+
+
+async def _wait(cond, secs=5.0):
+    end = time.monotonic() + secs
+    while not cond():
+        if time.monotonic() > end:
+            return False
+        await asyncio.sleep(0.01)
+    return True
+
+
+async def _stop(d, task):
+    d.request_stop()
+    await asyncio.wait_for(task, 20)
+
+
+# ---- found by review (2026-12-03): each failed before its fix
+async def test_window_is_decided_when_a_label_is_cleared_while_it_waits_on_another_template():
+    """X is known by its label, the window waits for Y; the label is cleared (X goes to the model), Y is judged first:
+    the window must wait for X now, not be dropped from every waiting list (its offset would never commit)."""
+    s = settings()
+    x_tpl = template_of(DISK.format(n=1))
+    label = Label(x_tpl, "normal", "scratch disk", "oncall", 1.0)
+    model = GatedModel()
+    model.gates = {"disk": asyncio.Event(), "served request": asyncio.Event()}  # both slow
+    d, consumer, producer = make(s, [recs([DISK.format(n=1), ROUTINE[0], ROUTINE[1]])], model=model, labels=[label])
+    task = asyncio.create_task(d.run())
+    try:
+        assert await _wait(lambda: d.templates and d.templates.waiting_windows == 1)  # waits on ROUTINE only
+        d.templates.on_label(label.id, None)   # label cleared: X unknown again, sent to the model (gated)
+        model.gates["served request"].set()    # ROUTINE judged first: window dropped from every waiting list
+        await asyncio.sleep(0.3)
+        model.gates["disk"].set()              # X judged: nothing left to wake the window
+        decided = await _wait(lambda: consumer.committed_offset(TP) == 3, 3)
+        assert decided, (f"window never decided: waiting_windows={d.templates.waiting_windows}, "
+                         f"held={d.delivery.held}, _waiting={ {k: len(v) for k, v in d.templates._waiting.items()} }")
+    finally:
+        await _stop(d, task)
+
+
+async def test_a_label_counts_for_a_waiting_window_whose_template_was_evicted():
+    """The book (bound 2) evicts X, judged, while a window of X and Y waits for Y; a label on X given then decides
+    that window (a label wins for every window decided after it)."""
+    s = settings(cache={"max_entries": 2})  # the template book's bound
+    model = GatedModel()
+    model.gates = {"cache": asyncio.Event()}  # Y slow
+    d, consumer, producer = make(s, [recs([DISK.format(n=1)])], model=model)
+    x = template_of(DISK.format(n=1))
+    task = asyncio.create_task(d.run())
+    try:
+        assert await _wait(lambda: (st := d.templates.book.get(template_id(x))) is not None and st.known)
+        consumer.batches.append(recs([Y_LINE.format(n=1), Y_LINE.format(n=2)], start=1))   # window 0-2 waits on Y
+        assert await _wait(lambda: d.templates.waiting_windows == 1)
+        consumer.batches.append(recs([ROUTINE[0], ROUTINE[1], ROUTINE[2]], start=3))    # new template: X evicted
+        assert await _wait(lambda: d.templates.book.get(template_id(x)) is None)
+        d.templates.on_label(template_id(x), Label(x, "normal", "scratch disk", "oncall", 2.0))  # label wins...
+        model.gates["cache"].set()
+        assert await _wait(lambda: consumer.committed_offset(TP) == 6)
+        # ... for every window decided after it: the window (decided now) must be normal (no event, emit_normal off)
+        assert [e["verdict"] for e in events(producer, s)] == [], events(producer, s)
+    finally:
+        await _stop(d, task)
+
+
+async def test_event_matches_the_decision_it_was_built_from():
+    """A label landing between a window's decision and its send does not give an event whose templates contradict
+    its verdict: the event is built when the window is decided."""
+    s = settings()
+    d, consumer, producer = make(s, [])
+    ts = d.templates
+    d.delivery.producer = producer
+    st = ts.book.observe(DISK.format(n=1), 1.0)
+    ts.book.judged(st.id, "anomalous", "L1 x1 disk failed.", score=0.9, now=1.0)
+    spawned = []
+    ts._spawn = lambda coro, name: spawned.append(coro)
+    line = LogLine(key="k", message=DISK.format(n=1), raw=DISK.format(n=1), offset=0)
+    session = Session(key="k", lines=[line], close_reason="window_full", topic=TP.topic, partition=TP.partition)
+    ts.close(session, d.delivery.hold(PartitionOffsets(), 0), 1.0, lambda: False)  # decided anomalous now
+    ts.on_label(st.id, Label(st.template, "normal", "scratch disk", "oncall", 2.0))  # lands before the task runs
+    await spawned[0]
+    (ev,) = events(producer, s)
+    assert ev["verdict"] == "anomalous"
+    t_verdicts = [t["verdict"] for t in ev["templates"]]
+    assert "anomalous" in t_verdicts and ev["evidence"], (ev["verdict"], t_verdicts, ev["rationale"], ev["evidence"])
+
+
+async def test_window_rationale_cites_only_its_anomalous_templates_refs():
+    """A template's rationale was written about its own one-row prompt (``L1 x1``): in the window's rationale that
+    row is the template's place in the window."""
+    s = settings()
+    d, consumer, producer = make(s, [recs([ROUTINE[0], DISK.format(n=1), DISK.format(n=2)])], model=GatedModel())
+    await run_until(d, lambda: len(events(producer, s)) == 1)
+    (ev,) = events(producer, s)
+    refs = {e["ref"] for e in ev["evidence"]}
+    assert refs == {"L2"}
+    assert "L1" not in ev["rationale"] and "L2" in ev["rationale"], ev["rationale"]  # L1: the normal ROUTINE template
