@@ -432,6 +432,8 @@ class Daemon:
                                                 on_late=self._on_late, on_future=self._on_future),
                                     seen=SeenLines() if tp.topic == self.internal else None)
         self._joined = True
+        if self._paused:  # the consumer's new partition states start unpaused: backpressure holds for them too
+            self.consumer.pause(*assigned)
         log.info("partitions_assigned", partitions=sorted(f"{tp.topic}:{tp.partition}" for tp in assigned))
 
     def _on_late(self, line, lateness_secs: float) -> None:
@@ -485,9 +487,12 @@ class Daemon:
         parse = self.parser.parse
         dead: list[tuple[Hold, DeadLetter]] = []
         forwards: list[tuple[Hold, list[Output]]] = []
-        for tp, records in batch.items():
-            part = self._parts.get(tp)
-            if part is None:
+        # Each partition's state as it was when these records were fetched: a rebalance during an await below
+        # revokes it (and may assign the partition again, with fresh state that must not take records fetched
+        # before it: they are fetched again from the committed offset).
+        fetched = [(tp, self._parts.get(tp), records) for tp, records in batch.items()]
+        for tp, part, records in fetched:
+            if part is None or part.revoked:
                 continue
             if self.internal is not None and tp.topic != self.internal:
                 await self._forward(tp, part, records, dead, forwards)

@@ -192,7 +192,16 @@ class Delivery:
                 except Exception as exc:
                     self.metrics.errors.labels("produce", type(exc).__name__).inc()
                     if type(exc).__name__ in PRODUCER_STATE_ERRORS:
-                        await self._replace_producer(producer, exc)
+                        try:
+                            await self._replace_producer(producer, exc)
+                        except (asyncio.CancelledError, Undeliverable):
+                            raise
+                        except Exception as start_exc:  # e.g. the broker unreachable for a moment: try again later
+                            self.metrics.errors.labels("produce", type(start_exc).__name__).inc()
+                            log.warning("producer_replace_failed", error=f"{type(start_exc).__name__}: {start_exc}",
+                                        retry_in_secs=round(backoff, 2))
+                            await self._sleep(backoff)
+                            backoff = min(backoff * 2, MAX_BACKOFF_SECS)
                         continue
                     if not is_retriable(exc):
                         raise Undeliverable(out.topic, exc) from exc

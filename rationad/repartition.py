@@ -78,12 +78,17 @@ class Packer:
         """The routes (``Parser.route``) of the input record at ``offset``."""
         keys, opened = self.router.keys, self._open
         self.lines += len(routes)
+        # One record's lines for one internal partition never straddle two packs, nor a pack and a one-line record:
+        # the session stage drops the lines of a pack whose offset range overlaps one it has windowed (a re-read),
+        # so a record split at a pack's end would lose its later lines. Lines that cannot share a pack go to their
+        # partition as one-line records (``_loose``; windowed line by line).
+        loose = self._loose(routes) if len(routes) > 1 else ()
         for key, value in routes:
             known = keys.get(key)
             if known is None:
                 known = self.router.key(key)
             k, p, framable = known
-            if not framable or b"\n" in value:
+            if not framable or b"\n" in value or p in loose:
                 self._close(p)
                 self._done.setdefault(p, []).append(
                     Output(self.topic, k, value, source_headers(*self._source, offset), p))
@@ -91,13 +96,25 @@ class Packer:
             pack = opened.get(p)
             if pack is None:
                 pack = opened[p] = [[], [], [], 0]
-            elif pack[3] + len(value) + len(k) >= self.max_bytes:
+            elif pack[3] + len(value) + len(k) >= self.max_bytes and pack[0][-1] != offset:
                 self._close(p)
                 pack = opened[p] = [[], [], [], 0]
             pack[0].append(offset)
             pack[1].append(key)
             pack[2].append(value)
             pack[3] += len(value) + len(k) + 16
+
+    def _loose(self, routes: list[tuple[str, bytes]]) -> set[int]:
+        """The internal partitions to which a record's lines go as one-line records: one of them cannot go in a pack,
+        or together they would fill one (so a pack stays under twice ``max_bytes``)."""
+        out, sizes = set(), {}
+        for key, value in routes:
+            k, p, framable = self.router.key(key)
+            if not framable or b"\n" in value:
+                out.add(p)
+            sizes[p] = sizes.get(p, 0) + len(value) + len(k) + 16
+        out.update(p for p, n in sizes.items() if n >= self.max_bytes)
+        return out
 
     def _close(self, p: int) -> None:
         pack = self._open.pop(p, None)

@@ -461,3 +461,41 @@ def test_the_byte_budget_drops_lines_carried_for_revisions_before_it_closes_a_se
     # Within budget again by forgetting the oldest carried lines; the open session stays open.
     assert submitted == [] and w.open_count == 1 and w.open_bytes <= 2_000
     assert list(w._carried) == ["k1", "k2", "k3"] and list(w._revisions) == ["k0", "k1", "k2", "k3"]
+
+
+# ---- found by review (2026-12-03): each failed before its fix ----------------------------------------------------
+async def test_records_fetched_before_a_rebalance_do_not_let_the_new_part_commit_past_dropped_sessions(monkeypatch):
+    """An eager rebalance during an await of one batch revokes every partition (dropping TP1's open window at offset
+    0) and assigns them again: TP1's records of that batch, fetched before it, must not go into TP1's new state,
+    whose commit would then pass the dropped window."""
+    s = settings()  # fixed windows of 2 lines: one line keeps its window open
+    tp0, tp1 = TopicPartition("logs", 0), TopicPartition("logs", 1)
+    first = {tp1: [Rec(0, line("a"))]}
+    second = {tp0: [Rec(o, line(f"k{o}")) for o in range(0, 700)],  # tp0 first: the loop yields inside it
+              tp1: [Rec(1, line("x"))]}
+    d, consumer, producer = make(s, [first, second])
+    consumer.tps = [tp0, tp1]
+    rebalanced = []
+    real_sleep = asyncio.sleep
+
+    async def sleep(secs, *a, **kw):
+        if secs == 0 and not rebalanced and consumer.batches == [] and tp1 in d._parts:
+            rebalanced.append(True)
+            await d._on_revoked([tp0, tp1])
+            d._on_assigned([tp0, tp1])
+        return await real_sleep(secs, *a, **kw)
+
+    monkeypatch.setattr(daemon_mod.asyncio, "sleep", sleep)
+    await run_until(d, lambda: bool(rebalanced), timeout=10)
+    assert all(c[tp1] <= 0 for c in consumer.commits if tp1 in c), consumer.commits
+
+
+def test_partitions_assigned_while_input_is_paused_are_paused():
+    """aiokafka's new partition states start unpaused: after a rebalance during backpressure the daemon pauses them
+    again, or input would be read without bound while outputs wait."""
+    d, consumer, _ = make(settings(), [])
+    d.consumer = consumer
+    d._paused = True
+    d._on_assigned([TP])
+    assert TP in consumer.paused
+

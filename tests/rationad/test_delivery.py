@@ -146,3 +146,29 @@ async def test_stuck_counts_from_the_oldest_send_still_waiting():
     never.set_result(None)
     await task
     assert d.stuck_secs == 0
+
+
+async def test_a_failure_to_start_the_replacement_producer_is_retried_not_leaked():
+    """Found by review (2026-12-03), failing before its fix: the broker unreachable while a producer is replaced
+    (after UnknownProducerId) escaped ``send``, and the forward's hold was never released (its partition wedged)."""
+    from aiokafka.errors import UnknownProducerId
+
+    old = FakeProducer(fail=lambda rec: UnknownProducerId())
+    new = FakeProducer()
+    calls = []
+
+    async def new_producer():
+        calls.append(1)
+        if len(calls) == 1:
+            raise KafkaConnectionError("Unable to bootstrap from [('kafka', 9092)]")
+        return new
+
+    d = delivery(old)
+    d.new_producer = new_producer
+    d._sleep = lambda s: asyncio.sleep(0)
+    offsets = PartitionOffsets()
+    offsets.consumed(0)
+    hold = d.hold(offsets, 0)
+    await asyncio.wait_for(d.forward([(hold, [Output("internal", b"k", b"v", [], 0)])], lambda o, e: []), 5)
+    assert hold.released and len(calls) == 2 and len(new.sent) == 1
+

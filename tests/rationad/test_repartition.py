@@ -1,3 +1,6 @@
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from rationad.config import load_settings
 from rationad.repartition import Router, SeenLines, source_headers, source_of
 
@@ -251,3 +254,59 @@ def test_a_pack_forwarded_again_with_other_boundaries_windows_only_the_new_lines
     again = [x for out in pack(lines[5:]) for x in d._pack_lines(tp, part, Rec(offset=9, value=out.value,
                                                                                  headers=out.headers), [])]
     assert [x.source[2] for x in again] == list(range(22, 30))
+
+
+def test_a_record_whose_lines_fill_a_pack_keeps_them_all():
+    """Found by review (2026-12-03), failing before its fix: a record naming two blocks of one internal partition
+    was split when the pack filled between them; the next pack's offset range then overlapped the first's at that
+    record, and the session stage dropped its second line as a re-read."""
+    from rationad.repartition import Packer
+    from tests.rationad.fakes import Rec
+
+    d, tp, part = _pack_daemon()
+    before = b"081109 203610 148 INFO dfs.DataNode: Receiving block blk_4 src: /10.0.0.1:1"
+    multi = b"081109 203615 148 INFO dfs.FSNamesystem: BLOCK* ask 10.250.10.6:50010 to delete  blk_5 blk_6"
+    # Small packs (256 KiB ones fill the same way): the first line and one of the record's fit, both do not.
+    packer = Packer(d.internal, "logs", 1, Router(1), max_bytes=250)
+    packer.add(d.parser.route(before, topic="logs", partition=1, offset=39), 39)
+    packer.add(d.parser.route(multi, topic="logs", partition=1, offset=40), 40)
+    outs = packer.outputs()
+    assert all(out.key is None for out in outs)  # packs only: the record's lines together are under max_bytes
+    got = []
+    for i, out in enumerate(outs):
+        got += d._pack_lines(tp, part, Rec(offset=i, value=out.value, headers=out.headers), [])
+    assert sorted((x.source[2], x.key) for x in got) == [(39, "blk_4"), (40, "blk_5"), (40, "blk_6")]
+
+
+_route = st.tuples(st.sampled_from(["a", "b", "c", "d", "e", "\ud800x"]),
+                   st.one_of(st.binary(min_size=1, max_size=90).filter(lambda v: b"\n" not in v),
+                             st.just(b"one\ntwo")))
+
+
+@settings(max_examples=300, deadline=None)
+@given(records=st.lists(st.lists(_route, min_size=1, max_size=5), max_size=12), partitions=st.sampled_from([1, 2]))
+def test_packer_never_splits_a_record_between_two_records_of_one_partition(records, partitions):
+    """Every line goes out once; a record's lines for one internal partition are in one pack or all in one-line
+    records, so no two records of a partition share a source offset unless both are one-line records; a pack
+    stays under twice ``max_bytes``."""
+    from rationad.repartition import Packer, unpack
+
+    packer = Packer("internal", "logs", 0, Router(partitions), max_bytes=200)
+    for offset, routes in enumerate(records):
+        packer.add(routes, offset)
+    sent, packed, single = [], {}, {}
+    for out in packer.outputs():
+        if out.key is None:  # a pack
+            assert len(out.value) < 2 * 200 + 200
+            entries = unpack(out.value)
+            sent += [(o, k, v) for o, k, v in entries]
+            for o in {o for o, _, _ in entries}:
+                packed.setdefault((out.partition, o), 0)
+                packed[(out.partition, o)] += 1
+        else:
+            o = int(source_of(out.headers)[2])
+            sent.append((o, out.key.decode("utf-8", "surrogatepass"), out.value))
+            single[(out.partition, o)] = True
+    assert sorted(sent) == sorted((o, k, v) for o, routes in enumerate(records) for k, v in routes)
+    assert all(n == 1 for n in packed.values()), packed
+    assert not set(packed) & set(single)
