@@ -297,10 +297,15 @@ class Daemon:
 
     def _label_neighbour(self, tid: str, label: Any) -> None:
         """A model trained with labelled neighbours also sees operators' labels among them."""
-        if self.judge.neighbours is not None:
-            self.judge.neighbours.set_operator(tid, label and Known(label.template, label.verdict,
-                                                                    label.reason or "labelled by an operator",
-                                                                    "operator"))
+        if self.judge.neighbours is None:
+            return
+        try:
+            known = label and Known(label.template, label.verdict, label.reason or "labelled by an operator",
+                                    "operator")
+        except ValueError as exc:  # the label still decides its template; it only cannot be a neighbour
+            log.warning("label_not_a_neighbour", template_id=tid, error=str(exc))
+            return
+        self.judge.neighbours.set_operator(tid, known)
 
     async def _new_producer(self):
         size = self.s.output.max_message_bytes
@@ -597,7 +602,8 @@ class Daemon:
             pos = (self._topic_names.get(source[0]) or source[0].decode(), int(source[1]), int(source[2]))
         except ValueError:
             return own  # not ours to interpret: windowed by its place on the internal topic only
-        if not part.seen.first_time((pos, key)):
+        # The value too: one input record may send several lines of one key as one-line records (``Packer._loose``).
+        if not part.seen.first_time((pos, key, hash(rec.value))):
             self.metrics.errors.labels("repartition", "duplicate_line").inc()
             return []
         for x in own:

@@ -25,6 +25,11 @@ class DeadLetter:
     reason: str  # the low-cardinality type, for metrics
 
 
+# The headers this module writes (``_headers``); ``fit`` keeps only these when an input's own headers do not fit.
+OWN_HEADERS = frozenset({"rationad-error-stage", "rationad-error-type", "rationad-error-reason",
+                         "rationad-source-topic", "rationad-source-partition", "rationad-source-offset"})
+
+
 def _headers(stage: str, error_type: str, reason: str, topic: str, partition: int, offset: int) -> list[tuple[str, bytes]]:
     return [
         ("rationad-error-stage", stage.encode()),
@@ -47,8 +52,10 @@ def bad_record(
     partition: int,
     offset: int,
 ) -> DeadLetter:
-    headers = list(original_headers or []) + _headers("parse", error_type, reason, topic, partition, offset)
-    return DeadLetter(key, value, headers, error_type)
+    # A Kafka header value may be null (aiokafka gives None): kept as empty bytes, so the dead letter can be sized
+    # and sent.
+    kept = [(k, b"" if v is None else bytes(v)) for k, v in original_headers or []]
+    return DeadLetter(key, value, kept + _headers("parse", error_type, reason, topic, partition, offset), error_type)
 
 
 def poison_session(judgement: Judgement, error_type: str = "malformed_answer") -> DeadLetter:
@@ -104,20 +111,26 @@ def fit(dl: DeadLetter, max_bytes: int) -> DeadLetter:
     marks = [("rationad-truncated", b"true"), ("rationad-original-bytes", str(len(value)).encode())]
     key = dl.key if dl.key is None or len(dl.key) <= MAX_KEY_BYTES else dl.key[:MAX_KEY_BYTES]
     headers = list(dl.headers) + marks
+    own = {k: v for k, v in dl.headers if k in OWN_HEADERS}  # ours come last: an input's header of the same name loses
     if record_bytes(key, b"", headers) > max_bytes:  # the input's own headers are too large: keep only ours
-        headers = [(k, v[:MAX_REASON_CHARS]) for k, v in dl.headers if k.startswith("rationad-")] + marks
+        headers = [(k, v[:MAX_REASON_CHARS]) for k, v in own.items()] + marks
         headers.append(("rationad-headers-dropped", b"true"))
     room = max(0, max_bytes - record_bytes(key, b"", headers))
-    return DeadLetter(key, _cut_value(value, room), headers, dl.reason)
+    # A session dead letter is our JSON (cut line by line); a parse dead letter carries the input's value (a prefix).
+    return DeadLetter(key, _cut_value(value, room, session=own.get("rationad-error-stage") != b"parse"), headers,
+                      dl.reason)
 
 
-def _cut_value(value: bytes, room: int) -> bytes:
-    try:
-        body = orjson.loads(value)
-    except orjson.JSONDecodeError:
-        body = None
-    if isinstance(body, dict) and isinstance(body.get("session"), dict) and isinstance(body["session"].get("lines"), list):
-        lines: list[str] = body["session"]["lines"]
+def _cut_value(value: bytes, room: int, *, session: bool) -> bytes:
+    body = None
+    if session:
+        try:
+            body = orjson.loads(value)
+        except orjson.JSONDecodeError:
+            pass
+    session_body = body.get("session") if isinstance(body, dict) else None
+    lines = session_body.get("lines") if isinstance(session_body, dict) else None
+    if isinstance(body, dict) and isinstance(lines, list) and all(isinstance(ln, str) for ln in lines):
         body["raw_completion"] = str(body.get("raw_completion", ""))[: max(0, room // 8)]
         per_line = max(256, room // max(1, len(lines)))
         lines = [ln[:per_line] for ln in lines]

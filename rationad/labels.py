@@ -58,6 +58,8 @@ class Label:
     def __post_init__(self) -> None:
         if not isinstance(self.template, str) or not isinstance(self.reason, str) or not isinstance(self.by, str):
             raise TypeError("template, reason and by must be strings")
+        if not self.template.strip():  # no line has it; the neighbour index cannot hold it either
+            raise ValueError("template must not be empty")
         if self.verdict not in VERDICTS:
             raise ValueError(f"verdict must be one of {VERDICTS}, got {self.verdict!r}")
         if isinstance(self.at, bool) or not isinstance(self.at, int | float) or not math.isfinite(self.at):

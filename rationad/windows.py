@@ -484,8 +484,10 @@ class Sessionizer:
         lines = cur.lines
         if lines[0].source is not None:  # repartitioned: in the order the lines were written to their inputs
             first = cur.first_ts
-            lines = sorted(lines, key=lambda x: (first if x.ts is None else x.ts, x.source[2], x.source[0],  # type: ignore[index]
-                                                 x.source[1], x.offset))  # type: ignore[index]
+            # A line without its source (an internal record missing its source headers) sorts by its own place.
+            lines = sorted(lines, key=lambda x: (first if x.ts is None else x.ts,
+                                                 *((x.source[2], x.source[0], x.source[1]) if x.source is not None
+                                                   else (x.offset, x.topic, x.partition)), x.offset))
         elif cur.disordered:
             lines = sorted(lines, key=lambda x: (x.ts if x.ts is not None else cur.first_ts, x.offset))
         return Session(key=cur.key, lines=lines, close_reason=reason, topic=self.topic, partition=self.partition,

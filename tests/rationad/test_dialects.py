@@ -424,3 +424,21 @@ def test_generic_without_a_key_windows_the_stream():
     # Fixed windows over a file or a partition need no session key (Settings refuses session windows without one).
     (x,) = parser(dialect="generic").parse(b"2026-12-01 10:00:00 worker started")
     assert x.key == "stream" and x.message == "2026-12-01 10:00:00 worker started"
+
+
+def test_hostile_hdfs_headers_do_not_grow_the_header_caches():
+    """Found by review (2026-12-03), failing before its fix: ``\\d`` and ``int`` take any Unicode decimal digit, so
+    the day and time caches, bounded for ASCII stamps, grew by two entries per hostile line."""
+    import random
+    import unicodedata
+
+    from rationad import dialects
+
+    digits = [chr(c) for c in range(0x110000) if unicodedata.category(chr(c)) == "Nd"]
+    parser = make_parser(InputConfig())
+    rng = random.Random(0)
+    before = len(dialects._day_epochs) + len(dialects._second_of_day)
+    for _ in range(5_000):
+        d = "".join(rng.choice(digits) for _ in range(12))
+        parser.parse(f"{d[:6]} {d[6:]} 1 INFO x: blk_1".encode())
+    assert len(dialects._day_epochs) + len(dialects._second_of_day) - before < 1_000

@@ -26,3 +26,36 @@ def test_poison_session_carries_raw_completion_and_lines():
     body = orjson.loads(dl.value)
     assert body["raw_completion"] == "babble" and body["session"]["lines"] == ["raw line"]
     assert dict(dl.headers)["rationad-error-stage"] == b"model" and dl.key == b"blk_9"
+
+
+# ---- found by review (2026-12-03): each failed before its fix (a dead letter that cannot be sized or cut wedged its
+# partition; one that never fits stopped the daemon, which read the record again: a crash loop) ---------------------
+def test_a_null_header_value_is_kept_as_empty_bytes_and_fits():
+    from rationad.dlq import fit, record_bytes
+
+    dl = bad_record(b"k", b"x" * 100_000, [("trace", None)], error_type="bad_header", reason="r", topic="logs",
+                    partition=0, offset=7)
+    assert ("trace", b"") in dl.headers
+    out = fit(dl, 20_000)
+    assert record_bytes(out.key, out.value, out.headers) <= 20_000
+
+
+def test_input_headers_named_like_ours_do_not_keep_a_dead_letter_from_fitting():
+    from rationad.dlq import fit, record_bytes
+
+    headers = [(f"rationad-h{i}", b"v" * 400) for i in range(1_000)] + [("rationad-error-type", b"forged")]
+    out = fit(bad_record(b"k", b"x", headers, error_type="bad_json", reason="r", topic="logs", partition=0,
+                         offset=7), 65_536)
+    assert record_bytes(out.key, out.value, out.headers) <= 65_536
+    assert dict(out.headers)["rationad-error-type"] == b"bad_json"  # ours, not the input's
+
+
+def test_an_oversized_input_that_looks_like_a_session_dead_letter_is_cut_to_a_prefix():
+    from rationad.dlq import fit, record_bytes
+
+    for lines in (b"[1, 2, 3]", b'[{"a": 1}]', b'["a", "b"]'):
+        value = b'{"session": {"lines": ' + lines + b'}, "pad": "' + b"x" * 100_000 + b'"}'
+        out = fit(bad_record(b"k", value, [], error_type="too_large", reason="r", topic="logs", partition=0,
+                             offset=7), 20_000)
+        assert record_bytes(out.key, out.value, out.headers) <= 20_000
+        assert value.startswith(out.value)  # the input's own bytes, cut: not rewritten

@@ -93,3 +93,14 @@ async def test_write_label_needs_an_id_to_clear_and_a_matching_one():
         await write_label(KafkaConfig(bootstrap_servers="127.0.0.1:1"), "labels", None)
     with pytest.raises(ValueError, match="not the id"):
         await write_label(KafkaConfig(bootstrap_servers="127.0.0.1:1"), "labels", label(), tid="t-000000000000")
+
+
+def test_a_label_for_the_empty_template_is_refused():
+    """Found by review (2026-12-03): such a label was accepted, and a model with a neighbour index then failed at
+    every start (the labels topic is read whole at start): a crash loop."""
+    from rationad.templates import template_id
+
+    for template in ("", "   "):
+        value = orjson.dumps({"v": 1, "template": template, "verdict": "normal", "reason": "", "by": "x", "at": 0})
+        with pytest.raises(ValueError, match="empty"):
+            decode_label(template_id(template).encode(), value)

@@ -310,3 +310,27 @@ def test_packer_never_splits_a_record_between_two_records_of_one_partition(recor
     assert sorted(sent) == sorted((o, k, v) for o, routes in enumerate(records) for k, v in routes)
     assert all(n == 1 for n in packed.values()), packed
     assert not set(packed) & set(single)
+
+
+def test_two_lines_of_one_block_in_one_record_both_cross_the_hop():
+    """Found by review (2026-12-03), failing before its fix: a record whose lines for a partition go as one-line
+    records (one holds a newline: a stack trace) sent two lines of one block with the same source offset and key, and
+    the session stage dropped the second as a re-read."""
+    from rationad.repartition import Packer, is_pack
+    from tests.rationad.fakes import Rec
+
+    d, tp, part = _pack_daemon()
+    value = (b"081109 203615 148 INFO dfs.DataNode: first blk_1\n"
+             b"081109 203616 148 WARN dfs.DataNode: second blk_1\n"
+             b"  at org.apache.Foo(Foo.java:1)")
+    packer = Packer(d.internal, "logs", 1, Router(1))
+    packer.add(d.parser.route(value, topic="logs", partition=1, offset=40), 40)
+    got = []
+    for i, out in enumerate(packer.outputs()):
+        rec = Rec(offset=i, value=out.value, key=out.key, headers=out.headers)
+        if is_pack(out.headers):
+            got += d._pack_lines(tp, part, rec, [])
+        else:  # as _consume_once does for a one-line internal record
+            got += d._own_lines(part, rec, d.parser.parse(rec.value, topic=tp.topic, partition=0, offset=i))
+    assert sorted(x.message for x in got) == sorted(x.message for x in d.parser.parse(value))
+    assert len(got) == 2

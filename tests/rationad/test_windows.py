@@ -471,3 +471,15 @@ def test_repartitioned_lines_of_one_second_keep_the_order_they_were_written_in()
         w.add(sourced("a", 7, internal, src=i % 3, src_offset=i // 3, msg=f"line {i}"), 0)
     (s,) = w.flush("end")
     assert [x.message for x in s.lines] == [f"line {i}" for i in range(6)]
+
+
+def test_a_session_of_sourced_and_unsourced_lines_closes():
+    """Found by review (2026-12-03), failing before its fix: an internal record without its source headers gives a
+    line with no ``source``; a session holding it and repartitioned lines raised TypeError when it closed (a crash
+    loop, since the record is read again after the restart)."""
+    w = Sessionizer(WindowSpec(mode="session", gap_secs=100.0, max_lines=1000))
+    a, b = line("k", 100.0, 0), line("k", 101.0, 1)
+    a.source = ("in", 0, 5)
+    w.add(a, 1_000.0)
+    w.add(b, 1_000.0)
+    assert [len(s.lines) for s in w.flush("shutdown")] == [2]
