@@ -170,7 +170,9 @@ class Sessionizer:
         # Insertion order = opening order (oldest first). An OrderedDict, because sessions leave from the front
         # (evicted, max_open): a plain dict scans the freed slots at its front on every next(iter(...)).
         self._open: OrderedDict[str, _Open] = OrderedDict()
-        self._deadlines: list[tuple[float, int, str]] = []  # (event time at which it may close, seq, key)
+        # (event time at which it may close, seq, key, the open session it was scheduled for): an entry whose session
+        # has closed is stale, also when its key has opened another since.
+        self._deadlines: list[tuple[float, int, str, _Open]] = []
         self._seq = 0
         self._max_ts: float | None = None  # newest event time of any source (untimed lines take it)
         self._last_arrival: float | None = None  # wall clock of the newest line
@@ -368,14 +370,14 @@ class Sessionizer:
             return closed
         horizon = wm - spec.allowed_lateness_secs
         while self._deadlines and self._deadlines[0][0] < horizon:
-            _, _, key = heapq.heappop(self._deadlines)
+            _, _, key, scheduled = heapq.heappop(self._deadlines)
             cur = self._open.get(key)
-            if cur is None:
+            if cur is not scheduled:  # closed (and maybe reopened, with an entry of its own)
                 continue
             due = self._deadline(cur)
             if due is None or due >= horizon:
                 if due is not None:
-                    heapq.heappush(self._deadlines, (due, self._next_seq(), key))
+                    heapq.heappush(self._deadlines, (due, self._next_seq(), key, cur))
                 continue
             closed.append(self._close(key, "gap" if spec.mode == "session" else "window_end"))
         return closed
@@ -446,9 +448,9 @@ class Sessionizer:
         if due is None:
             return
         if len(self._deadlines) > 2 * len(self._open) + 1_024:  # drop entries of sessions closed meanwhile
-            self._deadlines = [d for d in self._deadlines if d[2] in self._open]
+            self._deadlines = [d for d in self._deadlines if self._open.get(d[2]) is d[3]]
             heapq.heapify(self._deadlines)
-        heapq.heappush(self._deadlines, (due, self._next_seq(), cur.key))
+        heapq.heappush(self._deadlines, (due, self._next_seq(), cur.key, cur))
 
     def _next_seq(self) -> int:
         self._seq += 1

@@ -483,3 +483,17 @@ def test_a_session_of_sourced_and_unsourced_lines_closes():
     w.add(a, 1_000.0)
     w.add(b, 1_000.0)
     assert [len(s.lines) for s in w.flush("shutdown")] == [2]
+
+
+def test_the_deadline_heap_keeps_no_entry_of_a_closed_session_of_a_key_still_open():
+    """Found by review (2026-12-03), failing before its fix: a busy key cut by ``max_lines`` reopens at once; the
+    closed session's deadline entry was kept (and pushed again by ``tick``) for the new one, one per session, so the
+    heap grew without bound (memory, and CPU at every tick)."""
+    w = Sessionizer(WindowSpec(mode="session", gap_secs=100.0, max_lines=2))
+    for i in range(6_000):
+        w.add(line("hot", float(i), i), 1_000.0)
+        if i % 100 == 0:
+            w.tick(1_000.0)
+    assert w.open_count <= 1
+    assert len(w._deadlines) < 1_100, len(w._deadlines)  # compaction leaves the open session's own entries
+
