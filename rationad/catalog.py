@@ -19,6 +19,7 @@ import orjson
 import structlog
 
 from rationad.config import KafkaConfig
+from rationad.dialects import MAX_EPOCH
 from rationad.labels import Label, decode_tid, read_latest
 from rationad.prompt import VERDICTS
 from rationad.templates import template_id
@@ -56,10 +57,11 @@ def encode_stat(stat: TemplateStat) -> tuple[bytes, bytes]:
     return f"{stat.id}/{stat.instance}".encode(), orjson.dumps(value)
 
 
-def _number(data: dict[str, Any], name: str) -> float:
+def _time(data: dict[str, Any], name: str) -> float:
+    """A Unix time a datetime can show (``rationad templates`` prints it)."""
     v = data.get(name)
-    if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
-        raise ValueError(f"{name} must be a finite number, got {v!r}")
+    if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) or not 0 <= v <= MAX_EPOCH:
+        raise ValueError(f"{name} must be a Unix time from 0 to {MAX_EPOCH:.0f}, got {v!r}")
     return float(v)
 
 
@@ -94,8 +96,8 @@ def decode_stat(key: bytes | None, value: bytes | None) -> TemplateStat | None:
     if isinstance(count, bool) or not isinstance(count, int) or count < 0:
         raise ValueError(f"{tid_s}: count must be a non-negative integer, got {count!r}")
     stat = TemplateStat(template=strings["template"], verdict=verdict, source=source, rationale=strings["rationale"],
-                        model_version=strings["model_version"], count=count, first_seen=_number(data, "first_seen"),
-                        last_seen=_number(data, "last_seen"), instance=strings["instance"])
+                        model_version=strings["model_version"], count=count, first_seen=_time(data, "first_seen"),
+                        last_seen=_time(data, "last_seen"), instance=strings["instance"])
     if key != f"{stat.id}/{stat.instance}".encode():
         raise ValueError(f"{tid_s}: key {key[:60]!r} is not the one of the stat ({stat.id}/{stat.instance})")
     return stat

@@ -90,3 +90,13 @@ def test_the_table_fits_the_width_and_escapes_log_text():
     assert all(len(ln) <= 140 for ln in lines), [len(ln) for ln in lines]
     assert "12,345" in lines[1] and "1970-01-01 00:01:40" in lines[1]
     assert "operator*" in lines[2] and lines[-1].startswith("* forced")
+
+
+def test_a_stat_with_a_time_no_datetime_can_show_is_refused():
+    """Found by review (2026-12-03), failing before its fix: ``first_seen`` 1e20 was accepted as a finite number and
+    ``rationad templates`` then failed with OverflowError on the whole listing."""
+    key, value = encode_stat(TemplateStat("blk_<*> x", None, "pending", "", "", 1, 0.0, 0.0, "i"))
+    for bad in (1e20, -1.0):
+        with pytest.raises(ValueError, match="first_seen"):
+            decode_stat(key, orjson.dumps({**orjson.loads(value), "first_seen": bad}))
+
