@@ -11,7 +11,12 @@ from rationad.prompt import THINK_MAX_CHARS, SessionView, TemplateRow
 
 _THINK = re.compile(r"<think>(.*?)</think>", re.S)
 _ANSWER = re.compile(r"<answer>\s*(.*?)\s*</answer>", re.S | re.I)
-_REF = re.compile(r"\bL(\d{1,4})\b")
+_REF = re.compile(r"\bL(\d+)\b")  # any number of digits: L12345 is a ref too (to no row), and is flagged
+
+
+def ref_name(digits: str) -> str:
+    """``L<n>`` of a cited number as written (``L01`` is ``L1``), without ``int`` (no digit limit)."""
+    return "L" + (digits.lstrip("0") or "0")
 _SYNONYMS = {
     "normal": "normal",
     "anomalous": "anomalous",
@@ -44,7 +49,7 @@ def citations(rationale: str, view: SessionView) -> tuple[tuple[TemplateRow, ...
     cited: dict[str, TemplateRow] = {}
     missing: dict[str, None] = {}
     for m in _REF.finditer(rationale):
-        ref = f"L{int(m.group(1))}"
+        ref = ref_name(m.group(1))
         row = view.row(ref)
         if row is not None:
             cited.setdefault(ref, row)
@@ -105,7 +110,7 @@ def close_cut_thought(text: str, view: SessionView) -> str | None:
         return None
     body = text[len(head):THINK_MAX_CHARS - len(CUT_MARK) + len(head)]  # the closed text must fit ANSWER_REGEX
     for m in _REF.finditer(body):
-        if view.row(f"L{int(m.group(1))}") is None:
+        if view.row(ref_name(m.group(1))) is None:
             body = body[:m.start()]
             break
     ends = [m.end() for m in _SENTENCE_END.finditer(body + " ")]
@@ -175,9 +180,11 @@ def answer_score(tokens: Sequence[str], candidates: Sequence[Sequence[tuple[str,
     if log_a == -math.inf and log_n == -math.inf:
         return None
     if log_a >= log_n:
-        return 1.0 / (1.0 + math.exp(log_n - log_a))
-    e = math.exp(log_a - log_n)
-    return e / (1.0 + e)
+        score = 1.0 / (1.0 + math.exp(log_n - log_a))
+    else:
+        e = math.exp(log_a - log_n)
+        score = e / (1.0 + e)
+    return score if 0.0 <= score <= 1.0 else None  # a NaN logprob gives no score (NaN compares false)
 
 
 def _logsumexp(xs: Sequence[float]) -> float:

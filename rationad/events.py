@@ -178,6 +178,8 @@ def build_template_event(
                              for i, u in anomalous)
     else:
         rationale = f"Every template of the window ({len(uses)}) is judged normal."
+    ungrounded = [f"{u.state.id}:{ref}" for _, u in anomalous if u.state.source == "model"
+                  for ref in u.state.ungrounded]
     templates = []
     for _, u in shown:
         st = u.state
@@ -205,8 +207,10 @@ def build_template_event(
         "rationale": rationale[:max_rationale_chars],
         "evidence": [{"ref": f"L{i}", "template": u.state.template, "count": len(u.lines),
                       "line": u.lines[0].raw[:_MAX_LINE_CHARS], "offset": u.lines[0].offset} for i, u in anomalous],
-        "grounded": True,  # each rationale is about its own template, and the lines quoted are the window's own
-        "ungrounded_refs": [],
+        # Each rationale is about its own template (its prompt's one row, L1) and the lines quoted are the window's
+        # own; a ref to any other row of that prompt cites nothing: named with its template's id.
+        "grounded": not ungrounded,
+        "ungrounded_refs": ungrounded,
         "cached": all(u.state.cached or u.state.label is not None for _, u in anomalous),
         "judge_level": "template",
         "templates": templates,

@@ -28,14 +28,14 @@ import re
 
 from dataclasses import replace
 
-from rationad.answer import ParsedAnswer
+from rationad.answer import ParsedAnswer, ref_name
 from rationad.prompt import SessionView
 
 # Phrases of sentences written for training rows the rules could not explain; never served, always a problem.
 TRAINING_ONLY = re.compile(
     r"expert label|experts label|labelled sequence pattern|labelled healthy|the knowledge base", re.I)
 _SENTENCE = re.compile(r"[^.!?]*[.!?]+|[^.!?]+$")
-_COUNT = re.compile(r"\bL(\d{1,4}) x(\d+)\b")
+_COUNT = re.compile(r"\bL(\d{1,4}) x(\d{1,9})\b")  # bounded: int() of thousands of digits raises
 _CONTAINS = re.compile(r"\bL(\d{1,4})\s+(?:contains|reports|shows|says|mentions|has)\s+'([^']{1,80})'")
 _QUOTED = re.compile(r"(?<![A-Za-z])'([^'\s][^']{0,78})'(?![A-Za-z])")
 _CLAIMS_FAILURE = re.compile(r"\b(?:reports? an? (?:error|failure)|reports? (?:errors|failures)|is an? (?:error|"
@@ -44,7 +44,7 @@ _FAILURE_WORD = re.compile(r"err|fail|fatal|exception|panic|abort|refus|timed? ?
                            r"unreachable|lost|kill|warn|invalid|cannot|can't|unable|down|parity|check|interrupt|"
                            r"halt|reset|bad|illegal|violation|overflow|not ", re.I)
 _HDFS_PHRASES = re.compile(r"receive starts?|replicas?\b|datanode|namenode|\bStarts \d+, received \d+", re.I)
-_REF = re.compile(r"\bL(\d{1,4})\b")
+_REF = re.compile(r"\bL(\d+)\b")
 _NEIGHBOURS_WERE = re.compile(r"\b(N\d{1,2}(?:(?:,\s*|\s+and\s+)N\d{1,2})*),? "
                               r"(?:a similar known template|similar known templates),? (?:was|were) "
                               r"(normal|anomalous)\b")
@@ -81,7 +81,7 @@ def problems(rationale: str, view: SessionView) -> list[str]:
             claim = _CLAIMS_FAILURE.search(sentence)
             if claim is None or _NEGATION.search(sentence[max(0, claim.start() - 40):claim.start()]):
                 continue
-            for ref in dict.fromkeys(f"L{int(x)}" for x in _REF.findall(sentence)):
+            for ref in dict.fromkeys(ref_name(x) for x in _REF.findall(sentence)):
                 row = view.row(ref)
                 if row is not None and not _FAILURE_WORD.search(row.template):
                     out.append(f"severity: says {ref} reports a failure, its text has no failure word")

@@ -456,7 +456,7 @@ async def judge_by_template(
                     scores.templates_failed += 0 if a.ok else 1
                     book.judged(j.session.key, j.verdict_at(threshold), a.rationale, cached=j.cached,
                                 failed=None if a.ok else (a.error or "malformed_answer"), score=j.score,
-                                answer_verdict=a.verdict, problems=a.problems)
+                                answer_verdict=a.verdict, problems=a.problems, ungrounded=a.ungrounded_refs)
             for s, us in zip(batch, uses, strict=True):
                 decision = book.decide(us)
                 assert decision is not None  # every template was judged (or failed) above

@@ -60,6 +60,7 @@ class TemplateState:
     score: float | None = None  # P(anomalous) at the model's answer word; None for an answer without logprobs
     rationale: str = ""
     problems: tuple[str, ...] = ()  # what the template refutes in the rationale (``rationad.faithful``)
+    ungrounded: tuple[str, ...] = ()  # refs of the rationale that are not the template's own row (``L1``)
     cached: bool = False
     failed: str | None = None  # why the model could not judge it (dead-lettered)
     failed_at: float = 0.0
@@ -170,7 +171,8 @@ class TemplateBook:
 
     def judged(self, tid: str, verdict: str | None, rationale: str, *, cached: bool = False,
                failed: str | None = None, now: float = 0.0, score: float | None = None,
-               answer_verdict: str | None = None, problems: tuple[str, ...] = ()) -> TemplateState | None:
+               answer_verdict: str | None = None, problems: tuple[str, ...] = (),
+               ungrounded: tuple[str, ...] = ()) -> TemplateState | None:
         """The model's answer for ``tid`` (or, with ``failed``, why there is none): ``verdict`` at the threshold,
         ``answer_verdict`` the answer it wrote (default: ``verdict``), ``score`` its P(anomalous)."""
         st = self._ids.get(tid)
@@ -185,6 +187,7 @@ class TemplateBook:
         st.answer_verdict = answer_verdict if answer_verdict is not None else verdict
         st.score = score
         st.problems = problems
+        st.ungrounded = ungrounded
         return st
 
     def set_label(self, tid: str, label: Label | None) -> TemplateState | None:

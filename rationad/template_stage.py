@@ -129,7 +129,7 @@ class TemplateStage:
             else:
                 st = self.book.judged(tid, r.verdict_at(self.s.judge.threshold_template), r.answer.rationale,
                                       cached=r.cached, score=r.score, answer_verdict=r.answer.verdict,
-                                      problems=r.answer.problems)
+                                      problems=r.answer.problems, ungrounded=r.answer.ungrounded_refs)
                 self.metrics.template_judgements.labels("cached" if r.cached else "model").inc()
                 p.hold.release()
                 if st is not None and st.verdict == "anomalous":

@@ -53,3 +53,27 @@ def test_a_thought_cut_by_the_token_budget_is_closed_at_its_last_complete_senten
     long = "<think>" + "L1 x1: a receive starts. " * 60
     closed = close_cut_thought(long, v)
     assert closed is not None and re.fullmatch(ANSWER_REGEX, closed + "normal</answer>")
+
+
+def test_refs_of_any_length_are_checked():
+    """Found by review (2026-12-03), failing before its fix: refs of 5 or more digits were neither cited nor flagged
+    (the event said grounded); thousands of digits must not reach ``int``."""
+    from rationad.answer import parse_completion
+    from rationad.prompt import build_view
+
+    view = build_view("generic", ["INFO a start", "ERROR b failed", "INFO c"])
+    a = parse_completion("<think>L2 failed; L12345 shows the root cause.</think>\n<answer>anomalous</answer>", view)
+    assert a.ungrounded_refs == ("L12345",)
+    a = parse_completion(f"<think>L2 failed; L{'9' * 5000} too.</think>\n<answer>anomalous</answer>", view)
+    assert len(a.ungrounded_refs) == 1
+
+
+def test_a_nan_logprob_gives_no_score():
+    """Found by review (2026-12-03), failing before its fix: a NaN logprob gave a NaN score, which turned an
+    anomalous answer into a normal verdict (NaN >= threshold is false)."""
+    from rationad.answer import answer_score
+
+    s = answer_score(["<think>L1.</think>\n<answer>", "anomalous", "</answer>"],
+                     [[], [("anomalous", float("nan")), ("normal", -3.0)], []])
+    assert s is None
+

@@ -74,3 +74,29 @@ def test_a_revision_is_judged_with_its_earlier_lines_and_cites_them_from_their_o
     assert (e["session"]["first_offset"], e["session"]["line_count"], e["session"]["context_lines"]) == (41, 1, 3)
     assert [(ev["ref"], ev["offset"]) for ev in e["evidence"]] == [("L1", 10), ("L2", 11)]
     assert event_id(revised, ModelInfo("m", "1")) != event_id(earlier, ModelInfo("m", "1"))
+
+
+def test_a_template_rationale_citing_a_row_its_prompt_did_not_have_is_not_served_as_grounded():
+    """Found by review (2026-12-03), failing before its fix: a template is judged alone (its prompt's one row is L1);
+    a rationale citing L2 was served in the window event as grounded, where L2 is another template."""
+    from rationad.answer import parse_completion
+    from rationad.events import ModelInfo, build_template_event
+    from rationad.prompt import build_view
+    from rationad.records import LogLine, Session
+    from rationad.template_book import TemplateBook
+
+    msgs = ["ERROR disk failed 3", "INFO ok 1"]
+    s = Session(key="w", lines=[LogLine(key="w", message=m, raw=m, offset=10 + i) for i, m in enumerate(msgs)],
+                close_reason="gap", topic="logs")
+    book = TemplateBook()
+    uses = book.uses(s)
+    err, ok = uses[0].state, uses[1].state
+    a = parse_completion("<think>L1 x1 reports a failure, as L2 does.</think>\n<answer>anomalous</answer>",
+                         build_view("generic", [err.template], templated=True))
+    assert a.ok and a.ungrounded_refs == ("L2",)
+    book.judged(err.id, "anomalous", a.rationale, score=0.9, answer_verdict="anomalous", problems=a.problems,
+                ungrounded=a.ungrounded_refs)
+    book.judged(ok.id, "normal", "L1 x1 routine.", score=0.01, answer_verdict="normal")
+    e = build_template_event(s, book.decide(uses), ModelInfo("m"), source="generic", threshold=0.5, now=0)
+    assert e["grounded"] is False and e["ungrounded_refs"] == [f"{err.id}:L2"]
+
