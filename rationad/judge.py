@@ -15,6 +15,7 @@ that made the entry. The threshold that turns a score into the event's verdict i
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -81,17 +82,21 @@ class Judgement:
 
 
 def model_info(cfg: ModelConfig, client_name: str) -> ModelInfo:
-    """Model identity for events: the manifest next to the served weights (or adapter) when there is one."""
-    for folder in (cfg.adapter, cfg.path):
-        if folder is not None and (Path(folder) / "manifest.json").is_file():
-            try:
-                manifest = orjson.loads((Path(folder) / "manifest.json").read_bytes())
-            except orjson.JSONDecodeError:
-                continue
-            return ModelInfo(
-                name=str(manifest.get("name") or client_name), version=str(manifest.get("version", "unversioned"))
-            )
-    return ModelInfo(name=client_name)
+    """Model identity for events, event ids and the verdict cache: the manifest of what is served (the adapter's when
+    one is configured: the base's manifest does not name an adapter served on it). Without one, ``unversioned-`` and
+    a digest of where the model is served from, so that two such models never share cache entries or event ids."""
+    folder = cfg.adapter if cfg.adapter is not None else cfg.path
+    if folder is not None and (Path(folder) / "manifest.json").is_file():
+        try:
+            manifest = orjson.loads((Path(folder) / "manifest.json").read_bytes())
+        except orjson.JSONDecodeError:
+            manifest = None
+        if isinstance(manifest, dict):
+            return ModelInfo(name=str(manifest.get("name") or client_name),
+                             version=str(manifest.get("version", "unversioned")))
+    where = "|".join(str(Path(f).resolve()) for f in (cfg.path, cfg.adapter) if f is not None) \
+        or f"{cfg.server_url}|{client_name}"
+    return ModelInfo(name=client_name, version="unversioned-" + hashlib.sha256(where.encode()).hexdigest()[:12])
 
 
 class Judge:

@@ -176,3 +176,25 @@ def test_token_counter_memo_is_bounded_in_bytes_and_evicts_the_oldest_first(tmp_
     assert memo.nbytes <= 64 * 1024 and len(memo) < 200
     assert texts[-1] in memo and texts[0] not in memo
     assert count("block block block") == 3 and count("block block block") == 3  # a hit counts the same
+
+
+def test_models_without_a_manifest_never_share_an_identity(tmp_path):
+    """Found by review (2026-12-03), failing before its fix: two model folders of one name without a manifest were
+    both ``smollm@unversioned`` (shared verdict-cache entries, and events dropped downstream as duplicates), and an
+    adapter without a manifest took its base's identity."""
+    from rationad.judge import model_info
+
+    a, b = tmp_path / "run1" / "smollm", tmp_path / "run2" / "smollm"
+    a.mkdir(parents=True)
+    b.mkdir(parents=True)
+    assert model_info(ModelConfig(path=a), "smollm") != model_info(ModelConfig(path=b), "smollm")
+    assert model_info(ModelConfig(path=a), "smollm") == model_info(ModelConfig(path=a), "smollm")
+    base, ad1, ad2 = tmp_path / "base", tmp_path / "ad1", tmp_path / "ad2"
+    for d in (base, ad1, ad2):
+        d.mkdir()
+    (base / "manifest.json").write_text('{"name": "base", "version": "1"}')
+    m1, m2 = (model_info(ModelConfig(path=base, adapter=ad), "base") for ad in (ad1, ad2))
+    assert m1 != m2 and "1" not in (m1.version, m2.version)
+    (ad1 / "manifest.json").write_text('{"name": "lora", "version": "0.3.0"}')
+    assert model_info(ModelConfig(path=base, adapter=ad1), "base").version == "0.3.0"
+
