@@ -39,6 +39,12 @@ log = logging.getLogger(__name__)
 MAX_BACKOFF_SECS = 30.0
 RETRY_STATUS = frozenset({408, 429})  # and every 5xx
 CONFIG_STATUS = frozenset({401, 403, 404, 407})
+def _is_config(status: int) -> bool:
+    """Statuses that say the URL or credentials are wrong, whatever the request: redirects (the client follows none:
+    an http:// URL behind an ingress that sends to https), 405 (another service at that path) and ``CONFIG_STATUS``."""
+    return status in CONFIG_STATUS or status == 405 or 300 <= status < 400
+
+
 def _is_retried(status: int) -> bool:
     return status in RETRY_STATUS or status >= 500
 
@@ -50,6 +56,10 @@ def _config_hint(status: int, path: str) -> tuple[str, str]:
                                  "user:password in model.server_url)")
     if status == 407:
         return "model.server_url", "a proxy between here and the server wants credentials"
+    if 300 <= status < 400:
+        return "model.server_url", "the server redirects (not followed): give the URL it redirects to"
+    if status == 405:
+        return "model.server_url", "that path does not take this request there: is it the vLLM server's base URL?"
     if path.endswith("/models"):
         return "model.server_url", "no model list there: give the server's base URL, without /v1"
     return "model.served_model_name", ("the server does not serve a model of that name (see its /v1/models), "
@@ -75,13 +85,19 @@ def _retry_after(resp: httpx.Response) -> float | None:
 
 
 def _error_text(resp: httpx.Response, limit: int = 300) -> str:
+    """The error message of a failed response, whatever its body (a gateway's may be a JSON string, or no JSON)."""
     try:
         body = resp.json()
-        msg = body.get("error", {}).get("message") if isinstance(body.get("error"), dict) else body.get("message")
-        text = str(msg or body)
-    except ValueError:
-        text = resp.text
-    return text[:limit]
+    except (ValueError, httpx.DecodingError):
+        try:
+            return resp.text[:limit]
+        except (ValueError, httpx.DecodingError):
+            return "(undecodable body)"
+    if isinstance(body, dict):
+        err = body.get("error")
+        msg = err.get("message") if isinstance(err, dict) else body.get("message")
+        return str(msg or body)[:limit]
+    return str(body)[:limit]
 
 
 def _score(logprobs: Any, prefix: str = "") -> float | None:
@@ -199,14 +215,14 @@ class ServerClient:
             try:
                 async with self._sem:
                     resp = await self._http.request(method, url, json=payload)
-            except httpx.TransportError as exc:  # connection refused/reset, timeouts
+            except (httpx.TransportError, httpx.DecodingError) as exc:  # refused/reset, timeouts, a garbled body
                 last = self._scrub(f"{type(exc).__name__}: {exc}")
             else:
                 if resp.is_success:
                     return resp
                 status = resp.status_code
                 last = self._scrub(f"HTTP {status}: {_error_text(resp)}")
-                if status in CONFIG_STATUS:
+                if _is_config(status):
                     key, why = _config_hint(status, url)
                     raise ModelError(f"{key}: {method} {self.display_url}{url}: {last}; {why}", kind="config")
                 if not _is_retried(status):

@@ -136,7 +136,7 @@ async def test_429_honours_retry_after():
     await client.aclose()
 
 
-@pytest.mark.parametrize("status", [400, 413, 422, 405, 409])
+@pytest.mark.parametrize("status", [400, 413, 422, 409])  # 405 is the URL's fault: a configuration error (below)
 async def test_request_errors_are_rejected_without_retry(status, caplog):
     """A 4xx about the request itself: retrying it cannot help, so only this session is dead-lettered."""
     caplog.set_level(logging.DEBUG)
@@ -302,3 +302,27 @@ def test_backoff_delay_is_capped_and_jittered():
     assert backoff_delay(3, 0.5, rand=lambda: 0.5) == 4.0
     assert backoff_delay(30, 0.5, rand=lambda: 0.5) == MAX_BACKOFF_SECS
     assert backoff_delay(2, 0.0) == 0.0
+
+
+# ---- found by review (2026-12-03): each failed before its fix ----------------------------------------------------
+@pytest.mark.parametrize("body", [b"null", b'["upstream overloaded"]', b'"Service Unavailable"'])
+async def test_an_error_body_that_is_not_a_json_object_is_still_an_outage(body):
+    """A gateway's 503 with a JSON string or list body raised AttributeError: taken for a poison session, every
+    session of a real outage was dead-lettered after ``delivery.max_attempts``."""
+    client = make(lambda r: httpx.Response(503, content=body, headers={"content-type": "application/json"}),
+                  max_retries=1)
+    with pytest.raises(ModelError) as e:
+        await client.generate([CONV], max_tokens=8, temperature=0.0, regex=None)
+    assert e.value.kind == "outage"
+
+
+@pytest.mark.parametrize("status", [301, 302, 307, 308, 405])
+async def test_a_redirect_or_405_is_a_configuration_error(status):
+    """A model.server_url that redirects (http:// behind an ingress sending to https) or points at another service
+    was "rejected": every session dead-lettered, input never paused. It is a configuration error now (input pauses,
+    readiness fails, the log names model.server_url)."""
+    client = make(lambda r: httpx.Response(status, headers={"location": "https://vllm:8000" + r.url.path}))
+    with pytest.raises(ModelError) as e:
+        await client.generate([CONV], max_tokens=8, temperature=0.0, regex=None)
+    assert e.value.kind == "config" and "model.server_url" in str(e.value)
+
