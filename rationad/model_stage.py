@@ -38,6 +38,11 @@ from rationad.records import Session
 log = structlog.get_logger("rationad")
 
 MAX_BACKOFF_SECS = 30.0
+# Consecutive outage failures of a batch before its sessions are judged one by one, and of one session before the
+# model is probed: a request that fails for one prompt only (a 500, a timeout, an empty 2xx for it) must not hold its
+# batch-mates, nor its partition, for ever.
+OUTAGE_SPLIT_AFTER = 3
+PROBE = [{"role": "user", "content": "ok"}]  # a minimal request: does the model answer at all?
 
 Result = Judgement | DeadLetter
 
@@ -125,6 +130,7 @@ class ModelStage:
     # ---- judging ------------------------------------------------------------------------------------------
     async def _judge(self, batch: list[Pending]) -> list[tuple[Pending, Result]]:
         backoff = max(self.s.model.retry_backoff_secs, 0.1)
+        outages = 0
         while True:
             try:
                 result = await self.judge.judge_many([p.session for p in batch])
@@ -150,6 +156,20 @@ class ModelStage:
                 else:
                     self.unhealthy()
                     log.warning("model_unavailable", error=str(exc), retry_in_secs=round(backoff, 2))
+                    outages += 1
+                    if outages >= OUTAGE_SPLIT_AFTER:
+                        if len(batch) > 1:
+                            log.warning("judge_batch_outage", error=str(exc), sessions=len(batch),
+                                        action="judging each session on its own")
+                            return await self._split(batch)
+                        if await self._model_answers():  # the model is up: this session's own request fails
+                            p = batch[0]
+                            p.attempts += 1
+                            log.warning("session_fails_while_model_answers", key=p.session.key,
+                                        attempts=p.attempts, error=str(exc))
+                            if p.attempts >= self.s.delivery.max_attempts:
+                                return [(p, session_dead_letter(p.session, "model_failed", str(exc),
+                                                                attempts=p.attempts))]
             except Exception as exc:  # a bug or a poison session: isolate it, bound its attempts, keep the rest
                 self.metrics.errors.labels("judge", type(exc).__name__).inc()
                 error = f"{type(exc).__name__}: {exc}"
@@ -164,6 +184,17 @@ class ModelStage:
                     return [(p, session_dead_letter(p.session, "judge_failed", error, attempts=p.attempts))]
             await asyncio.sleep(backoff * (0.5 + random.random()))
             backoff = min(backoff * 2, MAX_BACKOFF_SECS)
+
+    async def _model_answers(self) -> bool:
+        """Does the model answer a minimal request now? Tells a session whose own request keeps failing from an
+        outage, during which no session is dead-lettered."""
+        try:
+            await self.judge.client.generate([PROBE], max_tokens=1, temperature=0.0, regex=None)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # noqa: BLE001 - any failure: not known to answer
+            return False
+        return True
 
     async def _split(self, batch: list[Pending]) -> list[tuple[Pending, Result]]:
         parts = await asyncio.gather(*(self._judge([p]) for p in batch))

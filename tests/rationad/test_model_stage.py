@@ -1,0 +1,101 @@
+"""The model stage's failure policy (rationad/model_stage.py): an outage dead-letters nothing; a session whose own
+request keeps failing while the model answers is dead-lettered, and never holds its batch-mates or its partition.
+Driven through the daemon with the HTTP client over ``httpx.MockTransport`` (fakes: unit tests of the policy)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import httpx
+import orjson
+import pytest
+
+from rationad.config import ModelConfig
+from rationad.model.server import ServerClient
+from tests.rationad import test_daemon as td
+from tests.rationad.fakes import ANOMALOUS, Rec
+
+
+@pytest.fixture(autouse=True)
+def _undo():
+    yield
+    td._patch.undo()
+
+
+def server(handler, **cfg) -> ServerClient:
+    async def no_sleep(_s):
+        pass
+
+    settings = {"backend": "vllm-server", "server_url": "http://vllm:8000", "served_model_name": "m",
+                "max_retries": 0, "retry_backoff_secs": 0.0}
+    settings.update(cfg)
+    return ServerClient(ModelConfig(**settings), transport=httpx.MockTransport(handler), sleep=no_sleep)
+
+
+def answer(text: str) -> httpx.Response:
+    return httpx.Response(200, json={"choices": [{"message": {"content": text}}],
+                                     "usage": {"prompt_tokens": 1, "completion_tokens": 1}})
+
+
+async def run(d, consumer, until, secs: float) -> None:
+    task = asyncio.create_task(d.run())
+    for _ in range(int(secs * 100)):
+        await asyncio.sleep(0.01)
+        if until():
+            break
+    d.request_stop()
+    await task
+
+
+async def test_an_outage_dead_letters_no_session():
+    """Every request fails (a gateway's 503 with a JSON string body, once taken for a poison session) for 3 s, then
+    the model is back: both sessions are judged, none dead-lettered."""
+    state = {"down": True}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/health":
+            return httpx.Response(200)
+        if state["down"]:
+            return httpx.Response(503, content=b'"Service Unavailable"', headers={"content-type": "application/json"})
+        return answer(ANOMALOUS)
+
+    s = td.settings(delivery={"max_attempts": 1})
+    recs = [Rec(0, td.line("a")), Rec(1, td.line("a")), Rec(2, td.line("b")), Rec(3, td.line("b"))]
+    d, consumer, producer = td.make(s, [{td.TP: recs}], model=server(handler))
+    asyncio.get_running_loop().call_later(3, state.update, {"down": False})
+    await run(d, consumer, lambda: td.final_commit(consumer) == 4, 10)
+    assert producer.on("rationad.dlq") == []
+    assert sorted(orjson.loads(e.value)["session"]["key"] for e in producer.on("rationad.anomalies")) == ["a", "b"]
+
+
+@pytest.mark.parametrize("kind", ["timeout", "500", "empty-choices", "non-json-200"])
+async def test_a_session_whose_own_request_always_fails_does_not_wedge_its_batch_or_partition(kind):
+    """Found by review (2026-12-03), failing before its fix: an outage-like failure of one prompt's request only was
+    retried for ever with its whole batch; its batch-mate was never judged and the partition never committed."""
+    def fail(request: httpx.Request) -> httpx.Response:
+        if kind == "timeout":
+            raise httpx.ReadTimeout("timed out", request=request)
+        if kind == "500":
+            return httpx.Response(500, json={"error": {"message": "Internal Server Error"}})
+        if kind == "empty-choices":
+            return httpx.Response(200, json={"choices": [], "usage": {}})
+        return httpx.Response(200, content=b"<html>proxy error page</html>")
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/health":
+            return httpx.Response(200)
+        if request.url.path == "/v1/models":
+            return httpx.Response(200, json={"data": [{"id": "m"}]})
+        if any("poison" in m["content"] for m in json.loads(request.content)["messages"]):
+            return fail(request)
+        return answer(ANOMALOUS)
+
+    s = td.settings(delivery={"max_attempts": 2})
+    recs = [Rec(0, td.line("p", "INFO poison")), Rec(1, td.line("p", "INFO poison")),
+            Rec(2, td.line("q", "ERROR x")), Rec(3, td.line("q", "ERROR x"))]
+    d, consumer, producer = td.make(s, [{td.TP: recs}], model=server(handler))
+    await run(d, consumer, lambda: td.final_commit(consumer) == 4, 15)
+    assert [orjson.loads(e.value)["session"]["key"] for e in producer.on("rationad.anomalies")] == ["q"]
+    assert [dict(x.headers)["rationad-error-type"] for x in producer.on("rationad.dlq")] == [b"model_failed"]
+    assert td.final_commit(consumer) == 4
