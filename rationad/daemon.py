@@ -25,7 +25,7 @@ import structlog
 from rationad import __version__, stop_signals
 from rationad.cache import VerdictCache
 from rationad.config import Settings
-from rationad.delivery import Delivery, Hold, Output, Undeliverable
+from rationad.delivery import COMMIT_TIMEOUT_SECS, Delivery, Hold, Output, Undeliverable
 from rationad.dialects import BGL_STREAM_KEY, BadRecord, make_parser
 from rationad.dlq import DeadLetter, bad_record
 from rationad.health import HealthServer
@@ -388,12 +388,14 @@ class Daemon:
                 await asyncio.wait_for(self.templates.publish(self.producer), 10)
             except Exception as exc:
                 log.warning("template_catalog_not_written", error=repr(exc))
+        # Flush and the final commit get what is left of the drain budget (a second at least): with the broker
+        # unreachable neither ends on its own, and the supervisor would kill the process instead of a clean exit.
         if self.producer is not None:
             try:
-                await self.producer.flush()
+                await asyncio.wait_for(self.producer.flush(), max(1.0, deadline - time.monotonic()))
             except Exception:
                 log.exception("producer_flush_failed")
-        await self._maybe_commit(force=True)
+        await self._maybe_commit(force=True, timeout=max(1.0, deadline - time.monotonic()))
 
     async def _shutdown(self) -> None:
         for closer in (
@@ -759,14 +761,14 @@ class Daemon:
                 self.metrics.committed_lag.labels(*labels).set(max(0, high - committed))
 
     # ---- commits ------------------------------------------------------------------------------------------
-    async def _maybe_commit(self, force: bool = False) -> None:
+    async def _maybe_commit(self, force: bool = False, timeout: float = COMMIT_TIMEOUT_SECS) -> None:
         now = time.monotonic()
         if not force and (now - self._last_commit) * 1000 < self.s.delivery.commit_interval_ms:
             return
         self._last_commit = now
-        await self._commit(dict(self._parts))
+        await self._commit(dict(self._parts), timeout)
 
-    async def _commit(self, parts: dict[Any, _Part]) -> None:
+    async def _commit(self, parts: dict[Any, _Part], timeout: float = COMMIT_TIMEOUT_SECS) -> None:
         await self.delivery.commit(
-            self.consumer, {tp: (p.offsets, p.sessionizer.min_open_offset()) for tp, p in parts.items()}
+            self.consumer, {tp: (p.offsets, p.sessionizer.min_open_offset()) for tp, p in parts.items()}, timeout
         )

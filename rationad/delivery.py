@@ -39,6 +39,7 @@ from rationad.offsets import PartitionOffsets
 log = structlog.get_logger("rationad.delivery")
 
 MAX_BACKOFF_SECS = 30.0
+COMMIT_TIMEOUT_SECS = 5.0  # a commit normally takes milliseconds; one that hangs must not hold the main loop or a stop
 MIN_DEAD_LETTER_BYTES = 4_096  # a dead letter is never cut below this: headers still say what it was
 # Errors about the idempotent producer's own state, not about the record: a new producer (new id) clears them.
 PRODUCER_STATE_ERRORS = frozenset({"OutOfOrderSequenceNumber", "UnknownProducerId", "InvalidProducerEpoch",
@@ -374,15 +375,18 @@ class Delivery:
                 out[tp] = off
         return out
 
-    async def commit(self, consumer: Any, parts: dict[Hashable, tuple[PartitionOffsets, int | None]]) -> bool:
-        """Commit what is accounted for; False when the commit failed (it is retried at the next interval)."""
+    async def commit(self, consumer: Any, parts: dict[Hashable, tuple[PartitionOffsets, int | None]],
+                     timeout: float = COMMIT_TIMEOUT_SECS) -> bool:
+        """Commit what is accounted for; False when the commit failed or took longer than ``timeout`` (aiokafka
+        retries for ever while the group coordinator is unknown): it is retried at the next interval."""
         from aiokafka.structs import OffsetAndMetadata
 
         offsets = self.committable(parts)
         if not offsets or consumer is None:
             return True
         try:
-            await consumer.commit({tp: OffsetAndMetadata(off, "") for tp, off in offsets.items()})
+            await asyncio.wait_for(consumer.commit({tp: OffsetAndMetadata(off, "") for tp, off in offsets.items()}),
+                                   timeout)
         except Exception as exc:
             self.metrics.commits.labels("error").inc()
             log.warning("commit_failed", error=str(exc))

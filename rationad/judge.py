@@ -139,7 +139,7 @@ class Judge:
         for session, view in zip(sessions, views, strict=True):
             self._report_injection(session, view)
         keys = [cache_key(v) for v in views]
-        results: list[tuple[str, float | None, int, bool] | None] = [None] * len(sessions)
+        results: list[tuple[str, float | None, int, bool] | Judgement | None] = [None] * len(sessions)
         to_call: dict[str, SessionView] = {}
         waits: dict[int, asyncio.Future[tuple[str, float | None, int]]] = {}
         for i, key in enumerate(keys):
@@ -171,12 +171,24 @@ class Judge:
         for i, key in enumerate(keys):
             if results[i] is not None:
                 continue
-            fut = own.get(key) or waits[i]
-            text, score, attempts = await fut
+            if key in own:
+                text, score, attempts = await own[key]
+            else:
+                try:
+                    text, score, attempts = await waits[i]
+                except Exception:
+                    # Another batch's call failed, maybe for a batch-mate of its own (a rejected prompt): this
+                    # session is not known to be at fault, so it is asked for on its own.
+                    [j] = await self.judge_many([sessions[i]])
+                    results[i] = j
+                    continue
             results[i] = (text, score, attempts, key not in own)
         out = []
         for session, view, key, res in zip(sessions, views, keys, results, strict=True):
             assert res is not None
+            if isinstance(res, Judgement):  # judged on its own above
+                out.append(res)
+                continue
             text, score, attempts, cached = res
             answer = checked(parse_completion(text, view), view)
             if answer.ok and self.cache is not None and attempts:

@@ -499,3 +499,34 @@ def test_partitions_assigned_while_input_is_paused_are_paused():
     d._on_assigned([TP])
     assert TP in consumer.paused
 
+
+async def test_a_stop_while_the_broker_is_unreachable_exits_cleanly_and_soon():
+    """Found by review (2026-12-03), failing before its fix: aiokafka's commit retries for ever while the group
+    coordinator is unknown, and the producer's flush waits for its batches; a SIGTERM then never ended in an exit (the
+    supervisor kills the process). The fakes hang as they do."""
+    s = settings(delivery={"commit_interval_ms": 10, "drain_timeout_secs": 1})
+    d, consumer, producer = make(s, [{TP: [Rec(0, line("a")), Rec(1, line("a"))]}])
+    down = asyncio.Event()
+    real_commit = consumer.commit
+
+    async def commit(offsets):
+        if down.is_set():
+            await asyncio.Event().wait()  # the coordinator unreachable
+        await real_commit(offsets)
+
+    async def flush():
+        if down.is_set():
+            await asyncio.Event().wait()
+
+    consumer.commit, producer.flush = commit, flush
+    task = asyncio.create_task(d.run())
+    for _ in range(500):
+        await asyncio.sleep(0.01)
+        if final_commit(consumer) == 2:
+            break
+    assert final_commit(consumer) == 2
+    down.set()
+    await asyncio.sleep(0.2)
+    d.request_stop()
+    assert await asyncio.wait_for(task, 12) == 0  # the main loop's commit (5 s at most), then a 1 s drain
+

@@ -99,3 +99,51 @@ async def test_a_session_whose_own_request_always_fails_does_not_wedge_its_batch
     assert [orjson.loads(e.value)["session"]["key"] for e in producer.on("rationad.anomalies")] == ["q"]
     assert [dict(x.headers)["rationad-error-type"] for x in producer.on("rationad.dlq")] == [b"model_failed"]
     assert td.final_commit(consumer) == 4
+
+
+class _SlowRejecting:
+    """A model that answers after 0.2 s, and rejects (400) any batch holding a "poison" prompt."""
+
+    name = "slow"
+
+    async def start(self): ...
+
+    async def check_health(self):
+        return True
+
+    def count_tokens(self, t):
+        return len(t) // 4 + 1
+
+    async def aclose(self): ...
+
+    async def generate(self, conversations, *, max_tokens, temperature, regex):
+        from rationad.model.base import Completion, ModelError
+
+        await asyncio.sleep(0.2)
+        if any("poison" in c[-1]["content"] for c in conversations):
+            raise ModelError("HTTP 400: prompt too long", kind="rejected")
+        return [Completion(ANOMALOUS, 1, 1) for _ in conversations]
+
+
+async def test_a_rejection_in_another_batch_does_not_dead_letter_an_identical_good_session():
+    """Found by review (2026-12-03), failing before its fix: a session waiting on an identical session's request in
+    another batch took that batch's rejection (caused by a batch-mate) and was dead-lettered."""
+    from rationad.config import Settings
+    from rationad.judge import Judge, Judgement
+    from rationad.metrics import Metrics
+    from rationad.model_stage import ModelStage, Pending
+    from rationad.records import LogLine, Session
+
+    def pending(key, msg):
+        return Pending(Session(key=key, lines=[LogLine(key=key, message=msg, raw=msg)], close_reason="gap"),
+                       hold=None, closed_at=0.0, is_revoked=lambda: False)
+
+    s = Settings(cache={"enabled": False}, model={"retry_backoff_secs": 0.0})
+    stage = ModelStage(s, Judge(_SlowRejecting(), s.model, "generic"), None, None, Metrics(),
+                       spawn=lambda c, n: asyncio.ensure_future(c), on_dead=lambda r: None, on_state=lambda: None)
+    other = asyncio.ensure_future(stage._judge([pending("a", "ERROR disk failed"), pending("b", "ERROR poison")]))
+    await asyncio.sleep(0.05)
+    [(_, result)] = await stage._judge([pending("c", "ERROR disk failed")])  # waits on a's request in flight
+    await other
+    assert isinstance(result, Judgement) and result.answer.verdict == "anomalous"
+
