@@ -11,12 +11,7 @@ from rationad.prompt import THINK_MAX_CHARS, SessionView, TemplateRow
 
 _THINK = re.compile(r"<think>(.*?)</think>", re.S)
 _ANSWER = re.compile(r"<answer>\s*(.*?)\s*</answer>", re.S | re.I)
-_REF = re.compile(r"\bL(\d+)\b")  # any number of digits: L12345 is a ref too (to no row), and is flagged
-
-
-def ref_name(digits: str) -> str:
-    """``L<n>`` of a cited number as written (``L01`` is ``L1``), without ``int`` (no digit limit)."""
-    return "L" + (digits.lstrip("0") or "0")
+REF = re.compile(r"\bL(\d+)\b")  # any number of digits: L12345 is a ref too (to no row), and is flagged
 _SYNONYMS = {
     "normal": "normal",
     "anomalous": "anomalous",
@@ -44,11 +39,16 @@ class ParsedAnswer:
         return not self.ungrounded_refs
 
 
+def ref_name(digits: str) -> str:
+    """``L<n>`` of a cited number as written (``L01`` is ``L1``), without ``int`` (no digit limit)."""
+    return "L" + (digits.lstrip("0") or "0")
+
+
 def citations(rationale: str, view: SessionView) -> tuple[tuple[TemplateRow, ...], tuple[str, ...]]:
     """Split the ``L<n>`` references of a rationale into rows of the session and refs absent from it."""
     cited: dict[str, TemplateRow] = {}
     missing: dict[str, None] = {}
-    for m in _REF.finditer(rationale):
+    for m in REF.finditer(rationale):
         ref = ref_name(m.group(1))
         row = view.row(ref)
         if row is not None:
@@ -109,7 +109,7 @@ def close_cut_thought(text: str, view: SessionView) -> str | None:
     if not text.startswith(head) or "</think>" in text:
         return None
     body = text[len(head):THINK_MAX_CHARS - len(CUT_MARK) + len(head)]  # the closed text must fit ANSWER_REGEX
-    for m in _REF.finditer(body):
+    for m in REF.finditer(body):
         if view.row(ref_name(m.group(1))) is None:
             body = body[:m.start()]
             break

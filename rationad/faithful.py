@@ -28,7 +28,7 @@ import re
 
 from dataclasses import replace
 
-from rationad.answer import ParsedAnswer, ref_name
+from rationad.answer import REF, ParsedAnswer, ref_name
 from rationad.prompt import SessionView
 
 # Phrases of sentences written for training rows the rules could not explain; never served, always a problem.
@@ -44,7 +44,6 @@ _FAILURE_WORD = re.compile(r"err|fail|fatal|exception|panic|abort|refus|timed? ?
                            r"unreachable|lost|kill|warn|invalid|cannot|can't|unable|down|parity|check|interrupt|"
                            r"halt|reset|bad|illegal|violation|overflow|not ", re.I)
 _HDFS_PHRASES = re.compile(r"receive starts?|replicas?\b|datanode|namenode|\bStarts \d+, received \d+", re.I)
-_REF = re.compile(r"\bL(\d+)\b")
 _NEIGHBOURS_WERE = re.compile(r"\b(N\d{1,2}(?:(?:,\s*|\s+and\s+)N\d{1,2})*),? "
                               r"(?:a similar known template|similar known templates),? (?:was|were) "
                               r"(normal|anomalous)\b")
@@ -81,7 +80,7 @@ def problems(rationale: str, view: SessionView) -> list[str]:
             claim = _CLAIMS_FAILURE.search(sentence)
             if claim is None or _NEGATION.search(sentence[max(0, claim.start() - 40):claim.start()]):
                 continue
-            for ref in dict.fromkeys(ref_name(x) for x in _REF.findall(sentence)):
+            for ref in dict.fromkeys(ref_name(x) for x in REF.findall(sentence)):
                 row = view.row(ref)
                 if row is not None and not _FAILURE_WORD.search(row.template):
                     out.append(f"severity: says {ref} reports a failure, its text has no failure word")

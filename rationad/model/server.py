@@ -38,11 +38,13 @@ log = logging.getLogger(__name__)
 
 MAX_BACKOFF_SECS = 30.0
 RETRY_STATUS = frozenset({408, 429})  # and every 5xx
-CONFIG_STATUS = frozenset({401, 403, 404, 407})
+CONFIG_STATUS = frozenset({401, 403, 404, 405, 407})  # and every 3xx (see _is_config)
+
+
 def _is_config(status: int) -> bool:
-    """Statuses that say the URL or credentials are wrong, whatever the request: redirects (the client follows none:
-    an http:// URL behind an ingress that sends to https), 405 (another service at that path) and ``CONFIG_STATUS``."""
-    return status in CONFIG_STATUS or status == 405 or 300 <= status < 400
+    """Statuses that say the URL or credentials are wrong, whatever the request: ``CONFIG_STATUS`` (405: another
+    service at that path) and redirects (the client follows none: an http:// URL behind an ingress sending to https)."""
+    return status in CONFIG_STATUS or 300 <= status < 400
 
 
 def _is_retried(status: int) -> bool:

@@ -11,10 +11,9 @@ import httpx
 import orjson
 import pytest
 
-from rationad.config import ModelConfig
-from rationad.model.server import ServerClient
 from tests.rationad import test_daemon as td
 from tests.rationad.fakes import ANOMALOUS, Rec
+from tests.rationad.model.test_server import make as make_client
 
 
 @pytest.fixture(autouse=True)
@@ -23,14 +22,9 @@ def _undo():
     td._patch.undo()
 
 
-def server(handler, **cfg) -> ServerClient:
-    async def no_sleep(_s):
-        pass
-
-    settings = {"backend": "vllm-server", "server_url": "http://vllm:8000", "served_model_name": "m",
-                "max_retries": 0, "retry_backoff_secs": 0.0}
-    settings.update(cfg)
-    return ServerClient(ModelConfig(**settings), transport=httpx.MockTransport(handler), sleep=no_sleep)
+def server(handler):
+    """The HTTP client over ``handler``, no retries inside it (the model stage's policy is what is tested)."""
+    return make_client(handler, served_model_name="m", max_retries=0, retry_backoff_secs=0.0)
 
 
 def answer(text: str) -> httpx.Response:
