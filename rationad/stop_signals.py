@@ -2,8 +2,9 @@
 
 ``rationad run`` spends its first second or two importing and reading its config; a supervisor's stop in that window
 (systemd restarting a unit, Kubernetes deleting a pod, a test that finds its work already done) killed the process by
-the signal's default action (exit -15, nothing logged). ``hold`` replaces that with a note, and ``Daemon.run`` reads
-it once it installs its own handlers: the daemon then stops without starting anything and exits 0."""
+the signal's default action (exit -15, nothing logged). ``rationad.__main__`` calls ``hold`` for ``run`` before it
+imports anything heavy (``cli.main`` too, for callers that enter there): the signal becomes a note, and ``Daemon.run``
+reads it once it installs its own handlers: the daemon then stops without starting anything and exits 0."""
 
 from __future__ import annotations
 
