@@ -38,7 +38,7 @@ from rationad.model_stage import EngineDead, ModelStage, Pending
 from rationad.neighbours import Known
 from rationad.offsets import PartitionOffsets
 from rationad.repartition import (
-    PACK_BYTES, Packer, Router, SeenLines, is_pack, own_lines, pack_source, source_of, unpack,
+    PACK_BYTES, Packer, Router, SeenLines, is_pack, own_lines, pack_source, source_line, source_of, unpack,
 )
 from rationad.records import Session
 from rationad.systemd import Notifier
@@ -604,8 +604,10 @@ class Daemon:
             pos = (self._topic_names.get(source[0]) or source[0].decode(), int(source[1]), int(source[2]))
         except ValueError:
             return own  # not ours to interpret: windowed by its place on the internal topic only
-        # The value too: one input record may send several lines of one key as one-line records (``Packer._loose``).
-        if not part.seen.first_time((pos, key, hash(rec.value))):
+        # One input record may send several lines of one key as one-line records (``Packer._loose``), identical ones
+        # too: each says its place in the record (records forwarded before it did are told apart by their value).
+        place = source_line(rec.headers)
+        if not part.seen.first_time((pos, key, hash(rec.value) if place is None else place)):
             self.metrics.errors.labels("repartition", "duplicate_line").inc()
             return []
         for x in own:

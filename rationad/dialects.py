@@ -318,11 +318,11 @@ class Parser:
 
     def route(self, value: bytes | None, *, topic: str = "", partition: int = 0, offset: int = 0
               ) -> list[tuple[str, bytes]]:
-        """The repartition hop's view of a record: (session key, bytes to forward) per distinct pair, raising
+        """The repartition hop's view of a record: (session key, bytes to forward) per line and key, raising
         ``BadRecord`` exactly when ``parse`` would. A one-line text record of a dialect whose key is a regex over the
         line (hdfs, generic) is routed by that regex alone and forwarded as it is; anything else is parsed whole and
         each entry forwarded as its raw text, so the session stage, which parses the forwarded bytes again and keeps the
-        lines of its own key, sees what ``parse`` saw."""
+        lines of its own key, sees what ``parse`` saw (a line the record repeats goes as often as it is there)."""
         by_regex = self._route_by_regex
         if by_regex is not None and type(value) is bytes and 0 < len(value) <= self.max_record_bytes \
                 and b"\n" not in value and b"\r" not in value:
@@ -341,10 +341,8 @@ class Parser:
                 key = self._key_regex(text)  # type: ignore[misc]
                 if key is not None:
                     return [(key, value)]
-        seen: dict[tuple[str, str], None] = {}
-        for line in self.parse(value, topic=topic, partition=partition, offset=offset):
-            seen.setdefault((line.key, line.raw), None)
-        return [(k, raw.encode("utf-8", "surrogatepass")) for k, raw in seen]
+        return [(line.key, line.raw.encode("utf-8", "surrogatepass"))
+                for line in self.parse(value, topic=topic, partition=partition, offset=offset)]
 
     def _json(self, value: bytes, topic: str, partition: int, offset: int) -> list[LogLine]:
         try:

@@ -33,6 +33,7 @@ from rationad.delivery import Output
 from rationad.dialects import BadRecord
 
 SOURCE_HEADERS = ("rationad-source-topic", "rationad-source-partition", "rationad-source-offset")
+SOURCE_LINE_HEADER = "rationad-source-line"  # a one-line record's place among its input record's routes
 PACK_HEADER = "rationad-pack"  # first header of a pack record; its value is the pack format's version
 PACK_VERSION = b"1"
 PACK_BYTES = 256 * 1024  # a pack is closed at this size (or half the largest record the producer may send)
@@ -83,15 +84,16 @@ class Packer:
         # so a record split at a pack's end would lose its later lines. Lines that cannot share a pack go to their
         # partition as one-line records (``_loose``; windowed line by line).
         loose = self._loose(routes) if len(routes) > 1 else ()
-        for key, value in routes:
+        for i, (key, value) in enumerate(routes):
             known = keys.get(key)
             if known is None:
                 known = self.router.key(key)
             k, p, framable = known
             if not framable or b"\n" in value or p in loose:
                 self._close(p)
-                self._done.setdefault(p, []).append(
-                    Output(self.topic, k, value, source_headers(*self._source, offset), p))
+                # Its place in the record tells two identical lines of one record apart (``SOURCE_LINE_HEADER``).
+                headers = [*source_headers(*self._source, offset), (SOURCE_LINE_HEADER, b"%d" % i)]
+                self._done.setdefault(p, []).append(Output(self.topic, k, value, headers, p))
                 continue
             pack = opened.get(p)
             if pack is None:
@@ -166,6 +168,14 @@ def unpack(value: bytes | None) -> list[tuple[int, str, bytes]]:
             or not all(type(o) is int for o in offsets) or not all(type(k) is str for k in keys):
         raise ValueError(f"its index does not match its {len(lines)} lines")
     return list(zip(offsets, keys, lines))
+
+
+def source_line(headers) -> bytes | None:
+    """A one-line internal record's place among its input record's lines (``SOURCE_LINE_HEADER``), if it says."""
+    for name, value in headers or ():
+        if name == SOURCE_LINE_HEADER:
+            return value
+    return None
 
 
 def source_of(headers) -> tuple[bytes, bytes, bytes] | None:
