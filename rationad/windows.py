@@ -7,7 +7,10 @@ Two kinds of windows, per session key:
 - **fixed** windows close after ``window_lines`` lines (count windows) or at the end of their ``window_secs``
   bucket of event time (time windows).
 
-Event time is the line's own timestamp (a line without one takes the partition's current event time). The
+Event time is the line's own timestamp. A line without one takes its source's newest event time (the line before
+it), or the partition's, and never moves event time; while no line of the partition has had a time, untimed lines
+take their arrival time and so does the watermark (ingestion time: text without timestamps still closes a quiet
+key's session after ``gap_secs``). The
 partition's *watermark* is the newest event time seen; when the partition goes quiet the watermark keeps moving
 with the wall clock, so a stream that stops still closes its sessions once the gap has passed in wall-clock time.
 A partition of the repartition topic merges lines of several input partitions (``LogLine.source``), each in its own
@@ -229,14 +232,22 @@ class Sessionizer:
     def watermark(self, now: float) -> float | None:
         """Newest event time seen, moved on by the wall-clock time the partition has been quiet; with several
         sources, the minimum of that over the sources heard from in the last ``SOURCE_IDLE_SECS`` (or over all)."""
-        if self._event_time is None:
-            return None
+        if self._event_time is None:  # no line has had a time: untimed lines took their arrival, so does the watermark
+            return None if self._last_arrival is None else now
         if len(self._sources) == 1:
             ts, last = next(iter(self._sources.values()))
             return ts + max(0.0, now - last)
         timed = [(ts, last) for ts, last in self._sources.values() if ts is not None]
         active = [x for x in timed if now - x[1] <= SOURCE_IDLE_SECS] or timed
         return min(ts + max(0.0, now - last) for ts, last in active)
+
+    def _untimed_ts(self, src: tuple | None, now: float) -> float:
+        """The event time a line without one takes: its source's newest, else the partition's event time, else its
+        arrival (ingestion time, while no line here has had a time). It never moves event time itself."""
+        st = self._sources.get(None if src is None else src[:2])
+        if st is not None and st[0] is not None:
+            return st[0]
+        return self._event_time if self._event_time is not None else now
 
     def _heard(self, source: object, ts: float | None, now: float) -> None:
         """A line of ``source`` arrived at ``now`` with event time ``ts`` (None: untimed)."""
@@ -305,7 +316,8 @@ class Sessionizer:
             ts = None
             timed = False
         if ts is None:
-            ts = self._max_ts if self._max_ts is not None else now
+            ts = self._untimed_ts(src, now)
+            timed = False
         closed: list[Session] = []
         self._last_arrival = now
         if timed and (self._max_ts is None or ts > self._max_ts):

@@ -259,7 +259,7 @@ def test_a_far_future_line_is_untimed_never_moves_the_watermark_and_is_reported(
 def test_a_far_future_first_line_does_not_set_the_event_time():
     w = Sessionizer(session_spec(max_future_secs=0.0), on_future=lambda ln, ahead: None)
     w.add(line("z", 1_000_001.0, 0), 1_000_000.0)
-    assert w.watermark(1_000_000.0) is None
+    assert w.watermark(1_000_000.0) == 1_000_000.0  # the line's arrival (ingestion time), not its stamp
     w.add(line("a", 500.0, 1), 1_000_000.0)  # old event times (a replayed file) are not judged late against it
     assert w.watermark(1_000_000.0) == 500.0 and w.open_count == 2
 
@@ -275,10 +275,10 @@ def test_without_a_future_bound_far_future_times_are_taken_as_they_are():
 
 
 def test_untimed_session_closes_after_max_open_secs_of_wall_clock_from_its_first_arrival():
-    w = Sessionizer(session_spec(gap_secs=300.0, max_open_secs=600.0))
+    w = Sessionizer(session_spec(gap_secs=1_000.0, max_span_secs=None, max_open_secs=600.0))
     clock = Clock()
     opened = clock.now
-    w.add(line("a", None, 0), clock.now)  # generic text without timestamps: event time never advances
+    w.add(line("a", None, 0), clock.now)  # generic text without timestamps: within its gap, a key stays open
     w.add(line("b", None, 1), clock.advance(100))
     for i in range(2, 6):
         w.add(line("a", None, i), clock.advance(100))  # activity does not matter: arrival of the first line does
@@ -497,3 +497,47 @@ def test_the_deadline_heap_keeps_no_entry_of_a_closed_session_of_a_key_still_ope
     assert w.open_count <= 1
     assert len(w._deadlines) < 1_100, len(w._deadlines)  # compaction leaves the open session's own entries
 
+
+
+# ---- lines without a time (found by review, 2026-12-03; each failing before its fix) ---------------------------------
+def test_an_untimed_first_line_does_not_make_the_timed_lines_after_it_late():
+    """An untimed first line (a stack-trace line naming a block, ahead of a replayed 2008 file) set the partition's
+    event time to the wall clock: every timed line after it was late, a one-line session of its own."""
+    late: list[float] = []
+    w = Sessionizer(session_spec(), on_late=lambda ln, by: late.append(by))
+    now = 1_000_000.0
+    w.add(line("x", None, 0), now)
+    for i, ts in enumerate((500.0, 501.0, 502.0), start=1):
+        assert w.add(line("a", ts, i), now) == []
+    assert late == [] and w.watermark(now) == 502.0
+    closed = {s.key: s for s in w.flush("end_of_input")}
+    assert [ln.offset for ln in closed["a"].lines] == [1, 2, 3]
+
+
+def test_a_stream_without_timestamps_closes_a_quiet_key_on_its_gap_in_arrival_time():
+    """Lines without times take their arrival time (ingestion time): a key gone quiet for ``gap_secs`` closes while
+    other keys keep the partition busy. Before, every untimed line took the first one's arrival time, so event time
+    never advanced and a quiet key stayed open until ``max_open_secs`` while the stream flowed."""
+    w = Sessionizer(session_spec(gap_secs=300.0, max_span_secs=None))
+    clock = Clock()
+    w.add(line("a", None, 0), clock.now)
+    closed = []
+    for i in range(1, 5):
+        w.add(line("b", None, i), clock.advance(100))
+        closed += w.tick(clock.now)
+    assert [(s.key, s.close_reason) for s in closed] == [("a", "gap")]
+    assert w.open_count == 1
+
+
+def test_an_untimed_line_of_a_lagging_source_keeps_that_source_s_time():
+    """An untimed line took the newest time of any source: a lagging source's untimed line moved that source to the
+    newest time, the minimum watermark jumped, and the sessions the lagging source still fed closed in pieces."""
+    w = Sessionizer(session_spec())
+    now = 1_000.0
+    w.add(sourced("a", 0, 0, src=0, src_offset=0), now)
+    w.add(sourced("b", 500, 1, src=1, src_offset=0), now)  # source 1 is read far ahead
+    w.add(sourced("a", None, 2, src=0, src_offset=1), now)  # an untimed line of the lagging source
+    assert w.watermark(now) == 0 and w.tick(now) == []
+    w.add(sourced("a", 3, 3, src=0, src_offset=2), now)
+    closed = {s.key: s for s in w.flush("end_of_input")}
+    assert [(ln.offset, ln.ts) for ln in closed["a"].lines] == [(0, 0), (2, None), (3, 3)]
