@@ -112,6 +112,7 @@ def resolve_spec(cfg: SessionsConfig, dialect: str) -> WindowSpec:
     window_lines = cfg.window_lines if cfg.window_lines is not None else base.get("window_lines")
     if mode == "fixed" and cfg.window_secs is not None and cfg.window_lines is None:
         window_lines = None  # a time window was asked for: no count limit from the defaults
+        base.pop("max_lines", None)  # nor a size bound that was the default count (bgl: 100)
     gap = cfg.gap_secs if cfg.gap_secs is not None else base.get("gap_secs")
     if mode == "session" and gap is None:
         gap = _DEFAULTS["generic"]["gap_secs"]

@@ -152,7 +152,10 @@ def test_resolve_spec_dialect_defaults_and_overrides():
     gen = resolve_spec(SessionsConfig(), "generic")
     assert (gen.mode, gen.gap_secs, gen.max_lines) == ("session", 300.0, 1_000)
     timed = resolve_spec(SessionsConfig(window_secs=300), "bgl")
-    assert (timed.mode, timed.window_secs, timed.window_lines) == ("fixed", 300, None)
+    # Found by review (2026-12-03), failing before: a time window kept bgl's 100-line count as its size bound and
+    # was cut every 100 lines; it takes the general bound (1000) unless max_lines is set.
+    assert (timed.mode, timed.window_secs, timed.window_lines, timed.max_lines) == ("fixed", 300, None, 1_000)
+    assert resolve_spec(SessionsConfig(window_secs=300, max_lines=50), "bgl").max_lines == 50
     counted = resolve_spec(SessionsConfig(window_lines=20), "hdfs")
     assert (counted.mode, counted.window_lines, counted.gap_secs) == ("fixed", 20, None)
 
