@@ -498,63 +498,65 @@ class Daemon:
         # revokes it (and may assign the partition again, with fresh state that must not take records fetched
         # before it: they are fetched again from the committed offset).
         fetched = [(tp, self._parts.get(tp), records) for tp, records in batch.items()]
-        for tp, part, records in fetched:
-            if part is None or part.revoked:
-                continue
-            if self.internal is not None and tp.topic != self.internal:
-                await self._forward(tp, part, records, dead, forwards)
-                continue
-            add = part.sessionizer.add
-            observe = self.templates.observe if self.templates is not None else None
-            topic, partition, seen = tp.topic, tp.partition, part.seen  # the per-record loop is the hot path
-            lines_n = since_yield = 0
-            for rec in records:
-                if since_yield >= YIELD_EVERY_LINES:  # a pack carries many lines: count lines, not records
-                    since_yield = 0
-                    # Let heartbeats, health checks and sends run: a large batch of long or hostile lines can take
-                    # seconds to parse, and a blocked loop loses the group membership. Everything closed so far is
-                    # already held, so a revocation here commits nothing past it.
-                    part.offsets.consumed(rec.offset - 1)
-                    await asyncio.sleep(0)
-                    if part.revoked:  # the rest of this batch belongs to the partition's new owner
-                        break
-                since_yield += 1
-                try:
-                    if seen is None:
-                        lines = parse(rec.value, topic=topic, partition=partition, offset=rec.offset)
-                    elif is_pack(rec.headers):
-                        lines = self._pack_lines(tp, part, rec, dead)
-                    else:
-                        lines = self._own_lines(part, rec, parse(rec.value, topic=topic, partition=partition,
-                                                                  offset=rec.offset))
-                except BadRecord as exc:
-                    dl = bad_record(rec.key, rec.value, rec.headers, error_type=exc.reason, reason=str(exc),
-                                    topic=topic, partition=partition, offset=rec.offset)
-                    dead.append((self.delivery.hold(part.offsets, rec.offset), dl))
+        try:
+            for tp, part, records in fetched:
+                if part is None or part.revoked:
                     continue
-                lines_n += len(lines)
-                if len(lines) > 1:
-                    since_yield += len(lines) - 1
-                for line in lines:
-                    if observe is not None:
-                        observe(line, now)  # a new template goes to the model now, not when its window closes
-                    closed = add(line, now)
-                    if closed:  # held the moment they close, before anything can yield
-                        self._submit(closed, part, now)
-            else:
+                if self.internal is not None and tp.topic != self.internal:
+                    await self._forward(tp, part, records, dead, forwards)
+                    continue
+                add = part.sessionizer.add
+                observe = self.templates.observe if self.templates is not None else None
+                topic, partition, seen = tp.topic, tp.partition, part.seen  # the per-record loop is the hot path
+                lines_n = since_yield = 0
+                for rec in records:
+                    if since_yield >= YIELD_EVERY_LINES:  # a pack carries many lines: count lines, not records
+                        since_yield = 0
+                        # Let heartbeats, health checks and sends run: a large batch of long or hostile lines can take
+                        # seconds to parse, and a blocked loop loses the group membership. Everything closed so far is
+                        # already held, so a revocation here commits nothing past it.
+                        part.offsets.consumed(rec.offset - 1)
+                        await asyncio.sleep(0)
+                        if part.revoked:  # the rest of this batch belongs to the partition's new owner
+                            break
+                    since_yield += 1
+                    try:
+                        if seen is None:
+                            lines = parse(rec.value, topic=topic, partition=partition, offset=rec.offset)
+                        elif is_pack(rec.headers):
+                            lines = self._pack_lines(tp, part, rec, dead)
+                        else:
+                            lines = self._own_lines(part, rec, parse(rec.value, topic=topic, partition=partition,
+                                                                      offset=rec.offset))
+                    except BadRecord as exc:
+                        dl = bad_record(rec.key, rec.value, rec.headers, error_type=exc.reason, reason=str(exc),
+                                        topic=topic, partition=partition, offset=rec.offset)
+                        dead.append((self.delivery.hold(part.offsets, rec.offset), dl))
+                        continue
+                    lines_n += len(lines)
+                    if len(lines) > 1:
+                        since_yield += len(lines) - 1
+                    for line in lines:
+                        if observe is not None:
+                            observe(line, now)  # a new template goes to the model now, not when its window closes
+                        closed = add(line, now)
+                        if closed:  # held the moment they close, before anything can yield
+                            self._submit(closed, part, now)
+                else:
+                    if records:
+                        part.offsets.consumed(records[-1].offset)
                 if records:
-                    part.offsets.consumed(records[-1].offset)
-            if records:
-                self.metrics.records_received.labels(tp.topic).inc(len(records))
-                self.metrics.lines_parsed.inc(lines_n)
-        for part in self._parts.values():
-            self._submit(part.sessionizer.tick(now), part, now)
-        self._enforce_byte_budget(now)
-        self.metrics.sessions_open.set(sum(p.sessionizer.open_count for p in self._parts.values()))
-        if dead:
-            self._spawn(self.delivery.dead_letters(dead), "dead-letters")
-        if forwards:
-            self._spawn(self.delivery.forward(forwards, self._unforwardable), "repartition")
+                    self.metrics.records_received.labels(tp.topic).inc(len(records))
+                    self.metrics.lines_parsed.inc(lines_n)
+            for part in self._parts.values():
+                self._submit(part.sessionizer.tick(now), part, now)
+            self._enforce_byte_budget(now)
+            self.metrics.sessions_open.set(sum(p.sessionizer.open_count for p in self._parts.values()))
+        finally:  # what this batch held is sent even if a later record failed unexpectedly: nothing waits for it
+            if dead:
+                self._spawn(self.delivery.dead_letters(dead), "dead-letters")
+            if forwards:
+                self._spawn(self.delivery.forward(forwards, self._unforwardable), "repartition")
 
     # ---- repartitioning (rationad/repartition.py) ------------------------------------------------------------
     async def _forward(self, tp, part: _Part, records, dead: list, forwards: list) -> None:

@@ -5,6 +5,7 @@ broker and vLLM are in tests/integration and tests/failure). Each test drives a 
 from __future__ import annotations
 
 import asyncio
+import time
 
 import orjson
 import pytest
@@ -530,3 +531,24 @@ async def test_a_stop_while_the_broker_is_unreachable_exits_cleanly_and_soon():
     d.request_stop()
     assert await asyncio.wait_for(task, 12) == 0  # the main loop's commit (5 s at most), then a 1 s drain
 
+
+
+async def test_an_unexpected_error_mid_batch_still_sends_the_dead_letters_held_before_it():
+    """Found by review (2026-12-03), failing before its fix: the dead letters of a batch were sent after the batch's
+    loop, so an unexpected error in a later record left their holds unsent: the drain waited its whole budget and the
+    committed offset stayed before a record whose dead letter was ready."""
+    s = settings(delivery={"commit_interval_ms": 10, "drain_timeout_secs": 5})
+    d, consumer, producer = make(s, [{TP: [Rec(0, b"\xff bad"), Rec(1, line("a"))]}])
+    real_parse = d.parser.parse
+
+    def parse(value, **kw):
+        if kw.get("offset") == 1:
+            raise RuntimeError("a bug in a parser")
+        return real_parse(value, **kw)
+
+    d.parser.parse = parse
+    started = time.monotonic()
+    code = await asyncio.wait_for(d.run(), 20)
+    assert code == 1  # the main loop failed: the supervisor restarts the daemon
+    assert [dict(x.headers)["rationad-error-type"] for x in producer.on("rationad.dlq")] == [b"invalid_utf8"]
+    assert time.monotonic() - started < 4, "the drain had nothing to wait for"
