@@ -133,7 +133,8 @@ def answer_score(tokens: Sequence[str], candidates: Sequence[Sequence[tuple[str,
 
     ``tokens`` are the completion's tokens as text (their concatenation is the completion), ``candidates[i]`` the
     (token text, logprob) pairs returned for position ``i`` (vLLM's top-k, the sampled token among them). At the
-    token where the word starts (the first token after the last ``<answer>``), every candidate that spells a prefix
+    token where the word starts (the first token after the ``<answer>`` whose section gives the verdict: the last
+    closed one, else the last opened), every candidate that spells a prefix
     of one answer word (``n``, ``norm``, ``normal`` / ``a``, ``an``, ...; the words start with different letters, so
     no token counts for both) adds its probability to that word, and the score is ``A / (A + N)``. This ratio does
     not depend on what else was allowed at that position: structured output masks the logits before vLLM computes
@@ -149,7 +150,10 @@ def answer_score(tokens: Sequence[str], candidates: Sequence[Sequence[tuple[str,
     if prefix:
         tokens, candidates = [prefix, *tokens], [[], *candidates]
     text = "".join(tokens)
-    at = text.rfind(ANSWER_OPEN)
+    closed = None
+    for closed in _ANSWER.finditer(text):  # the section that gives the verdict (``parse_completion``): the last closed
+        pass
+    at = text.rfind(ANSWER_OPEN) if closed is None else closed.start()
     if at < 0 or len(candidates) < len(tokens):
         return None
     start = at + len(ANSWER_OPEN)

@@ -77,3 +77,15 @@ def test_a_nan_logprob_gives_no_score():
                      [[], [("anomalous", float("nan")), ("normal", -3.0)], []])
     assert s is None
 
+
+
+def test_the_score_is_read_at_the_answer_that_gives_the_verdict():
+    """Found by review (2026-12-03), failing before its fix: the verdict is the last closed ``<answer>`` section and
+    the score was read after the last ``<answer>`` opening; an unconstrained completion that opened another answer
+    after its closed one was scored on the unclosed one (a confident normal score beside an anomalous verdict)."""
+    from rationad.answer import answer_score
+
+    tokens = ["<think>L2 failed.</think>\n<answer>", "anomalous", "</answer>", "\n<answer>", "normal"]
+    candidates = [[], [("anomalous", -0.1), ("normal", -2.3)], [], [], [("normal", -0.1), ("anomalous", -2.3)]]
+    assert parse_completion("".join(tokens), VIEW).verdict == "anomalous"
+    assert answer_score(tokens, candidates) > 0.5
