@@ -2,7 +2,9 @@
 
 Each replica writes its own record per template: key = ``<template id>/<instance>``, value = the replica's counts
 and its current verdict as JSON (``TemplateStat``). The topic is compacted, so it keeps the latest record per
-template per replica, and no replica overwrites another's counts. ``read_catalog`` reads the topic to its end
+template per replica, and no replica overwrites another's counts. The instance is the replica's static member id
+(``kafka.group_instance_id``), which a restart reads its counts back under and continues; without one, host and
+start time (a new name per process start). ``read_catalog`` reads the topic to its end
 offsets and sums the replicas' records into one stat per template; ``rationad templates`` lists them merged with the
 operator labels (``listing``), and ``rationad label`` looks templates up in it.
 """
@@ -124,7 +126,13 @@ def aggregate(stats: Iterable[TemplateStat]) -> list[TemplateStat]:
 
 async def read_catalog(kafka: KafkaConfig, topic: str, timeout_secs: float = 30) -> list[TemplateStat]:
     """The catalog up to the topic's end offsets as of the call, one stat per template (``aggregate``); ``[]`` when
-    the topic does not exist yet. Records that are not stats are logged and skipped."""
+    the topic does not exist yet."""
+    return aggregate(await read_stats(kafka, topic, timeout_secs))
+
+
+async def read_stats(kafka: KafkaConfig, topic: str, timeout_secs: float = 30) -> list[TemplateStat]:
+    """Every replica's latest stat per template, up to the topic's end offsets as of the call; records that are not
+    stats are logged and skipped."""
     stats = []
     for key, value in (await read_latest(kafka, topic, timeout_secs=timeout_secs)).items():
         try:
@@ -134,7 +142,7 @@ async def read_catalog(kafka: KafkaConfig, topic: str, timeout_secs: float = 30)
             continue
         if stat is not None:
             stats.append(stat)
-    return aggregate(stats)
+    return stats
 
 
 def listing(stats: Iterable[TemplateStat], labels: Iterable[Label]) -> list[dict[str, Any]]:

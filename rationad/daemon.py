@@ -57,11 +57,15 @@ MAX_BATCH_BYTES = 1024 * 1024
 
 
 def _instance(settings: Settings) -> str:
-    """This process's name in the template catalog: its static member id (else its host) and its start time. Each
-    process writes its own counts since it started, so the catalog's sum over instances counts every line once."""
+    """This process's name in the template catalog, where each name writes its own counts and the catalog sums them.
+    With a static member id (``kafka.group_instance_id``: one live process per id) that id: a restart continues its
+    counts from the catalog and writes the same keys. Without one, host and start time: each process counts since
+    it started, under keys of its own (the compacted topic keeps them all)."""
     import socket
 
-    return f"{settings.kafka.group_instance_id or socket.gethostname()}@{int(time.time() * 1000)}"
+    if settings.kafka.group_instance_id:
+        return settings.kafka.group_instance_id
+    return f"{socket.gethostname()}@{int(time.time() * 1000)}"
 
 
 def collect_less() -> None:
@@ -287,8 +291,23 @@ class Daemon:
         for label in self.labels.labels():
             self.templates.book.set_label(label.id, label)
             self._label_neighbour(label.id, label)
+        if self.s.kafka.group_instance_id:  # a restart continues this replica's catalog counts (``_instance``)
+            await self._carry_catalog_counts()
         log.info("judging_templates", labels=len(self.labels), labels_topic=j.labels_topic,
                  templates_topic=j.templates_topic)
+
+    async def _carry_catalog_counts(self) -> None:
+        from rationad.catalog import read_stats
+
+        assert self.templates is not None
+        try:
+            stats = await read_stats(self.s.kafka, self.s.judge.templates_topic)
+        except Exception as exc:  # the catalog is for people: counts restart rather than the daemon not starting
+            log.warning("template_counts_not_carried", topic=self.s.judge.templates_topic, error=repr(exc))
+            return
+        own = {st.id: (st.count, st.first_seen) for st in stats if st.instance == self.templates.instance}
+        self.templates.book.carry_counts(own)
+        log.info("template_counts_carried", templates=len(own), instance=self.templates.instance)
 
     def _on_label(self, tid: str, label: Any) -> None:
         self._label_neighbour(tid, label)

@@ -127,6 +127,9 @@ class TemplateBook:
         self._states: OrderedDict[str, TemplateState] = OrderedDict()  # by template text, least recently seen first
         self._ids: dict[str, TemplateState] = {}  # the same states by template id
         self._labels: dict[str, Label] = {}  # by template id, also for templates not (or no longer) held
+        # (count, first_seen) of templates not held: forgotten ones, and a restarted replica's from its catalog
+        # records (``carry_counts``), so the counts it publishes keep growing (at most ``max_templates``).
+        self._carried: OrderedDict[str, tuple[int, float]] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._states)
@@ -143,6 +146,8 @@ class TemplateBook:
         if st is None:
             tid = template_id(template)
             st = TemplateState(template, tid, label=self._labels.get(tid))
+            if self._carried:
+                st.count, st.first_seen = self._carried.pop(tid, (0, 0.0))
             self._states[template] = st
             self._ids[tid] = st
             self._bound()
@@ -154,7 +159,7 @@ class TemplateBook:
         st = self._states.get(template)
         if st is None:
             st = self.state(template)
-            st.first_seen = now
+            st.first_seen = st.first_seen or now
         else:
             self._states.move_to_end(template)
         st.count += 1
@@ -250,7 +255,21 @@ class TemplateBook:
             if st.known and not st.judging:
                 del self._states[template]
                 del self._ids[st.id]
+                self._carry(st.id, st.count, st.first_seen)
                 return
+
+    def carry_counts(self, counts: dict[str, tuple[int, float]]) -> None:
+        """(count, first_seen) by template id, from this replica's catalog records: templates seen again continue
+        from them."""
+        for tid, (count, first_seen) in counts.items():
+            self._carry(tid, count, first_seen)
+
+    def _carry(self, tid: str, count: int, first_seen: float) -> None:
+        if count:
+            self._carried[tid] = (count, first_seen)
+            self._carried.move_to_end(tid)
+            if len(self._carried) > self.max_templates:
+                self._carried.popitem(last=False)
 
 
 def pending_ids(uses: list[TemplateUse]) -> list[str]:

@@ -552,3 +552,28 @@ async def test_an_unexpected_error_mid_batch_still_sends_the_dead_letters_held_b
     assert code == 1  # the main loop failed: the supervisor restarts the daemon
     assert [dict(x.headers)["rationad-error-type"] for x in producer.on("rationad.dlq")] == [b"invalid_utf8"]
     assert time.monotonic() - started < 4, "the drain had nothing to wait for"
+
+
+async def test_a_restarted_replica_continues_its_own_catalog_counts(monkeypatch):
+    """With a static member id the catalog name is stable (``daemon._instance``): at start the replica reads its own
+    records back, so its counts continue; another replica's records are not its to continue."""
+    from rationad import catalog
+    from rationad.catalog import TemplateStat
+    from rationad.templates import template_id
+
+    s = settings(judge={"level": "template"}, kafka={"group_instance_id": "pod-0"})
+    d, _, _ = make(s, [])
+
+    def stat(template, instance, count):
+        return TemplateStat(template=template, verdict="normal", source="model", rationale="", model_version="1",
+                            count=count, first_seen=5.0, last_seen=6.0, instance=instance)
+
+    async def read_stats(kafka, topic, timeout_secs=30):
+        return [stat("disk {*} ok", "pod-0", 41), stat("fan {*} ok", "pod-1", 7)]
+
+    monkeypatch.setattr(catalog, "read_stats", read_stats)
+    await d._carry_catalog_counts()
+    book = d.templates.book
+    assert book.observe("disk 3 ok", 30.0).count == 42
+    assert book.observe("fan 1 ok", 30.0).count == 1
+    assert template_id("disk {*} ok") == book.observe("disk 4 ok", 31.0).id

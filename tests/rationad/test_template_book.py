@@ -76,3 +76,27 @@ def test_an_empty_template_is_the_message_itself_and_a_long_one_is_cut_with_a_ma
     view = Judge(Client(), ModelConfig(), "bgl").view(s)
     text = user_message(view)
     assert "more characters cut]" in text and len(text) < 1000
+
+
+def test_a_template_forgotten_and_seen_again_keeps_counting_from_where_it_was():
+    """Found by review (2026-12-03), failing before its fix: an evicted template came back with count 0 and its next
+    catalog record overwrote the replica's count with a smaller one (the compacted topic keeps the latest)."""
+    book = TemplateBook(max_templates=1)
+    for t in (10.0, 11.0, 12.0):
+        a = book.observe("alpha", t)
+    book.judged(a.id, "normal", "")
+    book.judged(book.observe("beta", 13.0).id, "normal", "")  # alpha is forgotten
+    assert book.get(a.id) is None
+    again = book.observe("alpha", 20.0)
+    assert (again.count, again.first_seen, again.last_seen) == (4, 10.0, 20.0)
+
+
+def test_counts_carried_from_the_catalog_seed_the_templates_when_they_are_seen():
+    """A replica with a stable instance name (``kafka.group_instance_id``) continues its catalog counts after a
+    restart instead of writing a new key per start."""
+    book = TemplateBook()
+    tid = template_id("alpha")
+    book.carry_counts({tid: (41, 5.0)})
+    st = book.observe("alpha", 30.0)
+    assert (st.count, st.first_seen, st.last_seen) == (42, 5.0, 30.0)
+    assert book.observe("beta", 31.0).count == 1
