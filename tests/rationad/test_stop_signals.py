@@ -2,9 +2,9 @@
 
 Found in CI: the kill -9 failure test starts the daemon a last time and stops it as soon as every block has its
 outcome; when the earlier runs had already done all the work, SIGTERM came while Python was importing and the daemon
-died of it (exit -15, nothing logged). Found again: ``cli.main`` held the signals, but only after ``rationad.cli`` and its
-config module (pydantic) were imported, a second or more on a loaded machine; ``python -m rationad`` and the
-``rationad`` command now hold them before importing anything heavy."""
+died of it (exit -15, nothing logged). Found again: ``cli.main`` held the signals, but only after ``rationad.cli``
+and its config module (pydantic) were imported, a second or more on a loaded machine; ``python -m rationad`` and
+the ``rationad`` command now hold them before importing anything heavy."""
 
 import json
 import signal
