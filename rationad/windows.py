@@ -10,7 +10,8 @@ Two kinds of windows, per session key:
 Event time is the line's own timestamp. A line without one takes its source's newest event time (the line before
 it), or the partition's, and never moves event time; while no line of the partition has had a time, untimed lines
 take their arrival time and so does the watermark (ingestion time: text without timestamps still closes a quiet
-key's session after ``gap_secs``). The
+key's session after ``gap_secs``), and the sessions they open take the event time of the partition's first timed
+line when it comes (a replayed file whose first line has no stamp). The
 partition's *watermark* is the newest event time seen; when the partition goes quiet the watermark keeps moving
 with the wall clock, so a stream that stops still closes its sessions once the gap has passed in wall-clock time.
 A partition of the repartition topic merges lines of several input partitions (``LogLine.source``), each in its own
@@ -148,6 +149,7 @@ class _Open:
     revision: int = 1
     context: list[LogLine] = field(default_factory=list)  # the key's earlier revisions' lines (Session.context)
     context_bytes: int = 0
+    by_arrival: bool = False  # opened while no line of the partition had a time: dated by arrival until one has
 
 
 def line_bytes(line: LogLine) -> int:
@@ -243,12 +245,28 @@ class Sessionizer:
         return min(ts + max(0.0, now - last) for ts, last in active)
 
     def _untimed_ts(self, src: tuple | None, now: float) -> float:
-        """The event time a line without one takes: its source's newest, else the partition's event time, else its
-        arrival (ingestion time, while no line here has had a time). It never moves event time itself."""
+        """The event time a line without one takes: its source's newest, else the newest of the sources the watermark
+        follows (the least of those, as ``watermark``), else its arrival (ingestion time, while no line here has had
+        a time). It never moves event time itself."""
         st = self._sources.get(None if src is None else src[:2])
         if st is not None and st[0] is not None:
             return st[0]
-        return self._event_time if self._event_time is not None else now
+        if self._event_time is None:
+            return now
+        timed = [(ts, last) for ts, last in self._sources.values() if ts is not None]
+        return min([ts for ts, last in timed if now - last <= SOURCE_IDLE_SECS] or [ts for ts, _ in timed])
+
+    def _redate(self) -> None:
+        """The partition's first timed line: sessions dated by arrival until now take the event time, so a replayed
+        or lagging stream's lines join them and its watermark closes them."""
+        t = self._event_time
+        assert t is not None
+        for cur in self._open.values():
+            if cur.by_arrival:
+                cur.by_arrival = False
+                cur.first_ts = cur.last_ts = t
+                cur.bucket = self._bucket(t)
+                self._schedule(cur)
 
     def _heard(self, source: object, ts: float | None, now: float) -> None:
         """A line of ``source`` arrived at ``now`` with event time ``ts`` (None: untimed)."""
@@ -323,7 +341,11 @@ class Sessionizer:
         self._last_arrival = now
         if timed and (self._max_ts is None or ts > self._max_ts):
             self._max_ts = ts
+        by_arrival = self._event_time is None
         self._heard(None if src is None else src[:2], ts if timed else None, now)
+        if by_arrival and self._event_time is not None:
+            by_arrival = False
+            self._redate()
         cur = self._open.get(line.key)
         if cur is not None and not self._fits(cur, ts):
             if self._is_older(cur, ts):
@@ -339,7 +361,8 @@ class Sessionizer:
             if len(self._open) >= spec.max_open_sessions:
                 closed.append(self._close(next(iter(self._open)), "evicted"))
             cur = _Open(line.key, ts, ts, line.offset, bucket=self._bucket(ts), opened_at=now,
-                        revision=self._revisions.pop(line.key, 0) + 1 if self._revisions else 1)
+                        revision=self._revisions.pop(line.key, 0) + 1 if self._revisions else 1,
+                        by_arrival=by_arrival)
             if self._carried and line.key in self._carried:
                 cur.context, cur.context_bytes = self._carried.pop(line.key)
             self._open[line.key] = cur

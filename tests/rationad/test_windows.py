@@ -544,3 +544,48 @@ def test_an_untimed_line_of_a_lagging_source_keeps_that_source_s_time():
     w.add(sourced("a", 3, 3, src=0, src_offset=2), now)
     closed = {s.key: s for s in w.flush("end_of_input")}
     assert [(ln.offset, ln.ts) for ln in closed["a"].lines] == [(0, 0), (2, None), (3, 3)]
+
+
+def test_an_untimed_first_line_and_the_timed_lines_of_its_key_are_one_session():
+    """Found by review (2026-12-03), failing before its fix: the untimed first line was dated by its arrival (the wall
+    clock), so its key's timed lines of a replayed or lagging stream were older than the session: each one late."""
+    late: list[float] = []
+    w = Sessionizer(session_spec(max_open_secs=600.0), on_late=lambda ln, by: late.append(by))
+    now = 1_000_000.0
+    w.add(line("blk_1", None, 0), now)
+    closed = []
+    for i, ts in enumerate((500.0, 501.0, 502.0), start=1):
+        closed += w.add(line("blk_1", ts, i), now)
+    closed += w.flush("end_of_input")
+    assert [(s.close_reason, len(s.lines)) for s in closed] == [("end_of_input", 4)] and late == []
+    fixed = Sessionizer(WindowSpec(mode="fixed", window_secs=60.0, max_lines=1000))
+    fixed.add(line("s", None, 0), now)
+    closed = [s for i, ts in enumerate((500.0, 501.0), start=1) for s in fixed.add(line("s", ts, i), now)]
+    assert closed == [] and [len(s.lines) for s in fixed.flush("end_of_input")] == [3]
+
+
+def test_a_session_dated_by_arrival_closes_on_event_time_once_the_stream_has_times():
+    """... and it never closed by its gap (event time stayed before its arrival date), pinning the partition's
+    committed offset until ``max_open_secs``."""
+    w = Sessionizer(session_spec(max_open_secs=600.0))
+    now = 1_000_000.0
+    w.add(line("x", None, 0), now)
+    for i in range(1, 200):
+        w.add(line(f"k{i % 5}", 500.0 + i, i), now + i * 0.01)
+    assert "x" in [s.key for s in w.tick(now + 5)]
+
+
+def test_a_new_source_s_untimed_lines_are_not_dated_by_an_idle_source():
+    """Found by review (2026-12-03), failing before its fix: an untimed line of a source with no time yet took the
+    minimum over every timed source, an idle one far behind included, while the watermark skips idle sources: each
+    such line closed at the next tick as a one-line session."""
+    w = Sessionizer(WindowSpec(mode="session", gap_secs=300.0, max_lines=1000, max_span_secs=3600.0))
+    w.add(sourced("b", 100.0, 0, src=1, src_offset=0), 1_000.0)  # source 1 went idle long ago
+    for i in range(1, 50):
+        w.add(sourced(f"a{i % 3}", 5_000.0 + i, i, src=0, src_offset=i), 1_000.0 + i)
+    closed = []
+    for j in range(3):
+        closed += w.add(sourced("c", None, 100 + j, src=2, src_offset=j), 1_050.0 + j)
+        closed += w.tick(1_050.0 + j)
+    closed += w.flush("end_of_input")
+    assert [(s.close_reason, len(s.lines)) for s in closed if s.key == "c"] == [("end_of_input", 3)]
