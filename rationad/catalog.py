@@ -2,11 +2,11 @@
 
 Each replica writes its own record per template: key = ``<template id>/<instance>``, value = the replica's counts
 and its current verdict as JSON (``TemplateStat``). The topic is compacted, so it keeps the latest record per
-template per replica, and no replica overwrites another's counts. The instance is the replica's static member id
-(``kafka.group_instance_id``), which a restart reads its counts back under and continues; without one, host and
-start time (a new name per process start). ``read_catalog`` reads the topic to its end
-offsets and sums the replicas' records into one stat per template; ``rationad templates`` lists them merged with the
-operator labels (``listing``), and ``rationad label`` looks templates up in it.
+template per replica, and no replica overwrites another's counts. The instance is the replica's group and static
+member id (``<group_id>:<group_instance_id>``), under which a restart reads its counts back and continues; without
+one, host and start time (a new name per process start). ``read_catalog`` reads the topic to its end offsets and sums
+the replicas' records into one stat per template; ``rationad templates`` lists them merged with the operator labels
+(``listing``), and ``rationad label`` looks templates up in it.
 """
 
 from __future__ import annotations

@@ -38,7 +38,7 @@ from rationad.model_stage import EngineDead, ModelStage, Pending
 from rationad.neighbours import Known
 from rationad.offsets import PartitionOffsets
 from rationad.repartition import (
-    PACK_BYTES, Packer, Router, SeenLines, is_pack, own_lines, pack_source, source_line, source_of, unpack,
+    PACK_BYTES, Packer, Router, SeenLines, is_pack, own_lines, pack_source, source_of, source_repeat, unpack,
 )
 from rationad.records import Session
 from rationad.systemd import Notifier
@@ -58,13 +58,13 @@ MAX_BATCH_BYTES = 1024 * 1024
 
 def _instance(settings: Settings) -> str:
     """This process's name in the template catalog, where each name writes its own counts and the catalog sums them.
-    With a static member id (``kafka.group_instance_id``: one live process per id) that id: a restart continues its
-    counts from the catalog and writes the same keys. Without one, host and start time: each process counts since
-    it started, under keys of its own (the compacted topic keeps them all)."""
+    With a static member id (``kafka.group_instance_id``: one live process per id within its group) the group and
+    that id: a restart continues its counts from the catalog and writes the same keys. Without one, host and start
+    time: each process counts since it started, under keys of its own (the compacted topic keeps them all)."""
     import socket
 
     if settings.kafka.group_instance_id:
-        return settings.kafka.group_instance_id
+        return f"{settings.kafka.group_id}:{settings.kafka.group_instance_id}"
     return f"{socket.gethostname()}@{int(time.time() * 1000)}"
 
 
@@ -626,9 +626,8 @@ class Daemon:
         except ValueError:
             return own  # not ours to interpret: windowed by its place on the internal topic only
         # One input record may send several lines of one key as one-line records (``Packer._loose``), identical ones
-        # too: each says its place in the record (records forwarded before it did are told apart by their value).
-        place = source_line(rec.headers)
-        if not part.seen.first_time((pos, key, hash(rec.value) if place is None else place)):
+        # too: each is told apart by its value and by how many copies of it the record held before it.
+        if not part.seen.first_time((pos, key, hash(rec.value), source_repeat(rec.headers))):
             self.metrics.errors.labels("repartition", "duplicate_line").inc()
             return []
         for x in own:

@@ -33,7 +33,9 @@ from rationad.delivery import Output
 from rationad.dialects import BadRecord
 
 SOURCE_HEADERS = ("rationad-source-topic", "rationad-source-partition", "rationad-source-offset")
-SOURCE_LINE_HEADER = "rationad-source-line"  # a one-line record's place among its input record's routes
+# A one-line record's count of the same line (key and bytes) before it in its input record: 0 for the first. Records
+# without it (from a rationad that forwarded each distinct line of a record once) are occurrence 0.
+SOURCE_REPEAT_HEADER = "rationad-source-repeat"
 PACK_HEADER = "rationad-pack"  # first header of a pack record; its value is the pack format's version
 PACK_VERSION = b"1"
 PACK_BYTES = 256 * 1024  # a pack is closed at this size (or half the largest record the producer may send)
@@ -84,15 +86,19 @@ class Packer:
         # so a record split at a pack's end would lose its later lines. Lines that cannot share a pack go to their
         # partition as one-line records (``_loose``; windowed line by line).
         loose = self._loose(routes) if len(routes) > 1 else ()
-        for i, (key, value) in enumerate(routes):
+        repeats: dict[tuple[str, bytes], int] = {}
+        for key, value in routes:
             known = keys.get(key)
             if known is None:
                 known = self.router.key(key)
             k, p, framable = known
             if not framable or b"\n" in value or p in loose:
                 self._close(p)
-                # Its place in the record tells two identical lines of one record apart (``SOURCE_LINE_HEADER``).
-                headers = [*source_headers(*self._source, offset), (SOURCE_LINE_HEADER, b"%d" % i)]
+                # Its count of the same line before it tells identical lines of one record apart, and one
+                # forwarded again after a restart (by any release) from a new line (``SOURCE_REPEAT_HEADER``).
+                n = repeats.get((key, value), 0)
+                repeats[(key, value)] = n + 1
+                headers = [*source_headers(*self._source, offset), (SOURCE_REPEAT_HEADER, b"%d" % n)]
                 self._done.setdefault(p, []).append(Output(self.topic, k, value, headers, p))
                 continue
             pack = opened.get(p)
@@ -170,12 +176,13 @@ def unpack(value: bytes | None) -> list[tuple[int, str, bytes]]:
     return list(zip(offsets, keys, lines))
 
 
-def source_line(headers) -> bytes | None:
-    """A one-line internal record's place among its input record's lines (``SOURCE_LINE_HEADER``), if it says."""
+def source_repeat(headers) -> bytes:
+    """How many copies of its line a one-line internal record's input record held before it (``SOURCE_REPEAT_HEADER``;
+    b"0" when it does not say)."""
     for name, value in headers or ():
-        if name == SOURCE_LINE_HEADER:
+        if name == SOURCE_REPEAT_HEADER:
             return value
-    return None
+    return b"0"
 
 
 def source_of(headers) -> tuple[bytes, bytes, bytes] | None:

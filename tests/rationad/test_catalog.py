@@ -105,10 +105,12 @@ def test_a_stat_with_a_time_no_datetime_can_show_is_refused():
 def test_a_replica_with_a_static_member_id_keeps_one_catalog_name_across_restarts():
     """Found by review (2026-12-03): every process start wrote its templates under a new instance name, so the
     compacted catalog gained a key per template per restart for ever. With ``kafka.group_instance_id`` (set by
-    deploy/ for both systemd and Kubernetes) the name is the member id; without one, host and start time as before."""
+    deploy/ for both systemd and Kubernetes) the name is the group and member id; without one, host and start time as before."""
     from rationad.config import Settings
     from rationad.daemon import _instance
 
-    assert _instance(Settings(kafka={"group_instance_id": "rationad-0"})) == "rationad-0"
+    # Unique within its group only (KIP-345), and the catalog topic may be shared by groups: qualified by the group.
+    assert _instance(Settings(kafka={"group_id": "g1", "group_instance_id": "host-a"})) == "g1:host-a"
+    assert _instance(Settings(kafka={"group_id": "g2", "group_instance_id": "host-a"})) == "g2:host-a"
     a = _instance(Settings())
     assert "@" in a and a.rsplit("@", 1)[1].isdigit()

@@ -561,7 +561,7 @@ async def test_a_restarted_replica_continues_its_own_catalog_counts(monkeypatch)
     from rationad.catalog import TemplateStat
     from rationad.templates import template_id
 
-    s = settings(judge={"level": "template"}, kafka={"group_instance_id": "pod-0"})
+    s = settings(judge={"level": "template"}, kafka={"group_id": "g", "group_instance_id": "pod-0"})
     d, _, _ = make(s, [])
 
     def stat(template, instance, count):
@@ -569,7 +569,7 @@ async def test_a_restarted_replica_continues_its_own_catalog_counts(monkeypatch)
                             count=count, first_seen=5.0, last_seen=6.0, instance=instance)
 
     async def read_stats(kafka, topic, timeout_secs=30):
-        return [stat("disk {*} ok", "pod-0", 41), stat("fan {*} ok", "pod-1", 7)]
+        return [stat("disk {*} ok", "g:pod-0", 41), stat("fan {*} ok", "g:pod-1", 7), stat("fan {*} ok", "h:pod-0", 3)]
 
     monkeypatch.setattr(catalog, "read_stats", read_stats)
     await d._carry_catalog_counts()

@@ -360,3 +360,24 @@ def test_identical_lines_of_one_record_all_cross_the_hop(tail):
             got += d._own_lines(part, rec, d.parser.parse(rec.value, topic=tp.topic, partition=0, offset=i))
     assert sorted(x.message for x in got) == sorted(x.message for x in d.parser.parse(value))
     assert len(got) == 4
+
+
+def test_a_line_forwarded_by_the_previous_release_and_again_after_an_upgrade_is_windowed_once():
+    """Found by review (2026-12-03), failing before its fix: one-line records of the previous release carry no repeat
+    header; the same input line forwarded again after the upgrade (a restart between the hops) must still be known
+    as a re-read."""
+    from rationad.repartition import SOURCE_REPEAT_HEADER, Packer, is_pack
+    from tests.rationad.fakes import Rec
+
+    d, tp, part = _pack_daemon()
+    value = b"081109 203615 148 INFO dfs.DataNode: first blk_1\n  at org.apache.Foo(Foo.java:1)"  # a one-line record
+    packer = Packer(d.internal, "logs", 1, Router(1))
+    packer.add(d.parser.route(value, topic="logs", partition=1, offset=40), 40)
+    [new] = packer.outputs()
+    assert not is_pack(new.headers) and (SOURCE_REPEAT_HEADER, b"0") in new.headers
+    old_headers = [h for h in new.headers if h[0] != SOURCE_REPEAT_HEADER]
+    got = []
+    for i, headers in enumerate((old_headers, new.headers)):
+        rec = Rec(offset=i, value=new.value, key=new.key, headers=headers)
+        got += d._own_lines(part, rec, d.parser.parse(rec.value, topic=tp.topic, partition=0, offset=i))
+    assert len(got) == 1
