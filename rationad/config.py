@@ -30,8 +30,19 @@ class ConfigError(Exception):
     """A configuration problem, phrased for an operator: which key, what is wrong."""
 
 
+# Kafka's rule for topic names: 1-249 characters of these, and not "." or "..".
+_TOPIC_NAME = re.compile(r"[a-zA-Z0-9._-]{1,249}")
+
+
+def topic_name_problem(name: str) -> str | None:
+    """Why Kafka refuses ``name`` as a topic name, or None."""
+    if _TOPIC_NAME.fullmatch(name) and name not in (".", ".."):
+        return None
+    return f"{name[:300]!r} is not a legal Kafka topic name (1 to 249 characters of a-z, A-Z, 0-9, '.', '_', '-')"
+
+
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)  # inf: a wait or bound never reached
 
 
 class KafkaConfig(_Section):
@@ -97,9 +108,12 @@ class InputConfig(_Section):
             import re
 
             try:
-                re.compile(v)
+                compiled = re.compile(v)
             except re.error as exc:
                 raise ValueError(f"not a valid regular expression: {exc}") from exc
+            if compiled.search("") is not None:
+                raise ValueError("matches the empty string, so lines would get an empty session key (and be "
+                                 "dead-lettered): use + rather than *")
         return v
 
 
@@ -185,7 +199,7 @@ class ModelConfig(_Section):
     max_concurrency: int = Field(4, ge=1)
     request_timeout_secs: float = Field(120.0, gt=0)
     max_retries: int = Field(3, ge=0)
-    retry_backoff_secs: float = Field(0.5, ge=0)
+    retry_backoff_secs: float = Field(0.5, ge=0, le=30)  # seconds, not ms: a batch waits up to 1.5x this to retry
     health_timeout_secs: float = Field(5.0, gt=0)
 
     @field_validator("path", "adapter")
@@ -287,6 +301,55 @@ class Settings(BaseSettings):
             raise ValueError("input.key_regex: the generic dialect's session windows need a session key (key_regex, or "
                              "json_key_field with format 'json'); for fixed windows over the stream set "
                              "sessions.window_lines or sessions.window_secs instead")
+        return self
+
+    @model_validator(mode="after")
+    def _what_run_would_refuse(self) -> Settings:
+        """What ``run`` builds from the settings, built here too, so ``check-config --offline`` refuses it."""
+        from rationad.dialects import make_parser
+        from rationad.windows import resolve_spec
+
+        resolve_spec(self.sessions, self.input.dialect)  # ValueError naming the sessions key
+        make_parser(self.input)  # InputConfigError (a ValueError) naming the input key
+        m = self.model
+        if m.backend == "vllm-server" and m.server_url and not m.server_url.startswith(("http://", "https://")):
+            raise ValueError(f"model.server_url: {redact_url(m.server_url)!r} is not an http(s) URL")
+        k = self.kafka
+        if k.heartbeat_interval_ms >= k.session_timeout_ms:
+            raise ValueError(f"kafka.heartbeat_interval_ms: {k.heartbeat_interval_ms} must be lower than "
+                             f"kafka.session_timeout_ms ({k.session_timeout_ms}; a third of it or less is usual): the "
+                             "group would expire the member between heartbeats and rebalance for ever")
+        return self
+
+    @model_validator(mode="after")
+    def _topics_are_legal_and_apart(self) -> Settings:
+        """Every topic the daemon reads or writes has a name Kafka takes, and the ones it writes are neither an input
+        topic (it would read its own events, dead letters or packs back as log lines, for ever) nor each other."""
+        written = [("output.topic", self.output.topic), ("output.dlq_topic", self.output.dlq_topic)]
+        internal = self.repartition_topic()
+        if internal is not None:
+            written.append(("repartition.topic" if self.repartition.topic else "kafka.group_id", internal))
+        if self.judge_level() == "template":
+            written += [("judge.labels_topic", self.judge.labels_topic),
+                        ("judge.templates_topic", self.judge.templates_topic)]
+        if self.cache.enabled and self.cache.durable:
+            written.append(("kafka.group_id", f"{self.kafka.group_id}-verdicts-cache-changelog"))
+        for key, name in [("input.topics", t) for t in self.input.topics] + written:
+            problem = topic_name_problem(name)
+            if problem is not None and key == "kafka.group_id":
+                raise ValueError(f"kafka.group_id: makes the internal topic {name[:300]!r}, which Kafka refuses "
+                                 "(1 to 249 characters of a-z, A-Z, 0-9, '.', '_', '-' in all)")
+            if problem is not None:
+                raise ValueError(f"{key}: {problem}")
+        inputs = set(self.input.topics)
+        seen: dict[str, str] = {}
+        for key, name in written:
+            if name in inputs:
+                raise ValueError(f"{key}: {name!r} is also an input topic (input.topics): the daemon would read what "
+                                 "it writes there back as log lines, for ever")
+            if name in seen:
+                raise ValueError(f"{key}: must differ from {seen[name]} (both {name!r})")
+            seen[name] = key
         return self
 
     @classmethod

@@ -77,3 +77,35 @@ def test_a_section_variable_that_is_not_json_fails_naming_it(monkeypatch):
     monkeypatch.setenv("RATIONAD_CACHE", "/home/me/.cache/rationad")  # a folder, as setup scripts once used it
     with pytest.raises(ConfigError, match="cache"):
         load_settings()
+
+
+# Found by review (2026-12-03), each accepted before and failing later: a feedback loop, a stalled commit, a crash
+# after the model loaded, or a key-less error from ``run`` that ``check-config --offline`` had passed.
+@pytest.mark.parametrize(
+    ("toml", "needle"),
+    [
+        ("[output]\ntopic = 'logs'\n", "output.topic: 'logs' is also an input topic"),
+        ("[output]\ndlq_topic = 'logs'\n", "output.dlq_topic: 'logs' is also an input topic"),
+        ("[output]\ndlq_topic = 'rationad.anomalies'\n", "output.dlq_topic: must differ from output.topic"),
+        ("[input]\nrepartition = 'always'\n[repartition]\ntopic = 'logs'\n", "repartition.topic: 'logs' is also"),
+        ("[input]\nrepartition = 'always'\n[repartition]\ntopic = 'rationad.anomalies'\n", "repartition.topic"),
+        ("[input]\ndialect = 'bgl'\n[judge]\nlabels_topic = 'logs'\n", "judge.labels_topic"),
+        ("[output]\ntopic = 'my topic'\n", "output.topic: 'my topic' is not a legal Kafka topic name"),
+        ("[input]\ntopics = ['logs', 'a/b']\n", "input.topics: 'a/b' is not a legal Kafka topic name"),
+        ("[kafka]\ngroup_id = 'team/a'\n[input]\nrepartition = 'always'\n", "kafka.group_id: makes the internal"),
+        ("[kafka]\nheartbeat_interval_ms = 9000\nsession_timeout_ms = 6000\n", "kafka.heartbeat_interval_ms"),
+        ("[model]\nretry_backoff_secs = 600\n", "model.retry_backoff_secs"),
+        ("[delivery]\ndrain_timeout_secs = inf\n", "delivery.drain_timeout_secs"),
+        ("[input]\ndialect = 'generic'\nkey_regex = '([0-9a-f]*)'\n", "input.key_regex: matches the empty string"),
+        ("[sessions]\nmode = 'fixed'\n", "sessions.window_lines"),
+        ("[input]\nkey_regex = 'id=(\\\\d+)'\n", "input.key_regex: not used by the hdfs dialect"),
+        ("[input]\ntimestamp_field = 'ts'\n", "input.timestamp_field: only used with input.format = 'json'"),
+        ("[model]\nbackend = 'vllm-server'\nserver_url = 'localhost:8000'\n", "model.server_url"),
+    ],
+)
+def test_settings_that_would_fail_later_fail_at_start_naming_the_key(tmp_path, toml, needle):
+    p = tmp_path / "c.toml"
+    p.write_text(toml)
+    with pytest.raises(ConfigError) as err:
+        load_settings(p)
+    assert needle in str(err.value)
