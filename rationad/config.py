@@ -343,6 +343,16 @@ class Settings(BaseSettings):
                 raise ValueError(f"{key}: {problem}")
         inputs = set(self.input.topics)
         seen: dict[str, str] = {}
+        if internal is not None:
+            i, r = self.input, self.repartition
+            if i.max_record_bytes > self.output.max_message_bytes - 1024:
+                raise ValueError(f"input.max_record_bytes: {i.max_record_bytes} must stay 1024 below "
+                                 f"output.max_message_bytes ({self.output.max_message_bytes}) while lines are "
+                                 "repartitioned: a line is forwarded whole, and a larger one would be dead-lettered")
+            if r.retention_ms < 2_000 * self.sessions.max_open_secs:
+                raise ValueError(f"repartition.retention_ms: {r.retention_ms} must be at least twice "
+                                 f"sessions.max_open_secs ({self.sessions.max_open_secs:g} s): an open session holds "
+                                 "the internal topic's commit back that long, and its lines must still be there")
         for key, name in written:
             if name in inputs:
                 raise ValueError(f"{key}: {name!r} is also an input topic (input.topics): the daemon would read what "

@@ -101,6 +101,8 @@ def test_a_section_variable_that_is_not_json_fails_naming_it(monkeypatch):
         ("[input]\nkey_regex = 'id=(\\\\d+)'\n", "input.key_regex: not used by the hdfs dialect"),
         ("[input]\ntimestamp_field = 'ts'\n", "input.timestamp_field: only used with input.format = 'json'"),
         ("[model]\nbackend = 'vllm-server'\nserver_url = 'localhost:8000'\n", "model.server_url"),
+        ("[input]\nrepartition = 'always'\nmax_record_bytes = 4194304\n", "input.max_record_bytes"),
+        ("[sessions]\nmax_open_secs = 172800\n", "repartition.retention_ms"),
     ],
 )
 def test_settings_that_would_fail_later_fail_at_start_naming_the_key(tmp_path, toml, needle):
