@@ -80,6 +80,11 @@ class VerdictCache:
     def put(self, key: str, completion: str) -> None:
         self._insert(key, completion, write=True)
 
+    def delete(self, key: str) -> None:
+        """Forget ``key`` here and in the store (an entry found unusable)."""
+        if self._lru.pop(key) is not None and self.store is not None:
+            self.store.delete(key)
+
     def _insert(self, key: str, completion: str, *, write: bool) -> None:
         evicted = self._lru.put(key, completion)
         if self.store is None:

@@ -144,6 +144,12 @@ class Judge:
         waits: dict[int, asyncio.Future[tuple[str, float | None, int]]] = {}
         for i, key in enumerate(keys):
             hit = self.cache.get(key) if self.cache is not None else None
+            if hit is not None and not parse_completion(from_cache(hit)[0], views[i]).ok:
+                # Only answers that parse are cached; one that does not (recovered from a shared changelog written
+                # by another build, or by hand) would be served for ever: forget it and ask the model.
+                assert self.cache is not None
+                self.cache.delete(key)
+                hit = None
             if self.metrics is not None and self.cache is not None:
                 self.metrics.cache_requests.labels("hit" if hit is not None else "miss").inc()
             if hit is not None:

@@ -75,6 +75,14 @@ class ByteLRU(Generic[K, V]):
             evicted.append(gone)
         return evicted
 
+    def pop(self, key: K) -> V | None:
+        """Remove ``key``; its value, or None when absent."""
+        item = self._data.pop(key, None)
+        if item is None:
+            return None
+        self.nbytes -= item[1]
+        return item[0]
+
     def clear(self) -> None:
         self._data.clear()
         self.nbytes = 0

@@ -206,3 +206,41 @@ async def test_a_rationale_is_served_checked_and_without_training_only_sentences
     event = build_event(j.session, j.view, j.answer, ModelInfo("m", "1"), cached=False)
     assert event["rationale_problems"] == list(j.answer.problems)
     assert metrics.rationale_problems.labels("count")._value.get() == 1
+
+
+async def test_a_cached_answer_that_does_not_parse_is_forgotten_and_the_model_asked():
+    """Found by review (2026-12-03), failing before its fix: a cached entry that does not parse (recovered from a
+    shared changelog written by hand or by another build) was served as a hit for ever, never replaced: every session
+    that looked the same was dead-lettered as malformed without the model being asked."""
+    from rationad.prompt import cache_key
+
+    class DictStore:
+        def __init__(self, data):
+            self.data = dict(data)
+
+        async def start(self):
+            pass
+
+        def items(self):
+            return iter(list(self.data.items()))
+
+        def put(self, k, v):
+            self.data[k] = v
+
+        def delete(self, k):
+            self.data.pop(k, None)
+
+        async def aclose(self):
+            pass
+
+    model = ScriptedModel([OK])
+    probe = Judge(model, ModelConfig(), "hdfs")
+    key = cache_key(probe.view(session("blk_1", ["ERROR x: failed blk_1"])))
+    store = DictStore({key: "<answer>maybe</answer>"})
+    cache = VerdictCache(100, store=store)
+    await cache.start()
+    judge = Judge(model, ModelConfig(), "hdfs", cache=cache)
+    results = [(await judge.judge_many([session(f"blk_{n}", [f"ERROR x: failed blk_{n}"], offset=n)]))[0]
+               for n in range(3)]
+    assert len(model.calls) == 1 and all(j.ok for j in results)
+    assert [j.cached for j in results] == [False, True, True] and store.data[key].startswith("<think>")
