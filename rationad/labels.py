@@ -299,7 +299,13 @@ class LabelBook:
             self.skipped += 1
             log.warning("label_record_skipped", topic=rec.topic, partition=rec.partition, offset=rec.offset,
                         error=str(exc))
-            return
+            try:
+                decode_tid(rec.key)
+            except ValueError:
+                return
+            # An unreadable record under a template's key is still that key's latest: once compacted, no reader sees
+            # an older label for it, so none stays in force here either (replicas and ``rationad templates`` agree).
+            label = None
         tid = decode_tid(rec.key)
         old = self._labels.pop(tid, None) if label is None else self._labels.get(tid)
         if label is not None:

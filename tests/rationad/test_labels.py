@@ -104,3 +104,20 @@ def test_a_label_for_the_empty_template_is_refused():
         value = orjson.dumps({"v": 1, "template": template, "verdict": "normal", "reason": "", "by": "x", "at": 0})
         with pytest.raises(ValueError, match="empty"):
             decode_label(template_id(template).encode(), value)
+
+
+@pytest.mark.parametrize("later", [b"", b'{"v": 2, "template": "x"}'], ids=["empty value", "newer format"])
+def test_an_unreadable_record_under_a_labels_key_clears_it_as_compaction_would(later):
+    """Found by review (2026-12-03), failing before its fix: a record that cannot be decoded (an empty value written
+    with kcat to clear a label, a newer label format during an upgrade) left the key's older label in force on a
+    running replica, while one started after compaction, and ``rationad templates``, saw none."""
+    changes = []
+    book = LabelBook(KafkaConfig(), "labels", on_change=lambda tid, lb: changes.append((tid, lb)))
+    a = label()
+    book._apply(_rec(*encode_label(a)))
+    book._live = True
+    book._apply(_rec(a.id.encode(), later))
+    assert book.get_id(a.id) is None and changes == [(a.id, None)] and book.skipped == 1
+    fresh = LabelBook(KafkaConfig(), "labels")
+    fresh._apply(_rec(a.id.encode(), later))
+    assert fresh.get_id(a.id) is None
