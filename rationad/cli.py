@@ -257,6 +257,7 @@ LABEL_REASON_MAX_CHARS = 500
 
 async def _label(settings: Settings, args: argparse.Namespace) -> int:
     from rationad import catalog, labels
+    from rationad.tail import safe
     from rationad.templates import template_id, to_template
 
     topic = settings.judge.labels_topic
@@ -271,8 +272,8 @@ async def _label(settings: Settings, args: argparse.Namespace) -> int:
                   "written (rationad templates --source operator lists the labels)", file=sys.stderr)
             return 2
         await labels.write_label(settings.kafka, topic, None, tid=tid)
-        print(f"cleared the label of {tid} ({current[tid].verdict}, by {current[tid].by}): the model's verdict "
-              "applies again")
+        print(f"cleared the label of {tid} ({current[tid].verdict}, by {safe(current[tid].by)}): the model's "
+              "verdict applies again")
         return 0
     stats = {s.id: s for s in await catalog.read_catalog(settings.kafka, settings.judge.templates_topic)}
     if is_id:
@@ -297,8 +298,9 @@ async def _label(settings: Settings, args: argparse.Namespace) -> int:
     label = labels.Label(template=template, verdict=args.verdict, reason=args.reason.strip(), by=args.by.strip(),
                          at=time.time(), forced=forced)
     await labels.write_label(settings.kafka, topic, label)
-    print(f"labelled {label.id} {label.verdict}{' (forced: not seen yet)' if forced else ''} by {label.by}: "
-          f"{label.template}")
+    # The template comes from log lines (masking keeps terminal escapes): printed escaped, as ``rationad tail`` does.
+    print(f"labelled {label.id} {label.verdict}{' (forced: not seen yet)' if forced else ''} by {safe(label.by)}: "
+          f"{safe(label.template)}")
     return 0
 
 

@@ -39,7 +39,7 @@ def safe_lines(value: Any, indent: str) -> str:
 def render(event: dict[str, Any], colour: bool) -> str:
     """An event for a person. Every field is log-derived and escaped (``safe``); colours are the program's own."""
     c = _COLOURS if colour else {k: "" for k in _COLOURS}
-    s = event.get("session") or {}
+    s = _dict(event.get("session"))
     verdict = str(event.get("verdict", "?"))
     revision = s.get("revision") or 1
     # A revision is judged with its key's earlier lines: say so, or its line count reads as the whole story.
@@ -51,16 +51,26 @@ def render(event: dict[str, Any], colour: bool) -> str:
         f"{c['end']}"
     )
     out = [head, f"  {safe_lines(str(event.get('rationale', '')).strip(), '  ')}"]
-    for ev in event.get("evidence", []):
+    for ev in _list(event.get("evidence")):
+        if not isinstance(ev, dict):
+            continue
         line = safe(str(ev.get("line", ""))[:300])  # one log line: a newline in it is escaped, not kept
         where = f"{safe(ev.get('ref'))} x{safe(ev.get('count'))} @{safe(ev.get('offset'))}:"
         out.append(f"  {c['dim']}{where}{c['end']} {line}")
     if not event.get("grounded", True):
-        refs = ", ".join(safe(r) for r in event.get("ungrounded_refs", []))
+        refs = ", ".join(safe(r) for r in _list(event.get("ungrounded_refs")))
         out.append(f"  {c['dim']}(cited lines not in the session: {refs}){c['end']}")
-    for problem in event.get("rationale_problems", [])[:5]:  # what the session refutes in the rationale
+    for problem in _list(event.get("rationale_problems"))[:5]:  # what the session refutes in the rationale
         out.append(f"  {c['dim']}(not so: {safe(problem)[:200]}){c['end']}")
     return "\n".join(out)
+
+
+def _dict(v: Any) -> dict[str, Any]:
+    return v if isinstance(v, dict) else {}
+
+
+def _list(v: Any) -> list[Any]:
+    return v if isinstance(v, list) else []
 
 
 def _json_escape(m: re.Match[str]) -> str:
@@ -78,7 +88,7 @@ def format_event(event: dict[str, Any], *, colour: bool, as_json: bool) -> str:
 def matches(event: dict[str, Any], verdict: str | None, key: re.Pattern[str] | None) -> bool:
     if verdict and event.get("verdict") != verdict:
         return False
-    if key and not key.search(str(event.get("session", {}).get("key", ""))):
+    if key and not key.search(str(_dict(event.get("session")).get("key", ""))):
         return False
     return True
 
@@ -111,6 +121,8 @@ async def tail(
                     try:
                         event = orjson.loads(rec.value)
                     except orjson.JSONDecodeError:
+                        continue
+                    if not isinstance(event, dict):  # not an event: skipped like a record that is not JSON
                         continue
                     if not matches(event, verdict, pattern):
                         continue

@@ -277,3 +277,35 @@ def test_every_label_and_templates_option_has_a_help_line():
         actions = [a for a in sub.choices[command]._actions if not isinstance(a, argparse._HelpAction)]
         assert actions and all(a.help for a in actions), [a.dest for a in actions if not a.help]
         assert run(command, "--help").returncode == 0
+
+
+async def test_label_prints_the_template_it_labelled_escaped(monkeypatch, capsys):
+    """Found by review (2026-12-03), failing before its fix: ``rationad label t-<id>`` echoed the template from the
+    catalog, i.e. from log lines (masking keeps escape sequences), raw to the operator's terminal."""
+    import argparse
+    import re
+
+    from rationad import catalog, labels
+    from rationad.catalog import TemplateStat
+    from rationad.cli import _label
+    from rationad.config import Settings
+    from rationad.templates import template_id, to_template
+
+    hostile = to_template("disk sda failed \x1b[2K\x1b[1A\x1b[32mall good\x1b[0m \x9bJ")
+    stat = TemplateStat(template=hostile, verdict="anomalous", source="model", rationale="r", model_version="1",
+                        count=3, first_seen=1.0, last_seen=2.0, instance="a")
+
+    async def read_catalog(kafka, topic, timeout_secs=30):
+        return [stat]
+
+    async def write_label(kafka, topic, label, **kw):
+        return None
+
+    monkeypatch.setattr(catalog, "read_catalog", read_catalog)
+    monkeypatch.setattr(labels, "write_label", write_label)
+    args = argparse.Namespace(target=template_id(hostile), verdict="normal", reason="known", by="ada", clear=False,
+                              force=False)
+    assert await _label(Settings(), args) == 0
+    out = capsys.readouterr().out
+    assert not re.search("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]", out), repr(out)
+    assert "disk sda failed" in out

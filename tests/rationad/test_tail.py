@@ -80,3 +80,39 @@ def test_a_revision_says_how_many_earlier_lines_it_was_judged_with():
                          "context_lines": 25}}
     head = "NORMAL    blk_7 revision 3 (+25 earlier lines), 2 lines, t0 .. t1, id abc"
     assert render(event, False).splitlines()[0] == head
+
+
+@pytest.mark.parametrize("key", [None, "k"])
+async def test_tail_skips_records_that_are_json_but_not_events(monkeypatch, key):
+    """Found by review (2026-12-03), failing before its fix: a JSON list, or an event whose ``session`` is null,
+    raised AttributeError and ended the on-call operator's tail (records that are not JSON were already skipped)."""
+    from types import SimpleNamespace
+
+    import aiokafka
+
+    from rationad import tail as tail_mod
+    from rationad.config import Settings
+
+    values = [b"[1, 2]", b'{"session": null, "verdict": "anomalous", "evidence": [3]}',
+              b'{"verdict": "anomalous", "session": {"key": "k"}}']
+
+    class Consumer:
+        def __init__(self, *a, **kw):
+            self.batches = [{"tp": [SimpleNamespace(value=v) for v in values]}]
+
+        async def start(self):
+            pass
+
+        async def stop(self):
+            pass
+
+        async def getmany(self, timeout_ms=0):
+            return self.batches.pop(0) if self.batches else {}
+
+    import io
+
+    monkeypatch.setattr(aiokafka, "AIOKafkaConsumer", Consumer)
+    out = io.StringIO()
+    assert await tail_mod.tail(Settings(), key=key, limit=1, idle_exit_secs=0.5, out=out) == 1
+    assert "ANOMALOUS" in out.getvalue()
+    assert render({"session": None, "evidence": [3, {"line": "x"}], "ungrounded_refs": "L1"}, False)
