@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+import orjson
 import structlog
 
 from rationad.config import ConfigError, KafkaConfig
@@ -44,6 +45,15 @@ def _credentials(cfg: KafkaConfig) -> Any:
     if ssl_context is not None:
         return faust.SSLCredentials(ssl_context)
     return None
+
+
+def _json_str(raw: Any) -> str | None:
+    """The string a changelog key or value holds as JSON; None for anything else."""
+    try:
+        v = orjson.loads(raw)
+    except (orjson.JSONDecodeError, TypeError):
+        return None
+    return v if isinstance(v, str) else None
 
 
 class ChangelogStore:
@@ -84,28 +94,33 @@ class ChangelogStore:
             # dead member to expire (instance ids are scoped by group: the daemon's own id can be reused).
             consumer_group_instance_id=self.kafka.group_instance_id,
         )
-        self._table = app.GlobalTable("cache", default=None, partitions=1, key_type=str, value_type=str,
+        # Raw bytes in and out of faust, JSON strings encoded and decoded here: a record faust could not decode (an
+        # empty value written by hand, a key that is not JSON) stalled its recovery at every start, for ever (the
+        # compacted topic keeps it); here it is skipped. The bytes are those faust's JSON serializer wrote.
+        self._table = app.GlobalTable("cache", default=None, partitions=1, key_type=bytes, value_type=bytes,
                                       help="rationad verdict cache")
+        self._app = app  # before it starts: a start that fails or times out is stopped by ``aclose``
         await app.start()
         # Writes come from the judge, outside any faust agent: let the producer pick the partition.
         self._table.use_partitioner = True
-        self._app = app
         log.info("verdict_cache_recovered", topic=self.changelog_topic, entries=len(self._table))
 
     def items(self) -> Iterator[tuple[str, str]]:
-        """Recovered entries of this model (namespace prefix stripped)."""
+        """Recovered entries of this model (namespace prefix stripped); records that are not JSON strings are
+        skipped."""
         prefix = self.namespace + "/"
-        for key, value in list(self._table.items()):
-            if isinstance(key, str) and key.startswith(prefix) and isinstance(value, str):
+        for raw_key, raw_value in list(self._table.items()):
+            key, value = _json_str(raw_key), _json_str(raw_value)
+            if key is not None and key.startswith(prefix) and value is not None:
                 yield key[len(prefix):], value
 
     def put(self, key: str, completion: str) -> None:
-        self._table[f"{self.namespace}/{key}"] = completion
+        self._table[orjson.dumps(f"{self.namespace}/{key}")] = orjson.dumps(completion)
 
     def delete(self, key: str) -> None:
-        self._table.pop(f"{self.namespace}/{key}", None)
+        self._table.pop(orjson.dumps(f"{self.namespace}/{key}"), None)
 
     async def aclose(self) -> None:
-        if self._app is not None:
-            await self._app.stop()
-            self._app = None
+        app, self._app = self._app, None
+        if app is not None:
+            await app.stop()

@@ -29,3 +29,48 @@ async def test_changelog_store_survives_a_restart_and_drops_evicted(broker):
     other_model = VerdictCache(10, store=ChangelogStore(kafka, namespace="m@2/p1"))
     assert await other_model.start() == 0  # a new model version never reuses old verdicts
     await other_model.aclose()
+
+
+@pytest.mark.parametrize(("key", "value"), [(b'"m@1/p1/emptied"', b""), (b"m@1/p1/rawkey", b'"x"')],
+                         ids=["empty value", "key not JSON"])
+async def test_a_record_faust_cannot_decode_does_not_stall_recovery(broker, key, value):
+    """Found by review (2026-12-03), failing before its fix: faust's JSON serializers could not decode such a record
+    (an empty value written with kcat), recovery never finished, and compaction keeps it: every start waited the whole
+    recovery timeout and ran without the durable cache."""
+    import asyncio
+
+    from aiokafka import AIOKafkaProducer
+
+    kafka = KafkaConfig(bootstrap_servers=broker.bootstrap, group_id=f"bad-{uuid.uuid4().hex[:8]}")
+    first = VerdictCache(10, store=ChangelogStore(kafka, namespace="m@1/p1"))
+    await first.start()
+    first.put("good", "<think>L1 fine.</think>\n<answer>normal</answer>")
+    await first.aclose()
+    producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap)
+    await producer.start()
+    try:
+        await producer.send_and_wait(first.store.changelog_topic, key=key, value=value)
+    finally:
+        await producer.stop()
+    again = VerdictCache(10, store=ChangelogStore(kafka, namespace="m@1/p1"))
+    try:
+        recovered = await asyncio.wait_for(again.start(), 30)  # a clean recovery takes a second or two
+    finally:
+        await again.aclose()
+    assert recovered == 1 and again.get("good") is not None
+
+
+async def test_a_start_that_times_out_leaves_nothing_running(broker):
+    """Found by review (2026-12-03), failing before its fix: the faust app was remembered only once started, so the
+    daemon's ``aclose`` after a recovery timeout stopped nothing: its consumer, fetcher and producer ran on unowned."""
+    import asyncio
+
+    kafka = KafkaConfig(bootstrap_servers=broker.bootstrap, group_id=f"cancel-{uuid.uuid4().hex[:8]}")
+    before = set(asyncio.all_tasks())
+    store = ChangelogStore(kafka, namespace="m@1/p1")
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(VerdictCache(10, store=store).start(), 0.3)  # the daemon's recovery timeout, scaled
+    await asyncio.wait_for(store.aclose(), 10)
+    await asyncio.sleep(3)
+    left = [t for t in asyncio.all_tasks() - before if not t.done() and t is not asyncio.current_task()]
+    assert store._table.app.should_stop and not left, sorted({t.get_coro().__qualname__ for t in left})[:10]
