@@ -38,11 +38,16 @@ def test_environment_overrides_file(monkeypatch):
     ],
 )
 def test_bad_config_fails_naming_the_key(tmp_path, toml, needle):
+    assert needle in _refused(tmp_path, toml)
+
+
+def _refused(tmp_path: Path, toml: str) -> str:
+    """Why ``load_settings`` refuses the TOML ``toml``."""
     p = tmp_path / "c.toml"
     p.write_text(toml)
     with pytest.raises(ConfigError) as err:
         load_settings(p)
-    assert needle in str(err.value)
+    return str(err.value)
 
 
 def test_bad_environment_value_names_the_key(monkeypatch):
@@ -106,8 +111,4 @@ def test_a_section_variable_that_is_not_json_fails_naming_it(monkeypatch):
     ],
 )
 def test_settings_that_would_fail_later_fail_at_start_naming_the_key(tmp_path, toml, needle):
-    p = tmp_path / "c.toml"
-    p.write_text(toml)
-    with pytest.raises(ConfigError) as err:
-        load_settings(p)
-    assert needle in str(err.value)
+    assert needle in _refused(tmp_path, toml)

@@ -213,25 +213,7 @@ async def test_a_cached_answer_that_does_not_parse_is_forgotten_and_the_model_as
     shared changelog written by hand or by another build) was served as a hit for ever, never replaced: every session
     that looked the same was dead-lettered as malformed without the model being asked."""
     from rationad.prompt import cache_key
-
-    class DictStore:
-        def __init__(self, data):
-            self.data = dict(data)
-
-        async def start(self):
-            pass
-
-        def items(self):
-            return iter(list(self.data.items()))
-
-        def put(self, k, v):
-            self.data[k] = v
-
-        def delete(self, k):
-            self.data.pop(k, None)
-
-        async def aclose(self):
-            pass
+    from tests.rationad.test_cache import DictStore
 
     model = ScriptedModel([OK])
     probe = Judge(model, ModelConfig(), "hdfs")

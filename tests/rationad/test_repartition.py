@@ -313,17 +313,12 @@ def test_packer_never_splits_a_record_between_two_records_of_one_partition(recor
     assert not set(packed) & set(single)
 
 
-def test_two_lines_of_one_block_in_one_record_both_cross_the_hop():
-    """Found by review (2026-12-03), failing before its fix: a record whose lines for a partition go as one-line
-    records (one holds a newline: a stack trace) sent two lines of one block with the same source offset and key, and
-    the session stage dropped the second as a re-read."""
+def _across_the_hop(value: bytes) -> list:
+    """The lines the session stage windows from one input record at offset 40, forwarded by a ``Packer``."""
     from rationad.repartition import Packer, is_pack
     from tests.rationad.fakes import Rec
 
     d, tp, part = _pack_daemon()
-    value = (b"081109 203615 148 INFO dfs.DataNode: first blk_1\n"
-             b"081109 203616 148 WARN dfs.DataNode: second blk_1\n"
-             b"  at org.apache.Foo(Foo.java:1)")
     packer = Packer(d.internal, "logs", 1, Router(1))
     packer.add(d.parser.route(value, topic="logs", partition=1, offset=40), 40)
     got = []
@@ -333,6 +328,18 @@ def test_two_lines_of_one_block_in_one_record_both_cross_the_hop():
             got += d._pack_lines(tp, part, rec, [])
         else:  # as _consume_once does for a one-line internal record
             got += d._own_lines(part, rec, d.parser.parse(rec.value, topic=tp.topic, partition=0, offset=i))
+    return got
+
+
+def test_two_lines_of_one_block_in_one_record_both_cross_the_hop():
+    """Found by review (2026-12-03), failing before its fix: a record whose lines for a partition go as one-line
+    records (one holds a newline: a stack trace) sent two lines of one block with the same source offset and key, and
+    the session stage dropped the second as a re-read."""
+    d, _, _ = _pack_daemon()
+    value = (b"081109 203615 148 INFO dfs.DataNode: first blk_1\n"
+             b"081109 203616 148 WARN dfs.DataNode: second blk_1\n"
+             b"  at org.apache.Foo(Foo.java:1)")
+    got = _across_the_hop(value)
     assert sorted(x.message for x in got) == sorted(x.message for x in d.parser.parse(value))
     assert len(got) == 2
 
@@ -343,21 +350,10 @@ def test_identical_lines_of_one_record_all_cross_the_hop(tail):
     once, so a record repeating a line (a shipper batching "disk full" twice) lost the repeat through the hop, and the
     session's counts differed from the same input read without repartitioning. With a line holding a newline the
     record's lines go as one-line records; those the session stage told apart by source position, key and value only."""
-    from rationad.repartition import Packer, is_pack
-    from tests.rationad.fakes import Rec
-
-    d, tp, part = _pack_daemon()
+    d, _, _ = _pack_daemon()
     same = b"081109 203615 148 WARN dfs.DataNode: disk full blk_1"
     value = same + b"\n" + same + b"\n081109 203616 148 WARN dfs.DataNode: second blk_1" + tail + b"\n" + same
-    packer = Packer(d.internal, "logs", 1, Router(1))
-    packer.add(d.parser.route(value, topic="logs", partition=1, offset=40), 40)
-    got = []
-    for i, out in enumerate(packer.outputs()):
-        rec = Rec(offset=i, value=out.value, key=out.key, headers=out.headers)
-        if is_pack(out.headers):
-            got += d._pack_lines(tp, part, rec, [])
-        else:  # as _consume_once does for a one-line internal record
-            got += d._own_lines(part, rec, d.parser.parse(rec.value, topic=tp.topic, partition=0, offset=i))
+    got = _across_the_hop(value)
     assert sorted(x.message for x in got) == sorted(x.message for x in d.parser.parse(value))
     assert len(got) == 4
 
