@@ -142,14 +142,19 @@ class Judge:
         results: list[tuple[str, float | None, int, bool] | Judgement | None] = [None] * len(sessions)
         to_call: dict[str, SessionView] = {}
         waits: dict[int, asyncio.Future[tuple[str, float | None, int]]] = {}
+        parsed: dict[int, ParsedAnswer] = {}  # cache hits' answers, parsed once to check them
         for i, key in enumerate(keys):
             hit = self.cache.get(key) if self.cache is not None else None
-            if hit is not None and not parse_completion(from_cache(hit)[0], views[i]).ok:
-                # Only answers that parse are cached; one that does not (recovered from a shared changelog written
-                # by another build, or by hand) would be served for ever: forget it and ask the model.
-                assert self.cache is not None
-                self.cache.delete(key)
-                hit = None
+            if hit is not None:
+                answer = parse_completion(from_cache(hit)[0], views[i])
+                if answer.ok:
+                    parsed[i] = answer
+                else:
+                    # Only answers that parse are cached; one that does not (recovered from a shared changelog
+                    # written by another build, or by hand) would be served for ever: forget it, ask the model.
+                    assert self.cache is not None
+                    self.cache.delete(key)
+                    hit = None
             if self.metrics is not None and self.cache is not None:
                 self.metrics.cache_requests.labels("hit" if hit is not None else "miss").inc()
             if hit is not None:
@@ -190,13 +195,13 @@ class Judge:
                     continue
             results[i] = (text, score, attempts, key not in own)
         out = []
-        for session, view, key, res in zip(sessions, views, keys, results, strict=True):
+        for i, (session, view, key, res) in enumerate(zip(sessions, views, keys, results, strict=True)):
             assert res is not None
             if isinstance(res, Judgement):  # judged on its own above
                 out.append(res)
                 continue
             text, score, attempts, cached = res
-            answer = checked(parse_completion(text, view), view)
+            answer = checked(parsed[i] if i in parsed else parse_completion(text, view), view)
             if answer.ok and self.cache is not None and attempts:
                 self.cache.put(key, cache_value(text, score))
             if self.metrics is not None and answer.ungrounded_refs:

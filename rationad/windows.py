@@ -240,9 +240,13 @@ class Sessionizer:
         if len(self._sources) == 1:
             ts, last = next(iter(self._sources.values()))
             return ts + max(0.0, now - last)
+        return min(ts + max(0.0, now - last) for ts, last in self._followed(now))
+
+    def _followed(self, now: float) -> list[tuple[float, float]]:
+        """(newest event time, last arrival) of the timed sources the watermark follows: those heard from in the last
+        ``SOURCE_IDLE_SECS``, or all of them when every one is idle."""
         timed = [(ts, last) for ts, last in self._sources.values() if ts is not None]
-        active = [x for x in timed if now - x[1] <= SOURCE_IDLE_SECS] or timed
-        return min(ts + max(0.0, now - last) for ts, last in active)
+        return [x for x in timed if now - x[1] <= SOURCE_IDLE_SECS] or timed
 
     def _untimed_ts(self, src: tuple | None, now: float) -> float:
         """The event time a line without one takes: its source's newest, else the newest of the sources the watermark
@@ -253,8 +257,7 @@ class Sessionizer:
             return st[0]
         if self._event_time is None:
             return now
-        timed = [(ts, last) for ts, last in self._sources.values() if ts is not None]
-        return min([ts for ts, last in timed if now - last <= SOURCE_IDLE_SECS] or [ts for ts, _ in timed])
+        return min(ts for ts, _ in self._followed(now))
 
     def _redate(self) -> None:
         """The partition's first timed line: sessions dated by arrival until now take the event time, so a replayed
