@@ -74,6 +74,48 @@ class KafkaConfig(_Section):
                 raise ValueError("SASL security_protocol needs sasl_mechanism, sasl_username and sasl_password")
         return self
 
+    @field_validator("ssl_cafile", "ssl_certfile", "ssl_keyfile")
+    @classmethod
+    def _expand(cls, v: Path | None) -> Path | None:
+        return v.expanduser() if v is not None else None
+
+    @model_validator(mode="after")
+    def _ssl_files_load(self) -> KafkaConfig:
+        """The TLS files load now, as the clients will load them: a missing, unreadable or non-PEM file (or a key that
+        does not match its certificate) fails at start naming its key, not at the first connection after the model
+        has loaded; files set for a protocol without TLS would be ignored, so they are refused."""
+        import ssl
+
+        given = [k for k in ("ssl_cafile", "ssl_certfile", "ssl_keyfile") if getattr(self, k) is not None]
+        if not given:
+            return self
+        if self.security_protocol not in ("SSL", "SASL_SSL"):
+            raise ValueError(f"kafka.{given[0]}: set, but security_protocol {self.security_protocol!r} uses no TLS, so "
+                             "it would be ignored: use 'SSL' or 'SASL_SSL', or remove it")
+        if self.ssl_keyfile is not None and self.ssl_certfile is None:
+            raise ValueError("kafka.ssl_keyfile: set without kafka.ssl_certfile (the client certificate it belongs to)")
+        for key in given:
+            if not getattr(self, key).is_file():
+                raise ValueError(f"kafka.{key}: {getattr(self, key)} is not a file")
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        if self.ssl_cafile is not None:
+            try:
+                ctx.load_verify_locations(cafile=str(self.ssl_cafile))
+            except (OSError, ssl.SSLError) as exc:
+                raise ValueError(f"kafka.ssl_cafile: {self.ssl_cafile} does not load as CA certificates: {exc}") from None
+        if self.ssl_certfile is not None:
+            keyfile = str(self.ssl_keyfile) if self.ssl_keyfile is not None else None
+            def no_password() -> str:  # else OpenSSL prompts on the terminal for an encrypted key's passphrase
+                raise ValueError("the key is encrypted: rationad takes an unencrypted key file (a mounted secret)")
+
+            try:
+                ctx.load_cert_chain(certfile=str(self.ssl_certfile), keyfile=keyfile, password=no_password)
+            except (OSError, ssl.SSLError, ValueError) as exc:
+                names = "kafka.ssl_certfile" + (" / kafka.ssl_keyfile" if keyfile else "")
+                raise ValueError(f"{names}: {self.ssl_certfile}{f' with key {keyfile}' if keyfile else ''} does not "
+                                 f"load as a client certificate and its key: {exc}") from None
+        return self
+
 
 class InputConfig(_Section):
     topics: list[str] = ["logs"]
@@ -190,8 +232,13 @@ class ModelConfig(_Section):
     api_key: SecretStr | None = None
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"  # rationad.model.dtype.resolve_dtype
     max_model_len: int = Field(2048, ge=256)
-    max_prompt_tokens: int = Field(1024, ge=64)
-    max_new_tokens: int = Field(256, ge=8)  # config.toml: what a larger budget buys and costs
+    # The instructions and header alone take about 130 tokens (SmolLM2's tokenizer) and 40 are kept in reserve: below
+    # 256 a session's lines get (next to) no room and the prompt overruns the budget anyway.
+    max_prompt_tokens: int = Field(1024, ge=256)
+    # config.toml: what a larger budget buys and costs. A rationale cut by the budget is answered from its last
+    # complete sentence, so a budget must hold one: 8 made every answer malformed; 48 is the smallest the tests run
+    # (tests/integration/test_score.py).
+    max_new_tokens: int = Field(256, ge=48)
     temperature: float = Field(0.0, ge=0)
     constrain_output: bool = True
     max_batch_size: int = Field(32, ge=1)

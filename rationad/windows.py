@@ -108,6 +108,15 @@ def resolve_spec(cfg: SessionsConfig, dialect: str) -> WindowSpec:
     """The configured window settings, with the dialect's defaults for every key left unset."""
     base = dict(_DEFAULTS.get(dialect, _DEFAULTS["generic"]))
     mode = cfg.mode or ("fixed" if (cfg.window_lines or cfg.window_secs) else base["mode"])
+    # A key of the other mode would be silently ignored: refused, so the window the operator meant is the one run.
+    if mode == "session" and (other := next((k for k in ("window_lines", "window_secs") if getattr(cfg, k) is not None),
+                                            None)):
+        raise ValueError(f"sessions.{other}: sizes fixed windows, but sessions.mode is 'session' (windows closed by "
+                         "gap_secs): remove it, or set mode = 'fixed'")
+    if mode == "fixed" and cfg.gap_secs is not None:
+        raise ValueError("sessions.gap_secs: closes session windows, but the windows are fixed (sessions.mode "
+                         f"{cfg.mode or 'unset, fixed by window_lines / window_secs'!s}): remove it, or set "
+                         "mode = 'session' without window_lines and window_secs")
     if mode != base["mode"]:  # switching mode drops the other mode's defaults
         base = {"max_lines": base.get("max_lines", 1_000)}
     window_lines = cfg.window_lines if cfg.window_lines is not None else base.get("window_lines")

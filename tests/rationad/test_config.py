@@ -1,3 +1,4 @@
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -108,7 +109,51 @@ def test_a_section_variable_that_is_not_json_fails_naming_it(monkeypatch):
         ("[model]\nbackend = 'vllm-server'\nserver_url = 'localhost:8000'\n", "model.server_url"),
         ("[input]\nrepartition = 'always'\nmax_record_bytes = 4194304\n", "input.max_record_bytes"),
         ("[sessions]\nmax_open_secs = 172800\n", "repartition.retention_ms"),
+        # settings that were silently ignored or left no room for an answer
+        ("[sessions]\nmode = 'session'\nwindow_secs = 60\n", "sessions.window_secs: sizes fixed windows"),
+        ("[input]\ndialect = 'bgl'\n[sessions]\nmode = 'session'\nwindow_lines = 50\n", "sessions.window_lines"),
+        ("[sessions]\nwindow_lines = 100\ngap_secs = 30\n", "sessions.gap_secs: closes session windows"),
+        ("[model]\nmax_new_tokens = 8\n", "model.max_new_tokens"),
+        ("[model]\nmax_prompt_tokens = 64\n", "model.max_prompt_tokens"),
     ],
 )
 def test_settings_that_would_fail_later_fail_at_start_naming_the_key(tmp_path, toml, needle):
     assert needle in _refused(tmp_path, toml)
+
+
+@pytest.fixture(scope="module")
+def tls_files(tmp_path_factory) -> Path:
+    """A self-signed certificate with its key, the same certificate's key encrypted, and a second certificate."""
+    d = tmp_path_factory.mktemp("tls")
+    for name, extra in (("a", ["-nodes"]), ("b", ["-nodes"]), ("enc", ["-passout", "pass:secret"])):
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-keyout", str(d / f"{name}.key"),
+                        "-out", str(d / f"{name}.pem"), "-days", "2", "-subj", f"/CN={name}", *extra],
+                       check=True, capture_output=True)
+    return d
+
+
+@pytest.mark.parametrize(
+    ("kafka", "needle"),
+    [
+        ("security_protocol = 'SSL'\nssl_cafile = '{d}/missing.pem'", "kafka.ssl_cafile: {d}/missing.pem is not a file"),
+        ("security_protocol = 'SSL'\nssl_cafile = '{d}/a.key'", "kafka.ssl_cafile: {d}/a.key does not load"),
+        ("ssl_cafile = '{d}/a.pem'", "kafka.ssl_cafile: set, but security_protocol 'PLAINTEXT' uses no TLS"),
+        ("security_protocol = 'SSL'\nssl_keyfile = '{d}/a.key'", "kafka.ssl_keyfile: set without kafka.ssl_certfile"),
+        ("security_protocol = 'SSL'\nssl_certfile = '{d}/a.pem'\nssl_keyfile = '{d}/b.key'", "key values mismatch"),
+        ("security_protocol = 'SSL'\nssl_certfile = '{d}/enc.pem'\nssl_keyfile = '{d}/enc.key'", "the key is encrypted"),
+    ],
+)
+def test_tls_files_that_would_fail_the_first_connection_fail_at_start_naming_the_key(tmp_path, tls_files, kafka,
+                                                                                      needle):
+    """Before, these passed the config check and failed (or, the ignored ones, silently did nothing) only when the
+    clients connected, after the model had loaded; an encrypted key made OpenSSL prompt on the terminal."""
+    assert needle.format(d=tls_files) in _refused(tmp_path, "[kafka]\n" + kafka.format(d=tls_files) + "\n")
+
+
+def test_tls_files_that_load_pass(tmp_path, tls_files):
+    p = tmp_path / "c.toml"
+    p.write_text(f"[kafka]\nsecurity_protocol = 'SSL'\nssl_cafile = '{tls_files}/b.pem'\n"
+                 f"ssl_certfile = '{tls_files}/a.pem'\nssl_keyfile = '{tls_files}/a.key'\n")
+    k = load_settings(p).kafka
+    assert (k.ssl_cafile, k.ssl_certfile, k.ssl_keyfile) == (tls_files / "b.pem", tls_files / "a.pem",
+                                                              tls_files / "a.key")
