@@ -289,7 +289,11 @@ class EngineClient:
             return ModelError(f"the vLLM engine core is dead: {exc!r}", kind="dead")
         if isinstance(exc, ModelError):
             return exc
-        if isinstance(exc, (VLLMClientError, ValueError, TypeError)):  # the request is wrong: retrying cannot help
+        # vLLM says a request is at fault with its client errors (VLLMValidationError: a prompt too long, a bad
+        # parameter); its plain ValueError / TypeError are its own or our code's faults (a wrong argument, a state it
+        # did not expect), the same for every session: not the request's, so they go through as unexpected errors
+        # (the model stage retries them and dead-letters a session only after delivery.max_attempts).
+        if isinstance(exc, VLLMClientError):
             return ModelError(f"vLLM rejected the request: {exc}", kind="rejected")
         if isinstance(exc, VLLMError):  # failing for now (EngineGenerateError...), engine alive: an outage
             return ModelError(f"vLLM engine failed: {exc!r}", kind="outage")

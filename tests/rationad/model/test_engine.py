@@ -115,6 +115,18 @@ async def test_a_live_engine_failing_a_request_is_an_outage_or_a_rejection(tmp_p
     assert await client.check_health() is True
 
 
+async def test_a_plain_value_error_of_a_live_engine_is_not_the_request_s_fault(tmp_path):
+    """vLLM's plain ValueError / TypeError are its own faults (or ours), not a refused request: they were taken as
+    "rejected", so a transient one dead-lettered every session of the batch at once. They now go through as they are,
+    which the model stage retries (dead-lettering only a session that keeps failing, after delivery.max_attempts)."""
+    for fail in (ValueError("sampling distribution replay requires temperature > 0"), TypeError("bad argument")):
+        client = client_over(FakeLLM(fail), tmp_path)
+        with pytest.raises(type(fail)) as info:
+            await generate(client)
+        assert info.value is fail
+        assert await client.check_health() is True
+
+
 async def test_a_healthy_engine_answers(tmp_path):
     client = client_over(FakeLLM(), tmp_path)
     out = await generate(client)
