@@ -649,13 +649,25 @@ class Daemon:
             raise BadRecord("bad_pack", f"internal record is not a pack: {exc}") from None
         parse = self.parser.parse
         topic, partition, offset = tp.topic, tp.partition, rec.offset
-        seen = part.seen.windowed(source, min(e[0] for e in entries), max(e[0] for e in entries))
+        first, last = min(e[0] for e in entries), max(e[0] for e in entries)
+        # A pack holds lines of one fetch (at most kafka.fetch_max_records records). One spanning more offsets (a
+        # compacted input's gaps, or a corrupt or forged index) is not remembered as a range, which would hide every
+        # later line of its source inside it: its lines are told apart one by one, as one-line records are.
+        wide = last - first >= self.s.kafka.fetch_max_records
+        seen = [] if wide else part.seen.windowed(source, first, last)
+        copies: dict[tuple, int] = {}
         out: list = []
         for src_offset, key, value in entries:
             if seen and any(a <= src_offset <= b for a, b in seen):
                 self.metrics.errors.labels("repartition", "duplicate_line").inc()
                 continue
             pos = (src_topic, src_partition, src_offset)
+            if wide:
+                ident = (pos, key, hash(value))
+                repeat = copies[ident] = copies.get(ident, -1) + 1
+                if not part.seen.first_time((*ident, repeat)):
+                    self.metrics.errors.labels("repartition", "duplicate_line").inc()
+                    continue
             try:
                 own = own_lines(parse(value, topic=topic, partition=partition, offset=offset), key)
             except BadRecord as exc:

@@ -238,7 +238,9 @@ class SeenLines:
     A range is exact for packs: the forward hop packs every line of a fetch for this partition, in offset order, so
     a line of the same source offset range bound here was in that pack; re-forwarded lines (a restart between the
     hops re-reads the input from its committed offset) fall inside ranges already seen, a batch resent late falls
-    outside them. So a pack costs one lookup, not one per line, unless it overlaps what was seen."""
+    outside them. So a pack costs one lookup, not one per line, unless it overlaps what was seen. A pack spanning more
+    offsets than one fetch holds is not remembered as a range (the session stage tells its lines apart one by one):
+    a forged or corrupt index would otherwise hide every later line of its source."""
 
     def __init__(self, limit: int = SEEN_PER_PARTITION, ranges: int = SEEN_RANGES_PER_SOURCE) -> None:
         self.limit = limit

@@ -257,6 +257,31 @@ def test_a_pack_forwarded_again_with_other_boundaries_windows_only_the_new_lines
     assert [x.source[2] for x in again] == list(range(22, 30))
 
 
+def test_a_pack_spanning_more_than_a_fetch_hides_no_later_line_and_still_drops_its_own_repeats():
+    """Found by review, failing before its fix: a pack whose index claims offsets far apart (a forged or corrupt
+    record on the internal topic) was remembered as one range, so every later line of that source inside it was
+    dropped as a duplicate, lost. A pack wider than one fetch (kafka.fetch_max_records) is now told apart line by
+    line: its own lines are windowed once (identical lines of one record too), later packs are untouched."""
+    from rationad.repartition import Packer
+    from tests.rationad.fakes import Rec
+
+    d, tp, part = _pack_daemon()
+    line = b"081109 203615 148 INFO dfs.DataNode: Receiving block blk_5 src: /10.0.0.1:1"
+    forged = Packer(d.internal, "logs", 1, Router(1))
+    forged.add([("blk_5", line), ("blk_5", line)], 3)  # one record holding the same line twice
+    forged.add([("blk_5", line)], 10**15)
+    [wide] = forged.outputs()
+    got = d._pack_lines(tp, part, Rec(offset=1, value=wide.value, headers=wide.headers), [])
+    assert [x.source[2] for x in got] == [3, 3, 10**15]
+    assert d._pack_lines(tp, part, Rec(offset=2, value=wide.value, headers=wide.headers), []) == []  # re-read
+    later = Packer(d.internal, "logs", 1, Router(1))
+    for o in (40, 41):
+        later.add([("blk_5", line)], o)
+    [real] = later.outputs()
+    got = d._pack_lines(tp, part, Rec(offset=3, value=real.value, headers=real.headers), [])
+    assert [x.source[2] for x in got] == [40, 41]
+
+
 def test_a_record_whose_lines_fill_a_pack_keeps_them_all():
     """Found by review (2026-12-03), failing before its fix: a record naming two blocks of one internal partition
     was split when the pack filled between them; the next pack's offset range then overlapped the first's at that
