@@ -23,6 +23,7 @@ from typing import Any
 import structlog
 
 from rationad import __version__, stop_signals
+from rationad.clock import steady
 from rationad.cache import VerdictCache
 from rationad.config import Settings
 from rationad.delivery import COMMIT_TIMEOUT_SECS, Delivery, Hold, Output, Undeliverable
@@ -135,6 +136,7 @@ class Daemon:
         self._joined = False
         self._paused = False
         self._last_loop = time.monotonic()
+        self.clock = steady  # the windows' wall clock, which never steps back (rationad.clock)
         self._last_commit = 0.0
         self._started = False  # the main loop has begun (start-up: model load, cache recovery, group join)
         self.exit_code = 0
@@ -509,7 +511,7 @@ class Daemon:
     async def _consume_once(self) -> None:
         self._backpressure()
         batch = await self.consumer.getmany(timeout_ms=200, max_records=self.s.kafka.fetch_max_records)
-        now = time.time()
+        now = self.clock()
         parse = self.parser.parse
         dead: list[tuple[Hold, DeadLetter]] = []
         forwards: list[tuple[Hold, list[Output]]] = []

@@ -26,6 +26,7 @@ from typing import Any
 
 import structlog
 
+from rationad.clock import steady
 from rationad.config import Settings
 from rationad.delivery import Delivery, Hold, Output, Undeliverable
 from rationad.dlq import DeadLetter, poison_session, session_dead_letter
@@ -259,7 +260,7 @@ class ModelStage:
                                  cached=j.cached, score=j.score, rationale=event["rationale"][:200])
             else:
                 p.hold.release()
-            self.metrics.end_to_end_latency.labels("hit" if j.cached else "miss").observe(time.time() - p.closed_at)
+            self.metrics.end_to_end_latency.labels("hit" if j.cached else "miss").observe(steady() - p.closed_at)
         except (asyncio.CancelledError, Undeliverable):
             raise
         except Exception as exc:  # building or sending the output failed in our own code: dead-letter the session

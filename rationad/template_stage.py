@@ -28,6 +28,7 @@ from typing import Any
 import structlog
 
 from rationad.catalog import TemplateStat, encode_stat
+from rationad.clock import steady
 from rationad.config import Settings
 from rationad.delivery import Delivery, Hold, Output, Undeliverable
 from rationad.dlq import DeadLetter, poison_session, session_dead_letter
@@ -175,7 +176,7 @@ class TemplateStage:
             return
         if decision.verdict != "anomalous" and not self.s.output.emit_normal:
             hold.release()
-            self.metrics.end_to_end_latency.labels("hit").observe(max(0.0, time.time() - closed_at))
+            self.metrics.end_to_end_latency.labels("hit").observe(max(0.0, steady() - closed_at))
             return
         # Built now, from the templates as they were when the window was decided: a label landing before the send
         # must not give an event whose templates contradict its verdict.
@@ -202,7 +203,7 @@ class TemplateStage:
                     log.info("anomaly", id=event["id"], key=session.key, lines=len(session.lines),
                              judge_level="template", templates=[t["id"] for t in event["templates"]],
                              rationale=event["rationale"][:200])
-            self.metrics.end_to_end_latency.labels("hit").observe(max(0.0, time.time() - closed_at))
+            self.metrics.end_to_end_latency.labels("hit").observe(max(0.0, steady() - closed_at))
         except (asyncio.CancelledError, Undeliverable):
             raise
         except Exception as exc:  # building or sending the event failed in our own code: dead-letter the window

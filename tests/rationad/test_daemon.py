@@ -34,6 +34,8 @@ def settings(**sections) -> Settings:
         "delivery": {"commit_interval_ms": 10, "drain_timeout_secs": 2},
     }
     for k, v in sections.items():
+        if k == "sessions" and v.get("mode") == "session":
+            base[k] = {}  # the fixed window's size would be refused with session windows
         base[k] = {**base.get(k, {}), **v}
     return Settings(**base)
 
@@ -577,3 +579,26 @@ async def test_a_restarted_replica_continues_its_own_catalog_counts(monkeypatch)
     assert book.observe("disk 3 ok", 30.0).count == 42
     assert book.observe("fan 1 ok", 30.0).count == 1
     assert template_id("disk {*} ok") == book.observe("disk 4 ok", 31.0).id
+
+
+async def test_a_wall_clock_stepped_back_does_not_hold_sessions_open_past_max_open_secs():
+    """Found by review, failing before its fix: the windows' processing-time bounds read time.time(), so a system
+    clock stepped back an hour kept every open session open an hour past sessions.max_open_secs (pinning the committed
+    offset). The daemon's clock (rationad.clock) goes on at the monotonic pace."""
+    from rationad.clock import SteadyClock
+
+    s = settings(sessions={"mode": "session", "gap_secs": 100_000, "max_open_secs": 10},
+                 input={"repartition": "never"})
+    d, consumer, producer = make(s, [{TP: [Rec(0, line("a"))]}])
+    t = {"wall": 1_000_000.0, "mono": 0.0}
+    d.clock = SteadyClock(wall=lambda: t["wall"], mono=lambda: t["mono"])
+
+    def opened_then_step_back() -> bool:
+        part = d._parts.get(TP)
+        if part is not None and part.sessionizer.open_count == 1 and t["mono"] == 0.0:
+            t["wall"], t["mono"] = t["wall"] - 3_600, 11.0  # 11 s later by the monotonic clock
+        return final_commit(consumer) == 1
+
+    await run_until(d, opened_then_step_back, timeout=10)
+    assert [orjson.loads(e.value)["session"]["close_reason"] for e in producer.on(s.output.topic)] == ["max_open"]
+
