@@ -167,24 +167,34 @@ class ModelNeighbours:
     path: Path
     _operator: dict[str, Known] = field(default_factory=dict)  # template id -> the operator's label
     _overlay: NeighbourIndex | None = None
+    _stale: bool = False  # the labels changed since the overlay was built
 
     def set_operator(self, tid: str, entry: Known | None) -> None:
-        """An operator's label for template ``tid`` (None: cleared)."""
+        """An operator's label for template ``tid`` (None: cleared). The overlay index is rebuilt at the next query,
+        once, not per label: rebuilding it per label made loading N labels at start O(N^2) (80 s for 3,000, the
+        event loop blocked)."""
         if entry is None:
             self._operator.pop(tid, None)
         else:
             self._operator[tid] = entry
-        self._overlay = NeighbourIndex(self._operator.values()) if self._operator else None
+        self._stale = True
+
+    def _operators(self) -> NeighbourIndex | None:
+        if self._stale:
+            self._overlay = NeighbourIndex(self._operator.values()) if self._operator else None
+            self._stale = False
+        return self._overlay
 
     def query(self, template: str) -> tuple[Neighbour, ...]:
         """The ``k`` nearest known templates: shipped and operator-labelled, the operator's first on equal
         similarity; a shipped entry an operator relabelled appears with the operator's label only."""
-        if self._overlay is None:
+        overlay = self._operators()
+        if overlay is None:
             return self.index.neighbours(template, self.k)
         relabelled = {e.template for e in self._operator.values()}
         shipped = [(sim, 0, n, e) for n, (e, sim) in enumerate(self.index.nearest(template, self.k + len(relabelled)))
                    if e.template not in relabelled]
-        ours = [(sim, 1, -n, e) for n, (e, sim) in enumerate(self._overlay.nearest(template, self.k))]
+        ours = [(sim, 1, -n, e) for n, (e, sim) in enumerate(overlay.nearest(template, self.k))]
         best = sorted(shipped + ours, key=lambda t: (-t[0], -t[1], abs(t[2])))[: self.k]
         return shown(e for *_, e in best)
 

@@ -146,3 +146,27 @@ def test_operator_labels_join_the_candidates_and_relabel_shipped_entries(tmp_pat
     got.set_operator("t-1", None)
     got.set_operator("t-2", None)
     assert [n.label for n in got.query("data TLB error interrupt {*}")] == ["anomalous", "anomalous"]
+
+
+def test_loading_many_operator_labels_builds_the_overlay_once(tmp_path, monkeypatch):
+    """Found by review, failing before its fix: each label rebuilt the operators' index, so loading N labels at start
+    was O(N^2) (80 s for 3,000 labels, the event loop blocked). It is now built at the next query, once."""
+    import rationad.neighbours as mod
+
+    _write_model(tmp_path, NeighbourIndex(ENTRIES), k=2)
+    got = for_model([tmp_path])
+    built = []
+    real = mod.NeighbourIndex
+
+    class Counting(real):
+        def __init__(self, *a, **kw):
+            built.append(1)
+            super().__init__(*a, **kw)
+
+    monkeypatch.setattr(mod, "NeighbourIndex", Counting)
+    names = ["".join(chr(97 + (n // 26**i) % 26) for i in range(3)) for n in range(200)]
+    for n, name in enumerate(names):
+        got.set_operator(f"t-{n}", Known(f"kernel panic in {name}", "anomalous", "seen", "operator"))
+    assert got.query(f"kernel panic in {names[7]}")[0].template == f"kernel panic in {names[7]}"
+    got.query(f"kernel panic in {names[8]}")
+    assert len(built) == 1
