@@ -94,12 +94,20 @@ def test_unit_commands_parse_with_the_cli(key):
         assert args.command == "run"
 
 
-def test_env_example_keys_exist_and_validate(monkeypatch):
-    """Every RATIONAD_* line of the example (commented or not) is a real key, and all of them together validate."""
+def test_env_example_keys_exist_and_validate(monkeypatch, tmp_path):
+    """Every RATIONAD_* line of the example (commented or not) is a real key, and all of them together validate (TLS
+    files are loaded by validation: the example's paths get a real certificate here)."""
+    import subprocess
+
     pairs = re.findall(r"^#?(RATIONAD_\w+)=(.*)$", ENV_EXAMPLE.read_text(), re.MULTILINE)
     assert len(pairs) >= 8
     for name, value in pairs:
         env_key(name)
+        if name.startswith("RATIONAD_KAFKA__SSL_"):
+            value = str(tmp_path / Path(value).name)
+            subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout",
+                            str(tmp_path / "key.pem"), "-out", value, "-days", "2", "-subj", "/CN=ca"],
+                           check=True, capture_output=True)
         monkeypatch.setenv(name, value)
     settings = load_settings(ROOT / "config.toml")
     assert settings.kafka.security_protocol == "SASL_SSL" and settings.model.backend == "vllm-server"
