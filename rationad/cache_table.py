@@ -7,12 +7,16 @@ aiokafka's batched path (see README: faust's per-event path is far slower for mi
 
 The table mirrors the in-memory LRU: an eviction writes a tombstone (past ``cache.max_entries`` or
 ``cache.max_bytes``, and for a recovered entry too large for the byte bound), so after compaction the topic stays
-bounded by the same two bounds. Keys are namespaced by the model's identity, so an upgraded model never reuses the old
-model's verdicts; entries of other models are ignored at recovery.
+bounded by the same two bounds. Each model identity (name, version, prompt version: the namespace) has a changelog
+topic of its own (``changelog_topic``), so an upgraded model never reuses the old model's verdicts and a replica holds
+only its model's entries in memory: with one topic for all, the ``memory://`` store kept every earlier model's
+entries too (up to ``cache.max_bytes`` more per upgrade, for ever). An earlier model's topic is no longer read; it can
+be deleted once no replica serves that model (docs/operations.md).
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from typing import Any
 
@@ -47,6 +51,18 @@ def _credentials(cfg: KafkaConfig) -> Any:
     return None
 
 
+def table_name(namespace: str) -> str:
+    """The faust table of one model identity: ``cache-`` and 12 hex digits of its sha256 (a topic name takes no
+    ``@`` or ``/``, and a version string can be long)."""
+    return "cache-" + hashlib.sha256(namespace.encode()).hexdigest()[:12]
+
+
+def changelog_topic(group_id: str, namespace: str) -> str:
+    """The compacted topic holding the verdicts of the model identity ``namespace`` (faust names a table's changelog
+    ``<app id>-<table>-changelog``; the app id is ``<group_id>-verdicts``)."""
+    return f"{group_id}-verdicts-{table_name(namespace)}-changelog"
+
+
 def _json_str(raw: Any) -> str | None:
     """The string a changelog key or value holds as JSON; None for anything else."""
     try:
@@ -69,7 +85,7 @@ class ChangelogStore:
 
     @property
     def changelog_topic(self) -> str:
-        return f"{self.app_id}-cache-changelog"
+        return changelog_topic(self.kafka.group_id, self.namespace)
 
     async def start(self) -> None:
         try:
@@ -97,7 +113,7 @@ class ChangelogStore:
         # Raw bytes in and out of faust, JSON strings encoded and decoded here: a record faust could not decode (an
         # empty value written by hand, a key that is not JSON) stalled its recovery at every start, for ever (the
         # compacted topic keeps it); here it is skipped. The bytes are those faust's JSON serializer wrote.
-        self._table = app.GlobalTable("cache", default=None, partitions=1, key_type=bytes, value_type=bytes,
+        self._table = app.GlobalTable(table_name(self.namespace), default=None, partitions=1, key_type=bytes, value_type=bytes,
                                       help="rationad verdict cache")
         self._app = app  # before it starts: a start that fails or times out is stopped by ``aclose``
         await app.start()

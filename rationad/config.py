@@ -379,8 +379,10 @@ class Settings(BaseSettings):
         if self.judge_level() == "template":
             written += [("judge.labels_topic", self.judge.labels_topic),
                         ("judge.templates_topic", self.judge.templates_topic)]
-        if self.cache.enabled and self.cache.durable:
-            written.append(("kafka.group_id", f"{self.kafka.group_id}-verdicts-cache-changelog"))
+        if self.cache.enabled and self.cache.durable:  # one per model identity: the name's length is what matters
+            from rationad.cache_table import changelog_topic
+
+            written.append(("kafka.group_id", changelog_topic(self.kafka.group_id, "")))
         for key, name in [("input.topics", t) for t in self.input.topics] + written:
             problem = topic_name_problem(name)
             if problem is not None and key == "kafka.group_id":

@@ -31,6 +31,33 @@ async def test_changelog_store_survives_a_restart_and_drops_evicted(broker):
     await other_model.aclose()
 
 
+async def test_each_model_identity_has_its_own_changelog_so_a_replica_holds_only_its_model_s_entries(broker):
+    """Found by review, failing before its fix: every model version's entries went to one changelog topic and the
+    memory:// store recovered all of them, so each model upgrade added up to cache.max_bytes per replica for ever
+    (the old model's entries were only filtered out when read)."""
+    kafka = KafkaConfig(bootstrap_servers=broker.bootstrap, group_id=f"ns-{uuid.uuid4().hex[:8]}")
+    old = VerdictCache(10, store=ChangelogStore(kafka, namespace="m@1/p1"))
+    await old.start()
+    for k in "abc":
+        old.put(k, f"<think>{k}</think>\n<answer>normal</answer>")
+    await old.aclose()
+    new_store = ChangelogStore(kafka, namespace="m@2/p1")
+    new = VerdictCache(10, store=new_store)
+    try:
+        assert await new.start() == 0
+        assert len(new_store._table) == 0  # nothing of the old model is held in memory
+        new.put("d", "<think>d</think>\n<answer>anomalous</answer>")
+    finally:
+        await new.aclose()
+    assert new_store.changelog_topic != old.store.changelog_topic
+    assert new_store.changelog_topic.startswith(f"{kafka.group_id}-verdicts-cache-")
+    again = VerdictCache(10, store=ChangelogStore(kafka, namespace="m@1/p1"))  # a rollback finds its verdicts
+    try:
+        assert await again.start() == 3 and again.get("d") is None
+    finally:
+        await again.aclose()
+
+
 @pytest.mark.parametrize(("key", "value"), [(b'"m@1/p1/emptied"', b""), (b"m@1/p1/rawkey", b'"x"')],
                          ids=["empty value", "key not JSON"])
 async def test_a_record_faust_cannot_decode_does_not_stall_recovery(broker, key, value):
