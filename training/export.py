@@ -41,12 +41,22 @@ def _shipped_neighbours(adapter: Path) -> dict | None:
     return json.loads(f.read_text()).get("neighbours") if f.is_file() else None
 
 
-def derived_from(sft_metrics: dict[str, Any] | None) -> dict[str, Any] | None:
-    """The rank cut an SFT run continued from (``training.shrink_adapter``'s ``shrink.json`` beside the adapter it
-    started from): source release, ranks, energy kept; None when the run started elsewhere."""
-    src = (sft_metrics or {}).get("continued_from") or {}
-    f = Path(src.get("adapter", "")) / "shrink.json" if src.get("adapter") else None
-    return json.loads(f.read_text()) if f is not None and f.is_file() else None
+def derived_from(sft_metrics: dict[str, Any] | None, limit: int = 20) -> dict[str, Any] | None:
+    """The rank cut an SFT run's chain started from (``training.shrink_adapter``'s ``shrink.json`` beside the adapter
+    it continued): source release, ranks, energy kept; None when the chain started elsewhere. The chain is followed
+    through each continued adapter's run folder (its ``sft_metrics.json``): a cut continued twice (0.2.1) still
+    names it, where only the run that began at the cut did before."""
+    m, seen = sft_metrics or {}, set()
+    while len(seen) < limit:
+        adapter = (m.get("continued_from") or {}).get("adapter")
+        if not adapter or adapter in seen:
+            return None
+        seen.add(adapter)
+        if (Path(adapter) / "shrink.json").is_file():
+            return json.loads((Path(adapter) / "shrink.json").read_text())
+        f = Path(adapter).parent / "sft_metrics.json"
+        m = json.loads(f.read_text()) if f.is_file() else {}
+    return None
 
 
 def export(adapter: Path, dest: Path, manifest: dict[str, Any], *, max_bytes: int = 0) -> Path:

@@ -80,3 +80,11 @@ def test_results_and_manifest_name_the_rank_cut_a_continuation_started_from(tmp_
             "each update") in text
     assert derived_from(m) == cut
     assert derived_from({"continued_from": {"adapter": "models/rel"}}) is None and derived_from(None) is None
+    # continued once more (0.2.1: the cut, 36 steps, then 24): the chain still names the cut, in the manifest too
+    (tmp_path / "out2/sft").mkdir(parents=True)
+    m2 = {"examples": 192, "steps": 24, "seconds": 1018.0, "train_loss": 0.09, "params": {"lora_r": 8},
+          "continued_from": {"adapter": "out/sft/adapter"}}
+    (tmp_path / "out2/sft/sft_metrics.json").write_text(json.dumps(m2))
+    assert derived_from(m2) == cut
+    text = write_results(tmp_path / "out2", tmp_path / "RESULTS2.md", "cpu.toml").read_text()
+    assert "- which started from rel 0.2.0 (adapter sha256 08e0) cut from LoRA r=16 to r=8" in text
