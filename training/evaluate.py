@@ -135,7 +135,8 @@ async def judge_set(es: EvalSet, client, model_cfg, out_dir: Path, chunk: int) -
         assert rec["id"] == (sess.source_id or sess.key)
         found = list(dict.fromkeys([*rec.get("rationale_problems", []),
                                     *faithfulness_problems(rec["rationale"] or "", viewer.view(sess))]))
-        points.append({"id": rec["id"], "verdict": rec["verdict"], "labels": [e.label for e in members],
+        points.append({"id": rec["id"], "verdict": rec["verdict"], "score": rec.get("score"),
+                       "labels": [e.label for e in members],
                        "rationale": rec["rationale"], "grounded": rec["grounded"], "error": rec.get("error"),
                        "problems": found})
     (out_dir / f"{slug(es.name)}.jsonl").write_bytes(
@@ -153,8 +154,8 @@ def set_metrics(points: list[dict[str, Any]]) -> dict[str, Any]:
     scores, judged = Scores(), Scores()
     for pt in points:
         judged.add(None, pt["verdict"], pt["grounded"])
-        for label in pt["labels"]:
-            scores.add(label, pt["verdict"], pt["grounded"])
+        for label in pt["labels"]:  # with its score: the set's average precision and best-F1 threshold
+            scores.add(label, pt["verdict"], pt["grounded"], pt.get("score"))
     s = scores.summary()
     checked = [pt for pt in points if "problems" in pt and pt.get("verdict") and pt.get("rationale")]
     s["faithful_rate"] = round(sum(not pt["problems"] for pt in checked) / len(checked), 4) if checked else None

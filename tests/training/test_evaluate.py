@@ -78,6 +78,17 @@ def test_set_metrics_count_rationales_cut_at_the_token_budget():
     assert s["judged_cut_rate"] == 0.5 and s["judged_format_valid_rate"] == round(2 / 3, 4)
 
 
+def test_set_metrics_read_each_answer_s_score_for_the_set_s_precision_recall_curve():
+    """The evaluation counted every scored answer as "unscored" (it dropped the score): no average precision or
+    best-F1 threshold per set, though every answer of the serving path has one."""
+    points = [{"verdict": v, "score": sc, "labels": [lab], "grounded": True, "rationale": "L1 x1.", "problems": []}
+              for v, sc, lab in (("anomalous", 0.9, "anomalous"), ("normal", 0.3, "anomalous"),
+                                 ("normal", 0.01, "normal"), ("normal", 0.002, "normal"))]
+    s = set_metrics(points)
+    assert s["scored"] == 4 and s["unscored"] == 0 and s["average_precision"] == 1.0
+    assert s["best_f1"] == 1.0 and 0.01 < s["best_f1_threshold"] < 0.3
+
+
 def test_kb_baseline_scores_the_same_sets():
     from training.evaluate import kb_baseline
 
