@@ -23,8 +23,8 @@ from typing import Any
 import structlog
 
 from rationad import __version__, stop_signals
-from rationad.clock import steady
 from rationad.cache import VerdictCache
+from rationad.clock import steady
 from rationad.config import Settings
 from rationad.delivery import COMMIT_TIMEOUT_SECS, Delivery, Hold, Output, Undeliverable
 from rationad.dialects import BGL_STREAM_KEY, BadRecord, make_parser
