@@ -59,6 +59,16 @@ def derived_from(sft_metrics: dict[str, Any] | None, limit: int = 20) -> dict[st
     return None
 
 
+def released_cut(out: Path, stage: str, sft_metrics: dict[str, Any] | None) -> tuple[dict[str, Any] | None, bool]:
+    """(the rank cut the released adapter comes from, whether it is the adapter itself): the chain its SFT runs
+    continued (``derived_from``), or, for an adapter released as cut with no training since, its own
+    ``shrink.json``."""
+    if stage == "sft" and (cut := derived_from(sft_metrics)) is not None:
+        return cut, False
+    own = out / stage / "adapter" / "shrink.json"
+    return (json.loads(own.read_text()), True) if own.is_file() else (None, False)
+
+
 def export(adapter: Path, dest: Path, manifest: dict[str, Any], *, max_bytes: int = 0) -> Path:
     """Write ``dest``; with ``max_bytes``, an adapter file over it raises :class:`training.gate.GateError` before
     anything in ``dest`` is replaced."""
@@ -122,8 +132,9 @@ def run_stage(cfg: dict, cfg_path: Path, out: Path, base: Path, smoke: bool, *, 
         "config_file": str(cfg_path),
         "metrics": metrics, "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }
-    if stage == "sft" and (cut := derived_from(metrics.get("sft"))) is not None:
-        manifest["derived_from"] = cut
+    cut, untrained = released_cut(out, stage, metrics.get("sft"))
+    if cut is not None:
+        manifest["derived_from"] = cut | ({"trained_since": False} if untrained else {})
     dest = out / "export" if smoke else Path("models") / cfg.get("name", "rationad-lora")
     export(adapter, dest, manifest, max_bytes=release.max_adapter_bytes)
     print(f"[export] {stage} adapter -> {dest}", flush=True)

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from training.export import derived_from
+from training.export import derived_from, released_cut
 from training.gate import gate_table
 from training.sft import chain_text
 
@@ -106,7 +106,14 @@ def write_results(out: Path, dest: Path, config_path: str, notes: str = "") -> P
         lines.append(f"- which continued {where}: SFT from {start}, {m.get('examples')} examples, {m.get('steps')} "
                      f"steps in {m.get('seconds')} s at lr {m['params'].get('learning_rate')} (seed "
                      f"{m['params'].get('seed')}), mean loss {m.get('train_loss'):.4f}; loss by step: {_losses(m)}")
-    if (cut := derived_from(grown[-1][1] if grown else sft)) is not None:
+    own, untrained = released_cut(out, released, None)
+    if untrained:
+        e, src = own["energy_kept"], own.get("source") or {}
+        lines.append(f"- The released adapter is {src.get('name')} {src.get('version')} (adapter sha256 "
+                     f"{src.get('adapter_sha256')}) cut from LoRA r={own['rank'][0]} to r={own['rank'][1]} by the "
+                     f"truncated SVD of each update (`training.shrink_adapter`; energy kept: min {e['min']:.3f}, "
+                     f"median {e['median']:.3f}, mean {e['mean']:.3f}), with no training since.")
+    elif (cut := derived_from(grown[-1][1] if grown else sft)) is not None:
         e, src = cut["energy_kept"], cut.get("source") or {}
         lines.append(f"- which started from {src.get('name')} {src.get('version')} (adapter sha256 "
                      f"{src.get('adapter_sha256')}) cut from LoRA r={cut['rank'][0]} to r={cut['rank'][1]} by the "

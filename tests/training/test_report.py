@@ -88,3 +88,19 @@ def test_results_and_manifest_name_the_rank_cut_a_continuation_started_from(tmp_
     assert derived_from(m2) == cut
     text = write_results(tmp_path / "out2", tmp_path / "RESULTS2.md", "cpu.toml").read_text()
     assert "- which started from rel 0.2.0 (adapter sha256 08e0) cut from LoRA r=16 to r=8" in text
+
+
+def test_an_adapter_released_as_cut_names_its_source_with_no_training_since(tmp_path, monkeypatch):
+    from training.export import released_cut
+
+    monkeypatch.chdir(tmp_path)
+    cut = {"from": "models/rel", "source": {"name": "rel", "version": "0.2.0", "adapter_sha256": "08e0"},
+           "rank": [16, 12], "lora_alpha": [32, 24], "modules": 112,
+           "energy_kept": {"min": 0.973, "median": 0.995, "mean": 0.994}}
+    (tmp_path / "out/sft/adapter").mkdir(parents=True)
+    (tmp_path / "out/sft/adapter/shrink.json").write_text(json.dumps(cut))
+    assert released_cut(tmp_path / "out", "sft", None) == (cut, True)
+    text = write_results(tmp_path / "out", tmp_path / "RESULTS.md", "cpu.toml").read_text()
+    assert ("- The released adapter is rel 0.2.0 (adapter sha256 08e0) cut from LoRA r=16 to r=12 by the truncated "
+            "SVD of each update") in text and "with no training since" in text
+
