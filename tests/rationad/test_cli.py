@@ -131,6 +131,20 @@ def test_replay_checks_its_input_settings_before_the_model(tmp_path):
     assert r.returncode == 2 and "key_regex" not in r.stderr and "model.path" in r.stderr, r.stderr
 
 
+def test_replay_of_an_hdfs_log_passes_its_settings():
+    """Found while measuring (2026-12-03), failing before its fix: replay reads lines of up to 1 MiB, which the
+    configuration refuses while lines are repartitioned (the hdfs default), so every `replay --dialect hdfs` failed
+    at start with an input.max_record_bytes error. What fails next here is the missing model."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        log = Path(d) / "hdfs.log"
+        log.write_text("081109 203615 148 INFO dfs.DataNode$PacketResponder: PacketResponder 1 for block blk_1 "
+                       "terminating\n")
+        r = run("replay", str(log), "--dialect", "hdfs", "--model-path", str(Path(d) / "no-model"))
+    assert r.returncode == 2 and "max_record_bytes" not in r.stderr and "model.path" in r.stderr, r.stderr
+
+
 def test_every_replay_option_has_a_help_line():
     r = run("replay", "--help")
     assert r.returncode == 0
