@@ -195,12 +195,13 @@ class JudgeConfig(_Section):
     # the threshold of the judging level; 0.5 is the model's own greedy answer. Below 0.5: more recall, more alerts.
     # Choose yours from the PR curve ``rationad replay --labels`` prints. Session: best F1 on HDFS validation (the
     # model is overconfident: most scores lie within 1e-3 of 0 or 1); template: too few anomalous validation
-    # templates to choose by, so the model's own answer (BENCHMARKS.md section 11).
-    threshold_session: float = Field(0.00045, gt=0, le=1)
+    # templates to choose by, so the model's own answer (BENCHMARKS.md section 11). Chosen per released model (0.0004
+    # for 0.2.1, 0.00045 for 0.2.0): set yours again when you serve another model.
+    threshold_session: float = Field(0.0004, gt=0, le=1)
     threshold_template: float = Field(0.5, gt=0, le=1)
     # A session cut by ``sessions.max_open_secs`` (close reason ``max_open``) is unfinished: more lines of its key may
     # follow, and an HDFS block mid-write lacks the completions of a whole lifecycle, which the model (trained on whole
-    # lifecycles) scores as slightly anomalous, above ``threshold_session``'s 0.00045 tuned on whole sessions. Such a
+    # lifecycles) scores as slightly anomalous, above ``threshold_session`` (tuned on whole sessions). Such a
     # session is flagged only at this threshold (default: the model's own answer, not tuned); sessions that ended
     # (gap, quiet, end of input, ...) keep ``threshold_session`` (BENCHMARKS.md section 13 has the trade-off).
     threshold_unfinished: float = Field(0.5, gt=0, le=1)

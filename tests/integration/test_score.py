@@ -81,6 +81,6 @@ async def test_a_rationale_cut_by_the_token_budget_is_answered_not_dead_lettered
     cut = [j for j in got if j.answer.rationale.endswith(CUT_MARK.strip())]
     print("cut:", [(j.session.key, j.answer.verdict, j.answer.rationale, j.score) for j in got])
     assert all(j.ok for j in got) and cut, [(j.answer.error, j.answer.raw) for j in got]
-    for j in cut:
-        assert j.ok and j.answer.grounded and j.attempts == 1, j.answer.raw
+    for j in cut:  # cut on the first answer, or on the grounding repair that followed it (attempt 2; model 0.2.1)
+        assert j.ok and j.answer.grounded and j.attempts <= 2, j.answer.raw
         assert j.score is not None and j.verdict_at(0.5) == j.answer.verdict, (j.answer.raw, j.score)
