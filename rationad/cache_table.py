@@ -113,8 +113,8 @@ class ChangelogStore:
         # Raw bytes in and out of faust, JSON strings encoded and decoded here: a record faust could not decode (an
         # empty value written by hand, a key that is not JSON) stalled its recovery at every start, for ever (the
         # compacted topic keeps it); here it is skipped. The bytes are those faust's JSON serializer wrote.
-        self._table = app.GlobalTable(table_name(self.namespace), default=None, partitions=1, key_type=bytes, value_type=bytes,
-                                      help="rationad verdict cache")
+        self._table = app.GlobalTable(table_name(self.namespace), default=None, partitions=1, key_type=bytes,
+                                      value_type=bytes, help="rationad verdict cache")
         self._app = app  # before it starts: a start that fails or times out is stopped by ``aclose``
         await app.start()
         # Writes come from the judge, outside any faust agent: let the producer pick the partition.

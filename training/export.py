@@ -41,21 +41,30 @@ def _shipped_neighbours(adapter: Path) -> dict | None:
     return json.loads(f.read_text()).get("neighbours") if f.is_file() else None
 
 
-def derived_from(sft_metrics: dict[str, Any] | None, limit: int = 20) -> dict[str, Any] | None:
-    """The rank cut an SFT run's chain started from (``training.shrink_adapter``'s ``shrink.json`` beside the adapter
-    it continued): source release, ranks, energy kept; None when the chain started elsewhere. The chain is followed
-    through each continued adapter's run folder (its ``sft_metrics.json``): a cut continued twice (0.2.1) still
-    names it, where only the run that began at the cut did before."""
-    m, seen = sft_metrics or {}, set()
-    while len(seen) < limit:
+def lineage(sft: dict[str, Any], limit: int = 20) -> list[tuple[str, dict[str, Any]]]:
+    """(adapter, its SFT metrics) for each adapter an SFT run continued from, following ``continued_from`` while the
+    adapter's run folder still holds its ``sft_metrics.json`` (a released adapter in ``models/`` ends the chain)."""
+    out: list[tuple[str, dict[str, Any]]] = []
+    src = sft.get("continued_from")
+    while src and len(out) < limit:
+        f = Path(src["adapter"]).parent / "sft_metrics.json"
+        if not f.is_file() or any(src["adapter"] == where for where, _ in out):
+            break
+        m = json.loads(f.read_text())
+        out.append((src["adapter"], m))
+        src = m.get("continued_from")
+    return out
+
+
+def derived_from(sft_metrics: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The rank cut an SFT run's chain started from (``training.shrink_adapter``'s ``shrink.json`` beside an adapter
+    it continued, followed through ``lineage``): source release, ranks, energy kept; None when the chain started
+    elsewhere. A cut continued twice still names it."""
+    sft = sft_metrics or {}
+    for m in (sft, *(m for _, m in lineage(sft))):
         adapter = (m.get("continued_from") or {}).get("adapter")
-        if not adapter or adapter in seen:
-            return None
-        seen.add(adapter)
-        if (Path(adapter) / "shrink.json").is_file():
+        if adapter and (Path(adapter) / "shrink.json").is_file():
             return json.loads((Path(adapter) / "shrink.json").read_text())
-        f = Path(adapter).parent / "sft_metrics.json"
-        m = json.loads(f.read_text()) if f.is_file() else {}
     return None
 
 

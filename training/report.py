@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from training.export import derived_from, released_cut
+from training.export import derived_from, lineage, released_cut
 from training.gate import gate_table
 from training.sft import chain_text
 
@@ -23,20 +23,6 @@ def _losses(m: dict[str, Any]) -> str:
 def _adapter(src: dict[str, Any]) -> str:
     """A ``continued_from`` record as text: ``name version (path)`` for a released adapter, else its path."""
     return f"{src['name']} {src.get('version', '')} ({src['adapter']})" if src.get("name") else src["adapter"]
-
-
-def lineage(sft: dict[str, Any], limit: int = 20) -> list[tuple[str, dict[str, Any]]]:
-    """(adapter, its SFT metrics) for each adapter an SFT run continued from, following ``continued_from`` while the
-    adapter's run folder still holds its ``sft_metrics.json`` (a released adapter in ``models/`` ends the chain)."""
-    out: list[tuple[str, dict[str, Any]]] = []
-    src = sft.get("continued_from")
-    while src and len(out) < limit:
-        m = _load(Path(src["adapter"]).parent / "sft_metrics.json")
-        if m is None or any(src["adapter"] == where for where, _ in out):
-            break
-        out.append((src["adapter"], m))
-        src = m.get("continued_from")
-    return out
 
 
 def write_results(out: Path, dest: Path, config_path: str, notes: str = "") -> Path:
@@ -106,19 +92,17 @@ def write_results(out: Path, dest: Path, config_path: str, notes: str = "") -> P
         lines.append(f"- which continued {where}: SFT from {start}, {m.get('examples')} examples, {m.get('steps')} "
                      f"steps in {m.get('seconds')} s at lr {m['params'].get('learning_rate')} (seed "
                      f"{m['params'].get('seed')}), mean loss {m.get('train_loss'):.4f}; loss by step: {_losses(m)}")
-    own, untrained = released_cut(out, released, None)
-    if untrained:
-        e, src = own["energy_kept"], own.get("source") or {}
-        lines.append(f"- The released adapter is {src.get('name')} {src.get('version')} (adapter sha256 "
-                     f"{src.get('adapter_sha256')}) cut from LoRA r={own['rank'][0]} to r={own['rank'][1]} by the "
-                     f"truncated SVD of each update (`training.shrink_adapter`; energy kept: min {e['min']:.3f}, "
-                     f"median {e['median']:.3f}, mean {e['mean']:.3f}), with no training since.")
-    elif (cut := derived_from(grown[-1][1] if grown else sft)) is not None:
+    cut, untrained = released_cut(out, released, None)  # the released adapter itself is a cut
+    if cut is None:
+        cut = derived_from(sft)  # ... or its SFT chain began at one
+    if cut is not None:
         e, src = cut["energy_kept"], cut.get("source") or {}
-        lines.append(f"- which started from {src.get('name')} {src.get('version')} (adapter sha256 "
-                     f"{src.get('adapter_sha256')}) cut from LoRA r={cut['rank'][0]} to r={cut['rank'][1]} by the "
-                     f"truncated SVD of each update (`training.shrink_adapter`; energy kept: min {e['min']:.3f}, "
-                     f"median {e['median']:.3f}, mean {e['mean']:.3f})")
+        what = (f"{src.get('name')} {src.get('version')} (adapter sha256 {src.get('adapter_sha256')}) cut from LoRA "
+                f"r={cut['rank'][0]} to r={cut['rank'][1]} by the truncated SVD of each update "
+                f"(`training.shrink_adapter`; energy kept: min {e['min']:.3f}, median {e['median']:.3f}, mean "
+                f"{e['mean']:.3f})")
+        lines.append(f"- The released adapter is {what}, with no training since." if untrained
+                     else f"- which started from {what}")
     if grpo:
         lines.append(f"- GRPO: {grpo.get('steps')} steps in {grpo.get('seconds')} s; mean reward by step "
                      f"{grpo.get('reward_by_step')}; params {json.dumps({k: grpo['params'][k] for k in ('prompts_per_step', 'generations', 'max_completion_length', 'learning_rate', 'beta', 'temperature')})}")
