@@ -130,7 +130,8 @@ class Daemon:
         self.labels: Any = None  # labels.LabelBook: operator verdicts, followed from judge.labels_topic
         if settings.judge_level() == "template":
             self.templates = TemplateStage(settings, self.stage, self.delivery, self.model, self.metrics,
-                                           self.parser.source, spawn=self._spawn, instance=_instance(settings))
+                                           self.parser.source, spawn=self._spawn, instance=_instance(settings),
+                                           clock=lambda: self.clock())
         self._stop = asyncio.Event()
         self._draining = False
         self._joined = False

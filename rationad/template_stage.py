@@ -62,7 +62,7 @@ class _Window:
 class TemplateStage:
     def __init__(self, settings: Settings, stage: ModelStage, delivery: Delivery, model: ModelInfo, metrics: Metrics,
                  source: str, *, spawn: Callable[[Coroutine[Any, Any, Any], str], asyncio.Task],
-                 instance: str) -> None:
+                 instance: str, clock: Callable[[], float] = steady) -> None:
         self.s = settings
         self.stage = stage
         self.delivery = delivery
@@ -71,6 +71,9 @@ class TemplateStage:
         self.source = source
         self._spawn = spawn
         self.instance = instance
+        # The daemon's clock (rationad.clock), the one lines are observed by: a failure's time and the retry that
+        # follows it are read from the same clock, which never steps back.
+        self.clock = clock
         self.book = TemplateBook(settings.cache.max_entries)
         self._offsets = PartitionOffsets()  # template judgements hold no input offset (never committed)
         self._waiting: dict[str, list[_Window]] = {}  # template id -> windows waiting for its verdict
@@ -116,7 +119,7 @@ class TemplateStage:
     async def _settled(self, p: Pending, r: Result) -> None:
         """The model stage's result for one template: store it, settle the windows waiting for it."""
         tid = p.session.key
-        now = time.time()
+        now = self.clock()
         try:
             if isinstance(r, DeadLetter):
                 self.book.judged(tid, None, "", failed=r.reason, now=now)
@@ -144,15 +147,15 @@ class TemplateStage:
         st = self.book.set_label(tid, label)
         log.info("operator_label", template_id=tid, verdict=label.verdict if label else None,
                  by=label.by if label else None, held=st is not None)
-        if st is not None and st.verdict is None and self.book.needs_model(st, time.time()):
-            self._judge(st, time.time())  # a cleared label on a template the model never judged
+        if st is not None and st.verdict is None and self.book.needs_model(st, now := self.clock()):
+            self._judge(st, now)  # a cleared label on a template the model never judged
         self._resolve(tid)
 
     def _resolve(self, tid: str) -> None:
         waiting = self._waiting.pop(tid, None)
         if not waiting:
             return
-        now = time.time()
+        now = self.clock()
         for w in waiting:
             if w.done:
                 continue

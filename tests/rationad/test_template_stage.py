@@ -388,3 +388,33 @@ async def test_window_rationale_cites_only_its_anomalous_templates_refs():
     refs = {e["ref"] for e in ev["evidence"]}
     assert refs == {"L2"}
     assert "L1" not in ev["rationale"] and "L2" in ev["rationale"], ev["rationale"]  # L1: the normal ROUTINE template
+
+
+async def test_a_template_the_model_failed_is_retried_by_the_daemons_clock():
+    """Found by review (2026-12-04), failing before its fix: a failed template's time was the system clock's while
+    lines are seen by the daemon's (rationad.clock), so with the wall clock stepped back the retry after
+    FAILED_RETRY_SECS waited as long again (here, with the clocks far apart, for ever)."""
+    from rationad.clock import SteadyClock
+    from rationad.template_book import FAILED_RETRY_SECS
+
+    t = {"wall": 1_000_000.0, "mono": 0.0}
+    answered: list[str] = []
+
+    class RejectingUntilLater(CountingModel):  # refuses the disk template until the retry is due
+        async def generate(self, conversations, **kw):
+            if t["mono"] < FAILED_RETRY_SECS and any("disk" in c[-1]["content"] for c in conversations):
+                raise ModelError("400 prompt refused", kind="rejected")
+            answered.extend(c[-1]["content"] for c in conversations if "disk" in c[-1]["content"])
+            return await super().generate(conversations, **kw)
+
+    s = settings()
+    d, consumer, producer = make(s, [recs([DISK.format(n=1), ROUTINE[0], ROUTINE[1]])], model=RejectingUntilLater())
+    d.clock = SteadyClock(wall=lambda: t["wall"], mono=lambda: t["mono"])
+    task = asyncio.create_task(d.run())
+    try:
+        assert await _wait(lambda: len(producer.on(s.output.dlq_topic)) == 1)  # the first answer failed
+        t["wall"], t["mono"] = t["wall"] - 3_600, FAILED_RETRY_SECS + 1  # stepped back; the retry is due
+        consumer.batches.append(recs([DISK.format(n=2), ROUTINE[2], ROUTINE[3]], start=3))
+        assert await _wait(lambda: len(answered) == 1), "the failed template was not asked again"
+    finally:
+        await _stop(d, task)
