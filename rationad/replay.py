@@ -466,7 +466,8 @@ async def judge_by_template(
                     scores.malformed += 1
                 rec = {"id": s.source_id or s.key, "verdict": decision.verdict,
                        "model_verdict": decision.model_verdict, "score": decision.score, "rationale": ev["rationale"],
-                       "judge_level": "template", "evidence": ev["evidence"], "templates": ev["templates"],
+                       "judge_level": "template", "evidence": ev["evidence"], "grounded": ev["grounded"],
+                       "templates": ev["templates"],
                        "unjudged_templates": ev["unjudged_templates"], "lines": len(s.lines)}
                 if s.label is not None:
                     rec["label"] = s.label

@@ -109,3 +109,20 @@ def test_release_choice_ignores_validation_sets_too_small_to_measure():
     assert f1_of(res) == 0.8
     res["sets"]["spirit"]["tp"] = MIN_ANOMALIES
     assert f1_of(res) == pytest.approx(0.9)
+
+
+def test_a_template_level_set_judges_each_template_once_and_checks_the_served_rationales(tmp_path):
+    from training.evaluate import session_set
+
+    windows = [_session("w1", ["connection opened to 10.0.0.1", "connection closed after 5 s"], "normal"),
+               _session("w2", ["connection opened to 10.0.0.2", "java.io.IOException: reset by peer"], "normal"),
+               _session("w3", ["connection opened to 10.0.0.3", "connection closed after 9 s"], "normal")]
+    es = session_set("Unseen system by template (test)", "generic", windows, "three windows", level="template")
+    s = asyncio.run(judge_set(es, FakeClient(), ModelConfig(path=None), tmp_path, chunk=2))
+    assert (s["tp"], s["fp"], s["fn"], s["tn"]) == (0, 1, 0, 2) and s["flag_rate"] == round(1 / 3, 4)
+    assert s["judged_prompts"] == 3  # the three distinct templates, each once
+    rows = [json.loads(x) for x in (tmp_path / "unseen_system_by_template.jsonl").read_text().splitlines()]
+    assert [r["verdict"] for r in rows] == ["normal", "anomalous", "normal"]
+    # The anomalous template's rationale claims "L1 x5" of a template seen once in its prompt: unfaithful.
+    assert rows[1]["problems"] and not rows[0]["problems"] and not rows[2]["problems"]
+    assert s["faithful_rate"] == round(2 / 3, 4) and s["grounded_rate"] == 1.0

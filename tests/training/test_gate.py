@@ -148,3 +148,36 @@ def test_size_limit_is_checked_on_the_exported_bf16_file(tmp_path):
     over = exported_size(tmp_path, 20_000)
     assert not over["passed"] and "over the limit of 20,000 bytes" in over["reason"]
     assert exported_size(tmp_path, 0)["passed"]
+
+
+def _normal(flagged, windows=20):
+    return {"f1": 0.0, "tp": 0, "fn": 0, "fp": flagged, "labelled": windows}
+
+
+@pytest.mark.parametrize(("flagged", "released", "passed"), [(20, 0, False), (3, 0, False), (2, 0, True),
+                                                             (5, 6, True), (7, 6, False)])
+def test_an_unseen_systems_normal_windows_gate_by_the_share_flagged(flagged, released, passed):
+    # 0.2.1-rc1 flagged 20 of 20 normal Proxifier windows at template level, and a gate of trained systems passed it
+    d = decide({"hdfs": _set(0.9, 50), "unseen": _normal(flagged)},
+               {"hdfs": _set(0.9, 50), "unseen": _normal(released)})
+    assert d["passed"] is passed and d["gating_sets"] == ["hdfs", "unseen"]
+    if not passed:
+        assert d["losses"] == [f"unseen: flagged {flagged / 20:.0%} of normal windows > released {released / 20:.0%} "
+                               "(allowance 10%)"]
+
+
+def test_a_normal_only_set_loses_to_a_baseline_that_flags_less_and_small_ones_do_not_gate():
+    base = {"keyword": {"unseen": _normal(0)}}
+    assert not decide({"unseen": _normal(4)}, None, base)["passed"]
+    assert decide({"unseen": _normal(4, windows=9), "hdfs": _set(0.9, 50)}, {"hdfs": _set(0.9, 50)},
+                  base)["gating_sets"] == ["hdfs"]
+
+
+def test_the_gate_table_shows_the_share_flagged_of_a_normal_only_set():
+    from training.gate import gate_table
+
+    gate = {**decide({"unseen": _normal(20)}, {"unseen": _normal(0)}),
+            "scores": {"candidate": {"sets": {"unseen": _normal(20)}}, "released": {"sets": {"unseen": _normal(0)}}},
+            "baselines": {"kb": {"unseen": _normal(0)}}}
+    assert "| unseen | yes | flagged 100% | - | flagged 0% | - | flagged 0% |" in gate_table(gate)
+    assert not gate["passed"]
