@@ -47,6 +47,7 @@ class EvalParams:
     max_unseen_views: int = 80
     max_templates: int = 0  # per template set, 0 = all
     max_unseen_system_windows: int = 20
+    max_fragment_views: int = 30  # HDFS views cut into the fragments the daemon produces (2 fragments each)
     bgl_windows: bool = True
     val_hdfs_views: int = 40  # the validation subset used to choose SFT vs SFT+GRPO
     val_templates: int = 60
@@ -97,6 +98,31 @@ def hdfs_sets(examples: list[Example], split: str, max_views: int, max_unseen: i
         mk(f"HDFS unseen sequences ({split})", unseen, f"{len(unseen)} of {len(unseen_keys)} views absent from "
            f"training ({sum(len(groups[k]) for k in unseen)} of {n_unseen} sessions)"),
     ]
+
+
+def fragment_set(examples: list[Example], split: str, max_views: int) -> EvalSet:
+    """HDFS sessions cut as the daemon cuts a block's lifecycle (issue 16, item 5): its first two lines (a window
+    closed by ``max_lines`` or ``max_open_secs`` early in a write) and its second half (what follows a cut by gap or
+    span), from the most common views of at least four lines. Training shows whole lifecycles only, and on such
+    shapes the rationales were seen to state counts and roles the fragment does not have: the set's measure is
+    ``faithful_rate``. Each fragment carries its block's label, which a fragment need not show (the head of a block
+    that fails at its end looks like any write's head): its F1 is reported, not a target."""
+    groups: dict[str, list[Example]] = defaultdict(list)
+    for ex in examples:
+        if len(ex.extra["session"].lines) >= 4:
+            groups[ex.view_key].append(ex)
+    keys = sorted(groups, key=lambda k: (-len(groups[k]), unit(k, "eval")))[:max_views]
+    sessions = []
+    for k in keys:
+        s = groups[k][0].extra["session"]
+        sid = s.source_id or s.key
+        cuts = (("head2", s.lines[:2], "max_lines"), ("tail", s.lines[len(s.lines) // 2:], "gap"))
+        for part, lines, reason in cuts:
+            sessions.append(Session(key=s.key, lines=list(lines), close_reason=reason, topic=s.topic, label=s.label,
+                                    source_id=f"{sid}#{part}"))
+    return session_set(f"HDFS fragments ({split})", "hdfs", sessions,
+                       f"{len(sessions)} fragments (first 2 lines; second half) of the {len(keys)} most common views of "
+                       "4+ lines; block labels (F1 not a target; the measure is faithfulness)")
 
 
 def template_set(examples: list[Example], name: str, source: str, limit: int) -> EvalSet:
@@ -232,6 +258,8 @@ def build_sets(corpus, p: EvalParams, split: str, *, val_mode: bool, datasets: P
     sets = hdfs_sets(hdfs, split, n_views, 0 if val_mode else p.max_unseen_views)
     if val_mode:
         sets = sets[:1]
+    elif p.max_fragment_views and hdfs:
+        sets.append(fragment_set(hdfs, split, p.max_fragment_views))
     for name in ("bgl", "spirit"):
         sets.append(template_set([e for e in ex if e.task == name], f"{name.upper()} templates ({split})", name,
                                  p.val_templates if val_mode else p.max_templates))
@@ -396,7 +424,7 @@ def eval_inputs(cfg: dict, cfg_path: Path, base: Path, smoke: bool) -> tuple[Eva
     if smoke:
         dc = replace(dc, hdfs_rendered_limit=400, use_hdfs_raw=False)
         p = replace(p, max_hdfs_views=3, max_unseen_views=2, max_templates=3, max_unseen_system_windows=2,
-                    bgl_windows=False, val_hdfs_views=2, val_templates=2)
+                    max_fragment_views=2, bgl_windows=False, val_hdfs_views=2, val_templates=2)
     corpus = load_corpus(replace(dc, extra={**dc.extra, "keep_sessions": True}), token_counter(base))
     return p, dc, corpus
 

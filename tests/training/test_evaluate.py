@@ -126,3 +126,26 @@ def test_a_template_level_set_judges_each_template_once_and_checks_the_served_ra
     # The anomalous template's rationale claims "L1 x5" of a template seen once in its prompt: unfaithful.
     assert rows[1]["problems"] and not rows[0]["problems"] and not rows[2]["problems"]
     assert s["faithful_rate"] == round(2 / 3, 4) and s["grounded_rate"] == 1.0
+
+
+def test_fragment_set_cuts_the_most_common_views_as_the_daemon_cuts_them():
+    from training.evaluate import fragment_set
+
+    def ex(sid, msgs, label):
+        e = _ex(sid, msgs, label)
+        e.extra["session"] = _session(sid, msgs, label)
+        return e
+
+    life = ["Receiving block blk_1", "Receiving block blk_1", "Received block blk_1", "PacketResponder 1 terminating",
+            "addStoredBlock blk_1"]
+    short = ["Receiving block blk_2", "Received block blk_2"]  # under 4 lines: never cut
+    odd = ["Receiving block blk_3", "allocateBlock blk_3", "writeBlock received exception", "Received block blk_3"]
+    es = fragment_set([ex("a", life, "normal"), ex("a2", life, "normal"), ex("s", short, "normal"),
+                       ex("b", odd, "anomalous")], "test", max_views=5)
+    assert es.name == "HDFS fragments (test)" and es.source == "hdfs" and es.level == "session"
+    got = {s.source_id: ([ln.message for ln in s.lines], s.label, s.close_reason) for s in es.sessions}
+    assert got == {"a#head2": (life[:2], "normal", "max_lines"), "a#tail": (life[2:], "normal", "gap"),
+                   "b#head2": (odd[:2], "anomalous", "max_lines"), "b#tail": (odd[2:], "anomalous", "gap")}
+    assert [s.source_id for s in es.sessions][:2] == ["a#head2", "a#tail"]  # the most common view first
+    assert [[m.label for m in ms] for ms in es.members] == [["normal"], ["normal"], ["anomalous"], ["anomalous"]]
+    assert len(fragment_set([ex("a", life, "normal"), ex("b", odd, "anomalous")], "test", 1).sessions) == 2
