@@ -16,6 +16,8 @@ confirm or refute, for any log source:
 - **foreign phrases**: HDFS lifecycle phrases (receive starts, replicas, DataNodes) in a session of another system;
 - **training-only sentences**: sentences the training rationales wrote when their rules could not explain a label
   ("judged anomalous from the expert label for this template"): they mean nothing to an operator.
+- **loops**: the same sentence written three times or more: greedy decoding went round until the token budget cut
+  it (seen on two-line fragments: "L1 x1 error lines 1. L1 x1 error lines 1. ..."); nothing in it explains.
 
 ``problems`` lists what failed (an empty list is no proof of truth: only what the grammar lets code check);
 ``servable`` drops training-only sentences from a rationale before it is served. The training side adds the HDFS
@@ -51,6 +53,7 @@ _NEIGHBOURS_WERE = re.compile(r"\b(N\d{1,2}(?:(?:,\s*|\s+and\s+)N\d{1,2})*),? "
 _NEIGHBOUR_LISTED = re.compile(r"\b(N\d{1,2}) (normal|anomalous)\b")
 _NO_NEIGHBOUR_WAS = re.compile(r"\bNo similar known template was (normal|anomalous)\b")
 _NEGATION = re.compile(r"\b(?:none|no|not|never|nothing|neither|nor|without)\b", re.I)
+LOOP_REPEATS = 3  # a sentence written this often (the grammar never repeats one) is a decoding loop
 
 
 def problems(rationale: str, view: SessionView) -> list[str]:
@@ -58,6 +61,7 @@ def problems(rationale: str, view: SessionView) -> list[str]:
     out: list[str] = []
     if TRAINING_ONLY.search(rationale):
         out.append("training_only: a sentence written for training, not about this session")
+    out += _loop_problems(rationale)
     for m in _COUNT.finditer(rationale):
         row = view.row(f"L{int(m.group(1))}")
         if row is not None and row.count != int(m.group(2)):
@@ -87,6 +91,20 @@ def problems(rationale: str, view: SessionView) -> list[str]:
         if _HDFS_PHRASES.search(rationale):
             out.append("foreign: HDFS lifecycle phrases about a session of another system")
     return out
+
+
+def _loop_problems(rationale: str) -> list[str]:
+    """The sentences (of some length: not "1.") a rationale writes ``LOOP_REPEATS`` times or more, the first of them."""
+    seen: dict[str, int] = {}
+    for sentence in _SENTENCE.findall(rationale):
+        key = " ".join(sentence.split()).rstrip(" .…")
+        if len(key) >= 8:
+            seen[key] = seen.get(key, 0) + 1
+    looped = [(k, n) for k, n in seen.items() if n >= LOOP_REPEATS]
+    if not looped:
+        return []
+    k, n = looped[0]
+    return [f"loop: {k[:60]!r} written {n} times: decoding went round instead of explaining"]
 
 
 def _neighbour_problems(rationale: str, view: SessionView) -> list[str]:

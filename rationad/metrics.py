@@ -83,7 +83,7 @@ class Metrics:
             "masked (or withheld, a line with nothing else) before it read them, by family", ["family"], registry=r)
         self.rationale_problems = Counter(
             "rationad_rationale_problems_total", "Statements of rationales the session refutes (rationad.faithful), "
-            "by kind: count, quote, severity, neighbour, foreign, training_only", ["kind"], registry=r)
+            "by kind: count, quote, severity, neighbour, foreign, training_only, loop", ["kind"], registry=r)
         self.dlq_records = Counter(
             "rationad_dlq_records_total", "Records and sessions sent to the dead-letter topic", ["reason"], registry=r
         )

@@ -78,3 +78,17 @@ def test_what_a_rationale_says_of_its_labelled_neighbours_is_checked():
     bare = build_view("bgl", ["machine check interrupt"], templated=True)
     assert problems("N1, a similar known template, was anomalous.", bare) == [
         "neighbour: cites N1, the prompt showed no such neighbour"]
+
+
+def test_a_rationale_that_goes_round_until_the_budget_is_a_loop():
+    # 0.2.1 on a two-line HDFS head (training/RESULTS.md, "Fragments"): nothing else in it is refuted.
+    looped = ("1. L1 x1 error lines 1. L1 x1 error lines 1. L2 x1 allocated, L2 x1 allocated, L2 x1 error lines 1. "
+              "L2 x1 error lines 1. L1 x1 error lines 1. L1 x1 error lines 1. …")
+    two = ["Receiving block blk_1 src: /10.0.0.1:1 dest: /10.0.0.2:2", "BLOCK* NameSystem.allocateBlock: blk_1"]
+    found = problems(looped, build_view("hdfs", two))
+    assert [p.split(":")[0] for p in found] == ["loop"]
+    assert "'L1 x1 error lines 1' written 4 times" in found[0]
+    # Twice is a repetition the grammar can make (a failure named, then the verdict); three times is not.
+    assert kinds("The write of this block failed. L1 x3 receive start. The write of this block failed: anomalous.",
+                 HDFS, "hdfs") == []
+    assert kinds("Normal. Normal. Normal.", HDFS, "hdfs") == []  # too short to be a sentence of the grammar
