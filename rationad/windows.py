@@ -532,13 +532,22 @@ class Sessionizer:
 
     def _session(self, cur: _Open, reason: str) -> Session:
         lines = cur.lines
-        if lines[0].source is not None:  # repartitioned: in the order the lines were written to their inputs
-            first = cur.first_ts
-            # A line without its source (an internal record missing its source headers) sorts by its own place.
-            lines = sorted(lines, key=lambda x: (first if x.ts is None else x.ts,
-                                                 *((x.source[2], x.source[0], x.source[1]) if x.source is not None
-                                                   else (x.offset, x.topic, x.partition)), x.offset))
-        elif cur.disordered:
-            lines = sorted(lines, key=lambda x: (x.ts if x.ts is not None else cur.first_ts, x.offset))
+        if lines[0].source is not None or cur.disordered:
+            # An untimed line sorts at the newest time of the lines that arrived before it (it was windowed at its
+            # source's newest time), not at the session's first: it keeps its place after the lines written before it.
+            newest, times = cur.first_ts, []
+            for x in lines:
+                if x.ts is not None and x.ts > newest:
+                    newest = x.ts
+                times.append(newest if x.ts is None else x.ts)
+            if lines[0].source is not None:  # repartitioned: in the order the lines were written to their inputs
+                # A line without its source (an internal record missing its source headers) sorts by its own place.
+                order = sorted(range(len(lines)), key=lambda i: (
+                    times[i], *((lines[i].source[2], lines[i].source[0], lines[i].source[1])  # type: ignore[index]
+                                if lines[i].source is not None else (lines[i].offset, lines[i].topic,
+                                                                     lines[i].partition)), lines[i].offset))
+            else:
+                order = sorted(range(len(lines)), key=lambda i: (times[i], lines[i].offset))
+            lines = [lines[i] for i in order]
         return Session(key=cur.key, lines=lines, close_reason=reason, topic=self.topic, partition=self.partition,
                        revision=cur.revision, context=cur.context)

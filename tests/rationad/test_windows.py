@@ -589,3 +589,24 @@ def test_a_new_source_s_untimed_lines_are_not_dated_by_an_idle_source():
         closed += w.tick(1_050.0 + j)
     closed += w.flush("end_of_input")
     assert [(s.close_reason, len(s.lines)) for s in closed if s.key == "c"] == [("end_of_input", 3)]
+
+
+# ---- found by review (2026-12-04): each failed before its fix
+def test_an_untimed_repartitioned_line_keeps_its_place_after_the_lines_written_before_it():
+    # Lines written at source offsets 1, 2, 3; the third has no timestamp (windowed at its source's newest time, 200):
+    # repartitioned sessions are sorted, and it sorted at the session's first time, ahead of the second line.
+    spec = WindowSpec(mode="session", gap_secs=1000.0, max_lines=100)
+    w = Sessionizer(spec, topic="r", partition=0)
+    for off, ts in ((1, 100.0), (2, 200.0), (3, None)):
+        w.add(LogLine("k", f"m{off}", f"m{off}", ts, "r", 0, 9, source=("in", 0, off)), 0.0)
+    [s] = w.flush("end_of_input")
+    assert [x.message for x in s.lines] == ["m1", "m2", "m3"]
+
+
+def test_an_untimed_line_of_a_disordered_session_keeps_its_place():
+    spec = WindowSpec(mode="session", gap_secs=1000.0, max_lines=100)
+    w = Sessionizer(spec, topic="t", partition=0)
+    for off, ts in ((1, 100.0), (2, 200.0), (3, None), (4, 150.0)):
+        w.add(LogLine("k", f"m{off}", f"m{off}", ts, "t", 0, off), 0.0)
+    [s] = w.flush("end_of_input")
+    assert [x.message for x in s.lines] == ["m1", "m4", "m2", "m3"]  # m3 after m2, whose time it was windowed at
