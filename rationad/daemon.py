@@ -657,7 +657,12 @@ class Daemon:
         # compacted input's gaps, or a corrupt or forged index) is not remembered as a range, which would hide every
         # later line of its source inside it: its lines are told apart one by one, as one-line records are.
         wide = last - first >= self.s.kafka.fetch_max_records
-        seen = [] if wide else part.seen.windowed(source, first, last)
+        # Lines inside ranges windowed before are duplicates; a wide pack, or one overlapping a wide one (a
+        # transactional input's full fetch is wide, a re-read of its tail is not), is also told apart line by line.
+        seen = part.seen.windowed(source, first, last, remember=not wide)
+        by_line = wide or part.seen.wide(source, first, last)
+        if wide:
+            part.seen.remember_wide(source, first, last)
         copies: dict[tuple, int] = {}
         out: list = []
         for src_offset, key, value in entries:
@@ -665,7 +670,7 @@ class Daemon:
                 self.metrics.errors.labels("repartition", "duplicate_line").inc()
                 continue
             pos = (src_topic, src_partition, src_offset)
-            if wide:
+            if by_line:
                 ident = (pos, key, hash(value))
                 repeat = copies[ident] = copies.get(ident, -1) + 1
                 if not part.seen.first_time((*ident, repeat)):

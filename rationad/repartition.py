@@ -240,7 +240,9 @@ class SeenLines:
     hops re-reads the input from its committed offset) fall inside ranges already seen, a batch resent late falls
     outside them. So a pack costs one lookup, not one per line, unless it overlaps what was seen. A pack spanning more
     offsets than one fetch holds is not remembered as a range (the session stage tells its lines apart one by one):
-    a forged or corrupt index would otherwise hide every later line of its source."""
+    a forged or corrupt index would otherwise hide every later line of its source. Such a wide span is noted
+    (``wide``): a pack that overlaps one is also told apart line by line, since a transactional or compacted input
+    (offsets with gaps) makes a full fetch wide and a re-read of part of it narrow."""
 
     def __init__(self, limit: int = SEEN_PER_PARTITION, ranges: int = SEEN_RANGES_PER_SOURCE) -> None:
         self.limit = limit
@@ -248,6 +250,7 @@ class SeenLines:
         self._seen: OrderedDict[tuple, None] = OrderedDict()
         self._starts: dict[object, list[int]] = {}  # per source partition: disjoint ranges, sorted
         self._ends: dict[object, list[int]] = {}
+        self._wide: dict[object, list[tuple[int, int]]] = {}  # per source partition: spans of packs told line by line
 
     def first_time(self, ident: tuple) -> bool:
         if ident in self._seen:
@@ -258,15 +261,29 @@ class SeenLines:
             self._seen.popitem(last=False)
         return True
 
-    def windowed(self, source: object, first: int, last: int) -> list[tuple[int, int]]:
-        """The ranges of ``source`` already windowed here that overlap ``[first, last]`` (a pack's lines inside
-        them are duplicates); then ``[first, last]`` is remembered too. The oldest ranges are forgotten past
+    def wide(self, source: object, first: int, last: int) -> bool:
+        """Whether a pack of ``source`` spanning ``[first, last]`` overlaps a wide one (its lines are then told apart
+        one by one, ``first_time``); ``remember_wide`` notes a wide span. The oldest are forgotten past
         ``ranges`` per source."""
+        return any(a <= last and first <= b for a, b in self._wide.get(source, ()))
+
+    def remember_wide(self, source: object, first: int, last: int) -> None:
+        spans = self._wide.setdefault(source, [])
+        spans.append((first, last))
+        if len(spans) > self.ranges:
+            del spans[0]
+
+    def windowed(self, source: object, first: int, last: int, *, remember: bool = True) -> list[tuple[int, int]]:
+        """The ranges of ``source`` already windowed here that overlap ``[first, last]`` (a pack's lines inside
+        them are duplicates); then, with ``remember``, ``[first, last]`` is remembered too. The oldest ranges are
+        forgotten past ``ranges`` per source."""
         starts = self._starts.setdefault(source, [])
         ends = self._ends.setdefault(source, [])
         i = bisect_right(starts, last)  # ranges starting at or before ``last``
         j = bisect_left(ends, first, 0, i)  # ... and ending at or after ``first`` (disjoint: ends are sorted too)
         overlap = list(zip(starts[j:i], ends[j:i]))
+        if not remember:
+            return overlap
         if overlap:
             first, last = min(first, starts[j]), max(last, ends[i - 1])
         starts[j:i] = [first]

@@ -152,14 +152,14 @@ def test_unpack_refuses_what_is_not_a_pack():
             unpack(bad)
 
 
-def _pack_daemon():
+def _pack_daemon(**kafka):
     from aiokafka.structs import TopicPartition
 
     from rationad.daemon import Daemon
     from tests.rationad.fakes import FakeModel
 
-    d = Daemon(load_settings(input={"repartition": "always"}, cache={"enabled": False}, server={"enabled": False}),
-               client=FakeModel())
+    d = Daemon(load_settings(input={"repartition": "always"}, cache={"enabled": False}, server={"enabled": False},
+                             kafka=kafka), client=FakeModel())
     tp = TopicPartition(d.internal, 0)
     d._on_assigned([tp])
     return d, tp, d._parts[tp]
@@ -402,3 +402,30 @@ def test_a_line_forwarded_by_the_previous_release_and_again_after_an_upgrade_is_
         rec = Rec(offset=i, value=new.value, key=new.key, headers=headers)
         got += d._own_lines(part, rec, d.parser.parse(rec.value, topic=tp.topic, partition=0, offset=i))
     assert len(got) == 1
+
+
+def _gapped_pack(d, offsets):
+    """A pack of one line per offset (a transactional input: commit markers take the offsets between)."""
+    from rationad.repartition import Packer
+
+    p = Packer(d.internal, "logs", 1, Router(1))
+    for o in offsets:
+        p.add([("blk_5", f"081109 2036{o % 60:02d} 148 INFO dfs.DataNode: Receiving block blk_5 x{o}".encode())], o)
+    [out] = p.outputs()
+    return out
+
+
+@pytest.mark.parametrize("order", ["wide first", "narrow first"])
+def test_a_transactional_inputs_lines_forwarded_again_are_windowed_once(order):
+    """Found by review (2026-12-04), failing before its fix: a full fetch of a transactional (or compacted) input
+    spans more offsets than it holds records, so its pack is wide and was told apart line by line only, while a
+    re-read of part of it (a restart between the hops) is narrow and was checked against ranges only: neither saw
+    what the other remembered, and every re-forwarded line was windowed twice."""
+    from tests.rationad.fakes import Rec
+
+    d, tp, part = _pack_daemon(fetch_max_records=10)
+    wide, narrow = _gapped_pack(d, range(0, 20, 2)), _gapped_pack(d, range(12, 20, 2))  # spans 18 and 6
+    packs = [wide, narrow] if order == "wide first" else [narrow, wide]
+    got = [[x.source[2] for x in d._pack_lines(tp, part, Rec(offset=i, value=p.value, headers=p.headers), [])]
+           for i, p in enumerate(packs)]
+    assert sorted(got[0] + got[1]) == list(range(0, 20, 2))  # each line once
