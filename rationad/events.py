@@ -49,6 +49,8 @@ def event_id(session: Session, model: ModelInfo, level: str = "session") -> str:
         parts.append(f"level={level}")
     if session.revision != 1:  # revision 1 keeps the ids consumers have seen before revisions existed
         parts.append(f"revision={session.revision}")
+    if session.part:  # a second session of the key beginning in the same record (part 0 keeps the earlier ids)
+        parts.append(f"part={session.part}")
     ident = "\x1f".join(parts)
     return str(uuid.uuid5(_NAMESPACE, ident))
 

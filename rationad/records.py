@@ -39,6 +39,9 @@ class Session:
     # 1 for a key's first session; one more for each session of the same key that follows a session closed early by
     # the processing-time bound ("max_open"): a revised verdict on the same lifecycle.
     revision: int = 1
+    # 0, or how many lines of its key earlier sessions took from the record (or repartition pack) its first line came
+    # from: sessions of one key that begin in the same record share a first offset and are told apart by it.
+    part: int = 0
     # The lines of the key's earlier revisions (already judged; their offsets are not this session's): shown to the
     # model before ``lines``, so a revision is judged as the lifecycle so far, not as a fragment of it.
     context: list[LogLine] = field(default_factory=list)

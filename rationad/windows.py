@@ -144,6 +144,9 @@ def resolve_spec(cfg: SessionsConfig, dialect: str) -> WindowSpec:
     )
 
 
+SPLIT_KEYS = 4_096  # entries of ``Sessionizer._split`` before it is pruned to the newest offset
+
+
 @dataclass(slots=True)
 class _Open:
     key: str
@@ -156,6 +159,7 @@ class _Open:
     opened_at: float = 0.0  # wall clock when its first line arrived
     nbytes: int = 0  # estimate, see LINE_OVERHEAD_BYTES
     revision: int = 1
+    part: int = 0  # lines of its key in earlier sessions at its first line's offset (Session.part)
     context: list[LogLine] = field(default_factory=list)  # the key's earlier revisions' lines (Session.context)
     context_bytes: int = 0
     by_arrival: bool = False  # opened while no line of the partition had a time: dated by arrival until one has
@@ -201,6 +205,10 @@ class Sessionizer:
         # Of those keys, the lines their next revision carries as context, and their bytes; oldest first.
         self._carried: OrderedDict[str, tuple[list[LogLine], int]] = OrderedDict()
         self._carry = spec.carry_context and spec.mode == "session"  # fixed windows stand alone
+        # key -> (offset, lines of the key at that offset in its sessions closed so far), for the offset of each
+        # key's last closed line: a session of the key opening at that offset (a record or pack whose lines of one
+        # key fall in two sessions) is told apart by ``part``. Bounded: pruned to the newest offset past SPLIT_KEYS.
+        self._split: dict[str, tuple[int, int]] = {}
         # The in-order fast path of ``add``: ``_solo`` is the unrepartitioned source's entry of ``_sources`` while it
         # is the only one, else None (a repartitioned line finds its source's entry by its position). The limits below are the spec's, with
         # infinity for "no limit", so that one comparison each decides.
@@ -372,8 +380,10 @@ class Sessionizer:
                 self._late(line, ts)  # its window opens and closes at the next tick
             if len(self._open) >= spec.max_open_sessions:
                 closed.append(self._close(next(iter(self._open)), "evicted"))
+            split = self._split.get(line.key) if self._split else None
             cur = _Open(line.key, ts, ts, line.offset, bucket=self._bucket(ts), opened_at=now,
                         revision=self._revisions.pop(line.key, 0) + 1 if self._revisions else 1,
+                        part=split[1] if split is not None and split[0] == line.offset else 0,
                         by_arrival=by_arrival)
             if self._carried and line.key in self._carried:
                 cur.context, cur.context_bytes = self._carried.pop(line.key)
@@ -508,6 +518,12 @@ class Sessionizer:
         cur = self._open.pop(key)
         self._open_bytes -= cur.nbytes + cur.context_bytes
         session = self._session(cur, reason)
+        at = cur.lines[-1].offset  # the record (or pack) its last line came from: more of the key's lines may follow
+        prev = self._split.get(key)
+        base = prev[1] if prev is not None and prev[0] == at else 0
+        self._split[key] = (at, base + sum(1 for x in cur.lines if x.offset == at))
+        if len(self._split) > SPLIT_KEYS:  # only the newest record's entries can still be met
+            self._split = {k: v for k, v in self._split.items() if v[0] >= at}
         if session.unfinished:  # a later revision of this key may follow: remember its number (and its lines)
             self._revisions[key] = cur.revision
             self._revisions.move_to_end(key)
@@ -550,4 +566,4 @@ class Sessionizer:
                 order = sorted(range(len(lines)), key=lambda i: (times[i], lines[i].offset))
             lines = [lines[i] for i in order]
         return Session(key=cur.key, lines=lines, close_reason=reason, topic=self.topic, partition=self.partition,
-                       revision=cur.revision, context=cur.context)
+                       revision=cur.revision, context=cur.context, part=cur.part)

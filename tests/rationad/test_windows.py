@@ -610,3 +610,32 @@ def test_an_untimed_line_of_a_disordered_session_keeps_its_place():
         w.add(LogLine("k", f"m{off}", f"m{off}", ts, "t", 0, off), 0.0)
     [s] = w.flush("end_of_input")
     assert [x.message for x in s.lines] == ["m1", "m4", "m2", "m3"]  # m3 after m2, whose time it was windowed at
+
+
+def test_sessions_of_one_key_that_begin_in_one_record_get_distinct_event_ids_that_replay_the_same():
+    """Found by review (2026-12-04), failing before its fix: the event id is (topic, partition, key, first offset,
+    revision), and every line of a repartition pack (or of a multi-line record) carries that record's offset, so two
+    sessions of one key split inside it (a gap, max_lines, a full window) had one id: a consumer dropping duplicate
+    ids dropped the second verdict."""
+    from rationad.events import ModelInfo, event_id
+
+    m = ModelInfo("m", "1")
+
+    def pack_sessions() -> list:
+        w = Sessionizer(WindowSpec(mode="session", gap_secs=300.0, max_lines=1000), topic="g-repartition")
+        out = []
+        for i, ts in enumerate((1000.0, 1400.0, 1450.0)):  # one pack (offset 7): the gap splits it after the first
+            out += w.add(LogLine("host-1", f"m{i}", f"m{i}", ts, "g-repartition", 0, 7, source=("logs", 0, 100 + i)),
+                         2000.0)
+        return out + w.flush("end_of_input")
+
+    first, second = pack_sessions()
+    assert (first.first_offset, second.first_offset, first.part, second.part) == (7, 7, 0, 1)
+    assert event_id(first, m) != event_id(second, m)
+    assert [event_id(s, m) for s in pack_sessions()] == [event_id(first, m), event_id(second, m)]  # deterministic
+
+    w = Sessionizer(WindowSpec(mode="fixed", window_lines=2), topic="bgl")
+    windows = [s for i in range(5) for s in w.add(LogLine("stream", f"m{i}", f"m{i}", 10.0, "bgl", 0, 3), 20.0)]
+    windows += w.flush("end_of_input")  # one 5-line record: windows of 2, 2 and 1 lines
+    assert [s.part for s in windows] == [0, 2, 4] and len({event_id(s, m) for s in windows}) == 3
+    assert windows[0].part == 0  # a session beginning its record keeps the id earlier releases gave it
