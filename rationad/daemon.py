@@ -395,13 +395,14 @@ class Daemon:
         self.notifier.stopping()
         deadline = time.monotonic() + self.s.delivery.drain_timeout_secs
         log.info("draining", pending=self.delivery.held, deadline_secs=self.s.delivery.drain_timeout_secs)
-        while self.delivery.held and time.monotonic() < deadline and not self.stage.dead:
+        while self.delivery.held > self.delivery.stuck and time.monotonic() < deadline and not self.stage.dead:
             self._last_loop = time.monotonic()
             self.notifier.watchdog()
             await asyncio.sleep(0.05)
         if self.delivery.held:
             log.warning("drain_unfinished", unfinished_outputs=self.delivery.held,
-                        reason=self.stage.dead or "deadline passed")
+                        reason=self.stage.dead or ("undeliverable dead letters"
+                                                   if self.delivery.held <= self.delivery.stuck else "deadline passed"))
         for t in list(self._tasks):
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -125,6 +125,9 @@ class Delivery:
         self.on_fatal = on_fatal
         self._sleep = sleep
         self._held = 0
+        # Holds that can never clear: their dead letters (or the forwards that fell back to them) were undeliverable
+        # and stopped the daemon (``on_fatal``). The drain waits for the others only.
+        self.stuck = 0
         self.held_bytes = 0  # estimated bytes of the sessions behind the holds (backpressure bounds them)
         self._sending: dict[int, float] = {}  # send token -> monotonic start, until acknowledged or given up
         self._token = 0
@@ -240,6 +243,8 @@ class Delivery:
                     continue
                 msg = f"dead letter cannot be delivered to {self.dlq_topic}: {exc}"
                 log.critical("dead_letter_undeliverable", error=str(exc), topic=self.dlq_topic)
+                if hold is not None:
+                    self.stuck += 1
                 self.on_fatal(msg)
                 raise
         self.metrics.dlq_records.labels(dl.reason).inc()
@@ -327,8 +332,12 @@ class Delivery:
                         await self.send(out)
                     except Undeliverable as exc:
                         log.error("repartition_undeliverable", topic=out.topic, error=str(exc))
-                        for dl in fallback(out, str(exc)):
-                            await self.dead_letter(None, dl)
+                        try:
+                            for dl in fallback(out, str(exc)):
+                                await self.dead_letter(None, dl)
+                        except Undeliverable:  # the dead-letter topic too: these holds never clear
+                            self.stuck += len(items)
+                            raise
             for hold, _ in items:
                 hold.release()
         finally:
