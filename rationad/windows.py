@@ -144,6 +144,13 @@ def resolve_spec(cfg: SessionsConfig, dialect: str) -> WindowSpec:
     )
 
 
+def _written_at(line: LogLine) -> tuple:
+    """Where a repartitioned line was written: its source position; a line without one (an internal record missing
+    its source headers) sorts by its own place."""
+    src = line.source
+    return (src[2], src[0], src[1]) if src is not None else (line.offset, line.topic, line.partition)
+
+
 SPLIT_KEYS = 4_096  # entries of ``Sessionizer._split`` before it is pruned to the newest offset
 
 
@@ -551,19 +558,15 @@ class Sessionizer:
         if lines[0].source is not None or cur.disordered:
             # An untimed line sorts at the newest time of the lines that arrived before it (it was windowed at its
             # source's newest time), not at the session's first: it keeps its place after the lines written before it.
-            newest, times = cur.first_ts, []
+            newest, timed = cur.first_ts, []
             for x in lines:
                 if x.ts is not None and x.ts > newest:
                     newest = x.ts
-                times.append(newest if x.ts is None else x.ts)
+                timed.append((newest if x.ts is None else x.ts, x))
             if lines[0].source is not None:  # repartitioned: in the order the lines were written to their inputs
-                # A line without its source (an internal record missing its source headers) sorts by its own place.
-                order = sorted(range(len(lines)), key=lambda i: (
-                    times[i], *((lines[i].source[2], lines[i].source[0], lines[i].source[1])  # type: ignore[index]
-                                if lines[i].source is not None else (lines[i].offset, lines[i].topic,
-                                                                     lines[i].partition)), lines[i].offset))
+                timed.sort(key=lambda p: (p[0], *_written_at(p[1]), p[1].offset))
             else:
-                order = sorted(range(len(lines)), key=lambda i: (times[i], lines[i].offset))
-            lines = [lines[i] for i in order]
+                timed.sort(key=lambda p: (p[0], p[1].offset))
+            lines = [x for _, x in timed]
         return Session(key=cur.key, lines=lines, close_reason=reason, topic=self.topic, partition=self.partition,
                        revision=cur.revision, context=cur.context, part=cur.part)

@@ -77,11 +77,17 @@ def template_session(ex: Example) -> Session:
                    source_id=ex.sid, extra={"templated": True})
 
 
-def hdfs_sets(examples: list[Example], split: str, max_views: int, max_unseen: int) -> list[EvalSet]:
+def views_by_traffic(examples: list[Example]) -> tuple[dict[str, list[Example]], list[str]]:
+    """The examples grouped by view, and the views, those standing for the most sessions first (ties in a stable
+    hashed order)."""
     groups: dict[str, list[Example]] = defaultdict(list)
     for ex in examples:
         groups[ex.view_key].append(ex)
-    by_size = sorted(groups, key=lambda k: (-len(groups[k]), unit(k, "eval")))
+    return groups, sorted(groups, key=lambda k: (-len(groups[k]), unit(k, "eval")))
+
+
+def hdfs_sets(examples: list[Example], split: str, max_views: int, max_unseen: int) -> list[EvalSet]:
+    groups, by_size = views_by_traffic(examples)
     top = by_size[:max_views]
     unseen_keys = sorted((k for k in groups if groups[k][0].extra.get("unseen")), key=lambda k: unit(k, "eval"))
     unseen = unseen_keys[:max_unseen]
@@ -107,11 +113,8 @@ def fragment_set(examples: list[Example], split: str, max_views: int) -> EvalSet
     shapes the rationales were seen to state counts and roles the fragment does not have: the set's measure is
     ``faithful_rate``. Each fragment carries its block's label, which a fragment need not show (the head of a block
     that fails at its end looks like any write's head): its F1 is reported, not a target."""
-    groups: dict[str, list[Example]] = defaultdict(list)
-    for ex in examples:
-        if len(ex.extra["session"].lines) >= 4:
-            groups[ex.view_key].append(ex)
-    keys = sorted(groups, key=lambda k: (-len(groups[k]), unit(k, "eval")))[:max_views]
+    groups, keys = views_by_traffic([ex for ex in examples if len(ex.extra["session"].lines) >= 4])
+    keys = keys[:max_views]
     sessions = []
     for k in keys:
         s = groups[k][0].extra["session"]
@@ -121,8 +124,8 @@ def fragment_set(examples: list[Example], split: str, max_views: int) -> EvalSet
             sessions.append(Session(key=s.key, lines=list(lines), close_reason=reason, topic=s.topic, label=s.label,
                                     source_id=f"{sid}#{part}"))
     return session_set(f"HDFS fragments ({split})", "hdfs", sessions,
-                       f"{len(sessions)} fragments (first 2 lines; second half) of the {len(keys)} most common views of "
-                       "4+ lines; block labels (F1 not a target; the measure is faithfulness)")
+                       f"{len(sessions)} fragments (first 2 lines; second half) of the {len(keys)} most common views "
+                       "of 4+ lines; block labels (F1 not a target; the measure is faithfulness)")
 
 
 def template_set(examples: list[Example], name: str, source: str, limit: int) -> EvalSet:
