@@ -479,12 +479,15 @@ class Daemon:
 
     async def _on_revoked(self, revoked) -> None:
         parts = {tp: self._parts[tp] for tp in revoked if tp in self._parts}
-        await self._commit(parts)
-        for tp, part in parts.items():
-            # Open sessions are dropped, not judged, and queued ones are skipped: the new owner re-reads them from
-            # the committed offset, which never passed them. Outputs already being produced finish (duplicates
-            # downstream carry the same event id).
+        # Open sessions are dropped, not judged, and queued ones are skipped from now on, also while the commit below
+        # is in flight (it may take seconds; marked after it, they were produced in the meantime, duplicates of the
+        # new owner's): the new owner re-reads them from the committed offset, which never passed them (its offsets
+        # are taken when the commit is called, before a skipped session releases its hold). Outputs already being
+        # produced finish (duplicates downstream carry the same event id).
+        for part in parts.values():
             part.revoked = True
+        await self._commit(parts)
+        for tp in parts:
             self._parts.pop(tp, None)
             self._spread.drop(tp)
         log.info("partitions_revoked", partitions=sorted(f"{tp.topic}:{tp.partition}" for tp in revoked))

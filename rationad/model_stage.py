@@ -106,17 +106,28 @@ class ModelStage:
                     batch.append(await asyncio.wait_for(self.queue.get(), timeout))
                 except TimeoutError:
                     break
-            live = []
-            for p in batch:
-                if p.is_revoked():  # its partition moved: the new owner judges it (its offset was never committed)
-                    p.hold.release()
-                else:
-                    live.append(p)
+            live = self._unrevoked(batch)
             if not live:
                 continue
             await self._sem.acquire()
+            live = self._unrevoked(live)  # a partition may have moved while every call slot was busy
+            if not live:
+                self._sem.release()
+                continue
             task = self._spawn(self.process(live), "judge-batch")
             task.add_done_callback(lambda _t: self._sem.release())
+
+    @staticmethod
+    def _unrevoked(batch: list[Pending]) -> list[Pending]:
+        """The sessions whose partition is still ours; the others' holds are released: the new owner judges them
+        (their offsets were never committed)."""
+        live = []
+        for p in batch:
+            if p.is_revoked():
+                p.hold.release()
+            else:
+                live.append(p)
+        return live
 
     async def process(self, batch: list[Pending]) -> None:
         try:

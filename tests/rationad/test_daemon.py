@@ -112,6 +112,61 @@ async def test_revocation_mid_batch_never_commits_past_a_session_closed_in_that_
     assert all(c[TP] <= 0 for c in consumer.commits if TP in c), consumer.commits
 
 
+async def test_a_revoked_partition_is_marked_before_its_commit_and_the_commit_keeps_its_queued_session():
+    """Found by review (2026-12-04): the partition was marked revoked only after the revocation's commit returned
+    (up to 5 s), so its queued sessions were judged and produced meanwhile, duplicates of the new owner's. Marked
+    before: and the commit still stops at the queued session's first offset (its hold is taken into account)."""
+    d, consumer, _ = make(settings(), [])
+    d.consumer = consumer
+    d._on_assigned([TP])
+    part = d._parts[TP]
+    for o in range(4):
+        part.offsets.consumed(o)
+    part.offsets.hold(2)  # a closed session (offsets 2-3) queued for the model
+    during = []
+    real_commit = consumer.commit
+
+    async def commit(offsets):
+        during.append(part.revoked)
+        await real_commit(offsets)
+
+    consumer.commit = commit
+    await d._on_revoked([TP])
+    assert during == [True] and consumer.commits == [{TP: 2}] and TP not in d._parts
+
+
+async def test_a_session_waiting_for_a_call_slot_is_not_judged_once_its_partition_moved():
+    """Found by review (2026-12-04), failing before its fix: the batcher checked revocation before waiting for a free
+    call slot (``model.max_concurrency``), not after; a session of a partition revoked meanwhile was still judged and
+    produced (a duplicate of the new owner's)."""
+    gate = asyncio.Event()
+    prompts = []
+
+    class Slow(FakeModel):
+        async def generate(self, conversations, **kw):
+            prompts.extend(c[-1]["content"] for c in conversations)
+            if any("session=a" in c[-1]["content"] for c in conversations):
+                await gate.wait()
+            return await super().generate(conversations, **kw)
+
+    s = settings(model={"max_concurrency": 1, "max_batch_size": 1, "batch_wait_ms": 0, "retry_backoff_secs": 0.0})
+    recs = [Rec(0, line("a")), Rec(1, line("a")), Rec(2, line("b")), Rec(3, line("b"))]
+    d, consumer, producer = make(s, [{TP: recs}], model=Slow())
+    task = asyncio.create_task(d.run())
+    for _ in range(500):  # a's call is in flight, b waits for the slot
+        await asyncio.sleep(0.01)
+        if prompts and d.stage.queue.empty():
+            break
+    assert len(prompts) == 1 and "session=a" in prompts[0] and d.stage.queue.empty()
+    await d._on_revoked([TP])
+    gate.set()
+    await asyncio.sleep(0.3)
+    d.request_stop()
+    await asyncio.wait_for(task, 20)
+    assert not any("session=b" in p for p in prompts), prompts
+    assert [orjson.loads(e.value)["session"]["key"] for e in producer.on("rationad.anomalies")] in ([], ["a"])
+
+
 # ---- item 2: produces that can never succeed ------------------------------------------------------------------
 async def test_dead_letter_larger_than_the_producer_allows_is_cut_to_fit_and_the_partition_moves_on():
     s = settings(output={"max_message_bytes": 16_384})
