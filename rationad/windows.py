@@ -378,7 +378,7 @@ class Sessionizer:
             if self._is_older(cur, ts):
                 # It belongs to a window of this key that has already closed: never dropped, judged on its own.
                 self._late(line, ts)
-                closed.append(self._session(_Open(line.key, ts, ts, line.offset, lines=[line]), "late"))
+                closed.append(self._session(self._late_open(cur, line, ts), "late"))
                 return closed
             closed.append(self._close(line.key, self._reason_for(cur, ts)))
             cur = None
@@ -387,10 +387,9 @@ class Sessionizer:
                 self._late(line, ts)  # its window opens and closes at the next tick
             if len(self._open) >= spec.max_open_sessions:
                 closed.append(self._close(next(iter(self._open)), "evicted"))
-            split = self._split.get(line.key) if self._split else None
             cur = _Open(line.key, ts, ts, line.offset, bucket=self._bucket(ts), opened_at=now,
                         revision=self._revisions.pop(line.key, 0) + 1 if self._revisions else 1,
-                        part=split[1] if split is not None and split[0] == line.offset else 0,
+                        part=self._taken(line.key, line.offset),
                         by_arrival=by_arrival)
             if self._carried and line.key in self._carried:
                 cur.context, cur.context_bytes = self._carried.pop(line.key)
@@ -526,11 +525,7 @@ class Sessionizer:
         self._open_bytes -= cur.nbytes + cur.context_bytes
         session = self._session(cur, reason)
         at = cur.lines[-1].offset  # the record (or pack) its last line came from: more of the key's lines may follow
-        prev = self._split.get(key)
-        base = prev[1] if prev is not None and prev[0] == at else 0
-        self._split[key] = (at, base + sum(1 for x in cur.lines if x.offset == at))
-        if len(self._split) > SPLIT_KEYS:  # only the newest record's entries can still be met
-            self._split = {k: v for k, v in self._split.items() if v[0] >= at}
+        self._took(key, at, self._taken(key, at) + sum(1 for x in cur.lines if x.offset == at))
         if session.unfinished:  # a later revision of this key may follow: remember its number (and its lines)
             self._revisions[key] = cur.revision
             self._revisions.move_to_end(key)
@@ -552,6 +547,25 @@ class Sessionizer:
             freed += self._carried.popitem(last=False)[1][1]
         self._open_bytes -= freed
         return freed
+
+    def _taken(self, key: str, offset: int) -> int:
+        """Lines of ``key`` at record ``offset`` that closed sessions took (``Session.part`` of the next one there)."""
+        prev = self._split.get(key) if self._split else None
+        return prev[1] if prev is not None and prev[0] == offset else 0
+
+    def _took(self, key: str, offset: int, n: int) -> None:
+        self._split[key] = (offset, n)
+        if len(self._split) > SPLIT_KEYS:  # only the newest record's entries can still be met
+            self._split = {k: v for k, v in self._split.items() if v[0] >= offset}
+
+    def _late_open(self, cur: _Open, line: LogLine, ts: float) -> _Open:
+        """A late line's own session. Its record may hold lines of the open session of its key, even its first
+        (a multi-line record, a repartition pack): it comes after them there, and its ``part`` says so (else it
+        shared that session's event id)."""
+        taken = self._taken(line.key, line.offset)
+        self._took(line.key, line.offset, taken + 1)
+        return _Open(line.key, ts, ts, line.offset, lines=[line],
+                     part=taken + sum(1 for x in cur.lines if x.offset == line.offset))
 
     def _session(self, cur: _Open, reason: str) -> Session:
         lines = cur.lines

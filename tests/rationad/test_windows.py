@@ -110,6 +110,30 @@ def test_line_older_than_the_open_window_is_its_own_late_session():
     assert late == [50] and w.open_count == 1
 
 
+def test_a_late_line_in_the_record_that_opened_its_keys_session_gets_its_own_event_id():
+    """Found in review (2026-12-04), failing before its fix: a late line's own session always had part 0; in a
+    multi-line record (or repartition pack) whose earlier line opened its key's session, both sessions had the same
+    key, first offset, revision and part: one event id, and a consumer dropping duplicates lost one verdict."""
+    from rationad.events import ModelInfo, event_id
+
+    m = ModelInfo("m", "1")
+    w = Sessionizer(session_spec())
+    w.add(line("a", 100, 5, "opens"), 0)
+    (late,) = w.add(line("a", 50, 5, "late"), 0)  # the same record, dated before the open window
+    w.add(line("a", 101, 5, "joins"), 0)
+    (opened,) = w.flush("end_of_input")
+    assert (late.close_reason, late.first_offset, late.part) == ("late", 5, 1)
+    assert (opened.first_offset, opened.part, [x.message for x in opened.lines]) == (5, 0, ["opens", "joins"])
+    assert event_id(late, m) != event_id(opened, m)
+
+    w = Sessionizer(session_spec(max_lines=2))  # the record goes on after both: the next session there comes third
+    out = [s for i, ts in enumerate((100, 50, 101, 102)) for s in w.add(line("a", ts, 5, f"m{i}"), 0)]
+    out += w.flush("end_of_input")
+    assert [(s.close_reason, s.part, len(s.lines)) for s in out] == [("late", 1, 1), ("max_lines", 0, 2),
+                                                                      ("end_of_input", 3, 1)]
+    assert len({event_id(s, m) for s in out}) == 3
+
+
 def test_max_open_sessions_evicts_the_oldest_opened():
     w = Sessionizer(session_spec(max_open_sessions=2))
     w.add(line("a", 0, 0), 0)
