@@ -42,6 +42,7 @@ class DataConfig:
     template_anomalous_upsample: int = 2
     max_prompt_tokens: int = 1024
     neighbours: int = 0  # template prompts carry the k nearest labelled training templates (training.neighbour_index)
+    hdfs_tails: int = 0  # tails of the most common HDFS training views (training.data_fragments); 0 = none
     extra: dict = field(default_factory=dict)
 
 
@@ -64,7 +65,7 @@ def load_corpus(cfg: DataConfig, count_tokens: Callable[[str], int] = approx_tok
     from training.data_templates import load_templates
 
     d = cfg.datasets
-    keep = bool(cfg.extra.get("keep_sessions"))  # evaluation needs the sessions themselves
+    keep = bool(cfg.extra.get("keep_sessions")) or cfg.hdfs_tails > 0  # evaluation and tails need the sessions
     reports = []
     examples = load_rendered(d / "hdfs_sessions/hdfs_sessions.jsonl", seed=cfg.render_seed,
                              limit=cfg.hdfs_rendered_limit, count_tokens=count_tokens,
@@ -142,7 +143,8 @@ def sft_rows(examples: list[Example]) -> tuple[list[dict], dict]:
         {"prompt": build_messages(ex.view),
          "completion": [{"role": "assistant", "content": r.completion}],
          "label": ex.label, "task": ex.task, "reference": r.think, "session": user_message(ex.view),
-         "n_refs": len(ex.view.rows), "injected": bool(ex.extra.get("injected_refs"))}
+         "n_refs": len(ex.view.rows), "injected": bool(ex.extra.get("injected_refs")),
+         "fragment": ex.extra.get("fragment", "")}
         for ex, r in zip(examples, rationales, strict=True)
     ]
     return rows, agreement_report(examples, rationales)

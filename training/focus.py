@@ -4,8 +4,9 @@
         --new generic,injected --replay 12
 
 A continuation from a released adapter on a slow CPU affords a few dozen steps, not another epoch: it spends them
-on the new kinds of rows (``generic``: windows of other systems; ``injected``: injection-hardening copies) and keeps
-``--replay`` hash-chosen rows of every other (task, label) so the old skills are rehearsed, not overwritten.
+on the new kinds of rows (``generic``: windows of other systems; ``injected``: injection-hardening copies;
+``fragment``: tails of a lifecycle, ``training.data_fragments``) and keeps ``--replay`` hash-chosen rows of every
+other (task, label) so the old skills are rehearsed, not overwritten.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from training.splits import unit
 
 
 def kind(row: dict) -> str:
-    return "injected" if row.get("injected") else row["task"]
+    return "injected" if row.get("injected") else "fragment" if row.get("fragment") else row["task"]
 
 
 def focus_rows(rows: list[dict], new: set[str], replay: int) -> list[dict]:

@@ -51,10 +51,19 @@ def stage_data(cfg: dict, cfg_path: Path, out: Path, base: Path, smoke: bool) ->
     dc = section(cfg, "data", DataConfig, cfg_path)
     if smoke:
         dc = replace(dc, hdfs_rendered_limit=400, use_hdfs_raw=False, hdfs_normal_views=6, hdfs_anomalous_views=6,
-                     template_normal=6, template_anomalous_upsample=1)
-    corpus = load_corpus(dc, token_counter(base))  # the daemon's own counter: same budget cuts as served
+                     template_normal=6, template_anomalous_upsample=1, hdfs_tails=min(dc.hdfs_tails, 4))
+    count = token_counter(base)
+    corpus = load_corpus(dc, count)  # the daemon's own counter: same budget cuts as served
     train = select_sft(corpus.splits["train"], dc)
     train += injected_copies(train, dc.injection_share)  # training rows only: evaluation sets stay as logged
+    if dc.hdfs_tails:
+        from training.data_fragments import tail_examples
+
+        tails = tail_examples(corpus.splits["train"], dc.hdfs_tails, count_tokens=count,
+                              max_prompt_tokens=dc.max_prompt_tokens)
+        train += tails
+        corpus.reports.append(f"fragments: {len(tails)} distinct tails of the {dc.hdfs_tails} most common HDFS "
+                              f"training views ({sum(e.label == 'anomalous' for e in tails)} anomalous)")
     rows, agreement = sft_rows(train)
     write_jsonl(rows, out / "data" / "sft_train.jsonl")
     val = select_sft(corpus.splits["val"], replace(dc, template_anomalous_upsample=1))

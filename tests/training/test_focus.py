@@ -28,3 +28,11 @@ def test_new_kinds_whole_and_replay_per_task_and_label():
 def test_unknown_kind_is_an_error_naming_the_kinds():
     with pytest.raises(ValueError, match=r"no rows of kind \['spirit'\]"):
         focus_rows(_rows(), {"spirit"}, replay=1)
+
+
+def test_fragment_rows_are_a_kind_of_their_own():
+    rows = _rows() + [{"task": "hdfs", "label": "normal", "session": f"t{i}", "fragment": "tail"} for i in range(4)]
+    out = focus_rows(rows, {"fragment"}, replay=2)
+    assert sum(kind(r) == "fragment" for r in out) == 4
+    assert sum(kind(r) == "hdfs" for r in out) == 4  # 2 of each hdfs label, no fragment among them
+    assert kind({"task": "hdfs", "fragment": ""}) == "hdfs"
