@@ -554,6 +554,9 @@ class Sessionizer:
         return prev[1] if prev is not None and prev[0] == offset else 0
 
     def _took(self, key: str, offset: int, n: int) -> None:
+        prev = self._split.get(key)
+        if prev is not None and prev[0] > offset:  # a session closing after a late line of a newer record: the
+            return  # newer record's count stands (that record can still be met; the older one cannot)
         self._split[key] = (offset, n)
         if len(self._split) > SPLIT_KEYS:  # only the newest record's entries can still be met
             self._split = {k: v for k, v in self._split.items() if v[0] >= offset}

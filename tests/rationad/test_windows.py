@@ -134,6 +134,25 @@ def test_a_late_line_in_the_record_that_opened_its_keys_session_gets_its_own_eve
     assert len({event_id(s, m) for s in out}) == 3
 
 
+@pytest.mark.parametrize("spec, lines", [
+    (session_spec(gap_secs=300.0), [("k", 1000, 5), ("k", 500, 10), ("k", 1400, 10)]),  # a gap after the late line
+    (WindowSpec(mode="fixed", window_secs=60.0), [("k", 1000, 5), ("k", 900, 10), ("k", 1100, 10)]),  # a new bucket
+    (session_spec(gap_secs=300.0, max_open_sessions=1),  # the key's session evicted by another key of the record
+     [("k", 1000, 5), ("k", 500, 10), ("j", 1000, 10), ("k", 1000, 10)]),
+])
+def test_a_session_closing_after_a_late_line_of_a_newer_record_keeps_that_records_count(spec, lines):
+    """Found by review (2026-12-04), failing before its fix: the late line's own session counted itself at record 10,
+    then the key's open session (last line at 5) closed and put record 5's count in its place; the next session of
+    the key beginning at record 10 got part 0, the late session's event id."""
+    from rationad.events import ModelInfo, event_id
+
+    w = Sessionizer(spec)
+    out = [s for k, ts, off in lines for s in w.add(line(k, ts, off, f"{k}{off}@{ts}"), 0)] + w.flush("end_of_input")
+    at10 = sorted((s.part, s.close_reason) for s in out if s.key == "k" and s.first_offset == 10)
+    assert [p for p, _ in at10] == [0, 1], at10
+    assert len({event_id(s, ModelInfo("m", "1")) for s in out}) == len(out)
+
+
 def test_max_open_sessions_evicts_the_oldest_opened():
     w = Sessionizer(session_spec(max_open_sessions=2))
     w.add(line("a", 0, 0), 0)
