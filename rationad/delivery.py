@@ -292,12 +292,20 @@ class Delivery:
                 fitted = fit(dl, self.max_message_bytes)
                 queued.append((hold, dl, await self._enqueue(Output(self.dlq_topic, fitted.key, fitted.value,
                                                                      fitted.headers))))
+            refused: Undeliverable | None = None
             for hold, dl, fut in queued:
-                if not await self._acked(fut):
-                    await self.dead_letter(hold, dl)
-                    continue
-                self.metrics.dlq_records.labels(dl.reason).inc()
-                hold.release()
+                if await self._acked(fut):
+                    self.metrics.dlq_records.labels(dl.reason).inc()
+                    hold.release()
+                elif refused is not None:  # the dead-letter topic refuses records: this hold cannot clear either
+                    self.stuck += 1
+                else:
+                    try:
+                        await self.dead_letter(hold, dl)
+                    except Undeliverable as exc:  # counted stuck; the others are still settled before it is raised
+                        refused = exc
+            if refused is not None:
+                raise refused
         finally:
             self._sending.pop(token, None)
 

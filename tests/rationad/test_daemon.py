@@ -659,18 +659,21 @@ async def test_a_wall_clock_stepped_back_does_not_hold_sessions_open_past_max_op
 
 
 
-async def test_a_dead_letter_the_broker_refuses_stops_without_waiting_out_the_drain_budget():
+@pytest.mark.parametrize("records", [1, 3])
+async def test_a_dead_letter_the_broker_refuses_stops_without_waiting_out_the_drain_budget(records):
     """Found by review (2026-12-04), failing before its fix: an undeliverable dead letter stops the daemon (exit 1)
     and its hold can never clear, but the drain waited for it until drain_timeout_secs (30 s by default) on every
-    such stop. Now it waits only for the holds that can still clear."""
+    such stop. Now it waits only for the holds that can still clear. With several in one fetch (a later review,
+    failing before its fix), the first refusal left the others' holds neither released nor counted stuck."""
     s = settings(delivery={"commit_interval_ms": 10, "drain_timeout_secs": 8})
 
     def fail(rec):
         return TopicAuthorizationFailedError() if rec.topic == s.output.dlq_topic else None
 
-    d, consumer, producer = make(s, [{TP: [Rec(0, b"\xff")]}], producer=FakeProducer(fail=fail))
+    recs = [Rec(o, b"\xff" + bytes([o])) for o in range(records)]
+    d, consumer, producer = make(s, [{TP: recs}], producer=FakeProducer(fail=fail))
     t0 = time.monotonic()
     code = await run_until(d, lambda: d._stop.is_set(), timeout=10)
-    assert code == 1 and d.delivery.held == d.delivery.stuck == 1
+    assert code == 1 and d.delivery.held == d.delivery.stuck == records
     assert time.monotonic() - t0 < 4, "the drain waited its whole budget for a hold that cannot clear"
     assert final_commit(consumer) in (None, 0)  # nothing committed past the undelivered dead letter
