@@ -448,13 +448,13 @@ async def judge_by_template(
 
         async def judge_chunk(batch: list[Session]) -> None:
             uses = [book.uses(s) for s in batch]
-            todo = {u.state.id: u.state for us in uses for u in us if not u.state.known}
+            todo = {u.state.template: u.state for us in uses for u in us if not u.state.known}
             if todo:
                 for j in await judge.judge_many([template_session(st.template) for st in todo.values()]):
                     a = j.answer
                     scores.templates += 1
                     scores.templates_failed += 0 if a.ok else 1
-                    book.judged(j.session.key, j.verdict_at(threshold), a.rationale, cached=j.cached,
+                    book.judged(j.session.lines[0].message, j.verdict_at(threshold), a.rationale, cached=j.cached,
                                 failed=None if a.ok else (a.error or "malformed_answer"), score=j.score,
                                 answer_verdict=a.verdict, problems=a.problems, ungrounded=a.ungrounded_refs)
             for s, us in zip(batch, uses, strict=True):

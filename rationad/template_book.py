@@ -125,7 +125,10 @@ class TemplateBook:
     def __init__(self, max_templates: int = DEFAULT_MAX_TEMPLATES) -> None:
         self.max_templates = max_templates
         self._states: OrderedDict[str, TemplateState] = OrderedDict()  # by template text, least recently seen first
-        self._ids: dict[str, TemplateState] = {}  # the same states by template id
+        # The same states by template id, for listings and labels only: a 12-digit id can be made to collide (about
+        # 2^24 hashes), so verdicts and waiting windows go by the template text. Of two templates sharing an id, the
+        # last one seen is listed here; a label applies to the template whose text it names.
+        self._ids: dict[str, TemplateState] = {}
         self._labels: dict[str, Label] = {}  # by template id, also for templates not (or no longer) held
         # (count, first_seen) of templates not held: forgotten ones, and a restarted replica's from its catalog
         # records (``carry_counts``), so the counts it publishes keep growing (at most ``max_templates``).
@@ -145,7 +148,7 @@ class TemplateBook:
         st = self._states.get(template)
         if st is None:
             tid = template_id(template)
-            st = TemplateState(template, tid, label=self._labels.get(tid))
+            st = TemplateState(template, tid, label=self._label_of(tid, template))
             if self._carried:
                 st.count, st.first_seen = self._carried.pop(tid, (0, 0.0))
             self._states[template] = st
@@ -174,13 +177,17 @@ class TemplateBook:
             return False
         return st.failed is None or now - st.failed_at >= FAILED_RETRY_SECS
 
-    def judged(self, tid: str, verdict: str | None, rationale: str, *, cached: bool = False,
+    def _label_of(self, tid: str, template: str) -> Label | None:
+        label = self._labels.get(tid)
+        return label if label is not None and label.template == template else None
+
+    def judged(self, template: str, verdict: str | None, rationale: str, *, cached: bool = False,
                failed: str | None = None, now: float = 0.0, score: float | None = None,
                answer_verdict: str | None = None, problems: tuple[str, ...] = (),
                ungrounded: tuple[str, ...] = ()) -> TemplateState | None:
-        """The model's answer for ``tid`` (or, with ``failed``, why there is none): ``verdict`` at the threshold,
-        ``answer_verdict`` the answer it wrote (default: ``verdict``), ``score`` its P(anomalous)."""
-        st = self._ids.get(tid)
+        """The model's answer for ``template`` (or, with ``failed``, why there is none): ``verdict`` at the
+        threshold, ``answer_verdict`` the answer it wrote (default: ``verdict``), ``score`` its P(anomalous)."""
+        st = self._states.get(template)
         if st is None:
             return None
         st.judging = False
@@ -198,10 +205,11 @@ class TemplateBook:
     def set_label(self, tid: str, label: Label | None) -> TemplateState | None:
         """An operator's label for ``tid`` (None clears it); the template's state if it is held here."""
         if label is None:
-            self._labels.pop(tid, None)
+            old = self._labels.pop(tid, None)
+            st = self._states.get(old.template) if old is not None else self._ids.get(tid)
         else:
             self._labels[tid] = label
-        st = self._ids.get(tid)
+            st = self._states.get(label.template)
         if st is not None:
             st.label = label
             st.dirty = True
@@ -226,13 +234,13 @@ class TemplateBook:
         judged."""
         for u in uses:
             st = u.state
-            held = self._ids.get(st.id)
+            held = self._states.get(st.template)
             if held is st:
                 continue
             if held is not None:
                 u.state = held
                 continue
-            st.label = self._labels.get(st.id)
+            st.label = self._label_of(st.id, st.template)
             if not st.known:
                 u.state = self.state(st.template)
 
@@ -254,7 +262,8 @@ class TemplateBook:
         for template, st in self._states.items():  # least recently seen first; one a window may wait for stays
             if st.known and not st.judging:
                 del self._states[template]
-                del self._ids[st.id]
+                if self._ids.get(st.id) is st:
+                    del self._ids[st.id]
                 self._carry(st.id, st.count, st.first_seen)
                 return
 

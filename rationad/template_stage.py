@@ -38,6 +38,7 @@ from rationad.model_stage import ModelStage, Pending, Result
 from rationad.offsets import PartitionOffsets
 from rationad.records import LogLine, Session
 from rationad.template_book import Decision, TemplateBook, TemplateState, TemplateUse, template_session
+from rationad.templates import template_id
 
 log = structlog.get_logger("rationad")
 
@@ -56,7 +57,7 @@ class _Window:
     closed_at: float
     is_revoked: Callable[[], bool]
     done: bool = False
-    waits: set[str] = field(default_factory=set)  # the template ids it is filed under in ``TemplateStage._waiting``
+    waits: set[str] = field(default_factory=set)  # the templates it is filed under in ``TemplateStage._waiting``
 
 
 class TemplateStage:
@@ -76,7 +77,8 @@ class TemplateStage:
         self.clock = clock
         self.book = TemplateBook(settings.cache.max_entries)
         self._offsets = PartitionOffsets()  # template judgements hold no input offset (never committed)
-        self._waiting: dict[str, list[_Window]] = {}  # template id -> windows waiting for its verdict
+        # template text -> windows waiting for its verdict (not by id: ids can be made to collide, TemplateBook)
+        self._waiting: dict[str, list[_Window]] = {}
         self.waiting_windows = 0
 
     # ---- lines and windows ----------------------------------------------------------------------------------
@@ -104,9 +106,9 @@ class TemplateStage:
             st = u.state
             if st.known:
                 continue
-            if st.id not in w.waits:
-                w.waits.add(st.id)
-                self._waiting.setdefault(st.id, []).append(w)
+            if st.template not in w.waits:
+                w.waits.add(st.template)
+                self._waiting.setdefault(st.template, []).append(w)
             if self.book.needs_model(st, now):  # e.g. forgotten while the window was open, or its label cleared
                 self._judge(st, now)
 
@@ -119,19 +121,20 @@ class TemplateStage:
     async def _settled(self, p: Pending, r: Result) -> None:
         """The model stage's result for one template: store it, settle the windows waiting for it."""
         tid = p.session.key
+        template = p.session.lines[0].message  # template_session: one row, the template
         now = self.clock()
         try:
             if isinstance(r, DeadLetter):
-                self.book.judged(tid, None, "", failed=r.reason, now=now)
+                self.book.judged(template, None, "", failed=r.reason, now=now)
                 self.metrics.template_judgements.labels("failed").inc()
                 await self.delivery.dead_letter(p.hold, r)
             elif not r.ok:
-                self.book.judged(tid, None, "", failed=r.answer.error or "malformed_answer", now=now)
+                self.book.judged(template, None, "", failed=r.answer.error or "malformed_answer", now=now)
                 self.metrics.template_judgements.labels("failed").inc()
                 log.warning("malformed_template_answer", template_id=tid, error=r.answer.error, attempts=r.attempts)
                 await self.delivery.dead_letter(p.hold, poison_session(r))
             else:
-                st = self.book.judged(tid, r.verdict_at(self.s.judge.threshold_template), r.answer.rationale,
+                st = self.book.judged(template, r.verdict_at(self.s.judge.threshold_template), r.answer.rationale,
                                       cached=r.cached, score=r.score, answer_verdict=r.answer.verdict,
                                       problems=r.answer.problems, ungrounded=r.answer.ungrounded_refs)
                 self.metrics.template_judgements.labels("cached" if r.cached else "model").inc()
@@ -140,7 +143,7 @@ class TemplateStage:
                     log.info("anomalous_template", template_id=tid, template=st.template[:200],
                              rationale=st.rationale[:200], cached=r.cached, score=r.score)
         finally:
-            self._resolve(tid)
+            self._resolve(template)
 
     def on_label(self, tid: str, label) -> None:
         """An operator's label arrived (or was cleared): it decides later windows, and waiting ones now."""
@@ -149,17 +152,18 @@ class TemplateStage:
                  by=label.by if label else None, held=st is not None)
         if st is not None and st.verdict is None and self.book.needs_model(st, now := self.clock()):
             self._judge(st, now)  # a cleared label on a template the model never judged
-        self._resolve(tid)
+        for template in [t for t in self._waiting if template_id(t) == tid]:
+            self._resolve(template)
 
-    def _resolve(self, tid: str) -> None:
-        waiting = self._waiting.pop(tid, None)
+    def _resolve(self, template: str) -> None:
+        waiting = self._waiting.pop(template, None)
         if not waiting:
             return
         now = self.clock()
         for w in waiting:
             if w.done:
                 continue
-            w.waits.discard(tid)
+            w.waits.discard(template)
             self.book.refresh(w.uses)  # labels given (or cleared) since it closed count, also for evicted templates
             decision = self.book.decide(w.uses)
             if decision is None:  # it still waits: for this template (a label cleared) or another one

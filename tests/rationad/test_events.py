@@ -94,9 +94,9 @@ def test_a_template_rationale_citing_a_row_its_prompt_did_not_have_is_not_served
     a = parse_completion("<think>L1 x1 reports a failure, as L2 does.</think>\n<answer>anomalous</answer>",
                          build_view("generic", [err.template], templated=True))
     assert a.ok and a.ungrounded_refs == ("L2",)
-    book.judged(err.id, "anomalous", a.rationale, score=0.9, answer_verdict="anomalous", problems=a.problems,
+    book.judged(err.template, "anomalous", a.rationale, score=0.9, answer_verdict="anomalous", problems=a.problems,
                 ungrounded=a.ungrounded_refs)
-    book.judged(ok.id, "normal", "L1 x1 routine.", score=0.01, answer_verdict="normal")
+    book.judged(ok.template, "normal", "L1 x1 routine.", score=0.01, answer_verdict="normal")
     e = build_template_event(s, book.decide(uses), ModelInfo("m"), source="generic", threshold=0.5, now=0)
     assert e["grounded"] is False and e["ungrounded_refs"] == [f"{err.id}:L2"]
 

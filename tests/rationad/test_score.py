@@ -246,7 +246,7 @@ def judged_book(threshold: float) -> tuple[TemplateBook, Session]:
     for u, (answer, score) in zip(book.uses(s), [("normal", 0.02), ("normal", 0.35), ("anomalous", 0.6)],
                                   strict=True):
         verdict = thresholded_verdict(answer, score, threshold)
-        book.judged(u.state.id, verdict, f"{answer} because", score=score, answer_verdict=answer,
+        book.judged(u.state.template, verdict, f"{answer} because", score=score, answer_verdict=answer,
                     problems=("quote: 'fan' is in no line of the session",) if answer == "anomalous" else ())
     return book, s
 
@@ -267,12 +267,12 @@ def test_window_score_is_the_maximum_of_its_templates_and_a_label_counts_one_or_
     assert {t["template"]: t["rationale_problems"] for t in e["templates"]} == {  # each template's own
         "WARN retry {*}": [], "ERROR disk {*}": ["quote: 'fan' is in no line of the session"]}
     disk = next(u.state for u in book.uses(s) if u.state.template == "ERROR disk {*}")
-    book.set_label(disk.id, Label(disk.id, "normal", "expected", "ops", 0.0))
+    book.set_label(disk.id, Label(disk.template, "normal", "expected", "ops", 0.0))
     d = book.decide(book.uses(s))
     assert d.score == 0.35 and d.verdict == "anomalous" and d.model_verdict == "normal"
     book, s = judged_book(0.7)
     disk = next(u.state for u in book.uses(s) if u.state.template == "ERROR disk {*}")
-    book.set_label(disk.id, Label(disk.id, "anomalous", "real", "ops", 0.0))
+    book.set_label(disk.id, Label(disk.template, "anomalous", "real", "ops", 0.0))
     assert book.decide(book.uses(s)).score == 1.0
 
 

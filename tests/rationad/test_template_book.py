@@ -19,9 +19,9 @@ def test_a_window_waits_for_its_templates_then_is_anomalous_when_any_is():
     uses = book.uses(window("disk 1 ok", "disk 2 ok", "disk 3 failed"))
     assert [(u.state.template, len(u.lines)) for u in uses] == [("disk {*} ok", 2), ("disk {*} failed", 1)]
     assert book.decide(uses) is None and pending_ids(uses) == [template_id("disk {*} ok"), template_id("disk {*} failed")]
-    book.judged(template_id("disk {*} ok"), "normal", "routine")
+    book.judged("disk {*} ok", "normal", "routine")
     assert book.decide(uses) is None
-    book.judged(template_id("disk {*} failed"), "anomalous", "a disk failed")
+    book.judged("disk {*} failed", "anomalous", "a disk failed")
     d = book.decide(uses)
     assert d.verdict == "anomalous" and [u.state.template for u in d.anomalous] == ["disk {*} failed"]
 
@@ -29,8 +29,8 @@ def test_a_window_waits_for_its_templates_then_is_anomalous_when_any_is():
 def test_an_operator_label_wins_and_a_failed_template_does_not_count():
     book = TemplateBook()
     uses = book.uses(window("disk 3 failed", "fan 2 noisy"))
-    book.judged(template_id("disk {*} failed"), "anomalous", "a disk failed")
-    book.judged(template_id("fan {*} noisy"), None, "", failed="model_rejected", now=10.0)
+    book.judged("disk {*} failed", "anomalous", "a disk failed")
+    book.judged("fan {*} noisy", None, "", failed="model_rejected", now=10.0)
     book.set_label(template_id("disk {*} failed"), Label("disk {*} failed", "normal", "scratch disk", "ops", 1.0))
     d = book.decide(uses)
     assert d.verdict == "normal" and d.unjudged == [template_id("fan {*} noisy")]
@@ -52,7 +52,7 @@ def test_a_label_given_before_the_template_is_seen_applies_when_it_appears():
 def test_the_book_is_bounded_and_never_forgets_a_template_a_window_may_wait_for():
     book = TemplateBook(max_templates=2)
     a, b = book.observe("alpha", 0), book.observe("beta", 0)
-    book.judged(a.id, "normal", "")
+    book.judged(a.template, "normal", "")
     c = book.observe("gamma", 0)  # over the bound: the oldest known one (alpha) goes, beta (unknown) stays
     assert book.get(a.id) is None and book.get(b.id) is b and book.get(c.id) is c
     b.judging = True
@@ -84,8 +84,8 @@ def test_a_template_forgotten_and_seen_again_keeps_counting_from_where_it_was():
     book = TemplateBook(max_templates=1)
     for t in (10.0, 11.0, 12.0):
         a = book.observe("alpha", t)
-    book.judged(a.id, "normal", "")
-    book.judged(book.observe("beta", 13.0).id, "normal", "")  # alpha is forgotten
+    book.judged(a.template, "normal", "")
+    book.judged(book.observe("beta", 13.0).template, "normal", "")  # alpha is forgotten
     assert book.get(a.id) is None
     again = book.observe("alpha", 20.0)
     assert (again.count, again.first_seen, again.last_seen) == (4, 10.0, 20.0)
@@ -100,3 +100,28 @@ def test_counts_carried_from_the_catalog_seed_the_templates_when_they_are_seen()
     st = book.observe("alpha", 30.0)
     assert (st.count, st.first_seen, st.last_seen) == (42, 5.0, 30.0)
     assert book.observe("beta", 31.0).count == 1
+
+
+def test_two_templates_sharing_an_id_are_held_apart(monkeypatch):
+    """Found by review (2026-12-04), failing before its fix: states were looked up by the 12-digit id, which can be
+    crafted to collide (about 2^24 hashes); the second template took the first one's place, both verdicts landed on
+    it, and a window waiting for the first waited for ever (its hold pinned the partition's commit). Verdicts now go
+    by template text, and a label applies to the template it names."""
+    import rationad.template_book as tb
+
+    a, b = "disk {*} failed", "fan {*} noisy"
+    real = tb.template_id
+    monkeypatch.setattr(tb, "template_id", lambda t: "t-0000000000aa" if t in (a, b) else real(t))
+    book = TemplateBook()
+    uses = book.uses(window("disk 3 failed", "fan 2 noisy"))
+    assert [u.state.id for u in uses] == ["t-0000000000aa"] * 2
+    book.judged(a, "anomalous", "a disk failed")
+    assert book.decide(uses) is None  # b is still waiting for its own verdict, not given a's
+    book.judged(b, "normal", "routine")
+    d = book.decide(uses)
+    assert d.verdict == "anomalous" and [u.state.template for u in d.anomalous] == [a]
+    assert [(u.state.template, u.state.verdict) for u in book.uses(window("fan 1 noisy"))] == [(b, "normal")]
+    book.set_label("t-0000000000aa", Label(a, "normal", "scratch disk", "ops", 1.0))
+    assert [(u.state.template, u.state.verdict) for u in uses] == [(a, "normal"), (b, "normal")]
+    book.set_label("t-0000000000aa", Label(b, "anomalous", "fan dying", "ops", 2.0))  # the id's label is now b's
+    assert book.decide(uses).verdict == "anomalous" and [u.state.template for u in book.decide(uses).anomalous] == [b]

@@ -364,7 +364,7 @@ async def test_event_matches_the_decision_it_was_built_from():
     ts = d.templates
     d.delivery.producer = producer
     st = ts.book.observe(DISK.format(n=1), 1.0)
-    ts.book.judged(st.id, "anomalous", "L1 x1 disk failed.", score=0.9, now=1.0)
+    ts.book.judged(st.template, "anomalous", "L1 x1 disk failed.", score=0.9, now=1.0)
     spawned = []
     ts._spawn = lambda coro, name: spawned.append(coro)
     line = LogLine(key="k", message=DISK.format(n=1), raw=DISK.format(n=1), offset=0)
@@ -418,3 +418,22 @@ async def test_a_template_the_model_failed_is_retried_by_the_daemons_clock():
         assert await _wait(lambda: len(answered) == 1), "the failed template was not asked again"
     finally:
         await _stop(d, task)
+
+
+async def test_two_templates_sharing_an_id_are_judged_apart_and_no_window_waits_for_ever():
+    """Found by review (2026-12-04), failing before its fix (the book test: tests/rationad/test_template_book.py):
+    with a crafted 12-digit id collision, the first template's verdict never came and every later window holding it
+    waited for ever, pinning the partition's commit while input flowed."""
+    import rationad.template_book as tb
+
+    a, b = "ERROR disk sda1 failed: I/O error at sector 1", "WARN fan speed low on rack"
+    ta, tb_ = template_of(a), template_of(b)
+    real = tb.template_id
+    _patch.setattr(tb, "template_id", lambda t: "t-0000000000aa" if t in (ta, tb_) else real(t))
+    s = settings(output={"emit_normal": True})
+    batches = [recs([a, b, ROUTINE[0]], 0), recs([ROUTINE[1], ROUTINE[2], ROUTINE[3]], 3), recs([a, ROUTINE[4],
+                                                                                                 ROUTINE[5]], 6)]
+    d, consumer, producer = make(s, batches)
+    await run_until(d, lambda: consumer.committed_offset(TP) == 9, timeout=10)
+    got = sorted((e["session"]["first_offset"], e["verdict"]) for e in events(producer, s))
+    assert got == [(0, "anomalous"), (3, "normal"), (6, "anomalous")]
