@@ -73,7 +73,7 @@ def operator_rows(labels: Sequence[Label], source: str, *, max_prompt_tokens: in
         rows.append({"prompt": build_messages(view),
                      "completion": [{"role": "assistant", "content": completion}],
                      "label": label.verdict, "task": TASK, "reference": think, "session": user_message(view),
-                     "n_refs": len(view.rows), "injected": False})
+                     "n_refs": len(view.rows), "injected": False, "fragment": ""})
     return rows
 
 
