@@ -55,6 +55,8 @@ def bad_record(
     # A Kafka header value may be null (aiokafka gives None): kept as empty bytes, so the dead letter can be sized
     # and sent.
     kept = [(k, b"" if v is None else bytes(v)) for k, v in original_headers or []]
+    if key is None and value is None:  # a record with neither (or one that could not be read): the producer refuses
+        value = b""  # to send neither, and the dead letter was retried for ever, holding its partition
     return DeadLetter(key, value, kept + _headers("parse", error_type, reason, topic, partition, offset), error_type)
 
 

@@ -110,6 +110,7 @@ class FakeProducer:
         pass
 
     async def send(self, topic, value=None, key=None, headers=None, partition=None):
+        assert value is not None or key is not None, "Need at least one: key or value"  # as aiokafka's send
         self.attempts += 1
         rec = Sent(topic, key, value, list(headers or []), partition)
         fut = asyncio.get_running_loop().create_future()

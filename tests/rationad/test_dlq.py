@@ -17,6 +17,15 @@ def test_bad_record_keeps_key_value_and_original_headers():
         b"logs", b"3", b"42")
 
 
+def test_a_record_with_neither_key_nor_value_gets_a_dead_letter_the_producer_sends():
+    """Found 2026-12-04, failing before its fix (tests/integration/test_undecodable_record.py on the real broker):
+    aiokafka refuses to send a record with neither key nor value, and such a dead letter was retried for ever."""
+    dl = bad_record(None, None, [], error_type="empty", reason="empty record (no value)", topic="logs", partition=0,
+                    offset=4)
+    assert (dl.key, dl.value) == (None, b"")
+    assert bad_record(b"k", None, [], error_type="empty", reason="", topic="t", partition=0, offset=0).value is None
+
+
 def test_poison_session_carries_raw_completion_and_lines():
     s = Session(key="blk_9", lines=[LogLine("blk_9", "INFO x", "raw line", offset=7)], close_reason="gap",
                 topic="logs")
