@@ -44,6 +44,7 @@ from rationad.repartition import (
 from rationad.records import Session
 from rationad.systemd import Notifier
 from rationad.template_stage import TemplateStage
+from rationad.undecodable import DECODE_ERRORS, Undecodable, fetch_around
 from rationad.windows import Sessionizer, line_bytes, resolve_spec
 
 log = structlog.get_logger("rationad")
@@ -515,7 +516,12 @@ class Daemon:
 
     async def _consume_once(self) -> None:
         self._backpressure()
-        batch = await self.consumer.getmany(timeout_ms=200, max_records=self.s.kafka.fetch_max_records)
+        bad: dict[Any, Undecodable] | None = None
+        try:
+            batch = await self.consumer.getmany(timeout_ms=200, max_records=self.s.kafka.fetch_max_records)
+        except DECODE_ERRORS:  # a record aiokafka cannot decode: found, stepped past, dead-lettered below
+            batch, bad = await fetch_around(self.consumer, [tp for tp, p in self._parts.items() if not p.revoked],
+                                            self.s.kafka.fetch_max_records)
         now = self.clock()
         parse = self.parser.parse
         dead: list[tuple[Hold, DeadLetter]] = []
@@ -530,6 +536,8 @@ class Daemon:
                     continue
                 if self.internal is not None and tp.topic != self.internal:
                     await self._forward(tp, part, records, dead, forwards)
+                    if bad and tp in bad and not part.revoked:
+                        self._dead_undecodable(tp, part, bad[tp], dead)
                     continue
                 add = part.sessionizer.add
                 observe = self.templates.observe if self.templates is not None else None
@@ -571,6 +579,8 @@ class Daemon:
                 else:
                     if records:
                         part.offsets.consumed(records[-1].offset)
+                    if bad and tp in bad:
+                        self._dead_undecodable(tp, part, bad[tp], dead)
                 if records:
                     self.metrics.records_received.labels(tp.topic).inc(len(records))
                     self.metrics.lines_parsed.inc(lines_n)
@@ -583,6 +593,15 @@ class Daemon:
                 self._spawn(self.delivery.dead_letters(dead), "dead-letters")
             if forwards:
                 self._spawn(self.delivery.forward(forwards, self._unforwardable), "repartition")
+
+    def _dead_undecodable(self, tp, part: _Part, u: Undecodable, dead: list) -> None:
+        """A record aiokafka could not decode (``rationad.undecodable``), after the records before it: a dead letter
+        naming where it is (its bytes could not be read), held like any other."""
+        dl = bad_record(None, None, [], error_type="undecodable_record", reason=u.error, topic=tp.topic,
+                        partition=tp.partition, offset=u.offset)
+        dead.append((self.delivery.hold(part.offsets, u.offset), dl))
+        part.offsets.consumed(u.offset)
+        self.metrics.records_received.labels(tp.topic).inc()
 
     # ---- repartitioning (rationad/repartition.py) ------------------------------------------------------------
     async def _forward(self, tp, part: _Part, records, dead: list, forwards: list) -> None:

@@ -1,0 +1,66 @@
+"""Records aiokafka cannot decode: find them and step past them, so one record cannot stop a replica.
+
+aiokafka's record parser decodes header keys as strict UTF-8; a record whose header key is not (any writer to the
+topic can send one, and the broker stores it) makes ``getmany`` raise ``UnicodeDecodeError``, for that record and
+on every fetch after a restart. The error names no partition or offset, so ``fetch_around`` finds them with the
+consumer's public API: the records of each assigned partition with some to read are asked for on their own; on the
+one that raises, one record at a time until it raises again (a failed fetch does not advance the position, a limited
+one keeps its place in the fetched batch), and the position is then the record's offset. The consumer is moved past
+it; the caller dead-letters it under a hold, after the records before it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+log = structlog.get_logger("rationad")
+
+DECODE_ERRORS = (UnicodeDecodeError,)
+REFETCH_WAIT_MS = 2_000  # a partition whose fetch failed is fetched again from its position: wait this long for it
+
+
+@dataclass(frozen=True, slots=True)
+class Undecodable:
+    offset: int
+    error: str
+
+
+async def fetch_around(consumer: Any, partitions: Iterable[Any], max_records: int
+                       ) -> tuple[dict[Any, list], dict[Any, Undecodable]]:
+    """(records by partition, the undecodable record of each partition where one was found). Records are those
+    before the undecodable one, in order; the consumer's position is past it. A partition whose refetch does not
+    arrive in time is left for the next fetch (which raises again and comes back here)."""
+    records: dict[Any, list] = {}
+    bad: dict[Any, Undecodable] = {}
+    for tp in partitions:
+        highwater = consumer.highwater(tp)
+        if highwater is not None and await consumer.position(tp) >= highwater:
+            continue  # nothing to read there
+        try:  # the failed fetch left nothing buffered for its partition: it is fetched again (a round trip)
+            got = await consumer.getmany(tp, timeout_ms=REFETCH_WAIT_MS, max_records=max_records)
+        except DECODE_ERRORS:
+            before: list = []
+            while True:
+                try:
+                    got = await consumer.getmany(tp, timeout_ms=REFETCH_WAIT_MS, max_records=1)
+                except DECODE_ERRORS as exc:
+                    offset = await consumer.position(tp)
+                    consumer.seek(tp, offset + 1)
+                    bad[tp] = Undecodable(offset, f"{type(exc).__name__}: {exc}")
+                    log.error("undecodable_record", topic=tp.topic, partition=tp.partition, offset=offset,
+                              error=str(exc), action="dead-lettered, skipped")
+                    break
+                if not got:
+                    break
+                before += got.get(tp, [])
+                if len(before) >= max_records:  # not met again so far (a fetch it did not fail): on as usual
+                    break
+            if before or tp in bad:
+                records[tp] = before
+            continue
+        records.update(got)
+    return records, bad

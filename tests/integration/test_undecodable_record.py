@@ -1,0 +1,93 @@
+"""A record aiokafka cannot decode, on a real broker: a header key that is not UTF-8 (any writer to the topic can send
+one; the broker stores it). aiokafka's record parser raises on it inside ``getmany``; before the fix the daemon exited
+and met the same record after every restart, the whole replica down. Now the record goes to the dead-letter topic
+(partition and offset; its bytes could not be read) and the lines around it are judged. And a record with neither
+key nor value: its dead letter had neither either, which the producer refuses, and it was retried for ever, holding
+the partition's commit. The model is a fake (the
+model is not what this tests); the daemon and the broker are real."""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+import uuid
+
+import orjson
+import pytest
+from aiokafka import AIOKafkaProducer
+from aiokafka.producer.message_accumulator import BatchBuilder
+from aiokafka.record.util import calc_crc32c
+
+from rationad.broker import create_topics
+from rationad.config import Settings
+from rationad.daemon import Daemon
+from tests.integration.harness import committed_vs_end, read_to_end
+from tests.rationad.fakes import FakeModel
+
+pytestmark = pytest.mark.integration
+
+LINE = "081109 2036{s:02d} 148 INFO dfs.DataNode$PacketResponder: Received block blk_{b} of size 67108864 from /1.2.3.4"
+CRC_AT, CRC_FROM = 17, 21  # record batch v2: the CRC-32C field, and where the bytes it covers begin
+
+
+class _BadHeaderKey(BatchBuilder):
+    """A batch whose one record's header key ``HK`` becomes the bytes ff fe, with the batch CRC made valid again."""
+
+    def _build(self):
+        buf = bytearray(super()._build())
+        at = buf.find(b"HK")
+        buf[at:at + 2] = b"\xff\xfe"
+        struct.pack_into(">I", buf, CRC_AT, calc_crc32c(bytes(buf[CRC_FROM:])))
+        self._buffer = buf
+        return buf
+
+
+async def _produce(bootstrap: str, topic: str) -> None:
+    p = AIOKafkaProducer(bootstrap_servers=bootstrap)
+    await p.start()
+    try:
+        for i in range(3):
+            await (await p.send(topic, LINE.format(s=i, b=1).encode(), partition=0))
+        bad = _BadHeaderKey(16_384, 0)
+        bad.append(timestamp=None, key=None, value=LINE.format(s=3, b=2).encode(), headers=[("HK", b"v")])
+        await (await p.send_batch(bad, topic, partition=0))
+        nothing = BatchBuilder(16_384, 0)  # neither key nor value (the producer's send() refuses to write one)
+        nothing.append(timestamp=None, key=None, value=None)
+        await (await p.send_batch(nothing, topic, partition=0))
+        for i in range(5, 8):
+            await (await p.send(topic, LINE.format(s=i, b=3).encode(), partition=0))
+    finally:
+        await p.stop()
+
+
+async def test_a_record_with_an_undecodable_header_key_is_dead_lettered_and_the_partition_moves_on(broker):
+    topic = f"hk-{uuid.uuid4().hex[:8]}"
+    await create_topics(broker.bootstrap, {topic: 1, f"{topic}.out": 1, f"{topic}.dlq": 1})
+    await _produce(broker.bootstrap, topic)
+    group = f"g-{topic}"
+    s = Settings(kafka={"bootstrap_servers": broker.bootstrap, "group_id": group},
+                 input={"topics": [topic], "dialect": "hdfs", "repartition": "never"},
+                 sessions={"quiet_flush_secs": 1},
+                 cache={"enabled": False}, server={"enabled": False},
+                 output={"topic": f"{topic}.out", "dlq_topic": f"{topic}.dlq", "emit_normal": True},
+                 delivery={"commit_interval_ms": 100, "drain_timeout_secs": 10})
+    d = Daemon(s, client=FakeModel())
+    task = asyncio.create_task(d.run())
+    try:
+        for _ in range(300):
+            await asyncio.sleep(0.1)
+            assert not task.done(), "the daemon stopped"
+            got = await committed_vs_end(broker.bootstrap, topic, group)
+            if got and all(c == e for c, e in got.values()):
+                break
+        else:
+            raise AssertionError(f"not committed to the end: {got}")
+    finally:
+        d.request_stop()
+        code = await asyncio.wait_for(task, 60)
+    assert code == 0
+    dead = [dict(dl.headers) for dl in await read_to_end(broker.bootstrap, f"{topic}.dlq")]
+    assert [(h["rationad-error-type"], h["rationad-source-offset"]) for h in dead] == [
+        (b"undecodable_record", b"3"), (b"empty", b"4")], dead
+    events = [orjson.loads(r.value) for r in await read_to_end(broker.bootstrap, f"{topic}.out")]
+    assert sorted((e["session"]["key"], e["session"]["line_count"]) for e in events) == [("blk_1", 3), ("blk_3", 3)]
