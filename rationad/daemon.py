@@ -485,12 +485,13 @@ class Daemon:
         # new owner's): the new owner re-reads them from the committed offset, which never passed them (its offsets
         # are taken when the commit is called, before a skipped session releases its hold). Outputs already being
         # produced finish (duplicates downstream carry the same event id).
-        for part in parts.values():
+        # They leave ``_parts`` at once too: a periodic commit during this one must not see them, since a skipped
+        # session releases its hold and such a commit would pass it (the kill -9 test with repartitioning found that).
+        for tp, part in parts.items():
             part.revoked = True
-        await self._commit(parts)
-        for tp in parts:
             self._parts.pop(tp, None)
             self._spread.drop(tp)
+        await self._commit(parts)
         log.info("partitions_revoked", partitions=sorted(f"{tp.topic}:{tp.partition}" for tp in revoked))
 
     # ---- consuming ----------------------------------------------------------------------------------------
