@@ -113,10 +113,12 @@ def _with_walk(walk: list[str], parts: list[str], tail: str) -> str:
 
 
 def tally(roles: dict[str, tuple[str, int]], walk: list[str]) -> str:
-    """The lifecycle counts and the number of error rows the walk names: what the conclusion after it compares."""
+    """The lifecycle counts and the number of error rows the walk names: what the conclusion after it compares.
+
+    One form for every shape, ``Starts 0`` included: a short form for sessions without receive starts (``Error lines
+    0.``, written until 2026-12-05) taught a continuation trained on lifecycle tails to write it for whole lifecycles
+    too, and to stop comparing their counts (training/RESULTS.md, "Training on tails")."""
     errors = sum(1 for e in walk if e.split(" ", 2)[2].startswith("ERROR "))
-    if "write_start" not in roles:
-        return f"Error lines {errors}."
     n = {r: roles[r][1] if r in roles else 0 for r in _ROLE_ORDER}
     return (f"Starts {n['write_start']}, received {n['write_done']}, acknowledged {n['responder_done']}, "
             f"registered {n['stored']}; error lines {errors}.")

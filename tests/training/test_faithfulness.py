@@ -27,3 +27,12 @@ def test_wrong_statements_about_an_hdfs_session_are_caught():
     assert kinds(right.replace("L1 x3", "L1 x5")) == ["count"]
     assert kinds(right.replace("L2 x1 allocated", "L2 x1 ERROR exception in receiveBlock")) == ["role"]
     assert kinds("L1 contains 'RECEPTED'. " + right) == ["quote"]
+
+
+def test_the_short_tally_of_earlier_models_is_checked_by_its_number():
+    # Models released before one tally form write "Error lines N." where a session has no receive start: true when N
+    # is the session's error rows, whatever the lifecycle.
+    view = build_view("hdfs", MSGS)
+    kinds = lambda text: sorted({p.split(":")[0] for p in problems(text, view)})  # noqa: E731
+    assert kinds("L1 x3 receive start, L2 x1 allocated, L3 x1 received. Error lines 0.") == []
+    assert kinds("L1 x3 receive start, L2 x1 allocated, L3 x1 received. Error lines 2.") == ["tally"]

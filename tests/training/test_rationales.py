@@ -79,6 +79,17 @@ def test_hdfs_analysis_walks_the_rows_before_the_verdict():
                               "Starts 2, received 2, acknowledged 0, registered 0; error lines 1. L3 shows redundant")
 
 
+def test_hdfs_tally_has_one_form_with_or_without_receive_starts():
+    # A lifecycle's tail (no receive start) gets the whole lifecycle's tally with Starts 0, not a short form of its
+    # own: a model trained on both forms wrote the short one for whole lifecycles (training/RESULTS.md).
+    tail = build_view("hdfs", ["INFO dfs.DataNode$PacketResponder: Received block blk_1 of size 67108864 from /10.0.0.1",
+                               "INFO dfs.FSNamesystem: BLOCK* NameSystem.addStoredBlock: blockMap updated: "
+                               "10.0.0.2:50010 is added to blk_1 size 67108864"])
+    r = hdfs_rationale(tail, "normal")
+    assert "Starts 0, received 1, acknowledged 0, registered 1; error lines 0." in r.think
+    assert "Error lines" not in r.think and r.think.endswith("normal.")
+
+
 def test_hdfs_walk_keeps_the_conclusion_when_the_session_is_long():
     walk = [f"L{i} x2 {'routine' if i % 3 else 'received'}" for i in range(1, 60)]
     think = _with_walk(walk, ["Starts 3, received 3, acknowledged 3, registered 3.", "Every replica completed."],
