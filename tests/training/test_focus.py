@@ -36,3 +36,13 @@ def test_fragment_rows_are_a_kind_of_their_own():
     assert sum(kind(r) == "fragment" for r in out) == 4
     assert sum(kind(r) == "hdfs" for r in out) == 4  # 2 of each hdfs label, no fragment among them
     assert kind({"task": "hdfs", "fragment": ""}) == "hdfs"
+
+
+def test_balance_keeps_as_many_of_each_label_of_a_new_kind_as_its_rarer_one():
+    rows = _rows() + [{"task": "hdfs", "label": "anomalous" if i < 7 else "normal", "session": f"t{i}",
+                       "fragment": "tail"} for i in range(10)]
+    out = focus_rows(rows, {"fragment", "generic"}, replay=2, balance=True)
+    kinds = [(kind(r), r["label"]) for r in out]
+    assert kinds.count(("fragment", "anomalous")) == kinds.count(("fragment", "normal")) == 3
+    assert kinds.count(("generic", "normal")) == 5  # one label only: kept whole
+    assert sum(kind(r) == "fragment" for r in focus_rows(rows, {"fragment"}, replay=2)) == 10  # off: every row
