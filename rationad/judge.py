@@ -32,7 +32,8 @@ from rationad.faithful import checked
 from rationad.metrics import Metrics
 from rationad.model.base import Completion, ModelClient
 from rationad.neighbours import ModelNeighbours, for_model
-from rationad.prompt import ANSWER_REGEX, SessionView, answer_regex, build_messages, build_view, cache_key, view_of
+from rationad.prompt import (ANSWER_REGEX, PROMPT_UNFINISHED, PROMPT_VERSION, SessionView, answer_regex, build_messages,
+                             build_view, cache_key, trained_with, view_of)
 from rationad.records import Session
 
 MALFORMED_RETRY_TEMPERATURE = 0.7
@@ -86,17 +87,23 @@ def model_info(cfg: ModelConfig, client_name: str) -> ModelInfo:
     one is configured: the base's manifest does not name an adapter served on it). Without one, ``unversioned-`` and
     a digest of where the model is served from, so that two such models never share cache entries or event ids."""
     folder = cfg.adapter if cfg.adapter is not None else cfg.path
+    manifest = None
     if folder is not None and (Path(folder) / "manifest.json").is_file():
         try:
             manifest = orjson.loads((Path(folder) / "manifest.json").read_bytes())
         except orjson.JSONDecodeError:
             manifest = None
-        if isinstance(manifest, dict):
-            return ModelInfo(name=str(manifest.get("name") or client_name),
-                             version=str(manifest.get("version", "unversioned")))
+    manifest = manifest if isinstance(manifest, dict) else {}
+    # the prompt it was trained on (``training.prompt_stamp``): what the daemon serves it (``Judge``)
+    prompt = str(manifest.get("prompt_version") or PROMPT_VERSION)
+    if manifest.get("version"):
+        return ModelInfo(name=str(manifest.get("name") or client_name), version=str(manifest["version"]),
+                         prompt_version=prompt)
+    # a candidate's manifest may name only its prompt: never "unversioned" alone, which two candidates would share
     where = "|".join(str(Path(f).resolve()) for f in (cfg.path, cfg.adapter) if f is not None) \
         or f"{cfg.server_url}|{client_name}"
-    return ModelInfo(name=client_name, version="unversioned-" + hashlib.sha256(where.encode()).hexdigest()[:12])
+    return ModelInfo(name=client_name, version="unversioned-" + hashlib.sha256(where.encode()).hexdigest()[:12],
+                     prompt_version=prompt)
 
 
 class Judge:
@@ -110,8 +117,12 @@ class Judge:
         metrics: Metrics | None = None,
         malformed_retries: int = 1,
         neighbours: ModelNeighbours | None = None,
+        say_unfinished: bool | None = None,
     ) -> None:
         self.client = client
+        # Whether an unfinished session's prompt says so (``UNFINISHED_NOTE``): only to a model trained with it.
+        self.say_unfinished = (trained_with(model_info(cfg, client.name).prompt_version, PROMPT_UNFINISHED)
+                               if say_unfinished is None else say_unfinished)
         # The index the model was trained with (its manifest names it), else none: the prompt served is the trained one.
         self.neighbours = neighbours if neighbours is not None else for_model((cfg.adapter, cfg.path))
         self.cfg = cfg
@@ -131,7 +142,7 @@ class Judge:
             # queried with the row as shown (as training.neighbour_index does): train and serve see the same
             return replace(view, neighbours=self.neighbours.query(view.rows[0].template))
         return view_of(session, self.source, max_prompt_tokens=self.cfg.max_prompt_tokens,
-                       count_tokens=self.client.count_tokens)
+                       count_tokens=self.client.count_tokens, say_unfinished=self.say_unfinished)
 
     async def judge_many(self, sessions: Sequence[Session]) -> list[Judgement]:
         """Judge sessions; raises ``ModelError`` when the model cannot be reached (the caller retries)."""

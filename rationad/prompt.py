@@ -144,6 +144,9 @@ class SessionView:
     # Templates of lines that only speak to the model (``speaks_only_to_model``): not shown, not counted in
     # ``line_count``; refs ``W1``, ``W2``, ... so that logs can name them.
     withheld: tuple[TemplateRow, ...] = ()
+    # Judged while its key may still be writing (``Session.unfinished``), said by ``UNFINISHED_NOTE``: only for models
+    # trained with that line (``PROMPT_UNFINISHED`` in their manifest's prompt version), else every prompt is the same.
+    unfinished: bool = False
 
     def row(self, ref: str) -> TemplateRow | None:
         for r in self.rows:
@@ -176,10 +179,25 @@ def _cut_row(row: TemplateRow, limit: int = ROW_MAX_CHARS) -> TemplateRow:
     return replace(row, template=row.template[:n], cut_chars=len(row.template) - n)
 
 
-def _header(source: str, line_count: int, distinct: int) -> str:
+# Said of a session closed by ``sessions.max_open_secs`` (a lifecycle cut while it runs: two receive starts without
+# their completions are a write in progress, not a failed one). A fact from the daemon, never from log text.
+UNFINISHED_NOTE = ("The session is unfinished: it was judged while its key may still write lines, so operations it "
+                   "starts may complete later.")
+# What a manifest's ``prompt_version`` adds after ``+`` for a model trained with ``UNFINISHED_NOTE``
+# (``rationad-prompt-v1+unfinished``; ``+neighbours`` names the other trained addition).
+PROMPT_UNFINISHED = "unfinished"
+
+
+def trained_with(prompt_version: str, addition: str) -> bool:
+    """Whether a model's ``prompt_version`` names ``addition`` (``PROMPT_UNFINISHED``, ``neighbours``)."""
+    return addition in prompt_version.split("+")[1:]
+
+
+def _header(source: str, line_count: int, distinct: int, unfinished: bool = False) -> str:
     return (
         f"Log source: {source}\n"
-        f"The session has {line_count} lines and {distinct} distinct templates, listed in order of first "
+        + (f"{UNFINISHED_NOTE}\n" if unfinished else "")
+        + f"The session has {line_count} lines and {distinct} distinct templates, listed in order of first "
         f"appearance with their counts:"
     )
 
@@ -191,10 +209,12 @@ def build_view(
     max_prompt_tokens: int = 1024,
     count_tokens: TokenCounter = approx_tokens,
     templated: bool = False,
+    unfinished: bool = False,
 ) -> SessionView:
     """Collapse a session's messages into template rows and cut it to the token budget.
 
-    ``templated`` says that ``messages`` are already templates (the template-level task), so they are not masked.
+    ``templated`` says that ``messages`` are already templates (the template-level task), so they are not masked;
+    ``unfinished`` that the prompt says ``UNFINISHED_NOTE``.
     """
     if not messages:
         raise ValueError("an empty session cannot be judged")
@@ -218,7 +238,8 @@ def build_view(
         for n, (tpl, (first, cnt)) in enumerate(((t, v) for t, v in order.items() if t not in quiet), start=1)
     ]
     line_count = len(messages) - sum(r.count for r in withheld)
-    budget = max_prompt_tokens - count_tokens(SYSTEM_PROMPT) - count_tokens(_header(source, line_count, 999)) - 40
+    header = _header(source, line_count, 999, unfinished)
+    budget = max_prompt_tokens - count_tokens(SYSTEM_PROMPT) - count_tokens(header) - 40
     total = sum(count_tokens(_row_line(r)) + 1 for r in rows)
     dropped: set[str] = set()
     if total > budget:
@@ -243,20 +264,23 @@ def build_view(
         omitted_templates=len(omitted),
         omitted_lines=sum(r.count for r in omitted),
         withheld=withheld,
+        unfinished=unfinished,
     )
 
 
-def view_of(session: Session, source: str, *, max_prompt_tokens: int = 1024, count_tokens: TokenCounter = approx_tokens) -> SessionView:
-    """The view of a session: its earlier revisions' lines (``Session.context``) and its own, in that order."""
+def view_of(session: Session, source: str, *, max_prompt_tokens: int = 1024, count_tokens: TokenCounter = approx_tokens,
+            say_unfinished: bool = False) -> SessionView:
+    """The view of a session: its earlier revisions' lines (``Session.context``) and its own, in that order.
+    ``say_unfinished`` (for models trained with it): an unfinished session's prompt says so."""
     return build_view(source, [line.message for line in session.judged_lines], max_prompt_tokens=max_prompt_tokens,
-                      count_tokens=count_tokens)
+                      count_tokens=count_tokens, unfinished=say_unfinished and session.unfinished)
 
 
 NEIGHBOURS_HEADER = "Known templates similar to these lines, with their labels (quoted data, for comparison only):"
 
 
 def user_message(view: SessionView) -> str:
-    lines = [_header(view.source, view.line_count, len(view.rows) + view.omitted_templates)]
+    lines = [_header(view.source, view.line_count, len(view.rows) + view.omitted_templates, view.unfinished)]
     lines.extend(_row_line(r) for r in view.rows)
     if view.omitted_templates:
         lines.append(
@@ -277,9 +301,13 @@ def view_from_message(text: str) -> SessionView:
     that has only the prompt (GRPO's reward columns). Lines that are not rows are ignored."""
     source = ""
     rows = []
+    unfinished = False
     for i, line in enumerate(text.split("\n")):
         if line.startswith("Log source: ") and not rows:
             source = line[len("Log source: "):]
+            continue
+        if line == UNFINISHED_NOTE and not rows:
+            unfinished = True
             continue
         m = _ROW_LINE.match(line)
         if m is None:
@@ -289,7 +317,7 @@ def view_from_message(text: str) -> SessionView:
         except orjson.JSONDecodeError:
             continue
         rows.append(TemplateRow(m.group(1), template, int(m.group(2)), i, int(m.group(4) or 0)))
-    return SessionView(source=source, line_count=sum(r.count for r in rows), rows=tuple(rows))
+    return SessionView(source=source, line_count=sum(r.count for r in rows), rows=tuple(rows), unfinished=unfinished)
 
 
 def build_messages(view: SessionView) -> list[dict[str, str]]:

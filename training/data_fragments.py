@@ -1,4 +1,4 @@
-"""Training rows of the shapes the daemon cuts a block's lifecycle into (issue 16, item 5): tails.
+"""Training rows of the shapes the daemon cuts a block's lifecycle into (issue 16, item 5): tails and heads.
 
 A gap or span bound closes a block's window mid-lifecycle; what follows is judged as its own session: the tail of a
 write, with receipts and registrations but fewer (or no) starts. The released model was trained on whole lifecycles
@@ -7,10 +7,13 @@ only and on such tails walks rows by the roles a whole lifecycle has (HDFS fragm
 Tails are cut at a third and at two thirds of a view's lines (the evaluation's ``HDFS fragments`` set cuts at half,
 so most of its tails are not training rows; ``overlap`` says how many are). A tail keeps its block's label only where
 the knowledge base reads that label in the tail's own lines (``Rationale.explained``): the tail of a block that failed
-in its first lines shows no failure, and a rationale that called it anomalous would have to invent a reason. Heads
-(a window closed early by ``max_lines`` or ``max_open``) are left out: the knowledge base reads two starts without a
-completion as a failed write, while a window closed by ``max_open`` is a write in progress, and the prompt does not
-say why a window closed.
+in its first lines shows no failure, and a rationale that called it anomalous would have to invent a reason.
+
+Heads are what ``sessions.max_open_secs`` cuts: a window closed while its block is still being written, judged again
+with its later lines as the next revision. Their prompts say so (``rationad.prompt.UNFINISHED_NOTE``; the daemon
+says it only to a model trained with it, ``training.prompt_stamp``), and their label is what the knowledge base reads
+in the head itself: receive starts without completions are a write in progress (normal), an error row is trouble
+(anomalous), whatever the block did later. Heads are cut after two lines and at a third and two thirds of a view.
 """
 
 from __future__ import annotations
@@ -24,7 +27,8 @@ from training.data_hdfs import SOURCE
 from training.example import Example
 from training.rationales import hdfs_rationale
 
-CUTS = (1 / 3, 2 / 3)  # where a tail starts, as a share of the lifecycle's lines
+CUTS = (1 / 3, 2 / 3)  # where a tail starts (a head ends), as a share of the lifecycle's lines
+HEAD_MIN = 2  # the shortest head: a window of a write's first two lines
 MIN_LINES = 4
 
 
@@ -34,11 +38,7 @@ def tail_examples(examples: list[Example], max_views: int, *, count_tokens: Call
     ``session``), one per distinct tail view, each explained by the knowledge base under its block's label."""
     from training.evaluate import views_by_traffic
 
-    hdfs = [ex for ex in examples if ex.task == "hdfs" and ex.extra["lines"] >= MIN_LINES]
-    missing = [ex.sid for ex in hdfs if "session" not in ex.extra]
-    if missing:
-        raise ValueError(f"tail_examples needs the sessions (load_corpus keep_sessions): {missing[0]} has none")
-    groups, keys = views_by_traffic(hdfs)
+    groups, keys = views_by_traffic(_hdfs_with_sessions(examples))
     out: dict[str, Example] = {}
     for k in keys[:max_views]:
         s: Session = groups[k][0].extra["session"]
@@ -54,6 +54,37 @@ def tail_examples(examples: list[Example], max_views: int, *, count_tokens: Call
             if ex.view_key not in out and hdfs_rationale(view, label).explained:
                 out[ex.view_key] = ex
     return list(out.values())
+
+
+def head_examples(examples: list[Example], max_views: int, *, count_tokens: Callable[[str], int] = approx_tokens,
+                  max_prompt_tokens: int = 1024) -> list[Example]:
+    """Unfinished heads of the ``max_views`` most common HDFS views of at least ``MIN_LINES`` lines, one per distinct
+    head view, labelled by what the knowledge base reads in the head (module docstring)."""
+    from training.evaluate import views_by_traffic
+
+    groups, keys = views_by_traffic(_hdfs_with_sessions(examples))
+    out: dict[str, Example] = {}
+    for k in keys[:max_views]:
+        s: Session = groups[k][0].extra["session"]
+        for end in dict.fromkeys([HEAD_MIN, *(max(HEAD_MIN, int(len(s.lines) * cut)) for cut in CUTS)]):
+            lines = s.lines[:end]
+            head = Session(key=s.key, lines=list(lines), close_reason="max_open", topic=s.topic,
+                           source_id=f"{s.source_id or s.key}#to{end}")  # lines before index ``end``
+            view = view_of(head, SOURCE, max_prompt_tokens=max_prompt_tokens, count_tokens=count_tokens,
+                           say_unfinished=True)
+            label = hdfs_rationale(view, "normal").kb_verdict
+            ex = Example("hdfs", SOURCE, str(head.source_id), view, label, "fragment",
+                         {"lines": len(lines), "fragment": "head"})
+            out.setdefault(ex.view_key, ex)
+    return list(out.values())
+
+
+def _hdfs_with_sessions(examples: list[Example]) -> list[Example]:
+    hdfs = [ex for ex in examples if ex.task == "hdfs" and ex.extra["lines"] >= MIN_LINES]
+    missing = [ex.sid for ex in hdfs if "session" not in ex.extra]
+    if missing:
+        raise ValueError(f"a fragment needs the sessions (load_corpus keep_sessions): {missing[0]} has none")
+    return hdfs
 
 
 def _majority(group: list[Example]) -> str:

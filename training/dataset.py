@@ -43,6 +43,7 @@ class DataConfig:
     max_prompt_tokens: int = 1024
     neighbours: int = 0  # template prompts carry the k nearest labelled training templates (training.neighbour_index)
     hdfs_tails: int = 0  # tails of the most common HDFS training views (training.data_fragments); 0 = none
+    hdfs_heads: int = 0  # unfinished heads of the most common HDFS training views (prompt says unfinished); 0 = none
     extra: dict = field(default_factory=dict)
 
 

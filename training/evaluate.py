@@ -108,8 +108,9 @@ def hdfs_sets(examples: list[Example], split: str, max_views: int, max_unseen: i
 
 def fragment_set(examples: list[Example], split: str, max_views: int) -> EvalSet:
     """HDFS sessions cut as the daemon cuts a block's lifecycle (issue 16, item 5): its first two lines (a window
-    closed by ``max_lines`` or ``max_open_secs`` early in a write) and its second half (what follows a cut by gap or
-    span), from the most common views of at least four lines. Training shows whole lifecycles only, and on such
+    closed by ``max_open_secs`` early in a write: unfinished, and said so to a model trained with
+    ``rationad.prompt.UNFINISHED_NOTE``) and its second half (what follows a cut by gap or span), from the most common
+    views of at least four lines. Training shows whole lifecycles only, and on such
     shapes the rationales were seen to state counts and roles the fragment does not have: the set's measure is
     ``faithful_rate``. Each fragment carries its block's label, which a fragment need not show (the head of a block
     that fails at its end looks like any write's head): its F1 is reported, not a target."""
@@ -119,7 +120,7 @@ def fragment_set(examples: list[Example], split: str, max_views: int) -> EvalSet
     for k in keys:
         s = groups[k][0].extra["session"]
         sid = s.source_id or s.key
-        cuts = (("head2", s.lines[:2], "max_lines"), ("tail", s.lines[len(s.lines) // 2:], "gap"))
+        cuts = (("head2", s.lines[:2], "max_open"), ("tail", s.lines[len(s.lines) // 2:], "gap"))
         for part, lines, reason in cuts:
             sessions.append(Session(key=s.key, lines=list(lines), close_reason=reason, topic=s.topic, label=s.label,
                                     source_id=f"{sid}#{part}"))

@@ -115,6 +115,7 @@ def run_stage(cfg: dict, cfg_path: Path, out: Path, base: Path, smoke: bool, *, 
 
     from training.config import section
     from training.gate import ReleaseParams, check_export
+    from training.prompt_stamp import manifest_prompt
 
     gate = check_export(out, smoke, force)
     release = section(cfg, "release", ReleaseParams, cfg_path)
@@ -135,7 +136,8 @@ def run_stage(cfg: dict, cfg_path: Path, out: Path, base: Path, smoke: bool, *, 
         "name": cfg.get("name", "rationad-lora"), "version": cfg.get("version", "0.0.0") + ("-smoke" if smoke else ""),
         "released_stage": "sft+grpo" if stage == "grpo" else "sft", "choice": choice,
         "gate": {k: gate[k] for k in ("passed", "reason")} | {"forced": force} if gate else None,
-        "base": base_identity(base), "prompt_version": PROMPT_VERSION, "data_hash": data["data_hash"],
+        "base": base_identity(base), "prompt_version": manifest_prompt(adapter) or PROMPT_VERSION,
+        "data_hash": data["data_hash"],
         "data": {k: v for k, v in data.items() if k != "data_hash"},
         "training_config": {k: cfg.get(k) for k in ("data", "sft", "grpo", "eval", "release")},
         "config_file": str(cfg_path),

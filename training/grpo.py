@@ -22,6 +22,8 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from training.prompt_stamp import stamp, trained_prompt
+
 
 @dataclass(slots=True)
 class GRPOParams:
@@ -114,6 +116,7 @@ def train_grpo(base: Path, sft_adapter: Path, rows: list[dict], out_dir: Path, p
     trainer.model.save_pretrained(adapter_dir)
     tok.padding_side = "right"
     tok.save_pretrained(adapter_dir)
+    stamp(adapter_dir, trained_prompt(rows, sft_adapter))
     if not TimeGuard.stopped:
         shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)
     log = trainer.state.log_history

@@ -51,7 +51,8 @@ def stage_data(cfg: dict, cfg_path: Path, out: Path, base: Path, smoke: bool) ->
     dc = section(cfg, "data", DataConfig, cfg_path)
     if smoke:
         dc = replace(dc, hdfs_rendered_limit=400, use_hdfs_raw=False, hdfs_normal_views=6, hdfs_anomalous_views=6,
-                     template_normal=6, template_anomalous_upsample=1, hdfs_tails=min(dc.hdfs_tails, 4))
+                     template_normal=6, template_anomalous_upsample=1, hdfs_tails=min(dc.hdfs_tails, 4),
+                     hdfs_heads=min(dc.hdfs_heads, 4))
     count = token_counter(base)
     corpus = load_corpus(dc, count)  # the daemon's own counter: same budget cuts as served
     train = select_sft(corpus.splits["train"], dc)
@@ -64,6 +65,14 @@ def stage_data(cfg: dict, cfg_path: Path, out: Path, base: Path, smoke: bool) ->
         train += tails
         corpus.reports.append(f"fragments: {len(tails)} distinct tails of the {dc.hdfs_tails} most common HDFS "
                               f"training views ({sum(e.label == 'anomalous' for e in tails)} anomalous)")
+    if dc.hdfs_heads:
+        from training.data_fragments import head_examples
+
+        heads = head_examples(corpus.splits["train"], dc.hdfs_heads, count_tokens=count,
+                              max_prompt_tokens=dc.max_prompt_tokens)
+        train += heads
+        corpus.reports.append(f"fragments: {len(heads)} distinct unfinished heads of the {dc.hdfs_heads} most common "
+                              f"HDFS training views ({sum(e.label == 'anomalous' for e in heads)} anomalous)")
     rows, agreement = sft_rows(train)
     write_jsonl(rows, out / "data" / "sft_train.jsonl")
     val = select_sft(corpus.splits["val"], replace(dc, template_anomalous_upsample=1))

@@ -47,7 +47,9 @@ def _fit(parts: list[str], tail: str) -> str:
 
 
 def hdfs_signals(view: SessionView) -> tuple[list[str], list[str], dict[str, tuple[str, int]]]:
-    """(trouble sentences, benign notes, role -> (first ref, total count)) of an HDFS view."""
+    """(trouble sentences, benign notes, role -> (first ref, total count)) of an HDFS view. In an unfinished view
+    (``SessionView.unfinished``) receive starts without their completions are a write in progress: a note, not
+    trouble (error rows are trouble whenever they come)."""
     roles: dict[str, tuple[str, int]] = {}
     errors: list[tuple[str, str, str]] = []
     benign: list[str] = []
@@ -72,7 +74,11 @@ def hdfs_signals(view: SessionView) -> tuple[list[str], list[str], dict[str, tup
             n_end = end[1] if end else 0
             if n_end < start[1]:
                 refs = f"{start[0]} and {end[0]}" if end else start[0]
-                trouble.append(f"{refs}: " + pair["text"].format(s=start[1], e=n_end) + ".")
+                if view.unfinished:
+                    benign.insert(0, f"{refs}: {start[1]} receive starts but {n_end} completions so far: the session "
+                                     "is unfinished, a write still in progress.")
+                else:
+                    trouble.append(f"{refs}: " + pair["text"].format(s=start[1], e=n_end) + ".")
                 break
     return trouble, benign, roles
 
@@ -140,7 +146,8 @@ def hdfs_rationale(view: SessionView, label: str, ignored: tuple[str, ...] = ())
         return Rationale(_with_walk(walk, [counts, *trouble[:2], *note, *trouble[2:]],
                                     "The write of this block failed: anomalous."), label, True, kb_verdict)
     if label == "normal" and not trouble:
-        life = "Every replica completed." if "write_start" in roles else "The lines are routine block operations."
+        life = ("" if view.unfinished and benign and "in progress" in benign[0] else "Every replica completed."
+                if "write_start" in roles else "The lines are routine block operations.")
         return Rationale(_with_walk(walk, [counts, life, *note, *benign[:1]], "No failure signal: normal."),
                          label, True, kb_verdict)
     if label == "anomalous":

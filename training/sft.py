@@ -30,6 +30,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from training.prompt_stamp import stamp, trained_prompt
+
 RUN_FILE = "rationad_run.json"  # written into every checkpoint: run identity and chain
 # Parameters a resumed run may change: they decide when and how fast it runs, not what it trains.
 RUN_LOCAL = ("max_minutes", "checkpoint_every_secs", "threads", "logging_steps", "save_steps")
@@ -318,6 +320,7 @@ def train_sft(base: Path, rows: list[dict], out_dir: Path, p: SFTParams, *, init
     adapter_dir = out_dir / "adapter"
     trainer.model.save_pretrained(adapter_dir)
     tok.save_pretrained(adapter_dir)
+    stamp(adapter_dir, trained_prompt(rows, init_adapter))
     if not guard.stopped_early:  # finished: the adapter is the result, the checkpoints only served to get here
         shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)
     metrics = {"train_loss": result.training_loss, "steps": trainer.state.global_step, "seconds": round(seconds, 1),

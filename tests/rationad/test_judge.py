@@ -226,3 +226,24 @@ async def test_a_cached_answer_that_does_not_parse_is_forgotten_and_the_model_as
                for n in range(3)]
     assert len(model.calls) == 1 and all(j.ok for j in results)
     assert [j.cached for j in results] == [False, True, True] and store.data[key].startswith("<think>")
+
+
+def test_an_unfinished_session_is_said_unfinished_only_to_a_model_trained_with_it(tmp_path):
+    from dataclasses import replace
+
+    from rationad.prompt import UNFINISHED_NOTE, user_message
+
+    head = replace(session("blk_1", ["Receiving block blk_1", "Receiving block blk_1"]), close_reason="max_open")
+    ended = session("blk_2", ["Receiving block blk_2", "Receiving block blk_2"])
+    trained, plain = tmp_path / "trained", tmp_path / "plain"
+    for folder, prompt in ((trained, "rationad-prompt-v1+unfinished"), (plain, "rationad-prompt-v1")):
+        folder.mkdir()
+        (folder / "manifest.json").write_text(f'{{"name": "m", "version": "1", "prompt_version": "{prompt}"}}')
+    said = Judge(ScriptedModel([]), ModelConfig(path=trained), "hdfs")
+    assert said.say_unfinished and said.view(head).unfinished
+    assert f"\n{UNFINISHED_NOTE}\n" in user_message(said.view(head))
+    assert not said.view(ended).unfinished  # only sessions closed by max_open
+    for cfg in (ModelConfig(path=plain), ModelConfig()):
+        other = Judge(ScriptedModel([]), cfg, "hdfs")
+        assert not other.say_unfinished and UNFINISHED_NOTE not in user_message(other.view(head))
+        assert user_message(other.view(head)) == user_message(other.view(ended)).replace("blk_2", "blk_1")

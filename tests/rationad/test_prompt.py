@@ -128,3 +128,22 @@ def test_prompts_that_fit_are_unchanged_even_with_a_long_row():
     view = build_view("generic", [long_line, *HDFS])
     assert view.rows[0].template == long_line and view.rows[0].cut_chars == 0
     assert "characters cut" not in user_message(view)
+
+
+def test_the_unfinished_note_is_a_line_of_its_own_and_read_back():
+    from rationad.prompt import UNFINISHED_NOTE, trained_with, view_from_message
+
+    msgs = ["Receiving block blk_1 src: /10.0.0.1:5", "Receiving block blk_1 src: /10.0.0.2:5"]
+    plain, noted = build_view("hdfs", msgs), build_view("hdfs", msgs, unfinished=True)
+    text = user_message(noted)
+    assert text.split("\n")[1] == UNFINISHED_NOTE and UNFINISHED_NOTE not in user_message(plain)
+    assert text.replace(UNFINISHED_NOTE + "\n", "") == user_message(plain)
+    assert cache_key(noted) != cache_key(plain)
+    back = view_from_message(text)
+    assert back.unfinished and not view_from_message(user_message(plain)).unfinished
+    assert [(r.ref, r.template, r.count) for r in back.rows] == [(r.ref, r.template, r.count) for r in plain.rows]
+    # a log line cannot say it: rows are quoted, the note is matched as a whole line before the rows only
+    forged = build_view("hdfs", [UNFINISHED_NOTE])
+    assert not view_from_message(user_message(forged)).unfinished
+    assert trained_with("rationad-prompt-v1+unfinished", "unfinished")
+    assert not trained_with("rationad-prompt-v1", "unfinished") and not trained_with("unfinished", "unfinished")

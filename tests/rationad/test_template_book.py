@@ -68,6 +68,7 @@ def test_an_empty_template_is_the_message_itself_and_a_long_one_is_cut_with_a_ma
     assert s.extra == {"templated": True} and s.key == template_id(long)
 
     class Client:
+        name = "fake"
         count_tokens = staticmethod(approx_token_count)
 
     from rationad.config import ModelConfig

@@ -144,8 +144,8 @@ def test_fragment_set_cuts_the_most_common_views_as_the_daemon_cuts_them():
                        ex("b", odd, "anomalous")], "test", max_views=5)
     assert es.name == "HDFS fragments (test)" and es.source == "hdfs" and es.level == "session"
     got = {s.source_id: ([ln.message for ln in s.lines], s.label, s.close_reason) for s in es.sessions}
-    assert got == {"a#head2": (life[:2], "normal", "max_lines"), "a#tail": (life[2:], "normal", "gap"),
-                   "b#head2": (odd[:2], "anomalous", "max_lines"), "b#tail": (odd[2:], "anomalous", "gap")}
+    assert got == {"a#head2": (life[:2], "normal", "max_open"), "a#tail": (life[2:], "normal", "gap"),
+                   "b#head2": (odd[:2], "anomalous", "max_open"), "b#tail": (odd[2:], "anomalous", "gap")}
     assert [s.source_id for s in es.sessions][:2] == ["a#head2", "a#tail"]  # the most common view first
     assert [[m.label for m in ms] for ms in es.members] == [["normal"], ["normal"], ["anomalous"], ["anomalous"]]
     assert len(fragment_set([ex("a", life, "normal"), ex("b", odd, "anomalous")], "test", 1).sessions) == 2

@@ -198,3 +198,19 @@ def test_models_without_a_manifest_never_share_an_identity(tmp_path):
     (ad1 / "manifest.json").write_text('{"name": "lora", "version": "0.3.0"}')
     assert model_info(ModelConfig(path=base, adapter=ad1), "base").version == "0.3.0"
 
+
+
+def test_the_prompt_version_is_the_manifests(tmp_path):
+    from rationad.judge import model_info
+    from rationad.prompt import PROMPT_VERSION
+
+    folder = tmp_path / "m"
+    folder.mkdir()
+    assert model_info(ModelConfig(path=folder), "m").prompt_version == PROMPT_VERSION
+    (folder / "manifest.json").write_text('{"prompt_version": "rationad-prompt-v1+unfinished"}')
+    only_prompt = model_info(ModelConfig(path=folder), "m")  # a candidate's stamp: still an identity of its own
+    assert only_prompt.prompt_version == "rationad-prompt-v1+unfinished"
+    assert only_prompt.version.startswith("unversioned-")
+    (folder / "manifest.json").write_text('{"name": "lora", "version": "0.3.0", '
+                                          '"prompt_version": "rationad-prompt-v1"}')
+    assert model_info(ModelConfig(path=folder), "m").prompt_version == PROMPT_VERSION

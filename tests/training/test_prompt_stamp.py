@@ -1,0 +1,38 @@
+"""The prompt an adapter was trained on (training.prompt_stamp): read from its rows and the adapter it continued."""
+
+import json
+
+import pytest
+
+from rationad.prompt import PROMPT_VERSION, build_messages, build_view
+from training.prompt_stamp import manifest_prompt, stamp, trained_prompt
+
+MSGS = ["Receiving block blk_1 src: /10.0.0.1:5", "Receiving block blk_1 src: /10.0.0.2:5"]
+
+
+def row(unfinished):
+    return {"prompt": build_messages(build_view("hdfs", MSGS, unfinished=unfinished)), "completion": []}
+
+
+def test_rows_with_the_unfinished_note_make_an_unfinished_prompt_and_a_continuation_keeps_it(tmp_path):
+    assert trained_prompt([row(False)]) == PROMPT_VERSION
+    assert trained_prompt([row(False), row(True)]) == PROMPT_VERSION + "+unfinished"
+    start = tmp_path / "start"
+    start.mkdir()
+    stamp(start, PROMPT_VERSION + "+unfinished")
+    assert manifest_prompt(start) == PROMPT_VERSION + "+unfinished"
+    assert trained_prompt([row(False)], start) == PROMPT_VERSION + "+unfinished"
+    assert trained_prompt([row(False)], tmp_path / "no-such-adapter") == PROMPT_VERSION
+
+
+def test_stamp_keeps_the_manifests_other_entries(tmp_path):
+    (tmp_path / "manifest.json").write_text(json.dumps({"neighbours": {"file": "neighbours.json", "k": 3}}))
+    stamp(tmp_path, PROMPT_VERSION)
+    assert json.loads((tmp_path / "manifest.json").read_text()) == {
+        "neighbours": {"file": "neighbours.json", "k": 3}, "prompt_version": PROMPT_VERSION}
+
+
+def test_a_corrupt_manifest_is_an_error_naming_it(tmp_path):
+    (tmp_path / "manifest.json").write_text("[1, 2")
+    with pytest.raises(ValueError, match="manifest.json"):
+        manifest_prompt(tmp_path)

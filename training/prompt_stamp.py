@@ -1,0 +1,46 @@
+"""Which prompt an adapter was trained on, written into its folder's ``manifest.json`` (``prompt_version``).
+
+The daemon serves a model the prompt its manifest names (``rationad.judge``): the base prompt, plus each trained
+addition after ``+`` (``rationad-prompt-v1+unfinished``: an unfinished session's prompt says so,
+``rationad.prompt.UNFINISHED_NOTE``). The version is read from what the adapter learned, not from a config: the rows it
+was trained on, and the adapter it continued (a continuation keeps what its start was trained with).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from rationad.prompt import PROMPT_UNFINISHED, PROMPT_VERSION, UNFINISHED_NOTE, trained_with
+
+
+def manifest_prompt(folder: Path | None) -> str | None:
+    """The ``prompt_version`` of ``folder``'s manifest, or None (no folder, no manifest, or none named)."""
+    path = None if folder is None else Path(folder) / "manifest.json"
+    if path is None or not path.is_file():
+        return None
+    try:
+        value = json.loads(path.read_text()).get("prompt_version")
+    except (json.JSONDecodeError, AttributeError) as e:
+        raise ValueError(f"{path}: not a JSON object ({e})") from None
+    return str(value) if value else None
+
+
+def says_unfinished(row: dict) -> bool:
+    """Whether a training row's prompt carries ``UNFINISHED_NOTE`` (as its own line, where ``user_message`` puts it)."""
+    return any(m.get("role") == "user" and f"\n{UNFINISHED_NOTE}\n" in m.get("content", "") for m in row["prompt"])
+
+
+def trained_prompt(rows: list[dict], start: Path | None = None) -> str:
+    """The prompt version of an adapter trained on ``rows``, continuing ``start`` (an adapter folder) if given."""
+    earlier = manifest_prompt(start) or PROMPT_VERSION
+    unfinished = trained_with(earlier, PROMPT_UNFINISHED) or any(says_unfinished(r) for r in rows)
+    return PROMPT_VERSION + (f"+{PROMPT_UNFINISHED}" if unfinished else "")
+
+
+def stamp(adapter: Path, prompt_version: str) -> None:
+    """Name ``prompt_version`` in ``adapter``'s manifest (created if absent; other entries kept)."""
+    path = Path(adapter) / "manifest.json"
+    manifest = json.loads(path.read_text()) if path.is_file() else {}
+    manifest["prompt_version"] = prompt_version
+    path.write_text(json.dumps(manifest, indent=1) + "\n")
