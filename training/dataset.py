@@ -66,7 +66,7 @@ def load_corpus(cfg: DataConfig, count_tokens: Callable[[str], int] = approx_tok
     from training.data_templates import load_templates
 
     d = cfg.datasets
-    keep = bool(cfg.extra.get("keep_sessions")) or cfg.hdfs_tails > 0  # evaluation and tails need the sessions
+    keep = bool(cfg.extra.get("keep_sessions")) or cfg.hdfs_tails > 0 or cfg.hdfs_heads > 0  # fragments need them
     reports = []
     examples = load_rendered(d / "hdfs_sessions/hdfs_sessions.jsonl", seed=cfg.render_seed,
                              limit=cfg.hdfs_rendered_limit, count_tokens=count_tokens,
