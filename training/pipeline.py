@@ -57,22 +57,17 @@ def stage_data(cfg: dict, cfg_path: Path, out: Path, base: Path, smoke: bool) ->
     corpus = load_corpus(dc, count)  # the daemon's own counter: same budget cuts as served
     train = select_sft(corpus.splits["train"], dc)
     train += injected_copies(train, dc.injection_share)  # training rows only: evaluation sets stay as logged
-    if dc.hdfs_tails:
-        from training.data_fragments import tail_examples
+    if dc.hdfs_tails or dc.hdfs_heads:
+        from training.data_fragments import head_examples, tail_examples
 
-        tails = tail_examples(corpus.splits["train"], dc.hdfs_tails, count_tokens=count,
-                              max_prompt_tokens=dc.max_prompt_tokens)
-        train += tails
-        corpus.reports.append(f"fragments: {len(tails)} distinct tails of the {dc.hdfs_tails} most common HDFS "
-                              f"training views ({sum(e.label == 'anomalous' for e in tails)} anomalous)")
-    if dc.hdfs_heads:
-        from training.data_fragments import head_examples
-
-        heads = head_examples(corpus.splits["train"], dc.hdfs_heads, count_tokens=count,
-                              max_prompt_tokens=dc.max_prompt_tokens)
-        train += heads
-        corpus.reports.append(f"fragments: {len(heads)} distinct unfinished heads of the {dc.hdfs_heads} most common "
-                              f"HDFS training views ({sum(e.label == 'anomalous' for e in heads)} anomalous)")
+        for what, views, make in (("tails", dc.hdfs_tails, tail_examples),
+                                  ("unfinished heads", dc.hdfs_heads, head_examples)):
+            if not views:
+                continue
+            made = make(corpus.splits["train"], views, count_tokens=count, max_prompt_tokens=dc.max_prompt_tokens)
+            train += made
+            corpus.reports.append(f"fragments: {len(made)} distinct {what} of the {views} most common HDFS "
+                                  f"training views ({sum(e.label == 'anomalous' for e in made)} anomalous)")
     rows, agreement = sft_rows(train)
     write_jsonl(rows, out / "data" / "sft_train.jsonl")
     val = select_sft(corpus.splits["val"], replace(dc, template_anomalous_upsample=1))
