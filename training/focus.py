@@ -7,8 +7,8 @@ A continuation from a released adapter on a slow CPU affords a few dozen steps, 
 on the new kinds of rows (``generic``: windows of other systems; ``injected``: injection-hardening copies;
 ``fragment``: tails of a lifecycle, ``training.data_fragments``) and keeps ``--replay`` hash-chosen rows of every
 other (task, label) so the old skills are rehearsed, not overwritten. ``--balance`` keeps as many rows of each label
-of a new kind as its rarer label has (hash-chosen): tails are two-thirds anomalous, and a continuation on all of them
-flagged 80% of an unseen system's normal windows (training/RESULTS.md, "Training on tails").
+of a new kind as its rarer label has (hash-chosen; tails are two-thirds anomalous, training/RESULTS.md, "One tally
+form").
 """
 
 from __future__ import annotations
