@@ -5,6 +5,7 @@ import pytest
 
 from rationad.prompt import UNFINISHED_NOTE, user_message
 from training.data_fragments import CUTS, HEAD_MIN, head_examples, overlap, tail_examples
+from training.faithfulness import problems
 from training.rationales import build, hdfs_rationale
 
 
@@ -67,7 +68,7 @@ def test_heads_are_unfinished_writes_labelled_by_their_own_lines(kept):
         assert end in {HEAD_MIN, *(max(HEAD_MIN, int(len(s.lines) * c)) for c in CUTS)}
         assert h.view.unfinished and f"\n{UNFINISHED_NOTE}\n" in user_message(h.view)
         r = build(h)
-        assert r.explained and r.verdict == h.label
+        assert r.explained and r.verdict == h.label and problems(r.think, h.view) == []  # what faithfulness checks
         has_error = "ERROR " in r.think.split(". ")[0]
         assert h.label == ("anomalous" if has_error else "normal")  # starts without completions: in progress
         in_progress += "a write still in progress" in r.think
