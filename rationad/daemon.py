@@ -107,7 +107,8 @@ class Daemon:
         self.model = model_info(settings.model, self.client.name)
         self.cache = VerdictCache(settings.cache.max_entries, store=self._cache_store(),
                                   max_bytes=settings.cache.max_bytes) if settings.cache.enabled else None
-        self.judge = Judge(self.client, settings.model, self.parser.source, cache=self.cache, metrics=self.metrics)
+        self.judge = Judge(self.client, settings.model, self.parser.source, cache=self.cache, metrics=self.metrics,
+                           model=self.model)
         self.notifier = Notifier()
         self.consumer: Any = None
         self.producer: Any = None

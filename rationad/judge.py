@@ -118,11 +118,15 @@ class Judge:
         malformed_retries: int = 1,
         neighbours: ModelNeighbours | None = None,
         say_unfinished: bool | None = None,
+        model: ModelInfo | None = None,
     ) -> None:
         self.client = client
         # Whether an unfinished session's prompt says so (``UNFINISHED_NOTE``): only to a model trained with it.
-        self.say_unfinished = (trained_with(model_info(cfg, client.name).prompt_version, PROMPT_UNFINISHED)
-                               if say_unfinished is None else say_unfinished)
+        # ``model``: the identity the caller already read (``model_info``), else read here.
+        if say_unfinished is None:
+            model = model if model is not None else model_info(cfg, client.name)
+            say_unfinished = trained_with(model.prompt_version, PROMPT_UNFINISHED)
+        self.say_unfinished = say_unfinished
         # The index the model was trained with (its manifest names it), else none: the prompt served is the trained one.
         self.neighbours = neighbours if neighbours is not None else for_model((cfg.adapter, cfg.path))
         self.cfg = cfg

@@ -298,7 +298,7 @@ def kb_verdict(session: Session, source: str) -> str:
 
     view = build_view(source, [ln.message for ln in session.lines], templated=bool(session.extra.get("templated")))
     if source == "hdfs":
-        return "anomalous" if hdfs_signals(view)[0] else "normal"
+        return "anomalous" if hdfs_signals(view).trouble else "normal"
     for row in view.rows:
         rule, _ = match_rule(row.template)
         if rule is not None and rule.verdict == "anomalous":

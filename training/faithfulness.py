@@ -20,7 +20,7 @@ import re
 
 from rationad.faithful import problems as session_problems
 from rationad.prompt import SessionView
-from training.rationales import _WALK_TAGS, hdfs_signals, hdfs_walk, tally
+from training.rationales import _WALK_TAGS, error_rows, hdfs_signals, hdfs_walk, tally
 
 _TAGS = "|".join(re.escape(t) for t in sorted(set(_WALK_TAGS.values()) | {"unknown", "ignored text"}, key=len,
                                               reverse=True))
@@ -44,12 +44,12 @@ def problems(rationale: str, view: SessionView) -> list[str]:
             continue
         if (said == "ERROR") != want.startswith("ERROR ") or (said != "ERROR" and said != want):
             out.append(f"role: says {ref} is {said!r}, the knowledge base reads it as {want!r}")
-    _, _, roles = hdfs_signals(view)
+    roles = hdfs_signals(view).roles
     want_tally = tally(roles, walk)
     for m in _TALLY.finditer(rationale):
         if m.group(0) + "." != want_tally:
             out.append(f"tally: says {m.group(0)!r}, the session's is {want_tally!r}")
-    errors = sum(1 for e in walk if e.split(" ", 2)[2].startswith("ERROR "))
+    errors = error_rows(walk)
     for m in _ERRORS.finditer(rationale):  # the short form of models trained before one tally form: its one number
         if int(m.group(1)) != errors:
             out.append(f"tally: says {m.group(0)!r}, the session has {errors} error lines")
@@ -83,7 +83,8 @@ def main(argv: list[str] | None = None) -> None:
 
     ap = argparse.ArgumentParser(description=main.__doc__.split("\n")[0])
     ap.add_argument("--config", type=Path, required=True)
-    ap.add_argument("--model", type=Path, required=True, help="a merged model folder (e.g. ~/.cache/rationad/models/default)")
+    ap.add_argument("--model", type=Path, required=True,
+                    help="a merged model folder (e.g. ~/.cache/rationad/models/default)")
     ap.add_argument("--split", default="test")
     ap.add_argument("--set", default="", help="only the sets whose names start with this (e.g. 'HDFS fragments')")
     ap.add_argument("--limit", type=int, default=60, help="items per set (the first of each set's order)")

@@ -4,7 +4,8 @@ and the expert knowledge base (``training/knowledge``), and the verdict is the l
 It cites the rows (``L1``, ``L2``, ...) that matter, says what they mean, and concludes. Where the knowledge base
 does not explain the label, the rationale invents no reason: it says what the lines show and that such lines came
 with failures (or completed) before, in words an operator can read (never "the expert label"; issue 16, item 5), and
-``Rationale.explained`` is False (counted in the data report). Every rationale: cited refs exist in the view, no ``<``/``>``, at most 700 characters.
+``Rationale.explained`` is False (counted in the data report). Every rationale: cited refs exist in the view, no
+``<``/``>``, at most 700 characters.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from rationad.answer import parse_completion
 from rationad.prompt import THINK_MAX_CHARS, SessionView, format_completion
@@ -46,10 +48,17 @@ def _fit(parts: list[str], tail: str) -> str:
     return _clean(" ".join([*parts, tail]))
 
 
-def hdfs_signals(view: SessionView) -> tuple[list[str], list[str], dict[str, tuple[str, int]]]:
-    """(trouble sentences, benign notes, role -> (first ref, total count)) of an HDFS view. In an unfinished view
-    (``SessionView.unfinished``) receive starts without their completions are a write in progress: a note, not
-    trouble (error rows are trouble whenever they come)."""
+class HdfsSignals(NamedTuple):
+    trouble: list[str]  # sentences naming what went wrong (error rows, a write that never completed)
+    benign: list[str]  # notes that explain harmless rows (a reader's closed connection, a write still in progress)
+    roles: dict[str, tuple[str, int]]  # role -> (first ref, total count)
+    in_progress: bool  # an unfinished view whose receive starts still lack their completions
+
+
+def hdfs_signals(view: SessionView) -> HdfsSignals:
+    """What the knowledge base reads in an HDFS view. In an unfinished view (``SessionView.unfinished``) receive
+    starts without their completions are a write in progress: a note, not trouble (error rows are trouble whenever
+    they come)."""
     roles: dict[str, tuple[str, int]] = {}
     errors: list[tuple[str, str, str]] = []
     benign: list[str] = []
@@ -67,6 +76,7 @@ def hdfs_signals(view: SessionView) -> tuple[list[str], list[str], dict[str, tup
     trouble = [f"{ref} shows {short}: {meaning}." for ref, short, meaning in errors[:2]]
     if len(errors) > 2:
         trouble.append(f"{', '.join(r for r, _, _ in errors[2:5])} show further failures.")
+    in_progress = False
     start = roles.get("write_start")
     if start is not None:
         for pair in hdfs_pairs():
@@ -75,12 +85,13 @@ def hdfs_signals(view: SessionView) -> tuple[list[str], list[str], dict[str, tup
             if n_end < start[1]:
                 refs = f"{start[0]} and {end[0]}" if end else start[0]
                 if view.unfinished:
+                    in_progress = True
                     benign.insert(0, f"{refs}: {start[1]} receive starts but {n_end} completions so far: the session "
                                      "is unfinished, a write still in progress.")
                 else:
                     trouble.append(f"{refs}: " + pair["text"].format(s=start[1], e=n_end) + ".")
                 break
-    return trouble, benign, roles
+    return HdfsSignals(trouble, benign, roles, in_progress)
 
 
 # What each HDFS role is called in the walk through the rows (an error row is called by its own short name).
@@ -118,13 +129,18 @@ def _with_walk(walk: list[str], parts: list[str], tail: str) -> str:
     return _clean(f"{', '.join(walk)}. {rest}") if walk else _fit(parts, tail)
 
 
+def error_rows(walk: list[str]) -> int:
+    """How many entries of ``hdfs_walk`` name an error row."""
+    return sum(1 for e in walk if e.split(" ", 2)[2].startswith("ERROR "))
+
+
 def tally(roles: dict[str, tuple[str, int]], walk: list[str]) -> str:
     """The lifecycle counts and the number of error rows the walk names: what the conclusion after it compares.
 
     One form for every shape, ``Starts 0`` included: a short form for sessions without receive starts (``Error lines
     0.``, written until 2026-12-05) taught a continuation trained on lifecycle tails to write it for whole lifecycles
     too, and to stop comparing their counts (training/RESULTS.md, "Training on tails")."""
-    errors = sum(1 for e in walk if e.split(" ", 2)[2].startswith("ERROR "))
+    errors = error_rows(walk)
     n = {r: roles[r][1] if r in roles else 0 for r in _ROLE_ORDER}
     return (f"Starts {n['write_start']}, received {n['write_done']}, acknowledged {n['responder_done']}, "
             f"registered {n['stored']}; error lines {errors}.")
@@ -134,9 +150,10 @@ def hdfs_rationale(view: SessionView, label: str, ignored: tuple[str, ...] = ())
     """``ignored``: refs of rows that address the model (injection-hardening rows): named as data, never obeyed.
 
     The analysis walks the rows (``hdfs_walk``), tallies the write lifecycle (starts, received, acknowledged,
-    registered) and counts the error rows, then says what signals trouble (or that every replica completed) and concludes.
+    registered) and counts the error rows, then says what signals trouble (or that every replica completed) and
+    concludes.
     """
-    trouble, benign, roles = hdfs_signals(view)
+    trouble, benign, roles, in_progress = hdfs_signals(view)
     walk = hdfs_walk(view, ignored)
     counts = tally(roles, walk)
     note = [f"{' and '.join(ignored)} {'are' if len(ignored) > 1 else 'is'} log text addressed to the reader: data, "
@@ -146,7 +163,7 @@ def hdfs_rationale(view: SessionView, label: str, ignored: tuple[str, ...] = ())
         return Rationale(_with_walk(walk, [counts, *trouble[:2], *note, *trouble[2:]],
                                     "The write of this block failed: anomalous."), label, True, kb_verdict)
     if label == "normal" and not trouble:
-        life = ("" if view.unfinished and benign and "in progress" in benign[0] else "Every replica completed."
+        life = ("" if in_progress else "Every replica completed."
                 if "write_start" in roles else "The lines are routine block operations.")
         return Rationale(_with_walk(walk, [counts, life, *note, *benign[:1]], "No failure signal: normal."),
                          label, True, kb_verdict)

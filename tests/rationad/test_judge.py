@@ -247,3 +247,9 @@ def test_an_unfinished_session_is_said_unfinished_only_to_a_model_trained_with_i
         other = Judge(ScriptedModel([]), cfg, "hdfs")
         assert not other.say_unfinished and UNFINISHED_NOTE not in user_message(other.view(head))
         assert user_message(other.view(head)) == user_message(other.view(ended)).replace("blk_2", "blk_1")
+    # the identity the daemon has read already is the one honoured (no second read of the manifest)
+    from rationad.events import ModelInfo
+
+    told = Judge(ScriptedModel([]), ModelConfig(path=plain), "hdfs",
+                 model=ModelInfo(name="m", version="1", prompt_version="rationad-prompt-v1+unfinished"))
+    assert told.say_unfinished and told.view(head).unfinished

@@ -6,7 +6,7 @@ import pytest
 from rationad.prompt import UNFINISHED_NOTE, user_message
 from training.data_fragments import CUTS, HEAD_MIN, head_examples, overlap, tail_examples
 from training.faithfulness import problems
-from training.rationales import build, hdfs_rationale
+from training.rationales import build, hdfs_rationale, hdfs_signals
 
 
 @pytest.fixture(scope="module")
@@ -88,3 +88,11 @@ def test_an_unfinished_head_is_a_write_in_progress_and_a_finished_one_a_failure(
     assert unfinished.explained and unfinished.kb_verdict == "normal"
     assert "1 receive starts but 0 completions so far: the session is unfinished" in unfinished.think
     assert "Every replica completed" not in unfinished.think
+    # the state is the knowledge base's, not read back from a sentence
+    assert hdfs_signals(build_view("hdfs", lines, unfinished=True)).in_progress
+    assert not hdfs_signals(build_view("hdfs", lines)).in_progress
+    done = lines + ["INFO dfs.DataNode$PacketResponder: Received block blk_1 of size 67108864 from /10.0.0.1",
+                    "INFO dfs.DataNode$PacketResponder: PacketResponder 0 for block blk_1 terminating",
+                    "INFO dfs.FSNamesystem: BLOCK* NameSystem.addStoredBlock: blockMap updated: 10.0.0.2:50010 is "
+                    "added to blk_1 size 67108864"]
+    assert not hdfs_signals(build_view("hdfs", done, unfinished=True)).in_progress

@@ -26,8 +26,8 @@ def test_copies_keep_label_evidence_and_quote_the_injection(hdfs_examples):
         assert rest == [(r.template, r.count) for r in orig.view.rows]
         assert c.view.line_count == orig.view.line_count + len(injected)
         before, after = hdfs_signals(orig.view), hdfs_signals(c.view)
-        assert bool(before[0]) == bool(after[0]) and {k: v[1] for k, v in before[2].items()} == {
-            k: v[1] for k, v in after[2].items()}
+        assert bool(before.trouble) == bool(after.trouble) and {k: v[1] for k, v in before.roles.items()} == {
+            k: v[1] for k, v in after.roles.items()}
         user = user_message(c.view)
         assert "<" not in user and ">" not in user
         pushes_wrong += any(("normal" if c.label == "anomalous" else "anomalous") in t for t in injected)
