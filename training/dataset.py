@@ -20,7 +20,7 @@ from rationad.neighbours import NeighbourIndex
 from rationad.prompt import approx_tokens, build_messages, user_message
 
 from training.example import Example
-from training.rationales import agreement_report, build
+from training.rationales import agreement_report, build, failure_kind
 from training.splits import report, split_examples, unit
 
 
@@ -44,6 +44,9 @@ class DataConfig:
     neighbours: int = 0  # template prompts carry the k nearest labelled training templates (training.neighbour_index)
     hdfs_tails: int = 0  # tails of the most common HDFS training views (training.data_fragments); 0 = none
     hdfs_heads: int = 0  # unfinished heads of the most common HDFS training views (prompt says unfinished); 0 = none
+    # At least this many anomalous HDFS views of every failure kind the knowledge base names (``failure_kind``), then
+    # the most frequent: frequency alone leaves rare kinds out (``cover_kinds``); 0 = frequency alone (0.3.0's recipe)
+    hdfs_min_per_failure: int = 0
     extra: dict = field(default_factory=dict)
 
 
@@ -129,12 +132,33 @@ def select_sft(train: list[Example], cfg: DataConfig) -> list[Example]:
                 cap = cfg.hdfs_normal_views if label == "normal" else cfg.hdfs_anomalous_views
                 counts = [n for _, n, lab in rows if lab == label]
                 by_freq = [ex for _, ex in sorted(zip(counts, mine), key=lambda t: -t[0])]  # stable: hash order
+                if label == "anomalous" and cfg.hdfs_min_per_failure:
+                    by_freq = cover_kinds(by_freq, cap, cfg.hdfs_min_per_failure, lambda ex: failure_kind(ex.view))
                 picked += by_freq[:cap]
             elif label == "normal":
                 picked += mine[: cfg.template_normal]
             else:
                 picked += mine * cfg.template_anomalous_upsample
     return sorted(picked, key=lambda e: unit(e.view_key + e.sid, "shuffle"))
+
+
+def cover_kinds(ranked: list[Example], cap: int, minimum: int, kind: Callable[[Example], str]) -> list[Example]:
+    """``cap`` of ``ranked`` (best first): the first ``minimum`` of every kind, then the best of the rest, in rank
+    order. Where the minima alone exceed ``cap`` the best ranked of them are kept."""
+    taken: Counter[str] = Counter()
+    first: list[int] = []
+    rest: list[int] = []
+    for i, ex in enumerate(ranked):
+        k = kind(ex)
+        (first if taken[k] < minimum else rest).append(i)
+        taken[k] += 1
+    return [ranked[i] for i in sorted((first + rest)[:cap])]
+
+
+def failure_kinds(examples: list[Example]) -> dict[str, int]:
+    """Anomalous HDFS training rows per failure kind (the data report: what the model is taught to recognise)."""
+    return dict(Counter(failure_kind(ex.view) for ex in examples
+                        if ex.task == "hdfs" and ex.label == "anomalous").most_common())
 
 
 def sft_rows(examples: list[Example]) -> tuple[list[dict], dict]:

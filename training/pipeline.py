@@ -46,7 +46,7 @@ def stage_data(cfg: dict, cfg_path: Path, out: Path, base: Path, smoke: bool) ->
 
     from training.config import section
     from training.data_injection import injected_copies
-    from training.dataset import DataConfig, load_corpus, select_sft, sft_rows, write_jsonl
+    from training.dataset import DataConfig, failure_kinds, load_corpus, select_sft, sft_rows, write_jsonl
 
     dc = section(cfg, "data", DataConfig, cfg_path)
     if smoke:
@@ -84,7 +84,7 @@ def stage_data(cfg: dict, cfg_path: Path, out: Path, base: Path, smoke: bool) ->
 
         corpus.neighbours.save(out / "data" / INDEX_FILE)
     report = {"data_hash": corpus.hash(), "reports": corpus.reports, "rationales": agreement,
-              "sft_rows": len(rows), "sft_val_rows": len(val_rows)}
+              "sft_rows": len(rows), "sft_val_rows": len(val_rows), "hdfs_failure_kinds": failure_kinds(train)}
     (out / "data" / "data_report.json").write_text(json.dumps(report, indent=1))
     return report
 

@@ -94,6 +94,16 @@ def hdfs_signals(view: SessionView) -> HdfsSignals:
     return HdfsSignals(trouble, benign, roles, in_progress)
 
 
+def failure_kind(view: SessionView) -> str:
+    """What the knowledge base says failed in an HDFS view: the first error row's short name, ``lifecycle`` (a write
+    that never completed, no error row) or ``none`` (nothing the knowledge base can name)."""
+    for row in view.rows:
+        t = match_hdfs(row.template)
+        if t is not None and t.role == "error":
+            return t.short
+    return "lifecycle" if hdfs_signals(view).trouble else "none"
+
+
 # What each HDFS role is called in the walk through the rows (an error row is called by its own short name).
 _WALK_TAGS = {"write_start": "receive start", "write_done": "received", "responder_done": "acknowledged",
               "stored": "registered", "allocate": "allocated", "replication": "re-replication",

@@ -107,3 +107,32 @@ def test_bf16_only_where_the_cpu_computes_it(monkeypatch):
     assert config.bf16_usable(True) is False
     monkeypatch.setattr(dtype, "cpu_has_native_bf16", lambda: True)
     assert config.bf16_usable(True) is True
+
+
+def test_every_failure_kind_gets_its_minimum_before_the_most_frequent_fill_the_cap():
+    from rationad.prompt import build_view
+    from training.dataset import DataConfig, cover_kinds, failure_kinds, select_sft
+    from training.example import Example
+    from training.rationales import failure_kind
+
+    def ex(sid: str, msgs: list[str]) -> Example:
+        return Example("hdfs", "hdfs", sid, build_view("hdfs", msgs), "anomalous", "test")
+
+    recv = "Receiving block blk_1 src: /10.0.0.1:5 dest: /10.0.0.2:50010"
+    # frequent: five views of a lost replica (each view a different count of receive starts), twice each
+    gone = "WARN dfs.FSDataset: Unexpected error trying to delete block blk_1. BlockInfo not found in volumeMap."
+    lost = [ex(f"d{n}{i}", [recv] * (n + 1) + [gone]) for n in range(5) for i in range(2)]
+    empty = [ex("e", [recv, "INFO dfs.DataNode$DataXceiver: Receiving empty packet for block blk_1"])]
+    never = [ex("n", [recv, recv])]  # a write that never completed: no error row
+    assert [failure_kind(e.view) for e in (lost[0], empty[0], never[0])] == [
+        "delete of an unknown block", "empty packet received", "lifecycle"]
+    examples = lost + empty + never
+    by_frequency = select_sft(examples, DataConfig(hdfs_anomalous_views=3))
+    assert {failure_kind(e.view) for e in by_frequency} == {"delete of an unknown block"}
+    covered = select_sft(examples, DataConfig(hdfs_anomalous_views=3, hdfs_min_per_failure=1))
+    assert failure_kinds(covered) == {"delete of an unknown block": 1, "empty packet received": 1, "lifecycle": 1}
+    # the minima first, then the best ranked of the rest, in rank order; minima beyond the cap keep the best ranked
+    ranked = list("aabbbc")
+    assert cover_kinds(ranked, 4, 1, str) == list("aabc")
+    assert cover_kinds(ranked, 2, 1, str) == list("ab")
+    assert cover_kinds(ranked, 10, 1, str) == ranked
