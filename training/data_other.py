@@ -17,6 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from rationad.prompt import TokenCounter, approx_tokens, build_view
+from rationad.template_book import template_of
 
 from training.data_bgl import PROXIFIER, TROUBLE, parsing_lines
 from training.example import Example, content_hash
@@ -59,6 +60,29 @@ def other_system_examples(loglm_path: Path, *, count_tokens: TokenCounter = appr
                 twin = [*chunk[:pos], bad, *chunk[pos + 1 :]]
                 out.append(_example(sid + "-trouble", twin, "anomalous", pos, count_tokens, max_prompt_tokens,
                                     loglm_path))
+    return out
+
+
+TEMPLATES_PER_SYSTEM = 40  # Hadoop's lines give 131 templates, most one task id apart: a cap keeps systems even
+
+
+def other_system_templates(loglm_path: Path, *, count_tokens: TokenCounter = approx_tokens,
+                           max_prompt_tokens: int = 1024) -> list[Example]:
+    """Distinct templates of the four systems' lines (``template_of``; up to ``TEMPLATES_PER_SYSTEM`` each, in hash
+    order) in the template prompt of source ``generic``, as the daemon judges a system without a dialect (``judge.level
+    = "template"``). Labelled by the windows' rule: anomalous when it reports trouble on a system whose trouble is
+    real. Without these rows the template prompt is only ever BGL's and Spirit's in training, and a model may read a
+    new system's routine templates as trouble (0.3.0 flagged all 20 normal Proxifier windows: training/RESULTS.md)."""
+    out: list[Example] = []
+    for name, lines in system_lines(loglm_path).items():
+        real = SYSTEMS[name][2]
+        distinct = sorted({template_of(ln) for ln in lines}, key=lambda t: unit(t, "other-template"))
+        for tpl in sorted(distinct[:TEMPLATES_PER_SYSTEM]):
+            view = build_view("generic", [tpl], templated=True, max_prompt_tokens=max_prompt_tokens,
+                              count_tokens=count_tokens)
+            label = "anomalous" if real and TROUBLE.search(tpl) else "normal"
+            out.append(Example("generic_template", "generic", f"{name}-template-{content_hash(tpl)[:12]}", view, label,
+                               str(loglm_path), {"hash": content_hash(tpl), "template": tpl}))
     return out
 
 

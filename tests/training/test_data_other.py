@@ -63,3 +63,30 @@ def test_wrong_layout_names_the_file(tmp_path):
     bad.write_text(json.dumps([{"instruction": "Convert the following logs into templates", "input": "x"}]))
     with pytest.raises(ValueError, match="loglm.json: expected 1400"):
         system_lines(bad)
+
+
+def test_templates_are_the_daemons_template_prompt_for_a_system_without_a_dialect(loglm):
+    from rationad.judge import Judge
+    from rationad.model.base import ModelConfig
+    from rationad.template_book import template_of, template_session
+    from training.data_other import TEMPLATES_PER_SYSTEM, other_system_templates
+
+    rows = other_system_templates(loglm)
+    blocks = system_lines(loglm)
+    assert len(rows) == sum(min(TEMPLATES_PER_SYSTEM, len({template_of(ln) for ln in b})) for b in blocks.values())
+    assert len({e.view_key for e in rows}) == len(rows)
+    from types import SimpleNamespace
+
+    from rationad.prompt import approx_tokens
+
+    client = SimpleNamespace(name="none", count_tokens=approx_tokens)  # only the judge's view: no model is called
+    judge = Judge(client, ModelConfig(), "generic", say_unfinished=False)
+    for e in rows:
+        tpl = e.extra["template"]
+        assert e.task == "generic_template" and e.view.source == "generic" and len(e.view.rows) == 1
+        assert user_message(e.view) == user_message(judge.view(template_session(tpl)))  # what is served
+        real = not e.sid.startswith("hadoop")
+        assert e.label == ("anomalous" if real and TROUBLE.search(tpl) else "normal")
+        r = build(e)
+        assert r.verdict == e.label and "the expert label" not in r.think
+    assert 0 < sum(e.label == "anomalous" for e in rows) < len(rows) // 4
