@@ -35,8 +35,8 @@ class DataConfig:
     use_hdfs_raw: bool = True
     injection_share: float = 0.15  # share of HDFS training views also given as injection-hardening copies
     other_systems: bool = True  # training windows of LogLM's other systems (training.data_other), train split only
-    # and their distinct templates in the template prompt of source generic (``other_system_templates``): how the
-    # daemon judges a system without a dialect; False = windows only (0.3.0's recipe)
+    # The same systems' distinct templates in the template prompt of source generic (``other_system_templates``): how
+    # the daemon judges a system without a dialect; train split only; False = none (0.3.0's recipe)
     other_templates: bool = False
     render_seed: int = 0
     hdfs_normal_views: int = 220  # training rows per task and label (distinct views)
@@ -101,14 +101,14 @@ def load_corpus(cfg: DataConfig, count_tokens: Callable[[str], int] = approx_tok
         splits["train"] += other  # training only: the unseen-system evaluation uses Proxifier, held out here
         reports.append(f"other systems (Hadoop, Zookeeper, HPC, Linux of LogLM's parsing data): {len(other)} windows "
                        f"of 10 lines, {sum(e.label == 'anomalous' for e in other)} with a line reporting trouble")
-        if cfg.other_templates:
-            from training.data_other import other_system_templates
+    if cfg.other_templates:
+        from training.data_other import other_system_templates
 
-            tpl = other_system_templates(d / "loglm/Instruction_Dataset_of_LogLM.json", count_tokens=count_tokens,
-                                         max_prompt_tokens=cfg.max_prompt_tokens)
-            splits["train"] += tpl
-            reports.append(f"other systems by template: {len(tpl)} distinct templates in the generic template "
-                           f"prompt, {sum(e.label == 'anomalous' for e in tpl)} reporting trouble")
+        tpl = other_system_templates(d / "loglm/Instruction_Dataset_of_LogLM.json", count_tokens=count_tokens,
+                                     max_prompt_tokens=cfg.max_prompt_tokens)
+        splits["train"] += tpl
+        reports.append(f"other systems by template: {len(tpl)} distinct templates in the generic template "
+                       f"prompt, {sum(e.label == 'anomalous' for e in tpl)} reporting trouble")
     reports.append(report(splits))
     return Corpus(splits, reports, index)
 
