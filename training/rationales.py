@@ -53,6 +53,7 @@ class HdfsSignals(NamedTuple):
     benign: list[str]  # notes that explain harmless rows (a reader's closed connection, a write still in progress)
     roles: dict[str, tuple[str, int]]  # role -> (first ref, total count)
     in_progress: bool  # an unfinished view whose receive starts still lack their completions
+    failures: list[str]  # short names of the error rows, in row order
 
 
 def hdfs_signals(view: SessionView) -> HdfsSignals:
@@ -91,17 +92,14 @@ def hdfs_signals(view: SessionView) -> HdfsSignals:
                 else:
                     trouble.append(f"{refs}: " + pair["text"].format(s=start[1], e=n_end) + ".")
                 break
-    return HdfsSignals(trouble, benign, roles, in_progress)
+    return HdfsSignals(trouble, benign, roles, in_progress, [short for _, short, _ in errors])
 
 
 def failure_kind(view: SessionView) -> str:
     """What the knowledge base says failed in an HDFS view: the first error row's short name, ``lifecycle`` (a write
     that never completed, no error row) or ``none`` (nothing the knowledge base can name)."""
-    for row in view.rows:
-        t = match_hdfs(row.template)
-        if t is not None and t.role == "error":
-            return t.short
-    return "lifecycle" if hdfs_signals(view).trouble else "none"
+    signals = hdfs_signals(view)
+    return signals.failures[0] if signals.failures else "lifecycle" if signals.trouble else "none"
 
 
 # What each HDFS role is called in the walk through the rows (an error row is called by its own short name).
@@ -163,7 +161,7 @@ def hdfs_rationale(view: SessionView, label: str, ignored: tuple[str, ...] = ())
     registered) and counts the error rows, then says what signals trouble (or that every replica completed) and
     concludes.
     """
-    trouble, benign, roles, in_progress = hdfs_signals(view)
+    trouble, benign, roles, in_progress, _ = hdfs_signals(view)
     walk = hdfs_walk(view, ignored)
     counts = tally(roles, walk)
     note = [f"{' and '.join(ignored)} {'are' if len(ignored) > 1 else 'is'} log text addressed to the reader: data, "

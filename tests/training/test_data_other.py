@@ -66,8 +66,11 @@ def test_wrong_layout_names_the_file(tmp_path):
 
 
 def test_templates_are_the_daemons_template_prompt_for_a_system_without_a_dialect(loglm):
+    from types import SimpleNamespace
+
     from rationad.judge import Judge
     from rationad.model.base import ModelConfig
+    from rationad.prompt import approx_tokens
     from rationad.template_book import template_of, template_session
     from training.data_other import TEMPLATES_PER_SYSTEM, other_system_templates
 
@@ -75,10 +78,6 @@ def test_templates_are_the_daemons_template_prompt_for_a_system_without_a_dialec
     blocks = system_lines(loglm)
     assert len(rows) == sum(min(TEMPLATES_PER_SYSTEM, len({template_of(ln) for ln in b})) for b in blocks.values())
     assert len({e.view_key for e in rows}) == len(rows)
-    from types import SimpleNamespace
-
-    from rationad.prompt import approx_tokens
-
     client = SimpleNamespace(name="none", count_tokens=approx_tokens)  # only the judge's view: no model is called
     judge = Judge(client, ModelConfig(), "generic", say_unfinished=False)
     for e in rows:
