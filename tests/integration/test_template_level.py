@@ -64,6 +64,18 @@ async def _replicas(s: Settings, n: int = 2) -> tuple[list[Daemon], list[asyncio
     raise AssertionError(f"replicas did not share the partitions: {[list(d._parts) for d in daemons]}")
 
 
+async def _followed(daemons: list[Daemon], verdict: str, timeout: float = 60) -> None:
+    """Every replica has read the label (about a second when idle; longer on a loaded CI machine, so wait for it
+    rather than sleep a fixed time)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = [d.labels.get(TEMPLATE) for d in daemons]
+        if all(lb is not None and lb.verdict == verdict for lb in got):
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"the label was not followed by every replica in {timeout} s: {got}")
+
+
 async def _stop(daemons: list[Daemon], tasks: list[asyncio.Task]) -> None:
     for d in daemons:
         d.request_stop()
@@ -99,7 +111,7 @@ async def test_operator_label_flips_the_next_window_on_every_replica_and_survive
         flipped = "normal" if model_verdict == "anomalous" else "anomalous"
         await write_label(s.kafka, s.judge.labels_topic,
                           Label(TEMPLATE, flipped, "operator check of the integration test", "pytest", time.time()))
-        await asyncio.sleep(3)  # followed within about a second
+        await _followed(daemons, flipped)
         await _produce_windows(broker.bootstrap, topic, 1)
         await _settled(broker.bootstrap, topic, group, 20)
     finally:
