@@ -29,6 +29,11 @@ def kind_table(corpus_splits: dict, scores: dict[str, float] | None, threshold: 
     sessions: dict[str, Counter] = {s: Counter() for s in splits}
     flagged: Counter = Counter()
     judged: Counter = Counter()
+    # A score names one session; the evaluation judges each distinct view once, under any of its sessions' ids, so
+    # scores are joined by view, not by the id ``distinct_views`` happens to pick as the representative.
+    by_view = {}
+    if scores is not None:
+        by_view = {e.view_key: scores[e.sid] for e in corpus_splits["val"] if e.task == "hdfs" and e.sid in scores}
     for s in splits:
         for rep, n, label in distinct_views([e for e in corpus_splits[s] if e.task == "hdfs"]):
             if label != "anomalous":
@@ -36,9 +41,9 @@ def kind_table(corpus_splits: dict, scores: dict[str, float] | None, threshold: 
             k = failure_kind(rep.view)
             views[s][k] += 1
             sessions[s][k] += n
-            if s == "val" and scores is not None and rep.sid in scores:
+            if s == "val" and rep.view_key in by_view:
                 judged[k] += 1
-                flagged[k] += scores[rep.sid] >= threshold
+                flagged[k] += by_view[rep.view_key] >= threshold
     head = "| failure kind | " + " | ".join(f"{s} views (sessions)" for s in splits)
     out = [head + (f" | val views flagged at {threshold:g} |" if scores is not None else " |")]
     out.append("|---" * (len(splits) + 1 + (scores is not None)) + "|")

@@ -23,3 +23,9 @@ def test_kinds_are_counted_per_split_and_flagged_at_the_threshold():
     assert "| lifecycle | 1 (1) | 1 (1) | 0 (0) | 1 of 1 |" in rows
     assert len(rows) == 4  # normal views are not a failure kind
     assert kind_table(splits, None, 0.5)[2] == "| empty packet received | 1 (2) | 2 (2) | 0 (0) |"
+
+
+def test_a_score_under_any_session_of_a_view_counts_for_that_view():
+    # v1 and v2 are one view; the evaluation scored it under v2's id, not the representative's
+    splits = {"train": [], "val": [ex("v1", [RECV, EMPTY]), ex("v2", [RECV, EMPTY])], "test": []}
+    assert kind_table(splits, {"v2": 0.9}, 0.5)[2] == "| empty packet received | 0 (0) | 1 (2) | 0 (0) | 1 of 1 |"
