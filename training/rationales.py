@@ -87,8 +87,8 @@ def hdfs_signals(view: SessionView) -> HdfsSignals:
                 refs = f"{start[0]} and {end[0]}" if end else start[0]
                 if view.unfinished:
                     in_progress = True
-                    benign.insert(0, f"{refs}: {start[1]} receive starts but {n_end} completions so far: the session "
-                                     "is unfinished, a write still in progress.")
+                    counts = pair["text"].split(":")[0].format(s=start[1], e=n_end)  # the pair's own end noun
+                    benign.insert(0, f"{refs}: {counts} so far: the session is unfinished, a write still in progress.")
                 else:
                     trouble.append(f"{refs}: " + pair["text"].format(s=start[1], e=n_end) + ".")
                 break
