@@ -17,6 +17,7 @@ be deleted once no replica serves that model (docs/operations.md).
 from __future__ import annotations
 
 import hashlib
+import tempfile
 from collections.abc import Iterator
 from typing import Any
 
@@ -82,6 +83,7 @@ class ChangelogStore:
         self.app_id = f"{kafka.group_id}-verdicts"
         self._app: Any = None
         self._table: Any = None
+        self._datadir: tempfile.TemporaryDirectory | None = None
 
     @property
     def changelog_topic(self) -> str:
@@ -95,8 +97,12 @@ class ChangelogStore:
                 "cache.durable: needs faust-streaming (pip install 'rationad[faust]'), or set cache.durable = false"
             ) from exc
         brokers = [f"kafka://{h.strip()}" for h in self.kafka.bootstrap_servers.split(",") if h.strip()]
+        # faust makes a data folder even for a memory:// store (in the working directory by default, which a service
+        # may not be able to write): a temporary one holds nothing worth keeping and is removed at close.
+        self._datadir = tempfile.TemporaryDirectory(prefix="rationad-faust-")
         app = faust.App(
             self.app_id,
+            datadir=self._datadir.name,
             broker=brokers,
             broker_credentials=_credentials(self.kafka),
             store="memory://",
@@ -138,5 +144,9 @@ class ChangelogStore:
 
     async def aclose(self) -> None:
         app, self._app = self._app, None
-        if app is not None:
-            await app.stop()
+        try:
+            if app is not None:
+                await app.stop()
+        finally:
+            if self._datadir is not None:
+                self._datadir.cleanup()

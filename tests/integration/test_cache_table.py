@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 
 import pytest
@@ -101,3 +102,21 @@ async def test_a_start_that_times_out_leaves_nothing_running(broker):
     await asyncio.sleep(3)
     left = [t for t in asyncio.all_tasks() - before if not t.done() and t is not asyncio.current_task()]
     assert store._table.app.should_stop and not left, sorted({t.get_coro().__qualname__ for t in left})[:10]
+
+
+async def test_the_store_leaves_nothing_in_the_working_directory(broker, tmp_path, monkeypatch):
+    """Found in the repository root after test runs (``g-kill9-...-verdicts-data``): faust made its data folder
+    ``<app id>-data`` in the working directory, which a daemon with a read-only working directory cannot write. The
+    table lives in memory (``memory://``); the folder is a temporary one, removed at close."""
+    monkeypatch.chdir(tmp_path)
+    kafka = KafkaConfig(bootstrap_servers=broker.bootstrap, group_id=f"wd-{uuid.uuid4().hex[:8]}")
+    store = ChangelogStore(kafka, namespace="m@1/p1")
+    cache = VerdictCache(3, store=store)
+    try:
+        await cache.start()
+        cache.put("a", "<think>a</think>\n<answer>normal</answer>")
+        assert list(tmp_path.iterdir()) == []
+        datadir = store._datadir.name
+    finally:
+        await cache.aclose()
+    assert list(tmp_path.iterdir()) == [] and not os.path.exists(datadir)
