@@ -44,7 +44,7 @@ from rationad.repartition import (
 from rationad.records import Session
 from rationad.systemd import Notifier
 from rationad.template_stage import TemplateStage
-from rationad.undecodable import DECODE_ERRORS, Undecodable, fetch_around
+from rationad.undecodable import DECODE_ERRORS, Undecodable, fetch_around, rewind
 from rationad.windows import Sessionizer, line_bytes, resolve_spec
 
 log = structlog.get_logger("rationad")
@@ -92,6 +92,7 @@ class _Part:
     offsets: PartitionOffsets = field(default_factory=PartitionOffsets)
     revoked: bool = False
     seen: SeenLines | None = None  # internal partitions: source lines already windowed (re-forwarded duplicates)
+    undecodable: tuple[int, int] | None = None  # (first, last) offsets of the latest run of undecodable records
 
 
 class Daemon:
@@ -522,8 +523,9 @@ class Daemon:
         try:
             batch = await self.consumer.getmany(timeout_ms=200, max_records=self.s.kafka.fetch_max_records)
         except DECODE_ERRORS:  # a record aiokafka cannot decode: found, stepped past, dead-lettered below
-            batch, bad = await fetch_around(self.consumer, [tp for tp, p in self._parts.items() if not p.revoked],
-                                            self.s.kafka.fetch_max_records)
+            live = {tp: p.offsets.next_offset for tp, p in self._parts.items() if not p.revoked}
+            await rewind(self.consumer, live, self.s.kafka.auto_offset_reset)  # other partitions' records were lost
+            batch, bad = await fetch_around(self.consumer, list(live), self.s.kafka.fetch_max_records)
         now = self.clock()
         parse = self.parser.parse
         dead: list[tuple[Hold, DeadLetter]] = []
@@ -598,8 +600,15 @@ class Daemon:
 
     def _dead_undecodable(self, tp, part: _Part, u: Undecodable, dead: list) -> None:
         """A record aiokafka could not decode (``rationad.undecodable``), after the records before it: a dead letter
-        naming where it is (its bytes could not be read), held like any other."""
-        dl = bad_record(None, None, [], error_type="undecodable_record", reason=u.error, topic=tp.topic,
+        naming where it is (its bytes could not be read), held like any other. A record right after one is read in
+        the same batch, which aiokafka cannot read past the bad one: its dead letter names the run's first record."""
+        run = part.undecodable
+        first = run[0] if run is not None and u.offset == run[1] + 1 else u.offset
+        part.undecodable = (first, u.offset)
+        reason = u.error if first == u.offset else (
+            f"{u.error} (after undecodable record {first}: a record of its batch, which cannot be read past it, "
+            "or undecodable itself)")
+        dl = bad_record(None, None, [], error_type="undecodable_record", reason=reason, topic=tp.topic,
                         partition=tp.partition, offset=u.offset)
         dead.append((self.delivery.hold(part.offsets, u.offset), dl))
         part.offsets.consumed(u.offset)

@@ -7,6 +7,14 @@ consumer's public API: the records of each assigned partition with some to read 
 one that raises, one record at a time until it raises again (a failed fetch does not advance the position, a limited
 one keeps its place in the fetched batch), and the position is then the record's offset. The consumer is moved past
 it; the caller dead-letters it under a hold, after the records before it.
+
+Two things aiokafka does around such a record (found by review, tests/integration/test_undecodable_record.py):
+- ``getmany`` drains its buffer partition by partition into a dict of its own and moves each drained partition's
+  position; when a later partition raises, the records already drained go with the exception. ``rewind`` moves every
+  partition back to the first offset the caller has not seen before the records are asked for again.
+- it decodes a fetched record batch from its first record, so it can never read the records after an undecodable one
+  in the same batch (a producer batches records): each fails like the bad one, and is dead-lettered by its offset
+  in turn, naming the undecodable record of its batch (``Undecodable``'s caller keeps the run).
 """
 
 from __future__ import annotations
@@ -27,6 +35,21 @@ REFETCH_WAIT_MS = 2_000  # a partition whose fetch failed is fetched again from 
 class Undecodable:
     offset: int
     error: str
+
+
+async def rewind(consumer: Any, seen: dict[Any, int | None], auto_offset_reset: str) -> None:
+    """Move each partition of ``seen`` (partition -> next offset the caller has not seen, None when it has seen
+    none since the partition was assigned) back there."""
+    for tp, offset in seen.items():
+        if offset is None:  # nothing read since it was assigned: it started at the group's offset, or was reset
+            offset = await consumer.committed(tp)
+        if offset is not None:
+            consumer.seek(tp, offset)
+        elif auto_offset_reset == "earliest":
+            await consumer.seek_to_beginning(tp)
+        else:  # it started at the end as it was then, which nothing remembers: what arrived since may be skipped
+            log.warning("undecodable_record_rewind_unknown", topic=tp.topic, partition=tp.partition,
+                        auto_offset_reset=auto_offset_reset)
 
 
 async def fetch_around(consumer: Any, partitions: Iterable[Any], max_records: int
