@@ -1,0 +1,37 @@
+"""Where ``rewind`` moves each partition after a fetch that raised (the broker-backed cases are in
+tests/integration/test_undecodable_record.py)."""
+
+from __future__ import annotations
+
+from collections import namedtuple
+
+import pytest
+
+from rationad.undecodable import rewind
+
+TP = namedtuple("TP", "topic partition")
+
+
+class Consumer:
+    def __init__(self, committed: dict) -> None:
+        self._committed = committed
+        self.moves: dict = {}
+
+    async def committed(self, tp):
+        return self._committed.get(tp)
+
+    def seek(self, tp, offset: int) -> None:
+        self.moves[tp] = offset
+
+    async def seek_to_beginning(self, tp) -> None:
+        self.moves[tp] = "beginning"
+
+
+@pytest.mark.parametrize("reset, fresh", [("earliest", "beginning"), ("latest", None)])
+async def test_each_partition_goes_back_to_what_was_not_seen(reset, fresh):
+    seen, group, new = TP("t", 0), TP("t", 1), TP("t", 2)
+    c = Consumer({group: 40, seen: 7})
+    await rewind(c, {seen: 12, group: None, new: None}, reset)
+    # read up to 11: back to 12 (not to the group's 7); nothing read: the group's offset, else where a reset put it
+    # (the beginning; the end as it was when assigned is not known, so that partition stays where it is)
+    assert c.moves == {seen: 12, group: 40, **({new: fresh} if fresh else {})}
