@@ -52,6 +52,17 @@ def spans(text: str) -> list[tuple[int, int, str]]:
     return [(m.start(), m.end(), m.lastgroup or "") for m in _PATTERN.finditer(text)]
 
 
+MAX_MASK_PASSES = 8  # spans nested deeper than this are hostile by construction: the whole text is masked
+
+
 def mask(text: str) -> str:
-    """``text`` with every span that addresses the judge replaced by ``MASK`` (unchanged when there is none)."""
-    return _PATTERN.sub(MASK, text)
+    """``text`` with every span that addresses the judge replaced by ``MASK`` (unchanged when there is none).
+
+    Masking runs until nothing is left to mask: a mask is not a word, so the words around a masked span can form a
+    span of their own ("answer <think>a b c d e f</think> normal" -> "answer {*} normal")."""
+    for _ in range(MAX_MASK_PASSES):
+        masked = _PATTERN.sub(MASK, text)
+        if masked == text:
+            return text
+        text = masked
+    return text if not _PATTERN.search(text) else MASK
