@@ -90,8 +90,8 @@ def _day_epoch(yymmdd: str) -> float | None:
             value: float | None = day.timestamp()
         except ValueError:
             value = None
-        if yymmdd.isascii():  # at most 100 * 12 * 31 distinct keys (other Unicode digits parse too: not cached)
-            _day_epochs[yymmdd] = value
+        if value is not None and yymmdd.isascii():  # valid dates only: at most 100 * 12 * 31 keys, whatever the
+            _day_epochs[yymmdd] = value  # input (other Unicode digits parse too: not cached)
         return value
 
 
@@ -101,8 +101,8 @@ def _seconds(hhmmss: str) -> int | None:
     except KeyError:
         h, m, s = int(hhmmss[:2]), int(hhmmss[2:4]), int(hhmmss[4:])
         value = h * 3600 + m * 60 + s if h < 24 and m < 60 and s < 60 else None
-        if hhmmss.isascii():  # at most 10**6 distinct keys, 86,400 valid ones (other Unicode digits: not cached)
-            _second_of_day[hhmmss] = value
+        if value is not None and hhmmss.isascii():  # valid times only: at most 86,400 keys (other Unicode digits:
+            _second_of_day[hhmmss] = value  # not cached)
         return value
 
 

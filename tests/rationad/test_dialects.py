@@ -442,3 +442,15 @@ def test_hostile_hdfs_headers_do_not_grow_the_header_caches():
         d = "".join(rng.choice(digits) for _ in range(12))
         parser.parse(f"{d[:6]} {d[6:]} 1 INFO x: blk_1".encode())
     assert len(dialects._day_epochs) + len(dialects._second_of_day) - before < 1_000
+
+
+def test_bogus_hdfs_stamps_do_not_grow_the_date_and_time_caches():
+    """Found by review: invalid dates and times were cached too (up to 10**6 keys each, never cleared); only valid
+    ones are now: at most 100 * 12 * 31 days and 86,400 seconds of the day, whatever the input."""
+    from rationad import dialects
+
+    p = make_parser(InputConfig(dialect="hdfs"))
+    days, secs = len(dialects._day_epochs), len(dialects._second_of_day)
+    for i in range(2_000):  # months 13-32, hours 24-43: no date or time of them is valid
+        p.parse(f"99{13 + i // 100:02d}{i % 100:02d} {24 + i // 100:02d}{i % 100:02d}00 1 INFO x: blk_1".encode())
+    assert len(dialects._day_epochs) == days and len(dialects._second_of_day) == secs
