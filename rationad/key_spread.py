@@ -12,21 +12,30 @@ instance only, which is enough to notice the trap as soon as an instance owns tw
 
 from __future__ import annotations
 
+import hashlib
 from collections import OrderedDict
 from collections.abc import Hashable
 
 DEFAULT_KEYS_PER_PARTITION = 10_000
+LONG_KEY_CHARS = 64  # longer keys are remembered by a 16-byte digest (a key can be as long as a record)
+
+
+def _short(key: str) -> str | bytes:
+    if len(key) <= LONG_KEY_CHARS:
+        return key
+    return hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=16).digest()
 
 
 class KeySpread:
     def __init__(self, keys_per_partition: int = DEFAULT_KEYS_PER_PARTITION) -> None:
         self.keys_per_partition = keys_per_partition
-        self._recent: dict[Hashable, OrderedDict[str, None]] = {}
+        self._recent: dict[Hashable, OrderedDict[str | bytes, None]] = {}
 
     def seen(self, partition: Hashable, key: str) -> Hashable | None:
         """Record that a session of ``key`` closed on ``partition``; returns another partition that recently closed
         a session of the same key (a split session), or None."""
         other = None
+        key = _short(key)
         for p, keys in self._recent.items():
             if p != partition and key in keys:
                 other = p

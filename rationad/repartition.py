@@ -41,6 +41,7 @@ PACK_VERSION = b"1"
 PACK_BYTES = 256 * 1024  # a pack is closed at this size (or half the largest record the producer may send)
 SEEN_PER_PARTITION = 200_000  # records of one line remembered per internal partition to drop re-forwarded duplicates
 SEEN_RANGES_PER_SOURCE = 50_000  # pack offset ranges remembered per source partition and internal partition
+ROUTER_MEMO_KEY_CHARS = 256  # longer session keys are routed every time, not remembered (an HDFS block id is ~25)
 ROUTER_MEMO_KEYS = 100_000  # session keys whose partition is remembered (a key has many lines: HDFS ~20 a block)
 
 
@@ -227,7 +228,9 @@ class Router:
                 framable = True
             except orjson.JSONEncodeError:  # a lone surrogate: JSON cannot carry it
                 framable = False
-            known = self.keys[key] = (k, self.partition(k), framable)
+            known = (k, self.partition(k), framable)
+            if len(key) <= ROUTER_MEMO_KEY_CHARS:  # bounded in bytes too: a key can be as long as a record
+                self.keys[key] = known
         return known
 
 

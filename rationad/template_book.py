@@ -6,8 +6,8 @@ A line's template is the masked message of ``rationad.templates.to_template``: s
 restart agrees on it (no drain3 clustering on top, whose cluster ids depend on what a process saw first). A message
 that masks to nothing is its own template. ``TemplateBook`` keeps one ``TemplateState`` per template: the model's
 verdict and rationale once judged, the operator's label if any (it wins), and counts for the catalog. It is bounded:
-past ``max_templates`` the least recently seen template with a verdict is forgotten (it costs a verdict-cache
-lookup when it comes back, not a model call).
+past ``max_templates``, or ``max_bytes`` of template text, the least recently seen template with a verdict is
+forgotten (it costs a verdict-cache lookup when it comes back, not a model call).
 
 A window (any closed ``Session``) is decided by ``decide``: anomalous when any of its templates is; ``None`` while a
 template it holds has no verdict yet (the caller holds the window until ``TemplateBook`` says the template is known).
@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from rationad.labels import Label
 
 DEFAULT_MAX_TEMPLATES = 100_000
+DEFAULT_MAX_BYTES = 64 * 1024 * 1024  # of template text (a template can be as long as a record: 64 KiB)
 FAILED_RETRY_SECS = 600.0  # a template the model could not judge is tried again when seen this much later
 
 
@@ -122,8 +123,10 @@ class Decision:
 
 
 class TemplateBook:
-    def __init__(self, max_templates: int = DEFAULT_MAX_TEMPLATES) -> None:
+    def __init__(self, max_templates: int = DEFAULT_MAX_TEMPLATES, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
         self.max_templates = max_templates
+        self.max_bytes = max_bytes
+        self.bytes = 0  # characters of the templates held
         self._states: OrderedDict[str, TemplateState] = OrderedDict()  # by template text, least recently seen first
         # The same states by template id, for listings and labels only: a 12-digit id can be made to collide (about
         # 2^24 hashes), so verdicts and waiting windows go by the template text. Of two templates sharing an id, the
@@ -153,6 +156,7 @@ class TemplateBook:
                 st.count, st.first_seen = self._carried.pop(tid, (0, 0.0))
             self._states[template] = st
             self._ids[tid] = st
+            self.bytes += len(template)
             self._bound()
         return st
 
@@ -257,15 +261,16 @@ class TemplateBook:
                         model_verdict="anomalous" if written else "normal")
 
     def _bound(self) -> None:
-        if len(self._states) <= self.max_templates:
-            return
-        for template, st in self._states.items():  # least recently seen first; one a window may wait for stays
-            if st.known and not st.judging:
-                del self._states[template]
-                if self._ids.get(st.id) is st:
-                    del self._ids[st.id]
-                self._carry(st.id, st.count, st.first_seen)
+        while len(self._states) > self.max_templates or self.bytes > self.max_bytes:
+            # least recently seen first; one a window may wait for stays
+            victim = next((st for st in self._states.values() if st.known and not st.judging), None)
+            if victim is None:
                 return
+            del self._states[victim.template]
+            self.bytes -= len(victim.template)
+            if self._ids.get(victim.id) is victim:
+                del self._ids[victim.id]
+            self._carry(victim.id, victim.count, victim.first_seen)
 
     def carry_counts(self, counts: dict[str, tuple[int, float]]) -> None:
         """(count, first_seen) by template id, from this replica's catalog records: templates seen again continue

@@ -75,7 +75,7 @@ class TemplateStage:
         # The daemon's clock (rationad.clock), the one lines are observed by: a failure's time and the retry that
         # follows it are read from the same clock, which never steps back.
         self.clock = clock
-        self.book = TemplateBook(settings.cache.max_entries)
+        self.book = TemplateBook(settings.cache.max_entries, settings.cache.max_bytes)
         self._offsets = PartitionOffsets()  # template judgements hold no input offset (never committed)
         # template text -> windows waiting for its verdict (not by id: ids can be made to collide, TemplateBook)
         self._waiting: dict[str, list[_Window]] = {}

@@ -22,3 +22,12 @@ def test_a_revoked_partition_is_forgotten():
     k.seen(0, "x")
     k.drop(0)
     assert k.seen(1, "x") is None
+
+
+def test_long_keys_are_remembered_by_digest_and_still_found():
+    """Found by review: keys were held whole, 10,000 a partition, and a session key can be 64 KiB long."""
+    spread = KeySpread()
+    huge = "blk_" + "7" * 65_000
+    assert spread.seen(0, huge) is None and spread.seen(1, huge) == 0
+    assert spread.seen(2, huge[:-1] + "8") is None  # a different key
+    assert all(len(k) <= 64 for keys in spread._recent.values() for k in keys)

@@ -41,6 +41,20 @@ def test_router_agrees_with_the_producers_default_partitioner():
     assert Router(3).key("blk_\udc80")[2] is False  # a lone surrogate: no pack can carry it
 
 
+def test_router_remembers_no_key_longer_than_a_session_key_needs():
+    """Found by review: the memo was bounded by entries only, and an HDFS line needs nothing but a block id, so
+    100,000 records of unique 65,000-digit block ids held about 12 GiB of keys before any model call."""
+    from rationad.repartition import ROUTER_MEMO_KEY_CHARS
+
+    router = Router(3)
+    huge = "blk_" + "7" * 65_000
+    assert router.key(huge) == (huge.encode(), router.partition(huge.encode()), True)  # routed all the same
+    assert router.keys == {}
+    ordinary = "blk_" + "7" * (ROUTER_MEMO_KEY_CHARS - 4)
+    router.key(ordinary)
+    assert list(router.keys) == [ordinary]
+
+
 HDFS_RECORDS = [
     b"081109 203615 148 INFO dfs.DataNode$PacketResponder: PacketResponder 1 for block blk_38865049064139660 "
     b"terminating",

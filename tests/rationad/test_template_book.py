@@ -126,3 +126,14 @@ def test_two_templates_sharing_an_id_are_held_apart(monkeypatch):
     assert [(u.state.template, u.state.verdict) for u in uses] == [(a, "normal"), (b, "normal")]
     book.set_label("t-0000000000aa", Label(b, "anomalous", "fan dying", "ops", 2.0))  # the id's label is now b's
     assert book.decide(uses).verdict == "anomalous" and [u.state.template for u in book.decide(uses).anomalous] == [b]
+
+
+def test_the_book_is_bounded_in_bytes_as_well_as_in_templates():
+    """Found by review: bounded by count only (100,000 templates of up to 64 KiB each: 6 GiB); judged templates past
+    ``max_bytes`` of template text are forgotten too, least recently seen first."""
+    book = TemplateBook(max_templates=1_000, max_bytes=10_000)
+    for i in range(50):
+        msg = f"ERROR {chr(65 + i % 26)}{chr(65 + i // 26)} " + "x" * 1_000
+        book.judged(book.observe(msg, now=float(i)).template, "normal", "fine")
+    assert 9 <= len(book) <= 10 and book.bytes <= 10_000
+    assert book.states()[-1].template.startswith("ERROR XB")  # the latest stays
