@@ -27,7 +27,9 @@ than that whose window has already closed is never dropped: it opens a window of
 callback hears how late it was. A line stamped more than ``max_future_secs`` ahead of the wall clock (one HDFS line
 dated 2099) would close every open session and leave each later line a session of its own: it is taken as untimed
 instead (its ``ts`` becomes None and it takes the partition's current event time), never moves the watermark, and the
-``on_future`` callback hears how far ahead it was.
+``on_future`` callback hears how far ahead it was. A line within that bound keeps its time but moves its source's
+event time at most one gap (or window) plus the allowed lateness past the wall clock (``_ahead``), so a host whose
+clock jumped hours ahead cannot make the lines after it late either.
 
 Memory is bounded by ``max_open_sessions``: when a new session would exceed it, the oldest-opened session closes
 early (reason ``evicted``), which is also the one holding back the partition's committable offset. The caller can
@@ -181,6 +183,17 @@ LateCallback = Callable[[LogLine, float], None]  # (line, seconds behind the par
 FutureCallback = Callable[[LogLine, float], None]  # (line as received, seconds ahead of the wall clock)
 
 
+def _ahead_bound(spec: WindowSpec) -> float | None:
+    """See ``Sessionizer._ahead``: None without a future bound, or where time closes no window."""
+    if spec.max_future_secs is None:
+        return None
+    if spec.mode == "session" and spec.gap_secs is not None:
+        return spec.gap_secs + spec.allowed_lateness_secs
+    if spec.window_secs is not None:
+        return spec.window_secs + spec.allowed_lateness_secs
+    return None
+
+
 class Sessionizer:
     """Open windows of one input partition. ``add``/``tick`` return the sessions they close."""
 
@@ -224,7 +237,12 @@ class Sessionizer:
             self._fast_path = False  # fixed windows: a line's window is its bucket, the general path decides
         self._fast_gap = spec.gap_secs if spec.gap_secs is not None else -math.inf
         self._fast_span = spec.max_span_secs if spec.max_span_secs is not None else math.inf
-        self._fast_future = spec.max_future_secs if spec.max_future_secs is not None else math.inf
+        # How far past the wall clock a timed line may move its source's event time (None: as far as its stamp): one
+        # gap (or window) plus the allowed lateness, with a future bound, so that no single line within that bound
+        # (a host whose clock jumped hours ahead) can make the lines at the wall clock late. The line keeps its time.
+        self._ahead = _ahead_bound(spec)
+        self._fast_future = min(spec.max_future_secs if spec.max_future_secs is not None else math.inf,
+                                self._ahead if self._ahead is not None else math.inf)
         self._fast_lines = min(spec.max_lines, spec.window_lines if spec.window_lines is not None else spec.max_lines)
 
     # ---- state ----------------------------------------------------------------------------------------------
@@ -366,10 +384,13 @@ class Sessionizer:
             timed = False
         closed: list[Session] = []
         self._last_arrival = now
-        if timed and (self._max_ts is None or ts > self._max_ts):
-            self._max_ts = ts
+        wts = ts  # what the line tells event time (``_ahead``)
+        if timed and self._ahead is not None and ts - now > self._ahead:
+            wts = now + self._ahead
+        if timed and (self._max_ts is None or wts > self._max_ts):
+            self._max_ts = wts
         by_arrival = self._event_time is None
-        self._heard(None if src is None else src[:2], ts if timed else None, now)
+        self._heard(None if src is None else src[:2], wts if timed else None, now)
         if by_arrival and self._event_time is not None:
             by_arrival = False
             self._redate()

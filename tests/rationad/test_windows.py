@@ -302,6 +302,25 @@ def test_a_far_future_line_is_untimed_never_moves_the_watermark_and_is_reported(
     assert closed["z"].lines[0].raw == "m"
 
 
+def test_a_line_hours_ahead_within_the_bound_does_not_make_the_lines_after_it_late():
+    """Found by review: a line 23 h ahead (within the default max_future_secs of a day) moved event time 23 h past
+    the wall clock, and every later line was late, each a one-line session, until the wall clock caught up. A source
+    now moves event time at most one gap (plus allowed lateness) past the wall clock; the line keeps its own time."""
+    late: list[float] = []
+    w = Sessionizer(resolve_spec(SessionsConfig(), "generic"), on_late=lambda ln, by: late.append(by))
+    clock = Clock(1_000_000.0)
+    w.add(line("a", clock.now, 0), clock.now)
+    w.add(line("x", clock.now + 82_800.0, 1), clock.now)  # a clock that jumped
+    closed = []
+    for i in range(6):
+        now = clock.advance(1.0)
+        closed += w.add(line("b", now, 2 + i), now) + w.tick(now)
+    assert late == [] and [s.key for s in closed if s.key == "b"] == []
+    assert w.watermark(clock.now) <= clock.now + 300.0
+    done = {s.key: s for s in closed + w.flush("end_of_input")}
+    assert len(done["b"].lines) == 6 and done["x"].lines[0].ts == 1_000_000.0 + 82_800.0
+
+
 def test_a_far_future_first_line_does_not_set_the_event_time():
     w = Sessionizer(session_spec(max_future_secs=0.0), on_future=lambda ln, ahead: None)
     w.add(line("z", 1_000_001.0, 0), 1_000_000.0)
