@@ -458,7 +458,8 @@ def _format_error(exc: ValidationError, source: str) -> str:
 
 
 def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
-    """Read ``path`` (TOML), apply ``RATIONAD_*`` environment overrides, validate; raise ConfigError naming the key."""
+    """Read ``path`` (TOML), apply ``RATIONAD_*`` environment overrides, then ``overrides`` (what the caller's code
+    or command line sets: highest), validate; raise ConfigError naming the key."""
     data: dict[str, Any] = {}
     source = "defaults"
     if path is not None:
@@ -470,7 +471,6 @@ def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
             raise ConfigError(f"config file not found: {p}") from exc
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config file {p} is not valid TOML: {exc}") from exc
-    data = _merge(data, overrides)
     try:
         # pydantic-settings gives init kwargs precedence over the environment; the file must lose to the
         # environment, so read the environment first and merge it over the file ourselves.
@@ -479,6 +479,6 @@ def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
         except SettingsError as exc:  # e.g. RATIONAD_CACHE=/some/folder: a whole section must be a JSON object
             raise ConfigError(f"invalid environment override: {exc}; a {ENV_PREFIX}<SECTION> variable must hold a "
                               f"JSON object (or set one key: {ENV_PREFIX}<SECTION>__<KEY>)") from None
-        return Settings(**_merge(data, env))
+        return Settings(**_merge(_merge(data, env), overrides))
     except ValidationError as exc:
         raise ConfigError(_format_error(exc, source + " + environment")) from None

@@ -157,3 +157,14 @@ def test_tls_files_that_load_pass(tmp_path, tls_files):
     k = load_settings(p).kafka
     assert (k.ssl_cafile, k.ssl_certfile, k.ssl_keyfile) == (tls_files / "b.pem", tls_files / "a.pem",
                                                               tls_files / "a.key")
+
+
+def test_code_and_command_line_overrides_beat_the_environment(monkeypatch):
+    """Found by review: the environment was laid over the caller's overrides, so ``replay --model-path`` in a pod
+    with RATIONAD_MODEL__PATH judged with the pod's model, and the demo's local broker address lost to an exported
+    RATIONAD_KAFKA__BOOTSTRAP_SERVERS (its sample records went to that broker)."""
+    monkeypatch.setenv("RATIONAD_MODEL__PATH", "/env/model")
+    monkeypatch.setenv("RATIONAD_KAFKA__BOOTSTRAP_SERVERS", "prod:9092")
+    s = load_settings(ROOT / "config.toml", model={"path": "/cli/model"}, kafka={"bootstrap_servers": "127.0.0.1:1"})
+    assert (str(s.model.path), s.kafka.bootstrap_servers) == ("/cli/model", "127.0.0.1:1")
+    assert load_settings(ROOT / "config.toml").kafka.bootstrap_servers == "prod:9092"  # still over the file
