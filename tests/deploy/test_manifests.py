@@ -81,17 +81,20 @@ def test_unit_stop_timeout_above_drain_budget():
     assert stop > Settings().delivery.drain_timeout_secs
 
 
-@pytest.mark.parametrize("key", ["ExecStartPre", "ExecStart"])
-def test_unit_commands_parse_with_the_cli(key):
-    (command,) = unit_values(key)
+def test_unit_command_parses_with_the_cli():
+    (command,) = unit_values("ExecStart")
     argv = shlex.split(command)
     assert argv[0] == "/opt/rationad/venv/bin/rationad"
     args = build_parser().parse_args(argv[1:])  # SystemExit on an unknown flag
-    assert args.config == "/etc/rationad/config.toml"
-    if key == "ExecStartPre":
-        assert args.command == "check-config" and args.offline
-    else:
-        assert args.command == "run"
+    assert args.config == "/etc/rationad/config.toml" and args.command == "run"
+
+
+def test_a_configuration_error_is_not_restarted():
+    """Found by review: ``check-config`` in ``ExecStartPre`` exited 2 on a typo, but systemd applies
+    ``RestartPreventExitStatus`` to the main process only, so ``Restart=on-failure`` restarted the unit every 5 s for
+    ever. Only the main process (``run``, which validates first and exits 2) may report a configuration error."""
+    assert unit_values("ExecStartPre") == []
+    assert unit_values("RestartPreventExitStatus") == ["2"] and unit_values("Restart") == ["on-failure"]
 
 
 def test_env_example_keys_exist_and_validate(monkeypatch, tmp_path):

@@ -28,6 +28,9 @@ def test_check_config_offline_and_bad_config(tmp_path):
     bad.write_text("[output]\nemit_normal = 'sometimes'\n")
     r = run("check-config", "--config", str(bad), "--offline")
     assert r.returncode == 2 and "output.emit_normal" in r.stderr
+    # ``run`` (systemd's main process: RestartPreventExitStatus=2 applies to it only) fails the same way, at once
+    r = run("run", "--config", str(bad))
+    assert r.returncode == 2 and "output.emit_normal" in r.stderr
 
 
 def test_check_config_reports_unreachable_broker_and_missing_model(tmp_path):
