@@ -72,6 +72,11 @@ class KafkaConfig(_Section):
         if self.security_protocol.startswith("SASL"):
             if not self.sasl_mechanism or not self.sasl_username or self.sasl_password is None:
                 raise ValueError("SASL security_protocol needs sasl_mechanism, sasl_username and sasl_password")
+            return self
+        given = [k for k in ("sasl_mechanism", "sasl_username", "sasl_password") if getattr(self, k) is not None]
+        if given:  # as TLS files without TLS: they would be ignored, the broker reached without them
+            raise ValueError(f"kafka.{given[0]}: set, but security_protocol {self.security_protocol!r} uses no SASL, "
+                             "so it would be ignored: use 'SASL_SSL' or 'SASL_PLAINTEXT', or remove it")
         return self
 
     @field_validator("ssl_cafile", "ssl_certfile", "ssl_keyfile")

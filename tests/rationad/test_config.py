@@ -168,3 +168,12 @@ def test_code_and_command_line_overrides_beat_the_environment(monkeypatch):
     s = load_settings(ROOT / "config.toml", model={"path": "/cli/model"}, kafka={"bootstrap_servers": "127.0.0.1:1"})
     assert (str(s.model.path), s.kafka.bootstrap_servers) == ("/cli/model", "127.0.0.1:1")
     assert load_settings(ROOT / "config.toml").kafka.bootstrap_servers == "prod:9092"  # still over the file
+
+
+@pytest.mark.parametrize("key, value", [("SASL_USERNAME", "u"), ("SASL_PASSWORD", "p"), ("SASL_MECHANISM", "PLAIN")])
+def test_sasl_settings_for_a_protocol_without_sasl_are_refused(monkeypatch, key, value):
+    """Found by review: SASL credentials (the Kubernetes Secret's, as environment variables) were accepted with
+    security_protocol PLAINTEXT and never used: the broker was reached without them, silently."""
+    monkeypatch.setenv(f"RATIONAD_KAFKA__{key}", value)
+    with pytest.raises(ConfigError, match=f"kafka.{key.lower()}: set, but security_protocol 'PLAINTEXT'"):
+        load_settings(ROOT / "config.toml")
