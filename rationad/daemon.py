@@ -179,8 +179,28 @@ class Daemon:
             return None
         from rationad.cache_table import ChangelogStore
 
+        return ChangelogStore(self.s.kafka, namespace=self._namespace())
+
+    def _namespace(self) -> str:
         m = self.model
-        return ChangelogStore(self.s.kafka, namespace=f"{m.name}@{m.version}/{m.prompt_version}")
+        return f"{m.name}@{m.version}/{m.prompt_version}"
+
+    def _identify_model(self) -> None:
+        """The model's identity once the client has started: a vllm-server client with neither
+        ``model.served_model_name`` nor ``model.path`` learns the served model's name from the server, and an identity
+        read before, from its placeholder name, would be the same for every model behind the URL (one verdict-cache
+        namespace, the same event ids)."""
+        info = model_info(self.s.model, self.client.name)
+        if info == self.model:
+            return
+        self.model = self.stage.model = info
+        if self.templates is not None:
+            self.templates.model = info
+        if self.cache is not None and self.cache.store is not None:
+            self.cache.store.namespace = self._namespace()  # not started yet: it recovers this model's topic
+        self.metrics.build_info.info({"version": __version__, "model": info.name, "model_version": info.version,
+                                      "prompt_version": info.prompt_version})
+        log.info("model_identified", model=info.name, model_version=info.version)
 
     def _set_ready_metric(self) -> None:
         self.metrics.ready.set(1 if self._ready()[0] else 0)
@@ -230,6 +250,7 @@ class Daemon:
             log.info("health_server_started", host=self.s.server.host, port=self.health.port)
         self.notifier.status("starting model")
         await self.client.start()
+        self._identify_model()
         if self.cache is not None and self.cache.store is not None and not self._stop.is_set():
             self.notifier.status("recovering verdict cache")
             try:

@@ -682,3 +682,30 @@ async def test_a_dead_letter_the_broker_refuses_stops_without_waiting_out_the_dr
     assert code == 1 and d.delivery.held == d.delivery.stuck == records
     assert time.monotonic() - t0 < 4, "the drain waited its whole budget for a hold that cannot clear"
     assert final_commit(consumer) in (None, 0)  # nothing committed past the undelivered dead letter
+
+
+class _Served(FakeModel):
+    """A vllm-server client named by the model its server lists, learnt at start (``ServerClient.start``)."""
+
+    def __init__(self, served: str) -> None:
+        super().__init__()
+        self.name, self._served = "vllm-server", served
+
+    async def start(self) -> None:
+        self.name = self._served
+
+
+async def test_a_served_model_found_at_start_gives_the_identity_of_that_model():
+    """Found by review: with neither model.served_model_name nor model.path, the identity (verdict-cache namespace,
+    event ids, events' model name) was read before the client learnt the served model's name, so every model behind
+    the URL shared it: a restarted daemon recovered another model's verdicts as cache hits."""
+    s = settings(model={"backend": "vllm-server", "server_url": "http://127.0.0.1:1", "retry_backoff_secs": 0.0},
+                 cache={"enabled": True, "durable": True}, judge={"level": "template"})
+    identities = []
+    for served in ("model-a", "model-b"):
+        d = Daemon(s, client=_Served(served))
+        await d.client.start()
+        d._identify_model()
+        assert d.model.name == served and d.stage.model is d.model and d.templates.model is d.model
+        identities.append((d.model.version, d.cache.store.namespace))
+    assert identities[0][0] != identities[1][0] and identities[0][1] != identities[1][1]
