@@ -157,6 +157,9 @@ def answer_score(tokens: Sequence[str], candidates: Sequence[Sequence[tuple[str,
     if at < 0 or len(candidates) < len(tokens):
         return None
     start = at + len(ANSWER_OPEN)
+    if not any(text.startswith(w, start) for w in ANSWER_WORDS):
+        return None  # written otherwise ("Normal", " normal", "abnormal": unconstrained output): the candidates at
+        # that position are not the alternatives of the word the parser reads, so they give no score for it
     pos = 0
     for i, tok in enumerate(tokens):  # the token holding the word's first character
         if pos + len(tok) > start:

@@ -80,6 +80,19 @@ def test_score_where_the_answer_word_starts_inside_a_token_and_a_word_missing_fr
     assert 0.99 < s < 1.0 and s == pytest.approx(expected([("an", -0.01), ("a", -7.0), ("n", -7.0)]))
 
 
+@pytest.mark.parametrize("word", [["Normal"], [" normal"], ["ab", "normal"], ["NORMAL"]])
+def test_no_score_when_the_answer_word_is_not_written_as_scored(word):
+    """Found by review: without constrained output the model may write "Normal", " normal" or "abnormal", which the
+    parser accepts; the score then came from the alternatives it passed over (0.62 for "Normal" here) and the event
+    said anomalous while the model wrote normal. Scored only when the word is written as the constraint writes it."""
+    toks = tokens_for(word)
+    cands = [[(t, 0.0)] for t in toks]
+    cands[len(HEAD)] = [(word[0], -0.01), ("an", -9.0), ("n", -9.5)]
+    view = build_view("generic", ["a line"])
+    assert parse_completion("".join(toks), view).verdict in ("normal", "anomalous")  # a verdict the parser accepts
+    assert answer_score(toks, cands) is None
+
+
 def test_no_score_without_an_answer_or_logprobs():
     assert answer_score(["<think>", "x", "</think>"], [[("x", 0.0)]] * 3) is None
     assert answer_score(tokens_for(["normal"]), []) is None
