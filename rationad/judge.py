@@ -30,7 +30,7 @@ from rationad.config import ModelConfig
 from rationad.events import ModelInfo
 from rationad.faithful import checked
 from rationad.metrics import Metrics
-from rationad.model.base import Completion, ModelClient
+from rationad.model.base import Completion, ModelClient, gather_all
 from rationad.neighbours import ModelNeighbours, for_model
 from rationad.prompt import (ANSWER_REGEX, PROMPT_UNFINISHED, PROMPT_VERSION, SessionView, answer_regex, build_messages,
                              build_view, cache_key, trained_with, view_of)
@@ -322,7 +322,7 @@ class Judge:
             self.metrics.model_in_flight.inc()
             self.metrics.batch_size.observe(len(views))
         try:
-            parts = await asyncio.gather(*(
+            parts = await gather_all(  # one group failing cancels the others: the caller gives the sessions up
                 self.client.generate(
                     [messages(i) for i in idx],
                     max_tokens=CLOSE_MAX_TOKENS if prefixes else self.cfg.max_new_tokens,
@@ -330,7 +330,7 @@ class Judge:
                     regex=regex,
                 )
                 for regex, idx in groups.items()
-            ))
+            )
             outcome = "ok"
             self.model_calls += len(views)
             out: list[Completion] = [Completion("", 0, 0)] * len(views)

@@ -2,6 +2,7 @@
 tests/integration)."""
 
 import asyncio
+import pytest
 
 
 from rationad.cache import VerdictCache
@@ -253,3 +254,29 @@ def test_an_unfinished_session_is_said_unfinished_only_to_a_model_trained_with_i
     told = Judge(ScriptedModel([]), ModelConfig(path=plain), "hdfs",
                  model=ModelInfo(name="m", version="1", prompt_version="rationad-prompt-v1+unfinished"))
     assert told.say_unfinished and told.view(head).unfinished
+
+
+async def test_when_one_request_group_fails_the_others_are_cancelled():
+    """Found by review: narrowed retries go out as one request per line-id set; when one failed, the others kept
+    running on the model while the caller split and resubmitted the same sessions."""
+    from rationad.model.base import ModelError
+    from rationad.prompt import build_view
+
+    cancelled = []
+
+    class Groups(ScriptedModel):
+        async def generate(self, conversations, *, max_tokens, temperature, regex):
+            if "1|2" in regex:  # the two-line session's group fails at once
+                raise ModelError("rejected", kind="rejected")
+            try:
+                await asyncio.sleep(30)
+            except asyncio.CancelledError:
+                cancelled.append(regex)
+                raise
+            return []
+
+    judge = Judge(Groups([]), ModelConfig(path=None), "generic")
+    views = [build_view("generic", ["a"]), build_view("generic", ["a", "b"])]
+    with pytest.raises(ModelError):
+        await asyncio.wait_for(judge._generate(views, 0.0, narrow=True), 10)
+    assert len(cancelled) == 1
