@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import csv
 import json
 import os
+import re
 import sys
 import time
 from collections.abc import Coroutine
@@ -168,6 +170,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
         overrides["input"] = inp
     if args.model_path:
         overrides["model"] = {"path": args.model_path}
+    if args.labels and not raw_dialect:
+        raise ConfigError(f"--labels: only for raw logs (--dialect hdfs, bgl or generic); {args.dialect} input "
+                          "carries its own labels")
     settings = _settings(args.config, **overrides)
     path = Path(args.path)
     if not path.is_file():
@@ -183,7 +188,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
             raise ConfigError(str(exc)) from None
     skipped = replay.Skipped()
     if raw_dialect:
-        labels = replay.read_labels(Path(args.labels)) if args.labels else None
+        try:
+            labels = replay.read_labels(Path(args.labels)) if args.labels else None
+        except (OSError, ValueError, csv.Error) as exc:
+            raise ConfigError(f"--labels: {exc}") from None
         sessions_iter = replay.sessions_from_log(path, args.dialect, settings.sessions, settings.input, skipped, labels)
         source = args.source or args.dialect
     elif args.dialect == "hdfs-sessions":
@@ -231,6 +239,11 @@ def cmd_replay(args: argparse.Namespace) -> int:
 def cmd_tail(args: argparse.Namespace) -> int:
     from rationad.tail import tail
 
+    if args.key:
+        try:
+            re.compile(args.key)
+        except re.error as exc:
+            raise ConfigError(f"--key: {args.key!r} is not a regular expression: {exc}") from None
     settings = _settings(args.config)
     try:
         asyncio.run(tail(settings, verdict=args.verdict, key=args.key, from_beginning=args.from_beginning,

@@ -326,3 +326,24 @@ async def test_label_prints_the_template_it_labelled_escaped(monkeypatch, capsys
     out = capsys.readouterr().out
     assert not re.search("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]", out), repr(out)
     assert "disk sda failed" in out
+
+
+def test_plain_mistakes_on_the_command_line_are_errors_naming_the_flag(tmp_path, capsys):
+    """Found by review: a missing or malformed --labels file and a --key that is not a regular expression ended in a
+    traceback (exit 1), and --labels was silently ignored where the input carries no keys to label."""
+    from rationad.cli import main
+
+    log = tmp_path / "x.log"
+    log.write_text("081109 203615 148 INFO dfs.DataNode$PacketResponder: Received block blk_1 of size 1 from /1.2.3.4"
+                   "\n")
+    bad = tmp_path / "labels.csv"
+    bad.write_text("BlockId,Label\nblk_1,sometimes\n")
+    for labels in (str(tmp_path / "nope.csv"), str(bad)):
+        assert main(["replay", str(log), "--dialect", "hdfs", "--labels", labels]) == 2
+        assert "--labels" in capsys.readouterr().err
+    templates = tmp_path / "t.csv"
+    templates.write_text("EventTemplate,Label\nx,Normal\n")
+    assert main(["replay", str(templates), "--dialect", "templates", "--labels", str(bad)]) == 2
+    assert "--labels" in capsys.readouterr().err
+    assert main(["tail", "--key", "["]) == 2
+    assert "--key" in capsys.readouterr().err
