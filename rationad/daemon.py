@@ -832,7 +832,7 @@ class Daemon:
                 return
             except Exception:
                 return
-            if self.stage.blocked:
+            if self.stage.blocked and not self.stage.blocked_by_requests:  # listing models proves no request works
                 self.stage.answered()
         if not self.stage.ok and not self.stage.blocked:  # a health probe alone cannot clear a misconfiguration
             self.stage.ok = True

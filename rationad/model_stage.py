@@ -82,6 +82,9 @@ class ModelStage:
         self.ok = False  # the last health check or call succeeded
         self.down_since: float | None = None  # monotonic time the model became unhealthy
         self.blocked: str | None = None  # why the model cannot be used now (misconfigured, dead)
+        # Blocked because real requests fail although the server looks healthy: only an answered request clears it
+        # (the health check's model listing cannot vouch for it).
+        self.blocked_by_requests = False
         self.dead: str | None = None  # the model cannot serve again in this process
 
     def submit(self, p: Pending) -> None:
@@ -160,10 +163,15 @@ class ModelStage:
                 if exc.kind == "rejected":
                     if len(batch) > 1:
                         return await self._split(batch)
-                    p = batch[0]
-                    log.warning("session_rejected_by_model", key=p.session.key, error=str(exc))
-                    return [(p, session_dead_letter(p.session, "model_rejected", str(exc), attempts=p.attempts + 1))]
-                if exc.kind == "config":
+                    if await self._model_answers():  # this session's request is at fault
+                        p = batch[0]
+                        log.warning("session_rejected_by_model", key=p.session.key, error=str(exc))
+                        return [(p, session_dead_letter(p.session, "model_rejected", str(exc),
+                                                        attempts=p.attempts + 1))]
+                    # a minimal request is rejected too (e.g. a server started with --max-logprobs below the
+                    # daemon's): no session is at fault, none is dead-lettered; input pauses until it is fixed
+                    self.block(f"model rejects every request: {exc}", by_requests=True)
+                elif exc.kind == "config":
                     self.block(f"model misconfigured: {exc}")
                 else:
                     self.unhealthy()
@@ -213,11 +221,13 @@ class ModelStage:
         return [r for part in parts for r in part]
 
     # ---- model state --------------------------------------------------------------------------------------
-    def block(self, reason: str, action: str = "consumption paused; retrying with backoff") -> None:
+    def block(self, reason: str, action: str = "consumption paused; retrying with backoff", *,
+              by_requests: bool = False) -> None:
         """The model cannot be used and no session is at fault: the daemon pauses input and fails /readyz."""
         if self.blocked != reason:
             log.error("model_blocked", reason=reason, action=action)
         self.blocked = reason
+        self.blocked_by_requests = by_requests
         self.metrics.model_blocked.set(1)
         self._on_state()
 
@@ -228,6 +238,7 @@ class ModelStage:
         if self.blocked or not self.ok:
             log.info("model_recovered", was=self.blocked or "unavailable")
         self.blocked = None
+        self.blocked_by_requests = False
         self.ok = True
         self.down_since = None
         self.metrics.model_blocked.set(0)

@@ -308,6 +308,50 @@ async def test_model_auth_error_pauses_consumption_and_dead_letters_nothing():
     assert sorted(orjson.loads(e.value)["session"]["key"] for e in producer.on("rationad.anomalies")) == ["a", "b", "c"]
 
 
+async def test_a_server_that_rejects_every_request_pauses_consumption_and_dead_letters_nothing(monkeypatch):
+    """Found by review: a 400 that no request can avoid (a vLLM server started with --max-logprobs below the 10 the
+    daemon asks for) dead-lettered every session as model_rejected while /readyz stayed green. A rejected session is
+    now dead-lettered only when the model answers a minimal request; otherwise the model is blocked."""
+    s = settings()
+    state = {"calls": 0, "fixed": False}
+
+    def answer(text):
+        state["calls"] += 1
+        if not state["fixed"]:
+            raise ModelError("HTTP 400: Requested sample logprobs of 10, which is greater than max allowed: 5",
+                             kind="rejected")
+        return ANOMALOUS
+
+    monkeypatch.setattr(daemon_mod, "MODEL_HEALTH_INTERVAL_SECS", 0.05)
+    model = FakeModel(answer)
+
+    async def verify():  # the server lists its model and accepts the key: healthy by every check but a request
+        pass
+
+    model.verify = verify
+    recs = [Rec(0, line("a")), Rec(1, line("a")), Rec(2, line("b")), Rec(3, line("b"))]
+    d, consumer, producer = make(s, [{TP: recs}], model=model)
+    task = asyncio.create_task(d.run())
+    for _ in range(500):
+        await asyncio.sleep(0.01)
+        if state["calls"] >= 4 and consumer.paused:
+            break
+    for _ in range(20):  # and the health checks (every 0.05 s here) do not clear it
+        ready, why = d._ready()
+        assert consumer.paused and not ready and "rejects every request" in why, why
+        await asyncio.sleep(0.02)
+    assert producer.on("rationad.dlq") == []
+    state["fixed"] = True
+    for _ in range(1000):
+        await asyncio.sleep(0.01)
+        if final_commit(consumer) == 4:
+            break
+    d.request_stop()
+    assert await task == 0
+    assert final_commit(consumer) == 4 and producer.on("rationad.dlq") == []
+    assert sorted(orjson.loads(e.value)["session"]["key"] for e in producer.on("rationad.anomalies")) == ["a", "b"]
+
+
 async def test_a_refused_key_found_by_the_health_check_fails_readiness_before_any_session(monkeypatch):
     monkeypatch.setattr(daemon_mod, "MODEL_HEALTH_INTERVAL_SECS", 0.05)
     model = FakeModel()
