@@ -98,16 +98,21 @@ def close_cut_thought(text: str, view: SessionView) -> str | None:
     can answer from it: ``<think>`` + the rationale up to its last complete sentence (or, when it has none, its last
     complete clause: the walk of rows the model was writing) + ``CUT_MARK`` + ``</think>\n<answer>``. A cited line
     that is not in the session ends the text before it (a rationale that walks past the session's last row is where
-    such answers loop). None when ``text`` is not such an answer (it closed its thought, or never opened one) or when
-    nothing complete is left.
+    such answers loop). An answer cut after its thought closed (``<answer>anom``) is ``<think>`` + its whole
+    rationale + ``</think>\n<answer>``. None when ``text`` is not such an answer (it has its answer, or never opened a
+    thought) or when nothing complete is left.
 
     This is budget forcing: the verdict is the model's own, read after the reasoning it managed to write, instead of
     a malformed answer and a dead-lettered session (with constrained output a cut thought is the only malformed
     shape left).
     """
     head = "<think>"
-    if not text.startswith(head) or "</think>" in text:
+    if not text.startswith(head):
         return None
+    if "</think>" in text:  # the budget ran out in the answer: the rationale is whole, only the word is missing
+        thought, _, after = text.partition("</think>")
+        return None if "</answer>" in after or "<think>" in thought[len(head):] else thought + "</think>\n<answer>"
+
     body = text[len(head):THINK_MAX_CHARS - len(CUT_MARK) + len(head)]  # the closed text must fit ANSWER_REGEX
     for m in REF.finditer(body):
         if view.row(ref_name(m.group(1))) is None:

@@ -24,7 +24,8 @@ from pathlib import Path
 import orjson
 import structlog
 
-from rationad.answer import CLOSE_REGEX, ParsedAnswer, close_cut_thought, parse_completion, thresholded_verdict
+from rationad.answer import (CLOSE_REGEX, CUT_MARK, ParsedAnswer, close_cut_thought, parse_completion,
+                             thresholded_verdict)
 from rationad.cache import VerdictCache
 from rationad.config import ModelConfig
 from rationad.events import ModelInfo
@@ -280,10 +281,10 @@ class Judge:
         return [(c.text, c.score, n) for c, n in zip(done, attempts, strict=True)]
 
     async def _close_cut(self, views: list[SessionView], done: list[Completion]) -> None:
-        """Answer in place the completions of ``done`` whose rationale ran past ``max_new_tokens`` before it closed:
-        the rationale is cut at its last complete sentence or clause (``close_cut_thought``) and the model, given it,
-        writes only the answer (a few tokens, one short request) instead of being asked for the whole completion
-        again."""
+        """Answer in place the completions of ``done`` that ran past ``max_new_tokens`` before their answer: the
+        rationale is cut at its last complete sentence or clause (``close_cut_thought``; whole when it had closed)
+        and the model, given it, writes only the answer (a few tokens, one short request) instead of being asked for
+        the whole completion again."""
         prefixes = {i: p for i, (v, c) in enumerate(zip(views, done, strict=True))
                     if (p := close_cut_thought(c.text, v)) is not None}
         if not prefixes:
@@ -295,7 +296,7 @@ class Judge:
                 continue
             c = replace(c, completion_tokens=c.completion_tokens + done[i].completion_tokens)
             done[i] = c
-            if self.metrics is not None:
+            if self.metrics is not None and CUT_MARK + "</think>" in prefixes[i]:  # a rationale was cut (not the word)
                 self.metrics.rationales_cut.inc()
 
     async def _generate(self, views: list[SessionView], temperature: float, *, narrow: bool = False,

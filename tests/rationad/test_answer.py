@@ -47,7 +47,9 @@ def test_a_thought_cut_by_the_token_budget_is_closed_at_its_last_complete_senten
         "<think>L1 x1 receive start, L2 x1 received, L3 x1 ended" + CUT_MARK + "</think>\n<answer>")
     assert close_cut_thought("<think>L1 x1 L4 and more.", v) is None  # nothing complete before the absent line
     assert close_cut_thought("<think>L1 x1 a receive sta", v) is None  # nothing complete
-    assert close_cut_thought("<think>L1 fine.</think>\n<answer>nor", v) is None  # not a cut thought
+    # cut in the answer: the whole rationale, the word to write again
+    assert close_cut_thought("<think>L1 fine.</think>\n<answer>nor", v) == "<think>L1 fine.</think>\n<answer>"
+    assert close_cut_thought("<think>L1 fine.</think>\n<answer>normal</answer>", v) is None  # answered
     assert close_cut_thought("garbage", v) is None
     # a thought longer than the regex allows (the narrowed regex has no bound) is cut to fit it
     long = "<think>" + "L1 x1: a receive starts. " * 60

@@ -176,6 +176,21 @@ async def test_a_rationale_cut_by_the_token_budget_is_answered_from_its_last_com
     assert len(judge.cache) == 1  # a closed answer is an answer: cached like any other
 
 
+async def test_an_answer_cut_after_its_rationale_closed_is_completed():
+    """Found by review: a rationale that closed in the last tokens of the budget left "<answer>anom" with no rescue
+    (only a thought still open was closed), so the answer was malformed, retried and often dead-lettered."""
+    model = ScriptedModel(["<think>L1 x1: the write failed.</think>\n<answer>anom", "anomalous</answer>"])
+    metrics = Metrics()
+    judge = Judge(model, ModelConfig(), "hdfs", cache=VerdictCache(10), metrics=metrics)
+    [j] = await judge.judge_many([session("k", ["ERROR write failed"])])
+    assert j.ok and j.answer.verdict == "anomalous" and j.attempts == 1
+    assert j.answer.rationale == "L1 x1: the write failed."  # the whole rationale: nothing of it was cut
+    assert len(model.calls) == 2 and model.calls[1] == (1, 0.0, CLOSE_REGEX)
+    assert model.conversations[1][0][0][-1] == {
+        "role": "assistant", "content": "<think>L1 x1: the write failed.</think>\n<answer>"}
+    assert metrics.rationales_cut._value.get() == 0  # no rationale was cut
+
+
 async def test_a_cut_rationale_without_a_complete_sentence_is_retried_then_malformed():
     model = ScriptedModel(["<think>L1 x1 the wr", "<think>L1 x1 the wr"])
     [j] = await Judge(model, ModelConfig(), "hdfs").judge_many([session("k", ["ERROR write failed"])])
