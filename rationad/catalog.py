@@ -108,13 +108,15 @@ def decode_stat(key: bytes | None, value: bytes | None) -> TemplateStat | None:
 def aggregate(stats: Iterable[TemplateStat]) -> list[TemplateStat]:
     """One stat per template over the replicas' stats: counts summed, the earliest first_seen, the latest last_seen;
     verdict, source, rationale and model version from the replica that saw the template last among those that have a
-    verdict (pending only when none has). Most seen first, then by template id."""
+    verdict (pending only when none has; the model's over a stat written as ``operator``, which releases before
+    2026-12-05 wrote for a labelled template). Most seen first, then by template id."""
     groups: dict[str, list[TemplateStat]] = {}
     for s in stats:
         groups.setdefault(s.id, []).append(s)
     out = []
     for group in groups.values():
-        judged = [s for s in group if s.verdict is not None] or group
+        judged = ([s for s in group if s.verdict is not None and s.source == "model"]
+                  or [s for s in group if s.verdict is not None] or group)
         latest = max(judged, key=lambda s: (s.last_seen, s.instance))
         out.append(TemplateStat(
             template=latest.template, verdict=latest.verdict, source=latest.source, rationale=latest.rationale,
@@ -157,6 +159,8 @@ def listing(stats: Iterable[TemplateStat], labels: Iterable[Label]) -> list[dict
                "model_version": s.model_version, "model_verdict": s.verdict if s.source == "model" else None,
                "labelled_by": None, "labelled_at": None, "forced": False, "seen": True}
         label = by_id.pop(s.id, None)
+        if label is None and s.source == "operator":  # an earlier release's stat of a label cleared since: no label
+            row.update(verdict=None, source="pending", rationale="")  # is in force, and the model's verdict is unknown
         if label is not None:
             row.update(verdict=label.verdict, source="operator", rationale=label.reason, labelled_by=label.by,
                        labelled_at=label.at, forced=label.forced)

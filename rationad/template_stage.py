@@ -231,10 +231,7 @@ class TemplateStage:
             if not st.dirty:
                 continue
             st.dirty = False
-            out.append(encode_stat(TemplateStat(
-                template=st.template, verdict=st.verdict, source=st.source, rationale=st.reason,  # type: ignore[arg-type]
-                model_version=self.model.version, count=st.count, first_seen=st.first_seen or time.time(),
-                last_seen=st.last_seen or time.time(), instance=self.instance)))
+            out.append(encode_stat(stat_of(st, self.model.version, self.instance)))
         for source, n in by_source.items():
             self.metrics.templates_known.labels(source).set(n)
         return out
@@ -262,3 +259,13 @@ class TemplateStage:
                 raise
             except Exception as exc:  # noqa: BLE001 - never let the catalog stop judging
                 log.warning("template_catalog_failed", error=repr(exc))
+
+
+def stat_of(st: TemplateState, model_version: str, instance: str) -> TemplateStat:
+    """The catalog record of a template: what the model said of it (an operator's label lives in its own topic and
+    ``rationad templates`` lays it over this, so the model's verdict stays visible and a cleared label leaves none)."""
+    now = time.time()
+    return TemplateStat(template=st.template, verdict=st.model_verdict,  # type: ignore[arg-type]
+                        source="model" if st.model_verdict is not None else "pending", rationale=st.rationale,
+                        model_version=model_version, count=st.count, first_seen=st.first_seen or now,
+                        last_seen=st.last_seen or now, instance=instance)

@@ -114,3 +114,26 @@ def test_a_replica_with_a_static_member_id_keeps_one_catalog_name_across_restart
     assert _instance(Settings(kafka={"group_id": "g2", "group_instance_id": "host-a"})) == "g2:host-a"
     a = _instance(Settings())
     assert "@" in a and a.rsplit("@", 1)[1].isdigit()
+
+
+def test_the_catalog_keeps_the_model_s_verdict_under_a_label_and_a_cleared_label_leaves_no_operator_row():
+    """Found by review: replicas wrote a labelled template's label as its catalog verdict (source "operator"), so
+    ``rationad templates`` lost the model's verdict (``model_verdict`` null) and, after ``label --clear``, a stale
+    stat (a replica that forgot the template, an earlier process) kept listing the cleared label as "operator"."""
+    from rationad.template_book import TemplateState
+    from rationad.template_stage import stat_of
+
+    st = TemplateState(T1, template_id(T1), count=3, first_seen=1.0, last_seen=2.0, model_verdict="anomalous",
+                       rationale="L1 reports a parity error.")
+    st.label = Label(T1, "normal", "known noise", "ops", 5.0)
+    written = stat_of(st, "m@1", "r0")
+    assert (written.verdict, written.source, written.rationale) == ("anomalous", "model", "L1 reports a parity error.")
+    (row,) = listing(aggregate([written]), [st.label])
+    assert (row["verdict"], row["source"], row["model_verdict"]) == ("normal", "operator", "anomalous")
+    (row,) = listing(aggregate([written]), [])  # the label cleared: the model's verdict applies again
+    assert (row["verdict"], row["source"]) == ("anomalous", "model")
+    legacy = stat(source="operator", verdict="normal", rationale="known noise", last_seen=900.0, instance="old")
+    (row,) = listing(aggregate([legacy, stat(verdict="anomalous", instance="r1")]), [])
+    assert (row["verdict"], row["source"]) == ("anomalous", "model")  # a model stat wins over a legacy label
+    (row,) = listing(aggregate([legacy]), [])
+    assert (row["verdict"], row["source"], row["rationale"]) == (None, "pending", "")  # no label is in force
