@@ -6,6 +6,7 @@ Every model is frozen and forbids unknown keys, so a typo fails at start-up nami
 
 from __future__ import annotations
 
+import os
 import re
 import tomllib
 from pathlib import Path
@@ -462,6 +463,23 @@ def _format_error(exc: ValidationError, source: str) -> str:
     return "\n".join(lines)
 
 
+def _refuse_misnamed_env() -> None:
+    """A ``RATIONAD_<SECTION>_<KEY>`` variable (one underscore where the section ends) names a setting but sets
+    none: pydantic-settings ignores it, and the daemon would run on the file's value. Refused, naming the right name.
+    Other ``RATIONAD_*`` variables (the tools' ``RATIONAD_CACHE_DIR``, ...) name no setting and are left alone."""
+    for name in os.environ:
+        upper = name.upper()
+        if not upper.startswith(ENV_PREFIX) or "__" in upper:
+            continue
+        rest = upper[len(ENV_PREFIX):].lower()
+        for section, field in Settings.model_fields.items():
+            keys = getattr(field.annotation, "model_fields", {})
+            if rest.startswith(section + "_") and rest[len(section) + 1:] in keys:
+                right = f"{ENV_PREFIX}{section.upper()}__{rest[len(section) + 1:].upper()}"
+                raise ConfigError(f"environment variable {name} sets nothing: a setting's variable is {right} "
+                                  f"(two underscores after the section)")
+
+
 def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
     """Read ``path`` (TOML), apply ``RATIONAD_*`` environment overrides, then ``overrides`` (what the caller's code
     or command line sets: highest), validate; raise ConfigError naming the key."""
@@ -479,6 +497,7 @@ def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
     try:
         # pydantic-settings gives init kwargs precedence over the environment; the file must lose to the
         # environment, so read the environment first and merge it over the file ourselves.
+        _refuse_misnamed_env()
         try:
             env = EnvSettingsSource(Settings)()
         except SettingsError as exc:  # e.g. RATIONAD_CACHE=/some/folder: a whole section must be a JSON object

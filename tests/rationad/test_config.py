@@ -177,3 +177,15 @@ def test_sasl_settings_for_a_protocol_without_sasl_are_refused(monkeypatch, key,
     monkeypatch.setenv(f"RATIONAD_KAFKA__{key}", value)
     with pytest.raises(ConfigError, match=f"kafka.{key.lower()}: set, but security_protocol 'PLAINTEXT'"):
         load_settings(ROOT / "config.toml")
+
+
+def test_a_setting_named_with_one_underscore_is_refused_naming_the_variable(monkeypatch):
+    """Found by review: RATIONAD_KAFKA_BOOTSTRAP_SERVERS (one underscore where the section ends) was silently
+    ignored and the daemon went to 127.0.0.1:9092. Other RATIONAD_* variables (the tools' RATIONAD_CACHE_DIR, ...)
+    name no setting and stay allowed."""
+    monkeypatch.setenv("RATIONAD_CACHE_DIR", "/tmp/x")
+    monkeypatch.setenv("RATIONAD_KAFKA_BOOTSTRAP_SERVERS", "broker:9092")
+    with pytest.raises(ConfigError, match="RATIONAD_KAFKA_BOOTSTRAP_SERVERS.*RATIONAD_KAFKA__BOOTSTRAP_SERVERS"):
+        load_settings(ROOT / "config.toml")
+    monkeypatch.delenv("RATIONAD_KAFKA_BOOTSTRAP_SERVERS")
+    assert load_settings(ROOT / "config.toml").kafka.bootstrap_servers
