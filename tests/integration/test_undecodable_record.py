@@ -64,32 +64,9 @@ async def test_a_record_with_an_undecodable_header_key_is_dead_lettered_and_the_
     topic = f"hk-{uuid.uuid4().hex[:8]}"
     await create_topics(broker.bootstrap, {topic: 1, f"{topic}.out": 1, f"{topic}.dlq": 1})
     await _produce(broker.bootstrap, topic)
-    group = f"g-{topic}"
-    s = Settings(kafka={"bootstrap_servers": broker.bootstrap, "group_id": group},
-                 input={"topics": [topic], "dialect": "hdfs", "repartition": "never"},
-                 sessions={"quiet_flush_secs": 1},
-                 cache={"enabled": False}, server={"enabled": False},
-                 output={"topic": f"{topic}.out", "dlq_topic": f"{topic}.dlq", "emit_normal": True},
-                 delivery={"commit_interval_ms": 100, "drain_timeout_secs": 10})
-    d = Daemon(s, client=FakeModel())
-    task = asyncio.create_task(d.run())
-    try:
-        for _ in range(300):
-            await asyncio.sleep(0.1)
-            assert not task.done(), "the daemon stopped"
-            got = await committed_vs_end(broker.bootstrap, topic, group)
-            if got and all(c == e for c, e in got.values()):
-                break
-        else:
-            raise AssertionError(f"not committed to the end: {got}")
-    finally:
-        d.request_stop()
-        code = await asyncio.wait_for(task, 60)
-    assert code == 0
-    dead = [dict(dl.headers) for dl in await read_to_end(broker.bootstrap, f"{topic}.dlq")]
+    dead, events = await _run_to_end(_settings(broker, topic), topic)
     assert [(h["rationad-error-type"], h["rationad-source-offset"]) for h in dead] == [
         (b"undecodable_record", b"3"), (b"empty", b"4")], dead
-    events = [orjson.loads(r.value) for r in await read_to_end(broker.bootstrap, f"{topic}.out")]
     assert sorted((e["session"]["key"], e["session"]["line_count"]) for e in events) == [("blk_1", 3), ("blk_3", 3)]
 
 
