@@ -12,8 +12,8 @@ validation split holds only 4 anomalous BGL and 7 Spirit templates, so one templ
 
 Scores are cached in ``eval/gate/cache/<key>.json``, the key naming everything a score depends on: the merged
 weights (base and adapter files), the serving settings and dtype, the prompt version, and every judged session with
-its labels. A rerun (a new candidate against the same release) judges only what changed; delete the folder to
-judge again after changing the parser or the serving code.
+its labels, and the code that serves, parses and checks answers (``SCORING_CODE``). A rerun (a new candidate
+against the same release) judges only what changed.
 
 Size: the released adapter must stay within ``[release] max_adapter_bytes`` (5,000,000 bytes for the CPU model:
 0.2.0, LoRA r=16 on 16 layers, was 5,239,544 bytes). The gate measures the candidate's exported (bfloat16) file
@@ -168,6 +168,14 @@ def released_adapter(cfg: dict) -> Path | None:
     return path if (path / "adapter_config.json").is_file() else None
 
 
+def candidate_identity(out: Path) -> tuple[str, str | None]:
+    """(stage, adapter file sha256) of the candidate the evaluate stage chose (``sft`` without a choice)."""
+    choice_file = out / "eval" / "choice.json"
+    stage = json.loads(choice_file.read_text())["released"] if choice_file.is_file() else "sft"
+    f = out / stage / "adapter" / "adapter_model.safetensors"
+    return stage, hashlib.sha256(f.read_bytes()).hexdigest()[:16] if f.is_file() else None
+
+
 def check_export(out: Path, smoke: bool, force: bool) -> dict[str, Any] | None:
     """What export does with the gate's verdict: raise :class:`GateError` for a failed or missing gate (real runs)."""
     if smoke:
@@ -181,6 +189,11 @@ def check_export(out: Path, smoke: bool, force: bool) -> dict[str, Any] | None:
     if not gate["passed"]:
         raise GateError(f"export: the candidate did not pass the release gate ({gate['reason']}); the released "
                         "adapter stays. Pass --force-release to replace it anyway.")
+    judged = (gate.get("candidate_stage"), gate.get("candidate_adapter_sha256"))
+    now = candidate_identity(out)
+    if judged != now:  # retrained, or the other stage chosen, since the gate ran: it never judged this adapter
+        raise GateError(f"export: {f} passed the {judged[0]} adapter {judged[1]}, but the candidate now is the "
+                        f"{now[0]} adapter {now[1]}: run the gate again (--stages gate,export)")
     return gate
 
 
@@ -196,8 +209,30 @@ def score_key(merged: Path, serving: str, sets: list) -> str:
     return h.hexdigest()[:20]
 
 
+ROOT = Path(__file__).resolve().parents[1]
+# The code a cached score depends on besides the model and its settings: how answers are served and parsed, how
+# windows are decided by template, and how faithfulness is checked. A change to any of them judges both models again
+# (before, a checker changed since the released model's scores were cached compared two checkers' rates).
+SCORING_CODE = ("rationad/answer.py", "rationad/faithful.py", "rationad/injection.py", "rationad/judge.py",
+                "rationad/prompt.py", "rationad/template_book.py", "training/evaluate.py", "training/faithfulness.py",
+                "training/knowledge")
+
+
+def scoring_code(files: tuple[str, ...] = SCORING_CODE, root: Path = ROOT) -> str:
+    """A digest of ``files`` (folders: every file under them), for :func:`serving_identity`."""
+    h = hashlib.sha256()
+    for name in files:
+        p = root / name
+        for f in sorted(p.rglob("*")) if p.is_dir() else [p]:
+            if f.is_file() and f.suffix != ".pyc":
+                h.update(f"\n{f.relative_to(root)}\n".encode())
+                h.update(f.read_bytes())
+    return h.hexdigest()[:16]
+
+
 def serving_identity(merged: Path) -> str:
-    """The serving side of :func:`score_key`: the evaluation's engine settings, resolved dtype, prompt version."""
+    """The serving side of :func:`score_key`: the evaluation's engine settings, resolved dtype, prompt version, and
+    the scoring code (:func:`scoring_code`)."""
     import torch
 
     from rationad.model.dtype import resolve_dtype
@@ -208,7 +243,8 @@ def serving_identity(merged: Path) -> str:
     cfg = serving_config(merged)
     dtype = resolve_dtype(cfg.dtype, on_cpu=not torch.cuda.is_available())
     settings = cfg.model_dump(mode="json", exclude={"path"})
-    return json.dumps({"settings": settings, "dtype": dtype, "prompt": PROMPT_VERSION}, sort_keys=True)
+    return json.dumps({"settings": settings, "dtype": dtype, "prompt": PROMPT_VERSION, "code": scoring_code()},
+                      sort_keys=True)
 
 
 def cached_scores(cache: Path, key: str, judge) -> dict[str, Any]:
@@ -232,12 +268,12 @@ def run_stage(cfg: dict, cfg_path: Path, out: Path, base: Path, smoke: bool) -> 
     from training.evaluate import build_sets, eval_inputs, evaluate_model, f1_of, kb_verdict
     from training.merge_adapter import merged_folder
 
-    choice_file = out / "eval" / "choice.json"
-    stage = json.loads(choice_file.read_text())["released"] if choice_file.is_file() else "sft"
+    stage, adapter_sha = candidate_identity(out)
     size = exported_size(out / stage / "adapter", section(cfg, "release", ReleaseParams, cfg_path).max_adapter_bytes)
     print(f"[gate] {size['reason']}", flush=True)
     if not size["passed"]:  # nothing to judge: this candidate cannot be released
-        gate = {"passed": False, "reason": size["reason"], "gating_sets": [], "candidate_stage": stage, "size": size}
+        gate = {"passed": False, "reason": size["reason"], "gating_sets": [], "candidate_stage": stage,
+                "candidate_adapter_sha256": adapter_sha, "size": size}
         (out / "eval" / "gate.json").write_text(json.dumps(gate, indent=1) + "\n")
         print(f"[gate] FAILED: {gate['reason']}", flush=True)
         return gate
@@ -266,7 +302,8 @@ def run_stage(cfg: dict, cfg_path: Path, out: Path, base: Path, smoke: bool) -> 
     fitted = fit(corpus)  # the simple baselines, fitted on the training split only (seconds)
     baselines = {b: v["sets"] for b, v in score_sets(fitted, sets, kb_verdict).items() if v["sets"]}
     verdict = decide(scores["candidate"]["sets"], scores["released"]["sets"] if incumbent else None, baselines)
-    gate = {**verdict, "candidate_stage": stage, "size": size, "scores": scores,
+    gate = {**verdict, "candidate_stage": stage, "candidate_adapter_sha256": adapter_sha, "size": size,
+            "scores": scores,
             "baselines": {b: {k: {m: v[m] for m in ("precision", "recall", "f1", "tp", "fn", "fp", "labelled")}
                               for k, v in sets.items()}
                           for b, sets in baselines.items()}}

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from training.gate import GateError, cached_scores, check_export, decide, score_key
+from training.gate import GateError, cached_scores, candidate_identity, check_export, decide, score_key
 
 
 def _set(f1, anomalies):
@@ -76,7 +76,10 @@ def test_nothing_measurable_does_not_pass():
 
 def _write_gate(out, passed):
     (out / "eval").mkdir(parents=True, exist_ok=True)
-    gate = {**decide({"h": _set(0.5 if passed else 0.4, 20)}, {"h": _set(0.45, 20)}), "scores": {}}
+    (out / "sft" / "adapter").mkdir(parents=True, exist_ok=True)
+    (out / "sft" / "adapter" / "adapter_model.safetensors").write_bytes(b"weights judged")
+    gate = {**decide({"h": _set(0.5 if passed else 0.4, 20)}, {"h": _set(0.45, 20)}), "scores": {},
+            "candidate_stage": "sft", "candidate_adapter_sha256": candidate_identity(out)[1]}
     (out / "eval" / "gate.json").write_text(json.dumps(gate))
     return gate
 
@@ -98,6 +101,21 @@ def test_force_and_passed_and_smoke_export(tmp_path):
     assert check_export(tmp_path, smoke=True, force=False) is None
     _write_gate(tmp_path, passed=True)
     assert check_export(tmp_path, smoke=False, force=False)["passed"]
+
+
+def test_export_refuses_an_adapter_the_gate_did_not_judge(tmp_path):
+    """Found by review: export read only the gate's verdict, so an adapter retrained (or the other stage chosen)
+    after a passing gate was released unjudged."""
+    _write_gate(tmp_path, passed=True)
+    (tmp_path / "sft" / "adapter" / "adapter_model.safetensors").write_bytes(b"weights retrained since")
+    with pytest.raises(GateError, match="run the gate again"):
+        check_export(tmp_path, smoke=False, force=False)
+    _write_gate(tmp_path, passed=True)
+    (tmp_path / "grpo" / "adapter").mkdir(parents=True)
+    (tmp_path / "grpo" / "adapter" / "adapter_model.safetensors").write_bytes(b"grpo weights")
+    (tmp_path / "eval" / "choice.json").write_text(json.dumps({"released": "grpo"}))
+    with pytest.raises(GateError, match="the sft adapter .* the candidate now is the grpo adapter"):
+        check_export(tmp_path, smoke=False, force=False)
 
 
 def _eval_set(name, labels):
@@ -181,3 +199,27 @@ def test_the_gate_table_shows_the_share_flagged_of_a_normal_only_set():
             "baselines": {"kb": {"unseen": _normal(0)}}}
     assert "| unseen | yes | flagged 100% | - | flagged 0% | - | flagged 0% |" in gate_table(gate)
     assert not gate["passed"]
+
+
+def test_the_scoring_code_is_part_of_a_cached_score_s_key(tmp_path):
+    """Found by review: the key named the model, its serving settings and the sessions, not the faithfulness checker
+    or the parser, so after either changed the released model's cached rates were compared with the candidate's
+    fresh ones, measured by other code."""
+    from training.gate import SCORING_CODE, scoring_code
+
+    (tmp_path / "rationad").mkdir()
+    (tmp_path / "rationad" / "faithful.py").write_text("RULE = 1\n")
+    (tmp_path / "training" / "knowledge").mkdir(parents=True)
+    (tmp_path / "training" / "knowledge" / "hdfs.json").write_text("{}")
+    files = ("rationad/faithful.py", "training/knowledge")
+    before = scoring_code(files, tmp_path)
+    assert scoring_code(files, tmp_path) == before
+    (tmp_path / "rationad" / "faithful.py").write_text("RULE = 2\n")
+    assert scoring_code(files, tmp_path) != before
+    (tmp_path / "rationad" / "faithful.py").write_text("RULE = 1\n")
+    (tmp_path / "training" / "knowledge" / "hdfs.json").write_text('{"x": 1}')
+    assert scoring_code(files, tmp_path) != before
+    assert {"rationad/faithful.py", "training/faithfulness.py", "rationad/answer.py"} <= set(SCORING_CODE)
+    assert scoring_code()  # every listed file exists in the repository
+    from training.gate import ROOT
+    assert all((ROOT / f).exists() for f in SCORING_CODE)
