@@ -187,7 +187,7 @@ async def judge_set(es: EvalSet, client, model_cfg, out_dir: Path, chunk: int) -
         points.append({"id": rec["id"], "verdict": rec["verdict"], "score": rec.get("score"),
                        "labels": [e.label for e in members],
                        "rationale": rec["rationale"], "grounded": rec["grounded"], "error": rec.get("error"),
-                       "problems": found})
+                       "problems": found, "unjudged": bool(rec.get("unjudged_templates"))})
     (out_dir / f"{slug(es.name)}.jsonl").write_bytes(
         b"".join(orjson.dumps(p) + b"\n" for p in points))
     s = set_metrics(points)
@@ -202,7 +202,9 @@ def set_metrics(points: list[dict[str, Any]]) -> dict[str, Any]:
     answers with a rationale none of whose checkable statements the session refutes (``training.faithfulness``)."""
     scores, judged = Scores(), Scores()
     for pt in points:
-        judged.add(None, pt["verdict"], pt["grounded"])
+        # a window decided without a template the model could not answer: served as the daemon serves it, but not
+        # a well-formed judgement (``unjudged``: windows, weighted like the verdicts)
+        judged.add(None, None if pt.get("unjudged") else pt["verdict"], pt["grounded"])
         for label in pt["labels"]:  # with its score: the set's average precision and best-F1 threshold
             scores.add(label, pt["verdict"], pt["grounded"], pt.get("score"))
     s = scores.summary()
@@ -213,6 +215,7 @@ def set_metrics(points: list[dict[str, Any]]) -> dict[str, Any]:
     answered = [pt for pt in points if pt.get("verdict") and pt.get("rationale")]
     s["judged_cut_rate"] = (round(sum(pt["rationale"].endswith(CUT_MARK.strip()) for pt in answered) / len(answered), 4)
                             if answered else None)
+    s["unjudged"] = sum(len(pt["labels"]) for pt in points if pt.get("unjudged") or pt["verdict"] is None)
     s.update({"flag_rate": round((s["tp"] + s["fp"]) / max(1, s["labelled"]), 4),
               "judged_format_valid_rate": judged.summary()["format_valid_rate"],
               "judged_grounded_rate": judged.summary()["grounded_rate"]})

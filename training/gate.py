@@ -73,11 +73,12 @@ NORMAL_FLAG_ALLOWANCE = 0.10
 
 
 def flag_rate(metrics: dict) -> float | None:
-    """The share of a normal-only set's windows flagged, or None when the set holds anomalies or too few windows."""
+    """The share of a normal-only set's windows flagged or left unjudged (a window the model could not answer is
+    not one it cleared), or None when the set holds anomalies or too few windows."""
     n = metrics.get("labelled") or 0
     if metrics["tp"] + metrics["fn"] or n < MIN_NORMAL_WINDOWS:
         return None
-    return metrics["fp"] / n
+    return (metrics["fp"] + (metrics.get("unjudged") or 0)) / n
 
 
 def decide(candidate: dict[str, dict], released: dict[str, dict] | None,
@@ -112,7 +113,8 @@ def decide(candidate: dict[str, dict], released: dict[str, dict] | None,
             rated = [(name, x) for name, x in rated if x is not None]
             for name, x in rated:
                 if rate > max(x, NORMAL_FLAG_ALLOWANCE) + margin:
-                    losses.append(f"{k}: flagged {rate:.0%} of normal windows > {name} {x:.0%} (allowance "
+                    unjudged = f", {c['unjudged']} of them unjudged" if c.get("unjudged") else ""
+                    losses.append(f"{k}: flagged {rate:.0%} of normal windows{unjudged} > {name} {x:.0%} (allowance "
                                   f"{NORMAL_FLAG_ALLOWANCE:.0%})")
             if rated:
                 best_name, best_rate = min(rated, key=lambda x: x[1])
@@ -294,7 +296,7 @@ def run_stage(cfg: dict, cfg_path: Path, out: Path, base: Path, smoke: bool) -> 
             evaluate_model(m, sets, out / "eval" / "gate" / r, p.chunk)))
         scores[role] = {"adapter": str(adapter), "mean_f1": f1_of(res),
                         "sets": {k: {m: v.get(m) for m in ("precision", "recall", "f1", "tp", "fp", "fn", "tn",
-                                                           "labelled", "faithful_rate")}
+                                                           "labelled", "faithful_rate", "unjudged")}
                                  for k, v in res["sets"].items()}}
     if incumbent is not None:
         m = json.loads((incumbent / "manifest.json").read_text()) if (incumbent / "manifest.json").is_file() else {}

@@ -223,3 +223,19 @@ def test_the_scoring_code_is_part_of_a_cached_score_s_key(tmp_path):
     assert scoring_code()  # every listed file exists in the repository
     from training.gate import ROOT
     assert all((ROOT / f).exists() for f in SCORING_CODE)
+
+
+def test_windows_the_candidate_could_not_judge_do_not_pass_as_normal():
+    """Found by review: a window whose templates the model could not answer is decided normal (as the daemon
+    decides it) and counted well-formed, so a candidate that answered nothing on the unseen system showed 0% flagged
+    and passed the guard meant for it. Unjudged windows now count against a normal-only set like flagged ones."""
+    from training.evaluate import set_metrics
+
+    points = [{"verdict": "normal", "labels": ["normal"], "grounded": True, "unjudged": i < 15, "rationale": "",
+               "problems": []} for i in range(20)]
+    m = set_metrics(points)
+    assert m["unjudged"] == 15 and m["judged_format_valid_rate"] == 0.25
+    normal = {"tp": 0, "fn": 0, "fp": 0, "labelled": 20, "f1": 0.0}
+    d = decide({"unseen": {**normal, "unjudged": m["unjudged"]}}, {"unseen": normal})
+    assert not d["passed"] and "unseen" in d["reason"], d
+    assert decide({"unseen": {**normal, "unjudged": 2}}, {"unseen": normal})["passed"]  # within the allowance
