@@ -28,8 +28,9 @@ callback hears how late it was. A line stamped more than ``max_future_secs`` ahe
 dated 2099) would close every open session and leave each later line a session of its own: it is taken as untimed
 instead (its ``ts`` becomes None and it takes the partition's current event time), never moves the watermark, and the
 ``on_future`` callback hears how far ahead it was. A line within that bound keeps its time but moves its source's
-event time at most one gap (or window) plus the allowed lateness past the wall clock (``_ahead``), so a host whose
-clock jumped hours ahead cannot make the lines after it late either.
+event time at most the allowed lateness past the wall clock (``_ahead``), so a host whose clock jumped hours ahead
+cannot make the lines after it late either (those stamped within a gap of the wall clock); a consumer far behind
+the wall clock (a backlog older than one gap) can still be made late by such a line.
 
 Memory is bounded by ``max_open_sessions``: when a new session would exceed it, the oldest-opened session closes
 early (reason ``evicted``), which is also the one holding back the partition's committable offset. The caller can
@@ -185,13 +186,9 @@ FutureCallback = Callable[[LogLine, float], None]  # (line as received, seconds 
 
 def _ahead_bound(spec: WindowSpec) -> float | None:
     """See ``Sessionizer._ahead``: None without a future bound, or where time closes no window."""
-    if spec.max_future_secs is None:
+    if spec.max_future_secs is None or not (spec.mode == "session" or spec.window_secs is not None):
         return None
-    if spec.mode == "session" and spec.gap_secs is not None:
-        return spec.gap_secs + spec.allowed_lateness_secs
-    if spec.window_secs is not None:
-        return spec.window_secs + spec.allowed_lateness_secs
-    return None
+    return spec.allowed_lateness_secs
 
 
 class Sessionizer:
@@ -237,10 +234,12 @@ class Sessionizer:
             self._fast_path = False  # fixed windows: a line's window is its bucket, the general path decides
         self._fast_gap = spec.gap_secs if spec.gap_secs is not None else -math.inf
         self._fast_span = spec.max_span_secs if spec.max_span_secs is not None else math.inf
-        # How far past the wall clock a timed line may move its source's event time (None: as far as its stamp): one
-        # gap (or window) plus the allowed lateness, with a future bound, so that no single line within that bound
-        # (a host whose clock jumped hours ahead) can make the lines at the wall clock late. The line keeps its time.
+        # How far past the wall clock a timed line may move its source's event time (None: as far as its stamp): the
+        # allowed lateness, with a future bound, so that no single line within that bound (a host whose clock jumped
+        # hours ahead) can make a line stamped at most one gap before the wall clock late. The line keeps its time,
+        # and so do the untimed lines after it (``_ahead_raw``: the newest stamp past the bound, per source).
         self._ahead = _ahead_bound(spec)
+        self._ahead_raw: dict[object, float] = {}
         self._fast_future = min(spec.max_future_secs if spec.max_future_secs is not None else math.inf,
                                 self._ahead if self._ahead is not None else math.inf)
         self._fast_lines = min(spec.max_lines, spec.window_lines if spec.window_lines is not None else spec.max_lines)
@@ -296,7 +295,8 @@ class Sessionizer:
         a time). It never moves event time itself."""
         st = self._sources.get(None if src is None else src[:2])
         if st is not None and st[0] is not None:
-            return st[0]
+            raw = self._ahead_raw.get(None if src is None else src[:2])
+            return raw if raw is not None and raw > st[0] else st[0]
         if self._event_time is None:
             return now
         return min(ts for ts, _ in self._followed(now))
@@ -387,6 +387,9 @@ class Sessionizer:
         wts = ts  # what the line tells event time (``_ahead``)
         if timed and self._ahead is not None and ts - now > self._ahead:
             wts = now + self._ahead
+            key = None if src is None else src[:2]
+            if ts > self._ahead_raw.get(key, -math.inf):
+                self._ahead_raw[key] = ts
         if timed and (self._max_ts is None or wts > self._max_ts):
             self._max_ts = wts
         by_arrival = self._event_time is None

@@ -321,6 +321,32 @@ def test_a_line_hours_ahead_within_the_bound_does_not_make_the_lines_after_it_la
     assert len(done["b"].lines) == 6 and done["x"].lines[0].ts == 1_000_000.0 + 82_800.0
 
 
+def test_a_line_hours_ahead_does_not_split_a_stream_stamped_a_little_behind_the_wall_clock():
+    """Found by review of the fix above: with event time allowed one gap past the wall clock, every session whose
+    lines were stamped even 2 s before the wall clock (any real ingest delay) closed at once, a line each."""
+    late: list[float] = []
+    w = Sessionizer(resolve_spec(SessionsConfig(), "generic"), on_late=lambda ln, by: late.append(by))
+    clock = Clock(1_000_000.0)
+    closed = []
+    for i in range(10):
+        now = clock.advance(1.0)
+        closed += w.add(line("a", now - 2.0, 2 * i), now) + w.add(line("x", now + 3_600.0, 2 * i + 1), now)
+        closed += w.tick(now)
+    assert late == [] and [s.key for s in closed] == []
+    done = {s.key: s for s in w.flush("end_of_input")}
+    assert len(done["a"].lines) == 10 and len(done["x"].lines) == 10
+
+
+def test_an_untimed_line_after_a_line_hours_ahead_joins_its_session():
+    w = Sessionizer(resolve_spec(SessionsConfig(), "generic"), on_late=lambda ln, by: pytest.fail("late"))
+    now = 1_000_000.0
+    w.add(line("a", now, 0), now)
+    w.add(line("x", now + 3_600.0, 1), now)
+    w.add(line("x", None, 1), now)  # a continuation line of the same record
+    done = {s.key: s for s in w.flush("end_of_input")}
+    assert len(done["x"].lines) == 2
+
+
 def test_a_far_future_first_line_does_not_set_the_event_time():
     w = Sessionizer(session_spec(max_future_secs=0.0), on_future=lambda ln, ahead: None)
     w.add(line("z", 1_000_001.0, 0), 1_000_000.0)
