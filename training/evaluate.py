@@ -436,11 +436,30 @@ def eval_inputs(cfg: dict, cfg_path: Path, base: Path, smoke: bool) -> tuple[Eva
     return p, dc, corpus
 
 
+def grpo_follows_sft(out: Path) -> bool:
+    """Was ``out/grpo/adapter`` trained from the SFT adapter now in ``out/sft/adapter``? (Not after SFT was
+    retrained, or an adapter copied there, without GRPO: that GRPO adapter must not be chosen or released.)"""
+    import hashlib
+
+    metrics = out / "grpo" / "grpo_metrics.json"
+    sft = out / "sft" / "adapter" / "adapter_model.safetensors"
+    trained_from = (json.loads(metrics.read_text()).get("identity") or {}).get("sft_adapter", {}).get("sha256") \
+        if metrics.is_file() else None
+    now = hashlib.sha256(sft.read_bytes()).hexdigest()[:16] if sft.is_file() else None
+    if trained_from is None or trained_from != now:
+        print(f"[evaluate] grpo left out: trained from SFT adapter {trained_from}, the SFT adapter now is {now} "
+              "(run --stages grpo again)", flush=True)
+        return False
+    return True
+
+
 def run_stage(cfg: dict, cfg_path: Path, out: Path, base: Path, smoke: bool) -> dict[str, Any]:
     from training.merge_adapter import merged_folder
 
     p, dc, corpus = eval_inputs(cfg, cfg_path, base, smoke)
     models = [m for m in ("sft", "grpo") if (out / m / "adapter" / "adapter_config.json").is_file()]
+    if "grpo" in models and not grpo_follows_sft(out):
+        models.remove("grpo")
     eval_dir = out / "eval"
     eval_dir.mkdir(parents=True, exist_ok=True)
     test_sets = build_sets(corpus, p, p.split, val_mode=False, datasets=dc.datasets)

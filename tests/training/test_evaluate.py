@@ -149,3 +149,23 @@ def test_fragment_set_cuts_the_most_common_views_as_the_daemon_cuts_them():
     assert [s.source_id for s in es.sessions][:2] == ["a#head2", "a#tail"]  # the most common view first
     assert [[m.label for m in ms] for ms in es.members] == [["normal"], ["normal"], ["anomalous"], ["anomalous"]]
     assert len(fragment_set([ex("a", life, "normal"), ex("b", odd, "anomalous")], "test", 1).sessions) == 2
+
+
+def test_a_grpo_adapter_trained_from_another_sft_adapter_is_left_out(tmp_path):
+    """Found by review: evaluate judged (and could choose, and the gate release) a GRPO adapter trained from an
+    earlier SFT adapter, after SFT was retrained without GRPO."""
+    import hashlib
+    import json
+
+    from training.evaluate import grpo_follows_sft
+
+    (tmp_path / "sft" / "adapter").mkdir(parents=True)
+    (tmp_path / "grpo").mkdir()
+    (tmp_path / "sft" / "adapter" / "adapter_model.safetensors").write_bytes(b"sft weights")
+    sha = hashlib.sha256(b"sft weights").hexdigest()[:16]
+    (tmp_path / "grpo" / "grpo_metrics.json").write_text(json.dumps({"identity": {"sft_adapter": {"sha256": sha}}}))
+    assert grpo_follows_sft(tmp_path)
+    (tmp_path / "sft" / "adapter" / "adapter_model.safetensors").write_bytes(b"sft retrained")
+    assert not grpo_follows_sft(tmp_path)
+    (tmp_path / "grpo" / "grpo_metrics.json").unlink()
+    assert not grpo_follows_sft(tmp_path)  # provenance unknown
