@@ -55,7 +55,7 @@ def paired_difference(a: dict[str, tuple[bool, bool]], b: dict[str, tuple[bool, 
 
 
 def compare(run_a: Path, run_b: Path, model: str = "sft") -> dict[str, Any]:
-    from training.evaluate import slug
+    from training.evaluate import verdicts_file
 
     ma = json.loads((run_a / "eval" / "metrics.json").read_text())
     mb = json.loads((run_b / "eval" / "metrics.json").read_text())
@@ -64,7 +64,7 @@ def compare(run_a: Path, run_b: Path, model: str = "sft") -> dict[str, Any]:
     for name in sa:
         if name not in sb:
             continue
-        fa, fb = (run / "eval" / model / f"{slug(name)}.jsonl" for run in (run_a, run_b))
+        fa, fb = (verdicts_file(run / "eval" / model, name) for run in (run_a, run_b))
         row = {"a": sa[name], "b": sb[name],
                "baselines": {k: v["sets"][name]["f1"] for k, v in (ma.get("baselines") or {}).get("test", {}).items()
                              if name in v.get("sets", {})}}

@@ -1,6 +1,6 @@
 """Where an HDFS candidate's analyses go wrong: each judged view's analysis against the one the knowledge base writes.
 
-    python -m training.diagnose build/training/cpu/eval/gate/candidate/hdfs_sessions.jsonl
+    python -m training.diagnose build/training/cpu/eval/gate/candidate/hdfs_sessions_val.jsonl
 
 The analysis of an HDFS session walks the rows, tallies the write lifecycle and the error rows, then concludes
 (``training.rationales.hdfs_rationale``). This reports, over sessions (a view counts for every session it stands
@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> None:
     from training.dataset import DataConfig, load_corpus
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("verdicts", type=Path, help="an evaluation's hdfs_sessions.jsonl (eval/<model>/ or eval/gate/<role>/)")
+    ap.add_argument("verdicts", type=Path, help="an evaluation's hdfs_sessions_<split>.jsonl (eval/<model>/ or eval/gate/<role>/)")
     ap.add_argument("--datasets", type=Path, default=DataConfig().datasets)
     a = ap.parse_args(argv)
     judged = [json.loads(line) for line in a.verdicts.read_text().splitlines() if line.strip()]

@@ -144,8 +144,17 @@ def session_set(name: str, source: str, sessions: list[Session], note: str, leve
 
 
 def slug(set_name: str) -> str:
-    """The file name (without ``.jsonl``) of a set's verdicts in an evaluation folder."""
-    return set_name.split(" (")[0].replace(" ", "_").lower()
+    """The file name (without ``.jsonl``) of a set's verdicts in an evaluation folder: the split in brackets is kept,
+    so a set's validation and test verdicts are two files."""
+    return set_name.replace(" (", "_").replace(")", "").replace(" ", "_").lower()
+
+
+def verdicts_file(folder: Path, set_name: str) -> Path:
+    """A set's verdict file in ``folder``; runs evaluated before the split was in the name wrote both splits to one
+    file whose test verdicts came last and won, so for a test set that older name is read when the new one is absent."""
+    f = folder / f"{slug(set_name)}.jsonl"
+    legacy = folder / f"{set_name.split(' (')[0].replace(' ', '_').lower()}.jsonl"
+    return legacy if not f.is_file() and set_name.endswith("(test)") and legacy.is_file() else f
 
 
 async def judge_set(es: EvalSet, client, model_cfg, out_dir: Path, chunk: int) -> dict[str, Any]:

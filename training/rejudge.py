@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from training.evaluate import set_metrics, slug
+from training.evaluate import set_metrics, verdicts_file
 
 
 def rescore(points: list[dict[str, Any]], previous: dict[str, Any]) -> dict[str, Any]:
@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> None:
     budget = a.max_new_tokens or ModelConfig().max_new_tokens
     todo: list[tuple[EvalSet, list[int], list[dict[str, Any]], Path]] = []
     for es in build_sets(corpus, p, p.split, val_mode=False, datasets=dc.datasets):
-        f = out / "eval" / a.model / f"{slug(es.name)}.jsonl"
+        f = verdicts_file(out / "eval" / a.model, es.name)
         points = [json.loads(x) for x in f.read_text().splitlines() if x.strip()]
         if [pt["id"] for pt in points] != [s.source_id or s.key for s in es.sessions]:
             raise SystemExit(f"{f}: its sessions are not the set {es.name!r} built now (data or config changed)")

@@ -59,7 +59,7 @@ def test_judge_set_weights_views_by_their_sessions(tmp_path):
     assert s["faithful_rate"] == round(2 / 3, 4)  # 'b' says L1 x5 of a row seen once, and names the wrong role
     assert s["judged_cut_rate"] == 0.0
 
-    rows = [json.loads(x) for x in (tmp_path / "hdfs_sessions.jsonl").read_text().splitlines()]
+    rows = [json.loads(x) for x in (tmp_path / "hdfs_sessions_test.jsonl").read_text().splitlines()]
     assert [r["id"] for r in rows] == ["a", "b", "c"]
     assert [sorted({p.split(":")[0] for p in r["problems"]}) for r in rows] == [[], ["count", "role"], []]
     results = {"sft": {"sets": {es.name: s}}}
@@ -121,7 +121,7 @@ def test_a_template_level_set_judges_each_template_once_and_checks_the_served_ra
     s = asyncio.run(judge_set(es, FakeClient(), ModelConfig(path=None), tmp_path, chunk=2))
     assert (s["tp"], s["fp"], s["fn"], s["tn"]) == (0, 1, 0, 2) and s["flag_rate"] == round(1 / 3, 4)
     assert s["judged_prompts"] == 3  # the three distinct templates, each once
-    rows = [json.loads(x) for x in (tmp_path / "unseen_system_by_template.jsonl").read_text().splitlines()]
+    rows = [json.loads(x) for x in (tmp_path / "unseen_system_by_template_test.jsonl").read_text().splitlines()]
     assert [r["verdict"] for r in rows] == ["normal", "anomalous", "normal"]
     # The anomalous template's rationale claims "L1 x5" of a template seen once in its prompt: unfaithful.
     assert rows[1]["problems"] and not rows[0]["problems"] and not rows[2]["problems"]

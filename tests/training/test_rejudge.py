@@ -1,11 +1,22 @@
 """Rejudging unparsed answers: the set's metrics are recomputed from its verdict records as the evaluation does."""
 
-from training.rejudge import rescore, slug
+from training.evaluate import slug, verdicts_file
+from training.rejudge import rescore
 
 
-def test_slug_is_the_evaluation_file_name():
-    assert slug("HDFS unseen sequences (test)") == "hdfs_unseen_sequences"
+def test_slug_is_the_evaluation_file_name_and_keeps_the_split():
+    assert slug("HDFS unseen sequences (test)") == "hdfs_unseen_sequences_test"
+    assert slug("HDFS unseen sequences (val)") == "hdfs_unseen_sequences_val"
     assert slug("BGL_2k windows of 100 lines") == "bgl_2k_windows_of_100_lines"
+
+
+def test_verdicts_file_reads_an_older_runs_test_verdicts(tmp_path):
+    assert verdicts_file(tmp_path, "HDFS sessions (test)") == tmp_path / "hdfs_sessions_test.jsonl"
+    (tmp_path / "hdfs_sessions.jsonl").write_text("{}\n")  # written before the split was in the name
+    assert verdicts_file(tmp_path, "HDFS sessions (test)") == tmp_path / "hdfs_sessions.jsonl"
+    assert verdicts_file(tmp_path, "HDFS sessions (val)") == tmp_path / "hdfs_sessions_val.jsonl"
+    (tmp_path / "hdfs_sessions_test.jsonl").write_text("{}\n")
+    assert verdicts_file(tmp_path, "HDFS sessions (test)") == tmp_path / "hdfs_sessions_test.jsonl"
 
 
 def test_rescore_weights_each_view_by_its_sessions_and_counts_unparsed_answers():
