@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> None:
     from training.dataset import DataConfig, load_corpus
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("verdicts", type=Path, help="an evaluation's hdfs_sessions_<split>.jsonl (eval/<model>/ or eval/gate/<role>/)")
+    ap.add_argument("verdicts", type=Path, help="hdfs_sessions_<split>.jsonl of eval/<model>/ or eval/gate/<role>/")
     ap.add_argument("--datasets", type=Path, default=DataConfig().datasets)
     a = ap.parse_args(argv)
     judged = [json.loads(line) for line in a.verdicts.read_text().splitlines() if line.strip()]
