@@ -22,15 +22,19 @@ holding the watermark back (Flink's idleness). Lines of a repartitioned session 
 source partition): lines of the same second keep the order they were written in.
 ``quiet_flush_secs`` (off by default) closes every open session after that much wall-clock quiet, for replays.
 
-Out-of-order lines within ``allowed_lateness_secs`` of the watermark join their key's open window. A line later
-than that whose window has already closed is never dropped: it opens a window of its own and the ``on_late``
-callback hears how late it was. A line stamped more than ``max_future_secs`` ahead of the wall clock (one HDFS line
-dated 2099) would close every open session and leave each later line a session of its own: it is taken as untimed
-instead (its ``ts`` becomes None and it takes the partition's current event time), never moves the watermark, and the
-``on_future`` callback hears how far ahead it was. A line within that bound keeps its time but moves its source's
-event time at most the allowed lateness past the wall clock (``_ahead``), so a host whose clock jumped hours ahead
-cannot make the lines after it late either (those stamped within a gap of the wall clock); a consumer far behind
-the wall clock (a backlog older than one gap) can still be made late by such a line.
+Out-of-order lines within ``allowed_lateness_secs`` of the watermark join their key's open window. A key may have
+several windows open at once: a line newer than its key's window by more than the gap (or the span, or in a later
+time bucket) opens a new one, but the earlier window stays open until the watermark (less the allowed lateness)
+passes its close time, so a lagging source's lines, or lines within the allowed lateness, still join it; a line that
+brings two open windows of its key within the gap of each other makes them one (within ``max_span_secs`` and
+``max_lines``). A line later than that whose window has already closed is never dropped: it opens a window of its own
+and the ``on_late`` callback hears how late it was. A line stamped more than ``max_future_secs`` ahead of the wall
+clock (one HDFS line dated 2099) would close every open session and leave each later line a session of its own: it is
+taken as untimed instead (its ``ts`` becomes None and it takes the partition's current event time), never moves the
+watermark, and the ``on_future`` callback hears how far ahead it was. A line within that bound keeps its time but
+moves its source's event time at most the allowed lateness past the wall clock (``_ahead``), so a host whose clock
+jumped hours ahead cannot make the lines after it late either (those stamped within a gap of the wall clock); a
+consumer far behind the wall clock (a backlog older than one gap) can still be made late by such a line.
 
 Memory is bounded by ``max_open_sessions``: when a new session would exceed it, the oldest-opened session closes
 early (reason ``evicted``), which is also the one holding back the partition's committable offset. The caller can
@@ -173,6 +177,8 @@ class _Open:
     context: list[LogLine] = field(default_factory=list)  # the key's earlier revisions' lines (Session.context)
     context_bytes: int = 0
     by_arrival: bool = False  # opened while no line of the partition had a time: dated by arrival until one has
+    wid: int = 0  # its place in ``Sessionizer._windows`` (opening order)
+    cut: str | None = None  # an older window of its key: why a newer line did not join it ("gap", "span", ...)
 
 
 def line_bytes(line: LogLine) -> int:
@@ -203,9 +209,16 @@ class Sessionizer:
         self.partition = partition
         self.on_late = on_late
         self.on_future = on_future
-        # Insertion order = opening order (oldest first). An OrderedDict, because sessions leave from the front
-        # (evicted, max_open): a plain dict scans the freed slots at its front on every next(iter(...)).
-        self._open: OrderedDict[str, _Open] = OrderedDict()
+        # Every open window by ``_Open.wid``: insertion order = opening order (oldest first). An OrderedDict, because
+        # sessions leave from the front (evicted, max_open): a plain dict scans the freed slots at its front on every
+        # next(iter(...)).
+        self._windows: OrderedDict[int, _Open] = OrderedDict()
+        self._wid = 0
+        # key -> its newest open window (where its in-order lines go); key -> its older windows still open: a newer
+        # line of the key came past the gap (or span, or time bucket) before the watermark had closed them, and a
+        # lagging source's lines (or lines within the allowed lateness) may still join them.
+        self._open: dict[str, _Open] = {}
+        self._older: dict[str, list[_Open]] = {}
         # (event time at which it may close, seq, key, the open session it was scheduled for): an entry whose session
         # has closed is stale, also when its key has opened another since.
         self._deadlines: list[tuple[float, int, str, _Open]] = []
@@ -247,7 +260,7 @@ class Sessionizer:
     # ---- state ----------------------------------------------------------------------------------------------
     @property
     def open_count(self) -> int:
-        return len(self._open)
+        return len(self._windows)
 
     @property
     def open_bytes(self) -> int:
@@ -257,21 +270,21 @@ class Sessionizer:
 
     def oldest_opened_at(self) -> float | None:
         """Wall clock (the ``now`` given to ``add``) at which the oldest open session's first line arrived."""
-        if not self._open:
+        if not self._windows:
             return None
-        return next(iter(self._open.values())).opened_at
+        return next(iter(self._windows.values())).opened_at
 
     def evict_oldest(self, reason: str = "evicted") -> Session | None:
         """Close the oldest-opened session (the one holding back the committable offset); None when none is open."""
-        if not self._open:
+        if not self._windows:
             return None
-        return self._close(next(iter(self._open)), reason)
+        return self._close(next(iter(self._windows.values())), reason)
 
     def min_open_offset(self) -> int | None:
         """The smallest first offset over open sessions: the partition must not be committed past it."""
-        if not self._open:
+        if not self._windows:
             return None
-        return min(s.first_offset for s in self._open.values())
+        return min(s.first_offset for s in self._windows.values())
 
     def watermark(self, now: float) -> float | None:
         """Newest event time seen, moved on by the wall-clock time the partition has been quiet; with several
@@ -306,7 +319,7 @@ class Sessionizer:
         or lagging stream's lines join them and its watermark closes them."""
         t = self._event_time
         assert t is not None
-        for cur in self._open.values():
+        for cur in self._windows.values():
             if cur.by_arrival:
                 cur.by_arrival = False
                 cur.first_ts = cur.last_ts = t
@@ -366,7 +379,7 @@ class Sessionizer:
                 cur.nbytes += size
                 self._open_bytes += size
                 if len(lines) >= self._fast_lines:
-                    return [self._close(line.key, "max_lines")]
+                    return [self._close(cur, "max_lines")]
                 return []
         spec = self.spec
         timed = True
@@ -398,27 +411,36 @@ class Sessionizer:
             by_arrival = False
             self._redate()
         cur = self._open.get(line.key)
+        older = False  # the line opens a window older than its key's newest
         if cur is not None and not self._fits(cur, ts):
-            if self._is_older(cur, ts):
-                # It belongs to a window of this key that has already closed: never dropped, judged on its own.
-                self._late(line, ts)
-                closed.append(self._session(self._late_open(cur, line, ts), "late"))
-                return closed
-            closed.append(self._close(line.key, self._reason_for(cur, ts)))
-            cur = None
+            home = next((w for w in self._older.get(line.key, ()) if self._fits(w, ts)), None)
+            if home is not None:  # an older window of its key, still open: a lagging source's line, or a late one
+                cur = home
+            elif self._is_older(cur, ts):
+                if self._would_be_closed(ts):
+                    # It belongs to a window of this key that has already closed: never dropped, judged on its own.
+                    self._late(line, ts)
+                    closed.append(self._session(self._late_open(line, ts), "late"))
+                    return closed
+                cur, older = None, True  # before the newest window, but the watermark has not closed its time yet
+            elif self._waits(cur, ts, now):
+                # Newer than the key's window by more than the gap (span, bucket), but the watermark has not passed
+                # that window's close time: a lagging source (or a line within the allowed lateness) may still add
+                # to it, so it stays open beside the new one and ``tick`` closes it.
+                cur.cut = self._reason_for(cur, ts)
+                del self._open[line.key]
+                self._older.setdefault(line.key, []).append(cur)
+                self._schedule(cur)  # its close time may be earlier now (the end of its span)
+                cur = None
+            else:
+                closed.append(self._close(cur, self._reason_for(cur, ts)))
+                cur = None
         if cur is None:
             if self._would_be_closed(ts):
                 self._late(line, ts)  # its window opens and closes at the next tick
-            if len(self._open) >= spec.max_open_sessions:
-                closed.append(self._close(next(iter(self._open)), "evicted"))
-            cur = _Open(line.key, ts, ts, line.offset, bucket=self._bucket(ts), opened_at=now,
-                        revision=self._revisions.pop(line.key, 0) + 1 if self._revisions else 1,
-                        part=self._taken(line.key, line.offset),
-                        by_arrival=by_arrival)
-            if self._carried and line.key in self._carried:
-                cur.context, cur.context_bytes = self._carried.pop(line.key)
-            self._open[line.key] = cur
-            self._schedule(cur)
+            if len(self._windows) >= spec.max_open_sessions:
+                closed.append(self._close(next(iter(self._windows.values())), "evicted"))
+            cur = self._new(line, ts, now, by_arrival, older)
         if ts < cur.last_ts:
             cur.disordered = True
         cur.lines.append(line)
@@ -428,14 +450,16 @@ class Sessionizer:
         cur.first_ts = min(cur.first_ts, ts)
         cur.last_ts = max(cur.last_ts, ts)
         cur.first_offset = min(cur.first_offset, line.offset)
+        if self._older and line.key in self._older and spec.mode == "session":
+            cur = self._merge(cur)
         if len(cur.lines) >= spec.max_lines or (spec.window_lines is not None and len(cur.lines) >= spec.window_lines):
-            closed.append(self._close(line.key, "window_full" if spec.mode == "fixed" else "max_lines"))
+            closed.append(self._close(cur, "window_full" if spec.mode == "fixed" else "max_lines"))
         return closed
 
     def tick(self, now: float) -> list[Session]:
         """Close what time has closed: sessions open ``max_open_secs`` of wall-clock time, gaps and time windows
         past the watermark, or everything after quiet."""
-        if not self._open:
+        if not self._windows:
             return []
         spec = self.spec
         closed: list[Session] = []
@@ -443,12 +467,12 @@ class Sessionizer:
             # Opening order is arrival order, so only the front can be due: O(1) per tick plus one per close. (A wall
             # clock stepped backwards only delays a close.)
             limit = now - spec.max_open_secs
-            while self._open:
-                key, cur = next(iter(self._open.items()))
+            while self._windows:
+                cur = next(iter(self._windows.values()))
                 if cur.opened_at > limit:
                     break
-                closed.append(self._close(key, "max_open"))
-            if not self._open:
+                closed.append(self._close(cur, "max_open"))
+            if not self._windows:
                 return closed
         if spec.quiet_flush_secs is not None and self._last_arrival is not None \
                 and now - self._last_arrival >= spec.quiet_flush_secs:
@@ -458,21 +482,20 @@ class Sessionizer:
             return closed
         horizon = wm - spec.allowed_lateness_secs
         while self._deadlines and self._deadlines[0][0] < horizon:
-            _, _, key, scheduled = heapq.heappop(self._deadlines)
-            cur = self._open.get(key)
-            if cur is not scheduled:  # closed (and maybe reopened, with an entry of its own)
+            _, _, key, cur = heapq.heappop(self._deadlines)
+            if self._windows.get(cur.wid) is not cur:  # closed or merged into another (which has an entry of its own)
                 continue
             due = self._deadline(cur)
             if due is None or due >= horizon:
                 if due is not None:
                     heapq.heappush(self._deadlines, (due, self._next_seq(), key, cur))
                 continue
-            closed.append(self._close(key, "gap" if spec.mode == "session" else "window_end"))
+            closed.append(self._close(cur, (cur.cut or "gap") if spec.mode == "session" else "window_end"))
         return closed
 
     def flush(self, reason: str) -> list[Session]:
         """Close every open session (end of input, shutdown, quiet stream)."""
-        closed = [self._close(key, reason) for key in list(self._open)]
+        closed = [self._close(cur, reason) for cur in list(self._windows.values())]
         self._deadlines.clear()
         return closed
 
@@ -525,6 +548,8 @@ class Sessionizer:
         spec = self.spec
         if spec.mode == "session":
             assert spec.gap_secs is not None
+            if cur.cut is not None and spec.max_span_secs is not None:  # an older window: no line past its span joins
+                return min(cur.last_ts + spec.gap_secs, cur.first_ts + spec.max_span_secs)
             return cur.last_ts + spec.gap_secs
         if spec.window_secs is not None and cur.bucket is not None:
             return (cur.bucket + 1) * spec.window_secs
@@ -535,8 +560,8 @@ class Sessionizer:
         due = self._deadline(cur)
         if due is None:
             return
-        if len(self._deadlines) > 2 * len(self._open) + 1_024:  # drop entries of sessions closed meanwhile
-            self._deadlines = [d for d in self._deadlines if self._open.get(d[2]) is d[3]]
+        if len(self._deadlines) > 2 * len(self._windows) + 1_024:  # drop entries of sessions closed meanwhile
+            self._deadlines = [d for d in self._deadlines if self._windows.get(d[3].wid) is d[3]]
             heapq.heapify(self._deadlines)
         heapq.heappush(self._deadlines, (due, self._next_seq(), cur.key, cur))
 
@@ -544,13 +569,100 @@ class Sessionizer:
         self._seq += 1
         return self._seq
 
-    def _close(self, key: str, reason: str) -> Session:
-        cur = self._open.pop(key)
+    def _new(self, line: LogLine, ts: float, now: float, by_arrival: bool, older: bool) -> _Open:
+        """Open a window for ``line``: its key's newest, or (``older``) one dated before the newest."""
+        key = line.key
+        self._wid += 1
+        cur = _Open(key, ts, ts, line.offset, bucket=self._bucket(ts), opened_at=now,
+                    part=self._part_at(key, line.offset), by_arrival=by_arrival, wid=self._wid)
+        self._windows[cur.wid] = cur
+        if older:  # a window of its own beside the newer one, revision 1 like a late line's
+            self._older.setdefault(key, []).append(cur)
+        else:
+            if self._revisions:
+                cur.revision = self._revisions.pop(key, 0) + 1
+            if self._carried and key in self._carried:
+                cur.context, cur.context_bytes = self._carried.pop(key)
+            self._open[key] = cur
+        self._schedule(cur)
+        return cur
+
+    def _waits(self, cur: _Open, ts: float, now: float) -> bool:
+        """Once a line at ``ts`` has not joined ``cur``: is ``cur``'s close time still ahead of the watermark (less
+        the allowed lateness)?"""
+        was, cur.cut = cur.cut, self._reason_for(cur, ts)
+        due = self._deadline(cur)
+        cur.cut = was
+        wm = self.watermark(now)
+        return due is not None and wm is not None and due >= wm - self.spec.allowed_lateness_secs
+
+    def _merge(self, cur: _Open) -> _Open:
+        """Session windows of ``cur``'s key that ``cur`` now reaches within the gap (a lagging line between two of
+        them) become one: the earlier-opened one takes the other's lines, within ``max_span_secs`` and
+        ``max_lines``. Returns the window the line is in."""
+        spec = self.spec
+        assert spec.gap_secs is not None
+        span = spec.max_span_secs if spec.max_span_secs is not None else math.inf
+        key = cur.key
+        while True:
+            group = self._older.get(key, [])
+            newest = self._open.get(key)
+            other = next((w for w in ([newest] if newest is not None else []) + group
+                          if w is not cur and w.first_ts - cur.last_ts <= spec.gap_secs
+                          and cur.first_ts - w.last_ts <= spec.gap_secs
+                          and max(w.last_ts, cur.last_ts) - min(w.first_ts, cur.first_ts) <= span
+                          and len(w.lines) + len(cur.lines) <= spec.max_lines), None)
+            if other is None:
+                return cur
+            keep, gone = (cur, other) if cur.wid < other.wid else (other, cur)
+            # In arrival order (offsets grow with it), as an unmerged window's lines; sorted by time when it closes.
+            keep.lines = list(heapq.merge(gone.lines, keep.lines, key=lambda x: x.offset))
+            keep.disordered = True
+            keep.first_ts, keep.last_ts = min(keep.first_ts, gone.first_ts), max(keep.last_ts, gone.last_ts)
+            keep.first_offset = min(keep.first_offset, gone.first_offset)
+            keep.nbytes += gone.nbytes
+            self._open_bytes -= gone.context_bytes  # the earlier-opened window's context stands
+            del self._windows[gone.wid]
+            self._unlink(gone)
+            if newest is gone:  # the merged window is now its key's newest
+                self._unlink(keep)
+                self._open[key] = keep
+                keep.cut = None
+            self._schedule(keep)
+            cur = keep
+
+    def _unlink(self, cur: _Open) -> None:
+        """Take ``cur`` out of its key's newest or older windows."""
+        key = cur.key
+        if self._open.get(key) is cur:
+            del self._open[key]
+            return
+        group = self._older.get(key)
+        if group is not None and cur in group:
+            group.remove(cur)
+            if not group:
+                del self._older[key]
+
+    def _part_at(self, key: str, offset: int) -> int:
+        """``Session.part`` of a session of ``key`` beginning at record ``offset``: the lines of the key there that
+        closed sessions took and that its open windows hold, so no two of its sessions there share an event id."""
+        n = self._taken(key, offset)
+        for w in ([self._open[key]] if key in self._open else []) + self._older.get(key, []):
+            n += sum(1 for x in w.lines if x.offset == offset)
+        return n
+
+    def _close(self, cur: _Open, reason: str) -> Session:
+        key = cur.key
+        newest = self._open.get(key) is cur
+        del self._windows[cur.wid]
+        self._unlink(cur)
         self._open_bytes -= cur.nbytes + cur.context_bytes
         session = self._session(cur, reason)
         at = cur.lines[-1].offset  # the record (or pack) its last line came from: more of the key's lines may follow
         self._took(key, at, self._taken(key, at) + sum(1 for x in cur.lines if x.offset == at))
-        if session.unfinished:  # a later revision of this key may follow: remember its number (and its lines)
+        # A later revision of this key may follow: remember its number (and its lines). Not for an older window of
+        # the key: its key's lines go on in the newer one.
+        if session.unfinished and newest:
             self._revisions[key] = cur.revision
             self._revisions.move_to_end(key)
             if len(self._revisions) > self.spec.max_open_sessions:
@@ -559,8 +671,8 @@ class Sessionizer:
             if self._carry:
                 carried = session.judged_lines[: self.spec.max_lines]
                 nbytes = sum(map(line_bytes, carried))
+                self._open_bytes += nbytes - self._carried.pop(key, ([], 0))[1]
                 self._carried[key] = (carried, nbytes)
-                self._open_bytes += nbytes
         return session
 
     def drop_contexts(self, over: int) -> int:
@@ -585,14 +697,13 @@ class Sessionizer:
         if len(self._split) > SPLIT_KEYS:  # only the newest record's entries can still be met
             self._split = {k: v for k, v in self._split.items() if v[0] >= offset}
 
-    def _late_open(self, cur: _Open, line: LogLine, ts: float) -> _Open:
-        """A late line's own session. Its record may hold lines of the open session of its key, even its first
+    def _late_open(self, line: LogLine, ts: float) -> _Open:
+        """A late line's own session. Its record may hold lines of the open sessions of its key, even their first
         (a multi-line record, a repartition pack): it comes after them there, and its ``part`` says so (else it
         shared that session's event id)."""
-        taken = self._taken(line.key, line.offset)
-        self._took(line.key, line.offset, taken + 1)
-        return _Open(line.key, ts, ts, line.offset, lines=[line],
-                     part=taken + sum(1 for x in cur.lines if x.offset == line.offset))
+        part = self._part_at(line.key, line.offset)
+        self._took(line.key, line.offset, self._taken(line.key, line.offset) + 1)
+        return _Open(line.key, ts, ts, line.offset, lines=[line], part=part)
 
     def _session(self, cur: _Open, reason: str) -> Session:
         lines = cur.lines

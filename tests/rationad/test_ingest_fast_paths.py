@@ -140,8 +140,8 @@ def _same(a, b) -> bool:
 
 def _state(w: Sessionizer, now: float) -> tuple:
     return (w.open_count, w.open_bytes, w.min_open_offset(), w.oldest_opened_at(), w.watermark(now), w._max_ts,
-            w._event_time, w._last_arrival, sorted((k, s.first_ts, s.last_ts, s.first_offset, s.disordered,
-                                                    len(s.lines), s.nbytes) for k, s in w._open.items()))
+            w._event_time, w._last_arrival, sorted((s.key, s.first_ts, s.last_ts, s.first_offset, s.disordered,
+                                                    len(s.lines), s.nbytes) for s in w._windows.values()))
 
 
 # Found by this test in CI's unit run (2026-12-02): a NaN time from a new source was stored as that source's newest
