@@ -198,9 +198,13 @@ class Daemon:
             self.templates.model = info
         if self.cache is not None and self.cache.store is not None:
             self.cache.store.namespace = self._namespace()  # not started yet: it recovers this model's topic
-        self.metrics.build_info.info({"version": __version__, "model": info.name, "model_version": info.version,
-                                      "prompt_version": info.prompt_version})
+        self._publish_build_info()
         log.info("model_identified", model=info.name, model_version=info.version)
+
+    def _publish_build_info(self) -> None:
+        m = self.model
+        self.metrics.build_info.info({"version": __version__, "model": m.name, "model_version": m.version,
+                                      "prompt_version": m.prompt_version})
 
     def _set_ready_metric(self) -> None:
         self.metrics.ready.set(1 if self._ready()[0] else 0)
@@ -233,10 +237,7 @@ class Daemon:
         if early is not None:  # stopped while Python was still importing or reading the config: nothing to undo
             self.request_stop(signal=early, during="start-up")
             return self.exit_code
-        self.metrics.build_info.info(
-            {"version": __version__, "model": self.model.name, "model_version": self.model.version,
-             "prompt_version": self.model.prompt_version}
-        )
+        self._publish_build_info()
         try:
             await self._start()
         except BaseException:  # a failed start leaves no engine, client or server behind (the CLI reports it)

@@ -22,6 +22,14 @@ from tests.rationad.fakes import ANOMALOUS, FakeConsumer, FakeModel, FakeProduce
 TP = TopicPartition("logs", 0)
 
 
+async def until(cond, secs: float) -> None:
+    """Poll ``cond`` every 10 ms until it holds or ``secs`` pass (the assertions after it say what must hold)."""
+    for _ in range(round(secs / 0.01)):
+        await asyncio.sleep(0.01)
+        if cond():
+            return
+
+
 def settings(**sections) -> Settings:
     base = {
         "input": {"dialect": "generic", "key_regex": r"session=(\w+)"},
@@ -158,10 +166,7 @@ async def test_a_session_waiting_for_a_call_slot_is_not_judged_once_its_partitio
     recs = [Rec(0, line("a")), Rec(1, line("a")), Rec(2, line("b")), Rec(3, line("b"))]
     d, consumer, producer = make(s, [{TP: recs}], model=Slow())
     task = asyncio.create_task(d.run())
-    for _ in range(500):  # a's call is in flight, b waits for the slot
-        await asyncio.sleep(0.01)
-        if prompts and d.stage.queue.empty():
-            break
+    await until(lambda: prompts and d.stage.queue.empty(), 5)  # a's call is in flight, b waits for the slot
     assert len(prompts) == 1 and "session=a" in prompts[0] and d.stage.queue.empty()
     await d._on_revoked([TP])
     gate.set()
@@ -287,10 +292,7 @@ async def test_model_auth_error_pauses_consumption_and_dead_letters_nothing():
     recs = [Rec(0, line("a")), Rec(1, line("a")), Rec(2, line("b")), Rec(3, line("b"))]
     d, consumer, producer = make(s, [{TP: recs}], model=model)
     task = asyncio.create_task(d.run())
-    for _ in range(500):
-        await asyncio.sleep(0.01)
-        if state["calls"] >= 2 and consumer.paused:
-            break
+    await until(lambda: state["calls"] >= 2 and consumer.paused, 5)
     ready, why = d._ready()
     assert consumer.paused and not ready and "misconfigured" in why
     assert producer.on("rationad.dlq") == [] and final_commit(consumer) in (None, 0)
@@ -298,10 +300,7 @@ async def test_model_auth_error_pauses_consumption_and_dead_letters_nothing():
     await asyncio.sleep(0.3)
     assert len(consumer.batches) == 1, "no more input is fetched while the model is misconfigured"
     state["fixed"] = True
-    for _ in range(1000):
-        await asyncio.sleep(0.01)
-        if final_commit(consumer) == 6:
-            break
+    await until(lambda: final_commit(consumer) == 6, 10)
     d.request_stop()
     assert await task == 0
     assert final_commit(consumer) == 6 and producer.on("rationad.dlq") == []
@@ -332,20 +331,14 @@ async def test_a_server_that_rejects_every_request_pauses_consumption_and_dead_l
     recs = [Rec(0, line("a")), Rec(1, line("a")), Rec(2, line("b")), Rec(3, line("b"))]
     d, consumer, producer = make(s, [{TP: recs}], model=model)
     task = asyncio.create_task(d.run())
-    for _ in range(500):
-        await asyncio.sleep(0.01)
-        if state["calls"] >= 4 and consumer.paused:
-            break
+    await until(lambda: state["calls"] >= 4 and consumer.paused, 5)
     for _ in range(20):  # and the health checks (every 0.05 s here) do not clear it
         ready, why = d._ready()
         assert consumer.paused and not ready and "rejects every request" in why, why
         await asyncio.sleep(0.02)
     assert producer.on("rationad.dlq") == []
     state["fixed"] = True
-    for _ in range(1000):
-        await asyncio.sleep(0.01)
-        if final_commit(consumer) == 4:
-            break
+    await until(lambda: final_commit(consumer) == 4, 10)
     d.request_stop()
     assert await task == 0
     assert final_commit(consumer) == 4 and producer.on("rationad.dlq") == []
@@ -364,16 +357,10 @@ async def test_a_refused_key_found_by_the_health_check_fails_readiness_before_an
     model.verify = verify
     d, consumer, producer = make(settings(), [], model=model)
     task = asyncio.create_task(d.run())
-    for _ in range(200):
-        await asyncio.sleep(0.01)
-        if d.stage.blocked:
-            break
+    await until(lambda: d.stage.blocked, 2)
     assert not d._ready()[0] and "api_key" in d._ready()[1] and consumer.paused
     state["refused"] = False
-    for _ in range(200):
-        await asyncio.sleep(0.01)
-        if d._ready()[0]:
-            break
+    await until(lambda: d._ready()[0], 2)
     assert d._ready() == (True, "ready")
     d.request_stop()
     assert await task == 0
@@ -427,17 +414,11 @@ async def test_sessions_awaiting_a_verdict_are_bounded_in_bytes_too():
     batches = [{TP: [Rec(o, line(f"k{o}", "INFO " + "z" * 400)) for o in range(b * 5, b * 5 + 5)]} for b in range(6)]
     d, consumer, producer = make(s, batches, model=Slow())
     task = asyncio.create_task(d.run())
-    for _ in range(300):
-        await asyncio.sleep(0.01)
-        if consumer.paused:
-            break
+    await until(lambda: consumer.paused, 3)
     assert consumer.paused and d.delivery.held < 1_000 and d.delivery.held_bytes >= 3_000
     assert consumer.batches, "input stopped while sessions' bytes were over the budget"
     gate.set()
-    for _ in range(500):
-        await asyncio.sleep(0.01)
-        if final_commit(consumer) == 30:
-            break
+    await until(lambda: final_commit(consumer) == 30, 5)
     d.request_stop()
     assert await task == 0 and final_commit(consumer) == 30
 
@@ -467,10 +448,7 @@ async def test_committed_lag_is_exported_beside_the_position_lag():
     consumer.highwater = lambda tp: 10
     consumer.position = lambda tp: asyncio.sleep(0, result=3)
     task = asyncio.create_task(d.run())
-    for _ in range(100):
-        await asyncio.sleep(0.01)
-        if consumer.commits:
-            break
+    await until(lambda: consumer.commits, 1)
     await d._update_lag()
     d.request_stop()
     await task
@@ -512,16 +490,10 @@ async def test_unacknowledged_dead_letters_count_towards_backpressure():
     batches = [{TP: [Rec(o, b"\xff") for o in range(0, 10)]}, {TP: [Rec(10, b"\xff")]}]
     d, consumer, producer = make(s, batches, producer=producer)
     task = asyncio.create_task(d.run())
-    for _ in range(300):
-        await asyncio.sleep(0.01)
-        if consumer.paused:
-            break
+    await until(lambda: consumer.paused, 3)
     assert consumer.paused and len(consumer.batches) == 1
     release.set()
-    for _ in range(500):
-        await asyncio.sleep(0.01)
-        if final_commit(consumer) == 11:
-            break
+    await until(lambda: final_commit(consumer) == 11, 5)
     d.request_stop()
     assert await task == 0
     assert final_commit(consumer) == 11
@@ -627,10 +599,7 @@ async def test_a_stop_while_the_broker_is_unreachable_exits_cleanly_and_soon():
 
     consumer.commit, producer.flush = commit, flush
     task = asyncio.create_task(d.run())
-    for _ in range(500):
-        await asyncio.sleep(0.01)
-        if final_commit(consumer) == 2:
-            break
+    await until(lambda: final_commit(consumer) == 2, 5)
     assert final_commit(consumer) == 2
     down.set()
     await asyncio.sleep(0.2)
