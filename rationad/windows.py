@@ -179,6 +179,8 @@ class _Open:
     by_arrival: bool = False  # opened while no line of the partition had a time: dated by arrival until one has
     wid: int = 0  # its place in ``Sessionizer._windows`` (opening order)
     cut: str | None = None  # an older window of its key: why a newer line did not join it ("gap", "span", ...)
+    merged: bool = False  # took another window's lines: ``lines`` no longer in arrival order
+    sched: int = 0  # seq of its live ``Sessionizer._deadlines`` entry (older entries for it are stale)
 
 
 def line_bytes(line: LogLine) -> int:
@@ -412,11 +414,14 @@ class Sessionizer:
             self._redate()
         cur = self._open.get(line.key)
         older = False  # the line opens a window older than its key's newest
-        if cur is not None and not self._fits(cur, ts):
-            home = next((w for w in self._older.get(line.key, ()) if self._fits(w, ts)), None)
-            if home is not None:  # an older window of its key, still open: a lagging source's line, or a late one
-                cur = home
-            elif self._is_older(cur, ts):
+        home = None
+        if (cur is None or not self._fits(cur, ts)) and self._older and line.key in self._older:
+            # an older window of its key, still open: a lagging source's line, or a late one
+            home = next((w for w in self._older[line.key] if self._fits(w, ts)), None)
+        if home is not None:
+            cur = home
+        elif cur is not None and not self._fits(cur, ts):
+            if self._is_older(cur, ts):
                 if self._would_be_closed(ts):
                     # It belongs to a window of this key that has already closed: never dropped, judged on its own.
                     self._late(line, ts)
@@ -450,6 +455,8 @@ class Sessionizer:
         cur.first_ts = min(cur.first_ts, ts)
         cur.last_ts = max(cur.last_ts, ts)
         cur.first_offset = min(cur.first_offset, line.offset)
+        if cur.cut is not None:  # an older window's close time may have moved earlier (the end of its span)
+            self._schedule(cur)
         if self._older and line.key in self._older and spec.mode == "session":
             cur = self._merge(cur)
         if len(cur.lines) >= spec.max_lines or (spec.window_lines is not None and len(cur.lines) >= spec.window_lines):
@@ -471,7 +478,9 @@ class Sessionizer:
                 cur = next(iter(self._windows.values()))
                 if cur.opened_at > limit:
                     break
-                closed.append(self._close(cur, "max_open"))
+                # A key's older window is finished: its key's lines go on in the newer one (no revision follows).
+                closed.append(self._close(cur, "max_open" if self._open.get(cur.key) is cur
+                                          else (cur.cut or "gap") if spec.mode == "session" else "window_end"))
             if not self._windows:
                 return closed
         if spec.quiet_flush_secs is not None and self._last_arrival is not None \
@@ -482,13 +491,14 @@ class Sessionizer:
             return closed
         horizon = wm - spec.allowed_lateness_secs
         while self._deadlines and self._deadlines[0][0] < horizon:
-            _, _, key, cur = heapq.heappop(self._deadlines)
-            if self._windows.get(cur.wid) is not cur:  # closed or merged into another (which has an entry of its own)
+            _, seq, key, cur = heapq.heappop(self._deadlines)
+            if seq != cur.sched or self._windows.get(cur.wid) is not cur:  # rescheduled, closed, or merged away
                 continue
             due = self._deadline(cur)
             if due is None or due >= horizon:
                 if due is not None:
-                    heapq.heappush(self._deadlines, (due, self._next_seq(), key, cur))
+                    cur.sched = self._next_seq()
+                    heapq.heappush(self._deadlines, (due, cur.sched, key, cur))
                 continue
             closed.append(self._close(cur, (cur.cut or "gap") if spec.mode == "session" else "window_end"))
         return closed
@@ -561,9 +571,10 @@ class Sessionizer:
         if due is None:
             return
         if len(self._deadlines) > 2 * len(self._windows) + 1_024:  # drop entries of sessions closed meanwhile
-            self._deadlines = [d for d in self._deadlines if self._windows.get(d[3].wid) is d[3]]
+            self._deadlines = [d for d in self._deadlines if d[1] == d[3].sched and self._windows.get(d[3].wid) is d[3]]
             heapq.heapify(self._deadlines)
-        heapq.heappush(self._deadlines, (due, self._next_seq(), cur.key, cur))
+        cur.sched = self._next_seq()
+        heapq.heappush(self._deadlines, (due, cur.sched, cur.key, cur))
 
     def _next_seq(self) -> int:
         self._seq += 1
@@ -615,13 +626,17 @@ class Sessionizer:
             if other is None:
                 return cur
             keep, gone = (cur, other) if cur.wid < other.wid else (other, cur)
-            # In arrival order (offsets grow with it), as an unmerged window's lines; sorted by time when it closes.
-            keep.lines = list(heapq.merge(gone.lines, keep.lines, key=lambda x: x.offset))
-            keep.disordered = True
+            # The longer list takes the shorter's lines; ``_session`` puts them back in arrival order when it closes.
+            keep.lines = keep.lines + gone.lines if len(keep.lines) >= len(gone.lines) else gone.lines + keep.lines
+            keep.merged = keep.disordered = True
             keep.first_ts, keep.last_ts = min(keep.first_ts, gone.first_ts), max(keep.last_ts, gone.last_ts)
             keep.first_offset = min(keep.first_offset, gone.first_offset)
             keep.nbytes += gone.nbytes
-            self._open_bytes -= gone.context_bytes  # the earlier-opened window's context stands
+            if gone.revision > keep.revision:  # the later revision of a key closed by max_open: its chain goes on
+                keep.revision, gone.revision = gone.revision, keep.revision
+                keep.context, gone.context = gone.context, keep.context
+                keep.context_bytes, gone.context_bytes = gone.context_bytes, keep.context_bytes
+            self._open_bytes -= gone.context_bytes  # one context stands
             del self._windows[gone.wid]
             self._unlink(gone)
             if newest is gone:  # the merged window is now its key's newest
@@ -648,7 +663,13 @@ class Sessionizer:
         closed sessions took and that its open windows hold, so no two of its sessions there share an event id."""
         n = self._taken(key, offset)
         for w in ([self._open[key]] if key in self._open else []) + self._older.get(key, []):
-            n += sum(1 for x in w.lines if x.offset == offset)
+            if w.merged:
+                n += sum(1 for x in w.lines if x.offset == offset)
+            else:  # in arrival order: the lines of the newest record are its last
+                for x in reversed(w.lines):
+                    if x.offset != offset:
+                        break
+                    n += 1
         return n
 
     def _close(self, cur: _Open, reason: str) -> Session:
@@ -658,7 +679,8 @@ class Sessionizer:
         self._unlink(cur)
         self._open_bytes -= cur.nbytes + cur.context_bytes
         session = self._session(cur, reason)
-        at = cur.lines[-1].offset  # the record (or pack) its last line came from: more of the key's lines may follow
+        # the record (or pack) its last line came from: more of the key's lines may follow
+        at = cur.lines[-1].offset if not cur.merged else max(x.offset for x in cur.lines)
         self._took(key, at, self._taken(key, at) + sum(1 for x in cur.lines if x.offset == at))
         # A later revision of this key may follow: remember its number (and its lines). Not for an older window of
         # the key: its key's lines go on in the newer one.
@@ -706,7 +728,7 @@ class Sessionizer:
         return _Open(line.key, ts, ts, line.offset, lines=[line], part=part)
 
     def _session(self, cur: _Open, reason: str) -> Session:
-        lines = cur.lines
+        lines = cur.lines if not cur.merged else sorted(cur.lines, key=lambda x: x.offset)  # back in arrival order
         if lines[0].source is not None or cur.disordered:
             # An untimed line sorts at the newest time of the lines that arrived before it (it was windowed at its
             # source's newest time), not at the session's first: it keeps its place after the lines written before it.

@@ -586,6 +586,67 @@ def test_an_older_window_waits_for_its_span_end_not_its_gap():
     assert [(s.key, [x.offset for x in s.lines], s.close_reason) for s in closed] == [("a", [0, 1, 4, 2], "span")]
 
 
+# Found by review of the change above (2026-12-05), each failing before its fix.
+def test_a_max_open_revision_goes_on_when_its_key_has_an_older_window_open():
+    """The newest window closed by max_open while an older one was open: the next lines merged into the older
+    window, and neither revision 2 nor the carried lines were ever emitted."""
+    w = Sessionizer(session_spec(allowed_lateness_secs=60.0, max_open_secs=100.0))
+    w.add(line("a", 100, 0), 0)
+    w.add(line("a", 80, 1), 50)  # an older window, opened later
+    (cut,) = w.tick(100)
+    assert (cut.close_reason, cut.revision, [x.offset for x in cut.lines]) == ("max_open", 1, [0])
+    w.add(line("a", 85, 2), 101)  # joins the older window
+    w.add(line("a", 105, 3), 102)  # the key goes on: revision 2, carrying what max_open cut
+    out = w.flush("end_of_input")
+    got = sorted(([x.offset for x in s.lines], s.revision, [x.offset for x in s.context]) for s in out)
+    assert got == [([1, 2], 1, []), ([3], 2, [0])]
+
+
+def test_a_line_joins_its_keys_older_window_when_the_newest_has_closed():
+    w = Sessionizer(WindowSpec(mode="fixed", window_secs=10.0, window_lines=3, max_lines=3,
+                               allowed_lateness_secs=30.0))
+    for i, ts in enumerate((5, 15, 16, 17)):  # bucket 1 full: closed; bucket 0's window is still open
+        w.add(line("a", ts, i), 0)
+    w.add(line("a", 7, 4), 0)
+    w.add(line("z", 60, 5), 0)
+    closed = w.tick(0)
+    assert [(s.key, [x.offset for x in s.lines]) for s in closed] == [("a", [0, 4])]
+
+
+def test_an_older_window_closed_by_max_open_is_finished_not_unfinished():
+    w = Sessionizer(session_spec(allowed_lateness_secs=60.0, max_open_secs=100.0))
+    w.add(line("a", 0, 0), 0)
+    w.add(line("a", 20, 1), 1)  # past the gap: the first window waits for the watermark
+    closed = w.tick(101.5)
+    assert [(s.close_reason, s.unfinished) for s in closed] == [("gap", False), ("max_open", True)]
+
+
+def test_an_older_windows_close_moves_earlier_with_a_line_before_it():
+    w = Sessionizer(session_spec(gap_secs=10.0, max_span_secs=20.0, allowed_lateness_secs=30.0))
+    for i, ts in enumerate((10, 18, 25, 40)):
+        w.add(line("a", ts, i), 0)
+    w.add(line("z", 55, 4), 0)
+    assert w.tick(0) == []
+    w.add(line("a", 8, 5), 0)  # the first window's span now ends at 28
+    w.add(line("z", 59, 6), 0)  # horizon 29
+    assert [(s.key, [x.offset for x in s.lines]) for s in w.tick(0)] == [("a", [5, 0, 1, 2])]
+
+
+def test_windows_cut_and_bridged_keep_one_live_deadline_each():
+    """Each cut and merge pushed another live deadline for the same window and tick re-pushed them all: the heap
+    grew past its compaction bound and was rebuilt on every push (seconds for a few thousand keys)."""
+    w = Sessionizer(session_spec(gap_secs=10.0, max_lines=1000, allowed_lateness_secs=100.0))
+    offset = 0
+    for r in range(3):
+        for ts in (20.0 * (r + 1), 20.0 * (r + 1) - 10):  # past the gap (the window waits), then a bridging line
+            for k in range(300):
+                w.add(line(f"k{k}", ts, offset), 0)
+                offset += 1
+        w.tick(0)
+    live = [d for d in w._deadlines if d[1] == d[3].sched and w._windows.get(d[3].wid) is d[3]]
+    assert w.open_count == 300 and len(live) == 300 and len({d[3].wid for d in live}) == 300
+
+
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.tuples(st.sampled_from("ab"), st.integers(0, 120), st.integers(0, 2), st.integers(0, 2)),
                 max_size=60),
