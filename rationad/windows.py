@@ -443,6 +443,8 @@ class Sessionizer:
         if cur is None:
             if self._would_be_closed(ts):
                 self._late(line, ts)  # its window opens and closes at the next tick
+                # ... beside its key's: it takes no revision, nor the lines carried for the key's next one
+                older = True
             if len(self._windows) >= spec.max_open_sessions:
                 closed.append(self._close(next(iter(self._windows.values())), "evicted"))
             cur = self._new(line, ts, now, by_arrival, older)

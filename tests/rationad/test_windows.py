@@ -602,6 +602,20 @@ def test_a_max_open_revision_goes_on_when_its_key_has_an_older_window_open():
     assert got == [([1, 2], 1, []), ([3], 2, [0])]
 
 
+def test_a_late_line_after_a_max_open_cut_leaves_the_revision_to_its_keys_next_line():
+    """Found by review (2026-12-05), failing before its fix: a late line of a key cut by max_open took revision 2
+    and the carried lines, closed by gap, and the key's next line restarted at revision 1 without context."""
+    w = Sessionizer(session_spec(max_open_secs=5.0))
+    w.add(line("a", 100, 0), 0)
+    w.add(line("z", 100, 1), 0)
+    assert sorted((s.key, s.close_reason) for s in w.tick(6)) == [("a", "max_open"), ("z", "max_open")]
+    w.add(line("a", 50, 2), 7)  # late: its time closed long ago
+    w.add(line("a", 101, 3), 7)  # the key goes on
+    out = w.tick(7) + w.flush("end_of_input")
+    got = sorted(([x.offset for x in s.lines], s.revision, [x.offset for x in s.context]) for s in out)
+    assert got == [([2], 1, []), ([3], 2, [0])]
+
+
 def test_a_line_joins_its_keys_older_window_when_the_newest_has_closed():
     w = Sessionizer(WindowSpec(mode="fixed", window_secs=10.0, window_lines=3, max_lines=3,
                                allowed_lateness_secs=30.0))
