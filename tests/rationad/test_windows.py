@@ -238,6 +238,9 @@ def test_no_line_is_lost_and_offsets_bound_the_commit(events, max_open, lateness
         if open_min is not None:
             assert all(open_min <= ln.offset for s in w._windows.values() for ln in s.lines)
         assert w.open_count <= max_open
+        # every open window is its key's newest or one of its older ones, once
+        members = [id(x) for x in w._open.values()] + [id(x) for group in w._older.values() for x in group]
+        assert sorted(members) == sorted(id(x) for x in w._windows.values())
         assert w.open_bytes == carried_bytes(w) + sum(line_bytes(ln) for s in w._windows.values() for ln in s.lines)
         if max_open_secs is not None and w.open_count:
             assert clock.now - w.oldest_opened_at() < max_open_secs
