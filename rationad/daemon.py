@@ -56,6 +56,11 @@ CACHE_RECOVERY_TIMEOUT_SECS = 120.0  # a durable cache that cannot be recovered 
 PRODUCE_STUCK_NOT_READY_SECS = 10.0  # outputs unacknowledged this long make /readyz fail
 MAX_PARTITION_FETCH_BYTES = 4 * 1024 * 1024
 MAX_BATCH_BYTES = 1024 * 1024
+# A cancelled task still running after this long is cancelled again (Python 3.11's asyncio.wait_for can swallow a
+# cancellation that arrives as its inner call completes, CPython gh-86296: the task then goes on, and a stop that
+# waited for it would wait for ever); after STOP_CANCEL_ROUNDS the stop goes on without it, logged.
+STOP_CANCEL_WAIT_SECS = 1.0
+STOP_CANCEL_ROUNDS = 5
 
 
 def _instance(settings: Settings) -> str:
@@ -408,9 +413,7 @@ class Daemon:
             self.exit_code = 1
         finally:
             await self._drain()
-            for w in workers:
-                w.cancel()
-            await asyncio.gather(*workers, return_exceptions=True)
+            await cancel_all(workers)
             await self._shutdown()
         return self.exit_code
 
@@ -428,9 +431,7 @@ class Daemon:
             log.warning("drain_unfinished", unfinished_outputs=self.delivery.held,
                         reason=self.stage.dead or ("undeliverable dead letters"
                                                    if self.delivery.held <= self.delivery.stuck else "deadline passed"))
-        for t in list(self._tasks):
-            t.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await cancel_all(list(self._tasks))
         if self.templates is not None:
             try:
                 await asyncio.wait_for(self.templates.publish(self.producer), 10)
@@ -870,3 +871,20 @@ class Daemon:
         await self.delivery.commit(
             self.consumer, {tp: (p.offsets, p.sessionizer.min_open_offset()) for tp, p in parts.items()}, timeout
         )
+
+
+async def cancel_all(tasks: list[asyncio.Task]) -> None:
+    """Cancel ``tasks`` and wait for them to end, cancelling again any that swallowed the cancellation (see
+    ``STOP_CANCEL_WAIT_SECS``); one that never ends is logged and left behind, so a stop always completes."""
+    pending = {t for t in tasks if not t.done()}
+    for _ in range(STOP_CANCEL_ROUNDS):
+        if not pending:
+            break
+        for t in pending:
+            t.cancel()
+        _, pending = await asyncio.wait(pending, timeout=STOP_CANCEL_WAIT_SECS)
+    for t in pending:
+        log.error("task_did_not_stop", task=t.get_name(), action="stopping without it")
+    for t in tasks:  # retrieved, as gather(return_exceptions=True) did: reported where they failed, not at exit
+        if t.done() and not t.cancelled():
+            t.exception()

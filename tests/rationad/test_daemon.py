@@ -345,6 +345,32 @@ async def test_a_server_that_rejects_every_request_pauses_consumption_and_dead_l
     assert sorted(orjson.loads(e.value)["session"]["key"] for e in producer.on("rationad.anomalies")) == ["a", "b"]
 
 
+async def test_a_worker_that_swallows_its_cancellation_does_not_wedge_the_stop(monkeypatch):
+    """Found when a test hung in 1 of 10 runs on a loaded machine (2026-12-05), failing before its fix: Python 3.11's
+    asyncio.wait_for (in the model health check) can swallow a cancellation that arrives as its call completes
+    (CPython gh-86296); the health loop then slept on and the stop waited for it for ever. Here a health check
+    swallows the first cancellation it meets, as wait_for does in that race."""
+    monkeypatch.setattr(daemon_mod, "MODEL_HEALTH_INTERVAL_SECS", 0.001)
+    monkeypatch.setattr(daemon_mod, "STOP_CANCEL_WAIT_SECS", 0.1)
+    d, consumer, producer = make(settings(), [{TP: [Rec(0, line("a")), Rec(1, line("a"))]}])
+    swallowed = []
+
+    async def check_model():
+        try:
+            await asyncio.sleep(0.05)
+        except asyncio.CancelledError:
+            if swallowed:
+                raise
+            swallowed.append(1)
+
+    monkeypatch.setattr(d, "_check_model", check_model)
+    task = asyncio.create_task(d.run())
+    await until(lambda: final_commit(consumer) == 2, 5)
+    d.request_stop()
+    assert await asyncio.wait_for(task, 10) == 0
+    assert swallowed and final_commit(consumer) == 2
+
+
 async def test_a_refused_key_found_by_the_health_check_fails_readiness_before_any_session(monkeypatch):
     monkeypatch.setattr(daemon_mod, "MODEL_HEALTH_INTERVAL_SECS", 0.05)
     model = FakeModel()
