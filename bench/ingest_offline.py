@@ -38,7 +38,7 @@ def main() -> None:
     print_machine()
     print(f"rationad.windows from {rationad.windows.__file__}")
     values: list[bytes] = []
-    for text, *_ in rendered_lines(mixed_records(args.lines // 10, 0.03)):
+    for _, text, _ in rendered_lines(mixed_records(args.lines // 10, 0.03)):  # (block id, line, label)
         values.append(text.encode())
         if len(values) >= args.lines:
             break
@@ -47,6 +47,11 @@ def main() -> None:
     parse = make_parser(s.input).parse
     spec = resolve_spec(s.sessions, s.input.dialect)
     now = START_TS + 1e6  # the wall clock: after every line of the stream (none is in the future)
+
+    # The record values are whole HDFS lines: each parses to one line with its time and block id (an earlier version
+    # of this script timed the block ids alone: untimed one-word lines).
+    first = parse(values[0], topic="t", partition=0, offset=0)
+    assert len(first) == 1 and first[0].ts is not None and first[0].key.startswith("blk_"), first
 
     def parse_only() -> float:
         t0 = time.perf_counter()

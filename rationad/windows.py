@@ -414,13 +414,14 @@ class Sessionizer:
             self._redate()
         cur = self._open.get(line.key)
         older = False  # the line opens a window older than its key's newest
+        fits = cur is not None and self._fits(cur, ts)
         home = None
-        if (cur is None or not self._fits(cur, ts)) and self._older and line.key in self._older:
+        if not fits and self._older and line.key in self._older:
             # an older window of its key, still open: a lagging source's line, or a late one
             home = next((w for w in self._older[line.key] if self._fits(w, ts)), None)
         if home is not None:
             cur = home
-        elif cur is not None and not self._fits(cur, ts):
+        elif cur is not None and not fits:
             if self._is_older(cur, ts):
                 if self._would_be_closed(ts):
                     # It belongs to a window of this key that has already closed: never dropped, judged on its own.
