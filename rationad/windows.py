@@ -161,7 +161,7 @@ def _written_at(line: LogLine) -> tuple:
 SPLIT_KEYS = 4_096  # entries of ``Sessionizer._split`` before it is pruned to the newest offset
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)  # compared by identity (``in``/``remove`` on a key's older windows)
 class _Open:
     key: str
     first_ts: float
@@ -232,8 +232,9 @@ class Sessionizer:
         self._sources: dict[object, list] = {}
         self._event_time: float | None = None
         self._open_bytes = 0
-        # Keys whose last session closed by "max_open" -> that session's revision; bounded, oldest forgotten first.
-        self._revisions: OrderedDict[str, int] = OrderedDict()
+        # Keys whose last session closed by "max_open" -> that session's revision and first event time; bounded, oldest
+        # forgotten first.
+        self._revisions: OrderedDict[str, tuple[int, float]] = OrderedDict()
         # Of those keys, the lines their next revision carries as context, and their bytes; oldest first.
         self._carried: OrderedDict[str, tuple[list[LogLine], int]] = OrderedDict()
         self._carry = spec.carry_context and spec.mode == "session"  # fixed windows stand alone
@@ -354,7 +355,8 @@ class Sessionizer:
         st = self._solo if src is None else self._sources.get(src[:2])
         if st is not None and ts is not None and st[0] is not None and self._fast_path:
             cur = self._open.get(line.key)
-            if cur is not None and cur.first_ts <= ts and ts - cur.last_ts <= self._fast_gap \
+            if cur is not None and (not self._older or line.key not in self._older) and cur.first_ts <= ts \
+                    and ts - cur.last_ts <= self._fast_gap \
                     and ts - cur.first_ts <= self._fast_span and cur.last_ts - cur.first_ts <= self._fast_span \
                     and ts - now <= self._fast_future:
                 self._last_arrival = now
@@ -446,6 +448,8 @@ class Sessionizer:
                 self._late(line, ts)  # its window opens and closes at the next tick
                 # ... beside its key's: it takes no revision, nor the lines carried for the key's next one
                 older = True
+            elif not older and self._revisions and (cut := self._revisions.get(line.key)) is not None and ts < cut[1]:
+                older = True  # dated before the session max_open cut: not its continuation either
             if len(self._windows) >= spec.max_open_sessions:
                 closed.append(self._close(next(iter(self._windows.values())), "evicted"))
             cur = self._new(line, ts, now, by_arrival, older)
@@ -594,7 +598,7 @@ class Sessionizer:
             self._older.setdefault(key, []).append(cur)
         else:
             if self._revisions:
-                cur.revision = self._revisions.pop(key, 0) + 1
+                cur.revision = self._revisions.pop(key, (0, 0.0))[0] + 1
             if self._carried and key in self._carried:
                 cur.context, cur.context_bytes = self._carried.pop(key)
             self._open[key] = cur
@@ -630,7 +634,11 @@ class Sessionizer:
                 return cur
             keep, gone = (cur, other) if cur.wid < other.wid else (other, cur)
             # The longer list takes the shorter's lines; ``_session`` puts them back in arrival order when it closes.
-            keep.lines = keep.lines + gone.lines if len(keep.lines) >= len(gone.lines) else gone.lines + keep.lines
+            if len(keep.lines) >= len(gone.lines):
+                keep.lines.extend(gone.lines)
+            else:
+                gone.lines.extend(keep.lines)
+                keep.lines = gone.lines
             keep.merged = keep.disordered = True
             keep.first_ts, keep.last_ts = min(keep.first_ts, gone.first_ts), max(keep.last_ts, gone.last_ts)
             keep.first_offset = min(keep.first_offset, gone.first_offset)
@@ -688,7 +696,7 @@ class Sessionizer:
         # A later revision of this key may follow: remember its number (and its lines). Not for an older window of
         # the key: its key's lines go on in the newer one.
         if session.unfinished and newest:
-            self._revisions[key] = cur.revision
+            self._revisions[key] = (cur.revision, cur.first_ts)
             self._revisions.move_to_end(key)
             if len(self._revisions) > self.spec.max_open_sessions:
                 gone, _ = self._revisions.popitem(last=False)

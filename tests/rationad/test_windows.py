@@ -619,6 +619,35 @@ def test_a_late_line_after_a_max_open_cut_leaves_the_revision_to_its_keys_next_l
     assert got == [([2], 1, []), ([3], 2, [0])]
 
 
+@pytest.mark.parametrize("fast", [True, False])
+def test_the_fast_path_leaves_a_key_with_older_windows_to_the_general_path(fast):
+    """Found by a second review (2026-12-05), failing before its fix: after a key's newest window closed by max_lines
+    an earlier-stamped line opened a new newest window before its older one; the fast path added in-order lines to it
+    and never merged the two, as the general path does."""
+    w = Sessionizer(session_spec(max_lines=4, allowed_lateness_secs=30.0))
+    w._fast_path = fast
+    out = [s for i, ts in enumerate((100, 105, 120, 121, 122, 123, 88, 91)) for s in w.add(line("k", ts, i), 0)]
+    out += w.flush("end_of_input")
+    assert [(s.close_reason, [x.ts for x in s.lines]) for s in out] == [
+        ("max_lines", [120, 121, 122, 123]), ("max_lines", [88, 91, 100, 105])]
+
+
+def test_a_lagging_line_dated_before_a_max_open_cut_leaves_the_revision_to_the_keys_next_line():
+    """Found by a second review (2026-12-05), failing before its fix: a lagging source's line of a key, dated before
+    the session max_open had cut (but not late), took revision 2 and the carried lines."""
+    w = Sessionizer(session_spec(max_open_secs=5.0))
+    w.add(sourced("z", 70, 0, src=1, src_offset=0), 0)  # source 1 is behind
+    w.add(sourced("k", 100, 1, src=0, src_offset=0), 0)
+    w.add(sourced("k", 101, 2, src=0, src_offset=1), 1)
+    out = w.tick(6)
+    w.add(sourced("k", 80, 3, src=1, src_offset=1), 7)  # source 1's line of k, written before source 0's were read
+    w.add(sourced("k", 102, 4, src=0, src_offset=2), 8)
+    w.add(sourced("k", 103, 5, src=0, src_offset=3), 9)
+    out += w.flush("end_of_input")
+    got = [(s.revision, [x.ts for x in s.lines], [x.ts for x in s.context]) for s in out if s.key == "k"]
+    assert sorted(got) == [(1, [80], []), (1, [100, 101], []), (2, [102, 103], [100, 101])]
+
+
 def test_a_line_joins_its_keys_older_window_when_the_newest_has_closed():
     w = Sessionizer(WindowSpec(mode="fixed", window_secs=10.0, window_lines=3, max_lines=3,
                                allowed_lateness_secs=30.0))
