@@ -43,6 +43,7 @@ from rationad.repartition import (
 )
 from rationad.records import Session
 from rationad.systemd import Notifier
+from rationad.tasks import cancel_all
 from rationad.template_stage import TemplateStage
 from rationad.undecodable import DECODE_ERRORS, Undecodable, fetch_around, rewind
 from rationad.windows import Sessionizer, line_bytes, resolve_spec
@@ -56,11 +57,6 @@ CACHE_RECOVERY_TIMEOUT_SECS = 120.0  # a durable cache that cannot be recovered 
 PRODUCE_STUCK_NOT_READY_SECS = 10.0  # outputs unacknowledged this long make /readyz fail
 MAX_PARTITION_FETCH_BYTES = 4 * 1024 * 1024
 MAX_BATCH_BYTES = 1024 * 1024
-# A cancelled task still running after this long is cancelled again (Python 3.11's asyncio.wait_for can swallow a
-# cancellation that arrives as its inner call completes, CPython gh-86296: the task then goes on, and a stop that
-# waited for it would wait for ever); after STOP_CANCEL_ROUNDS the stop goes on without it, logged.
-STOP_CANCEL_WAIT_SECS = 1.0
-STOP_CANCEL_ROUNDS = 5
 
 
 def _instance(settings: Settings) -> str:
@@ -414,6 +410,8 @@ class Daemon:
         finally:
             await self._drain()
             await cancel_all(workers)
+            # The model loop ran until now: a batch it started after the drain cancelled the others goes too.
+            await cancel_all(list(self._tasks))
             await self._shutdown()
         return self.exit_code
 
@@ -872,19 +870,3 @@ class Daemon:
             self.consumer, {tp: (p.offsets, p.sessionizer.min_open_offset()) for tp, p in parts.items()}, timeout
         )
 
-
-async def cancel_all(tasks: list[asyncio.Task]) -> None:
-    """Cancel ``tasks`` and wait for them to end, cancelling again any that swallowed the cancellation (see
-    ``STOP_CANCEL_WAIT_SECS``); one that never ends is logged and left behind, so a stop always completes."""
-    pending = {t for t in tasks if not t.done()}
-    for _ in range(STOP_CANCEL_ROUNDS):
-        if not pending:
-            break
-        for t in pending:
-            t.cancel()
-        _, pending = await asyncio.wait(pending, timeout=STOP_CANCEL_WAIT_SECS)
-    for t in pending:
-        log.error("task_did_not_stop", task=t.get_name(), action="stopping without it")
-    for t in tasks:  # retrieved, as gather(return_exceptions=True) did: reported where they failed, not at exit
-        if t.done() and not t.cancelled():
-            t.exception()

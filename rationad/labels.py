@@ -26,6 +26,7 @@ import structlog
 
 from rationad.config import KafkaConfig
 from rationad.kafka import common_kwargs, make_producer
+from rationad.tasks import cancel_all
 from rationad.prompt import VERDICTS
 from rationad.templates import template_id
 
@@ -332,11 +333,7 @@ class LabelBook:
     async def aclose(self) -> None:
         self._live = False
         if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+            await cancel_all([self._task])  # bounded: the task may swallow a cancellation (rationad.tasks)
             self._task = None
         if self._follower is not None:
             await self._follower.stop()

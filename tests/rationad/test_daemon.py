@@ -14,6 +14,7 @@ from aiokafka.structs import TopicPartition
 
 import rationad.daemon as daemon_mod
 import rationad.model_stage as model_stage
+import rationad.tasks as tasks_mod
 from rationad.config import Settings
 from rationad.daemon import Daemon
 from rationad.model.base import ModelError
@@ -351,7 +352,7 @@ async def test_a_worker_that_swallows_its_cancellation_does_not_wedge_the_stop(m
     (CPython gh-86296); the health loop then slept on and the stop waited for it for ever. Here a health check
     swallows the first cancellation it meets, as wait_for does in that race."""
     monkeypatch.setattr(daemon_mod, "MODEL_HEALTH_INTERVAL_SECS", 0.001)
-    monkeypatch.setattr(daemon_mod, "STOP_CANCEL_WAIT_SECS", 0.1)
+    monkeypatch.setattr(tasks_mod, "STOP_CANCEL_WAIT_SECS", 0.1)
     d, consumer, producer = make(settings(), [{TP: [Rec(0, line("a")), Rec(1, line("a"))]}])
     swallowed = []
 
@@ -369,6 +370,29 @@ async def test_a_worker_that_swallows_its_cancellation_does_not_wedge_the_stop(m
     d.request_stop()
     assert await asyncio.wait_for(task, 10) == 0
     assert swallowed and final_commit(consumer) == 2
+
+
+async def test_no_task_of_the_daemon_outlives_its_stop(monkeypatch):
+    """Found by a second review (2026-12-05), failing before its fix: the drain cancelled the model calls in flight,
+    which freed the call slot, and the model loop (stopped only after the drain) started the next batch: a call made
+    after the final commit, still running when run() returned."""
+    monkeypatch.setattr(tasks_mod, "STOP_CANCEL_WAIT_SECS", 0.1)
+
+    class Hanging(FakeModel):
+        async def generate(self, conversations, **kw):
+            self.calls += 1
+            await asyncio.sleep(3600)  # slower than the drain deadline
+
+    s = settings(model={"max_concurrency": 1, "max_batch_size": 1, "batch_wait_ms": 0, "retry_backoff_secs": 0.0},
+                 delivery={"commit_interval_ms": 10, "drain_timeout_secs": 0.3})
+    model = Hanging()
+    d, consumer, producer = make(s, [{TP: [Rec(i, line(k)) for i, k in enumerate("aabbcc")]}], model=model)
+    task = asyncio.create_task(d.run())
+    await until(lambda: model.calls >= 1 and d.stage.queue.qsize() >= 1, 5)
+    d.request_stop()
+    assert await asyncio.wait_for(task, 20) == 0
+    alive = [t.get_name() for t in asyncio.all_tasks() if t is not asyncio.current_task() and not t.done()]
+    assert alive == [] and not d._tasks
 
 
 async def test_a_refused_key_found_by_the_health_check_fails_readiness_before_any_session(monkeypatch):

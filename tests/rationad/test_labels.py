@@ -121,3 +121,35 @@ def test_an_unreadable_record_under_a_labels_key_clears_it_as_compaction_would(l
     fresh = LabelBook(KafkaConfig(), "labels")
     fresh._apply(_rec(a.id.encode(), later))
     assert fresh.get_id(a.id) is None
+
+
+async def test_closing_the_book_is_bounded_by_its_callers_timeout(monkeypatch):
+    """Found by a second review (2026-12-05), failing before its fix: ``aclose`` caught the CancelledError that the
+    daemon's ``wait_for(closer, 30)`` sends at its timeout and went on to a follower that did not stop: the bound did
+    not hold. A follow task that swallows a cancellation (Python 3.11's wait_for, gh-86296) no longer matters either."""
+    import asyncio
+
+    import rationad.tasks as tasks_mod
+    from rationad.labels import LabelBook
+
+    monkeypatch.setattr(tasks_mod, "STOP_CANCEL_WAIT_SECS", 0.05)
+
+    class Follower:  # a broker gone: stop() does not return
+        async def stop(self):
+            await asyncio.sleep(3600)
+
+    async def stubborn():
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            pass
+        await asyncio.sleep(3600)
+
+    book = LabelBook.__new__(LabelBook)
+    book._live, book._follower = True, Follower()
+    book._task = asyncio.create_task(stubborn())
+    await asyncio.sleep(0)
+    outer = asyncio.create_task(asyncio.wait_for(book.aclose(), 0.5))
+    done, _ = await asyncio.wait({outer}, timeout=3)
+    assert done and isinstance(outer.exception(), asyncio.TimeoutError)
+    book._task and book._task.cancel()
