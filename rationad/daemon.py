@@ -869,4 +869,3 @@ class Daemon:
         await self.delivery.commit(
             self.consumer, {tp: (p.offsets, p.sessionizer.min_open_offset()) for tp, p in parts.items()}, timeout
         )
-

@@ -26,8 +26,8 @@ import structlog
 
 from rationad.config import KafkaConfig
 from rationad.kafka import common_kwargs, make_producer
-from rationad.tasks import cancel_all
 from rationad.prompt import VERDICTS
+from rationad.tasks import cancel_all
 from rationad.templates import template_id
 
 if TYPE_CHECKING:
