@@ -431,7 +431,7 @@ class Sessionizer:
                     closed.append(self._session(self._late_open(line, ts), "late"))
                     return closed
                 cur, older = None, True  # before the newest window, but the watermark has not closed its time yet
-            elif self._waits(cur, ts, now):
+            elif self._waits(cur, now):
                 # Newer than the key's window by more than the gap (span, bucket), but the watermark has not passed
                 # that window's close time: a lagging source (or a line within the allowed lateness) may still add
                 # to it, so it stays open beside the new one and ``tick`` closes it.
@@ -561,11 +561,14 @@ class Sessionizer:
             return False
         return due < self._event_time - spec.allowed_lateness_secs
 
-    def _deadline(self, cur: _Open) -> float | None:
+    def _deadline(self, cur: _Open, older: bool | None = None) -> float | None:
+        """When ``cur`` may close; ``older``: as one of its key's older windows (default: whether it is one)."""
         spec = self.spec
+        if older is None:
+            older = cur.cut is not None
         if spec.mode == "session":
             assert spec.gap_secs is not None
-            if cur.cut is not None and spec.max_span_secs is not None:  # an older window: no line past its span joins
+            if older and spec.max_span_secs is not None:  # an older window: no line past its span joins
                 return min(cur.last_ts + spec.gap_secs, cur.first_ts + spec.max_span_secs)
             return cur.last_ts + spec.gap_secs
         if spec.window_secs is not None and cur.bucket is not None:
@@ -605,12 +608,10 @@ class Sessionizer:
         self._schedule(cur)
         return cur
 
-    def _waits(self, cur: _Open, ts: float, now: float) -> bool:
-        """Once a line at ``ts`` has not joined ``cur``: is ``cur``'s close time still ahead of the watermark (less
-        the allowed lateness)?"""
-        was, cur.cut = cur.cut, self._reason_for(cur, ts)
-        due = self._deadline(cur)
-        cur.cut = was
+    def _waits(self, cur: _Open, now: float) -> bool:
+        """Once a newer line has not joined ``cur``: is ``cur``'s close time, as an older window, still ahead of the
+        watermark (less the allowed lateness)?"""
+        due = self._deadline(cur, older=True)
         wm = self.watermark(now)
         return due is not None and wm is not None and due >= wm - self.spec.allowed_lateness_secs
 

@@ -161,3 +161,12 @@ class FakeModel:
 
     async def aclose(self) -> None:
         pass
+
+
+async def swallows_one_cancellation() -> None:
+    """A task that swallows the first cancellation it meets and goes on (Python 3.11's wait_for, gh-86296)."""
+    try:
+        await asyncio.sleep(3600)
+    except asyncio.CancelledError:
+        pass
+    await asyncio.sleep(3600)

@@ -131,6 +131,7 @@ async def test_closing_the_book_is_bounded_by_its_callers_timeout(monkeypatch):
 
     import rationad.tasks as tasks_mod
     from rationad.labels import LabelBook
+    from tests.rationad.fakes import swallows_one_cancellation
 
     monkeypatch.setattr(tasks_mod, "STOP_CANCEL_WAIT_SECS", 0.05)
 
@@ -138,16 +139,9 @@ async def test_closing_the_book_is_bounded_by_its_callers_timeout(monkeypatch):
         async def stop(self):
             await asyncio.sleep(3600)
 
-    async def stubborn():
-        try:
-            await asyncio.sleep(3600)
-        except asyncio.CancelledError:
-            pass
-        await asyncio.sleep(3600)
-
     book = LabelBook.__new__(LabelBook)
     book._live, book._follower = True, Follower()
-    book._task = asyncio.create_task(stubborn())
+    book._task = asyncio.create_task(swallows_one_cancellation())
     await asyncio.sleep(0)
     outer = asyncio.create_task(asyncio.wait_for(book.aclose(), 0.5))
     done, _ = await asyncio.wait({outer}, timeout=3)

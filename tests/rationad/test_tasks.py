@@ -8,19 +8,12 @@ import pytest
 
 import rationad.tasks as tasks_mod
 from rationad.tasks import cancel_all
+from tests.rationad.fakes import swallows_one_cancellation
 
 
 @pytest.fixture(autouse=True)
 def quick(monkeypatch):
     monkeypatch.setattr(tasks_mod, "STOP_CANCEL_WAIT_SECS", 0.05)
-
-
-async def swallows_once():
-    try:
-        await asyncio.sleep(3600)
-    except asyncio.CancelledError:
-        pass
-    await asyncio.sleep(3600)
 
 
 async def swallows_always(stop: asyncio.Event, swallowed: list | None = None):
@@ -37,7 +30,7 @@ async def fails():
 
 
 async def test_a_task_that_swallowed_one_cancellation_is_cancelled_again_and_ends():
-    t = asyncio.create_task(swallows_once())
+    t = asyncio.create_task(swallows_one_cancellation())
     f = asyncio.create_task(fails())
     await asyncio.sleep(0)
     await asyncio.wait_for(cancel_all([t, f]), 2)
