@@ -29,6 +29,7 @@ class ParsedAnswer:
     error: str | None  # why the completion is malformed, else None
     raw: str
     problems: tuple[str, ...] = ()  # what the session refutes in the rationale (``rationad.faithful``), once checked
+    unsupported: bool = False  # anomalous on void evidence, every piece (``rationad.faithful``): served normal
 
     @property
     def ok(self) -> bool:
@@ -204,6 +205,13 @@ def _logsumexp(xs: Sequence[float]) -> float:
     if top == -math.inf:
         return top
     return top + math.log(sum(math.exp(x - top) for x in xs))
+
+
+def served_verdict(answer: ParsedAnswer, score: float | None, threshold: float | None) -> str | None:
+    """The verdict served for ``answer``: ``thresholded_verdict``, except that an answer ``unsupported`` by its own
+    evidence (every piece void: ``rationad.faithful.unsupported``) is never anomalous."""
+    verdict = thresholded_verdict(answer.verdict, score, threshold)
+    return "normal" if verdict == "anomalous" and answer.unsupported else verdict
 
 
 def thresholded_verdict(answer_verdict: str | None, score: float | None, threshold: float | None) -> str | None:

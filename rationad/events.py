@@ -20,7 +20,7 @@ from typing import Any
 import orjson
 
 from rationad import __version__
-from rationad.answer import ParsedAnswer, thresholded_verdict
+from rationad.answer import ParsedAnswer, served_verdict
 from rationad.prompt import PROMPT_VERSION, SessionView
 from rationad.records import Session
 from rationad.template_book import Decision
@@ -116,7 +116,8 @@ def build_event(
     threshold: float | None = None,
 ) -> dict[str, Any]:
     """A verdict event for a session whose answer parsed (``answer.verdict`` is set). ``verdict`` is the answer at
-    ``threshold`` (anomalous when ``score >= threshold``; the model's written answer when either is None);
+    ``threshold`` (anomalous when ``score >= threshold``; the model's written answer when either is None; normal when
+    the answer's own evidence is void, ``answer.unsupported``, the reason among ``rationale_problems``);
     ``model_verdict`` is the answer the model wrote, whose analysis the rationale is."""
     if answer.verdict is None:
         raise ValueError("a verdict event needs a parsed verdict")
@@ -125,7 +126,7 @@ def build_event(
         "schema_version": SCHEMA_VERSION,
         "id": event_id(session, model),
         "time": _iso(time.time() if now is None else now),
-        "verdict": thresholded_verdict(answer.verdict, score, threshold),
+        "verdict": served_verdict(answer, score, threshold),
         "model_verdict": answer.verdict,
         "score": score,
         "threshold": threshold if score is not None else None,

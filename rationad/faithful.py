@@ -7,6 +7,10 @@ confirm or refute, for any log source:
 - **counts**: ``L3 x5`` says row L3 occurs 5 times in the session;
 - **quoted words**: ``L1 contains 'parity'`` says the word is in L1's text; a word quoted without a line must be
   somewhere in the session;
+- **meanings**: ``L1 contains 'parity': a memory or cache integrity error: hardware failure.`` says the quoted words
+  are of the class that meaning sentence belongs to (``rationad.template_rules``; 0.3.1 wrote "contains 'close': a
+  network or service connection problem" of every Proxifier connection-close template, and 'close' is not a word of
+  that class);
 - **severity**: a line said to report an error or failure must carry a failure word (not for HDFS, whose knowledge
   base calls lines failures by their template, checked by ``training.faithfulness``);
 - **neighbours**: ``Similar known templates: N1 anomalous, N2 normal`` (or, in an earlier grammar, ``N1, a similar
@@ -22,6 +26,13 @@ confirm or refute, for any log source:
 ``problems`` lists what failed (an empty list is no proof of truth: only what the grammar lets code check);
 ``servable`` drops training-only sentences from a rationale before it is served. The training side adds the HDFS
 knowledge base's roles and tallies and measures the share of rationales with no problem (``faithful``).
+
+**Unsupported answers.** An anomalous answer whose rationale states evidence (``L1 contains '<words>': ...``) and
+every piece of it is void (the words are not in the line, or name no trouble: no failure word and no word of a rule
+that signals trouble) rests on nothing the session holds; ``checked`` marks it ``unsupported`` and the served verdict
+is normal (``rationad.answer.served_verdict``; the event keeps the model's answer, its score and the reason). An
+answer that states no evidence (``This message came with failures on this system before``), or only words it calls
+benign, is left to the model.
 """
 
 from __future__ import annotations
@@ -32,13 +43,16 @@ from dataclasses import replace
 
 from rationad.answer import REF, ParsedAnswer, ref_name
 from rationad.prompt import SessionView
+from rationad.template_rules import names_trouble, rule_of_meaning
 
 # Phrases of sentences written for training rows the rules could not explain; never served, always a problem.
 TRAINING_ONLY = re.compile(
     r"expert label|experts label|labelled sequence pattern|labelled healthy|the knowledge base", re.I)
 _SENTENCE = re.compile(r"[^.!?]*[.!?]+|[^.!?]+$")
 _COUNT = re.compile(r"\bL(\d{1,4}) x(\d{1,9})\b")  # bounded: int() of thousands of digits raises
-_CONTAINS = re.compile(r"\bL(\d{1,4})\s+(?:contains|reports|shows|says|mentions|has)\s+'([^']{1,80})'")
+# "L1 contains '<words>'", and the meaning sentence after it when there is one
+_CONTAINS = re.compile(r"\bL(\d{1,4})\s+(?:contains|reports|shows|says|mentions|has)\s+'([^']{1,80})'"
+                       r"(?::\s*([^.]{1,200}))?")
 _QUOTED = re.compile(r"(?<![A-Za-z])'([^'\s][^']{0,78})'(?![A-Za-z])")
 _CLAIMS_FAILURE = re.compile(r"\b(?:reports? an? (?:error|failure)|reports? (?:errors|failures)|is an? (?:error|"
                              r"failure)|(?:error|failure) (?:line|message))\b", re.I)
@@ -73,6 +87,9 @@ def problems(rationale: str, view: SessionView) -> list[str]:
         checked.add(word)
         if row is not None and word.lower() not in row.template.lower():
             out.append(f"quote: says L{int(m.group(1))} contains {word!r}, it does not")
+        rule = rule_of_meaning(m.group(3)) if m.group(3) else None
+        if rule is not None and not rule.pattern.search(word):
+            out.append(f"meaning: calls {word!r} {rule.meaning!r}, a class whose words do not include it")
     session_text = "\n".join(r.template for r in view.rows).lower()
     for m in _QUOTED.finditer(rationale):
         word = m.group(1)
@@ -91,6 +108,30 @@ def problems(rationale: str, view: SessionView) -> list[str]:
         if _HDFS_PHRASES.search(rationale):
             out.append("foreign: HDFS lifecycle phrases about a session of another system")
     return out
+
+
+def unsupported(rationale: str, view: SessionView) -> str | None:
+    """Why the evidence of trouble an anomalous answer states is void, every piece of it (None: it states none, or
+    some holds). A piece is a line's quoted words not called benign (``L1 contains 'close': a network or service
+    connection problem``); it is void when the words are not in the line it cites, or name no trouble."""
+    if view.source == "hdfs":  # HDFS rationales name failures by template (the knowledge base), not by quoted words
+        return None
+    void = []
+    for m in _CONTAINS.finditer(rationale):
+        ref, word = f"L{int(m.group(1))}", m.group(2)
+        rule = rule_of_meaning(m.group(3)) if m.group(3) else None
+        if rule is not None and rule.verdict == "normal":  # words called benign: not offered as evidence of trouble
+            continue
+        row = view.row(ref)
+        if row is not None and word.lower() in row.template.lower() and (_FAILURE_WORD.search(word)
+                                                                          or names_trouble(word)):
+            return None
+        void.append(f"{ref} {word!r}" + (" is not in the line" if row is None or word.lower() not in
+                                         row.template.lower() else " names no trouble"))
+    if not void:
+        return None
+    return "unsupported: the anomalous answer's evidence is void (" + "; ".join(void[:3]) + \
+        (f"; {len(void) - 3} more" if len(void) > 3 else "") + "): served as normal"
 
 
 def _loop_problems(rationale: str) -> list[str]:
@@ -128,8 +169,13 @@ def servable(rationale: str) -> str:
 
 
 def checked(answer: ParsedAnswer, view: SessionView) -> ParsedAnswer:
-    """``answer`` as served: its rationale's ``problems`` found (in what the model wrote) and its training-only
-    sentences dropped."""
+    """``answer`` as served: its rationale's ``problems`` found (in what the model wrote), its training-only
+    sentences dropped, and ``unsupported`` set when it is anomalous on void evidence (the reason is its last
+    problem)."""
     if not answer.rationale:
         return answer
-    return replace(answer, rationale=servable(answer.rationale), problems=tuple(problems(answer.rationale, view)))
+    found = problems(answer.rationale, view)
+    void = unsupported(answer.rationale, view) if answer.verdict == "anomalous" else None
+    if void is not None:
+        found.append(void)
+    return replace(answer, rationale=servable(answer.rationale), problems=tuple(found), unsupported=void is not None)

@@ -24,8 +24,7 @@ from pathlib import Path
 import orjson
 import structlog
 
-from rationad.answer import (CLOSE_REGEX, CUT_MARK, ParsedAnswer, close_cut_thought, parse_completion,
-                             thresholded_verdict)
+from rationad.answer import CLOSE_REGEX, CUT_MARK, ParsedAnswer, close_cut_thought, parse_completion, served_verdict
 from rationad.cache import VerdictCache
 from rationad.config import ModelConfig
 from rationad.events import ModelInfo
@@ -77,10 +76,17 @@ class Judgement:
     def ok(self) -> bool:
         return self.answer.ok
 
+    @property
+    def served_score(self) -> float | None:
+        """The score that ranks this judgement against a threshold (PR curves): the model's, or 0 for an answer served
+        normal on void evidence (``answer.unsupported``: no threshold makes it anomalous). Events carry ``score``."""
+        return 0.0 if self.answer.unsupported and self.score is not None else self.score
+
     def verdict_at(self, threshold: float | None) -> str | None:
         """The verdict at ``threshold`` (``anomalous`` when ``score >= threshold``); the model's written answer when
-        there is no score; None when the answer is malformed."""
-        return thresholded_verdict(self.answer.verdict, self.score, threshold)
+        there is no score; None when the answer is malformed; normal when the answer's own evidence is void
+        (``answer.unsupported``)."""
+        return served_verdict(self.answer, self.score, threshold)
 
 
 def model_info(cfg: ModelConfig, client_name: str) -> ModelInfo:

@@ -402,7 +402,7 @@ async def judge_sessions(
             for j in await judge.judge_many(batch):
                 s, a = j.session, j.answer
                 verdict = j.verdict_at(threshold)
-                scores.add(s.label, verdict, a.grounded, j.score)
+                scores.add(s.label, verdict, a.grounded, j.served_score)
                 rec = {
                     "id": s.source_id or s.key,
                     "verdict": verdict,
@@ -416,6 +416,7 @@ async def judge_sessions(
                     ],
                     "grounded": a.grounded,
                     "rationale_problems": list(a.problems),
+                    "unsupported": a.unsupported,  # anomalous on void evidence: served normal (rationad.faithful)
                     "cached": j.cached,
                 }
                 if s.label is not None:
@@ -456,7 +457,8 @@ async def judge_by_template(
                     scores.templates_failed += 0 if a.ok else 1
                     book.judged(j.session.lines[0].message, j.verdict_at(threshold), a.rationale, cached=j.cached,
                                 failed=None if a.ok else (a.error or "malformed_answer"), score=j.score,
-                                answer_verdict=a.verdict, problems=a.problems, ungrounded=a.ungrounded_refs)
+                                answer_verdict=a.verdict, problems=a.problems, ungrounded=a.ungrounded_refs,
+                                unsupported=a.unsupported)
             for s, us in zip(batch, uses, strict=True):
                 decision = book.decide(us)
                 assert decision is not None  # every template was judged (or failed) above

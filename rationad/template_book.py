@@ -61,6 +61,7 @@ class TemplateState:
     score: float | None = None  # P(anomalous) at the model's answer word; None for an answer without logprobs
     rationale: str = ""
     problems: tuple[str, ...] = ()  # what the template refutes in the rationale (``rationad.faithful``)
+    unsupported: bool = False  # the answer was anomalous on void evidence (``rationad.faithful``): served normal
     ungrounded: tuple[str, ...] = ()  # refs of the rationale that are not the template's own row (``L1``)
     cached: bool = False
     failed: str | None = None  # why the model could not judge it (dead-lettered)
@@ -90,10 +91,13 @@ class TemplateState:
 
     @property
     def window_score(self) -> float | None:
-        """What this template adds to a window's score: a label's 1 or 0, else the model's score."""
+        """What this template adds to a window's score: a label's 1 or 0, 0 for an answer served normal on void
+        evidence (no threshold makes it anomalous), else the model's score."""
         if self.label is not None:
             return 1.0 if self.label.verdict == "anomalous" else 0.0
-        return self.score if self.model_verdict is not None else None
+        if self.model_verdict is None:
+            return None
+        return 0.0 if self.unsupported and self.score is not None else self.score
 
     @property
     def written_verdict(self) -> str | None:
@@ -188,7 +192,7 @@ class TemplateBook:
     def judged(self, template: str, verdict: str | None, rationale: str, *, cached: bool = False,
                failed: str | None = None, now: float = 0.0, score: float | None = None,
                answer_verdict: str | None = None, problems: tuple[str, ...] = (),
-               ungrounded: tuple[str, ...] = ()) -> TemplateState | None:
+               ungrounded: tuple[str, ...] = (), unsupported: bool = False) -> TemplateState | None:
         """The model's answer for ``template`` (or, with ``failed``, why there is none): ``verdict`` at the
         threshold, ``answer_verdict`` the answer it wrote (default: ``verdict``), ``score`` its P(anomalous)."""
         st = self._states.get(template)
@@ -203,6 +207,7 @@ class TemplateBook:
         st.answer_verdict = answer_verdict if answer_verdict is not None else verdict
         st.score = score
         st.problems = problems
+        st.unsupported = unsupported
         st.ungrounded = ungrounded
         return st
 

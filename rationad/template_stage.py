@@ -136,7 +136,8 @@ class TemplateStage:
             else:
                 st = self.book.judged(template, r.verdict_at(self.s.judge.threshold_template), r.answer.rationale,
                                       cached=r.cached, score=r.score, answer_verdict=r.answer.verdict,
-                                      problems=r.answer.problems, ungrounded=r.answer.ungrounded_refs)
+                                      problems=r.answer.problems, ungrounded=r.answer.ungrounded_refs,
+                                      unsupported=r.answer.unsupported)
                 self.metrics.template_judgements.labels("cached" if r.cached else "model").inc()
                 p.hold.release()
                 if st is not None and st.verdict == "anomalous":

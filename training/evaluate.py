@@ -193,7 +193,9 @@ async def judge_set(es: EvalSet, client, model_cfg, out_dir: Path, chunk: int) -
             checked = [*rec.get("rationale_problems", []),
                        *faithfulness_problems(rec["rationale"] or "", viewer.view(sess))]
         found = list(dict.fromkeys(checked))
-        points.append({"id": rec["id"], "verdict": rec["verdict"], "score": rec.get("score"),
+        # the score that ranks it against a threshold: an answer served normal on void evidence ranks at 0
+        score = 0.0 if rec.get("unsupported") and rec.get("score") is not None else rec.get("score")
+        points.append({"id": rec["id"], "verdict": rec["verdict"], "score": score,
                        "labels": [e.label for e in members],
                        "rationale": rec["rationale"], "grounded": rec["grounded"], "error": rec.get("error"),
                        "problems": found, "unjudged": bool(rec.get("unjudged_templates"))})

@@ -216,7 +216,8 @@ ROOT = Path(__file__).resolve().parents[1]
 # windows are decided by template, and how faithfulness is checked. A change to any of them judges both models again
 # (before, a checker changed since the released model's scores were cached compared two checkers' rates).
 SCORING_CODE = ("rationad/answer.py", "rationad/faithful.py", "rationad/injection.py", "rationad/judge.py",
-                "rationad/prompt.py", "rationad/template_book.py", "training/evaluate.py", "training/faithfulness.py",
+                "rationad/prompt.py", "rationad/replay.py", "rationad/template_book.py", "rationad/template_rules.py",
+                "rationad/data/template_rules.json", "training/evaluate.py", "training/faithfulness.py",
                 "training/knowledge")
 
 

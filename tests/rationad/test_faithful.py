@@ -92,3 +92,70 @@ def test_a_rationale_that_goes_round_until_the_budget_is_a_loop():
     assert kinds("The write of this block failed. L1 x3 receive start. The write of this block failed: anomalous.",
                  HDFS, "hdfs") == []
     assert kinds("Normal. Normal. Normal.", HDFS, "hdfs") == []  # too short to be a sentence of the grammar
+
+
+PROXIFIER = ["proxy.cse.cuhk.edu.hk:{*} close, {*} bytes sent, {*} bytes received, lifetime {*}"]
+SPIRIT = ["sshd[{*}]: fatal: Read from socket failed: Connection reset by peer"]
+
+
+def judged(completion: str, messages: list[str], source: str = "generic"):
+    from rationad.answer import parse_completion
+    from rationad.faithful import checked
+
+    view = build_view(source, messages, templated=True)
+    return checked(parse_completion(completion, view), view)
+
+
+def test_a_meaning_must_be_of_the_quoted_words():
+    # What 0.3.1 served of every Proxifier template: 'close' is in the line, but it is not a network-trouble word.
+    assert kinds("L1 contains 'close': a network or service connection problem. This signals trouble: anomalous.",
+                 PROXIFIER, "generic") == ["meaning"]
+    # the right class for the words passes; a meaning the rules do not know is not checked
+    assert kinds("L1 contains 'failed': an operation failed or a component reports an error.", SPIRIT, "spirit") == []
+    assert kinds("L1 contains 'failed': a network or service connection problem.", SPIRIT, "spirit") == ["meaning"]
+    assert kinds("L1 contains 'close': something of its own.", PROXIFIER, "generic") == []
+
+
+def test_an_anomalous_answer_on_void_evidence_is_served_normal():
+    from rationad.answer import served_verdict
+
+    close = judged("<think>L1 contains 'close': a network or service connection problem. This signals trouble: "
+                   "anomalous.</think>\n<answer>anomalous</answer>", PROXIFIER)
+    misquoted = judged("<think>L1 contains 'proxy.cse.cuhk.dao.c': a component is missing, misconfigured or in a "
+                       "failed state. This signals trouble: anomalous.</think>\n<answer>anomalous</answer>", PROXIFIER)
+    for a in (close, misquoted):
+        assert a.verdict == "anomalous" and a.unsupported
+        assert a.problems[-1].startswith("unsupported:")
+        assert served_verdict(a, 0.99, 0.5) == "normal" and served_verdict(a, None, None) == "normal"
+    assert "names no trouble" in close.problems[-1] and "is not in the line" in misquoted.problems[-1]
+
+
+def test_evidence_that_holds_keeps_the_answer():
+    from rationad.answer import served_verdict
+
+    # the words name trouble, even under the wrong class: the meaning is a problem, the verdict stands
+    wrong_class = judged("<think>L1 contains 'failed': a network or service connection problem. This signals "
+                         "trouble: anomalous.</think>\n<answer>anomalous</answer>", SPIRIT, "spirit")
+    assert not wrong_class.unsupported and [p.split(":")[0] for p in wrong_class.problems] == ["meaning"]
+    assert served_verdict(wrong_class, 0.9, 0.5) == "anomalous"
+    # one piece of evidence holding is enough
+    two = judged("<think>L1 contains 'close': a network or service connection problem. L1 contains 'fatal': a fatal "
+                 "error that stops a kernel, daemon or job. This signals trouble: anomalous.</think>\n"
+                 "<answer>anomalous</answer>", SPIRIT + PROXIFIER)
+    assert not two.unsupported
+    # no evidence stated, or only words called benign: left to the model (and to the threshold)
+    for text in ("L1 has no severity word or failure class: a routine status message. This message came with "
+                 "failures on this system before: anomalous.",
+                 "L1 contains 'corrected': an informational or already corrected event. This message came with "
+                 "failures on this system before: anomalous."):
+        a = judged(f"<think>{text}</think>\n<answer>anomalous</answer>", ["RAS KERNEL INFO 3 ddr errors corrected"],
+                   "bgl")
+        assert not a.unsupported and served_verdict(a, 0.9, 0.5) == "anomalous"
+        assert served_verdict(a, 0.1, 0.5) == "normal"
+    # a normal answer is never marked; HDFS rationales name failures by template, not by quoted words
+    normal = judged("<think>L1 contains 'close': a network or service connection problem. It looks like trouble, "
+                    "but this message is routine on this system: normal.</think>\n<answer>normal</answer>", PROXIFIER)
+    assert not normal.unsupported
+    hdfs = judged("<think>L1 contains 'Receiving': a write starts. This signals trouble: anomalous.</think>\n"
+                  "<answer>anomalous</answer>", HDFS, "hdfs")
+    assert not hdfs.unsupported

@@ -137,3 +137,15 @@ def test_the_book_is_bounded_in_bytes_as_well_as_in_templates():
         book.judged(book.observe(msg, now=float(i)).template, "normal", "fine")
     assert 9 <= len(book) <= 10 and book.bytes <= 10_000
     assert book.states()[-1].template.startswith("ERROR XB")  # the latest stays
+
+
+def test_a_template_served_normal_on_void_evidence_does_not_raise_its_windows_score():
+    """Its score is the model's (events show it), but no threshold makes it anomalous: it ranks the window at 0."""
+    book = TemplateBook()
+    uses = book.uses(window("conn 1 close", "disk 2 ok"))
+    book.judged("conn {*} close", "normal", "L1 contains 'close': ...", score=0.99, answer_verdict="anomalous",
+                unsupported=True)
+    book.judged("disk {*} ok", "normal", "routine", score=0.01)
+    d = book.decide(uses)
+    assert d.verdict == "normal" and d.score == 0.01
+    assert uses[0].state.score == 0.99 and uses[0].state.window_score == 0.0

@@ -437,3 +437,26 @@ async def test_two_templates_sharing_an_id_are_judged_apart_and_no_window_waits_
     await run_until(d, lambda: consumer.committed_offset(TP) == 9, timeout=10)
     got = sorted((e["session"]["first_offset"], e["verdict"]) for e in events(producer, s))
     assert got == [(0, "anomalous"), (3, "normal"), (6, "anomalous")]
+
+
+async def test_a_template_flagged_on_void_evidence_is_served_normal_and_shown_with_the_models_answer():
+    """0.3.1 flagged every Proxifier template with "L1 contains 'close': a network or service connection problem":
+    the word is in the line but names no trouble. The window is normal; its event lists the template with the
+    answer the model wrote and why it was not served (rationale_problems)."""
+    s = settings(output={"emit_normal": True})
+    close = "proxy.cse.cuhk.edu.hk:5070 close, 403 bytes sent, 426 bytes received, lifetime 00:02"
+    void = ("<think>L1 contains 'close': a network or service connection problem. This signals trouble: anomalous."
+            "</think>\n<answer>anomalous</answer>")
+    held = ("<think>L1 contains 'failed': an operation failed or a component reports an error. This signals trouble: "
+            "anomalous.</think>\n<answer>anomalous</answer>")
+    model = CountingModel(lambda text: void if "close" in text else held if "ERROR" in text else NORMAL)
+    lines = [close, ROUTINE[0], ROUTINE[1], close.replace("5070", "5071"), DISK.format(n=1), ROUTINE[2]]
+    d, consumer, producer = make(s, [recs(lines)], model=model)
+    await run_until(d, lambda: len(events(producer, s)) == 2)
+    first, second = sorted(events(producer, s), key=lambda e: e["session"]["first_offset"])
+    assert first["verdict"] == "normal", first
+    (t,) = first["templates"]
+    assert t["verdict"] == "normal" and t["model_verdict"] == "anomalous"
+    assert t["rationale_problems"][-1].startswith("unsupported:"), t["rationale_problems"]
+    assert second["verdict"] == "anomalous"  # a failure word the line holds: served as the model answered
+    assert [x["verdict"] for x in second["templates"]] == ["normal", "anomalous"]

@@ -1,4 +1,5 @@
-"""The expert knowledge base as data (``hdfs.json``, ``bgl_spirit.json``) and its loader.
+"""The expert knowledge base as data (``hdfs.json`` here; the BGL/Spirit template rules in ``rationad.template_rules``,
+which the daemon reads to check served rationales) and its loader.
 
 HDFS templates are matched by their text (Loghub ``<*>`` wildcards) against a line's masked template, never by id:
 the two Loghub numberings disagree. BGL/Spirit knowledge is an ordered list of keyword rules (first match wins).
@@ -11,6 +12,8 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+
+from rationad.template_rules import Rule, match_rule, template_rules  # noqa: F401 (re-exported)
 
 KB_DIR = Path(__file__).resolve().parent
 
@@ -27,14 +30,6 @@ class HdfsTemplate:
     meaning: str
     regex: re.Pattern[str]
     literal_len: int
-
-
-@dataclass(frozen=True, slots=True)
-class Rule:
-    name: str
-    pattern: re.Pattern[str]
-    verdict: str
-    meaning: str
 
 
 def _load(name: str) -> dict:
@@ -76,25 +71,3 @@ def match_hdfs(masked: str) -> HdfsTemplate | None:
         if t.regex.search(masked) and (best is None or t.literal_len > best.literal_len):
             best = t
     return best
-
-
-@lru_cache(maxsize=1)
-def template_rules() -> tuple[tuple[Rule, ...], dict]:
-    data = _load("bgl_spirit.json")
-    rules = []
-    for n, r in enumerate(data.get("rules", []), start=1):
-        try:
-            rules.append(Rule(r["name"], re.compile(r["pattern"], re.I), r["verdict"], r["meaning"]))
-        except (KeyError, re.error) as exc:
-            raise KnowledgeError(f"{KB_DIR / 'bgl_spirit.json'}: rule {n}: {exc}") from None
-    return tuple(rules), data["default"]
-
-
-def match_rule(text: str) -> tuple[Rule | None, str | None]:
-    """(first matching rule, the matched words) for a BGL/Spirit message; (None, None) when none matches."""
-    rules, _ = template_rules()
-    for r in rules:
-        m = r.pattern.search(text)
-        if m:
-            return r, m.group(0)
-    return None, None
