@@ -68,7 +68,9 @@ def measure(model: Path, data: Path, choose: int) -> None:
                     for i, (r, m) in enumerate(zip(recs, members, strict=True)):
                         part = ("choose" if i < choose else "held_out") if name == "hdfs" else "all"
                         f.write(orjson.dumps({"id": r["id"], "part": part, "model_verdict": r["model_verdict"],
-                                              "score": r["score"], "labels": [e.label for e in m]}) + b"\n")
+                                              # served normal on void evidence: no threshold flags it
+                                              "score": 0.0 if r.get("unsupported") and r["score"] is not None
+                                              else r["score"], "labels": [e.label for e in m]}) + b"\n")
                 print(f"{name}: {len(sessions)} prompts, {calls} calls, {time.monotonic() - t:.0f} s", flush=True)
         finally:
             await client.aclose()

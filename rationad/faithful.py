@@ -28,8 +28,8 @@ confirm or refute, for any log source:
 knowledge base's roles and tallies and measures the share of rationales with no problem (``faithful``).
 
 **Unsupported answers.** An anomalous answer whose rationale states evidence (``L1 contains '<words>': ...``) and
-every piece of it is void (the words are not in the line, or name no trouble: no failure word and no word of a rule
-that signals trouble) rests on nothing the session holds; ``checked`` marks it ``unsupported`` and the served verdict
+every piece of it is void (the line it cites names no trouble: no failure word and no word of a rule that signals
+trouble) rests on nothing the session holds; ``checked`` marks it ``unsupported`` and the served verdict
 is normal (``rationad.answer.served_verdict``; the event keeps the model's answer, its score and the reason). An
 answer that states no evidence (``This message came with failures on this system before``), or only words it calls
 benign, is left to the model.
@@ -50,15 +50,15 @@ TRAINING_ONLY = re.compile(
     r"expert label|experts label|labelled sequence pattern|labelled healthy|the knowledge base", re.I)
 _SENTENCE = re.compile(r"[^.!?]*[.!?]+|[^.!?]+$")
 _COUNT = re.compile(r"\bL(\d{1,4}) x(\d{1,9})\b")  # bounded: int() of thousands of digits raises
-# "L1 contains '<words>'", and the meaning sentence after it when there is one
-_CONTAINS = re.compile(r"\bL(\d{1,4})\s+(?:contains|reports|shows|says|mentions|has)\s+'([^']{1,80})'"
-                       r"(?::\s*([^.]{1,200}))?")
+# "L1 contains '<words>'" (an apostrophe inside a word, Couldn't, is quoted text), and the meaning sentence after it
+_CONTAINS = re.compile(r"\bL(\d{1,4})\s+(?:contains|reports|shows|says|mentions|has)\s+"
+                       r"'((?:[^']|'(?=[A-Za-z])){1,80})'(?![A-Za-z])(?::\s*([^.]{1,200}))?")
 _QUOTED = re.compile(r"(?<![A-Za-z])'([^'\s][^']{0,78})'(?![A-Za-z])")
 _CLAIMS_FAILURE = re.compile(r"\b(?:reports? an? (?:error|failure)|reports? (?:errors|failures)|is an? (?:error|"
                              r"failure)|(?:error|failure) (?:line|message))\b", re.I)
 _FAILURE_WORD = re.compile(r"err|fail|fatal|exception|panic|abort|refus|timed? ?out|denied|crit|severe|corrupt|"
-                           r"unreachable|lost|kill|warn|invalid|cannot|can't|unable|down|parity|check|interrupt|"
-                           r"halt|reset|bad|illegal|violation|overflow|not ", re.I)
+                           r"unreachable|lost|kill|warn|invalid|cannot|can't|n't\b|unable|down|parity|check|"
+                           r"interrupt|halt|reset|bad|illegal|violation|overflow|fault|\bnot\b", re.I)
 _HDFS_PHRASES = re.compile(r"receive starts?|replicas?\b|datanode|namenode|\bStarts \d+, received \d+", re.I)
 _NEIGHBOURS_WERE = re.compile(r"\b(N\d{1,2}(?:(?:,\s*|\s+and\s+)N\d{1,2})*),? "
                               r"(?:a similar known template|similar known templates),? (?:was|were) "
@@ -112,8 +112,12 @@ def problems(rationale: str, view: SessionView) -> list[str]:
 
 def unsupported(rationale: str, view: SessionView) -> str | None:
     """Why the evidence of trouble an anomalous answer states is void, every piece of it (None: it states none, or
-    some holds). A piece is a line's quoted words not called benign (``L1 contains 'close': a network or service
-    connection problem``); it is void when the words are not in the line it cites, or name no trouble."""
+    some holds). A piece is a statement about a line's quoted words not called benign (``L1 contains 'close': a
+    network or service connection problem``); it holds when the line it cites names trouble anywhere in its text (a
+    failure word, or a word of a rule that signals trouble), whatever words the model quoted of it: a quote is often
+    a neighbouring word (``'exceeds'`` of "correctable errors exceeds threshold"), cut at 80 characters before the
+    failure word, or copied from the masked text the prompt showed. It is void when the line names none, or the
+    statement cites no line of the session."""
     if view.source == "hdfs":  # HDFS rationales name failures by template (the knowledge base), not by quoted words
         return None
     void = []
@@ -123,11 +127,9 @@ def unsupported(rationale: str, view: SessionView) -> str | None:
         if rule is not None and rule.verdict == "normal":  # words called benign: not offered as evidence of trouble
             continue
         row = view.row(ref)
-        if row is not None and word.lower() in row.template.lower() and (_FAILURE_WORD.search(word)
-                                                                          or names_trouble(word)):
+        if row is not None and (_FAILURE_WORD.search(row.template) or names_trouble(row.template)):
             return None
-        void.append(f"{ref} {word!r}" + (" is not in the line" if row is None or word.lower() not in
-                                         row.template.lower() else " names no trouble"))
+        void.append(f"{ref} {word!r}: " + ("no such line" if row is None else "the line names no trouble"))
     if not void:
         return None
     return "unsupported: the anomalous answer's evidence is void (" + "; ".join(void[:3]) + \

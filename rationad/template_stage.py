@@ -266,7 +266,9 @@ def stat_of(st: TemplateState, model_version: str, instance: str) -> TemplateSta
     """The catalog record of a template: what the model said of it (an operator's label lives in its own topic and
     ``rationad templates`` lays it over this, so the model's verdict stays visible and a cleared label leaves none)."""
     now = time.time()
+    # served normal on void evidence: the rationale the model wrote ends "anomalous", so the catalog says why
+    why = f" [{st.problems[-1]}]" if st.unsupported and st.problems else ""
     return TemplateStat(template=st.template, verdict=st.model_verdict,  # type: ignore[arg-type]
-                        source="model" if st.model_verdict is not None else "pending", rationale=st.rationale,
+                        source="model" if st.model_verdict is not None else "pending", rationale=st.rationale + why,
                         model_version=model_version, count=st.count, first_seen=st.first_seen or now,
                         last_seen=st.last_seen or now, instance=instance)

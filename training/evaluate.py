@@ -186,7 +186,8 @@ async def judge_set(es: EvalSet, client, model_cfg, out_dir: Path, chunk: int) -
         if es.level == "template":  # the served rationale quotes each anomalous template's own: check each on its own
             checked = [*rec.get("rationale_problems", [])]
             for t in rec["templates"]:
-                if t["source"] == "model" and t["verdict"] == "anomalous":
+                # served anomalous, or answered anomalous and served normal (on void evidence, or below the threshold)
+                if t["source"] == "model" and "anomalous" in (t["verdict"], t.get("model_verdict")):
                     checked += t["rationale_problems"]
                     checked += faithfulness_problems(t["rationale"], viewer.view(one_template(t["template"])))
         else:

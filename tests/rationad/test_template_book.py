@@ -143,9 +143,15 @@ def test_a_template_served_normal_on_void_evidence_does_not_raise_its_windows_sc
     """Its score is the model's (events show it), but no threshold makes it anomalous: it ranks the window at 0."""
     book = TemplateBook()
     uses = book.uses(window("conn 1 close", "disk 2 ok"))
+    why = ("unsupported: the anomalous answer's evidence is void (L1 'close': the line names no trouble): served as "
+           "normal")
     book.judged("conn {*} close", "normal", "L1 contains 'close': ...", score=0.99, answer_verdict="anomalous",
-                unsupported=True)
+                problems=(why,), unsupported=True)
     book.judged("disk {*} ok", "normal", "routine", score=0.01)
     d = book.decide(uses)
     assert d.verdict == "normal" and d.score == 0.01
     assert uses[0].state.score == 0.99 and uses[0].state.window_score == 0.0
+    # the catalog (``rationad templates``) shows why the rationale's "anomalous" was not served
+    from rationad.template_stage import stat_of
+
+    assert stat_of(uses[0].state, "m@1", "r0").rationale == f"L1 contains 'close': ... [{why}]"
