@@ -28,6 +28,13 @@ SESSIONS = [
     ["BLOCK* NameSystem.allocateBlock: /user/root/rand/_temporary/part-00000. blk_-3544583377289625738",
      "Deleting block blk_-3544583377289625738 file /mnt/hadoop/dfs/data/current/subdir19/blk_-3544583377289625738"],
 ]
+IPS = ("10.250.19.102", "10.251.215.16", "10.251.71.68")
+LIFECYCLE = ["BLOCK* NameSystem.allocateBlock: /user/root/rand/_temporary/part-00000. blk_-1608999687919862906",
+             *[f"Receiving block blk_-1608999687919862906 src: /{ip}:54106 dest: /{ip}:50010" for ip in IPS],
+             *[f"Received block blk_-1608999687919862906 of size 91178 from /{ip}" for ip in IPS],
+             *[f"PacketResponder {n} for block blk_-1608999687919862906 terminating" for n in range(3)],
+             *[f"BLOCK* NameSystem.addStoredBlock: blockMap updated: {ip}:50010 is added to blk_-1608999687919862906 "
+               "size 91178" for ip in IPS]]
 TEMPLATES = ["RAS KERNEL FATAL data TLB error interrupt", "instruction cache parity error corrected",
              "generating core.{*}", "ciod: LOGIN chdir(/p/gb1/stella/RAPTOR/{*}) failed: No such file or directory"]
 
@@ -69,18 +76,21 @@ async def test_scores_are_probabilities_that_agree_with_the_greedy_answer_at_one
 
 
 async def test_a_rationale_cut_by_the_token_budget_is_answered_not_dead_lettered(vllm_server):
-    """With a budget below the length of the trained rationale of the first session (a walk of its three rows, ~60
-    tokens; the others are shorter) that answer runs out of tokens inside <think>. Before close_cut_thought it was
-    malformed (twice) and dead-lettered; now it is answered from its rationale's last complete sentence, through the
-    server's continue_final_message, with a score read at the answer word, and every session has a verdict."""
+    """With a budget (48 tokens, the least the config allows) below the length of the trained rationale of a whole
+    write lifecycle (a walk of its five rows and a tally, ~90 tokens) the answer runs out of tokens inside <think>.
+    Before close_cut_thought it was malformed (twice) and dead-lettered; now it is answered from its rationale's last
+    complete sentence or clause, through the server's continue_final_message, with a score read at the answer word,
+    and every session has a verdict. (The first session of ``SESSIONS``, a three-line piece, no longer serves: 0.2.1
+    walked it in ~60 tokens, 0.3.1 writes ~40.)"""
     cfg, client = await started_client(vllm_server, max_new_tokens=48)
     try:
-        got = await Judge(client, cfg, "hdfs", cache=None).judge_many([session(i, s) for i, s in enumerate(SESSIONS)])
+        got = await Judge(client, cfg, "hdfs", cache=None).judge_many(
+            [session(i, s) for i, s in enumerate([LIFECYCLE, *SESSIONS])])
     finally:
         await client.aclose()
     cut = [j for j in got if j.answer.rationale.endswith(CUT_MARK.strip())]
     print("cut:", [(j.session.key, j.answer.verdict, j.answer.rationale, j.score) for j in got])
     assert all(j.ok for j in got) and cut, [(j.answer.error, j.answer.raw) for j in got]
-    for j in cut:  # cut on the first answer, or on the grounding repair that followed it (attempt 2; model 0.2.1)
+    for j in cut:  # cut on the first answer, or on the grounding repair that followed it (attempt 2)
         assert j.ok and j.answer.grounded and j.attempts <= 2, j.answer.raw
         assert j.score is not None and j.verdict_at(0.5) == j.answer.verdict, (j.answer.raw, j.score)
