@@ -35,6 +35,7 @@ from rationad.neighbours import ModelNeighbours, for_model
 from rationad.prompt import (ANSWER_REGEX, PROMPT_UNFINISHED, PROMPT_VERSION, SessionView, answer_regex, build_messages,
                              build_view, cache_key, trained_with, view_of)
 from rationad.records import Session
+from rationad.template_rules import template_rules
 
 MALFORMED_RETRY_TEMPERATURE = 0.7
 # New tokens for the answer after a cut rationale: ``anomalous</answer>`` is 6 of SmolLM2's tokens.
@@ -136,6 +137,7 @@ class Judge:
         self.say_unfinished = say_unfinished
         # The index the model was trained with (its manifest names it), else none: the prompt served is the trained one.
         self.neighbours = neighbours if neighbours is not None else for_model((cfg.adapter, cfg.path))
+        template_rules()  # the vocabulary served rationales are checked against: a bad file fails here, naming it
         self.cfg = cfg
         self.source = source
         self.cache = cache

@@ -187,3 +187,24 @@ def test_evidence_that_holds_keeps_the_answer():
     hdfs = judged("<think>L1 contains 'Receiving': a write starts. This signals trouble: anomalous.</think>\n"
                   "<answer>anomalous</answer>", HDFS, "hdfs")
     assert not hdfs.unsupported
+
+
+def test_a_missing_or_corrupt_rules_file_fails_naming_it(tmp_path, monkeypatch):
+    import pytest
+
+    import rationad.template_rules as tr
+
+    for content, says in (("{not json", "cannot read"), ('{"rules": [{"name": "x"}], "default": {}}', "rule 1"),
+                          ('{"rules": [{"name": "x", "pattern": "a", "verdict": "bad", "meaning": "m"}]}',
+                           "neither normal nor anomalous")):
+        bad = tmp_path / "rules.json"
+        bad.write_text(content)
+        monkeypatch.setattr(tr, "RULES_FILE", bad)
+        tr.template_rules.cache_clear()
+        with pytest.raises(tr.RulesError, match=says) as err:
+            tr.template_rules()
+        assert str(bad) in str(err.value)
+    monkeypatch.undo()
+    tr.template_rules.cache_clear()
+    tr._by_meaning.cache_clear()
+    assert tr.rule_of_meaning("a network or service connection problem").name == "network trouble"
