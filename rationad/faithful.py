@@ -12,7 +12,8 @@ confirm or refute, for any log source:
   network or service connection problem" of every Proxifier connection-close template, and 'close' is not a word of
   that class);
 - **severity**: a line said to report an error or failure must carry a failure word (not for HDFS, whose knowledge
-  base calls lines failures by their template, checked by ``training.faithfulness``);
+  base calls lines failures by their template, checked by ``training.faithfulness``); a line said to have "no
+  severity word or failure class" must match no rule that signals trouble (0.3.1 said it of "divide-by-zero {*}");
 - **neighbours**: ``Similar known templates: N1 anomalous, N2 normal`` (or, in an earlier grammar, ``N1, a similar
   known template, was anomalous`` and ``No similar known template was normal``) says
   what the labelled neighbours shown in the prompt (``rationad.neighbours``) are labelled; a neighbour not shown is
@@ -43,7 +44,7 @@ from dataclasses import replace
 
 from rationad.answer import REF, ParsedAnswer, ref_name
 from rationad.prompt import SessionView
-from rationad.template_rules import names_trouble, rule_of_meaning
+from rationad.template_rules import match_rule, names_trouble, rule_of_meaning
 
 # Phrases of sentences written for training rows the rules could not explain; never served, always a problem.
 TRAINING_ONLY = re.compile(
@@ -59,6 +60,7 @@ _CLAIMS_FAILURE = re.compile(r"\b(?:reports? an? (?:error|failure)|reports? (?:e
 _FAILURE_WORD = re.compile(r"err|fail|fatal|exception|panic|abort|refus|timed? ?out|denied|crit|severe|corrupt|"
                            r"unreachable|lost|kill|warn|invalid|cannot|can't|n't\b|unable|down|parity|check|"
                            r"interrupt|halt|reset|bad|illegal|violation|overflow|fault|\bnot\b", re.I)
+_NO_SEVERITY = re.compile(r"\bL(\d{1,4}) has no severity word")
 _HDFS_PHRASES = re.compile(r"receive starts?|replicas?\b|datanode|namenode|\bStarts \d+, received \d+", re.I)
 _NEIGHBOURS_WERE = re.compile(r"\b(N\d{1,2}(?:(?:,\s*|\s+and\s+)N\d{1,2})*),? "
                               r"(?:a similar known template|similar known templates),? (?:was|were) "
@@ -105,6 +107,12 @@ def problems(rationale: str, view: SessionView) -> list[str]:
                 row = view.row(ref)
                 if row is not None and not _FAILURE_WORD.search(row.template):
                     out.append(f"severity: says {ref} reports a failure, its text has no failure word")
+        for m in _NO_SEVERITY.finditer(rationale):  # the grammar's sentence for a line no rule matches
+            row = view.row(f"L{int(m.group(1))}")
+            rule, words = match_rule(row.template) if row is not None else (None, None)
+            if rule is not None and rule.verdict == "anomalous":
+                out.append(f"severity: says L{int(m.group(1))} has no severity word, it has {words!r} "
+                           f"({rule.meaning})")
         if _HDFS_PHRASES.search(rationale):
             out.append("foreign: HDFS lifecycle phrases about a session of another system")
     return out

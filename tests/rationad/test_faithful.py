@@ -61,7 +61,8 @@ def test_what_a_rationale_says_of_its_labelled_neighbours_is_checked():
 
     from rationad.prompt import Neighbour, build_view
 
-    view = replace(build_view("bgl", ["machine check interrupt"], templated=True), neighbours=(
+    # (the row is routine: "L1 has no severity word" is true of it; the neighbours are what is checked here)
+    view = replace(build_view("bgl", ["node card {*} status ok"], templated=True), neighbours=(
         Neighbour("N1", "machine check error", "anomalous", "a hardware error"),
         Neighbour("N2", "check passed", "normal", "a routine status message")))
     assert problems("L1 has no severity word. N1, a similar known template, was anomalous. Anomalous.", view) == []
@@ -208,3 +209,13 @@ def test_a_missing_or_corrupt_rules_file_fails_naming_it(tmp_path, monkeypatch):
     tr.template_rules.cache_clear()
     tr._by_meaning.cache_clear()
     assert tr.rule_of_meaning("a network or service connection problem").name == "network trouble"
+
+
+def test_no_severity_word_is_refuted_by_a_line_a_trouble_rule_matches():
+    # 0.3.1 on BGL test templates it missed: "L1 has no severity word or failure class" of "divide-by-zero {*}"
+    said = "L1 has no severity word or failure class: a routine status message. Nothing signals trouble: normal."
+    assert kinds(said, ["divide-by-zero {*}"], "bgl") == ["severity"]
+    assert kinds(said, ["ciod: Error creating node map from file {*}"], "bgl") == ["severity"]
+    # true of a routine line, and of one a benign rule matches first ("corrected")
+    assert kinds(said, ["ciod: generated {*} core files for program {*}"], "bgl") == []
+    assert kinds(said, ["{*} ddr error(s) detected and corrected on rank {*}"], "bgl") == []
