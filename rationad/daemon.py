@@ -137,6 +137,7 @@ class Daemon:
                                            self.parser.source, spawn=self._spawn, instance=_instance(settings),
                                            clock=lambda: self.clock())
         self._stop = asyncio.Event()
+        self._stop_wait: asyncio.Future | None = None  # one waiter on _stop, raced against every fetch
         self._draining = False
         self._joined = False
         self._paused = False
@@ -409,7 +410,7 @@ class Daemon:
             self.exit_code = 1
         finally:
             await self._drain()
-            await cancel_all(workers)
+            await cancel_all(workers + ([self._stop_wait] if self._stop_wait is not None else []))
             # The model loop ran until now: a batch it started after the drain cancelled the others goes too.
             await cancel_all(list(self._tasks))
             await self._shutdown()
@@ -538,11 +539,31 @@ class Daemon:
             self.metrics.paused.set(0)
             log.info("consumption_resumed", pending=held)
 
+    async def _fetch(self) -> dict:
+        """The next records, or none once a stop is requested. While the group reassigns partitions, aiokafka's
+        ``getmany`` waits for the new assignment with no timeout (``Fetcher.fetched_records``: ``timeout_ms`` counts
+        only after it); a stop requested then must still reach the drain. Cancelling the fetch loses nothing: records
+        are taken from aiokafka's buffer only after its last wait, and nothing fetched is committed unaccounted."""
+        fetch = asyncio.ensure_future(self.consumer.getmany(timeout_ms=200,
+                                                            max_records=self.s.kafka.fetch_max_records))
+        if self._stop_wait is None:
+            self._stop_wait = asyncio.ensure_future(self._stop.wait())
+        try:
+            await asyncio.wait((fetch, self._stop_wait), return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            fetch.cancel()
+            raise
+        if fetch.done():
+            return fetch.result()
+        await cancel_all([fetch])
+        log.info("fetch_abandoned", reason="stop requested while the fetch waited (a group rebalance)")
+        return {}
+
     async def _consume_once(self) -> None:
         self._backpressure()
         bad: dict[Any, Undecodable] | None = None
         try:
-            batch = await self.consumer.getmany(timeout_ms=200, max_records=self.s.kafka.fetch_max_records)
+            batch = await self._fetch()
         except DECODE_ERRORS:  # a record aiokafka cannot decode: found, stepped past, dead-lettered below
             live = {tp: p.offsets.next_offset for tp, p in self._parts.items() if not p.revoked}
             await rewind(self.consumer, live, self.s.kafka.auto_offset_reset)  # other partitions' records were lost

@@ -658,6 +658,36 @@ async def test_a_stop_while_the_broker_is_unreachable_exits_cleanly_and_soon():
 
 
 
+async def test_a_stop_during_a_group_rebalance_drains_and_exits():
+    """Seen in CI (tests/failure/test_rebalance.py, 2026-12-05), failing before its fix: while the group reassigns
+    partitions, aiokafka 0.14's ``getmany`` waits for the new assignment with no timeout (``Fetcher.fetched_records``
+    ignores ``timeout_ms`` then); a SIGTERM in that wait never reached the drain, and the records already closed into
+    sessions were neither judged nor committed. The fake's fetch hangs as aiokafka's does."""
+    s = settings(delivery={"commit_interval_ms": 10, "drain_timeout_secs": 2})
+    d, consumer, producer = make(s, [{TP: [Rec(0, line("a")), Rec(1, line("a"))]}])
+    rebalancing = asyncio.Event()
+    real_getmany = consumer.getmany
+    fetches = 0
+
+    async def getmany(timeout_ms=0, max_records=None):
+        nonlocal fetches
+        fetches += 1
+        if rebalancing.is_set():
+            await asyncio.Event().wait()  # reassignment_in_progress: no new assignment comes
+        return await real_getmany(timeout_ms, max_records)
+
+    consumer.getmany = getmany
+    task = asyncio.create_task(d.run())
+    await until(lambda: final_commit(consumer) == 2, 5)
+    assert final_commit(consumer) == 2
+    rebalancing.set()
+    seen = fetches
+    await until(lambda: fetches > seen, 2)  # the main loop is inside the hanging fetch
+    d.request_stop()
+    assert await asyncio.wait_for(task, 5) == 0
+    assert [e for e in producer.on(s.output.topic)], "the session closed before the stop was emitted"
+
+
 async def test_an_unexpected_error_mid_batch_still_sends_the_dead_letters_held_before_it():
     """Found by review (2026-12-03), failing before its fix: the dead letters of a batch were sent after the batch's
     loop, so an unexpected error in a later record left their holds unsent: the drain waited its whole budget and the
