@@ -29,6 +29,7 @@ import orjson
 from _common import ROOT, default_model_dir, print_machine
 
 from rationad import replay
+from rationad.answer import ranked_score
 
 CONFIG = ROOT / "training" / "configs" / "cpu.toml"
 
@@ -68,9 +69,8 @@ def measure(model: Path, data: Path, choose: int) -> None:
                     for i, (r, m) in enumerate(zip(recs, members, strict=True)):
                         part = ("choose" if i < choose else "held_out") if name == "hdfs" else "all"
                         f.write(orjson.dumps({"id": r["id"], "part": part, "model_verdict": r["model_verdict"],
-                                              # served normal on void evidence: no threshold flags it
-                                              "score": 0.0 if r.get("unsupported") and r["score"] is not None
-                                              else r["score"], "labels": [e.label for e in m]}) + b"\n")
+                                              "score": ranked_score(r["score"], bool(r.get("unsupported"))),
+                                              "labels": [e.label for e in m]}) + b"\n")
                 print(f"{name}: {len(sessions)} prompts, {calls} calls, {time.monotonic() - t:.0f} s", flush=True)
         finally:
             await client.aclose()

@@ -214,6 +214,12 @@ def served_verdict(answer: ParsedAnswer, score: float | None, threshold: float |
     return "normal" if verdict == "anomalous" and answer.unsupported else verdict
 
 
+def ranked_score(score: float | None, unsupported: bool) -> float | None:
+    """The score that ranks an answer against a threshold (PR curves, the threshold a release chooses): the model's,
+    or 0 for an answer served normal on void evidence (``served_verdict``: no threshold makes it anomalous)."""
+    return 0.0 if unsupported and score is not None else score
+
+
 def thresholded_verdict(answer_verdict: str | None, score: float | None, threshold: float | None) -> str | None:
     """The verdict at ``threshold``: ``anomalous`` when ``score >= threshold``. The model's own answer when there is
     no score (an answer cached before scores existed, a client that returns no logprobs) or no threshold; None

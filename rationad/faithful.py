@@ -39,12 +39,11 @@ benign, is left to the model.
 from __future__ import annotations
 
 import re
-
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 from rationad.answer import REF, ParsedAnswer, ref_name
-from rationad.prompt import SessionView
-from rationad.template_rules import match_rule, names_trouble, rule_of_meaning
+from rationad.prompt import SessionView, TemplateRow
+from rationad.template_rules import Rule, match_rule, names_trouble, rule_of_meaning
 
 # Phrases of sentences written for training rows the rules could not explain; never served, always a problem.
 TRAINING_ONLY = re.compile(
@@ -72,7 +71,25 @@ _NEGATION = re.compile(r"\b(?:none|no|not|never|nothing|neither|nor|without)\b",
 LOOP_REPEATS = 3  # a sentence written this often (the grammar never repeats one) is a decoding loop
 
 
-def problems(rationale: str, view: SessionView) -> list[str]:
+@dataclass(frozen=True)
+class _Statement:
+    """``L1 contains '<word>': <meaning>``: the line it cites (None: no such line), the quoted words, the rule whose
+    meaning the sentence after it gives (None: no meaning, or one no rule has)."""
+    ref: str
+    row: TemplateRow | None
+    word: str
+    rule: Rule | None
+
+
+def _statements(rationale: str, view: SessionView) -> list[_Statement]:
+    out = []
+    for m in _CONTAINS.finditer(rationale):
+        ref = f"L{int(m.group(1))}"
+        out.append(_Statement(ref, view.row(ref), m.group(2), rule_of_meaning(m.group(3)) if m.group(3) else None))
+    return out
+
+
+def problems(rationale: str, view: SessionView, statements: list[_Statement] | None = None) -> list[str]:
     """What the session refutes in ``rationale`` (one short reason each; empty: nothing code can check failed)."""
     out: list[str] = []
     if TRAINING_ONLY.search(rationale):
@@ -83,13 +100,11 @@ def problems(rationale: str, view: SessionView) -> list[str]:
         if row is not None and row.count != int(m.group(2)):
             out.append(f"count: says L{int(m.group(1))} x{m.group(2)}, the session has it {row.count} times")
     checked: set[str] = set()
-    for m in _CONTAINS.finditer(rationale):
-        row = view.row(f"L{int(m.group(1))}")
-        word = m.group(2)
+    for st in _statements(rationale, view) if statements is None else statements:
+        row, word, rule = st.row, st.word, st.rule
         checked.add(word)
         if row is not None and word.lower() not in row.template.lower():
-            out.append(f"quote: says L{int(m.group(1))} contains {word!r}, it does not")
-        rule = rule_of_meaning(m.group(3)) if m.group(3) else None
+            out.append(f"quote: says {st.ref} contains {word!r}, it does not")
         if rule is not None and not rule.pattern.search(word):
             out.append(f"meaning: calls {word!r} {rule.meaning!r}, a class whose words do not include it")
     session_text = "\n".join(r.template for r in view.rows).lower()
@@ -118,7 +133,7 @@ def problems(rationale: str, view: SessionView) -> list[str]:
     return out
 
 
-def unsupported(rationale: str, view: SessionView) -> str | None:
+def unsupported(rationale: str, view: SessionView, statements: list[_Statement] | None = None) -> str | None:
     """Why the evidence of trouble an anomalous answer states is void, every piece of it (None: it states none, or
     some holds). A piece is a statement about a line's quoted words not called benign (``L1 contains 'close': a
     network or service connection problem``); it holds when the line it cites names trouble anywhere in its text (a
@@ -129,12 +144,10 @@ def unsupported(rationale: str, view: SessionView) -> str | None:
     if view.source == "hdfs":  # HDFS rationales name failures by template (the knowledge base), not by quoted words
         return None
     void = []
-    for m in _CONTAINS.finditer(rationale):
-        ref, word = f"L{int(m.group(1))}", m.group(2)
-        rule = rule_of_meaning(m.group(3)) if m.group(3) else None
+    for st in _statements(rationale, view) if statements is None else statements:
+        ref, word, rule, row = st.ref, st.word, st.rule, st.row
         if rule is not None and rule.verdict == "normal":  # words called benign: not offered as evidence of trouble
             continue
-        row = view.row(ref)
         if row is not None and (_FAILURE_WORD.search(row.template) or names_trouble(row.template)):
             return None
         void.append(f"{ref} {word!r}: " + ("no such line" if row is None else "the line names no trouble"))
@@ -184,8 +197,9 @@ def checked(answer: ParsedAnswer, view: SessionView) -> ParsedAnswer:
     problem)."""
     if not answer.rationale:
         return answer
-    found = problems(answer.rationale, view)
-    void = unsupported(answer.rationale, view) if answer.verdict == "anomalous" else None
+    statements = _statements(answer.rationale, view)  # both checks read the same statements: parsed once
+    found = problems(answer.rationale, view, statements)
+    void = unsupported(answer.rationale, view, statements) if answer.verdict == "anomalous" else None
     if void is not None:
         found.append(void)
     return replace(answer, rationale=servable(answer.rationale), problems=tuple(found), unsupported=void is not None)

@@ -24,7 +24,8 @@ from pathlib import Path
 import orjson
 import structlog
 
-from rationad.answer import CLOSE_REGEX, CUT_MARK, ParsedAnswer, close_cut_thought, parse_completion, served_verdict
+from rationad.answer import (CLOSE_REGEX, CUT_MARK, ParsedAnswer, close_cut_thought, parse_completion, ranked_score,
+                             served_verdict)
 from rationad.cache import VerdictCache
 from rationad.config import ModelConfig
 from rationad.events import ModelInfo
@@ -81,7 +82,7 @@ class Judgement:
     def served_score(self) -> float | None:
         """The score that ranks this judgement against a threshold (PR curves): the model's, or 0 for an answer served
         normal on void evidence (``answer.unsupported``: no threshold makes it anomalous). Events carry ``score``."""
-        return 0.0 if self.answer.unsupported and self.score is not None else self.score
+        return ranked_score(self.score, self.answer.unsupported)
 
     def verdict_at(self, threshold: float | None) -> str | None:
         """The verdict at ``threshold`` (``anomalous`` when ``score >= threshold``); the model's written answer when

@@ -25,6 +25,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from rationad.answer import ranked_score
 from rationad.records import LogLine, Session
 from rationad.templates import template_id, to_template
 
@@ -97,7 +98,7 @@ class TemplateState:
             return 1.0 if self.label.verdict == "anomalous" else 0.0
         if self.model_verdict is None:
             return None
-        return 0.0 if self.unsupported and self.score is not None else self.score
+        return ranked_score(self.score, self.unsupported)
 
     @property
     def written_verdict(self) -> str | None:

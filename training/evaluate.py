@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from rationad.answer import CUT_MARK
+from rationad.answer import CUT_MARK, ranked_score
 from rationad.judge import Judge
 from rationad.records import LogLine, Session
 from rationad.replay import Scores
@@ -194,8 +194,7 @@ async def judge_set(es: EvalSet, client, model_cfg, out_dir: Path, chunk: int) -
             checked = [*rec.get("rationale_problems", []),
                        *faithfulness_problems(rec["rationale"] or "", viewer.view(sess))]
         found = list(dict.fromkeys(checked))
-        # the score that ranks it against a threshold: an answer served normal on void evidence ranks at 0
-        score = 0.0 if rec.get("unsupported") and rec.get("score") is not None else rec.get("score")
+        score = ranked_score(rec.get("score"), bool(rec.get("unsupported")))
         points.append({"id": rec["id"], "verdict": rec["verdict"], "score": score,
                        "labels": [e.label for e in members],
                        "rationale": rec["rationale"], "grounded": rec["grounded"], "error": rec.get("error"),

@@ -91,3 +91,11 @@ def test_the_score_is_read_at_the_answer_that_gives_the_verdict():
     candidates = [[], [("anomalous", -0.1), ("normal", -2.3)], [], [], [("normal", -0.1), ("anomalous", -2.3)]]
     assert parse_completion("".join(tokens), VIEW).verdict == "anomalous"
     assert answer_score(tokens, candidates) > 0.5
+
+
+def test_an_answer_served_normal_on_void_evidence_ranks_at_zero_and_an_unscored_one_stays_unscored():
+    from rationad.answer import ranked_score
+
+    assert ranked_score(0.97, False) == 0.97
+    assert ranked_score(0.97, True) == 0.0  # no threshold makes it anomalous, so none may count it as one
+    assert ranked_score(None, True) is None  # an unscored answer keeps its written verdict: nothing to rank
