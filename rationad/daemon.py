@@ -556,7 +556,7 @@ class Daemon:
         if fetch.done():
             return fetch.result()
         await cancel_all([fetch])
-        log.info("fetch_abandoned", reason="stop requested while the fetch waited (a group rebalance)")
+        log.info("fetch_abandoned", reason="stop requested while a fetch was in flight")
         return {}
 
     async def _consume_once(self) -> None:
