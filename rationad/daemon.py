@@ -630,8 +630,8 @@ class Daemon:
                 if records:
                     self.metrics.records_received.labels(tp.topic).inc(len(records))
                     self.metrics.lines_parsed.inc(lines_n)
-            for part in self._parts.values():
-                self._submit(part.sessionizer.tick(now), part, now)
+            for part in self._parts.values():  # paused, the lines that would follow wait in Kafka: no quiet time
+                self._submit(part.sessionizer.tick(now, paused=self._paused), part, now)
             self._enforce_byte_budget(now)
             self.metrics.sessions_open.set(sum(p.sessionizer.open_count for p in self._parts.values()))
         finally:  # what this batch held is sent even if a later record failed unexpectedly: nothing waits for it

@@ -8,12 +8,15 @@ Two kinds of windows, per session key:
   bucket of event time (time windows).
 
 Event time is the line's own timestamp. A line without one takes its source's newest event time (the line before
-it), or the partition's, and never moves event time; while no line of the partition has had a time, untimed lines
+it), or the partition's, moved on by the wall-clock time since that timed line arrived (as the watermark is), and
+never moves event time; while no line of the partition has had a time, untimed lines
 take their arrival time and so does the watermark (ingestion time: text without timestamps still closes a quiet
 key's session after ``gap_secs``), and the sessions they open take the event time of the partition's first timed
 line when it comes (a replayed file whose first line has no stamp). The
-partition's *watermark* is the newest event time seen; when the partition goes quiet the watermark keeps moving
-with the wall clock, so a stream that stops still closes its sessions once the gap has passed in wall-clock time.
+partition's *watermark* is the newest event time seen; when the partition goes quiet (no timed line arrives) the
+watermark keeps moving with the wall clock, so a stream that stops still closes its sessions once the gap has passed
+in wall-clock time. A pause of the caller's own input (backpressure: ``tick(now, paused=True)``) is not quiet: the
+next lines wait in Kafka, and the wall clock it lasts moves neither the watermark nor the quiet flush.
 A partition of the repartition topic merges lines of several input partitions (``LogLine.source``), each in its own
 order but read at different speeds: its watermark is the *minimum* over those sources of each one's newest event time
 (as Kafka Streams and Flink take the minimum over input partitions), so a source read ahead cannot close the sessions
@@ -228,9 +231,12 @@ class Sessionizer:
         self._max_ts: float | None = None  # newest event time of any source (untimed lines take it)
         self._last_arrival: float | None = None  # wall clock of the newest line
         # Per source (None, or the (topic, partition) of a repartitioned line's input record): [newest event time or
-        # None, wall clock of its newest line]; ``_event_time`` is the minimum of those newest event times.
+        # None, wall clock of its newest line, wall clock of its newest timed line]; ``_event_time`` is the minimum of
+        # those newest event times. Event time moves on with the wall clock from the newest timed line (untimed lines
+        # do not restart it: they move no event time); idleness counts from any line.
         self._sources: dict[object, list] = {}
         self._event_time: float | None = None
+        self._paused_at: float | None = None  # wall clock of the last tick while the caller's input was paused
         self._open_bytes = 0
         # Keys whose last session closed by "max_open" -> that session's revision and first event time; bounded, oldest
         # forgotten first.
@@ -295,27 +301,29 @@ class Sessionizer:
         if self._event_time is None:  # no line has had a time: untimed lines took their arrival, so does the watermark
             return None if self._last_arrival is None else now
         if len(self._sources) == 1:
-            ts, last = next(iter(self._sources.values()))
-            return ts + max(0.0, now - last)
-        return min(ts + max(0.0, now - last) for ts, last in self._followed(now))
+            ts, _, timed = next(iter(self._sources.values()))
+            return ts + max(0.0, now - timed)
+        return min(ts + max(0.0, now - timed) for ts, timed in self._followed(now))
 
     def _followed(self, now: float) -> list[tuple[float, float]]:
-        """(newest event time, last arrival) of the timed sources the watermark follows: those heard from in the last
-        ``SOURCE_IDLE_SECS``, or all of them when every one is idle."""
-        timed = [(ts, last) for ts, last in self._sources.values() if ts is not None]
-        return [x for x in timed if now - x[1] <= SOURCE_IDLE_SECS] or timed
+        """(newest event time, arrival of the newest timed line) of the timed sources the watermark follows: those
+        heard from in the last ``SOURCE_IDLE_SECS``, or all of them when every one is idle."""
+        timed = [st for st in self._sources.values() if st[0] is not None]
+        return [(st[0], st[2]) for st in timed if now - st[1] <= SOURCE_IDLE_SECS] or [(st[0], st[2]) for st in timed]
 
     def _untimed_ts(self, src: tuple | None, now: float) -> float:
-        """The event time a line without one takes: its source's newest, else the newest of the sources the watermark
-        follows (the least of those, as ``watermark``), else its arrival (ingestion time, while no line here has had
-        a time). It never moves event time itself."""
+        """The event time a line without one takes: its source's newest, moved on by the wall-clock time since that
+        source's newest timed line (as the watermark moves: the lines of a stack trace keep their first line's time, a
+        stream that stopped stamping its lines goes on in ingestion time), else the least of the sources the watermark
+        follows, moved on alike, else its arrival (ingestion time, while no line here has had a time). It never moves
+        event time itself."""
         st = self._sources.get(None if src is None else src[:2])
         if st is not None and st[0] is not None:
             raw = self._ahead_raw.get(None if src is None else src[:2])
-            return raw if raw is not None and raw > st[0] else st[0]
+            return (raw if raw is not None and raw > st[0] else st[0]) + max(0.0, now - st[2])
         if self._event_time is None:
             return now
-        return min(ts for ts, _ in self._followed(now))
+        return min(ts + max(0.0, now - timed) for ts, timed in self._followed(now))
 
     def _redate(self) -> None:
         """The partition's first timed line: sessions dated by arrival until now take the event time, so a replayed
@@ -333,9 +341,11 @@ class Sessionizer:
         """A line of ``source`` arrived at ``now`` with event time ``ts`` (None: untimed)."""
         st = self._sources.get(source)
         if st is None:
-            st = self._sources[source] = [None, now]
+            st = self._sources[source] = [None, now, now]
             self._solo = st if source is None and len(self._sources) == 1 else None
         st[1] = now
+        if ts is not None:
+            st[2] = now
         if ts is not None and (st[0] is None or ts > st[0]):
             old = st[0]
             st[0] = ts
@@ -360,7 +370,7 @@ class Sessionizer:
                     and ts - cur.first_ts <= self._fast_span and cur.last_ts - cur.first_ts <= self._fast_span \
                     and ts - now <= self._fast_future:
                 self._last_arrival = now
-                st[1] = now
+                st[1] = st[2] = now
                 if ts > st[0]:
                     if src is None:  # with one source, its newest time is also the newest overall and the event time
                         st[0] = self._max_ts = self._event_time = ts
@@ -470,9 +480,14 @@ class Sessionizer:
             closed.append(self._close(cur, "window_full" if spec.mode == "fixed" else "max_lines"))
         return closed
 
-    def tick(self, now: float) -> list[Session]:
+    def tick(self, now: float, *, paused: bool = False) -> list[Session]:
         """Close what time has closed: sessions open ``max_open_secs`` of wall-clock time, gaps and time windows
-        past the watermark, or everything after quiet."""
+        past the watermark, or everything after quiet. ``paused``: the caller has stopped reading this partition
+        (backpressure) and its next lines wait in Kafka: the wall clock since the previous tick is not quiet, so it
+        moves neither the watermark nor the quiet flush (``max_open_secs`` still counts)."""
+        if paused and self._paused_at is not None and now > self._paused_at:
+            self._hold(now - self._paused_at)
+        self._paused_at = now if paused else None
         if not self._windows:
             return []
         spec = self.spec
@@ -509,6 +524,15 @@ class Sessionizer:
                 continue
             closed.append(self._close(cur, (cur.cut or "gap") if spec.mode == "session" else "window_end"))
         return closed
+
+    def _hold(self, secs: float) -> None:
+        """Take ``secs`` of wall clock out of every quiet measure: the sources' arrivals (the watermark's advance and
+        their idleness) and the last arrival (the quiet flush) move on by it."""
+        for st in self._sources.values():
+            st[1] += secs
+            st[2] += secs
+        if self._last_arrival is not None:
+            self._last_arrival += secs
 
     def flush(self, reason: str) -> list[Session]:
         """Close every open session (end of input, shutdown, quiet stream)."""

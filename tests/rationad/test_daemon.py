@@ -658,6 +658,42 @@ async def test_a_stop_while_the_broker_is_unreachable_exits_cleanly_and_soon():
 
 
 
+async def test_a_pause_for_backpressure_does_not_close_open_sessions_by_their_gap():
+    """Found by review (2026-12-05): while the input was paused (sessions awaiting a slow model) the windows took the
+    wall clock for quiet and closed every open session whose gap passed, though its next lines waited in Kafka."""
+    gate = asyncio.Event()
+
+    class Slow(FakeModel):
+        async def generate(self, conversations, **kw):
+            await gate.wait()
+            return await super().generate(conversations, **kw)
+
+    def rec(o, key, ts):
+        return Rec(o, orjson.dumps({"message": "INFO routine work", "key": key, "ts": ts}))
+
+    s = settings(input={"format": "json", "json_key_field": "key", "timestamp_field": "ts", "key_regex": None,
+                        "repartition": "never"},
+                 sessions={"mode": "session", "gap_secs": 60, "max_lines": 2, "max_open_secs": 3600},
+                 delivery={"max_pending_sessions": 1})
+    batches = [{TP: [rec(0, "p", 1000), rec(1, "p", 1000), rec(2, "a", 1000)]}, {TP: [rec(3, "a", 1001)]}]
+    d, consumer, producer = make(s, batches, model=Slow())
+    wall = [1_000_000.0]
+    d.clock = lambda: wall[0]
+    task = asyncio.create_task(d.run())
+    await until(lambda: consumer.paused, 3)
+    assert consumer.paused  # p's session (closed by max_lines) awaits the model; a's is open
+    for _ in range(10):  # ten minutes of wall clock pass while paused
+        wall[0] += 60
+        await asyncio.sleep(0.05)
+    assert d._parts[TP].sessionizer.open_count == 1, "a's session was closed by a gap that was a pause"
+    gate.set()
+    await until(lambda: final_commit(consumer) == 4, 5)
+    d.request_stop()
+    assert await task == 0
+    a = [orjson.loads(m.value) for m in producer.on(s.output.topic) if orjson.loads(m.value)["session"]["key"] == "a"]
+    assert len(a) == 1 and a[0]["session"]["line_count"] == 2
+
+
 async def test_a_stop_during_a_group_rebalance_drains_and_exits():
     """Seen in CI (tests/failure/test_rebalance.py, 2026-12-05), failing before its fix: while the group reassigns
     partitions, aiokafka 0.14's ``getmany`` waits for the new assignment with no timeout (``Fetcher.fetched_records``

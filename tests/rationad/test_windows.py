@@ -802,6 +802,80 @@ def test_a_stream_without_timestamps_closes_a_quiet_key_on_its_gap_in_arrival_ti
     assert w.open_count == 1
 
 
+def test_untimed_lines_after_a_timed_one_do_not_freeze_the_watermark():
+    """Found by review (2026-12-05), failing before its fix: an untimed line reset its source's last arrival, from
+    which the watermark moves on with the wall clock, but not its event time; a stream of untimed lines after one
+    timed line held the watermark at that line's time, and a key gone quiet stayed open until ``max_open_secs``."""
+    w = Sessionizer(session_spec(gap_secs=10.0, max_span_secs=None))
+    clock = Clock()
+    w.add(line("a", 1000.0, 0), clock.now)
+    closed = []
+    for i in range(1, 30):  # key b's untimed lines, one a second
+        closed += w.add(line("b", None, i), clock.advance(1))
+        closed += w.tick(clock.now)
+    assert [(s.key, s.close_reason) for s in closed] == [("a", "gap")]
+    assert w.watermark(clock.now) == pytest.approx(1029.0)
+    # b's lines took the time they arrived at past a's (ingestion time), so they are one session, not late ones
+    (b,) = w.flush("end_of_input")
+    assert b.key == "b" and len(b.lines) == 29
+
+
+def test_an_untimed_line_of_a_source_that_stopped_stamping_does_not_hold_the_others_back():
+    """Two sources of a repartitioned partition; source 1 sends one timed line, then only untimed ones: its event time
+    moves on with the wall clock like a quiet source's, so the minimum watermark does not stay at its last stamp."""
+    w = Sessionizer(session_spec(gap_secs=10.0, max_span_secs=None))
+    now = 1_000.0
+    w.add(sourced("a", 1000.0, 0, src=0, src_offset=0), now)
+    w.add(sourced("y", 1000.0, 1, src=1, src_offset=0), now)
+    closed = []
+    for i in range(1, 40):
+        now += 1
+        closed += w.add(sourced("x", 1000.0 + i, 2 * i, src=0, src_offset=i), now)
+        closed += w.add(sourced("y", None, 2 * i + 1, src=1, src_offset=i), now)
+        closed += w.tick(now)
+    assert ("a", "gap") in [(s.key, s.close_reason) for s in closed]
+    assert w.watermark(now) == pytest.approx(1039.0)
+
+
+def test_a_pause_of_the_input_is_not_quiet_time():
+    """Found by review (2026-12-05), failing before its fix: while the daemon paused its input (backpressure) the
+    watermark moved on with the wall clock as for a stream gone quiet, so a pause longer than the gap closed every open
+    session of the backlog, whose next lines were waiting in Kafka."""
+    w = Sessionizer(session_spec(gap_secs=300.0, max_span_secs=None, quiet_flush_secs=600.0))
+    clock = Clock()
+    w.add(line("a", 1000.0, 0), clock.now)
+    wm = w.watermark(clock.now)
+    assert w.tick(clock.now, paused=True) == []  # the daemon pauses its input: ticks from now on say so
+    for _ in range(20):  # paused for 20 minutes, ticking every minute
+        assert w.tick(clock.advance(60), paused=True) == []
+    assert w.watermark(clock.now) == wm
+    assert w.add(line("a", 1001.0, 1), clock.advance(1)) == []  # resumed: the session's next line joins it
+    assert w.tick(clock.now) == []
+    (a,) = w.flush("end_of_input")
+    assert [ln.offset for ln in a.lines] == [0, 1]
+    # Unpaused, the same quiet closes it (the watermark moves on with the wall clock again).
+    w.add(line("b", 2000.0, 2), clock.now)
+    assert [(s.key, s.close_reason) for s in w.tick(clock.advance(301))] == [("b", "gap")]
+
+
+def test_a_pause_keeps_every_source_followed():
+    """With several sources, a pause longer than ``SOURCE_IDLE_SECS`` made every source idle; after it the first
+    source heard set the watermark alone and closed sessions a lagging source still fed."""
+    w = Sessionizer(session_spec(gap_secs=60.0, max_span_secs=None))
+    now = 1_000.0
+    w.add(sourced("k", 0.0, 0, src=0, src_offset=0), now)  # source 0 lags source 1 by 100 s
+    w.add(sourced("j", 100.0, 1, src=1, src_offset=0), now)
+    for _ in range(4):
+        now += 10
+        assert w.tick(now, paused=True) == []
+    now += 1
+    closed = w.add(sourced("j", 101.0, 2, src=1, src_offset=1), now)  # the source read ahead is heard first
+    closed += w.tick(now)
+    assert closed == []  # k's session waits for source 0, which still holds the watermark at its time
+    closed = w.add(sourced("k", 1.0, 3, src=0, src_offset=1), now)
+    assert closed == [] and {s.key: len(s.lines) for s in w.flush("end_of_input")} == {"k": 2, "j": 2}
+
+
 def test_an_untimed_line_of_a_lagging_source_keeps_that_source_s_time():
     """An untimed line took the newest time of any source: a lagging source's untimed line moved that source to the
     newest time, the minimum watermark jumped, and the sessions the lagging source still fed closed in pieces."""
