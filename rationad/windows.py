@@ -753,7 +753,10 @@ class Sessionizer:
             return  # newer record's count stands (that record can still be met; the older one cannot)
         self._split[key] = (offset, n)
         if len(self._split) > SPLIT_KEYS:  # only the newest record's entries can still be met
-            self._split = {k: v for k, v in self._split.items() if v[0] >= offset}
+            # (the newest of all entries, not this one's: sessions closing in reverse order of their last records
+            # pruned nothing and rebuilt the whole dict on every close, a tick of seconds over 10,000 keys)
+            newest = max(v[0] for v in self._split.values())
+            self._split = {k: v for k, v in self._split.items() if v[0] >= newest}
 
     def _late_open(self, line: LogLine, ts: float) -> _Open:
         """A late line's own session. Its record may hold lines of the open sessions of its key, even their first

@@ -983,3 +983,23 @@ def test_sessions_of_one_key_that_begin_in_one_record_get_distinct_event_ids_tha
     windows += w.flush("end_of_input")  # one 5-line record: windows of 2, 2 and 1 lines
     assert [s.part for s in windows] == [0, 2, 4] and len({event_id(s, m) for s in windows}) == 3
     assert windows[0].part == 0  # a session beginning its record keeps the id earlier releases gave it
+
+
+def test_the_split_record_index_stays_bounded_when_sessions_close_in_reverse_order(monkeypatch):
+    """Found by review (2026-12-05), failing before its fix: the index was pruned to the offset of the session that
+    closed, so sessions closing in reverse order of their last records pruned nothing: it grew with every key and was
+    rebuilt on every close (a tick of 90 s for 40,000 keys)."""
+    import rationad.windows as windows
+
+    monkeypatch.setattr(windows, "SPLIT_KEYS", 64)
+    w = Sessionizer(session_spec(gap_secs=86_400.0, max_span_secs=None, max_open_secs=600.0))
+    n, off = 1_000, 0
+    for i in range(n):
+        w.add(line(f"k{i}", 1000.0, off), 0.0)
+        off += 1
+    for i in reversed(range(n)):  # each key's last line comes in reverse order of opening
+        w.add(line(f"k{i}", 1001.0, off), 1.0)
+        off += 1
+    closed = w.tick(601.0)  # max_open closes them in opening order: their last records newest first
+    assert len(closed) == n
+    assert len(w._split) <= 64 + 1
