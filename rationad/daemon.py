@@ -51,6 +51,7 @@ from rationad.windows import Sessionizer, line_bytes, resolve_spec
 log = structlog.get_logger("rationad")
 
 MODEL_HEALTH_INTERVAL_SECS = 10.0
+LAG_LOOKUP_SECS = 5.0  # a lag lookup (position, committed offset) that takes longer ends the round
 GC_YOUNG_ALLOCATIONS = 50_000  # allocations between young-generation collections (CPython's default: 700)
 YIELD_EVERY_LINES = 500  # lines parsed (or records routed) between yields to the event loop
 CACHE_RECOVERY_TIMEOUT_SECS = 120.0  # a durable cache that cannot be recovered in time is skipped, not waited for
@@ -539,35 +540,46 @@ class Daemon:
             self.metrics.paused.set(0)
             log.info("consumption_resumed", pending=held)
 
-    async def _fetch(self) -> dict:
-        """The next records, or none once a stop is requested. While the group reassigns partitions, aiokafka's
-        ``getmany`` waits for the new assignment with no timeout (``Fetcher.fetched_records``: ``timeout_ms`` counts
-        only after it); a stop requested then must still reach the drain. Cancelling the fetch loses nothing: records
-        are taken from aiokafka's buffer only after its last wait, and nothing fetched is committed unaccounted."""
-        fetch = asyncio.ensure_future(self.consumer.getmany(timeout_ms=200,
-                                                            max_records=self.s.kafka.fetch_max_records))
+    async def _until_stop(self, aw: Coroutine[Any, Any, Any], what: str) -> tuple[bool, Any]:
+        """``(True, its result)`` of ``aw``, or ``(False, None)`` when a stop is requested first (``aw`` is cancelled).
+        For the consumer's calls that can wait for ever: while the group reassigns partitions, aiokafka's ``getmany``
+        waits for the new assignment with no timeout (``Fetcher.fetched_records``: ``timeout_ms`` counts only after
+        it), and ``committed`` retries while the coordinator is unknown; a stop requested then must still reach the
+        drain. Cancelling a fetch loses nothing: records are taken from aiokafka's buffer only after its last wait,
+        and nothing fetched is committed unaccounted."""
+        task = asyncio.ensure_future(aw)
         if self._stop_wait is None:
             self._stop_wait = asyncio.ensure_future(self._stop.wait())
         try:
-            await asyncio.wait((fetch, self._stop_wait), return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait((task, self._stop_wait), return_when=asyncio.FIRST_COMPLETED)
         except asyncio.CancelledError:
-            fetch.cancel()
+            task.cancel()
             raise
-        if fetch.done():
-            return fetch.result()
-        await cancel_all([fetch])
-        log.info("fetch_abandoned", reason="stop requested while a fetch was in flight")
-        return {}
+        if task.done():
+            return True, task.result()
+        await cancel_all([task])
+        log.info("abandoned_for_stop", what=what)
+        return False, None
+
+    async def _fetch(self) -> tuple[dict, dict[Any, Undecodable] | None]:
+        """(the next records, the undecodable record of each partition where one was found), or nothing once a stop
+        is requested (``_until_stop``)."""
+        try:
+            _, batch = await self._until_stop(self.consumer.getmany(
+                timeout_ms=200, max_records=self.s.kafka.fetch_max_records), "fetch")
+            return batch or {}, None
+        except DECODE_ERRORS:  # a record aiokafka cannot decode: found, stepped past, dead-lettered by the caller
+            live = {tp: p.offsets.next_offset for tp, p in self._parts.items() if not p.revoked}
+            done, got = await self._until_stop(self._fetch_around(live), "undecodable record recovery")
+            return got if done else ({}, None)
+
+    async def _fetch_around(self, live: dict) -> tuple[dict, dict[Any, Undecodable]]:
+        await rewind(self.consumer, live, self.s.kafka.auto_offset_reset)  # other partitions' records were lost
+        return await fetch_around(self.consumer, list(live), self.s.kafka.fetch_max_records)
 
     async def _consume_once(self) -> None:
         self._backpressure()
-        bad: dict[Any, Undecodable] | None = None
-        try:
-            batch = await self._fetch()
-        except DECODE_ERRORS:  # a record aiokafka cannot decode: found, stepped past, dead-lettered below
-            live = {tp: p.offsets.next_offset for tp, p in self._parts.items() if not p.revoked}
-            await rewind(self.consumer, live, self.s.kafka.auto_offset_reset)  # other partitions' records were lost
-            batch, bad = await fetch_around(self.consumer, list(live), self.s.kafka.fetch_max_records)
+        batch, bad = await self._fetch()
         now = self.clock()
         parse = self.parser.parse
         dead: list[tuple[Hold, DeadLetter]] = []
@@ -865,10 +877,14 @@ class Daemon:
         for tp, part in list(self._parts.items()):
             try:
                 high = self.consumer.highwater(tp)
-                pos = await self.consumer.position(tp)
+                # aiokafka's lookups retry for as long as the group coordinator is unknown: bounded, so that the
+                # health loop (the model's health checks) goes on; the coordinator is everyone's, so the round ends
+                pos = await asyncio.wait_for(self.consumer.position(tp), LAG_LOOKUP_SECS)
                 committed = part.offsets.committed
                 if committed is None:
-                    committed = await self.consumer.committed(tp)
+                    committed = await asyncio.wait_for(self.consumer.committed(tp), LAG_LOOKUP_SECS)
+            except TimeoutError:
+                return
             except Exception:
                 continue
             if high is None:

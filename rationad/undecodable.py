@@ -39,8 +39,11 @@ class Undecodable:
 
 async def rewind(consumer: Any, seen: dict[Any, int | None], auto_offset_reset: str) -> None:
     """Move each partition of ``seen`` (partition -> next offset the caller has not seen, None when it has seen
-    none since the partition was assigned) back there."""
+    none since the partition was assigned) back there; one no longer assigned (a rebalance meanwhile) is its new
+    owner's."""
     for tp, offset in seen.items():
+        if tp not in consumer.assignment():
+            continue
         if offset is None:  # nothing read since it was assigned: it started at the group's offset, or was reset
             offset = await consumer.committed(tp)
         if offset is not None:
@@ -56,10 +59,13 @@ async def fetch_around(consumer: Any, partitions: Iterable[Any], max_records: in
                        ) -> tuple[dict[Any, list], dict[Any, Undecodable]]:
     """(records by partition, the undecodable record of each partition where one was found). Records are those
     before the undecodable one, in order; the consumer's position is past it. A partition whose refetch does not
-    arrive in time is left for the next fetch (which raises again and comes back here)."""
+    arrive in time is left for the next fetch (which raises again and comes back here), and one no longer assigned (a
+    rebalance meanwhile: aiokafka's calls for it raise) to its new owner."""
     records: dict[Any, list] = {}
     bad: dict[Any, Undecodable] = {}
     for tp in partitions:
+        if tp not in consumer.assignment():
+            continue
         highwater = consumer.highwater(tp)
         if highwater is not None and await consumer.position(tp) >= highwater:
             continue  # nothing to read there

@@ -724,6 +724,65 @@ async def test_a_stop_during_a_group_rebalance_drains_and_exits():
     assert [e for e in producer.on(s.output.topic)], "the session closed before the stop was emitted"
 
 
+@pytest.mark.parametrize("hang", ["refetch", "committed"])
+async def test_a_stop_during_the_recovery_from_an_undecodable_record_drains_and_exits(hang):
+    """Found by review (2026-12-05), failing before its fix: after a record aiokafka cannot decode, the daemon rewinds
+    and fetches around it with calls that wait for ever during a rebalance (``getmany`` of one partition) or while the
+    coordinator is unknown (``committed``); they were not raced against the stop, so a SIGTERM then never drained."""
+    s = settings(delivery={"commit_interval_ms": 10, "drain_timeout_secs": 2})
+    d, consumer, producer = make(s, [])
+    calls = 0
+
+    async def getmany(*tps, timeout_ms=0, max_records=None):
+        nonlocal calls
+        calls += 1
+        if tps:  # fetch_around's refetch of one partition
+            await asyncio.Event().wait()
+        if calls == 3:
+            raise UnicodeDecodeError("utf-8", b"\xff", 0, 1, "invalid start byte")
+        await asyncio.sleep(0.01)
+        return {}
+
+    async def committed(tp):
+        if hang == "committed":
+            await asyncio.Event().wait()
+        return None
+
+    async def position(tp):
+        return 0
+
+    async def seek_to_beginning(*tps):
+        return None
+
+    consumer.getmany, consumer.committed, consumer.position = getmany, committed, position
+    consumer.seek, consumer.seek_to_beginning = (lambda tp, offset: None), seek_to_beginning
+    consumer.highwater = lambda tp: 5
+    task = asyncio.create_task(d.run())
+    await until(lambda: calls >= 3, 3)
+    await asyncio.sleep(0.1)  # inside the recovery's hanging call
+    assert not task.done()
+    d.request_stop()
+    assert await asyncio.wait_for(task, 5) == 0
+
+
+async def test_lag_lookups_that_hang_do_not_stall_the_health_loop(monkeypatch):
+    """Found by review (2026-12-05), failing before its fix: a partition that never committed had its committed offset
+    looked up every 10 s; aiokafka retries that for as long as the coordinator is unknown, and the health loop (the
+    model's health checks with it) stopped there."""
+    monkeypatch.setattr(daemon_mod, "LAG_LOOKUP_SECS", 0.2)
+    d, consumer, _ = make(settings(), [])
+
+    async def committed(tp):
+        await asyncio.Event().wait()
+
+    consumer.committed = committed
+    task = asyncio.create_task(d.run())
+    await until(lambda: TP in d._parts, 3)
+    await asyncio.wait_for(d._update_lag(), 2)
+    d.request_stop()
+    assert await task == 0
+
+
 async def test_an_unexpected_error_mid_batch_still_sends_the_dead_letters_held_before_it():
     """Found by review (2026-12-03), failing before its fix: the dead letters of a batch were sent after the batch's
     loop, so an unexpected error in a later record left their holds unsent: the drain waited its whole budget and the

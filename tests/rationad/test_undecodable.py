@@ -13,9 +13,13 @@ TP = namedtuple("TP", "topic partition")
 
 
 class Consumer:
-    def __init__(self, committed: dict) -> None:
+    def __init__(self, committed: dict, assigned: set | None = None) -> None:
         self._committed = committed
         self.moves: dict = {}
+        self.assigned = assigned
+
+    def assignment(self):
+        return self.assigned if self.assigned is not None else {TP("t", p) for p in range(3)}
 
     async def committed(self, tp):
         return self._committed.get(tp)
@@ -35,3 +39,24 @@ async def test_each_partition_goes_back_to_what_was_not_seen(reset, fresh):
     # read up to 11: back to 12 (not to the group's 7); nothing read: the group's offset, else where a reset put it
     # (the beginning; the end as it was when assigned is not known, so that partition stays where it is)
     assert c.moves == {seen: 12, group: 40, **({new: fresh} if fresh else {})}
+
+
+async def test_a_partition_moved_away_meanwhile_is_left_to_its_new_owner():
+    """Found by review (2026-12-05): a rebalance during the recovery moved a partition away, and aiokafka's calls for
+    it (seek, position, highwater) raised: the daemon exited, and met the same record again after its restart."""
+    from rationad.undecodable import fetch_around
+
+    kept, moved = TP("t", 0), TP("t", 1)
+    c = Consumer({}, assigned={kept})
+    await rewind(c, {kept: 3, moved: 5}, "earliest")
+    assert c.moves == {kept: 3}
+
+    def highwater(tp):
+        assert tp == kept, "asked about a partition this consumer no longer has"
+        return 3
+
+    async def position(tp):
+        return 3
+
+    c.highwater, c.position = highwater, position
+    assert await fetch_around(c, [kept, moved], 10) == ({}, {})
