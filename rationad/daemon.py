@@ -188,6 +188,29 @@ class Daemon:
         m = self.model
         return f"{m.name}@{m.version}/{m.prompt_version}"
 
+    async def _await_model_name(self) -> None:
+        """Where the daemon's identity (event ids, the verdict cache's namespace, events' model name) is the name the
+        server lists (no ``model.served_model_name``, no manifest naming the model), start-up waits until the server
+        has said it, retrying with backoff: a server still down at start left the placeholder's identity for the
+        whole run, and a session read again after a restart came out under another event id."""
+        discover = getattr(self.client, "discover", None)
+        if discover is None or getattr(self.client, "model", None) is not None:
+            return
+        if model_info(self.s.model, "a") == model_info(self.s.model, "b"):  # the manifest names it: no need
+            return
+        self.notifier.status("waiting for the model server to name its model")
+        delay = 1.0
+        while not self._stop.is_set():
+            try:
+                done, _ = await self._until_stop(discover(), "model name discovery")
+                if done:
+                    return
+            except ModelError as exc:
+                log.warning("model_name_unknown", error=str(exc), retry_in_secs=delay,
+                            why="the served model's name is this daemon's identity (model.served_model_name unset)")
+            await self._until_stop(asyncio.sleep(delay), "model name discovery")
+            delay = min(2 * delay, 30.0)
+
     def _identify_model(self) -> None:
         """The model's identity once the client has started: a vllm-server client with neither
         ``model.served_model_name`` nor ``model.path`` learns the served model's name from the server, and an identity
@@ -254,6 +277,7 @@ class Daemon:
             log.info("health_server_started", host=self.s.server.host, port=self.health.port)
         self.notifier.status("starting model")
         await self.client.start()
+        await self._await_model_name()
         self._identify_model()
         if self.cache is not None and self.cache.store is not None and not self._stop.is_set():
             self.notifier.status("recovering verdict cache")
@@ -411,7 +435,7 @@ class Daemon:
             self.exit_code = 1
         finally:
             await self._drain()
-            await cancel_all(workers + ([self._stop_wait] if self._stop_wait is not None else []))
+            await cancel_all(workers)
             # The model loop ran until now: a batch it started after the drain cancelled the others goes too.
             await cancel_all(list(self._tasks))
             await self._shutdown()
@@ -447,6 +471,8 @@ class Daemon:
         await self._maybe_commit(force=True, timeout=max(1.0, deadline - time.monotonic()))
 
     async def _shutdown(self) -> None:
+        if self._stop_wait is not None:
+            await cancel_all([self._stop_wait])
         for closer in (
             self.consumer.stop() if self.consumer else None,
             self.producer.stop() if self.producer else None,

@@ -172,7 +172,7 @@ class ServerClient:
         (the daemon waits for it through ``check_health`` and retries)."""
         if self.model is None:
             try:
-                await self._discover()
+                await self.discover()
             except ModelError as exc:
                 if exc.kind == "config":
                     log.error("model server misconfigured (discovery deferred): %s", exc)
@@ -192,7 +192,8 @@ class ServerClient:
             raise ModelError(f"model.server_url: GET {self.display_url}/v1/models lists no model", kind="config")
         return ids
 
-    async def _discover(self) -> str:
+    async def discover(self) -> str:
+        """The served model's name, from the server's ``/v1/models`` (its first); ModelError when it cannot say."""
         self.model = (await self._models())[0]
         if self.cfg.served_model_name is None:
             self.name = self.model
@@ -277,7 +278,7 @@ class ServerClient:
         if not conversations:
             return []
         if self.model is None:
-            await self._discover()
+            await self.discover()
         return await gather_all(self._one(c, max_tokens, temperature, regex) for c in conversations)
 
     async def check_health(self) -> bool:

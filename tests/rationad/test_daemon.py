@@ -883,6 +883,54 @@ class _Served(FakeModel):
         self.name = self._served
 
 
+class _Late(FakeModel):
+    """A vllm-server client whose server is down at start: it names its model on the third ask."""
+
+    def __init__(self, served: str) -> None:
+        super().__init__()
+        self.name, self._served, self.model, self.asked = "vllm-server", served, None, 0
+
+    async def discover(self) -> str:
+        self.asked += 1
+        if self.asked < 3:
+            raise ModelError("model.server_url: connection refused", kind="outage")
+        self.model = self.name = self._served
+        return self._served
+
+
+async def test_a_server_down_at_start_is_waited_for_when_its_model_name_is_the_identity(monkeypatch):
+    """Found by review (2026-12-05), failing before its fix: the identity was read once at start; with the server
+    still down it was the placeholder's ('vllm-server') for the whole run, so a session read again after a restart
+    (the server up by then) came out under another event id, and the verdict cache took the shared placeholder's."""
+    s = settings(model={"backend": "vllm-server", "server_url": "http://127.0.0.1:1", "retry_backoff_secs": 0.0})
+    sleeps = []
+    real_sleep = asyncio.sleep
+
+    async def quick(secs, *a):
+        sleeps.append(secs)
+        await real_sleep(0)
+
+    d, consumer, producer = make(s, [{TP: [Rec(0, line("a")), Rec(1, line("a"))]}], model=_Late("model-b"))
+    monkeypatch.setattr(daemon_mod.asyncio, "sleep", quick)
+    try:
+        code = await run_until(d, lambda: producer.on(s.output.topic))
+    finally:
+        monkeypatch.undo()
+    assert code == 0 and d.client.asked == 3 and [x for x in sleeps if x >= 1][:2] == [1.0, 2.0]  # backoff
+    (ev,) = [orjson.loads(m.value) for m in producer.on(s.output.topic)]
+    assert ev["model"]["name"] == "model-b" and d.model.name == "model-b"
+
+
+async def test_a_stop_while_waiting_for_the_model_s_name_exits_at_once():
+    s = settings(model={"backend": "vllm-server", "server_url": "http://127.0.0.1:1", "retry_backoff_secs": 0.0})
+    d, _, _ = make(s, [], model=_Late("never"))
+    d.client.asked = -10**6  # the server never answers
+    task = asyncio.create_task(d.run())
+    await until(lambda: d.client.asked > -10**6, 3)
+    d.request_stop()
+    assert await asyncio.wait_for(task, 3) == 0
+
+
 async def test_a_served_model_found_at_start_gives_the_identity_of_that_model():
     """Found by review: with neither model.served_model_name nor model.path, the identity (verdict-cache namespace,
     event ids, events' model name) was read before the client learnt the served model's name, so every model behind
