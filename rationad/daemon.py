@@ -25,7 +25,7 @@ import structlog
 from rationad import __version__, stop_signals
 from rationad.cache import VerdictCache
 from rationad.clock import steady
-from rationad.config import Settings
+from rationad.config import ConfigError, Settings
 from rationad.delivery import COMMIT_TIMEOUT_SECS, Delivery, Hold, Output, Undeliverable
 from rationad.dialects import BGL_STREAM_KEY, BadRecord, make_parser
 from rationad.dlq import DeadLetter, bad_record
@@ -206,6 +206,10 @@ class Daemon:
                 if done:
                     return
             except ModelError as exc:
+                if exc.kind == "config":  # a refused key, a server listing no model: no retry mends it
+                    raise ConfigError(f"{exc}: the served model's name is this daemon's identity (its event ids and "
+                                      "verdict cache), and the server does not say it; fix model.server_url / "
+                                      "model.api_key, or set model.served_model_name") from exc
                 log.warning("model_name_unknown", error=str(exc), retry_in_secs=delay,
                             why="the served model's name is this daemon's identity (model.served_model_name unset)")
             await self._until_stop(asyncio.sleep(delay), "model name discovery")
@@ -278,6 +282,8 @@ class Daemon:
         self.notifier.status("starting model")
         await self.client.start()
         await self._await_model_name()
+        if self._stop.is_set():  # stopped while waiting for the model: join nothing, create nothing
+            return
         self._identify_model()
         if self.cache is not None and self.cache.store is not None and not self._stop.is_set():
             self.notifier.status("recovering verdict cache")
@@ -906,10 +912,13 @@ class Daemon:
                 # aiokafka's lookups retry for as long as the group coordinator is unknown: bounded, so that the
                 # health loop (the model's health checks) goes on; the coordinator is everyone's, so the round ends
                 pos = await asyncio.wait_for(self.consumer.position(tp), LAG_LOOKUP_SECS)
+            except Exception:  # a timeout too: an offset reset waiting on this partition's leader alone
+                continue
+            try:
                 committed = part.offsets.committed
                 if committed is None:
                     committed = await asyncio.wait_for(self.consumer.committed(tp), LAG_LOOKUP_SECS)
-            except TimeoutError:
+            except TimeoutError:  # the group coordinator, everyone's: the round ends
                 return
             except Exception:
                 continue

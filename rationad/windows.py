@@ -237,6 +237,7 @@ class Sessionizer:
         self._sources: dict[object, list] = {}
         self._event_time: float | None = None
         self._paused_at: float | None = None  # wall clock of the last tick while the caller's input was paused
+        self._held_secs = 0.0  # wall clock the caller's input has been paused, in all
         self._open_bytes = 0
         # Keys whose last session closed by "max_open" -> that session's revision and first event time; bounded, oldest
         # forgotten first.
@@ -299,7 +300,7 @@ class Sessionizer:
         """Newest event time seen, moved on by the wall-clock time the partition has been quiet; with several
         sources, the minimum of that over the sources heard from in the last ``SOURCE_IDLE_SECS`` (or over all)."""
         if self._event_time is None:  # no line has had a time: untimed lines took their arrival, so does the watermark
-            return None if self._last_arrival is None else now
+            return None if self._last_arrival is None else now - self._held_secs
         if len(self._sources) == 1:
             ts, _, timed = next(iter(self._sources.values()))
             return ts + max(0.0, now - timed)
@@ -322,7 +323,7 @@ class Sessionizer:
             raw = self._ahead_raw.get(None if src is None else src[:2])
             return (raw if raw is not None and raw > st[0] else st[0]) + max(0.0, now - st[2])
         if self._event_time is None:
-            return now
+            return now - self._held_secs  # arrival time, less the time input was paused (``tick(paused=True)``)
         return min(ts + max(0.0, now - timed) for ts, timed in self._followed(now))
 
     def _redate(self) -> None:
@@ -527,12 +528,13 @@ class Sessionizer:
 
     def _hold(self, secs: float) -> None:
         """Take ``secs`` of wall clock out of every quiet measure: the sources' arrivals (the watermark's advance and
-        their idleness) and the last arrival (the quiet flush) move on by it."""
+        their idleness), the last arrival (the quiet flush) and the arrival time untimed lines take move on by it."""
         for st in self._sources.values():
             st[1] += secs
             st[2] += secs
         if self._last_arrival is not None:
             self._last_arrival += secs
+        self._held_secs += secs  # the arrival-time clock of untimed lines, while no line has had a time
 
     def flush(self, reason: str) -> list[Session]:
         """Close every open session (end of input, shutdown, quiet stream)."""

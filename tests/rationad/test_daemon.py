@@ -694,6 +694,29 @@ async def test_a_pause_for_backpressure_does_not_close_open_sessions_by_their_ga
     assert len(a) == 1 and a[0]["session"]["line_count"] == 2
 
 
+async def test_a_position_lookup_that_hangs_on_one_partition_leaves_the_others_lag_measured(monkeypatch):
+    """Found by review (2026-12-05): a position lookup that timed out (an offset reset waiting on that partition's
+    leader alone) ended the round, and every partition after it kept a stale lag."""
+    monkeypatch.setattr(daemon_mod, "LAG_LOOKUP_SECS", 0.2)
+    stuck, fine = TopicPartition("logs", 1), TopicPartition("logs", 2)
+    d, consumer, _ = make(settings(), [])
+    consumer.tps = [TP, stuck, fine]
+
+    async def position(tp):
+        if tp == stuck:
+            await asyncio.Event().wait()
+        return 3
+
+    consumer.position, consumer.highwater = position, (lambda tp: 10)
+    task = asyncio.create_task(d.run())
+    await until(lambda: fine in d._parts, 3)
+    d._parts = {stuck: d._parts[stuck], fine: d._parts[fine]}  # the stuck partition first
+    await asyncio.wait_for(d._update_lag(), 2)
+    assert d.metrics.consumer_lag.labels("logs", "2")._value.get() == 7
+    d.request_stop()
+    assert await task == 0
+
+
 async def test_a_stop_during_a_group_rebalance_drains_and_exits():
     """Seen in CI (tests/failure/test_rebalance.py, 2026-12-05), failing before its fix: while the group reassigns
     partitions, aiokafka 0.14's ``getmany`` waits for the new assignment with no timeout (``Fetcher.fetched_records``
@@ -923,12 +946,34 @@ async def test_a_server_down_at_start_is_waited_for_when_its_model_name_is_the_i
 
 async def test_a_stop_while_waiting_for_the_model_s_name_exits_at_once():
     s = settings(model={"backend": "vllm-server", "server_url": "http://127.0.0.1:1", "retry_backoff_secs": 0.0})
-    d, _, _ = make(s, [], model=_Late("never"))
+    d, consumer, producer = make(s, [], model=_Late("never"))
+    producer_started = False
+
+    async def start():
+        nonlocal producer_started
+        producer_started = True
+
+    producer.start = start
     d.client.asked = -10**6  # the server never answers
     task = asyncio.create_task(d.run())
     await until(lambda: d.client.asked > -10**6, 3)
     d.request_stop()
     assert await asyncio.wait_for(task, 3) == 0
+    assert consumer.listener is None and not producer_started  # it joined no group, started no producer
+
+
+async def test_a_server_that_refuses_us_fails_start_naming_the_keys_when_its_name_is_the_identity():
+    """A refused key or a server listing no model cannot be waited out: start-up fails with the keys to fix."""
+    from rationad.config import ConfigError
+
+    class Refused(_Late):
+        async def discover(self) -> str:
+            raise ModelError("model.api_key: the server refused it (401)", kind="config")
+
+    s = settings(model={"backend": "vllm-server", "server_url": "http://127.0.0.1:1", "retry_backoff_secs": 0.0})
+    d, _, _ = make(s, [], model=Refused("x"))
+    with pytest.raises(ConfigError, match="model.served_model_name"):
+        await asyncio.wait_for(d.run(), 5)
 
 
 async def test_a_served_model_found_at_start_gives_the_identity_of_that_model():

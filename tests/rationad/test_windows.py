@@ -858,6 +858,20 @@ def test_a_pause_of_the_input_is_not_quiet_time():
     assert [(s.key, s.close_reason) for s in w.tick(clock.advance(301))] == [("b", "gap")]
 
 
+def test_a_pause_is_not_quiet_time_for_lines_without_timestamps_either():
+    """Found by review (2026-12-05): with no timed line, the watermark is the arrival time, and it moved on through a
+    pause as before."""
+    w = Sessionizer(session_spec(gap_secs=300.0, max_span_secs=None))
+    clock = Clock()
+    w.add(line("a", None, 0), clock.now)
+    assert w.tick(clock.now, paused=True) == []
+    for _ in range(20):
+        assert w.tick(clock.advance(60), paused=True) == []
+    assert w.add(line("a", None, 1), clock.advance(1)) == [] and w.tick(clock.now) == []
+    (a,) = w.flush("end_of_input")
+    assert [ln.offset for ln in a.lines] == [0, 1]
+
+
 def test_a_pause_keeps_every_source_followed():
     """With several sources, a pause longer than ``SOURCE_IDLE_SECS`` made every source idle; after it the first
     source heard set the watermark alone and closed sessions a lagging source still fed."""
