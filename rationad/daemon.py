@@ -601,13 +601,17 @@ class Daemon:
                 timeout_ms=200, max_records=self.s.kafka.fetch_max_records), "fetch")
             return batch or {}, None
         except DECODE_ERRORS:  # a record aiokafka cannot decode: found, stepped past, dead-lettered by the caller
-            live = {tp: p.offsets.next_offset for tp, p in self._parts.items() if not p.revoked}
-            done, got = await self._until_stop(self._fetch_around(live), "undecodable record recovery")
+            parts = {tp: p for tp, p in self._parts.items() if not p.revoked}
+            done, got = await self._until_stop(self._fetch_around(parts), "undecodable record recovery")
             return got if done else ({}, None)
 
-    async def _fetch_around(self, live: dict) -> tuple[dict, dict[Any, Undecodable]]:
-        await rewind(self.consumer, live, self.s.kafka.auto_offset_reset)  # other partitions' records were lost
-        return await fetch_around(self.consumer, list(live), self.s.kafka.fetch_max_records)
+    async def _fetch_around(self, parts: dict[Any, _Part]) -> tuple[dict, dict[Any, Undecodable]]:
+        def held(tp) -> bool:  # not revoked meanwhile (a partition assigned again starts from the group's offset)
+            return self._parts.get(tp) is parts[tp] and not parts[tp].revoked
+
+        live = {tp: p.offsets.next_offset for tp, p in parts.items()}
+        await rewind(self.consumer, live, self.s.kafka.auto_offset_reset, held)  # other partitions' records were lost
+        return await fetch_around(self.consumer, list(live), self.s.kafka.fetch_max_records, held)
 
     async def _consume_once(self) -> None:
         self._backpressure()

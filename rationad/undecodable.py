@@ -19,7 +19,7 @@ Two things aiokafka does around such a record (found by review, tests/integratio
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,15 +37,20 @@ class Undecodable:
     error: str
 
 
-async def rewind(consumer: Any, seen: dict[Any, int | None], auto_offset_reset: str) -> None:
+async def rewind(consumer: Any, seen: dict[Any, int | None], auto_offset_reset: str,
+                 held: Callable[[Any], bool] | None = None) -> None:
     """Move each partition of ``seen`` (partition -> next offset the caller has not seen, None when it has seen
-    none since the partition was assigned) back there; one no longer assigned (a rebalance meanwhile) is its new
-    owner's."""
+    none since the partition was assigned) back there. ``held(tp)``: the partition is still the assignment ``seen``
+    was read from (default: still assigned); one that is not (a rebalance meanwhile: moved away, or assigned again
+    and starting from the group's offset) is left alone."""
+    held = held or (lambda tp: tp in consumer.assignment())
     for tp, offset in seen.items():
-        if tp not in consumer.assignment():
+        if not held(tp):
             continue
         if offset is None:  # nothing read since it was assigned: it started at the group's offset, or was reset
             offset = await consumer.committed(tp)
+            if not held(tp):
+                continue
         if offset is not None:
             consumer.seek(tp, offset)
         elif auto_offset_reset == "earliest":
@@ -55,16 +60,17 @@ async def rewind(consumer: Any, seen: dict[Any, int | None], auto_offset_reset: 
                         auto_offset_reset=auto_offset_reset)
 
 
-async def fetch_around(consumer: Any, partitions: Iterable[Any], max_records: int
-                       ) -> tuple[dict[Any, list], dict[Any, Undecodable]]:
+async def fetch_around(consumer: Any, partitions: Iterable[Any], max_records: int,
+                       held: Callable[[Any], bool] | None = None) -> tuple[dict[Any, list], dict[Any, Undecodable]]:
     """(records by partition, the undecodable record of each partition where one was found). Records are those
     before the undecodable one, in order; the consumer's position is past it. A partition whose refetch does not
     arrive in time is left for the next fetch (which raises again and comes back here), and one no longer assigned (a
-    rebalance meanwhile: aiokafka's calls for it raise) to its new owner."""
+    rebalance meanwhile: aiokafka's calls for it raise) to its new owner (``held`` as for ``rewind``)."""
+    held = held or (lambda tp: tp in consumer.assignment())
     records: dict[Any, list] = {}
     bad: dict[Any, Undecodable] = {}
     for tp in partitions:
-        if tp not in consumer.assignment():
+        if not held(tp):
             continue
         highwater = consumer.highwater(tp)
         if highwater is not None and await consumer.position(tp) >= highwater:
@@ -78,6 +84,8 @@ async def fetch_around(consumer: Any, partitions: Iterable[Any], max_records: in
                     got = await consumer.getmany(tp, timeout_ms=REFETCH_WAIT_MS, max_records=1)
                 except DECODE_ERRORS as exc:
                     offset = await consumer.position(tp)
+                    if not held(tp):
+                        break
                     consumer.seek(tp, offset + 1)
                     bad[tp] = Undecodable(offset, f"{type(exc).__name__}: {exc}")
                     log.error("undecodable_record", topic=tp.topic, partition=tp.partition, offset=offset,

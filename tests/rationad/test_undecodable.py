@@ -60,3 +60,20 @@ async def test_a_partition_moved_away_meanwhile_is_left_to_its_new_owner():
 
     c.highwater, c.position = highwater, position
     assert await fetch_around(c, [kept, moved], 10) == ({}, {})
+
+
+async def test_a_partition_assigned_again_meanwhile_is_not_moved_to_the_old_assignment_s_offset():
+    """Found by review (2026-12-05): revoked and assigned back to this consumer while the recovery looked up its
+    committed offset, it was moved to where the old assignment had read, past records whose sessions the revocation
+    dropped (the new assignment starts from the group's offset and must read them again)."""
+    tp = TP("t", 0)
+    c = Consumer({tp: 40})
+    generation = [1]
+
+    async def committed(p):
+        generation[0] = 2  # the rebalance happens during the lookup
+        return 40
+
+    c.committed = committed
+    await rewind(c, {tp: None}, "earliest", held=lambda p: generation[0] == 1)
+    assert c.moves == {}
