@@ -26,15 +26,19 @@ TEMPLATE_CACHE_MAX_KEY_CHARS = 8_192
 
 # Order matters: specific shapes first, bare numbers last.
 MASKING_RULES: tuple[tuple[str, str], ...] = (
+    # timestamps, with a fraction and a zone (2024-01-02T03:04:05.123456Z, 2015-10-18 18:01:47,978, +02:00), before
+    # the clock-time rule below takes their time and leaves the date and a zone letter: a template per second
+    (r"\b\d{4}-\d{2}-\d{2}[T -]\d{2}[:.]\d{2}[:.]\d{2}(?:[.,]\d+)?(?:Z|[+-]\d{2}:?\d{2})?(?!\w)", "*"),
     # colon-separated hex bytes (MACs, chip status words) and clock times, with any fraction (12:34:56.789)
     (r"\b(?:[0-9A-Fa-f]{1,2}:){2,}[0-9A-Fa-f]{1,2}(?:\.\d+)?\b", "*"),
     (r"blk_-?\d+", "*"),  # HDFS block ids
     (r"(?:/)?(?:\d{1,3}\.){3}\d{1,3}(?::\d{1,5})?", "*"),  # IPv4 with optional port and leading slash
     (r"\b[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\b", "*"),  # UUIDs
-    (r"\b\d{4}-\d{2}-\d{2}[T -]\d{2}[:.]\d{2}[:.]\d{2}(?:\.\d+)?\b", "*"),  # timestamps
     (r"(?:/[\w.\-$]+){2,}/?", "*"),  # file paths
     (r"\b0x[0-9a-fA-F]+\b", "*"),  # hex literals
     (r"\b[0-9a-fA-F]{8,}\b", "*"),  # long hex words
+    # numbers with a unit (35ms, 1.5s, 512MB, 80%): each value would be a template of its own
+    (r"(?<![\w.])[-+]?\d+(?:\.\d+)?(?:ns|us|µs|ms|s|min|m|h|[kKMGT]i?B|[kKMG]?bps|%)(?![\w.])", "*"),
     (r"(?<![\w.])[-+]?\d+(?:\.\d+)?(?![\w.])", "*"),  # numbers
     (r"(?<=[A-Za-z])\d+\b", "*"),  # numeric suffixes (node names, task ids)
     (r"(?<=[A-Za-z]\.)\d+\b", "*"),  # numbered names (core.9654): BGL_2k has 858 distinct templates without it, 144 with

@@ -65,3 +65,15 @@ def test_numbered_names_and_hex_byte_strings_are_masked_but_hdfs_templates_are_u
     assert to_template("PacketResponder 1 for block blk_-1608999687919862906 terminating") == \
         "PacketResponder {*} for block {*} terminating"
     assert to_template("Verification succeeded for blk_-4980916519894289629") == "Verification succeeded for {*}"
+
+
+def test_timestamps_with_a_zone_and_numbers_with_a_unit_are_one_variable_each():
+    """Found by review (2026-12-05), failing before its fix: an ISO time ending in Z (or a zone offset) kept its date
+    and a piece of its seconds, and '35ms' was not a number: with the generic dialect (the whole line is the message)
+    every second, millisecond or duration made a template of its own, judged by the model once per line."""
+    a = to_template("2024-01-02T03:04:05Z INFO Completed 200 OK in 35ms")
+    b = to_template("2024-01-09T11:22:33.123456Z INFO Completed 200 OK in 1204ms")
+    assert a == b == "{*} INFO Completed {*} OK in {*}"
+    assert to_template("ts=2024-01-02T03:04:05.123+02:00 heartbeat ok") == "ts={*} heartbeat ok"
+    assert to_template("2015-10-18 18:01:47,978 INFO took 1.5s, 512MB, 80%") == "{*} INFO took {*}"
+    assert to_template("1st attempt of 3 ms-dos jobs") == "1st attempt of {*} ms-dos jobs"  # words stay words
