@@ -269,6 +269,19 @@ def _on_broker(settings: Settings, coro: Coroutine[Any, Any, T]) -> tuple[T | No
 LABEL_REASON_MAX_CHARS = 500
 
 
+def _line_templates(settings: Settings, text: str) -> list[str]:
+    """The templates the daemon judges ``text`` by, read as a record of the configured input (none when it does
+    not parse: a template, or a line of another format)."""
+    from rationad.dialects import BadRecord, make_parser
+    from rationad.template_book import template_of
+
+    try:
+        lines = make_parser(settings.input).parse(text.encode("utf-8", "surrogatepass"))
+    except (BadRecord, ValueError):
+        return []
+    return [template_of(line.message) for line in lines]
+
+
 async def _label(settings: Settings, args: argparse.Namespace) -> int:
     from rationad import catalog, labels
     from rationad.tail import safe
@@ -279,7 +292,8 @@ async def _label(settings: Settings, args: argparse.Namespace) -> int:
     is_id = labels.TEMPLATE_ID.fullmatch(target) is not None
     if args.clear:
         current = {lb.id: lb for lb in await labels.read_labels(settings.kafka, topic)}
-        tids = [target] if is_id else [template_id(target), template_id(to_template(target))]
+        tids = [target] if is_id else [template_id(t) for t in (*_line_templates(settings, target), target,
+                                                                 to_template(target))]
         tid = next((t for t in tids if t in current), None)
         if tid is None:
             print(f"error: no operator label for {target!r} (template id {tids[-1]}) in topic {topic!r}; nothing "
@@ -298,13 +312,16 @@ async def _label(settings: Settings, args: argparse.Namespace) -> int:
             return 2
         template, forced = stats[target].template, False
     else:
-        known = next((t for t in (target, to_template(target)) if template_id(t) in stats), None)
+        # the template itself, a line's message, or a raw line as the configured dialect reads it (a BGL line's
+        # header is not part of its message): the daemon's template first
+        parsed = _line_templates(settings, target)
+        known = next((t for t in (*parsed, target, to_template(target)) if template_id(t) in stats), None)
+        tpl = parsed[0] if parsed else to_template(target)  # what a label for a template not seen yet names
         if known is not None:
             template, forced = stats[template_id(known)].template, False
         elif args.force:
-            template, forced = to_template(target), True
+            template, forced = tpl, True
         else:
-            tpl = to_template(target)
             print(f"error: unknown template {tpl!r} ({template_id(tpl)}): not in the catalog (topic "
                   f"{settings.judge.templates_topic!r}), so rationad has not seen it; nothing written. Check it with "
                   "rationad templates, or pass --force to label it before it is seen", file=sys.stderr)

@@ -226,6 +226,26 @@ def test_an_unknown_template_is_refused_without_force(broker_state, capsys):
     assert (label.template, label.forced, label.by) == ("kernel panic: unknown board {*}", True, "bob")
 
 
+def test_a_raw_line_is_read_as_the_configured_dialect_reads_it(broker_state, capsys):
+    """Found by review (2026-12-05), failing before its fix: a raw BGL line was masked whole, header and all, while
+    the daemon judges its message: the template seen was called unknown, and with --force a label that never applied
+    was written."""
+    from rationad.catalog import TemplateStat
+    from rationad.template_book import template_of
+
+    broker_state["config"].write_text("[input]\ndialect = 'bgl'\n[judge]\nlabels_topic = 'ops.labels'\n"
+                                      "templates_topic = 'ops.templates'\n")
+    raw = "- " + BGL_LINE  # as Loghub's BGL logs and the bgl dialect have it: the alert label first
+    seen = template_of("RAS KERNEL INFO instruction cache parity error corrected")
+    broker_state["stats"] = [TemplateStat(seen, "anomalous", "model", "parity", "m@1", 7, 1.0, 2.0, "r0")]
+    assert label_cli(broker_state, raw, "normal", "--reason", "corrected in hardware") == 0
+    unseen = raw.replace("instruction cache parity error corrected", "ddr error 12 detected")
+    assert label_cli(broker_state, unseen, "anomalous", "--reason", "memory", "--force") == 0
+    [(_, known, _), (_, forced, _)] = broker_state["written"]
+    assert (known.template, known.forced) == (seen, False)
+    assert (forced.template, forced.forced) == (template_of("RAS KERNEL INFO ddr error 12 detected"), True)
+
+
 @pytest.mark.parametrize("args, why", [
     (["anomalous"], "--reason is needed"),
     (["anomalous", "--reason", "   "], "--reason is needed"),
