@@ -51,7 +51,7 @@ from rationad.windows import Sessionizer, line_bytes, resolve_spec
 log = structlog.get_logger("rationad")
 
 MODEL_HEALTH_INTERVAL_SECS = 10.0
-LAG_LOOKUP_SECS = 5.0  # a lag lookup (position, committed offset) that takes longer ends the round
+LAG_LOOKUP_SECS = 5.0  # a lag lookup (position, committed offset) that takes longer is given up
 GC_YOUNG_ALLOCATIONS = 50_000  # allocations between young-generation collections (CPython's default: 700)
 YIELD_EVERY_LINES = 500  # lines parsed (or records routed) between yields to the event loop
 CACHE_RECOVERY_TIMEOUT_SECS = 120.0  # a durable cache that cannot be recovered in time is skipped, not waited for
@@ -138,7 +138,7 @@ class Daemon:
                                            self.parser.source, spawn=self._spawn, instance=_instance(settings),
                                            clock=lambda: self.clock())
         self._stop = asyncio.Event()
-        self._stop_wait: asyncio.Future | None = None  # one waiter on _stop, raced against every fetch
+        self._stop_wait: asyncio.Future | None = None  # one waiter on _stop, raced by ``_until_stop``
         self._draining = False
         self._joined = False
         self._paused = False
@@ -913,8 +913,8 @@ class Daemon:
         for tp, part in list(self._parts.items()):
             try:
                 high = self.consumer.highwater(tp)
-                # aiokafka's lookups retry for as long as the group coordinator is unknown: bounded, so that the
-                # health loop (the model's health checks) goes on; the coordinator is everyone's, so the round ends
+                # aiokafka's lookups can wait for as long as a broker is unreachable: bounded, so that the health
+                # loop (the model's health checks) goes on
                 pos = await asyncio.wait_for(self.consumer.position(tp), LAG_LOOKUP_SECS)
             except Exception:  # a timeout too: an offset reset waiting on this partition's leader alone
                 continue
