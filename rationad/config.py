@@ -27,6 +27,9 @@ def redact_url(url: str) -> str:
     return USERINFO.sub(r"\1***@", url, count=1)
 
 
+INT32_MAX = 2**31 - 1
+
+
 class ConfigError(Exception):
     """A configuration problem, phrased for an operator: which key, what is wrong."""
 
@@ -47,8 +50,8 @@ class _Section(BaseModel):
 
 
 class KafkaConfig(_Section):
-    bootstrap_servers: str = "127.0.0.1:9092"
-    group_id: str = "rationad"
+    bootstrap_servers: str = Field("127.0.0.1:9092", min_length=1)
+    group_id: str = Field("rationad", min_length=1)
     client_id: str = "rationad"
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
@@ -57,10 +60,11 @@ class KafkaConfig(_Section):
     ssl_cafile: Path | None = None
     ssl_certfile: Path | None = None
     ssl_keyfile: Path | None = None
-    session_timeout_ms: int = Field(10_000, ge=1_000)
-    heartbeat_interval_ms: int = Field(3_000, ge=100)
-    max_poll_interval_ms: int = Field(300_000, ge=1_000)
-    fetch_max_records: int = Field(5_000, ge=1)
+    # Kafka's protocol carries these as 32-bit integers: a larger value fails at the first request, naming no key
+    session_timeout_ms: int = Field(10_000, ge=1_000, le=INT32_MAX)
+    heartbeat_interval_ms: int = Field(3_000, ge=100, le=INT32_MAX)
+    max_poll_interval_ms: int = Field(300_000, ge=1_000, le=INT32_MAX)
+    fetch_max_records: int = Field(5_000, ge=1, le=INT32_MAX)
     # Where a group with no committed offset (or one that fell out of retention) starts: "earliest" reads what the
     # topic still holds, "latest" only new records, "none" stops with an error so an operator decides.
     auto_offset_reset: Literal["earliest", "latest", "none"] = "earliest"
@@ -225,9 +229,9 @@ class RepartitionConfig(_Section):
     """The internal topic of the repartition stage (``input.repartition``)."""
 
     topic: str | None = Field(None, min_length=1)  # default "<kafka.group_id>-repartition"
-    partitions: int = Field(0, ge=0)  # 0: as many as the input topic with the most partitions
+    partitions: int = Field(0, ge=0, le=INT32_MAX)  # 0: as many as the input topic with the most partitions
     replication_factor: int = Field(1, ge=1)
-    retention_ms: int = Field(86_400_000, ge=60_000)  # lines only wait here until the session stage reads them
+    retention_ms: int = Field(86_400_000, ge=60_000, le=2**63 - 1)  # lines only wait here until the session stage reads them
 
 
 class ModelConfig(_Section):
@@ -469,7 +473,13 @@ def _refuse_misnamed_env() -> None:
     Other ``RATIONAD_*`` variables (the tools' ``RATIONAD_CACHE_DIR``, ...) name no setting and are left alone."""
     for name in os.environ:
         upper = name.upper()
-        if not upper.startswith(ENV_PREFIX) or "__" in upper:
+        if not upper.startswith(ENV_PREFIX):
+            continue
+        if "__" in upper:  # RATIONAD_SESSION__GAP_SECS: pydantic-settings drops a section it does not know, silently
+            section = upper[len(ENV_PREFIX):].split("__", 1)[0].lower()
+            if section not in Settings.model_fields:
+                raise ConfigError(f"environment variable {name} sets nothing: there is no section {section!r} "
+                                  f"(sections: {', '.join(Settings.model_fields)})")
             continue
         rest = upper[len(ENV_PREFIX):].lower()
         for section, field in Settings.model_fields.items():

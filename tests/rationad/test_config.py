@@ -189,3 +189,25 @@ def test_a_setting_named_with_one_underscore_is_refused_naming_the_variable(monk
         load_settings(ROOT / "config.toml")
     monkeypatch.delenv("RATIONAD_KAFKA_BOOTSTRAP_SERVERS")
     assert load_settings(ROOT / "config.toml").kafka.bootstrap_servers
+
+
+def test_an_environment_variable_naming_no_section_fails_naming_it(monkeypatch):
+    """Found by review (2026-12-05), accepted before: pydantic-settings drops a section it does not know, so a
+    misspelt section (RATIONAD_SESSION__ for sessions) left the daemon on the file's value, silently."""
+    monkeypatch.setenv("RATIONAD_SESSION__GAP_SECS", "5")
+    with pytest.raises(ConfigError, match="RATIONAD_SESSION__GAP_SECS sets nothing: there is no section 'session'"):
+        load_settings()
+
+
+@pytest.mark.parametrize(("overrides", "key"), [
+    ({"kafka": {"session_timeout_ms": 2**31}}, "session_timeout_ms"),
+    ({"kafka": {"max_poll_interval_ms": 2**31}}, "max_poll_interval_ms"),
+    ({"input": {"repartition": "always"}, "repartition": {"partitions": 2**31}}, "partitions"),
+    ({"kafka": {"group_id": ""}}, "group_id"),
+    ({"kafka": {"bootstrap_servers": ""}}, "bootstrap_servers"),
+])
+def test_values_kafka_cannot_carry_fail_at_start_naming_the_key(overrides, key):
+    """Found by review (2026-12-05), accepted before: Kafka's protocol carries these as 32-bit integers (the first
+    JoinGroup or CreateTopics failed to encode, naming nothing), and an empty group or broker list failed at connect."""
+    with pytest.raises(ConfigError, match=key):
+        load_settings(**overrides)
