@@ -166,6 +166,13 @@ class InputConfig(_Section):
             if compiled.search("") is not None:
                 raise ValueError("matches the empty string, so lines would get an empty session key (and be "
                                  "dead-lettered): use + rather than *")
+            from rationad.regex_probe import backtracks
+
+            slow = backtracks(v)
+            if slow is not None:
+                raise ValueError(f"backtracks without bound ({slow}): it runs on every line, on the event loop, and "
+                                 "one hostile line would stall the daemon; start it with literal text "
+                                 "(session=(\\w+)) or bound its repeats (\\w{1,64})")
         return v
 
 

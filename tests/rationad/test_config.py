@@ -211,3 +211,19 @@ def test_values_kafka_cannot_carry_fail_at_start_naming_the_key(overrides, key):
     JoinGroup or CreateTopics failed to encode, naming nothing), and an empty group or broker list failed at connect."""
     with pytest.raises(ConfigError, match=key):
         load_settings(**overrides)
+
+
+@pytest.mark.parametrize("pattern", [r"user=(\w+\s?)+;", r"(\w+)@(\w+)"])
+def test_a_key_regex_that_backtracks_without_bound_fails_at_start(pattern):
+    """Found by review (2026-12-05), accepted before: the key regex runs on every line on the event loop; one that
+    backtracks exponentially (the first: 10 s on a 24-letter name) or quadratically on a long line (the second) let a
+    hostile record stall the daemon past its heartbeats, and the record was read again after every restart."""
+    with pytest.raises(ConfigError, match=r"input.key_regex: .*backtracks without bound"):
+        load_settings(input={"dialect": "generic", "key_regex": pattern}, sessions={"window_lines": 10})
+
+
+def test_sound_key_regexes_pass_the_backtracking_probe():
+    from rationad.regex_probe import backtracks
+
+    for pattern in (r"session=(\w+)", r"^(\S+)", r"\[(\w+)\]", r"(?:job|task)[_ ](\d+)", r"[A-Z]\w{0,63}-(\d+)"):
+        assert backtracks(pattern) is None, pattern
