@@ -238,7 +238,8 @@ class RepartitionConfig(_Section):
     topic: str | None = Field(None, min_length=1)  # default "<kafka.group_id>-repartition"
     partitions: int = Field(0, ge=0, le=INT32_MAX)  # 0: as many as the input topic with the most partitions
     replication_factor: int = Field(1, ge=1)
-    retention_ms: int = Field(86_400_000, ge=60_000, le=2**63 - 1)  # lines only wait here until the session stage reads them
+    # lines only wait here until the session stage reads them
+    retention_ms: int = Field(86_400_000, ge=60_000, le=2**63 - 1)
 
 
 class ModelConfig(_Section):

@@ -114,8 +114,9 @@ def backtracks(pattern: str, secs: float = PROBE_SECS) -> str | None:
     re.compile(pattern)  # a bad pattern is the caller's error to report, not a probe result
     lines = subjects(pattern)
     try:
-        proc = subprocess.run([sys.executable, "-I", "-S", "-c", _CHILD], input=json.dumps(
-            {"pattern": pattern, "subjects": lines, "secs": secs}), capture_output=True, text=True, timeout=BACKSTOP_SECS)
+        job = json.dumps({"pattern": pattern, "subjects": lines, "secs": secs})
+        proc = subprocess.run([sys.executable, "-I", "-S", "-c", _CHILD], input=job, capture_output=True, text=True,
+                              timeout=BACKSTOP_SECS)
         out = proc.stdout
     except subprocess.TimeoutExpired as exc:
         out = exc.stdout.decode() if isinstance(exc.stdout, bytes) else (exc.stdout or "")
