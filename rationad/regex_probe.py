@@ -21,6 +21,7 @@ from functools import lru_cache
 PROBE_SECS = 2.0
 SHORT = 30  # repeats that make an exponential pattern take minutes
 LONG = 20_000  # repeats that make a quadratic one take seconds (a record may hold 64 KiB)
+MAX_LITERALS, MAX_CHARS = 8, 12  # pieces of the pattern the probe lines are built from
 BREAKERS = ("\x00", "!")  # characters a key regex rarely expects: the search must fail, and backtrack
 
 BACKSTOP_SECS = 8.0  # the child is killed after this (its start-up included): a search that never ends
@@ -83,8 +84,8 @@ def _pieces(pattern: str) -> tuple[list[str], list[str]]:
             literals.append("".join(run))
             run.clear()
 
-    walk(_sre.parse(pattern))
-    return list(dict.fromkeys(literals)), list(dict.fromkeys(chars or ["a"]))
+    walk(_sre.parse(pattern))  # bounded: a pattern of many branches is probed by its first pieces
+    return list(dict.fromkeys(literals))[:MAX_LITERALS], list(dict.fromkeys(chars or ["a"]))[:MAX_CHARS]
 
 
 def subjects(pattern: str) -> list[str]:

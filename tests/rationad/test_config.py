@@ -227,3 +227,10 @@ def test_sound_key_regexes_pass_the_backtracking_probe():
 
     for pattern in (r"session=(\w+)", r"^(\S+)", r"\[(\w+)\]", r"(?:job|task)[_ ](\d+)", r"[A-Z]\w{0,63}-(\d+)"):
         assert backtracks(pattern) is None, pattern
+
+
+def test_the_probe_of_a_pattern_of_many_branches_stays_small():
+    from rationad.regex_probe import subjects
+
+    many = "|".join(f"key{i}=(\\w+)" for i in range(30))
+    assert len(subjects(many)) <= 500 and sum(map(len, subjects(many))) < 5_000_000
