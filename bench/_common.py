@@ -46,6 +46,26 @@ def machine() -> dict[str, object]:
             "load_avg_1m": round(load[0], 2)}
 
 
+def module_at(rev: str, path: str):
+    """The module at ``path`` (relative to the repo root) as git revision ``rev`` had it, loaded under a name of its
+    own beside the working tree's package (its ``rationad`` imports resolve to the working tree): to time or compare
+    one module before and after a change on the same machine, in one process."""
+    import importlib.util
+    import subprocess
+    import tempfile
+
+    source = subprocess.run(["git", "show", f"{rev}:{path}"], cwd=ROOT, check=True, capture_output=True,
+                            text=True).stdout
+    with tempfile.TemporaryDirectory() as tmp:
+        file = Path(tmp) / Path(path).name
+        file.write_text(source)
+        spec = importlib.util.spec_from_file_location(f"{Path(path).stem}_at_{rev.replace('~', '_')}", file)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module  # dataclasses look their module up while the class is made
+        spec.loader.exec_module(module)
+    return module
+
+
 def print_machine() -> dict[str, object]:
     m = machine()
     print(f"machine: {m['cpu']}, {m['cores']} cores, {m['ram_gib']} GiB RAM, Python {m['python']}, "

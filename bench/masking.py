@@ -16,18 +16,15 @@ from __future__ import annotations
 
 import argparse
 import gzip
-import importlib.util
 import json
-import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import ROOT, SHARED, print_machine
+from _common import SHARED, module_at, print_machine
 
 LOGHUB = SHARED / "datasets" / "loghub"
 CORPORA = {  # name -> (path, dialect); dialect None: LogLM's JSON, raw lines
@@ -64,15 +61,8 @@ def messages(path: Path, dialect: str | None, limit: int) -> Iterator[str]:
 
 
 def masker_at(rev: str) -> Callable[[str], str]:
-    """``to_template`` as ``rationad/templates.py`` had it at git revision ``rev`` (loaded from ``git show``)."""
-    source = subprocess.run(["git", "show", f"{rev}:rationad/templates.py"], cwd=ROOT, check=True,
-                            capture_output=True, text=True).stdout
-    with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as f:
-        f.write(source)
-    spec = importlib.util.spec_from_file_location("templates_at_rev", f.name)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    Path(f.name).unlink()
+    """``to_template`` as ``rationad/templates.py`` had it at git revision ``rev``."""
+    module = module_at(rev, "rationad/templates.py")
     return getattr(module.to_template, "__wrapped__", module.to_template)
 
 
