@@ -37,7 +37,6 @@ for i, s in enumerate(job["subjects"]):
     print(i, dt, flush=True)
     if dt > job["secs"]:
         break
-print("done", flush=True)
 """
 
 try:  # the parser module moved in Python 3.11 (re._parser); sre_parse is its older name
