@@ -6,11 +6,13 @@ Every model is frozen and forbids unknown keys, so a typo fails at start-up nami
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from types import UnionType
+from typing import Any, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict,
@@ -300,7 +302,8 @@ class OutputConfig(_Section):
 
 
 class DeliveryConfig(_Section):
-    commit_interval_ms: int = Field(1_000, ge=10)
+    # at most an hour: a crash re-reads (and re-judges) the input since the last commit
+    commit_interval_ms: int = Field(1_000, ge=10, le=3_600_000)
     max_pending_sessions: int = Field(512, ge=1)
     drain_timeout_secs: float = Field(30.0, gt=0)
     max_attempts: int = Field(3, ge=1)  # judging attempts of one session on unexpected errors before it is dead-lettered
@@ -498,6 +501,39 @@ def _refuse_misnamed_env() -> None:
                                   f"(two underscores after the section)")
 
 
+def _takes_json(annotation: Any) -> bool:
+    """Whether pydantic-settings reads a setting of this type from the environment as JSON (lists, dicts, models)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return True
+    return get_origin(annotation) in (list, dict, tuple, set, frozenset) or any(
+        _takes_json(a) for a in get_args(annotation) if get_origin(annotation) in (Union, UnionType))
+
+
+def _not_json_env(error: str) -> str:
+    """The message for pydantic-settings' "error parsing value for field <section>": the variable that is not JSON
+    where JSON is needed, and the key it sets."""
+    m = re.search(r'field "(\w+)"', error)
+    section = m.group(1) if m else ""
+    for name, value in os.environ.items():
+        parts = name.upper().removeprefix(ENV_PREFIX).split("__") if name.upper().startswith(ENV_PREFIX) else []
+        if not parts or parts[0].lower() != section:
+            continue
+        try:
+            json.loads(value)
+            continue
+        except ValueError:
+            pass
+        if len(parts) == 1:
+            return (f"environment variable {name} sets the whole [{section}] section, which takes a JSON object "
+                    f"({value!r} is not one); to set one key use {ENV_PREFIX}{section.upper()}__<KEY>")
+        field = getattr(Settings.model_fields[section].annotation, "model_fields", {}).get(parts[1].lower())
+        if field is not None and _takes_json(field.annotation):
+            return (f"environment variable {name} sets {section}.{parts[1].lower()}, which takes JSON (a list is "
+                    f"written '[\"a\", \"b\"]'); {value!r} is not JSON")
+    return (f"invalid environment override: {error}; a {ENV_PREFIX}<SECTION> variable must hold a JSON object (or set "
+            f"one key: {ENV_PREFIX}<SECTION>__<KEY>)")
+
+
 def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
     """Read ``path`` (TOML), apply ``RATIONAD_*`` environment overrides, then ``overrides`` (what the caller's code
     or command line sets: highest), validate; raise ConfigError naming the key."""
@@ -519,8 +555,7 @@ def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
         try:
             env = EnvSettingsSource(Settings)()
         except SettingsError as exc:  # e.g. RATIONAD_CACHE=/some/folder: a whole section must be a JSON object
-            raise ConfigError(f"invalid environment override: {exc}; a {ENV_PREFIX}<SECTION> variable must hold a "
-                              f"JSON object (or set one key: {ENV_PREFIX}<SECTION>__<KEY>)") from None
+            raise ConfigError(_not_json_env(str(exc))) from None
         return Settings(**_merge(_merge(data, env), overrides))
     except ValidationError as exc:
         raise ConfigError(_format_error(exc, source + " + environment")) from None

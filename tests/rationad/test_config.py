@@ -199,6 +199,33 @@ def test_an_environment_variable_naming_no_section_fails_naming_it(monkeypatch):
         load_settings()
 
 
+@pytest.mark.parametrize(("name", "value", "match"), [
+    ("RATIONAD_INPUT__TOPICS", "logs,more-logs", r"RATIONAD_INPUT__TOPICS sets input.topics, which takes JSON"),
+    ("RATIONAD_INPUT__TOPICS", "[logs", r"RATIONAD_INPUT__TOPICS sets input.topics, which takes JSON"),
+    ("RATIONAD_CACHE", "/var/cache/rationad", r"RATIONAD_CACHE sets the whole \[cache\] section"),
+])
+def test_an_environment_value_that_is_not_json_where_json_is_needed_names_the_variable_and_key(
+        monkeypatch, name, value, match):
+    """Found by review (2026-12-05): a comma list for a list setting was refused naming only the section ("error
+    parsing value for field 'input'"), leaving the operator to guess which of the section's variables was wrong."""
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError, match=match):
+        load_settings(ROOT / "config.toml")
+
+
+def test_a_commit_interval_past_an_hour_fails_naming_the_key():
+    """Found by review (2026-12-05), accepted before: 10**15 ms stopped periodic commits (only a revoke or a stop
+    committed), so a crash re-read everything since the start."""
+    with pytest.raises(ConfigError, match="delivery.commit_interval_ms"):
+        load_settings(delivery={"commit_interval_ms": 3_600_001})
+    assert load_settings(delivery={"commit_interval_ms": 3_600_000}).delivery.commit_interval_ms == 3_600_000
+
+
+def test_a_json_list_in_the_environment_sets_a_list_setting(monkeypatch):
+    monkeypatch.setenv("RATIONAD_INPUT__TOPICS", '["logs", "more-logs"]')
+    assert load_settings(ROOT / "config.toml").input.topics == ["logs", "more-logs"]
+
+
 @pytest.mark.parametrize(("overrides", "key"), [
     ({"kafka": {"session_timeout_ms": 2**31}}, "session_timeout_ms"),
     ({"kafka": {"max_poll_interval_ms": 2**31}}, "max_poll_interval_ms"),
