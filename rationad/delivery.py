@@ -182,6 +182,7 @@ class Delivery:
         """Send and wait for the acknowledgement, retrying retriable errors for as long as it takes; raises
         ``Undeliverable`` when the broker can never take the record."""
         backoff = 0.2
+        replaced = False
         token = self._start_send()
         try:
             while True:
@@ -195,7 +196,13 @@ class Delivery:
                     raise
                 except Exception as exc:
                     self.metrics.errors.labels("produce", type(exc).__name__).inc()
+                    if producer is not self.producer:  # replaced meanwhile (its stop() fails what it still held):
+                        continue  # the error says nothing of this record; the new producer sends it
                     if type(exc).__name__ in PRODUCER_STATE_ERRORS:
+                        if replaced:  # the new producer was rejected too: no tight loop of new producers
+                            await self._sleep(backoff)
+                            backoff = min(backoff * 2, MAX_BACKOFF_SECS)
+                        replaced = True
                         try:
                             await self._replace_producer(producer, exc)
                         except (asyncio.CancelledError, Undeliverable):

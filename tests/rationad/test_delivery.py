@@ -132,6 +132,66 @@ async def test_a_rejected_producer_state_replaces_the_producer_and_resends_the_r
     assert d.producer is new and d.generation == 1 and stopped == [True] and hold.released
 
 
+async def test_a_send_caught_in_the_replaced_producer_is_resent_on_the_new_one():
+    """Found by review (2026-12-06), failing before its fix: a send still inside the old producer (waiting for
+    metadata or room in a batch) when another send's state error replaced it got aiokafka's ProducerClosed from the
+    old one's stop(), which is not retriable: its event went to the dead-letter topic and its offset was committed."""
+    from aiokafka.errors import OutOfOrderSequenceNumber, ProducerClosed
+
+    class Old:
+        def __init__(self):
+            self.closed = asyncio.Event()
+
+        async def send(self, topic, value=None, key=None, headers=None, partition=None):
+            if value == b"A":
+                fut = asyncio.get_running_loop().create_future()
+                fut.set_exception(OutOfOrderSequenceNumber())
+                return fut
+            await self.closed.wait()  # as aiokafka's add_message waiting for room, until the accumulator closes
+            raise ProducerClosed()
+
+        async def stop(self):
+            self.closed.set()
+
+    new = FakeProducer()
+
+    async def new_producer():
+        return new
+
+    d = delivery(Old())
+    d.new_producer = new_producer
+    offsets = PartitionOffsets()
+    offsets.consumed(1)
+    waiting = asyncio.create_task(d.event(d.hold(offsets, 1), Output("out", b"k", b"B", []),
+                                          fallback=lambda err: pytest.fail(err)))
+    await asyncio.sleep(0)
+    assert await d.event(d.hold(offsets, 0), Output("out", b"k", b"A", []), fallback=lambda err: pytest.fail(err))
+    assert await waiting
+    assert sorted(s.value for s in new.on("out")) == [b"A", b"B"] and new.on("dlq") == []
+
+
+async def test_a_producer_rejected_again_and_again_is_replaced_with_a_backoff():
+    """Found by review (2026-12-06): after a replacement the send retried at once, so a broker rejecting every new
+    producer's state too made the daemon start producers in a tight loop."""
+    from aiokafka.errors import OutOfOrderSequenceNumber
+
+    made, slept = [], []
+
+    async def new_producer():
+        made.append(FakeProducer(fail=(lambda rec: OutOfOrderSequenceNumber()) if len(made) < 4 else None))
+        return made[-1]
+
+    async def sleep(secs):
+        slept.append(secs)
+
+    d = delivery(FakeProducer(fail=lambda rec: OutOfOrderSequenceNumber()))
+    d.new_producer = new_producer
+    d._sleep = sleep
+    await d.send(Output("out", b"k", b"v", []))
+    assert len(made) == 5 and [s.value for s in made[-1].sent] == [b"v"]
+    assert len(slept) == 4 and slept == sorted(slept) and slept[0] > 0  # every replacement after the first waits
+
+
 async def test_stuck_counts_from_the_oldest_send_still_waiting():
     never = asyncio.get_running_loop().create_future()
 
