@@ -611,7 +611,10 @@ class Daemon:
 
         live = {tp: p.offsets.next_offset for tp, p in parts.items()}
         await rewind(self.consumer, live, self.s.kafka.auto_offset_reset, held)  # other partitions' records were lost
-        return await fetch_around(self.consumer, list(live), self.s.kafka.fetch_max_records, held)
+        records, bad = await fetch_around(self.consumer, list(live), self.s.kafka.fetch_max_records, held)
+        # a partition revoked while a later one was refetched (and perhaps assigned again, its new state starting
+        # from the committed offset) keeps none of what was fetched for its old assignment
+        return {tp: r for tp, r in records.items() if held(tp)}, {tp: u for tp, u in bad.items() if held(tp)}
 
     async def _consume_once(self) -> None:
         self._backpressure()

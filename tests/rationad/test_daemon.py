@@ -619,6 +619,52 @@ async def test_records_fetched_before_a_rebalance_do_not_let_the_new_part_commit
     assert all(c[tp1] <= 0 for c in consumer.commits if tp1 in c), consumer.commits
 
 
+async def test_records_refetched_around_an_undecodable_one_before_a_rebalance_do_not_go_to_the_new_part():
+    """Found by review (2026-12-06), failing before its fix: the recovery from an undecodable record refetches each
+    partition in turn; a rebalance while it waits on a later one revoked TP1 (dropping its open window at offset 0)
+    and assigned it again, and TP1's records refetched before it went into the new state, whose commit then passed
+    the dropped window."""
+    s = settings()  # fixed windows of 2 lines: one line keeps its window open
+    tp0, tp1 = TopicPartition("logs", 0), TopicPartition("logs", 1)
+    d, consumer, producer = make(s, [{tp1: [Rec(0, line("a"))]}])
+    consumer.tps = [tp1, tp0]
+
+    async def start():  # assigned in the order tp1, tp0: the recovery refetches tp1 first
+        await consumer.listener.on_partitions_assigned([tp1, tp0])
+
+    real_getmany = consumer.getmany
+    state = {"raised": False, "rebalanced": False}
+
+    async def getmany(*tps, timeout_ms=0, max_records=None):
+        if not tps:
+            if not consumer.batches and not state["raised"] and tp1 in d._parts \
+                    and d._parts[tp1].offsets.next_offset == 1:
+                state["raised"] = True
+                raise UnicodeDecodeError("utf-8", b"\xff", 0, 1, "invalid start byte")
+            return await real_getmany(timeout_ms=timeout_ms, max_records=max_records)
+        if tps == (tp1,) and not state["rebalanced"]:
+            return {tp1: [Rec(1, line("x"))]}  # fetched for tp1's old assignment
+        if tps == (tp0,) and not state["rebalanced"]:
+            state["rebalanced"] = True  # an eager rebalance while this refetch waits
+            await d._on_revoked([tp1, tp0])
+            state["at"] = asyncio.get_running_loop().time()
+            d._on_assigned([tp1, tp0])
+        return {}
+
+    async def position(tp):
+        return {tp1: 1, tp0: 0}[tp]
+
+    async def seek_to_beginning(*tps):
+        return None
+
+    consumer.start, consumer.getmany, consumer.position = start, getmany, position
+    consumer.seek, consumer.seek_to_beginning = (lambda tp, offset: None), seek_to_beginning
+    consumer.highwater = lambda tp: 100
+    loop = asyncio.get_running_loop()
+    await run_until(d, lambda: loop.time() > state.get("at", loop.time()) + 1.5, timeout=5)  # commits run meanwhile
+    assert state["rebalanced"] and all(c[tp1] <= 0 for c in consumer.commits if tp1 in c), consumer.commits
+
+
 def test_partitions_assigned_while_input_is_paused_are_paused():
     """aiokafka's new partition states start unpaused: after a rebalance during backpressure the daemon pauses them
     again, or input would be read without bound while outputs wait."""
