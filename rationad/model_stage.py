@@ -149,7 +149,8 @@ class ModelStage:
         while True:
             try:
                 result = await self.judge.judge_many([p.session for p in batch])
-                self.answered()
+                if not all(j.cached for j in result):  # the model answered this batch (verdicts from the cache
+                    self.answered()  # vouch for nothing: a block set by rejected requests must stay)
                 return list(zip(batch, result, strict=True))
             except asyncio.CancelledError:
                 raise

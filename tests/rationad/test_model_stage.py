@@ -141,3 +141,24 @@ async def test_a_rejection_in_another_batch_does_not_dead_letter_an_identical_go
     await other
     assert isinstance(result, Judgement) and result.answer.verdict == "anomalous"
 
+
+
+@pytest.mark.parametrize("cached", [True, False])
+async def test_only_a_model_answer_clears_a_block_a_cached_verdict_does_not(cached):
+    """Found by review (2026-12-06), failing before its fix: a batch answered wholly from the verdict cache (most
+    template judgements after a restart) cleared a block set because the model rejects every request, so readiness
+    flapped and input resumed while the model still refused everything; only a model's answer may clear it."""
+    from types import SimpleNamespace
+
+    from rationad.model_stage import Pending
+
+    d, _, _ = td.make(td.settings(), [])
+
+    async def judge_many(sessions):
+        return [SimpleNamespace(cached=cached) for _ in sessions]
+
+    d.stage.judge = SimpleNamespace(judge_many=judge_many)
+    d.stage.block("model rejects every request: 400", by_requests=True)
+    pending = Pending(session=object(), hold=None, closed_at=0.0, is_revoked=lambda: False)
+    assert len(await d.stage._judge([pending])) == 1
+    assert (d.stage.blocked is None) == (not cached)
