@@ -191,14 +191,30 @@ class TopicFollower:
             pass
 
 
+def supersedes(written: dict[Any, tuple[int, int]], key: Any, rec: ConsumerRecord) -> bool:
+    """Whether ``rec`` is the newest record of ``key`` read so far (noted in ``written``: key -> (partition,
+    timestamp)). Within a partition the offset order decides. Across partitions (the topic grew: a key's newer records
+    go to another partition while its older ones stay the latest of the first for ever, compaction being per
+    partition) the newer record timestamp does, whatever order the partitions are fetched in."""
+    stamp = getattr(rec, "timestamp", None) or 0
+    where = written.get(key)
+    if where is not None and where[0] != rec.partition and stamp < where[1]:
+        log.info("record_superseded", topic=rec.topic, partition=rec.partition, offset=rec.offset,
+                 by_partition=where[0])
+        return False
+    written[key] = (rec.partition, stamp)
+    return True
+
+
 async def read_latest(kafka: KafkaConfig, topic: str, *, timeout_secs: float = 30.0) -> dict[bytes, bytes]:
     """The last value of every key of ``topic`` up to its end offsets as of the call, tombstoned keys left out, for
     readers that want the state once (``rationad templates``, ``rationad label``); ``{}`` when the topic does not
     exist. Records without a key are left out. ``TimeoutError`` naming the topic past ``timeout_secs``."""
     latest: dict[bytes, bytes] = {}
+    written: dict[bytes, tuple[int, int]] = {}
 
     def apply(rec: ConsumerRecord) -> None:
-        if rec.key is None:
+        if rec.key is None or not supersedes(written, rec.key, rec):
             return
         if rec.value is None:
             latest.pop(rec.key, None)
@@ -249,6 +265,7 @@ class LabelBook:
         self.topic = topic
         self.on_change = on_change
         self._labels: dict[str, Label] = {}
+        self._written: dict[str, tuple[int, int]] = {}  # template id -> (partition, timestamp) of its newest record
         self._follower: TopicFollower | None = None
         self._task: asyncio.Task[None] | None = None
         self._live = False
@@ -308,6 +325,8 @@ class LabelBook:
             # an older label for it, so none stays in force here either (replicas and ``rationad templates`` agree).
             label = None
         tid = decode_tid(rec.key)
+        if not supersedes(self._written, tid, rec):
+            return
         old = self._labels.pop(tid, None) if label is None else self._labels.get(tid)
         if label is not None:
             self._labels[tid] = label

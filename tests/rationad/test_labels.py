@@ -58,8 +58,9 @@ def test_a_label_checks_its_fields():
         label(at=float("nan"))
 
 
-def _rec(key, value, offset=0):
-    return SimpleNamespace(key=key, value=value, topic="labels", partition=0, offset=offset)
+def _rec(key, value, offset=0, partition=0, timestamp=0):
+    return SimpleNamespace(key=key, value=value, topic="labels", partition=partition, offset=offset,
+                           timestamp=timestamp)
 
 
 def test_the_book_keeps_the_last_label_per_template_and_skips_garbage():
@@ -79,6 +80,22 @@ def test_the_book_keeps_the_last_label_per_template_and_skips_garbage():
     book._apply(_rec(b.id.encode(), None))  # clearing twice announces once
     assert changes == [(other.id, other), (b.id, None)]
     assert book.get(TEMPLATE) is None and book.labels() == [other]
+
+
+def test_after_the_topic_grows_the_newest_record_of_a_key_wins_across_partitions():
+    """Found by review (2026-12-06), failing before its fix: partitions added to the labels topic move a key to
+    another partition, while its older records stay the latest of partition 0 (compaction is per partition); read
+    back in fetch order, that old label came back after a restart over the clear (or the newer label) written since."""
+    a, b = label(), label(verdict="anomalous", reason="it is not")
+    for newer in (None, b):
+        book = LabelBook(KafkaConfig(), "labels")
+        book._apply(_rec(a.id.encode(), encode_label(b)[1] if newer else None, partition=1, timestamp=2_000))
+        book._apply(_rec(*encode_label(a), offset=3, partition=0, timestamp=1_000))  # fetched last, written first
+        assert book.get_id(a.id) == newer
+    book = LabelBook(KafkaConfig(), "labels")  # within one partition the offset order decides, whatever the clocks
+    book._apply(_rec(*encode_label(a), offset=0, timestamp=5_000))
+    book._apply(_rec(*encode_label(b), offset=1, timestamp=1_000))
+    assert book.get_id(a.id) == b
 
 
 def test_an_on_change_that_raises_does_not_stop_the_book():
