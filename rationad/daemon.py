@@ -540,8 +540,9 @@ class Daemon:
         # Open sessions are dropped, not judged, and queued ones are skipped from now on, also while the commit below
         # is in flight (it may take seconds; marked after it, they were produced in the meantime, duplicates of the
         # new owner's): the new owner re-reads them from the committed offset, which never passed them (its offsets
-        # are taken when the commit is called, before a skipped session releases its hold). Outputs already being
-        # produced finish (duplicates downstream carry the same event id).
+        # are taken when the commit is called, before a skipped session releases its hold). Verdicts that come back
+        # after this are dropped too (``ModelStage._settle``); outputs already being produced finish (duplicates
+        # downstream carry the same event id).
         # They leave ``_parts`` at once too: a periodic commit during this one must not see them, since a skipped
         # session releases its hold and such a commit would pass it (the kill -9 test with repartitioning found that).
         for tp, part in parts.items():

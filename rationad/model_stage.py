@@ -257,6 +257,11 @@ class ModelStage:
         if p.settle is not None:
             await p.settle(p, r)
             return
+        if p.is_revoked():  # its partition moved while it was judged: the new owner re-reads and judges it, and a
+            p.hold.release()  # window closed there later may hold more lines under the same event id
+            log.info("verdict_dropped_for_revoked_partition", key=p.session.key, topic=p.session.topic,
+                     partition=p.session.partition, first_offset=p.session.first_offset)
+            return
         try:
             if isinstance(r, DeadLetter):
                 await self.delivery.dead_letter(p.hold, r)

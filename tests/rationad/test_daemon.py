@@ -175,7 +175,9 @@ async def test_a_session_waiting_for_a_call_slot_is_not_judged_once_its_partitio
     d.request_stop()
     await asyncio.wait_for(task, 20)
     assert not any("session=b" in p for p in prompts), prompts
-    assert [orjson.loads(e.value)["session"]["key"] for e in producer.on("rationad.anomalies")] in ([], ["a"])
+    # a's verdict came after the revocation: the new owner judges it (found by review, 2026-12-06: it was produced
+    # anyway, under the event id the new owner gives a window of the same key and offset that may hold more lines)
+    assert producer.on("rationad.anomalies") == [] and producer.on("rationad.dlq") == []
 
 
 # ---- item 2: produces that can never succeed ------------------------------------------------------------------
