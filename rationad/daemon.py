@@ -95,6 +95,8 @@ class _Part:
     revoked: bool = False
     seen: SeenLines | None = None  # internal partitions: source lines already windowed (re-forwarded duplicates)
     undecodable: tuple[int, int] | None = None  # (first, last) offsets of the latest run of undecodable records
+    # (committed offset, monotonic time it was first seen with records past it): the committed age of the lag loop
+    commit_seen: tuple[int | None, float] = (None, 0.0)
 
 
 class Daemon:
@@ -936,6 +938,12 @@ class Daemon:
             self.metrics.consumer_lag.labels(*labels).set(max(0, high - pos))
             if committed is not None:
                 self.metrics.committed_lag.labels(*labels).set(max(0, high - committed))
+                # how long the committed offset has stood still with records past it: a partition whose commit is
+                # pinned (a model blocked for a day) loses its records at the topic's retention, whatever their count
+                now = time.monotonic()
+                if committed >= high or part.commit_seen[0] != committed:
+                    part.commit_seen = (committed, now)
+                self.metrics.committed_age.labels(*labels).set(round(now - part.commit_seen[1], 1))
 
     # ---- commits ------------------------------------------------------------------------------------------
     async def _maybe_commit(self, force: bool = False, timeout: float = COMMIT_TIMEOUT_SECS) -> None:

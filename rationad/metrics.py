@@ -32,6 +32,11 @@ class Metrics:
             "Records between the group's committed offset and the end of the partition (what a restart re-reads; "
             "if it reaches the topic's retention, lines are lost)", ["topic", "partition"], registry=r,
         )
+        self.committed_age = Gauge(
+            "rationad_committed_age_seconds",
+            "Seconds the group's committed offset has not moved while records wait past it (0 when none wait); "
+            "records older than the topic's retention are deleted unjudged", ["topic", "partition"], registry=r,
+        )
         self.sessions_open = Gauge("rationad_sessions_open", "Sessions currently open", registry=r)
         self.split_sessions = Counter(
             "rationad_split_sessions_total",

@@ -509,6 +509,34 @@ async def test_committed_lag_is_exported_beside_the_position_lag():
     assert lag == 10, "the open session starting at 0 keeps the committed offset at 0"
 
 
+async def test_the_committed_offset_standing_still_with_records_past_it_is_exported_as_an_age(monkeypatch):
+    """Found by review (2026-12-06): with repartitioning, a commit pinned by a blocked model loses the internal
+    topic's records at its retention (a day by default) whatever their number, which the record-count lag alert
+    cannot see on a quiet partition; the age of the committed offset can."""
+    clock = [1000.0]
+    monkeypatch.setattr(daemon_mod.time, "monotonic", lambda: clock[0])
+    d, consumer, _ = make(settings(), [])
+    d.consumer = consumer
+    d._on_assigned([TP])
+    part = d._parts[TP]
+    part.offsets.committed = 3
+    consumer.position = lambda tp: asyncio.sleep(0, result=5)
+    high = [5]
+    consumer.highwater = lambda tp: high[0]
+    age = lambda: d.metrics.committed_age.labels("logs", "0")._value.get()  # noqa: E731
+    await d._update_lag()
+    clock[0] += 7200
+    await d._update_lag()
+    assert age() == 7200  # stuck at 3 for two hours with records 3-4 waiting
+    part.offsets.committed = 4
+    await d._update_lag()
+    assert age() == 0  # it moved
+    part.offsets.committed, high[0] = 5, 5
+    clock[0] += 7200
+    await d._update_lag()
+    assert age() == 0  # nothing waits past it: a quiet partition is not stalled
+
+
 # ---- item 14: a missing output topic fails the start, and a failed start leaves nothing running -------------
 async def test_missing_output_topic_fails_start_naming_the_key_and_closes_the_model():
     from rationad.config import ConfigError
