@@ -60,10 +60,12 @@ def citations(rationale: str, view: SessionView) -> tuple[tuple[TemplateRow, ...
 
 
 def parse_completion(text: str, view: SessionView) -> ParsedAnswer:
-    """Read ``<think>…</think><answer>…</answer>``; the last answer tag wins; unknown labels are malformed."""
+    """Read ``<think>…</think><answer>…</answer>``. Only answer tags after the thought count (one inside it is the
+    model musing, not answering); they must agree (``normal`` then ``anomalous`` is no verdict); unknown labels are
+    malformed."""
     text = text or ""
     think_m = _THINK.search(text)
-    answers = _ANSWER.findall(text)
+    answers = _ANSWER.findall(text, think_m.end()) if think_m else []
     rationale = think_m.group(1).strip() if think_m else ""
     error: str | None = None
     verdict: str | None = None
@@ -74,9 +76,14 @@ def parse_completion(text: str, view: SessionView) -> ParsedAnswer:
     if not answers:
         error = error or "missing <answer> section"
     else:
-        verdict = _SYNONYMS.get(answers[-1].strip().lower())
-        if verdict is None:
-            error = error or f"unknown answer {answers[-1][:40]!r}"
+        verdicts = {_SYNONYMS.get(a.strip().lower()) for a in answers}
+        unknown = next((a for a in answers if _SYNONYMS.get(a.strip().lower()) is None), None)
+        if unknown is not None:
+            error = error or f"unknown answer {unknown[:40]!r}"
+        elif len(verdicts) > 1:
+            error = error or "conflicting answers: " + " then ".join(a.strip()[:20] for a in answers)
+        else:
+            (verdict,) = verdicts
     if error is not None:
         verdict = None
     cited, missing = citations(rationale, view)

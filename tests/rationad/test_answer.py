@@ -1,5 +1,7 @@
 import re
 
+import pytest
+
 from rationad.answer import CUT_MARK, close_cut_thought, parse_completion
 from rationad.prompt import ANSWER_REGEX, build_view
 
@@ -24,10 +26,22 @@ def test_malformed_completions_never_raise():
         assert not a.ok and a.verdict is None and a.error
 
 
-def test_synonyms_and_last_answer_wins():
+def test_synonyms_and_answers_that_agree():
     assert parse_completion("<think>x</think><answer>Abnormal</answer>", VIEW).verdict == "anomalous"
-    a = parse_completion("<think>x</think><answer>normal</answer> <answer>anomalous</answer>", VIEW)
-    assert a.verdict == "anomalous"
+    a = parse_completion("<think>x</think><answer>anomalous</answer> <answer>Anomaly</answer>", VIEW)
+    assert a.ok and a.verdict == "anomalous"
+
+
+@pytest.mark.parametrize("text", [
+    "<think>L1 x1. Maybe <answer>anomalous</answer> but unsure</think>",  # an answer only inside the thought
+    "<think>x</think><answer>normal</answer> no wait <answer>ANOMALY</answer>",  # two verdicts
+    "<think>L1 x1.</think>\n<answer>normal</answer>\n<think>actually L9 is bad</think><answer>anomalous</answer>",
+])
+def test_an_answer_inside_the_thought_or_two_answers_that_disagree_are_no_verdict(text):
+    """Found by review (2026-12-06), served before (unconstrained output, another build's cache entries): the last
+    answer tag anywhere won, one inside the reasoning or after a second thought whose citations nobody checked."""
+    a = parse_completion(text, VIEW)
+    assert not a.ok and a.verdict is None and a.error
 
 
 def test_a_thought_cut_by_the_token_budget_is_closed_at_its_last_complete_sentence():
