@@ -155,9 +155,17 @@ class SessionView:
         return None
 
 
+# Characters JSON leaves raw that still act on a reader: DEL and the C1 controls (a terminal reads some as escape
+# sequences), the line and paragraph separators, and the bidirectional controls (they reorder the text shown after
+# them). Escaped like the rest, so that neither the model nor a person reading the prompt is acted on.
+_RAW_CONTROLS = re.compile("[\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069\u061c]")
+
+
 def quote(text: str) -> str:
-    """A log text as an inert JSON string literal: quotes, control characters and angle brackets escaped."""
-    return orjson.dumps(text).decode().replace("<", "\\u003c").replace(">", "\\u003e")
+    """A log text as an inert JSON string literal: quotes, control characters (C0, DEL, C1, separators, bidi) and
+    angle brackets escaped."""
+    quoted = orjson.dumps(text).decode().replace("<", "\\u003c").replace(">", "\\u003e")
+    return _RAW_CONTROLS.sub(lambda m: f"\\u{ord(m.group()):04x}", quoted)
 
 
 def _row_line(row: TemplateRow) -> str:

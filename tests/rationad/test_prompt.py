@@ -147,3 +147,16 @@ def test_the_unfinished_note_is_a_line_of_its_own_and_read_back():
     assert not view_from_message(user_message(forged)).unfinished
     assert trained_with("rationad-prompt-v1+unfinished", "unfinished")
     assert not trained_with("rationad-prompt-v1", "unfinished") and not trained_with("unfinished", "unfinished")
+
+
+def test_quote_escapes_the_characters_json_leaves_raw_that_act_on_a_reader():
+    """Found by review (2026-12-06): DEL, C1 controls (a terminal's CSI), U+2028 and bidi overrides reached the prompt
+    raw; the model could copy them into a rationale shown to on-call staff, and they reorder what a person reads."""
+    import json
+
+    from rationad.prompt import quote
+
+    text = "user \u202eelbaliava\u202c ok\x7f\x9b31m\u2028next\u2066x\u2069"
+    quoted = quote(text)
+    assert json.loads(quoted) == text
+    assert all(32 <= ord(c) < 127 for c in quoted), quoted
