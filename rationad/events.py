@@ -41,15 +41,19 @@ class ModelInfo:
 
 
 def event_id(session: Session, model: ModelInfo, level: str = "session") -> str:
-    """Same session and model -> same id. A window judged by its templates (``level="template"``) gets an id apart
-    from a session-level verdict on it; session level adds nothing, so its ids are those of earlier releases."""
+    """The same lines judged by the same model at the same level -> the same id; other lines -> another id.
+
+    A session is named by the lines it holds: its partition, key, first and last offsets, line count and ``part``
+    (sessions of one key beginning in the same record). Read again after a restart or a rebalance, the same lines
+    give the same id, so consumers drop the duplicate; a session cut by the wall clock (``max_open``, a quiet
+    partition) and read again as a longer one gets an id of its own, so the fuller verdict is not dropped as a
+    duplicate of the shorter. The revision number is not part of it: it lives in memory and starts again at 1
+    after a restart (the event carries it, for reading only)."""
     parts = [session.topic, str(session.partition), session.key, str(session.first_offset), model.name,
-             model.version, model.prompt_version]
+             model.version, model.prompt_version, f"last={session.last_offset}", f"lines={len(session.lines)}"]
     if level != "session":
         parts.append(f"level={level}")
-    if session.revision != 1:  # revision 1 keeps the ids consumers have seen before revisions existed
-        parts.append(f"revision={session.revision}")
-    if session.part:  # a second session of the key beginning in the same record (part 0 keeps the earlier ids)
+    if session.part:
         parts.append(f"part={session.part}")
     ident = "\x1f".join(parts)
     return str(uuid.uuid5(_NAMESPACE, ident))
@@ -78,6 +82,7 @@ def _about(session: Session, source: str, template_count: int, model: ModelInfo)
             "template_count": template_count,
             "close_reason": session.close_reason,
             "revision": session.revision,
+            "part": session.part,
         },
         "model": {"name": model.name, "version": model.version, "prompt_version": model.prompt_version},
         "producer": {"name": "rationad", "version": __version__},

@@ -143,12 +143,19 @@ def missing_keys(stream: Stream, evs: list[dict], dead: list[dict] = ()) -> set[
 
 
 def inconsistent_ids(evs: list[dict]) -> dict[tuple, set[str]]:
-    """Sessions (key, topic, partition, first offset) that were emitted more than once with different ids."""
+    """The same lines (key, topic, partition, first and last offsets, line count, part) emitted more than once with
+    different ids, or different lines under one id."""
     ids: dict[tuple, set[str]] = {}
+    lines: dict[str, set[tuple]] = {}
     for e in evs:
         s = e["session"]
-        ids.setdefault((s["key"], s["topic"], s["partition"], s["first_offset"]), set()).add(e["id"])
-    return {k: v for k, v in ids.items() if len(v) > 1}
+        what = (s["key"], s["topic"], s["partition"], s["first_offset"], s["last_offset"], s["line_count"],
+                s.get("part", 0))
+        ids.setdefault(what, set()).add(e["id"])
+        lines.setdefault(e["id"], set()).add(what)
+    out = {k: v for k, v in ids.items() if len(v) > 1}
+    out.update({("one id, other lines", i): {str(w) for w in v} for i, v in lines.items() if len(v) > 1})
+    return out
 
 
 def uncovered_lines(stream: Stream, evs: list[dict], dead: list[dict] = (),

@@ -36,17 +36,17 @@ def test_event_id_is_deterministic_per_session_and_model():
     assert event_id(make(), m) != event_id(make(partition=1), m)
 
 
-def test_revision_is_in_the_event_and_its_id_while_revision_1_ids_stay_as_they_were():
+def test_revision_is_in_the_event_but_not_in_its_id():
+    """The revision lives in memory and starts at 1 again after a restart: in the id it gave the same lines read
+    again another id (a duplicate consumers could not drop; found by review, 2026-12-06)."""
     m = ModelInfo("m", "1")
     first = make()
-    # Pinned: ids of revision 1 (every session before issue 13) must not change, or consumers see duplicates.
-    assert event_id(first, m) == "ec180730-82e9-5811-a9ab-1478923fd89b"
     revised = make()
     revised.revision = 2
-    assert event_id(revised, m) != event_id(first, m)
-    third = make()
-    third.revision = 3
-    assert len({event_id(first, m), event_id(revised, m), event_id(third, m)}) == 3
+    assert event_id(revised, m) == event_id(first, m)
+    shorter = make()
+    shorter.lines = shorter.lines[:2]
+    assert event_id(shorter, m) != event_id(first, m)  # other lines, another id
     view = build_view("hdfs", [line.message for line in revised.lines])
     a = parse_completion("<think>L2 reports an exception.</think><answer>anomalous</answer>", view)
     e = build_event(revised, view, a, m, cached=False, now=0)
@@ -100,3 +100,53 @@ def test_a_template_rationale_citing_a_row_its_prompt_did_not_have_is_not_served
     e = build_template_event(s, book.decide(uses), ModelInfo("m"), source="generic", threshold=0.5, now=0)
     assert e["grounded"] is False and e["ungrounded_refs"] == [f"{err.id}:L2"]
 
+
+
+def _restart_specs():
+    from rationad.windows import WindowSpec
+
+    return [WindowSpec(mode="session", gap_secs=10.0, max_lines=2, max_span_secs=100.0, max_open_secs=60.0,
+                       carry_context=False),
+            WindowSpec(mode="fixed", window_lines=2, max_open_secs=60.0)]
+
+
+def _line(key, ts, offset):
+    return LogLine(key=key, message="m", raw="m", ts=ts, offset=offset, topic="logs")
+
+
+def test_a_revision_read_again_after_a_restart_keeps_its_event_id():
+    """Found by review (2026-12-06), failing before its fix: revision 2 of a key (revision 1 closed by max_open)
+    read again after a restart from its first offset is revision 1 there: the same lines got another id, so the
+    duplicate an at-least-once restart produces could not be dropped."""
+    from rationad.windows import Sessionizer
+
+    m = ModelInfo("m", "1")
+    for spec in _restart_specs():
+        w = Sessionizer(spec, topic="logs")
+        w.add(_line("a", 1000.0, 0), 0.0)
+        assert len(w.tick(60.0)) == 1  # revision 1, closed by max_open
+        (r2,) = w.add(_line("a", 1001.0, 1), 61.0) + w.add(_line("a", 1002.0, 2), 61.0)
+        assert r2.revision == 2
+        again_w = Sessionizer(spec, topic="logs")  # the restart reads from offset 1
+        (again,) = again_w.add(_line("a", 1001.0, 1), 90.0) + again_w.add(_line("a", 1002.0, 2), 90.0)
+        assert [ln.offset for ln in again.lines] == [ln.offset for ln in r2.lines]
+        assert event_id(again, m, "template") == event_id(r2, m, "template")
+
+
+def test_a_session_cut_by_the_wall_clock_and_read_again_longer_gets_another_id():
+    """Found by review (2026-12-06), failing before its fix: a session closed by max_open, read again after a
+    restart with the lines that came since (a backlog closes nothing by the wall clock), had the id of the shorter
+    one: a consumer dropping duplicates dropped the fuller verdict, and the later lines with it."""
+    from rationad.windows import Sessionizer, WindowSpec
+
+    m = ModelInfo("m", "1")
+    spec = WindowSpec(mode="session", gap_secs=86_400.0, max_lines=1000, max_span_secs=None, max_open_secs=600.0)
+    w = Sessionizer(spec, topic="logs")
+    w.add(_line("a", 1000.0, 10), 0.0)
+    w.add(_line("a", 1001.0, 11), 1.0)
+    (cut,) = w.tick(600.0)
+    again = Sessionizer(spec, topic="logs")
+    for offset, ts in ((10, 1000.0), (11, 1001.0), (12, 2000.0), (13, 2001.0)):
+        again.add(_line("a", ts, offset), 700.0)
+    (whole,) = again.flush("end_of_input")
+    assert len(whole.lines) == 4 and event_id(whole, m) != event_id(cut, m)
