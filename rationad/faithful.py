@@ -52,8 +52,12 @@ _SENTENCE = re.compile(r"[^.!?]*[.!?]+|[^.!?]+$")
 _COUNT = re.compile(r"\bL(\d{1,4}) x(\d{1,9})\b")  # bounded: int() of thousands of digits raises
 # "L1 contains '<words>'" (an apostrophe inside a word, Couldn't, is quoted text), and the meaning sentence after it
 _CONTAINS = re.compile(r"\bL(\d{1,4})\s+(?:contains|reports|shows|says|mentions|has)\s+"
-                       r"'((?:[^']|'(?=[A-Za-z])){1,80})'(?![A-Za-z])(?::\s*([^.]{1,200}))?")
-_QUOTED = re.compile(r"(?<![A-Za-z])'([^'\s][^']{0,78})'(?![A-Za-z])")
+                       r"(?:the\s+(?:words?|text|phrase|string)\s+)?"
+                       r"'((?:[^']|'(?=[A-Za-z])){1,200})'(?![A-Za-z])(?::\s*([^.]{1,200}))?")
+_QUOTED = re.compile(r"(?<![A-Za-z])'([^'\s][^']{0,198})'(?![A-Za-z])")
+# Double, curly and back quotes read as the grammar's single quotes: a quote must be checked whatever marks it (one
+# in "double quotes" was read as no quote, and an anomalous answer on invented words was served as anomalous).
+_QUOTE_MARKS = str.maketrans({c: "'" for c in "\"\u201c\u201d\u2018\u2019\u201e\u201a`\u00b4\u2032"})
 _CLAIMS_FAILURE = re.compile(r"\b(?:reports? an? (?:error|failure)|reports? (?:errors|failures)|is an? (?:error|"
                              r"failure)|(?:error|failure) (?:line|message))\b", re.I)
 _FAILURE_WORD = re.compile(r"err|fail|fatal|exception|panic|abort|refus|timed? ?out|denied|crit|severe|corrupt|"
@@ -82,6 +86,7 @@ class _Statement:
 
 
 def _statements(rationale: str, view: SessionView) -> list[_Statement]:
+    rationale = rationale.translate(_QUOTE_MARKS)
     out = []
     for m in _CONTAINS.finditer(rationale):
         ref = f"L{int(m.group(1))}"
@@ -91,6 +96,7 @@ def _statements(rationale: str, view: SessionView) -> list[_Statement]:
 
 def problems(rationale: str, view: SessionView, statements: list[_Statement] | None = None) -> list[str]:
     """What the session refutes in ``rationale`` (one short reason each; empty: nothing code can check failed)."""
+    rationale = rationale.translate(_QUOTE_MARKS)
     out: list[str] = []
     if TRAINING_ONLY.search(rationale):
         out.append("training_only: a sentence written for training, not about this session")

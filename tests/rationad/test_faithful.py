@@ -219,3 +219,25 @@ def test_no_severity_word_is_refuted_by_a_line_a_trouble_rule_matches():
     # true of a routine line, and of one a benign rule matches first ("corrected")
     assert kinds(said, ["ciod: generated {*} core files for program {*}"], "bgl") == []
     assert kinds(said, ["{*} ddr error(s) detected and corrected on rank {*}"], "bgl") == []
+
+
+def test_a_quote_is_checked_whatever_marks_it_and_however_long():
+    """Found by review (2026-12-06), served before: only straight single quotes of up to 80 characters were read as
+    quotes, so invented words in double, curly or back quotes (the prompt itself shows lines in double quotes), or a
+    long quote, were no statement: no quote problem, no void evidence, and the anomalous answer was served."""
+    from rationad.answer import parse_completion, served_verdict
+    from rationad.faithful import checked
+
+    lines = ["RAS KERNEL INFO generating core files", "ciod: generated 64 core files for program"]
+    view = build_view("bgl", lines)
+    long_quote = "the machine reported a kernel panic while it was generating the core files of the program"
+    for quoted in ("'kernel panic'", '"kernel panic"', "\u201ckernel panic\u201d", "\u2018kernel panic\u2019",
+                   "`kernel panic`", f"'{long_quote}'", "the words 'kernel panic'"):
+        a = checked(parse_completion(f"<think>L2 contains {quoted}: hardware failure.</think>\n"
+                                     "<answer>anomalous</answer>", view), view)
+        assert any(p.startswith("quote") for p in a.problems), (quoted, a.problems)
+        assert a.unsupported and served_verdict(a, None, None) == "normal", quoted
+    # a true quote in any marks still holds
+    for quoted in ("'core files for program'", '"core files for program"'):
+        assert kinds(f"L2 contains {quoted}: a routine message.", lines, "bgl") == [], quoted
+    assert kinds(f"L1 contains '{long_quote}'.", lines, "bgl") == ["quote"]  # checked against its line
