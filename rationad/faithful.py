@@ -41,7 +41,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, replace
 
-from rationad.answer import REF, ParsedAnswer, ref_name
+from rationad.answer import CUT_MARK, REF, ParsedAnswer, ref_name
 from rationad.prompt import SessionView, TemplateRow
 from rationad.template_rules import Rule, match_rule, names_trouble, rule_of_meaning
 
@@ -190,11 +190,20 @@ def _neighbour_problems(rationale: str, view: SessionView) -> list[str]:
     return out
 
 
-def servable(rationale: str) -> str:
-    """``rationale`` without its training-only sentences (they say nothing about the session)."""
-    if not TRAINING_ONLY.search(rationale):
+def servable(rationale: str, view: SessionView | None = None) -> str:
+    """``rationale`` without its training-only sentences (they say nothing about the session) and, given its
+    ``view``, cut before the first sentence that cites a line not in the session, ending with ``CUT_MARK``: a served
+    rationale cites only lines of its session (the event still lists what the model cited, ``ungrounded_refs``)."""
+    absent = view is not None and any(view.row(ref_name(x)) is None for x in REF.findall(rationale))
+    if not absent and not TRAINING_ONLY.search(rationale):
         return rationale
-    return " ".join(s.strip() for s in _SENTENCE.findall(rationale) if s.strip() and not TRAINING_ONLY.search(s))
+    kept: list[str] = []
+    for sentence in _SENTENCE.findall(rationale):
+        if absent and any(view.row(ref_name(x)) is None for x in REF.findall(sentence)):  # type: ignore[union-attr]
+            return " ".join(kept) + CUT_MARK if kept else ""
+        if sentence.strip() and not TRAINING_ONLY.search(sentence):
+            kept.append(sentence.strip())
+    return " ".join(kept)
 
 
 def checked(answer: ParsedAnswer, view: SessionView) -> ParsedAnswer:
@@ -208,4 +217,5 @@ def checked(answer: ParsedAnswer, view: SessionView) -> ParsedAnswer:
     void = unsupported(answer.rationale, view, statements) if answer.verdict == "anomalous" else None
     if void is not None:
         found.append(void)
-    return replace(answer, rationale=servable(answer.rationale), problems=tuple(found), unsupported=void is not None)
+    return replace(answer, rationale=servable(answer.rationale, view), problems=tuple(found),
+                   unsupported=void is not None)

@@ -241,3 +241,23 @@ def test_a_quote_is_checked_whatever_marks_it_and_however_long():
     for quoted in ("'core files for program'", '"core files for program"'):
         assert kinds(f"L2 contains {quoted}: a routine message.", lines, "bgl") == [], quoted
     assert kinds(f"L1 contains '{long_quote}'.", lines, "bgl") == ["quote"]  # checked against its line
+
+
+def test_a_served_rationale_stops_before_the_first_sentence_citing_a_line_not_in_the_session():
+    """Found by review (2026-12-06): an answer whose grounding repair failed (or any answer with unconstrained
+    output) was served citing lines its session does not have; the rule is that a rationale may cite only lines of
+    its session. The verdict stands, the event lists what was cited (``ungrounded_refs``)."""
+    from rationad.answer import CUT_MARK, parse_completion
+    from rationad.faithful import checked
+
+    view = build_view("bgl", BGL)
+    text = ("<think>L1 contains 'parity': a memory or cache integrity error: hardware failure. L2 x1 is routine. "
+            "L7 x2 repeats it. This signals trouble: anomalous.</think>\n<answer>anomalous</answer>")
+    a = checked(parse_completion(text, view), view)
+    assert a.rationale == ("L1 contains 'parity': a memory or cache integrity error: hardware failure. "
+                           "L2 x1 is routine." + CUT_MARK)
+    assert a.ungrounded_refs == ("L7",) and a.verdict == "anomalous" and a.ok
+    first = checked(parse_completion("<think>L9 is bad.</think><answer>anomalous</answer>", view), view)
+    assert first.rationale == "" and first.ungrounded_refs == ("L9",)
+    whole = "L1 contains 'parity': hardware failure. This signals trouble: anomalous."
+    assert checked(parse_completion(f"<think>{whole}</think><answer>anomalous</answer>", view), view).rationale == whole
