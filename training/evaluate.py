@@ -224,7 +224,10 @@ def set_metrics(points: list[dict[str, Any]]) -> dict[str, Any]:
     # Answers whose rationale ran past max_new_tokens and was cut before the answer (rationad.answer.close_cut_thought):
     # well-formed as served, but a rationale longer than the budget is a model fault the format rate no longer shows.
     answered = [pt for pt in points if pt.get("verdict") and pt.get("rationale")]
-    s["judged_cut_rate"] = (round(sum(pt["rationale"].endswith(CUT_MARK.strip()) for pt in answered) / len(answered), 4)
+    # cut at the token budget; a rationale served up to a citation of an absent line ends with the mark too, and is
+    # told apart by its grounding
+    s["judged_cut_rate"] = (round(sum(pt["rationale"].endswith(CUT_MARK.strip()) and pt.get("grounded", True)
+                                      for pt in answered) / len(answered), 4)
                             if answered else None)
     s["unjudged"] = sum(len(pt["labels"]) for pt in points if pt.get("unjudged") or pt["verdict"] is None)
     s.update({"flag_rate": round((s["tp"] + s["fp"]) / max(1, s["labelled"]), 4),

@@ -56,12 +56,15 @@ def test_judge_set_weights_views_by_their_sessions(tmp_path):
     assert s["recall"] == round(2 / 3, 4) and s["precision"] == 1.0
     assert s["grounded_rate"] == round(6 / 7, 4)  # the 'c' view cites L9, absent from its 1-row session
     assert s["format_valid_rate"] == 1.0
-    assert s["faithful_rate"] == round(2 / 3, 4)  # 'b' says L1 x5 of a row seen once, and names the wrong role
+    # 'b' says L1 x5 of a row seen once, and names the wrong role; 'c' is served no rationale (its one sentence cites
+    # L9, absent), so it is not counted
+    assert s["faithful_rate"] == round(1 / 2, 4)
     assert s["judged_cut_rate"] == 0.0
 
     rows = [json.loads(x) for x in (tmp_path / "hdfs_sessions_test.jsonl").read_text().splitlines()]
     assert [r["id"] for r in rows] == ["a", "b", "c"]
     assert [sorted({p.split(":")[0] for p in r["problems"]}) for r in rows] == [[], ["count", "role"], []]
+    assert rows[2]["rationale"] == ""  # served up to the sentence citing a line not in the session: none
     results = {"sft": {"sets": {es.name: s}}}
     assert "| SFT | HDFS sessions (test) | 1.000 | 0.667 | 0.800 |" in results_table(results)
     pr_plot(results, tmp_path / "pr.png")
