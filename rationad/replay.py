@@ -44,8 +44,10 @@ def open_text(path: Path) -> IO[str]:
     raw = path.open("rb")
     head = raw.peek(2)[:2] if hasattr(raw, "peek") else b""
     if head == b"\x1f\x8b":
-        return io.TextIOWrapper(gzip.GzipFile(fileobj=raw), encoding="utf-8", errors="surrogateescape")
-    return io.TextIOWrapper(raw, encoding="utf-8", errors="surrogateescape")
+        return io.TextIOWrapper(gzip.GzipFile(fileobj=raw), encoding="utf-8", errors="surrogateescape", newline="\n")
+    # lines end at "\n" only, as the records a shipper sends: a lone "\r" inside a line does not split it (it shifted
+    # every later line number, and the labels given by line number with them)
+    return io.TextIOWrapper(raw, encoding="utf-8", errors="surrogateescape", newline="\n")
 
 
 def _label(value: str) -> str | None:
@@ -60,13 +62,16 @@ def _label(value: str) -> str | None:
 def read_labels(path: Path) -> dict[str, str]:
     """A ``key,label`` CSV (e.g. ``BlockId,Label`` with Normal/Anomaly)."""
     with open_text(path) as f:
-        rows = csv.reader(f)
-        next(rows, None)
-        out = {}
-        for n, row in enumerate(rows, start=2):
+        out: dict[str, str] = {}
+        for n, row in enumerate(csv.reader(f), start=1):
+            if n == 1 and len(row) >= 2 and _label(row[1]) is None:
+                continue  # a header (BlockId,Label); a first row with a label is data
             if len(row) < 2 or _label(row[1]) is None:
                 raise ValueError(f"{path}:{n}: expected 'key,label' with a normal/anomaly label, got {row!r}")
-            out[row[0].strip()] = _label(row[1])
+            key, label = row[0].strip(), _label(row[1])
+            if out.get(key, label) != label:
+                raise ValueError(f"{path}:{n}: {key!r} is labelled both {out[key]} and {label}")
+            out[key] = label
         return out
 
 
@@ -114,17 +119,21 @@ def sessions_from_log(
                 s.label = "anomalous" if "anomalous" in line_labels else "normal"
             yield s
 
-    clock = 0.0
+    clock = ticked = 0.0
     with open_text(path) as f:
         for n, text in enumerate(f, start=1):
+            text = text.removesuffix("\n").removesuffix("\r")
             try:
-                lines = parser.parse(text.rstrip("\n").encode("utf-8", "surrogateescape"), topic=str(path), offset=n)
+                lines = parser.parse(text.encode("utf-8", "surrogateescape"), topic=str(path), offset=n)
             except BadRecord as exc:
                 skipped.add(f"{path}:{n}", exc)
                 continue
             for line in lines:
                 clock = line.ts if line.ts is not None else clock
                 yield from finish(windower.add(line, clock))
+            if clock > ticked:  # as the daemon's tick: a key that logs no more closes by its gap, not at the end
+                ticked = clock  # (held open, it waited for an eviction that could cut a live session in two)
+                yield from finish(windower.tick(clock))
     yield from finish(windower.flush("end_of_input"))
 
 
@@ -218,10 +227,13 @@ def at_threshold(curve: list[OperatingPoint], threshold: float, pos: int, neg: i
 
 def best_f1(curve: list[OperatingPoint]) -> tuple[OperatingPoint, float] | None:
     """The operating point of best F1 (the highest threshold among equals: fewest alerts) and a threshold to
-    configure for it: halfway between its score and the next lower one, so it does not sit on a measured score."""
-    if not curve:
+    configure for it: halfway between its score and the next lower one, so it does not sit on a measured score.
+    None when there is nothing to choose: no anomalous output (F1 is 0 at every threshold), or no score above 0
+    (a threshold must be above 0, and a score of 0, an answer served normal on void evidence, is flagged by none)."""
+    eligible = [k for k, p in enumerate(curve) if p.threshold > 0]
+    if not eligible or curve[0].tp + curve[0].fn == 0:
         return None
-    i = max(range(len(curve)), key=lambda k: (curve[k].f1, curve[k].threshold))
+    i = max(eligible, key=lambda k: (curve[k].f1, curve[k].threshold))
     lower = curve[i + 1].threshold if i + 1 < len(curve) else 0.0
     return curve[i], (curve[i].threshold + lower) / 2
 
@@ -260,7 +272,8 @@ def operating_points_table(pairs: list[tuple[float, bool]], threshold: float | N
     if curve:
         step = max(1, len(curve) // CURVE_ROWS)
         rows.update({curve[i].threshold: "" for i in range(0, len(curve), step)})
-        rows.setdefault(curve[-1].threshold, "")  # the lowest score: everything flagged
+        if curve[-1].threshold > 0:
+            rows.setdefault(curve[-1].threshold, "")  # the lowest score: everything flagged
     best = best_f1(curve)
     if best is not None:
         rows[best[1]] = "best F1"
@@ -338,13 +351,15 @@ class Scores:
         if not self.pairs:
             return {"unscored": self.unscored} if self.unscored else {}
         curve = pr_curve(self.pairs)
+        out: dict[str, Any] = {"scored": len(self.pairs), "unscored": self.unscored,
+                               "average_precision": round(average_precision(curve), 4)}
         best = best_f1(curve)
-        assert best is not None
+        if best is None:
+            return out
         point, threshold = best
-        return {"scored": len(self.pairs), "unscored": self.unscored,
-                "average_precision": round(average_precision(curve), 4),
-                "best_f1": round(point.f1, 4), "best_f1_threshold": round(threshold, 6),
-                "best_f1_precision": round(point.precision, 4), "best_f1_recall": round(point.recall, 4)}
+        # the threshold unrounded: scores crowd near 0, and a rounded one can flag another output (or be 0)
+        return out | {"best_f1": round(point.f1, 4), "best_f1_threshold": threshold,
+                      "best_f1_precision": round(point.precision, 4), "best_f1_recall": round(point.recall, 4)}
 
 
 @contextlib.asynccontextmanager

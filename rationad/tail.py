@@ -115,21 +115,20 @@ async def tail(
             batch = await consumer.getmany(timeout_ms=500)
             if not batch and idle_exit_secs is not None and loop.time() - last > idle_exit_secs:
                 break
-            for records in batch.values():
+            for rec in (r for records in batch.values() for r in records):  # one loop: --limit stops it
                 last = loop.time()
-                for rec in records:
-                    try:
-                        event = orjson.loads(rec.value)
-                    except orjson.JSONDecodeError:
-                        continue
-                    if not isinstance(event, dict):  # not an event: skipped like a record that is not JSON
-                        continue
-                    if not matches(event, verdict, pattern):
-                        continue
-                    print(format_event(event, colour=colour, as_json=as_json), file=out, flush=True)
-                    shown += 1
-                    if limit is not None and shown >= limit:
-                        break
+                try:
+                    event = orjson.loads(rec.value)
+                except orjson.JSONDecodeError:
+                    continue
+                if not isinstance(event, dict):  # not an event: skipped like a record that is not JSON
+                    continue
+                if not matches(event, verdict, pattern):
+                    continue
+                print(format_event(event, colour=colour, as_json=as_json), file=out, flush=True)
+                shown += 1
+                if limit is not None and shown >= limit:
+                    break
     finally:
         await consumer.stop()
     return shown

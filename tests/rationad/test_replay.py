@@ -62,3 +62,62 @@ def test_scores_without_labels_are_null_and_failed_templates_count_as_not_well_f
     s.malformed += 1  # a window with an unjudged template (judge_by_template)
     out = s.summary()
     assert out["templates_judged"] == 3 and out["templates_failed"] == 1 and out["format_valid_rate"] == 0.0
+
+
+def test_best_f1_recommends_a_threshold_an_operator_can_configure():
+    """Found by review (2026-12-06), failing before its fix: the summary rounded the threshold to 6 decimals (1.25e-6
+    became 1e-06, flagging a normal session; 5e-7 became 0.0, which the config refuses), and a score of 0 (served
+    normal on void evidence, flagged by no threshold) could be the best point, recommending 0.0."""
+    pairs = [(0.9, True), (1.3e-6, True), (1.2e-6, False), (1e-8, False)]
+    scores = replay.Scores(pairs=pairs)
+    summary = scores.curve_summary()
+    point = replay.at_threshold(replay.pr_curve(pairs), summary["best_f1_threshold"], 2, 2)
+    assert summary["best_f1"] == 1.0 and (point.tp, point.fp) == (2, 0)
+    assert replay.Scores(pairs=[(0.9, True), (3e-7, True), (1e-8, False)]).curve_summary()["best_f1_threshold"] > 0
+    point, threshold = replay.best_f1(replay.pr_curve([(0.3, True), (0.0, True)]))
+    assert point.threshold == 0.3 and 0 < threshold <= 0.3
+    assert replay.best_f1(replay.pr_curve([(0.9, False), (0.2, False)])) is None  # nothing anomalous: no choice
+    assert "best_f1" not in replay.Scores(pairs=[(0.9, False)]).curve_summary()
+    assert replay.best_f1(replay.pr_curve([(0.0, True)])) is None
+
+
+def test_labels_read_a_first_row_of_data_and_refuse_a_key_labelled_both_ways(tmp_path):
+    """Found by review (2026-12-06): the first row was always dropped as a header (a headerless file lost its first
+    label), and a key labelled twice took the last label silently."""
+    import pytest
+
+    f = tmp_path / "labels.csv"
+    f.write_text("1,1\n2,0\n")
+    assert replay.read_labels(f) == {"1": "anomalous", "2": "normal"}
+    f.write_text("BlockId,Label\nblk_1,Anomaly\nblk_1,Anomaly\n")
+    assert replay.read_labels(f) == {"blk_1": "anomalous"}
+    f.write_text("BlockId,Label\nblk_1,Anomaly\nblk_1,Normal\n")
+    with pytest.raises(ValueError, match="labels.csv:3: 'blk_1' is labelled both anomalous and normal"):
+        replay.read_labels(f)
+
+
+def test_a_carriage_return_inside_a_line_does_not_split_it(tmp_path):
+    """Found by review (2026-12-06), failing before its fix: replay read the file with universal newlines, so a lone
+    '\\r' split a line in two there (not in the daemon, which gets the record whole) and shifted every later line
+    number, and the labels given by line number with them."""
+    path = tmp_path / "app.log"
+    path.write_bytes(b"x\ry\nERROR z\r\n")
+    cfg = SessionsConfig(mode="fixed", window_lines=1)
+    out = list(replay.sessions_from_log(path, "generic", cfg, InputConfig(dialect="generic"), replay.Skipped(),
+                                        labels={"2": "anomalous"}))
+    assert [(s.source_id, [ln.message for ln in s.lines], s.label) for s in out] == \
+        [("1", ["x\ry"], None), ("2", ["ERROR z"], "anomalous")]
+
+
+def test_a_key_that_logs_no_more_closes_by_its_gap_as_in_the_daemon(tmp_path):
+    """Found by review (2026-12-06), failing before its fix: replay never ticked the windows, so a key that logs no
+    more stayed open to the end of the file, and at sessions.max_open_sessions the oldest open one was evicted: a
+    live session cut in two (X and X#2) where the daemon's gap closes the stale one."""
+    events = [(1, 0), (2, 1)] + [(1, t) for t in range(100, 1000, 100)] + [(3, 1000), (4, 1001), (1, 1100),
+                                                                        (1, 1200)]  # 1 lives on, 2 logs no more
+    path = tmp_path / "hdfs.log"
+    path.write_text("".join(_hdfs(t, f"blk_{k}", "Receiving block") + "\n" for k, t in events))
+    cfg = SessionsConfig(gap_secs=300.0, max_open_sessions=3)
+    out = list(replay.sessions_from_log(path, "hdfs", cfg, InputConfig(dialect="hdfs"), replay.Skipped()))
+    got = {s.source_id: (len(s.lines), s.close_reason) for s in out}
+    assert got["blk_1"] == (12, "end_of_input") and "blk_1#2" not in got and got["blk_2"][1] == "gap", got

@@ -116,3 +116,36 @@ async def test_tail_skips_records_that_are_json_but_not_events(monkeypatch, key)
     assert await tail_mod.tail(Settings(), key=key, limit=1, idle_exit_secs=0.5, out=out) == 1
     assert "ANOMALOUS" in out.getvalue()
     assert render({"session": None, "evidence": [3, {"line": "x"}], "ungrounded_refs": "L1"}, False)
+
+
+async def test_tail_limit_stops_at_its_count_across_partitions(monkeypatch):
+    """Found by review (2026-12-06), failing before its fix: --limit broke only the loop over one partition's
+    records; a batch of three partitions printed three events for --limit 1."""
+    import io
+    from types import SimpleNamespace
+
+    import aiokafka
+
+    from rationad import tail as tail_mod
+    from rationad.config import Settings
+
+    def event(key):
+        return SimpleNamespace(value=b'{"verdict": "anomalous", "session": {"key": "%s"}}' % key.encode())
+
+    class Consumer:
+        def __init__(self, *a, **kw):
+            self.batches = [{"tp0": [event("a"), event("b")], "tp1": [event("c")], "tp2": [event("d")]}]
+
+        async def start(self):
+            pass
+
+        async def stop(self):
+            pass
+
+        async def getmany(self, timeout_ms=0):
+            return self.batches.pop(0) if self.batches else {}
+
+    monkeypatch.setattr(aiokafka, "AIOKafkaConsumer", Consumer)
+    out = io.StringIO()
+    assert await tail_mod.tail(Settings(), limit=1, idle_exit_secs=0.2, out=out) == 1
+    assert out.getvalue().count("ANOMALOUS") == 1
