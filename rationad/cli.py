@@ -226,6 +226,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
         for ex in skipped.examples:
             print(f"skipped: {ex}", file=sys.stderr)
     print(json.dumps(summary), file=sys.stderr)
+    if args.labels and not scores.labelled:  # a key format or windowing that matches none of the file's keys
+        print(f"error: --labels: no key of {args.labels} names a replayed session (keys are block or session keys "
+              "with session windows, line numbers with fixed windows): nothing was scored", file=sys.stderr)
+        return 2
     if scores.labelled:
         print(f"precision {summary['precision']:.4f}  recall {summary['recall']:.4f}  F1 {summary['f1']:.4f}  "
               f"({scores.labelled} labelled sessions, threshold {threshold:g})", file=sys.stderr)

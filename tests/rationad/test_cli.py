@@ -367,3 +367,24 @@ def test_plain_mistakes_on_the_command_line_are_errors_naming_the_flag(tmp_path,
     assert "--labels" in capsys.readouterr().err
     assert main(["tail", "--key", "["]) == 2
     assert "--key" in capsys.readouterr().err
+
+
+def test_replay_with_labels_that_match_no_session_fails(tmp_path, monkeypatch, capsys):
+    """Found by review (2026-12-06): a labels file whose keys named no session (line numbers given to session
+    windows, another key format) printed no precision and no PR curve and exited 0, as if scoring had worked."""
+    from rationad import cli, replay
+
+    log = tmp_path / "app.log"
+    log.write_text("081109 203615 148 INFO dfs.DataNode: Receiving block blk_1\n")
+    labels = tmp_path / "labels.csv"
+    labels.write_text("BlockId,Label\nblk_999,Anomaly\n")
+    seen = []
+
+    async def judge(sessions, *a, **kw):
+        seen.extend(s.label for s in sessions)
+        return replay.Scores(), 1
+
+    monkeypatch.setattr(replay, "judge_sessions", judge)
+    code = cli.main(["replay", str(log), "--dialect", "hdfs", "--labels", str(labels), "--model-path",
+                     str(tmp_path / "model")])
+    assert seen == [None] and code == 2 and "names a replayed session" in capsys.readouterr().err
