@@ -307,6 +307,11 @@ class Parser:
                 # a message with embedded newlines): it is judged as part of that entry, not dropped.
                 cont.append(line)
                 continue
+            if last and self.source in ("hdfs", "bgl") and not self._starts_entry(line):
+                # it parses on its own (a trace line naming a block; "HTTP 500 ..." read as LABEL EPOCH) but has no
+                # header of its dialect: it continues the entry before it, with that entry's key, time and label
+                cont.append(line)
+                continue
             if cont:
                 out[len(out) - len(last):] = _continued(last, cont)
                 cont = []
@@ -380,8 +385,10 @@ class Parser:
         """Does ``line`` start a new log entry (a header of its dialect), rather than continue the one before?"""
         if self.source == "hdfs":
             return _HDFS_HEADER.match(line) is not None
-        if self.source == "bgl":
-            return _LABEL_EPOCH.match(line) is not None
+        if self.source == "bgl":  # LABEL EPOCH and the layout's date after it (a bare "WORD NUMBER ..." continues)
+            m = _LABEL_EPOCH.match(line)
+            return m is not None and (_BGL_HEADER.match(line, m.end()) or _SYSLOG_HEADER.match(line, m.end())) \
+                is not None
         return not line[:1].isspace()
 
     # Each dialect: (line, key override, ts override, raw, ...) -> LogLines. ``raw`` is the record's text.

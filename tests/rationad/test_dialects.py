@@ -454,3 +454,19 @@ def test_bogus_hdfs_stamps_do_not_grow_the_date_and_time_caches():
     for i in range(2_000):  # months 13-32, hours 24-43: no date or time of them is valid
         p.parse(f"99{13 + i // 100:02d}{i % 100:02d} {24 + i // 100:02d}{i % 100:02d}00 1 INFO x: blk_1".encode())
     assert len(dialects._day_epochs) == days and len(dialects._second_of_day) == secs
+
+
+def test_a_continuation_line_that_parses_on_its_own_stays_with_its_entry():
+    """Found by review (2026-12-06): in a multi-line record, a trace line naming a block (hdfs) or starting "WORD
+    NUMBER" (bgl) parsed as an entry of its own: blk_1's exception went to blk_2's session without a time, and
+    "HTTP 500 returned by upstream" became an entry labelled anomalous, dated 1970, with "HTTP 500" cut off."""
+    hdfs = parser(dialect="hdfs").parse(b"081109 203615 148 WARN a: blk_1 write failed\n"
+                                        b"java.io.IOException: replica of blk_2 missing\n\tat Foo.bar(Foo.java:1)")
+    assert [(ln.key, ln.ts is not None) for ln in hdfs] == [("blk_1", True)]
+    assert hdfs[0].message.endswith("replica of blk_2 missing\n\tat Foo.bar(Foo.java:1)")
+    bgl = parser(dialect="bgl").parse(b"- 1117838570 2005.06.03 R02 2005-06-03-15.42.50.675872 R02 RAS APP INFO "
+                                      b"request failed:\nHTTP 500 returned by upstream\n  at x")
+    assert [(ln.label, ln.ts) for ln in bgl] == [("normal", 1117838570.0)]
+    assert "HTTP 500 returned by upstream" in bgl[0].message
+    two = parser(dialect="bgl").parse((BGL_ALERT + "\n" + BGL_ALERT).encode())  # two entries stay two
+    assert len(two) == 2
