@@ -153,6 +153,8 @@ def bgl_fields(line: str) -> tuple[str, float, str, str]:
     if m is None:
         raise BadRecord("bad_header", f"not a labelled line ('LABEL EPOCH ...'): {_snippet(line)}")
     label = "normal" if m.group(1) == "-" else "anomalous"
+    if float(m.group(2)) > MAX_EPOCH:  # as for JSON times: past year 9999 (one such line moved replay's clock there)
+        raise BadRecord("bad_timestamp", f"epoch {m.group(2)} is past year 9999: {_snippet(line)}")
     pos = m.end()
     h = _BGL_HEADER.match(line, pos) or _SYSLOG_HEADER.match(line, pos)
     message = line[h.end() :] if h is not None else line[pos:]

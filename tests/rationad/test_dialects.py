@@ -167,7 +167,8 @@ def test_bgl_key_regex_never_sees_the_label():
 
 
 @pytest.mark.parametrize(("raw", "reason"), [(b"- notanepoch rest", "bad_header"), (b"- 1117838570 ", "empty"),
-                                             (b"nolabel", "bad_header")])
+                                             (b"nolabel", "bad_header"),
+                                             (b"X 999999999999 msg id=1", "bad_timestamp")])  # past year 9999
 def test_bgl_bad_lines(raw, reason):
     with pytest.raises(BadRecord) as exc:
         parser(dialect="bgl").parse(raw)
