@@ -140,7 +140,9 @@ class TemplateBook:
         self._labels: dict[str, Label] = {}  # by template id, also for templates not (or no longer) held
         # (count, first_seen) of templates not held: forgotten ones, and a restarted replica's from its catalog
         # records (``carry_counts``), so the counts it publishes keep growing (at most ``max_templates``).
-        self._carried: OrderedDict[str, tuple[int, float]] = OrderedDict()
+        # A forgotten template's failure (why, when) travels with it too, so that it is not sent to the model again
+        # before ``FAILED_RETRY_SECS`` only because it was evicted meanwhile.
+        self._carried: OrderedDict[str, tuple[int, float, str | None, float]] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._states)
@@ -158,7 +160,7 @@ class TemplateBook:
             tid = template_id(template)
             st = TemplateState(template, tid, label=self._label_of(tid, template))
             if self._carried:
-                st.count, st.first_seen = self._carried.pop(tid, (0, 0.0))
+                st.count, st.first_seen, st.failed, st.failed_at = self._carried.pop(tid, (0, 0.0, None, 0.0))
             self._states[template] = st
             self._ids[tid] = st
             self.bytes += len(template)
@@ -276,7 +278,7 @@ class TemplateBook:
             self.bytes -= len(victim.template)
             if self._ids.get(victim.id) is victim:
                 del self._ids[victim.id]
-            self._carry(victim.id, victim.count, victim.first_seen)
+            self._carry(victim.id, victim.count, victim.first_seen, victim.failed, victim.failed_at)
 
     def carry_counts(self, counts: dict[str, tuple[int, float]]) -> None:
         """(count, first_seen) by template id, from this replica's catalog records: templates seen again continue
@@ -284,9 +286,10 @@ class TemplateBook:
         for tid, (count, first_seen) in counts.items():
             self._carry(tid, count, first_seen)
 
-    def _carry(self, tid: str, count: int, first_seen: float) -> None:
+    def _carry(self, tid: str, count: int, first_seen: float, failed: str | None = None,
+               failed_at: float = 0.0) -> None:
         if count:
-            self._carried[tid] = (count, first_seen)
+            self._carried[tid] = (count, first_seen, failed, failed_at)
             self._carried.move_to_end(tid)
             if len(self._carried) > self.max_templates:
                 self._carried.popitem(last=False)

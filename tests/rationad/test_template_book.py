@@ -92,6 +92,23 @@ def test_a_template_forgotten_and_seen_again_keeps_counting_from_where_it_was():
     assert (again.count, again.first_seen, again.last_seen) == (4, 10.0, 20.0)
 
 
+def test_a_failed_template_forgotten_and_seen_again_waits_out_its_retry_delay():
+    """Found by review (2026-12-06), failing before its fix: an evicted template came back with no failure, so one
+    the model always refuses was sent again (and dead-lettered again, its windows waiting) each time it returned in
+    a stream of many templates, instead of once per FAILED_RETRY_SECS."""
+    from rationad.template_book import FAILED_RETRY_SECS
+
+    book = TemplateBook(max_templates=1)
+    x = book.observe("alpha", 10.0)
+    x.judging = True
+    book.judged(x.template, None, "", failed="model_rejected", now=10.0)
+    book.judged(book.observe("beta", 11.0).template, "normal", "")  # alpha is forgotten
+    assert book.get(x.id) is None
+    again = book.observe("alpha", 12.0)
+    assert again.failed == "model_rejected" and not book.needs_model(again, 12.0)
+    assert book.needs_model(again, 10.0 + FAILED_RETRY_SECS)
+
+
 def test_counts_carried_from_the_catalog_seed_the_templates_when_they_are_seen():
     """A replica with a stable instance name (``kafka.group_instance_id``) continues its catalog counts after a
     restart instead of writing a new key per start."""
