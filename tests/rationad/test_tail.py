@@ -82,23 +82,15 @@ def test_a_revision_says_how_many_earlier_lines_it_was_judged_with():
     assert render(event, False).splitlines()[0] == head
 
 
-@pytest.mark.parametrize("key", [None, "k"])
-async def test_tail_skips_records_that_are_json_but_not_events(monkeypatch, key):
-    """Found by review (2026-12-03), failing before its fix: a JSON list, or an event whose ``session`` is null,
-    raised AttributeError and ended the on-call operator's tail (records that are not JSON were already skipped)."""
+def _fake_consumer(monkeypatch, batch: dict) -> None:
+    """aiokafka's consumer replaced by one that returns ``batch`` (partition -> record values) once, then nothing."""
     from types import SimpleNamespace
 
     import aiokafka
 
-    from rationad import tail as tail_mod
-    from rationad.config import Settings
-
-    values = [b"[1, 2]", b'{"session": null, "verdict": "anomalous", "evidence": [3]}',
-              b'{"verdict": "anomalous", "session": {"key": "k"}}']
-
     class Consumer:
         def __init__(self, *a, **kw):
-            self.batches = [{"tp": [SimpleNamespace(value=v) for v in values]}]
+            self.batches = [{tp: [SimpleNamespace(value=v) for v in values] for tp, values in batch.items()}]
 
         async def start(self):
             pass
@@ -109,9 +101,20 @@ async def test_tail_skips_records_that_are_json_but_not_events(monkeypatch, key)
         async def getmany(self, timeout_ms=0):
             return self.batches.pop(0) if self.batches else {}
 
+    monkeypatch.setattr(aiokafka, "AIOKafkaConsumer", Consumer)
+
+
+@pytest.mark.parametrize("key", [None, "k"])
+async def test_tail_skips_records_that_are_json_but_not_events(monkeypatch, key):
+    """Found by review (2026-12-03), failing before its fix: a JSON list, or an event whose ``session`` is null,
+    raised AttributeError and ended the on-call operator's tail (records that are not JSON were already skipped)."""
     import io
 
-    monkeypatch.setattr(aiokafka, "AIOKafkaConsumer", Consumer)
+    from rationad import tail as tail_mod
+    from rationad.config import Settings
+
+    _fake_consumer(monkeypatch, {"tp": [b"[1, 2]", b'{"session": null, "verdict": "anomalous", "evidence": [3]}',
+                                        b'{"verdict": "anomalous", "session": {"key": "k"}}']})
     out = io.StringIO()
     assert await tail_mod.tail(Settings(), key=key, limit=1, idle_exit_secs=0.5, out=out) == 1
     assert "ANOMALOUS" in out.getvalue()
@@ -122,30 +125,14 @@ async def test_tail_limit_stops_at_its_count_across_partitions(monkeypatch):
     """Found by review (2026-12-06), failing before its fix: --limit broke only the loop over one partition's
     records; a batch of three partitions printed three events for --limit 1."""
     import io
-    from types import SimpleNamespace
-
-    import aiokafka
 
     from rationad import tail as tail_mod
     from rationad.config import Settings
 
     def event(key):
-        return SimpleNamespace(value=b'{"verdict": "anomalous", "session": {"key": "%s"}}' % key.encode())
+        return b'{"verdict": "anomalous", "session": {"key": "%s"}}' % key.encode()
 
-    class Consumer:
-        def __init__(self, *a, **kw):
-            self.batches = [{"tp0": [event("a"), event("b")], "tp1": [event("c")], "tp2": [event("d")]}]
-
-        async def start(self):
-            pass
-
-        async def stop(self):
-            pass
-
-        async def getmany(self, timeout_ms=0):
-            return self.batches.pop(0) if self.batches else {}
-
-    monkeypatch.setattr(aiokafka, "AIOKafkaConsumer", Consumer)
+    _fake_consumer(monkeypatch, {"tp0": [event("a"), event("b")], "tp1": [event("c")], "tp2": [event("d")]})
     out = io.StringIO()
     assert await tail_mod.tail(Settings(), limit=1, idle_exit_secs=0.2, out=out) == 1
     assert out.getvalue().count("ANOMALOUS") == 1
