@@ -612,12 +612,16 @@ class Daemon:
         def held(tp) -> bool:  # not revoked meanwhile (a partition assigned again starts from the group's offset)
             return self._parts.get(tp) is parts[tp] and not parts[tp].revoked
 
+        def owner(tp) -> _Part | None:  # the partition's state now (a new one once it was assigned again)
+            part = self._parts.get(tp)
+            return part if part is not None and not part.revoked else None
+
         live = {tp: p.offsets.next_offset for tp, p in parts.items()}
         await rewind(self.consumer, live, self.s.kafka.auto_offset_reset, held)  # other partitions' records were lost
-        records, bad = await fetch_around(self.consumer, list(live), self.s.kafka.fetch_max_records, held)
         # a partition revoked while a later one was refetched (and perhaps assigned again, its new state starting
-        # from the committed offset) keeps none of what was fetched for its old assignment
-        return {tp: r for tp, r in records.items() if held(tp)}, {tp: u for tp, u in bad.items() if held(tp)}
+        # from the committed offset) keeps none of what was fetched for its old assignment, and what was fetched
+        # for its new one goes to its new state
+        return await fetch_around(self.consumer, list(live), self.s.kafka.fetch_max_records, held, owner)
 
     async def _consume_once(self) -> None:
         self._backpressure()

@@ -61,14 +61,22 @@ async def rewind(consumer: Any, seen: dict[Any, int | None], auto_offset_reset: 
 
 
 async def fetch_around(consumer: Any, partitions: Iterable[Any], max_records: int,
-                       held: Callable[[Any], bool] | None = None) -> tuple[dict[Any, list], dict[Any, Undecodable]]:
+                       held: Callable[[Any], bool] | None = None, owner: Callable[[Any], Any] | None = None,
+                       ) -> tuple[dict[Any, list], dict[Any, Undecodable]]:
     """(records by partition, the undecodable record of each partition where one was found). Records are those
     before the undecodable one, in order; the consumer's position is past it. A partition whose refetch does not
     arrive in time is left for the next fetch (which raises again and comes back here), and one no longer assigned (a
-    rebalance meanwhile: aiokafka's calls for it raise) to its new owner (``held`` as for ``rewind``)."""
+    rebalance meanwhile: aiokafka's calls for it raise) to its new owner (``held`` as for ``rewind``).
+
+    ``owner(tp)``: the caller's state of the partition's assignment now (default: none). What a partition's fetches
+    return belongs to the assignment current when they returned (aiokafka waits out a rebalance inside ``getmany``,
+    then reads the new assignment from the group's offset); records of an assignment that is not the current one when
+    this returns (revoked meanwhile, perhaps assigned again) are left out: its new state reads them again."""
     held = held or (lambda tp: tp in consumer.assignment())
+    owner = owner or (lambda tp: None)
     records: dict[Any, list] = {}
     bad: dict[Any, Undecodable] = {}
+    fetched_for: dict[Any, Any] = {}
     for tp in partitions:
         if not held(tp):
             continue
@@ -77,6 +85,7 @@ async def fetch_around(consumer: Any, partitions: Iterable[Any], max_records: in
             continue  # nothing to read there
         try:  # the failed fetch left nothing buffered for its partition: it is fetched again (a round trip)
             got = await consumer.getmany(tp, timeout_ms=REFETCH_WAIT_MS, max_records=max_records)
+            fetched_for[tp] = owner(tp)
         except DECODE_ERRORS:
             before: list = []
             while True:
@@ -86,11 +95,17 @@ async def fetch_around(consumer: Any, partitions: Iterable[Any], max_records: in
                     offset = await consumer.position(tp)
                     if not held(tp):
                         break
+                    if fetched_for.get(tp, owner(tp)) is not owner(tp):
+                        before = []  # fetched for an assignment revoked since
+                    fetched_for[tp] = owner(tp)
                     consumer.seek(tp, offset + 1)
                     bad[tp] = Undecodable(offset, f"{type(exc).__name__}: {exc}")
                     log.error("undecodable_record", topic=tp.topic, partition=tp.partition, offset=offset,
                               error=str(exc), action="dead-lettered, skipped")
                     break
+                if fetched_for.get(tp, owner(tp)) is not owner(tp):
+                    before = []  # fetched for an assignment revoked since
+                fetched_for[tp] = owner(tp)
                 if not got:
                     break
                 before += got.get(tp, [])
@@ -100,4 +115,6 @@ async def fetch_around(consumer: Any, partitions: Iterable[Any], max_records: in
                 records[tp] = before
             continue
         records.update(got)
-    return records, bad
+    current = {tp for tp in fetched_for if fetched_for[tp] is owner(tp)}
+    return ({tp: r for tp, r in records.items() if tp in current},
+            {tp: u for tp, u in bad.items() if tp in current})

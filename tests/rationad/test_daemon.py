@@ -695,6 +695,52 @@ async def test_records_refetched_around_an_undecodable_one_before_a_rebalance_do
     assert state["rebalanced"] and all(c[tp1] <= 0 for c in consumer.commits if tp1 in c), consumer.commits
 
 
+async def test_records_refetched_for_a_partition_assigned_again_during_its_own_refetch_go_to_its_new_state():
+    """Found by review (2026-12-06) of the fix above, failing before this one: aiokafka waits out a rebalance inside
+    a partition's own refetch, then returns records of the new assignment (from the committed offset); dropping them
+    with the old assignment's lost them (the position was past them, and the new state's commit passed them)."""
+    s = settings()  # fixed windows of 2 lines
+    tp0, tp1 = TopicPartition("logs", 0), TopicPartition("logs", 1)
+    d, consumer, producer = make(s, [{tp1: [Rec(0, line("a"))]}])
+    consumer.tps = [tp1, tp0]
+
+    async def start():
+        await consumer.listener.on_partitions_assigned([tp1, tp0])
+
+    real_getmany = consumer.getmany
+    state = {"raised": False, "rebalanced": False, "after": [{tp1: [Rec(2, line("y")), Rec(3, line("y"))]}]}
+
+    async def getmany(*tps, timeout_ms=0, max_records=None):
+        if not tps:
+            if not consumer.batches and not state["raised"] and tp1 in d._parts \
+                    and d._parts[tp1].offsets.next_offset == 1:
+                state["raised"] = True
+                raise UnicodeDecodeError("utf-8", b"\xff", 0, 1, "invalid start byte")
+            if state["rebalanced"] and state["after"]:
+                return state["after"].pop(0)
+            return await real_getmany(timeout_ms=timeout_ms, max_records=max_records)
+        if tps == (tp1,) and not state["rebalanced"]:
+            state["rebalanced"] = True  # the rebalance completes while tp1's own refetch waits
+            await d._on_revoked([tp1, tp0])
+            d._on_assigned([tp1, tp0])
+            return {tp1: [Rec(0, line("a")), Rec(1, line("a"))]}  # the new assignment's, from the committed 0
+        return {}
+
+    async def position(tp):
+        return {tp1: 1, tp0: 0}[tp]
+
+    async def seek_to_beginning(*tps):
+        return None
+
+    consumer.start, consumer.getmany, consumer.position = start, getmany, position
+    consumer.seek, consumer.seek_to_beginning = (lambda tp, offset: None), seek_to_beginning
+    consumer.highwater = lambda tp: 100
+    await run_until(d, lambda: any(c.get(tp1, 0) >= 4 for c in consumer.commits), timeout=5)
+    judged = sorted((e["session"]["first_offset"], e["session"]["last_offset"])
+                    for e in (orjson.loads(r.value) for r in producer.on("rationad.anomalies")))
+    assert (0, 1) in judged and (2, 3) in judged, (judged, consumer.commits)
+
+
 def test_partitions_assigned_while_input_is_paused_are_paused():
     """aiokafka's new partition states start unpaused: after a rebalance during backpressure the daemon pauses them
     again, or input would be read without bound while outputs wait."""
