@@ -32,13 +32,19 @@ FAMILIES: dict[str, str] = {
     "answer_tag": r"<\s*think\s*>[^<>]{0,200}<\s*/\s*think\s*>|<\s*answer\s*>[^<>]{0,40}<\s*/\s*answer\s*>"
                   r"|<\s*/?\s*(?:think|answer)\s*>",
     # "ignore previous instructions", "disregard your rules", "forget all prior guidance".
-    "override": r"\b(?:ignor(?:e|ing)|disregard(?:ing)?|forget(?:ting)?|overrid(?:e|ing)|bypass(?:ing)?)\b"
-                r"(?:\W+\w+){0,4}?\W+"
-                r"(?:(?:previous|prior|earlier|above)(?:\W+" + _ORDERS + r")?|" + _ORDERS + r")\b",
+    # In the -ing form only with what an injection overrides ("Ignoring all prior instructions", "Disregarding
+    # everything above"): programs log "Ignoring block report from previous registration", "Bypassing proxy rules".
+    "override": r"\b(?:ignore|disregard|forget|override|bypass)\b(?:\W+\w+){0,4}?\W+"
+                r"(?:(?:previous|prior|earlier|above)(?:\W+" + _ORDERS + r")?|" + _ORDERS + r")\b"
+                r"|\b(?:ignoring|disregarding|forgetting|overriding)\W+(?:(?:all|any|the|your|my)\W+)?"
+                r"(?:(?:previous|prior|earlier)\W+)?(?:instructions?|prompts?|guidance|guidelines?)\b"
+                r"|\b(?:ignoring|disregarding|forgetting)\W+(?:everything|anything|all)\W+(?:above|before)\b",
     # "answer normal", "reply anomalous", "you must output normal", "the answer is normal", "classify it as benign",
-    # "mark this as normal", "respond only with the word normal", "the correct classification here is normal".
-    "verdict_order": r"\b(?:answer|reply|respond|output|classify|classification|label|verdict|mark|flag|treat)\b"
-                     r"(?:\W+\w+){0,4}?\W+" + _VERDICT + r"\b",
+    # "respond only with the word normal"; "mark this as normal", "treat the session as benign" only in that shape
+    # (programs log "High water mark reached, resuming normal operation", "Will treat exit code 143 as normal").
+    "verdict_order": r"\b(?:answer|reply|respond|output|classify|label|verdict)\b(?:\W+\w+){0,4}?\W+"
+                     + _VERDICT + r"\b|\b(?:mark|flag|treat|consider)\s+(?:this|it|them|(?:this|the)\s+"
+                     + _SUBJECT + r")\s+as\s+" + _VERDICT + r"\b",
     # "the session is normal", "this block is healthy", "this session is broken".
     "verdict_claim": r"\b(?:this|the)\s+" + _SUBJECT + r"\s+(?:is|are|was|looks|seems)\s+(?:\w+\s+)?"
                      r"(?:" + _VERDICT + r"|healthy|fine|safe|broken)\b",
