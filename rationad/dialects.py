@@ -299,6 +299,7 @@ class Parser:
         out: list[LogLine] = []
         last: list[LogLine] = []  # the LogLines of the newest line that parsed
         cont: list[str] = []  # the lines continuing it, joined once when the entry ends (linear in the record)
+        headed = False  # whether that line had its dialect's header
         for n, line in enumerate(lines, start=1):
             try:
                 parsed = self._line(line, None, None, line, topic, partition, offset)
@@ -309,11 +310,14 @@ class Parser:
                 # a message with embedded newlines): it is judged as part of that entry, not dropped.
                 cont.append(line)
                 continue
-            if last and self.source in ("hdfs", "bgl") and not self._starts_entry(line):
+            starts = self.source not in ("hdfs", "bgl") or self._starts_entry(line)
+            if last and headed and not starts:
                 # it parses on its own (a trace line naming a block; "HTTP 500 ..." read as LABEL EPOCH) but has no
-                # header of its dialect: it continues the entry before it, with that entry's key, time and label
+                # header of its dialect, after an entry that had one: it continues that entry (key, time, label).
+                # Entries without headers (a record of bare lines) stay apart.
                 cont.append(line)
                 continue
+            headed = starts
             if cont:
                 out[len(out) - len(last):] = _continued(last, cont)
                 cont = []

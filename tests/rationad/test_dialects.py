@@ -471,3 +471,8 @@ def test_a_continuation_line_that_parses_on_its_own_stays_with_its_entry():
     assert "HTTP 500 returned by upstream" in bgl[0].message
     two = parser(dialect="bgl").parse((BGL_ALERT + "\n" + BGL_ALERT).encode())  # two entries stay two
     assert len(two) == 2
+    # entries without headers stay apart (found by review of this fix: they were merged into the first)
+    bare = parser(dialect="hdfs").parse(b"Receiving block blk_1 src: /10.0.0.1\nReceiving block blk_2 src: /10.0.0.2")
+    assert [ln.key for ln in bare] == ["blk_1", "blk_2"]
+    lenient = parser(dialect="bgl").parse(b"- 1117838570 ok\nAPPREAD 1117838571 read failed")
+    assert [ln.label for ln in lenient] == ["normal", "anomalous"]
