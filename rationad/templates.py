@@ -37,8 +37,9 @@ MASKING_RULES: tuple[tuple[str, str], ...] = (
     (r"(?:/[\w.\-$]+){2,}/?", "*"),  # file paths
     (r"\b0x[0-9a-fA-F]+\b", "*"),  # hex literals
     (r"\b[0-9a-fA-F]{8,}\b", "*"),  # long hex words
-    # numbers, with a unit or without (35ms, 1.5s, 512MB, 80%): each value would be a template of its own
-    (r"(?<![\w.])[-+]?\d+(?:\.\d+)?(?:ns|us|µs|ms|s|min|m|h|[kKMGT]i?B|[kKMG]?bps|%)?(?![\w.])", "*"),
+    # numbers with a unit (35ms, 1.5s, 512MB, 80%): each value would be a template of its own
+    (r"(?<![\w.])[-+]?\d+(?:\.\d+)?(?:ns|us|µs|ms|s|min|m|h|[kKMGT]i?B|[kKMG]?bps|%)(?![\w.])", "*"),
+    (r"(?<![\w.])[-+]?\d+(?:\.\d+)?(?![\w.])", "*"),  # numbers
     (r"(?<=[A-Za-z])\d+\b", "*"),  # numeric suffixes (node names, task ids)
     (r"(?<=[A-Za-z]\.)\d+\b", "*"),  # numbered names (core.9654): BGL_2k has 858 distinct templates without it, 144 with
 )

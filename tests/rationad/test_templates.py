@@ -77,3 +77,14 @@ def test_timestamps_with_a_zone_and_numbers_with_a_unit_are_one_variable_each():
     assert to_template("ts=2024-01-02T03:04:05.123+02:00 heartbeat ok") == "ts={*} heartbeat ok"
     assert to_template("2015-10-18 18:01:47,978 INFO took 1.5s, 512MB, 80%") == "{*} INFO took {*}"
     assert to_template("1st attempt of 3 ms-dos jobs") == "1st attempt of {*} ms-dos jobs"  # words stay words
+
+
+def test_a_number_with_a_unit_then_a_signed_number_is_one_variable():
+    """Found by review (2026-12-06): merging the numbers-with-a-unit rule into the numbers rule (one pattern with an
+    optional unit) left the sign of the next number outside the mask, moving these templates (verdict-cache and
+    label keys); the two rules, units first, are kept."""
+    from rationad.templates import to_template
+
+    assert to_template("retry in 30s-60 seconds") == "retry in {*} seconds"
+    assert to_template("took 5ms+2 ticks") == "took {*} ticks"
+    assert to_template("timeout 7m-5 left") == "timeout {*} left"
