@@ -24,3 +24,10 @@ def test_a_rule_is_chosen_on_validation_and_scored_on_test():
     assert model.startswith("| model | 0.9000 | 1.000 | 0.667 | 1 / 0 / 1 |")  # 0.95 flagged, 0.7 and 0.2 not
     top = next(r for r in rows if r.startswith("| max |"))
     assert "| 0.9000 | 1.000 | 1.000 | 2 / 0 / 0 |" in top  # the TF-IDF's 0.9 catches the miss the model had
+
+
+def test_the_best_threshold_may_be_zero_and_exists_without_anomalies():
+    """Found by review (2026-12-06): on rationad.replay.best_f1 (which refuses 0, a served score no threshold flags)
+    a fused score of 0 could not be the threshold, and a set without anomalies gave 0.0 (flag everything)."""
+    assert best_threshold([True, False, False], [0.0, 0.5, 0.7]) == 0.0
+    assert best_threshold([False, False, False], [0.9, 0.5, 0.1]) == 0.9
