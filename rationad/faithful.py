@@ -57,7 +57,14 @@ _CONTAINS = re.compile(r"\bL(\d{1,4})\s+(?:contains|reports|shows|says|mentions|
 _QUOTED = re.compile(r"(?<![A-Za-z])'([^'\s][^']{0,198})'(?![A-Za-z])")
 # Double, curly and back quotes read as the grammar's single quotes: a quote must be checked whatever marks it (one
 # in "double quotes" was read as no quote, and an anomalous answer on invented words was served as anomalous).
-_QUOTE_MARKS = str.maketrans({c: "'" for c in "\"\u201c\u201d\u2018\u2019\u201e\u201a`\u00b4\u2032"})
+# A curly single mark inside a word (don\u2019t, L3\u2019s) is an apostrophe, not a quote. The lines a quote is checked
+# against are straightened the same way (a template may hold "admin" or `nobody.nobody').
+_QUOTE_MARKS = re.compile("[\"\u201c\u201d\u201e`\u00b4\u2032]|(?<![A-Za-z0-9])[\u2018\u2019\u201a]"
+                          "|[\u2018\u2019\u201a](?![A-Za-z])")
+
+
+def _straight(text: str) -> str:
+    return _QUOTE_MARKS.sub("'", text)
 _CLAIMS_FAILURE = re.compile(r"\b(?:reports? an? (?:error|failure)|reports? (?:errors|failures)|is an? (?:error|"
                              r"failure)|(?:error|failure) (?:line|message))\b", re.I)
 _FAILURE_WORD = re.compile(r"err|fail|fatal|exception|panic|abort|refus|timed? ?out|denied|crit|severe|corrupt|"
@@ -86,7 +93,7 @@ class _Statement:
 
 
 def _statements(rationale: str, view: SessionView) -> list[_Statement]:
-    rationale = rationale.translate(_QUOTE_MARKS)
+    rationale = _straight(rationale)
     out = []
     for m in _CONTAINS.finditer(rationale):
         ref = f"L{int(m.group(1))}"
@@ -96,7 +103,7 @@ def _statements(rationale: str, view: SessionView) -> list[_Statement]:
 
 def problems(rationale: str, view: SessionView, statements: list[_Statement] | None = None) -> list[str]:
     """What the session refutes in ``rationale`` (one short reason each; empty: nothing code can check failed)."""
-    rationale = rationale.translate(_QUOTE_MARKS)
+    rationale = _straight(rationale)
     out: list[str] = []
     if TRAINING_ONLY.search(rationale):
         out.append("training_only: a sentence written for training, not about this session")
@@ -109,11 +116,11 @@ def problems(rationale: str, view: SessionView, statements: list[_Statement] | N
     for st in _statements(rationale, view) if statements is None else statements:
         row, word, rule = st.row, st.word, st.rule
         checked.add(word)
-        if row is not None and word.lower() not in row.template.lower():
+        if row is not None and word.lower() not in _straight(row.template).lower():
             out.append(f"quote: says {st.ref} contains {word!r}, it does not")
         if rule is not None and not rule.pattern.search(word):
             out.append(f"meaning: calls {word!r} {rule.meaning!r}, a class whose words do not include it")
-    session_text = "\n".join(r.template for r in view.rows).lower()
+    session_text = _straight("\n".join(r.template for r in view.rows)).lower()
     for m in _QUOTED.finditer(rationale):
         word = m.group(1)
         if word not in checked and word.lower() not in session_text:

@@ -261,3 +261,15 @@ def test_a_served_rationale_stops_before_the_first_sentence_citing_a_line_not_in
     assert first.rationale == "" and first.ungrounded_refs == ("L9",)
     whole = "L1 contains 'parity': hardware failure. This signals trouble: anomalous."
     assert checked(parse_completion(f"<think>{whole}</think><answer>anomalous</answer>", view), view).rationale == whole
+
+
+def test_straightened_quotes_are_checked_against_straightened_lines_and_apostrophes_stay():
+    """Found by review (2026-12-06) of the quote-mark change: a template holding double or back quotes ('Invalid user
+    "admin"', Spirit's chown: `nobody.nobody') was compared unstraightened and the true quote refuted, and the
+    apostrophe of "L3\u2019s" opened a quote."""
+    assert kinds("L1 contains 'Invalid user \"admin\"': an authentication failure.",
+                 ['sshd[1]: Invalid user "admin" from 10.0.0.1 port 22 failed'], "generic") == []
+    assert kinds("L1 contains 'chown: `nobody.nobody'': a permission problem.",
+                 ["chown: `nobody.nobody': invalid user"], "spirit") == []
+    assert kinds("L1\u2019s text \u201cddr error(s) detected\u201d is corrected.",
+                 ["{*} ddr error(s) detected and corrected"], "bgl") == []
