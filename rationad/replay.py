@@ -438,6 +438,7 @@ async def judge_sessions(
                     rec["label"] = s.label
                 if not a.ok:
                     rec["error"] = a.error
+                if not a.ok or not a.grounded:  # what the model wrote (the rationale is served cut when ungrounded)
                     rec["raw_completion"] = a.raw
                 out.write(orjson.dumps(rec) + b"\n")
 

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from rationad.answer import CUT_MARK, ranked_score
+from rationad.answer import CUT_MARK, parse_completion, ranked_score
 from rationad.judge import Judge
 from rationad.records import LogLine, Session
 from rationad.replay import Scores
@@ -191,8 +191,11 @@ async def judge_set(es: EvalSet, client, model_cfg, out_dir: Path, chunk: int) -
                     checked += t["rationale_problems"]
                     checked += faithfulness_problems(t["rationale"], viewer.view(one_template(t["template"])))
         else:
-            checked = [*rec.get("rationale_problems", []),
-                       *faithfulness_problems(rec["rationale"] or "", viewer.view(sess))]
+            view = viewer.view(sess)
+            written = rec["rationale"] or ""
+            if not rec["grounded"] and rec.get("raw_completion") and not rec.get("error"):
+                written = parse_completion(rec["raw_completion"], view).rationale  # served cut: check all it wrote
+            checked = [*rec.get("rationale_problems", []), *faithfulness_problems(written, view)]
         found = list(dict.fromkeys(checked))
         score = ranked_score(rec.get("score"), bool(rec.get("unsupported")))
         points.append({"id": rec["id"], "verdict": rec["verdict"], "score": score,
@@ -219,7 +222,10 @@ def set_metrics(points: list[dict[str, Any]]) -> dict[str, Any]:
         for label in pt["labels"]:  # with its score: the set's average precision and best-F1 threshold
             scores.add(label, pt["verdict"], pt["grounded"], pt.get("score"))
     s = scores.summary()
-    checked = [pt for pt in points if "problems" in pt and pt.get("verdict") and pt.get("rationale")]
+    # an answer served without its rationale (every sentence cited a line not in the session) still counts, with
+    # the problems of what it wrote
+    checked = [pt for pt in points if "problems" in pt and pt.get("verdict")
+               and (pt.get("rationale") or not pt.get("grounded", True))]
     s["faithful_rate"] = round(sum(not pt["problems"] for pt in checked) / len(checked), 4) if checked else None
     # Answers whose rationale ran past max_new_tokens and was cut before the answer (rationad.answer.close_cut_thought):
     # well-formed as served, but a rationale longer than the budget is a model fault the format rate no longer shows.

@@ -57,8 +57,8 @@ def test_judge_set_weights_views_by_their_sessions(tmp_path):
     assert s["grounded_rate"] == round(6 / 7, 4)  # the 'c' view cites L9, absent from its 1-row session
     assert s["format_valid_rate"] == 1.0
     # 'b' says L1 x5 of a row seen once, and names the wrong role; 'c' is served no rationale (its one sentence cites
-    # L9, absent), so it is not counted
-    assert s["faithful_rate"] == round(1 / 2, 4)
+    # L9, absent) and still counts, checked on what it wrote (review, 2026-12-06: dropping it flattered the model)
+    assert s["faithful_rate"] == round(2 / 3, 4)
     assert s["judged_cut_rate"] == 0.0
 
     rows = [json.loads(x) for x in (tmp_path / "hdfs_sessions_test.jsonl").read_text().splitlines()]
@@ -79,6 +79,16 @@ def test_set_metrics_count_rationales_cut_at_the_token_budget():
               {"verdict": None, "labels": ["normal"], "grounded": True, "rationale": "", "problems": []}]
     s = set_metrics(points)
     assert s["judged_cut_rate"] == 0.5 and s["judged_format_valid_rate"] == round(2 / 3, 4)
+
+
+def test_an_answer_served_without_its_rationale_still_counts_for_faithfulness():
+    """Found by review (2026-12-06): a rationale served cut to nothing (its sentences cited absent lines) dropped out
+    of faithful_rate with its problems, so a model citing missing lines looked more faithful."""
+    points = [{"verdict": "normal", "labels": ["normal"], "grounded": True, "rationale": "L1 x1 routine.",
+               "problems": []},
+              {"verdict": "anomalous", "labels": ["anomalous"], "grounded": False, "rationale": "",
+               "problems": ["count: says L1 x5, the session has it 1 times"]}]
+    assert set_metrics(points)["faithful_rate"] == 0.5
 
 
 def test_set_metrics_read_each_answer_s_score_for_the_set_s_precision_recall_curve():
