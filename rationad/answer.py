@@ -73,6 +73,8 @@ def parse_completion(text: str, view: SessionView) -> ParsedAnswer:
         error = "missing <think> section"
     elif not rationale:
         error = "empty <think> section"
+    elif "<think>" in text[think_m.end():]:  # a second thought: its citations and claims would go unchecked
+        error = "a second <think> section"
     if not answers:
         error = error or "missing <answer> section"
     else:

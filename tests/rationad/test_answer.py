@@ -36,6 +36,7 @@ def test_synonyms_and_answers_that_agree():
     "<think>L1 x1. Maybe <answer>anomalous</answer> but unsure</think>",  # an answer only inside the thought
     "<think>x</think><answer>normal</answer> no wait <answer>ANOMALY</answer>",  # two verdicts
     "<think>L1 x1.</think>\n<answer>normal</answer>\n<think>actually L9 is bad</think><answer>anomalous</answer>",
+    "<think>L1 x1 is routine.</think>\n<think>actually L9 is bad</think><answer>anomalous</answer>",  # agreeing
 ])
 def test_an_answer_inside_the_thought_or_two_answers_that_disagree_are_no_verdict(text):
     """Found by review (2026-12-06), served before (unconstrained output, another build's cache entries): the last
