@@ -215,6 +215,7 @@ class ModelStage:
             raise
         except Exception:  # noqa: BLE001 - any failure: not known to answer
             return False
+        self.answered()  # a request answered: a block set because requests were rejected is over
         return True
 
     async def _split(self, batch: list[Pending]) -> list[tuple[Pending, Result]]:

@@ -162,3 +162,29 @@ async def test_only_a_model_answer_clears_a_block_a_cached_verdict_does_not(cach
     pending = Pending(session=object(), hold=None, closed_at=0.0, is_revoked=lambda: False)
     assert len(await d.stage._judge([pending])) == 1
     assert (d.stage.blocked is None) == (not cached)
+
+
+async def test_a_minimal_request_answered_clears_a_block_set_by_rejected_requests():
+    """Found by review (2026-12-06) of the change above: with cached verdicts no longer clearing it, a block set
+    because every request was rejected stayed for ever once the model was fixed, if the session that next reached
+    it was rejected for its own content: the probe proved the model answers, yet input stayed paused."""
+    from types import SimpleNamespace
+
+    from rationad.model.base import ModelError
+    from rationad.model_stage import Pending
+    from rationad.records import LogLine, Session
+
+    d, _, _ = td.make(td.settings(), [])
+
+    async def judge_many(sessions):
+        raise ModelError("prompt too long", kind="rejected")
+
+    async def generate(*a, **kw):
+        return []  # the minimal probe is answered
+
+    d.stage.judge = SimpleNamespace(judge_many=judge_many, client=SimpleNamespace(generate=generate))
+    d.stage.block("model rejects every request: 400", by_requests=True)
+    session = Session(key="k", lines=[LogLine(key="k", message="m", raw="m", ts=0.0, offset=0)], close_reason="gap")
+    [(_, result)] = await d.stage._judge([Pending(session=session, hold=None, closed_at=0.0,
+                                                  is_revoked=lambda: False)])
+    assert result.reason == "model_rejected" and d.stage.blocked is None
