@@ -133,6 +133,11 @@ class Delivery:
         self._token = 0
         self._replacing: asyncio.Lock | None = None
         self.generation = 0  # how many times the producer was replaced
+        # One backoff for every send: a replacement follows the last one by at least this, doubling while new
+        # producers are rejected too, back to none once a record is acknowledged (not one backoff per send: many
+        # sends failing in turn started producers in a burst)
+        self._replace_wait = 0.0
+        self._replaced_at: float | None = None
 
     # ---- holds ----------------------------------------------------------------------------------------------
     @property
@@ -167,10 +172,16 @@ class Delivery:
         async with self._replacing:
             if self.producer is not failed:  # another send replaced it already
                 return
+            if self._replaced_at is not None:
+                wait = self._replace_wait - (time.monotonic() - self._replaced_at)
+                if wait > 0:
+                    await self._sleep(wait)
             log.warning("producer_replaced", error=f"{type(cause).__name__}: {cause}",
                         reason="the broker rejected the producer's own state (sequence, id or epoch)")
             self.producer = await self.new_producer()
             self.generation += 1
+            self._replaced_at = time.monotonic()
+            self._replace_wait = min(max(2 * self._replace_wait, 0.2), MAX_BACKOFF_SECS)
             if failed is not None:
                 try:
                     await asyncio.wait_for(failed.stop(), 10)  # type: ignore[attr-defined]
@@ -182,7 +193,6 @@ class Delivery:
         """Send and wait for the acknowledgement, retrying retriable errors for as long as it takes; raises
         ``Undeliverable`` when the broker can never take the record."""
         backoff = 0.2
-        replaced = False
         token = self._start_send()
         try:
             while True:
@@ -191,6 +201,7 @@ class Delivery:
                     assert producer is not None, "producer not started"
                     fut = await self._send(producer, out)
                     await fut
+                    self._replace_wait = 0.0
                     return
                 except asyncio.CancelledError:
                     raise
@@ -199,10 +210,6 @@ class Delivery:
                     if producer is not self.producer:  # replaced meanwhile (its stop() fails what it still held):
                         continue  # the error says nothing of this record; the new producer sends it
                     if type(exc).__name__ in PRODUCER_STATE_ERRORS:
-                        if replaced:  # the new producer was rejected too: no tight loop of new producers
-                            await self._sleep(backoff)
-                            backoff = min(backoff * 2, MAX_BACKOFF_SECS)
-                        replaced = True
                         try:
                             await self._replace_producer(producer, exc)
                         except (asyncio.CancelledError, Undeliverable):

@@ -192,6 +192,30 @@ async def test_a_producer_rejected_again_and_again_is_replaced_with_a_backoff():
     assert len(slept) == 4 and slept == sorted(slept) and slept[0] > 0  # every replacement after the first waits
 
 
+async def test_many_sends_rejected_by_every_producer_replace_it_one_backoff_after_another():
+    """Found by review (2026-12-06) of the per-send backoff: 50 sends failing in turn each replaced the producer on
+    its own schedule (28 producers in a second); the backoff is the delivery's, shared by every send."""
+    from aiokafka.errors import OutOfOrderSequenceNumber
+
+    made, slept = [], []
+
+    async def new_producer():
+        made.append(FakeProducer(fail=(lambda rec: OutOfOrderSequenceNumber()) if len(made) < 5 else None))
+        return made[-1]
+
+    async def sleep(secs):
+        slept.append(secs)
+        await asyncio.sleep(0)
+
+    d = delivery(FakeProducer(fail=lambda rec: OutOfOrderSequenceNumber()))
+    d.new_producer = new_producer
+    d._sleep = sleep
+    await asyncio.gather(*(d.send(Output("out", b"k", b"%d" % i, [])) for i in range(50)))
+    assert len(made) == 6 and len(made[-1].sent) == 50
+    replacement_waits = [x for x in slept if x >= 0.1]
+    assert len(replacement_waits) == 5 and replacement_waits == sorted(replacement_waits)  # each after the first
+
+
 async def test_stuck_counts_from_the_oldest_send_still_waiting():
     never = asyncio.get_running_loop().create_future()
 
