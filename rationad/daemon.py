@@ -97,6 +97,9 @@ class _Part:
     undecodable: tuple[int, int] | None = None  # (first, last) offsets of the latest run of undecodable records
     # (committed offset, monotonic time it was first seen with records past it): the committed age of the lag loop
     commit_seen: tuple[int | None, float] = (None, 0.0)
+    # (offset, broker timestamp in seconds) of the first record read since assignment: the record at the group's
+    # committed offset, whose age the committed age starts from (a restart does not make a stalled commit young)
+    first_read: tuple[int, float | None] | None = None
 
 
 class Daemon:
@@ -551,6 +554,7 @@ class Daemon:
             part.revoked = True
             self._parts.pop(tp, None)
             self._spread.drop(tp)
+            self.metrics.forget_partition(tp.topic, tp.partition)  # its new owner reports it
         await self._commit(parts)
         log.info("partitions_revoked", partitions=sorted(f"{tp.topic}:{tp.partition}" for tp in revoked))
 
@@ -638,6 +642,10 @@ class Daemon:
             for tp, part, records in fetched:
                 if part is None or part.revoked:
                     continue
+                if part.first_read is None and records:
+                    stamp = getattr(records[0], "timestamp", None)
+                    part.first_read = (records[0].offset, stamp / 1000 if isinstance(stamp, int) and stamp > 0
+                                       else None)
                 if self.internal is not None and tp.topic != self.internal:
                     await self._forward(tp, part, records, dead, forwards)
                     if bad and tp in bad and not part.revoked:
@@ -946,7 +954,11 @@ class Daemon:
                 # pinned (a model blocked for a day) loses its records at the topic's retention, whatever their count
                 now = time.monotonic()
                 if committed >= high or part.commit_seen[0] != committed:
-                    part.commit_seen = (committed, now)
+                    since = now
+                    first = part.first_read
+                    if part.commit_seen[0] is None and first is not None and first[0] == committed and first[1]:
+                        since = now - max(0.0, time.time() - first[1])  # the record there was written then
+                    part.commit_seen = (committed, since)
                 self.metrics.committed_age.labels(*labels).set(round(now - part.commit_seen[1], 1))
 
     # ---- commits ------------------------------------------------------------------------------------------

@@ -113,3 +113,12 @@ class Metrics:
             "waiting for a template's verdict (waited)", ["how"], registry=r)
         self.windows_waiting = Gauge("rationad_windows_waiting", "Closed windows waiting for a template's verdict",
                                      registry=r)
+
+    def forget_partition(self, topic: str, partition: int) -> None:
+        """Stop exporting a partition's lag and committed age (it was revoked: a frozen value here would keep an
+        alert firing after its new owner moved the offset)."""
+        for gauge in (self.consumer_lag, self.committed_lag, self.committed_age):
+            try:
+                gauge.remove(topic, str(partition))
+            except KeyError:
+                pass

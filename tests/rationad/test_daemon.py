@@ -537,6 +537,28 @@ async def test_the_committed_offset_standing_still_with_records_past_it_is_expor
     assert age() == 0  # nothing waits past it: a quiet partition is not stalled
 
 
+async def test_the_committed_age_survives_a_reassignment_and_leaves_with_the_partition(monkeypatch):
+    """Found by review (2026-12-06) of the gauge above: a new assignment (a restart, a rebalance) started the age at
+    0 although the commit had stood still for hours, so restarts more often than the alert's 6 h hid a stall; and a
+    replica that lost the partition kept exporting its frozen age. The age starts from the broker timestamp of the
+    record at the committed offset, the first one read, and a revoked partition's gauges are removed."""
+    wall = [100_000.0]
+    monkeypatch.setattr(daemon_mod.time, "time", lambda: wall[0])
+    d, consumer, _ = make(settings(), [])
+    d.consumer = consumer
+    d._on_assigned([TP])
+    part = d._parts[TP]
+    part.offsets.committed = 3
+    part.first_read = (3, wall[0] - 7200)  # the record at the committed offset was written two hours ago
+    consumer.position = lambda tp: asyncio.sleep(0, result=5)
+    consumer.highwater = lambda tp: 5
+    await d._update_lag()
+    age = d.metrics.committed_age.labels("logs", "0")._value.get()
+    assert 7199 <= age <= 7201
+    await d._on_revoked([TP])
+    assert ("logs", "0") not in {tuple(s.labels.values()) for m in d.metrics.committed_age.collect() for s in m.samples}
+
+
 # ---- item 14: a missing output topic fails the start, and a failed start leaves nothing running -------------
 async def test_missing_output_topic_fails_start_naming_the_key_and_closes_the_model():
     from rationad.config import ConfigError
