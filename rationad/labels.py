@@ -378,7 +378,16 @@ async def write_label(kafka: KafkaConfig, topic: str, label: Label | None, *, ti
     producer: Any = make_producer(kafka)
     try:
         await asyncio.wait_for(producer.start(), timeout_secs)
-        await asyncio.wait_for(producer.send_and_wait(topic, key=record[0], value=record[1]), timeout_secs)
+        if record[1] is None:
+            # A clear goes to every partition: after partitions were added, the key's older label may sit in
+            # another one, where only a tombstone of its own removes it (``supersedes`` compares the two while both
+            # exist; once compaction drops a lone tombstone, the old label would be the only record left)
+            partitions = sorted(await asyncio.wait_for(producer.partitions_for(topic), timeout_secs))
+            for p in partitions:
+                await asyncio.wait_for(producer.send_and_wait(topic, key=record[0], value=None, partition=p),
+                                       timeout_secs)
+        else:
+            await asyncio.wait_for(producer.send_and_wait(topic, key=record[0], value=record[1]), timeout_secs)
     except TimeoutError:
         raise TimeoutError(f"{key}: the write to {topic!r} on {kafka.bootstrap_servers} was not acknowledged within "
                            f"{timeout_secs:g} s") from None

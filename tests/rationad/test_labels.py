@@ -164,3 +164,38 @@ async def test_closing_the_book_is_bounded_by_its_callers_timeout(monkeypatch):
     done, _ = await asyncio.wait({outer}, timeout=3)
     assert done and isinstance(outer.exception(), asyncio.TimeoutError)
     book._task and book._task.cancel()
+
+
+async def test_a_clear_writes_its_tombstone_to_every_partition(monkeypatch):
+    """Found by review (2026-12-06): after partitions were added, a clear went to the key's new partition only; once
+    compaction dropped that lone tombstone (delete.retention.ms), the old label left in another partition was the
+    only record of the key, and in force again."""
+    import rationad.labels as labels_mod
+    import rationad.topics
+
+    sent = []
+
+    class Producer:
+        async def start(self):
+            pass
+
+        async def stop(self):
+            pass
+
+        async def partitions_for(self, topic):
+            return {0, 1, 2}
+
+        async def send_and_wait(self, topic, key=None, value=None, partition=None):
+            sent.append((key, value, partition))
+
+    async def ensure(*a, **kw):
+        return None
+
+    monkeypatch.setattr(rationad.topics, "ensure_compacted_topic", ensure)
+    monkeypatch.setattr(labels_mod, "make_producer", lambda kafka: Producer())
+    tid = label().id
+    await write_label(KafkaConfig(), "labels", None, tid=tid)
+    assert sent == [(tid.encode(), None, p) for p in (0, 1, 2)]
+    sent.clear()
+    await write_label(KafkaConfig(), "labels", label())
+    assert len(sent) == 1 and sent[0][2] is None  # a label goes where its key hashes
