@@ -202,7 +202,8 @@ def supersedes(written: dict[Any, tuple[int, int]], key: Any, rec: ConsumerRecor
         log.info("record_superseded", topic=rec.topic, partition=rec.partition, offset=rec.offset,
                  by_partition=where[0])
         return False
-    written[key] = (rec.partition, stamp)
+    same = where is not None and where[0] == rec.partition  # offset order: newer, whatever its (skewed) stamp
+    written[key] = (rec.partition, max(stamp, where[1]) if same else stamp)  # type: ignore[index]
     return True
 
 
