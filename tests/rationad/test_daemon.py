@@ -671,66 +671,20 @@ async def test_records_fetched_before_a_rebalance_do_not_let_the_new_part_commit
     assert all(c[tp1] <= 0 for c in consumer.commits if tp1 in c), consumer.commits
 
 
-async def test_records_refetched_around_an_undecodable_one_before_a_rebalance_do_not_go_to_the_new_part():
-    """Found by review (2026-12-06), failing before its fix: the recovery from an undecodable record refetches each
-    partition in turn; a rebalance while it waits on a later one revoked TP1 (dropping its open window at offset 0)
-    and assigned it again, and TP1's records refetched before it went into the new state, whose commit then passed
-    the dropped window."""
-    s = settings()  # fixed windows of 2 lines: one line keeps its window open
+def _undecodable_then_rebalance(refetch, after=()):
+    """A daemon on partitions [tp1, tp0] (fixed windows of 2 lines) whose tp1 holds line 'a' at offset 0 open; its
+    next fetch raises UnicodeDecodeError, and the recovery's refetch of one partition is ``refetch(d, tp)`` (it may
+    rebalance); ``after``: the batches fetched once it rebalanced."""
+    s = settings()
     tp0, tp1 = TopicPartition("logs", 0), TopicPartition("logs", 1)
     d, consumer, producer = make(s, [{tp1: [Rec(0, line("a"))]}])
     consumer.tps = [tp1, tp0]
+    state = {"raised": False, "rebalanced": False, "after": list(after)}
 
     async def start():  # assigned in the order tp1, tp0: the recovery refetches tp1 first
         await consumer.listener.on_partitions_assigned([tp1, tp0])
 
     real_getmany = consumer.getmany
-    state = {"raised": False, "rebalanced": False}
-
-    async def getmany(*tps, timeout_ms=0, max_records=None):
-        if not tps:
-            if not consumer.batches and not state["raised"] and tp1 in d._parts \
-                    and d._parts[tp1].offsets.next_offset == 1:
-                state["raised"] = True
-                raise UnicodeDecodeError("utf-8", b"\xff", 0, 1, "invalid start byte")
-            return await real_getmany(timeout_ms=timeout_ms, max_records=max_records)
-        if tps == (tp1,) and not state["rebalanced"]:
-            return {tp1: [Rec(1, line("x"))]}  # fetched for tp1's old assignment
-        if tps == (tp0,) and not state["rebalanced"]:
-            state["rebalanced"] = True  # an eager rebalance while this refetch waits
-            await d._on_revoked([tp1, tp0])
-            state["at"] = asyncio.get_running_loop().time()
-            d._on_assigned([tp1, tp0])
-        return {}
-
-    async def position(tp):
-        return {tp1: 1, tp0: 0}[tp]
-
-    async def seek_to_beginning(*tps):
-        return None
-
-    consumer.start, consumer.getmany, consumer.position = start, getmany, position
-    consumer.seek, consumer.seek_to_beginning = (lambda tp, offset: None), seek_to_beginning
-    consumer.highwater = lambda tp: 100
-    loop = asyncio.get_running_loop()
-    await run_until(d, lambda: loop.time() > state.get("at", loop.time()) + 1.5, timeout=5)  # commits run meanwhile
-    assert state["rebalanced"] and all(c[tp1] <= 0 for c in consumer.commits if tp1 in c), consumer.commits
-
-
-async def test_records_refetched_for_a_partition_assigned_again_during_its_own_refetch_go_to_its_new_state():
-    """Found by review (2026-12-06) of the fix above, failing before this one: aiokafka waits out a rebalance inside
-    a partition's own refetch, then returns records of the new assignment (from the committed offset); dropping them
-    with the old assignment's lost them (the position was past them, and the new state's commit passed them)."""
-    s = settings()  # fixed windows of 2 lines
-    tp0, tp1 = TopicPartition("logs", 0), TopicPartition("logs", 1)
-    d, consumer, producer = make(s, [{tp1: [Rec(0, line("a"))]}])
-    consumer.tps = [tp1, tp0]
-
-    async def start():
-        await consumer.listener.on_partitions_assigned([tp1, tp0])
-
-    real_getmany = consumer.getmany
-    state = {"raised": False, "rebalanced": False, "after": [{tp1: [Rec(2, line("y")), Rec(3, line("y"))]}]}
 
     async def getmany(*tps, timeout_ms=0, max_records=None):
         if not tps:
@@ -741,12 +695,9 @@ async def test_records_refetched_for_a_partition_assigned_again_during_its_own_r
             if state["rebalanced"] and state["after"]:
                 return state["after"].pop(0)
             return await real_getmany(timeout_ms=timeout_ms, max_records=max_records)
-        if tps == (tp1,) and not state["rebalanced"]:
-            state["rebalanced"] = True  # the rebalance completes while tp1's own refetch waits
-            await d._on_revoked([tp1, tp0])
-            d._on_assigned([tp1, tp0])
-            return {tp1: [Rec(0, line("a")), Rec(1, line("a"))]}  # the new assignment's, from the committed 0
-        return {}
+        if state["rebalanced"]:
+            return {}
+        return await refetch(d, state, *tps)
 
     async def position(tp):
         return {tp1: 1, tp0: 0}[tp]
@@ -757,6 +708,45 @@ async def test_records_refetched_for_a_partition_assigned_again_during_its_own_r
     consumer.start, consumer.getmany, consumer.position = start, getmany, position
     consumer.seek, consumer.seek_to_beginning = (lambda tp, offset: None), seek_to_beginning
     consumer.highwater = lambda tp: 100
+    return d, consumer, producer, state, tp0, tp1
+
+
+async def test_records_refetched_around_an_undecodable_one_before_a_rebalance_do_not_go_to_the_new_part():
+    """Found by review (2026-12-06), failing before its fix: the recovery from an undecodable record refetches each
+    partition in turn; a rebalance while it waits on a later one revoked TP1 (dropping its open window at offset 0)
+    and assigned it again, and TP1's records refetched before it went into the new state, whose commit then passed
+    the dropped window."""
+    async def refetch(d, state, tp):
+        if tp.partition == 1:
+            return {tp: [Rec(1, line("x"))]}  # fetched for tp1's old assignment
+        state["rebalanced"] = True  # an eager rebalance while tp0's refetch waits
+        tp1 = TopicPartition("logs", 1)
+        await d._on_revoked([tp1, tp])
+        state["at"] = asyncio.get_running_loop().time()
+        d._on_assigned([tp1, tp])
+        return {}
+
+    d, consumer, _, state, _, tp1 = _undecodable_then_rebalance(refetch)
+    loop = asyncio.get_running_loop()
+    await run_until(d, lambda: loop.time() > state.get("at", loop.time()) + 1.5, timeout=5)  # commits run meanwhile
+    assert state["rebalanced"] and all(c[tp1] <= 0 for c in consumer.commits if tp1 in c), consumer.commits
+
+
+async def test_records_refetched_for_a_partition_assigned_again_during_its_own_refetch_go_to_its_new_state():
+    """Found by review (2026-12-06) of the fix above, failing before this one: aiokafka waits out a rebalance inside
+    a partition's own refetch, then returns records of the new assignment (from the committed offset); dropping them
+    with the old assignment's lost them (the position was past them, and the new state's commit passed them)."""
+    async def refetch(d, state, tp):
+        if tp.partition != 1:
+            return {}
+        state["rebalanced"] = True  # the rebalance completes while tp1's own refetch waits
+        tp0 = TopicPartition("logs", 0)
+        await d._on_revoked([tp, tp0])
+        d._on_assigned([tp, tp0])
+        return {tp: [Rec(0, line("a")), Rec(1, line("a"))]}  # the new assignment's, from the committed 0
+
+    after = [{TopicPartition("logs", 1): [Rec(2, line("y")), Rec(3, line("y"))]}]
+    d, consumer, producer, _, _, tp1 = _undecodable_then_rebalance(refetch, after)
     await run_until(d, lambda: any(c.get(tp1, 0) >= 4 for c in consumer.commits), timeout=5)
     judged = sorted((e["session"]["first_offset"], e["session"]["last_offset"])
                     for e in (orjson.loads(r.value) for r in producer.on("rationad.anomalies")))
