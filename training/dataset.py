@@ -18,6 +18,7 @@ from pathlib import Path
 
 from rationad.neighbours import NeighbourIndex
 from rationad.prompt import approx_tokens, build_messages, user_message
+from rationad.template_rules import match_rule
 
 from training.example import Example
 from training.rationales import agreement_report, build, failure_kind
@@ -43,6 +44,10 @@ class DataConfig:
     hdfs_anomalous_views: int = 300
     template_normal: int = 180  # per template dataset (bgl, spirit)
     template_anomalous_upsample: int = 2
+    # Normal templates a trouble rule matches ("caught ...Exception" while reading a fan) are taken first of the
+    # ``template_normal``: the rows that teach which trouble words are routine on a system (0.3.1 flagged such
+    # templates and the network words of a system it never saw; RESULTS.md). False: content-hash order alone.
+    template_trouble_first: bool = False
     max_prompt_tokens: int = 1024
     neighbours: int = 0  # template prompts carry the k nearest labelled training templates (training.neighbour_index)
     hdfs_tails: int = 0  # tails of the most common HDFS training views (training.data_fragments); 0 = none
@@ -147,10 +152,17 @@ def select_sft(train: list[Example], cfg: DataConfig) -> list[Example]:
                     by_freq = cover_kinds(by_freq, cap, cfg.hdfs_min_per_failure, lambda ex: failure_kind(ex.view))
                 picked += by_freq[:cap]
             elif label == "normal":
+                if cfg.template_trouble_first:
+                    mine = sorted(mine, key=lambda ex: not _rule_signals_trouble(ex))  # stable: hash order
                 picked += mine[: cfg.template_normal]
             else:
                 picked += mine * cfg.template_anomalous_upsample
     return sorted(picked, key=lambda e: unit(e.view_key + e.sid, "shuffle"))
+
+
+def _rule_signals_trouble(ex: Example) -> bool:
+    rule, _ = match_rule(ex.view.rows[0].template)
+    return rule is not None and rule.verdict == "anomalous"
 
 
 def cover_kinds(ranked: list[Example], cap: int, minimum: int, kind: Callable[[Example], str]) -> list[Example]:

@@ -136,3 +136,27 @@ def test_every_failure_kind_gets_its_minimum_before_the_most_frequent_fill_the_c
     assert cover_kinds(ranked, 4, 1, str) == list("aabc")
     assert cover_kinds(ranked, 2, 1, str) == list("ab")
     assert cover_kinds(ranked, 10, 1, str) == ranked
+
+
+def test_trouble_first_takes_the_normal_templates_a_trouble_rule_matches_before_the_rest():
+    from rationad.prompt import build_view
+    from training.dataset import DataConfig, select_sft
+    from training.example import Example
+
+    def ex(sid: str, text: str, label: str = "normal") -> Example:
+        return Example("bgl", "bgl", sid, build_view("bgl", [text], templated=True), label, "test")
+
+    routine = [ex(f"r{i}", f"generating core.{i}") for i in range(4)]
+    trouble = [ex("t", "caught java.lang.IllegalStateException while reading a fan module")]
+    bad = [ex("a", "data TLB error interrupt", "anomalous")]
+    examples = routine + trouble + bad
+
+    def normals(cfg: DataConfig) -> set[str]:
+        return {e.sid for e in select_sft(examples, cfg) if e.label == "normal"}
+
+    by_hash = normals(DataConfig(template_normal=2))
+    assert "t" not in by_hash  # the hash order alone leaves it out (the case the option is for)
+    first = normals(DataConfig(template_normal=2, template_trouble_first=True))
+    assert "t" in first and len(first) == 2
+    assert [e.sid for e in select_sft(examples, DataConfig(template_normal=2, template_trouble_first=True))
+            if e.label == "anomalous"] == ["a", "a"]
