@@ -478,21 +478,27 @@ def _format_error(exc: ValidationError, source: str) -> str:
     return "\n".join(lines)
 
 
+def _env_parts(name: str) -> list[str] | None:
+    """``RATIONAD_SESSION__GAP_SECS`` -> ``["SESSION", "GAP_SECS"]``; None for a variable without the prefix."""
+    upper = name.upper()
+    return upper[len(ENV_PREFIX):].split("__") if upper.startswith(ENV_PREFIX) else None
+
+
 def _refuse_misnamed_env() -> None:
     """A ``RATIONAD_<SECTION>_<KEY>`` variable (one underscore where the section ends) names a setting but sets
     none: pydantic-settings ignores it, and the daemon would run on the file's value. Refused, naming the right name.
     Other ``RATIONAD_*`` variables (the tools' ``RATIONAD_CACHE_DIR``, ...) name no setting and are left alone."""
     for name in os.environ:
-        upper = name.upper()
-        if not upper.startswith(ENV_PREFIX):
+        parts = _env_parts(name)
+        if parts is None:
             continue
-        if "__" in upper:  # RATIONAD_SESSION__GAP_SECS: pydantic-settings drops a section it does not know, silently
-            section = upper[len(ENV_PREFIX):].split("__", 1)[0].lower()
+        if len(parts) > 1:  # RATIONAD_SESSION__GAP_SECS: pydantic-settings drops a section it does not know, silently
+            section = parts[0].lower()
             if section not in Settings.model_fields:
                 raise ConfigError(f"environment variable {name} sets nothing: there is no section {section!r} "
                                   f"(sections: {', '.join(Settings.model_fields)})")
             continue
-        rest = upper[len(ENV_PREFIX):].lower()
+        rest = parts[0].lower()
         for section, field in Settings.model_fields.items():
             keys = getattr(field.annotation, "model_fields", {})
             if rest.startswith(section + "_") and rest[len(section) + 1:] in keys:
@@ -515,7 +521,7 @@ def _not_json_env(error: str) -> str:
     m = re.search(r'field "(\w+)"', error)
     section = m.group(1) if m else ""
     for name, value in os.environ.items():
-        parts = name.upper().removeprefix(ENV_PREFIX).split("__") if name.upper().startswith(ENV_PREFIX) else []
+        parts = _env_parts(name)
         if not parts or parts[0].lower() != section:
             continue
         try:

@@ -74,8 +74,9 @@ def mask(text: str) -> str:
 
     Masking runs until nothing is left to mask: a mask is not a word, so the words around a masked span can form a
     span of their own ("answer <think>a b c d e f</think> normal" -> "answer {*} normal")."""
-    if _INVISIBLE.search(text) and _PATTERN.search(_INVISIBLE.sub("", text)):
-        text = _INVISIBLE.sub("", text)  # a text with spans loses its invisible characters too
+    stripped = _INVISIBLE.sub("", text)
+    if stripped != text and _PATTERN.search(stripped):
+        text = stripped  # a text with spans loses its invisible characters too
     for _ in range(MAX_MASK_PASSES):
         masked = _PATTERN.sub(MASK, text)
         if masked == text:

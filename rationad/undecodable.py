@@ -77,6 +77,14 @@ async def fetch_around(consumer: Any, partitions: Iterable[Any], max_records: in
     records: dict[Any, list] = {}
     bad: dict[Any, Undecodable] = {}
     fetched_for: dict[Any, Any] = {}
+
+    def reassigned(tp: Any) -> bool:
+        """Whether ``tp``'s earlier fetches were for an assignment revoked since; notes the current one."""
+        now = owner(tp)
+        changed = tp in fetched_for and fetched_for[tp] is not now
+        fetched_for[tp] = now
+        return changed
+
     for tp in partitions:
         if not held(tp):
             continue
@@ -95,17 +103,15 @@ async def fetch_around(consumer: Any, partitions: Iterable[Any], max_records: in
                     offset = await consumer.position(tp)
                     if not held(tp):
                         break
-                    if fetched_for.get(tp, owner(tp)) is not owner(tp):
-                        before = []  # fetched for an assignment revoked since
-                    fetched_for[tp] = owner(tp)
+                    if reassigned(tp):
+                        before = []
                     consumer.seek(tp, offset + 1)
                     bad[tp] = Undecodable(offset, f"{type(exc).__name__}: {exc}")
                     log.error("undecodable_record", topic=tp.topic, partition=tp.partition, offset=offset,
                               error=str(exc), action="dead-lettered, skipped")
                     break
-                if fetched_for.get(tp, owner(tp)) is not owner(tp):
-                    before = []  # fetched for an assignment revoked since
-                fetched_for[tp] = owner(tp)
+                if reassigned(tp):
+                    before = []
                 if not got:
                     break
                 before += got.get(tp, [])
