@@ -1,10 +1,8 @@
 """Verdict events: what consumers of the output topic read. The JSON Schema is ``schemas/anomaly_event.v1.json``.
 
-The event id is deterministic: the same session (source topic, partition, key, first offset, revision) judged by
-the same model and prompt version always gets the same id, so a consumer can drop the duplicates that at-least-once
-delivery may bring. A revised session (``revision`` > 1: more lines of a key whose session was closed by the
-processing-time bound) gets an id of its own; revision 1 adds nothing to the id, so its ids are those of events
-from before revisions existed.
+The event id is deterministic: the same lines (source topic, partition, key, first and last offsets, line count,
+part) judged by the same model and prompt version at the same level always get the same id, so a consumer can drop
+the duplicates that at-least-once delivery may bring (``event_id``).
 """
 
 from __future__ import annotations
@@ -228,6 +226,76 @@ def build_template_event(
 
 def encode(event: dict[str, Any]) -> bytes:
     return orjson.dumps(event)
+
+
+_CUT_TEMPLATE_CHARS = 200  # a template's text, and a quoted line, where even one line per template does not fit
+
+
+def fit_template_event(event: dict[str, Any], max_bytes: int) -> dict[str, Any]:
+    """``event`` (judge level template) made to fit ``max_bytes`` of JSON, or ``event`` itself when it does.
+
+    A window of many anomalous templates, or of a few long ones (a template can be longer than its line), could make
+    an event larger than the output topic takes; it was dead-lettered and the anomaly never reached its consumers.
+    In turn until it fits: each template's text is cut to a line's bound (``…`` ends a cut text), each template
+    quotes one line of the window (``count`` still says how many it had), the templates listed last are left out
+    (normal and labelled ones before anomalous ones, never the first anomalous one; ``omitted_templates`` counts them,
+    ``evidence`` keeps the anomalous ones listed), and the texts are cut to 200 characters. Verdict, score, id and
+    rationale are never changed. An event that still does not fit is returned cut as far as it goes."""
+    if len(encode(event)) <= max_bytes:
+        return event
+    ev = {**event, "templates": [{**t, "lines": list(t["lines"])} for t in event["templates"]],
+          "evidence": [dict(e) for e in event["evidence"]]}
+
+    def cut_texts(chars: int) -> None:
+        for entry in ev["templates"] + ev["evidence"]:
+            if len(entry["template"]) > chars:
+                entry["template"] = entry["template"][: chars - 2] + " …"
+            if "line" in entry and len(entry["line"]) > chars:
+                entry["line"] = entry["line"][: chars - 2] + " …"
+        for t in ev["templates"]:
+            t["lines"] = [x if len(x["line"]) <= chars else {**x, "line": x["line"][: chars - 2] + " …"}
+                          for x in t["lines"]]
+
+    def fits() -> bool:
+        return len(encode(ev)) <= max_bytes
+
+    cut_texts(_MAX_LINE_CHARS)
+    if fits():
+        return ev
+    for t in ev["templates"]:
+        t["lines"] = t["lines"][:1]
+    if fits():
+        return ev
+    _omit_templates(ev, len(encode(ev)) - max_bytes)
+    if fits():
+        return ev
+    cut_texts(_CUT_TEMPLATE_CHARS)
+    if not fits():
+        _omit_templates(ev, len(encode(ev)) - max_bytes)
+    return ev
+
+
+def _omit_templates(ev: dict[str, Any], excess: int) -> None:
+    """Leave out of ``ev["templates"]`` (and their evidence) the entries listed last, normal ones first, until about
+    ``excess`` bytes are gone; the first anomalous template stays."""
+    templates = ev["templates"]
+    evidence_of = {i: n for n, i in enumerate(i for i, t in enumerate(templates) if t["verdict"] == "anomalous")}
+    order = [i for i in reversed(range(len(templates))) if i not in evidence_of] + \
+        [i for i in reversed(evidence_of) if evidence_of[i] > 0]
+    gone: set[int] = set()
+    freed = 0
+    for i in order:
+        if freed >= excess:
+            break
+        gone.add(i)
+        freed += len(orjson.dumps(templates[i])) + 1
+        if i in evidence_of:
+            freed += len(orjson.dumps(ev["evidence"][evidence_of[i]])) + 1
+    if not gone:
+        return
+    ev["evidence"] = [ev["evidence"][n] for i, n in evidence_of.items() if i not in gone]
+    ev["templates"] = [t for i, t in enumerate(templates) if i not in gone]
+    ev["omitted_templates"] = ev.get("omitted_templates", 0) + len(gone)
 
 
 def headers(event: dict[str, Any]) -> list[tuple[str, bytes]]:

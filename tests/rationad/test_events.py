@@ -150,3 +150,56 @@ def test_a_session_cut_by_the_wall_clock_and_read_again_longer_gets_another_id()
         again.add(_line("a", ts, offset), 700.0)
     (whole,) = again.flush("end_of_input")
     assert len(whole.lines) == 4 and event_id(whole, m) != event_id(cut, m)
+
+
+def _wide_template_window(templates: int, lines_each: int, chars: int):
+    """A window of ``templates`` anomalous templates (each a distinct word), ``lines_each`` lines of about ``chars``
+    characters each, judged anomalous, and one normal template."""
+    from rationad.records import LogLine, Session
+    from rationad.template_book import TemplateBook
+
+    msgs = [f"ERROR {chr(65 + t % 26)}{chr(65 + t // 26)} failed " + "x" * chars + f" {n}"
+            for t in range(templates) for n in range(lines_each)] + ["INFO ok 1"]
+    s = Session(key="w", lines=[LogLine(key="w", message=m, raw=m, offset=i) for i, m in enumerate(msgs)],
+                close_reason="gap", topic="logs")
+    book = TemplateBook()
+    uses = book.uses(s)
+    for u in uses:
+        bad = u.state.template.startswith("ERROR")
+        book.judged(u.state.template, "anomalous" if bad else "normal", "L1 x1 reports a failure." if bad else "ok",
+                    score=0.9 if bad else 0.1, answer_verdict="anomalous" if bad else "normal")
+    return s, book.decide(uses)
+
+
+def test_a_template_event_too_large_for_the_output_topic_is_cut_to_fit():
+    """Found by review (2026-12-06), failing before its fix: a window of 30 anomalous templates quoting 20 lines of
+    1.9 KB each made a 1.3 MB event (the output topic takes 1 MiB by default): it was dead-lettered and the anomaly
+    never reached the output topic. Its templates' lines, then its last templates, are left out until it fits."""
+    from rationad.events import build_template_event, fit_template_event
+
+    s, decision = _wide_template_window(30, 20, 1_900)
+    e = build_template_event(s, decision, ModelInfo("m"), source="generic", threshold=0.5, now=0)
+    assert len(encode(e)) > 1_048_576  # the case: the whole event does not fit
+    assert fit_template_event(e, 10 ** 9) is e  # one that fits is itself
+    for limit in (1_048_576, 65_536, 16_384):
+        cut = fit_template_event(e, limit)
+        assert len(encode(cut)) <= limit, limit
+        jsonschema.Draft202012Validator(schema()).validate(orjson.loads(encode(cut)))
+        assert {k: cut[k] for k in ("id", "verdict", "score", "rationale")} == \
+            {k: e[k] for k in ("id", "verdict", "score", "rationale")}
+        assert cut["templates"][0]["id"] == e["templates"][0]["id"]  # the first anomalous template stays
+        assert len(cut["templates"]) + cut.get("omitted_templates", 0) == len(e["templates"])
+        assert len(cut["evidence"]) == sum(t["verdict"] == "anomalous" for t in cut["templates"])
+        assert [ev["ref"] for ev in cut["evidence"]] == [ev["ref"] for ev in e["evidence"]][:len(cut["evidence"])]
+    assert e["templates"][0]["lines"] != e["templates"][0]["lines"][:1]  # the original is left as it was
+
+
+def test_a_template_longer_than_a_line_is_cut_in_an_event_that_does_not_fit():
+    from rationad.events import build_template_event, fit_template_event
+
+    s, decision = _wide_template_window(3, 1, 60_000)
+    e = build_template_event(s, decision, ModelInfo("m"), source="generic", threshold=0.5, now=0)
+    assert len(encode(e)) > 180_000
+    cut = fit_template_event(e, 32_768)
+    assert len(encode(cut)) <= 32_768 and "omitted_templates" not in cut
+    assert all(t["template"].endswith(" …") and len(t["template"]) <= 2_000 for t in cut["templates"])

@@ -460,3 +460,18 @@ async def test_a_template_flagged_on_void_evidence_is_served_normal_and_shown_wi
     assert t["rationale_problems"][-1].startswith("unsupported:"), t["rationale_problems"]
     assert second["verdict"] == "anomalous"  # a failure word the line holds: served as the model answered
     assert [x["verdict"] for x in second["templates"]] == ["normal", "anomalous"]
+
+
+async def test_a_window_of_long_anomalous_templates_reaches_the_output_topic():
+    """Found by review (2026-12-06), failing before its fix: three 60 KB lines whose templates are twice as long
+    (each digit run a variable) made a 1.6 MB event; it was dead-lettered as undeliverable and the anomaly never
+    reached the output topic. The event is cut to fit (events.fit_template_event)."""
+    from tests.rationad.test_daemon import final_commit
+
+    s = settings()
+    lines = [f"ERROR{c} " + "1\x01" * 30000 for c in "ABC"]
+    d, consumer, producer = make(s, [recs(lines)], model=CountingModel())
+    await run_until(d, lambda: final_commit(consumer) == 3)
+    (e,) = events(producer, s)
+    assert e["verdict"] == "anomalous" and len(e["templates"]) + e.get("omitted_templates", 0) == 3
+    assert producer.on(s.output.dlq_topic) == []
