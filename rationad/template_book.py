@@ -6,8 +6,10 @@ A line's template is the masked message of ``rationad.templates.to_template``: s
 restart agrees on it (no drain3 clustering on top, whose cluster ids depend on what a process saw first). A message
 that masks to nothing is its own template. ``TemplateBook`` keeps one ``TemplateState`` per template: the model's
 verdict and rationale once judged, the operator's label if any (it wins), and counts for the catalog. It is bounded:
-past ``max_templates``, or ``max_bytes`` of template text, the least recently seen template with a verdict is
-forgotten (it costs a verdict-cache lookup when it comes back, not a model call).
+past ``max_templates``, or ``max_bytes`` of template text, of templates with a verdict, the least recently seen one
+is forgotten (it costs a verdict-cache lookup when it comes back, not a model call). Templates waiting for the model
+are not forgotten and do not count: the input's backpressure bounds them (each holds its text's bytes while it is
+judged); counted, a few huge ones pending pushed every judged template out.
 
 A window (any closed ``Session``) is decided by ``decide``: anomalous when any of its templates is; ``None`` while a
 template it holds has no verdict yet (the caller holds the window until ``TemplateBook`` says the template is known).
@@ -68,8 +70,9 @@ class TemplateState:
     failed: str | None = None  # why the model could not judge it (dead-lettered)
     failed_at: float = 0.0
     label: Label | None = None
-    judging: bool = False
+    judging: bool = False  # sent to the model (``TemplateBook.start_judging``)
     dirty: bool = True  # changed since the catalog last heard of it
+    unsettled: bool = False  # counted by the book as not evictable (no verdict yet, or being judged)
 
     @property
     def verdict(self) -> str | None:
@@ -132,6 +135,7 @@ class TemplateBook:
         self.max_templates = max_templates
         self.max_bytes = max_bytes
         self.bytes = 0  # characters of the templates held
+        self._unsettled = [0, 0]  # templates held that may not be forgotten (waiting or being judged), their characters
         self._states: OrderedDict[str, TemplateState] = OrderedDict()  # by template text, least recently seen first
         # The same states by template id, for listings and labels only: a 12-digit id can be made to collide (about
         # 2^24 hashes), so verdicts and waiting windows go by the template text. Of two templates sharing an id, the
@@ -164,6 +168,7 @@ class TemplateBook:
             self._states[template] = st
             self._ids[tid] = st
             self.bytes += len(template)
+            self._settle(st)
             self._bound()
         return st
 
@@ -205,8 +210,10 @@ class TemplateBook:
         st.dirty = True
         if failed is not None:
             st.failed, st.failed_at = failed, now
+            self._settle(st)
             return st
         st.model_verdict, st.rationale, st.cached, st.failed = verdict, rationale, cached, None
+        self._settle(st)
         st.answer_verdict = answer_verdict if answer_verdict is not None else verdict
         st.score = score
         st.problems = problems
@@ -225,7 +232,26 @@ class TemplateBook:
         if st is not None:
             st.label = label
             st.dirty = True
+            if self._states.get(st.template) is st:
+                self._settle(st)
         return st
+
+    def start_judging(self, st: TemplateState) -> None:
+        """``st`` is sent to the model: it is not forgotten until its answer (or failure) comes back."""
+        st.judging = True
+        if self._states.get(st.template) is st:
+            self._settle(st)
+
+    def _settle(self, st: TemplateState) -> None:
+        """Count ``st`` (held here) as evictable or not, after a change of its verdict, label or judging."""
+        unsettled = st.judging or not st.known
+        if unsettled != st.unsettled:
+            sign = 1 if unsettled else -1
+            self._unsettled[0] += sign
+            self._unsettled[1] += sign * len(st.template)
+            st.unsettled = unsettled
+            if not unsettled:  # one more that counts: the least recently seen may have to make room
+                self._bound()
 
     def uses(self, session: Session) -> list[TemplateUse]:
         """The window's templates, in order of first appearance, each with the window's lines of it (the daemon
@@ -269,7 +295,8 @@ class TemplateBook:
                         model_verdict="anomalous" if written else "normal")
 
     def _bound(self) -> None:
-        while len(self._states) > self.max_templates or self.bytes > self.max_bytes:
+        while (len(self._states) - self._unsettled[0] > self.max_templates
+               or self.bytes - self._unsettled[1] > self.max_bytes):
             # least recently seen first; one a window may wait for stays
             victim = next((st for st in self._states.values() if st.known and not st.judging), None)
             if victim is None:

@@ -113,7 +113,7 @@ class TemplateStage:
                 self._judge(st, now)
 
     def _judge(self, st: TemplateState, now: float) -> None:
-        st.judging = True
+        self.book.start_judging(st)
         hold = self.delivery.hold(self._offsets, 0, len(st.template))
         self.stage.submit(Pending(template_session(st.template), hold, now, _never, settle=self._settled))
 

@@ -53,11 +53,30 @@ def test_the_book_is_bounded_and_never_forgets_a_template_a_window_may_wait_for(
     book = TemplateBook(max_templates=2)
     a, b = book.observe("alpha", 0), book.observe("beta", 0)
     book.judged(a.template, "normal", "")
-    c = book.observe("gamma", 0)  # over the bound: the oldest known one (alpha) goes, beta (unknown) stays
+    c = book.observe("gamma", 0)  # templates waiting for the model do not count: alpha stays
+    assert len(book) == 3 and book.get(a.id) is a
+    book.start_judging(b)
+    book.judged(c.template, "anomalous", "")
+    book.judged(book.observe("delta", 0).template, "normal", "")  # three judged: the oldest (alpha) goes
     assert book.get(a.id) is None and book.get(b.id) is b and book.get(c.id) is c
-    b.judging = True
-    d = book.observe("delta", 0)  # nothing is evictable: over the bound rather than forget a pending template
-    assert len(book) == 3 and book.get(d.id) is d
+    book.observe("epsilon", 0)  # gamma and delta are the two judged ones; beta, being judged, is not counted
+    assert len(book) == 4 and book.get(b.id) is b
+
+
+def test_pending_huge_templates_do_not_flush_the_judged_ones():
+    """Found by review (2026-12-06), failing before its fix: the byte bound counted templates waiting for the model,
+    which cannot be forgotten, so two pending 10,000-character templates in a book of 22,000 characters pushed out
+    76 of its 200 judged templates (with 20,000 all of them; each then waits on the model again)."""
+    book = TemplateBook(max_templates=1000, max_bytes=22_000)
+    for i in range(200):
+        book.judged(book.observe(f"ok event {chr(65 + i % 26)}{chr(65 + i // 26)} done", 0).template, "normal", "")
+    for k in "ab":
+        book.observe(k + " " + "q-" * 5000, 1)  # waiting for the model
+    assert len(book) == 202
+    for k in "ab":  # once judged they count, and the least recently seen judged ones make room for them
+        book.judged(k + " " + "q-" * 5000, "normal", "")
+    book.observe("one more", 2)
+    assert book.bytes <= 22_000 + len("one more") and 100 < len(book) < 202  # judged ones within the bound
 
 
 def test_an_empty_template_is_the_message_itself_and_a_long_one_is_cut_with_a_marker():
@@ -100,7 +119,7 @@ def test_a_failed_template_forgotten_and_seen_again_waits_out_its_retry_delay():
 
     book = TemplateBook(max_templates=1)
     x = book.observe("alpha", 10.0)
-    x.judging = True
+    book.start_judging(x)
     book.judged(x.template, None, "", failed="model_rejected", now=10.0)
     book.judged(book.observe("beta", 11.0).template, "normal", "")  # alpha is forgotten
     assert book.get(x.id) is None

@@ -333,9 +333,9 @@ async def test_window_is_decided_when_a_label_is_cleared_while_it_waits_on_anoth
 
 
 async def test_a_label_counts_for_a_waiting_window_whose_template_was_evicted():
-    """The book (bound 2) evicts X, judged, while a window of X and Y waits for Y; a label on X given then decides
-    that window (a label wins for every window decided after it)."""
-    s = settings(cache={"max_entries": 2})  # the template book's bound
+    """The book (bound 1: a template waiting for the model does not count) evicts X, judged, while a window of X and
+    Y waits for Y; a label on X given then decides that window (a label wins for every window decided after it)."""
+    s = settings(cache={"max_entries": 1})  # the template book's bound
     model = GatedModel()
     model.gates = {"cache": asyncio.Event()}  # Y slow
     d, consumer, producer = make(s, [recs([DISK.format(n=1)])], model=model)
