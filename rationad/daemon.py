@@ -770,7 +770,7 @@ class Daemon:
             pos = (self._topic_names.get(source[0]) or source[0].decode(), int(source[1]), int(source[2]))
         except ValueError:
             return own  # not ours to interpret: windowed by its place on the internal topic only
-        # One input record may send several lines of one key as one-line records (``Packer._loose``), identical ones
+        # One input record may send several lines of one key as one-line records (``Packer.add``), identical ones
         # too: each is told apart by its value and by how many copies of it the record held before it.
         if not part.seen.first_time((pos, key, hash(rec.value), source_repeat(rec.headers))):
             self.metrics.errors.labels("repartition", "duplicate_line").inc()

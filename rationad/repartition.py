@@ -39,6 +39,8 @@ SOURCE_REPEAT_HEADER = "rationad-source-repeat"
 PACK_HEADER = "rationad-pack"  # first header of a pack record; its value is the pack format's version
 PACK_VERSION = b"1"
 PACK_BYTES = 256 * 1024  # a pack is closed at this size (or half the largest record the producer may send)
+LINE_INDEX_BYTES = 22  # a line's offset in a pack's index (up to 19 digits and a comma) and its newline
+PACK_INDEX_BYTES = 8  # a pack's index brackets and the newline after it
 SEEN_PER_PARTITION = 200_000  # records of one line remembered per internal partition to drop re-forwarded duplicates
 SEEN_RANGES_PER_SOURCE = 50_000  # pack offset ranges remembered per source partition and internal partition
 ROUTER_MEMO_KEY_CHARS = 256  # longer session keys are routed every time, not remembered (an HDFS block id is ~25)
@@ -80,20 +82,52 @@ class Packer:
 
     def add(self, routes: list[tuple[str, bytes]], offset: int) -> None:
         """The routes (``Parser.route``) of the input record at ``offset``."""
-        keys, opened = self.router.keys, self._open
+        keys, opened, max_bytes = self.router.keys, self._open, self.max_bytes
         self.lines += len(routes)
         # One record's lines for one internal partition never straddle two packs, nor a pack and a one-line record:
         # the session stage drops the lines of a pack whose offset range overlaps one it has windowed (a re-read),
-        # so a record split at a pack's end would lose its later lines. Lines that cannot share a pack go to their
-        # partition as one-line records (``_loose``; windowed line by line).
-        loose = self._loose(routes) if len(routes) > 1 else ()
-        repeats: dict[tuple[str, bytes], int] = {}
+        # so a record split at a pack's end would lose its later lines. Its lines for a partition go in one pack
+        # (the open one when they fit beside it, else a new one), so a pack stays under ``max_bytes`` as built; lines
+        # that cannot share a pack (a newline, a key JSON cannot carry) or would fill one alone go to their partition
+        # as one-line records (windowed line by line).
+        if len(routes) == 1:  # the common case, without the bookkeeping below
+            key, value = routes[0]
+            known = keys.get(key)
+            if known is None:
+                known = self.router.key(key)
+            k, p, index_bytes = known
+            cost = len(value) + index_bytes + LINE_INDEX_BYTES
+            if index_bytes and cost < max_bytes and b"\n" not in value:
+                pack = opened.get(p)
+                if pack is None or pack[3] + cost > max_bytes:
+                    self._close(p)
+                    pack = opened[p] = [[], [], [], PACK_INDEX_BYTES]
+                pack[0].append(offset)
+                pack[1].append(key)
+                pack[2].append(value)
+                pack[3] += cost
+                return
+        sized: list[tuple[str, bytes, bytes, int, int]] = []
+        sizes: dict[int, int] = {}
+        loose: set[int] = set()
         for key, value in routes:
             known = keys.get(key)
             if known is None:
                 known = self.router.key(key)
-            k, p, framable = known
-            if not framable or b"\n" in value or p in loose:
+            k, p, index_bytes = known
+            if not index_bytes or b"\n" in value:
+                loose.add(p)
+            cost = len(value) + index_bytes + LINE_INDEX_BYTES
+            sizes[p] = sizes.get(p, 0) + cost
+            sized.append((key, value, k, p, cost))
+        for p, n in sizes.items():
+            if n >= max_bytes:
+                loose.add(p)
+            elif p not in loose and (pack := opened.get(p)) is not None and pack[3] + n > max_bytes:
+                self._close(p)
+        repeats: dict[tuple[str, bytes], int] = {}
+        for key, value, k, p, cost in sized:
+            if p in loose:
                 self._close(p)
                 # Its count of the same line before it tells identical lines of one record apart, and one
                 # forwarded again after a restart (by any release) from a new line (``SOURCE_REPEAT_HEADER``).
@@ -104,26 +138,11 @@ class Packer:
                 continue
             pack = opened.get(p)
             if pack is None:
-                pack = opened[p] = [[], [], [], 0]
-            elif pack[3] + len(value) + len(k) >= self.max_bytes and pack[0][-1] != offset:
-                self._close(p)
-                pack = opened[p] = [[], [], [], 0]
+                pack = opened[p] = [[], [], [], PACK_INDEX_BYTES]
             pack[0].append(offset)
             pack[1].append(key)
             pack[2].append(value)
-            pack[3] += len(value) + len(k) + 16
-
-    def _loose(self, routes: list[tuple[str, bytes]]) -> set[int]:
-        """The internal partitions to which a record's lines go as one-line records: one of them cannot go in a pack,
-        or together they would fill one (so a pack stays under twice ``max_bytes``)."""
-        out, sizes = set(), {}
-        for key, value in routes:
-            k, p, framable = self.router.key(key)
-            if not framable or b"\n" in value:
-                out.add(p)
-            sizes[p] = sizes.get(p, 0) + len(value) + len(k) + 16
-        out.update(p for p, n in sizes.items() if n >= self.max_bytes)
-        return out
+            pack[3] += cost
 
     def _close(self, p: int) -> None:
         pack = self._open.pop(p, None)
@@ -216,19 +235,20 @@ class Router:
 
         return (murmur2(key) & 0x7FFFFFFF) % self.partitions
 
-    def key(self, key: str) -> tuple[bytes, int, bool]:
-        """(bytes, partition, whether a pack's JSON index can carry it) of a session key, remembered."""
+    def key(self, key: str) -> tuple[bytes, int, int]:
+        """(bytes, partition, bytes it takes in a pack's JSON index: 0 when JSON cannot carry it) of a session key,
+        remembered. A control character takes 6 bytes there (``\\u0001``): counting the raw key let a pack outgrow the
+        largest record the producer may send."""
         known = self.keys.get(key)
         if known is None:
             if len(self.keys) >= self._memo_keys:
                 self.keys.clear()
             k = key.encode("utf-8", "surrogatepass")
             try:
-                orjson.dumps(key)
-                framable = True
+                index_bytes = len(orjson.dumps(key)) + 1  # with its comma
             except orjson.JSONEncodeError:  # a lone surrogate: JSON cannot carry it
-                framable = False
-            known = (k, self.partition(k), framable)
+                index_bytes = 0
+            known = (k, self.partition(k), index_bytes)
             if len(key) <= ROUTER_MEMO_KEY_CHARS:  # bounded in bytes too: a key can be as long as a record
                 self.keys[key] = known
         return known
