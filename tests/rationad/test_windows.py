@@ -1017,3 +1017,34 @@ def test_the_split_record_index_stays_bounded_when_sessions_close_in_reverse_ord
     closed = w.tick(601.0)  # max_open closes them in opening order: their last records newest first
     assert len(closed) == n
     assert len(w._split) <= 64 + 1
+
+
+def test_late_lines_of_a_key_without_an_open_window_cost_a_bounded_look_each():
+    """Found by review (2026-12-06), failing before its fix: late lines of a key with no newest window each opened a
+    window waiting for the next tick, and every later line of the key looked through all of them (three times): 8,000
+    such lines of one block in one fetch took 9.4 s (quadratic), long enough for the service watchdog to kill the
+    daemon, which then read the same records again. Past MAX_OLDER_PER_KEY waiting windows a late line is judged on
+    its own at once; nothing is lost either way."""
+    from rationad.windows import MAX_OLDER_PER_KEY
+
+    looks = 0
+    w = Sessionizer(session_spec())
+    fits = w._fits
+
+    def counting(cur, ts):
+        nonlocal looks
+        looks += 1
+        return fits(cur, ts)
+
+    w._fits = counting
+    w.add(line("now", 1_000_000, 0), 0)  # event time is far ahead: every line below is late
+    n = 2_000
+    out = []
+    for i in range(n):
+        out += w.add(line("blk", 1_000 - 20 * i, i + 1), 0)  # each over a gap before the last
+    out += w.tick(0)
+    assert looks < 3 * n * MAX_OLDER_PER_KEY // 2  # not n * n / 2
+    assert len(w._older.get("blk", ())) <= MAX_OLDER_PER_KEY
+    late = [s for s in out if s.key == "blk"]
+    assert sorted(x.offset for s in late for x in s.lines) == list(range(1, n + 1))  # every line, once
+    assert {s.close_reason for s in late} == {"late", "gap"}  # at once, or at the tick as before
