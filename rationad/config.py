@@ -297,7 +297,8 @@ class OutputConfig(_Section):
     emit_normal: bool = False
     max_rationale_chars: int = Field(2_000, ge=100)
     # Largest record the producer sends (its max_request_size; keep it at or below the broker's message.max.bytes).
-    # A dead letter larger than this is truncated to fit and says so in headers; an event never comes close.
+    # A dead letter larger than this is truncated to fit and says so in headers; a template-level event is cut to
+    # fit (events.fit_template_event: omitted_templates); a session-level event quotes only the lines it cites.
     max_message_bytes: int = Field(1_048_576, ge=16_384)
 
 
@@ -492,7 +493,9 @@ def _refuse_misnamed_env() -> None:
         parts = _env_parts(name)
         if parts is None:
             continue
-        if len(parts) > 1:  # RATIONAD_SESSION__GAP_SECS: pydantic-settings drops a section it does not know, silently
+        # RATIONAD_SESSION__GAP_SECS: pydantic-settings drops a section it does not know, silently (and so a name
+        # with two underscores after the prefix, RATIONAD__SESSIONS_GAP_SECS)
+        if len(parts) > 1 or parts[0].startswith("_"):
             section = parts[0].lower()
             if section not in Settings.model_fields:
                 raise ConfigError(f"environment variable {name} sets nothing: there is no section {section!r} "

@@ -237,10 +237,11 @@ def fit_template_event(event: dict[str, Any], max_bytes: int) -> dict[str, Any]:
     A window of many anomalous templates, or of a few long ones (a template can be longer than its line), could make
     an event larger than the output topic takes; it was dead-lettered and the anomaly never reached its consumers.
     In turn until it fits: each template's text is cut to a line's bound (``…`` ends a cut text), each template
-    quotes one line of the window (``count`` still says how many it had), the templates listed last are left out
-    (normal and labelled ones before anomalous ones, never the first anomalous one; ``omitted_templates`` counts them,
-    ``evidence`` keeps the anomalous ones listed), and the texts are cut to 200 characters. Verdict, score, id and
-    rationale are never changed. An event that still does not fit is returned cut as far as it goes."""
+    quotes one line of the window (``count`` still says how many it had), the templates that are not anomalous are
+    left out, listed last first, the texts are cut to 200 characters, and then anomalous templates are left out,
+    listed last first, never the first one (``omitted_templates`` counts what was left out; ``evidence`` keeps the
+    anomalous ones listed). Verdict, score, id and rationale are never changed. An event that still does not fit is
+    returned cut as far as it goes."""
     if len(encode(event)) <= max_bytes:
         return event
     ev = {**event, "templates": [{**t, "lines": list(t["lines"])} for t in event["templates"]],
@@ -266,22 +267,24 @@ def fit_template_event(event: dict[str, Any], max_bytes: int) -> dict[str, Any]:
         t["lines"] = t["lines"][:1]
     if fits():
         return ev
-    _omit_templates(ev, len(encode(ev)) - max_bytes)
+    _omit_templates(ev, len(encode(ev)) - max_bytes, anomalous=False)
     if fits():
         return ev
     cut_texts(_CUT_TEMPLATE_CHARS)
     if not fits():
-        _omit_templates(ev, len(encode(ev)) - max_bytes)
+        _omit_templates(ev, len(encode(ev)) - max_bytes, anomalous=True)
     return ev
 
 
-def _omit_templates(ev: dict[str, Any], excess: int) -> None:
-    """Leave out of ``ev["templates"]`` (and their evidence) the entries listed last, normal ones first, until about
-    ``excess`` bytes are gone; the first anomalous template stays."""
+def _omit_templates(ev: dict[str, Any], excess: int, *, anomalous: bool) -> None:
+    """Leave out of ``ev["templates"]`` the entries listed last that are not anomalous (``anomalous``: the anomalous
+    ones but the first, with their evidence) until about ``excess`` bytes are gone."""
     templates = ev["templates"]
     evidence_of = {i: n for n, i in enumerate(i for i, t in enumerate(templates) if t["verdict"] == "anomalous")}
-    order = [i for i in reversed(range(len(templates))) if i not in evidence_of] + \
-        [i for i in reversed(evidence_of) if evidence_of[i] > 0]
+    if anomalous:
+        order = [i for i in reversed(evidence_of) if evidence_of[i] > 0]
+    else:
+        order = [i for i in reversed(range(len(templates))) if i not in evidence_of]
     gone: set[int] = set()
     freed = 0
     for i in order:

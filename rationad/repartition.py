@@ -227,7 +227,7 @@ class Router:
         if partitions < 1:
             raise ValueError("a topic has at least one partition")
         self.partitions = partitions
-        self.keys: dict[str, tuple[bytes, int, bool]] = {}  # key -> (its bytes, partition, a pack can carry it)
+        self.keys: dict[str, tuple[bytes, int, int]] = {}  # key -> (its bytes, partition, bytes in a pack's index)
         self._memo_keys = memo_keys
 
     def partition(self, key: bytes) -> int:

@@ -162,8 +162,8 @@ def _written_at(line: LogLine) -> tuple:
 
 
 # Windows of one key open beside its newest (late ones waiting for the next tick, older ones a lagging source may
-# still add to): each line of the key looks through them, so past this many a late line is judged on its own at once
-# and an older window closes instead of waiting (8,000 late lines of one block in one fetch took 9.4 s, quadratic).
+# still add to): each line of the key looks through them, so when one more would open past this many, the key's
+# oldest closes first (8,000 late lines of one block in one fetch took 9.4 s, quadratic, past the service watchdog).
 MAX_OLDER_PER_KEY = 64
 SPLIT_KEYS = 4_096  # entries of ``Sessionizer._split`` before it is pruned to the newest offset
 
@@ -446,12 +446,13 @@ class Sessionizer:
                     closed.append(self._session(self._late_open(line, ts), "late"))
                     return closed
                 cur, older = None, True  # before the newest window, but the watermark has not closed its time yet
-            elif self._waits(cur, now) and len(self._older.get(line.key, ())) < MAX_OLDER_PER_KEY:
+            elif self._waits(cur, now):
                 # Newer than the key's window by more than the gap (span, bucket), but the watermark has not passed
                 # that window's close time: a lagging source (or a line within the allowed lateness) may still add
                 # to it, so it stays open beside the new one and ``tick`` closes it.
                 cur.cut = self._reason_for(cur, ts)
                 del self._open[line.key]
+                closed += self._room_beside(line.key)
                 self._older.setdefault(line.key, []).append(cur)
                 self._schedule(cur)  # its close time may be earlier now (the end of its span)
                 cur = None
@@ -461,13 +462,12 @@ class Sessionizer:
         if cur is None:
             if self._would_be_closed(ts):
                 self._late(line, ts)  # its window opens and closes at the next tick
-                if len(self._older.get(line.key, ())) >= MAX_OLDER_PER_KEY:
-                    closed.append(self._session(self._late_open(line, ts), "late"))
-                    return closed
                 # ... beside its key's: it takes no revision, nor the lines carried for the key's next one
                 older = True
             elif not older and self._revisions and (cut := self._revisions.get(line.key)) is not None and ts < cut[1]:
                 older = True  # dated before the session max_open cut: not its continuation either
+            if older:
+                closed += self._room_beside(line.key)
             if len(self._windows) >= spec.max_open_sessions:
                 closed.append(self._close(next(iter(self._windows.values())), "evicted"))
             cur = self._new(line, ts, now, by_arrival, older)
@@ -640,6 +640,16 @@ class Sessionizer:
             self._open[key] = cur
         self._schedule(cur)
         return cur
+
+    def _room_beside(self, key: str) -> list[Session]:
+        """Before one more window of ``key`` opens beside its newest: its oldest such window closes when it has
+        ``MAX_OLDER_PER_KEY`` (as ``tick`` would close it, only sooner; a line that would have joined it is judged
+        late, on its own)."""
+        waiting = self._older.get(key)
+        if not waiting or len(waiting) < MAX_OLDER_PER_KEY:
+            return []
+        oldest = waiting[0]
+        return [self._close(oldest, (oldest.cut or "gap") if self.spec.mode == "session" else "window_end")]
 
     def _waits(self, cur: _Open, now: float) -> bool:
         """Once a newer line has not joined ``cur``: is ``cur``'s close time, as an older window, still ahead of the

@@ -197,6 +197,10 @@ def test_an_environment_variable_naming_no_section_fails_naming_it(monkeypatch):
     monkeypatch.setenv("RATIONAD_SESSION__GAP_SECS", "5")
     with pytest.raises(ConfigError, match="RATIONAD_SESSION__GAP_SECS sets nothing: there is no section 'session'"):
         load_settings()
+    monkeypatch.delenv("RATIONAD_SESSION__GAP_SECS")
+    monkeypatch.setenv("RATIONAD__SESSIONS_GAP_SECS", "5")  # refused before a refactor of today, accepted by it
+    with pytest.raises(ConfigError, match="RATIONAD__SESSIONS_GAP_SECS sets nothing"):
+        load_settings()
 
 
 @pytest.mark.parametrize(("name", "value", "match"), [

@@ -203,3 +203,16 @@ def test_a_template_longer_than_a_line_is_cut_in_an_event_that_does_not_fit():
     cut = fit_template_event(e, 32_768)
     assert len(encode(cut)) <= 32_768 and "omitted_templates" not in cut
     assert all(t["template"].endswith(" …") and len(t["template"]) <= 2_000 for t in cut["templates"])
+
+
+def test_anomalous_templates_are_left_out_only_after_every_text_is_cut_short():
+    """Found by review of the fix above (2026-12-06): 150 anomalous templates of about 1,950 characters (1.2 MB)
+    lost 21 of them to fit 1 MiB, where texts cut to 200 characters keep all 150."""
+    from rationad.events import build_template_event, fit_template_event
+
+    s, decision = _wide_template_window(150, 1, 1_900)
+    e = build_template_event(s, decision, ModelInfo("m"), source="generic", threshold=0.5, now=0)
+    cut = fit_template_event(e, 1_048_576)
+    assert len(encode(cut)) <= 1_048_576
+    assert len(e["templates"]) == 150 and [t["id"] for t in cut["templates"]] == [t["id"] for t in e["templates"]]
+    assert "omitted_templates" not in cut and len(cut["evidence"]) == 150

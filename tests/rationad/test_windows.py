@@ -1023,8 +1023,8 @@ def test_late_lines_of_a_key_without_an_open_window_cost_a_bounded_look_each():
     """Found by review (2026-12-06), failing before its fix: late lines of a key with no newest window each opened a
     window waiting for the next tick, and every later line of the key looked through all of them (three times): 8,000
     such lines of one block in one fetch took 9.4 s (quadratic), long enough for the service watchdog to kill the
-    daemon, which then read the same records again. Past MAX_OLDER_PER_KEY waiting windows a late line is judged on
-    its own at once; nothing is lost either way."""
+    daemon, which then read the same records again. Past MAX_OLDER_PER_KEY waiting windows the key's oldest closes
+    before another opens; nothing is lost either way."""
     from rationad.windows import MAX_OLDER_PER_KEY
 
     looks = 0
@@ -1047,4 +1047,23 @@ def test_late_lines_of_a_key_without_an_open_window_cost_a_bounded_look_each():
     assert len(w._older.get("blk", ())) <= MAX_OLDER_PER_KEY
     late = [s for s in out if s.key == "blk"]
     assert sorted(x.offset for s in late for x in s.lines) == list(range(1, n + 1))  # every line, once
-    assert {s.close_reason for s in late} == {"late", "gap"}  # at once, or at the tick as before
+    assert {s.close_reason for s in late} == {"gap"}  # closed early, or at the tick as before
+
+
+def test_lines_of_a_lagging_source_open_a_bounded_number_of_windows_beside_their_keys_newest():
+    """Found by review of the fix above (2026-12-06), failing before it: lines of a lagging source, older than their
+    key's newest window (from a source ahead) but not late (the watermark follows the lagging source), each more
+    than a gap after the last, each opened one more window beside the newest: 4,000 of them took 2.5 s, quadratic."""
+    from rationad.windows import MAX_OLDER_PER_KEY
+
+    def ln(key: str, ts: float, offset: int, src: str, src_offset: int) -> LogLine:
+        return LogLine(key=key, message="m", raw="m", ts=ts, offset=offset, source=("logs", src, src_offset))
+
+    w = Sessionizer(session_spec())
+    out = w.add(ln("blk", 1_000_000, 0, 0, 0), 0) + w.add(ln("other", 1_000, 1, 1, 0), 0)
+    n = 1_000
+    for i in range(n):
+        out += w.add(ln("blk", 1_000 + 20 * i, i + 2, 1, i + 1), 0)
+        assert len(w._older.get("blk", ())) <= MAX_OLDER_PER_KEY
+    out += w.flush("end")
+    assert sorted(x.offset for s in out if s.key == "blk" for x in s.lines) == [0, *range(2, n + 2)]
