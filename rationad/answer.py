@@ -165,10 +165,12 @@ def answer_score(tokens: Sequence[str], candidates: Sequence[Sequence[tuple[str,
     if prefix:
         tokens, candidates = [prefix, *tokens], [[], *candidates]
     text = "".join(tokens)
+    think = _THINK.search(text)
+    after = think.end() if think else 0  # as ``parse_completion``: an answer tag inside the thought is not the answer
     closed = None
-    for closed in _ANSWER.finditer(text):  # the section that gives the verdict (``parse_completion``): the last closed
+    for closed in _ANSWER.finditer(text, after):  # the section that gives the verdict: the last closed
         pass
-    at = text.rfind(ANSWER_OPEN) if closed is None else closed.start()
+    at = text.rfind(ANSWER_OPEN, after) if closed is None else closed.start()
     if at < 0 or len(candidates) < len(tokens):
         return None
     start = at + len(ANSWER_OPEN)

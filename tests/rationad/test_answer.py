@@ -108,6 +108,20 @@ def test_the_score_is_read_at_the_answer_that_gives_the_verdict():
     assert answer_score(tokens, candidates) > 0.5
 
 
+def test_the_score_is_not_read_at_an_answer_tag_inside_the_thought():
+    """Found by review (2026-12-06), failing before its fix: with unconstrained output, an unclosed ``<answer>`` in
+    the rationale made one match with the real answer's closing tag, so the score was read inside the rationale
+    (0.993 beside a written normal: served anomalous at the session threshold 0.01)."""
+    from rationad.answer import answer_score
+
+    tokens = ["<think>", "if real the reply would be <answer>", "anomalous", " but it is benign.", "</think>",
+              "\n<answer>", "normal", "</answer>"]
+    candidates = [[], [], [("anomalous", -0.01), ("normal", -5.0)], [], [], [],
+                  [("normal", -0.01), ("anomalous", -6.0)], []]
+    assert parse_completion("".join(tokens), VIEW).verdict == "normal"
+    assert answer_score(tokens, candidates) < 0.01
+
+
 def test_an_answer_served_normal_on_void_evidence_ranks_at_zero_and_an_unscored_one_stays_unscored():
     from rationad.answer import ranked_score
 
