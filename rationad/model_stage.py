@@ -183,7 +183,9 @@ class ModelStage:
                             log.warning("judge_batch_outage", error=str(exc), sessions=len(batch),
                                         action="judging each session on its own")
                             return await self._split(batch)
-                        if await self._model_answers():  # the model is up: this session's own request fails
+                        # the model is up and this session's own request fails; not when the server said "later"
+                        # (a rate limit lets the probe's one token through while it refuses every real request)
+                        if not exc.busy and await self._model_answers():
                             p = batch[0]
                             p.attempts += 1
                             log.warning("session_fails_while_model_answers", key=p.session.key,

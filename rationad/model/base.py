@@ -51,12 +51,15 @@ class ModelError(Exception):
       and exits non-zero so its supervisor (systemd, Kubernetes) restarts it.
 
     ``retryable`` (kept for callers that only need the old yes/no) is True for every kind but ``rejected``.
+    ``busy``: an outage the server itself called temporary (408, 429, 503: a rate limit or a full queue), which says
+    nothing of the request's content: a session is never dead-lettered for it, however long it lasts.
     """
 
-    def __init__(self, msg: str, retryable: bool = True, *, kind: ErrorKind | None = None) -> None:
+    def __init__(self, msg: str, retryable: bool = True, *, kind: ErrorKind | None = None, busy: bool = False) -> None:
         super().__init__(msg)
         self.kind: ErrorKind = kind if kind is not None else ("outage" if retryable else "rejected")
         self.retryable = self.kind != "rejected"
+        self.busy = busy and self.kind == "outage"
 
 
 @runtime_checkable

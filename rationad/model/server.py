@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 
 MAX_BACKOFF_SECS = 30.0
 RETRY_STATUS = frozenset({408, 429})  # and every 5xx
+BUSY_STATUS = frozenset({408, 429, 503})  # the server says: later (ModelError.busy)
 CONFIG_STATUS = frozenset({401, 403, 404, 405, 407})  # and every 3xx (see _is_config)
 
 
@@ -213,6 +214,7 @@ class ServerClient:
         """One request with bounded concurrency and retries; the response when 2xx, else ModelError."""
         attempts = self.cfg.max_retries + 1
         last = ""
+        busy = False
         for attempt in range(attempts):
             wait: float | None = None
             try:
@@ -220,6 +222,7 @@ class ServerClient:
                     resp = await self._http.request(method, url, json=payload)
             except (httpx.TransportError, httpx.DecodingError) as exc:  # refused/reset, timeouts, a garbled body
                 last = self._scrub(f"{type(exc).__name__}: {exc}")
+                busy = False
             else:
                 if resp.is_success:
                     return resp
@@ -231,12 +234,14 @@ class ServerClient:
                 if not _is_retried(status):
                     raise ModelError(f"{method} {self.display_url}{url} rejected the request: {last}",
                                      kind="rejected")
+                busy = status in BUSY_STATUS
                 wait = _retry_after(resp)
             if attempt + 1 < attempts:
                 delay = max(wait or 0.0, backoff_delay(attempt, self.cfg.retry_backoff_secs))
                 log.debug("retrying %s %s in %.2f s after %s", method, url, delay, last)
                 await self._sleep(delay)
-        raise ModelError(f"{method} {self.display_url}{url} failed after {attempts} attempt(s): {last}", kind="outage")
+        raise ModelError(f"{method} {self.display_url}{url} failed after {attempts} attempt(s): {last}", kind="outage",
+                         busy=busy)
 
     async def _one(self, messages: list[Message], max_tokens: int, temperature: float, regex: str | None) -> Completion:
         payload: dict[str, Any] = {

@@ -95,6 +95,34 @@ async def test_a_session_whose_own_request_always_fails_does_not_wedge_its_batch
     assert td.final_commit(consumer) == 4
 
 
+async def test_a_rate_limit_that_lets_the_probe_through_dead_letters_no_session():
+    """Found by review (2026-12-06), failing before its fix: a gateway's token limiter refused every real request
+    with 429 and let the stage's one-token probe through, so the stage took the model for up and the session's
+    own request for the fault: after a few rounds it was dead-lettered as model_failed (and readiness said ready).
+    A 429 (408, 503) says "later", whatever the request: it is waited out like any outage."""
+    state = {"limited": True, "probes": 0}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/health":
+            return httpx.Response(200)
+        if request.url.path == "/v1/models":
+            return httpx.Response(200, json={"data": [{"id": "m"}]})
+        if json.loads(request.content)["max_tokens"] <= 1:
+            state["probes"] += 1
+            return answer("x")
+        if state["limited"]:
+            return httpx.Response(429, json={"error": {"message": "rate limit: tokens per minute"}})
+        return answer(ANOMALOUS)
+
+    s = td.settings(delivery={"max_attempts": 2})
+    recs = [Rec(0, td.line("a")), Rec(1, td.line("a"))]
+    d, consumer, producer = td.make(s, [{td.TP: recs}], model=server(handler))
+    asyncio.get_running_loop().call_later(5, state.update, {"limited": False})
+    await run(d, consumer, lambda: td.final_commit(consumer) == 2, 20)
+    assert producer.on("rationad.dlq") == []
+    assert [orjson.loads(e.value)["session"]["key"] for e in producer.on("rationad.anomalies")] == ["a"]
+
+
 class _SlowRejecting:
     """A model that answers after 0.2 s, and rejects (400) any batch holding a "poison" prompt."""
 
