@@ -173,18 +173,21 @@ class TemplateStage:
             w.done = True
             self.waiting_windows -= 1
             self.metrics.windows_decided.labels("waited").inc()
-            self._emit(w.session, decision, w.hold, w.closed_at, w.is_revoked)
+            self._emit(w.session, decision, w.hold, w.closed_at, w.is_revoked, waited=True)
         self.metrics.windows_waiting.set(self.waiting_windows)
 
     # ---- events --------------------------------------------------------------------------------------------
     def _emit(self, session: Session, decision: Decision, hold: Hold, closed_at: float,
-              is_revoked: Callable[[], bool]) -> None:
+              is_revoked: Callable[[], bool], *, waited: bool = False) -> None:
+        # rationad_session_latency_seconds{cache}: "miss" for a window that waited for a template's model call (what
+        # RationadSlowVerdicts watches), "hit" for one decided at its close from templates already known
+        how = "miss" if waited else "hit"
         if is_revoked():  # the partition's new owner decides it again (its offset was never committed)
             hold.release()
             return
         if decision.verdict != "anomalous" and not self.s.output.emit_normal:
             hold.release()
-            self.metrics.end_to_end_latency.labels("hit").observe(max(0.0, steady() - closed_at))
+            self.metrics.end_to_end_latency.labels(how).observe(max(0.0, steady() - closed_at))
             return
         # Built now, from the templates as they were when the window was decided: a label landing before the send
         # must not give an event whose templates contradict its verdict.
@@ -196,9 +199,10 @@ class TemplateStage:
             event = fit_template_event(event, room)
         except Exception as exc:  # noqa: BLE001 - dead-lettered by _deliver, with the window's hold
             event = exc
-        self._spawn(self._deliver(session, event, hold, closed_at), "template-event")
+        self._spawn(self._deliver(session, event, hold, closed_at, how), "template-event")
 
-    async def _deliver(self, session: Session, event: dict | Exception, hold: Hold, closed_at: float) -> None:
+    async def _deliver(self, session: Session, event: dict | Exception, hold: Hold, closed_at: float,
+                       how: str = "hit") -> None:
         try:
             if isinstance(event, Exception):
                 raise event
@@ -213,7 +217,7 @@ class TemplateStage:
                     log.info("anomaly", id=event["id"], key=session.key, lines=len(session.lines),
                              judge_level="template", templates=[t["id"] for t in event["templates"]],
                              rationale=event["rationale"][:200])
-            self.metrics.end_to_end_latency.labels("hit").observe(max(0.0, steady() - closed_at))
+            self.metrics.end_to_end_latency.labels(how).observe(max(0.0, steady() - closed_at))
         except (asyncio.CancelledError, Undeliverable):
             raise
         except Exception as exc:  # building or sending the event failed in our own code: dead-letter the window

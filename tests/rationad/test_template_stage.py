@@ -475,3 +475,19 @@ async def test_a_window_of_long_anomalous_templates_reaches_the_output_topic():
     (e,) = events(producer, s)
     assert e["verdict"] == "anomalous" and len(e["templates"]) + e.get("omitted_templates", 0) == 3
     assert producer.on(s.output.dlq_topic) == []
+
+
+async def test_a_window_that_waited_for_a_template_verdict_counts_as_a_model_wait_in_the_latency():
+    """Found by review (2026-12-06), failing before its fix: every template-level window was recorded as
+    cache="hit", also those that waited minutes for a template's model call, so RationadSlowVerdicts (which watches
+    cache="miss") could never fire at template level, the default for bgl and generic."""
+    s = settings(output={"emit_normal": True})
+    lines = ROUTINE[:3] + ROUTINE[3:6]  # two windows of one template: the first waits for it, the second does not
+    d, consumer, producer = make(s, [recs(lines)], model=CountingModel())
+    await run_until(d, lambda: len(events(producer, s)) == 2)
+
+    def count(how: str) -> float:
+        return d.metrics.registry.get_sample_value("rationad_session_latency_seconds_count", {"cache": how}) or 0
+
+    assert count("miss") >= 1
+    assert count("miss") + count("hit") == 2
