@@ -267,38 +267,39 @@ def fit_template_event(event: dict[str, Any], max_bytes: int) -> dict[str, Any]:
         t["lines"] = t["lines"][:1]
     if fits():
         return ev
-    _omit_templates(ev, len(encode(ev)) - max_bytes, anomalous=False)
+    _omit_templates(ev, max_bytes, anomalous=False)
     if fits():
         return ev
     cut_texts(_CUT_TEMPLATE_CHARS)
-    if not fits():
-        _omit_templates(ev, len(encode(ev)) - max_bytes, anomalous=True)
+    _omit_templates(ev, max_bytes, anomalous=True)
     return ev
 
 
-def _omit_templates(ev: dict[str, Any], excess: int, *, anomalous: bool) -> None:
-    """Leave out of ``ev["templates"]`` the entries listed last that are not anomalous (``anomalous``: the anomalous
-    ones but the first, with their evidence) until about ``excess`` bytes are gone."""
-    templates = ev["templates"]
-    evidence_of = {i: n for n, i in enumerate(i for i, t in enumerate(templates) if t["verdict"] == "anomalous")}
-    if anomalous:
-        order = [i for i in reversed(evidence_of) if evidence_of[i] > 0]
-    else:
+def _omit_templates(ev: dict[str, Any], max_bytes: int, *, anomalous: bool) -> None:
+    """Leave out of ``ev["templates"]`` the entries listed last that are not anomalous (``anomalous``: then the
+    anomalous ones but the first, with their evidence) until ``ev`` fits ``max_bytes`` or none is left to leave out;
+    ``omitted_templates`` counts them (its own bytes are counted too)."""
+    while (size := len(encode(ev))) > max_bytes:
+        templates = ev["templates"]
+        evidence_of = {i: n for n, i in enumerate(i for i, t in enumerate(templates) if t["verdict"] == "anomalous")}
         order = [i for i in reversed(range(len(templates))) if i not in evidence_of]
-    gone: set[int] = set()
-    freed = 0
-    for i in order:
-        if freed >= excess:
-            break
-        gone.add(i)
-        freed += len(orjson.dumps(templates[i])) + 1
-        if i in evidence_of:
-            freed += len(orjson.dumps(ev["evidence"][evidence_of[i]])) + 1
-    if not gone:
-        return
-    ev["evidence"] = [ev["evidence"][n] for i, n in evidence_of.items() if i not in gone]
-    ev["templates"] = [t for i, t in enumerate(templates) if i not in gone]
-    ev["omitted_templates"] = ev.get("omitted_templates", 0) + len(gone)
+        if anomalous:
+            order += [i for i in reversed(evidence_of) if evidence_of[i] > 0]
+        if not order:
+            return
+        excess = size - max_bytes + (8 if "omitted_templates" in ev else len(',"omitted_templates":') + 8)
+        gone: set[int] = set()
+        freed = 0
+        for i in order:
+            if freed >= excess:
+                break
+            gone.add(i)
+            freed += len(orjson.dumps(templates[i])) + 1
+            if i in evidence_of:
+                freed += len(orjson.dumps(ev["evidence"][evidence_of[i]])) + 1
+        ev["evidence"] = [ev["evidence"][n] for i, n in evidence_of.items() if i not in gone]
+        ev["templates"] = [t for i, t in enumerate(templates) if i not in gone]
+        ev["omitted_templates"] = ev.get("omitted_templates", 0) + len(gone)
 
 
 def headers(event: dict[str, Any]) -> list[tuple[str, bytes]]:

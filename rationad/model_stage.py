@@ -80,6 +80,7 @@ class ModelStage:
         self.queue: asyncio.Queue[Pending] = asyncio.Queue()
         self._sem = asyncio.Semaphore(settings.model.max_concurrency)
         self.ok = False  # the last health check or call succeeded
+        self.model_answers = 0  # batches the model answered (not the probe, not the cache): is anything let through?
         self.down_since: float | None = None  # monotonic time the model became unhealthy
         self.blocked: str | None = None  # why the model cannot be used now (misconfigured, dead)
         # Blocked because real requests fail although the server looks healthy: only an answered request clears it
@@ -146,10 +147,12 @@ class ModelStage:
     async def _judge(self, batch: list[Pending]) -> list[tuple[Pending, Result]]:
         backoff = max(self.s.model.retry_backoff_secs, 0.1)
         outages = 0
+        answers_before = self.model_answers
         while True:
             try:
                 result = await self.judge.judge_many([p.session for p in batch])
                 if not all(j.cached for j in result):  # the model answered this batch (verdicts from the cache
+                    self.model_answers += 1
                     self.answered()  # vouch for nothing: a block set by rejected requests must stay)
                 return list(zip(batch, result, strict=True))
             except asyncio.CancelledError:
@@ -183,9 +186,10 @@ class ModelStage:
                             log.warning("judge_batch_outage", error=str(exc), sessions=len(batch),
                                         action="judging each session on its own")
                             return await self._split(batch)
-                        # the model is up and this session's own request fails; not when the server said "later"
-                        # (a rate limit lets the probe's one token through while it refuses every real request)
-                        if not exc.busy and await self._model_answers():
+                        # The model is up and this session's own request fails. When the server said "later"
+                        # (429, 408, 503), only if other requests were answered since this one began failing: a
+                        # token limiter lets the probe's one token through while it refuses every real request.
+                        if (self.model_answers > answers_before) if exc.busy else await self._model_answers():
                             p = batch[0]
                             p.attempts += 1
                             log.warning("session_fails_while_model_answers", key=p.session.key,

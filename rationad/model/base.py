@@ -51,8 +51,8 @@ class ModelError(Exception):
       and exits non-zero so its supervisor (systemd, Kubernetes) restarts it.
 
     ``retryable`` (kept for callers that only need the old yes/no) is True for every kind but ``rejected``.
-    ``busy``: an outage the server itself called temporary (408, 429, 503: a rate limit or a full queue), which says
-    nothing of the request's content: a session is never dead-lettered for it, however long it lasts.
+    ``busy``: an outage the server itself called temporary (408, 429, 503: a rate limit or a full queue): charged to
+    a session only when the model answered other requests meanwhile (``ModelStage``), not on a probe's answer.
     """
 
     def __init__(self, msg: str, retryable: bool = True, *, kind: ErrorKind | None = None, busy: bool = False) -> None:

@@ -216,3 +216,35 @@ def test_anomalous_templates_are_left_out_only_after_every_text_is_cut_short():
     assert len(encode(cut)) <= 1_048_576
     assert len(e["templates"]) == 150 and [t["id"] for t in cut["templates"]] == [t["id"] for t in e["templates"]]
     assert "omitted_templates" not in cut and len(cut["evidence"]) == 150
+
+
+def test_a_cut_event_fits_and_leaves_out_labelled_normal_templates_before_any_anomalous_one():
+    """Found by review of the fix above (2026-12-06), failing before its fix: the bytes of omitted_templates itself
+    were not counted, so at some limits the cut event was still over it, or the anomalous pass left out an
+    anomalous template while labelled normal ones were still listed (5 and 126 of the limits below)."""
+    from rationad.events import build_template_event, fit_template_event
+    from rationad.labels import Label
+    from rationad.records import LogLine, Session
+    from rationad.template_book import TemplateBook
+
+    def word(i: int) -> str:
+        return chr(65 + i % 26) + chr(65 + i // 26)
+
+    msgs = [f"ERROR {word(i)} x{'y' * 50}" for i in range(100)] + [f"WARN {word(i)} z{'w' * 50}" for i in range(40)]
+    s = Session(key="w", lines=[LogLine(key="w", message=m, raw=m, offset=i) for i, m in enumerate(msgs)],
+                close_reason="gap", topic="logs")
+    book = TemplateBook()
+    uses = book.uses(s)
+    for u in uses:
+        bad = u.state.template.startswith("ERROR")
+        book.judged(u.state.template, "anomalous" if bad else "normal", "x", score=0.5, answer_verdict="anomalous"
+                    if bad else "normal")
+        if not bad:
+            book.set_label(u.state.id, Label(u.state.template, "normal", "fine", "op", 1.0))
+    e = build_template_event(s, book.decide(uses), ModelInfo("m"), source="generic", threshold=0.5, now=0)
+    assert len(e["templates"]) == 140
+    for limit in range(4_000, len(encode(e)), 7):  # the event with one template left is about 3.2 KB
+        cut = fit_template_event(e, limit)
+        assert len(encode(cut)) <= limit, limit
+        verdicts = [t["verdict"] for t in cut["templates"]]
+        assert verdicts.count("anomalous") == 100 or "normal" not in verdicts, limit

@@ -63,15 +63,15 @@ async def test_an_outage_dead_letters_no_session():
     assert sorted(orjson.loads(e.value)["session"]["key"] for e in producer.on("rationad.anomalies")) == ["a", "b"]
 
 
-@pytest.mark.parametrize("kind", ["timeout", "500", "empty-choices", "non-json-200"])
+@pytest.mark.parametrize("kind", ["timeout", "500", "empty-choices", "non-json-200", "429", "503"])
 async def test_a_session_whose_own_request_always_fails_does_not_wedge_its_batch_or_partition(kind):
     """Found by review (2026-12-03), failing before its fix: an outage-like failure of one prompt's request only was
     retried for ever with its whole batch; its batch-mate was never judged and the partition never committed."""
     def fail(request: httpx.Request) -> httpx.Response:
         if kind == "timeout":
             raise httpx.ReadTimeout("timed out", request=request)
-        if kind == "500":
-            return httpx.Response(500, json={"error": {"message": "Internal Server Error"}})
+        if kind in ("500", "429", "503"):  # 429, 503: "later", but the model answers every other request
+            return httpx.Response(int(kind), json={"error": {"message": "refused"}})
         if kind == "empty-choices":
             return httpx.Response(200, json={"choices": [], "usage": {}})
         return httpx.Response(200, content=b"<html>proxy error page</html>")
