@@ -43,6 +43,10 @@ MAX_BACKOFF_SECS = 30.0
 # model is probed: a request that fails for one prompt only (a 500, a timeout, an empty 2xx for it) must not hold its
 # batch-mates, nor its partition, for ever.
 OUTAGE_SPLIT_AFTER = 3
+# A session whose requests the server keeps refusing as "later" (429, 408, 503) is charged an attempt only after this
+# long: a rate limit that refuses every real request is waited out like an outage, one that always refuses one
+# session's request ends in a dead letter (model_failed) instead of pinning the partition.
+BUSY_PATIENCE_SECS = 600.0
 PROBE = [{"role": "user", "content": "ok"}]  # a minimal request: does the model answer at all?
 
 Result = Judgement | DeadLetter
@@ -80,7 +84,6 @@ class ModelStage:
         self.queue: asyncio.Queue[Pending] = asyncio.Queue()
         self._sem = asyncio.Semaphore(settings.model.max_concurrency)
         self.ok = False  # the last health check or call succeeded
-        self.model_answers = 0  # batches the model answered (not the probe, not the cache): is anything let through?
         self.down_since: float | None = None  # monotonic time the model became unhealthy
         self.blocked: str | None = None  # why the model cannot be used now (misconfigured, dead)
         # Blocked because real requests fail although the server looks healthy: only an answered request clears it
@@ -147,12 +150,11 @@ class ModelStage:
     async def _judge(self, batch: list[Pending]) -> list[tuple[Pending, Result]]:
         backoff = max(self.s.model.retry_backoff_secs, 0.1)
         outages = 0
-        answers_before = self.model_answers
+        busy_since: float | None = None  # the first of this call's failures the server called temporary
         while True:
             try:
                 result = await self.judge.judge_many([p.session for p in batch])
                 if not all(j.cached for j in result):  # the model answered this batch (verdicts from the cache
-                    self.model_answers += 1
                     self.answered()  # vouch for nothing: a block set by rejected requests must stay)
                 return list(zip(batch, result, strict=True))
             except asyncio.CancelledError:
@@ -186,10 +188,14 @@ class ModelStage:
                             log.warning("judge_batch_outage", error=str(exc), sessions=len(batch),
                                         action="judging each session on its own")
                             return await self._split(batch)
-                        # The model is up and this session's own request fails. When the server said "later"
-                        # (429, 408, 503), only if other requests were answered since this one began failing: a
-                        # token limiter lets the probe's one token through while it refuses every real request.
-                        if (self.model_answers > answers_before) if exc.busy else await self._model_answers():
+                        # The model is up and this session's own request fails. When the server says "later"
+                        # (429, 408, 503), not before BUSY_PATIENCE_SECS of it: a token limiter lets the probe's one
+                        # token through while it refuses every real request; past that, a request it always refuses
+                        # must not pin its partition for ever.
+                        if exc.busy:
+                            busy_since = busy_since if busy_since is not None else steady()
+                        patient = exc.busy and steady() - busy_since < BUSY_PATIENCE_SECS
+                        if not patient and await self._model_answers():
                             p = batch[0]
                             p.attempts += 1
                             log.warning("session_fails_while_model_answers", key=p.session.key,

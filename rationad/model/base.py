@@ -52,7 +52,7 @@ class ModelError(Exception):
 
     ``retryable`` (kept for callers that only need the old yes/no) is True for every kind but ``rejected``.
     ``busy``: an outage the server itself called temporary (408, 429, 503: a rate limit or a full queue): charged to
-    a session only when the model answered other requests meanwhile (``ModelStage``), not on a probe's answer.
+    a session only after ``model_stage.BUSY_PATIENCE_SECS`` of it (a rate limit lets the stage's probe through).
     """
 
     def __init__(self, msg: str, retryable: bool = True, *, kind: ErrorKind | None = None, busy: bool = False) -> None:

@@ -64,9 +64,11 @@ async def test_an_outage_dead_letters_no_session():
 
 
 @pytest.mark.parametrize("kind", ["timeout", "500", "empty-choices", "non-json-200", "429", "503"])
-async def test_a_session_whose_own_request_always_fails_does_not_wedge_its_batch_or_partition(kind):
+async def test_a_session_whose_own_request_always_fails_does_not_wedge_its_batch_or_partition(kind, monkeypatch):
     """Found by review (2026-12-03), failing before its fix: an outage-like failure of one prompt's request only was
-    retried for ever with its whole batch; its batch-mate was never judged and the partition never committed."""
+    retried for ever with its whole batch; its batch-mate was never judged and the partition never committed.
+    A 429 or 503 ("later") is charged only after BUSY_PATIENCE_SECS (shortened here)."""
+    monkeypatch.setattr("rationad.model_stage.BUSY_PATIENCE_SECS", 1.0, raising=False)
     def fail(request: httpx.Request) -> httpx.Response:
         if kind == "timeout":
             raise httpx.ReadTimeout("timed out", request=request)
@@ -121,6 +123,32 @@ async def test_a_rate_limit_that_lets_the_probe_through_dead_letters_no_session(
     await run(d, consumer, lambda: td.final_commit(consumer) == 2, 20)
     assert producer.on("rationad.dlq") == []
     assert [orjson.loads(e.value)["session"]["key"] for e in producer.on("rationad.anomalies")] == ["a"]
+
+
+async def test_one_session_a_gateway_always_refuses_as_busy_is_dead_lettered_after_the_patience_with_one_slot(
+        monkeypatch):
+    """Found by review (2026-12-06) of a first fix that charged a "later" failure only when the model answered other
+    requests meanwhile: with one call slot nothing else is ever answered while that session retries, so one request a
+    gateway always refuses (429) held every partition for ever. It is charged after BUSY_PATIENCE_SECS (1 s here)."""
+    monkeypatch.setattr("rationad.model_stage.BUSY_PATIENCE_SECS", 1.0, raising=False)
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/health":
+            return httpx.Response(200)
+        if request.url.path == "/v1/models":
+            return httpx.Response(200, json={"data": [{"id": "m"}]})
+        if any("poison" in m["content"] for m in json.loads(request.content)["messages"]):
+            return httpx.Response(429, json={"error": {"message": "too many tokens"}})
+        return answer(ANOMALOUS)
+
+    s = td.settings(delivery={"max_attempts": 2}, model={"max_concurrency": 1, "max_batch_size": 1,
+                                                         "retry_backoff_secs": 0.0})
+    recs = [Rec(0, td.line("p", "INFO poison")), Rec(1, td.line("p", "INFO poison")),
+            Rec(2, td.line("q", "ERROR x")), Rec(3, td.line("q", "ERROR x"))]
+    d, consumer, producer = td.make(s, [{td.TP: recs}], model=server(handler))
+    await run(d, consumer, lambda: td.final_commit(consumer) == 4, 20)
+    assert [orjson.loads(e.value)["session"]["key"] for e in producer.on("rationad.anomalies")] == ["q"]
+    assert [dict(x.headers)["rationad-error-type"] for x in producer.on("rationad.dlq")] == [b"model_failed"]
 
 
 class _SlowRejecting:
