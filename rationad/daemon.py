@@ -894,7 +894,9 @@ class Daemon:
 
     # ---- model health and lag -----------------------------------------------------------------------------
     async def _health_loop(self) -> None:
-        while True:
+        # Not ``while True``: Python 3.11's wait_for can swallow the cancellation that stops it (CPython gh-86296),
+        # and a loop that went on past the stop kept the event loop from closing (a test run hung in teardown).
+        while not self._stop.is_set():
             await asyncio.sleep(MODEL_HEALTH_INTERVAL_SECS)
             await self._check_model()
             self._set_ready_metric()
