@@ -180,3 +180,95 @@ def test_static_member_takes_its_place_back_after_kill9(broker):
                 p.wait(10)
     assert results["rationad-0"] is not None and results["rationad-0"] < 15, results
     assert results["dynamic"] is None, f"noida-db now expires dead members: {results}; update docs and tests"
+
+
+def test_member_id_is_kept_on_a_refused_commit_but_forgotten_inside_a_join():
+    from aiokafka.consumer import group_coordinator as gc
+
+    kafka.keep_member_id_on_commit_errors()
+
+    def coordinator(instance_id=None, forgets=False):
+        c = SimpleNamespace(member_id="m-1", generation=4, _group_instance_id=instance_id, _rationad_forgets=forgets,
+                            rejoins=0)
+        c.request_rejoin = lambda: setattr(c, "rejoins", c.rejoins + 1)
+        return c
+
+    kept = coordinator()
+    gc.GroupCoordinator.reset_generation(kept)  # a commit or heartbeat refused: rejoin as the same member
+    assert (kept.member_id, kept.generation, kept.rejoins) == ("m-1", -1, 1)
+    joining = coordinator(forgets=True)  # a JoinGroup refused with UNKNOWN_MEMBER_ID: the id is gone
+    gc.GroupCoordinator.reset_generation(joining)
+    assert joining.member_id == ""
+    static = coordinator(instance_id="rationad-0")  # the coordinator maps a static member by its instance id
+    gc.GroupCoordinator.reset_generation(static)
+    assert static.member_id == ""
+
+
+@pytest.mark.integration
+def test_a_commit_refused_mid_rebalance_does_not_wedge_the_group(broker):
+    """On the real test broker: members that commit their offsets when partitions are revoked (as the daemon does)
+    are all assigned again after a member joins and after one leaves. noida-db refuses a commit made during a
+    rebalance with ILLEGAL_GENERATION; aiokafka then forgot its member id and rejoined as a new member, the broker
+    kept waiting for (and electing) the forgotten one, and no member was ever assigned again."""
+    from aiokafka import ConsumerRebalanceListener
+
+    from rationad.broker import create_topics
+
+    topic = f"wedge-{uuid.uuid4().hex[:8]}"
+    asyncio.run(create_topics(broker.bootstrap, {topic: 4}))
+
+    async def scenario():
+        members = []
+        for _ in range(2):
+            c = kafka.make_consumer(KafkaConfig(bootstrap_servers=broker.bootstrap, group_id=f"g-{topic}",
+                                                session_timeout_ms=10_000))
+
+            class CommitOnRevoke(ConsumerRebalanceListener):
+                def __init__(self, consumer):
+                    self.consumer = consumer
+
+                async def on_partitions_revoked(self, revoked):
+                    if revoked:
+                        try:
+                            await self.consumer.commit({tp: 0 for tp in revoked})
+                        except KafkaError:
+                            pass  # refused: the partitions' next owner reads from the last committed offset
+
+                async def on_partitions_assigned(self, assigned):
+                    pass
+
+            c.subscribe([topic], listener=CommitOnRevoke(c))
+            members.append(c)
+
+        async def poll(c):
+            while True:
+                await c.getmany(timeout_ms=100)
+
+        async def until(check, secs):
+            deadline = time.monotonic() + secs
+            while time.monotonic() < deadline and not check():
+                await asyncio.sleep(0.2)
+            return check()
+
+        a, b = members
+        await asyncio.wait_for(a.start(), 30)
+        polls = [asyncio.ensure_future(poll(a))]
+        try:
+            assert await until(lambda: len(a.assignment()) == 4, 30)
+            await asyncio.wait_for(b.start(), 30)
+            polls.append(asyncio.ensure_future(poll(b)))
+            assert await until(lambda: len(a.assignment()) == 2 and len(b.assignment()) == 2, 40), \
+                (a.assignment(), b.assignment())
+            polls.pop(0).cancel()
+            await asyncio.wait_for(a.stop(), 30)
+            assert await until(lambda: len(b.assignment()) == 4, 40), b.assignment()
+        finally:
+            for p in polls:
+                p.cancel()
+            for c in members:
+                try:
+                    await asyncio.wait_for(c.stop(), 15)
+                except TimeoutError:
+                    pass  # a wedged member's LeaveGroup can wait for ever
+
+    asyncio.run(scenario())
