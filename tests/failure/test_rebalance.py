@@ -3,6 +3,7 @@ its partitions over: no session is lost, a session emitted by both carries the s
 reach the end of the input."""
 
 import asyncio
+import json
 import os
 
 import pytest
@@ -24,10 +25,25 @@ pytestmark = pytest.mark.integration
 SESSIONS = int(os.environ.get("RATIONAD_FAILURE_SESSIONS", "8"))
 
 
+def _owned(log: str) -> list[str]:
+    """The partitions a daemon's log says it owns now (its last assignment once it has started), or []."""
+    if "daemon_started" not in log:
+        return []
+    owned: list[str] = []
+    for line in log.splitlines():
+        if '"partitions_assigned"' in line:
+            try:
+                owned = json.loads(line)["partitions"]
+            except (ValueError, KeyError):
+                pass
+        elif '"partitions_revoked"' in line:
+            owned = []
+    return owned
+
+
 def test_one_of_two_daemons_stopped_mid_stream_loses_nothing(broker, model, vllm_server, tmp_path):
     stream = new_stream(broker.bootstrap, SESSIONS, prefix="rebal", partitions=4)
     half = len(stream.lines) // 2
-    asyncio.run(produce(broker.bootstrap, stream.topic, stream.records(0, half)))
     daemons, ports = [], []
     for name in ("a", "b"):
         port = free_port()
@@ -37,6 +53,11 @@ def test_one_of_two_daemons_stopped_mid_stream_loses_nothing(broker, model, vllm
         ports.append(port)
     a, b = daemons
     try:
+        # The first half is sent once both members own partitions: sent before, a member that started late (its
+        # verdict cache's recovery can take up to CACHE_RECOVERY_TIMEOUT_SECS) found the other had read and judged
+        # every line, flushed as quiet, and had none to read (a CI run failed so).
+        assert wait_until(lambda: all(_owned(d.log()) for d in daemons), 300), a.log()[-2000:] + b.log()[-2000:]
+        asyncio.run(produce(broker.bootstrap, stream.topic, stream.records(0, half)))
         # Both members own partitions and both have read lines: the stream is shared.
         assert wait_until(lambda: all("partitions_assigned" in d.log() for d in daemons)
                           and all((metric(p, "rationad_lines_parsed_total") or 0) > 0 for p in ports), 180), \
