@@ -81,20 +81,24 @@ async def join_group_versions(client: Any) -> dict[int, tuple[int, int] | None]:
     return out
 
 
+KEPT_MEMBER_ID = "_rationad_kept_member_id"  # the coordinator attribute holding a forgotten id until the next join
+
+
 @functools.cache
 def keep_member_id_on_commit_errors() -> None:
-    """Make aiokafka keep its group member id when a commit or heartbeat is refused (KAFKA-13419).
+    """Make aiokafka rejoin its group as the same member after a refused commit or heartbeat (as KAFKA-13419 does).
 
-    aiokafka 0.14 forgets its member id on every ILLEGAL_GENERATION or UNKNOWN_MEMBER_ID, and then rejoins as a new
-    member. The group coordinator still counts the old member and waits for it to rejoin: for up to the rebalance
-    timeout (``kafka.max_poll_interval_ms``, 5 minutes by default) on Kafka, for ever on a broker that never expires
-    members (noida-db 0.2.3, which also refuses a commit made during a rebalance with ILLEGAL_GENERATION and can elect
-    the forgotten member leader, so that no member ever gets an assignment). A daemon whose commit lost that race
-    owned no partition again, and the partitions of a member that had left were read by nobody (a failure test found
-    it). Kafka's Java client has kept the member id on these errors since 3.1; this does the same for dynamic members.
-    The id is still forgotten where aiokafka forgets it inside a join (a JoinGroup refused with UNKNOWN_MEMBER_ID,
-    a SyncGroup refused) or after a LeaveGroup, so an id the coordinator no longer knows costs one refused JoinGroup.
-    Process-wide and idempotent: the verdict cache's faust consumer gets it too."""
+    aiokafka 0.14 forgets its member id on every ILLEGAL_GENERATION or UNKNOWN_MEMBER_ID and rejoins as a new member.
+    The group coordinator still counts the old member and waits for it to rejoin: for up to the rebalance timeout
+    (``kafka.max_poll_interval_ms``, 5 minutes by default) on Kafka, for ever on a broker that never expires members
+    (noida-db 0.2.3, which also refuses a commit made during a rebalance with ILLEGAL_GENERATION and elected the
+    forgotten member leader, so that no member was ever assigned again). A daemon whose commit lost that race owned
+    no partition again, and the partitions of a member that had left were read by nobody (a failure test found it).
+
+    aiokafka still forgets the id (its heartbeat loop ends on that); the id is set aside and offered again at the
+    next JoinGroup of a dynamic member. One the coordinator no longer knows is refused there with UNKNOWN_MEMBER_ID,
+    which aiokafka answers by joining afresh: one refused JoinGroup. An id forgotten inside a join, or by a LeaveGroup,
+    is not offered again. Process-wide and idempotent: the verdict cache's faust consumer gets it too."""
     from aiokafka.consumer import group_coordinator as gc
 
     reset = gc.GroupCoordinator.reset_generation
@@ -104,21 +108,24 @@ def keep_member_id_on_commit_errors() -> None:
     def reset_generation(self) -> None:
         member_id = self.member_id
         reset(self)
-        if self._group_instance_id is None and not getattr(self, "_rationad_forgets", False):
-            self.member_id = member_id
-
-    async def forgetting(coordinator, call):
-        coordinator._rationad_forgets = True
-        try:
-            return await call
-        finally:
-            coordinator._rationad_forgets = False
+        if self._group_instance_id is None and member_id:  # a static member is known by its instance id
+            setattr(self, KEPT_MEMBER_ID, member_id)
 
     async def perform_group_join(self):
-        return await forgetting(self._coordinator, join(self))
+        coordinator = self._coordinator
+        kept = coordinator.__dict__.pop(KEPT_MEMBER_ID, None)
+        if kept and not coordinator.member_id:
+            coordinator.member_id = kept
+        try:
+            return await join(self)
+        finally:  # an id refused or forgotten during the join is not offered again
+            coordinator.__dict__.pop(KEPT_MEMBER_ID, None)
 
     async def maybe_leave_group(self):
-        return await forgetting(self, leave(self))
+        try:
+            return await leave(self)
+        finally:
+            self.__dict__.pop(KEPT_MEMBER_ID, None)
 
     gc.GroupCoordinator.reset_generation = reset_generation
     gc.CoordinatorGroupRebalance.perform_group_join = perform_group_join

@@ -182,30 +182,62 @@ def test_static_member_takes_its_place_back_after_kill9(broker):
     assert results["dynamic"] is None, f"noida-db now expires dead members: {results}; update docs and tests"
 
 
-def test_member_id_is_kept_on_a_refused_commit_but_forgotten_inside_a_join():
+def _coordinator(instance_id=None):
+    c = SimpleNamespace(member_id="m-1", generation=4, _group_instance_id=instance_id, rejoins=0, sent=[],
+                        _rebalance_timeout_ms=30_000)
+    c.request_rejoin = lambda: setattr(c, "rejoins", c.rejoins + 1)
+    c.reset_generation = lambda: aiokafka_gc().GroupCoordinator.reset_generation(c)
+    return c
+
+
+def aiokafka_gc():
     from aiokafka.consumer import group_coordinator as gc
 
     kafka.keep_member_id_on_commit_errors()
+    return gc
 
-    def coordinator(instance_id=None, forgets=False):
-        c = SimpleNamespace(member_id="m-1", generation=4, _group_instance_id=instance_id, _rationad_forgets=forgets,
-                            rejoins=0)
-        c.request_rejoin = lambda: setattr(c, "rejoins", c.rejoins + 1)
-        return c
 
-    kept = coordinator()
-    gc.GroupCoordinator.reset_generation(kept)  # a commit or heartbeat refused: rejoin as the same member
-    assert (kept.member_id, kept.generation, kept.rejoins) == ("m-1", -1, 1)
-    joining = coordinator(forgets=True)  # a JoinGroup refused with UNKNOWN_MEMBER_ID: the id is gone
-    gc.GroupCoordinator.reset_generation(joining)
-    assert joining.member_id == ""
-    static = coordinator(instance_id="rationad-0")  # the coordinator maps a static member by its instance id
+def _refusing_join(c, code):
+    """A rebalance of coordinator ``c`` whose JoinGroup is answered with error ``code``."""
+    gc = aiokafka_gc()
+
+    async def send(request):
+        c.sent.append(request._member_id)
+        return SimpleNamespace(error_code=code, member_id="")
+
+    c._send_req = send
+    assignor = SimpleNamespace(name="roundrobin", metadata=lambda topics: b"m")
+    return gc.CoordinatorGroupRebalance(c, "g", 1, SimpleNamespace(topics={"t"}, active=True), [assignor], 10_000, 0)
+
+
+def test_a_refused_commit_keeps_the_member_id_for_the_next_join_only():
+    gc = aiokafka_gc()
+    c = _coordinator()
+    gc.GroupCoordinator.reset_generation(c)  # a commit or heartbeat refused
+    # aiokafka's own state is as before (its heartbeat loop ends on an unknown id), a rejoin is requested ...
+    assert (c.member_id, c.generation, c.rejoins) == ("", -1, 1)
+    # ... and its next JoinGroup offers the id again; refused there (UNKNOWN_MEMBER_ID), it is not offered again
+    assert asyncio.run(_refusing_join(c, 25).perform_group_join()) is None
+    assert asyncio.run(_refusing_join(c, 25).perform_group_join()) is None
+    assert c.sent == ["m-1", ""] and c.member_id == ""
+
+
+def test_no_member_id_is_kept_after_leaving_or_for_a_static_member():
+    gc = aiokafka_gc()
+    static = _coordinator("rationad-0")  # the coordinator knows a static member by its instance id
     gc.GroupCoordinator.reset_generation(static)
-    assert static.member_id == ""
+    asyncio.run(_refusing_join(static, 25).perform_group_join())
+    assert static.sent == [""]
+    left = _coordinator()
+    left.generation = 0  # nothing to leave: aiokafka only resets
+    left._group_id = "g"
+    asyncio.run(gc.GroupCoordinator._maybe_leave_group(left))
+    asyncio.run(_refusing_join(left, 25).perform_group_join())
+    assert left.sent == [""]
 
 
 @pytest.mark.integration
-def test_a_commit_refused_mid_rebalance_does_not_wedge_the_group(broker):
+def test_a_commit_refused_mid_rebalance_does_not_wedge_the_group(broker, caplog):
     """On the real test broker: members that commit their offsets when partitions are revoked (as the daemon does)
     are all assigned again after a member joins and after one leaves. noida-db refuses a commit made during a
     rebalance with ILLEGAL_GENERATION; aiokafka then forgot its member id and rejoined as a new member, the broker
@@ -272,3 +304,5 @@ def test_a_commit_refused_mid_rebalance_does_not_wedge_the_group(broker):
                     pass  # a wedged member's LeaveGroup can wait for ever
 
     asyncio.run(scenario())
+    # the path under test ran: a commit was refused mid-rebalance (were it accepted, nothing here would be tested)
+    assert any("IllegalGeneration" in r.getMessage() for r in caplog.records), "no commit was refused"
