@@ -191,22 +191,27 @@ class TemplateStage:
             return
         # Built now, from the templates as they were when the window was decided: a label landing before the send
         # must not give an event whose templates contradict its verdict.
+        value = b""
         try:
             event: dict | Exception = build_template_event(session, decision, self.model, source=self.source,
                                                            max_rationale_chars=self.s.output.max_rationale_chars,
                                                            threshold=self.s.judge.threshold_template)
             room = self.s.output.max_message_bytes - record_bytes(session.key.encode(), b"", headers(event))
-            event = fit_template_event(event, room)
+            value = encode(event)  # once on the common path: only an event over the limit is cut and encoded again
+            if len(value) > room:
+                event = fit_template_event(event, room)
+                value = encode(event)
         except Exception as exc:  # noqa: BLE001 - dead-lettered by _deliver, with the window's hold
             event = exc
-        self._spawn(self._deliver(session, event, hold, closed_at, how), "template-event")
+        self._spawn(self._deliver(session, event, value, hold, closed_at, how), "template-event")
 
-    async def _deliver(self, session: Session, event: dict | Exception, hold: Hold, closed_at: float,
+    async def _deliver(self, session: Session, event: dict | Exception, value: bytes, hold: Hold, closed_at: float,
                        how: str = "hit") -> None:
+        """Produce ``event`` (JSON-encoded as ``value``); an exception in its place dead-letters the window."""
         try:
             if isinstance(event, Exception):
                 raise event
-            out = Output(self.s.output.topic, session.key.encode(), encode(event), headers(event))
+            out = Output(self.s.output.topic, session.key.encode(), value, headers(event))
 
             def fallback(error: str) -> DeadLetter:
                 return session_dead_letter(session, "undeliverable_event", error)

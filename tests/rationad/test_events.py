@@ -152,23 +152,33 @@ def test_a_session_cut_by_the_wall_clock_and_read_again_longer_gets_another_id()
     assert len(whole.lines) == 4 and event_id(whole, m) != event_id(cut, m)
 
 
-def _wide_template_window(templates: int, lines_each: int, chars: int):
-    """A window of ``templates`` anomalous templates (each a distinct word), ``lines_each`` lines of about ``chars``
-    characters each, judged anomalous, and one normal template."""
+def _judged_window(msgs: list[str], *, why: tuple[str, str] = ("L1 x1 reports a failure.", "ok"),
+                   scores: tuple[float, float] = (0.9, 0.1), label_normal: bool = False):
+    """(a window of ``msgs``, its decision): templates of ERROR lines judged anomalous, the others normal (with
+    ``why`` and ``scores`` for each kind; ``label_normal``: the normal ones labelled so by an operator)."""
+    from rationad.labels import Label
     from rationad.records import LogLine, Session
     from rationad.template_book import TemplateBook
 
-    msgs = [f"ERROR {chr(65 + t % 26)}{chr(65 + t // 26)} failed " + "x" * chars + f" {n}"
-            for t in range(templates) for n in range(lines_each)] + ["INFO ok 1"]
     s = Session(key="w", lines=[LogLine(key="w", message=m, raw=m, offset=i) for i, m in enumerate(msgs)],
                 close_reason="gap", topic="logs")
     book = TemplateBook()
     uses = book.uses(s)
     for u in uses:
         bad = u.state.template.startswith("ERROR")
-        book.judged(u.state.template, "anomalous" if bad else "normal", "L1 x1 reports a failure." if bad else "ok",
-                    score=0.9 if bad else 0.1, answer_verdict="anomalous" if bad else "normal")
+        book.judged(u.state.template, "anomalous" if bad else "normal", why[0] if bad else why[1],
+                    score=scores[0] if bad else scores[1], answer_verdict="anomalous" if bad else "normal")
+        if label_normal and not bad:
+            book.set_label(u.state.id, Label(u.state.template, "normal", "fine", "op", 1.0))
     return s, book.decide(uses)
+
+
+def _wide_template_window(templates: int, lines_each: int, chars: int):
+    """A window of ``templates`` anomalous templates (each a distinct word), ``lines_each`` lines of about ``chars``
+    characters each, judged anomalous, and one normal template."""
+    msgs = [f"ERROR {chr(65 + t % 26)}{chr(65 + t // 26)} failed " + "x" * chars + f" {n}"
+            for t in range(templates) for n in range(lines_each)] + ["INFO ok 1"]
+    return _judged_window(msgs)
 
 
 def test_a_template_event_too_large_for_the_output_topic_is_cut_to_fit():
@@ -223,25 +233,13 @@ def test_a_cut_event_fits_and_leaves_out_labelled_normal_templates_before_any_an
     were not counted, so at some limits the cut event was still over it, or the anomalous pass left out an
     anomalous template while labelled normal ones were still listed (5 and 126 of the limits below)."""
     from rationad.events import build_template_event, fit_template_event
-    from rationad.labels import Label
-    from rationad.records import LogLine, Session
-    from rationad.template_book import TemplateBook
 
     def word(i: int) -> str:
         return chr(65 + i % 26) + chr(65 + i // 26)
 
     msgs = [f"ERROR {word(i)} x{'y' * 50}" for i in range(100)] + [f"WARN {word(i)} z{'w' * 50}" for i in range(40)]
-    s = Session(key="w", lines=[LogLine(key="w", message=m, raw=m, offset=i) for i, m in enumerate(msgs)],
-                close_reason="gap", topic="logs")
-    book = TemplateBook()
-    uses = book.uses(s)
-    for u in uses:
-        bad = u.state.template.startswith("ERROR")
-        book.judged(u.state.template, "anomalous" if bad else "normal", "x", score=0.5, answer_verdict="anomalous"
-                    if bad else "normal")
-        if not bad:
-            book.set_label(u.state.id, Label(u.state.template, "normal", "fine", "op", 1.0))
-    e = build_template_event(s, book.decide(uses), ModelInfo("m"), source="generic", threshold=0.5, now=0)
+    s, decision = _judged_window(msgs, why=("x", "x"), scores=(0.5, 0.5), label_normal=True)
+    e = build_template_event(s, decision, ModelInfo("m"), source="generic", threshold=0.5, now=0)
     assert len(e["templates"]) == 140
     for limit in range(4_000, len(encode(e)), 7):  # the event with one template left is about 3.2 KB
         cut = fit_template_event(e, limit)

@@ -63,6 +63,22 @@ async def test_an_outage_dead_letters_no_session():
     assert sorted(orjson.loads(e.value)["session"]["key"] for e in producer.on("rationad.anomalies")) == ["a", "b"]
 
 
+def _poisoned(fail):
+    """A model server's handler: healthy, model "m", ``fail(request)`` for a prompt naming "poison", an anomalous
+    answer otherwise."""
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/health":
+            return httpx.Response(200)
+        if request.url.path == "/v1/models":
+            return httpx.Response(200, json={"data": [{"id": "m"}]})
+        if any("poison" in m["content"] for m in json.loads(request.content)["messages"]):
+            return fail(request)
+        return answer(ANOMALOUS)
+
+    return handler
+
+
 @pytest.mark.parametrize("kind", ["timeout", "500", "empty-choices", "non-json-200", "429", "503"])
 async def test_a_session_whose_own_request_always_fails_does_not_wedge_its_batch_or_partition(kind, monkeypatch):
     """Found by review (2026-12-03), failing before its fix: an outage-like failure of one prompt's request only was
@@ -78,19 +94,10 @@ async def test_a_session_whose_own_request_always_fails_does_not_wedge_its_batch
             return httpx.Response(200, json={"choices": [], "usage": {}})
         return httpx.Response(200, content=b"<html>proxy error page</html>")
 
-    def handler(request: httpx.Request) -> httpx.Response:
-        if request.url.path == "/health":
-            return httpx.Response(200)
-        if request.url.path == "/v1/models":
-            return httpx.Response(200, json={"data": [{"id": "m"}]})
-        if any("poison" in m["content"] for m in json.loads(request.content)["messages"]):
-            return fail(request)
-        return answer(ANOMALOUS)
-
     s = td.settings(delivery={"max_attempts": 2})
     recs = [Rec(0, td.line("p", "INFO poison")), Rec(1, td.line("p", "INFO poison")),
             Rec(2, td.line("q", "ERROR x")), Rec(3, td.line("q", "ERROR x"))]
-    d, consumer, producer = td.make(s, [{td.TP: recs}], model=server(handler))
+    d, consumer, producer = td.make(s, [{td.TP: recs}], model=server(_poisoned(fail)))
     await run(d, consumer, lambda: td.final_commit(consumer) == 4, 15)
     assert [orjson.loads(e.value)["session"]["key"] for e in producer.on("rationad.anomalies")] == ["q"]
     assert [dict(x.headers)["rationad-error-type"] for x in producer.on("rationad.dlq")] == [b"model_failed"]
@@ -132,15 +139,7 @@ async def test_one_session_a_gateway_always_refuses_as_busy_is_dead_lettered_aft
     gateway always refuses (429) held every partition for ever. It is charged after BUSY_PATIENCE_SECS (1 s here)."""
     monkeypatch.setattr("rationad.model_stage.BUSY_PATIENCE_SECS", 1.0, raising=False)
 
-    def handler(request: httpx.Request) -> httpx.Response:
-        if request.url.path == "/health":
-            return httpx.Response(200)
-        if request.url.path == "/v1/models":
-            return httpx.Response(200, json={"data": [{"id": "m"}]})
-        if any("poison" in m["content"] for m in json.loads(request.content)["messages"]):
-            return httpx.Response(429, json={"error": {"message": "too many tokens"}})
-        return answer(ANOMALOUS)
-
+    handler = _poisoned(lambda request: httpx.Response(429, json={"error": {"message": "too many tokens"}}))
     s = td.settings(delivery={"max_attempts": 2}, model={"max_concurrency": 1, "max_batch_size": 1,
                                                          "retry_backoff_secs": 0.0})
     recs = [Rec(0, td.line("p", "INFO poison")), Rec(1, td.line("p", "INFO poison")),
