@@ -135,7 +135,9 @@ class TemplateBook:
         self.max_templates = max_templates
         self.max_bytes = max_bytes
         self.bytes = 0  # characters of the templates held
-        self._unsettled = [0, 0]  # templates held that may not be forgotten (waiting or being judged), their characters
+        # templates held that may not be forgotten (waiting or being judged), and their characters
+        self._unsettled = 0
+        self._unsettled_chars = 0
         self._states: OrderedDict[str, TemplateState] = OrderedDict()  # by template text, least recently seen first
         # The same states by template id, for listings and labels only: a 12-digit id can be made to collide (about
         # 2^24 hashes), so verdicts and waiting windows go by the template text. Of two templates sharing an id, the
@@ -247,8 +249,8 @@ class TemplateBook:
         unsettled = st.judging or not st.known
         if unsettled != st.unsettled:
             sign = 1 if unsettled else -1
-            self._unsettled[0] += sign
-            self._unsettled[1] += sign * len(st.template)
+            self._unsettled += sign
+            self._unsettled_chars += sign * len(st.template)
             st.unsettled = unsettled
             if not unsettled:  # one more that counts: the least recently seen may have to make room
                 self._bound()
@@ -295,8 +297,8 @@ class TemplateBook:
                         model_verdict="anomalous" if written else "normal")
 
     def _bound(self) -> None:
-        while (len(self._states) - self._unsettled[0] > self.max_templates
-               or self.bytes - self._unsettled[1] > self.max_bytes):
+        while (len(self._states) - self._unsettled > self.max_templates
+               or self.bytes - self._unsettled_chars > self.max_bytes):
             # least recently seen first; one a window may wait for stays
             victim = next((st for st in self._states.values() if st.known and not st.judging), None)
             if victim is None:
