@@ -214,9 +214,9 @@ class JudgeConfig(_Section):
     # the threshold of the judging level; 0.5 is the model's own greedy answer. Below 0.5: more recall, more alerts.
     # Choose yours from the PR curve ``rationad replay --labels`` prints. Session: best F1 on HDFS validation (the
     # model is overconfident: most scores lie within 1e-3 of 0 or 1); template: too few anomalous validation
-    # templates to choose by, so the model's own answer (BENCHMARKS.md section 11). Chosen per released model (0.01
-    # for 0.3.1, 0.0004 for 0.2.1, 0.00045 for 0.2.0): set yours again when you serve another model.
-    threshold_session: float = Field(0.01, gt=0, le=1)
+    # templates to choose by, so the model's own answer (BENCHMARKS.md section 11). Chosen per released model (0.0007
+    # for 0.3.2, 0.01 for 0.3.1, 0.0004 for 0.2.1, 0.00045 for 0.2.0): set yours again when you serve another model.
+    threshold_session: float = Field(0.0007, gt=0, le=1)
     threshold_template: float = Field(0.5, gt=0, le=1)
     # A session cut by ``sessions.max_open_secs`` (close reason ``max_open``) is unfinished: more lines of its key may
     # follow, and an HDFS block mid-write lacks the completions of a whole lifecycle, which the model (trained on whole
