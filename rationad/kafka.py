@@ -86,7 +86,7 @@ KEPT_MEMBER_ID = "_rationad_kept_member_id"  # the coordinator attribute holding
 
 @functools.cache
 def keep_member_id_on_commit_errors() -> None:
-    """Make aiokafka rejoin its group as the same member after a refused commit or heartbeat (as KAFKA-13419 does).
+    """Make aiokafka rejoin its group as the same member after a refused request (as KAFKA-13419 does).
 
     aiokafka 0.14 forgets its member id on every ILLEGAL_GENERATION or UNKNOWN_MEMBER_ID and rejoins as a new member.
     The group coordinator still counts the old member and waits for it to rejoin: for up to the rebalance timeout
@@ -95,20 +95,26 @@ def keep_member_id_on_commit_errors() -> None:
     forgotten member leader, so that no member was ever assigned again). A daemon whose commit lost that race owned
     no partition again, and the partitions of a member that had left were read by nobody (a failure test found it).
 
-    aiokafka still forgets the id (its heartbeat loop ends on that); the id is set aside and offered again at the
-    next JoinGroup of a dynamic member. One the coordinator no longer knows is refused there with UNKNOWN_MEMBER_ID,
-    which aiokafka answers by joining afresh: one refused JoinGroup. An id forgotten inside a join, or by a LeaveGroup,
-    is not offered again. Process-wide and idempotent: the verdict cache's faust consumer gets it too."""
+    aiokafka still forgets the id (its heartbeat loop ends on that), but a dynamic member's id that the coordinator
+    confirmed (the member was in a generation) is set aside and offered at its next JoinGroup; a LeaveGroup sent
+    meanwhile names it. An id that was only offered (no generation since) is not kept when refused: a coordinator
+    that no longer knows it answers the JoinGroup with UNKNOWN_MEMBER_ID and aiokafka joins afresh, so an expired
+    member costs one refused JoinGroup, never a loop. Process-wide and idempotent: the verdict cache's faust consumer
+    gets it too."""
     from aiokafka.consumer import group_coordinator as gc
+    from aiokafka.errors import KafkaError
+    from aiokafka.protocol.group import LeaveGroupRequest
 
     reset = gc.GroupCoordinator.reset_generation
     join = gc.CoordinatorGroupRebalance.perform_group_join
     leave = gc.GroupCoordinator._maybe_leave_group
 
     def reset_generation(self) -> None:
-        member_id = self.member_id
+        member_id, confirmed = self.member_id, self.generation > 0
         reset(self)
-        if self._group_instance_id is None and member_id:  # a static member is known by its instance id
+        # a static member is known by its instance id; an id already forgotten (several partitions' commit errors
+        # reset in a row) leaves the one set aside as it is
+        if self._group_instance_id is None and member_id and confirmed:
             setattr(self, KEPT_MEMBER_ID, member_id)
 
     async def perform_group_join(self):
@@ -116,12 +122,15 @@ def keep_member_id_on_commit_errors() -> None:
         kept = coordinator.__dict__.pop(KEPT_MEMBER_ID, None)
         if kept and not coordinator.member_id:
             coordinator.member_id = kept
-        try:
-            return await join(self)
-        finally:  # an id refused or forgotten during the join is not offered again
-            coordinator.__dict__.pop(KEPT_MEMBER_ID, None)
+        return await join(self)
 
     async def maybe_leave_group(self):
+        kept = self.__dict__.pop(KEPT_MEMBER_ID, None)
+        if kept and not self.member_id:  # forgotten since its generation: aiokafka would send no LeaveGroup
+            try:
+                await self._send_req(LeaveGroupRequest(self.group_id, kept))
+            except KafkaError:
+                pass  # best effort, as aiokafka's own
         try:
             return await leave(self)
         finally:

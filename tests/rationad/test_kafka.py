@@ -183,10 +183,11 @@ def test_static_member_takes_its_place_back_after_kill9(broker):
 
 
 def _coordinator(instance_id=None):
-    c = SimpleNamespace(member_id="m-1", generation=4, _group_instance_id=instance_id, rejoins=0, sent=[],
-                        _rebalance_timeout_ms=30_000)
+    c = SimpleNamespace(member_id="m-1", generation=4, _group_instance_id=instance_id, rejoins=0, sent=[], left=[],
+                        _rebalance_timeout_ms=30_000, group_id="g", dead=0)
     c.request_rejoin = lambda: setattr(c, "rejoins", c.rejoins + 1)
     c.reset_generation = lambda: aiokafka_gc().GroupCoordinator.reset_generation(c)
+    c.coordinator_dead = lambda: setattr(c, "dead", c.dead + 1)
     return c
 
 
@@ -197,12 +198,18 @@ def aiokafka_gc():
     return gc
 
 
-def _refusing_join(c, code):
-    """A rebalance of coordinator ``c`` whose JoinGroup is answered with error ``code``."""
+def _refusing_join(c, code, meanwhile=None):
+    """A rebalance of coordinator ``c`` whose JoinGroup is answered with error ``code`` (``meanwhile`` runs while
+    the request is in flight)."""
     gc = aiokafka_gc()
 
     async def send(request):
+        if type(request).__name__ == "LeaveGroupRequest":
+            c.left.append(request._member_id)
+            return None
         c.sent.append(request._member_id)
+        if meanwhile:
+            meanwhile()
         return SimpleNamespace(error_code=code, member_id="")
 
     c._send_req = send
@@ -213,27 +220,49 @@ def _refusing_join(c, code):
 def test_a_refused_commit_keeps_the_member_id_for_the_next_join_only():
     gc = aiokafka_gc()
     c = _coordinator()
-    gc.GroupCoordinator.reset_generation(c)  # a commit or heartbeat refused
+    for _ in range(4):  # one commit refused on four partitions: four resets in a row
+        gc.GroupCoordinator.reset_generation(c)
     # aiokafka's own state is as before (its heartbeat loop ends on an unknown id), a rejoin is requested ...
-    assert (c.member_id, c.generation, c.rejoins) == ("", -1, 1)
+    assert (c.member_id, c.generation, c.rejoins) == ("", -1, 4)
     # ... and its next JoinGroup offers the id again; refused there (UNKNOWN_MEMBER_ID), it is not offered again
     assert asyncio.run(_refusing_join(c, 25).perform_group_join()) is None
     assert asyncio.run(_refusing_join(c, 25).perform_group_join()) is None
     assert c.sent == ["m-1", ""] and c.member_id == ""
 
 
-def test_no_member_id_is_kept_after_leaving_or_for_a_static_member():
+def test_an_id_set_aside_during_a_join_that_fails_is_offered_at_the_next_one():
+    """Found by review: a refusal (a late commit's) landing while a JoinGroup was in flight set the id aside, and
+    the join, failing for another reason (NOT_COORDINATOR here), threw it away."""
+    gc = aiokafka_gc()
+    c = _coordinator()
+    asyncio.run(_refusing_join(c, 16, meanwhile=lambda: gc.GroupCoordinator.reset_generation(c)).perform_group_join())
+    asyncio.run(_refusing_join(c, 25).perform_group_join())
+    assert c.sent == ["m-1", "m-1"]
+
+
+def test_leaving_after_a_refused_commit_names_the_forgotten_member():
+    """Found by review: after a reset aiokafka sends no LeaveGroup (its generation is gone), so the coordinator
+    kept counting the member that left."""
+    gc = aiokafka_gc()
+    c = _coordinator()
+    _refusing_join(c, 25)  # installs the fake transport
+    gc.GroupCoordinator.reset_generation(c)
+    asyncio.run(gc.GroupCoordinator._maybe_leave_group(c))
+    asyncio.run(_refusing_join(c, 25).perform_group_join())
+    assert c.left == ["m-1"] and c.sent == [""]  # left by its id, not offered again
+
+
+def test_no_member_id_is_kept_for_a_static_member_or_one_never_in_a_generation():
     gc = aiokafka_gc()
     static = _coordinator("rationad-0")  # the coordinator knows a static member by its instance id
     gc.GroupCoordinator.reset_generation(static)
     asyncio.run(_refusing_join(static, 25).perform_group_join())
     assert static.sent == [""]
-    left = _coordinator()
-    left.generation = 0  # nothing to leave: aiokafka only resets
-    left._group_id = "g"
-    asyncio.run(gc.GroupCoordinator._maybe_leave_group(left))
-    asyncio.run(_refusing_join(left, 25).perform_group_join())
-    assert left.sent == [""]
+    unconfirmed = _coordinator()
+    unconfirmed.generation = -1  # an id only offered, never in a generation
+    gc.GroupCoordinator.reset_generation(unconfirmed)
+    asyncio.run(_refusing_join(unconfirmed, 25).perform_group_join())
+    assert unconfirmed.sent == [""]
 
 
 @pytest.mark.integration
