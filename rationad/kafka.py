@@ -126,9 +126,12 @@ def keep_member_id_on_commit_errors() -> None:
 
     async def maybe_leave_group(self):
         kept = self.__dict__.pop(KEPT_MEMBER_ID, None)
-        if kept and not self.member_id:  # forgotten since its generation: aiokafka would send no LeaveGroup
+        # Outside a generation aiokafka sends no LeaveGroup: name the member set aside, or the one a JoinGroup that
+        # failed was offering (a coordinator that does not know it answers UNKNOWN_MEMBER_ID, ignored).
+        ghost = (kept or self.member_id) if self._group_instance_id is None and self.generation <= 0 else None
+        if ghost:
             try:
-                await self._send_req(LeaveGroupRequest(self.group_id, kept))
+                await self._send_req(LeaveGroupRequest(self.group_id, ghost))
             except KafkaError:
                 pass  # best effort, as aiokafka's own
         try:

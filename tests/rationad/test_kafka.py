@@ -250,6 +250,11 @@ def test_leaving_after_a_refused_commit_names_the_forgotten_member():
     asyncio.run(gc.GroupCoordinator._maybe_leave_group(c))
     asyncio.run(_refusing_join(c, 25).perform_group_join())
     assert c.left == ["m-1"] and c.sent == [""]  # left by its id, not offered again
+    offered = _coordinator()
+    gc.GroupCoordinator.reset_generation(offered)
+    asyncio.run(_refusing_join(offered, 16).perform_group_join())  # offered at a JoinGroup that failed: not a member
+    asyncio.run(gc.GroupCoordinator._maybe_leave_group(offered))
+    assert offered.sent == ["m-1"] and offered.left == ["m-1"]
 
 
 def test_no_member_id_is_kept_for_a_static_member_or_one_never_in_a_generation():
@@ -330,7 +335,7 @@ def test_a_commit_refused_mid_rebalance_does_not_wedge_the_group(broker, caplog)
                 try:
                     await asyncio.wait_for(c.stop(), 15)
                 except TimeoutError:
-                    pass  # a wedged member's LeaveGroup can wait for ever
+                    pass  # a wedged member's stop waits up to its request timeout
 
     asyncio.run(scenario())
     # the path under test ran: a commit was refused mid-rebalance (were it accepted, nothing here would be tested)
