@@ -335,7 +335,7 @@ async def test_daemon_template_windows_use_threshold_template():
 
 def test_thresholds_are_checked_and_default_to_the_validation_choice():
     # BENCHMARKS.md section 11: session level from HDFS validation's best F1; template level the model's own answer.
-    assert Settings().judge.threshold("session") == 0.01 and Settings().judge.threshold("template") == 0.5
+    assert Settings().judge.threshold("session") == 0.0007 and Settings().judge.threshold("template") == 0.5
     assert Settings().judge.session_threshold(True) == 0.5  # the model's own answer: BENCHMARKS.md section 13
     assert Settings(judge={"threshold_template": 0.3}).judge.threshold("template") == 0.3
     for bad in (0, 1.5, -0.1):
