@@ -85,7 +85,7 @@ KEPT_MEMBER_ID = "_rationad_kept_member_id"  # the coordinator attribute holding
 
 
 @functools.cache
-def keep_member_id_on_commit_errors() -> None:
+def keep_group_member_ids() -> None:
     """Make aiokafka rejoin its group as the same member after a refused request (as KAFKA-13419 does).
 
     aiokafka 0.14 forgets its member id on every ILLEGAL_GENERATION or UNKNOWN_MEMBER_ID and rejoins as a new member.
@@ -149,7 +149,7 @@ def _consumer_class() -> type[AIOKafkaConsumer]:
     from aiokafka import AIOKafkaConsumer
     from aiokafka.errors import KafkaError
 
-    keep_member_id_on_commit_errors()
+    keep_group_member_ids()
 
     class Consumer(AIOKafkaConsumer):
         """``AIOKafkaConsumer`` whose ``start`` refuses static membership the brokers would not honour."""

@@ -194,7 +194,7 @@ def _coordinator(instance_id=None):
 def aiokafka_gc():
     from aiokafka.consumer import group_coordinator as gc
 
-    kafka.keep_member_id_on_commit_errors()
+    kafka.keep_group_member_ids()
     return gc
 
 
