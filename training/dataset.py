@@ -52,6 +52,10 @@ class DataConfig:
     neighbours: int = 0  # template prompts carry the k nearest labelled training templates (training.neighbour_index)
     hdfs_tails: int = 0  # tails of the most common HDFS training views (training.data_fragments); 0 = none
     hdfs_heads: int = 0  # unfinished heads of the most common HDFS training views (prompt says unfinished); 0 = none
+    # Adjacent-swap variants of the most common HDFS training views (training.data_reorder), ``hdfs_reorder_each``
+    # per view: a walk must read each row's template, not its position; 0 = none
+    hdfs_reordered: int = 0
+    hdfs_reorder_each: int = 2
     # At least this many anomalous HDFS views of every failure kind the knowledge base names (``failure_kind``), then
     # the most frequent: frequency alone leaves rare kinds out (``cover_kinds``); 0 = frequency alone (0.3.0's recipe)
     hdfs_min_per_failure: int = 0
@@ -77,7 +81,7 @@ def load_corpus(cfg: DataConfig, count_tokens: Callable[[str], int] = approx_tok
     from training.data_templates import load_templates
 
     d = cfg.datasets
-    keep = bool(cfg.extra.get("keep_sessions")) or cfg.hdfs_tails > 0 or cfg.hdfs_heads > 0  # fragments need them
+    keep = bool(cfg.extra.get("keep_sessions")) or cfg.hdfs_tails > 0 or cfg.hdfs_heads > 0 or cfg.hdfs_reordered > 0
     reports = []
     examples = load_rendered(d / "hdfs_sessions/hdfs_sessions.jsonl", seed=cfg.render_seed,
                              limit=cfg.hdfs_rendered_limit, count_tokens=count_tokens,

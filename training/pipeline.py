@@ -52,7 +52,7 @@ def stage_data(cfg: dict, cfg_path: Path, out: Path, base: Path, smoke: bool) ->
     if smoke:
         dc = replace(dc, hdfs_rendered_limit=400, use_hdfs_raw=False, hdfs_normal_views=6, hdfs_anomalous_views=6,
                      template_normal=6, template_anomalous_upsample=1, hdfs_tails=min(dc.hdfs_tails, 4),
-                     hdfs_heads=min(dc.hdfs_heads, 4))
+                     hdfs_heads=min(dc.hdfs_heads, 4), hdfs_reordered=min(dc.hdfs_reordered, 4))
     count = token_counter(base)
     corpus = load_corpus(dc, count)  # the daemon's own counter: same budget cuts as served
     train = select_sft(corpus.splits["train"], dc)
@@ -68,6 +68,15 @@ def stage_data(cfg: dict, cfg_path: Path, out: Path, base: Path, smoke: bool) ->
             train += made
             corpus.reports.append(f"fragments: {len(made)} distinct {what} of the {views} most common HDFS "
                                   f"training views ({sum(e.label == 'anomalous' for e in made)} anomalous)")
+    if dc.hdfs_reordered:
+        from training.data_reorder import reordered_examples
+
+        held_out = {ex.view_key for split in ("val", "test") for ex in corpus.splits[split]}
+        made = reordered_examples(corpus.splits["train"], dc.hdfs_reordered, dc.hdfs_reorder_each, held_out,
+                                  count_tokens=count, max_prompt_tokens=dc.max_prompt_tokens)
+        train += made
+        corpus.reports.append(f"reordered: {len(made)} adjacent-swap variants of the {dc.hdfs_reordered} most common "
+                              f"HDFS training views ({sum(e.label == 'anomalous' for e in made)} anomalous)")
     rows, agreement = sft_rows(train)
     write_jsonl(rows, out / "data" / "sft_train.jsonl")
     val = select_sft(corpus.splits["val"], replace(dc, template_anomalous_upsample=1))
