@@ -21,8 +21,9 @@ confirm or refute, for any log source:
 - **foreign phrases**: HDFS lifecycle phrases (receive starts, replicas, DataNodes) in a session of another system;
 - **training-only sentences**: sentences the training rationales wrote when their rules could not explain a label
   ("judged anomalous from the expert label for this template"): they mean nothing to an operator.
-- **loops**: the same sentence written three times or more: greedy decoding went round until the token budget cut
-  it (seen on two-line fragments: "L1 x1 error lines 1. L1 x1 error lines 1. ..."); nothing in it explains.
+- **loops**: the same sentence, or the same run of three clauses, written three times or more: greedy decoding went
+  round until the token budget cut it (seen on two-line fragments: "L1 x1 error lines 1. L1 x1 error lines 1. ...",
+  and on unseen HDFS orders: "..., L11 x1 re-replication, L1, L2, L3, ..., L11, L1, L2, ..."); nothing in it explains.
 
 ``problems`` lists what failed (an empty list is no proof of truth: only what the grammar lets code check);
 ``servable`` drops training-only sentences from a rationale before it is served. The training side adds the HDFS
@@ -80,6 +81,8 @@ _NEIGHBOUR_LISTED = re.compile(r"\b(N\d{1,2}) (normal|anomalous)\b")
 _NO_NEIGHBOUR_WAS = re.compile(r"\bNo similar known template was (normal|anomalous)\b")
 _NEGATION = re.compile(r"\b(?:none|no|not|never|nothing|neither|nor|without)\b", re.I)
 LOOP_REPEATS = 3  # a sentence written this often (the grammar never repeats one) is a decoding loop
+LOOP_SPAN = 3  # or a run of this many clauses (parts between commas, semicolons, colons and full stops)
+_CLAUSE = re.compile(r"[,;:.]+\s*")
 
 
 @dataclass(frozen=True)
@@ -178,6 +181,17 @@ def _loop_problems(rationale: str) -> list[str]:
         if len(key) >= 8:
             seen[key] = seen.get(key, 0) + 1
     looped = [(k, n) for k, n in seen.items() if n >= LOOP_REPEATS]
+    if not looped:
+        # A loop inside one sentence: a run of LOOP_SPAN clauses written again and again ("L1, L2, L3, ..., L11, L1,
+        # L2, L3, ..." until the budget cut it, seen with 0.3.2 on unseen HDFS orders); no clause of the grammar's
+        # walks and lists comes back, so a repeated run of them is never an explanation.
+        clauses = [" ".join(c.split()) for c in _CLAUSE.split(rationale)]
+        clauses = [c for c in clauses if c]
+        runs: dict[str, int] = {}
+        for i in range(len(clauses) - LOOP_SPAN + 1):
+            run = ", ".join(clauses[i:i + LOOP_SPAN])
+            runs[run] = runs.get(run, 0) + 1
+        looped = [(k, n) for k, n in runs.items() if n >= LOOP_REPEATS]
     if not looped:
         return []
     k, n = looped[0]

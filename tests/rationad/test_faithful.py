@@ -95,6 +95,22 @@ def test_a_rationale_that_goes_round_until_the_budget_is_a_loop():
     assert kinds("Normal. Normal. Normal.", HDFS, "hdfs") == []  # too short to be a sentence of the grammar
 
 
+
+def test_a_list_that_goes_round_inside_one_sentence_is_a_loop():
+    # 0.3.2 on an unseen HDFS order (test split, evaluation of 2026-12-06): one sentence, never a full stop, the refs
+    # listed again and again until the budget cut it.
+    eleven = [f"stage {chr(97 + n)} of the block done" for n in range(11)]
+    view = build_view("hdfs", eleven)
+    walk = ", ".join(f"L{n} x1 routine" for n in range(1, 12))
+    refs = ", ".join(f"L{n}" for n in range(1, 12))
+    found = problems(f"{walk}, {refs}, {refs}, {refs}, L1, L2 …", view)
+    assert [p.split(":")[0] for p in found] == ["loop"] and "'L1, L2, L3' written 3 times" in found[0]
+    found = problems(", ".join(["L10 x1 routine"] * 6) + " …", view)  # one clause over and over
+    assert [p.split(":")[0] for p in found] == ["loop"]
+    # The grammar's own lists name a ref once: a walk, then refs listed twice in other sentences, is no loop.
+    assert problems(f"{walk}. L6, L7, L8 are routine. L6, L7, L8 show no failure: normal.", view) == []
+
+
 PROXIFIER = ["proxy.cse.cuhk.edu.hk:{*} close, {*} bytes sent, {*} bytes received, lifetime {*}"]
 SPIRIT = ["sshd[{*}]: fatal: Read from socket failed: Connection reset by peer"]
 
