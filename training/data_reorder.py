@@ -53,7 +53,8 @@ def reordered_examples(examples: list[Example], max_views: int, per_view: int, h
             if made == per_view:
                 break
             rank = {tpl: n for n, tpl in enumerate(order[:i] + [order[i + 1], order[i]] + order[i + 2:])}
-            lines = sorted(s.lines, key=lambda line: rank[to_template(line.message)])  # stable: each row's lines keep their order
+            # stable: each row's lines keep their order
+            lines = sorted(s.lines, key=lambda line: rank[to_template(line.message)])
             moved = Session(key=s.key, lines=lines, close_reason=s.close_reason, topic=s.topic, label=label,
                             source_id=f"{s.source_id or s.key}#swap{i}")
             view = view_of(moved, SOURCE, max_prompt_tokens=max_prompt_tokens, count_tokens=count_tokens)

@@ -81,7 +81,7 @@ def load_corpus(cfg: DataConfig, count_tokens: Callable[[str], int] = approx_tok
     from training.data_templates import load_templates
 
     d = cfg.datasets
-    keep = bool(cfg.extra.get("keep_sessions")) or cfg.hdfs_tails > 0 or cfg.hdfs_heads > 0 or cfg.hdfs_reordered > 0
+    keep = bool(cfg.extra.get("keep_sessions")) or max(cfg.hdfs_tails, cfg.hdfs_heads, cfg.hdfs_reordered) > 0
     reports = []
     examples = load_rendered(d / "hdfs_sessions/hdfs_sessions.jsonl", seed=cfg.render_seed,
                              limit=cfg.hdfs_rendered_limit, count_tokens=count_tokens,
