@@ -6,8 +6,11 @@ cannot be interrupted, so the pattern is tried in a child process on lines built
 text and a character of each class it repeats, many times over, then a character it does not expect): the shapes
 that make a backtracking engine exponential (``(\\w+\\s?)+;``, ``(a|aa)+$``) or polynomial on a 64 KiB line
 (``(\\w+)@``) take seconds there, where a sound pattern takes microseconds. A pattern still running after
-``PROBE_SECS`` is refused, naming the line it was stuck on. Not a proof: a pattern the probe does not trip is
-accepted.
+``PROBE_SECS`` is refused, naming the line it was stuck on; so is one whose search time grows faster than its
+line (``GROWTH``: a tenth of the line searched over ``GROWTH`` times faster, once the long search takes
+``FLOOR_SECS``), which does not depend on how fast the machine is (a fixed limit alone accepted ``(\\w+)@(\\w+)``
+on a fast idle machine).
+Not a proof: a pattern the probe does not trip is accepted.
 """
 
 from __future__ import annotations
@@ -24,21 +27,33 @@ from functools import lru_cache
 PROBE_SECS = 0.5
 SHORT = 30  # repeats that make an exponential pattern take minutes
 LONG = 20_000  # repeats that make a quadratic one take seconds (a record may hold 64 KiB)
+MID = LONG // 10  # the same line a tenth as long: a linear search takes about a tenth of the time, a quadratic a 100th
+GROWTH = 30.0  # a long search this many times slower than its MID partner grows faster than the line: refused
+FLOOR_SECS = 0.02  # ... once it takes this long (a sound pattern: well under 1 ms), so that timer noise decides nothing
 MAX_LITERALS, MAX_CHARS = 8, 12  # pieces of the pattern the probe lines are built from
 BREAKERS = ("\x00", "!")  # characters a key regex rarely expects: the search must fail, and backtrack
 
 BACKSTOP_SECS = 8.0  # the child is killed after this (its start-up included): a search that never ends
+# Each subject is searched once; one slower than the floor is searched twice more and keeps its fastest time (a
+# preemption on a busy machine must not refuse a sound pattern). The child stops at the first refusal.
 _CHILD = """
 import json, re, sys, time
 job = json.loads(sys.stdin.read())
 p = re.compile(job["pattern"])
-for i, s in enumerate(job["subjects"]):
-    print(i, flush=True)
+took = {}
+def timed(s):
     t = time.perf_counter()
     p.search(s)
-    dt = time.perf_counter() - t
+    return time.perf_counter() - t
+for i, s in enumerate(job["subjects"]):
+    print(i, flush=True)
+    dt = timed(s)
+    if job["floor"] < dt <= job["secs"]:
+        dt = min(dt, timed(s), timed(s))
+    took[i] = dt
     print(i, dt, flush=True)
-    if dt > job["secs"]:
+    mid = job["partner"][i]
+    if dt > job["secs"] or (mid >= 0 and dt > job["floor"] and dt > job["growth"] * max(took[mid], 1e-9)):
         break
 """
 
@@ -94,15 +109,23 @@ def subjects(pattern: str) -> list[str]:
     """The lines the probe tries: each literal run of the pattern (or none) followed by one of its characters
     repeated, then a character that ends the match."""
     literals, chars = _pieces(pattern)
+    return list(dict.fromkeys(s for pair in _pairs(literals, chars) for s in pair if s))
+
+
+def _pairs(literals: list[str], chars: list[str]) -> list[tuple[str, str]]:
+    """(MID line or "", line) in probe order: a long line follows its tenth-as-long partner (the growth check)."""
     out = []
     for prefix in ("", *literals):
         for c in chars:
-            for n in (SHORT, LONG):
-                for end in BREAKERS:
-                    out.append(prefix + c * n + end)
+            for end in BREAKERS:
+                out.append(("", prefix + c * SHORT + end))
+            out.append((prefix + c * MID + BREAKERS[0], prefix + c * LONG + BREAKERS[0]))
+            out.append(("", prefix + c * LONG + BREAKERS[1]))
         if len(chars) > 1:  # alternating pieces (a word, a space, a word ...)
-            out.append(prefix + "".join(chars) * (LONG // len(chars)) + BREAKERS[0])
-    return list(dict.fromkeys(out))
+            piece = "".join(chars)
+            out.append((prefix + piece * (MID // len(chars)) + BREAKERS[0],
+                        prefix + piece * (LONG // len(chars)) + BREAKERS[0]))
+    return out
 
 
 def _shown(line: str) -> str:
@@ -116,8 +139,14 @@ def backtracks(pattern: str, secs: float = PROBE_SECS) -> str | None:
     left out); else what it was slow on. A probe that cannot run (no child process) accepts the pattern."""
     re.compile(pattern)  # a bad pattern is the caller's error to report, not a probe result
     lines = subjects(pattern)
+    where = {s: i for i, s in enumerate(lines)}
+    partner = [-1] * len(lines)
+    for mid, long in _pairs(*_pieces(pattern)):
+        if mid and where[mid] < where[long]:
+            partner[where[long]] = where[mid]
     try:
-        job = json.dumps({"pattern": pattern, "subjects": lines, "secs": secs})
+        job = json.dumps({"pattern": pattern, "subjects": lines, "secs": secs, "partner": partner,
+                          "floor": FLOOR_SECS, "growth": GROWTH})
         proc = subprocess.run([sys.executable, "-I", "-S", "-c", _CHILD], input=job, capture_output=True, text=True,
                               timeout=BACKSTOP_SECS)
         out = proc.stdout
@@ -129,8 +158,13 @@ def backtracks(pattern: str, secs: float = PROBE_SECS) -> str | None:
         return None  # the child did not even start in time (a starved machine): no verdict
     except OSError:
         return None
-    timed = [ln.split() for ln in out.splitlines() if len(ln.split()) == 2]
-    slow = max(((float(dt), int(i)) for i, dt in timed), default=(0.0, 0))
+    took = {int(i): float(dt) for i, dt in (ln.split() for ln in out.splitlines() if len(ln.split()) == 2)}
+    slow = max(((dt, i) for i, dt in took.items()), default=(0.0, 0))
     if slow[0] > secs:
         return f"a search took {slow[0]:.1f} s on a line like {_shown(lines[slow[1]])}"
+    for i, dt in took.items():
+        mid = partner[i]
+        if mid >= 0 and mid in took and dt > FLOOR_SECS and dt > GROWTH * max(took[mid], 1e-9):
+            return (f"a search took {dt:.2f} s on a line like {_shown(lines[i])}, {dt / max(took[mid], 1e-9):.0f}x "
+                    f"its time on a tenth of that line: it grows faster than the line")
     return None
