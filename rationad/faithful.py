@@ -83,6 +83,7 @@ _NEGATION = re.compile(r"\b(?:none|no|not|never|nothing|neither|nor|without)\b",
 LOOP_REPEATS = 3  # a sentence written this often (the grammar never repeats one) is a decoding loop
 LOOP_SPAN = 3  # or a run of this many clauses (parts between commas, semicolons, colons and full stops)
 _CLAUSE = re.compile(r"[,;:.]+\s*")
+_QUOTED_SPAN = re.compile(r"(?<![A-Za-z])'[^']+'(?![A-Za-z])")
 
 
 @dataclass(frozen=True)
@@ -175,6 +176,7 @@ def unsupported(rationale: str, view: SessionView, statements: list[_Statement] 
 
 def _loop_problems(rationale: str) -> list[str]:
     """The sentences (of some length: not "1.") a rationale writes ``LOOP_REPEATS`` times or more, the first of them."""
+    rationale = _QUOTED_SPAN.sub("''", _straight(rationale))  # a log line quoted whole may repeat itself: not a loop
     seen: dict[str, int] = {}
     for sentence in _SENTENCE.findall(rationale):
         key = " ".join(sentence.split()).rstrip(" .…")

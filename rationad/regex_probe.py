@@ -34,26 +34,30 @@ MAX_LITERALS, MAX_CHARS = 8, 12  # pieces of the pattern the probe lines are bui
 BREAKERS = ("\x00", "!")  # characters a key regex rarely expects: the search must fail, and backtrack
 
 BACKSTOP_SECS = 8.0  # the child is killed after this (its start-up included): a search that never ends
-# Each subject is searched once; one slower than the floor is searched twice more and keeps its fastest time (a
-# preemption on a busy machine must not refuse a sound pattern). The child stops at the first refusal.
+# Times are the child's CPU time (``thread_time``): a busy or throttled machine slows the clock, not the search.
+# A long line whose time would be refused for its growth is searched again with its partner, each keeping its
+# fastest time. The child stops at the first refusal.
 _CHILD = """
 import json, re, sys, time
 job = json.loads(sys.stdin.read())
 p = re.compile(job["pattern"])
-took = {}
+subjects, partner, took = job["subjects"], job["partner"], {}
 def timed(s):
-    t = time.perf_counter()
+    t = time.thread_time()
     p.search(s)
-    return time.perf_counter() - t
-for i, s in enumerate(job["subjects"]):
+    return time.thread_time() - t
+def grows(i):
+    mid = partner[i]
+    return mid >= 0 and took[i] > job["floor"] and took[i] > job["growth"] * max(took[mid], 1e-9)
+for i, s in enumerate(subjects):
     print(i, flush=True)
-    dt = timed(s)
-    if job["floor"] < dt <= job["secs"]:
-        dt = min(dt, timed(s), timed(s))
-    took[i] = dt
-    print(i, dt, flush=True)
-    mid = job["partner"][i]
-    if dt > job["secs"] or (mid >= 0 and dt > job["floor"] and dt > job["growth"] * max(took[mid], 1e-9)):
+    took[i] = timed(s)
+    if took[i] <= job["secs"] and grows(i):
+        took[partner[i]] = min(took[partner[i]], timed(subjects[partner[i]]))
+        took[i] = min(took[i], timed(s))
+        print(partner[i], took[partner[i]], flush=True)
+    print(i, took[i], flush=True)
+    if took[i] > job["secs"] or grows(i):
         break
 """
 

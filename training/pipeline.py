@@ -69,9 +69,9 @@ def stage_data(cfg: dict, cfg_path: Path, out: Path, base: Path, smoke: bool) ->
             corpus.reports.append(f"fragments: {len(made)} distinct {what} of the {views} most common HDFS "
                                   f"training views ({sum(e.label == 'anomalous' for e in made)} anomalous)")
     if dc.hdfs_reordered:
-        from training.data_reorder import reordered_examples
+        from training.data_reorder import reordered_examples, template_order
 
-        held_out = {ex.view_key for split in ("val", "test") for ex in corpus.splits[split]}
+        held_out = {template_order(ex.view) for split in ("val", "test") for ex in corpus.splits[split]}
         made = reordered_examples(corpus.splits["train"], dc.hdfs_reordered, dc.hdfs_reorder_each, held_out,
                                   count_tokens=count, max_prompt_tokens=dc.max_prompt_tokens)
         train += made

@@ -107,6 +107,12 @@ def test_a_list_that_goes_round_inside_one_sentence_is_a_loop():
     assert [p.split(":")[0] for p in found] == ["loop"] and "'L1, L2, L3' written 3 times" in found[0]
     found = problems(", ".join(["L10 x1 routine"] * 6) + " …", view)  # one clause over and over
     assert [p.split(":")[0] for p in found] == ["loop"]
+    # Review (2026-12-06): a log line quoted whole repeats itself ("(1) iar {*}, dear {*} (2) iar {*}, dear {*} ..."
+    # of BGL); the rationale quoting it does not go round.
+    pairs = " ".join(f"({n}) iar 0x0{n}, dear 0x1{n}," for n in range(1, 7))
+    bgl = build_view("bgl", [f"Kernel detected 6 integer alignment exceptions {pairs} done"])
+    quoted = bgl.rows[0].template
+    assert problems(f"L1 reports '{quoted}': a routine status message. Nothing signals trouble: normal.", bgl) == []
     # The grammar's own lists name a ref once: a walk, then refs listed twice in other sentences, is no loop.
     assert problems(f"{walk}. L6, L7, L8 are routine. L6, L7, L8 show no failure: normal.", view) == []
 

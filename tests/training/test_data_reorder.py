@@ -5,7 +5,8 @@ from collections import Counter
 import pytest
 
 from rationad.templates import to_template
-from training.data_reorder import reordered_examples
+from training.data_reorder import reordered_examples, template_order
+from training.knowledge import match_hdfs
 from training.faithfulness import problems
 from training.rationales import build, hdfs_rationale
 
@@ -28,6 +29,8 @@ def test_a_variant_is_its_blocks_lines_with_two_neighbouring_templates_swapped(k
         before = list(dict.fromkeys(to_template(line.message) for line in s.lines))
         after = [r.template for r in ex.view.rows]
         assert after == before[:i] + [before[i + 1], before[i]] + before[i + 2:]
+        roles = {(match_hdfs(t).role if match_hdfs(t) else None) for t in before[i:i + 2]}
+        assert not roles & {"write_start", "allocate"}  # the start of a write stays where it was
         assert ex.view.line_count == len(s.lines)
         assert Counter(r.template for r in ex.view.rows for _ in range(r.count)) == Counter(
             to_template(line.message) for line in s.lines)  # the same lines, none lost or added
@@ -37,13 +40,33 @@ def test_a_variant_is_its_blocks_lines_with_two_neighbouring_templates_swapped(k
     assert Counter(ex.sid.split("#swap")[0] for ex in made).most_common(1)[0][1] <= 2
 
 
-def test_a_held_out_view_is_never_made(kept):
+def test_a_held_out_template_order_is_never_made_whatever_its_counts(kept):
     made = reordered_examples(kept, max_views=10, per_view=2, held_out=set())
-    held = {made[0].view_key}
+    held = {template_order(made[0].view)}
     again = reordered_examples(kept, max_views=10, per_view=2, held_out=held)
-    assert held.isdisjoint(ex.view_key for ex in again) and again
+    assert again and held.isdisjoint(template_order(ex.view) for ex in again)
+    assert {ex.view_key for ex in made} - {ex.view_key for ex in again} == {made[0].view_key}
 
 
 def test_without_sessions_is_an_error_naming_the_example(hdfs_examples):
     with pytest.raises(ValueError, match="needs the sessions"):
         reordered_examples(hdfs_examples, max_views=5, per_view=1, held_out=set())
+
+
+def test_the_pipeline_holds_out_the_orders_of_validation_and_test_views(tmp_path, monkeypatch):
+    """The wiring: stage_data passes every val and test view's template order as ``held_out``."""
+    import training.data_reorder as reorder
+    from training import pipeline
+
+    seen = {}
+
+    def spy(examples, max_views, per_view, held_out, **kw):
+        seen["held_out"] = held_out
+        return []
+
+    monkeypatch.setattr(reorder, "reordered_examples", spy)
+    cfg = {"data": {"hdfs_reordered": 3, "other_systems": False, "use_hdfs_raw": False, "hdfs_rendered_limit": 300}}
+    pipeline.stage_data(cfg, tmp_path / "cfg.toml", tmp_path, pipeline.prepare_base({}), smoke=True)
+    index = [line for split in ("val", "test") for line in (tmp_path / "data" / f"{split}_index.jsonl").open()]
+    assert seen["held_out"] and len(seen["held_out"]) <= len(index)
+    assert all(isinstance(o, tuple) and o and all(isinstance(t, str) for t in o) for o in seen["held_out"])
