@@ -40,6 +40,7 @@ benign, is left to the model.
 from __future__ import annotations
 
 import re
+import zlib
 from dataclasses import dataclass, replace
 
 from rationad.answer import CUT_MARK, REF, ParsedAnswer, ref_name
@@ -83,7 +84,9 @@ _NEGATION = re.compile(r"\b(?:none|no|not|never|nothing|neither|nor|without)\b",
 LOOP_REPEATS = 3  # a sentence written this often (the grammar never repeats one) is a decoding loop
 LOOP_SPAN = 3  # or a run of this many clauses (parts between commas, semicolons, colons and full stops)
 _CLAUSE = re.compile(r"[,;:.]+\s*")
-_QUOTED_SPAN = re.compile(r"(?<![A-Za-z])'[^']+'(?![A-Za-z])")
+# A quote as ``_CONTAINS`` reads one (an apostrophe inside a word, Couldn't, is quoted text), opened where
+# ``_straight`` opens one (not after a letter or digit: L3's)
+_QUOTED_SPAN = re.compile(r"(?<![A-Za-z0-9])'(?:[^']|'(?=[A-Za-z]))+'(?![A-Za-z])")
 
 
 @dataclass(frozen=True)
@@ -176,7 +179,10 @@ def unsupported(rationale: str, view: SessionView, statements: list[_Statement] 
 
 def _loop_problems(rationale: str) -> list[str]:
     """The sentences (of some length: not "1.") a rationale writes ``LOOP_REPEATS`` times or more, the first of them."""
-    rationale = _QUOTED_SPAN.sub("''", _straight(rationale))  # a log line quoted whole may repeat itself: not a loop
+    # A log line quoted whole may repeat its own clauses: each quote becomes one token of its text, so that it neither
+    # splits into clauses nor makes two quotes of other words equal.
+    rationale = _QUOTED_SPAN.sub(lambda m: f"'q{zlib.crc32(m.group().encode('utf-8', 'replace'))}'",
+                                 _straight(rationale))
     seen: dict[str, int] = {}
     for sentence in _SENTENCE.findall(rationale):
         key = " ".join(sentence.split()).rstrip(" .…")

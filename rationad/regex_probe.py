@@ -34,7 +34,7 @@ MAX_LITERALS, MAX_CHARS = 8, 12  # pieces of the pattern the probe lines are bui
 BREAKERS = ("\x00", "!")  # characters a key regex rarely expects: the search must fail, and backtrack
 
 BACKSTOP_SECS = 8.0  # the child is killed after this (its start-up included): a search that never ends
-# Times are the child's CPU time (``thread_time``): a busy or throttled machine slows the clock, not the search.
+# Times are the child's CPU time (``thread_time``): time the child waits for a CPU on a busy machine is not counted.
 # A long line whose time would be refused for its growth is searched again with its partner, each keeping its
 # fastest time. The child stops at the first refusal.
 _CHILD = """

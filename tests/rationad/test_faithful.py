@@ -3,7 +3,7 @@ of a prompt's rows through ``prompt.view_from_message``."""
 
 from __future__ import annotations
 
-from rationad.faithful import problems, servable
+from rationad.faithful import _loop_problems, problems, servable
 from rationad.prompt import build_view, user_message, view_from_message
 
 HDFS = ["Receiving block blk_1 src: /10.0.0.1:1 dest: /10.0.0.2:2"] * 3 + \
@@ -113,6 +113,12 @@ def test_a_list_that_goes_round_inside_one_sentence_is_a_loop():
     bgl = build_view("bgl", [f"Kernel detected 6 integer alignment exceptions {pairs} done"])
     quoted = bgl.rows[0].template
     assert problems(f"L1 reports '{quoted}': a routine status message. Nothing signals trouble: normal.", bgl) == []
+    # ... also with an apostrophe inside the quote; and quotes of other words keep sentences apart
+    cant = build_view("generic", ["Couldn't open a, retry b, wait c, retry b, wait c, retry b, wait c, retry b, done"])
+    assert _loop_problems(f"L1 reports '{cant.rows[0].template}': a failure. Anomalous.") == []
+    assert _loop_problems("L1 contains 'error': a failure. L1 contains 'failed': a failure. L1 contains 'fatal': "
+                          "a failure.") == []
+    assert _loop_problems("L1 contains 'error': a failure. " * 3) != []
     # The grammar's own lists name a ref once: a walk, then refs listed twice in other sentences, is no loop.
     assert problems(f"{walk}. L6, L7, L8 are routine. L6, L7, L8 show no failure: normal.", view) == []
 
