@@ -145,11 +145,33 @@ def keep_group_member_ids() -> None:
 
 
 @functools.cache
+def read_empty_assignments() -> None:
+    """Read a SyncGroup answer without assignment bytes as an empty assignment, as Kafka's own clients do.
+
+    A coordinator answers a member the leader's assignment left out (it joined as the leader was assigning, or the
+    group has more members than partitions) with no bytes; aiokafka 0.14 fails to decode them (ValueError, not a
+    KafkaError), which ends its coordination task: the verdict cache's faust consumer waited its 120 s recovery
+    timeout on it in a CI failure test, and the member took no further part in the group. Read as empty, the member
+    owns nothing in that generation and rebalances as any other. Process-wide; applied once."""
+    from aiokafka.consumer import group_coordinator as gc
+    from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
+
+    done = gc.GroupCoordinator._on_join_complete
+    empty = ConsumerProtocolMemberAssignment(0, [], b"").encode()
+
+    async def on_join_complete(self, generation, member_id, protocol, member_assignment_bytes):
+        return await done(self, generation, member_id, protocol, member_assignment_bytes or empty)
+
+    gc.GroupCoordinator._on_join_complete = on_join_complete
+
+
+@functools.cache
 def _consumer_class() -> type[AIOKafkaConsumer]:
     from aiokafka import AIOKafkaConsumer
     from aiokafka.errors import KafkaError
 
     keep_group_member_ids()
+    read_empty_assignments()
 
     class Consumer(AIOKafkaConsumer):
         """``AIOKafkaConsumer`` whose ``start`` refuses static membership the brokers would not honour."""

@@ -340,3 +340,38 @@ def test_a_commit_refused_mid_rebalance_does_not_wedge_the_group(broker, caplog)
     asyncio.run(scenario())
     # the path under test ran: a commit was refused mid-rebalance (were it accepted, nothing here would be tested)
     assert any("IllegalGeneration" in r.getMessage() for r in caplog.records), "no commit was refused"
+
+
+def _joined(assignment_bytes: bytes):
+    """aiokafka's own join completion, on a coordinator of topic ``t`` given ``assignment_bytes`` by SyncGroup: the
+    partitions it then owns."""
+    from aiokafka.consumer.subscription_state import SubscriptionState
+
+    gc = aiokafka_gc()
+    kafka.read_empty_assignments()
+
+    async def run():
+        sub = SubscriptionState()
+        sub.subscribe({"t"})
+
+        async def stopped():
+            return None
+
+        c = SimpleNamespace(group_id="g", _subscription=sub, _stop_commit_offsets_refresh_task=stopped,
+                            _lookup_assignor=lambda name: SimpleNamespace(on_assignment=lambda a: None),
+                            start_commit_offsets_refresh_task=lambda assignment: None)
+        await gc.GroupCoordinator._on_join_complete(c, 1, "m-1", "roundrobin", assignment_bytes)
+        return sub.assigned_partitions()
+
+    return asyncio.run(run())
+
+
+def test_a_member_the_leader_left_out_owns_nothing_and_carries_on():
+    """Seen in a CI run of the failure tests: a coordinator answers a member missing from the leader's assignment with no bytes,
+    aiokafka failed to decode them (ValueError) and its coordination task ended; the member must own nothing."""
+    from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
+    from aiokafka.structs import TopicPartition
+
+    assert _joined(b"") == set()
+    two = ConsumerProtocolMemberAssignment(0, [("t", [0, 2])], b"").encode()
+    assert _joined(two) == {TopicPartition("t", 0), TopicPartition("t", 2)}
