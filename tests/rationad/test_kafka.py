@@ -367,8 +367,9 @@ def _joined(assignment_bytes: bytes):
 
 
 def test_a_member_the_leader_left_out_owns_nothing_and_carries_on():
-    """Seen in a CI run of the failure tests: a coordinator answers a member missing from the leader's assignment with no bytes,
-    aiokafka failed to decode them (ValueError) and its coordination task ended; the member must own nothing."""
+    """Seen in a CI run of the failure tests: a coordinator answers a member missing from the leader's assignment
+    with no bytes, aiokafka failed to decode them (ValueError) and its coordination task ended; the member must own
+    nothing."""
     from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
     from aiokafka.structs import TopicPartition
 
