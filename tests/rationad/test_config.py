@@ -254,7 +254,7 @@ def test_a_key_regex_that_backtracks_without_bound_fails_at_start(pattern):
 
 
 def test_a_quadratic_key_regex_is_refused_by_its_growth_whatever_the_machine():
-    """Found in CI (2026-12-06): with a fixed time limit alone, (\w+)@(\w+) passed on a fast idle machine (1.74 s on
+    r"""Found in CI (2026-12-06): with a fixed time limit alone, (\w+)@(\w+) passed on a fast idle machine (1.74 s on
     its 20,000-character line under a 2 s limit). A limit 100x this machine's time stands for a machine that much
     faster: the search still grows about 100x for a 10x longer line, and that is refused ([a-z]+_(\d+): quadratic like
     the other, 0.35 s here, accepted under the fixed limit alone)."""
