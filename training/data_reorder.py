@@ -4,7 +4,7 @@ A session's view lists its templates in the order of their first lines. On the m
 the training rows, that order hardly varies (receive starts, allocation, acknowledgements, receipts, registrations),
 and 0.3.2 learned it: on the test split's unseen sequences half its rationales were unfaithful, most of them a walk
 that names the common order's roles where the session has another ("L3 x3 acknowledged, L4 x3 received" for a
-session whose L3 is the receipt; 65 of 138 unfaithful rationales swap those two roles alone). Loghub's blocks show
+session whose L3 is the receipt; 41 of its 138 unfaithful rationales swap those two roles). Loghub's blocks show
 such orders: two DataNodes answer in either order.
 
 These rows take a common training view and move one template's first line before the template above it (an adjacent
