@@ -178,7 +178,8 @@ def unsupported(rationale: str, view: SessionView, statements: list[_Statement] 
 
 
 def _loop_problems(rationale: str) -> list[str]:
-    """The sentences (of some length: not "1.") a rationale writes ``LOOP_REPEATS`` times or more, the first of them."""
+    """The sentences (of some length: not "1.") a rationale writes ``LOOP_REPEATS`` times or more, else the runs of
+    ``LOOP_SPAN`` clauses it writes that often: the first of them."""
     # A log line quoted whole may repeat its own clauses: each quote becomes one token of its text, so that it neither
     # splits into clauses nor makes two quotes of other words equal.
     rationale = _QUOTED_SPAN.sub(lambda m: f"'q{zlib.crc32(m.group().encode('utf-8', 'replace'))}'",

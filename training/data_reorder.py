@@ -49,6 +49,8 @@ def reordered_examples(examples: list[Example], max_views: int, per_view: int, h
     (``template_order``) is in ``held_out``."""
     from training.evaluate import views_by_traffic
 
+    if per_view < 1:
+        raise ValueError(f"[data] hdfs_reorder_each must be at least 1 (got {per_view}); hdfs_reordered = 0 makes none")
     groups, keys = views_by_traffic(_hdfs_with_sessions(examples))
     seen = set(groups)
     out: dict[str, Example] = {}

@@ -48,6 +48,11 @@ def test_a_held_out_template_order_is_never_made(kept):
     assert made[0].view_key not in {ex.view_key for ex in again}
 
 
+def test_no_variant_per_view_is_an_error_naming_the_key(kept):
+    with pytest.raises(ValueError, match="hdfs_reorder_each"):
+        reordered_examples(kept, max_views=5, per_view=0, held_out=set())
+
+
 def test_without_sessions_is_an_error_naming_the_example(hdfs_examples):
     with pytest.raises(ValueError, match="needs the sessions"):
         reordered_examples(hdfs_examples, max_views=5, per_view=1, held_out=set())
