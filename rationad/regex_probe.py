@@ -112,8 +112,11 @@ def _pieces(pattern: str) -> tuple[list[str], list[str]]:
 def subjects(pattern: str) -> list[str]:
     """The lines the probe tries: each literal run of the pattern (or none) followed by one of its characters
     repeated, then a character that ends the match."""
-    literals, chars = _pieces(pattern)
-    return list(dict.fromkeys(s for pair in _pairs(literals, chars) for s in pair if s))
+    return _lines(_pairs(*_pieces(pattern)))
+
+
+def _lines(pairs: list[tuple[str, str]]) -> list[str]:
+    return list(dict.fromkeys(s for pair in pairs for s in pair if s))
 
 
 def _pairs(literals: list[str], chars: list[str]) -> list[tuple[str, str]]:
@@ -142,10 +145,11 @@ def backtracks(pattern: str, secs: float = PROBE_SECS) -> str | None:
     """None when ``re`` searches each probe line with ``pattern`` in under ``secs`` (timed in the child, its start-up
     left out); else what it was slow on. A probe that cannot run (no child process) accepts the pattern."""
     re.compile(pattern)  # a bad pattern is the caller's error to report, not a probe result
-    lines = subjects(pattern)
+    pairs = _pairs(*_pieces(pattern))
+    lines = _lines(pairs)
     where = {s: i for i, s in enumerate(lines)}
     partner = [-1] * len(lines)
-    for mid, long in _pairs(*_pieces(pattern)):
+    for mid, long in pairs:
         if mid and where[mid] < where[long]:
             partner[where[long]] = where[mid]
     try:

@@ -57,7 +57,8 @@ def reordered_examples(examples: list[Example], max_views: int, per_view: int, h
     for k in keys[:max_views]:
         s: Session = groups[k][0].extra["session"]
         label = _majority(groups[k])
-        order = list(dict.fromkeys(to_template(line.message) for line in s.lines))
+        templates = [to_template(line.message) for line in s.lines]  # once per session, not once per swap
+        order = list(dict.fromkeys(templates))
         if len(order) < MIN_ROWS:
             continue
         fixed = [_opens_write(tpl) for tpl in order]
@@ -69,7 +70,7 @@ def reordered_examples(examples: list[Example], max_views: int, per_view: int, h
                 break
             rank = {tpl: n for n, tpl in enumerate(order[:i] + [order[i + 1], order[i]] + order[i + 2:])}
             # stable: each row's lines keep their order
-            lines = sorted(s.lines, key=lambda line: rank[to_template(line.message)])
+            lines = [s.lines[j] for j in sorted(range(len(s.lines)), key=lambda j: rank[templates[j]])]
             moved = Session(key=s.key, lines=lines, close_reason=s.close_reason, topic=s.topic, label=label,
                             source_id=f"{s.source_id or s.key}#swap{i}")
             view = view_of(moved, SOURCE, max_prompt_tokens=max_prompt_tokens, count_tokens=count_tokens)
