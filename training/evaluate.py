@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from rationad.answer import CUT_MARK, parse_completion, ranked_score
+from rationad.answer import CUT_MARK, parse_completion, ranked_score, thresholded_verdict
 from rationad.judge import Judge
 from rationad.records import LogLine, Session
 from rationad.replay import Scores
@@ -35,7 +35,7 @@ from training.faithfulness import problems as faithfulness_problems
 from training.splits import unit
 
 if TYPE_CHECKING:
-    from rationad.config import ModelConfig
+    from rationad.config import JudgeConfig, ModelConfig
 
     from training.dataset import Corpus, DataConfig
 
@@ -168,9 +168,12 @@ async def judge_set(es: EvalSet, client, model_cfg, out_dir: Path, chunk: int) -
     t0 = time.monotonic()
     calls = 0
     prompts = len(es.sessions)
+    served = served_judging()
     if es.level == "template":  # one book for the whole set: a template shared by windows is judged once
+        # each template's verdict at the served template threshold (0.5 by default: the model's own answer), as the
+        # daemon decides windows
         by_template, calls = await judge_by_template(es.sessions, model_cfg, es.source, buf, use_cache=True,
-                                                     client=client, chunk=chunk)
+                                                     client=client, chunk=chunk, threshold=served.threshold_template)
         prompts = by_template.templates
     else:
         for i in tqdm(range(0, len(es.sessions), chunk), desc=es.name, unit="chunk"):
@@ -198,7 +201,13 @@ async def judge_set(es: EvalSet, client, model_cfg, out_dir: Path, chunk: int) -
             checked = [*rec.get("rationale_problems", []), *faithfulness_problems(written, view)]
         found = list(dict.fromkeys(checked))
         score = ranked_score(rec.get("score"), bool(rec.get("unsupported")))
+        if es.level == "template":  # decided at the template threshold above
+            threshold, at_threshold = served.threshold_template, rec["verdict"]
+        else:  # the written answer (``verdict``) and the verdict the daemon serves at the session's threshold
+            threshold = served.session_threshold(sess.unfinished)
+            at_threshold = thresholded_verdict(rec["verdict"], score, threshold)
         points.append({"id": rec["id"], "verdict": rec["verdict"], "score": score,
+                       "threshold": threshold, "served_verdict": at_threshold,
                        "labels": [e.label for e in members],
                        "rationale": rec["rationale"], "grounded": rec["grounded"], "error": rec.get("error"),
                        "problems": found, "unjudged": bool(rec.get("unjudged_templates"))})
@@ -214,14 +223,20 @@ def set_metrics(points: list[dict[str, Any]]) -> dict[str, Any]:
     """A set's metrics from its verdict records (``verdict``, ``labels``, ``grounded``): each verdict counts once per
     example its session stands for; the ``judged_`` rates count each answer once. ``faithful_rate``: the share of
     answers with a rationale none of whose checkable statements the session refutes (``training.faithfulness``)."""
-    scores, judged = Scores(), Scores()
+    scores, judged, served = Scores(), Scores(), Scores()
     for pt in points:
         # a window decided without a template the model could not answer: served as the daemon serves it, but not
         # a well-formed judgement (``unjudged``: windows, weighted like the verdicts)
         judged.add(None, None if pt.get("unjudged") else pt["verdict"], pt["grounded"])
         for label in pt["labels"]:  # with its score: the set's average precision and best-F1 threshold
             scores.add(label, pt["verdict"], pt["grounded"], pt.get("score"))
+            served.add(label, pt.get("served_verdict", pt["verdict"]), pt["grounded"])
     s = scores.summary()
+    # the verdicts the daemon serves (``served_verdict``: at the judging level's default threshold), which the release
+    # gate compares; the figures above are the written answers (greedy), as every evaluation so far reported them
+    at = served.summary()
+    s["served"] = {k: at[k] for k in ("precision", "recall", "f1", "tp", "fp", "fn", "tn")} | {
+        "thresholds": sorted({pt["threshold"] for pt in points if "threshold" in pt})}
     # an answer served without its rationale (every sentence cited a line not in the session) still counts, with
     # the problems of what it wrote
     checked = [pt for pt in points if "problems" in pt and pt.get("verdict")
@@ -240,6 +255,15 @@ def set_metrics(points: list[dict[str, Any]]) -> dict[str, Any]:
               "judged_format_valid_rate": judged.summary()["format_valid_rate"],
               "judged_grounded_rate": judged.summary()["grounded_rate"]})
     return s
+
+
+def served_judging() -> JudgeConfig:
+    """The daemon's default ``[judge]`` thresholds (``threshold_session``, ``threshold_template``,
+    ``threshold_unfinished``): each set's ``served`` metrics are the verdicts at these, which the release gate
+    compares (the daemon serves them, not the written answers)."""
+    from rationad.config import JudgeConfig
+
+    return JudgeConfig()
 
 
 def serving_config(model_dir: Path, max_new_tokens: int | None = None) -> ModelConfig:

@@ -81,17 +81,35 @@ def flag_rate(metrics: dict) -> float | None:
     return (metrics["fp"] + (metrics.get("unjudged") or 0)) / n
 
 
+SERVED = ("precision", "recall", "f1", "tp", "fp", "fn", "tn")
+
+
+def as_served(metrics: dict) -> dict:
+    """A model's set metrics at the verdicts the daemon serves (``served``: at the judging level's default
+    threshold, ``training.evaluate.set_metrics``), its written (greedy) answers kept as ``greedy_f1``; unchanged
+    when there are none (a baseline, or scores cached before they were kept)."""
+    at = metrics.get("served")
+    if not at:
+        return metrics
+    return metrics | {k: at[k] for k in SERVED} | {"greedy_f1": metrics.get("f1")}
+
+
 def decide(candidate: dict[str, dict], released: dict[str, dict] | None,
            baselines: dict[str, dict[str, dict]] | None = None, *, margin: float = 0.0,
            min_anomalies: int = MIN_ANOMALIES) -> dict[str, Any]:
     """The release rule (issue 16, item 6) on the validation sets with at least ``min_anomalies`` anomalous items:
     the candidate's F1 is at least the released adapter's and at least the best baseline's (``{baseline: {set:
     metrics}}``, fitted on the training split), each minus ``margin``, and its ``faithful_rate`` (where both have one)
-    at least the released adapter's minus ``margin``. On a normal-only set of at least ``MIN_NORMAL_WINDOWS``
+    at least the released adapter's minus ``margin``. Both models are compared on the verdicts the daemon would
+    serve (:func:`as_served`: at the default ``[judge]`` thresholds), not their written answers: 0.3.3's first
+    candidate answered one short HDFS view normal greedily that the served session threshold flags, and lost on a
+    verdict nobody is served. On a normal-only set of at least ``MIN_NORMAL_WINDOWS``
     windows it flags no larger a share than the released adapter or any baseline, beyond ``NORMAL_FLAG_ALLOWANCE``
     (``flag_rate``). Sets are ``{name: {"f1", "tp", "fn", "fp", "labelled", ...}}``; ties go to the candidate. With no
     release and no baselines there is nothing to lose to: it passes."""
     baselines = baselines or {}
+    candidate = {k: as_served(v) for k, v in candidate.items()}
+    released = {k: as_served(v) for k, v in released.items()} if released is not None else None
     if released is None and not baselines:
         return {"passed": True, "reason": "no released adapter or baseline to compare with", "gating_sets": []}
 
@@ -124,7 +142,8 @@ def decide(candidate: dict[str, dict], released: dict[str, dict] | None,
             if c["f1"] < r["f1"] - margin:
                 losses.append(f"{k}: F1 {c['f1']:.4f} < {name} {r['f1']:.4f}")
         best = max(rivals, key=lambda x: x[1]["f1"])
-        detail.append(f"{k}: F1 {c['f1']:.4f} vs best other {best[0]} {best[1]['f1']:.4f}")
+        greedy = f" (written answers {c['greedy_f1']:.4f})" if c.get("greedy_f1") not in (None, c["f1"]) else ""
+        detail.append(f"{k}: F1 {c['f1']:.4f}{greedy} vs best other {best[0]} {best[1]['f1']:.4f}")
         rel = released.get(k) if released is not None else None
         if rel is not None and c.get("faithful_rate") is not None and rel.get("faithful_rate") is not None \
                 and c["faithful_rate"] < rel["faithful_rate"] - margin:
@@ -139,10 +158,11 @@ def decide(candidate: dict[str, dict], released: dict[str, dict] | None,
 
 def gate_table(gate: dict[str, Any]) -> str:
     """Markdown: per validation set, the candidate's F1 and faithful rate beside the released adapter's and each
-    baseline's F1, and whether the set gates."""
+    baseline's F1, and whether the set gates. A model's F1 is that of its served verdicts (:func:`as_served`), its
+    written answers' in brackets where they differ."""
     scores = gate.get("scores", {})
-    cand = scores.get("candidate", {}).get("sets", {})
-    rel = scores.get("released", {}).get("sets", {})
+    cand = {k: as_served(v) for k, v in scores.get("candidate", {}).get("sets", {}).items()}
+    rel = {k: as_served(v) for k, v in scores.get("released", {}).get("sets", {}).items()}
     base = gate.get("baselines", {})
     names = sorted(base)
     head = ["| set | gates | candidate F1 | candidate faithful | released F1 | released faithful | "
@@ -154,7 +174,10 @@ def gate_table(gate: dict[str, Any]) -> str:
 
     def f1(m: dict) -> str:  # a normal-only set shows the share of its windows flagged (lower is better)
         rate = flag_rate(m) if {"tp", "fn", "fp"} <= m.keys() else None
-        return f"flagged {rate:.0%}" if rate is not None else f(m.get("f1"))
+        if rate is not None:
+            return f"flagged {rate:.0%}"
+        greedy = m.get("greedy_f1")
+        return f(m.get("f1")) + (f" ({f(greedy)})" if greedy is not None and greedy != m.get("f1") else "")
 
     rows = []
     for k, c in cand.items():
@@ -234,20 +257,22 @@ def scoring_code(files: tuple[str, ...] = SCORING_CODE, root: Path = ROOT) -> st
 
 
 def serving_identity(merged: Path) -> str:
-    """The serving side of :func:`score_key`: the evaluation's engine settings, resolved dtype, prompt version, and
-    the scoring code (:func:`scoring_code`)."""
+    """The serving side of :func:`score_key`: the evaluation's engine settings, resolved dtype, prompt version, the
+    scoring code (:func:`scoring_code`) and the thresholds verdicts are served at (``served_judging``)."""
     import torch
 
     from rationad.model.dtype import resolve_dtype
     from rationad.prompt import PROMPT_VERSION
 
-    from training.evaluate import serving_config
+    from training.evaluate import served_judging, serving_config
 
     cfg = serving_config(merged)
     dtype = resolve_dtype(cfg.dtype, on_cpu=not torch.cuda.is_available())
     settings = cfg.model_dump(mode="json", exclude={"path"})
-    return json.dumps({"settings": settings, "dtype": dtype, "prompt": PROMPT_VERSION, "code": scoring_code()},
-                      sort_keys=True)
+    thresholds = served_judging().model_dump(include={"threshold_session", "threshold_template",
+                                                      "threshold_unfinished"})
+    return json.dumps({"settings": settings, "dtype": dtype, "prompt": PROMPT_VERSION, "code": scoring_code(),
+                       "thresholds": thresholds}, sort_keys=True)
 
 
 def cached_scores(cache: Path, key: str, judge) -> dict[str, Any]:
@@ -297,7 +322,7 @@ def run_stage(cfg: dict, cfg_path: Path, out: Path, base: Path, smoke: bool) -> 
             evaluate_model(m, sets, out / "eval" / "gate" / r, p.chunk)))
         scores[role] = {"adapter": str(adapter), "mean_f1": f1_of(res),
                         "sets": {k: {m: v.get(m) for m in ("precision", "recall", "f1", "tp", "fp", "fn", "tn",
-                                                           "labelled", "faithful_rate", "unjudged")}
+                                                           "labelled", "faithful_rate", "unjudged", "served")}
                                  for k, v in res["sets"].items()}}
     if incumbent is not None:
         m = json.loads((incumbent / "manifest.json").read_text()) if (incumbent / "manifest.json").is_file() else {}

@@ -3,6 +3,7 @@
 The real serving path (vLLM engine) is exercised by the slow integration smoke test in test_pipeline_smoke.py."""
 
 import asyncio
+import dataclasses
 import json
 
 import pytest
@@ -182,3 +183,34 @@ def test_a_grpo_adapter_trained_from_another_sft_adapter_is_left_out(tmp_path):
     assert not grpo_follows_sft(tmp_path)
     (tmp_path / "grpo" / "grpo_metrics.json").unlink()
     assert not grpo_follows_sft(tmp_path)  # provenance unknown
+
+
+class ScoringClient(FakeClient):
+    """FakeClient with a score: 0.9 for an exception, 0.003 for a 'doubtful' line, else 0.0001."""
+
+    async def generate(self, conversations, *, max_tokens, temperature, regex):
+        out = await super().generate(conversations, max_tokens=max_tokens, temperature=temperature, regex=regex)
+        return [dataclasses.replace(c, score=0.9 if "xception" in u else 0.003 if "doubtful" in u else 0.0001)
+                for c, u in zip(out, (conv[-1]["content"] for conv in conversations), strict=True)]
+
+
+def test_judge_set_reports_the_verdicts_served_at_the_session_threshold(tmp_path):
+    """The release gate compared written (greedy) answers, while the daemon serves a session verdict at
+    ``judge.threshold_session`` (0.0007): a session answered normal with score 0.003 is flagged when served. Each
+    point now carries the verdict served at its session's threshold (an unfinished one at ``threshold_unfinished``),
+    and the set its ``served`` metrics."""
+    doubt, ok, bad = ["doubtful Receiving block {*}"], ["Receiving block {*}"], ["writeBlock received exception {*}"]
+    sessions = [_session("d", doubt, "anomalous"), _session("o", ok, "normal"), _session("b", bad, "anomalous"),
+                _session("u", doubt, "normal")]
+    sessions[3].close_reason = "max_open"  # unfinished: served at threshold_unfinished (0.5), so not flagged
+    es = EvalSet("HDFS sessions (val)", "hdfs", sessions,
+                 [[_ex("d", doubt, "anomalous")], [_ex("o", ok, "normal")], [_ex("b", bad, "anomalous")],
+                  [_ex("u", doubt, "normal")]])
+    s = asyncio.run(judge_set(es, ScoringClient(), ModelConfig(path=None), tmp_path, chunk=4))
+    assert (s["tp"], s["fn"], s["fp"]) == (1, 1, 0)  # the written answers: 'd' answered normal
+    assert s["served"] | {"thresholds": None} == {"precision": 1.0, "recall": 1.0, "f1": 1.0, "tp": 2, "fp": 0,
+                                                   "fn": 0, "tn": 2, "thresholds": None}
+    assert s["served"]["thresholds"] == [0.0007, 0.5]
+    rows = {r["id"]: r for r in map(json.loads, (tmp_path / "hdfs_sessions_val.jsonl").read_text().splitlines())}
+    assert [(rows[k]["verdict"], rows[k]["served_verdict"]) for k in "dobu"] == [
+        ("normal", "anomalous"), ("normal", "normal"), ("anomalous", "anomalous"), ("normal", "normal")]

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from training.gate import GateError, cached_scores, candidate_identity, check_export, decide, score_key
+from training.gate import GateError, cached_scores, candidate_identity, check_export, decide, gate_table, score_key
 
 
 def _set(f1, anomalies):
@@ -239,3 +239,34 @@ def test_windows_the_candidate_could_not_judge_do_not_pass_as_normal():
     d = decide({"unseen": {**normal, "unjudged": m["unjudged"]}}, {"unseen": normal})
     assert not d["passed"] and "unseen" in d["reason"], d
     assert decide({"unseen": {**normal, "unjudged": 2}}, {"unseen": normal})["passed"]  # within the allowance
+
+
+def test_the_gate_compares_the_verdicts_the_daemon_serves():
+    """0.3.3's first candidate lost at the gate on one short HDFS view it answered normal (greedy F1 0.944) that the
+    served session threshold flags (1.000 served, as the released model): it lost on a verdict nobody is served.
+    The gate now compares served verdicts; a candidate that loses there is refused whatever its written answers."""
+    def m(f1, served_f1):
+        return {"f1": f1, "tp": 1000, "fn": 191, "served": {"f1": served_f1, "precision": 1.0, "recall": 1.0,
+                                                           "tp": 1191, "fp": 0, "fn": 0, "tn": 2000}}
+    released = {"hdfs": m(1.0, 1.0)}
+    d = decide({"hdfs": m(0.9437, 1.0)}, released)
+    assert d["passed"], d
+    assert "hdfs: F1 1.0000 (written answers 0.9437) vs best other released 1.0000" in d["reason"]
+    d = decide({"hdfs": m(1.0, 0.95)}, released)
+    assert not d["passed"] and "hdfs: F1 0.9500 < released 1.0000" in d["reason"], d
+    # a baseline has no served verdicts: its F1 as it is
+    assert not decide({"hdfs": m(1.0, 0.95)}, None, {"count LR": {"hdfs": _set(0.99, 1191)}})["passed"]
+    gate = {"gating_sets": ["hdfs"], "scores": {"candidate": {"sets": {"hdfs": m(0.9437, 1.0)}},
+                                                "released": {"sets": released}}, "baselines": {}}
+    assert "| hdfs | yes | 1.000 (0.944) | - | 1.000 | - |" in gate_table(gate)
+
+
+def test_the_served_thresholds_are_part_of_a_cached_score_s_key(monkeypatch, tmp_path):
+    """A cached score holds served verdicts: a new default threshold must judge both models again."""
+    from rationad.config import JudgeConfig
+    from training import evaluate
+    from training.gate import serving_identity
+
+    before = serving_identity(tmp_path)
+    monkeypatch.setattr(evaluate, "served_judging", lambda: JudgeConfig(threshold_session=0.01))
+    assert serving_identity(tmp_path) != before
