@@ -115,6 +115,7 @@ def test_a_section_variable_that_is_not_json_fails_naming_it(monkeypatch):
         ("[sessions]\nwindow_lines = 100\ngap_secs = 30\n", "sessions.gap_secs: closes session windows"),
         ("[model]\nmax_new_tokens = 8\n", "model.max_new_tokens"),
         ("[model]\nmax_prompt_tokens = 64\n", "model.max_prompt_tokens"),
+        ("[output]\nmax_rationale_chars = 1000000\n", "output.max_rationale_chars: 1000000 does not fit"),
     ],
 )
 def test_settings_that_would_fail_later_fail_at_start_naming_the_key(tmp_path, toml, needle):
