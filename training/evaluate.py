@@ -444,8 +444,9 @@ def pr_plot(results: dict[str, dict[str, Any]], path: Path) -> None:
 
 
 def results_table(results: dict[str, dict[str, Any]]) -> str:
-    head = ("| model | set | P | R | F1 | format valid | grounded | faithful | flagged | sessions (prompts) | note |\n"
-            "|---|---|---|---|---|---|---|---|---|---|---|")
+    # F1: the written (greedy) answers; served: the verdicts at the default [judge] thresholds (``served``)
+    head = ("| model | set | P | R | F1 | F1 served | format valid | grounded | faithful | flagged "
+            "| sessions (prompts) | note |\n|---|---|---|---|---|---|---|---|---|---|---|---|")
     rows = []
     for model, res in results.items():
         def fmt(v: float | None, model: str = model) -> str:
@@ -453,7 +454,8 @@ def results_table(results: dict[str, dict[str, Any]]) -> str:
 
         for name, s in res["sets"].items():
             rows.append(f"| {MODEL_NAMES.get(model, model)} | {name} | {s['precision']:.3f} | "
-                        f"{s['recall']:.3f} | {s['f1']:.3f} | {fmt(s['format_valid_rate'])} | "
+                        f"{s['recall']:.3f} | {s['f1']:.3f} | {fmt((s.get('served') or {}).get('f1'))} | "
+                        f"{fmt(s['format_valid_rate'])} | "
                         f"{fmt(s['grounded_rate'])} | {fmt(s.get('faithful_rate'))} | {s['flag_rate']:.3f} | "
                         f"{s['labelled']} ({s['judged_prompts']}) | "
                         f"{s['note']} |")

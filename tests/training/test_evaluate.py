@@ -67,7 +67,7 @@ def test_judge_set_weights_views_by_their_sessions(tmp_path):
     assert [sorted({p.split(":")[0] for p in r["problems"]}) for r in rows] == [[], ["count", "role"], []]
     assert rows[2]["rationale"] == ""  # served up to the sentence citing a line not in the session: none
     results = {"sft": {"sets": {es.name: s}}}
-    assert "| SFT | HDFS sessions (test) | 1.000 | 0.667 | 0.800 |" in results_table(results)
+    assert "| SFT | HDFS sessions (test) | 1.000 | 0.667 | 0.800 | 0.800 | 1.000 |" in results_table(results)
     pr_plot(results, tmp_path / "pr.png")
     assert (tmp_path / "pr.png").stat().st_size > 1000
 
