@@ -96,10 +96,9 @@ class ChangelogStore:
             raise ConfigError(
                 "cache.durable: needs faust-streaming (pip install 'rationad[faust]'), or set cache.durable = false"
             ) from exc
-        from rationad.kafka import keep_group_member_ids, read_empty_assignments
+        from rationad.kafka import mend_group_membership
 
-        keep_group_member_ids()  # faust's consumer group, like the daemon's
-        read_empty_assignments()
+        mend_group_membership()  # faust's consumer group, like the daemon's
         brokers = [f"kafka://{h.strip()}" for h in self.kafka.bootstrap_servers.split(",") if h.strip()]
         # faust makes a data folder even for a memory:// store (in the working directory by default, which a service
         # may not be able to write): a temporary one holds nothing worth keeping and is removed at close.

@@ -165,13 +165,19 @@ def read_empty_assignments() -> None:
     gc.GroupCoordinator._on_join_complete = on_join_complete
 
 
+def mend_group_membership() -> None:
+    """Every aiokafka group-membership mend (:func:`keep_group_member_ids`, :func:`read_empty_assignments`), for
+    each group consumer the daemon runs: its own and the verdict cache's faust consumer."""
+    keep_group_member_ids()
+    read_empty_assignments()
+
+
 @functools.cache
 def _consumer_class() -> type[AIOKafkaConsumer]:
     from aiokafka import AIOKafkaConsumer
     from aiokafka.errors import KafkaError
 
-    keep_group_member_ids()
-    read_empty_assignments()
+    mend_group_membership()
 
     class Consumer(AIOKafkaConsumer):
         """``AIOKafkaConsumer`` whose ``start`` refuses static membership the brokers would not honour."""
