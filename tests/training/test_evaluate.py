@@ -123,6 +123,8 @@ def test_release_choice_ignores_validation_sets_too_small_to_measure():
     assert f1_of(res) == 0.8
     res["sets"]["spirit"]["tp"] = MIN_ANOMALIES
     assert f1_of(res) == pytest.approx(0.9)
+    res["sets"]["hdfs"]["served"] = {"f1": 0.6}  # SFT or GRPO is chosen on what is served, as the gate decides
+    assert f1_of(res) == pytest.approx(0.8)
 
 
 def test_a_template_level_set_judges_each_template_once_and_checks_the_served_rationales(tmp_path):
