@@ -68,6 +68,9 @@ class EvalSet:
     # sessions is judged once and a window is decided from its templates (``judge_by_template``), as the daemon
     # judges a system without a session dialect (``judge.level`` defaults to template for generic and bgl).
     level: str = "session"
+    # The judging level whose ``[judge]`` threshold serves the set's verdicts (``served``): "template" for templates
+    # judged one per prompt (the prompt the daemon's template book sends) as for windows judged by template.
+    served_level: str = "session"
 
 
 def template_session(ex: Example) -> Session:
@@ -134,13 +137,14 @@ def template_set(examples: list[Example], name: str, source: str, limit: int) ->
     if limit:
         ex = ex[:limit]
     return EvalSet(name, source, [template_session(e) for e in ex], [[e] for e in ex],
-                   f"{len(ex)} templates ({sum(e.label == 'anomalous' for e in ex)} anomalous, corrected labels)")
+                   f"{len(ex)} templates ({sum(e.label == 'anomalous' for e in ex)} anomalous, corrected labels)",
+                   served_level="template")
 
 
 def session_set(name: str, source: str, sessions: list[Session], note: str, level: str = "session") -> EvalSet:
     members = [[Example("window", source, s.source_id or s.key, None, s.label or "normal", s.topic)]  # type: ignore[arg-type]
                for s in sessions]
-    return EvalSet(name, source, sessions, members, note, level)
+    return EvalSet(name, source, sessions, members, note, level, served_level=level)
 
 
 def slug(set_name: str) -> str:
@@ -170,10 +174,8 @@ async def judge_set(es: EvalSet, client, model_cfg, out_dir: Path, chunk: int) -
     prompts = len(es.sessions)
     served = served_judging()
     if es.level == "template":  # one book for the whole set: a template shared by windows is judged once
-        # each template's verdict at the served template threshold (0.5 by default: the model's own answer), as the
-        # daemon decides windows
         by_template, calls = await judge_by_template(es.sessions, model_cfg, es.source, buf, use_cache=True,
-                                                     client=client, chunk=chunk, threshold=served.threshold_template)
+                                                     client=client, chunk=chunk)
         prompts = by_template.templates
     else:
         for i in tqdm(range(0, len(es.sessions), chunk), desc=es.name, unit="chunk"):
@@ -201,11 +203,14 @@ async def judge_set(es: EvalSet, client, model_cfg, out_dir: Path, chunk: int) -
             checked = [*rec.get("rationale_problems", []), *faithfulness_problems(written, view)]
         found = list(dict.fromkeys(checked))
         score = ranked_score(rec.get("score"), bool(rec.get("unsupported")))
-        if es.level == "template":  # decided at the template threshold above
-            threshold, at_threshold = served.threshold_template, rec["verdict"]
-        else:  # the written answer (``verdict``) and the verdict the daemon serves at the session's threshold
-            threshold = served.session_threshold(sess.unfinished)
-            at_threshold = thresholded_verdict(rec["verdict"], score, threshold)
+        # ``verdict``: the written answer (served normal on void evidence); ``served_verdict``: what the daemon serves
+        # at the threshold of the set's judging level (``rationad.answer.served_verdict``: the ranked score is 0 for
+        # an answer on void evidence). A window judged by template: anomalous when its score, the highest of its
+        # templates', reaches the threshold, as when each template is decided at it (every answer of the serving
+        # path has a score; a window without one keeps its written verdict).
+        threshold = (served.threshold_template if es.served_level == "template"
+                     else served.session_threshold(sess.unfinished))
+        at_threshold = thresholded_verdict(rec["verdict"], score, threshold)
         points.append({"id": rec["id"], "verdict": rec["verdict"], "score": score,
                        "threshold": threshold, "served_verdict": at_threshold,
                        "labels": [e.label for e in members],
@@ -230,13 +235,15 @@ def set_metrics(points: list[dict[str, Any]]) -> dict[str, Any]:
         judged.add(None, None if pt.get("unjudged") else pt["verdict"], pt["grounded"])
         for label in pt["labels"]:  # with its score: the set's average precision and best-F1 threshold
             scores.add(label, pt["verdict"], pt["grounded"], pt.get("score"))
-            served.add(label, pt.get("served_verdict", pt["verdict"]), pt["grounded"])
+            served.add(label, pt.get("served_verdict"), pt["grounded"])
     s = scores.summary()
     # the verdicts the daemon serves (``served_verdict``: at the judging level's default threshold), which the release
-    # gate compares; the figures above are the written answers (greedy), as every evaluation so far reported them
+    # gate compares; the figures above are the written answers (greedy), as every evaluation so far reported them.
+    # None when any point has no served verdict (verdicts judged before they were kept, mixed in by a re-judge).
     at = served.summary()
-    s["served"] = {k: at[k] for k in ("precision", "recall", "f1", "tp", "fp", "fn", "tn")} | {
-        "thresholds": sorted({pt["threshold"] for pt in points if "threshold" in pt})}
+    s["served"] = ({k: at[k] for k in ("precision", "recall", "f1", "tp", "fp", "fn", "tn")}
+                   | {"thresholds": sorted({pt["threshold"] for pt in points})}
+                   if points and all("served_verdict" in pt for pt in points) else None)
     # an answer served without its rationale (every sentence cited a line not in the session) still counts, with
     # the problems of what it wrote
     checked = [pt for pt in points if "problems" in pt and pt.get("verdict")

@@ -87,11 +87,23 @@ SERVED = ("precision", "recall", "f1", "tp", "fp", "fn", "tn")
 def as_served(metrics: dict) -> dict:
     """A model's set metrics at the verdicts the daemon serves (``served``: at the judging level's default
     threshold, ``training.evaluate.set_metrics``), its written (greedy) answers kept as ``greedy_f1``; unchanged
-    when there are none (a baseline, or scores cached before they were kept)."""
+    when there are none (a baseline, or verdicts judged before they were kept)."""
     at = metrics.get("served")
     if not at:
         return metrics
     return metrics | {k: at[k] for k in SERVED} | {"greedy_f1": metrics.get("f1")}
+
+
+def served_pair(candidate: dict[str, dict], released: dict[str, dict] | None
+                ) -> tuple[dict[str, dict], dict[str, dict] | None]:
+    """Both models' sets at their served verdicts (:func:`as_served`), set by set where both have them; a set only
+    one model has served verdicts for compares both models' written answers (served beside written would compare
+    two rules)."""
+    both = {k for k, v in candidate.items()
+            if v.get("served") and (released is None or k not in released or released[k].get("served"))}
+    cand = {k: as_served(v) if k in both else v for k, v in candidate.items()}
+    rel = None if released is None else {k: as_served(v) if k in both else v for k, v in released.items()}
+    return cand, rel
 
 
 def decide(candidate: dict[str, dict], released: dict[str, dict] | None,
@@ -108,8 +120,8 @@ def decide(candidate: dict[str, dict], released: dict[str, dict] | None,
     (``flag_rate``). Sets are ``{name: {"f1", "tp", "fn", "fp", "labelled", ...}}``; ties go to the candidate. With no
     release and no baselines there is nothing to lose to: it passes."""
     baselines = baselines or {}
-    candidate = {k: as_served(v) for k, v in candidate.items()}
-    released = {k: as_served(v) for k, v in released.items()} if released is not None else None
+    had_served = {k for k, v in candidate.items() if v.get("served")}
+    candidate, released = served_pair(candidate, released)
     if released is None and not baselines:
         return {"passed": True, "reason": "no released adapter or baseline to compare with", "gating_sets": []}
 
@@ -143,7 +155,9 @@ def decide(candidate: dict[str, dict], released: dict[str, dict] | None,
                 losses.append(f"{k}: F1 {c['f1']:.4f} < {name} {r['f1']:.4f}")
         best = max(rivals, key=lambda x: x[1]["f1"])
         greedy = f" (written answers {c['greedy_f1']:.4f})" if c.get("greedy_f1") not in (None, c["f1"]) else ""
-        detail.append(f"{k}: F1 {c['f1']:.4f}{greedy} vs best other {best[0]} {best[1]['f1']:.4f}")
+        written = ("" if "greedy_f1" in c or k not in had_served
+                   else " (written answers: the released model's verdicts have no served ones)")
+        detail.append(f"{k}: F1 {c['f1']:.4f}{greedy}{written} vs best other {best[0]} {best[1]['f1']:.4f}")
         rel = released.get(k) if released is not None else None
         if rel is not None and c.get("faithful_rate") is not None and rel.get("faithful_rate") is not None \
                 and c["faithful_rate"] < rel["faithful_rate"] - margin:
@@ -161,8 +175,8 @@ def gate_table(gate: dict[str, Any]) -> str:
     baseline's F1, and whether the set gates. A model's F1 is that of its served verdicts (:func:`as_served`), its
     written answers' in brackets where they differ."""
     scores = gate.get("scores", {})
-    cand = {k: as_served(v) for k, v in scores.get("candidate", {}).get("sets", {}).items()}
-    rel = {k: as_served(v) for k, v in scores.get("released", {}).get("sets", {}).items()}
+    cand, rel = served_pair(scores.get("candidate", {}).get("sets", {}), scores.get("released", {}).get("sets", {}))
+    rel = rel or {}
     base = gate.get("baselines", {})
     names = sorted(base)
     head = ["| set | gates | candidate F1 | candidate faithful | released F1 | released faithful | "
@@ -235,13 +249,16 @@ def score_key(merged: Path, serving: str, sets: list) -> str:
 
 
 ROOT = Path(__file__).resolve().parents[1]
-# The code a cached score depends on besides the model and its settings: how answers are served and parsed, how
-# windows are decided by template, and how faithfulness is checked. A change to any of them judges both models again
-# (before, a checker changed since the released model's scores were cached compared two checkers' rates).
-SCORING_CODE = ("rationad/answer.py", "rationad/faithful.py", "rationad/injection.py", "rationad/judge.py",
-                "rationad/prompt.py", "rationad/replay.py", "rationad/template_book.py", "rationad/template_rules.py",
-                "rationad/data/template_rules.json", "training/evaluate.py", "training/faithfulness.py",
-                "training/knowledge")
+# The code a cached score depends on besides the model and its settings: how answers are served and parsed, how a
+# score is read from the engine's logprobs and which threshold a session is served at (the gate compares served
+# verdicts), how windows are decided by template, and how faithfulness is checked. A change to any of them judges
+# both models again (before, a checker changed since the released model's scores were cached compared two
+# checkers' rates).
+SCORING_CODE = ("rationad/answer.py", "rationad/config.py", "rationad/events.py", "rationad/faithful.py",
+                "rationad/injection.py", "rationad/judge.py", "rationad/model/base.py", "rationad/model/engine.py",
+                "rationad/prompt.py", "rationad/records.py", "rationad/replay.py", "rationad/template_book.py",
+                "rationad/template_rules.py", "rationad/data/template_rules.json", "training/evaluate.py",
+                "training/faithfulness.py", "training/knowledge")
 
 
 def scoring_code(files: tuple[str, ...] = SCORING_CODE, root: Path = ROOT) -> str:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import tempfile
 from pathlib import Path
@@ -63,8 +64,9 @@ def main(argv: list[str] | None = None) -> None:
         bad = [i for i, pt in enumerate(points) if pt["verdict"] is None]
         print(f"[rejudge] {es.name}: {len(bad)} of {len(points)} answers unparsed", flush=True)
         if bad:
-            todo.append((EvalSet(es.name, es.source, [es.sessions[i] for i in bad], [es.members[i] for i in bad],
-                                 es.note), bad, points, f))
+            # the set's own judging level and served threshold, its unparsed sessions only
+            todo.append((dataclasses.replace(es, sessions=[es.sessions[i] for i in bad],
+                                             members=[es.members[i] for i in bad]), bad, points, f))
     if not todo:
         return
     merged = merged_folder(base, out / a.model / "adapter", cache=out / "merged")

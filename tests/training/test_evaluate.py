@@ -216,3 +216,59 @@ def test_judge_set_reports_the_verdicts_served_at_the_session_threshold(tmp_path
     rows = {r["id"]: r for r in map(json.loads, (tmp_path / "hdfs_sessions_val.jsonl").read_text().splitlines())}
     assert [(rows[k]["verdict"], rows[k]["served_verdict"]) for k in "dobu"] == [
         ("normal", "anomalous"), ("normal", "normal"), ("anomalous", "anomalous"), ("normal", "normal")]
+
+
+def test_templates_are_served_at_the_template_threshold_and_windows_by_their_highest_template(tmp_path):
+    """Found by review: BGL and Spirit templates (one per prompt, as the template book asks) were served at the
+    session threshold (0.0007), so a template written normal with score 0.003 counted as flagged, where the daemon
+    judges bgl by template at ``threshold_template`` (0.5). A window judged by template is served anomalous when
+    its highest template score reaches that threshold, whatever the answers written."""
+    from training.evaluate import session_set, template_set
+
+    class Scored(FakeClient):  # a 'doubtful' template written normal at 0.003, a 'likely' one written normal at 0.6
+        async def generate(self, conversations, *, max_tokens, temperature, regex):
+            out = await super().generate(conversations, max_tokens=max_tokens, temperature=temperature, regex=regex)
+            return [dataclasses.replace(c, score=0.6 if "likely" in u else 0.003 if "doubtful" in u else 0.0001)
+                    for c, u in zip(out, (conv[-1]["content"] for conv in conversations), strict=True)]
+
+    ex = [Example("bgl", "bgl", f"t{i}", build_view("bgl", [tpl]), lab, "t", {"template": tpl})
+          for i, (tpl, lab) in enumerate([("doubtful kernel line <*>", "normal"), ("likely kernel line", "anomalous")])]
+    s = asyncio.run(judge_set(template_set(ex, "BGL templates (val)", "bgl", 0), Scored(), ModelConfig(path=None),
+                              tmp_path, chunk=4))
+    assert s["served"]["thresholds"] == [0.5]
+    assert (s["served"]["tp"], s["served"]["fp"]) == (1, 0) and (s["tp"], s["fp"]) == (0, 0)
+    windows = [_session("w1", ["connection opened", "likely reset seen"], "anomalous"),
+               _session("w2", ["connection opened", "doubtful close seen"], "normal")]
+    s = asyncio.run(judge_set(session_set("Unseen system by template (val)", "generic", windows, "two", "template"),
+                              Scored(), ModelConfig(path=None), tmp_path, chunk=4))
+    rows = [json.loads(x) for x in (tmp_path / "unseen_system_by_template_val.jsonl").read_text().splitlines()]
+    assert [(r["verdict"], r["served_verdict"], r["threshold"]) for r in rows] == [
+        ("normal", "anomalous", 0.5), ("normal", "normal", 0.5)]
+
+
+def test_an_answer_on_void_evidence_is_served_normal_at_any_threshold(tmp_path):
+    """The daemon serves an anomalous answer whose evidence names no trouble as normal (``unsupported``), whatever
+    its score; the served metrics must too."""
+    from training.evaluate import session_set
+
+    es = session_set("BGL windows (val)", "bgl", [_session("v", ["connection opened to node 4"], "normal")], "one")
+
+    class Void(FakeClient):  # anomalous, resting on a line that names no trouble, score 0.9
+        async def generate(self, conversations, *, max_tokens, temperature, regex):
+            return [Completion("<think>L1 contains 'opened': a network or service connection problem.</think>\n"
+                               "<answer>anomalous</answer>", 10, 10, 0.9) for _ in conversations]
+
+    s = asyncio.run(judge_set(es, Void(), ModelConfig(path=None), tmp_path, chunk=2))
+    row = json.loads((tmp_path / "bgl_windows_val.jsonl").read_text())
+    assert (row["verdict"], row["served_verdict"], row["score"]) == ("normal", "normal", 0.0)
+    assert s["served"]["fp"] == 0 and s["served"]["tn"] == 1
+
+
+def test_served_metrics_need_every_point_served():
+    """Verdicts judged before served ones were kept (a re-judge mixes them with new ones) have no served metrics:
+    the written answers must not be passed off as served."""
+    pts = [{"verdict": "anomalous", "labels": ["anomalous"], "grounded": True, "served_verdict": "anomalous",
+            "threshold": 0.0007},
+           {"verdict": "normal", "labels": ["normal"], "grounded": True}]
+    assert set_metrics(pts)["served"] is None
+    assert set_metrics(pts[:1])["served"]["tp"] == 1

@@ -270,3 +270,13 @@ def test_the_served_thresholds_are_part_of_a_cached_score_s_key(monkeypatch, tmp
     before = serving_identity(tmp_path)
     monkeypatch.setattr(evaluate, "served_judging", lambda: JudgeConfig(threshold_session=0.01))
     assert serving_identity(tmp_path) != before
+
+
+def test_served_verdicts_are_compared_only_where_both_models_have_them():
+    """Found by review: a model without served verdicts (cached before they were kept) fell back to its written
+    answers while the other was read served: two rules compared. Such a set compares both models' written answers."""
+    served = {"f1": 1.0, "precision": 1.0, "recall": 1.0, "tp": 1191, "fp": 0, "fn": 0, "tn": 2000}
+    cand = {"hdfs": {"f1": 0.9437, "tp": 1000, "fn": 191, "served": served}}
+    d = decide(cand, {"hdfs": {"f1": 1.0, "tp": 1191, "fn": 0}})
+    assert not d["passed"] and "F1 0.9437 < released 1.0000" in d["reason"], d
+    assert "written answers: the released model's verdicts have no served ones" in d["reason"]
