@@ -387,9 +387,9 @@ class Settings(BaseSettings):
         o = self.output
         if o.max_rationale_chars > o.max_message_bytes // 8:  # up to 4 bytes a character, in half a record
             raise ValueError(f"output.max_rationale_chars: {o.max_rationale_chars} does not fit "
-                             f"output.max_message_bytes ({o.max_message_bytes}): at most {o.max_message_bytes // 8} characters (4 bytes each "
-                             "at most, in half a record, the rest for the event's evidence), or an event with a long "
-                             "rationale is dead-lettered")
+                             f"output.max_message_bytes ({o.max_message_bytes}): at most "
+                             f"{o.max_message_bytes // 8} characters (4 bytes each at most, in half a record, the "
+                             "rest for the event's evidence), or an event with a long rationale is dead-lettered")
         k = self.kafka
         if k.heartbeat_interval_ms >= k.session_timeout_ms:
             raise ValueError(f"kafka.heartbeat_interval_ms: {k.heartbeat_interval_ms} must be lower than "
