@@ -8,8 +8,11 @@ turns a join the broker refuses into a ``ConfigError`` naming the key (the CLI e
 
 from __future__ import annotations
 
+import contextvars
 import functools
 from typing import TYPE_CHECKING, Any
+
+import structlog
 
 from rationad.config import ConfigError, KafkaConfig
 
@@ -80,6 +83,8 @@ async def join_group_versions(client: Any) -> dict[int, tuple[int, int] | None]:
         out[broker.nodeId] = versions.get(JOIN_GROUP_API_KEY)
     return out
 
+
+log = structlog.get_logger("rationad.kafka")
 
 KEPT_MEMBER_ID = "_rationad_kept_member_id"  # the coordinator attribute holding a forgotten id until the next join
 
@@ -165,11 +170,51 @@ def read_empty_assignments() -> None:
     gc.GroupCoordinator._on_join_complete = on_join_complete
 
 
+# The (generation, member id) an offset commit of this task was sent with, while its answer is read.
+_COMMIT_SENT_AS: contextvars.ContextVar[tuple[int, str] | None] = contextvars.ContextVar("rationad_commit_sent_as",
+                                                                                         default=None)
+
+
+@functools.cache
+def ignore_stale_commit_refusals() -> None:
+    """Leave the member's generation alone when a commit sent in an earlier generation is refused (KAFKA-9823).
+
+    A commit sent in generation N and answered ILLEGAL_GENERATION or UNKNOWN_MEMBER_ID after the member joined
+    generation N+1 is stale: the refusal is about a generation the member has left. aiokafka 0.14 forgets the
+    current generation on it and rejoins, a needless rebalance of the whole group (every member pauses its
+    partitions). The refusal still fails that commit (the daemon commits again in the new generation); only the reset
+    is skipped, when the member's generation or id changed while the commit was in flight. Process-wide; applied once,
+    after :func:`keep_group_member_ids` (its reset is the one skipped)."""
+    from aiokafka.consumer import group_coordinator as gc
+
+    commit = gc.GroupCoordinator._do_commit_offsets
+    reset = gc.GroupCoordinator.reset_generation
+
+    async def do_commit_offsets(self, assignment, offsets):
+        token = _COMMIT_SENT_AS.set((self.generation, self.member_id))
+        try:
+            return await commit(self, assignment, offsets)
+        finally:
+            _COMMIT_SENT_AS.reset(token)
+
+    def reset_generation(self) -> None:
+        sent = _COMMIT_SENT_AS.get()
+        if sent is not None and self.generation > 0 and sent != (self.generation, self.member_id):
+            log.info("stale_commit_refusal_ignored", sent_generation=sent[0], generation=self.generation)
+            return
+        reset(self)
+
+    gc.GroupCoordinator._do_commit_offsets = do_commit_offsets
+    gc.GroupCoordinator.reset_generation = reset_generation
+
+
 def mend_group_membership() -> None:
-    """Every aiokafka group-membership mend (:func:`keep_group_member_ids`, :func:`read_empty_assignments`), for
-    each group consumer the daemon runs: its own and the verdict cache's faust consumer."""
+    """Every aiokafka group-membership mend (:func:`keep_group_member_ids`, :func:`read_empty_assignments`,
+    :func:`ignore_stale_commit_refusals`), for each group consumer the daemon runs: its own and the verdict cache's
+    faust consumer."""
     keep_group_member_ids()
     read_empty_assignments()
+    ignore_stale_commit_refusals()
 
 
 @functools.cache

@@ -376,3 +376,41 @@ def test_a_member_the_leader_left_out_owns_nothing_and_carries_on():
     assert _joined(b"") == set()
     two = ConsumerProtocolMemberAssignment(0, [("t", [0, 2])], b"").encode()
     assert _joined(two) == {TopicPartition("t", 0), TopicPartition("t", 2)}
+
+
+def _committing(c, code, meanwhile=None):
+    """Coordinator ``c`` answering an offset commit of partition t/0 with error ``code`` (``meanwhile`` runs while
+    the request is in flight)."""
+    async def send(request):
+        if meanwhile:
+            meanwhile()
+        return SimpleNamespace(topics=[("t", [(0, code)])])
+
+    c._send_req = send
+    c.coordinator_id = 1
+
+
+def test_a_commit_refused_for_a_generation_the_member_has_left_does_not_reset_the_new_one():
+    """KAFKA-9823: a commit sent in generation 4 and refused (ILLEGAL_GENERATION) after the member joined generation
+    5 made aiokafka forget generation 5 and rejoin: a needless rebalance of the whole group. The commit still fails;
+    the member keeps its generation. A refusal in the generation it was sent in still resets, as before."""
+    from aiokafka.errors import IllegalGenerationError
+    from aiokafka.structs import OffsetAndMetadata, TopicPartition
+
+    gc = aiokafka_gc()
+    kafka.mend_group_membership()
+    offsets = {TopicPartition("t", 0): OffsetAndMetadata(10, "")}
+
+    def joined():
+        c.generation, c.member_id = 5, "m-2"
+
+    c = _coordinator()
+    _committing(c, 22, meanwhile=joined)
+    with pytest.raises(IllegalGenerationError):
+        asyncio.run(gc.GroupCoordinator._do_commit_offsets(c, None, offsets))
+    assert (c.generation, c.member_id, c.rejoins) == (5, "m-2", 0)
+    c = _coordinator()
+    _committing(c, 22)
+    with pytest.raises(IllegalGenerationError):
+        asyncio.run(gc.GroupCoordinator._do_commit_offsets(c, None, offsets))
+    assert (c.generation, c.member_id, c.rejoins) == (-1, "", 1)
