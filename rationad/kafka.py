@@ -170,9 +170,8 @@ def read_empty_assignments() -> None:
     gc.GroupCoordinator._on_join_complete = on_join_complete
 
 
-# The (generation, member id) an offset commit of this task was sent with, while its answer is read.
-_COMMIT_SENT_AS: contextvars.ContextVar[tuple[int, str] | None] = contextvars.ContextVar("rationad_commit_sent_as",
-                                                                                         default=None)
+# While an offset commit's answer is read: [coordinator, generation and member id it was sent with, logged yet].
+_COMMIT_SENT_AS: contextvars.ContextVar[list | None] = contextvars.ContextVar("rationad_commit_sent_as", default=None)
 
 
 @functools.cache
@@ -183,15 +182,16 @@ def ignore_stale_commit_refusals() -> None:
     generation N+1 is stale: the refusal is about a generation the member has left. aiokafka 0.14 forgets the
     current generation on it and rejoins, a needless rebalance of the whole group (every member pauses its
     partitions). The refusal still fails that commit (the daemon commits again in the new generation); only the reset
-    is skipped, when the member's generation or id changed while the commit was in flight. Process-wide; applied once,
-    after :func:`keep_group_member_ids` (its reset is the one skipped)."""
+    is skipped, when the member's generation or id changed while the commit was in flight (a refusal read first
+    resets it as before). Process-wide; applied once, over :func:`keep_group_member_ids`."""
     from aiokafka.consumer import group_coordinator as gc
 
+    keep_group_member_ids()  # first: its reset, which sets the forgotten id aside, is the one skipped
     commit = gc.GroupCoordinator._do_commit_offsets
     reset = gc.GroupCoordinator.reset_generation
 
     async def do_commit_offsets(self, assignment, offsets):
-        token = _COMMIT_SENT_AS.set((self.generation, self.member_id))
+        token = _COMMIT_SENT_AS.set([self, self.generation, self.member_id, False])
         try:
             return await commit(self, assignment, offsets)
         finally:
@@ -199,8 +199,14 @@ def ignore_stale_commit_refusals() -> None:
 
     def reset_generation(self) -> None:
         sent = _COMMIT_SENT_AS.get()
-        if sent is not None and self.generation > 0 and sent != (self.generation, self.member_id):
-            log.info("stale_commit_refusal_ignored", sent_generation=sent[0], generation=self.generation)
+        # this coordinator's commit (a task started during it, a connection's reader, inherits the variable), one
+        # refusal per partition: logged once
+        if sent is not None and sent[0] is self and self.generation > 0 \
+                and (sent[1], sent[2]) != (self.generation, self.member_id):
+            if not sent[3]:
+                sent[3] = True
+                log.info("stale_commit_refusal_ignored", group=self.group_id, member_id=self.member_id,
+                         generation=self.generation, sent_member_id=sent[2], sent_generation=sent[1])
             return
         reset(self)
 

@@ -409,8 +409,19 @@ def test_a_commit_refused_for_a_generation_the_member_has_left_does_not_reset_th
     with pytest.raises(IllegalGenerationError):
         asyncio.run(gc.GroupCoordinator._do_commit_offsets(c, None, offsets))
     assert (c.generation, c.member_id, c.rejoins) == (5, "m-2", 0)
+    assert kafka.KEPT_MEMBER_ID not in vars(c)  # nothing set aside either: the member is in its generation
+
+    def next_generation():  # the usual case: a dynamic member keeps its id, the generation moves on
+        c.generation = 5
+
     c = _coordinator()
-    _committing(c, 22)
+    _committing(c, 22, meanwhile=next_generation)
     with pytest.raises(IllegalGenerationError):
         asyncio.run(gc.GroupCoordinator._do_commit_offsets(c, None, offsets))
-    assert (c.generation, c.member_id, c.rejoins) == (-1, "", 1)
+    assert (c.generation, c.member_id, c.rejoins) == (5, "m-1", 0)
+    for meanwhile in (None, lambda: gc.GroupCoordinator.reset_generation(c)):  # refused in its own generation, or
+        c = _coordinator()                                                     # after a reset: reset as before
+        _committing(c, 22, meanwhile=meanwhile)
+        with pytest.raises(IllegalGenerationError):
+            asyncio.run(gc.GroupCoordinator._do_commit_offsets(c, None, offsets))
+        assert (c.generation, c.member_id) == (-1, "") and c.rejoins >= 1
