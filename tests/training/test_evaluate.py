@@ -188,11 +188,15 @@ def test_a_grpo_adapter_trained_from_another_sft_adapter_is_left_out(tmp_path):
 
 
 class ScoringClient(FakeClient):
-    """FakeClient with a score: 0.9 for an exception, 0.003 for a 'doubtful' line, else 0.0001."""
+    """FakeClient with a score: that of the first word of ``scores`` the prompt holds (by default 0.9 for an
+    exception, 0.003 for a 'doubtful' line), else 0.0001."""
+
+    def __init__(self, scores: dict[str, float] | None = None):
+        self.scores = scores or {"xception": 0.9, "doubtful": 0.003}
 
     async def generate(self, conversations, *, max_tokens, temperature, regex):
         out = await super().generate(conversations, max_tokens=max_tokens, temperature=temperature, regex=regex)
-        return [dataclasses.replace(c, score=0.9 if "xception" in u else 0.003 if "doubtful" in u else 0.0001)
+        return [dataclasses.replace(c, score=next((v for w, v in self.scores.items() if w in u), 0.0001))
                 for c, u in zip(out, (conv[-1]["content"] for conv in conversations), strict=True)]
 
 
@@ -225,22 +229,19 @@ def test_templates_are_served_at_the_template_threshold_and_windows_by_their_hig
     its highest template score reaches that threshold, whatever the answers written."""
     from training.evaluate import session_set, template_set
 
-    class Scored(FakeClient):  # a 'doubtful' template written normal at 0.003, a 'likely' one written normal at 0.6
-        async def generate(self, conversations, *, max_tokens, temperature, regex):
-            out = await super().generate(conversations, max_tokens=max_tokens, temperature=temperature, regex=regex)
-            return [dataclasses.replace(c, score=0.6 if "likely" in u else 0.003 if "doubtful" in u else 0.0001)
-                    for c, u in zip(out, (conv[-1]["content"] for conv in conversations), strict=True)]
+    def scored():  # a 'doubtful' template written normal at 0.003, a 'likely' one written normal at 0.6
+        return ScoringClient({"likely": 0.6, "doubtful": 0.003})
 
     ex = [Example("bgl", "bgl", f"t{i}", build_view("bgl", [tpl]), lab, "t", {"template": tpl})
           for i, (tpl, lab) in enumerate([("doubtful kernel line <*>", "normal"), ("likely kernel line", "anomalous")])]
-    s = asyncio.run(judge_set(template_set(ex, "BGL templates (val)", "bgl", 0), Scored(), ModelConfig(path=None),
+    s = asyncio.run(judge_set(template_set(ex, "BGL templates (val)", "bgl", 0), scored(), ModelConfig(path=None),
                               tmp_path, chunk=4))
     assert s["served"]["thresholds"] == [0.5]
     assert (s["served"]["tp"], s["served"]["fp"]) == (1, 0) and (s["tp"], s["fp"]) == (0, 0)
     windows = [_session("w1", ["connection opened", "likely reset seen"], "anomalous"),
                _session("w2", ["connection opened", "doubtful close seen"], "normal")]
     s = asyncio.run(judge_set(session_set("Unseen system by template (val)", "generic", windows, "two", "template"),
-                              Scored(), ModelConfig(path=None), tmp_path, chunk=4))
+                              scored(), ModelConfig(path=None), tmp_path, chunk=4))
     rows = [json.loads(x) for x in (tmp_path / "unseen_system_by_template_val.jsonl").read_text().splitlines()]
     assert [(r["verdict"], r["served_verdict"], r["threshold"]) for r in rows] == [
         ("normal", "anomalous", 0.5), ("normal", "normal", 0.5)]
