@@ -6,6 +6,10 @@ malformed with its raw text. An answer whose rationale ran past ``max_new_tokens
 last complete sentence (or clause) and the model writes only the answer after it
 (``rationad.answer.close_cut_thought``).
 
+An HDFS session judged by a model trained with ``+walk`` (its manifest's prompt version) gets its analysis started
+for it: the walk through the rows and the lifecycle tally, written from the knowledge base (``rationad.walk``); the
+model writes the rest and the answer. The verdict cache keys such an entry on that start too.
+
 Each judgement carries the model's ``score`` (P(anomalous) at the answer word, ``rationad.answer.answer_score``) of
 the completion it kept; the verdict cache stores it beside the completion, so a cache hit has the score of the call
 that made the entry. The threshold that turns a score into the event's verdict is applied where the output is made
@@ -33,10 +37,11 @@ from rationad.faithful import checked
 from rationad.metrics import Metrics
 from rationad.model.base import Completion, ModelClient, gather_all
 from rationad.neighbours import ModelNeighbours, for_model
-from rationad.prompt import (ANSWER_REGEX, PROMPT_UNFINISHED, PROMPT_VERSION, SessionView, answer_regex, build_messages,
-                             build_view, cache_key, trained_with, view_of)
+from rationad.prompt import (ANSWER_REGEX, PROMPT_UNFINISHED, PROMPT_VERSION, PROMPT_WALK, SessionView, answer_regex,
+                             build_messages, build_view, cache_key, continued_regex, trained_with, view_of)
 from rationad.records import Session
 from rationad.template_rules import template_rules
+from rationad.walk import evidence
 
 MALFORMED_RETRY_TEMPERATURE = 0.7
 # New tokens for the answer after a cut rationale: ``anomalous</answer>`` is 6 of SmolLM2's tokens.
@@ -127,15 +132,21 @@ class Judge:
         malformed_retries: int = 1,
         neighbours: ModelNeighbours | None = None,
         say_unfinished: bool | None = None,
+        write_walk: bool | None = None,
         model: ModelInfo | None = None,
     ) -> None:
         self.client = client
-        # Whether an unfinished session's prompt says so (``UNFINISHED_NOTE``): only to a model trained with it.
-        # ``model``: the identity the caller already read (``model_info``), else read here.
-        if say_unfinished is None:
+        # Whether an unfinished session's prompt says so (``UNFINISHED_NOTE``), and whether the daemon writes an HDFS
+        # rationale's walk and tally for the model to continue (``rationad.walk``): each only for a model trained
+        # with it. ``model``: the identity the caller already read (``model_info``), else read here.
+        if say_unfinished is None or write_walk is None:
             model = model if model is not None else model_info(cfg, client.name)
+        if say_unfinished is None:
             say_unfinished = trained_with(model.prompt_version, PROMPT_UNFINISHED)
+        if write_walk is None:
+            write_walk = trained_with(model.prompt_version, PROMPT_WALK)
         self.say_unfinished = say_unfinished
+        self.write_walk = write_walk
         # The index the model was trained with (its manifest names it), else none: the prompt served is the trained one.
         self.neighbours = neighbours if neighbours is not None else for_model((cfg.adapter, cfg.path))
         template_rules()  # the vocabulary served rationales are checked against: a bad file fails here, naming it
@@ -158,12 +169,17 @@ class Judge:
         return view_of(session, self.source, max_prompt_tokens=self.cfg.max_prompt_tokens,
                        count_tokens=self.client.count_tokens, say_unfinished=self.say_unfinished)
 
+    def start(self, view: SessionView) -> str | None:
+        """What the model's answer is given to start with: an HDFS session's walk and tally (``rationad.walk``) for a
+        model trained on them, else nothing."""
+        return evidence(view) if self.write_walk else None
+
     async def judge_many(self, sessions: Sequence[Session]) -> list[Judgement]:
         """Judge sessions; raises ``ModelError`` when the model cannot be reached (the caller retries)."""
         views = [self.view(s) for s in sessions]
         for session, view in zip(sessions, views, strict=True):
             self._report_injection(session, view)
-        keys = [cache_key(v) for v in views]
+        keys = [cache_key(v, self.start(v)) for v in views]
         results: list[tuple[str, float | None, int, bool] | Judgement | None] = [None] * len(sessions)
         to_call: dict[str, SessionView] = {}
         waits: dict[int, asyncio.Future[tuple[str, float | None, int]]] = {}
@@ -312,18 +328,23 @@ class Judge:
                         prefixes: list[str] | None = None) -> list[Completion]:
         """Completions in ``views`` order, constrained to ``ANSWER_REGEX`` (one compiled regex for every session) or,
         with ``narrow``, to ``answer_regex`` of each session's line ids (one request group per distinct id set).
-        With ``prefixes``, each view's answer continues its prefix (``close_cut_thought``) for a few tokens,
-        constrained to ``CLOSE_REGEX``."""
+        An answer given its start (``start``: an HDFS walk and tally) continues it, under the same regexes' rest
+        (``continued_regex``). With ``prefixes``, each view's answer continues its prefix (``close_cut_thought``, which
+        holds any start) for a few tokens, constrained to ``CLOSE_REGEX``."""
+        given = prefixes if prefixes else [self.start(v) for v in views]
         groups: dict[str | None, list[int]] = {}
         for i, v in enumerate(views):
             regex = None
+            refs = [r.ref for r in v.rows] if narrow else None
             if self.cfg.constrain_output:
-                regex = CLOSE_REGEX if prefixes else answer_regex([r.ref for r in v.rows]) if narrow else ANSWER_REGEX
+                opened = given[i]
+                regex = (CLOSE_REGEX if prefixes else continued_regex(opened, refs) if opened
+                         else answer_regex(refs) if refs is not None else ANSWER_REGEX)
             groups.setdefault(regex, []).append(i)
 
         def messages(i: int) -> list[dict[str, str]]:
-            if prefixes:
-                return [*build_messages(views[i]), {"role": "assistant", "content": prefixes[i]}]
+            if given[i]:
+                return [*build_messages(views[i]), {"role": "assistant", "content": given[i]}]
             return build_messages(views[i])
 
         start = time.monotonic()

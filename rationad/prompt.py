@@ -101,6 +101,16 @@ def answer_regex(refs: Sequence[str]) -> str:
     return f"<think>({think})</think>\n<answer>(normal|anomalous)</answer>"
 
 
+def continued_regex(start: str, refs: Sequence[str] | None = None) -> str:
+    """``ANSWER_REGEX`` (or with ``refs``, ``answer_regex``) for an answer given its beginning ``start`` (``<think>``
+    and the first part of the analysis, ``rationad.walk.evidence``): the rest of the analysis, then the answer. The
+    rest keeps to the analysis budget, rounded down to 50 characters so that few distinct regexes are compiled."""
+    if refs is not None:
+        return answer_regex(refs).removeprefix("<think>")
+    room = max(1, (THINK_MAX_CHARS - len(start) + len("<think>")) // 50 * 50)
+    return r"[^<>]{1,%d}</think>\n<answer>(normal|anomalous)</answer>" % room
+
+
 def approx_tokens(text: str) -> int:
     """A tokenizer-free estimate (about 3 characters a token for log text), used when no tokenizer is given."""
     return len(text) // 3 + 1
@@ -194,10 +204,14 @@ UNFINISHED_NOTE = ("The session is unfinished: it was judged while its key may s
 # What a manifest's ``prompt_version`` adds after ``+`` for a model trained with ``UNFINISHED_NOTE``
 # (``rationad-prompt-v1+unfinished``; ``+neighbours`` names the other trained addition).
 PROMPT_UNFINISHED = "unfinished"
+# ``+walk``: a model trained on HDFS rationales that start with the walk through the rows and the lifecycle tally in
+# ``rationad.walk``'s form: the daemon writes those facts and the model continues (``rationad.walk.evidence``).
+PROMPT_WALK = "walk"
 
 
 def trained_with(prompt_version: str, addition: str) -> bool:
-    """Whether a model's ``prompt_version`` names ``addition`` (``PROMPT_UNFINISHED``, ``neighbours``)."""
+    """Whether a model's ``prompt_version`` names ``addition`` (``PROMPT_UNFINISHED``, ``PROMPT_WALK``,
+    ``neighbours``)."""
     return addition in prompt_version.split("+")[1:]
 
 
@@ -333,9 +347,11 @@ def build_messages(view: SessionView) -> list[dict[str, str]]:
     return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user_message(view)}]
 
 
-def cache_key(view: SessionView) -> str:
-    """A key for the verdict cache: the prompt version and exactly what the model sees, never ids or times."""
-    return hashlib.sha256(f"{PROMPT_VERSION}\n{user_message(view)}".encode()).hexdigest()
+def cache_key(view: SessionView, start: str | None = None) -> str:
+    """A key for the verdict cache: the prompt version and exactly what the model sees, never ids or times; with
+    ``start``, the beginning of the answer the model is given to continue (``rationad.walk.evidence``)."""
+    given = f"\n{start}" if start else ""
+    return hashlib.sha256(f"{PROMPT_VERSION}\n{user_message(view)}{given}".encode()).hexdigest()
 
 
 def format_completion(think: str, verdict: str) -> str:

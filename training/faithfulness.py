@@ -1,7 +1,7 @@
 """Faithfulness of rationales (issue 16, item 5): the share whose checkable statements agree with the session.
 
 ``rationad.faithful`` checks what any session can confirm (counts, quoted words, failure claims, foreign phrases,
-training-only sentences). For HDFS sessions this adds what the knowledge base (``training/knowledge``) knows, the same
+training-only sentences). For HDFS sessions this adds what the knowledge base (``rationad.hdfs_kb``) knows, the same
 code that writes the training rationales (``training.rationales``):
 
 - **roles**: a walk entry ``L2 x3 received`` must name the row's role as the knowledge base reads its template (an
@@ -20,9 +20,9 @@ import re
 
 from rationad.faithful import problems as session_problems
 from rationad.prompt import SessionView
-from training.rationales import _WALK_TAGS, error_rows, hdfs_signals, hdfs_walk, tally
+from rationad.walk import WALK_TAGS, error_rows, hdfs_roles, hdfs_walk, tally
 
-_TAGS = "|".join(re.escape(t) for t in sorted(set(_WALK_TAGS.values()) | {"unknown", "ignored text"}, key=len,
+_TAGS = "|".join(re.escape(t) for t in sorted(set(WALK_TAGS.values()) | {"unknown", "ignored text"}, key=len,
                                               reverse=True))
 _WALK_ENTRY = re.compile(rf"\bL(\d{{1,4}}) x\d+ (ERROR\b|{_TAGS})")
 _TALLY = re.compile(r"\bStarts (\d+), received (\d+), acknowledged (\d+), registered (\d+); error lines (\d+)")
@@ -44,7 +44,7 @@ def problems(rationale: str, view: SessionView) -> list[str]:
             continue
         if (said == "ERROR") != want.startswith("ERROR ") or (said != "ERROR" and said != want):
             out.append(f"role: says {ref} is {said!r}, the knowledge base reads it as {want!r}")
-    roles = hdfs_signals(view).roles
+    roles = hdfs_roles(view)
     want_tally = tally(roles, walk)
     for m in _TALLY.finditer(rationale):
         if m.group(0) + "." != want_tally:

@@ -2,16 +2,23 @@
 
 The daemon serves a model the prompt its manifest names (``rationad.judge``): the base prompt, plus each trained
 addition after ``+`` (``rationad-prompt-v1+unfinished``: an unfinished session's prompt says so,
-``rationad.prompt.UNFINISHED_NOTE``). The version is read from what the adapter learned, not from a config: the rows it
-was trained on, and the adapter it continued (a continuation keeps what its start was trained with).
+``rationad.prompt.UNFINISHED_NOTE``; ``+walk``: HDFS rationales start with ``rationad.walk``'s walk and tally, which
+the daemon then writes for the model to continue). The version is read from what the adapter learned, not from a
+config: the rows it was trained on, and the adapter it continued (a continuation keeps what its start was trained
+with).
 """
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
-from rationad.prompt import PROMPT_UNFINISHED, PROMPT_VERSION, UNFINISHED_NOTE, trained_with
+from rationad.prompt import PROMPT_UNFINISHED, PROMPT_VERSION, PROMPT_WALK, UNFINISHED_NOTE, trained_with
+
+# A walk entry, then the tally in ``rationad.walk.tally``'s one form, at the start of an analysis.
+_WALK_START = re.compile(r"<think>L\d+ x\d+ [^<>]*?\. Starts \d+, received \d+, acknowledged \d+, registered \d+; "
+                         r"error lines \d+\.")
 
 
 def manifest_prompt(folder: Path | None) -> str | None:
@@ -31,11 +38,18 @@ def says_unfinished(row: dict) -> bool:
     return any(m.get("role") == "user" and f"\n{UNFINISHED_NOTE}\n" in m.get("content", "") for m in row["prompt"])
 
 
+def writes_walk(row: dict) -> bool:
+    """Whether a training row's target analysis starts with an HDFS walk and tally in ``rationad.walk``'s form."""
+    return row.get("task") == "hdfs" and any(
+        m.get("role") == "assistant" and _WALK_START.match(m.get("content", "")) for m in row.get("completion") or ())
+
+
 def trained_prompt(rows: list[dict], start: Path | None = None) -> str:
     """The prompt version of an adapter trained on ``rows``, continuing ``start`` (an adapter folder) if given."""
     earlier = manifest_prompt(start) or PROMPT_VERSION
     unfinished = trained_with(earlier, PROMPT_UNFINISHED) or any(says_unfinished(r) for r in rows)
-    return PROMPT_VERSION + (f"+{PROMPT_UNFINISHED}" if unfinished else "")
+    walk = trained_with(earlier, PROMPT_WALK) or any(writes_walk(r) for r in rows)
+    return PROMPT_VERSION + (f"+{PROMPT_UNFINISHED}" if unfinished else "") + (f"+{PROMPT_WALK}" if walk else "")
 
 
 def stamp(adapter: Path, prompt_version: str) -> None:

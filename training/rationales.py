@@ -17,11 +17,10 @@ from typing import NamedTuple
 
 from rationad.answer import parse_completion
 from rationad.prompt import THINK_MAX_CHARS, SessionView, format_completion
+from rationad.walk import fit_walk, hdfs_roles, hdfs_walk, tally
 
 from training.example import Example
 from training.knowledge import hdfs_pairs, match_hdfs, match_rule
-
-_ROLE_ORDER = ("write_start", "write_done", "responder_done", "stored")
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +59,7 @@ def hdfs_signals(view: SessionView) -> HdfsSignals:
     """What the knowledge base reads in an HDFS view. In an unfinished view (``SessionView.unfinished``) receive
     starts without their completions are a write in progress: a note, not trouble (error rows are trouble whenever
     they come)."""
-    roles: dict[str, tuple[str, int]] = {}
+    roles = hdfs_roles(view)
     errors: list[tuple[str, str, str]] = []
     benign: list[str] = []
     for row in view.rows:
@@ -71,9 +70,6 @@ def hdfs_signals(view: SessionView) -> HdfsSignals:
             errors.append((row.ref, t.short, t.meaning))
         elif t.role == "benign_exception":
             benign.append(f"{row.ref} ({t.short}) is a reader closing its connection, benign.")
-        if t.role in _ROLE_ORDER or t.role == "allocate":
-            ref, n = roles.get(t.role, (row.ref, 0))
-            roles[t.role] = (ref, n + row.count)
     trouble = [f"{ref} shows {short}: {meaning}." for ref, short, meaning in errors[:2]]
     if len(errors) > 2:
         trouble.append(f"{', '.join(r for r, _, _ in errors[2:5])} show further failures.")
@@ -102,56 +98,11 @@ def failure_kind(view: SessionView) -> str:
     return signals.failures[0] if signals.failures else "lifecycle" if signals.trouble else "none"
 
 
-# What each HDFS role is called in the walk through the rows (an error row is called by its own short name).
-_WALK_TAGS = {"write_start": "receive start", "write_done": "received", "responder_done": "acknowledged",
-              "stored": "registered", "allocate": "allocated", "replication": "re-replication",
-              "routine": "routine", "benign_exception": "benign read exception"}
-_MINOR_TAGS = ("routine", "unknown", "allocated", "re-replication")  # dropped first when the walk is too long
-
-
-def hdfs_walk(view: SessionView, ignored: tuple[str, ...] = ()) -> list[str]:
-    """One entry per row, in the prompt's order: ``L4 x3 received``, ``L6 x1 ERROR redundant addStoredBlock``.
-
-    The analysis starts with this walk so that the verdict is reached after the evidence is written, not at its
-    first token: each entry only reads the row it names (its count and what its template is), which a small model
-    copies reliably, and the counts compared afterwards are the ones it has just written.
-    """
-    out = []
-    for row in view.rows:
-        if row.ref in ignored:
-            tag = "ignored text"
-        else:
-            t = match_hdfs(row.template)
-            tag = "unknown" if t is None else f"ERROR {t.short}" if t.role == "error" else _WALK_TAGS[t.role]
-        out.append(f"{row.ref} x{row.count} {tag}")
-    return out
-
-
 def _with_walk(walk: list[str], parts: list[str], tail: str) -> str:
     """The walk sentence, then ``parts`` and ``tail``; minor rows (then the last ones) leave the walk when too long."""
     rest = _clean(" ".join([p for p in parts if p] + [tail]))
-    walk = list(walk)
-    while walk and len(", ".join(walk)) + 2 + len(rest) > THINK_MAX_CHARS:
-        minor = [i for i, e in enumerate(walk) if e.split(" ", 2)[2] in _MINOR_TAGS]
-        walk.pop(minor[-1] if minor else -1)
+    walk = fit_walk(walk, len(rest))
     return _clean(f"{', '.join(walk)}. {rest}") if walk else _fit(parts, tail)
-
-
-def error_rows(walk: list[str]) -> int:
-    """How many entries of ``hdfs_walk`` name an error row."""
-    return sum(1 for e in walk if e.split(" ", 2)[2].startswith("ERROR "))
-
-
-def tally(roles: dict[str, tuple[str, int]], walk: list[str]) -> str:
-    """The lifecycle counts and the number of error rows the walk names: what the conclusion after it compares.
-
-    One form for every shape, ``Starts 0`` included: a short form for sessions without receive starts (``Error lines
-    0.``, written until 2026-12-05) taught a continuation trained on lifecycle tails to write it for whole lifecycles
-    too, and to stop comparing their counts (training/RESULTS.md, "Training on tails")."""
-    errors = error_rows(walk)
-    n = {r: roles[r][1] if r in roles else 0 for r in _ROLE_ORDER}
-    return (f"Starts {n['write_start']}, received {n['write_done']}, acknowledged {n['responder_done']}, "
-            f"registered {n['stored']}; error lines {errors}.")
 
 
 def hdfs_rationale(view: SessionView, label: str, ignored: tuple[str, ...] = ()) -> Rationale:

@@ -81,10 +81,11 @@ async def test_a_rationale_cut_by_the_token_budget_is_answered_not_dead_lettered
     Before close_cut_thought it was malformed (twice) and dead-lettered; now it is answered from its rationale's last
     complete sentence or clause, through the server's continue_final_message, with a score read at the answer word,
     and every session has a verdict. (The first session of ``SESSIONS``, a three-line piece, no longer serves: 0.2.1
-    walked it in ~60 tokens, 0.3.1 writes ~40.)"""
+    walked it in ~60 tokens, 0.3.1 writes ~40.) The model writes its own walk here (``write_walk=False``): the
+    daemon's walk leaves it a few sentences, which this budget does not cut."""
     cfg, client = await started_client(vllm_server, max_new_tokens=48)
     try:
-        got = await Judge(client, cfg, "hdfs", cache=None).judge_many(
+        got = await Judge(client, cfg, "hdfs", cache=None, write_walk=False).judge_many(
             [session(i, s) for i, s in enumerate([LIFECYCLE, *SESSIONS])])
     finally:
         await client.aclose()
@@ -94,3 +95,28 @@ async def test_a_rationale_cut_by_the_token_budget_is_answered_not_dead_lettered
     for j in cut:  # cut on the first answer, or on the grounding repair that followed it (attempt 2)
         assert j.ok and j.answer.grounded and j.attempts <= 2, j.answer.raw
         assert j.score is not None and j.verdict_at(0.5) == j.answer.verdict, (j.answer.raw, j.score)
+
+
+async def test_the_real_model_continues_the_walk_the_daemon_writes(vllm_server):
+    """The default model (0.3.2, ``+walk`` in its manifest) is given each HDFS session's walk and tally
+    (``rationad.walk``) and writes the rest: every answer parses, its rationale starts with the daemon's walk, cites
+    only the session's lines and has a score that agrees with the written answer; a whole lifecycle is normal and the
+    block whose write failed with an exception anomalous, as the model answers when it writes the walk itself."""
+    from rationad.walk import evidence
+
+    cfg, client = await started_client(vllm_server, max_new_tokens=256)
+    try:
+        judge = Judge(client, cfg, "hdfs", cache=None)
+        assert judge.write_walk, "the default model's manifest names +walk"
+        got = await judge.judge_many([session(i, s) for i, s in enumerate([LIFECYCLE, *SESSIONS])])
+        own = await Judge(client, cfg, "hdfs", cache=None, write_walk=False).judge_many(
+            [session(i, s) for i, s in enumerate([LIFECYCLE, *SESSIONS])])
+    finally:
+        await client.aclose()
+    print("walked:", [(j.session.key, j.answer.verdict, j.answer.rationale, j.score) for j in got])
+    for j in got:
+        assert j.ok and j.answer.grounded, j.answer.raw
+        assert j.answer.raw.startswith(evidence(j.view)), (j.answer.raw, evidence(j.view))
+        assert j.score is not None and j.verdict_at(0.5) == j.answer.verdict, (j.answer.raw, j.score)
+    assert got[0].answer.verdict == own[0].answer.verdict == "normal"
+    assert got[2].answer.verdict == own[2].answer.verdict == "anomalous"

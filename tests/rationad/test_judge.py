@@ -295,3 +295,50 @@ async def test_when_one_request_group_fails_the_others_are_cancelled():
     with pytest.raises(ModelError):
         await asyncio.wait_for(judge._generate(views, 0.0, narrow=True), 10)
     assert len(cancelled) == 1
+
+
+WALKED = ["INFO dfs.DataNode$DataXceiver: Receiving block blk_1 src: /10.0.0.1:5000 dest: /10.0.0.2:50010",
+          "WARN dfs.DataNode$DataXceiver: writeBlock blk_1 received exception java.io.IOException: Broken pipe"]
+
+
+async def test_a_model_trained_with_the_walk_continues_the_walk_the_daemon_writes(tmp_path):
+    """The walk and tally of an HDFS rationale are written by the daemon from the knowledge base (rationad.walk) for a
+    model whose manifest names ``+walk``; the model continues them, and the rationale served is the whole analysis."""
+    from rationad.prompt import ANSWER_REGEX, cache_key
+    from rationad.walk import evidence
+
+    folder = tmp_path / "m"
+    folder.mkdir()
+    (folder / "manifest.json").write_text('{"name": "m", "version": "1", "prompt_version": "rationad-prompt-v1+walk"}')
+    rest = " L2 shows a failed write: anomalous.</think>\n<answer>anomalous</answer>"
+    model = ScriptedModel([rest])
+    judge = Judge(model, ModelConfig(path=folder), "hdfs", cache=VerdictCache(10))
+    assert judge.write_walk
+    [j] = await judge.judge_many([session("blk_1", WALKED)])
+    start = evidence(j.view)
+    assert start.startswith("<think>L1 x1 receive start, L2 x1 ERROR ")
+    [[conversation], _] = model.conversations[0]
+    assert conversation[-1] == {"role": "assistant", "content": start}
+    regex = model.calls[0][2]
+    assert regex != ANSWER_REGEX and not regex.startswith("<think>")
+    assert j.ok and j.answer.verdict == "anomalous"
+    assert j.answer.rationale == start.removeprefix("<think>") + " L2 shows a failed write: anomalous."
+    # the cached entry is keyed on the start it continued, not shared with a model that writes its own walk
+    assert judge.cache.get(cache_key(j.view, start)) is not None and judge.cache.get(cache_key(j.view)) is None
+    # a continuation that does not parse is asked for again, and every request continues the same start
+    model2 = ScriptedModel(["</think>\n<answer>maybe</answer>", rest, rest])
+    again = Judge(model2, ModelConfig(path=folder), "hdfs")
+    [k] = await again.judge_many([session("blk_2", WALKED)])
+    assert k.ok and k.answer.rationale.startswith(start.removeprefix("<think>")) and len(model2.conversations) > 1
+    assert all(c[-1]["content"].startswith(start) for cs, _ in model2.conversations for c in cs)
+
+
+async def test_without_walk_in_its_manifest_the_model_writes_its_own_walk():
+    model = ScriptedModel([OK])
+    judge = Judge(model, ModelConfig(), "hdfs")
+    assert not judge.write_walk
+    await judge.judge_many([session("blk_1", WALKED)])
+    [[conversation], _] = model.conversations[0]
+    assert conversation[-1]["role"] == "user"
+    bgl = Judge(ScriptedModel([OK]), ModelConfig(), "bgl", write_walk=True)
+    assert bgl.start(bgl.view(session("w1", ["RAS KERNEL FATAL data TLB error interrupt"]))) is None

@@ -25,6 +25,25 @@ def test_rows_with_the_unfinished_note_make_an_unfinished_prompt_and_a_continuat
     assert trained_prompt([row(False)], tmp_path / "no-such-adapter") == PROMPT_VERSION
 
 
+def test_rows_whose_analysis_starts_with_the_walk_make_a_walk_prompt(tmp_path):
+    from rationad.prompt import format_completion
+
+    from training.rationales import hdfs_rationale
+
+    view = build_view("hdfs", MSGS)
+    walked = {**row(False), "task": "hdfs",
+              "completion": [{"role": "assistant", "content": hdfs_rationale(view, "anomalous").completion}]}
+    own_words = {**walked,
+                 "completion": [{"role": "assistant", "content": format_completion("L1 x2 is odd.", "anomalous")}]}
+    assert trained_prompt([row(False), own_words]) == PROMPT_VERSION
+    assert trained_prompt([row(False), walked]) == PROMPT_VERSION + "+walk"
+    assert trained_prompt([row(True), walked]) == PROMPT_VERSION + "+unfinished+walk"
+    start = tmp_path / "start"
+    start.mkdir()
+    stamp(start, PROMPT_VERSION + "+walk")
+    assert trained_prompt([row(False)], start) == PROMPT_VERSION + "+walk"  # a continuation keeps it
+
+
 def test_stamp_keeps_the_manifests_other_entries(tmp_path):
     (tmp_path / "manifest.json").write_text(json.dumps({"neighbours": {"file": "neighbours.json", "k": 3}}))
     stamp(tmp_path, PROMPT_VERSION)

@@ -123,3 +123,22 @@ def test_longest_hdfs_rationale_fits_the_generation_budgets(hdfs_examples):
         if grpo is not None:  # the template-only experiments run no GRPO
             budgets[cfg.name] = grpo["max_completion_length"]
     assert longest > 100 and all(longest < b for b in budgets.values()), (longest, budgets)
+
+
+def test_the_walk_the_daemon_writes_is_how_every_trained_hdfs_analysis_starts(hdfs_examples):
+    """rationad.walk.evidence is given to a model trained with ``+walk`` to continue: it is the text the training
+    rationales start with, character for character, whatever the label and whether the knowledge base explains it.
+    A walk too long for the analysis budget drops minor rows in both, leaving the model ``CONCLUSION_CHARS``; the
+    training rationales leave their own conclusion's length, so there the two may keep different minor rows."""
+    from rationad.walk import CONCLUSION_CHARS, evidence, hdfs_walk
+
+    checked = 0
+    for ex in hdfs_examples:
+        start = evidence(ex.view)
+        for label in ("normal", "anomalous"):
+            r = hdfs_rationale(ex.view, label)
+            conclusion = len(r.think) - r.think.index("; error lines ") - len("; error lines 0.")
+            if ", ".join(hdfs_walk(ex.view)) in start and conclusion <= CONCLUSION_CHARS:
+                assert r.completion.startswith(start), (start, r.think)
+                checked += 1
+    assert checked >= len(hdfs_examples)

@@ -1,0 +1,78 @@
+"""The HDFS knowledge base (``data/hdfs_kb.json``): what each Loghub HDFS template means in a block's write lifecycle.
+
+The training side writes its rationales from it (``training.rationales``) and checks served ones against it
+(``training.faithfulness``); the daemon reads it to write the walk through an HDFS session's rows that its
+rationales start with (``rationad.walk``). Templates are matched by their text (Loghub ``<*>`` wildcards) against a
+line's masked template, never by id: the two Loghub numberings disagree.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+KB_FILE = Path(__file__).resolve().parent / "data" / "hdfs_kb.json"
+
+
+class KnowledgeError(ValueError):
+    """The knowledge base file is malformed (the message names the file)."""
+
+
+@dataclass(frozen=True, slots=True)
+class HdfsTemplate:
+    text: str  # Loghub template text with <*> wildcards
+    # error | benign_exception | routine | write_start | write_done | responder_done | stored | allocate | replication
+    role: str
+    short: str
+    meaning: str
+    regex: re.Pattern[str]
+    literal_len: int
+
+
+@lru_cache(maxsize=1)
+def _data() -> dict:
+    try:
+        data = json.loads(KB_FILE.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise KnowledgeError(f"{KB_FILE}: cannot read the knowledge base: {exc}") from exc
+    if not isinstance(data, dict):
+        raise KnowledgeError(f"{KB_FILE}: not a JSON object")
+    return data
+
+
+def _template_regex(text: str) -> re.Pattern[str]:
+    parts = [re.escape(p.strip()) for p in text.split("<*>") if p.strip()]
+    return re.compile(".*?".join(parts), re.S)
+
+
+@lru_cache(maxsize=1)
+def hdfs_templates() -> tuple[HdfsTemplate, ...]:
+    out = []
+    for n, t in enumerate(_data().get("templates", []), start=1):
+        try:
+            out.append(HdfsTemplate(t["text"], t["role"], t["short"], t["meaning"], _template_regex(t["text"]),
+                                    len(t["text"].replace("<*>", ""))))
+        except (KeyError, TypeError) as exc:
+            raise KnowledgeError(f"{KB_FILE}: template {n} lacks {exc}") from None
+    return tuple(out)
+
+
+@lru_cache(maxsize=1)
+def hdfs_pairs() -> tuple[dict, ...]:
+    try:
+        return tuple(_data()["sequence_rules"]["pairs"])
+    except (KeyError, TypeError) as exc:
+        raise KnowledgeError(f"{KB_FILE}: no sequence_rules.pairs ({exc})") from None
+
+
+@lru_cache(maxsize=4096)
+def match_hdfs(masked: str) -> HdfsTemplate | None:
+    """The knowledge-base template whose literal text matches a masked HDFS message (the most specific one)."""
+    best: HdfsTemplate | None = None
+    for t in hdfs_templates():
+        if t.regex.search(masked) and (best is None or t.literal_len > best.literal_len):
+            best = t
+    return best

@@ -1,0 +1,58 @@
+"""The walk and tally the daemon writes at the start of an HDFS rationale (rationad.walk)."""
+
+from rationad.prompt import ANSWER_REGEX, THINK_MAX_CHARS, build_view, continued_regex
+from rationad.walk import CONCLUSION_CHARS, evidence, hdfs_walk
+
+import re
+
+START = "INFO dfs.DataNode$DataXceiver: Receiving block blk_1 src: /10.0.0.1:5000 dest: /10.0.0.2:50010"
+ALLOC = "INFO dfs.FSNamesystem: BLOCK* NameSystem.allocateBlock: /user/root/part-00081. blk_1"
+RECEIVED = "INFO dfs.DataNode$PacketResponder: Received block blk_1 of size 67108864 from /10.0.0.1"
+STORED = ("INFO dfs.FSNamesystem: BLOCK* NameSystem.addStoredBlock: blockMap updated: 10.0.0.2:50010 is added to "
+          "blk_1 size 67108864")
+ERROR = "WARN dfs.DataNode$DataXceiver: writeBlock blk_1 received exception java.io.IOException: Broken pipe"
+
+
+def test_walk_names_each_row_and_the_tally_adds_them_up():
+    view = build_view("hdfs", [START, START, ALLOC, RECEIVED, STORED, STORED, ERROR])
+    start = evidence(view)
+    assert start.startswith("<think>L1 x2 receive start, L2 x1 allocated, L3 x1 received, L4 x2 registered, "
+                            "L5 x1 ERROR ")
+    assert start.endswith(". Starts 2, received 1, acknowledged 0, registered 2; error lines 1.")
+
+
+def test_only_hdfs_views_get_a_walk():
+    assert evidence(build_view("bgl", ["RAS KERNEL INFO instruction cache parity error corrected"])) is None
+    assert evidence(build_view("generic", [START])) is None
+
+
+def test_a_long_walk_drops_minor_rows_first_and_leaves_the_model_room():
+    # 40 distinct routine rows (served blocks to 40 readers with distinct wording) around one lifecycle
+    routine = [f"INFO dfs.DataNode$DataXceiver: 10.0.0.{i}:50010 Served block blk_1 to /10.0.0.{i} stream {i}x"
+               for i in range(40)]
+    view = build_view("hdfs", [START, *routine, RECEIVED, ERROR], max_prompt_tokens=100_000)
+    assert len(view.rows) > 3
+    start = evidence(view)
+    think = start.removeprefix("<think>")
+    assert len(think) + CONCLUSION_CHARS <= THINK_MAX_CHARS
+    walk = hdfs_walk(view)
+    kept = think.split(". Starts ")[0].split(", ")
+    assert kept[0] == walk[0] and any("ERROR" in e for e in kept) and any("received" in e for e in kept)
+    assert len(kept) < len(walk)  # routine rows left the walk; the lifecycle and the error stayed
+    assert "Starts 1, received 1, acknowledged 0, registered 0; error lines 1." in think
+
+
+def test_the_continued_regex_accepts_only_the_rest_of_an_answer():
+    view = build_view("hdfs", [START, RECEIVED])
+    start = evidence(view)
+    rest = " No failure signal: normal.</think>\n<answer>normal</answer>"
+    assert re.fullmatch(continued_regex(start), rest)
+    assert re.fullmatch(ANSWER_REGEX, start + rest)
+    assert not re.fullmatch(continued_regex(start), "<think>" + rest)
+    # narrowed to the session's lines: a rest that cites a line the session lacks does not match
+    narrow = continued_regex(start, ["L1", "L2"])
+    assert re.fullmatch(narrow, " L2 shows it.</think>\n<answer>normal</answer>")
+    assert not re.fullmatch(narrow, " L3 shows it.</think>\n<answer>normal</answer>")
+    # the rest keeps to what the analysis budget leaves
+    room = THINK_MAX_CHARS - len(start) + len("<think>")
+    assert not re.fullmatch(continued_regex(start), " " + "x" * room + "</think>\n<answer>normal</answer>")
