@@ -111,7 +111,8 @@ async def _drive(client, cfg, sessions, *, reset=None) -> dict:
     from rationad.judge import Judge
 
     n = len(sessions)
-    judge = Judge(client, cfg, "hdfs", cache=None)
+    # the model writes whole answers, as the raw side does (section 15 measures the walk the daemon writes)
+    judge = Judge(client, cfg, "hdfs", cache=None, write_walk=False, write_rule=False)
     counted = {"prompt_tokens": 0, "gen_tokens": 0}
     generate = client.generate
 

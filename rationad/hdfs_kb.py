@@ -2,7 +2,7 @@
 
 The training side writes its rationales from it (``training.rationales``) and checks served ones against it
 (``training.faithfulness``); the daemon reads it to write the walk through an HDFS session's rows that its
-rationales start with (``rationad.walk``). Templates are matched by their text (Loghub ``<*>`` wildcards) against a
+rationales start with (``rationad.facts``). Templates are matched by their text (Loghub ``<*>`` wildcards) against a
 line's masked template, never by id: the two Loghub numberings disagree.
 """
 

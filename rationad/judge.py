@@ -7,8 +7,9 @@ last complete sentence (or clause) and the model writes only the answer after it
 (``rationad.answer.close_cut_thought``).
 
 An HDFS session judged by a model trained with ``+walk`` (its manifest's prompt version) gets its analysis started
-for it: the walk through the rows and the lifecycle tally, written from the knowledge base (``rationad.walk``); the
-model writes the rest and the answer. The verdict cache keys such an entry on that start too.
+for it: the walk through the rows and the lifecycle tally, written from the knowledge base (``rationad.facts``); a
+template judged by a model trained with ``+rule`` gets its rule sentence; the model writes the rest and the answer.
+The verdict cache keys such an entry on that start too.
 
 Each judgement carries the model's ``score`` (P(anomalous) at the answer word, ``rationad.answer.answer_score``) of
 the completion it kept; the verdict cache stores it beside the completion, so a cache hit has the score of the call
@@ -34,14 +35,16 @@ from rationad.cache import VerdictCache
 from rationad.config import ModelConfig
 from rationad.events import ModelInfo
 from rationad.faithful import checked
+from rationad.hdfs_kb import hdfs_templates
 from rationad.metrics import Metrics
 from rationad.model.base import Completion, ModelClient, gather_all
 from rationad.neighbours import ModelNeighbours, for_model
-from rationad.prompt import (ANSWER_REGEX, PROMPT_UNFINISHED, PROMPT_VERSION, PROMPT_WALK, SessionView, answer_regex,
-                             build_messages, build_view, cache_key, continued_regex, trained_with, view_of)
+from rationad.prompt import (ANSWER_REGEX, PROMPT_RULE, PROMPT_UNFINISHED, PROMPT_VERSION, PROMPT_WALK, SessionView,
+                             answer_regex, build_messages, build_view, cache_key, continued_regex, trained_with,
+                             view_of)
 from rationad.records import Session
 from rationad.template_rules import template_rules
-from rationad.walk import evidence
+from rationad.facts import evidence, rule_evidence
 
 MALFORMED_RETRY_TEMPERATURE = 0.7
 # New tokens for the answer after a cut rationale: ``anomalous</answer>`` is 6 of SmolLM2's tokens.
@@ -133,23 +136,25 @@ class Judge:
         neighbours: ModelNeighbours | None = None,
         say_unfinished: bool | None = None,
         write_walk: bool | None = None,
+        write_rule: bool | None = None,
         model: ModelInfo | None = None,
     ) -> None:
         self.client = client
         # Whether an unfinished session's prompt says so (``UNFINISHED_NOTE``), and whether the daemon writes an HDFS
-        # rationale's walk and tally for the model to continue (``rationad.walk``): each only for a model trained
-        # with it. ``model``: the identity the caller already read (``model_info``), else read here.
-        if say_unfinished is None or write_walk is None:
+        # rationale's walk and tally, and a template's rule sentence, for the model to continue (``rationad.facts``):
+        # each only for a model trained with it. ``model``: the identity the caller already read (``model_info``),
+        # else read here.
+        if None in (say_unfinished, write_walk, write_rule):
             model = model if model is not None else model_info(cfg, client.name)
-        if say_unfinished is None:
-            say_unfinished = trained_with(model.prompt_version, PROMPT_UNFINISHED)
-        if write_walk is None:
-            write_walk = trained_with(model.prompt_version, PROMPT_WALK)
-        self.say_unfinished = say_unfinished
-        self.write_walk = write_walk
+        self.say_unfinished = trained_with(model.prompt_version, PROMPT_UNFINISHED) if say_unfinished is None \
+            else say_unfinished
+        self.write_walk = trained_with(model.prompt_version, PROMPT_WALK) if write_walk is None else write_walk
+        self.write_rule = trained_with(model.prompt_version, PROMPT_RULE) if write_rule is None else write_rule
         # The index the model was trained with (its manifest names it), else none: the prompt served is the trained one.
         self.neighbours = neighbours if neighbours is not None else for_model((cfg.adapter, cfg.path))
         template_rules()  # the vocabulary served rationales are checked against: a bad file fails here, naming it
+        if self.write_walk:
+            hdfs_templates()  # the knowledge base the walks are written from: likewise
         self.cfg = cfg
         self.source = source
         self.cache = cache
@@ -170,8 +175,10 @@ class Judge:
                        count_tokens=self.client.count_tokens, say_unfinished=self.say_unfinished)
 
     def start(self, view: SessionView) -> str | None:
-        """What the model's answer is given to start with: an HDFS session's walk and tally (``rationad.walk``) for a
-        model trained on them, else nothing."""
+        """What the model's answer is given to start with (``rationad.facts``): a template's rule sentence, or an HDFS
+        session's walk and tally, for a model trained to start with them; else nothing."""
+        if view.templated:
+            return rule_evidence(view) if self.write_rule else None
         return evidence(view) if self.write_walk else None
 
     async def judge_many(self, sessions: Sequence[Session]) -> list[Judgement]:

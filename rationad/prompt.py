@@ -103,11 +103,13 @@ def answer_regex(refs: Sequence[str]) -> str:
 
 def continued_regex(start: str, refs: Sequence[str] | None = None) -> str:
     """``ANSWER_REGEX`` (or with ``refs``, ``answer_regex``) for an answer given its beginning ``start`` (``<think>``
-    and the first part of the analysis, ``rationad.walk.evidence``): the rest of the analysis, then the answer. The
-    rest keeps to the analysis budget, rounded down to 50 characters so that few distinct regexes are compiled."""
+    and the first part of the analysis, ``rationad.facts.evidence``): the rest of the analysis, then the answer. The
+    rest keeps to the analysis budget, rounded up to 50 characters so that few distinct regexes are compiled (an
+    analysis may run up to 49 characters past ``THINK_MAX_CHARS``: a conclusion the training rationales wrote after a
+    walk the daemon kept longer is not cut)."""
     if refs is not None:
         return answer_regex(refs).removeprefix("<think>")
-    room = max(1, (THINK_MAX_CHARS - len(start) + len("<think>")) // 50 * 50)
+    room = max(50, -(-(THINK_MAX_CHARS - len(start) + len("<think>")) // 50) * 50)
     return r"[^<>]{1,%d}</think>\n<answer>(normal|anomalous)</answer>" % room
 
 
@@ -157,6 +159,8 @@ class SessionView:
     # Judged while its key may still be writing (``Session.unfinished``), said by ``UNFINISHED_NOTE``: only for models
     # trained with that line (``PROMPT_UNFINISHED`` in their manifest's prompt version), else every prompt is the same.
     unfinished: bool = False
+    # One template judged on its own (the template task, ``build_view(templated=True)``), not a session's lines.
+    templated: bool = False
 
     def row(self, ref: str) -> TemplateRow | None:
         for r in self.rows:
@@ -205,13 +209,16 @@ UNFINISHED_NOTE = ("The session is unfinished: it was judged while its key may s
 # (``rationad-prompt-v1+unfinished``; ``+neighbours`` names the other trained addition).
 PROMPT_UNFINISHED = "unfinished"
 # ``+walk``: a model trained on HDFS rationales that start with the walk through the rows and the lifecycle tally in
-# ``rationad.walk``'s form: the daemon writes those facts and the model continues (``rationad.walk.evidence``).
+# ``rationad.facts``'s form: the daemon writes those facts and the model continues (``rationad.facts.evidence``).
 PROMPT_WALK = "walk"
+# ``+rule``: a model trained on template analyses that start with ``rationad.template_rules.rule_sentence``: the daemon
+# writes that sentence and the model continues (``rationad.facts.rule_evidence``).
+PROMPT_RULE = "rule"
 
 
 def trained_with(prompt_version: str, addition: str) -> bool:
     """Whether a model's ``prompt_version`` names ``addition`` (``PROMPT_UNFINISHED``, ``PROMPT_WALK``,
-    ``neighbours``)."""
+    ``PROMPT_RULE``, ``neighbours``)."""
     return addition in prompt_version.split("+")[1:]
 
 
@@ -286,6 +293,7 @@ def build_view(
         omitted_templates=len(omitted),
         omitted_lines=sum(r.count for r in omitted),
         withheld=withheld,
+        templated=templated,
         unfinished=unfinished,
     )
 
@@ -349,7 +357,7 @@ def build_messages(view: SessionView) -> list[dict[str, str]]:
 
 def cache_key(view: SessionView, start: str | None = None) -> str:
     """A key for the verdict cache: the prompt version and exactly what the model sees, never ids or times; with
-    ``start``, the beginning of the answer the model is given to continue (``rationad.walk.evidence``)."""
+    ``start``, the beginning of the answer the model is given to continue (``rationad.facts.evidence``)."""
     given = f"\n{start}" if start else ""
     return hashlib.sha256(f"{PROMPT_VERSION}\n{user_message(view)}{given}".encode()).hexdigest()
 

@@ -75,3 +75,15 @@ def rule_of_meaning(meaning: str) -> Rule | None:
 def names_trouble(text: str) -> bool:
     """Whether ``text`` holds words a rule that signals trouble names."""
     return any(r.verdict == "anomalous" and r.pattern.search(text) for r in template_rules()[0])
+
+
+def rule_sentence(ref: str, template: str) -> str:
+    """The first sentence of a template analysis: the words of the first rule ``template`` matches and what that rule
+    says they mean (``L1 contains 'parity': a memory or cache integrity error: hardware failure.``), or that none
+    matches. The training rationales start with it (``training.rationales``), and the daemon writes it for a model
+    trained with it (``rationad.facts.rule_evidence``)."""
+    rule, words = match_rule(template)
+    if rule is None:
+        return f"{ref} has no severity word or failure class: a routine status message."
+    quoted = re.sub(r"\s+", " ", (words or "").replace("<", "").replace(">", "")).strip()[:60]
+    return f"{ref} contains '{quoted}': {rule.meaning}."

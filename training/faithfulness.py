@@ -20,7 +20,7 @@ import re
 
 from rationad.faithful import problems as session_problems
 from rationad.prompt import SessionView
-from rationad.walk import WALK_TAGS, error_rows, hdfs_roles, hdfs_walk, tally
+from rationad.facts import WALK_TAGS, error_rows, hdfs_roles, hdfs_walk, tally
 
 _TAGS = "|".join(re.escape(t) for t in sorted(set(WALK_TAGS.values()) | {"unknown", "ignored text"}, key=len,
                                               reverse=True))

@@ -251,13 +251,13 @@ def score_key(merged: Path, serving: str, sets: list) -> str:
 ROOT = Path(__file__).resolve().parents[1]
 # The code a cached score depends on besides the model and its settings: how answers are served and parsed, how a
 # score is read from the engine's logprobs and which threshold a session is served at (the gate compares served
-# verdicts), how windows are decided by template, how the daemon writes an HDFS walk (``rationad.walk``, from the
+# verdicts), how windows are decided by template, how the daemon writes an HDFS walk (``rationad.facts``, from the
 # knowledge base), and how faithfulness is checked. A change to any of them judges both models again (before, a
 # checker changed since the released model's scores were cached compared two checkers' rates).
 SCORING_CODE = ("rationad/answer.py", "rationad/config.py", "rationad/events.py", "rationad/faithful.py",
                 "rationad/hdfs_kb.py", "rationad/injection.py", "rationad/judge.py", "rationad/model/base.py",
                 "rationad/model/engine.py", "rationad/prompt.py", "rationad/records.py", "rationad/replay.py",
-                "rationad/template_book.py", "rationad/template_rules.py", "rationad/walk.py",
+                "rationad/template_book.py", "rationad/template_rules.py", "rationad/facts.py",
                 "rationad/data/hdfs_kb.json", "rationad/data/template_rules.json", "training/evaluate.py",
                 "training/faithfulness.py", "training/knowledge")
 

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from rationad.answer import parse_completion
+from rationad.facts import rule_evidence
 from rationad.labels import Label
 from rationad.prompt import (
     THINK_MAX_CHARS,
@@ -44,17 +45,20 @@ def _other_ref(m: re.Match[str]) -> str:
 
 
 def operator_think(view: SessionView, label: Label) -> str:
-    """The ``<think>`` text of a label: ``L1:`` then the operator's reason (cut with ``...`` if needed), then the
-    conclusion the template rationales use (``training.rationales.template_rationale``)."""
+    """The ``<think>`` text of a label: the template's rule sentence, as every template analysis starts and as the
+    daemon writes it for a model trained with it (``rationad.facts.rule_evidence``), then ``L1:`` and the operator's
+    reason (cut with ``...`` if needed), then the conclusion the template rationales use
+    (``training.rationales.template_rationale``)."""
     ref = view.rows[0].ref
+    facts = (rule_evidence(view) or "<think>").removeprefix("<think>")
     tail = _TAILS[label.verdict]
     reason = " ".join(_REF.sub(_other_ref, label.reason.replace("<", " ").replace(">", " ")).split())
     if reason and reason[-1] not in ".!?":
         reason += "."
-    room = THINK_MAX_CHARS - len(f"{ref}:  {tail}")
+    room = THINK_MAX_CHARS - len(f"{facts} {ref}:  {tail}")
     if len(reason) > room:
         reason = reason[: room - 3].rstrip() + "..."
-    return f"{ref}: {reason} {tail}" if reason else f"{ref}: {tail}"
+    return f"{facts} {ref}: {reason} {tail}" if reason else f"{facts} {tail}"
 
 
 def operator_rows(labels: Sequence[Label], source: str, *, max_prompt_tokens: int = 1024,

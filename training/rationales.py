@@ -17,7 +17,8 @@ from typing import NamedTuple
 
 from rationad.answer import parse_completion
 from rationad.prompt import THINK_MAX_CHARS, SessionView, format_completion
-from rationad.walk import fit_walk, hdfs_roles, hdfs_walk, tally
+from rationad.facts import fit_walk, hdfs_roles, hdfs_walk, neighbour_sentence, tally
+from rationad.template_rules import rule_sentence
 
 from training.example import Example
 from training.knowledge import hdfs_pairs, match_hdfs, match_rule
@@ -135,14 +136,9 @@ def hdfs_rationale(view: SessionView, label: str, ignored: tuple[str, ...] = ())
 
 
 def template_rationale(view: SessionView, label: str) -> Rationale:
-    rule, words = match_rule(view.rows[0].template)
-    ref = view.rows[0].ref
+    rule, _ = match_rule(view.rows[0].template)
     kb_verdict = rule.verdict if rule is not None else "normal"
-    if rule is not None:
-        said = f"{ref} contains '{_clean(words)[:60]}': {rule.meaning}."
-    else:
-        said = f"{ref} has no severity word or failure class: a routine status message."
-    parts = [said, *_neighbour_sentence(view)]
+    parts = [rule_sentence(view.rows[0].ref, view.rows[0].template), *_neighbour_sentence(view)]
     if kb_verdict == label:
         tail = "This signals trouble: anomalous." if label == "anomalous" else "Nothing signals trouble: normal."
         return Rationale(_fit(parts, tail), label, True, kb_verdict)
@@ -157,9 +153,8 @@ def _neighbour_sentence(view: SessionView) -> list[str]:
     """The labelled neighbours shown in the prompt, each with its label, in order: a copy of what the prompt says,
     written before the conclusion (a first run that wrote only the neighbours agreeing with the label taught the
     model to call them all by its verdict, misreporting 0.10-0.25 of them; training/RESULTS.md)."""
-    if not view.neighbours:
-        return []
-    return ["Similar known templates: " + ", ".join(f"{n.ref} {n.label}" for n in view.neighbours) + "."]
+    said = neighbour_sentence(view)
+    return [said] if said else []
 
 
 def generic_rationale(view: SessionView, label: str, trouble_ref: str | None) -> Rationale:

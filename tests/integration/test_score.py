@@ -99,10 +99,10 @@ async def test_a_rationale_cut_by_the_token_budget_is_answered_not_dead_lettered
 
 async def test_the_real_model_continues_the_walk_the_daemon_writes(vllm_server):
     """The default model (0.3.2, ``+walk`` in its manifest) is given each HDFS session's walk and tally
-    (``rationad.walk``) and writes the rest: every answer parses, its rationale starts with the daemon's walk, cites
+    (``rationad.facts``) and writes the rest: every answer parses, its rationale starts with the daemon's walk, cites
     only the session's lines and has a score that agrees with the written answer; a whole lifecycle is normal and the
     block whose write failed with an exception anomalous, as the model answers when it writes the walk itself."""
-    from rationad.walk import evidence
+    from rationad.facts import evidence
 
     cfg, client = await started_client(vllm_server, max_new_tokens=256)
     try:

@@ -302,10 +302,10 @@ WALKED = ["INFO dfs.DataNode$DataXceiver: Receiving block blk_1 src: /10.0.0.1:5
 
 
 async def test_a_model_trained_with_the_walk_continues_the_walk_the_daemon_writes(tmp_path):
-    """The walk and tally of an HDFS rationale are written by the daemon from the knowledge base (rationad.walk) for a
+    """The walk and tally of an HDFS rationale are written by the daemon from the knowledge base (rationad.facts) for a
     model whose manifest names ``+walk``; the model continues them, and the rationale served is the whole analysis."""
     from rationad.prompt import ANSWER_REGEX, cache_key
-    from rationad.walk import evidence
+    from rationad.facts import evidence
 
     folder = tmp_path / "m"
     folder.mkdir()
@@ -340,5 +340,46 @@ async def test_without_walk_in_its_manifest_the_model_writes_its_own_walk():
     await judge.judge_many([session("blk_1", WALKED)])
     [[conversation], _] = model.conversations[0]
     assert conversation[-1]["role"] == "user"
-    bgl = Judge(ScriptedModel([OK]), ModelConfig(), "bgl", write_walk=True)
+    bgl = Judge(ScriptedModel([OK]), ModelConfig(), "bgl", write_walk=True, write_rule=True)
     assert bgl.start(bgl.view(session("w1", ["RAS KERNEL FATAL data TLB error interrupt"]))) is None
+
+
+async def test_a_model_trained_with_rule_sentences_continues_the_one_the_daemon_writes(tmp_path):
+    """A template judged on its own (the template book's prompt) by a model whose manifest names ``+rule`` is given
+    its rule sentence (``rationad.facts.rule_evidence``); the served rationale is the whole analysis."""
+    from rationad.facts import rule_evidence
+    from rationad.template_book import template_session
+
+    folder = tmp_path / "m"
+    folder.mkdir()
+    (folder / "manifest.json").write_text('{"name": "m", "version": "1", "prompt_version": "rationad-prompt-v1+rule"}')
+    model = ScriptedModel([" This signals trouble: anomalous.</think>\n<answer>anomalous</answer>"])
+    judge = Judge(model, ModelConfig(path=folder), "bgl")
+    assert judge.write_rule and not judge.write_walk
+    [j] = await judge.judge_many([template_session("RAS KERNEL FATAL data TLB error interrupt")])
+    start = rule_evidence(j.view)
+    assert start.startswith("<think>L1 contains '")
+    [[conversation], _] = model.conversations[0]
+    assert conversation[-1] == {"role": "assistant", "content": start}
+    assert j.ok and j.answer.rationale == start.removeprefix("<think>") + " This signals trouble: anomalous."
+    # without +rule the model writes the whole analysis
+    plain = ScriptedModel([OK])
+    await Judge(plain, ModelConfig(), "bgl").judge_many([template_session("RAS KERNEL FATAL data TLB error")])
+    assert plain.conversations[0][0][0][-1]["role"] == "user"
+
+
+def test_a_broken_knowledge_base_fails_at_start_for_a_model_that_is_given_walks(tmp_path, monkeypatch):
+    """Found by review: the HDFS knowledge base was first read at the first HDFS judgement, so a missing or corrupt
+    file dead-lettered every HDFS session as a poison one instead of failing the start, naming the file."""
+    from rationad import hdfs_kb
+
+    monkeypatch.setattr(hdfs_kb, "KB_FILE", tmp_path / "missing.json")
+    hdfs_kb._data.cache_clear()
+    hdfs_kb.hdfs_templates.cache_clear()
+    try:
+        with pytest.raises(hdfs_kb.KnowledgeError, match="missing.json"):
+            Judge(ScriptedModel([]), ModelConfig(), "hdfs", write_walk=True)
+        Judge(ScriptedModel([]), ModelConfig(), "hdfs", write_walk=False)  # a model that writes its own walk
+    finally:
+        hdfs_kb._data.cache_clear()
+        hdfs_kb.hdfs_templates.cache_clear()

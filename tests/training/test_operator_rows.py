@@ -8,6 +8,8 @@ import json
 import pytest
 
 from rationad.answer import parse_completion
+from rationad.facts import rule_evidence
+from rationad.template_rules import rule_sentence
 from rationad.labels import Label
 from rationad.prompt import THINK_MAX_CHARS, build_messages, build_view, user_message
 from training.dataset import sft_rows
@@ -28,8 +30,10 @@ def test_a_row_has_the_template_rows_format_and_the_served_prompt():
     assert (row["label"], row["task"]) == ("normal", "operator")
     content = row["completion"][0]["content"]
     assert content == (f"<think>{row['reference']}</think>\n<answer>normal</answer>")
-    assert row["reference"] == ("L1: Corrected parity errors are routine on these racks. "
+    # the rule sentence the daemon writes first (rationad.facts.rule_evidence), then the operator's reason
+    assert row["reference"] == (f"{rule_sentence('L1', TPL)} L1: Corrected parity errors are routine on these racks. "
                                 "Nothing signals trouble: normal.")
+    assert content.startswith(rule_evidence(view))
     parsed = parse_completion(content, view)
     assert parsed.ok and parsed.verdict == "normal" and [r.ref for r in parsed.cited] == ["L1"]
 
@@ -49,7 +53,7 @@ def test_a_reason_is_cleaned_to_the_rationale_contract():
         thinks.append(think)
     assert "line 7" in thinks[0] and "L7" not in thinks[0] and "L1 " in thinks[0]
     assert thinks[1].endswith("... This signals trouble: anomalous.") and len(thinks[1]) == THINK_MAX_CHARS
-    assert thinks[2] == "L1: This signals trouble: anomalous."
+    assert thinks[2] == f"{rule_sentence('L1', 't2 {*}')} This signals trouble: anomalous."
 
 
 def test_rows_are_ordered_by_template_id():

@@ -44,6 +44,16 @@ def test_rows_whose_analysis_starts_with_the_walk_make_a_walk_prompt(tmp_path):
     assert trained_prompt([row(False)], start) == PROMPT_VERSION + "+walk"  # a continuation keeps it
 
 
+def test_template_rows_that_start_with_their_rule_sentence_make_a_rule_prompt():
+    from training.rationales import template_rationale
+
+    view = build_view("bgl", ["RAS KERNEL FATAL data TLB error interrupt"], templated=True)
+    ruled = {"prompt": build_messages(view), "task": "bgl",
+             "completion": [{"role": "assistant", "content": template_rationale(view, "anomalous").completion}]}
+    assert trained_prompt([ruled]) == PROMPT_VERSION + "+rule"
+    assert trained_prompt([{**ruled, "task": "hdfs"}]) == PROMPT_VERSION
+
+
 def test_stamp_keeps_the_manifests_other_entries(tmp_path):
     (tmp_path / "manifest.json").write_text(json.dumps({"neighbours": {"file": "neighbours.json", "k": 3}}))
     stamp(tmp_path, PROMPT_VERSION)

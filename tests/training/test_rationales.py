@@ -126,11 +126,11 @@ def test_longest_hdfs_rationale_fits_the_generation_budgets(hdfs_examples):
 
 
 def test_the_walk_the_daemon_writes_is_how_every_trained_hdfs_analysis_starts(hdfs_examples):
-    """rationad.walk.evidence is given to a model trained with ``+walk`` to continue: it is the text the training
+    """rationad.facts.evidence is given to a model trained with ``+walk`` to continue: it is the text the training
     rationales start with, character for character, whatever the label and whether the knowledge base explains it.
     A walk too long for the analysis budget drops minor rows in both, leaving the model ``CONCLUSION_CHARS``; the
     training rationales leave their own conclusion's length, so there the two may keep different minor rows."""
-    from rationad.walk import CONCLUSION_CHARS, evidence, hdfs_walk
+    from rationad.facts import CONCLUSION_CHARS, evidence, hdfs_walk
 
     checked = 0
     for ex in hdfs_examples:
@@ -142,3 +142,13 @@ def test_the_walk_the_daemon_writes_is_how_every_trained_hdfs_analysis_starts(hd
                 assert r.completion.startswith(start), (start, r.think)
                 checked += 1
     assert checked >= len(hdfs_examples)
+
+
+def test_the_rule_sentence_the_daemon_writes_is_how_every_trained_template_analysis_starts(template_examples):
+    from rationad.facts import rule_evidence
+
+    for ex in template_examples:
+        start = rule_evidence(ex.view)
+        assert start is not None
+        for label in ("normal", "anomalous"):
+            assert template_rationale(ex.view, label).completion.startswith(start)

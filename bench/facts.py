@@ -1,22 +1,25 @@
-"""The HDFS walk written by the daemon against the walk written by the model (``rationad.walk``), same model, same
-engine, same prompts.
+"""The facts a rationale starts with written by the daemon against written by the model (``rationad.facts``): same
+model, same engine, same prompts.
 
-A model trained with ``+walk`` (its manifest's prompt version) starts every HDFS analysis with a walk through the rows
-and the write lifecycle's tally. ``Judge(write_walk=True)`` writes those from the knowledge base and the model
-continues; ``write_walk=False`` lets the model write them itself (as every release did until 2026-12-06). Both sides
-judge the same sessions through the same ``Judge`` code and one started vLLM engine (its dtype and settings shared;
-asserted: the same prompts, the same client, temperature 0, no verdict cache), and report per set: wall-clock
-seconds, new tokens the model wrote (what decoding costs on a CPU), F1 of the written answer and at the default
-session threshold, faithfulness (``training.faithfulness.problems``, as the evaluation counts it) and how many
-rationales the analysis budget cut.
+A model trained with ``+walk`` and ``+rule`` (its manifest's prompt version; 0.3.2) starts every HDFS analysis with a
+walk through the rows and the write lifecycle's tally, and every template analysis with its rule sentence.
+``Judge(write_walk=True, write_rule=True)`` writes those from the knowledge base and the model continues; with both
+False the model writes them itself (as every release did until 2026-12-06). Both sides judge the same sessions
+through the same ``Judge`` code and one started vLLM engine (its dtype and settings shared; asserted: the same prompts,
+the same client, greedy but for the judge's own malformed-answer retry, no verdict cache), and report per set:
+wall-clock seconds, new tokens the model wrote (what decoding costs on a CPU), F1 of the written answer (served normal
+on void evidence, as the evaluation counts it) and at the default threshold of the set's level (session 0.0007,
+template 0.5), faithfulness (``training.faithfulness.problems`` and the served checks, as the evaluation counts it)
+and how many rationales the analysis budget cut.
 
 Sets: the project's HDFS evaluation sets of a split (``training.evaluate.build_sets``: whole sessions, unseen
-sequences, fragments; Loghub HDFS block labels, Xu et al., SOSP 2009). Each side judges each set in chunks of 64 (as
-the evaluation does); the sides alternate per set, walk first on odd sets, so neither has the warmer engine
+sequences, fragments; Loghub HDFS block labels, Xu et al., SOSP 2009) and its BGL and Spirit template sets (Loghub
+templates with the RationAnomaly paper's corrected labels). Each side judges each set in chunks of 64 (as the
+evaluation does); the sides alternate per set, the daemon's first on odd sets, so neither has the warmer engine
 throughout.
 
-Usage: ``.venv/bin/python bench/walk.py [--model DIR] [--config training/configs/cpu_continue.toml] [--split test]
-[--limit N] [--json out.json]``.
+Usage: ``.venv/bin/python bench/facts.py [--model DIR] [--config training/configs/cpu_continue.toml] [--split test]
+[--sets TEXT] [--limit N] [--json out.json]``.
 """
 
 from __future__ import annotations
@@ -64,7 +67,7 @@ def f1(pairs: list[tuple[bool, bool]]) -> float:
     return round(2 * tp / (2 * tp + wrong), 3) if tp or wrong else 1.0
 
 
-async def judge_side(client: CountingClient, cfg, es, write_walk: bool) -> dict:
+async def judge_side(client: CountingClient, cfg, es, by_daemon: bool) -> dict:
     from rationad.answer import CUT_MARK
     from rationad.config import JudgeConfig
     from rationad.judge import Judge
@@ -72,7 +75,7 @@ async def judge_side(client: CountingClient, cfg, es, write_walk: bool) -> dict:
 
     from training.faithfulness import problems
 
-    judge = Judge(client, cfg, es.source, write_walk=write_walk)
+    judge = Judge(client, cfg, es.source, write_walk=by_daemon, write_rule=by_daemon)
     t0, tokens0, requests0 = time.monotonic(), client.new_tokens, client.requests
     judged = []
     for i in range(0, len(es.sessions), 64):
@@ -82,9 +85,10 @@ async def judge_side(client: CountingClient, cfg, es, write_walk: bool) -> dict:
     written, served, faithful, cut, prompts = [], [], 0, 0, []
     for j, members in zip(judged, es.members, strict=True):
         prompts.append(user_message(j.view))
-        at = j.verdict_at(jc.session_threshold(j.session.unfinished))
+        at = j.verdict_at(jc.threshold_template if es.served_level == "template"
+                          else jc.session_threshold(j.session.unfinished))
         for e in members:
-            written.append((j.answer.verdict == "anomalous", e.label == "anomalous"))
+            written.append((j.verdict_at(None) == "anomalous", e.label == "anomalous"))
             served.append((at == "anomalous", e.label == "anomalous"))
         rationale = j.answer.rationale or ""
         faithful += j.ok and not j.answer.problems and not problems(rationale, j.view)
@@ -108,8 +112,10 @@ async def run(a) -> dict:
 
     cfg_file = load(a.config)
     p, dc, corpus = eval_inputs(cfg_file, a.config, prepare_base(cfg_file), False)
+    # the sets judged one prompt per session or template (the unseen system's windows go by template through the
+    # template book, which builds its own Judge: measured by the evaluation, not here)
     sets = [es for es in build_sets(corpus, p, a.split, val_mode=a.split == "val", datasets=dc.datasets)
-            if es.source == "hdfs"]
+            if (es.source == "hdfs" or "templates" in es.name) and es.level == "session" and a.sets in es.name]
     if a.limit:
         sets = [replace(es, sessions=es.sessions[:a.limit], members=es.members[:a.limit]) for es in sets]
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
@@ -120,12 +126,12 @@ async def run(a) -> dict:
     try:
         for n, es in enumerate(sets):
             sides = {}
-            for write_walk in ((True, False) if n % 2 else (False, True)):
-                sides["daemon" if write_walk else "model"] = await judge_side(client, cfg, es, write_walk)
+            for by_daemon in ((True, False) if n % 2 else (False, True)):
+                sides["daemon" if by_daemon else "model"] = await judge_side(client, cfg, es, by_daemon)
             assert sides["daemon"].pop("_prompts") == sides["model"].pop("_prompts")  # the same prompts both sides
             report["sets"][es.name] = sides
-            print(f"{es.name}: walk written by the model {json.dumps(sides['model'])}", flush=True)
-            print(f"{es.name}: walk written by the daemon {json.dumps(sides['daemon'])}", flush=True)
+            print(f"{es.name}: facts written by the model {json.dumps(sides['model'])}", flush=True)
+            print(f"{es.name}: facts written by the daemon {json.dumps(sides['daemon'])}", flush=True)
     finally:
         await client.inner.aclose()
     return report
@@ -136,6 +142,7 @@ def main() -> None:
     ap.add_argument("--model", type=Path, default=None, help="merged model folder (default: the setup's default)")
     ap.add_argument("--config", type=Path, default=ROOT / "training/configs/cpu_continue.toml")
     ap.add_argument("--split", default="test")
+    ap.add_argument("--sets", default="", help="only the sets whose names contain this (e.g. 'templates')")
     ap.add_argument("--limit", type=int, default=0, help="sessions per set (0: all)")
     ap.add_argument("--json", type=Path)
     a = ap.parse_args()
@@ -143,7 +150,7 @@ def main() -> None:
     machine = print_machine()
     report = asyncio.run(run(a))
     report["machine"] = machine
-    print("| set | walk written by | sessions | seconds | new tokens / session | well-formed | F1 written | F1 served "
+    print("| set | facts written by | sessions | seconds | new tokens / session | well-formed | F1 written | F1 served "
           "| faithful | cut |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for name, sides in report["sets"].items():

@@ -1,4 +1,5 @@
-"""The facts an HDFS rationale starts with, written by code from the knowledge base (``rationad.hdfs_kb``).
+"""The facts a rationale starts with, written by code: an HDFS session's walk and tally from the knowledge base
+(``rationad.hdfs_kb``), and a template's rule sentence (``rationad.template_rules``).
 
 Every HDFS rationale the model is trained on starts with a walk through the session's rows and the write lifecycle's
 tally (``training.rationales``)::
@@ -6,19 +7,21 @@ tally (``training.rationales``)::
     L1 x3 receive start, L2 x1 allocated, L3 x3 received, L4 x1 ERROR delete of an unknown block, ... Starts 3,
     received 3, acknowledged 3, registered 3; error lines 1.
 
-then says what signals trouble and concludes. The walk and tally are facts: each entry reads the row it names (its
-count, and the role the knowledge base gives its template), and the tally adds them up. A 135M model copies them
-wrongly on orders it has not seen (half the rationales of unseen HDFS sequences misnamed a role or a count;
-training/RESULTS.md). So the daemon writes them (``evidence``) and the model continues from there: it writes what
-signals trouble and the verdict, and its score is read at that answer as always. Served only to a model trained with
-this grammar (``PROMPT_WALK`` in its manifest's prompt version): the text it is given is the text it learned to
-write, character for character.
+then says what signals trouble and concludes; every template analysis starts with the words of the first rule its
+template matches and what they mean (``L1 contains 'parity': a memory or cache integrity error: hardware failure.``),
+or that none matches. These are facts code reads off the prompt, and a 135M model copies them wrongly (half the
+rationales of unseen HDFS sequences misnamed a role or a count; a tenth of template rationales quoted words under
+another rule's meaning: training/RESULTS.md). So the daemon writes them (``evidence``, ``rule_evidence``) and the
+model continues from there: what signals trouble and the verdict, whose score is read at that answer as always.
+Served only to a model trained with them (``PROMPT_WALK`` / ``PROMPT_RULE`` in its manifest's prompt version): the
+text it is given is the text it learned to write, character for character.
 """
 
 from __future__ import annotations
 
 from rationad.hdfs_kb import match_hdfs
 from rationad.prompt import THINK_MAX_CHARS, SessionView
+from rationad.template_rules import rule_sentence
 
 ROLE_ORDER = ("write_start", "write_done", "responder_done", "stored")  # the lifecycle the tally counts
 # What each HDFS role is called in the walk through the rows (an error row is called by its own short name).
@@ -90,7 +93,25 @@ def evidence(view: SessionView) -> str | None:
     another system's view (its rationales have no walk)."""
     if view.source != "hdfs" or not view.rows:
         return None
-    walk = hdfs_walk(view)
+    # a row shown with text that addresses the model masked in it, and no template of the knowledge base: "ignored
+    # text", as the injection-hardening rows of training call it
+    walk = hdfs_walk(view, tuple(r.ref for r in view.rows if r.injected and match_hdfs(r.template) is None))
     counts = tally(hdfs_roles(view), walk)
     kept = fit_walk(walk, len(counts) + 1 + CONCLUSION_CHARS)
     return f"<think>{', '.join(kept)}. {counts}" if kept else None
+
+
+def neighbour_sentence(view: SessionView) -> str | None:
+    """The labelled neighbours the prompt shows, each with its label, in order: a copy of what the prompt says."""
+    if not view.neighbours:
+        return None
+    return "Similar known templates: " + ", ".join(f"{n.ref} {n.label}" for n in view.neighbours) + "."
+
+
+def rule_evidence(view: SessionView) -> str | None:
+    """``<think>`` and the rule sentence of a template judged on its own (and the neighbours the prompt shows), which
+    the model continues; None for a session's view."""
+    if not view.templated or len(view.rows) != 1:
+        return None
+    row = view.rows[0]
+    return "<think>" + " ".join(p for p in (rule_sentence(row.ref, row.template), neighbour_sentence(view)) if p)
