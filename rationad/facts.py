@@ -48,7 +48,9 @@ def hdfs_roles(view: SessionView) -> dict[str, tuple[str, int]]:
 def hdfs_walk(view: SessionView, ignored: tuple[str, ...] = ()) -> list[str]:
     """One entry per row, in the prompt's order: ``L4 x3 received``, ``L6 x1 ERROR redundant addStoredBlock``.
 
-    ``ignored``: refs of rows written into training rows to address the model (injection hardening), named as data.
+    The analysis starts with this walk so that the verdict is reached after the evidence is written, not at its first
+    token, and the counts compared afterwards are the ones just written. ``ignored``: refs of rows that address the
+    model (training's injection-hardening rows; served, a row whose such text is masked), named as data.
     """
     out = []
     for row in view.rows:

@@ -34,6 +34,7 @@ from rationad.answer import (CLOSE_REGEX, CUT_MARK, ParsedAnswer, close_cut_thou
 from rationad.cache import VerdictCache
 from rationad.config import ModelConfig
 from rationad.events import ModelInfo
+from rationad.facts import evidence, rule_evidence
 from rationad.faithful import checked
 from rationad.hdfs_kb import hdfs_templates
 from rationad.metrics import Metrics
@@ -44,7 +45,6 @@ from rationad.prompt import (ANSWER_REGEX, PROMPT_RULE, PROMPT_UNFINISHED, PROMP
                              view_of)
 from rationad.records import Session
 from rationad.template_rules import template_rules
-from rationad.facts import evidence, rule_evidence
 
 MALFORMED_RETRY_TEMPERATURE = 0.7
 # New tokens for the answer after a cut rationale: ``anomalous</answer>`` is 6 of SmolLM2's tokens.
@@ -335,9 +335,9 @@ class Judge:
                         prefixes: list[str] | None = None) -> list[Completion]:
         """Completions in ``views`` order, constrained to ``ANSWER_REGEX`` (one compiled regex for every session) or,
         with ``narrow``, to ``answer_regex`` of each session's line ids (one request group per distinct id set).
-        An answer given its start (``start``: an HDFS walk and tally) continues it, under the same regexes' rest
-        (``continued_regex``). With ``prefixes``, each view's answer continues its prefix (``close_cut_thought``, which
-        holds any start) for a few tokens, constrained to ``CLOSE_REGEX``."""
+        An answer given its start (``start``: an HDFS walk and tally, a template's rule sentence) continues it, under
+        the same regexes' rest (``continued_regex``). With ``prefixes``, each view's answer continues its prefix
+        (``close_cut_thought``, which holds any start) for a few tokens, constrained to ``CLOSE_REGEX``."""
         given = prefixes if prefixes else [self.start(v) for v in views]
         groups: dict[str | None, list[int]] = {}
         for i, v in enumerate(views):

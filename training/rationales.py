@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from rationad.answer import parse_completion
-from rationad.prompt import THINK_MAX_CHARS, SessionView, format_completion
 from rationad.facts import fit_walk, hdfs_roles, hdfs_walk, neighbour_sentence, tally
+from rationad.prompt import THINK_MAX_CHARS, SessionView, format_completion
 from rationad.template_rules import rule_sentence
 
 from training.example import Example
