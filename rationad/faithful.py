@@ -12,7 +12,7 @@ confirm or refute, for any log source:
   network or service connection problem" of every Proxifier connection-close template, and 'close' is not a word of
   that class);
 - **severity**: a line said to report an error or failure must carry a failure word (not for HDFS, whose knowledge
-  base calls lines failures by their template, checked by ``training.faithfulness``); a line said to have "no
+  base calls lines failures by their template, checked below); a line said to have "no
   severity word or failure class" must match no rule that signals trouble (0.3.1 said it of "divide-by-zero {*}");
 - **neighbours**: ``Similar known templates: N1 anomalous, N2 normal`` (or, in an earlier grammar, ``N1, a similar
   known template, was anomalous`` and ``No similar known template was normal``) says
@@ -25,9 +25,20 @@ confirm or refute, for any log source:
   round until the token budget cut it (seen on two-line fragments: "L1 x1 error lines 1. L1 x1 error lines 1. ...",
   and on unseen HDFS orders: "..., L11 x1 re-replication, L1, L2, L3, ..., L11, L1, L2, ..."); nothing in it explains.
 
+For HDFS sessions the knowledge base (``rationad.hdfs_kb``, read by ``rationad.facts`` as the daemon writes a walk)
+checks more:
+
+- **roles**: a walk entry ``L2 x3 received`` must name the row's role as the knowledge base reads its template (an
+  ``ERROR ...`` entry an error row, and a lifecycle or routine tag that row's tag);
+- **tally**: ``Starts 3, received 2, acknowledged 2, registered 2; error lines 1.`` must be the session's counts (and
+  ``Error lines 1.``, the short form models released before 2026-12-05 write without receive starts, its error rows);
+- **pairs**: ``3 receive starts but 1 completions`` must be the session's starts and one of its completion counts
+  (0.3.2 wrote "3 receive starts but 2 completions" under a tally of 3 received, 3 acknowledged, 3 registered).
+
 ``problems`` lists what failed (an empty list is no proof of truth: only what the grammar lets code check);
-``servable`` drops training-only sentences from a rationale before it is served. The training side adds the HDFS
-knowledge base's roles and tallies and measures the share of rationales with no problem (``faithful``).
+``servable`` drops training-only sentences from a rationale before it is served; the judge writes a rationale with a
+refuted statement again (``rationad.judge``). The evaluation measures the share of rationales with no problem
+(``training.faithfulness``).
 
 **Unsupported answers.** An anomalous answer whose rationale states evidence (``L1 contains '<words>': ...``) and
 every piece of it is void (the line it cites names no trouble: no failure word and no word of a rule that signals
@@ -44,6 +55,7 @@ import zlib
 from dataclasses import dataclass, replace
 
 from rationad.answer import CUT_MARK, REF, ParsedAnswer, ref_name
+from rationad.facts import WALK_TAGS, error_rows, hdfs_roles, hdfs_walk, tally
 from rationad.prompt import SessionView, TemplateRow
 from rationad.template_rules import Rule, match_rule, names_trouble, rule_of_meaning
 
@@ -80,6 +92,12 @@ _NEIGHBOURS_WERE = re.compile(r"\b(N\d{1,2}(?:(?:,\s*|\s+and\s+)N\d{1,2})*),? "
 # "Similar known templates: N1 anomalous, N2 normal."
 _NEIGHBOUR_LISTED = re.compile(r"\b(N\d{1,2}) (normal|anomalous)\b")
 _NO_NEIGHBOUR_WAS = re.compile(r"\bNo similar known template was (normal|anomalous)\b")
+_TAGS = "|".join(re.escape(t) for t in sorted(set(WALK_TAGS.values()) | {"unknown", "ignored text"}, key=len,
+                                              reverse=True))
+_WALK_ENTRY = re.compile(rf"\bL(\d{{1,4}}) x\d+ (ERROR\b|{_TAGS})")
+_TALLY = re.compile(r"\bStarts (\d+), received (\d+), acknowledged (\d+), registered (\d+); error lines (\d+)")
+_ERRORS = re.compile(r"\bError lines (\d+)")
+_PAIR = re.compile(r"\b(\d+) receive starts but (\d+) completions")
 _NEGATION = re.compile(r"\b(?:none|no|not|never|nothing|neither|nor|without)\b", re.I)
 LOOP_REPEATS = 3  # a sentence written this often (the grammar never repeats one) is a decoding loop
 LOOP_SPAN = 3  # or a run of this many clauses (parts between commas, semicolons, colons and full stops)
@@ -150,6 +168,37 @@ def problems(rationale: str, view: SessionView, statements: list[_Statement] | N
                            f"({rule.meaning})")
         if _HDFS_PHRASES.search(rationale):
             out.append("foreign: HDFS lifecycle phrases about a session of another system")
+    elif rationale:
+        out += _hdfs_problems(rationale, view)
+    return out
+
+
+def _hdfs_problems(rationale: str, view: SessionView) -> list[str]:
+    """What the HDFS knowledge base refutes in ``rationale``: walk roles, the tally, receive-start pairs."""
+    out = []
+    walk = hdfs_walk(view)
+    tag_of = {e.split(" ", 2)[0]: e.split(" ", 2)[2] for e in walk}
+    for m in _WALK_ENTRY.finditer(rationale):
+        ref, said = f"L{int(m.group(1))}", m.group(2)
+        want = tag_of.get(ref)
+        if want is None or want == "ignored text":
+            continue
+        if (said == "ERROR") != want.startswith("ERROR ") or (said != "ERROR" and said != want):
+            out.append(f"role: says {ref} is {said!r}, the knowledge base reads it as {want!r}")
+    roles = hdfs_roles(view)
+    want_tally = tally(roles, walk)
+    for m in _TALLY.finditer(rationale):
+        if m.group(0) + "." != want_tally:
+            out.append(f"tally: says {m.group(0)!r}, the session's is {want_tally!r}")
+    errors = error_rows(walk)
+    for m in _ERRORS.finditer(rationale):  # the short form of models trained before one tally form: its one number
+        if int(m.group(1)) != errors:
+            out.append(f"tally: says {m.group(0)!r}, the session has {errors} error lines")
+    starts = roles.get("write_start", ("", 0))[1]
+    ends = {roles.get(r, ("", 0))[1] for r in ("write_done", "responder_done", "stored")}
+    for m in _PAIR.finditer(rationale):
+        if int(m.group(1)) != starts or int(m.group(2)) not in ends:
+            out.append(f"pair: says {m.group(0)!r}, the session has {starts} starts and completions {sorted(ends)}")
     return out
 
 

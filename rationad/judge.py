@@ -11,6 +11,12 @@ for it: the walk through the rows and the lifecycle tally, written from the know
 template judged by a model trained with ``+rule`` gets its rule sentence; the model writes the rest and the answer.
 The verdict cache keys such an entry on that start too.
 
+A rationale with a statement its session refutes (``rationad.faithful.problems``: a count, a quote, an HDFS tally or
+receive-start pair that is not the session's) is written again, once, like a malformed answer; the second is kept
+when code refutes fewer of its statements, else the first (its problems are counted and carried in the event). The
+0.3.2 model wrote "3 receive starts but 2 completions" under a tally of 3 received on a few unseen HDFS orders; a
+sampled second try seldom repeats it.
+
 Each judgement carries the model's ``score`` (P(anomalous) at the answer word, ``rationad.answer.answer_score``) of
 the completion it kept; the verdict cache stores it beside the completion, so a cache hit has the score of the call
 that made the entry. The threshold that turns a score into the event's verdict is applied where the output is made
@@ -35,7 +41,7 @@ from rationad.cache import VerdictCache
 from rationad.config import ModelConfig
 from rationad.events import ModelInfo
 from rationad.facts import evidence, rule_evidence
-from rationad.faithful import checked
+from rationad.faithful import checked, problems
 from rationad.hdfs_kb import hdfs_templates
 from rationad.metrics import Metrics
 from rationad.model.base import Completion, ModelClient, gather_all
@@ -153,8 +159,7 @@ class Judge:
         # The index the model was trained with (its manifest names it), else none: the prompt served is the trained one.
         self.neighbours = neighbours if neighbours is not None else for_model((cfg.adapter, cfg.path))
         template_rules()  # the vocabulary served rationales are checked against: a bad file fails here, naming it
-        if self.write_walk:
-            hdfs_templates()  # the knowledge base the walks are written from: likewise
+        hdfs_templates()  # the knowledge base HDFS walks are written from and HDFS rationales checked against: likewise
         self.cfg = cfg
         self.source = source
         self.cache = cache
@@ -310,7 +315,32 @@ class Judge:
                     if parse_completion(c.text, views[i]).ok:
                         done[i] = c
                     attempts[i] += 1
+        if self.malformed_retries:
+            await self._rewrite_refuted(views, done, attempts)
         return [(c.text, c.score, n) for c, n in zip(done, attempts, strict=True)]
+
+    async def _rewrite_refuted(self, views: list[SessionView], done: list[Completion], attempts: list[int]) -> None:
+        """Write again, in place, the completions of ``done`` whose rationale states something its session refutes
+        (sampled at the malformed retry's temperature, narrowed to the session's line ids): the second is kept when it
+        parses and code refutes fewer of its statements (and it cites no more absent lines), else the first."""
+        def flaws(v: SessionView, c: Completion) -> tuple[int, int] | None:
+            a = parse_completion(c.text, v)
+            return (len(problems(a.rationale, v)), len(a.ungrounded_refs)) if a.ok else None
+
+        first = {i: f for i, (v, c) in enumerate(zip(views, done, strict=True))
+                 if (f := flaws(v, c)) is not None and f[0]}
+        if not first:
+            return
+        again = await self._generate([views[i] for i in first], MALFORMED_RETRY_TEMPERATURE, narrow=True)
+        await self._close_cut([views[i] for i in first], again)
+        for i, c in zip(first, again, strict=True):
+            attempts[i] += 1
+            second = flaws(views[i], c)
+            kept = second is not None and second[0] < first[i][0] and second[1] <= first[i][1]
+            if kept:
+                done[i] = c
+            if self.metrics is not None:
+                self.metrics.rationales_rewritten.labels("second" if kept else "first").inc()
 
     async def _close_cut(self, views: list[SessionView], done: list[Completion]) -> None:
         """Answer in place the completions of ``done`` that ran past ``max_new_tokens`` before their answer: the

@@ -89,6 +89,10 @@ class Metrics:
         self.rationale_problems = Counter(
             "rationad_rationale_problems_total", "Statements of rationales the session refutes (rationad.faithful), "
             "by kind: count, quote, severity, neighbour, foreign, training_only, loop", ["kind"], registry=r)
+        self.rationales_rewritten = Counter(
+            "rationad_rationales_rewritten_total",
+            "Rationales with a statement the session refutes, written again once: by which was served (second: it had fewer refuted statements; first: the first)", ["served"],
+            registry=r)
         self.dlq_records = Counter(
             "rationad_dlq_records_total", "Records and sessions sent to the dead-letter topic", ["reason"], registry=r
         )

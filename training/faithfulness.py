@@ -1,14 +1,8 @@
 """Faithfulness of rationales (issue 16, item 5): the share whose checkable statements agree with the session.
 
-``rationad.faithful`` checks what any session can confirm (counts, quoted words, failure claims, foreign phrases,
-training-only sentences). For HDFS sessions this adds what the knowledge base (``rationad.hdfs_kb``) knows, the same
-code that writes the training rationales (``training.rationales``):
-
-- **roles**: a walk entry ``L2 x3 received`` must name the row's role as the knowledge base reads its template (an
-  ``ERROR ...`` entry an error row, and a lifecycle or routine tag that row's tag);
-- **tally**: ``Starts 3, received 2, acknowledged 2, registered 2; error lines 1.`` must be the session's counts (and
-  ``Error lines 1.``, the short form models released before 2026-12-05 write without receive starts, its error rows);
-- **pairs**: ``3 receive starts but 1 completions`` must be the session's starts and one of its completion counts.
+The checks are the daemon's (``rationad.faithful.problems``: what any session can confirm, and for HDFS sessions what
+the knowledge base knows: walk roles, the tally, receive-start pairs), so that what the evaluation counts as refuted is
+what the judge writes again before it serves a rationale.
 
 Used by the evaluation (``faithful_rate`` per set), the GRPO grounding reward (a penalty per problem) and the release
 gate (a candidate must not be less faithful than the released model).
@@ -16,49 +10,13 @@ gate (a candidate must not be less faithful than the released model).
 
 from __future__ import annotations
 
-import re
-
-from rationad.faithful import problems as session_problems
+from rationad.faithful import problems as _problems
 from rationad.prompt import SessionView
-from rationad.facts import WALK_TAGS, error_rows, hdfs_roles, hdfs_walk, tally
-
-_TAGS = "|".join(re.escape(t) for t in sorted(set(WALK_TAGS.values()) | {"unknown", "ignored text"}, key=len,
-                                              reverse=True))
-_WALK_ENTRY = re.compile(rf"\bL(\d{{1,4}}) x\d+ (ERROR\b|{_TAGS})")
-_TALLY = re.compile(r"\bStarts (\d+), received (\d+), acknowledged (\d+), registered (\d+); error lines (\d+)")
-_ERRORS = re.compile(r"\bError lines (\d+)")
-_PAIR = re.compile(r"\b(\d+) receive starts but (\d+) completions")
 
 
 def problems(rationale: str, view: SessionView) -> list[str]:
     """Every statement of ``rationale`` the session (and for HDFS the knowledge base) refutes."""
-    out = session_problems(rationale, view)
-    if view.source != "hdfs" or not rationale:
-        return out
-    walk = hdfs_walk(view)
-    tag_of = {e.split(" ", 2)[0]: e.split(" ", 2)[2] for e in walk}
-    for m in _WALK_ENTRY.finditer(rationale):
-        ref, said = f"L{int(m.group(1))}", m.group(2)
-        want = tag_of.get(ref)
-        if want is None or want == "ignored text":
-            continue
-        if (said == "ERROR") != want.startswith("ERROR ") or (said != "ERROR" and said != want):
-            out.append(f"role: says {ref} is {said!r}, the knowledge base reads it as {want!r}")
-    roles = hdfs_roles(view)
-    want_tally = tally(roles, walk)
-    for m in _TALLY.finditer(rationale):
-        if m.group(0) + "." != want_tally:
-            out.append(f"tally: says {m.group(0)!r}, the session's is {want_tally!r}")
-    errors = error_rows(walk)
-    for m in _ERRORS.finditer(rationale):  # the short form of models trained before one tally form: its one number
-        if int(m.group(1)) != errors:
-            out.append(f"tally: says {m.group(0)!r}, the session has {errors} error lines")
-    starts = roles.get("write_start", ("", 0))[1]
-    ends = {roles.get(r, ("", 0))[1] for r in ("write_done", "responder_done", "stored")}
-    for m in _PAIR.finditer(rationale):
-        if int(m.group(1)) != starts or int(m.group(2)) not in ends:
-            out.append(f"pair: says {m.group(0)!r}, the session has {starts} starts and completions {sorted(ends)}")
-    return out
+    return _problems(rationale, view)
 
 
 def faithful(rationale: str, view: SessionView) -> bool:

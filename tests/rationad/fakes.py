@@ -14,8 +14,10 @@ from aiokafka.structs import TopicPartition
 
 from rationad.model.base import Completion, approx_token_count
 
-NORMAL = "<think>L1 x1 routine line; nothing failed.</think>\n<answer>normal</answer>"
-ANOMALOUS = "<think>L1 x1 ERROR line: the operation failed.</think>\n<answer>anomalous</answer>"
+# No count and no HDFS walk entry ("L1 x1 routine"): the session or the knowledge base would refute one of the fakes'
+# many lines, and the judge write the answer again.
+NORMAL = "<think>L1: routine line; nothing failed.</think>\n<answer>normal</answer>"
+ANOMALOUS = "<think>L1: ERROR line: the operation failed.</think>\n<answer>anomalous</answer>"
 
 
 @dataclass

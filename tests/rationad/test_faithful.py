@@ -101,11 +101,11 @@ def test_a_list_that_goes_round_inside_one_sentence_is_a_loop():
     # listed again and again until the budget cut it.
     eleven = [f"stage {chr(97 + n)} of the block done" for n in range(11)]
     view = build_view("hdfs", eleven)
-    walk = ", ".join(f"L{n} x1 routine" for n in range(1, 12))
+    walk = ", ".join(f"L{n} x1 unknown" for n in range(1, 12))  # no template of the knowledge base
     refs = ", ".join(f"L{n}" for n in range(1, 12))
     found = problems(f"{walk}, {refs}, {refs}, {refs}, L1, L2 …", view)
     assert [p.split(":")[0] for p in found] == ["loop"] and "'L1, L2, L3' written 3 times" in found[0]
-    found = problems(", ".join(["L10 x1 routine"] * 6) + " …", view)  # one clause over and over
+    found = problems(", ".join(["L10 x1 unknown"] * 6) + " …", view)  # one clause over and over
     assert [p.split(":")[0] for p in found] == ["loop"]
     # Review (2026-12-06): a log line quoted whole repeats itself ("(1) iar {*}, dear {*} (2) iar {*}, dear {*} ..."
     # of BGL); the rationale quoting it does not go round.

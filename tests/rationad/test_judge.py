@@ -149,8 +149,8 @@ async def test_a_repair_cut_off_by_the_token_budget_keeps_the_well_formed_ungrou
     # A walk past the session's last row cites L25 in a 1-line session; regenerated under the session's line ids, the
     # model runs out of max_new_tokens with nothing complete to answer from (a cut with a complete sentence or clause
     # is answered, below): the event keeps the first answer, flagged.
-    bad_ref = "<think>L1 x1 routine, L25 x1 routine. No failure signal: normal.</think>\n<answer>normal</answer>"
-    model = ScriptedModel([bad_ref, "<think>L1 x1 rou"])
+    bad_ref = "<think>L1 x1 unknown, L25 x1 unknown. No failure signal: normal.</think>\n<answer>normal</answer>"
+    model = ScriptedModel([bad_ref, "<think>L1 x1 unk"])
     (j,) = await Judge(model, ModelConfig(), "hdfs").judge_many([session("one", ["a"])])
     assert len(model.calls) == 2 and model.calls[1][2] != model.calls[0][2]  # the repair ran, narrowed
     assert (j.answer.verdict, j.answer.ungrounded_refs, j.attempts) == ("normal", ("L25",), 2)
@@ -201,11 +201,11 @@ async def test_a_cut_rationale_without_a_complete_sentence_is_retried_then_malfo
 
 
 async def test_a_repair_cut_by_the_token_budget_is_closed_and_grounded():
-    bad_ref = "<think>L1 x1 routine. L25 x1 routine.</think>\n<answer>normal</answer>"
-    model = ScriptedModel([bad_ref, "<think>L1 x1 routine. No failure. L1 x1 rou", "normal</answer>"])
+    bad_ref = "<think>L1 x1 unknown. L25 x1 unknown.</think>\n<answer>normal</answer>"
+    model = ScriptedModel([bad_ref, "<think>L1 x1 unknown. No failure. L1 x1 unk", "normal</answer>"])
     (j,) = await Judge(model, ModelConfig(), "hdfs").judge_many([session("one", ["a"])])
     assert (j.answer.verdict, j.answer.ungrounded_refs, j.attempts) == ("normal", (), 2)
-    assert j.answer.rationale == "L1 x1 routine. No failure." + CUT_MARK
+    assert j.answer.rationale == "L1 x1 unknown. No failure." + CUT_MARK
 
 
 async def test_a_rationale_is_served_checked_and_without_training_only_sentences():
@@ -368,9 +368,10 @@ async def test_a_model_trained_with_rule_sentences_continues_the_one_the_daemon_
     assert plain.conversations[0][0][0][-1]["role"] == "user"
 
 
-def test_a_broken_knowledge_base_fails_at_start_for_a_model_that_is_given_walks(tmp_path, monkeypatch):
+def test_a_broken_knowledge_base_fails_at_start(tmp_path, monkeypatch):
     """Found by review: the HDFS knowledge base was first read at the first HDFS judgement, so a missing or corrupt
-    file dead-lettered every HDFS session as a poison one instead of failing the start, naming the file."""
+    file dead-lettered every HDFS session as a poison one instead of failing the start, naming the file. Every judge
+    reads it (HDFS rationales are checked against it, whoever wrote their walk)."""
     from rationad import hdfs_kb
 
     monkeypatch.setattr(hdfs_kb, "KB_FILE", tmp_path / "missing.json")
@@ -379,7 +380,53 @@ def test_a_broken_knowledge_base_fails_at_start_for_a_model_that_is_given_walks(
     try:
         with pytest.raises(hdfs_kb.KnowledgeError, match="missing.json"):
             Judge(ScriptedModel([]), ModelConfig(), "hdfs", write_walk=True)
-        Judge(ScriptedModel([]), ModelConfig(), "hdfs", write_walk=False)  # a model that writes its own walk
+        with pytest.raises(hdfs_kb.KnowledgeError, match="missing.json"):
+            Judge(ScriptedModel([]), ModelConfig(), "hdfs", write_walk=False)  # a model that writes its own walk
     finally:
         hdfs_kb._data.cache_clear()
         hdfs_kb.hdfs_templates.cache_clear()
+
+
+HDFS_START = "INFO dfs.DataNode$DataXceiver: Receiving block blk_1 src: /10.0.0.1:5000 dest: /10.0.0.2:50010"
+HDFS_RECEIVED = "INFO dfs.DataNode$PacketResponder: Received block blk_1 of size 67108864 from /10.0.0.1"
+HDFS_REDUNDANT = ("WARN dfs.FSNamesystem: BLOCK* NameSystem.addStoredBlock: Redundant addStoredBlock request received "
+                  "for blk_1 on 10.0.0.2:50010 size 67108864")
+
+
+async def test_a_rationale_the_session_refutes_is_written_again_and_the_truer_one_served():
+    """0.3.2 on unseen HDFS orders (evaluation of 2026-12-06): "L1 and L4: 3 receive starts but 2 completions" under
+    a tally of 3 received. Such a rationale was served as written; now it is written again once (sampled, narrowed
+    to the session's lines), and the one code refutes less of is served."""
+    lines = [HDFS_START] * 3 + [HDFS_RECEIVED] * 3
+    false_pair = "<think>L1 and L2: 3 receive starts but 2 completions: a replica was never fully received.</think>\n" \
+                 "<answer>anomalous</answer>"
+    true_pair = "<think>L1 and L2: 3 receive starts and 3 completions: every replica was received.</think>\n" \
+                "<answer>normal</answer>"
+    metrics = Metrics()
+    model = ScriptedModel([false_pair, true_pair])
+    judge = Judge(model, ModelConfig(), "hdfs", cache=VerdictCache(10), metrics=metrics, write_walk=False)
+    [j] = await judge.judge_many([session("blk_1", lines)])
+    assert len(model.calls) == 2 and model.calls[1][1] > 0 and model.calls[1][2] != model.calls[0][2]
+    assert (j.answer.verdict, j.answer.problems, j.attempts) == ("normal", (), 2)
+    assert metrics.rationales_rewritten.labels("second")._value.get() == 1
+    # A second try no truer than the first: the first is served, its problem carried.
+    model = ScriptedModel([false_pair, false_pair.replace("L1 and L2", "L2 and L1")])
+    judge = Judge(model, ModelConfig(), "hdfs", metrics=metrics, write_walk=False)
+    [j] = await judge.judge_many([session("blk_2", lines)])
+    assert j.attempts == 2 and j.answer.rationale.startswith("L1 and L2")
+    assert [p.split(":")[0] for p in j.answer.problems] == ["pair"]
+    assert metrics.rationales_rewritten.labels("first")._value.get() == 1
+    # Nothing refuted: one call.
+    model = ScriptedModel([true_pair])
+    [j] = await Judge(model, ModelConfig(), "hdfs", write_walk=False).judge_many([session("blk_3", lines)])
+    assert len(model.calls) == 1 and j.attempts == 1
+
+
+async def test_the_walk_and_tally_the_knowledge_base_refutes_are_problems_of_the_served_answer():
+    """The HDFS checks (roles, tally, pairs) were the evaluation's only (``training.faithfulness``): the daemon served
+    a tally that was not the session's without counting it in ``rationale_problems``."""
+    wrong = "<think>L1 x1 receive start, L2 x1 ERROR redundant addStoredBlock. Starts 2, received 2, acknowledged 0, " \
+            "registered 0; error lines 1.</think>\n<answer>anomalous</answer>"
+    judge = Judge(ScriptedModel([wrong, wrong]), ModelConfig(), "hdfs", write_walk=False)
+    [j] = await judge.judge_many([session("blk_4", [HDFS_START, HDFS_REDUNDANT])])
+    assert [p.split(":")[0] for p in j.answer.problems] == ["tally"]
