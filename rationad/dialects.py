@@ -2,8 +2,8 @@
 
 ``make_parser(input_cfg)`` builds the parser for a dialect and a record format:
 
-- format ``text``: the value is UTF-8 text (strict) holding one log line, or several separated by ``\\n``
-  (a trailing newline, a ``\\r`` before it and blank lines are ignored). A record with a bad line is rejected
+- format ``text``: the value is UTF-8 text (strict) holding one log line, or several ended by ``\\n``, ``\\r\\n`` or
+  ``\\r`` alone (a trailing line end and blank lines are ignored). A record with a bad line is rejected
   whole, with the line's number in the detail, so the dead-letter topic keeps it intact; so is a record of more
   than ``max_lines_per_record`` non-blank lines (``too_many_lines``). Parsing is linear in the record's size: the
   lines continuing an entry are joined once, when the entry ends.
@@ -44,6 +44,8 @@ import orjson
 
 from rationad.config import ConfigError, InputConfig
 from rationad.records import LogLine
+
+_LINE_END = re.compile(r"\r\n|\r|\n")  # a lone \r ends a line too: it was one line holding every entry after it
 
 SOURCES = ("hdfs", "bgl", "generic")
 BGL_STREAM_KEY = "stream"
@@ -287,8 +289,7 @@ class Parser:
             if not text.strip():
                 raise BadRecord("empty", "record holds only blank space")
             return self._line(text, None, None, text, topic, partition, offset)
-        lines = [ln.rstrip("\r") for ln in text.split("\n")]
-        lines = [ln for ln in lines if ln.strip()]
+        lines = [ln for ln in _LINE_END.split(text) if ln.strip()]
         if not lines:
             raise BadRecord("empty", "record holds only blank lines")
         if len(lines) > self.max_lines_per_record:

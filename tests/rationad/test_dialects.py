@@ -121,6 +121,19 @@ def test_multi_line_record_yields_every_line_and_continuation_lines_join_the_ent
     assert "line 1 of 2" in exc.value.detail
 
 
+def test_a_record_of_lines_ended_by_a_carriage_return_alone_yields_each_line():
+    """Found in review: lines ended by ``\r`` alone (classic Mac endings, some Windows tools' progress output) were one
+    line holding every entry, keyed by the first block id: the other blocks' lines were judged in the wrong session."""
+    p = parser(dialect="hdfs")
+    value = f"{HDFS_LINE}\r081109 203807 222 INFO dfs.X: blk_-6952 done\r\r".encode()
+    lines = p.parse(value, offset=3)
+    assert [x.key for x in lines] == ["blk_38865049064139660", "blk_-6952"]
+    assert all("\r" not in x.raw and "\r" not in x.message for x in lines)
+    # mixed endings: each a line boundary once
+    value = f"{HDFS_LINE}\r\n081109 203807 222 INFO dfs.X: blk_-6952 done\r081109 203808 222 INFO dfs.X: blk_7 x\n"
+    assert [x.key for x in p.parse(value.encode())] == ["blk_38865049064139660", "blk_-6952", "blk_7"]
+
+
 # ---- bgl and other Loghub-labelled logs ----------------------------------------------------------------------------
 
 
