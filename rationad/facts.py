@@ -98,9 +98,16 @@ def evidence(view: SessionView) -> str | None:
     # a row shown with text that addresses the model masked in it, and no template of the knowledge base: "ignored
     # text", as the injection-hardening rows of training call it
     walk = hdfs_walk(view, tuple(r.ref for r in view.rows if r.injected and match_hdfs(r.template) is None))
-    counts = tally(hdfs_roles(view), walk)
+    start = walk_start(walk, tally(hdfs_roles(view), walk))
+    return f"<think>{start}" if start else None
+
+
+def walk_start(walk: list[str], counts: str) -> str | None:
+    """The walk, without the entries ``fit_walk`` drops to leave ``CONCLUSION_CHARS`` after the tally, and the tally:
+    how an HDFS analysis starts, served (``evidence``) and trained (``training.rationales``) alike, whatever the
+    conclusion after it (None: no walk)."""
     kept = fit_walk(walk, len(counts) + 1 + CONCLUSION_CHARS)
-    return f"<think>{', '.join(kept)}. {counts}" if kept else None
+    return f"{', '.join(kept)}. {counts}" if kept else None
 
 
 def neighbour_sentence(view: SessionView) -> str | None:
