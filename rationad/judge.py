@@ -12,10 +12,12 @@ template judged by a model trained with ``+rule`` gets its rule sentence; the mo
 The verdict cache keys such an entry on that start too.
 
 A rationale with a statement its session refutes (``rationad.faithful.problems``: a count, a quote, an HDFS tally or
-receive-start pair that is not the session's) is written again, once, like a malformed answer; the second is kept
-when code refutes fewer of its statements, else the first (its problems are counted and carried in the event). The
-0.3.2 model wrote "3 receive starts but 2 completions" under a tally of 3 received on a few unseen HDFS orders; a
-sampled second try seldom repeats it.
+receive-start pair that is not the session's) is written again, once, sampled like a malformed answer's retry but
+held to the first answer's verdict; the second is served when code refutes fewer of its statements, else the first
+(its problems are counted and carried in the event). Either way the verdict and the score are the first answer's:
+the thresholds were chosen on those, and a rewrite changes what the event explains, never what it decides. The 0.3.2
+model wrote "3 receive starts but 2 completions" under a tally of 3 received on a few unseen HDFS orders; a sampled
+second try seldom repeats it.
 
 Each judgement carries the model's ``score`` (P(anomalous) at the answer word, ``rationad.answer.answer_score``) of
 the completion it kept; the verdict cache stores it beside the completion, so a cache hit has the score of the call
@@ -127,6 +129,16 @@ def model_info(cfg: ModelConfig, client_name: str) -> ModelInfo:
         or f"{cfg.server_url}|{client_name}"
     return ModelInfo(name=client_name, version="unversioned-" + hashlib.sha256(where.encode()).hexdigest()[:12],
                      prompt_version=prompt)
+
+
+ANSWER_WORDS = "<answer>(normal|anomalous)</answer>"
+
+
+def held_to(regex: str, verdict: str) -> str:
+    """``regex`` (one of the answer regexes, which end with ``ANSWER_WORDS``) with its answer word held to
+    ``verdict``."""
+    assert regex.endswith(ANSWER_WORDS) and verdict in ("normal", "anomalous"), (regex, verdict)
+    return regex.removesuffix(ANSWER_WORDS) + f"<answer>{verdict}</answer>"
 
 
 class Judge:
@@ -321,24 +333,26 @@ class Judge:
 
     async def _rewrite_refuted(self, views: list[SessionView], done: list[Completion], attempts: list[int]) -> None:
         """Write again, in place, the completions of ``done`` whose rationale states something its session refutes
-        (sampled at the malformed retry's temperature, narrowed to the session's line ids): the second is kept when it
-        parses and code refutes fewer of its statements (and it cites no more absent lines), else the first."""
-        def flaws(v: SessionView, c: Completion) -> tuple[int, int] | None:
+        (sampled at the malformed retry's temperature, narrowed to the session's line ids, held to the first answer's
+        verdict): the second is kept, with the first's score, when it parses to that verdict and code refutes fewer of
+        its statements (and it cites no more absent lines), else the first."""
+        def flaws(v: SessionView, c: Completion) -> tuple[str, int, int] | None:
             a = parse_completion(c.text, v)
-            return (len(problems(a.rationale, v)), len(a.ungrounded_refs)) if a.ok else None
+            return (a.verdict, len(problems(a.rationale, v)), len(a.ungrounded_refs)) if a.ok else None
 
         first = {i: f for i, (v, c) in enumerate(zip(views, done, strict=True))
-                 if (f := flaws(v, c)) is not None and f[0]}
+                 if (f := flaws(v, c)) is not None and f[1]}
         if not first:
             return
-        again = await self._generate([views[i] for i in first], MALFORMED_RETRY_TEMPERATURE, narrow=True)
+        again = await self._generate([views[i] for i in first], MALFORMED_RETRY_TEMPERATURE, narrow=True,
+                                     answers=[f[0] for f in first.values()])
         await self._close_cut([views[i] for i in first], again)
         for i, c in zip(first, again, strict=True):
             attempts[i] += 1
-            second = flaws(views[i], c)
-            kept = second is not None and second[0] < first[i][0] and second[1] <= first[i][1]
+            was, second = first[i], flaws(views[i], c)
+            kept = second is not None and second[0] == was[0] and second[1] < was[1] and second[2] <= was[2]
             if kept:
-                done[i] = c
+                done[i] = replace(c, score=done[i].score)
             if self.metrics is not None:
                 self.metrics.rationales_rewritten.labels("second" if kept else "first").inc()
 
@@ -362,12 +376,13 @@ class Judge:
                 self.metrics.rationales_cut.inc()
 
     async def _generate(self, views: list[SessionView], temperature: float, *, narrow: bool = False,
-                        prefixes: list[str] | None = None) -> list[Completion]:
+                        prefixes: list[str] | None = None, answers: list[str] | None = None) -> list[Completion]:
         """Completions in ``views`` order, constrained to ``ANSWER_REGEX`` (one compiled regex for every session) or,
         with ``narrow``, to ``answer_regex`` of each session's line ids (one request group per distinct id set).
         An answer given its start (``start``: an HDFS walk and tally, a template's rule sentence) continues it, under
         the same regexes' rest (``continued_regex``). With ``prefixes``, each view's answer continues its prefix
-        (``close_cut_thought``, which holds any start) for a few tokens, constrained to ``CLOSE_REGEX``."""
+        (``close_cut_thought``, which holds any start) for a few tokens, constrained to ``CLOSE_REGEX``. With
+        ``answers``, each view's answer word is held to its own (``normal`` or ``anomalous``)."""
         given = prefixes if prefixes else [self.start(v) for v in views]
         groups: dict[str | None, list[int]] = {}
         for i, v in enumerate(views):
@@ -377,6 +392,8 @@ class Judge:
                 opened = given[i]
                 regex = (CLOSE_REGEX if prefixes else continued_regex(opened, refs) if opened
                          else answer_regex(refs) if refs is not None else ANSWER_REGEX)
+                if answers is not None:
+                    regex = held_to(regex, answers[i])
             groups.setdefault(regex, []).append(i)
 
         def messages(i: int) -> list[dict[str, str]]:

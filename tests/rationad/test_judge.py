@@ -31,9 +31,14 @@ class ScriptedModel:
         self.calls.append((len(conversations), temperature, regex))
         self.conversations.append((conversations, max_tokens))
         await asyncio.sleep(self.delay)
-        # a conversation ending with an assistant message is continued (rationad.model.base.continued)
-        return [Completion(continued(c) + (self.replies.pop(0) if self.replies else "garbage"), 1, 1)
-                for c in conversations]
+        # a conversation ending with an assistant message is continued (rationad.model.base.continued); a reply may
+        # be (text, score)
+        out = []
+        for c in conversations:
+            reply = self.replies.pop(0) if self.replies else "garbage"
+            text, score = reply if isinstance(reply, tuple) else (reply, None)
+            out.append(Completion(continued(c) + text, 1, 1, score))
+        return out
 
     async def check_health(self):
         return True
@@ -394,30 +399,37 @@ HDFS_REDUNDANT = ("WARN dfs.FSNamesystem: BLOCK* NameSystem.addStoredBlock: Redu
 
 
 async def test_a_rationale_the_session_refutes_is_written_again_and_the_truer_one_served():
-    """0.3.2 on unseen HDFS orders (evaluation of 2026-12-06): "L1 and L4: 3 receive starts but 2 completions" under
+    """0.3.2 on unseen HDFS orders (evaluation of 2026-12-06): "L1 and L2: 3 receive starts but 2 completions" under
     a tally of 3 received. Such a rationale was served as written; now it is written again once (sampled, narrowed
-    to the session's lines), and the one code refutes less of is served."""
+    to the session's lines, held to the first answer's verdict), and the one code refutes less of is served, with the
+    first answer's verdict and score (the thresholds were chosen on those)."""
     lines = [HDFS_START] * 3 + [HDFS_RECEIVED] * 3
     false_pair = "<think>L1 and L2: 3 receive starts but 2 completions: a replica was never fully received.</think>\n" \
                  "<answer>anomalous</answer>"
-    true_pair = "<think>L1 and L2: 3 receive starts and 3 completions: every replica was received.</think>\n" \
-                "<answer>normal</answer>"
+    true_one = "<think>L1 and L2: 3 receive starts and 3 completions, yet blocks like it failed.</think>\n" \
+               "<answer>anomalous</answer>"
     metrics = Metrics()
-    model = ScriptedModel([false_pair, true_pair])
+    model = ScriptedModel([(false_pair, 0.9), (true_one, 0.4)])
     judge = Judge(model, ModelConfig(), "hdfs", cache=VerdictCache(10), metrics=metrics, write_walk=False)
     [j] = await judge.judge_many([session("blk_1", lines)])
     assert len(model.calls) == 2 and model.calls[1][1] > 0 and model.calls[1][2] != model.calls[0][2]
-    assert (j.answer.verdict, j.answer.problems, j.attempts) == ("normal", (), 2)
+    assert model.calls[1][2].endswith("<answer>anomalous</answer>")  # held to the first answer's verdict
+    assert (j.answer.verdict, j.answer.problems, j.attempts, j.score) == ("anomalous", (), 2, 0.9)
+    assert j.answer.rationale.startswith("L1 and L2: 3 receive starts and 3 completions")
     assert metrics.rationales_rewritten.labels("second")._value.get() == 1
-    # A second try no truer than the first: the first is served, its problem carried.
-    model = ScriptedModel([false_pair, false_pair.replace("L1 and L2", "L2 and L1")])
-    judge = Judge(model, ModelConfig(), "hdfs", metrics=metrics, write_walk=False)
-    [j] = await judge.judge_many([session("blk_2", lines)])
-    assert j.attempts == 2 and j.answer.rationale.startswith("L1 and L2")
-    assert [p.split(":")[0] for p in j.answer.problems] == ["pair"]
-    assert metrics.rationales_rewritten.labels("first")._value.get() == 1
+    # A second try no truer than the first, or (a model not held by a regex) with another verdict: the first is
+    # served, its problem carried.
+    true_normal = true_one.replace("anomalous", "normal")
+    for second, cfg in ((false_pair.replace("L1 and L2", "L2 and L1"), ModelConfig()),
+                        (true_normal, ModelConfig(constrain_output=False))):
+        model = ScriptedModel([false_pair, second])
+        judge = Judge(model, cfg, "hdfs", metrics=metrics, write_walk=False)
+        [j] = await judge.judge_many([session("blk_2", lines)])
+        assert j.attempts == 2 and j.answer.rationale.startswith("L1 and L2: 3 receive starts but 2")
+        assert [p.split(":")[0] for p in j.answer.problems] == ["pair"]
+    assert metrics.rationales_rewritten.labels("first")._value.get() == 2
     # Nothing refuted: one call.
-    model = ScriptedModel([true_pair])
+    model = ScriptedModel([true_one])
     [j] = await Judge(model, ModelConfig(), "hdfs", write_walk=False).judge_many([session("blk_3", lines)])
     assert len(model.calls) == 1 and j.attempts == 1
 

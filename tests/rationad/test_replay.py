@@ -96,17 +96,18 @@ def test_labels_read_a_first_row_of_data_and_refuse_a_key_labelled_both_ways(tmp
         replay.read_labels(f)
 
 
-def test_a_carriage_return_inside_a_line_does_not_split_it(tmp_path):
+def test_a_carriage_return_inside_a_line_keeps_the_line_numbers(tmp_path):
     """Found by review (2026-12-06), failing before its fix: replay read the file with universal newlines, so a lone
-    '\\r' split a line in two there (not in the daemon, which gets the record whole) and shifted every later line
-    number, and the labels given by line number with them."""
+    '\\r' made a file line of its own and shifted every later line number, and the labels given by line number with
+    them. File lines are numbered by '\\n'; a lone '\\r' inside one ends a log line as in the daemon's records
+    (``rationad.dialects``): both of its lines are line 1's."""
     path = tmp_path / "app.log"
     path.write_bytes(b"x\ry\nERROR z\r\n")
     cfg = SessionsConfig(mode="fixed", window_lines=1)
     out = list(replay.sessions_from_log(path, "generic", cfg, InputConfig(dialect="generic"), replay.Skipped(),
                                         labels={"2": "anomalous"}))
     assert [(s.source_id, [ln.message for ln in s.lines], s.label) for s in out] == \
-        [("1", ["x\ry"], None), ("2", ["ERROR z"], "anomalous")]
+        [("1", ["x"], None), ("1", ["y"], None), ("2", ["ERROR z"], "anomalous")]
 
 
 def test_a_key_that_logs_no_more_closes_by_its_gap_as_in_the_daemon(tmp_path):
