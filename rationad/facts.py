@@ -95,11 +95,15 @@ def evidence(view: SessionView) -> str | None:
     another system's view (its rationales have no walk)."""
     if view.source != "hdfs" or not view.rows:
         return None
-    # a row shown with text that addresses the model masked in it, and no template of the knowledge base: "ignored
-    # text", as the injection-hardening rows of training call it
-    walk = hdfs_walk(view, tuple(r.ref for r in view.rows if r.injected and match_hdfs(r.template) is None))
+    walk = hdfs_walk(view, ignored_refs(view))
     start = walk_start(walk, tally(hdfs_roles(view), walk))
     return f"<think>{start}" if start else None
+
+
+def ignored_refs(view: SessionView) -> tuple[str, ...]:
+    """The rows shown with text that addresses the model masked in them and no template of the knowledge base: the
+    walk calls them "ignored text", as the injection-hardening rows of training do."""
+    return tuple(r.ref for r in view.rows if r.injected and match_hdfs(r.template) is None)
 
 
 def walk_start(walk: list[str], counts: str) -> str | None:

@@ -55,7 +55,7 @@ import zlib
 from dataclasses import dataclass, replace
 
 from rationad.answer import CUT_MARK, REF, ParsedAnswer, ref_name
-from rationad.facts import WALK_TAGS, error_rows, hdfs_roles, hdfs_walk, tally
+from rationad.facts import WALK_TAGS, error_rows, hdfs_roles, hdfs_walk, ignored_refs, tally
 from rationad.prompt import SessionView, TemplateRow
 from rationad.template_rules import Rule, match_rule, names_trouble, rule_of_meaning
 
@@ -176,7 +176,7 @@ def problems(rationale: str, view: SessionView, statements: list[_Statement] | N
 def _hdfs_problems(rationale: str, view: SessionView) -> list[str]:
     """What the HDFS knowledge base refutes in ``rationale``: walk roles, the tally, receive-start pairs."""
     out = []
-    walk = hdfs_walk(view)
+    walk = hdfs_walk(view, ignored_refs(view))  # the walk the daemon writes (``rationad.facts.evidence``)
     tag_of = {e.split(" ", 2)[0]: e.split(" ", 2)[2] for e in walk}
     for m in _WALK_ENTRY.finditer(rationale):
         ref, said = f"L{int(m.group(1))}", m.group(2)

@@ -1,8 +1,8 @@
 """The HDFS knowledge base (``data/hdfs_kb.json``): what each Loghub HDFS template means in a block's write lifecycle.
 
-The training side writes its rationales from it (``training.rationales``) and checks served ones against it
-(``training.faithfulness``); the daemon reads it to write the walk through an HDFS session's rows that its
-rationales start with (``rationad.facts``). Templates are matched by their text (Loghub ``<*>`` wildcards) against a
+The training side writes its rationales from it (``training.rationales``); the daemon reads it (every judge, at
+start) to write the walk through an HDFS session's rows that its rationales start with (``rationad.facts``) and to
+check what an HDFS rationale says of its rows (``rationad.faithful``: roles, the tally, receive-start pairs). Templates are matched by their text (Loghub ``<*>`` wildcards) against a
 line's masked template, never by id: the two Loghub numberings disagree.
 """
 

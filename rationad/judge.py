@@ -43,7 +43,7 @@ from rationad.cache import VerdictCache
 from rationad.config import ModelConfig
 from rationad.events import ModelInfo
 from rationad.facts import evidence, rule_evidence
-from rationad.faithful import checked, problems
+from rationad.faithful import checked, problems, unsupported
 from rationad.hdfs_kb import hdfs_templates
 from rationad.metrics import Metrics
 from rationad.model.base import Completion, ModelClient, gather_all
@@ -131,14 +131,14 @@ def model_info(cfg: ModelConfig, client_name: str) -> ModelInfo:
                      prompt_version=prompt)
 
 
-ANSWER_WORDS = "<answer>(normal|anomalous)</answer>"
+ANSWER_WORDS = "(normal|anomalous)</answer>"
 
 
 def held_to(regex: str, verdict: str) -> str:
-    """``regex`` (one of the answer regexes, which end with ``ANSWER_WORDS``) with its answer word held to
-    ``verdict``."""
+    """``regex`` (any regex the judge asks for: the answer regexes and ``CLOSE_REGEX`` all end with ``ANSWER_WORDS``)
+    with its answer word held to ``verdict``."""
     assert regex.endswith(ANSWER_WORDS) and verdict in ("normal", "anomalous"), (regex, verdict)
-    return regex.removesuffix(ANSWER_WORDS) + f"<answer>{verdict}</answer>"
+    return regex.removesuffix(ANSWER_WORDS) + f"{verdict}</answer>"
 
 
 class Judge:
@@ -336,43 +336,55 @@ class Judge:
         (sampled at the malformed retry's temperature, narrowed to the session's line ids, held to the first answer's
         verdict): the second is kept, with the first's score, when it parses to that verdict and code refutes fewer of
         its statements (and it cites no more absent lines), else the first."""
-        def flaws(v: SessionView, c: Completion) -> tuple[str, int, int] | None:
+        def flaws(v: SessionView, c: Completion) -> tuple[tuple[str, bool], int, int] | None:
+            """(what is served: the verdict, and whether it rests on void evidence), refuted statements, absent
+            citations."""
             a = parse_completion(c.text, v)
-            return (a.verdict, len(problems(a.rationale, v)), len(a.ungrounded_refs)) if a.ok else None
+            if not a.ok or a.verdict is None:
+                return None
+            void = a.verdict == "anomalous" and unsupported(a.rationale, v) is not None
+            return (a.verdict, void), len(problems(a.rationale, v)), len(a.ungrounded_refs)
 
         first = {i: f for i, (v, c) in enumerate(zip(views, done, strict=True))
                  if (f := flaws(v, c)) is not None and f[1]}
         if not first:
             return
+        held = [f[0][0] for f in first.values()]
         again = await self._generate([views[i] for i in first], MALFORMED_RETRY_TEMPERATURE, narrow=True,
-                                     answers=[f[0] for f in first.values()])
-        await self._close_cut([views[i] for i in first], again)
+                                     answers=held)
+        await self._close_cut([views[i] for i in first], again, answers=held, count=False)
         for i, c in zip(first, again, strict=True):
             attempts[i] += 1
             was, second = first[i], flaws(views[i], c)
+            # the same served decision (an anomalous answer on void evidence is served normal: that too must hold)
             kept = second is not None and second[0] == was[0] and second[1] < was[1] and second[2] <= was[2]
             if kept:
                 done[i] = replace(c, score=done[i].score)
+                if self.metrics is not None and CUT_MARK + "</think>" in c.text:  # cut, and served
+                    self.metrics.rationales_cut.inc()
             if self.metrics is not None:
                 self.metrics.rationales_rewritten.labels("second" if kept else "first").inc()
 
-    async def _close_cut(self, views: list[SessionView], done: list[Completion]) -> None:
+    async def _close_cut(self, views: list[SessionView], done: list[Completion], *,
+                         answers: list[str] | None = None, count: bool = True) -> None:
         """Answer in place the completions of ``done`` that ran past ``max_new_tokens`` before their answer: the
         rationale is cut at its last complete sentence or clause (``close_cut_thought``; whole when it had closed)
         and the model, given it, writes only the answer (a few tokens, one short request) instead of being asked for
-        the whole completion again."""
+        the whole completion again; with ``answers``, each view's answer held to its own. ``count``: count the cuts
+        in ``rationad_rationales_cut_total`` (a rewrite counts only the one it serves)."""
         prefixes = {i: p for i, (v, c) in enumerate(zip(views, done, strict=True))
                     if (p := close_cut_thought(c.text, v)) is not None}
         if not prefixes:
             return
         closed = await self._generate([views[i] for i in prefixes], self.cfg.temperature,
-                                      prefixes=list(prefixes.values()))
+                                      prefixes=list(prefixes.values()),
+                                      answers=[answers[i] for i in prefixes] if answers is not None else None)
         for i, c in zip(prefixes, closed, strict=True):
             if not parse_completion(c.text, views[i]).ok:
                 continue
             c = replace(c, completion_tokens=c.completion_tokens + done[i].completion_tokens)
             done[i] = c
-            if self.metrics is not None and CUT_MARK + "</think>" in prefixes[i]:  # a rationale was cut (not the word)
+            if count and self.metrics is not None and CUT_MARK + "</think>" in prefixes[i]:  # a rationale was cut (not the word)
                 self.metrics.rationales_cut.inc()
 
     async def _generate(self, views: list[SessionView], temperature: float, *, narrow: bool = False,
