@@ -2,8 +2,9 @@
 
 The training side writes its rationales from it (``training.rationales``); the daemon reads it (every judge, at
 start) to write the walk through an HDFS session's rows that its rationales start with (``rationad.facts``) and to
-check what an HDFS rationale says of its rows (``rationad.faithful``: roles, the tally, receive-start pairs). Templates are matched by their text (Loghub ``<*>`` wildcards) against a
-line's masked template, never by id: the two Loghub numberings disagree.
+check what an HDFS rationale says of its rows (``rationad.faithful``: roles, the tally, receive-start pairs).
+Templates are matched by their text (Loghub ``<*>`` wildcards) against a line's masked template, never by id: the two
+Loghub numberings disagree.
 """
 
 from __future__ import annotations

@@ -384,7 +384,8 @@ class Judge:
                 continue
             c = replace(c, completion_tokens=c.completion_tokens + done[i].completion_tokens)
             done[i] = c
-            if count and self.metrics is not None and CUT_MARK + "</think>" in prefixes[i]:  # a rationale was cut (not the word)
+            # a rationale was cut (not the word)
+            if count and self.metrics is not None and CUT_MARK + "</think>" in prefixes[i]:
                 self.metrics.rationales_cut.inc()
 
     async def _generate(self, views: list[SessionView], temperature: float, *, narrow: bool = False,

@@ -88,12 +88,12 @@ class Metrics:
             "masked (or withheld, a line with nothing else) before it read them, by family", ["family"], registry=r)
         self.rationale_problems = Counter(
             "rationad_rationale_problems_total", "Statements of rationales the session refutes (rationad.faithful), "
-            "by kind: count, quote, meaning, severity, unsupported, neighbour, foreign, training_only, loop, and for HDFS "
-            "role, tally, pair", ["kind"], registry=r)
+            "by kind: count, quote, meaning, severity, unsupported, neighbour, foreign, training_only, loop, and for "
+            "HDFS role, tally, pair", ["kind"], registry=r)
         self.rationales_rewritten = Counter(
             "rationad_rationales_rewritten_total",
-            "Rationales with a statement the session refutes, written again once: by which was served (second: it had fewer refuted statements; first: the first)", ["served"],
-            registry=r)
+            "Rationales with a statement the session refutes, written again once: by which was served (second: it had "
+            "fewer refuted statements; first: the first)", ["served"], registry=r)
         self.dlq_records = Counter(
             "rationad_dlq_records_total", "Records and sessions sent to the dead-letter topic", ["reason"], registry=r
         )
