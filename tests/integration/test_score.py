@@ -120,3 +120,25 @@ async def test_the_real_model_continues_the_walk_the_daemon_writes(vllm_server):
         assert j.score is not None and j.verdict_at(0.5) == j.answer.verdict, (j.answer.raw, j.score)
     assert got[0].answer.verdict == own[0].answer.verdict == "normal"
     assert got[2].answer.verdict == own[2].answer.verdict == "anomalous"
+
+
+async def test_the_real_server_holds_a_rewrite_to_the_verdict_it_is_given(vllm_server):
+    """A rationale code refutes is written again held to the first answer's verdict (``rationad.judge.held_to``):
+    on the real server the held regexes compile and hold, even against what the model would answer (a whole
+    lifecycle held to anomalous, a failed write to normal), for a whole answer after the daemon's walk and for the
+    answer word closing a cut rationale."""
+    from rationad.answer import parse_completion
+
+    cfg, client = await started_client(vllm_server, max_new_tokens=256)
+    try:
+        judge = Judge(client, cfg, "hdfs", cache=None)
+        views = [judge.view(session(i, s)) for i, s in enumerate([LIFECYCLE, SESSIONS[1]])]
+        held = ["anomalous", "normal"]
+        written = await judge._generate(views, 0.7, narrow=True, answers=held)
+        closed = await judge._generate(views, 0.0, prefixes=["<think>L1 shows a block." + CUT_MARK + "</think>\n"
+                                                             "<answer>"] * 2, answers=held)
+    finally:
+        await client.aclose()
+    print("held:", [c.text for c in written], [c.text for c in closed])
+    assert [parse_completion(c.text, v).verdict for c, v in zip(written, views, strict=True)] == held
+    assert [c.text.rsplit("<answer>", 1)[1] for c in closed] == [f"{h}</answer>" for h in held]
