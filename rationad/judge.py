@@ -13,8 +13,9 @@ The verdict cache keys such an entry on that start too.
 
 A rationale with a statement its session refutes (``rationad.faithful.problems``: a count, a quote, an HDFS tally or
 receive-start pair that is not the session's) is written again, once, sampled like a malformed answer's retry but
-held to the first answer's verdict; the second is served when code refutes fewer of its statements, else the first
-(its problems are counted and carried in the event). Either way the verdict and the score are the first answer's:
+held to the first answer's verdict; the second is served when code refutes fewer of its statements, it cites no more
+absent lines and its served decision is the same (an anomalous answer on void evidence is served normal), else the
+first (its problems are counted and carried in the event). Either way the verdict and the score are the first answer's:
 the thresholds were chosen on those, and a rewrite changes what the event explains, never what it decides. The 0.3.2
 model wrote "3 receive starts but 2 completions" under a tally of 3 received on a few unseen HDFS orders; a sampled
 second try seldom repeats it.
