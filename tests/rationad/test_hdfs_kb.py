@@ -5,15 +5,7 @@ import pytest
 from rationad import hdfs_kb
 
 
-@pytest.fixture
-def kb_file(tmp_path, monkeypatch):
-    path = tmp_path / "hdfs_kb.json"
-    monkeypatch.setattr(hdfs_kb, "KB_FILE", path)
-    for f in (hdfs_kb._data, hdfs_kb.hdfs_templates, hdfs_kb.hdfs_pairs, hdfs_kb.match_hdfs):
-        f.cache_clear()
-    yield path
-    for f in (hdfs_kb._data, hdfs_kb.hdfs_templates, hdfs_kb.hdfs_pairs, hdfs_kb.match_hdfs):
-        f.cache_clear()
+# ``kb_file``: tests/rationad/conftest.py
 
 
 @pytest.mark.parametrize("text,says", [(None, "cannot read"), ("{not json", "cannot read"), ("[1]", "not a JSON"),

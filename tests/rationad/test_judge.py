@@ -373,23 +373,16 @@ async def test_a_model_trained_with_rule_sentences_continues_the_one_the_daemon_
     assert plain.conversations[0][0][0][-1]["role"] == "user"
 
 
-def test_a_broken_knowledge_base_fails_at_start(tmp_path, monkeypatch):
+def test_a_broken_knowledge_base_fails_at_start(kb_file):
     """Found by review: the HDFS knowledge base was first read at the first HDFS judgement, so a missing or corrupt
     file dead-lettered every HDFS session as a poison one instead of failing the start, naming the file. Every judge
     reads it (HDFS rationales are checked against it, whoever wrote their walk)."""
     from rationad import hdfs_kb
 
-    monkeypatch.setattr(hdfs_kb, "KB_FILE", tmp_path / "missing.json")
-    hdfs_kb._data.cache_clear()
-    hdfs_kb.hdfs_templates.cache_clear()
-    try:
-        with pytest.raises(hdfs_kb.KnowledgeError, match="missing.json"):
-            Judge(ScriptedModel([]), ModelConfig(), "hdfs", write_walk=True)
-        with pytest.raises(hdfs_kb.KnowledgeError, match="missing.json"):
-            Judge(ScriptedModel([]), ModelConfig(), "hdfs", write_walk=False)  # a model that writes its own walk
-    finally:
-        hdfs_kb._data.cache_clear()
-        hdfs_kb.hdfs_templates.cache_clear()
+    with pytest.raises(hdfs_kb.KnowledgeError, match="hdfs_kb.json"):
+        Judge(ScriptedModel([]), ModelConfig(), "hdfs", write_walk=True)
+    with pytest.raises(hdfs_kb.KnowledgeError, match="hdfs_kb.json"):
+        Judge(ScriptedModel([]), ModelConfig(), "hdfs", write_walk=False)  # a model that writes its own walk
 
 
 HDFS_START = "INFO dfs.DataNode$DataXceiver: Receiving block blk_1 src: /10.0.0.1:5000 dest: /10.0.0.2:50010"
