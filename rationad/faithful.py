@@ -296,5 +296,41 @@ def checked(answer: ParsedAnswer, view: SessionView) -> ParsedAnswer:
     void = unsupported(answer.rationale, view, statements) if answer.verdict == "anomalous" else None
     if void is not None:
         found.append(void)
-    return replace(answer, rationale=servable(answer.rationale, view), problems=tuple(found),
-                   unsupported=void is not None)
+    served = servable(answer.rationale, view)
+    if any(p.startswith("loop:") for p in found):
+        served = before_loop(served)
+    return replace(answer, rationale=served, problems=tuple(found), unsupported=void is not None)
+
+
+_CLAUSE_SPAN = re.compile(r"[^,;:.]+")
+
+
+def before_loop(rationale: str) -> str:
+    """``rationale`` cut where it starts to go round (``_loop_problems``), ending with ``CUT_MARK``: at the second time
+    its repeated sentence is written, else at the second time its first repeated run of ``LOOP_SPAN`` clauses starts
+    ("..., L8, L1, L12, L1, L1, L1, ..." keeps "..., L8, L1, L12, L1 …"). The repetitions explain nothing and hide
+    the rest of the event from whoever reads it; the loop stays in ``rationale_problems``. Unchanged when no loop is
+    found this way (a loop inside quoted text)."""
+    text = _straight(rationale)  # one character for one: positions hold in ``rationale``
+    sentences = [(m.start(), " ".join(m.group().split()).rstrip(" .…")) for m in _SENTENCE.finditer(text)]
+    counts: dict[str, int] = {}
+    for _, key in sentences:
+        counts[key] = counts.get(key, 0) + 1
+    seen: set[str] = set()
+    for pos, key in sentences:
+        if len(key) >= 8 and counts[key] >= LOOP_REPEATS:
+            if key in seen:
+                return _cut_at(rationale, pos)
+            seen.add(key)
+    clauses = [(m.start(), c) for m in _CLAUSE_SPAN.finditer(text) if (c := " ".join(m.group().split()))]
+    keys = [c for _, c in clauses]
+    runs: dict[tuple[str, ...], list[int]] = {}
+    for i in range(len(keys) - LOOP_SPAN + 1):
+        runs.setdefault(tuple(keys[i:i + LOOP_SPAN]), []).append(i)
+    looped = sorted(starts for starts in runs.values() if len(starts) >= LOOP_REPEATS)
+    return _cut_at(rationale, clauses[looped[0][1]][0]) if looped else rationale
+
+
+def _cut_at(rationale: str, pos: int) -> str:
+    kept = rationale[:pos].rstrip(" ,;:.")
+    return kept + CUT_MARK if kept else rationale

@@ -301,3 +301,20 @@ def test_straightened_quotes_are_checked_against_straightened_lines_and_apostrop
                  ["chown: `nobody.nobody': invalid user"], "spirit") == []
     assert kinds("L1\u2019s text \u201cddr error(s) detected\u201d is corrected.",
                  ["{*} ddr error(s) detected and corrected"], "bgl") == []
+
+
+def test_a_served_rationale_stops_where_it_goes_round():
+    """0.3.2 on unseen HDFS orders served "... L8, L1, L12, L1, L1, L1, L1, ..." to the token budget: the loop is
+    counted (``rationale_problems``) and the served rationale cut where it starts to repeat."""
+    from rationad.answer import parse_completion
+    from rationad.faithful import before_loop, checked
+
+    listed = "L5 shows an exception. L1, L2, L8, L1, L12, " + ", ".join(["L1"] * 20)
+    assert before_loop(listed) == "L5 shows an exception. L1, L2, L8, L1, L12, L1 …"
+    said = "L1 x1 error lines 1. " * 4
+    assert before_loop(said) == "L1 x1 error lines 1 …"
+    assert before_loop("L1 shows a failure. L1 shows a failure. Anomalous.") == \
+        "L1 shows a failure. L1 shows a failure. Anomalous."  # twice is not a loop
+    view = build_view("hdfs", [f"stage {chr(97 + n)} of the block done" for n in range(12)])
+    answer = checked(parse_completion(f"<think>{listed}</think>\n<answer>anomalous</answer>", view), view)
+    assert answer.rationale.endswith("L12, L1 …") and [p.split(":")[0] for p in answer.problems] == ["loop"]
