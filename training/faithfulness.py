@@ -10,13 +10,10 @@ gate (a candidate must not be less faithful than the released model).
 
 from __future__ import annotations
 
-from rationad.faithful import problems as _problems
+from rationad.faithful import problems
 from rationad.prompt import SessionView
 
-
-def problems(rationale: str, view: SessionView) -> list[str]:
-    """Every statement of ``rationale`` the session (and for HDFS the knowledge base) refutes."""
-    return _problems(rationale, view)
+__all__ = ["faithful", "problems"]
 
 
 def faithful(rationale: str, view: SessionView) -> bool:
