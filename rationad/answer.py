@@ -7,7 +7,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from rationad.prompt import THINK_MAX_CHARS, SessionView, TemplateRow
+from rationad.prompt import THINK_MAX_CHARS, SessionView, TemplateRow, answer_words
 
 _THINK = re.compile(r"<think>(.*?)</think>", re.S)
 _ANSWER = re.compile(r"<answer>\s*(.*?)\s*</answer>", re.S | re.I)
@@ -96,9 +96,10 @@ ANSWER_WORDS = ("normal", "anomalous")
 ANSWER_OPEN = "<answer>"
 
 # A rationale that ran past the token budget is cut and answered from there (``close_cut_thought``): it ends with
-# this mark, so a reader of the event sees it was cut, and the answer that follows it is constrained to this regex.
+# this mark, so a reader of the event sees it was cut, and the answer that follows it is constrained to this regex
+# (``answer_words``: with one verdict, the close held to it).
 CUT_MARK = " …"
-CLOSE_REGEX = r"(normal|anomalous)</answer>"
+CLOSE_REGEX = answer_words()
 _SENTENCE_END = re.compile(r"[.;!?](?=\s)")
 _CLAUSE_END = re.compile(r"[,:](?=\s)")
 

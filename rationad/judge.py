@@ -38,7 +38,7 @@ from pathlib import Path
 import orjson
 import structlog
 
-from rationad.answer import (CLOSE_REGEX, CUT_MARK, ParsedAnswer, close_cut_thought, parse_completion, ranked_score,
+from rationad.answer import (CUT_MARK, ParsedAnswer, close_cut_thought, parse_completion, ranked_score,
                              served_verdict)
 from rationad.cache import VerdictCache
 from rationad.config import ModelConfig
@@ -49,9 +49,9 @@ from rationad.hdfs_kb import hdfs_templates
 from rationad.metrics import Metrics
 from rationad.model.base import Completion, ModelClient, gather_all
 from rationad.neighbours import ModelNeighbours, for_model
-from rationad.prompt import (ANSWER_REGEX, PROMPT_RULE, PROMPT_UNFINISHED, PROMPT_VERSION, PROMPT_WALK, SessionView,
-                             answer_regex, build_messages, build_view, cache_key, continued_regex, trained_with,
-                             view_of)
+from rationad.prompt import (PROMPT_RULE, PROMPT_UNFINISHED, PROMPT_VERSION, PROMPT_WALK, VERDICTS, SessionView,
+                             answer_regex, answer_words, build_messages, build_view, cache_key, continued_regex,
+                             trained_with, view_of)
 from rationad.records import Session
 from rationad.template_rules import template_rules
 
@@ -130,16 +130,6 @@ def model_info(cfg: ModelConfig, client_name: str) -> ModelInfo:
         or f"{cfg.server_url}|{client_name}"
     return ModelInfo(name=client_name, version="unversioned-" + hashlib.sha256(where.encode()).hexdigest()[:12],
                      prompt_version=prompt)
-
-
-ANSWER_WORDS = "(normal|anomalous)</answer>"
-
-
-def held_to(regex: str, verdict: str) -> str:
-    """``regex`` (any regex the judge asks for: the answer regexes and ``CLOSE_REGEX`` all end with ``ANSWER_WORDS``)
-    with its answer word held to ``verdict``."""
-    assert regex.endswith(ANSWER_WORDS) and verdict in ("normal", "anomalous"), (regex, verdict)
-    return regex.removesuffix(ANSWER_WORDS) + f"{verdict}</answer>"
 
 
 class Judge:
@@ -396,7 +386,7 @@ class Judge:
         An answer given its start (``start``: an HDFS walk and tally, a template's rule sentence) continues it, under
         the same regexes' rest (``continued_regex``). With ``prefixes``, each view's answer continues its prefix
         (``close_cut_thought``, which holds any start) for a few tokens, constrained to ``CLOSE_REGEX``. With
-        ``answers``, each view's answer word is held to its own (``normal`` or ``anomalous``)."""
+        ``answers``, each view's answer word is held to its own (``normal`` or ``anomalous``; ``answer_words``)."""
         given = prefixes if prefixes else [self.start(v) for v in views]
         groups: dict[str | None, list[int]] = {}
         for i, v in enumerate(views):
@@ -404,10 +394,9 @@ class Judge:
             refs = [r.ref for r in v.rows] if narrow else None
             if self.cfg.constrain_output:
                 opened = given[i]
-                regex = (CLOSE_REGEX if prefixes else continued_regex(opened, refs) if opened
-                         else answer_regex(refs) if refs is not None else ANSWER_REGEX)
-                if answers is not None:
-                    regex = held_to(regex, answers[i])
+                words = VERDICTS if answers is None else (answers[i],)
+                regex = (answer_words(words) if prefixes else continued_regex(opened, refs, words) if opened
+                         else answer_regex(refs, words))
             groups.setdefault(regex, []).append(i)
 
         def messages(i: int) -> list[dict[str, str]]:

@@ -50,7 +50,18 @@ VERDICTS = ("normal", "anomalous")
 
 # What a well-formed completion looks like; the serving path can constrain generation to it.
 THINK_MAX_CHARS = 700
-ANSWER_REGEX = r"<think>[^<>]{1,%d}</think>\n<answer>(normal|anomalous)</answer>" % THINK_MAX_CHARS
+
+
+def answer_words(answers: Sequence[str] = VERDICTS) -> str:
+    """The regex of the answer word and the close after it: any verdict, or with one verdict (``("normal",)``), the
+    answer held to it (the judge's rewrite of a refuted rationale keeps its first answer's verdict)."""
+    assert answers and set(answers) <= set(VERDICTS), answers
+    words = "|".join(v for v in VERDICTS if v in answers)
+    return (f"({words})" if len(answers) > 1 else words) + "</answer>"
+
+
+_ANY_THINK = r"<think>[^<>]{1,%d}</think>\n<answer>" % THINK_MAX_CHARS
+ANSWER_REGEX = _ANY_THINK + answer_words()
 
 TokenCounter = Callable[[str], int]
 
@@ -86,31 +97,34 @@ def speaks_only_to_model(template: str, has_spans: bool | None = None) -> bool:
     return has_spans and not is_evidence(mask(template))
 
 
-def answer_regex(refs: Sequence[str]) -> str:
-    """``ANSWER_REGEX`` narrowed to one session: an ``L`` followed by digits must be one of ``refs``.
+def answer_regex(refs: Sequence[str] | None, answers: Sequence[str] = VERDICTS) -> str:
+    """``ANSWER_REGEX`` narrowed to one session: an ``L`` followed by digits must be one of ``refs`` (with ``refs``
+    None, any analysis); its answer word one of ``answers`` (``answer_words``).
 
     Decoding constrained to it cannot cite a line that is not in the session (the rationale of a 10-line session
     cannot say ``L11``). It has no lookarounds, so the structured-output engines compile it: an ``L`` is followed
     by a non-digit, or by an allowed number and then a non-digit (or the end of the analysis). The length bound of
     ``ANSWER_REGEX`` is left to ``max_new_tokens``: counted repetition of these units compiles far slower.
     """
+    if refs is None:
+        return _ANY_THINK + answer_words(answers)
     nums = sorted({r[1:] for r in refs if r[:1] == "L" and r[1:].isdigit()}, key=lambda n: (-len(n), n))
     cite = f"|L({'|'.join(nums)})[^<>0-9]" if nums else ""
     last = f"L({'|'.join(nums)})?" if nums else "L"
     think = f"([^<>L]|L[^<>0-9]{cite})+({last})?|{last}"
-    return f"<think>({think})</think>\n<answer>(normal|anomalous)</answer>"
+    return f"<think>({think})</think>\n<answer>" + answer_words(answers)
 
 
-def continued_regex(start: str, refs: Sequence[str] | None = None) -> str:
+def continued_regex(start: str, refs: Sequence[str] | None = None, answers: Sequence[str] = VERDICTS) -> str:
     """``ANSWER_REGEX`` (or with ``refs``, ``answer_regex``) for an answer given its beginning ``start`` (``<think>``
     and the first part of the analysis, ``rationad.facts.evidence``): the rest of the analysis, then the answer. The
     rest keeps to the analysis budget, rounded up to 50 characters so that few distinct regexes are compiled (an
     analysis may run up to 49 characters past ``THINK_MAX_CHARS``: a conclusion the training rationales wrote after a
-    walk the daemon kept longer is not cut)."""
+    walk the daemon kept longer is not cut). ``answers``: as for ``answer_regex``."""
     if refs is not None:
-        return answer_regex(refs).removeprefix("<think>")
+        return answer_regex(refs, answers).removeprefix("<think>")
     room = max(50, -(-(THINK_MAX_CHARS - len(start) + len("<think>")) // 50) * 50)
-    return r"[^<>]{1,%d}</think>\n<answer>(normal|anomalous)</answer>" % room
+    return r"[^<>]{1,%d}</think>\n<answer>" % room + answer_words(answers)
 
 
 def approx_tokens(text: str) -> int:

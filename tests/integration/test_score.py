@@ -123,7 +123,7 @@ async def test_the_real_model_continues_the_walk_the_daemon_writes(vllm_server):
 
 
 async def test_the_real_server_holds_a_rewrite_to_the_verdict_it_is_given(vllm_server):
-    """A rationale code refutes is written again held to the first answer's verdict (``rationad.judge.held_to``):
+    """A rationale code refutes is written again held to the first answer's verdict (``rationad.prompt.answer_words``):
     on the real server the held regexes compile and hold, even against what the model would answer (a whole
     lifecycle held to anomalous, a failed write to normal), for a whole answer after the daemon's walk and for the
     answer word closing a cut rationale."""

@@ -160,3 +160,24 @@ def test_quote_escapes_the_characters_json_leaves_raw_that_act_on_a_reader():
     quoted = quote(text)
     assert json.loads(quoted) == text
     assert all(32 <= ord(c) < 127 for c in quoted), quoted
+
+
+def test_every_answer_regex_can_hold_the_answer_to_one_verdict():
+    from rationad.answer import CLOSE_REGEX
+    from rationad.prompt import answer_regex, answer_words, continued_regex
+
+    assert answer_words() == CLOSE_REGEX == "(normal|anomalous)</answer>"
+    assert answer_regex(None) == ANSWER_REGEX
+    done = "<think>L1 shows a failed write.</think>\n<answer>anomalous</answer>"
+    for held, other in (("normal", "anomalous"), ("anomalous", "normal")):
+        rest = done.replace("anomalous<", held + "<")
+        for rx in (answer_regex(None, (held,)), answer_regex(["L1"], (held,))):
+            assert re.fullmatch(rx, rest) and not re.fullmatch(rx, rest.replace(held + "<", other + "<"))
+        for start in (None, ["L1"]):
+            rx = continued_regex("<think>L1", start, (held,))
+            assert re.fullmatch(rx, rest.removeprefix("<think>L1"))
+            assert not re.fullmatch(rx, rest.removeprefix("<think>L1").replace(held + "<", other + "<"))
+        assert re.fullmatch(answer_words((held,)), held + "</answer>")
+        assert not re.fullmatch(answer_words((held,)), other + "</answer>")
+    with pytest.raises(AssertionError):
+        answer_words(("maybe",))
