@@ -5,22 +5,21 @@ addition after ``+`` (``rationad-prompt-v1+unfinished``: an unfinished session's
 ``rationad.prompt.UNFINISHED_NOTE``; ``+walk``: HDFS rationales start with ``rationad.facts``'s walk and tally, and
 ``+rule``: template analyses with their rule sentence, which the daemon then writes for the model to continue). The
 version is read from what the adapter learned, not from a config: the rows it was trained on, and the adapter it
-continued (a continuation keeps what its start was trained with).
+continued (a continuation keeps what its start was trained with). A row counts as trained with the walk or the rule
+sentence when its analysis starts with what the daemon's own functions write for its prompt (``rationad.facts``), so
+a change to those sentences changes the rows and the check alike.
 """
 
 from __future__ import annotations
 
 import json
-import re
+from dataclasses import replace
 from pathlib import Path
 
-from rationad.prompt import PROMPT_RULE, PROMPT_UNFINISHED, PROMPT_VERSION, PROMPT_WALK, UNFINISHED_NOTE, trained_with
+from rationad.facts import evidence, rule_evidence
+from rationad.prompt import (PROMPT_RULE, PROMPT_UNFINISHED, PROMPT_VERSION, PROMPT_WALK, UNFINISHED_NOTE, SessionView,
+                             trained_with, view_from_message)
 
-# A walk entry, then the tally in ``rationad.facts.tally``'s one form, at the start of an analysis.
-_WALK_START = re.compile(r"<think>L\d+ x\d+ [^<>]*?\. Starts \d+, received \d+, acknowledged \d+, registered \d+; "
-                         r"error lines \d+\.")
-# ``rationad.template_rules.rule_sentence`` at the start of a template analysis.
-_RULE_START = re.compile(r"<think>L\d+ (contains '|has no severity word or failure class: a routine status message\.)")
 TEMPLATE_TASKS = ("bgl", "spirit", "generic_template", "operator")
 
 
@@ -41,16 +40,26 @@ def says_unfinished(row: dict) -> bool:
     return any(m.get("role") == "user" and f"\n{UNFINISHED_NOTE}\n" in m.get("content", "") for m in row["prompt"])
 
 
+def _view(row: dict) -> SessionView:
+    return view_from_message(next((m.get("content", "") for m in row["prompt"] if m.get("role") == "user"), ""))
+
+
+def _starts_with(row: dict, start: str | None) -> bool:
+    return start is not None and any(m.get("role") == "assistant" and m.get("content", "").startswith(start)
+                                     for m in row.get("completion") or ())
+
+
 def writes_walk(row: dict) -> bool:
-    """Whether a training row's target analysis starts with an HDFS walk and tally in ``rationad.facts``'s form."""
-    return row.get("task") == "hdfs" and any(
-        m.get("role") == "assistant" and _WALK_START.match(m.get("content", "")) for m in row.get("completion") or ())
+    """Whether a training row's target analysis starts with the HDFS walk and tally the daemon writes for its prompt
+    (``rationad.facts.evidence``). A row whose prompt masks text addressed to the model does not count (the prompt
+    alone does not say which rows the walk calls ignored); the other rows of a training set do."""
+    return row.get("task") == "hdfs" and _starts_with(row, evidence(_view(row)))
 
 
 def writes_rule(row: dict) -> bool:
-    """Whether a training row's target analysis of a template starts with its rule sentence."""
-    return row.get("task") in TEMPLATE_TASKS and any(
-        m.get("role") == "assistant" and _RULE_START.match(m.get("content", "")) for m in row.get("completion") or ())
+    """Whether a training row's target analysis of a template starts with the rule sentence the daemon writes for its
+    prompt (``rationad.facts.rule_evidence``, without the neighbours: the prompt's rows alone)."""
+    return row.get("task") in TEMPLATE_TASKS and _starts_with(row, rule_evidence(replace(_view(row), templated=True)))
 
 
 def trained_prompt(rows: list[dict], start: Path | None = None) -> str:

@@ -44,6 +44,28 @@ def test_rows_whose_analysis_starts_with_the_walk_make_a_walk_prompt(tmp_path):
     assert trained_prompt([row(False)], start) == PROMPT_VERSION + "+walk"  # a continuation keeps it
 
 
+def test_only_the_start_the_daemon_writes_counts_as_trained():
+    """The stamp compares each row's analysis with what ``rationad.facts`` writes for its prompt: an analysis in the
+    walk's form with other rows or counts (as a change to the daemon's sentences would leave them) is not the walk
+    the daemon serves, and a sentence in the rule's form that is not the template's rule is not its rule sentence."""
+    from rationad.prompt import format_completion
+
+    from training.rationales import hdfs_rationale, template_rationale
+
+    view = build_view("hdfs", MSGS)
+    walked = hdfs_rationale(view, "anomalous").completion
+    assert walked.startswith("<think>L1 x2 unknown. Starts 0, received 0")
+    other_counts = walked.replace("Starts 0, received 0", "Starts 2, received 0")
+    assert trained_prompt([{**row(False), "task": "hdfs",
+                            "completion": [{"role": "assistant", "content": other_counts}]}]) == PROMPT_VERSION
+    tpl = build_view("bgl", ["RAS KERNEL FATAL data TLB error interrupt"], templated=True)
+    ruled = template_rationale(tpl, "anomalous").completion
+    assert ruled.startswith("<think>L1 contains 'FATAL'")
+    other_rule = format_completion("L1 contains 'TLB': a memory page was mapped.", "normal")
+    assert trained_prompt([{"prompt": build_messages(tpl), "task": "bgl",
+                            "completion": [{"role": "assistant", "content": other_rule}]}]) == PROMPT_VERSION
+
+
 def test_template_rows_that_start_with_their_rule_sentence_make_a_rule_prompt():
     from training.rationales import template_rationale
 
