@@ -15,9 +15,16 @@ another rule's meaning: training/RESULTS.md). So the daemon writes them (``evide
 model continues from there: what signals trouble and the verdict, whose score is read at that answer as always.
 Served only to a model trained with them (``PROMPT_WALK`` / ``PROMPT_RULE`` in its manifest's prompt version): the
 text it is given is the text it learned to write, character for character.
+
+A window of a system the knowledge base does not cover starts, in every prompt version, with one sentence that
+depends on its label (``trouble_sentence`` for the row reporting trouble, or ``routine_sentence``): code cannot write
+it before the model answers, but it can once the model has (``rationad.faithful.window_start``, where a rationale is
+written again).
 """
 
 from __future__ import annotations
+
+import re
 
 from rationad.hdfs_kb import match_hdfs
 from rationad.prompt import THINK_MAX_CHARS, SessionView
@@ -119,6 +126,24 @@ def neighbour_sentence(view: SessionView) -> str | None:
     if not view.neighbours:
         return None
     return "Similar known templates: " + ", ".join(f"{n.ref} {n.label}" for n in view.neighbours) + "."
+
+
+def plain(text: str) -> str:
+    """``text`` on one line, without ``<`` and ``>`` (which an analysis cannot hold)."""
+    return re.sub(r"\s+", " ", text.replace("<", "").replace(">", "")).strip()
+
+
+def trouble_sentence(ref: str, template: str) -> str:
+    """How a window's analysis names the row that reports trouble (the start of every anomalous window's rationale
+    of training, ``training.rationales.generic_rationale``)."""
+    return f"{ref} reports '{plain(template)[:80]}': the system itself reports an error or failure."
+
+
+def routine_sentence(last_ref: str) -> str:
+    """How a window's analysis says that no row reports trouble (rows ``L1`` to ``last_ref``; the start of every
+    normal window's rationale of training)."""
+    return (f"L1 to {last_ref} are routine messages; none reports an error, a failure, a timeout or a refused "
+            "connection, and counts that differ between lines are not failures here.")
 
 
 def rule_evidence(view: SessionView) -> str | None:

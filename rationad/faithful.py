@@ -55,8 +55,9 @@ import zlib
 from dataclasses import dataclass, replace
 
 from rationad.answer import CUT_MARK, REF, ParsedAnswer, ref_name
-from rationad.facts import WALK_TAGS, error_rows, hdfs_roles, hdfs_walk, ignored_refs, tally
-from rationad.prompt import SessionView, TemplateRow
+from rationad.facts import (WALK_TAGS, error_rows, hdfs_roles, hdfs_walk, ignored_refs, routine_sentence, tally,
+                            trouble_sentence)
+from rationad.prompt import SessionView, TemplateRow, is_evidence
 from rationad.template_rules import Rule, match_rule, names_trouble, rule_of_meaning
 
 # Phrases of sentences written for training rows the rules could not explain; never served, always a problem.
@@ -200,6 +201,28 @@ def _hdfs_problems(rationale: str, view: SessionView) -> list[str]:
         if int(m.group(1)) != starts or int(m.group(2)) not in ends:
             out.append(f"pair: says {m.group(0)!r}, the session has {starts} starts and completions {sorted(ends)}")
     return out
+
+
+def window_start(view: SessionView, verdict: str) -> str | None:
+    """``<think>`` and the first sentence a window's analysis was trained to start with for ``verdict``
+    (``rationad.facts``), where code finds it true: for ``anomalous``, the first row with error or warning evidence
+    (``rationad.prompt.is_evidence``; else with words of a rule that signals trouble), named by ``trouble_sentence``
+    (kept when ``problems`` finds nothing in it); for ``normal``, ``routine_sentence`` when no row has those or any failure word.
+    None otherwise, and for views whose analyses start otherwise (HDFS sessions, templates)."""
+    if view.source == "hdfs" or view.templated or not view.rows:
+        return None
+    if verdict == "normal":
+        if any(is_evidence(r.template) or _FAILURE_WORD.search(r.template) or names_trouble(r.template)
+               for r in view.rows):
+            return None
+        said = routine_sentence(view.rows[-1].ref)
+    else:
+        row = next((r for r in view.rows if is_evidence(r.template)), None) or \
+            next((r for r in view.rows if names_trouble(r.template)), None)
+        if row is None:
+            return None
+        said = trouble_sentence(row.ref, row.template)
+    return None if problems(said, view) else "<think>" + said
 
 
 def unsupported(rationale: str, view: SessionView, statements: list[_Statement] | None = None) -> str | None:

@@ -44,7 +44,7 @@ from rationad.cache import VerdictCache
 from rationad.config import ModelConfig
 from rationad.events import ModelInfo
 from rationad.facts import evidence, rule_evidence
-from rationad.faithful import checked, problems, unsupported
+from rationad.faithful import checked, problems, unsupported, window_start
 from rationad.hdfs_kb import hdfs_templates
 from rationad.metrics import Metrics
 from rationad.model.base import Completion, ModelClient, gather_all
@@ -326,7 +326,11 @@ class Judge:
         """Write again, in place, the completions of ``done`` whose rationale states something its session refutes
         (sampled at the malformed retry's temperature, narrowed to the session's line ids, held to the first answer's
         verdict): the second is kept, with the first's score, when it parses to that verdict and code refutes fewer of
-        its statements (and it cites no more absent lines), else the first."""
+        its statements (and it cites no more absent lines), else the first.
+
+        A window of a system the knowledge base does not cover is given the first sentence its analyses were trained
+        to start with for that verdict (``rationad.faithful.window_start``), where code finds it true: the model wrote
+        HDFS phrases about such windows, and wrote them again when sampled again (training/RESULTS.md)."""
         def flaws(v: SessionView, c: Completion) -> tuple[tuple[str, bool], int, int] | None:
             """(what is served: the verdict, and whether it rests on void evidence), refuted statements, absent
             citations."""
@@ -341,8 +345,9 @@ class Judge:
         if not first:
             return
         held = [f[0][0] for f in first.values()]
+        starts = [window_start(views[i], verdict) for i, verdict in zip(first, held, strict=True)]
         again = await self._generate([views[i] for i in first], MALFORMED_RETRY_TEMPERATURE, narrow=True,
-                                     answers=held)
+                                     answers=held, starts=starts)
         await self._close_cut([views[i] for i in first], again, answers=held, count=False)
         for i, c in zip(first, again, strict=True):
             attempts[i] += 1
@@ -380,14 +385,18 @@ class Judge:
                 self.metrics.rationales_cut.inc()
 
     async def _generate(self, views: list[SessionView], temperature: float, *, narrow: bool = False,
-                        prefixes: list[str] | None = None, answers: list[str] | None = None) -> list[Completion]:
+                        prefixes: list[str] | None = None, answers: list[str] | None = None,
+                        starts: list[str | None] | None = None) -> list[Completion]:
         """Completions in ``views`` order, constrained to ``ANSWER_REGEX`` (one compiled regex for every session) or,
         with ``narrow``, to ``answer_regex`` of each session's line ids (one request group per distinct id set).
         An answer given its start (``start``: an HDFS walk and tally, a template's rule sentence) continues it, under
         the same regexes' rest (``continued_regex``). With ``prefixes``, each view's answer continues its prefix
         (``close_cut_thought``, which holds any start) for a few tokens, constrained to ``CLOSE_REGEX``. With
-        ``answers``, each view's answer word is held to its own (``normal`` or ``anomalous``; ``answer_words``)."""
-        given = prefixes if prefixes else [self.start(v) for v in views]
+        ``answers``, each view's answer word is held to its own (``normal`` or ``anomalous``; ``answer_words``). With
+        ``starts``, a view's start (where not None) is given in place of its ``start``."""
+        given = prefixes if prefixes else [
+            s if s is not None else self.start(v)
+            for v, s in zip(views, starts if starts is not None else [None] * len(views), strict=True)]
         groups: dict[str | None, list[int]] = {}
         for i, v in enumerate(views):
             regex = None

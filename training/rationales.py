@@ -10,13 +10,13 @@ with failures (or completed) before, in words an operator can read (never "the e
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from dataclasses import dataclass
 from typing import NamedTuple
 
 from rationad.answer import parse_completion
-from rationad.facts import hdfs_roles, hdfs_walk, neighbour_sentence, tally, walk_start
+from rationad.facts import (hdfs_roles, hdfs_walk, neighbour_sentence, plain, routine_sentence, tally,
+                            trouble_sentence, walk_start)
 from rationad.prompt import THINK_MAX_CHARS, SessionView, format_completion
 from rationad.template_rules import rule_sentence
 
@@ -36,16 +36,12 @@ class Rationale:
         return format_completion(self.think, self.verdict)
 
 
-def _clean(text: str) -> str:
-    return re.sub(r"\s+", " ", text.replace("<", "").replace(">", "")).strip()
-
-
 def _fit(parts: list[str], tail: str) -> str:
     """Join sentences, dropping middle ones until the text fits the think budget (the conclusion always stays)."""
     parts = [p for p in parts if p]
     while parts and len(" ".join([*parts, tail])) > THINK_MAX_CHARS:
         parts.pop()
-    return _clean(" ".join([*parts, tail]))
+    return plain(" ".join([*parts, tail]))
 
 
 class HdfsSignals(NamedTuple):
@@ -109,12 +105,12 @@ def _with_walk(walk: list[str], counts: str, parts: list[str], tail: str,
     if start is None:
         return _fit([counts, *parts], tail)
     parts = [p for p in parts if p]
-    while len(start) + 1 + len(_clean(" ".join([*parts, tail]))) > THINK_MAX_CHARS:
+    while len(start) + 1 + len(plain(" ".join([*parts, tail]))) > THINK_MAX_CHARS:
         droppable = [i for i, p in enumerate(parts) if p not in keep]
         if not droppable:
             break
         parts.pop(droppable[-1])
-    return _clean(f"{start} {' '.join([*parts, tail])}")
+    return plain(f"{start} {' '.join([*parts, tail])}")
 
 
 def hdfs_rationale(view: SessionView, label: str, ignored: tuple[str, ...] = ()) -> Rationale:
@@ -174,13 +170,10 @@ def generic_rationale(view: SessionView, label: str, trouble_ref: str | None) ->
     """A window of a system the knowledge base does not cover (``training.data_other``): judged on what its lines
     say, not on patterns of other systems."""
     if label == "anomalous" and trouble_ref is not None:
-        row = view.row(trouble_ref)
-        said = f"{trouble_ref} reports '{_clean(row.template)[:80]}': the system itself reports an error or failure."
+        said = trouble_sentence(trouble_ref, view.row(trouble_ref).template)
         return Rationale(_fit([said], "This signals trouble: anomalous."), label, True, "anomalous")
     if label == "normal" and trouble_ref is None:
-        last = view.rows[-1].ref
-        said = (f"L1 to {last} are routine messages; none reports an error, a failure, a timeout or a refused "
-                "connection, and counts that differ between lines are not failures here.")
+        said = routine_sentence(view.rows[-1].ref)
         return Rationale(_fit([said], "Nothing signals trouble: normal."), label, True, "normal")
     raise ValueError(f"generic window labelled {label} with trouble line {trouble_ref}")
 

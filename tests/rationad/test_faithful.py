@@ -318,3 +318,17 @@ def test_a_served_rationale_stops_where_it_goes_round():
     view = build_view("hdfs", [f"stage {chr(97 + n)} of the block done" for n in range(12)])
     answer = checked(parse_completion(f"<think>{listed}</think>\n<answer>anomalous</answer>", view), view)
     assert answer.rationale.endswith("L12, L1 …") and [p.split(":")[0] for p in answer.problems] == ["loop"]
+
+
+def test_a_windows_trained_first_sentence_is_given_only_where_true():
+    from rationad.faithful import window_start
+
+    quiet = build_view("generic", ["job 7 started", "job 7 heartbeat"])
+    troubled = build_view("generic", ["job 7 started", "job 7 lost its lease", "disk error on sda"])
+    assert window_start(quiet, "normal").startswith("<think>L1 to L2 are routine messages; none reports an error")
+    assert window_start(quiet, "anomalous") is None  # no row to name
+    assert window_start(troubled, "normal") is None  # "lost", "error": not routine
+    assert window_start(troubled, "anomalous") == ("<think>L3 reports 'disk error on sda': the system itself "
+                                                   "reports an error or failure.")
+    assert window_start(build_view("hdfs", ["Receiving block blk_1 src: /1.2.3.4:5"]), "normal") is None
+    assert window_start(build_view("bgl", ["RAS KERNEL FATAL error"], templated=True), "anomalous") is None

@@ -440,9 +440,10 @@ async def test_the_walk_and_tally_the_knowledge_base_refutes_are_problems_of_the
 async def test_a_rewrite_keeps_the_served_decision_of_the_first_answer():
     """Found by review: the rewrite compared only the written verdict; an anomalous answer resting on void evidence
     is served normal (``unsupported``), so a rewrite could change what was served, from anomalous to normal (its
-    evidence now void) or back."""
-    lines = ["app: connection failed to db", "app: heartbeat ok"]
-    holds = "<think>L1 x4 contains 'failed': the system itself reports an error.</think>\n<answer>anomalous</answer>"
+    evidence now void) or back. (A line no rule or evidence word names: a rewrite given the trained first sentence,
+    ``window_start``, cannot void its evidence.)"""
+    lines = ["app: lost connection to db", "app: heartbeat ok"]
+    holds = "<think>L1 x4 contains 'lost': the system itself reports an error.</think>\n<answer>anomalous</answer>"
     void = "<think>L2 contains 'heartbeat'.</think>\n<answer>anomalous</answer>"
     model = ScriptedModel([(holds, 0.9), (void, 0.9)])
     [j] = await Judge(model, ModelConfig(), "generic", write_walk=False).judge_many([session("w", lines)])
@@ -476,3 +477,28 @@ async def test_a_cut_rewrite_is_closed_held_to_the_first_verdict():
     [j] = await Judge(model, ModelConfig(), "hdfs", write_walk=False).judge_many([session("blk_6", lines)])
     assert model.calls[2][2] == "anomalous</answer>"  # the close, held
     assert j.answer.rationale == "L1 and L2 show the replicas received." + CUT_MARK and j.answer.problems == ()
+
+
+async def test_a_window_written_again_is_given_its_trained_first_sentence_for_the_first_verdict():
+    """A window of another system whose rationale carries HDFS phrases is written again starting with the sentence
+    its analyses were trained to start with for the first answer's verdict (``rationad.faithful.window_start``): the
+    model continues it, and the second is served."""
+    from rationad.faithful import window_start
+    from rationad.prompt import build_view
+
+    quiet = ["proxy.example.org:5070 open through proxy", "proxy.example.org:5070 close, 12 bytes sent"]
+    troubled = ["proxy.example.org:5070 open through proxy", "proxy.example.org:5070 error: connection refused"]
+    foreign = "<think>L1 x1: 1 receive starts but 0 completions: a replica was never fully received.</think>\n<answer>{}"
+    model = ScriptedModel([(foreign.format("normal</answer>"), 0.1), (foreign.format("anomalous</answer>"), 0.9),
+                           " Nothing signals trouble: normal.</think>\n<answer>normal</answer>",
+                           " This signals trouble: anomalous.</think>\n<answer>anomalous</answer>"])
+    judge = Judge(model, ModelConfig(), "generic", write_walk=False)
+    got = await judge.judge_many([session("w1", quiet), session("w2", troubled)])
+    rewrite = [convs[0] for convs, _ in model.conversations[1:3]]  # one request group per session's regex
+    for conv, lines, verdict in zip(rewrite, (quiet, troubled), ("normal", "anomalous"), strict=True):
+        start = window_start(build_view("generic", lines), verdict)
+        assert start is not None and conv[-1] == {"role": "assistant", "content": start}
+    assert [j.answer.verdict for j in got] == ["normal", "anomalous"] and [j.score for j in got] == [0.1, 0.9]
+    assert got[0].answer.rationale.startswith("L1 to L2 are routine messages") and not got[0].answer.problems
+    assert got[1].answer.rationale.startswith("L2 reports 'proxy.example.org:{*} error: connection refused'")
+    assert not got[1].answer.problems and got[1].attempts == 2

@@ -89,3 +89,20 @@ def test_templates_are_the_daemons_template_prompt_for_a_system_without_a_dialec
         r = build(e)
         assert r.verdict == e.label and "the expert label" not in r.think
     assert 0 < sum(e.label == "anomalous" for e in rows) < len(rows) // 4
+
+
+def test_the_start_a_rewrite_is_given_is_how_the_trained_windows_start(examples):
+    """``rationad.faithful.window_start`` gives a rewrite of a window the first sentence its trained rationales
+    start with for that verdict: where it gives one for a training window's label, that window's rationale starts
+    with it; a window with a line reporting trouble is never said to be routine. Nearly every anomalous window gets
+    one; a normal window only when no line has any failure word (22 of 67: "Interrupted while waiting", "not" ...)."""
+    from rationad.faithful import window_start
+
+    given = {"normal": 0, "anomalous": 0}
+    for e in examples:
+        start = window_start(e.view, e.label)
+        assert start is None or build(e).completion.startswith(start), (start, build(e).completion)
+        given[e.label] += start is not None
+        assert e.label == "normal" or window_start(e.view, "normal") is None
+    anomalous = sum(e.label == "anomalous" for e in examples)
+    assert given["anomalous"] >= 0.9 * anomalous and given["normal"] >= 10, (given, anomalous)
