@@ -253,6 +253,9 @@ class Sessionizer:
         # key's last closed line: a session of the key opening at that offset (a record or pack whose lines of one
         # key fall in two sessions) is told apart by ``part``. Bounded: pruned to the newest offset past SPLIT_KEYS.
         self._split: dict[str, tuple[int, int]] = {}
+        # Entries past which it is pruned next: twice what the last prune kept, so that keys that all stay (many keys
+        # ending in one record) are pruned as often as a growing list is copied, not on every close.
+        self._split_limit = SPLIT_KEYS
         # The in-order fast path of ``add``: ``_solo`` is the unrepartitioned source's entry of ``_sources`` while it
         # is the only one, else None (a repartitioned line finds its source's entry by its position). The limits below are the spec's, with
         # infinity for "no limit", so that one comparison each decides.
@@ -771,11 +774,12 @@ class Sessionizer:
         if prev is not None and prev[0] > offset:  # a session closing after a late line of a newer record: the
             return  # newer record's count stands (that record can still be met; the older one cannot)
         self._split[key] = (offset, n)
-        if len(self._split) > SPLIT_KEYS:  # only the newest record's entries can still be met
+        if len(self._split) > self._split_limit:  # only the newest record's entries can still be met
             # (the newest of all entries, not this one's: sessions closing in reverse order of their last records
             # pruned nothing and rebuilt the whole dict on every close, a tick of seconds over 10,000 keys)
             newest = max(v[0] for v in self._split.values())
             self._split = {k: v for k, v in self._split.items() if v[0] >= newest}
+            self._split_limit = max(SPLIT_KEYS, 2 * len(self._split))
 
     def _late_open(self, line: LogLine, ts: float) -> _Open:
         """A late line's own session. Its record may hold lines of the open sessions of its key, even their first

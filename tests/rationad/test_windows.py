@@ -1019,6 +1019,34 @@ def test_the_split_record_index_stays_bounded_when_sessions_close_in_reverse_ord
     assert len(w._split) <= 64 + 1
 
 
+def test_the_split_record_index_is_not_rebuilt_on_every_close_when_many_keys_end_in_one_record(monkeypatch):
+    """Found by review (2026-12-06), failing before its fix: sessions of many keys whose last lines are in one record
+    (a 10,000-line record of one line per key) all stay at the newest offset, so every close past SPLIT_KEYS rebuilt
+    the whole index and kept it all: a tick of 4.7 s for 10,000 keys, quadratic. Rebuilds are counted here through
+    the ``max`` each one starts with."""
+    import builtins
+
+    import rationad.windows as windows
+
+    monkeypatch.setattr(windows, "SPLIT_KEYS", 64)
+    w = Sessionizer(session_spec(gap_secs=86_400.0, max_span_secs=None, max_open_secs=600.0))
+    n = 2_000
+    for i in range(n):
+        w.add(line(f"k{i}", 1000.0, 7), 0.0)  # every key's one line in record 7
+    calls = 0
+    real_max = builtins.max
+
+    def counting_max(*args, **kwargs):
+        nonlocal calls
+        calls += 1
+        return real_max(*args, **kwargs)
+
+    monkeypatch.setattr(windows, "max", counting_max, raising=False)
+    closed = w.tick(601.0)
+    assert len(closed) == n and len(w._split) == n
+    assert calls <= 2 * (n // 64).bit_length() + 10, calls  # a handful of rebuilds, not one per close
+
+
 def test_late_lines_of_a_key_without_an_open_window_cost_a_bounded_look_each():
     """Found by review (2026-12-06), failing before its fix: late lines of a key with no newest window each opened a
     window waiting for the next tick, and every later line of the key looked through all of them (three times): 8,000
