@@ -24,6 +24,7 @@ stage drops a line it has already seen (same source topic, partition, offset and
 
 from __future__ import annotations
 
+import hashlib
 from bisect import bisect_left, bisect_right
 from collections import OrderedDict
 
@@ -265,21 +266,26 @@ class SeenLines:
     offsets than one fetch holds is not remembered as a range (the session stage tells its lines apart one by one):
     a forged or corrupt index would otherwise hide every later line of its source. Such a wide span is noted
     (``wide``): a pack that overlaps one is also told apart line by line, since a transactional or compacted input
-    (offsets with gaps) makes a full fetch wide and a re-read of part of it narrow."""
+    (offsets with gaps) makes a full fetch wide and a re-read of part of it narrow.
+
+    A record of its own is remembered by a 16-byte digest of what tells it apart: a key of any length costs the same
+    (a copy of each key, up to ``SEEN_PER_PARTITION`` of them, was kept: 60 KB keys would have held gigabytes)."""
 
     def __init__(self, limit: int = SEEN_PER_PARTITION, ranges: int = SEEN_RANGES_PER_SOURCE) -> None:
         self.limit = limit
         self.ranges = ranges
-        self._seen: OrderedDict[tuple, None] = OrderedDict()
+        self._seen: OrderedDict[bytes, None] = OrderedDict()
         self._starts: dict[object, list[int]] = {}  # per source partition: disjoint ranges, sorted
         self._ends: dict[object, list[int]] = {}
         self._wide: dict[object, list[tuple[int, int]]] = {}  # per source partition: spans of packs told line by line
 
     def first_time(self, ident: tuple) -> bool:
-        if ident in self._seen:
-            self._seen.move_to_end(ident)
+        """Whether ``ident`` (a tuple of strings, bytes and numbers) is met here for the first time."""
+        digest = hashlib.blake2b(repr(ident).encode("utf-8", "surrogatepass"), digest_size=16).digest()
+        if digest in self._seen:
+            self._seen.move_to_end(digest)
             return False
-        self._seen[ident] = None
+        self._seen[digest] = None
         if len(self._seen) > self.limit:
             self._seen.popitem(last=False)
         return True

@@ -102,6 +102,26 @@ def test_seen_lines_drops_repeats_within_its_bound():
     assert seen.first_time((b"logs", b"0", b"1", "a"))
 
 
+def test_seen_lines_keeps_no_copy_of_a_long_key():
+    """Found by review (2026-12-06), failing before its fix: each remembered line kept its key, a fresh string per
+    record, so one-line records with 60 KB keys would have held gigabytes per internal partition at the bound."""
+    import tracemalloc
+
+    seen = SeenLines()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for i in range(200):
+            key = f"{i:05d}" + "k" * 50_000  # built per record, as the daemon decodes each record's key
+            assert seen.first_time((("logs", 0, i), key, hash(b"v"), 0))
+            assert not seen.first_time((("logs", 0, i), key, hash(b"v"), 0))
+            assert seen.first_time((("logs", 0, i), key[:-1], hash(b"v"), 0))  # another key: another line
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert held < 200_000, held  # 400 entries of fixed size, not 400 keys of 50 KB (20 MB)
+
+
 # ---- packs ----------------------------------------------------------------------------------------------------------
 
 def _routes(parser, values):
