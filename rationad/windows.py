@@ -267,7 +267,8 @@ class Sessionizer:
         # How far past the wall clock a timed line may move its source's event time (None: as far as its stamp): the
         # allowed lateness, with a future bound, so that no single line within that bound (a host whose clock jumped
         # hours ahead) can make a line stamped at most one gap before the wall clock late. The line keeps its time,
-        # and so do the untimed lines after it (``_ahead_raw``: the newest stamp past the bound, per source).
+        # and so do the untimed lines after it (``_ahead_raw``: the newest stamp past the bound, per source), until a
+        # timed line of the source within the bound.
         self._ahead = _ahead_bound(spec)
         self._ahead_raw: dict[object, float] = {}
         self._fast_future = min(spec.max_future_secs if spec.max_future_secs is not None else math.inf,
@@ -379,6 +380,8 @@ class Sessionizer:
                     and ts - now <= self._fast_future:
                 self._last_arrival = now
                 st[1] = st[2] = now
+                if self._ahead_raw:  # a timed line within the bound: the source's untimed lines follow it again
+                    self._ahead_raw.pop(None if src is None else src[:2], None)
                 if ts > st[0]:
                     if src is None:  # with one source, its newest time is also the newest overall and the event time
                         st[0] = self._max_ts = self._event_time = ts
@@ -425,6 +428,8 @@ class Sessionizer:
             key = None if src is None else src[:2]
             if ts > self._ahead_raw.get(key, -math.inf):
                 self._ahead_raw[key] = ts
+        elif timed and self._ahead_raw:  # within the bound: the source's untimed lines follow its timed lines again
+            self._ahead_raw.pop(None if src is None else src[:2], None)
         if timed and (self._max_ts is None or wts > self._max_ts):
             self._max_ts = wts
         by_arrival = self._event_time is None

@@ -347,6 +347,33 @@ def test_an_untimed_line_after_a_line_hours_ahead_joins_its_session():
     assert len(done["x"].lines) == 2
 
 
+def test_untimed_lines_follow_the_timed_lines_after_a_line_hours_ahead():
+    """Found by review (2026-12-06), failing before its fix: the stamp of a line hours ahead (past the lateness bound)
+    dated every later untimed line of its source, however many timed lines came after it, so an untimed line of a
+    key an hour into its session was dated 20 h ahead: a one-line session of its own, and the key's session cut."""
+    w = Sessionizer(resolve_spec(SessionsConfig(), "generic"), on_late=lambda ln, by: pytest.fail("late"))
+    clock = Clock(1_000_000.0)
+    now = clock.advance(1.0)
+    closed = w.add(line("x", now + 20 * 3_600.0, 0), now)  # a host whose clock is 20 h ahead
+    for i in range(1, 61):
+        now = clock.advance(1.0)
+        closed += w.add(line("a", now, i), now) + w.tick(now)
+    closed += w.add(line("a", None, 61), clock.advance(1.0))  # a line of a without a time of its own
+    closed += w.flush("end_of_input")
+    assert sorted((s.key, len(s.lines)) for s in closed) == [("a", 61), ("x", 1)]
+    # the same with the line ahead in the middle of a's session (a's later lines take the in-order fast path)
+    w = Sessionizer(resolve_spec(SessionsConfig(), "generic"), on_late=lambda ln, by: pytest.fail("late"))
+    closed = []
+    for i in range(60):
+        now = clock.advance(1.0)
+        if i == 10:
+            closed += w.add(line("x", now + 20 * 3_600.0, 100), now)
+        closed += w.add(line("a", now, i), now) + w.tick(now)
+    closed += w.add(line("a", None, 61), clock.advance(1.0))
+    closed += w.flush("end_of_input")
+    assert sorted((s.key, len(s.lines)) for s in closed) == [("a", 61), ("x", 1)]
+
+
 def test_a_far_future_first_line_does_not_set_the_event_time():
     w = Sessionizer(session_spec(max_future_secs=0.0), on_future=lambda ln, ahead: None)
     w.add(line("z", 1_000_001.0, 0), 1_000_000.0)
