@@ -47,7 +47,7 @@ from rationad.facts import evidence, rule_evidence
 from rationad.faithful import checked, problems, unsupported, window_start
 from rationad.hdfs_kb import hdfs_templates
 from rationad.metrics import Metrics
-from rationad.model.base import Completion, ModelClient, gather_all
+from rationad.model.base import Completion, ModelClient, ModelError, gather_all
 from rationad.neighbours import ModelNeighbours, for_model
 from rationad.prompt import (PROMPT_RULE, PROMPT_UNFINISHED, PROMPT_VERSION, PROMPT_WALK, VERDICTS, SessionView,
                              answer_regex, answer_words, build_messages, build_view, cache_key, continued_regex,
@@ -227,9 +227,11 @@ class Judge:
             for (key, fut), done in zip(own.items(), completed, strict=True):
                 fut.set_result(done)
         except BaseException as exc:
+            # A cancelled call is this batch's end, not its waiters': they get an error, and ask on their own.
+            shared = exc if isinstance(exc, Exception) else ModelError(f"a shared model call ended: {exc!r}")
             for fut in own.values():
                 if not fut.done():
-                    fut.set_exception(exc)
+                    fut.set_exception(shared)
                     fut.exception()  # mark retrieved: waiters re-raise it themselves
             raise
         finally:

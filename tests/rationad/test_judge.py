@@ -502,3 +502,19 @@ async def test_a_window_written_again_is_given_its_trained_first_sentence_for_th
     assert got[0].answer.rationale.startswith("L1 to L2 are routine messages") and not got[0].answer.problems
     assert got[1].answer.rationale.startswith("L2 reports 'proxy.example.org:{*} error: connection refused'")
     assert not got[1].answer.problems and got[1].attempts == 2
+
+
+async def test_a_batch_waiting_on_a_cancelled_batchs_call_asks_on_its_own():
+    """Found by review (2026-12-06), failing before its fix: a batch waiting on another batch's in-flight call for
+    the same prompt was handed that batch's cancellation and ended cancelled itself (its sessions never judged)."""
+    model = ScriptedModel([OK, OK])
+    model.delay = 0.05
+    judge = Judge(model, ModelConfig(), "generic", write_walk=False)
+    first = asyncio.ensure_future(judge.judge_many([session("w", ["app: disk failed"])]))
+    await asyncio.sleep(0.01)  # the first batch's call is in flight
+    second = asyncio.ensure_future(judge.judge_many([session("w", ["app: disk failed"])]))
+    await asyncio.sleep(0.01)  # the second waits on it
+    first.cancel()
+    [j] = await second
+    assert j.ok and j.answer.verdict == "anomalous" and len(model.calls) == 2
+    assert first.cancelled()
