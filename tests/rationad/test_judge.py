@@ -488,7 +488,8 @@ async def test_a_window_written_again_is_given_its_trained_first_sentence_for_th
 
     quiet = ["proxy.example.org:5070 open through proxy", "proxy.example.org:5070 close, 12 bytes sent"]
     troubled = ["proxy.example.org:5070 open through proxy", "proxy.example.org:5070 error: connection refused"]
-    foreign = "<think>L1 x1: 1 receive starts but 0 completions: a replica was never fully received.</think>\n<answer>{}"
+    foreign = ("<think>L1 x1: 1 receive starts but 0 completions: a replica was never fully received.</think>\n"
+               "<answer>{}")
     model = ScriptedModel([(foreign.format("normal</answer>"), 0.1), (foreign.format("anomalous</answer>"), 0.9),
                            " Nothing signals trouble: normal.</think>\n<answer>normal</answer>",
                            " This signals trouble: anomalous.</think>\n<answer>anomalous</answer>"])
