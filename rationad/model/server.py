@@ -171,6 +171,11 @@ class ServerClient:
     async def start(self) -> None:
         """Find the served model's name if it is not configured; a server that is still down is not an error here
         (the daemon waits for it through ``check_health`` and retries)."""
+        if not getattr(self._count, "exact", True):
+            log.warning("model.path (%s) has no tokenizer.json: prompt sizes are estimated (%s), so a prompt may be "
+                        "cut more than it needs, or refused by the server as too long (dead-lettered as "
+                        "model_rejected); copy the served model's tokenizer.json there", self.cfg.path,
+                        "a token per 4 ASCII characters and per byte of other text")
         if self.model is None:
             try:
                 await self.discover()

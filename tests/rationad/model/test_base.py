@@ -110,6 +110,20 @@ def test_token_counter_falls_back_to_an_estimate(tmp_path):
     assert token_counter(tmp_path)("abcd") == approx_token_count("abcd")  # no tokenizer.json there
     real = token_counter(tiny_model_folder(tmp_path))
     assert real("block block block") == 3 and real("") == 0
+    assert real.exact and not count.exact
+
+
+def test_the_estimate_does_not_undercount_other_scripts(model):
+    """Found by review (2026-12-06), failing before its fix: without a tokenizer, four characters counted a token
+    whatever the script, so a Chinese session sized to 1,024 tokens was 4,878 real ones and the server refused it.
+    Checked against the served model's own tokenizer (byte-level: never more tokens than bytes)."""
+    real = token_counter(model)
+    assert real.exact
+    for text in ("数据节点 {*} 接收块 {*} 失败，连接被拒绝", "Ошибка записи блока {*}: соединение сброшено",
+                 "café état naïve {*} — ok", "ERROR: données corrompues ✗"):
+        assert approx_token_count(text) >= real(text), text
+    ascii_line = 'L1 x3 "Receiving block blk_{*} src: /{*}:{*} dest: /{*}:{*}"'
+    assert approx_token_count(ascii_line) == len(ascii_line) // 4 + 1  # ASCII text: as before
 
 
 def test_base_imports_neither_torch_nor_vllm():

@@ -104,6 +104,16 @@ async def test_start_tolerates_a_server_that_is_not_up_yet():
     await client.aclose()
 
 
+async def test_start_warns_when_prompt_sizes_are_estimated(tmp_path, caplog):
+    """A model.path without tokenizer.json (the production overlay mounts only the manifest there) sizes prompts by
+    an estimate: said at start, naming the key."""
+    client = make(Recorder(), path=str(tmp_path))
+    with caplog.at_level("WARNING", logger="rationad.model.server"):
+        await client.start()
+    assert any("model.path" in r.getMessage() and "tokenizer.json" in r.getMessage() for r in caplog.records)
+    await client.aclose()
+
+
 async def test_retries_5xx_and_connect_errors_with_exponential_backoff():
     rec = Recorder(httpx.Response(503, json={"error": {"message": "overloaded"}}), httpx.ConnectError("refused"),
                    httpx.Response(500, text="oops"), httpx.Response(200, json=completion_body("fine")))
