@@ -181,7 +181,10 @@ class ModelNeighbours:
 
     def _operators(self) -> NeighbourIndex | None:
         if self._stale:
-            self._overlay = NeighbourIndex(self._operator.values()) if self._operator else None
+            # in the templates' order, not the labels' arrival: ties go to the earlier entry, and arrival differs
+            # between replicas and restarts (which labels partition came first, what compaction kept)
+            self._overlay = NeighbourIndex(sorted(self._operator.values(), key=lambda e: e.template)) \
+                if self._operator else None
             self._stale = False
         return self._overlay
 

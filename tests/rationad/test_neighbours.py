@@ -148,6 +148,22 @@ def test_operator_labels_join_the_candidates_and_relabel_shipped_entries(tmp_pat
     assert [n.label for n in got.query("data TLB error interrupt {*}")] == ["anomalous", "anomalous"]
 
 
+def test_tied_operator_labels_are_shown_whatever_order_they_came_in(tmp_path):
+    """Found by review (2026-12-06), failing before its fix: ties among operator labels went to the one that came
+    first, and replicas (or a restart after compaction) see labels in other orders: the same template got another
+    prompt, and perhaps another verdict, on each."""
+    _write_model(tmp_path, NeighbourIndex(ENTRIES), k=1)
+    x = Known("disk sda{*} failed on node", "anomalous", "disk", "operator")
+    y = Known("disk sdb{*} failed on node", "normal", "drill", "operator")
+    shown = []
+    for order in ((("t-x", x), ("t-y", y)), (("t-y", y), ("t-x", x))):
+        got = for_model([tmp_path])
+        for tid, entry in order:
+            got.set_operator(tid, entry)
+        shown.append(got.query("disk sdc{*} failed on node"))
+    assert shown[0] == shown[1] and shown[0][0].template == x.template
+
+
 def test_loading_many_operator_labels_builds_the_overlay_once(tmp_path, monkeypatch):
     """Found by review, failing before its fix: each label rebuilt the operators' index, so loading N labels at start
     was O(N^2) (80 s for 3,000 labels, the event loop blocked). It is now built at the next query, once."""
