@@ -275,10 +275,13 @@ LABEL_REASON_MAX_CHARS = 500
 
 def _line_templates(settings: Settings, text: str) -> list[str]:
     """The templates the daemon judges ``text`` by, read as a record of the configured input (none when it does
-    not parse: a template, or a line of another format)."""
-    from rationad.dialects import BadRecord, make_parser
+    not parse: a template, or a line of another format; for the bgl dialect, unless it is a BGL record beyond
+    doubt, ``dialects.looks_bgl``)."""
+    from rationad.dialects import BadRecord, looks_bgl, make_parser
     from rationad.template_book import template_of
 
+    if settings.input.dialect == "bgl" and settings.input.format == "text" and not looks_bgl(text):
+        return []
     try:
         lines = make_parser(settings.input).parse(text.encode("utf-8", "surrogatepass"))
     except (BadRecord, ValueError):

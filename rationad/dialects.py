@@ -149,6 +149,15 @@ _SYSLOG_HEADER = re.compile(r"\d{4}\.\d{2}\.\d{2} \S+ [A-Z][a-z]{2} +\d{1,2} \d{
 _LABEL_EPOCH = re.compile(r"(\S+) (\d{1,12}) ")
 
 
+def looks_bgl(line: str) -> bool:
+    """Whether ``line`` reads as a BGL record beyond doubt: a label and an epoch, then the ``-`` label or a header.
+    Any "WORD DIGITS rest" parses (``fan 3 failed``: label ``fan``, epoch 3, message ``failed``), so text an operator
+    types is read as a record only when it is one (``rationad label``)."""
+    m = _LABEL_EPOCH.match(line)
+    return m is not None and (m.group(1) == "-" or _BGL_HEADER.match(line, m.end()) is not None
+                              or _SYSLOG_HEADER.match(line, m.end()) is not None)
+
+
 def bgl_fields(line: str) -> tuple[str, float, str, str]:
     """(label normal/anomalous, epoch, message, rest of the line after the label) of a labelled line."""
     m = _LABEL_EPOCH.match(line)

@@ -246,6 +246,20 @@ def test_a_raw_line_is_read_as_the_configured_dialect_reads_it(broker_state, cap
     assert (forced.template, forced.forced) == (template_of("RAS KERNEL INFO ddr error 12 detected"), True)
 
 
+def test_text_that_only_looks_like_a_bgl_record_is_labelled_as_typed(broker_state, capsys):
+    """Found by review (2026-12-06), failing before its fix: any "WORD DIGITS rest" parses as a BGL record (label
+    ``fan``, epoch 3), so the docs' own ``rationad label "fan 3 failed" anomalous --force`` labelled the template
+    "failed", which real lines never have."""
+    from rationad.templates import to_template
+
+    broker_state["config"].write_text("[input]\ndialect = 'bgl'\n[judge]\nlabels_topic = 'ops.labels'\n"
+                                      "templates_topic = 'ops.templates'\n")
+    broker_state["stats"] = []
+    assert label_cli(broker_state, "fan 3 failed", "anomalous", "--reason", "fan", "--force") == 0
+    [(_, label, _)] = broker_state["written"]
+    assert label.template == to_template("fan 3 failed") == "fan {*} failed"
+
+
 @pytest.mark.parametrize("args, why", [
     (["anomalous"], "--reason is needed"),
     (["anomalous", "--reason", "   "], "--reason is needed"),
