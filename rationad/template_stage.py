@@ -254,9 +254,16 @@ class TemplateStage:
         records = self.catalog_records()
         if not records or producer is None:
             return 0
-        futures = [await producer.send(self.s.judge.templates_topic, key=k, value=v) for k, v in records]
+        futures, failed = [], []
+        for k, v in records:
+            try:  # a record the producer refuses at once (over its size limit) costs only itself, not the rest
+                futures.append(await producer.send(self.s.judge.templates_topic, key=k, value=v))
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                failed.append(exc)
         results = await asyncio.gather(*futures, return_exceptions=True)
-        failed = [r for r in results if isinstance(r, BaseException)]
+        failed += [r for r in results if isinstance(r, BaseException)]
         if failed:
             self.metrics.errors.labels("catalog", type(failed[0]).__name__).inc(len(failed))
             log.warning("template_catalog_not_written", failed=len(failed), error=repr(failed[0]))

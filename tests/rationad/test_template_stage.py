@@ -221,6 +221,34 @@ async def test_the_catalog_gets_every_changed_template_with_its_counts():
     assert {st.source for st in stats.values()} == {"model"}
 
 
+async def test_a_catalog_record_the_producer_refuses_costs_only_itself():
+    """Found by review (2026-12-06), failing before its fix: a record the producer refused at once (over its size
+    limit: a huge template) ended the publish round, and the changes after it were lost until their templates were
+    seen again."""
+    from aiokafka.errors import MessageSizeTooLargeError
+
+    s = settings()
+    d, consumer, producer = make(s, [recs([ROUTINE[0], ROUTINE[1], DISK.format(n=1)])])
+    await run_until(d, lambda: len(events(producer, s)) == 1)
+    for st in d.templates.book.states():
+        st.dirty = True
+    sent = []
+
+    class Refusing:
+        async def send(self, topic, key, value):
+            if not sent and not getattr(self, "refused", False):
+                self.refused = True
+                raise MessageSizeTooLargeError("too large")
+            sent.append(key)
+            fut = asyncio.get_running_loop().create_future()
+            fut.set_result(None)
+            return fut
+
+    changed = len(d.templates.book.states())
+    assert changed >= 2
+    assert await d.templates.publish(Refusing()) == changed - 1 and len(sent) == changed - 1
+
+
 async def test_session_level_stays_as_it_was():
     s = settings(judge={"level": "session"}, output={"emit_normal": True})
     model = CountingModel(lambda text: ANOMALOUS if "ERROR" in text else NORMAL)
