@@ -23,6 +23,7 @@ template is), an operator's label counting as 1 (anomalous) or 0 (normal).
 
 from __future__ import annotations
 
+import sys
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -134,10 +135,10 @@ class TemplateBook:
     def __init__(self, max_templates: int = DEFAULT_MAX_TEMPLATES, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
         self.max_templates = max_templates
         self.max_bytes = max_bytes
-        self.bytes = 0  # characters of the templates held
+        self.bytes = 0  # memory of the templates' text held (``sys.getsizeof``: 1, 2 or 4 bytes a character)
         # templates held that may not be forgotten (waiting or being judged), and their characters
         self._unsettled = 0
-        self._unsettled_chars = 0
+        self._unsettled_bytes = 0
         self._states: OrderedDict[str, TemplateState] = OrderedDict()  # by template text, least recently seen first
         # The same states by template id, for listings and labels only: a 12-digit id can be made to collide (about
         # 2^24 hashes), so verdicts and waiting windows go by the template text. Of two templates sharing an id, the
@@ -169,7 +170,7 @@ class TemplateBook:
                 st.count, st.first_seen, st.failed, st.failed_at = self._carried.pop(tid, (0, 0.0, None, 0.0))
             self._states[template] = st
             self._ids[tid] = st
-            self.bytes += len(template)
+            self.bytes += sys.getsizeof(template)
             self._settle(st)
             self._bound()
         return st
@@ -250,7 +251,7 @@ class TemplateBook:
         if unsettled != st.unsettled:
             sign = 1 if unsettled else -1
             self._unsettled += sign
-            self._unsettled_chars += sign * len(st.template)
+            self._unsettled_bytes += sign * sys.getsizeof(st.template)
             st.unsettled = unsettled
             if not unsettled:  # one more that counts: the least recently seen may have to make room
                 self._bound()
@@ -298,13 +299,13 @@ class TemplateBook:
 
     def _bound(self) -> None:
         while (len(self._states) - self._unsettled > self.max_templates
-               or self.bytes - self._unsettled_chars > self.max_bytes):
+               or self.bytes - self._unsettled_bytes > self.max_bytes):
             # least recently seen first; one a window may wait for stays
             victim = next((st for st in self._states.values() if st.known and not st.judging), None)
             if victim is None:
                 return
             del self._states[victim.template]
-            self.bytes -= len(victim.template)
+            self.bytes -= sys.getsizeof(victim.template)
             if self._ids.get(victim.id) is victim:
                 del self._ids[victim.id]
             self._carry(victim.id, victim.count, victim.first_seen, victim.failed, victim.failed_at)

@@ -66,8 +66,11 @@ def test_the_book_is_bounded_and_never_forgets_a_template_a_window_may_wait_for(
 def test_pending_huge_templates_do_not_flush_the_judged_ones():
     """Found by review (2026-12-06), failing before its fix: the byte bound counted templates waiting for the model,
     which cannot be forgotten, so two pending 10,000-character templates in a book of 22,000 characters pushed out
-    76 of its 200 judged templates (with 20,000 all of them; each then waits on the model again)."""
-    book = TemplateBook(max_templates=1000, max_bytes=22_000)
+    76 of its 200 judged templates (with 20,000 all of them; each then waits on the model again). (Bytes as
+    ``sys.getsizeof`` counts them: each short template is about 65.)"""
+    import sys
+
+    book = TemplateBook(max_templates=1000, max_bytes=28_000)
     for i in range(200):
         book.judged(book.observe(f"ok event {chr(65 + i % 26)}{chr(65 + i // 26)} done", 0).template, "normal", "")
     for k in "ab":
@@ -76,7 +79,7 @@ def test_pending_huge_templates_do_not_flush_the_judged_ones():
     for k in "ab":  # once judged they count, and the least recently seen judged ones make room for them
         book.judged(k + " " + "q-" * 5000, "normal", "")
     book.observe("one more", 2)
-    assert book.bytes <= 22_000 + len("one more") and 100 < len(book) < 202  # judged ones within the bound
+    assert book.bytes <= 28_000 + sys.getsizeof("one more") and 100 < len(book) < 202  # judged ones within the bound
 
 
 def test_an_empty_template_is_the_message_itself_and_a_long_one_is_cut_with_a_marker():
@@ -173,6 +176,19 @@ def test_the_book_is_bounded_in_bytes_as_well_as_in_templates():
         book.judged(book.observe(msg, now=float(i)).template, "normal", "fine")
     assert 9 <= len(book) <= 10 and book.bytes <= 10_000
     assert book.states()[-1].template.startswith("ERROR XB")  # the latest stays
+
+
+def test_the_byte_bound_counts_what_the_text_takes_in_memory():
+    """Found by review (2026-12-06), failing before its fix: the bound counted characters, and a string with one
+    character outside the Basic Multilingual Plane takes 4 bytes a character: a hostile source held 4x the bound."""
+    import sys
+
+    book = TemplateBook(max_templates=1_000, max_bytes=100_000)
+    for i in range(50):
+        msg = f"\U0001F525 {chr(65 + i % 26)}{chr(65 + i // 26)} " + "x" * 2_000  # an emoji, then ASCII
+        book.judged(book.observe(msg, now=float(i)).template, "normal", "fine")
+    held = sum(sys.getsizeof(st.template) for st in book.states())
+    assert held <= 100_000 and book.bytes == held and len(book) <= 13
 
 
 def test_a_template_served_normal_on_void_evidence_does_not_raise_its_windows_score():
