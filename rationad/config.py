@@ -319,6 +319,20 @@ class ServerConfig(_Section):
     port: int = Field(9464, ge=0, le=65535)
     stall_secs: float = Field(60.0, gt=0)
 
+    @field_validator("host")
+    @classmethod
+    def _host(cls, v: str) -> str:
+        """An address or a host name, without a port (``server.port`` is the port)."""
+        import ipaddress
+
+        try:
+            ipaddress.ip_address(v)
+        except ValueError:
+            if not re.fullmatch(r"(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*"
+                                r"[A-Za-z0-9])?)*\.?", v):
+                raise ValueError(f"{v!r} is neither an IP address nor a host name (the port is server.port)") from None
+        return v
+
 
 class LogConfig(_Section):
     level: Literal["debug", "info", "warning", "error"] = "info"

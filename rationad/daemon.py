@@ -282,7 +282,11 @@ class Daemon:
 
     async def _start(self) -> None:
         if self.s.server.enabled:
-            await self.health.start()
+            try:
+                await self.health.start()
+            except OSError as exc:  # a name that does not resolve, an address not on this host, a port in use
+                raise ConfigError(f"server.host / server.port: cannot listen on {self.s.server.host}:"
+                                  f"{self.s.server.port}: {exc}") from None
             log.info("health_server_started", host=self.s.server.host, port=self.health.port)
         self.notifier.status("starting model")
         await self.client.start()

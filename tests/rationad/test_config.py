@@ -36,6 +36,8 @@ def test_environment_overrides_file(monkeypatch):
         ("[kafka]\nsecurity_protocol = 'SASL_SSL'\n", "sasl_mechanism"),
         ("[nonsense]\nx = 1\n", "nonsense: unknown key"),
         ("not toml at all [", "not valid TOML"),
+        ("[server]\nhost = '0.0.0.0:9464'\n", "server.host"),  # found by review: passed, then crashed run
+        ("[server]\nhost = 'http://localhost'\n", "server.host"),
     ],
 )
 def test_bad_config_fails_naming_the_key(tmp_path, toml, needle):
@@ -279,3 +281,10 @@ def test_the_probe_of_a_pattern_of_many_branches_stays_small():
     many = "|".join(f"key{i}=(\\w+)" for i in range(30))
     # 600: each long line has a partner a tenth as long (the growth check), 10% more bytes
     assert len(subjects(many)) <= 600 and sum(map(len, subjects(many))) < 5_000_000
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "127.0.0.1", "localhost", "rationad-0.rationad.svc.cluster.local"])
+def test_addresses_and_host_names_are_valid_server_hosts(tmp_path, host):
+    p = tmp_path / "c.toml"
+    p.write_text(f"[server]\nhost = '{host}'\n")
+    assert load_settings(p).server.host == host

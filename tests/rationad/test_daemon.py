@@ -1124,3 +1124,22 @@ async def test_a_served_model_found_at_start_gives_the_identity_of_that_model():
         assert d.model.name == served and d.stage.model is d.model and d.templates.model is d.model
         identities.append((d.model.version, d.cache.store.namespace))
     assert identities[0][0] != identities[1][0] and identities[0][1] != identities[1][1]
+
+
+async def test_a_health_port_already_in_use_fails_start_naming_the_keys():
+    """Found by review (2026-12-06), failing before its fix: a port in use (or a host not on this machine) ended
+    ``run`` with a raw OSError traceback and exit status 1, which the service restarts for ever."""
+    import socket
+
+    from rationad.config import ConfigError
+
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    try:
+        s = settings(server={"enabled": True, "host": "127.0.0.1", "port": taken.getsockname()[1]})
+        d, _, _ = make(s, [])
+        with pytest.raises(ConfigError, match="server.host / server.port"):
+            await asyncio.wait_for(d.run(), 5)
+    finally:
+        taken.close()
