@@ -297,7 +297,10 @@ class Daemon:
         if self.cache is not None and self.cache.store is not None and not self._stop.is_set():
             self.notifier.status("recovering verdict cache")
             try:
-                recovered = await asyncio.wait_for(self.cache.start(), CACHE_RECOVERY_TIMEOUT_SECS)
+                done, recovered = await self._until_stop(
+                    asyncio.wait_for(self.cache.start(), CACHE_RECOVERY_TIMEOUT_SECS), "verdict cache recovery")
+                if not done:  # stopped while recovering (up to CACHE_RECOVERY_TIMEOUT_SECS): the shutdown closes it
+                    return
                 self.metrics.cache_entries.set(recovered)
             except Exception as exc:  # the cache is an optimisation: run without its durable store rather than stall
                 log.warning("verdict_cache_unavailable", error=repr(exc), fallback="in-memory cache only")
@@ -307,26 +310,39 @@ class Daemon:
                     await asyncio.wait_for(store.aclose(), 10)
                 except Exception:
                     pass
-        await self._check_model()
-        self.producer = await self._new_producer()
+        # Each later step can wait on the broker (for as long as its request timeout, or longer): a stop requested
+        # meanwhile ends the start there, and nothing after it joins or creates anything.
+        if not await self._step(self._check_model(), "model check"):
+            return
+        if self._stop.is_set():
+            return
+        done, self.producer = await self._until_stop(self._new_producer(), "producer start")
+        if not done:
+            return
         self.delivery.producer = self.producer
         self.delivery.new_producer = self._new_producer
-        await self._check_topics()
+        if not await self._step(self._check_topics(), "topic check"):
+            return
         topics = list(self.s.input.topics)
         if self.internal is not None:
             from rationad.topics import ensure_topic
 
             r = self.s.repartition
-            n = await ensure_topic(self.s.kafka, self.internal, key="repartition.topic", partitions=r.partitions,
-                                   like=self.s.input.topics, replication_factor=r.replication_factor,
-                                   retention_ms=r.retention_ms)
+            done, n = await self._until_stop(ensure_topic(
+                self.s.kafka, self.internal, key="repartition.topic", partitions=r.partitions,
+                like=self.s.input.topics, replication_factor=r.replication_factor, retention_ms=r.retention_ms),
+                "repartition topic")
+            if not done:
+                return
             topics.append(self.internal)
             self._router = Router(n)
             self._topic_names = {t.encode(): t for t in self.s.input.topics}
             log.info("repartitioning", topic=self.internal, partitions=n,
                      why=f"input.repartition = {self.s.input.repartition!r}")
-        if self.templates is not None:
-            await self._start_templates()
+        if self.templates is not None and not await self._step(self._start_templates(), "template topics and labels"):
+            return
+        if self._stop.is_set():
+            return
         self.consumer = make_consumer(self.s.kafka, max_partition_fetch_bytes=MAX_PARTITION_FETCH_BYTES)
         from aiokafka import ConsumerRebalanceListener
 
@@ -340,7 +356,8 @@ class Daemon:
                 daemon._on_assigned(assigned)
 
         self.consumer.subscribe(topics=topics, listener=_Listener())
-        await self.consumer.start()
+        if not await self._step(self.consumer.start(), "consumer start"):
+            return
         collect_less()
         log.info("daemon_started", topics=list(self.s.input.topics), group=self.s.kafka.group_id,
                  model=self.model.name, model_version=self.model.version, dialect=self.s.input.dialect)
@@ -582,6 +599,14 @@ class Daemon:
             self._paused = False
             self.metrics.paused.set(0)
             log.info("consumption_resumed", pending=held)
+
+    async def _step(self, aw: Coroutine[Any, Any, Any], what: str) -> bool:
+        """Whether ``aw``, a step of the start, ran to its end (``_until_stop``); False, without running it, when a
+        stop was requested before it."""
+        if self._stop.is_set():
+            aw.close()
+            return False
+        return (await self._until_stop(aw, what))[0]
 
     async def _until_stop(self, aw: Coroutine[Any, Any, Any], what: str) -> tuple[bool, Any]:
         """``(True, its result)`` of ``aw``, or ``(False, None)`` when a stop is requested first (``aw`` is cancelled).

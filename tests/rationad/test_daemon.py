@@ -1143,3 +1143,31 @@ async def test_a_health_port_already_in_use_fails_start_naming_the_keys():
             await asyncio.wait_for(d.run(), 5)
     finally:
         taken.close()
+
+
+async def test_a_stop_during_the_verdict_cache_recovery_ends_the_start_there():
+    """Found by review (2026-12-06), failing before its fix: a stop while the durable cache recovered (up to 120 s:
+    a broker down, a static member's old session) waited for the recovery, then the start went on: the producer
+    started and the consumer joined the group after the stop, past the supervisor's grace period."""
+    from rationad.cache import VerdictCache
+
+    class SlowStore:
+        namespace = "x"
+
+        async def start(self):
+            await asyncio.sleep(30)
+
+        def items(self):
+            return []
+
+        async def aclose(self):
+            pass
+
+    s = settings()
+    d, consumer, producer = make(s, [])
+    d.cache = VerdictCache(10, store=SlowStore())
+    task = asyncio.create_task(d.run())
+    await asyncio.sleep(0.3)  # recovering
+    d.request_stop(signal="SIGTERM")
+    await asyncio.wait_for(task, 5)
+    assert d.producer is None and d.consumer is None and consumer.listener is None
