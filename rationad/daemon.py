@@ -57,6 +57,11 @@ YIELD_EVERY_LINES = 500  # lines parsed (or records routed) between yields to th
 CACHE_RECOVERY_TIMEOUT_SECS = 120.0  # a durable cache that cannot be recovered in time is skipped, not waited for
 PRODUCE_STUCK_NOT_READY_SECS = 10.0  # outputs unacknowledged this long make /readyz fail
 MAX_PARTITION_FETCH_BYTES = 4 * 1024 * 1024
+# After the drain budget, closing the Kafka clients, the cache and the servers shares this many seconds (the model
+# client's own close, an in-process engine's join, has ENGINE_CLOSE_SECS): the supervisor's grace period must exceed
+# the drain budget plus these (docs/operations.md, "Stopping").
+CLOSE_SECS = 10.0
+ENGINE_CLOSE_SECS = 30.0
 MAX_BATCH_BYTES = 1024 * 1024
 
 
@@ -489,8 +494,9 @@ class Daemon:
                                                    if self.delivery.held <= self.delivery.stuck else "deadline passed"))
         await cancel_all(list(self._tasks))
         if self.templates is not None:
-            try:
-                await asyncio.wait_for(self.templates.publish(self.producer), 10)
+            try:  # best effort, within the drain budget
+                await asyncio.wait_for(self.templates.publish(self.producer),
+                                       max(1.0, min(10.0, deadline - time.monotonic())))
             except Exception as exc:
                 log.warning("template_catalog_not_written", error=repr(exc))
         # Flush and the final commit get what is left of the drain budget (a second at least): with the broker
@@ -503,20 +509,25 @@ class Daemon:
         await self._maybe_commit(force=True, timeout=max(1.0, deadline - time.monotonic()))
 
     async def _shutdown(self) -> None:
+        """Close everything; the Kafka clients, the cache and the servers share ``CLOSE_SECS`` (a second each at
+        least): with the broker unreachable, aiokafka's producer stop waits for its pending batches to expire
+        (``request_timeout_ms``, 40 s) and each step used to get 30 s, so a stop could take twice the drain budget
+        and be killed by the supervisor."""
         if self._stop_wait is not None:
             await cancel_all([self._stop_wait])
-        for closer in (
-            self.consumer.stop() if self.consumer else None,
-            self.producer.stop() if self.producer else None,
-            self.client.aclose(),
-            self.cache.aclose() if self.cache is not None else None,
-            self.labels.aclose() if self.labels is not None else None,
-            self.health.stop(),
+        end = time.monotonic() + CLOSE_SECS
+        for closer, own in (
+            (self.consumer.stop() if self.consumer else None, None),
+            (self.producer.stop() if self.producer else None, None),
+            (self.client.aclose(), ENGINE_CLOSE_SECS),
+            (self.cache.aclose() if self.cache is not None else None, None),
+            (self.labels.aclose() if self.labels is not None else None, None),
+            (self.health.stop(), None),
         ):
             if closer is None:
                 continue
             try:
-                await asyncio.wait_for(closer, 30)
+                await asyncio.wait_for(closer, own if own is not None else max(1.0, end - time.monotonic()))
             except Exception:
                 log.exception("shutdown_step_failed")
         log.info("stopped", exit_code=self.exit_code)

@@ -1171,3 +1171,33 @@ async def test_a_stop_during_the_verdict_cache_recovery_ends_the_start_there():
     d.request_stop(signal="SIGTERM")
     await asyncio.wait_for(task, 5)
     assert d.producer is None and d.consumer is None and consumer.listener is None
+
+
+async def test_a_stop_with_the_broker_unreachable_closes_within_the_drain_budget_and_the_close_budget(monkeypatch):
+    """Found by review (2026-12-06), failing before its fix: after the drain budget, each close step got 30 s, and
+    aiokafka's producer stop waits for pending batches to expire (40 s): a stop took twice the drain budget, past the
+    supervisor's grace period. The Kafka clients now share ``CLOSE_SECS``."""
+    import time
+
+    import rationad.daemon as daemon_mod
+
+    monkeypatch.setattr(daemon_mod, "CLOSE_SECS", 2.0, raising=False)
+    s = settings(delivery={"commit_interval_ms": 10, "drain_timeout_secs": 1})
+    d, consumer, producer = make(s, [{TP: [Rec(0, line("a")), Rec(1, line("a"))]}])
+
+    async def never_acknowledged(*a, **k):
+        return asyncio.get_running_loop().create_future()
+
+    async def hang(*a, **k):
+        await asyncio.Event().wait()
+
+    producer.send, producer.flush, producer.stop, consumer.commit, consumer.stop = (never_acknowledged, hang, hang,
+                                                                                    hang, hang)
+    task = asyncio.create_task(d.run())
+    await until(lambda: d.delivery.held > 0, 5)
+    t0 = time.monotonic()
+    d.request_stop()
+    await asyncio.wait_for(task, 20)
+    # a periodic commit in flight gives up after 5 s, the drain 1 s, flush and final commit a second each at least,
+    # then the closes share 2 s (a second each at least): about 11 s (before the fix: 30 s for each hanging close)
+    assert time.monotonic() - t0 < 15
