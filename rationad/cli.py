@@ -35,8 +35,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     return asyncio.run(Daemon(settings).run())
 
 
-async def _check(settings: Settings) -> list[str]:
-    """Reach the broker and the model; return the problems found."""
+async def _check(settings: Settings, model_ok: bool = True) -> list[str]:
+    """Reach the broker and the model (unless its configuration failed, ``model_ok``); return the problems found."""
     problems: list[str] = []
     from aiokafka.admin import AIOKafkaAdminClient
 
@@ -69,7 +69,7 @@ async def _check(settings: Settings) -> list[str]:
         except TopicCheckError as exc:
             problems.append(f"kafka.bootstrap_servers: {exc}")
     m = settings.model
-    if m.backend == "vllm-server":
+    if m.backend == "vllm-server" and model_ok:
         from rationad.model.base import ModelError, make_client
         from rationad.config import redact_url
 
@@ -88,12 +88,7 @@ async def _check(settings: Settings) -> list[str]:
             problems.append(f"model.server_url: cannot reach {url}: {type(exc).__name__} {detail}".rstrip())
         finally:
             await client.aclose()
-    else:
-        # Starting the in-process engine takes a minute: check that the folder is a servable model instead.
-        if m.path is None or not (Path(m.path) / "config.json").is_file():
-            problems.append(f"model.path: {m.path} is not a model folder (no config.json); run scripts/setup.sh")
-        if m.adapter is not None and not (Path(m.adapter) / "adapter_config.json").is_file():
-            problems.append(f"model.adapter: {m.adapter} is not a LoRA adapter folder (no adapter_config.json)")
+    # (the in-process engine is not started: a minute; cmd_check_config checked its folders, as run does first)
     from rationad.neighbours import NeighbourIndexError, for_model
 
     try:  # a model trained with labelled neighbours is served only with its index
@@ -129,10 +124,21 @@ def cmd_check_config(args: argparse.Namespace) -> int:
               f"({r.partitions or 'as many partitions as the largest input topic'}"
               f"{' partitions' if r.partitions else ''}, replication {r.replication_factor}, "
               f"retention {r.retention_ms} ms), created at start if missing", file=sys.stderr)
+    from rationad.model.base import check_model_config
+
+    problems = []
+    try:  # the model's folders and URL, as run checks them before anything else
+        check_model_config(settings.model)
+    except ConfigError as exc:
+        problems.append(str(exc))
     if args.offline:
+        for p in problems:
+            print(f"error: {p}", file=sys.stderr)
+        if problems:
+            return 1
         print("configuration is valid (offline: broker and model not checked)", file=sys.stderr)
         return 0
-    problems = asyncio.run(_check(settings))
+    problems += asyncio.run(_check(settings, model_ok=not problems))
     for p in problems:
         print(f"error: {p}", file=sys.stderr)
     if problems:

@@ -270,6 +270,13 @@ class ModelConfig(_Section):
     retry_backoff_secs: float = Field(0.5, ge=0, le=30)  # seconds, not ms: a batch waits up to 1.5x this to retry
     health_timeout_secs: float = Field(5.0, gt=0)
 
+    @field_validator("path", "adapter", mode="before")
+    @classmethod
+    def _unset_when_empty(cls, v: object) -> object:
+        """An empty value (``RATIONAD_MODEL__PATH=``) unsets the key: an environment variable cannot remove one the
+        file sets, and ``""`` read as a path is the current folder."""
+        return None if isinstance(v, str) and not v.strip() else v
+
     @field_validator("path", "adapter")
     @classmethod
     def _expand(cls, v: Path | None) -> Path | None:

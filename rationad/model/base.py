@@ -159,16 +159,14 @@ def check_model_folder(path: Path | None, key: str = "model.path") -> Path:
     return p
 
 
-def make_client(cfg: ModelConfig) -> ModelClient:
-    """The client for ``cfg.backend``; raises ConfigError naming the key when the configuration cannot work."""
+def check_model_config(cfg: ModelConfig) -> None:
+    """Raise ConfigError naming the key when ``cfg``'s backend cannot work with its files and URL (what ``make_client``
+    checks before it builds a client, and ``rationad check-config --offline`` too)."""
     if cfg.backend == "vllm-engine":
         check_model_folder(cfg.path)
         if cfg.adapter is not None and not (Path(cfg.adapter) / "adapter_config.json").is_file():
             raise ConfigError(f"model.adapter: {cfg.adapter} is not a LoRA adapter folder (no adapter_config.json)")
-        from rationad.model.engine import EngineClient  # imports vLLM (and torch) only when this backend is used
-
-        return EngineClient(cfg)
-    if cfg.backend == "vllm-server":
+    elif cfg.backend == "vllm-server":
         if not cfg.server_url:
             raise ConfigError("model.server_url: not set; the vllm-server backend needs the server's base URL")
         if not cfg.server_url.startswith(("http://", "https://")):
@@ -177,8 +175,18 @@ def make_client(cfg: ModelConfig) -> ModelClient:
         # events) are read, so a folder holding just those (a ConfigMap) is enough; weights live on the server.
         if cfg.path is not None and not Path(cfg.path).expanduser().is_dir():
             raise ConfigError(f"model.path: {cfg.path} is not a folder (vllm-server reads its tokenizer.json and "
-                              "manifest.json, when present)")
-        from rationad.model.server import ServerClient
+                              "manifest.json, when present; set RATIONAD_MODEL__PATH= (empty) to go without)")
+    else:
+        raise ConfigError(f"model.backend: unknown backend {cfg.backend!r}")
 
-        return ServerClient(cfg)
-    raise ConfigError(f"model.backend: unknown backend {cfg.backend!r}")
+
+def make_client(cfg: ModelConfig) -> ModelClient:
+    """The client for ``cfg.backend``; raises ConfigError naming the key when the configuration cannot work."""
+    check_model_config(cfg)
+    if cfg.backend == "vllm-engine":
+        from rationad.model.engine import EngineClient  # imports vLLM (and torch) only when this backend is used
+
+        return EngineClient(cfg)
+    from rationad.model.server import ServerClient
+
+    return ServerClient(cfg)

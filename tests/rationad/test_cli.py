@@ -41,6 +41,21 @@ def test_check_config_reports_unreachable_broker_and_missing_model(tmp_path):
     assert "kafka.bootstrap_servers" in r.stderr and "model.path" in r.stderr
 
 
+def test_check_config_offline_checks_the_model_folders_run_checks_first(tmp_path):
+    """Found by review (2026-12-06), failing before its fix: the image's config names a model.path that the
+    container lacks; --offline said the configuration was valid and run then refused it (exit 2). An empty
+    RATIONAD_MODEL__PATH unsets it (it was read as the current folder)."""
+    import os
+
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f"[model]\nbackend = 'vllm-server'\nserver_url = 'http://vllm:8000'\npath = '{tmp_path}/none'\n")
+    r = run("check-config", "--config", str(cfg), "--offline")
+    assert r.returncode == 1 and f"model.path: {tmp_path}/none is not a folder" in r.stderr
+    r = run("check-config", "--config", str(cfg), "--offline", env={**os.environ, "RATIONAD_MODEL__PATH": ""})
+    assert r.returncode == 0, r.stderr
+    assert '"path": null' in r.stdout
+
+
 def test_check_config_reports_a_models_missing_neighbour_index(tmp_path):
     model = tmp_path / "model"
     model.mkdir()
