@@ -169,8 +169,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
         overrides["sessions"] = sessions
     raw_dialect = args.dialect in ("hdfs", "bgl", "generic")
     if raw_dialect:
-        # a file is read whole: no topics, so no repartitioning (whose record-size rules would refuse 1 MiB lines)
-        inp = {"dialect": args.dialect, "format": "text", "max_record_bytes": 1 << 20, "repartition": "never"}
+        # a file is read whole: no topics, so no repartitioning (whose record-size rules would refuse 1 MiB lines).
+        # Records of a JSON input, exported one per line, are read as the daemon reads them (its key and time fields).
+        fmt = _settings(args.config).input.format
+        inp = {"dialect": args.dialect, "format": fmt, "max_record_bytes": 1 << 20, "repartition": "never"}
         if args.key_regex:
             inp["key_regex"] = args.key_regex
         overrides["input"] = inp

@@ -163,6 +163,19 @@ def test_replay_of_an_hdfs_log_passes_its_settings():
     assert r.returncode == 2 and "max_record_bytes" not in r.stderr and "model.path" in r.stderr, r.stderr
 
 
+def test_replay_reads_a_json_inputs_exported_records_as_the_daemon_does(tmp_path):
+    """Found by review (2026-12-06), failing before its fix: replay forced text input but kept the config's JSON-only
+    keys, so a production config with input.format = "json" was refused (input.json_key_field) before anything ran.
+    What fails next here is the missing model."""
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[input]\nformat = 'json'\ndialect = 'generic'\njson_key_field = 'session'\n"
+                   "timestamp_field = 'ts'\n")
+    log = tmp_path / "range.log"
+    log.write_text('{"message": "worker started", "session": "s1", "ts": 1764583200}\n')
+    r = run("replay", str(log), "--dialect", "generic", "--config", str(cfg), "--model-path", str(tmp_path / "none"))
+    assert r.returncode == 2 and "json_key_field" not in r.stderr and "model.path" in r.stderr, r.stderr
+
+
 def test_every_replay_option_has_a_help_line():
     r = run("replay", "--help")
     assert r.returncode == 0

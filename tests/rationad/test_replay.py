@@ -26,6 +26,21 @@ def test_replay_sessions_are_not_cut_by_the_wall_clock_bound(tmp_path):
     assert got == [("blk_1", "end_of_input", 1, 5, "blk_1"), ("blk_2", "end_of_input", 1, 1, "blk_2")]
 
 
+def test_replay_windows_exported_json_records_by_their_key_and_time_fields(tmp_path):
+    import json
+
+    recs = [{"message": f"step {i}", "session": f"s{i % 2}", "ts": 1_764_583_200 + i} for i in range(6)]
+    path = tmp_path / "range.log"
+    path.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    skipped = replay.Skipped()
+    inp = InputConfig(format="json", dialect="generic", json_key_field="session", timestamp_field="ts")
+    out = list(replay.sessions_from_log(path, "generic", SessionsConfig(), inp, skipped))
+    assert skipped.count == 0
+    assert sorted((s.key, [ln.message for ln in s.lines]) for s in out) == [
+        ("s0", ["step 0", "step 2", "step 4"]), ("s1", ["step 1", "step 3", "step 5"])]
+    assert out[0].lines[0].ts == 1_764_583_200 + int(out[0].lines[0].message[-1])
+
+
 async def test_template_level_replay_judges_each_template_once_and_scores_lines(tmp_path):
     import io
 
