@@ -226,7 +226,7 @@ def mend_group_membership() -> None:
 @functools.cache
 def _consumer_class() -> type[AIOKafkaConsumer]:
     from aiokafka import AIOKafkaConsumer
-    from aiokafka.errors import KafkaError
+    from aiokafka.errors import GroupAuthorizationFailedError, KafkaError
 
     mend_group_membership()
 
@@ -250,6 +250,10 @@ def _consumer_class() -> type[AIOKafkaConsumer]:
                 # refuses (FENCED_INSTANCE_ID, error 82, is unmapped in aiokafka 0.14 and arrives as UnknownError)
                 # aborts that wait with the error.
                 await self.stop()
+                if isinstance(exc, GroupAuthorizationFailedError) or "GroupAuthorizationFailed" in repr(exc):
+                    raise ConfigError(  # not the instance id's fault: the principal may not use the group
+                        f"kafka.group_id = {self._group_id!r}: the broker does not authorize this principal "
+                        f"(kafka.sasl_username) to join the group: {exc!r}. Grant it Read on the group") from exc
                 raise ConfigError(
                     f"kafka.group_instance_id = {instance_id!r}: the group coordinator refused the group join: "
                     f"{exc!r}. The id must be unique per running instance (another live daemon with this id fences "

@@ -107,6 +107,25 @@ async def test_start_turns_a_refused_join_into_a_config_error(monkeypatch):
     assert stopped
 
 
+async def test_a_join_the_group_acl_refuses_names_the_group_not_the_instance_id(monkeypatch):
+    """Found by review (2026-12-06), failing before its fix: every refused join was blamed on
+    kafka.group_instance_id, a missing group permission too."""
+    from aiokafka.errors import GroupAuthorizationFailedError
+
+    async def refused(self):
+        raise GroupAuthorizationFailedError()
+
+    async def fake_stop(self):
+        pass
+
+    monkeypatch.setattr(AIOKafkaConsumer, "start", refused)
+    monkeypatch.setattr(AIOKafkaConsumer, "stop", fake_stop)
+    c = kafka.make_consumer(KafkaConfig(group_id="rationad", group_instance_id="host-a"))
+    c._client = _FakeClient(join_max=7)
+    with pytest.raises(ConfigError, match=r"^kafka\.group_id = 'rationad': the broker does not authorize"):
+        await c.start()
+
+
 async def test_start_without_instance_id_skips_the_check(monkeypatch):
     started = []
 
