@@ -41,7 +41,7 @@ import structlog
 from rationad.answer import (CUT_MARK, ParsedAnswer, close_cut_thought, parse_completion, ranked_score,
                              served_verdict)
 from rationad.cache import VerdictCache
-from rationad.config import ModelConfig
+from rationad.config import ConfigError, ModelConfig
 from rationad.events import ModelInfo
 from rationad.facts import evidence, rule_evidence
 from rationad.faithful import checked, problems, unsupported, window_start
@@ -113,13 +113,20 @@ def model_info(cfg: ModelConfig, client_name: str) -> ModelInfo:
     one is configured: the base's manifest does not name an adapter served on it). Without one, ``unversioned-`` and
     a digest of where the model is served from, so that two such models never share cache entries or event ids."""
     folder = cfg.adapter if cfg.adapter is not None else cfg.path
-    manifest = None
-    if folder is not None and (Path(folder) / "manifest.json").is_file():
+    manifest: object = {}
+    path = Path(folder) / "manifest.json" if folder is not None else None
+    if path is not None and path.is_file():
+        # one that cannot be read would serve the model another prompt than it was trained on (its prompt version),
+        # without its neighbour index, under an unversioned name: refused, naming it
         try:
-            manifest = orjson.loads((Path(folder) / "manifest.json").read_bytes())
-        except orjson.JSONDecodeError:
-            manifest = None
-    manifest = manifest if isinstance(manifest, dict) else {}
+            manifest = orjson.loads(path.read_bytes())
+        except orjson.JSONDecodeError as exc:
+            raise ConfigError(f"model.{'adapter' if cfg.adapter is not None else 'path'}: {path} is not valid "
+                              f"JSON ({exc})") from None
+        if not isinstance(manifest, dict):
+            raise ConfigError(f"model.{'adapter' if cfg.adapter is not None else 'path'}: {path} is not a JSON "
+                              "object")
+    assert isinstance(manifest, dict)
     # the prompt it was trained on (``training.prompt_stamp``): what the daemon serves it (``Judge``)
     prompt = str(manifest.get("prompt_version") or PROMPT_VERSION)
     if manifest.get("version"):

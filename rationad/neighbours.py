@@ -211,9 +211,11 @@ def for_model(folders: Iterable[Path | None]) -> ModelNeighbours | None:
         manifest_path = Path(folder) / "manifest.json"
         try:
             manifest = orjson.loads(manifest_path.read_bytes())
-        except orjson.JSONDecodeError:
-            return None  # the model's identity reader reports an unreadable manifest; there is no index to honour
-        spec = manifest.get("neighbours") if isinstance(manifest, dict) else None
+        except orjson.JSONDecodeError as exc:  # it may name an index: the model is not served without it
+            raise NeighbourIndexError(f"{manifest_path}: not valid JSON ({exc})") from None
+        if not isinstance(manifest, dict):
+            raise NeighbourIndexError(f"{manifest_path}: not a JSON object")
+        spec = manifest.get("neighbours")
         if not spec:
             return None
         if not isinstance(spec, dict) or not isinstance(spec.get("file"), str) or not isinstance(spec.get("k"), int):

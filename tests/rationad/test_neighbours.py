@@ -89,6 +89,21 @@ def test_a_model_without_an_index_has_none(tmp_path):
     assert for_model([tmp_path]) is None
 
 
+@pytest.mark.parametrize("text", ['{"name": "m", "neighbours": {"file": "neighbours.json", "k"', '["m"]'])
+def test_a_manifest_that_cannot_be_read_fails_naming_it(tmp_path, text):
+    """Found by review (2026-12-06), failing before its fix: a truncated manifest was taken as none: no neighbour
+    index (it may name one), the base prompt (it names the prompt the model was trained on), an unversioned name."""
+    from rationad.config import ConfigError
+    from rationad.judge import model_info
+
+    _write_model(tmp_path, NeighbourIndex(ENTRIES))
+    (tmp_path / "manifest.json").write_text(text)
+    with pytest.raises(NeighbourIndexError, match="manifest.json"):
+        for_model([tmp_path])
+    with pytest.raises(ConfigError, match=r"model\.path: .*manifest\.json"):
+        model_info(ModelConfig(path=tmp_path), "m")
+
+
 @pytest.mark.parametrize("damage", ["missing", "not json", "wrong format", "bad entry", "altered"])
 def test_a_broken_index_fails_naming_the_file(tmp_path, damage):
     _write_model(tmp_path, NeighbourIndex(ENTRIES))
