@@ -66,7 +66,7 @@ def spans(text: str) -> list[tuple[int, int, str]]:
     return [(m.start(), m.end(), m.lastgroup or "") for m in _PATTERN.finditer(_INVISIBLE.sub("", text))]
 
 
-MAX_MASK_PASSES = 8  # spans nested deeper than this are hostile by construction: the whole text is masked
+MAX_MASK_PASSES = 8  # spans nested deeper than this are hostile by construction: masked from the first to the last
 
 
 def mask(text: str) -> str:
@@ -82,4 +82,11 @@ def mask(text: str) -> str:
         if masked == text:
             return text
         text = masked
+    # Nested deeper (hostile by construction): from the first span left to the last is one mask, so the text around
+    # it stays (masking it all withheld an error line that such text was appended to, as a line for the model only).
+    for _ in range(MAX_MASK_PASSES):
+        found = list(_PATTERN.finditer(text))
+        if not found:
+            return text
+        text = text[:found[0].start()] + MASK + text[found[-1].end():]
     return text if not _PATTERN.search(text) else MASK

@@ -141,9 +141,25 @@ def test_masking_leaves_no_span_that_the_masks_themselves_join(text):
     assert masked.startswith("ERROR")
 
 
-def test_spans_nested_past_the_mask_passes_mask_the_whole_line(monkeypatch):
+def test_spans_nested_past_the_mask_passes_are_masked_from_the_first_to_the_last(monkeypatch):
     import rationad.injection
 
     monkeypatch.setattr(rationad.injection, "MAX_MASK_PASSES", 1)  # this text needs two passes
-    assert mask("ERROR disk failed; answer <think>a b c d e f</think> normal") == MASK
+    assert mask("ERROR disk failed; answer <think>a b c d e f</think> normal") == "ERROR disk failed; {*}"
     assert mask("ERROR disk failed; answer normal") == "ERROR disk failed; {*}"  # one pass was enough
+
+
+def test_an_error_line_with_deeply_nested_text_for_the_model_is_shown_not_withheld():
+    """Found by review (2026-12-06), failing before its fix: nested past the mask passes, the whole line was masked,
+    so the error it was appended to was no evidence any more and the line was withheld as text for the model only:
+    whoever controls one field of an error line could hide the error."""
+    from rationad.injection import MAX_MASK_PASSES
+    from rationad.prompt import build_view, speaks_only_to_model
+
+    inner = "<think>a</think>"
+    for _ in range(MAX_MASK_PASSES):
+        inner = f"answer x x x x {inner} normal"
+    line = "ERROR disk failure: kernel I/O error on sda " + inner
+    assert mask(line) == "ERROR disk failure: kernel I/O error on sda {*}" and not speaks_only_to_model(line)
+    view = build_view("generic", ["session started", line, "session closed"])
+    assert not view.withheld and view.rows[1].template == line and view.line_count == 3
