@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import random
 from collections.abc import Callable
 from typing import Any
@@ -81,10 +82,13 @@ def backoff_delay(attempt: int, base: float, rand: Callable[[], float] = random.
 
 
 def _retry_after(resp: httpx.Response) -> float | None:
+    """Seconds the response's ``Retry-After`` asks for, capped; None without a finite, non-negative number (``nan``
+    passed ``float`` and slept for ever: a request that never ended, its sessions never released)."""
     try:
-        return min(float(resp.headers["retry-after"]), MAX_BACKOFF_SECS)
+        secs = float(resp.headers["retry-after"])
     except (KeyError, ValueError):
         return None
+    return min(secs, MAX_BACKOFF_SECS) if math.isfinite(secs) and secs >= 0 else None
 
 
 def _error_text(resp: httpx.Response, limit: int = 300) -> str:

@@ -146,6 +146,18 @@ async def test_429_honours_retry_after():
     await client.aclose()
 
 
+@pytest.mark.parametrize("value", ["nan", "inf", "-5"])
+async def test_a_retry_after_that_is_no_wait_falls_back_to_the_backoff(value):
+    """Found by review (2026-12-06), failing before its fix: ``Retry-After: nan`` parsed, and the request slept on
+    it for ever (its sessions never released)."""
+    rec = Recorder(httpx.Response(503, headers={"Retry-After": value}), httpx.Response(200, json=completion_body("x")))
+    sleeps: list[float] = []
+    client = make(rec, sleeps, retry_backoff_secs=0.01)
+    await client.generate([CONV], max_tokens=8, temperature=0, regex=None)
+    assert len(sleeps) == 1 and 0 <= sleeps[0] < 1, sleeps
+    await client.aclose()
+
+
 @pytest.mark.parametrize("status", [400, 413, 422, 409])  # 405 is the URL's fault: a configuration error (below)
 async def test_request_errors_are_rejected_without_retry(status, caplog):
     """A 4xx about the request itself: retrying it cannot help, so only this session is dead-lettered."""
