@@ -11,7 +11,7 @@ from rationad.prompt import THINK_MAX_CHARS, SessionView, TemplateRow, answer_wo
 
 _THINK = re.compile(r"<think>(.*?)</think>", re.S)
 _ANSWER = re.compile(r"<answer>\s*(.*?)\s*</answer>", re.S | re.I)
-REF = re.compile(r"\bL(\d+)\b")  # any number of digits: L12345 is a ref too (to no row), and is flagged
+REF = re.compile(r"\bL(\d+)\b", re.ASCII)  # any number of ASCII digits (L12345 is a ref, to no row: flagged)
 _SYNONYMS = {
     "normal": "normal",
     "anomalous": "anomalous",

@@ -64,9 +64,9 @@ from rationad.template_rules import Rule, match_rule, names_trouble, rule_of_mea
 TRAINING_ONLY = re.compile(
     r"expert label|experts label|labelled sequence pattern|labelled healthy|the knowledge base", re.I)
 _SENTENCE = re.compile(r"[^.!?]*[.!?]+|[^.!?]+$")
-_COUNT = re.compile(r"\bL(\d{1,4}) x(\d{1,9})\b")  # bounded: int() of thousands of digits raises
+_COUNT = re.compile(r"\bL([0-9]{1,4}) x([0-9]{1,9})\b")  # bounded: int() of thousands of digits raises
 # "L1 contains '<words>'" (an apostrophe inside a word, Couldn't, is quoted text), and the meaning sentence after it
-_CONTAINS = re.compile(r"\bL(\d{1,4})\s+(?:contains|reports|shows|says|mentions|has)\s+"
+_CONTAINS = re.compile(r"\bL([0-9]{1,4})\s+(?:contains|reports|shows|says|mentions|has)\s+"
                        r"(?:the\s+(?:words?|text|phrase|string)\s+)?"
                        r"'((?:[^']|'(?=[A-Za-z])){1,200})'(?![A-Za-z])(?::\s*([^.]{1,200}))?")
 _QUOTED = re.compile(r"(?<![A-Za-z])'([^'\s][^']{0,198})'(?![A-Za-z])")
@@ -85,7 +85,7 @@ _CLAIMS_FAILURE = re.compile(r"\b(?:reports? an? (?:error|failure)|reports? (?:e
 _FAILURE_WORD = re.compile(r"err|fail|fatal|exception|panic|abort|refus|timed? ?out|denied|crit|severe|corrupt|"
                            r"unreachable|lost|kill|warn|invalid|cannot|can't|n't\b|unable|down|parity|check|"
                            r"interrupt|halt|reset|bad|illegal|violation|overflow|fault|\bnot\b", re.I)
-_NO_SEVERITY = re.compile(r"\bL(\d{1,4}) has no severity word")
+_NO_SEVERITY = re.compile(r"\bL([0-9]{1,4}) has no severity word")
 _HDFS_PHRASES = re.compile(r"receive starts?|replicas?\b|datanode|namenode|\bStarts \d+, received \d+", re.I)
 _NEIGHBOURS_WERE = re.compile(r"\b(N\d{1,2}(?:(?:,\s*|\s+and\s+)N\d{1,2})*),? "
                               r"(?:a similar known template|similar known templates),? (?:was|were) "
@@ -95,7 +95,7 @@ _NEIGHBOUR_LISTED = re.compile(r"\b(N\d{1,2}) (normal|anomalous)\b")
 _NO_NEIGHBOUR_WAS = re.compile(r"\bNo similar known template was (normal|anomalous)\b")
 _TAGS = "|".join(re.escape(t) for t in sorted(set(WALK_TAGS.values()) | {"unknown", "ignored text"}, key=len,
                                               reverse=True))
-_WALK_ENTRY = re.compile(rf"\bL(\d{{1,4}}) x\d+ (ERROR\b|{_TAGS})")
+_WALK_ENTRY = re.compile(rf"\bL([0-9]{{1,4}}) x[0-9]+ (ERROR\b|{_TAGS})")
 _TALLY = re.compile(r"\bStarts (\d+), received (\d+), acknowledged (\d+), registered (\d+); error lines (\d+)")
 _ERRORS = re.compile(r"\bError lines (\d+)")
 _PAIR = re.compile(r"\b(\d+) receive starts but (\d+) completions")

@@ -128,3 +128,18 @@ def test_an_answer_served_normal_on_void_evidence_ranks_at_zero_and_an_unscored_
     assert ranked_score(0.97, False) == 0.97
     assert ranked_score(0.97, True) == 0.0  # no threshold makes it anomalous, so none may count it as one
     assert ranked_score(None, True) is None  # an unscored answer keeps its written verdict: nothing to rank
+
+
+def test_citations_are_ascii_digits_as_the_narrowed_regex_reads_them():
+    """Found by review (2026-12-06), failing before its fix: the narrowed answer regex lets ``L1`` be followed by any
+    character but an ASCII digit, and the parser read Unicode digits as part of the id: ``L1١`` (Arabic-Indic one)
+    cited L11, a line the regex meant to exclude."""
+    import re
+
+    from rationad.prompt import answer_regex
+
+    view = build_view("generic", ["disk failed", "ok"])
+    text = "<think>L1١ reports a failure: anomalous.</think>\n<answer>anomalous</answer>"
+    assert re.fullmatch(answer_regex(["L1", "L2"]), text)
+    a = parse_completion(text, view)
+    assert a.ok and [r.ref for r in a.cited] == ["L1"] and a.ungrounded_refs == ()
