@@ -27,6 +27,7 @@ from __future__ import annotations
 import re
 
 from rationad.hdfs_kb import match_hdfs
+from rationad.injection import mask
 from rationad.prompt import THINK_MAX_CHARS, SessionView
 from rationad.template_rules import rule_sentence
 
@@ -135,8 +136,9 @@ def plain(text: str) -> str:
 
 def trouble_sentence(ref: str, template: str) -> str:
     """How a window's analysis names the row that reports trouble (the start of every anomalous window's rationale
-    of training, ``training.rationales.generic_rationale``)."""
-    return f"{ref} reports '{plain(template)[:80]}': the system itself reports an error or failure."
+    of training, ``training.rationales.generic_rationale``), quoting it as the prompt shows it: text addressed to
+    the model masked (``rationad.injection.mask``), never copied into the model's own words."""
+    return f"{ref} reports '{plain(mask(template))[:80]}': the system itself reports an error or failure."
 
 
 def routine_sentence(last_ref: str) -> str:

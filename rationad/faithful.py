@@ -57,6 +57,7 @@ from dataclasses import dataclass, replace
 from rationad.answer import CUT_MARK, REF, ParsedAnswer, ref_name
 from rationad.facts import (WALK_TAGS, error_rows, hdfs_roles, hdfs_walk, ignored_refs, routine_sentence, tally,
                             trouble_sentence)
+from rationad.injection import mask
 from rationad.prompt import SessionView, TemplateRow, is_evidence
 from rationad.template_rules import Rule, match_rule, names_trouble, rule_of_meaning
 
@@ -127,6 +128,13 @@ def _statements(rationale: str, view: SessionView) -> list[_Statement]:
     return out
 
 
+def _as_shown(row: TemplateRow) -> str:
+    """A row's text to find quotes in, lower case: as logged, and for a row with text addressed to the model, also as
+    the prompt shows it (masked: ``{*}`` where that text was)."""
+    text = _straight(row.template).lower()
+    return text if not row.injected else f"{text}\n{_straight(mask(row.template)).lower()}"
+
+
 def problems(rationale: str, view: SessionView, statements: list[_Statement] | None = None) -> list[str]:
     """What the session refutes in ``rationale`` (one short reason each; empty: nothing code can check failed)."""
     rationale = _straight(rationale)
@@ -142,11 +150,11 @@ def problems(rationale: str, view: SessionView, statements: list[_Statement] | N
     for st in _statements(rationale, view) if statements is None else statements:
         row, word, rule = st.row, st.word, st.rule
         checked.add(word)
-        if row is not None and word.lower() not in _straight(row.template).lower():
+        if row is not None and word.lower() not in _as_shown(row):
             out.append(f"quote: says {st.ref} contains {word!r}, it does not")
         if rule is not None and not rule.pattern.search(word):
             out.append(f"meaning: calls {word!r} {rule.meaning!r}, a class whose words do not include it")
-    session_text = _straight("\n".join(r.template for r in view.rows)).lower()
+    session_text = "\n".join(_as_shown(r) for r in view.rows)
     for m in _QUOTED.finditer(rationale):
         word = m.group(1)
         if word not in checked and word.lower() not in session_text:
@@ -207,8 +215,8 @@ def window_start(view: SessionView, verdict: str) -> str | None:
     """``<think>`` and the first sentence a window's analysis was trained to start with for ``verdict``
     (``rationad.facts``), where code finds it true: for ``anomalous``, the first row with error or warning evidence
     (``rationad.prompt.is_evidence``; else with words of a rule that signals trouble), named by ``trouble_sentence``
-    (kept when ``problems`` finds nothing in it); for ``normal``, ``routine_sentence`` when no row has those or any failure word.
-    None otherwise, and for views whose analyses start otherwise (HDFS sessions, templates)."""
+    (kept when ``problems`` finds nothing in it); for ``normal``, ``routine_sentence`` when no row has those or any
+    failure word. None otherwise, and for views whose analyses start otherwise (HDFS sessions, templates)."""
     if view.source == "hdfs" or view.templated or not view.rows:
         return None
     if verdict == "normal":
