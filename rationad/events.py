@@ -7,6 +7,7 @@ the duplicates that at-least-once delivery may bring (``event_id``).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import time
@@ -46,9 +47,28 @@ def event_id(session: Session, model: ModelInfo, level: str = "session") -> str:
     give the same id, so consumers drop the duplicate; a session cut by the wall clock (``max_open``, a quiet
     partition) and read again as a longer one gets an id of its own, so the fuller verdict is not dropped as a
     duplicate of the shorter. The revision number is not part of it: it lives in memory and starts again at 1
-    after a restart (the event carries it, for reading only)."""
-    parts = [session.topic, str(session.partition), session.key, str(session.first_offset), model.name,
-             model.version, model.prompt_version, f"last={session.last_offset}", f"lines={len(session.lines)}"]
+    after a restart (the event carries it, for reading only).
+
+    Lines that came through the repartition topic are named by their input positions (``LogLine.source``), not by
+    their offsets on that topic: lines forwarded again (a restart between the hops, whose duplicate memory the new
+    owner of an internal partition does not have) land at new internal offsets, and the same lines then give the
+    same id, so consumers drop the copy. A digest of the lines' text goes with them: the lines of one input record
+    (one position) may fill several sessions of one key (``sessions.max_lines``), which the positions alone do not
+    tell apart."""
+    sources = [line.source for line in session.lines]
+    if sources and all(s is not None for s in sources):
+        spans: dict[tuple[str, int], tuple[int, int]] = {}
+        for topic, partition, offset in sources:  # type: ignore[misc]
+            lo, hi = spans.get((topic, partition), (offset, offset))
+            spans[(topic, partition)] = (min(lo, offset), max(hi, offset))
+        where = ["source", *(f"{t}/{p}:{lo}-{hi}" for (t, p), (lo, hi) in sorted(spans.items()))]
+        text = hashlib.blake2b(digest_size=16)
+        for line in session.lines:
+            text.update(line.raw.encode("utf-8", "surrogatepass") + b"\x1f")
+        parts = [*where, f"text={text.hexdigest()}", session.key, model.name, model.version, model.prompt_version, f"lines={len(session.lines)}"]
+    else:
+        parts = [session.topic, str(session.partition), session.key, str(session.first_offset), model.name,
+                 model.version, model.prompt_version, f"last={session.last_offset}", f"lines={len(session.lines)}"]
     if level != "session":
         parts.append(f"level={level}")
     if session.part:

@@ -36,6 +36,29 @@ def test_event_id_is_deterministic_per_session_and_model():
     assert event_id(make(), m) != event_id(make(partition=1), m)
 
 
+def _forwarded(first_internal, sources, texts=None, key="blk_1"):
+    """A session of lines that came through the repartition topic: internal offsets from ``first_internal``, input
+    positions ``sources``."""
+    texts = texts or [f"INFO a: line {i}" for i in range(len(sources))]
+    lines = [LogLine(key=key, message=t, raw=t, ts=1226262930.0 + i, topic="rationad-repartition", partition=3,
+                     offset=first_internal + i, source=src) for i, (t, src) in enumerate(zip(texts, sources))]
+    return Session(key=key, lines=lines, close_reason="gap", topic="rationad-repartition", partition=3)
+
+
+def test_lines_forwarded_again_keep_their_event_id():
+    """Found by review (2026-12-06), failing before its fix: the id named the internal topic's offsets, so lines
+    forwarded again after a restart between the hops (new internal offsets; the new owner of the internal partition
+    has no memory of them) were judged under a new id and consumers could not drop the copy."""
+    m = ModelInfo("m", "1")
+    srcs = [("logs", 0, 100), ("logs", 0, 101), ("logs", 2, 7)]
+    assert event_id(_forwarded(10, srcs), m) == event_id(_forwarded(5_000, srcs), m)
+    assert event_id(_forwarded(10, srcs), m) != event_id(_forwarded(10, srcs[:2] + [("logs", 2, 8)]), m)
+    assert event_id(_forwarded(10, srcs), m) != event_id(_forwarded(10, srcs, key="blk_2"), m)
+    # the lines of one input record filling two sessions of one key: told apart by their text
+    one = [("logs", 0, 100)] * 2
+    assert event_id(_forwarded(10, one, ["a", "b"]), m) != event_id(_forwarded(12, one, ["c", "d"]), m)
+
+
 def test_revision_is_in_the_event_but_not_in_its_id():
     """The revision lives in memory and starts at 1 again after a restart: in the id it gave the same lines read
     again another id (a duplicate consumers could not drop; found by review, 2026-12-06)."""
