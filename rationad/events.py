@@ -295,6 +295,29 @@ def fit_template_event(event: dict[str, Any], max_bytes: int) -> dict[str, Any]:
     return ev
 
 
+def fit_session_event(event: dict[str, Any], max_bytes: int) -> dict[str, Any]:
+    """``event`` (judge level session) made to fit ``max_bytes`` of JSON, or ``event`` itself when it does.
+
+    Each cited row quotes its session's first line of it (up to 2,000 characters, the whole record for JSON input),
+    so a rationale citing many rows of long lines made an event larger than the output topic takes: it was
+    dead-lettered and the anomaly never reached its consumers. In turn until it fits: every evidence entry's template
+    and line are cut to 200 characters (`` …`` ends a cut text), then entries are left out, listed last first, never
+    the first (``omitted_evidence`` counts them). Verdict, score, id and rationale are never changed."""
+    if len(encode(event)) <= max_bytes:
+        return event
+    ev = {**event, "evidence": [dict(e) for e in event["evidence"]]}
+    for entry in ev["evidence"]:
+        for field in ("template", "line"):
+            if len(entry[field]) > _CUT_TEMPLATE_CHARS:
+                entry[field] = entry[field][: _CUT_TEMPLATE_CHARS - 2] + " …"
+    omitted = 0
+    while len(encode(ev)) > max_bytes and len(ev["evidence"]) > 1:
+        ev["evidence"].pop()
+        omitted += 1
+        ev["omitted_evidence"] = omitted
+    return ev
+
+
 def _omit_templates(ev: dict[str, Any], max_bytes: int, *, anomalous: bool) -> None:
     """Leave out of ``ev["templates"]`` the entries listed last that are not anomalous (``anomalous``: then the
     anomalous ones but the first, with their evidence) until ``ev`` fits ``max_bytes`` or none is left to leave out;

@@ -29,8 +29,8 @@ import structlog
 from rationad.clock import steady
 from rationad.config import Settings
 from rationad.delivery import Delivery, Hold, Output, Undeliverable
-from rationad.dlq import DeadLetter, poison_session, session_dead_letter
-from rationad.events import ModelInfo, build_event, encode, headers
+from rationad.dlq import DeadLetter, poison_session, record_bytes, session_dead_letter
+from rationad.events import ModelInfo, build_event, encode, fit_session_event, headers
 from rationad.judge import Judge, Judgement
 from rationad.metrics import Metrics
 from rationad.model.base import ModelError
@@ -288,7 +288,12 @@ class ModelStage:
                                 max_rationale_chars=self.s.output.max_rationale_chars, score=j.score,
                                 threshold=self.s.judge.session_threshold(p.session.unfinished))
             if event["verdict"] == "anomalous" or self.s.output.emit_normal:
-                out = Output(self.s.output.topic, p.session.key.encode(), encode(event), headers(event))
+                room = self.s.output.max_message_bytes - record_bytes(p.session.key.encode(), b"", headers(event))
+                value = encode(event)
+                if len(value) > room:  # rows of long lines cited by the dozen
+                    event = fit_session_event(event, room)
+                    value = encode(event)
+                out = Output(self.s.output.topic, p.session.key.encode(), value, headers(event))
 
                 def fallback(error: str) -> DeadLetter:
                     return session_dead_letter(p.session, "undeliverable_event", error, raw_completion=j.answer.raw,

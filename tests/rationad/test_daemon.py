@@ -1201,3 +1201,18 @@ async def test_a_stop_with_the_broker_unreachable_closes_within_the_drain_budget
     # a periodic commit in flight gives up after 5 s, the drain 1 s, flush and final commit a second each at least,
     # then the closes share 2 s (a second each at least): about 11 s (before the fix: 30 s for each hanging close)
     assert time.monotonic() - t0 < 15
+
+
+async def test_a_session_event_citing_many_long_lines_is_cut_to_fit_not_dead_lettered():
+    """Found by review (2026-12-06), failing before its fix: session events were sent whole, and one citing many
+    rows of long lines was over output.max_message_bytes: dead-lettered, the anomaly never reached consumers."""
+    s = settings(output={"max_message_bytes": 16_384}, sessions={"window_lines": 10})
+    recs = [Rec(o, line("a", f"ERROR worker {chr(65 + o)} failed " + "z" * 1_900)) for o in range(10)]
+    refs = ", ".join(f"L{n}" for n in range(1, 11))
+    model = FakeModel(lambda text: f"<think>{refs} report failures.</think>\n<answer>anomalous</answer>")
+    d, consumer, producer = make(s, [{TP: recs}], model=model, producer=FakeProducer(max_request_size=16_384))
+    await run_until(d, lambda: final_commit(consumer) == 10)
+    assert producer.on("rationad.dlq") == []
+    (ev,) = [orjson.loads(r.value) for r in producer.on("rationad.anomalies")]
+    assert ev["verdict"] == "anomalous" and ev["evidence"][0]["ref"] == "L1"
+    assert len(ev["evidence"]) + ev.get("omitted_evidence", 0) == 10

@@ -269,3 +269,28 @@ def test_a_cut_event_fits_and_leaves_out_labelled_normal_templates_before_any_an
         assert len(encode(cut)) <= limit, limit
         verdicts = [t["verdict"] for t in cut["templates"]]
         assert verdicts.count("anomalous") == 100 or "normal" not in verdicts, limit
+
+
+def test_a_session_event_citing_many_long_lines_is_cut_to_fit():
+    """Found by review (2026-12-06), failing before its fix: each cited row quotes a line of up to 2,000 characters
+    (a JSON input's whole record), so a rationale citing 120 rows of long lines made an event over the output
+    topic's 1 MiB: it was dead-lettered and the anomaly never reached consumers. Evidence is cut, then left out."""
+    from rationad.events import fit_session_event
+
+    msgs = [f"ERROR worker {chr(65 + i % 26)}{chr(65 + i // 26)} failed: " + "\U0001F525" * 1_990 for i in range(100)]
+    lines = [LogLine(key="k", message=m, raw=m, ts=1.0 + i, topic="logs", offset=i) for i, m in enumerate(msgs)]
+    s = Session(key="k", lines=lines, close_reason="gap", topic="logs")
+    view = build_view("generic", msgs, max_prompt_tokens=10 ** 6)
+    think = ", ".join(r.ref for r in view.rows) + " report failures."
+    a = parse_completion(f"<think>{think}</think>\n<answer>anomalous</answer>", view)
+    e = build_event(s, view, a, ModelInfo("m", "1"), cached=False, now=0, max_rationale_chars=700)
+    assert len(encode(e)) > 1_048_576 and len(e["evidence"]) == 100
+    assert fit_session_event(e, 10 ** 9) is e
+    for limit in (1_048_576, 65_536, 16_384):
+        cut = fit_session_event(e, limit)
+        assert len(encode(cut)) <= limit, limit
+        jsonschema.Draft202012Validator(schema()).validate(orjson.loads(encode(cut)))
+        assert {k: cut[k] for k in ("id", "verdict", "score", "rationale")} == \
+            {k: e[k] for k in ("id", "verdict", "score", "rationale")}
+        assert cut["evidence"][0]["ref"] == "L1" and len(cut["evidence"]) + cut.get("omitted_evidence", 0) == 100
+    assert len(e["evidence"][0]["line"]) > 200  # the original is left as it was
