@@ -65,7 +65,8 @@ def event_id(session: Session, model: ModelInfo, level: str = "session") -> str:
         text = hashlib.blake2b(digest_size=16)
         for line in session.lines:
             text.update(line.raw.encode("utf-8", "surrogatepass") + b"\x1f")
-        parts = [*where, f"text={text.hexdigest()}", session.key, model.name, model.version, model.prompt_version, f"lines={len(session.lines)}"]
+        parts = [*where, f"text={text.hexdigest()}", session.key, model.name, model.version, model.prompt_version,
+                 f"lines={len(session.lines)}"]
     else:
         parts = [session.topic, str(session.partition), session.key, str(session.first_offset), model.name,
                  model.version, model.prompt_version, f"last={session.last_offset}", f"lines={len(session.lines)}"]
