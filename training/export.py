@@ -114,10 +114,10 @@ def run_stage(cfg: dict, cfg_path: Path, out: Path, base: Path, smoke: bool, *, 
     from rationad.prompt import PROMPT_VERSION
 
     from training.config import section
-    from training.gate import ReleaseParams, check_export
+    from training.gate import ReleaseParams, check_export, released_adapter
     from training.prompt_stamp import manifest_prompt
 
-    gate = check_export(out, smoke, force)
+    gate = check_export(out, smoke, force, released_adapter(cfg))
     release = section(cfg, "release", ReleaseParams, cfg_path)
 
     choice_file = out / "eval" / "choice.json"

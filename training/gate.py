@@ -207,16 +207,23 @@ def released_adapter(cfg: dict) -> Path | None:
     return path if (path / "adapter_config.json").is_file() else None
 
 
+def adapter_sha(folder: Path | None) -> str | None:
+    """The sha256 (16 hex digits) of ``folder``'s adapter weights, or None (no folder, no weights)."""
+    f = None if folder is None else Path(folder) / "adapter_model.safetensors"
+    return hashlib.sha256(f.read_bytes()).hexdigest()[:16] if f is not None and f.is_file() else None
+
+
 def candidate_identity(out: Path) -> tuple[str, str | None]:
     """(stage, adapter file sha256) of the candidate the evaluate stage chose (``sft`` without a choice)."""
     choice_file = out / "eval" / "choice.json"
     stage = json.loads(choice_file.read_text())["released"] if choice_file.is_file() else "sft"
-    f = out / stage / "adapter" / "adapter_model.safetensors"
-    return stage, hashlib.sha256(f.read_bytes()).hexdigest()[:16] if f.is_file() else None
+    return stage, adapter_sha(out / stage / "adapter")
 
 
-def check_export(out: Path, smoke: bool, force: bool) -> dict[str, Any] | None:
-    """What export does with the gate's verdict: raise :class:`GateError` for a failed or missing gate (real runs)."""
+def check_export(out: Path, smoke: bool, force: bool, released: Path | None = None) -> dict[str, Any] | None:
+    """What export does with the gate's verdict: raise :class:`GateError` for a failed or missing gate (real runs),
+    for a candidate other than the one it judged, or when the released adapter (``released``, the one export would
+    replace) is not the one it was compared with."""
     if smoke:
         return None
     f = out / "eval" / "gate.json"
@@ -233,6 +240,11 @@ def check_export(out: Path, smoke: bool, force: bool) -> dict[str, Any] | None:
     if judged != now:  # retrained, or the other stage chosen, since the gate ran: it never judged this adapter
         raise GateError(f"export: {f} passed the {judged[0]} adapter {judged[1]}, but the candidate now is the "
                         f"{now[0]} adapter {now[1]}: run the gate again (--stages gate,export)")
+    # another run exported since (or a gate from before this was recorded): the candidate never met what it replaces
+    if "released_adapter_sha256" not in gate or gate["released_adapter_sha256"] != adapter_sha(released):
+        raise GateError(f"export: {f} compared the candidate with the released adapter "
+                        f"{gate.get('released_adapter_sha256', '(not recorded)')}, but {released} now holds "
+                        f"{adapter_sha(released)}: run the gate again (--stages gate,export)")
     return gate
 
 
@@ -314,12 +326,12 @@ def run_stage(cfg: dict, cfg_path: Path, out: Path, base: Path, smoke: bool) -> 
     from training.evaluate import build_sets, eval_inputs, evaluate_model, f1_of, kb_verdict
     from training.merge_adapter import merged_folder
 
-    stage, adapter_sha = candidate_identity(out)
+    stage, candidate_sha = candidate_identity(out)
     size = exported_size(out / stage / "adapter", section(cfg, "release", ReleaseParams, cfg_path).max_adapter_bytes)
     print(f"[gate] {size['reason']}", flush=True)
     if not size["passed"]:  # nothing to judge: this candidate cannot be released
         gate = {"passed": False, "reason": size["reason"], "gating_sets": [], "candidate_stage": stage,
-                "candidate_adapter_sha256": adapter_sha, "size": size}
+                "candidate_adapter_sha256": candidate_sha, "size": size}
         (out / "eval" / "gate.json").write_text(json.dumps(gate, indent=1) + "\n")
         print(f"[gate] FAILED: {gate['reason']}", flush=True)
         return gate
@@ -348,7 +360,8 @@ def run_stage(cfg: dict, cfg_path: Path, out: Path, base: Path, smoke: bool) -> 
     fitted = fit(corpus)  # the simple baselines, fitted on the training split only (seconds)
     baselines = {b: v["sets"] for b, v in score_sets(fitted, sets, kb_verdict).items() if v["sets"]}
     verdict = decide(scores["candidate"]["sets"], scores["released"]["sets"] if incumbent else None, baselines)
-    gate = {**verdict, "candidate_stage": stage, "candidate_adapter_sha256": adapter_sha, "size": size,
+    gate = {**verdict, "candidate_stage": stage, "candidate_adapter_sha256": candidate_sha,
+            "released_adapter_sha256": adapter_sha(incumbent), "size": size,
             "scores": scores,
             "baselines": {b: {k: {m: v[m] for m in ("precision", "recall", "f1", "tp", "fn", "fp", "labelled")}
                               for k, v in sets.items()}

@@ -79,7 +79,8 @@ def _write_gate(out, passed):
     (out / "sft" / "adapter").mkdir(parents=True, exist_ok=True)
     (out / "sft" / "adapter" / "adapter_model.safetensors").write_bytes(b"weights judged")
     gate = {**decide({"h": _set(0.5 if passed else 0.4, 20)}, {"h": _set(0.45, 20)}), "scores": {},
-            "candidate_stage": "sft", "candidate_adapter_sha256": candidate_identity(out)[1]}
+            "candidate_stage": "sft", "candidate_adapter_sha256": candidate_identity(out)[1],
+            "released_adapter_sha256": None}
     (out / "eval" / "gate.json").write_text(json.dumps(gate))
     return gate
 
@@ -116,6 +117,27 @@ def test_export_refuses_an_adapter_the_gate_did_not_judge(tmp_path):
     (tmp_path / "eval" / "choice.json").write_text(json.dumps({"released": "grpo"}))
     with pytest.raises(GateError, match="the sft adapter .* the candidate now is the grpo adapter"):
         check_export(tmp_path, smoke=False, force=False)
+
+
+def test_export_refuses_when_the_released_adapter_changed_since_the_gate(tmp_path):
+    """Found by review (2026-12-06), failing before its fix: the gate did not record which released adapter the
+    candidate beat, so a run gated against 0.3.1 could replace a 0.3.3 exported since by another run."""
+    from training.gate import adapter_sha
+
+    released = tmp_path / "models" / "rationad-lora"
+    released.mkdir(parents=True)
+    (released / "adapter_model.safetensors").write_bytes(b"release 0.3.1")
+    gate = _write_gate(tmp_path, passed=True)
+    gate["released_adapter_sha256"] = adapter_sha(released)
+    (tmp_path / "eval" / "gate.json").write_text(json.dumps(gate))
+    assert check_export(tmp_path, smoke=False, force=False, released=released)["passed"]
+    (released / "adapter_model.safetensors").write_bytes(b"release 0.3.3, exported by another run")
+    with pytest.raises(GateError, match="now holds .*: run the gate again"):
+        check_export(tmp_path, smoke=False, force=False, released=released)
+    del gate["released_adapter_sha256"]  # a gate written before it was recorded
+    (tmp_path / "eval" / "gate.json").write_text(json.dumps(gate))
+    with pytest.raises(GateError, match=r"\(not recorded\)"):
+        check_export(tmp_path, smoke=False, force=False, released=released)
 
 
 def _eval_set(name, labels):
