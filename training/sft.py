@@ -77,12 +77,26 @@ def file_sha256(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
 
 
+def weights_sha256(folder: Path) -> str:
+    """A digest of a model folder's weights (every ``*.safetensors`` file, by name): two models of one architecture
+    share their config.json, and a base folder reached through a symlink (``~/.cache/rationad/models/base``) can be
+    repointed at other weights under the same name."""
+    h = hashlib.sha256()
+    for f in sorted(Path(folder).resolve().glob("*.safetensors")):
+        h.update(f"\n{f.name}\n".encode())
+        with f.open("rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()[:16]
+
+
 def run_identity(stage: str, base: Path, rows: list[dict], params: Any, **starts: Any) -> dict[str, Any]:
-    """What a checkpoint trains: stage, base (its config.json hash), data (hash of the rows), the parameters that
-    change the result, and what training started from (``starts``). A resume must match it."""
+    """What a checkpoint trains: stage, base (its config.json and weights hashes), data (hash of the rows), the
+    parameters that change the result, and what training started from (``starts``). A resume must match it."""
     params = {k: v for k, v in asdict(params).items() if k not in RUN_LOCAL}
     identity = {"stage": stage, "base": {"folder": Path(base).name,
-                                         "config_sha256": file_sha256(Path(base) / "config.json")},
+                                         "config_sha256": file_sha256(Path(base) / "config.json"),
+                                         "weights_sha256": weights_sha256(Path(base))},
                 "data_sha256": rows_sha256(rows), "params": params, **starts}
     return json.loads(json.dumps(identity, default=str))  # as it reads back from a checkpoint
 

@@ -157,3 +157,26 @@ def test_grpo_resumed_after_a_crash_ends_like_an_uninterrupted_run(tmp_path, tin
     start, end = _weights(sft / "adapter"), _weights(tmp_path / "whole/adapter")
     assert any(not start[k].allclose(end[k]) for k in start)  # the policy moved: the comparison is not trivial
     _assert_same_weights(tmp_path / "whole/adapter", out / "adapter")
+
+
+def test_a_checkpoint_of_other_base_weights_under_the_same_name_is_refused(tmp_path):
+    """Found by review (2026-12-06), failing before its fix: the base was named by its folder name and config.json
+    only, which two models of one architecture share (and ~/.cache/rationad/models/base is a symlink that setup
+    repoints): a checkpoint trained on one base resumed silently on another."""
+    from training.sft import RUN_FILE, ResumeError, SFTParams, check_resume, run_identity
+
+    bases = []
+    for name, weights in (("a", b"weights of one model"), ("b", b"weights of another")):
+        base = tmp_path / name / "base"
+        base.mkdir(parents=True)
+        (base / "config.json").write_text('{"model_type": "llama"}')
+        (base / "model.safetensors").write_bytes(weights)
+        bases.append(base)
+    rows = [{"prompt": [], "completion": []}]
+    one, other = (run_identity("sft", b, rows, SFTParams()) for b in bases)
+    ckpt = tmp_path / "checkpoint-5"
+    ckpt.mkdir()
+    (ckpt / RUN_FILE).write_text(json.dumps({"identity": one, "runs": []}))
+    assert check_resume(ckpt, one) == []
+    with pytest.raises(ResumeError, match=rf"{RUN_FILE}.*base"):
+        check_resume(ckpt, other)
