@@ -141,7 +141,7 @@ def run_stage(cfg: dict, cfg_path: Path, out: Path, base: Path, smoke: bool, *, 
               checkpoint_every_secs: float | None = None) -> dict:
     from training.config import section
     from training.dataset import read_jsonl
-    from training.sft import chain_text, finished_run
+    from training.sft import chain_text, finished_run, stage_resume
 
     p = section(cfg, "grpo", GRPOParams, cfg_path)
     if smoke:
@@ -154,6 +154,7 @@ def run_stage(cfg: dict, cfg_path: Path, out: Path, base: Path, smoke: bool, *, 
                                         grpo_identity(base, sft_adapter, rows, p))):
         print(f"[grpo] finished already ({len(done['runs'])} run(s), {done['steps']} steps): not resumed", flush=True)
         return done
+    resume = stage_resume(resume, out / "grpo" / "checkpoints", out / "grpo" / "grpo_metrics.json", "grpo")
     m = train_grpo(base, sft_adapter, rows, out / "grpo", p, resume=resume)
     print(f"[grpo] {m['steps']} steps in {m['seconds']} s; mean reward by step {m['reward_by_step']}"
           f"{chain_text(m)}", flush=True)

@@ -11,8 +11,10 @@ A training longer than one working session: SFT and GRPO write a resumable check
     python -m training.pipeline --config training/configs/cpu.toml --stages sft,grpo,evaluate,gate,export --resume last
 
 where each training stage resumes its newest checkpoint (same data order, optimizer, scheduler and RNG states), a
-stage whose last run finished on the same base, data and configuration is skipped, and a checkpoint of anything
-else is refused naming its file. ``--resume PATH`` names one checkpoint (one training stage only). The chain of runs
+stage whose last run finished on the same base, data and configuration is skipped, a stage with nothing to resume
+starts (GRPO after the SFT it continues finished), and a checkpoint of anything else is refused naming its file. A
+stage that stops at its ``max_minutes`` ends the pipeline there: no later stage trains or judges an unfinished
+adapter. ``--resume PATH`` names one checkpoint (one training stage only). The chain of runs
 (which run resumed which checkpoint, steps, seconds) is in ``sft/sft_metrics.json`` and ``grpo/grpo_metrics.json``
 under ``runs``, and from there in the exported manifest (``metrics.sft.runs``, ``metrics.grpo.runs``).
 """
@@ -151,7 +153,7 @@ def main(argv: list[str] | None = None) -> None:
         elif stage == "sft":
             from training.config import section
             from training.dataset import read_jsonl
-            from training.sft import SFTParams, chain_text, finished_run, run_identity, train_sft
+            from training.sft import SFTParams, chain_text, finished_run, run_identity, stage_resume, train_sft
 
             p = section(cfg, "sft", SFTParams, a.config)
             if a.smoke:
@@ -165,15 +167,20 @@ def main(argv: list[str] | None = None) -> None:
                 print(f"[sft] finished already ({len(done['runs'])} run(s), {done['steps']} steps): not resumed",
                       flush=True)
                 continue
-            m = train_sft(base, rows, out / "sft", p, resume=a.resume)
+            resume = stage_resume(a.resume, out / "sft" / "checkpoints", out / "sft" / "sft_metrics.json", "sft")
+            m = train_sft(base, rows, out / "sft", p, resume=resume)
             ship_neighbours(cfg, a.config, out, out / "sft" / "adapter")
             print(f"[sft] loss {m['train_loss']:.4f}, {m['steps']} steps, {m['seconds']} s{chain_text(m)}", flush=True)
+            if not _finished(m, "sft"):
+                return
         elif stage == "grpo":
             from training.grpo import run_stage as grpo_stage
 
-            grpo_stage(cfg, a.config, out, base, a.smoke, resume=a.resume,
-                       checkpoint_every_secs=a.checkpoint_every_secs)
+            m = grpo_stage(cfg, a.config, out, base, a.smoke, resume=a.resume,
+                           checkpoint_every_secs=a.checkpoint_every_secs)
             ship_neighbours(cfg, a.config, out, out / "grpo" / "adapter")
+            if not _finished(m, "grpo"):
+                return
         elif stage == "evaluate":
             from training.evaluate import run_stage as eval_stage
 
@@ -187,6 +194,17 @@ def main(argv: list[str] | None = None) -> None:
 
             export_stage(cfg, a.config, out, base, a.smoke, force=a.force_release)
         print(f"[{stage}] done in {time.monotonic() - t0:.0f} s", flush=True)
+
+
+def _finished(m: dict, stage: str) -> bool:
+    """Whether a training stage's run finished; if it stopped at its ``max_minutes``, the later stages would train or
+    judge an unfinished adapter: the pipeline stops there and says how to continue."""
+    runs = m.get("runs") or []
+    if runs and not runs[-1].get("finished"):
+        print(f"[{stage}] stopped at {m.get('steps')} steps before the end (max_minutes): the stages after it are not "
+              "run; continue in the next session with --resume last", flush=True)
+        return False
+    return True
 
 
 if __name__ == "__main__":

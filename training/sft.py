@@ -123,6 +123,21 @@ def finished_run(metrics_file: Path, identity: dict[str, Any]) -> dict[str, Any]
     return m if runs and runs[-1].get("finished") and m.get("identity") == identity else None
 
 
+def stage_resume(resume: str | Path | None, checkpoints: Path, metrics_file: Path, stage: str) -> str | Path | None:
+    """The pipeline's ``--resume last`` for one stage: ``"last"`` when ``checkpoints`` holds one; None (start) when the
+    stage has nothing to resume (it never ran, or its last run finished: on an SFT adapter or data since changed, it
+    is trained again); a ``ResumeError`` naming the files when its last run stopped unfinished but its checkpoints are
+    gone (its work would be lost). Other values are returned as they are."""
+    if str(resume) != "last" or (checkpoints.is_dir() and any(checkpoints.glob("checkpoint-*"))):
+        return resume
+    runs = (json.loads(metrics_file.read_text()).get("runs") or []) if metrics_file.is_file() else []
+    if runs and not runs[-1].get("finished"):
+        raise ResumeError(f"{metrics_file}: its last run stopped unfinished, but {checkpoints} holds no checkpoint to "
+                          "continue it; run without --resume to start the stage over")
+    print(f"[{stage}] nothing to resume in {checkpoints}: starting", flush=True)
+    return None
+
+
 def resolve_resume(resume: str | Path | None, checkpoints: Path) -> Path | None:
     """``None`` (start fresh), ``"last"`` (the newest ``checkpoint-<step>`` in ``checkpoints``) or a checkpoint path."""
     from transformers.trainer_utils import get_last_checkpoint

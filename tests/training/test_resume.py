@@ -180,3 +180,33 @@ def test_a_checkpoint_of_other_base_weights_under_the_same_name_is_refused(tmp_p
     assert check_resume(ckpt, one) == []
     with pytest.raises(ResumeError, match=rf"{RUN_FILE}.*base"):
         check_resume(ckpt, other)
+
+
+def test_resume_last_starts_a_stage_with_nothing_to_resume_and_refuses_one_whose_checkpoints_are_gone(tmp_path):
+    """Found by review (2026-12-06), failing before its fix: the documented next-session command (--resume last for
+    sft,grpo,...) failed at GRPO whenever GRPO had no checkpoint (it had not run, or had finished on an SFT adapter
+    trained further since): "no checkpoint to resume"."""
+    from training.sft import ResumeError, stage_resume
+
+    ckpts, metrics = tmp_path / "checkpoints", tmp_path / "grpo_metrics.json"
+    assert stage_resume("last", ckpts, metrics, "grpo") is None  # never ran
+    metrics.write_text(json.dumps({"runs": [{"finished": True}]}))
+    assert stage_resume("last", ckpts, metrics, "grpo") is None  # finished (on what may have changed since)
+    (ckpts / "checkpoint-4").mkdir(parents=True)
+    assert stage_resume("last", ckpts, metrics, "grpo") == "last"
+    assert stage_resume(None, ckpts, metrics, "grpo") is None and stage_resume(ckpts / "x", ckpts, metrics, "g") == \
+        ckpts / "x"
+    (ckpts / "checkpoint-4").rmdir()
+    metrics.write_text(json.dumps({"runs": [{"finished": True}, {"finished": False}]}))
+    with pytest.raises(ResumeError, match="grpo_metrics.json: its last run stopped unfinished"):
+        stage_resume("last", ckpts, metrics, "grpo")
+
+
+def test_the_pipeline_stops_after_a_stage_that_stopped_unfinished(capsys):
+    """Found with the review above: a stage stopped at its max_minutes let the pipeline go on, training GRPO on (or
+    evaluating) an unfinished adapter."""
+    from training.pipeline import _finished
+
+    assert _finished({"runs": [{"finished": True}], "steps": 9}, "sft")
+    assert not _finished({"runs": [{"finished": False}], "steps": 4}, "sft")
+    assert "--resume last" in capsys.readouterr().out
