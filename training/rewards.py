@@ -5,7 +5,8 @@ The paper's reward (RationAnomaly, arXiv 2509.14693), with its intent implemente
   (every other part returns 0), and -2.0 is below the worst wrong verdict, so an unparseable answer never pays;
 - ``answer`` (asymmetric): caught anomaly +1.5, correct normal +1.0, false alarm -1.0, missed anomaly -2.0;
 - ``grounding`` (counted only when the verdict is right): overlap of the analysis with the session's own text and
-  with the reference analysis, minus 0.5 for each cited line that is not in the session and 0.5 for each statement
+  with the reference analysis, by word pairs in order (with single words, the reference's vocabulary in any order,
+  padded to its length, scored as well as the reference on 23% of the SFT rows; by pairs, on 1.4%), minus 0.5 for each cited line that is not in the session and 0.5 for each statement
   the session refutes (a count, a role, a tally, a quoted word, a failure claim, a foreign or training-only phrase:
   ``training.faithfulness``, on the view read back from the prompt; at most four counted), so a right verdict with a
   false analysis earns less than one with a true analysis;
@@ -57,9 +58,15 @@ def _words(text: str) -> set[str]:
     return {w.lower() for w in _WORD.findall(text)}
 
 
+def _bigrams(text: str) -> set[tuple[str, str]]:
+    words = [w.lower() for w in _WORD.findall(text)]
+    return set(zip(words, words[1:]))
+
+
 def overlap(candidate: str, reference: str) -> float:
-    """Unigram F1 (ROUGE-1-like) between two texts, 0..1."""
-    c, r = _words(candidate), _words(reference)
+    """Word-bigram F1 (ROUGE-2-like) between two texts, 0..1: words in the reference's order, not only its words
+    (with single words, the reference's vocabulary in any order scored as well as the reference itself)."""
+    c, r = _bigrams(candidate), _bigrams(reference)
     if not c or not r:
         return 0.0
     common = len(c & r)
@@ -88,8 +95,8 @@ def grounding_reward(prompts, completions, label, reference, session, n_refs, **
         if not a.ok or a.verdict != lab:
             out.append(0.0)
             continue
-        words = _words(a.rationale)
-        in_session = len(words & _words(sess)) / len(words) if words else 0.0
+        pairs = _bigrams(a.rationale)
+        in_session = len(pairs & _bigrams(sess)) / len(pairs) if pairs else 0.0
         score = 0.5 * in_session + 0.5 * overlap(a.rationale, ref)
         refuted = len(faithfulness_problems(a.rationale, view_from_message(sess)))
         out.append(score - UNGROUNDED_PENALTY * len(a.ungrounded_refs) - UNFAITHFUL_PENALTY * min(refuted, 4))

@@ -88,3 +88,28 @@ def test_conversational_completions_and_registry():
         assert "nope" in str(exc)
     else:
         raise AssertionError("unknown reward accepted")
+
+
+def test_the_references_words_in_another_order_do_not_pay_like_the_reference(hdfs_examples):
+    """Found by review (2026-12-06), failing before its fix: grounding counted single words, so a word salad of the
+    reference's vocabulary, padded to its length, scored about as well as the reference (better on 23% of the SFT
+    rows): GRPO could not tell a true rationale from a meaningless one."""
+    import re
+
+    from rationad.prompt import user_message
+    from training.rationales import hdfs_rationale
+    from training.rewards import brevity_reward, grounding_reward
+
+    beaten, margins = 0, []
+    for ex in hdfs_examples[:60]:
+        ref = hdfs_rationale(ex.view, ex.label).think
+        words = sorted(set(re.findall(r"[A-Za-z]+", ref)), key=len, reverse=True)
+        salad = ((" ".join(words) + " ") * (len(ref) // max(1, len(" ".join(words))) + 1))[: len(ref)]
+        cols = {"label": [ex.label] * 2, "reference": [ref] * 2, "session": [user_message(ex.view)] * 2,
+                "n_refs": [len(ex.view.rows)] * 2}
+        comps = [f"<think>{t}</think>\n<answer>{ex.label}</answer>" for t in (ref, salad)]
+        g, b = grounding_reward(None, comps, **cols), brevity_reward(None, comps, **cols)
+        true_part, salad_part = (0.5 * (g[i] + b[i]) for i in range(2))
+        beaten += salad_part >= true_part
+        margins.append(true_part - salad_part)
+    assert beaten <= 3 and sum(margins) / len(margins) > 0.15, (beaten, sum(margins) / len(margins))
