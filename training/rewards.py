@@ -7,9 +7,10 @@ The paper's reward (RationAnomaly, arXiv 2509.14693), with its intent implemente
 - ``grounding`` (counted only when the verdict is right): overlap of the analysis with the session's own text and
   with the reference analysis, by word pairs in order (with single words, the reference's vocabulary in any order,
   padded to its length, scored as well as the reference on 23% of the SFT rows; by pairs, on 1.4%), minus 0.5 for
-  each cited line that is not in the session and 0.5 for each statement the session refutes (a count, a role, a tally, a quoted word, a failure claim, a foreign or training-only phrase:
-  ``training.faithfulness``, on the view read back from the prompt; at most four counted), so a right verdict with a
-  false analysis earns less than one with a true analysis;
+  each cited line that is not in the session and 0.5 for each statement the session refutes (a count, a role, a
+  tally, a quoted word, a failure claim, a foreign or training-only phrase: ``training.faithfulness``, on the view
+  read back from the prompt; at most four counted), so a right verdict with a false analysis earns less than one
+  with a true analysis;
 - ``brevity`` (only when the verdict is right): 1 - relative distance from the reference length.
 Columns come from the dataset rows: ``label``, ``reference`` (the reference analysis), ``session`` (the user message
 the model saw) and ``n_refs`` (the session's rows are L1..L<n_refs>). The registry maps names to callables and
