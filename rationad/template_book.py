@@ -74,6 +74,9 @@ class TemplateState:
     judging: bool = False  # sent to the model (``TemplateBook.start_judging``)
     dirty: bool = True  # changed since the catalog last heard of it
     unsettled: bool = False  # counted by the book as not evictable (no verdict yet, or being judged)
+    # What its text takes in memory, measured once when it is added: ``sys.getsizeof`` grows later for a non-ASCII
+    # string once a UTF-8 copy of it is cached (orjson encoding it for the catalog), and the book's count drifted.
+    nbytes: int = 0
 
     @property
     def verdict(self) -> str | None:
@@ -165,12 +168,12 @@ class TemplateBook:
         st = self._states.get(template)
         if st is None:
             tid = template_id(template)
-            st = TemplateState(template, tid, label=self._label_of(tid, template))
+            st = TemplateState(template, tid, label=self._label_of(tid, template), nbytes=sys.getsizeof(template))
             if self._carried:
                 st.count, st.first_seen, st.failed, st.failed_at = self._carried.pop(tid, (0, 0.0, None, 0.0))
             self._states[template] = st
             self._ids[tid] = st
-            self.bytes += sys.getsizeof(template)
+            self.bytes += st.nbytes
             self._settle(st)
             self._bound()
         return st
@@ -251,7 +254,7 @@ class TemplateBook:
         if unsettled != st.unsettled:
             sign = 1 if unsettled else -1
             self._unsettled += sign
-            self._unsettled_bytes += sign * sys.getsizeof(st.template)
+            self._unsettled_bytes += sign * st.nbytes
             st.unsettled = unsettled
             if not unsettled:  # one more that counts: the least recently seen may have to make room
                 self._bound()
@@ -305,7 +308,7 @@ class TemplateBook:
             if victim is None:
                 return
             del self._states[victim.template]
-            self.bytes -= sys.getsizeof(victim.template)
+            self.bytes -= victim.nbytes
             if self._ids.get(victim.id) is victim:
                 del self._ids[victim.id]
             self._carry(victim.id, victim.count, victim.first_seen, victim.failed, victim.failed_at)

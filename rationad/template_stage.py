@@ -20,7 +20,6 @@ committed, so it only counts as pending work for backpressure and drain.
 from __future__ import annotations
 
 import asyncio
-import sys
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
@@ -115,7 +114,7 @@ class TemplateStage:
 
     def _judge(self, st: TemplateState, now: float) -> None:
         self.book.start_judging(st)
-        hold = self.delivery.hold(self._offsets, 0, sys.getsizeof(st.template))
+        hold = self.delivery.hold(self._offsets, 0, st.nbytes)
         self.stage.submit(Pending(template_session(st.template), hold, now, _never, settle=self._settled))
 
     # ---- verdicts ------------------------------------------------------------------------------------------

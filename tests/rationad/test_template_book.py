@@ -191,6 +191,22 @@ def test_the_byte_bound_counts_what_the_text_takes_in_memory():
     assert held <= 100_000 and book.bytes == held and len(book) <= 13
 
 
+def test_the_byte_count_stays_true_when_a_templates_text_is_encoded_later():
+    """Found by review of the fix above (2026-12-06), failing before its own fix: ``sys.getsizeof`` of a non-ASCII
+    string grows once a UTF-8 copy of it is cached (orjson encodes it for the catalog), so the size taken away at
+    eviction was more than the size added: the count drifted down (below zero) and the book held 21x its bound."""
+    import orjson
+
+    book = TemplateBook(max_templates=100_000, max_bytes=100_000)
+    for i in range(2_000):
+        msg = f"\U0001F525 \u00e9 {chr(65 + i % 26)}{chr(65 + i // 26 % 26)}{chr(65 + i // 676)} " + "x" * 200
+        st = book.observe(msg, now=float(i))
+        book.judged(st.template, "normal", "fine")
+        orjson.dumps(st.template)  # as the catalog record does
+        assert 0 <= book.bytes <= 100_000 + st.nbytes
+    assert book.bytes == sum(st.nbytes for st in book.states())
+
+
 def test_a_template_served_normal_on_void_evidence_does_not_raise_its_windows_score():
     """Its score is the model's (events show it), but no threshold makes it anomalous: it ranks the window at 0."""
     book = TemplateBook()
