@@ -52,9 +52,9 @@ def event_id(session: Session, model: ModelInfo, level: str = "session") -> str:
     Lines that came through the repartition topic are named by their input positions (``LogLine.source``), not by
     their offsets on that topic: lines forwarded again (a restart between the hops, whose duplicate memory the new
     owner of an internal partition does not have) land at new internal offsets, and the same lines then give the
-    same id, so consumers drop the copy. A digest of the lines' text goes with them: the lines of one input record
-    (one position) may fill several sessions of one key (``sessions.max_lines``), which the positions alone do not
-    tell apart."""
+    same id, so consumers drop the copy. A digest of the lines' text goes with them, in place of ``part``: the lines
+    of one input record (one position) may fill several sessions of one key (``sessions.max_lines``), which the
+    positions alone do not tell apart, and ``part`` depends on how the lines were packed on the internal topic."""
     sources = [line.source for line in session.lines]
     if sources and all(s is not None for s in sources):
         spans: dict[tuple[str, int], tuple[int, int]] = {}
@@ -72,7 +72,9 @@ def event_id(session: Session, model: ModelInfo, level: str = "session") -> str:
                  model.version, model.prompt_version, f"last={session.last_offset}", f"lines={len(session.lines)}"]
     if level != "session":
         parts.append(f"level={level}")
-    if session.part:
+    if session.part and not (sources and all(s is not None for s in sources)):
+        # (not for forwarded lines: ``part`` counts by internal record, and a pack forwarded again is cut elsewhere;
+        # their input positions and text tell sessions of one record apart)
         parts.append(f"part={session.part}")
     ident = "\x1f".join(parts)
     return str(uuid.uuid5(_NAMESPACE, ident))

@@ -57,6 +57,11 @@ def test_lines_forwarded_again_keep_their_event_id():
     # the lines of one input record filling two sessions of one key: told apart by their text
     one = [("logs", 0, 100)] * 2
     assert event_id(_forwarded(10, one, ["a", "b"]), m) != event_id(_forwarded(12, one, ["c", "d"]), m)
+    # a session that began inside a pack (part 1: a line of its key in that pack went to the session before) and the
+    # same lines forwarded again in a pack of their own (part 0): one id (found by review of the first fix)
+    inside, alone = _forwarded(10, srcs), _forwarded(5_000, srcs)
+    inside.part = 1
+    assert event_id(inside, m) == event_id(alone, m)
 
 
 def test_revision_is_in_the_event_but_not_in_its_id():
