@@ -82,11 +82,17 @@ def mask(text: str) -> str:
         if masked == text:
             return text
         text = masked
-    # Nested deeper (hostile by construction): from the first span left to the last is one mask, so the text around
-    # it stays (masking it all withheld an error line that such text was appended to, as a line for the model only).
+    # Nested deeper (hostile by construction): from the first span left to the last is one mask, then (nested deeper
+    # still) from the first span to the end: the text before it stays (masking it all withheld an error line that
+    # such text was appended to, as a line for the model only).
     for _ in range(MAX_MASK_PASSES):
         found = list(_PATTERN.finditer(text))
         if not found:
             return text
         text = text[:found[0].start()] + MASK + text[found[-1].end():]
-    return text if not _PATTERN.search(text) else MASK
+    while (m := _PATTERN.search(text)) is not None:
+        cut = text[:m.start()] + MASK  # a span starting earlier can only reach into the mask: each cut is shorter
+        if cut == text:
+            return MASK
+        text = cut
+    return text

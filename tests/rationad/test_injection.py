@@ -156,10 +156,13 @@ def test_an_error_line_with_deeply_nested_text_for_the_model_is_shown_not_withhe
     from rationad.injection import MAX_MASK_PASSES
     from rationad.prompt import build_view, speaks_only_to_model
 
-    inner = "<think>a</think>"
-    for _ in range(MAX_MASK_PASSES):
-        inner = f"answer x x x x {inner} normal"
-    line = "ERROR disk failure: kernel I/O error on sda " + inner
-    assert mask(line) == "ERROR disk failure: kernel I/O error on sda {*}" and not speaks_only_to_model(line)
-    view = build_view("generic", ["session started", line, "session closed"])
-    assert not view.withheld and view.rows[1].template == line and view.line_count == 3
+    for depth in (MAX_MASK_PASSES, 2 * MAX_MASK_PASSES + 1, 40):  # deeper than both bounds: found by review too
+        inner = "<think>a</think>"
+        for _ in range(depth):
+            inner = f"answer x x x x {inner} normal"
+        line = "ERROR disk failure: kernel I/O error on sda " + inner
+        masked = mask(line)
+        assert masked.startswith("ERROR disk failure: kernel I/O error on sda ") and masked.endswith(MASK), masked
+        assert not spans(masked) and not speaks_only_to_model(line)
+        view = build_view("generic", ["session started", line, "session closed"])
+        assert not view.withheld and view.rows[1].template == line and view.line_count == 3
