@@ -329,15 +329,16 @@ class ServerConfig(_Section):
     @field_validator("host")
     @classmethod
     def _host(cls, v: str) -> str:
-        """An address or a host name, without a port (``server.port`` is the port)."""
+        """An address or a host name (empty: every interface), without a port or a scheme (``server.port`` is the
+        port): ``0.0.0.0:9464`` passed and failed at start. Names are left to the resolver (``_`` is common)."""
         import ipaddress
 
         try:
-            ipaddress.ip_address(v)
+            ipaddress.ip_address(v.split("%")[0])  # an IPv6 address may name its interface: fe80::1%eth0
         except ValueError:
-            if not re.fullmatch(r"(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*"
-                                r"[A-Za-z0-9])?)*\.?", v):
-                raise ValueError(f"{v!r} is neither an IP address nor a host name (the port is server.port)") from None
+            if ":" in v or "/" in v or any(c.isspace() for c in v):
+                raise ValueError(f"{v!r} is neither an IP address nor a host name (no port or scheme: the port is "
+                                 "server.port)") from None
         return v
 
 

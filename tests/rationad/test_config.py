@@ -283,7 +283,8 @@ def test_the_probe_of_a_pattern_of_many_branches_stays_small():
     assert len(subjects(many)) <= 600 and sum(map(len, subjects(many))) < 5_000_000
 
 
-@pytest.mark.parametrize("host", ["0.0.0.0", "::", "127.0.0.1", "localhost", "rationad-0.rationad.svc.cluster.local"])
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "127.0.0.1", "localhost", "rationad-0.rationad.svc.cluster.local",
+                                  "", "my_service", "fe80::1%eth0"])  # empty: every interface (found by review)
 def test_addresses_and_host_names_are_valid_server_hosts(tmp_path, host):
     p = tmp_path / "c.toml"
     p.write_text(f"[server]\nhost = '{host}'\n")
