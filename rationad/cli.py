@@ -89,12 +89,6 @@ async def _check(settings: Settings, model_ok: bool = True) -> list[str]:
         finally:
             await client.aclose()
     # (the in-process engine is not started: a minute; cmd_check_config checked its folders, as run does first)
-    from rationad.neighbours import NeighbourIndexError, for_model
-
-    try:  # a model trained with labelled neighbours is served only with its index
-        for_model((m.adapter, m.path))
-    except NeighbourIndexError as exc:
-        problems.append(f"model.{'adapter' if m.adapter is not None else 'path'}: {exc}")
     return problems
 
 
@@ -126,9 +120,17 @@ def cmd_check_config(args: argparse.Namespace) -> int:
               f"retention {r.retention_ms} ms), created at start if missing", file=sys.stderr)
     from rationad.model.base import check_model_config
 
+    from rationad.judge import model_info
+    from rationad.neighbours import NeighbourIndexError, for_model
+
     problems = []
-    try:  # the model's folders and URL, as run checks them before anything else
-        check_model_config(settings.model)
+    m = settings.model
+    try:  # the model's folders and URL, its manifest and neighbour index, as run checks them before anything else
+        check_model_config(m)
+        model_info(m, "check-config")
+        for_model((m.adapter, m.path))  # a model trained with labelled neighbours is served only with its index
+    except NeighbourIndexError as exc:  # (a ConfigError that does not name the key)
+        problems.append(f"model.{'adapter' if m.adapter is not None else 'path'}: {exc}")
     except ConfigError as exc:
         problems.append(str(exc))
     if args.offline:

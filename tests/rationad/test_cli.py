@@ -56,6 +56,18 @@ def test_check_config_offline_checks_the_model_folders_run_checks_first(tmp_path
     assert '"path": null' in r.stdout
 
 
+def test_check_config_offline_reports_a_manifest_run_would_refuse(tmp_path):
+    """Found by review (2026-12-06): an unreadable manifest.json fails run (naming it) but --offline said valid."""
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    (model / "manifest.json").write_text('{"name": "m", "prompt_version": ')
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f"[model]\npath = '{model}'\n")
+    r = run("check-config", "--config", str(cfg), "--offline")
+    assert r.returncode == 1 and f"model.path: {model / 'manifest.json'} is not valid JSON" in r.stderr, r.stderr
+
+
 def test_check_config_reports_a_models_missing_neighbour_index(tmp_path):
     model = tmp_path / "model"
     model.mkdir()
