@@ -172,9 +172,11 @@ def cmd_replay(args: argparse.Namespace) -> int:
     raw_dialect = args.dialect in ("hdfs", "bgl", "generic")
     if raw_dialect:
         # a file is read whole: no topics, so no repartitioning (whose record-size rules would refuse 1 MiB lines).
-        # Records of a JSON input, exported one per line, are read as the daemon reads them (its key and time fields).
-        fmt = _settings(args.config).input.format
-        inp = {"dialect": args.dialect, "format": fmt, "max_record_bytes": 1 << 20, "repartition": "never"}
+        # Records of a JSON input, exported one per line, are read as the daemon reads them (--format json: its
+        # message, key and time fields); raw lines leave those settings of a JSON config aside.
+        inp = {"dialect": args.dialect, "format": args.format, "max_record_bytes": 1 << 20, "repartition": "never"}
+        if args.format == "text":
+            inp |= {"json_key_field": None, "timestamp_field": None}
         if args.key_regex:
             inp["key_regex"] = args.key_regex
         overrides["input"] = inp
@@ -450,6 +452,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--dialect", required=True, choices=("hdfs", "bgl", "generic", "hdfs-sessions", "templates"),
                     help="hdfs, bgl, generic: raw log lines; hdfs-sessions: datasets' session JSONL; templates: a CSV "
                          "with an EventTemplate column")
+    sp.add_argument("--format", choices=("text", "json"), default="text",
+                    help="raw log lines as text (default), or exported records of a JSON input, one JSON object per "
+                         "line, read with the config's input.json_message_field, json_key_field and timestamp_field")
     sp.add_argument("--out", help="write JSON lines here (default: stdout)")
     config_arg(sp)
     sp.add_argument("--labels", help="CSV for scoring: key,label per session (e.g. HDFS anomaly_label.csv), or with "

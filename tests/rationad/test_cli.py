@@ -184,8 +184,10 @@ def test_replay_reads_a_json_inputs_exported_records_as_the_daemon_does(tmp_path
                    "timestamp_field = 'ts'\n")
     log = tmp_path / "range.log"
     log.write_text('{"message": "worker started", "session": "s1", "ts": 1764583200}\n')
-    r = run("replay", str(log), "--dialect", "generic", "--config", str(cfg), "--model-path", str(tmp_path / "none"))
-    assert r.returncode == 2 and "json_key_field" not in r.stderr and "model.path" in r.stderr, r.stderr
+    for extra in (["--format", "json"], ["--window-lines", "10"]):  # exported records; or raw lines (the default)
+        r = run("replay", str(log), "--dialect", "generic", *extra, "--config", str(cfg), "--model-path",
+                str(tmp_path / "none"))  # under a JSON config: its JSON-only keys are left aside
+        assert r.returncode == 2 and "json_key_field" not in r.stderr and "model.path" in r.stderr, r.stderr
 
 
 def test_every_replay_option_has_a_help_line():
