@@ -156,9 +156,8 @@ def _unit_threshold(text: str) -> float:
     return value
 
 
-def cmd_replay(args: argparse.Namespace) -> int:
-    from rationad import replay
-
+def replay_overrides(args: argparse.Namespace) -> dict:
+    """The settings ``replay`` lays over the configuration: its session options, and for raw logs the input's."""
     overrides: dict = {}
     sessions: dict = {}
     for name in ("mode", "gap_secs", "max_lines", "max_span_secs", "window_lines", "window_secs"):
@@ -182,6 +181,14 @@ def cmd_replay(args: argparse.Namespace) -> int:
         overrides["input"] = inp
     if args.model_path:
         overrides["model"] = {"path": args.model_path}
+    return overrides
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from rationad import replay
+
+    overrides = replay_overrides(args)
+    raw_dialect = args.dialect in ("hdfs", "bgl", "generic")
     if args.labels and not raw_dialect:
         raise ConfigError(f"--labels: only for raw logs (--dialect hdfs, bgl or generic); {args.dialect} input "
                           "carries its own labels")

@@ -190,6 +190,19 @@ def test_replay_reads_a_json_inputs_exported_records_as_the_daemon_does(tmp_path
         assert r.returncode == 2 and "json_key_field" not in r.stderr and "model.path" in r.stderr, r.stderr
 
 
+def test_replay_reads_raw_lines_as_text_under_a_json_config(tmp_path):
+    """Found by review (2026-12-06): replay took the input format from the configuration, so under a JSON input's
+    configuration every raw line of a log was a skipped record; raw lines are text unless --format json."""
+    from rationad.cli import build_parser, replay_overrides
+    from rationad.config import load_settings
+
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[input]\nformat = 'json'\ndialect = 'generic'\njson_key_field = 'session'\n")
+    for extra, fmt in (([], "text"), (["--format", "json"], "json")):
+        args = build_parser().parse_args(["replay", "x.log", "--dialect", "generic", "--window-lines", "10", *extra])
+        assert load_settings(cfg, **replay_overrides(args)).input.format == fmt
+
+
 def test_every_replay_option_has_a_help_line():
     r = run("replay", "--help")
     assert r.returncode == 0
