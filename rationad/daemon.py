@@ -14,6 +14,7 @@ restart it); nothing is ever committed past an output that was not acknowledged.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import time
 from collections.abc import Coroutine
@@ -57,11 +58,12 @@ YIELD_EVERY_LINES = 500  # lines parsed (or records routed) between yields to th
 CACHE_RECOVERY_TIMEOUT_SECS = 120.0  # a durable cache that cannot be recovered in time is skipped, not waited for
 PRODUCE_STUCK_NOT_READY_SECS = 10.0  # outputs unacknowledged this long make /readyz fail
 MAX_PARTITION_FETCH_BYTES = 4 * 1024 * 1024
-# After the drain budget, closing the Kafka clients, the cache and the servers shares this many seconds (the model
-# client's own close, an in-process engine's join, has ENGINE_CLOSE_SECS): the supervisor's grace period must exceed
-# the drain budget plus these (docs/operations.md, "Stopping").
+# After the drain budget, closing the Kafka clients, the cache and the servers shares this many seconds; the model
+# client closes last, in ENGINE_CLOSE_SECS at most (an in-process engine's join): the supervisor's grace period must
+# exceed the drain budget plus these plus about 10 s (a periodic commit in flight, minimum seconds of the final
+# steps; docs/operations.md, "Stopping").
 CLOSE_SECS = 10.0
-ENGINE_CLOSE_SECS = 30.0
+ENGINE_CLOSE_SECS = 20.0
 MAX_BATCH_BYTES = 1024 * 1024
 
 
@@ -423,7 +425,12 @@ class Daemon:
         # Batches up to 1 MiB (aiokafka's default is 16 KiB): the repartition hop sends a partition's lines of a fetch
         # as one batch, and a producer batch waits for the one before it to be sent.
         producer = make_producer(self.s.kafka, max_request_size=size, max_batch_size=min(size, MAX_BATCH_BYTES))
-        await producer.start()
+        try:
+            await producer.start()
+        except BaseException:  # failed, or abandoned for a stop (``_until_stop``): close what it opened
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(producer.stop(), 5)
+            raise
         self.producer = producer
         return producer
 
@@ -512,22 +519,22 @@ class Daemon:
         """Close everything; the Kafka clients, the cache and the servers share ``CLOSE_SECS`` (a second each at
         least): with the broker unreachable, aiokafka's producer stop waits for its pending batches to expire
         (``request_timeout_ms``, 40 s) and each step used to get 30 s, so a stop could take twice the drain budget
-        and be killed by the supervisor."""
+        and be killed by the supervisor. The model client closes last, in its own ``ENGINE_CLOSE_SECS``."""
         if self._stop_wait is not None:
             await cancel_all([self._stop_wait])
         end = time.monotonic() + CLOSE_SECS
         for closer, own in (
             (self.consumer.stop() if self.consumer else None, None),
             (self.producer.stop() if self.producer else None, None),
-            (self.client.aclose(), ENGINE_CLOSE_SECS),
             (self.cache.aclose() if self.cache is not None else None, None),
             (self.labels.aclose() if self.labels is not None else None, None),
             (self.health.stop(), None),
+            (self.client.aclose(), ENGINE_CLOSE_SECS),  # last: its own budget, never what the others left
         ):
             if closer is None:
                 continue
             try:
-                await asyncio.wait_for(closer, own if own is not None else max(1.0, end - time.monotonic()))
+                await asyncio.wait_for(closer, own if own is not None else max(0.5, end - time.monotonic()))
             except Exception:
                 log.exception("shutdown_step_failed")
         log.info("stopped", exit_code=self.exit_code)

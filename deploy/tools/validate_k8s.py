@@ -135,8 +135,8 @@ def policy(docs: list[dict], source: str) -> list[str]:
                     problems.append(f"{cw}: {env['name']} must come from a Secret (secretKeyRef)")
         if dep["metadata"]["name"] == DAEMON:
             grace = pod.get("terminationGracePeriodSeconds", 30)
-            if grace <= drain:
-                problems.append(f"{where}: terminationGracePeriodSeconds {grace} <= drain_timeout_secs {drain}")
+            if grace < drain + 25:  # the shutdown after the drain, bounded (rationad.daemon.CLOSE_SECS and the rest)
+                problems.append(f"{where}: terminationGracePeriodSeconds {grace} < drain_timeout_secs {drain} + 25 s")
             c = pod["containers"][0]
             ports = {p.get("name"): p["containerPort"] for p in c.get("ports", [])}
             expected = {"startupProbe": "/readyz", "livenessProbe": "/healthz", "readinessProbe": "/readyz"}

@@ -77,7 +77,8 @@ def test_unit_stop_timeout_above_drain_budget():
     s = unit()["Service"]
     stop = int(s["TimeoutStopSec"])
     for config in (ROOT / "config.toml", K8S / "base" / "config.toml"):
-        assert stop > drain_secs(config) + 10, f"TimeoutStopSec {stop} leaves no room after the drain ({config})"
+        # drain + 45 s bounds the stop with the in-process engine and the broker unreachable (docs/operations.md)
+        assert stop >= drain_secs(config) + 45, f"TimeoutStopSec {stop} leaves no room after the drain ({config})"
     assert stop > Settings().delivery.drain_timeout_secs
 
 
@@ -163,7 +164,7 @@ def test_k8s_daemon_grace_period_probes_and_port():
     cfg = load_settings(K8S / "base" / "config.toml")
     dep = next(d for p, d in k8s_docs() if d["kind"] == "StatefulSet" and p.parent.name == "base")
     pod = dep["spec"]["template"]["spec"]
-    assert pod["terminationGracePeriodSeconds"] > cfg.delivery.drain_timeout_secs
+    assert pod["terminationGracePeriodSeconds"] >= cfg.delivery.drain_timeout_secs + 25
     (c,) = pod["containers"]
     assert c["args"] == ["run", "--config", "/etc/rationad/config.toml"]
     build_parser().parse_args(c["args"])

@@ -1216,3 +1216,33 @@ async def test_a_session_event_citing_many_long_lines_is_cut_to_fit_not_dead_let
     (ev,) = [orjson.loads(r.value) for r in producer.on("rationad.anomalies")]
     assert ev["verdict"] == "anomalous" and ev["evidence"][0]["ref"] == "L1"
     assert len(ev["evidence"]) + ev.get("omitted_evidence", 0) == 10
+
+
+async def test_the_model_client_closes_last_without_taking_the_others_budget(monkeypatch):
+    """Found by review (2026-12-06), failing before its fix: the model client (an in-process engine's join) closed
+    third, and the time it took came out of the budget the cache, the labels and the health server share after it."""
+    import rationad.daemon as daemon_mod
+
+    monkeypatch.setattr(daemon_mod, "CLOSE_SECS", 3.0, raising=False)
+    s = settings()
+    d, consumer, producer = make(s, [])
+    order = []
+
+    class Cache:
+        store = None
+
+        async def aclose(self):
+            await asyncio.sleep(1.5)
+            order.append("cache")
+
+    real_close = d.client.aclose
+
+    async def engine_close():
+        await asyncio.sleep(2.0)
+        order.append("model")
+        await real_close()
+
+    d.client.aclose = engine_close
+    d.cache = Cache()
+    await d._shutdown()
+    assert order == ["cache", "model"]
