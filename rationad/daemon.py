@@ -516,8 +516,8 @@ class Daemon:
         await self._maybe_commit(force=True, timeout=max(1.0, deadline - time.monotonic()))
 
     async def _shutdown(self) -> None:
-        """Close everything; the Kafka clients, the cache and the servers share ``CLOSE_SECS`` (a second each at
-        least): with the broker unreachable, aiokafka's producer stop waits for its pending batches to expire
+        """Close everything; the Kafka clients, the cache and the servers share ``CLOSE_SECS`` (half a second each
+        at least): with the broker unreachable, aiokafka's producer stop waits for its pending batches to expire
         (``request_timeout_ms``, 40 s) and each step used to get 30 s, so a stop could take twice the drain budget
         and be killed by the supervisor. The model client closes last, in its own ``ENGINE_CLOSE_SECS``."""
         if self._stop_wait is not None:
