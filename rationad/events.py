@@ -56,7 +56,8 @@ def event_id(session: Session, model: ModelInfo, level: str = "session") -> str:
     of one input record (one position) may fill several sessions of one key (``sessions.max_lines``), which the
     positions alone do not tell apart, and ``part`` depends on how the lines were packed on the internal topic."""
     sources = [line.source for line in session.lines]
-    if sources and all(s is not None for s in sources):
+    forwarded = bool(sources) and all(s is not None for s in sources)
+    if forwarded:
         spans: dict[tuple[str, int], tuple[int, int]] = {}
         for topic, partition, offset in sources:  # type: ignore[misc]
             lo, hi = spans.get((topic, partition), (offset, offset))
@@ -72,7 +73,7 @@ def event_id(session: Session, model: ModelInfo, level: str = "session") -> str:
                  model.version, model.prompt_version, f"last={session.last_offset}", f"lines={len(session.lines)}"]
     if level != "session":
         parts.append(f"level={level}")
-    if session.part and not (sources and all(s is not None for s in sources)):
+    if session.part and not forwarded:
         # (not for forwarded lines: ``part`` counts by internal record, and a pack forwarded again is cut elsewhere;
         # their input positions and text tell sessions of one record apart)
         parts.append(f"part={session.part}")

@@ -112,7 +112,7 @@ def model_info(cfg: ModelConfig, client_name: str) -> ModelInfo:
     """Model identity for events, event ids and the verdict cache: the manifest of what is served (the adapter's when
     one is configured: the base's manifest does not name an adapter served on it). Without one, ``unversioned-`` and
     a digest of where the model is served from, so that two such models never share cache entries or event ids."""
-    folder = cfg.adapter if cfg.adapter is not None else cfg.path
+    key, folder = ("model.adapter", cfg.adapter) if cfg.adapter is not None else ("model.path", cfg.path)
     manifest: object = {}
     path = Path(folder) / "manifest.json" if folder is not None else None
     if path is not None and path.is_file():
@@ -121,11 +121,9 @@ def model_info(cfg: ModelConfig, client_name: str) -> ModelInfo:
         try:
             manifest = orjson.loads(path.read_bytes())
         except orjson.JSONDecodeError as exc:
-            raise ConfigError(f"model.{'adapter' if cfg.adapter is not None else 'path'}: {path} is not valid "
-                              f"JSON ({exc})") from None
+            raise ConfigError(f"{key}: {path} is not valid JSON ({exc})") from None
         if not isinstance(manifest, dict):
-            raise ConfigError(f"model.{'adapter' if cfg.adapter is not None else 'path'}: {path} is not a JSON "
-                              "object")
+            raise ConfigError(f"{key}: {path} is not a JSON object")
     assert isinstance(manifest, dict)
     # the prompt it was trained on (``training.prompt_stamp``): what the daemon serves it (``Judge``)
     prompt = str(manifest.get("prompt_version") or PROMPT_VERSION)
@@ -403,9 +401,8 @@ class Judge:
         (``close_cut_thought``, which holds any start) for a few tokens, constrained to ``CLOSE_REGEX``. With
         ``answers``, each view's answer word is held to its own (``normal`` or ``anomalous``; ``answer_words``). With
         ``starts``, a view's start (where not None) is given in place of its ``start``."""
-        given = prefixes if prefixes else [
-            s if s is not None else self.start(v)
-            for v, s in zip(views, starts if starts is not None else [None] * len(views), strict=True)]
+        given = prefixes or [s if s is not None else self.start(v)
+                             for v, s in zip(views, starts or [None] * len(views), strict=True)]
         groups: dict[str | None, list[int]] = {}
         for i, v in enumerate(views):
             regex = None

@@ -209,8 +209,10 @@ def released_adapter(cfg: dict) -> Path | None:
 
 def adapter_sha(folder: Path | None) -> str | None:
     """The sha256 (16 hex digits) of ``folder``'s adapter weights, or None (no folder, no weights)."""
+    from training.sft import file_sha256
+
     f = None if folder is None else Path(folder) / "adapter_model.safetensors"
-    return hashlib.sha256(f.read_bytes()).hexdigest()[:16] if f is not None and f.is_file() else None
+    return file_sha256(f) if f is not None and f.is_file() else None
 
 
 def candidate_identity(out: Path) -> tuple[str, str | None]:
@@ -241,10 +243,11 @@ def check_export(out: Path, smoke: bool, force: bool, released: Path | None = No
         raise GateError(f"export: {f} passed the {judged[0]} adapter {judged[1]}, but the candidate now is the "
                         f"{now[0]} adapter {now[1]}: run the gate again (--stages gate,export)")
     # another run exported since (or a gate from before this was recorded): the candidate never met what it replaces
-    if "released_adapter_sha256" not in gate or gate["released_adapter_sha256"] != adapter_sha(released):
+    holds = adapter_sha(released)
+    if "released_adapter_sha256" not in gate or gate["released_adapter_sha256"] != holds:
         raise GateError(f"export: {f} compared the candidate with the released adapter "
                         f"{gate.get('released_adapter_sha256', '(not recorded)')}, but {released} now holds "
-                        f"{adapter_sha(released)}: run the gate again (--stages gate,export)")
+                        f"{holds}: run the gate again (--stages gate,export)")
     return gate
 
 

@@ -55,10 +55,6 @@ def _parse(completion: Any, n_refs: int) -> ParsedAnswer:
     return parse_completion(_text(completion), _view(n_refs))
 
 
-def _words(text: str) -> set[str]:
-    return {w.lower() for w in _WORD.findall(text)}
-
-
 def _bigrams(text: str) -> set[tuple[str, str]]:
     words = [w.lower() for w in _WORD.findall(text)]
     return set(zip(words, words[1:]))

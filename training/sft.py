@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import functools
 import hashlib
 import json
 import shutil
@@ -80,9 +81,17 @@ def file_sha256(path: Path) -> str:
 def weights_sha256(folder: Path) -> str:
     """A digest of a model folder's weights (every ``*.safetensors`` file, by name): two models of one architecture
     share their config.json, and a base folder reached through a symlink (``~/.cache/rationad/models/base``) can be
-    repointed at other weights under the same name."""
+    repointed at other weights under the same name. Read once per file version (a run's identity is asked for more
+    than once: the pipeline's skip check, then training)."""
+    files = sorted(Path(folder).resolve().glob("*.safetensors"))
+    return _weights_digest(tuple((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files))
+
+
+@functools.lru_cache(maxsize=8)
+def _weights_digest(files: tuple[tuple[str, int, int], ...]) -> str:
     h = hashlib.sha256()
-    for f in sorted(Path(folder).resolve().glob("*.safetensors")):
+    for name, _size, _mtime in files:
+        f = Path(name)
         h.update(f"\n{f.name}\n".encode())
         with f.open("rb") as fh:
             for block in iter(lambda: fh.read(1 << 20), b""):
