@@ -6,7 +6,8 @@ The paper's reward (RationAnomaly, arXiv 2509.14693), with its intent implemente
 - ``answer`` (asymmetric): caught anomaly +1.5, correct normal +1.0, false alarm -1.0, missed anomaly -2.0;
 - ``grounding`` (counted only when the verdict is right): overlap of the analysis with the session's own text and
   with the reference analysis, by word pairs in order (with single words, the reference's vocabulary in any order,
-  padded to its length, scored as well as the reference on 23% of the SFT rows; by pairs, on 1.4%), minus 0.5 for
+  padded to its length, scored as well as the reference on 23% of the SFT rows; by pairs, on 1.4%:
+  ``bench/reward_salad.py``), minus 0.5 for
   each cited line that is not in the session and 0.5 for each statement the session refutes (a count, a role, a
   tally, a quoted word, a failure claim, a foreign or training-only phrase: ``training.faithfulness``, on the view
   read back from the prompt; at most four counted), so a right verdict with a false analysis earns less than one

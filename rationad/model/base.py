@@ -95,9 +95,8 @@ def approx_token_count(text: str) -> int:
 
     Byte-level tokenizers (SmolLM2's, GPT-2's, Llama 3's) never make more tokens than bytes, so text in other scripts
     is not under-counted: counted four characters a token, a 1,000-line Chinese session sized to 1,024 tokens was
-    4,878 real tokens, over the server's context, and refused instead of cut (found by review). ASCII log text runs
-    about 3.4 characters a token: an estimated 1,024 is about 1,220 real, which the context's room for the answer
-    holds."""
+    3,823 real tokens (Cyrillic 2,646), over the server's context, and refused instead of cut (found by review); now
+    705 (577). ASCII text is counted as before (994 real for 1,024 estimated). ``bench/token_estimate.py``."""
     ascii_chars = len(text.encode("ascii", "ignore"))
     return ascii_chars // 4 + len(text.encode("utf-8", "surrogatepass")) - ascii_chars + 1
 
