@@ -116,7 +116,8 @@ def test_token_counter_falls_back_to_an_estimate(tmp_path):
 def test_the_estimate_does_not_undercount_other_scripts(model):
     """Found by review (2026-12-06), failing before its fix: without a tokenizer, four characters counted a token
     whatever the script, so a Chinese session sized to 1,024 tokens was 3,823 real ones (bench/token_estimate.py) and
-    the server refused it. Checked against the served model's own tokenizer (byte-level: never more tokens than bytes)."""
+    the server refused it. Checked against the served model's own tokenizer (byte-level: never more tokens than
+    bytes)."""
     real = token_counter(model)
     assert real.exact
     for text in ("数据节点 {*} 接收块 {*} 失败，连接被拒绝", "Ошибка записи блока {*}: соединение сброшено",
