@@ -8,11 +8,14 @@ the raw completion so it can be inspected and replayed.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import orjson
 
-from rationad.judge import Judgement
 from rationad.records import Session
+
+if TYPE_CHECKING:  # annotations only: rationad.events sizes its records with record_bytes
+    from rationad.judge import Judgement
 
 MAX_REASON_CHARS = 500
 

@@ -14,12 +14,14 @@ import time
 import uuid
 from dataclasses import dataclass
 from importlib import resources
+from collections.abc import Callable
 from typing import Any
 
 import orjson
 
 from rationad import __version__
 from rationad.answer import ParsedAnswer, served_verdict
+from rationad.dlq import record_bytes
 from rationad.prompt import PROMPT_VERSION, SessionView
 from rationad.records import Session
 from rationad.template_book import Decision
@@ -314,12 +316,27 @@ def fit_session_event(event: dict[str, Any], max_bytes: int) -> dict[str, Any]:
         for field in ("template", "line"):
             if len(entry[field]) > _CUT_TEMPLATE_CHARS:
                 entry[field] = entry[field][: _CUT_TEMPLATE_CHARS - 2] + " …"
-    omitted = 0
-    while len(encode(ev)) > max_bytes and len(ev["evidence"]) > 1:
-        ev["evidence"].pop()
-        omitted += 1
-        ev["omitted_evidence"] = omitted
+    # Entries are left out by their encoded size (the list's bytes are each entry's and a comma), so the event is
+    # encoded once more per round, not once per entry; the count's own bytes are counted too.
+    while (size := len(encode(ev))) > max_bytes and len(ev["evidence"]) > 1:
+        excess = size - max_bytes + (8 if "omitted_evidence" in ev else len(',"omitted_evidence":') + 8)
+        freed = 0
+        while freed < excess and len(ev["evidence"]) > 1:
+            freed += len(orjson.dumps(ev["evidence"].pop())) + 1
+            ev["omitted_evidence"] = ev.get("omitted_evidence", 0) + 1
     return ev
+
+
+def encode_to_fit(event: dict[str, Any], key: bytes, max_bytes: int,
+                  fit: Callable[[dict[str, Any], int], dict[str, Any]]) -> tuple[dict[str, Any], bytes]:
+    """``event`` and its JSON, cut by ``fit`` (``fit_session_event``, ``fit_template_event``) where the record
+    (``key``, value and headers) would be over ``max_bytes``: encoded once on the common path."""
+    room = max_bytes - record_bytes(key, b"", headers(event))
+    value = encode(event)
+    if len(value) > room:
+        event = fit(event, room)
+        value = encode(event)
+    return event, value
 
 
 def _omit_templates(ev: dict[str, Any], max_bytes: int, *, anomalous: bool) -> None:

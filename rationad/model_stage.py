@@ -29,8 +29,8 @@ import structlog
 from rationad.clock import steady
 from rationad.config import Settings
 from rationad.delivery import Delivery, Hold, Output, Undeliverable
-from rationad.dlq import DeadLetter, poison_session, record_bytes, session_dead_letter
-from rationad.events import ModelInfo, build_event, encode, fit_session_event, headers
+from rationad.dlq import DeadLetter, poison_session, session_dead_letter
+from rationad.events import ModelInfo, build_event, encode_to_fit, fit_session_event, headers
 from rationad.judge import Judge, Judgement
 from rationad.metrics import Metrics
 from rationad.model.base import ModelError
@@ -288,11 +288,9 @@ class ModelStage:
                                 max_rationale_chars=self.s.output.max_rationale_chars, score=j.score,
                                 threshold=self.s.judge.session_threshold(p.session.unfinished))
             if event["verdict"] == "anomalous" or self.s.output.emit_normal:
-                room = self.s.output.max_message_bytes - record_bytes(p.session.key.encode(), b"", headers(event))
-                value = encode(event)
-                if len(value) > room:  # rows of long lines cited by the dozen
-                    event = fit_session_event(event, room)
-                    value = encode(event)
+                # rows of long lines cited by the dozen are cut to fit
+                event, value = encode_to_fit(event, p.session.key.encode(), self.s.output.max_message_bytes,
+                                             fit_session_event)
                 out = Output(self.s.output.topic, p.session.key.encode(), value, headers(event))
 
                 def fallback(error: str) -> DeadLetter:

@@ -31,8 +31,8 @@ from rationad.catalog import TemplateStat, encode_stat
 from rationad.clock import steady
 from rationad.config import Settings
 from rationad.delivery import Delivery, Hold, Output, Undeliverable
-from rationad.dlq import DeadLetter, poison_session, record_bytes, session_dead_letter
-from rationad.events import ModelInfo, build_template_event, encode, fit_template_event, headers
+from rationad.dlq import DeadLetter, poison_session, session_dead_letter
+from rationad.events import ModelInfo, build_template_event, encode_to_fit, fit_template_event, headers
 from rationad.metrics import Metrics
 from rationad.model_stage import ModelStage, Pending, Result
 from rationad.offsets import PartitionOffsets
@@ -196,11 +196,8 @@ class TemplateStage:
             event: dict | Exception = build_template_event(session, decision, self.model, source=self.source,
                                                            max_rationale_chars=self.s.output.max_rationale_chars,
                                                            threshold=self.s.judge.threshold_template)
-            room = self.s.output.max_message_bytes - record_bytes(session.key.encode(), b"", headers(event))
-            value = encode(event)  # once on the common path: only an event over the limit is cut and encoded again
-            if len(value) > room:
-                event = fit_template_event(event, room)
-                value = encode(event)
+            event, value = encode_to_fit(event, session.key.encode(), self.s.output.max_message_bytes,
+                                         fit_template_event)
         except Exception as exc:  # noqa: BLE001 - dead-lettered by _deliver, with the window's hold
             event = exc
         self._spawn(self._deliver(session, event, value, hold, closed_at, how), "template-event")

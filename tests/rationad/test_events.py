@@ -299,3 +299,23 @@ def test_a_session_event_citing_many_long_lines_is_cut_to_fit():
             {k: e[k] for k in ("id", "verdict", "score", "rationale")}
         assert cut["evidence"][0]["ref"] == "L1" and len(cut["evidence"]) + cut.get("omitted_evidence", 0) == 100
     assert len(e["evidence"][0]["line"]) > 200  # the original is left as it was
+
+
+def test_fitting_a_session_event_encodes_it_a_few_times_not_once_per_dropped_entry(monkeypatch):
+    import rationad.events as events
+
+    msgs = [f"ERROR worker {chr(65 + i % 26)}{chr(65 + i // 26)} failed: " + "x" * 1_990 for i in range(400)]
+    lines = [LogLine(key="k", message=m, raw=m, ts=1.0 + i, topic="logs", offset=i) for i, m in enumerate(msgs)]
+    s = Session(key="k", lines=lines, close_reason="gap", topic="logs")
+    view = build_view("generic", msgs, max_prompt_tokens=10 ** 6)
+    think = ", ".join(r.ref for r in view.rows) + " report failures."
+    a = parse_completion(f"<think>{think}</think>\n<answer>anomalous</answer>", view)
+    e = build_event(s, view, a, ModelInfo("m", "1"), cached=False, now=0, max_rationale_chars=2_000)
+    calls = []
+    real = events.encode
+    monkeypatch.setattr(events, "encode", lambda ev: calls.append(1) or real(ev))
+    cut = events.fit_session_event(e, 8_192)
+    assert len(real(cut)) <= 8_192 and cut["omitted_evidence"] > 300
+    # no more left out than it takes to fit: one more entry like the last kept would not
+    assert len(real(cut)) + len(orjson.dumps(cut["evidence"][-1])) + 1 > 8_192
+    assert len(calls) <= 4, len(calls)  # was one encode per dropped entry: quadratic in the cited rows
