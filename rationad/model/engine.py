@@ -194,8 +194,10 @@ class EngineClient:
         from vllm.v1.engine.async_llm import AsyncLLM
 
         os.environ.setdefault("VLLM_REGEX_COMPILATION_TIMEOUT_S", REGEX_COMPILATION_TIMEOUT_S)  # engine core inherits
-        # vLLM's CPU backend otherwise sizes its KV cache from free RAM and refuses to start on a busy host; 2 GiB
-        # holds far more than max_batch_size sessions of max_model_len tokens for the 135M model. GPUs ignore it.
+        # vLLM's CPU backend otherwise sizes its KV cache from free RAM and refuses to start on a busy host. 2 GiB
+        # holds the 135M model's KV (30 layers x 3 heads x 64 x K,V) for about 45 sequences of max_model_len 2,048
+        # tokens in bfloat16 (22 in float32), more of the usual shorter ones; the rest of the model.max_batch_size x
+        # max_concurrency in flight wait in vLLM's queue, within model.request_timeout_secs. GPUs ignore it.
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
         self._seed_requests = not current_platform.is_cpu()
         kwargs: dict[str, Any] = {}
@@ -300,9 +302,18 @@ class EngineClient:
         return None
 
     async def _one(self, llm: Any, engine_input: Any, params: Any, prefix: str = "") -> Completion:
+        """One request, in ``model.request_timeout_secs`` at most as over HTTP (a request the engine never finished
+        held its batch, and the partitions behind it, for ever); cut short, vLLM aborts it (its ``generate`` does when
+        cancelled) and the model stage retries the batch as an outage."""
         final = None
-        async for out in llm.generate(engine_input, params, f"rationad-{uuid.uuid4().hex}", lora_request=self._lora):
-            final = out
+        try:
+            async with asyncio.timeout(self.cfg.request_timeout_secs):
+                async for out in llm.generate(engine_input, params, f"rationad-{uuid.uuid4().hex}",
+                                              lora_request=self._lora):
+                    final = out
+        except TimeoutError:
+            raise ModelError(f"vLLM did not answer within model.request_timeout_secs={self.cfg.request_timeout_secs:g} "
+                             "s", kind="outage") from None
         if final is None or not final.outputs:
             raise ModelError("vLLM returned no output", retryable=True)
         choice = final.outputs[0]

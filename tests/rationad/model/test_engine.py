@@ -4,6 +4,7 @@ The real engine is exercised in tests/integration/test_engine_lifecycle.py and t
 
 from __future__ import annotations
 
+import asyncio
 import os
 import pickle
 import signal
@@ -52,6 +53,30 @@ class FakeLLM:
             from vllm.v1.engine.exceptions import EngineDeadError
 
             raise EngineDeadError()
+
+
+class HungLLM(FakeLLM):
+    """An engine that never finishes a request; ``closed`` counts the requests given up (their generators closed,
+    as vLLM's ``generate`` aborts a request when cancelled)."""
+
+    closed = 0
+
+    async def generate(self, engine_input, params, request_id, lora_request=None):
+        try:
+            await asyncio.Event().wait()
+            yield None
+        finally:
+            self.closed += 1
+
+
+async def test_a_request_the_engine_never_finishes_times_out_as_an_outage(tmp_path):
+    llm = HungLLM()
+    client = EngineClient(ModelConfig(backend="vllm-engine", path=tmp_path, request_timeout_secs=0.2))
+    client._llm = llm
+    with pytest.raises(ModelError) as info:
+        await asyncio.wait_for(generate(client), 120)  # before the timeout: hung here until the 120 s guard
+    assert info.value.kind == "outage" and "model.request_timeout_secs" in str(info.value)
+    assert llm.closed == 2  # both requests given up, not left running
 
 
 def client_over(llm: FakeLLM, tmp_path: Path) -> EngineClient:
