@@ -10,7 +10,6 @@ Loghub numberings disagree.
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -29,8 +28,20 @@ class HdfsTemplate:
     role: str
     short: str
     meaning: str
-    regex: re.Pattern[str]
+    parts: tuple[str, ...]  # the literal text between the ``<*>`` slots, in order
     literal_len: int
+
+    def matches(self, masked: str) -> bool:
+        """Whether ``masked`` holds the literal parts in order (what ``part1.*?part2...`` would search, found by
+        ``str.find`` from each part's end: linear; the regex backtracked cubically on a long line repeating the first
+        parts without the last, and anyone writing to the input topic could stall the event loop with one)."""
+        pos = 0
+        for part in self.parts:
+            i = masked.find(part, pos)
+            if i < 0:
+                return False
+            pos = i + len(part)
+        return True
 
 
 @lru_cache(maxsize=1)
@@ -44,9 +55,8 @@ def _data() -> dict:
     return data
 
 
-def _template_regex(text: str) -> re.Pattern[str]:
-    parts = [re.escape(p.strip()) for p in text.split("<*>") if p.strip()]
-    return re.compile(".*?".join(parts), re.S)
+def _literal_parts(text: str) -> tuple[str, ...]:
+    return tuple(p.strip() for p in text.split("<*>") if p.strip())
 
 
 @lru_cache(maxsize=1)
@@ -54,7 +64,7 @@ def hdfs_templates() -> tuple[HdfsTemplate, ...]:
     out = []
     for n, t in enumerate(_data().get("templates", []), start=1):
         try:
-            out.append(HdfsTemplate(t["text"], t["role"], t["short"], t["meaning"], _template_regex(t["text"]),
+            out.append(HdfsTemplate(t["text"], t["role"], t["short"], t["meaning"], _literal_parts(t["text"]),
                                     len(t["text"].replace("<*>", ""))))
         except (KeyError, TypeError) as exc:
             raise KnowledgeError(f"{KB_FILE}: template {n} lacks {exc}") from None
@@ -74,6 +84,6 @@ def match_hdfs(masked: str) -> HdfsTemplate | None:
     """The knowledge-base template whose literal text matches a masked HDFS message (the most specific one)."""
     best: HdfsTemplate | None = None
     for t in hdfs_templates():
-        if t.regex.search(masked) and (best is None or t.literal_len > best.literal_len):
+        if t.matches(masked) and (best is None or t.literal_len > best.literal_len):
             best = t
     return best

@@ -29,3 +29,25 @@ def test_the_most_specific_template_wins():
     t = hdfs_kb.match_hdfs("INFO dfs.DataNode$PacketResponder: Received block {*} of size {*} from {*}")
     assert t is not None and t.role == "write_done"
     assert hdfs_kb.match_hdfs("something no template says") is None
+
+
+def test_matching_is_the_literal_parts_in_order_and_linear_on_a_hostile_line():
+    import random
+    import re
+    import time
+
+    from rationad.hdfs_kb import hdfs_templates, match_hdfs
+
+    templates = hdfs_templates()
+    regexes = [re.compile(".*?".join(re.escape(p) for p in t.parts), re.S) for t in templates]  # what it means
+    rnd = random.Random(0)
+    words = sorted({w for t in templates for p in t.parts for w in p.split()}) + ["x", "blk_1", ":", "{*}"]
+    for _ in range(3_000):
+        s = " ".join(rnd.choice(words) for _ in range(rnd.randint(1, 25)))
+        assert [t.matches(s) for t in templates] == [bool(r.search(s)) for r in regexes], s
+    # The first parts of a template again and again, never its last: the regex backtracked cubically (a 2,200-
+    # character row took 0.7 s, this one 41 s of the event loop); the bound is far above the linear scan's
+    hostile = "INFO dfs.DataNode: " + "Received block src: dest: " * 230
+    start = time.perf_counter()
+    assert match_hdfs(hostile) is None
+    assert time.perf_counter() - start < 2.0
