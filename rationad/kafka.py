@@ -50,6 +50,8 @@ def consumer_kwargs(cfg: KafkaConfig) -> dict[str, Any]:
         "group_id": cfg.group_id,
         "group_instance_id": cfg.group_instance_id,
         "enable_auto_commit": False,
+        # a transactional writer's aborted records are not the log (its retry writes them again at new offsets)
+        "isolation_level": "read_committed",
         "auto_offset_reset": cfg.auto_offset_reset,
         "session_timeout_ms": cfg.session_timeout_ms,
         "heartbeat_interval_ms": cfg.heartbeat_interval_ms,
