@@ -127,6 +127,10 @@ def resolve_spec(cfg: SessionsConfig, dialect: str) -> WindowSpec:
         raise ValueError("sessions.gap_secs: closes session windows, but the windows are fixed (sessions.mode "
                          f"{cfg.mode or 'unset, fixed by window_lines / window_secs'!s}): remove it, or set "
                          "mode = 'session' without window_lines and window_secs")
+    if mode == "fixed" and cfg.max_span_secs is not None:
+        raise ValueError("sessions.max_span_secs: bounds session windows, but the windows are fixed (sessions.mode "
+                         f"{cfg.mode or 'unset, fixed by window_lines / window_secs'!s}): bound them by time with "
+                         "window_secs, or remove it")
     if mode != base["mode"]:  # switching mode drops the other mode's defaults
         base = {"max_lines": base.get("max_lines", 1_000)}
     window_lines = cfg.window_lines if cfg.window_lines is not None else base.get("window_lines")

@@ -115,6 +115,7 @@ def test_a_section_variable_that_is_not_json_fails_naming_it(monkeypatch):
         ("[sessions]\nmode = 'session'\nwindow_secs = 60\n", "sessions.window_secs: sizes fixed windows"),
         ("[input]\ndialect = 'bgl'\n[sessions]\nmode = 'session'\nwindow_lines = 50\n", "sessions.window_lines"),
         ("[sessions]\nwindow_lines = 100\ngap_secs = 30\n", "sessions.gap_secs: closes session windows"),
+        ("[input]\ndialect = 'bgl'\n[sessions]\nmax_span_secs = 60\n", "sessions.max_span_secs: bounds session"),
         ("[model]\nmax_new_tokens = 8\n", "model.max_new_tokens"),
         ("[model]\nmax_prompt_tokens = 64\n", "model.max_prompt_tokens"),
         ("[output]\nmax_rationale_chars = 1000000\n", "output.max_rationale_chars: 1000000 does not fit"),
