@@ -977,9 +977,20 @@ class Daemon:
     async def _update_lag(self) -> None:
         if self.consumer is None:
             return
-        for tp, part in list(self._parts.items()):
+        parts = list(self._parts.items())
+        # The end offsets asked of the brokers, once a round: aiokafka's highwater() is the mark of the last fetch
+        # response, and a paused partition (backpressure: a slow or blocked model) is not fetched, so the lag froze at
+        # its value when the pause began while the topic grew, and the lag alerts stayed silent in the outage they
+        # are for. highwater() is the fallback when the lookup fails.
+        try:
+            ends = await asyncio.wait_for(self.consumer.end_offsets([tp for tp, _ in parts]), LAG_LOOKUP_SECS)
+        except Exception:
+            ends = {}
+        for tp, part in parts:
             try:
-                high = self.consumer.highwater(tp)
+                high = ends.get(tp)
+                if high is None:
+                    high = self.consumer.highwater(tp)
                 # aiokafka's lookups can wait for as long as a broker is unreachable: bounded, so that the health
                 # loop (the model's health checks) goes on
                 pos = await asyncio.wait_for(self.consumer.position(tp), LAG_LOOKUP_SECS)
@@ -993,8 +1004,8 @@ class Daemon:
                 return
             except Exception:
                 continue
-            if high is None:
-                continue
+            if high is None or part.revoked or self._parts.get(tp) is not part:
+                continue  # revoked during a lookup: its gauges were removed, not to be exported again, frozen
             labels = (tp.topic, str(tp.partition))
             self.metrics.consumer_lag.labels(*labels).set(max(0, high - pos))
             if committed is not None:

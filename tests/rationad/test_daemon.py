@@ -509,6 +509,60 @@ async def test_committed_lag_is_exported_beside_the_position_lag():
     assert lag == 10, "the open session starting at 0 keeps the committed offset at 0"
 
 
+async def test_the_lag_of_a_paused_partition_grows_with_the_topic():
+    """Found by review (2026-12-07): aiokafka's highwater() is the last fetch response's mark and a paused partition
+    is not fetched, so under backpressure (the model slow or blocked) both lags froze where the pause began while the
+    topic grew, and the lag alerts could not fire. The end offsets are asked of the brokers each round."""
+    d, consumer, _ = make(settings(), [])
+    d.consumer = consumer
+    d._on_assigned([TP])
+    d._parts[TP].offsets.committed = 3
+    consumer.position = lambda tp: asyncio.sleep(0, result=5)
+    consumer.highwater = lambda tp: 5  # frozen: no fetch since the pause
+    end = [5]
+    consumer.end_offsets = lambda tps: asyncio.sleep(0, result={tp: end[0] for tp in tps})
+    await d._update_lag()
+    end[0] = 900
+    await d._update_lag()
+    assert d.metrics.consumer_lag.labels("logs", "0")._value.get() == 895
+    assert d.metrics.committed_lag.labels("logs", "0")._value.get() == 897
+
+    async def unreachable(tps):
+        raise ConnectionError("no broker")
+
+    consumer.end_offsets = unreachable  # the lookup failing: the fetched mark, as before
+    await d._update_lag()
+    assert d.metrics.consumer_lag.labels("logs", "0")._value.get() == 0
+
+
+async def test_a_partition_revoked_during_a_lag_lookup_is_not_exported_again():
+    """Found by review (2026-12-07): the committed-offset lookup of a partition that had committed nothing yet was
+    awaited, the partition revoked meanwhile (its gauges removed), and then its gauges set again: the old owner
+    exported a frozen lag for ever."""
+    d, consumer, _ = make(settings(), [])
+    d.consumer = consumer
+    d._on_assigned([TP])
+    consumer.position = lambda tp: asyncio.sleep(0, result=5)
+    consumer.highwater = lambda tp: 8
+    asked = asyncio.Event()
+    go = asyncio.Event()
+
+    async def committed(tp):
+        asked.set()
+        await go.wait()
+        return 3
+
+    consumer.committed = committed
+    lookup = asyncio.create_task(d._update_lag())
+    await asked.wait()
+    await d._on_revoked([TP])
+    go.set()
+    await lookup
+    exported = {tuple(s.labels.values()) for g in (d.metrics.consumer_lag, d.metrics.committed_lag)
+                for m in g.collect() for s in m.samples}
+    assert ("logs", "0") not in exported
+
+
 async def test_the_committed_offset_standing_still_with_records_past_it_is_exported_as_an_age(monkeypatch):
     """Found by review (2026-12-06): with repartitioning, a commit pinned by a blocked model loses the internal
     topic's records at its retention (a day by default) whatever their number, which the record-count lag alert
