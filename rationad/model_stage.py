@@ -178,7 +178,19 @@ class ModelStage:
                     # daemon's): no session is at fault, none is dead-lettered; input pauses until it is fixed
                     self.block(f"model rejects every request: {exc}", by_requests=True)
                 elif exc.kind == "config":
-                    self.block(f"model misconfigured: {exc}")
+                    # A filter in front of the server (a WAF's default deny) refuses a request for its content with
+                    # 403, as a rotated key is refused: the minimal request tells them apart. It answered: the key
+                    # and URL are good and this content is refused, so the session alone is dead-lettered (its
+                    # batch-mates judged) instead of the whole daemon paused and the batch retried for ever.
+                    if not await self._model_answers():
+                        self.block(f"model misconfigured: {exc}")
+                    elif len(batch) > 1:
+                        return await self._split(batch)
+                    else:
+                        p = batch[0]
+                        log.warning("session_refused_by_model_server", key=p.session.key, error=str(exc))
+                        return [(p, session_dead_letter(p.session, "model_rejected", str(exc),
+                                                        attempts=p.attempts + 1))]
                 else:
                     self.unhealthy()
                     log.warning("model_unavailable", error=str(exc), retry_in_secs=round(backoff, 2))

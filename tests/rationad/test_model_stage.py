@@ -198,6 +198,56 @@ async def test_a_rejection_in_another_batch_does_not_dead_letter_an_identical_go
 
 
 
+@pytest.mark.parametrize("status", [401, 403])
+async def test_a_request_refused_for_its_content_dead_letters_that_session_alone(status):
+    """Found by review (2026-12-07): a filter in front of the model server (a WAF's default deny) refuses a request
+    quoting an attack with 403, read as a rotated API key: the daemon paused and the batch, its good session too, was
+    retried for ever. The minimal request passes, so only the refused session is dead-lettered; a key refused for
+    everything (the probe refused too) still blocks."""
+    import httpx
+
+    from rationad.config import Settings
+    from rationad.judge import Judge, Judgement
+    from rationad.metrics import Metrics
+    from rationad.model.server import ServerClient
+    from rationad.model_stage import ModelStage, Pending
+    from rationad.records import LogLine, Session
+
+    refuse_all = [False]
+
+    def handler(request):
+        if refuse_all[0] or b"UNION SELECT" in request.content:
+            return httpx.Response(status, json={"error": {"message": "Request blocked by rule 942100"}})
+        text = "<think>L1 reports a failure.</think>\n<answer>anomalous</answer>"
+        return httpx.Response(200, json={"choices": [{"message": {"content": text}}], "usage": {}})
+
+    def pending(key, msg):
+        return Pending(Session(key=key, lines=[LogLine(key=key, message=msg, raw=msg)], close_reason="gap"),
+                       hold=None, closed_at=0.0, is_revoked=lambda: False)
+
+    s = Settings(cache={"enabled": False}, model={"backend": "vllm-server", "server_url": "http://vllm:8000",
+                                                  "served_model_name": "m", "max_retries": 0,
+                                                  "retry_backoff_secs": 0.0})
+    client = ServerClient(s.model, transport=httpx.MockTransport(handler))
+    stage = ModelStage(s, Judge(client, s.model, "generic"), None, None, Metrics(),
+                       spawn=lambda c, n: asyncio.ensure_future(c), on_dead=lambda r: None, on_state=lambda: None)
+    batch = [pending("web1", "WARN query failed: id=1 UNION SELECT password FROM users"),
+             pending("disk", "ERROR disk failed")]
+    out = dict((p.session.key, r) for p, r in await asyncio.wait_for(stage._judge(batch), 30))
+    assert out["web1"].reason == "model_rejected"
+    assert str(status).encode() in dict(out["web1"].headers)["rationad-error-reason"]
+    assert isinstance(out["disk"], Judgement) and out["disk"].answer.verdict == "anomalous"
+    assert stage.blocked is None
+    refuse_all[0] = True  # a rotated key: everything refused, the probe too
+    task = asyncio.ensure_future(stage._judge([pending("disk2", "ERROR disk 2 failed")]))
+    for _ in range(200):
+        await asyncio.sleep(0.01)
+        if stage.blocked:
+            break
+    task.cancel()
+    assert stage.blocked and "model misconfigured" in stage.blocked
+
+
 @pytest.mark.parametrize("cached", [True, False])
 async def test_only_a_model_answer_clears_a_block_a_cached_verdict_does_not(cached):
     """Found by review (2026-12-06), failing before its fix: a batch answered wholly from the verdict cache (most
