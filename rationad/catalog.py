@@ -30,6 +30,9 @@ log = structlog.get_logger("rationad.catalog")
 
 STAT_FORMAT_VERSION = 1
 SOURCES = ("model", "operator", "pending")
+# A count past this is not one a replica counted (2^53 lines): a hostile record carried as this replica's own count
+# (``carry_counts``) reached 2^64 at the next line, which JSON cannot encode, and every catalog round failed.
+MAX_COUNT = 2**53
 
 
 @dataclass(slots=True)
@@ -95,8 +98,8 @@ def decode_stat(key: bytes | None, value: bytes | None) -> TemplateStat | None:
         raise ValueError(f"{tid_s}: unknown verdict {verdict!r}")
     if source not in SOURCES:
         raise ValueError(f"{tid_s}: unknown source {source!r}")
-    if isinstance(count, bool) or not isinstance(count, int) or count < 0:
-        raise ValueError(f"{tid_s}: count must be a non-negative integer, got {count!r}")
+    if isinstance(count, bool) or not isinstance(count, int) or not 0 <= count <= MAX_COUNT:
+        raise ValueError(f"{tid_s}: count must be an integer from 0 to 2^53, got {count!r}")
     stat = TemplateStat(template=strings["template"], verdict=verdict, source=source, rationale=strings["rationale"],
                         model_version=strings["model_version"], count=count, first_seen=_time(data, "first_seen"),
                         last_seen=_time(data, "last_seen"), instance=strings["instance"])

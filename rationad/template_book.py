@@ -24,7 +24,7 @@ template is), an operator's label counting as 1 (anomalous) or 0 (normal).
 from __future__ import annotations
 
 import sys
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -153,6 +153,10 @@ class TemplateBook:
         # A forgotten template's failure (why, when) travels with it too, so that it is not sent to the model again
         # before ``FAILED_RETRY_SECS`` only because it was evicted meanwhile.
         self._carried: OrderedDict[str, tuple[int, float, str | None, float]] = OrderedDict()
+        # Templates forgotten (or whose catalog record failed to send) with changes the catalog has not heard of:
+        # the next round publishes them (a rare template's verdict forgotten before the round, or lost to one failed
+        # send, was never listed by ``rationad templates``). At most ``max_templates``, the oldest given up first.
+        self.unpublished: deque[TemplateState] = deque(maxlen=max_templates)
 
     def __len__(self) -> int:
         return len(self._states)
@@ -308,10 +312,18 @@ class TemplateBook:
             if victim is None:
                 return
             del self._states[victim.template]
+            if victim.dirty:
+                self.unpublished.append(victim)
             self.bytes -= victim.nbytes
             if self._ids.get(victim.id) is victim:
                 del self._ids[victim.id]
             self._carry(victim.id, victim.count, victim.first_seen, victim.failed, victim.failed_at)
+
+    def unpublish(self, st: TemplateState) -> None:
+        """``st``'s catalog record was not written: publish it again next round (held or forgotten since)."""
+        st.dirty = True
+        if self._states.get(st.template) is not st:
+            self.unpublished.append(st)
 
     def carry_counts(self, counts: dict[str, tuple[int, float]]) -> None:
         """(count, first_seen) by template id, from this replica's catalog records: templates seen again continue

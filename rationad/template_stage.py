@@ -30,7 +30,7 @@ import structlog
 from rationad.catalog import TemplateStat, encode_stat
 from rationad.clock import steady
 from rationad.config import Settings
-from rationad.delivery import Delivery, Hold, Output, Undeliverable
+from rationad.delivery import Delivery, Hold, Output, Undeliverable, is_retriable
 from rationad.dlq import DeadLetter, poison_session, session_dead_letter
 from rationad.events import ModelInfo, build_template_event, encode_to_fit, fit_template_event, headers
 from rationad.metrics import Metrics
@@ -231,36 +231,58 @@ class TemplateStage:
             await self.delivery.dead_letter(hold, session_dead_letter(session, "emit_failed", error))
 
     # ---- catalog -------------------------------------------------------------------------------------------
-    def catalog_records(self) -> list[tuple[bytes, bytes]]:
-        """Records for ``judge.templates_topic`` of every template changed since the last call."""
+    def catalog_records(self) -> list[tuple[TemplateState, bytes, bytes]]:
+        """(template, key, value) for ``judge.templates_topic`` of every template changed since the last call, those
+        forgotten since with changes first (``TemplateBook.unpublished``). A record that cannot be encoded costs
+        only itself (logged), not the round."""
         out = []
         by_source: dict[str, int] = {"model": 0, "operator": 0, "pending": 0}
+        changed = list(self.book.unpublished)
+        self.book.unpublished.clear()
         for st in self.book.states():
             by_source[st.source] = by_source.get(st.source, 0) + 1
-            if not st.dirty:
-                continue
+            if st.dirty:
+                changed.append(st)
+        for st in changed:
             st.dirty = False
-            out.append(encode_stat(stat_of(st, self.model.version, self.instance)))
+            try:
+                key, value = encode_stat(stat_of(st, self.model.version, self.instance))
+            except Exception as exc:  # noqa: BLE001 - one template's record, not the others'
+                self.metrics.errors.labels("catalog", type(exc).__name__).inc()
+                log.warning("template_catalog_record_unwritable", template_id=st.id, error=repr(exc))
+                continue
+            out.append((st, key, value))
         for source, n in by_source.items():
             self.metrics.templates_known.labels(source).set(n)
         return out
 
     async def publish(self, producer) -> int:
         """Send the changed templates to the catalog topic; best effort (the catalog is for people, not for
-        delivery: a lost update is rewritten with the next change)."""
+        delivery), but a record not written is sent again next round (``TemplateBook.unpublish``): a rare
+        template may never change again."""
         records = self.catalog_records()
-        if not records or producer is None:
+        if not records:
+            return 0
+        if producer is None:
+            for st, _, _ in records:
+                self.book.unpublish(st)
             return 0
         futures, failed = [], []
-        for k, v in records:
+        for st, k, v in records:
             try:  # a record the producer refuses at once (over its size limit) costs only itself, not the rest
-                futures.append(await producer.send(self.s.judge.templates_topic, key=k, value=v))
+                futures.append((st, await producer.send(self.s.judge.templates_topic, key=k, value=v)))
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 failed.append(exc)
-        results = await asyncio.gather(*futures, return_exceptions=True)
-        failed += [r for r in results if isinstance(r, BaseException)]
+                if is_retriable(exc):  # not a record the broker can never take (too large)
+                    self.book.unpublish(st)
+        results = await asyncio.gather(*(f for _, f in futures), return_exceptions=True)
+        for (st, _), r in zip(futures, results, strict=True):
+            if isinstance(r, BaseException):
+                failed.append(r)
+                if is_retriable(r):
+                    self.book.unpublish(st)
         if failed:
             self.metrics.errors.labels("catalog", type(failed[0]).__name__).inc(len(failed))
             log.warning("template_catalog_not_written", failed=len(failed), error=repr(failed[0]))

@@ -249,6 +249,96 @@ async def test_a_catalog_record_the_producer_refuses_costs_only_itself():
     assert await d.templates.publish(Refusing()) == changed - 1 and len(sent) == changed - 1
 
 
+class _CatalogProducer:
+    """Acknowledges catalog records, or fails each send's future (a broker hiccup) while ``failing``."""
+
+    def __init__(self) -> None:
+        self.failing = False
+        self.sent: list[tuple[bytes, bytes]] = []
+
+    async def send(self, topic, key, value):
+        from aiokafka.errors import KafkaTimeoutError
+
+        fut = asyncio.get_running_loop().create_future()
+        if self.failing:
+            fut.set_exception(KafkaTimeoutError("leader moved"))
+        else:
+            self.sent.append((key, value))
+            fut.set_result(None)
+        return fut
+
+
+def _catalog_stage(**cache):
+    from rationad.events import ModelInfo
+    from rationad.metrics import Metrics
+    from rationad.template_stage import TemplateStage
+
+    s = Settings(input={"dialect": "generic"}, sessions={"mode": "fixed", "window_lines": 3},
+                 server={"enabled": False}, cache=cache)
+    return TemplateStage(s, None, None, ModelInfo("m"), Metrics(), "src", spawn=None, instance="g:i")
+
+
+def _latest(sent):
+    from rationad.catalog import aggregate, decode_stat
+
+    return {st.id: st for st in aggregate(decode_stat(k, v) for k, v in sent)}
+
+
+async def test_a_catalog_record_whose_send_failed_is_sent_again_next_round():
+    """Found by review (2026-12-07): a template was marked published before its record was acknowledged, so a
+    failed send lost the model's verdict from the catalog until the template changed again, which a rare template
+    may never do (``rationad templates --verdict anomalous`` did not list it)."""
+    ts, p = _catalog_stage(), _CatalogProducer()
+    st = ts.book.observe("ERROR raid controller fault", 1000.0)
+    await ts.publish(p)
+    ts.book.judged(st.template, "anomalous", "L1 reports a fault.", score=0.9)
+    p.failing = True
+    assert await ts.publish(p) == 0
+    p.failing = False
+    assert await ts.publish(p) == 1
+    assert _latest(p.sent)[st.id].verdict == "anomalous"
+    assert await ts.publish(p) == 0  # and once written, not again
+
+
+async def test_a_template_forgotten_with_a_change_unpublished_is_published_next_round():
+    """Found by review (2026-12-07): a full book forgets its least recently seen template, and one whose verdict
+    arrived while it was that template was forgotten before the next round: the catalog kept it "pending"."""
+    ts, p = _catalog_stage(max_entries=3), _CatalogProducer()
+    book = ts.book
+    routine = [f"INFO service{c} request done" for c in "abc"]
+    for m in routine:
+        book.judged(book.observe(m, 1.0).template, "normal", "routine")
+    rare = book.observe("ERROR raid controller fault", 2.0)
+    book.start_judging(rare)
+    await ts.publish(p)
+    for m in routine:
+        book.observe(m, 3.0)
+    book.judged(rare.template, "anomalous", "L1 reports a fault.", score=0.97)
+    assert book.get(rare.id) is None  # forgotten at once
+    await ts.publish(p)
+    assert _latest(p.sent)[rare.id].verdict == "anomalous"
+
+
+async def test_a_hostile_catalog_count_is_refused_and_one_unwritable_record_costs_only_itself():
+    """Found by review (2026-12-07): a catalog record of this replica with a count of 2^64 - 1 was read back as its
+    own count at restart; the next line made it 2^64, which JSON cannot encode, and every round raised, losing the
+    other templates' records too."""
+    from rationad.catalog import decode_stat
+
+    ts, p = _catalog_stage(), _CatalogProducer()
+    hot = template_of("INFO heartbeat from node 12 ok")
+    value = orjson.dumps({"v": 1, "template": hot, "verdict": None, "source": "pending", "rationale": "",
+                          "model_version": "x", "count": 2**64 - 1, "first_seen": 1.0, "last_seen": 2.0,
+                          "instance": "g:i"})
+    with pytest.raises(ValueError, match="count must be an integer from 0 to 2"):
+        decode_stat(f"{template_id(hot)}/g:i".encode(), value)
+    ts.book.carry_counts({template_id(hot): (2**64 - 1, 1.0)})  # had it been let through
+    ts.book.observe("INFO heartbeat from node 12 ok", 10.0)
+    ts.book.observe("WARN queue 3 slow", 10.0)
+    assert await ts.publish(p) == 1  # the other template's record is written
+    assert [k.split(b"/")[0].decode() for k, _ in p.sent] == [template_id(template_of("WARN queue 3 slow"))]
+
+
 async def test_session_level_stays_as_it_was():
     s = settings(judge={"level": "session"}, output={"emit_normal": True})
     model = CountingModel(lambda text: ANOMALOUS if "ERROR" in text else NORMAL)
