@@ -14,7 +14,7 @@ from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
-from rationad import __version__, stop_signals
+from rationad import __version__, labels, stop_signals
 from rationad.config import ConfigError, Settings, load_settings
 
 DEFAULT_CONFIG = "config.toml"
@@ -287,11 +287,6 @@ def _on_broker(settings: Settings, coro: Coroutine[Any, Any, T]) -> tuple[T | No
         return None, f"kafka.bootstrap_servers: {settings.kafka.bootstrap_servers}: {exc}"
 
 
-# An operator's reason becomes the rationale of the template's verdicts and of a training row (``<think>`` holds at most
-# rationad.prompt.THINK_MAX_CHARS characters, beside its citation and conclusion).
-LABEL_REASON_MAX_CHARS = 500
-
-
 def _line_templates(settings: Settings, text: str) -> list[str]:
     """The templates the daemon judges ``text`` by, read as a record of the configured input (none when it does
     not parse: a template, or a line of another format; for the bgl dialect, unless it is a BGL record beyond
@@ -309,7 +304,7 @@ def _line_templates(settings: Settings, text: str) -> list[str]:
 
 
 async def _label(settings: Settings, args: argparse.Namespace) -> int:
-    from rationad import catalog, labels
+    from rationad import catalog
     from rationad.tail import safe
     from rationad.templates import template_id, to_template
 
@@ -370,10 +365,12 @@ def cmd_label(args: argparse.Namespace) -> int:
         problem = "a verdict is needed: normal or anomalous (or --clear to remove the label)"
     elif not (args.reason or "").strip():
         problem = "--reason is needed: it becomes the rationale of the template's verdicts and a training row"
-    elif len(args.reason.strip()) > LABEL_REASON_MAX_CHARS:
-        problem = f"--reason is {len(args.reason.strip())} characters; at most {LABEL_REASON_MAX_CHARS}"
+    elif len(args.reason.strip()) > labels.REASON_MAX_CHARS:
+        problem = f"--reason is {len(args.reason.strip())} characters; at most {labels.REASON_MAX_CHARS}"
     if not args.clear and not (args.by or "").strip():
         problem = problem or "--by is needed ($USER is not set)"
+    elif len((args.by or "").strip()) > labels.BY_MAX_CHARS:
+        problem = problem or f"--by is {len(args.by.strip())} characters; at most {labels.BY_MAX_CHARS}"
     if not args.target.strip():
         problem = problem or "the template, template id or log line is empty"
     if problem:
@@ -510,7 +507,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="the verdict the template gets from now on, over the model's")
     sp.add_argument("--reason", help="why (required unless --clear): shown as the rationale of the template's "
                                      f"verdicts and used as the rationale of a training row; at most "
-                                     f"{LABEL_REASON_MAX_CHARS} characters")
+                                     f"{labels.REASON_MAX_CHARS} characters")
     sp.add_argument("--force", action="store_true",
                     help="label a template that is not in the catalog yet (never seen); listed as forced")
     sp.add_argument("--by", default=os.environ.get("USER"), help="who labels (default: $USER)")

@@ -45,6 +45,14 @@ PARTITION_REFRESH_SECS = 10.0
 MISSING_TOPIC_REFRESH_SECS = 1.0
 
 
+# An operator's reason becomes the rationale of the template's verdicts and of a training row (``<think>`` holds at most
+# rationad.prompt.THINK_MAX_CHARS characters, beside its citation and conclusion). ``by`` goes into every event of the
+# template (``labelled_by``): a label record from any writer is held to both, or one of 100 KB dead-lettered every
+# anomaly of its template as too large for the output topic.
+REASON_MAX_CHARS = 500
+BY_MAX_CHARS = 200
+
+
 @dataclass(frozen=True, slots=True)
 class Label:
     """An operator's verdict for one template; ``forced`` when it was given for a template never seen."""
@@ -59,6 +67,9 @@ class Label:
     def __post_init__(self) -> None:
         if not isinstance(self.template, str) or not isinstance(self.reason, str) or not isinstance(self.by, str):
             raise TypeError("template, reason and by must be strings")
+        if len(self.reason) > REASON_MAX_CHARS or len(self.by) > BY_MAX_CHARS:
+            raise ValueError(f"reason ({len(self.reason)} characters) must be at most {REASON_MAX_CHARS}, by "
+                             f"({len(self.by)}) at most {BY_MAX_CHARS}")
         if not self.template.strip():  # no line has it; the neighbour index cannot hold it either
             raise ValueError("template must not be empty")
         if self.verdict not in VERDICTS:

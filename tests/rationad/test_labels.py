@@ -45,6 +45,12 @@ def test_a_tombstone_clears():
                                                    "by": "b", "at": "yesterday"}), "finite Unix time"),
     (template_id("other {*}").encode(), encode_label(label())[1], "not the id of the label's template"),
     (template_id(TEMPLATE).encode(), orjson.dumps({"v": 2}), "label format 2"),
+    # found by review (2026-12-07): ``by`` goes into every event of the template; one of 100 KB from any writer of the
+    # topic made each of them too large for the output topic, dead-lettering the template's anomalies
+    (template_id(TEMPLATE).encode(), orjson.dumps({"template": TEMPLATE, "verdict": "anomalous", "reason": "r",
+                                                   "by": "x" * 100_000, "at": 1.0}), "by .100000. at most 200"),
+    (template_id(TEMPLATE).encode(), orjson.dumps({"template": TEMPLATE, "verdict": "anomalous", "reason": "r" * 501,
+                                                   "by": "b", "at": 1.0}), "reason .501 characters. must be at most"),
 ])
 def test_garbage_is_a_value_error(key, value, why):
     with pytest.raises(ValueError, match=why):
