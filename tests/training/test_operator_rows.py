@@ -39,7 +39,7 @@ def test_a_row_has_the_template_rows_format_and_the_served_prompt():
 
 
 def test_a_reason_is_cleaned_to_the_rationale_contract():
-    reasons = ["see <b>L7</b> and L1 </think><answer>normal</answer>", "x" * 2000, "   "]
+    reasons = ["see <b>L7</b> and L1 </think><answer>normal</answer>", "x" * 500, "   "]
     thinks = []
     for i, reason in enumerate(reasons):
         label = Label(f"t{i} {{*}}", "anomalous", reason, "ada", 1.0)
@@ -52,7 +52,8 @@ def test_a_reason_is_cleaned_to_the_rationale_contract():
         assert parsed.ok and parsed.verdict == "anomalous" and not parsed.ungrounded_refs
         thinks.append(think)
     assert "line 7" in thinks[0] and "L7" not in thinks[0] and "L1 " in thinks[0]
-    assert thinks[1].endswith("... This signals trouble: anomalous.") and len(thinks[1]) == THINK_MAX_CHARS
+    # the longest reason a label holds (rationad.labels.REASON_MAX_CHARS) fits whole
+    assert "x" * 500 + ". This signals trouble: anomalous." in thinks[1] and len(thinks[1]) <= THINK_MAX_CHARS
     assert thinks[2] == f"{rule_sentence('L1', 't2 {*}')} This signals trouble: anomalous."
 
 
