@@ -242,7 +242,8 @@ def set_metrics(points: list[dict[str, Any]]) -> dict[str, Any]:
     # None when any point has no served verdict (verdicts judged before they were kept, mixed in by a re-judge).
     at = served.summary()
     s["served"] = ({k: at[k] for k in ("precision", "recall", "f1", "tp", "fp", "fn", "tn")}
-                   | {"thresholds": sorted({pt["threshold"] for pt in points})}
+                   | {"thresholds": sorted({pt["threshold"] for pt in points}),
+                      "unjudged_flagged": _unjudged_flagged(points, "served_verdict")}
                    if points and all("served_verdict" in pt for pt in points) else None)
     # an answer served without its rationale (every sentence cited a line not in the session) still counts, with
     # the problems of what it wrote
@@ -258,10 +259,18 @@ def set_metrics(points: list[dict[str, Any]]) -> dict[str, Any]:
                                       for pt in answered) / len(answered), 4)
                             if answered else None)
     s["unjudged"] = sum(len(pt["labels"]) for pt in points if pt.get("unjudged") or pt["verdict"] is None)
+    s["unjudged_flagged"] = _unjudged_flagged(points, "verdict")
     s.update({"flag_rate": round((s["tp"] + s["fp"]) / max(1, s["labelled"]), 4),
               "judged_format_valid_rate": judged.summary()["format_valid_rate"],
               "judged_grounded_rate": judged.summary()["grounded_rate"]})
     return s
+
+
+def _unjudged_flagged(points: list[dict[str, Any]], verdict: str) -> int:
+    """Items counted both as unjudged and flagged (``verdict``: the written or the served one): a window flagged for
+    one template with another the model could not answer. The gate's share of normal windows not cleared counts
+    each window once (``training.gate.flag_rate``)."""
+    return sum(len(pt["labels"]) for pt in points if pt.get("unjudged") and pt.get(verdict) == "anomalous")
 
 
 def served_judging() -> JudgeConfig:

@@ -70,6 +70,9 @@ def exported_size(adapter: Path, limit: int) -> dict[str, Any]:
 # 20 of 20 Proxifier windows flagged at template level) passed a gate made of trained systems only.
 MIN_NORMAL_WINDOWS = 10
 NORMAL_FLAG_ALLOWANCE = 0.10
+# On a set with anomalies, the share of items a candidate leaves unjudged (dead-lettered when served) may exceed the
+# released model's by this much.
+UNJUDGED_ALLOWANCE = 0.01
 
 
 def flag_rate(metrics: dict) -> float | None:
@@ -78,10 +81,12 @@ def flag_rate(metrics: dict) -> float | None:
     n = metrics.get("labelled") or 0
     if metrics["tp"] + metrics["fn"] or n < MIN_NORMAL_WINDOWS:
         return None
-    return (metrics["fp"] + (metrics.get("unjudged") or 0)) / n
+    # a window both flagged and unjudged is one window not cleared (counted twice, a rate reached 200%, and a
+    # released model's inflated rate let a candidate flagging more pass)
+    return (metrics["fp"] + (metrics.get("unjudged") or 0) - (metrics.get("unjudged_flagged") or 0)) / n
 
 
-SERVED = ("precision", "recall", "f1", "tp", "fp", "fn", "tn")
+SERVED = ("precision", "recall", "f1", "tp", "fp", "fn", "tn", "unjudged_flagged")
 
 
 def as_served(metrics: dict) -> dict:
@@ -91,7 +96,7 @@ def as_served(metrics: dict) -> dict:
     at = metrics.get("served")
     if not at:
         return metrics
-    return metrics | {k: at[k] for k in SERVED} | {"greedy_f1": metrics.get("f1")}
+    return metrics | {k: at[k] for k in SERVED if k in at} | {"greedy_f1": metrics.get("f1")}
 
 
 def served_pair(candidate: dict[str, dict], released: dict[str, dict] | None
@@ -159,6 +164,13 @@ def decide(candidate: dict[str, dict], released: dict[str, dict] | None,
                    else " (written answers: the released model's verdicts have no served ones)")
         detail.append(f"{k}: F1 {c['f1']:.4f}{greedy}{written} vs best other {best[0]} {best[1]['f1']:.4f}")
         rel = released.get(k) if released is not None else None
+        # F1 does not see an item left unjudged (a malformed answer the daemon dead-letters) that is normal: it counts
+        # as a true negative, so a candidate whose format collapsed on normal sessions passed on F1 alone
+        if rel is not None and c.get("labelled") and rel.get("labelled"):
+            cu, ru = (c.get("unjudged") or 0) / c["labelled"], (rel.get("unjudged") or 0) / rel["labelled"]
+            if cu > ru + UNJUDGED_ALLOWANCE + margin:
+                losses.append(f"{k}: {cu:.1%} of items unjudged > released {ru:.1%} (allowance "
+                              f"{UNJUDGED_ALLOWANCE:.0%})")
         if rel is not None and c.get("faithful_rate") is not None and rel.get("faithful_rate") is not None \
                 and c["faithful_rate"] < rel["faithful_rate"] - margin:
             losses.append(f"{k}: faithful {c['faithful_rate']:.4f} < released {rel['faithful_rate']:.4f}")

@@ -215,7 +215,7 @@ def test_judge_set_reports_the_verdicts_served_at_the_session_threshold(tmp_path
     s = asyncio.run(judge_set(es, ScoringClient(), ModelConfig(path=None), tmp_path, chunk=4))
     assert (s["tp"], s["fn"], s["fp"]) == (1, 1, 0)  # the written answers: 'd' answered normal
     assert s["served"] | {"thresholds": None} == {"precision": 1.0, "recall": 1.0, "f1": 1.0, "tp": 2, "fp": 0,
-                                                   "fn": 0, "tn": 2, "thresholds": None}
+                                                   "fn": 0, "tn": 2, "thresholds": None, "unjudged_flagged": 0}
     assert s["served"]["thresholds"] == [0.0007, 0.5]
     rows = {r["id"]: r for r in map(json.loads, (tmp_path / "hdfs_sessions_val.jsonl").read_text().splitlines())}
     assert [(rows[k]["verdict"], rows[k]["served_verdict"]) for k in "dobu"] == [

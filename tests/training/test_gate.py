@@ -302,3 +302,31 @@ def test_served_verdicts_are_compared_only_where_both_models_have_them():
     d = decide(cand, {"hdfs": {"f1": 1.0, "tp": 1191, "fn": 0}})
     assert not d["passed"] and "F1 0.9437 < released 1.0000" in d["reason"], d
     assert "written answers: the released model's verdicts have no served ones" in d["reason"]
+
+
+def test_a_window_flagged_and_unjudged_counts_once_in_the_share_not_cleared():
+    """Found by review (2026-12-07): a template-level window flagged for one template with another unjudged was
+    counted in both, the share reached 200%, and a released model's inflated share let a candidate that flagged
+    more normal windows pass."""
+    from training.evaluate import set_metrics
+    from training.gate import flag_rate
+
+    def points(flagged, unjudged_too):
+        return [{"verdict": "anomalous" if i < flagged else "normal", "served_verdict": "anomalous" if i < flagged
+                 else "normal", "threshold": 0.5, "labels": ["normal"], "grounded": True,
+                 "unjudged": i < unjudged_too, "rationale": "r", "problems": []} for i in range(20)]
+
+    released, candidate = set_metrics(points(4, 4)), set_metrics(points(7, 0))
+    assert flag_rate(released) == 0.2 and flag_rate(candidate) == 0.35
+    assert flag_rate(set_metrics(points(20, 20))) == 1.0
+    d = decide({"hdfs": _set(0.9, 50), "unseen": candidate}, {"hdfs": _set(0.9, 50), "unseen": released})
+    assert not d["passed"] and "unseen: flagged 35%" in d["reason"]
+
+
+def test_a_candidate_leaving_normal_items_unjudged_loses_on_a_set_with_anomalies():
+    """Found by review (2026-12-07): an unjudged (dead-lettered) normal item counts as a true negative in F1, so a
+    candidate whose format collapsed on normal sessions passed with the same F1."""
+    both = {"f1": 1.0, "tp": 20, "fn": 0, "fp": 0, "labelled": 100}
+    d = decide({"hdfs": {**both, "unjudged": 60}}, {"hdfs": {**both, "unjudged": 0}})
+    assert not d["passed"] and d["losses"] == ["hdfs: 60.0% of items unjudged > released 0.0% (allowance 1%)"]
+    assert decide({"hdfs": {**both, "unjudged": 1}}, {"hdfs": {**both, "unjudged": 0}})["passed"]
