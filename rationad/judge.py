@@ -265,6 +265,8 @@ class Judge:
                 continue
             text, score, attempts, cached = res
             answer = checked(parsed[i] if i in parsed else parse_completion(text, view), view)
+            if self.metrics is not None:
+                self.metrics.sessions_judged.inc()
             if answer.ok and self.cache is not None and attempts:
                 self.cache.put(key, cache_value(text, score))
             if self.metrics is not None and answer.ungrounded_refs:

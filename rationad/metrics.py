@@ -79,6 +79,13 @@ class Metrics:
         self.ungrounded_citations = Counter(
             "rationad_ungrounded_citations_total", "Rationale citations of lines not in the session", registry=r
         )
+        # The denominator of the per-session rationale rates (the alerts on ungrounded citations and refuted
+        # statements): the numerators count every judgement, cache hits included, which model batch sizes do not,
+        # while batches count retries and rewrites (a rate of 1.0 read 10.0 or 0.5).
+        self.sessions_judged = Counter(
+            "rationad_sessions_judged_total", "Sessions and templates judged (one answer each: verdict cache hits "
+            "included, retries and rewrites not)", registry=r
+        )
         self.rationales_cut = Counter(
             "rationad_rationales_cut_total", "Rationales that ran past model.max_new_tokens: cut at their last "
             "complete sentence or clause (ending with ' …') and answered from there", registry=r

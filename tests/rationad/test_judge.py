@@ -519,3 +519,18 @@ async def test_a_batch_waiting_on_a_cancelled_batchs_call_asks_on_its_own():
     [j] = await second
     assert j.ok and j.answer.verdict == "anomalous" and len(model.calls) == 2
     assert first.cancelled()
+
+
+async def test_sessions_judged_counts_one_answer_per_session_cache_hits_included_retries_not():
+    """Found by review (2026-12-07): the per-session rationale alerts divided by the model batch sizes, which count
+    retries and rewrites and not cache hits, so one ungrounded citation per session read 10.0 with cache hits and a
+    refuted statement in every session 0.5 with rewrites. ``rationad_sessions_judged_total`` counts each answer once."""
+    metrics = Metrics()
+    model = ScriptedModel(["garbage", OK, OK])  # the first session's first answer is malformed: retried
+    judge = Judge(model, ModelConfig(), "hdfs", cache=VerdictCache(100), metrics=metrics)
+    first = await judge.judge_many([session("a", ["x"]), session("b", ["y", "z"])])
+    assert all(j.ok for j in first)
+    again = await judge.judge_many([session("c", ["x"]), session("d", ["y", "z"])])  # the same views: cache hits
+    assert all(j.cached for j in again)
+    assert metrics.sessions_judged._value.get() == 4
+    assert metrics.batch_size._sum.get() == 3  # two sessions, then the retry: the rate's old denominator
