@@ -133,6 +133,12 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         problems.append(f"model.{'adapter' if m.adapter is not None else 'path'}: {exc}")
     except ConfigError as exc:
         problems.append(str(exc))
+    if settings.cache.enabled and settings.cache.durable:
+        try:  # as run does before it recovers the cache (an install without it ran silently on memory only)
+            import faust  # noqa: F401
+        except ImportError:
+            problems.append("cache.durable: needs faust-streaming (pip install 'rationad[faust]'), or set "
+                            "cache.durable = false")
     if args.offline:
         for p in problems:
             print(f"error: {p}", file=sys.stderr)

@@ -309,6 +309,8 @@ class Daemon:
                 if not done:  # stopped while recovering (up to CACHE_RECOVERY_TIMEOUT_SECS): the shutdown closes it
                     return
                 self.metrics.cache_entries.set(recovered)
+            except ConfigError:  # cache.durable without faust-streaming: said at start, not run without silently
+                raise
             except Exception as exc:  # the cache is an optimisation: run without its durable store rather than stall
                 log.warning("verdict_cache_unavailable", error=repr(exc), fallback="in-memory cache only")
                 self.metrics.errors.labels("cache", type(exc).__name__).inc()

@@ -41,6 +41,22 @@ def test_check_config_reports_unreachable_broker_and_missing_model(tmp_path):
     assert "kafka.bootstrap_servers" in r.stderr and "model.path" in r.stderr
 
 
+def test_check_config_offline_names_a_durable_cache_without_faust(tmp_path):
+    """Found by review (2026-12-07): ``run`` refuses ``cache.durable`` without faust-streaming now (it ran silently on
+    memory only); check-config says so first."""
+    import os
+
+    (tmp_path / "faust.py").write_text("raise ImportError('not installed here')\n")
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    r = run("check-config", "--config", "config.toml", "--offline", env=env)
+    assert r.returncode == 1 and "cache.durable: needs faust-streaming" in r.stderr
+    cfg = tmp_path / "c.toml"
+    text = (ROOT / "config.toml").read_text()
+    cfg.write_text(text.replace("\ndurable = true ", "\ndurable = false ", 1))
+    assert cfg.read_text() != text
+    assert run("check-config", "--config", str(cfg), "--offline", env=env).returncode == 0
+
+
 def test_check_config_offline_checks_the_model_folders_run_checks_first(tmp_path):
     """Found by review (2026-12-06), failing before its fix: the image's config names a model.path that the
     container lacks; --offline said the configuration was valid and run then refused it (exit 2). An empty

@@ -1180,6 +1180,20 @@ async def test_a_served_model_found_at_start_gives_the_identity_of_that_model():
     assert identities[0][0] != identities[1][0] and identities[0][1] != identities[1][1]
 
 
+async def test_a_durable_cache_without_faust_fails_start_naming_the_key(monkeypatch):
+    """Found by review (2026-12-07), failing before its fix: ``cache.durable = true`` (the default) on an install
+    without faust-streaming (the systemd guide's) ran on an in-memory cache only, with a warning: every restart judged
+    everything again, and no replica shared a verdict. Start fails naming the key, as check-config does."""
+    import sys
+
+    from rationad.config import ConfigError
+
+    monkeypatch.setitem(sys.modules, "faust", None)  # import faust raises ImportError
+    d, _, _ = make(settings(cache={"enabled": True, "durable": True}), [])
+    with pytest.raises(ConfigError, match="cache.durable: needs faust-streaming"):
+        await asyncio.wait_for(d.run(), 5)
+
+
 async def test_a_health_port_already_in_use_fails_start_naming_the_keys():
     """Found by review (2026-12-06), failing before its fix: a port in use (or a host not on this machine) ended
     ``run`` with a raw OSError traceback and exit status 1, which the service restarts for ever."""
