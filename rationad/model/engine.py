@@ -195,8 +195,8 @@ class EngineClient:
 
         os.environ.setdefault("VLLM_REGEX_COMPILATION_TIMEOUT_S", REGEX_COMPILATION_TIMEOUT_S)  # engine core inherits
         # vLLM's CPU backend otherwise sizes its KV cache from free RAM and refuses to start on a busy host. 2 GiB
-        # holds the 135M model's KV (30 layers x 3 heads x 64 x K,V) for about 45 sequences of max_model_len 2,048
-        # tokens in bfloat16 (22 in float32), more of the usual shorter ones; the rest of the model.max_batch_size x
+        # holds 46,592 tokens of the 135M model's KV (vLLM's log, bfloat16 serving): about 22 sequences of
+        # max_model_len 2,048 tokens, more of the usual shorter ones; the rest of the model.max_batch_size x
         # max_concurrency in flight wait in vLLM's queue, within model.request_timeout_secs. GPUs ignore it.
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
         self._seed_requests = not current_platform.is_cpu()
