@@ -108,6 +108,18 @@ class Judgement:
         return served_verdict(self.answer, self.score, threshold)
 
 
+def _spelled_once(url: str | None) -> str:
+    """``url`` as one spelling: scheme and host lower-cased, trailing slashes dropped (``http://vllm:8000/`` and
+    ``HTTP://VLLM:8000`` gave every event and cache entry another id: replicas so configured, or a restart after a
+    re-spelling, emitted the same sessions again under new ids)."""
+    if not url:
+        return ""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url.strip())
+    return urlunsplit((parts.scheme.lower(), parts.netloc.lower(), parts.path.rstrip("/"), parts.query, ""))
+
+
 def model_info(cfg: ModelConfig, client_name: str) -> ModelInfo:
     """Model identity for events, event ids and the verdict cache: the manifest of what is served (the adapter's when
     one is configured: the base's manifest does not name an adapter served on it). Without one, ``unversioned-`` and
@@ -132,7 +144,7 @@ def model_info(cfg: ModelConfig, client_name: str) -> ModelInfo:
                          prompt_version=prompt)
     # a candidate's manifest may name only its prompt: never "unversioned" alone, which two candidates would share
     where = "|".join(str(Path(f).resolve()) for f in (cfg.path, cfg.adapter) if f is not None) \
-        or f"{cfg.server_url}|{client_name}"
+        or f"{_spelled_once(cfg.server_url)}|{client_name}"
     return ModelInfo(name=client_name, version="unversioned-" + hashlib.sha256(where.encode()).hexdigest()[:12],
                      prompt_version=prompt)
 

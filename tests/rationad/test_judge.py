@@ -534,3 +534,18 @@ async def test_sessions_judged_counts_one_answer_per_session_cache_hits_included
     assert all(j.cached for j in again)
     assert metrics.sessions_judged._value.get() == 4
     assert metrics.batch_size._sum.get() == 3  # two sessions, then the retry: the rate's old denominator
+
+
+def test_an_unversioned_served_model_has_one_identity_however_its_url_is_spelled():
+    """Found by review (2026-12-07): without a manifest the identity (event ids, verdict-cache namespace) hashed the
+    URL as typed: a trailing slash or upper-case host gave every session another id after a restart or on another
+    replica, and consumers could not drop the duplicates."""
+    from rationad.judge import model_info
+
+    def version(url):
+        cfg = ModelConfig(backend="vllm-server", server_url=url, served_model_name="qwen")
+        return model_info(cfg, "qwen").version
+
+    assert version("http://vllm:8000") == version("http://vllm:8000/") == version("HTTP://VLLM:8000")
+    assert version("http://vllm:8000/v1") == version("http://vllm:8000/v1/")
+    assert version("http://vllm:8000") != version("http://other:8000")  # another server: another model
