@@ -63,7 +63,8 @@ async def _check(settings: Settings, model_ok: bool = True) -> list[str]:
         # The daemon writes here: a missing topic on a broker that does not auto-create topics stalls every send.
         try:
             await require_topics(settings.kafka, {"output.topic": settings.output.topic,
-                                                  "output.dlq_topic": settings.output.dlq_topic})
+                                                  "output.dlq_topic": settings.output.dlq_topic},
+                                 max_message_bytes=settings.output.max_message_bytes)
         except ConfigError as exc:
             problems.extend(str(exc).splitlines())
         except TopicCheckError as exc:

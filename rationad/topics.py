@@ -65,33 +65,49 @@ async def missing_topics(kafka_cfg: KafkaConfig, topics: Iterable[str], *, timeo
     wanted = list(dict.fromkeys(topics))
     if not wanted:
         return []
-    missing, auto_create = await _ask(kafka_cfg, wanted, timeout_secs)
+    missing, auto_create, _ = await _ask(kafka_cfg, wanted, timeout_secs)
     return [] if auto_create else missing
 
 
-async def require_topics(kafka_cfg: KafkaConfig, keyed: Mapping[str, str], *, timeout_secs: float = 15.0) -> None:
+async def require_topics(kafka_cfg: KafkaConfig, keyed: Mapping[str, str], *, timeout_secs: float = 15.0,
+                         max_message_bytes: int | None = None) -> None:
     """Fail unless every topic in ``keyed`` (config key -> topic, e.g. ``{"output.topic": "anomalies"}``) exists
-    or will be auto-created. Raises ``ConfigError`` naming each missing topic with its key (one line each), or
-    ``TopicCheckError`` when the broker cannot be asked."""
+    or will be auto-created, and, with ``max_message_bytes`` (``output.max_message_bytes``), takes records that large
+    (its ``max.message.bytes``, where the broker says). Raises ``ConfigError`` naming each problem with its key (one
+    line each), or ``TopicCheckError`` when the broker cannot be asked.
+
+    The size: the producer batches records up to ``output.max_message_bytes``, and a broker refuses a batch over the
+    topic's limit whole (aiokafka does not split it): every event of a model batch was dead-lettered though each fit,
+    their dead letters were refused the same way, and the daemon stopped, meeting them again after each restart."""
     wanted = list(dict.fromkeys(keyed.values()))
     if not wanted:
         return
-    missing, auto_create = await _ask(kafka_cfg, wanted, timeout_secs)
-    if not missing or auto_create:
-        return
-    why = ("the broker does not auto-create topics (auto.create.topics.enable=false)" if auto_create is False
-           else "the broker did not say whether it auto-creates topics")
-    raise ConfigError("\n".join(
-        f"{key}: topic {topic!r} does not exist on {kafka_cfg.bootstrap_servers} and {why}; create it"
-        for key, topic in keyed.items() if topic in missing))
+    missing, auto_create, limits = await _ask(kafka_cfg, wanted, timeout_secs,
+                                              sizes=max_message_bytes is not None)
+    problems = []
+    if missing and not auto_create:
+        why = ("the broker does not auto-create topics (auto.create.topics.enable=false)" if auto_create is False
+               else "the broker did not say whether it auto-creates topics")
+        problems += [f"{key}: topic {topic!r} does not exist on {kafka_cfg.bootstrap_servers} and {why}; create it"
+                     for key, topic in keyed.items() if topic in missing]
+    if max_message_bytes is not None:
+        problems += [f"output.max_message_bytes: {max_message_bytes} is more than topic {topic!r} ({key}) takes "
+                     f"(max.message.bytes={limits[topic]}); set it at most {limits[topic]}, or raise the topic's"
+                     for key, topic in keyed.items() if limits.get(topic) is not None
+                     and limits[topic] < max_message_bytes]
+    if problems:
+        raise ConfigError("\n".join(dict.fromkeys(problems)))
 
 
-async def _ask(kafka_cfg: KafkaConfig, wanted: list[str], timeout_secs: float) -> tuple[list[str], bool | None]:
+async def _ask(kafka_cfg: KafkaConfig, wanted: list[str], timeout_secs: float, *, sizes: bool = False
+               ) -> tuple[list[str], bool | None, dict[str, int | None]]:
+    """(missing topics, whether the broker auto-creates, and with ``sizes`` each present topic's
+    ``max.message.bytes`` or None where the broker will not say)."""
     from aiokafka.admin import AIOKafkaAdminClient
 
     admin = AIOKafkaAdminClient(request_timeout_ms=int(timeout_secs * 1000), **common_kwargs(kafka_cfg))
     try:
-        return await asyncio.wait_for(_start_and_ask(admin, wanted), timeout_secs)
+        return await asyncio.wait_for(_start_and_ask(admin, wanted, sizes), timeout_secs)
     except Exception as exc:  # unreachable, timed out (asyncio.TimeoutError), refused
         raise TopicCheckError(f"cannot list the topics of {kafka_cfg.bootstrap_servers}: {exc!r}") from exc
     finally:
@@ -101,9 +117,17 @@ async def _ask(kafka_cfg: KafkaConfig, wanted: list[str], timeout_secs: float) -
             pass
 
 
-async def _start_and_ask(admin: Any, wanted: list[str]) -> tuple[list[str], bool | None]:
+async def _start_and_ask(admin: Any, wanted: list[str], sizes: bool = False
+                         ) -> tuple[list[str], bool | None, dict[str, int | None]]:
     await admin.start()
-    return await _missing(admin, wanted)
+    missing, auto_create = await _missing(admin, wanted)
+    limits: dict[str, int | None] = {}
+    if sizes:
+        for topic in wanted:
+            if topic not in missing:
+                value = await _topic_config(admin, topic, "max.message.bytes")
+                limits[topic] = int(value) if value is not None and value.isdigit() else None
+    return missing, auto_create, limits
 
 
 async def ensure_topic(kafka_cfg: KafkaConfig, topic: str, *, key: str, partitions: int, like: Iterable[str],
@@ -165,6 +189,11 @@ async def _wait_for_partitions(admin: Any, topic: str) -> Any:
 
 async def _cleanup_policy(admin: Any, topic: str) -> str | None:
     """The topic's ``cleanup.policy``; None when the broker will not say (old broker, ACLs, no answer)."""
+    return await _topic_config(admin, topic, "cleanup.policy")
+
+
+async def _topic_config(admin: Any, topic: str, name: str) -> str | None:
+    """The topic's config ``name``; None when the broker will not say (old broker, ACLs, no answer)."""
     from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
     try:
@@ -174,7 +203,7 @@ async def _cleanup_policy(admin: Any, topic: str) -> str | None:
                 if res["error_code"] != 0:
                     continue
                 for entry in res["config_entries"]:
-                    if entry["config_names"] == "cleanup.policy" and entry["config_value"] is not None:
+                    if entry["config_names"] == name and entry["config_value"] is not None:
                         return str(entry["config_value"])
     except Exception:  # noqa: BLE001 - any failure here only means "cannot tell"
         return None

@@ -114,3 +114,28 @@ def test_check_config_names_a_missing_output_topic_and_creates_nothing(model, tm
         asyncio.run(create_topics(b.bootstrap, {f"{topic}.dlq": 1}))
         r = check_config()
         assert r.returncode == 0, r.stderr
+
+
+async def test_an_output_topic_smaller_than_output_max_message_bytes_is_refused_at_start(broker):
+    """Found by review (2026-12-07): a broker refuses a producer batch over the topic's max.message.bytes whole, so
+    with output.max_message_bytes above it the events of a model batch were all dead-lettered, then their dead
+    letters refused, and the daemon stopped, again after every restart. Start names the key; the limit read from the
+    real broker (DescribeConfigs)."""
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    from rationad.config import ConfigError
+    from rationad.topics import require_topics
+
+    topic = f"small-{uuid.uuid4().hex[:8]}"
+    admin = AIOKafkaAdminClient(bootstrap_servers=broker.bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(topic, 1, 1, topic_configs={"max.message.bytes": "65536"})])
+    finally:
+        await admin.close()
+    await create_topics(broker.bootstrap, {f"{topic}.dlq": 1})
+    kafka = KafkaConfig(bootstrap_servers=broker.bootstrap)
+    keyed = {"output.topic": topic, "output.dlq_topic": f"{topic}.dlq"}
+    with pytest.raises(ConfigError, match=f"output.max_message_bytes: 1048576 is more than topic '{topic}'"):
+        await require_topics(kafka, keyed, max_message_bytes=1_048_576)
+    await require_topics(kafka, keyed, max_message_bytes=65_536)

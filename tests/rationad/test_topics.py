@@ -17,6 +17,7 @@ class FakeAdmin:
 
     existing: set[str] = set()
     auto_create: str | None = "false"  # None: DescribeConfigs fails
+    limits: dict[str, int] = {}  # topics' max.message.bytes (none said: the broker will not say)
     instances: list[FakeAdmin] = []
 
     def __init__(self, **kwargs):
@@ -37,8 +38,14 @@ class FakeAdmin:
         return {"controller_id": 1, "brokers": [{"node_id": 1, "host": "h", "port": 9092}]}
 
     async def describe_configs(self, resources):
+        from aiokafka.admin.config_resource import ConfigResourceType
+
         if self.auto_create is None:
             raise RuntimeError("SecurityDisabledError / ClusterAuthorizationFailed")
+        if [r.resource_type for r in resources] == [ConfigResourceType.TOPIC]:  # a topic's max.message.bytes
+            value = self.limits.get(resources[0].name)
+            entries = [] if value is None else [{"config_names": "max.message.bytes", "config_value": str(value)}]
+            return [SimpleNamespace(to_object=lambda: {"resources": [{"error_code": 0, "config_entries": entries}]})]
         assert [r.configs for r in resources] == [{topics.AUTO_CREATE: None}]
         entry = {"config_names": topics.AUTO_CREATE, "config_value": self.auto_create}
         return [SimpleNamespace(to_object=lambda: {"resources": [{"error_code": 0, "config_entries": [entry]}]})]
@@ -49,6 +56,7 @@ def admin(monkeypatch):
     import aiokafka.admin
 
     FakeAdmin.existing, FakeAdmin.auto_create, FakeAdmin.instances = {"logs", "anomalies"}, "false", []
+    FakeAdmin.limits = {}
     monkeypatch.setattr(aiokafka.admin, "AIOKafkaAdminClient", FakeAdmin)
     return FakeAdmin
 
@@ -85,6 +93,23 @@ async def test_require_topics_names_each_key(admin):
         await topics.require_topics(KAFKA, {"output.topic": "x", "output.dlq_topic": "x"})
     admin.existing |= {"anomalies.dlq"}
     await topics.require_topics(KAFKA, {"output.topic": "anomalies", "output.dlq_topic": "anomalies.dlq"})
+
+
+async def test_an_output_topic_taking_smaller_records_than_output_max_message_bytes_is_named(admin):
+    """Found by review (2026-12-07): the producer batches records up to output.max_message_bytes and a broker refuses
+    a batch over the topic's max.message.bytes whole, so every event of a model batch was dead-lettered though each
+    fit, the dead letters were refused the same way, and the daemon stopped, meeting them again after each restart."""
+    admin.existing |= {"anomalies.dlq"}
+    admin.limits = {"anomalies": 65_536}
+    keyed = {"output.topic": "anomalies", "output.dlq_topic": "anomalies.dlq"}
+    with pytest.raises(ConfigError) as info:
+        await topics.require_topics(KAFKA, keyed, max_message_bytes=1_048_576)
+    assert str(info.value) == ("output.max_message_bytes: 1048576 is more than topic 'anomalies' (output.topic) takes "
+                               "(max.message.bytes=65536); set it at most 65536, or raise the topic's")
+    await topics.require_topics(KAFKA, keyed, max_message_bytes=65_536)  # at most the limit: fine
+    await topics.require_topics(KAFKA, keyed)  # not asked
+    admin.limits = {}
+    await topics.require_topics(KAFKA, keyed, max_message_bytes=1_048_576)  # the broker will not say: not refused
 
 
 async def test_an_unreachable_broker_is_a_topic_check_error():
