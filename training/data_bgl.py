@@ -19,14 +19,33 @@ PROXIFIER = re.compile(r"open through proxy|close, \d+ bytes|proxy\.cse\.cuhk")
 TROUBLE = re.compile(r"error|fail|refused|timed? ?out|could not|cannot", re.I)
 
 
-def bgl_windows(log_path: Path, window_lines: int = 100) -> list[Session]:
-    """Fixed windows of ``window_lines`` lines with labels; unparseable lines raise ValueError naming file:line."""
+def corrected_line_labels(structured_csv: Path, patch_path: Path) -> dict[str, str]:
+    """Each line's label (by 1-based line number) of a Loghub structured BGL file, corrected as training corrects
+    templates: a line whose ``EventTemplate`` the experts' patch rectifies takes the rectified label, the rest
+    Loghub's alert column (the datasets' README: apply the patch before training or evaluating on BGL-style data)."""
+    import csv
+
+    from training.data_templates import read_patch
+
+    patch = read_patch(patch_path)
+    out = {}
+    with structured_csv.open(encoding="utf-8", newline="") as f:
+        for n, row in enumerate(csv.DictReader(f), start=1):
+            template = row["EventTemplate"].strip()
+            out[str(n)] = patch[template][1] if template in patch else (
+                "normal" if row["Label"] == "-" else "anomalous")
+    return out
+
+
+def bgl_windows(log_path: Path, window_lines: int = 100, labels: dict[str, str] | None = None) -> list[Session]:
+    """Fixed windows of ``window_lines`` lines with labels (``labels``: by 1-based line number, e.g.
+    ``corrected_line_labels``; else each line's alert column); unparseable lines raise ValueError naming file:line."""
     from rationad.config import InputConfig, SessionsConfig
     from rationad.replay import Skipped, sessions_from_log
 
     skipped = Skipped()
     cfg = SessionsConfig(mode="fixed", window_lines=window_lines)
-    sessions = list(sessions_from_log(log_path, "bgl", cfg, InputConfig(dialect="bgl"), skipped))
+    sessions = list(sessions_from_log(log_path, "bgl", cfg, InputConfig(dialect="bgl"), skipped, labels=labels))
     if skipped.count:
         raise ValueError(f"{log_path}: {skipped.count} unparseable lines, e.g. {skipped.examples[0]}")
     return sessions

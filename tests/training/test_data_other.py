@@ -106,3 +106,21 @@ def test_the_start_a_rewrite_is_given_is_how_the_trained_windows_start(examples)
         assert e.label == "normal" or window_start(e.view, "normal") is None
     anomalous = sum(e.label == "anomalous" for e in examples)
     assert given["anomalous"] >= 0.9 * anomalous and given["normal"] >= 10, (given, anomalous)
+
+
+def test_bgl_windows_carry_the_experts_corrected_labels(datasets):
+    """Found by review (2026-12-07): the BGL_2k windows set kept Loghub's alert column while training corrects the
+    same templates with the experts' patch (the datasets' README: before training or evaluating), so 4 windows
+    labelled normal held templates the model was taught are anomalous, scored as its false positives."""
+    from training.data_bgl import bgl_windows, corrected_line_labels
+
+    log = datasets / "loghub/BGL_2k.log"
+    labels = corrected_line_labels(datasets / "loghub/BGL_2k.log_structured.csv",
+                                   datasets / "rationanomaly/anomaly_patch.json")
+    assert len(labels) == 2000
+    loghub = bgl_windows(log)
+    corrected = bgl_windows(log, labels=labels)
+    assert [s.key for s in loghub] == [s.key for s in corrected] and len(corrected) == 20
+    assert sum(s.label == "anomalous" for s in loghub) == 12
+    assert sum(s.label == "anomalous" for s in corrected) == 16
+    assert all(b.label == "anomalous" for a, b in zip(loghub, corrected) if a.label == "anomalous")
