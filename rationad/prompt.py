@@ -338,15 +338,24 @@ def user_message(view: SessionView) -> str:
 
 
 _ROW_LINE = re.compile(r'^(L\d+) x(\d+) ("(?:[^"\\]|\\.)*")(?: \[(\d+) more characters cut\])?$')
+_NEIGHBOUR_LINE = re.compile(r'^(N\d+) (normal|anomalous) ("(?:[^"\\]|\\.)*") reason ("(?:[^"\\]|\\.)*")$')
 
 
 def view_from_message(text: str) -> SessionView:
-    """The view a user message (``user_message``) shows: its source and rows (ids, counts, templates), for code
-    that has only the prompt (GRPO's reward columns). Lines that are not rows are ignored."""
+    """The view a user message (``user_message``) shows: its source, rows (ids, counts, templates) and labelled
+    neighbours (their templates as shown, masked), for code that has only the prompt (GRPO's reward columns: without
+    the neighbours every true statement about one was judged refuted). Other lines are ignored."""
     source = ""
     rows = []
+    neighbours = []
     unfinished = False
     for i, line in enumerate(text.split("\n")):
+        if (n := _NEIGHBOUR_LINE.match(line)) is not None:
+            try:
+                neighbours.append(Neighbour(n.group(1), orjson.loads(n.group(3)), n.group(2), orjson.loads(n.group(4))))
+            except orjson.JSONDecodeError:
+                pass
+            continue
         if line.startswith("Log source: ") and not rows:
             source = line[len("Log source: "):]
             continue
@@ -361,7 +370,8 @@ def view_from_message(text: str) -> SessionView:
         except orjson.JSONDecodeError:
             continue
         rows.append(TemplateRow(m.group(1), template, int(m.group(2)), i, int(m.group(4) or 0)))
-    return SessionView(source=source, line_count=sum(r.count for r in rows), rows=tuple(rows), unfinished=unfinished)
+    return SessionView(source=source, line_count=sum(r.count for r in rows), rows=tuple(rows), unfinished=unfinished,
+                       neighbours=tuple(neighbours))
 
 
 def build_messages(view: SessionView) -> list[dict[str, str]]:

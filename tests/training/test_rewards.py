@@ -113,3 +113,27 @@ def test_the_references_words_in_another_order_do_not_pay_like_the_reference(hdf
         beaten += salad_part >= true_part
         margins.append(true_part - salad_part)
     assert beaten <= 3 and sum(margins) / len(margins) > 0.15, (beaten, sum(margins) / len(margins))
+
+
+def test_true_statements_about_labelled_neighbours_are_not_refuted():
+    """Found by review (2026-12-07): the reward read the prompt back without its labelled neighbours, so every
+    "Similar known templates: N1 anomalous" was judged to cite a neighbour the prompt never showed (-0.5 each):
+    GRPO with neighbours would have learnt to stop citing them, while the daemon's checker accepts them."""
+    from dataclasses import replace
+
+    from rationad.faithful import problems
+    from rationad.prompt import Neighbour, build_view, user_message, view_from_message
+
+    view = replace(build_view("bgl", ["ciod: failed to read message prefix on control stream"], templated=True),
+                   neighbours=(Neighbour("N1", 'ciod: failed to read "message" {*}', "anomalous", "jobs fail"),
+                               Neighbour("N2", "ciod: generated {*} core files", "normal", "routine dump")))
+    text = user_message(view)
+    back = view_from_message(text)
+    assert [(n.ref, n.label, n.reason) for n in back.neighbours] == [("N1", "anomalous", "jobs fail"),
+                                                                     ("N2", "normal", "routine dump")]
+    assert user_message(back) == text
+    rationale = "L1 x1: the job's control stream failed. Similar known templates: N1 anomalous, N2 normal."
+    assert problems(rationale, view) == problems(rationale, back) == []
+    cols = {"label": ["anomalous"], "reference": [rationale], "session": [text], "n_refs": [1]}
+    [reward] = R.grounding_reward(None, [f"<think>{rationale}</think>\n<answer>anomalous</answer>"], **cols)
+    assert reward > 0.5
