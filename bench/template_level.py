@@ -43,7 +43,9 @@ ANOMALOUS = "<think>L1 x1 FATAL: the node reports a failure.</think>\n<answer>an
 
 
 class StubClient(NoModel):
-    """Answers at once (FATAL/FAILURE/ERROR templates anomalous); counts the prompts it was asked."""
+    """Answers at once (templates with FATAL/FAILURE/ERROR/SEVERE anomalous); counts the prompts it was asked. Since
+    2026-12-07 the bgl dialect gives the content alone, without BGL's level word, so fewer templates carry these
+    words than when section 8 was measured (its stub flagged every FATAL line)."""
 
     name = "stub"
 

@@ -20,9 +20,10 @@ Dialects (``Parser.source`` is the log source name the prompt shows):
   with a block id is accepted (ts None, message = the whole line).
 - ``bgl``: Loghub-labelled lines (BGL, Spirit, Thunderbird, Liberty): ``LABEL EPOCH yyyy.mm.dd NODE ...``. The
   label (``-`` normal, anything else an alert category) goes to ``LogLine.label`` as normal/anomalous and never into
-  the message; ``ts`` is EPOCH; the message drops the date/node/time header fields of the BGL layout
-  (``NODE yyyy-mm-dd-HH.MM.SS.ffffff NODE``) or the syslog layout (``HOST Mon d HH:MM:SS HOST/HOST``), falling back to
-  everything after the epoch. The key is ``key_regex`` (matched against the line after its label, so the label can
+  the message; ``ts`` is EPOCH; the message is the content, as Loghub parses these logs: it drops the header fields of
+  the BGL layout (``NODE yyyy-mm-dd-HH.MM.SS.ffffff NODE TYPE COMPONENT LEVEL``) or the syslog layout (``HOST Mon d
+  HH:MM:SS HOST/HOST component[pid]:``), falling back to everything after the epoch (the templates the model was
+  trained on, and the experts' label corrections, are written over the content). The key is ``key_regex`` (matched against the line after its label, so the label can
   never become a key) or the constant ``"stream"``.
 - ``generic``: the message is the line; the key comes from ``key_regex`` (group 1 if it has groups, else the
   whole match, searched in the line) or ``json_key_field``; ``ts`` from ``timestamp_field`` or None.
@@ -147,6 +148,12 @@ _BGL_HEADER = re.compile(r"\d{4}\.\d{2}\.\d{2} \S+ \d{4}-\d{2}-\d{2}-\d{2}\.\d{2
 # ... or the syslog-like one of Spirit/Thunderbird/Liberty "yyyy.mm.dd HOST Mon d HH:MM:SS HOST/HOST|src@HOST ".
 _SYSLOG_HEADER = re.compile(r"\d{4}\.\d{2}\.\d{2} \S+ [A-Z][a-z]{2} +\d{1,2} \d{2}:\d{2}:\d{2} \S+ ")
 _LABEL_EPOCH = re.compile(r"(\S+) (\d{1,12}) ")
+# The fields before the content, as Loghub parses these logs: BGL's "TYPE COMPONENT LEVEL " (``RAS KERNEL INFO``) and
+# the syslog layout's "component[pid]: ". Loghub's templates, the experts' label corrections and so the model's
+# template training are written over the content alone: served with these words, no BGL template prompt was one the
+# model had been trained on (0 of BGL_2k's 144).
+_BGL_FIELDS = re.compile(r"\S+ \S+ (?:INFO|WARNING|SEVERE|ERROR|FATAL|FAILURE) ")
+_SYSLOG_FIELDS = re.compile(r"[^\s:\[\]]+(?:\[\d+\])?: ")
 
 
 def looks_bgl(line: str) -> bool:
@@ -167,8 +174,11 @@ def bgl_fields(line: str) -> tuple[str, float, str, str]:
     if float(m.group(2)) > MAX_EPOCH:  # as for JSON times: past year 9999 (one such line moved replay's clock there)
         raise BadRecord("bad_timestamp", f"epoch {m.group(2)} is past year 9999: {_snippet(line)}")
     pos = m.end()
-    h = _BGL_HEADER.match(line, pos) or _SYSLOG_HEADER.match(line, pos)
-    message = line[h.end() :] if h is not None else line[pos:]
+    if (h := _BGL_HEADER.match(line, pos)) is not None:
+        pos = (f.end() if (f := _BGL_FIELDS.match(line, h.end())) is not None else h.end())
+    elif (h := _SYSLOG_HEADER.match(line, pos)) is not None:
+        pos = (f.end() if (f := _SYSLOG_FIELDS.match(line, h.end())) is not None else h.end())
+    message = line[pos:]
     if not message.strip():
         raise BadRecord("empty", f"labelled line without content: {_snippet(line)}")
     return label, float(m.group(2)), message, line[m.end(1) + 1 :]

@@ -124,3 +124,29 @@ def test_bgl_windows_carry_the_experts_corrected_labels(datasets):
     assert sum(s.label == "anomalous" for s in loghub) == 12
     assert sum(s.label == "anomalous" for s in corrected) == 16
     assert all(b.label == "anomalous" for a, b in zip(loghub, corrected) if a.label == "anomalous")
+
+
+def test_the_bgl_dialect_gives_the_model_loghub_s_content(datasets):
+    """Found by review (2026-12-07): the bgl dialect kept BGL's TYPE COMPONENT LEVEL fields (``RAS KERNEL INFO``) in
+    the message, while the model's template training and the experts' corrections are written over Loghub's content:
+    no BGL template prompt the daemon served was one the model had been trained on. Every BGL_2k message is the
+    content now, so a line whose Loghub template is a training template is served that template's prompt."""
+    import csv
+
+    from rationad.dialects import bgl_fields
+    from rationad.prompt import build_view, user_message
+    from rationad.template_book import template_of, template_session
+    from training.data_templates import from_loghub
+
+    lines = (datasets / "loghub/BGL_2k.log").read_text(encoding="utf-8").splitlines()
+    with (datasets / "loghub/BGL_2k.log_structured.csv").open(encoding="utf-8", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [bgl_fields(ln)[2] for ln in lines] == [r["Content"] for r in rows]
+
+    def served(message):
+        return user_message(build_view("bgl", [ln.message for ln in template_session(template_of(message)).lines],
+                                       templated=True))
+
+    row = next(r for r in rows if r["EventTemplate"] == "instruction cache parity error corrected")
+    trained = user_message(build_view("bgl", [from_loghub(row["EventTemplate"])], templated=True))
+    assert served(bgl_fields(lines[rows.index(row)])[2]) == trained
