@@ -23,8 +23,8 @@ Dialects (``Parser.source`` is the log source name the prompt shows):
   the message; ``ts`` is EPOCH; the message is the content, as Loghub parses these logs: it drops the header fields of
   the BGL layout (``NODE yyyy-mm-dd-HH.MM.SS.ffffff NODE TYPE COMPONENT LEVEL``) or the syslog layout (``HOST Mon d
   HH:MM:SS HOST/HOST component[pid]:``), falling back to everything after the epoch (the templates the model was
-  trained on, and the experts' label corrections, are written over the content). The key is ``key_regex`` (matched against the line after its label, so the label can
-  never become a key) or the constant ``"stream"``.
+  trained on, and the experts' label corrections, are written over the content). The key is ``key_regex`` (matched
+  against the line after its label, so the label can never become a key) or the constant ``"stream"``.
 - ``generic``: the message is the line; the key comes from ``key_regex`` (group 1 if it has groups, else the
   whole match, searched in the line) or ``json_key_field``; ``ts`` from ``timestamp_field`` or None.
 
