@@ -505,13 +505,13 @@ def eval_inputs(cfg: dict, cfg_path: Path, base: Path, smoke: bool) -> tuple[Eva
 def grpo_follows_sft(out: Path) -> bool:
     """Was ``out/grpo/adapter`` trained from the SFT adapter now in ``out/sft/adapter``? (Not after SFT was
     retrained, or an adapter copied there, without GRPO: that GRPO adapter must not be chosen or released.)"""
-    import hashlib
+    from training.sft import file_sha256
 
     metrics = out / "grpo" / "grpo_metrics.json"
     sft = out / "sft" / "adapter" / "adapter_model.safetensors"
     trained_from = (json.loads(metrics.read_text()).get("identity") or {}).get("sft_adapter", {}).get("sha256") \
         if metrics.is_file() else None
-    now = hashlib.sha256(sft.read_bytes()).hexdigest()[:16] if sft.is_file() else None
+    now = file_sha256(sft) if sft.is_file() else None
     if trained_from is None or trained_from != now:
         print(f"[evaluate] grpo left out: trained from SFT adapter {trained_from}, the SFT adapter now is {now} "
               "(run --stages grpo again)", flush=True)

@@ -82,6 +82,7 @@ def export(adapter: Path, dest: Path, manifest: dict[str, Any], *, max_bytes: in
     """Write ``dest``; with ``max_bytes``, an adapter file over it raises :class:`training.gate.GateError` before
     anything in ``dest`` is replaced."""
     from training.gate import GateError, size_verdict
+    from training.sft import file_sha256
 
     dest.mkdir(parents=True, exist_ok=True)
     cfg = json.loads((adapter / "adapter_config.json").read_text())
@@ -105,7 +106,7 @@ def export(adapter: Path, dest: Path, manifest: dict[str, Any], *, max_bytes: in
     elif (dest / "neighbours.json").is_file():
         (dest / "neighbours.json").unlink()  # a release without neighbours must not leave an older one's index
     manifest = {**manifest, "adapter_bytes": size["bytes"],
-                "adapter_sha256": hashlib.sha256((dest / "adapter_model.safetensors").read_bytes()).hexdigest()[:16]}
+                "adapter_sha256": file_sha256(dest / "adapter_model.safetensors")}
     (dest / "manifest.json").write_text(json.dumps(manifest, indent=1, default=str) + "\n")
     return dest
 
