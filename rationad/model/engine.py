@@ -169,6 +169,10 @@ class EngineClient:
         self._seed_requests = False  # per-request seeds: only off a CPU (see _sampling)
         self._dead = False  # the engine core died: this client cannot serve again
         self.start_secs: float | None = None
+        # The engine's progress, for the request timeout: requests in flight, and when one last finished (or the
+        # first of them was sent)
+        self._in_flight = 0
+        self._progress = time.monotonic()
 
     def count_tokens(self, text: str) -> int:
         return self._count(text)
@@ -301,19 +305,38 @@ class EngineClient:
             return ModelError(f"vLLM engine failed: {exc!r}", kind="outage")
         return None
 
-    async def _one(self, llm: Any, engine_input: Any, params: Any, prefix: str = "") -> Completion:
-        """One request, in ``model.request_timeout_secs`` at most as over HTTP (a request the engine never finished
-        held its batch, and the partitions behind it, for ever); cut short, vLLM aborts it (its ``generate`` does when
-        cancelled) and the model stage retries the batch as an outage."""
+    async def _final(self, llm: Any, engine_input: Any, params: Any) -> Any:
         final = None
+        async for out in llm.generate(engine_input, params, f"rationad-{uuid.uuid4().hex}", lora_request=self._lora):
+            final = out
+        return final
+
+    async def _one(self, llm: Any, engine_input: Any, params: Any, prefix: str = "") -> Completion:
+        """One request. Given up (vLLM aborts it: its ``generate`` does when cancelled, and the model stage retries
+        the batch as an outage) once the engine has gone ``model.request_timeout_secs`` without finishing any request
+        of this client while this one waited: a request the engine never finished held its batch, and the partitions
+        behind it, for ever. Not from when it was sent: up to model.max_batch_size x max_concurrency requests are in
+        flight and a CPU engine runs about 22 at once (its KV cache), so the last wait their turn for minutes while
+        the engine works, and a bound on each request's own time failed them and threw the batch's work away."""
+        timeout = self.cfg.request_timeout_secs
+        if self._in_flight == 0:
+            self._progress = time.monotonic()
+        self._in_flight += 1
+        task = asyncio.ensure_future(self._final(llm, engine_input, params))
         try:
-            async with asyncio.timeout(self.cfg.request_timeout_secs):
-                async for out in llm.generate(engine_input, params, f"rationad-{uuid.uuid4().hex}",
-                                              lora_request=self._lora):
-                    final = out
-        except TimeoutError:
-            raise ModelError(f"vLLM did not answer within model.request_timeout_secs={self.cfg.request_timeout_secs:g} "
-                             "s", kind="outage") from None
+            while not task.done():
+                left = self._progress + timeout - time.monotonic()
+                if left <= 0:  # nothing finished for timeout seconds: the engine is stuck, not busy
+                    raise ModelError(f"vLLM finished no request within model.request_timeout_secs={timeout:g} s",
+                                     kind="outage")
+                await asyncio.wait({task}, timeout=left)
+            final = task.result()
+            self._progress = time.monotonic()
+        finally:
+            self._in_flight -= 1
+            if not task.done():
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
         if final is None or not final.outputs:
             raise ModelError("vLLM returned no output", retryable=True)
         choice = final.outputs[0]

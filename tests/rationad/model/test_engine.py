@@ -79,6 +79,34 @@ async def test_a_request_the_engine_never_finishes_times_out_as_an_outage(tmp_pa
     assert llm.closed == 2  # both requests given up, not left running
 
 
+class QueuedLLM(FakeLLM):
+    """An engine that runs one request at a time, each for ``secs``: the last of a batch waits its turn."""
+
+    def __init__(self, secs: float) -> None:
+        super().__init__()
+        self.secs = secs
+        self.turn = asyncio.Lock()
+
+    async def generate(self, engine_input, params, request_id, lora_request=None):
+        async with self.turn:
+            await asyncio.sleep(self.secs)
+        yield SimpleNamespace(
+            prompt_token_ids=[1], outputs=[SimpleNamespace(text="ok", token_ids=[4], finish_reason="stop")]
+        )
+
+
+async def test_a_request_waiting_its_turn_while_the_engine_works_is_not_timed_out(tmp_path):
+    """Found by review (2026-12-07) of the timeout above: it counted a request's wait in the engine's queue, and a CPU
+    engine runs about 22 of the up to 128 requests in flight at once, so on a slow host the last of a batch timed out
+    while the engine worked, the batch's work was thrown away and the sessions ended dead-lettered. The bound is on
+    the engine finishing nothing."""
+    client = EngineClient(ModelConfig(backend="vllm-engine", path=tmp_path, request_timeout_secs=0.3))
+    client._llm = QueuedLLM(0.12)
+    got = await asyncio.wait_for(
+        client.generate([[{"role": "user", "content": "hi"}]] * 5, max_tokens=4, temperature=0.0, regex=None), 60)
+    assert [c.text for c in got] == ["ok"] * 5  # 0.6 s in all, each finishing 0.12 s after the one before
+
+
 def client_over(llm: FakeLLM, tmp_path: Path) -> EngineClient:
     client = EngineClient(ModelConfig(backend="vllm-engine", path=tmp_path))
     client._llm = llm
