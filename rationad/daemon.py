@@ -1016,7 +1016,10 @@ class Daemon:
                 # how long the committed offset has stood still with records past it: a partition whose commit is
                 # pinned (a model blocked for a day) loses its records at the topic's retention, whatever their count
                 now = time.monotonic()
-                if committed >= high or part.commit_seen[0] != committed:
+                # read to the end and everything read committed: what lies past the committed offset is no record (a
+                # transaction's end marker, never a line), nothing waits there
+                drained = pos >= high and (part.offsets.next_offset is None or committed >= part.offsets.next_offset)
+                if committed >= high or drained or part.commit_seen[0] != committed:
                     since = now
                     first = part.first_read
                     if part.commit_seen[0] is None and first is not None and first[0] == committed and first[1]:

@@ -573,6 +573,7 @@ async def test_the_committed_offset_standing_still_with_records_past_it_is_expor
     d.consumer = consumer
     d._on_assigned([TP])
     part = d._parts[TP]
+    part.offsets.consumed(4)  # records 3-4 read, held by the blocked model (position 5 says they were read)
     part.offsets.committed = 3
     consumer.position = lambda tp: asyncio.sleep(0, result=5)
     high = [5]
@@ -589,6 +590,32 @@ async def test_the_committed_offset_standing_still_with_records_past_it_is_expor
     clock[0] += 7200
     await d._update_lag()
     assert age() == 0  # nothing waits past it: a quiet partition is not stalled
+
+
+async def test_a_transactional_input_read_to_its_end_marker_is_not_stalled(monkeypatch):
+    """Found by review (2026-12-07): a transaction's end marker is the last offset of a quiet transactional input and
+    no record the daemon reads, so the committed offset stays one below the end for good and its age grew until the
+    critical alert said records waited to be lost. Read to the end with everything read committed, nothing waits."""
+    clock = [1000.0]
+    monkeypatch.setattr(daemon_mod.time, "monotonic", lambda: clock[0])
+    d, consumer, _ = make(settings(), [])
+    d.consumer = consumer
+    d._on_assigned([TP])
+    part = d._parts[TP]
+    part.offsets.consumed(6)  # the last line read: offset 6; 7 is the commit marker, the end is 8
+    part.offsets.committed = 7
+    consumer.position = lambda tp: asyncio.sleep(0, result=8)
+    consumer.highwater = lambda tp: 8
+    age = lambda: d.metrics.committed_age.labels("logs", "0")._value.get()  # noqa: E731
+    await d._update_lag()
+    clock[0] += 24_000
+    await d._update_lag()
+    assert age() == 0
+    consumer.position = lambda tp: asyncio.sleep(0, result=7)  # a record at 7 not read yet: it waits
+    await d._update_lag()
+    clock[0] += 7200
+    await d._update_lag()
+    assert age() == 7200
 
 
 async def test_the_committed_age_survives_a_reassignment_and_leaves_with_the_partition(monkeypatch):
