@@ -174,10 +174,11 @@ def bgl_fields(line: str) -> tuple[str, float, str, str]:
     if float(m.group(2)) > MAX_EPOCH:  # as for JSON times: past year 9999 (one such line moved replay's clock there)
         raise BadRecord("bad_timestamp", f"epoch {m.group(2)} is past year 9999: {_snippet(line)}")
     pos = m.end()
-    if (h := _BGL_HEADER.match(line, pos)) is not None:
-        pos = (f.end() if (f := _BGL_FIELDS.match(line, h.end())) is not None else h.end())
-    elif (h := _SYSLOG_HEADER.match(line, pos)) is not None:
-        pos = (f.end() if (f := _SYSLOG_FIELDS.match(line, h.end())) is not None else h.end())
+    if (h := _BGL_HEADER.match(line, pos)) is not None or (h := _SYSLOG_HEADER.match(line, pos)) is not None:
+        pos = h.end()
+        fields = (_BGL_FIELDS if h.re is _BGL_HEADER else _SYSLOG_FIELDS).match(line, pos)
+        if fields is not None and line[fields.end():].strip():  # a line of fields alone keeps them as its message
+            pos = fields.end()
     message = line[pos:]
     if not message.strip():
         raise BadRecord("empty", f"labelled line without content: {_snippet(line)}")

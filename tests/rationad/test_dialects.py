@@ -164,6 +164,16 @@ def test_bgl_dialect_reads_spirit_and_thunderbird_layouts(raw, label, ts, messag
     assert (line.label, line.ts, line.message) == (label, ts, message)
 
 
+def test_a_bgl_line_of_header_fields_alone_keeps_them_as_its_message():
+    """Found by review (2026-12-07) of the content change: a line whose content is blank after BGL's TYPE COMPONENT
+    LEVEL (or the syslog layout's component:) was dead-lettered as empty, its label lost from its window."""
+    p = parser(dialect="bgl")
+    (bgl,) = p.parse(b"KERNDTLB 1117838570 2005.06.03 R02 2005-06-03-15.42.50.675872 R02 RAS KERNEL FATAL ")
+    assert (bgl.message, bgl.label) == ("RAS KERNEL FATAL ", "anomalous")
+    (syslog,) = p.parse(b"- 1131566461 2005.11.09 sn209 Nov 9 12:01:01 sn209/sn209 kernel: ")
+    assert syslog.message == "kernel: "
+
+
 def test_bgl_unknown_layout_falls_back_to_everything_after_the_epoch():
     (line,) = parser(dialect="bgl").parse(b"APPSEV 1117869872 free text after the epoch")
     assert (line.label, line.message) == ("anomalous", "free text after the epoch")
