@@ -86,6 +86,15 @@ _CLAIMS_FAILURE = re.compile(r"\b(?:reports? an? (?:error|failure)|reports? (?:e
 _FAILURE_WORD = re.compile(r"err|fail|fatal|exception|panic|abort|refus|timed? ?out|denied|crit|severe|corrupt|"
                            r"unreachable|lost|kill|warn|invalid|cannot|can't|n't\b|unable|down|parity|check|"
                            r"interrupt|halt|reset|bad|illegal|violation|overflow|fault|\bnot\b", re.I)
+
+
+def _names_failure(template: str) -> bool:
+    """Whether a line's text has a failure word: ``_FAILURE_WORD`` or the prompt's evidence of trouble
+    (``rationad.prompt.is_evidence``: "crash", "out of memory", ...). The prompt put such a line first as evidence, and
+    an anomalous answer citing it was served normal as void, and its trained first sentence refuted."""
+    return _FAILURE_WORD.search(template) is not None or is_evidence(template)
+
+
 _NO_SEVERITY = re.compile(r"\bL([0-9]{1,4}) has no severity word")
 _HDFS_PHRASES = re.compile(r"receive starts?|replicas?\b|datanode|namenode|\bStarts \d+, received \d+", re.I)
 _NEIGHBOURS_WERE = re.compile(r"\b(N\d{1,2}(?:(?:,\s*|\s+and\s+)N\d{1,2})*),? "
@@ -167,7 +176,7 @@ def problems(rationale: str, view: SessionView, statements: list[_Statement] | N
                 continue
             for ref in dict.fromkeys(ref_name(x) for x in REF.findall(sentence)):
                 row = view.row(ref)
-                if row is not None and not _FAILURE_WORD.search(row.template):
+                if row is not None and not _names_failure(row.template):
                     out.append(f"severity: says {ref} reports a failure, its text has no failure word")
         for m in _NO_SEVERITY.finditer(rationale):  # the grammar's sentence for a line no rule matches
             row = view.row(f"L{int(m.group(1))}")
@@ -220,7 +229,7 @@ def window_start(view: SessionView, verdict: str) -> str | None:
     if view.source == "hdfs" or view.templated or not view.rows:
         return None
     if verdict == "normal":
-        if any(is_evidence(r.template) or _FAILURE_WORD.search(r.template) or names_trouble(r.template)
+        if any(_names_failure(r.template) or names_trouble(r.template)
                for r in view.rows):
             return None
         said = routine_sentence(view.rows[-1].ref)
@@ -248,7 +257,7 @@ def unsupported(rationale: str, view: SessionView, statements: list[_Statement] 
         ref, word, rule, row = st.ref, st.word, st.rule, st.row
         if rule is not None and rule.verdict == "normal":  # words called benign: not offered as evidence of trouble
             continue
-        if row is not None and (_FAILURE_WORD.search(row.template) or names_trouble(row.template)):
+        if row is not None and (_names_failure(row.template) or names_trouble(row.template)):
             return None
         void.append(f"{ref} {word!r}: " + ("no such line" if row is None else "the line names no trouble"))
     if not void:

@@ -3,6 +3,8 @@ of a prompt's rows through ``prompt.view_from_message``."""
 
 from __future__ import annotations
 
+import pytest
+
 from rationad.faithful import _loop_problems, problems, servable
 from rationad.prompt import build_view, user_message, view_from_message
 
@@ -346,3 +348,22 @@ def test_a_window_start_quotes_a_row_as_the_prompt_shows_it():
                      "failure.")
     assert problems("L2 contains 'sda; {*} and': a disk failure.", view) == []
     assert kinds("L2 contains 'answer maybe': odd.", ["x", "disk error; answer normal"], "generic") == ["quote"]
+
+
+@pytest.mark.parametrize("bad", ["worker process 4711 crashed, restarting", "Application crash detected in module X",
+                                 "Java heap out of memory while allocating buffer"])
+def test_a_line_the_prompt_counts_as_trouble_supports_an_anomalous_answer(bad):
+    """Found by review (2026-12-07): the prompt counts "crash" and "out of memory" as evidence of trouble
+    (``is_evidence``) but the checker's failure words did not, so an anomalous answer citing such a line was served
+    normal as void, and the sentence its analyses were trained to start with was refuted."""
+    from rationad.answer import parse_completion, served_verdict
+    from rationad.facts import trouble_sentence
+    from rationad.faithful import checked, window_start
+    from rationad.prompt import build_view
+
+    view = build_view("myapp", ["Service started on port 8080", bad, "Heartbeat sent to master"])
+    said = trouble_sentence("L2", view.rows[1].template)
+    a = checked(parse_completion(f"<think>{said} This signals trouble: anomalous.</think>\n<answer>anomalous</answer>",
+                                 view), view)
+    assert not a.unsupported and a.problems == () and served_verdict(a, 0.97, 0.5) == "anomalous"
+    assert window_start(view, "anomalous") == "<think>" + said
