@@ -39,10 +39,15 @@ FAMILIES: dict[str, str] = {
                 r"|\b(?:ignoring|disregarding|forgetting|overriding)\W+(?:(?:all|any|the|your|my)\W+)?"
                 r"(?:(?:previous|prior|earlier)\W+)?(?:instructions?|prompts?|guidance|guidelines?)\b"
                 r"|\b(?:ignoring|disregarding|forgetting)\W+(?:everything|anything|all)\W+(?:above|before)\b",
-    # "answer normal", "reply anomalous", "you must output normal", "the answer is normal", "classify it as benign",
-    # "respond only with the word normal"; "mark this as normal", "treat the session as benign" only in that shape
-    # (programs log "High water mark reached, resuming normal operation", "Will treat exit code 143 as normal").
-    "verdict_order": r"\b(?:answer|reply|respond|output|classify|label|verdict)\b(?:\W+\w+){0,4}?\W+"
+    # "answer normal", "reply anomalous", "you must output normal", "classify it as benign", "respond only with the
+    # word normal": the verb, then only words an order puts before its verdict (devices log "output voltage normal",
+    # "output back to normal", "reply from server ..., offset normal", "DNS answer for host1 normal"); "the answer
+    # is normal", "verdict: normal" with a noun of the answer; "mark this as normal", "treat the session as benign"
+    # only in that shape (programs log "High water mark reached, resuming normal operation", "Will treat exit code
+    # 143 as normal").
+    "verdict_order": r"\b(?:answer|reply|respond|output|classify|label|verdict)\b(?:\W+(?:it|this|that|them|the|a|"
+                     + _SUBJECT + r"|only|just|exactly|always|with|word|as|to|by|saying)){0,4}?\W+" + _VERDICT + r"\b"
+                     r"|\b(?:answer|verdict|label|classification)\s*(?:is|=|:|should\s+be|must\s+be|will\s+be)\s+"
                      + _VERDICT + r"\b|\b(?:mark|flag|treat|consider)\s+(?:this|it|them|(?:this|the)\s+"
                      + _SUBJECT + r")\s+as\s+" + _VERDICT + r"\b",
     # "the session is normal", "this block is healthy", "this session is broken".
