@@ -109,6 +109,9 @@ _WALK_ENTRY = re.compile(rf"\bL([0-9]{{1,4}}) x[0-9]+ (ERROR\b|{_TAGS})")
 _TALLY = re.compile(r"\bStarts (\d+), received (\d+), acknowledged (\d+), registered (\d+); error lines (\d+)")
 _ERRORS = re.compile(r"\bError lines (\d+)")
 _PAIR = re.compile(r"\b(\d+) receive starts but (\d+) completions")
+# the knowledge base's two other pair sentences (rationad/data/hdfs_kb.json), each checked against its own role
+_PAIR_OF = {"responder_done": re.compile(r"\b(\d+) receive starts but (\d+) PacketResponder terminations"),
+            "stored": re.compile(r"\b(\d+) receive starts but (\d+) replicas registered by the NameNode")}
 _NEGATION = re.compile(r"\b(?:none|no|not|never|nothing|neither|nor|without)\b", re.I)
 LOOP_REPEATS = 3  # a sentence written this often (the grammar never repeats one) is a decoding loop
 LOOP_SPAN = 3  # or a run of this many clauses (parts between commas, semicolons, colons and full stops)
@@ -217,6 +220,11 @@ def _hdfs_problems(rationale: str, view: SessionView) -> list[str]:
     for m in _PAIR.finditer(rationale):
         if int(m.group(1)) != starts or int(m.group(2)) not in ends:
             out.append(f"pair: says {m.group(0)!r}, the session has {starts} starts and completions {sorted(ends)}")
+    for role, pair in _PAIR_OF.items():  # were never checked: a false one was served without a rewrite
+        count = roles.get(role, ("", 0))[1]
+        for m in pair.finditer(rationale):
+            if int(m.group(1)) != starts or int(m.group(2)) != count:
+                out.append(f"pair: says {m.group(0)!r}, the session has {starts} starts and {count} of those")
     return out
 
 

@@ -169,7 +169,7 @@ class EngineClient:
         self._seed_requests = False  # per-request seeds: only off a CPU (see _sampling)
         self._dead = False  # the engine core died: this client cannot serve again
         self.start_secs: float | None = None
-        # The engine's progress, for the request timeout: requests in flight, and when one last finished (or the
+        # The engine's progress, for the request timeout: requests in flight, and when it last made a token (or the
         # first of them was sent)
         self._in_flight = 0
         self._progress = time.monotonic()
@@ -244,7 +244,9 @@ class EngineClient:
             temperature=temperature,
             seed=SEED if self._seed_requests else None,
             structured_outputs=StructuredOutputsParams(regex=regex) if regex else None,
-            output_kind=RequestOutputKind.FINAL_ONLY,
+            # every step's output (the latest replaces one not read yet: no backlog), so that the request timeout
+            # sees the engine making tokens (``_one``); the last is what FINAL_ONLY would give
+            output_kind=RequestOutputKind.CUMULATIVE,
             logprobs=SCORE_LOGPROBS,  # for the score (rationad.answer.answer_score)
         )
 
@@ -309,15 +311,17 @@ class EngineClient:
         final = None
         async for out in llm.generate(engine_input, params, f"rationad-{uuid.uuid4().hex}", lora_request=self._lora):
             final = out
+            self._progress = time.monotonic()  # a token made: the engine works
         return final
 
     async def _one(self, llm: Any, engine_input: Any, params: Any, prefix: str = "") -> Completion:
         """One request. Given up (vLLM aborts it: its ``generate`` does when cancelled, and the model stage retries
-        the batch as an outage) once the engine has gone ``model.request_timeout_secs`` without finishing any request
-        of this client while this one waited: a request the engine never finished held its batch, and the partitions
-        behind it, for ever. Not from when it was sent: up to model.max_batch_size x max_concurrency requests are in
-        flight and a CPU engine runs about 22 at once (its KV cache), so the last wait their turn for minutes while
-        the engine works, and a bound on each request's own time failed them and threw the batch's work away."""
+        the batch as an outage) once the engine has gone ``model.request_timeout_secs`` without making a token for any
+        request of this client while this one waited: a request the engine never finished held its batch, and the
+        partitions behind it, for ever. Not from when it was sent: up to model.max_batch_size x max_concurrency
+        requests are in flight and a CPU engine runs about 22 at once (its KV cache), so the last wait their turn for
+        minutes while the engine works, and a bound on each request's own time failed them and threw the batch's work
+        away (an evaluation's chunk of 20 long windows on 2 cores went past 120 s)."""
         timeout = self.cfg.request_timeout_secs
         if self._in_flight == 0:
             self._progress = time.monotonic()
@@ -326,8 +330,8 @@ class EngineClient:
         try:
             while not task.done():
                 left = self._progress + timeout - time.monotonic()
-                if left <= 0:  # nothing finished for timeout seconds: the engine is stuck, not busy
-                    raise ModelError(f"vLLM finished no request within model.request_timeout_secs={timeout:g} s",
+                if left <= 0:  # no token for timeout seconds: the engine is stuck, not busy
+                    raise ModelError(f"vLLM made no token within model.request_timeout_secs={timeout:g} s",
                                      kind="outage")
                 await asyncio.wait({task}, timeout=left)
             final = task.result()

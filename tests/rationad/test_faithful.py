@@ -367,3 +367,24 @@ def test_a_line_the_prompt_counts_as_trouble_supports_an_anomalous_answer(bad):
                                  view), view)
     assert not a.unsupported and a.problems == () and served_verdict(a, 0.97, 0.5) == "anomalous"
     assert window_start(view, "anomalous") == "<think>" + said
+
+
+def test_every_pair_sentence_of_the_knowledge_base_is_checked():
+    """Found by review (2026-12-07): of the knowledge base's three pair sentences only "... completions" was read,
+    so a false "3 receive starts but 2 PacketResponder terminations" (or "... replicas registered by the NameNode")
+    was served without a rewrite."""
+    from rationad.facts import evidence
+
+    msgs = ["BLOCK* NameSystem.allocateBlock: /user/root/x/part-1. blk_1"] + \
+        [f"Receiving block blk_1 src: /10.0.0.{i}:5000 dest: /10.0.0.{i}:50010" for i in range(3)] + \
+        [f"Received block blk_1 of size 67108864 from /10.0.0.{i}" for i in range(3)] + \
+        [f"PacketResponder {i} for block blk_1 terminating" for i in range(2)] + \
+        [f"BLOCK* NameSystem.addStoredBlock: blockMap updated: 10.0.0.{i}:50010 is added to blk_1 size 67108864"
+         for i in range(3)]
+    view = build_view("hdfs", msgs)
+    start = evidence(view)[len("<think>"):]
+    true = "3 receive starts but 2 PacketResponder terminations: a replica pipeline did not end cleanly."
+    assert problems(f"{start} {true}", view) == []
+    for false in ("3 receive starts but 1 PacketResponder terminations: a replica pipeline did not end cleanly.",
+                  "3 receive starts but 2 replicas registered by the NameNode."):
+        assert [p.split(":")[0] for p in problems(f"{start} {false}", view)] == ["pair"], false
