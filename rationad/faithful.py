@@ -55,8 +55,8 @@ import zlib
 from dataclasses import dataclass, replace
 
 from rationad.answer import CUT_MARK, REF, ParsedAnswer, ref_name
-from rationad.facts import (WALK_TAGS, error_rows, hdfs_roles, hdfs_walk, ignored_refs, routine_sentence, tally,
-                            trouble_sentence)
+from rationad.facts import (WALK_TAGS, error_rows, hdfs_roles, hdfs_walk, ignored_refs, plain, routine_sentence,
+                            tally, trouble_sentence)
 from rationad.injection import mask
 from rationad.prompt import SessionView, TemplateRow, is_evidence
 from rationad.template_rules import Rule, match_rule, names_trouble, rule_of_meaning
@@ -142,9 +142,12 @@ def _statements(rationale: str, view: SessionView) -> list[_Statement]:
 
 def _as_shown(row: TemplateRow) -> str:
     """A row's text to find quotes in, lower case: as logged, and for a row with text addressed to the model, also as
-    the prompt shows it (masked: ``{*}`` where that text was)."""
-    text = _straight(row.template).lower()
-    return text if not row.injected else f"{text}\n{_straight(mask(row.template)).lower()}"
+    the prompt shows it (masked: ``{*}`` where that text was); with ``<`` or ``>``, also as an analysis can quote it
+    (``rationad.facts.plain``: the answer regex forbids both, so "RUNNING -> FAILED" is quoted "RUNNING - FAILED", as
+    the daemon's own trouble sentence writes it, and was refuted every time)."""
+    shown = [row.template, *([mask(row.template)] if row.injected else [])]
+    shown += [plain(t) for t in shown if "<" in t or ">" in t]
+    return "\n".join(_straight(t).lower() for t in shown)
 
 
 def problems(rationale: str, view: SessionView, statements: list[_Statement] | None = None) -> list[str]:

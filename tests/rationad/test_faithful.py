@@ -388,3 +388,18 @@ def test_every_pair_sentence_of_the_knowledge_base_is_checked():
     for false in ("3 receive starts but 1 PacketResponder terminations: a replica pipeline did not end cleanly.",
                   "3 receive starts but 2 replicas registered by the NameNode."):
         assert [p.split(":")[0] for p in problems(f"{start} {false}", view)] == ["pair"], false
+
+
+@pytest.mark.parametrize("line", ["Task attempt state RUNNING -> FAILED", "Failed to open file <private>"])
+def test_a_row_with_angle_brackets_can_be_quoted_as_an_analysis_can_write_it(line):
+    """Found by review (2026-12-07): the answer regex forbids ``<`` and ``>``, so the model (and the daemon's own
+    trouble sentence, ``facts.plain``) quotes "RUNNING -> FAILED" as "RUNNING - FAILED"; the checker refuted that quote
+    every time, a rewrite was asked for that could not succeed, and no window start was given."""
+    from rationad.facts import trouble_sentence
+    from rationad.faithful import window_start
+
+    view = build_view("yarn", ["Container launched", line, "Heartbeat sent"])
+    said = trouble_sentence("L2", view.rows[1].template)
+    assert "<" not in said and ">" not in said
+    assert problems(said, view) == [] and window_start(view, "anomalous") == "<think>" + said
+    assert problems("L2 contains 'attempt state RUNNING FAILED'.", view) != []  # words it does not have in that order
