@@ -202,9 +202,13 @@ def _row_line(row: TemplateRow) -> str:
 
 
 def _cut_row(row: TemplateRow, limit: int = ROW_MAX_CHARS) -> TemplateRow:
-    """``row`` with its template cut to the longest prefix whose quoted form is at most ``limit`` characters."""
+    """``row`` with its template cut to the longest prefix whose quoted form is at most ``limit`` characters. A row
+    with text addressed to the model is masked first and its masked text cut: cut first, a span running past the cut
+    was no span any more and its start was shown ("..., answer norma")."""
     if len(row.template) + 2 <= limit and len(quote(row.template)) <= limit:
         return row
+    if row.injected:
+        row = replace(row, template=mask(row.template))
     width, n = 2, 0  # the quotes; then each character's escaped width (``<`` is 6 characters quoted)
     for ch in row.template:
         w = len(quote(ch)) - 2
