@@ -20,7 +20,7 @@ from typing import Any
 import orjson
 
 from rationad import __version__
-from rationad.answer import ParsedAnswer, served_verdict
+from rationad.answer import CUT_MARK, ParsedAnswer, served_verdict
 from rationad.dlq import record_bytes
 from rationad.prompt import PROMPT_VERSION, SessionView
 from rationad.records import Session
@@ -159,7 +159,7 @@ def build_event(
         "model_verdict": answer.verdict,
         "score": score,
         "threshold": threshold if score is not None else None,
-        "rationale": answer.rationale[:max_rationale_chars],
+        "rationale": cut_text(answer.rationale, max_rationale_chars),
         "evidence": evidence(answer, view, session),
         "grounded": answer.grounded,
         "ungrounded_refs": list(answer.ungrounded_refs),
@@ -217,7 +217,7 @@ def build_template_event(
         st = u.state
         entry: dict[str, Any] = {
             "id": st.id, "template": st.template, "verdict": st.verdict, "source": st.source,
-            "rationale": st.reason[:max_rationale_chars], "count": len(u.lines),
+            "rationale": cut_text(st.reason, max_rationale_chars), "count": len(u.lines),
             "rationale_problems": list(st.problems) if st.source == "model" else [],
             "lines": [{"line": x.raw[:_MAX_LINE_CHARS], "offset": x.offset} for x in u.lines[:MAX_TEMPLATE_LINES]],
         }
@@ -236,7 +236,7 @@ def build_template_event(
         "model_verdict": decision.model_verdict,
         "score": decision.score,
         "threshold": threshold if decision.score is not None else None,
-        "rationale": rationale[:max_rationale_chars],
+        "rationale": cut_text(rationale, max_rationale_chars),
         "evidence": [{"ref": f"L{i}", "template": u.state.template, "count": len(u.lines),
                       "line": u.lines[0].raw[:_MAX_LINE_CHARS], "offset": u.lines[0].offset} for i, u in anomalous],
         # Each rationale is about its own template (its prompt's one row, L1) and the lines quoted are the window's
@@ -248,6 +248,16 @@ def build_template_event(
         "templates": templates,
         "unjudged_templates": list(decision.unjudged),
     } | _about(session, source, len(uses), model)
+
+
+def cut_text(text: str, limit: int) -> str:
+    """``text`` in ``limit`` characters (``output.max_rationale_chars``): cut at a word's end and marked as a cut
+    rationale is (`` …``), never inside a word (a plain slice served "L12" as "L1", a line it did not mean)."""
+    if len(text) <= limit:
+        return text
+    head = text[: limit - len(CUT_MARK)]
+    space = head.rfind(" ")
+    return (head[:space] if space > 0 else head).rstrip() + CUT_MARK
 
 
 def encode(event: dict[str, Any]) -> bytes:

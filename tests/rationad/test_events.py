@@ -319,3 +319,17 @@ def test_fitting_a_session_event_encodes_it_a_few_times_not_once_per_dropped_ent
     # no more left out than it takes to fit: one more entry like the last kept would not
     assert len(real(cut)) + len(orjson.dumps(cut["evidence"][-1])) + 1 > 8_192
     assert len(calls) <= 4, len(calls)  # was one encode per dropped entry: quadratic in the cited rows
+
+
+def test_a_rationale_cut_to_output_max_rationale_chars_ends_at_a_word_with_the_cut_mark():
+    """Found by review (2026-12-07): the rationale was sliced at output.max_rationale_chars, so a citation at the cut
+    ("L12") was served as another line ("L1"), with nothing saying it was cut."""
+    from rationad.answer import CUT_MARK
+    from rationad.events import cut_text
+
+    text = "L3 and L7 report the disk failing; L12 shows the retry failing too."
+    limit = text.index("L12") + 2  # a slice would end in "L1"
+    cut = cut_text(text, limit)
+    assert cut.endswith(CUT_MARK) and len(cut) <= limit and not cut[: -len(CUT_MARK)].endswith("L1")
+    assert cut == "L3 and L7 report the disk failing;" + CUT_MARK
+    assert cut_text(text, len(text)) == text
