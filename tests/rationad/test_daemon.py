@@ -563,22 +563,26 @@ async def test_a_partition_revoked_during_a_lag_lookup_is_not_exported_again():
     assert ("logs", "0") not in exported
 
 
-async def test_the_committed_offset_standing_still_with_records_past_it_is_exported_as_an_age(monkeypatch):
-    """Found by review (2026-12-06): with repartitioning, a commit pinned by a blocked model loses the internal
-    topic's records at its retention (a day by default) whatever their number, which the record-count lag alert
-    cannot see on a quiet partition; the age of the committed offset can."""
+def _age_daemon(monkeypatch):
+    """A daemon with partition ``TP`` assigned and a clock the test moves: (daemon, consumer, part, clock, age())."""
     clock = [1000.0]
     monkeypatch.setattr(daemon_mod.time, "monotonic", lambda: clock[0])
     d, consumer, _ = make(settings(), [])
     d.consumer = consumer
     d._on_assigned([TP])
-    part = d._parts[TP]
+    return d, consumer, d._parts[TP], clock, lambda: d.metrics.committed_age.labels("logs", "0")._value.get()
+
+
+async def test_the_committed_offset_standing_still_with_records_past_it_is_exported_as_an_age(monkeypatch):
+    """Found by review (2026-12-06): with repartitioning, a commit pinned by a blocked model loses the internal
+    topic's records at its retention (a day by default) whatever their number, which the record-count lag alert
+    cannot see on a quiet partition; the age of the committed offset can."""
+    d, consumer, part, clock, age = _age_daemon(monkeypatch)
     part.offsets.consumed(4)  # records 3-4 read, held by the blocked model (position 5 says they were read)
     part.offsets.committed = 3
     consumer.position = lambda tp: asyncio.sleep(0, result=5)
     high = [5]
     consumer.highwater = lambda tp: high[0]
-    age = lambda: d.metrics.committed_age.labels("logs", "0")._value.get()  # noqa: E731
     await d._update_lag()
     clock[0] += 7200
     await d._update_lag()
@@ -596,17 +600,11 @@ async def test_a_transactional_input_read_to_its_end_marker_is_not_stalled(monke
     """Found by review (2026-12-07): a transaction's end marker is the last offset of a quiet transactional input and
     no record the daemon reads, so the committed offset stays one below the end for good and its age grew until the
     critical alert said records waited to be lost. Read to the end with everything read committed, nothing waits."""
-    clock = [1000.0]
-    monkeypatch.setattr(daemon_mod.time, "monotonic", lambda: clock[0])
-    d, consumer, _ = make(settings(), [])
-    d.consumer = consumer
-    d._on_assigned([TP])
-    part = d._parts[TP]
+    d, consumer, part, clock, age = _age_daemon(monkeypatch)
     part.offsets.consumed(6)  # the last line read: offset 6; 7 is the commit marker, the end is 8
     part.offsets.committed = 7
     consumer.position = lambda tp: asyncio.sleep(0, result=8)
     consumer.highwater = lambda tp: 8
-    age = lambda: d.metrics.committed_age.labels("logs", "0")._value.get()  # noqa: E731
     await d._update_lag()
     clock[0] += 24_000
     await d._update_lag()

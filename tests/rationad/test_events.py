@@ -276,19 +276,25 @@ def test_a_cut_event_fits_and_leaves_out_labelled_normal_templates_before_any_an
         assert verdicts.count("anomalous") == 100 or "normal" not in verdicts, limit
 
 
+def _citing_every_row(n: int, fill: str, max_rationale_chars: int) -> dict:
+    """The event of an anomalous session of ``n`` distinct lines of about 2,000 ``fill`` characters whose rationale
+    cites every row."""
+    msgs = [f"ERROR worker {chr(65 + i % 26)}{chr(65 + i // 26)} failed: " + fill * 1_990 for i in range(n)]
+    lines = [LogLine(key="k", message=m, raw=m, ts=1.0 + i, topic="logs", offset=i) for i, m in enumerate(msgs)]
+    s = Session(key="k", lines=lines, close_reason="gap", topic="logs")
+    view = build_view("generic", msgs, max_prompt_tokens=10 ** 6)
+    think = ", ".join(r.ref for r in view.rows) + " report failures."
+    a = parse_completion(f"<think>{think}</think>\n<answer>anomalous</answer>", view)
+    return build_event(s, view, a, ModelInfo("m", "1"), cached=False, now=0, max_rationale_chars=max_rationale_chars)
+
+
 def test_a_session_event_citing_many_long_lines_is_cut_to_fit():
     """Found by review (2026-12-06), failing before its fix: each cited row quotes a line of up to 2,000 characters
     (a JSON input's whole record), so a rationale citing 120 rows of long lines made an event over the output
     topic's 1 MiB: it was dead-lettered and the anomaly never reached consumers. Evidence is cut, then left out."""
     from rationad.events import fit_session_event
 
-    msgs = [f"ERROR worker {chr(65 + i % 26)}{chr(65 + i // 26)} failed: " + "\U0001F525" * 1_990 for i in range(100)]
-    lines = [LogLine(key="k", message=m, raw=m, ts=1.0 + i, topic="logs", offset=i) for i, m in enumerate(msgs)]
-    s = Session(key="k", lines=lines, close_reason="gap", topic="logs")
-    view = build_view("generic", msgs, max_prompt_tokens=10 ** 6)
-    think = ", ".join(r.ref for r in view.rows) + " report failures."
-    a = parse_completion(f"<think>{think}</think>\n<answer>anomalous</answer>", view)
-    e = build_event(s, view, a, ModelInfo("m", "1"), cached=False, now=0, max_rationale_chars=700)
+    e = _citing_every_row(100, "\U0001F525", 700)
     assert len(encode(e)) > 1_048_576 and len(e["evidence"]) == 100
     assert fit_session_event(e, 10 ** 9) is e
     for limit in (1_048_576, 65_536, 16_384):
@@ -304,13 +310,7 @@ def test_a_session_event_citing_many_long_lines_is_cut_to_fit():
 def test_fitting_a_session_event_encodes_it_a_few_times_not_once_per_dropped_entry(monkeypatch):
     import rationad.events as events
 
-    msgs = [f"ERROR worker {chr(65 + i % 26)}{chr(65 + i // 26)} failed: " + "x" * 1_990 for i in range(400)]
-    lines = [LogLine(key="k", message=m, raw=m, ts=1.0 + i, topic="logs", offset=i) for i, m in enumerate(msgs)]
-    s = Session(key="k", lines=lines, close_reason="gap", topic="logs")
-    view = build_view("generic", msgs, max_prompt_tokens=10 ** 6)
-    think = ", ".join(r.ref for r in view.rows) + " report failures."
-    a = parse_completion(f"<think>{think}</think>\n<answer>anomalous</answer>", view)
-    e = build_event(s, view, a, ModelInfo("m", "1"), cached=False, now=0, max_rationale_chars=2_000)
+    e = _citing_every_row(400, "x", 2_000)
     calls = []
     real = events.encode
     monkeypatch.setattr(events, "encode", lambda ev: calls.append(1) or real(ev))
