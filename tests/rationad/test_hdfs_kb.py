@@ -46,7 +46,7 @@ def test_matching_is_the_literal_parts_in_order_and_linear_on_a_hostile_line():
         s = " ".join(rnd.choice(words) for _ in range(rnd.randint(1, 25)))
         assert [t.matches(s) for t in templates] == [bool(r.search(s)) for r in regexes], s
     # The first parts of a template again and again, never its last: the regex backtracked cubically on it (tens of
-    # seconds of the event loop: this test ran into pytest's own patience); the bound is far above the linear scan's
+    # seconds of the event loop); the bound is far above the linear scan's
     hostile = "INFO dfs.DataNode: " + "Received block src: dest: " * 230
     start = time.perf_counter()
     assert match_hdfs(hostile) is None
