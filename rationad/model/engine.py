@@ -199,9 +199,10 @@ class EngineClient:
 
         os.environ.setdefault("VLLM_REGEX_COMPILATION_TIMEOUT_S", REGEX_COMPILATION_TIMEOUT_S)  # engine core inherits
         # vLLM's CPU backend otherwise sizes its KV cache from free RAM and refuses to start on a busy host. 2 GiB
-        # holds 46,592 tokens of the 135M model's KV (vLLM's log, bfloat16 serving): about 22 sequences of
-        # max_model_len 2,048 tokens, more of the usual shorter ones; the rest of the model.max_batch_size x
-        # max_concurrency in flight wait in vLLM's queue, within model.request_timeout_secs. GPUs ignore it.
+        # holds 46,592 tokens of the 135M model's KV in float32 (vLLM's log on an AVX2 CPU; twice as many in
+        # bfloat16): about 22 sequences of max_model_len 2,048 tokens, more of the usual shorter ones; the rest of the
+        # model.max_batch_size x max_concurrency in flight wait in vLLM's queue, within model.request_timeout_secs.
+        # GPUs ignore it.
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
         self._seed_requests = not current_platform.is_cpu()
         kwargs: dict[str, Any] = {}
