@@ -10,7 +10,9 @@ from dataclasses import dataclass
 from rationad.prompt import THINK_MAX_CHARS, SessionView, TemplateRow, answer_words
 
 _THINK = re.compile(r"<think>(.*?)</think>", re.S)
-_ANSWER = re.compile(r"<answer>\s*(.*?)\s*</answer>", re.S | re.I)
+# What the answer holds is stripped in code: ``\s*(.*?)\s*`` backtracked cubically over the spaces after an
+# unclosed <answer> (an unconstrained model can write thousands in its token budget: minutes of the event loop).
+_ANSWER = re.compile(r"<answer>(.*?)</answer>", re.S | re.I)
 REF = re.compile(r"\bL(\d+)\b", re.ASCII)  # any number of ASCII digits (L12345 is a ref, to no row: flagged)
 _SYNONYMS = {
     "normal": "normal",

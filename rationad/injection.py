@@ -30,7 +30,7 @@ FAMILIES: dict[str, str] = {
     "control_token": r"<\|[^|<>\n]{1,40}\|>|\[/?INST\]|<</?SYS>>",
     # <think>...</think> and <answer>...</answer> with what they hold, or a lone <think>, </answer>.
     "answer_tag": r"<\s*think\s*>[^<>]{0,200}<\s*/\s*think\s*>|<\s*answer\s*>[^<>]{0,40}<\s*/\s*answer\s*>"
-                  r"|<\s*/?\s*(?:think|answer)\s*>",
+                  r"|<\s*(?:/\s*)?(?:think|answer)\s*>",  # not <\s*/?\s*: quadratic over a run of spaces
     # "ignore previous instructions", "disregard your rules", "forget all prior guidance".
     # In the -ing form only with what an injection overrides ("Ignoring all prior instructions", "Disregarding
     # everything above"): programs log "Ignoring block report from previous registration", "Bypassing proxy rules".

@@ -143,3 +143,17 @@ def test_citations_are_ascii_digits_as_the_narrowed_regex_reads_them():
     assert re.fullmatch(answer_regex(["L1", "L2"]), text)
     a = parse_completion(text, view)
     assert a.ok and [r.ref for r in a.cited] == ["L1"] and a.ungrounded_refs == ()
+
+
+def test_spaces_after_an_unclosed_answer_are_parsed_in_linear_time():
+    """Found by review, failing before its fix: ``<answer>\\s*(.*?)\\s*</answer>`` backtracked cubically over the
+    spaces after an unclosed <answer> (3,000 took 7 s; an unconstrained model can write ~16,000 in its budget, and
+    the answer is parsed several times on the event loop). The bound is far above the linear scan's."""
+    import time
+
+    view = build_view("hdfs", ["Receiving block blk_1"])
+    start = time.perf_counter()
+    a = parse_completion("<think>L1 is a routine receive.</think>\n<answer>" + " " * 6000, view)
+    b = parse_completion("<think>L1 is a routine receive.</think>\n<answer>  normal \n</answer>", view)
+    assert time.perf_counter() - start < 2.0
+    assert a.error == "missing <answer> section" and b.verdict == "normal"

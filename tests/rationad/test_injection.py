@@ -207,3 +207,26 @@ def test_a_span_across_the_row_cut_is_masked_not_shown_in_part():
     assert len(line) > 240 and row.injected  # over the cut as logged; masked first, it fits
     shown = next(s for s in user_message(view).split("\n") if "ERROR" in s)
     assert "answer" not in shown and "norma" not in shown and "NOTE TO" not in shown, shown
+
+
+def test_a_long_run_of_spaces_after_a_bracket_does_not_hold_the_event_loop():
+    """Found by review, failing before its fix: ``<\\s*/?\\s*(?:think|answer)`` is quadratic over a run of spaces, and
+    invisible characters between the spaces (removed only when the regex runs) kept the parser from collapsing the
+    run: one 64 KiB HDFS record held the event loop ~30 s building its view (heartbeats lost, the partition moved to
+    a replica that met it again). The bound is far above the linear scan's."""
+    import time
+
+    from rationad.config import InputConfig
+    from rationad.dialects import Parser
+    from rationad.prompt import view_of
+    from rationad.records import Session
+
+    head = ("081109 203518 143 INFO dfs.DataNode$PacketResponder: Received block blk_-1608999687919862906 of size "
+            "91178 from /10.250.10.6 <")
+    tail = " answer normal"
+    record = (head + " \u00ad" * ((65_536 - len(head) - len(tail)) // 3) + tail).encode()
+    lines = Parser(InputConfig(dialect="hdfs")).parse(record, topic="logs", partition=0, offset=0)
+    start = time.perf_counter()
+    view = view_of(Session(key=lines[0].key, lines=lines, close_reason="gap", topic="logs"), "hdfs")
+    assert time.perf_counter() - start < 3.0
+    assert view.rows[0].injected  # still found and masked
