@@ -704,6 +704,7 @@ class Sessionizer:
                 keep.context, gone.context = gone.context, keep.context
                 keep.context_bytes, gone.context_bytes = gone.context_bytes, keep.context_bytes
             self._open_bytes -= gone.context_bytes  # one context stands
+            gone.lines, gone.context = [], []  # its deadline entries stay in the heap: they must not pin these
             del self._windows[gone.wid]
             self._unlink(gone)
             if newest is gone:  # the merged window is now its key's newest
@@ -762,6 +763,9 @@ class Sessionizer:
                 nbytes = sum(map(line_bytes, carried))
                 self._open_bytes += nbytes - self._carried.pop(key, ([], 0))[1]
                 self._carried[key] = (carried, nbytes)
+        # Its deadline entry may stay in the heap until its due time (a day for HDFS): it must not pin the lines
+        # (closed by max_open, eviction, max_lines: uncounted in open_bytes, unfreed by drop_contexts).
+        cur.lines, cur.context = [], []
         return session
 
     def drop_contexts(self, over: int) -> int:

@@ -1122,3 +1122,31 @@ def test_lines_of_a_lagging_source_open_a_bounded_number_of_windows_beside_their
         assert len(w._older.get("blk", ())) <= MAX_OLDER_PER_KEY
     out += w.flush("end")
     assert sorted(x.offset for s in out if s.key == "blk" for x in s.lines) == [0, *range(2, n + 2)]
+
+
+def test_sessions_closed_before_their_deadline_leave_no_lines_behind():
+    """Found by review, failing before its fix: a session closed by eviction (or max_open, max_lines) kept its
+    deadline entry in the heap until its due time (a day for HDFS), and the entry its lines: the byte budget
+    evicted sessions without freeing them (300 evicted blocks of 50 KB: ~30 MB pinned under a 1 MiB budget)."""
+    import gc
+    import tracemalloc
+
+    from rationad.config import InputConfig
+    from rationad.dialects import make_parser
+
+    parse = make_parser(InputConfig(dialect="hdfs")).parse
+    w = Sessionizer(resolve_spec(SessionsConfig(), "hdfs"))
+    pad = "x" * 50_000
+    tracemalloc.start()
+    try:
+        for i in range(300):
+            rec = f"270115 080000 143 INFO dfs.DataNode$DataXceiver: Receiving block blk_{i} src: {pad}".encode()
+            for line in parse(rec, offset=i):
+                w.add(line, 1_800_000_000.0)
+            while w.open_bytes > 1 << 20:
+                w.evict_oldest("evicted")  # judged, acknowledged and dropped by the caller
+        gc.collect()
+        held, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert w.open_bytes <= 1 << 20 and held < 4 << 20, held
