@@ -95,6 +95,7 @@ def session_dead_letter(session: Session, error_type: str, error: str, *, raw_co
 RECORD_OVERHEAD_BYTES = 512  # record batch framing, attributes, varints: generous, so a fitted record always fits
 HEADER_OVERHEAD_BYTES = 16
 MAX_KEY_BYTES = 1_024  # a key longer than this is cut when the record must be cut anyway
+MAX_BODY_KEY_CHARS = 256  # the session key inside a cut session dead letter (the record key keeps MAX_KEY_BYTES)
 
 
 def record_bytes(key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]]) -> int:
@@ -107,8 +108,9 @@ def fit(dl: DeadLetter, max_bytes: int) -> DeadLetter:
     """``dl`` if it fits in ``max_bytes``; otherwise a copy cut to fit, saying so in headers
     (``rationad-truncated: true``, ``rationad-original-bytes``: the value's original size).
 
-    A session dead letter (JSON) keeps valid JSON: its raw lines are dropped from the end (``lines_kept`` says how
-    many remain) and each kept line is cut to a bound first; any other value is cut to a prefix. Headers copied from
+    A session dead letter (JSON) keeps valid JSON: its key, error and raw completion are cut to bounds, its raw lines
+    dropped from the end (``lines_kept`` says how many remain) and each kept line cut to a bound first (``{}`` when
+    even that does not fit); any other value is cut to a prefix. Headers copied from
     the input record are dropped only when they alone do not fit."""
     if record_bytes(dl.key, dl.value, dl.headers) <= max_bytes:
         return dl
@@ -137,6 +139,9 @@ def _cut_value(value: bytes, room: int, *, session: bool) -> bytes:
     lines = session_body.get("lines") if isinstance(session_body, dict) else None
     if isinstance(body, dict) and isinstance(lines, list) and all(isinstance(ln, str) for ln in lines):
         body["raw_completion"] = str(body.get("raw_completion", ""))[: max(0, room // 8)]
+        # A session key (a JSON key field, a key_regex capture) and an error can be as long as a record: bounded too
+        body["error"] = str(body.get("error", ""))[:MAX_REASON_CHARS]
+        body["session"]["key"] = str(session_body.get("key", ""))[:MAX_BODY_KEY_CHARS]
         per_line = max(256, room // max(1, len(lines)))
         lines = [ln[:per_line] for ln in lines]
         # Binary search on how many lines fit, keeping the first ones (a session's start names what it was).
@@ -154,4 +159,5 @@ def _cut_value(value: bytes, room: int, *, session: bool) -> bytes:
         out = orjson.dumps(body)
         if len(out) <= room:
             return out
+        return b"{}"  # still valid JSON: the headers carry the reason and the input position
     return value[:room]

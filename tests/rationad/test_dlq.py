@@ -68,3 +68,21 @@ def test_an_oversized_input_that_looks_like_a_session_dead_letter_is_cut_to_a_pr
                              offset=7), 20_000)
         assert record_bytes(out.key, out.value, out.headers) <= 20_000
         assert value.startswith(out.value)  # the input's own bytes, cut: not rewritten
+
+
+def test_a_session_dead_letter_with_a_long_key_stays_valid_json_when_cut():
+    """Found by review, failing before its fix: the cut bounded lines and the raw completion but not the session's
+    key: a long key (a JSON key field, a key_regex capture) left even the zero-line body too large, and the value
+    was cut to a byte prefix, invalid JSON for every tool that reads session dead letters."""
+    from rationad.dlq import fit, record_bytes, session_dead_letter
+
+    for key, limit in (("k" * 15_000, 16_384), ("k" * 3_000, 4_096), ("k" * 3_000, 2_400)):
+        s = Session(key=key, lines=[LogLine(key=key, message="m", raw='{"sid": "..", "msg": "m"}', offset=i)
+                                    for i in range(3)], close_reason="gap", topic="logs")
+        dl = fit(session_dead_letter(s, "malformed_answer", "e" * 5_000, raw_completion="<think>x", attempts=2),
+                 limit)
+        assert record_bytes(dl.key, dl.value, dl.headers) <= limit
+        body = orjson.loads(dl.value)
+        assert dict(dl.headers)["rationad-truncated"] == b"true"
+        if limit > 2_400:
+            assert body["session"]["key"] == key[:256] and len(body["error"]) == 500, limit
