@@ -3,9 +3,27 @@
 from __future__ import annotations
 
 import logging
+import re
 import sys
+from typing import Any
 
 import structlog
+
+# C0 and C1 control characters and DEL: terminal escapes (cursor moves, erased lines, window titles) in log-derived
+# values (a session key, a template) must reach a console as text, not act on it.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+_CONTROL_OR_BREAK = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_MULTILINE = frozenset({"exception", "stack"})  # rendered tracebacks keep their lines
+
+
+def escape_controls(_logger: Any, _name: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+    """Console rendering only (JSON escapes them anyway): control characters in string values as ``\\xNN``."""
+    for k, v in event_dict.items():
+        if isinstance(v, str):
+            rx = _CONTROL if k in _MULTILINE else _CONTROL_OR_BREAK
+            if rx.search(v):
+                event_dict[k] = rx.sub(lambda m: f"\\x{ord(m.group()):02x}", v)
+    return event_dict
 
 
 def configure(level: str = "info", fmt: str = "auto") -> None:
@@ -22,6 +40,7 @@ def configure(level: str = "info", fmt: str = "auto") -> None:
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.StackInfoRenderer(),
             structlog.processors.format_exc_info,
+            *([escape_controls] if use_console else []),
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper())),

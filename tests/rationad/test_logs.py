@@ -1,0 +1,27 @@
+"""structlog set-up (``rationad.logs``)."""
+
+from __future__ import annotations
+
+import structlog
+
+from rationad.logs import configure
+
+
+def test_terminal_escapes_in_logged_values_reach_a_console_as_text(capsys):
+    """Found by review, failing before its fix: the console renderer printed string values raw, and log-derived
+    values are logged (a session key of a hostile line, a template): cursor-up, erase-line and window-title
+    sequences acted on the operator's terminal (wiping or forging the line above). A traceback keeps its lines."""
+    configure("info", "console")
+    try:
+        log = structlog.get_logger("rationad.test")
+        log.warning("late line", key="bob\x1b[1A\x1b[2K\x1b]0;all-clear\x07", n=3)
+        try:
+            raise ValueError("boom")
+        except ValueError:
+            log.exception("failed")
+        err = capsys.readouterr().err
+    finally:
+        structlog.reset_defaults()
+    assert "\x1b[1A" not in err and "\x1b]0;" not in err and "\x07" not in err, repr(err)
+    assert "bob\\x1b[1A\\x1b[2K\\x1b]0;all-clear\\x07" in err, repr(err)
+    assert "Traceback (most recent call last):\n" in err and "ValueError: boom" in err
