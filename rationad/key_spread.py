@@ -20,7 +20,8 @@ DEFAULT_KEYS_PER_PARTITION = 10_000
 LONG_KEY_CHARS = 64  # longer keys are remembered by a 16-byte digest (a key can be as long as a record)
 
 
-def _short(key: str) -> str | bytes:
+def short_key(key: str) -> str | bytes:
+    """``key`` as remembered past its session: itself, or a 16-byte digest when longer than ``LONG_KEY_CHARS``."""
     if len(key) <= LONG_KEY_CHARS:
         return key
     return hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=16).digest()
@@ -35,7 +36,7 @@ class KeySpread:
         """Record that a session of ``key`` closed on ``partition``; returns another partition that recently closed
         a session of the same key (a split session), or None."""
         other = None
-        key = _short(key)
+        key = short_key(key)
         for p, keys in self._recent.items():
             if p != partition and key in keys:
                 other = p

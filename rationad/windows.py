@@ -69,6 +69,7 @@ from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from rationad.config import SessionsConfig
+from rationad.key_spread import short_key
 from rationad.records import LogLine, Session
 
 Mode = Literal["session", "fixed"]
@@ -232,9 +233,10 @@ class Sessionizer:
         # lagging source's lines (or lines within the allowed lateness) may still join them.
         self._open: dict[str, _Open] = {}
         self._older: dict[str, list[_Open]] = {}
-        # (event time at which it may close, seq, key, the open session it was scheduled for): an entry whose session
-        # has closed is stale, also when its key has opened another since.
-        self._deadlines: list[tuple[float, int, str, _Open]] = []
+        # (event time at which it may close, seq, ``wid`` of the open session it was scheduled for): an entry whose
+        # session has closed is stale. Numbers only: an entry can outlive its session until its due time (a day for
+        # HDFS), and one that held the session pinned its lines and key outside the byte budget.
+        self._deadlines: list[tuple[float, int, int]] = []
         self._seq = 0
         self._max_ts: float | None = None  # newest event time of any source (untimed lines take it)
         self._last_arrival: float | None = None  # wall clock of the newest line
@@ -249,14 +251,14 @@ class Sessionizer:
         self._open_bytes = 0
         # Keys whose last session closed by "max_open" -> that session's revision and first event time; bounded, oldest
         # forgotten first.
-        self._revisions: OrderedDict[str, tuple[int, float]] = OrderedDict()
+        self._revisions: OrderedDict[str | bytes, tuple[int, float]] = OrderedDict()  # keys by ``short_key``
         # Of those keys, the lines their next revision carries as context, and their bytes; oldest first.
-        self._carried: OrderedDict[str, tuple[list[LogLine], int]] = OrderedDict()
+        self._carried: OrderedDict[str | bytes, tuple[list[LogLine], int]] = OrderedDict()
         self._carry = spec.carry_context and spec.mode == "session"  # fixed windows stand alone
         # key -> (offset, lines of the key at that offset in its sessions closed so far), for the offset of each
         # key's last closed line: a session of the key opening at that offset (a record or pack whose lines of one
         # key fall in two sessions) is told apart by ``part``. Bounded: pruned to the newest offset past SPLIT_KEYS.
-        self._split: dict[str, tuple[int, int]] = {}
+        self._split: dict[str | bytes, tuple[int, int]] = {}
         # Entries past which it is pruned next: twice what the last prune kept, so that keys that all stay (many keys
         # ending in one record) are pruned as often as a growing list is copied, not on every close.
         self._split_limit = SPLIT_KEYS
@@ -476,7 +478,8 @@ class Sessionizer:
                 self._late(line, ts)  # its window opens and closes at the next tick
                 # ... beside its key's: it takes no revision, nor the lines carried for the key's next one
                 older = True
-            elif not older and self._revisions and (cut := self._revisions.get(line.key)) is not None and ts < cut[1]:
+            elif not older and self._revisions and (cut := self._revisions.get(short_key(line.key))) is not None \
+                    and ts < cut[1]:
                 older = True  # dated before the session max_open cut: not its continuation either
             if older:
                 closed += self._room_beside(line.key)
@@ -533,14 +536,15 @@ class Sessionizer:
             return closed
         horizon = wm - spec.allowed_lateness_secs
         while self._deadlines and self._deadlines[0][0] < horizon:
-            _, seq, key, cur = heapq.heappop(self._deadlines)
-            if seq != cur.sched or self._windows.get(cur.wid) is not cur:  # rescheduled, closed, or merged away
+            _, seq, wid = heapq.heappop(self._deadlines)
+            cur = self._windows.get(wid)
+            if cur is None or seq != cur.sched:  # closed, merged away, or rescheduled
                 continue
             due = self._deadline(cur)
             if due is None or due >= horizon:
                 if due is not None:
                     cur.sched = self._next_seq()
-                    heapq.heappush(self._deadlines, (due, cur.sched, key, cur))
+                    heapq.heappush(self._deadlines, (due, cur.sched, wid))
                 continue
             closed.append(self._close(cur, (cur.cut or "gap") if spec.mode == "session" else "window_end"))
         return closed
@@ -626,10 +630,11 @@ class Sessionizer:
         if due is None:
             return
         if len(self._deadlines) > 2 * len(self._windows) + 1_024:  # drop entries of sessions closed meanwhile
-            self._deadlines = [d for d in self._deadlines if d[1] == d[3].sched and self._windows.get(d[3].wid) is d[3]]
+            self._deadlines = [d for d in self._deadlines
+                               if (w := self._windows.get(d[2])) is not None and d[1] == w.sched]
             heapq.heapify(self._deadlines)
         cur.sched = self._next_seq()
-        heapq.heappush(self._deadlines, (due, cur.sched, cur.key, cur))
+        heapq.heappush(self._deadlines, (due, cur.sched, cur.wid))
 
     def _next_seq(self) -> int:
         self._seq += 1
@@ -645,10 +650,11 @@ class Sessionizer:
         if older:  # a window of its own beside the newer one, revision 1 like a late line's
             self._older.setdefault(key, []).append(cur)
         else:
-            if self._revisions:
-                cur.revision = self._revisions.pop(key, (0, 0.0))[0] + 1
-            if self._carried and key in self._carried:
-                cur.context, cur.context_bytes = self._carried.pop(key)
+            if self._revisions or self._carried:
+                kept = short_key(key)
+                cur.revision = self._revisions.pop(kept, (0, 0.0))[0] + 1
+                if kept in self._carried:
+                    cur.context, cur.context_bytes = self._carried.pop(kept)
             self._open[key] = cur
         self._schedule(cur)
         return cur
@@ -704,7 +710,6 @@ class Sessionizer:
                 keep.context, gone.context = gone.context, keep.context
                 keep.context_bytes, gone.context_bytes = gone.context_bytes, keep.context_bytes
             self._open_bytes -= gone.context_bytes  # one context stands
-            gone.lines, gone.context = [], []  # its deadline entries stay in the heap: they must not pin these
             del self._windows[gone.wid]
             self._unlink(gone)
             if newest is gone:  # the merged window is now its key's newest
@@ -753,19 +758,17 @@ class Sessionizer:
         # A later revision of this key may follow: remember its number (and its lines). Not for an older window of
         # the key: its key's lines go on in the newer one.
         if session.unfinished and newest:
-            self._revisions[key] = (cur.revision, cur.first_ts)
-            self._revisions.move_to_end(key)
+            kept = short_key(key)  # kept past the session: a key can be as long as a record
+            self._revisions[kept] = (cur.revision, cur.first_ts)
+            self._revisions.move_to_end(kept)
             if len(self._revisions) > self.spec.max_open_sessions:
                 gone, _ = self._revisions.popitem(last=False)
                 self._open_bytes -= self._carried.pop(gone, ([], 0))[1]
             if self._carry:
                 carried = session.judged_lines[: self.spec.max_lines]
                 nbytes = sum(map(line_bytes, carried))
-                self._open_bytes += nbytes - self._carried.pop(key, ([], 0))[1]
-                self._carried[key] = (carried, nbytes)
-        # Its deadline entry may stay in the heap until its due time (a day for HDFS): it must not pin the lines
-        # (closed by max_open, eviction, max_lines: uncounted in open_bytes, unfreed by drop_contexts).
-        cur.lines, cur.context = [], []
+                self._open_bytes += nbytes - self._carried.pop(kept, ([], 0))[1]
+                self._carried[kept] = (carried, nbytes)
         return session
 
     def drop_contexts(self, over: int) -> int:
@@ -779,14 +782,15 @@ class Sessionizer:
 
     def _taken(self, key: str, offset: int) -> int:
         """Lines of ``key`` at record ``offset`` that closed sessions took (``Session.part`` of the next one there)."""
-        prev = self._split.get(key) if self._split else None
+        prev = self._split.get(short_key(key)) if self._split else None
         return prev[1] if prev is not None and prev[0] == offset else 0
 
     def _took(self, key: str, offset: int, n: int) -> None:
-        prev = self._split.get(key)
+        kept = short_key(key)
+        prev = self._split.get(kept)
         if prev is not None and prev[0] > offset:  # a session closing after a late line of a newer record: the
             return  # newer record's count stands (that record can still be met; the older one cannot)
-        self._split[key] = (offset, n)
+        self._split[kept] = (offset, n)
         if len(self._split) > self._split_limit:  # only the newest record's entries can still be met
             # (the newest of all entries, not this one's: sessions closing in reverse order of their last records
             # pruned nothing and rebuilt the whole dict on every close, a tick of seconds over 10,000 keys)
