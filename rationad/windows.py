@@ -447,7 +447,7 @@ class Sessionizer:
         older = False  # the line opens a window older than its key's newest
         fits = cur is not None and self._fits(cur, ts)
         home = None
-        if not fits and self._older and line.key in self._older:
+        if not fits and self._older and line.key in self._older and not self._continues_cut(line.key, cur, ts):
             # an older window of its key, still open: a lagging source's line, or a late one
             home = next((w for w in self._older[line.key] if self._fits(w, ts)), None)
         if home is not None:
@@ -635,6 +635,14 @@ class Sessionizer:
             heapq.heapify(self._deadlines)
         cur.sched = self._next_seq()
         heapq.heappush(self._deadlines, (due, cur.sched, cur.wid))
+
+    def _continues_cut(self, key: str, cur: _Open | None, ts: float) -> bool:
+        """A line of ``key`` dated from the start of its session that ``max_open`` cut, while the key has no newest
+        window: the continuation, which opens the newest window with the next revision and the carried lines (a
+        window opened meanwhile by a line dated before the cut, a delayed source's, took every later line: judged
+        as a finished session, revision 1 without context, and the chain broke)."""
+        return cur is None and bool(self._revisions) and (cut := self._revisions.get(short_key(key))) is not None \
+            and ts >= cut[1]
 
     def _next_seq(self) -> int:
         self._seq += 1

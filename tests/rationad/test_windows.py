@@ -1176,3 +1176,31 @@ def test_keys_remembered_past_their_sessions_are_held_short():
     assert held < 2 << 20, held
     again = w.add(LogLine("7-" + "u" * 60_000, "INFO more", "INFO more", offset=400), 602.0)
     assert again == [] and w.flush("shutdown")[0].revision == 2  # the next revision still follows the key
+
+
+def test_a_line_dated_before_a_max_open_cut_does_not_break_the_key_s_revision_chain():
+    """Found by review, failing before its fix: after max_open cut a block, one line of it dated before the cut (a
+    delayed DataNode) opened a window beside the key's, and every later in-order line of the block went into that
+    window: closed as a finished session ("gap", judged at the session threshold, not the unfinished one), revision
+    1 with no context, and the next piece got revision 2 with the first's context only."""
+    w = Sessionizer(resolve_spec(SessionsConfig(), "hdfs"))  # gap 1 day, max_open 600 s
+    wall = 1_800_000_000.0
+    first = wall - 5
+
+    def add(ts, offset, now, msg):
+        return w.add(LogLine("blk_1", msg, msg, ts, offset=offset), now)
+
+    add(first, 1, wall, "allocate")
+    add(first + 2, 2, wall + 2, "receiving")
+    [cut] = w.tick(wall + 601)
+    assert (cut.close_reason, cut.revision) == ("max_open", 1)
+    add(first - 1, 3, wall + 610, "receiving (delayed)")
+    add(first + 700, 4, wall + 700, "received")
+    add(first + 701, 5, wall + 701, "deleting")
+    [second] = w.tick(wall + 1300)
+    assert (second.close_reason, second.unfinished, second.revision) == ("max_open", True, 2)
+    assert [x.message for x in second.lines] == ["receiving (delayed)", "received", "deleting"]
+    assert [x.message for x in second.context] == ["allocate", "receiving"]
+    add(first + 1400, 6, wall + 1400, "deleted")
+    [last] = w.flush("shutdown")
+    assert last.revision == 3 and len(last.context) == 5
