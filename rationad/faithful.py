@@ -107,11 +107,11 @@ _TAGS = "|".join(re.escape(t) for t in sorted(set(WALK_TAGS.values()) | {"unknow
                                               reverse=True))
 _WALK_ENTRY = re.compile(rf"\bL([0-9]{{1,4}}) x[0-9]+ (ERROR\b|{_TAGS})")
 _TALLY = re.compile(r"\bStarts (\d+), received (\d+), acknowledged (\d+), registered (\d+); error lines (\d+)")
-_ERRORS = re.compile(r"\bError lines (\d+)")
-_PAIR = re.compile(r"\b(\d+) receive starts but (\d+) completions")
+_ERRORS = re.compile(r"\bError lines ([0-9]+)")
+_PAIR = re.compile(r"\b([0-9]+) receive starts but ([0-9]+) completions")
 # the knowledge base's two other pair sentences (rationad/data/hdfs_kb.json), each checked against its own role
-_PAIR_OF = {"responder_done": re.compile(r"\b(\d+) receive starts but (\d+) PacketResponder terminations"),
-            "stored": re.compile(r"\b(\d+) receive starts but (\d+) replicas registered by the NameNode")}
+_PAIR_OF = {"responder_done": re.compile(r"\b([0-9]+) receive starts but ([0-9]+) PacketResponder terminations"),
+            "stored": re.compile(r"\b([0-9]+) receive starts but ([0-9]+) replicas registered by the NameNode")}
 _NEGATION = re.compile(r"\b(?:none|no|not|never|nothing|neither|nor|without)\b", re.I)
 LOOP_REPEATS = 3  # a sentence written this often (the grammar never repeats one) is a decoding loop
 LOOP_SPAN = 3  # or a run of this many clauses (parts between commas, semicolons, colons and full stops)
@@ -197,6 +197,11 @@ def problems(rationale: str, view: SessionView, statements: list[_Statement] | N
     return out
 
 
+def _count(digits: str) -> int:
+    """A stated count; -1 (no session's) past 9 digits: int() of thousands of digits raises."""
+    return int(digits) if len(digits) <= 9 else -1
+
+
 def _hdfs_problems(rationale: str, view: SessionView) -> list[str]:
     """What the HDFS knowledge base refutes in ``rationale``: walk roles, the tally, receive-start pairs."""
     out = []
@@ -216,17 +221,17 @@ def _hdfs_problems(rationale: str, view: SessionView) -> list[str]:
             out.append(f"tally: says {m.group(0)!r}, the session's is {want_tally!r}")
     errors = error_rows(walk)
     for m in _ERRORS.finditer(rationale):  # the short form of models trained before one tally form: its one number
-        if int(m.group(1)) != errors:
+        if _count(m.group(1)) != errors:
             out.append(f"tally: says {m.group(0)!r}, the session has {errors} error lines")
     starts = roles.get("write_start", ("", 0))[1]
     ends = {roles.get(r, ("", 0))[1] for r in ("write_done", "responder_done", "stored")}
     for m in _PAIR.finditer(rationale):
-        if int(m.group(1)) != starts or int(m.group(2)) not in ends:
+        if _count(m.group(1)) != starts or _count(m.group(2)) not in ends:
             out.append(f"pair: says {m.group(0)!r}, the session has {starts} starts and completions {sorted(ends)}")
     for role, pair in _PAIR_OF.items():  # were never checked: a false one was served without a rewrite
         count = roles.get(role, ("", 0))[1]
         for m in pair.finditer(rationale):
-            if int(m.group(1)) != starts or int(m.group(2)) != count:
+            if _count(m.group(1)) != starts or _count(m.group(2)) != count:
                 out.append(f"pair: says {m.group(0)!r}, the session has {starts} starts and {count} of those")
     return out
 

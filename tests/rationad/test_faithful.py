@@ -403,3 +403,12 @@ def test_a_row_with_angle_brackets_can_be_quoted_as_an_analysis_can_write_it(lin
     assert "<" not in said and ">" not in said
     assert problems(said, view) == [] and window_start(view, "anomalous") == "<think>" + said
     assert problems("L2 contains 'attempt state RUNNING FAILED'.", view) != []  # words it does not have in that order
+
+
+@pytest.mark.parametrize("said", ["Error lines {n}.", "{n} receive starts but 3 completions.",
+                                  "3 receive starts but {n} PacketResponder terminations."])
+def test_a_stated_count_of_thousands_of_digits_is_refuted_not_raised(said):
+    """Found by review, failing before its fix: int() of a 5,000-digit count raised inside the checker (the session
+    retried, then dead-lettered; a cache entry holding it never deleted)."""
+    view = build_view("hdfs", ["Receiving block blk_1 src: /10.0.0.1:1 dest: /10.0.0.1:2"] * 3)
+    assert problems("L1 x3 receive start. " + said.format(n="9" * 5_000), view)
