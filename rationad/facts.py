@@ -99,9 +99,11 @@ def fit_walk(walk: list[str], rest_chars: int) -> list[str]:
 
 
 def evidence(view: SessionView) -> str | None:
-    """``<think>`` and the walk and tally of an HDFS view (the rows it shows), which the model continues; None for
-    another system's view (its rationales have no walk)."""
-    if view.source != "hdfs" or not view.rows:
+    """``<think>`` and the walk and tally of an HDFS view, which the model continues; None for another system's view
+    (its rationales have no walk), and for a view with rows dropped for the budget: its tally reads as the session's
+    counts, and the rows shown are not all of them ("Starts 0" was written for a healthy write whose repeated
+    lifecycle rows were dropped before one-off lines)."""
+    if view.source != "hdfs" or not view.rows or view.omitted_templates:
         return None
     walk = hdfs_walk(view, ignored_refs(view))
     start = walk_start(walk, tally(hdfs_roles(view), walk))

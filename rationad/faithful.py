@@ -182,8 +182,8 @@ def problems(rationale: str, view: SessionView, statements: list[_Statement] | N
                 continue
             for ref in dict.fromkeys(ref_name(x) for x in REF.findall(sentence)):
                 row = view.row(ref)
-                if row is not None and not _names_failure(row.template):
-                    out.append(f"severity: says {ref} reports a failure, its text has no failure word")
+                if row is not None and not row.cut_chars and not _names_failure(row.template):  # a cut row's end
+                    out.append(f"severity: says {ref} reports a failure, its text has no failure word")  # is unknown
         for m in _NO_SEVERITY.finditer(rationale):  # the grammar's sentence for a line no rule matches
             row = view.row(f"L{int(m.group(1))}")
             rule, words = match_rule(row.template) if row is not None else (None, None)
@@ -245,8 +245,10 @@ def window_start(view: SessionView, verdict: str) -> str | None:
     if view.source == "hdfs" or view.templated or not view.rows:
         return None
     if verdict == "normal":
-        if any(_names_failure(r.template) or names_trouble(r.template)
-               for r in view.rows):
+        # Said only of what the view shows whole: a row cut at its end, or rows dropped for the budget, may hold the
+        # trouble ("none reports an error" was written over a dropped storm of segmentation faults).
+        if view.omitted_templates or any(r.cut_chars or _names_failure(r.template) or names_trouble(r.template)
+                                         for r in view.rows):
             return None
         said = routine_sentence(view.rows[-1].ref)
     else:
@@ -264,8 +266,8 @@ def unsupported(rationale: str, view: SessionView, statements: list[_Statement] 
     network or service connection problem``); it holds when the line it cites names trouble anywhere in its text (a
     failure word, or a word of a rule that signals trouble), whatever words the model quoted of it: a quote is often
     a neighbouring word (``'exceeds'`` of "correctable errors exceeds threshold"), cut at 80 characters before the
-    failure word, or copied from the masked text the prompt showed. It is void when the line names none, or the
-    statement cites no line of the session."""
+    failure word, or copied from the masked text the prompt showed, or the line was cut at its end for the budget. It
+    is void when the line names none, or the statement cites no line of the session."""
     if view.source == "hdfs":  # HDFS rationales name failures by template (the knowledge base), not by quoted words
         return None
     void = []
@@ -273,8 +275,8 @@ def unsupported(rationale: str, view: SessionView, statements: list[_Statement] 
         ref, word, rule, row = st.ref, st.word, st.rule, st.row
         if rule is not None and rule.verdict == "normal":  # words called benign: not offered as evidence of trouble
             continue
-        if row is not None and (_names_failure(row.template) or names_trouble(row.template)):
-            return None
+        if row is not None and (row.cut_chars or _names_failure(row.template) or names_trouble(row.template)):
+            return None  # (a row cut at its end: what the cut part names is unknown, so not void)
         void.append(f"{ref} {word!r}: " + ("no such line" if row is None else "the line names no trouble"))
     if not void:
         return None

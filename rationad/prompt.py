@@ -290,8 +290,11 @@ def build_view(
     total = sum(count_tokens(_row_line(r)) + 1 for r in rows)
     dropped: set[str] = set()
     if total > budget:
-        # Evidence is judged on the whole template, before its end is cut off.
-        evidence = {r.ref: is_evidence(r.template) for r in rows}
+        # Evidence is judged on the whole template, before its end is cut off: a severity word, or words of a rule that
+        # signals trouble (a storm of "Segmentation fault" lines was dropped before one-off routine ones).
+        from rationad.template_rules import names_trouble
+
+        evidence = {r.ref: is_evidence(r.template) or names_trouble(r.template) for r in rows}
         # 1. Cut long rows to the per-row bound, so a few huge lines cannot spend the budget.
         rows = [_cut_row(r) for r in rows]
         cost = {r.ref: count_tokens(_row_line(r)) + 1 for r in rows}

@@ -412,3 +412,58 @@ def test_a_stated_count_of_thousands_of_digits_is_refuted_not_raised(said):
     retried, then dead-lettered; a cache entry holding it never deleted)."""
     view = build_view("hdfs", ["Receiving block blk_1 src: /10.0.0.1:1 dest: /10.0.0.1:2"] * 3)
     assert problems("L1 x3 receive start. " + said.format(n="9" * 5_000), view)
+
+
+WORDS = ("alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima mike november oscar papa quebec "
+         "romeo sierra tango uniform victor whiskey xray yankee zulu").split()
+
+
+def test_a_storm_of_trouble_lines_is_kept_before_one_off_routine_lines_and_never_called_routine():
+    """Found by review, failing before its fix: rows without a severity word were dropped first for the budget, so
+    200 "Segmentation fault (core dumped)" lines (words of a rule that signals trouble) went first, and the daemon
+    then wrote "none reports an error" over the rows left."""
+    from rationad.faithful import window_start
+
+    routine = [f"ciod: generated job {w} {x} on compute partition loaded program image" for w in WORDS
+               for x in WORDS[:2]][:40]
+    view = build_view("bgl", routine[:3] + ["Segmentation fault (core dumped)"] * 200 + routine[3:],
+                      max_prompt_tokens=1024)
+    assert view.omitted_templates and any("Segmentation fault" in r.template for r in view.rows)
+    assert window_start(view, "normal") is None  # rows were dropped: "none reports" is not the daemon's to say
+
+
+def test_a_row_cut_at_its_end_is_not_called_void_or_routine():
+    """Found by review, failing before its fix: a row cut to 240 characters for the budget was checked on its cut
+    text: an anomalous answer citing it was void (served normal) and "L6 reports an error" refuted, though the cut
+    part held "java.io.IOException: Connection reset by peer"."""
+    from rationad.answer import parse_completion
+    from rationad.faithful import checked, unsupported
+
+    long = ("Container launch context for application attempt on node manager host with environment settings and "
+            "classpath entries and local resources and tokens and service data and acls for the user and the queue "
+            "configuration of the cluster, result: java.io.IOException: Connection reset by peer")
+    msgs = [f"routine heartbeat item {chr(97 + i)}x{chr(98 + i)} status ok" for i in range(20)]
+    view = build_view("generic", msgs[:5] + [long] + msgs[5:], max_prompt_tokens=400)
+    ref = next(r.ref for r in view.rows if r.cut_chars)
+    text = (f"<think>{ref} contains 'Container launch context': the line reports a failed container launch. This "
+            "signals trouble: anomalous.</think>\n<answer>anomalous</answer>")
+    assert unsupported(checked(parse_completion(text, view), view).rationale, view) is None
+    assert problems(f"{ref} reports an error.", view) == []
+
+
+def test_the_daemon_writes_no_hdfs_tally_for_a_view_with_rows_dropped():
+    """Found by review, failing before its fix: the repeated lifecycle rows of a healthy write were dropped before
+    40 one-off lines naming the block, and the daemon wrote "Starts 0, received 0, ...; error lines 0" as the
+    session's counts."""
+    from rationad.facts import evidence
+
+    ip = "10.250.19.102"
+    lines = ["BLOCK* NameSystem.allocateBlock: /user/root/rand/part-00000. blk_-42",
+             *[f"Receiving block blk_-42 src: /{ip}:54106 dest: /{ip}:50010"] * 3,
+             *[f"Received block blk_-42 of size 91178 from /{ip}"] * 3,
+             *[f"PacketResponder {n} for block blk_-42 terminating" for n in range(3)],
+             *[f"BLOCK* NameSystem.addStoredBlock: blockMap updated: {ip}:50010 is added to blk_-42 size 91178"] * 3]
+    junk = [f"Client {w} {x} requested metadata of blk_-42 via the web console" for w in WORDS for x in WORDS[:2]]
+    view = build_view("hdfs", lines + junk[:40], max_prompt_tokens=1024)
+    assert view.omitted_templates and evidence(view) is None
+    assert evidence(build_view("hdfs", lines)).endswith("error lines 0.")  # a whole view keeps its walk
