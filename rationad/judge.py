@@ -108,6 +108,10 @@ class Judgement:
         return served_verdict(self.answer, self.score, threshold)
 
 
+# The one line of the model stage's probe (``Judge.probe_request``): routine in every dialect.
+PROBE_LINE = "rationad probe: service started"
+
+
 def _spelled_once(url: str | None) -> str:
     """``url`` as one spelling: scheme and host lower-cased, trailing slashes dropped (``http://vllm:8000/`` and
     ``HTTP://VLLM:8000`` gave every event and cache entry another id: replicas so configured, or a restart after a
@@ -205,6 +209,19 @@ class Judge:
         if view.templated:
             return rule_evidence(view) if self.write_rule else None
         return evidence(view) if self.write_walk else None
+
+    def probe_request(self) -> tuple[list[dict[str, str]], str | None]:
+        """(conversation, regex) of a request shaped like every real one, for a one-line session: the system prompt,
+        a quoted session, the answer regex, and the start the model is given where it is given one (a continued
+        assistant turn). The model stage asks it to tell a session whose own request fails from a server or a filter
+        refusing every real request (a one-word probe passed where every constrained request was refused, and every
+        session was dead-lettered)."""
+        view = build_view(self.source, [PROBE_LINE], max_prompt_tokens=self.cfg.max_prompt_tokens,
+                          count_tokens=self.client.count_tokens)
+        start = self.start(view)
+        conversation = [*build_messages(view), *([{"role": "assistant", "content": start}] if start else [])]
+        regex = (continued_regex(start) if start else answer_regex(None)) if self.cfg.constrain_output else None
+        return conversation, regex
 
     async def judge_many(self, sessions: Sequence[Session]) -> list[Judgement]:
         """Judge sessions; raises ``ModelError`` when the model cannot be reached (the caller retries)."""

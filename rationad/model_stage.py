@@ -47,7 +47,7 @@ OUTAGE_SPLIT_AFTER = 3
 # long: a rate limit that refuses every real request is waited out like an outage, one that always refuses one
 # session's request ends in a dead letter (model_failed) instead of pinning the partition.
 BUSY_PATIENCE_SECS = 600.0
-PROBE = [{"role": "user", "content": "ok"}]  # a minimal request: does the model answer at all?
+PROBE_TOKENS = 4  # the probe (``Judge.probe_request``) is shaped like a real request, and short
 
 Result = Judgement | DeadLetter
 
@@ -174,12 +174,12 @@ class ModelStage:
                         log.warning("session_rejected_by_model", key=p.session.key, error=str(exc))
                         return [(p, session_dead_letter(p.session, "model_rejected", str(exc),
                                                         attempts=p.attempts + 1))]
-                    # a minimal request is rejected too (e.g. a server started with --max-logprobs below the
+                    # the probe is rejected too (e.g. a server started with --max-logprobs below the
                     # daemon's): no session is at fault, none is dead-lettered; input pauses until it is fixed
                     self.block(f"model rejects every request: {exc}", by_requests=True)
                 elif exc.kind == "config":
                     # A filter in front of the server (a WAF's default deny) refuses a request for its content with
-                    # 403, as a rotated key is refused: the minimal request tells them apart. It answered: the key
+                    # 403, as a rotated key is refused: the probe request tells them apart. It answered: the key
                     # and URL are good and this content is refused, so the session alone is dead-lettered (its
                     # batch-mates judged) instead of the whole daemon paused and the batch retried for ever.
                     if not await self._model_answers():
@@ -231,10 +231,13 @@ class ModelStage:
             backoff = min(backoff * 2, MAX_BACKOFF_SECS)
 
     async def _model_answers(self) -> bool:
-        """Does the model answer a minimal request now? Tells a session whose own request keeps failing from an
-        outage, during which no session is dead-lettered."""
+        """Does the model answer a request shaped like the real ones (system prompt, a quoted one-line session, the
+        answer regex, a continued start: ``Judge.probe_request``) now? Tells a session whose own request keeps
+        failing from an outage, or from a server or filter that refuses every real request, during which no session
+        is dead-lettered."""
+        conversation, regex = self.judge.probe_request()
         try:
-            await self.judge.client.generate([PROBE], max_tokens=1, temperature=0.0, regex=None)
+            await self.judge.client.generate([conversation], max_tokens=PROBE_TOKENS, temperature=0.0, regex=regex)
         except asyncio.CancelledError:
             raise
         except Exception:  # noqa: BLE001 - any failure: not known to answer

@@ -149,3 +149,21 @@ async def test_the_real_server_holds_a_rewrite_to_the_verdict_it_is_given(vllm_s
     print("held:", [c.text for c in written], [c.text for c in closed])
     assert [parse_completion(c.text, v).verdict for c, v in zip(written, views, strict=True)] == held
     assert [c.text.rsplit("<answer>", 1)[1] for c in closed] == [f"{h}</answer>" for h in held]
+
+
+async def test_the_real_server_answers_the_model_stage_probe(vllm_server):
+    """The model stage's probe (``Judge.probe_request``) is shaped like a real request, a continued walk included:
+    the real server must answer it, or every session failing for its own content would pause the daemon instead."""
+    from rationad.model_stage import PROBE_TOKENS
+
+    cfg, client = await started_client(vllm_server, max_new_tokens=256)
+    try:
+        for source in ("hdfs", "bgl"):
+            judge = Judge(client, cfg, source, cache=None)
+            conversation, regex = judge.probe_request()
+            assert regex is not None and conversation[0]["role"] == "system"
+            assert (conversation[-1]["role"] == "assistant") == (source == "hdfs")  # the daemon's walk, continued
+            [done] = await client.generate([conversation], max_tokens=PROBE_TOKENS, temperature=0.0, regex=regex)
+            assert done.text.startswith("<think>"), done.text
+    finally:
+        await client.aclose()

@@ -287,9 +287,49 @@ async def test_a_minimal_request_answered_clears_a_block_set_by_rejected_request
     async def generate(*a, **kw):
         return []  # the minimal probe is answered
 
-    d.stage.judge = SimpleNamespace(judge_many=judge_many, client=SimpleNamespace(generate=generate))
+    d.stage.judge = SimpleNamespace(judge_many=judge_many, client=SimpleNamespace(generate=generate),
+                                    probe_request=lambda: ([{"role": "user", "content": "probe"}], None))
     d.stage.block("model rejects every request: 400", by_requests=True)
     session = Session(key="k", lines=[LogLine(key="k", message="m", raw="m", ts=0.0, offset=0)], close_reason="gap")
     [(_, result)] = await d.stage._judge([Pending(session=session, hold=None, closed_at=0.0,
                                                   is_revoked=lambda: False)])
     assert result.reason == "model_rejected" and d.stage.blocked is None
+
+
+@pytest.mark.parametrize("status", [400, 403, 500])
+async def test_a_server_refusing_every_constrained_request_dead_letters_no_session(status):
+    """Found by review, failing before its fix: the probe was one word with no system prompt, no answer regex and
+    one token, so a server or filter refusing what every real request carries (structured outputs, the <think>
+    text) answered it, and each session in turn was taken to be at fault: every session dead-lettered and
+    committed. The probe is shaped like a real request now: refused too, so nothing is dead-lettered."""
+    refused = {"n": 0}
+
+    def handler(request):
+        if request.url.path == "/health":
+            return httpx.Response(200)
+        if request.url.path == "/v1/models":
+            return httpx.Response(200, json={"data": [{"id": "m"}]})
+        if "structured_outputs" in json.loads(request.content):
+            refused["n"] += 1
+            return httpx.Response(status, json={"error": {"message": "refused"}})
+        return httpx.Response(200, json={"choices": [{"message": {"content": ANOMALOUS}}],
+                                         "usage": {"prompt_tokens": 1, "completion_tokens": 1}})
+
+    client = make_client(handler, served_model_name="m", max_retries=0, retry_backoff_secs=0.0)
+    s = td.settings(delivery={"max_attempts": 2})
+    recs = [Rec(0, td.line("a", "ERROR x")), Rec(1, td.line("a", "ERROR x")),
+            Rec(2, td.line("b", "INFO y")), Rec(3, td.line("b", "INFO y"))]
+    d, consumer, producer = td.make(s, [{td.TP: recs}], model=client)
+    task = asyncio.create_task(d.run())
+    try:
+        for _ in range(300):
+            await asyncio.sleep(0.01)
+            if refused["n"] >= 6:
+                break
+    finally:
+        d.request_stop()
+        await task
+        td._patch.undo()
+    assert refused["n"] >= 6
+    assert producer.on("rationad.dlq") == [] and producer.on("rationad.anomalies") == []
+    assert (td.final_commit(consumer) or 0) == 0
