@@ -183,7 +183,9 @@ class ModelStage:
                     # and URL are good and this content is refused, so the session alone is dead-lettered (its
                     # batch-mates judged) instead of the whole daemon paused and the batch retried for ever.
                     if not await self._model_answers():
-                        self.block(f"model misconfigured: {exc}")
+                        # by requests: a listing of models allowed where requests are refused (path-scoped auth, a
+                        # WAF) lifted it every health round, and readiness flapped
+                        self.block(f"model misconfigured: {exc}", by_requests=True)
                     elif len(batch) > 1:
                         return await self._split(batch)
                     else:

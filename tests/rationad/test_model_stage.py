@@ -333,3 +333,36 @@ async def test_a_server_refusing_every_constrained_request_dead_letters_no_sessi
     assert refused["n"] >= 6
     assert producer.on("rationad.dlq") == [] and producer.on("rationad.anomalies") == []
     assert (td.final_commit(consumer) or 0) == 0
+
+
+async def test_requests_refused_with_403_keep_input_paused_while_the_model_list_is_allowed():
+    """Found by review, failing before its fix: with every request refused (403, the probe too) but GET /v1/models
+    allowed (path-scoped auth, a WAF), the health round's model listing lifted the block every 10 s: readiness and
+    consumption flapped."""
+    from rationad import daemon as daemon_mod
+
+    def handler(request):
+        if request.url.path == "/health":
+            return httpx.Response(200)
+        if request.url.path == "/v1/models":
+            return httpx.Response(200, json={"data": [{"id": "m"}]})
+        return httpx.Response(403, json={"error": {"message": "forbidden"}})
+
+    td._patch.setattr(daemon_mod, "MODEL_HEALTH_INTERVAL_SECS", 0.3)
+    client = make_client(handler, served_model_name="m", max_retries=0, retry_backoff_secs=0.0)
+    d, consumer, producer = td.make(td.settings(model={"retry_backoff_secs": 1.0}),
+                                    [{td.TP: [Rec(0, td.line("a", "ERROR x")), Rec(1, td.line("a", "ERROR x"))]}],
+                                    model=client)
+    task = asyncio.create_task(d.run())
+    states = []
+    try:
+        for _ in range(60):
+            await asyncio.sleep(0.1)
+            if d._started and d.stage.blocked:
+                states.append(d._ready()[0])
+    finally:
+        d.request_stop()
+        await task
+        td._patch.undo()
+    assert len(states) > 30 and not any(states), states
+    assert producer.on("rationad.dlq") == [] and (td.final_commit(consumer) or 0) == 0
