@@ -173,6 +173,10 @@ class EngineClient:
         # first of them was sent)
         self._in_flight = 0
         self._progress = time.monotonic()
+        # A request was given up because the engine made no token for request_timeout_secs, and none has been made
+        # since: the engine is stuck (alive, not errored), and health says so, or the health round cleared the outage
+        # every 10 s and the liveness rule (restart an in-process engine down past server.stall_secs) never fired.
+        self._stuck = False
 
     def count_tokens(self, text: str) -> int:
         return self._count(text)
@@ -313,6 +317,7 @@ class EngineClient:
         async for out in llm.generate(engine_input, params, f"rationad-{uuid.uuid4().hex}", lora_request=self._lora):
             final = out
             self._progress = time.monotonic()  # a token made: the engine works
+            self._stuck = False
         return final
 
     async def _one(self, llm: Any, engine_input: Any, params: Any, prefix: str = "") -> Completion:
@@ -332,6 +337,7 @@ class EngineClient:
             while not task.done():
                 left = self._progress + timeout - time.monotonic()
                 if left <= 0:  # no token for timeout seconds: the engine is stuck, not busy
+                    self._stuck = True
                     raise ModelError(f"vLLM made no token within model.request_timeout_secs={timeout:g} s",
                                      kind="outage")
                 await asyncio.wait({task}, timeout=left)
@@ -355,9 +361,10 @@ class EngineClient:
         )
 
     async def check_health(self) -> bool:
-        """False before start, after aclose, and for good once the engine core has died."""
+        """False before start, after aclose, for good once the engine core has died, and while the engine is stuck
+        (a request given up for no token, none made since)."""
         llm = self._llm
-        if llm is None or self._is_dead(llm):
+        if llm is None or self._is_dead(llm) or self._stuck:
             return False
         try:
             await llm.check_health()

@@ -79,6 +79,23 @@ async def test_a_request_the_engine_never_finishes_times_out_as_an_outage(tmp_pa
     assert llm.closed == 2  # both requests given up, not left running
 
 
+async def test_a_stuck_engine_is_unhealthy_until_it_makes_a_token_again(tmp_path):
+    """Found by review, failing before its fix: an engine core alive but making no token passed vLLM's health check
+    (it only checks for an error), so the health round cleared each outage the requests reported within 10 s and
+    the liveness rule (restart an in-process engine down past server.stall_secs) never fired: its partitions stayed
+    wedged for good."""
+    llm = HungLLM()
+    client = EngineClient(ModelConfig(backend="vllm-engine", path=tmp_path, request_timeout_secs=0.2))
+    client._llm = llm
+    assert await client.check_health()
+    with pytest.raises(ModelError):
+        await asyncio.wait_for(generate(client), 120)
+    assert not await client.check_health()
+    client._llm = FakeLLM()  # the engine makes tokens again
+    assert [c.text for c in await generate(client)] == ["ok", "ok"]
+    assert await client.check_health()
+
+
 class QueuedLLM(FakeLLM):
     """An engine that runs one request at a time, each for ``secs``: the last of a batch waits its turn."""
 
