@@ -231,6 +231,19 @@ def test_prod_vllm_server_requests_a_gpu_and_serves_the_pvc_model():
     assert daemon["spec"]["replicas"] == 3
 
 
+def test_prod_overlay_ships_the_released_model_s_manifest():
+    """Found by review, failing before its fix: the overlay's manifest said 0.1.0 with no prompt version, so a daemon
+    serving the released 0.3.2 from the PVC stamped its events 0.1.0, keyed its cache so, and served without the
+    unfinished note, the daemon's walk and the rule sentence the model was trained with (the threshold still
+    0.3.2's). The daemon's identity and prompt come from this file in that overlay."""
+    from rationad.prompt import trained_with
+
+    shipped = json.loads((DEPLOY / "k8s/overlays/prod/model-manifest.json").read_text())
+    released = json.loads((ROOT / "models/rationad-smollm2-135m-lora/manifest.json").read_text())
+    assert shipped == released
+    assert trained_with(shipped["prompt_version"], "walk")
+
+
 # ---- Dockerfiles --------------------------------------------------------------------------------------------
 def instructions(path: Path) -> list[tuple[str, str]]:
     text = re.sub(r"\\\n", " ", path.read_text())
