@@ -155,6 +155,12 @@ class Daemon:
         self._joined = False
         self._paused = False
         self._last_loop = time.monotonic()
+        # Since when the main loop waits on the consumer group (joining, or a rebalance: from the revocation to the
+        # next assignment), None when it does not: aiokafka's fetch waits out a rebalance whatever its timeout, up to
+        # the group's rebalance timeout (kafka.session_timeout_ms) and the revocation's commit. That wait is not a
+        # stall: liveness and the systemd watchdog hold for it (a healthy daemon waiting on a member that did not
+        # rejoin was killed, and its own restart made the next rebalance wait again).
+        self._group_wait_since: float | None = None
         self.clock = steady  # the windows' wall clock, which never steps back (rationad.clock)
         self._last_commit = 0.0
         self._started = False  # the main loop has begun (start-up: model load, cache recovery, group join)
@@ -167,7 +173,7 @@ class Daemon:
         if not self._started:
             return True, "starting"  # start-up is bounded by the startup probe / systemd's TimeoutStartSec
         age = time.monotonic() - self._last_loop
-        if age > self.s.server.stall_secs:
+        if age > self.s.server.stall_secs and not self._waiting_on_group():
             return False, f"main loop stalled for {age:.0f}s"
         if self.s.model.backend == "vllm-engine" and self.stage.down_since is not None:
             down = time.monotonic() - self.stage.down_since
@@ -455,9 +461,12 @@ class Daemon:
         ]
         if self.templates is not None:
             workers.append(asyncio.create_task(self.templates.run_catalog(lambda: self.producer), name="catalog"))
+        workers.append(asyncio.create_task(self._watchdog_during_group_wait(), name="group-wait-watchdog"))
         ready_sent = False
         self._started = True
         self._last_loop = time.monotonic()
+        if not self._joined:
+            self._group_wait_since = self._last_loop
         try:
             while not self._stop.is_set():
                 await self._consume_once()
@@ -561,7 +570,23 @@ class Daemon:
             log.error("task_failed", task=task.get_name(), error=f"{type(exc).__name__}: {exc}", exc_info=exc)
 
     # ---- partitions ---------------------------------------------------------------------------------------
+    def _waiting_on_group(self) -> bool:
+        """The main loop waits on the consumer group (``_group_wait_since``), within what a rebalance may take: its
+        join and sync phases (each up to the rebalance timeout, kafka.session_timeout_ms) and the revocation's commit,
+        with 10 s to spare. Longer is a stall."""
+        since = self._group_wait_since
+        bound = 2 * self.s.kafka.session_timeout_ms / 1000 + COMMIT_TIMEOUT_SECS + 10.0
+        return since is not None and time.monotonic() - since < bound
+
+    async def _watchdog_during_group_wait(self) -> None:
+        """Pings the systemd watchdog while the main loop waits on the group (the main loop pings otherwise)."""
+        while True:
+            await asyncio.sleep(1.0)
+            if self._waiting_on_group():
+                self.notifier.watchdog()
+
     def _on_assigned(self, assigned) -> None:
+        self._group_wait_since = None
         for tp in assigned:
             self._parts[tp] = _Part(Sessionizer(self.spec, topic=tp.topic, partition=tp.partition,
                                                 on_late=self._on_late, on_future=self._on_future),
@@ -583,6 +608,7 @@ class Daemon:
                     max_future_secs=self.s.sessions.max_future_secs)
 
     async def _on_revoked(self, revoked) -> None:
+        self._group_wait_since = time.monotonic()  # a rebalance begins: the fetch waits until the next assignment
         parts = {tp: self._parts[tp] for tp in revoked if tp in self._parts}
         # Open sessions are dropped, not judged, and queued ones are skipped from now on, also while the commit below
         # is in flight (it may take seconds; marked after it, they were produced in the meantime, duplicates of the

@@ -1339,3 +1339,30 @@ async def test_the_model_client_closes_last_without_taking_the_others_budget(mon
     d.cache = Cache()
     await d._shutdown()
     assert order == ["cache", "model"]
+
+
+async def test_a_rebalance_wait_is_no_stall_for_liveness_or_the_watchdog():
+    """Found by review, failing before its fix: aiokafka's fetch waits out a rebalance whatever its timeout (up to
+    the group's rebalance timeout, kafka.session_timeout_ms, and the revocation's commit), and the main loop, the
+    only place that refreshed liveness and pinged the systemd watchdog, waited with it: a healthy daemon waiting on
+    a member that did not rejoin was killed (and its own restart made the next rebalance wait again)."""
+    import time
+
+    d, _, _ = make(settings(kafka={"session_timeout_ms": 45_000}), [])
+    pings = []
+    d.notifier.watchdog = lambda: pings.append(time.monotonic())
+    d._started = True
+    d._last_loop = time.monotonic() - 70  # past server.stall_secs (60)
+    assert not d._healthy()[0]
+    await d._on_revoked([])  # a rebalance begins: the fetch waits for the next assignment
+    assert d._healthy()[0]
+    task = asyncio.create_task(d._watchdog_during_group_wait())
+    await asyncio.sleep(1.2)
+    assert pings  # pinged while the main loop waits on the group
+    d._on_assigned([])
+    n = len(pings)
+    await asyncio.sleep(1.2)
+    task.cancel()
+    assert len(pings) == n and not d._healthy()[0]  # assigned: the main loop must run again
+    d._group_wait_since = time.monotonic() - (2 * 45 + 5 + 10)  # a wait longer than a rebalance may take
+    assert not d._healthy()[0]
