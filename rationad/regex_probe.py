@@ -67,8 +67,86 @@ except ImportError:  # pragma: no cover
     import sre_parse as _sre  # type: ignore[no-redef]
 
 
+_CANDIDATES = "a1 b.-_x!"  # tried in order for a character a negated class matches
+
+
+def _member(c: str, items) -> bool:
+    """Whether the set items of an ``IN`` (without its NEGATE) match ``c``."""
+    for op, av in items:
+        name = str(op)
+        if name == "LITERAL" and c == chr(av):
+            return True
+        if name == "RANGE" and av[0] <= ord(c) <= av[1]:
+            return True
+        if name == "CATEGORY":
+            test = {"CATEGORY_DIGIT": c.isdigit(), "CATEGORY_NOT_DIGIT": not c.isdigit(),
+                    "CATEGORY_SPACE": c.isspace(), "CATEGORY_NOT_SPACE": not c.isspace(),
+                    "CATEGORY_WORD": c.isalnum() or c == "_", "CATEGORY_NOT_WORD": not (c.isalnum() or c == "_")}
+            if test.get(str(av), False):
+                return True
+    return False
+
+
+def _class_chars(items) -> list[str]:
+    """Characters an ``IN`` matches: one of each member, or for a negated class (``[^,]``, ``[^\\s]``) one it lets
+    through (a negated class added none, so the probe never repeated it)."""
+    if items and str(items[0][0]) == "NEGATE":
+        return [next((c for c in _CANDIDATES if not _member(c, items[1:])), "a")]
+    out = []
+    for sub_op, sub_av in items:
+        sub = str(sub_op)
+        if sub == "LITERAL":
+            out.append(chr(sub_av))
+        elif sub == "RANGE":
+            out.append(chr(sub_av[0]))
+        elif sub == "CATEGORY":
+            out.append({"CATEGORY_DIGIT": "1", "CATEGORY_SPACE": " "}.get(str(sub_av), "a"))
+    return out
+
+
+def _sample(items) -> str:
+    """A short text one pass through ``items`` may match: one character per item, a repeat once (none when it may
+    be left out), a group's first branch."""
+    out = []
+    for op, av in items:
+        name = str(op)
+        if name == "LITERAL":
+            out.append(chr(av))
+        elif name == "NOT_LITERAL":
+            out.append("b" if chr(av) == "a" else "a")
+        elif name == "IN":
+            out.append((_class_chars(av) or ["a"])[0])
+        elif name == "ANY":
+            out.append("a")
+        elif name in ("MAX_REPEAT", "MIN_REPEAT", "POSSESSIVE_REPEAT"):
+            out.append(_sample(av[2]) if av[0] >= 1 else "")
+        elif name in ("SUBPATTERN", "ATOMIC_GROUP"):
+            out.append(_sample(av[-1]))
+        elif name == "BRANCH":
+            out.append(_sample(av[1][0]) if av[1] else "")
+    return "".join(out)
+
+
+MAX_PREFIXES = 4  # the pattern's own leading structure (``^\\d+ `` before ``(\\w+\\s?)+``), as probe line starts
+
+
+def _prefixes(pattern: str) -> list[str]:
+    """Texts that match the pattern's first items in sequence (its first item, its first two, ...): a pattern whose
+    bad part comes after some structure was never reached by lines that start with one literal run."""
+    items = list(_sre.parse(pattern))
+    out: list[str] = []
+    for i in range(1, len(items)):
+        head = _sample(items[:i])
+        if head and head not in out:
+            out.append(head)
+        if len(out) == MAX_PREFIXES:
+            break
+    return out
+
+
 def _pieces(pattern: str) -> tuple[list[str], list[str]]:
-    """(literal runs of the pattern, one character of each class or literal it may repeat)."""
+    """(literal runs of the pattern, then texts matching its first items in sequence; one character of each class or
+    literal it may repeat)."""
     literals: list[str] = []
     chars: list[str] = []
     run: list[str] = []
@@ -84,14 +162,9 @@ def _pieces(pattern: str) -> tuple[list[str], list[str]]:
                 literals.append("".join(run))
                 run.clear()
             if name == "IN":
-                for sub_op, sub_av in av:
-                    sub = str(sub_op)
-                    if sub == "LITERAL":
-                        chars.append(chr(sub_av))
-                    elif sub == "RANGE":
-                        chars.append(chr(sub_av[0]))
-                    elif sub == "CATEGORY":
-                        chars.append({"CATEGORY_DIGIT": "1", "CATEGORY_SPACE": " "}.get(str(sub_av), "a"))
+                chars.extend(_class_chars(av))
+            elif name == "NOT_LITERAL":
+                chars.append("b" if chr(av) == "a" else "a")
             elif name == "ANY":
                 chars.append("a")
             elif name in ("MAX_REPEAT", "MIN_REPEAT", "POSSESSIVE_REPEAT"):
@@ -106,7 +179,9 @@ def _pieces(pattern: str) -> tuple[list[str], list[str]]:
             run.clear()
 
     walk(_sre.parse(pattern))  # bounded: a pattern of many branches is probed by its first pieces
-    return list(dict.fromkeys(literals))[:MAX_LITERALS], list(dict.fromkeys(chars or ["a"]))[:MAX_CHARS]
+    starts = list(dict.fromkeys(literals))[:MAX_LITERALS]
+    starts += [p for p in _prefixes(pattern) if not any(s.startswith(p) for s in starts)]  # new starts only
+    return starts, list(dict.fromkeys(chars or ["a"]))[:MAX_CHARS]
 
 
 def subjects(pattern: str) -> list[str]:

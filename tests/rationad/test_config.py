@@ -257,6 +257,16 @@ def test_a_key_regex_that_backtracks_without_bound_fails_at_start(pattern):
         load_settings(input={"dialect": "generic", "key_regex": pattern}, sessions={"window_lines": 10})
 
 
+@pytest.mark.parametrize("pattern", [r"([^,]+)@", r"([^ ]+)@", r"^\d+ (\w+\s?)+ key=(\w+)"])
+def test_key_regexes_with_negated_classes_or_leading_structure_are_probed(pattern):
+    """Found by review, accepted before: a negated class ([^,]) added no character to the probe lines, so they never
+    repeated it (quadratic: 64 KiB took ~9 s); an exponential part after some structure (``^\\d+ ``) was never reached
+    by lines starting with one literal run (a 28-character line took 1.5 s, doubling per character)."""
+    from rationad.regex_probe import backtracks
+
+    assert backtracks(pattern) is not None, pattern
+
+
 def test_a_quadratic_key_regex_is_refused_by_its_growth_whatever_the_machine():
     r"""Found in CI (2026-12-06): with a fixed time limit alone, (\w+)@(\w+) passed on a fast idle machine (1.74 s on
     its 20,000-character line under a 2 s limit). A limit 100x this machine's time stands for a machine that much
@@ -272,7 +282,8 @@ def test_a_quadratic_key_regex_is_refused_by_its_growth_whatever_the_machine():
 def test_sound_key_regexes_pass_the_backtracking_probe():
     from rationad.regex_probe import backtracks
 
-    for pattern in (r"session=(\w+)", r"^(\S+)", r"\[(\w+)\]", r"(?:job|task)[_ ](\d+)", r"[A-Z]\w{0,63}-(\d+)"):
+    for pattern in (r"session=(\w+)", r"^(\S+)", r"\[(\w+)\]", r"(?:job|task)[_ ](\d+)", r"[A-Z]\w{0,63}-(\d+)",
+                    r"^\d+ \w+ key=(\w+)", r"user=([^,;\s]+)", r"\b(blk_-?\d+)\b"):
         assert backtracks(pattern) is None, pattern
 
 
