@@ -363,6 +363,15 @@ async def _label(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _not_template_level(settings: Settings) -> str | None:
+    """Why labels and the template catalog mean nothing under ``settings`` (None at template level): a daemon judging
+    whole sessions reads no label and writes no catalog (a label written there was confirmed, and never applied)."""
+    if settings.judge_level() == "template":
+        return None
+    return (f"judge.level is {settings.judge_level()!r} (input.dialect {settings.input.dialect!r}): labels and the "
+            "template catalog apply only to template-level judging; set judge.level = \"template\" to use them")
+
+
 def cmd_label(args: argparse.Namespace) -> int:
     problem = None
     if args.clear:
@@ -384,6 +393,9 @@ def cmd_label(args: argparse.Namespace) -> int:
         print(f"error: {problem}; nothing written", file=sys.stderr)
         return 2
     settings = _settings(args.config)
+    if not args.clear and (refused := _not_template_level(settings)):
+        print(f"error: {refused}; nothing written", file=sys.stderr)
+        return 2
     status, problem = _on_broker(settings, _label(settings, args))
     if problem:
         print(f"error: {problem}; no label was confirmed written", file=sys.stderr)
@@ -406,6 +418,9 @@ def cmd_templates(args: argparse.Namespace) -> int:
     from rationad.tail import format_event
 
     settings = _settings(args.config)
+    if refused := _not_template_level(settings):
+        print(f"error: {refused}", file=sys.stderr)
+        return 2
     found, problem = _on_broker(settings, _templates(settings))
     if problem:
         print(f"error: {problem}", file=sys.stderr)

@@ -76,7 +76,8 @@ async def test_labels_reach_a_running_book_and_a_fresh_one_and_clear(broker, tmp
     await running.start(timeout_secs=30)
     cfg = tmp_path / "c.toml"
     cfg.write_text(f"[kafka]\nbootstrap_servers = '{broker.bootstrap}'\n"
-                   f"[judge]\nlabels_topic = '{labels_topic}'\ntemplates_topic = '{templates_topic}'\n")
+                   f"[judge]\nlevel = 'template'\nlabels_topic = '{labels_topic}'\n"
+                   f"templates_topic = '{templates_topic}'\n")
     base = ["--config", str(cfg)]
     try:
         # An unseen template is refused, and nothing is written.

@@ -244,7 +244,8 @@ def broker_state(monkeypatch, tmp_path):
     state = {"stats": [TemplateStat(to_template(BGL_LINE), "anomalous", "model", "parity error", "m@1", 7, 1.0, 2.0,
                                     "r0")],
              "labels": [], "written": [], "config": tmp_path / "c.toml"}
-    state["config"].write_text("[judge]\nlabels_topic = 'ops.labels'\ntemplates_topic = 'ops.templates'\n")
+    state["config"].write_text("[judge]\nlevel = 'template'\nlabels_topic = 'ops.labels'\n"
+                               "templates_topic = 'ops.templates'\n")
 
     async def read_catalog(kafka, topic, timeout_secs=30):
         assert topic == "ops.templates"
@@ -366,9 +367,21 @@ def test_label_on_an_unreachable_broker_is_status_1(tmp_path, capsys):
     from rationad.cli import main
 
     cfg = tmp_path / "c.toml"
-    cfg.write_text("[kafka]\nbootstrap_servers = '127.0.0.1:1'\n")
+    cfg.write_text("[kafka]\nbootstrap_servers = '127.0.0.1:1'\n[input]\ndialect = 'bgl'\n")
     assert main(["label", BGL_LINE, "normal", "--reason", "x", "--by", "ada", "--config", str(cfg)]) == 1
     assert "kafka.bootstrap_servers: 127.0.0.1:1" in capsys.readouterr().err
+
+
+def test_labels_and_templates_are_refused_where_sessions_are_judged_whole(broker_state, capsys):
+    """Found by review, failing before its fix: with session-level judging (the hdfs default) no daemon reads labels,
+    yet ``rationad label --force`` wrote one and confirmed it."""
+    from rationad.cli import main
+
+    broker_state["config"].write_text("[judge]\nlabels_topic = 'ops.labels'\n")  # hdfs: session level
+    assert label_cli(broker_state, "kernel panic", "anomalous", "--reason", "page me", "--force") == 2
+    assert "judge.level is 'session'" in capsys.readouterr().err and broker_state["written"] == []
+    assert main(["templates", "--config", str(broker_state["config"])]) == 2
+    assert "judge.level is 'session'" in capsys.readouterr().err
 
 
 def test_templates_lists_json_lines_merged_with_labels(broker_state, capsys):
