@@ -226,6 +226,14 @@ def cmd_replay(args: argparse.Namespace) -> int:
     else:
         sessions_iter = replay.sessions_from_templates(path)
         source = args.source or ("spirit" if "spirit" in path.name.lower() else "bgl" if "bgl" in path.name.lower() else "generic")
+    if not raw_dialect:  # a file of the wrong shape fails now, not after the model engine has started
+        import itertools
+
+        try:
+            first = next(sessions_iter, None)
+        except (OSError, ValueError, KeyError, csv.Error) as exc:
+            raise ConfigError(f"replay: {path}: {exc}") from None
+        sessions_iter = itertools.chain([first] if first is not None else [], sessions_iter)
     if args.limit:
         import itertools
 
@@ -237,7 +245,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
     judge = replay.judge_by_template if level == "template" else replay.judge_sessions
     # A template CSV is the template-level task, one template a window: its threshold is the template level's.
     threshold = args.threshold or settings.judge.threshold("template" if args.dialect == "templates" else level)
-    out = open(args.out, "wb") if args.out else sys.stdout.buffer
+    try:
+        out = open(args.out, "wb") if args.out else sys.stdout.buffer
+    except OSError as exc:
+        raise ConfigError(f"--out: {exc}") from None
     try:
         scores, calls = asyncio.run(
             judge(sessions_iter, settings.model, source, out, use_cache=not args.no_cache,
@@ -276,10 +287,14 @@ def cmd_tail(args: argparse.Namespace) -> int:
             raise ConfigError(f"--key: {args.key!r} is not a regular expression: {exc}") from None
     settings = _settings(args.config)
     try:
-        asyncio.run(tail(settings, verdict=args.verdict, key=args.key, from_beginning=args.from_beginning,
-                         limit=args.limit, idle_exit_secs=args.idle_exit, as_json=args.json))
+        _, problem = _on_broker(settings, tail(settings, verdict=args.verdict, key=args.key,
+                                               from_beginning=args.from_beginning, limit=args.limit,
+                                               idle_exit_secs=args.idle_exit, as_json=args.json))
     except KeyboardInterrupt:
-        pass
+        return 0
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -486,3 +486,28 @@ def test_replay_with_labels_that_match_no_session_fails(tmp_path, monkeypatch, c
     code = cli.main(["replay", str(log), "--dialect", "hdfs", "--labels", str(labels), "--model-path",
                      str(tmp_path / "model")])
     assert seen == [None] and code == 2 and "names a replayed session" in capsys.readouterr().err
+
+
+def test_cli_commands_name_the_problem_instead_of_a_traceback(tmp_path, monkeypatch, capsys):
+    """Found by review, failing before its fix: ``rationad tail`` on an unreachable broker, ``replay --out`` into a
+    folder that does not exist, and ``replay`` of a template CSV without its column printed tracebacks, the last one
+    only after the model had started (tens of seconds)."""
+    from rationad import cli, replay
+
+    async def judge(sessions, *a, **kw):
+        raise AssertionError("the model must not start for a file of the wrong shape")
+
+    monkeypatch.setattr(replay, "judge_sessions", judge)
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[kafka]\nbootstrap_servers = '127.0.0.1:1'\n")
+    assert cli.main(["tail", "--config", str(cfg), "--idle-exit", "5"]) == 1
+    assert "error: kafka.bootstrap_servers: 127.0.0.1:1" in capsys.readouterr().err
+    bad = tmp_path / "t.csv"
+    bad.write_text("Template,Label\nfan failed,1\n")
+    assert cli.main(["replay", str(bad), "--dialect", "templates", "--model-path", str(tmp_path / "m")]) == 2
+    assert "EventTemplate column" in capsys.readouterr().err
+    good = tmp_path / "bgl.csv"
+    good.write_text("EventTemplate,Label\nfan failed,1\n")
+    assert cli.main(["replay", str(good), "--dialect", "templates", "--model-path", str(tmp_path / "m"),
+                     "--out", str(tmp_path / "no" / "such" / "v.jsonl")]) == 2
+    assert "error: --out:" in capsys.readouterr().err
