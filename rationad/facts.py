@@ -28,7 +28,7 @@ import re
 
 from rationad.hdfs_kb import match_hdfs
 from rationad.injection import mask
-from rationad.prompt import THINK_MAX_CHARS, SessionView
+from rationad.prompt import THINK_MAX_CHARS, SessionView, TemplateRow
 from rationad.template_rules import rule_sentence
 
 ROLE_ORDER = ("write_start", "write_done", "responder_done", "stored")  # the lifecycle the tally counts
@@ -42,11 +42,18 @@ MINOR_TAGS = ("routine", "unknown", "allocated", "re-replication")  # dropped fi
 CONCLUSION_CHARS = 300
 
 
+def shown(row: TemplateRow) -> str:
+    """A row's text as the prompt shows it: text addressed to the model masked. What code writes about a row reads
+    this, never the hidden text (a masked "<think>Received block ...</think>" counted as a received replica in the
+    daemon's tally, hiding a failed write)."""
+    return mask(row.template) if row.injected else row.template
+
+
 def hdfs_roles(view: SessionView) -> dict[str, tuple[str, int]]:
     """Lifecycle role (and ``allocate``) -> (first row naming it, total count of its rows)."""
     roles: dict[str, tuple[str, int]] = {}
     for row in view.rows:
-        t = match_hdfs(row.template)
+        t = match_hdfs(shown(row))
         if t is not None and (t.role in ROLE_ORDER or t.role == "allocate"):
             ref, n = roles.get(t.role, (row.ref, 0))
             roles[t.role] = (ref, n + row.count)
@@ -65,7 +72,7 @@ def hdfs_walk(view: SessionView, ignored: tuple[str, ...] = ()) -> list[str]:
         if row.ref in ignored:
             tag = "ignored text"
         else:
-            t = match_hdfs(row.template)
+            t = match_hdfs(shown(row))
             tag = "unknown" if t is None else f"ERROR {t.short}" if t.role == "error" else WALK_TAGS[t.role]
         out.append(f"{row.ref} x{row.count} {tag}")
     return out
@@ -113,7 +120,7 @@ def evidence(view: SessionView) -> str | None:
 def ignored_refs(view: SessionView) -> tuple[str, ...]:
     """The rows shown with text that addresses the model masked in them and no template of the knowledge base: the
     walk calls them "ignored text", as the injection-hardening rows of training do."""
-    return tuple(r.ref for r in view.rows if r.injected and match_hdfs(r.template) is None)
+    return tuple(r.ref for r in view.rows if r.injected and match_hdfs(shown(r)) is None)
 
 
 def walk_start(walk: list[str], counts: str) -> str | None:
@@ -156,4 +163,4 @@ def rule_evidence(view: SessionView) -> str | None:
     if not view.templated or len(view.rows) != 1:
         return None
     row = view.rows[0]
-    return "<think>" + " ".join(p for p in (rule_sentence(row.ref, row.template), neighbour_sentence(view)) if p)
+    return "<think>" + " ".join(p for p in (rule_sentence(row.ref, shown(row)), neighbour_sentence(view)) if p)

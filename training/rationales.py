@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from rationad.answer import parse_completion
-from rationad.facts import (hdfs_roles, hdfs_walk, neighbour_sentence, plain, routine_sentence, tally,
+from rationad.facts import (hdfs_roles, hdfs_walk, neighbour_sentence, plain, routine_sentence, shown, tally,
                             trouble_sentence, walk_start)
 from rationad.prompt import THINK_MAX_CHARS, SessionView, format_completion
 from rationad.template_rules import rule_sentence
@@ -60,7 +60,7 @@ def hdfs_signals(view: SessionView) -> HdfsSignals:
     errors: list[tuple[str, str, str]] = []
     benign: list[str] = []
     for row in view.rows:
-        t = match_hdfs(row.template)
+        t = match_hdfs(shown(row))
         if t is None:
             continue
         if t.role == "error":
