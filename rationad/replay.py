@@ -22,6 +22,7 @@ import contextlib
 import csv
 import gzip
 import io
+import math
 import random
 import sys
 from collections.abc import Iterable, Iterator
@@ -96,8 +97,9 @@ def sessions_from_log(
     parser = make_parser(input_cfg)
     # Replay's clock is the file's own event time (below), and nothing is committed: sessions.max_open_secs, a bound
     # in wall-clock time that keeps a daemon's committed offset moving, would cut a block's hours-long life into
-    # pieces here. Replay ignores it, whatever the config says. (sessions.max_future_secs is kept but cannot fire:
-    # the clock is the line's own time.)
+    # pieces here. Replay ignores it, whatever the config says. sessions.max_future_secs holds against that clock:
+    # a line dated past it (2099 in a 2008 file) is untimed, as the daemon takes it against its wall clock (taken as
+    # the clock, it closed every open session and made every later line late).
     spec = replace(resolve_spec(sessions_cfg, dialect), max_open_secs=None)
     windower = Sessionizer(spec, topic=str(path), partition=0)
     seen: dict[str, int] = {}
@@ -129,7 +131,9 @@ def sessions_from_log(
                 skipped.add(f"{path}:{n}", exc)
                 continue
             for line in lines:
-                clock = line.ts if line.ts is not None else clock
+                ahead = spec.max_future_secs if spec.max_future_secs is not None else math.inf
+                if line.ts is not None and (not clock or line.ts <= clock + ahead):
+                    clock = max(clock, line.ts)
                 yield from finish(windower.add(line, clock))
             if clock > ticked:  # as the daemon's tick: a key that logs no more closes by its gap, not at the end
                 ticked = clock  # (held open, it waited for an eviction that could cut a live session in two)

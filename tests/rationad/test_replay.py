@@ -137,3 +137,17 @@ def test_a_key_that_logs_no_more_closes_by_its_gap_as_in_the_daemon(tmp_path):
     out = list(replay.sessions_from_log(path, "hdfs", cfg, InputConfig(dialect="hdfs"), replay.Skipped()))
     got = {s.source_id: (len(s.lines), s.close_reason) for s in out}
     assert got["blk_1"] == (12, "end_of_input") and "blk_1#2" not in got and got["blk_2"][1] == "gap", got
+
+
+def test_a_line_dated_far_ahead_is_untimed_in_replay_as_in_the_daemon(tmp_path):
+    """Found by review, failing before its fix: replay's clock was each line's own time, so sessions.max_future_secs
+    could not fire: one line dated 2099 in a 2008 file closed every open session and made every later line late (a
+    block judged in pieces), where the daemon takes such a line as untimed against its wall clock."""
+    lines = [_hdfs(60 * i, "blk_1", f"step {i}") for i in range(1, 4)]
+    lines.insert(1, "991109 000000 148 INFO dfs.DataNode: far ahead blk_2")
+    path = tmp_path / "hdfs.log"
+    path.write_text("\n".join(lines) + "\n")
+    out = list(replay.sessions_from_log(path, "hdfs", SessionsConfig(), InputConfig(dialect="hdfs"),
+                                        replay.Skipped()))
+    got = sorted((s.key, s.close_reason, len(s.lines)) for s in out)
+    assert got == [("blk_1", "end_of_input", 3), ("blk_2", "end_of_input", 1)], got
