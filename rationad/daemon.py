@@ -948,7 +948,8 @@ class Daemon:
             # sessions (an HDFS delete naming 100 blocks sits on one block's partition): only multi-line sessions count.
             if len(s.lines) > 1 and s.key != BGL_STREAM_KEY:
                 self._check_split(s)
-            nbytes = sum(map(line_bytes, s.lines))
+            # its earlier revisions' lines too (up to sessions.max_lines): held with it until its event is acknowledged
+            nbytes = sum(map(line_bytes, s.lines)) + sum(map(line_bytes, s.context))
             hold = self.delivery.hold(part.offsets, s.first_offset, nbytes)
             self.metrics.sessions_closed.labels(s.close_reason).inc()
             if self.templates is not None:

@@ -1366,3 +1366,19 @@ async def test_a_rebalance_wait_is_no_stall_for_liveness_or_the_watchdog():
     assert len(pings) == n and not d._healthy()[0]  # assigned: the main loop must run again
     d._group_wait_since = time.monotonic() - (2 * 45 + 5 + 10)  # a wait longer than a rebalance may take
     assert not d._healthy()[0]
+
+
+def test_a_pending_session_holds_the_bytes_of_its_context_too():
+    """Found by review, failing before its fix: a later revision's held bytes counted its own lines only, not the
+    earlier revisions' lines it carries into its prompt (up to sessions.max_lines), outside the backpressure bound."""
+    from rationad.daemon import _Part
+    from rationad.records import LogLine, Session
+    from rationad.windows import Sessionizer, line_bytes
+
+    d, _, _ = make(settings(), [])
+    part = _Part(Sessionizer(d.spec, topic=TP.topic, partition=TP.partition))
+    d.stage.submit = lambda p: None
+    context = [LogLine("k", "INFO x", "INFO x " + "y" * 1_000, offset=o) for o in range(5)]
+    own = LogLine("k", "INFO z", "INFO z", offset=9)
+    d._submit([Session(key="k", lines=[own], close_reason="max_open", revision=2, context=context)], part, 0.0)
+    assert d.delivery.held_bytes == line_bytes(own) + sum(map(line_bytes, context))
