@@ -120,7 +120,8 @@ def fit(dl: DeadLetter, max_bytes: int) -> DeadLetter:
     headers = list(dl.headers) + marks
     own = {k: v for k, v in dl.headers if k in OWN_HEADERS}  # ours come last: an input's header of the same name loses
     if record_bytes(key, b"", headers) > max_bytes:  # the input's own headers are too large: keep only ours
-        headers = [(k, v[:MAX_REASON_CHARS]) for k, v in own.items()] + marks
+        # cut at a character, not inside one: a reason of 500 characters can be 2,000 bytes of UTF-8
+        headers = [(k, v[:MAX_REASON_CHARS].decode("utf-8", "ignore").encode()) for k, v in own.items()] + marks
         headers.append(("rationad-headers-dropped", b"true"))
     room = max(0, max_bytes - record_bytes(key, b"", headers))
     # A session dead letter is our JSON (cut line by line); a parse dead letter carries the input's value (a prefix).

@@ -86,3 +86,15 @@ def test_a_session_dead_letter_with_a_long_key_stays_valid_json_when_cut():
         assert dict(dl.headers)["rationad-truncated"] == b"true"
         if limit > 2_400:
             assert body["session"]["key"] == key[:256] and len(body["error"]) == 500, limit
+
+
+def test_our_headers_cut_to_fit_end_at_a_character():
+    """Found by review, failing before its fix: when the input's own headers did not fit, ours were cut to 500 bytes,
+    inside a character of a reason in another script (500 characters can be 2,000 bytes): invalid UTF-8."""
+    from rationad.dlq import bad_record, fit
+
+    dl = bad_record(b"k", b"v", [("big", b"x" * 20_000)], error_type="bad_json", reason="a" + "é" * 400, topic="logs",
+                    partition=0, offset=7)
+    cut = fit(dl, 4_096)
+    reason = dict(cut.headers)["rationad-error-reason"]
+    assert reason.decode("utf-8") == "a" + "é" * 249 and dict(cut.headers)["rationad-headers-dropped"] == b"true"
