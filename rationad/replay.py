@@ -25,6 +25,7 @@ import io
 import math
 import random
 import sys
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -97,9 +98,9 @@ def sessions_from_log(
     parser = make_parser(input_cfg)
     # Replay's clock is the file's own event time (below), and nothing is committed: sessions.max_open_secs, a bound
     # in wall-clock time that keeps a daemon's committed offset moving, would cut a block's hours-long life into
-    # pieces here. Replay ignores it, whatever the config says. sessions.max_future_secs holds against that clock:
-    # a line dated past it (2099 in a 2008 file) is untimed, as the daemon takes it against its wall clock (taken as
-    # the clock, it closed every open session and made every later line late).
+    # pieces here. Replay ignores it, whatever the config says. sessions.max_future_secs holds against the wall clock,
+    # as in the daemon: a line dated past it (2099 in a 2008 file) is untimed and never the clock (taken as the
+    # clock, it closed every open session and made every later line late).
     spec = replace(resolve_spec(sessions_cfg, dialect), max_open_secs=None)
     windower = Sessionizer(spec, topic=str(path), partition=0)
     seen: dict[str, int] = {}
@@ -122,6 +123,9 @@ def sessions_from_log(
             yield s
 
     clock = ticked = 0.0
+    # Past this a line is untimed, as the daemon holds it against its wall clock (the file's newest time instead
+    # froze the clock after any quiet spell longer than max_future_secs: a weekend, days of logs joined together).
+    horizon = time.time() + (spec.max_future_secs if spec.max_future_secs is not None else math.inf)
     with open_text(path) as f:
         for n, text in enumerate(f, start=1):
             text = text.removesuffix("\n").removesuffix("\r")
@@ -131,8 +135,7 @@ def sessions_from_log(
                 skipped.add(f"{path}:{n}", exc)
                 continue
             for line in lines:
-                ahead = spec.max_future_secs if spec.max_future_secs is not None else math.inf
-                if line.ts is not None and (not clock or line.ts <= clock + ahead):
+                if line.ts is not None and line.ts <= horizon:
                     clock = max(clock, line.ts)
                 yield from finish(windower.add(line, clock))
             if clock > ticked:  # as the daemon's tick: a key that logs no more closes by its gap, not at the end

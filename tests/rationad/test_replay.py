@@ -151,3 +151,20 @@ def test_a_line_dated_far_ahead_is_untimed_in_replay_as_in_the_daemon(tmp_path):
                                         replay.Skipped()))
     got = sorted((s.key, s.close_reason, len(s.lines)) for s in out)
     assert got == [("blk_1", "end_of_input", 3), ("blk_2", "end_of_input", 1)], got
+
+
+def test_a_quiet_spell_longer_than_max_future_secs_keeps_replay_s_clock_moving(tmp_path):
+    """Found by review of the fix above: holding max_future_secs against the file's newest time froze the clock
+    after any quiet spell longer than a day, and every later line lost its time (two lifecycles of a block judged
+    as one). Held against the wall clock, as the daemon does."""
+    day9 = [_hdfs(60, "blk_1", "step")]
+    day11 = [line.replace("081109", "081111") for line in
+             [_hdfs(60, "blk_7", "a"), _hdfs(120, "blk_7", "b"), _hdfs(7200, "blk_7", "c"), _hdfs(7300, "blk_8", "d")]]
+    path = tmp_path / "hdfs.log"
+    path.write_text("\n".join(day9 + day11) + "\n")
+    out = list(replay.sessions_from_log(path, "hdfs", SessionsConfig(gap_secs=1800), InputConfig(dialect="hdfs"),
+                                        replay.Skipped()))
+    got = sorted((s.source_id, s.close_reason, len(s.lines)) for s in out)
+    assert got == [("blk_1", "gap", 1), ("blk_7", "gap", 2), ("blk_7#2", "end_of_input", 1),
+                   ("blk_8", "end_of_input", 1)]
+    assert all(x.ts is not None for s in out for x in s.lines)
