@@ -288,11 +288,13 @@ def operating_points_table(pairs: list[tuple[float, bool]], threshold: float | N
         rows[threshold] = (rows.get(threshold, "") + " configured").strip()
     lines = [f"PR curve ({len(pairs)} labelled, scored; {pos} anomalous; average precision "
              f"{average_precision(curve):.4f}): verdict anomalous when score >= threshold",
-             f"{'threshold':>12} {'precision':>9} {'recall':>7} {'F1':>6} {'flagged':>8} {'tp':>6} {'fp':>6} {'fn':>6}"]
+             f"{'threshold':>20} {'precision':>9} {'recall':>7} {'F1':>6} {'flagged':>8} {'tp':>6} {'fp':>6} {'fn':>6}"]
     for t in sorted(rows):
         p = at_threshold(curve, t, pos, neg)
         precision = f"{p.precision:>9.4f}" if p.flagged else f"{'-':>9}"
-        lines.append(f"{t:>12.8g} {precision} {p.recall:>7.4f} {p.f1:>6.4f} {p.flagged:>8} {p.tp:>6} "
+        # every digit a threshold needs (the shortest repr): near 1, eight digits printed scores of 0.9999999999 and
+        # 0.9999999997 both as "1", and "1" copied into judge.threshold_* flagged only scores of exactly 1.0
+        lines.append(f"{t!r:>20} {precision} {p.recall:>7.4f} {p.f1:>6.4f} {p.flagged:>8} {p.tp:>6} "
                      f"{p.fp:>6} {p.fn:>6}  {rows[t]}".rstrip())
     return "\n".join(lines)
 
@@ -486,7 +488,7 @@ async def judge_by_template(
                 decision = book.decide(us)
                 assert decision is not None  # every template was judged (or failed) above
                 ev = build_template_event(s, decision, model, source=source, threshold=threshold)
-                scores.add(s.label, decision.verdict, True, decision.score)
+                scores.add(s.label, decision.verdict, ev["grounded"], decision.score)
                 if decision.unjudged:  # a template of it has no verdict: the window counts as not well-formed
                     scores.malformed += 1
                 rec = {"id": s.source_id or s.key, "verdict": decision.verdict,

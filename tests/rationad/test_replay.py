@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import io
+
+import orjson
+import pytest
+
 from rationad import replay
-from rationad.config import InputConfig, SessionsConfig
+from rationad.config import InputConfig, ModelConfig, SessionsConfig
 
 
 def _hdfs(day_secs: int, block: str, text: str) -> str:
@@ -168,3 +173,31 @@ def test_a_quiet_spell_longer_than_max_future_secs_keeps_replay_s_clock_moving(t
     assert got == [("blk_1", "gap", 1), ("blk_7", "gap", 2), ("blk_7#2", "end_of_input", 1),
                    ("blk_8", "end_of_input", 1)]
     assert all(x.ts is not None for s in out for x in s.lines)
+
+
+async def test_template_level_replay_counts_ungrounded_windows_in_its_summary(tmp_path):
+    """Found by review, failing before its fix: at template level every window was counted grounded in the summary,
+    whatever its own record said."""
+    from tests.rationad.fakes import FakeModel
+
+    bad = "<think>L1: ERROR line; see also L7: the operation failed.</think>\n<answer>anomalous</answer>"
+    model = FakeModel(lambda t: bad if "ERROR" in t else "<think>L1: routine line; nothing failed.</think>\n"
+                      "<answer>normal</answer>")
+    path = tmp_path / "app.log"
+    path.write_text("INFO ok 1\nERROR disk sda1 failed\nINFO ok 2\n")
+    sessions = replay.sessions_from_log(path, "generic", SessionsConfig(mode="fixed", window_lines=1),
+                                        InputConfig(dialect="generic"), replay.Skipped())
+    out = io.BytesIO()
+    scores, _ = await replay.judge_by_template(sessions, ModelConfig(), "generic", out, use_cache=True, client=model,
+                                               threshold=0.5)
+    recs = [orjson.loads(x) for x in out.getvalue().splitlines()]
+    assert [r["grounded"] for r in recs] == [True, False, True]
+    assert scores.summary()["grounded_rate"] == pytest.approx(2 / 3, abs=1e-4)
+
+
+def test_the_pr_table_prints_every_digit_a_threshold_needs():
+    """Found by review, failing before its fix: eight significant digits printed 0.9999999999 and 0.9999999997 both as
+    "1"; "1" copied into judge.threshold_* flags only scores of exactly 1.0."""
+    pairs = [(0.9999999999, True), (0.9999999997, True), (0.999999999, False), (0.2, False)]
+    table = replay.operating_points_table(pairs, 0.5)
+    assert "0.9999999999 " in table and "0.9999999997 " in table
