@@ -177,10 +177,12 @@ def replay_overrides(args: argparse.Namespace) -> dict:
         overrides["sessions"] = sessions
     raw_dialect = args.dialect in ("hdfs", "bgl", "generic")
     if raw_dialect:
-        # a file is read whole: no topics, so no repartitioning (whose record-size rules would refuse 1 MiB lines).
-        # Records of a JSON input, exported one per line, are read as the daemon reads them (--format json: its
-        # message, key and time fields); raw lines leave those settings of a JSON config aside.
-        inp = {"dialect": args.dialect, "format": args.format, "max_record_bytes": 1 << 20, "repartition": "never"}
+        # a file is read whole: no topics, so no repartitioning. input.max_record_bytes is the configured one: a
+        # longer line is skipped (reported), as the daemon dead-letters it (replay read lines of up to 1 MiB, and
+        # judged sessions holding lines the daemon never judges). Records of a JSON input, exported one per line, are
+        # read as the daemon reads them (--format json: its message, key and time fields); raw lines leave those
+        # settings of a JSON config aside.
+        inp = {"dialect": args.dialect, "format": args.format, "repartition": "never"}
         if args.format == "text":
             inp |= {"json_key_field": None, "timestamp_field": None}
         if args.key_regex:

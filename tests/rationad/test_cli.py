@@ -511,3 +511,22 @@ def test_cli_commands_name_the_problem_instead_of_a_traceback(tmp_path, monkeypa
     assert cli.main(["replay", str(good), "--dialect", "templates", "--model-path", str(tmp_path / "m"),
                      "--out", str(tmp_path / "no" / "such" / "v.jsonl")]) == 2
     assert "error: --out:" in capsys.readouterr().err
+
+
+def test_replay_skips_a_line_the_daemon_dead_letters_as_too_large(tmp_path, monkeypatch, capsys):
+    """Found by review, failing before its fix: replay raised input.max_record_bytes to 1 MiB and judged a 100 KB
+    line inside its session, which the daemon dead-letters (too_large): the two judged different sessions."""
+    from rationad import cli, replay
+
+    seen = []
+
+    async def judge(sessions, *a, **kw):
+        seen.extend(len(s.lines) for s in sessions)
+        return replay.Scores(), 0
+
+    monkeypatch.setattr(replay, "judge_sessions", judge)
+    log = tmp_path / "hdfs.log"
+    head = "081109 203615 148 INFO dfs.DataNode$DataXceiver: Receiving block blk_1 src: /10.0.0.1:1 dest: /10.0.0.1:2"
+    log.write_text(head + "\n" + head + " " + "x" * 100_000 + "\n")
+    assert cli.main(["replay", str(log), "--dialect", "hdfs", "--model-path", str(tmp_path / "m")]) == 0
+    assert seen == [1] and "too_large" in capsys.readouterr().err
