@@ -90,6 +90,27 @@ class Skipped:
             self.examples.append(f"{where}: {exc.reason}: {exc.detail}")
 
 
+def _records(f: Iterable[str], parser, input_cfg: InputConfig) -> Iterator[tuple[int, str]]:
+    """(line number of its first line, record) of a text log: a line that does not start an entry of the dialect (a
+    stack trace's ``\\tat ...``) joins the entry before it, as the lines of one Kafka record do in the daemon (an
+    exported multi-line record is several lines of the file: each was parsed alone, its continuation lines skipped
+    or judged as entries of their own). Never past input.max_record_bytes; one line a record for JSON input."""
+    joins = input_cfg.format == "text"
+    pending: str | None = None
+    first = 0
+    for n, text in enumerate(f, start=1):
+        text = text.removesuffix("\n").removesuffix("\r")
+        if (pending is not None and joins and not parser._starts_entry(text)
+                and len(pending) + len(text) < input_cfg.max_record_bytes):
+            pending += "\n" + text
+            continue
+        if pending is not None:
+            yield first, pending
+        pending, first = text, n
+    if pending is not None:
+        yield first, pending
+
+
 def sessions_from_log(
     path: Path, dialect: str, sessions_cfg: SessionsConfig, input_cfg: InputConfig, skipped: Skipped,
     labels: dict[str, str] | None = None,
@@ -127,8 +148,7 @@ def sessions_from_log(
     # froze the clock after any quiet spell longer than max_future_secs: a weekend, days of logs joined together).
     horizon = time.time() + (spec.max_future_secs if spec.max_future_secs is not None else math.inf)
     with open_text(path) as f:
-        for n, text in enumerate(f, start=1):
-            text = text.removesuffix("\n").removesuffix("\r")
+        for n, text in _records(f, parser, input_cfg):
             try:
                 lines = parser.parse(text.encode("utf-8", "surrogateescape"), topic=str(path), offset=n)
             except BadRecord as exc:

@@ -201,3 +201,18 @@ def test_the_pr_table_prints_every_digit_a_threshold_needs():
     pairs = [(0.9999999999, True), (0.9999999997, True), (0.999999999, False), (0.2, False)]
     table = replay.operating_points_table(pairs, 0.5)
     assert "0.9999999999 " in table and "0.9999999997 " in table
+
+
+def test_continuation_lines_of_an_exported_record_join_their_entry_as_in_the_daemon(tmp_path):
+    """Found by review, failing before its fix: an exported multi-line record (a stack trace) is several lines of
+    the file, and replay parsed each alone: the trace lines were skipped (or judged as entries of their own), where
+    the daemon judges them with the entry they continue."""
+    inp = InputConfig(dialect="generic", key_regex=r"req=(\w+)")
+    path = tmp_path / "range.log"
+    path.write_text("INFO req=41 upload started\nERROR req=42 upload failed: java.io.IOException: disk full\n"
+                    "\tat org.x.Store.write(Store.java:88)\n\tat org.x.Up.run(Up.java:12)\nINFO req=43 done\n")
+    skipped = replay.Skipped()
+    out = {s.key: s for s in replay.sessions_from_log(path, "generic", SessionsConfig(gap_secs=60), inp, skipped)}
+    assert skipped.count == 0 and sorted(out) == ["41", "42", "43"]
+    [line] = out["42"].lines
+    assert line.message.endswith("\tat org.x.Up.run(Up.java:12)") and line.offset == 2
