@@ -292,7 +292,7 @@ def cmd_tail(args: argparse.Namespace) -> int:
         _, problem = _on_broker(settings, tail(settings, verdict=args.verdict, key=args.key,
                                                from_beginning=args.from_beginning, limit=args.limit,
                                                idle_exit_secs=args.idle_exit, as_json=args.json))
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, BrokenPipeError):
         return 0
     if problem:
         print(f"error: {problem}", file=sys.stderr)
@@ -307,6 +307,8 @@ def _on_broker(settings: Settings, coro: Coroutine[Any, Any, T]) -> tuple[T | No
 
     try:
         return asyncio.run(coro), None
+    except BrokenPipeError:  # the reader of our output went away (``rationad tail | head``): not the broker's doing
+        raise
     except (OSError, TimeoutError, KafkaError) as exc:
         return None, f"kafka.bootstrap_servers: {settings.kafka.bootstrap_servers}: {exc}"
 

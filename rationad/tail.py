@@ -95,10 +95,13 @@ def matches(event: dict[str, Any], verdict: str | None, key: re.Pattern[str] | N
 
 async def tail(
     settings: Settings, *, verdict: str | None = None, key: str | None = None, from_beginning: bool = False,
-    limit: int | None = None, idle_exit_secs: float | None = None, as_json: bool = False, out: IO[str] = sys.stdout,
+    limit: int | None = None, idle_exit_secs: float | None = None, as_json: bool = False, out: IO[str] | None = None,
 ) -> int:
-    """Print matching events until interrupted, ``limit`` events, or ``idle_exit_secs`` without any."""
+    """Print matching events until interrupted, ``limit`` events, or ``idle_exit_secs`` without any (to ``out``,
+    standard output as it is when called)."""
     from aiokafka import AIOKafkaConsumer
+
+    out = out if out is not None else sys.stdout
 
     pattern = re.compile(key) if key else None
     colour = out.isatty() and not as_json

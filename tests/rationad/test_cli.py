@@ -530,3 +530,20 @@ def test_replay_skips_a_line_the_daemon_dead_letters_as_too_large(tmp_path, monk
     log.write_text(head + "\n" + head + " " + "x" * 100_000 + "\n")
     assert cli.main(["replay", str(log), "--dialect", "hdfs", "--model-path", str(tmp_path / "m")]) == 0
     assert seen == [1] and "too_large" in capsys.readouterr().err
+
+
+def test_tail_into_a_closed_pipe_ends_quietly(tmp_path, monkeypatch, capsys):
+    """Found by review of the change above, failing before its fix: ``rationad tail | head`` ended with exit 1
+    blaming kafka.bootstrap_servers for the reader's closed pipe (BrokenPipeError is an OSError); and tail's output
+    was bound to standard output as it was at import."""
+    from rationad import cli, tail
+
+    async def closed_pipe(*a, **kw):
+        print("event 1", flush=True)
+        raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(tail, "tail", closed_pipe)
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[kafka]\nbootstrap_servers = 'kafka:9092'\n")
+    assert cli.main(["tail", "--config", str(cfg)]) == 0
+    assert "kafka.bootstrap_servers" not in capsys.readouterr().err
