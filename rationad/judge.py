@@ -52,7 +52,7 @@ from rationad.neighbours import ModelNeighbours, for_model
 from rationad.prompt import (PROMPT_RULE, PROMPT_UNFINISHED, PROMPT_VERSION, PROMPT_WALK, VERDICTS, SessionView,
                              answer_regex, answer_words, build_messages, build_view, cache_key, continued_regex,
                              trained_with, view_of)
-from rationad.records import Session
+from rationad.records import LogLine, Session
 from rationad.template_rules import template_rules
 
 MALFORMED_RETRY_TEMPERATURE = 0.7
@@ -210,14 +210,16 @@ class Judge:
             return rule_evidence(view) if self.write_rule else None
         return evidence(view) if self.write_walk else None
 
-    def probe_request(self) -> tuple[list[dict[str, str]], str | None]:
-        """(conversation, regex) of a request shaped like every real one, for a one-line session: the system prompt,
-        a quoted session, the answer regex, and the start the model is given where it is given one (a continued
-        assistant turn). The model stage asks it to tell a session whose own request fails from a server or a filter
-        refusing every real request (a one-word probe passed where every constrained request was refused, and every
-        session was dead-lettered)."""
-        view = build_view(self.source, [PROBE_LINE], max_prompt_tokens=self.cfg.max_prompt_tokens,
-                          count_tokens=self.client.count_tokens)
+    def probe_request(self, templated: bool = False) -> tuple[list[dict[str, str]], str | None]:
+        """(conversation, regex) of a request shaped like every real one, for a one-line session (``templated``: a
+        template of the template-level task, with its neighbours where the model has them): the system prompt, a
+        quoted session, the answer regex, and the start the model is given where it is given one (a continued
+        assistant turn: an HDFS walk, a template's rule sentence). The model stage asks it to tell a session whose own
+        request fails from a server or a filter refusing every real request (a one-word probe passed where every
+        constrained request was refused, and every session was dead-lettered)."""
+        line = LogLine(key="probe", message=PROBE_LINE, raw=PROBE_LINE)
+        view = self.view(Session(key="probe", lines=[line], close_reason="template" if templated else "gap",
+                                 extra={"templated": True} if templated else {}))
         start = self.start(view)
         conversation = [*build_messages(view), *([{"role": "assistant", "content": start}] if start else [])]
         regex = (continued_regex(start) if start else answer_regex(None)) if self.cfg.constrain_output else None

@@ -169,7 +169,7 @@ class ModelStage:
                 if exc.kind == "rejected":
                     if len(batch) > 1:
                         return await self._split(batch)
-                    if await self._model_answers():  # this session's request is at fault
+                    if await self._model_answers(batch[0]):  # this session's request is at fault
                         p = batch[0]
                         log.warning("session_rejected_by_model", key=p.session.key, error=str(exc))
                         return [(p, session_dead_letter(p.session, "model_rejected", str(exc),
@@ -182,7 +182,7 @@ class ModelStage:
                     # 403, as a rotated key is refused: the probe request tells them apart. It answered: the key
                     # and URL are good and this content is refused, so the session alone is dead-lettered (its
                     # batch-mates judged) instead of the whole daemon paused and the batch retried for ever.
-                    if not await self._model_answers():
+                    if not await self._model_answers(batch[0]):
                         # by requests: a listing of models allowed where requests are refused (path-scoped auth, a
                         # WAF) lifted it every health round, and readiness flapped
                         self.block(f"model misconfigured: {exc}", by_requests=True)
@@ -209,7 +209,7 @@ class ModelStage:
                         if exc.busy:
                             busy_since = busy_since if busy_since is not None else steady()
                         patient = exc.busy and steady() - busy_since < BUSY_PATIENCE_SECS
-                        if not patient and await self._model_answers():
+                        if not patient and await self._model_answers(batch[0]):
                             p = batch[0]
                             p.attempts += 1
                             log.warning("session_fails_while_model_answers", key=p.session.key,
@@ -232,12 +232,12 @@ class ModelStage:
             await asyncio.sleep(backoff * (0.5 + random.random()))
             backoff = min(backoff * 2, MAX_BACKOFF_SECS)
 
-    async def _model_answers(self) -> bool:
+    async def _model_answers(self, like: Pending) -> bool:
         """Does the model answer a request shaped like the real ones (system prompt, a quoted one-line session, the
         answer regex, a continued start: ``Judge.probe_request``) now? Tells a session whose own request keeps
         failing from an outage, or from a server or filter that refuses every real request, during which no session
-        is dead-lettered."""
-        conversation, regex = self.judge.probe_request()
+        is dead-lettered. Shaped like ``like``'s request: a template of the template-level task, or a session."""
+        conversation, regex = self.judge.probe_request(templated=bool(like.session.extra.get("templated")))
         try:
             await self.judge.client.generate([conversation], max_tokens=PROBE_TOKENS, temperature=0.0, regex=regex)
         except asyncio.CancelledError:

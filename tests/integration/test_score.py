@@ -158,11 +158,12 @@ async def test_the_real_server_answers_the_model_stage_probe(vllm_server):
 
     cfg, client = await started_client(vllm_server, max_new_tokens=256)
     try:
-        for source in ("hdfs", "bgl"):
+        for source, templated in (("hdfs", False), ("bgl", False), ("bgl", True)):
             judge = Judge(client, cfg, source, cache=None)
-            conversation, regex = judge.probe_request()
+            conversation, regex = judge.probe_request(templated=templated)
             assert regex is not None and conversation[0]["role"] == "system"
-            assert (conversation[-1]["role"] == "assistant") == (source == "hdfs")  # the daemon's walk, continued
+            # the daemon's walk, or a template's rule sentence, continued
+            assert (conversation[-1]["role"] == "assistant") == (source == "hdfs" or templated)
             [done] = await client.generate([conversation], max_tokens=PROBE_TOKENS, temperature=0.0, regex=regex)
             assert done.text.startswith("<think>"), done.text
     finally:

@@ -549,3 +549,32 @@ def test_an_unversioned_served_model_has_one_identity_however_its_url_is_spelled
     assert version("http://vllm:8000") == version("http://vllm:8000/") == version("HTTP://VLLM:8000")
     assert version("http://vllm:8000/v1") == version("http://vllm:8000/v1/")
     assert version("http://vllm:8000") != version("http://other:8000")  # another server: another model
+
+
+async def test_the_probe_of_a_template_is_shaped_like_a_template_request():
+    """Found by review of the probe change, failing before its fix: the probe was always a session's, so at template
+    level (a model trained with the rule sentence: a continued assistant turn) a server refusing continued turns
+    refused every real template request and answered the probe: every template would be dead-lettered."""
+    import json
+
+    import httpx
+
+    from rationad.events import ModelInfo
+    from tests.rationad.model.test_server import make
+
+    seen = []
+
+    def handler(req):
+        body = json.loads(req.content)
+        seen.append(bool(body.get("continue_final_message")))
+        return httpx.Response(400, json={"error": {"message": "continue_final_message not supported"}})
+
+    client = make(handler, served_model_name="m", max_retries=0, retry_backoff_secs=0.0)
+    judge = Judge(client, client.cfg, "bgl", model=ModelInfo("m", "0.3.2", "rationad-prompt-v1+unfinished+walk+rule"))
+    conversation, regex = judge.probe_request(templated=True)
+    assert conversation[-1]["role"] == "assistant" and conversation[-1]["content"].startswith("<think>L1 ")
+    with pytest.raises(Exception):
+        await client.generate([conversation], max_tokens=4, temperature=0.0, regex=regex)
+    assert seen == [True]  # refused like the real template requests
+    session_conversation, _ = judge.probe_request()
+    assert session_conversation[-1]["role"] == "user"  # a bgl session is given no start

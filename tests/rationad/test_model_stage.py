@@ -288,7 +288,7 @@ async def test_a_minimal_request_answered_clears_a_block_set_by_rejected_request
         return []  # the minimal probe is answered
 
     d.stage.judge = SimpleNamespace(judge_many=judge_many, client=SimpleNamespace(generate=generate),
-                                    probe_request=lambda: ([{"role": "user", "content": "probe"}], None))
+                                    probe_request=lambda templated=False: ([{"role": "user", "content": "p"}], None))
     d.stage.block("model rejects every request: 400", by_requests=True)
     session = Session(key="k", lines=[LogLine(key="k", message="m", raw="m", ts=0.0, offset=0)], close_reason="gap")
     [(_, result)] = await d.stage._judge([Pending(session=session, hold=None, closed_at=0.0,
