@@ -99,8 +99,8 @@ def _class_chars(items) -> list[str]:
             out.append(chr(sub_av))
         elif sub == "RANGE":
             out.append(chr(sub_av[0]))
-        elif sub == "CATEGORY":
-            out.append({"CATEGORY_DIGIT": "1", "CATEGORY_SPACE": " "}.get(str(sub_av), "a"))
+        elif sub == "CATEGORY":  # one it matches (\\W took "a" before, which \\W does not match)
+            out.append(next((c for c in _CANDIDATES if _member(c, [(sub_op, sub_av)])), "a"))
     return out
 
 
@@ -120,8 +120,8 @@ def _sample(items) -> str:
             out.append("a")
         elif name in ("MAX_REPEAT", "MIN_REPEAT", "POSSESSIVE_REPEAT"):
             out.append(_sample(av[2]) if av[0] >= 1 else "")
-        elif name in ("SUBPATTERN", "ATOMIC_GROUP"):
-            out.append(_sample(av[-1]))
+        elif name in ("SUBPATTERN", "ATOMIC_GROUP"):  # an atomic group's argument is its items themselves
+            out.append(_sample(av if name == "ATOMIC_GROUP" else av[-1]))
         elif name == "BRANCH":
             out.append(_sample(av[1][0]) if av[1] else "")
     return "".join(out)
@@ -170,7 +170,7 @@ def _pieces(pattern: str) -> tuple[list[str], list[str]]:
             elif name in ("MAX_REPEAT", "MIN_REPEAT", "POSSESSIVE_REPEAT"):
                 walk(av[2])
             elif name in ("SUBPATTERN", "ATOMIC_GROUP"):
-                walk(av[-1])
+                walk(av if name == "ATOMIC_GROUP" else av[-1])
             elif name == "BRANCH":
                 for branch in av[1]:
                     walk(branch)
