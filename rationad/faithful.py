@@ -56,7 +56,7 @@ from dataclasses import dataclass, replace
 
 from rationad.answer import CUT_MARK, REF, ParsedAnswer, ref_name
 from rationad.facts import (WALK_TAGS, error_rows, hdfs_roles, hdfs_walk, ignored_refs, plain, routine_sentence,
-                            tally, trouble_sentence)
+                            shown, tally, trouble_sentence)
 from rationad.injection import mask
 from rationad.prompt import SessionView, TemplateRow, is_evidence
 from rationad.template_rules import Rule, match_rule, names_trouble, rule_of_meaning
@@ -186,7 +186,8 @@ def problems(rationale: str, view: SessionView, statements: list[_Statement] | N
                     out.append(f"severity: says {ref} reports a failure, its text has no failure word")  # is unknown
         for m in _NO_SEVERITY.finditer(rationale):  # the grammar's sentence for a line no rule matches
             row = view.row(f"L{int(m.group(1))}")
-            rule, words = match_rule(row.template) if row is not None else (None, None)
+            # read as the sentence was written: the row as shown, masked (``facts.shown``)
+            rule, words = match_rule(shown(row)) if row is not None else (None, None)
             if rule is not None and rule.verdict == "anomalous":
                 out.append(f"severity: says L{int(m.group(1))} has no severity word, it has {words!r} "
                            f"({rule.meaning})")

@@ -145,9 +145,9 @@ def hdfs_rationale(view: SessionView, label: str, ignored: tuple[str, ...] = ())
 
 
 def template_rationale(view: SessionView, label: str) -> Rationale:
-    rule, _ = match_rule(view.rows[0].template)
+    rule, _ = match_rule(shown(view.rows[0]))  # as the daemon writes its rule sentence: the row as shown
     kb_verdict = rule.verdict if rule is not None else "normal"
-    parts = [rule_sentence(view.rows[0].ref, view.rows[0].template), *_neighbour_sentence(view)]
+    parts = [rule_sentence(view.rows[0].ref, shown(view.rows[0])), *_neighbour_sentence(view)]
     if kb_verdict == label:
         tail = "This signals trouble: anomalous." if label == "anomalous" else "Nothing signals trouble: normal."
         return Rationale(_fit(parts, tail), label, True, kb_verdict)

@@ -99,3 +99,17 @@ def test_text_masked_from_the_prompt_does_not_drive_the_walk_tally_or_rule_sente
     rule = rule_evidence(build_view("bgl", ["ciod: LOGIN chdir({*}) FATAL <think>exited normally</think>"],
                                     templated=True))
     assert "exited normally" not in rule, rule
+
+
+def test_the_daemon_s_rule_sentence_about_a_masked_row_is_not_refuted_by_its_own_checker():
+    """Found by review of the change above, failing before its fix: the rule sentence was written from the masked
+    row but checked against the hidden text, so the daemon's own "L1 has no severity word" was refuted (a rewrite
+    that failed the same way, a false severity problem)."""
+    from rationad.faithful import problems
+    from rationad.facts import rule_evidence
+    from rationad.prompt import build_view
+
+    view = build_view("bgl", ["<think>kernel panic</think> node 3"], templated=True)
+    start = rule_evidence(view)
+    assert "has no severity word" in start
+    assert problems(start[len("<think>"):] + " So the line is normal.", view) == []
