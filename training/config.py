@@ -14,11 +14,20 @@ class ConfigError(ValueError):
     """A training config is unreadable or has an unknown key (the message names the file and key)."""
 
 
+# What a config may hold at its top level: the run's name, version and output folder, and the stages' tables. A
+# misspelled table ([sfft]) was never read, and its stage trained on the defaults without a word.
+TOP_LEVEL = frozenset({"name", "version", "out", "base", "data", "sft", "grpo", "eval", "release"})
+
+
 def load(path: Path) -> dict[str, Any]:
     try:
-        return tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        cfg = tomllib.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"{path}: {exc}") from exc
+    unknown = sorted(set(cfg) - TOP_LEVEL)
+    if unknown:
+        raise ConfigError(f"{path}: unknown top-level keys or tables {unknown} (known: {sorted(TOP_LEVEL)})")
+    return cfg
 
 
 def section(cfg: dict[str, Any], name: str, cls: type[T], path: Path | str = "config") -> T:

@@ -43,3 +43,16 @@ def test_continuation_keeps_the_adapter_shape_takes_this_runs_dropout_and_moves_
     after = load_file(tmp_path / "adapter/adapter_model.safetensors")
     assert before.keys() == after.keys()
     assert any(not before[k].float().allclose(after[k].float()) for k in before)
+
+
+def test_a_misspelled_table_of_a_training_config_is_refused_naming_the_file(tmp_path):
+    """Found by review, failing before its fix: an unknown table ([sfft]) or top-level key was never read, and its
+    stage trained on the defaults without a word (unknown keys inside a table were refused already)."""
+    from training.config import ConfigError, load
+
+    cfg = tmp_path / "x.toml"
+    cfg.write_text("name = 'r'\n[sfft]\nlearning_rate = 1e-5\n")
+    with pytest.raises(ConfigError, match=r"x.toml: unknown top-level keys or tables \['sfft'\]"):
+        load(cfg)
+    for shipped in (ROOT / "training/configs").glob("*.toml"):
+        load(shipped)  # every shipped config holds only what is read
