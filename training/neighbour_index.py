@@ -65,6 +65,19 @@ def ship(index_file: Path, k: int, folder: Path) -> dict:
     return spec
 
 
+def unship(folder: Path) -> bool:
+    """Take a neighbour index out of a model folder (its file and its manifest entry): a run trained without
+    neighbours into a folder an earlier run shipped one to kept it, and evaluation, the gate, the daemon and export
+    served neighbour prompts the adapter never saw. Whether there was one."""
+    manifest_path = folder / "manifest.json"
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
+    had = manifest.pop("neighbours", None) is not None or (folder / INDEX_FILE).is_file()
+    if manifest_path.is_file():
+        manifest_path.write_text(json.dumps(manifest, indent=1) + "\n")
+    (folder / INDEX_FILE).unlink(missing_ok=True)
+    return had
+
+
 def copy_shipped(src: Path, dest: Path) -> None:
     """Copy a shipped index from one model folder to another (merge, export)."""
     if (src / INDEX_FILE).is_file():

@@ -104,9 +104,11 @@ def ship_neighbours(cfg: dict, cfg_path: Path, out: Path, adapter: Path) -> None
     """A model trained with labelled neighbours carries their index (the daemon's judge reads it from there)."""
     from training.config import section
     from training.dataset import DataConfig
-    from training.neighbour_index import ship
+    from training.neighbour_index import ship, unship
 
     k = section(cfg, "data", DataConfig, cfg_path).neighbours
+    if k == 0 and adapter.is_dir() and unship(adapter):
+        print(f"[neighbours] {adapter}: trained without neighbours: an earlier run's index removed", flush=True)
     if k > 0 and adapter.is_dir():
         from rationad.neighbours import INDEX_FILE
 

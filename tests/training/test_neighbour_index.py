@@ -70,6 +70,27 @@ def test_ship_names_the_index_in_the_adapter_manifest(tmp_path, splits):
         ship(tmp_path / "nowhere.json", 3, adapter)
 
 
+def test_a_run_without_neighbours_removes_an_earlier_run_s_index_from_its_adapter(tmp_path, splits):
+    """Found by review, failing before its fix: retraining with data.neighbours = 0 into the folder an earlier run
+    shipped an index to kept its file and manifest entry, so evaluation, the gate, the daemon and export served
+    neighbour prompts the adapter was never trained on."""
+    from training.config import load
+    from training.pipeline import ship_neighbours
+
+    data = tmp_path / "out" / "data"
+    data.mkdir(parents=True)
+    build_index(splits["train"]).save(data / INDEX_FILE)
+    adapter = tmp_path / "out" / "sft" / "adapter"
+    adapter.mkdir(parents=True)
+    (adapter / "manifest.json").write_text(json.dumps({"prompt_version": "rationad-prompt-v1+walk"}))
+    ship(data / INDEX_FILE, 3, adapter)
+    cfg_path = tmp_path / "c.toml"
+    cfg_path.write_text("[data]\nneighbours = 0\n")
+    ship_neighbours(load(cfg_path), cfg_path, tmp_path / "out", adapter)
+    assert for_model([adapter]) is None and not (adapter / INDEX_FILE).exists()
+    assert json.loads((adapter / "manifest.json").read_text()) == {"prompt_version": "rationad-prompt-v1+walk"}
+
+
 def test_export_and_merge_carry_the_index(tmp_path, splits):
     import torch
     from safetensors.torch import save_file
