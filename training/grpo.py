@@ -57,6 +57,40 @@ def prompt_rows(rows: list[dict], pool: int) -> list[dict]:
     return [{k: r[k] for k in keep} for r in out[:pool]]
 
 
+def epoch_seeded_repeat_sampler():
+    """TRL's ``RepeatSampler`` whose order of each epoch is drawn from (seed, epoch) (the trainer calls
+    ``set_epoch``): TRL's draws every epoch from one generator seeded when it is built, and a run resumed in epoch
+    E >= 1 builds a new one, so it trained on epoch 0's order again (SFT's sampler has the same fix)."""
+    import torch
+    from trl.trainer.utils import RepeatSampler
+
+    class EpochSeededRepeatSampler(RepeatSampler):
+        def set_epoch(self, epoch: int) -> None:
+            if self.shuffle:
+                self.generator = torch.Generator().manual_seed((self.seed or 0) + epoch)
+
+    return EpochSeededRepeatSampler
+
+
+def _epoch_seeded(trainer_cls):
+    """``trainer_cls`` (GRPOTrainer) with ``epoch_seeded_repeat_sampler`` as its training sampler."""
+    from trl.trainer.utils import RepeatSampler
+
+    seeded = epoch_seeded_repeat_sampler()
+
+    class Trainer(trainer_cls):
+        def _get_train_sampler(self, dataset=None):
+            s = super()._get_train_sampler(dataset)
+            if type(s) is not RepeatSampler:
+                return s
+            out = seeded(s.data_source, s.mini_repeat_count, batch_size=s.batch_size, repeat_count=s.repeat_count,
+                         shuffle=s.shuffle, seed=s.seed)
+            out.set_epoch(0)
+            return out
+
+    return Trainer
+
+
 def train_grpo(base: Path, sft_adapter: Path, rows: list[dict], out_dir: Path, p: GRPOParams, *,
                resume: str | Path | None = None, callbacks: Sequence[Any] = ()) -> dict:
     """Train the SFT adapter on; saves it in ``out_dir/adapter``. ``resume``: ``"last"`` or a checkpoint folder."""
@@ -104,7 +138,8 @@ def train_grpo(base: Path, sft_adapter: Path, rows: list[dict], out_dir: Path, p
                 TimeGuard.stopped = True
             return control
 
-    trainer = GRPOTrainer(model=model, reward_funcs=funcs, args=args, train_dataset=Dataset.from_list(rows),
+    trainer = _epoch_seeded(GRPOTrainer)(model=model, reward_funcs=funcs, args=args,
+                                         train_dataset=Dataset.from_list(rows),
                           processing_class=tok,
                           callbacks=[TimeGuard(), checkpoint_callback(p.checkpoint_every_secs, identity, chain),
                                      *callbacks])

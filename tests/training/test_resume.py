@@ -140,19 +140,21 @@ def test_grpo_resumed_after_a_crash_ends_like_an_uninterrupted_run(tmp_path, tin
     get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_base),
                    LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM",
                               init_lora_weights="gaussian")).save_pretrained(sft / "adapter")
-    prompts = prompt_rows(rows, 4)
-    p = GRPOParams(steps=4, prompts_per_step=1, generations=2, max_completion_length=8, learning_rate=1e-2,
+    # Three prompts, six steps: two epochs, and the crash in the second (a resumed run in epoch 1 trained on epoch 0's
+    # order again before TRL's sampler was seeded by epoch: found by review).
+    prompts = prompt_rows(rows, 3)
+    p = GRPOParams(steps=6, prompts_per_step=1, generations=2, max_completion_length=8, learning_rate=1e-2,
                    threads=2, bf16=False, rewards=["text_length"], checkpoint_every_secs=1e-9)
     whole = train_grpo(tiny_base, sft / "adapter", prompts, tmp_path / "whole", p)
     out = tmp_path / "split"
     with pytest.raises(Crash):
-        train_grpo(tiny_base, sft / "adapter", prompts, out, p, callbacks=[_crash_after_save(2)])
-    assert (out / "checkpoints/checkpoint-2/optimizer.pt").is_file()
+        train_grpo(tiny_base, sft / "adapter", prompts, out, p, callbacks=[_crash_after_save(4)])
+    assert (out / "checkpoints/checkpoint-4/optimizer.pt").is_file()
     with pytest.raises(ResumeError, match="data_sha256"):
         train_grpo(tiny_base, sft / "adapter", prompts[:2], out, p, resume="last")
     resumed = train_grpo(tiny_base, sft / "adapter", prompts, out, p, resume="last")
-    assert resumed["steps"] == whole["steps"] == 4
-    assert [(r["from_step"], r["to_step"]) for r in resumed["runs"]] == [(0, 2), (2, 4)]
+    assert resumed["steps"] == whole["steps"] == 6
+    assert [(r["from_step"], r["to_step"]) for r in resumed["runs"]] == [(0, 4), (4, 6)]
     assert resumed["reward_by_step"] == pytest.approx(whole["reward_by_step"], rel=1e-5)
     start, end = _weights(sft / "adapter"), _weights(tmp_path / "whole/adapter")
     assert any(not start[k].allclose(end[k]) for k in start)  # the policy moved: the comparison is not trivial
@@ -210,3 +212,25 @@ def test_the_pipeline_stops_after_a_stage_that_stopped_unfinished(capsys):
     assert _finished({"runs": [{"finished": True}], "steps": 9}, "sft")
     assert not _finished({"runs": [{"finished": False}], "steps": 4}, "sft")
     assert "--resume last" in capsys.readouterr().out
+
+
+def test_grpo_s_sampler_draws_each_epoch_s_order_from_its_epoch():
+    """Found by review, failing before its fix: TRL's RepeatSampler draws every epoch from one generator seeded when
+    it is built, and a run resumed in epoch 1 builds a new one: it trained on epoch 0's order again (transformers
+    skips batches within the epoch and calls set_epoch, which RepeatSampler did not have)."""
+    from training.grpo import epoch_seeded_repeat_sampler
+
+    def sampler():
+        return epoch_seeded_repeat_sampler()(list(range(8)), mini_repeat_count=2, batch_size=2, repeat_count=2,
+                                             seed=0)
+
+    whole = sampler()
+    epochs = []
+    for epoch in range(3):
+        whole.set_epoch(epoch)
+        epochs.append(list(whole))
+    assert epochs[0] != epochs[1] != epochs[2]
+    for epoch in (1, 2):
+        resumed = sampler()
+        resumed.set_epoch(epoch)
+        assert list(resumed) == epochs[epoch]
