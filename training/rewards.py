@@ -86,6 +86,26 @@ def answer_reward(prompts, completions, label, n_refs, **_) -> list[float]:
     return out
 
 
+# A row the reference walks as "ignored text": text addressed to the model, masked in the prompt (an
+# injection-hardening row). The prompt's text alone cannot say so (its masks look like any variable's).
+_IGNORED = re.compile(r"\bL([0-9]{1,4}) x[0-9]{1,9} ignored text\b")
+
+
+def _reward_view(session: str, reference: str) -> SessionView:
+    """The view the grounding reward checks against: the prompt read back, with the rows its reference calls ignored
+    text marked as rows that address the model. Read back alone, no row was marked, the knowledge base read them as
+    unknown, and the reward charged the SFT target's true "L2 x1 ignored text" as refuted (GRPO paid the model to
+    unlearn the injection hardening)."""
+    from dataclasses import replace
+
+    view = view_from_message(session)
+    ignored = {f"L{int(m.group(1))}" for m in _IGNORED.finditer(reference)}
+    if not ignored:
+        return view
+    return replace(view, rows=tuple(replace(r, injected=r.injected or ("ignored",)) if r.ref in ignored else r
+                                    for r in view.rows))
+
+
 def grounding_reward(prompts, completions, label, reference, session, n_refs, **_) -> list[float]:
     out = []
     for c, lab, ref, sess, n in zip(completions, label, reference, session, n_refs, strict=True):
@@ -96,7 +116,7 @@ def grounding_reward(prompts, completions, label, reference, session, n_refs, **
         pairs = _bigrams(a.rationale)
         in_session = len(pairs & _bigrams(sess)) / len(pairs) if pairs else 0.0
         score = 0.5 * in_session + 0.5 * overlap(a.rationale, ref)
-        refuted = len(faithfulness_problems(a.rationale, view_from_message(sess)))
+        refuted = len(faithfulness_problems(a.rationale, _reward_view(sess, ref)))
         out.append(score - UNGROUNDED_PENALTY * len(a.ungrounded_refs) - UNFAITHFUL_PENALTY * min(refuted, 4))
     return out
 

@@ -137,3 +137,25 @@ def test_true_statements_about_labelled_neighbours_are_not_refuted():
     cols = {"label": ["anomalous"], "reference": [rationale], "session": [text], "n_refs": [1]}
     [reward] = R.grounding_reward(None, [f"<think>{rationale}</think>\n<answer>anomalous</answer>"], **cols)
     assert reward > 0.5
+
+
+def test_the_reference_s_ignored_text_on_injection_rows_is_not_refuted(hdfs_examples):
+    """Found by review, failing before its fix: the reward read the prompt back, where no row is marked as text
+    addressed to the model, so the SFT target's true "L2 x1 ignored text" on every injection-hardening row was judged
+    refuted (-0.5 each): GRPO paid the model to call those rows unknown instead."""
+    from rationad.prompt import user_message
+    from training.data_injection import injected_copies
+    from training.rationales import hdfs_rationale
+    from training.rewards import grounding_reward
+
+    copies = injected_copies(hdfs_examples[:200], 1.0)[:20]
+    assert copies
+    for ex in copies:
+        ref = hdfs_rationale(ex.view, ex.label, tuple(ex.extra["injected_refs"])).think
+        assert "ignored text" in ref
+        cols = {"label": [ex.label] * 2, "reference": [ref] * 2, "session": [user_message(ex.view)] * 2,
+                "n_refs": [len(ex.view.rows)] * 2}
+        comps = [f"<think>{t}</think>\n<answer>{ex.label}</answer>" for t in (ref, ref.replace("ignored text",
+                                                                                                 "unknown"))]
+        kept, unlearned = grounding_reward(None, comps, **cols)
+        assert kept > unlearned, (ref, kept, unlearned)
