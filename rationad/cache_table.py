@@ -73,6 +73,30 @@ def _json_str(raw: Any) -> str | None:
     return v if isinstance(v, str) else None
 
 
+def app_settings(kafka: KafkaConfig, datadir: str) -> dict[str, Any]:
+    """The faust App's settings for the verdict table, from the daemon's Kafka settings."""
+    session = kafka.session_timeout_ms / 1000
+    return {
+        "datadir": datadir,
+        "broker": [f"kafka://{h.strip()}" for h in kafka.bootstrap_servers.split(",") if h.strip()],
+        "broker_credentials": _credentials(kafka),
+        "store": "memory://",
+        "web_enabled": False,
+        "autodiscover": False,
+        "topic_partitions": 1,
+        "topic_replication_factor": 1,
+        "broker_session_timeout": session,
+        "broker_heartbeat_interval": kafka.heartbeat_interval_ms / 1000,
+        # faust refuses a session timeout above its request timeout (90 s by default): a session timeout set past
+        # the in-process engine's model load for static membership (docs/operations.md) turned the durable cache
+        # off at every start, with one warning
+        "broker_request_timeout": max(90.0, session + 5.0),
+        # Static membership for the table's group too, so a restarted daemon's recovery does not wait for its dead
+        # member to expire (instance ids are scoped by group: the daemon's own id can be reused).
+        "consumer_group_instance_id": kafka.group_instance_id,
+    }
+
+
 class ChangelogStore:
     """``get``-free store: ``items()`` after ``start()`` (recovered state), then ``put``/``delete`` as the LRU
     changes. Writes are asynchronous (faust's ``send_soon``); a lost write only costs a future model call."""
@@ -99,26 +123,10 @@ class ChangelogStore:
         from rationad.kafka import mend_group_membership
 
         mend_group_membership()  # faust's consumer group, like the daemon's
-        brokers = [f"kafka://{h.strip()}" for h in self.kafka.bootstrap_servers.split(",") if h.strip()]
         # faust makes a data folder even for a memory:// store (in the working directory by default, which a service
         # may not be able to write): a temporary one holds nothing worth keeping and is removed at close.
         self._datadir = tempfile.TemporaryDirectory(prefix="rationad-faust-")
-        app = faust.App(
-            self.app_id,
-            datadir=self._datadir.name,
-            broker=brokers,
-            broker_credentials=_credentials(self.kafka),
-            store="memory://",
-            web_enabled=False,
-            autodiscover=False,
-            topic_partitions=1,
-            topic_replication_factor=1,
-            broker_session_timeout=self.kafka.session_timeout_ms / 1000,
-            broker_heartbeat_interval=self.kafka.heartbeat_interval_ms / 1000,
-            # Static membership for the table's group too, so a restarted daemon's recovery does not wait for its
-            # dead member to expire (instance ids are scoped by group: the daemon's own id can be reused).
-            consumer_group_instance_id=self.kafka.group_instance_id,
-        )
+        app = faust.App(self.app_id, **app_settings(self.kafka, self._datadir.name))
         # Raw bytes in and out of faust, JSON strings encoded and decoded here: a record faust could not decode (an
         # empty value written by hand, a key that is not JSON) stalled its recovery at every start, for ever (the
         # compacted topic keeps it); here it is skipped. The bytes are those faust's JSON serializer wrote.

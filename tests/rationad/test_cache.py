@@ -120,3 +120,18 @@ def test_byte_lru():
     assert ByteLRU(max_bytes=10).put("key", "too large") == [] and "key" not in ByteLRU(max_bytes=10)
     lru.clear()
     assert len(lru) == 0 and lru.nbytes == 0
+
+
+async def test_a_session_timeout_past_faust_s_request_timeout_keeps_the_durable_cache(tmp_path):
+    """Found by review, failing before its fix: faust refuses a session timeout above its request timeout (90 s by
+    default), so kafka.session_timeout_ms = 120000 (past the engine's model load, for static membership) turned the
+    durable cache off at every start with one warning. Builds the table's consumer as faust does at start."""
+    import faust
+
+    from rationad.cache_table import app_settings
+    from rationad.config import KafkaConfig
+
+    k = KafkaConfig(bootstrap_servers="127.0.0.1:1", session_timeout_ms=120_000, group_instance_id="rationad-0")
+    app = faust.App("t-verdicts", **app_settings(k, str(tmp_path)))
+    assert app.conf.broker_request_timeout >= app.conf.broker_session_timeout == 120.0
+    app.consumer._thread._create_worker_consumer(app.transport)  # raised ImproperlyConfigured
