@@ -413,6 +413,13 @@ class Settings(BaseSettings):
                              f"{o.max_message_bytes // 8} characters (4 bytes each at most, in half a record, the "
                              "rest for the event's evidence), or an event with a long rationale is dead-lettered")
         k = self.kafka
+        if k.auto_offset_reset != "earliest" and (internal := self.repartition_topic()) is not None:
+            raise ValueError(
+                f"kafka.auto_offset_reset: {k.auto_offset_reset!r} would apply to the internal repartition topic "
+                f"{internal!r} too, which only this daemon writes: a partition of it moved before its first commit "
+                "would start past lines already forwarded there, whose input offsets are committed (lost), or, with "
+                "'none', the first start would stop. Use 'earliest' (reset the group's input offsets to skip a "
+                "backlog: docs/operations.md) or input.repartition = 'never'")
         if k.heartbeat_interval_ms >= k.session_timeout_ms:
             raise ValueError(f"kafka.heartbeat_interval_ms: {k.heartbeat_interval_ms} must be lower than "
                              f"kafka.session_timeout_ms ({k.session_timeout_ms}; a third of it or less is usual): the "

@@ -303,3 +303,13 @@ def test_addresses_and_host_names_are_valid_server_hosts(tmp_path, host):
     p = tmp_path / "c.toml"
     p.write_text(f"[server]\nhost = '{host}'\n")
     assert load_settings(p).server.host == host
+
+
+@pytest.mark.parametrize("reset", ["latest", "none"])
+def test_an_offset_reset_other_than_earliest_is_refused_while_lines_are_repartitioned(reset):
+    """Found by review, accepted before: the reset applies to the internal repartition topic too, which only the
+    daemon writes: with 'latest' a partition of it moved before its first commit started past lines already forwarded
+    (their input offsets committed: lost); with 'none' the first start stopped on the new topic."""
+    with pytest.raises(ConfigError, match=r"kafka.auto_offset_reset: .*internal repartition topic"):
+        load_settings(kafka={"auto_offset_reset": reset})  # hdfs: repartitioned by block id
+    assert load_settings(kafka={"auto_offset_reset": reset}, input={"repartition": "never"})
