@@ -225,6 +225,20 @@ def mend_group_membership() -> None:
     ignore_stale_commit_refusals()
 
 
+def _refused_session_timeout(consumer: Any, exc: BaseException) -> ConfigError | None:
+    """A ``ConfigError`` naming kafka.session_timeout_ms when the coordinator refused it (outside the brokers'
+    group.min/max.session.timeout.ms, 6 s to 30 min by default): it came as a traceback (exit 1, retried by the
+    supervisor with a model load each time), or blamed kafka.group_instance_id."""
+    from aiokafka.errors import InvalidSessionTimeoutError
+
+    if not (isinstance(exc, InvalidSessionTimeoutError) or "InvalidSessionTimeout" in repr(exc)):
+        return None
+    return ConfigError(
+        f"kafka.session_timeout_ms = {consumer._session_timeout_ms}: the group coordinator refused it ({exc!r}); "
+        "the brokers accept group.min.session.timeout.ms to group.max.session.timeout.ms (6000 to 1800000 by "
+        "default)")
+
+
 @functools.cache
 def _consumer_class() -> type[AIOKafkaConsumer]:
     from aiokafka import AIOKafkaConsumer
@@ -238,7 +252,13 @@ def _consumer_class() -> type[AIOKafkaConsumer]:
         async def start(self) -> None:
             instance_id = self._group_instance_id
             if instance_id is None or self._group_id is None:
-                return await super().start()
+                try:
+                    return await super().start()
+                except KafkaError as exc:
+                    if (refused := _refused_session_timeout(self, exc)) is not None:
+                        await self.stop()
+                        raise refused from exc
+                    raise
             # Bootstrapping twice is harmless (aiokafka's start repeats it); the check must precede the first join.
             await self._client.bootstrap()
             problem = static_membership_problem(instance_id, await join_group_versions(self._client))
@@ -252,6 +272,8 @@ def _consumer_class() -> type[AIOKafkaConsumer]:
                 # refuses (FENCED_INSTANCE_ID, error 82, is unmapped in aiokafka 0.14 and arrives as UnknownError)
                 # aborts that wait with the error.
                 await self.stop()
+                if (refused := _refused_session_timeout(self, exc)) is not None:
+                    raise refused from exc
                 if isinstance(exc, GroupAuthorizationFailedError) or "GroupAuthorizationFailed" in repr(exc):
                     raise ConfigError(  # not the instance id's fault: the principal may not use the group
                         f"kafka.group_id = {self._group_id!r}: the broker does not authorize this principal "

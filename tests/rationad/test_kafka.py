@@ -126,6 +126,30 @@ async def test_a_join_the_group_acl_refuses_names_the_group_not_the_instance_id(
         await c.start()
 
 
+@pytest.mark.parametrize("instance_id", [None, "host-a"])
+async def test_a_session_timeout_the_coordinator_refuses_names_the_key(monkeypatch, instance_id):
+    """Found by review, failing before its fix: a session timeout outside the brokers' bounds came as a traceback
+    (dynamic membership: exit 1, retried with a model load each time) or blamed kafka.group_instance_id (static)."""
+    from aiokafka.errors import InvalidSessionTimeoutError
+
+    async def refused(self):
+        raise InvalidSessionTimeoutError()
+
+    stopped = []
+
+    async def fake_stop(self):
+        stopped.append(True)
+
+    monkeypatch.setattr(AIOKafkaConsumer, "start", refused)
+    monkeypatch.setattr(AIOKafkaConsumer, "stop", fake_stop)
+    c = kafka.make_consumer(KafkaConfig(group_id="rationad", group_instance_id=instance_id,
+                                        session_timeout_ms=3_000, heartbeat_interval_ms=1_000))
+    c._client = _FakeClient(join_max=7)
+    with pytest.raises(ConfigError, match=r"^kafka\.session_timeout_ms = 3000: the group coordinator refused it"):
+        await c.start()
+    assert stopped
+
+
 async def test_start_without_instance_id_skips_the_check(monkeypatch):
     started = []
 
