@@ -189,18 +189,23 @@ class ServerClient:
                 else:
                     log.warning("model name discovery deferred: %s", exc)
 
-    async def _models(self) -> list[str]:
-        """The ids the server lists at ``/v1/models``; ModelError(kind="config") when it lists none."""
+    async def _cards(self) -> list[dict[str, Any]]:
+        """The model cards the server lists at ``/v1/models`` (each with its ``id``); ModelError(kind="config") when
+        it lists none."""
         resp = await self._request("GET", "/v1/models", None)
         try:
             data = resp.json().get("data") or []
-            ids = [str(m["id"]) for m in data]
+            cards = [{**m, "id": str(m["id"])} for m in data]
         except (ValueError, AttributeError, KeyError, TypeError) as exc:
             raise ModelError(f"model.server_url: GET {self.display_url}/v1/models is not a model list",
                              kind="config") from exc
-        if not ids:
+        if not cards:
             raise ModelError(f"model.server_url: GET {self.display_url}/v1/models lists no model", kind="config")
-        return ids
+        return cards
+
+    async def _models(self) -> list[str]:
+        """The ids the server lists at ``/v1/models``; ModelError(kind="config") when it lists none."""
+        return [c["id"] for c in await self._cards()]
 
     async def discover(self) -> str:
         """The served model's name, from the server's ``/v1/models`` (its first); ModelError when it cannot say."""
@@ -213,11 +218,24 @@ class ServerClient:
         """Check what ``check_health`` cannot (vLLM's ``/health`` needs no credentials and names no model): that
         the credentials are accepted and the configured model is served. ModelError: ``config`` when they are not,
         ``outage`` when the server cannot be reached."""
-        ids = await self._models()
+        cards = await self._cards()
+        ids = [c["id"] for c in cards]
         if self.cfg.served_model_name is not None and self.cfg.served_model_name not in ids:
             raise ModelError(
                 f"model.served_model_name: {self.cfg.served_model_name!r} is not served by {self.display_url} "
                 f"(it serves {', '.join(repr(i) for i in ids[:5])})", kind="config")
+        # The server's context length, where it lists it (vLLM does): model.max_model_len bounds only the in-process
+        # engine, and a server started with a shorter --max-model-len refused every long prompt with 400 (each
+        # session dead-lettered as model_rejected) while check-config found the settings sound.
+        card = next(c for c in cards if c["id"] == (self.cfg.served_model_name or ids[0]))
+        limit = card.get("max_model_len")
+        needed = self.cfg.max_prompt_tokens + self.cfg.max_new_tokens
+        if isinstance(limit, int) and not isinstance(limit, bool) and 0 < limit < needed:
+            raise ModelError(
+                f"model.max_prompt_tokens + model.max_new_tokens: {self.cfg.max_prompt_tokens} + "
+                f"{self.cfg.max_new_tokens} = {needed} tokens, above the {limit} the server at {self.display_url} "
+                f"serves (its --max-model-len): lower them, or start the server with a longer context",
+                kind="config")
 
     async def _request(self, method: str, url: str, payload: dict[str, Any] | None) -> httpx.Response:
         """One request with bounded concurrency and retries; the response when 2xx, else ModelError."""

@@ -348,3 +348,21 @@ async def test_a_redirect_or_405_is_a_configuration_error(status):
         await client.generate([CONV], max_tokens=8, temperature=0.0, regex=None)
     assert e.value.kind == "config" and "model.server_url" in str(e.value)
 
+
+
+async def test_verify_refuses_a_budget_above_the_server_s_context_length():
+    """Found by review, failing before its fix: model.max_model_len bounds only the in-process engine, and a server
+    started with a shorter --max-model-len refused every long prompt with 400 (each session dead-lettered as
+    model_rejected) while the settings passed start-up and check-config."""
+    def route(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json={"data": [{"id": "rationad", "max_model_len": 1024}]})
+
+    client = make(Recorder(route), served_model_name="rationad", max_prompt_tokens=1024, max_new_tokens=256)
+    with pytest.raises(ModelError, match=r"^model.max_prompt_tokens \+ model.max_new_tokens: 1024 \+ 256 = 1280 "
+                                         r"tokens, above the 1024") as info:
+        await client.verify()
+    assert info.value.kind == "config"
+    await client.aclose()
+    fits = make(Recorder(route), served_model_name="rationad", max_prompt_tokens=768, max_new_tokens=256)
+    await fits.verify()
+    await fits.aclose()
