@@ -99,7 +99,7 @@ def _class_chars(items) -> list[str]:
             out.append(chr(sub_av))
         elif sub == "RANGE":
             out.append(chr(sub_av[0]))
-        elif sub == "CATEGORY":  # one it matches (\\W took "a" before, which \\W does not match)
+        elif sub == "CATEGORY":  # one it matches (\W took "a" before, which \W does not match)
             out.append(next((c for c in _CANDIDATES if _member(c, [(sub_op, sub_av)])), "a"))
     return out
 
@@ -127,7 +127,7 @@ def _sample(items) -> str:
     return "".join(out)
 
 
-MAX_PREFIXES = 4  # the pattern's own leading structure (``^\\d+ `` before ``(\\w+\\s?)+``), as probe line starts
+MAX_PREFIXES = 4  # the pattern's own leading structure (``^\d+ `` before ``(\w+\s?)+``), as probe line starts
 
 
 def _prefixes(pattern: str) -> list[str]:
