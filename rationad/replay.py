@@ -97,16 +97,19 @@ def _records(f: Iterable[str], parser, input_cfg: InputConfig) -> Iterator[tuple
     or judged as entries of their own). Never past input.max_record_bytes; one line a record for JSON input."""
     joins = input_cfg.format == "text"
     pending: str | None = None
-    first = 0
+    first = size = 0
     for n, text in enumerate(f, start=1):
         text = text.removesuffix("\n").removesuffix("\r")
-        if (pending is not None and joins and not parser._starts_entry(text)
-                and len(pending) + len(text) < input_cfg.max_record_bytes):
+        raw = text.encode("utf-8", "surrogateescape")  # as the parser sizes and decodes the record: bytes
+        if (pending is not None and joins and not parser._starts_entry(text) and size + 1 + len(raw)
+                <= input_cfg.max_record_bytes and raw.decode("utf-8", "replace") == text):
+            # (a line too long, or not UTF-8, is not joined: skipped alone, it takes no entry with it)
             pending += "\n" + text
+            size += 1 + len(raw)
             continue
         if pending is not None:
             yield first, pending
-        pending, first = text, n
+        pending, first, size = text, n, len(raw)
     if pending is not None:
         yield first, pending
 

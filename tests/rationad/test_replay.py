@@ -216,3 +216,18 @@ def test_continuation_lines_of_an_exported_record_join_their_entry_as_in_the_dae
     assert skipped.count == 0 and sorted(out) == ["41", "42", "43"]
     [line] = out["42"].lines
     assert line.message.endswith("\tat org.x.Up.run(Up.java:12)") and line.offset == 2
+
+
+def test_a_continuation_too_long_in_bytes_or_not_utf8_is_skipped_alone(tmp_path):
+    """Found by review of the joining above, failing before its fix: the join was bounded in characters, so a
+    continuation of 40,000 'ü' (80,000 bytes) made the record too large and its entry line was skipped with it;
+    a continuation that is not UTF-8 likewise took its entry into the skipped record."""
+    inp = InputConfig(dialect="generic", key_regex=r"req=(\w+)")
+    for cont in ("\tat " + "ü" * 40_000, "\tat \udcff\udcfe bad bytes"):
+        path = tmp_path / "u.log"
+        path.write_bytes(("ERROR req=42 upload failed\n" + cont + "\nINFO req=43 done\n").encode("utf-8",
+                                                                                               "surrogateescape"))
+        skipped = replay.Skipped()
+        out = {s.key for s in replay.sessions_from_log(path, "generic", SessionsConfig(gap_secs=60), inp, skipped)}
+        assert out == {"42", "43"} and skipped.count == 1 and skipped.examples[0].startswith(f"{path}:2:"), \
+            (out, skipped.examples)
