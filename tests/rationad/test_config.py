@@ -313,3 +313,20 @@ def test_an_offset_reset_other_than_earliest_is_refused_while_lines_are_repartit
     with pytest.raises(ConfigError, match=r"kafka.auto_offset_reset: .*internal repartition topic"):
         load_settings(kafka={"auto_offset_reset": reset})  # hdfs: repartitioned by block id
     assert load_settings(kafka={"auto_offset_reset": reset}, input={"repartition": "never"})
+
+
+@pytest.mark.parametrize("pattern", [r"session=(\w*)", r"(?:user|uid)=(\d*);", r"((\w+)?)@"])
+def test_a_key_group_that_can_match_nothing_is_refused(pattern):
+    """Found by review, accepted before: only a whole match of "" was refused, so session=(\\w*) passed and a line
+    with "session= " got an empty key and was dead-lettered as not matching."""
+    with pytest.raises(ConfigError, match=r"input.key_regex: .*group 1 \(the session key\) can match nothing"):
+        load_settings(input={"dialect": "generic", "key_regex": pattern}, sessions={"window_lines": 10})
+    assert load_settings(input={"dialect": "generic", "key_regex": r"session=(\w+)"}, sessions={"window_lines": 10})
+
+
+def test_a_drain_longer_than_the_poll_interval_is_refused():
+    """Found by review, accepted before: the drain stops fetching, and one longer than kafka.max_poll_interval_ms made
+    the consumer leave its group mid-drain: the final commit failed and the next owner judged the sessions again."""
+    with pytest.raises(ConfigError, match=r"delivery.drain_timeout_secs: 400 s is not below kafka.max_poll_inte"):
+        load_settings(delivery={"drain_timeout_secs": 400})
+    assert load_settings(delivery={"drain_timeout_secs": 400}, kafka={"max_poll_interval_ms": 600_000})
