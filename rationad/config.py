@@ -129,35 +129,6 @@ class KafkaConfig(_Section):
         return self
 
 
-def _group_can_be_empty(pattern: str, group: int) -> bool:
-    """Whether capture ``group`` of ``pattern`` can match the empty string (its least width is 0)."""
-    try:  # the parser module moved in Python 3.11 (re._parser); sre_parse is its older name
-        from re import _parser as sre  # type: ignore[attr-defined]
-    except ImportError:  # pragma: no cover
-        import sre_parse as sre  # type: ignore[no-redef]
-
-    def find(items) -> bool | None:
-        for op, av in items:
-            name = str(op)
-            if name == "SUBPATTERN":
-                if av[0] == group:
-                    return av[-1].getwidth()[0] == 0
-                found = find(av[-1])
-            elif name in ("MAX_REPEAT", "MIN_REPEAT", "POSSESSIVE_REPEAT"):
-                found = find(av[2])
-            elif name == "ATOMIC_GROUP":
-                found = find(av)
-            elif name == "BRANCH":
-                found = next((f for b in av[1] if (f := find(b)) is not None), None)
-            else:
-                continue
-            if found is not None:
-                return found
-        return None
-
-    return bool(find(sre.parse(pattern)))
-
-
 class InputConfig(_Section):
     topics: list[str] = ["logs"]
     format: Literal["text", "json"] = "text"
@@ -197,11 +168,11 @@ class InputConfig(_Section):
             if compiled.search("") is not None:
                 raise ValueError("matches the empty string, so lines would get an empty session key (and be "
                                  "dead-lettered): use + rather than *")
-            if compiled.groups and _group_can_be_empty(v, 1):  # the key is group 1: session=(\w*) on "session= "
+            from rationad.regex_probe import backtracks, group_can_be_empty
+
+            if compiled.groups and group_can_be_empty(v, 1):  # the key is group 1: session=(\w*) on "session= "
                 raise ValueError("its group 1 (the session key) can match nothing, so a line with an empty value "
                                  "would get an empty key (and be dead-lettered as not matching): use + rather than *")
-            from rationad.regex_probe import backtracks
-
             slow = backtracks(v)
             if slow is not None:
                 raise ValueError(f"backtracks without bound ({slow}): it runs on every line, on the event loop, and "

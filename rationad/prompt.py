@@ -34,6 +34,7 @@ import orjson
 
 from rationad.injection import mask, spans
 from rationad.records import Session
+from rationad.template_rules import names_trouble
 from rationad.templates import to_template
 
 PROMPT_VERSION = "rationad-prompt-v1"
@@ -292,8 +293,6 @@ def build_view(
     if total > budget:
         # Evidence is judged on the whole template, before its end is cut off: a severity word, or words of a rule that
         # signals trouble (a storm of "Segmentation fault" lines was dropped before one-off routine ones).
-        from rationad.template_rules import names_trouble
-
         evidence = {r.ref: is_evidence(r.template) or names_trouble(r.template) for r in rows}
         # 1. Cut long rows to the per-row bound, so a few huge lines cannot spend the budget.
         rows = [_cut_row(r) for r in rows]

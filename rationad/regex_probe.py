@@ -87,6 +87,35 @@ def _member(c: str, items) -> bool:
     return False
 
 
+def _not_char(av: int) -> str:
+    """A character a ``NOT_LITERAL`` (``[^,]``) matches."""
+    return "b" if chr(av) == "a" else "a"
+
+
+def group_can_be_empty(pattern: str, group: int) -> bool:
+    """Whether capture ``group`` of ``pattern`` can match the empty string (its least width is 0)."""
+    def find(items) -> bool | None:
+        for op, av in items:
+            name = str(op)
+            if name == "SUBPATTERN":
+                if av[0] == group:
+                    return av[-1].getwidth()[0] == 0
+                found = find(av[-1])
+            elif name in ("MAX_REPEAT", "MIN_REPEAT", "POSSESSIVE_REPEAT"):
+                found = find(av[2])
+            elif name == "ATOMIC_GROUP":
+                found = find(av)
+            elif name == "BRANCH":
+                found = next((f for b in av[1] if (f := find(b)) is not None), None)
+            else:
+                continue
+            if found is not None:
+                return found
+        return None
+
+    return bool(find(_sre.parse(pattern)))
+
+
 def _class_chars(items) -> list[str]:
     """Characters an ``IN`` matches: one of each member, or for a negated class (``[^,]``, ``[^\\s]``) one it lets
     through (a negated class added none, so the probe never repeated it)."""
@@ -113,7 +142,7 @@ def _sample(items) -> str:
         if name == "LITERAL":
             out.append(chr(av))
         elif name == "NOT_LITERAL":
-            out.append("b" if chr(av) == "a" else "a")
+            out.append(_not_char(av))
         elif name == "IN":
             out.append((_class_chars(av) or ["a"])[0])
         elif name == "ANY":
@@ -164,7 +193,7 @@ def _pieces(pattern: str) -> tuple[list[str], list[str]]:
             if name == "IN":
                 chars.extend(_class_chars(av))
             elif name == "NOT_LITERAL":
-                chars.append("b" if chr(av) == "a" else "a")
+                chars.append(_not_char(av))
             elif name == "ANY":
                 chars.append("a")
             elif name in ("MAX_REPEAT", "MIN_REPEAT", "POSSESSIVE_REPEAT"):

@@ -147,8 +147,7 @@ def sessions_from_log(
             yield s
 
     clock = ticked = 0.0
-    # Past this a line is untimed, as the daemon holds it against its wall clock (the file's newest time instead
-    # froze the clock after any quiet spell longer than max_future_secs: a weekend, days of logs joined together).
+    # (the file's newest time as the horizon froze the clock after any quiet spell longer than max_future_secs)
     horizon = time.time() + (spec.max_future_secs if spec.max_future_secs is not None else math.inf)
     with open_text(path) as f:
         for n, text in _records(f, parser, input_cfg):
