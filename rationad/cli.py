@@ -118,7 +118,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         print(f"repartition: on (input.repartition = {settings.input.repartition!r}): internal topic {internal!r} "
               f"({r.partitions or 'as many partitions as the largest input topic'}"
               f"{' partitions' if r.partitions else ''}, replication {r.replication_factor}, "
-              f"retention {r.retention_ms} ms), created at start if missing", file=sys.stderr)
+              f"{'kept until committed, then purged' if r.retention_ms == -1 else f'retention {r.retention_ms} ms'}"
+              "), created at start if missing", file=sys.stderr)
     from rationad.model.base import check_model_config
 
     from rationad.judge import model_info

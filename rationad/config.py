@@ -243,8 +243,16 @@ class RepartitionConfig(_Section):
     topic: str | None = Field(None, min_length=1)  # default "<kafka.group_id>-repartition"
     partitions: int = Field(0, ge=0, le=INT32_MAX)  # 0: as many as the input topic with the most partitions
     replication_factor: int = Field(1, ge=1)
-    # lines only wait here until the session stage reads them
-    retention_ms: int = Field(86_400_000, ge=60_000, le=2**63 - 1)
+    # -1: kept until purged. A forwarded line's input offset is committed, so this is its only copy until it is judged;
+    # the daemon deletes what it has committed here (rationad.purge), so the topic holds only lines still waiting.
+    retention_ms: int = Field(-1, ge=-1, le=2**63 - 1)
+
+    @field_validator("retention_ms")
+    @classmethod
+    def _retention(cls, v: int) -> int:
+        if 0 <= v < 60_000:
+            raise ValueError("must be -1 (kept until the daemon purges it) or at least 60000 ms")
+        return v
 
 
 class ModelConfig(_Section):
@@ -465,7 +473,7 @@ class Settings(BaseSettings):
                 raise ValueError(f"input.max_record_bytes: {i.max_record_bytes} must stay 1024 below "
                                  f"output.max_message_bytes ({self.output.max_message_bytes}) while lines are "
                                  "repartitioned: a line is forwarded whole, and a larger one would be dead-lettered")
-            if r.retention_ms < 2_000 * self.sessions.max_open_secs:
+            if r.retention_ms != -1 and r.retention_ms < 2_000 * self.sessions.max_open_secs:
                 raise ValueError(f"repartition.retention_ms: {r.retention_ms} must be at least twice "
                                  f"sessions.max_open_secs ({self.sessions.max_open_secs:g} s): an open session holds "
                                  "the internal topic's commit back that long, and its lines must still be there")

@@ -39,6 +39,7 @@ from rationad.model.base import ModelClient, ModelError, make_client
 from rationad.model_stage import EngineDead, ModelStage, Pending
 from rationad.neighbours import Known
 from rationad.offsets import PartitionOffsets
+from rationad.purge import Purger
 from rationad.repartition import (
     PACK_BYTES, Packer, Router, SeenLines, is_pack, own_lines, pack_source, source_of, source_repeat, unpack,
 )
@@ -136,6 +137,8 @@ class Daemon:
         self._parts: dict[Any, _Part] = {}
         self._tasks: set[asyncio.Task] = set()
         self._router: Router | None = None  # the internal topic's partitioner, once its partition count is known
+        # deletes what the group committed on the internal topic (its only copy of a forwarded line until then)
+        self._purger = Purger(settings.kafka, self.internal, self.metrics) if self.internal is not None else None
         self._pack_bytes = min(PACK_BYTES, settings.output.max_message_bytes // 2)
         self._topic_names: dict[bytes, str] = {}
         self._spread = KeySpread()  # sessions of one key on two partitions: the input is not keyed by session key
@@ -535,6 +538,8 @@ class Daemon:
         if self._stop_wait is not None:
             await cancel_all([self._stop_wait])
         end = time.monotonic() + CLOSE_SECS
+        if self._purger is not None:  # a purge in flight is given up: the next start's first commit purges again
+            await self._purger.aclose()
         for closer, own in (
             (self.consumer.stop() if self.consumer else None, None),
             (self.producer.stop() if self.producer else None, None),
@@ -1063,6 +1068,8 @@ class Daemon:
         await self._commit(dict(self._parts), timeout)
 
     async def _commit(self, parts: dict[Any, _Part], timeout: float = COMMIT_TIMEOUT_SECS) -> None:
-        await self.delivery.commit(
+        done = await self.delivery.commit(
             self.consumer, {tp: (p.offsets, p.sessionizer.min_open_offset()) for tp, p in parts.items()}, timeout
         )
+        if done and self._purger is not None:
+            self._purger.offer({tp: p.offsets.committed for tp, p in parts.items()})

@@ -20,6 +20,11 @@ class Metrics:
             "rationad_lines_repartitioned_total", "Lines produced to the repartition topic, keyed by session key",
             registry=r,
         )
+        self.repartition_purges = Counter(
+            "rationad_repartition_purges_total", "Deletions of committed records from the repartition topic "
+            "(rationad.purge), by result: error means the topic keeps growing until one succeeds", ["result"],
+            registry=r,
+        )
         self.late_lines = Counter(
             "rationad_late_lines_total", "Lines judged in a window of their own (own_window) or taken as untimed (future_untimed)", ["action"], registry=r
         )

@@ -16,8 +16,12 @@ import asyncio
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+import structlog
+
 from rationad.config import ConfigError, KafkaConfig
 from rationad.kafka import common_kwargs
+
+log = structlog.get_logger("rationad.topics")
 
 AUTO_CREATE = "auto.create.topics.enable"
 
@@ -149,12 +153,29 @@ async def ensure_topic(kafka_cfg: KafkaConfig, topic: str, *, key: str, partitio
                 raise ConfigError(f"{key}: cannot create the internal topic {topic!r} ({n} partitions, replication "
                                   f"{replication_factor}): {problem}; create it, or let the daemon create topics")
             cluster = await _wait_for_partitions(admin, topic)
+        else:
+            _warn_short_retention(topic, await _topic_config(admin, topic, "retention.ms"), retention_ms)
         return len(cluster.partitions_for_topic(topic) or ())
     finally:
         try:
             await admin.close()
         except Exception:  # noqa: BLE001 - closing a client that never connected
             pass
+
+
+def _warn_short_retention(topic: str, value: str | None, wanted_ms: int) -> None:
+    """An existing internal topic is used as it is; one created with a time limit (by a rationad before 2026-12-07,
+    which made it a day) deletes a line still waiting for its verdict past that limit, so say how to lift it."""
+    try:
+        have = int(value) if value is not None else None
+    except ValueError:
+        return
+    if have is None or have < 0 or (wanted_ms >= 0 and have >= wanted_ms):
+        return
+    log.warning("internal_topic_retention_short", topic=topic, retention_ms=have, configured=wanted_ms,
+                why="lines waiting longer than this (model blocked, daemon down) are deleted unjudged",
+                action=f"kafka-configs.sh --alter --entity-type topics --entity-name {topic} "
+                       f"--add-config retention.ms={wanted_ms}")
 
 
 # CreateTopics answers per topic in its response (aiokafka does not raise for these): 36 is TOPIC_ALREADY_EXISTS, a

@@ -1,7 +1,8 @@
 """Repartitioning by session key on a real broker (issue 17): one session's lines produced round-robin over three
 input partitions, unkeyed as log shippers write them, are judged as one session; a line naming two blocks joins both
 sessions; commits reach the end of the input and of the internal topic. The model is a fake (the model is not what
-this tests); the daemon, the broker and the internal topic are real."""
+this tests); the daemon, the broker and the internal topic are real. Committed internal records are purged
+(DeleteRecords on the real broker)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 
+from rationad import purge
 from rationad.broker import create_topics
 from rationad.config import Settings
 from rationad.daemon import Daemon
@@ -41,11 +43,8 @@ async def _produce_round_robin(bootstrap: str, topic: str, lines: list[str]) -> 
         await p.stop()
 
 
-async def test_lines_of_one_session_on_three_partitions_are_judged_as_one_session(broker):
-    topic = f"rr-{uuid.uuid4().hex[:8]}"
-    await create_topics(broker.bootstrap, {topic: 3, f"{topic}.out": 1, f"{topic}.dlq": 1})
-    await _produce_round_robin(broker.bootstrap, topic, LINES)
-    group = f"g-{topic}"
+async def _run_until_committed(broker, topic: str, group: str) -> tuple[Daemon, dict]:
+    """Run the daemon on ``topic`` until the input and the internal topic are committed to their ends; stop it."""
     s = Settings(kafka={"bootstrap_servers": broker.bootstrap, "group_id": group},
                  input={"topics": [topic], "dialect": "hdfs"},
                  sessions={"quiet_flush_secs": 2},
@@ -68,6 +67,44 @@ async def test_lines_of_one_session_on_three_partitions_are_judged_as_one_sessio
     finally:
         d.request_stop()
         assert await asyncio.wait_for(task, 60) == 0
+    return d, internal
+
+
+async def test_committed_internal_records_are_deleted(broker, monkeypatch):
+    # A forwarded line's input offset is committed, so the internal topic has no time limit (it holds the line's only
+    # copy until its verdict); what the group committed there is deleted instead, so it holds only waiting lines.
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    monkeypatch.setattr(purge, "PURGE_INTERVAL_SECS", 0.0)  # a purge after every commit
+    topic = f"rp-{uuid.uuid4().hex[:8]}"
+    await create_topics(broker.bootstrap, {topic: 3, f"{topic}.out": 1, f"{topic}.dlq": 1})
+    await _produce_round_robin(broker.bootstrap, topic, LINES)
+    group = f"g-{topic}"
+    d, internal = await _run_until_committed(broker, topic, group)
+    c = AIOKafkaConsumer(bootstrap_servers=broker.bootstrap)
+    await c.start()
+    try:
+        tps = [TopicPartition(f"{group}-repartition", p) for p in internal]
+        for _ in range(100):  # the last purge may still be on its way when the commit is seen
+            first = {tp.partition: off for tp, off in (await c.beginning_offsets(tps)).items()}
+            if first == {p: e for p, (_, e) in internal.items()}:
+                break
+            await asyncio.sleep(0.1)
+    finally:
+        await c.stop()
+    assert first == {p: e for p, (_, e) in internal.items()} and sum(first.values()) >= 2, (first, internal)
+    assert d.metrics.repartition_purges.labels("error")._value.get() == 0
+    assert await read_to_end(broker.bootstrap, f"{group}-repartition") == []
+    assert len(await read_to_end(broker.bootstrap, f"{topic}.out")) == 2  # both sessions judged all the same
+
+
+async def test_lines_of_one_session_on_three_partitions_are_judged_as_one_session(broker, monkeypatch):
+    monkeypatch.setattr(purge, "PURGE_INTERVAL_SECS", 1e9)  # this test reads what the internal topic carried
+    topic = f"rr-{uuid.uuid4().hex[:8]}"
+    await create_topics(broker.bootstrap, {topic: 3, f"{topic}.out": 1, f"{topic}.dlq": 1})
+    await _produce_round_robin(broker.bootstrap, topic, LINES)
+    group = f"g-{topic}"
+    d, internal = await _run_until_committed(broker, topic, group)
     assert len(internal) == 3  # as many partitions as the input topic
     carried = []  # the internal records are packs: (source partition, source offset, key) of every line they carry
     for r in await read_to_end(broker.bootstrap, f"{group}-repartition"):

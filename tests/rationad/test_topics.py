@@ -18,6 +18,7 @@ class FakeAdmin:
     existing: set[str] = set()
     auto_create: str | None = "false"  # None: DescribeConfigs fails
     limits: dict[str, int] = {}  # topics' max.message.bytes (none said: the broker will not say)
+    retention: dict[str, int] = {}  # topics' retention.ms (none said: the broker will not say)
     instances: list[FakeAdmin] = []
 
     def __init__(self, **kwargs):
@@ -45,6 +46,8 @@ class FakeAdmin:
         if [r.resource_type for r in resources] == [ConfigResourceType.TOPIC]:  # a topic's max.message.bytes
             value = self.limits.get(resources[0].name)
             entries = [] if value is None else [{"config_names": "max.message.bytes", "config_value": str(value)}]
+            if resources[0].name in self.retention:
+                entries.append({"config_names": "retention.ms", "config_value": str(self.retention[resources[0].name])})
             return [SimpleNamespace(to_object=lambda: {"resources": [{"error_code": 0, "config_entries": entries}]})]
         assert [r.configs for r in resources] == [{topics.AUTO_CREATE: None}]
         entry = {"config_names": topics.AUTO_CREATE, "config_value": self.auto_create}
@@ -56,7 +59,7 @@ def admin(monkeypatch):
     import aiokafka.admin
 
     FakeAdmin.existing, FakeAdmin.auto_create, FakeAdmin.instances = {"logs", "anomalies"}, "false", []
-    FakeAdmin.limits = {}
+    FakeAdmin.limits, FakeAdmin.retention = {}, {}
     monkeypatch.setattr(aiokafka.admin, "AIOKafkaAdminClient", FakeAdmin)
     return FakeAdmin
 
@@ -165,7 +168,7 @@ def creating(monkeypatch):
     import aiokafka.admin
 
     CreatingAdmin.parts, CreatingAdmin.refuse, CreatingAdmin.created = {"logs": 3, "more": 5}, None, []
-    CreatingAdmin.answer_error = None
+    CreatingAdmin.answer_error, CreatingAdmin.retention = None, {}
     monkeypatch.setattr(aiokafka.admin, "AIOKafkaAdminClient", CreatingAdmin)
     return CreatingAdmin
 
@@ -177,6 +180,38 @@ async def test_ensure_topic_creates_the_internal_topic_like_the_largest_input(cr
     assert await topics.ensure_topic(KAFKA, "g-repartition", key="repartition.topic", partitions=0, like=["logs"],
                                      replication_factor=3, retention_ms=60_000) == 5
     assert len(creating.created) == 1  # an existing topic is used as it is
+
+
+async def test_an_existing_internal_topic_with_a_time_limit_is_used_and_logged(creating):
+    # rationad before 2026-12-07 created it with a day's retention: a line waiting longer (model blocked, daemon down)
+    # was deleted unjudged. It is used as it is, and the start says so with the command that lifts the limit.
+    from structlog.testing import capture_logs
+
+    creating.parts["g-repartition"] = 3
+    creating.retention = {"g-repartition": 86_400_000}
+    with capture_logs() as logs:
+        assert await topics.ensure_topic(KAFKA, "g-repartition", key="repartition.topic", partitions=0,
+                                         like=["logs"], replication_factor=1, retention_ms=-1) == 3
+    warned = [e for e in logs if e["event"] == "internal_topic_retention_short"]
+    assert len(warned) == 1 and warned[0]["retention_ms"] == 86_400_000
+    assert "--entity-name g-repartition --add-config retention.ms=-1" in warned[0]["action"]
+    assert creating.created == []
+    for have, wanted in ((-1, -1), (86_400_000, 3_600_000)):  # no limit, or one as long as configured: quiet
+        creating.retention = {"g-repartition": have}
+        with capture_logs() as logs:
+            await topics.ensure_topic(KAFKA, "g-repartition", key="repartition.topic", partitions=0, like=["logs"],
+                                      replication_factor=1, retention_ms=wanted)
+        assert not [e for e in logs if e["event"] == "internal_topic_retention_short"], (have, wanted)
+
+
+async def test_the_internal_topic_is_created_without_a_time_limit_by_default(creating):
+    from rationad.config import Settings
+
+    r = Settings(input={"topics": ["logs"], "dialect": "hdfs"}).repartition
+    assert r.retention_ms == -1
+    await topics.ensure_topic(KAFKA, "g-repartition", key="repartition.topic", partitions=0, like=["logs"],
+                              replication_factor=r.replication_factor, retention_ms=r.retention_ms)
+    assert creating.created == [("g-repartition", 3, 1, {"retention.ms": "-1"})]
 
 
 async def test_ensure_topic_that_cannot_be_created_names_the_key(creating):
