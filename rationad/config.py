@@ -171,8 +171,9 @@ class InputConfig(_Section):
             from rationad.regex_probe import backtracks, group_can_be_empty
 
             if compiled.groups and group_can_be_empty(v, 1):  # the key is group 1: session=(\w*) on "session= "
-                raise ValueError("its group 1 (the session key) can match nothing, so a line with an empty value "
-                                 "would get an empty key (and be dead-lettered as not matching): use + rather than *")
+                raise ValueError("its group 1 (the session key) can match nothing or be left out (* or an optional "
+                                 "or alternative part), so such a line would get no key (and be dead-lettered as not "
+                                 "matching): use + rather than *, and make the key's group required")
             slow = backtracks(v)
             if slow is not None:
                 raise ValueError(f"backtracks without bound ({slow}): it runs on every line, on the event loop, and "

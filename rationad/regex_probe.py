@@ -93,27 +93,29 @@ def _not_char(av: int) -> str:
 
 
 def group_can_be_empty(pattern: str, group: int) -> bool:
-    """Whether capture ``group`` of ``pattern`` can match the empty string (its least width is 0)."""
-    def find(items) -> bool | None:
+    """Whether capture ``group`` of ``pattern`` can match the empty string (its least width is 0), or a match can
+    leave it out (inside an optional part, ``x(\\S+)?``, or one branch of an alternation): either way a line gets no
+    value from it."""
+    def find(items, optional: bool) -> bool | None:
         for op, av in items:
             name = str(op)
             if name == "SUBPATTERN":
                 if av[0] == group:
-                    return av[-1].getwidth()[0] == 0
-                found = find(av[-1])
+                    return optional or av[-1].getwidth()[0] == 0
+                found = find(av[-1], optional)
             elif name in ("MAX_REPEAT", "MIN_REPEAT", "POSSESSIVE_REPEAT"):
-                found = find(av[2])
+                found = find(av[2], optional or av[0] == 0)
             elif name == "ATOMIC_GROUP":
-                found = find(av)
-            elif name == "BRANCH":
-                found = next((f for b in av[1] if (f := find(b)) is not None), None)
+                found = find(av, optional)
+            elif name == "BRANCH":  # another branch can match without it
+                found = next((f for b in av[1] if (f := find(b, optional or len(av[1]) > 1)) is not None), None)
             else:
                 continue
             if found is not None:
                 return found
         return None
 
-    return bool(find(_sre.parse(pattern)))
+    return bool(find(_sre.parse(pattern), False))
 
 
 def _class_chars(items) -> list[str]:

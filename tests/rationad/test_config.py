@@ -325,6 +325,16 @@ def test_a_key_group_that_can_match_nothing_is_refused(pattern):
     assert load_settings(input={"dialect": "generic", "key_regex": r"session=(\w+)"}, sessions={"window_lines": 10})
 
 
+@pytest.mark.parametrize("pattern", [r"req(?:=(\w+))?;", r"(?:id=(\d+)|anonymous)", r"(?:x(\w+))*@"])
+def test_a_key_group_a_match_can_leave_out_is_refused(pattern):
+    """A line matching without the group got no key (None, as Python's re gives a group that took no part) and was
+    dead-lettered as not matching, like an empty group (left by the last session)."""
+    with pytest.raises(ConfigError, match=r"input.key_regex: .*group 1 \(the session key\) can match nothing or be "):
+        load_settings(input={"dialect": "generic", "key_regex": pattern}, sessions={"window_lines": 10})
+    for fine in (r"(?:req|request)=(\w+)", r"(?:id|uid)=(\d+)(?:;.*)?", r"host=(\S+) (?:GET|POST)"):
+        assert load_settings(input={"dialect": "generic", "key_regex": fine}, sessions={"window_lines": 10})
+
+
 def test_a_drain_longer_than_the_poll_interval_is_refused():
     """Found by review, accepted before: the drain stops fetching, and one longer than kafka.max_poll_interval_ms made
     the consumer leave its group mid-drain: the final commit failed and the next owner judged the sessions again."""
