@@ -115,11 +115,13 @@ def cmd_check_config(args: argparse.Namespace) -> int:
               "as they are; producers must key records by session key", file=sys.stderr)
     else:
         r = settings.repartition
+        kept = ("kept until committed, then purged" if r.retention_ms == -1 else
+                f"retention {r.retention_ms} ms: lines waiting longer for their verdict are deleted unjudged; -1 "
+                "keeps them until committed")
         print(f"repartition: on (input.repartition = {settings.input.repartition!r}): internal topic {internal!r} "
               f"({r.partitions or 'as many partitions as the largest input topic'}"
-              f"{' partitions' if r.partitions else ''}, replication {r.replication_factor}, "
-              f"{'kept until committed, then purged' if r.retention_ms == -1 else f'retention {r.retention_ms} ms'}"
-              "), created at start if missing", file=sys.stderr)
+              f"{' partitions' if r.partitions else ''}, replication {r.replication_factor}, {kept}), created at "
+              "start if missing", file=sys.stderr)
     from rationad.model.base import check_model_config
 
     from rationad.judge import model_info

@@ -432,6 +432,13 @@ class Settings(BaseSettings):
                 "would start past lines already forwarded there, whose input offsets are committed (lost), or, with "
                 "'none', the first start would stop. Use 'earliest' (reset the group's input offsets to skip a "
                 "backlog: docs/operations.md) or input.repartition = 'never'")
+        if self.repartition.topic is not None and not self.repartition.topic.startswith(k.group_id) \
+                and self.repartition_topic() is not None:
+            raise ValueError(
+                f"repartition.topic: {self.repartition.topic!r} must start with kafka.group_id ({k.group_id!r}), as "
+                "Kafka Streams names its internal topics after its application id: the daemon deletes what its group "
+                "has committed there, so a topic shared with another group (a canary, a replay) would lose that "
+                "group's waiting lines")
         drain = self.delivery.drain_timeout_secs
         if drain * 1000 >= k.max_poll_interval_ms:
             raise ValueError(f"delivery.drain_timeout_secs: {drain:g} s is not below kafka.max_poll_interval_ms "

@@ -538,7 +538,7 @@ class Daemon:
         if self._stop_wait is not None:
             await cancel_all([self._stop_wait])
         end = time.monotonic() + CLOSE_SECS
-        if self._purger is not None:  # a purge in flight is given up: the next start's first commit purges again
+        if self._purger is not None:  # a purge in flight is given up: each partition's next commit purges again
             await self._purger.aclose()
         for closer, own in (
             (self.consumer.stop() if self.consumer else None, None),

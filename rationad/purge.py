@@ -67,21 +67,31 @@ class Purger:
     async def _purge(self, todo: dict[Any, int]) -> None:
         from aiokafka.admin.records_to_delete import RecordsToDelete
 
+        failed: dict[int, str] = {}
         try:
             if self._admin is None:
                 self._admin = self._factory()
                 await asyncio.wait_for(self._admin.start(), PURGE_TIMEOUT_SECS)
-            await asyncio.wait_for(
-                self._admin.delete_records({tp: RecordsToDelete(off) for tp, off in todo.items()},
-                                           timeout_ms=int(PURGE_TIMEOUT_SECS * 1000)), PURGE_TIMEOUT_SECS)
-        except Exception as exc:  # noqa: BLE001 - any failure: the records stay, tried again at the next interval
-            self.metrics.repartition_purges.labels("error").inc()
-            log.warning("repartition_purge_failed", topic=self.topic, error=repr(exc),
+            # One partition a request: aiokafka raises for the whole call when any partition has no leader or
+            # answers an error, so one bad partition would hold back every other one's purge.
+            for tp, off in sorted(todo.items(), key=lambda kv: kv[0].partition):
+                try:
+                    await asyncio.wait_for(self._admin.delete_records(
+                        {tp: RecordsToDelete(off)}, timeout_ms=int(PURGE_TIMEOUT_SECS * 1000)), PURGE_TIMEOUT_SECS)
+                except Exception as exc:  # noqa: BLE001 - this partition's records stay, tried again later
+                    failed[tp.partition] = repr(exc)
+                    self.metrics.repartition_purges.labels("error").inc()
+                else:
+                    self._purged[tp] = off
+                    self.metrics.repartition_purges.labels("ok").inc()
+        except Exception as exc:  # noqa: BLE001 - no client: every partition's records stay
+            failed = {tp.partition: repr(exc) for tp in todo}
+            self.metrics.repartition_purges.labels("error").inc(len(failed))
+        if failed:
+            log.warning("repartition_purge_failed", topic=self.topic, partitions=sorted(failed),
+                        error=next(iter(failed.values())),
                         action=f"tried again in {PURGE_INTERVAL_SECS:g} s; the topic keeps growing meanwhile")
             await self._close_admin()
-            return
-        self._purged.update(todo)
-        self.metrics.repartition_purges.labels("ok").inc()
 
     async def _close_admin(self) -> None:
         admin, self._admin = self._admin, None

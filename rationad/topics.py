@@ -153,8 +153,9 @@ async def ensure_topic(kafka_cfg: KafkaConfig, topic: str, *, key: str, partitio
                 raise ConfigError(f"{key}: cannot create the internal topic {topic!r} ({n} partitions, replication "
                                   f"{replication_factor}): {problem}; create it, or let the daemon create topics")
             cluster = await _wait_for_partitions(admin, topic)
+            _warn_time_limit(topic, str(retention_ms), retention_ms)
         else:
-            _warn_short_retention(topic, await _topic_config(admin, topic, "retention.ms"), retention_ms)
+            _warn_time_limit(topic, await _topic_config(admin, topic, "retention.ms"), retention_ms)
         return len(cluster.partitions_for_topic(topic) or ())
     finally:
         try:
@@ -163,19 +164,21 @@ async def ensure_topic(kafka_cfg: KafkaConfig, topic: str, *, key: str, partitio
             pass
 
 
-def _warn_short_retention(topic: str, value: str | None, wanted_ms: int) -> None:
-    """An existing internal topic is used as it is; one created with a time limit (by a rationad before 2026-12-07,
-    which made it a day) deletes a line still waiting for its verdict past that limit, so say how to lift it."""
+def _warn_time_limit(topic: str, value: str | None, configured_ms: int) -> None:
+    """The internal topic holds a forwarded line's only copy until its verdict (the daemon purges what it committed):
+    a time limit on it (``repartition.retention_ms``; a rationad before 2026-12-07 created it with a day, and its
+    shipped config.toml said so) deletes lines still waiting past it, so say so at every start, and how to lift it."""
     try:
         have = int(value) if value is not None else None
     except ValueError:
         return
-    if have is None or have < 0 or (wanted_ms >= 0 and have >= wanted_ms):
+    if have is None or have < 0:
         return
-    log.warning("internal_topic_retention_short", topic=topic, retention_ms=have, configured=wanted_ms,
-                why="lines waiting longer than this (model blocked, daemon down) are deleted unjudged",
-                action=f"kafka-configs.sh --alter --entity-type topics --entity-name {topic} "
-                       f"--add-config retention.ms={wanted_ms}")
+    log.warning("internal_topic_retention_short", topic=topic, retention_ms=have, configured=configured_ms,
+                why="lines waiting longer than this for their verdict (model blocked, daemon down) are deleted "
+                    "unjudged; the daemon deletes what it has committed there, so no limit is needed",
+                action=("set repartition.retention_ms = -1 and " if configured_ms >= 0 else "")
+                + f"kafka-configs.sh --alter --entity-type topics --entity-name {topic} --add-config retention.ms=-1")
 
 
 # CreateTopics answers per topic in its response (aiokafka does not raise for these): 36 is TOPIC_ALREADY_EXISTS, a

@@ -95,7 +95,10 @@ def test_a_section_variable_that_is_not_json_fails_naming_it(monkeypatch):
         ("[output]\ntopic = 'logs'\n", "output.topic: 'logs' is also an input topic"),
         ("[output]\ndlq_topic = 'logs'\n", "output.dlq_topic: 'logs' is also an input topic"),
         ("[output]\ndlq_topic = 'rationad.anomalies'\n", "output.dlq_topic: must differ from output.topic"),
-        ("[input]\nrepartition = 'always'\n[repartition]\ntopic = 'logs'\n", "repartition.topic: 'logs' is also"),
+        ("[input]\nrepartition = 'always'\ntopics = ['rationad.logs']\n[repartition]\ntopic = 'rationad.logs'\n",
+         "repartition.topic: 'rationad.logs' is also"),
+        ("[repartition]\ntopic = 'shared-repartition'\n", "repartition.topic: 'shared-repartition' must start with "
+         "kafka.group_id ('rationad')"),
         ("[input]\nrepartition = 'always'\n[repartition]\ntopic = 'rationad.anomalies'\n", "repartition.topic"),
         ("[input]\ndialect = 'bgl'\n[judge]\nlabels_topic = 'logs'\n", "judge.labels_topic"),
         ("[output]\ntopic = 'my topic'\n", "output.topic: 'my topic' is not a legal Kafka topic name"),

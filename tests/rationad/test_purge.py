@@ -61,8 +61,8 @@ async def test_only_the_internal_topics_committed_offsets_that_moved_are_deleted
     await _settle(p)
     p.offer({i0: 9, i1: 3})
     await _settle(p)
-    assert admin.deleted == [{i0: 5}, {i0: 9, i1: 3}]
-    assert admin.started == 1 and _count(m, "ok") == 2
+    assert admin.deleted == [{i0: 5}, {i0: 9}, {i1: 3}]
+    assert admin.started == 1 and _count(m, "ok") == 3  # one a partition
 
 
 async def test_a_purge_waits_for_the_interval_and_for_the_one_in_flight():
@@ -122,3 +122,26 @@ async def test_nothing_to_purge_starts_nothing(committed, monkeypatch):
     p, _ = _purger(admin)
     p.offer(committed)
     assert p._task is None and admin.started == 0
+
+
+async def test_a_partition_that_cannot_be_purged_does_not_hold_back_the_others(monkeypatch):
+    # Found by review: aiokafka raises for the whole DeleteRecords call when any partition has no leader (a broker
+    # down, replication 1) or answers an error, and the purger kept that partition in every round: none was purged.
+    monkeypatch.setattr(purge, "PURGE_INTERVAL_SECS", 0.0)
+
+    class OneLeaderDown(FakeAdmin):
+        async def delete_records(self, records, timeout_ms=None):
+            if any(tp.partition == 1 for tp in records):
+                raise RuntimeError("LeaderNotAvailableError")
+            return await super().delete_records(records, timeout_ms)
+
+    admin = OneLeaderDown()
+    p, m = _purger(admin)
+    i0, i1, i2 = (TopicPartition(INTERNAL, n) for n in range(3))
+    p.offer({i0: 5, i1: 7, i2: 9})
+    await _settle(p)
+    assert sorted(tp.partition for d in admin.deleted for tp in d) == [0, 2]
+    assert _count(m, "ok") == 2 and _count(m, "error") == 1
+    p.offer({i0: 5, i1: 7, i2: 9})  # only the one left is tried again
+    await _settle(p)
+    assert _count(m, "error") == 2 and _count(m, "ok") == 2

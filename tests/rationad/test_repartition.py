@@ -16,7 +16,7 @@ def test_auto_repartitions_session_windows_with_a_key_only():
                          judge={"level": "session"}).repartition_topic() is not None
     assert load_settings(input={"repartition": "never"}).repartition_topic() is None
     assert load_settings(input={"dialect": "bgl", "repartition": "always"},
-                         repartition={"topic": "x"}).repartition_topic() == "x"
+                         repartition={"topic": "rationad.x"}).repartition_topic() == "rationad.x"
     assert load_settings(kafka={"group_id": "g"}).repartition_topic() == "g-repartition"
 
 
