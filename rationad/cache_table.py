@@ -73,8 +73,9 @@ def _json_str(raw: Any) -> str | None:
     return v if isinstance(v, str) else None
 
 
-def app_settings(kafka: KafkaConfig, datadir: str) -> dict[str, Any]:
-    """The faust App's settings for the verdict table, from the daemon's Kafka settings."""
+def app_settings(kafka: KafkaConfig, datadir: str, replication_factor: int = 1) -> dict[str, Any]:
+    """The faust App's settings for the verdict table, from the daemon's Kafka settings; the changelog topic faust
+    creates gets ``replication_factor`` (``repartition.replication_factor``, as every internal topic)."""
     session = kafka.session_timeout_ms / 1000
     return {
         "datadir": datadir,
@@ -84,7 +85,9 @@ def app_settings(kafka: KafkaConfig, datadir: str) -> dict[str, Any]:
         "web_enabled": False,
         "autodiscover": False,
         "topic_partitions": 1,
-        "topic_replication_factor": 1,
+        # Not 1 on a production cluster: with min.insync.replicas >= 2 the broker refuses every write to a topic of
+        # one replica, and a lost broker takes the recovered verdicts with it.
+        "topic_replication_factor": replication_factor,
         "broker_session_timeout": session,
         "broker_heartbeat_interval": kafka.heartbeat_interval_ms / 1000,
         # faust refuses a session timeout above its request timeout (90 s by default): a session timeout set past
@@ -101,8 +104,9 @@ class ChangelogStore:
     """``get``-free store: ``items()`` after ``start()`` (recovered state), then ``put``/``delete`` as the LRU
     changes. Writes are asynchronous (faust's ``send_soon``); a lost write only costs a future model call."""
 
-    def __init__(self, kafka: KafkaConfig, namespace: str) -> None:
+    def __init__(self, kafka: KafkaConfig, namespace: str, replication_factor: int = 1) -> None:
         self.kafka = kafka
+        self.replication_factor = replication_factor
         self.namespace = namespace
         self.app_id = f"{kafka.group_id}-verdicts"
         self._app: Any = None
@@ -126,7 +130,7 @@ class ChangelogStore:
         # faust makes a data folder even for a memory:// store (in the working directory by default, which a service
         # may not be able to write): a temporary one holds nothing worth keeping and is removed at close.
         self._datadir = tempfile.TemporaryDirectory(prefix="rationad-faust-")
-        app = faust.App(self.app_id, **app_settings(self.kafka, self._datadir.name))
+        app = faust.App(self.app_id, **app_settings(self.kafka, self._datadir.name, self.replication_factor))
         # Raw bytes in and out of faust, JSON strings encoded and decoded here: a record faust could not decode (an
         # empty value written by hand, a key that is not JSON) stalled its recovery at every start, for ever (the
         # compacted topic keeps it); here it is skipped. The bytes are those faust's JSON serializer wrote.

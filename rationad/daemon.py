@@ -203,7 +203,8 @@ class Daemon:
             return None
         from rationad.cache_table import ChangelogStore
 
-        return ChangelogStore(self.s.kafka, namespace=self._namespace())
+        return ChangelogStore(self.s.kafka, namespace=self._namespace(),
+                              replication_factor=self.s.repartition.replication_factor)
 
     def _namespace(self) -> str:
         m = self.model

@@ -59,8 +59,8 @@ EXPOSE 9464
 # /healthz: the main loop is alive. (Kubernetes uses its own probes; this is for plain Docker.)
 HEALTHCHECK --interval=30s --timeout=5s --start-period=10m --retries=3 \
   CMD ["python", "-c", "import sys, urllib.request; sys.exit(urllib.request.urlopen('http://127.0.0.1:9464/healthz', timeout=4).status != 200)"]
-# SIGTERM (docker stop, Kubernetes) starts the drain: give it delivery.drain_timeout_secs + 15 s
-# (docker stop -t 45; -t 60 with the in-process engine).
+# SIGTERM (docker stop, Kubernetes) starts the drain: give it delivery.drain_timeout_secs + 25 s (docker stop -t 55,
+# docker run --stop-timeout 55), + 45 s with the in-process engine (-t 75): docs/operations.md, "Stopping and draining".
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["rationad"]
 CMD ["run", "--config", "/etc/rationad/config.toml"]

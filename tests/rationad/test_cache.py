@@ -135,3 +135,22 @@ async def test_a_session_timeout_past_faust_s_request_timeout_keeps_the_durable_
     app = faust.App("t-verdicts", **app_settings(k, str(tmp_path)))
     assert app.conf.broker_request_timeout >= app.conf.broker_session_timeout == 120.0
     app.consumer._thread._create_worker_consumer(app.transport)  # raised ImproperlyConfigured
+
+
+def test_the_cache_changelog_gets_the_internal_topics_replication_factor(tmp_path):
+    """It was created with one replica whatever the configuration (left by an earlier session, found again by
+    review): on a cluster with min.insync.replicas >= 2 the broker refused its writes, and a lost broker took the
+    recovered verdicts. It follows repartition.replication_factor, as the other internal topics do."""
+    import faust
+
+    from rationad.cache_table import app_settings
+    from rationad.config import Settings
+    from rationad.daemon import Daemon
+    from tests.rationad.fakes import FakeModel
+
+    s = Settings(repartition={"replication_factor": 3}, cache={"durable": True})
+    store = Daemon(s, client=FakeModel())._cache_store()
+    assert store.replication_factor == 3
+    app = faust.App(store.app_id, **app_settings(store.kafka, str(tmp_path), store.replication_factor))
+    table = app.GlobalTable("t", default=None, partitions=1, key_type=bytes, value_type=bytes)
+    assert table.changelog_topic.replicas in (None, 3) and app.conf.topic_replication_factor == 3
