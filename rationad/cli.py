@@ -592,3 +592,10 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except Exception as exc:
+        from rationad.topics import TopicCheckError
+
+        if not isinstance(exc, TopicCheckError):
+            raise
+        print(f"error: {exc}", file=sys.stderr)  # not the configuration's fault: the supervisor starts it again
+        return 1

@@ -278,6 +278,8 @@ def _consumer_class() -> type[AIOKafkaConsumer]:
                     raise ConfigError(  # not the instance id's fault: the principal may not use the group
                         f"kafka.group_id = {self._group_id!r}: the broker does not authorize this principal "
                         f"(kafka.sasl_username) to join the group: {exc!r}. Grant it Read on the group") from exc
+                if getattr(exc, "retriable", False) or "Connection" in type(exc).__name__:
+                    raise  # the broker unreachable or a coordinator moving: exit 1, and the supervisor retries
                 raise ConfigError(
                     f"kafka.group_instance_id = {instance_id!r}: the group coordinator refused the group join: "
                     f"{exc!r}. The id must be unique per running instance (another live daemon with this id fences "

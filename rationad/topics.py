@@ -27,7 +27,9 @@ AUTO_CREATE = "auto.create.topics.enable"
 
 
 class TopicCheckError(Exception):
-    """The broker could not be asked (unreachable, timed out, or it refused the metadata request)."""
+    """The broker could not be asked (unreachable, timed out, or it refused the metadata request), or a topic could
+    not be created for a reason that passes (a controller moving, a timeout): not a configuration error, so ``run``
+    exits 1 and its supervisor starts it again (systemd does not retry exit 2)."""
 
 
 async def _auto_create_enabled(admin: Any) -> bool | None:
@@ -137,21 +139,23 @@ async def _start_and_ask(admin: Any, wanted: list[str], sizes: bool = False
 async def ensure_topic(kafka_cfg: KafkaConfig, topic: str, *, key: str, partitions: int, like: Iterable[str],
                        replication_factor: int, retention_ms: int, timeout_secs: float = 30.0) -> int:
     """Create ``topic`` unless it exists, with ``partitions`` partitions (0: as many as the topic of ``like`` with
-    the most), and return its partition count. Raises ``ConfigError`` naming ``key`` when it cannot be created."""
+    the most), and return its partition count. Raises ``ConfigError`` naming ``key`` when it cannot be created,
+    ``TopicCheckError`` when that may pass (``_create``)."""
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
     admin = AIOKafkaAdminClient(request_timeout_ms=int(timeout_secs * 1000), **common_kwargs(kafka_cfg))
     try:
-        await asyncio.wait_for(admin.start(), timeout_secs)
-        # A metadata request for all topics names none, so it creates none (see the module docstring).
-        cluster = await admin._client.fetch_all_metadata()
+        try:
+            await asyncio.wait_for(admin.start(), timeout_secs)
+            # A metadata request for all topics names none, so it creates none (see the module docstring).
+            cluster = await admin._client.fetch_all_metadata()
+        except Exception as exc:
+            raise TopicCheckError(f"{key}: cannot reach {kafka_cfg.bootstrap_servers} to check the topic {topic!r}: "
+                                  f"{exc!r}") from exc
         if topic not in cluster.topics():
             n = partitions or max((len(cluster.partitions_for_topic(t) or ()) for t in like), default=0) or 1
-            problem = await _create(admin, NewTopic(topic, n, replication_factor,
-                                                    topic_configs={"retention.ms": str(retention_ms)}))
-            if problem is not None:
-                raise ConfigError(f"{key}: cannot create the internal topic {topic!r} ({n} partitions, replication "
-                                  f"{replication_factor}): {problem}; create it, or let the daemon create topics")
+            await _create(admin, NewTopic(topic, n, replication_factor, topic_configs={"retention.ms": str(retention_ms)}),
+                          key, f"the internal topic {topic!r} ({n} partitions, replication {replication_factor})")
             cluster = await _wait_for_partitions(admin, topic)
             _warn_time_limit(topic, str(retention_ms), retention_ms)
         else:
@@ -186,19 +190,34 @@ def _warn_time_limit(topic: str, value: str | None, configured_ms: int) -> None:
 _TOPIC_ALREADY_EXISTS = 36
 
 
-async def _create(admin: Any, new_topic: Any) -> str | None:
-    """Create one topic; None when it exists afterwards (created here or by a replica alongside), else why not.
-    CreateTopics reports a refusal per topic in its response, and aiokafka returns it rather than raising."""
-    problem = None
+async def _create(admin: Any, new_topic: Any, key: str, what: str) -> None:
+    """Create one topic, or find it created by a replica alongside. CreateTopics reports a refusal per topic in its
+    response, and aiokafka returns it rather than raising. Raises ``ConfigError`` naming ``key`` for a refusal that
+    stays (authorization, a replication factor or config the cluster refuses), ``TopicCheckError`` for one that
+    passes (a retriable error code, the broker unreachable)."""
+    from aiokafka.errors import KafkaError, KafkaTimeoutError, for_code
+
+    problem, passes = None, False
     try:
         response = await admin.create_topics([new_topic])
         errors = [e for e in getattr(response, "topic_errors", ()) if e[1] not in (0, _TOPIC_ALREADY_EXISTS)]
-        problem = f"error {errors[0][1]}: {errors[0][2] if len(errors[0]) > 2 else ''}" if errors else None
+        if errors:
+            problem = f"error {errors[0][1]}: {errors[0][2] if len(errors[0]) > 2 else ''}"
+            passes = bool(getattr(for_code(errors[0][1]), "retriable", False))
     except Exception as exc:  # noqa: BLE001 - reported below unless another client created it
         problem = repr(exc)
-    if problem is not None and new_topic.name in set(await admin.list_topics()):
-        return None
-    return problem
+        passes = not isinstance(exc, KafkaError) or isinstance(exc, KafkaTimeoutError) or exc.retriable
+    if problem is None:
+        return
+    try:
+        if new_topic.name in set(await admin.list_topics()):
+            return
+    except Exception as exc:  # noqa: BLE001 - the broker went away meanwhile
+        problem, passes = f"{problem}; then {exc!r}", True
+    if passes:
+        raise TopicCheckError(f"{key}: cannot create {what} now: {problem}; the start is given up (exit 1) and the "
+                              "supervisor starts the daemon again")
+    raise ConfigError(f"{key}: cannot create {what}: {problem}; create it, or let the daemon create topics")
 
 
 async def _wait_for_partitions(admin: Any, topic: str) -> Any:
@@ -240,7 +259,8 @@ async def ensure_compacted_topic(kafka_cfg: KafkaConfig, topic: str, *, key: str
 
     For state kept as the last value per key (operator labels, the template catalog): on a topic with the default
     ``delete`` policy those values would vanish after ``retention.ms`` (7 days by default), so an existing topic the
-    broker reports as not compacted is refused too. Raises ``ConfigError`` naming ``key``."""
+    broker reports as not compacted is refused too. Raises ``ConfigError`` naming ``key``, or ``TopicCheckError``
+    when the broker cannot be reached or the creation may pass (``_create``)."""
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
     admin = AIOKafkaAdminClient(request_timeout_ms=int(timeout_secs * 1000), **common_kwargs(kafka_cfg))
@@ -250,15 +270,13 @@ async def ensure_compacted_topic(kafka_cfg: KafkaConfig, topic: str, *, key: str
             # A metadata request for all topics names none, so it creates none (see the module docstring).
             cluster = await admin._client.fetch_all_metadata()
         except Exception as exc:
-            raise ConfigError(f"{key}: cannot reach {kafka_cfg.bootstrap_servers} to check the topic {topic!r}: "
-                              f"{exc!r}") from exc
+            raise TopicCheckError(f"{key}: cannot reach {kafka_cfg.bootstrap_servers} to check the topic {topic!r}: "
+                                  f"{exc!r}") from exc
         if topic not in cluster.topics():
-            problem = await _create(admin, NewTopic(topic, partitions, replication_factor,
-                                                    topic_configs={"cleanup.policy": "compact"}))
-            if problem is not None:
-                raise ConfigError(f"{key}: cannot create the compacted topic {topic!r} ({partitions} partitions, "
-                                  f"replication {replication_factor}, cleanup.policy=compact): {problem}; create it, "
-                                  "or let rationad create topics")
+            await _create(admin, NewTopic(topic, partitions, replication_factor,
+                                          topic_configs={"cleanup.policy": "compact"}),
+                          key, f"the compacted topic {topic!r} ({partitions} partitions, replication "
+                               f"{replication_factor}, cleanup.policy=compact)")
             cluster = await _wait_for_partitions(admin, topic)
         else:
             policy = await _cleanup_policy(admin, topic)

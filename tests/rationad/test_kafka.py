@@ -107,6 +107,27 @@ async def test_start_turns_a_refused_join_into_a_config_error(monkeypatch):
     assert stopped
 
 
+async def test_a_join_that_fails_on_the_broker_going_away_is_not_a_config_error(monkeypatch):
+    """Found by review: a static member's start that lost the broker (aiokafka re-bootstraps in start) or met a
+    coordinator moving was a ConfigError blaming the instance id: exit 2, never restarted by systemd. It stays the
+    broker's error (exit 1, the supervisor retries)."""
+    from aiokafka.errors import CoordinatorNotAvailableError, KafkaConnectionError
+
+    async def fake_stop(self):
+        pass
+
+    monkeypatch.setattr(AIOKafkaConsumer, "stop", fake_stop)
+    for exc in (KafkaConnectionError("Unable to bootstrap from [('kafka', 9092)]"), CoordinatorNotAvailableError()):
+        async def gone(self, exc=exc):
+            raise exc
+
+        monkeypatch.setattr(AIOKafkaConsumer, "start", gone)
+        c = kafka.make_consumer(KafkaConfig(group_instance_id="host-a"))
+        c._client = _FakeClient(join_max=7)
+        with pytest.raises(type(exc)):
+            await c.start()
+
+
 async def test_a_join_the_group_acl_refuses_names_the_group_not_the_instance_id(monkeypatch):
     """Found by review (2026-12-06), failing before its fix: every refused join was blamed on
     kafka.group_instance_id, a missing group permission too."""

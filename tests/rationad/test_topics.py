@@ -221,10 +221,49 @@ async def test_the_internal_topic_is_created_without_a_time_limit_by_default(cre
 
 
 async def test_ensure_topic_that_cannot_be_created_names_the_key(creating):
-    creating.refuse = RuntimeError("TopicAuthorizationFailedError")
+    from aiokafka.errors import TopicAuthorizationFailedError
+
+    creating.refuse = TopicAuthorizationFailedError()
     with pytest.raises(ConfigError, match=r"^repartition\.topic: cannot create the internal topic 'g-repartition'"):
         await topics.ensure_topic(KAFKA, "g-repartition", key="repartition.topic", partitions=4, like=["logs"],
                                   replication_factor=1, retention_ms=60_000)
+
+
+@pytest.mark.parametrize("how", ["controller moving", "timed out", "unreachable", "no broker"])
+async def test_a_creation_that_may_pass_is_not_a_configuration_error(creating, how, monkeypatch):
+    """Found by review: every failure to create or check a topic at start was a ConfigError, so ``run`` exited 2 and
+    systemd (RestartPreventExitStatus=2) never started it again after a broker restart or a controller failover. A
+    refusal that passes is a TopicCheckError: exit 1, and the supervisor retries."""
+    import asyncio
+
+    from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError
+
+    if how == "controller moving":
+        creating.answer_error = (41, "This is not the correct controller for this cluster.")
+    elif how == "timed out":
+        creating.refuse = KafkaTimeoutError()
+    elif how == "unreachable":
+        creating.refuse = KafkaConnectionError("Unable to bootstrap from [('kafka', 9092)]")
+    else:
+        async def never(self):
+            raise asyncio.TimeoutError()
+        monkeypatch.setattr(CreatingAdmin, "start", never)
+    for create in (lambda: topics.ensure_topic(KAFKA, "g-repartition", key="repartition.topic", partitions=4,
+                                               like=["logs"], replication_factor=1, retention_ms=-1),
+                   lambda: topics.ensure_compacted_topic(KAFKA, "rationad.labels", key="judge.labels_topic")):
+        with pytest.raises(topics.TopicCheckError, match=r"^(repartition\.topic|judge\.labels_topic): cannot "):
+            await create()
+
+
+def test_run_exits_1_not_2_when_the_broker_fails_at_start(monkeypatch, capsys):
+    from rationad import cli, daemon
+
+    async def run(self):
+        raise topics.TopicCheckError("judge.labels_topic: cannot reach kafka:9092 to check the topic 'x': boom")
+
+    monkeypatch.setattr(daemon.Daemon, "run", run)
+    assert cli.main(["run"]) == 1
+    assert "error: judge.labels_topic: cannot reach" in capsys.readouterr().err
 
 
 async def test_a_refusal_inside_the_create_topics_response_names_the_key(creating):
