@@ -56,6 +56,9 @@ MODEL_HEALTH_INTERVAL_SECS = 10.0
 LAG_LOOKUP_SECS = 5.0  # a lag lookup (position, committed offset) that takes longer is given up
 GC_YOUNG_ALLOCATIONS = 50_000  # allocations between young-generation collections (CPython's default: 700)
 YIELD_EVERY_LINES = 500  # lines parsed (or records routed) between yields to the event loop
+# ... or this much time, whichever comes first: template-level judging masks every line as it arrives (about 20 ms for
+# a 60 KB one), so 500 long hostile lines held the loop for seconds, and lines spread over partitions never yielded
+YIELD_SECS = 0.05
 CACHE_RECOVERY_TIMEOUT_SECS = 120.0  # a durable cache that cannot be recovered in time is skipped, not waited for
 PRODUCE_STUCK_NOT_READY_SECS = 10.0  # outputs unacknowledged this long make /readyz fail
 MAX_PARTITION_FETCH_BYTES = 4 * 1024 * 1024
@@ -633,6 +636,12 @@ class Daemon:
         log.info("partitions_revoked", partitions=sorted(f"{tp.topic}:{tp.partition}" for tp in revoked))
 
     # ---- consuming ----------------------------------------------------------------------------------------
+    def _over_pending(self) -> bool:
+        """Too many outputs, or too many bytes of closed sessions, await a verdict or an acknowledgement, or the model
+        is blocked: input must wait."""
+        return (self.delivery.held >= self.s.delivery.max_pending_sessions
+                or self.delivery.held_bytes >= self.s.delivery.max_open_bytes or self.stage.blocked)
+
     def _backpressure(self) -> None:
         """Pause input while too many outputs, or too many bytes of closed sessions, await a verdict or an
         acknowledgement (or the model is blocked); resume at half. Sessions closed early by the open-bytes budget
@@ -642,7 +651,7 @@ class Daemon:
         held = self.delivery.held
         held_bytes = self.delivery.held_bytes
         blocked = self.stage.blocked
-        if not self._paused and (held >= limit or held_bytes >= budget or blocked):
+        if not self._paused and self._over_pending():
             self.consumer.pause(*self.consumer.assignment())
             self._paused = True
             self.metrics.paused.set(1)
@@ -720,9 +729,16 @@ class Daemon:
         # revokes it (and may assign the partition again, with fresh state that must not take records fetched
         # before it: they are fetched again from the committed offset).
         fetched = [(tp, self._parts.get(tp), records) for tp, records in batch.items()]
+        last_yield = time.perf_counter()
+        full = False  # the pending limit was reached mid-batch: the rest of the batch waits in Kafka
         try:
             for tp, part, records in fetched:
                 if part is None or part.revoked:
+                    continue
+                if full:  # fetched again once consumption resumes (an undecodable record too: it is past it now)
+                    first = records[0].offset if records else bad[tp].offset if bad and tp in bad else None
+                    if first is not None:
+                        self.consumer.seek(tp, first)
                     continue
                 if part.first_read is None and records:
                     stamp = getattr(records[0], "timestamp", None)
@@ -738,14 +754,24 @@ class Daemon:
                 topic, partition, seen = tp.topic, tp.partition, part.seen  # the per-record loop is the hot path
                 lines_n = since_yield = 0
                 for rec in records:
-                    if since_yield >= YIELD_EVERY_LINES:  # a pack carries many lines: count lines, not records
+                    # a pack carries many lines: count lines, not records
+                    if since_yield >= YIELD_EVERY_LINES or time.perf_counter() - last_yield >= YIELD_SECS:
                         since_yield = 0
                         # Let heartbeats, health checks and sends run: a large batch of long or hostile lines can take
                         # seconds to parse, and a blocked loop loses the group membership. Everything closed so far is
                         # already held, so a revocation here commits nothing past it.
                         part.offsets.consumed(rec.offset - 1)
                         await asyncio.sleep(0)
+                        last_yield = time.perf_counter()
                         if part.revoked:  # the rest of this batch belongs to the partition's new owner
+                            break
+                        if self._over_pending():
+                            # One fetch can hold thousands of records, each of thousands of lines: at template level
+                            # every new template is a pending judgement, and checked only between fetches one batch
+                            # of distinct lines queued hundreds of thousands past the limit (gigabytes). The rest
+                            # waits in Kafka; ``_backpressure`` pauses input until half the limit is left.
+                            self.consumer.seek(tp, rec.offset)
+                            full = True
                             break
                     since_yield += 1
                     try:
@@ -778,6 +804,8 @@ class Daemon:
                 if records:
                     self.metrics.records_received.labels(tp.topic).inc(len(records))
                     self.metrics.lines_parsed.inc(lines_n)
+            if full:
+                self._backpressure()
             for part in self._parts.values():  # paused, the lines that would follow wait in Kafka: no quiet time
                 self._submit(part.sessionizer.tick(now, paused=self._paused), part, now)
             self._enforce_byte_budget(now)

@@ -22,6 +22,10 @@ class LogLine:
     # A repartitioned line (rationad/repartition.py): (topic, partition, offset) of the input record it came from;
     # ``topic``/``partition``/``offset`` above are then its place on the internal topic.
     source: tuple[str, int, int] | None = None
+    # Its template once template-level judging has read it as it arrived (``TemplateStage.observe``), so the window's
+    # close does not mask it again: a message too long for the template memo was masked twice (about 20 ms each for
+    # 60 KB, on the event loop).
+    template: str | None = None
 
 
 @dataclass(slots=True)

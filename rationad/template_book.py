@@ -268,7 +268,7 @@ class TemplateBook:
         counted them as seen when they arrived; replay does not count)."""
         by_template: dict[str, TemplateUse] = {}
         for line in session.lines:
-            template = template_of(line.message)
+            template = line.template or template_of(line.message)
             use = by_template.get(template)
             if use is None:
                 use = by_template[template] = TemplateUse(self.state(template))

@@ -84,6 +84,7 @@ class TemplateStage:
     # ---- lines and windows ----------------------------------------------------------------------------------
     def observe(self, line: LogLine, now: float) -> None:
         st = self.book.observe(line.message, now)
+        line.template = st.template
         if st.verdict is None and self.book.needs_model(st, now):
             self._judge(st, now)
 

@@ -154,7 +154,8 @@ async def ensure_topic(kafka_cfg: KafkaConfig, topic: str, *, key: str, partitio
                                   f"{exc!r}") from exc
         if topic not in cluster.topics():
             n = partitions or max((len(cluster.partitions_for_topic(t) or ()) for t in like), default=0) or 1
-            await _create(admin, NewTopic(topic, n, replication_factor, topic_configs={"retention.ms": str(retention_ms)}),
+            await _create(admin, NewTopic(topic, n, replication_factor,
+                                          topic_configs={"retention.ms": str(retention_ms)}),
                           key, f"the internal topic {topic!r} ({n} partitions, replication {replication_factor})")
             cluster = await _wait_for_partitions(admin, topic)
             _warn_time_limit(topic, str(retention_ms), retention_ms)

@@ -38,6 +38,9 @@ class FakeConsumer:
         self.commits: list[dict[TopicPartition, int]] = []
         self.paused: set = set()
         self.pause_calls = 0
+        self.handed: dict = {}  # partition -> every record handed out, for ``seek``
+        self.seeks: list[tuple[TopicPartition, int]] = []
+        self.again: dict = {}
 
     def subscribe(self, topics, listener) -> None:
         self.listener = listener
@@ -59,10 +62,25 @@ class FakeConsumer:
         self.paused.difference_update(tps)
 
     async def getmany(self, timeout_ms: int = 0, max_records: int | None = None):
+        if self.again and not self.paused:  # what ``seek`` put back comes first
+            batch, self.again = self.again, {}
+            for tp, records in batch.items():
+                self.handed.setdefault(tp, []).extend(records)
+            return batch
         if self.batches and not self.paused:
-            return self.batches.pop(0)
+            batch = self.batches.pop(0)
+            for tp, records in batch.items():
+                self.handed.setdefault(tp, []).extend(records)
+            return batch
         await asyncio.sleep(0.01)
         return {}
+
+    def seek(self, tp: TopicPartition, offset: int) -> None:
+        """Hand the records of ``tp`` from ``offset`` out again, before any scripted batch (as a fetch would)."""
+        self.seeks.append((tp, offset))
+        self.again[tp] = [r for r in self.handed.get(tp, []) if r.offset >= offset] + [
+            r for r in self.again.get(tp, []) if r.offset >= offset]
+        self.handed[tp] = [r for r in self.handed.get(tp, []) if r.offset < offset]
 
     async def commit(self, offsets) -> None:
         self.commits.append({tp: om.offset for tp, om in offsets.items()})

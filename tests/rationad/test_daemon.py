@@ -1382,3 +1382,38 @@ def test_a_pending_session_holds_the_bytes_of_its_context_too():
     own = LogLine("k", "INFO z", "INFO z", offset=9)
     d._submit([Session(key="k", lines=[own], close_reason="max_open", revision=2, context=context)], part, 0.0)
     assert d.delivery.held_bytes == line_bytes(own) + sum(map(line_bytes, context))
+
+
+async def test_slow_lines_spread_over_partitions_still_let_the_event_loop_run():
+    """Found by review: yields came every 500 lines of one partition, so a batch of slow lines (template level masks
+    each as it arrives, about 20 ms for a 60 KB one) spread over partitions, under 500 each, never yielded: 8
+    partitions of 70 such lines held the loop 15 s, past the session timeout (the group dropped the member, and the
+    next owner stalled on the same batch). Each line here takes 5 ms to parse; the loop must run every 50 ms or so."""
+    import time as _time
+
+    s = settings()
+    tps = [TopicPartition("logs", p) for p in range(8)]
+    batch = {tp: [Rec(o, line(f"k{tp.partition}-{o}")) for o in range(40)] for tp in tps}  # 320 lines, 1.6 s
+    d, consumer, producer = make(s, [batch])
+    consumer.tps = tps
+    parse = d.parser.parse
+
+    def slow(*a, **kw):
+        _time.sleep(0.005)
+        return parse(*a, **kw)
+
+    d.parser.parse = slow
+    gaps = []
+
+    async def ticker():
+        last = _time.perf_counter()
+        while True:
+            await asyncio.sleep(0)
+            now = _time.perf_counter()
+            gaps.append(now - last)
+            last = now
+
+    t = asyncio.create_task(ticker())
+    await run_until(d, lambda: d.metrics.lines_parsed._value.get() >= 320, timeout=20)
+    t.cancel()
+    assert max(gaps) < 0.5, f"the event loop was held {max(gaps):.2f} s"

@@ -612,3 +612,60 @@ async def test_a_window_that_waited_for_a_template_verdict_counts_as_a_model_wai
 
     await run_until(d, second_window_once_the_first_is_out)
     assert (count("miss"), count("hit")) == (1, 1)
+
+
+async def test_one_fetch_of_distinct_lines_stops_at_the_pending_limit_and_loses_nothing():
+    """Found by review: the pending limit was checked only between fetches, and at template level every new template
+    is a pending judgement, so one fetch of distinct lines queued far past it (400,000 templates, 700 MB, from 2 MiB
+    of records). The batch now stops at the limit and the rest waits in Kafka."""
+    _patch.setattr(daemon_mod, "YIELD_EVERY_LINES", 10)
+    s = settings(delivery={"max_pending_sessions": 20}, output={"emit_normal": True})
+    words = [a + b for a in "bcdfghjklmnpqrstvwxz" for b in "aeiou"]  # 100 distinct words, no digits: 100 templates
+    lines = [f"INFO job {w} started" for w in words] + [f"INFO job {w} started" for w in words[:50]]
+    model = CountingModel()
+    model.release.clear()
+    d, consumer, producer = make(s, [recs(lines)], model=model)
+    most = 0
+
+    async def watch():
+        nonlocal most
+        while True:
+            most = max(most, d.delivery.held)
+            await asyncio.sleep(0)
+
+    watcher = asyncio.create_task(watch())
+    task = asyncio.create_task(run_until(d, lambda: consumer.committed_offset(TP) == len(lines), timeout=30))
+    for _ in range(300):
+        if consumer.seeks:
+            break
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.2)
+    assert consumer.seeks and consumer.paused, "the batch went on past the pending limit"
+    assert most <= 20 + 10 + 4, most  # the limit, one yield interval of lines, their windows
+    model.release.set()
+    assert await task == 0
+    watcher.cancel()
+    spans = sorted((e["session"]["first_offset"], e["session"]["last_offset"]) for e in events(producer, s))
+    # every line in exactly one decided window of three: nothing lost, nothing twice
+    assert spans == [(i, i + 2) for i in range(0, len(lines), 3)], spans
+    assert len(model.prompts) == 100  # each template judged once
+
+
+async def test_a_long_line_is_masked_once_not_again_when_its_window_closes():
+    """Found by review: a message past the template memo's key size (8,192 characters) was masked as it arrived and
+    again when its window closed, about 20 ms each for 60 KB on the event loop."""
+    import rationad.template_book as book_mod
+
+    calls = []
+    real = book_mod.to_template
+
+    def counted(message):
+        calls.append(len(message))
+        return real(message)
+
+    _patch.setattr(book_mod, "to_template", counted)
+    s = settings(output={"emit_normal": True})
+    long_line = "INFO " + "payload " * 2000  # 16 KB: past the memo
+    d, consumer, producer = make(s, [recs([long_line, ROUTINE[0], ROUTINE[1]])])
+    await run_until(d, lambda: len(events(producer, s)) == 1)
+    assert sum(1 for n in calls if n > 8192) == 1, calls

@@ -256,12 +256,14 @@ async def test_a_creation_that_may_pass_is_not_a_configuration_error(creating, h
 
 
 def test_run_exits_1_not_2_when_the_broker_fails_at_start(monkeypatch, capsys):
-    from rationad import cli, daemon
+    from rationad import cli, daemon, logs, stop_signals
 
     async def run(self):
         raise topics.TopicCheckError("judge.labels_topic: cannot reach kafka:9092 to check the topic 'x': boom")
 
     monkeypatch.setattr(daemon.Daemon, "run", run)
+    monkeypatch.setattr(logs, "configure", lambda *a, **kw: None)  # leaves the process's logging as the tests set it
+    monkeypatch.setattr(stop_signals, "hold", lambda: None)
     assert cli.main(["run"]) == 1
     assert "error: judge.labels_topic: cannot reach" in capsys.readouterr().err
 
