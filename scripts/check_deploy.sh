@@ -9,7 +9,9 @@
 #   4. tests/deploy (not the integration test): dashboard/alerts use only exported metrics, unit/manifests agree
 #      with the daemon's config and CLI.
 # Tools come from the package registries (PyPI, npm, Debian) and are cached under
-# ${RATIONAD_TOOLS:-~/.cache/rationad/tools}, keyed by version. Exits non-zero, naming each failure.
+# ${RATIONAD_TOOLS:-~/.cache/rationad/tools}, keyed by version. Exits non-zero, naming each failure. Node/npm and
+# systemd-analyze come from Debian when run as root; elsewhere (a newcomer's machine, not root) a check whose tool
+# is missing is skipped with a warning, unless RATIONAD_CHECK_DEPLOY_STRICT=1 (CI sets it: there it fails).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$(pwd)
@@ -28,6 +30,10 @@ start=$(date +%s)
 failed=()
 step() { printf '\n== %s\n' "$*"; }
 fail() { printf 'FAIL: %s\n' "$*"; failed+=("$1"); }
+skipped=()
+missing() {  # a check whose tool is not installed: a failure in CI, a warning elsewhere
+  if [ "${RATIONAD_CHECK_DEPLOY_STRICT:-0}" = 1 ]; then fail "$@"; else printf 'SKIPPED: %s\n' "$*"; skipped+=("$1"); fi
+}
 
 # ---- tools ----------------------------------------------------------------------------------------------------
 step "tools (cached in $tools)"
@@ -93,7 +99,7 @@ if [ "${#rendered[@]}" -gt 0 ]; then
     node "$npmtools/validate_monitoring.mjs" "$work/crds.json" deploy/grafana/rationad.json \
       || fail "PodMonitor/PrometheusRule schema or PromQL syntax"
   else
-    fail "monitoring objects: node/npm or ${NPM_PACKAGES[*]} unavailable, PodMonitor/PrometheusRule not validated"
+    missing "monitoring objects: node/npm or ${NPM_PACKAGES[*]} unavailable, PodMonitor/PrometheusRule not validated"
   fi
 fi
 
@@ -118,7 +124,7 @@ if command -v systemd-analyze >/dev/null; then
     echo "$out" | tail -n 25; fail "systemd-analyze security: exposure above $MAX_EXPOSURE/10"
   fi
 else
-  fail "systemd-analyze not found (install Debian's systemd package: apt-get install systemd)"
+  missing "systemd-analyze not found (install Debian's systemd package: apt-get install systemd)"
 fi
 
 # ---- 3. Dockerfiles -------------------------------------------------------------------------------------------
@@ -143,5 +149,10 @@ if [ "${#failed[@]}" -gt 0 ]; then
   printf '\ncheck_deploy: %d check(s) FAILED in %ss:\n' "${#failed[@]}" "$secs"
   printf '  - %s\n' "${failed[@]}"
   exit 1
+fi
+if [ "${#skipped[@]}" -gt 0 ]; then
+  printf '\ncheck_deploy: %d check(s) SKIPPED (tool missing; RATIONAD_CHECK_DEPLOY_STRICT=1 fails them):\n' \
+    "${#skipped[@]}"
+  printf '  - %s\n' "${skipped[@]}"
 fi
 printf '\ncheck_deploy: all deploy checks passed in %ss\n' "$secs"
