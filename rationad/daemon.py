@@ -752,7 +752,7 @@ class Daemon:
                 add = part.sessionizer.add
                 observe = self.templates.observe if self.templates is not None else None
                 topic, partition, seen = tp.topic, tp.partition, part.seen  # the per-record loop is the hot path
-                lines_n = since_yield = 0
+                lines_n = since_yield = read = 0
                 for rec in records:
                     # a pack carries many lines: count lines, not records
                     if since_yield >= YIELD_EVERY_LINES or time.perf_counter() - last_yield >= YIELD_SECS:
@@ -774,6 +774,7 @@ class Daemon:
                             full = True
                             break
                     since_yield += 1
+                    read += 1
                     try:
                         if seen is None:
                             lines = parse(rec.value, topic=topic, partition=partition, offset=rec.offset)
@@ -801,8 +802,8 @@ class Daemon:
                         part.offsets.consumed(records[-1].offset)
                     if bad and tp in bad:
                         self._dead_undecodable(tp, part, bad[tp], dead)
-                if records:
-                    self.metrics.records_received.labels(tp.topic).inc(len(records))
+                if read:  # a batch stopped midway (revoked, or at the pending limit) is counted as far as it was read
+                    self.metrics.records_received.labels(tp.topic).inc(read)
                     self.metrics.lines_parsed.inc(lines_n)
             if full:
                 self._backpressure()

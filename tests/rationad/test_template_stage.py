@@ -649,6 +649,8 @@ async def test_one_fetch_of_distinct_lines_stops_at_the_pending_limit_and_loses_
     # every line in exactly one decided window of three: nothing lost, nothing twice
     assert spans == [(i, i + 2) for i in range(0, len(lines), 3)], spans
     assert len(model.prompts) == 100  # each template judged once
+    # records read again after the stop are counted once (review: the whole batch was counted each time it was cut)
+    assert d.metrics.records_received.labels(TP.topic)._value.get() == len(lines)
 
 
 async def test_a_long_line_is_masked_once_not_again_when_its_window_closes():
