@@ -349,7 +349,8 @@ async def _label(settings: Settings, args: argparse.Namespace) -> int:
             print(f"error: no operator label for {target!r} (template id {tids[-1]}) in topic {topic!r}; nothing "
                   "written (rationad templates --source operator lists the labels)", file=sys.stderr)
             return 2
-        await labels.write_label(settings.kafka, topic, None, tid=tid)
+        await labels.write_label(settings.kafka, topic, None, tid=tid,
+                                 replication_factor=settings.repartition.replication_factor)
         print(f"cleared the label of {tid} ({current[tid].verdict}, by {safe(current[tid].by)}): the model's "
               "verdict applies again")
         return 0
@@ -378,7 +379,7 @@ async def _label(settings: Settings, args: argparse.Namespace) -> int:
             return 2
     label = labels.Label(template=template, verdict=args.verdict, reason=args.reason.strip(), by=args.by.strip(),
                          at=time.time(), forced=forced)
-    await labels.write_label(settings.kafka, topic, label)
+    await labels.write_label(settings.kafka, topic, label, replication_factor=settings.repartition.replication_factor)
     # The template comes from log lines (masking keeps terminal escapes): printed escaped, as ``rationad tail`` does.
     print(f"labelled {label.id} {label.verdict}{' (forced: not seen yet)' if forced else ''} by {safe(label.by)}: "
           f"{safe(label.template)}")

@@ -477,10 +477,16 @@ class Settings(BaseSettings):
         seen: dict[str, str] = {}
         if internal is not None:
             i, r = self.input, self.repartition
-            if i.max_record_bytes > self.output.max_message_bytes - 1024:
+            # A line too large for a pack goes as a record of its own, keyed by its session key; a key taken from
+            # the content (key_regex, json_key_field) can be nearly as long as the record (an HDFS block id cannot).
+            keyed = 1 if i.dialect == "hdfs" else 2
+            if keyed * i.max_record_bytes > self.output.max_message_bytes - 1024:
                 raise ValueError(f"input.max_record_bytes: {i.max_record_bytes} must stay 1024 below "
-                                 f"output.max_message_bytes ({self.output.max_message_bytes}) while lines are "
-                                 "repartitioned: a line is forwarded whole, and a larger one would be dead-lettered")
+                                 f"output.max_message_bytes ({self.output.max_message_bytes})"
+                                 f"{' counted twice' if keyed == 2 else ''} while lines are repartitioned: a line is "
+                                 "forwarded whole" + (" with its session key, which the content gives and can be as "
+                                                      "long" if keyed == 2 else "")
+                                 + ", and a larger one would be dead-lettered")
             if r.retention_ms != -1 and r.retention_ms < 2_000 * self.sessions.max_open_secs:
                 raise ValueError(f"repartition.retention_ms: {r.retention_ms} must be at least twice "
                                  f"sessions.max_open_secs ({self.sessions.max_open_secs:g} s): an open session holds "

@@ -140,6 +140,7 @@ class Daemon:
         self._parts: dict[Any, _Part] = {}
         self._tasks: set[asyncio.Task] = set()
         self._router: Router | None = None  # the internal topic's partitioner, once its partition count is known
+        self._last_yield = 0.0  # perf_counter time the consume loop last let the event loop run
         # deletes what the group committed on the internal topic (its only copy of a forwarded line until then)
         self._purger = Purger(settings.kafka, self.internal, self.metrics) if self.internal is not None else None
         self._pack_bytes = min(PACK_BYTES, settings.output.max_message_bytes // 2)
@@ -729,7 +730,7 @@ class Daemon:
         # revokes it (and may assign the partition again, with fresh state that must not take records fetched
         # before it: they are fetched again from the committed offset).
         fetched = [(tp, self._parts.get(tp), records) for tp, records in batch.items()]
-        last_yield = time.perf_counter()
+        self._last_yield = time.perf_counter()
         full = False  # the pending limit was reached mid-batch: the rest of the batch waits in Kafka
         try:
             for tp, part, records in fetched:
@@ -755,14 +756,14 @@ class Daemon:
                 lines_n = since_yield = read = 0
                 for rec in records:
                     # a pack carries many lines: count lines, not records
-                    if since_yield >= YIELD_EVERY_LINES or time.perf_counter() - last_yield >= YIELD_SECS:
+                    if since_yield >= YIELD_EVERY_LINES or time.perf_counter() - self._last_yield >= YIELD_SECS:
                         since_yield = 0
                         # Let heartbeats, health checks and sends run: a large batch of long or hostile lines can take
                         # seconds to parse, and a blocked loop loses the group membership. Everything closed so far is
                         # already held, so a revocation here commits nothing past it.
                         part.offsets.consumed(rec.offset - 1)
                         await asyncio.sleep(0)
-                        last_yield = time.perf_counter()
+                        self._last_yield = time.perf_counter()
                         if part.revoked:  # the rest of this batch belongs to the partition's new owner
                             break
                         if self._over_pending():
@@ -842,12 +843,15 @@ class Daemon:
         packer = Packer(self.internal, tp.topic, tp.partition, self._router, self._pack_bytes)
         first: int | None = None
         for n, rec in enumerate(records, start=1):
-            if n % YIELD_EVERY_LINES == 0:
+            # every 500 records or 50 ms (the time shared with the batch's other partitions: review found a batch of
+            # long records over many partitions, under 500 each, routed for 12 s without a yield)
+            if n % YIELD_EVERY_LINES == 0 or time.perf_counter() - self._last_yield >= YIELD_SECS:
                 if first is not None:  # what is packed so far is held from here on
                     forwards.append((self.delivery.hold(part.offsets, first), packer.outputs()))
                     first = None
                 part.offsets.consumed(rec.offset - 1)  # everything before it is held (forwarded or dead-lettered)
                 await asyncio.sleep(0)
+                self._last_yield = time.perf_counter()
                 if part.revoked:
                     break
             try:

@@ -144,10 +144,28 @@ class TopicFollower:
         self.consumer: AIOKafkaConsumer = AIOKafkaConsumer(group_id=None, enable_auto_commit=False,
                                                            auto_offset_reset="earliest", **common_kwargs(kafka))
         self.partitions: list[TopicPartition] = []
+        self.unreadable = 0  # records aiokafka could not decode, stepped past (rationad.undecodable)
 
     async def start(self) -> None:
         await self.consumer.start()
         await self.refresh()
+
+    async def _getmany(self, partitions: list[TopicPartition], timeout_ms: int) -> dict:
+        """``getmany`` that steps past a record aiokafka cannot decode (a header key that is not UTF-8, a batch in a
+        codec it cannot read), as the daemon's input does (``rationad.undecodable``): anyone who may write to a state
+        topic could otherwise stop every replica's start, and the following of later labels, with one record that
+        compaction keeps for ever."""
+        from rationad.undecodable import DECODE_ERRORS, fetch_around
+
+        before = {tp: await self.consumer.position(tp) for tp in partitions}
+        try:
+            return await self.consumer.getmany(*partitions, timeout_ms=timeout_ms)
+        except DECODE_ERRORS:
+            for tp, offset in before.items():  # what getmany drained before it raised went with the exception
+                self.consumer.seek(tp, offset)
+            records, bad = await fetch_around(self.consumer, partitions, 500, action="skipped")
+            self.unreadable += len(bad)
+            return records
 
     async def refresh(self) -> bool:
         """Assign the topic's partitions not assigned yet, from their beginning; True when there were any."""
@@ -177,7 +195,7 @@ class TopicFollower:
             behind = [tp for tp in self.partitions if await self.consumer.position(tp) < ends[tp]]
             if not behind:
                 return n
-            batch = await self.consumer.getmany(*behind, timeout_ms=200)
+            batch = await self._getmany(behind, timeout_ms=200)
             for records in batch.values():
                 for rec in records:
                     apply(rec)
@@ -189,7 +207,7 @@ class TopicFollower:
             await asyncio.sleep(timeout_ms / 1000)
             return 0
         n = 0
-        for records in (await self.consumer.getmany(timeout_ms=timeout_ms)).values():
+        for records in (await self._getmany(self.partitions, timeout_ms)).values():
             for rec in records:
                 apply(rec)
             n += len(records)
@@ -372,7 +390,8 @@ class LabelBook:
 
 
 async def write_label(kafka: KafkaConfig, topic: str, label: Label | None, *, tid: str | None = None,
-                      key: str = "judge.labels_topic", timeout_secs: float = 30.0) -> None:
+                      key: str = "judge.labels_topic", timeout_secs: float = 30.0,
+                      replication_factor: int = 1) -> None:
     """Write ``label`` (or, with ``label=None``, a tombstone for ``tid``: the label is cleared) and wait for the
     broker's acknowledgement. Creates the topic, compacted, when it is missing (``ConfigError`` naming ``key`` when it
     cannot); ``TimeoutError`` when the write is not acknowledged within ``timeout_secs``."""
@@ -386,7 +405,10 @@ async def write_label(kafka: KafkaConfig, topic: str, label: Label | None, *, ti
         if tid is not None and tid != label.id:
             raise ValueError(f"tid {tid!r} is not the id of the label's template ({label.id})")
         record = encode_label(label)
-    await ensure_compacted_topic(kafka, topic, key=key, timeout_secs=timeout_secs)
+    # created as the daemon creates it (repartition.replication_factor): a label written before the daemon's first
+    # start made it with one replica, which a cluster with min.insync.replicas >= 2 then refused every write to
+    await ensure_compacted_topic(kafka, topic, key=key, timeout_secs=timeout_secs,
+                                 replication_factor=replication_factor)
     producer: Any = make_producer(kafka)
     try:
         await asyncio.wait_for(producer.start(), timeout_secs)

@@ -27,7 +27,15 @@ import structlog
 
 log = structlog.get_logger("rationad")
 
-DECODE_ERRORS = (UnicodeDecodeError,)
+def _decode_errors() -> tuple[type[BaseException], ...]:
+    # A batch in a codec aiokafka cannot read (a codec id it does not know, or its library missing: cramjam comes
+    # with rationad's aiokafka extras) raises UnsupportedCodecError from ``getmany`` for the whole batch, every time.
+    from aiokafka.errors import UnsupportedCodecError
+
+    return (UnicodeDecodeError, UnsupportedCodecError)
+
+
+DECODE_ERRORS = _decode_errors()
 REFETCH_WAIT_MS = 2_000  # a partition whose fetch failed is fetched again from its position: wait this long for it
 
 
@@ -62,7 +70,7 @@ async def rewind(consumer: Any, seen: dict[Any, int | None], auto_offset_reset: 
 
 async def fetch_around(consumer: Any, partitions: Iterable[Any], max_records: int,
                        held: Callable[[Any], bool] | None = None, owner: Callable[[Any], Any] | None = None,
-                       ) -> tuple[dict[Any, list], dict[Any, Undecodable]]:
+                       action: str = "dead-lettered, skipped") -> tuple[dict[Any, list], dict[Any, Undecodable]]:
     """(records by partition, the undecodable record of each partition where one was found). Records are those
     before the undecodable one, in order; the consumer's position is past it. A partition whose refetch does not
     arrive in time is left for the next fetch (which raises again and comes back here), and one no longer assigned (a
@@ -108,7 +116,7 @@ async def fetch_around(consumer: Any, partitions: Iterable[Any], max_records: in
                     consumer.seek(tp, offset + 1)
                     bad[tp] = Undecodable(offset, f"{type(exc).__name__}: {exc}")
                     log.error("undecodable_record", topic=tp.topic, partition=tp.partition, offset=offset,
-                              error=str(exc), action="dead-lettered, skipped")
+                              error=str(exc), action=action)
                     break
                 if reassigned(tp):
                     before = []

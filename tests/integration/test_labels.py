@@ -130,6 +130,43 @@ async def test_a_book_started_before_its_topic_exists_follows_it_once_created(br
         await book.aclose()
 
 
+async def test_a_labels_record_aiokafka_cannot_decode_is_stepped_past_at_start_and_while_following(broker):
+    """Found by review: a record whose header key is not UTF-8 (anyone who may write the topic can send one, and
+    compaction keeps it) raised from every fetch: every template-level daemon failed its start, a running one stopped
+    following labels, and ``rationad label --clear`` / ``templates`` failed. It is stepped past, as on the input."""
+    from tests.integration.test_undecodable_record import _BadHeaderKey
+
+    kafka = KafkaConfig(bootstrap_servers=broker.bootstrap)
+    topic = f"labels-{uuid.uuid4().hex[:8]}"
+    await ensure_compacted_topic(kafka, topic, key="judge.labels_topic")
+    first = Label("disk {*} failed", "anomalous", "page me", "bob", time.time())
+    later = Label("fan {*} slow", "normal", "known", "ada", time.time())
+    p = AIOKafkaProducer(bootstrap_servers=broker.bootstrap)
+    await p.start()
+
+    async def bad(n: int) -> None:
+        batch = _BadHeaderKey(16_384, 0)
+        batch.append(timestamp=None, key=b"x%d" % n, value=b"{}", headers=[("HK", b"v")])
+        await (await p.send_batch(batch, topic, partition=0))
+
+    try:
+        await bad(0)
+        await write_label(kafka, topic, first)
+        book = LabelBook(kafka, topic)
+        await book.start(timeout_secs=30)
+        try:
+            assert book.labels() == [first]
+            await bad(1)
+            await write_label(kafka, topic, later)
+            await _until(lambda: book.get_id(later.id) == later, 10)
+            assert book._follower.unreadable == 2
+        finally:
+            await book.aclose()
+        assert {x.id for x in await read_labels(kafka, topic)} == {first.id, later.id}
+    finally:
+        await p.stop()
+
+
 async def test_a_state_topic_that_is_not_compacted_is_refused(broker):
     from rationad.broker import create_topics
 

@@ -245,7 +245,7 @@ def broker_state(monkeypatch, tmp_path):
                                     "r0")],
              "labels": [], "written": [], "config": tmp_path / "c.toml"}
     state["config"].write_text("[judge]\nlevel = 'template'\nlabels_topic = 'ops.labels'\n"
-                               "templates_topic = 'ops.templates'\n")
+                               "templates_topic = 'ops.templates'\n[repartition]\nreplication_factor = 3\n")
 
     async def read_catalog(kafka, topic, timeout_secs=30):
         assert topic == "ops.templates"
@@ -257,6 +257,7 @@ def broker_state(monkeypatch, tmp_path):
 
     async def write_label(kafka, topic, label, *, tid=None, **kw):
         state["written"].append((topic, label, tid))
+        state["replication_factor"] = kw.get("replication_factor")
 
     monkeypatch.setattr(catalog, "read_catalog", read_catalog)
     monkeypatch.setattr(labels, "read_labels", read_labels)
@@ -278,6 +279,8 @@ def test_label_by_log_line_template_or_id(broker_state, capsys):
     for target in (BGL_LINE, tpl, template_id(tpl)):
         assert label_cli(broker_state, target, "normal", "--reason", "parity errors are corrected in hardware") == 0
     assert len(broker_state["written"]) == 3
+    # found by review: the topic was created with one replica when a label came before the daemon's first start
+    assert broker_state["replication_factor"] == 3
     for topic, label, tid in broker_state["written"]:
         assert topic == "ops.labels" and tid is None
         assert (label.template, label.verdict, label.by, label.forced) == (tpl, "normal", "ada", False)

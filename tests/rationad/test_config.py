@@ -113,6 +113,10 @@ def test_a_section_variable_that_is_not_json_fails_naming_it(monkeypatch):
         ("[input]\ntimestamp_field = 'ts'\n", "input.timestamp_field: only used with input.format = 'json'"),
         ("[model]\nbackend = 'vllm-server'\nserver_url = 'localhost:8000'\n", "model.server_url"),
         ("[input]\nrepartition = 'always'\nmax_record_bytes = 4194304\n", "input.max_record_bytes"),
+        # found by review: a key from the content rides as the internal record's key beside the whole line
+        ("[input]\ndialect = 'generic'\nformat = 'json'\njson_key_field = 'sid'\nrepartition = 'always'\n"
+         "max_record_bytes = 1047552\n[judge]\nlevel = 'session'\n",
+         "input.max_record_bytes: 1047552 must stay 1024 below output.max_message_bytes (1048576) counted twice"),
         ("[repartition]\nretention_ms = 86400000\n[sessions]\nmax_open_secs = 172800\n", "repartition.retention_ms"),
         ("[repartition]\nretention_ms = 0\n", "repartition.retention_ms: must be -1 (kept until the daemon purges"),
         # settings that were silently ignored or left no room for an answer

@@ -1417,3 +1417,42 @@ async def test_slow_lines_spread_over_partitions_still_let_the_event_loop_run():
     await run_until(d, lambda: d.metrics.lines_parsed._value.get() >= 320, timeout=20)
     t.cancel()
     assert max(gaps) < 0.5, f"the event loop was held {max(gaps):.2f} s"
+
+
+async def test_slow_records_forwarded_over_partitions_still_let_the_event_loop_run():
+    """Found by review of the fix above: the repartition hop yielded every 500 records of one partition, so long
+    records spread over partitions, under 500 each, were routed for 12 s without a yield. Each record here takes 5 ms
+    to route; the loop must run every 50 ms or so."""
+    import time as _time
+
+    s = settings(input={"repartition": "always"})
+    tps = [TopicPartition("logs", p) for p in range(8)]
+    batch = {tp: [Rec(o, line(f"k{tp.partition}-{o}")) for o in range(40)] for tp in tps}
+    d, consumer, producer = make(s, [batch])
+    consumer.tps = tps
+    routed = []
+
+    def slow(value, **kw):
+        _time.sleep(0.005)
+        routed.append(1)
+        return [("k", value)]
+
+    async def start_internal(*a, **kw):
+        return 8
+
+    _patch.setattr("rationad.topics.ensure_topic", start_internal)
+    d.parser.route = slow
+    gaps = []
+
+    async def ticker():
+        last = _time.perf_counter()
+        while True:
+            await asyncio.sleep(0)
+            now = _time.perf_counter()
+            gaps.append(now - last)
+            last = now
+
+    t = asyncio.create_task(ticker())
+    await run_until(d, lambda: len(routed) >= 320, timeout=20)
+    t.cancel()
+    assert max(gaps) < 0.5, f"the event loop was held {max(gaps):.2f} s"

@@ -194,13 +194,16 @@ async def test_a_clear_writes_its_tombstone_to_every_partition(monkeypatch):
         async def send_and_wait(self, topic, key=None, value=None, partition=None):
             sent.append((key, value, partition))
 
+    created = []
+
     async def ensure(*a, **kw):
-        return None
+        created.append(kw.get("replication_factor"))
 
     monkeypatch.setattr(rationad.topics, "ensure_compacted_topic", ensure)
     monkeypatch.setattr(labels_mod, "make_producer", lambda kafka: Producer())
     tid = label().id
-    await write_label(KafkaConfig(), "labels", None, tid=tid)
+    await write_label(KafkaConfig(), "labels", None, tid=tid, replication_factor=3)
+    assert created == [3]  # as the daemon creates its internal topics
     assert sent == [(tid.encode(), None, p) for p in (0, 1, 2)]
     sent.clear()
     await write_label(KafkaConfig(), "labels", label())
