@@ -33,7 +33,7 @@ from rationad.dlq import DeadLetter, bad_record
 from rationad.health import HealthServer
 from rationad.judge import Judge, model_info
 from rationad.key_spread import KeySpread
-from rationad.kafka import make_consumer, make_producer
+from rationad.kafka import make_consumer, make_producer, record_time
 from rationad.metrics import Metrics
 from rationad.model.base import ModelClient, ModelError, make_client
 from rationad.model_stage import EngineDead, ModelStage, Pending
@@ -1088,8 +1088,18 @@ class Daemon:
                 if committed >= high or drained or part.commit_seen[0] != committed:
                     since = now
                     first = part.first_read
+                    written = None
                     if part.commit_seen[0] is None and first is not None and first[0] == committed and first[1]:
-                        since = now - max(0.0, time.time() - first[1])  # the record there was written then
+                        written = first[1]  # the record there was written then
+                    elif part.commit_seen[0] is None and committed < high and not drained:
+                        # Nothing fetched there since the assignment (input paused: a model blocked across a restart
+                        # or a rebalance): read the record's time on the side, or the age started again at 0 with
+                        # every restart and the stall alert never fired in the outage it is for (review).
+                        written = await record_time(self.s.kafka, tp, committed, LAG_LOOKUP_SECS)
+                        if part.revoked or self._parts.get(tp) is not part:
+                            continue
+                    if written:
+                        since = now - max(0.0, time.time() - written)
                     part.commit_seen = (committed, since)
                 self.metrics.committed_age.labels(*labels).set(round(now - part.commit_seen[1], 1))
 

@@ -3,11 +3,13 @@
 Static membership (KIP-345, ``kafka.group_instance_id``): aiokafka sends the instance id only in JoinGroup v5+ and
 SyncGroup v3+, and when the broker negotiates an older version it drops the id without a word, so the daemon would
 silently run as a dynamic member. The consumer built here checks the brokers' JoinGroup versions before it joins, and
-turns a join the broker refuses into a ``ConfigError`` naming the key (the CLI exits 2, which systemd does not retry).
+turns a join the broker refuses into a ``ConfigError`` naming the key (the CLI exits 2, which systemd does not retry);
+a join that fails because the broker went away stays the broker's error (exit 1, retried).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import functools
 from typing import TYPE_CHECKING, Any
@@ -299,3 +301,30 @@ def make_producer(cfg: KafkaConfig, **extra: Any) -> AIOKafkaProducer:
     from aiokafka import AIOKafkaProducer
 
     return AIOKafkaProducer(acks="all", enable_idempotence=True, linger_ms=5, **common_kwargs(cfg), **extra)
+
+
+async def record_time(cfg: KafkaConfig, tp: Any, offset: int, timeout_secs: float) -> float | None:
+    """The broker timestamp (seconds) of the first committed record at or after ``offset`` of ``tp`` (the oldest
+    retained one when ``offset`` has left retention), read by a consumer of its own (no group, nothing committed);
+    None when there is none, it cannot be read in ``timeout_secs``, or the record has no time. For a partition the
+    daemon does not fetch (paused while the model is blocked) the committed offset's age must still count from when
+    that record was written, not from the daemon's start."""
+    from aiokafka import AIOKafkaConsumer
+
+    consumer = AIOKafkaConsumer(group_id=None, enable_auto_commit=False, auto_offset_reset="earliest",
+                                isolation_level="read_committed", **common_kwargs(cfg))
+    try:
+        await asyncio.wait_for(consumer.start(), timeout_secs)
+        consumer.assign([tp])
+        consumer.seek(tp, offset)
+        got = await consumer.getmany(tp, timeout_ms=int(timeout_secs * 1000), max_records=1)
+        records = got.get(tp) or []
+        stamp = getattr(records[0], "timestamp", None) if records else None
+        return stamp / 1000 if isinstance(stamp, int) and stamp > 0 else None
+    except Exception:  # noqa: BLE001 - unreadable, unreachable, timed out: the caller counts from now
+        return None
+    finally:
+        try:
+            await asyncio.wait_for(consumer.stop(), timeout_secs)
+        except Exception:  # noqa: BLE001 - a consumer that never connected
+            pass

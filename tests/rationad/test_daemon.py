@@ -563,10 +563,16 @@ async def test_a_partition_revoked_during_a_lag_lookup_is_not_exported_again():
     assert ("logs", "0") not in exported
 
 
-def _age_daemon(monkeypatch):
-    """A daemon with partition ``TP`` assigned and a clock the test moves: (daemon, consumer, part, clock, age())."""
+def _age_daemon(monkeypatch, written: float | None = None):
+    """A daemon with partition ``TP`` assigned and a clock the test moves: (daemon, consumer, part, clock, age()).
+    ``written``: the broker time ``record_time`` reads on the side for a committed offset nothing was fetched at."""
     clock = [1000.0]
     monkeypatch.setattr(daemon_mod.time, "monotonic", lambda: clock[0])
+
+    async def record_time(cfg, tp, offset, timeout_secs):
+        return written
+
+    monkeypatch.setattr(daemon_mod, "record_time", record_time, raising=False)
     d, consumer, _ = make(settings(), [])
     d.consumer = consumer
     d._on_assigned([TP])
@@ -614,6 +620,24 @@ async def test_a_transactional_input_read_to_its_end_marker_is_not_stalled(monke
     clock[0] += 7200
     await d._update_lag()
     assert age() == 7200
+
+
+async def test_the_committed_age_of_a_partition_never_fetched_counts_from_its_record_s_time(monkeypatch):
+    """Found by review: a partition assigned while input is paused (the model blocked across a restart, or a
+    rebalance then) is never fetched, so the age started at 0 at every restart (the k8s startup probe and systemd's
+    start timeout restart a daemon whose model is blocked every 10 minutes) and the 6 h stall alert could never fire
+    in the outage it is for. The time of the record at the committed offset is read on the side."""
+    wall = 100_000.0
+    monkeypatch.setattr(daemon_mod.time, "time", lambda: wall)
+    d, consumer, part, clock, age = _age_daemon(monkeypatch, written=wall - 7200)
+    part.offsets.committed = 3  # the group's offset; nothing fetched since the assignment (paused)
+    consumer.position = lambda tp: asyncio.sleep(0, result=3)
+    consumer.highwater = lambda tp: 10
+    await d._update_lag()
+    assert age() == 7200
+    clock[0] += 60
+    await d._update_lag()
+    assert age() == 7260
 
 
 async def test_the_committed_age_survives_a_reassignment_and_leaves_with_the_partition(monkeypatch):
