@@ -31,7 +31,7 @@ from rationad.delivery import COMMIT_TIMEOUT_SECS, Delivery, Hold, Output, Undel
 from rationad.dialects import BGL_STREAM_KEY, BadRecord, make_parser
 from rationad.dlq import DeadLetter, bad_record
 from rationad.health import HealthServer
-from rationad.judge import Judge, model_info
+from rationad.judge import Judge, answer_settings, model_info
 from rationad.key_spread import KeySpread
 from rationad.kafka import make_consumer, make_producer, record_time
 from rationad.metrics import Metrics
@@ -211,8 +211,9 @@ class Daemon:
                               replication_factor=self.s.repartition.replication_factor)
 
     def _namespace(self) -> str:
-        m = self.model
-        return f"{m.name}@{m.version}/{m.prompt_version}"
+        m, g = self.model, self.s.model
+        shaped = answer_settings(g.constrain_output, g.max_new_tokens, g.temperature)
+        return f"{m.name}@{m.version}/{m.prompt_version}/{shaped}"
 
     async def _await_model_name(self) -> None:
         """Where the daemon's identity (event ids, the verdict cache's namespace, events' model name) is the name the

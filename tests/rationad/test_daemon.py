@@ -1229,6 +1229,25 @@ async def test_a_served_model_found_at_start_gives_the_identity_of_that_model():
     assert identities[0][0] != identities[1][0] and identities[0][1] != identities[1][1]
 
 
+def test_the_durable_cache_namespace_follows_what_shapes_a_cached_answer():
+    """Found by review: the durable cache was keyed by the prompt and the model identity only, so after an operator
+    turned on model.constrain_output (or raised max_new_tokens), the changelog still served answers with ungrounded
+    citations (or cut rationales) as hits, without the model call or the repairs a miss gets."""
+    from rationad.judge import ANSWER_POLICY
+
+    def namespace(**model):
+        s = settings(model={"backend": "vllm-server", "server_url": "http://127.0.0.1:1",
+                            "served_model_name": "m", **model}, cache={"enabled": True, "durable": True})
+        return Daemon(s, client=FakeModel())._namespace()
+
+    base = namespace()
+    assert base == namespace()  # a restart with the same settings finds its verdicts
+    assert len({base, namespace(constrain_output=False), namespace(max_new_tokens=512),
+                namespace(temperature=0.7)}) == 4
+    _patch.setattr("rationad.judge.ANSWER_POLICY", ANSWER_POLICY + 1)
+    assert namespace() != base  # the daemon's repairs changed
+
+
 async def test_a_durable_cache_without_faust_fails_start_naming_the_key(monkeypatch):
     """Found by review (2026-12-07), failing before its fix: ``cache.durable = true`` (the default) on an install
     without faust-streaming (the systemd guide's) ran on an in-memory cache only, with a warning: every restart judged
