@@ -145,3 +145,16 @@ def test_the_daemon_never_imports_scikit_learn():
     root = Path(__file__).resolve().parents[2] / "rationad"
     offenders = [p for p in root.rglob("*.py") if "sklearn" in p.read_text(encoding="utf-8")]
     assert root.is_dir() and not offenders
+
+
+def test_validation_gates_on_sequences_absent_from_training_too(corpus, datasets):
+    """Found by review: validation judged only its most common HDFS views, every one of them a training row, so the
+    release gate could not see a candidate that learnt its rows by heart. The unseen sequences of validation are a
+    set of their own, as in test."""
+    from training.evaluate import EvalParams, build_sets
+
+    sets = build_sets(corpus, EvalParams(val_hdfs_views=10), "val", val_mode=True, datasets=datasets)
+    by_name = {s.name: s for s in sets}
+    unseen = by_name["HDFS unseen sequences (val)"]
+    train_views = {e.view_key for e in corpus.splits["train"]}
+    assert unseen.sessions and all(e.view_key not in train_views for m in unseen.members for e in m)
