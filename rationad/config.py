@@ -478,8 +478,9 @@ class Settings(BaseSettings):
         if internal is not None:
             i, r = self.input, self.repartition
             # A line too large for a pack goes as a record of its own, keyed by its session key; a key taken from
-            # the content (key_regex, json_key_field) can be nearly as long as the record (an HDFS block id cannot).
-            keyed = 1 if i.dialect == "hdfs" else 2
+            # the content (an HDFS block id, whose digits are unbounded; key_regex; json_key_field) can be nearly as
+            # long as the record. Only the fixed key of a stream without one is short.
+            keyed = 2 if i.dialect == "hdfs" or i.key_regex is not None or i.json_key_field is not None else 1
             if keyed * i.max_record_bytes > self.output.max_message_bytes - 1024:
                 raise ValueError(f"input.max_record_bytes: {i.max_record_bytes} must stay 1024 below "
                                  f"output.max_message_bytes ({self.output.max_message_bytes})"

@@ -33,7 +33,7 @@ from rationad.dlq import DeadLetter, bad_record
 from rationad.health import HealthServer
 from rationad.judge import Judge, answer_settings, model_info
 from rationad.key_spread import KeySpread
-from rationad.kafka import make_consumer, make_producer, record_time
+from rationad.kafka import make_consumer, make_producer, record_times
 from rationad.metrics import Metrics
 from rationad.model.base import ModelClient, ModelError, make_client
 from rationad.model_stage import EngineDead, ModelStage, Pending
@@ -1056,6 +1056,7 @@ class Daemon:
             ends = await asyncio.wait_for(self.consumer.end_offsets([tp for tp, _ in parts]), LAG_LOOKUP_SECS)
         except Exception:
             ends = {}
+        side: dict[Any, tuple[_Part, int, tuple[str, str]]] = {}  # committed offsets whose record's time to read
         for tp, part in parts:
             try:
                 high = ends.get(tp)
@@ -1095,13 +1096,22 @@ class Daemon:
                     elif part.commit_seen[0] is None and committed < high and not drained:
                         # Nothing fetched there since the assignment (input paused: a model blocked across a restart
                         # or a rebalance): read the record's time on the side, or the age started again at 0 with
-                        # every restart and the stall alert never fired in the outage it is for (review).
-                        written = await record_time(self.s.kafka, tp, committed, LAG_LOOKUP_SECS)
-                        if part.revoked or self._parts.get(tp) is not part:
-                            continue
+                        # every restart and the stall alert never fired in the outage it is for (review). All such
+                        # partitions at once, below, within one lookup's time: the model's health checks wait.
+                        side[tp] = (part, committed, labels)
+                        continue
                     if written:
                         since = now - max(0.0, time.time() - written)
                     part.commit_seen = (committed, since)
+                self.metrics.committed_age.labels(*labels).set(round(now - part.commit_seen[1], 1))
+        if side:
+            written_at = await record_times(self.s.kafka, {tp: c for tp, (_, c, _) in side.items()}, LAG_LOOKUP_SECS)
+            now = time.monotonic()
+            for tp, (part, committed, labels) in side.items():
+                if part.revoked or self._parts.get(tp) is not part or part.commit_seen[0] is not None:
+                    continue
+                written = written_at.get(tp)
+                part.commit_seen = (committed, now - max(0.0, time.time() - written) if written else now)
                 self.metrics.committed_age.labels(*labels).set(round(now - part.commit_seen[1], 1))
 
     # ---- commits ------------------------------------------------------------------------------------------

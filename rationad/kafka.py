@@ -303,28 +303,40 @@ def make_producer(cfg: KafkaConfig, **extra: Any) -> AIOKafkaProducer:
     return AIOKafkaProducer(acks="all", enable_idempotence=True, linger_ms=5, **common_kwargs(cfg), **extra)
 
 
-async def record_time(cfg: KafkaConfig, tp: Any, offset: int, timeout_secs: float) -> float | None:
-    """The broker timestamp (seconds) of the first committed record at or after ``offset`` of ``tp`` (the oldest
-    retained one when ``offset`` has left retention), read by a consumer of its own (no group, nothing committed);
-    None when there is none, it cannot be read in ``timeout_secs``, or the record has no time. For a partition the
-    daemon does not fetch (paused while the model is blocked) the committed offset's age must still count from when
-    that record was written, not from the daemon's start."""
+async def record_times(cfg: KafkaConfig, offsets: dict[Any, int], timeout_secs: float) -> dict[Any, float]:
+    """The broker timestamp (seconds) of the first committed record at or after each partition's offset (the oldest
+    retained one when the offset has left retention), read by one consumer of its own (no group, nothing committed),
+    all within ``timeout_secs`` in all; a partition with no such record, none readable in time, or no time, is left
+    out. For a partition the daemon does not fetch (paused while the model is blocked) the committed offset's age must
+    still count from when that record was written, not from the daemon's start."""
     from aiokafka import AIOKafkaConsumer
 
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_secs
+    out: dict[Any, float] = {}
     consumer = AIOKafkaConsumer(group_id=None, enable_auto_commit=False, auto_offset_reset="earliest",
                                 isolation_level="read_committed", **common_kwargs(cfg))
     try:
-        await asyncio.wait_for(consumer.start(), timeout_secs)
-        consumer.assign([tp])
-        consumer.seek(tp, offset)
-        got = await consumer.getmany(tp, timeout_ms=int(timeout_secs * 1000), max_records=1)
-        records = got.get(tp) or []
-        stamp = getattr(records[0], "timestamp", None) if records else None
-        return stamp / 1000 if isinstance(stamp, int) and stamp > 0 else None
-    except Exception:  # noqa: BLE001 - unreadable, unreachable, timed out: the caller counts from now
-        return None
+        await asyncio.wait_for(consumer.start(), max(0.1, deadline - loop.time()))
+        consumer.assign(list(offsets))
+        for tp, offset in offsets.items():
+            consumer.seek(tp, offset)
+        while len(out) < len(offsets) and (left := deadline - loop.time()) > 0:
+            waiting = [tp for tp in offsets if tp not in out]
+            got = await asyncio.wait_for(consumer.getmany(*waiting, timeout_ms=int(left * 1000), max_records=1),
+                                         left + 1)
+            if not got:
+                break
+            for tp, records in got.items():
+                stamp = getattr(records[0], "timestamp", None) if records else None
+                if isinstance(stamp, int) and stamp > 0:
+                    out[tp] = stamp / 1000
+                consumer.pause(tp)  # its first record read (with a time or without): no more of it
+    except Exception:  # noqa: BLE001 - unreadable, unreachable, timed out: those partitions count from now
+        pass
     finally:
         try:
-            await asyncio.wait_for(consumer.stop(), timeout_secs)
+            await asyncio.wait_for(consumer.stop(), 2.0)
         except Exception:  # noqa: BLE001 - a consumer that never connected
             pass
+    return out

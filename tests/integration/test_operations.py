@@ -141,23 +141,24 @@ async def test_an_output_topic_smaller_than_output_max_message_bytes_is_refused_
     await require_topics(kafka, keyed, max_message_bytes=65_536)
 
 
-async def test_record_time_reads_the_broker_timestamp_of_a_committed_offset(broker):
-    """``rationad.kafka.record_time`` (the committed age of a partition the daemon has not fetched) on the real broker:
-    the time of the record at an offset, the next one's past the end of a gap, None past the end."""
+async def test_record_times_reads_the_broker_timestamps_of_committed_offsets(broker):
+    """``rationad.kafka.record_times`` (the committed age of partitions the daemon has not fetched) on the real broker:
+    the time of the record at each partition's offset, in one read; a partition with nothing there is left out."""
     from aiokafka import AIOKafkaProducer, TopicPartition
 
-    from rationad.kafka import record_time
+    from rationad.kafka import record_times
 
     topic = f"rt-{uuid.uuid4().hex[:8]}"
-    await create_topics(broker.bootstrap, {topic: 1})
+    await create_topics(broker.bootstrap, {topic: 3})
     p = AIOKafkaProducer(bootstrap_servers=broker.bootstrap)
     await p.start()
     try:
-        for i, ms in enumerate((1_700_000_000_000, 1_700_000_060_000, 1_700_000_120_000)):
-            await p.send_and_wait(topic, b"line %d" % i, partition=0, timestamp_ms=ms)
+        for part in (0, 1):
+            for i, ms in enumerate((1_700_000_000_000, 1_700_000_060_000, 1_700_000_120_000)):
+                await p.send_and_wait(topic, b"line %d" % i, partition=part, timestamp_ms=ms + part * 1000)
     finally:
         await p.stop()
-    kafka, tp = KafkaConfig(bootstrap_servers=broker.bootstrap), TopicPartition(topic, 0)
-    assert await record_time(kafka, tp, 1, 5.0) == 1_700_000_060.0
-    assert await record_time(kafka, tp, 0, 5.0) == 1_700_000_000.0
-    assert await record_time(kafka, tp, 3, 1.0) is None  # nothing there (yet)
+    kafka = KafkaConfig(bootstrap_servers=broker.bootstrap)
+    t0, t1, t2 = (TopicPartition(topic, n) for n in range(3))
+    got = await record_times(kafka, {t0: 1, t1: 0, t2: 0}, 5.0)
+    assert got == {t0: 1_700_000_060.0, t1: 1_700_000_001.0}  # partition 2 is empty

@@ -117,6 +117,9 @@ def test_a_section_variable_that_is_not_json_fails_naming_it(monkeypatch):
         ("[input]\ndialect = 'generic'\nformat = 'json'\njson_key_field = 'sid'\nrepartition = 'always'\n"
          "max_record_bytes = 1047552\n[judge]\nlevel = 'session'\n",
          "input.max_record_bytes: 1047552 must stay 1024 below output.max_message_bytes (1048576) counted twice"),
+        # an HDFS block id's digits are unbounded too (review)
+        ("[input]\nmax_record_bytes = 900000\n", "input.max_record_bytes: 900000 must stay 1024 below "
+         "output.max_message_bytes (1048576) counted twice"),
         ("[repartition]\nretention_ms = 86400000\n[sessions]\nmax_open_secs = 172800\n", "repartition.retention_ms"),
         ("[repartition]\nretention_ms = 0\n", "repartition.retention_ms: must be -1 (kept until the daemon purges"),
         # settings that were silently ignored or left no room for an answer

@@ -565,16 +565,21 @@ async def test_a_partition_revoked_during_a_lag_lookup_is_not_exported_again():
 
 def _age_daemon(monkeypatch, written: float | None = None):
     """A daemon with partition ``TP`` assigned and a clock the test moves: (daemon, consumer, part, clock, age()).
-    ``written``: the broker time ``record_time`` reads on the side for a committed offset nothing was fetched at."""
+    ``written``: the broker time ``record_times`` reads on the side for a committed offset nothing was fetched at
+    (its calls are noted in ``d.side_reads``)."""
     clock = [1000.0]
     monkeypatch.setattr(daemon_mod.time, "monotonic", lambda: clock[0])
 
-    async def record_time(cfg, tp, offset, timeout_secs):
-        return written
+    reads = []
 
-    monkeypatch.setattr(daemon_mod, "record_time", record_time, raising=False)
+    async def record_times(cfg, offsets, timeout_secs):
+        reads.append(dict(offsets))
+        return {tp: written for tp in offsets} if written is not None else {}
+
+    monkeypatch.setattr(daemon_mod, "record_times", record_times, raising=False)
     d, consumer, _ = make(settings(), [])
     d.consumer = consumer
+    d.side_reads = reads
     d._on_assigned([TP])
     return d, consumer, d._parts[TP], clock, lambda: d.metrics.committed_age.labels("logs", "0")._value.get()
 
@@ -638,6 +643,23 @@ async def test_the_committed_age_of_a_partition_never_fetched_counts_from_its_re
     clock[0] += 60
     await d._update_lag()
     assert age() == 7260
+    assert d.side_reads == [{TP: 3}]  # once, at the first round
+
+
+async def test_partitions_never_fetched_are_read_on_the_side_together(monkeypatch):
+    """Found by review of the above: one side consumer a partition, one after another, each up to the lookup's
+    timeout against a hung bootstrap host, held the model's health checks (the same loop) for minutes."""
+    d, consumer, part, clock, age = _age_daemon(monkeypatch, written=None)
+    tps = [TopicPartition("logs", p) for p in range(3)]
+    consumer.tps = tps
+    d._on_assigned(tps[1:])
+    for tp in tps:
+        d._parts[tp].offsets.committed = 3
+    consumer.position = lambda tp: asyncio.sleep(0, result=3)
+    consumer.highwater = lambda tp: 10
+    await d._update_lag()
+    assert d.side_reads == [{tp: 3 for tp in tps}]
+    assert age() == 0  # no time read: counted from now
 
 
 async def test_the_committed_age_survives_a_reassignment_and_leaves_with_the_partition(monkeypatch):
