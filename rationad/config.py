@@ -482,12 +482,12 @@ class Settings(BaseSettings):
             # long as the record. Only the fixed key of a stream without one is short.
             keyed = 2 if i.dialect == "hdfs" or i.key_regex is not None or i.json_key_field is not None else 1
             if keyed * i.max_record_bytes > self.output.max_message_bytes - 1024:
+                twice, key = (" counted twice", " with its session key, which the content gives and can be as long") \
+                    if keyed == 2 else ("", "")
                 raise ValueError(f"input.max_record_bytes: {i.max_record_bytes} must stay 1024 below "
-                                 f"output.max_message_bytes ({self.output.max_message_bytes})"
-                                 f"{' counted twice' if keyed == 2 else ''} while lines are repartitioned: a line is "
-                                 "forwarded whole" + (" with its session key, which the content gives and can be as "
-                                                      "long" if keyed == 2 else "")
-                                 + ", and a larger one would be dead-lettered")
+                                 f"output.max_message_bytes ({self.output.max_message_bytes}){twice} while lines are "
+                                 f"repartitioned: a line is forwarded whole{key}, and a larger one would be "
+                                 "dead-lettered")
             if r.retention_ms != -1 and r.retention_ms < 2_000 * self.sessions.max_open_secs:
                 raise ValueError(f"repartition.retention_ms: {r.retention_ms} must be at least twice "
                                  f"sessions.max_open_secs ({self.sessions.max_open_secs:g} s): an open session holds "

@@ -60,17 +60,6 @@ MALFORMED_RETRY_TEMPERATURE = 0.7
 # rewriting a refuted one, ...): part of the durable verdict cache's namespace (``answer_settings``), so that answers
 # cached under other rules are not served from the changelog after an upgrade. Bump it when those rules change.
 ANSWER_POLICY = 1
-
-
-def answer_settings(constrain_output: bool, max_new_tokens: int, temperature: float) -> str:
-    """8 hex digits of what shapes a cached answer besides the prompt: the generation settings and ``ANSWER_POLICY``.
-    A hit is served without a model call or the repairs a miss gets, so an entry written under other settings (before
-    ``constrain_output`` was turned on: ungrounded citations; a lower ``max_new_tokens``: cut rationales) must not be
-    found (review)."""
-    import hashlib
-
-    return hashlib.sha256(f"{constrain_output}|{max_new_tokens}|{temperature!r}|{ANSWER_POLICY}".encode()
-                          ).hexdigest()[:8]
 # New tokens for the answer after a cut rationale: ``anomalous</answer>`` is 6 of SmolLM2's tokens.
 CLOSE_MAX_TOKENS = 12
 # A cached completion with its score: "<completion>\x1escore=<float>", the suffix after the answer, so its last
@@ -80,6 +69,15 @@ CLOSE_MAX_TOKENS = 12
 SCORE_SEP = "\x1escore="
 
 log = structlog.get_logger("rationad")
+
+
+def answer_settings(constrain_output: bool, max_new_tokens: int, temperature: float) -> str:
+    """8 hex digits of what shapes a cached answer besides the prompt: the generation settings and ``ANSWER_POLICY``.
+    A hit is served without a model call or the repairs a miss gets, so an entry written under other settings (before
+    ``constrain_output`` was turned on: ungrounded citations; a lower ``max_new_tokens``: cut rationales) must not be
+    found (review)."""
+    return hashlib.sha256(f"{constrain_output}|{max_new_tokens}|{temperature!r}|{ANSWER_POLICY}".encode()
+                          ).hexdigest()[:8]
 
 
 def cache_value(text: str, score: float | None) -> str:

@@ -393,8 +393,9 @@ async def write_label(kafka: KafkaConfig, topic: str, label: Label | None, *, ti
                       key: str = "judge.labels_topic", timeout_secs: float = 30.0,
                       replication_factor: int = 1) -> None:
     """Write ``label`` (or, with ``label=None``, a tombstone for ``tid``: the label is cleared) and wait for the
-    broker's acknowledgement. Creates the topic, compacted, when it is missing (``ConfigError`` naming ``key`` when it
-    cannot); ``TimeoutError`` when the write is not acknowledged within ``timeout_secs``."""
+    broker's acknowledgement. Creates the topic, compacted, with ``replication_factor`` replicas when it is missing
+    (``ConfigError`` naming ``key`` when it cannot, ``TopicCheckError`` when that may pass); ``TimeoutError`` when the
+    write is not acknowledged within ``timeout_secs``."""
     from rationad.topics import ensure_compacted_topic
 
     if label is None:

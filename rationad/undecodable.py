@@ -24,18 +24,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import structlog
+from aiokafka.errors import UnsupportedCodecError
 
 log = structlog.get_logger("rationad")
 
-def _decode_errors() -> tuple[type[BaseException], ...]:
-    # A batch in a codec aiokafka cannot read (a codec id it does not know, or its library missing: cramjam comes
-    # with rationad's aiokafka extras) raises UnsupportedCodecError from ``getmany`` for the whole batch, every time.
-    from aiokafka.errors import UnsupportedCodecError
-
-    return (UnicodeDecodeError, UnsupportedCodecError)
-
-
-DECODE_ERRORS = _decode_errors()
+# A batch in a codec aiokafka cannot read (a codec id it does not know, or its library missing: cramjam comes with
+# rationad's aiokafka extras) raises UnsupportedCodecError from ``getmany`` for the whole batch, every time.
+DECODE_ERRORS = (UnicodeDecodeError, UnsupportedCodecError)
 REFETCH_WAIT_MS = 2_000  # a partition whose fetch failed is fetched again from its position: wait this long for it
 
 
