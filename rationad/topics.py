@@ -145,13 +145,7 @@ async def ensure_topic(kafka_cfg: KafkaConfig, topic: str, *, key: str, partitio
 
     admin = AIOKafkaAdminClient(request_timeout_ms=int(timeout_secs * 1000), **common_kwargs(kafka_cfg))
     try:
-        try:
-            await asyncio.wait_for(admin.start(), timeout_secs)
-            # A metadata request for all topics names none, so it creates none (see the module docstring).
-            cluster = await admin._client.fetch_all_metadata()
-        except Exception as exc:
-            raise TopicCheckError(f"{key}: cannot reach {kafka_cfg.bootstrap_servers} to check the topic {topic!r}: "
-                                  f"{exc!r}") from exc
+        cluster = await _cluster(admin, kafka_cfg, key, topic, timeout_secs)
         if topic not in cluster.topics():
             n = partitions or max((len(cluster.partitions_for_topic(t) or ()) for t in like), default=0) or 1
             await _create(admin, NewTopic(topic, n, replication_factor,
@@ -184,6 +178,17 @@ def _warn_time_limit(topic: str, value: str | None, configured_ms: int) -> None:
                     "unjudged; the daemon deletes what it has committed there, so no limit is needed",
                 action=("set repartition.retention_ms = -1 and " if configured_ms >= 0 else "")
                 + f"kafka-configs.sh --alter --entity-type topics --entity-name {topic} --add-config retention.ms=-1")
+
+
+async def _cluster(admin: Any, kafka_cfg: KafkaConfig, key: str, topic: str, timeout_secs: float) -> Any:
+    """The cluster's metadata, the admin client started; ``TopicCheckError`` naming ``key`` when the broker cannot be
+    reached. A metadata request for all topics names none, so it creates none (see the module docstring)."""
+    try:
+        await asyncio.wait_for(admin.start(), timeout_secs)
+        return await admin._client.fetch_all_metadata()
+    except Exception as exc:
+        raise TopicCheckError(f"{key}: cannot reach {kafka_cfg.bootstrap_servers} to check the topic {topic!r}: "
+                              f"{exc!r}") from exc
 
 
 # CreateTopics answers per topic in its response (aiokafka does not raise for these): 36 is TOPIC_ALREADY_EXISTS, a
@@ -266,13 +271,7 @@ async def ensure_compacted_topic(kafka_cfg: KafkaConfig, topic: str, *, key: str
 
     admin = AIOKafkaAdminClient(request_timeout_ms=int(timeout_secs * 1000), **common_kwargs(kafka_cfg))
     try:
-        try:
-            await asyncio.wait_for(admin.start(), timeout_secs)
-            # A metadata request for all topics names none, so it creates none (see the module docstring).
-            cluster = await admin._client.fetch_all_metadata()
-        except Exception as exc:
-            raise TopicCheckError(f"{key}: cannot reach {kafka_cfg.bootstrap_servers} to check the topic {topic!r}: "
-                                  f"{exc!r}") from exc
+        cluster = await _cluster(admin, kafka_cfg, key, topic, timeout_secs)
         if topic not in cluster.topics():
             await _create(admin, NewTopic(topic, partitions, replication_factor,
                                           topic_configs={"cleanup.policy": "compact"}),
