@@ -65,15 +65,18 @@ class Undeliverable(Exception):
         return type(self.cause).__name__ in ("MessageSizeTooLargeError", "RecordTooLargeError")
 
 
+# The broker's refusals of a record for what the record is: it can never take it as it is, so it is dead-lettered
+# (cut to fit) and its input committed. Every other refusal is the broker's or the cluster's (an ACL missing or
+# revoked: TopicAuthorizationFailed, ClusterAuthorizationFailed; UnknownError; an old broker): retried with backoff,
+# holding the offsets (``stuck_secs`` fails readiness and RationadProduceFailing fires), never dead-lettered. A
+# missing Write ACL on the output or repartition topic dead-lettered every event or line and committed past them.
+RECORD_ERRORS = frozenset({"MessageSizeTooLargeError", "RecordTooLargeError", "RecordListTooLargeError",
+                           "InvalidTimestampError", "CorruptRecordException", "InvalidMessageError"})
+
+
 def is_retriable(exc: BaseException) -> bool:
-    """aiokafka marks its errors ``retriable``; timeouts and unknown errors (e.g. a connection reset) are retried."""
-    try:
-        from aiokafka.errors import KafkaError, KafkaTimeoutError
-    except ImportError:  # pragma: no cover - aiokafka is a dependency
-        return True
-    if isinstance(exc, KafkaTimeoutError) or not isinstance(exc, KafkaError):
-        return True
-    return bool(getattr(exc, "retriable", False))
+    """Whether a failed send is tried again: anything but a refusal of the record itself (``RECORD_ERRORS``)."""
+    return type(exc).__name__ not in RECORD_ERRORS
 
 
 class Hold:

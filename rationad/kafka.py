@@ -244,7 +244,7 @@ def _refused_session_timeout(consumer: Any, exc: BaseException) -> ConfigError |
 @functools.cache
 def _consumer_class() -> type[AIOKafkaConsumer]:
     from aiokafka import AIOKafkaConsumer
-    from aiokafka.errors import GroupAuthorizationFailedError, KafkaError
+    from aiokafka.errors import GroupAuthorizationFailedError, KafkaError, TopicAuthorizationFailedError
 
     mend_group_membership()
 
@@ -280,6 +280,11 @@ def _consumer_class() -> type[AIOKafkaConsumer]:
                     raise ConfigError(  # not the instance id's fault: the principal may not use the group
                         f"kafka.group_id = {self._group_id!r}: the broker does not authorize this principal "
                         f"(kafka.sasl_username) to join the group: {exc!r}. Grant it Read on the group") from exc
+                if isinstance(exc, TopicAuthorizationFailedError):  # a subscribed topic the principal may not read
+                    raise ConfigError(
+                        f"input.topics: the broker does not authorize this principal (kafka.sasl_username) to read "
+                        f"{exc!r}: grant it Describe and Read on the input topics (and the repartition topic)"
+                    ) from exc
                 if getattr(exc, "retriable", False) or "Connection" in type(exc).__name__:
                     raise  # the broker unreachable or a coordinator moving: exit 1, and the supervisor retries
                 raise ConfigError(

@@ -72,10 +72,16 @@ def test_a_hold_released_twice_is_a_bug_not_a_silent_miscount():
 
 
 def test_retriable_and_fatal_errors_are_told_apart():
+    from aiokafka.errors import ClusterAuthorizationFailedError, RecordTooLargeError, UnknownError
+
     assert is_retriable(KafkaConnectionError())
     assert is_retriable(OSError("reset"))
     assert not is_retriable(MessageSizeTooLargeError())
-    assert not is_retriable(TopicAuthorizationFailedError())
+    assert not is_retriable(RecordTooLargeError())
+    # the cluster's refusals, not the record's (review): an ACL missing or revoked, an unknown broker error
+    assert is_retriable(TopicAuthorizationFailedError())
+    assert is_retriable(ClusterAuthorizationFailedError())
+    assert is_retriable(UnknownError())
 
 
 async def test_send_waits_out_retriable_errors_then_succeeds():
@@ -87,10 +93,30 @@ async def test_send_waits_out_retriable_errors_then_succeeds():
 
 
 async def test_send_raises_undeliverable_at_once_for_a_non_retriable_error():
-    producer = FakeProducer(fail=lambda rec: TopicAuthorizationFailedError())
+    producer = FakeProducer(fail=lambda rec: MessageSizeTooLargeError())
     with pytest.raises(Undeliverable):
         await delivery(producer).send(Output("out", b"k", b"v", []))
     assert producer.attempts == 1
+
+
+async def test_an_output_topic_the_acl_refuses_holds_its_offsets_until_the_write_is_granted():
+    """Found by review: TopicAuthorizationFailed (a Write ACL missing, revoked, or still propagating) was a refusal of
+    the record: every event (and, on the repartition topic, every line) was dead-lettered and its input committed
+    past, while readiness stayed green. It is the cluster's refusal: the send is retried, holding the offsets."""
+    refusals = [TopicAuthorizationFailedError() for _ in range(5)]
+    producer = FakeProducer(fail=lambda rec: refusals.pop() if refusals and rec.topic == "out" else None)
+    d = delivery(producer)
+    offsets = PartitionOffsets()
+    offsets.consumed(0)
+    hold = d.hold(offsets, 0)
+    waiting = asyncio.create_task(d.event(hold, Output("out", b"k", b"event", []),
+                                          fallback=lambda err: pytest.fail(f"dead-lettered: {err}")))
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert not waiting.done() and Delivery.committable({"tp": (offsets, None)}).get("tp") in (None, 0)
+    assert await waiting is True  # the grant arrived: delivered, nothing dead-lettered
+    assert [s.topic for s in producer.sent] == ["out"] and producer.attempts == 6
+    assert Delivery.committable({"tp": (offsets, None)}).get("tp") == 1
 
 
 @given(value=st.binary(max_size=50_000), key=st.one_of(st.none(), st.binary(max_size=3_000)),

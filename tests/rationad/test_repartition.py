@@ -227,7 +227,7 @@ def test_the_session_stage_windows_a_pack_once_and_dead_letters_a_bad_line_with_
 
 
 async def test_a_pack_the_broker_never_takes_is_dead_lettered_line_by_line_and_the_input_moves_on():
-    from aiokafka.errors import TopicAuthorizationFailedError
+    from aiokafka.errors import RecordTooLargeError
 
     from rationad.delivery import Delivery
     from rationad.metrics import Metrics
@@ -236,7 +236,7 @@ async def test_a_pack_the_broker_never_takes_is_dead_lettered_line_by_line_and_t
     from tests.rationad.fakes import FakeProducer
 
     d, _, _ = _pack_daemon()
-    producer = FakeProducer(fail=lambda s: TopicAuthorizationFailedError() if s.topic == d.internal else None)
+    producer = FakeProducer(fail=lambda s: RecordTooLargeError() if s.topic == d.internal else None)
     delivery = Delivery(dlq_topic="dlq", max_message_bytes=1_000_000, metrics=Metrics(), on_fatal=pytest_fail,
                         producer=producer)
     packer = Packer(d.internal, "logs", 3, Router(2))
@@ -250,6 +250,35 @@ async def test_a_pack_the_broker_never_takes_is_dead_lettered_line_by_line_and_t
     assert sorted(dict(x.headers)["rationad-source-offset"] for x in dead) == [b"100", b"101", b"102", b"103", b"104"]
     assert {dict(x.headers)["rationad-error-type"] for x in dead} == {b"undeliverable_repartition"}
     assert sorted(x.key for x in dead) == [f"blk_{i}".encode() for i in range(5)]
+
+
+async def test_a_repartition_topic_the_acl_refuses_holds_the_input_until_the_write_is_granted():
+    """Found by review: with the Write ACL on the internal topic missing (or still propagating), every line was
+    dead-lettered as undeliverable_repartition and its input offset committed: a copier from input to dead letters."""
+    import asyncio
+
+    from aiokafka.errors import TopicAuthorizationFailedError
+
+    from rationad.delivery import Delivery
+    from rationad.metrics import Metrics
+    from rationad.offsets import PartitionOffsets
+    from rationad.repartition import Packer
+    from tests.rationad.fakes import FakeProducer
+
+    async def no_sleep(_secs):
+        await asyncio.sleep(0)
+
+    d, _, _ = _pack_daemon()
+    refusals = [TopicAuthorizationFailedError() for _ in range(4)]
+    producer = FakeProducer(fail=lambda s: refusals.pop() if refusals and s.topic == d.internal else None)
+    delivery = Delivery(dlq_topic="dlq", max_message_bytes=1_000_000, metrics=Metrics(), on_fatal=pytest_fail,
+                        producer=producer, sleep=no_sleep)
+    packer = Packer(d.internal, "logs", 3, Router(2))
+    packer.add([("blk_1", b"081109 203615 148 INFO x: blk_1 line")], 100)
+    offsets = PartitionOffsets()
+    hold = delivery.hold(offsets, 100)
+    await delivery.forward([(hold, packer.outputs())], d._unforwardable)
+    assert hold.released and producer.on("dlq") == [] and len(producer.on(d.internal)) == 1
 
 
 def pytest_fail(msg):
