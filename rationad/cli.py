@@ -26,13 +26,40 @@ def _settings(path: str | None, **overrides) -> Settings:
     return load_settings(cfg, **overrides)
 
 
+EXECUTOR_PREFIX = "rationad-executor"
+
+
 def cmd_run(args: argparse.Namespace) -> int:
+    from concurrent.futures import ThreadPoolExecutor
+
     from rationad.daemon import Daemon
     from rationad.logs import configure
 
     settings = _settings(args.config)
     configure(settings.log.level, settings.log.format)
-    return asyncio.run(Daemon(settings).run())
+
+    class NoWait(ThreadPoolExecutor):
+        """asyncio's default executor runs the Kafka clients' DNS lookups; ``asyncio.run`` waited for them after the
+        daemon had stopped, without a bound (a resolver that does not answer: 40-50 s in a pod), past the
+        supervisor's grace period (review)."""
+
+        def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+            super().shutdown(wait=False, cancel_futures=True)
+
+    async def main() -> int:
+        asyncio.get_running_loop().set_default_executor(NoWait(thread_name_prefix=EXECUTOR_PREFIX))
+        return await Daemon(settings).run()
+
+    code = asyncio.run(main())
+    import threading
+
+    if any(t.name.startswith(EXECUTOR_PREFIX) and t.is_alive() for t in threading.enumerate()):
+        # a call still running there (a lookup that hangs) would hold the interpreter's exit, which joins the
+        # executor's threads: everything is stopped and committed, so leave now
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
 
 
 async def _check(settings: Settings, model_ok: bool = True) -> list[str]:

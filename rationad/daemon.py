@@ -486,7 +486,8 @@ class Daemon:
                     self.notifier.ready()
                     self.notifier.status("running")
                     ready_sent = True
-                await self._maybe_commit()
+                if not self._stop.is_set():  # stopping: the drain commits (a periodic one could wait out the broker)
+                    await self._maybe_commit()
                 for w in workers:  # a worker that died would wedge the daemon silently: stop loudly instead
                     if w.done() and not w.cancelled() and w.exception() is not None:
                         raise RuntimeError(f"worker {w.get_name()} failed") from w.exception()
@@ -737,6 +738,7 @@ class Daemon:
             for tp, part, records in fetched:
                 if part is None or part.revoked:
                     continue
+                full = full or self._stop.is_set()  # a stop: the rest of the batch is read again by whoever is next
                 if full:  # fetched again once consumption resumes (an undecodable record too: it is past it now)
                     first = records[0].offset if records else bad[tp].offset if bad and tp in bad else None
                     if first is not None:
@@ -767,11 +769,12 @@ class Daemon:
                         self._last_yield = time.perf_counter()
                         if part.revoked:  # the rest of this batch belongs to the partition's new owner
                             break
-                        if self._over_pending():
+                        if self._over_pending() or self._stop.is_set():
                             # One fetch can hold thousands of records, each of thousands of lines: at template level
                             # every new template is a pending judgement, and checked only between fetches one batch
                             # of distinct lines queued hundreds of thousands past the limit (gigabytes). The rest
-                            # waits in Kafka; ``_backpressure`` pauses input until half the limit is left.
+                            # waits in Kafka; ``_backpressure`` pauses input until half the limit is left. A stop
+                            # likewise ends the batch here: the drain's budget starts now, not after the batch.
                             self.consumer.seek(tp, rec.offset)
                             full = True
                             break
@@ -843,6 +846,7 @@ class Daemon:
         assert self._router is not None and self.internal is not None
         packer = Packer(self.internal, tp.topic, tp.partition, self._router, self._pack_bytes)
         first: int | None = None
+        read = 0
         for n, rec in enumerate(records, start=1):
             # every 500 records or 50 ms (the time shared with the batch's other partitions: review found a batch of
             # long records over many partitions, under 500 each, routed for 12 s without a yield)
@@ -853,8 +857,9 @@ class Daemon:
                 part.offsets.consumed(rec.offset - 1)  # everything before it is held (forwarded or dead-lettered)
                 await asyncio.sleep(0)
                 self._last_yield = time.perf_counter()
-                if part.revoked:
+                if part.revoked or self._stop.is_set():  # a stop: the rest is forwarded after the restart
                     break
+            read += 1
             try:
                 routes = route(rec.value, topic=tp.topic, partition=tp.partition, offset=rec.offset)
             except BadRecord as exc:
@@ -870,8 +875,8 @@ class Daemon:
                 part.offsets.consumed(records[-1].offset)
         if first is not None:
             forwards.append((self.delivery.hold(part.offsets, first), packer.outputs()))
-        if records:
-            self.metrics.records_received.labels(tp.topic).inc(len(records))
+        if read:
+            self.metrics.records_received.labels(tp.topic).inc(read)
             self.metrics.lines_repartitioned.inc(packer.lines)
 
     def _own_lines(self, part: _Part, rec, lines: list) -> list:
@@ -1015,6 +1020,8 @@ class Daemon:
         # and a loop that went on past the stop kept the event loop from closing (a test run hung in teardown).
         while not self._stop.is_set():
             await asyncio.sleep(MODEL_HEALTH_INTERVAL_SECS)
+            if self._stop.is_set():  # stopped while it slept: no new lookups (the lag's side reads) from here on
+                return
             await self._check_model()
             self._set_ready_metric()
             await self._update_lag()

@@ -550,3 +550,28 @@ def test_tail_into_a_closed_pipe_ends_quietly(tmp_path, monkeypatch, capsys):
     cfg.write_text("[kafka]\nbootstrap_servers = 'kafka:9092'\n")
     assert cli.main(["tail", "--config", str(cfg)]) == 0
     assert "kafka.bootstrap_servers" not in capsys.readouterr().err
+
+
+def test_run_exits_when_the_daemon_has_stopped_whatever_a_dns_lookup_is_doing():
+    """Found by review: the Kafka clients resolve names in asyncio's default executor, and ``asyncio.run`` waited for
+    its threads after the daemon had stopped and committed, without a bound: a resolver that does not answer (40-50 s
+    in a pod) held the process past the supervisor's grace period."""
+    import time as _time
+
+    script = (
+        "import asyncio, sys, time\n"
+        "from rationad import cli, daemon\n"
+        "class Stopped:\n"
+        "    def __init__(self, settings): pass\n"
+        "    async def run(self):\n"
+        "        asyncio.get_running_loop().run_in_executor(None, time.sleep, 20)  # a lookup that hangs\n"
+        "        await asyncio.sleep(0.1)\n"
+        "        return 0\n"
+        "daemon.Daemon = Stopped\n"
+        "sys.exit(cli.main(['run']))\n"
+    )
+    t0 = _time.monotonic()
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
+                       cwd=Path(__file__).resolve().parents[2])
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert _time.monotonic() - t0 < 10, "the exit waited for the executor's lookup"
