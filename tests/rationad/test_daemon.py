@@ -1449,6 +1449,27 @@ def test_a_pending_session_holds_the_bytes_of_its_context_too():
     assert d.delivery.held_bytes == line_bytes(own) + sum(map(line_bytes, context))
 
 
+def _slow_lines_on_8_partitions(per_partition: int, parsed: list | None = None):
+    """(daemon, consumer, partitions): one fetch of ``per_partition`` one-line records on each of 8 partitions, each
+    taking 5 ms to parse (noted in ``parsed``)."""
+    import time as _time
+
+    tps = [TopicPartition("logs", p) for p in range(8)]
+    batch = {tp: [Rec(o, line(f"k{tp.partition}-{o}")) for o in range(per_partition)] for tp in tps}
+    d, consumer, _ = make(settings(), [batch])
+    consumer.tps = tps
+    parse = d.parser.parse
+
+    def slow(*a, **kw):
+        _time.sleep(0.005)
+        if parsed is not None:
+            parsed.append(1)
+        return parse(*a, **kw)
+
+    d.parser.parse = slow
+    return d, consumer, tps
+
+
 async def _longest_loop_gap(d: Daemon, cond) -> float:
     """Run ``d`` until ``cond()``; the longest time the event loop went without running another task meanwhile."""
     import time as _time
@@ -1476,20 +1497,7 @@ async def test_slow_lines_spread_over_partitions_still_let_the_event_loop_run():
     each as it arrives, about 20 ms for a 60 KB one) spread over partitions, under 500 each, never yielded: 8
     partitions of 70 such lines held the loop 15 s, past the session timeout (the group dropped the member, and the
     next owner stalled on the same batch). Each line here takes 5 ms to parse; the loop must run every 50 ms or so."""
-    import time as _time
-
-    s = settings()
-    tps = [TopicPartition("logs", p) for p in range(8)]
-    batch = {tp: [Rec(o, line(f"k{tp.partition}-{o}")) for o in range(40)] for tp in tps}  # 320 lines, 1.6 s
-    d, consumer, producer = make(s, [batch])
-    consumer.tps = tps
-    parse = d.parser.parse
-
-    def slow(*a, **kw):
-        _time.sleep(0.005)
-        return parse(*a, **kw)
-
-    d.parser.parse = slow
+    d, _, _ = _slow_lines_on_8_partitions(40)  # 320 lines, 1.6 s
     held = await _longest_loop_gap(d, lambda: d.metrics.lines_parsed._value.get() >= 320)
     assert held < 0.5, f"the event loop was held {held:.2f} s"
 
@@ -1528,20 +1536,8 @@ async def test_a_stop_ends_the_batch_being_read_at_the_next_yield():
     supervisor's grace period. The batch now ends at the next yield, and the rest is read again by the next owner."""
     import time as _time
 
-    s = settings()
-    tps = [TopicPartition("logs", p) for p in range(8)]
-    batch = {tp: [Rec(o, line(f"k{tp.partition}-{o}")) for o in range(100)] for tp in tps}  # 800 lines, 4 s
-    d, consumer, producer = make(s, [batch])
-    consumer.tps = tps
-    parse = d.parser.parse
-    parsed = []
-
-    def slow(*a, **kw):
-        _time.sleep(0.005)
-        parsed.append(1)
-        return parse(*a, **kw)
-
-    d.parser.parse = slow
+    parsed: list = []
+    d, consumer, tps = _slow_lines_on_8_partitions(100, parsed)  # 800 lines, 4 s
     task = asyncio.create_task(d.run())
     await until(lambda: len(parsed) >= 20, 10)
     t0 = _time.monotonic()

@@ -128,13 +128,19 @@ async def test_a_join_that_fails_on_the_broker_going_away_is_not_a_config_error(
             await c.start()
 
 
-async def test_an_input_topic_the_acl_hides_names_the_input_not_the_instance_id(monkeypatch):
-    """Found by review: aiokafka's start raises TopicAuthorizationFailed for a subscribed topic the principal may not
-    describe, and the static member's start blamed kafka.group_instance_id ("unset it") for it."""
-    from aiokafka.errors import TopicAuthorizationFailedError
+@pytest.mark.parametrize("refusal, names", [
+    # Found by review (2026-12-06), failing before its fix: every refused join was blamed on kafka.group_instance_id,
+    # a missing group permission too.
+    ("GroupAuthorizationFailedError", r"^kafka\.group_id = 'rationad': the broker does not authorize"),
+    # Found by review (2026-12-07): aiokafka's start raises TopicAuthorizationFailed for a subscribed topic the
+    # principal may not describe, and it was blamed on the instance id too ("unset it").
+    ("TopicAuthorizationFailedError", r"^input\.topics: the broker does not authorize this principal"),
+])
+async def test_an_acl_refusal_at_the_join_names_what_the_acl_is_on_not_the_instance_id(monkeypatch, refusal, names):
+    import aiokafka.errors
 
     async def refused(self):
-        raise TopicAuthorizationFailedError("logs")
+        raise getattr(aiokafka.errors, refusal)()
 
     async def fake_stop(self):
         pass
@@ -143,26 +149,7 @@ async def test_an_input_topic_the_acl_hides_names_the_input_not_the_instance_id(
     monkeypatch.setattr(AIOKafkaConsumer, "stop", fake_stop)
     c = kafka.make_consumer(KafkaConfig(group_id="rationad", group_instance_id="host-a"))
     c._client = _FakeClient(join_max=7)
-    with pytest.raises(ConfigError, match=r"^input\.topics: the broker does not authorize this principal"):
-        await c.start()
-
-
-async def test_a_join_the_group_acl_refuses_names_the_group_not_the_instance_id(monkeypatch):
-    """Found by review (2026-12-06), failing before its fix: every refused join was blamed on
-    kafka.group_instance_id, a missing group permission too."""
-    from aiokafka.errors import GroupAuthorizationFailedError
-
-    async def refused(self):
-        raise GroupAuthorizationFailedError()
-
-    async def fake_stop(self):
-        pass
-
-    monkeypatch.setattr(AIOKafkaConsumer, "start", refused)
-    monkeypatch.setattr(AIOKafkaConsumer, "stop", fake_stop)
-    c = kafka.make_consumer(KafkaConfig(group_id="rationad", group_instance_id="host-a"))
-    c._client = _FakeClient(join_max=7)
-    with pytest.raises(ConfigError, match=r"^kafka\.group_id = 'rationad': the broker does not authorize"):
+    with pytest.raises(ConfigError, match=names):
         await c.start()
 
 
