@@ -639,31 +639,32 @@ class Daemon:
         log.info("partitions_revoked", partitions=sorted(f"{tp.topic}:{tp.partition}" for tp in revoked))
 
     # ---- consuming ----------------------------------------------------------------------------------------
-    def _over_pending(self) -> bool:
+    def _over_pending(self, half: bool = False) -> bool:
         """Too many outputs, or too many bytes of closed sessions, await a verdict or an acknowledgement, or the model
-        is blocked: input must wait."""
-        return (self.delivery.held >= self.s.delivery.max_pending_sessions
-                or self.delivery.held_bytes >= self.s.delivery.max_open_bytes or self.stage.blocked)
+        is blocked: input must wait. ``half``: whether paused input must still wait, above half of either bound or
+        blocked (it resumes at half, not at the bound, so that it does not pause again at the next record)."""
+        held, held_bytes, blocked = self.delivery.held, self.delivery.held_bytes, self.stage.blocked
+        limit, budget = self.s.delivery.max_pending_sessions, self.s.delivery.max_open_bytes
+        if half:
+            return held > limit // 2 or held_bytes > budget // 2 or bool(blocked)
+        return held >= limit or held_bytes >= budget or bool(blocked)
 
     def _backpressure(self) -> None:
         """Pause input while too many outputs, or too many bytes of closed sessions, await a verdict or an
-        acknowledgement (or the model is blocked); resume at half. Sessions closed early by the open-bytes budget
-        become pending: bounding pending bytes by the same budget keeps all sessions within twice it."""
-        limit = self.s.delivery.max_pending_sessions
-        budget = self.s.delivery.max_open_bytes
-        held = self.delivery.held
-        held_bytes = self.delivery.held_bytes
-        blocked = self.stage.blocked
+        acknowledgement (or the model is blocked); resume at half (``_over_pending``). Sessions closed early by the
+        open-bytes budget become pending: bounding pending bytes by the same budget keeps all sessions within twice
+        it."""
         if not self._paused and self._over_pending():
             self.consumer.pause(*self.consumer.assignment())
             self._paused = True
             self.metrics.paused.set(1)
-            log.info("consumption_paused", pending=held, pending_bytes=held_bytes, blocked=blocked)
-        elif self._paused and held <= limit // 2 and held_bytes <= budget // 2 and not blocked:
+            log.info("consumption_paused", pending=self.delivery.held, pending_bytes=self.delivery.held_bytes,
+                     blocked=self.stage.blocked)
+        elif self._paused and not self._over_pending(half=True):
             self.consumer.resume(*self.consumer.assignment())
             self._paused = False
             self.metrics.paused.set(0)
-            log.info("consumption_resumed", pending=held)
+            log.info("consumption_resumed", pending=self.delivery.held)
 
     async def _step(self, aw: Coroutine[Any, Any, Any], what: str) -> bool:
         """Whether ``aw``, a step of the start, ran to its end (``_until_stop``); False, without running it, when a

@@ -325,13 +325,13 @@ class Parser:
             try:
                 parsed = self._line(line, None, None, line, topic, partition, offset)
             except BadRecord as exc:
-                if not last or exc.reason == "too_many_keys" or self._starts_entry(line):
+                if not last or exc.reason == "too_many_keys" or self.starts_entry(line):
                     raise BadRecord(exc.reason, f"line {n} of {len(lines)} in the record: {exc.detail}") from None
                 # A line that does not start like a log entry, after one that parsed, continues it (a stack trace,
                 # a message with embedded newlines): it is judged as part of that entry, not dropped.
                 cont.append(line)
                 continue
-            starts = self.source not in ("hdfs", "bgl") or self._starts_entry(line)
+            starts = self.source not in ("hdfs", "bgl") or self.starts_entry(line)
             if last and headed and not starts:
                 # it parses on its own (a trace line naming a block; "HTTP 500 ..." read as LABEL EPOCH) but has no
                 # header of its dialect, after an entry that had one: it continues that entry (key, time, label).
@@ -376,6 +376,16 @@ class Parser:
         return [(line.key, line.raw.encode("utf-8", "surrogatepass"))
                 for line in self.parse(value, topic=topic, partition=partition, offset=offset)]
 
+    def starts_entry(self, line: str) -> bool:
+        """Does ``line`` start a new log entry (a header of its dialect), rather than continue the one before?"""
+        if self.source == "hdfs":
+            return _HDFS_HEADER.match(line) is not None
+        if self.source == "bgl":  # LABEL EPOCH and the layout's date after it (a bare "WORD NUMBER ..." continues)
+            m = _LABEL_EPOCH.match(line)
+            return m is not None and (_BGL_HEADER.match(line, m.end()) or _SYSLOG_HEADER.match(line, m.end())) \
+                is not None
+        return not line[:1].isspace()
+
     def _json(self, value: bytes, topic: str, partition: int, offset: int) -> list[LogLine]:
         try:
             obj = orjson.loads(value)
@@ -407,16 +417,6 @@ class Parser:
             ts = parse_timestamp(t)
         line = message.rstrip("\r\n")
         return self._line(line, key, ts, value.decode("utf-8"), topic, partition, offset)
-
-    def _starts_entry(self, line: str) -> bool:
-        """Does ``line`` start a new log entry (a header of its dialect), rather than continue the one before?"""
-        if self.source == "hdfs":
-            return _HDFS_HEADER.match(line) is not None
-        if self.source == "bgl":  # LABEL EPOCH and the layout's date after it (a bare "WORD NUMBER ..." continues)
-            m = _LABEL_EPOCH.match(line)
-            return m is not None and (_BGL_HEADER.match(line, m.end()) or _SYSLOG_HEADER.match(line, m.end())) \
-                is not None
-        return not line[:1].isspace()
 
     # Each dialect: (line, key override, ts override, raw, ...) -> LogLines. ``raw`` is the record's text.
     def _hdfs(self, line: str, key: str | None, ts: float | None, raw: str, topic: str, partition: int,

@@ -241,10 +241,23 @@ def _refused_session_timeout(consumer: Any, exc: BaseException) -> ConfigError |
         "default)")
 
 
+def _refused_topics(exc: BaseException) -> ConfigError | None:
+    """A ``ConfigError`` naming input.topics when the broker does not let the principal read a subscribed topic
+    (aiokafka's start raises TopicAuthorizationFailed while it waits for the first assignment), for static and dynamic
+    members alike: it is the ACL's fault, not the instance id's, and no restart mends it."""
+    from aiokafka.errors import TopicAuthorizationFailedError
+
+    if not isinstance(exc, TopicAuthorizationFailedError):
+        return None
+    return ConfigError(
+        f"input.topics: the broker does not authorize this principal (kafka.sasl_username) to read {exc!r}: grant "
+        "it Describe and Read on the input topics (and the repartition topic)")
+
+
 @functools.cache
 def _consumer_class() -> type[AIOKafkaConsumer]:
     from aiokafka import AIOKafkaConsumer
-    from aiokafka.errors import GroupAuthorizationFailedError, KafkaError, TopicAuthorizationFailedError
+    from aiokafka.errors import GroupAuthorizationFailedError, KafkaError
 
     mend_group_membership()
 
@@ -257,7 +270,7 @@ def _consumer_class() -> type[AIOKafkaConsumer]:
                 try:
                     return await super().start()
                 except KafkaError as exc:
-                    if (refused := _refused_session_timeout(self, exc)) is not None:
+                    if (refused := _refused_session_timeout(self, exc) or _refused_topics(exc)) is not None:
                         await self.stop()
                         raise refused from exc
                     raise
@@ -274,17 +287,12 @@ def _consumer_class() -> type[AIOKafkaConsumer]:
                 # refuses (FENCED_INSTANCE_ID, error 82, is unmapped in aiokafka 0.14 and arrives as UnknownError)
                 # aborts that wait with the error.
                 await self.stop()
-                if (refused := _refused_session_timeout(self, exc)) is not None:
+                if (refused := _refused_session_timeout(self, exc) or _refused_topics(exc)) is not None:
                     raise refused from exc
                 if isinstance(exc, GroupAuthorizationFailedError) or "GroupAuthorizationFailed" in repr(exc):
                     raise ConfigError(  # not the instance id's fault: the principal may not use the group
                         f"kafka.group_id = {self._group_id!r}: the broker does not authorize this principal "
                         f"(kafka.sasl_username) to join the group: {exc!r}. Grant it Read on the group") from exc
-                if isinstance(exc, TopicAuthorizationFailedError):  # a subscribed topic the principal may not read
-                    raise ConfigError(
-                        f"input.topics: the broker does not authorize this principal (kafka.sasl_username) to read "
-                        f"{exc!r}: grant it Describe and Read on the input topics (and the repartition topic)"
-                    ) from exc
                 if getattr(exc, "retriable", False) or "Connection" in type(exc).__name__:
                     raise  # the broker unreachable or a coordinator moving: exit 1, and the supervisor retries
                 raise ConfigError(

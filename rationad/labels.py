@@ -145,6 +145,9 @@ class TopicFollower:
                                                            auto_offset_reset="earliest", **common_kwargs(kafka))
         self.partitions: list[TopicPartition] = []
         self.unreadable = 0  # records aiokafka could not decode, stepped past (rationad.undecodable)
+        # per partition, the offset after the last record returned or stepped past: where a fetch that raised is
+        # rewound to, noted here so that a poll asks the consumer for no positions
+        self._next: dict[TopicPartition, int] = {}
 
     async def start(self) -> None:
         await self.consumer.start()
@@ -157,15 +160,28 @@ class TopicFollower:
         compaction keeps for ever."""
         from rationad.undecodable import DECODE_ERRORS, fetch_around
 
-        before = {tp: await self.consumer.position(tp) for tp in partitions}
+        bad: dict = {}
         try:
-            return await self.consumer.getmany(*partitions, timeout_ms=timeout_ms)
+            records = await self.consumer.getmany(*partitions, timeout_ms=timeout_ms)
         except DECODE_ERRORS:
-            for tp, offset in before.items():  # what getmany drained before it raised went with the exception
-                self.consumer.seek(tp, offset)
+            await self._rewind(partitions)  # what getmany drained before it raised went with the exception
             records, bad = await fetch_around(self.consumer, partitions, 500, action="skipped")
             self.unreadable += len(bad)
-            return records
+        for tp, recs in records.items():
+            if recs:
+                self._next[tp] = recs[-1].offset + 1
+        for tp, undecodable in bad.items():  # after the records before it: a later rewind must not read it again
+            self._next[tp] = undecodable.offset + 1
+        return records
+
+    async def _rewind(self, partitions: list[TopicPartition]) -> None:
+        """Move ``partitions`` back to the first offset not yet returned."""
+        for tp in partitions:
+            offset = self._next.get(tp)
+            if offset is None:  # nothing returned since it was assigned, from its beginning (``refresh``)
+                await self.consumer.seek_to_beginning(tp)
+            else:
+                self.consumer.seek(tp, offset)
 
     async def refresh(self) -> bool:
         """Assign the topic's partitions not assigned yet, from their beginning; True when there were any."""

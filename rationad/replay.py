@@ -101,7 +101,7 @@ def _records(f: Iterable[str], parser, input_cfg: InputConfig) -> Iterator[tuple
     for n, text in enumerate(f, start=1):
         text = text.removesuffix("\n").removesuffix("\r")
         raw = text.encode("utf-8", "surrogateescape")  # as the parser sizes and decodes the record: bytes
-        if (pending is not None and joins and not parser._starts_entry(text) and size + 1 + len(raw)
+        if (pending is not None and joins and not parser.starts_entry(text) and size + 1 + len(raw)
                 <= input_cfg.max_record_bytes and raw.decode("utf-8", "replace") == text):
             # (a line too long, or not UTF-8, is not joined: skipped alone, it takes no entry with it)
             pending += "\n" + text

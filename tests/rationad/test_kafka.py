@@ -153,6 +153,29 @@ async def test_an_acl_refusal_at_the_join_names_what_the_acl_is_on_not_the_insta
         await c.start()
 
 
+async def test_an_input_topic_the_acl_hides_names_input_topics_for_a_dynamic_member_too(monkeypatch):
+    """Found by review (2026-12-08), failing before its fix: only a static member's start mapped
+    TopicAuthorizationFailed to the error naming input.topics (exit 2); a dynamic member's (no kafka.group_instance_id)
+    came as a traceback (exit 1, retried by the supervisor with a model load each time)."""
+    from aiokafka.errors import TopicAuthorizationFailedError
+
+    async def refused(self):
+        raise TopicAuthorizationFailedError()
+
+    stopped = []
+
+    async def fake_stop(self):
+        stopped.append(True)
+
+    monkeypatch.setattr(AIOKafkaConsumer, "start", refused)
+    monkeypatch.setattr(AIOKafkaConsumer, "stop", fake_stop)
+    c = kafka.make_consumer(KafkaConfig(group_id="rationad"))
+    c._client = _FakeClient(join_max=None)  # would fail the static-membership check: not asked
+    with pytest.raises(ConfigError, match=r"^input\.topics: the broker does not authorize this principal"):
+        await c.start()
+    assert stopped
+
+
 @pytest.mark.parametrize("instance_id", [None, "host-a"])
 async def test_a_session_timeout_the_coordinator_refuses_names_the_key(monkeypatch, instance_id):
     """Found by review, failing before its fix: a session timeout outside the brokers' bounds came as a traceback

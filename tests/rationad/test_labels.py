@@ -208,3 +208,80 @@ async def test_a_clear_writes_its_tombstone_to_every_partition(monkeypatch):
     sent.clear()
     await write_label(KafkaConfig(), "labels", label())
     assert len(sent) == 1 and sent[0][2] is None  # a label goes where its key hashes
+
+
+class _Log:
+    """A consumer over scripted partition logs, as aiokafka behaves around an undecodable record (``BAD``):
+    ``getmany`` drains partition by partition, moving each one's position, and loses what it drained when a later
+    partition raises; a fetch that raises leaves its partition's position where it was."""
+
+    BAD = object()
+
+    def __init__(self, tps) -> None:
+        self.logs: dict = {tp: [] for tp in tps}
+        self.at: dict = {tp: 0 for tp in tps}
+        self.position_calls = 0
+
+    def assignment(self):
+        return set(self.logs)
+
+    def highwater(self, tp):
+        return len(self.logs[tp])
+
+    async def position(self, tp):
+        self.position_calls += 1
+        return self.at[tp]
+
+    def seek(self, tp, offset):
+        self.at[tp] = offset
+
+    async def seek_to_beginning(self, *tps):
+        for tp in tps:
+            self.at[tp] = 0
+
+    async def getmany(self, *tps, timeout_ms=0, max_records=None):
+        out = {}
+        for tp in tps:
+            got = []
+            while self.at[tp] < len(self.logs[tp]) and (max_records is None or len(got) < max_records):
+                value = self.logs[tp][self.at[tp]]
+                if value is self.BAD:
+                    if got:
+                        break
+                    raise UnicodeDecodeError("utf-8", b"\xff", 0, 1, "invalid start byte")
+                got.append(SimpleNamespace(offset=self.at[tp], value=value))
+                self.at[tp] += 1
+            if got:
+                out[tp] = got
+        return out
+
+
+async def test_an_undecodable_labels_record_is_stepped_past_with_no_position_asked_per_poll():
+    """A poll asks no positions (every 500 ms, for a rare rewind): the follower notes the next offset of what it
+    returned. After a decode error, each partition goes back to that, so the records before the bad one in the same
+    poll are read once, and a bad record stepped past is not met (nor counted) again at a later rewind."""
+    from aiokafka import TopicPartition
+
+    from rationad.labels import TopicFollower
+
+    p0, p1 = TopicPartition("labels", 0), TopicPartition("labels", 1)
+    follower = TopicFollower(KafkaConfig(), "labels")
+    follower.consumer = c = _Log([p0, p1])
+    follower.partitions = [p0, p1]
+    read = []
+
+    def apply(rec):
+        read.append(rec.value)
+
+    c.logs[p0] += [b"a"]
+    assert await follower.poll(apply) == 1 and c.position_calls == 0
+    c.logs[p0] += [b"b", b"c"]
+    c.logs[p1] += [_Log.BAD]  # p0's b and c are drained, then lost when p1 raises
+    assert await follower.poll(apply) == 2 and follower.unreadable == 1
+    c.logs[p0] += [_Log.BAD]
+    c.logs[p1] += [b"d"]
+    assert await follower.poll(apply) == 1 and follower.unreadable == 2  # p1 goes back past its bad record, not to it
+    calls = c.position_calls
+    c.logs[p0] += [b"e"]
+    assert await follower.poll(apply) == 1 and c.position_calls == calls
+    assert read == [b"a", b"b", b"c", b"d", b"e"]
