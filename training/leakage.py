@@ -10,7 +10,10 @@
 4. ``demo``: blocks of the bundled demo sample by split, and how many of their prompts are SFT rows.
 5. ``bgl2k``: BGL_2k lines (and corrected-anomalous lines) whose template prompt is a training row.
 
-Nothing here trains or judges; it reads ../shared/datasets and the config's data settings.
+Nothing here trains or judges; it reads ../shared/datasets and the config's data settings. With ``--rescore MODEL``
+it also judges the BGL and Spirit template test sets with the merged model twice through the serving path, once with
+the served rules and once with the rules cut to the words training-split templates evidence (``train_rules``), so the
+model's figure without test-derived words stands beside the one published (two vLLM runs, minutes on a 2-core CPU).
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ import csv
 import json
 import re
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from rationad.templates import from_loghub
@@ -29,6 +34,7 @@ from training.dataset import DataConfig, load_corpus, select_sft
 from training.evaluate import EvalParams
 
 ROOT = Path(__file__).resolve().parent.parent
+RULES = ROOT / "rationad/data/template_rules.json"
 
 
 def _f1(pairs: list[tuple[bool, bool]]) -> float:
@@ -37,26 +43,58 @@ def _f1(pairs: list[tuple[bool, bool]]) -> float:
     return round(2 * tp / (2 * tp + wrong), 3) if tp else 0.0
 
 
-def rules_audit(splits: dict) -> dict:
-    """Rule alternatives that match val/test templates only, and the KB baseline's F1 with and without them."""
-    from rationad.template_rules import match_rule
+def _template_texts(splits: dict) -> dict[str, list]:
+    return {s: [(e, from_loghub(e.extra["template"])) for e in ex if e.task in ("bgl", "spirit")]
+            for s, ex in splits.items()}
 
-    rules = json.loads((ROOT / "rationad/data/template_rules.json").read_text())["rules"]
-    texts = {s: [(e, from_loghub(e.extra["template"])) for e in ex if e.task in ("bgl", "spirit")]
-             for s, ex in splits.items()}
-    kept, dropped = [], []
-    for r in rules:
-        alts = r["pattern"].split("|")
+
+def train_rules(splits: dict) -> tuple[dict, list[str]]:
+    """(the rules file cut to the alternatives some training-split template evidences, or that match no template of
+    any split; the alternatives dropped: those matching validation or test templates only)."""
+    data = json.loads(RULES.read_text())
+    texts = _template_texts(splits)
+    rules, dropped = [], []
+    for r in data["rules"]:
         keep = []
-        for a in alts:
+        for a in r["pattern"].split("|"):  # the rules' patterns are plain alternatives (no nested groups)
             rx = re.compile(a, re.I)
             in_train = any(rx.search(t) for _, t in texts["train"])
             elsewhere = any(rx.search(t) for s in ("val", "test") for _, t in texts[s])
             (dropped if elsewhere and not in_train else keep).append(a)
-        kept.append((r["verdict"], re.compile("|".join(keep), re.I) if keep else None))
+        if keep:
+            rules.append({**r, "pattern": "|".join(keep)})
+    return {**data, "rules": rules}, dropped
+
+
+@contextmanager
+def rules_from(path: Path) -> Iterator[None]:
+    """The daemon's template rules (prompts' rule sentences, the faithfulness checks) read from ``path`` for the
+    duration: an evaluation-only swap of ``rationad.template_rules.RULES_FILE``, its caches cleared both ways."""
+    import rationad.template_rules as tr
+
+    def clear() -> None:
+        tr.template_rules.cache_clear()
+        tr._by_meaning.cache_clear()
+
+    served, tr.RULES_FILE = tr.RULES_FILE, path
+    clear()
+    try:
+        yield
+    finally:
+        tr.RULES_FILE = served
+        clear()
+
+
+def rules_audit(splits: dict) -> dict:
+    """Rule alternatives that match val/test templates only, and the KB baseline's F1 with and without them."""
+    from rationad.template_rules import match_rule
+
+    texts = _template_texts(splits)
+    cut, dropped = train_rules(splits)
+    kept = [(r["verdict"], re.compile(r["pattern"], re.I)) for r in cut["rules"]]
 
     def pruned(t: str) -> bool:
-        return next((v for v, rx in kept if rx is not None and rx.search(t)), None) == "anomalous"
+        return next((v for v, rx in kept if rx.search(t)), None) == "anomalous"
 
     f1 = {}
     for s in ("val", "test"):
@@ -138,9 +176,42 @@ def bgl2k_audit(splits: dict, datasets: Path) -> dict:
     return dict(sorted(out.items()))
 
 
+TEMPLATE_SETS = ("BGL templates (test)", "SPIRIT templates (test)")
+
+
+def rescore(cfg_path: Path, model: Path, out: Path) -> dict:
+    """The template test sets judged by ``model`` with the served rules and with ``train_rules``: precision, recall,
+    F1 (written answer and served at the template threshold), faithful and flagged shares of each side."""
+    import asyncio
+
+    from training.evaluate import build_sets, eval_inputs, evaluate_model
+    from training.pipeline import prepare_base
+
+    cfg = load(cfg_path)
+    p, dc, corpus = eval_inputs(cfg, cfg_path, prepare_base(cfg), False)
+    sets = [es for es in build_sets(corpus, p, "test", val_mode=False, datasets=dc.datasets)
+            if es.name in TEMPLATE_SETS]
+    cut, dropped = train_rules(corpus.splits)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "train_rules.json").write_text(json.dumps(cut, indent=1) + "\n")
+    runs = {"served rules": asyncio.run(evaluate_model(model, sets, out / "served_rules", p.chunk))}
+    with rules_from(out / "train_rules.json"):
+        runs["training-evidence rules"] = asyncio.run(evaluate_model(model, sets, out / "train_rules", p.chunk))
+    keys = ("precision", "recall", "f1", "faithful_rate", "flag_rate")
+    return {"model": str(model), "alternatives dropped": dropped,
+            "sets": {side: {name: {**{k: r["sets"][name][k] for k in keys},
+                                   "served": {k: (r["sets"][name]["served"] or {}).get(k) for k in keys[:3]}}
+                            for name in TEMPLATE_SETS}
+                     for side, r in runs.items()}}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", default="training/configs/cpu_continue.toml")
+    ap.add_argument("--rescore", type=Path, metavar="MODEL",
+                    help="a merged model folder: also judge the template test sets with the served and the "
+                         "training-evidence rules")
+    ap.add_argument("--out", type=Path, default=Path("build/leakage"), help="the rescore's verdicts and rules file")
     a = ap.parse_args(argv)
     from dataclasses import replace
 
@@ -156,6 +227,8 @@ def main(argv: list[str] | None = None) -> int:
         "demo": demo_audit(corpus, dc),
         "bgl2k": bgl2k_audit(corpus.splits, dc.datasets),
     }
+    if a.rescore:
+        report["rescore"] = rescore(Path(a.config), a.rescore.expanduser(), a.out)
     print(json.dumps(report, indent=1))
     return 0
 

@@ -19,3 +19,22 @@ def test_rule_words_reported_as_val_or_test_only_match_no_training_template(temp
         rx = re.compile(alt, re.I)
         assert not any(rx.search(t) for t in train) and any(rx.search(t) for t in held), alt
     assert set(got["KB F1"]) == {"bgl val", "bgl test", "spirit val", "spirit test"}
+
+
+def test_training_evidence_rules_are_served_inside_rules_from_only(template_examples, tmp_path):
+    import json
+
+    from rationad.template_rules import match_rule, template_rules
+
+    from training.leakage import rules_from, train_rules
+
+    cut, dropped = train_rules(split_examples(template_examples))
+    assert "miscompare" in dropped  # a held-out word (the audit's published list)
+    path = tmp_path / "rules.json"
+    path.write_text(json.dumps(cut))
+    text = "memory test: miscompare on chip 3"
+    assert match_rule(text)[0].verdict == "anomalous"
+    with rules_from(path):
+        assert len(template_rules()[0]) == len(cut["rules"])
+        assert match_rule(text)[0] is None  # the daemon's own reader serves the cut file
+    assert match_rule(text)[0].verdict == "anomalous"  # and the served file again after
