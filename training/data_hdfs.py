@@ -50,15 +50,17 @@ def raw_sessions(log_path: Path, label_path: Path) -> Iterator[Session]:
 
 
 def load_raw(log_path: Path, label_path: Path, *, count_tokens: Callable[[str], int] = approx_tokens,
-             max_prompt_tokens: int = 1024, keep_sessions: bool = False) -> list[Example]:
-    return list(_examples(raw_sessions(log_path, label_path), str(log_path), count_tokens, max_prompt_tokens,
-                          keep_sessions))
+             max_prompt_tokens: int = 1024, keep_sessions: bool = False, origin: str | None = None) -> list[Example]:
+    """``origin``: the examples' origin (their split key's first part, ``training.splits``); the path by default."""
+    return list(_examples(raw_sessions(log_path, label_path), origin or str(log_path), count_tokens,
+                          max_prompt_tokens, keep_sessions))
 
 
 def load_rendered(jsonl_path: Path, *, seed: int = 0, limit: int | None = None,
                   count_tokens: Callable[[str], int] = approx_tokens, max_prompt_tokens: int = 1024,
-                  keep_sessions: bool = False) -> list[Example]:
-    """Rendered sessions of ``hdfs_sessions.jsonl`` (unknown template ids raise ValueError naming file:line)."""
+                  keep_sessions: bool = False, origin: str | None = None) -> list[Example]:
+    """Rendered sessions of ``hdfs_sessions.jsonl`` (unknown template ids raise ValueError naming file:line);
+    ``origin`` as for ``load_raw``."""
     from itertools import islice
 
     from rationad.replay import sessions_from_hdfs_jsonl
@@ -66,4 +68,4 @@ def load_rendered(jsonl_path: Path, *, seed: int = 0, limit: int | None = None,
     sessions = sessions_from_hdfs_jsonl(jsonl_path, seed=seed)
     if limit is not None:
         sessions = islice(sessions, limit)
-    return list(_examples(sessions, str(jsonl_path), count_tokens, max_prompt_tokens, keep_sessions))
+    return list(_examples(sessions, origin or str(jsonl_path), count_tokens, max_prompt_tokens, keep_sessions))

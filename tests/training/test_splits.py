@@ -24,3 +24,20 @@ def test_splits_deterministic_disjoint_and_unseen(hdfs_examples, template_exampl
     # templates: identical template text never crosses splits
     tpl = {s: {e.view_key for e in a[s] if e.task != "hdfs"} for s in a}
     assert not tpl["train"] & tpl["test"] and not tpl["train"] & tpl["val"]
+
+
+def test_hdfs_split_does_not_depend_on_how_the_datasets_path_is_spelt(datasets, tmp_path, monkeypatch):
+    """The split key holds the examples' origin: the absolute path and the config's ``../shared/datasets`` split
+    alike (the released models' keys), or an evaluation run from another spelling scores trained sessions."""
+    import os
+
+    from training.dataset import SPLIT_ROOT, DataConfig, load_corpus
+
+    (tmp_path / "repo").mkdir()
+    (tmp_path / "shared").symlink_to(datasets.parent)
+    monkeypatch.chdir(tmp_path / "repo")  # ../shared/datasets is the shared datasets here, as beside a checkout
+    corpora = [load_corpus(DataConfig(datasets=d, hdfs_rendered_limit=300, use_hdfs_raw=False))
+               for d in (datasets, type(datasets)(os.path.relpath(datasets)), type(datasets)(SPLIT_ROOT))]
+    assert corpora[0].hash() == corpora[1].hash() == corpora[2].hash()
+    assert {e.origin for e in corpora[0].splits["train"] if e.task == "hdfs"} == {
+        f"{SPLIT_ROOT}/hdfs_sessions/hdfs_sessions.jsonl"}
