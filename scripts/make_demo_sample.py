@@ -4,9 +4,13 @@
 Source: LogLead's 2% sample of Loghub HDFS_v1 (``HDFS_2pct_dev.log.gz`` + ``anomaly_label_dev.csv``). The sample is
 every line of ``--blocks`` complete blocks, ``--anomalies`` of them anomalous, in the source's (chronological) order,
 byte for byte. Blocks are chosen by the SHA-256 of ``seed:block id`` (deterministic, independent of Python's hash
-and of the file order). A line naming several blocks is kept only if all of its blocks are in the sample, so the
-sample never holds a fragment of a block outside it (the dev file has no such line: its only multi-id lines name
-one block twice, ``Deleting block blk_X file .../blk_X``).
+and of the file order) among the blocks of the training pipeline's **test split** (``training.splits``, as the corpus
+splits this file): no block of the sample was a training example, so the demo's precision and recall are measured on
+held-out blocks (the leakage audit found 265 of the earlier sample's 400 in the training split). Their prompts may still
+equal training rows: HDFS views repeat across blocks (a normal lifecycle is one view), as in the test split itself.
+A line naming several blocks is kept only if all of its blocks are in the sample, so the sample never holds a fragment
+of a block outside it (the dev file has no such line: its only multi-id lines name one block twice, ``Deleting block
+blk_X file .../blk_X``).
 
     .venv/bin/python scripts/make_demo_sample.py [--source-dir /work/shared/datasets/hdfs_2pct]
 """
@@ -25,6 +29,18 @@ REPO = Path(__file__).resolve().parents[1]
 DEFAULT_SOURCE = REPO.parent / "shared" / "datasets" / "hdfs_2pct"
 DATA = REPO / "rationad" / "data"
 BLOCK = re.compile(rb"blk_-?\d+")
+
+
+def test_blocks(source_dir: Path) -> set[str]:
+    """The block ids of the source that the training pipeline's corpus puts in its test split."""
+    sys.path.insert(0, str(REPO))
+    from training.data_hdfs import load_raw
+    from training.dataset import SPLIT_ROOT
+    from training.splits import split_examples
+
+    examples = load_raw(source_dir / "HDFS_2pct_dev.log.gz", source_dir / "anomaly_label_dev.csv",
+                        origin=f"{SPLIT_ROOT}/hdfs_2pct/HDFS_2pct_dev.log.gz")
+    return {e.sid for e in split_examples(examples)["test"]}
 
 
 def choose(labels: dict[str, str], blocks: int, anomalies: int, seed: str) -> set[str]:
@@ -50,7 +66,8 @@ def main(argv: list[str] | None = None) -> int:
 
     with (args.source_dir / "anomaly_label_dev.csv").open(newline="") as f:
         labels = {row["BlockId"]: row["Label"] for row in csv.DictReader(f)}
-    chosen = choose(labels, args.blocks, args.anomalies, args.seed)
+    held_out = test_blocks(args.source_dir)
+    chosen = choose({b: v for b, v in labels.items() if b in held_out}, args.blocks, args.anomalies, args.seed)
     wanted = {b.encode() for b in chosen}
 
     kept: list[bytes] = []

@@ -38,3 +38,18 @@ def test_training_evidence_rules_are_served_inside_rules_from_only(template_exam
         assert len(template_rules()[0]) == len(cut["rules"])
         assert match_rule(text)[0] is None  # the daemon's own reader serves the cut file
     assert match_rule(text)[0].verdict == "anomalous"  # and the served file again after
+
+
+def test_the_embedded_demo_sample_holds_test_split_blocks_only(datasets):
+    """The demo's precision and recall are on held-out blocks (scripts/make_demo_sample.py): none was a training or
+    validation example (265 of the earlier sample's 400 were training blocks)."""
+    from rationad import demo
+
+    from training.data_hdfs import load_raw
+    from training.dataset import SPLIT_ROOT
+
+    src = datasets / "hdfs_2pct"
+    examples = load_raw(src / "HDFS_2pct_dev.log.gz", src / "anomaly_label_dev.csv",
+                        origin=f"{SPLIT_ROOT}/hdfs_2pct/HDFS_2pct_dev.log.gz")
+    where = {e.sid: s for s, ex in split_examples(examples).items() for e in ex}
+    assert {where[b] for b in demo.sample_labels()} == {"test"}
