@@ -311,7 +311,12 @@ class Daemon:
                                   f"{self.s.server.port}: {exc}") from None
             log.info("health_server_started", host=self.s.server.host, port=self.health.port)
         self.notifier.status("starting model")
-        await self.client.start()
+        # Raced against a stop as the later steps are: an in-process engine loads for tens of seconds to minutes, and a
+        # vllm-server client asks a server that is down for its model's name for up to 4 x model.request_timeout_secs;
+        # a SIGTERM meanwhile waited that out, past the supervisor's grace period. The shutdown closes what the
+        # abandoned start opened (``client.aclose``; an engine still loading in its thread is shut down when it ends).
+        if not await self._step(self.client.start(), "model start"):
+            return
         await self._await_model_name()
         if self._stop.is_set():  # stopped while waiting for the model: join nothing, create nothing
             return

@@ -163,6 +163,11 @@ class EngineClient:
         self.name = cfg.served_model_name or self.path.name
         self._count = token_counter(self.path)
         self._llm: Any = None
+        # A start abandoned for a stop leaves its build running in a worker thread (a thread cannot be interrupted):
+        # ``aclose`` moves the generation on, and an engine built for an older one is shut down as soon as it is
+        # built instead of being kept (``_keep``). The lock makes aclose's take and the build's store one step each.
+        self._generation = 0
+        self._lock = threading.Lock()
         self._lora: Any = None
         self._chat_params: Any = None
         self._continue_params: Any = None
@@ -183,18 +188,23 @@ class EngineClient:
 
     async def start(self) -> None:
         """Build the engine (30-70 s on a 2-core CPU). Runs in a worker thread so the event loop stays responsive
-        (the health endpoint keeps answering); vLLM starts its output reader on the first request, in this loop."""
+        (the health endpoint keeps answering); vLLM starts its output reader on the first request, in this loop.
+
+        Cancelling it returns at once, but the build goes on in its thread: ``aclose`` then makes the build shut
+        the engine down once it is built (``_keep``). A process that exits first (``rationad run`` does not wait for
+        its executor's threads) takes the engine core with it: its watchdog (``engine_core_main``) kills it and its
+        workers once this process is gone."""
         if self._llm is not None:
             return
         loop = asyncio.get_running_loop()
         t0 = loop.time()
         # _build stores the engine itself: a thread future holding it as its result would keep it alive past
         # aclose(), and its __del__ would then run at interpreter exit when vLLM's module globals are gone.
-        await asyncio.to_thread(self._build)
+        await asyncio.to_thread(self._build, self._generation)
         self.start_secs = loop.time() - t0
         log.info("vLLM engine started in %.1f s", self.start_secs)
 
-    def _build(self) -> None:
+    def _build(self, generation: int) -> None:
         from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.lora.request import LoRARequest
         from vllm.platforms import current_platform
@@ -232,9 +242,23 @@ class EngineClient:
         )
         try:
             with _owned_engine_core():
-                self._llm = AsyncLLM.from_engine_args(args)
+                llm = AsyncLLM.from_engine_args(args)
         except Exception as exc:
             raise ModelError(f"cannot start the vLLM engine for {self.path}: {exc}", retryable=False) from exc
+        self._keep(llm, generation)
+
+    def _keep(self, llm: Any, generation: int) -> None:
+        """Store the engine built for ``generation``; shut it down instead (in this, the build's thread) when the
+        client was closed while it was built: its start was abandoned for a stop."""
+        with self._lock:
+            if generation == self._generation:
+                self._llm = llm
+                return
+        log.info("the vLLM engine finished loading after its start was abandoned: shutting it down")
+        try:  # stops and joins the engine-core process; no output reader was started (no request was made)
+            llm.shutdown()
+        except Exception:  # nobody awaits this thread any more: say it here
+            log.exception("shutting down the engine of an abandoned start failed")
 
     def _sampling(self, max_tokens: int, temperature: float, regex: str | None) -> Any:
         """Request parameters. No per-request seed on a CPU: vLLM 0.32's CPU runner cannot rewind a request's own
@@ -373,8 +397,11 @@ class EngineClient:
         return not self._is_dead(llm)
 
     async def aclose(self) -> None:
-        """Shut the engine down; its engine-core process is stopped and joined."""
-        llm, self._llm = self._llm, None
+        """Shut the engine down; its engine-core process is stopped and joined. An engine still being built (a
+        start cancelled for a stop) is not waited for: its build shuts it down when it ends (``_keep``)."""
+        with self._lock:  # a build still running for an abandoned start shuts its engine down itself (``_keep``)
+            self._generation += 1
+            llm, self._llm = self._llm, None
         if llm is not None:
             # Stop reading engine outputs first: otherwise the reader sees the engine core exit and logs an
             # EngineDeadError for what is a normal shutdown.

@@ -15,9 +15,10 @@ from aiokafka.structs import TopicPartition
 import rationad.daemon as daemon_mod
 import rationad.model_stage as model_stage
 import rationad.tasks as tasks_mod
-from rationad.config import Settings
+from rationad.config import ModelConfig, Settings
 from rationad.daemon import Daemon
 from rationad.model.base import ModelError
+from rationad.model.server import ServerClient
 from tests.rationad.fakes import ANOMALOUS, FakeConsumer, FakeModel, FakeProducer, Rec
 
 TP = TopicPartition("logs", 0)
@@ -1219,6 +1220,72 @@ async def test_a_stop_while_waiting_for_the_model_s_name_exits_at_once():
     d.request_stop()
     assert await asyncio.wait_for(task, 3) == 0
     assert consumer.listener is None and not producer_started  # it joined no group, started no producer
+
+
+class _Loading(FakeModel):
+    """A client whose start never ends (an in-process engine loading); records its start and close."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.started, self.closed = asyncio.Event(), 0
+
+    async def start(self) -> None:
+        self.started.set()
+        await asyncio.Event().wait()
+
+    async def aclose(self) -> None:
+        self.closed += 1
+
+
+def _unanswering_server() -> tuple[ServerClient, asyncio.Event, list[int]]:
+    """A real vllm-server client, with no served_model_name, whose server never answers: its start asks for the
+    model's name (up to 4 x model.request_timeout_secs with a server down)."""
+    import httpx
+
+    asked, closed = asyncio.Event(), []
+
+    async def never(request):
+        asked.set()
+        await asyncio.Event().wait()
+
+    cfg = ModelConfig(backend="vllm-server", server_url="http://127.0.0.1:1")
+    client = ServerClient(cfg, transport=httpx.MockTransport(never))
+    real_aclose = client.aclose
+
+    async def aclose():
+        closed.append(1)
+        await real_aclose()
+
+    client.aclose = aclose
+    return client, asked, closed
+
+
+@pytest.mark.parametrize("backend", ["vllm-engine", "vllm-server"])
+async def test_a_stop_while_the_model_starts_ends_the_start_at_once_and_closes_the_client(backend):
+    """Known since 2026-12 and failing before its fix: a stop (SIGTERM) while the model client started was seen only
+    once the start ended: an in-process engine's load (minutes) or a vllm-server client asking a down server for its
+    model's name (up to 4 x 120 s), past the supervisor's grace period (55 s)."""
+    s = settings(model={"backend": "vllm-server", "server_url": "http://127.0.0.1:1", "retry_backoff_secs": 0.0})
+    if backend == "vllm-engine":
+        model = _Loading()
+        began, closed = model.started, lambda: model.closed
+    else:
+        model, began, calls = _unanswering_server()
+        closed = lambda: len(calls)  # noqa: E731
+    d, consumer, producer = make(s, [], model=model)
+    producer_started = False
+
+    async def start():
+        nonlocal producer_started
+        producer_started = True
+
+    producer.start = start
+    task = asyncio.create_task(d.run())
+    await asyncio.wait_for(began.wait(), 3)
+    d.request_stop(signal="SIGTERM")
+    assert await asyncio.wait_for(task, 2) == 0  # a requested stop's exit code
+    assert closed() == 1  # the half-started client is closed
+    assert consumer.listener is None and not producer_started and not consumer.commits
 
 
 async def test_a_server_that_refuses_us_fails_start_naming_the_keys_when_its_name_is_the_identity():

@@ -10,6 +10,7 @@ import pickle
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -202,6 +203,53 @@ async def test_a_healthy_engine_answers(tmp_path):
     out = await generate(client)
     assert [c.text for c in out] == ["ok", "ok"]
     assert await client.check_health() is True
+
+
+async def test_a_start_cancelled_for_a_stop_ends_at_once_and_the_engine_it_was_building_is_shut_down(
+    tmp_path, monkeypatch
+):
+    """The daemon abandons the engine's start when a stop comes (rationad/daemon.py ``_start``), but the build runs in
+    a thread that cannot be interrupted: the cancelled start must return at once, ``aclose`` must neither wait for the
+    build nor raise, and the engine the build makes afterwards must be shut down, not kept (before: it was stored
+    after the close, its engine core running on, about 4 GB, in a process that was stopping). vLLM's engine
+    constructor is replaced by a slow fake; the rest of the build is the client's own."""
+    from vllm.v1.engine.async_llm import AsyncLLM
+
+    class Loaded(FakeLLM):
+        shut = 0
+
+        def shutdown(self) -> None:
+            self.shut += 1
+
+    engines, building, release = [], threading.Event(), threading.Event()
+
+    def from_engine_args(args, **kw):  # a long load (the real one: 30-70 s on a 2-core CPU, minutes on a GPU)
+        building.set()
+        release.wait(30)
+        engines.append(Loaded())
+        return engines[-1]
+
+    monkeypatch.setattr(AsyncLLM, "from_engine_args", from_engine_args)
+    client = EngineClient(ModelConfig(backend="vllm-engine", path=tmp_path))
+    task = asyncio.create_task(client.start())
+    assert await asyncio.to_thread(building.wait, 60)  # vLLM's imports first
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(task, 1)
+    await asyncio.wait_for(client.aclose(), 1)
+    release.set()
+    for _ in range(500):  # the build's thread ends on its own
+        if engines and engines[0].shut:
+            break
+        await asyncio.sleep(0.01)
+    assert engines and engines[0].shut == 1, "the engine of the abandoned start was not shut down"
+    assert client._llm is None and not await client.check_health()
+
+    # a start that is not abandoned keeps its engine, and aclose shuts that one down as before
+    await asyncio.wait_for(client.start(), 5)
+    assert client._llm is engines[1] and engines[1].shut == 0
+    await client.aclose()
+    assert engines[1].shut == 1 and client._llm is None
 
 
 def test_requests_carry_a_seed_off_a_cpu_only(tmp_path):
