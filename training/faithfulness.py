@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> None:
     from rationad.answer import CUT_MARK
 
     from training.config import load
-    from training.evaluate import build_sets, eval_inputs, evaluate_model, slug
+    from training.evaluate import build_sets, eval_inputs, evaluate_model, set_metrics, slug
     from training.pipeline import prepare_base
 
     ap = argparse.ArgumentParser(description=main.__doc__.split("\n")[0])
@@ -68,7 +68,10 @@ def main(argv: list[str] | None = None) -> None:
             "faithful_rate": s["faithful_rate"], "f1": s["f1"], "flag_rate": s["flag_rate"],
             "cut_rate": s["judged_cut_rate"], "judged": s["judged_prompts"],
             "problems_by_kind": dict(kinds.most_common()),
+            # per part its own P / R / F1 too: the fragments' heads are training rows, their tails are not
+            # (``training.leakage``), so the two are read apart
             "parts": {name: {"judged": len(pts), "faithful": sum(not pt["problems"] for pt in pts),
+                             **{k: set_metrics(pts)[k] for k in ("precision", "recall", "f1")},
                              "cut": sum(pt["rationale"].endswith(CUT_MARK.strip()) for pt in pts),
                              "flagged": sum(pt["verdict"] == "anomalous" for pt in pts),
                              "problems_by_kind": dict(Counter(x.split(":")[0] for pt in pts
