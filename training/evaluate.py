@@ -32,6 +32,7 @@ from rationad.templates import from_loghub
 
 from training.example import Example
 from training.faithfulness import problems as faithfulness_problems
+from training.held_out_rules import held_out
 from training.splits import unit
 
 if TYPE_CHECKING:
@@ -521,8 +522,6 @@ def grpo_follows_sft(out: Path) -> bool:
 
 
 def run_stage(cfg: dict, cfg_path: Path, out: Path, base: Path, smoke: bool) -> dict[str, Any]:
-    from training.merge_adapter import merged_folder
-
     p, dc, corpus = eval_inputs(cfg, cfg_path, base, smoke)
     models = [m for m in ("sft", "grpo") if (out / m / "adapter" / "adapter_config.json").is_file()]
     if "grpo" in models and not grpo_follows_sft(out):
@@ -533,6 +532,17 @@ def run_stage(cfg: dict, cfg_path: Path, out: Path, base: Path, smoke: bool) -> 
     # Validation is judged with the test sets, on the same engine: it picks between SFT and GRPO, and the gate stage
     # reads the chosen model's validation scores from its cache instead of starting an engine to judge them again.
     val_sets = build_sets(corpus, p, "val", val_mode=True, datasets=dc.datasets) if models else []
+    # Judged, and the knowledge-base baseline scored, with the rules cut to training evidence (the served rules hold
+    # words read off validation and test templates: ``training.held_out_rules``).
+    with held_out(corpus.splits, eval_dir) as dropped:
+        return _judge_all(p, dc, corpus, out, base, models, eval_dir, test_sets, val_sets, dropped)
+
+
+def _judge_all(p: EvalParams, dc: DataConfig, corpus: Corpus, out: Path, base: Path, models: list[str],
+               eval_dir: Path, test_sets: list[EvalSet], val_sets: list[EvalSet],
+               dropped: list[str]) -> dict[str, Any]:
+    from training.merge_adapter import merged_folder
+
     results: dict[str, Any] = {"kb": kb_baseline(test_sets)}
     print(results_table({"kb": results["kb"]}), flush=True)
     baselines = baseline_results(corpus, test_sets, val_sets or build_sets(corpus, p, "val", val_mode=True,
@@ -556,7 +566,7 @@ def run_stage(cfg: dict, cfg_path: Path, out: Path, base: Path, smoke: bool) -> 
     choice = {"released": released, "validation_mean_f1": scores}
     (eval_dir / "choice.json").write_text(json.dumps(choice, indent=1))
     (eval_dir / "metrics.json").write_text(json.dumps({"test": results, "val": val, "choice": choice,
-                                                       "baselines": baselines}, indent=1))
+                                                       "baselines": baselines, "rules_dropped": dropped}, indent=1))
     # the table lists the trained models first, the knowledge-base baseline last
     results = {k: results[k] for k in [*models, "kb"]}
     (eval_dir / "results_table.md").write_text(results_table(results) + "\n")
@@ -566,4 +576,4 @@ def run_stage(cfg: dict, cfg_path: Path, out: Path, base: Path, smoke: bool) -> 
     for m in models:
         print(baseline_report({"test": results[m], "val": val.get(m, {"sets": {}})}, baselines,
                               MODEL_NAMES[m]), flush=True)
-    return {"test": results, "val": val, "choice": choice, "baselines": baselines}
+    return {"test": results, "val": val, "choice": choice, "baselines": baselines, "rules_dropped": dropped}

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from training.evaluate import MIN_ANOMALIES  # smaller validation sets are reported but do not gate
+from training.held_out_rules import held_out, rules_digest
 
 
 class GateError(SystemExit):
@@ -317,7 +318,7 @@ def serving_identity(merged: Path) -> str:
     thresholds = served_judging().model_dump(include={"threshold_session", "threshold_template",
                                                       "threshold_unfinished"})
     return json.dumps({"settings": settings, "dtype": dtype, "prompt": PROMPT_VERSION, "code": scoring_code(),
-                       "thresholds": thresholds}, sort_keys=True)
+                       "rules": rules_digest(), "thresholds": thresholds}, sort_keys=True)
 
 
 def cached_scores(cache: Path, key: str, judge) -> dict[str, Any]:
@@ -337,9 +338,7 @@ def store_scores(cache: Path, key: str, res: dict[str, Any]) -> dict[str, Any]:
 
 def run_stage(cfg: dict, cfg_path: Path, out: Path, base: Path, smoke: bool) -> dict[str, Any]:
     from training.config import section
-    from training.baselines import fit, score_sets
-    from training.evaluate import build_sets, eval_inputs, evaluate_model, f1_of, kb_verdict
-    from training.merge_adapter import merged_folder
+    from training.evaluate import build_sets, eval_inputs
 
     stage, candidate_sha = candidate_identity(out)
     size = exported_size(out / stage / "adapter", section(cfg, "release", ReleaseParams, cfg_path).max_adapter_bytes)
@@ -356,6 +355,17 @@ def run_stage(cfg: dict, cfg_path: Path, out: Path, base: Path, smoke: bool) -> 
     if incumbent is not None:
         models["released"] = incumbent
     sets = build_sets(corpus, p, "val", val_mode=True, datasets=dc.datasets)
+    # as the evaluate stage judges (and caches the candidate's scores): with the rules cut to training evidence
+    with held_out(corpus.splits, out / "eval" / "gate"):
+        return _judge_and_decide(out, base, p, corpus, sets, models, incumbent, stage, candidate_sha, size)
+
+
+def _judge_and_decide(out: Path, base: Path, p, corpus, sets: list, models: dict[str, Path], incumbent: Path | None,
+                      stage: str, candidate_sha: str, size: dict[str, Any]) -> dict[str, Any]:
+    from training.baselines import fit, score_sets
+    from training.evaluate import evaluate_model, f1_of, kb_verdict
+    from training.merge_adapter import merged_folder
+
     scores: dict[str, Any] = {}
     for role, adapter in models.items():
         merged = merged_folder(base, adapter, cache=out / "merged")

@@ -12,7 +12,8 @@
 
 Nothing here trains or judges; it reads ../shared/datasets and the config's data settings. With ``--rescore MODEL``
 it also judges the BGL and Spirit template test sets with the merged model twice through the serving path, once with
-the served rules and once with the rules cut to the words training-split templates evidence (``train_rules``), so the
+the served rules and once with the rules cut to the words training-split templates evidence
+(``training.held_out_rules``, as the evaluate and gate stages now judge), so the
 model's figure without test-derived words stands beside the one published (two vLLM runs, minutes on a 2-core CPU).
 """
 
@@ -23,18 +24,14 @@ import csv
 import json
 import re
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-
-from rationad.templates import from_loghub
 
 from training.config import load, section
 from training.dataset import DataConfig, load_corpus, select_sft
 from training.evaluate import EvalParams
+from training.held_out_rules import template_texts, rules_from, train_rules
 
 ROOT = Path(__file__).resolve().parent.parent
-RULES = ROOT / "rationad/data/template_rules.json"
 
 
 def _f1(pairs: list[tuple[bool, bool]]) -> float:
@@ -43,53 +40,11 @@ def _f1(pairs: list[tuple[bool, bool]]) -> float:
     return round(2 * tp / (2 * tp + wrong), 3) if tp else 0.0
 
 
-def _template_texts(splits: dict) -> dict[str, list]:
-    return {s: [(e, from_loghub(e.extra["template"])) for e in ex if e.task in ("bgl", "spirit")]
-            for s, ex in splits.items()}
-
-
-def train_rules(splits: dict) -> tuple[dict, list[str]]:
-    """(the rules file cut to the alternatives some training-split template evidences, or that match no template of
-    any split; the alternatives dropped: those matching validation or test templates only)."""
-    data = json.loads(RULES.read_text())
-    texts = _template_texts(splits)
-    rules, dropped = [], []
-    for r in data["rules"]:
-        keep = []
-        for a in r["pattern"].split("|"):  # the rules' patterns are plain alternatives (no nested groups)
-            rx = re.compile(a, re.I)
-            in_train = any(rx.search(t) for _, t in texts["train"])
-            elsewhere = any(rx.search(t) for s in ("val", "test") for _, t in texts[s])
-            (dropped if elsewhere and not in_train else keep).append(a)
-        if keep:
-            rules.append({**r, "pattern": "|".join(keep)})
-    return {**data, "rules": rules}, dropped
-
-
-@contextmanager
-def rules_from(path: Path) -> Iterator[None]:
-    """The daemon's template rules (prompts' rule sentences, the faithfulness checks) read from ``path`` for the
-    duration: an evaluation-only swap of ``rationad.template_rules.RULES_FILE``, its caches cleared both ways."""
-    import rationad.template_rules as tr
-
-    def clear() -> None:
-        tr.template_rules.cache_clear()
-        tr._by_meaning.cache_clear()
-
-    served, tr.RULES_FILE = tr.RULES_FILE, path
-    clear()
-    try:
-        yield
-    finally:
-        tr.RULES_FILE = served
-        clear()
-
-
 def rules_audit(splits: dict) -> dict:
     """Rule alternatives that match val/test templates only, and the KB baseline's F1 with and without them."""
     from rationad.template_rules import match_rule
 
-    texts = _template_texts(splits)
+    texts = template_texts(splits)
     cut, dropped = train_rules(splits)
     kept = [(r["verdict"], re.compile(r["pattern"], re.I)) for r in cut["rules"]]
 

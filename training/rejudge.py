@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
 import json
 import tempfile
@@ -35,6 +36,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from training.config import load
     from training.evaluate import EvalSet, build_sets, eval_inputs, evaluate_model, pr_plot, results_table
+    from training.held_out_rules import held_out
     from training.merge_adapter import merged_folder
     from training.pipeline import prepare_base
 
@@ -71,7 +73,11 @@ def main(argv: list[str] | None = None) -> None:
         return
     merged = merged_folder(base, out / a.model / "adapter", cache=out / "merged")
     with tempfile.TemporaryDirectory() as tmp:
-        res = asyncio.run(evaluate_model(merged, [t[0] for t in todo], Path(tmp), p.chunk, budget))
+        # as the evaluate stage judged them (``training.held_out_rules``); an evaluation from before it, with the
+        # served rules (no ``rules_dropped`` in its metrics)
+        rules = held_out(corpus.splits, Path(tmp)) if "rules_dropped" in metrics else contextlib.nullcontext()
+        with rules:
+            res = asyncio.run(evaluate_model(merged, [t[0] for t in todo], Path(tmp), p.chunk, budget))
         for sub, bad, points, f in todo:
             again = [json.loads(x) for x in (Path(tmp) / f.name).read_text().splitlines() if x.strip()]
             for i, pt in zip(bad, again, strict=True):

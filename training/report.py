@@ -42,7 +42,13 @@ def write_results(out: Path, dest: Path, config_path: str, notes: str = "") -> P
                   "P/R/F1 are session-level for HDFS (each judged view counts for every test session with that view) and "
                   "template-level for BGL/Spirit. *format valid*: share of answers the daemon's parser accepts; "
                   "*grounded*: share of rationales that cite only lines of their session; *flagged*: share judged "
-                  "anomalous.", "", "![precision-recall](pr_curve.png)", ""]
+                  "anomalous."
+                  + (" Judged, and the knowledge-base rules scored, with the template rules cut to the words "
+                     "training-split templates evidence (`training.held_out_rules`; the served rules' other words were "
+                     "read off validation or test templates): dropped "
+                     + (", ".join(f"`{w}`" for w in ev["rules_dropped"]) or "none") + "."
+                     if "rules_dropped" in ev else ""),
+                  "", "![precision-recall](pr_curve.png)", ""]
     released = (ev.get("choice") or {}).get("released", "sft")
     if ev.get("baselines") and released in (ev.get("test") or {}):
         label = f"{MODEL_NAMES[released]} (released)"

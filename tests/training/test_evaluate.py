@@ -273,3 +273,34 @@ def test_served_metrics_need_every_point_served():
            {"verdict": "normal", "labels": ["normal"], "grounded": True}]
     assert set_metrics(pts)["served"] is None
     assert set_metrics(pts[:1])["served"]["tp"] == 1
+
+
+def test_the_evaluate_stage_scores_with_the_rules_cut_to_training_evidence(monkeypatch, tmp_path, template_examples):
+    """The served rules hold words read off validation and test templates (``training.leakage``): the stage judges,
+    and scores the knowledge-base baseline, with them cut (``training.held_out_rules``), and serves them again after."""
+    from types import SimpleNamespace
+
+    from rationad.template_rules import match_rule
+
+    from training import evaluate
+    from training.splits import split_examples
+
+    class Stop(Exception):
+        pass
+
+    seen = []
+
+    def kb(sets):
+        seen.append(match_rule("memory test: miscompare on chip 3")[0])
+        raise Stop
+
+    corpus = SimpleNamespace(splits=split_examples(template_examples))
+    monkeypatch.setattr(evaluate, "eval_inputs", lambda *a: (evaluate.EvalParams(), SimpleNamespace(datasets=tmp_path),
+                                                            corpus))
+    monkeypatch.setattr(evaluate, "build_sets", lambda *a, **k: [])
+    monkeypatch.setattr(evaluate, "kb_baseline", kb)
+    with pytest.raises(Stop):
+        evaluate.run_stage({}, tmp_path / "c.toml", tmp_path / "out", tmp_path, False)
+    assert seen == [None]  # "miscompare" matches test templates only: not a trouble word while judging
+    assert (tmp_path / "out" / "eval" / "train_rules.json").is_file()
+    assert match_rule("memory test: miscompare on chip 3")[0].verdict == "anomalous"

@@ -294,6 +294,23 @@ def test_the_served_thresholds_are_part_of_a_cached_score_s_key(monkeypatch, tmp
     assert serving_identity(tmp_path) != before
 
 
+def test_the_rules_judged_with_are_part_of_a_cached_score_s_key(template_examples, tmp_path):
+    """Scores judged with the rules cut to training evidence (``training.held_out_rules``) are not those of the
+    served rules: the key tells them apart, and the evaluate and gate stages' cut files give one key."""
+    from training.gate import serving_identity
+    from training.held_out_rules import held_out
+    from training.splits import split_examples
+
+    splits = split_examples(template_examples)
+    served = serving_identity(tmp_path)
+    with held_out(splits, tmp_path / "eval"):
+        evaluated = serving_identity(tmp_path)
+    with held_out(splits, tmp_path / "eval" / "gate"):
+        gated = serving_identity(tmp_path)
+    assert served != evaluated == gated
+    assert serving_identity(tmp_path) == served
+
+
 def test_served_verdicts_are_compared_only_where_both_models_have_them():
     """Found by review: a model without served verdicts (cached before they were kept) fell back to its written
     answers while the other was read served: two rules compared. Such a set compares both models' written answers."""

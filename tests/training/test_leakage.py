@@ -26,7 +26,7 @@ def test_training_evidence_rules_are_served_inside_rules_from_only(template_exam
 
     from rationad.template_rules import match_rule, template_rules
 
-    from training.leakage import rules_from, train_rules
+    from training.held_out_rules import rules_from, train_rules
 
     cut, dropped = train_rules(split_examples(template_examples))
     assert "miscompare" in dropped  # a held-out word (the audit's published list)

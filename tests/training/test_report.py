@@ -15,6 +15,16 @@ def test_results_carry_the_gate_verdict(tmp_path):
     assert "Release gate (`training/gate.py`): failed: loses on HDFS (val): F1 0.7400 < released 0.7700" in text
 
 
+def test_results_say_the_figures_were_judged_with_the_rules_cut_to_training_evidence(tmp_path):
+    (tmp_path / "eval").mkdir()
+    kb = {"precision": 0.5, "recall": 0.6, "f1": 0.524, "flag_rate": 0.1, "labelled": 247, "judged_prompts": 247,
+          "format_valid_rate": None, "grounded_rate": None, "note": "knowledge-base rules only"}
+    test = {"kb": {"sets": {"BGL templates (test)": kb}}}
+    (tmp_path / "eval/metrics.json").write_text(json.dumps({"test": test, "rules_dropped": ["miscompare", "\\bpanic"]}))
+    text = write_results(tmp_path, tmp_path / "RESULTS.md", "cpu.toml").read_text()
+    assert "cut to the words training-split templates evidence" in text and "dropped `miscompare`, `\\bpanic`." in text
+
+
 def test_results_name_the_adapter_a_continuation_started_from(tmp_path):
     (tmp_path / "sft").mkdir()
     m = {"examples": 509, "steps": 56, "seconds": 3000.0, "train_loss": 0.4, "stopped_early": True,
