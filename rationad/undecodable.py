@@ -5,7 +5,8 @@ topic can send one, and the broker stores it) makes ``getmany`` raise ``UnicodeD
 on every fetch after a restart. The error names no partition or offset, so ``fetch_around`` finds them with the
 consumer's public API: the records of each assigned partition with some to read are asked for on their own; on the
 one that raises, one record at a time until it raises again (a failed fetch does not advance the position, a limited
-one keeps its place in the fetched batch), and the position is then the record's offset. The consumer is moved past
+one keeps its place in the fetched batch), and the position is then the record's offset, or, after a gap of offsets
+the fetch skipped, the first offset of the batch that failed (``failed_batch_offset``). The consumer is moved past
 it; the caller dead-letters it under a hold, after the records before it.
 
 Two things aiokafka does around such a record (found by review, tests/integration/test_undecodable_record.py):
@@ -63,6 +64,21 @@ async def rewind(consumer: Any, seen: dict[Any, int | None], auto_offset_reset: 
                         auto_offset_reset=auto_offset_reset)
 
 
+def failed_batch_offset(exc: BaseException) -> int | None:
+    """The first offset of the record batch aiokafka was decoding when ``exc`` rose (read from its fetcher's
+    ``PartitionRecords._unpack_records`` frame in the traceback), or None. The position does not move past what a
+    fetch skipped without returning it, so after a gap (a batch removed by compaction, a transaction's commit marker)
+    it lies before the undecodable record: taken for its offset, each offset of the gap was reported (and counted,
+    and on the input dead-lettered) as an undecodable record in turn (review, 2026-12-07)."""
+    found = None
+    tb = exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_name == "_unpack_records":
+            found = getattr(tb.tb_frame.f_locals.get("next_batch"), "base_offset", found)
+        tb = tb.tb_next
+    return found
+
+
 async def fetch_around(consumer: Any, partitions: Iterable[Any], max_records: int,
                        held: Callable[[Any], bool] | None = None, owner: Callable[[Any], Any] | None = None,
                        action: str = "dead-lettered, skipped") -> tuple[dict[Any, list], dict[Any, Undecodable]]:
@@ -103,7 +119,7 @@ async def fetch_around(consumer: Any, partitions: Iterable[Any], max_records: in
                 try:
                     got = await consumer.getmany(tp, timeout_ms=REFETCH_WAIT_MS, max_records=1)
                 except DECODE_ERRORS as exc:
-                    offset = await consumer.position(tp)
+                    offset = max(await consumer.position(tp), failed_batch_offset(exc) or 0)
                     if not held(tp):
                         break
                     if reassigned(tp):

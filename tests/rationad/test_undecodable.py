@@ -107,3 +107,84 @@ def test_a_batch_in_a_codec_that_cannot_be_read_is_stepped_past_not_fatal():
     from rationad.undecodable import DECODE_ERRORS
 
     assert issubclass(UnsupportedCodecError, DECODE_ERRORS)  # found and dead-lettered by offset, as a bad header key
+
+
+@pytest.mark.parametrize("gap", [0, 2, 50])
+async def test_an_undecodable_record_after_a_gap_is_met_once_at_its_own_offset(gap):
+    """Found by review (2026-12-07): after a gap of offsets (a batch removed by compaction, a commit marker) the
+    position lay before the undecodable record; taken for its offset, every offset of the gap was reported, counted
+    and stepped past one at a time as an undecodable record (51 for a gap of 50). Real v2 batches decoded by aiokafka's
+    own PartitionRecords / FetchResult / SubscriptionState; a fake broker serves them by fetch offset."""
+    import struct
+
+    from aiokafka import TopicPartition
+    from aiokafka.consumer.fetcher import READ_UNCOMMITTED, FetchResult, PartitionRecords
+    from aiokafka.consumer.subscription_state import SubscriptionState
+    from aiokafka.record.default_records import _DefaultRecordBatchBuilderPy as Builder
+    from aiokafka.record.memory_records import MemoryRecords
+
+    from rationad.undecodable import fetch_around
+
+    tp = TopicPartition("labels", 0)
+
+    def batch(base: int, values: list[bytes], bad: bool = False) -> tuple[int, bytes]:
+        b = Builder(2, 0, 0, -1, -1, -1, 1 << 20)
+        for i, v in enumerate(values):
+            b.append(i, 1000, b"k", v, [("ZQ", b"x")] if bad else [])
+        buf = bytearray(b.build())
+        if bad:
+            buf[buf.find(b"ZQ")] = 0xFF  # a header key that is no longer UTF-8 (CRCs are not checked here)
+        buf[0:8] = struct.pack(">q", base)
+        return base + len(values) - 1, bytes(buf)
+
+    log = [batch(0, [b"a", b"b", b"c"]), batch(3 + gap, [b"BAD"], bad=True), batch(4 + gap, [b"d", b"e"])]
+    end = 6 + gap
+
+    class Broker:
+        def __init__(self) -> None:
+            self.subs = SubscriptionState()
+            self.subs.assign_from_user({tp})
+            self.buffered = None
+            self.state().seek(3)  # a, b, c read already
+
+        def state(self):
+            return self.subs.subscription.assignment.state_value(tp)
+
+        def assignment(self):
+            return {tp}
+
+        def highwater(self, _tp):
+            return end
+
+        async def position(self, _tp):
+            return self.state().position
+
+        def seek(self, _tp, offset: int) -> None:
+            self.state().seek(offset)
+            self.buffered = None
+
+        async def getmany(self, *_tps, timeout_ms=0, max_records=None):  # aiokafka's fetched_records, one partition
+            for _ in range(2):
+                if self.buffered is None:
+                    pos = self.state().position
+                    data = b"".join(raw for last, raw in log if last >= pos)
+                    if not data:
+                        return {}
+                    records = PartitionRecords(tp, MemoryRecords(data), [], pos, None, None, False, READ_UNCOMMITTED)
+                    self.buffered = FetchResult(tp, assignment=self.subs.subscription.assignment,
+                                                partition_records=records, backoff=0)
+                try:
+                    got = self.buffered.getall(max_records)
+                finally:
+                    if not self.buffered.has_more():
+                        self.buffered = None
+                if got:
+                    return {tp: got}
+            return {}
+
+    broker = Broker()
+    records, bad = await fetch_around(broker, [tp], 500)
+    assert records == {tp: []} and bad[tp].offset == 3 + gap  # the record's own offset, not one inside the gap
+    assert await broker.position(tp) == 4 + gap
+    records, bad = await fetch_around(broker, [tp], 500)
+    assert [r.value for r in records[tp]] == [b"d", b"e"] and not bad
