@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import orjson
 import structlog
 
-from rationad.config import KafkaConfig
+from rationad.config import ConfigError, KafkaConfig
 from rationad.kafka import common_kwargs, make_producer
 from rationad.prompt import VERDICTS
 from rationad.tasks import cancel_all
@@ -188,6 +188,10 @@ class TopicFollower:
         from aiokafka import TopicPartition
 
         cluster = await self.consumer._client.fetch_all_metadata()
+        if self.topic in cluster.unauthorized_topics:
+            # a topic the ACL hides reads as missing ("no operator labels yet"): every label ignored, silently
+            raise ConfigError(f"topic {self.topic!r}: the broker does not authorize this principal "
+                              "(kafka.sasl_username) to describe it: grant it Describe and Read on the topic")
         found = [TopicPartition(self.topic, p) for p in sorted(cluster.partitions_for_topic(self.topic) or ())]
         new = [tp for tp in found if tp not in self.partitions]
         if not new:

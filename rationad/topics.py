@@ -185,10 +185,14 @@ async def _cluster(admin: Any, kafka_cfg: KafkaConfig, key: str, topic: str, tim
     reached. A metadata request for all topics names none, so it creates none (see the module docstring)."""
     try:
         await asyncio.wait_for(admin.start(), timeout_secs)
-        return await admin._client.fetch_all_metadata()
+        cluster = await admin._client.fetch_all_metadata()
     except Exception as exc:
         raise TopicCheckError(f"{key}: cannot reach {kafka_cfg.bootstrap_servers} to check the topic {topic!r}: "
                               f"{exc!r}") from exc
+    if topic in getattr(cluster, "unauthorized_topics", ()):  # it reads as missing: a create then fails, or worse
+        raise ConfigError(f"{key}: the broker does not authorize this principal (kafka.sasl_username) to describe the "
+                          f"topic {topic!r}: grant it Describe, Read and Write on it")
+    return cluster
 
 
 # CreateTopics answers per topic in its response (aiokafka does not raise for these): 36 is TOPIC_ALREADY_EXISTS, a

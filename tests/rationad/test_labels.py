@@ -285,3 +285,20 @@ async def test_an_undecodable_labels_record_is_stepped_past_with_no_position_ask
     c.logs[p0] += [b"e"]
     assert await follower.poll(apply) == 1 and c.position_calls == calls
     assert read == [b"a", b"b", b"c", b"d", b"e"]
+
+
+async def test_a_labels_topic_the_acl_hides_is_an_error_not_no_labels():
+    """Hidden by the ACL, the labels topic was absent from the metadata and read as "no operator labels yet": every
+    label ignored with no error (review, 2026-12-07). ``refresh`` names the topic and what to grant."""
+    from types import SimpleNamespace
+
+    from rationad.config import ConfigError
+    from rationad.labels import TopicFollower
+
+    async def fetch_all_metadata():
+        return SimpleNamespace(unauthorized_topics={"labels"}, partitions_for_topic=lambda t: None)
+
+    follower = TopicFollower(KafkaConfig(), "labels")
+    follower.consumer = SimpleNamespace(_client=SimpleNamespace(fetch_all_metadata=fetch_all_metadata))
+    with pytest.raises(ConfigError, match=r"topic 'labels': the broker does not authorize .* Describe and Read"):
+        await follower.refresh()

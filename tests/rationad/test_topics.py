@@ -123,8 +123,9 @@ async def test_an_unreachable_broker_is_a_topic_check_error():
 
 
 class _Cluster:
-    def __init__(self, parts: dict[str, int]):
+    def __init__(self, parts: dict[str, int], unauthorized: set[str] = frozenset()):
         self.parts = parts
+        self.unauthorized_topics = set(unauthorized)  # as aiokafka's ClusterMetadata: topics the ACL hides
 
     def topics(self):
         return set(self.parts)
@@ -158,7 +159,7 @@ class CreatingAdmin(FakeAdmin):
         parts = self.parts
 
         async def fetch_all_metadata():
-            return _Cluster(dict(parts))
+            return _Cluster({t: n for t, n in parts.items() if t not in CreatingAdmin.hidden}, CreatingAdmin.hidden)
 
         return SimpleNamespace(fetch_all_metadata=fetch_all_metadata)
 
@@ -168,7 +169,7 @@ def creating(monkeypatch):
     import aiokafka.admin
 
     CreatingAdmin.parts, CreatingAdmin.refuse, CreatingAdmin.created = {"logs": 3, "more": 5}, None, []
-    CreatingAdmin.answer_error, CreatingAdmin.retention = None, {}
+    CreatingAdmin.answer_error, CreatingAdmin.retention, CreatingAdmin.hidden = None, {}, set()
     monkeypatch.setattr(aiokafka.admin, "AIOKafkaAdminClient", CreatingAdmin)
     return CreatingAdmin
 
@@ -253,6 +254,20 @@ async def test_a_creation_that_may_pass_is_not_a_configuration_error(creating, h
                    lambda: topics.ensure_compacted_topic(KAFKA, "rationad.labels", key="judge.labels_topic")):
         with pytest.raises(topics.TopicCheckError, match=r"^(repartition\.topic|judge\.labels_topic): cannot "):
             await create()
+
+
+async def test_a_topic_the_acl_hides_is_named_not_taken_for_missing(creating):
+    """A topic the principal may not describe is absent from all-topics metadata (aiokafka lists it in
+    ``unauthorized_topics``): read as missing, the labels topic was "no operator labels yet" (or a create refused
+    for the wrong reason). Found by review (2026-12-07)."""
+    creating.parts["rationad.labels"] = 1
+    creating.hidden = {"rationad.labels", "g-repartition"}
+    with pytest.raises(ConfigError, match=r"^judge\.labels_topic: the broker does not authorize .* 'rationad\.labels'"):
+        await topics.ensure_compacted_topic(KAFKA, "rationad.labels", key="judge.labels_topic")
+    with pytest.raises(ConfigError, match=r"^repartition\.topic: the broker does not authorize"):
+        await topics.ensure_topic(KAFKA, "g-repartition", key="repartition.topic", partitions=0, like=["logs"],
+                                  replication_factor=1, retention_ms=-1)
+    assert creating.created == []
 
 
 def test_run_exits_1_not_2_when_the_broker_fails_at_start(monkeypatch, capsys):
