@@ -153,14 +153,10 @@ async def test_an_acl_refusal_at_the_join_names_what_the_acl_is_on_not_the_insta
         await c.start()
 
 
-async def test_an_input_topic_the_acl_hides_names_input_topics_for_a_dynamic_member_too(monkeypatch):
-    """Found by review (2026-12-08), failing before its fix: only a static member's start mapped
-    TopicAuthorizationFailed to the error naming input.topics (exit 2); a dynamic member's (no kafka.group_instance_id)
-    came as a traceback (exit 1, retried by the supervisor with a model load each time)."""
-    from aiokafka.errors import TopicAuthorizationFailedError
-
+def _start_refused(monkeypatch, error: type[Exception]) -> list:
+    """aiokafka's start raising ``error``; the list the consumer's stops are noted in."""
     async def refused(self):
-        raise TopicAuthorizationFailedError()
+        raise error()
 
     stopped = []
 
@@ -169,6 +165,16 @@ async def test_an_input_topic_the_acl_hides_names_input_topics_for_a_dynamic_mem
 
     monkeypatch.setattr(AIOKafkaConsumer, "start", refused)
     monkeypatch.setattr(AIOKafkaConsumer, "stop", fake_stop)
+    return stopped
+
+
+async def test_an_input_topic_the_acl_hides_names_input_topics_for_a_dynamic_member_too(monkeypatch):
+    """Found by review (2026-12-07), failing before its fix: only a static member's start mapped
+    TopicAuthorizationFailed to the error naming input.topics (exit 2); a dynamic member's (no kafka.group_instance_id)
+    came as a traceback (exit 1, retried by the supervisor with a model load each time)."""
+    from aiokafka.errors import TopicAuthorizationFailedError
+
+    stopped = _start_refused(monkeypatch, TopicAuthorizationFailedError)
     c = kafka.make_consumer(KafkaConfig(group_id="rationad"))
     c._client = _FakeClient(join_max=None)  # would fail the static-membership check: not asked
     with pytest.raises(ConfigError, match=r"^input\.topics: the broker does not authorize this principal"):
@@ -182,16 +188,7 @@ async def test_a_session_timeout_the_coordinator_refuses_names_the_key(monkeypat
     (dynamic membership: exit 1, retried with a model load each time) or blamed kafka.group_instance_id (static)."""
     from aiokafka.errors import InvalidSessionTimeoutError
 
-    async def refused(self):
-        raise InvalidSessionTimeoutError()
-
-    stopped = []
-
-    async def fake_stop(self):
-        stopped.append(True)
-
-    monkeypatch.setattr(AIOKafkaConsumer, "start", refused)
-    monkeypatch.setattr(AIOKafkaConsumer, "stop", fake_stop)
+    stopped = _start_refused(monkeypatch, InvalidSessionTimeoutError)
     c = kafka.make_consumer(KafkaConfig(group_id="rationad", group_instance_id=instance_id,
                                         session_timeout_ms=3_000, heartbeat_interval_ms=1_000))
     c._client = _FakeClient(join_max=7)
