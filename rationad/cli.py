@@ -4,18 +4,23 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import csv
 import json
 import os
 import re
 import sys
 import time
-from collections.abc import Coroutine
+import zlib
+from collections.abc import Coroutine, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from rationad import __version__, labels, stop_signals
 from rationad.config import ConfigError, Settings, load_settings
+
+if TYPE_CHECKING:
+    from rationad.records import Session
 
 DEFAULT_CONFIG = "config.toml"
 T = TypeVar("T")
@@ -62,6 +67,24 @@ def cmd_run(args: argparse.Namespace) -> int:
     return code
 
 
+async def _check_compacted(settings: Settings) -> list[str]:
+    """The template level's state topics as ``run`` checks them at start (``ensure_compacted_topic``), without
+    creating a missing one: one that exists with the delete policy, or that the ACL hides, stops ``run`` (exit 2)
+    after ``check-config`` said the configuration was valid (review, 2026-12-07)."""
+    from rationad.topics import TopicCheckError, ensure_compacted_topic
+
+    problems = []
+    for key, topic in (("judge.labels_topic", settings.judge.labels_topic),
+                       ("judge.templates_topic", settings.judge.templates_topic)):
+        try:
+            await ensure_compacted_topic(settings.kafka, topic, key=key, timeout_secs=15, create=False)
+        except ConfigError as exc:
+            problems.append(str(exc))
+        except TopicCheckError as exc:
+            problems.append(f"kafka.bootstrap_servers: {exc}")
+    return problems
+
+
 async def _check(settings: Settings, model_ok: bool = True) -> list[str]:
     """Reach the broker and the model (unless its configuration failed, ``model_ok``); return the problems found."""
     problems: list[str] = []
@@ -96,6 +119,8 @@ async def _check(settings: Settings, model_ok: bool = True) -> list[str]:
             problems.extend(str(exc).splitlines())
         except TopicCheckError as exc:
             problems.append(f"kafka.bootstrap_servers: {exc}")
+        if settings.judge_level() == "template":
+            problems += await _check_compacted(settings)
     m = settings.model
     if m.backend == "vllm-server" and model_ok:
         from rationad.model.base import ModelError, make_client
@@ -223,6 +248,11 @@ def replay_overrides(args: argparse.Namespace) -> dict:
     return overrides
 
 
+# What reading a replay's input may raise: a file that cannot be read (a truncated gzip: EOFError; a corrupt one:
+# zlib.error), or a row of the wrong shape (ValueError, KeyError, csv.Error).
+INPUT_ERRORS = (OSError, EOFError, ValueError, KeyError, csv.Error, zlib.error)
+
+
 def cmd_replay(args: argparse.Namespace) -> int:
     from rationad import replay
 
@@ -263,13 +293,15 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
         try:
             first = next(sessions_iter, None)
-        except (OSError, ValueError, KeyError, csv.Error) as exc:
-            raise ConfigError(f"replay: {path}: {exc}") from None
+        except INPUT_ERRORS as exc:
+            raise ConfigError(f"replay: {_input_problem(path, exc)}") from None
         sessions_iter = itertools.chain([first] if first is not None else [], sessions_iter)
     if args.limit:
         import itertools
 
         sessions_iter = itertools.islice(sessions_iter, args.limit)
+    unreadable: list[str] = []
+    sessions_iter = _until_unreadable(sessions_iter, path, unreadable)
     level = args.level or (settings.judge_level() if raw_dialect else "session")
     if level == "template" and not raw_dialect:
         raise ConfigError(f"replay: --level template needs raw log lines (--dialect hdfs, bgl or generic), not "
@@ -277,24 +309,46 @@ def cmd_replay(args: argparse.Namespace) -> int:
     judge = replay.judge_by_template if level == "template" else replay.judge_sessions
     # A template CSV is the template-level task, one template a window: its threshold is the template level's.
     threshold = args.threshold or settings.judge.threshold("template" if args.dialect == "templates" else level)
+    if args.pr_curve:  # checked now, as --out is, not after the whole replay (the check leaves no file behind)
+        curve = Path(args.pr_curve)
+        existed = curve.exists()
+        try:
+            curve.open("a").close()
+        except OSError as exc:
+            raise ConfigError(f"--pr-curve: {exc}") from None
+        if not existed:
+            curve.unlink()
     try:
         out = open(args.out, "wb") if args.out else sys.stdout.buffer
     except OSError as exc:
         raise ConfigError(f"--out: {exc}") from None
+    stopped = None
     try:
         scores, calls = asyncio.run(
             judge(sessions_iter, settings.model, source, out, use_cache=not args.no_cache,
                   progress=sys.stderr.isatty(), threshold=threshold)
         )
+    except replay.ModelUnavailable as exc:  # what was judged is written and summarised below
+        scores, calls, stopped = exc.scores, exc.calls, str(exc)
     finally:
         if args.out:
             out.close()
+    if not args.out:
+        out.flush()  # the records before the summary on a terminal
     summary = scores.summary() | {"judge_level": level, "model_calls": calls, "threshold": threshold}
     if skipped.count:
         summary["skipped_lines"] = skipped.count
         for ex in skipped.examples:
             print(f"skipped: {ex}", file=sys.stderr)
     print(json.dumps(summary), file=sys.stderr)
+    for problem in unreadable:  # the input ended in error: what was read before it is judged and written
+        print(f"error: replay: {problem}; the sessions read before it were judged", file=sys.stderr)
+    if stopped:
+        print(f"error: replay: the model stopped answering: {stopped}; the sessions judged before it are written "
+              "and summarised", file=sys.stderr)
+        return 1
+    if unreadable:
+        return 2
     if args.labels and not scores.labelled:  # a key format or windowing that matches none of the file's keys
         print(f"error: --labels: no key of {args.labels} names a replayed session (keys are block or session keys "
               "with session windows, line numbers with fixed windows): nothing was scored", file=sys.stderr)
@@ -305,8 +359,27 @@ def cmd_replay(args: argparse.Namespace) -> int:
     if scores.pairs:  # the operating points an operator chooses judge.threshold_* from
         print(replay.operating_points_table(scores.pairs, threshold), file=sys.stderr)
         if args.pr_curve:
-            replay.write_curve(Path(args.pr_curve), scores.pairs)
+            try:
+                replay.write_curve(Path(args.pr_curve), scores.pairs)
+            except OSError as exc:
+                raise ConfigError(f"--pr-curve: {exc}") from None
     return 0
+
+
+def _until_unreadable(sessions: Iterator[Session], path: Path, problems: list[str]) -> Iterator[Session]:
+    """``sessions`` until the input cannot be read on (a truncated gzip, a bad row after the first, a template that is
+    not UTF-8): the problem, naming the file, goes to ``problems`` instead of a traceback after the model's work."""
+    try:
+        yield from sessions
+    except INPUT_ERRORS as exc:
+        problems.append(_input_problem(path, exc))
+
+
+def _input_problem(path: Path, exc: Exception) -> str:
+    """``exc`` of reading ``path``, naming the file once (the readers' ValueErrors name it, with the line)."""
+    if isinstance(exc, ValueError) and str(exc).startswith(str(path)):
+        return str(exc)
+    return f"{path}: {exc}" if isinstance(exc, ValueError | csv.Error) else f"{path}: {type(exc).__name__}: {exc}"
 
 
 def cmd_tail(args: argparse.Namespace) -> int:
@@ -523,7 +596,12 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--offline", action="store_true", help="validate only; do not contact broker or model")
     sp.set_defaults(func=cmd_check_config)
 
-    sp = sub.add_parser("replay", help="judge a log file offline through the daemon's path (no Kafka)")
+    sp = sub.add_parser("replay", help="judge a log file offline through the daemon's path (no Kafka)",
+                        epilog="exit status: 0 when every session read was judged (a session whose request the model "
+                               "refuses is written with an error \"model_rejected: ...\"); 1 when the model stopped "
+                               "answering (after the client's retries); 2 for bad options or input, also when the "
+                               "input cannot be read on. Whatever was judged before a failure is written and "
+                               "summarised.")
     sp.add_argument("path", help="the log file (gzip too), session JSONL (hdfs-sessions) or template CSV (templates)")
     sp.add_argument("--dialect", required=True, choices=("hdfs", "bgl", "generic", "hdfs-sessions", "templates"),
                     help="hdfs, bgl, generic: raw log lines; hdfs-sessions: datasets' session JSONL; templates: a CSV "
@@ -616,7 +694,17 @@ def main(argv: list[str] | None = None) -> int:
 
     pace_empty_fetches()  # every command that consumes (run, demo, tail, replay, labels) on any broker
     try:
-        return args.func(args)
+        code = args.func(args)
+        sys.stdout.flush()  # here, where a closed pipe is handled below, not at the interpreter's exit
+        return code
+    except BrokenPipeError:
+        if args.func is cmd_run:  # the daemon's own output gone is a failure its supervisor must see
+            raise
+        # the reader of our output went away (``rationad schema | head``): stop quietly, as ``tail`` does, with what
+        # is left unwritten sent nowhere (the interpreter's last flush would fail again, with a traceback)
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -18,6 +18,7 @@ line template once and decides every window from its templates (``judge.level = 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import csv
 import gzip
@@ -29,27 +30,32 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import IO, Any
-
-import orjson
+from typing import IO, TYPE_CHECKING, Any
 
 from rationad.config import InputConfig, ModelConfig, SessionsConfig
 from rationad.dialects import BadRecord, make_parser
+from rationad.model.base import ModelError
 from rationad.records import LogLine, Session
+from rationad.tail import safe_json
 from rationad.windows import Sessionizer, resolve_spec
+
+if TYPE_CHECKING:
+    from rationad.judge import Judge, Judgement
 
 DIALECTS = ("hdfs", "bgl", "generic", "hdfs-sessions", "templates")
 TEMPLATE_LABEL_COLUMNS = ("Label_RationAnomaly_rectified", "Label", "label")
 
 
-def open_text(path: Path) -> IO[str]:
+def open_text(path: Path, encoding: str = "utf-8") -> IO[str]:
+    """``path`` (gzip too) as text; ``encoding="utf-8-sig"`` for the CSV files people save (a spreadsheet's byte
+    order mark made the first label's key "\\ufeff1", and that label was lost without a word)."""
     raw = path.open("rb")
     head = raw.peek(2)[:2] if hasattr(raw, "peek") else b""
     if head == b"\x1f\x8b":
-        return io.TextIOWrapper(gzip.GzipFile(fileobj=raw), encoding="utf-8", errors="surrogateescape", newline="\n")
+        return io.TextIOWrapper(gzip.GzipFile(fileobj=raw), encoding=encoding, errors="surrogateescape", newline="\n")
     # lines end at "\n" only, as the records a shipper sends: a lone "\r" inside a line does not split it (it shifted
     # every later line number, and the labels given by line number with them)
-    return io.TextIOWrapper(raw, encoding="utf-8", errors="surrogateescape", newline="\n")
+    return io.TextIOWrapper(raw, encoding=encoding, errors="surrogateescape", newline="\n")
 
 
 def _label(value: str) -> str | None:
@@ -63,7 +69,7 @@ def _label(value: str) -> str | None:
 
 def read_labels(path: Path) -> dict[str, str]:
     """A ``key,label`` CSV (e.g. ``BlockId,Label`` with Normal/Anomaly)."""
-    with open_text(path) as f:
+    with open_text(path, "utf-8-sig") as f:
         out: dict[str, str] = {}
         for n, row in enumerate(csv.reader(f), start=1):
             if n == 1 and len(row) >= 2 and _label(row[1]) is None:
@@ -90,26 +96,48 @@ class Skipped:
             self.examples.append(f"{where}: {exc.reason}: {exc.detail}")
 
 
+def _parses(parser, text: str) -> bool:
+    try:
+        parser.parse(text.encode("utf-8", "surrogateescape"))
+    except BadRecord:
+        return False
+    return True
+
+
+def _continues(parser, entry: str, line: str) -> bool:
+    """Does ``parser``, given ``entry`` and ``line`` in one record, read ``line`` as part of that entry? Asked of the
+    parser, not its rule copied: a generic line that parses is an entry of its own, an hdfs or bgl line without a
+    header continues a headed entry, a line that does not parse continues any entry that does. (Joined by a rule of
+    its own, an indented generic line was split off again by the parser with the entry's line number: ids repeated,
+    labels by line number misapplied.) A bad entry takes the lines that do not parse either: skipped once."""
+    try:
+        return parser.parse(f"{entry}\n{line}".encode("utf-8", "surrogateescape"))[-1].raw != line
+    except BadRecord:  # the entry is bad, or this line is, even alone (too many keys): then it is skipped alone
+        return not _parses(parser, entry) and not _parses(parser, line)
+
+
 def _records(f: Iterable[str], parser, input_cfg: InputConfig) -> Iterator[tuple[int, str]]:
-    """(line number of its first line, record) of a text log: a line that does not start an entry of the dialect (a
-    stack trace's ``\\tat ...``) joins the entry before it, as the lines of one Kafka record do in the daemon (an
-    exported multi-line record is several lines of the file: each was parsed alone, its continuation lines skipped
-    or judged as entries of their own). Never past input.max_record_bytes; one line a record for JSON input."""
+    """(line number of its first line, record) of a text log: a line that continues the entry before it (a stack
+    trace's ``\\tat ...``, as ``_continues`` asks the parser) joins it, as the lines of one Kafka record do in the
+    daemon (an exported multi-line record is several lines of the file: each was parsed alone, its continuation lines
+    skipped or judged as entries of their own). Never past input.max_record_bytes; one line a record for JSON input."""
     joins = input_cfg.format == "text"
     pending: str | None = None
+    entry = ""  # the first line of ``pending``: the entry its other lines continue
     first = size = 0
     for n, text in enumerate(f, start=1):
         text = text.removesuffix("\n").removesuffix("\r")
         raw = text.encode("utf-8", "surrogateescape")  # as the parser sizes and decodes the record: bytes
         if (pending is not None and joins and not parser.starts_entry(text) and size + 1 + len(raw)
-                <= input_cfg.max_record_bytes and raw.decode("utf-8", "replace") == text):
+                <= input_cfg.max_record_bytes and raw.decode("utf-8", "replace") == text
+                and _continues(parser, entry, text)):
             # (a line too long, or not UTF-8, is not joined: skipped alone, it takes no entry with it)
             pending += "\n" + text
             size += 1 + len(raw)
             continue
         if pending is not None:
             yield first, pending
-        pending, first, size = text, n, len(raw)
+        pending, entry, first, size = text, text, n, len(raw)
     if pending is not None:
         yield first, pending
 
@@ -182,10 +210,19 @@ def sessions_from_hdfs_jsonl(path: Path, seed: int = 0) -> Iterator[Session]:
                       source_id=str(rec["id"]))
 
 
+def _is_utf8(text: str) -> bool:
+    """No byte of ``text`` failed to decode (``open_text`` keeps such bytes as lone surrogates)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def sessions_from_templates(path: Path) -> Iterator[Session]:
     from rationad.templates import from_loghub
 
-    with open_text(path) as f:
+    with open_text(path, "utf-8-sig") as f:
         reader = csv.DictReader(f)
         if not reader.fieldnames or "EventTemplate" not in reader.fieldnames:
             raise ValueError(f"{path}: expected a CSV with an EventTemplate column")
@@ -194,6 +231,8 @@ def sessions_from_templates(path: Path) -> Iterator[Session]:
             tpl = (row.get("EventTemplate") or "").strip()
             if not tpl:
                 raise ValueError(f"{path}:{n + 1}: empty EventTemplate")
+            if not _is_utf8(tpl):  # refused, not guessed at: the daemon dead-letters a record that is not UTF-8
+                raise ValueError(f"{path}:{n + 1}: EventTemplate is not UTF-8 text: {tpl!r}")
             line = LogLine(key=str(n), message=from_loghub(tpl), raw=tpl, topic=str(path), offset=n)
             yield Session(key=str(n), lines=[line], close_reason="template", topic=str(path),
                           label=_label(row[label_col]) if label_col else None, source_id=str(n),
@@ -404,34 +443,79 @@ async def judging(model_cfg: ModelConfig, source: str, *, client=None, use_cache
 
     owns_client = client is None
     client = client or make_client(model_cfg)
-    if owns_client:
-        await client.start()
     try:
+        if owns_client:  # in the try: a Ctrl-C during an engine's load closes it too (its build shuts it down)
+            await client.start()
         yield Judge(client, model_cfg, source, cache=VerdictCache(cache_entries) if use_cache else None)
     finally:
         if owns_client:
             await client.aclose()
 
 
+class ModelUnavailable(Exception):
+    """The model stopped answering (an outage past the client's own retries, a misconfigured or dead model, a server
+    that refuses every request): replay stops. ``scores`` and ``calls`` are those of what was judged and written."""
+
+    def __init__(self, reason: str, scores: Scores, calls: int) -> None:
+        super().__init__(reason)
+        self.scores = scores
+        self.calls = calls
+
+
+async def judge_refused_alone(judge: Judge, sessions: list[Session]) -> list[Judgement]:
+    """``judge.judge_many(sessions)``, where a batch holding a request the model refuses for its content
+    (``ModelError`` of kind ``rejected``: 400, 413, a prompt too long) is judged one session at a time, and the
+    refused session comes back as a malformed answer whose error is ``model_rejected: ...``, as the daemon splits the
+    batch and dead-letters that session alone (``model_stage``). When the probe request is refused too, no session is
+    at fault (a server that refuses every request): that and every other ``ModelError`` propagate. An outage has been
+    retried by the client already."""
+    from rationad.answer import ParsedAnswer
+    from rationad.judge import Judgement
+    from rationad.model_stage import PROBE_TOKENS  # the daemon's probe, shaped like a real request
+
+    try:
+        return await judge.judge_many(sessions)
+    except ModelError as exc:
+        if exc.kind != "rejected":
+            raise
+        if len(sessions) > 1:
+            parts = await asyncio.gather(*(judge_refused_alone(judge, [s]) for s in sessions),
+                                         return_exceptions=True)  # every request settled before one error is raised
+            if failed := next((p for p in parts if isinstance(p, BaseException)), None):
+                raise failed from None
+            return [j for part in parts for j in part]
+        [s] = sessions
+        conversation, regex = judge.probe_request(templated=bool(s.extra.get("templated")))
+        try:
+            await judge.client.generate([conversation], max_tokens=PROBE_TOKENS, temperature=0.0, regex=regex)
+        except ModelError as probe_exc:
+            raise ModelError(f"the model refuses every request ({probe_exc}): {exc}", kind="config") from exc
+        refused = ParsedAnswer(verdict=None, rationale="", cited=(), ungrounded_refs=(),
+                               error=f"model_rejected: {exc}", raw="")
+        return [Judgement(session=s, view=judge.view(s), answer=refused, cached=False, attempts=1)]
+
+
 async def _in_chunks(sessions: Iterable[Session], chunk: int, judge_chunk, progress: bool, status) -> None:
     """``await judge_chunk(batch)`` for every ``chunk`` sessions; ``status(done)`` is the progress line."""
     batch: list[Session] = []
     done = 0
-    for s in sessions:
-        batch.append(s)
-        if len(batch) >= chunk:
+    try:
+        for s in sessions:
+            batch.append(s)
+            if len(batch) >= chunk:
+                await judge_chunk(batch)
+                done += len(batch)
+                batch = []
+                if progress:
+                    print(f"\r{status(done)}", end="", file=sys.stderr)
+        if batch:
             await judge_chunk(batch)
             done += len(batch)
-            batch = []
             if progress:
                 print(f"\r{status(done)}", end="", file=sys.stderr)
-    if batch:
-        await judge_chunk(batch)
-        done += len(batch)
-        if progress:
-            print(f"\r{status(done)}", end="", file=sys.stderr)
-    if progress:
-        print(file=sys.stderr)
+    finally:
+        if progress:  # the progress line ended, also when the model stopped answering (the error follows)
+            print(file=sys.stderr)
 
 
 async def judge_sessions(
@@ -445,7 +529,7 @@ async def judge_sessions(
     async with judging(model_cfg, source, client=client, use_cache=use_cache, cache_entries=cache_entries) as judge:
 
         async def judge_chunk(batch: list[Session]) -> None:
-            for j in await judge.judge_many(batch):
+            for j in await judge_refused_alone(judge, batch):
                 s, a = j.session, j.answer
                 verdict = j.verdict_at(threshold)
                 scores.add(s.label, verdict, a.grounded, j.served_score)
@@ -471,10 +555,13 @@ async def judge_sessions(
                     rec["error"] = a.error
                 if not a.ok or not a.grounded:  # what the model wrote (the rationale is served cut when ungrounded)
                     rec["raw_completion"] = a.raw
-                out.write(orjson.dumps(rec) + b"\n")
+                out.write(safe_json(rec).encode() + b"\n")  # log text is untrusted: no terminal controls
 
-        await _in_chunks(sessions, chunk, judge_chunk, progress,
-                         lambda done: f"judged {done} sessions, {judge.model_calls} model calls")
+        try:
+            await _in_chunks(sessions, chunk, judge_chunk, progress,
+                             lambda done: f"judged {done} sessions, {judge.model_calls} model calls")
+        except ModelError as exc:
+            raise ModelUnavailable(str(exc), scores, judge.model_calls) from exc
     return scores, judge.model_calls
 
 
@@ -498,7 +585,7 @@ async def judge_by_template(
             uses = [book.uses(s) for s in batch]
             todo = {u.state.template: u.state for us in uses for u in us if not u.state.known}
             if todo:
-                for j in await judge.judge_many([template_session(st.template) for st in todo.values()]):
+                for j in await judge_refused_alone(judge, [template_session(st.template) for st in todo.values()]):
                     a = j.answer
                     scores.templates += 1
                     scores.templates_failed += 0 if a.ok else 1
@@ -520,8 +607,15 @@ async def judge_by_template(
                        "unjudged_templates": ev["unjudged_templates"], "lines": len(s.lines)}
                 if s.label is not None:
                     rec["label"] = s.label
-                out.write(orjson.dumps(rec) + b"\n")
+                # why a template has no verdict, as a session's record says it (a refused request: model_rejected)
+                failed = [st.failed for st in map(book.get, decision.unjudged) if st is not None and st.failed]
+                if failed:
+                    rec["error"] = "; ".join(dict.fromkeys(failed))
+                out.write(safe_json(rec).encode() + b"\n")
 
-        await _in_chunks(sessions, chunk, judge_chunk, progress,
-                         lambda done: f"judged {done} windows, {len(book)} templates, {judge.model_calls} model calls")
+        try:
+            await _in_chunks(sessions, chunk, judge_chunk, progress, lambda done: f"judged {done} windows, "
+                             f"{len(book)} templates, {judge.model_calls} model calls")
+        except ModelError as exc:
+            raise ModelUnavailable(str(exc), scores, judge.model_calls) from exc
     return scores, judge.model_calls

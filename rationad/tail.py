@@ -77,11 +77,17 @@ def _json_escape(m: re.Match[str]) -> str:
     return f"\\u{ord(m.group()):04x}"
 
 
+def safe_json(value: Any) -> str:
+    """``value`` as one line of JSON that cannot drive a terminal. orjson escapes C0 controls but writes DEL, C1 and
+    bidi controls raw; they are escaped here too (``\\u009b`` is the same JSON string: parsed, the value is equal).
+    Every command that prints log-derived JSON uses it (``tail --json``, ``templates``, ``replay``)."""
+    return _CONTROL.sub(_json_escape, orjson.dumps(value).decode())
+
+
 def format_event(event: dict[str, Any], *, colour: bool, as_json: bool) -> str:
-    """One event as printed by ``tail``: ``render`` for people, or one line of JSON. orjson escapes C0 controls
-    but writes DEL, C1 and bidi controls raw; they are escaped here too (``\\u009b`` is the same JSON string)."""
+    """One event as printed by ``tail``: ``render`` for people, or one line of JSON (``safe_json``)."""
     if as_json:
-        return _CONTROL.sub(_json_escape, orjson.dumps(event).decode())
+        return safe_json(event)
     return render(event, colour)
 
 

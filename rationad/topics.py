@@ -264,8 +264,9 @@ async def _topic_config(admin: Any, topic: str, name: str) -> str | None:
 
 
 async def ensure_compacted_topic(kafka_cfg: KafkaConfig, topic: str, *, key: str, partitions: int = 1,
-                                 replication_factor: int = 1, timeout_secs: float = 30.0) -> int:
-    """Create ``topic`` with ``cleanup.policy=compact`` unless it exists, and return its partition count.
+                                 replication_factor: int = 1, timeout_secs: float = 30.0, create: bool = True) -> int:
+    """Create ``topic`` with ``cleanup.policy=compact`` unless it exists, and return its partition count
+    (``create=False``, for ``check-config``: only check one that exists; 0 for one that does not).
 
     For state kept as the last value per key (operator labels, the template catalog): on a topic with the default
     ``delete`` policy those values would vanish after ``retention.ms`` (7 days by default), so an existing topic the
@@ -277,6 +278,8 @@ async def ensure_compacted_topic(kafka_cfg: KafkaConfig, topic: str, *, key: str
     try:
         cluster = await _cluster(admin, kafka_cfg, key, topic, timeout_secs)
         if topic not in cluster.topics():
+            if not create:
+                return 0
             await _create(admin, NewTopic(topic, partitions, replication_factor,
                                           topic_configs={"cleanup.policy": "compact"}),
                           key, f"the compacted topic {topic!r} ({partitions} partitions, replication "

@@ -575,3 +575,127 @@ def test_run_exits_when_the_daemon_has_stopped_whatever_a_dns_lookup_is_doing():
                        cwd=Path(__file__).resolve().parents[2])
     assert r.returncode == 0, r.stderr[-2000:]
     assert _time.monotonic() - t0 < 10, "the exit waited for the executor's lookup"
+
+
+def test_replay_input_that_breaks_midway_is_an_error_after_what_was_read(tmp_path, monkeypatch, capsys):
+    """Found by review, failing before its fix: a truncated gzip (EOFError), a bad row after the first of a template
+    CSV (ValueError) and a template that is not UTF-8 ended replay in a traceback, after the model's work. The
+    sessions read before are judged and written, then ``error: replay: <file>...``, exit status 2."""
+    import gzip
+
+    from rationad import cli
+    from rationad.model import base
+    from tests.rationad.fakes import FakeModel
+
+    monkeypatch.setattr(base, "make_client", lambda cfg: FakeModel())
+    log = tmp_path / "app.log.gz"
+    log.write_bytes(gzip.compress("".join(f"INFO request {i} served from host-{i * 7919 % 10007}\n"
+                                          for i in range(20_000)).encode())[:40_000])
+    out = tmp_path / "v.jsonl"
+    assert cli.main(["replay", str(log), "--dialect", "generic", "--window-lines", "100", "--model-path",
+                     str(tmp_path / "m"), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"error: replay: {log}: EOFError: Compressed file ended" in err and "Traceback" not in err
+    assert len(out.read_text().splitlines()) == json.loads(err.splitlines()[0])["sessions"] > 0
+    for bad_row in (b",0\n", b"caf\xe9 <*> started,0\n"):
+        csv_file = tmp_path / "t.csv"
+        csv_file.write_bytes(b"EventTemplate,Label\nfan <*> failed,1\n" + bad_row)
+        assert cli.main(["replay", str(csv_file), "--dialect", "templates", "--model-path", str(tmp_path / "m"),
+                         "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert f"error: replay: {csv_file}:3: " in err and len(out.read_text().splitlines()) == 1, err
+
+
+def test_replay_stops_with_an_error_when_the_model_stops_answering(tmp_path, monkeypatch, capsys):
+    """Found by review, failing before its fix: a ModelError (an outage after the client's own retries) left replay
+    as a traceback. It prints the summary of what was judged, then ``error: replay: ...``, exit status 1."""
+    from rationad import cli
+    from rationad.model import base
+    from rationad.model.base import ModelError
+    from tests.rationad.fakes import FakeModel
+
+    def down(text: str) -> str:
+        raise ModelError("POST http://vllm:8000/v1/chat/completions failed after 4 attempt(s): 503", kind="outage")
+
+    monkeypatch.setattr(base, "make_client", lambda cfg: FakeModel(down))
+    log = tmp_path / "app.log"
+    log.write_text("INFO ok\nERROR disk failed\n")
+    assert cli.main(["replay", str(log), "--dialect", "generic", "--window-lines", "1", "--model-path",
+                     str(tmp_path / "m"), "--out", str(tmp_path / "v.jsonl")]) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert json.loads(err[0])["sessions"] == 0
+    assert err[1].startswith("error: replay: the model stopped answering: POST http://vllm:8000") and len(err) == 2
+
+
+def test_replay_checks_the_pr_curve_path_before_judging(tmp_path, monkeypatch, capsys):
+    """Found by review, failing before its fix: an unwritable --pr-curve was found only after the whole replay (a
+    traceback, the curve lost). Checked up front as --out is; the check leaves no file behind."""
+    from rationad import cli, replay
+
+    async def judge(sessions, *a, **kw):
+        raise AssertionError("the model must not start when the curve cannot be written")
+
+    monkeypatch.setattr(replay, "judge_by_template", judge)
+    log = tmp_path / "app.log"
+    log.write_text("INFO ok\n")
+    assert cli.main(["replay", str(log), "--dialect", "generic", "--window-lines", "1", "--model-path",
+                     str(tmp_path / "m"), "--pr-curve", str(tmp_path / "no" / "curve.csv")]) == 2
+    assert "error: --pr-curve:" in capsys.readouterr().err
+
+    async def nothing(sessions, *a, **kw):
+        return replay.Scores(), 0
+
+    monkeypatch.setattr(replay, "judge_by_template", nothing)
+    assert cli.main(["replay", str(log), "--dialect", "generic", "--window-lines", "1", "--model-path",
+                     str(tmp_path / "m"), "--pr-curve", str(tmp_path / "curve.csv")]) == 0
+    assert not (tmp_path / "curve.csv").exists()
+
+
+def test_commands_into_a_closed_pipe_end_quietly(tmp_path, monkeypatch, capsys):
+    """Found by review, failing before its fix: ``rationad schema --config-schema | head -5`` (and ``templates``,
+    ``replay`` into ``head``) ended with a BrokenPipeError traceback; ``tail`` already ended quietly (exit 0)."""
+    import os
+
+    from rationad import cli, replay
+
+    read, write = os.pipe()
+    os.close(read)  # the reader has gone before anything is written
+    try:
+        r = subprocess.run([sys.executable, "-m", "rationad", "schema", "--config-schema"], cwd=ROOT, stdout=write,
+                           stderr=subprocess.PIPE, text=True, timeout=60)
+    finally:
+        os.close(write)
+    assert r.returncode == 0 and r.stderr == "", r.stderr
+
+    async def closed_pipe(*a, **kw):
+        raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(replay, "judge_by_template", closed_pipe)
+    log = tmp_path / "app.log"
+    log.write_text("INFO ok\n")
+    assert cli.main(["replay", str(log), "--dialect", "generic", "--window-lines", "1", "--model-path",
+                     str(tmp_path / "m")]) == 0  # (capsys: standard output here has no descriptor to send nowhere)
+    assert "Traceback" not in capsys.readouterr().err
+
+
+async def test_check_config_checks_the_template_level_s_state_topics_as_run_does(monkeypatch):
+    """A labels or catalog topic that exists with the delete policy (or that the ACL hides) passed check-config and
+    then stopped ``run`` at start (exit 2): the check asks what run's start asks, creating nothing (review)."""
+    from rationad import cli, topics
+    from rationad.config import ConfigError, Settings
+
+    asked = []
+
+    async def ensure(kafka, topic, *, key, timeout_secs, create):
+        asked.append((key, topic, create))
+        if key == "judge.labels_topic":
+            raise ConfigError(f"{key}: topic {topic!r} has cleanup.policy=delete")
+        return 1
+
+    monkeypatch.setattr(topics, "ensure_compacted_topic", ensure)
+    s = Settings(input={"topics": ["logs"], "dialect": "generic"}, sessions={"window_lines": 100})
+    assert s.judge_level() == "template"
+    assert await cli._check_compacted(s) == [f"judge.labels_topic: topic {s.judge.labels_topic!r} has "
+                                             "cleanup.policy=delete"]
+    assert asked == [("judge.labels_topic", s.judge.labels_topic, False),
+                     ("judge.templates_topic", s.judge.templates_topic, False)]

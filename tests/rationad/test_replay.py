@@ -231,3 +231,132 @@ def test_a_continuation_too_long_in_bytes_or_not_utf8_is_skipped_alone(tmp_path)
         out = {s.key for s in replay.sessions_from_log(path, "generic", SessionsConfig(gap_secs=60), inp, skipped)}
         assert out == {"42", "43"} and skipped.count == 1 and skipped.examples[0].startswith(f"{path}:2:"), \
             (out, skipped.examples)
+
+
+def test_a_line_the_parser_keeps_apart_keeps_its_own_line_number(tmp_path):
+    """Found by review, failing before its fix: replay joined every indented line to the entry before it, and the
+    generic parser (which keeps every line that parses apart) split them again, each with the entry's line number:
+    ids 1, 2, 2, 2, 5, and the labels of lines 3 and 4 given to the windows by line 2's. The daemon, given one line a
+    record, numbers each line. Lines are joined only where the parser joins them (here hdfs: a headerless line with a
+    block id after a headerless entry is an entry of its own)."""
+    path = tmp_path / "app.log"
+    path.write_text("INFO start\nERROR boom failed\n\tat com.foo.Bar(Bar.java:1)\n\tat com.foo.Baz(Baz.java:2)\n"
+                    "INFO ok\n")
+    labels = {"1": "normal", "2": "anomalous", "3": "normal", "4": "normal", "5": "normal"}
+    out = list(replay.sessions_from_log(path, "generic", SessionsConfig(mode="fixed", window_lines=1),
+                                        InputConfig(dialect="generic"), replay.Skipped(), labels))
+    assert [(s.source_id, [ln.offset for ln in s.lines], s.label) for s in out] == [
+        ("1", [1], "normal"), ("2", [2], "anomalous"), ("3", [3], "normal"), ("4", [4], "normal"),
+        ("5", [5], "normal")]
+    path.write_text("no header here blk_1\n  indented too blk_2\n")
+    out = list(replay.sessions_from_log(path, "hdfs", SessionsConfig(), InputConfig(dialect="hdfs"), replay.Skipped()))
+    assert sorted((s.key, [(ln.offset, ln.raw) for ln in s.lines]) for s in out) == [
+        ("blk_1", [(1, "no header here blk_1")]), ("blk_2", [(2, "  indented too blk_2")])]
+
+
+def _refusing(text: str) -> str:
+    """The fake model's answer, refusing a request for its content as vllm-server reports a 400."""
+    from rationad.model.base import ModelError
+    from tests.rationad.fakes import ANOMALOUS, NORMAL
+
+    if "HUGE" in text:
+        raise ModelError("POST http://vllm:8000/v1/chat/completions rejected the request: 400", kind="rejected")
+    return ANOMALOUS if "ERROR" in text else NORMAL
+
+
+async def test_a_session_the_model_refuses_is_written_with_its_error_and_the_rest_judged(tmp_path):
+    """Found by review, failing before its fix: one request the model refused (400, 413: ModelError "rejected")
+    ended the whole replay with a traceback, where the daemon splits the batch and dead-letters that session alone."""
+    from tests.rationad.fakes import FakeModel
+
+    path = tmp_path / "app.log"
+    path.write_text("INFO a 1\nERROR b failed\nINFO HUGE line\nINFO c 2\n")
+    cfg = SessionsConfig(mode="fixed", window_lines=1)
+    for judge in (replay.judge_sessions, replay.judge_by_template):
+        sessions = replay.sessions_from_log(path, "generic", cfg, InputConfig(dialect="generic"), replay.Skipped())
+        out = io.BytesIO()
+        scores, _ = await judge(sessions, ModelConfig(), "generic", out, use_cache=False, client=FakeModel(_refusing),
+                                threshold=0.5)
+        recs = [orjson.loads(x) for x in out.getvalue().splitlines()]
+        assert [r["verdict"] for r in recs[:2] + recs[3:]] == ["normal", "anomalous", "normal"], judge
+        assert recs[2]["error"].startswith("model_rejected: POST") and recs[2]["score"] is None
+        assert scores.total == 4 and scores.malformed == 1  # not well-formed, as a malformed answer
+        if judge is replay.judge_sessions:
+            assert recs[2]["verdict"] is None
+        else:  # (a window is decided from the templates that have a verdict; this one is listed unjudged)
+            assert len(recs[2]["unjudged_templates"]) == 1 and scores.templates_failed == 1
+
+
+async def test_a_model_that_stops_answering_stops_replay_with_what_was_judged(tmp_path):
+    """Found by review: a ModelError left replay as a traceback. An outage (after the client's own retries), or a
+    model that refuses every request (the probe too), stops replay with the scores of what was written before."""
+    from rationad.model.base import ModelError
+    from tests.rationad.fakes import NORMAL, FakeModel
+
+    def down_after_two(text: str) -> str:
+        model.seen += 1
+        if model.seen > 2:
+            raise ModelError("POST http://vllm:8000/v1/chat/completions failed after 4 attempt(s): 503", kind="outage")
+        return NORMAL
+
+    def refuses_all(text: str) -> str:
+        raise ModelError("rejected the request: 400 max_logprobs", kind="rejected")
+
+    path = tmp_path / "app.log"
+    path.write_text("".join(f"INFO step {i}\n" for i in range(6)))
+    for answer, why in ((down_after_two, "failed after 4 attempt"), (refuses_all, "refuses every request")):
+        model = FakeModel(answer)
+        model.seen = 0
+        sessions = replay.sessions_from_log(path, "generic", SessionsConfig(mode="fixed", window_lines=2),
+                                            InputConfig(dialect="generic"), replay.Skipped())
+        out = io.BytesIO()
+        with pytest.raises(replay.ModelUnavailable, match=why) as stopped:
+            await replay.judge_sessions(sessions, ModelConfig(), "generic", out, use_cache=False, client=model,
+                                        chunk=1)
+        written = out.getvalue().splitlines()
+        assert stopped.value.scores.total == len(written) == (2 if answer is down_after_two else 0)
+
+
+async def test_replay_output_escapes_terminal_controls_and_keeps_the_json(tmp_path):
+    """Found by review, failing before its fix: replay wrote log text with C1 controls (U+009B is a one-character
+    CSI) and bidi overrides raw to the operator's terminal; ``rationad tail`` escapes them. Parsed, the JSON is the
+    same."""
+    from tests.rationad.fakes import FakeModel
+
+    line = "ERROR disk \u009b2J\u202e deliaf failed"
+    path = tmp_path / "c1.log"
+    path.write_text(line + "\nINFO ok\u2066\n")
+    for judge in (replay.judge_sessions, replay.judge_by_template):
+        sessions = replay.sessions_from_log(path, "generic", SessionsConfig(mode="fixed", window_lines=1),
+                                            InputConfig(dialect="generic"), replay.Skipped())
+        out = io.BytesIO()
+        await judge(sessions, ModelConfig(), "generic", out, use_cache=False, client=FakeModel())
+        text = out.getvalue().decode()
+        assert not any(c in text for c in "\u009b\u202e\u2066"), (judge, text)
+        assert "\\u009b" in text
+        recs = [orjson.loads(x) for x in out.getvalue().splitlines()]
+        assert recs[0]["evidence"][0]["line"] == line
+
+
+def test_csv_files_saved_with_a_byte_order_mark_lose_nothing(tmp_path):
+    """Found by review, failing before its fix: a labels CSV saved with a UTF-8 BOM (a spreadsheet's) made the first
+    key "\\ufeff1", and that label was lost without a word; a template CSV so saved lost its first column's name."""
+    labels = tmp_path / "labels.csv"
+    labels.write_bytes(b"\xef\xbb\xbf1,anomalous\n2,normal\n")
+    assert replay.read_labels(labels) == {"1": "anomalous", "2": "normal"}
+    templates = tmp_path / "t.csv"
+    templates.write_bytes(b"\xef\xbb\xbfEventTemplate,Label\nfan <*> failed,1\n")
+    [s] = replay.sessions_from_templates(templates)
+    assert s.lines[0].raw == "fan <*> failed" and s.label == "anomalous"
+
+
+def test_a_template_that_is_not_utf8_is_refused_naming_its_line(tmp_path):
+    """Found by review, failing before its fix: a template CSV in Latin-1 reached the prompt as lone surrogates, and
+    replay ended in a TypeError from the JSON encoder. Refused, naming file and line (the daemon dead-letters a record
+    that is not UTF-8); not guessed at."""
+    templates = tmp_path / "t.csv"
+    templates.write_bytes(b"EventTemplate,Label\nfan <*> failed,1\ncaf\xe9 <*> started,0\n")
+    sessions = replay.sessions_from_templates(templates)
+    assert next(sessions).lines[0].raw == "fan <*> failed"
+    with pytest.raises(ValueError, match=r"t\.csv:3: EventTemplate is not UTF-8 text"):
+        next(sessions)

@@ -19,6 +19,7 @@ class FakeAdmin:
     auto_create: str | None = "false"  # None: DescribeConfigs fails
     limits: dict[str, int] = {}  # topics' max.message.bytes (none said: the broker will not say)
     retention: dict[str, int] = {}  # topics' retention.ms (none said: the broker will not say)
+    policy: dict[str, str] = {}  # topics' cleanup.policy (none said: the broker will not say)
     instances: list[FakeAdmin] = []
 
     def __init__(self, **kwargs):
@@ -48,6 +49,8 @@ class FakeAdmin:
             entries = [] if value is None else [{"config_names": "max.message.bytes", "config_value": str(value)}]
             if resources[0].name in self.retention:
                 entries.append({"config_names": "retention.ms", "config_value": str(self.retention[resources[0].name])})
+            if resources[0].name in self.policy:
+                entries.append({"config_names": "cleanup.policy", "config_value": self.policy[resources[0].name]})
             return [SimpleNamespace(to_object=lambda: {"resources": [{"error_code": 0, "config_entries": entries}]})]
         assert [r.configs for r in resources] == [{topics.AUTO_CREATE: None}]
         entry = {"config_names": topics.AUTO_CREATE, "config_value": self.auto_create}
@@ -170,6 +173,7 @@ def creating(monkeypatch):
 
     CreatingAdmin.parts, CreatingAdmin.refuse, CreatingAdmin.created = {"logs": 3, "more": 5}, None, []
     CreatingAdmin.answer_error, CreatingAdmin.retention, CreatingAdmin.hidden = None, {}, set()
+    CreatingAdmin.policy = {}
     monkeypatch.setattr(aiokafka.admin, "AIOKafkaAdminClient", CreatingAdmin)
     return CreatingAdmin
 
@@ -268,6 +272,19 @@ async def test_a_topic_the_acl_hides_is_named_not_taken_for_missing(creating):
         await topics.ensure_topic(KAFKA, "g-repartition", key="repartition.topic", partitions=0, like=["logs"],
                                   replication_factor=1, retention_ms=-1)
     assert creating.created == []
+
+
+async def test_a_check_without_creating_refuses_what_run_refuses_and_creates_nothing(creating):
+    """``check-config`` checks the template level's state topics as ``run`` does at start, creating none: a topic
+    that exists with the delete policy passed check-config, then stopped ``run`` (exit 2) (review, 2026-12-07)."""
+    assert await topics.ensure_compacted_topic(KAFKA, "rationad.labels", key="judge.labels_topic", create=False) == 0
+    assert creating.created == []  # missing: run creates it
+    creating.parts["rationad.labels"] = 1
+    creating.policy = {"rationad.labels": "delete"}
+    with pytest.raises(ConfigError, match=r"^judge\.labels_topic: topic 'rationad\.labels' has cleanup\.policy=delete"):
+        await topics.ensure_compacted_topic(KAFKA, "rationad.labels", key="judge.labels_topic", create=False)
+    creating.policy = {"rationad.labels": "compact"}
+    assert await topics.ensure_compacted_topic(KAFKA, "rationad.labels", key="judge.labels_topic", create=False) == 1
 
 
 def test_run_exits_1_not_2_when_the_broker_fails_at_start(monkeypatch, capsys):
