@@ -13,8 +13,8 @@
 Nothing here trains or judges; it reads ../shared/datasets and the config's data settings. With ``--rescore MODEL``
 it also judges the BGL and Spirit template test sets with the merged model twice through the serving path, once with
 the served rules and once with the rules cut to the words training-split templates evidence
-(``training.held_out_rules``, as the evaluate and gate stages now judge), so the
-model's figure without test-derived words stands beside the one published (two vLLM runs, minutes on a 2-core CPU).
+(``training.held_out_rules``, as the evaluate and gate stages now judge), so the model's figure without test-derived
+words stands beside the one published (two vLLM runs, minutes on a 2-core CPU).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from pathlib import Path
 from training.config import load, section
 from training.dataset import DataConfig, load_corpus, select_sft
 from training.evaluate import EvalParams
-from training.held_out_rules import template_texts, rules_from, train_rules
+from training.held_out_rules import held_out, template_texts, train_rules
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -146,11 +146,8 @@ def rescore(cfg_path: Path, model: Path, out: Path) -> dict:
     p, dc, corpus = eval_inputs(cfg, cfg_path, prepare_base(cfg), False)
     sets = [es for es in build_sets(corpus, p, "test", val_mode=False, datasets=dc.datasets)
             if es.name in TEMPLATE_SETS]
-    cut, dropped = train_rules(corpus.splits)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "train_rules.json").write_text(json.dumps(cut, indent=1) + "\n")
     runs = {"served rules": asyncio.run(evaluate_model(model, sets, out / "served_rules", p.chunk))}
-    with rules_from(out / "train_rules.json"):
+    with held_out(corpus.splits, out) as dropped:  # as the evaluate stage judges
         runs["training-evidence rules"] = asyncio.run(evaluate_model(model, sets, out / "train_rules", p.chunk))
     keys = ("precision", "recall", "f1", "faithful_rate", "flag_rate")
     return {"model": str(model), "alternatives dropped": dropped,
