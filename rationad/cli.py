@@ -248,9 +248,9 @@ def replay_overrides(args: argparse.Namespace) -> dict:
     return overrides
 
 
-# What reading a replay's input may raise: a file that cannot be read (a truncated gzip: EOFError; a corrupt one:
-# zlib.error), or a row of the wrong shape (ValueError, KeyError, csv.Error).
-INPUT_ERRORS = (OSError, EOFError, ValueError, KeyError, csv.Error, zlib.error)
+# What reading a replay's input may raise: a file that cannot be read (``replay.READ_ERRORS``: a truncated gzip, a
+# corrupt one), or a row of the wrong shape (ValueError, KeyError, csv.Error).
+INPUT_ERRORS = (OSError, EOFError, zlib.error, ValueError, KeyError, csv.Error)
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
@@ -686,6 +686,12 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _discard_stdout() -> None:
+    """Point stdout at /dev/null: the interpreter's last flush of what is left would fail again, with a traceback."""
+    with contextlib.suppress(OSError, ValueError):
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.func is cmd_run:  # a stop during start-up ends the daemon cleanly (exit 0), not by the signal's default
@@ -695,16 +701,18 @@ def main(argv: list[str] | None = None) -> int:
     pace_empty_fetches()  # every command that consumes (run, demo, tail, replay, labels) on any broker
     try:
         code = args.func(args)
-        sys.stdout.flush()  # here, where a closed pipe is handled below, not at the interpreter's exit
+        try:
+            sys.stdout.flush()  # here, where a closed pipe is handled, not at the interpreter's exit
+        except BrokenPipeError:  # the reader went away after the command's work: its status stands (review)
+            _discard_stdout()
         return code
     except BrokenPipeError:
         if args.func is cmd_run:  # the daemon's own output gone is a failure its supervisor must see
             raise
-        # the reader of our output went away (``rationad schema | head``): stop quietly, as ``tail`` does, with what
-        # is left unwritten sent nowhere (the interpreter's last flush would fail again, with a traceback)
-        with contextlib.suppress(OSError, ValueError):
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
+        # the reader of our output went away mid-command (``rationad schema | head``): no traceback, what is left
+        # unwritten sent nowhere; exit 1, as the command did not finish (a check or a replay cut short is no pass)
+        _discard_stdout()
+        return 1
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -322,23 +322,17 @@ class Parser:
         cont: list[str] = []  # the lines continuing it, joined once when the entry ends (linear in the record)
         headed = False  # whether that line had its dialect's header
         for n, line in enumerate(lines, start=1):
+            refused: BadRecord | None = None
             try:
                 parsed = self._line(line, None, None, line, topic, partition, offset)
             except BadRecord as exc:
-                if not last or exc.reason == "too_many_keys" or self.starts_entry(line):
-                    raise BadRecord(exc.reason, f"line {n} of {len(lines)} in the record: {exc.detail}") from None
-                # A line that does not start like a log entry, after one that parsed, continues it (a stack trace,
-                # a message with embedded newlines): it is judged as part of that entry, not dropped.
+                refused = exc
+            if last and self._joins(headed, line, refused):
                 cont.append(line)
                 continue
-            starts = self.source not in ("hdfs", "bgl") or self.starts_entry(line)
-            if last and headed and not starts:
-                # it parses on its own (a trace line naming a block; "HTTP 500 ..." read as LABEL EPOCH) but has no
-                # header of its dialect, after an entry that had one: it continues that entry (key, time, label).
-                # Entries without headers (a record of bare lines) stay apart.
-                cont.append(line)
-                continue
-            headed = starts
+            if refused is not None:
+                raise BadRecord(refused.reason, f"line {n} of {len(lines)} in the record: {refused.detail}") from None
+            headed = self.headed(line)
             if cont:
                 out[len(out) - len(last):] = _continued(last, cont)
                 cont = []
@@ -375,6 +369,32 @@ class Parser:
                     return [(key, value)]
         return [(line.key, line.raw.encode("utf-8", "surrogatepass"))
                 for line in self.parse(value, topic=topic, partition=partition, offset=offset)]
+
+    def _joins(self, headed: bool, line: str, refused: BadRecord | None) -> bool:
+        """Within one record, after an entry that parsed (``headed``: with its dialect's header), does ``line``
+        continue that entry? ``refused``: why ``line`` does not parse alone (None: it does).
+
+        A line that does not parse and does not start like a log entry continues it (a stack trace, a message with
+        embedded newlines): judged as part of that entry, not dropped; one that starts like an entry, or names too
+        many keys, makes the record bad. A line that parses on its own (a trace line naming a block; "HTTP 500 ..."
+        read as LABEL EPOCH) but has no header of its dialect, after an entry that had one, continues it too (key,
+        time, label); entries without headers (a record of bare lines) stay apart."""
+        if refused is not None:
+            return refused.reason != "too_many_keys" and not self.starts_entry(line)
+        return headed and not self.headed(line)
+
+    def continues(self, headed: bool, line: str) -> bool:
+        """``parse``'s rule for a file read line by line (``rationad.replay``): does ``line`` continue the entry
+        before it, which parsed (``headed``: ``headed(entry)``), as the two would be joined in one record?"""
+        try:
+            self._line(line, None, None, line, "", 0, 0)
+        except BadRecord as exc:
+            return self._joins(headed, line, exc)
+        return self._joins(headed, line, None)
+
+    def headed(self, line: str) -> bool:
+        """Whether a line that parses has its dialect's header (every line of a dialect without one)."""
+        return self.source not in ("hdfs", "bgl") or self.starts_entry(line)
 
     def starts_entry(self, line: str) -> bool:
         """Does ``line`` start a new log entry (a header of its dialect), rather than continue the one before?"""

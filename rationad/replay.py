@@ -27,6 +27,7 @@ import math
 import random
 import sys
 import time
+import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -43,6 +44,8 @@ if TYPE_CHECKING:
     from rationad.judge import Judge, Judgement
 
 DIALECTS = ("hdfs", "bgl", "generic", "hdfs-sessions", "templates")
+# What reading a file on may raise: a truncated gzip (EOFError), a corrupt one (zlib.error), a disk error.
+READ_ERRORS = (OSError, EOFError, zlib.error)
 TEMPLATE_LABEL_COLUMNS = ("Label_RationAnomaly_rectified", "Label", "label")
 
 
@@ -104,16 +107,19 @@ def _parses(parser, text: str) -> bool:
     return True
 
 
-def _continues(parser, entry: str, line: str) -> bool:
-    """Does ``parser``, given ``entry`` and ``line`` in one record, read ``line`` as part of that entry? Asked of the
-    parser, not its rule copied: a generic line that parses is an entry of its own, an hdfs or bgl line without a
-    header continues a headed entry, a line that does not parse continues any entry that does. (Joined by a rule of
-    its own, an indented generic line was split off again by the parser with the entry's line number: ids repeated,
-    labels by line number misapplied.) A bad entry takes the lines that do not parse either: skipped once."""
-    try:
-        return parser.parse(f"{entry}\n{line}".encode("utf-8", "surrogateescape"))[-1].raw != line
-    except BadRecord:  # the entry is bad, or this line is, even alone (too many keys): then it is skipped alone
-        return not _parses(parser, entry) and not _parses(parser, line)
+def _continues(parser, headed: bool | None, line: str) -> bool:
+    """Does ``line`` continue the entry a record of a file starts with (``headed``: None when that entry does not
+    parse, else ``parser.headed(entry)``), as the parser joins the lines of one record? Asked of the parser, not its
+    rule copied: a generic line that parses is an entry of its own, an hdfs or bgl line without a header continues a
+    headed entry, a line that does not parse continues any entry that does. (Joined by a rule of its own, an indented
+    generic line was split off again by the parser with the entry's line number: ids repeated, labels by line
+    misapplied.) A blank line goes with the record, as the parser drops it (it split a stack trace in two). A bad
+    entry takes the lines that do not parse either: skipped once. One parse of ``line`` alone: linear in the file."""
+    if not line.strip():
+        return True
+    if headed is None:
+        return not parser.starts_entry(line) and not _parses(parser, line)
+    return parser.continues(headed, line)
 
 
 def _records(f: Iterable[str], parser, input_cfg: InputConfig) -> Iterator[tuple[int, str]]:
@@ -123,21 +129,23 @@ def _records(f: Iterable[str], parser, input_cfg: InputConfig) -> Iterator[tuple
     skipped or judged as entries of their own). Never past input.max_record_bytes; one line a record for JSON input."""
     joins = input_cfg.format == "text"
     pending: str | None = None
-    entry = ""  # the first line of ``pending``: the entry its other lines continue
+    # the entry ``pending`` starts with: None when it does not parse, else whether it has its dialect's header
+    headed: bool | None = None
     first = size = 0
     for n, text in enumerate(f, start=1):
         text = text.removesuffix("\n").removesuffix("\r")
         raw = text.encode("utf-8", "surrogateescape")  # as the parser sizes and decodes the record: bytes
-        if (pending is not None and joins and not parser.starts_entry(text) and size + 1 + len(raw)
-                <= input_cfg.max_record_bytes and raw.decode("utf-8", "replace") == text
-                and _continues(parser, entry, text)):
+        if (pending is not None and joins and size + 1 + len(raw) <= input_cfg.max_record_bytes
+                and raw.decode("utf-8", "replace") == text
+                and _continues(parser, headed, text)):
             # (a line too long, or not UTF-8, is not joined: skipped alone, it takes no entry with it)
             pending += "\n" + text
             size += 1 + len(raw)
             continue
         if pending is not None:
             yield first, pending
-        pending, entry, first, size = text, text, n, len(raw)
+        pending, first, size = text, n, len(raw)
+        headed = parser.headed(text) if _parses(parser, text) else None
     if pending is not None:
         yield first, pending
 
@@ -177,20 +185,24 @@ def sessions_from_log(
     clock = ticked = 0.0
     # (the file's newest time as the horizon froze the clock after any quiet spell longer than max_future_secs)
     horizon = time.time() + (spec.max_future_secs if spec.max_future_secs is not None else math.inf)
-    with open_text(path) as f:
-        for n, text in _records(f, parser, input_cfg):
-            try:
-                lines = parser.parse(text.encode("utf-8", "surrogateescape"), topic=str(path), offset=n)
-            except BadRecord as exc:
-                skipped.add(f"{path}:{n}", exc)
-                continue
-            for line in lines:
-                if line.ts is not None and line.ts <= horizon:
-                    clock = max(clock, line.ts)
-                yield from finish(windower.add(line, clock))
-            if clock > ticked:  # as the daemon's tick: a key that logs no more closes by its gap, not at the end
-                ticked = clock  # (held open, it waited for an eviction that could cut a live session in two)
-                yield from finish(windower.tick(clock))
+    try:
+        with open_text(path) as f:
+            for n, text in _records(f, parser, input_cfg):
+                try:
+                    lines = parser.parse(text.encode("utf-8", "surrogateescape"), topic=str(path), offset=n)
+                except BadRecord as exc:
+                    skipped.add(f"{path}:{n}", exc)
+                    continue
+                for line in lines:
+                    if line.ts is not None and line.ts <= horizon:
+                        clock = max(clock, line.ts)
+                    yield from finish(windower.add(line, clock))
+                if clock > ticked:  # as the daemon's tick: a key that logs no more closes by its gap, not at the end
+                    ticked = clock  # (held open, it waited for an eviction that could cut a live session in two)
+                    yield from finish(windower.tick(clock))
+    except READ_ERRORS:  # the file cannot be read on (a truncated gzip): what was read is judged, then the error
+        yield from finish(windower.flush("end_of_input"))
+        raise
     yield from finish(windower.flush("end_of_input"))
 
 
@@ -464,7 +476,8 @@ class ModelUnavailable(Exception):
 
 async def judge_refused_alone(judge: Judge, sessions: list[Session]) -> list[Judgement]:
     """``judge.judge_many(sessions)``, where a batch holding a request the model refuses for its content
-    (``ModelError`` of kind ``rejected``: 400, 413, a prompt too long) is judged one session at a time, and the
+    (``ModelError`` of kind ``rejected``: 400, 413, a prompt too long; or ``config``, as a filter in front of the
+    server answers 403 for one prompt, when the probe is answered) is judged one session at a time, and the
     refused session comes back as a malformed answer whose error is ``model_rejected: ...``, as the daemon splits the
     batch and dead-letters that session alone (``model_stage``). When the probe request is refused too, no session is
     at fault (a server that refuses every request): that and every other ``ModelError`` propagate. An outage has been
@@ -476,7 +489,7 @@ async def judge_refused_alone(judge: Judge, sessions: list[Session]) -> list[Jud
     try:
         return await judge.judge_many(sessions)
     except ModelError as exc:
-        if exc.kind != "rejected":
+        if exc.kind not in ("rejected", "config"):  # config: a filter's 403 for one prompt, unless the probe fails too
             raise
         if len(sessions) > 1:
             parts = await asyncio.gather(*(judge_refused_alone(judge, [s]) for s in sessions),

@@ -653,7 +653,8 @@ def test_replay_checks_the_pr_curve_path_before_judging(tmp_path, monkeypatch, c
 
 def test_commands_into_a_closed_pipe_end_quietly(tmp_path, monkeypatch, capsys):
     """Found by review, failing before its fix: ``rationad schema --config-schema | head -5`` (and ``templates``,
-    ``replay`` into ``head``) ended with a BrokenPipeError traceback; ``tail`` already ended quietly (exit 0)."""
+    ``replay`` into ``head``) ended with a BrokenPipeError traceback. Now quietly, exit 1 (what the command had to
+    write was cut short; ``tail``, which follows until stopped, ends with 0)."""
     import os
 
     from rationad import cli, replay
@@ -665,7 +666,7 @@ def test_commands_into_a_closed_pipe_end_quietly(tmp_path, monkeypatch, capsys):
                            stderr=subprocess.PIPE, text=True, timeout=60)
     finally:
         os.close(write)
-    assert r.returncode == 0 and r.stderr == "", r.stderr
+    assert r.returncode == 1 and r.stderr == "", r.stderr  # its output cut short: no traceback, and no pass
 
     async def closed_pipe(*a, **kw):
         raise BrokenPipeError(32, "Broken pipe")
@@ -674,8 +675,26 @@ def test_commands_into_a_closed_pipe_end_quietly(tmp_path, monkeypatch, capsys):
     log = tmp_path / "app.log"
     log.write_text("INFO ok\n")
     assert cli.main(["replay", str(log), "--dialect", "generic", "--window-lines", "1", "--model-path",
-                     str(tmp_path / "m")]) == 0  # (capsys: standard output here has no descriptor to send nowhere)
+                     str(tmp_path / "m")]) == 1  # cut short: no pass (capsys: stdout has no descriptor to redirect)
     assert "Traceback" not in capsys.readouterr().err
+
+
+def test_a_closed_pipe_keeps_the_status_of_a_command_that_failed(tmp_path):
+    """Found by review of the change above: a closed pipe turned every status into 0, so a check-config of a bad
+    configuration passed when its reader had gone (the check cut short now exits 1; one whose output is all written
+    before the reader goes keeps its own status)."""
+    import os
+
+    bad = tmp_path / "bad.toml"
+    bad.write_text(f"[model]\npath = '{tmp_path / 'missing'}'\n")
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        r = subprocess.run([sys.executable, "-m", "rationad", "check-config", "--offline", "--config", str(bad)],
+                           cwd=ROOT, stdout=write, stderr=subprocess.PIPE, text=True, timeout=60)
+    finally:
+        os.close(write)
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr  # cut short at its first line: no pass
 
 
 async def test_check_config_checks_the_template_level_s_state_topics_as_run_does(monkeypatch):

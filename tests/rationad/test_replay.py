@@ -254,19 +254,80 @@ def test_a_line_the_parser_keeps_apart_keeps_its_own_line_number(tmp_path):
         ("blk_1", [(1, "no header here blk_1")]), ("blk_2", [(2, "  indented too blk_2")])]
 
 
-def _refusing(text: str) -> str:
-    """The fake model's answer, refusing a request for its content as vllm-server reports a 400."""
+def test_a_blank_line_inside_a_stack_trace_keeps_the_trace_with_its_entry(tmp_path):
+    """Found by review: a blank line in a generic trace started a record of its own, and the trace lines after it,
+    joined to that blank record, were skipped (no session key). The parser drops blank lines inside a record."""
+    path = tmp_path / "app.log"
+    path.write_text("ERROR req=7 payment failed\n\tat Pay.charge(Pay.java:42)\n\n\tat Api.post(Api.java:7)\n"
+                    "INFO req=8 ok\n")
+    skipped = replay.Skipped()
+    out = list(replay.sessions_from_log(path, "generic", SessionsConfig(),
+                                        InputConfig(dialect="generic", key_regex=r"req=(\w+)"), skipped))
+    assert skipped.count == 0
+    assert [(s.key, [ln.raw for ln in s.lines]) for s in out] == [
+        ("7", ["ERROR req=7 payment failed\n\tat Pay.charge(Pay.java:42)\n\tat Api.post(Api.java:7)"]),
+        ("8", ["INFO req=8 ok"])]
+
+
+def test_joining_a_file_s_lines_parses_each_line_once(tmp_path):
+    """Found by review: each continuation line was parsed again with the record's first line, up to
+    input.max_record_bytes long: a 32 KB entry followed by 10,000 short lines took 4.7 s (crafted log text). Each
+    line is parsed alone now, once or twice: the characters parsed are linear in the file."""
+    from rationad.dialects import make_parser
+
+    cfg = InputConfig(dialect="hdfs", max_record_bytes=1 << 20)
+    parser = make_parser(cfg)
+    parsed = 0
+    line = parser._line
+
+    def counted(text, *a):
+        nonlocal parsed
+        parsed += len(text)
+        return line(text, *a)
+
+    parser._line = counted
+    path = tmp_path / "app.log"
+    path.write_text("081109 203615 148 INFO dfs.DataNode: " + "x" * 32_000 + " blk_1\n" + "\tx\n" * 1_000)
+    [(first, record)] = list(replay._records(open(path), parser, cfg))
+    assert first == 1 and record.count("\n") == 1_000 and parsed <= 3 * path.stat().st_size
+
+
+def test_a_log_that_breaks_midway_judges_the_windows_it_opened_first(tmp_path):
+    """Found by review: a truncated gzip raised out of the windowing, so the sessions still open (all of them, for a
+    short HDFS file) were lost while the error said they were judged. They are flushed before the error goes on."""
+    import gzip as gz
+
+    whole = gz.compress(b"".join(b"081109 2036%02d 148 INFO dfs.DataNode: Receiving block blk_%d\n" % (i % 60, i)
+                                 for i in range(200)))
+    path = tmp_path / "app.log.gz"
+    path.write_bytes(whole[: len(whole) // 2])
+    got = []
+    with pytest.raises(EOFError):
+        for s in replay.sessions_from_log(path, "hdfs", SessionsConfig(), InputConfig(dialect="hdfs"),
+                                          replay.Skipped()):
+            got.append(s)
+    assert got and all(s.close_reason == "end_of_input" for s in got)
+
+
+def _refusing(text: str, kind: str = "rejected") -> str:
+    """The fake model's answer, refusing a request for its content as vllm-server reports a 400 (``rejected``), or
+    as a filter in front of it answers 403 for one prompt (``config``; the probe is answered)."""
     from rationad.model.base import ModelError
     from tests.rationad.fakes import ANOMALOUS, NORMAL
 
     if "HUGE" in text:
-        raise ModelError("POST http://vllm:8000/v1/chat/completions rejected the request: 400", kind="rejected")
+        status = "rejected the request: 400" if kind == "rejected" else "403 Forbidden"
+        raise ModelError(f"POST http://vllm:8000/v1/chat/completions {status}", kind=kind)
     return ANOMALOUS if "ERROR" in text else NORMAL
 
 
-async def test_a_session_the_model_refuses_is_written_with_its_error_and_the_rest_judged(tmp_path):
+@pytest.mark.parametrize("kind", ["rejected", "config"])
+async def test_a_session_the_model_refuses_is_written_with_its_error_and_the_rest_judged(tmp_path, kind):
     """Found by review, failing before its fix: one request the model refused (400, 413: ModelError "rejected")
-    ended the whole replay with a traceback, where the daemon splits the batch and dead-letters that session alone."""
+    ended the whole replay with a traceback, where the daemon splits the batch and dead-letters that session alone.
+    A filter's 403 for one prompt (kind "config", the probe answered) is that too (second review)."""
+    from functools import partial
+
     from tests.rationad.fakes import FakeModel
 
     path = tmp_path / "app.log"
@@ -275,8 +336,8 @@ async def test_a_session_the_model_refuses_is_written_with_its_error_and_the_res
     for judge in (replay.judge_sessions, replay.judge_by_template):
         sessions = replay.sessions_from_log(path, "generic", cfg, InputConfig(dialect="generic"), replay.Skipped())
         out = io.BytesIO()
-        scores, _ = await judge(sessions, ModelConfig(), "generic", out, use_cache=False, client=FakeModel(_refusing),
-                                threshold=0.5)
+        scores, _ = await judge(sessions, ModelConfig(), "generic", out, use_cache=False,
+                                client=FakeModel(partial(_refusing, kind=kind)), threshold=0.5)
         recs = [orjson.loads(x) for x in out.getvalue().splitlines()]
         assert [r["verdict"] for r in recs[:2] + recs[3:]] == ["normal", "anomalous", "normal"], judge
         assert recs[2]["error"].startswith("model_rejected: POST") and recs[2]["score"] is None
