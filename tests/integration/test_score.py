@@ -147,7 +147,12 @@ async def test_the_real_server_holds_a_rewrite_to_the_verdict_it_is_given(vllm_s
     finally:
         await client.aclose()
     print("held:", [c.text for c in written], [c.text for c in closed])
-    assert [parse_completion(c.text, v).verdict for c, v in zip(written, views, strict=True)] == held
+    # Sampled at 0.7 as the daemon writes again, a rewrite may run to the token budget before it answers (CI,
+    # 2026-12-07: "the write pipeline failed: " repeated to 256 tokens): no verdict then, which the daemon answers
+    # at the cut (``closed`` below, greedy). One that answers holds the verdict it is given, and one of the two must.
+    got = [parse_completion(c.text, v).verdict for c, v in zip(written, views, strict=True)]
+    assert all(g in (h, None) for g, h in zip(got, held, strict=True)) and any(g is not None for g in got), got
+    assert all(g is not None or "<answer>" not in c.text for g, c in zip(got, written, strict=True))
     assert [c.text.rsplit("<answer>", 1)[1] for c in closed] == [f"{h}</answer>" for h in held]
 
 
