@@ -35,11 +35,9 @@ def test_blocks(source_dir: Path) -> set[str]:
     """The block ids of the source that the training pipeline's corpus puts in its test split."""
     sys.path.insert(0, str(REPO))
     from training.data_hdfs import load_raw
-    from training.dataset import SPLIT_ROOT
     from training.splits import split_examples
 
-    examples = load_raw(source_dir / "HDFS_2pct_dev.log.gz", source_dir / "anomaly_label_dev.csv",
-                        origin=f"{SPLIT_ROOT}/hdfs_2pct/HDFS_2pct_dev.log.gz")
+    examples = load_raw(source_dir / "HDFS_2pct_dev.log.gz", source_dir / "anomaly_label_dev.csv")
     return {e.sid for e in split_examples(examples)["test"]}
 
 

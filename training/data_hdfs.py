@@ -49,18 +49,30 @@ def raw_sessions(log_path: Path, label_path: Path) -> Iterator[Session]:
         raise ValueError(f"{log_path}: {skipped.count} unparseable lines, e.g. {skipped.examples[0]}")
 
 
+# An HDFS example's split key starts with its origin (``training.splits``). The released models' splits were keyed with
+# the config's spelling of the datasets folder, ``../shared/datasets``; a path spelt another way (absolute,
+# $RATIONAD_SHARED, another checkout, a benchmark's own constant) split the same sessions differently, so an
+# evaluation or a benchmark's "test-split blocks" read from there held sessions the model was trained on. The origin
+# is that spelling joined to the file's folder and name, wherever the file lies: the same data splits the same from
+# any path, for every caller.
+SPLIT_ROOT = "../shared/datasets"
+
+
+def split_origin(path: Path) -> str:
+    """The origin of the examples read from ``path`` (``<SPLIT_ROOT>/<its folder>/<its name>``)."""
+    return f"{SPLIT_ROOT}/{path.parent.name}/{path.name}"
+
+
 def load_raw(log_path: Path, label_path: Path, *, count_tokens: Callable[[str], int] = approx_tokens,
-             max_prompt_tokens: int = 1024, keep_sessions: bool = False, origin: str | None = None) -> list[Example]:
-    """``origin``: the examples' origin (their split key's first part, ``training.splits``); the path by default."""
-    return list(_examples(raw_sessions(log_path, label_path), origin or str(log_path), count_tokens,
+             max_prompt_tokens: int = 1024, keep_sessions: bool = False) -> list[Example]:
+    return list(_examples(raw_sessions(log_path, label_path), split_origin(log_path), count_tokens,
                           max_prompt_tokens, keep_sessions))
 
 
 def load_rendered(jsonl_path: Path, *, seed: int = 0, limit: int | None = None,
                   count_tokens: Callable[[str], int] = approx_tokens, max_prompt_tokens: int = 1024,
-                  keep_sessions: bool = False, origin: str | None = None) -> list[Example]:
-    """Rendered sessions of ``hdfs_sessions.jsonl`` (unknown template ids raise ValueError naming file:line);
-    ``origin`` as for ``load_raw``."""
+                  keep_sessions: bool = False) -> list[Example]:
+    """Rendered sessions of ``hdfs_sessions.jsonl`` (unknown template ids raise ValueError naming file:line)."""
     from itertools import islice
 
     from rationad.replay import sessions_from_hdfs_jsonl
@@ -68,4 +80,4 @@ def load_rendered(jsonl_path: Path, *, seed: int = 0, limit: int | None = None,
     sessions = sessions_from_hdfs_jsonl(jsonl_path, seed=seed)
     if limit is not None:
         sessions = islice(sessions, limit)
-    return list(_examples(sessions, origin or str(jsonl_path), count_tokens, max_prompt_tokens, keep_sessions))
+    return list(_examples(sessions, split_origin(jsonl_path), count_tokens, max_prompt_tokens, keep_sessions))

@@ -76,12 +76,6 @@ class Corpus:
         return h.hexdigest()[:16]
 
 
-# An HDFS example's split key starts with its origin (``training.splits``). The released models' splits were keyed with
-# the config's spelling of the datasets folder, ``../shared/datasets``; a path spelt another way (absolute,
-# $RATIONAD_SHARED, another checkout) split the same sessions differently, so an evaluation run from there scored test
-# sessions the model was trained on. The origin is that spelling joined to the file's place under the folder, wherever
-# the folder lies: the same data splits the same from any path.
-SPLIT_ROOT = "../shared/datasets"
 
 
 def load_corpus(cfg: DataConfig, count_tokens: Callable[[str], int] = approx_tokens) -> Corpus:
@@ -93,12 +87,10 @@ def load_corpus(cfg: DataConfig, count_tokens: Callable[[str], int] = approx_tok
     reports = []
     examples = load_rendered(d / "hdfs_sessions/hdfs_sessions.jsonl", seed=cfg.render_seed,
                              limit=cfg.hdfs_rendered_limit, count_tokens=count_tokens,
-                             max_prompt_tokens=cfg.max_prompt_tokens, keep_sessions=keep,
-                             origin=f"{SPLIT_ROOT}/hdfs_sessions/hdfs_sessions.jsonl")
+                             max_prompt_tokens=cfg.max_prompt_tokens, keep_sessions=keep)
     if cfg.use_hdfs_raw:
         examples += load_raw(d / "hdfs_2pct/HDFS_2pct_dev.log.gz", d / "hdfs_2pct/anomaly_label_dev.csv",
-                             count_tokens=count_tokens, max_prompt_tokens=cfg.max_prompt_tokens, keep_sessions=keep,
-                             origin=f"{SPLIT_ROOT}/hdfs_2pct/HDFS_2pct_dev.log.gz")
+                             count_tokens=count_tokens, max_prompt_tokens=cfg.max_prompt_tokens, keep_sessions=keep)
     for name in ("bgl", "spirit"):
         ex, rep = load_templates(d / f"templates/{name}_templates_dev.csv", d / "rationanomaly/anomaly_patch.json", name)
         reports.append("label correction: " + rep.text())

@@ -46,10 +46,8 @@ def test_the_embedded_demo_sample_holds_test_split_blocks_only(datasets):
     from rationad import demo
 
     from training.data_hdfs import load_raw
-    from training.dataset import SPLIT_ROOT
 
     src = datasets / "hdfs_2pct"
-    examples = load_raw(src / "HDFS_2pct_dev.log.gz", src / "anomaly_label_dev.csv",
-                        origin=f"{SPLIT_ROOT}/hdfs_2pct/HDFS_2pct_dev.log.gz")
+    examples = load_raw(src / "HDFS_2pct_dev.log.gz", src / "anomaly_label_dev.csv")
     where = {e.sid: s for s, ex in split_examples(examples).items() for e in ex}
     assert {where[b] for b in demo.sample_labels()} == {"test"}

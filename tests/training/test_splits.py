@@ -28,10 +28,12 @@ def test_splits_deterministic_disjoint_and_unseen(hdfs_examples, template_exampl
 
 def test_hdfs_split_does_not_depend_on_how_the_datasets_path_is_spelt(datasets, tmp_path, monkeypatch):
     """The split key holds the examples' origin: the absolute path and the config's ``../shared/datasets`` split
-    alike (the released models' keys), or an evaluation run from another spelling scores trained sessions."""
+    alike (the released models' keys), or an evaluation run from another spelling scores trained sessions; and a
+    caller reading the file itself (a benchmark choosing test-split blocks) gets the same origin."""
     import os
 
-    from training.dataset import SPLIT_ROOT, DataConfig, load_corpus
+    from training.data_hdfs import SPLIT_ROOT
+    from training.dataset import DataConfig, load_corpus
 
     (tmp_path / "repo").mkdir()
     (tmp_path / "shared").symlink_to(datasets.parent)
@@ -41,3 +43,7 @@ def test_hdfs_split_does_not_depend_on_how_the_datasets_path_is_spelt(datasets, 
     assert corpora[0].hash() == corpora[1].hash() == corpora[2].hash()
     assert {e.origin for e in corpora[0].splits["train"] if e.task == "hdfs"} == {
         f"{SPLIT_ROOT}/hdfs_sessions/hdfs_sessions.jsonl"}
+    from training.data_hdfs import load_rendered
+
+    alone = load_rendered(datasets / "hdfs_sessions/hdfs_sessions.jsonl", limit=300)
+    assert {e.origin for e in alone} == {f"{SPLIT_ROOT}/hdfs_sessions/hdfs_sessions.jsonl"}
