@@ -29,6 +29,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from training.prompt_stamp import stamp
+
 SUFFIX_A, SUFFIX_B = ".lora_A.weight", ".lora_B.weight"
 
 
@@ -57,8 +59,9 @@ def shrink_pair(a, b, scale: float, rank: int, new_scale: float):
 
 def shrink(adapter: Path, rank: int, out: Path) -> dict[str, Any]:
     """Write ``out`` (adapter_config.json, adapter_model.safetensors, shrink.json) with every LoRA module cut to
-    ``rank``; returns the report written to ``shrink.json``. The source's manifest stays behind: it describes the
-    source's training and figures, and export writes the new adapter's own."""
+    ``rank``; returns the report written to ``shrink.json``. The source's manifest stays behind (it describes the
+    source's training and figures, and export writes the new adapter's own) but for the prompt it was trained on:
+    the cut's manifest names that ``prompt_version`` (``training.prompt_stamp``)."""
     from safetensors.torch import load_file, save_file
 
     cfg_file, weights = adapter / "adapter_config.json", adapter / "adapter_model.safetensors"
@@ -99,6 +102,8 @@ def shrink(adapter: Path, rank: int, out: Path) -> dict[str, Any]:
                               "mean": sum(values) / len(values)},
               "lowest": sorted(kept.items(), key=lambda kv: kv[1])[:5]}
     (out / "shrink.json").write_text(json.dumps(report, indent=1) + "\n")
+    if source.get("prompt_version"):  # the cut was trained on the source's prompt: judged and served with it (review:
+        stamp(out, source["prompt_version"])  # without it, a cut of 0.3.2 was served the bare prompt, no rule sentence)
     return report
 
 

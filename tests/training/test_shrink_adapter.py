@@ -50,6 +50,19 @@ def test_update_of_lower_true_rank_is_kept_exactly(tmp_path):
     assert torch.allclose(new, (12.0 / 6) * b @ a, atol=1e-4)
 
 
+def test_the_cut_names_the_prompt_its_source_was_trained_on(tmp_path):
+    """Found by review: the cut kept no ``prompt_version``, so export stamped the bare prompt and a cut of 0.3.2 was
+    judged and served without the rule sentence and the walk it was trained to continue."""
+    from training.prompt_stamp import manifest_prompt
+
+    g = torch.Generator().manual_seed(2)
+    src = _adapter(tmp_path, torch.randn(6, 20, generator=g), torch.randn(12, 6, generator=g))
+    (src / "manifest.json").write_text(json.dumps({"name": "a", "version": "0.3.2",
+                                                   "prompt_version": "rationad-prompt-v1+unfinished+walk+rule"}))
+    shrink(src, 4, tmp_path / "out")
+    assert manifest_prompt(tmp_path / "out") == "rationad-prompt-v1+unfinished+walk+rule"
+
+
 def test_bad_rank_and_missing_files_name_the_problem(tmp_path):
     g = torch.Generator().manual_seed(2)
     src = _adapter(tmp_path, torch.randn(6, 8, generator=g), torch.randn(8, 6, generator=g))
