@@ -155,7 +155,8 @@ def main(argv: list[str] | None = None) -> None:
         elif stage == "sft":
             from training.config import section
             from training.dataset import read_jsonl
-            from training.sft import SFTParams, chain_text, finished_run, run_identity, stage_resume, train_sft
+            from training.sft import (SFTParams, chain_text, finished_run, refuse_changed, run_identity, stage_resume,
+                                      train_sft)
 
             p = section(cfg, "sft", SFTParams, a.config)
             if a.smoke:
@@ -163,8 +164,10 @@ def main(argv: list[str] | None = None) -> None:
             if a.checkpoint_every_secs is not None:
                 p.checkpoint_every_secs = a.checkpoint_every_secs
             rows = read_jsonl(out / "data" / "sft_train.jsonl")
-            done = a.resume and finished_run(out / "sft" / "sft_metrics.json", run_identity("sft", base, rows, p,
-                                                                                           init_adapter=None))
+            identity = run_identity("sft", base, rows, p, init_adapter=None)
+            done = a.resume and finished_run(out / "sft" / "sft_metrics.json", identity)
+            if a.resume and not done:
+                refuse_changed(out / "sft" / "sft_metrics.json", identity)
             if done:
                 print(f"[sft] finished already ({len(done['runs'])} run(s), {done['steps']} steps): not resumed",
                       flush=True)

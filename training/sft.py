@@ -134,9 +134,10 @@ def finished_run(metrics_file: Path, identity: dict[str, Any]) -> dict[str, Any]
 
 def stage_resume(resume: str | Path | None, checkpoints: Path, metrics_file: Path, stage: str) -> str | Path | None:
     """The pipeline's ``--resume last`` for one stage: ``"last"`` when ``checkpoints`` holds one; None (start) when the
-    stage has nothing to resume (it never ran, or its last run finished: on an SFT adapter or data since changed, it
-    is trained again); a ``ResumeError`` naming the files when its last run stopped unfinished but its checkpoints are
-    gone (its work would be lost). Other values are returned as they are."""
+    stage has nothing to resume (it never ran, or its last run finished: GRPO on an SFT adapter or data since changed
+    is trained again; a finished SFT that trained something else is refused before, ``refuse_changed``); a
+    ``ResumeError`` naming the files when its last run stopped unfinished but its checkpoints are gone (its work would
+    be lost). Other values are returned as they are."""
     if str(resume) != "last" or (checkpoints.is_dir() and any(checkpoints.glob("checkpoint-*"))):
         return resume
     runs = (json.loads(metrics_file.read_text()).get("runs") or []) if metrics_file.is_file() else []
@@ -173,17 +174,35 @@ def check_resume(checkpoint: Path, identity: dict[str, Any]) -> list[dict[str, A
         saved = json.loads(f.read_text())
     except (OSError, ValueError) as exc:
         raise ResumeError(f"{f}: unreadable ({exc})") from exc
-    was = saved.get("identity", {})
-    diff = sorted({k for k in set(was) | set(identity) if was.get(k) != identity.get(k)})
-    if "params" in diff:
-        p0, p1 = was.get("params", {}), identity["params"]
-        diff.remove("params")
-        diff += [f"params.{k}" for k in sorted(set(p0) | set(p1)) if p0.get(k) != p1.get(k)]
-    if diff:
-        detail = "; ".join(f"{k}: checkpoint {_get(was, k)!r}, now {_get(identity, k)!r}" for k in diff)
+    detail = identity_diff(saved.get("identity", {}), identity, "checkpoint")
+    if detail:
         raise ResumeError(f"{f}: the checkpoint trains something else than this run ({detail}); resume with the same "
                           "base, data and configuration, or start without --resume in a new output folder")
     return list(saved.get("runs", []))
+
+
+def identity_diff(was: dict[str, Any], now: dict[str, Any], what: str) -> str:
+    """How two run identities differ, key by key (``params.<name>`` for a parameter), or "" when they do not."""
+    diff = sorted({k for k in set(was) | set(now) if was.get(k) != now.get(k)})
+    if "params" in diff:
+        p0, p1 = was.get("params") or {}, now.get("params") or {}
+        diff.remove("params")
+        diff += [f"params.{k}" for k in sorted(set(p0) | set(p1)) if p0.get(k) != p1.get(k)]
+    return "; ".join(f"{k}: {what} {_get(was, k)!r}, now {_get(now, k)!r}" for k in diff)
+
+
+def refuse_changed(metrics_file: Path, identity: dict[str, Any]) -> None:
+    """``--resume`` on a stage whose last run finished training something else (other rows, parameters or base, or an
+    adapter continued by hand with ``training.sft --init-adapter``): a ``ResumeError`` naming the file and what
+    differs. It was trained again from the base without a word, replacing the adapter (review, 2026-12-07)."""
+    if not metrics_file.is_file():
+        return
+    m = json.loads(metrics_file.read_text())
+    runs = m.get("runs") or []
+    if runs and runs[-1].get("finished") and (detail := identity_diff(m.get("identity") or {}, identity, "trained")):
+        raise ResumeError(f"{metrics_file}: its adapter was trained on something else than this run ({detail}); "
+                          "--resume does not train it again: run without --resume to train it anew, or leave the "
+                          "stage out of --stages to keep it")
 
 
 def _get(d: dict, dotted: str) -> Any:

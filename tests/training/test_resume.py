@@ -234,3 +234,42 @@ def test_grpo_s_sampler_draws_each_epoch_s_order_from_its_epoch():
         resumed = sampler()
         resumed.set_epoch(epoch)
         assert list(resumed) == epochs[epoch]
+
+
+@pytest.mark.parametrize("case", ["data changed", "continued by hand"])
+def test_resume_last_refuses_a_finished_sft_that_trained_something_else(tmp_path, monkeypatch, case):
+    """Found by review (2026-12-07), failing before its fix: ``--resume last`` on an SFT stage whose last run finished
+    on other rows (one row more), or on an adapter continued by hand (``training.sft --init-adapter``, as
+    cpu_continue.toml says), trained SFT again from the base without a word, replacing the adapter."""
+    import training.pipeline as pl
+    import training.sft as sft
+    from training.config import load, section
+
+    base = tmp_path / "base"
+    base.mkdir()
+    (base / "config.json").write_text('{"model_type": "llama"}')
+    (base / "model.safetensors").write_bytes(b"w")
+    out = tmp_path / "out"
+    (out / "data").mkdir(parents=True)
+    (out / "sft" / "adapter").mkdir(parents=True)
+    cfg = tmp_path / "cfg.toml"
+    cfg.write_text(f'name = "x"\nversion = "0.1"\nout = "{out}"\n[base]\npath = "{base}"\n[sft]\nlora_r = 8\n')
+    p = section(load(cfg), "sft", sft.SFTParams, cfg)
+    rows = [{"prompt": [{"role": "user", "content": f"row {i}"}], "completion": []} for i in range(5)]
+    trained = rows if case == "continued by hand" else rows[:4]
+    starts = {"init_adapter": {"version": "0.3.1"}} if case == "continued by hand" else {"init_adapter": None}
+    (out / "data" / "sft_train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (out / "sft" / "sft_metrics.json").write_text(json.dumps(
+        {"runs": [{"finished": True}], "steps": 9, "identity": sft.run_identity("sft", base, trained, p, **starts)}))
+    calls = []
+    monkeypatch.setattr(sft, "train_sft", lambda *a, **k: calls.append(k) or {"runs": [{"finished": True}]})
+    monkeypatch.setattr(pl, "ship_neighbours", lambda *a, **k: None)
+    with pytest.raises(sft.ResumeError, match="sft_metrics.json: its adapter was trained on something else than this "
+                                              "run \\((data_sha256|init_adapter)"):
+        pl.main(["--config", str(cfg), "--stages", "sft", "--resume", "last"])
+    assert calls == []
+    (out / "sft" / "sft_metrics.json").write_text(json.dumps(  # the same run finished: skipped, as before
+        {"runs": [{"finished": True}], "steps": 9, "identity": sft.run_identity("sft", base, rows, p,
+                                                                                 init_adapter=None)}))
+    pl.main(["--config", str(cfg), "--stages", "sft", "--resume", "last"])
+    assert calls == []
