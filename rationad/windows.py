@@ -524,7 +524,7 @@ class Sessionizer:
                 if cur.opened_at > limit:
                     break
                 # A key's older window is finished: its key's lines go on in the newer one (no revision follows).
-                closed.append(self._close(cur, "max_open" if self._open.get(cur.key) is cur
+                closed.append(self._close(cur, "max_open" if self._live(cur)
                                           else (cur.cut or "gap") if spec.mode == "session" else "window_end"))
             if not self._windows:
                 return closed
@@ -753,9 +753,17 @@ class Sessionizer:
                     n += 1
         return n
 
+    def _live(self, cur: _Open) -> bool:
+        """Whether ``cur`` is where its key's lines go on: its newest window, or an older one (opened for lines dated
+        before a ``max_open`` cut) while the key has no newer window and ``cur`` was not cut beside one. Cut by
+        ``max_open``, such a window is unfinished and its revision follows (review: a key whose first line was stamped
+        ahead, or whose zone-less local clock went back an hour, had its 600 s cuts closed as "gap", judged finished,
+        each revision 1 without the lines before)."""
+        return self._open.get(cur.key) is cur or (cur.key not in self._open and cur.cut is None)
+
     def _close(self, cur: _Open, reason: str) -> Session:
         key = cur.key
-        newest = self._open.get(key) is cur
+        newest = self._live(cur)
         del self._windows[cur.wid]
         self._unlink(cur)
         self._open_bytes -= cur.nbytes + cur.context_bytes

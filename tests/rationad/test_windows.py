@@ -1204,3 +1204,23 @@ def test_a_line_dated_before_a_max_open_cut_does_not_break_the_key_s_revision_ch
     add(first + 1400, 6, wall + 1400, "deleted")
     [last] = w.flush("shutdown")
     assert last.revision == 3 and len(last.context) == 5
+
+
+def test_a_key_logging_on_after_a_line_stamped_ahead_is_cut_as_unfinished_revisions():
+    """Found by review (2026-12-07), failing before its fix: after a max_open cut whose first line was stamped an
+    hour ahead (or a zone-less local clock going back an hour), the key's lines went to windows "older" than the cut,
+    and each 600 s wall-clock cut of them closed as "gap": judged as a finished session, always revision 1, without
+    the lines before it. They are the key's live window: cut as max_open, one revision after another."""
+    s = Sessionizer(WindowSpec(mode="session", gap_secs=300, max_span_secs=3600, max_lines=1000, max_open_secs=600,
+                               max_future_secs=86400))
+    t0 = 1_700_000_000.0
+    out = s.add(line("other", t0, 0), t0)
+    out += s.add(line("K", t0 + 3600, 1), t0)
+    for i in range(1, 300):
+        now = t0 + i * 10
+        out += s.add(line("K", now, 1 + i), now)
+        out += s.tick(now)
+    cuts = [(x.close_reason, x.revision, bool(x.context)) for x in out if x.key == "K"]
+    assert cuts[0] == ("max_open", 1, False)  # the line stamped ahead, alone
+    assert all(reason == "max_open" for reason, _, _ in cuts)
+    assert [rev for _, rev, _ in cuts[2:]] == list(range(2, len(cuts))) and all(ctx for _, _, ctx in cuts[2:])
