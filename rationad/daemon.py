@@ -61,6 +61,7 @@ YIELD_EVERY_LINES = 500  # lines parsed (or records routed) between yields to th
 YIELD_SECS = 0.05
 CACHE_RECOVERY_TIMEOUT_SECS = 120.0  # a durable cache that cannot be recovered in time is skipped, not waited for
 PRODUCE_STUCK_NOT_READY_SECS = 10.0  # outputs unacknowledged this long make /readyz fail
+FUTURE_WARN_EVERY_SECS = 60  # a line dated too far ahead is logged once in this time at most (the metric counts all)
 MAX_PARTITION_FETCH_BYTES = 4 * 1024 * 1024
 # After the drain budget, closing the Kafka clients, the cache and the servers shares this many seconds; the model
 # client closes last, in ENGINE_CLOSE_SECS at most (an in-process engine's join): the supervisor's grace period must
@@ -161,6 +162,8 @@ class Daemon:
         self._draining = False
         self._joined = False
         self._paused = False
+        self._future_warned: float | None = None  # when a line dated too far ahead was last logged
+        self._future_lines = 0  # such lines since
         self._last_loop = time.monotonic()
         # Since when the main loop waits on the consumer group (joining, or a rebalance: from the revocation to the
         # next assignment), None when it does not: aiokafka's fetch waits out a rebalance whatever its timeout, up to
@@ -620,9 +623,16 @@ class Daemon:
 
     def _on_future(self, line, ahead_secs: float) -> None:
         # A timestamp too far ahead of the wall clock would close every open session: the line is taken as untimed.
+        # Said once a minute at most, with the count since (a host whose clock says 2099 sent a warning per line:
+        # a log flood, and the loop slowed 20 times; review), and counted in the metric every time.
         self.metrics.late_lines.labels("future_untimed").inc()
-        log.warning("future_timestamp", key=line.key, offset=line.offset, ahead_secs=round(ahead_secs),
-                    max_future_secs=self.s.sessions.max_future_secs)
+        self._future_lines += 1
+        now = time.monotonic()
+        if self._future_warned is None or now - self._future_warned >= FUTURE_WARN_EVERY_SECS:
+            log.warning("future_timestamp", key=line.key, offset=line.offset, ahead_secs=round(ahead_secs),
+                        max_future_secs=self.s.sessions.max_future_secs, lines=self._future_lines,
+                        note=f"one warning a {FUTURE_WARN_EVERY_SECS} s at most; lines counts those since the last")
+            self._future_warned, self._future_lines = now, 0
 
     async def _on_revoked(self, revoked) -> None:
         self._group_wait_since = time.monotonic()  # a rebalance begins: the fetch waits until the next assignment
