@@ -158,3 +158,31 @@ def test_validation_gates_on_sequences_absent_from_training_too(corpus, datasets
     unseen = by_name["HDFS unseen sequences (val)"]
     train_views = {e.view_key for e in corpus.splits["train"]}
     assert unseen.sessions and all(e.view_key not in train_views for m in unseen.members for e in m)
+
+
+def test_the_baselines_command_scores_the_kb_rules_as_the_evaluate_stage_does(tmp_path, monkeypatch,
+                                                                                template_examples):
+    """Found by review (2026-12-07): ``python -m training.baselines`` scored the KB baseline with the served rules
+    (BGL test 0.622) while the evaluate and gate stages score it with the rules cut to training evidence (0.524)."""
+    import json
+    from types import SimpleNamespace
+
+    from rationad.template_rules import match_rule
+
+    from training import baselines, evaluate, pipeline
+    from training.splits import split_examples
+
+    seen = []
+    corpus = SimpleNamespace(splits=split_examples(template_examples), hash=lambda: "h")
+    monkeypatch.setattr(pipeline, "prepare_base", lambda cfg: tmp_path)
+    monkeypatch.setattr(evaluate, "eval_inputs", lambda *a: (evaluate.EvalParams(), SimpleNamespace(datasets=tmp_path),
+                                                            corpus))
+    monkeypatch.setattr(evaluate, "build_sets", lambda *a, **k: [])
+    monkeypatch.setattr(evaluate, "kb_baseline", lambda sets: seen.append(match_rule("memory test: miscompare")[0]))
+    monkeypatch.setattr(evaluate, "baseline_results", lambda *a: {"trained_on": {}})
+    monkeypatch.setattr(evaluate, "baseline_report", lambda *a: "")
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'out = "{tmp_path / "out"}"\n')
+    baselines.main(["--config", str(cfg)])
+    assert seen == [None]  # "miscompare" is a test-only word: no rule while the KB is scored
+    assert json.loads((tmp_path / "out" / "eval" / "baselines.json").read_text())["rules_dropped"]
