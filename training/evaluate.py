@@ -547,7 +547,7 @@ def _judge_all(p: EvalParams, dc: DataConfig, corpus: Corpus, out: Path, base: P
     print(results_table({"kb": results["kb"]}), flush=True)
     baselines = baseline_results(corpus, test_sets, val_sets or build_sets(corpus, p, "val", val_mode=True,
                                                                           datasets=dc.datasets), results["kb"])
-    from training.gate import score_key, serving_identity, store_scores
+    from training.gate import adapter_sha, score_key, serving_identity, store_scores
 
     val: dict[str, Any] = {}
     for m in models:
@@ -563,7 +563,9 @@ def _judge_all(p: EvalParams, dc: DataConfig, corpus: Corpus, out: Path, base: P
                                                                    "baselines": baselines}, indent=1))
     scores = {m: f1_of(v) for m, v in val.items()}
     released = max(scores, key=lambda m: (scores[m], m == "sft")) if scores else "sft"
-    choice = {"released": released, "validation_mean_f1": scores}
+    # the adapters judged: the gate and export refuse an adapter replaced since (``gate.candidate_identity``)
+    choice = {"released": released, "validation_mean_f1": scores,
+              "adapters": {m: adapter_sha(out / m / "adapter") for m in models}}
     (eval_dir / "choice.json").write_text(json.dumps(choice, indent=1))
     (eval_dir / "metrics.json").write_text(json.dumps({"test": results, "val": val, "choice": choice,
                                                        "baselines": baselines, "rules_dropped": dropped}, indent=1))

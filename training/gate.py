@@ -229,10 +229,23 @@ def adapter_sha(folder: Path | None) -> str | None:
 
 
 def candidate_identity(out: Path) -> tuple[str, str | None]:
-    """(stage, adapter file sha256) of the candidate the evaluate stage chose (``sft`` without a choice)."""
+    """(stage, adapter file sha256) of the candidate the evaluate stage chose (``sft`` without a choice). A
+    ``GateError`` when an adapter the evaluation judged has changed since (SFT trained again after an evaluation that
+    chose GRPO trained from the old one): the gate judged and export released it with the old evaluation's figures
+    in its manifest (review, 2026-12-07)."""
     choice_file = out / "eval" / "choice.json"
-    stage = json.loads(choice_file.read_text())["released"] if choice_file.is_file() else "sft"
-    return stage, adapter_sha(out / stage / "adapter")
+    choice = json.loads(choice_file.read_text()) if choice_file.is_file() else {"released": "sft"}
+    stage = choice["released"]
+    sha = adapter_sha(out / stage / "adapter")
+    # every adapter the evaluation judged (an evaluation from before they were recorded: none): GRPO's figures are
+    # of the SFT adapter it was trained from as well
+    for m, judged in (choice.get("adapters") or {}).items():
+        if adapter_sha(out / m / "adapter") != judged:
+            raise GateError(f"{choice_file}: the evaluation judged the {m} adapter {judged}, but {out / m / 'adapter'} "
+                            f"now holds {adapter_sha(out / m / 'adapter')}: its figures are not this candidate's; run "
+                            "--stages evaluate,gate,export again (grpo first, where GRPO was trained from the old SFT "
+                            "adapter)")
+    return stage, sha
 
 
 def check_export(out: Path, smoke: bool, force: bool, released: Path | None = None) -> dict[str, Any] | None:

@@ -119,6 +119,24 @@ def test_export_refuses_an_adapter_the_gate_did_not_judge(tmp_path):
         check_export(tmp_path, smoke=False, force=False)
 
 
+def test_gate_and_export_refuse_a_candidate_whose_adapters_changed_since_the_evaluation(tmp_path):
+    """Found by review (2026-12-07), failing before its fix: after an evaluation that chose GRPO, SFT trained again
+    (``--stages sft,gate,export``): the gate judged the old GRPO adapter, trained from the replaced SFT one, and export
+    released it with the old evaluation's figures. The evaluation records the adapters it judged."""
+    for m in ("sft", "grpo"):
+        (tmp_path / m / "adapter").mkdir(parents=True)
+        (tmp_path / m / "adapter" / "adapter_model.safetensors").write_bytes(f"{m} weights".encode())
+    from training.gate import adapter_sha
+
+    (tmp_path / "eval").mkdir()
+    judged = {m: adapter_sha(tmp_path / m / "adapter") for m in ("sft", "grpo")}
+    (tmp_path / "eval" / "choice.json").write_text(json.dumps({"released": "grpo", "adapters": judged}))
+    assert candidate_identity(tmp_path) == ("grpo", judged["grpo"])
+    (tmp_path / "sft" / "adapter" / "adapter_model.safetensors").write_bytes(b"sft trained again")
+    with pytest.raises(GateError, match="choice.json: the evaluation judged the sft adapter .* now holds"):
+        candidate_identity(tmp_path)
+
+
 def test_export_refuses_when_the_released_adapter_changed_since_the_gate(tmp_path):
     """Found by review (2026-12-06), failing before its fix: the gate did not record which released adapter the
     candidate beat, so a run gated against 0.3.1 could replace a 0.3.3 exported since by another run."""
