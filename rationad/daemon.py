@@ -609,15 +609,23 @@ class Daemon:
         self._group_wait_since = None
         for tp in assigned:
             self._parts[tp] = _Part(Sessionizer(self.spec, topic=tp.topic, partition=tp.partition,
-                                                on_late=self._on_late, on_future=self._on_future),
+                                                on_late=self._on_late, on_future=self._on_future,
+                                                on_step=self._on_step),
                                     seen=SeenLines() if tp.topic == self.internal else None)
         self._joined = True
         if self._paused:  # the consumer's new partition states start unpaused: backpressure holds for them too
             self.consumer.pause(*assigned)
         log.info("partitions_assigned", partitions=sorted(f"{tp.topic}:{tp.partition}" for tp in assigned))
 
+    def _on_step(self, line, back_secs: float) -> None:
+        # Rare (each takes 10 s of late lines) and worth a look: a host's clock set back, or an old file shipped again.
+        self.metrics.clock_steps.inc()
+        log.warning("source_clock_stepped_back", topic=line.topic, partition=line.partition, key=line.key,
+                    offset=line.offset, source=None if line.source is None else f"{line.source[0]}:{line.source[1]}",
+                    back_secs=round(back_secs), note="event time follows the source's clock from here")
+
     def _on_late(self, line, lateness_secs: float) -> None:
-        # Late lines are never dropped: they are judged in a window of their own.
+        # Late lines are never dropped: they are judged in a window of their key's late lines.
         self.metrics.late_lines.labels("own_window").inc()
         log.debug("late_line", key=line.key, offset=line.offset, lateness_secs=round(lateness_secs, 3))
 

@@ -26,7 +26,12 @@ class Metrics:
             registry=r,
         )
         self.late_lines = Counter(
-            "rationad_late_lines_total", "Lines judged in a window of their own (own_window) or taken as untimed (future_untimed)", ["action"], registry=r
+            "rationad_late_lines_total", "Lines judged in a window of their key's late lines (own_window) or taken "
+            "as untimed (future_untimed)", ["action"], registry=r,
+        )
+        self.clock_steps = Counter(
+            "rationad_source_clock_steps_total", "Sources whose clock went back by more than a session's close (every "
+            "line late for 10 s): event time follows their clock from then on", registry=r,
         )
         self.consumer_lag = Gauge(
             "rationad_consumer_lag_records", "Records between the consumer position and the end of the partition",

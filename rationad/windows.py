@@ -30,14 +30,22 @@ several windows open at once: a line newer than its key's window by more than th
 time bucket) opens a new one, but the earlier window stays open until the watermark (less the allowed lateness)
 passes its close time, so a lagging source's lines, or lines within the allowed lateness, still join it; a line that
 brings two open windows of its key within the gap of each other makes them one (within ``max_span_secs`` and
-``max_lines``). A line later than that whose window has already closed is never dropped: it opens a window of its own
-and the ``on_late`` callback hears how late it was. A line stamped more than ``max_future_secs`` ahead of the wall
-clock (one HDFS line dated 2099) would close every open session and leave each later line a session of its own: it is
-taken as untimed instead (its ``ts`` becomes None and it takes the partition's current event time), never moves the
-watermark, and the ``on_future`` callback hears how far ahead it was. A line within that bound keeps its time but
-moves its source's event time at most the allowed lateness past the wall clock (``_ahead``), so a host whose clock
-jumped hours ahead cannot make the lines after it late either (those stamped within a gap of the wall clock); a
-consumer far behind the wall clock (a backlog older than one gap) can still be made late by such a line.
+``max_lines``). A line later than that whose window has already closed is never dropped: it opens a window of its
+key's late lines, which the key's next late lines join (within the gap and span) and which closes ``LATE_HOLD_SECS``
+of wall clock later (reason ``late``), and the ``on_late`` callback hears how late it was. When every timed line of a
+source has been late for ``STEP_BACK_SECS`` (by the source's own newest time: on-time lines of other hosts in the
+partition break the run), its clock has stepped back (the end of daylight saving on zone-less local time, a shipper
+sending an old file again): the source's event time follows its lines from then on, its late windows go on as
+ordinary ones, and ``on_step`` hears by how much (before, every line of the repeated hour was a session of its own).
+The windows opened before the step wait for its clock to come back to them, or for ``max_open_secs``.
+
+A line stamped more than ``max_future_secs`` ahead of the wall clock (one HDFS line dated 2099) would close every open
+session and leave each later line a session of its own: it is taken as untimed instead (its ``ts`` becomes None and it
+takes the partition's current event time), never moves the watermark, and the ``on_future`` callback hears how far ahead
+it was. A line within that bound keeps its time but moves its source's event time at most the allowed lateness past the
+wall clock (``_ahead``), so a host whose clock jumped hours ahead cannot make the lines after it late either (those
+stamped within a gap of the wall clock); a consumer far behind the wall clock (a backlog older than one gap) can still
+be made late by such a line.
 
 Memory is bounded by ``max_open_sessions``: when a new session would exceed it, the oldest-opened session closes
 early (reason ``evicted``), which is also the one holding back the partition's committable offset. The caller can
@@ -63,7 +71,7 @@ from __future__ import annotations
 
 import heapq
 import math
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Literal
@@ -76,6 +84,15 @@ Mode = Literal["session", "fixed"]
 
 # A source (an input partition feeding a repartition-topic partition) quiet this long no longer holds the watermark.
 SOURCE_IDLE_SECS = 30.0
+# A key's late lines (their window already closed) gather in a window of their own for this long in wall-clock time,
+# then it closes (reason ``late``): a lagging host or a buffering shipper gives one session per key and spell, not one
+# per line.
+LATE_HOLD_SECS = 30.0
+# A source whose timed lines have all been late (each past its own window's close) for this long in wall-clock time,
+# by its own newest time, has had its clock stepped back (the end of daylight saving on zone-less local time, a
+# shipper replaying an old file): its event time follows its lines from then on. Shorter than ``LATE_HOLD_SECS``, so
+# the late windows of the step's first lines are still open then and go on as ordinary windows.
+STEP_BACK_SECS = 10.0
 
 # What one open line costs beyond its text, for ``Sessionizer.open_bytes``: the LogLine object (96 bytes with
 # slots), the headers of its raw and message strings (49 bytes each), its time and offset objects, its session key
@@ -193,6 +210,7 @@ class _Open:
     cut: str | None = None  # an older window of its key: why a newer line did not join it ("gap", "span", ...)
     merged: bool = False  # took another window's lines: ``lines`` no longer in arrival order
     sched: int = 0  # seq of its live ``Sessionizer._deadlines`` entry (older entries for it are stale)
+    late_until: float | None = None  # a window of late lines: wall clock at which it closes (``LATE_HOLD_SECS``)
 
 
 def line_bytes(line: LogLine) -> int:
@@ -202,6 +220,7 @@ def line_bytes(line: LogLine) -> int:
 
 LateCallback = Callable[[LogLine, float], None]  # (line, seconds behind the partition's event time)
 FutureCallback = Callable[[LogLine, float], None]  # (line as received, seconds ahead of the wall clock)
+StepCallback = Callable[[LogLine, float], None]  # (the line that showed it, seconds its source's clock went back)
 
 
 def _ahead_bound(spec: WindowSpec) -> float | None:
@@ -217,12 +236,14 @@ class Sessionizer:
     _fast_path = True  # the in-order fast path of ``add`` (tests switch it off to compare it with the general path)
 
     def __init__(self, spec: WindowSpec, *, topic: str = "", partition: int = 0,
-                 on_late: LateCallback | None = None, on_future: FutureCallback | None = None) -> None:
+                 on_late: LateCallback | None = None, on_future: FutureCallback | None = None,
+                 on_step: StepCallback | None = None) -> None:
         self.spec = spec
         self.topic = topic
         self.partition = partition
         self.on_late = on_late
         self.on_future = on_future
+        self.on_step = on_step
         # Every open window by ``_Open.wid``: insertion order = opening order (oldest first). An OrderedDict, because
         # sessions leave from the front (evicted, max_open): a plain dict scans the freed slots at its front on every
         # next(iter(...)).
@@ -241,13 +262,15 @@ class Sessionizer:
         self._max_ts: float | None = None  # newest event time of any source (untimed lines take it)
         self._last_arrival: float | None = None  # wall clock of the newest line
         # Per source (None, or the (topic, partition) of a repartitioned line's input record): [newest event time or
-        # None, wall clock of its newest line, wall clock of its newest timed line]; ``_event_time`` is the minimum of
+        # None, wall clock of its newest line, wall clock of its newest timed line, wall clock since which its timed
+        # lines have all been late or None, the newest of those late lines' times]; ``_event_time`` is the minimum of
         # those newest event times. Event time moves on with the wall clock from the newest timed line (untimed lines
         # do not restart it: they move no event time); idleness counts from any line.
         self._sources: dict[object, list] = {}
         self._event_time: float | None = None
         self._paused_at: float | None = None  # wall clock of the last tick while the caller's input was paused
         self._held_secs = 0.0  # wall clock the caller's input has been paused, in all
+        self._late_q: deque[tuple[float, int]] = deque()  # (``late_until``, ``wid``) of windows of late lines, in order
         self._open_bytes = 0
         # Keys whose last session closed by "max_open" -> that session's revision and first event time; bounded, oldest
         # forgotten first.
@@ -316,8 +339,8 @@ class Sessionizer:
         if self._event_time is None:  # no line has had a time: untimed lines took their arrival, so does the watermark
             return None if self._last_arrival is None else now - self._held_secs
         if len(self._sources) == 1:
-            ts, _, timed = next(iter(self._sources.values()))
-            return ts + max(0.0, now - timed)
+            st = next(iter(self._sources.values()))
+            return st[0] + max(0.0, now - st[2])
         return min(ts + max(0.0, now - timed) for ts, timed in self._followed(now))
 
     def _followed(self, now: float) -> list[tuple[float, float]]:
@@ -356,7 +379,7 @@ class Sessionizer:
         """A line of ``source`` arrived at ``now`` with event time ``ts`` (None: untimed)."""
         st = self._sources.get(source)
         if st is None:
-            st = self._sources[source] = [None, now, now]
+            st = self._sources[source] = [None, now, now, None, None]
             self._solo = st if source is None and len(self._sources) == 1 else None
         st[1] = now
         if ts is not None:
@@ -386,6 +409,8 @@ class Sessionizer:
                     and ts - now <= self._fast_future:
                 self._last_arrival = now
                 st[1] = st[2] = now
+                if st[3] is not None:  # a line on time: its source's clock has not stepped back
+                    st[3] = None
                 if self._ahead_raw:  # a timed line within the bound: the source's untimed lines follow it again
                     self._ahead_raw.pop(None if src is None else src[:2], None)
                 if ts > st[0]:
@@ -436,6 +461,8 @@ class Sessionizer:
                 self._ahead_raw[key] = ts
         elif timed and self._ahead_raw:  # within the bound: the source's untimed lines follow its timed lines again
             self._ahead_raw.pop(None if src is None else src[:2], None)
+        if timed:
+            self._step_watch(line, wts, now)
         if timed and (self._max_ts is None or wts > self._max_ts):
             self._max_ts = wts
         by_arrival = self._event_time is None
@@ -454,12 +481,9 @@ class Sessionizer:
             cur = home
         elif cur is not None and not fits:
             if self._is_older(cur, ts):
-                if self._would_be_closed(ts):
-                    # It belongs to a window of this key that has already closed: never dropped, judged on its own.
-                    self._late(line, ts)
-                    closed.append(self._session(self._late_open(line, ts), "late"))
-                    return closed
-                cur, older = None, True  # before the newest window, but the watermark has not closed its time yet
+                # before the newest window: in a window beside it (below: of late lines, when the watermark has closed
+                # its time already)
+                cur, older = None, True
             elif self._waits(cur, now):
                 # Newer than the key's window by more than the gap (span, bucket), but the watermark has not passed
                 # that window's close time: a lagging source (or a line within the allowed lateness) may still add
@@ -473,11 +497,14 @@ class Sessionizer:
             else:
                 closed.append(self._close(cur, self._reason_for(cur, ts)))
                 cur = None
+        late = False
         if cur is None:
             if self._would_be_closed(ts):
-                self._late(line, ts)  # its window opens and closes at the next tick
-                # ... beside its key's: it takes no revision, nor the lines carried for the key's next one
-                older = True
+                # It belongs to a window of this key that has already closed: never dropped, judged in a window of the
+                # key's late lines (``LATE_HOLD_SECS``), beside its key's: it takes no revision, nor the lines carried
+                # for the key's next one
+                self._late(line, ts)
+                older = late = True
             elif not older and self._revisions and (cut := self._revisions.get(short_key(line.key))) is not None \
                     and ts < cut[1]:
                 older = True  # dated before the session max_open cut: not its continuation either
@@ -485,7 +512,7 @@ class Sessionizer:
                 closed += self._room_beside(line.key)
             if len(self._windows) >= spec.max_open_sessions:
                 closed.append(self._close(next(iter(self._windows.values())), "evicted"))
-            cur = self._new(line, ts, now, by_arrival, older)
+            cur = self._new(line, ts, now, by_arrival, older, late)
         if ts < cur.last_ts:
             cur.disordered = True
         cur.lines.append(line)
@@ -535,11 +562,23 @@ class Sessionizer:
         if wm is None:
             return closed
         horizon = wm - spec.allowed_lateness_secs
+        while self._late_q and self._late_q[0][0] <= now:  # windows of late lines whose time is up
+            _, wid = self._late_q.popleft()
+            cur = self._windows.get(wid)
+            if cur is None or cur.late_until is None:  # closed, merged away, or no longer late
+                continue
+            cur.late_until = None
+            due = self._deadline(cur)
+            if due is not None and due < horizon:
+                closed.append(self._close(cur, "late"))
+            else:  # its source's clock stepped back meanwhile (``_step_back``): an ordinary window from now on
+                cur.cut = None
+                self._schedule(cur)
         while self._deadlines and self._deadlines[0][0] < horizon:
             _, seq, wid = heapq.heappop(self._deadlines)
             cur = self._windows.get(wid)
-            if cur is None or seq != cur.sched:  # closed, merged away, or rescheduled
-                continue
+            if cur is None or seq != cur.sched or cur.late_until is not None:  # closed, merged away, rescheduled, or
+                continue  # a window of late lines (closed above when its time is up)
             due = self._deadline(cur)
             if due is None or due >= horizon:
                 if due is not None:
@@ -555,6 +594,8 @@ class Sessionizer:
         for st in self._sources.values():
             st[1] += secs
             st[2] += secs
+            if st[3] is not None:
+                st[3] += secs
         if self._last_arrival is not None:
             self._last_arrival += secs
         self._held_secs += secs  # the arrival-time clock of untimed lines, while no line has had a time
@@ -563,6 +604,7 @@ class Sessionizer:
         """Close every open session (end of input, shutdown, quiet stream)."""
         closed = [self._close(cur, reason) for cur in list(self._windows.values())]
         self._deadlines.clear()
+        self._late_q.clear()
         return closed
 
     # ---- internals ------------------------------------------------------------------------------------------
@@ -598,8 +640,10 @@ class Sessionizer:
 
     def _would_be_closed(self, ts: float) -> bool:
         """Would a window holding only a line at ``ts`` already be past its close time?"""
-        if self._event_time is None:
-            return False
+        return self._event_time is not None and self._past(ts, self._event_time)
+
+    def _past(self, ts: float, event_time: float) -> bool:
+        """Would a window holding only a line at ``ts`` be past its close time at ``event_time``?"""
         spec = self.spec  # what ``_deadline`` gives for such a window, without building one
         if spec.mode == "session":
             assert spec.gap_secs is not None
@@ -608,7 +652,36 @@ class Sessionizer:
             due = (math.floor(ts / spec.window_secs) + 1) * spec.window_secs
         else:
             return False
-        return due < self._event_time - spec.allowed_lateness_secs
+        return due < event_time - spec.allowed_lateness_secs
+
+    def _step_watch(self, line: LogLine, ts: float, now: float) -> None:
+        """A timed line at ``ts`` of its source: late by the source's own newest time, or not. When all of them have
+        been late for ``STEP_BACK_SECS``, the source's clock stepped back: ``_step_back``."""
+        st = self._sources.get(None if line.source is None else line.source[:2])
+        if st is None or st[0] is None:
+            return
+        if not self._past(ts, st[0]):
+            st[3] = None
+        elif st[3] is None:
+            st[3], st[4] = now, ts
+        else:
+            st[4] = max(st[4], ts)
+            if now - st[3] >= STEP_BACK_SECS:
+                self._step_back(line, st)
+
+    def _step_back(self, line: LogLine, st: list) -> None:
+        """The source's clock went back: its newest event time becomes its late lines' newest, so the watermark
+        follows its clock again. Nothing closes sooner for it (a watermark that goes back only delays closes): the
+        windows opened before the step wait for the source's clock to come back to them, or for ``max_open_secs``;
+        the key's lines after the step gather in a window beside (its late window, which is no longer past its
+        close and goes on as an ordinary one)."""
+        back = st[0] - st[4]
+        st[0], st[3], st[4] = st[4], None, None
+        self._ahead_raw.pop(None if line.source is None else line.source[:2], None)
+        times = [v[0] for v in self._sources.values() if v[0] is not None]
+        self._event_time, self._max_ts = min(times), max(times)
+        if self.on_step is not None:
+            self.on_step(line, back)
 
     def _deadline(self, cur: _Open, older: bool | None = None) -> float | None:
         """When ``cur`` may close; ``older``: as one of its key's older windows (default: whether it is one)."""
@@ -648,14 +721,18 @@ class Sessionizer:
         self._seq += 1
         return self._seq
 
-    def _new(self, line: LogLine, ts: float, now: float, by_arrival: bool, older: bool) -> _Open:
-        """Open a window for ``line``: its key's newest, or (``older``) one dated before the newest."""
+    def _new(self, line: LogLine, ts: float, now: float, by_arrival: bool, older: bool, late: bool = False) -> _Open:
+        """Open a window for ``line``: its key's newest, or (``older``) one dated before the newest, or (``late``)
+        one for the key's late lines, closed ``LATE_HOLD_SECS`` from now."""
         key = line.key
         self._wid += 1
         cur = _Open(key, ts, ts, line.offset, bucket=self._bucket(ts), opened_at=now,
                     part=self._part_at(key, line.offset), by_arrival=by_arrival, wid=self._wid)
         self._windows[cur.wid] = cur
-        if older:  # a window of its own beside the newer one, revision 1 like a late line's
+        if late:
+            cur.cut, cur.late_until = "late", now + LATE_HOLD_SECS
+            self._late_q.append((cur.late_until, cur.wid))
+        if older:  # a window of its own beside the newer one, revision 1
             self._older.setdefault(key, []).append(cur)
         else:
             if self._revisions or self._carried:
@@ -710,6 +787,8 @@ class Sessionizer:
                 gone.lines.extend(keep.lines)
                 keep.lines = gone.lines
             keep.merged = keep.disordered = True
+            if gone.late_until is None and keep.late_until is not None:  # late lines and others: not late as a whole
+                keep.late_until, keep.cut = None, gone.cut
             keep.first_ts, keep.last_ts = min(keep.first_ts, gone.first_ts), max(keep.last_ts, gone.last_ts)
             keep.first_offset = min(keep.first_offset, gone.first_offset)
             keep.nbytes += gone.nbytes
@@ -813,14 +892,6 @@ class Sessionizer:
             newest = max(v[0] for v in self._split.values())
             self._split = {k: v for k, v in self._split.items() if v[0] >= newest}
             self._split_limit = max(SPLIT_KEYS, 2 * len(self._split))
-
-    def _late_open(self, line: LogLine, ts: float) -> _Open:
-        """A late line's own session. Its record may hold lines of the open sessions of its key, even their first
-        (a multi-line record, a repartition pack): it comes after them there, and its ``part`` says so (else it
-        shared that session's event id)."""
-        part = self._part_at(line.key, line.offset)
-        self._took(line.key, line.offset, self._taken(line.key, line.offset) + 1)
-        return _Open(line.key, ts, ts, line.offset, lines=[line], part=part)
 
     def _session(self, cur: _Open, reason: str) -> Session:
         lines = cur.lines if not cur.merged else sorted(cur.lines, key=lambda x: x.offset)  # back in arrival order

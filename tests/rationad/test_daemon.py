@@ -1632,3 +1632,27 @@ def test_lines_dated_too_far_ahead_are_logged_once_a_minute_and_all_counted(monk
     d._future_warned -= 61
     d._on_future(line, 86_400 * 30)
     assert [kw["lines"] for _, kw in warned] == [1, 1_000]
+
+
+def test_a_source_clock_stepped_back_is_warned_and_counted(monkeypatch):
+    """The windows of an assigned partition tell the daemon when a source's clock stepped back (rationad.windows
+    STEP_BACK_SECS): one warning naming where, by how much, and the metric."""
+    from types import SimpleNamespace
+
+    from rationad.records import LogLine
+
+    warned = []
+    monkeypatch.setattr(daemon_mod, "log", SimpleNamespace(warning=lambda event, **kw: warned.append((event, kw)),
+                                                           info=lambda *a, **kw: None, debug=lambda *a, **kw: None))
+    d, _, _ = make(settings(sessions={"mode": "session"}), [])
+    d._on_assigned([TP])
+    windows = d._parts[TP].sessionizer
+    t0 = 1_700_000_000.0
+    back = 3 * 86_400  # three days back at 20 s: every line after it late by its source's own time
+    for i in range(0, 60, 2):
+        ts = t0 + i - (back if i >= 20 else 0)
+        windows.add(LogLine(key=f"k{i % 3}", message="m", raw="m", ts=ts, topic=TP.topic, partition=TP.partition,
+                            offset=i), t0 + i)
+    assert [(e, kw["topic"], kw["partition"], kw["back_secs"]) for e, kw in warned] == [
+        ("source_clock_stepped_back", "logs", 0, back - 12)]  # from the line at 18 s to the late one at 30 s
+    assert d.metrics.clock_steps._value.get() == 1

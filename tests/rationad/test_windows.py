@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from rationad.config import SessionsConfig
 from rationad.records import LogLine
-from rationad.windows import LINE_OVERHEAD_BYTES, Sessionizer, WindowSpec, resolve_spec
+from rationad.windows import LATE_HOLD_SECS, LINE_OVERHEAD_BYTES, Sessionizer, WindowSpec, resolve_spec
 
 
 class Clock:
@@ -97,17 +97,22 @@ def test_late_line_of_a_closed_window_is_kept_and_reported():
     assert [s.key for s in w.tick(0)] == ["a"]
     w.add(line("a", 1, 2), 0)  # a's window closed at 10; the line is 99 s late
     assert late == [99]
-    closed = w.tick(0)
-    assert [(s.key, s.first_offset) for s in closed] == [("a", 2)]  # not lost: its own session
+    w.add(line("a", 3, 3), 1)  # the key's next late line joins it
+    assert [s.key for s in w.tick(LATE_HOLD_SECS - 1)] == ["z"]  # held for the key's late lines...
+    closed = w.tick(LATE_HOLD_SECS)  # ... then closed: not lost, a session of its own
+    assert [(s.key, s.close_reason, [x.offset for x in s.lines]) for s in closed] == [("a", "late", [2, 3])]
 
 
 def test_line_older_than_the_open_window_is_its_own_late_session():
     late: list[float] = []
     w = Sessionizer(session_spec(), on_late=lambda ln, by: late.append(by))
     w.add(line("a", 100, 0), 0)
-    (s,) = w.add(line("a", 50, 1), 0)
+    assert w.add(line("a", 50, 1), 0) == []
+    assert late == [50] and w.open_count == 2
+    w.tick(0, paused=True)  # (paused: the open window's gap does not pass meanwhile)
+    (s,) = w.tick(LATE_HOLD_SECS, paused=True)
     assert (s.key, s.close_reason, s.first_offset) == ("a", "late", 1)
-    assert late == [50] and w.open_count == 1
+    assert w.open_count == 1
 
 
 def test_a_late_line_in_the_record_that_opened_its_keys_session_gets_its_own_event_id():
@@ -119,8 +124,10 @@ def test_a_late_line_in_the_record_that_opened_its_keys_session_gets_its_own_eve
     m = ModelInfo("m", "1")
     w = Sessionizer(session_spec())
     w.add(line("a", 100, 5, "opens"), 0)
-    (late,) = w.add(line("a", 50, 5, "late"), 0)  # the same record, dated before the open window
+    assert w.add(line("a", 50, 5, "late"), 0) == []  # the same record, dated before the open window
     w.add(line("a", 101, 5, "joins"), 0)
+    w.tick(0, paused=True)
+    (late,) = w.tick(LATE_HOLD_SECS, paused=True)
     (opened,) = w.flush("end_of_input")
     assert (late.close_reason, late.first_offset, late.part) == ("late", 5, 1)
     assert (opened.first_offset, opened.part, [x.message for x in opened.lines]) == (5, 0, ["opens", "joins"])
@@ -128,8 +135,8 @@ def test_a_late_line_in_the_record_that_opened_its_keys_session_gets_its_own_eve
 
     w = Sessionizer(session_spec(max_lines=2))  # the record goes on after both: the next session there comes third
     out = [s for i, ts in enumerate((100, 50, 101, 102)) for s in w.add(line("a", ts, 5, f"m{i}"), 0)]
-    out += w.flush("end_of_input")
-    assert [(s.close_reason, s.part, len(s.lines)) for s in out] == [("late", 1, 1), ("max_lines", 0, 2),
+    out += w.tick(0, paused=True) + w.tick(LATE_HOLD_SECS, paused=True) + w.flush("end_of_input")
+    assert [(s.close_reason, s.part, len(s.lines)) for s in out] == [("max_lines", 0, 2), ("late", 1, 1),
                                                                       ("end_of_input", 3, 1)]
     assert len({event_id(s, m) for s in out}) == 3
 
@@ -1097,12 +1104,12 @@ def test_late_lines_of_a_key_without_an_open_window_cost_a_bounded_look_each():
     out = []
     for i in range(n):
         out += w.add(line("blk", 1_000 - 20 * i, i + 1), 0)  # each over a gap before the last
-    out += w.tick(0)
+    out += w.tick(LATE_HOLD_SECS)
     assert looks < 3 * n * MAX_OLDER_PER_KEY // 2  # not n * n / 2
     assert len(w._older.get("blk", ())) <= MAX_OLDER_PER_KEY
     late = [s for s in out if s.key == "blk"]
     assert sorted(x.offset for s in late for x in s.lines) == list(range(1, n + 1))  # every line, once
-    assert {s.close_reason for s in late} == {"gap"}  # closed early, or at the tick as before
+    assert {s.close_reason for s in late} == {"late"}  # closed early, or when their time is up
 
 
 def test_lines_of_a_lagging_source_open_a_bounded_number_of_windows_beside_their_keys_newest():
@@ -1224,3 +1231,79 @@ def test_a_key_logging_on_after_a_line_stamped_ahead_is_cut_as_unfinished_revisi
     assert cuts[0] == ("max_open", 1, False)  # the line stamped ahead, alone
     assert all(reason == "max_open" for reason, _, _ in cuts)
     assert [rev for _, rev, _ in cuts[2:]] == list(range(2, len(cuts))) and all(ctx for _, _, ctx in cuts[2:])
+
+
+def _local_clock_stream(step_at: int, back: float, minutes: int = 80, keys: int = 5):
+    """Lines of ``keys`` hosts, one every 2 s round robin, stamped in zone-less local time (four hours behind the
+    wall clock); at ``step_at`` seconds the clock goes back ``back`` seconds. Yields (line, wall clock)."""
+    wall, local = 1_700_000_000.0, 1_700_000_000.0 - 4 * 3600
+    for n, i in enumerate(range(0, minutes * 60, 2)):
+        stamp = local + i - (back if i >= step_at else 0)
+        yield line(f"h{n % keys}", stamp, n, f"h{n % keys}-{n}"), wall + i
+
+
+def test_a_source_clock_stepped_back_an_hour_does_not_make_each_line_a_session():
+    """Found by review (2026-12-07), failing before its fix: at the end of daylight saving on zone-less local time,
+    every line of the repeated hour was late (its key's window had closed by the clock before), and each one became a
+    session of its own: 1,649 one-line sessions of 2,400 lines, each judged alone. Now a key's late lines gather in a
+    window of late lines, and once every line of the source has been late for STEP_BACK_SECS its event time follows
+    its clock: the hour after the step windows as the hour before it did."""
+    steps: list[float] = []
+    w = Sessionizer(WindowSpec(mode="session", gap_secs=300, max_span_secs=3600, max_lines=1000, max_open_secs=600,
+                               max_future_secs=86400), on_step=lambda ln, back: steps.append(back))
+    out, n = [], 0
+    for ln, now in _local_clock_stream(step_at=600, back=3600):
+        out += w.add(ln, now)
+        out += w.tick(now)
+        n += 1
+    out += w.flush("end_of_input")
+    assert sorted(x.offset for s in out for x in s.lines) == list(range(n))  # every line, once
+    assert len(steps) == 1 and 3_500 < steps[0] < 3_600  # said once, by about the hour
+    assert min(len(s.lines) for s in out) >= 50  # no line alone: the 600 s max_open cuts of 5 hosts at 2 s
+    assert len(out) <= 45 and {s.close_reason for s in out} <= {"max_open", "end_of_input"}
+
+
+def test_a_host_lagging_behind_others_on_its_partition_is_no_clock_step_and_its_late_lines_group():
+    """A partition carrying a host whose shipper is ten minutes behind the others: its lines are late (windows of
+    their own as before), but the on-time hosts' lines between them mean the partition's clock did not step back:
+    event time stays with them. The late lines of a key gather for LATE_HOLD_SECS instead of one session each."""
+    steps: list[float] = []
+    w = Sessionizer(WindowSpec(mode="session", gap_secs=300, max_span_secs=3600, max_lines=1000, max_open_secs=600),
+                    on_step=lambda ln, back: steps.append(back))
+    t0, out = 1_700_000_000.0, []
+    for i in range(0, 1200):
+        now = t0 + i
+        out += w.add(line("on-time", now, 2 * i), now)
+        out += w.add(line("lagging", now - 900, 2 * i + 1), now)  # 15 minutes behind: a gap and more
+        out += w.tick(now)
+    out += w.flush("end_of_input")
+    assert steps == []
+    assert sorted(x.offset for s in out for x in s.lines) == list(range(2400))
+    lagging = [s for s in out if s.key == "lagging"]
+    assert {s.close_reason for s in lagging} <= {"late", "end_of_input"}
+    assert len(lagging) <= 1200 // LATE_HOLD_SECS + 2  # a session a LATE_HOLD_SECS, not one a line
+    on_time = [s for s in out if s.key == "on-time"]
+    assert [s.close_reason for s in on_time] == ["max_open", "end_of_input"]  # unsplit by the late lines
+
+
+def test_a_repartitioned_source_whose_clock_stepped_back_holds_back_only_through_the_minimum():
+    """On a repartition-topic partition each input partition is a source: one whose clock stepped back is followed
+    (its sessions window as before the step), and, as any source behind the others, it holds the partition's
+    watermark back to its own time (a session of the other source waits for it, or for max_open)."""
+    steps: list[float] = []
+    w = Sessionizer(WindowSpec(mode="session", gap_secs=300, max_span_secs=3600, max_lines=1000, max_open_secs=600),
+                    on_step=lambda ln, back: steps.append(back))
+    t0, out, n = 1_700_000_000.0, [], 0
+    for i in range(0, 1200, 2):
+        now = t0 + i
+        stepped = now - (7200 if i >= 300 else 0)
+        for src, ts in ((0, now), (1, stepped)):
+            ln = line(f"k{src}", ts, n, f"{src}-{n}")
+            ln.source = ("in", src, i)
+            out += w.add(ln, now)
+            n += 1
+        out += w.tick(now)
+    out += w.flush("end_of_input")
+    assert len(steps) == 1 and 7_000 < steps[0] <= 7_200
+    assert sorted(x.offset for s in out for x in s.lines) == list(range(n))
+    assert min(len(s.lines) for s in out) > 10  # k1's lines after the step group: no session of a line or two
