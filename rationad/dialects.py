@@ -8,8 +8,8 @@
   than ``max_lines_per_record`` non-blank lines (``too_many_lines``). Parsing is linear in the record's size: the
   lines continuing an entry are joined once, when the entry ends.
 - format ``json``: the value is a JSON object; the log line is ``json_message_field``; ``json_key_field`` (if set)
-  overrides the dialect's session key and ``timestamp_field`` (if set) its timestamp (epoch seconds or ISO-8601;
-  an ISO time without a zone is UTC).
+  overrides the dialect's session key and ``timestamp_field`` (if set) its timestamp (an epoch number in seconds, milliseconds,
+  microseconds or nanoseconds, told apart by size, or ISO-8601; an ISO time without a zone is UTC).
 
 Dialects (``Parser.source`` is the log source name the prompt shows):
 
@@ -188,8 +188,25 @@ def bgl_fields(line: str) -> tuple[str, float, str, str]:
 # ---- timestamps and keys from JSON ---------------------------------------------------------------------------------
 
 
+# Epoch numbers past year 9999 in seconds are milliseconds, then microseconds, then nanoseconds (what JSON loggers
+# write: Java's and JavaScript's clocks give milliseconds, Go's and OpenTelemetry's nanoseconds). No value that reads
+# as seconds reads otherwise: only dates before 1978 (milliseconds) or 1970-01-03 (finer) would be taken for seconds.
+_EPOCH_UNITS = (1.0, 1e3, 1e6, 1e9)
+_EPOCH_TEXT = re.compile(r"\d{1,30}(?:\.\d{1,30})?")
+
+
+def _epoch(number: float, shown: str) -> float:
+    """Epoch seconds from an epoch number in seconds, milliseconds, microseconds or nanoseconds (``_EPOCH_UNITS``)."""
+    if math.isfinite(number) and number >= 0:
+        for unit in _EPOCH_UNITS:
+            if number <= MAX_EPOCH * unit:
+                return number / unit
+    raise BadRecord("bad_timestamp", f"timestamp out of range: {shown}")
+
+
 def parse_timestamp(value: object) -> float:
-    """Epoch seconds from a JSON value: a number (epoch seconds) or an ISO-8601 string (no zone = UTC)."""
+    """Epoch seconds from a JSON value: an epoch number (seconds, or milliseconds, microseconds or nanoseconds, told
+    apart by size), as a number or a string of digits, or an ISO-8601 string (no zone = UTC)."""
     if isinstance(value, bool):
         raise BadRecord("bad_timestamp", f"timestamp is a boolean: {value!r}")
     if isinstance(value, int | float):
@@ -197,13 +214,13 @@ def parse_timestamp(value: object) -> float:
             ts = float(value)
         except OverflowError:
             raise BadRecord("bad_timestamp", "timestamp out of range: an integer too large for a float") from None
-        if not math.isfinite(ts) or not 0 <= ts <= MAX_EPOCH:
-            raise BadRecord("bad_timestamp", f"timestamp out of range: {value!r}")
-        return ts
+        return _epoch(ts, repr(value))
     if isinstance(value, str):
         try:
             dt = datetime.fromisoformat(value.strip())
         except ValueError:
+            if _EPOCH_TEXT.fullmatch(value.strip()):  # "1700000000.5": ISO-8601 first ("20081109" is a date)
+                return _epoch(float(value), _snippet(value))
             raise BadRecord("bad_timestamp", f"not an ISO-8601 time or epoch number: {_snippet(value)}") from None
         if dt.tzinfo is None:
             dt = dt.replace(tzinfo=UTC)

@@ -292,14 +292,25 @@ def test_bad_records_say_why(kw, value, reason):
 @pytest.mark.parametrize(
     ("value", "expected"),
     [(0, 0.0), (1226262975, 1226262975.0), (1226262975.25, 1226262975.25), ("2008-11-09 20:36:15", 1226262975.0),
-     ("2008-11-09T21:36:15+01:00", 1226262975.0)],
+     ("2008-11-09T21:36:15+01:00", 1226262975.0),
+     # epoch milliseconds, microseconds, nanoseconds (told apart by size) and epoch numbers written as strings: until
+     # 2026-12-07 every line of a JSON logger writing milliseconds was dead-lettered as bad_timestamp
+     (1226262975250, 1226262975.25), (1226262975250000, 1226262975.25), (1226262975250000000, 1226262975.25),
+     ("1226262975", 1226262975.0), (" 1226262975.25 ", 1226262975.25), ("1226262975250", 1226262975.25),
+     ("20081109", 1226188800.0)],  # ISO-8601's basic date first
 )
 def test_parse_timestamp(value, expected):
-    assert parse_timestamp(value) == expected
+    assert parse_timestamp(value) == pytest.approx(expected, abs=1e-6)
+
+
+def test_a_json_line_stamped_in_epoch_milliseconds_is_timed():
+    p = parser(dialect="generic", format="json", json_key_field="k", timestamp_field="t")
+    (ln,) = p.parse(b'{"message": "m", "k": "a", "t": 1700000000123}')
+    assert ln.ts == pytest.approx(1_700_000_000.123)
 
 
 @pytest.mark.parametrize("value", [True, -1, float("nan"), float("inf"), pytest.param(10**400, id="huge_int"), 1e300,
-                                   "0001-01-01T00:00:00", "soon", None, [1]])
+                                   "0001-01-01T00:00:00", "soon", None, [1], "-1700000000", "1e12", "1" + "0" * 40])
 def test_parse_timestamp_rejects(value):
     with pytest.raises(BadRecord) as exc:
         parse_timestamp(value)
