@@ -8,8 +8,8 @@
   than ``max_lines_per_record`` non-blank lines (``too_many_lines``). Parsing is linear in the record's size: the
   lines continuing an entry are joined once, when the entry ends.
 - format ``json``: the value is a JSON object; the log line is ``json_message_field``; ``json_key_field`` (if set)
-  overrides the dialect's session key and ``timestamp_field`` (if set) its timestamp (an epoch number in seconds, milliseconds,
-  microseconds or nanoseconds, told apart by size, or ISO-8601; an ISO time without a zone is UTC).
+  overrides the dialect's session key and ``timestamp_field`` (if set) its timestamp (an epoch number in seconds,
+  milliseconds, microseconds or nanoseconds, told apart by size, or ISO-8601; an ISO time without a zone is UTC).
 
 Dialects (``Parser.source`` is the log source name the prompt shows):
 
