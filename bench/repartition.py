@@ -44,7 +44,6 @@ import asyncio
 import contextlib
 import csv
 import gzip
-import hashlib
 import json
 import os
 import sys
@@ -252,14 +251,12 @@ async def throughput(args) -> dict:
 # ---- F1 on real HDFS lines ---------------------------------------------------------------------------------------
 def choose_blocks(n: int, anomalous: int, seed: str) -> tuple[dict[str, str], list[tuple[str, bytes]]]:
     """``n`` test-split blocks of the real sample (``anomalous`` of them anomalous), all their lines in file order."""
-    from training.data_hdfs import load_raw
-    from training.splits import split_examples
+    from training.data_hdfs import block_splits
+    from training.splits import seeded_order
 
-    ex = load_raw(HDFS_2PCT / "HDFS_2pct_dev.log.gz", HDFS_2PCT / "anomaly_label_dev.csv")
-    test = {e.sid: e.label for e in split_examples(ex)["test"]}
-    order = lambda ids: sorted(ids, key=lambda b: hashlib.sha256(f"{seed}:{b}".encode()).hexdigest())
-    anom = order([b for b, v in test.items() if v == "anomalous"])[:anomalous]
-    norm = order([b for b, v in test.items() if v == "normal"])[: n - anomalous]
+    test = {b: label for b, (split, label) in block_splits(HDFS_2PCT).items() if split == "test"}
+    anom = seeded_order([b for b, v in test.items() if v == "anomalous"], seed)[:anomalous]
+    norm = seeded_order([b for b, v in test.items() if v == "normal"], seed)[: n - anomalous]
     chosen = {b: "anomalous" for b in anom} | {b: "normal" for b in norm}
     with (HDFS_2PCT / "anomaly_label_dev.csv").open(newline="") as f:  # the labels as the file has them
         file_labels = {r["BlockId"]: r["Label"] for r in csv.DictReader(f)}

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import csv
 import gzip
-import hashlib
 import re
 import sys
 from pathlib import Path
@@ -34,20 +33,17 @@ BLOCK = re.compile(rb"blk_-?\d+")
 def test_blocks(source_dir: Path) -> set[str]:
     """The block ids of the source that the training pipeline's corpus puts in its test split."""
     sys.path.insert(0, str(REPO))
-    from training.data_hdfs import load_raw
-    from training.splits import split_examples
+    from training.data_hdfs import block_splits
 
-    examples = load_raw(source_dir / "HDFS_2pct_dev.log.gz", source_dir / "anomaly_label_dev.csv")
-    return {e.sid for e in split_examples(examples)["test"]}
+    return {b for b, (split, _) in block_splits(source_dir).items() if split == "test"}
 
 
 def choose(labels: dict[str, str], blocks: int, anomalies: int, seed: str) -> set[str]:
     """``anomalies`` anomalous and ``blocks - anomalies`` normal block ids, the first by a seeded SHA-256 order."""
-    def order(ids: list[str]) -> list[str]:
-        return sorted(ids, key=lambda b: hashlib.sha256(f"{seed}:{b}".encode()).hexdigest())
+    from training.splits import seeded_order
 
-    anomalous = order([b for b, v in labels.items() if v == "Anomaly"])
-    normal = order([b for b, v in labels.items() if v == "Normal"])
+    anomalous = seeded_order([b for b, v in labels.items() if v == "Anomaly"], seed)
+    normal = seeded_order([b for b, v in labels.items() if v == "Normal"], seed)
     if len(anomalous) < anomalies or len(normal) < blocks - anomalies:
         raise SystemExit(f"the source has {len(anomalous)} anomalous and {len(normal)} normal blocks: too few")
     return set(anomalous[:anomalies]) | set(normal[: blocks - anomalies])

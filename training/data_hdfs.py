@@ -69,6 +69,16 @@ def load_raw(log_path: Path, label_path: Path, *, count_tokens: Callable[[str], 
                           max_prompt_tokens, keep_sessions))
 
 
+def block_splits(source_dir: Path) -> dict[str, tuple[str, str]]:
+    """Block id -> (split, label) of the real HDFS sample (``HDFS_2pct_dev.log.gz`` and ``anomaly_label_dev.csv`` in
+    ``source_dir``), as the training pipeline's corpus splits them: the demo sample, the benchmarks and the tests that
+    must stay on held-out blocks ask here."""
+    from training.splits import split_examples
+
+    examples = load_raw(source_dir / "HDFS_2pct_dev.log.gz", source_dir / "anomaly_label_dev.csv")
+    return {e.sid: (split, e.label) for split, group in split_examples(examples).items() for e in group}
+
+
 def load_rendered(jsonl_path: Path, *, seed: int = 0, limit: int | None = None,
                   count_tokens: Callable[[str], int] = approx_tokens, max_prompt_tokens: int = 1024,
                   keep_sessions: bool = False) -> list[Example]:

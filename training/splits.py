@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from training.example import Example
 
@@ -28,6 +28,11 @@ def by_fraction(u: float, val: float, test: float) -> str:
     if u < test + val:
         return "val"
     return "train"
+
+
+def seeded_order(ids: Iterable[str], seed: str) -> list[str]:
+    """``ids`` in an order fixed by ``seed`` (SHA-256 of seed and id): how samples and benchmarks pick blocks."""
+    return sorted(ids, key=lambda b: hashlib.sha256(f"{seed}:{b}".encode()).hexdigest())
 
 
 def split_examples(examples: Sequence[Example], *, val: float = 0.1, test: float = 0.2,

@@ -45,9 +45,7 @@ def test_the_embedded_demo_sample_holds_test_split_blocks_only(datasets):
     validation example (265 of the earlier sample's 400 were training blocks)."""
     from rationad import demo
 
-    from training.data_hdfs import load_raw
+    from training.data_hdfs import block_splits
 
-    src = datasets / "hdfs_2pct"
-    examples = load_raw(src / "HDFS_2pct_dev.log.gz", src / "anomaly_label_dev.csv")
-    where = {e.sid: s for s, ex in split_examples(examples).items() for e in ex}
-    assert {where[b] for b in demo.sample_labels()} == {"test"}
+    where = block_splits(datasets / "hdfs_2pct")
+    assert {where[b][0] for b in demo.sample_labels()} == {"test"}
