@@ -155,8 +155,11 @@ class TemplateBook:
         self._carried: OrderedDict[str, tuple[int, float, str | None, float]] = OrderedDict()
         # Templates forgotten (or whose catalog record failed to send) with changes the catalog has not heard of:
         # the next round publishes them (a rare template's verdict forgotten before the round, or lost to one failed
-        # send, was never listed by ``rationad templates``). At most ``max_templates``, the oldest given up first.
-        self.unpublished: deque[TemplateState] = deque(maxlen=max_templates)
+        # send, was never listed by ``rationad templates``). At most ``max_templates`` and ``max_bytes`` of their text,
+        # the oldest given up first (bounded by count alone, a catalog topic refusing writes held up to 100,000
+        # forgotten templates of up to 64 KB each: gigabytes past ``cache.max_bytes``; review 2026-12-07).
+        self._unpublished: deque[TemplateState] = deque()
+        self.unpublished_bytes = 0
 
     def __len__(self) -> int:
         return len(self._states)
@@ -313,7 +316,7 @@ class TemplateBook:
                 return
             del self._states[victim.template]
             if victim.dirty:
-                self.unpublished.append(victim)
+                self._hold_unpublished(victim)
             self.bytes -= victim.nbytes
             if self._ids.get(victim.id) is victim:
                 del self._ids[victim.id]
@@ -323,7 +326,20 @@ class TemplateBook:
         """``st``'s catalog record was not written: publish it again next round (held or forgotten since)."""
         st.dirty = True
         if self._states.get(st.template) is not st:
-            self.unpublished.append(st)
+            self._hold_unpublished(st)
+
+    def _hold_unpublished(self, st: TemplateState) -> None:
+        self._unpublished.append(st)
+        self.unpublished_bytes += st.nbytes
+        while len(self._unpublished) > self.max_templates or self.unpublished_bytes > self.max_bytes:
+            self.unpublished_bytes -= self._unpublished.popleft().nbytes  # the catalog is for people: best effort
+
+    def take_unpublished(self) -> list[TemplateState]:
+        """The forgotten templates whose changes the catalog has not heard of, oldest first; the book lets them go."""
+        out = list(self._unpublished)
+        self._unpublished.clear()
+        self.unpublished_bytes = 0
+        return out
 
     def carry_counts(self, counts: dict[str, tuple[int, float]]) -> None:
         """(count, first_seen) by template id, from this replica's catalog records: templates seen again continue

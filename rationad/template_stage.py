@@ -238,8 +238,7 @@ class TemplateStage:
         only itself (logged), not the round."""
         out = []
         by_source: dict[str, int] = {"model": 0, "operator": 0, "pending": 0}
-        changed = list(self.book.unpublished)
-        self.book.unpublished.clear()
+        changed = self.book.take_unpublished()
         for st in self.book.states():
             by_source[st.source] = by_source.get(st.source, 0) + 1
             if st.dirty:

@@ -671,3 +671,23 @@ async def test_a_long_line_is_masked_once_not_again_when_its_window_closes():
     d, consumer, producer = make(s, [recs([long_line, ROUTINE[0], ROUTINE[1]])])
     await run_until(d, lambda: len(events(producer, s)) == 1)
     assert sum(1 for n in calls if n > 8192) == 1, calls
+
+
+async def test_forgotten_templates_awaiting_the_catalog_are_bounded_in_bytes_too():
+    """Found by review (2026-12-07), failing before its fix: while the catalog topic refused writes (a missing Write
+    grant, a partition without a leader: retriable), every forgotten template's state waited for the next round,
+    bounded by count only (judge templates: 100,000 of up to 64 KB each), so distinct long lines grew memory far past
+    cache.max_bytes. The waiting ones are held within cache.max_bytes as well, the oldest given up first."""
+    ts, p = _catalog_stage(max_bytes=1024 * 1024), _CatalogProducer()
+    p.failing = True  # retriable: every record is kept for the next round
+    for i in range(300):
+        st = ts.book.observe(f"ERROR hostile {chr(97 + i % 26)}{chr(97 + i // 26)} " + "x" * 60_000, 1000.0 + i)
+        ts.book.start_judging(st)
+        ts.book.judged(st.template, "normal", "routine", score=0.1)
+        if i % 30 == 29:
+            await ts.publish(p)
+    held = ts.book.take_unpublished()
+    assert ts.book.bytes <= ts.book.max_bytes
+    assert len(held) >= 10 and sum(st.nbytes for st in held) <= ts.book.max_bytes  # was 17 MiB of template text
+    number = [ord(st.template[14]) - 97 + 26 * (ord(st.template[15]) - 97) for st in held]
+    assert number == sorted(number) and number[-1] >= 250  # the newest kept, the oldest given up
