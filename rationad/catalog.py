@@ -113,9 +113,9 @@ def aggregate(stats: Iterable[TemplateStat]) -> list[TemplateStat]:
     verdict, source, rationale and model version from the replica that saw the template last among those that have a
     verdict (pending only when none has; the model's over a stat written as ``operator``, which releases before
     2026-12-05 wrote for a labelled template). Most seen first, then by template id."""
-    groups: dict[str, list[TemplateStat]] = {}
-    for s in stats:
-        groups.setdefault(s.id, []).append(s)
+    groups: dict[tuple[str, str], list[TemplateStat]] = {}
+    for s in stats:  # by id and text: two templates of one id (a crafted collision) are two rows, not one merged
+        groups.setdefault((s.id, s.template), []).append(s)
     out = []
     for group in groups.values():
         judged = ([s for s in group if s.verdict is not None and s.source == "model"]
@@ -161,7 +161,11 @@ def listing(stats: Iterable[TemplateStat], labels: Iterable[Label]) -> list[dict
                "last_seen": s.last_seen, "verdict": s.verdict, "source": s.source, "rationale": s.rationale,
                "model_version": s.model_version, "model_verdict": s.verdict if s.source == "model" else None,
                "labelled_by": None, "labelled_at": None, "forced": False, "seen": True}
-        label = by_id.pop(s.id, None)
+        label = by_id.get(s.id)
+        if label is not None and label.template == s.template:  # a label applies to the template whose text it names
+            del by_id[s.id]
+        else:
+            label = None
         if label is None and s.source == "operator":  # an earlier release's stat of a label cleared since: no label
             row.update(verdict=None, source="pending", rationale="")  # is in force, and the model's verdict is unknown
         if label is not None:

@@ -468,8 +468,8 @@ async def _label(settings: Settings, args: argparse.Namespace) -> int:
         parsed = _line_templates(settings, target)
         known = next((t for t in (*parsed, target, to_template(target)) if template_id(t) in stats), None)
         tpl = parsed[0] if parsed else to_template(target)  # what a label for a template not seen yet names
-        if known is not None:
-            template, forced = stats[template_id(known)].template, False
+        if known is not None:  # the text that matched (a crafted id collision: not the other template of its id)
+            template, forced = known, False
         elif args.force:
             template, forced = tpl, True
         else:

@@ -234,20 +234,30 @@ class TemplateBook:
         st.ungrounded = ungrounded
         return st
 
-    def set_label(self, tid: str, label: Label | None) -> TemplateState | None:
-        """An operator's label for ``tid`` (None clears it); the template's state if it is held here."""
+    def set_label(self, tid: str, label: Label | None) -> list[TemplateState]:
+        """An operator's label for ``tid`` (None clears it); the states held here whose label changed: the labelled
+        template's, and that of a template whose label on the same id this one replaced (a crafted id collision: the
+        labels topic keeps one label an id, so a restarted replica would have the earlier template unlabelled while
+        this one went on applying the replaced label)."""
+        changed: list[tuple[TemplateState | None, Label | None]] = []
+        old = self._labels.pop(tid, None) if label is None else self._labels.get(tid)
         if label is None:
-            old = self._labels.pop(tid, None)
-            st = self._states.get(old.template) if old is not None else self._ids.get(tid)
+            changed.append((self._states.get(old.template) if old is not None else self._ids.get(tid), None))
         else:
             self._labels[tid] = label
-            st = self._states.get(label.template)
-        if st is not None:
-            st.label = label
+            changed.append((self._states.get(label.template), label))
+            if old is not None and old.template != label.template:
+                changed.append((self._states.get(old.template), None))
+        out = []
+        for st, given in changed:
+            if st is None:
+                continue
+            st.label = given
             st.dirty = True
             if self._states.get(st.template) is st:
                 self._settle(st)
-        return st
+            out.append(st)
+        return out
 
     def start_judging(self, st: TemplateState) -> None:
         """``st`` is sent to the model: it is not forgotten until its answer (or failure) comes back."""

@@ -149,11 +149,12 @@ class TemplateStage:
 
     def on_label(self, tid: str, label) -> None:
         """An operator's label arrived (or was cleared): it decides later windows, and waiting ones now."""
-        st = self.book.set_label(tid, label)
+        changed = self.book.set_label(tid, label)
         log.info("operator_label", template_id=tid, verdict=label.verdict if label else None,
-                 by=label.by if label else None, held=st is not None)
-        if st is not None and st.verdict is None and self.book.needs_model(st, now := self.clock()):
-            self._judge(st, now)  # a cleared label on a template the model never judged
+                 by=label.by if label else None, held=bool(changed))
+        for st in changed:
+            if st.verdict is None and self.book.needs_model(st, now := self.clock()):
+                self._judge(st, now)  # a cleared (or replaced) label on a template the model never judged
         for template in [t for t in self._waiting if template_id(t) == tid]:
             self._resolve(template)
 

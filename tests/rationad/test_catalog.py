@@ -137,3 +137,23 @@ def test_the_catalog_keeps_the_model_s_verdict_under_a_label_and_a_cleared_label
     assert (row["verdict"], row["source"]) == ("anomalous", "model")  # a model stat wins over a legacy label
     (row,) = listing(aggregate([legacy]), [])
     assert (row["verdict"], row["source"], row["rationale"]) == (None, "pending", "")  # no label is in force
+
+
+def test_two_templates_of_one_id_are_listed_apart_and_a_label_marks_only_its_own(monkeypatch):
+    """A crafted id collision (review 2026-12-07, failing before): the catalog merged the two templates into one row
+    (an anomalous one could vanish from ``--verdict anomalous``), and a label naming one was shown on the other."""
+    import rationad.catalog as catalog_mod
+    import rationad.labels as labels_mod
+
+    hostile = "WARN hostile line {*} crafted to share an id"
+    shared = lambda t: "t-0000000000aa" if t in (T2, hostile) else template_id(t)  # noqa: E731
+    monkeypatch.setattr(catalog_mod, "template_id", shared)
+    monkeypatch.setattr(labels_mod, "template_id", shared)
+    stats = aggregate([stat(template=T2, verdict="anomalous", rationale="parity", count=3, instance="r0"),
+                       stat(template=hostile, verdict="normal", rationale="routine", count=6, instance="r1")])
+    assert [(s.template, s.verdict) for s in stats] == [(hostile, "normal"), (T2, "anomalous")]
+    rows = listing(stats, [Label(hostile, "normal", "mine", "mallory", 5.0)])
+    by = {r["template"]: r for r in rows}
+    assert (by[T2]["verdict"], by[T2]["source"]) == ("anomalous", "model")  # not the other template's label
+    assert (by[hostile]["source"], by[hostile]["labelled_by"]) == ("operator", "mallory")
+    assert len(rows) == 2

@@ -718,3 +718,23 @@ async def test_check_config_checks_the_template_level_s_state_topics_as_run_does
                                              "cleanup.policy=delete"]
     assert asked == [("judge.labels_topic", s.judge.labels_topic, False),
                      ("judge.templates_topic", s.judge.templates_topic, False)]
+
+
+def test_a_label_by_text_names_that_text_when_another_template_shares_its_id(broker_state, monkeypatch):
+    """A crafted id collision (review 2026-12-07, failing before): ``rationad label "<template>"`` found the id in
+    the catalog and wrote the label for the catalog's template of that id, the other one."""
+    import rationad.catalog as catalog_mod
+    import rationad.labels as labels_mod
+    import rationad.templates as templates_mod
+    from rationad.catalog import TemplateStat
+    from rationad.templates import template_id, to_template
+
+    tpl, hostile = to_template(BGL_LINE), "WARN hostile line {*} crafted to share an id"
+    shared = lambda t: "t-0000000000aa" if t in (tpl, hostile) else template_id(t)  # noqa: E731
+    for mod in (templates_mod, labels_mod, catalog_mod):  # (the command imports it from rationad.templates as it runs)
+        monkeypatch.setattr(mod, "template_id", shared)
+    broker_state["stats"] = [TemplateStat(hostile, "normal", "model", "routine", "m@1", 6, 1.0, 2.0, "r1"),
+                             *broker_state["stats"]]  # the id's last stat is the other template's
+    assert label_cli(broker_state, hostile, "anomalous", "--reason", "mine") == 0
+    [(_, label, _)] = broker_state["written"]
+    assert label.template == hostile

@@ -164,7 +164,16 @@ def test_two_templates_sharing_an_id_are_held_apart(monkeypatch):
     book.set_label("t-0000000000aa", Label(a, "normal", "scratch disk", "ops", 1.0))
     assert [(u.state.template, u.state.verdict) for u in uses] == [(a, "normal"), (b, "normal")]
     book.set_label("t-0000000000aa", Label(b, "anomalous", "fan dying", "ops", 2.0))  # the id's label is now b's
-    assert book.decide(uses).verdict == "anomalous" and [u.state.template for u in book.decide(uses).anomalous] == [b]
+    # ... and a's is gone, as on a replica restarted from the labels topic, which keeps one label an id (review
+    # 2026-12-07, failing before: a kept the replaced label, normal here, anomalous after a restart)
+    assert book.decide(uses).verdict == "anomalous"
+    assert [(u.state.template, u.state.label is not None) for u in book.decide(uses).anomalous] == [(a, False),
+                                                                                                   (b, True)]
+    restarted = TemplateBook()
+    restarted.set_label("t-0000000000aa", Label(b, "anomalous", "fan dying", "ops", 2.0))
+    again = restarted.uses(window("disk 3 failed"))
+    restarted.judged(a, "anomalous", "a disk failed")
+    assert [u.state.verdict for u in again] == [u.state.verdict for u in book.uses(window("disk 3 failed"))]
 
 
 def test_the_book_is_bounded_in_bytes_as_well_as_in_templates():

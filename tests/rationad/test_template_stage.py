@@ -4,6 +4,7 @@ fake model of tests/rationad/fakes.py (the real broker and vLLM: tests/integrati
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 
 import orjson
@@ -691,3 +692,32 @@ async def test_forgotten_templates_awaiting_the_catalog_are_bounded_in_bytes_too
     assert len(held) >= 10 and sum(st.nbytes for st in held) <= ts.book.max_bytes  # was 17 MiB of template text
     number = [ord(st.template[14]) - 97 + 26 * (ord(st.template[15]) - 97) for st in held]
     assert number == sorted(number) and number[-1] >= 250  # the newest kept, the oldest given up
+
+
+async def test_a_label_replaced_by_another_template_s_on_a_shared_id_sends_the_first_to_the_model():
+    """A crafted id collision (review 2026-12-07): X was known by its label alone; a label for Y on the same id
+    replaces it (the labels topic keeps one label an id), so X has no verdict any more and goes to the model, as a
+    cleared label's template does, instead of keeping the replaced label on this replica only."""
+    import rationad.labels as labels_mod
+    import rationad.template_book as book_mod
+
+    x, y = template_of(DISK.format(n=1)), template_of(Y_LINE.format(n=1))
+    real = template_id
+    shared = lambda t: "t-0000000000aa" if t in (x, y) else real(t)  # noqa: E731
+    for mod in (book_mod, labels_mod, daemon_mod):
+        if hasattr(mod, "template_id"):
+            _patch.setattr(mod, "template_id", shared)
+    _patch.setattr(sys.modules["rationad.template_stage"], "template_id", shared)
+    lx = Label(x, "normal", "scratch disk", "oncall", 1.0)
+    model = CountingModel()
+    d, consumer, _ = make(settings(), [recs([DISK.format(n=1), DISK.format(n=2), DISK.format(n=3)])], model=model,
+                          labels=[lx])
+    task = asyncio.create_task(d.run())
+    try:
+        assert await _wait(lambda: consumer.committed_offset(TP) == 3)
+        assert model.prompts == []  # X decided by its label
+        d.templates.on_label("t-0000000000aa", Label(y, "anomalous", "cache dying", "oncall", 2.0))
+        assert await _wait(lambda: any("disk" in p for p in model.prompts))
+        assert d.templates.book.state(x).label is None
+    finally:
+        await _stop(d, task)
