@@ -618,7 +618,8 @@ class Daemon:
         log.info("partitions_assigned", partitions=sorted(f"{tp.topic}:{tp.partition}" for tp in assigned))
 
     def _on_step(self, line, back_secs: float) -> None:
-        # Rare (each takes 10 s of late lines) and worth a look: a host's clock set back, or an old file shipped again.
+        # Rare (10 s of nothing but late lines; a source mixing clocks, once an hour at most) and worth a look: a
+        # host's clock set back, an old file shipped again, or a host far behind the others on its partition.
         self.metrics.clock_steps.inc()
         log.warning("source_clock_stepped_back", topic=line.topic, partition=line.partition, key=line.key,
                     offset=line.offset, source=None if line.source is None else f"{line.source[0]}:{line.source[1]}",

@@ -37,7 +37,10 @@ source has been late for ``STEP_BACK_SECS`` (by the source's own newest time: on
 partition break the run), its clock has stepped back (the end of daylight saving on zone-less local time, a shipper
 sending an old file again): the source's event time follows its lines from then on, its late windows go on as
 ordinary ones, and ``on_step`` hears by how much (before, every line of the repeated hour was a session of its own).
-The windows opened before the step wait for its clock to come back to them, or for ``max_open_secs``.
+The windows opened before the step wait for its clock to come back to them, or for ``max_open_secs``. A line its key's
+newest window takes is never late here (as on the fast path). A source whose clock leaps ahead of its own pace within
+``STEP_MEMORY_SECS`` of a step mixes clocks (a lagging host whose partition's other hosts were quiet for the run): no
+step is taken for it for ``MIXED_CLOCKS_SECS``.
 
 A line stamped more than ``max_future_secs`` ahead of the wall clock (one HDFS line dated 2099) would close every open
 session and leave each later line a session of its own: it is taken as untimed instead (its ``ts`` becomes None and it
@@ -93,6 +96,11 @@ LATE_HOLD_SECS = 30.0
 # shipper replaying an old file): its event time follows its lines from then on. Shorter than ``LATE_HOLD_SECS``, so
 # the late windows of the step's first lines are still open then and go on as ordinary windows.
 STEP_BACK_SECS = 10.0
+# A source whose clock leaps ahead of its own pace (by more than a session's close) within this long of a step back
+# mixes clocks (a host lagging the others on its partition, which were quiet for STEP_BACK_SECS): no further step is
+# taken for it for MIXED_CLOCKS_SECS (each one swung its event time back and forth by the lag).
+STEP_MEMORY_SECS = 600.0
+MIXED_CLOCKS_SECS = 3_600.0
 
 # What one open line costs beyond its text, for ``Sessionizer.open_bytes``: the LogLine object (96 bytes with
 # slots), the headers of its raw and message strings (49 bytes each), its time and offset objects, its session key
@@ -263,9 +271,10 @@ class Sessionizer:
         self._last_arrival: float | None = None  # wall clock of the newest line
         # Per source (None, or the (topic, partition) of a repartitioned line's input record): [newest event time or
         # None, wall clock of its newest line, wall clock of its newest timed line, wall clock since which its timed
-        # lines have all been late or None, the newest of those late lines' times]; ``_event_time`` is the minimum of
-        # those newest event times. Event time moves on with the wall clock from the newest timed line (untimed lines
-        # do not restart it: they move no event time); idleness counts from any line.
+        # lines have all been late or None, the newest of those late lines' times, wall clock of its last step back
+        # within STEP_MEMORY_SECS or None, wall clock until which no step is taken for it or None]; ``_event_time`` is
+        # the minimum of those newest event times. Event time moves on with the wall clock from the newest timed line
+        # (untimed lines do not restart it: they move no event time); idleness counts from any line.
         self._sources: dict[object, list] = {}
         self._event_time: float | None = None
         self._paused_at: float | None = None  # wall clock of the last tick while the caller's input was paused
@@ -379,7 +388,7 @@ class Sessionizer:
         """A line of ``source`` arrived at ``now`` with event time ``ts`` (None: untimed)."""
         st = self._sources.get(source)
         if st is None:
-            st = self._sources[source] = [None, now, now, None, None]
+            st = self._sources[source] = [None, now, now, None, None, None, None]
             self._solo = st if source is None and len(self._sources) == 1 else None
         st[1] = now
         if ts is not None:
@@ -401,7 +410,7 @@ class Sessionizer:
         # repartitioned line's source partition). Everything the general path below would do for it is done here
         # (written so that a NaN anywhere fails a test and takes the general path).
         st = self._solo if src is None else self._sources.get(src[:2])
-        if st is not None and ts is not None and st[0] is not None and self._fast_path:
+        if st is not None and ts is not None and st[0] is not None and st[5] is None and self._fast_path:
             cur = self._open.get(line.key)
             if cur is not None and (not self._older or line.key not in self._older) and cur.first_ts <= ts \
                     and ts - cur.last_ts <= self._fast_gap \
@@ -409,7 +418,7 @@ class Sessionizer:
                     and ts - now <= self._fast_future:
                 self._last_arrival = now
                 st[1] = st[2] = now
-                if st[3] is not None:  # a line on time: its source's clock has not stepped back
+                if st[3] is not None:  # a line of an open window: its source's clock has not stepped back
                     st[3] = None
                 if self._ahead_raw:  # a timed line within the bound: the source's untimed lines follow it again
                     self._ahead_raw.pop(None if src is None else src[:2], None)
@@ -462,7 +471,7 @@ class Sessionizer:
         elif timed and self._ahead_raw:  # within the bound: the source's untimed lines follow its timed lines again
             self._ahead_raw.pop(None if src is None else src[:2], None)
         if timed:
-            self._step_watch(line, wts, now)
+            self._step_watch(line, wts, now, (c := self._open.get(line.key)) is not None and self._fits(c, ts))
         if timed and (self._max_ts is None or wts > self._max_ts):
             self._max_ts = wts
         by_arrival = self._event_time is None
@@ -594,8 +603,9 @@ class Sessionizer:
         for st in self._sources.values():
             st[1] += secs
             st[2] += secs
-            if st[3] is not None:
-                st[3] += secs
+            for i in (3, 5, 6):  # the late run, the step remembered and the mixed-clocks hold count unpaused time
+                if st[i] is not None:
+                    st[i] += secs
         if self._last_arrival is not None:
             self._last_arrival += secs
         self._held_secs += secs  # the arrival-time clock of untimed lines, while no line has had a time
@@ -654,29 +664,37 @@ class Sessionizer:
             return False
         return due < event_time - spec.allowed_lateness_secs
 
-    def _step_watch(self, line: LogLine, ts: float, now: float) -> None:
-        """A timed line at ``ts`` of its source: late by the source's own newest time, or not. When all of them have
-        been late for ``STEP_BACK_SECS``, the source's clock stepped back: ``_step_back``."""
+    def _step_watch(self, line: LogLine, ts: float, now: float, joins: bool) -> None:
+        """A timed line at ``ts`` of its source (``joins``: its key's newest window takes it, as on the fast path):
+        late by the source's own newest time, or not. When all of them have been late for ``STEP_BACK_SECS``, the
+        source's clock stepped back: ``_step_back``. A leap ahead soon after a step: the source mixes clocks."""
         st = self._sources.get(None if line.source is None else line.source[:2])
         if st is None or st[0] is None:
             return
-        if not self._past(ts, st[0]):
+        if st[5] is not None:  # stepped back lately (the fast path sends its lines here meanwhile)
+            if now - st[5] > STEP_MEMORY_SECS:
+                st[5] = None
+            elif self._past(st[0] + max(0.0, now - st[2]), ts):  # ahead of its own pace by a session's close
+                st[5], st[6] = None, now + MIXED_CLOCKS_SECS
+        if joins or not self._past(ts, st[0]):
+            st[3] = None
+        elif st[6] is not None and now < st[6]:  # mixed clocks: its late lines are late, not a clock stepped back
             st[3] = None
         elif st[3] is None:
             st[3], st[4] = now, ts
         else:
             st[4] = max(st[4], ts)
             if now - st[3] >= STEP_BACK_SECS:
-                self._step_back(line, st)
+                self._step_back(line, st, now)
 
-    def _step_back(self, line: LogLine, st: list) -> None:
+    def _step_back(self, line: LogLine, st: list, now: float) -> None:
         """The source's clock went back: its newest event time becomes its late lines' newest, so the watermark
         follows its clock again. Nothing closes sooner for it (a watermark that goes back only delays closes): the
         windows opened before the step wait for the source's clock to come back to them, or for ``max_open_secs``;
         the key's lines after the step gather in a window beside (its late window, which is no longer past its
         close and goes on as an ordinary one)."""
         back = st[0] - st[4]
-        st[0], st[3], st[4] = st[4], None, None
+        st[0], st[3], st[4], st[5] = st[4], None, None, now
         self._ahead_raw.pop(None if line.source is None else line.source[:2], None)
         times = [v[0] for v in self._sources.values() if v[0] is not None]
         self._event_time, self._max_ts = min(times), max(times)

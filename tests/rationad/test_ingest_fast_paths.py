@@ -151,9 +151,18 @@ _NAN_FROM_A_NEW_SOURCE = [("add", "a", 0, 1, ("in", 0, 0), 0.0)] * 7 + [
     ("add", "a", math.nan, 1, ("in", 1, 0), 0.0), ("add", "a", 1, 1, ("in", 1, 0), 0.0)]
 
 
+# Found by review (2026-12-07): a line more than a gap behind its source's newest time that its key's open window
+# still took (a window wider than the gap) counted as late towards a clock step on the general path, as on time on the
+# fast path: after 10 s of them only the general path took the source's clock as stepped back.
+_BEHIND_INSIDE_ITS_WINDOW = [("add", "a", 0, 1, ("in", 0, 0), 0.0)] + [("add", "a", 4, 1, ("in", 0, 0), 0.0)] * 5 + [
+    ("add", "a", -12, 1, ("in", 0, 0), 0.0)] + [("add", "a", 0.5, 1, ("in", 0, 0), 4.0)] * 4
+
+
 @settings(max_examples=600, deadline=None)
 @example(spec=WindowSpec(mode="session", gap_secs=5.0, max_lines=3, max_open_sessions=2),
          steps=_NAN_FROM_A_NEW_SOURCE, start_ts=0.0, sources="repartitioned")
+@example(spec=WindowSpec(mode="session", gap_secs=5.0, max_lines=50, max_span_secs=100.0),
+         steps=_BEHIND_INSIDE_ITS_WINDOW, start_ts=0.0, sources="none")
 @given(spec=_specs, steps=st.lists(_step, max_size=60), start_ts=st.sampled_from([0.0, 100.0, 995.0]),
        sources=st.sampled_from(["none", "none", "repartitioned", "key c repartitioned"]))
 def test_sessionizer_fast_path_equals_the_general_path(spec: WindowSpec, steps: list, start_ts: float,

@@ -1286,6 +1286,33 @@ def test_a_host_lagging_behind_others_on_its_partition_is_no_clock_step_and_its_
     assert [s.close_reason for s in on_time] == ["max_open", "end_of_input"]  # unsplit by the late lines
 
 
+@pytest.mark.parametrize("on_time_every", [11, 30])
+def test_a_host_lagging_behind_quiet_on_time_hosts_is_taken_for_a_clock_step_once_at_most(on_time_every):
+    """Found by review (2026-12-07), failing before its fix: when the on-time hosts of the partition log less often
+    than every STEP_BACK_SECS, the lagging host's run of late lines was taken for a clock step each time (78 warnings in
+    20 minutes), and each on-time line swung event time forward again by the lag, closing the lagging host's windows
+    as "gap" after two or three lines. A leap ahead soon after a step marks the source as mixing clocks: no further
+    step is taken for it for MIXED_CLOCKS_SECS, and its late lines gather as before."""
+    steps: list[float] = []
+    w = Sessionizer(WindowSpec(mode="session", gap_secs=300, max_span_secs=3600, max_lines=1000, max_open_secs=600),
+                    on_step=lambda ln, back: steps.append(back))
+    t0, out, n = 1_700_000_000.0, [], 0
+    for i in range(0, 1200):
+        now = t0 + i
+        if i % on_time_every == 0:
+            out += w.add(line("on-time", now, n), now)
+            n += 1
+        out += w.add(line("lagging", now - 900, n), now)
+        n += 1
+        out += w.tick(now)
+    out += w.flush("end_of_input")
+    assert len(steps) <= 1
+    assert sorted(x.offset for s in out for x in s.lines) == list(range(n))
+    lagging = [s for s in out if s.key == "lagging"]
+    assert {s.close_reason for s in lagging} <= {"late", "end_of_input"}
+    assert min(len(s.lines) for s in lagging[:-1]) >= 10
+
+
 def test_a_repartitioned_source_whose_clock_stepped_back_holds_back_only_through_the_minimum():
     """On a repartition-topic partition each input partition is a source: one whose clock stepped back is followed
     (its sessions window as before the step), and, as any source behind the others, it holds the partition's
