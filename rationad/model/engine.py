@@ -63,7 +63,16 @@ def engine_core_main(*args: Any, **kwargs: Any) -> Any:
     ``getppid()`` instead: it changes only when the owner process is gone. A spawned child finds this function by
     its module path (it is pickled by reference), so the wrapping needs nothing from the child's environment but
     ``OWNER_PID_ENV``.
+
+    It leaves its owner's process group for a group of its own (its workers follow it): a terminal's Ctrl-C goes to
+    the whole foreground process group, and vLLM's engine core takes SIGINT as "shut down now", so the daemon lost
+    its model in the middle of its own graceful stop (``model_blocked``, ``fatal``, exit 1, the batches in flight not
+    judged). The owner stops the engine core itself (SIGTERM from ``AsyncLLM.shutdown``); a supervisor stopping a
+    whole cgroup (systemd, a container runtime) still reaches it. (Blocking SIGINT cannot do it: a spawned child
+    starts with an empty signal mask, and threads started while its entry point is unpickled take signals.)
     """
+    with contextlib.suppress(OSError):  # (a session leader cannot: then it stays where it is)
+        os.setpgid(0, 0)
     owner = int(os.environ.get(OWNER_PID_ENV) or 0)
     if owner:
         _watch_owner(owner)

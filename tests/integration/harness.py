@@ -149,9 +149,11 @@ class DaemonProcess:
 
     def start(self) -> DaemonProcess:
         env = dict(os.environ, **self.env)
+        # Its own process group. (An in-process engine's core keeps one of its own and dies with the daemon:
+        # rationad.model.engine.engine_core_main.)
         self.proc = subprocess.Popen([sys.executable, "-m", "rationad", "run", "--config", str(self.config)],
                                      cwd=ROOT, stdout=open(self.log_path, "ab"), stderr=subprocess.STDOUT, env=env,
-                                     start_new_session=True)  # its own process group: kill() takes vLLM's children
+                                     start_new_session=True)
         return self
 
     def terminate(self, timeout: float = 120) -> int:
@@ -165,7 +167,7 @@ class DaemonProcess:
         return self.proc.wait(timeout)
 
     def kill(self) -> None:
-        """SIGKILL the daemon and its whole process group (an in-process engine's vLLM children included)."""
+        """SIGKILL the daemon and its whole process group (an in-process engine's vLLM processes end with it)."""
         if self.proc is None:
             return
         try:

@@ -86,7 +86,7 @@ def test_sampled_requests_with_chunk_prefilled_prompts_leave_the_engine_healthy(
 
 
 OWNER_SCRIPT = """
-import asyncio, sys
+import asyncio, signal, sys
 from pathlib import Path
 
 from rationad.config import ModelConfig
@@ -94,6 +94,7 @@ from rationad.model.engine import EngineClient
 
 
 async def main():
+    signal.signal(signal.SIGINT, lambda *_: print("interrupted", flush=True))  # a daemon's graceful stop goes on
     client = EngineClient(ModelConfig(backend="vllm-engine", path=Path(sys.argv[1])))
     await client.start()
     print("started", flush=True)
@@ -116,13 +117,18 @@ def alive(procs: list[psutil.Process]) -> list[str]:
     return out
 
 
-def test_a_sigkilled_owner_takes_its_engine_processes_with_it(model, tmp_path):
+def test_ctrl_c_leaves_the_engine_to_its_owner_and_a_sigkilled_owner_takes_it_along(model, tmp_path):
+    """A terminal's Ctrl-C (SIGINT to the whole foreground process group) reached the engine core, which vLLM shuts
+    down on SIGINT: the daemon lost its model in the middle of its own graceful stop (``model_blocked``, ``fatal``,
+    exit 1; seen with ``rationad demo``, 2026-12-07, failing before its fix). The engine core keeps a process group of
+    its own; the owner stops it. Then a ``kill -9`` of the owner alone still ends it."""
     log_path = tmp_path / "owner.log"
     env = dict(os.environ, VLLM_CPU_KVCACHE_SPACE="1")
     # Output to a file, not a pipe: the engine's processes inherit it, and a pipe nobody reads would block them.
     with open(log_path, "w") as log:
         owner = subprocess.Popen(
-            [sys.executable, "-c", OWNER_SCRIPT, str(model)], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+            [sys.executable, "-c", OWNER_SCRIPT, str(model)], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True,  # a process group of its own, as a shell gives a foreground job
         )
     children: list[psutil.Process] = []
     try:
@@ -134,6 +140,13 @@ def test_a_sigkilled_owner_takes_its_engine_processes_with_it(model, tmp_path):
         children = psutil.Process(owner.pid).children(recursive=True)
         engine = [p for p in children if "resource_tracker" not in " ".join(p.cmdline())]
         assert len(engine) >= 2, f"expected the engine core and a worker below the owner: {alive(children)}"
+        os.killpg(owner.pid, signal.SIGINT)  # Ctrl-C
+        deadline = time.monotonic() + 30
+        while "interrupted" not in log_path.read_text(errors="replace") and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(5)  # vLLM's engine core shut down within a second of the signal
+        assert len(alive(engine)) == len(engine), f"Ctrl-C ended engine processes: {log_path.read_text()[-2000:]}"
+        assert "received signal=SIGINT" not in log_path.read_text(errors="replace")
         owner.send_signal(signal.SIGKILL)  # only the owner's PID, as a shell, a test harness or a supervisor would
         owner.wait(10)
         deadline = time.monotonic() + 20
