@@ -774,8 +774,10 @@ class Daemon:
                     part.first_read = (records[0].offset, stamp / 1000 if isinstance(stamp, int) and stamp > 0
                                        else None)
                 if self.internal is not None and tp.topic != self.internal:
-                    await self._forward(tp, part, records, dead, forwards)
-                    if bad and tp in bad and not part.revoked:
+                    # the undecodable record after them only when every record before it was read (review: a stop
+                    # mid-batch dead-lettered and consumed it, and the drain committed the records between, never
+                    # forwarded)
+                    if await self._forward(tp, part, records, dead, forwards) and bad and tp in bad:
                         self._dead_undecodable(tp, part, bad[tp], dead)
                     continue
                 add = part.sessionizer.add
@@ -864,14 +866,16 @@ class Daemon:
         self.metrics.records_received.labels(tp.topic).inc()
 
     # ---- repartitioning (rationad/repartition.py) ------------------------------------------------------------
-    async def _forward(self, tp, part: _Part, records, dead: list, forwards: list) -> None:
+    async def _forward(self, tp, part: _Part, records, dead: list, forwards: list) -> bool:
         """Input records -> packs of lines per internal partition (``Packer``); the input offset is held from the
-        first forwarded record of the batch until every record built from it is acknowledged."""
+        first forwarded record of the batch until every record built from it is acknowledged. Whether every record
+        was read (not a revocation or a stop: the rest is read again from the committed offset)."""
         route = self.parser.route
         assert self._router is not None and self.internal is not None
         packer = Packer(self.internal, tp.topic, tp.partition, self._router, self._pack_bytes)
         first: int | None = None
         read = 0
+        whole = True
         for n, rec in enumerate(records, start=1):
             # every 500 records or 50 ms (the time shared with the batch's other partitions: review found a batch of
             # long records over many partitions, under 500 each, routed for 12 s without a yield)
@@ -883,6 +887,7 @@ class Daemon:
                 await asyncio.sleep(0)
                 self._last_yield = time.perf_counter()
                 if part.revoked or self._stop.is_set():  # a stop: the rest is forwarded after the restart
+                    whole = False
                     break
             read += 1
             try:
@@ -903,6 +908,7 @@ class Daemon:
         if read:
             self.metrics.records_received.labels(tp.topic).inc(read)
             self.metrics.lines_repartitioned.inc(packer.lines)
+        return whole and not part.revoked
 
     def _own_lines(self, part: _Part, rec, lines: list) -> list:
         """The lines of a one-line internal record that belong to its key, unless this partition already windowed

@@ -1656,3 +1656,48 @@ def test_a_source_clock_stepped_back_is_warned_and_counted(monkeypatch):
     assert [(e, kw["topic"], kw["partition"], kw["back_secs"]) for e, kw in warned] == [
         ("source_clock_stepped_back", "logs", 0, back - 12)]  # from the line at 18 s to the late one at 30 s
     assert d.metrics.clock_steps._value.get() == 1
+
+
+async def test_a_stop_while_forwarding_a_batch_that_ends_at_an_undecodable_record_commits_only_what_was_forwarded():
+    """Found by review (2026-12-07), failing before its fix: a stop at one of the forward hop's yields left the rest of
+    the batch unread, but the undecodable record after it was still dead-lettered and consumed, so the drain
+    committed past the records between, never forwarded (701 of 1,200 here)."""
+    from rationad.config import load_settings
+    from rationad.repartition import Router, is_pack, source_of, unpack
+    from rationad.undecodable import Undecodable
+
+    d = Daemon(load_settings(input={"repartition": "always"}, cache={"enabled": False}, server={"enabled": False}),
+               client=FakeModel())
+    d._router = Router(4)
+    d._on_assigned([TP])
+    part = d._parts[TP]
+    records = [Rec(o, f"081109 203615 148 INFO dfs.DataNode: Receiving block blk_{o} src: /10.0.0.1:1".encode())
+               for o in range(1200)]
+
+    async def fetch():  # what _fetch_around returns: the records before the undecodable one, and that one
+        return {TP: records}, {TP: Undecodable(1200, "CorruptRecordException: crc")}
+
+    forwarded, dead = set(), []
+
+    async def forward(items, fallback):  # the internal topic acknowledges everything at once
+        for hold, outs in items:
+            for out in outs:
+                if is_pack(out.headers):
+                    forwarded.update(o for o, _, _ in unpack(out.value))
+                else:
+                    forwarded.add(int(source_of(out.headers)[2]))
+            hold.release()
+
+    async def dead_letters(items):
+        for hold, _ in items:
+            dead.append(hold.offset)
+            hold.release()
+
+    d._fetch = fetch
+    d.delivery.forward, d.delivery.dead_letters = forward, dead_letters
+    asyncio.get_running_loop().call_soon(d.request_stop)  # SIGTERM while the batch is routed
+    await d._consume_once()
+    await asyncio.sleep(0.05)  # the spawned sends complete
+    commit = part.offsets.committable(part.sessionizer.min_open_offset())
+    assert 0 < commit < 1200 and dead == []
+    assert set(range(commit)) <= forwarded  # nothing committed that was not forwarded
