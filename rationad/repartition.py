@@ -43,7 +43,11 @@ PACK_BYTES = 256 * 1024  # a pack is closed at this size (or half the largest re
 LINE_INDEX_BYTES = 22  # a line's offset in a pack's index (up to 19 digits and a comma) and its newline
 PACK_INDEX_BYTES = 8  # a pack's index brackets and the newline after it
 SEEN_PER_PARTITION = 200_000  # records of one line remembered per internal partition to drop re-forwarded duplicates
-SEEN_RANGES_PER_SOURCE = 50_000  # pack offset ranges remembered per source partition and internal partition
+# Pack offset ranges remembered per internal partition, shared by its source partitions (each keeps at least
+# SEEN_RANGES_MIN): bounded per source alone, every input partition feeding every internal one, 12 inputs held 47 MiB
+# of ranges per internal partition when full (review 2026-12-07); now about 4 MiB, however many feed it.
+SEEN_RANGES = 50_000
+SEEN_RANGES_MIN = 1_000
 ROUTER_MEMO_KEY_CHARS = 256  # longer session keys are routed every time, not remembered (an HDFS block id is ~25)
 ROUTER_MEMO_KEYS = 100_000  # session keys whose partition is remembered (a key has many lines: HDFS ~20 a block)
 
@@ -271,7 +275,7 @@ class SeenLines:
     A record of its own is remembered by a 16-byte digest of what tells it apart: a key of any length costs the same
     (a copy of each key, up to ``SEEN_PER_PARTITION`` of them, was kept: 60 KB keys would have held gigabytes)."""
 
-    def __init__(self, limit: int = SEEN_PER_PARTITION, ranges: int = SEEN_RANGES_PER_SOURCE) -> None:
+    def __init__(self, limit: int = SEEN_PER_PARTITION, ranges: int = SEEN_RANGES) -> None:
         self.limit = limit
         self.ranges = ranges
         self._seen: OrderedDict[bytes, None] = OrderedDict()
@@ -290,22 +294,27 @@ class SeenLines:
             self._seen.popitem(last=False)
         return True
 
+    def _per_source(self, sources: int) -> int:
+        """Ranges (or wide spans) a source keeps: its share of ``ranges`` (at least ``SEEN_RANGES_MIN``, and never
+        more than ``ranges``)."""
+        return min(self.ranges, max(SEEN_RANGES_MIN, self.ranges // max(1, sources)))
+
     def wide(self, source: object, first: int, last: int) -> bool:
         """Whether a pack of ``source`` spanning ``[first, last]`` overlaps a wide one (its lines are then told apart
-        one by one, ``first_time``); ``remember_wide`` notes a wide span. The oldest are forgotten past
-        ``ranges`` per source."""
+        one by one, ``first_time``); ``remember_wide`` notes a wide span. The oldest are forgotten past the source's
+        share of ``ranges``."""
         return any(a <= last and first <= b for a, b in self._wide.get(source, ()))
 
     def remember_wide(self, source: object, first: int, last: int) -> None:
         spans = self._wide.setdefault(source, [])
         spans.append((first, last))
-        if len(spans) > self.ranges:
-            del spans[0]
+        if len(spans) > (keep := self._per_source(len(self._wide))):
+            del spans[: len(spans) - keep]
 
     def windowed(self, source: object, first: int, last: int, *, remember: bool = True) -> list[tuple[int, int]]:
         """The ranges of ``source`` already windowed here that overlap ``[first, last]`` (a pack's lines inside
         them are duplicates); then, with ``remember``, ``[first, last]`` is remembered too. The oldest ranges are
-        forgotten past ``ranges`` per source."""
+        forgotten past the source's share of ``ranges``."""
         starts = self._starts.setdefault(source, [])
         ends = self._ends.setdefault(source, [])
         i = bisect_right(starts, last)  # ranges starting at or before ``last``
@@ -317,6 +326,6 @@ class SeenLines:
             first, last = min(first, starts[j]), max(last, ends[i - 1])
         starts[j:i] = [first]
         ends[j:i] = [last]
-        if len(starts) > self.ranges:
-            del starts[0], ends[0]
+        if len(starts) > (keep := self._per_source(len(self._starts))):
+            del starts[: len(starts) - keep], ends[: len(ends) - keep]
         return overlap

@@ -495,3 +495,19 @@ def test_a_transactional_inputs_lines_forwarded_again_are_windowed_once(order):
     got = [[x.source[2] for x in d._pack_lines(tp, part, Rec(offset=i, value=p.value, headers=p.headers), [])]
            for i, p in enumerate(packs)]
     assert sorted(got[0] + got[1]) == list(range(0, 20, 2))  # each line once
+
+
+def test_pack_ranges_are_bounded_per_internal_partition_however_many_sources_feed_it():
+    """Found by review (2026-12-07), failing before its fix: ranges were bounded per source only, and every input
+    partition feeds every internal partition: 12 inputs held 600,000 ranges (47 MiB) on one internal partition when
+    full. Their sources share SEEN_RANGES now, each keeping its newest."""
+    from rationad.repartition import SEEN_RANGES, SEEN_RANGES_MIN
+
+    seen = SeenLines()
+    for n in range(6_000):  # consecutive fetches of 12 source partitions, one pack each, never overlapping
+        for source in range(12):
+            seen.windowed(source, 10 * n, 10 * n + 5)
+    held = sum(len(v) for v in seen._starts.values())
+    assert held <= SEEN_RANGES + 12 * SEEN_RANGES_MIN
+    assert all(v[-1] == 10 * 5_999 for v in seen._starts.values())  # the newest of each source kept
+    assert seen.windowed(3, 10 * 5_999 + 1, 10 * 5_999 + 2) == [(10 * 5_999, 10 * 5_999 + 5)]  # still found
