@@ -50,6 +50,7 @@ BUSY_PATIENCE_SECS = 600.0
 PROBE_TOKENS = 4  # the probe (``Judge.probe_request``) is shaped like a real request, and short
 
 Result = Judgement | DeadLetter
+Settle = Callable[[list[tuple["Pending", Result]]], Coroutine[Any, Any, None]]
 
 
 class EngineDead(Exception):
@@ -138,16 +139,21 @@ class ModelStage:
 
     async def process(self, batch: list[Pending]) -> None:
         try:
-            results = await self._judge(batch)
+            results = await self._judge(batch, settle=self._settle_all)
         except EngineDead:
             return  # held, never committed past: the restarted daemon judges them
+        await self._settle_all(results)
+
+    async def _settle_all(self, results: list[tuple[Pending, Result]]) -> None:
         outcomes = await asyncio.gather(*(self._settle(p, r) for p, r in results), return_exceptions=True)
         for o in outcomes:
             if isinstance(o, BaseException) and not isinstance(o, Undeliverable):
                 raise o
 
     # ---- judging ------------------------------------------------------------------------------------------
-    async def _judge(self, batch: list[Pending]) -> list[tuple[Pending, Result]]:
+    async def _judge(self, batch: list[Pending], settle: Settle | None = None) -> list[tuple[Pending, Result]]:
+        """The batch's results; with ``settle``, a batch split to judge its sessions one by one has each settled as
+        soon as its own result is in (``_split``), and only the rest is returned."""
         backoff = max(self.s.model.retry_backoff_secs, 0.1)
         outages = 0
         busy_since: float | None = None  # the first of this call's failures the server called temporary
@@ -168,7 +174,7 @@ class ModelStage:
                     raise EngineDead(str(exc)) from exc
                 if exc.kind == "rejected":
                     if len(batch) > 1:
-                        return await self._split(batch)
+                        return await self._split(batch, settle)
                     if await self._model_answers(batch[0]):  # this session's request is at fault
                         p = batch[0]
                         log.warning("session_rejected_by_model", key=p.session.key, error=str(exc))
@@ -187,7 +193,7 @@ class ModelStage:
                         # WAF) lifted it every health round, and readiness flapped
                         self.block(f"model misconfigured: {exc}", by_requests=True)
                     elif len(batch) > 1:
-                        return await self._split(batch)
+                        return await self._split(batch, settle)
                     else:
                         p = batch[0]
                         log.warning("session_refused_by_model_server", key=p.session.key, error=str(exc))
@@ -201,7 +207,7 @@ class ModelStage:
                         if len(batch) > 1:
                             log.warning("judge_batch_outage", error=str(exc), sessions=len(batch),
                                         action="judging each session on its own")
-                            return await self._split(batch)
+                            return await self._split(batch, settle)
                         # The model is up and this session's own request fails. When the server says "later"
                         # (429, 408, 503), not before BUSY_PATIENCE_SECS of it: a token limiter lets the probe's one
                         # token through while it refuses every real request; past that, a request it always refuses
@@ -223,7 +229,7 @@ class ModelStage:
                 if len(batch) > 1:
                     log.warning("judge_batch_failed", error=error, sessions=len(batch),
                                 action="judging each session on its own")
-                    return await self._split(batch)
+                    return await self._split(batch, settle)
                 p = batch[0]
                 p.attempts += 1
                 log.warning("judge_failed", key=p.session.key, attempts=p.attempts, error=error, exc_info=exc)
@@ -247,8 +253,18 @@ class ModelStage:
         self.answered()  # a request answered: a block set because requests were rejected is over
         return True
 
-    async def _split(self, batch: list[Pending]) -> list[tuple[Pending, Result]]:
-        parts = await asyncio.gather(*(self._judge([p]) for p in batch))
+    async def _split(self, batch: list[Pending], settle: Settle | None) -> list[tuple[Pending, Result]]:
+        """Each session judged on its own; with ``settle``, each settled as soon as its own result is in: a
+        batch-mate answered at once no longer waits for another's retries (600 s and more for one the server keeps
+        calling busy), nor does its partition's commit (review 2026-12-07)."""
+        async def alone(p: Pending) -> list[tuple[Pending, Result]]:
+            results = await self._judge([p])
+            if settle is None:
+                return results
+            await settle(results)
+            return []
+
+        parts = await asyncio.gather(*(alone(p) for p in batch))
         return [r for part in parts for r in part]
 
     # ---- model state --------------------------------------------------------------------------------------

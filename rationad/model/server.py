@@ -120,7 +120,7 @@ def _score(logprobs: Any, prefix: str = "") -> float | None:
             if not any(t == c["token"] for t, _ in top):
                 top.append((str(c["token"]), float(c["logprob"])))
             candidates.append(top)
-    except (TypeError, KeyError, ValueError):
+    except (TypeError, KeyError, ValueError, AttributeError):
         return None
     return answer_score(tokens, candidates, prefix)
 
@@ -289,20 +289,25 @@ class ServerClient:
         payload["logprobs"] = True  # for the score (rationad.answer.answer_score)
         payload["top_logprobs"] = SCORE_LOGPROBS
         resp = await self._request("POST", "/v1/chat/completions", payload)
+        # Anything but the shape vLLM returns (a gateway's own 2xx body: content as a list of parts, usage not an
+        # object, counts not numbers) is an outage like an empty body, never one session's fault: it raised a plain
+        # TypeError, and every session was dead-lettered as judge_failed (review 2026-12-07).
         try:
             body = resp.json()
             choice = body["choices"][0]
             text = choice["message"]["content"] or ""
             usage = body.get("usage") or {}
-        except (ValueError, KeyError, IndexError, TypeError) as exc:
+            if not isinstance(text, str) or not isinstance(usage, dict):
+                raise TypeError(f"content {type(text).__name__}, usage {type(usage).__name__}")
+            return Completion(
+                text=prefix + text,
+                prompt_tokens=int(usage.get("prompt_tokens") or 0),
+                completion_tokens=int(usage.get("completion_tokens") or 0),
+                score=_score(choice.get("logprobs"), prefix),
+            )
+        except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
             raise ModelError(f"malformed chat completion response: {self._scrub(resp.text[:300])}",
                              kind="outage") from exc
-        return Completion(
-            text=prefix + text,
-            prompt_tokens=int(usage.get("prompt_tokens") or 0),
-            completion_tokens=int(usage.get("completion_tokens") or 0),
-            score=_score(choice.get("logprobs"), prefix),
-        )
 
     async def generate(
         self, conversations: list[list[Message]], *, max_tokens: int, temperature: float, regex: str | None

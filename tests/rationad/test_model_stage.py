@@ -366,3 +366,22 @@ async def test_requests_refused_with_403_keep_input_paused_while_the_model_list_
         td._patch.undo()
     assert len(states) > 30 and not any(states), states
     assert producer.on("rationad.dlq") == [] and (td.final_commit(consumer) or 0) == 0
+
+
+async def test_a_batch_mate_answered_at_once_is_emitted_without_waiting_for_the_other_s_retries(monkeypatch):
+    """Found by review (2026-12-07), failing before its fix: a batch split to judge its sessions one by one settled
+    them together, so a batch-mate (on another partition) answered at once waited for the other's whole retry budget,
+    BUSY_PATIENCE_SECS (600 s) and more for one the server keeps calling busy, with its partition's commit."""
+    monkeypatch.setattr("rationad.model_stage.BUSY_PATIENCE_SECS", 6.0, raising=False)
+    from aiokafka.structs import TopicPartition
+
+    tp1 = TopicPartition("logs", 1)
+    handler = _poisoned(lambda request: httpx.Response(429, json={"error": {"message": "too many tokens"}}))
+    s = td.settings(delivery={"max_attempts": 2}, model={"retry_backoff_secs": 0.1})
+    batches = [{td.TP: [Rec(0, td.line("p", "INFO poison")), Rec(1, td.line("p", "INFO poison"))],
+                tp1: [Rec(0, td.line("q", "ERROR x")), Rec(1, td.line("q", "ERROR x"))]}]
+    d, consumer, producer = td.make(s, batches, model=server(handler))
+    consumer.tps = [td.TP, tp1]
+    await run(d, consumer, lambda: producer.on("rationad.anomalies") != [], 5)  # well within the patience
+    assert [orjson.loads(e.value)["session"]["key"] for e in producer.on("rationad.anomalies")] == ["q"]
+    assert producer.on("rationad.dlq") == []  # p is still being retried

@@ -260,10 +260,29 @@ async def test_credentials_in_the_server_url_are_sent_as_basic_auth():
     await client.aclose()
 
 
-async def test_malformed_success_body_is_a_model_error():
-    client = make(Recorder(httpx.Response(200, json={"choices": []})))
-    with pytest.raises(ModelError, match="malformed"):
+@pytest.mark.parametrize("body", [
+    {"choices": []},
+    # found by review (2026-12-07), failing before: a gateway's other 2xx shapes raised a plain TypeError or
+    # AttributeError, taken as the session's fault (every session dead-lettered as judge_failed), not as an outage
+    {"choices": [{"message": {"content": [{"type": "text", "text": "ok"}]}}]},
+    {"choices": [{"message": {"content": "ok"}}], "usage": "none"},
+    {"choices": [{"message": {"content": "ok"}}], "usage": {"prompt_tokens": "many"}},
+    {"choices": ["ok"]},
+])
+async def test_malformed_success_body_is_an_outage(body):
+    client = make(Recorder(httpx.Response(200, json=body)))
+    with pytest.raises(ModelError, match="malformed") as exc:
         await client.generate([CONV], max_tokens=8, temperature=0, regex=None)
+    assert exc.value.kind == "outage"
+    await client.aclose()
+
+
+async def test_odd_logprobs_leave_the_answer_without_a_score():
+    body = completion_body("ok")
+    body["choices"][0]["logprobs"] = {"content": ["not an object"]}
+    client = make(Recorder(httpx.Response(200, json=body)))
+    (out,) = await client.generate([CONV], max_tokens=8, temperature=0, regex=None)
+    assert out.text == "ok" and out.score is None
     await client.aclose()
 
 
