@@ -1072,12 +1072,12 @@ class Daemon:
                 await asyncio.wait_for(verify(), self.s.model.health_timeout_secs)
             except ModelError as exc:
                 if exc.kind == "config":
-                    self.stage.block(f"model misconfigured: {exc}")
+                    self.stage.block(f"model misconfigured: {exc}", by_check=True)
                 return
             except Exception:
                 return
             if self.stage.blocked and not self.stage.blocked_by_requests:  # listing models proves no request works
-                self.stage.answered()
+                self.stage.answered(checked=True)
         if not self.stage.ok and not self.stage.blocked:  # a health probe alone cannot clear a misconfiguration
             self.stage.ok = True
             self.stage.down_since = None

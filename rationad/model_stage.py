@@ -90,6 +90,11 @@ class ModelStage:
         # Blocked because real requests fail although the server looks healthy: only an answered request clears it
         # (the health check's model listing cannot vouch for it).
         self.blocked_by_requests = False
+        # Blocked by what the health check found in the server's model listing (a key refused, the model not served,
+        # a context shorter than the prompts): only that check passing clears it. One short request answered proves
+        # nothing of long ones: it lifted such a block every round, readiness flapped and long sessions were
+        # dead-lettered as model_rejected (review 2026-12-07).
+        self.blocked_by_check = False
         self.dead: str | None = None  # the model cannot serve again in this process
 
     def submit(self, p: Pending) -> None:
@@ -269,23 +274,24 @@ class ModelStage:
 
     # ---- model state --------------------------------------------------------------------------------------
     def block(self, reason: str, action: str = "consumption paused; retrying with backoff", *,
-              by_requests: bool = False) -> None:
+              by_requests: bool = False, by_check: bool = False) -> None:
         """The model cannot be used and no session is at fault: the daemon pauses input and fails /readyz."""
         if self.blocked != reason:
             log.error("model_blocked", reason=reason, action=action)
         self.blocked = reason
         self.blocked_by_requests = by_requests
+        self.blocked_by_check = by_check
         self.metrics.model_blocked.set(1)
         self._on_state()
 
-    def answered(self) -> None:
-        """A call or health check succeeded."""
-        if self.dead:
+    def answered(self, *, checked: bool = False) -> None:
+        """A call succeeded, or (``checked``) the health check's look at the model listing passed."""
+        if self.dead or (self.blocked_by_check and not checked):
             return
         if self.blocked or not self.ok:
             log.info("model_recovered", was=self.blocked or "unavailable")
         self.blocked = None
-        self.blocked_by_requests = False
+        self.blocked_by_requests = self.blocked_by_check = False
         self.ok = True
         self.down_since = None
         self.metrics.model_blocked.set(0)

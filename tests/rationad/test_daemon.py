@@ -1701,3 +1701,31 @@ async def test_a_stop_while_forwarding_a_batch_that_ends_at_an_undecodable_recor
     commit = part.offsets.committable(part.sessionizer.min_open_offset())
     assert 0 < commit < 1200 and dead == []
     assert set(range(commit)) <= forwarded  # nothing committed that was not forwarded
+
+
+async def test_a_block_found_by_the_health_check_stays_until_that_check_passes(monkeypatch):
+    """Found by review (2026-12-07), failing before its fix: the health check blocks input when the server's
+    context is shorter than the prompts, and any short request answered lifted that block: readiness and input
+    flipped every round, and long sessions were dead-lettered as model_rejected. Only the check passing lifts it."""
+    monkeypatch.setattr(daemon_mod, "MODEL_HEALTH_INTERVAL_SECS", 0.05)
+    model = FakeModel()
+    state = {"short": True}
+
+    async def verify():
+        if state["short"]:
+            raise ModelError("model.max_prompt_tokens + model.max_new_tokens: above the 600 the server serves",
+                             kind="config")
+
+    model.verify = verify
+    d, consumer, producer = make(settings(), [], model=model)
+    task = asyncio.create_task(d.run())
+    await until(lambda: d.stage.blocked, 2)
+    for _ in range(5):  # short requests answered between health rounds
+        d.stage.answered()
+        assert d.stage.blocked and "600" in d.stage.blocked and not d._ready()[0] and consumer.paused
+        await asyncio.sleep(0.05)
+    state["short"] = False
+    await until(lambda: d._ready()[0], 2)
+    assert d.stage.blocked is None
+    d.request_stop()
+    assert await task == 0
