@@ -162,7 +162,19 @@ class ModelStage:
         backoff = max(self.s.model.retry_backoff_secs, 0.1)
         outages = 0
         busy_since: float | None = None  # the first of this call's failures the server called temporary
+        # A lone session whose request lost its connection (``ModelError.dropped``) and the model did not answer the
+        # probe after it: its request may be what takes the server down (a reset, then refused while it restarts),
+        # which no probe sent after it can ever tell. It is sent again only once a probe is answered, and when it then
+        # loses its connection again and the probe after it does not answer, it is charged an attempt (review
+        # 2026-12-07: such a session was retried for ever, taking the server down every 30 s, its partition never
+        # committed).
+        suspect = False
         while True:
+            if suspect and not await self._model_answers(batch[0]):
+                await asyncio.sleep(backoff * (0.5 + random.random()))  # down: wait for it, as in any outage
+                backoff = min(backoff * 2, MAX_BACKOFF_SECS)
+                continue
+            was_suspect, suspect = suspect, False
             try:
                 result = await self.judge.judge_many([p.session for p in batch])
                 if not all(j.cached for j in result):  # the model answered this batch (verdicts from the cache
@@ -173,6 +185,11 @@ class ModelStage:
             except ModelError as exc:
                 self.metrics.errors.labels("model", type(exc).__name__).inc()
                 if exc.kind == "dead":
+                    # Named, so that a session whose request kills the engine each time (the restarted daemon reads it
+                    # first, and dies again) can be found in the log across restarts: no count survives a restart.
+                    log.error("engine_died_judging", sessions=[
+                        f"{p.session.topic}:{p.session.partition}@{p.session.first_offset} {p.session.key[:80]!r}"
+                        for p in batch[:20]], more=max(0, len(batch) - 20))
                     self.dead = f"model engine dead: {exc}"
                     self.block(self.dead, action="stopping")
                     self._on_dead(self.dead)
@@ -220,14 +237,17 @@ class ModelStage:
                         if exc.busy:
                             busy_since = busy_since if busy_since is not None else steady()
                         patient = exc.busy and steady() - busy_since < BUSY_PATIENCE_SECS
-                        if not patient and await self._model_answers(batch[0]):
+                        answers = not patient and await self._model_answers(batch[0])
+                        if answers or (was_suspect and exc.dropped):
                             p = batch[0]
                             p.attempts += 1
-                            log.warning("session_fails_while_model_answers", key=p.session.key,
+                            log.warning("session_fails_while_model_answers" if answers else
+                                        "session_request_takes_model_down", key=p.session.key,
                                         attempts=p.attempts, error=str(exc))
                             if p.attempts >= self.s.delivery.max_attempts:
                                 return [(p, session_dead_letter(p.session, "model_failed", str(exc),
                                                                 attempts=p.attempts))]
+                        suspect = exc.dropped and not answers
             except Exception as exc:  # a bug or a poison session: isolate it, bound its attempts, keep the rest
                 self.metrics.errors.labels("judge", type(exc).__name__).inc()
                 error = f"{type(exc).__name__}: {exc}"

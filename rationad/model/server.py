@@ -241,7 +241,7 @@ class ServerClient:
         """One request with bounded concurrency and retries; the response when 2xx, else ModelError."""
         attempts = self.cfg.max_retries + 1
         last = ""
-        busy = False
+        busy = dropped = False
         for attempt in range(attempts):
             wait: float | None = None
             try:
@@ -250,6 +250,7 @@ class ServerClient:
             except (httpx.TransportError, httpx.DecodingError) as exc:  # refused/reset, timeouts, a garbled body
                 last = self._scrub(f"{type(exc).__name__}: {exc}")
                 busy = False
+                dropped = isinstance(exc, httpx.TransportError) and not isinstance(exc, httpx.TimeoutException)
             else:
                 if resp.is_success:
                     return resp
@@ -262,13 +263,14 @@ class ServerClient:
                     raise ModelError(f"{method} {self.display_url}{url} rejected the request: {last}",
                                      kind="rejected")
                 busy = status in BUSY_STATUS
+                dropped = status == 502  # a proxy saying the server behind it closed or refused the connection
                 wait = _retry_after(resp)
             if attempt + 1 < attempts:
                 delay = max(wait or 0.0, backoff_delay(attempt, self.cfg.retry_backoff_secs))
                 log.debug("retrying %s %s in %.2f s after %s", method, url, delay, last)
                 await self._sleep(delay)
         raise ModelError(f"{method} {self.display_url}{url} failed after {attempts} attempt(s): {last}", kind="outage",
-                         busy=busy)
+                         busy=busy, dropped=dropped)
 
     async def _one(self, messages: list[Message], max_tokens: int, temperature: float, regex: str | None) -> Completion:
         payload: dict[str, Any] = {

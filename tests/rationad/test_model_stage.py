@@ -385,3 +385,55 @@ async def test_a_batch_mate_answered_at_once_is_emitted_without_waiting_for_the_
     await run(d, consumer, lambda: producer.on("rationad.anomalies") != [], 5)  # well within the patience
     assert [orjson.loads(e.value)["session"]["key"] for e in producer.on("rationad.anomalies")] == ["q"]
     assert producer.on("rationad.dlq") == []  # p is still being retried
+
+
+async def test_a_session_whose_request_takes_the_server_down_is_dead_lettered_not_retried_for_ever():
+    """Found by review (2026-12-07), failing before its fix: a request that crashes the server (the connection reset,
+    then refused while the server restarts) was charged an attempt only if the probe sent after it was answered,
+    which it never is: retried for ever, taking the server down every 30 s, its partition never committed. Sent again
+    only once a probe is answered, and charged when the probe after it is not."""
+    import time as _time
+
+    state = {"down_until": 0.0}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if _time.monotonic() < state["down_until"]:
+            raise httpx.ConnectError("connection refused", request=request)
+        if request.url.path == "/health":
+            return httpx.Response(200)
+        if request.url.path == "/v1/models":
+            return httpx.Response(200, json={"data": [{"id": "m"}]})
+        if any("poison" in m["content"] for m in json.loads(request.content)["messages"]):
+            state["down_until"] = _time.monotonic() + 0.5  # the server dies and is restarted
+            raise httpx.RemoteProtocolError("peer closed connection without sending complete message body",
+                                            request=request)
+        return answer(ANOMALOUS)
+
+    s = td.settings(delivery={"max_attempts": 2}, model={"retry_backoff_secs": 0.1})
+    recs = [Rec(0, td.line("p", "INFO poison")), Rec(1, td.line("p", "INFO poison")),
+            Rec(2, td.line("q", "ERROR x")), Rec(3, td.line("q", "ERROR x"))]
+    d, consumer, producer = td.make(s, [{td.TP: recs}], model=server(handler))
+    await run(d, consumer, lambda: td.final_commit(consumer) == 4, 30)
+    assert [orjson.loads(e.value)["session"]["key"] for e in producer.on("rationad.anomalies")] == ["q"]
+    assert [dict(x.headers)["rationad-error-type"] for x in producer.on("rationad.dlq")] == [b"model_failed"]
+
+
+async def test_a_server_refusing_connections_for_a_while_dead_letters_no_session():
+    """The other side of the test above: every connection refused for 3 s (a restart of the server alone) is an
+    outage, whatever the probes say: both sessions are judged once it is back, none dead-lettered."""
+    state = {"down": True}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if state["down"]:
+            raise httpx.ConnectError("connection refused", request=request)
+        if request.url.path == "/health":
+            return httpx.Response(200)
+        return answer(ANOMALOUS)
+
+    s = td.settings(delivery={"max_attempts": 1}, model={"retry_backoff_secs": 0.1})
+    recs = [Rec(0, td.line("a")), Rec(1, td.line("a")), Rec(2, td.line("b")), Rec(3, td.line("b"))]
+    d, consumer, producer = td.make(s, [{td.TP: recs}], model=server(handler))
+    asyncio.get_running_loop().call_later(3, state.update, {"down": False})
+    await run(d, consumer, lambda: td.final_commit(consumer) == 4, 20)
+    assert producer.on("rationad.dlq") == []
+    assert sorted(orjson.loads(e.value)["session"]["key"] for e in producer.on("rationad.anomalies")) == ["a", "b"]
