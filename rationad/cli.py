@@ -121,6 +121,19 @@ async def _check(settings: Settings, model_ok: bool = True) -> list[str]:
             problems.append(f"kafka.bootstrap_servers: {exc}")
         if settings.judge_level() == "template":
             problems += await _check_compacted(settings)
+        if (internal := settings.repartition_topic()) is not None:  # as run checks it at start, creating nothing
+            from rationad.topics import ensure_topic
+
+            r = settings.repartition
+            try:
+                await ensure_topic(settings.kafka, internal, key="repartition.topic", partitions=r.partitions,
+                                   like=settings.input.topics, replication_factor=r.replication_factor,
+                                   retention_ms=r.retention_ms, timeout_secs=15,
+                                   max_message_bytes=settings.output.max_message_bytes, create=False)
+            except ConfigError as exc:
+                problems.append(str(exc))
+            except TopicCheckError as exc:
+                problems.append(f"kafka.bootstrap_servers: {exc}")
     m = settings.model
     if m.backend == "vllm-server" and model_ok:
         from rationad.model.base import ModelError, make_client

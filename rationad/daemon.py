@@ -362,7 +362,8 @@ class Daemon:
             r = self.s.repartition
             done, n = await self._until_stop(ensure_topic(
                 self.s.kafka, self.internal, key="repartition.topic", partitions=r.partitions,
-                like=self.s.input.topics, replication_factor=r.replication_factor, retention_ms=r.retention_ms),
+                like=self.s.input.topics, replication_factor=r.replication_factor, retention_ms=r.retention_ms,
+                max_message_bytes=self.s.output.max_message_bytes),
                 "repartition topic")
             if not done:
                 return

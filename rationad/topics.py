@@ -137,15 +137,22 @@ async def _start_and_ask(admin: Any, wanted: list[str], sizes: bool = False
 
 
 async def ensure_topic(kafka_cfg: KafkaConfig, topic: str, *, key: str, partitions: int, like: Iterable[str],
-                       replication_factor: int, retention_ms: int, timeout_secs: float = 30.0) -> int:
+                       replication_factor: int, retention_ms: int, timeout_secs: float = 30.0,
+                       max_message_bytes: int | None = None, create: bool = True) -> int:
     """Create ``topic`` unless it exists, with ``partitions`` partitions (0: as many as the topic of ``like`` with
     the most), and return its partition count. Raises ``ConfigError`` naming ``key`` when it cannot be created,
-    ``TopicCheckError`` when that may pass (``_create``)."""
+    ``TopicCheckError`` when that may pass (``_create``). An existing one is refused (``ConfigError``) when the broker
+    says it is compacted (compaction deletes forwarded lines of one key before they are judged, and refuses the
+    unkeyed ones) or takes records smaller than ``max_message_bytes`` (``output.max_message_bytes``: the producer's
+    batches of packs, which the broker would refuse whole, their lines dead-lettered instead of judged). With
+    ``create`` False (``rationad check-config``) a missing topic is left missing: 0."""
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
     admin = AIOKafkaAdminClient(request_timeout_ms=int(timeout_secs * 1000), **common_kwargs(kafka_cfg))
     try:
         cluster = await _cluster(admin, kafka_cfg, key, topic, timeout_secs)
+        if topic not in cluster.topics() and not create:
+            return 0
         if topic not in cluster.topics():
             n = partitions or max((len(cluster.partitions_for_topic(t) or ()) for t in like), default=0) or 1
             await _create(admin, NewTopic(topic, n, replication_factor,
@@ -154,6 +161,16 @@ async def ensure_topic(kafka_cfg: KafkaConfig, topic: str, *, key: str, partitio
             cluster = await _wait_for_partitions(admin, topic)
             _warn_time_limit(topic, str(retention_ms), retention_ms)
         else:
+            policy = await _cleanup_policy(admin, topic)
+            if policy is not None and "compact" in policy.replace(" ", "").split(","):
+                raise ConfigError(f"{key}: topic {topic!r} is compacted (cleanup.policy={policy}): compaction deletes "
+                                  "forwarded lines before they are judged; use a topic with cleanup.policy=delete "
+                                  "(the daemon creates one when the name is free)")
+            limit = await _topic_config(admin, topic, "max.message.bytes")
+            if max_message_bytes is not None and limit is not None and limit.isdigit() \
+                    and int(limit) < max_message_bytes:
+                raise ConfigError(f"output.max_message_bytes: {max_message_bytes} is more than topic {topic!r} ({key}) "
+                                  f"takes (max.message.bytes={limit}); set it at most {limit}, or raise the topic's")
             _warn_time_limit(topic, await _topic_config(admin, topic, "retention.ms"), retention_ms)
         return len(cluster.partitions_for_topic(topic) or ())
     finally:

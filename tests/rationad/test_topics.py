@@ -173,7 +173,7 @@ def creating(monkeypatch):
 
     CreatingAdmin.parts, CreatingAdmin.refuse, CreatingAdmin.created = {"logs": 3, "more": 5}, None, []
     CreatingAdmin.answer_error, CreatingAdmin.retention, CreatingAdmin.hidden = None, {}, set()
-    CreatingAdmin.policy = {}
+    CreatingAdmin.policy, CreatingAdmin.limits = {}, {}
     monkeypatch.setattr(aiokafka.admin, "AIOKafkaAdminClient", CreatingAdmin)
     return CreatingAdmin
 
@@ -306,3 +306,35 @@ async def test_a_refusal_inside_the_create_topics_response_names_the_key(creatin
     with pytest.raises(ConfigError, match=r"^repartition\.topic: cannot create .*error 29: Topic authorization"):
         await topics.ensure_topic(KAFKA, "g-repartition", key="repartition.topic", partitions=4, like=["logs"],
                                   replication_factor=1, retention_ms=60_000)
+
+
+@pytest.mark.parametrize("policy", ["compact", "compact,delete", "delete, compact"])
+async def test_an_existing_compacted_internal_topic_is_refused_naming_the_key(creating, policy):
+    """Found by review (2026-12-07), failing before its fix: the internal topic's cleanup policy was never checked:
+    compaction deletes forwarded lines of one key before they are judged (and refuses unkeyed records)."""
+    creating.parts["g-repartition"] = 3
+    creating.policy = {"g-repartition": policy}
+    with pytest.raises(ConfigError, match=r"repartition.topic: topic 'g-repartition' is compacted"):
+        await topics.ensure_topic(KAFKA, "g-repartition", key="repartition.topic", partitions=0, like=["logs"],
+                                  replication_factor=1, retention_ms=-1)
+
+
+async def test_an_existing_internal_topic_taking_smaller_records_than_the_producer_sends_is_refused(creating):
+    """Found by review (2026-12-07), failing before its fix: packs are batched up to output.max_message_bytes, and
+    a broker refuses a whole batch over the topic's max.message.bytes (its lines dead-lettered, not judged)."""
+    creating.parts["g-repartition"] = 3
+    creating.limits = {"g-repartition": 262_144}
+    with pytest.raises(ConfigError, match=r"output.max_message_bytes: 1048576 is more than topic 'g-repartition'"):
+        await topics.ensure_topic(KAFKA, "g-repartition", key="repartition.topic", partitions=0, like=["logs"],
+                                  replication_factor=1, retention_ms=-1, max_message_bytes=1_048_576)
+    assert await topics.ensure_topic(KAFKA, "g-repartition", key="repartition.topic", partitions=0, like=["logs"],
+                                     replication_factor=1, retention_ms=-1, max_message_bytes=262_144) == 3
+    creating.policy = {"g-repartition": "delete"}
+    assert await topics.ensure_topic(KAFKA, "g-repartition", key="repartition.topic", partitions=0, like=["logs"],
+                                     replication_factor=1, retention_ms=-1, max_message_bytes=262_144) == 3
+
+
+async def test_check_config_leaves_a_missing_internal_topic_missing(creating):
+    assert await topics.ensure_topic(KAFKA, "g-repartition", key="repartition.topic", partitions=0, like=["logs"],
+                                     replication_factor=1, retention_ms=-1, create=False) == 0
+    assert creating.created == []
