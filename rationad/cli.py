@@ -455,9 +455,12 @@ async def _label(settings: Settings, args: argparse.Namespace) -> int:
     is_id = labels.TEMPLATE_ID.fullmatch(target) is not None
     if args.clear:
         current = {lb.id: lb for lb in await labels.read_labels(settings.kafka, topic)}
-        tids = [target] if is_id else [template_id(t) for t in (*_line_templates(settings, target), target,
-                                                                 to_template(target))]
-        tid = next((t for t in tids if t in current), None)
+        texts = [] if is_id else [*_line_templates(settings, target), target, to_template(target)]
+        tids = [target] if is_id else [template_id(t) for t in texts]
+        # by text: the label of that text only (a crafted id collision: not the other template's label on its id)
+        tid = target if is_id and target in current else next(
+            (template_id(t) for t in texts if current.get(template_id(t)) is not None
+             and current[template_id(t)].template == t), None)
         if tid is None:
             print(f"error: no operator label for {target!r} (template id {tids[-1]}) in topic {topic!r}; nothing "
                   "written (rationad templates --source operator lists the labels)", file=sys.stderr)

@@ -18,9 +18,10 @@ batches in flight) through ``Judge``. What a failure means is decided here, once
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,6 +56,46 @@ Settle = Callable[[list[tuple["Pending", Result]]], Coroutine[Any, Any, None]]
 
 class EngineDead(Exception):
     """The model cannot serve again in this process; the batch stays held and the daemon stops."""
+
+
+class _Lane:
+    """Requests to the model share the lane; a suspect session's request (``ModelStage._judge``) has it alone: no
+    other request of this stage is in flight while it is, so a server that drops it has dropped it alone. A request
+    waiting to go alone goes before shared ones that come after it."""
+
+    def __init__(self) -> None:
+        self._cond = asyncio.Condition()
+        self._shared = 0
+        self._alone = False
+        self._waiting = 0
+
+    @contextlib.asynccontextmanager
+    async def shared(self) -> AsyncIterator[None]:
+        async with self._cond:
+            await self._cond.wait_for(lambda: not self._alone and not self._waiting)
+            self._shared += 1
+        try:
+            yield
+        finally:
+            async with self._cond:
+                self._shared -= 1
+                self._cond.notify_all()
+
+    @contextlib.asynccontextmanager
+    async def alone(self) -> AsyncIterator[None]:
+        async with self._cond:
+            self._waiting += 1
+            try:
+                await self._cond.wait_for(lambda: not self._alone and not self._shared)
+            finally:
+                self._waiting -= 1
+            self._alone = True
+        try:
+            yield
+        finally:
+            async with self._cond:
+                self._alone = False
+                self._cond.notify_all()
 
 
 @dataclass(slots=True, eq=False)
@@ -96,6 +137,8 @@ class ModelStage:
         # dead-lettered as model_rejected (review 2026-12-07).
         self.blocked_by_check = False
         self.dead: str | None = None  # the model cannot serve again in this process
+        self._lane = _Lane()
+        self._resets = 0  # shared requests (and probes) whose connection the server dropped: it died on its own
 
     def submit(self, p: Pending) -> None:
         self.queue.put_nowait(p)
@@ -164,19 +207,31 @@ class ModelStage:
         busy_since: float | None = None  # the first of this call's failures the server called temporary
         # A lone session whose request lost its connection (``ModelError.dropped``) and the model did not answer the
         # probe after it: its request may be what takes the server down (a reset, then refused while it restarts),
-        # which no probe sent after it can ever tell. It is sent again only once a probe is answered, and when it then
-        # loses its connection again and the probe after it does not answer, it is charged an attempt (review
-        # 2026-12-07: such a session was retried for ever, taking the server down every 30 s, its partition never
-        # committed).
+        # which no probe sent after it can ever tell. It is sent again only once a probe is answered, alone (no other
+        # request of this stage in flight: a crash drops every connection, and innocent batch-mates in flight beside
+        # the culprit were charged too), and when it then loses its connection and the probe after it is not
+        # answered, it is charged an attempt, unless a shared request was dropped since its previous send alone (the
+        # server dies on its own too: a crash loop is an outage) (review 2026-12-07: such a session was retried for
+        # ever, taking the server down every 30 s, its partition never committed).
         suspect = False
+        resets_at: int | None = None  # ``_resets`` when this session was last sent alone
         while True:
             if suspect and not await self._model_answers(batch[0]):
                 await asyncio.sleep(backoff * (0.5 + random.random()))  # down: wait for it, as in any outage
                 backoff = min(backoff * 2, MAX_BACKOFF_SECS)
                 continue
             was_suspect, suspect = suspect, False
+            crashed_alone = was_suspect and resets_at == self._resets  # no shared request dropped since the last
+            if was_suspect:
+                resets_at = self._resets
             try:
-                result = await self.judge.judge_many([p.session for p in batch])
+                try:
+                    async with self._lane.alone() if was_suspect else self._lane.shared():
+                        result = await self.judge.judge_many([p.session for p in batch])
+                except ModelError as exc:
+                    if exc.dropped and not was_suspect:
+                        self._resets += 1
+                    raise
                 if not all(j.cached for j in result):  # the model answered this batch (verdicts from the cache
                     self.answered()  # vouch for nothing: a block set by rejected requests must stay)
                 return list(zip(batch, result, strict=True))
@@ -197,20 +252,27 @@ class ModelStage:
                 if exc.kind == "rejected":
                     if len(batch) > 1:
                         return await self._split(batch, settle)
-                    if await self._model_answers(batch[0]):  # this session's request is at fault
+                    if self.blocked_by_check:
+                        # the health check found the server unfit (a context shorter than the prompts): a request
+                        # it refuses is not the session's fault; it waits for the check to pass (review 2026-12-07)
+                        pass
+                    elif await self._model_answers(batch[0]):  # this session's request is at fault
                         p = batch[0]
                         log.warning("session_rejected_by_model", key=p.session.key, error=str(exc))
                         return [(p, session_dead_letter(p.session, "model_rejected", str(exc),
                                                         attempts=p.attempts + 1))]
-                    # the probe is rejected too (e.g. a server started with --max-logprobs below the
-                    # daemon's): no session is at fault, none is dead-lettered; input pauses until it is fixed
-                    self.block(f"model rejects every request: {exc}", by_requests=True)
+                    else:
+                        # the probe is rejected too (e.g. a server started with --max-logprobs below the
+                        # daemon's): no session is at fault, none is dead-lettered; input pauses until it is fixed
+                        self.block(f"model rejects every request: {exc}", by_requests=True)
                 elif exc.kind == "config":
                     # A filter in front of the server (a WAF's default deny) refuses a request for its content with
                     # 403, as a rotated key is refused: the probe request tells them apart. It answered: the key
                     # and URL are good and this content is refused, so the session alone is dead-lettered (its
                     # batch-mates judged) instead of the whole daemon paused and the batch retried for ever.
-                    if not await self._model_answers(batch[0]):
+                    if self.blocked_by_check:
+                        pass  # the health check's block holds: nobody's fault, retried once it passes
+                    elif not await self._model_answers(batch[0]):
                         # by requests: a listing of models allowed where requests are refused (path-scoped auth, a
                         # WAF) lifted it every health round, and readiness flapped
                         self.block(f"model misconfigured: {exc}", by_requests=True)
@@ -238,7 +300,7 @@ class ModelStage:
                             busy_since = busy_since if busy_since is not None else steady()
                         patient = exc.busy and steady() - busy_since < BUSY_PATIENCE_SECS
                         answers = not patient and await self._model_answers(batch[0])
-                        if answers or (was_suspect and exc.dropped):
+                        if answers or (crashed_alone and exc.dropped):
                             p = batch[0]
                             p.attempts += 1
                             log.warning("session_fails_while_model_answers" if answers else
@@ -270,10 +332,14 @@ class ModelStage:
         is dead-lettered. Shaped like ``like``'s request: a template of the template-level task, or a session."""
         conversation, regex = self.judge.probe_request(templated=bool(like.session.extra.get("templated")))
         try:
-            await self.judge.client.generate([conversation], max_tokens=PROBE_TOKENS, temperature=0.0, regex=regex)
+            async with self._lane.shared():
+                await self.judge.client.generate([conversation], max_tokens=PROBE_TOKENS, temperature=0.0,
+                                                 regex=regex)
         except asyncio.CancelledError:
             raise
-        except Exception:  # noqa: BLE001 - any failure: not known to answer
+        except Exception as exc:  # noqa: BLE001 - any failure: not known to answer
+            if isinstance(exc, ModelError) and exc.dropped:
+                self._resets += 1
             return False
         self.answered()  # a request answered: a block set because requests were rejected is over
         return True

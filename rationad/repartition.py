@@ -306,7 +306,12 @@ class SeenLines:
         return any(a <= last and first <= b for a, b in self._wide.get(source, ()))
 
     def remember_wide(self, source: object, first: int, last: int) -> None:
-        spans = self._wide.setdefault(source, [])
+        if source not in self._wide:  # as ``windowed``: every source's share shrinks
+            self._wide[source] = []
+            keep = self._per_source(len(self._wide))
+            for spans in self._wide.values():
+                del spans[: max(0, len(spans) - keep)]
+        spans = self._wide[source]
         spans.append((first, last))
         if len(spans) > (keep := self._per_source(len(self._wide))):
             del spans[: len(spans) - keep]
@@ -315,8 +320,14 @@ class SeenLines:
         """The ranges of ``source`` already windowed here that overlap ``[first, last]`` (a pack's lines inside
         them are duplicates); then, with ``remember``, ``[first, last]`` is remembered too. The oldest ranges are
         forgotten past the source's share of ``ranges``."""
-        starts = self._starts.setdefault(source, [])
-        ends = self._ends.setdefault(source, [])
+        if source not in self._starts:  # one more source: every source's share shrinks, so trim them all now
+            self._starts[source], self._ends[source] = [], []  # (a source gone quiet kept its larger share)
+            keep = self._per_source(len(self._starts))
+            for other, kept in self._starts.items():
+                if (extra := len(kept) - keep) > 0:
+                    del kept[:extra], self._ends[other][:extra]
+        starts = self._starts[source]
+        ends = self._ends[source]
         i = bisect_right(starts, last)  # ranges starting at or before ``last``
         j = bisect_left(ends, first, 0, i)  # ... and ending at or after ``first`` (disjoint: ends are sorted too)
         overlap = list(zip(starts[j:i], ends[j:i]))

@@ -250,7 +250,8 @@ class ServerClient:
             except (httpx.TransportError, httpx.DecodingError) as exc:  # refused/reset, timeouts, a garbled body
                 last = self._scrub(f"{type(exc).__name__}: {exc}")
                 busy = False
-                dropped = isinstance(exc, httpx.TransportError) and not isinstance(exc, httpx.TimeoutException)
+                # reset or closed once connected (not refused, not a timeout): what a server dying under it does
+                dropped = isinstance(exc, httpx.RemoteProtocolError | httpx.ReadError | httpx.WriteError)
             else:
                 if resp.is_success:
                     return resp
@@ -263,7 +264,7 @@ class ServerClient:
                     raise ModelError(f"{method} {self.display_url}{url} rejected the request: {last}",
                                      kind="rejected")
                 busy = status in BUSY_STATUS
-                dropped = status == 502  # a proxy saying the server behind it closed or refused the connection
+                dropped = False  # (a proxy's 502 says the same of a server that died and of one not up yet)
                 wait = _retry_after(resp)
             if attempt + 1 < attempts:
                 delay = max(wait or 0.0, backoff_delay(attempt, self.cfg.retry_backoff_secs))

@@ -738,3 +738,23 @@ def test_a_label_by_text_names_that_text_when_another_template_shares_its_id(bro
     assert label_cli(broker_state, hostile, "anomalous", "--reason", "mine") == 0
     [(_, label, _)] = broker_state["written"]
     assert label.template == hostile
+
+
+def test_clear_by_text_leaves_another_template_s_label_on_the_same_id(broker_state, monkeypatch, capsys):
+    """A crafted id collision (review 2026-12-07, failing before): ``rationad label --clear "<template>"`` cleared
+    the label on the text's id whatever template it named."""
+    import rationad.catalog as catalog_mod
+    import rationad.labels as labels_mod
+    import rationad.templates as templates_mod
+    from rationad.labels import Label
+    from rationad.templates import template_id, to_template
+
+    tpl, hostile = to_template(BGL_LINE), "WARN hostile line {*} crafted to share an id"
+    shared = lambda t: "t-0000000000aa" if t in (tpl, hostile) else template_id(t)  # noqa: E731
+    for mod in (templates_mod, labels_mod, catalog_mod):
+        monkeypatch.setattr(mod, "template_id", shared)
+    broker_state["labels"] = [Label(tpl, "normal", "parity errors are corrected", "ada", 1.0)]
+    assert label_cli(broker_state, hostile, "--clear") == 2
+    assert "no operator label" in capsys.readouterr().err and broker_state["written"] == []
+    assert label_cli(broker_state, tpl, "--clear") == 0
+    assert broker_state["written"] == [("ops.labels", None, "t-0000000000aa")]

@@ -511,3 +511,14 @@ def test_pack_ranges_are_bounded_per_internal_partition_however_many_sources_fee
     assert held <= SEEN_RANGES + 12 * SEEN_RANGES_MIN
     assert all(v[-1] == 10 * 5_999 for v in seen._starts.values())  # the newest of each source kept
     assert seen.windowed(3, 10 * 5_999 + 1, 10 * 5_999 + 2) == [(10 * 5_999, 10 * 5_999 + 5)]  # still found
+    assert all(len(seen._starts[k]) == len(seen._ends[k]) for k in seen._starts)
+
+    # Sources arriving one after another, each going quiet (review of the first fix: a quiet source kept the larger
+    # share it had while there were fewer, 155,157 ranges held for 12 sources)
+    seen = SeenLines()
+    for source in range(12):
+        for n in range(SEEN_RANGES):
+            seen.windowed(source, 10 * n, 10 * n + 5)
+    held = sum(len(v) for v in seen._starts.values())
+    assert held <= SEEN_RANGES + SEEN_RANGES_MIN
+    assert all(len(seen._starts[k]) == len(seen._ends[k]) for k in seen._starts)
