@@ -250,8 +250,9 @@ class ServerClient:
             except (httpx.TransportError, httpx.DecodingError) as exc:  # refused/reset, timeouts, a garbled body
                 last = self._scrub(f"{type(exc).__name__}: {exc}")
                 busy = False
-                # reset or closed once connected (not refused, not a timeout): what a server dying under it does
-                dropped = isinstance(exc, httpx.RemoteProtocolError | httpx.ReadError | httpx.WriteError)
+                # reset or closed once connected (not refused, not a timeout): what a server dying under it does; kept
+                # over the retries after it (refused while the server restarts)
+                dropped = dropped or isinstance(exc, httpx.RemoteProtocolError | httpx.ReadError | httpx.WriteError)
             else:
                 if resp.is_success:
                     return resp
@@ -263,8 +264,7 @@ class ServerClient:
                 if not _is_retried(status):
                     raise ModelError(f"{method} {self.display_url}{url} rejected the request: {last}",
                                      kind="rejected")
-                busy = status in BUSY_STATUS
-                dropped = False  # (a proxy's 502 says the same of a server that died and of one not up yet)
+                busy = status in BUSY_STATUS  # (a proxy's 502 says the same of a server that died and of one not up)
                 wait = _retry_after(resp)
             if attempt + 1 < attempts:
                 delay = max(wait or 0.0, backoff_delay(attempt, self.cfg.retry_backoff_secs))

@@ -385,3 +385,24 @@ async def test_verify_refuses_a_budget_above_the_server_s_context_length():
     fits = make(Recorder(route), served_model_name="rationad", max_prompt_tokens=768, max_new_tokens=256)
     await fits.verify()
     await fits.aclose()
+
+
+async def test_a_connection_reset_is_told_apart_from_refused_and_timeouts_over_the_retries():
+    """``ModelError.dropped`` (rationad.model_stage: a request that may take the server down): a reset once connected,
+    kept over the retries after it, which meet the server restarting (refused). Refused alone, or a timeout, is not."""
+    def raising(*excs):
+        seq = list(excs)
+
+        def handler(request: httpx.Request) -> httpx.Response:
+            raise seq.pop(0)("failed", request=request)
+
+        return handler
+
+    for excs, dropped in (((httpx.RemoteProtocolError, httpx.ConnectError, httpx.ConnectError), True),
+                          ((httpx.ConnectError, httpx.ConnectError, httpx.ConnectError), False),
+                          ((httpx.ReadTimeout, httpx.ReadTimeout, httpx.ReadTimeout), False)):
+        client = make(raising(*excs), max_retries=2, retry_backoff_secs=0.0)
+        with pytest.raises(ModelError) as exc:
+            await client.generate([CONV], max_tokens=8, temperature=0, regex=None)
+        assert (exc.value.kind, exc.value.dropped) == ("outage", dropped), excs
+        await client.aclose()
