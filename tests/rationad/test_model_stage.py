@@ -387,32 +387,48 @@ async def test_a_batch_mate_answered_at_once_is_emitted_without_waiting_for_the_
     assert producer.on("rationad.dlq") == []  # p is still being retried
 
 
-async def test_a_session_whose_request_takes_the_server_down_is_dead_lettered_not_retried_for_ever():
-    """Found by review (2026-12-07), failing before its fix: a request that crashes the server (the connection reset,
-    then refused while the server restarts) was charged an attempt only if the probe sent after it was answered,
-    which it never is: retried for ever, taking the server down every 30 s, its partition never committed. Sent again
-    only once a probe is answered, and charged when the probe after it is not."""
+def _crashing_server(latency: float):
+    """A model server's handler: a request naming "poison" takes the server down 0.05 s after it arrives (every
+    request in flight then loses its connection, and connections are refused for 0.5 s while it restarts); a request
+    takes ``latency`` s, a probe 0.02 s."""
     import time as _time
 
-    state = {"down_until": 0.0}
+    loop = asyncio.get_running_loop()
+    state = {"epoch": 0, "down_until": 0.0}
 
-    def handler(request: httpx.Request) -> httpx.Response:
+    def crash():
+        state["epoch"] += 1
+        state["down_until"] = _time.monotonic() + 0.5
+
+    async def handler(request: httpx.Request) -> httpx.Response:
         if _time.monotonic() < state["down_until"]:
             raise httpx.ConnectError("connection refused", request=request)
         if request.url.path == "/health":
             return httpx.Response(200)
         if request.url.path == "/v1/models":
             return httpx.Response(200, json={"data": [{"id": "m"}]})
-        if any("poison" in m["content"] for m in json.loads(request.content)["messages"]):
-            state["down_until"] = _time.monotonic() + 0.5  # the server dies and is restarted
+        body = json.loads(request.content)
+        epoch = state["epoch"]
+        if any("poison" in m["content"] for m in body["messages"]):
+            loop.call_later(0.05, crash)
+        await asyncio.sleep(0.02 if body["max_tokens"] <= 4 else latency)  # generating
+        if state["epoch"] != epoch:
             raise httpx.RemoteProtocolError("peer closed connection without sending complete message body",
                                             request=request)
         return answer(ANOMALOUS)
 
+    return handler
+
+
+async def test_a_session_whose_request_takes_the_server_down_is_dead_lettered_not_retried_for_ever():
+    """Found by review (2026-12-07), failing before its fix: a request that crashes the server (the connection reset,
+    then refused while the server restarts) was charged an attempt only if the probe sent after it was answered,
+    which it never is: retried for ever, taking the server down every 30 s, its partition never committed. Sent again
+    only once a probe is answered, and charged when the probe after it is not."""
     s = td.settings(delivery={"max_attempts": 2}, model={"retry_backoff_secs": 0.1})
     recs = [Rec(0, td.line("p", "INFO poison")), Rec(1, td.line("p", "INFO poison")),
             Rec(2, td.line("q", "ERROR x")), Rec(3, td.line("q", "ERROR x"))]
-    d, consumer, producer = td.make(s, [{td.TP: recs}], model=server(handler))
+    d, consumer, producer = td.make(s, [{td.TP: recs}], model=server(_crashing_server(0.1)))
     await run(d, consumer, lambda: td.final_commit(consumer) == 4, 30)
     assert [orjson.loads(e.value)["session"]["key"] for e in producer.on("rationad.anomalies")] == ["q"]
     assert [dict(x.headers)["rationad-error-type"] for x in producer.on("rationad.dlq")] == [b"model_failed"]
@@ -440,43 +456,18 @@ async def test_a_server_refusing_connections_for_a_while_dead_letters_no_session
 
 
 async def test_sessions_in_flight_when_another_request_takes_the_server_down_are_not_charged():
-    """Found by review (2026-12-07) of the test above's first fix: a crash drops every connection, so batch-mates in
-    flight beside the culprit were charged too and dead-lettered after delivery.max_attempts crashes. A suspect
-    session is sent again alone (no other request of the stage in flight), so only the culprit is charged."""
+    """Found by review (2026-12-07) of the first fix above: a crash drops every connection, so batch-mates in flight
+    beside the culprit were charged too and dead-lettered after delivery.max_attempts crashes. A suspect session is
+    sent again alone (no other request of the stage in flight), so only the culprit is charged."""
     import random
-    import time as _time
 
     random.seed(1)  # the retries' jitter (the review's run that charged two innocent sessions)
-    loop = asyncio.get_running_loop()
-    state = {"epoch": 0, "down_until": 0.0}
-
-    def crash():
-        state["epoch"] += 1
-        state["down_until"] = _time.monotonic() + 0.5  # restarted a moment later
-
-    async def handler(request: httpx.Request) -> httpx.Response:
-        if _time.monotonic() < state["down_until"]:
-            raise httpx.ConnectError("connection refused", request=request)
-        if request.url.path == "/health":
-            return httpx.Response(200)
-        if request.url.path == "/v1/models":
-            return httpx.Response(200, json={"data": [{"id": "m"}]})
-        body = json.loads(request.content)
-        epoch = state["epoch"]
-        if any("poison" in m["content"] for m in body["messages"]):
-            loop.call_later(0.05, crash)  # this request takes the server down
-        await asyncio.sleep(0.02 if body["max_tokens"] <= 4 else 0.5)  # generating
-        if state["epoch"] != epoch:  # every request in flight when it died
-            raise httpx.RemoteProtocolError("peer closed connection without sending complete message body",
-                                            request=request)
-        return answer(ANOMALOUS)
-
     s = td.settings(delivery={"max_attempts": 2}, model={"retry_backoff_secs": 0.1})
     recs = []
     for key in ["p", *"abcdefgh"]:
         text = "INFO poison" if key == "p" else "ERROR x"
         recs += [Rec(len(recs), td.line(key, text)), Rec(len(recs) + 1, td.line(key, text))]
-    d, consumer, producer = td.make(s, [{td.TP: recs}], model=server(handler))
+    d, consumer, producer = td.make(s, [{td.TP: recs}], model=server(_crashing_server(0.5)))
     await run(d, consumer, lambda: td.final_commit(consumer) == len(recs), 60)
     judged = sorted(orjson.loads(e.value)["session"]["key"] for e in producer.on("rationad.anomalies"))
     assert judged == list("abcdefgh")
