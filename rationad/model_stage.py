@@ -89,6 +89,7 @@ class _Lane:
                 await self._cond.wait_for(lambda: not self._alone and not self._shared)
             finally:
                 self._waiting -= 1
+                self._cond.notify_all()  # (cancelled while it waited: the shared requests it held back go on)
             self._alone = True
         try:
             yield

@@ -473,3 +473,41 @@ async def test_sessions_in_flight_when_another_request_takes_the_server_down_are
     assert judged == list("abcdefgh")
     assert [(orjson.loads(x.value)["session"]["key"], dict(x.headers)["rationad-error-type"])
             for x in producer.on("rationad.dlq")] == [("p", b"model_failed")]
+
+
+async def test_the_lane_lets_one_request_alone_and_shared_ones_go_on_when_it_is_cancelled():
+    from rationad.model_stage import _Lane
+
+    lane, order = _Lane(), []
+
+    async def shared(name, secs):
+        async with lane.shared():
+            order.append(f"{name}+")
+            await asyncio.sleep(secs)
+            order.append(f"{name}-")
+
+    async def alone(name):
+        async with lane.alone():
+            order.append(f"{name}+")
+            await asyncio.sleep(0.05)
+            order.append(f"{name}-")
+
+    first = asyncio.ensure_future(shared("s1", 0.1))
+    await asyncio.sleep(0.01)
+    waiting = asyncio.ensure_future(alone("A"))
+    await asyncio.sleep(0.01)
+    later = asyncio.ensure_future(shared("s2", 0.01))  # comes after the request waiting to go alone
+    await asyncio.gather(first, waiting, later)
+    assert order == ["s1+", "s1-", "A+", "A-", "s2+", "s2-"]
+
+    order.clear()
+    first = asyncio.ensure_future(shared("s1", 0.1))
+    await asyncio.sleep(0.01)
+    waiting = asyncio.ensure_future(alone("A"))
+    await asyncio.sleep(0.01)
+    later = asyncio.ensure_future(shared("s2", 0.01))
+    await asyncio.sleep(0.01)
+    waiting.cancel()  # a stop while it waited: the shared request it held back goes on at once
+    await asyncio.wait_for(later, 0.05)
+    await first
+    assert order == ["s1+", "s2+", "s2-", "s1-"]
