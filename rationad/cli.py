@@ -67,17 +67,28 @@ def cmd_run(args: argparse.Namespace) -> int:
     return code
 
 
-async def _check_compacted(settings: Settings) -> list[str]:
-    """The template level's state topics as ``run`` checks them at start (``ensure_compacted_topic``), without
-    creating a missing one: one that exists with the delete policy, or that the ACL hides, stops ``run`` (exit 2)
-    after ``check-config`` said the configuration was valid (review, 2026-12-07)."""
-    from rationad.topics import TopicCheckError, ensure_compacted_topic
+async def _check_state_topics(settings: Settings) -> list[str]:
+    """The topics ``run`` checks at start besides its inputs and outputs (``ensure_compacted_topic`` for the template
+    level's labels and catalog, ``ensure_topic`` for the repartition topic), without creating a missing one: one
+    that exists but is unfit, or that the ACL hides, stops ``run`` (exit 2) after ``check-config`` said the
+    configuration was valid (review, 2026-12-07)."""
+    from rationad.topics import TopicCheckError, ensure_compacted_topic, ensure_topic
 
+    checks: list[Coroutine[Any, Any, int]] = []
+    if settings.judge_level() == "template":
+        checks += [ensure_compacted_topic(settings.kafka, topic, key=key, timeout_secs=15, create=False)
+                   for key, topic in (("judge.labels_topic", settings.judge.labels_topic),
+                                      ("judge.templates_topic", settings.judge.templates_topic))]
+    if (internal := settings.repartition_topic()) is not None:
+        r = settings.repartition
+        checks.append(ensure_topic(settings.kafka, internal, key="repartition.topic", partitions=r.partitions,
+                                   like=settings.input.topics, replication_factor=r.replication_factor,
+                                   retention_ms=r.retention_ms, timeout_secs=15,
+                                   max_message_bytes=settings.output.max_message_bytes, create=False))
     problems = []
-    for key, topic in (("judge.labels_topic", settings.judge.labels_topic),
-                       ("judge.templates_topic", settings.judge.templates_topic)):
+    for check in checks:
         try:
-            await ensure_compacted_topic(settings.kafka, topic, key=key, timeout_secs=15, create=False)
+            await check
         except ConfigError as exc:
             problems.append(str(exc))
         except TopicCheckError as exc:
@@ -119,21 +130,7 @@ async def _check(settings: Settings, model_ok: bool = True) -> list[str]:
             problems.extend(str(exc).splitlines())
         except TopicCheckError as exc:
             problems.append(f"kafka.bootstrap_servers: {exc}")
-        if settings.judge_level() == "template":
-            problems += await _check_compacted(settings)
-        if (internal := settings.repartition_topic()) is not None:  # as run checks it at start, creating nothing
-            from rationad.topics import ensure_topic
-
-            r = settings.repartition
-            try:
-                await ensure_topic(settings.kafka, internal, key="repartition.topic", partitions=r.partitions,
-                                   like=settings.input.topics, replication_factor=r.replication_factor,
-                                   retention_ms=r.retention_ms, timeout_secs=15,
-                                   max_message_bytes=settings.output.max_message_bytes, create=False)
-            except ConfigError as exc:
-                problems.append(str(exc))
-            except TopicCheckError as exc:
-                problems.append(f"kafka.bootstrap_servers: {exc}")
+        problems += await _check_state_topics(settings)
     m = settings.model
     if m.backend == "vllm-server" and model_ok:
         from rationad.model.base import ModelError, make_client
@@ -459,8 +456,7 @@ async def _label(settings: Settings, args: argparse.Namespace) -> int:
         tids = [target] if is_id else [template_id(t) for t in texts]
         # by text: the label of that text only (a crafted id collision: not the other template's label on its id)
         tid = target if is_id and target in current else next(
-            (template_id(t) for t in texts if current.get(template_id(t)) is not None
-             and current[template_id(t)].template == t), None)
+            (lb.id for t in texts if (lb := current.get(template_id(t))) is not None and lb.template == t), None)
         if tid is None:
             print(f"error: no operator label for {target!r} (template id {tids[-1]}) in topic {topic!r}; nothing "
                   "written (rationad templates --source operator lists the labels)", file=sys.stderr)

@@ -76,8 +76,6 @@ class Corpus:
         return h.hexdigest()[:16]
 
 
-
-
 def load_corpus(cfg: DataConfig, count_tokens: Callable[[str], int] = approx_tokens) -> Corpus:
     from training.data_hdfs import load_raw, load_rendered
     from training.data_templates import load_templates

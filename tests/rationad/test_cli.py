@@ -714,8 +714,8 @@ async def test_check_config_checks_the_template_level_s_state_topics_as_run_does
     monkeypatch.setattr(topics, "ensure_compacted_topic", ensure)
     s = Settings(input={"topics": ["logs"], "dialect": "generic"}, sessions={"window_lines": 100})
     assert s.judge_level() == "template"
-    assert await cli._check_compacted(s) == [f"judge.labels_topic: topic {s.judge.labels_topic!r} has "
-                                             "cleanup.policy=delete"]
+    assert await cli._check_state_topics(s) == [f"judge.labels_topic: topic {s.judge.labels_topic!r} has "
+                                                 "cleanup.policy=delete"]
     assert asked == [("judge.labels_topic", s.judge.labels_topic, False),
                      ("judge.templates_topic", s.judge.templates_topic, False)]
 
