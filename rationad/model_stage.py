@@ -211,9 +211,12 @@ class ModelStage:
         # which no probe sent after it can ever tell. It is sent again only once a probe is answered, alone (no other
         # request of this stage in flight: a crash drops every connection, and innocent batch-mates in flight beside
         # the culprit were charged too), and when it then loses its connection and the probe after it is not
-        # answered, it is charged an attempt, unless a shared request was dropped since its previous send alone (the
-        # server dies on its own too: a crash loop is an outage) (review 2026-12-07: such a session was retried for
-        # ever, taking the server down every 30 s, its partition never committed).
+        # answered, it is charged an attempt, unless a shared request sent while the server was not known down was
+        # dropped since its previous send alone (the server dies on its own too: a crash loop is an outage) (review
+        # 2026-12-07: such a session was retried for ever, taking the server down every 30 s, its partition never
+        # committed). Behind a reverse proxy a reset and a refusal are both 502 (dropped): requests sent while the
+        # server is known down are not evidence that it died on its own, and after an outage the sessions it split
+        # are sent alone once each.
         suspect = False
         resets_at: int | None = None  # ``_resets`` when this session was last sent alone
         while True:
@@ -228,9 +231,10 @@ class ModelStage:
             try:
                 try:
                     async with self._lane.alone() if was_suspect else self._lane.shared():
+                        up = self.down_since is None
                         result = await self.judge.judge_many([p.session for p in batch])
                 except ModelError as exc:
-                    if exc.dropped and not was_suspect:
+                    if exc.dropped and up and not was_suspect:
                         self._resets += 1
                     raise
                 if not all(j.cached for j in result):  # the model answered this batch (verdicts from the cache
@@ -334,12 +338,13 @@ class ModelStage:
         conversation, regex = self.judge.probe_request(templated=bool(like.session.extra.get("templated")))
         try:
             async with self._lane.shared():
+                up = self.down_since is None
                 await self.judge.client.generate([conversation], max_tokens=PROBE_TOKENS, temperature=0.0,
                                                  regex=regex)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - any failure: not known to answer
-            if isinstance(exc, ModelError) and exc.dropped:
+            if isinstance(exc, ModelError) and exc.dropped and up:
                 self._resets += 1
             return False
         self.answered()  # a request answered: a block set because requests were rejected is over

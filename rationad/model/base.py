@@ -53,8 +53,9 @@ class ModelError(Exception):
     ``retryable`` (kept for callers that only need the old yes/no) is True for every kind but ``rejected``.
     ``busy``: an outage the server itself called temporary (408, 429, 503: a rate limit or a full queue): charged to
     a session only after ``model_stage.BUSY_PATIENCE_SECS`` of it (a rate limit lets the stage's probe through).
-    ``dropped``: an outage where the connection was reset or closed once made (not refused, not a timeout, not a
-    status the server or a proxy chose): what a request that takes the server down looks like (``model_stage``).
+    ``dropped``: an outage where the connection was reset or closed once made, or a reverse proxy answered 502 (not
+    refused, not a timeout, not another status): what a request that takes the server down looks like, counted so by
+    ``model_stage`` only for a request sent while the server was not known down.
     """
 
     def __init__(self, msg: str, retryable: bool = True, *, kind: ErrorKind | None = None, busy: bool = False,

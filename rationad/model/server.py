@@ -264,7 +264,10 @@ class ServerClient:
                 if not _is_retried(status):
                     raise ModelError(f"{method} {self.display_url}{url} rejected the request: {last}",
                                      kind="rejected")
-                busy = status in BUSY_STATUS  # (a proxy's 502 says the same of a server that died and of one not up)
+                busy = status in BUSY_STATUS
+                # a reverse proxy's 502: its upstream closed the connection (a server dying under this request) or
+                # refused it (one not up), which the model stage tells apart by whether the server was up when sent
+                dropped = dropped or status == 502
                 wait = _retry_after(resp)
             if attempt + 1 < attempts:
                 delay = max(wait or 0.0, backoff_delay(attempt, self.cfg.retry_backoff_secs))

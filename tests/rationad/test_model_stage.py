@@ -387,10 +387,15 @@ async def test_a_batch_mate_answered_at_once_is_emitted_without_waiting_for_the_
     assert producer.on("rationad.dlq") == []  # p is still being retried
 
 
-def _crashing_server(latency: float):
+def _bad_gateway(request: httpx.Request) -> httpx.Response:
+    return httpx.Response(502, text="<html><center><h1>502 Bad Gateway</h1></center></html>")
+
+
+def _crashing_server(latency: float, proxied: bool = False):
     """A model server's handler: a request naming "poison" takes the server down 0.05 s after it arrives (every
     request in flight then loses its connection, and connections are refused for 0.5 s while it restarts); a request
-    takes ``latency`` s, a probe 0.02 s."""
+    takes ``latency`` s, a probe 0.02 s. ``proxied``: behind a reverse proxy (nginx, an ingress), which answers 502
+    for both."""
     import time as _time
 
     loop = asyncio.get_running_loop()
@@ -402,6 +407,8 @@ def _crashing_server(latency: float):
 
     async def handler(request: httpx.Request) -> httpx.Response:
         if _time.monotonic() < state["down_until"]:
+            if proxied:
+                return _bad_gateway(request)
             raise httpx.ConnectError("connection refused", request=request)
         if request.url.path == "/health":
             return httpx.Response(200)
@@ -413,6 +420,8 @@ def _crashing_server(latency: float):
             loop.call_later(0.05, crash)
         await asyncio.sleep(0.02 if body["max_tokens"] <= 4 else latency)  # generating
         if state["epoch"] != epoch:
+            if proxied:
+                return _bad_gateway(request)
             raise httpx.RemoteProtocolError("peer closed connection without sending complete message body",
                                             request=request)
         return answer(ANOMALOUS)
@@ -420,27 +429,32 @@ def _crashing_server(latency: float):
     return handler
 
 
-async def test_a_session_whose_request_takes_the_server_down_is_dead_lettered_not_retried_for_ever():
+@pytest.mark.parametrize("proxied", [False, True], ids=["direct", "behind_a_proxy"])
+async def test_a_session_whose_request_takes_the_server_down_is_dead_lettered_not_retried_for_ever(proxied):
     """Found by review (2026-12-07), failing before its fix: a request that crashes the server (the connection reset,
     then refused while the server restarts) was charged an attempt only if the probe sent after it was answered,
     which it never is: retried for ever, taking the server down every 30 s, its partition never committed. Sent again
-    only once a probe is answered, and charged when the probe after it is not."""
+    only once a probe is answered, and charged when the probe after it is not. Behind a reverse proxy the reset and
+    the refusals are both 502 (left by the last session, failing before: the culprit was retried as in an outage)."""
     s = td.settings(delivery={"max_attempts": 2}, model={"retry_backoff_secs": 0.1})
     recs = [Rec(0, td.line("p", "INFO poison")), Rec(1, td.line("p", "INFO poison")),
             Rec(2, td.line("q", "ERROR x")), Rec(3, td.line("q", "ERROR x"))]
-    d, consumer, producer = td.make(s, [{td.TP: recs}], model=server(_crashing_server(0.1)))
+    d, consumer, producer = td.make(s, [{td.TP: recs}], model=server(_crashing_server(0.1, proxied)))
     await run(d, consumer, lambda: td.final_commit(consumer) == 4, 30)
     assert [orjson.loads(e.value)["session"]["key"] for e in producer.on("rationad.anomalies")] == ["q"]
     assert [dict(x.headers)["rationad-error-type"] for x in producer.on("rationad.dlq")] == [b"model_failed"]
 
 
-async def test_a_server_refusing_connections_for_a_while_dead_letters_no_session():
+@pytest.mark.parametrize("proxied", [False, True], ids=["direct", "behind_a_proxy"])
+async def test_a_server_refusing_connections_for_a_while_dead_letters_no_session(proxied):
     """The other side of the test above: every connection refused for 3 s (a restart of the server alone) is an
     outage, whatever the probes say: both sessions are judged once it is back, none dead-lettered."""
     state = {"down": True}
 
     def handler(request: httpx.Request) -> httpx.Response:
         if state["down"]:
+            if proxied:
+                return _bad_gateway(request)
             raise httpx.ConnectError("connection refused", request=request)
         if request.url.path == "/health":
             return httpx.Response(200)
@@ -455,7 +469,8 @@ async def test_a_server_refusing_connections_for_a_while_dead_letters_no_session
     assert sorted(orjson.loads(e.value)["session"]["key"] for e in producer.on("rationad.anomalies")) == ["a", "b"]
 
 
-async def test_sessions_in_flight_when_another_request_takes_the_server_down_are_not_charged():
+@pytest.mark.parametrize("proxied", [False, True], ids=["direct", "behind_a_proxy"])
+async def test_sessions_in_flight_when_another_request_takes_the_server_down_are_not_charged(proxied):
     """Found by review (2026-12-07) of the first fix above: a crash drops every connection, so batch-mates in flight
     beside the culprit were charged too and dead-lettered after delivery.max_attempts crashes. A suspect session is
     sent again alone (no other request of the stage in flight), so only the culprit is charged."""
@@ -467,7 +482,7 @@ async def test_sessions_in_flight_when_another_request_takes_the_server_down_are
     for key in ["p", *"abcdefgh"]:
         text = "INFO poison" if key == "p" else "ERROR x"
         recs += [Rec(len(recs), td.line(key, text)), Rec(len(recs) + 1, td.line(key, text))]
-    d, consumer, producer = td.make(s, [{td.TP: recs}], model=server(_crashing_server(0.5)))
+    d, consumer, producer = td.make(s, [{td.TP: recs}], model=server(_crashing_server(0.5, proxied)))
     await run(d, consumer, lambda: td.final_commit(consumer) == len(recs), 60)
     judged = sorted(orjson.loads(e.value)["session"]["key"] for e in producer.on("rationad.anomalies"))
     assert judged == list("abcdefgh")
