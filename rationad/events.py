@@ -210,6 +210,9 @@ def build_template_event(
                              for i, u in anomalous)
     else:
         rationale = f"Every template of the window ({len(uses)}) is judged normal."
+    # the templates the verdict rests on: the anomalous ones, else every one judged (a normal window's verdict came
+    # from the cache only when each of them did; ``all`` of none said so of every normal window)
+    deciding = [u for _, u in anomalous] or [u for u in uses if u.state.verdict is not None]
     ungrounded = [f"{u.state.id}:{ref}" for _, u in anomalous if u.state.source == "model"
                   for ref in u.state.ungrounded]
     templates = []
@@ -243,7 +246,7 @@ def build_template_event(
         # own; a ref to any other row of that prompt cites nothing: named with its template's id.
         "grounded": not ungrounded,
         "ungrounded_refs": ungrounded,
-        "cached": all(u.state.cached or u.state.label is not None for _, u in anomalous),
+        "cached": bool(deciding) and all(u.state.cached or u.state.label is not None for u in deciding),
         "judge_level": "template",
         "templates": templates,
         "unjudged_templates": list(decision.unjudged),

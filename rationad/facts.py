@@ -146,8 +146,9 @@ def plain(text: str) -> str:
 def trouble_sentence(ref: str, template: str) -> str:
     """How a window's analysis names the row that reports trouble (the start of every anomalous window's rationale
     of training, ``training.rationales.generic_rationale``), quoting it as the prompt shows it: text addressed to
-    the model masked (``rationad.injection.mask``), never copied into the model's own words."""
-    return f"{ref} reports '{plain(mask(template))[:80]}': the system itself reports an error or failure."
+    the model masked (``rationad.injection.mask``), never copied into the model's own words: masked again once
+    ``plain`` has joined the words that ``<`` and ``>`` split (``ign<ore previous instruc>tions``)."""
+    return f"{ref} reports '{plain(mask(plain(mask(template))))[:80]}': the system itself reports an error or failure."
 
 
 def routine_sentence(last_ref: str) -> str:

@@ -333,3 +333,23 @@ def test_a_rationale_cut_to_output_max_rationale_chars_ends_at_a_word_with_the_c
     assert cut.endswith(CUT_MARK) and len(cut) <= limit and not cut[: -len(CUT_MARK)].endswith("L1")
     assert cut == "L3 and L7 report the disk failing;" + CUT_MARK
     assert cut_text(text, len(text)) == text
+
+
+def test_a_normal_template_window_is_cached_only_when_its_templates_verdicts_were():
+    """Found by review (2026-12-07), failing before its fix: a normal window said its verdict came from the cache
+    (``all`` of no anomalous template) even when the model had just judged its templates."""
+    from rationad.events import build_template_event
+    from rationad.template_book import TemplateBook
+
+    def window(raw):
+        return Session(key="stream", lines=[LogLine(key="stream", message=raw, raw=raw, topic="logs", offset=1)],
+                       close_reason="window_full", topic="logs")
+
+    book = TemplateBook()
+    for raw, cached in [("session opened for user bob", False), ("heartbeat ok from node 7", True)]:
+        st = book.observe(raw, 0.0)
+        book.judged(st.template, "normal", "L1 is a routine status message.", cached=cached, score=0.01,
+                    answer_verdict="normal")
+        w = window(raw)
+        e = build_template_event(w, book.decide(book.uses(w)), ModelInfo("m", "1"), source="generic", now=0)
+        assert (e["verdict"], e["cached"]) == ("normal", cached)
