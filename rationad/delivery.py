@@ -19,8 +19,10 @@ exactly once. Produce errors are sorted by what can help:
 - an event the broker can never take (too large, not allowed): the session goes to the dead-letter topic instead,
   with the error;
 - a dead letter that is too large: cut to fit (headers say so: ``rationad-truncated``, ``rationad-original-bytes``);
-- a dead letter that can never be delivered for another reason (topic not authorised, invalid): nothing else can
-  hold it, so ``on_fatal`` stops the daemon with a non-zero exit; the offset was never committed past it.
+- a dead letter refused for what it is, not its size (an invalid timestamp): nothing else can hold it, so
+  ``on_fatal`` stops the daemon with a non-zero exit; the offset was never committed past it;
+- any other refusal (an ACL missing or revoked, an old broker), of an event or a dead letter: retried with backoff,
+  holding the offsets (``RECORD_ERRORS``, ``is_retriable``).
 """
 
 from __future__ import annotations

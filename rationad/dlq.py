@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import orjson
 
-from rationad.records import Session
+from rationad.records import LogLine, Session, input_spans
 
 if TYPE_CHECKING:  # annotations only: rationad.events sizes its records with record_bytes
     from rationad.judge import Judgement
@@ -71,8 +71,21 @@ def poison_session(judgement: Judgement, error_type: str = "malformed_answer") -
 
 def session_dead_letter(session: Session, error_type: str, error: str, *, raw_completion: str = "",
                         attempts: int = 0) -> DeadLetter:
-    """A session that could not be judged or delivered, as JSON with its raw lines (the first 1,000)."""
+    """A session that could not be judged or delivered, as JSON with its raw lines (the first 1,000).
+
+    The headers name where it was read on the input: for lines that came through the repartition topic, the input
+    partitions and offsets (``session.inputs``, the first in the headers), not the internal topic's, which is purged
+    once committed; for a template the model could not judge (``template_session``), the line it was first met in
+    (``session.example``), whose raw text its masked template no longer holds."""
     s = session
+    spans = input_spans(s.lines)
+    example: LogLine | None = s.extra.get("example")
+    if example is not None:
+        where = example.source or (example.topic, example.partition, example.offset)
+    elif spans is not None:
+        where = spans[0][:3]
+    else:
+        where = (s.topic, s.partition, s.first_offset)
     body = {
         "error": error,
         "raw_completion": raw_completion,
@@ -88,7 +101,13 @@ def session_dead_letter(session: Session, error_type: str, error: str, *, raw_co
             "lines": [line.raw for line in s.lines[:1000]],
         },
     }
-    headers = _headers("model", error_type, error or error_type, s.topic, s.partition, s.first_offset)
+    if spans is not None:
+        body["session"]["inputs"] = [{"topic": t, "partition": p, "first_offset": lo, "last_offset": hi}
+                                     for t, p, lo, hi in spans]
+    if example is not None:
+        body["session"]["example"] = {"line": example.raw, "topic": where[0], "partition": where[1],
+                                      "offset": where[2]}
+    headers = _headers("model", error_type, error or error_type, *where)
     return DeadLetter(s.key.encode(), orjson.dumps(body), headers, error_type)
 
 
@@ -145,6 +164,9 @@ def _cut_value(value: bytes, room: int, *, session: bool) -> bytes:
         body["session"]["key"] = str(session_body.get("key", ""))[:MAX_BODY_KEY_CHARS]
         per_line = max(256, room // max(1, len(lines)))
         lines = [ln[:per_line] for ln in lines]
+        example = session_body.get("example")
+        if isinstance(example, dict) and isinstance(example.get("line"), str):
+            example["line"] = example["line"][: max(256, room // 8)]  # (quoted, a character takes up to 6 bytes)
         # Binary search on how many lines fit, keeping the first ones (a session's start names what it was).
         lo, hi = 0, len(lines)
         while lo < hi:

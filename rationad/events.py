@@ -23,7 +23,7 @@ from rationad import __version__
 from rationad.answer import CUT_MARK, ParsedAnswer, served_verdict
 from rationad.dlq import record_bytes
 from rationad.prompt import PROMPT_VERSION, SessionView
-from rationad.records import Session
+from rationad.records import Session, input_spans
 from rationad.template_book import Decision
 
 EVENT_TYPE = "rationad.verdict.v1"
@@ -57,14 +57,10 @@ def event_id(session: Session, model: ModelInfo, level: str = "session") -> str:
     same id, so consumers drop the copy. A digest of the lines' text goes with them, in place of ``part``: the lines
     of one input record (one position) may fill several sessions of one key (``sessions.max_lines``), which the
     positions alone do not tell apart, and ``part`` depends on how the lines were packed on the internal topic."""
-    sources = [line.source for line in session.lines]
-    forwarded = bool(sources) and all(s is not None for s in sources)
-    if forwarded:
-        spans: dict[tuple[str, int], tuple[int, int]] = {}
-        for topic, partition, offset in sources:  # type: ignore[misc]
-            lo, hi = spans.get((topic, partition), (offset, offset))
-            spans[(topic, partition)] = (min(lo, offset), max(hi, offset))
-        where = ["source", *(f"{t}/{p}:{lo}-{hi}" for (t, p), (lo, hi) in sorted(spans.items()))]
+    spans = input_spans(session.lines)
+    forwarded = spans is not None
+    if spans is not None:
+        where = ["source", *(f"{t}/{p}:{lo}-{hi}" for t, p, lo, hi in spans)]
         text = hashlib.blake2b(digest_size=16)
         for line in session.lines:
             text.update(line.raw.encode("utf-8", "surrogatepass") + b"\x1f")

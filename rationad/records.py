@@ -78,3 +78,16 @@ class Session:
     def last_ts(self) -> float | None:
         ts = [line.ts for line in self.lines if line.ts is not None]
         return max(ts) if ts else None
+
+
+def input_spans(lines: list[LogLine]) -> list[tuple[str, int, int, int]] | None:
+    """Where lines that all came through the repartition topic were read on the input: (topic, partition, lowest
+    offset, highest offset) for each input partition, in order; None when any line was read on the input itself."""
+    spans: dict[tuple[str, int], tuple[int, int]] = {}
+    for line in lines:
+        if line.source is None:
+            return None
+        topic, partition, offset = line.source
+        lo, hi = spans.get((topic, partition), (offset, offset))
+        spans[(topic, partition)] = (min(lo, offset), max(hi, offset))
+    return [(t, p, lo, hi) for (t, p), (lo, hi) in sorted(spans.items())] or None

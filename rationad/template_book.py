@@ -45,12 +45,15 @@ def template_of(message: str) -> str:
     return to_template(message) or message.strip() or message
 
 
-def template_session(template: str, source_key: str = "") -> Session:
-    """The template-level task's input: one row, the template itself (the prompt the model was trained on)."""
+def template_session(template: str, source_key: str = "", example: LogLine | None = None) -> Session:
+    """The template-level task's input: one row, the template itself (the prompt the model was trained on);
+    ``example``, a line of it as read (named by its dead letter, ``rationad.dlq.session_dead_letter``)."""
     tid = template_id(template)
     line = LogLine(key=tid, message=template, raw=template)
-    return Session(key=tid, lines=[line], close_reason="template", topic=source_key, source_id=tid,
-                   extra={"templated": True})
+    extra: dict = {"templated": True}
+    if example is not None:
+        extra["example"] = example
+    return Session(key=tid, lines=[line], close_reason="template", topic=source_key, source_id=tid, extra=extra)
 
 
 @dataclass(slots=True)

@@ -86,7 +86,7 @@ class TemplateStage:
         st = self.book.observe(line.message, now)
         line.template = st.template
         if st.verdict is None and self.book.needs_model(st, now):
-            self._judge(st, now)
+            self._judge(st, now, line)
 
     def close(self, session: Session, hold: Hold, now: float, is_revoked: Callable[[], bool]) -> None:
         """A window closed (its hold taken): decide it now or when its last template's verdict arrives."""
@@ -111,12 +111,14 @@ class TemplateStage:
                 w.waits.add(st.template)
                 self._waiting.setdefault(st.template, []).append(w)
             if self.book.needs_model(st, now):  # e.g. forgotten while the window was open, or its label cleared
-                self._judge(st, now)
+                self._judge(st, now, u.lines[0])
 
-    def _judge(self, st: TemplateState, now: float) -> None:
+    def _judge(self, st: TemplateState, now: float, example: LogLine | None = None) -> None:
+        """Send ``st`` to the model; ``example``, the line that sent it, is named by its dead letter if it fails."""
         self.book.start_judging(st)
         hold = self.delivery.hold(self._offsets, 0, st.nbytes)
-        self.stage.submit(Pending(template_session(st.template), hold, now, _never, settle=self._settled))
+        self.stage.submit(Pending(template_session(st.template, example=example), hold, now, _never,
+                                  settle=self._settled))
 
     # ---- verdicts ------------------------------------------------------------------------------------------
     async def _settled(self, p: Pending, r: Result) -> None:

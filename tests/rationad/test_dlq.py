@@ -1,7 +1,7 @@
 import orjson
 
 from rationad.answer import parse_completion
-from rationad.dlq import bad_record, poison_session
+from rationad.dlq import bad_record, fit, poison_session, record_bytes, session_dead_letter
 from rationad.judge import Judgement
 from rationad.prompt import build_view
 from rationad.records import LogLine, Session
@@ -98,3 +98,35 @@ def test_our_headers_cut_to_fit_end_at_a_character():
     cut = fit(dl, 4_096)
     reason = dict(cut.headers)["rationad-error-reason"]
     assert reason.decode("utf-8") == "a" + "é" * 249 and dict(cut.headers)["rationad-headers-dropped"] == b"true"
+
+
+def test_a_repartitioned_session_s_dead_letter_names_its_input_positions():
+    """Found by review (2026-12-07), failing before its fix: a session read on the repartition topic was dead-lettered
+    under the internal topic's partition and offsets, which are purged once committed (right after the dead letter
+    is acknowledged): a cut dead letter's dropped lines could not be found on the input the headers promise."""
+    from rationad.records import LogLine, Session
+
+    lines = [LogLine(key="blk_1", message=f"m{i}", raw=f"line {i}", topic="g-repartition", partition=3, offset=77 + i,
+                     source=("logs", 1 - i % 2, 5_000 + i)) for i in range(3)]
+    s = Session(key="blk_1", lines=lines, close_reason="gap", topic="g-repartition", partition=3)
+    dl = session_dead_letter(s, "malformed_answer", "missing <answer> section")
+    assert {k: v for k, v in dl.headers if k.startswith("rationad-source")} == {
+        "rationad-source-topic": b"logs", "rationad-source-partition": b"0", "rationad-source-offset": b"5001"}
+    assert orjson.loads(dl.value)["session"]["inputs"] == [
+        {"topic": "logs", "partition": 0, "first_offset": 5001, "last_offset": 5001},
+        {"topic": "logs", "partition": 1, "first_offset": 5000, "last_offset": 5002}]
+    direct = Session(key="k", lines=[LogLine(key="k", message="m", raw="m", topic="logs", partition=2, offset=9)],
+                     close_reason="gap", topic="logs", partition=2)
+    body = orjson.loads(session_dead_letter(direct, "model_failed", "x").value)["session"]
+    assert "inputs" not in body and (body["topic"], body["partition"], body["first_offset"]) == ("logs", 2, 9)
+
+
+def test_a_template_dead_letter_with_a_long_example_line_is_cut_to_fit():
+    from rationad.records import LogLine
+    from rationad.template_book import template_session
+
+    example = LogLine(key="k", message="x", raw="ERROR " + "y" * 200_000, topic="logs", partition=0, offset=4)
+    dl = fit(session_dead_letter(template_session("ERROR {*}", example=example), "model_failed", "x"), 20_000)
+    body = orjson.loads(dl.value)["session"]
+    assert record_bytes(dl.key, dl.value, dl.headers) <= 20_000
+    assert body["example"]["line"].startswith("ERROR yyy") and body["lines"] == ["ERROR {*}"]

@@ -206,6 +206,13 @@ async def test_a_template_the_model_rejects_is_dead_lettered_and_the_window_stil
     (dl,) = producer.on(s.output.dlq_topic)
     assert dict(dl.headers)["rationad-error-type"] == b"model_rejected"
     assert consumer.committed_offset(TP) == 3
+    # It names the line it was met in, as read, and where (review 2026-12-07, failing before: the masked template
+    # only, at topic "", partition 0, offset 0)
+    assert {k: v for k, v in dl.headers if k.startswith("rationad-source")} == {
+        "rationad-source-topic": TP.topic.encode(), "rationad-source-partition": str(TP.partition).encode(),
+        "rationad-source-offset": b"0"}
+    assert orjson.loads(dl.value)["session"]["example"] == {
+        "line": DISK.format(n=1), "topic": TP.topic, "partition": TP.partition, "offset": 0}
 
 
 async def test_the_catalog_gets_every_changed_template_with_its_counts():
