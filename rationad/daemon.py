@@ -814,8 +814,7 @@ class Daemon:
                         elif is_pack(rec.headers):
                             lines = self._pack_lines(tp, part, rec, dead)
                         else:
-                            lines = self._own_lines(part, rec, parse(rec.value, topic=topic, partition=partition,
-                                                                      offset=rec.offset))
+                            lines = self._own_lines(tp, part, rec, dead)
                     except BadRecord as exc:
                         dl = bad_record(rec.key, rec.value, rec.headers, error_type=exc.reason, reason=str(exc),
                                         topic=topic, partition=partition, offset=rec.offset)
@@ -911,22 +910,32 @@ class Daemon:
             self.metrics.lines_repartitioned.inc(packer.lines)
         return whole and not part.revoked
 
-    def _own_lines(self, part: _Part, rec, lines: list) -> list:
+    def _own_lines(self, tp, part: _Part, rec, dead: list) -> list:
         """The lines of a one-line internal record that belong to its key, unless this partition already windowed
-        it; each carries its source position (``LogLine.source``)."""
+        it; each carries its source position (``LogLine.source``). One that fails to parse is dead-lettered with its
+        source position, once: a re-read copy is known before it is parsed."""
         key = rec.key.decode("utf-8", "surrogateescape") if rec.key else ""
-        own = own_lines(lines, key)
         source = source_of(rec.headers)
-        if source is None:
-            return own
-        try:
-            pos = (self._topic_names.get(source[0]) or source[0].decode(), int(source[1]), int(source[2]))
-        except ValueError:
-            return own  # not ours to interpret: windowed by its place on the internal topic only
+        pos = None
+        if source is not None:
+            try:
+                pos = (self._topic_names.get(source[0]) or source[0].decode(), int(source[1]), int(source[2]))
+            except ValueError:
+                pass  # not ours to interpret: windowed by its place on the internal topic only
         # One input record may send several lines of one key as one-line records (``Packer.add``), identical ones
         # too: each is told apart by its value and by how many copies of it the record held before it.
-        if not part.seen.first_time((pos, key, hash(rec.value), source_repeat(rec.headers))):
+        if pos is not None and not part.seen.first_time((pos, key, hash(rec.value), source_repeat(rec.headers))):
             self.metrics.errors.labels("repartition", "duplicate_line").inc()
+            return []
+        try:
+            own = own_lines(self.parser.parse(rec.value, topic=tp.topic, partition=tp.partition, offset=rec.offset),
+                            key)
+        except BadRecord as exc:
+            if pos is None:
+                raise
+            dl = bad_record(rec.key, rec.value, [], error_type=exc.reason, reason=str(exc), topic=pos[0],
+                            partition=pos[1], offset=pos[2])
+            dead.append((self.delivery.hold(part.offsets, rec.offset), dl))
             return []
         for x in own:
             x.source = pos

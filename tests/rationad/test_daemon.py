@@ -1729,3 +1729,31 @@ async def test_a_block_found_by_the_health_check_stays_until_that_check_passes(m
     assert d.stage.blocked is None
     d.request_stop()
     assert await task == 0
+
+
+async def test_a_one_line_internal_record_that_fails_to_parse_is_dead_lettered_once():
+    """Left by the last session, failing before its fix: a one-line internal record whose line fails to parse (a
+    forwarder of another configuration during a rolling upgrade) was parsed before it was known as a re-read, so each
+    copy forwarded again (a restart between the hops) was dead-lettered again, under the internal topic's offset."""
+    from rationad.repartition import Packer, Router
+
+    async def start_internal(*a, **kw):
+        return 1
+
+    _patch.setattr("rationad.topics.ensure_topic", start_internal)
+    s = settings(input={"repartition": "always"})
+    d, consumer, producer = make(s, [])
+    itp = TopicPartition(d.internal, 0)
+    packer = Packer(d.internal, "logs", 1, Router(1))
+    packer.add([("a", b"x session=a\n  trace"), ("a", b"x session=a\n  trace")], 40)  # newlines: one-line records
+    first, _ = packer.outputs()
+    bad = [Rec(o, b"\xff\xfe not utf-8", first.key, first.headers) for o in range(2)]  # the same record, twice
+    consumer.batches.append({itp: bad})
+    consumer.tps = [itp]
+    try:
+        await run_until(d, lambda: consumer.committed_offset(itp) == 2)
+    finally:
+        _patch.undo()
+    [dl] = producer.on(s.output.dlq_topic)
+    assert dict(dl.headers)["rationad-error-type"] == b"invalid_utf8"
+    assert (dict(dl.headers)["rationad-source-topic"], dict(dl.headers)["rationad-source-offset"]) == (b"logs", b"40")
