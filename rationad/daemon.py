@@ -41,9 +41,11 @@ from rationad.neighbours import Known
 from rationad.offsets import PartitionOffsets
 from rationad.purge import Purger
 from rationad.repartition import (
-    PACK_BYTES, Packer, Router, SeenLines, is_pack, own_lines, pack_source, source_of, source_repeat, unpack,
+    PACK_BYTES, Packer, Router, SeenLines, is_pack, own_lines, pack_source, source_of, source_repeat, source_time,
+    unpack,
 )
 from rationad.records import Session
+from rationad.source_clocks import SourceClocks
 from rationad.systemd import Notifier
 from rationad.tasks import cancel_all
 from rationad.template_stage import TemplateStage
@@ -106,6 +108,7 @@ class _Part:
     offsets: PartitionOffsets = field(default_factory=PartitionOffsets)
     revoked: bool = False
     seen: SeenLines | None = None  # internal partitions: source lines already windowed (re-forwarded duplicates)
+    clocks: SourceClocks | None = None  # internal partitions: sources read shifted by a time zone
     undecodable: tuple[int, int] | None = None  # (first, last) offsets of the latest run of undecodable records
     # (committed offset, monotonic time it was first seen with records past it): the committed age of the lag loop
     commit_seen: tuple[int | None, float] = (None, 0.0)
@@ -612,7 +615,8 @@ class Daemon:
             self._parts[tp] = _Part(Sessionizer(self.spec, topic=tp.topic, partition=tp.partition,
                                                 on_late=self._on_late, on_future=self._on_future,
                                                 on_step=self._on_step),
-                                    seen=SeenLines() if tp.topic == self.internal else None)
+                                    seen=SeenLines() if tp.topic == self.internal else None,
+                                    clocks=SourceClocks() if tp.topic == self.internal else None)
         self._joined = True
         if self._paused:  # the consumer's new partition states start unpaused: backpressure holds for them too
             self.consumer.pause(*assigned)
@@ -899,7 +903,7 @@ class Daemon:
                 continue
             if first is None:
                 first = rec.offset
-            packer.add(routes, rec.offset)
+            packer.add(routes, rec.offset, getattr(rec, "timestamp", None))
         else:
             if records:
                 part.offsets.consumed(records[-1].offset)
@@ -939,7 +943,24 @@ class Daemon:
             return []
         for x in own:
             x.source = pos
+        if pos is not None:
+            self._shift(part, pos[:2], rec.headers, own)
         return own
+
+    def _shift(self, part: _Part, source: tuple[str, int], headers, lines: list) -> None:
+        """Read ``lines`` of ``source`` shifted by its clock's time zone, if it is off by one (``SourceClocks``)."""
+        assert part.clocks is not None
+        newest = max((x.ts for x in lines if x.ts is not None), default=None)
+        shift, taken = part.clocks.shift(source, source_time(headers), newest, self.clock())
+        if taken is not None:
+            self.metrics.clock_shifts.inc()
+            log.warning("source_clock_shifted", source=f"{source[0]}:{source[1]}", shift_secs=round(taken),
+                        note="its stamps are a time zone off its records' Kafka timestamps: read shifted from here "
+                             "(a host writing local time without a zone?)")
+        if shift:
+            for x in lines:
+                if x.ts is not None:
+                    x.ts += shift
 
     def _pack_lines(self, tp, part: _Part, rec, dead: list) -> list:
         """The lines of a pack (``repartition.unpack``), each parsed, kept for its own key and given its source
@@ -990,6 +1011,8 @@ class Daemon:
             for x in own:
                 x.source = pos
             out.extend(own)
+        if out:
+            self._shift(part, (src_topic, src_partition), rec.headers, out)
         return out
 
     def _unforwardable(self, out: Output, error: str) -> list[DeadLetter]:

@@ -33,6 +33,10 @@ class Metrics:
             "rationad_source_clock_steps_total", "Sources whose clock went back by more than a session's close (every "
             "line late for 10 s): event time follows their clock from then on", registry=r,
         )
+        self.clock_shifts = Counter(
+            "rationad_source_clock_shifts_total", "Shifts taken for repartitioned sources whose stamps are a time zone "
+            "off their records' Kafka timestamps (rationad.source_clocks)", registry=r,
+        )
         self.consumer_lag = Gauge(
             "rationad_consumer_lag_records", "Records between the consumer position and the end of the partition",
             ["topic", "partition"], registry=r,

@@ -37,6 +37,9 @@ SOURCE_HEADERS = ("rationad-source-topic", "rationad-source-partition", "rationa
 # A one-line record's count of the same line (key and bytes) before it in its input record: 0 for the first. Records
 # without it (from a rationad that forwarded each distinct line of a record once) are occurrence 0.
 SOURCE_REPEAT_HEADER = "rationad-source-repeat"
+# The newest Kafka timestamp (ms) of the input records whose lines a record carries (``rationad.source_clocks``);
+# absent where the input records had none (and from a rationad before 2026-12-07).
+SOURCE_TIME_HEADER = "rationad-source-time"
 PACK_HEADER = "rationad-pack"  # first header of a pack record; its value is the pack format's version
 PACK_VERSION = b"1"
 PACK_BYTES = 256 * 1024  # a pack is closed at this size (or half the largest record the producer may send)
@@ -85,9 +88,12 @@ class Packer:
         self._open: dict[int, list] = {}  # partition -> [offsets, keys, lines, bytes]
         self._done: dict[int, list[Output]] = {}
 
-    def add(self, routes: list[tuple[str, bytes]], offset: int) -> None:
-        """The routes (``Parser.route``) of the input record at ``offset``."""
+    def add(self, routes: list[tuple[str, bytes]], offset: int, timestamp: int | None = None) -> None:
+        """The routes (``Parser.route``) of the input record at ``offset``, written at ``timestamp`` (its Kafka
+        timestamp in ms; None or below 1 for none)."""
         keys, opened, max_bytes = self.router.keys, self._open, self.max_bytes
+        if timestamp is not None and timestamp < 1:
+            timestamp = None
         self.lines += len(routes)
         # One record's lines for one internal partition never straddle two packs, nor a pack and a one-line record:
         # the session stage drops the lines of a pack whose offset range overlaps one it has windowed (a re-read),
@@ -106,11 +112,13 @@ class Packer:
                 pack = opened.get(p)
                 if pack is None or pack[3] + cost > max_bytes:
                     self._close(p)
-                    pack = opened[p] = [[], [], [], PACK_INDEX_BYTES]
+                    pack = opened[p] = [[], [], [], PACK_INDEX_BYTES, None]
                 pack[0].append(offset)
                 pack[1].append(key)
                 pack[2].append(value)
                 pack[3] += cost
+                if timestamp is not None and (pack[4] is None or timestamp > pack[4]):
+                    pack[4] = timestamp
                 return
         sized: list[tuple[str, bytes, bytes, int, int]] = []
         sizes: dict[int, int] = {}
@@ -139,21 +147,26 @@ class Packer:
                 n = repeats.get((key, value), 0)
                 repeats[(key, value)] = n + 1
                 headers = [*source_headers(*self._source, offset), (SOURCE_REPEAT_HEADER, b"%d" % n)]
+                if timestamp is not None:
+                    headers.append((SOURCE_TIME_HEADER, b"%d" % timestamp))
                 self._done.setdefault(p, []).append(Output(self.topic, k, value, headers, p))
                 continue
             pack = opened.get(p)
             if pack is None:
-                pack = opened[p] = [[], [], [], PACK_INDEX_BYTES]
+                pack = opened[p] = [[], [], [], PACK_INDEX_BYTES, None]
             pack[0].append(offset)
             pack[1].append(key)
             pack[2].append(value)
             pack[3] += cost
+            if timestamp is not None and (pack[4] is None or timestamp > pack[4]):
+                pack[4] = timestamp
 
     def _close(self, p: int) -> None:
         pack = self._open.pop(p, None)
         if pack:
             value = orjson.dumps([pack[0], pack[1]]) + b"\n" + b"\n".join(pack[2])
-            self._done.setdefault(p, []).append(Output(self.topic, None, value, self._headers, p))
+            headers = self._headers if pack[4] is None else [*self._headers, (SOURCE_TIME_HEADER, b"%d" % pack[4])]
+            self._done.setdefault(p, []).append(Output(self.topic, None, value, headers, p))
 
     def outputs(self) -> list[Output]:
         """Every record built, each internal partition's in order; the packer is empty afterwards."""
@@ -185,6 +198,18 @@ def pack_source(headers) -> tuple[bytes, bytes] | None:
         elif name == SOURCE_HEADERS[1]:
             p = value
     return None if t is None or p is None else (t, p)
+
+
+def source_time(headers) -> float | None:
+    """The newest Kafka timestamp of the input records an internal record carries, in seconds (None: not said)."""
+    for name, value in headers or ():
+        if name == SOURCE_TIME_HEADER:
+            try:
+                ms = int(value)
+            except (TypeError, ValueError):
+                return None
+            return ms / 1000 if ms > 0 else None
+    return None
 
 
 def unpack(value: bytes | None) -> list[tuple[int, str, bytes]]:

@@ -1757,3 +1757,54 @@ async def test_a_one_line_internal_record_that_fails_to_parse_is_dead_lettered_o
     [dl] = producer.on(s.output.dlq_topic)
     assert dict(dl.headers)["rationad-error-type"] == b"invalid_utf8"
     assert (dict(dl.headers)["rationad-source-topic"], dict(dl.headers)["rationad-source-offset"]) == (b"logs", b"40")
+
+
+async def test_a_source_writing_local_time_of_another_zone_joins_the_others_sessions_on_the_repartition_hop():
+    """Left by the last session, failing before its fix: one input partition's host writes local time without a zone,
+    two hours behind the others, and keeps sending. The internal partition's watermark (the minimum over sources)
+    stayed two hours back, so no session closed by its gap (only by max_open_secs, wall clock), and that host's line
+    of a block landed two hours from the block's other lines. Its stamps trail its records' Kafka timestamps by a
+    time zone: it is read shifted (rationad.source_clocks), and the block's lines close together, by gap."""
+    import calendar
+
+    from rationad.repartition import Packer, Router
+
+    async def start_internal(*a, **kw):
+        return 1
+
+    _patch.setattr("rationad.topics.ensure_topic", start_internal)
+    _patch.setattr("rationad.source_clocks.SKEW_CONFIRM_SECS", 0.0)
+    s = settings(input={"dialect": "hdfs", "key_regex": None, "repartition": "always"},
+                 sessions={"mode": "session", "gap_secs": 30, "max_open_secs": 3600})
+    d, consumer, producer = make(s, [])
+    itp = TopicPartition(d.internal, 0)
+    t0 = calendar.timegm((2008, 11, 9, 20, 36, 0, 0, 0, 0))
+
+    def hdfs(secs: float, block: str, what: str) -> bytes:
+        stamp = time.strftime("%y%m%d %H%M%S", time.gmtime(secs))
+        return f"{stamp} 148 INFO dfs.DataNode: {what} {block}".encode()
+
+    def records(partition: int, behind: float, lines: list[tuple[float, str, str]]) -> list:
+        out = []
+        for i, (at, block, what) in enumerate(lines):  # one pack per input record (each its own fetch)
+            packer = Packer(d.internal, "logs", partition, Router(1))
+            packer.add([(block, hdfs(t0 + at - behind, block, what))], i, int((t0 + at + 2) * 1000))
+            out += packer.outputs()
+        return out
+
+    on_time = records(0, 0, [(0, "blk_1", "Receiving block"), *((10 + 20 * i, f"blk_{9 + i}", "Receiving block")
+                                                                for i in range(6))])
+    behind = records(1, 7200, [(5, "blk_20", "Receiving block"), (15, "blk_21", "Receiving block"),
+                               (21, "blk_1", "Received block"), *((35 + 20 * i, f"blk_{22 + i}", "Receiving block")
+                                                                  for i in range(4))])
+    mixed = [x for pair in zip(behind, on_time, strict=True) for x in pair]  # behind first: it sets the minimum
+    consumer.batches.append({itp: [Rec(o, x.value, x.key, x.headers) for o, x in enumerate(mixed)]})
+    consumer.tps = [itp]
+    sessions = lambda: [orjson.loads(x.value)["session"] for x in producer.on(s.output.topic)  # noqa: E731
+                        + producer.on(s.output.dlq_topic)]
+    try:
+        await run_until(d, lambda: any(x["key"] == "blk_1" for x in sessions()), timeout=15)
+    finally:
+        _patch.undo()
+    [blk_1] = [x for x in sessions() if x["key"] == "blk_1"]
+    assert (blk_1["line_count"], blk_1["close_reason"]) == (2, "gap")

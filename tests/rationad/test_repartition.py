@@ -522,3 +522,18 @@ def test_pack_ranges_are_bounded_per_internal_partition_however_many_sources_fee
     held = sum(len(v) for v in seen._starts.values())
     assert held <= SEEN_RANGES + SEEN_RANGES_MIN
     assert all(len(seen._starts[k]) == len(seen._ends[k]) for k in seen._starts)
+
+
+def test_packs_and_one_line_records_carry_the_newest_kafka_time_of_their_input_records():
+    from rationad.repartition import Packer, is_pack, source_time
+
+    packer = Packer("internal", "logs", 0, Router(1))
+    packer.add([("a", b"one a")], 0, 1_000)
+    packer.add([("a", b"two a")], 1, 3_000)
+    packer.add([("a", b"three a")], 2, 2_000)
+    packer.add([("a", b"four a\n  at x")], 3, 4_000)  # a newline: a one-line record (and the pack closed)
+    packer.add([("a", b"five a")], 4, -1)  # no time (an old message format)
+    pack, loose, last = packer.outputs()
+    assert is_pack(pack.headers) and source_time(pack.headers) == 3.0
+    assert not is_pack(loose.headers) and source_time(loose.headers) == 4.0
+    assert source_time(last.headers) is None
