@@ -139,7 +139,8 @@ class Daemon:
                                  max_message_bytes=settings.output.max_message_bytes,
                                  metrics=self.metrics, on_fatal=self._fatal)
         self.health = HealthServer(
-            self.metrics, settings.server.host, settings.server.port, healthy=self._healthy, ready=self._ready
+            self.metrics, settings.server.host, settings.server.port, healthy=self._healthy, ready=self._ready,
+            started=self._started_check,
         )
         self._parts: dict[Any, _Part] = {}
         self._tasks: set[asyncio.Task] = set()
@@ -193,6 +194,13 @@ class Daemon:
             if down > self.s.server.stall_secs:  # the in-process engine is part of this process: restart it
                 return False, f"in-process model unhealthy for {down:.0f}s"
         return True, f"main loop ran {age:.1f}s ago"
+
+    def _started_check(self) -> tuple[bool, str]:
+        """Start-up is done (the model client started, the main loop running), whatever the model's health: what
+        the startup probe and systemd's ``READY=1`` wait for. A model server down or refusing the daemon is
+        readiness's business: waiting for it here had the supervisor restart the daemon every 10 minutes for as long
+        as the model stayed down (a rebalance of the group each time)."""
+        return (True, "started") if self._started else (False, "starting")
 
     def _ready(self) -> tuple[bool, str]:
         if self._draining:
@@ -483,7 +491,7 @@ class Daemon:
         if self.templates is not None:
             workers.append(asyncio.create_task(self.templates.run_catalog(lambda: self.producer), name="catalog"))
         workers.append(asyncio.create_task(self._watchdog_during_group_wait(), name="group-wait-watchdog"))
-        ready_sent = False
+        said: str | None = None  # the STATUS= last sent
         self._started = True
         self._last_loop = time.monotonic()
         if not self._joined:
@@ -494,10 +502,13 @@ class Daemon:
                 self._last_loop = time.monotonic()
                 self.notifier.watchdog()
                 self._set_ready_metric()
-                if not ready_sent and self.stage.ok:
+                ready, why = self._ready()
+                status = "running" if ready else f"running, not ready: {why}"
+                if said is None:
                     self.notifier.ready()
-                    self.notifier.status("running")
-                    ready_sent = True
+                if status != said:
+                    self.notifier.status(status)
+                    said = status
                 if not self._stop.is_set():  # stopping: the drain commits (a periodic one could wait out the broker)
                     await self._maybe_commit()
                 for w in workers:  # a worker that died would wedge the daemon silently: stop loudly instead

@@ -1,4 +1,5 @@
-"""The side port: ``/metrics`` (Prometheus), ``/healthz`` (main loop alive and progressing), ``/readyz``."""
+"""The side port: ``/metrics`` (Prometheus), ``/healthz`` (main loop alive and progressing), ``/readyz``, and
+``/startedz`` (start-up done: the model client started and the main loop running, whatever the model's health)."""
 
 from __future__ import annotations
 
@@ -13,12 +14,14 @@ Check = Callable[[], tuple[bool, str]]
 
 
 class HealthServer:
-    def __init__(self, metrics: Metrics, host: str, port: int, *, healthy: Check, ready: Check) -> None:
+    def __init__(self, metrics: Metrics, host: str, port: int, *, healthy: Check, ready: Check, started: Check,
+                 ) -> None:
         self.metrics = metrics
         self.host = host
         self.port = port
         self._healthy = healthy
         self._ready = ready
+        self._started = started
         self._runner: web.AppRunner | None = None
 
     async def _metrics(self, _request: web.Request) -> web.Response:
@@ -36,10 +39,14 @@ class HealthServer:
     async def _readyz(self, _request: web.Request) -> web.Response:
         return self._status(self._ready)
 
+    async def _startedz(self, _request: web.Request) -> web.Response:
+        return self._status(self._started)
+
     async def start(self) -> None:
         app = web.Application()
         app.add_routes(
-            [web.get("/metrics", self._metrics), web.get("/healthz", self._healthz), web.get("/readyz", self._readyz)]
+            [web.get("/metrics", self._metrics), web.get("/healthz", self._healthz), web.get("/readyz", self._readyz),
+             web.get("/startedz", self._startedz)]
         )
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()

@@ -139,7 +139,7 @@ def policy(docs: list[dict], source: str) -> list[str]:
                 problems.append(f"{where}: terminationGracePeriodSeconds {grace} < drain_timeout_secs {drain} + 25 s")
             c = pod["containers"][0]
             ports = {p.get("name"): p["containerPort"] for p in c.get("ports", [])}
-            expected = {"startupProbe": "/readyz", "livenessProbe": "/healthz", "readinessProbe": "/readyz"}
+            expected = {"startupProbe": "/startedz", "livenessProbe": "/healthz", "readinessProbe": "/readyz"}
             for probe, path in expected.items():
                 get = c.get(probe, {}).get("httpGet", {})
                 probe_port = ports.get(get.get("port"), get.get("port"))

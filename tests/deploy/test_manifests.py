@@ -171,6 +171,7 @@ def test_k8s_daemon_grace_period_probes_and_port():
     assert {p["name"]: p["containerPort"] for p in c["ports"]} == {"metrics": cfg.server.port}
     assert c["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert c["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert c["startupProbe"]["httpGet"]["path"] == "/startedz"  # not the model's health (see test_daemon)
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert c["securityContext"]["readOnlyRootFilesystem"] is True
 

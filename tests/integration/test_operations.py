@@ -49,6 +49,7 @@ def test_sd_notify_health_endpoints_and_drain(broker, model, tmp_path):
         wait_for("WATCHDOG=1", 10)
         base = f"http://127.0.0.1:{port}"
         assert httpx.get(f"{base}/healthz").status_code == 200
+        assert httpx.get(f"{base}/startedz").json() == {"ok": True, "detail": "started"}
         deadline = time.monotonic() + 30
         while httpx.get(f"{base}/readyz").status_code != 200 and time.monotonic() < deadline:
             time.sleep(0.5)

@@ -1808,3 +1808,32 @@ async def test_a_source_writing_local_time_of_another_zone_joins_the_others_sess
         _patch.undo()
     [blk_1] = [x for x in sessions() if x["key"] == "blk_1"]
     assert (blk_1["line_count"], blk_1["close_reason"]) == (2, "gap")
+
+
+async def test_a_daemon_started_while_its_model_server_is_down_says_it_started_and_is_not_ready():
+    """Left by the last session, failing before its fix: READY=1 (systemd) and the startup probe (Kubernetes, on
+    /readyz) waited for the model to answer, so a daemon started during a model-server outage was killed and
+    restarted every 10 minutes (TimeoutStartSec, the probe's 60 x 10 s) for as long as it lasted, a rebalance of
+    the group each time. Start-up is the daemon's own (/startedz, READY=1); the model's health is readiness."""
+    import httpx
+
+    def down(request):
+        raise httpx.ConnectError("connection refused", request=request)
+
+    cfg = ModelConfig(backend="vllm-server", server_url="http://127.0.0.1:1", served_model_name="m", max_retries=0)
+    d, consumer, producer = make(settings(), [{TP: [Rec(0, line("a")), Rec(1, line("a"))]}],
+                                 model=ServerClient(cfg, transport=httpx.MockTransport(down)))
+    said: list[str] = []
+    d.notifier.ready = lambda: said.append("READY=1")
+    d.notifier.status = lambda text: said.append(f"STATUS={text}")
+    seen: list = []
+
+    def started_not_ready() -> bool:
+        if "READY=1" not in said or d.stage.down_since is None:
+            return False
+        seen[:] = [d._started_check(), d._ready(), said[-1]]
+        return seen[2].startswith("STATUS=running, not")
+
+    await run_until(d, started_not_ready, timeout=10)
+    assert seen == [(True, "started"), (False, "model unhealthy"), "STATUS=running, not ready: model unhealthy"]
+    assert producer.on("rationad.anomalies") == [] and (consumer.committed_offset(TP) or 0) == 0
