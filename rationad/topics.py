@@ -155,8 +155,13 @@ async def ensure_topic(kafka_cfg: KafkaConfig, topic: str, *, key: str, partitio
             return 0
         if topic not in cluster.topics():
             n = partitions or max((len(cluster.partitions_for_topic(t) or ()) for t in like), default=0) or 1
-            await _create(admin, NewTopic(topic, n, replication_factor,
-                                          topic_configs={"retention.ms": str(retention_ms)}),
+            # no size limit either (the broker's log.retention.bytes would delete lines waiting for their verdict),
+            # and records as large as the daemon sends (the broker's default, about 1 MiB, refused larger packs, and
+            # the next start refused the topic: review 2026-12-07)
+            configs = {"retention.ms": str(retention_ms), "retention.bytes": "-1"}
+            if max_message_bytes is not None:
+                configs["max.message.bytes"] = str(max_message_bytes)
+            await _create(admin, NewTopic(topic, n, replication_factor, topic_configs=configs),
                           key, f"the internal topic {topic!r} ({n} partitions, replication {replication_factor})")
             cluster = await _wait_for_partitions(admin, topic)
             _warn_time_limit(topic, str(retention_ms), retention_ms)
@@ -172,6 +177,7 @@ async def ensure_topic(kafka_cfg: KafkaConfig, topic: str, *, key: str, partitio
                 raise ConfigError(f"output.max_message_bytes: {max_message_bytes} is more than topic {topic!r} ({key}) "
                                   f"takes (max.message.bytes={limit}); set it at most {limit}, or raise the topic's")
             _warn_time_limit(topic, await _topic_config(admin, topic, "retention.ms"), retention_ms)
+            _warn_size_limit(topic, await _topic_config(admin, topic, "retention.bytes"))
         return len(cluster.partitions_for_topic(topic) or ())
     finally:
         try:
@@ -195,6 +201,22 @@ def _warn_time_limit(topic: str, value: str | None, configured_ms: int) -> None:
                     "unjudged; the daemon deletes what it has committed there, so no limit is needed",
                 action=("set repartition.retention_ms = -1 and " if configured_ms >= 0 else "")
                 + f"kafka-configs.sh --alter --entity-type topics --entity-name {topic} --add-config retention.ms=-1")
+
+
+def _warn_size_limit(topic: str, value: str | None) -> None:
+    """As ``_warn_time_limit``, for a size limit (``retention.bytes``, or the broker's ``log.retention.bytes``): lines
+    waiting past it, a model blocked for hours, are deleted unjudged with their input offsets committed."""
+    try:
+        have = int(value) if value is not None else None
+    except ValueError:
+        return
+    if have is None or have < 0:
+        return
+    log.warning("internal_topic_retention_short", topic=topic, retention_bytes=have,
+                why="lines waiting for their verdict past this size a partition (model blocked, daemon down) are "
+                    "deleted unjudged; the daemon deletes what it has committed there, so no limit is needed",
+                action=f"kafka-configs.sh --alter --entity-type topics --entity-name {topic} "
+                       "--add-config retention.bytes=-1")
 
 
 async def _cluster(admin: Any, kafka_cfg: KafkaConfig, key: str, topic: str, timeout_secs: float) -> Any:

@@ -19,6 +19,7 @@ class FakeAdmin:
     auto_create: str | None = "false"  # None: DescribeConfigs fails
     limits: dict[str, int] = {}  # topics' max.message.bytes (none said: the broker will not say)
     retention: dict[str, int] = {}  # topics' retention.ms (none said: the broker will not say)
+    retention_bytes: dict[str, int] = {}  # topics' retention.bytes (none said: the broker will not say)
     policy: dict[str, str] = {}  # topics' cleanup.policy (none said: the broker will not say)
     instances: list[FakeAdmin] = []
 
@@ -49,6 +50,9 @@ class FakeAdmin:
             entries = [] if value is None else [{"config_names": "max.message.bytes", "config_value": str(value)}]
             if resources[0].name in self.retention:
                 entries.append({"config_names": "retention.ms", "config_value": str(self.retention[resources[0].name])})
+            if resources[0].name in self.retention_bytes:
+                entries.append({"config_names": "retention.bytes",
+                                "config_value": str(self.retention_bytes[resources[0].name])})
             if resources[0].name in self.policy:
                 entries.append({"config_names": "cleanup.policy", "config_value": self.policy[resources[0].name]})
             return [SimpleNamespace(to_object=lambda: {"resources": [{"error_code": 0, "config_entries": entries}]})]
@@ -62,7 +66,7 @@ def admin(monkeypatch):
     import aiokafka.admin
 
     FakeAdmin.existing, FakeAdmin.auto_create, FakeAdmin.instances = {"logs", "anomalies"}, "false", []
-    FakeAdmin.limits, FakeAdmin.retention = {}, {}
+    FakeAdmin.limits, FakeAdmin.retention, FakeAdmin.retention_bytes = {}, {}, {}
     monkeypatch.setattr(aiokafka.admin, "AIOKafkaAdminClient", FakeAdmin)
     return FakeAdmin
 
@@ -173,7 +177,7 @@ def creating(monkeypatch):
 
     CreatingAdmin.parts, CreatingAdmin.refuse, CreatingAdmin.created = {"logs": 3, "more": 5}, None, []
     CreatingAdmin.answer_error, CreatingAdmin.retention, CreatingAdmin.hidden = None, {}, set()
-    CreatingAdmin.policy, CreatingAdmin.limits = {}, {}
+    CreatingAdmin.policy, CreatingAdmin.limits, CreatingAdmin.retention_bytes = {}, {}, {}
     monkeypatch.setattr(aiokafka.admin, "AIOKafkaAdminClient", CreatingAdmin)
     return CreatingAdmin
 
@@ -181,7 +185,8 @@ def creating(monkeypatch):
 async def test_ensure_topic_creates_the_internal_topic_like_the_largest_input(creating):
     n = await topics.ensure_topic(KAFKA, "g-repartition", key="repartition.topic", partitions=0,
                                   like=["logs", "more"], replication_factor=3, retention_ms=60_000)
-    assert n == 5 and creating.created == [("g-repartition", 5, 3, {"retention.ms": "60000"})]
+    assert n == 5 and creating.created == [("g-repartition", 5, 3, {"retention.ms": "60000",
+                                                                    "retention.bytes": "-1"})]
     assert await topics.ensure_topic(KAFKA, "g-repartition", key="repartition.topic", partitions=0, like=["logs"],
                                      replication_factor=3, retention_ms=60_000) == 5
     assert len(creating.created) == 1  # an existing topic is used as it is
@@ -222,7 +227,28 @@ async def test_the_internal_topic_is_created_without_a_time_limit_by_default(cre
     assert r.retention_ms == -1
     await topics.ensure_topic(KAFKA, "g-repartition", key="repartition.topic", partitions=0, like=["logs"],
                               replication_factor=r.replication_factor, retention_ms=r.retention_ms)
-    assert creating.created == [("g-repartition", 3, 1, {"retention.ms": "-1"})]
+    assert creating.created == [("g-repartition", 3, 1, {"retention.ms": "-1", "retention.bytes": "-1"})]
+
+
+async def test_the_internal_topic_is_created_taking_the_records_the_daemon_sends_and_with_no_size_limit(creating):
+    """Found by review (2026-12-07), failing before its fix: created with the broker's max.message.bytes (about 1 MiB)
+    under an output.max_message_bytes of 4 MiB, it refused the larger packs (their lines dead-lettered), and the next
+    start refused the topic (exit 2, which systemd does not restart); created with the broker's log.retention.bytes,
+    lines waiting for a blocked model past it were deleted unjudged, and an existing topic's size limit went unsaid."""
+    from structlog.testing import capture_logs
+
+    await topics.ensure_topic(KAFKA, "g-repartition", key="repartition.topic", partitions=0, like=["logs"],
+                              replication_factor=1, retention_ms=-1, max_message_bytes=4_194_304)
+    assert creating.created == [("g-repartition", 3, 1, {"retention.ms": "-1", "retention.bytes": "-1",
+                                                         "max.message.bytes": "4194304"})]
+    creating.parts["old-repartition"] = 3
+    creating.retention_bytes = {"old-repartition": 10 * 2**30}
+    with capture_logs() as logs:
+        await topics.ensure_topic(KAFKA, "old-repartition", key="repartition.topic", partitions=0, like=["logs"],
+                                  replication_factor=1, retention_ms=-1)
+    warned = [e for e in logs if e["event"] == "internal_topic_retention_short"]
+    assert len(warned) == 1 and warned[0]["retention_bytes"] == 10 * 2**30
+    assert warned[0]["action"].endswith("--add-config retention.bytes=-1")
 
 
 async def test_ensure_topic_that_cannot_be_created_names_the_key(creating):
