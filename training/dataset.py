@@ -210,5 +210,16 @@ def write_jsonl(rows: list[dict], path: Path) -> None:
 
 
 def read_jsonl(path: Path) -> list[dict]:
+    """The rows of a JSON-lines file; a ``ValueError`` naming the file and line for a line that is not JSON (a file
+    cut mid-write gave a bare ``JSONDecodeError``)."""
+    rows = []
     with path.open(encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                rows.append(json.loads(line))
+            except ValueError as exc:
+                raise ValueError(f"{path}, line {n}: not JSON ({exc}): cut while it was written, or altered; rerun "
+                                 "the stage that writes it") from exc
+    return rows

@@ -522,10 +522,14 @@ def grpo_follows_sft(out: Path) -> bool:
 
 
 def run_stage(cfg: dict, cfg_path: Path, out: Path, base: Path, smoke: bool) -> dict[str, Any]:
-    p, dc, corpus = eval_inputs(cfg, cfg_path, base, smoke)
+    from training.sft import require_finished
+
     models = [m for m in ("sft", "grpo") if (out / m / "adapter" / "adapter_config.json").is_file()]
     if "grpo" in models and not grpo_follows_sft(out):
         models.remove("grpo")
+    for m in models:  # never judge a half-trained adapter
+        require_finished(out / m / f"{m}_metrics.json")
+    p, dc, corpus = eval_inputs(cfg, cfg_path, base, smoke)
     eval_dir = out / "eval"
     eval_dir.mkdir(parents=True, exist_ok=True)
     test_sets = build_sets(corpus, p, p.split, val_mode=False, datasets=dc.datasets)

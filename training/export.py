@@ -19,6 +19,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from training.jsonfile import read_json, write_json
+
 
 def _bf16_copy(src: Path, dst: Path) -> None:
     import torch
@@ -38,7 +40,7 @@ def base_identity(base: Path) -> dict[str, Any]:
 
 def _shipped_neighbours(adapter: Path) -> dict | None:
     f = adapter / "manifest.json"
-    return json.loads(f.read_text()).get("neighbours") if f.is_file() else None
+    return read_json(f).get("neighbours") if f.is_file() else None
 
 
 def lineage(sft: dict[str, Any], limit: int = 20) -> list[tuple[str, dict[str, Any]]]:
@@ -107,7 +109,7 @@ def export(adapter: Path, dest: Path, manifest: dict[str, Any], *, max_bytes: in
         (dest / "neighbours.json").unlink()  # a release without neighbours must not leave an older one's index
     manifest = {**manifest, "adapter_bytes": size["bytes"],
                 "adapter_sha256": file_sha256(dest / "adapter_model.safetensors")}
-    (dest / "manifest.json").write_text(json.dumps(manifest, indent=1, default=str) + "\n")
+    write_json(dest / "manifest.json", manifest)
     return dest
 
 
@@ -117,6 +119,7 @@ def run_stage(cfg: dict, cfg_path: Path, out: Path, base: Path, smoke: bool, *, 
     from training.config import section
     from training.gate import ReleaseParams, check_export, released_adapter
     from training.prompt_stamp import manifest_prompt
+    from training.sft import require_finished
 
     gate = check_export(out, smoke, force, released_adapter(cfg))
     release = section(cfg, "release", ReleaseParams, cfg_path)
@@ -124,13 +127,14 @@ def run_stage(cfg: dict, cfg_path: Path, out: Path, base: Path, smoke: bool, *, 
     choice_file = out / "eval" / "choice.json"
     choice = json.loads(choice_file.read_text()) if choice_file.is_file() else {"released": "sft"}
     stage = choice["released"]
+    require_finished(out / stage / f"{stage}_metrics.json")  # never release a half-trained adapter
     adapter = out / stage / "adapter"
     data = json.loads((out / "data" / "data_report.json").read_text())
     metrics: dict[str, Any] = {}
     for name in ("sft/sft_metrics.json", "grpo/grpo_metrics.json", "eval/metrics.json"):
         f = out / name
         if f.is_file():
-            m = json.loads(f.read_text())
+            m = read_json(f)
             m.pop("log", None)
             metrics[name.split("/")[0]] = m
     manifest = {

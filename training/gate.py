@@ -353,7 +353,10 @@ def run_stage(cfg: dict, cfg_path: Path, out: Path, base: Path, smoke: bool) -> 
     from training.config import section
     from training.evaluate import build_sets, eval_inputs
 
+    from training.sft import require_finished
+
     stage, candidate_sha = candidate_identity(out)
+    require_finished(out / stage / f"{stage}_metrics.json")  # never judge a half-trained adapter
     size = exported_size(out / stage / "adapter", section(cfg, "release", ReleaseParams, cfg_path).max_adapter_bytes)
     print(f"[gate] {size['reason']}", flush=True)
     if not size["passed"]:  # nothing to judge: this candidate cannot be released

@@ -14,7 +14,6 @@ adapter it started from) and the chain of runs; TRL's sampler is seeded and rege
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from collections.abc import Sequence
@@ -22,6 +21,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from training.jsonfile import write_json
 from training.prompt_stamp import stamp, trained_prompt
 
 
@@ -160,7 +160,7 @@ def train_grpo(base: Path, sft_adapter: Path, rows: list[dict], out_dir: Path, p
                "resumed_from": chain.this["resumed_from"],
                "runs": chain.runs(trainer.state.global_step, finished=not TimeGuard.stopped), "identity": identity,
                "log": log}
-    (out_dir / "grpo_metrics.json").write_text(json.dumps(metrics, indent=1, default=str))
+    write_json(out_dir / "grpo_metrics.json", metrics)
     return metrics
 
 
@@ -176,19 +176,22 @@ def run_stage(cfg: dict, cfg_path: Path, out: Path, base: Path, smoke: bool, *, 
               checkpoint_every_secs: float | None = None) -> dict:
     from training.config import section
     from training.dataset import read_jsonl
-    from training.sft import chain_text, finished_run, stage_resume
+    from training.sft import chain_text, finished_run, refuse_changed, require_finished, stage_resume
 
     p = section(cfg, "grpo", GRPOParams, cfg_path)
     if smoke:
         p = replace(p, steps=1, prompts_per_step=1, generations=2, max_completion_length=24, prompt_pool=4)
     if checkpoint_every_secs is not None:
         p.checkpoint_every_secs = checkpoint_every_secs
+    require_finished(out / "sft" / "sft_metrics.json")  # never GRPO on a half-trained SFT adapter
     rows = prompt_rows(read_jsonl(out / "data" / "sft_train.jsonl"), p.prompt_pool)
     sft_adapter = out / "sft" / "adapter"
-    if resume and (done := finished_run(out / "grpo" / "grpo_metrics.json",
-                                        grpo_identity(base, sft_adapter, rows, p))):
+    identity = grpo_identity(base, sft_adapter, rows, p)
+    if resume and (done := finished_run(out / "grpo" / "grpo_metrics.json", identity)):
         print(f"[grpo] finished already ({len(done['runs'])} run(s), {done['steps']} steps): not resumed", flush=True)
         return done
+    if resume:  # trained again only for an SFT adapter trained further since; other changes are refused
+        refuse_changed(out / "grpo" / "grpo_metrics.json", identity, retrain_on=("sft_adapter",))
     resume = stage_resume(resume, out / "grpo" / "checkpoints", out / "grpo" / "grpo_metrics.json", "grpo")
     m = train_grpo(base, sft_adapter, rows, out / "grpo", p, resume=resume)
     print(f"[grpo] {m['steps']} steps in {m['seconds']} s; mean reward by step {m['reward_by_step']}"

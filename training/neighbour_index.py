@@ -10,7 +10,6 @@ merged model, the evaluation and the release all serve the prompt that was train
 
 from __future__ import annotations
 
-import json
 import shutil
 from dataclasses import replace
 from pathlib import Path
@@ -18,6 +17,7 @@ from pathlib import Path
 from rationad.neighbours import INDEX_FILE, Known, NeighbourIndex, NeighbourIndexError
 
 from training.example import Example
+from training.jsonfile import read_json, write_json
 from training.knowledge import match_rule
 from training.splits import unit
 
@@ -52,6 +52,15 @@ def attach(splits: dict[str, list[Example]], index: NeighbourIndex, k: int) -> N
                                                                        exclude_self=name == "train"))
 
 
+def trained_k(rows: list[dict]) -> int:
+    """How many labelled neighbours the prompts of training rows carry (the most any row's user message shows; 0
+    without): what the adapter learned to read, whatever the config says today."""
+    from rationad.prompt import view_from_message
+
+    return max((len(view_from_message(m.get("content", "")).neighbours) for r in rows for m in r["prompt"]
+                if m.get("role") == "user"), default=0)
+
+
 def ship(index_file: Path, k: int, folder: Path) -> dict:
     """Copy the index into a model folder and name it in the folder's ``manifest.json`` (created if absent)."""
     if not index_file.is_file():
@@ -59,9 +68,9 @@ def ship(index_file: Path, k: int, folder: Path) -> dict:
     index = NeighbourIndex.load(index_file)
     spec = index.save(folder / INDEX_FILE) | {"k": k}
     manifest_path = folder / "manifest.json"
-    manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
+    manifest = read_json(manifest_path, NeighbourIndexError) if manifest_path.is_file() else {}
     manifest["neighbours"] = spec
-    manifest_path.write_text(json.dumps(manifest, indent=1) + "\n")
+    write_json(manifest_path, manifest)
     return spec
 
 
@@ -70,10 +79,10 @@ def unship(folder: Path) -> bool:
     neighbours into a folder an earlier run shipped one to kept it, and evaluation, the gate, the daemon and export
     served neighbour prompts the adapter never saw. Whether there was one."""
     manifest_path = folder / "manifest.json"
-    manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
+    manifest = read_json(manifest_path, NeighbourIndexError) if manifest_path.is_file() else {}
     had = manifest.pop("neighbours", None) is not None or (folder / INDEX_FILE).is_file()
     if manifest_path.is_file():
-        manifest_path.write_text(json.dumps(manifest, indent=1) + "\n")
+        write_json(manifest_path, manifest)
     (folder / INDEX_FILE).unlink(missing_ok=True)
     return had
 

@@ -12,11 +12,13 @@ A training longer than one working session: SFT and GRPO write a resumable check
 
 where each training stage resumes its newest checkpoint (same data order, optimizer, scheduler and RNG states), a
 stage whose last run finished on the same base, data and configuration is skipped, a stage with nothing to resume
-starts (GRPO after the SFT it continues finished), and a checkpoint of anything else is refused naming its file. A
-stage that stops at its ``max_minutes`` ends the pipeline there: no later stage trains or judges an unfinished
-adapter. ``--resume PATH`` names one checkpoint (one training stage only). The chain of runs
-(which run resumed which checkpoint, steps, seconds) is in ``sft/sft_metrics.json`` and ``grpo/grpo_metrics.json``
-under ``runs``, and from there in the exported manifest (``metrics.sft.runs``, ``metrics.grpo.runs``).
+starts (GRPO after the SFT it continues finished), and a checkpoint of anything else, or a finished stage that trained
+anything else (GRPO: other than an SFT adapter trained further since), is refused naming its file. A stage that stops
+at its ``max_minutes`` ends the pipeline there, and a later stage run by name refuses its adapter
+(``training.sft.require_finished``): no later stage trains or judges an unfinished adapter. ``--resume PATH`` names
+one checkpoint (one training stage only). The chain of runs (which run resumed which checkpoint, steps, seconds) is in
+``sft/sft_metrics.json`` and ``grpo/grpo_metrics.json`` under ``runs``, and from there in the exported manifest
+(``metrics.sft.runs``, ``metrics.grpo.runs``).
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ import sys
 import time
 from dataclasses import replace
 from pathlib import Path
+
+from training.jsonfile import write_json
 
 STAGES = ("prepare", "data", "sft", "grpo", "evaluate", "gate", "export")
 
@@ -90,28 +94,53 @@ def stage_data(cfg: dict, cfg_path: Path, out: Path, base: Path, smoke: bool) ->
                       "view_key": ex.view_key, "unseen": bool(ex.extra.get("unseen")),
                       "template": ex.extra.get("template")} for ex in corpus.splits[split]],
                     out / "data" / f"{split}_index.jsonl")
-    if corpus.neighbours is not None:
-        from rationad.neighbours import INDEX_FILE
+    from rationad.neighbours import INDEX_FILE
 
+    if corpus.neighbours is not None:
         corpus.neighbours.save(out / "data" / INDEX_FILE)
+    else:  # an earlier data run's index is not these rows' (ship_neighbours reads it)
+        (out / "data" / INDEX_FILE).unlink(missing_ok=True)
     report = {"data_hash": corpus.hash(), "reports": corpus.reports, "rationales": agreement,
               "sft_rows": len(rows), "sft_val_rows": len(val_rows), "hdfs_failure_kinds": failure_kinds(train)}
-    (out / "data" / "data_report.json").write_text(json.dumps(report, indent=1))
+    write_json(out / "data" / "data_report.json", report)
     return report
 
 
-def ship_neighbours(cfg: dict, cfg_path: Path, out: Path, adapter: Path) -> None:
-    """A model trained with labelled neighbours carries their index (the daemon's judge reads it from there)."""
+def neighbours_k(cfg: dict, cfg_path: Path, out: Path) -> int:
+    """The ``k`` labelled neighbours the training rows' prompts carry (``trained_k``: what the model learned, not
+    today's config); a ``NeighbourIndexError`` naming the rows file when ``[data] neighbours`` differs. Shipping the
+    config's k rewrote the manifest of an adapter skipped as finished (k = 0 removed its index), and the daemon
+    served a prompt the model never saw (review, 2026-12-07). Asked before training too: nothing trains that could
+    not be shipped."""
+    from rationad.neighbours import NeighbourIndexError
+
     from training.config import section
-    from training.dataset import DataConfig
+    from training.dataset import DataConfig, read_jsonl
+    from training.neighbour_index import trained_k
+
+    rows_file = out / "data" / "sft_train.jsonl"
+    k = trained_k(read_jsonl(rows_file))
+    asked = section(cfg, "data", DataConfig, cfg_path).neighbours
+    if asked != k:
+        raise NeighbourIndexError(f"{rows_file}: its prompts carry {k} labelled neighbours, but {cfg_path} asks for "
+                                  f"[data] neighbours = {asked}: the daemon would serve the model a prompt it never "
+                                  f"saw; set neighbours = {k}, or rerun the data stage and train again")
+    return k
+
+
+def ship_neighbours(cfg: dict, cfg_path: Path, out: Path, adapter: Path) -> None:
+    """A model trained with labelled neighbours carries their index (the daemon's judge reads it from there), with the
+    ``k`` it was trained with (``neighbours_k``)."""
+    from rationad.neighbours import INDEX_FILE
+
     from training.neighbour_index import ship, unship
 
-    k = section(cfg, "data", DataConfig, cfg_path).neighbours
-    if k == 0 and adapter.is_dir() and unship(adapter):
+    if not adapter.is_dir():
+        return
+    k = neighbours_k(cfg, cfg_path, out)
+    if k == 0 and unship(adapter):
         print(f"[neighbours] {adapter}: trained without neighbours: an earlier run's index removed", flush=True)
-    if k > 0 and adapter.is_dir():
-        from rationad.neighbours import INDEX_FILE
-
+    if k > 0:
         spec = ship(out / "data" / INDEX_FILE, k, adapter)
         print(f"[neighbours] {adapter}: {spec['entries']} entries, {spec['bytes']} bytes, k={k}", flush=True)
 
@@ -164,6 +193,7 @@ def main(argv: list[str] | None = None) -> None:
             if a.checkpoint_every_secs is not None:
                 p.checkpoint_every_secs = a.checkpoint_every_secs
             rows = read_jsonl(out / "data" / "sft_train.jsonl")
+            neighbours_k(cfg, a.config, out)
             identity = run_identity("sft", base, rows, p, init_adapter=None)
             done = a.resume and finished_run(out / "sft" / "sft_metrics.json", identity)
             if a.resume and not done:
@@ -181,6 +211,7 @@ def main(argv: list[str] | None = None) -> None:
         elif stage == "grpo":
             from training.grpo import run_stage as grpo_stage
 
+            neighbours_k(cfg, a.config, out)
             m = grpo_stage(cfg, a.config, out, base, a.smoke, resume=a.resume,
                            checkpoint_every_secs=a.checkpoint_every_secs)
             ship_neighbours(cfg, a.config, out, out / "grpo" / "adapter")

@@ -20,6 +20,8 @@ from rationad.facts import evidence, rule_evidence
 from rationad.prompt import (PROMPT_RULE, PROMPT_UNFINISHED, PROMPT_VERSION, PROMPT_WALK, UNFINISHED_NOTE, SessionView,
                              trained_with, view_from_message)
 
+from training.jsonfile import read_json, write_json
+
 TEMPLATE_TASKS = ("bgl", "spirit", "generic_template", "operator")
 
 
@@ -76,6 +78,6 @@ def trained_prompt(rows: list[dict], start: Path | None = None) -> str:
 def stamp(adapter: Path, prompt_version: str) -> None:
     """Name ``prompt_version`` in ``adapter``'s manifest (created if absent; other entries kept)."""
     path = Path(adapter) / "manifest.json"
-    manifest = json.loads(path.read_text()) if path.is_file() else {}
+    manifest = read_json(path) if path.is_file() else {}
     manifest["prompt_version"] = prompt_version
-    path.write_text(json.dumps(manifest, indent=1) + "\n")
+    write_json(path, manifest)

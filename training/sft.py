@@ -31,15 +31,19 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from training.jsonfile import read_json, write_json
 from training.prompt_stamp import stamp, trained_prompt
 
 RUN_FILE = "rationad_run.json"  # written into every checkpoint: run identity and chain
 # Parameters a resumed run may change: they decide when and how fast it runs, not what it trains.
 RUN_LOCAL = ("max_minutes", "checkpoint_every_secs", "threads", "logging_steps", "save_steps")
+# A base's weights in any format transformers loads from a folder, and the index files of sharded weights.
+WEIGHT_FILES = ("*.safetensors", "*.bin", "*.pt", "*.pth", "*.index.json")
 
 
 class ResumeError(SystemExit):
-    """A checkpoint that cannot be resumed: missing, or of another base, data or configuration (names the file)."""
+    """A checkpoint that cannot be resumed: missing, or of another base, data or configuration; or a stage whose last
+    run stopped unfinished, which must be continued before a later stage uses its adapter (names the file)."""
 
 
 @dataclass(slots=True)
@@ -79,11 +83,18 @@ def file_sha256(path: Path) -> str:
 
 
 def weights_sha256(folder: Path) -> str:
-    """A digest of a model folder's weights (every ``*.safetensors`` file, by name): two models of one architecture
+    """A digest of a model folder's weights (every ``WEIGHT_FILES`` file, by name): two models of one architecture
     share their config.json, and a base folder reached through a symlink (``~/.cache/rationad/models/base``) can be
     repointed at other weights under the same name. Read once per file version (a run's identity is asked for more
-    than once: the pipeline's skip check, then training)."""
-    files = sorted(Path(folder).resolve().glob("*.safetensors"))
+    than once: the pipeline's skip check, then training). A folder with no weight file is refused
+    (``BaseModelError``): its digest was that of nothing, shared by every base stored as ``pytorch_model.bin``
+    (review, 2026-12-07)."""
+    from training.prepare_base import BaseModelError
+
+    root = Path(folder).resolve()
+    files = sorted({f for pattern in WEIGHT_FILES for f in root.glob(pattern) if f.is_file()})
+    if not files:
+        raise BaseModelError(f"{folder}: no weight file ({', '.join(WEIGHT_FILES)}): not a model folder")
     return _weights_digest(tuple((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files))
 
 
@@ -127,20 +138,20 @@ def finished_run(metrics_file: Path, identity: dict[str, Any]) -> dict[str, Any]
     """The stage's metrics when its last run finished training ``identity`` (``--resume`` skips such a stage)."""
     if not metrics_file.is_file():
         return None
-    m = json.loads(metrics_file.read_text())
+    m = read_json(metrics_file, ResumeError)
     runs = m.get("runs") or []
     return m if runs and runs[-1].get("finished") and m.get("identity") == identity else None
 
 
 def stage_resume(resume: str | Path | None, checkpoints: Path, metrics_file: Path, stage: str) -> str | Path | None:
     """The pipeline's ``--resume last`` for one stage: ``"last"`` when ``checkpoints`` holds one; None (start) when the
-    stage has nothing to resume (it never ran, or its last run finished: GRPO on an SFT adapter or data since changed
-    is trained again; a finished SFT that trained something else is refused before, ``refuse_changed``); a
+    stage has nothing to resume (it never ran, or its last run finished: GRPO on an SFT adapter since changed is
+    trained again; a finished stage that trained something else is refused before, ``refuse_changed``); a
     ``ResumeError`` naming the files when its last run stopped unfinished but its checkpoints are gone (its work would
     be lost). Other values are returned as they are."""
     if str(resume) != "last" or (checkpoints.is_dir() and any(checkpoints.glob("checkpoint-*"))):
         return resume
-    runs = (json.loads(metrics_file.read_text()).get("runs") or []) if metrics_file.is_file() else []
+    runs = (read_json(metrics_file, ResumeError).get("runs") or []) if metrics_file.is_file() else []
     if runs and not runs[-1].get("finished"):
         raise ResumeError(f"{metrics_file}: its last run stopped unfinished, but {checkpoints} holds no checkpoint to "
                           "continue it; run without --resume to start the stage over")
@@ -191,18 +202,34 @@ def identity_diff(was: dict[str, Any], now: dict[str, Any], what: str) -> str:
     return "; ".join(f"{k}: {what} {_get(was, k)!r}, now {_get(now, k)!r}" for k in diff)
 
 
-def refuse_changed(metrics_file: Path, identity: dict[str, Any]) -> None:
+def refuse_changed(metrics_file: Path, identity: dict[str, Any], retrain_on: tuple[str, ...] = ()) -> None:
     """``--resume`` on a stage whose last run finished training something else (other rows, parameters or base, or an
     adapter continued by hand with ``training.sft --init-adapter``): a ``ResumeError`` naming the file and what
-    differs. It was trained again from the base without a word, replacing the adapter (review, 2026-12-07)."""
+    differs. It was trained again from the base without a word, replacing the adapter (review, 2026-12-07; GRPO,
+    2026-12-07). Where the identities differ in ``retrain_on`` keys only (GRPO's ``sft_adapter``: SFT trained
+    further since), the stage is to be trained again: nothing is raised."""
     if not metrics_file.is_file():
         return
-    m = json.loads(metrics_file.read_text())
+    m = read_json(metrics_file, ResumeError)
     runs = m.get("runs") or []
-    if runs and runs[-1].get("finished") and (detail := identity_diff(m.get("identity") or {}, identity, "trained")):
+    was = {k: v for k, v in (m.get("identity") or {}).items() if k not in retrain_on}
+    now = {k: v for k, v in identity.items() if k not in retrain_on}
+    if runs and runs[-1].get("finished") and (detail := identity_diff(was, now, "trained")):
         raise ResumeError(f"{metrics_file}: its adapter was trained on something else than this run ({detail}); "
                           "--resume does not train it again: run without --resume to train it anew, or leave the "
                           "stage out of --stages to keep it")
+
+
+def require_finished(metrics_file: Path) -> None:
+    """Refuse to train on or judge the adapter of a stage whose last run stopped unfinished (its ``max_minutes``):
+    the pipeline stops after such a run, but a later stage run by name (``--stages grpo``, ``evaluate``, ...) used
+    the half-trained adapter without a word (review, 2026-12-07). No metrics (an adapter put there by hand): no
+    check."""
+    runs = (read_json(metrics_file, ResumeError).get("runs") or []) if metrics_file.is_file() else []
+    if runs and not runs[-1].get("finished"):
+        stage = metrics_file.name.removesuffix("_metrics.json")
+        raise ResumeError(f"{metrics_file}: its last run stopped unfinished at step {runs[-1].get('to_step')}: "
+                          f"continue it first (--stages {stage} --resume last), then run the later stages")
 
 
 def _get(d: dict, dotted: str) -> Any:
@@ -262,8 +289,7 @@ def checkpoint_callback(every_secs: float, identity: dict[str, Any], chain: RunC
             ckpt = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
             chain.this["checkpoints"].append(str(ckpt))
             if ckpt.is_dir():
-                (ckpt / RUN_FILE).write_text(json.dumps({"identity": identity, "runs": chain.runs(state.global_step)},
-                                                        indent=1, default=str) + "\n")
+                write_json(ckpt / RUN_FILE, {"identity": identity, "runs": chain.runs(state.global_step)})
             return control
 
     return WallClockCheckpoints()
@@ -385,7 +411,7 @@ def train_sft(base: Path, rows: list[dict], out_dir: Path, p: SFTParams, *, init
                "bf16_used": bf16, "continued_from": _lineage(init_adapter), "resumed_from": chain.this["resumed_from"],
                "runs": chain.runs(trainer.state.global_step, finished=not guard.stopped_early),
                "identity": identity, "log": trainer.state.log_history}
-    (out_dir / "sft_metrics.json").write_text(json.dumps(metrics, indent=1, default=str))
+    write_json(out_dir / "sft_metrics.json", metrics)
     return metrics
 
 

@@ -74,12 +74,17 @@ def test_a_run_without_neighbours_removes_an_earlier_run_s_index_from_its_adapte
     """Found by review, failing before its fix: retraining with data.neighbours = 0 into the folder an earlier run
     shipped an index to kept its file and manifest entry, so evaluation, the gate, the daemon and export served
     neighbour prompts the adapter was never trained on."""
+    from rationad.prompt import build_messages, build_view
+
     from training.config import load
     from training.pipeline import ship_neighbours
 
     data = tmp_path / "out" / "data"
     data.mkdir(parents=True)
     build_index(splits["train"]).save(data / INDEX_FILE)
+    # the rows of the run trained without neighbours (the shipped k is the one they show)
+    row = {"prompt": build_messages(build_view("bgl", ["node 1 link ok"], templated=True)), "completion": []}
+    (data / "sft_train.jsonl").write_text(json.dumps(row) + "\n")
     adapter = tmp_path / "out" / "sft" / "adapter"
     adapter.mkdir(parents=True)
     (adapter / "manifest.json").write_text(json.dumps({"prompt_version": "rationad-prompt-v1+walk"}))

@@ -184,6 +184,35 @@ def test_a_checkpoint_of_other_base_weights_under_the_same_name_is_refused(tmp_p
         check_resume(ckpt, other)
 
 
+@pytest.mark.parametrize("weights", ["pytorch_model.bin", "consolidated.pth"])
+def test_two_bases_stored_in_another_weight_format_have_two_identities(tmp_path, weights):
+    """Found by review (2026-12-07), failing before its fix: only ``*.safetensors`` were hashed, so every base stored
+    as ``pytorch_model.bin`` had the digest of nothing and another base's checkpoint was resumed."""
+    from training.sft import weights_sha256
+
+    digests = []
+    for name, content in (("a", b"weights of one model"), ("b", b"weights of another")):
+        base = tmp_path / name
+        base.mkdir()
+        (base / weights).write_bytes(content)
+        digests.append(weights_sha256(base))
+    assert digests[0] != digests[1]
+    (tmp_path / "b" / "pytorch_model.bin.index.json").write_text('{"weight_map": {}}')  # a sharded base's index
+    assert weights_sha256(tmp_path / "b") != digests[1]
+
+
+def test_a_base_folder_without_weights_is_refused_naming_it(tmp_path):
+    """Found with the review above, failing before its fix: a folder with no weight file had an identity (the digest
+    of nothing) that every such folder shared."""
+    from training.sft import SFTParams, run_identity
+
+    base = tmp_path / "base"
+    base.mkdir()
+    (base / "config.json").write_text('{"model_type": "llama"}')
+    with pytest.raises(BaseModelError, match=rf"{base}: no weight file"):
+        run_identity("sft", base, [], SFTParams())
+
+
 def test_resume_last_starts_a_stage_with_nothing_to_resume_and_refuses_one_whose_checkpoints_are_gone(tmp_path):
     """Found by review (2026-12-06), failing before its fix: the documented next-session command (--resume last for
     sft,grpo,...) failed at GRPO whenever GRPO had no checkpoint (it had not run, or had finished on an SFT adapter
