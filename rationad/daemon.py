@@ -961,13 +961,15 @@ class Daemon:
     def _shift(self, part: _Part, source: tuple[str, int], headers, lines: list) -> None:
         """Read ``lines`` of ``source`` shifted by its clock's time zone, if it is off by one (``SourceClocks``)."""
         assert part.clocks is not None
-        newest = max((x.ts for x in lines if x.ts is not None), default=None)
-        shift, taken = part.clocks.shift(source, source_time(headers), newest, self.clock())
+        stamps = [x.ts for x in lines if x.ts is not None]
+        shift, taken = part.clocks.shift(source, source_time(headers), (min(stamps), max(stamps)) if stamps else None,
+                                         self.clock())
         if taken is not None:
             self.metrics.clock_shifts.inc()
             log.warning("source_clock_shifted", source=f"{source[0]}:{source[1]}", shift_secs=round(taken),
                         note="its stamps are a time zone off its records' Kafka timestamps: read shifted from here "
-                             "(a host writing local time without a zone?)")
+                             "(a host writing local time without a zone?)" if taken else
+                             "its stamps agree with its records' Kafka timestamps again: read as they are")
         if shift:
             for x in lines:
                 if x.ts is not None:

@@ -37,8 +37,8 @@ SOURCE_HEADERS = ("rationad-source-topic", "rationad-source-partition", "rationa
 # A one-line record's count of the same line (key and bytes) before it in its input record: 0 for the first. Records
 # without it (from a rationad that forwarded each distinct line of a record once) are occurrence 0.
 SOURCE_REPEAT_HEADER = "rationad-source-repeat"
-# The newest Kafka timestamp (ms) of the input records whose lines a record carries (``rationad.source_clocks``);
-# absent where the input records had none (and from a rationad before 2026-12-07).
+# The oldest and newest Kafka timestamps (ms, "oldest,newest") of the input records whose lines a record carries
+# (``rationad.source_clocks``); absent where the input records had none (and from a rationad before 2026-12-07).
 SOURCE_TIME_HEADER = "rationad-source-time"
 PACK_HEADER = "rationad-pack"  # first header of a pack record; its value is the pack format's version
 PACK_VERSION = b"1"
@@ -112,13 +112,13 @@ class Packer:
                 pack = opened.get(p)
                 if pack is None or pack[3] + cost > max_bytes:
                     self._close(p)
-                    pack = opened[p] = [[], [], [], PACK_INDEX_BYTES, None]
+                    pack = opened[p] = [[], [], [], PACK_INDEX_BYTES, None, None]
                 pack[0].append(offset)
                 pack[1].append(key)
                 pack[2].append(value)
                 pack[3] += cost
-                if timestamp is not None and (pack[4] is None or timestamp > pack[4]):
-                    pack[4] = timestamp
+                if timestamp is not None:
+                    _stretch(pack, timestamp)
                 return
         sized: list[tuple[str, bytes, bytes, int, int]] = []
         sizes: dict[int, int] = {}
@@ -148,24 +148,25 @@ class Packer:
                 repeats[(key, value)] = n + 1
                 headers = [*source_headers(*self._source, offset), (SOURCE_REPEAT_HEADER, b"%d" % n)]
                 if timestamp is not None:
-                    headers.append((SOURCE_TIME_HEADER, b"%d" % timestamp))
+                    headers.append((SOURCE_TIME_HEADER, b"%d,%d" % (timestamp, timestamp)))
                 self._done.setdefault(p, []).append(Output(self.topic, k, value, headers, p))
                 continue
             pack = opened.get(p)
             if pack is None:
-                pack = opened[p] = [[], [], [], PACK_INDEX_BYTES, None]
+                pack = opened[p] = [[], [], [], PACK_INDEX_BYTES, None, None]
             pack[0].append(offset)
             pack[1].append(key)
             pack[2].append(value)
             pack[3] += cost
-            if timestamp is not None and (pack[4] is None or timestamp > pack[4]):
-                pack[4] = timestamp
+            if timestamp is not None:
+                _stretch(pack, timestamp)
 
     def _close(self, p: int) -> None:
         pack = self._open.pop(p, None)
         if pack:
             value = orjson.dumps([pack[0], pack[1]]) + b"\n" + b"\n".join(pack[2])
-            headers = self._headers if pack[4] is None else [*self._headers, (SOURCE_TIME_HEADER, b"%d" % pack[4])]
+            headers = self._headers if pack[4] is None else [
+                *self._headers, (SOURCE_TIME_HEADER, b"%d,%d" % (pack[4], pack[5]))]
             self._done.setdefault(p, []).append(Output(self.topic, None, value, headers, p))
 
     def outputs(self) -> list[Output]:
@@ -175,6 +176,14 @@ class Packer:
         out = [o for outs in self._done.values() for o in outs]
         self._done.clear()
         return out
+
+
+def _stretch(pack: list, timestamp: int) -> None:
+    """Widen an open pack's span of record times (``pack[4]``, ``pack[5]``: oldest, newest) to ``timestamp``."""
+    if pack[4] is None or timestamp < pack[4]:
+        pack[4] = timestamp
+    if pack[5] is None or timestamp > pack[5]:
+        pack[5] = timestamp
 
 
 def own_lines(lines: list, key: str) -> list:
@@ -200,15 +209,19 @@ def pack_source(headers) -> tuple[bytes, bytes] | None:
     return None if t is None or p is None else (t, p)
 
 
-def source_time(headers) -> float | None:
-    """The newest Kafka timestamp of the input records an internal record carries, in seconds (None: not said)."""
+MAX_TIME_MS = 10**15  # about the year 33,658: a larger "time" is not one (and past a float's exact integers)
+
+
+def source_time(headers) -> tuple[float, float] | None:
+    """The oldest and newest Kafka timestamps of the input records an internal record carries, in seconds (None: not
+    said, or not two times in order: a corrupt or forged header is ignored, never fatal)."""
     for name, value in headers or ():
         if name == SOURCE_TIME_HEADER:
             try:
-                ms = int(value)
+                lo, hi = (int(v) for v in bytes(value).split(b",", 1))
             except (TypeError, ValueError):
                 return None
-            return ms / 1000 if ms > 0 else None
+            return (lo / 1000, hi / 1000) if 0 < lo <= hi <= MAX_TIME_MS else None
     return None
 
 
