@@ -71,6 +71,9 @@ MAX_PARTITION_FETCH_BYTES = 4 * 1024 * 1024
 # steps; docs/operations.md, "Stopping").
 CLOSE_SECS = 10.0
 ENGINE_CLOSE_SECS = 20.0
+# An in-process engine built again after its core died (rationad.model.engine) is not a stall for this long: the
+# startup probe's budget (loading takes 30-70 s on 2 CPU cores, minutes for a large model)
+ENGINE_REBUILD_SECS = 600.0
 MAX_BATCH_BYTES = 1024 * 1024
 
 
@@ -191,6 +194,9 @@ class Daemon:
             return False, f"main loop stalled for {age:.0f}s"
         if self.s.model.backend == "vllm-engine" and self.stage.down_since is not None:
             down = time.monotonic() - self.stage.down_since
+            rebuilding = getattr(self.client, "restarting_since", None)
+            if rebuilding is not None and time.monotonic() - rebuilding < ENGINE_REBUILD_SECS:
+                return True, f"in-process engine being built again after its core died ({down:.0f}s)"
             if down > self.s.server.stall_secs:  # the in-process engine is part of this process: restart it
                 return False, f"in-process model unhealthy for {down:.0f}s"
         return True, f"main loop ran {age:.1f}s ago"

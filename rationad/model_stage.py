@@ -245,8 +245,9 @@ class ModelStage:
             except ModelError as exc:
                 self.metrics.errors.labels("model", type(exc).__name__).inc()
                 if exc.kind == "dead":
-                    # Named, so that a session whose request kills the engine each time (the restarted daemon reads it
-                    # first, and dies again) can be found in the log across restarts: no count survives a restart.
+                    # The in-process engine died DEATHS_WITHOUT_ANSWER times with nothing answered, or could not be
+                    # built again (a death alone is an outage: rationad.model.engine builds it again); named, so the
+                    # sessions in flight can be found in the log across the restarts that follow.
                     log.error("engine_died_judging", sessions=[
                         f"{p.session.topic}:{p.session.partition}@{p.session.first_offset} {p.session.key[:80]!r}"
                         for p in batch[:20]], more=max(0, len(batch) - 20))

@@ -7,8 +7,13 @@ greedy at temperature 0. The engine is seeded once (``SEED``); sampled requests 
 on a CPU (see ``EngineClient._sampling``). An optional LoRA adapter (``model.adapter``) is served on top of the base
 weights. Importing this module imports vLLM and torch: ``base.make_client`` does so only on demand.
 
-Failures are classified for the daemon (``base.ModelError.kind``): a dead engine core (``EngineDeadError``, or
-``AsyncLLM.errored``) is ``dead`` and stays so; it cannot serve again in this process.
+Failures are classified for the daemon (``base.ModelError.kind``). An engine core that dies (``EngineDeadError``, or
+``AsyncLLM.errored``) is built again in this process (``EngineClient._restart``), and the requests it dropped are an
+outage with ``dropped`` set, as a ``vllm-server`` that dies under them: the model stage then finds a session whose
+own request kills the engine, sends it alone and dead-letters it (before 2026-12-07 the daemon exited instead, and a
+restarted daemon read the same session first and died again, for ever). An engine that dies
+``DEATHS_WITHOUT_ANSWER`` times with no request answered between, or cannot be built again, is ``dead`` for good:
+the daemon drains and exits so its supervisor restarts it.
 
 The engine core and its worker are separate processes that would outlive a ``kill -9`` of this one (vLLM on CPU
 spawns them, and nothing in them watches their parent): about 4 GB each, orphaned. ``engine_core_main`` wraps the
@@ -48,6 +53,9 @@ REGEX_COMPILATION_TIMEOUT_S = "60"
 LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # vllm.config.lora.MaxLoRARanks
 OWNER_PID_ENV = "RATIONAD_ENGINE_OWNER_PID"  # set while the engine core is started: the PID it must not outlive
 OWNER_POLL_SECS = 0.5
+DEATHS_WITHOUT_ANSWER = 10  # engine deaths in a row with no request answered between: it cannot serve here
+# (the model stage retries a batch OUTAGE_SPLIT_AFTER times before it splits it: a poison session kills the engine
+# several times before any of its batch-mates is answered)
 
 _real_run_engine_core: Callable[..., Any] | None = None  # vLLM's entry point while _owned_engine_core wraps it
 
@@ -181,7 +189,10 @@ class EngineClient:
         self._chat_params: Any = None
         self._continue_params: Any = None
         self._seed_requests = False  # per-request seeds: only off a CPU (see _sampling)
-        self._dead = False  # the engine core died: this client cannot serve again
+        self._dead = False  # the engine cannot serve again in this process (DEATHS_WITHOUT_ANSWER, a rebuild failed)
+        self._deaths = 0  # engine deaths since a request was last answered
+        self._rebuilding: asyncio.Future | None = None  # the engine built again after its core died (``_restart``)
+        self.restarting_since: float | None = None  # monotonic time that rebuild began (the daemon's liveness)
         self.start_secs: float | None = None
         # The engine's progress, for the request timeout: requests in flight, and when it last made a token (or the
         # first of them was sent)
@@ -292,10 +303,14 @@ class EngineClient:
         self, conversations: list[list[Message]], *, max_tokens: int, temperature: float, regex: str | None
     ) -> list[Completion]:
         llm = self._llm
+        if self._dead:
+            raise ModelError("the vLLM engine core is dead", kind="dead")
+        if self._rebuilding is not None:
+            raise ModelError("the vLLM engine is being built again after its core died", retryable=True)
         if llm is None:
             raise ModelError("the vLLM engine is not started", retryable=True)
-        if self._is_dead(llm):
-            raise ModelError("the vLLM engine core is dead", kind="dead")
+        if getattr(llm, "errored", False):  # died before this request was sent: never reached it
+            raise self._died(llm, None, in_flight=False)
         if not conversations:
             return []
         try:
@@ -318,10 +333,45 @@ class EngineClient:
                 raise
             raise error from exc
 
-    def _is_dead(self, llm: Any) -> bool:
-        if not self._dead and getattr(llm, "errored", False):
-            self._dead = True
-        return self._dead
+    def _died(self, llm: Any, exc: BaseException | None, *, in_flight: bool) -> ModelError:
+        """``llm``'s engine core died: the error for a request that met it (``in_flight``: sent before, dropped by
+        the death). The first to notice starts the rebuild, or, past ``DEATHS_WITHOUT_ANSWER``, gives up for good."""
+        if not self._dead and self._rebuilding is None and llm is self._llm:
+            self._deaths += 1
+            if self._deaths > DEATHS_WITHOUT_ANSWER:
+                self._dead = True
+                log.error("the vLLM engine core died %d times with no request answered between: giving up",
+                          self._deaths)
+            else:
+                log.warning("the vLLM engine core died (%r): building the engine again", exc)
+                self.restarting_since = time.monotonic()
+                self._rebuilding = asyncio.ensure_future(self._restart(llm))
+        if self._dead:
+            return ModelError(f"the vLLM engine core is dead: {exc!r}", kind="dead")
+        return ModelError(f"the vLLM engine core died: {exc!r}; building it again", kind="outage", dropped=in_flight)
+
+    async def _restart(self, old: Any) -> None:
+        """Shut down the engine whose core died and build it again (30-70 s on a 2-core CPU); one that cannot be
+        built makes this client dead for good."""
+        try:
+            with self._lock:
+                if self._llm is old:
+                    self._llm = None
+                generation = self._generation
+            try:
+                await self._shut(old)
+            except Exception:  # noqa: BLE001 - its core is gone already; what is left is the new build's concern
+                log.exception("shutting down the engine whose core died failed")
+            try:
+                await asyncio.to_thread(self._build, generation)
+            except ModelError as exc:
+                log.error("the vLLM engine could not be built again: %s", exc)
+                self._dead = True
+                return
+            log.info("vLLM engine built again in %.1f s", time.monotonic() - (self.restarting_since or 0.0))
+        finally:
+            self._rebuilding = None
+            self.restarting_since = None
 
     def _classify(self, llm: Any, exc: Exception) -> ModelError | None:
         """The ModelError for a failure of ``generate`` (``exc`` itself if it is one already), or None to let an
@@ -330,9 +380,8 @@ class EngineClient:
         from vllm.exceptions import VLLMClientError, VLLMError
         from vllm.v1.engine.exceptions import EngineDeadError
 
-        if isinstance(exc, EngineDeadError) or self._is_dead(llm):
-            self._dead = True
-            return ModelError(f"the vLLM engine core is dead: {exc!r}", kind="dead")
+        if isinstance(exc, EngineDeadError) or getattr(llm, "errored", False):
+            return self._died(llm, exc, in_flight=True)
         if isinstance(exc, ModelError):
             return exc
         # vLLM says a request is at fault with its client errors (VLLMValidationError: a prompt too long, a bad
@@ -376,6 +425,7 @@ class EngineClient:
                 await asyncio.wait({task}, timeout=left)
             final = task.result()
             self._progress = time.monotonic()
+            self._deaths = 0
         finally:
             self._in_flight -= 1
             if not task.done():
@@ -394,16 +444,21 @@ class EngineClient:
         )
 
     async def check_health(self) -> bool:
-        """False before start, after aclose, for good once the engine core has died, and while the engine is stuck
-        (a request given up for no token, none made since)."""
+        """False before start, after aclose, while the engine is built again after its core died (a death found here,
+        with no request in flight, starts that), for good once it is dead, and while the engine is stuck (a request
+        given up for no token, none made since)."""
         llm = self._llm
-        if llm is None or self._is_dead(llm) or self._stuck:
+        if self._dead or llm is None or self._rebuilding is not None or self._stuck:
             return False
         try:
             await llm.check_health()
+            healthy = True
         except Exception:  # any failure of the health probe means unhealthy
+            healthy = False
+        if getattr(llm, "errored", False):
+            self._died(llm, None, in_flight=False)
             return False
-        return not self._is_dead(llm)
+        return healthy
 
     async def aclose(self) -> None:
         """Shut the engine down; its engine-core process is stopped and joined. An engine still being built (a
@@ -411,13 +466,20 @@ class EngineClient:
         with self._lock:  # a build still running for an abandoned start shuts its engine down itself (``_keep``)
             self._generation += 1
             llm, self._llm = self._llm, None
+        if self._rebuilding is not None:  # its build goes on in its thread and shuts its engine down (``_keep``)
+            self._rebuilding.cancel()
+            await asyncio.gather(self._rebuilding, return_exceptions=True)
         if llm is not None:
-            # Stop reading engine outputs first: otherwise the reader sees the engine core exit and logs an
-            # EngineDeadError for what is a normal shutdown.
-            handler = getattr(llm, "output_handler", None)
-            if handler is not None:
-                handler.cancel()
-                await asyncio.gather(handler, return_exceptions=True)
-            await asyncio.to_thread(llm.shutdown)  # stops and joins the engine-core process (a few seconds)
-            del llm
-            gc.collect()  # collect it now, while vLLM's modules are intact (its __del__ shuts down again)
+            await self._shut(llm)
+
+    @staticmethod
+    async def _shut(llm: Any) -> None:
+        # Stop reading engine outputs first: otherwise the reader sees the engine core exit and logs an
+        # EngineDeadError for what is a normal shutdown.
+        handler = getattr(llm, "output_handler", None)
+        if handler is not None:
+            handler.cancel()
+            await asyncio.gather(handler, return_exceptions=True)
+        await asyncio.to_thread(llm.shutdown)  # stops and joins the engine-core process (a few seconds)
+        del llm
+        gc.collect()  # collect it now, while vLLM's modules are intact (its __del__ shuts down again)

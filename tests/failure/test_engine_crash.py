@@ -1,12 +1,13 @@
-"""The in-process vLLM engine crashes (its EngineCore process is killed) mid-stream. The daemon cannot serve again in
-this process: it stops with exit code 1 (so systemd or Kubernetes restart it) instead of retrying for ever, dead-letters
-nothing because of the crash, commits nothing past the sessions it could not judge, and leaves no engine process
-behind. The restarted daemon (here on the shared vLLM server, to save a second engine start) judges what was left.
+"""The in-process vLLM engine crashes (its EngineCore process is killed) mid-stream. The daemon builds the engine
+again in its own process and goes on: every block gets its outcome, nothing is dead-lettered because of the crash,
+the commits reach the input's end, the dead engine core is gone and one new one serves, and a SIGTERM then drains and
+exits 0.
 
-Before issue 13 an ``EngineDeadError`` was a retryable outage: the daemon retried the batch for ever with /healthz
-green, and its engine processes outlived a SIGKILL of the daemon."""
+Before issue 13 an ``EngineDeadError`` was a retryable outage on an engine that could never serve again: the daemon
+retried the batch for ever with /healthz green. From issue 13 to 2026-12-07 the daemon stopped with exit code 1 for
+its supervisor to restart it, and a session whose own request killed the engine was read first by the restarted
+daemon, which died again, for ever (tests/rationad/test_model_stage.py drives that case with a fake engine)."""
 
-import asyncio
 import signal
 import time
 
@@ -15,7 +16,7 @@ import pytest
 
 from rationad.broker import free_port
 from tests.failure.support import metric, missing_keys, new_stream, produce_chunks, settled_outcomes, wait_until
-from tests.integration.harness import DaemonProcess, committed_vs_end, write_config
+from tests.integration.harness import DaemonProcess, write_config
 
 pytestmark = pytest.mark.integration
 
@@ -30,7 +31,7 @@ def engine_core(pid: int) -> psutil.Process | None:
     return None
 
 
-def test_engine_crash_stops_the_daemon_and_loses_nothing(broker, model, vllm_server, tmp_path):
+def test_engine_crash_is_survived_in_process_and_loses_nothing(broker, model, tmp_path):
     stream = new_stream(broker.bootstrap, 8, prefix="enginecrash", partitions=2)
     port = free_port()
     engine_cfg = write_config(tmp_path / "engine.toml", bootstrap=broker.bootstrap, topic=stream.topic,
@@ -47,27 +48,17 @@ def test_engine_crash_stops_the_daemon_and_loses_nothing(broker, model, vllm_ser
         assert core is not None, "no EngineCore child found"
         core.send_signal(signal.SIGKILL)
         t0 = time.monotonic()
-        code = daemon.proc.wait(120)
-        stopped_after = time.monotonic() - t0
         producer.join(60)
-        log = daemon.log()
-        assert code == 1, log[-3000:]
-        assert '"fatal"' in log and "dead" in log, log[-3000:]
-        assert stopped_after < 90, stopped_after
-        # Nothing was dead-lettered because of the crash, and the commit did not pass what is unjudged.
-        assert "model_rejected" not in log and "judge_failed" not in log
-        got = asyncio.run(committed_vs_end(broker.bootstrap, stream.topic, stream.group))
-        assert any(c is None or c < e for c, e in got.values()), got
-        # The engine's processes died with it.
-        assert wait_until(lambda: not [p for p in psutil.process_iter(["cmdline"])
-                                       if "EngineCore" in " ".join(p.info["cmdline"] or [])
-                                       and p.ppid() in (1, daemon.proc.pid)], 30)
-
-        server_cfg = write_config(tmp_path / "server.toml", bootstrap=broker.bootstrap, topic=stream.topic,
-                                  group=stream.group, model=model, server_url=vllm_server.url, port=port)
-        daemon.config = server_cfg
-        daemon.start()
         evs, dead = settled_outcomes(stream, timeout=420)
+        log = daemon.log()
+        assert alive(), log[-3000:]
+        assert "building the engine again" in log and "vLLM engine built again" in log, log[-3000:]
+        new = engine_core(daemon.proc.pid)
+        assert new is not None and new.pid != core.pid, log[-3000:]
+        assert not psutil.pid_exists(core.pid) or psutil.Process(core.pid).status() == psutil.STATUS_ZOMBIE
+        assert dead == [], dead  # nothing dead-lettered because of the crash
+        assert '"fatal"' not in log
+        print(f"judged everything {time.monotonic() - t0:.0f} s after the crash")
         assert daemon.terminate() == 0
     finally:
         if producer is not None:

@@ -526,3 +526,72 @@ async def test_the_lane_lets_one_request_alone_and_shared_ones_go_on_when_it_is_
     await asyncio.wait_for(later, 0.05)
     await first
     assert order == ["s1+", "s2+", "s2-", "s1-"]
+
+
+class _PoisonedEngine:
+    """The part of vLLM's ``AsyncLLM`` the in-process client uses: a request naming "poison" kills the engine core
+    0.05 s after it arrives, and every request in flight then fails as vLLM's do (``EngineDeadError``)."""
+
+    def __init__(self, latency: float) -> None:
+        from types import SimpleNamespace
+
+        self.latency = latency
+        self.errored = False
+        self.renderer = SimpleNamespace(render_chat_async=self._render, default_chat_tok_params=None)
+
+    async def _render(self, conversations, chat_params, tok_params):
+        return None, [json.dumps(c) for c in conversations]
+
+    async def generate(self, engine_input, params, request_id, lora_request=None):
+        from types import SimpleNamespace
+
+        from vllm.v1.engine.exceptions import EngineDeadError
+
+        if "poison" in engine_input:
+            asyncio.get_running_loop().call_later(0.05, setattr, self, "errored", True)
+        await asyncio.sleep(0.02 if params.max_tokens <= 4 else self.latency)
+        if self.errored:
+            raise EngineDeadError()
+        yield SimpleNamespace(prompt_token_ids=[1], outputs=[
+            SimpleNamespace(text=ANOMALOUS, token_ids=[4], finish_reason="stop", logprobs=None)])
+
+    async def check_health(self) -> None:
+        if self.errored:
+            from vllm.v1.engine.exceptions import EngineDeadError
+
+            raise EngineDeadError()
+
+    def shutdown(self) -> None:
+        pass
+
+
+async def test_a_session_whose_request_kills_the_in_process_engine_is_dead_lettered_and_the_rest_judged(tmp_path):
+    """Left by the last session, failing before its fix: the in-process engine's death stopped the daemon (exit 1), and
+    the restarted daemon read the same session first and died again, for ever, its partition never committed. The
+    engine is built again in the process; the requests it dropped are suspects, sent again alone, and the one that
+    kills it alone delivery.max_attempts times is dead-lettered, as with a vllm-server."""
+    from rationad.config import ModelConfig
+    from rationad.model.engine import EngineClient
+
+    client = EngineClient(ModelConfig(backend="vllm-engine", path=tmp_path))
+    client._llm = _PoisonedEngine(0.3)
+    builds = []
+
+    def build(generation: int) -> None:
+        builds.append(generation)
+        client._keep(_PoisonedEngine(0.3), generation)
+
+    client._build = build
+    s = td.settings(model={"backend": "vllm-engine", "path": str(tmp_path), "retry_backoff_secs": 0.1},
+                    delivery={"max_attempts": 2})
+    recs = []
+    for key in ["p", *"abcd"]:
+        text = "INFO poison" if key == "p" else "ERROR x"
+        recs += [Rec(len(recs), td.line(key, text)), Rec(len(recs) + 1, td.line(key, text))]
+    d, consumer, producer = td.make(s, [{td.TP: recs}], model=client)
+    await run(d, consumer, lambda: td.final_commit(consumer) == len(recs), 60)
+    assert d.exit_code == 0 and not d.stage.dead
+    assert sorted(orjson.loads(e.value)["session"]["key"] for e in producer.on("rationad.anomalies")) == list("abcd")
+    assert [(orjson.loads(x.value)["session"]["key"], dict(x.headers)["rationad-error-type"])
+            for x in producer.on("rationad.dlq")] == [("p", b"model_failed")]
+    assert len(builds) >= 2  # built again after each death

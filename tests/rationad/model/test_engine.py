@@ -55,6 +55,9 @@ class FakeLLM:
 
             raise EngineDeadError()
 
+    def shutdown(self) -> None:
+        self.shut = True
+
 
 class HungLLM(FakeLLM):
     """An engine that never finishes a request; ``closed`` counts the requests given up (their generators closed,
@@ -135,38 +138,132 @@ async def generate(client: EngineClient) -> list:
     return await client.generate([[{"role": "user", "content": "hi"}]] * 2, max_tokens=4, temperature=0.7, regex=None)
 
 
-async def test_a_dead_engine_core_is_dead_not_an_outage_and_stays_unhealthy(tmp_path):
+def rebuilding(client: EngineClient, *engines: FakeLLM | Exception, hold: threading.Event | None = None) -> list:
+    """Make ``client``'s rebuilds (``_build``, run in a worker thread) install ``engines`` in turn (an exception: that
+    build fails), each once ``hold`` is set; returns the list of builds made."""
+    made: list = []
+
+    def build(generation: int) -> None:
+        if hold is not None:
+            hold.wait(5)
+        nxt = engines[len(made)]
+        made.append(nxt)
+        if isinstance(nxt, Exception):
+            raise nxt
+        client._keep(nxt, generation)
+
+    client._build = build
+    return made
+
+
+async def rebuilt(client: EngineClient) -> None:
+    for _ in range(200):
+        if client._rebuilding is None:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("not rebuilt")
+
+
+async def test_an_engine_core_that_dies_under_requests_is_built_again_and_they_are_dropped(tmp_path):
+    """Before 2026-12-07 a dead engine core was ``dead`` for good and the daemon exited; a session whose own request
+    killed it was read first by the restarted daemon, which died again, for ever. The engine is built again in this
+    process, and the requests it dropped are an outage with ``dropped`` set, as a ``vllm-server`` dying under them,
+    so the model stage can find such a session and dead-letter it."""
     from vllm.v1.engine.exceptions import EngineDeadError
 
-    llm = FakeLLM(EngineDeadError())
-    client = client_over(llm, tmp_path)
+    old, new = FakeLLM(EngineDeadError()), FakeLLM()
+    client = client_over(old, tmp_path)
+    hold = threading.Event()
+    made = rebuilding(client, new, hold=hold)
     with pytest.raises(ModelError) as info:
         await generate(client)
-    assert info.value.kind == "dead" and info.value.retryable
-    assert await client.check_health() is False
-    with pytest.raises(ModelError) as again:  # no new request reaches a dead engine
+    assert (info.value.kind, info.value.dropped) == ("outage", True)
+    assert client.restarting_since is not None and await client.check_health() is False
+    with pytest.raises(ModelError) as meanwhile:  # sent while it is built again: an outage it never reached
         await generate(client)
-    assert again.value.kind == "dead" and llm.rendered == 1
+    assert (meanwhile.value.kind, meanwhile.value.dropped) == ("outage", False)
+    hold.set()
+    await rebuilt(client)
+    assert made == [new] and client._llm is new and client.restarting_since is None and old.shut
+    assert await client.check_health() is True
+    assert [c.text for c in await generate(client)] == ["ok", "ok"]
 
 
-async def test_an_errored_engine_is_dead_before_any_request(tmp_path):
-    llm = FakeLLM(errored=True)
-    client = client_over(llm, tmp_path)
-    assert await client.check_health() is False
-    with pytest.raises(ModelError) as info:
-        await generate(client)
-    assert info.value.kind == "dead" and llm.rendered == 0
-
-
-async def test_whatever_a_request_raised_when_the_engine_died_under_it_it_is_dead(tmp_path):
+@pytest.mark.parametrize("fail", ["EngineGenerateError", "ValueError", "ModelError"])
+async def test_whatever_a_request_raised_when_the_engine_died_under_it_it_was_dropped(tmp_path, fail):
     from vllm.v1.engine.exceptions import EngineGenerateError
 
-    for fail in (EngineGenerateError(), ValueError("stream closed"), ModelError("vLLM returned no output")):
-        client = client_over(FakeLLM(fail, dies=True), tmp_path)
+    error = {"EngineGenerateError": EngineGenerateError(), "ValueError": ValueError("stream closed"),
+             "ModelError": ModelError("vLLM returned no output")}[fail]
+    client = client_over(FakeLLM(error, dies=True), tmp_path)
+    rebuilding(client, FakeLLM())
+    with pytest.raises(ModelError) as info:
+        await generate(client)
+    assert (info.value.kind, info.value.dropped) == ("outage", True)
+    await rebuilt(client)
+    assert await client.check_health() is True
+
+
+async def test_an_engine_found_dead_with_no_request_in_flight_is_built_again_and_a_request_sent_to_it_not_dropped(
+        tmp_path):
+    client = client_over(FakeLLM(errored=True), tmp_path)
+    rebuilding(client, FakeLLM())
+    assert await client.check_health() is False  # the health round finds it: the rebuild starts
+    await rebuilt(client)
+    assert await client.check_health() is True
+    client._llm.errored = True  # dies again, idle
+    with pytest.raises(ModelError) as info:
+        await generate(client)
+    assert (info.value.kind, info.value.dropped) == ("outage", False)
+    assert client._llm is None or client._rebuilding is not None
+    await rebuilt(client)
+
+
+async def test_an_engine_that_keeps_dying_with_nothing_answered_or_cannot_be_built_again_is_dead(tmp_path):
+    from vllm.v1.engine.exceptions import EngineDeadError
+
+    from rationad.model.engine import DEATHS_WITHOUT_ANSWER
+
+    dying = [FakeLLM(EngineDeadError()) for _ in range(DEATHS_WITHOUT_ANSWER + 1)]
+    client = client_over(dying[0], tmp_path)
+    rebuilding(client, *dying[1:])
+    for _ in range(DEATHS_WITHOUT_ANSWER):
         with pytest.raises(ModelError) as info:
             await generate(client)
-        assert info.value.kind == "dead", fail
-        assert await client.check_health() is False
+        assert info.value.kind == "outage"
+        await rebuilt(client)
+    with pytest.raises(ModelError) as info:
+        await generate(client)
+    assert info.value.kind == "dead" and await client.check_health() is False
+
+    client = client_over(FakeLLM(EngineDeadError()), tmp_path)
+    rebuilding(client, ModelError("cannot start the vLLM engine: out of memory", retryable=False))
+    with pytest.raises(ModelError):
+        await generate(client)
+    await rebuilt(client)
+    with pytest.raises(ModelError) as info:
+        await generate(client)
+    assert info.value.kind == "dead" and await client.check_health() is False
+
+
+async def test_an_answer_between_deaths_keeps_the_engine_serving(tmp_path):
+    from vllm.v1.engine.exceptions import EngineDeadError
+
+    from rationad.model.engine import DEATHS_WITHOUT_ANSWER
+
+    client = client_over(FakeLLM(EngineDeadError()), tmp_path)
+    engines = []
+    for _ in range(DEATHS_WITHOUT_ANSWER + 2):  # each serves one call, then dies under the next
+        engines.append(FakeLLM())
+    rebuilding(client, *engines)
+    for llm in engines:
+        with pytest.raises(ModelError) as info:
+            await generate(client)
+        assert info.value.kind == "outage"
+        await rebuilt(client)
+        assert client._llm is llm
+        await generate(client)  # answered
+        llm.fail = EngineDeadError()
 
 
 async def test_a_live_engine_failing_a_request_is_an_outage_or_a_rejection(tmp_path):
