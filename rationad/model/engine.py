@@ -368,6 +368,7 @@ class EngineClient:
                 log.error("the vLLM engine could not be built again: %s", exc)
                 self._dead = True
                 return
+            self._stuck = False  # the old engine's: the new one has made no request wait yet
             log.info("vLLM engine built again in %.1f s", time.monotonic() - (self.restarting_since or 0.0))
         finally:
             self._rebuilding = None
@@ -448,13 +449,14 @@ class EngineClient:
         with no request in flight, starts that), for good once it is dead, and while the engine is stuck (a request
         given up for no token, none made since)."""
         llm = self._llm
-        if self._dead or llm is None or self._rebuilding is not None or self._stuck:
+        if self._dead or llm is None or self._rebuilding is not None:
             return False
-        try:
-            await llm.check_health()
-            healthy = True
-        except Exception:  # any failure of the health probe means unhealthy
-            healthy = False
+        healthy = not self._stuck
+        if healthy:
+            try:
+                await llm.check_health()
+            except Exception:  # any failure of the health probe means unhealthy
+                healthy = False
         if getattr(llm, "errored", False):
             self._died(llm, None, in_flight=False)
             return False

@@ -207,6 +207,7 @@ async def test_whatever_a_request_raised_when_the_engine_died_under_it_it_was_dr
 async def test_an_engine_found_dead_with_no_request_in_flight_is_built_again_and_a_request_sent_to_it_not_dropped(
         tmp_path):
     client = client_over(FakeLLM(errored=True), tmp_path)
+    client._stuck = True  # a request given up for no token before it died: the new engine is not stuck
     rebuilding(client, FakeLLM())
     assert await client.check_health() is False  # the health round finds it: the rebuild starts
     await rebuilt(client)
