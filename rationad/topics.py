@@ -186,15 +186,21 @@ async def ensure_topic(kafka_cfg: KafkaConfig, topic: str, *, key: str, partitio
             pass
 
 
+def _limit(value: str | None) -> int | None:
+    """A topic's retention setting as the broker said it, when it is a limit (None: no limit, or not said)."""
+    try:
+        have = int(value) if value is not None else None
+    except ValueError:
+        return None
+    return None if have is None or have < 0 else have
+
+
 def _warn_time_limit(topic: str, value: str | None, configured_ms: int) -> None:
     """The internal topic holds a forwarded line's only copy until its verdict (the daemon purges what it committed):
     a time limit on it (``repartition.retention_ms``; a rationad before 2026-12-07 created it with a day, and its
     shipped config.toml said so) deletes lines still waiting past it, so say so at every start, and how to lift it."""
-    try:
-        have = int(value) if value is not None else None
-    except ValueError:
-        return
-    if have is None or have < 0:
+    have = _limit(value)
+    if have is None:
         return
     log.warning("internal_topic_retention_short", topic=topic, retention_ms=have, configured=configured_ms,
                 why="lines waiting longer than this for their verdict (model blocked, daemon down) are deleted "
@@ -206,11 +212,8 @@ def _warn_time_limit(topic: str, value: str | None, configured_ms: int) -> None:
 def _warn_size_limit(topic: str, value: str | None) -> None:
     """As ``_warn_time_limit``, for a size limit (``retention.bytes``, or the broker's ``log.retention.bytes``): lines
     waiting past it, a model blocked for hours, are deleted unjudged with their input offsets committed."""
-    try:
-        have = int(value) if value is not None else None
-    except ValueError:
-        return
-    if have is None or have < 0:
+    have = _limit(value)
+    if have is None:
         return
     log.warning("internal_topic_retention_short", topic=topic, retention_bytes=have,
                 why="lines waiting for their verdict past this size a partition (model blocked, daemon down) are "
