@@ -364,8 +364,8 @@ class EngineClient:
                 log.exception("shutting down the engine whose core died failed")
             try:
                 await asyncio.to_thread(self._build, generation)
-            except ModelError as exc:
-                log.error("the vLLM engine could not be built again: %s", exc)
+            except Exception as exc:  # noqa: BLE001 - whatever it was, no engine serves: dead, and said so
+                log.error("the vLLM engine could not be built again: %r", exc)
                 self._dead = True
                 return
             self._stuck = False  # the old engine's: the new one has made no request wait yet

@@ -237,14 +237,16 @@ async def test_an_engine_that_keeps_dying_with_nothing_answered_or_cannot_be_bui
         await generate(client)
     assert info.value.kind == "dead" and await client.check_health() is False
 
-    client = client_over(FakeLLM(EngineDeadError()), tmp_path)
-    rebuilding(client, ModelError("cannot start the vLLM engine: out of memory", retryable=False))
-    with pytest.raises(ModelError):
-        await generate(client)
-    await rebuilt(client)
-    with pytest.raises(ModelError) as info:
-        await generate(client)
-    assert info.value.kind == "dead" and await client.check_health() is False
+    for fails in (ModelError("cannot start the vLLM engine: out of memory", retryable=False),
+                  RuntimeError("a bug in the build")):  # (a plain error left it unbuilt and not dead: wedged)
+        client = client_over(FakeLLM(EngineDeadError()), tmp_path)
+        rebuilding(client, fails)
+        with pytest.raises(ModelError):
+            await generate(client)
+        await rebuilt(client)
+        with pytest.raises(ModelError) as info:
+            await generate(client)
+        assert info.value.kind == "dead" and await client.check_health() is False, fails
 
 
 async def test_an_answer_between_deaths_keeps_the_engine_serving(tmp_path):
