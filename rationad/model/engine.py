@@ -197,6 +197,9 @@ class EngineClient:
         # The engine's progress, for the request timeout: requests in flight, and when it last made a token (or the
         # first of them was sent)
         self._in_flight = 0
+        # Each engine's requests in flight (``_final`` tasks, by ``id`` of the engine): a rebuild ends those of the
+        # engine that died before it shuts that engine down (``_restart``)
+        self._requests: dict[int, set[asyncio.Task]] = {}
         self._progress = time.monotonic()
         # A request was given up because the engine made no token for request_timeout_secs, and none has been made
         # since: the engine is stuck (alive, not errored), and health says so, or the health round cleared the outage
@@ -338,7 +341,7 @@ class EngineClient:
         the death). The first to notice starts the rebuild, or, past ``DEATHS_WITHOUT_ANSWER``, gives up for good."""
         if not self._dead and self._rebuilding is None and llm is self._llm:
             self._deaths += 1
-            if self._deaths > DEATHS_WITHOUT_ANSWER:
+            if self._deaths >= DEATHS_WITHOUT_ANSWER:
                 self._dead = True
                 log.error("the vLLM engine core died %d times with no request answered between: giving up",
                           self._deaths)
@@ -358,6 +361,11 @@ class EngineClient:
                 if self._llm is old:
                     self._llm = None
                 generation = self._generation
+            # The requests still in flight on it end now, as dropped: vLLM marks an engine errored before its output
+            # handler fails them, and that handler, cancelled by the shutdown below first, failed none (review: they
+            # waited for ever, holding their partitions, kept alive by the new engine's tokens)
+            for task in list(self._requests.get(id(old), ())):
+                task.cancel()
             try:
                 await self._shut(old)
             except Exception:  # noqa: BLE001 - its core is gone already; what is left is the new build's concern
@@ -416,6 +424,8 @@ class EngineClient:
             self._progress = time.monotonic()
         self._in_flight += 1
         task = asyncio.ensure_future(self._final(llm, engine_input, params))
+        mine = self._requests.setdefault(id(llm), set())
+        mine.add(task)
         try:
             while not task.done():
                 left = self._progress + timeout - time.monotonic()
@@ -424,11 +434,17 @@ class EngineClient:
                     raise ModelError(f"vLLM made no token within model.request_timeout_secs={timeout:g} s",
                                      kind="outage")
                 await asyncio.wait({task}, timeout=left)
+            if task.cancelled():  # ended by ``_restart``: its engine died under it
+                raise ModelError("the vLLM engine core died under this request; building it again", kind="outage",
+                                 dropped=True)
             final = task.result()
             self._progress = time.monotonic()
             self._deaths = 0
         finally:
             self._in_flight -= 1
+            mine.discard(task)
+            if not mine and self._requests.get(id(llm)) is mine:
+                del self._requests[id(llm)]
             if not task.done():
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)

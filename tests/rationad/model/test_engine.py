@@ -225,10 +225,10 @@ async def test_an_engine_that_keeps_dying_with_nothing_answered_or_cannot_be_bui
 
     from rationad.model.engine import DEATHS_WITHOUT_ANSWER
 
-    dying = [FakeLLM(EngineDeadError()) for _ in range(DEATHS_WITHOUT_ANSWER + 1)]
+    dying = [FakeLLM(EngineDeadError()) for _ in range(DEATHS_WITHOUT_ANSWER)]
     client = client_over(dying[0], tmp_path)
     rebuilding(client, *dying[1:])
-    for _ in range(DEATHS_WITHOUT_ANSWER):
+    for _ in range(DEATHS_WITHOUT_ANSWER - 1):  # the tenth death is the end
         with pytest.raises(ModelError) as info:
             await generate(client)
         assert info.value.kind == "outage"
@@ -247,6 +247,27 @@ async def test_an_engine_that_keeps_dying_with_nothing_answered_or_cannot_be_bui
         with pytest.raises(ModelError) as info:
             await generate(client)
         assert info.value.kind == "dead" and await client.check_health() is False, fails
+
+
+async def test_requests_in_flight_on_an_engine_found_dead_end_as_dropped_before_its_rebuild(tmp_path):
+    """Found by review (2026-12-07), failing before its fix: vLLM marks an engine errored before its output handler
+    fails the requests in flight; a death found in between (the health round, a new request) rebuilt the engine and
+    cancelled that handler first, so those requests waited for ever (kept alive by the new engine's tokens), holding
+    their batches' partitions."""
+    old = HungLLM()
+    old.shutdown = lambda: None
+    client = EngineClient(ModelConfig(backend="vllm-engine", path=tmp_path, request_timeout_secs=60))
+    client._llm = old
+    rebuilding(client, FakeLLM())
+    waiting = asyncio.ensure_future(generate(client))
+    await asyncio.sleep(0.05)
+    old.errored = True  # the engine core is gone; its handler has not failed the requests yet
+    assert await client.check_health() is False  # found dead: rebuilt
+    with pytest.raises(ModelError) as info:
+        await asyncio.wait_for(waiting, 2)
+    assert (info.value.kind, info.value.dropped) == ("outage", True)
+    await rebuilt(client)
+    assert client._requests == {} and await client.check_health() is True
 
 
 async def test_an_answer_between_deaths_keeps_the_engine_serving(tmp_path):
