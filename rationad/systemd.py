@@ -8,6 +8,9 @@ import time
 import sdnotify
 
 
+MAX_STATUS_CHARS = 300
+
+
 class Notifier:
     def __init__(self) -> None:
         self.enabled = bool(os.environ.get("NOTIFY_SOCKET"))
@@ -24,7 +27,9 @@ class Notifier:
         self._send("READY=1")
 
     def status(self, text: str) -> None:
-        self._send(f"STATUS={text}")
+        """``STATUS=`` on one line, at most ``MAX_STATUS_CHARS``: ``text`` may carry a model server's error body, and a
+        newline in it would start another assignment (``READY=1``, ``MAINPID=``) that systemd takes from us."""
+        self._send(f"STATUS={' '.join(text.split())[:MAX_STATUS_CHARS]}")
 
     def stopping(self) -> None:
         self._send("STOPPING=1")
