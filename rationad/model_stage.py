@@ -305,7 +305,11 @@ class ModelStage:
                         if exc.busy:
                             busy_since = busy_since if busy_since is not None else steady()
                         patient = exc.busy and steady() - busy_since < BUSY_PATIENCE_SECS
-                        answers = not patient and await self._model_answers(batch[0])
+                        # A dropped request is charged only when it was alone (``crashed_alone``): a server or an
+                        # in-process engine back at once (a rebuild answers the probe right after the crash) said
+                        # nothing of which request took it down, and innocent sessions in flight beside the culprit
+                        # were charged and dead-lettered (found when a rebuild took no time)
+                        answers = not patient and not exc.dropped and await self._model_answers(batch[0])
                         if answers or (crashed_alone and exc.dropped):
                             p = batch[0]
                             p.attempts += 1
@@ -315,7 +319,7 @@ class ModelStage:
                             if p.attempts >= self.s.delivery.max_attempts:
                                 return [(p, session_dead_letter(p.session, "model_failed", str(exc),
                                                                 attempts=p.attempts))]
-                        suspect = exc.dropped and not answers
+                        suspect = exc.dropped
             except Exception as exc:  # a bug or a poison session: isolate it, bound its attempts, keep the rest
                 self.metrics.errors.labels("judge", type(exc).__name__).inc()
                 error = f"{type(exc).__name__}: {exc}"

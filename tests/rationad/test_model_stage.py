@@ -565,11 +565,18 @@ class _PoisonedEngine:
         pass
 
 
-async def test_a_session_whose_request_kills_the_in_process_engine_is_dead_lettered_and_the_rest_judged(tmp_path):
+@pytest.mark.parametrize("max_attempts", [1, 2])
+async def test_a_session_whose_request_kills_the_in_process_engine_is_dead_lettered_and_the_rest_judged(
+        tmp_path, max_attempts):
     """Left by the last session, failing before its fix: the in-process engine's death stopped the daemon (exit 1), and
     the restarted daemon read the same session first and died again, for ever, its partition never committed. The
     engine is built again in the process; the requests it dropped are suspects, sent again alone, and the one that
-    kills it alone delivery.max_attempts times is dead-lettered, as with a vllm-server."""
+    kills it alone delivery.max_attempts times is dead-lettered, as with a vllm-server. An engine built again at once
+    answers the probe right after the crash: that says nothing of which request took it down (found under load, failing
+    before: innocent sessions in flight beside the culprit were charged for it)."""
+    import random
+
+    random.seed(3)  # the retries' jitter
     from rationad.config import ModelConfig
     from rationad.model.engine import EngineClient
 
@@ -583,15 +590,41 @@ async def test_a_session_whose_request_kills_the_in_process_engine_is_dead_lette
 
     client._build = build
     s = td.settings(model={"backend": "vllm-engine", "path": str(tmp_path), "retry_backoff_secs": 0.1},
-                    delivery={"max_attempts": 2})
+                    delivery={"max_attempts": max_attempts})
     recs = []
-    for key in ["p", *"abcd"]:
+    for key in ["p", *"abcdefgh"]:
         text = "INFO poison" if key == "p" else "ERROR x"
         recs += [Rec(len(recs), td.line(key, text)), Rec(len(recs) + 1, td.line(key, text))]
     d, consumer, producer = td.make(s, [{td.TP: recs}], model=client)
     await run(d, consumer, lambda: td.final_commit(consumer) == len(recs), 60)
     assert d.exit_code == 0 and not d.stage.dead
-    assert sorted(orjson.loads(e.value)["session"]["key"] for e in producer.on("rationad.anomalies")) == list("abcd")
+    assert sorted(orjson.loads(e.value)["session"]["key"] for e in producer.on("rationad.anomalies")) == list("abcdefgh")
     assert [(orjson.loads(x.value)["session"]["key"], dict(x.headers)["rationad-error-type"])
             for x in producer.on("rationad.dlq")] == [("p", b"model_failed")]
     assert len(builds) >= 2  # built again after each death
+
+
+async def test_a_request_dropped_while_the_model_answers_the_probe_after_it_is_sent_alone_not_charged():
+    """Found under load (2026-12-07), failing before its fix: a session whose request lost its connection three rounds
+    running (an in-process engine or a server that died under it and came back at once, a network resetting
+    connections) was charged an attempt whenever the probe after it was answered, and dead-lettered after
+    delivery.max_attempts: innocent sessions in flight beside a culprit were charged for it. A dropped request is
+    charged only when it was alone; the probe answered sends it alone next."""
+    state = {"resets": 4}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/health":
+            return httpx.Response(200)
+        body = json.loads(request.content)
+        if body["max_tokens"] > 4 and state["resets"] > 0:  # real requests, not the probe
+            state["resets"] -= 1
+            raise httpx.RemoteProtocolError("peer closed connection without sending complete message body",
+                                            request=request)
+        return answer(ANOMALOUS)
+
+    s = td.settings(delivery={"max_attempts": 1}, model={"retry_backoff_secs": 0.1})
+    d, consumer, producer = td.make(s, [{td.TP: [Rec(0, td.line("a", "ERROR x")), Rec(1, td.line("a", "ERROR x"))]}],
+                                    model=server(handler))
+    await run(d, consumer, lambda: td.final_commit(consumer) == 2, 20)
+    assert producer.on("rationad.dlq") == []
+    assert [orjson.loads(e.value)["session"]["key"] for e in producer.on("rationad.anomalies")] == ["a"]
