@@ -283,9 +283,12 @@ class Daemon:
         self.metrics.build_info.info({"version": __version__, "model": m.name, "model_version": m.version,
                                       "prompt_version": m.prompt_version})
 
-    def _set_ready_metric(self) -> None:
-        self.metrics.ready.set(1 if self._ready()[0] else 0)
+    def _set_ready_metric(self) -> tuple[bool, str]:
+        """Readiness as ``_ready`` says it, set in the metric too."""
+        ready = self._ready()
+        self.metrics.ready.set(1 if ready[0] else 0)
         self.metrics.produce_stuck.set(self.delivery.stuck_secs)
+        return ready
 
     # ---- lifecycle ----------------------------------------------------------------------------------------
     def request_stop(self, **why) -> None:
@@ -507,8 +510,7 @@ class Daemon:
                 await self._consume_once()
                 self._last_loop = time.monotonic()
                 self.notifier.watchdog()
-                self._set_ready_metric()
-                ready, why = self._ready()
+                ready, why = self._set_ready_metric()
                 status = "running" if ready else f"running, not ready: {why}"
                 if said is None:
                     self.notifier.ready()

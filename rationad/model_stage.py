@@ -206,13 +206,13 @@ class ModelStage:
         backoff = max(self.s.model.retry_backoff_secs, 0.1)
         outages = 0
         busy_since: float | None = None  # the first of this call's failures the server called temporary
-        # A lone session whose request lost its connection (``ModelError.dropped``) and the model did not answer the
-        # probe after it: its request may be what takes the server down (a reset, then refused while it restarts),
-        # which no probe sent after it can ever tell. It is sent again only once a probe is answered, alone (no other
+        # A lone session whose request lost its connection (``ModelError.dropped``): its request may be what takes
+        # the server down (a reset, then refused while it restarts), which no probe sent after it can ever tell (a
+        # server or engine back at once answers it). It is sent again only once a probe is answered, alone (no other
         # request of this stage in flight: a crash drops every connection, and innocent batch-mates in flight beside
-        # the culprit were charged too), and when it then loses its connection and the probe after it is not
-        # answered, it is charged an attempt, unless a shared request sent while the server was not known down was
-        # dropped since its previous send alone (the server dies on its own too: a crash loop is an outage) (review
+        # the culprit were charged too), and when it then loses its connection again, it is charged an attempt,
+        # unless a shared request sent while the server was not known down was dropped since its previous send
+        # alone (the server dies on its own too: a crash loop is an outage) (review
         # 2026-12-07: such a session was retried for ever, taking the server down every 30 s, its partition never
         # committed). Behind a reverse proxy a reset and a refusal are both 502 (dropped): requests sent while the
         # server is known down are not evidence that it died on its own, and after an outage the sessions it split

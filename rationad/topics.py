@@ -97,8 +97,7 @@ async def require_topics(kafka_cfg: KafkaConfig, keyed: Mapping[str, str], *, ti
         problems += [f"{key}: topic {topic!r} does not exist on {kafka_cfg.bootstrap_servers} and {why}; create it"
                      for key, topic in keyed.items() if topic in missing]
     if max_message_bytes is not None:
-        problems += [f"output.max_message_bytes: {max_message_bytes} is more than topic {topic!r} ({key}) takes "
-                     f"(max.message.bytes={limits[topic]}); set it at most {limits[topic]}, or raise the topic's"
+        problems += [_too_small(max_message_bytes, topic, key, limits[topic])
                      for key, topic in keyed.items() if limits.get(topic) is not None
                      and limits[topic] < max_message_bytes]
     if problems:
@@ -166,18 +165,18 @@ async def ensure_topic(kafka_cfg: KafkaConfig, topic: str, *, key: str, partitio
             cluster = await _wait_for_partitions(admin, topic)
             _warn_time_limit(topic, str(retention_ms), retention_ms)
         else:
-            policy = await _cleanup_policy(admin, topic)
+            configs = await _topic_configs(admin, topic)  # one request for the four settings read here
+            policy = configs.get("cleanup.policy")
             if policy is not None and "compact" in policy.replace(" ", "").split(","):
                 raise ConfigError(f"{key}: topic {topic!r} is compacted (cleanup.policy={policy}): compaction deletes "
                                   "forwarded lines before they are judged; use a topic with cleanup.policy=delete "
                                   "(the daemon creates one when the name is free)")
-            limit = await _topic_config(admin, topic, "max.message.bytes")
+            limit = configs.get("max.message.bytes")
             if max_message_bytes is not None and limit is not None and limit.isdigit() \
                     and int(limit) < max_message_bytes:
-                raise ConfigError(f"output.max_message_bytes: {max_message_bytes} is more than topic {topic!r} ({key}) "
-                                  f"takes (max.message.bytes={limit}); set it at most {limit}, or raise the topic's")
-            _warn_time_limit(topic, await _topic_config(admin, topic, "retention.ms"), retention_ms)
-            _warn_size_limit(topic, await _topic_config(admin, topic, "retention.bytes"))
+                raise ConfigError(_too_small(max_message_bytes, topic, key, int(limit)))
+            _warn_time_limit(topic, configs.get("retention.ms"), retention_ms)
+            _warn_size_limit(topic, configs.get("retention.bytes"))
         return len(cluster.partitions_for_topic(topic) or ())
     finally:
         try:
@@ -289,8 +288,14 @@ async def _cleanup_policy(admin: Any, topic: str) -> str | None:
 
 async def _topic_config(admin: Any, topic: str, name: str) -> str | None:
     """The topic's config ``name``; None when the broker will not say (old broker, ACLs, no answer)."""
+    return (await _topic_configs(admin, topic)).get(name)
+
+
+async def _topic_configs(admin: Any, topic: str) -> dict[str, str]:
+    """The topic's configs the broker says (none when it will not: old broker, ACLs, no answer)."""
     from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
+    found: dict[str, str] = {}
     try:
         responses = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic, None)])
         for response in responses:
@@ -298,11 +303,16 @@ async def _topic_config(admin: Any, topic: str, name: str) -> str | None:
                 if res["error_code"] != 0:
                     continue
                 for entry in res["config_entries"]:
-                    if entry["config_names"] == name and entry["config_value"] is not None:
-                        return str(entry["config_value"])
+                    if entry["config_value"] is not None:
+                        found.setdefault(entry["config_names"], str(entry["config_value"]))
     except Exception:  # noqa: BLE001 - any failure here only means "cannot tell"
-        return None
-    return None
+        return {}
+    return found
+
+
+def _too_small(max_message_bytes: int, topic: str, key: str, limit: int) -> str:
+    return (f"output.max_message_bytes: {max_message_bytes} is more than topic {topic!r} ({key}) takes "
+            f"(max.message.bytes={limit}); set it at most {limit}, or raise the topic's")
 
 
 async def ensure_compacted_topic(kafka_cfg: KafkaConfig, topic: str, *, key: str, partitions: int = 1,

@@ -106,12 +106,12 @@ def stage_data(cfg: dict, cfg_path: Path, out: Path, base: Path, smoke: bool) ->
     return report
 
 
-def neighbours_k(cfg: dict, cfg_path: Path, out: Path) -> int:
+def neighbours_k(cfg: dict, cfg_path: Path, out: Path, rows: list[dict] | None = None) -> int:
     """The ``k`` labelled neighbours the training rows' prompts carry (``trained_k``: what the model learned, not
     today's config); a ``NeighbourIndexError`` naming the rows file when ``[data] neighbours`` differs. Shipping the
     config's k rewrote the manifest of an adapter skipped as finished (k = 0 removed its index), and the daemon
     served a prompt the model never saw (review, 2026-12-07). Asked before training too: nothing trains that could
-    not be shipped."""
+    not be shipped. ``rows``: the rows file already read."""
     from rationad.neighbours import NeighbourIndexError
 
     from training.config import section
@@ -119,7 +119,7 @@ def neighbours_k(cfg: dict, cfg_path: Path, out: Path) -> int:
     from training.neighbour_index import trained_k
 
     rows_file = out / "data" / "sft_train.jsonl"
-    k = trained_k(read_jsonl(rows_file))
+    k = trained_k(read_jsonl(rows_file) if rows is None else rows)
     asked = section(cfg, "data", DataConfig, cfg_path).neighbours
     if asked != k:
         raise NeighbourIndexError(f"{rows_file}: its prompts carry {k} labelled neighbours, but {cfg_path} asks for "
@@ -128,16 +128,16 @@ def neighbours_k(cfg: dict, cfg_path: Path, out: Path) -> int:
     return k
 
 
-def ship_neighbours(cfg: dict, cfg_path: Path, out: Path, adapter: Path) -> None:
+def ship_neighbours(cfg: dict, cfg_path: Path, out: Path, adapter: Path, k: int | None = None) -> None:
     """A model trained with labelled neighbours carries their index (the daemon's judge reads it from there), with the
-    ``k`` it was trained with (``neighbours_k``)."""
+    ``k`` it was trained with (``neighbours_k``; ``k`` when the stage has asked already)."""
     from rationad.neighbours import INDEX_FILE
 
     from training.neighbour_index import ship, unship
 
     if not adapter.is_dir():
         return
-    k = neighbours_k(cfg, cfg_path, out)
+    k = neighbours_k(cfg, cfg_path, out) if k is None else k
     if k == 0 and unship(adapter):
         print(f"[neighbours] {adapter}: trained without neighbours: an earlier run's index removed", flush=True)
     if k > 0:
@@ -193,7 +193,7 @@ def main(argv: list[str] | None = None) -> None:
             if a.checkpoint_every_secs is not None:
                 p.checkpoint_every_secs = a.checkpoint_every_secs
             rows = read_jsonl(out / "data" / "sft_train.jsonl")
-            neighbours_k(cfg, a.config, out)
+            k = neighbours_k(cfg, a.config, out, rows)
             identity = run_identity("sft", base, rows, p, init_adapter=None)
             done = a.resume and finished_run(out / "sft" / "sft_metrics.json", identity)
             if a.resume and not done:
@@ -204,17 +204,17 @@ def main(argv: list[str] | None = None) -> None:
                 continue
             resume = stage_resume(a.resume, out / "sft" / "checkpoints", out / "sft" / "sft_metrics.json", "sft")
             m = train_sft(base, rows, out / "sft", p, resume=resume)
-            ship_neighbours(cfg, a.config, out, out / "sft" / "adapter")
+            ship_neighbours(cfg, a.config, out, out / "sft" / "adapter", k)
             print(f"[sft] loss {m['train_loss']:.4f}, {m['steps']} steps, {m['seconds']} s{chain_text(m)}", flush=True)
             if not _finished(m, "sft"):
                 return
         elif stage == "grpo":
             from training.grpo import run_stage as grpo_stage
 
-            neighbours_k(cfg, a.config, out)
+            k = neighbours_k(cfg, a.config, out)
             m = grpo_stage(cfg, a.config, out, base, a.smoke, resume=a.resume,
                            checkpoint_every_secs=a.checkpoint_every_secs)
-            ship_neighbours(cfg, a.config, out, out / "grpo" / "adapter")
+            ship_neighbours(cfg, a.config, out, out / "grpo" / "adapter", k)
             if not _finished(m, "grpo"):
                 return
         elif stage == "evaluate":
