@@ -55,6 +55,7 @@ from rationad.windows import Sessionizer, line_bytes, resolve_spec
 log = structlog.get_logger("rationad")
 
 MODEL_HEALTH_INTERVAL_SECS = 10.0
+POSITION_PEEK_SECS = 0.05  # reading the consumer's position past non-records waits for no offset reset
 LAG_LOOKUP_SECS = 5.0  # a lag lookup (position, committed offset) that takes longer is given up
 GC_YOUNG_ALLOCATIONS = 50_000  # allocations between young-generation collections (CPython's default: 700)
 YIELD_EVERY_LINES = 500  # lines parsed (or records routed) between yields to the event loop
@@ -862,6 +863,8 @@ class Daemon:
                     self.metrics.lines_parsed.inc(lines_n)
             if full:
                 self._backpressure()
+            else:
+                await self._read_past_non_records(batch.keys() | (bad.keys() if bad else set()))
             for part in self._parts.values():  # paused, the lines that would follow wait in Kafka: no quiet time
                 self._submit(part.sessionizer.tick(now, paused=self._paused), part, now)
             self._enforce_byte_budget(now)
@@ -871,6 +874,27 @@ class Daemon:
                 self._spawn(self.delivery.dead_letters(dead), "dead-letters")
             if forwards:
                 self._spawn(self.delivery.forward(forwards, self._unforwardable), "repartition")
+
+    async def _read_past_non_records(self, fetched) -> None:
+        """Offsets the consumer stepped past without returning a record, on partitions with nothing in this fetch:
+        a transaction's commit or abort marker, an aborted transaction's records (``read_committed``), offsets that
+        compaction removed. They hold no line, so they count as read, and the commit reaches the partition's end
+        (before, a quiet transactional input stayed committed one short of its end for good: lag 1 on every partition,
+        in the daemon's gauges and in ``kafka-consumer-groups``). Safe here: only this loop fetches, and every record
+        fetched before was read (a batch cut short is sought back and skipped: ``full``)."""
+        if self._paused or self._stop.is_set() or self.consumer is None:
+            return
+        for tp, part in list(self._parts.items()):
+            read = part.offsets.next_offset
+            high = self.consumer.highwater(tp)
+            if part.revoked or tp in fetched or high is None or (read is not None and read >= high):
+                continue
+            try:  # no wait when the position is known, the case here; a reset in progress is not waited for
+                pos = await asyncio.wait_for(self.consumer.position(tp), POSITION_PEEK_SECS)
+            except Exception:  # a timeout too; unassigned meanwhile
+                continue
+            if self._parts.get(tp) is part and not part.revoked and (read is None or pos > read):
+                part.offsets.consumed(pos - 1)
 
     def _dead_undecodable(self, tp, part: _Part, u: Undecodable, dead: list) -> None:
         """A record aiokafka could not decode (``rationad.undecodable``), after the records before it: a dead letter

@@ -825,7 +825,9 @@ def _undecodable_then_rebalance(refetch, after=()):
             return {}
         return await refetch(d, state, *tps)
 
-    async def position(tp):
+    async def position(tp):  # a partition assigned again starts from the group's offset, as aiokafka's does
+        if state["rebalanced"]:
+            return max((c[tp] for c in consumer.commits if tp in c), default=0)
         return {tp1: 1, tp0: 0}[tp]
 
     async def seek_to_beginning(*tps):
