@@ -12,7 +12,7 @@ import json
 import re
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -41,8 +41,9 @@ class ModelInfo:
     prompt_version: str = PROMPT_VERSION
 
 
-def event_id(session: Session, model: ModelInfo, level: str = "session") -> str:
-    """The same lines judged by the same model at the same level -> the same id; other lines -> another id.
+def event_id(session: Session, model: ModelInfo, level: str = "session", labels: Sequence[str] = ()) -> str:
+    """The same lines judged by the same model at the same level (and, at template level, under the same operator
+    ``labels``, ``<template id>:<verdict>``) -> the same id; other lines -> another id.
 
     A session is named by the lines it holds: its partition, key, first and last offsets, line count and ``part``
     (sessions of one key beginning in the same record). Read again after a restart or a rebalance, the same lines
@@ -71,6 +72,7 @@ def event_id(session: Session, model: ModelInfo, level: str = "session") -> str:
                  model.version, model.prompt_version, f"last={session.last_offset}", f"lines={len(session.lines)}"]
     if level != "session":
         parts.append(f"level={level}")
+    parts.extend(f"label={lb}" for lb in sorted(labels))
     if session.part and not forwarded:
         # (not for forwarded lines: ``part`` counts by internal record, and a pack forwarded again is cut elsewhere;
         # their input positions and text tell sessions of one record apart)
@@ -229,7 +231,10 @@ def build_template_event(
     return {
         "type": EVENT_TYPE,
         "schema_version": SCHEMA_VERSION,
-        "id": event_id(session, model, "template"),
+        # the operator labels its verdict rests on: a window decided again once a label changed its verdict is not
+        # a duplicate of its earlier event (review 2026-12-07: the same id, the opposite verdict, dropped by id)
+        "id": event_id(session, model, "template",
+                       [f"{u.state.id}:{u.state.label.verdict}" for u in uses if u.state.label is not None]),
         "time": _iso(time.time() if now is None else now),
         "verdict": decision.verdict,
         "model_verdict": decision.model_verdict,

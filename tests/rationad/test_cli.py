@@ -288,6 +288,30 @@ def test_label_by_log_line_template_or_id(broker_state, capsys):
     assert f"labelled {template_id(tpl)} normal by ada" in capsys.readouterr().out
 
 
+def test_a_forced_label_is_written_when_the_catalog_cannot_be_read(broker_state, monkeypatch, capsys):
+    """Found by review (2026-12-07), failing before its fix: the label command read the catalog before it looked at
+    --force, so a catalog too large to read in 30 s (or hidden by an ACL) refused every label, though the docs name
+    --force with the text as the way round it."""
+    from rationad import catalog
+    from rationad.config import ConfigError
+
+    for error in (TimeoutError("topic 'ops.templates' not read to its end within 30 s"),
+                  ConfigError("kafka: not authorized to read topic 'ops.templates'")):
+        async def unreadable(kafka, topic, timeout_secs=30, error=error):
+            raise error
+
+        monkeypatch.setattr(catalog, "read_catalog", unreadable)
+        broker_state["written"].clear()
+        assert label_cli(broker_state, "fan 3 failed", "anomalous", "--reason", "page the DC team", "--force") == 0
+        [(_, label, _)] = broker_state["written"]
+        assert (label.verdict, label.forced) == ("anomalous", True)
+        assert "catalog" in capsys.readouterr().err
+        # without --force (or by id) the catalog is what the label is checked against: refused, nothing written
+        assert label_cli(broker_state, "fan 3 failed", "anomalous", "--reason", "page the DC team") != 0
+        assert label_cli(broker_state, label.id, "anomalous", "--reason", "page the DC team", "--force") != 0
+        assert len(broker_state["written"]) == 1
+
+
 def test_an_unknown_template_is_refused_without_force(broker_state, capsys):
     line = "kernel panic: unknown board 7"
     assert label_cli(broker_state, line, "anomalous", "--reason", "x") == 2

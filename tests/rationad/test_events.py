@@ -130,6 +130,38 @@ def test_a_template_rationale_citing_a_row_its_prompt_did_not_have_is_not_served
 
 
 
+def test_a_window_decided_again_after_a_label_changed_its_verdict_gets_another_id():
+    """Found by review (2026-12-07), failing before its fix: a window decided normal (its event delivered, its input
+    not yet committed) and decided again after a rebalance, once an operator had labelled its template anomalous, got
+    the same event id with the opposite verdict, so a consumer dropping duplicates by id dropped the anomaly. The
+    labels a template event's verdict rests on are part of its id; the same labels give the same id."""
+    from rationad.events import ModelInfo, build_template_event
+    from rationad.labels import Label
+    from rationad.records import LogLine, Session
+    from rationad.template_book import TemplateBook, template_of
+
+    line = LogLine(key="w", message="fan 3 failed", raw="fan 3 failed", offset=10)
+    s = Session(key="w", lines=[line], close_reason="count", topic="logs")
+    tpl = template_of(line.message)
+    book = TemplateBook()
+    book.state(tpl)
+    book.judged(tpl, "normal", "L1 routine. Nothing signals trouble: normal.", score=0.01)
+
+    def decided() -> dict:
+        return build_template_event(s, book.decide(book.uses(s)), ModelInfo("m", "1"), source="bgl", now=0)
+
+    first = decided()
+    assert first["id"] == decided()["id"]  # decided again as it was: a duplicate, dropped by id
+    label = Label(tpl, "anomalous", "page the DC team", "ada", 1.0)
+    book.set_label(label.id, label)
+    second = decided()
+    assert (first["verdict"], second["verdict"]) == ("normal", "anomalous")
+    assert second["id"] != first["id"]
+    relabelled = Label(tpl, "anomalous", "page the DC team at once", "bob", 2.0)  # same verdict, reworded
+    book.set_label(relabelled.id, relabelled)
+    assert decided()["id"] == second["id"]
+
+
 def _restart_specs():
     from rationad.windows import WindowSpec
 
