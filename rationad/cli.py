@@ -228,6 +228,18 @@ def _unit_threshold(text: str) -> float:
     return value
 
 
+def _count(text: str) -> int:
+    """A ``--limit``: a whole number of at least 1 (review 2026-12-07: -1 crashed replay with a traceback, and 0 meant
+    no limit)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text}: at least 1")
+    return value
+
+
 def replay_overrides(args: argparse.Namespace) -> dict:
     """The settings ``replay`` lays over the configuration: its session options, and for raw logs the input's."""
     overrides: dict = {}
@@ -306,7 +318,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         except INPUT_ERRORS as exc:
             raise ConfigError(f"replay: {_input_problem(path, exc)}") from None
         sessions_iter = itertools.chain([first] if first is not None else [], sessions_iter)
-    if args.limit:
+    if args.limit is not None:
         import itertools
 
         sessions_iter = itertools.islice(sessions_iter, args.limit)
@@ -651,7 +663,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--window-secs", type=float, help="fixed mode: window length in seconds of event time")
     sp.add_argument("--model-path", help="override model.path")
     sp.add_argument("--no-cache", action="store_true", help="disable the verdict cache")
-    sp.add_argument("--limit", type=int, help="judge at most this many sessions")
+    sp.add_argument("--limit", type=_count, help="judge at most this many sessions")
     sp.add_argument("--seed", type=int, default=0, help="hdfs-sessions: rendering seed")
     sp.add_argument("--threshold", type=_unit_threshold,
                     help="verdict anomalous when the score is at least this (0 < t <= 1; default: "
@@ -665,7 +677,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--verdict", choices=("normal", "anomalous"))
     sp.add_argument("--key", help="regex on the session key")
     sp.add_argument("--from-beginning", action="store_true")
-    sp.add_argument("--limit", type=int)
+    sp.add_argument("--limit", type=_count, help="exit after this many events")
     sp.add_argument("--idle-exit", type=float, help="exit after this many seconds without events")
     sp.add_argument("--json", action="store_true", help="print raw JSON events")
     sp.set_defaults(func=cmd_tail)

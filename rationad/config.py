@@ -12,6 +12,7 @@ import re
 import tomllib
 from pathlib import Path
 from types import UnionType
+from urllib.parse import urlsplit
 from typing import Any, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
@@ -54,6 +55,23 @@ class _Section(BaseModel):
 class KafkaConfig(_Section):
     bootstrap_servers: str = Field("127.0.0.1:9092", min_length=1)
     group_id: str = Field("rationad", min_length=1)
+
+    @field_validator("bootstrap_servers")
+    @classmethod
+    def _host_ports(cls, v: str) -> str:
+        """Each comma-separated ``host[:port]`` as aiokafka reads it, port 1-65535 (review 2026-12-07: a mistyped
+        port passed, and ``run`` crashed at its first connection with a traceback and exit 1, restarted for ever)."""
+        from aiokafka.conn import get_ip_port_afi
+
+        for entry in v.split(","):
+            entry = entry.strip()
+            try:
+                host, port, _ = get_ip_port_afi(entry)
+            except ValueError:
+                host, port = "", 0
+            if not entry or not host or not 0 < port < 65536:
+                raise ValueError(f"{entry!r} is not host:port (port 1-65535)" + (f", in {v!r}" if "," in v else ""))
+        return v
     client_id: str = "rationad"
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
@@ -282,6 +300,25 @@ class ModelConfig(_Section):
     retry_backoff_secs: float = Field(0.5, ge=0, le=30)  # seconds, not ms: a batch waits up to 1.5x this to retry
     health_timeout_secs: float = Field(5.0, gt=0)
 
+    @field_validator("api_key", mode="before")
+    @classmethod
+    def _key_as_sent(cls, v: object) -> object:
+        """A key read from a secret file keeps its trailing newline (``kubectl create secret --from-file``): the
+        HTTP client refused the header, every request failed as an outage, the key was logged with each retry, and
+        nothing named the key (review 2026-12-07). Surrounding whitespace is dropped, a blank key unsets it (an
+        environment variable cannot remove one the file sets), and one that no HTTP header can carry is refused."""
+        if isinstance(v, SecretStr):
+            v = v.get_secret_value()
+        if not isinstance(v, str):
+            return v
+        v = v.strip()
+        if not v:
+            return None
+        if any(not 33 <= ord(c) <= 126 for c in v):
+            raise ValueError("holds a space, a control or a non-ASCII character, which an HTTP header cannot carry "
+                             "(the key is not shown)")
+        return v
+
     @field_validator("path", "adapter", mode="before")
     @classmethod
     def _unset_when_empty(cls, v: object) -> object:
@@ -416,8 +453,18 @@ class Settings(BaseSettings):
         resolve_spec(self.sessions, self.input.dialect)  # ValueError naming the sessions key
         make_parser(self.input)  # InputConfigError (a ValueError) naming the input key
         m = self.model
-        if m.backend == "vllm-server" and m.server_url and not m.server_url.startswith(("http://", "https://")):
-            raise ValueError(f"model.server_url: {redact_url(m.server_url)!r} is not an http(s) URL")
+        if m.backend == "vllm-server" and m.server_url:
+            if not m.server_url.startswith(("http://", "https://")):
+                raise ValueError(f"model.server_url: {redact_url(m.server_url)!r} is not an http(s) URL")
+            # a host and a port that can be connected to: a mistyped port passed, and every session's request failed
+            # with an error that is no connection error, each dead-lettered as judge_failed (review 2026-12-07)
+            try:
+                url = urlsplit(m.server_url)
+                port, host = url.port, url.hostname
+            except ValueError as exc:
+                raise ValueError(f"model.server_url: {redact_url(m.server_url)!r} is not a URL: {exc}") from None
+            if not host or port == 0:
+                raise ValueError(f"model.server_url: {redact_url(m.server_url)!r} has no host, or port 0")
         o = self.output
         if o.max_rationale_chars > o.max_message_bytes // 8:  # up to 4 bytes a character, in half a record
             raise ValueError(f"output.max_rationale_chars: {o.max_rationale_chars} does not fit "
@@ -624,6 +671,10 @@ def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
             raise ConfigError(f"config file not found: {p}") from exc
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config file {p} is not valid TOML: {exc}") from exc
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"config file {p} is not UTF-8 text: {exc}") from exc
+        except OSError as exc:  # not readable by this user (a DynamicUser service), a folder: exit 2, not a traceback
+            raise ConfigError(f"config file {p} cannot be read: {exc}") from exc
     try:
         # pydantic-settings gives init kwargs precedence over the environment; the file must lose to the
         # environment, so read the environment first and merge it over the file ourselves.

@@ -43,7 +43,8 @@ RUN groupadd --system --gid 10001 rationad \
       --shell /usr/sbin/nologin rationad
 COPY --from=build /opt/rationad/venv /opt/rationad/venv
 COPY config.toml /etc/rationad/config.toml
-# Containers: listen on all interfaces (probes, Prometheus), JSON logs, caches in writable places.
+# Containers: listen on all interfaces (probes, Prometheus), JSON logs, caches in writable places. These variables win
+# over a mounted config file's server.host and log.format (an IPv6-only cluster: set RATIONAD_SERVER__HOST=:: in the pod).
 ENV PATH=/opt/rationad/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \

@@ -782,3 +782,15 @@ def test_clear_by_text_leaves_another_template_s_label_on_the_same_id(broker_sta
     assert "no operator label" in capsys.readouterr().err and broker_state["written"] == []
     assert label_cli(broker_state, tpl, "--clear") == 0
     assert broker_state["written"] == [("ops.labels", None, "t-0000000000aa")]
+
+
+@pytest.mark.parametrize("command", [["replay", "x.log", "--dialect", "hdfs"], ["tail"]])
+@pytest.mark.parametrize("limit", ["-1", "0", "ten"])
+def test_a_limit_below_one_is_a_usage_error(command, limit, capsys):
+    """Found by review (2026-12-07), failing before its fix: replay --limit -1 crashed with a traceback, and --limit 0
+    judged everything (no limit)."""
+    from rationad.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main([*command, "--limit", limit])
+    assert exit_.value.code == 2 and "--limit" in capsys.readouterr().err

@@ -351,3 +351,56 @@ def test_a_drain_longer_than_the_poll_interval_is_refused():
     with pytest.raises(ConfigError, match=r"delivery.drain_timeout_secs: 400 s is not below kafka.max_poll_inte"):
         load_settings(delivery={"drain_timeout_secs": 400})
     assert load_settings(delivery={"drain_timeout_secs": 400}, kafka={"max_poll_interval_ms": 600_000})
+
+
+@pytest.mark.parametrize("servers", ["127.0.0.1:9o92", "broker:90920", "broker:0", "a:9092,,b:9092", ":9092"])
+def test_a_bootstrap_server_that_cannot_be_connected_to_is_refused_naming_the_key(servers):
+    """Found by review (2026-12-07), failing before its fix: a mistyped port passed, and run crashed at its first
+    connection with a traceback and exit 1 (restarted for ever by systemd and Kubernetes), not exit 2 naming the key."""
+    with pytest.raises(ConfigError, match="kafka.bootstrap_servers"):
+        load_settings(kafka={"bootstrap_servers": servers})
+
+
+@pytest.mark.parametrize("servers", ["broker", "a:9092, b:9093", "[::1]:9092", "kafka-0.kafka.svc:9094"])
+def test_bootstrap_servers_as_aiokafka_reads_them_are_taken(servers):
+    assert load_settings(kafka={"bootstrap_servers": servers}).kafka.bootstrap_servers == servers
+
+
+@pytest.mark.parametrize("url", ["http://vllm:80000", "http://vllm:80a0", "http://[::1", "http://:8000/v1"])
+def test_a_model_server_url_that_cannot_be_connected_to_is_refused_naming_the_key(url):
+    """Found by review (2026-12-07), failing before its fix: a port out of range failed every request with an error
+    that is no connection error, and each session was dead-lettered as judge_failed (input committed); a port that
+    is no number crashed start-up with a traceback."""
+    with pytest.raises(ConfigError, match="model.server_url"):
+        load_settings(model={"backend": "vllm-server", "server_url": url})
+
+
+def test_a_model_api_key_read_from_a_secret_file_is_sent_without_its_newline():
+    """Found by review (2026-12-07), failing before its fix: a key with a trailing newline (a secret mounted from a
+    file) was refused by the HTTP client on every request, each failure an outage that logged the key; a blank key
+    (``RATIONAD_MODEL__API_KEY=``) did the same. Surrounding whitespace is dropped, a blank key unsets it, and a key
+    no HTTP header carries is refused naming the key, without showing it."""
+    def key(value):
+        return load_settings(model={"backend": "vllm-server", "server_url": "http://vllm:8000", "api_key": value}
+                             ).model.api_key
+
+    assert key("s3cr3t\n").get_secret_value() == "s3cr3t"
+    assert key("  ") is None
+    with pytest.raises(ConfigError, match="model.api_key") as err:
+        key("s3cr 3t")
+    assert "s3cr" not in str(err.value)
+    with pytest.raises(ConfigError, match="model.api_key"):
+        key("sé")
+
+
+@pytest.mark.parametrize("content", [b"[kafka]\ngroup_id = 'caf\xe9'\n", None])
+def test_a_config_file_that_cannot_be_read_is_a_config_error(tmp_path, content):
+    """Found by review (2026-12-07), failing before its fix: a file not in UTF-8, or a folder (and a file this user
+    may not read), escaped as a traceback with exit 1, not exit 2 naming the file."""
+    path = tmp_path / "config.toml"
+    if content is None:
+        path.mkdir()
+    else:
+        path.write_bytes(content)
+    with pytest.raises(ConfigError, match="config file"):
+        load_settings(path)
