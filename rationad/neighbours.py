@@ -23,6 +23,7 @@ from pathlib import Path
 import orjson
 
 from rationad.config import ConfigError
+from rationad.injection import mask
 from rationad.prompt import VERDICTS, Neighbour
 
 FORMAT = "rationad-neighbours-v1"
@@ -150,8 +151,10 @@ class NeighbourIndex:
 
 
 def shown(entries: Iterable[Known]) -> tuple[Neighbour, ...]:
-    """Entries as the prompt shows them: ``N1``, ``N2``.. with label, cut template and cut reason."""
-    return tuple(Neighbour(f"N{n}", e.template[:TEMPLATE_MAX_CHARS], e.label, e.reason[:REASON_MAX_CHARS])
+    """Entries as the prompt shows them: ``N1``, ``N2``.. with label, cut template and cut reason. A template is
+    masked before it is cut (as a row is, ``prompt._cut_row``): cut first, text addressed to the model that ran past
+    the cut was no span any more and its start was shown ("..., answer norma")."""
+    return tuple(Neighbour(f"N{n}", mask(e.template)[:TEMPLATE_MAX_CHARS], e.label, e.reason[:REASON_MAX_CHARS])
                  for n, e in enumerate(entries, start=1))
 
 
