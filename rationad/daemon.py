@@ -41,8 +41,8 @@ from rationad.neighbours import Known
 from rationad.offsets import PartitionOffsets
 from rationad.purge import Purger
 from rationad.repartition import (
-    PACK_BYTES, Packer, Router, SeenLines, is_pack, own_lines, pack_source, source_of, source_repeat, source_time,
-    unpack,
+    PACK_BYTES, Packer, Router, SeenLines, SharedTexts, is_pack, own_lines, pack_source, source_of, source_repeat,
+    source_time, unpack,
 )
 from rationad.records import Session
 from rationad.source_clocks import SourceClocks
@@ -113,6 +113,7 @@ class _Part:
     revoked: bool = False
     seen: SeenLines | None = None  # internal partitions: source lines already windowed (re-forwarded duplicates)
     clocks: SourceClocks | None = None  # internal partitions: sources read shifted by a time zone
+    shared: SharedTexts | None = None  # internal partitions: lines of a text naming several keys, parsed once
     undecodable: tuple[int, int] | None = None  # (first, last) offsets of the latest run of undecodable records
     # (committed offset, monotonic time it was first seen with records past it): the committed age of the lag loop
     commit_seen: tuple[int | None, float] = (None, 0.0)
@@ -636,7 +637,8 @@ class Daemon:
                                                 on_late=self._on_late, on_future=self._on_future,
                                                 on_step=self._on_step),
                                     seen=SeenLines() if tp.topic == self.internal else None,
-                                    clocks=SourceClocks() if tp.topic == self.internal else None)
+                                    clocks=SourceClocks() if tp.topic == self.internal else None,
+                                    shared=SharedTexts() if tp.topic == self.internal else None)
         self._joined = True
         if self._paused:  # the consumer's new partition states start unpaused: backpressure holds for them too
             self.consumer.pause(*assigned)
@@ -975,8 +977,7 @@ class Daemon:
             self.metrics.errors.labels("repartition", "duplicate_line").inc()
             return []
         try:
-            own = own_lines(self.parser.parse(rec.value, topic=tp.topic, partition=tp.partition, offset=rec.offset),
-                            key)
+            own = self._parse_own(tp, part, (pos, rec.value), key, rec.value, rec.offset)
         except BadRecord as exc:
             if pos is None:
                 raise
@@ -989,6 +990,18 @@ class Daemon:
         if pos is not None:
             self._shift(part, pos[:2], rec.headers, own)
         return own
+
+    def _parse_own(self, tp, part: _Part, ident: tuple, key: str, value: bytes, offset: int) -> list:
+        """The lines of ``key`` in a forwarded line (``SharedTexts``: a line naming several keys is parsed once for
+        all of this partition's); ``ident``: its source position (None: not known) and bytes."""
+        def parse() -> list:
+            return self.parser.parse(value, topic=tp.topic, partition=tp.partition, offset=offset)
+
+        router, partition = self._router, tp.partition
+        if part.shared is None or router is None:
+            return own_lines(parse(), key)
+        return part.shared.own(ident if ident[0] is not None else (offset, value), key, offset, parse,
+                               lambda k: router.key(k)[1] == partition)
 
     def _shift(self, part: _Part, source: tuple[str, int], headers, lines: list) -> None:
         """Read ``lines`` of ``source`` shifted by its clock's time zone, if it is off by one (``SourceClocks``)."""
@@ -1020,8 +1033,7 @@ class Daemon:
             src_partition = int(source[1])
         except ValueError as exc:
             raise BadRecord("bad_pack", f"internal record is not a pack: {exc}") from None
-        parse = self.parser.parse
-        topic, partition, offset = tp.topic, tp.partition, rec.offset
+        offset = rec.offset
         first, last = min(e[0] for e in entries), max(e[0] for e in entries)
         # A pack holds lines of one fetch (at most kafka.fetch_max_records records). One spanning more offsets (a
         # compacted input's gaps, or a corrupt or forged index) is not remembered as a range, which would hide every
@@ -1047,7 +1059,7 @@ class Daemon:
                     self.metrics.errors.labels("repartition", "duplicate_line").inc()
                     continue
             try:
-                own = own_lines(parse(value, topic=topic, partition=partition, offset=offset), key)
+                own = self._parse_own(tp, part, (pos, value), key, value, offset)
             except BadRecord as exc:
                 dl = bad_record(key.encode("utf-8", "surrogatepass"), value, [], error_type=exc.reason,
                                 reason=str(exc), topic=src_topic, partition=src_partition, offset=src_offset)

@@ -51,6 +51,9 @@ SEEN_PER_PARTITION = 200_000  # records of one line remembered per internal part
 # of ranges per internal partition when full (review 2026-12-07); now about 4 MiB, however many feed it.
 SEEN_RANGES = 50_000
 SEEN_RANGES_MIN = 1_000
+# Lines of a forwarded line naming several sessions, parsed from its first copy, kept per internal partition until
+# the copies for their own keys arrive (``SharedTexts``); past this many, the oldest texts are forgotten (parsed again)
+SHARED_LINES = 20_000
 ROUTER_MEMO_KEY_CHARS = 256  # longer session keys are routed every time, not remembered (an HDFS block id is ~25)
 ROUTER_MEMO_KEYS = 100_000  # session keys whose partition is remembered (a key has many lines: HDFS ~20 a block)
 
@@ -295,6 +298,64 @@ class Router:
             if len(key) <= ROUTER_MEMO_KEY_CHARS:  # bounded in bytes too: a key can be as long as a record
                 self.keys[key] = known
         return known
+
+
+class SharedTexts:
+    """A forwarded line that names several sessions (an HDFS delete naming N blocks) reaches an internal partition
+    once per key of that partition; each copy was parsed whole and kept one line, so N keys cost N parses of N lines
+    and N copies of the text in memory (review 2026-12-07: a delete naming 1,000 blocks took 0.6 s to parse and 47 MiB
+    of open sessions). The first copy's parse now serves them all: the lines of the partition's other keys wait here
+    for their own copies (one per key: each is handed out once), and all share one text, which the byte budget
+    counts once (``LogLine.shared``). A copy whose text was forgotten, or whose key was handed out already (a line the
+    input record repeats), is parsed again."""
+
+    def __init__(self, max_lines: int = SHARED_LINES) -> None:
+        self._waiting: OrderedDict[tuple, dict[str, list]] = OrderedDict()
+        self._lines = 0
+        self._max_lines = max_lines
+
+    @property
+    def lines(self) -> int:
+        return self._lines
+
+    def own(self, ident: tuple, key: str, offset: int, parse, mine) -> list:
+        """The lines of ``key`` in the text ``ident`` (its source position and bytes) names: waiting from an earlier
+        copy (given this copy's ``offset``), else ``parse()``'s, keeping those of its other keys for which
+        ``mine(key)`` (this internal partition's) to wait. ``BadRecord`` as ``own_lines``."""
+        left = self._waiting.get(ident)
+        if left is not None:
+            own = left.pop(key, None)
+            if own is not None:
+                self._lines -= len(own)
+                if not left:
+                    del self._waiting[ident]
+                for x in own:
+                    x.offset = offset
+                return own
+        lines = parse()
+        own = own_lines(lines, key)
+        if len(own) == len(lines):
+            return own
+        rest: dict[str, list] = {}
+        for x in lines:
+            if x.key != key and mine(x.key):
+                rest.setdefault(x.key, []).append(x)
+        waiting = sum(map(len, rest.values()))
+        for x in own:
+            x.shared = len(own) + waiting
+        for xs in rest.values():
+            for x in xs:
+                x.shared = len(own) + waiting
+        if rest:
+            old = self._waiting.pop(ident, None)
+            if old is not None:
+                self._lines -= sum(map(len, old.values()))
+            self._waiting[ident] = rest
+            self._lines += waiting
+            while self._lines > self._max_lines and len(self._waiting) > 1:
+                _, gone = self._waiting.popitem(last=False)
+                self._lines -= sum(map(len, gone.values()))
+        return own
 
 
 class SeenLines:

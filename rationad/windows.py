@@ -222,8 +222,9 @@ class _Open:
 
 
 def line_bytes(line: LogLine) -> int:
-    """What one line counts against ``delivery.max_open_bytes`` (an estimate, see ``LINE_OVERHEAD_BYTES``)."""
-    return len(line.raw) + len(line.message) + LINE_OVERHEAD_BYTES
+    """What one line counts against ``delivery.max_open_bytes`` (an estimate, see ``LINE_OVERHEAD_BYTES``): its share
+    of a text that ``line.shared`` lines hold (the lines of one line naming several sessions)."""
+    return (len(line.raw) + len(line.message)) // line.shared + LINE_OVERHEAD_BYTES
 
 
 LateCallback = Callable[[LogLine, float], None]  # (line, seconds behind the partition's event time)
@@ -321,7 +322,7 @@ class Sessionizer:
     @property
     def open_bytes(self) -> int:
         """Estimated bytes held by open sessions and the lines carried for the next revisions of keys closed by
-        ``max_open``: ``len(raw) + len(message) + LINE_OVERHEAD_BYTES`` per line."""
+        ``max_open``: ``line_bytes`` per line."""
         return self._open_bytes
 
     def oldest_opened_at(self) -> float | None:
@@ -440,7 +441,8 @@ class Sessionizer:
                     cur.first_offset = line.offset
                 lines = cur.lines
                 lines.append(line)
-                size = len(line.raw) + len(line.message) + LINE_OVERHEAD_BYTES  # line_bytes, inlined: the hot path
+                # line_bytes, inlined: the hot path
+                size = (len(line.raw) + len(line.message)) // line.shared + LINE_OVERHEAD_BYTES
                 cur.nbytes += size
                 self._open_bytes += size
                 if len(lines) >= self._fast_lines:

@@ -404,12 +404,16 @@ def test_packer_never_splits_a_record_between_two_records_of_one_partition(recor
     assert not set(packed) & set(single)
 
 
-def _across_the_hop(value: bytes) -> list:
-    """The lines the session stage windows from one input record at offset 40, forwarded by a ``Packer``."""
+def _across_the_hop(value: bytes, d=None) -> list:
+    """The lines the session stage windows from one input record at offset 40, forwarded by a ``Packer`` (to ``d``'s
+    one internal partition, or a new daemon's)."""
     from rationad.repartition import Packer, is_pack
     from tests.rationad.fakes import Rec
 
-    d, tp, part = _pack_daemon()
+    if d is None:
+        d, tp, part = _pack_daemon()
+    else:
+        [(tp, part)] = d._parts.items()
     packer = Packer(d.internal, "logs", 1, Router(1))
     packer.add(d.parser.route(value, topic="logs", partition=1, offset=40), 40)
     got = []
@@ -540,3 +544,32 @@ def test_packs_and_one_line_records_carry_the_span_of_kafka_times_of_their_input
     # a corrupt or forged header is ignored, never fatal (review: 312 digits raised OverflowError in the main loop)
     for bad in (b"9" * 312 + b",1", b"1," + b"9" * 312, b"3,1", b"x", b"", b"0,0", b"-5,1"):
         assert source_time([("rationad-source-time", bad)]) is None, bad
+
+
+@pytest.mark.parametrize("blocks", [5, 300], ids=["pack", "one-line records"])
+@pytest.mark.parametrize("repeats", [1, 2])
+def test_a_line_naming_many_blocks_is_parsed_once_across_the_hop_and_counted_once(blocks, repeats):
+    """Found by review (2026-12-07), failing before its fix: an HDFS delete naming N blocks reaches an internal
+    partition once per block, and each copy was parsed whole to keep one line: N parses of N lines (0.6 s for 1,000
+    blocks) and N copies of the text held in open sessions (47 MiB). The first copy's parse now serves the others; each
+    block still gets its line once per time the record holds it, each line object once."""
+    from rationad.windows import line_bytes
+
+    d, _, part = _pack_daemon()
+    d._router = Router(1)
+    line = ("081109 203619 148 INFO dfs.FSNamesystem: BLOCK* ask 10.0.0.2:50010 to delete  "
+            + " ".join(f"blk_{-7 * i - 1000}" for i in range(blocks))).encode()
+    value = b"\n".join([line] * repeats)
+    calls = []
+    real = d.parser.parse
+    d.parser.parse = lambda *a, **kw: calls.append(1) or real(*a, **kw)
+    got = _across_the_hop(value, d)
+    assert sorted(x.key for x in got) == sorted(x.key for x in real(value))  # every block, as often as without the hop
+    assert len({id(x) for x in got}) == len(got)  # no line object handed out twice
+    # once per copy of the text in the record, not once per block (and the forward hop reads a record of several
+    # lines whole, once)
+    assert len(calls) == repeats + (repeats > 1)
+    assert len({id(x.raw) for x in got}) == repeats
+    text = len(line) + len(got[0].message)
+    assert sum(map(line_bytes, got)) < repeats * (text + blocks * 300 + blocks)  # the text counted once per copy
+    assert part.shared.lines == 0  # nothing left waiting
