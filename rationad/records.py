@@ -55,9 +55,10 @@ class Session:
 
     @property
     def unfinished(self) -> bool:
-        """Closed while its key may still be writing: by the processing-time bound ``max_open``, after which a later
-        revision of the same key may follow. Such a session is judged at ``judge.threshold_unfinished``."""
-        return self.close_reason == "max_open"
+        """Closed while its key may still be writing: by the processing-time bound ``max_open``, or early to bound
+        memory (``evicted``), after which a later revision of the same key may follow. Such a session is judged at
+        ``judge.threshold_unfinished`` (an evicted one was judged as finished: review 2026-12-07)."""
+        return self.close_reason == "max_open" or self.close_reason == "evicted"
 
     @property
     def judged_lines(self) -> list[LogLine]:

@@ -870,8 +870,8 @@ class Sessionizer:
         # the record (or pack) its last line came from: more of the key's lines may follow
         at = cur.lines[-1].offset if not cur.merged else max(x.offset for x in cur.lines)
         self._took(key, at, self._taken(key, at) + sum(1 for x in cur.lines if x.offset == at))
-        # A later revision of this key may follow: remember its number (and its lines). Not for an older window of
-        # the key: its key's lines go on in the newer one.
+        # A later revision of this key may follow: remember its number (and its lines, unless it was evicted to bound
+        # memory). Not for an older window of the key: its key's lines go on in the newer one.
         if session.unfinished and newest:
             kept = short_key(key)  # kept past the session: a key can be as long as a record
             self._revisions[kept] = (cur.revision, cur.first_ts)
@@ -879,7 +879,7 @@ class Sessionizer:
             if len(self._revisions) > self.spec.max_open_sessions:
                 gone, _ = self._revisions.popitem(last=False)
                 self._open_bytes -= self._carried.pop(gone, ([], 0))[1]
-            if self._carry:
+            if self._carry and reason == "max_open":
                 carried = session.judged_lines[: self.spec.max_lines]
                 nbytes = sum(map(line_bytes, carried))
                 self._open_bytes += nbytes - self._carried.pop(kept, ([], 0))[1]

@@ -228,7 +228,7 @@ def line_bytes(ln: LogLine) -> int:
 def test_no_line_is_lost_and_offsets_bound_the_commit(events, max_open, lateness, max_open_secs, untimed):
     """Whatever the order and timing, every line comes out in exactly one session, and the committable position
     never passes the first offset of an open session; the byte estimate stays exact and revisions count up only
-    after a "max_open" close. Lines may come without a time (event time then never advances on its own), the
+    after a "max_open" close (with its lines as context) or an eviction (without: memory is why it closed). Lines may come without a time (event time then never advances on its own), the
     wall clock may bound how long a session stays open, and the caller may evict the oldest at any time."""
     w = Sessionizer(session_spec(max_open_sessions=max_open, allowed_lateness_secs=lateness, max_lines=7,
                                  max_open_secs=max_open_secs))
@@ -259,18 +259,20 @@ def test_no_line_is_lost_and_offsets_bound_the_commit(events, max_open, lateness
     assert seen == list(range(len(events)))
     assert all(len({ln.key for ln in s.lines}) == 1 for s in out)
     if max_open_secs is None:
-        assert all(s.close_reason != "max_open" and s.revision == 1 for s in out)
+        assert all(s.close_reason != "max_open" for s in out)
     # Each session's revision is 1, or one more than that of an earlier session of its key closed by "max_open"
     # (a key's older windows, kept open for late and lagging lines, close in any order with its newest), whose
-    # lines and context it carries (the earliest max_lines); a first session carries none.
+    # lines and context it carries (the earliest max_lines), or closed by "evicted", carrying none; a first session
+    # carries none.
     earlier: dict[str, list] = {}
     for s in out:
         if s.close_reason == "late":
             assert s.revision == 1
             continue
         if s.revision > 1:
-            assert any(b.close_reason == "max_open" and b.revision == s.revision - 1
-                       and s.context == (b.context + b.lines)[:7] for b in earlier.get(s.key, [])), (s.key, s.revision)
+            assert any(b.revision == s.revision - 1 and (
+                b.close_reason == "max_open" and s.context == (b.context + b.lines)[:7]
+                or b.close_reason == "evicted" and s.context == []) for b in earlier.get(s.key, [])), (s.key, s.revision)
         else:
             assert s.context == []
         earlier.setdefault(s.key, []).append(s)
@@ -1354,3 +1356,29 @@ def test_a_line_naming_many_sessions_counts_its_text_once_against_the_byte_budge
         w.add(x, 1_800_000_000.0)
     text = len(lines[0].raw) + len(lines[0].message)
     assert w.open_bytes <= text + 1000 * (LINE_OVERHEAD_BYTES + 1)
+
+
+def test_an_evicted_session_is_judged_as_unfinished_and_its_key_goes_on_as_a_revision():
+    """Found by review (2026-12-07), failing before its fix: a session closed early to bound memory (more keys open
+    than sessions.max_open_sessions, or delivery.max_open_bytes) is cut mid-life as one closed by max_open is, but
+    was judged as finished (at judge.threshold_session, without the unfinished note), and its key's next lines started
+    again at revision 1. Now it is unfinished, and the next session of its key is its revision (without its lines as
+    context: memory is why it closed)."""
+    from dataclasses import replace
+
+    from rationad.config import InputConfig, JudgeConfig
+    from rationad.dialects import make_parser
+
+    parser = make_parser(InputConfig(dialect="hdfs"))
+    w = Sessionizer(replace(resolve_spec(SessionsConfig(), "hdfs"), max_open_sessions=2))
+    out = []
+    for i, (text, blk) in enumerate([("Receiving block", 1), ("Received block", 1), ("Receiving block", 2),
+                                     ("Receiving block", 3), ("Deleting block", 1)], start=1):
+        [x] = parser.parse(f"270115 0730{i:02d} 1 INFO dfs.DataNode$DataXceiver: {text} blk_{blk}".encode(), offset=i)
+        out += w.add(x, 1_800_000_000.0)
+    out += w.flush("shutdown")
+    first, later = [s for s in out if s.key == "blk_1"]
+    assert first.close_reason == "evicted" and first.unfinished
+    assert JudgeConfig().session_threshold(first.unfinished) == JudgeConfig().threshold_unfinished
+    assert (later.revision, later.context) == (2, [])
+    assert w.open_bytes == 0  # nothing carried
