@@ -329,6 +329,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         raise ConfigError(f"replay: --level template needs raw log lines (--dialect hdfs, bgl or generic), not "
                           f"{args.dialect}")
     judge = replay.judge_by_template if level == "template" else replay.judge_sessions
+    unfinished = {} if level == "template" else {"threshold_unfinished": settings.judge.threshold_unfinished}
     # A template CSV is the template-level task, one template a window: its threshold is the template level's.
     threshold = args.threshold or settings.judge.threshold("template" if args.dialect == "templates" else level)
     if args.pr_curve:  # checked now, as --out is, not after the whole replay (the check leaves no file behind)
@@ -348,7 +349,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     try:
         scores, calls = asyncio.run(
             judge(sessions_iter, settings.model, source, out, use_cache=not args.no_cache,
-                  progress=sys.stderr.isatty(), threshold=threshold)
+                  progress=sys.stderr.isatty(), threshold=threshold, **unfinished)
         )
     except replay.ModelUnavailable as exc:  # what was judged is written and summarised below
         scores, calls, stopped = exc.scores, exc.calls, str(exc)

@@ -385,9 +385,14 @@ class Scores:
     templates: int = 0  # template level: templates sent to the model, and those whose answer stayed malformed
     templates_failed: int = 0
     pairs: list[tuple[float, bool]] = field(default_factory=list)  # (score, labelled anomalous), for pr_curve
+    # sessions closed early to bound memory (``Session.unfinished``): verdicts at judge.threshold_unfinished, and no
+    # point of the curve judge.threshold_session is chosen from
+    unfinished: int = 0
 
-    def add(self, label: str | None, verdict: str | None, grounded: bool, score: float | None = None) -> None:
+    def add(self, label: str | None, verdict: str | None, grounded: bool, score: float | None = None,
+            unfinished: bool = False) -> None:
         self.total += 1
+        self.unfinished += unfinished
         if verdict is None:
             self.malformed += 1
         elif score is None:
@@ -396,7 +401,7 @@ class Scores:
             self.ungrounded += 1
         if label is None:
             return
-        if verdict is not None and score is not None:
+        if verdict is not None and score is not None and not unfinished:
             self.pairs.append((score, label == "anomalous"))
         predicted = verdict == "anomalous"
         actual = label == "anomalous"
@@ -427,6 +432,8 @@ class Scores:
         }
         if self.templates:  # template level: a window is well-formed when every template answer of it was
             out |= {"templates_judged": self.templates, "templates_failed": self.templates_failed}
+        if self.unfinished:
+            out["unfinished"] = self.unfinished
         return out | self.curve_summary()
 
     def curve_summary(self) -> dict[str, Any]:
@@ -534,18 +541,21 @@ async def _in_chunks(sessions: Iterable[Session], chunk: int, judge_chunk, progr
 async def judge_sessions(
     sessions: Iterable[Session], model_cfg: ModelConfig, source: str, out: IO[bytes], *, use_cache: bool,
     cache_entries: int = 100_000, chunk: int = 256, client=None, progress: bool = False,
-    threshold: float | None = None,
+    threshold: float | None = None, threshold_unfinished: float | None = None,
 ) -> tuple[Scores, int]:
     """Run sessions through the model stage; write JSON lines; return scores and the number of model calls. The
-    verdict is the answer at ``threshold`` (None: the model's written answer)."""
+    verdict is the answer at ``threshold`` (None: the model's written answer), or for a session closed early to bound
+    memory (``Session.unfinished``) at ``threshold_unfinished`` where given, as the daemon serves it (review
+    2026-12-07: replay judged those at the finished sessions' threshold, and put them on the curve it is chosen from)."""
     scores = Scores()
     async with judging(model_cfg, source, client=client, use_cache=use_cache, cache_entries=cache_entries) as judge:
 
         async def judge_chunk(batch: list[Session]) -> None:
             for j in await judge_refused_alone(judge, batch):
                 s, a = j.session, j.answer
-                verdict = j.verdict_at(threshold)
-                scores.add(s.label, verdict, a.grounded, j.served_score)
+                unfinished = s.unfinished and threshold_unfinished is not None
+                verdict = j.verdict_at(threshold_unfinished if unfinished else threshold)
+                scores.add(s.label, verdict, a.grounded, j.served_score, unfinished)
                 rec = {
                     "id": s.source_id or s.key,
                     "verdict": verdict,
@@ -564,6 +574,8 @@ async def judge_sessions(
                 }
                 if s.label is not None:
                     rec["label"] = s.label
+                if unfinished:
+                    rec["unfinished"] = True
                 if not a.ok:
                     rec["error"] = a.error
                 if not a.ok or not a.grounded:  # what the model wrote (the rationale is served cut when ungrounded)

@@ -421,3 +421,30 @@ def test_a_template_that_is_not_utf8_is_refused_naming_its_line(tmp_path):
     assert next(sessions).lines[0].raw == "fan <*> failed"
     with pytest.raises(ValueError, match=r"t\.csv:3: EventTemplate is not UTF-8 text"):
         next(sessions)
+
+
+async def test_a_session_closed_early_to_bound_memory_is_judged_at_the_unfinished_threshold():
+    """Found by review (2026-12-07), failing before its fix: replay closes sessions early to bound memory (evicted,
+    unfinished) as the daemon does, but judged them at the finished sessions' threshold, where the daemon serves them
+    at judge.threshold_unfinished, and put them on the curve judge.threshold_session is chosen from."""
+    from rationad.model.base import Completion
+    from rationad.records import LogLine, Session
+    from tests.rationad.fakes import NORMAL, FakeModel
+
+    class Scored(FakeModel):
+        async def generate(self, conversations, *, max_tokens, temperature, regex):
+            self.calls += 1
+            return [Completion(NORMAL, 10, 10, score=0.1) for _ in conversations]
+
+    def session(key: str, reason: str) -> Session:
+        line = "081109 203615 148 INFO dfs.DataNode$DataXceiver: Receiving block " + key
+        return Session(key=key, lines=[LogLine(key, line, line)], close_reason=reason, label="normal")
+
+    out = io.BytesIO()
+    scores, _ = await replay.judge_sessions([session("blk_1", "evicted"), session("blk_2", "gap")], ModelConfig(),
+                                            "hdfs", out, use_cache=False, client=Scored(), threshold=0.0007,
+                                            threshold_unfinished=0.5)
+    recs = {r["id"]: r for r in map(orjson.loads, out.getvalue().splitlines())}
+    assert (recs["blk_1"]["verdict"], recs["blk_1"].get("unfinished")) == ("normal", True)
+    assert (recs["blk_2"]["verdict"], recs["blk_2"].get("unfinished")) == ("anomalous", None)
+    assert scores.pairs == [(0.1, False)] and scores.summary()["unfinished"] == 1
