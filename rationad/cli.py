@@ -287,6 +287,12 @@ def cmd_replay(args: argparse.Namespace) -> int:
     path = Path(args.path)
     if not path.is_file():
         raise ConfigError(f"replay: no such file: {path}")
+    for flag, written in (("--out", args.out), ("--pr-curve", args.pr_curve)):
+        # opened for writing before the input is read: the input (or the labels) would be emptied first (review)
+        for read in (path, Path(args.labels) if args.labels else None):
+            if written and read is not None and Path(written).exists() and read.exists() \
+                    and os.path.samefile(written, read):
+                raise ConfigError(f"{flag}: {written} is the file replay reads ({read}); write elsewhere")
     if raw_dialect:  # fail on the input settings now, not after the model engine has started (tens of seconds)
         from rationad.dialects import make_parser
         from rationad.windows import resolve_spec

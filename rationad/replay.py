@@ -70,14 +70,25 @@ def _label(value: str) -> str | None:
     return None
 
 
+def _is_header(row: list[str]) -> bool:
+    """A labels file's header row (``BlockId,Label``, ``key,label``, ``id,class``): its label field names a column.
+    Guessed from "not a label" alone, a first data row with a misspelt label was taken for one and its key silently
+    left unlabelled (review 2026-12-07)."""
+    name = row[1].strip().lower() if len(row) >= 2 else ""
+    return _label(name) is None and ("label" in name or name in ("class", "verdict", "is_anomaly", "target"))
+
+
 def read_labels(path: Path) -> dict[str, str]:
-    """A ``key,label`` CSV (e.g. ``BlockId,Label`` with Normal/Anomaly)."""
+    """A ``key,label`` CSV (e.g. ``BlockId,Label`` with Normal/Anomaly): an optional header row, blank rows skipped,
+    every other row a key and a label (normal/anomaly, 0/1, ...), else ValueError naming the line."""
     with open_text(path, "utf-8-sig") as f:
         out: dict[str, str] = {}
         for n, row in enumerate(csv.reader(f), start=1):
-            if n == 1 and len(row) >= 2 and _label(row[1]) is None:
-                continue  # a header (BlockId,Label); a first row with a label is data
-            if len(row) < 2 or _label(row[1]) is None:
+            if not any(x.strip() for x in row):
+                continue
+            if n == 1 and _is_header(row):
+                continue
+            if len(row) < 2 or _label(row[1]) is None or any(x.strip() for x in row[2:]):
                 raise ValueError(f"{path}:{n}: expected 'key,label' with a normal/anomaly label, got {row!r}")
             key, label = row[0].strip(), _label(row[1])
             if out.get(key, label) != label:
@@ -245,10 +256,15 @@ def sessions_from_templates(path: Path) -> Iterator[Session]:
                 raise ValueError(f"{path}:{n + 1}: empty EventTemplate")
             if not _is_utf8(tpl):  # refused, not guessed at: the daemon dead-letters a record that is not UTF-8
                 raise ValueError(f"{path}:{n + 1}: EventTemplate is not UTF-8 text: {tpl!r}")
+            label = None
+            if label_col:  # a row short of it, or a value that is no label: refused, not left unscored (review)
+                label = _label(row.get(label_col) or "")
+                if label is None:
+                    raise ValueError(f"{path}:{n + 1}: {label_col} is not a normal/anomaly label: "
+                                     f"{row.get(label_col)!r}")
             line = LogLine(key=str(n), message=from_loghub(tpl), raw=tpl, topic=str(path), offset=n)
-            yield Session(key=str(n), lines=[line], close_reason="template", topic=str(path),
-                          label=_label(row[label_col]) if label_col else None, source_id=str(n),
-                          extra={"templated": True})
+            yield Session(key=str(n), lines=[line], close_reason="template", topic=str(path), label=label,
+                          source_id=str(n), extra={"templated": True})
 
 
 @dataclass(frozen=True, slots=True)
@@ -315,16 +331,21 @@ def best_f1(curve: list[OperatingPoint]) -> tuple[OperatingPoint, float] | None:
         return None
     i = max(eligible, key=lambda k: (curve[k].f1, curve[k].threshold))
     lower = curve[i + 1].threshold if i + 1 < len(curve) else 0.0
-    return curve[i], (curve[i].threshold + lower) / 2
+    mid = (curve[i].threshold + lower) / 2
+    # two adjacent floats (scores near 1 are that close) have no float between them: the midpoint rounds onto the
+    # lower one, which flags the next point too (review 2026-12-07); the point's own score flags exactly its outputs
+    return curve[i], (mid if lower < mid < curve[i].threshold else curve[i].threshold)
 
 
 def write_curve(path: Path, pairs: list[tuple[float, bool]]) -> None:
-    """Every operating point as CSV: threshold, precision, recall, f1, flagged, tp, fp, fn, tn."""
+    """Every operating point as CSV: threshold, precision, recall, f1, flagged, tp, fp, fn, tn. The threshold is
+    written with every digit it needs (``repr``): scores crowd within 1e-9 of 1, and nine digits wrote several points
+    as "1", which set in config flags none of them (review 2026-12-07)."""
     with path.open("w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["threshold", "precision", "recall", "f1", "flagged", "tp", "fp", "fn", "tn"])
         for p in pr_curve(pairs):
-            w.writerow([f"{p.threshold:.9g}", f"{p.precision:.4f}", f"{p.recall:.4f}", f"{p.f1:.4f}", p.flagged,
+            w.writerow([repr(p.threshold), f"{p.precision:.4f}", f"{p.recall:.4f}", f"{p.f1:.4f}", p.flagged,
                         p.tp, p.fp, p.fn, p.tn])
 
 

@@ -794,3 +794,22 @@ def test_a_limit_below_one_is_a_usage_error(command, limit, capsys):
     with pytest.raises(SystemExit) as exit_:
         main([*command, "--limit", limit])
     assert exit_.value.code == 2 and "--limit" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flag", ["--out", "--pr-curve"])
+@pytest.mark.parametrize("target", ["log", "labels"])
+def test_replay_refuses_to_write_over_the_files_it_reads(tmp_path, flag, target, capsys):
+    """Found by review (2026-12-07), failing before its fix: --out naming the input log opened it for writing before
+    it was read, so replay judged nothing, exited 0 and left the log empty."""
+    from rationad import cli
+
+    log = tmp_path / "app.log"
+    log.write_text("081109 203615 148 INFO dfs.DataNode: Receiving block blk_1\n")
+    labels = tmp_path / "labels.csv"
+    labels.write_text("BlockId,Label\nblk_1,Anomaly\n")
+    before = {p: p.read_bytes() for p in (log, labels)}
+    written = log if target == "log" else labels
+    code = cli.main(["replay", str(log), "--dialect", "hdfs", "--labels", str(labels), flag, str(written),
+                     "--model-path", str(tmp_path / "model")])
+    assert code == 2 and f"{flag}: {written} is the file replay reads" in capsys.readouterr().err
+    assert {p: p.read_bytes() for p in (log, labels)} == before

@@ -448,3 +448,48 @@ async def test_a_session_closed_early_to_bound_memory_is_judged_at_the_unfinishe
     assert (recs["blk_1"]["verdict"], recs["blk_1"].get("unfinished")) == ("normal", True)
     assert (recs["blk_2"]["verdict"], recs["blk_2"].get("unfinished")) == ("anomalous", None)
     assert scores.pairs == [(0.1, False)] and scores.summary()["unfinished"] == 1
+
+
+def test_every_point_of_the_pr_curve_csv_flags_what_it_says_when_configured(tmp_path):
+    """Found by review (2026-12-07), failing before its fix: the CSV wrote thresholds with nine digits, so scores
+    within 1e-9 of 1 were all written "1" (which configured flags none of them), and a rounded threshold flagged
+    another count; best_f1's midpoint of two adjacent floats rounded onto the lower one, flagging both."""
+    import csv
+
+    pairs = [(0.99999999996, True), (0.9999999997, False), (0.0123456789876, True), (0.001, False)]
+    path = tmp_path / "curve.csv"
+    replay.write_curve(path, pairs)
+    rows = list(csv.DictReader(path.open()))
+    for row in rows:
+        flagged = [y for s, y in pairs if s >= float(row["threshold"])]
+        assert (len(flagged), sum(flagged)) == (int(row["flagged"]), int(row["tp"])), row
+    point, threshold = replay.best_f1(replay.pr_curve([(0.9999999999999999, True), (0.9999999999999998, False)]))
+    assert [s for s in (0.9999999999999999, 0.9999999999999998) if s >= threshold] == [0.9999999999999999]
+
+
+def test_a_labels_file_with_a_misspelt_label_is_refused_not_read_as_a_header(tmp_path):
+    """Found by review (2026-12-07), failing before its fix: the first row was taken for a header whenever its label
+    was not one, so a header-less file whose first label was misspelt lost that key without a word; a trailing blank
+    row refused the whole file, and a third column was ignored."""
+    def read(text: str):
+        path = tmp_path / "labels.csv"
+        path.write_text(text)
+        return replay.read_labels(path)
+
+    assert read("BlockId,Label\nblk_1,Anomaly\nblk_2,Normal\n\n") == {"blk_1": "anomalous", "blk_2": "normal"}
+    assert read("blk_1,1\nblk_2,0\n") == {"blk_1": "anomalous", "blk_2": "normal"}
+    for bad in ("blk_1,Anomlay\nblk_2,Normal\n", "key,label\nblk_1,Normal,Anomaly\n"):
+        with pytest.raises(ValueError, match=r"labels.csv:[12]: expected 'key,label'"):
+            read(bad)
+
+
+@pytest.mark.parametrize("csv_text", ["EventTemplate,Label\nkernel panic <*>\nfan ok,0\n",
+                                      "EventTemplate,Label\nkernel panic <*>,1\nfan ok,maybe\n"])
+def test_a_template_csv_row_without_a_label_is_refused_naming_its_line(tmp_path, csv_text):
+    """Found by review (2026-12-07), failing before its fix: a row short of the label column crashed replay with an
+    AttributeError traceback (after the model had run, for a later row), and a value that is no label left the
+    template unscored without a word."""
+    path = tmp_path / "t.csv"
+    path.write_text(csv_text)
+    with pytest.raises(ValueError, match=r"t.csv:[23]: Label is not a normal/anomaly label"):
+        list(replay.sessions_from_templates(path))
