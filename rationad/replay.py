@@ -567,7 +567,8 @@ async def judge_sessions(
     """Run sessions through the model stage; write JSON lines; return scores and the number of model calls. The
     verdict is the answer at ``threshold`` (None: the model's written answer), or for a session closed early to bound
     memory (``Session.unfinished``) at ``threshold_unfinished`` where given, as the daemon serves it (review
-    2026-12-07: replay judged those at the finished sessions' threshold, and put them on the curve it is chosen from)."""
+    2026-12-07: replay judged those at the finished sessions' threshold, and put them on the curve it is chosen
+    from)."""
     scores = Scores()
     async with judging(model_cfg, source, client=client, use_cache=use_cache, cache_entries=cache_entries) as judge:
 
