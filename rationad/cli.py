@@ -76,9 +76,10 @@ async def _check_state_topics(settings: Settings) -> list[str]:
 
     checks: list[Coroutine[Any, Any, int]] = []
     if settings.judge_level() == "template":
-        checks += [ensure_compacted_topic(settings.kafka, topic, key=key, timeout_secs=15, create=False)
-                   for key, topic in (("judge.labels_topic", settings.judge.labels_topic),
-                                      ("judge.templates_topic", settings.judge.templates_topic))]
+        checks += [ensure_compacted_topic(settings.kafka, topic, key=key, timeout_secs=15, create=False,
+                                          expiring=expiring)
+                   for key, topic, expiring in (("judge.labels_topic", settings.judge.labels_topic, False),
+                                                ("judge.templates_topic", settings.judge.templates_topic, True))]
     if (internal := settings.repartition_topic()) is not None:
         r = settings.repartition
         checks.append(ensure_topic(settings.kafka, internal, key="repartition.topic", partitions=r.partitions,

@@ -425,8 +425,9 @@ class Daemon:
 
         j = self.s.judge
         rf = self.s.repartition.replication_factor
-        for key, topic in (("judge.labels_topic", j.labels_topic), ("judge.templates_topic", j.templates_topic)):
-            await ensure_compacted_topic(self.s.kafka, topic, key=key, replication_factor=rf)
+        for key, topic, expiring in (("judge.labels_topic", j.labels_topic, False),
+                                     ("judge.templates_topic", j.templates_topic, True)):  # the catalog may expire
+            await ensure_compacted_topic(self.s.kafka, topic, key=key, replication_factor=rf, expiring=expiring)
         assert self.templates is not None
         self.labels = LabelBook(self.s.kafka, j.labels_topic, on_change=self._on_label)
         await self.labels.start()

@@ -157,7 +157,9 @@ async def ensure_topic(kafka_cfg: KafkaConfig, topic: str, *, key: str, partitio
             # no size limit either (the broker's log.retention.bytes would delete lines waiting for their verdict),
             # and records as large as the daemon sends (the broker's default, about 1 MiB, refused larger packs, and
             # the next start refused the topic: review 2026-12-07)
-            configs = {"retention.ms": str(retention_ms), "retention.bytes": "-1"}
+            # delete, whatever the broker's log.cleanup.policy: a compacted one refused the packs (no key) and
+            # deleted lines waiting to be judged, and the next start refused the topic it had made (review 2026-12-07)
+            configs = {"cleanup.policy": "delete", "retention.ms": str(retention_ms), "retention.bytes": "-1"}
             if max_message_bytes is not None:
                 configs["max.message.bytes"] = str(max_message_bytes)
             await _create(admin, NewTopic(topic, n, replication_factor, topic_configs=configs),
@@ -316,14 +318,17 @@ def _too_small(max_message_bytes: int, topic: str, key: str, limit: int) -> str:
 
 
 async def ensure_compacted_topic(kafka_cfg: KafkaConfig, topic: str, *, key: str, partitions: int = 1,
-                                 replication_factor: int = 1, timeout_secs: float = 30.0, create: bool = True) -> int:
+                                 replication_factor: int = 1, timeout_secs: float = 30.0, create: bool = True,
+                                 expiring: bool = False) -> int:
     """Create ``topic`` with ``cleanup.policy=compact`` unless it exists, and return its partition count
     (``create=False``, for ``check-config``: only check one that exists; 0 for one that does not).
 
     For state kept as the last value per key (operator labels, the template catalog): on a topic with the default
     ``delete`` policy those values would vanish after ``retention.ms`` (7 days by default), so an existing topic the
-    broker reports as not compacted is refused too. Raises ``ConfigError`` naming ``key``, or ``TopicCheckError``
-    when the broker cannot be reached or the creation may pass (``_create``)."""
+    broker reports as not compacted is refused too, and so is one compacted and deleted (``compact,delete``) unless
+    its records may expire (``expiring``: the template catalog, which the docs advise to give a retention; operator
+    labels must not expire: review 2026-12-07). Raises ``ConfigError`` naming ``key``, or ``TopicCheckError`` when
+    the broker cannot be reached or the creation may pass (``_create``)."""
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
     admin = AIOKafkaAdminClient(request_timeout_ms=int(timeout_secs * 1000), **common_kwargs(kafka_cfg))
@@ -339,7 +344,8 @@ async def ensure_compacted_topic(kafka_cfg: KafkaConfig, topic: str, *, key: str
             cluster = await _wait_for_partitions(admin, topic)
         else:
             policy = await _cleanup_policy(admin, topic)
-            if policy is not None and "compact" not in policy:
+            policies = set(policy.replace(" ", "").split(",")) if policy is not None else set()
+            if policy is not None and ("compact" not in policies or "delete" in policies and not expiring):
                 raise ConfigError(f"{key}: topic {topic!r} has cleanup.policy={policy}: its records (the last value "
                                   "per key is the state) would be deleted after retention.ms; set cleanup.policy="
                                   "compact on it (kafka-configs --alter --add-config cleanup.policy=compact) or name "

@@ -729,8 +729,8 @@ async def test_check_config_checks_the_template_level_s_state_topics_as_run_does
 
     asked = []
 
-    async def ensure(kafka, topic, *, key, timeout_secs, create):
-        asked.append((key, topic, create))
+    async def ensure(kafka, topic, *, key, timeout_secs, create, expiring):
+        asked.append((key, topic, create, expiring))
         if key == "judge.labels_topic":
             raise ConfigError(f"{key}: topic {topic!r} has cleanup.policy=delete")
         return 1
@@ -740,8 +740,9 @@ async def test_check_config_checks_the_template_level_s_state_topics_as_run_does
     assert s.judge_level() == "template"
     assert await cli._check_state_topics(s) == [f"judge.labels_topic: topic {s.judge.labels_topic!r} has "
                                                  "cleanup.policy=delete"]
-    assert asked == [("judge.labels_topic", s.judge.labels_topic, False),
-                     ("judge.templates_topic", s.judge.templates_topic, False)]
+    # labels must not expire; the catalog may (the docs give it a retention)
+    assert asked == [("judge.labels_topic", s.judge.labels_topic, False, False),
+                     ("judge.templates_topic", s.judge.templates_topic, False, True)]
 
 
 def test_a_label_by_text_names_that_text_when_another_template_shares_its_id(broker_state, monkeypatch):

@@ -185,8 +185,9 @@ def creating(monkeypatch):
 async def test_ensure_topic_creates_the_internal_topic_like_the_largest_input(creating):
     n = await topics.ensure_topic(KAFKA, "g-repartition", key="repartition.topic", partitions=0,
                                   like=["logs", "more"], replication_factor=3, retention_ms=60_000)
-    assert n == 5 and creating.created == [("g-repartition", 5, 3, {"retention.ms": "60000",
-                                                                    "retention.bytes": "-1"})]
+    # delete, whatever the broker's log.cleanup.policy (review 2026-12-07: a compacted default refused the packs)
+    assert n == 5 and creating.created == [("g-repartition", 5, 3, {"cleanup.policy": "delete",
+                                                                    "retention.ms": "60000", "retention.bytes": "-1"})]
     assert await topics.ensure_topic(KAFKA, "g-repartition", key="repartition.topic", partitions=0, like=["logs"],
                                      replication_factor=3, retention_ms=60_000) == 5
     assert len(creating.created) == 1  # an existing topic is used as it is
@@ -227,7 +228,7 @@ async def test_the_internal_topic_is_created_without_a_time_limit_by_default(cre
     assert r.retention_ms == -1
     await topics.ensure_topic(KAFKA, "g-repartition", key="repartition.topic", partitions=0, like=["logs"],
                               replication_factor=r.replication_factor, retention_ms=r.retention_ms)
-    assert creating.created == [("g-repartition", 3, 1, {"retention.ms": "-1", "retention.bytes": "-1"})]
+    assert creating.created == [("g-repartition", 3, 1, {"cleanup.policy": "delete", "retention.ms": "-1", "retention.bytes": "-1"})]
 
 
 async def test_the_internal_topic_is_created_taking_the_records_the_daemon_sends_and_with_no_size_limit(creating):
@@ -239,7 +240,7 @@ async def test_the_internal_topic_is_created_taking_the_records_the_daemon_sends
 
     await topics.ensure_topic(KAFKA, "g-repartition", key="repartition.topic", partitions=0, like=["logs"],
                               replication_factor=1, retention_ms=-1, max_message_bytes=4_194_304)
-    assert creating.created == [("g-repartition", 3, 1, {"retention.ms": "-1", "retention.bytes": "-1",
+    assert creating.created == [("g-repartition", 3, 1, {"cleanup.policy": "delete", "retention.ms": "-1", "retention.bytes": "-1",
                                                          "max.message.bytes": "4194304"})]
     creating.parts["old-repartition"] = 3
     creating.retention_bytes = {"old-repartition": 10 * 2**30}
@@ -364,3 +365,16 @@ async def test_check_config_leaves_a_missing_internal_topic_missing(creating):
     assert await topics.ensure_topic(KAFKA, "g-repartition", key="repartition.topic", partitions=0, like=["logs"],
                                      replication_factor=1, retention_ms=-1, create=False) == 0
     assert creating.created == []
+
+
+@pytest.mark.parametrize("policy", ["compact,delete", "delete, compact"])
+async def test_operator_labels_on_a_topic_that_also_deletes_are_refused_the_catalog_may_expire(creating, policy):
+    """Found by review (2026-12-07), failing before its fix: a labels topic compacted and deleted was accepted, so
+    operator labels older than its retention.ms (7 days by default) vanished, and the model decided their templates
+    again after the next restart. The template catalog may expire (the docs give it a retention)."""
+    creating.parts["rationad.labels"] = creating.parts["rationad.templates"] = 1
+    creating.policy = {"rationad.labels": policy, "rationad.templates": policy}
+    with pytest.raises(ConfigError, match=r"^judge\.labels_topic: topic 'rationad\.labels' has cleanup\.policy="):
+        await topics.ensure_compacted_topic(KAFKA, "rationad.labels", key="judge.labels_topic")
+    assert await topics.ensure_compacted_topic(KAFKA, "rationad.templates", key="judge.templates_topic",
+                                               expiring=True) == 1
