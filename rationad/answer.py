@@ -160,7 +160,8 @@ def answer_score(tokens: Sequence[str], candidates: Sequence[Sequence[tuple[str,
     ratio of any two allowed tokens. With constrained output it is the probability that the constrained model,
     sampled at temperature 1 from its own rationale, answers ``anomalous``: from this token on the word is decided.
     A word with no candidate in the top-k gets the smallest returned probability (an upper bound on any token
-    outside the top-k), so the score is then bounded, not exact; it can only happen for a score near 0 or 1.
+    outside the top-k), so the score is then bounded, not exact; it can only happen for a score near 0 or 1. Without
+    a second candidate there (no top-k returned) nothing bounds the other word: None.
     README "Events" says the same.
     ``prefix``: text the completion continued (an answer after a cut rationale, ``close_cut_thought``), read as one
     token before ``tokens`` with no candidates.
@@ -186,6 +187,10 @@ def answer_score(tokens: Sequence[str], candidates: Sequence[Sequence[tuple[str,
             break
         pos += len(tok)
     else:
+        return None
+    if len(candidates[i]) < 2:
+        # no top-k there (a gateway that drops it, or caps it at one): the sampled token's own logprob would be the
+        # bound for the other word, scoring every answer 0.5, anomalous at any threshold (review 2026-12-07)
         return None
     before = text[pos:start]  # the part of that token before the word (empty when the token starts the word)
     mass: dict[str, list[float]] = {w: [] for w in ANSWER_WORDS}

@@ -95,7 +95,7 @@ def _error_text(resp: httpx.Response, limit: int = 300) -> str:
     """The error message of a failed response, whatever its body (a gateway's may be a JSON string, or no JSON)."""
     try:
         body = resp.json()
-    except (ValueError, httpx.DecodingError):
+    except (ValueError, httpx.DecodingError, RecursionError):
         try:
             return resp.text[:limit]
         except (ValueError, httpx.DecodingError):
@@ -105,6 +105,10 @@ def _error_text(resp: httpx.Response, limit: int = 300) -> str:
         msg = err.get("message") if isinstance(err, dict) else body.get("message")
         return str(msg or body)[:limit]
     return str(body)[:limit]
+
+
+class _Aborted(Exception):
+    """A chat completion the server ended before the model did (``finish_reason`` abort or error)."""
 
 
 def _score(logprobs: Any, prefix: str = "") -> float | None:
@@ -120,7 +124,7 @@ def _score(logprobs: Any, prefix: str = "") -> float | None:
             if not any(t == c["token"] for t, _ in top):
                 top.append((str(c["token"]), float(c["logprob"])))
             candidates.append(top)
-    except (TypeError, KeyError, ValueError, AttributeError):
+    except (TypeError, KeyError, ValueError, AttributeError, ArithmeticError):
         return None
     return answer_score(tokens, candidates, prefix)
 
@@ -305,13 +309,20 @@ class ServerClient:
             usage = body.get("usage") or {}
             if not isinstance(text, str) or not isinstance(usage, dict):
                 raise TypeError(f"content {type(text).__name__}, usage {type(usage).__name__}")
+            if choice.get("finish_reason") in ("abort", "error"):
+                # vLLM answers 200 with what it had when it aborts requests in flight (a pause or sleep of the
+                # server, its fault tolerance): taken for the model's answer, an empty one was retried sampled and
+                # cached, a partial one answered from a cut rationale (review 2026-12-07); as the engine client does
+                raise _Aborted(choice.get("finish_reason"))
             return Completion(
                 text=prefix + text,
                 prompt_tokens=int(usage.get("prompt_tokens") or 0),
                 completion_tokens=int(usage.get("completion_tokens") or 0),
                 score=_score(choice.get("logprobs"), prefix),
             )
-        except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
+        except _Aborted as exc:
+            raise ModelError(f"the server ended the request unfinished (finish_reason={exc})", kind="outage") from None
+        except (ValueError, KeyError, IndexError, TypeError, AttributeError, ArithmeticError, RecursionError) as exc:
             raise ModelError(f"malformed chat completion response: {self._scrub(resp.text[:300])}",
                              kind="outage") from exc
 

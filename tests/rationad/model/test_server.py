@@ -406,3 +406,59 @@ async def test_a_connection_reset_is_told_apart_from_refused_and_timeouts_over_t
             await client.generate([CONV], max_tokens=8, temperature=0, regex=None)
         assert (exc.value.kind, exc.value.dropped) == ("outage", dropped), excs
         await client.aclose()
+
+
+@pytest.mark.parametrize("reason", ["abort", "error"])
+@pytest.mark.parametrize("text", ["", "<think>L1 reports 'disk sda1 I/O error on wri"])
+async def test_a_request_the_server_ended_unfinished_is_an_outage_not_an_answer(reason, text):
+    """Found by review (2026-12-07), failing before its fix: vLLM answers 200 with what it had when it aborts the
+    requests in flight (a pause or sleep of the server, its fault tolerance); the client took that for the model's
+    answer: an empty one was retried sampled (and cached), a partial one answered from a cut rationale."""
+    body = completion_body(text)
+    body["choices"][0]["finish_reason"] = reason
+    client = make(Recorder(httpx.Response(200, json=body)))
+    with pytest.raises(ModelError, match=f"unfinished \\(finish_reason={reason}\\)") as exc:
+        await client.generate([CONV], max_tokens=8, temperature=0, regex=None)
+    assert exc.value.kind == "outage"
+    await client.aclose()
+
+
+def _scored_body(top: list | None) -> dict:
+    body = completion_body("<think>L1 ok.</think>\n<answer>normal</answer>")
+    tokens = ["<think>L1 ok.</think>\n<answer>", "normal", "</answer>"]
+    body["choices"][0]["logprobs"] = {"content": [
+        {"token": t, "logprob": -0.01, **({"top_logprobs": top if t == "normal" else [
+            {"token": t, "logprob": -0.01}, {"token": "x", "logprob": -9.0}]} if top is not None else {})}
+        for t in tokens]}
+    return body
+
+
+@pytest.mark.parametrize("top", [None, [], [{"token": "normal", "logprob": -0.01}]],
+                         ids=["absent", "empty", "top-1"])
+async def test_an_answer_without_a_top_k_to_bound_the_other_word_has_no_score(top):
+    """Found by review (2026-12-07), failing before its fix: a gateway that drops top_logprobs (or caps them at one)
+    left the sampled token's own logprob as the bound for the other answer word, so every answer scored 0.5 and was
+    served anomalous at any threshold. No score then, as from a server that sends no logprobs."""
+    client = make(Recorder(httpx.Response(200, json=_scored_body(top))))
+    (out,) = await client.generate([CONV], max_tokens=8, temperature=0, regex=None)
+    assert out.score is None
+    client = make(Recorder(httpx.Response(200, json=_scored_body(
+        [{"token": "normal", "logprob": -0.01}, {"token": "anomalous", "logprob": -6.0}]))))
+    (out,) = await client.generate([CONV], max_tokens=8, temperature=0, regex=None)
+    assert out.score is not None and out.score < 0.01
+    await client.aclose()
+
+
+@pytest.mark.parametrize("raw", [
+    b'{"choices": [{"message": {"content": "ok"}}], "usage": {"prompt_tokens": 1e400}}',
+    b'{"choices": [{"message": {"content": "ok"}}], "usage": {"prompt_tokens": Infinity}}',
+    b"[" * 100_000 + b"]" * 100_000,
+])
+async def test_a_success_body_that_overflows_or_nests_too_deep_is_an_outage(raw):
+    """Found by review (2026-12-07), failing before its fix: an OverflowError or a RecursionError escaped the
+    client, taken as the session's fault (dead-lettered as judge_failed), where a malformed body is an outage."""
+    client = make(Recorder(httpx.Response(200, content=raw, headers={"content-type": "application/json"})))
+    with pytest.raises(ModelError, match="malformed") as exc:
+        await client.generate([CONV], max_tokens=8, temperature=0, regex=None)
+    assert exc.value.kind == "outage"
+    await client.aclose()
