@@ -472,10 +472,7 @@ class Parser:
         if len(keys) > self.max_keys_per_line:
             raise BadRecord("too_many_keys", f"hdfs line names {len(keys)} session keys (blk_...), more than "
                                              f"max_keys_per_line={self.max_keys_per_line}: {_snippet(line)}")
-        out = [LogLine(b, message, raw, ts, topic, partition, offset) for b in keys]
-        for x in out:  # one text: its bytes counted once over them (review 2026-12-07: a delete naming 1,000 blocks
-            x.shared = len(out)  # counted 1,000 times made the byte budget evict every live session)
-        return out
+        return [LogLine(b, message, raw, ts, topic, partition, offset) for b in keys]
 
     def _bgl(self, line: str, key: str | None, ts: float | None, raw: str, topic: str, partition: int,
              offset: int) -> list[LogLine]:

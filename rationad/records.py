@@ -26,9 +26,6 @@ class LogLine:
     # close does not mask it again: a message too long for the template memo was masked twice (about 20 ms each for
     # 60 KB, on the event loop).
     template: str | None = None
-    # How many lines share its text (``raw`` and ``message``): a line naming N sessions (an HDFS delete naming N blocks)
-    # is N lines of one text, counted once over them against ``delivery.max_open_bytes`` (``windows.line_bytes``).
-    shared: int = 1
 
 
 @dataclass(slots=True)

@@ -305,9 +305,9 @@ class SharedTexts:
     once per key of that partition; each copy was parsed whole and kept one line, so N keys cost N parses of N lines
     and N copies of the text in memory (review 2026-12-07: a delete naming 1,000 blocks took 0.6 s to parse and 47 MiB
     of open sessions). The first copy's parse now serves them all: the lines of the partition's other keys wait here
-    for their own copies (one per key: each is handed out once), and all share one text, which the byte budget
-    counts once (``LogLine.shared``). A copy whose text was forgotten, or whose key was handed out already (a line the
-    input record repeats), is parsed again."""
+    for their own copies (one per key: each is handed out once), and all share one text in memory (the byte budget
+    still counts it once per line, ``windows.line_bytes``). A copy whose text was forgotten, or whose key was handed
+    out already (a line the input record repeats), is parsed again."""
 
     def __init__(self, max_lines: int = SHARED_LINES) -> None:
         self._waiting: OrderedDict[tuple, dict[str, list]] = OrderedDict()
@@ -341,11 +341,6 @@ class SharedTexts:
             if x.key != key and mine(x.key):
                 rest.setdefault(x.key, []).append(x)
         waiting = sum(map(len, rest.values()))
-        for x in own:
-            x.shared = len(own) + waiting
-        for xs in rest.values():
-            for x in xs:
-                x.shared = len(own) + waiting
         if rest:
             old = self._waiting.pop(ident, None)
             if old is not None:

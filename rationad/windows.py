@@ -222,9 +222,10 @@ class _Open:
 
 
 def line_bytes(line: LogLine) -> int:
-    """What one line counts against ``delivery.max_open_bytes`` (an estimate, see ``LINE_OVERHEAD_BYTES``): its share
-    of a text that ``line.shared`` lines hold (the lines of one line naming several sessions)."""
-    return (len(line.raw) + len(line.message)) // line.shared + LINE_OVERHEAD_BYTES
+    """What one line counts against ``delivery.max_open_bytes`` (an estimate, see ``LINE_OVERHEAD_BYTES``). The lines
+    of one line naming several sessions share its text and each counts it whole: a share each was undercounted by any
+    factor once the other sharers closed (review 2026-12-07); counting a text once needs a count of its holders."""
+    return len(line.raw) + len(line.message) + LINE_OVERHEAD_BYTES
 
 
 LateCallback = Callable[[LogLine, float], None]  # (line, seconds behind the partition's event time)
@@ -441,8 +442,7 @@ class Sessionizer:
                     cur.first_offset = line.offset
                 lines = cur.lines
                 lines.append(line)
-                # line_bytes, inlined: the hot path
-                size = (len(line.raw) + len(line.message)) // line.shared + LINE_OVERHEAD_BYTES
+                size = len(line.raw) + len(line.message) + LINE_OVERHEAD_BYTES  # line_bytes, inlined: the hot path
                 cur.nbytes += size
                 self._open_bytes += size
                 if len(lines) >= self._fast_lines:

@@ -548,13 +548,11 @@ def test_packs_and_one_line_records_carry_the_span_of_kafka_times_of_their_input
 
 @pytest.mark.parametrize("blocks", [5, 300], ids=["pack", "one-line records"])
 @pytest.mark.parametrize("repeats", [1, 2])
-def test_a_line_naming_many_blocks_is_parsed_once_across_the_hop_and_counted_once(blocks, repeats):
+def test_a_line_naming_many_blocks_is_parsed_once_across_the_hop(blocks, repeats):
     """Found by review (2026-12-07), failing before its fix: an HDFS delete naming N blocks reaches an internal
     partition once per block, and each copy was parsed whole to keep one line: N parses of N lines (0.6 s for 1,000
     blocks) and N copies of the text held in open sessions (47 MiB). The first copy's parse now serves the others; each
     block still gets its line once per time the record holds it, each line object once."""
-    from rationad.windows import line_bytes
-
     d, _, part = _pack_daemon()
     d._router = Router(1)
     line = ("081109 203619 148 INFO dfs.FSNamesystem: BLOCK* ask 10.0.0.2:50010 to delete  "
@@ -569,7 +567,5 @@ def test_a_line_naming_many_blocks_is_parsed_once_across_the_hop_and_counted_onc
     # once per copy of the text in the record, not once per block (and the forward hop reads a record of several
     # lines whole, once)
     assert len(calls) == repeats + (repeats > 1)
-    assert len({id(x.raw) for x in got}) == repeats
-    text = len(line) + len(got[0].message)
-    assert sum(map(line_bytes, got)) < repeats * (text + blocks * 300 + blocks)  # the text counted once per copy
+    assert len({id(x.raw) for x in got}) == repeats  # one text in memory per copy in the record
     assert part.shared.lines == 0  # nothing left waiting

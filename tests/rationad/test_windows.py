@@ -228,8 +228,8 @@ def line_bytes(ln: LogLine) -> int:
 def test_no_line_is_lost_and_offsets_bound_the_commit(events, max_open, lateness, max_open_secs, untimed):
     """Whatever the order and timing, every line comes out in exactly one session, and the committable position
     never passes the first offset of an open session; the byte estimate stays exact and revisions count up only
-    after a "max_open" close (with its lines as context) or an eviction (without: memory is why it closed). Lines may come without a time (event time then never advances on its own), the
-    wall clock may bound how long a session stays open, and the caller may evict the oldest at any time."""
+    after a "max_open" close (with its lines as context) or an eviction (without: memory is why it closed). Lines
+    may come without a time (event time then never advances on its own), the wall clock may bound how long a session stays open, and the caller may evict the oldest at any time."""
     w = Sessionizer(session_spec(max_open_sessions=max_open, allowed_lateness_secs=lateness, max_lines=7,
                                  max_open_secs=max_open_secs))
     out = []
@@ -272,7 +272,8 @@ def test_no_line_is_lost_and_offsets_bound_the_commit(events, max_open, lateness
         if s.revision > 1:
             assert any(b.revision == s.revision - 1 and (
                 b.close_reason == "max_open" and s.context == (b.context + b.lines)[:7]
-                or b.close_reason == "evicted" and s.context == []) for b in earlier.get(s.key, [])), (s.key, s.revision)
+                or b.close_reason == "evicted" and s.context == []) for b in earlier.get(s.key, [])), \
+                (s.key, s.revision)
         else:
             assert s.context == []
         earlier.setdefault(s.key, []).append(s)
@@ -1336,26 +1337,6 @@ def test_a_repartitioned_source_whose_clock_stepped_back_holds_back_only_through
     assert len(steps) == 1 and 7_000 < steps[0] <= 7_200
     assert sorted(x.offset for s in out for x in s.lines) == list(range(n))
     assert min(len(s.lines) for s in out) > 10  # k1's lines after the step group: no session of a line or two
-
-
-def test_a_line_naming_many_sessions_counts_its_text_once_against_the_byte_budget():
-    """Found by review (2026-12-07), failing before its fix: an HDFS delete naming 1,000 blocks is 1,000 lines of one
-    text, each counted whole against delivery.max_open_bytes: 47 MiB for 1.4 MiB held, and five such lines made the
-    byte budget evict every live session. Its text now counts once over its lines."""
-    from rationad.config import InputConfig, SessionsConfig
-    from rationad.dialects import make_parser
-    from rationad.windows import LINE_OVERHEAD_BYTES, Sessionizer, resolve_spec
-
-    parser = make_parser(InputConfig(dialect="hdfs"))
-    w = Sessionizer(resolve_spec(SessionsConfig(), "hdfs"))
-    record = ("081109 203619 148 INFO dfs.FSNamesystem: BLOCK* ask 10.0.0.2:50010 to delete  "
-              + " ".join(f"blk_{-7 * i - 1000}" for i in range(1000))).encode()
-    lines = parser.parse(record, offset=1)
-    assert len(lines) == 1000
-    for x in lines:
-        w.add(x, 1_800_000_000.0)
-    text = len(lines[0].raw) + len(lines[0].message)
-    assert w.open_bytes <= text + 1000 * (LINE_OVERHEAD_BYTES + 1)
 
 
 def test_an_evicted_session_is_judged_as_unfinished_and_its_key_goes_on_as_a_revision():
