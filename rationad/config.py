@@ -63,13 +63,15 @@ class KafkaConfig(_Section):
         port passed, and ``run`` crashed at its first connection with a traceback and exit 1, restarted for ever)."""
         from aiokafka.conn import get_ip_port_afi
 
-        for entry in v.split(","):
-            entry = entry.strip()
+        entries = [e.strip() for e in v.split(",") if e.strip()]  # a blank entry (a trailing comma) is skipped, as
+        if not entries:  # aiokafka and the Java clients do
+            raise ValueError(f"names no broker: {v!r}")
+        for entry in entries:
             try:
                 host, port, _ = get_ip_port_afi(entry)
             except ValueError:
                 host, port = "", 0
-            if not entry or not host or not 0 < port < 65536:
+            if not host or not 0 < port < 65536:
                 raise ValueError(f"{entry!r} is not host:port (port 1-65535)" + (f", in {v!r}" if "," in v else ""))
         return v
     client_id: str = "rationad"
