@@ -12,8 +12,8 @@ import re
 import tomllib
 from pathlib import Path
 from types import UnionType
-from urllib.parse import urlsplit
 from typing import Any, Literal, Union, get_args, get_origin
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict,
@@ -55,25 +55,6 @@ class _Section(BaseModel):
 class KafkaConfig(_Section):
     bootstrap_servers: str = Field("127.0.0.1:9092", min_length=1)
     group_id: str = Field("rationad", min_length=1)
-
-    @field_validator("bootstrap_servers")
-    @classmethod
-    def _host_ports(cls, v: str) -> str:
-        """Each comma-separated ``host[:port]`` as aiokafka reads it, port 1-65535 (review 2026-12-07: a mistyped
-        port passed, and ``run`` crashed at its first connection with a traceback and exit 1, restarted for ever)."""
-        from aiokafka.conn import get_ip_port_afi
-
-        entries = [e.strip() for e in v.split(",") if e.strip()]  # a blank entry (a trailing comma) is skipped, as
-        if not entries:  # aiokafka and the Java clients do
-            raise ValueError(f"names no broker: {v!r}")
-        for entry in entries:
-            try:
-                host, port, _ = get_ip_port_afi(entry)
-            except ValueError:
-                host, port = "", 0
-            if not host or not 0 < port < 65536:
-                raise ValueError(f"{entry!r} is not host:port (port 1-65535)" + (f", in {v!r}" if "," in v else ""))
-        return v
     client_id: str = "rationad"
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
@@ -93,6 +74,26 @@ class KafkaConfig(_Section):
     # Static group membership (KIP-345): a restarted instance with the same id takes its old partitions back without
     # a rebalance. Must be unique per running instance (a StatefulSet pod name, systemd's %H); unset = dynamic.
     group_instance_id: str | None = Field(None, min_length=1, max_length=249)
+
+    @field_validator("bootstrap_servers")
+    @classmethod
+    def _host_ports(cls, v: str) -> str:
+        """Each comma-separated ``host[:port]`` as aiokafka reads it, port 1-65535 (review 2026-12-07: a mistyped
+        port passed, and ``run`` crashed at its first connection with a traceback and exit 1, restarted for ever)."""
+        from aiokafka.conn import get_ip_port_afi
+
+        # a blank entry (a trailing comma from templating) is skipped, as aiokafka and the Java clients do
+        entries = [e.strip() for e in v.split(",") if e.strip()]
+        if not entries:
+            raise ValueError(f"names no broker: {v!r}")
+        for entry in entries:
+            try:
+                host, port, _ = get_ip_port_afi(entry)
+            except ValueError:
+                host, port = "", 0
+            if not host or not 0 < port < 65536:
+                raise ValueError(f"{entry!r} is not host:port (port 1-65535)" + (f", in {v!r}" if "," in v else ""))
+        return v
 
     @model_validator(mode="after")
     def _sasl_complete(self) -> KafkaConfig:
