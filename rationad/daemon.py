@@ -888,13 +888,15 @@ class Daemon:
         if self._paused or self._stop.is_set() or self.consumer is None:
             return
         for tp, part in list(self._parts.items()):
-            read = part.offsets.next_offset
-            high = self.consumer.highwater(tp)
-            if part.revoked or tp in fetched or high is None or (read is not None and read >= high):
+            if part.revoked or tp in fetched:
                 continue
+            read = part.offsets.next_offset
             try:  # no wait when the position is known, the case here; a reset in progress is not waited for
+                high = self.consumer.highwater(tp)
+                if high is None or (read is not None and read >= high):
+                    continue
                 pos = await asyncio.wait_for(self.consumer.position(tp), POSITION_PEEK_SECS)
-            except Exception:  # a timeout too; unassigned meanwhile
+            except Exception:  # a timeout too; unassigned meanwhile (IllegalStateError)
                 continue
             if self._parts.get(tp) is part and not part.revoked and (read is None or pos > read):
                 part.offsets.consumed(pos - 1)
