@@ -89,13 +89,17 @@ def is_evidence(template: str) -> bool:
 
 def speaks_only_to_model(template: str, has_spans: bool | None = None) -> bool:
     """Whether a line is text for the model and nothing else: it has spans that address the model
-    (``rationad.injection``) and, once they are masked, no error/warning evidence. Such a line says nothing about the
-    system, and a small model is swayed by extra rows whatever they say, so it is withheld from the prompt; a line
-    that also reports trouble is shown, with its spans masked, so that text appended to an error cannot hide it.
+    (``rationad.injection``) and, once they are masked, no error/warning evidence and no words of a rule that signals
+    trouble. Such a line says nothing about the system, and a small model is swayed by extra rows whatever they say,
+    so it is withheld from the prompt; a line that also reports trouble is shown, with its spans masked, so that text
+    appended to an error cannot hide it ("Segmentation fault", "Link is Down" were withheld: review 2026-12-07).
     ``has_spans``: whether ``spans(template)`` found any, when the caller already knows."""
     if has_spans is None:
         has_spans = bool(spans(template))
-    return has_spans and not is_evidence(mask(template))
+    if not has_spans:
+        return False
+    shown = mask(template)
+    return not (is_evidence(shown) or names_trouble(shown))
 
 
 def answer_regex(refs: Sequence[str] | None, answers: Sequence[str] = VERDICTS) -> str:
