@@ -673,6 +673,7 @@ class Daemon:
 
     async def _on_revoked(self, revoked) -> None:
         self._group_wait_since = time.monotonic()  # a rebalance begins: the fetch waits until the next assignment
+        self._joined = False  # not ready until assigned again (review 2026-12-07: /readyz said ready for good)
         parts = {tp: self._parts[tp] for tp in revoked if tp in self._parts}
         # Open sessions are dropped, not judged, and queued ones are skipped from now on, also while the commit below
         # is in flight (it may take seconds; marked after it, they were produced in the meantime, duplicates of the

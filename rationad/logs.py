@@ -10,10 +10,16 @@ from typing import Any
 import structlog
 
 # C0 and C1 control characters and DEL: terminal escapes (cursor moves, erased lines, window titles) in log-derived
-# values (a session key, a template) must reach a console as text, not act on it.
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
-_CONTROL_OR_BREAK = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+# values (a session key, a template) must reach a console as text, not act on it; so must the bidi overrides and
+# isolates and the Unicode line and paragraph separators, as ``rationad tail`` has them (review 2026-12-07).
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+_CONTROL_OR_BREAK = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 _MULTILINE = frozenset({"exception", "stack"})  # rendered tracebacks keep their lines
+
+
+def _escaped(m: re.Match[str]) -> str:
+    c = ord(m.group())
+    return f"\\x{c:02x}" if c < 0x100 else f"\\u{c:04x}"
 
 
 def escape_controls(_logger: Any, _name: str, event_dict: dict[str, Any]) -> dict[str, Any]:
@@ -22,7 +28,7 @@ def escape_controls(_logger: Any, _name: str, event_dict: dict[str, Any]) -> dic
         if isinstance(v, str):
             rx = _CONTROL if k in _MULTILINE else _CONTROL_OR_BREAK
             if rx.search(v):
-                event_dict[k] = rx.sub(lambda m: f"\\x{ord(m.group()):02x}", v)
+                event_dict[k] = rx.sub(_escaped, v)
     return event_dict
 
 

@@ -132,9 +132,13 @@ async def tail(
                     continue
                 if not isinstance(event, dict):  # not an event: skipped like a record that is not JSON
                     continue
-                if not matches(event, verdict, pattern):
+                try:
+                    if not matches(event, verdict, pattern):
+                        continue
+                    text = format_event(event, colour=colour, as_json=as_json)
+                except (TypeError, ValueError, RecursionError):  # nested deeper than can be written back (review)
                     continue
-                print(format_event(event, colour=colour, as_json=as_json), file=out, flush=True)
+                print(text, file=out, flush=True)
                 shown += 1
                 if limit is not None and shown >= limit:
                     break

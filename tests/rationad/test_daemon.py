@@ -1837,3 +1837,18 @@ async def test_a_daemon_started_while_its_model_server_is_down_says_it_started_a
     await run_until(d, started_not_ready, timeout=10)
     assert seen == [(True, "started"), (False, "model unhealthy"), "STATUS=running, not ready: model unhealthy"]
     assert producer.on("rationad.anomalies") == [] and (consumer.committed_offset(TP) or 0) == 0
+
+
+async def test_readiness_says_not_joined_between_a_revocation_and_the_next_assignment():
+    """Found by review (2026-12-07), failing before its fix: joining was never undone, so while a rebalance waited on
+    an assignment that did not come (a broker lost), /readyz said ready and rationad_ready stayed 1, where the docs
+    say it means joined to the consumer group."""
+    d, consumer, _ = make(settings(), [])
+    d.consumer = consumer
+    d.stage.answered(checked=True)  # the model healthy: only the group decides here
+    d._on_assigned([TP])
+    assert d._ready() == (True, "ready")
+    await d._on_revoked([TP])
+    assert d._ready() == (False, "consumer group not joined")
+    d._on_assigned([TP])
+    assert d._ready() == (True, "ready")

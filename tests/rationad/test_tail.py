@@ -136,3 +136,21 @@ async def test_tail_limit_stops_at_its_count_across_partitions(monkeypatch):
     out = io.StringIO()
     assert await tail_mod.tail(Settings(), limit=1, idle_exit_secs=0.2, out=out) == 1
     assert out.getvalue().count("ANOMALOUS") == 1
+
+
+@pytest.mark.parametrize("as_json", [False, True])
+async def test_tail_skips_a_record_nested_deeper_than_it_can_write_back(monkeypatch, as_json):
+    """Found by review (2026-12-07), failing before its fix: a record on the output topic nested a few hundred levels
+    deep (orjson reads 1,024, writes 254; repr gives up at about 1,000) ended tail with a traceback, and the events
+    after it were never shown."""
+    import io
+
+    from rationad import tail as tail_mod
+    from rationad.config import Settings
+
+    deep = b'{"verdict": "anomalous", "session": {"key": "k"}, "rationale": ' + b"[" * 1000 + b"]" * 1000 + b"}"
+    good = b'{"verdict": "anomalous", "session": {"key": "after"}}'
+    _fake_consumer(monkeypatch, {"tp": [deep, good]})
+    out = io.StringIO()
+    assert await tail_mod.tail(Settings(), limit=1, idle_exit_secs=0.5, as_json=as_json, out=out) == 1
+    assert "after" in out.getvalue()
