@@ -108,15 +108,19 @@ def _reward_view(session: str, reference: str) -> SessionView:
 
 def grounding_reward(prompts, completions, label, reference, session, n_refs, **_) -> list[float]:
     out = []
-    for c, lab, ref, sess, n in zip(completions, label, reference, session, n_refs, strict=True):
-        a = _parse(c, n)
+    for c, lab, ref, sess in zip(completions, label, reference, session, strict=True):
+        # citations checked against the rows the prompt shows, as served: a prompt with rows dropped for the budget
+        # shows ids with gaps (L1-L14, L21), and ids L1..n_refs charged a cited kept row and paid a dropped one (review
+        # 2026-12-07)
+        view = _reward_view(sess, ref)
+        a = parse_completion(_text(c), view)
         if not a.ok or a.verdict != lab:
             out.append(0.0)
             continue
         pairs = _bigrams(a.rationale)
         in_session = len(pairs & _bigrams(sess)) / len(pairs) if pairs else 0.0
         score = 0.5 * in_session + 0.5 * overlap(a.rationale, ref)
-        refuted = len(faithfulness_problems(a.rationale, _reward_view(sess, ref)))
+        refuted = len(faithfulness_problems(a.rationale, view))
         out.append(score - UNGROUNDED_PENALTY * len(a.ungrounded_refs) - UNFAITHFUL_PENALTY * min(refuted, 4))
     return out
 

@@ -159,3 +159,21 @@ def test_the_reference_s_ignored_text_on_injection_rows_is_not_refuted(hdfs_exam
                                                                                                  "unknown"))]
         kept, unlearned = grounding_reward(None, comps, **cols)
         assert kept > unlearned, (ref, kept, unlearned)
+
+
+def test_grounding_checks_citations_against_the_row_ids_the_prompt_shows():
+    """Found by review (2026-12-07), failing before its fix: the reward read citations against ids L1..n_refs, but a
+    prompt with rows dropped for the budget shows ids with gaps (here L1, L2 and L5), as the daemon serves them: citing
+    the kept L5 was charged as ungrounded and citing the dropped L3 was paid."""
+    gapped = SESSION.replace("L2 x2", "L5 x2").replace("2 distinct templates", "3 distinct templates") \
+        .replace('Is this session', '[1 more templates (1 lines) omitted to fit the budget]\nIs this session')
+    gapped = gapped.replace('L1 x3 "INFO dfs.DataNode$DataXceiver: Receiving block {*} src: {*} dest: {*}"\n',
+                            'L1 x3 "INFO dfs.DataNode$DataXceiver: Receiving block {*} src: {*} dest: {*}"\n'
+                            'L2 x1 "INFO dfs.FSNamesystem: BLOCK* NameSystem.allocateBlock: {*}"\n')
+    columns = {"label": ["anomalous"], "reference": [REF.replace("L2", "L5")], "session": [gapped], "n_refs": [3]}
+
+    def reward(ref: str) -> float:
+        text = f"<think>L1 and {ref}: 3 receive starts but 2 completions.</think>\n<answer>anomalous</answer>"
+        return R.grounding_reward([None], [text], **columns)[0]
+
+    assert reward("L5") > reward("L3") + R.UNGROUNDED_PENALTY - 0.3
