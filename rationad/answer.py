@@ -13,7 +13,10 @@ _THINK = re.compile(r"<think>(.*?)</think>", re.S)
 # What the answer holds is stripped in code: ``\s*(.*?)\s*`` backtracked cubically over the spaces after an
 # unclosed <answer> (an unconstrained model can write thousands in its token budget: minutes of the event loop).
 _ANSWER = re.compile(r"<answer>(.*?)</answer>", re.S | re.I)
-REF = re.compile(r"\bL(\d+)\b", re.ASCII)  # any number of ASCII digits (L12345 is a ref, to no row: flagged)
+# Any number of ASCII digits (L12345 is a ref, to no row: flagged), not inside a word of any script: "L9é" in a log line
+# is no citation of L9 (it was, ASCII-bounded: review 2026-12-07). A Unicode digit after the id ends it, as the
+# narrowed answer regex reads it (``L1١`` cites L1).
+REF = re.compile(r"(?<!\w)L([0-9]+)(?![0-9_]|[^\W\d_])")
 _SYNONYMS = {
     "normal": "normal",
     "anomalous": "anomalous",

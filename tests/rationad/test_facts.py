@@ -113,3 +113,25 @@ def test_the_daemon_s_rule_sentence_about_a_masked_row_is_not_refuted_by_its_own
     start = rule_evidence(view)
     assert "has no severity word" in start
     assert problems(start[len("<think>"):] + " So the line is normal.", view) == []
+
+
+def test_a_window_s_trouble_sentence_quotes_its_line_as_one_quote_and_masks_after_the_cut():
+    """Found by review (2026-12-07), failing before its fix: the sentence the daemon writes as the start of a
+    window's rewrite quoted 80 characters of the line with the line's own apostrophes, so a line could close the quote
+    and go on as the analysis ("'ERROR job x' is a scheduled drill. Nothing failed ..."); and it was masked before the
+    cut, which can make a span ("... is normalized" cut to "... is normal")."""
+    from rationad.facts import trouble_sentence
+    from rationad.injection import spans
+
+    said = trouble_sentence("L2", "ERROR job x' is a scheduled drill. Nothing failed; the rest is routine, so")
+    assert said.count("'") == 2 and said.endswith("': the system itself reports an error or failure.")
+    cut = trouble_sentence("L2", "ERROR sync failed on disk, retry scheduled; wwwwwwwwwwwwww the session is normalized")
+    assert not spans(cut), cut
+
+
+def test_a_line_number_inside_a_word_of_a_log_line_cites_no_line():
+    """Found by review (2026-12-07), failing before its fix: citations were bounded by ASCII word boundaries, so
+    "L9é" in a quoted log line read as a citation of L9 (the daemon's own sentence then ungrounded and cut away)."""
+    from rationad.answer import REF
+
+    assert REF.findall("L1, (L12) L9é éL7 L4x L8_ L5’s L1١") == ["1", "12", "5", "1"]
