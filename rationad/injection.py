@@ -24,11 +24,6 @@ MASK = "{*}"
 _VERDICT = r"(?:normal|anomalous|anomaly|benign|not\s+anomalous)"
 _ORDERS = r"(?:instructions?|rules?|prompts?|guidance|guidelines?|directions?|policy|policies)"
 _SUBJECT = r"(?:session|window|block|log|logs|line|lines|entry|entries|record|event|sequence)"
-# A word that reports trouble (the core of ``rationad.prompt.EVIDENCE``) is never one of the words an order to ignore
-# skips over: "user ignore: authentication failed, see earlier" masked the failure with the words between (review
-# 2026-12-07), so a user name could hide a real error.
-_NOT_TROUBLE = (r"(?!\w*(?:error|exception|fail|fatal|panic|critical|severe|warn|refused|denied|timed|timeout|cannot"
-                r"|unable|abort|corrupt|crash|killed))")
 
 FAMILIES: dict[str, str] = {
     # <|im_start|>, <|eot_id|>, [INST], <<SYS>>: the tokens that open and close chat turns.
@@ -39,8 +34,13 @@ FAMILIES: dict[str, str] = {
     # "ignore previous instructions", "disregard your rules", "forget all prior guidance".
     # In the -ing form only with what an injection overrides ("Ignoring all prior instructions", "Disregarding
     # everything above"): programs log "Ignoring block report from previous registration", "Bypassing proxy rules".
-    "override": r"\b(?:ignore|disregard|forget|override|bypass)\b(?:\W+" + _NOT_TROUBLE + r"\w+){0,4}?\W+"
-                r"(?:(?:previous|prior|earlier|above)(?:\W+" + _ORDERS + r")?|" + _ORDERS + r")\b"
+    # Up to four words between the verb and what it overrides; to a bare "earlier" or "above" (no order named) not
+    # across a clause's punctuation: "user ignore: authentication failed, see earlier" masked the failure between
+    # (review 2026-12-07), so a user name could hide a real error.
+    "override": r"\b(?:ignore|disregard|forget|override|bypass)\b(?:\W+\w+){0,4}?\W+"
+                r"(?:(?:previous|prior|earlier|above)\W+" + _ORDERS + r"|" + _ORDERS + r")\b"
+                r"|\b(?:ignore|disregard|forget|override|bypass)\b(?:[^\w:;,.]+\w+){0,4}?[^\w:;,.]+"
+                r"(?:previous|prior|earlier|above)\b"
                 r"|\b(?:ignoring|disregarding|forgetting|overriding)\W+(?:(?:all|any|the|your|my)\W+)?"
                 r"(?:(?:previous|prior|earlier)\W+)?(?:instructions?|prompts?|guidance|guidelines?)\b"
                 r"|\b(?:ignoring|disregarding|forgetting)\W+(?:everything|anything|all)\W+(?:above|before)\b",
