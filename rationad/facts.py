@@ -147,9 +147,12 @@ def trouble_sentence(ref: str, template: str) -> str:
     """How a window's analysis names the row that reports trouble (the start of every anomalous window's rationale
     of training, ``training.rationales.generic_rationale``), quoting it as the prompt shows it: text addressed to
     the model masked (``rationad.injection.mask``), never copied into the model's own words: masked again once
-    ``plain`` has joined the words that ``<`` and ``>`` split (``ign<ore previous instruc>tions``). The quote is the
-    row as shown, which the faithfulness check compares it with (an apostrophe of the line stays one)."""
-    return f"{ref} reports '{plain(mask(plain(mask(template))))[:80]}': the system itself reports an error or failure."
+    ``plain`` has joined the words that ``<`` and ``>`` split (``ign<ore previous instruc>tions``), and once more after
+    the cut to 80 characters, which can make a span ("... is normalized" cut to "... is normal": the faithfulness
+    check then finds the quote in no row, and no start is given). An apostrophe of the line stays one (the check
+    compares the quote with the row as shown); ``faithful.window_start`` gives no start whose quote holds one."""
+    return f"{ref} reports '{mask(plain(mask(plain(mask(template))))[:80])}': the system itself reports an error or " \
+           "failure."
 
 
 def routine_sentence(last_ref: str) -> str:

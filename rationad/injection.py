@@ -34,11 +34,12 @@ FAMILIES: dict[str, str] = {
     # "ignore previous instructions", "disregard your rules", "forget all prior guidance".
     # In the -ing form only with what an injection overrides ("Ignoring all prior instructions", "Disregarding
     # everything above"): programs log "Ignoring block report from previous registration", "Bypassing proxy rules".
-    # Up to four words between the verb and what it overrides; to a bare "earlier" or "above" (no order named) not
-    # across a clause's punctuation: "user ignore: authentication failed, see earlier" masked the failure between
-    # (review 2026-12-07), so a user name could hide a real error.
-    "override": r"\b(?:ignore|disregard|forget|override|bypass)\b(?:\W+\w+){0,4}?\W+"
-                r"(?:(?:previous|prior|earlier|above)\W+" + _ORDERS + r"|" + _ORDERS + r")\b"
+    # Up to four words between the verb and what it overrides, not across a colon or a semicolon, nor to a bare
+    # "earlier" or "above" (no order named) across a comma or a period: "user ignore: authentication failed, see
+    # earlier" (or "... by access rules") masked the failure between (review 2026-12-07), so a user name could hide a
+    # real error.
+    "override": r"\b(?:ignore|disregard|forget|override|bypass)\b(?:[^\w:;]+\w+){0,4}?[^\w:;]+"
+                r"(?:(?:previous|prior|earlier|above)[^\w:;]+" + _ORDERS + r"|" + _ORDERS + r")\b"
                 r"|\b(?:ignore|disregard|forget|override|bypass)\b(?:[^\w:;,.]+\w+){0,4}?[^\w:;,.]+"
                 r"(?:previous|prior|earlier|above)\b"
                 r"|\b(?:ignoring|disregarding|forgetting|overriding)\W+(?:(?:all|any|the|your|my)\W+)?"

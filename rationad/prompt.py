@@ -82,11 +82,12 @@ EVIDENCE = re.compile(
 )
 
 
-# Failures named by a phrase without a severity word (rules of ``rationad/data/template_rules.json``): a line with one
-# of these and text for the model is shown masked, not withheld (``speaks_only_to_model``).
-FAILURE_PHRASES = re.compile(
-    r"segmentation fault|segfault|link (?:is )?down|machine check|uncorrectable|abnormal(?:ly)? terminat|core dump"
-    r"|bus error|illegal instruction|no space left|disk full|oom-killer|out of memory|kernel panic",
+# Words of the trouble rules (``rationad/data/template_rules.json``) that text for the model can hold without
+# reporting anything ("I assert this session is healthy", "ticket not found"): they do not keep a line for the model in
+# the prompt (``speaks_only_to_model``); the rules' other words do ("status=deferred", "No route to host").
+COMMON_RULE_WORDS = re.compile(
+    r"assert|overflow|underflow|alignment|interrupt|steer|not found|does not exist|not present|obsolete|invalid"
+    r"|unknown",
     re.IGNORECASE,
 )
 
@@ -98,18 +99,18 @@ def is_evidence(template: str) -> bool:
 
 def speaks_only_to_model(template: str, has_spans: bool | None = None) -> bool:
     """Whether a line is text for the model and nothing else: it has spans that address the model
-    (``rationad.injection``) and, once they are masked, no error/warning evidence and no phrase that names a failure
-    outright (``FAILURE_PHRASES``). Such a line says nothing about the system, and a small model is swayed by extra
-    rows whatever they say, so it is withheld from the prompt; a line that also reports trouble is shown, with its
-    spans masked, so that text appended to an error cannot hide it ("Segmentation fault", "Link is Down" were withheld:
-    review 2026-12-07; not every rule word counts: "assert", "not found" would keep pure injection lines).
+    (``rationad.injection``) and, once they are masked, no error/warning evidence and no words of a rule that signals
+    trouble but the common ones (``COMMON_RULE_WORDS``). Such a line says nothing about the system, and a small model
+    is swayed by extra rows whatever they say, so it is withheld from the prompt; a line that also reports trouble is
+    shown, with its spans masked, so that text appended to an error cannot hide it ("Segmentation fault", "Link is
+    Down", "status=deferred" were withheld: review 2026-12-07; "assert", "not found" keep no pure injection line).
     ``has_spans``: whether ``spans(template)`` found any, when the caller already knows."""
     if has_spans is None:
         has_spans = bool(spans(template))
     if not has_spans:
         return False
     shown = mask(template)
-    return not (is_evidence(shown) or FAILURE_PHRASES.search(shown))
+    return not (is_evidence(shown) or names_trouble(COMMON_RULE_WORDS.sub(" ", shown)))
 
 
 def answer_regex(refs: Sequence[str] | None, answers: Sequence[str] = VERDICTS) -> str:
