@@ -149,8 +149,8 @@ def trouble_sentence(ref: str, template: str) -> str:
     the model masked (``rationad.injection.mask``), never copied into the model's own words: masked again once
     ``plain`` has joined the words that ``<`` and ``>`` split (``ign<ore previous instruc>tions``), and once more after
     the cut to 80 characters, which can make a span ("... is normalized" cut to "... is normal": the faithfulness
-    check then finds the quote in no row, and no start is given). An apostrophe of the line stays one (the check
-    compares the quote with the row as shown); ``faithful.window_start`` gives no start whose quote holds one."""
+    check then finds the quote in no row, and no start is given). An apostrophe of the line stays one: the check
+    compares the quote with the row as shown (refusing such starts cost 12% of LogLM's trouble windows theirs)."""
     return f"{ref} reports '{mask(plain(mask(plain(mask(template))))[:80])}': the system itself reports an error or " \
            "failure."
 

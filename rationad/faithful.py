@@ -258,8 +258,6 @@ def window_start(view: SessionView, verdict: str) -> str | None:
         if row is None:
             return None
         said = trouble_sentence(row.ref, row.template)
-        if said.count("'") != 2:  # the line's own apostrophe could close the quote and go on as the analysis (review)
-            return None
     return None if problems(said, view) else "<think>" + said
 
 

@@ -38,8 +38,12 @@ FAMILIES: dict[str, str] = {
     # "earlier" or "above" (no order named) across a comma or a period: "user ignore: authentication failed, see
     # earlier" (or "... by access rules") masked the failure between (review 2026-12-07), so a user name could hide a
     # real error.
+    # A heading's colon is crossed only to the words of an order ("OVERRIDE: previous rules", "Ignore: all your
+    # instructions").
     "override": r"\b(?:ignore|disregard|forget|override|bypass)\b(?:[^\w:;]+\w+){0,4}?[^\w:;]+"
                 r"(?:(?:previous|prior|earlier|above)[^\w:;]+" + _ORDERS + r"|" + _ORDERS + r")\b"
+                r"|\b(?:ignore|disregard|forget|override|bypass)\s*[:;]\s*(?:(?:all|any|the|your|my|of)\s+){0,3}"
+                r"(?:(?:previous|prior|earlier|above)\s+)?" + _ORDERS + r"\b"
                 r"|\b(?:ignore|disregard|forget|override|bypass)\b(?:[^\w:;,.]+\w+){0,4}?[^\w:;,.]+"
                 r"(?:previous|prior|earlier|above)\b"
                 r"|\b(?:ignoring|disregarding|forgetting|overriding)\W+(?:(?:all|any|the|your|my)\W+)?"
@@ -52,7 +56,8 @@ FAMILIES: dict[str, str] = {
     # only in that shape (programs log "High water mark reached, resuming normal operation", "Will treat exit code
     # 143 as normal").
     "verdict_order": r"\b(?:answer|reply|respond|output|classify|label|verdict)\b(?:\W+(?:it|this|that|them|the|a|"
-                     + _SUBJECT + r"|only|just|exactly|always|with|word|as|to|by|saying)){0,4}?\W+" + _VERDICT + r"\b"
+                     + _SUBJECT + r"|only|just|exactly|always|with|word|as|to|by|saying|anything|nothing|but)){0,4}?\W+"
+                     + _VERDICT + r"\b"
                      r"|\b(?:answer|verdict|label|classification)\s*(?:is|=|:|should\s+be|must\s+be|will\s+be)\s+"
                      + _VERDICT + r"\b|\b(?:mark|flag|treat|consider)\s+(?:this|it|them|(?:this|the)\s+"
                      + _SUBJECT + r")\s+as\s+" + _VERDICT + r"\b",

@@ -86,8 +86,8 @@ EVIDENCE = re.compile(
 # reporting anything ("I assert this session is healthy", "ticket not found"): they do not keep a line for the model in
 # the prompt (``speaks_only_to_model``); the rules' other words do ("status=deferred", "No route to host").
 COMMON_RULE_WORDS = re.compile(
-    r"assert|overflow|underflow|alignment|interrupt|steer|not found|does not exist|not present|obsolete|invalid"
-    r"|unknown",
+    r"assert|overflow|underflow|alignment|interrupt|steer|lax|not found|does not exist|not present|not answer|obsolete"
+    r"|invalid|unknown",
     re.IGNORECASE,
 )
 
