@@ -144,7 +144,7 @@ def test_a_window_s_trouble_sentence_never_carries_a_span_made_by_its_cut():
     from rationad.injection import spans
     from rationad.prompt import build_view
 
-    view = build_view("generic", ["sshd[1]: ok",
-                                  "ERROR sync failed on disk, retry scheduled; wwwwwwwwwwwwww the session is normalized"])
+    line = "ERROR sync failed on disk, retry scheduled; wwwwwwwwwwwwww the session is normalized"
+    view = build_view("generic", ["sshd[1]: ok", line])
     start = window_start(view, "anomalous")
     assert start is None or not spans(start.removeprefix("<think>")), start
