@@ -14,8 +14,8 @@ Check = Callable[[], tuple[bool, str]]
 
 
 class HealthServer:
-    def __init__(self, metrics: Metrics, host: str, port: int, *, healthy: Check, ready: Check, started: Check,
-                 ) -> None:
+    def __init__(self, metrics: Metrics, host: str, port: int, *, healthy: Check, ready: Check,
+                 started: Check) -> None:
         self.metrics = metrics
         self.host = host
         self.port = port

@@ -37,9 +37,7 @@ FAMILIES: dict[str, str] = {
     # Up to four words between the verb and what it overrides, not across a colon or a semicolon, nor to a bare
     # "earlier" or "above" (no order named) across a comma or a period: "user ignore: authentication failed, see
     # earlier" (or "... by access rules") masked the failure between (review 2026-12-07), so a user name could hide a
-    # real error.
-    # A heading's colon is crossed only to the words of an order ("OVERRIDE: previous rules", "Ignore: all your
-    # instructions").
+    # real error. A heading's colon is crossed only to the words of an order ("OVERRIDE: previous rules").
     "override": r"\b(?:ignore|disregard|forget|override|bypass)\b(?:[^\w:;]+\w+){0,4}?[^\w:;]+"
                 r"(?:(?:previous|prior|earlier|above)[^\w:;]+" + _ORDERS + r"|" + _ORDERS + r")\b"
                 r"|\b(?:ignore|disregard|forget|override|bypass)\s*[:;]\s*(?:(?:all|any|the|your|my|of)\s+){0,3}"

@@ -154,11 +154,10 @@ async def ensure_topic(kafka_cfg: KafkaConfig, topic: str, *, key: str, partitio
             return 0
         if topic not in cluster.topics():
             n = partitions or max((len(cluster.partitions_for_topic(t) or ()) for t in like), default=0) or 1
-            # no size limit either (the broker's log.retention.bytes would delete lines waiting for their verdict),
-            # and records as large as the daemon sends (the broker's default, about 1 MiB, refused larger packs, and
-            # the next start refused the topic: review 2026-12-07)
-            # delete, whatever the broker's log.cleanup.policy: a compacted one refused the packs (no key) and
-            # deleted lines waiting to be judged, and the next start refused the topic it had made (review 2026-12-07)
+            # Set, whatever the broker's defaults (review 2026-12-07): the delete policy (a compacted default refused
+            # the keyless packs and deleted lines waiting to be judged), no size limit (log.retention.bytes would
+            # delete them too), and records as large as the daemon sends (the broker's default, about 1 MiB, refused
+            # larger packs); each time, the next start refused the topic it had made.
             configs = {"cleanup.policy": "delete", "retention.ms": str(retention_ms), "retention.bytes": "-1"}
             if max_message_bytes is not None:
                 configs["max.message.bytes"] = str(max_message_bytes)
@@ -169,7 +168,7 @@ async def ensure_topic(kafka_cfg: KafkaConfig, topic: str, *, key: str, partitio
         else:
             configs = await _topic_configs(admin, topic)  # one request for the four settings read here
             policy = configs.get("cleanup.policy")
-            if policy is not None and "compact" in policy.replace(" ", "").split(","):
+            if "compact" in _policies(policy):
                 raise ConfigError(f"{key}: topic {topic!r} is compacted (cleanup.policy={policy}): compaction deletes "
                                   "forwarded lines before they are judged; use a topic with cleanup.policy=delete "
                                   "(the daemon creates one when the name is free)")
@@ -283,6 +282,11 @@ async def _wait_for_partitions(admin: Any, topic: str) -> Any:
     return cluster
 
 
+def _policies(policy: str | None) -> set[str]:
+    """The policies a topic's ``cleanup.policy`` names (``compact,delete``, ``delete, compact``); none when unsaid."""
+    return set(policy.replace(" ", "").split(",")) if policy is not None else set()
+
+
 async def _cleanup_policy(admin: Any, topic: str) -> str | None:
     """The topic's ``cleanup.policy``; None when the broker will not say (old broker, ACLs, no answer)."""
     return await _topic_config(admin, topic, "cleanup.policy")
@@ -344,7 +348,7 @@ async def ensure_compacted_topic(kafka_cfg: KafkaConfig, topic: str, *, key: str
             cluster = await _wait_for_partitions(admin, topic)
         else:
             policy = await _cleanup_policy(admin, topic)
-            policies = set(policy.replace(" ", "").split(",")) if policy is not None else set()
+            policies = _policies(policy)
             if policy is not None and ("compact" not in policies or "delete" in policies and not expiring):
                 raise ConfigError(f"{key}: topic {topic!r} has cleanup.policy={policy}: its records (the last value "
                                   "per key is the state) would be deleted after retention.ms; set cleanup.policy="

@@ -352,7 +352,6 @@ def store_scores(cache: Path, key: str, res: dict[str, Any]) -> dict[str, Any]:
 def run_stage(cfg: dict, cfg_path: Path, out: Path, base: Path, smoke: bool) -> dict[str, Any]:
     from training.config import section
     from training.evaluate import build_sets, eval_inputs
-
     from training.sft import require_finished
 
     stage, candidate_sha = candidate_identity(out)
