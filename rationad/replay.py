@@ -3,7 +3,8 @@
 Same parser, windows, prompt, model client, cache and answer parser as ``rationad run``; writes one JSON object per
 session. Inputs (gzip-compressed ones too):
 - a raw log file in a dialect (``hdfs``, ``bgl``, ``generic``): sessions come from the windows; the ``id`` is the
-  session key (a block id), or for fixed windows the 1-based line number of the window's first line;
+  session key (a block id), or for fixed windows the 1-based line number of the window's first line (``#2``, ``#3``
+  ... on a key's later sessions, or on the other windows a line naming several keys starts);
 - ``hdfs-sessions``: the session JSONL of ``datasets/hdfs_sessions`` (template ids rendered to realistic lines);
 - ``templates``: a CSV with an ``EventTemplate`` column, one template a session (the paper's template-level task).
 Labels, where the input has them, give precision/recall/F1 on stderr: a ``key,label`` CSV for session windows, a
@@ -178,11 +179,10 @@ def sessions_from_log(
 
     def finish(batch: Iterable[Session]) -> Iterator[Session]:
         for s in batch:
-            if spec.mode == "fixed":
-                s.source_id = str(s.first_offset)
-            else:
-                n = seen[s.key] = seen.get(s.key, 0) + 1
-                s.source_id = s.key if n == 1 else f"{s.key}#{n}"
+            # a fixed window by the line it starts at: a line naming several keys starts several windows there
+            base = str(s.first_offset) if spec.mode == "fixed" else s.key
+            n = seen[base] = seen.get(base, 0) + 1
+            s.source_id = base if n == 1 else f"{base}#{n}"
             line_labels = [line.label for line in s.lines if line.label is not None]
             if labels is not None and spec.mode == "fixed":  # a label per line number: anomalous if any line is
                 marks = [labels[str(line.offset)] for line in s.lines if str(line.offset) in labels]

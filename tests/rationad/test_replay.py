@@ -74,6 +74,18 @@ async def test_template_level_replay_judges_each_template_once_and_scores_lines(
     assert recs[7]["templates"][0]["template"] == "ERROR disk sda{*} failed"
 
 
+def test_fixed_windows_a_line_naming_several_blocks_starts_get_distinct_ids(tmp_path):
+    """Failing before its fix: an HDFS delete naming three blocks starts three fixed windows at line 1, and each was
+    written with id "1" (a consumer deduplicating by id kept one of three verdicts)."""
+    path = tmp_path / "hdfs.log"
+    path.write_text("081109 203615 148 INFO dfs.FSNamesystem: BLOCK* ask 10.250.14.224:50010 to delete  blk_-1 blk_-2 "
+                    "blk_-3\n081109 203615 148 INFO dfs.DataNode$PacketResponder: PacketResponder 1 for block blk_-1 "
+                    "terminating\n")
+    sessions = list(replay.sessions_from_log(path, "hdfs", SessionsConfig(mode="fixed", window_lines=2),
+                                             InputConfig(dialect="hdfs"), replay.Skipped()))
+    assert sorted((s.key, s.source_id) for s in sessions) == [("blk_-1", "1"), ("blk_-2", "1#2"), ("blk_-3", "1#3")]
+
+
 def test_scores_without_labels_are_null_and_failed_templates_count_as_not_well_formed():
     s = replay.Scores()
     s.add(None, "anomalous", True, 0.9)
@@ -127,7 +139,7 @@ def test_a_carriage_return_inside_a_line_keeps_the_line_numbers(tmp_path):
     out = list(replay.sessions_from_log(path, "generic", cfg, InputConfig(dialect="generic"), replay.Skipped(),
                                         labels={"2": "anomalous"}))
     assert [(s.source_id, [ln.message for ln in s.lines], s.label) for s in out] == \
-        [("1", ["x"], None), ("1", ["y"], None), ("2", ["ERROR z"], "anomalous")]
+        [("1", ["x"], None), ("1#2", ["y"], None), ("2", ["ERROR z"], "anomalous")]  # two windows start at line 1
 
 
 def test_a_key_that_logs_no_more_closes_by_its_gap_as_in_the_daemon(tmp_path):
