@@ -31,7 +31,7 @@ def _bf16_copy(src: Path, dst: Path) -> None:
 
 
 def base_identity(base: Path) -> dict[str, Any]:
-    cfg = json.loads((base / "config.json").read_text())
+    cfg = read_json(base / "config.json")
     source = (base / "SOURCE.md").read_text().strip() if (base / "SOURCE.md").is_file() else None
     return {"folder": base.name, "architecture": (cfg.get("architectures") or ["?"])[0],
             "hidden_size": cfg.get("hidden_size"), "layers": cfg.get("num_hidden_layers"), "source": source,
@@ -52,7 +52,7 @@ def lineage(sft: dict[str, Any], limit: int = 20) -> list[tuple[str, dict[str, A
         f = Path(src["adapter"]).parent / "sft_metrics.json"
         if not f.is_file() or any(src["adapter"] == where for where, _ in out):
             break
-        m = json.loads(f.read_text())
+        m = read_json(f)
         out.append((src["adapter"], m))
         src = m.get("continued_from")
     return out
@@ -66,7 +66,7 @@ def derived_from(sft_metrics: dict[str, Any] | None) -> dict[str, Any] | None:
     for m in (sft, *(m for _, m in lineage(sft))):
         adapter = (m.get("continued_from") or {}).get("adapter")
         if adapter and (Path(adapter) / "shrink.json").is_file():
-            return json.loads((Path(adapter) / "shrink.json").read_text())
+            return read_json(Path(adapter) / "shrink.json")
     return None
 
 
@@ -77,7 +77,7 @@ def released_cut(out: Path, stage: str, sft_metrics: dict[str, Any] | None) -> t
     if stage == "sft" and (cut := derived_from(sft_metrics)) is not None:
         return cut, False
     own = out / stage / "adapter" / "shrink.json"
-    return (json.loads(own.read_text()), True) if own.is_file() else (None, False)
+    return (read_json(own), True) if own.is_file() else (None, False)
 
 
 def export(adapter: Path, dest: Path, manifest: dict[str, Any], *, max_bytes: int = 0) -> Path:
@@ -87,7 +87,7 @@ def export(adapter: Path, dest: Path, manifest: dict[str, Any], *, max_bytes: in
     from training.sft import file_sha256
 
     dest.mkdir(parents=True, exist_ok=True)
-    cfg = json.loads((adapter / "adapter_config.json").read_text())
+    cfg = read_json(adapter / "adapter_config.json")
     # a machine-local path means nothing elsewhere: name the base, the merge step is given the folder explicitly
     cfg["base_model_name_or_path"] = Path(str(cfg.get("base_model_name_or_path") or "base")).name
     weights = dest / "adapter_model.safetensors.new"
@@ -125,11 +125,11 @@ def run_stage(cfg: dict, cfg_path: Path, out: Path, base: Path, smoke: bool, *, 
     release = section(cfg, "release", ReleaseParams, cfg_path)
 
     choice_file = out / "eval" / "choice.json"
-    choice = json.loads(choice_file.read_text()) if choice_file.is_file() else {"released": "sft"}
+    choice = read_json(choice_file) if choice_file.is_file() else {"released": "sft"}
     stage = choice["released"]
     require_finished(out / stage / f"{stage}_metrics.json")  # never release a half-trained adapter
     adapter = out / stage / "adapter"
-    data = json.loads((out / "data" / "data_report.json").read_text())
+    data = read_json(out / "data" / "data_report.json")
     metrics: dict[str, Any] = {}
     for name in ("sft/sft_metrics.json", "grpo/grpo_metrics.json", "eval/metrics.json"):
         f = out / name

@@ -24,6 +24,7 @@ replaces the released adapter, and ``--force-release`` does not lift it (raise t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import tempfile
@@ -33,6 +34,7 @@ from typing import Any
 
 from training.evaluate import MIN_ANOMALIES  # smaller validation sets are reported but do not gate
 from training.held_out_rules import held_out, rules_digest
+from training.jsonfile import read_json, write_json
 
 
 class GateError(SystemExit):
@@ -234,7 +236,7 @@ def candidate_identity(out: Path) -> tuple[str, str | None]:
     chose GRPO trained from the old one): the gate judged and export released it with the old evaluation's figures
     in its manifest (review, 2026-12-07)."""
     choice_file = out / "eval" / "choice.json"
-    choice = json.loads(choice_file.read_text()) if choice_file.is_file() else {"released": "sft"}
+    choice = read_json(choice_file, GateError) if choice_file.is_file() else {"released": "sft"}
     stage = choice["released"]
     sha = adapter_sha(out / stage / "adapter")
     # every adapter the evaluation judged (an evaluation from before they were recorded: none): GRPO's figures are
@@ -255,7 +257,7 @@ def check_export(out: Path, smoke: bool, force: bool, released: Path | None = No
     if smoke:
         return None
     f = out / "eval" / "gate.json"
-    gate = json.loads(f.read_text()) if f.is_file() else None
+    gate = read_json(f, GateError) if f.is_file() else None
     if force:
         return gate
     if gate is None:
@@ -335,17 +337,19 @@ def serving_identity(merged: Path) -> str:
 
 
 def cached_scores(cache: Path, key: str, judge) -> dict[str, Any]:
-    """The scores stored under ``key``, else ``judge()``'s, stored for the next run."""
+    """The scores stored under ``key``, else ``judge()``'s, stored for the next run (a stored file cut mid-write is
+    judged again: it is a cache)."""
     f = cache / f"{key}.json"
     if f.is_file():
-        return json.loads(f.read_text())
+        with contextlib.suppress(ValueError):
+            return read_json(f)
     return store_scores(cache, key, judge())
 
 
 def store_scores(cache: Path, key: str, res: dict[str, Any]) -> dict[str, Any]:
     """Store ``res`` under ``key`` for :func:`cached_scores` (the evaluate stage stores its validation scores here)."""
     cache.mkdir(parents=True, exist_ok=True)
-    (cache / f"{key}.json").write_text(json.dumps(res, indent=1) + "\n")
+    write_json(cache / f"{key}.json", res)
     return res
 
 
@@ -395,7 +399,7 @@ def _judge_and_decide(out: Path, base: Path, p, corpus, sets: list, models: dict
                                                            "labelled", "faithful_rate", "unjudged", "served")}
                                  for k, v in res["sets"].items()}}
     if incumbent is not None:
-        m = json.loads((incumbent / "manifest.json").read_text()) if (incumbent / "manifest.json").is_file() else {}
+        m = read_json(incumbent / "manifest.json") if (incumbent / "manifest.json").is_file() else {}
         scores["released"]["version"] = m.get("version")
     fitted = fit(corpus)  # the simple baselines, fitted on the training split only (seconds)
     baselines = {b: v["sets"] for b, v in score_sets(fitted, sets, kb_verdict).items() if v["sets"]}

@@ -27,7 +27,7 @@ def _index(folder: Path) -> Path:
 
 
 def _readers():
-    from training import export, neighbour_index, prompt_stamp, sft
+    from training import export, gate, neighbour_index, prompt_stamp, sft
 
     metrics = {"runs": [{"finished": True}], "steps": 2, "identity": {"stage": "grpo"}}
     return {
@@ -45,11 +45,17 @@ def _readers():
                   lambda f: prompt_stamp.stamp(f.parent, "v")),
         "export": ("adapter/manifest.json", {"neighbours": {"k": 1}}, ValueError,
                    lambda f: export._shipped_neighbours(f.parent)),
+        "choice": ("eval/choice.json", {"released": "sft"}, gate.GateError,
+                   lambda f: gate.candidate_identity(f.parent.parent)),
+        "gate": ("eval/gate.json", {"passed": True}, gate.GateError,
+                 lambda f: gate.check_export(f.parent.parent, smoke=False, force=False)),
+        "shrink": ("adapter/shrink.json", {"rank": 8}, ValueError,
+                   lambda f: export.released_cut(f.parent.parent.parent, f.parent.parent.name, None)),
     }
 
 
 @pytest.mark.parametrize("reader", ["finished_run", "stage_resume", "refuse_changed", "ship", "unship", "stamp",
-                                    "export"])
+                                    "export", "choice", "gate", "shrink"])
 def test_a_cut_json_file_is_reported_naming_it(tmp_path, reader):
     name, value, error, read = _readers()[reader]
     f = _cut(tmp_path / name, value)
@@ -109,3 +115,11 @@ def test_a_manifest_write_cut_short_leaves_the_previous_manifest(tmp_path, monke
     monkeypatch.undo()
     assert (adapter / "manifest.json").read_text() == before and manifest_prompt(adapter) == "rationad-prompt-v1"
     assert sorted(p.name for p in adapter.iterdir()) in (["manifest.json"], ["manifest.json", INDEX_FILE])
+
+
+def test_a_cut_cached_score_file_is_judged_again(tmp_path):
+    from training import gate
+
+    f = _cut(tmp_path / "k.json", {"sets": {}})
+    assert gate.cached_scores(tmp_path, "k", lambda: {"sets": {"hdfs": 1}}) == {"sets": {"hdfs": 1}}
+    assert json.loads(f.read_text()) == {"sets": {"hdfs": 1}}
