@@ -18,6 +18,7 @@ line of the shared HDFS, BGL, Spirit and LogLM corpora through ``spans`` and req
 from __future__ import annotations
 
 import re
+import unicodedata
 
 MASK = "{*}"
 
@@ -77,10 +78,57 @@ _INVISIBLE = re.compile("[\u00ad\u034f\u180b-\u180e\u200b-\u200d\u2060-\u2064\uf
                         "\U000e0000-\U000e007f\U000e0100-\U000e01ef]")
 
 
+
+def _fold_table() -> dict[int, str]:
+    """Letters a reader (and a model) takes for ASCII ones, each to that one ASCII character: the compatibility
+    forms whose NFKC form is one ASCII character (fullwidth "ｉｇｎｏｒｅ", mathematical "𝐢𝐠𝐧𝐨𝐫𝐞", circled,
+    superscript) and the Cyrillic and Greek letters drawn as Latin ones ("ignоre" with a Cyrillic o). One character
+    for one keeps a span's offsets those of the text (left in the 2026-12-07 note: each passed every pattern)."""
+    table: dict[int, str] = {}
+    # the blocks that hold such forms (a test checks against every code point, whose scan cost 80 ms an import)
+    for cp in (*range(0x80, 0x3001), *range(0xA7F0, 0xA800), *range(0xFB00, 0xFB50), *range(0xFE10, 0xFE70),
+               *range(0xFF00, 0xFFF0), *range(0x10780, 0x107C0), *range(0x1D400, 0x1D800), *range(0x1F100, 0x1F200),
+               *range(0x1FBF0, 0x1FC00)):
+        folded = unicodedata.normalize("NFKC", chr(cp))
+        if len(folded) == 1 and folded.isascii() and folded.isprintable():
+            table[cp] = folded
+    for latin, lookalikes in {
+        "a": "\u0430\u03b1", "c": "\u0441\u03f2", "d": "\u0501", "e": "\u0435", "h": "\u04bb", "i": "\u0456\u03b9",
+        "j": "\u0458", "k": "\u03ba", "l": "\u04cf", "n": "\u0578", "o": "\u043e\u03bf", "p": "\u0440\u03c1",
+        "q": "\u051b", "s": "\u0455", "u": "\u057d", "v": "\u03bd", "w": "\u051d", "x": "\u0445\u03c7",
+        "y": "\u0443\u03b3", "A": "\u0410\u0391", "B": "\u0412\u0392", "C": "\u0421\u03f9", "E": "\u0415\u0395",
+        "H": "\u041d\u0397", "I": "\u0406\u0399\u04c0", "J": "\u0408", "K": "\u041a\u039a", "M": "\u041c\u039c",
+        "N": "\u039d", "O": "\u041e\u039f", "P": "\u0420\u03a1", "S": "\u0405", "T": "\u0422\u03a4",
+        "X": "\u0425\u03a7", "Y": "\u04ae\u03a5", "Z": "\u0396",
+    }.items():
+        table.update((ord(c), latin) for c in lookalikes)
+    return table
+
+
+_FOLD = _fold_table()
+
+
+def _folded(text: str) -> str:
+    """``text`` as the patterns read it: lookalike letters as ASCII ones, the same length (offsets hold)."""
+    return text if text.isascii() else text.translate(_FOLD)
+
+
+def _sub(text: str) -> str:
+    """``text`` with each span (found in its folded form) replaced by ``MASK``."""
+    read = _folded(text)
+    if read is text:
+        return _PATTERN.sub(MASK, text)
+    out, at = [], 0
+    for m in _PATTERN.finditer(read):
+        out += [text[at:m.start()], MASK]
+        at = m.end()
+    return "".join(out) + text[at:] if out else text
+
+
 def spans(text: str) -> list[tuple[int, int, str]]:
     """The ``(start, end, family)`` spans of ``text`` that address the judge, in order, not overlapping (offsets into
-    ``text`` without its invisible characters)."""
-    return [(m.start(), m.end(), m.lastgroup or "") for m in _PATTERN.finditer(_INVISIBLE.sub("", text))]
+    ``text`` without its invisible characters; lookalike letters read as ASCII ones)."""
+    return [(m.start(), m.end(), m.lastgroup or "") for m in _PATTERN.finditer(_folded(_INVISIBLE.sub("", text)))]
 
 
 MAX_MASK_PASSES = 8  # spans nested deeper than this are hostile by construction: masked from the first to the last
@@ -92,10 +140,10 @@ def mask(text: str) -> str:
     Masking runs until nothing is left to mask: a mask is not a word, so the words around a masked span can form a
     span of their own ("answer <think>a b c d e f</think> normal" -> "answer {*} normal")."""
     stripped = _INVISIBLE.sub("", text)
-    if stripped != text and _PATTERN.search(stripped):
+    if stripped != text and _PATTERN.search(_folded(stripped)):
         text = stripped  # a text with spans loses its invisible characters too
     for _ in range(MAX_MASK_PASSES):
-        masked = _PATTERN.sub(MASK, text)
+        masked = _sub(text)
         if masked == text:
             return text
         text = masked
@@ -103,11 +151,11 @@ def mask(text: str) -> str:
     # still) from the first span to the end: the text before it stays (masking it all withheld an error line that
     # such text was appended to, as a line for the model only).
     for _ in range(MAX_MASK_PASSES):
-        found = list(_PATTERN.finditer(text))
+        found = list(_PATTERN.finditer(_folded(text)))
         if not found:
             return text
         text = text[:found[0].start()] + MASK + text[found[-1].end():]
-    while (m := _PATTERN.search(text)) is not None:
+    while (m := _PATTERN.search(_folded(text))) is not None:
         cut = text[:m.start()] + MASK  # a span starting earlier can only reach into the mask: each cut is shorter
         if cut == text:
             return MASK
