@@ -41,9 +41,14 @@ class ModelInfo:
     prompt_version: str = PROMPT_VERSION
 
 
-def event_id(session: Session, model: ModelInfo, level: str = "session", labels: Sequence[str] = ()) -> str:
+def event_id(session: Session, model: ModelInfo, level: str = "session", labels: Sequence[str] = (),
+             unjudged: Sequence[str] = ()) -> str:
     """The same lines judged by the same model at the same level (and, at template level, under the same operator
-    ``labels``, ``<template id>:<verdict>``) -> the same id; other lines -> another id.
+    ``labels``, ``<template id>:<verdict>``, with the same templates ``unjudged``) -> the same id; other lines ->
+    another id. Whatever else decides the verdict is part of it too: a session judged as unfinished (another prompt
+    note, ``judge.threshold_unfinished``) and the same lines read again and closed as finished, or a window decided
+    while a template's judgement had failed and decided again once it was judged, gave one id to opposite verdicts,
+    and consumers dropping duplicates by id kept the first (review 2026-12-07).
 
     A session is named by the lines it holds: its partition, key, first and last offsets, line count and ``part``
     (sessions of one key beginning in the same record). Read again after a restart or a rebalance, the same lines
@@ -72,7 +77,10 @@ def event_id(session: Session, model: ModelInfo, level: str = "session", labels:
                  model.version, model.prompt_version, f"last={session.last_offset}", f"lines={len(session.lines)}"]
     if level != "session":
         parts.append(f"level={level}")
+    elif session.unfinished:
+        parts.append("unfinished")
     parts.extend(f"label={lb}" for lb in sorted(labels))
+    parts.extend(f"unjudged={t}" for t in sorted(unjudged))
     if session.part and not forwarded:
         # (not for forwarded lines: ``part`` counts by internal record, and a pack forwarded again is cut elsewhere;
         # their input positions and text tell sessions of one record apart)
@@ -234,7 +242,8 @@ def build_template_event(
         # the operator labels its verdict rests on: a window decided again once a label changed its verdict is not
         # a duplicate of its earlier event (review 2026-12-07: the same id, the opposite verdict, dropped by id)
         "id": event_id(session, model, "template",
-                       [f"{u.state.id}:{u.state.label.verdict}" for u in uses if u.state.label is not None]),
+                       [f"{u.state.id}:{u.state.label.verdict}" for u in uses if u.state.label is not None],
+                       decision.unjudged),
         "time": _iso(time.time() if now is None else now),
         "verdict": decision.verdict,
         "model_verdict": decision.model_verdict,

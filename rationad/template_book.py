@@ -103,11 +103,15 @@ class TemplateState:
     @property
     def window_score(self) -> float | None:
         """What this template adds to a window's score: a label's 1 or 0, 0 for an answer served normal on void
-        evidence (no threshold makes it anomalous), else the model's score."""
+        evidence (no threshold makes it anomalous), else the model's score; 1 for an anomalous answer without a score
+        (it decides the window as a label does: the window's score was its other templates', below the threshold of
+        an anomalous verdict; review 2026-12-07), nothing for a normal one."""
         if self.label is not None:
             return 1.0 if self.label.verdict == "anomalous" else 0.0
         if self.model_verdict is None:
             return None
+        if self.score is None:
+            return 1.0 if self.model_verdict == "anomalous" else None
         return ranked_score(self.score, self.unsupported)
 
     @property

@@ -385,3 +385,63 @@ def test_a_normal_template_window_is_cached_only_when_its_templates_verdicts_wer
         w = window(raw)
         e = build_template_event(w, book.decide(book.uses(w)), ModelInfo("m", "1"), source="generic", now=0)
         assert (e["verdict"], e["cached"]) == ("normal", cached)
+
+
+def test_the_same_lines_judged_unfinished_and_then_finished_get_two_ids():
+    """Found by review (2026-12-07), failing before its fix: a session cut by ``max_open`` (judged as unfinished: its
+    own prompt note and ``judge.threshold_unfinished``) and the same lines read again after a restart and closed by
+    their gap were judged under one id, possibly with opposite verdicts: consumers dropping duplicates by id kept
+    the first."""
+    m = ModelInfo("m", "1")
+    cut, gap = make(), make()
+    cut.close_reason = "max_open"
+    assert cut.unfinished and not gap.unfinished
+    assert event_id(cut, m) != event_id(gap, m)
+    assert event_id(gap, m) == event_id(make(), m)  # finished sessions keep the ids they had
+    evicted = make()
+    evicted.close_reason = "evicted"
+    assert event_id(evicted, m) == event_id(cut, m)  # both unfinished: the same judgement
+
+
+def _two_template_window():
+    from rationad.records import LogLine, Session
+    from rationad.template_book import TemplateBook
+
+    lines = [LogLine(key="w", message=m, raw=m, offset=10 + i) for i, m in enumerate(["fan 3 failed", "user 7 login"])]
+    s = Session(key="w", lines=lines, close_reason="count", topic="logs")
+    book = TemplateBook()
+    uses = book.uses(s)
+    return s, book, uses[0].state.template, uses[1].state.template
+
+
+def test_a_window_decided_again_once_a_failed_template_was_judged_gets_another_id():
+    """Found by review (2026-12-07), failing before its fix: a window decided normal while its failing template's
+    judgement had failed (unjudged), and decided again from the same lines once it was judged anomalous, kept its
+    id."""
+    from rationad.events import build_template_event
+
+    s, book, err, ok = _two_template_window()
+    book.judged(ok, "normal", "L1 x1 routine.", score=0.01)
+    book.judged(err, None, "", failed="timeout")
+    first = build_template_event(s, book.decide(book.uses(s)), ModelInfo("m"), source="bgl", threshold=0.5, now=0)
+    book.judged(err, "anomalous", "L1 x1 reports a failure.", score=0.9)
+    second = build_template_event(s, book.decide(book.uses(s)), ModelInfo("m"), source="bgl", threshold=0.5, now=0)
+    assert (first["verdict"], second["verdict"]) == ("normal", "anomalous")
+    assert first["unjudged_templates"] and not second["unjudged_templates"]
+    assert first["id"] != second["id"]
+
+
+def test_an_anomalous_template_without_a_score_carries_the_window_past_its_threshold():
+    """Found by review (2026-12-07), failing before its fix: an anomalous answer without a score (an unconstrained
+    model, a cache entry from before scores) decided the window, whose score came from its other templates only:
+    verdict anomalous with score 0.2 under threshold 0.5, dropped by a consumer filtering on score >= threshold."""
+    from rationad.events import build_template_event
+
+    s, book, err, ok = _two_template_window()
+    book.judged(err, "anomalous", "L1 x1 reports a failure.", score=None)
+    book.judged(ok, "normal", "L1 x1 routine.", score=0.2)
+    e = build_template_event(s, book.decide(book.uses(s)), ModelInfo("m"), source="bgl", threshold=0.5, now=0)
+    assert e["verdict"] == "anomalous" and e["score"] >= e["threshold"]
+    book.judged(err, "normal", "L1 x1 routine.", score=None)  # an unscored normal answer adds nothing
+    e = build_template_event(s, book.decide(book.uses(s)), ModelInfo("m"), source="bgl", threshold=0.5, now=0)
+    assert e["verdict"] == "normal" and e["score"] == 0.2
