@@ -167,9 +167,10 @@ def train_grpo(base: Path, sft_adapter: Path, rows: list[dict], out_dir: Path, p
 def grpo_identity(base: Path, sft_adapter: Path, rows: list[dict], p: GRPOParams) -> dict[str, Any]:
     from training.sft import file_sha256, run_identity
 
+    # the adapter by its bytes, not its path: the same output folder named another way (an absolute --out) trained
+    # a finished GRPO run again, and refused an unfinished one's checkpoint (review 2026-12-07)
     return run_identity("grpo", base, rows, p,
-                        sft_adapter={"path": str(sft_adapter),
-                                     "sha256": file_sha256(sft_adapter / "adapter_model.safetensors")})
+                        sft_adapter={"sha256": file_sha256(sft_adapter / "adapter_model.safetensors")})
 
 
 def run_stage(cfg: dict, cfg_path: Path, out: Path, base: Path, smoke: bool, *, resume: str | None = None,

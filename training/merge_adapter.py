@@ -28,7 +28,13 @@ class MergeError(Exception):
 
 
 def merged_key(base: Path, adapter: Path) -> str:
+    """The base by its config and weights, not only its folder's name (two bases named alike, or one prepared again
+    in place, shared a merge: review 2026-12-07), and the adapter's files."""
+    from training.sft import weights_sha256
+
     h = hashlib.sha256(base.resolve().name.encode())
+    h.update((base / "config.json").read_bytes())
+    h.update(weights_sha256(base).encode())
     for name in ADAPTER_FILES:
         f = adapter / name
         if f.is_file():

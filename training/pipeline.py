@@ -43,7 +43,10 @@ def prepare_base(cfg: dict) -> Path:
         if not (path / "config.json").is_file():
             raise FileNotFoundError(f"base model folder {path} has no config.json")
         return path
-    out = subprocess.run([sys.executable, "-m", "training.prepare_base"], check=True, capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-m", "training.prepare_base"], capture_output=True, text=True)
+    if out.returncode != 0:  # its error names the file (a bare CalledProcessError swallowed it: review 2026-12-07)
+        said = out.stderr.strip().splitlines()
+        raise SystemExit(f"[prepare] {said[-1] if said else f'training.prepare_base exited {out.returncode}'}")
     return Path(out.stdout.strip().splitlines()[-1])
 
 
@@ -111,8 +114,10 @@ def neighbours_k(cfg: dict, cfg_path: Path, out: Path, rows: list[dict] | None =
     today's config); a ``NeighbourIndexError`` naming the rows file when ``[data] neighbours`` differs. Shipping the
     config's k rewrote the manifest of an adapter skipped as finished (k = 0 removed its index), and the daemon
     served a prompt the model never saw (review, 2026-12-07). Asked before training too: nothing trains that could
-    not be shipped. ``rows``: the rows file already read."""
-    from rationad.neighbours import NeighbourIndexError
+    not be shipped (the index is read: a cut or missing one was found only after SFT had trained, and the SFT stage
+    skipped as finished on the next --resume never shipped it: review 2026-12-07). ``rows``: the rows file already
+    read."""
+    from rationad.neighbours import INDEX_FILE, NeighbourIndex, NeighbourIndexError
 
     from training.config import section
     from training.dataset import DataConfig, read_jsonl
@@ -125,6 +130,11 @@ def neighbours_k(cfg: dict, cfg_path: Path, out: Path, rows: list[dict] | None =
         raise NeighbourIndexError(f"{rows_file}: its prompts carry {k} labelled neighbours, but {cfg_path} asks for "
                                   f"[data] neighbours = {asked}: the daemon would serve the model a prompt it never "
                                   f"saw; set neighbours = {k}, or rerun the data stage and train again")
+    if k > 0:
+        index_file = out / "data" / INDEX_FILE
+        if not index_file.is_file():
+            raise NeighbourIndexError(f"neighbour index {index_file}: missing (rerun the data stage)")
+        NeighbourIndex.load(index_file)
     return k
 
 
@@ -201,6 +211,7 @@ def main(argv: list[str] | None = None) -> None:
             if done:
                 print(f"[sft] finished already ({len(done['runs'])} run(s), {done['steps']} steps): not resumed",
                       flush=True)
+                ship_neighbours(cfg, a.config, out, out / "sft" / "adapter", k)  # (a ship that failed last time)
                 continue
             resume = stage_resume(a.resume, out / "sft" / "checkpoints", out / "sft" / "sft_metrics.json", "sft")
             m = train_sft(base, rows, out / "sft", p, resume=resume)

@@ -160,16 +160,21 @@ def stage_resume(resume: str | Path | None, checkpoints: Path, metrics_file: Pat
 
 
 def resolve_resume(resume: str | Path | None, checkpoints: Path) -> Path | None:
-    """``None`` (start fresh), ``"last"`` (the newest ``checkpoint-<step>`` in ``checkpoints``) or a checkpoint path."""
-    from transformers.trainer_utils import get_last_checkpoint
+    """``None`` (start fresh), ``"last"`` (the ``checkpoint-<step>`` in ``checkpoints`` written last) or a checkpoint
+    path.
+
+    Written last, not of the highest step, as the trainer's own rotation orders them (``save_total_limit``): a run
+    resumed from an earlier checkpoint (``--resume .../checkpoint-40`` after checkpoint-80) that saved checkpoint-75
+    has 40 deleted and 80 kept, and the highest step continued the abandoned branch (review 2026-12-07)."""
+    from transformers.trainer_utils import sort_checkpoints
 
     if resume is None or str(resume) == "":
         return None
     if str(resume) == "last":
-        last = get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
-        if last is None:
+        written = sort_checkpoints(str(checkpoints), use_mtime=True) if checkpoints.is_dir() else []
+        if not written:
             raise ResumeError(f"{checkpoints}: no checkpoint to resume (--resume last); run without --resume to start")
-        return Path(last)
+        return Path(written[-1])
     path = Path(resume)
     if not (path / "trainer_state.json").is_file():
         raise ResumeError(f"{path / 'trainer_state.json'}: missing: {path} is not a trainer checkpoint")

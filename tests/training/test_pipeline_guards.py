@@ -199,3 +199,80 @@ def test_a_data_run_without_neighbours_removes_an_earlier_runs_index(tmp_path, m
     pl.stage_data(load(cfg), cfg, run.out, run.base, smoke=False)
     assert not (run.out / "data" / INDEX_FILE).exists()
     assert json.loads((run.out / "data" / "data_report.json").read_text())["sft_rows"] == 0
+
+
+def test_a_cut_neighbour_index_is_refused_before_sft_trains_and_an_sft_skipped_as_finished_ships_it(tmp_path,
+                                                                                                     monkeypatch):
+    """Found by review (2026-12-07), failing before its fix: a cut data/neighbours.json was found only after SFT had
+    trained (shipping failed), and the next ``--resume last`` skipped SFT as finished without shipping: the adapter
+    named no index, and evaluation, the gate and the daemon served it prompts without the neighbours it learned."""
+    import training.pipeline as pl
+    from training import sft
+    from training.config import load, section
+
+    run = Run(tmp_path, k=3)
+    index = run.out / "data" / INDEX_FILE
+    whole = index.read_bytes()
+    index.write_bytes(whole[: len(whole) // 2])
+
+    def train_sft(*a, **k):
+        raise Reached("trained")
+
+    monkeypatch.setattr(sft, "train_sft", train_sft)
+    cfg = run.config(3)
+    with pytest.raises(NeighbourIndexError, match=rf"neighbour index {index}"):
+        pl.main(["--config", str(cfg), "--stages", "sft"])
+    index.write_bytes(whole)  # repaired; SFT had finished (as after a ship that failed)
+    identity = sft.run_identity("sft", run.base, run.rows, section(load(cfg), "sft", sft.SFTParams, cfg),
+                                init_adapter=None)
+    (run.out / "sft" / "sft_metrics.json").write_text(json.dumps(
+        {"runs": [{"finished": True, "to_step": 9}], "steps": 9, "identity": identity}))
+    pl.main(["--config", str(cfg), "--stages", "sft", "--resume", "last"])
+    assert for_model([run.out / "sft" / "adapter"]).k == 3
+
+
+def test_a_finished_grpo_is_not_trained_again_when_its_folder_is_named_another_way(tmp_path, trained):
+    """Found by review (2026-12-07), failing before its fix: GRPO's identity held the SFT adapter's path, so the same
+    run folder passed as another path (a link, an absolute --out) read as an SFT adapter trained further since, and
+    ``--resume last`` trained the finished GRPO again."""
+    import training.pipeline as pl
+
+    run = Run(tmp_path)
+    cfg = run.config()
+    run.finished_grpo(cfg)
+    (tmp_path / "link").symlink_to(run.out)
+    pl.main(["--config", str(cfg), "--out", str(tmp_path / "link"), "--stages", "grpo", "--resume", "last"])
+    assert trained == []
+
+
+def test_a_base_that_cannot_be_prepared_is_reported_by_its_own_error(monkeypatch):
+    """Found by review (2026-12-07), failing before its fix: ``training.prepare_base``'s error naming the GGUF went to
+    a captured stderr that was thrown away; the pipeline stopped with a bare CalledProcessError."""
+    import subprocess
+
+    import training.pipeline as pl
+
+    said = "prepare_base: error: /x/SmolLM2-135M-Instruct.Q4_1.gguf: not a GGUF file (bad magic bytes)"
+    monkeypatch.setattr(pl.subprocess, "run", lambda argv, **kw: subprocess.CompletedProcess(argv, 1, "", said + "\n"))
+    with pytest.raises(SystemExit, match=r"Q4_1.gguf: not a GGUF file"):
+        pl.prepare_base({})
+
+
+def test_two_bases_named_alike_do_not_share_a_merge(tmp_path):
+    """Found by review (2026-12-07), failing before its fix: the merged-model cache knew a base by its folder's name
+    only, so a base of the same name elsewhere (or prepared again in place) reused the other base's merge."""
+    from training.merge_adapter import merged_key
+
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_model.safetensors").write_bytes(b"a")
+    (adapter / "adapter_config.json").write_text("{}")
+    keys = []
+    for where, weights in (("a", b"w1"), ("b", b"w2")):
+        base = tmp_path / where / "model"
+        base.mkdir(parents=True)
+        (base / "config.json").write_text('{"model_type": "llama"}')
+        (base / "model.safetensors").write_bytes(weights)
+        keys.append(merged_key(base, adapter))
+    assert keys[0] != keys[1]
+    assert merged_key(tmp_path / "a" / "model", adapter) == keys[0]

@@ -302,3 +302,19 @@ def test_resume_last_refuses_a_finished_sft_that_trained_something_else(tmp_path
                                                                                  init_adapter=None)}))
     pl.main(["--config", str(cfg), "--stages", "sft", "--resume", "last"])
     assert calls == []
+
+
+def test_resume_last_continues_the_checkpoint_written_last_not_an_abandoned_later_step(tmp_path):
+    """Found by review (2026-12-07), failing before its fix: a run resumed from checkpoint-40 (after checkpoint-80)
+    that saved checkpoint-75 has 40 deleted and 80 kept by the trainer's rotation (by time written); ``--resume
+    last`` took the highest step, 80, and continued the abandoned branch."""
+    import os
+
+    from training.sft import resolve_resume
+
+    for step, written in ((80, 1_000_000.0), (75, 2_000_000.0)):
+        c = tmp_path / f"checkpoint-{step}"
+        c.mkdir()
+        (c / "trainer_state.json").write_text("{}")
+        os.utime(c, (written, written))
+    assert resolve_resume("last", tmp_path) == tmp_path / "checkpoint-75"
