@@ -126,7 +126,7 @@ async def _check(settings: Settings, model_ok: bool = True) -> list[str]:
         try:
             await require_topics(settings.kafka, {"output.topic": settings.output.topic,
                                                   "output.dlq_topic": settings.output.dlq_topic},
-                                 max_message_bytes=settings.output.max_message_bytes)
+                                 max_message_bytes=settings.output.max_message_bytes, unkeyed=["output.dlq_topic"])
         except ConfigError as exc:
             problems.extend(str(exc).splitlines())
         except TopicCheckError as exc:

@@ -491,7 +491,7 @@ class Daemon:
         try:
             await require_topics(self.s.kafka, {"output.topic": self.s.output.topic,
                                                 "output.dlq_topic": self.s.output.dlq_topic},
-                                 max_message_bytes=self.s.output.max_message_bytes)
+                                 max_message_bytes=self.s.output.max_message_bytes, unkeyed=["output.dlq_topic"])
         except TopicCheckError as exc:
             log.warning("topic_check_skipped", error=str(exc))
 

@@ -73,7 +73,26 @@ class Undeliverable(Exception):
 # holding the offsets (``stuck_secs`` fails readiness and RationadProduceFailing fires), never dead-lettered. A
 # missing Write ACL on the output or repartition topic dead-lettered every event or line and committed past them.
 RECORD_ERRORS = frozenset({"MessageSizeTooLargeError", "RecordTooLargeError", "RecordListTooLargeError",
-                           "InvalidTimestampError", "CorruptRecordException", "InvalidMessageError"})
+                           "InvalidTimestampError", "CorruptRecordException", "InvalidMessageError",
+                           "InvalidRecordError"})
+
+
+def _know_invalid_record() -> None:
+    """Teach aiokafka INVALID_RECORD (error 87: a record without a key sent to a compacted topic, one a broker's
+    validation refused). aiokafka 0.14 has no class for it: read as ``UnknownError``, it was retried for ever, the
+    partition's commit held at it, with no dead letter and no stop (review 2026-12-07)."""
+    from aiokafka import errors
+
+    if 87 not in errors.kafka_errors:
+        class InvalidRecordError(errors.BrokerResponseError):
+            errno = 87
+            message = "INVALID_RECORD"
+            description = "The broker refused the record: no key for a compacted topic, or its validation failed."
+
+        errors.kafka_errors[87] = InvalidRecordError
+
+
+_know_invalid_record()
 
 
 def is_retriable(exc: BaseException) -> bool:

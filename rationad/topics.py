@@ -71,16 +71,18 @@ async def missing_topics(kafka_cfg: KafkaConfig, topics: Iterable[str], *, timeo
     wanted = list(dict.fromkeys(topics))
     if not wanted:
         return []
-    missing, auto_create, _ = await _ask(kafka_cfg, wanted, timeout_secs)
+    missing, auto_create, _, _ = await _ask(kafka_cfg, wanted, timeout_secs)
     return [] if auto_create else missing
 
 
 async def require_topics(kafka_cfg: KafkaConfig, keyed: Mapping[str, str], *, timeout_secs: float = 15.0,
-                         max_message_bytes: int | None = None) -> None:
+                         max_message_bytes: int | None = None, unkeyed: Iterable[str] = ()) -> None:
     """Fail unless every topic in ``keyed`` (config key -> topic, e.g. ``{"output.topic": "anomalies"}``) exists
     or will be auto-created, and, with ``max_message_bytes`` (``output.max_message_bytes``), takes records that large
-    (its ``max.message.bytes``, where the broker says). Raises ``ConfigError`` naming each problem with its key (one
-    line each), or ``TopicCheckError`` when the broker cannot be asked.
+    (its ``max.message.bytes``, where the broker says), and the topics of the ``unkeyed`` keys, which take records
+    without a key, are not compacted (a compacted topic refuses them: the dead letters of undecodable records).
+    Raises ``ConfigError`` naming each problem with its key (one line each), or ``TopicCheckError`` when the broker
+    cannot be asked.
 
     The size: the producer batches records up to ``output.max_message_bytes``, and a broker refuses a batch over the
     topic's limit whole (aiokafka does not split it): every event of a model batch was dead-lettered though each fit,
@@ -88,8 +90,10 @@ async def require_topics(kafka_cfg: KafkaConfig, keyed: Mapping[str, str], *, ti
     wanted = list(dict.fromkeys(keyed.values()))
     if not wanted:
         return
-    missing, auto_create, limits = await _ask(kafka_cfg, wanted, timeout_secs,
-                                              sizes=max_message_bytes is not None)
+    unkeyed = [key for key in unkeyed if key in keyed]
+    missing, auto_create, limits, policies = await _ask(kafka_cfg, wanted, timeout_secs,
+                                                        sizes=max_message_bytes is not None,
+                                                        policies=[keyed[key] for key in unkeyed])
     problems = []
     if missing and not auto_create:
         why = ("the broker does not auto-create topics (auto.create.topics.enable=false)" if auto_create is False
@@ -100,19 +104,24 @@ async def require_topics(kafka_cfg: KafkaConfig, keyed: Mapping[str, str], *, ti
         problems += [_too_small(max_message_bytes, topic, key, limits[topic])
                      for key, topic in keyed.items() if limits.get(topic) is not None
                      and limits[topic] < max_message_bytes]
+    problems += [f"{key}: topic {keyed[key]!r} is compacted (cleanup.policy={policies[keyed[key]]}): it refuses the "
+                 "records without a key it must take (dead letters of undecodable records), and the daemon would "
+                 "stop at the first; set cleanup.policy=delete on it, or name another topic"
+                 for key in unkeyed if "compact" in _policies(policies.get(keyed[key]))]
     if problems:
         raise ConfigError("\n".join(dict.fromkeys(problems)))
 
 
-async def _ask(kafka_cfg: KafkaConfig, wanted: list[str], timeout_secs: float, *, sizes: bool = False
-               ) -> tuple[list[str], bool | None, dict[str, int | None]]:
-    """(missing topics, whether the broker auto-creates, and with ``sizes`` each present topic's
-    ``max.message.bytes`` or None where the broker will not say)."""
+async def _ask(kafka_cfg: KafkaConfig, wanted: list[str], timeout_secs: float, *, sizes: bool = False,
+               policies: Iterable[str] = ()) -> tuple[list[str], bool | None, dict[str, int | None], dict[str, str]]:
+    """(missing topics, whether the broker auto-creates, with ``sizes`` each present topic's ``max.message.bytes``
+    or None where the broker will not say, and the ``cleanup.policy`` of the present ``policies`` topics that the
+    broker says)."""
     from aiokafka.admin import AIOKafkaAdminClient
 
     admin = AIOKafkaAdminClient(request_timeout_ms=int(timeout_secs * 1000), **common_kwargs(kafka_cfg))
     try:
-        return await asyncio.wait_for(_start_and_ask(admin, wanted, sizes), timeout_secs)
+        return await asyncio.wait_for(_start_and_ask(admin, wanted, sizes, list(policies)), timeout_secs)
     except Exception as exc:  # unreachable, timed out (asyncio.TimeoutError), refused
         raise TopicCheckError(f"cannot list the topics of {kafka_cfg.bootstrap_servers}: {exc!r}") from exc
     finally:
@@ -122,17 +131,22 @@ async def _ask(kafka_cfg: KafkaConfig, wanted: list[str], timeout_secs: float, *
             pass
 
 
-async def _start_and_ask(admin: Any, wanted: list[str], sizes: bool = False
-                         ) -> tuple[list[str], bool | None, dict[str, int | None]]:
+async def _start_and_ask(admin: Any, wanted: list[str], sizes: bool = False, policies: list[str] | None = None
+                         ) -> tuple[list[str], bool | None, dict[str, int | None], dict[str, str]]:
     await admin.start()
     missing, auto_create = await _missing(admin, wanted)
     limits: dict[str, int | None] = {}
-    if sizes:
-        for topic in wanted:
-            if topic not in missing:
-                value = await _topic_config(admin, topic, "max.message.bytes")
-                limits[topic] = int(value) if value is not None and value.isdigit() else None
-    return missing, auto_create, limits
+    said: dict[str, str] = {}
+    for topic in wanted:
+        if topic in missing or not (sizes or topic in (policies or ())):
+            continue
+        configs = await _topic_configs(admin, topic)
+        if sizes:
+            value = configs.get("max.message.bytes")
+            limits[topic] = int(value) if value is not None and value.isdigit() else None
+        if topic in (policies or ()) and "cleanup.policy" in configs:
+            said[topic] = configs["cleanup.policy"]
+    return missing, auto_create, limits, said
 
 
 async def ensure_topic(kafka_cfg: KafkaConfig, topic: str, *, key: str, partitions: int, like: Iterable[str],

@@ -84,6 +84,29 @@ def test_retriable_and_fatal_errors_are_told_apart():
     assert is_retriable(UnknownError())
 
 
+async def test_a_record_the_broker_refuses_as_invalid_is_dead_lettered_not_retried_for_ever():
+    """Found by review (2026-12-07), failing before its fix: INVALID_RECORD (error 87: a record without a key sent to
+    a compacted topic, or one a broker's validation refused) has no class in aiokafka 0.14 and read as UnknownError,
+    retried every 30 s for ever: no dead letter, no stop, the partition's commit held at it."""
+    from aiokafka.errors import for_code
+
+    assert for_code(87).errno == 87 and not is_retriable(for_code(87)())
+    producer = FakeProducer(fail=lambda rec: for_code(87)() if rec.topic == "out" else None)
+    d = delivery(producer)
+    offsets = PartitionOffsets()
+    offsets.consumed(0)
+    letters = []
+
+    def dead_letter(err):
+        letters.append(err)
+        return DeadLetter(b"k", b"event", [], "undeliverable")
+
+    assert await d.event(d.hold(offsets, 0), Output("out", b"k", b"event", []), fallback=dead_letter) is False
+    assert "InvalidRecordError" in str(letters[0])
+    assert [s.topic for s in producer.sent] == ["dlq"] and producer.attempts == 2  # once each: no retry
+    assert Delivery.committable({"tp": (offsets, None)}).get("tp") == 1
+
+
 async def test_send_waits_out_retriable_errors_then_succeeds():
     failures = [KafkaConnectionError(), KafkaConnectionError()]
     producer = FakeProducer(fail=lambda rec: failures.pop() if failures else None)

@@ -66,7 +66,7 @@ def admin(monkeypatch):
     import aiokafka.admin
 
     FakeAdmin.existing, FakeAdmin.auto_create, FakeAdmin.instances = {"logs", "anomalies"}, "false", []
-    FakeAdmin.limits, FakeAdmin.retention, FakeAdmin.retention_bytes = {}, {}, {}
+    FakeAdmin.limits, FakeAdmin.retention, FakeAdmin.retention_bytes, FakeAdmin.policy = {}, {}, {}, {}
     monkeypatch.setattr(aiokafka.admin, "AIOKafkaAdminClient", FakeAdmin)
     return FakeAdmin
 
@@ -120,6 +120,24 @@ async def test_an_output_topic_taking_smaller_records_than_output_max_message_by
     await topics.require_topics(KAFKA, keyed)  # not asked
     admin.limits = {}
     await topics.require_topics(KAFKA, keyed, max_message_bytes=1_048_576)  # the broker will not say: not refused
+
+
+async def test_a_compacted_dead_letter_topic_is_refused_naming_its_key(admin):
+    """Found by review (2026-12-07), failing before its fix: a compacted topic refuses records without a key
+    (INVALID_RECORD), and the dead letters of undecodable records have none: the first one stopped the daemon, and
+    again after each restart."""
+    admin.existing |= {"anomalies.dlq"}
+    keyed = {"output.topic": "anomalies", "output.dlq_topic": "anomalies.dlq"}
+    admin.policy = {"anomalies.dlq": "compact,delete", "anomalies": "compact"}
+    with pytest.raises(ConfigError) as info:
+        await topics.require_topics(KAFKA, keyed, unkeyed=["output.dlq_topic"])
+    assert str(info.value).startswith("output.dlq_topic: topic 'anomalies.dlq' is compacted "
+                                      "(cleanup.policy=compact,delete)")
+    assert "output.topic" not in str(info.value)  # events carry their session's key
+    admin.policy = {"anomalies.dlq": "delete", "anomalies": "compact"}
+    await topics.require_topics(KAFKA, keyed, unkeyed=["output.dlq_topic"])
+    admin.policy = {}
+    await topics.require_topics(KAFKA, keyed, unkeyed=["output.dlq_topic"])  # the broker will not say: not refused
 
 
 async def test_an_unreachable_broker_is_a_topic_check_error():
