@@ -77,12 +77,21 @@ def static_membership_problem(instance_id: str, brokers: dict[int, tuple[int, in
 
 
 async def join_group_versions(client: Any) -> dict[int, tuple[int, int] | None]:
-    """JoinGroup (min, max) versions of every broker in a bootstrapped ``AIOKafkaClient``'s metadata."""
+    """JoinGroup (min, max) versions of every broker in a bootstrapped ``AIOKafkaClient``'s metadata that answers. A
+    broker that cannot be asked (down, partitioned, an advertised listener out of reach) is left out, with a warning:
+    its error ended start-up, and a static member restarted in a loop while any one listed broker was unreachable
+    (review 2026-12-07); the join itself goes to the group's coordinator."""
+    from aiokafka.errors import KafkaError
     from aiokafka.protocol.admin import ApiVersionRequest
 
     out: dict[int, tuple[int, int] | None] = {}
     for broker in client.cluster.brokers():
-        resp = await client.send(broker.nodeId, ApiVersionRequest())
+        try:
+            resp = await client.send(broker.nodeId, ApiVersionRequest())
+        except (KafkaError, OSError, asyncio.TimeoutError) as exc:
+            log.warning("broker_versions_unknown", broker=broker.nodeId, error=repr(exc),
+                        note="static membership is checked on the brokers that answer")
+            continue
         versions = {key: (lo, hi) for key, lo, hi in resp.api_versions}
         out[broker.nodeId] = versions.get(JOIN_GROUP_API_KEY)
     return out

@@ -89,6 +89,38 @@ async def test_start_refuses_a_broker_without_join_group_v5(monkeypatch):
     assert c._client.closed
 
 
+async def test_a_static_member_starts_while_one_listed_broker_is_unreachable(monkeypatch):
+    """Found by review (2026-12-07), failing before its fix: the JoinGroup version check asked every broker in the
+    metadata, and one it could not reach (NodeNotReadyError) ended start-up: a static member restarted in a loop
+    while any one broker was down. Brokers that answer are checked; an old one among them is still refused."""
+    from aiokafka.errors import NodeNotReadyError
+
+    started = []
+
+    async def fake_start(self):
+        started.append(True)
+
+    class OneDown(_FakeClient):
+        def __init__(self, join_max):
+            super().__init__(join_max)
+            self.cluster = SimpleNamespace(brokers=lambda: [SimpleNamespace(nodeId=n) for n in (1, 2, 3)])
+
+        async def send(self, node_id, request):
+            if node_id == 3:
+                raise NodeNotReadyError(f"Attempt to send a request to node which is not ready (node id {node_id}).")
+            return await super().send(node_id, request)
+
+    monkeypatch.setattr(AIOKafkaConsumer, "start", fake_start)
+    c = kafka.make_consumer(KafkaConfig(group_instance_id="host-a"))
+    c._client = OneDown(join_max=9)
+    await c.start()
+    assert started == [True]
+    c = kafka.make_consumer(KafkaConfig(group_instance_id="host-a"))
+    c._client = OneDown(join_max=4)
+    with pytest.raises(ConfigError, match=r"broker 1: v4, broker 2: v4"):
+        await c.start()
+
+
 async def test_start_turns_a_refused_join_into_a_config_error(monkeypatch):
     async def refused(self):
         raise KafkaError(repr(UnknownError()))  # what aiokafka 0.14 raises for FENCED_INSTANCE_ID (82)
