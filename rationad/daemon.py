@@ -1090,7 +1090,10 @@ class Daemon:
 
     def _enforce_byte_budget(self, now: float) -> None:
         """Open sessions over all partitions stay within ``delivery.max_open_bytes``: the lines carried for later
-        revisions go first (``Sessionizer.drop_contexts``), then the oldest sessions close early."""
+        revisions go first (``Sessionizer.drop_contexts``), then the sessions holding the most bytes close early (the
+        oldest of equal ones). Oldest first, a few keys writing long lines (hostile or verbose: ``sessions.max_lines``
+        lines of 64 KiB) made every other key's sessions close early, cut mid-life, while they stayed open (review
+        2026-12-07); largest first, they close themselves and the fewest sessions are cut."""
         budget = self.s.delivery.max_open_bytes
         parts = list(self._parts.values())
         total = sum(p.sessionizer.open_bytes for p in parts)
@@ -1098,17 +1101,18 @@ class Daemon:
             if total <= budget:
                 break
             total -= p.sessionizer.drop_contexts(total - budget)
-        while total > budget:
-            candidates = [(t, i) for i, p in enumerate(parts) if (t := p.sessionizer.oldest_opened_at()) is not None]
-            if not candidates:
-                break
-            part = parts[min(candidates)[1]]
-            before = part.sessionizer.open_bytes
-            session = part.sessionizer.evict_oldest("evicted")
-            if session is None:
-                break
-            self._submit([session], part, now)
-            total -= before - part.sessionizer.open_bytes
+        if total > budget:
+            sizes = sorted(((-held, opened, i, wid) for i, p in enumerate(parts)
+                            for held, opened, wid in p.sessionizer.open_sizes()))
+            for _, _, i, wid in sizes:
+                if total <= budget:
+                    break
+                part = parts[i]
+                before = part.sessionizer.open_bytes
+                session = part.sessionizer.evict(wid, "evicted")
+                if session is not None:
+                    self._submit([session], part, now)
+                    total -= before - part.sessionizer.open_bytes
         self.metrics.sessions_open_bytes.set(total)
 
     def _submit(self, sessions: list[Session], part: _Part, now: float) -> None:

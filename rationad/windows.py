@@ -332,6 +332,16 @@ class Sessionizer:
             return None
         return next(iter(self._windows.values())).opened_at
 
+    def open_sizes(self) -> list[tuple[int, float, int]]:
+        """(bytes it holds: its lines and the carried lines it was given, when it opened, its id) of each open
+        session, for ``evict``."""
+        return [(w.nbytes + w.context_bytes, w.opened_at, wid) for wid, w in self._windows.items()]
+
+    def evict(self, wid: int, reason: str = "evicted") -> Session | None:
+        """Close the open session ``wid`` (from ``open_sizes``) early; None when it is no longer open."""
+        w = self._windows.get(wid)
+        return None if w is None else self._close(w, reason)
+
     def evict_oldest(self, reason: str = "evicted") -> Session | None:
         """Close the oldest-opened session (the one holding back the committable offset); None when none is open."""
         if not self._windows:

@@ -453,6 +453,24 @@ async def test_open_sessions_over_all_partitions_stay_within_the_byte_budget_old
     assert d.metrics.sessions_open_bytes._value.get() <= 2_000
 
 
+async def test_over_the_byte_budget_the_session_holding_the_most_bytes_closes_first():
+    """Found by review (2026-12-07), failing before its fix: over the budget the oldest sessions closed, so one key
+    writing long lines made every other key's sessions close early, cut mid-life, while its own stayed open. The
+    largest closes first; the others stay open."""
+    tp1 = TopicPartition("logs", 1)
+    s = settings(sessions={"window_lines": 100}, delivery={"max_open_bytes": 3_000})
+    batches = [{TP: [Rec(o, line(f"a{o}")) for o in range(5)]},
+               {tp1: [Rec(0, line("big", "INFO " + "x" * 1_500))]}]
+    d, consumer, producer = make(s, batches)
+    consumer.tps = [TP, tp1]
+    await run_until(d, lambda: len(producer.on("rationad.anomalies")) >= 1)
+    closed = [(orjson.loads(e.value)["session"]["key"], orjson.loads(e.value)["session"]["close_reason"])
+              for e in producer.on("rationad.anomalies")]
+    assert closed == [("big", "evicted")]
+    assert d.metrics.sessions_open_bytes._value.get() <= 3_000
+    assert d._parts[TP].sessionizer.open_count == 5
+
+
 async def test_sessions_awaiting_a_verdict_are_bounded_in_bytes_too():
     """Evicted sessions become pending; with the model slow, pending sessions must not grow without bound in bytes
     (only their count was bounded: the memory benchmark reached 1.45 GiB with max_pending_sessions raised)."""
