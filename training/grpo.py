@@ -152,8 +152,6 @@ def train_grpo(base: Path, sft_adapter: Path, rows: list[dict], out_dir: Path, p
     tok.padding_side = "right"
     tok.save_pretrained(adapter_dir)
     stamp(adapter_dir, trained_prompt(rows, sft_adapter))
-    if not TimeGuard.stopped:
-        shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)
     log = trainer.state.log_history
     metrics = {"steps": trainer.state.global_step, "seconds": round(seconds, 1), "stopped_early": TimeGuard.stopped,
                "reward_by_step": [x.get("reward") for x in log if "reward" in x], "params": asdict(p),
@@ -161,6 +159,8 @@ def train_grpo(base: Path, sft_adapter: Path, rows: list[dict], out_dir: Path, p
                "runs": chain.runs(trainer.state.global_step, finished=not TimeGuard.stopped), "identity": identity,
                "log": log}
     write_json(out_dir / "grpo_metrics.json", metrics)
+    if not TimeGuard.stopped:  # after the metrics say it finished (as SFT)
+        shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)
     return metrics
 
 

@@ -409,14 +409,16 @@ def train_sft(base: Path, rows: list[dict], out_dir: Path, p: SFTParams, *, init
     trainer.model.save_pretrained(adapter_dir)
     tok.save_pretrained(adapter_dir)
     stamp(adapter_dir, trained_prompt(rows, init_adapter))
-    if not guard.stopped_early:  # finished: the adapter is the result, the checkpoints only served to get here
-        shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)
     metrics = {"train_loss": result.training_loss, "steps": trainer.state.global_step, "seconds": round(seconds, 1),
                "examples": len(rows), "stopped_early": guard.stopped_early, "params": asdict(p),
                "bf16_used": bf16, "continued_from": _lineage(init_adapter), "resumed_from": chain.this["resumed_from"],
                "runs": chain.runs(trainer.state.global_step, finished=not guard.stopped_early),
                "identity": identity, "log": trainer.state.log_history}
     write_json(out_dir / "sft_metrics.json", metrics)
+    # finished: the adapter is the result, the checkpoints only served to get here (removed once the metrics say it
+    # finished: removed before, a kill between left a finished adapter that --resume refused, its checkpoints gone)
+    if not guard.stopped_early:
+        shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)
     return metrics
 
 
