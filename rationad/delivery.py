@@ -162,6 +162,7 @@ class Delivery:
         # sends failing in turn started producers in a burst)
         self._replace_wait = 0.0
         self._replaced_at: float | None = None
+        self._retiring: set[asyncio.Task] = set()  # replaced producers' stops, left to finish
 
     # ---- holds ----------------------------------------------------------------------------------------------
     @property
@@ -207,10 +208,19 @@ class Delivery:
             self._replaced_at = time.monotonic()
             self._replace_wait = min(max(2 * self._replace_wait, 0.2), MAX_BACKOFF_SECS)
             if failed is not None:
-                try:
-                    await asyncio.wait_for(failed.stop(), 10)  # type: ignore[attr-defined]
-                except Exception:
-                    pass
+                # Stopped beside the sends, to its end: its stop flushes what it holds (until those batches expire,
+                # with the broker away). Cut at 10 s, it was cancelled inside aiokafka's stop, which counts as done:
+                # its sender task and connections stayed for good; and every send waited those 10 s on the lock.
+                task = asyncio.create_task(self._retire(failed.stop()), name="producer-retire")  # type: ignore
+                self._retiring.add(task)
+                task.add_done_callback(self._retiring.discard)
+
+    @staticmethod
+    async def _retire(stopping: Awaitable[Any]) -> None:
+        try:
+            await stopping
+        except Exception as exc:  # noqa: BLE001 - it is replaced: its failure to stop is only logged
+            log.info("replaced_producer_stop_failed", error=f"{type(exc).__name__}: {exc}")
 
     # ---- producing ------------------------------------------------------------------------------------------
     async def send(self, out: Output) -> None:

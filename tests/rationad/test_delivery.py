@@ -181,6 +181,37 @@ async def test_a_rejected_producer_state_replaces_the_producer_and_resends_the_r
     assert d.producer is new and d.generation == 1 and stopped == [True] and hold.released
 
 
+async def test_a_replaced_producer_slow_to_stop_is_left_to_finish_and_holds_no_send():
+    """Left from 2026-12-07, failing before its fix: a replaced producer's stop was cut at 10 s, which cancelled it
+    inside aiokafka's stop (its sender task and connections stayed for good, and a second stop does nothing), and
+    every send waited those 10 s behind the replacement."""
+    from aiokafka.errors import OutOfOrderSequenceNumber
+
+    old, new = FakeProducer(fail=lambda rec: OutOfOrderSequenceNumber()), FakeProducer()
+    flushed, cancelled = asyncio.Event(), []
+
+    async def slow_stop():
+        try:
+            await flushed.wait()  # its batches expire, or drain, some time later
+        except asyncio.CancelledError:
+            cancelled.append(True)
+            raise
+
+    old.stop = slow_stop
+
+    async def new_producer():
+        return new
+
+    d = delivery(old)
+    d.new_producer = new_producer
+    await asyncio.wait_for(d.send(Output("out", b"k", b"event", [])), 1)  # not behind the old one's stop
+    assert [s.value for s in new.sent] == [b"event"] and len(d._retiring) == 1
+    flushed.set()
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert not d._retiring and not cancelled
+
+
 async def test_a_send_caught_in_the_replaced_producer_is_resent_on_the_new_one():
     """Found by review (2026-12-06), failing before its fix: a send still inside the old producer (waiting for
     metadata or room in a batch) when another send's state error replaced it got aiokafka's ProducerClosed from the
