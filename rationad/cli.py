@@ -251,6 +251,11 @@ def replay_overrides(args: argparse.Namespace) -> dict:
             sessions[name] = value
     if sessions.get("window_lines") or sessions.get("window_secs"):
         sessions.setdefault("mode", "fixed")
+    # the flags' mode replaces the config's: its keys of the other mode are left out (a config of session windows
+    # refused --window-lines for its gap_secs: review 2026-12-07)
+    others = {"fixed": ("gap_secs", "max_span_secs"), "session": ("window_lines", "window_secs")}
+    for name in others.get(sessions.get("mode") or "", ()):
+        sessions.setdefault(name, None)
     if sessions:
         overrides["sessions"] = sessions
     raw_dialect = args.dialect in ("hdfs", "bgl", "generic")
@@ -267,7 +272,11 @@ def replay_overrides(args: argparse.Namespace) -> dict:
             inp["key_regex"] = args.key_regex
         overrides["input"] = inp
     if args.model_path:
-        overrides["model"] = {"path": args.model_path}
+        # that folder, served by the in-process engine: with the config's vllm-server backend the production server
+        # judged every session under the new model's name, and a configured adapter went on the new base (review
+        # 2026-12-07)
+        overrides["model"] = {"path": args.model_path, "backend": "vllm-engine", "adapter": None, "server_url": None,
+                              "served_model_name": None, "api_key": None}
     return overrides
 
 
@@ -669,7 +678,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--max-span-secs", type=float, help="session mode: seconds from a window's first to last line")
     sp.add_argument("--window-lines", type=int, help="fixed mode: lines per window (1: one verdict per line)")
     sp.add_argument("--window-secs", type=float, help="fixed mode: window length in seconds of event time")
-    sp.add_argument("--model-path", help="override model.path")
+    sp.add_argument("--model-path", help="judge with this model folder, in the in-process engine (model.backend "
+                    "vllm-engine, without the config's adapter or server)")
     sp.add_argument("--no-cache", action="store_true", help="disable the verdict cache")
     sp.add_argument("--limit", type=_count, help="judge at most this many sessions")
     sp.add_argument("--seed", type=int, default=0, help="hdfs-sessions: rendering seed")

@@ -163,11 +163,29 @@ def check_model_folder(path: Path | None, key: str = "model.path") -> Path:
     return p
 
 
+def _check_context(cfg: ModelConfig) -> None:
+    """``model.max_model_len`` within the model's own context (``max_position_embeddings`` in its config.json, where
+    it says): vLLM refuses a longer one when the engine starts, which ended ``run`` with a traceback (exit 1) and a
+    restart loop that loaded torch each time (review 2026-12-07)."""
+    import json
+
+    assert cfg.path is not None
+    f = Path(cfg.path).expanduser() / "config.json"
+    try:
+        own = json.loads(f.read_text(encoding="utf-8")).get("max_position_embeddings")
+    except (OSError, ValueError, AttributeError) as exc:
+        raise ConfigError(f"model.path: {f} is not readable as a model config ({exc})") from None
+    if isinstance(own, int) and not isinstance(own, bool) and cfg.max_model_len > own:
+        raise ConfigError(f"model.max_model_len: {cfg.max_model_len} is more than the model's context ({own}, "
+                          f"max_position_embeddings in {f}); set it at most {own}")
+
+
 def check_model_config(cfg: ModelConfig) -> None:
     """Raise ConfigError naming the key when ``cfg``'s backend cannot work with its files and URL (what ``make_client``
     checks before it builds a client, and ``rationad check-config --offline`` too)."""
     if cfg.backend == "vllm-engine":
         check_model_folder(cfg.path)
+        _check_context(cfg)
         if cfg.adapter is not None and not (Path(cfg.adapter) / "adapter_config.json").is_file():
             raise ConfigError(f"model.adapter: {cfg.adapter} is not a LoRA adapter folder (no adapter_config.json)")
     elif cfg.backend == "vllm-server":

@@ -219,6 +219,29 @@ def test_replay_reads_raw_lines_as_text_under_a_json_config(tmp_path):
         assert load_settings(cfg, **replay_overrides(args)).input.format == fmt
 
 
+def test_replay_window_flags_replace_the_config_s_windows_and_model_path_judges_that_folder(tmp_path):
+    """Found by review (2026-12-07), failing before its fix: --window-lines under a config of session windows was
+    refused for the config's gap_secs; --model-path under a vllm-server config judged with the production server
+    (the old model) and stamped the events with the new folder's name."""
+    from rationad.cli import build_parser, replay_overrides
+    from rationad.config import load_settings
+
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[input]\ndialect = 'generic'\nkey_regex = 'user=(\\w+)'\n[sessions]\ngap_secs = 300\n"
+                   "max_span_secs = 3600\n[model]\nbackend = 'vllm-server'\nserver_url = 'http://vllm.prod:8000'\n"
+                   "adapter = '/opt/old-adapter'\n")
+    args = build_parser().parse_args(["replay", "app.log", "--dialect", "generic", "--window-lines", "100",
+                                      "--model-path", str(tmp_path / "new")])
+    s = load_settings(cfg, **replay_overrides(args))
+    assert (s.sessions.mode, s.sessions.window_lines, s.sessions.gap_secs, s.sessions.max_span_secs) == \
+        ("fixed", 100, None, None)
+    assert (s.model.backend, s.model.path, s.model.server_url, s.model.adapter) == \
+        ("vllm-engine", tmp_path / "new", None, None)
+    args = build_parser().parse_args(["replay", "app.log", "--dialect", "generic", "--gap-secs", "60"])
+    s = load_settings(cfg, **replay_overrides(args))
+    assert (s.sessions.gap_secs, s.sessions.max_span_secs, s.model.backend) == (60, 3600, "vllm-server")
+
+
 def test_every_replay_option_has_a_help_line():
     r = run("replay", "--help")
     assert r.returncode == 0

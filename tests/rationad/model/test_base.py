@@ -57,6 +57,23 @@ def test_engine_backend_needs_a_model_folder(tmp_path):
         make_client(ModelConfig(backend="vllm-engine", path=tmp_path / "empty"))
 
 
+def test_a_max_model_len_past_the_model_s_context_is_refused_naming_the_key(tmp_path):
+    """Found by review (2026-12-07), failing before its fix: vLLM refuses a max_model_len longer than the model's
+    max_position_embeddings when the engine starts, so ``run`` ended with a traceback (exit 1) in a restart loop
+    while ``check-config --offline`` said the configuration was valid."""
+    from rationad.model.base import check_model_config
+
+    folder = tmp_path / "m"
+    folder.mkdir()
+    (folder / "config.json").write_text('{"model_type": "llama", "max_position_embeddings": 8192}')
+    with pytest.raises(ConfigError, match=r"^model\.max_model_len: 16384 is more than the model's context \(8192"):
+        check_model_config(ModelConfig(backend="vllm-engine", path=folder, max_model_len=16384,
+                                       max_prompt_tokens=12000))
+    check_model_config(ModelConfig(backend="vllm-engine", path=folder, max_model_len=8192))
+    (folder / "config.json").write_text('{"model_type": "llama"}')  # says nothing: not refused
+    check_model_config(ModelConfig(backend="vllm-engine", path=folder, max_model_len=16384, max_prompt_tokens=12000))
+
+
 def test_engine_backend_checks_the_adapter_folder(tmp_path):
     folder = tiny_model_folder(tmp_path)
     with pytest.raises(ConfigError, match=r"^model\.adapter: .*adapter_config\.json"):
