@@ -107,6 +107,28 @@ async def test_a_record_the_broker_refuses_as_invalid_is_dead_lettered_not_retri
     assert Delivery.committable({"tp": (offsets, None)}).get("tp") == 1
 
 
+async def test_a_record_without_a_key_refused_as_invalid_holds_its_offsets():
+    """Found by review of the fix above (2026-12-07), failing on it: a record without a key (a repartition pack)
+    refused as INVALID_RECORD is refused for the topic's settings (compacted), not for what it is: dead-lettered,
+    every pack was committed past unjudged. It is retried, holding its offsets, until the topic takes it."""
+    from aiokafka.errors import for_code
+
+    refusals = [for_code(87)() for _ in range(4)]
+    producer = FakeProducer(fail=lambda rec: refusals.pop() if refusals and rec.topic == "internal" else None)
+    d = delivery(producer)
+    offsets = PartitionOffsets()
+    offsets.consumed(0)
+    hold = d.hold(offsets, 0)
+    forwarding = asyncio.create_task(d.forward([(hold, [Output("internal", None, b"pack", [])])],
+                                               fallback=lambda out, err: pytest.fail(f"dead-lettered: {err}")))
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert not forwarding.done() and Delivery.committable({"tp": (offsets, None)}).get("tp") in (None, 0)
+    await forwarding
+    assert [s.topic for s in producer.sent] == ["internal"]
+    assert Delivery.committable({"tp": (offsets, None)}).get("tp") == 1
+
+
 async def test_send_waits_out_retriable_errors_then_succeeds():
     failures = [KafkaConnectionError(), KafkaConnectionError()]
     producer = FakeProducer(fail=lambda rec: failures.pop() if failures else None)
