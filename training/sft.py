@@ -134,13 +134,24 @@ def start_or_resume(resume: str | Path | None, checkpoints: Path, identity: dict
     return RunChain(check_resume(checkpoint, identity), checkpoint)
 
 
+def stored_identity(identity: dict[str, Any] | None) -> dict[str, Any]:
+    """A run identity as read back from a metrics or checkpoint file, in today's form: GRPO's ``sft_adapter`` named
+    its path too before 2026-12-07 (it is known by its bytes now), and those runs must still be skipped as finished
+    or resumed (review of that change)."""
+    identity = dict(identity or {})
+    adapter = identity.get("sft_adapter")
+    if isinstance(adapter, dict) and "path" in adapter:
+        identity["sft_adapter"] = {k: v for k, v in adapter.items() if k != "path"}
+    return identity
+
+
 def finished_run(metrics_file: Path, identity: dict[str, Any]) -> dict[str, Any] | None:
     """The stage's metrics when its last run finished training ``identity`` (``--resume`` skips such a stage)."""
     if not metrics_file.is_file():
         return None
     m = read_json(metrics_file, ResumeError)
     runs = m.get("runs") or []
-    return m if runs and runs[-1].get("finished") and m.get("identity") == identity else None
+    return m if runs and runs[-1].get("finished") and stored_identity(m.get("identity")) == identity else None
 
 
 def stage_resume(resume: str | Path | None, checkpoints: Path, metrics_file: Path, stage: str) -> str | Path | None:
@@ -190,7 +201,7 @@ def check_resume(checkpoint: Path, identity: dict[str, Any]) -> list[dict[str, A
         saved = json.loads(f.read_text())
     except (OSError, ValueError) as exc:
         raise ResumeError(f"{f}: unreadable ({exc})") from exc
-    detail = identity_diff(saved.get("identity", {}), identity, "checkpoint")
+    detail = identity_diff(stored_identity(saved.get("identity")), identity, "checkpoint")
     if detail:
         raise ResumeError(f"{f}: the checkpoint trains something else than this run ({detail}); resume with the same "
                           "base, data and configuration, or start without --resume in a new output folder")
@@ -217,7 +228,7 @@ def refuse_changed(metrics_file: Path, identity: dict[str, Any], retrain_on: tup
         return
     m = read_json(metrics_file, ResumeError)
     runs = m.get("runs") or []
-    was = {k: v for k, v in (m.get("identity") or {}).items() if k not in retrain_on}
+    was = {k: v for k, v in stored_identity(m.get("identity")).items() if k not in retrain_on}
     now = {k: v for k, v in identity.items() if k not in retrain_on}
     if runs and runs[-1].get("finished") and (detail := identity_diff(was, now, "trained")):
         raise ResumeError(f"{metrics_file}: its adapter was trained on something else than this run ({detail}); "

@@ -245,6 +245,30 @@ def test_a_finished_grpo_is_not_trained_again_when_its_folder_is_named_another_w
     assert trained == []
 
 
+def test_a_grpo_run_recorded_with_its_sft_adapter_s_path_is_still_finished_and_resumable(tmp_path, trained):
+    """Found by review of the change above, failing on it: identities written before it named the SFT adapter's path
+    too, so every GRPO run finished before the upgrade was trained again by ``--resume last``, and an unfinished
+    one's checkpoint was refused."""
+    import training.pipeline as pl
+    from training.sft import RUN_FILE, check_resume
+
+    run = Run(tmp_path)
+    cfg = run.config()
+    run.finished_grpo(cfg)
+    f = run.out / "grpo" / "grpo_metrics.json"
+    m = json.loads(f.read_text())
+    m["identity"]["sft_adapter"]["path"] = str(run.out / "sft" / "adapter")  # as written before
+    f.write_text(json.dumps(m))
+    pl.main(["--config", str(cfg), "--stages", "grpo", "--resume", "last"])
+    assert trained == []
+    checkpoint = run.out / "grpo" / "checkpoints" / "checkpoint-1"
+    checkpoint.mkdir(parents=True)
+    (checkpoint / RUN_FILE).write_text(json.dumps({"identity": m["identity"], "runs": [{"to_step": 1}]}))
+    now = {k: v for k, v in m["identity"].items()}
+    now["sft_adapter"] = {"sha256": m["identity"]["sft_adapter"]["sha256"]}
+    assert check_resume(checkpoint, now) == [{"to_step": 1}]
+
+
 def test_a_base_that_cannot_be_prepared_is_reported_by_its_own_error(monkeypatch):
     """Found by review (2026-12-07), failing before its fix: ``training.prepare_base``'s error naming the GGUF went to
     a captured stderr that was thrown away; the pipeline stopped with a bare CalledProcessError."""
