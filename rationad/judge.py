@@ -128,13 +128,16 @@ PROBE_LINE = "rationad probe: service started"
 def _spelled_once(url: str | None) -> str:
     """``url`` as one spelling: scheme and host lower-cased, trailing slashes dropped (``http://vllm:8000/`` and
     ``HTTP://VLLM:8000`` gave every event and cache entry another id: replicas so configured, or a restart after a
-    re-spelling, emitted the same sessions again under new ids)."""
+    re-spelling, emitted the same sessions again under new ids), without its credentials (``user:password@``: a
+    password change gave every event another id, and the digest in every event let a reader test password guesses:
+    review 2026-12-07)."""
     if not url:
         return ""
     from urllib.parse import urlsplit, urlunsplit
 
     parts = urlsplit(url.strip())
-    return urlunsplit((parts.scheme.lower(), parts.netloc.lower(), parts.path.rstrip("/"), parts.query, ""))
+    host = parts.netloc.rpartition("@")[2].lower()
+    return urlunsplit((parts.scheme.lower(), host, parts.path.rstrip("/"), parts.query, ""))
 
 
 def model_info(cfg: ModelConfig, client_name: str) -> ModelInfo:

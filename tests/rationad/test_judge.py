@@ -551,6 +551,19 @@ def test_an_unversioned_served_model_has_one_identity_however_its_url_is_spelled
     assert version("http://vllm:8000") != version("http://other:8000")  # another server: another model
 
 
+def test_an_unversioned_served_model_s_identity_holds_no_credentials():
+    """Found by review (2026-12-07), failing before its fix: the URL's user:password went into the digest that names
+    the model in every event and event id: a password change gave every session another id, and a reader of the
+    output topic could test password guesses against it."""
+    from rationad.judge import model_info
+
+    def version(url):
+        return model_info(ModelConfig(backend="vllm-server", server_url=url, served_model_name="q"), "q").version
+
+    assert version("http://rationad:OldSecret1@vllm:8000") == version("http://rationad:N3w@vllm:8000") == \
+        version("http://vllm:8000")
+
+
 async def test_the_probe_of_a_template_is_shaped_like_a_template_request():
     """Found by review of the probe change, failing before its fix: the probe was always a session's, so at template
     level (a model trained with the rule sentence: a continued assistant turn) a server refusing continued turns
