@@ -36,6 +36,11 @@ SCRIPTS = {
     "ASCII": lambda i: f"worker {_tag(i, 'abcdefghijklmnopqrstuvwxyz')} finished its task and closed the connection",
     "Cyrillic": lambda i: f"Ошибка записи блока {_tag(i, 'абвгдеёжзийклмнопрстуфхцчшщ')}: соединение сброшено узлом",
     "Chinese": lambda i: "数据节点" + _tag(i, "".join(chr(0x4E00 + k) for k in range(200))) + "接收块失败，连接被拒绝",
+    # digits (read one a token by SmolLM2) and control characters (quoted as \u0001): a log writer's choice
+    "digits": lambda i: f"request {_tag(i, 'abcdefghijklmnopqrstuvwxyz')} 4096 from 10.250.19.102:50010 took "
+                        "1226262930 ms",
+    "control": lambda i: f"job {_tag(i, 'abcdefghijklmnopqrstuvwxyz')} " + "".join(chr(1 + (i + k) % 30)
+                                                                                   for k in range(20)),
 }
 
 
