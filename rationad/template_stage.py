@@ -127,14 +127,19 @@ class TemplateStage:
         template = p.session.lines[0].message  # template_session: one row, the template
         now = self.clock()
         try:
+            # The windows waiting for a failed template are decided before its dead letter is sent: it is retried for
+            # as long as the dead-letter topic takes, and they (and their partition's commit) waited all that time
+            # (review 2026-12-07); its own hold is on offsets never committed.
             if isinstance(r, DeadLetter):
                 self.book.judged(template, None, "", failed=r.reason, now=now)
                 self.metrics.template_judgements.labels("failed").inc()
+                self._resolve(template)
                 await self.delivery.dead_letter(p.hold, r)
             elif not r.ok:
                 self.book.judged(template, None, "", failed=r.answer.error or "malformed_answer", now=now)
                 self.metrics.template_judgements.labels("failed").inc()
                 log.warning("malformed_template_answer", template_id=tid, error=r.answer.error, attempts=r.attempts)
+                self._resolve(template)
                 await self.delivery.dead_letter(p.hold, poison_session(r))
             else:
                 st = self.book.judged(template, r.verdict_at(self.s.judge.threshold_template), r.answer.rationale,

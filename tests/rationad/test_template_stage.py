@@ -81,9 +81,10 @@ class CountingModel(FakeModel):
         return await super().generate(conversations, max_tokens=max_tokens, temperature=temperature, regex=regex)
 
 
-def make(s: Settings, batches, *, model=None, labels: list[Label] = ()) -> tuple[Daemon, FakeConsumer, FakeProducer]:
+def make(s: Settings, batches, *, model=None, labels: list[Label] = (), producer: FakeProducer | None = None
+         ) -> tuple[Daemon, FakeConsumer, FakeProducer]:
     consumer = FakeConsumer(batches, [TP])
-    producer = FakeProducer(max_request_size=1_048_576)
+    producer = producer or FakeProducer(max_request_size=1_048_576)
 
     async def nothing(*a, **kw):
         return 1
@@ -213,6 +214,36 @@ async def test_a_template_the_model_rejects_is_dead_lettered_and_the_window_stil
         "rationad-source-offset": b"0"}
     assert orjson.loads(dl.value)["session"]["example"] == {
         "line": DISK.format(n=1), "topic": TP.topic, "partition": TP.partition, "offset": 0}
+
+
+async def test_windows_waiting_on_a_failed_template_are_decided_before_its_dead_letter_is_acknowledged():
+    """Found by review (2026-12-07), failing before its fix: the windows waiting for a template whose judgement failed
+    were decided only once its dead letter was acknowledged, so while the dead-letter topic was unavailable they, and
+    their partition's commit, were held (later windows of the template were decided at once)."""
+    from aiokafka.errors import KafkaConnectionError
+
+    s = settings(output={"emit_normal": True})
+    dlq_down = [True]
+
+    class Rejecting(CountingModel):
+        async def generate(self, conversations, **kw):
+            if any("disk" in c[-1]["content"] for c in conversations):
+                raise ModelError("400 prompt refused", kind="rejected")
+            return await super().generate(conversations, **kw)
+
+    producer = FakeProducer(fail=lambda rec: KafkaConnectionError() if rec.topic == s.output.dlq_topic and dlq_down[0]
+                            else None)
+    d, consumer, producer = make(s, [recs([DISK.format(n=1), ROUTINE[0], ROUTINE[1]])], model=Rejecting(),
+                                 producer=producer)
+    task = asyncio.create_task(d.run())
+    try:
+        await _wait(lambda: len(events(producer, s)) == 1)
+        (ev,) = events(producer, s)
+        assert ev["unjudged_templates"] and producer.on(s.output.dlq_topic) == []  # its dead letter still retried
+        dlq_down[0] = False
+        await _wait(lambda: len(producer.on(s.output.dlq_topic)) == 1)
+    finally:
+        await _stop(d, task)
 
 
 async def test_the_catalog_gets_every_changed_template_with_its_counts():
