@@ -93,8 +93,10 @@ class TemplateState:
 
     @property
     def known(self) -> bool:
-        """Can a window holding it be decided? (A verdict, or the model's failure to give one.)"""
-        return self.verdict is not None or self.failed is not None
+        """Can a window holding it be decided? (A verdict, or the model's failure to give one while no retry is in
+        flight: a window closing during the retry waits for its answer, which decided no event of the window holding
+        the very line that sent it again: review 2026-12-07.)"""
+        return self.verdict is not None or (self.failed is not None and not self.judging)
 
     @property
     def reason(self) -> str:

@@ -577,6 +577,36 @@ async def test_a_template_the_model_failed_is_retried_by_the_daemons_clock():
         await _stop(d, task)
 
 
+async def test_a_window_closing_while_a_failed_template_is_retried_waits_for_the_retry():
+    """Found by review (2026-12-07), failing before its fix: a failed template counted as known while its retry was in
+    flight, so the window holding the very line that sent it to the model again was decided at once with it
+    unjudged (normal), and the retry's verdict reached no event of it."""
+    from rationad.clock import SteadyClock
+    from rationad.template_book import FAILED_RETRY_SECS
+
+    t = {"wall": 1_000_000.0, "mono": 0.0}
+
+    class RejectingUntilLater(CountingModel):
+        async def generate(self, conversations, **kw):
+            if t["mono"] < FAILED_RETRY_SECS and any("disk" in c[-1]["content"] for c in conversations):
+                raise ModelError("503 overloaded", kind="rejected")
+            return await super().generate(conversations, **kw)
+
+    s = settings(output={"emit_normal": True})
+    d, consumer, producer = make(s, [recs([DISK.format(n=1), ROUTINE[0], ROUTINE[1]])], model=RejectingUntilLater())
+    d.clock = SteadyClock(wall=lambda: t["wall"], mono=lambda: t["mono"])
+    task = asyncio.create_task(d.run())
+    try:
+        assert await _wait(lambda: len(events(producer, s)) == 1)  # decided with the template unjudged
+        t["mono"] = FAILED_RETRY_SECS + 1
+        consumer.batches.append(recs([DISK.format(n=2), ROUTINE[2], ROUTINE[3]], start=3))
+        assert await _wait(lambda: len(events(producer, s)) == 2)
+        later = events(producer, s)[1]
+        assert later["unjudged_templates"] == [] and later["verdict"] == "anomalous"
+    finally:
+        await _stop(d, task)
+
+
 async def test_two_templates_sharing_an_id_are_judged_apart_and_no_window_waits_for_ever():
     """Found by review (2026-12-04), failing before its fix (the book test: tests/rationad/test_template_book.py):
     with a crafted 12-digit id collision, the first template's verdict never came and every later window holding it
