@@ -80,6 +80,17 @@ class VerdictCache:
     def put(self, key: str, completion: str) -> None:
         self._insert(key, completion, write=True)
 
+    def keep(self, key: str) -> bool:
+        """``key``'s entry is in use though nobody looks it up (a verdict the template book serves): made the most
+        recent here and written again to the store, so that a restart or another replica recovers it among the
+        recent. Whether it was there."""
+        completion = self._lru.get(key)
+        if completion is None:
+            return False
+        if self.store is not None:
+            self.store.put(key, completion)
+        return True
+
     def delete(self, key: str) -> None:
         """Forget ``key`` here and in the store (an entry found unusable)."""
         if self._lru.pop(key) is not None and self.store is not None:

@@ -219,6 +219,13 @@ class Judge:
         return view_of(session, self.source, max_prompt_tokens=self.cfg.max_prompt_tokens,
                        count_tokens=self.client.count_tokens, say_unfinished=self.say_unfinished)
 
+    def keep_cached(self, session: Session) -> bool:
+        """The verdict cache's entry for ``session`` is in use (``VerdictCache.keep``); whether there was one."""
+        if self.cache is None:
+            return False
+        view = self.view(session)
+        return self.cache.keep(cache_key(view, self.start(view)))
+
     def start(self, view: SessionView) -> str | None:
         """What the model's answer is given to start with (``rationad.facts``): a template's rule sentence, or an HDFS
         session's walk and tally, for a model trained to start with them; else nothing."""

@@ -73,6 +73,7 @@ class TemplateState:
     cached: bool = False
     failed: str | None = None  # why the model could not judge it (dead-lettered)
     failed_at: float = 0.0
+    kept_at: float | None = None  # when its verdict-cache entry was last kept (``TemplateStage.catalog_records``)
     label: Label | None = None
     judging: bool = False  # sent to the model (``TemplateBook.start_judging``)
     dirty: bool = True  # changed since the catalog last heard of it

@@ -43,6 +43,7 @@ from rationad.templates import template_id
 log = structlog.get_logger("rationad")
 
 CATALOG_INTERVAL_SECS = 10.0
+CACHE_KEEP_SECS = 600.0  # a served template's verdict-cache entry is kept (made recent, written again) this often
 
 
 def _never() -> bool:
@@ -251,8 +252,10 @@ class TemplateStage:
             by_source[st.source] = by_source.get(st.source, 0) + 1
             if st.dirty:
                 changed.append(st)
+        now = self.clock()
         for st in changed:
             st.dirty = False
+            self._keep_cached(st, now)
             try:
                 key, value = encode_stat(stat_of(st, self.model.version, self.instance))
             except Exception as exc:  # noqa: BLE001 - one template's record, not the others'
@@ -263,6 +266,21 @@ class TemplateStage:
         for source, n in by_source.items():
             self.metrics.templates_known.labels(source).set(n)
         return out
+
+    def _keep_cached(self, st: TemplateState, now: float) -> None:
+        """A template the book serves from its own verdict (its lines never ask the cache again) keeps its verdict
+        cache entry, at most every ``CACHE_KEEP_SECS``: the cache evicted its least recently judged entries, the
+        busiest templates first, and the eviction removed them from the durable table too, so a restart or a new
+        replica asked the model again for them (review 2026-12-07)."""
+        if st.model_verdict is None or st.label is not None or st.judging:
+            return
+        if st.kept_at is not None and now - st.kept_at < CACHE_KEEP_SECS:
+            return
+        st.kept_at = now
+        try:
+            self.stage.judge.keep_cached(template_session(st.template))
+        except Exception as exc:  # noqa: BLE001 - the cache's upkeep, never the catalog's round
+            log.warning("template_cache_keep_failed", template_id=st.id, error=repr(exc))
 
     async def publish(self, producer) -> int:
         """Send the changed templates to the catalog topic; best effort (the catalog is for people, not for

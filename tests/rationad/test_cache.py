@@ -50,6 +50,20 @@ async def test_store_is_warmed_from_and_mirrors_the_lru():
     assert store.closed
 
 
+async def test_a_kept_entry_is_made_recent_and_written_again_without_counting_a_lookup():
+    """``keep`` (a verdict the template book serves): the entry is the most recent, so the next eviction takes
+    another, and written again, so a store replayed in write order (a changelog) recovers it among the recent."""
+    store = DictStore()
+    c = VerdictCache(2, store=store)
+    c.put("hot", "H")
+    c.put("a", "A")
+    writes = []
+    store.put = lambda k, v: writes.append(k) or store.data.__setitem__(k, v)
+    assert c.keep("hot") and writes == ["hot"] and not c.keep("gone")
+    c.put("b", "B")
+    assert sorted(store.data) == ["b", "hot"] and c.hits == c.misses == 0
+
+
 def test_byte_bound_keeps_the_total_under_it_and_evicts_oldest_first():
     # Issue 13 item 10: the verdict cache was bounded by entries only; 100,000 large completions are gigabytes.
     store = DictStore()

@@ -17,7 +17,8 @@ from rationad.labels import Label
 from rationad.model.base import ModelError
 from rationad.offsets import PartitionOffsets
 from rationad.records import LogLine, Session
-from rationad.template_book import template_of
+from rationad.prompt import cache_key
+from rationad.template_book import template_of, template_session
 from rationad.templates import template_id
 from tests.rationad.fakes import ANOMALOUS, NORMAL, FakeConsumer, FakeModel, FakeProducer, Rec
 from tests.rationad.test_daemon import TP, run_until
@@ -242,6 +243,32 @@ async def test_windows_waiting_on_a_failed_template_are_decided_before_its_dead_
         assert ev["unjudged_templates"] and producer.on(s.output.dlq_topic) == []  # its dead letter still retried
         dlq_down[0] = False
         await _wait(lambda: len(producer.on(s.output.dlq_topic)) == 1)
+    finally:
+        await _stop(d, task)
+
+
+async def test_a_template_served_from_the_book_keeps_its_verdict_cache_entry(monkeypatch):
+    """Found by review (2026-12-07), failing before its fix: a template the book serves never asks the verdict cache
+    again, so the cache evicted the templates judged first, the busiest, and with them their entries in the durable
+    table: a restart or a new replica asked the model again for each. Each catalog round keeps the entries of the
+    templates it served (made recent, written again to the store)."""
+    from rationad import template_stage
+
+    monkeypatch.setattr(template_stage, "CACHE_KEEP_SECS", 0.0, raising=False)
+    s = settings(sessions={"window_lines": 1}, cache={"enabled": True, "max_entries": 3})
+    hot = "INFO heartbeat from node {n} ok"
+    once = [f"WARN fan {w} slow" for w in ("alpha", "beta", "gamma", "delta", "epsilon")]
+    model = CountingModel()
+    d, consumer, producer = make(s, [recs([hot.format(n=0), once[0]])], model=model)
+    task = asyncio.create_task(d.run())
+    try:
+        for i in range(1, len(once)):
+            assert await _wait(lambda: len(model.prompts) == i + 1)
+            d.templates.catalog_records()  # a catalog round
+            consumer.batches.append(recs([hot.format(n=i), once[i]], start=2 * i))
+        assert await _wait(lambda: len(model.prompts) == len(once) + 1)
+        view = d.judge.view(template_session("INFO heartbeat from node {*} ok"))
+        assert d.judge.cache.get(cache_key(view, d.judge.start(view))) is not None
     finally:
         await _stop(d, task)
 
