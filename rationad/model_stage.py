@@ -258,7 +258,7 @@ class ModelStage:
                 if exc.kind == "rejected":
                     if len(batch) > 1:
                         return await self._split(batch, settle)
-                    if self.blocked_by_check:
+                    if self.blocked_by_check or await self._server_unfit():
                         # the health check found the server unfit (a context shorter than the prompts): a request
                         # it refuses is not the session's fault; it waits for the check to pass (review 2026-12-07)
                         pass
@@ -334,6 +334,24 @@ class ModelStage:
                     return [(p, session_dead_letter(p.session, "judge_failed", error, attempts=p.attempts))]
             await asyncio.sleep(backoff * (0.5 + random.random()))
             backoff = min(backoff * 2, MAX_BACKOFF_SECS)
+
+    async def _server_unfit(self) -> bool:
+        """Before a rejected session is blamed: does the server's own check (``verify``, where the client has one)
+        find it unfit for every request (a context shorter than the prompts)? Then the stage is blocked by the check.
+        The health round's check alone came too late: before the first round, after a server restart, or timed out
+        behind busy requests, and long sessions were dead-lettered as model_rejected (review 2026-12-07)."""
+        verify = getattr(self.judge.client, "verify", None)
+        if verify is None:
+            return False
+        try:
+            await asyncio.wait_for(verify(), self.s.model.health_timeout_secs)
+        except ModelError as exc:
+            if exc.kind == "config":
+                self.block(f"model misconfigured: {exc}", by_check=True)
+                return True
+        except Exception:  # noqa: BLE001 - cannot tell: the probe decides, as before
+            return False
+        return False
 
     async def _model_answers(self, like: Pending) -> bool:
         """Does the model answer a request shaped like the real ones (system prompt, a quoted one-line session, the

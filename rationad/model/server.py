@@ -22,6 +22,7 @@ basic auth. Neither is ever logged or put in an error message: URLs are shown as
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import random
@@ -196,7 +197,9 @@ class ServerClient:
     async def _cards(self) -> list[dict[str, Any]]:
         """The model cards the server lists at ``/v1/models`` (each with its ``id``); ModelError(kind="config") when
         it lists none."""
-        resp = await self._request("GET", "/v1/models", None)
+        # beside the requests' bound (the pool keeps connections for it): behind busy requests the health round's
+        # check timed out, and a server whose context is too short was not found before sessions were blamed
+        resp = await self._request("GET", "/v1/models", None, bounded=False)
         try:
             data = resp.json().get("data") or []
             cards = [{**m, "id": str(m["id"])} for m in data]
@@ -241,15 +244,16 @@ class ServerClient:
                 f"serves (its --max-model-len): lower them, or start the server with a longer context",
                 kind="config")
 
-    async def _request(self, method: str, url: str, payload: dict[str, Any] | None) -> httpx.Response:
-        """One request with bounded concurrency and retries; the response when 2xx, else ModelError."""
+    async def _request(self, method: str, url: str, payload: dict[str, Any] | None, *, bounded: bool = True
+                       ) -> httpx.Response:
+        """One request with bounded concurrency (``bounded``) and retries; the response when 2xx, else ModelError."""
         attempts = self.cfg.max_retries + 1
         last = ""
         busy = dropped = False
         for attempt in range(attempts):
             wait: float | None = None
             try:
-                async with self._sem:
+                async with self._sem if bounded else contextlib.nullcontext():
                     resp = await self._http.request(method, url, json=payload)
             except (httpx.TransportError, httpx.DecodingError) as exc:  # refused/reset, timeouts, a garbled body
                 last = self._scrub(f"{type(exc).__name__}: {exc}")

@@ -5,6 +5,7 @@ Driven through the daemon with the HTTP client over ``httpx.MockTransport`` (fak
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 
 import httpx
@@ -628,3 +629,61 @@ async def test_a_request_dropped_while_the_model_answers_the_probe_after_it_is_s
     await run(d, consumer, lambda: td.final_commit(consumer) == 2, 20)
     assert producer.on("rationad.dlq") == []
     assert [orjson.loads(e.value)["session"]["key"] for e in producer.on("rationad.anomalies")] == ["a"]
+
+
+async def test_a_session_refused_by_a_server_too_short_for_every_prompt_is_not_blamed_before_the_health_check():
+    """Found by review (2026-12-07), failing before its fix: only the health round's check (``verify``) blocked a
+    server whose context is shorter than the prompts, and it queued behind busy requests (or had not run yet), so a
+    long session refused with 400 was dead-lettered as model_rejected while a one-line probe was answered. The
+    server's check is asked before a session is blamed, beside the requests' bound."""
+    from rationad.model.server import ServerClient
+    from rationad.model_stage import Pending
+    from rationad.records import LogLine, Session
+
+    answer = "<think>L1 reports a failure.</think>\n<answer>anomalous</answer>"
+    slow = asyncio.Event()
+
+    async def handler(request):
+        if request.url.path == "/health":
+            return httpx.Response(200)
+        if request.url.path == "/v1/models":
+            return httpx.Response(200, json={"data": [{"id": "m", "max_model_len": 512}]})
+        user = json.loads(request.content)["messages"][1]["content"]
+        if "LONG" in user:
+            return httpx.Response(400, json={"error": {"message": "This model's maximum context length is 512"}})
+        if "SLOW" in user:
+            await slow.wait()  # every request slot busy
+        return httpx.Response(200, json={"choices": [{"message": {"content": answer}, "finish_reason": "stop"}],
+                                         "usage": {}})
+
+    s = td.settings(model={"backend": "vllm-server", "server_url": "http://vllm:8000", "served_model_name": "m",
+                           "max_retries": 0, "retry_backoff_secs": 0.0, "max_batch_size": 1, "max_concurrency": 1,
+                           "health_timeout_secs": 1})
+    client = ServerClient(s.model, transport=httpx.MockTransport(handler))
+    d, _, _ = td.make(s, [], model=client)
+    try:
+        busy = asyncio.ensure_future(client.generate([[{"role": "system", "content": "s"},
+                                                       {"role": "user", "content": "SLOW"}]],
+                                                     max_tokens=8, temperature=0.0, regex=None))
+        await asyncio.sleep(0.05)
+        await d._check_model()  # the health round, with every slot busy
+        assert d.stage.blocked_by_check
+        d.stage.answered(checked=True)  # as if the round had not run yet
+        slow.set()
+        await busy
+        session = Session(key="big", lines=[LogLine(key="big", message="ERROR LONG disk failed", raw="x")],
+                          close_reason="gap")
+        judging = asyncio.ensure_future(d.stage._judge([Pending(session, hold=None, closed_at=0.0,
+                                                                 is_revoked=lambda: False)]))
+        for _ in range(50):
+            if judging.done() or d.stage.blocked_by_check:
+                break
+            await asyncio.sleep(0.02)
+        assert not judging.done(), judging.result()  # not dead-lettered: it waits for the server to be fit
+        assert d.stage.blocked_by_check
+        judging.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await judging
+    finally:
+        await client.aclose()
+        td._patch.undo()
