@@ -17,8 +17,10 @@ line of the shared HDFS, BGL, Spirit and LogLM corpora through ``spans`` and req
 
 from __future__ import annotations
 
+import json
 import re
 import unicodedata
+from importlib import resources
 
 MASK = "{*}"
 
@@ -82,8 +84,11 @@ _INVISIBLE = re.compile("[\u00ad\u034f\u180b-\u180e\u200b-\u200d\u2060-\u2064\uf
 def _fold_table() -> dict[int, str]:
     """Letters a reader (and a model) takes for ASCII ones, each to that one ASCII character: the compatibility
     forms whose NFKC form is one ASCII character (fullwidth "ｉｇｎｏｒｅ", mathematical "𝐢𝐠𝐧𝐨𝐫𝐞", circled,
-    superscript) and the Cyrillic and Greek letters drawn as Latin ones ("ignоre" with a Cyrillic o). One character
-    for one keeps a span's offsets those of the text (left in the 2026-12-07 note: each passed every pattern)."""
+    superscript), the letters Unicode's confusables data says are drawn as one ASCII letter (``data/lookalikes.json``,
+    written by ``scripts/make_lookalikes.py``: Cyrillic, Greek, Armenian, IPA "ɡ", small capitals "ᴏ", ...), and the
+    Cyrillic and Greek letters below (capitals drawn as "I", which the confusables data reads as "l"; kappa, chi).
+    One character for one keeps a span's offsets those of the text (left in the 2026-12-07 note: each passed every
+    pattern; the data file after a review found IPA, Armenian and small-capital letters passing)."""
     table: dict[int, str] = {}
     # the blocks that hold such forms (a test checks against every code point, whose scan cost 80 ms an import)
     for cp in (*range(0x80, 0x3001), *range(0xA7F0, 0xA800), *range(0xFB00, 0xFB50), *range(0xFE10, 0xFE70),
@@ -92,6 +97,8 @@ def _fold_table() -> dict[int, str]:
         folded = unicodedata.normalize("NFKC", chr(cp))
         if len(folded) == 1 and folded.isascii() and folded.isprintable():
             table[cp] = folded
+    data = json.loads(resources.files("rationad").joinpath("data/lookalikes.json").read_text(encoding="utf-8"))
+    table.update((ord(c), latin) for c, latin in data["lookalikes"].items() if ord(c) not in table)
     for latin, lookalikes in {
         "a": "\u0430\u03b1", "c": "\u0441\u03f2", "d": "\u0501", "e": "\u0435", "h": "\u04bb", "i": "\u0456\u03b9",
         "j": "\u0458", "k": "\u03ba", "l": "\u04cf", "n": "\u0578", "o": "\u043e\u03bf", "p": "\u0440\u03c1",
