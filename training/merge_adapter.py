@@ -11,6 +11,7 @@ The folder's path is the last line of stdout.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import os
 import shutil
@@ -30,11 +31,14 @@ class MergeError(Exception):
 def merged_key(base: Path, adapter: Path) -> str:
     """The base by its config and weights, not only its folder's name (two bases named alike, or one prepared again
     in place, shared a merge: review 2026-12-07), and the adapter's files."""
+    from training.prepare_base import BaseModelError
     from training.sft import weights_sha256
 
     h = hashlib.sha256(base.resolve().name.encode())
-    h.update((base / "config.json").read_bytes())
-    h.update(weights_sha256(base).encode())
+    if (base / "config.json").is_file():  # (a folder without it or its weights fails the merge itself, naming them)
+        h.update((base / "config.json").read_bytes())
+    with contextlib.suppress(BaseModelError):
+        h.update(weights_sha256(base).encode())
     for name in ADAPTER_FILES:
         f = adapter / name
         if f.is_file():
