@@ -209,15 +209,17 @@ class Judge:
         self._inflight: dict[str, asyncio.Future[tuple[str, float | None, int]]] = {}
 
     def view(self, session: Session) -> SessionView:
+        # a session the model refused is cut harder (``ModelStage._cut_harder``)
+        budget = session.extra.get("max_prompt_tokens", self.cfg.max_prompt_tokens)
         if session.extra.get("templated"):  # the template-level task: lines are templates already
             view = build_view(self.source, [line.message for line in session.lines], templated=True,
-                              max_prompt_tokens=self.cfg.max_prompt_tokens, count_tokens=self.client.count_tokens)
+                              max_prompt_tokens=budget, count_tokens=self.client.count_tokens)
             if self.neighbours is None:
                 return view
             # queried with the row as shown (as training.neighbour_index does): train and serve see the same
             return replace(view, neighbours=self.neighbours.query(view.rows[0].template))
-        return view_of(session, self.source, max_prompt_tokens=self.cfg.max_prompt_tokens,
-                       count_tokens=self.client.count_tokens, say_unfinished=self.say_unfinished)
+        return view_of(session, self.source, max_prompt_tokens=budget, count_tokens=self.client.count_tokens,
+                       say_unfinished=self.say_unfinished)
 
     def keep_cached(self, session: Session) -> bool:
         """The verdict cache's entry for ``session`` is in use (``VerdictCache.keep``); whether there was one."""

@@ -48,6 +48,7 @@ OUTAGE_SPLIT_AFTER = 3
 # long: a rate limit that refuses every real request is waited out like an outage, one that always refuses one
 # session's request ends in a dead letter (model_failed) instead of pinning the partition.
 BUSY_PATIENCE_SECS = 600.0
+MIN_PROMPT_TOKENS = 256  # the smallest model.max_prompt_tokens (rationad.config): a refused session is cut down to it
 PROBE_TOKENS = 4  # the probe (``Judge.probe_request``) is shaped like a real request, and short
 
 Result = Judgement | DeadLetter
@@ -262,6 +263,8 @@ class ModelStage:
                         # the health check found the server unfit (a context shorter than the prompts): a request
                         # it refuses is not the session's fault; it waits for the check to pass (review 2026-12-07)
                         pass
+                    elif self._cut_harder(batch[0], exc):
+                        pass  # sent again with half its prompt budget before it is blamed
                     elif await self._model_answers(batch[0]):  # this session's request is at fault
                         p = batch[0]
                         log.warning("session_rejected_by_model", key=p.session.key, error=str(exc))
@@ -334,6 +337,20 @@ class ModelStage:
                     return [(p, session_dead_letter(p.session, "judge_failed", error, attempts=p.attempts))]
             await asyncio.sleep(backoff * (0.5 + random.random()))
             backoff = min(backoff * 2, MAX_BACKOFF_SECS)
+
+    def _cut_harder(self, p: Pending, exc: ModelError) -> bool:
+        """A session the model refused is sent again with half its prompt budget (down to ``MIN_PROMPT_TOKENS``)
+        before it is blamed: without the model's tokenizer (``tokenizer.json`` at ``model.path``) its size is an
+        estimate, which random letters (ids, tokens, base64) beat up to three times, and a prompt over the server's
+        context was dead-lettered as model_rejected instead of judged on fewer rows (review 2026-12-07). Whether it
+        was cut."""
+        budget = int(p.session.extra.get("max_prompt_tokens", self.s.model.max_prompt_tokens))
+        if budget <= MIN_PROMPT_TOKENS:
+            return False
+        p.session.extra["max_prompt_tokens"] = max(MIN_PROMPT_TOKENS, budget // 2)
+        log.warning("session_refused_cut_harder", key=p.session.key[:200], error=str(exc),
+                    max_prompt_tokens=p.session.extra["max_prompt_tokens"])
+        return True
 
     async def _server_unfit(self) -> bool:
         """Before a rejected session is blamed: does the server's own check (``verify``, where the client has one)

@@ -103,12 +103,13 @@ def approx_token_count(text: str) -> int:
     """A tokenizer-free estimate: about four ASCII letters or spaces a token, a token for every other byte (digits,
     punctuation, every byte of other scripts), six for an escape of quoting (``\\u001f``).
 
-    Byte-level tokenizers (SmolLM2's, GPT-2's, Llama 3's) never make more tokens than bytes, so nothing is
-    under-counted: counted four characters a token, a 1,000-line Chinese session sized to 1,024 tokens was 3,823 real
-    tokens (Cyrillic 2,646), over the server's context, and refused instead of cut (found by review); so were lines
-    of digits (SmolLM2 reads each digit as a token) and of control characters (quoted ``\\u0001``, 6 characters for
-    about 5 tokens), which a log writer could use to have a session refused instead of judged (review 2026-12-07).
-    ``bench/token_estimate.py``."""
+    Byte-level tokenizers (SmolLM2's, GPT-2's, Llama 3's) never make more tokens than bytes, so other scripts, digits
+    and punctuation are not under-counted: counted four characters a token, a 1,000-line Chinese session sized to
+    1,024 tokens was 3,823 real tokens (Cyrillic 2,646), over the server's context, and refused instead of cut (found
+    by review); so were lines of digits (SmolLM2 reads each digit as a token) and of control characters (quoted
+    ``\\u0001``, 6 characters for about 5 tokens) (review 2026-12-07). Letters still count four a token, as words
+    take: random letters (ids, base64) take up to three times that, and a session the server refuses is sent again
+    cut harder (``ModelStage._cut_harder``). ``bench/token_estimate.py``."""
     ascii_text = text.encode("ascii", "ignore")
     other_ascii = len(ascii_text.translate(None, _WORDY))
     # a quoted escape (``\\u001f``) is a token a character, hex letters too: 4 more than its letters count

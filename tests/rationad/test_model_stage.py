@@ -687,3 +687,51 @@ async def test_a_session_refused_by_a_server_too_short_for_every_prompt_is_not_b
     finally:
         await client.aclose()
         td._patch.undo()
+
+
+async def test_a_session_refused_for_its_size_is_cut_harder_before_it_is_blamed():
+    """Found by review (2026-12-07), failing before its fix: without the model's tokenizer the prompt's size is an
+    estimate that random letters beat up to three times, so the server refused the session (over its context) and it
+    was dead-lettered as model_rejected while the probe was answered. It is sent again with half its prompt budget
+    (down to 256 tokens) before it is blamed."""
+    from rationad.config import Settings
+    from rationad.judge import Judge, Judgement
+    from rationad.metrics import Metrics
+    from rationad.model.base import Completion, ModelError
+    from rationad.model_stage import ModelStage, Pending
+    from rationad.records import LogLine, Session
+
+    seen = []
+
+    class ShortContext:
+        """Counts four characters a token (the estimate); its real context takes 1,500 characters of prompt."""
+
+        name = "short"
+        exact = False
+
+        async def check_health(self):
+            return True
+
+        def count_tokens(self, t):
+            return len(t) // 4 + 1
+
+        async def aclose(self): ...
+
+        async def generate(self, conversations, *, max_tokens, temperature, regex):
+            sizes = [len(c[-1]["content"]) for c in conversations]
+            seen.extend(sizes)
+            if max(sizes) > 1_500 and max_tokens > 4:
+                raise ModelError("HTTP 400: This model's maximum context length is 512 tokens", kind="rejected")
+            return [Completion(ANOMALOUS, 1, 1) for _ in conversations]
+
+    def word(i: int) -> str:  # distinct letters-only ids: no digits for the template masking to make one
+        return "".join(chr(65 + (i // 26 ** k) % 26) for k in range(3)) * 10
+
+    lines = [LogLine(key="k", message=f"ERROR id {word(i)} failed", raw="x", offset=i) for i in range(200)]
+    s = Settings(cache={"enabled": False}, model={"retry_backoff_secs": 0.0})
+    stage = ModelStage(s, Judge(ShortContext(), s.model, "generic"), None, None, Metrics(),
+                       spawn=lambda c, n: asyncio.ensure_future(c), on_dead=lambda r: None, on_state=lambda: None)
+    p = Pending(Session(key="k", lines=lines, close_reason="gap"), hold=None, closed_at=0.0, is_revoked=lambda: False)
+    [(_, result)] = await asyncio.wait_for(stage._judge([p]), 30)
+    assert isinstance(result, Judgement) and result.answer.verdict == "anomalous"
+    assert p.session.extra["max_prompt_tokens"] in (512, 256) and seen[0] > 1_500
