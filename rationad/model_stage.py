@@ -312,7 +312,11 @@ class ModelStage:
                         # in-process engine back at once (a rebuild answers the probe right after the crash) said
                         # nothing of which request took it down, and innocent sessions in flight beside the culprit
                         # were charged and dead-lettered (found when a rebuild took no time)
-                        answers = not patient and not exc.dropped and await self._model_answers(batch[0])
+                        # A request the client never sent (the in-process engine being built again, or dead before
+                        # it was sent) says nothing of the session: a rebuild that ends before the probe has it
+                        # answered, and an innocent session was charged (found when a rebuild took no time)
+                        answers = (not patient and not exc.dropped and not exc.unsent
+                                   and await self._model_answers(batch[0]))
                         if answers or (crashed_alone and exc.dropped):
                             p = batch[0]
                             p.attempts += 1

@@ -57,15 +57,18 @@ class ModelError(Exception):
     ``dropped``: an outage where the connection was reset or closed once made, or a reverse proxy answered 502 (not
     refused, not a timeout, not another status): what a request that takes the server down looks like, counted so by
     ``model_stage`` only for a request sent while the server was not known down.
+    ``unsent``: an outage where the request never reached a model (the in-process engine not started, being built
+    again, or found dead before it was sent): it says nothing of the session, whatever a probe sent after it finds.
     """
 
     def __init__(self, msg: str, retryable: bool = True, *, kind: ErrorKind | None = None, busy: bool = False,
-                 dropped: bool = False) -> None:
+                 dropped: bool = False, unsent: bool = False) -> None:
         super().__init__(msg)
         self.kind: ErrorKind = kind if kind is not None else ("outage" if retryable else "rejected")
         self.retryable = self.kind != "rejected"
         self.busy = busy and self.kind == "outage"
         self.dropped = dropped and self.kind == "outage"
+        self.unsent = unsent and self.kind == "outage"
 
 
 @runtime_checkable

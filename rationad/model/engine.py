@@ -309,9 +309,9 @@ class EngineClient:
         if self._dead:
             raise ModelError("the vLLM engine core is dead", kind="dead")
         if self._rebuilding is not None:
-            raise ModelError("the vLLM engine is being built again after its core died", retryable=True)
+            raise ModelError("the vLLM engine is being built again after its core died", kind="outage", unsent=True)
         if llm is None:
-            raise ModelError("the vLLM engine is not started", retryable=True)
+            raise ModelError("the vLLM engine is not started", kind="outage", unsent=True)
         if getattr(llm, "errored", False):  # died before this request was sent: never reached it
             raise self._died(llm, None, in_flight=False)
         if not conversations:
@@ -351,7 +351,8 @@ class EngineClient:
                 self._rebuilding = asyncio.ensure_future(self._restart(llm))
         if self._dead:
             return ModelError(f"the vLLM engine core is dead: {exc!r}", kind="dead")
-        return ModelError(f"the vLLM engine core died: {exc!r}; building it again", kind="outage", dropped=in_flight)
+        return ModelError(f"the vLLM engine core died: {exc!r}; building it again", kind="outage", dropped=in_flight,
+                          unsent=not in_flight)
 
     async def _restart(self, old: Any) -> None:
         """Shut down the engine whose core died and build it again (30-70 s on a 2-core CPU); one that cannot be

@@ -605,6 +605,41 @@ async def test_a_session_whose_request_kills_the_in_process_engine_is_dead_lette
     assert len(builds) >= 2  # built again after each death
 
 
+async def test_a_request_refused_while_the_in_process_engine_is_built_again_is_not_charged(tmp_path):
+    """Found by review (the flaky test above, 1 run in 4 with max_attempts=1), failing before its fix: a session's
+    request refused by the in-process client because its engine was being built again never reached a model, but
+    the probe sent after it found the rebuild done and was answered, and the session was charged an attempt
+    ("session_fails_while_model_answers") and dead-lettered as model_failed. Here each of the session's first three
+    requests meets a rebuild that ends at once after refusing it."""
+    from rationad.config import ModelConfig
+    from rationad.model.engine import EngineClient
+    from rationad.model_stage import PROBE_TOKENS
+
+    client = EngineClient(ModelConfig(backend="vllm-engine", path=tmp_path))
+    client._llm = _PoisonedEngine(0.01)
+    real, refusals = client.generate, [3]
+
+    async def generate(conversations, *, max_tokens, **kw):
+        if max_tokens > PROBE_TOKENS and refusals[0]:
+            refusals[0] -= 1
+            client._rebuilding = asyncio.get_running_loop().create_future()  # being built again...
+            try:
+                return await real(conversations, max_tokens=max_tokens, **kw)
+            finally:
+                client._rebuilding = None  # ...and built: the probe after the refusal is answered
+        return await real(conversations, max_tokens=max_tokens, **kw)
+
+    client.generate = generate
+    s = td.settings(model={"backend": "vllm-engine", "path": str(tmp_path), "retry_backoff_secs": 0.1},
+                    delivery={"max_attempts": 1})
+    d, consumer, producer = td.make(s, [{td.TP: [Rec(0, td.line("a", "ERROR x")), Rec(1, td.line("a", "ERROR x"))]}],
+                                    model=client)
+    await run(d, consumer, lambda: td.final_commit(consumer) == 2, 20)
+    assert refusals == [0]
+    assert producer.on("rationad.dlq") == []
+    assert [orjson.loads(e.value)["session"]["key"] for e in producer.on("rationad.anomalies")] == ["a"]
+
+
 async def test_a_request_dropped_while_the_model_answers_the_probe_after_it_is_sent_alone_not_charged():
     """Found under load (2026-12-07), failing before its fix: a session whose request lost its connection three rounds
     running (an in-process engine or a server that died under it and came back at once, a network resetting
