@@ -311,10 +311,9 @@ class ModelStage:
                         # A dropped request is charged only when it was alone (``crashed_alone``): a server or an
                         # in-process engine back at once (a rebuild answers the probe right after the crash) said
                         # nothing of which request took it down, and innocent sessions in flight beside the culprit
-                        # were charged and dead-lettered (found when a rebuild took no time)
-                        # A request the client never sent (the in-process engine being built again, or dead before
-                        # it was sent) says nothing of the session: a rebuild that ends before the probe has it
-                        # answered, and an innocent session was charged (found when a rebuild took no time)
+                        # were charged and dead-lettered (found when a rebuild took no time). Nor does a request the
+                        # client never sent (``unsent``: the in-process engine being built again, or dead before it
+                        # was sent), whatever the probe after it finds (a rebuild ended before the probe)
                         answers = (not patient and not exc.dropped and not exc.unsent
                                    and await self._model_answers(batch[0]))
                         if answers or (crashed_alone and exc.dropped):
