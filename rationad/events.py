@@ -46,9 +46,10 @@ def event_id(session: Session, model: ModelInfo, level: str = "session", labels:
     """The same lines judged by the same model at the same level (and, at template level, under the same operator
     ``labels``, ``<template id>:<verdict>``, with the same templates ``unjudged``) -> the same id; other lines ->
     another id. Whatever else decides the verdict is part of it too: a session judged as unfinished (another prompt
-    note, ``judge.threshold_unfinished``) and the same lines read again and closed as finished, or a window decided
-    while a template's judgement had failed and decided again once it was judged, gave one id to opposite verdicts,
-    and consumers dropping duplicates by id kept the first (review 2026-12-07).
+    note, ``judge.threshold_unfinished``), or on fewer rows once the model refused it (``model_stage.cut_harder``),
+    and the same lines read again and judged as finished or whole, or a window decided while a template's judgement
+    had failed and decided again once it was judged, gave one id to opposite verdicts, and consumers dropping
+    duplicates by id kept the first (review 2026-12-07).
 
     A session is named by the lines it holds: its partition, key, first and last offsets, line count and ``part``
     (sessions of one key beginning in the same record). Read again after a restart or a rebalance, the same lines
@@ -79,6 +80,8 @@ def event_id(session: Session, model: ModelInfo, level: str = "session", labels:
         parts.append(f"level={level}")
     elif session.unfinished:
         parts.append("unfinished")
+    if "max_prompt_tokens" in session.extra:  # judged on fewer rows, cut after the model refused it (model_stage)
+        parts.append(f"budget={session.extra['max_prompt_tokens']}")
     parts.extend(f"label={lb}" for lb in sorted(labels))
     parts.extend(f"unjudged={t}" for t in sorted(unjudged))
     if session.part and not forwarded:

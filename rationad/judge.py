@@ -209,7 +209,7 @@ class Judge:
         self._inflight: dict[str, asyncio.Future[tuple[str, float | None, int]]] = {}
 
     def view(self, session: Session) -> SessionView:
-        # a session the model refused is cut harder (``ModelStage._cut_harder``)
+        # a session the model refused is cut harder (``rationad.model_stage.cut_harder``)
         budget = session.extra.get("max_prompt_tokens", self.cfg.max_prompt_tokens)
         if session.extra.get("templated"):  # the template-level task: lines are templates already
             view = build_view(self.source, [line.message for line in session.lines], templated=True,

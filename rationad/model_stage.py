@@ -52,6 +52,23 @@ MIN_PROMPT_TOKENS = 256  # the smallest model.max_prompt_tokens (rationad.config
 PROBE_TOKENS = 4  # the probe (``Judge.probe_request``) is shaped like a real request, and short
 
 Result = Judgement | DeadLetter
+
+
+def cut_harder(session: Session, default_budget: int, exc: Exception) -> bool:
+    """A session the model refused while it answers the probe is sent again with half its prompt budget (down to
+    ``MIN_PROMPT_TOKENS``; ``Judge.view`` reads ``session.extra["max_prompt_tokens"]``, and the event id names it)
+    before it is blamed: without the model's tokenizer (``tokenizer.json`` at ``model.path``) its size is an estimate,
+    which random letters (ids, tokens, base64) beat up to three times, and a prompt over the server's context was
+    dead-lettered as model_rejected instead of judged on fewer rows (review 2026-12-07). Only after the probe is
+    answered: a server refusing every request cut every session in flight for good (review of that change). Whether
+    it was cut. Replay does the same (``rationad.replay.judge_refused_alone``)."""
+    budget = int(session.extra.get("max_prompt_tokens", default_budget))
+    if budget <= MIN_PROMPT_TOKENS:
+        return False
+    session.extra["max_prompt_tokens"] = max(MIN_PROMPT_TOKENS, budget // 2)
+    log.warning("session_refused_cut_harder", key=session.key[:200], error=str(exc),
+                max_prompt_tokens=session.extra["max_prompt_tokens"])
+    return True
 Settle = Callable[[list[tuple["Pending", Result]]], Coroutine[Any, Any, None]]
 
 
@@ -263,13 +280,12 @@ class ModelStage:
                         # the health check found the server unfit (a context shorter than the prompts): a request
                         # it refuses is not the session's fault; it waits for the check to pass (review 2026-12-07)
                         pass
-                    elif self._cut_harder(batch[0], exc):
-                        pass  # sent again with half its prompt budget before it is blamed
                     elif await self._model_answers(batch[0]):  # this session's request is at fault
                         p = batch[0]
-                        log.warning("session_rejected_by_model", key=p.session.key, error=str(exc))
-                        return [(p, session_dead_letter(p.session, "model_rejected", str(exc),
-                                                        attempts=p.attempts + 1))]
+                        if not cut_harder(p.session, self.s.model.max_prompt_tokens, exc):  # (else: sent again cut)
+                            log.warning("session_rejected_by_model", key=p.session.key, error=str(exc))
+                            return [(p, session_dead_letter(p.session, "model_rejected", str(exc),
+                                                            attempts=p.attempts + 1))]
                     else:
                         # the probe is rejected too (e.g. a server started with --max-logprobs below the
                         # daemon's): no session is at fault, none is dead-lettered; input pauses until it is fixed
@@ -340,20 +356,6 @@ class ModelStage:
                     return [(p, session_dead_letter(p.session, "judge_failed", error, attempts=p.attempts))]
             await asyncio.sleep(backoff * (0.5 + random.random()))
             backoff = min(backoff * 2, MAX_BACKOFF_SECS)
-
-    def _cut_harder(self, p: Pending, exc: ModelError) -> bool:
-        """A session the model refused is sent again with half its prompt budget (down to ``MIN_PROMPT_TOKENS``)
-        before it is blamed: without the model's tokenizer (``tokenizer.json`` at ``model.path``) its size is an
-        estimate, which random letters (ids, tokens, base64) beat up to three times, and a prompt over the server's
-        context was dead-lettered as model_rejected instead of judged on fewer rows (review 2026-12-07). Whether it
-        was cut."""
-        budget = int(p.session.extra.get("max_prompt_tokens", self.s.model.max_prompt_tokens))
-        if budget <= MIN_PROMPT_TOKENS:
-            return False
-        p.session.extra["max_prompt_tokens"] = max(MIN_PROMPT_TOKENS, budget // 2)
-        log.warning("session_refused_cut_harder", key=p.session.key[:200], error=str(exc),
-                    max_prompt_tokens=p.session.extra["max_prompt_tokens"])
-        return True
 
     async def _server_unfit(self) -> bool:
         """Before a rejected session is blamed: does the server's own check (``verify``, where the client has one)

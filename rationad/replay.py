@@ -512,7 +512,7 @@ async def judge_refused_alone(judge: Judge, sessions: list[Session]) -> list[Jud
     retried by the client already."""
     from rationad.answer import ParsedAnswer
     from rationad.judge import Judgement
-    from rationad.model_stage import PROBE_TOKENS  # the daemon's probe, shaped like a real request
+    from rationad.model_stage import PROBE_TOKENS, cut_harder  # the daemon's probe, shaped like a real request
 
     try:
         return await judge.judge_many(sessions)
@@ -531,6 +531,8 @@ async def judge_refused_alone(judge: Judge, sessions: list[Session]) -> list[Jud
             await judge.client.generate([conversation], max_tokens=PROBE_TOKENS, temperature=0.0, regex=regex)
         except ModelError as probe_exc:
             raise ModelError(f"the model refuses every request ({probe_exc}): {exc}", kind="config") from exc
+        if exc.kind == "rejected" and cut_harder(s, judge.cfg.max_prompt_tokens, exc):  # as the daemon does
+            return await judge_refused_alone(judge, [s])
         refused = ParsedAnswer(verdict=None, rationale="", cited=(), ungrounded_refs=(),
                                error=f"model_rejected: {exc}", raw="")
         return [Judgement(session=s, view=judge.view(s), answer=refused, cached=False, attempts=1)]

@@ -112,7 +112,7 @@ def approx_token_count(text: str) -> int:
     by review); so were lines of digits (SmolLM2 reads each digit as a token) and of control characters (quoted
     ``\\u0001``, 6 characters for about 5 tokens) (review 2026-12-07). Letters still count four a token, as words
     take: random letters (ids, base64) take up to three times that, and a session the server refuses is sent again
-    cut harder (``ModelStage._cut_harder``). ``bench/token_estimate.py``."""
+    cut harder (``rationad.model_stage.cut_harder``). ``bench/token_estimate.py``."""
     ascii_text = text.encode("ascii", "ignore")
     other_ascii = len(ascii_text.translate(None, _WORDY))
     # a quoted escape (``\\u001f``) is a token a character, hex letters too: 4 more than its letters count
@@ -177,6 +177,10 @@ def check_model_folder(path: Path | None, key: str = "model.path") -> Path:
     return p
 
 
+# RoPE types whose factor vLLM does not apply to the context it derives (vllm/config/model.py); others multiply it
+_ROPE_UNSCALED = ("su", "longrope", "llama3", "yarn", "deepseek_yarn", "deepseek_llama_scaling")
+
+
 def _check_context(cfg: ModelConfig) -> None:
     """``model.max_model_len`` within the model's own context (``max_position_embeddings`` in its config.json, where
     it says): vLLM refuses a longer one when the engine starts, which ended ``run`` with a traceback (exit 1) and a
@@ -187,11 +191,18 @@ def _check_context(cfg: ModelConfig) -> None:
     f = Path(cfg.path).expanduser() / "config.json"
     try:
         config = json.loads(f.read_text(encoding="utf-8"))
-        own, scaled = config.get("max_position_embeddings"), config.get("rope_scaling")
-    except (OSError, ValueError, AttributeError) as exc:
+        own = config.get("max_position_embeddings")
+        rope = config.get("rope_scaling") or config.get("rope_parameters") or {}
+        factor = float(rope.get("factor") or 1.0) if isinstance(rope, dict) else 1.0
+    except (OSError, ValueError, AttributeError, TypeError) as exc:
         raise ConfigError(f"model.path: {f} is not readable as a model config ({exc})") from None
-    if scaled or os.environ.get("VLLM_ALLOW_LONG_MAX_MODEL_LEN"):
-        return  # vLLM scales the context by the RoPE factor (or is told to allow more): it decides
+    if os.environ.get("VLLM_ALLOW_LONG_MAX_MODEL_LEN", "").strip().lower() in ("1", "true"):
+        return  # vLLM is told to allow more (its own reading of the variable)
+    if isinstance(rope, dict) and any(isinstance(v, dict) for v in rope.values()):
+        return  # parameters per layer type: vLLM decides
+    kind = str(rope.get("rope_type") or rope.get("type") or "") if isinstance(rope, dict) else ""
+    if kind not in ("", "default", *_ROPE_UNSCALED) and factor > 1:  # vLLM scales the context by the factor
+        own = int(own * factor) if isinstance(own, int) and not isinstance(own, bool) else own
     if isinstance(own, int) and not isinstance(own, bool) and cfg.max_model_len > own:
         raise ConfigError(f"model.max_model_len: {cfg.max_model_len} is more than the model's context ({own}, "
                           f"max_position_embeddings in {f}); set it at most {own}")

@@ -764,9 +764,41 @@ async def test_a_session_refused_for_its_size_is_cut_harder_before_it_is_blamed(
 
     lines = [LogLine(key="k", message=f"ERROR id {word(i)} failed", raw="x", offset=i) for i in range(200)]
     s = Settings(cache={"enabled": False}, model={"retry_backoff_secs": 0.0})
-    stage = ModelStage(s, Judge(ShortContext(), s.model, "generic"), None, None, Metrics(),
+    client = ShortContext()
+    stage = ModelStage(s, Judge(client, s.model, "generic"), None, None, Metrics(),
                        spawn=lambda c, n: asyncio.ensure_future(c), on_dead=lambda r: None, on_state=lambda: None)
     p = Pending(Session(key="k", lines=lines, close_reason="gap"), hold=None, closed_at=0.0, is_revoked=lambda: False)
     [(_, result)] = await asyncio.wait_for(stage._judge([p]), 30)
     assert isinstance(result, Judgement) and result.answer.verdict == "anomalous"
     assert p.session.extra["max_prompt_tokens"] in (512, 256) and seen[0] > 1_500
+    # the event names the budget: the same lines judged whole (read again) are not its duplicate
+    from rationad.events import ModelInfo, event_id
+
+    whole = Session(key="k", lines=lines, close_reason="gap")
+    assert event_id(p.session, ModelInfo("m")) != event_id(whole, ModelInfo("m"))
+    # replay does the same (it recorded the session as model_rejected)
+    from rationad.replay import judge_refused_alone
+
+    again = Session(key="k", lines=lines, close_reason="gap")
+    [judged] = await judge_refused_alone(Judge(client, s.model, "generic"), [again])
+    assert judged.answer.verdict == "anomalous" and again.extra["max_prompt_tokens"] in (512, 256)
+    # Found by review of the first version, failing on it: with the probe refused too (a server refusing every
+    # request) no session is at fault, and none is cut: every session in flight was cut to 256 tokens for good.
+    client.generate = lambda *a, **kw: _refuse()
+    stuck = Pending(Session(key="s", lines=lines, close_reason="gap"), hold=None, closed_at=0.0,
+                    is_revoked=lambda: False)
+    judging = asyncio.ensure_future(stage._judge([stuck]))
+    for _ in range(50):
+        if stage.blocked:
+            break
+        await asyncio.sleep(0.02)
+    judging.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await judging
+    assert stage.blocked and "max_prompt_tokens" not in stuck.session.extra
+
+
+async def _refuse():
+    from rationad.model.base import ModelError
+
+    raise ModelError("HTTP 400: --max-logprobs", kind="rejected")

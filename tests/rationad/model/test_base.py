@@ -57,11 +57,13 @@ def test_engine_backend_needs_a_model_folder(tmp_path):
         make_client(ModelConfig(backend="vllm-engine", path=tmp_path / "empty"))
 
 
-def test_a_max_model_len_past_the_model_s_context_is_refused_naming_the_key(tmp_path):
+def test_a_max_model_len_past_the_model_s_context_is_refused_naming_the_key(tmp_path, monkeypatch):
     """Found by review (2026-12-07), failing before its fix: vLLM refuses a max_model_len longer than the model's
     max_position_embeddings when the engine starts, so ``run`` ended with a traceback (exit 1) in a restart loop
     while ``check-config --offline`` said the configuration was valid."""
     from rationad.model.base import check_model_config
+
+    monkeypatch.delenv("VLLM_ALLOW_LONG_MAX_MODEL_LEN", raising=False)
 
     folder = tmp_path / "m"
     folder.mkdir()
@@ -72,9 +74,20 @@ def test_a_max_model_len_past_the_model_s_context_is_refused_naming_the_key(tmp_
     check_model_config(ModelConfig(backend="vllm-engine", path=folder, max_model_len=8192))
     (folder / "config.json").write_text('{"model_type": "llama"}')  # says nothing: not refused
     check_model_config(ModelConfig(backend="vllm-engine", path=folder, max_model_len=16384, max_prompt_tokens=12000))
-    # found by review of the check, failing on it: vLLM scales the context by a RoPE factor; it decides
-    (folder / "config.json").write_text('{"max_position_embeddings": 4096, "rope_scaling": {"type": "linear", '
-                                        '"factor": 4}}')
+    # found by reviews of the check, failing on it: vLLM scales the context by a RoPE factor, except for the types
+    # whose max_position_embeddings is scaled already; transformers 5 writes rope_parameters
+    for rope in ('"rope_scaling": {"type": "linear", "factor": 4}',
+                 '"rope_parameters": {"rope_type": "linear", "factor": 4, "rope_theta": 10000}'):
+        (folder / "config.json").write_text('{"max_position_embeddings": 4096, %s}' % rope)
+        check_model_config(ModelConfig(backend="vllm-engine", path=folder, max_model_len=8192))
+    (folder / "config.json").write_text('{"max_position_embeddings": 4096, "rope_scaling": {"rope_type": "llama3", '
+                                        '"factor": 8}}')
+    with pytest.raises(ConfigError, match=r"^model\.max_model_len: 8192 is more than the model's context \(4096"):
+        check_model_config(ModelConfig(backend="vllm-engine", path=folder, max_model_len=8192))
+    monkeypatch.setenv("VLLM_ALLOW_LONG_MAX_MODEL_LEN", "0")  # vLLM reads only 1 or true
+    with pytest.raises(ConfigError, match=r"^model\.max_model_len"):
+        check_model_config(ModelConfig(backend="vllm-engine", path=folder, max_model_len=8192))
+    monkeypatch.setenv("VLLM_ALLOW_LONG_MAX_MODEL_LEN", "1")
     check_model_config(ModelConfig(backend="vllm-engine", path=folder, max_model_len=8192))
 
 
