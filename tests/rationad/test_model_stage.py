@@ -738,19 +738,8 @@ async def test_a_session_refused_for_its_size_is_cut_harder_before_it_is_blamed(
 
     seen = []
 
-    class ShortContext:
+    class ShortContext(_SlowRejecting):
         """Counts four characters a token (the estimate); its real context takes 1,500 characters of prompt."""
-
-        name = "short"
-        exact = False
-
-        async def check_health(self):
-            return True
-
-        def count_tokens(self, t):
-            return len(t) // 4 + 1
-
-        async def aclose(self): ...
 
         async def generate(self, conversations, *, max_tokens, temperature, regex):
             sizes = [len(c[-1]["content"]) for c in conversations]
