@@ -1216,35 +1216,6 @@ def test_a_line_dated_before_a_max_open_cut_does_not_break_the_key_s_revision_ch
     assert last.revision == 3 and len(last.context) == 5
 
 
-def test_a_line_shipped_late_and_cut_alone_adds_to_the_key_s_revision_chain():
-    """Found by review (2026-12-07), failing before its fix: after two max_open cuts of a block, one line dated
-    before the second cut (shipped late, not late by the watermark) was cut alone in turn, and its close replaced the
-    key's chain with its own revision 1 and its one line: the block's next revision was 2, judged with that line as
-    its only context (a deletion with no receive lines, the fragment carried context exists to prevent)."""
-    w = Sessionizer(resolve_spec(SessionsConfig(), "hdfs"))  # gap 1 day, max_open 600 s
-    now = 1_800_000_000.0
-    t, out = now - 100, []
-
-    def add(ts, offset, msg):
-        out.extend(w.add(LogLine("blk_1", msg, msg, ts, offset=offset), now))
-
-    add(t, 1, "receiving")
-    add(t + 1, 2, "received")
-    now += 601
-    out.extend(w.tick(now))
-    add(t + 700, 3, "addStoredBlock")
-    now += 601
-    out.extend(w.tick(now))
-    add(t + 650, 4, "terminating")  # dated before the second cut
-    now += 601
-    out.extend(w.tick(now))
-    add(t + 1400, 5, "deleting")
-    out.extend(w.flush("end_of_input"))
-    got = [(s.revision, [x.message for x in s.lines], [x.message for x in s.context]) for s in out]
-    assert got[2] == (1, ["terminating"], [])  # judged alone, as a line beside the chain
-    assert got[3] == (3, ["deleting"], ["receiving", "received", "addStoredBlock", "terminating"])
-
-
 def test_a_key_logging_on_after_a_line_stamped_ahead_is_cut_as_unfinished_revisions():
     """Found by review (2026-12-07), failing before its fix: after a max_open cut whose first line was stamped an
     hour ahead (or a zone-less local clock going back an hour), the key's lines went to windows "older" than the cut,
