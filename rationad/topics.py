@@ -137,14 +137,15 @@ async def _start_and_ask(admin: Any, wanted: list[str], sizes: bool = False, pol
     missing, auto_create = await _missing(admin, wanted)
     limits: dict[str, int | None] = {}
     said: dict[str, str] = {}
+    policies = policies or []
     for topic in wanted:
-        if topic in missing or not (sizes or topic in (policies or ())):
+        if topic in missing or not (sizes or topic in policies):
             continue
         configs = await _topic_configs(admin, topic)
         if sizes:
             value = configs.get("max.message.bytes")
             limits[topic] = int(value) if value is not None and value.isdigit() else None
-        if topic in (policies or ()) and "cleanup.policy" in configs:
+        if topic in policies and "cleanup.policy" in configs:
             said[topic] = configs["cleanup.policy"]
     return missing, auto_create, limits, said
 

@@ -52,8 +52,8 @@ be made late by such a line.
 
 Memory is bounded by ``max_open_sessions``: when a new session would exceed it, the oldest-opened session closes
 early (reason ``evicted``), which is also the one holding back the partition's committable offset. The caller can
-bound bytes too: ``open_bytes`` estimates what the open sessions hold, and ``evict_oldest`` with
-``oldest_opened_at`` let it close the oldest sessions over all partitions.
+bound bytes too: ``open_bytes`` estimates what the open sessions hold, and ``open_sizes`` with ``evict`` let it close
+the sessions holding the most over all partitions (the daemon's byte budget).
 
 Event time alone may never close a session (text without timestamps, a rare key of a count window, or HDFS blocks
 that live for days) and an open session pins the committed offset: ``max_open_secs`` bounds, in wall-clock time from
@@ -67,7 +67,7 @@ on its own lines, as before).
 
 Close reasons: ``gap``, ``max_lines``, ``span``, ``window_full``, ``window_end``, ``evicted``, ``quiet``,
 ``max_open``, plus whatever reason the caller passes to :meth:`Sessionizer.flush` (``end_of_input``, ``shutdown``)
-or :meth:`Sessionizer.evict_oldest`.
+or :meth:`Sessionizer.evict`.
 """
 
 from __future__ import annotations

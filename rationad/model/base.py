@@ -193,17 +193,20 @@ def _check_context(cfg: ModelConfig) -> None:
         config = json.loads(f.read_text(encoding="utf-8"))
         own = config.get("max_position_embeddings")
         rope = config.get("rope_scaling") or config.get("rope_parameters") or {}
-        factor = float(rope.get("factor") or 1.0) if isinstance(rope, dict) else 1.0
+        rope = rope if isinstance(rope, dict) else {}
+        factor = float(rope.get("factor") or 1.0)
     except (OSError, ValueError, AttributeError, TypeError) as exc:
         raise ConfigError(f"model.path: {f} is not readable as a model config ({exc})") from None
     if os.environ.get("VLLM_ALLOW_LONG_MAX_MODEL_LEN", "").strip().lower() in ("1", "true"):
         return  # vLLM is told to allow more (its own reading of the variable)
-    if isinstance(rope, dict) and any(isinstance(v, dict) for v in rope.values()):
+    if any(isinstance(v, dict) for v in rope.values()):
         return  # parameters per layer type: vLLM decides
-    kind = str(rope.get("rope_type") or rope.get("type") or "") if isinstance(rope, dict) else ""
+    if not isinstance(own, int) or isinstance(own, bool):
+        return  # the config does not say
+    kind = str(rope.get("rope_type") or rope.get("type") or "")
     if kind not in ("", "default", *_ROPE_UNSCALED) and factor > 1:  # vLLM scales the context by the factor
-        own = int(own * factor) if isinstance(own, int) and not isinstance(own, bool) else own
-    if isinstance(own, int) and not isinstance(own, bool) and cfg.max_model_len > own:
+        own = int(own * factor)
+    if cfg.max_model_len > own:
         raise ConfigError(f"model.max_model_len: {cfg.max_model_len} is more than the model's context ({own}, "
                           f"max_position_embeddings in {f}); set it at most {own}")
 
