@@ -243,21 +243,31 @@ class ModelStage:
                 backoff = min(backoff * 2, MAX_BACKOFF_SECS)
                 continue
             was_suspect, suspect = suspect, False
-            crashed_alone = was_suspect and resets_at == self._resets  # no shared request dropped since the last
-            if was_suspect:
-                resets_at = self._resets
+            crashed_alone = False
             try:
                 try:
                     async with self._lane.alone() if was_suspect else self._lane.shared():
-                        up = self.down_since is None
-                        result = await self.judge.judge_many([p.session for p in batch])
+                        # A suspect is sent alone only if a probe sent alone right before it is answered: one that
+                        # waited for the lane behind the culprit found the server down the culprit's crash left
+                        # (behind a proxy: 502 at once, read as dropped) and was charged in its place (CI run,
+                        # 2026-12-07: an innocent session dead-lettered under load).
+                        if was_suspect and not await self._probe(batch[0]):
+                            result = None
+                        else:
+                            if was_suspect:  # no shared request dropped since its last send alone
+                                crashed_alone, resets_at = resets_at == self._resets, self._resets
+                            up = self.down_since is None
+                            result = await self.judge.judge_many([p.session for p in batch])
                 except ModelError as exc:
                     if exc.dropped and up and not was_suspect:
                         self._resets += 1
                     raise
-                if not all(j.cached for j in result):  # the model answered this batch (verdicts from the cache
-                    self.answered()  # vouch for nothing: a block set by rejected requests must stay)
-                return list(zip(batch, result, strict=True))
+                if result is None:
+                    suspect = True  # not sent: down, wait for it, as in any outage
+                else:
+                    if not all(j.cached for j in result):  # the model answered this batch (verdicts from the cache
+                        self.answered()  # vouch for nothing: a block set by rejected requests must stay)
+                    return list(zip(batch, result, strict=True))
             except asyncio.CancelledError:
                 raise
             except ModelError as exc:
@@ -380,12 +390,15 @@ class ModelStage:
         answer regex, a continued start: ``Judge.probe_request``) now? Tells a session whose own request keeps
         failing from an outage, or from a server or filter that refuses every real request, during which no session
         is dead-lettered. Shaped like ``like``'s request: a template of the template-level task, or a session."""
+        async with self._lane.shared():
+            return await self._probe(like)
+
+    async def _probe(self, like: Pending) -> bool:
+        """``_model_answers``' probe, in whatever part of the lane its caller holds."""
         conversation, regex = self.judge.probe_request(templated=bool(like.session.extra.get("templated")))
+        up = self.down_since is None
         try:
-            async with self._lane.shared():
-                up = self.down_since is None
-                await self.judge.client.generate([conversation], max_tokens=PROBE_TOKENS, temperature=0.0,
-                                                 regex=regex)
+            await self.judge.client.generate([conversation], max_tokens=PROBE_TOKENS, temperature=0.0, regex=regex)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - any failure: not known to answer

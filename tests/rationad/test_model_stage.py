@@ -471,13 +471,17 @@ async def test_a_server_refusing_connections_for_a_while_dead_letters_no_session
 
 
 @pytest.mark.parametrize("proxied", [False, True], ids=["direct", "behind_a_proxy"])
-async def test_sessions_in_flight_when_another_request_takes_the_server_down_are_not_charged(proxied):
+async def test_sessions_in_flight_when_another_request_takes_the_server_down_are_not_charged(proxied, monkeypatch):
     """Found by review (2026-12-07) of the first fix above: a crash drops every connection, so batch-mates in flight
     beside the culprit were charged too and dead-lettered after delivery.max_attempts crashes. A suspect session is
-    sent again alone (no other request of the stage in flight), so only the culprit is charged."""
-    import random
+    sent again alone (no other request of the stage in flight), so only the culprit is charged. And only after a
+    probe sent alone right before it is answered: with every retry's jitter the same, the suspects probe together,
+    are answered, and wait for the lane behind the culprit; behind a proxy each was refused at once (502, read as
+    dropped) while the server restarted and charged as the culprit (a clean-clone CI run, 2026-12-07; failing before
+    its fix)."""
+    import rationad.model_stage as model_stage
 
-    random.seed(1)  # the retries' jitter (the review's run that charged two innocent sessions)
+    monkeypatch.setattr(model_stage.random, "random", lambda: 0.0)
     s = td.settings(delivery={"max_attempts": 2}, model={"retry_backoff_secs": 0.1})
     recs = []
     for key in ["p", *"abcdefgh"]:
