@@ -884,13 +884,19 @@ class Sessionizer:
         # memory). Not for an older window of the key: its key's lines go on in the newer one.
         if session.unfinished and newest:
             kept = short_key(key)  # kept past the session: a key can be as long as a record
-            self._revisions[kept] = (cur.revision, cur.first_ts)
+            # A window opened beside the key's cut (dated before it) and cut in turn adds to the chain, not replaces
+            # it: it replaced the record with its revision 1 and its lines, and the lines before were gone from every
+            # later revision (review 2026-12-07: one line of a block shipped late)
+            rec = self._revisions.get(kept)
+            chain = rec is not None and rec[0] >= cur.revision
+            self._revisions[kept] = (rec[0], min(rec[1], cur.first_ts)) if chain else (cur.revision, cur.first_ts)
             self._revisions.move_to_end(kept)
             if len(self._revisions) > self.spec.max_open_sessions:
                 gone, _ = self._revisions.popitem(last=False)
                 self._open_bytes -= self._carried.pop(gone, ([], 0))[1]
             if self._carry and reason == "max_open":
-                carried = session.judged_lines[: self.spec.max_lines]
+                before = self._carried.get(kept, ([], 0))[0] if chain else []
+                carried = (before + session.judged_lines)[: self.spec.max_lines]
                 nbytes = sum(map(line_bytes, carried))
                 self._open_bytes += nbytes - self._carried.pop(kept, ([], 0))[1]
                 self._carried[kept] = (carried, nbytes)

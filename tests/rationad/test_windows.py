@@ -262,18 +262,23 @@ def test_no_line_is_lost_and_offsets_bound_the_commit(events, max_open, lateness
         assert all(s.close_reason != "max_open" for s in out)
     # Each session's revision is 1, or one more than that of an earlier session of its key closed by "max_open"
     # (a key's older windows, kept open for late and lagging lines, close in any order with its newest), whose
-    # lines and context it carries (the earliest max_lines), or closed by "evicted", carrying none; a first session
-    # carries none.
+    # lines and context it carries first (the earliest max_lines), or closed by "evicted", carrying none of them; a
+    # first session carries none. A window opened beside a max_open cut (dated before it) and cut in turn adds its
+    # lines to what the key's next revision carries, so a context holds at most max_lines earlier lines of its key,
+    # each once.
     earlier: dict[str, list] = {}
     for s in out:
         if s.close_reason == "late":
             assert s.revision == 1
             continue
+        before = earlier.get(s.key, [])
         if s.revision > 1:
             assert any(b.revision == s.revision - 1 and (
-                b.close_reason == "max_open" and s.context == (b.context + b.lines)[:7]
-                or b.close_reason == "evicted" and s.context == []) for b in earlier.get(s.key, [])), \
-                (s.key, s.revision)
+                b.close_reason == "max_open" and s.context[:len(b.context + b.lines)] == (b.context + b.lines)[:7]
+                or b.close_reason == "evicted") for b in before), (s.key, s.revision)
+            offsets = [ln.offset for ln in s.context]
+            assert len(offsets) <= 7 and len(set(offsets)) == len(offsets)
+            assert set(offsets) <= {ln.offset for b in before for ln in b.lines}
         else:
             assert s.context == []
         earlier.setdefault(s.key, []).append(s)
@@ -1214,6 +1219,35 @@ def test_a_line_dated_before_a_max_open_cut_does_not_break_the_key_s_revision_ch
     add(first + 1400, 6, wall + 1400, "deleted")
     [last] = w.flush("shutdown")
     assert last.revision == 3 and len(last.context) == 5
+
+
+def test_a_line_shipped_late_and_cut_alone_adds_to_the_key_s_revision_chain():
+    """Found by review (2026-12-07), failing before its fix: after two max_open cuts of a block, one line dated
+    before the second cut (shipped late, not late by the watermark) was cut alone in turn, and its close replaced the
+    key's chain with its own revision 1 and its one line: the block's next revision was 2, judged with that line as
+    its only context (a deletion with no receive lines, the fragment carried context exists to prevent)."""
+    w = Sessionizer(resolve_spec(SessionsConfig(), "hdfs"))  # gap 1 day, max_open 600 s
+    now = 1_800_000_000.0
+    t, out = now - 100, []
+
+    def add(ts, offset, msg):
+        out.extend(w.add(LogLine("blk_1", msg, msg, ts, offset=offset), now))
+
+    add(t, 1, "receiving")
+    add(t + 1, 2, "received")
+    now += 601
+    out.extend(w.tick(now))
+    add(t + 700, 3, "addStoredBlock")
+    now += 601
+    out.extend(w.tick(now))
+    add(t + 650, 4, "terminating")  # dated before the second cut
+    now += 601
+    out.extend(w.tick(now))
+    add(t + 1400, 5, "deleting")
+    out.extend(w.flush("end_of_input"))
+    got = [(s.revision, [x.message for x in s.lines], [x.message for x in s.context]) for s in out]
+    assert got[2] == (1, ["terminating"], [])  # judged alone, as a line beside the chain
+    assert got[3] == (3, ["deleting"], ["receiving", "received", "addStoredBlock", "terminating"])
 
 
 def test_a_key_logging_on_after_a_line_stamped_ahead_is_cut_as_unfinished_revisions():
