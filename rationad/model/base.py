@@ -58,7 +58,8 @@ class ModelError(Exception):
     refused, not a timeout, not another status): what a request that takes the server down looks like, counted so by
     ``model_stage`` only for a request sent while the server was not known down.
     ``unsent``: an outage where the request never reached a model (the in-process engine not started, being built
-    again, or found dead before it was sent): it says nothing of the session, whatever a probe sent after it finds.
+    again, or found dead before it was sent; every attempt refused or timed out while connecting to a server): it
+    says nothing of the session, whatever a probe sent after it finds.
     """
 
     def __init__(self, msg: str, retryable: bool = True, *, kind: ErrorKind | None = None, busy: bool = False,

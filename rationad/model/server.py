@@ -250,6 +250,7 @@ class ServerClient:
         attempts = self.cfg.max_retries + 1
         last = ""
         busy = dropped = False
+        reached = False  # a request got past connecting once (else it never reached the server: ``unsent``)
         for attempt in range(attempts):
             wait: float | None = None
             try:
@@ -261,7 +262,9 @@ class ServerClient:
                 # reset or closed once connected (not refused, not a timeout): what a server dying under it does; kept
                 # over the retries after it (refused while the server restarts)
                 dropped = dropped or isinstance(exc, httpx.RemoteProtocolError | httpx.ReadError | httpx.WriteError)
+                reached = reached or not isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout)
             else:
+                reached = True
                 if resp.is_success:
                     return resp
                 status = resp.status_code
@@ -282,7 +285,7 @@ class ServerClient:
                 log.debug("retrying %s %s in %.2f s after %s", method, url, delay, last)
                 await self._sleep(delay)
         raise ModelError(f"{method} {self.display_url}{url} failed after {attempts} attempt(s): {last}", kind="outage",
-                         busy=busy, dropped=dropped)
+                         busy=busy, dropped=dropped, unsent=not reached)
 
     async def _one(self, messages: list[Message], max_tokens: int, temperature: float, regex: str | None) -> Completion:
         payload: dict[str, Any] = {

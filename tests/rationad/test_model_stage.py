@@ -430,6 +430,29 @@ def _crashing_server(latency: float, proxied: bool = False):
     return handler
 
 
+async def test_a_session_whose_requests_were_refused_while_the_server_restarted_is_not_charged():
+    """Left by the last sessions, failing before its fix: a request refused at connect (a server restarting) never
+    reached the server, yet when the probe after the third such outage found the server back, the session was charged
+    an attempt ("fails while the model answers"), and dead-lettered after delivery.max_attempts restarts."""
+    state = {"refused": 0}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/health":
+            return httpx.Response(200)
+        body = json.loads(request.content)
+        if body["max_tokens"] > 4 and state["refused"] < 3:  # the server came back between the third and the probe
+            state["refused"] += 1
+            raise httpx.ConnectError("[Errno 111] Connection refused", request=request)
+        return answer(ANOMALOUS)
+
+    s = td.settings(delivery={"max_attempts": 1}, model={"retry_backoff_secs": 0.05})
+    recs = [Rec(0, td.line("a", "ERROR x")), Rec(1, td.line("a", "ERROR x"))]
+    d, consumer, producer = td.make(s, [{td.TP: recs}], model=server(handler))
+    await run(d, consumer, lambda: td.final_commit(consumer) == 2, 30)
+    assert state["refused"] == 3 and not producer.on("rationad.dlq")
+    assert [orjson.loads(e.value)["session"]["key"] for e in producer.on("rationad.anomalies")] == ["a"]
+
+
 @pytest.mark.parametrize("proxied", [False, True], ids=["direct", "behind_a_proxy"])
 async def test_a_session_whose_request_takes_the_server_down_is_dead_lettered_not_retried_for_ever(proxied):
     """Found by review (2026-12-07), failing before its fix: a request that crashes the server (the connection reset,
