@@ -41,15 +41,17 @@ class ModelInfo:
     prompt_version: str = PROMPT_VERSION
 
 
-def event_id(session: Session, model: ModelInfo, level: str = "session", labels: Sequence[str] = (),
+def event_id(session: Session, model: ModelInfo, level: str = "session", verdict: str | None = None,
              unjudged: Sequence[str] = ()) -> str:
-    """The same lines judged by the same model at the same level (and, at template level, under the same operator
-    ``labels``, ``<template id>:<verdict>``, with the same templates ``unjudged``) -> the same id; other lines ->
-    another id. Whatever else decides the verdict is part of it too: a session judged as unfinished (another prompt
-    note, ``judge.threshold_unfinished``), or on fewer rows once the model refused it (``model_stage.cut_harder``),
-    and the same lines read again and judged as finished or whole, or a window decided while a template's judgement
-    had failed and decided again once it was judged, gave one id to opposite verdicts, and consumers dropping
-    duplicates by id kept the first (review 2026-12-07).
+    """The same lines judged by the same model at the same level (and, at template level, decided the same
+    ``verdict`` with the same templates ``unjudged``) -> the same id; other lines -> another id. Whatever else decides
+    the verdict is part of it too: a session judged as unfinished (another prompt note, ``judge.threshold_unfinished``),
+    or on fewer rows once the model refused it (``model_stage.cut_harder``), and the same lines read again and judged
+    as finished or whole, or a window decided while a template's judgement had failed and decided again once it was
+    judged, gave one id to opposite verdicts, and consumers dropping duplicates by id kept the first (review
+    2026-12-07). A template window's verdict is named, not the operator labels it rests on: a window decided again
+    after a label that changed no verdict is a duplicate (it was a second alert under another id), one decided again
+    after a label that changed its verdict is not.
 
     A session is named by the lines it holds: its partition, key, first and last offsets, line count and ``part``
     (sessions of one key beginning in the same record). Read again after a restart or a rebalance, the same lines
@@ -82,7 +84,8 @@ def event_id(session: Session, model: ModelInfo, level: str = "session", labels:
         parts.append("unfinished")
     if "max_prompt_tokens" in session.extra:  # judged on fewer rows, cut after the model refused it (model_stage)
         parts.append(f"budget={session.extra['max_prompt_tokens']}")
-    parts.extend(f"label={lb}" for lb in sorted(labels))
+    if verdict is not None:
+        parts.append(f"verdict={verdict}")
     parts.extend(f"unjudged={t}" for t in sorted(unjudged))
     if session.part and not forwarded:
         # (not for forwarded lines: ``part`` counts by internal record, and a pack forwarded again is cut elsewhere;
@@ -242,11 +245,9 @@ def build_template_event(
     return {
         "type": EVENT_TYPE,
         "schema_version": SCHEMA_VERSION,
-        # the operator labels its verdict rests on: a window decided again once a label changed its verdict is not
-        # a duplicate of its earlier event (review 2026-12-07: the same id, the opposite verdict, dropped by id)
-        "id": event_id(session, model, "template",
-                       [f"{u.state.id}:{u.state.label.verdict}" for u in uses if u.state.label is not None],
-                       decision.unjudged),
+        # its verdict: a window decided again once an operator label changed it is not a duplicate of its earlier
+        # event (review 2026-12-07: the same id, the opposite verdict, dropped by id); once a label changed none, it is
+        "id": event_id(session, model, "template", decision.verdict, decision.unjudged),
         "time": _iso(time.time() if now is None else now),
         "verdict": decision.verdict,
         "model_verdict": decision.model_verdict,

@@ -134,7 +134,9 @@ def test_a_window_decided_again_after_a_label_changed_its_verdict_gets_another_i
     """Found by review (2026-12-07), failing before its fix: a window decided normal (its event delivered, its input
     not yet committed) and decided again after a rebalance, once an operator had labelled its template anomalous, got
     the same event id with the opposite verdict, so a consumer dropping duplicates by id dropped the anomaly. The
-    labels a template event's verdict rests on are part of its id; the same labels give the same id."""
+    window's verdict is part of its id; a label that changes no verdict changes no id (review 2026-12-07: a
+    template labelled with the verdict the model gave made a window decided again a second alert under another id,
+    failing before its fix)."""
     from rationad.events import ModelInfo, build_template_event
     from rationad.labels import Label
     from rationad.records import LogLine, Session
@@ -152,6 +154,9 @@ def test_a_window_decided_again_after_a_label_changed_its_verdict_gets_another_i
 
     first = decided()
     assert first["id"] == decided()["id"]  # decided again as it was: a duplicate, dropped by id
+    agreeing = Label(tpl, "normal", "routine fan check", "ada", 0.5)  # the verdict the model gave
+    book.set_label(agreeing.id, agreeing)
+    assert decided()["verdict"] == "normal" and decided()["id"] == first["id"]
     label = Label(tpl, "anomalous", "page the DC team", "ada", 1.0)
     book.set_label(label.id, label)
     second = decided()
