@@ -228,6 +228,18 @@ class Judge:
         view = self.view(session)
         return self.cache.keep(cache_key(view, self.start(view)))
 
+    def cached(self, session: Session) -> Judgement | None:
+        """``session``'s judgement from the verdict cache alone, never the model's; None when it has no usable one."""
+        if self.cache is None:
+            return None
+        view = self.view(session)
+        hit = self.cache.get(cache_key(view, self.start(view)))
+        if hit is None:
+            return None
+        text, score = from_cache(hit)
+        answer = checked(parse_completion(text, view), view)
+        return Judgement(session, view, answer, cached=True, attempts=0, score=score) if answer.ok else None
+
     def start(self, view: SessionView) -> str | None:
         """What the model's answer is given to start with (``rationad.facts``): a template's rule sentence, or an HDFS
         session's walk and tally, for a model trained to start with them; else nothing."""

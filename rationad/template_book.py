@@ -76,6 +76,7 @@ class TemplateState:
     kept_at: float | None = None  # when its verdict-cache entry was last kept (``TemplateStage.catalog_records``)
     label: Label | None = None
     judging: bool = False  # sent to the model (``TemplateBook.start_judging``)
+    looked_up: bool = False  # labelled: its model verdict was looked for in the verdict cache (``TemplateStage``)
     dirty: bool = True  # changed since the catalog last heard of it
     unsettled: bool = False  # counted by the book as not evictable (no verdict yet, or being judged)
     # What its text takes in memory, measured once when it is added: ``sys.getsizeof`` grows later for a non-ASCII

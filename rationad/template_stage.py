@@ -33,6 +33,7 @@ from rationad.config import Settings
 from rationad.delivery import Delivery, Hold, Output, Undeliverable, is_retriable
 from rationad.dlq import DeadLetter, poison_session, session_dead_letter
 from rationad.events import ModelInfo, build_template_event, encode_to_fit, fit_template_event, headers
+from rationad.judge import Judgement
 from rationad.metrics import Metrics
 from rationad.model_stage import ModelStage, Pending, Result
 from rationad.offsets import PartitionOffsets
@@ -88,6 +89,19 @@ class TemplateStage:
         line.template = st.template
         if st.verdict is None and self.book.needs_model(st, now):
             self._judge(st, now, line)
+        elif st.label is not None and st.model_verdict is None and not st.looked_up:
+            # A labelled template is never sent to the model (its label decides), but the model's verdict stays
+            # shown beside the label (``rationad templates``, events' ``model_verdict``): read once from the verdict
+            # cache, which keeps it while the label stands (``_keep_cached``). After a restart the catalog showed
+            # every labelled template as "pending" (review 2026-12-07).
+            st.looked_up = True
+            try:
+                r = self.stage.judge.cached(template_session(st.template))
+            except Exception as exc:  # noqa: BLE001 - what is shown beside a label, never the line's judging
+                log.warning("template_cache_lookup_failed", template_id=st.id, error=repr(exc))
+                r = None
+            if r is not None:
+                self._store(st.template, r)
 
     def close(self, session: Session, hold: Hold, now: float, is_revoked: Callable[[], bool]) -> None:
         """A window closed (its hold taken): decide it now or when its last template's verdict arrives."""
@@ -143,17 +157,21 @@ class TemplateStage:
                 self._resolve(template)
                 await self.delivery.dead_letter(p.hold, poison_session(r))
             else:
-                st = self.book.judged(template, r.verdict_at(self.s.judge.threshold_template), r.answer.rationale,
-                                      cached=r.cached, score=r.score, answer_verdict=r.answer.verdict,
-                                      problems=r.answer.problems, ungrounded=r.answer.ungrounded_refs,
-                                      unsupported=r.answer.unsupported)
-                self.metrics.template_judgements.labels("cached" if r.cached else "model").inc()
+                st = self._store(template, r)
                 p.hold.release()
                 if st is not None and st.verdict == "anomalous":
                     log.info("anomalous_template", template_id=tid, template=st.template[:200],
                              rationale=st.rationale[:200], cached=r.cached, score=r.score)
         finally:
             self._resolve(template)
+
+    def _store(self, template: str, r: Judgement) -> TemplateState | None:
+        """The model's judgement of ``template`` (from the model or the verdict cache) into the book."""
+        self.metrics.template_judgements.labels("cached" if r.cached else "model").inc()
+        return self.book.judged(template, r.verdict_at(self.s.judge.threshold_template), r.answer.rationale,
+                                cached=r.cached, score=r.score, answer_verdict=r.answer.verdict,
+                                problems=r.answer.problems, ungrounded=r.answer.ungrounded_refs,
+                                unsupported=r.answer.unsupported)
 
     def on_label(self, tid: str, label) -> None:
         """An operator's label arrived (or was cleared): it decides later windows, and waiting ones now."""
@@ -272,7 +290,7 @@ class TemplateStage:
         cache entry, at most every ``CACHE_KEEP_SECS``: the cache evicted its least recently judged entries, the
         busiest templates first, and the eviction removed them from the durable table too, so a restart or a new
         replica asked the model again for them (review 2026-12-07)."""
-        if st.model_verdict is None or st.label is not None or st.judging:
+        if st.model_verdict is None or st.judging:  # (a labelled template's too: it is what is shown beside it)
             return
         if st.kept_at is not None and now - st.kept_at < CACHE_KEEP_SECS:
             return

@@ -273,6 +273,33 @@ async def test_a_template_served_from_the_book_keeps_its_verdict_cache_entry(mon
         await _stop(d, task)
 
 
+async def test_a_labelled_template_keeps_the_model_s_verdict_across_a_restart_without_a_model_call():
+    """Found by review (2026-12-07), failing before its fix: a labelled template is never sent to the model, so after
+    a restart (labels loaded before any line) its catalog record said "pending" and events lost its model_verdict,
+    though docs/operations.md says the model's verdict stays shown beside the label. It is read from the verdict
+    cache, whose entry is kept while the label stands."""
+    from rationad.catalog import decode_stat
+
+    s = settings(cache={"enabled": True})
+    tpl = "ERROR disk sda{*} failed: I/O error at sector {*}"
+    first, _, _ = make(s, [recs([DISK.format(n=1), ROUTINE[0], ROUTINE[1]])])
+    task = asyncio.create_task(first.run())
+    assert await _wait(lambda: len(first.client.prompts) == 2)
+    await _stop(first, task)
+    label = Label(tpl, "normal", "sda is a scratch disk", "oncall", 1.0)
+    model = CountingModel()
+    s = settings(cache={"enabled": True}, output={"emit_normal": True})
+    d, consumer, producer = make(s, [recs([DISK.format(n=2), ROUTINE[0], ROUTINE[1]])], model=model, labels=[label])
+    d.judge.cache = first.judge.cache  # what a restart recovers from the durable table
+    await run_until(d, lambda: len(events(producer, s)) == 1)
+    assert not any("disk" in p for p in model.prompts)  # still no model call for a labelled template
+    (ev,) = events(producer, s)
+    (t,) = [t for t in ev["templates"] if t["template"] == tpl]
+    assert (ev["verdict"], t["source"], t["model_verdict"]) == ("normal", "operator", "anomalous")
+    stats = {st.template: st for st in (decode_stat(r.key, r.value) for r in producer.on(s.judge.templates_topic))}
+    assert (stats[tpl].verdict, stats[tpl].source) == ("anomalous", "model")
+
+
 async def test_the_catalog_gets_every_changed_template_with_its_counts():
     s = settings()
     lines = [ROUTINE[0], ROUTINE[1], DISK.format(n=1)]
