@@ -520,7 +520,7 @@ class Sessionizer:
                 cur = None
         late = False
         if cur is None:
-            if self._would_be_closed(ts):
+            if self._would_be_closed(ts, now):
                 # It belongs to a window of this key that has already closed: never dropped, judged in a window of the
                 # key's late lines (``LATE_HOLD_SECS``), beside its key's: it takes no revision, nor the lines carried
                 # for the key's next one
@@ -660,9 +660,14 @@ class Sessionizer:
         assert spec.gap_secs is not None
         return "gap" if ts - cur.last_ts > spec.gap_secs else "span"
 
-    def _would_be_closed(self, ts: float) -> bool:
-        """Would a window holding only a line at ``ts`` already be past its close time?"""
-        return self._event_time is not None and self._past(ts, self._event_time)
+    def _would_be_closed(self, ts: float, now: float) -> bool:
+        """Would a window holding only a line at ``ts`` already be past its close time? Measured at the event time of
+        the sources the watermark follows (``_followed``): an idle source far behind held every line back from being
+        late, so a lagging host's lines were one-line sessions closed at the next tick (review 2026-12-07)."""
+        if self._event_time is None:
+            return False
+        et = self._event_time if len(self._sources) == 1 else min(t for t, _ in self._followed(now))
+        return self._past(ts, et)
 
     def _past(self, ts: float, event_time: float) -> bool:
         """Would a window holding only a line at ``ts`` be past its close time at ``event_time``?"""

@@ -975,6 +975,29 @@ def test_a_session_dated_by_arrival_closes_on_event_time_once_the_stream_has_tim
     assert "x" in [s.key for s in w.tick(now + 5)]
 
 
+def test_a_lagging_host_s_lines_are_late_though_an_idle_source_is_far_behind():
+    """Found by review (2026-12-07), failing before its fix: whether a line is late was measured at the minimum
+    newest time over every source, an idle one far behind included, while the watermark that closes windows skips
+    idle sources: a lagging host's lines after its key's session closed were never late (no ``on_late``), each a
+    one-line session closed as "gap" at the next tick instead of one window of the key's late lines."""
+    late: list[float] = []
+    w = Sessionizer(WindowSpec(mode="session", gap_secs=300.0, max_lines=1000, max_span_secs=3600.0),
+                    on_late=lambda ln, by: late.append(ln.ts))
+    w.add(sourced("other", 100.0, 0, src=2, src_offset=0), 0.0)  # input partition 2: one line, then quiet for good
+    for i in range(3):
+        w.add(sourced("K", 1000.0 + i, 1 + i, src=1, src_offset=i), 0.0)
+    w.add(sourced("busy", 2000.0, 4, src=1, src_offset=3), 40.0)  # partition 2 idle past SOURCE_IDLE_SECS
+    assert [(s.key, len(s.lines)) for s in w.tick(41.0)] == [("other", 1), ("K", 3)]
+    closed = []
+    for i, now in enumerate((42.0, 43.0, 44.0)):  # K's lines from a lagging host
+        closed += w.add(sourced("K", 1010.0 + i, 5 + i, src=1, src_offset=4 + i), now)
+        closed += w.tick(now)
+    closed += w.tick(73.0)  # past the late window's hold (LATE_HOLD_SECS), source 1 not yet idle
+    closed += w.flush("end_of_input")
+    assert late == [1010.0]
+    assert [(s.close_reason, len(s.lines)) for s in closed if s.key == "K"] == [("late", 3)]
+
+
 def test_a_new_source_s_untimed_lines_are_not_dated_by_an_idle_source():
     """Found by review (2026-12-03), failing before its fix: an untimed line of a source with no time yet took the
     minimum over every timed source, an idle one far behind included, while the watermark skips idle sources: each
