@@ -71,7 +71,10 @@ def event_id(session: Session, model: ModelInfo, level: str = "session", verdict
     if spans is not None:
         where = ["source", *(f"{t}/{p}:{lo}-{hi}" for t, p, lo, hi in spans)]
         text = hashlib.blake2b(digest_size=16)
-        for line in session.lines:
+        # in input order, not the session's: a line without a time sorts by the lines that arrived on the internal
+        # partition before it, and lines forwarded again arrive from their input partitions in another order
+        # (review 2026-12-07: the same lines, another id)
+        for line in sorted(session.lines, key=lambda x: (x.source, x.raw)):
             text.update(line.raw.encode("utf-8", "surrogatepass") + b"\x1f")
         parts = [*where, f"text={text.hexdigest()}", session.key, model.name, model.version, model.prompt_version,
                  f"lines={len(session.lines)}"]

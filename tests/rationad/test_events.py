@@ -45,6 +45,30 @@ def _forwarded(first_internal, sources, texts=None, key="blk_1"):
     return Session(key=key, lines=lines, close_reason="gap", topic="rationad-repartition", partition=3)
 
 
+def test_lines_forwarded_again_in_another_order_keep_their_event_id():
+    """Found by review (2026-12-07), failing before its fix: a line without a time (an HDFS line with no header)
+    sorts in its session by the lines that arrived on the internal partition before it; forwarded again after a
+    restart, the lines of two input partitions arrived in another order, the session held them in another order, and
+    the digest of their text gave the same lines another id."""
+    from rationad.windows import Sessionizer, WindowSpec
+
+    def session(order):
+        w = Sessionizer(WindowSpec(mode="session", gap_secs=300.0, max_lines=100), topic="rationad-repartition")
+        for internal, (ts, src, text) in enumerate(order):
+            w.add(LogLine(key="blk_7", message=text, raw=text, ts=ts, topic="rationad-repartition",
+                          offset=internal, source=src), 1.7e9)
+        (s,) = w.flush("end_of_input")
+        return s
+
+    a = (1226262975.0, ("logs", 0, 10), "081109 203615 148 INFO Receiving block blk_7")
+    u = (None, ("logs", 1, 5), "blk_7 terminating (a line with no header)")
+    b = (1226262980.0, ("logs", 0, 11), "081109 203620 35 INFO addStoredBlock: blk_7")
+    first, again = session([a, b, u]), session([a, u, b])
+    assert [x.raw for x in first.lines] != [x.raw for x in again.lines]  # the orders the sessions hold differ
+    m = ModelInfo("m", "1")
+    assert event_id(first, m) == event_id(again, m)
+
+
 def test_lines_forwarded_again_keep_their_event_id():
     """Found by review (2026-12-06), failing before its fix: the id named the internal topic's offsets, so lines
     forwarded again after a restart between the hops (new internal offsets; the new owner of the internal partition
