@@ -936,7 +936,7 @@ class Daemon:
             # long records over many partitions, under 500 each, routed for 12 s without a yield)
             if n % YIELD_EVERY_LINES == 0 or time.perf_counter() - self._last_yield >= YIELD_SECS:
                 if first is not None:  # what is packed so far is held from here on
-                    forwards.append((self.delivery.hold(part.offsets, first), packer.outputs()))
+                    forwards.append(self._forward_hold(part, first, packer.outputs()))
                     first = None
                 part.offsets.consumed(rec.offset - 1)  # everything before it is held (forwarded or dead-lettered)
                 await asyncio.sleep(0)
@@ -959,11 +959,19 @@ class Daemon:
             if records:
                 part.offsets.consumed(records[-1].offset)
         if first is not None:
-            forwards.append((self.delivery.hold(part.offsets, first), packer.outputs()))
+            forwards.append(self._forward_hold(part, first, packer.outputs()))
         if read:
             self.metrics.records_received.labels(tp.topic).inc(read)
             self.metrics.lines_repartitioned.inc(packer.lines)
         return whole and not part.revoked
+
+    def _forward_hold(self, part: _Part, first: int, outs: list[Output]) -> tuple[Hold, list[Output]]:
+        """The hold on ``first`` for packed ``outs``, with the bytes they keep until acknowledged: backpressure
+        counted none, and an internal topic refusing writes (an ACL, a partition without a leader) let
+        ``delivery.max_pending_sessions`` fetches of packs, about 0.5 GiB, pile up unseen by
+        ``delivery.max_open_bytes`` (review 2026-12-07)."""
+        nbytes = sum(len(o.value or b"") + len(o.key or b"") for o in outs)
+        return self.delivery.hold(part.offsets, first, nbytes), outs
 
     def _own_lines(self, tp, part: _Part, rec, dead: list) -> list:
         """The lines of a one-line internal record that belong to its key, unless this partition already windowed

@@ -226,6 +226,34 @@ def test_the_session_stage_windows_a_pack_once_and_dead_letters_a_bad_line_with_
     hold.release()
 
 
+async def test_packs_awaiting_their_acknowledgement_count_in_the_pending_bytes():
+    """Found by review (2026-12-07), failing before its fix: the hold on forwarded packs carried no bytes, so an
+    internal topic refusing writes let delivery.max_pending_sessions fetches of packs (about 0.5 GiB) pile up unseen
+    by delivery.max_open_bytes. A fetch of packs over the budget now pauses input by itself."""
+    from aiokafka.structs import TopicPartition
+
+    from rationad.daemon import Daemon
+    from tests.rationad.fakes import FakeModel, Rec
+
+    d = Daemon(load_settings(input={"repartition": "always"}, cache={"enabled": False}, server={"enabled": False},
+                             delivery={"max_open_bytes": 1_000_000}), client=FakeModel())
+    d._router = Router(12)
+    tp = TopicPartition("logs", 0)
+    d._on_assigned([tp])
+    pad = "x" * 4000
+    recs = [Rec(o, f"081109 203615 148 INFO dfs.DataNode: Receiving block blk_{o} src: /10.0.0.1 {pad}".encode())
+            for o in range(250)]
+    dead: list = []
+    forwards: list = []
+    await d._forward(tp, d._parts[tp], recs, dead, forwards)
+    kept = sum(len(o.value) + len(o.key or b"") for _, outs in forwards for o in outs)
+    assert kept > 1_000_000 and d.delivery.held_bytes == kept
+    assert d._over_pending()
+    for hold, _ in forwards:
+        hold.release()
+    assert d.delivery.held_bytes == 0
+
+
 async def test_a_pack_the_broker_never_takes_is_dead_lettered_line_by_line_and_the_input_moves_on():
     from aiokafka.errors import RecordTooLargeError
 
