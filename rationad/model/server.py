@@ -262,7 +262,9 @@ class ServerClient:
                 # reset or closed once connected (not refused, not a timeout): what a server dying under it does; kept
                 # over the retries after it (refused while the server restarts)
                 dropped = dropped or isinstance(exc, httpx.RemoteProtocolError | httpx.ReadError | httpx.WriteError)
-                reached = reached or not isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout)
+                # (a proxy refusing the CONNECT tunnel to a server that is down, ProxyError, never forwarded it either)
+                reached = reached or not isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout
+                                                    | httpx.ProxyError)
             else:
                 reached = True
                 if resp.is_success:

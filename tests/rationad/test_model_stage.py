@@ -430,7 +430,11 @@ def _crashing_server(latency: float, proxied: bool = False):
     return handler
 
 
-async def test_a_session_whose_requests_were_refused_while_the_server_restarted_is_not_charged():
+@pytest.mark.parametrize("refusal", [
+    httpx.ConnectError("[Errno 111] Connection refused"),
+    httpx.ProxyError("503 Service Unavailable"),  # an HTTPS proxy refusing the tunnel (review of the first fix)
+], ids=["direct", "https_proxy"])
+async def test_a_session_whose_requests_were_refused_while_the_server_restarted_is_not_charged(refusal):
     """Left by the last sessions, failing before its fix: a request refused at connect (a server restarting) never
     reached the server, yet when the probe after the third such outage found the server back, the session was charged
     an attempt ("fails while the model answers"), and dead-lettered after delivery.max_attempts restarts."""
@@ -442,7 +446,7 @@ async def test_a_session_whose_requests_were_refused_while_the_server_restarted_
         body = json.loads(request.content)
         if body["max_tokens"] > 4 and state["refused"] < 3:  # the server came back between the third and the probe
             state["refused"] += 1
-            raise httpx.ConnectError("[Errno 111] Connection refused", request=request)
+            raise type(refusal)(str(refusal), request=request)
         return answer(ANOMALOUS)
 
     s = td.settings(delivery={"max_attempts": 1}, model={"retry_backoff_secs": 0.05})
