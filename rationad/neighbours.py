@@ -193,14 +193,18 @@ class ModelNeighbours:
 
     def query(self, template: str) -> tuple[Neighbour, ...]:
         """The ``k`` nearest known templates: shipped and operator-labelled, the operator's first on equal
-        similarity; a shipped entry an operator relabelled appears with the operator's label only."""
+        similarity; a shipped entry an operator relabelled appears with the operator's label only. Not the label
+        of ``template`` itself: a labelled template is never judged, and the model's verdict shown beside its label is
+        looked up in the verdict cache under the prompt it was judged with, before the label (review 2026-12-07: its
+        own label changed the prompt, and the lookup never found it)."""
         overlay = self._operators()
         if overlay is None:
             return self.index.neighbours(template, self.k)
-        relabelled = {e.template for e in self._operator.values()}
+        relabelled = {e.template for e in self._operator.values()} - {template}
         shipped = [(sim, 0, n, e) for n, (e, sim) in enumerate(self.index.nearest(template, self.k + len(relabelled)))
                    if e.template not in relabelled]
-        ours = [(sim, 1, -n, e) for n, (e, sim) in enumerate(overlay.nearest(template, self.k))]
+        near = [(e, sim) for e, sim in overlay.nearest(template, self.k + 1) if e.template != template]
+        ours = [(sim, 1, -n, e) for n, (e, sim) in enumerate(near[: self.k])]
         best = sorted(shipped + ours, key=lambda t: (-t[0], -t[1], abs(t[2])))[: self.k]
         return shown(e for *_, e in best)
 

@@ -158,6 +158,7 @@ class TemplateStage:
                 await self.delivery.dead_letter(p.hold, poison_session(r))
             else:
                 st = self._store(template, r)
+                self.metrics.template_judgements.labels("cached" if r.cached else "model").inc()
                 p.hold.release()
                 if st is not None and st.verdict == "anomalous":
                     log.info("anomalous_template", template_id=tid, template=st.template[:200],
@@ -167,7 +168,6 @@ class TemplateStage:
 
     def _store(self, template: str, r: Judgement) -> TemplateState | None:
         """The model's judgement of ``template`` (from the model or the verdict cache) into the book."""
-        self.metrics.template_judgements.labels("cached" if r.cached else "model").inc()
         return self.book.judged(template, r.verdict_at(self.s.judge.threshold_template), r.answer.rationale,
                                 cached=r.cached, score=r.score, answer_verdict=r.answer.verdict,
                                 problems=r.answer.problems, ungrounded=r.answer.ungrounded_refs,

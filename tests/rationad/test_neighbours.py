@@ -157,10 +157,25 @@ def test_operator_labels_join_the_candidates_and_relabel_shipped_entries(tmp_pat
     assert len(shown) == 2 and shown[1].template == "machine check interrupt {*}"
     # a new operator-labelled template as similar as a shipped one comes first
     got.set_operator("t-2", Known("machine check interrupt {*} node", "normal", "drill", "operator"))
-    assert got.query("machine check interrupt {*} node")[0].reason == "drill"
+    assert got.query("machine check interrupt {*} node {*}")[0].reason == "drill"
     got.set_operator("t-1", None)
     got.set_operator("t-2", None)
     assert [n.label for n in got.query("data TLB error interrupt {*}")] == ["anomalous", "anomalous"]
+
+
+def test_a_labelled_template_s_own_prompt_is_the_one_it_was_judged_with(tmp_path):
+    """Found by review (2026-12-07), failing before its fix: a template's own operator label was among its
+    neighbours (N1, or in place of its shipped entry), so its prompt, and the verdict cache's key, changed with the
+    label: the model's verdict shown beside the label was never found, and its cache entry never kept."""
+    _write_model(tmp_path, NeighbourIndex(ENTRIES), k=2)
+    got = for_model([tmp_path])
+    before = {t: got.query(t) for t in ("data TLB error interrupt", "disk sda{*} failed")}
+    got.set_operator("t-1", Known("data TLB error interrupt", "normal", "expected during burn-in", "operator"))
+    got.set_operator("t-9", Known("disk sda{*} failed", "normal", "a scratch disk", "operator"))
+    assert {t: got.query(t) for t in before} == before
+    # others still see both labels
+    assert ("data TLB error interrupt", "normal") in [(n.template, n.label) for n in got.query("data TLB error")]
+    assert got.query("disk sdb{*} failed")[0].reason == "a scratch disk"
 
 
 def test_tied_operator_labels_are_shown_whatever_order_they_came_in(tmp_path):
@@ -198,7 +213,7 @@ def test_loading_many_operator_labels_builds_the_overlay_once(tmp_path, monkeypa
     names = ["".join(chr(97 + (n // 26**i) % 26) for i in range(3)) for n in range(200)]
     for n, name in enumerate(names):
         got.set_operator(f"t-{n}", Known(f"kernel panic in {name}", "anomalous", "seen", "operator"))
-    assert got.query(f"kernel panic in {names[7]}")[0].template == f"kernel panic in {names[7]}"
+    assert got.query(f"kernel panic in {names[7]} now")[0].template == f"kernel panic in {names[7]}"
     got.query(f"kernel panic in {names[8]}")
     assert len(built) == 1
 
