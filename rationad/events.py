@@ -41,17 +41,16 @@ class ModelInfo:
     prompt_version: str = PROMPT_VERSION
 
 
-def event_id(session: Session, model: ModelInfo, level: str = "session", verdict: str | None = None,
-             unjudged: Sequence[str] = ()) -> str:
+def event_id(session: Session, model: ModelInfo, level: str = "session", verdict: str | None = None) -> str:
     """The same lines judged by the same model at the same level (and, at template level, decided the same
-    ``verdict`` with the same templates ``unjudged``) -> the same id; other lines -> another id. Whatever else decides
+    ``verdict``) -> the same id; other lines -> another id. Whatever else decides
     the verdict is part of it too: a session judged as unfinished (another prompt note, ``judge.threshold_unfinished``),
     or on fewer rows once the model refused it (``model_stage.cut_harder``), and the same lines read again and judged
     as finished or whole, or a window decided while a template's judgement had failed and decided again once it was
     judged, gave one id to opposite verdicts, and consumers dropping duplicates by id kept the first (review
-    2026-12-07). A template window's verdict is named, not the operator labels it rests on: a window decided again
-    after a label that changed no verdict is a duplicate (it was a second alert under another id), one decided again
-    after a label that changed its verdict is not.
+    2026-12-07). A template window's verdict is named, not the operator labels or the unjudged templates it rests on:
+    a window decided again after a label, or a template's judgement, that changed no verdict is a duplicate (it was a
+    second alert under another id), one decided again with another verdict is not.
 
     A session is named by the lines it holds: its partition, key, first and last offsets, line count and ``part``
     (sessions of one key beginning in the same record). Read again after a restart or a rebalance, the same lines
@@ -89,7 +88,6 @@ def event_id(session: Session, model: ModelInfo, level: str = "session", verdict
         parts.append(f"budget={session.extra['max_prompt_tokens']}")
     if verdict is not None:
         parts.append(f"verdict={verdict}")
-    parts.extend(f"unjudged={t}" for t in sorted(unjudged))
     if session.part and not forwarded:
         # (not for forwarded lines: ``part`` counts by internal record, and a pack forwarded again is cut elsewhere;
         # their input positions and text tell sessions of one record apart)
@@ -250,7 +248,7 @@ def build_template_event(
         "schema_version": SCHEMA_VERSION,
         # its verdict: a window decided again once an operator label changed it is not a duplicate of its earlier
         # event (review 2026-12-07: the same id, the opposite verdict, dropped by id); once a label changed none, it is
-        "id": event_id(session, model, "template", decision.verdict, decision.unjudged),
+        "id": event_id(session, model, "template", decision.verdict),
         "time": _iso(time.time() if now is None else now),
         "verdict": decision.verdict,
         "model_verdict": decision.model_verdict,

@@ -458,6 +458,16 @@ def test_a_window_decided_again_once_a_failed_template_was_judged_gets_another_i
     assert (first["verdict"], second["verdict"]) == ("normal", "anomalous")
     assert first["unjudged_templates"] and not second["unjudged_templates"]
     assert first["id"] != second["id"]
+    # decided again with the same verdict once the failed template was judged: a duplicate, not a second alert
+    # (review of ef1b635: the unjudged templates split it)
+    s, book, err, ok = _two_template_window()
+    book.judged(err, None, "", failed="timeout")
+    book.judged(ok, "anomalous", "L2 x1 reports a failure.", score=0.9)
+    third = build_template_event(s, book.decide(book.uses(s)), ModelInfo("m"), source="bgl", threshold=0.5, now=0)
+    book.judged(err, "normal", "L1 x1 routine.", score=0.01)
+    fourth = build_template_event(s, book.decide(book.uses(s)), ModelInfo("m"), source="bgl", threshold=0.5, now=0)
+    assert (third["verdict"], fourth["verdict"]) == ("anomalous", "anomalous") and third["unjudged_templates"]
+    assert third["id"] == fourth["id"]
 
 
 def test_an_anomalous_template_without_a_score_carries_the_window_past_its_threshold():
