@@ -287,6 +287,7 @@ INPUT_ERRORS = (OSError, EOFError, zlib.error, ValueError, KeyError, csv.Error)
 
 def cmd_replay(args: argparse.Namespace) -> int:
     from rationad import replay
+    from rationad.logs import configure
 
     overrides = replay_overrides(args)
     raw_dialect = args.dialect in ("hdfs", "bgl", "generic")
@@ -294,6 +295,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
         raise ConfigError(f"--labels: only for raw logs (--dialect hdfs, bgl or generic); {args.dialect} input "
                           "carries its own labels")
     settings = _settings(args.config, **overrides)
+    # its warnings to stderr, escaped on a console: structlog's default wrote them to stdout, between the verdicts'
+    # JSON lines, with a session key's terminal escapes as they were (review 2026-12-07)
+    configure(settings.log.level, settings.log.format)
     path = Path(args.path)
     if not path.is_file():
         raise ConfigError(f"replay: no such file: {path}")
@@ -750,6 +754,10 @@ def main(argv: list[str] | None = None) -> int:
     from rationad.fetch_pacing import pace_empty_fetches
 
     pace_empty_fetches()  # every command that consumes (run, demo, tail, replay, labels) on any broker
+    if args.func not in (cmd_run, cmd_demo, cmd_replay):  # (these set logging up from their configuration)
+        from rationad.logs import configure
+
+        configure()  # log lines to stderr, escaped on a console: stdout is the command's output
     try:
         code = args.func(args)
         try:
