@@ -29,7 +29,7 @@ from rationad.cache import VerdictCache
 from rationad.clock import steady
 from rationad.config import ConfigError, Settings
 from rationad.delivery import COMMIT_TIMEOUT_SECS, Delivery, Hold, Output, Undeliverable
-from rationad.dialects import BGL_STREAM_KEY, BadRecord, make_parser
+from rationad.dialects import BGL_STREAM_KEY, BadRecord, bad_record_of, make_parser
 from rationad.dlq import DeadLetter, bad_record
 from rationad.health import HealthServer
 from rationad.judge import Judge, answer_settings, model_info
@@ -845,7 +845,8 @@ class Daemon:
                             lines = self._pack_lines(tp, part, rec, dead)
                         else:
                             lines = self._own_lines(tp, part, rec, dead)
-                    except BadRecord as exc:
+                    except Exception as exc:  # noqa: BLE001 - a parser bug costs the record (``bad_record_of``)
+                        exc = bad_record_of(exc)
                         dl = bad_record(rec.key, rec.value, rec.headers, error_type=exc.reason, reason=str(exc),
                                         topic=topic, partition=partition, offset=rec.offset)
                         dead.append((self.delivery.hold(part.offsets, rec.offset), dl))
@@ -947,7 +948,8 @@ class Daemon:
             read += 1
             try:
                 routes = route(rec.value, topic=tp.topic, partition=tp.partition, offset=rec.offset)
-            except BadRecord as exc:
+            except Exception as exc:  # noqa: BLE001 - a parser bug costs the record (``bad_record_of``)
+                exc = bad_record_of(exc)
                 dl = bad_record(rec.key, rec.value, rec.headers, error_type=exc.reason, reason=str(exc),
                                 topic=tp.topic, partition=tp.partition, offset=rec.offset)
                 dead.append((self.delivery.hold(part.offsets, rec.offset), dl))

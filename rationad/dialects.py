@@ -42,9 +42,12 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 import orjson
+import structlog
 
 from rationad.config import ConfigError, InputConfig
 from rationad.records import LogLine
+
+log = structlog.get_logger("rationad")
 
 _LINE_END = re.compile(r"\r\n|\r|\n")  # a lone \r ends a line too: it was one line holding every entry after it
 
@@ -65,6 +68,16 @@ class BadRecord(Exception):
 
     def __str__(self) -> str:
         return self.detail
+
+
+def bad_record_of(exc: Exception) -> BadRecord:
+    """What a record's parse raised, as the reason it is dead-lettered: ``BadRecord`` as it is; anything else is a
+    parser bug this record meets (``parse_failed``), which must cost the record, not stop its partition at every
+    restart."""
+    if isinstance(exc, BadRecord):
+        return exc
+    log.error("parse_failed", error=f"{type(exc).__name__}: {exc}", exc_info=exc)
+    return BadRecord("parse_failed", f"the parser failed on this record: {type(exc).__name__}: {exc}")
 
 
 class InputConfigError(ConfigError, ValueError):
@@ -219,8 +232,11 @@ def parse_timestamp(value: object) -> float:
         try:
             dt = datetime.fromisoformat(value.strip())
         except ValueError:
-            if _EPOCH_TEXT.fullmatch(value.strip()):  # "1700000000.5": ISO-8601 first ("20081109" is a date)
-                return _epoch(float(value), _snippet(value))
+            text = value.strip()
+            if _EPOCH_TEXT.fullmatch(text):  # "1700000000.5": ISO-8601 first ("20081109" is a date)
+                # the stripped text: ``strip`` takes \x1c-\x1f for spaces and ``float`` does not (review 2026-12-07:
+                # "\x1c1700000000" raised ValueError, past every call site, and the daemon exited at each restart)
+                return _epoch(float(text), _snippet(value))
             raise BadRecord("bad_timestamp", f"not an ISO-8601 time or epoch number: {_snippet(value)}") from None
         if dt.tzinfo is None:
             dt = dt.replace(tzinfo=UTC)

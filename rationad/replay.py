@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from rationad.config import InputConfig, ModelConfig, SessionsConfig
-from rationad.dialects import BadRecord, make_parser
+from rationad.dialects import BadRecord, bad_record_of, make_parser
 from rationad.model.base import ModelError
 from rationad.records import LogLine, Session
 from rationad.tail import safe_json
@@ -114,7 +114,7 @@ class Skipped:
 def _parses(parser, text: str) -> bool:
     try:
         parser.parse(text.encode("utf-8", "surrogateescape"))
-    except BadRecord:
+    except Exception:  # noqa: BLE001 - a parser bug too (``bad_record_of``)
         return False
     return True
 
@@ -201,8 +201,8 @@ def sessions_from_log(
             for n, text in _records(f, parser, input_cfg):
                 try:
                     lines = parser.parse(text.encode("utf-8", "surrogateescape"), topic=str(path), offset=n)
-                except BadRecord as exc:
-                    skipped.add(f"{path}:{n}", exc)
+                except Exception as exc:  # noqa: BLE001 - skipped as the daemon dead-letters it (``bad_record_of``)
+                    skipped.add(f"{path}:{n}", bad_record_of(exc))
                     continue
                 for line in lines:
                     if line.ts is not None and line.ts <= horizon:

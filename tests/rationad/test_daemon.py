@@ -196,6 +196,29 @@ async def test_dead_letter_larger_than_the_producer_allows_is_cut_to_fit_and_the
     assert dl.value == big[: len(dl.value)]
 
 
+async def test_a_record_the_parser_fails_on_is_dead_lettered_and_the_partition_moves_on(monkeypatch):
+    """Found by review (2026-12-07), failing before its fix: a parser bug (a JSON timestamp "\x1c1700000000" raised
+    ValueError) passed the call site, which caught only BadRecord: the daemon exited, and again at each restart on
+    the same record, and every replica the partition moved to did the same. Any exception of a record's parse
+    dead-letters that record (``parse_failed``)."""
+    from rationad.dialects import Parser
+
+    real = Parser.parse
+
+    def parse(self, value, **kw):
+        if value and b"boom" in value:
+            raise ValueError("could not convert string to float: '\x1c1700000000'")
+        return real(self, value, **kw)
+
+    monkeypatch.setattr(Parser, "parse", parse)
+    d, consumer, producer = make(settings(), [{TP: [Rec(0, line("a")), Rec(1, b"boom"), Rec(2, line("a"))]}])
+    await run_until(d, lambda: final_commit(consumer) == 3)
+    (dl,) = producer.on("rationad.dlq")
+    h = dict(dl.headers)
+    assert (h["rationad-error-type"], dl.value) == (b"parse_failed", b"boom")
+    assert b"ValueError" in h["rationad-error-reason"] and h["rationad-source-offset"] == b"1"
+
+
 async def test_dead_letter_the_broker_rejects_as_too_large_is_cut_further():
     s = settings(sessions={"window_lines": 20})
     huge = b"\n".join(line("a", "ERROR " + "y" * 3000) for _ in range(20))

@@ -362,6 +362,33 @@ def test_a_json_parser_raises_bad_record_and_nothing_else(obj):
         assert line.key == str(obj["k"]) and 0 <= line.ts
 
 
+@pytest.mark.parametrize("stamp", ["\x1c1700000000", "1700000000\x1f", " \x1d1700000000.5 "])
+@pytest.mark.parametrize("dialect", ["generic", "hdfs", "bgl"])
+def test_an_epoch_text_with_a_separator_control_parses_on_both_paths(stamp, dialect):
+    """Found by review (2026-12-07), failing before its fix: ``str.strip`` takes \x1c-\x1f for spaces and ``float``
+    does not, so such a timestamp passed the digit check and raised ValueError, past every call site: the daemon
+    exited, and again at each restart on the same record."""
+    p = parser(dialect=dialect, format="json", json_key_field="k", timestamp_field="t")
+    message = ("- 1117838570 2005.06.03 R02-M1-N0-C:J12-U11 2005-06-03-15.42.50.675872 R02-M1-N0-C:J12-U11 RAS KERNEL "
+               "INFO instruction cache parity error corrected" if dialect == "bgl" else "INFO x blk_1 y")
+    value = orjson.dumps({"k": "s1", "t": stamp, "message": message})
+    (line,) = p.parse(value)
+    assert line.ts == float(stamp.strip())
+    assert [k for k, _ in p.route(value)] == ["s1"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(t=st.text(alphabet=st.sampled_from("0123456789.-+: \x1c\x1d\x1e\x1f\x85\xa0Tz"), max_size=20))
+def test_a_json_timestamp_of_digits_spaces_and_separators_raises_bad_record_or_parses(t):
+    p = parser(dialect="generic", format="json", json_key_field="k", timestamp_field="t")
+    try:
+        (line,) = p.parse(orjson.dumps({"k": "s", "t": t, "message": "m"}))
+    except BadRecord as exc:
+        assert exc.reason == "bad_timestamp"
+    else:
+        assert 0 <= line.ts
+
+
 def test_every_line_of_the_embedded_demo_sample_parses_to_a_labelled_block():
     """The bundled real HDFS sample (scripts/make_demo_sample.py): complete blocks, chronological, all labelled."""
     from rationad import demo
