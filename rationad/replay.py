@@ -176,6 +176,7 @@ def sessions_from_log(
     spec = replace(resolve_spec(sessions_cfg, dialect), max_open_secs=None)
     windower = Sessionizer(spec, topic=str(path), partition=0)
     seen: dict[str, int] = {}
+    joined: dict[int, int] = {}  # line number -> lines of the file its record joined, where more than one
 
     def finish(batch: Iterable[Session]) -> Iterator[Session]:
         for s in batch:
@@ -185,7 +186,10 @@ def sessions_from_log(
             s.source_id = base if n == 1 else f"{base}#{n}"
             line_labels = [line.label for line in s.lines if line.label is not None]
             if labels is not None and spec.mode == "fixed":  # a label per line number: anomalous if any line is
-                marks = [labels[str(line.offset)] for line in s.lines if str(line.offset) in labels]
+                # (each line of a record joined from several lines of the file: a continuation line's label counted
+                # for nothing, review 2026-12-07)
+                marks = [labels[str(n)] for first in sorted({line.offset for line in s.lines})
+                         for n in range(first, first + joined.get(first, 1)) if str(n) in labels]
                 s.label = ("anomalous" if "anomalous" in marks else "normal") if marks else None
             elif labels is not None:
                 s.label = labels.get(s.key)
@@ -199,6 +203,8 @@ def sessions_from_log(
     try:
         with open_text(path) as f:
             for n, text in _records(f, parser, input_cfg):
+                if labels is not None and "\n" in text:
+                    joined[n] = text.count("\n") + 1
                 try:
                     lines = parser.parse(text.encode("utf-8", "surrogateescape"), topic=str(path), offset=n)
                 except Exception as exc:  # noqa: BLE001 - skipped as the daemon dead-letters it (``bad_record_of``)
@@ -324,12 +330,15 @@ def at_threshold(curve: list[OperatingPoint], threshold: float, pos: int, neg: i
 def best_f1(curve: list[OperatingPoint]) -> tuple[OperatingPoint, float] | None:
     """The operating point of best F1 (the highest threshold among equals: fewest alerts) and a threshold to
     configure for it: halfway between its score and the next lower one, so it does not sit on a measured score.
-    None when there is nothing to choose: no anomalous output (F1 is 0 at every threshold), or no score above 0
-    (a threshold must be above 0, and a score of 0, an answer served normal on void evidence, is flagged by none)."""
+    None when there is nothing to choose: no anomalous output (F1 is 0 at every threshold), no score above 0
+    (a threshold must be above 0, and a score of 0, an answer served normal on void evidence, is flagged by none),
+    or no threshold above 0 that finds one (F1 0 at each: the "best" flagged only normal outputs, review 2026-12-07)."""
     eligible = [k for k, p in enumerate(curve) if p.threshold > 0]
     if not eligible or curve[0].tp + curve[0].fn == 0:
         return None
     i = max(eligible, key=lambda k: (curve[k].f1, curve[k].threshold))
+    if curve[i].f1 == 0:
+        return None
     lower = curve[i + 1].threshold if i + 1 < len(curve) else 0.0
     mid = (curve[i].threshold + lower) / 2
     # two adjacent floats (scores near 1 are that close) have no float between them: the midpoint rounds onto the
@@ -345,6 +354,8 @@ def write_curve(path: Path, pairs: list[tuple[float, bool]]) -> None:
         w = csv.writer(f)
         w.writerow(["threshold", "precision", "recall", "f1", "flagged", "tp", "fp", "fn", "tn"])
         for p in pr_curve(pairs):
+            if p.threshold <= 0:  # flagged at no threshold, and one the config refuses (``operating_points_table``)
+                continue
             w.writerow([repr(p.threshold), f"{p.precision:.4f}", f"{p.recall:.4f}", f"{p.f1:.4f}", p.flagged,
                         p.tp, p.fp, p.fn, p.tn])
 
@@ -372,7 +383,9 @@ def operating_points_table(pairs: list[tuple[float, bool]], threshold: float | N
     rows: dict[float, str] = {t: "" for t in GRID}
     if curve:
         step = max(1, len(curve) // CURVE_ROWS)
-        rows.update({curve[i].threshold: "" for i in range(0, len(curve), step)})
+        # (not a score of 0, an answer served normal on void evidence: no threshold flags it, and the config refuses
+        # 0; its row counted those answers as flagged, a recall no setting reaches: review 2026-12-07)
+        rows.update({curve[i].threshold: "" for i in range(0, len(curve), step) if curve[i].threshold > 0})
         if curve[-1].threshold > 0:
             rows.setdefault(curve[-1].threshold, "")  # the lowest score: everything flagged
     best = best_f1(curve)

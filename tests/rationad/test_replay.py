@@ -230,6 +230,36 @@ def test_continuation_lines_of_an_exported_record_join_their_entry_as_in_the_dae
     assert line.message.endswith("\tat org.x.Up.run(Up.java:12)") and line.offset == 2
 
 
+def test_a_label_on_a_continuation_line_counts_for_its_window(tmp_path):
+    """Found by review (2026-12-07), failing before its fix: a line joined to the entry before it (its record) was
+    judged in that entry's window, but a ``line,label`` entry for it was never read: the window's label came from the
+    entry's first line only, and precision and recall were off with no word said."""
+    inp = InputConfig(dialect="bgl")
+    path = tmp_path / "w.log"
+    head = "- 111783857{} 2005.06.03 R02-M1-N0-C:J12-U11 2005-06-03-15.42.5{}.675872 R02-M1-N0-C:J12-U11 RAS "
+    ok, fatal = head + "KERNEL INFO instruction cache parity error corrected", head + "APP FATAL ciod: failed"
+    path.write_text(f"{ok.format(0, 0)}\n{fatal.format(1, 1)}\n   continuation detail line\n{ok.format(2, 2)}\n")
+    cfg = SessionsConfig(mode="fixed", window_lines=1)
+    labels = {"1": "normal", "2": "normal", "3": "anomalous", "4": "normal"}
+    got = [(s.first_offset, len(s.lines), s.label)
+           for s in replay.sessions_from_log(path, "bgl", cfg, inp, replay.Skipped(), labels)]
+    assert got == [(1, 1, "normal"), (2, 1, "anomalous"), (4, 1, "normal")]
+
+
+def test_the_pr_table_offers_no_threshold_no_setting_can_have(tmp_path):
+    """Found by review (2026-12-07), failing before its fix: a score of 0 (an answer served normal on void evidence,
+    flagged at no threshold; the config refuses 0) was a row of the table counting those answers as flagged, a
+    recall no setting reaches; and with F1 0 at every threshold above 0, "best F1" recommended one that flags only
+    normal outputs."""
+    pairs = [(0.0, True), (0.0007, True), (0.0005, False), (0.0001, False)]
+    table = replay.operating_points_table(pairs, 0.5)
+    assert not [row for row in table.splitlines()[2:] if float(row.split()[0]) == 0.0]
+    assert replay.best_f1(replay.pr_curve([(0.0, True), (0.0, True), (0.5, False), (0.2, False)])) is None
+    path = tmp_path / "curve.csv"
+    replay.write_curve(path, pairs)
+    assert [row.split(",")[0] for row in path.read_text().splitlines()[1:]] == ["0.0007", "0.0005", "0.0001"]
+
+
 def test_a_continuation_too_long_in_bytes_or_not_utf8_is_skipped_alone(tmp_path):
     """Found by review of the joining above, failing before its fix: the join was bounded in characters, so a
     continuation of 40,000 'ü' (80,000 bytes) made the record too large and its entry line was skipped with it;
