@@ -994,9 +994,10 @@ class Daemon:
             return []
         try:
             own = self._parse_own(tp, part, (pos, rec.value), key, rec.value, rec.offset)
-        except BadRecord as exc:
+        except Exception as exc:  # noqa: BLE001 - a parser bug costs the line (``bad_record_of``)
+            exc = bad_record_of(exc)
             if pos is None:
-                raise
+                raise exc from None
             dl = bad_record(rec.key, rec.value, [], error_type=exc.reason, reason=str(exc), topic=pos[0],
                             partition=pos[1], offset=pos[2])
             dead.append((self.delivery.hold(part.offsets, rec.offset), dl))
@@ -1076,7 +1077,8 @@ class Daemon:
                     continue
             try:
                 own = self._parse_own(tp, part, (pos, value), key, value, offset)
-            except BadRecord as exc:
+            except Exception as exc:  # noqa: BLE001 - a parser bug costs the line, not the pack (``bad_record_of``)
+                exc = bad_record_of(exc)
                 dl = bad_record(key.encode("utf-8", "surrogatepass"), value, [], error_type=exc.reason,
                                 reason=str(exc), topic=src_topic, partition=src_partition, offset=src_offset)
                 dead.append((self.delivery.hold(part.offsets, offset), dl))

@@ -76,8 +76,18 @@ def bad_record_of(exc: Exception) -> BadRecord:
     restart."""
     if isinstance(exc, BadRecord):
         return exc
-    log.error("parse_failed", error=f"{type(exc).__name__}: {exc}", exc_info=exc)
-    return BadRecord("parse_failed", f"the parser failed on this record: {type(exc).__name__}: {exc}")
+    if isinstance(exc, MemoryError):  # the daemon's state, not the record: as before, it stops and is retried
+        raise exc
+    error = f"{type(exc).__name__}: {str(exc)[:_FAILED_DETAIL]}"
+    # the traceback once per kind of failure: a bug every record meets would log one at the input's rate
+    first = type(exc).__name__ not in _failed_kinds
+    _failed_kinds.add(type(exc).__name__)
+    log.error("parse_failed", error=error, exc_info=exc if first else None)
+    return BadRecord("parse_failed", f"the parser failed on this record: {error}")
+
+
+_FAILED_DETAIL = 300  # characters of a parser failure's message kept (it may quote the record)
+_failed_kinds: set[str] = set()  # kinds of parser failure whose traceback was logged
 
 
 class InputConfigError(ConfigError, ValueError):
@@ -423,6 +433,8 @@ class Parser:
             self._line(line, None, None, line, "", 0, 0)
         except BadRecord as exc:
             return self._joins(headed, line, exc)
+        except Exception:  # noqa: BLE001 - a parser bug: not joined; the line is parsed alone and skipped then
+            return False
         return self._joins(headed, line, None)
 
     def headed(self, line: str) -> bool:

@@ -217,7 +217,7 @@ class Judge:
             if self.neighbours is None:
                 return view
             # queried with the row as shown (as training.neighbour_index does): train and serve see the same
-            return replace(view, neighbours=self.neighbours.query(view.rows[0].template))
+            return replace(view, neighbours=self.neighbours.query(view.rows[0].template, own=session.lines[0].message))
         return view_of(session, self.source, max_prompt_tokens=budget, count_tokens=self.client.count_tokens,
                        say_unfinished=self.say_unfinished)
 

@@ -191,19 +191,21 @@ class ModelNeighbours:
             self._stale = False
         return self._overlay
 
-    def query(self, template: str) -> tuple[Neighbour, ...]:
+    def query(self, template: str, own: str | None = None) -> tuple[Neighbour, ...]:
         """The ``k`` nearest known templates: shipped and operator-labelled, the operator's first on equal
         similarity; a shipped entry an operator relabelled appears with the operator's label only. Not the label
         of ``template`` itself: a labelled template is never judged, and the model's verdict shown beside its label is
         looked up in the verdict cache under the prompt it was judged with, before the label (review 2026-12-07: its
-        own label changed the prompt, and the lookup never found it)."""
+        own label changed the prompt, and the lookup never found it). ``own``: the template's whole text, where
+        ``template`` is its row as the prompt shows it (cut to fit, masked)."""
         overlay = self._operators()
         if overlay is None:
             return self.index.neighbours(template, self.k)
-        relabelled = {e.template for e in self._operator.values()} - {template}
+        own = template if own is None else own
+        relabelled = {e.template for e in self._operator.values()} - {own}
         shipped = [(sim, 0, n, e) for n, (e, sim) in enumerate(self.index.nearest(template, self.k + len(relabelled)))
                    if e.template not in relabelled]
-        near = [(e, sim) for e, sim in overlay.nearest(template, self.k + 1) if e.template != template]
+        near = [(e, sim) for e, sim in overlay.nearest(template, self.k + 1) if e.template != own]
         ours = [(sim, 1, -n, e) for n, (e, sim) in enumerate(near[: self.k])]
         best = sorted(shipped + ours, key=lambda t: (-t[0], -t[1], abs(t[2])))[: self.k]
         return shown(e for *_, e in best)

@@ -389,6 +389,18 @@ def test_a_json_timestamp_of_digits_spaces_and_separators_raises_bad_record_or_p
         assert 0 <= line.ts
 
 
+def test_a_parser_failure_is_a_bounded_dead_letter_reason_and_memory_is_not_the_record_s_fault():
+    """Review of the parse_failed fix: a failure's message may quote the record whole (logged and kept at input
+    rate), and a MemoryError is the daemon's state, not the record's: it stops the daemon, as before, and the record
+    is read again."""
+    from rationad.dialects import bad_record_of
+
+    exc = bad_record_of(ValueError("x" * 100_000))
+    assert exc.reason == "parse_failed" and len(exc.detail) < 400
+    with pytest.raises(MemoryError):
+        bad_record_of(MemoryError())
+
+
 def test_every_line_of_the_embedded_demo_sample_parses_to_a_labelled_block():
     """The bundled real HDFS sample (scripts/make_demo_sample.py): complete blocks, chronological, all labelled."""
     from rationad import demo

@@ -178,6 +178,19 @@ def test_a_labelled_template_s_own_prompt_is_the_one_it_was_judged_with(tmp_path
     assert got.query("disk sdb{*} failed")[0].reason == "a scratch disk"
 
 
+def test_a_long_labelled_template_s_prompt_is_the_one_it_was_judged_with_too(tmp_path):
+    """Found by the review of the fix above, failing before its own: a template too long for the prompt is shown
+    cut, and the query compared the operator's label (the whole template) with the row as shown: its own label stayed
+    among its neighbours and changed its prompt."""
+    _write_model(tmp_path, NeighbourIndex(ENTRIES), k=2)
+    judge = Judge(ScriptedModel([]), ModelConfig(path=tmp_path), "bgl")
+    tpl = "machine check interrupt on node {*} parity " + " ".join(f"reg{i} {{*}}" for i in range(300))
+    before = judge.view(template_session(tpl))
+    assert before.rows[0].template != tpl  # shown cut
+    judge.neighbours.set_operator("t-x", Known(tpl, "normal", "operator says fine", "operator"))
+    assert judge.view(template_session(tpl)).neighbours == before.neighbours
+
+
 def test_tied_operator_labels_are_shown_whatever_order_they_came_in(tmp_path):
     """Found by review (2026-12-06), failing before its fix: ties among operator labels went to the one that came
     first, and replicas (or a restart after compaction) see labels in other orders: the same template got another

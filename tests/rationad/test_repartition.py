@@ -226,6 +226,38 @@ def test_the_session_stage_windows_a_pack_once_and_dead_letters_a_bad_line_with_
     hold.release()
 
 
+def test_a_line_of_a_pack_the_parser_fails_on_costs_that_line_only(monkeypatch):
+    """Found by review (2026-12-07), failing before its fix: a parser bug (any exception but BadRecord) on one line of
+    a pack dead-lettered the whole pack, as one record of the internal topic (purged once committed), and the pack's
+    other lines, already remembered as windowed, were never windowed, not even when forwarded again."""
+    from rationad.dialects import Parser
+    from rationad.repartition import Packer
+    from tests.rationad.fakes import Rec
+
+    real = Parser.parse
+
+    def parse(self, value, **kw):
+        if value and b"boom" in value:
+            raise ValueError("could not convert string to float")
+        return real(self, value, **kw)
+
+    monkeypatch.setattr(Parser, "parse", parse)
+    d, tp, part = _pack_daemon()
+    packer = Packer(d.internal, "logs", 1, Router(1))
+    good = b"081109 203615 148 INFO dfs.DataNode: Receiving block blk_5 src: /10.0.0.1:1"
+    packer.add([("blk_5", good)], 40)
+    packer.add([("blk_5", good.replace(b"src", b"boom"))], 42)
+    packer.add([("blk_5", good.replace(b"203615", b"203616"))], 43)
+    [pack] = packer.outputs()
+    dead: list = []
+    lines = d._pack_lines(tp, part, Rec(offset=7, value=pack.value, headers=pack.headers), dead)
+    assert [x.source for x in lines] == [("logs", 1, 40), ("logs", 1, 43)]
+    [(hold, dl)] = dead
+    h = dict(dl.headers)
+    assert (dl.reason, h["rationad-source-topic"], h["rationad-source-offset"]) == ("parse_failed", b"logs", b"42")
+    hold.release()
+
+
 async def test_packs_awaiting_their_acknowledgement_count_in_the_pending_bytes():
     """Found by review (2026-12-07), failing before its fix: the hold on forwarded packs carried no bytes, so an
     internal topic refusing writes let delivery.max_pending_sessions fetches of packs (about 0.5 GiB) pile up unseen

@@ -260,6 +260,27 @@ def test_the_pr_table_offers_no_threshold_no_setting_can_have(tmp_path):
     assert [row.split(",")[0] for row in path.read_text().splitlines()[1:]] == ["0.0007", "0.0005", "0.0001"]
 
 
+def test_a_line_the_parser_fails_on_after_an_entry_is_skipped_alone(tmp_path, monkeypatch):
+    """Found by review (2026-12-07), failing before its fix: a parser bug met while asking whether a line continues
+    the entry before it left replay (a traceback), where the daemon dead-letters the record and goes on."""
+    from rationad.dialects import Parser
+
+    real = Parser._generic
+
+    def generic(self, line, *a, **kw):
+        if "boom" in line:
+            raise IndexError("parser bug")
+        return real(self, line, *a, **kw)
+
+    monkeypatch.setattr(Parser, "_generic", generic)
+    inp = InputConfig(dialect="generic", key_regex=r"req=(\w+)")
+    path = tmp_path / "b.log"
+    path.write_text("INFO req=41 upload started\nINFO req=42 boom\nINFO req=43 done\n")
+    skipped = replay.Skipped()
+    out = {s.key for s in replay.sessions_from_log(path, "generic", SessionsConfig(gap_secs=60), inp, skipped)}
+    assert out == {"41", "43"} and skipped.count == 1 and "parse_failed" in skipped.examples[0]
+
+
 def test_a_continuation_too_long_in_bytes_or_not_utf8_is_skipped_alone(tmp_path):
     """Found by review of the joining above, failing before its fix: the join was bounded in characters, so a
     continuation of 40,000 'ü' (80,000 bytes) made the record too large and its entry line was skipped with it;
