@@ -135,6 +135,7 @@ async def test_operator_label_flips_the_next_window_on_every_replica_and_survive
     catalog = [orjson.loads(r.value) for r in await read_to_end(broker.bootstrap, f"{topic}.templates")]
     assert {c["template"] for c in catalog} == {TEMPLATE}
     # the catalog keeps what the model said (the label is laid over it by ``rationad templates``)
-    # (a replica restarted under the label never asks the model: "pending" there)
+    # (a replica restarted under the label never asks the model: it reads the model's verdict from the verdict
+    # cache, or says "pending" where its cache has none)
     assert {(c["verdict"], c["source"]) for c in catalog} - {(None, "pending")} == {(model_verdict, "model")}
     assert sum(c["count"] for c in catalog) >= 30
