@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import csv
 import json
+import math
 import os
 import re
 import sys
@@ -238,6 +239,17 @@ def _count(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r}: not a whole number") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"{text}: at least 1")
+    return value
+
+
+def _secs(text: str) -> float:
+    """A number of seconds above 0 (review 2026-12-07: ``--idle-exit nan`` never exited, -5 at the first poll)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: not a number") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"{text}: a number of seconds above 0")
     return value
 
 
@@ -700,7 +712,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--key", help="regex on the session key")
     sp.add_argument("--from-beginning", action="store_true")
     sp.add_argument("--limit", type=_count, help="exit after this many events")
-    sp.add_argument("--idle-exit", type=float, help="exit after this many seconds without events")
+    sp.add_argument("--idle-exit", type=_secs, help="exit after this many seconds without events shown")
     sp.add_argument("--json", action="store_true", help="print raw JSON events")
     sp.set_defaults(func=cmd_tail)
 

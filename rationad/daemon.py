@@ -998,9 +998,10 @@ class Daemon:
             exc = bad_record_of(exc)
             if pos is None:
                 raise exc from None
-            dl = bad_record(rec.key, rec.value, [], error_type=exc.reason, reason=str(exc), topic=pos[0],
-                            partition=pos[1], offset=pos[2])
-            dead.append((self.delivery.hold(part.offsets, rec.offset), dl))
+            if self._first_dead(part, pos, rec.value, source_repeat(rec.headers)):
+                dl = bad_record(rec.key, rec.value, [], error_type=exc.reason, reason=str(exc), topic=pos[0],
+                                partition=pos[1], offset=pos[2])
+                dead.append((self.delivery.hold(part.offsets, rec.offset), dl))
             return []
         for x in own:
             x.source = pos
@@ -1063,6 +1064,7 @@ class Daemon:
         if wide:
             part.seen.remember_wide(source, first, last)
         copies: dict[tuple, int] = {}
+        failed: dict[tuple, int] = {}  # (position, key, value) -> copies of it that failed before, in this pack
         out: list = []
         for src_offset, key, value in entries:
             if seen and any(a <= src_offset <= b for a, b in seen):
@@ -1079,9 +1081,12 @@ class Daemon:
                 own = self._parse_own(tp, part, (pos, value), key, value, offset)
             except Exception as exc:  # noqa: BLE001 - a parser bug costs the line, not the pack (``bad_record_of``)
                 exc = bad_record_of(exc)
-                dl = bad_record(key.encode("utf-8", "surrogatepass"), value, [], error_type=exc.reason,
-                                reason=str(exc), topic=src_topic, partition=src_partition, offset=src_offset)
-                dead.append((self.delivery.hold(part.offsets, offset), dl))
+                ident = (pos, key, hash(value))
+                repeat = failed[ident] = failed.get(ident, -1) + 1
+                if self._first_dead(part, pos, value, repeat):
+                    dl = bad_record(key.encode("utf-8", "surrogatepass"), value, [], error_type=exc.reason,
+                                    reason=str(exc), topic=src_topic, partition=src_partition, offset=src_offset)
+                    dead.append((self.delivery.hold(part.offsets, offset), dl))
                 continue
             for x in own:
                 x.source = pos
@@ -1089,6 +1094,14 @@ class Daemon:
         if out:
             self._shift(part, (src_topic, src_partition), rec.headers, out)
         return out
+
+    @staticmethod
+    def _first_dead(part: _Part, pos: tuple, value: bytes, repeat: int) -> bool:
+        """Whether the forwarded line ``value`` from input position ``pos`` (its ``repeat``-th copy for one key) is
+        dead-lettered for the first time in this partition: a line naming N sessions crosses the hop once per key,
+        and a parse that fails fails for each (review 2026-12-07: up to N dead letters, max_keys_per_line, of one
+        line)."""
+        return part.seen.first_time((pos, hash(value), repeat, "dead"))
 
     def _unforwardable(self, out: Output, error: str) -> list[DeadLetter]:
         """Dead letters for an internal record the broker can never take: one per line it carries."""

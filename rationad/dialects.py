@@ -79,15 +79,21 @@ def bad_record_of(exc: Exception) -> BadRecord:
     if isinstance(exc, MemoryError):  # the daemon's state, not the record: as before, it stops and is retried
         raise exc
     error = f"{type(exc).__name__}: {str(exc)[:_FAILED_DETAIL]}"
-    # the traceback once per kind of failure: a bug every record meets would log one at the input's rate
-    first = type(exc).__name__ not in _failed_kinds
-    _failed_kinds.add(type(exc).__name__)
+    # the traceback once per failure (its type and where it rose): a bug every record meets would log one at the
+    # input's rate, and another bug raising the same type is another failure
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    kind = (type(exc).__name__, tb.tb_frame.f_code.co_filename if tb else "", tb.tb_lineno if tb else 0)
+    first = kind not in _failed_kinds and len(_failed_kinds) < _FAILED_KINDS
+    _failed_kinds.add(kind)
     log.error("parse_failed", error=error, exc_info=exc if first else None)
     return BadRecord("parse_failed", f"the parser failed on this record: {error}")
 
 
 _FAILED_DETAIL = 300  # characters of a parser failure's message kept (it may quote the record)
-_failed_kinds: set[str] = set()  # kinds of parser failure whose traceback was logged
+_FAILED_KINDS = 100  # parser failures whose traceback is logged, at most
+_failed_kinds: set[tuple[str, str, int]] = set()  # (type, file, line) of the parser failures whose traceback was logged
 
 
 class InputConfigError(ConfigError, ValueError):

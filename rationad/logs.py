@@ -10,10 +10,10 @@ from typing import Any
 import structlog
 
 # C0 and C1 control characters and DEL: terminal escapes (cursor moves, erased lines, window titles) in log-derived
-# values (a session key, a template) must reach a console as text, not act on it; so must the bidi overrides and
-# isolates and the Unicode line and paragraph separators, as ``rationad tail`` has them (review 2026-12-07).
-_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
-_CONTROL_OR_BREAK = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+# values (a session key, a template) must reach a console as text, not act on it; so must the bidi overrides,
+# isolates and marks and the Unicode line and paragraph separators, as ``rationad tail`` has them (review 2026-12-07).
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+_CONTROL_OR_BREAK = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 _MULTILINE = frozenset({"exception", "stack"})  # rendered tracebacks keep their lines
 
 

@@ -15,9 +15,9 @@ from rationad.kafka import common_kwargs
 _COLOURS = {"anomalous": "\033[1;31m", "normal": "\033[32m", "dim": "\033[2m", "bold": "\033[1m", "end": "\033[0m"}
 
 # What a terminal may act on, in text that comes from the logs: C0 controls (tab aside; newline is handled where
-# text may span lines), DEL, C1 controls (U+009B is a one-character CSI on some terminals), bidirectional overrides
-# and isolates (they reorder what is shown), and the Unicode line and paragraph separators.
-_CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+# text may span lines), DEL, C1 controls (U+009B is a one-character CSI on some terminals), bidirectional overrides,
+# isolates and marks (ALM, LRM, RLM; they reorder what is shown), and the Unicode line and paragraph separators.
+_CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 
 
 def _escape_char(m: re.Match[str]) -> str:
@@ -99,6 +99,32 @@ def matches(event: dict[str, Any], verdict: str | None, key: re.Pattern[str] | N
     return True
 
 
+async def _getmany(consumer: Any, next_of: dict, from_beginning: bool) -> dict:
+    """``getmany`` that steps past a record aiokafka cannot decode (a header key that is not UTF-8, a batch in a
+    codec it cannot read), logged as ``undecodable_record`` (stderr), as the daemon's input and the labels reader do:
+    anyone who may write to the output topic ended every tail at it, ``--from-beginning`` at each run (review
+    2026-12-07). ``next_of``: partition -> the offset after the last record returned, kept up to date."""
+    from rationad.undecodable import DECODE_ERRORS, fetch_around
+
+    bad: dict = {}
+    try:
+        batch = await consumer.getmany(timeout_ms=500)
+    except DECODE_ERRORS:
+        partitions = list(consumer.assignment())
+        for tp in partitions:  # what getmany drained before it raised went with the exception: read it again
+            if tp in next_of:
+                consumer.seek(tp, next_of[tp])
+            elif from_beginning:
+                await consumer.seek_to_beginning(tp)
+        batch, bad = await fetch_around(consumer, partitions, 500, held=lambda tp: True, action="skipped")
+    for tp, records in batch.items():
+        if records:
+            next_of[tp] = records[-1].offset + 1
+    for tp, undecodable in bad.items():  # after the records before it
+        next_of[tp] = undecodable.offset + 1
+    return batch
+
+
 async def tail(
     settings: Settings, *, verdict: str | None = None, key: str | None = None, from_beginning: bool = False,
     limit: int | None = None, idle_exit_secs: float | None = None, as_json: bool = False, out: IO[str] | None = None,
@@ -119,13 +145,11 @@ async def tail(
     shown = 0
     loop = asyncio.get_running_loop()
     last = loop.time()
+    next_of: dict = {}  # partition -> the offset after the last record returned
     try:
         while limit is None or shown < limit:
-            batch = await consumer.getmany(timeout_ms=500)
-            if not batch and idle_exit_secs is not None and loop.time() - last > idle_exit_secs:
-                break
+            batch = await _getmany(consumer, next_of, from_beginning)
             for rec in (r for records in batch.values() for r in records):  # one loop: --limit stops it
-                last = loop.time()
                 try:
                     event = orjson.loads(rec.value)
                 except orjson.JSONDecodeError:
@@ -139,9 +163,12 @@ async def tail(
                 except (TypeError, ValueError, RecursionError):  # nested deeper than can be written back (review)
                     continue
                 print(text, file=out, flush=True)
+                last = loop.time()  # "without events": the events shown, not records filtered out or skipped
                 shown += 1
                 if limit is not None and shown >= limit:
                     break
+            if idle_exit_secs is not None and loop.time() - last > idle_exit_secs:
+                break
     finally:
         await consumer.stop()
     return shown

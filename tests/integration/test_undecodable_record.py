@@ -151,3 +151,34 @@ async def test_an_undecodable_record_on_one_partition_loses_no_line_of_another(b
             for h in dead] == [(b"undecodable_record", str(bad_partition).encode(), b"3")], dead
     assert sorted((e["session"]["key"], e["session"]["line_count"]) for e in events) == [
         ("blk_10", 3), ("blk_11", 3), ("blk_30", 3)]
+
+
+async def test_tail_steps_past_an_undecodable_record_on_the_output_topic(broker):
+    """Found by review (2026-12-07), failing before its fix: ``rationad tail`` ended with a traceback at a record
+    aiokafka cannot decode on the output topic (anyone who may write there can send one), and ``--from-beginning``
+    ended there at every run. It steps past it (logged ``undecodable_record``) and shows the events around it."""
+    import io
+
+    from rationad.tail import tail
+
+    topic = f"tl-{uuid.uuid4().hex[:8]}"
+    await create_topics(broker.bootstrap, {topic: 1})
+
+    def event(key: str) -> bytes:
+        return orjson.dumps({"verdict": "anomalous", "session": {"key": key}, "rationale": f"L1 about {key}"})
+
+    p = AIOKafkaProducer(bootstrap_servers=broker.bootstrap)
+    await p.start()
+    try:
+        await (await p.send(topic, event("before"), partition=0))
+        bad = _BadHeaderKey(16_384, 0)
+        bad.append(timestamp=None, key=None, value=event("unreadable"), headers=[("HK", b"v")])
+        await (await p.send_batch(bad, topic, partition=0))
+        await (await p.send(topic, event("after"), partition=0))
+    finally:
+        await p.stop()
+    out = io.StringIO()
+    s = Settings(kafka={"bootstrap_servers": broker.bootstrap}, output={"topic": topic})
+    shown = await asyncio.wait_for(tail(s, from_beginning=True, idle_exit_secs=5, as_json=True, out=out), 60)
+    assert shown == 2
+    assert [orjson.loads(x)["session"]["key"] for x in out.getvalue().splitlines()] == ["before", "after"]

@@ -33,9 +33,9 @@ def test_bidi_controls_and_line_separators_in_logged_values_reach_a_console_as_t
     broke the operator's line, as ``rationad tail`` already prevents."""
     configure("info", "console")
     try:
-        structlog.get_logger("rationad.test").warning("late line", key="blk_1\u202e\u2066txt.exe\u2028ANOMALOUS")
+        structlog.get_logger("rationad.test").warning("late line", key="blk_1\u202e\u2066txt.exe\u2028ANOMALOUS\u200f")
         err = capsys.readouterr().err
     finally:
         structlog.reset_defaults()
-    assert not any(c in err for c in "\u202e\u2066\u2028"), repr(err)
-    assert "blk_1\\u202e\\u2066txt.exe\\u2028ANOMALOUS" in err, repr(err)
+    assert not any(c in err for c in "\u202e\u2066\u2028\u200f"), repr(err)  # (marks too: review 2026-12-07)
+    assert "blk_1\\u202e\\u2066txt.exe\\u2028ANOMALOUS\\u200f" in err, repr(err)

@@ -258,6 +258,36 @@ def test_a_line_of_a_pack_the_parser_fails_on_costs_that_line_only(monkeypatch):
     hold.release()
 
 
+def test_a_line_naming_many_blocks_the_parser_fails_on_is_one_dead_letter(monkeypatch):
+    """Found by review (2026-12-07), failing before its fix: a line naming N blocks crosses the hop once per block,
+    and a parse that failed on it failed for each: N dead letters of one line (up to input.max_keys_per_line)."""
+    from rationad.dialects import Parser
+    from rationad.repartition import Packer
+    from tests.rationad.fakes import Rec
+
+    real = Parser.parse
+
+    def parse(self, value, **kw):
+        if value and b"boom" in value:
+            raise ValueError("could not convert string to float")
+        return real(self, value, **kw)
+
+    monkeypatch.setattr(Parser, "parse", parse)
+    d, tp, part = _pack_daemon()
+    line = b"081109 203615 148 INFO dfs.FSNamesystem: BLOCK* boom delete " + b" ".join(b"blk_%d" % i for i in range(5))
+    routes = d.parser.route(line, topic="logs", partition=1, offset=40)
+    assert len(routes) == 5  # (routed by the regex alone: the parse fails at the session stage)
+    packer = Packer(d.internal, "logs", 1, Router(1))
+    packer.add(routes, 40)
+    packer.add(routes[:2], 41)  # the same line again in the next record: its own dead letter
+    dead: list = []
+    for n, pack in enumerate(packer.outputs()):
+        assert d._pack_lines(tp, part, Rec(offset=7 + n, value=pack.value, headers=pack.headers), dead) == []
+    assert [dict(dl.headers)["rationad-source-offset"] for _, dl in dead] == [b"40", b"41"]
+    for hold, _ in dead:
+        hold.release()
+
+
 async def test_packs_awaiting_their_acknowledgement_count_in_the_pending_bytes():
     """Found by review (2026-12-07), failing before its fix: the hold on forwarded packs carried no bytes, so an
     internal topic refusing writes let delivery.max_pending_sessions fetches of packs (about 0.5 GiB) pile up unseen

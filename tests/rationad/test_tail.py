@@ -10,7 +10,7 @@ import pytest
 
 from rationad.tail import _COLOURS, format_event, render
 
-HOSTILE = "\x1b[2J\x1b]0;pwned\x07\x07 \x9b31m \u202eevil\u2066 \x7f\x00"
+HOSTILE = "\x1b[2J\x1b]0;pwned\x07\x07 \x9b31m \u202eevil\u2066 \x7f\x00 \u200fRLM \u061cALM \u200eLRM"
 
 
 def hostile_event() -> dict:
@@ -29,7 +29,7 @@ def hostile_event() -> dict:
 def terminal_controls(text: str) -> list[str]:
     """Every character a terminal may act on, other than newline: C0 (tab aside), DEL, C1, bidi controls."""
     return [ch for ch in text if (ord(ch) < 0x20 and ch not in "\n\t") or 0x7F <= ord(ch) <= 0x9F
-            or "\u202a" <= ch <= "\u202e" or "\u2066" <= ch <= "\u2069" or ch in "\u2028\u2029"]
+            or "\u202a" <= ch <= "\u202e" or "\u2066" <= ch <= "\u2069" or ch in "\u2028\u2029\u061c\u200e\u200f"]
 
 
 @pytest.mark.parametrize("colour", [False, True])
@@ -90,7 +90,8 @@ def _fake_consumer(monkeypatch, batch: dict) -> None:
 
     class Consumer:
         def __init__(self, *a, **kw):
-            self.batches = [{tp: [SimpleNamespace(value=v) for v in values] for tp, values in batch.items()}]
+            self.batches = [{tp: [SimpleNamespace(value=v, offset=n) for n, v in enumerate(values)]
+                             for tp, values in batch.items()}]
 
         async def start(self):
             pass
@@ -154,3 +155,47 @@ async def test_tail_skips_a_record_nested_deeper_than_it_can_write_back(monkeypa
     out = io.StringIO()
     assert await tail_mod.tail(Settings(), limit=1, idle_exit_secs=0.5, as_json=as_json, out=out) == 1
     assert "after" in out.getvalue()
+
+
+async def test_idle_exit_counts_the_time_without_events_shown(monkeypatch):
+    """Found by review (2026-12-07), failing before its fix: "exit after this many seconds without events" was reset
+    by every record fetched, events the filters dropped included: ``--verdict anomalous --idle-exit 1`` never exited
+    while normal events flowed."""
+    import asyncio
+    import io
+    from types import SimpleNamespace
+
+    import aiokafka
+
+    from rationad import tail as tail_mod
+    from rationad.config import Settings
+
+    class Flowing:  # a normal event every poll, for ever
+        def __init__(self, *a, **kw):
+            self.n = 0
+
+        async def start(self):
+            pass
+
+        async def stop(self):
+            pass
+
+        async def getmany(self, timeout_ms=0):
+            await asyncio.sleep(0.05)
+            self.n += 1
+            return {"tp": [SimpleNamespace(value=b'{"verdict": "normal", "session": {"key": "k"}}', offset=self.n)]}
+
+    monkeypatch.setattr(aiokafka, "AIOKafkaConsumer", Flowing)
+    shown = await asyncio.wait_for(tail_mod.tail(Settings(), verdict="anomalous", idle_exit_secs=0.5,
+                                                 out=io.StringIO()), 5)
+    assert shown == 0
+
+
+@pytest.mark.parametrize("secs", ["nan", "-5", "0", "inf", "soon"])
+def test_idle_exit_takes_only_seconds_above_zero(secs, capsys):
+    """Found by review (2026-12-07), failing before its fix: ``nan`` never exited, -5 exited at the first poll."""
+    from rationad.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["tail", "--idle-exit", secs])
+    assert exc.value.code == 2 and "--idle-exit" in capsys.readouterr().err
