@@ -107,6 +107,9 @@ async def _getmany(consumer: Any, next_of: dict, from_beginning: bool) -> dict:
     from rationad.undecodable import DECODE_ERRORS, fetch_around
 
     bad: dict = {}
+    for tp in consumer.assignment():  # where each partition starts (no I/O once known): a partition that returned
+        if tp not in next_of:  # nothing yet is read again from there too (review of the first version: "latest"
+            next_of[tp] = await consumer.position(tp)  # lost what getmany drained from it before it raised)
     try:
         batch = await consumer.getmany(timeout_ms=500)
     except DECODE_ERRORS:
