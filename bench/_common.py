@@ -180,13 +180,14 @@ def build_sessions(records, seed: int = 7, topic: str = "logs") -> list:
 
 
 def default_model_dir() -> Path:
-    """The served default (``~/.cache/rationad/models/default``), else the base model; ``RATIONAD_BENCH_MODEL``
-    overrides."""
+    """The served default (``models/default`` in ``RATIONAD_CACHE_DIR``, ``~/.cache/rationad``, as scripts/setup.sh
+    made it), else the base model; ``RATIONAD_BENCH_MODEL`` overrides."""
     env = os.environ.get("RATIONAD_BENCH_MODEL") or os.environ.get("RATIONAD_TEST_MODEL")
     if env:
         return Path(env).expanduser().resolve()
+    cache = Path(os.environ.get("RATIONAD_CACHE_DIR", Path.home() / ".cache" / "rationad")).expanduser()
     for name in ("default", "base"):
-        p = Path.home() / ".cache" / "rationad" / "models" / name
+        p = cache / "models" / name
         if (p / "config.json").is_file():
             return p.resolve()
     raise SystemExit("no model folder: run scripts/setup.sh (or python -m training.prepare_base)")

@@ -291,8 +291,23 @@ def main(config_path: str | None) -> int:
         print(prog.why(what), file=term, flush=True)
         print(f"demo: the log has the details: {logs}", file=term, flush=True)
         return 130 if isinstance(exc, KeyboardInterrupt) else 1
-    # Every block is accounted for: a verdict, or its session on the dead-letter topic with the model's raw answer.
-    if summary["accounted"] == summary["blocks"] and summary["outcome"] == "done":
+    failed = failure(summary)
+    if failed is None:
         return 0
-    print(f"demo: not every block was judged; the log has the details: {logs}", file=term, flush=True)
+    print(f"demo: {failed}; the log has the details: {logs}", file=term, flush=True)
     return 1
+
+
+def failure(summary: dict) -> str | None:
+    """Why a finished demo failed, or None: every block accounted for (a verdict, or its session on the dead-letter
+    topic with the model's raw answer), the daemon stopped cleanly, and an anomaly event shown with its rationale,
+    which is what the demo is for (review 2026-12-07: a model that dead-lettered every block, or judged all 400
+    normal, passed with exit 0)."""
+    if summary["outcome"] != "done" or summary["accounted"] != summary["blocks"]:
+        return "not every block was judged"
+    if summary.get("daemon_exit") not in (None, 0):
+        return f"the daemon stopped with exit code {summary['daemon_exit']}"
+    if not summary["anomalous"]:
+        return (f"no anomaly event was shown ({summary['judged']} blocks judged normal, "
+                f"{summary['dead_lettered_blocks']} dead-lettered)")
+    return None

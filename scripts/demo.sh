@@ -11,4 +11,4 @@ if ! scripts/setup.sh; then
   exit 1
 fi
 echo "demo: setup done in $((SECONDS - t0)) s" >&2
-exec .venv/bin/rationad demo "$@"
+exec .venv/bin/python -m rationad demo "$@"  # this checkout's code (the shared venv's install may name another)

