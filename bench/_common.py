@@ -185,7 +185,7 @@ def default_model_dir() -> Path:
     env = os.environ.get("RATIONAD_BENCH_MODEL") or os.environ.get("RATIONAD_TEST_MODEL")
     if env:
         return Path(env).expanduser().resolve()
-    cache = Path(os.environ.get("RATIONAD_CACHE_DIR", Path.home() / ".cache" / "rationad")).expanduser()
+    cache = Path(os.environ.get("RATIONAD_CACHE_DIR", Path.home() / ".cache" / "rationad")).expanduser().resolve()
     for name in ("default", "base"):
         p = cache / "models" / name
         if (p / "config.json").is_file():

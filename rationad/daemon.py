@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import heapq
 import signal
 import time
@@ -186,6 +187,7 @@ class Daemon:
         self._last_commit = 0.0
         self._started = False  # the main loop has begun (start-up: model load, cache recovery, group join)
         self.exit_code = 0
+        self.stop_signal: str | None = None  # the signal that asked for the stop, if one did
 
     # ---- health -------------------------------------------------------------------------------------------
     def _healthy(self) -> tuple[bool, str]:
@@ -298,6 +300,7 @@ class Daemon:
     def request_stop(self, **why) -> None:
         """Drain and stop (SIGTERM/SIGINT, a fatal error); ``why`` goes into the log line."""
         if not self._stop.is_set():
+            self.stop_signal = why.get("signal")  # what asked for the stop, when a signal did (``rationad demo``)
             log.info("stop_requested", **why)
             self.notifier.stopping()
             self._draining = True
@@ -314,7 +317,7 @@ class Daemon:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             try:
-                loop.add_signal_handler(sig, self.request_stop)
+                loop.add_signal_handler(sig, functools.partial(self.request_stop, signal=sig.name))
             except (NotImplementedError, RuntimeError):
                 pass
         early = stop_signals.received()

@@ -166,7 +166,8 @@ async def run_demo(settings: Settings, *, timeout_secs: float = TIMEOUT_SECS, ta
     try:
         while len(verdicts.keys() | dead_blocks) < len(labels):
             if run_task.done():
-                outcome = "daemon stopped"
+                # Ctrl-C reaches the daemon (it drains and stops on SIGINT), not this loop as KeyboardInterrupt
+                outcome = "interrupted" if daemon.stop_signal == "SIGINT" else "daemon stopped"
                 break
             if time.monotonic() - start >= timeout_secs:
                 outcome = "gave up"
@@ -232,7 +233,7 @@ def log_path() -> Path:
 def cache_dir() -> Path:
     """scripts/setup.sh's cache folder (``RATIONAD_CACHE_DIR``; not ``RATIONAD_CACHE``, which the settings read as the
     ``[cache]`` section)."""
-    return Path(os.environ.get("RATIONAD_CACHE_DIR", "~/.cache/rationad")).expanduser()
+    return Path(os.environ.get("RATIONAD_CACHE_DIR", "~/.cache/rationad")).expanduser().resolve()
 
 
 def _redirect_output(path: Path):
@@ -291,6 +292,8 @@ def main(config_path: str | None) -> int:
         print(prog.why(what), file=term, flush=True)
         print(f"demo: the log has the details: {logs}", file=term, flush=True)
         return 130 if isinstance(exc, KeyboardInterrupt) else 1
+    if summary["outcome"] == "interrupted":
+        return 130
     failed = failure(summary)
     if failed is None:
         return 0
@@ -303,10 +306,10 @@ def failure(summary: dict) -> str | None:
     topic with the model's raw answer), the daemon stopped cleanly, and an anomaly event shown with its rationale,
     which is what the demo is for (review 2026-12-07: a model that dead-lettered every block, or judged all 400
     normal, passed with exit 0)."""
-    if summary["outcome"] != "done" or summary["accounted"] != summary["blocks"]:
-        return "not every block was judged"
     if summary.get("daemon_exit") not in (None, 0):
         return f"the daemon stopped with exit code {summary['daemon_exit']}"
+    if summary["outcome"] != "done" or summary["accounted"] != summary["blocks"]:
+        return "not every block was judged"
     if not summary["anomalous"]:
         return (f"no anomaly event was shown ({summary['judged']} blocks judged normal, "
                 f"{summary['dead_lettered_blocks']} dead-lettered)")

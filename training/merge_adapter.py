@@ -18,7 +18,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from training.prepare_base import cache_root, publish
+from training.prepare_base import cache_root, clear_stale, publish
 
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "manifest.json", "neighbours.json")
 DONE = ".complete"
@@ -61,7 +61,7 @@ def merge(base: Path, adapter: Path, out: Path, dtype: str = "bfloat16") -> Path
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tmp = out.with_name(out.name + f".tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
+    clear_stale(out)
     try:
         model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
         try:

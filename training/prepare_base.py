@@ -14,6 +14,7 @@ prints the folder's path as its last line. Any other local causal-LM folder can 
 from __future__ import annotations
 
 import argparse
+import glob
 import hashlib
 import os
 import shutil
@@ -29,7 +30,10 @@ class BaseModelError(Exception):
 
 
 def cache_root() -> Path:
-    return Path(os.environ.get("RATIONAD_CACHE_DIR", Path.home() / ".cache" / "rationad")) / "models"
+    """Where models are cached: absolute, so the links setup makes to them resolve from anywhere (a relative or
+    ``~`` RATIONAD_CACHE_DIR left them dangling: review 2026-12-07)."""
+    return Path(os.environ.get("RATIONAD_CACHE_DIR", Path.home() / ".cache" / "rationad")).expanduser().resolve() \
+        / "models"
 
 
 def default_gguf() -> Path:
@@ -85,7 +89,7 @@ def convert(gguf: Path, out: Path) -> Path:
     # a folder of this process's own: two setups sharing the cache each removed the other's half-written one
     # (review 2026-12-07)
     tmp = out.with_name(out.name + f".tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
+    clear_stale(out)
     try:
         plain.save_pretrained(tmp, safe_serialization=True)
         tok.save_pretrained(tmp)
@@ -98,6 +102,25 @@ def convert(gguf: Path, out: Path) -> Path:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out
+
+
+def clear_stale(out: Path) -> None:
+    """Remove the build folders of ``out`` (``<out>.tmp<pid>``) whose process no longer runs: one killed mid-build
+    (SIGTERM, the OOM killer) left about 0.5 GB behind for good (review 2026-12-07)."""
+    for tmp in out.parent.glob(glob.escape(out.name) + ".tmp*"):
+        pid = tmp.name[len(out.name) + len(".tmp"):]
+        if not pid.isdigit() or not _alive(int(pid)):
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's: running
+        return True
+    return True
 
 
 def publish(tmp: Path, out: Path, complete: Callable[[Path], bool]) -> None:

@@ -26,7 +26,7 @@ HDFS_SESSIONS = SHARED / "datasets" / "hdfs_sessions" / "hdfs_sessions.jsonl"
 
 def model_dir() -> Path:
     """The model the tests serve: the default model prepared by scripts/setup.sh (the released checkpoint)."""
-    cache = Path(os.environ.get("RATIONAD_CACHE_DIR", Path.home() / ".cache/rationad")).expanduser()  # as setup's
+    cache = Path(os.environ.get("RATIONAD_CACHE_DIR", Path.home() / ".cache/rationad")).expanduser().resolve()
     path = Path(os.environ.get("RATIONAD_TEST_MODEL", cache / "models/default")).expanduser()
     if not (path / "config.json").is_file():
         raise RuntimeError(f"no model folder at {path}: run scripts/setup.sh first")

@@ -73,3 +73,27 @@ def test_a_demo_that_showed_no_anomaly_or_whose_daemon_failed_fails():
     assert "no anomaly event" in failure({**score({"a": "normal", "b": "normal"}, labels), "outcome": "done"})
     assert "exit code 1" in failure({**ok, "daemon_exit": 1})
     assert failure({**ok, "outcome": "gave up"}) == "not every block was judged"
+    # a daemon that failed stops the demo too: its exit code is the reason (review of the first version)
+    assert "exit code 1" in failure({**ok, "outcome": "daemon stopped", "daemon_exit": 1})
+
+
+async def test_ctrl_c_during_the_demo_is_an_interruption_not_a_failure():
+    """Found by the review of the demo's exit rule: the daemon takes SIGINT itself (it drains and stops), so the demo
+    never saw a KeyboardInterrupt and said "not every block was judged", exit 1. The daemon notes the signal that
+    stopped it, and the demo ends as interrupted (exit 130)."""
+    import asyncio
+    import os
+    import signal
+
+    from rationad.daemon import Daemon
+    from tests.rationad import test_daemon as td
+
+    d, _, _ = td.make(td.settings(), [])
+    task = asyncio.create_task(d.run())
+    for _ in range(200):
+        if d._started:
+            break
+        await asyncio.sleep(0.01)
+    os.kill(os.getpid(), signal.SIGINT)
+    await asyncio.wait_for(task, 20)
+    assert isinstance(d, Daemon) and d.stop_signal == "SIGINT"

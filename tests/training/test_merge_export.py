@@ -102,3 +102,20 @@ def test_a_folder_another_setup_finished_meanwhile_stands(tmp_path):
     theirs = made(tmp_path / "b.tmp2")
     publish(theirs, out, is_complete)  # finished second: the first stands, the caller removes its own
     assert is_complete(out) and theirs.exists()
+
+
+def test_build_folders_of_processes_that_no_longer_run_are_removed(tmp_path):
+    """Found by the review of the per-process build folders: one killed mid-build (SIGTERM, the OOM killer) was never
+    removed, about 0.5 GB each time. The next build removes those whose process no longer runs, and no other."""
+    import os
+    import subprocess
+
+    from training.prepare_base import clear_stale
+
+    out = tmp_path / "merged-abc"
+    gone = subprocess.Popen(["true"])  # a process that ran and ended: its pid runs nothing now
+    gone.wait()
+    for name in (f"merged-abc.tmp{gone.pid}", "merged-abc.tmp", f"merged-abc.tmp{os.getpid()}", "merged-abcd.tmp1"):
+        (tmp_path / name).mkdir()
+    clear_stale(out)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"merged-abc.tmp{os.getpid()}", "merged-abcd.tmp1"]
