@@ -7,9 +7,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$(pwd)
 cache=${RATIONAD_CACHE_DIR:-$HOME/.cache/rationad}
-cache=${cache/#\~/$HOME}
+case $cache in "~" | "~/"*) cache=${HOME:?}${cache#\~} ;; esac
 mkdir -p "$cache/models"
-cache=$(cd "$cache" && pwd)  # absolute: the links made below resolve from anywhere (a relative one dangled)
+cache=$(CDPATH= cd -- "$cache" && pwd)  # absolute: the links made below resolve from anywhere (a relative one dangled)
 export RATIONAD_CACHE_DIR=$cache  # (training.prepare_base and merge_adapter read it)
 # .venv is the link to the cached venv; a folder of its own there (uv, an IDE, python -m venv) would keep it, and the
 # demo and the tests would run that folder's interpreter instead (review 2026-12-07)

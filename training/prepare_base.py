@@ -17,8 +17,10 @@ import argparse
 import glob
 import hashlib
 import os
+import re
 import shutil
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -61,8 +63,9 @@ def file_hash(path: Path) -> str:
     return h.hexdigest()
 
 
-def is_complete(folder: Path) -> bool:
-    return (folder / ".complete").is_file() and (folder / "config.json").is_file() and (
+def is_complete(folder: Path, done: str = ".complete") -> bool:
+    """A model folder finished (its ``done`` marker, written last) with its config and weights."""
+    return (folder / done).is_file() and (folder / "config.json").is_file() and (
         (folder / "model.safetensors").is_file() or (folder / "model.safetensors.index.json").is_file())
 
 
@@ -104,12 +107,25 @@ def convert(gguf: Path, out: Path) -> Path:
     return out
 
 
+STALE_SECS = 3600.0  # a build folder untouched this long is no build in progress (one takes a few minutes)
+
+
 def clear_stale(out: Path) -> None:
-    """Remove the build folders of ``out`` (``<out>.tmp<pid>``) whose process no longer runs: one killed mid-build
-    (SIGTERM, the OOM killer) left about 0.5 GB behind for good (review 2026-12-07)."""
+    """Remove the build folders of ``out`` (``<out>.tmp<pid>``, nothing else) whose process no longer runs here and
+    that nobody has written to for ``STALE_SECS``: one killed mid-build (SIGTERM, the OOM killer) left about 0.5 GB
+    behind for good (review 2026-12-07). The age keeps a build of another host sharing the cache, whose pid means
+    nothing here."""
+    pattern = re.compile(re.escape(out.name) + r"\.tmp(\d+)")
+    now = time.time()
     for tmp in out.parent.glob(glob.escape(out.name) + ".tmp*"):
-        pid = tmp.name[len(out.name) + len(".tmp"):]
-        if not pid.isdigit() or not _alive(int(pid)):
+        m = pattern.fullmatch(tmp.name)
+        if m is None or _alive(int(m.group(1))):
+            continue
+        try:
+            age = now - tmp.stat().st_mtime
+        except OSError:
+            continue
+        if age > STALE_SECS:
             shutil.rmtree(tmp, ignore_errors=True)
 
 

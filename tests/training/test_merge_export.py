@@ -39,7 +39,8 @@ def test_cached_folder_is_a_no_op(tmp_path):
     (adapter / "adapter_model.safetensors").write_bytes(b"x")
     done = cache / f"merged-{merged_key(base, adapter)}"
     done.mkdir(parents=True)
-    (done / ".complete").write_text("ok")
+    for name in (".complete", "config.json", "model.safetensors"):  # (its marker alone is no finished folder)
+        (done / name).write_text("ok")
     assert merged_folder(base, adapter, cache=cache) == done  # no model is loaded
 
 
@@ -109,13 +110,19 @@ def test_build_folders_of_processes_that_no_longer_run_are_removed(tmp_path):
     removed, about 0.5 GB each time. The next build removes those whose process no longer runs, and no other."""
     import os
     import subprocess
+    import time
 
     from training.prepare_base import clear_stale
 
     out = tmp_path / "merged-abc"
     gone = subprocess.Popen(["true"])  # a process that ran and ended: its pid runs nothing now
     gone.wait()
-    for name in (f"merged-abc.tmp{gone.pid}", "merged-abc.tmp", f"merged-abc.tmp{os.getpid()}", "merged-abcd.tmp1"):
+    old = time.time() - 2 * 3600
+    names = {f"merged-abc.tmp{gone.pid}": old, "merged-abc.tmp99999999": time.time(),  # (another host's, building)
+             "merged-abc.tmp": old, "merged-abc.tmp.bak": old, f"merged-abc.tmp{os.getpid()}": old,
+             "merged-abcd.tmp1": old}
+    for name, when in names.items():
         (tmp_path / name).mkdir()
+        os.utime(tmp_path / name, (when, when))
     clear_stale(out)
-    assert sorted(p.name for p in tmp_path.iterdir()) == [f"merged-abc.tmp{os.getpid()}", "merged-abcd.tmp1"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(set(names) - {f"merged-abc.tmp{gone.pid}"})
