@@ -190,3 +190,18 @@ async def swallows_one_cancellation() -> None:
     except asyncio.CancelledError:
         pass
     await asyncio.sleep(3600)
+
+
+def parser_bug_on(monkeypatch, marker: bytes = b"boom") -> None:
+    """A bug in the parser, as one on a JSON timestamp "\x1c1700000000" was (review 2026-12-07): ``Parser.parse``
+    raises ValueError, not BadRecord, on a record holding ``marker``, and parses every other as it does."""
+    from rationad.dialects import Parser
+
+    real = Parser.parse
+
+    def parse(self, value, **kw):
+        if value and marker in value:
+            raise ValueError("could not convert string to float: '\x1c1700000000'")
+        return real(self, value, **kw)
+
+    monkeypatch.setattr(Parser, "parse", parse)

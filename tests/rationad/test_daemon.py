@@ -201,16 +201,9 @@ async def test_a_record_the_parser_fails_on_is_dead_lettered_and_the_partition_m
     ValueError) passed the call site, which caught only BadRecord: the daemon exited, and again at each restart on
     the same record, and every replica the partition moved to did the same. Any exception of a record's parse
     dead-letters that record (``parse_failed``)."""
-    from rationad.dialects import Parser
+    from tests.rationad.fakes import parser_bug_on
 
-    real = Parser.parse
-
-    def parse(self, value, **kw):
-        if value and b"boom" in value:
-            raise ValueError("could not convert string to float: '\x1c1700000000'")
-        return real(self, value, **kw)
-
-    monkeypatch.setattr(Parser, "parse", parse)
+    parser_bug_on(monkeypatch)
     d, consumer, producer = make(settings(), [{TP: [Rec(0, line("a")), Rec(1, b"boom"), Rec(2, line("a"))]}])
     await run_until(d, lambda: final_commit(consumer) == 3)
     (dl,) = producer.on("rationad.dlq")

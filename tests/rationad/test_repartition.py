@@ -230,18 +230,10 @@ def test_a_line_of_a_pack_the_parser_fails_on_costs_that_line_only(monkeypatch):
     """Found by review (2026-12-07), failing before its fix: a parser bug (any exception but BadRecord) on one line of
     a pack dead-lettered the whole pack, as one record of the internal topic (purged once committed), and the pack's
     other lines, already remembered as windowed, were never windowed, not even when forwarded again."""
-    from rationad.dialects import Parser
     from rationad.repartition import Packer
-    from tests.rationad.fakes import Rec
+    from tests.rationad.fakes import Rec, parser_bug_on
 
-    real = Parser.parse
-
-    def parse(self, value, **kw):
-        if value and b"boom" in value:
-            raise ValueError("could not convert string to float")
-        return real(self, value, **kw)
-
-    monkeypatch.setattr(Parser, "parse", parse)
+    parser_bug_on(monkeypatch)
     d, tp, part = _pack_daemon()
     packer = Packer(d.internal, "logs", 1, Router(1))
     good = b"081109 203615 148 INFO dfs.DataNode: Receiving block blk_5 src: /10.0.0.1:1"
@@ -261,18 +253,10 @@ def test_a_line_of_a_pack_the_parser_fails_on_costs_that_line_only(monkeypatch):
 def test_a_line_naming_many_blocks_the_parser_fails_on_is_one_dead_letter(monkeypatch):
     """Found by review (2026-12-07), failing before its fix: a line naming N blocks crosses the hop once per block,
     and a parse that failed on it failed for each: N dead letters of one line (up to input.max_keys_per_line)."""
-    from rationad.dialects import Parser
     from rationad.repartition import Packer
-    from tests.rationad.fakes import Rec
+    from tests.rationad.fakes import Rec, parser_bug_on
 
-    real = Parser.parse
-
-    def parse(self, value, **kw):
-        if value and b"boom" in value:
-            raise ValueError("could not convert string to float")
-        return real(self, value, **kw)
-
-    monkeypatch.setattr(Parser, "parse", parse)
+    parser_bug_on(monkeypatch)
     d, tp, part = _pack_daemon()
     line = b"081109 203615 148 INFO dfs.FSNamesystem: BLOCK* boom delete " + b" ".join(b"blk_%d" % i for i in range(5))
     routes = d.parser.route(line, topic="logs", partition=1, offset=40)
