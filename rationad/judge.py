@@ -230,15 +230,20 @@ class Judge:
 
     def cached(self, session: Session) -> Judgement | None:
         """``session``'s judgement from the verdict cache alone, never the model's; None when it has no usable one."""
-        if self.cache is None:
-            return None
         view = self.view(session)
-        hit = self.cache.get(cache_key(view, self.start(view)))
+        hit = self._hit(cache_key(view, self.start(view)), view)
+        if hit is None or not hit[2].ok:
+            return None
+        answer = checked(hit[2], view)
+        return Judgement(session, view, answer, cached=True, attempts=0, score=hit[1]) if answer.ok else None
+
+    def _hit(self, key: str, view: SessionView) -> tuple[str, float | None, ParsedAnswer] | None:
+        """The verdict cache's entry for ``key``: its completion, score and the completion parsed for ``view``."""
+        hit = self.cache.get(key) if self.cache is not None else None
         if hit is None:
             return None
         text, score = from_cache(hit)
-        answer = checked(parse_completion(text, view), view)
-        return Judgement(session, view, answer, cached=True, attempts=0, score=score) if answer.ok else None
+        return text, score, parse_completion(text, view)
 
     def start(self, view: SessionView) -> str | None:
         """What the model's answer is given to start with (``rationad.facts``): a template's rule sentence, or an HDFS
@@ -273,21 +278,18 @@ class Judge:
         waits: dict[int, asyncio.Future[tuple[str, float | None, int]]] = {}
         parsed: dict[int, ParsedAnswer] = {}  # cache hits' answers, parsed once to check them
         for i, key in enumerate(keys):
-            hit = self.cache.get(key) if self.cache is not None else None
-            if hit is not None:
-                answer = parse_completion(from_cache(hit)[0], views[i])
-                if answer.ok:
-                    parsed[i] = answer
-                else:
-                    # Only answers that parse are cached; one that does not (recovered from a shared changelog
-                    # written by another build, or by hand) would be served for ever: forget it, ask the model.
-                    assert self.cache is not None
-                    self.cache.delete(key)
-                    hit = None
+            hit = self._hit(key, views[i])
+            if hit is not None and not hit[2].ok:
+                # Only answers that parse are cached; one that does not (recovered from a shared changelog
+                # written by another build, or by hand) would be served for ever: forget it, ask the model.
+                assert self.cache is not None
+                self.cache.delete(key)
+                hit = None
             if self.metrics is not None and self.cache is not None:
                 self.metrics.cache_requests.labels("hit" if hit is not None else "miss").inc()
             if hit is not None:
-                results[i] = (*from_cache(hit), 0, True)
+                text, score, parsed[i] = hit
+                results[i] = (text, score, 0, True)
             elif key in self._inflight:
                 waits[i] = self._inflight[key]
             elif key not in to_call:

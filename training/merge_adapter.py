@@ -75,7 +75,7 @@ def merge(base: Path, adapter: Path, out: Path, dtype: str = "bfloat16") -> Path
             if (adapter / name).is_file():
                 shutil.copy2(adapter / name, tmp / name)
         (tmp / DONE).write_text("ok\n")
-        publish(tmp, out, lambda folder: is_complete(folder, DONE))  # (another setup may have made it meanwhile)
+        publish(tmp, out)  # (another setup may have made it meanwhile)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out
@@ -85,7 +85,7 @@ def merged_folder(base: Path, adapter: Path, cache: Path | None = None) -> Path:
     """The merged folder for (base, adapter), built once."""
     check_inputs(base, adapter)
     out = (cache or cache_root()) / f"merged-{merged_key(base, adapter)}"
-    if is_complete(out, DONE):  # its marker, config and weights (a marker alone passed a folder without weights)
+    if is_complete(out):  # its marker, config and weights (a marker alone passed a folder without weights)
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
     return merge(base, adapter, out)

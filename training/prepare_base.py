@@ -21,7 +21,6 @@ import re
 import shutil
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -63,9 +62,9 @@ def file_hash(path: Path) -> str:
     return h.hexdigest()
 
 
-def is_complete(folder: Path, done: str = ".complete") -> bool:
-    """A model folder finished (its ``done`` marker, written last) with its config and weights."""
-    return (folder / done).is_file() and (folder / "config.json").is_file() and (
+def is_complete(folder: Path) -> bool:
+    """A model folder finished (its ``.complete`` marker, written last) with its config and weights."""
+    return (folder / ".complete").is_file() and (folder / "config.json").is_file() and (
         (folder / "model.safetensors").is_file() or (folder / "model.safetensors.index.json").is_file())
 
 
@@ -101,7 +100,7 @@ def convert(gguf: Path, out: Path) -> Path:
             f"({gguf.name}, sha256 {file_hash(gguf)}) by rationad's training.prepare_base.\n"
         )
         (tmp / ".complete").write_text("ok\n")
-        publish(tmp, out, is_complete)
+        publish(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out
@@ -139,16 +138,16 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def publish(tmp: Path, out: Path, complete: Callable[[Path], bool]) -> None:
+def publish(tmp: Path, out: Path) -> None:
     """``tmp`` (complete) in place of ``out``; where another process put a complete ``out`` there meanwhile, that
     one stands (``tmp`` is left for the caller to remove)."""
-    if complete(out):
+    if is_complete(out):
         return
     shutil.rmtree(out, ignore_errors=True)
     try:
         tmp.rename(out)
     except OSError:
-        if not complete(out):  # not another run's finished folder: a real failure
+        if not is_complete(out):  # not another run's finished folder: a real failure
             raise
 
 

@@ -98,10 +98,10 @@ def test_a_folder_another_setup_finished_meanwhile_stands(tmp_path):
 
     out = tmp_path / "base"
     assert not is_complete(made(tmp_path / "no-weights", weights=False))
-    publish(made(tmp_path / "a.tmp1"), out, is_complete)
+    publish(made(tmp_path / "a.tmp1"), out)
     assert is_complete(out) and not (tmp_path / "a.tmp1").exists()
     theirs = made(tmp_path / "b.tmp2")
-    publish(theirs, out, is_complete)  # finished second: the first stands, the caller removes its own
+    publish(theirs, out)  # finished second: the first stands, the caller removes its own
     assert is_complete(out) and theirs.exists()
 
 
